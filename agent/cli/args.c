@@ -1,0 +1,176 @@
+/* args.c: option helpers shared by every command (see cli.h for the conventions). */
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void cli_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "pocketllm %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+/* Matches "--name" or "--name=value"; returns the value part (or "" for the bare form). */
+static const char *match(const char *arg, const char *name)
+{
+    size_t n = strlen(name);
+    if (strncmp(arg, name, n) != 0)
+        return NULL;
+    if (arg[n] == '\0')
+        return "";
+    if (arg[n] == '=')
+        return arg + n + 1;
+    return NULL;
+}
+
+static int in_list(const char *arg, const char *const *list)
+{
+    for (; list && *list; list++)
+        if (match(arg, *list))
+            return 1;
+    return 0;
+}
+
+const char *cli_opt(int argc, char **argv, const char *name)
+{
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--"))
+            break;
+        const char *v = match(argv[i], name);
+        if (!v)
+            continue;
+        if (*v)
+            return v;
+        if (argv[i][strlen(name)] == '=')
+            return v; /* explicit empty value */
+        return i + 1 < argc ? argv[i + 1] : NULL;
+    }
+    return NULL;
+}
+
+int cli_flag(int argc, char **argv, const char *name)
+{
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--"))
+            break;
+        if (!strcmp(argv[i], name))
+            return 1;
+    }
+    return 0;
+}
+
+static const char *const always_values[] = {"--home", NULL};
+
+const char *cli_positional(int argc, char **argv, int n, const char *const *takes_value)
+{
+    int seen = 0, rest = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!rest && !strcmp(a, "--")) {
+            rest = 1;
+            continue;
+        }
+        if (!rest && a[0] == '-' && a[1] != '\0') {
+            if ((in_list(a, takes_value) || in_list(a, always_values)) && !strchr(a, '='))
+                i++; /* skip the value */
+            continue;
+        }
+        if (seen++ == n)
+            return a;
+    }
+    return NULL;
+}
+
+int cli_check(int argc, char **argv, const char *const *takes_value, const char *const *flags)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--"))
+            break;
+        if (a[0] != '-' || a[1] == '\0')
+            continue;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+            continue;
+        if (in_list(a, takes_value) || in_list(a, always_values)) {
+            if (!strchr(a, '=')) {
+                if (i + 1 >= argc) {
+                    cli_error(argv[0], "option %s needs a value (see pocketllm %s --help)", a,
+                              argv[0]);
+                    return 1;
+                }
+                i++;
+            }
+            continue;
+        }
+        if (in_list(a, flags) && !strchr(a, '='))
+            continue;
+        cli_error(argv[0], "unknown option %s (see pocketllm %s --help)", a, argv[0]);
+        return 1;
+    }
+    return 0;
+}
+
+int cli_opt_long(int argc, char **argv, const char *name, long long *out)
+{
+    const char *v = cli_opt(argc, argv, name);
+    if (!v)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end != '\0') {
+        cli_error(argv[0], "%s expects an integer, got '%s'", name, v);
+        return -1;
+    }
+    *out = x;
+    return 1;
+}
+
+int cli_opt_double(int argc, char **argv, const char *name, double *out)
+{
+    const char *v = cli_opt(argc, argv, name);
+    if (!v)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end != '\0' || !isfinite(x)) {
+        cli_error(argv[0], "%s expects a number, got '%s'", name, v);
+        return -1;
+    }
+    *out = x;
+    return 1;
+}
+
+int cli_help(int argc, char **argv, const char *text)
+{
+    if (!cli_flag(argc, argv, "--help") && !cli_flag(argc, argv, "-h"))
+        return 0;
+    fputs(text, stdout);
+    return 1;
+}
+
+int cli_home(int argc, char **argv, char *out, size_t n)
+{
+    const char *h = cli_opt(argc, argv, "--home");
+    int w;
+    if (h && *h)
+        w = snprintf(out, n, "%s", h);
+    else if ((h = getenv("POCKETLLM_HOME")) && *h)
+        w = snprintf(out, n, "%s", h);
+    else if ((h = getenv("XDG_DATA_HOME")) && *h)
+        w = snprintf(out, n, "%s/pocketllm", h);
+    else if ((h = getenv("HOME")) && *h)
+        w = snprintf(out, n, "%s/.local/share/pocketllm", h);
+    else
+        w = snprintf(out, n, "./pocketllm-home");
+    return (w < 0 || (size_t)w >= n) ? -1 : 0;
+}

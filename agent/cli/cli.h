@@ -1,0 +1,67 @@
+/* cli.h: the pocketllm command table and the small option helpers every command shares.
+ * Each cmd_*.c file owns the commands of one area; main.c only dispatches.
+ * Exit codes (README "Exit codes"): 0 success, 1 runtime error (bad file, wrong passphrase,
+ * network), 2 usage error (unknown command or option, missing argument), 130 interrupted. */
+#ifndef PK_CLI_H
+#define PK_CLI_H
+
+#include <stddef.h>
+
+enum { CLI_OK = 0, CLI_ERR = 1, CLI_USAGE = 2, CLI_INTERRUPTED = 130 };
+
+/* A command: argv[0] is the command name (for "bench X" and "data X", the sub-command name). */
+typedef int (*cli_fn)(int argc, char **argv);
+
+/* Options: "--name VALUE" or "--name=VALUE", anywhere after the command name.
+ * cli_opt returns the value (borrowed from argv) or NULL; cli_flag returns 1 if present. */
+const char *cli_opt(int argc, char **argv, const char *name);
+int cli_flag(int argc, char **argv, const char *name);
+/* The n-th positional argument (not an option or an option's value), or NULL.
+ * takes_value lists the options that take a value (NULL-terminated). */
+const char *cli_positional(int argc, char **argv, int n, const char *const *takes_value);
+/* Rejects options outside takes_value and flags (both NULL-terminated; --help and --home are
+ * always allowed): prints "pocketllm CMD: unknown option --x (see pocketllm CMD --help)" and
+ * returns 1. */
+int cli_check(int argc, char **argv, const char *const *takes_value, const char *const *flags);
+/* Parses a number option; on a malformed value prints an error and returns -1, absent -> 0
+ * with *out untouched, present and valid -> 1. */
+int cli_opt_long(int argc, char **argv, const char *name, long long *out);
+int cli_opt_double(int argc, char **argv, const char *name, double *out);
+/* Prints help text (to stdout) if --help or -h is given; returns 1 then. */
+int cli_help(int argc, char **argv, const char *text);
+/* The agent home: --home DIR, else $POCKETLLM_HOME, else $XDG_DATA_HOME/pocketllm, else
+ * ~/.local/share/pocketllm. Writes into out (size n); returns 0, or -1 if it does not fit. */
+int cli_home(int argc, char **argv, char *out, size_t n);
+/* Prints "pocketllm CMD: message" to stderr (printf format). */
+void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Area: engine (cmd_model.c) */
+int cmd_forward(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_make_model(int argc, char **argv);
+int cmd_bench_forward(int argc, char **argv);
+/* Area: tokenizer (cmd_tokenize.c) */
+int cmd_tokenize(int argc, char **argv);
+int cmd_bench_tokenize(int argc, char **argv);
+/* Area: store (cmd_data.c) */
+int cmd_init(int argc, char **argv);
+int cmd_import(int argc, char **argv);
+int cmd_data(int argc, char **argv);
+int cmd_rekey(int argc, char **argv);
+int cmd_bench_store(int argc, char **argv);
+/* Area: MeZO trainer (cmd_train.c) */
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_replay(int argc, char **argv);
+int cmd_runs(int argc, char **argv);
+int cmd_mezo_probe(int argc, char **argv);
+int cmd_bench_mezo(int argc, char **argv);
+/* Area: sync client (cmd_sync.c) */
+int cmd_sync(int argc, char **argv);
+/* Area: product (cmd_product.c) */
+int cmd_demo(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+
+#endif /* PK_CLI_H */

@@ -1,0 +1,83 @@
+/* common.c: status strings, the logging hook, assertions and small OS helpers.
+ * The log hook is the only mutable global; it is written once from main before threads start. */
+#include "pk_common.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static const char *const status_names[PK_ERR__COUNT] = {
+    [PK_OK] = "ok",
+    [PK_ERR_NOMEM] = "out of memory",
+    [PK_ERR_IO] = "I/O error",
+    [PK_ERR_FORMAT] = "malformed input",
+    [PK_ERR_AUTH] = "authentication failed",
+    [PK_ERR_DB] = "database error",
+    [PK_ERR_HTTP] = "network error",
+    [PK_ERR_ARG] = "invalid argument",
+    [PK_ERR_BUSY] = "busy",
+    [PK_ERR_NOTFOUND] = "not found",
+    [PK_ERR_UNSUPPORTED] = "unsupported",
+    [PK_ERR_INTERRUPTED] = "interrupted",
+    [PK_ERR_LIMIT] = "limit exceeded",
+};
+
+const char *pk_status_str(pk_status st)
+{
+    if ((int)st < 0 || st >= PK_ERR__COUNT)
+        return "unknown status";
+    return status_names[st];
+}
+
+/* Set once from main (STYLE 5 allows this one hook, as ggml_log_set does). */
+static pk_log_fn log_fn;
+static void *log_user;
+static pk_log_level log_min = PK_LOG_WARN;
+
+void pk_log_set(pk_log_fn fn, void *user, pk_log_level min_level)
+{
+    log_fn = fn;
+    log_user = user;
+    log_min = min_level;
+}
+
+void pk_log(pk_log_level level, const char *fmt, ...)
+{
+    if (level < log_min)
+        return;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (log_fn) {
+        log_fn(level, buf, log_user);
+        return;
+    }
+    static const char *const names[] = {"debug", "info", "warning", "error"};
+    fprintf(stderr, "pocketllm: %s: %s\n", names[level], buf);
+}
+
+void pk_assert_fail(const char *expr, const char *file, int line)
+{
+    fprintf(stderr, "pocketllm: assertion failed: %s (%s:%d)\n", expr, file, line);
+    fflush(stderr);
+    abort();
+}
+
+double pk_time_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+size_t pk_peak_rss_bytes(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (size_t)ru.ru_maxrss * 1024u; /* Linux reports KiB */
+}

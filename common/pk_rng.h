@@ -1,0 +1,33 @@
+/* pk_rng.h: the MeZO perturbation generator, DESIGN section 4 (the contract between the forward
+ * pass, the optimizer, replay and every device of a federation).
+ *
+ * z(seed, tensor, i) is a pure function of a 64-bit seed, a 64-bit tensor key and an element
+ * index: Philox4x32-10 keyed by the seed, counter from (tensor key, i / 4). Any block of any
+ * tensor can be generated on its own, in any order, on any thread, and the value is bit-identical
+ * for every thread count, build type and machine (no libm, no FMA contraction in rng.c).
+ * docs/ZGEN.md gives the exact definition and golden vectors; tests/test_rng.c pins them.
+ * Thread safety: every function here is pure and reentrant. */
+#ifndef PK_RNG_H
+#define PK_RNG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum pk_z_kind {
+    PK_Z_GAUSSIAN = 0,   /* standard normal (default) */
+    PK_Z_RADEMACHER = 1, /* +1 / -1 with equal probability */
+} pk_z_kind;
+
+/* The tensor key: FNV-1a 64 of the Hugging Face tensor name (e.g. "model.layers.0.mlp.up_proj.weight").
+ * Element i of a tensor is its index in the tensor's stored row-major layout. */
+uint64_t pk_rng_tensor_key(const char *name);
+
+/* out[j] = z(seed, key, start + j) for j in [0, n). out is borrowed. */
+void pk_z_fill(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind kind, float *out);
+
+/* y[j] += alpha * z(seed, key, start + j) for j in [0, n); the perturbation hook's kernel.
+ * Computed as y[j] + (alpha * z) with one rounding per operation (no FMA). */
+void pk_z_axpy(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind kind, float alpha,
+               float *y);
+
+#endif /* PK_RNG_H */
