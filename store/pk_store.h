@@ -28,17 +28,16 @@ pk_store_params pk_store_default_params(void);
  * key-check record and a new Ed25519 device identity. PK_ERR_ARG if a store already exists.
  * passphrase is borrowed (len bytes, not NUL-terminated necessarily). */
 PK_NODISCARD pk_status pk_store_init(const char *home_dir, const char *passphrase, size_t len,
-                                     pk_store_params params);
+                                     pk_store_params params, char *err, size_t errlen);
 /* Opens an existing home: PK_ERR_NOTFOUND if there is none, PK_ERR_AUTH on a wrong passphrase
  * (checked before anything is written), PK_ERR_BUSY if another process holds it too long.
- * On failure *out is NULL; pk_store_last_error() then says why. */
+ * On failure *out is NULL and err (errlen bytes, borrowed, may be NULL) says why, naming the
+ * file; the same err convention holds for pk_store_init. */
 PK_NODISCARD pk_status pk_store_open(const char *home_dir, const char *passphrase, size_t len,
-                                     pk_store **out);
+                                     pk_store **out, char *err, size_t errlen);
 void pk_store_close(pk_store *s); /* NULL-safe; wipes keys */
 /* Detailed message of the last failure on s (view, valid until the next call on s). */
 const char *pk_store_errmsg(const pk_store *s);
-/* Message of the last pk_store_open/pk_store_init failure on this thread (static storage). */
-const char *pk_store_last_error(void);
 
 /* ---- datasets and examples ---------------------------------------------------------------- */
 
