@@ -1,0 +1,226 @@
+/* pk_model.h: the model engine. Loads Hugging Face checkpoints (config.json + safetensors, F32/F16/
+ * BF16, single or sharded), runs exact batched forward passes (llama, qwen2, opt, gpt2, roberta),
+ * the MeZO perturbation hook, training losses, label-word logits, KV-cache generation and
+ * sampling, and writes safetensors.
+ *
+ * Thread safety: a pk_model (and a pk_gen / pk_sampler) may move between threads, but two threads
+ * never use the same handle at once. Forward functions use the process-wide OpenMP/OpenBLAS pool
+ * (pk_threads_set). Two handles may run concurrently but would share the cores.
+ *
+ * Tensor order: tensors are indexed 0..n-1 in strcmp order of their Hugging Face names. The index
+ * is stable for a given checkpoint and is the index used by pk_perturb.trainable. */
+#ifndef PK_MODEL_H
+#define PK_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pk_common.h"
+#include "pk_rng.h"
+
+typedef struct pk_model pk_model;
+
+typedef enum pk_dtype {
+    PK_DTYPE_F32 = 0,
+    PK_DTYPE_F16 = 1,
+    PK_DTYPE_BF16 = 2,
+} pk_dtype;
+
+/* Bytes per element of dtype (4 or 2). */
+size_t pk_dtype_size(pk_dtype dt);
+/* "F32", "F16", "BF16" (the safetensors spelling). */
+const char *pk_dtype_name(pk_dtype dt);
+/* Parses "f32"/"F32"/"float32", "f16"/"F16"/"float16", "bf16"/"BF16"/"bfloat16". Returns 0 on
+ * success, -1 if unknown. */
+int pk_dtype_parse(const char *s, pk_dtype *out);
+
+/* fp16 / bf16 <-> fp32, round to nearest even (NaN stays NaN, overflow goes to inf). Pure. */
+float pk_f16_to_f32(uint16_t h);
+uint16_t pk_f32_to_f16(float f);
+float pk_bf16_to_f32(uint16_t h);
+uint16_t pk_f32_to_bf16(float f);
+/* Widens n elements of src (dtype dt, element offset 0) to fp32 in dst. */
+void pk_widen(pk_dtype dt, const void *src, size_t n, float *dst);
+/* Narrows n fp32 values into dst (dtype dt), round to nearest even. */
+void pk_narrow(pk_dtype dt, const float *src, size_t n, void *dst);
+
+typedef struct pk_model_params {
+    int max_batch; /* activations reserved up front for (max_batch, max_seq); 0 = lazy */
+    int max_seq;   /* 0 = lazy (reserved on first use, grown when a larger batch arrives) */
+    int read_only; /* 1: map weights PROT_READ only (pk_tensor_info.data must not be written) */
+} pk_model_params;
+
+pk_model_params pk_model_default_params(void);
+
+/* Loads a model directory: config.json + model.safetensors or model.safetensors.index.json with
+ * its shards. The files are mmapped MAP_PRIVATE, PROT_READ|PROT_WRITE: writing a tensor's data
+ * changes this process's copy only (copy-on-write), never the files.
+ * Everything is validated before use (header bounds, JSON, offsets inside the data area and not
+ * overlapping, byte size = dtype x shape, every tensor the config implies present with its shape).
+ * dir is borrowed. On success *out is an owned result (free with pk_model_free). On failure *out
+ * is NULL and err (size errlen, may be NULL/0) holds one line naming the file and tensor/key.
+ * Returns PK_ERR_IO (missing/unreadable file), PK_ERR_FORMAT (malformed), PK_ERR_UNSUPPORTED
+ * (unknown model_type, pytorch_model.bin only), PK_ERR_NOMEM. */
+PK_NODISCARD pk_status pk_model_load(const char *dir, pk_model_params p, pk_model **out, char *err,
+                                     size_t errlen);
+void pk_model_free(pk_model *m); /* NULL-safe */
+
+/* Info (pure getters). arch: "llama", "qwen2", "opt", "gpt2" or "roberta" (static string). */
+const char *pk_model_arch(const pk_model *m);
+int pk_model_vocab_size(const pk_model *m);
+int pk_model_max_positions(const pk_model *m); /* longest sequence the model accepts */
+int pk_model_hidden_size(const pk_model *m);
+int pk_model_n_layers(const pk_model *m);
+int pk_model_is_causal(const pk_model *m); /* 0 for roberta (an encoder with an MLM head) */
+int pk_model_bos_id(const pk_model *m);    /* from config.json, -1 if none */
+int pk_model_eos_id(const pk_model *m);    /* -1 if none */
+int pk_model_pad_id(const pk_model *m);    /* -1 if none */
+size_t pk_model_weight_bytes(const pk_model *m); /* sum of stored tensor bytes */
+/* Multiply-add FLOPs (x2) of the linear layers + LM head for one forward over B*T tokens; used by
+ * bench. */
+double pk_model_forward_flops(const pk_model *m, int B, int T);
+
+/* Threads for our OpenMP loops and OpenBLAS (one pool). n <= 0 means all cores. Returns the
+ * value now in effect. pk_threads_get returns the current value. */
+int pk_threads_set(int n);
+int pk_threads_get(void);
+
+/* Tensors. */
+typedef struct pk_tensor_info {
+    const char *name; /* Hugging Face name, view valid while the model lives */
+    pk_dtype dtype;   /* storage dtype */
+    int ndim;
+    int64_t shape[4];
+    size_t numel;
+    uint64_t key;       /* pk_rng_tensor_key(name) */
+    void *data;         /* the stored elements, row-major, writable (copy-on-write mmap) */
+    int is_bias_or_norm; /* 1 for biases and normalization weights (no weight decay) */
+} pk_tensor_info;
+
+size_t pk_model_n_tensors(const pk_model *m);
+/* Fills *out for tensor i (0 <= i < n_tensors). PK_ERR_ARG if i is out of range. */
+PK_NODISCARD pk_status pk_model_tensor(const pk_model *m, size_t i, pk_tensor_info *out);
+/* Index of the tensor with this name, or -1. */
+int pk_model_tensor_index(const pk_model *m, const char *name);
+
+/* A batch of B sequences, left-aligned, padded to T. All pointers borrowed. */
+typedef struct pk_batch {
+    int B, T;
+    const int32_t *ids;        /* [B*T] row-major; entries past lengths[b] are ignored */
+    const int32_t *lengths;    /* [B] valid tokens per row (1..T) */
+    const int32_t *token_type; /* [B*T] or NULL (roberta token types; 0 if NULL) */
+} pk_batch;
+
+/* The MeZO perturbation: each trainable tensor W is used as W + scale * z(seed, key(W), i), i the
+ * element's index in the stored row-major layout, materialized block by block in an fp32 scratch
+ * buffer just before use (the stored weights are never written by a forward pass). Tied LM heads
+ * use the embedding's z. trainable is borrowed, [n_tensors], 1 = perturbed; NULL = all tensors. */
+typedef struct pk_perturb {
+    uint64_t seed;
+    float scale; /* +eps or -eps */
+    pk_z_kind kind;
+    const uint8_t *trainable;
+} pk_perturb;
+
+/* Reserves activations for batches up to (B, T) so later forward calls do not allocate
+ * (otherwise the first forward of a larger shape reserves lazily). PK_ERR_ARG if T exceeds
+ * max positions, PK_ERR_NOMEM. */
+PK_NODISCARD pk_status pk_model_reserve(pk_model *m, int B, int T);
+/* Bytes of activation/scratch memory currently reserved, and the number of allocations made by
+ * reservations so far (a test checks forward passes leave it unchanged). */
+size_t pk_model_activation_bytes(const pk_model *m);
+size_t pk_model_alloc_count(const pk_model *m);
+
+/* Causal next-token cross-entropy. target_mask [B*T] (borrowed, may be NULL): position t of row
+ * b counts as a target (token ids[b,t] predicted from positions < t) if target_mask[b*T+t] != 0
+ * and 1 <= t < lengths[b]; NULL = every valid t >= 1. seq_nll[B] / seq_count[B] (may be NULL)
+ * get each row's summed NLL and counted targets; *mean (may be NULL) the mean over all counted
+ * targets (NaN if none). Never materializes [B*T, vocab] logits (LM head in vocab row blocks).
+ * Roberta: PK_ERR_UNSUPPORTED (use pk_model_select_logits at the mask position).
+ * PK_ERR_ARG on bad shapes or token ids out of range. */
+PK_NODISCARD pk_status pk_model_loss(pk_model *m, const pk_batch *batch,
+                                     const uint8_t *target_mask, const pk_perturb *pert,
+                                     double *seq_nll, int32_t *seq_count, double *mean);
+
+/* Logits of chosen token ids at chosen positions: out[s*n_ids + j] = logit of ids[j] at
+ * (sel_b[s], sel_t[s]) (causal models: the distribution of the token AFTER position t; roberta:
+ * the MLM logits at t). With pk_model_select_logprobs the values are log-softmax over the whole
+ * vocabulary instead. All arrays borrowed; out [n_sel*n_ids] caller-owned.
+ * PK_ERR_ARG if a position is outside its row's valid length or an id is out of range. */
+PK_NODISCARD pk_status pk_model_select_logits(pk_model *m, const pk_batch *batch,
+                                              const pk_perturb *pert, size_t n_sel,
+                                              const int32_t *sel_b, const int32_t *sel_t,
+                                              size_t n_ids, const int32_t *ids, float *out);
+PK_NODISCARD pk_status pk_model_select_logprobs(pk_model *m, const pk_batch *batch,
+                                                const pk_perturb *pert, size_t n_sel,
+                                                const int32_t *sel_b, const int32_t *sel_t,
+                                                size_t n_ids, const int32_t *ids, float *out);
+
+/* Full logits: out [B*T*V] caller-owned (rows past a sequence's length are computed from padding
+ * and meaningless). For tests and small inputs; training uses the two functions above. */
+PK_NODISCARD pk_status pk_model_logits(pk_model *m, const pk_batch *batch, const pk_perturb *pert,
+                                       float *out);
+
+/* Generation with a KV cache (causal models only, one sequence). */
+typedef struct pk_gen pk_gen;
+/* A cache for up to max_tokens positions (<= max positions). m is borrowed and must outlive g.
+ * *out owned result, free with pk_gen_free. PK_ERR_UNSUPPORTED for roberta. */
+PK_NODISCARD pk_status pk_gen_create(pk_model *m, int max_tokens, pk_gen **out);
+void pk_gen_free(pk_gen *g); /* NULL-safe */
+/* Empties the cache (position 0). */
+void pk_gen_reset(pk_gen *g);
+/* Tokens in the cache so far. */
+int pk_gen_pos(const pk_gen *g);
+/* Appends n tokens (ids borrowed) at the current position and, if logits != NULL, writes the
+ * next-token logits [V] after the last one. pert may be NULL. PK_ERR_LIMIT if the cache is full,
+ * PK_ERR_ARG for ids out of range or n < 1. */
+PK_NODISCARD pk_status pk_gen_feed(pk_gen *g, const int32_t *ids, int n, const pk_perturb *pert,
+                                   float *logits);
+
+/* Sampling: temperature <= 0 is greedy (argmax, lowest id on ties); otherwise softmax(logits/T)
+ * restricted to the top_k most likely (0 = all), then to the smallest set whose probability
+ * reaches top_p (1 = all), drawn with a deterministic RNG seeded by seed. */
+typedef struct pk_sampler_params {
+    float temperature;
+    int top_k;
+    float top_p;
+    uint64_t seed;
+} pk_sampler_params;
+typedef struct pk_sampler pk_sampler;
+PK_NODISCARD pk_status pk_sampler_create(pk_sampler_params p, int vocab, pk_sampler **out);
+void pk_sampler_free(pk_sampler *s); /* NULL-safe */
+/* Picks the next token from logits [vocab] (borrowed, not modified). */
+int32_t pk_sampler_sample(pk_sampler *s, const float *logits);
+
+/* Writes the model with its CURRENT weights to out_dir (created if missing): config.json (the
+ * source's, torch_dtype updated), model.safetensors in dtype, and copies of the tokenizer files
+ * found in the source directory. err as in pk_model_load. */
+PK_NODISCARD pk_status pk_model_save(const pk_model *m, const char *out_dir, pk_dtype dtype,
+                                     char *err, size_t errlen);
+
+/* A streaming safetensors writer: tensors are written in the given order (the header lists them
+ * sorted by name as required), each filled in fp32 chunks by fill(user, i, start, n, buf) that
+ * writes elements [start, start+n) of tensor i into buf, then narrowed to the tensor's dtype.
+ * Nothing beyond one chunk is held in memory. entries borrowed. */
+typedef struct pk_st_entry {
+    const char *name;
+    pk_dtype dtype;
+    int ndim;
+    int64_t shape[4];
+} pk_st_entry;
+typedef void (*pk_st_fill_fn)(void *user, size_t i, size_t start, size_t n, float *buf);
+PK_NODISCARD pk_status pk_safetensors_write(const char *path, const pk_st_entry *entries,
+                                            size_t n, pk_st_fill_fn fill, void *user, char *err,
+                                            size_t errlen);
+
+/* Parsers exposed for the fuzz targets and tests: validate a safetensors header (the JSON text
+ * after the 8-byte length, header_len bytes) against a data area of data_len bytes, and a
+ * config.json text. Return PK_OK or PK_ERR_FORMAT / PK_ERR_UNSUPPORTED with err naming what is
+ * wrong (fname is used in messages). Pure, no allocation is kept. */
+PK_NODISCARD pk_status pk_safetensors_check_header(const char *fname, const char *header,
+                                                   size_t header_len, uint64_t data_len,
+                                                   char *err, size_t errlen);
+PK_NODISCARD pk_status pk_config_check(const char *fname, const char *json, size_t len, char *err,
+                                       size_t errlen);
+
+#endif /* PK_MODEL_H */
