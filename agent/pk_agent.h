@@ -5,5 +5,6 @@
 #define PK_AGENT_H
 
 #include "pk_common.h"
+#include "pk_ui.h"
 
 #endif /* PK_AGENT_H */

@@ -1,0 +1,62 @@
+/* pk_ui.h: terminal helpers for long operations (import, train, replay, pull): a progress
+ * display, a Ctrl-C flag checked at safe points, and a loss sparkline.
+ * Output goes to stdout (or the FILE given to pk_progress_new_to); this is the one place in the
+ * agent library that writes to a stream, because its whole job is to show progress.
+ * Thread safety: a pk_progress handle may move between threads but is never used by two at
+ * once. pk_interrupted() may be called from any thread. */
+#ifndef PK_UI_H
+#define PK_UI_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum pk_progress_mode {
+    PK_PROGRESS_AUTO = 0, /* a redrawn bar if the stream is a TTY, else PLAIN */
+    PK_PROGRESS_PLAIN,    /* a line every few seconds or every 10%, and a final line */
+    PK_PROGRESS_JSON,     /* one JSON object per line (same throttling as PLAIN) */
+    PK_PROGRESS_QUIET,    /* nothing */
+} pk_progress_mode;
+
+typedef struct pk_progress pk_progress;
+
+/* Starts a progress display for `total` steps (total <= 0: unknown, no percentage or ETA).
+ * label is copied. Returns an owned handle (free with pk_progress_finish), or NULL if out of
+ * memory; every pk_progress_* function accepts NULL and then does nothing. */
+pk_progress *pk_progress_new(const char *label, int64_t total, pk_progress_mode mode);
+/* The same, writing to `out` (borrowed, must outlive the handle); AUTO checks isatty(out). */
+pk_progress *pk_progress_new_to(FILE *out, const char *label, int64_t total,
+                                pk_progress_mode mode);
+/* Counts in bytes: shows sizes as KiB/MiB and the rate as MiB/s (for downloads). */
+void pk_progress_set_bytes(pk_progress *p, int on);
+/* Changes the total (e.g. once a download learns its Content-Length). */
+void pk_progress_set_total(pk_progress *p, int64_t total);
+/* Reports `done` steps so far and the latest loss (NAN if none). Shows step/total, the
+ * smoothed loss (EMA, NaN and inf ignored), steps/s and ETA. The bar redraws at most ~10
+ * times/s; PLAIN and JSON print a line every 5 s or each time another 10% is done. */
+void pk_progress_update(pk_progress *p, int64_t done, double loss);
+/* The smoothed loss so far, NAN if no finite loss was seen. */
+double pk_progress_loss_ema(const pk_progress *p);
+/* Prints the final line (bar: completes it and ends the line) and frees p. NULL-safe. */
+void pk_progress_finish(pk_progress *p);
+/* QUIET if quiet, else JSON if json, else AUTO. */
+pk_progress_mode pk_progress_mode_from_args(int json, int quiet);
+
+/* Installs SIGINT and SIGTERM handlers that only set a flag; long loops poll pk_interrupted()
+ * at step boundaries and stop cleanly (exit code 130). A second Ctrl-C kills the process
+ * at once (the handler is one-shot). Idempotent. */
+void pk_interrupt_install(void);
+/* 1 once SIGINT or SIGTERM arrived (or pk_interrupt_raise was called), else 0. */
+int pk_interrupted(void);
+/* Sets the flag by hand (tests, or a caller that wants the same clean-stop path). */
+void pk_interrupt_raise(void);
+/* Clears the flag (e.g. between two phases of the demo, or in tests). */
+void pk_interrupt_clear(void);
+
+/* Writes a one-line sparkline of v[0..n) squeezed (bucket means) or kept to at most `width`
+ * characters, then nothing else (no newline). Unicode blocks when the locale (LC_ALL, LC_CTYPE,
+ * LANG) says UTF-8, else the ASCII ramp "_.-=*#". Non-finite values print as a space. */
+void pk_sparkline(FILE *f, const double *v, size_t n, int width);
+/* The same with the character set chosen by the caller (unicode 1 or 0), for tests. */
+void pk_sparkline_ex(FILE *f, const double *v, size_t n, int width, int unicode);
+
+#endif /* PK_UI_H */

@@ -1,0 +1,2 @@
+# Product area tests (issue 6): UI helpers, plot, pull, export, demo.
+pk_add_test(test_ui SOURCES test_ui.c LIBS pk_agent PkgConfig::CJSON LABELS unit TIMEOUT 60)

@@ -1,0 +1,221 @@
+/* test_ui.c: the progress display (plain lines, JSON lines, quiet, throttling, EMA), the
+ * interrupt flag through a real SIGINT, and the sparkline in both character sets. */
+#include "pk_test.h"
+#include "pk_ui.h"
+
+#include <cjson/cJSON.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Reads the whole tmpfile back into a NUL-terminated malloc'd string. */
+static char *slurp(FILE *f)
+{
+    long n = ftell(f);
+    rewind(f);
+    char *s = malloc((size_t)n + 1);
+    if (!s)
+        return NULL;
+    size_t got = fread(s, 1, (size_t)n, f);
+    s[got] = '\0';
+    return s;
+}
+
+static int count_lines(const char *s)
+{
+    int k = 0;
+    for (; *s; s++)
+        k += *s == '\n';
+    return k;
+}
+
+static void test_plain(void)
+{
+    FILE *f = tmpfile();
+    PK_CHECK(f != NULL);
+    if (!f)
+        return;
+    pk_progress *p = pk_progress_new_to(f, "train", 100, PK_PROGRESS_PLAIN);
+    PK_CHECK(p != NULL);
+    for (int i = 1; i <= 100; i++)
+        pk_progress_update(p, i, 2.0);
+    PK_CHECK_NEAR(pk_progress_loss_ema(p), 2.0, 1e-12);
+    pk_progress_finish(p);
+    char *s = slurp(f);
+    PK_CHECK(s != NULL);
+    if (s) {
+        /* one line per 10% (10%..90%) plus the final one; a run this fast never hits 5 s */
+        PK_CHECK_EQ(count_lines(s), 10);
+        PK_CHECK(strstr(s, "train: 10/100 (10%) loss 2.0000") != NULL);
+        PK_CHECK(strstr(s, "train: 100/100 (100%) loss 2.0000") != NULL);
+        PK_CHECK(strstr(s, "done in") != NULL);
+        PK_CHECK(strchr(s, '\r') == NULL); /* no bar redraws in plain mode */
+    }
+    free(s);
+    fclose(f);
+}
+
+static void test_ema(void)
+{
+    pk_progress *p = pk_progress_new_to(stdout, "x", 10, PK_PROGRESS_QUIET);
+    PK_CHECK(p != NULL);
+    PK_CHECK(isnan(pk_progress_loss_ema(p)));
+    pk_progress_update(p, 1, 4.0);
+    pk_progress_update(p, 2, (double)NAN);      /* ignored */
+    pk_progress_update(p, 3, HUGE_VAL); /* ignored */
+    PK_CHECK_NEAR(pk_progress_loss_ema(p), 4.0, 1e-12);
+    pk_progress_update(p, 4, 2.0);
+    PK_CHECK_NEAR(pk_progress_loss_ema(p), 0.9 * 4.0 + 0.1 * 2.0, 1e-12);
+    pk_progress_finish(p);
+    pk_progress_finish(NULL); /* NULL-safe */
+    pk_progress_update(NULL, 1, 1.0);
+}
+
+static void test_quiet(void)
+{
+    FILE *f = tmpfile();
+    PK_CHECK(f != NULL);
+    if (!f)
+        return;
+    pk_progress *p = pk_progress_new_to(f, "q", 5, pk_progress_mode_from_args(1, 1));
+    for (int i = 1; i <= 5; i++)
+        pk_progress_update(p, i, 1.0);
+    pk_progress_finish(p);
+    PK_CHECK_EQ(ftell(f), 0);
+    fclose(f);
+    PK_CHECK_EQ(pk_progress_mode_from_args(1, 0), PK_PROGRESS_JSON);
+    PK_CHECK_EQ(pk_progress_mode_from_args(0, 0), PK_PROGRESS_AUTO);
+}
+
+static void test_json(void)
+{
+    FILE *f = tmpfile();
+    PK_CHECK(f != NULL);
+    if (!f)
+        return;
+    /* label with a quote and a control character: must stay valid JSON */
+    pk_progress *p = pk_progress_new_to(f, "pull \"a\"\tb", 1000, PK_PROGRESS_JSON);
+    pk_progress_set_bytes(p, 1);
+    for (int i = 1; i <= 1000; i++)
+        pk_progress_update(p, i, i % 2 ? (double)NAN : 1.5);
+    pk_progress_finish(p);
+    char *s = slurp(f);
+    PK_CHECK(s != NULL);
+    int lines = 0, done_events = 0;
+    for (char *line = s ? strtok(s, "\n") : NULL; line; line = strtok(NULL, "\n")) {
+        lines++;
+        cJSON *j = cJSON_Parse(line);
+        PK_CHECK(j != NULL);
+        if (!j)
+            continue;
+        const cJSON *ev = cJSON_GetObjectItemCaseSensitive(j, "event");
+        const cJSON *lab = cJSON_GetObjectItemCaseSensitive(j, "label");
+        const cJSON *tot = cJSON_GetObjectItemCaseSensitive(j, "total");
+        PK_CHECK(cJSON_IsString(ev) && cJSON_IsString(lab) && cJSON_IsNumber(tot));
+        if (cJSON_IsString(lab))
+            PK_CHECK(strcmp(lab->valuestring, "pull \"a\"?b") == 0);
+        if (cJSON_IsNumber(tot))
+            PK_CHECK_EQ(tot->valuedouble, 1000);
+        if (cJSON_IsString(ev) && !strcmp(ev->valuestring, "done")) {
+            done_events++;
+            const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "done");
+            const cJSON *ema = cJSON_GetObjectItemCaseSensitive(j, "loss_ema");
+            PK_CHECK(cJSON_IsNumber(d) && d->valuedouble == 1000);
+            PK_CHECK(cJSON_IsNumber(ema) && fabs(ema->valuedouble - 1.5) < 1e-6);
+        }
+        cJSON_Delete(j);
+    }
+    PK_CHECK_EQ(lines, 10);
+    PK_CHECK_EQ(done_events, 1);
+    free(s);
+    fclose(f);
+}
+
+static void test_unknown_total(void)
+{
+    FILE *f = tmpfile();
+    PK_CHECK(f != NULL);
+    if (!f)
+        return;
+    pk_progress *p = pk_progress_new_to(f, "dl", 0, PK_PROGRESS_PLAIN);
+    pk_progress_set_bytes(p, 1);
+    pk_progress_update(p, 3 * 1024 * 1024, (double)NAN);
+    pk_progress_finish(p);
+    char *s = slurp(f);
+    PK_CHECK(s && strstr(s, "dl: 3.0 MiB") != NULL);
+    PK_CHECK(s && strstr(s, "%") == NULL); /* no percentage without a total */
+    free(s);
+    fclose(f);
+}
+
+static void test_interrupt(void)
+{
+    pk_interrupt_clear();
+    PK_CHECK_EQ(pk_interrupted(), 0);
+    pk_interrupt_install();
+    pk_interrupt_install(); /* idempotent */
+    raise(SIGINT);          /* the handler sets the flag instead of killing us */
+    PK_CHECK_EQ(pk_interrupted(), 1);
+    pk_interrupt_clear();
+    PK_CHECK_EQ(pk_interrupted(), 0);
+    pk_interrupt_install(); /* re-arm (one-shot handler) */
+    raise(SIGTERM);
+    PK_CHECK_EQ(pk_interrupted(), 1);
+    pk_interrupt_clear();
+    pk_interrupt_raise();
+    PK_CHECK_EQ(pk_interrupted(), 1);
+    pk_interrupt_clear();
+}
+
+static void spark(const double *v, size_t n, int width, int unicode, char *out, size_t cap)
+{
+    FILE *f = tmpfile();
+    out[0] = '\0';
+    if (!f)
+        return;
+    pk_sparkline_ex(f, v, n, width, unicode);
+    long len = ftell(f);
+    rewind(f);
+    size_t got = fread(out, 1, len > 0 && (size_t)len < cap ? (size_t)len : cap - 1, f);
+    out[got] = '\0';
+    fclose(f);
+}
+
+static void test_sparkline(void)
+{
+    char buf[256];
+    const double up[6] = {0, 1, 2, 3, 4, 5};
+    spark(up, 6, 80, 0, buf, sizeof buf);
+    PK_CHECK(strcmp(buf, "_.-=*#") == 0);
+    const double down[6] = {5, 4, 3, 2, 1, 0};
+    spark(down, 6, 80, 0, buf, sizeof buf);
+    PK_CHECK(strcmp(buf, "#*=-._") == 0);
+    /* 12 values squeezed to 3 buckets of 4: means 1.5, 5.5, 9.5 -> low, middle, high */
+    double ramp[12];
+    for (int i = 0; i < 12; i++)
+        ramp[i] = i;
+    spark(ramp, 12, 3, 0, buf, sizeof buf);
+    PK_CHECK(strcmp(buf, "_=#") == 0);
+    /* unicode: lowest and highest blocks, 3 bytes each */
+    const double two[2] = {1.0, 2.0};
+    spark(two, 2, 10, 1, buf, sizeof buf);
+    PK_CHECK(strcmp(buf, "\xe2\x96\x81\xe2\x96\x88") == 0);
+    /* constant and non-finite values */
+    const double flat[3] = {7, (double)NAN, 7};
+    spark(flat, 3, 10, 0, buf, sizeof buf);
+    PK_CHECK(strcmp(buf, "- -") == 0);
+    spark(up, 0, 10, 0, buf, sizeof buf);
+    PK_CHECK(buf[0] == '\0');
+}
+
+int main(void)
+{
+    test_plain();
+    test_ema();
+    test_quiet();
+    test_json();
+    test_unknown_total();
+    test_interrupt();
+    test_sparkline();
+    return PK_TEST_DONE();
+}
