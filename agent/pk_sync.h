@@ -69,8 +69,8 @@ PK_NODISCARD pk_status pk_http_create(const char *base_url, pk_http_params param
 void pk_http_destroy(pk_http *h); /* NULL-safe */
 
 enum {
-    PK_HTTP_JSON = 1, /* the body is JSON: a 2xx answer that does not parse is a truncated body
-                         and is retried */
+    PK_HTTP_JSON = 1, /* the body is JSON: a 2xx answer that does not parse was truncated and
+                         is retried */
 };
 
 /* method "GET" or "POST" (or "PUT"/"DELETE"); path starts with '/'; body may be NULL (borrowed).
@@ -84,8 +84,16 @@ PK_NODISCARD pk_status pk_http_request(pk_http *h, const char *method, const cha
                                        char **resp, size_t *resp_len);
 /* Text of the last failure on h (view, valid until the next call on h). */
 const char *pk_http_errmsg(const pk_http *h);
-/* Counters since create: bytes of request bodies sent and response bodies received (all
- * attempts), and attempts made. Any pointer may be NULL. */
-void pk_http_stats(const pk_http *h, uint64_t *bytes_up, uint64_t *bytes_down, uint64_t *attempts);
+/* Counters since create (or the last reset), over all attempts. */
+typedef struct pk_http_stats {
+    uint64_t body_up;   /* request body bytes sent */
+    uint64_t body_down; /* response body bytes received */
+    uint64_t wire_up;   /* body_up + request line and headers */
+    uint64_t wire_down; /* body_down + status line and headers */
+    uint64_t requests;  /* pk_http_request calls */
+    uint64_t attempts;  /* transfers tried (> requests when retries happened) */
+} pk_http_stats;
+pk_http_stats pk_http_get_stats(const pk_http *h);
+void pk_http_reset_stats(pk_http *h);
 
 #endif /* PK_SYNC_H */

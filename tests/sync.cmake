@@ -1,3 +1,5 @@
 # Tests of the sync client (issue 5, agent side): accountant, HTTP wrapper, sync rounds.
 pk_add_test(test_dp SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_dp.c
     LIBS pk_agent PkgConfig::SODIUM LABELS unit TIMEOUT 60)
+pk_add_test(test_http SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_http.c
+    LIBS pk_agent PkgConfig::MHD PkgConfig::CURL PkgConfig::SODIUM LABELS unit TIMEOUT 60)

@@ -66,7 +66,7 @@ static void test_closed_form(void)
     PK_CHECK_EQ(pk_dp_rdp_step(1.5, 1.0, 2, &r), PK_ERR_ARG);
     PK_CHECK_EQ(pk_dp_rdp_step(0.5, 0.0, 2, &r), PK_ERR_ARG);
     PK_CHECK_EQ(pk_dp_rdp_step(0.5, 1.0, 1, &r), PK_ERR_ARG);
-    PK_CHECK_EQ(pk_dp_rdp_step(NAN, 1.0, 2, &r), PK_ERR_ARG);
+    PK_CHECK_EQ(pk_dp_rdp_step((double)NAN, 1.0, 2, &r), PK_ERR_ARG);
 }
 
 static void test_against_integration(void)

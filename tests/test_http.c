@@ -1,0 +1,310 @@
+/* test_http.c: the HTTP wrapper against a tiny libmicrohttpd server started in the test on
+ * 127.0.0.1 with an ephemeral port and canned replies: success, echo, 5xx then success,
+ * truncated bodies, non-JSON bodies, timeouts, oversized answers, 4xx (not retried), a refused
+ * connection, and the byte counters. */
+#include "pk_sync.h"
+#include "pk_test.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <sodium.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct server {
+    struct MHD_Daemon *d;
+    int port;
+    atomic_int hits_flaky, hits_trunc, hits_badjson, hits_404, hits_always;
+} server;
+
+typedef struct conn_body {
+    char *data;
+    size_t len;
+} conn_body;
+
+static enum MHD_Result send_text(struct MHD_Connection *c, unsigned code, const char *text)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), (void *)(uintptr_t)text,
+                                                              MHD_RESPMEM_MUST_COPY);
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    enum MHD_Result ret = MHD_queue_response(c, code, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* A body announced as 64 bytes of which only 10 arrive before the connection closes. */
+static ssize_t trunc_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)cls;
+    if (pos >= 10)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    size_t n = 10 - (size_t)pos < max ? 10 - (size_t)pos : max;
+    memset(buf, 'x', n);
+    return (ssize_t)n;
+}
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
+                               const char *method, const char *version, const char *upload,
+                               size_t *upload_size, void **req)
+{
+    (void)version;
+    server *s = cls;
+    conn_body *cb = *req;
+    if (!cb) {
+        cb = calloc(1, sizeof *cb);
+        if (!cb)
+            return MHD_NO;
+        *req = cb;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        char *d = realloc(cb->data, cb->len + *upload_size + 1);
+        if (!d)
+            return MHD_NO;
+        memcpy(d + cb->len, upload, *upload_size);
+        cb->data = d;
+        cb->len += *upload_size;
+        cb->data[cb->len] = '\0';
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (!strcmp(url, "/ok"))
+        return send_text(c, 200, "{\"ok\":true}");
+    if (!strcmp(url, "/echo")) {
+        const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+        char out[512];
+        snprintf(out, sizeof out, "{\"method\":\"%s\",\"ct\":\"%s\",\"len\":%zu}", method,
+                 ct ? ct : "", cb->len);
+        return send_text(c, 200, out);
+    }
+    if (!strcmp(url, "/flaky"))
+        return atomic_fetch_add(&s->hits_flaky, 1) < 2 ? send_text(c, 503, "{\"e\":1}")
+                                                        : send_text(c, 200, "{\"ok\":2}");
+    if (!strcmp(url, "/always503")) {
+        atomic_fetch_add(&s->hits_always, 1);
+        return send_text(c, 503, "{\"error\":{\"code\":\"injected_fault\"}}");
+    }
+    if (!strcmp(url, "/missing")) {
+        atomic_fetch_add(&s->hits_404, 1);
+        return send_text(c, 404, "{\"error\":{\"code\":\"not_found\"}}");
+    }
+    if (!strcmp(url, "/badjson"))
+        return atomic_fetch_add(&s->hits_badjson, 1) < 1 ? send_text(c, 200, "{\"ok\":tr")
+                                                          : send_text(c, 200, "{\"ok\":true}");
+    if (!strcmp(url, "/trunc")) {
+        if (atomic_fetch_add(&s->hits_trunc, 1) < 1) {
+            struct MHD_Response *r =
+                MHD_create_response_from_callback(64, 64, trunc_reader, NULL, NULL);
+            enum MHD_Result ret = MHD_queue_response(c, 200, r);
+            MHD_destroy_response(r);
+            return ret;
+        }
+        return send_text(c, 200, "{\"whole\":true}");
+    }
+    if (!strcmp(url, "/slow")) {
+        usleep(1500 * 1000);
+        return send_text(c, 200, "{\"late\":true}");
+    }
+    if (!strcmp(url, "/big")) {
+        size_t n = 300000;
+        char *big = malloc(n);
+        if (!big)
+            return MHD_NO;
+        memset(big, ' ', n);
+        big[0] = '[';
+        big[n - 1] = ']';
+        struct MHD_Response *r = MHD_create_response_from_buffer(n, big, MHD_RESPMEM_MUST_FREE);
+        enum MHD_Result ret = MHD_queue_response(c, 200, r);
+        MHD_destroy_response(r);
+        return ret;
+    }
+    return send_text(c, 404, "{}");
+}
+
+static void completed(void *cls, struct MHD_Connection *c, void **req,
+                      enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)c;
+    (void)toe;
+    conn_body *cb = *req;
+    if (cb) {
+        free(cb->data);
+        free(cb);
+    }
+    *req = NULL;
+}
+
+static int server_start(server *s)
+{
+    memset(s, 0, sizeof *s);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    s->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0,
+                            NULL, NULL, handler, s, MHD_OPTION_SOCK_ADDR, &a,
+                            MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
+    if (!s->d)
+        return -1;
+    const union MHD_DaemonInfo *i = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = i ? i->port : 0;
+    return s->port > 0 ? 0 : -1;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static pk_http *client(int port, long timeout_ms)
+{
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/", port);
+    pk_http_params p = pk_http_default_params();
+    p.timeout_ms = timeout_ms;
+    p.connect_timeout_ms = 1000;
+    p.max_attempts = 4;
+    p.backoff_ms = 10;
+    p.backoff_max_ms = 40;
+    p.max_body = 64 * 1024;
+    pk_http *h = NULL;
+    PK_CHECK_EQ(pk_http_create(url, p, &h), PK_OK);
+    return h;
+}
+
+static void test_basic(server *s)
+{
+    pk_http *h = client(s->port, 3000);
+    if (!h)
+        return;
+    long status = 0;
+    char *r = NULL;
+    size_t n = 0;
+    PK_CHECK_EQ(pk_http_request(h, "GET", "/ok", NULL, 0, PK_HTTP_JSON, &status, &r, &n), PK_OK);
+    PK_CHECK_EQ(status, 200);
+    PK_CHECK(r && !strcmp(r, "{\"ok\":true}"));
+    PK_CHECK_EQ(n, 11);
+    free(r);
+    const char *body = "{\"hello\":\"world\"}";
+    PK_CHECK_EQ(pk_http_request(h, "POST", "/echo", body, strlen(body), PK_HTTP_JSON, &status,
+                                &r, NULL),
+                PK_OK);
+    PK_CHECK(r && strstr(r, "\"method\":\"POST\""));
+    PK_CHECK(r && strstr(r, "\"ct\":\"application/json\""));
+    PK_CHECK(r && strstr(r, "\"len\":17"));
+    free(r);
+    pk_http_stats st = pk_http_get_stats(h);
+    PK_CHECK_EQ(st.requests, 2);
+    PK_CHECK_EQ(st.attempts, 2);
+    PK_CHECK_EQ(st.body_up, 17);
+    PK_CHECK(st.body_down > 11 + 20);
+    PK_CHECK(st.wire_up > st.body_up && st.wire_down > st.body_down);
+    pk_http_reset_stats(h);
+    PK_CHECK_EQ(pk_http_get_stats(h).requests, 0);
+    /* 5xx twice, then success: three attempts */
+    PK_CHECK_EQ(pk_http_request(h, "GET", "/flaky", NULL, 0, PK_HTTP_JSON, &status, &r, NULL),
+                PK_OK);
+    PK_CHECK_EQ(status, 200);
+    PK_CHECK(r && !strcmp(r, "{\"ok\":2}"));
+    free(r);
+    PK_CHECK_EQ(pk_http_get_stats(h).attempts, 3);
+    /* a truncated body (connection closed early) is retried */
+    PK_CHECK_EQ(pk_http_request(h, "GET", "/trunc", NULL, 0, 0, &status, &r, NULL), PK_OK);
+    PK_CHECK(r && !strcmp(r, "{\"whole\":true}"));
+    free(r);
+    PK_CHECK_EQ(atomic_load(&s->hits_trunc), 2);
+    /* 200 with broken JSON: retried with PK_HTTP_JSON */
+    PK_CHECK_EQ(pk_http_request(h, "GET", "/badjson", NULL, 0, PK_HTTP_JSON, &status, &r, NULL),
+                PK_OK);
+    PK_CHECK(r && !strcmp(r, "{\"ok\":true}"));
+    free(r);
+    PK_CHECK_EQ(atomic_load(&s->hits_badjson), 2);
+    /* a 4xx is definitive: one attempt, PK_OK, the caller reads the status */
+    PK_CHECK_EQ(pk_http_request(h, "GET", "/missing", NULL, 0, PK_HTTP_JSON, &status, &r, NULL),
+                PK_OK);
+    PK_CHECK_EQ(status, 404);
+    PK_CHECK(r && strstr(r, "not_found"));
+    free(r);
+    PK_CHECK_EQ(atomic_load(&s->hits_404), 1);
+    /* always 5xx: max_attempts tries, then the 5xx is returned */
+    double t0 = now();
+    PK_CHECK_EQ(pk_http_request(h, "GET", "/always503", NULL, 0, PK_HTTP_JSON, &status, &r, NULL),
+                PK_OK);
+    PK_CHECK_EQ(status, 503);
+    free(r);
+    PK_CHECK_EQ(atomic_load(&s->hits_always), 4);
+    PK_CHECK(now() - t0 < 1.0); /* backoff capped at 40 ms */
+    /* oversized answer */
+    r = (char *)1;
+    PK_CHECK_EQ(pk_http_request(h, "GET", "/big", NULL, 0, 0, &status, &r, NULL), PK_ERR_LIMIT);
+    PK_CHECK(r == NULL);
+    PK_CHECK(strstr(pk_http_errmsg(h), "larger than") != NULL);
+    /* bad arguments */
+    PK_CHECK_EQ(pk_http_request(h, "GET", "ok", NULL, 0, 0, &status, &r, NULL), PK_ERR_ARG);
+    pk_http_destroy(h);
+}
+
+static void test_timeout(server *s)
+{
+    pk_http *h = client(s->port, 200);
+    if (!h)
+        return;
+    long status = 0;
+    char *r = NULL;
+    double t0 = now();
+    PK_CHECK_EQ(pk_http_request(h, "GET", "/slow", NULL, 0, 0, &status, &r, NULL), PK_ERR_HTTP);
+    double dt = now() - t0;
+    PK_CHECK(dt >= 0.75 && dt < 3.0); /* 4 attempts x 200 ms + backoff */
+    PK_CHECK(strstr(pk_http_errmsg(h), "attempt 4 of 4") != NULL);
+    PK_CHECK(r == NULL);
+    PK_CHECK_EQ(pk_http_get_stats(h).attempts, 4);
+    pk_http_destroy(h);
+}
+
+static void test_refused(void)
+{
+    /* a port with nobody listening: bind, read the port, close */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof a;
+    PK_CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    PK_CHECK(getsockname(fd, (struct sockaddr *)&a, &al) == 0);
+    close(fd);
+    pk_http *h = client(ntohs(a.sin_port), 500);
+    if (!h)
+        return;
+    long status = 0;
+    char *r = NULL;
+    PK_CHECK_EQ(pk_http_request(h, "GET", "/ok", NULL, 0, 0, &status, &r, NULL), PK_ERR_HTTP);
+    PK_CHECK(strstr(pk_http_errmsg(h), "attempt 4 of 4") != NULL);
+    pk_http_destroy(h);
+    /* bad base URLs */
+    pk_http *bad = (pk_http *)1;
+    PK_CHECK_EQ(pk_http_create("ftp://x", pk_http_default_params(), &bad), PK_ERR_ARG);
+    PK_CHECK(bad == NULL);
+    PK_CHECK_EQ(pk_http_create("", pk_http_default_params(), &bad), PK_ERR_ARG);
+}
+
+int main(void)
+{
+    if (sodium_init() < 0 || pk_http_global_init() != PK_OK)
+        return 1;
+    server s;
+    if (server_start(&s) != 0) {
+        fprintf(stderr, "cannot start the test server\n");
+        return 1;
+    }
+    test_basic(&s);
+    test_timeout(&s);
+    test_refused();
+    MHD_stop_daemon(s.d);
+    pk_http_global_cleanup();
+    return PK_TEST_DONE();
+}
