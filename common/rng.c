@@ -30,15 +30,15 @@
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) &&                  \
     !defined(__clang__)
 /* Same operations, wider vectors; FMA is not enabled by "avx2" alone and contraction is off. */
-#define PK_RNG_CLONES __attribute__((target_clones("avx2", "default")))
+#define PK_RNG_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define PK_RNG_CLONES
 #endif
-#if defined(__GNUC__) && !defined(__clang__)
-/* sqrtf is IEEE correctly rounded either way; without errno it can be a vector instruction. */
-#define PK_RNG_HOT __attribute__((optimize("no-math-errno")))
+/* The helpers must be inlined into each clone, or the clones would call the baseline code. */
+#if defined(__GNUC__)
+#define PK_RNG_INLINE static inline __attribute__((always_inline))
 #else
-#define PK_RNG_HOT
+#define PK_RNG_INLINE static inline
 #endif
 
 /* Internal: one raw Philox4x32-10 block, exported for the known-answer test only (tests/test_rng.c
@@ -78,7 +78,7 @@ uint64_t pk_rng_tensor_key(const char *name)
 }
 
 /* w[k][j] = word k of Philox(counter b0 + j) for j < CH. */
-static inline void philox_block(uint32_t k0, uint32_t k1, uint64_t b0, uint32_t t0, uint32_t t1,
+PK_RNG_INLINE void philox_block(uint32_t k0, uint32_t k1, uint64_t b0, uint32_t t0, uint32_t t1,
                                 uint32_t w[4][CH])
 {
     uint32_t *c0 = w[0], *c1 = w[1], *c2 = w[2], *c3 = w[3];
@@ -120,7 +120,7 @@ static inline uint32_t float_to_bits(float f)
 }
 
 /* Box-Muller on word pairs: za[j] = r cos(angle), zb[j] = r sin(angle). */
-static inline void box_muller(const uint32_t *wa, const uint32_t *wb, float *za, float *zb)
+PK_RNG_INLINE void box_muller(const uint32_t *wa, const uint32_t *wb, float *za, float *zb)
 {
     for (int j = 0; j < CH; j++) {
         /* radius: u in (0, 1], a normal float (>= 2^-24), so the bit split below is exact */
@@ -160,7 +160,7 @@ static inline void box_muller(const uint32_t *wa, const uint32_t *wb, float *za,
 }
 
 /* out[4j + k] = z for counter b0 + j, slot k, j < CH. */
-static inline void gen_block(uint64_t seed, uint64_t key, uint64_t b0, pk_z_kind kind,
+PK_RNG_INLINE void gen_block(uint64_t seed, uint64_t key, uint64_t b0, pk_z_kind kind,
                              float out[4 * CH])
 {
     uint32_t w[4][CH];
@@ -180,7 +180,7 @@ static inline void gen_block(uint64_t seed, uint64_t key, uint64_t b0, pk_z_kind
             out[4 * j + k] = z[k][j];
 }
 
-PK_RNG_CLONES PK_RNG_HOT void pk_z_fill(uint64_t seed, uint64_t key, uint64_t start, size_t n,
+PK_RNG_CLONES void pk_z_fill(uint64_t seed, uint64_t key, uint64_t start, size_t n,
                                         pk_z_kind kind, float *out)
 {
     float buf[4 * CH];
@@ -202,7 +202,7 @@ PK_RNG_CLONES PK_RNG_HOT void pk_z_fill(uint64_t seed, uint64_t key, uint64_t st
     }
 }
 
-PK_RNG_CLONES PK_RNG_HOT void pk_z_axpy(uint64_t seed, uint64_t key, uint64_t start, size_t n,
+PK_RNG_CLONES void pk_z_axpy(uint64_t seed, uint64_t key, uint64_t start, size_t n,
                                         pk_z_kind kind, float alpha, float *y)
 {
     float buf[4 * CH];
