@@ -7,6 +7,10 @@
 #ifndef PK_UI_H
 #define PK_UI_H
 
+#include "pk_common.h"
+#include "pk_store.h"
+
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -58,5 +62,33 @@ void pk_interrupt_clear(void);
 void pk_sparkline(FILE *f, const double *v, size_t n, int width);
 /* The same with the character set chosen by the caller (unicode 1 or 0), for tests. */
 void pk_sparkline_ex(FILE *f, const double *v, size_t n, int width, int unicode);
+
+/* ---- loss plots (plot.c) -------------------------------------------------------------------- */
+
+/* One curve: y against x (both borrowed, n values; non-finite y values are skipped). */
+typedef struct pk_plot_series {
+    const char *id;    /* SVG id of the <path> ([A-Za-z0-9-], others become '-'); borrowed */
+    const char *name;  /* legend text; borrowed */
+    const char *color; /* CSS color, e.g. "#1f77b4"; borrowed */
+    const double *x;   /* steps */
+    const double *y;   /* losses */
+    size_t n;
+    int markers;       /* 1: also draw a dot at every point (sparse series such as eval loss) */
+    int faint;         /* 1: thin and translucent (raw values under a smoothed curve) */
+} pk_plot_series;
+
+/* Writes a standalone SVG 1.1 document: axes with "nice" ticks, grid, axis labels, title, one
+ * <path id="ID"> per series (plus <circle>s with markers), and a legend. Text is XML-escaped.
+ * PK_ERR_ARG if no series has a finite point; PK_ERR_IO if writing fails. out is borrowed. */
+PK_NODISCARD pk_status pk_plot_svg(FILE *out, const char *title, const char *xlabel,
+                                   const char *ylabel, const pk_plot_series *series,
+                                   size_t n_series);
+
+/* The loss plot of a run: train loss per step ((loss+ + loss-)/2, averaged over the q rows of a
+ * step) raw and smoothed (EMA 0.9; ids "train-loss-raw", "train-loss"), and the eval points
+ * (id "eval-loss"), written to out_path atomically (temporary file + rename).
+ * PK_ERR_NOTFOUND if the run has neither steps nor evals; err (errlen bytes) says why. */
+PK_NODISCARD pk_status pk_plot_run(pk_store *s, int64_t run_id, const char *out_path, char *err,
+                                   size_t errlen);
 
 #endif /* PK_UI_H */

@@ -1,2 +1,3 @@
 # Product area tests (issue 6): UI helpers, plot, pull, export, demo.
 pk_add_test(test_ui SOURCES test_ui.c LIBS pk_agent PkgConfig::CJSON LABELS unit TIMEOUT 60)
+pk_add_test(test_plot SOURCES test_plot.c LIBS pk_agent LABELS unit TIMEOUT 60)
