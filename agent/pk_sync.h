@@ -8,6 +8,7 @@
 #define PK_SYNC_H
 
 #include "pk_common.h"
+#include "pk_rng.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -95,5 +96,75 @@ typedef struct pk_http_stats {
 } pk_http_stats;
 pk_http_stats pk_http_get_stats(const pk_http *h);
 void pk_http_reset_stats(pk_http *h);
+
+/* ---- the sync round (sync.c; wire format in docs/PROTOCOL.md, design in docs/SYNC.md) ------ */
+
+typedef struct pk_store pk_store;
+
+/* What the sync client needs from "a model": the client never sees weights, only these calls.
+ * agent code wires them to pk_mezo (the CLI and the demo); tests may use a toy model. */
+typedef struct pk_sync_model_ops {
+    /* Projected gradient at the current weights along z(seed) on the next local batch:
+     * g = (L(W + eps z) - L(W - eps z)) / (2 eps); *n_examples = examples in that batch. */
+    pk_status (*grad)(void *user, uint64_t seed, pk_z_kind z_kind, float eps, float *g,
+                      int64_t *n_examples);
+    /* W -= lr * coef * z(seed) over the trainable tensors (pk_mezo_update with wd = 0). */
+    pk_status (*apply)(void *user, uint64_t seed, pk_z_kind z_kind, float lr, float coef);
+    /* Restores the base weights (the state the task's base_model_hash names). */
+    pk_status (*reset)(void *user);
+    /* Hex hash of the current weights (pk_weights_hash), NUL-terminated. */
+    pk_status (*hash)(void *user, char hex[65]);
+    void *user;           /* borrowed, passed to every call */
+    int64_t dataset_size; /* local examples, for the DP sampling rate (0: unknown, q = 1) */
+} pk_sync_model_ops;
+
+typedef struct pk_sync_params {
+    const char *server;  /* base URL, e.g. http://127.0.0.1:8080 (borrowed) */
+    const char *task_id; /* NULL: whatever task the coordinator runs; else it must match */
+    double dp_clip;      /* > 0: clip each step's g to [-clip, clip]; 0: the task's setting */
+    double dp_noise;     /* > 0: add N(0, (noise * clip)^2) to each step's g; 0: the task's */
+    double dp_delta;     /* delta for the reported epsilon (default 1e-5) */
+    double wait_s;       /* after uploading, wait up to this long for the round to close */
+    int upload;          /* 0: only catch up with the global log (no local steps) */
+    pk_http_params http;
+} pk_sync_params;
+pk_sync_params pk_sync_default_params(void);
+
+typedef struct pk_sync_report {
+    char device_id[24];
+    char task_id[68];
+    int64_t round;         /* the round this device uploaded to (0: none this call) */
+    int uploaded;          /* 1: an update was accepted (or already had been) this call */
+    int flushed;           /* pending outbox entries sent this call */
+    int64_t steps;         /* local steps run */
+    int64_t pairs;         /* (seed, sum g) pairs uploaded */
+    int64_t examples;      /* example count uploaded */
+    int round_closed;      /* 1: the uploaded round closed and its entry was replayed */
+    int64_t log_version;   /* global log version now applied to the model */
+    char log_head[65];     /* its hash (hex) */
+    char model_hash[65];   /* weights hash after replay (the global model) */
+    int dp;                /* 1: DP was applied this call */
+    double epsilon, delta; /* privacy spent so far on this task (0 if never DP) */
+    uint64_t upload_body_bytes; /* body of this call's upload request(s) */
+    pk_http_stats http;    /* all traffic of this call */
+} pk_sync_report;
+
+/* One federated round (issue 5): register once (device id in the store's sync state), send any
+ * pending outbox entry, fetch the task, check the base model hash, catch up with the global log
+ * (hash chain verified; a rewritten or rolled-back history is PK_ERR_AUTH), run the task's local
+ * steps with seeds drawn from the pool, sum g per seed (clipped and noised with DP), sign the
+ * upload, put it in the outbox BEFORE sending, send until a definitive answer, wait for the round
+ * to close (up to wait_s), download and verify the new log entries, and replay the whole log on
+ * the base model so the local model equals the global one. s, p, ops borrowed; rep filled (may
+ * be NULL); err (errlen, may be NULL) gets one line on failure.
+ * PK_ERR_HTTP: coordinator unreachable (the upload stays in the outbox; run again),
+ * PK_ERR_AUTH: log verification failed, PK_ERR_FORMAT: bad answer, PK_ERR_ARG: wrong base model
+ * or task, PK_ERR_DB: store failure. */
+PK_NODISCARD pk_status pk_sync_round(pk_store *s, const pk_sync_params *p,
+                                     const pk_sync_model_ops *ops, pk_sync_report *rep, char *err,
+                                     size_t errlen);
+
+/* Seed k of the pool derived from the 32-byte pool_seed (PROTOCOL 2). Pure. */
+uint64_t pk_sync_pool_seed(const uint8_t pool_seed[32], uint32_t k);
 
 #endif /* PK_SYNC_H */
