@@ -136,4 +136,70 @@ PK_NODISCARD pk_status pk_store_identity_public(pk_store *s, uint8_t pk[32]);
 PK_NODISCARD pk_status pk_store_identity_sign(pk_store *s, const void *msg, size_t len,
                                               uint8_t sig[64]);
 
+/* ---- additions by the store owner (issue 4) ------------------------------------------------- */
+
+/* The database file of a home: "<home>/pocketllm.db". Writes into out (n bytes); -1 if too long. */
+int pk_store_db_path(const char *home_dir, char *out, size_t n);
+
+/* New passphrase (borrowed, len bytes) and Argon2id limits: a fresh salt, new keys, every sealed
+ * row re-encrypted, all in ONE transaction (a crash leaves the old passphrase valid, never a mix).
+ * The handle then uses the new keys. */
+PK_NODISCARD pk_status pk_store_rekey(pk_store *s, const char *passphrase, size_t len,
+                                      pk_store_params params);
+
+/* Importers (DESIGN 3). Formats: JSONL (one object per line: "text", or "prompt"+"response",
+ * or "text" [+ "text2"] + "label"; "label" may be a string, number or boolean), TXT (one example
+ * per line, or per blank-line-separated paragraph), CSV (a header row naming the same columns;
+ * RFC 4180 quoting). Input must be UTF-8; records are at most PK_IMPORT_MAX_RECORD bytes. */
+typedef enum pk_import_format {
+    PK_IMPORT_AUTO = 0, /* from the file extension: .jsonl/.json, .txt, .csv */
+    PK_IMPORT_JSONL,
+    PK_IMPORT_TXT,
+    PK_IMPORT_CSV,
+} pk_import_format;
+typedef struct pk_import_opts {
+    pk_import_format format;
+    int paragraphs;     /* TXT: one example per blank-line-separated paragraph */
+} pk_import_opts;
+#define PK_IMPORT_MAX_RECORD (1u << 20)
+/* Called once per parsed example; line is the 1-based line where it starts. The strings are
+ * views into wiped secure buffers, valid only during the call. A non-PK_OK return stops. */
+typedef pk_status (*pk_import_fn)(void *user, const pk_example *ex, int64_t line);
+/* Parses data (borrowed, len bytes; no AUTO format) and calls fn per example. On a bad record
+ * returns PK_ERR_FORMAT and err says "line N: why". For tests and fuzzing. */
+PK_NODISCARD pk_status pk_import_parse_buffer(const void *data, size_t len, pk_import_opts opts,
+                                              pk_import_fn fn, void *user, char *err,
+                                              size_t errlen);
+/* Streams FILE into dataset `name` (created if absent, else appended to) in ONE transaction
+ * with constant memory: all of the file or none of it. A bad record: PK_ERR_FORMAT and
+ * errmsg "FILE:LINE: why". *n_imported (may be NULL) gets the number of examples added. */
+PK_NODISCARD pk_status pk_store_import(pk_store *s, const char *path, const char *name,
+                                       pk_import_opts opts, int64_t *n_imported);
+/* Adds one example to a dataset (created if absent); *id (may be NULL) gets its id. */
+PK_NODISCARD pk_status pk_store_example_add(pk_store *s, const char *name, const pk_example *ex,
+                                            int64_t *id);
+
+typedef struct pk_dataset_info {
+    int64_t id;
+    char name[128];
+    int64_t n_examples;
+    int64_t sealed_bytes; /* bytes of sealed records on disk */
+    double created_at;    /* unix seconds */
+} pk_dataset_info;
+/* All datasets by name; *out is an owned result (free()). */
+PK_NODISCARD pk_status pk_store_dataset_list(pk_store *s, pk_dataset_info **out, size_t *n);
+/* Deletes a dataset and its examples (pages wiped: secure_delete + WAL checkpoint); runs that
+ * used it keep their step logs with dataset_id 0. PK_ERR_NOTFOUND if absent. */
+PK_NODISCARD pk_status pk_store_dataset_forget(pk_store *s, const char *name);
+/* Deletes one example, pages wiped. PK_ERR_NOTFOUND if absent. */
+PK_NODISCARD pk_status pk_store_example_forget(pk_store *s, int64_t example_id);
+/* Decodes the plaintext of a sealed example record (the format in docs/STORE.md) into a
+ * pk_example (owned, pk_example_free). PK_ERR_FORMAT if malformed. For tests and fuzzing. */
+PK_NODISCARD pk_status pk_example_decode(const void *buf, size_t len, int64_t id,
+                                         pk_example **out);
+
+/* The dataset of an example (PK_ERR_NOTFOUND if absent). */
+PK_NODISCARD pk_status pk_store_example_dataset(pk_store *s, int64_t example_id,
+                                                int64_t *dataset_id);
+
 #endif /* PK_STORE_H */

@@ -17,6 +17,9 @@
  * On failure prints an error to stderr and returns CLI_ERR (or CLI_USAGE), *pass NULL. */
 int cli_read_passphrase(int argc, char **argv, int confirm, char **pass, size_t *len);
 void cli_free_passphrase(char *pass, size_t len); /* NULL-safe; wipes */
+/* The new passphrase for rekey: --new-passphrase-file FILE, else POCKETLLM_NEW_PASSPHRASE,
+ * else the prompt (asked twice). Same ownership and errors as cli_read_passphrase. */
+int cli_read_new_passphrase(int argc, char **argv, char **pass, size_t *len);
 
 /* Resolves the home (cli_home: --home, $POCKETLLM_HOME, $XDG_DATA_HOME/pocketllm, ...), reads
  * the passphrase and opens the store. On failure prints a clear error ("wrong passphrase for

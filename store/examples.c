@@ -1,0 +1,607 @@
+/* examples.c: datasets and sealed examples: the plaintext encoding of an example, sealing with
+ * the row identity (dataset id, example id) as associated data, streaming import in one
+ * transaction, forget with wiped pages, and re-sealing everything for rekey. The parsers of the
+ * import formats are in import.c. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Plaintext encoding v1: [0] field mask (bit i: field i present), then per present field in
+ * order text, text2, prompt, response, label: u32 little-endian length, bytes (no NUL). */
+#define N_FIELDS 5
+
+static void fields_of(const pk_example *e, const char *f[N_FIELDS])
+{
+    f[0] = e->text;
+    f[1] = e->text2;
+    f[2] = e->prompt;
+    f[3] = e->response;
+    f[4] = e->label;
+}
+
+static size_t encoded_size(const pk_example *e)
+{
+    const char *f[N_FIELDS];
+    size_t n = 1;
+    fields_of(e, f);
+    for (int i = 0; i < N_FIELDS; i++)
+        if (f[i])
+            n += 4 + strlen(f[i]);
+    return n;
+}
+
+static size_t encode_into(const pk_example *e, uint8_t *buf)
+{
+    const char *f[N_FIELDS];
+    size_t pos = 1;
+    fields_of(e, f);
+    buf[0] = 0;
+    for (int i = 0; i < N_FIELDS; i++) {
+        if (!f[i])
+            continue;
+        size_t n = strlen(f[i]);
+        buf[0] |= (uint8_t)(1u << i);
+        for (int b = 0; b < 4; b++)
+            buf[pos + (size_t)b] = (uint8_t)((uint32_t)n >> (8 * b));
+        memcpy(buf + pos + 4, f[i], n);
+        pos += 4 + n;
+    }
+    return pos;
+}
+
+pk_status example_encode(const pk_example *e, uint8_t **buf, size_t *len)
+{
+    size_t n = encoded_size(e);
+    *buf = pk_secure_alloc(n);
+    if (!*buf)
+        return PK_ERR_NOMEM;
+    *len = encode_into(e, *buf);
+    return PK_OK;
+}
+
+pk_status example_decode(const uint8_t *buf, size_t len, int64_t id, pk_example **out)
+{
+    size_t off[N_FIELDS] = {0}, flen[N_FIELDS] = {0}, pos = 1, total = sizeof(pk_example);
+    *out = NULL;
+    if (len < 1 || (buf[0] & ~0x1fu) != 0)
+        return PK_ERR_FORMAT;
+    for (int i = 0; i < N_FIELDS; i++) {
+        if (!(buf[0] & (1u << i)))
+            continue;
+        if (len - pos < 4)
+            return PK_ERR_FORMAT;
+        uint32_t n = 0;
+        for (int b = 0; b < 4; b++)
+            n |= (uint32_t)buf[pos + (size_t)b] << (8 * b);
+        pos += 4;
+        if (n > len - pos || memchr(buf + pos, 0, n))
+            return PK_ERR_FORMAT;
+        off[i] = pos;
+        flen[i] = n;
+        pos += n;
+        total += n + 1;
+    }
+    if (pos != len)
+        return PK_ERR_FORMAT;
+    pk_example *e = pk_secure_alloc(total);
+    if (!e)
+        return PK_ERR_NOMEM;
+    memset(e, 0, sizeof *e);
+    e->id = id;
+    char *p = (char *)(e + 1);
+    const char **dst[N_FIELDS] = {&e->text, &e->text2, &e->prompt, &e->response, &e->label};
+    for (int i = 0; i < N_FIELDS; i++) {
+        if (!(buf[0] & (1u << i)))
+            continue;
+        memcpy(p, buf + off[i], flen[i]);
+        p[flen[i]] = '\0';
+        *dst[i] = p;
+        p += flen[i] + 1;
+    }
+    *out = e;
+    return PK_OK;
+}
+
+pk_status pk_example_decode(const void *buf, size_t len, int64_t id, pk_example **out)
+{
+    return example_decode(buf, len, id, out);
+}
+
+void pk_example_free(pk_example *e)
+{
+    pk_secure_free(e); /* sodium_free wipes the whole block */
+}
+
+static double unix_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Runs a one-row, one-int64-result query "... WHERE x = ?1"; PK_ERR_NOTFOUND without a row. */
+static pk_status query_int(pk_store *s, const char *sql, int64_t arg, const char *text_arg,
+                           int64_t *out)
+{
+    sqlite3_stmt *q = NULL;
+    pk_status st = store_prepare(s, sql, &q);
+    if (st != PK_OK)
+        return st;
+    if (text_arg)
+        sqlite3_bind_text(q, 1, text_arg, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_int64(q, 1, arg);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int64(q, 0);
+    else if (rc == SQLITE_DONE)
+        st = PK_ERR_NOTFOUND;
+    else
+        st = store_db_fail(s, rc, "query");
+    sqlite3_finalize(q);
+    return st;
+}
+
+pk_status pk_store_dataset_id(pk_store *s, const char *name, int64_t *id)
+{
+    pk_status st = query_int(s, "SELECT id FROM datasets WHERE name = ?1", 0, name, id);
+    if (st == PK_ERR_NOTFOUND)
+        store_fail(s, st, "no dataset named '%s' (see pocketllm data list)", name);
+    return st;
+}
+
+pk_status pk_store_example_count(pk_store *s, int64_t dataset_id, int64_t *n)
+{
+    return query_int(s, "SELECT count(*) FROM examples WHERE dataset_id = ?1", dataset_id, NULL, n);
+}
+
+pk_status pk_store_example_dataset(pk_store *s, int64_t example_id, int64_t *dataset_id)
+{
+    pk_status st = query_int(s, "SELECT dataset_id FROM examples WHERE id = ?1", example_id, NULL,
+                             dataset_id);
+    if (st == PK_ERR_NOTFOUND)
+        store_fail(s, st, "no example with id %lld", (long long)example_id);
+    return st;
+}
+
+pk_status pk_store_example_ids(pk_store *s, int64_t dataset_id, int64_t **ids, int64_t *n)
+{
+    sqlite3_stmt *q = NULL;
+    int64_t count = 0, *v = NULL, k = 0;
+    *ids = NULL;
+    *n = 0;
+    pk_status st = store_exec(s, "BEGIN"); /* one snapshot for the count and the ids */
+    if (st == PK_OK)
+        st = pk_store_example_count(s, dataset_id, &count);
+    if (st == PK_OK)
+        st = store_prepare(s, "SELECT id FROM examples WHERE dataset_id = ?1 ORDER BY id", &q);
+    if (st != PK_OK)
+        goto out;
+    v = malloc((size_t)(count ? count : 1) * sizeof *v);
+    if (!v) {
+        st = store_fail(s, PK_ERR_NOMEM, "out of memory for %lld ids", (long long)count);
+        goto out;
+    }
+    sqlite3_bind_int64(q, 1, dataset_id);
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW && k < count)
+        v[k++] = sqlite3_column_int64(q, 0);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        st = store_db_fail(s, rc, "list example ids");
+out:
+    sqlite3_finalize(q);
+    store_rollback(s);
+    if (st != PK_OK) {
+        free(v);
+        return st;
+    }
+    *ids = v;
+    *n = k;
+    return PK_OK;
+}
+
+/* Opens a sealed record into a fresh secure buffer (*pt owned, pk_secure_free). */
+static pk_status open_record(const pk_key *k, uint8_t kind, int64_t a, int64_t b,
+                             const uint8_t *rec, size_t reclen, uint8_t **pt, size_t *ptlen)
+{
+    uint8_t ad[PK_RECORD_AD_BYTES];
+    size_t cap = reclen > PK_RECORD_OVERHEAD ? reclen - PK_RECORD_OVERHEAD : 1;
+    *pt = pk_secure_alloc(cap);
+    if (!*pt)
+        return PK_ERR_NOMEM;
+    pk_record_ad(ad, kind, a, b);
+    pk_status st = pk_record_open(k, ad, sizeof ad, rec, reclen, *pt, cap, ptlen);
+    if (st != PK_OK) {
+        pk_secure_free(*pt);
+        *pt = NULL;
+    }
+    return st;
+}
+
+pk_status pk_store_example_get(pk_store *s, int64_t dataset_id, int64_t example_id,
+                               pk_example **out)
+{
+    sqlite3_stmt *q = NULL;
+    uint8_t *pt = NULL;
+    size_t ptlen = 0;
+    *out = NULL;
+    pk_status st =
+        store_prepare(s, "SELECT record FROM examples WHERE id = ?1 AND dataset_id = ?2", &q);
+    if (st != PK_OK)
+        return st;
+    sqlite3_bind_int64(q, 1, example_id);
+    sqlite3_bind_int64(q, 2, dataset_id);
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_ROW) {
+        st = rc == SQLITE_DONE ? store_fail(s, PK_ERR_NOTFOUND, "no example %lld in dataset %lld",
+                                            (long long)example_id, (long long)dataset_id)
+                               : store_db_fail(s, rc, "read example");
+        goto out;
+    }
+    st = open_record(s->k_records, PK_AD_EXAMPLE, dataset_id, example_id, sqlite3_column_blob(q, 0),
+                     (size_t)sqlite3_column_bytes(q, 0), &pt, &ptlen);
+    if (st == PK_OK)
+        st = example_decode(pt, ptlen, example_id, out);
+    if (st == PK_ERR_FORMAT)
+        st = PK_ERR_AUTH; /* authentic but undecodable: treat as tampering, never as data */
+    if (st == PK_ERR_AUTH)
+        store_fail(s, st, "%s: example %lld of dataset %lld fails authentication (tampered, "
+                          "moved or swapped)", s->path, (long long)example_id, (long long)dataset_id);
+out:
+    sqlite3_finalize(q);
+    pk_secure_free(pt);
+    return st;
+}
+
+static int valid_name(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n >= sizeof(((pk_dataset_info *)0)->name))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+            return 0;
+    return 1;
+}
+
+/* The dataset id of name, creating it (inside the caller's transaction) if absent. */
+static pk_status dataset_get_or_create(pk_store *s, const char *name, int64_t *id)
+{
+    sqlite3_stmt *q = NULL;
+    if (!valid_name(name))
+        return store_fail(s, PK_ERR_ARG, "invalid dataset name '%s' (1-127 bytes, no control "
+                                         "characters)", name);
+    pk_status st = query_int(s, "SELECT id FROM datasets WHERE name = ?1", 0, name, id);
+    if (st != PK_ERR_NOTFOUND)
+        return st;
+    st = store_prepare(s, "INSERT INTO datasets(name, created_at) VALUES(?1, ?2)", &q);
+    if (st != PK_OK)
+        return st;
+    sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_double(q, 2, unix_now());
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_DONE)
+        *id = sqlite3_last_insert_rowid(s->db);
+    else
+        st = store_db_fail(s, rc, "create dataset");
+    sqlite3_finalize(q);
+    return st;
+}
+
+/* The next example id: above every id ever used (AUTOINCREMENT), so a forgotten id is never
+ * reused and an old sealed record can never be replayed into a new row. */
+static pk_status next_example_id(pk_store *s, int64_t *next)
+{
+    int64_t seq = 0, mx = 0;
+    pk_status st = query_int(s, "SELECT seq FROM sqlite_sequence WHERE name = 'examples' OR ?1",
+                             0, NULL, &seq);
+    if (st == PK_ERR_NOTFOUND) {
+        seq = 0;
+        st = PK_OK;
+    }
+    if (st == PK_OK)
+        st = query_int(s, "SELECT coalesce(max(id), 0) FROM examples WHERE ?1 = 0", 0, NULL, &mx);
+    *next = (seq > mx ? seq : mx) + 1;
+    return st;
+}
+
+typedef struct import_ctx {
+    pk_store *s;
+    int64_t dataset_id;
+    int64_t next_id;
+    int64_t n;           /* examples added */
+    sqlite3_stmt *ins;   /* INSERT INTO examples */
+    uint8_t *pt;         /* secure scratch: encoded plaintext */
+    size_t pt_cap;
+    uint8_t *rec;        /* heap scratch: sealed record (ciphertext only) */
+    size_t rec_cap;
+} import_ctx;
+
+static pk_status grow(import_ctx *c, size_t need)
+{
+    if (need <= c->pt_cap)
+        return PK_OK;
+    size_t cap = need < 4096 ? 4096 : need * 2;
+    uint8_t *pt = pk_secure_alloc(cap);
+    uint8_t *rec = malloc(cap + PK_RECORD_OVERHEAD);
+    if (!pt || !rec) {
+        pk_secure_free(pt);
+        free(rec);
+        return PK_ERR_NOMEM;
+    }
+    pk_secure_free(c->pt);
+    free(c->rec);
+    c->pt = pt;
+    c->rec = rec;
+    c->pt_cap = cap;
+    c->rec_cap = cap + PK_RECORD_OVERHEAD;
+    return PK_OK;
+}
+
+static pk_status add_one(void *user, const pk_example *ex, int64_t line)
+{
+    import_ctx *c = user;
+    uint8_t ad[PK_RECORD_AD_BYTES];
+    size_t reclen = 0;
+    (void)line;
+    pk_status st = grow(c, encoded_size(ex));
+    if (st != PK_OK)
+        return store_fail(c->s, st, "out of memory");
+    size_t ptlen = encode_into(ex, c->pt);
+    int64_t id = c->next_id;
+    pk_record_ad(ad, PK_AD_EXAMPLE, c->dataset_id, id);
+    st = pk_record_seal(c->s->k_records, ad, sizeof ad, c->pt, ptlen, c->rec, c->rec_cap, &reclen);
+    pk_secure_wipe(c->pt, ptlen);
+    if (st != PK_OK)
+        return st;
+    sqlite3_bind_int64(c->ins, 1, id);
+    sqlite3_bind_int64(c->ins, 2, c->dataset_id);
+    sqlite3_bind_blob(c->ins, 3, c->rec, (int)reclen, SQLITE_STATIC);
+    int rc = sqlite3_step(c->ins);
+    sqlite3_reset(c->ins);
+    if (rc != SQLITE_DONE)
+        return store_db_fail(c->s, rc, "insert example");
+    c->next_id++;
+    c->n++;
+    return PK_OK;
+}
+
+static pk_status ctx_start(pk_store *s, const char *name, import_ctx *c)
+{
+    memset(c, 0, sizeof *c);
+    c->s = s;
+    pk_status st = store_begin(s);
+    if (st == PK_OK)
+        st = dataset_get_or_create(s, name, &c->dataset_id);
+    if (st == PK_OK)
+        st = next_example_id(s, &c->next_id);
+    if (st == PK_OK)
+        st = store_prepare(s, "INSERT INTO examples(id, dataset_id, record) VALUES(?1, ?2, ?3)",
+                           &c->ins);
+    return st;
+}
+
+static pk_status ctx_finish(import_ctx *c, pk_status st)
+{
+    sqlite3_finalize(c->ins);
+    if (st == PK_OK)
+        st = store_commit(c->s);
+    store_rollback(c->s);
+    pk_secure_free(c->pt);
+    free(c->rec);
+    return st;
+}
+
+pk_status pk_store_import(pk_store *s, const char *path, const char *name, pk_import_opts opts,
+                          int64_t *n_imported)
+{
+    import_ctx c;
+    char err[512] = "";
+    if (n_imported)
+        *n_imported = 0;
+    pk_status st = ctx_start(s, name, &c);
+    if (st == PK_OK) {
+        st = import_file(path, opts, add_one, &c, err, sizeof err);
+        if (st != PK_OK && err[0])
+            store_fail(s, st, "%s", err); /* parser errors name FILE:LINE; db errors are kept */
+    }
+    st = ctx_finish(&c, st);
+    if (st == PK_OK && n_imported)
+        *n_imported = c.n;
+    return st;
+}
+
+pk_status pk_store_example_add(pk_store *s, const char *name, const pk_example *ex, int64_t *id)
+{
+    import_ctx c;
+    pk_status st = ctx_start(s, name, &c);
+    int64_t new_id = c.next_id;
+    if (st == PK_OK)
+        st = add_one(&c, ex, 0);
+    st = ctx_finish(&c, st);
+    if (st == PK_OK && id)
+        *id = new_id;
+    return st;
+}
+
+pk_status pk_store_dataset_list(pk_store *s, pk_dataset_info **out, size_t *n)
+{
+    sqlite3_stmt *q = NULL;
+    pk_dataset_info *v = NULL;
+    size_t k = 0, cap = 0;
+    *out = NULL;
+    *n = 0;
+    pk_status st = store_prepare(
+        s, "SELECT d.id, d.name, d.created_at, count(e.id), coalesce(sum(length(e.record)), 0)"
+           " FROM datasets d LEFT JOIN examples e ON e.dataset_id = d.id"
+           " GROUP BY d.id ORDER BY d.name", &q);
+    if (st != PK_OK)
+        return st;
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (k == cap) {
+            cap = cap ? cap * 2 : 8;
+            pk_dataset_info *nv = realloc(v, cap * sizeof *v);
+            if (!nv) {
+                st = store_fail(s, PK_ERR_NOMEM, "out of memory");
+                goto out;
+            }
+            v = nv;
+        }
+        pk_dataset_info *d = &v[k++];
+        memset(d, 0, sizeof *d);
+        d->id = sqlite3_column_int64(q, 0);
+        const char *nm = (const char *)sqlite3_column_text(q, 1);
+        snprintf(d->name, sizeof d->name, "%s", nm ? nm : "");
+        d->created_at = sqlite3_column_double(q, 2);
+        d->n_examples = sqlite3_column_int64(q, 3);
+        d->sealed_bytes = sqlite3_column_int64(q, 4);
+    }
+    if (rc != SQLITE_DONE)
+        st = store_db_fail(s, rc, "list datasets");
+out:
+    sqlite3_finalize(q);
+    if (st != PK_OK) {
+        free(v);
+        return st;
+    }
+    *out = v;
+    *n = k;
+    return PK_OK;
+}
+
+/* Runs a one-int64-parameter statement; *changes gets the number of changed rows. */
+static pk_status exec_int(pk_store *s, const char *sql, int64_t arg, int *changes)
+{
+    sqlite3_stmt *q = NULL;
+    pk_status st = store_prepare(s, sql, &q);
+    if (st != PK_OK)
+        return st;
+    sqlite3_bind_int64(q, 1, arg);
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_DONE)
+        st = store_db_fail(s, rc, "delete");
+    else if (changes)
+        *changes = sqlite3_changes(s->db);
+    sqlite3_finalize(q);
+    return st;
+}
+
+/* After a delete: move the (zeroed, secure_delete) pages into the main file and truncate the
+ * WAL, so no old page image of a forgotten row survives in the -wal file. */
+static void wipe_wal(pk_store *s)
+{
+    (void)store_exec(s, "PRAGMA wal_checkpoint(TRUNCATE)");
+}
+
+pk_status pk_store_dataset_forget(pk_store *s, const char *name)
+{
+    int64_t id = 0;
+    int changes = 0;
+    pk_status st = store_begin(s);
+    if (st == PK_OK)
+        st = pk_store_dataset_id(s, name, &id);
+    if (st == PK_OK)
+        st = exec_int(s, "DELETE FROM examples WHERE dataset_id = ?1", id, NULL);
+    if (st == PK_OK)
+        st = exec_int(s, "DELETE FROM datasets WHERE id = ?1", id, &changes);
+    if (st == PK_OK)
+        st = store_commit(s);
+    store_rollback(s);
+    if (st == PK_OK)
+        wipe_wal(s);
+    return st;
+}
+
+pk_status pk_store_example_forget(pk_store *s, int64_t example_id)
+{
+    int changes = 0;
+    pk_status st = store_begin(s);
+    if (st == PK_OK)
+        st = exec_int(s, "DELETE FROM examples WHERE id = ?1", example_id, &changes);
+    if (st == PK_OK && changes == 0)
+        st = store_fail(s, PK_ERR_NOTFOUND, "no example with id %lld", (long long)example_id);
+    if (st == PK_OK)
+        st = store_commit(s);
+    store_rollback(s);
+    if (st == PK_OK)
+        wipe_wal(s);
+    return st;
+}
+
+/* Reseals every row of one table, one row at a time in id order (never updating rows under a
+ * running scan). sel: "SELECT a, b, record ... WHERE (a, b) > (?1, ?2) ORDER BY a, b LIMIT 1";
+ * upd: "UPDATE ... SET record = ?1 WHERE a = ?2 AND b = ?3". */
+static pk_status reseal_table(pk_store *s, const char *sel, const char *upd, uint8_t kind,
+                              const pk_key *old_k, const pk_key *new_k)
+{
+    sqlite3_stmt *qs = NULL, *qu = NULL;
+    int64_t a = INT64_MIN, b = INT64_MIN;
+    uint8_t *pt = NULL, *rec = NULL, ad[PK_RECORD_AD_BYTES];
+    pk_status st = store_prepare(s, sel, &qs);
+    if (st == PK_OK)
+        st = store_prepare(s, upd, &qu);
+    while (st == PK_OK) {
+        sqlite3_bind_int64(qs, 1, a);
+        sqlite3_bind_int64(qs, 2, b);
+        int rc = sqlite3_step(qs);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW) {
+            st = store_db_fail(s, rc, "rekey read");
+            break;
+        }
+        a = sqlite3_column_int64(qs, 0);
+        b = sqlite3_column_int64(qs, 1);
+        size_t ptlen = 0, reclen = 0;
+        st = open_record(old_k, kind, a, b, sqlite3_column_blob(qs, 2),
+                         (size_t)sqlite3_column_bytes(qs, 2), &pt, &ptlen);
+        if (st != PK_OK) {
+            st = store_fail(s, st, "%s: record (%lld, %lld) fails authentication: nothing "
+                                   "re-keyed", s->path, (long long)a, (long long)b);
+            break;
+        }
+        rec = malloc(ptlen + PK_RECORD_OVERHEAD);
+        pk_record_ad(ad, kind, a, b);
+        st = rec ? pk_record_seal(new_k, ad, sizeof ad, pt, ptlen, rec, ptlen + PK_RECORD_OVERHEAD,
+                                  &reclen)
+                 : PK_ERR_NOMEM;
+        pk_secure_free(pt);
+        pt = NULL;
+        sqlite3_reset(qs);
+        if (st == PK_OK) {
+            sqlite3_bind_blob(qu, 1, rec, (int)reclen, SQLITE_STATIC);
+            sqlite3_bind_int64(qu, 2, a);
+            sqlite3_bind_int64(qu, 3, b);
+            rc = sqlite3_step(qu);
+            sqlite3_reset(qu);
+            if (rc != SQLITE_DONE)
+                st = store_db_fail(s, rc, "rekey write");
+        }
+        free(rec);
+        rec = NULL;
+    }
+    sqlite3_finalize(qs);
+    sqlite3_finalize(qu);
+    return st;
+}
+
+pk_status store_reseal_all(pk_store *s, const pk_key *new_records, const pk_key *new_ckpt)
+{
+    pk_status st = reseal_table(
+        s,
+        "SELECT dataset_id, id, record FROM examples WHERE (dataset_id, id) > (?1, ?2)"
+        " ORDER BY dataset_id, id LIMIT 1",
+        "UPDATE examples SET record = ?1 WHERE dataset_id = ?2 AND id = ?3", PK_AD_EXAMPLE,
+        s->k_records, new_records);
+    if (st == PK_OK)
+        st = reseal_table(s,
+                          "SELECT run_id, step, record FROM checkpoints WHERE (run_id, step) >"
+                          " (?1, ?2) ORDER BY run_id, step LIMIT 1",
+                          "UPDATE checkpoints SET record = ?1 WHERE run_id = ?2 AND step = ?3",
+                          PK_AD_CHECKPOINT, s->k_checkpoints, new_ckpt);
+    return st;
+}

@@ -1,0 +1,46 @@
+/* internal.h: private declarations shared by the store's .c files (never included outside). */
+#ifndef PK_STORE_INTERNAL_H
+#define PK_STORE_INTERNAL_H
+
+#include "pk_crypto.h"
+#include "pk_store.h"
+
+#include <sqlite3.h>
+
+#define STORE_DB_NAME        "pocketllm.db"
+#define STORE_SCHEMA_VERSION 1
+#define STORE_KEYCHECK_TEXT  "pocketllm key check v1"
+
+struct pk_store {
+    sqlite3 *db;
+    char home[1024];        /* agent home directory */
+    char path[1100];        /* database file */
+    pk_key *k_records;      /* subkey for examples */
+    pk_key *k_checkpoints;  /* subkey for checkpoints */
+    pk_key *k_identity;     /* subkey for the sealed Ed25519 secret */
+    char errmsg[768];       /* last failure, for pk_store_errmsg */
+};
+
+/* Sets s->errmsg (printf format) and returns st. */
+pk_status store_fail(pk_store *s, pk_status st, const char *fmt, ...) PK_PRINTF(3, 4);
+/* Maps an SQLite result code to a status, sets errmsg "<path>: <what>: <sqlite message>". */
+pk_status store_db_fail(pk_store *s, int rc, const char *what);
+/* Runs SQL without results. */
+pk_status store_exec(pk_store *s, const char *sql);
+/* BEGIN IMMEDIATE (a clear busy error if another process holds the write lock), COMMIT,
+ * ROLLBACK (always safe to call; keeps the first error's message). */
+pk_status store_begin(pk_store *s);
+pk_status store_commit(pk_store *s);
+void store_rollback(pk_store *s);
+pk_status store_prepare(pk_store *s, const char *sql, sqlite3_stmt **st);
+
+/* Examples plaintext encoding (examples.c). */
+pk_status example_encode(const pk_example *e, uint8_t **buf, size_t *len); /* secure buffer */
+pk_status example_decode(const uint8_t *buf, size_t len, int64_t id, pk_example **out);
+/* Reseals every example and checkpoint with new keys inside the caller's transaction. */
+pk_status store_reseal_all(pk_store *s, const pk_key *new_records, const pk_key *new_ckpt);
+/* Streams a file through the parser of its format (import.c); err gets "FILE: line N: why". */
+pk_status import_file(const char *path, pk_import_opts opts, pk_import_fn fn, void *user,
+                      char *err, size_t errlen);
+
+#endif /* PK_STORE_INTERNAL_H */

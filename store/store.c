@@ -1,0 +1,608 @@
+/* store.c: opening, creating and re-keying an agent home: the SQLite settings, the schema and
+ * its migrations, the key-check record and the sealed device identity. Row-level queries live
+ * in examples.c and runs.c; the cryptography itself in crypto/. */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+/* Migrations: entry i takes the schema from version i to i + 1 (PRAGMA user_version). */
+static const char *const migrations[STORE_SCHEMA_VERSION] = {
+    "CREATE TABLE keyring(id INTEGER PRIMARY KEY CHECK (id = 1), salt BLOB NOT NULL,"
+    "  opslimit INTEGER NOT NULL, memlimit INTEGER NOT NULL, keycheck BLOB NOT NULL);"
+    "CREATE TABLE identity(id INTEGER PRIMARY KEY CHECK (id = 1), public_key BLOB NOT NULL,"
+    "  sealed_secret BLOB NOT NULL, created_at REAL NOT NULL);"
+    "CREATE TABLE datasets(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE,"
+    "  created_at REAL NOT NULL);"
+    "CREATE TABLE examples(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  dataset_id INTEGER NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,"
+    "  record BLOB NOT NULL);"
+    "CREATE INDEX examples_dataset ON examples(dataset_id, id);"
+    "CREATE TABLE runs(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  dataset_id INTEGER REFERENCES datasets(id) ON DELETE SET NULL,"
+    "  status TEXT NOT NULL, steps_done INTEGER NOT NULL DEFAULT 0, steps_total INTEGER NOT NULL,"
+    "  created_at REAL NOT NULL, base_hash TEXT NOT NULL, config_json TEXT NOT NULL);"
+    "CREATE TABLE steps(run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+    "  step INTEGER NOT NULL, q_index INTEGER NOT NULL, seed INTEGER NOT NULL, g REAL NOT NULL,"
+    "  loss_plus REAL, loss_minus REAL, lr REAL NOT NULL, eps REAL NOT NULL,"
+    "  PRIMARY KEY (run_id, step, q_index)) WITHOUT ROWID;"
+    "CREATE TABLE evals(run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+    "  step INTEGER NOT NULL, loss REAL, accuracy REAL, PRIMARY KEY (run_id, step));"
+    "CREATE TABLE checkpoints(run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+    "  step INTEGER NOT NULL, record BLOB NOT NULL, PRIMARY KEY (run_id, step));"
+    "CREATE TABLE sync_state(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, idem_key TEXT NOT NULL UNIQUE,"
+    "  body TEXT NOT NULL, created_at REAL NOT NULL);",
+};
+
+pk_status store_fail(pk_store *s, pk_status st, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->errmsg, sizeof s->errmsg, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+pk_status store_db_fail(pk_store *s, int rc, const char *what)
+{
+    int prim = rc & 0xff;
+    const char *m = s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc);
+    if (prim == SQLITE_BUSY || prim == SQLITE_LOCKED)
+        return store_fail(s, PK_ERR_BUSY,
+                          "%s is busy: another pocketllm process is using it (%s); retry later",
+                          s->home, what);
+    if (prim == SQLITE_FULL)
+        return store_fail(s, PK_ERR_LIMIT, "%s: %s: disk full (%s)", s->path, what, m);
+    if (prim == SQLITE_IOERR || prim == SQLITE_CANTOPEN || prim == SQLITE_READONLY)
+        return store_fail(s, PK_ERR_IO, "%s: %s: %s", s->path, what, m);
+    if (prim == SQLITE_NOMEM)
+        return store_fail(s, PK_ERR_NOMEM, "%s: %s: out of memory", s->path, what);
+    return store_fail(s, PK_ERR_DB, "%s: %s: %s", s->path, what, m);
+}
+
+pk_status store_exec(pk_store *s, const char *sql)
+{
+    int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? PK_OK : store_db_fail(s, rc, "exec");
+}
+
+pk_status store_begin(pk_store *s)
+{
+    int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    return rc == SQLITE_OK ? PK_OK : store_db_fail(s, rc, "begin transaction");
+}
+
+pk_status store_commit(pk_store *s)
+{
+    int rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        return PK_OK;
+    pk_status st = store_db_fail(s, rc, "commit");
+    store_rollback(s);
+    return st;
+}
+
+void store_rollback(pk_store *s)
+{
+    if (s->db && !sqlite3_get_autocommit(s->db))
+        (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+pk_status store_prepare(pk_store *s, const char *sql, sqlite3_stmt **st)
+{
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, st, NULL);
+    return rc == SQLITE_OK ? PK_OK : store_db_fail(s, rc, "prepare");
+}
+
+static void copy_err(char *err, size_t errlen, const char *msg)
+{
+    if (err && errlen)
+        snprintf(err, errlen, "%s", msg);
+}
+
+pk_store_params pk_store_default_params(void)
+{
+    pk_store_params p = {0, 0};
+    return p;
+}
+
+int pk_store_db_path(const char *home_dir, char *out, size_t n)
+{
+    int w = snprintf(out, n, "%s/%s", home_dir, STORE_DB_NAME);
+    return (w < 0 || (size_t)w >= n) ? -1 : 0;
+}
+
+static double unix_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* mkdir -p with mode 0700 for the last component. */
+static int make_dirs(const char *dir)
+{
+    char tmp[1024];
+    size_t n = strlen(dir);
+    if (n == 0 || n >= sizeof tmp)
+        return -1;
+    memcpy(tmp, dir, n + 1);
+    for (size_t i = 1; i < n; i++) {
+        if (tmp[i] != '/')
+            continue;
+        tmp[i] = '\0';
+        if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+            return -1;
+        tmp[i] = '/';
+    }
+    if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static pk_store *store_new(const char *home_dir)
+{
+    pk_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    snprintf(s->home, sizeof s->home, "%s", home_dir);
+    (void)pk_store_db_path(home_dir, s->path, sizeof s->path);
+    return s;
+}
+
+static void drop_keys(pk_store *s)
+{
+    pk_key_free(s->k_records);
+    pk_key_free(s->k_checkpoints);
+    pk_key_free(s->k_identity);
+    s->k_records = s->k_checkpoints = s->k_identity = NULL;
+}
+
+void pk_store_close(pk_store *s)
+{
+    if (!s)
+        return;
+    if (s->db)
+        sqlite3_close_v2(s->db);
+    drop_keys(s);
+    free(s);
+}
+
+const char *pk_store_errmsg(const pk_store *s)
+{
+    return s ? s->errmsg : "no store";
+}
+
+/* Connection settings; none of them writes to the file. */
+static pk_status connect_db(pk_store *s, int create)
+{
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
+    int rc = sqlite3_open_v2(s->path, &s->db, flags, NULL);
+    if (rc != SQLITE_OK)
+        return store_db_fail(s, rc, "open");
+    sqlite3_busy_timeout(s->db, 5000);
+    sqlite3_extended_result_codes(s->db, 1);
+    return store_exec(s, "PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;"
+                         "PRAGMA temp_store = MEMORY; PRAGMA synchronous = FULL;");
+}
+
+typedef struct keyring {
+    uint8_t salt[PK_CRYPTO_SALT_BYTES];
+    uint64_t opslimit;
+    size_t memlimit;
+    uint8_t keycheck[128];
+    size_t keycheck_len;
+} keyring;
+
+/* Master key -> subkeys; on success the handle holds the three data subkeys and *check the
+ * key-check subkey (owned). */
+static pk_status derive_all(const pk_key *master, pk_key **rec, pk_key **ckpt, pk_key **ident,
+                            pk_key **check)
+{
+    pk_status st = pk_key_derive(master, PK_SUBKEY_RECORDS, rec);
+    if (st == PK_OK)
+        st = pk_key_derive(master, PK_SUBKEY_CHECKPOINTS, ckpt);
+    if (st == PK_OK)
+        st = pk_key_derive(master, PK_SUBKEY_IDENTITY, ident);
+    if (st == PK_OK)
+        st = pk_key_derive(master, PK_SUBKEY_KEYCHECK, check);
+    return st;
+}
+
+/* A new keyring row for passphrase: salt, limits, key-check record; outputs new subkeys. */
+static pk_status new_keyring(const char *pass, size_t len, pk_store_params p, keyring *kr,
+                             pk_key **rec, pk_key **ckpt, pk_key **ident)
+{
+    pk_key *master = NULL, *check = NULL;
+    uint8_t ad[PK_RECORD_AD_BYTES];
+    kr->opslimit = p.opslimit ? p.opslimit : pk_kdf_default_opslimit();
+    kr->memlimit = p.memlimit ? p.memlimit : pk_kdf_default_memlimit();
+    pk_crypto_random(kr->salt, sizeof kr->salt);
+    pk_status st = pk_key_from_passphrase(pass, len, kr->salt, kr->opslimit, kr->memlimit, &master);
+    if (st == PK_OK)
+        st = derive_all(master, rec, ckpt, ident, &check);
+    pk_record_ad(ad, PK_AD_KEYCHECK, 0, 0);
+    if (st == PK_OK)
+        st = pk_record_seal(check, ad, sizeof ad, STORE_KEYCHECK_TEXT, strlen(STORE_KEYCHECK_TEXT),
+                            kr->keycheck, sizeof kr->keycheck, &kr->keycheck_len);
+    pk_key_free(master);
+    pk_key_free(check);
+    return st;
+}
+
+static pk_status write_keyring(pk_store *s, const keyring *kr, int insert)
+{
+    sqlite3_stmt *q = NULL;
+    pk_status st = store_prepare(
+        s, insert ? "INSERT INTO keyring(salt, opslimit, memlimit, keycheck, id) VALUES(?,?,?,?,1)"
+                  : "UPDATE keyring SET salt=?, opslimit=?, memlimit=?, keycheck=? WHERE id=1",
+        &q);
+    if (st != PK_OK)
+        return st;
+    sqlite3_bind_blob(q, 1, kr->salt, (int)sizeof kr->salt, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, (sqlite3_int64)kr->opslimit);
+    sqlite3_bind_int64(q, 3, (sqlite3_int64)kr->memlimit);
+    sqlite3_bind_blob(q, 4, kr->keycheck, (int)kr->keycheck_len, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_DONE)
+        st = store_db_fail(s, rc, "write keyring");
+    sqlite3_finalize(q);
+    return st;
+}
+
+/* Seals the Ed25519 secret key sk with the identity subkey into out. */
+static pk_status seal_identity(const pk_key *k, const uint8_t *sk, uint8_t *out, size_t cap,
+                               size_t *len)
+{
+    uint8_t ad[PK_RECORD_AD_BYTES];
+    pk_record_ad(ad, PK_AD_IDENTITY, 0, 0);
+    return pk_record_seal(k, ad, sizeof ad, sk, PK_SIGN_SK_BYTES, out, cap, len);
+}
+
+static pk_status create_identity(pk_store *s)
+{
+    uint8_t pk[PK_SIGN_PK_BYTES], sealed[PK_SIGN_SK_BYTES + PK_RECORD_OVERHEAD];
+    size_t sealed_len = 0;
+    sqlite3_stmt *q = NULL;
+    uint8_t *sk = pk_secure_alloc(PK_SIGN_SK_BYTES);
+    if (!sk)
+        return store_fail(s, PK_ERR_NOMEM, "out of secure memory");
+    pk_status st = pk_sign_keypair(pk, sk);
+    if (st == PK_OK)
+        st = seal_identity(s->k_identity, sk, sealed, sizeof sealed, &sealed_len);
+    pk_secure_free(sk);
+    if (st == PK_OK)
+        st = store_prepare(s, "INSERT INTO identity(id, public_key, sealed_secret, created_at)"
+                              " VALUES(1, ?, ?, ?)", &q);
+    if (st != PK_OK)
+        return st;
+    sqlite3_bind_blob(q, 1, pk, (int)sizeof pk, SQLITE_STATIC);
+    sqlite3_bind_blob(q, 2, sealed, (int)sealed_len, SQLITE_STATIC);
+    sqlite3_bind_double(q, 3, unix_now());
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_DONE)
+        st = store_db_fail(s, rc, "write identity");
+    sqlite3_finalize(q);
+    return st;
+}
+
+/* Applies the migrations from the file's version to STORE_SCHEMA_VERSION in one transaction. */
+static int schema_version(pk_store *s)
+{
+    sqlite3_stmt *q = NULL;
+    if (store_prepare(s, "PRAGMA user_version", &q) != PK_OK)
+        return -1;
+    int version = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int(q, 0) : -1;
+    sqlite3_finalize(q);
+    return version;
+}
+
+static pk_status migrate(pk_store *s)
+{
+    sqlite3_stmt *q = NULL;
+    if (schema_version(s) == STORE_SCHEMA_VERSION)
+        return PK_OK; /* the common case takes no write lock */
+    pk_status st = store_begin(s);
+    if (st == PK_OK)
+        st = store_prepare(s, "PRAGMA user_version", &q);
+    if (st != PK_OK)
+        goto out;
+    int version = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int(q, 0) : -1;
+    sqlite3_finalize(q);
+    if (version < 0 || version > STORE_SCHEMA_VERSION) {
+        st = store_fail(s, PK_ERR_UNSUPPORTED,
+                        "%s: schema version %d is newer than this pocketllm (%d): upgrade it",
+                        s->path, version, STORE_SCHEMA_VERSION);
+        goto out;
+    }
+    for (int v = version; v < STORE_SCHEMA_VERSION && st == PK_OK; v++)
+        st = store_exec(s, migrations[v]);
+    if (st == PK_OK && version < STORE_SCHEMA_VERSION) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA user_version = %d", STORE_SCHEMA_VERSION);
+        st = store_exec(s, sql);
+    }
+    if (st == PK_OK)
+        st = store_commit(s);
+out:
+    store_rollback(s);
+    return st;
+}
+
+pk_status pk_store_init(const char *home_dir, const char *passphrase, size_t len,
+                        pk_store_params params, char *err, size_t errlen)
+{
+    keyring kr;
+    struct stat sb;
+    pk_store *s = store_new(home_dir);
+    pk_status st = PK_OK;
+    if (!s)
+        return PK_ERR_NOMEM;
+    if (strlen(home_dir) >= sizeof s->home - 16) {
+        st = store_fail(s, PK_ERR_ARG, "home path too long: %s", home_dir);
+        goto out;
+    }
+    if (stat(s->path, &sb) == 0) {
+        st = store_fail(s, PK_ERR_ARG, "%s already exists: this home is initialised", s->path);
+        goto out;
+    }
+    if (make_dirs(home_dir) != 0) {
+        st = store_fail(s, PK_ERR_IO, "cannot create %s: %s", home_dir, strerror(errno));
+        goto out;
+    }
+    st = new_keyring(passphrase, len, params, &kr, &s->k_records, &s->k_checkpoints,
+                     &s->k_identity);
+    if (st != PK_OK) {
+        store_fail(s, st, "key derivation failed (Argon2id limits ops=%llu mem=%zu): %s",
+                   (unsigned long long)kr.opslimit, kr.memlimit, pk_status_str(st));
+        goto out;
+    }
+    st = connect_db(s, 1);
+    if (st == PK_OK)
+        st = store_exec(s, "PRAGMA journal_mode = WAL");
+    if (st == PK_OK)
+        st = migrate(s);
+    if (st == PK_OK)
+        st = store_begin(s);
+    if (st == PK_OK)
+        st = write_keyring(s, &kr, 1);
+    if (st == PK_OK)
+        st = create_identity(s);
+    if (st == PK_OK)
+        st = store_commit(s);
+    store_rollback(s);
+    pk_secure_wipe(&kr, sizeof kr);
+out:
+    if (st != PK_OK)
+        copy_err(err, errlen, s->errmsg);
+    pk_store_close(s);
+    return st;
+}
+
+static pk_status read_keyring(pk_store *s, keyring *kr)
+{
+    sqlite3_stmt *q = NULL;
+    pk_status st = store_prepare(s, "SELECT salt, opslimit, memlimit, keycheck FROM keyring"
+                                    " WHERE id = 1", &q);
+    if (st != PK_OK)
+        return store_fail(s, PK_ERR_FORMAT, "%s is not a pocketllm store (no keyring): %s",
+                          s->path, sqlite3_errmsg(s->db));
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_ROW) {
+        st = rc == SQLITE_DONE
+                 ? store_fail(s, PK_ERR_FORMAT, "%s: incomplete store (no keyring row)", s->path)
+                 : store_db_fail(s, rc, "read keyring");
+        goto out;
+    }
+    if (sqlite3_column_bytes(q, 0) != (int)sizeof kr->salt ||
+        sqlite3_column_bytes(q, 3) > (int)sizeof kr->keycheck || sqlite3_column_int64(q, 1) <= 0 ||
+        sqlite3_column_int64(q, 2) <= 0) {
+        st = store_fail(s, PK_ERR_FORMAT, "%s: malformed keyring row", s->path);
+        goto out;
+    }
+    memcpy(kr->salt, sqlite3_column_blob(q, 0), sizeof kr->salt);
+    kr->opslimit = (uint64_t)sqlite3_column_int64(q, 1);
+    kr->memlimit = (size_t)sqlite3_column_int64(q, 2);
+    kr->keycheck_len = (size_t)sqlite3_column_bytes(q, 3);
+    if (kr->keycheck_len)
+        memcpy(kr->keycheck, sqlite3_column_blob(q, 3), kr->keycheck_len);
+out:
+    sqlite3_finalize(q);
+    return st;
+}
+
+/* Derives the keys and checks them against the key-check record; writes nothing. */
+static pk_status unlock(pk_store *s, const char *pass, size_t len)
+{
+    keyring kr;
+    pk_key *master = NULL, *check = NULL;
+    uint8_t ad[PK_RECORD_AD_BYTES], pt[sizeof kr.keycheck];
+    size_t ptlen = 0;
+    pk_status st = read_keyring(s, &kr);
+    if (st != PK_OK)
+        return st;
+    st = pk_key_from_passphrase(pass, len, kr.salt, kr.opslimit, kr.memlimit, &master);
+    if (st != PK_OK) {
+        st = store_fail(s, st == PK_ERR_ARG ? PK_ERR_FORMAT : st,
+                        "%s: cannot derive the key (Argon2id ops=%llu mem=%zu): %s", s->path,
+                        (unsigned long long)kr.opslimit, kr.memlimit, pk_status_str(st));
+        goto out;
+    }
+    st = derive_all(master, &s->k_records, &s->k_checkpoints, &s->k_identity, &check);
+    if (st != PK_OK)
+        goto out;
+    pk_record_ad(ad, PK_AD_KEYCHECK, 0, 0);
+    st = pk_record_open(check, ad, sizeof ad, kr.keycheck, kr.keycheck_len, pt, sizeof pt, &ptlen);
+    if (st == PK_OK && (ptlen != strlen(STORE_KEYCHECK_TEXT) ||
+                        memcmp(pt, STORE_KEYCHECK_TEXT, ptlen) != 0))
+        st = PK_ERR_AUTH;
+    if (st != PK_OK)
+        st = store_fail(s, PK_ERR_AUTH, "wrong passphrase for %s", s->home);
+out:
+    if (st != PK_OK)
+        drop_keys(s);
+    pk_key_free(master);
+    pk_key_free(check);
+    pk_secure_wipe(&kr, sizeof kr);
+    return st;
+}
+
+pk_status pk_store_open(const char *home_dir, const char *passphrase, size_t len, pk_store **out,
+                        char *err, size_t errlen)
+{
+    struct stat sb;
+    *out = NULL;
+    pk_store *s = store_new(home_dir);
+    pk_status st = PK_OK;
+    if (!s)
+        return PK_ERR_NOMEM;
+    if (stat(s->path, &sb) != 0) {
+        st = store_fail(s, PK_ERR_NOTFOUND,
+                        "no agent home at %s: run pocketllm init --home %s", home_dir, home_dir);
+        goto out;
+    }
+    st = connect_db(s, 0);
+    if (st == PK_OK)
+        st = unlock(s, passphrase, len);
+    if (st == PK_OK)
+        st = migrate(s);
+out:
+    if (st != PK_OK) {
+        copy_err(err, errlen, s->errmsg);
+        pk_store_close(s);
+        return st;
+    }
+    *out = s;
+    return PK_OK;
+}
+
+static pk_status reseal_identity(pk_store *s, const pk_key *new_ident)
+{
+    sqlite3_stmt *q = NULL;
+    uint8_t ad[PK_RECORD_AD_BYTES], sealed[PK_SIGN_SK_BYTES + PK_RECORD_OVERHEAD];
+    size_t n = 0, sealed_len = 0;
+    uint8_t *sk = pk_secure_alloc(PK_SIGN_SK_BYTES);
+    pk_status st = sk ? store_prepare(s, "SELECT sealed_secret FROM identity WHERE id = 1", &q)
+                      : PK_ERR_NOMEM;
+    if (st != PK_OK)
+        goto out;
+    if (sqlite3_step(q) != SQLITE_ROW) {
+        st = store_fail(s, PK_ERR_FORMAT, "%s: no device identity", s->path);
+        goto out;
+    }
+    pk_record_ad(ad, PK_AD_IDENTITY, 0, 0);
+    st = pk_record_open(s->k_identity, ad, sizeof ad, sqlite3_column_blob(q, 0),
+                        (size_t)sqlite3_column_bytes(q, 0), sk, PK_SIGN_SK_BYTES, &n);
+    if (st == PK_OK && n != PK_SIGN_SK_BYTES)
+        st = PK_ERR_AUTH;
+    if (st != PK_OK) {
+        st = store_fail(s, PK_ERR_AUTH, "%s: the sealed device identity fails to open", s->path);
+        goto out;
+    }
+    sqlite3_finalize(q);
+    q = NULL;
+    st = seal_identity(new_ident, sk, sealed, sizeof sealed, &sealed_len);
+    if (st == PK_OK)
+        st = store_prepare(s, "UPDATE identity SET sealed_secret = ? WHERE id = 1", &q);
+    if (st != PK_OK)
+        goto out;
+    sqlite3_bind_blob(q, 1, sealed, (int)sealed_len, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_DONE)
+        st = store_db_fail(s, rc, "rewrite identity");
+out:
+    sqlite3_finalize(q);
+    pk_secure_free(sk);
+    return st;
+}
+
+pk_status pk_store_rekey(pk_store *s, const char *passphrase, size_t len, pk_store_params params)
+{
+    keyring kr;
+    pk_key *rec = NULL, *ckpt = NULL, *ident = NULL;
+    PK_ASSERT(s);
+    pk_status st = new_keyring(passphrase, len, params, &kr, &rec, &ckpt, &ident);
+    if (st != PK_OK) {
+        st = store_fail(s, st, "key derivation failed: %s", pk_status_str(st));
+        goto out;
+    }
+    st = store_begin(s);
+    if (st == PK_OK)
+        st = store_reseal_all(s, rec, ckpt);
+    if (st == PK_OK)
+        st = reseal_identity(s, ident);
+    if (st == PK_OK)
+        st = write_keyring(s, &kr, 0);
+    if (st == PK_OK)
+        st = store_commit(s);
+    store_rollback(s);
+    if (st == PK_OK) {
+        drop_keys(s);
+        s->k_records = rec;
+        s->k_checkpoints = ckpt;
+        s->k_identity = ident;
+        rec = ckpt = ident = NULL;
+        (void)store_exec(s, "PRAGMA wal_checkpoint(TRUNCATE)");
+    }
+out:
+    pk_key_free(rec);
+    pk_key_free(ckpt);
+    pk_key_free(ident);
+    pk_secure_wipe(&kr, sizeof kr);
+    return st;
+}
+
+pk_status pk_store_identity_public(pk_store *s, uint8_t pk[32])
+{
+    sqlite3_stmt *q = NULL;
+    pk_status st = store_prepare(s, "SELECT public_key FROM identity WHERE id = 1", &q);
+    if (st != PK_OK)
+        return st;
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW && sqlite3_column_bytes(q, 0) == PK_SIGN_PK_BYTES)
+        memcpy(pk, sqlite3_column_blob(q, 0), PK_SIGN_PK_BYTES);
+    else if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+        st = store_fail(s, PK_ERR_FORMAT, "%s: no valid device identity", s->path);
+    else
+        st = store_db_fail(s, rc, "read identity");
+    sqlite3_finalize(q);
+    return st;
+}
+
+pk_status pk_store_identity_sign(pk_store *s, const void *msg, size_t len, uint8_t sig[64])
+{
+    sqlite3_stmt *q = NULL;
+    uint8_t ad[PK_RECORD_AD_BYTES];
+    size_t n = 0;
+    uint8_t *sk = pk_secure_alloc(PK_SIGN_SK_BYTES);
+    pk_status st = sk ? store_prepare(s, "SELECT sealed_secret FROM identity WHERE id = 1", &q)
+                      : PK_ERR_NOMEM;
+    if (st != PK_OK)
+        goto out;
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_ROW) {
+        st = rc == SQLITE_DONE ? store_fail(s, PK_ERR_FORMAT, "%s: no device identity", s->path)
+                               : store_db_fail(s, rc, "read identity");
+        goto out;
+    }
+    pk_record_ad(ad, PK_AD_IDENTITY, 0, 0);
+    st = pk_record_open(s->k_identity, ad, sizeof ad, sqlite3_column_blob(q, 0),
+                        (size_t)sqlite3_column_bytes(q, 0), sk, PK_SIGN_SK_BYTES, &n);
+    if (st == PK_OK && n != PK_SIGN_SK_BYTES)
+        st = PK_ERR_AUTH;
+    if (st != PK_OK) {
+        st = store_fail(s, PK_ERR_AUTH, "%s: the sealed device identity fails to open", s->path);
+        goto out;
+    }
+    st = pk_sign_detached(sk, msg, len, sig);
+out:
+    sqlite3_finalize(q);
+    pk_secure_free(sk);
+    return st;
+}
