@@ -6,5 +6,6 @@
 
 #include "pk_common.h"
 #include "pk_ui.h"
+#include "pk_mezo.h"
 
 #endif /* PK_AGENT_H */

@@ -1,0 +1,582 @@
+/* objective.c: training objectives over tokenized examples (pk_mezo.h): lm, classify and
+ * -accuracy, and the deterministic batch order. Token ids are derived from private text, so they
+ * are wiped when the objective is freed. */
+#include "pk_mezo.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_OPTIONS 32
+
+typedef struct tok_seq {
+    int32_t *ids;
+    int32_t n;
+    int32_t start_target; /* lm: first position counted as a target (prompt+response), else 1 */
+} tok_seq;
+
+struct pk_objective {
+    pk_objective_kind kind;
+    int seq_len;
+    int causal;
+    size_t n;           /* examples */
+    tok_seq *ex;        /* lm: the example; classify: the prompt */
+    int32_t *label;     /* classify: option index per example */
+    int n_opt;
+    tok_seq opt[MAX_OPTIONS]; /* label words */
+    int32_t opt_first[MAX_OPTIONS];
+    int32_t mask_id;
+
+    /* current selection, as a batch */
+    size_t *sel;
+    size_t n_sel, cap_sel;
+    int32_t *ids, *lengths, *sel_b, *sel_t;
+    uint8_t *target;
+    double *seq_nll;
+    int32_t *seq_count;
+    float *logits;
+    int rows, T;
+};
+
+int pk_objective_parse(const char *s, pk_objective_kind *out)
+{
+    if (!strcmp(s, "lm"))
+        *out = PK_OBJ_LM;
+    else if (!strcmp(s, "classify"))
+        *out = PK_OBJ_CLASSIFY;
+    else if (!strcmp(s, "accuracy"))
+        *out = PK_OBJ_ACCURACY;
+    else
+        return -1;
+    return 0;
+}
+
+const char *pk_objective_name(pk_objective_kind k)
+{
+    return k == PK_OBJ_CLASSIFY ? "classify" : k == PK_OBJ_ACCURACY ? "accuracy" : "lm";
+}
+
+static void seq_free(tok_seq *s)
+{
+    if (s->ids != NULL) {
+        sodium_memzero(s->ids, (size_t)s->n * sizeof(int32_t));
+        free(s->ids);
+    }
+    s->ids = NULL;
+    s->n = 0;
+}
+
+void pk_objective_free(pk_objective *o)
+{
+    if (o == NULL)
+        return;
+    for (size_t i = 0; i < o->n; i++)
+        seq_free(&o->ex[i]);
+    for (int k = 0; k < o->n_opt; k++)
+        seq_free(&o->opt[k]);
+    free(o->ex);
+    free(o->label);
+    free(o->sel);
+    if (o->ids != NULL)
+        sodium_memzero(o->ids, (size_t)o->cap_sel * (size_t)(o->n_opt > 0 ? o->n_opt : 1) *
+                                   (size_t)o->seq_len * sizeof(int32_t));
+    free(o->ids);
+    free(o->lengths);
+    free(o->sel_b);
+    free(o->sel_t);
+    free(o->target);
+    free(o->seq_nll);
+    free(o->seq_count);
+    free(o->logits);
+    free(o);
+}
+
+size_t pk_objective_size(const pk_objective *o)
+{
+    return o->n;
+}
+
+/* Encodes text and appends to s (growing). */
+static pk_status append_text(const pk_tokenizer *tok, const char *text, int add_special, tok_seq *s)
+{
+    int32_t *ids = NULL;
+    size_t n = 0;
+    pk_status st = pk_tokenizer_encode(tok, text, strlen(text), add_special, &ids, &n);
+    if (st != PK_OK)
+        return st;
+    int32_t *grown = realloc(s->ids, ((size_t)s->n + n + 1) * sizeof(int32_t));
+    if (grown == NULL) {
+        free(ids);
+        return PK_ERR_NOMEM;
+    }
+    s->ids = grown;
+    memcpy(s->ids + s->n, ids, n * sizeof(int32_t));
+    s->n += (int32_t)n;
+    sodium_memzero(ids, n * sizeof(int32_t));
+    free(ids);
+    return PK_OK;
+}
+
+/* template with {text} and {text2} substituted; owned result (free()). */
+static char *fill_template(const char *tpl, const char *text, const char *text2)
+{
+    size_t cap = strlen(tpl) + 1;
+    for (const char *p = tpl; (p = strstr(p, "{text")) != NULL; p++)
+        cap += (text ? strlen(text) : 0) + (text2 ? strlen(text2) : 0);
+    char *out = malloc(cap);
+    if (out == NULL)
+        return NULL;
+    size_t o = 0;
+    for (const char *p = tpl; *p;) {
+        if (!strncmp(p, "{text}", 6)) {
+            size_t l = text ? strlen(text) : 0;
+            memcpy(out + o, text ? text : "", l);
+            o += l;
+            p += 6;
+        } else if (!strncmp(p, "{text2}", 7)) {
+            size_t l = text2 ? strlen(text2) : 0;
+            memcpy(out + o, text2 ? text2 : "", l);
+            o += l;
+            p += 7;
+        } else {
+            out[o++] = *p++;
+        }
+    }
+    out[o] = 0;
+    return out;
+}
+
+static void trim_copy(const char *s, size_t n, char *out, size_t cap)
+{
+    while (n > 0 && isspace((unsigned char)*s)) {
+        s++;
+        n--;
+    }
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        n--;
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, s, n);
+    out[n] = 0;
+}
+
+static int label_index(const pk_objective *o, const char *label, char words[][64])
+{
+    char t[64];
+    trim_copy(label, strlen(label), t, sizeof t);
+    for (int k = 0; k < o->n_opt; k++)
+        if (!strcmp(t, words[k]))
+            return k;
+    char *end = NULL;
+    long v = strtol(t, &end, 10);
+    if (end != t && *end == 0 && v >= 0 && v < o->n_opt)
+        return (int)v;
+    if (o->n_opt == 2 && (!strcmp(t, "true") || !strcmp(t, "false")))
+        return !strcmp(t, "true") ? 1 : 0;
+    return -1;
+}
+
+pk_status pk_objective_new(const pk_model *m, const pk_tokenizer *tok, pk_objective_params p,
+                           pk_example *const *examples, size_t n, pk_objective **out, char *err,
+                           size_t errlen)
+{
+    pk_status st = PK_OK;
+    char words[MAX_OPTIONS][64];
+    char *prompt = NULL;
+    *out = NULL;
+    pk_objective *o = calloc(1, sizeof *o);
+    if (o == NULL)
+        return PK_ERR_NOMEM;
+    o->kind = p.kind;
+    o->seq_len = p.seq_len > 0 ? p.seq_len : 128;
+    if (o->seq_len > pk_model_max_positions(m))
+        o->seq_len = pk_model_max_positions(m);
+    o->causal = pk_model_is_causal(m);
+    o->mask_id = pk_tokenizer_mask(tok);
+    o->ex = calloc(n ? n : 1, sizeof *o->ex);
+    o->label = calloc(n ? n : 1, sizeof *o->label);
+    if (o->ex == NULL || o->label == NULL) {
+        st = PK_ERR_NOMEM;
+        goto out;
+    }
+    if (p.kind == PK_OBJ_LM && !o->causal) {
+        snprintf(err, errlen, "objective lm needs a causal model (this one is %s)",
+                 pk_model_arch(m));
+        st = PK_ERR_ARG;
+        goto out;
+    }
+    if (p.kind != PK_OBJ_LM) {
+        if (p.labels == NULL || p.template_ == NULL) {
+            snprintf(err, errlen, "objective %s needs --template and --labels",
+                     pk_objective_name(p.kind));
+            st = PK_ERR_ARG;
+            goto out;
+        }
+        if (!o->causal && (strstr(p.template_, "<mask>") == NULL || o->mask_id < 0)) {
+            snprintf(err, errlen, "--template must contain <mask> for %s (a masked LM)",
+                     pk_model_arch(m));
+            st = PK_ERR_ARG;
+            goto out;
+        }
+        const char *s = p.labels;
+        while (1) {
+            const char *c = strchr(s, ',');
+            size_t l = c ? (size_t)(c - s) : strlen(s);
+            if (o->n_opt == MAX_OPTIONS || l == 0 || l >= 64) {
+                snprintf(err, errlen, "--labels '%s': 2..%d comma-separated words of < 64 bytes",
+                         p.labels, MAX_OPTIONS);
+                st = PK_ERR_ARG;
+                goto out;
+            }
+            char w[64];
+            memcpy(w, s, l);
+            w[l] = 0;
+            trim_copy(w, l, words[o->n_opt], sizeof words[0]);
+            /* a label word keeps its leading space (" great"): that is how it follows the prompt */
+            st = append_text(tok, w, 0, &o->opt[o->n_opt]);
+            if (st != PK_OK)
+                goto out;
+            if (o->opt[o->n_opt].n == 0) {
+                snprintf(err, errlen, "--labels: '%s' encodes to no token", w);
+                st = PK_ERR_ARG;
+                goto out;
+            }
+            o->opt_first[o->n_opt] = o->opt[o->n_opt].ids[0];
+            o->n_opt++;
+            if (c == NULL)
+                break;
+            s = c + 1;
+        }
+        if (o->n_opt < 2) {
+            snprintf(err, errlen, "--labels '%s': need at least two label words", p.labels);
+            st = PK_ERR_ARG;
+            goto out;
+        }
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        const pk_example *e = examples[i];
+        tok_seq *s = &o->ex[kept];
+        memset(s, 0, sizeof *s);
+        s->start_target = 1;
+        if (p.kind == PK_OBJ_LM) {
+            if (e->prompt != NULL && e->response != NULL) {
+                st = append_text(tok, e->prompt, 1, s);
+                if (st == PK_OK) {
+                    s->start_target = s->n;
+                    st = append_text(tok, e->response, 0, s);
+                }
+            } else if (e->text != NULL) {
+                st = append_text(tok, e->text, 1, s);
+                if (st == PK_OK && e->text2 != NULL) {
+                    st = append_text(tok, " ", 0, s);
+                    if (st == PK_OK)
+                        st = append_text(tok, e->text2, 0, s);
+                }
+            } else {
+                continue;
+            }
+            if (st != PK_OK)
+                goto out;
+            if (s->n > o->seq_len)
+                s->n = o->seq_len;
+            if (s->n < 2 || s->start_target >= s->n) {
+                seq_free(s);
+                continue; /* nothing to predict */
+            }
+        } else {
+            if (e->label == NULL) {
+                snprintf(err, errlen, "example %lld has no label (objective %s)",
+                         (long long)e->id, pk_objective_name(p.kind));
+                st = PK_ERR_FORMAT;
+                goto out;
+            }
+            int li = label_index(o, e->label, words);
+            if (li < 0) {
+                snprintf(err, errlen, "example %lld: label '%s' is not one of --labels '%s'",
+                         (long long)e->id, e->label, p.labels);
+                st = PK_ERR_FORMAT;
+                goto out;
+            }
+            o->label[kept] = li;
+            prompt = fill_template(p.template_, e->text ? e->text : e->prompt, e->text2);
+            if (prompt == NULL) {
+                st = PK_ERR_NOMEM;
+                goto out;
+            }
+            st = append_text(tok, prompt, 1, s);
+            sodium_memzero(prompt, strlen(prompt));
+            free(prompt);
+            prompt = NULL;
+            if (st != PK_OK)
+                goto out;
+            int maxopt = 0;
+            for (int k = 0; k < o->n_opt; k++)
+                maxopt = o->opt[k].n > maxopt ? o->opt[k].n : maxopt;
+            int room = o->causal ? o->seq_len - maxopt : o->seq_len;
+            if (room < 2) {
+                snprintf(err, errlen, "--seq-len %d leaves no room for the prompt", o->seq_len);
+                st = PK_ERR_ARG;
+                goto out;
+            }
+            if (s->n > room) {
+                /* keep the first token (BOS) and the end of the prompt, where the cue is */
+                int drop = s->n - room;
+                memmove(s->ids + 1, s->ids + 1 + drop, (size_t)(room - 1) * sizeof(int32_t));
+                s->n = room;
+            }
+            if (!o->causal) {
+                int found = 0;
+                for (int t = 0; t < s->n; t++)
+                    found |= s->ids[t] == o->mask_id;
+                if (!found) {
+                    snprintf(err, errlen, "example %lld: the <mask> token was truncated away",
+                             (long long)e->id);
+                    st = PK_ERR_ARG;
+                    goto out;
+                }
+            }
+        }
+        kept++;
+    }
+    o->n = kept;
+    if (kept == 0) {
+        snprintf(err, errlen, "no usable example (need at least 2 tokens of text each)");
+        st = PK_ERR_ARG;
+        goto out;
+    }
+    *out = o;
+    o = NULL;
+out:
+    pk_objective_free(o);
+    return st;
+}
+
+static pk_status ensure_cap(pk_objective *o, size_t n)
+{
+    if (n <= o->cap_sel)
+        return PK_OK;
+    size_t rows = n * (size_t)(o->n_opt > 0 && o->causal ? o->n_opt : 1);
+    size_t T = (size_t)o->seq_len;
+    if (o->ids != NULL)
+        sodium_memzero(o->ids, o->cap_sel * (size_t)(o->n_opt > 0 ? o->n_opt : 1) * T *
+                                   sizeof(int32_t));
+    free(o->sel);
+    free(o->ids);
+    free(o->lengths);
+    free(o->sel_b);
+    free(o->sel_t);
+    free(o->target);
+    free(o->seq_nll);
+    free(o->seq_count);
+    free(o->logits);
+    o->sel = malloc(n * sizeof(size_t));
+    o->ids = malloc(rows * T * sizeof(int32_t));
+    o->lengths = malloc(rows * sizeof(int32_t));
+    o->sel_b = malloc(rows * sizeof(int32_t));
+    o->sel_t = malloc(rows * sizeof(int32_t));
+    o->target = malloc(rows * T);
+    o->seq_nll = malloc(rows * sizeof(double));
+    o->seq_count = malloc(rows * sizeof(int32_t));
+    o->logits = malloc(rows * MAX_OPTIONS * sizeof(float));
+    o->cap_sel = n;
+    if (!o->sel || !o->ids || !o->lengths || !o->sel_b || !o->sel_t || !o->target || !o->seq_nll ||
+        !o->seq_count || !o->logits) {
+        o->cap_sel = 0;
+        return PK_ERR_NOMEM;
+    }
+    return PK_OK;
+}
+
+pk_status pk_objective_select(pk_objective *o, const size_t *idx, size_t n)
+{
+    pk_status st = ensure_cap(o, n);
+    if (st != PK_OK)
+        return st;
+    int rows_per = (o->kind != PK_OBJ_LM && o->causal) ? o->n_opt : 1;
+    int T = 1;
+    for (size_t i = 0; i < n; i++) {
+        PK_ASSERT(idx[i] < o->n);
+        const tok_seq *s = &o->ex[idx[i]];
+        for (int k = 0; k < rows_per; k++) {
+            int len = s->n + ((o->kind != PK_OBJ_LM && o->causal) ? o->opt[k].n : 0);
+            T = len > T ? len : T;
+        }
+    }
+    o->T = T;
+    o->rows = (int)n * rows_per;
+    memcpy(o->sel, idx, n * sizeof(size_t));
+    o->n_sel = n;
+    for (size_t i = 0; i < n; i++) {
+        const tok_seq *s = &o->ex[idx[i]];
+        for (int k = 0; k < rows_per; k++) {
+            size_t r = i * (size_t)rows_per + (size_t)k;
+            int32_t *row = o->ids + r * (size_t)T;
+            uint8_t *tg = o->target + r * (size_t)T;
+            memset(tg, 0, (size_t)T);
+            memcpy(row, s->ids, (size_t)s->n * sizeof(int32_t));
+            int len = s->n;
+            if (o->kind == PK_OBJ_LM) {
+                for (int t = s->start_target; t < s->n; t++)
+                    tg[t] = 1;
+            } else if (o->causal) {
+                memcpy(row + len, o->opt[k].ids, (size_t)o->opt[k].n * sizeof(int32_t));
+                for (int t = len; t < len + o->opt[k].n; t++)
+                    tg[t] = 1;
+                len += o->opt[k].n;
+            } else {
+                int mpos = 0;
+                for (int t = 0; t < len; t++)
+                    if (row[t] == o->mask_id)
+                        mpos = t;
+                o->sel_b[r] = (int32_t)r;
+                o->sel_t[r] = mpos;
+            }
+            for (int t = len; t < T; t++)
+                row[t] = row[0]; /* padding: ignored past lengths[r] */
+            o->lengths[r] = len;
+        }
+    }
+    return PK_OK;
+}
+
+pk_status pk_objective_loss(pk_objective *o, pk_model *m, const pk_perturb *pert, double *loss,
+                            double *acc, double *tokens)
+{
+    pk_batch b = {o->rows, o->T, o->ids, o->lengths, NULL};
+    pk_status st;
+    if (o->n_sel == 0)
+        return PK_ERR_ARG;
+    if (o->kind == PK_OBJ_LM) {
+        double mean = 0;
+        st = pk_model_loss(m, &b, o->target, pert, NULL, o->seq_count, &mean);
+        if (st != PK_OK)
+            return st;
+        double cnt = 0;
+        for (int r = 0; r < o->rows; r++)
+            cnt += o->seq_count[r];
+        *loss = mean;
+        if (acc)
+            *acc = NAN;
+        if (tokens)
+            *tokens = cnt;
+        return PK_OK;
+    }
+    int K = o->n_opt;
+    if (o->causal) {
+        st = pk_model_loss(m, &b, o->target, pert, o->seq_nll, o->seq_count, NULL);
+        if (st != PK_OK)
+            return st;
+        for (int r = 0; r < o->rows; r++)
+            o->logits[r] = (float)(-o->seq_nll[r] / (double)(o->seq_count[r] > 0 ? o->seq_count[r] : 1));
+    } else {
+        st = pk_model_select_logits(m, &b, pert, (size_t)o->rows, o->sel_b, o->sel_t, (size_t)K,
+                                    o->opt_first, o->logits);
+        if (st != PK_OK)
+            return st;
+    }
+    /* causal: logits[i*K + k] is row i*K+k's score; roberta: row i's K label logits. Same layout. */
+    double ce = 0, correct = 0;
+    for (size_t i = 0; i < o->n_sel; i++) {
+        const float *sc = o->logits + i * (size_t)K;
+        int y = o->label[o->sel[i]];
+        double mx = (double)sc[0];
+        int arg = 0;
+        for (int k = 1; k < K; k++)
+            if ((double)sc[k] > mx) {
+                mx = (double)sc[k];
+                arg = k;
+            }
+        double z = 0;
+        for (int k = 0; k < K; k++)
+            z += exp((double)sc[k] - mx);
+        ce += -((double)sc[y] - mx - log(z));
+        correct += arg == y;
+    }
+    double a = correct / (double)o->n_sel;
+    *loss = o->kind == PK_OBJ_ACCURACY ? -a : ce / (double)o->n_sel;
+    if (acc)
+        *acc = a;
+    if (tokens)
+        *tokens = (double)o->n_sel;
+    return PK_OK;
+}
+
+pk_status pk_objective_loss_fn(void *user, pk_model *m, int micro, const pk_perturb *pert,
+                               double *loss)
+{
+    (void)micro;
+    return pk_objective_loss(user, m, pert, loss, NULL, NULL);
+}
+
+pk_status pk_objective_eval(pk_objective *o, pk_model *m, size_t B, double *loss, double *acc)
+{
+    double sum = 0, w = 0, asum = 0;
+    size_t *idx = malloc((B ? B : 1) * sizeof(size_t));
+    if (idx == NULL)
+        return PK_ERR_NOMEM;
+    pk_status st = PK_OK;
+    for (size_t s = 0; s < o->n; s += B) {
+        size_t n = o->n - s < B ? o->n - s : B;
+        for (size_t j = 0; j < n; j++)
+            idx[j] = s + j;
+        st = pk_objective_select(o, idx, n);
+        if (st != PK_OK)
+            break;
+        double l = 0, a = 0, t = 0;
+        st = pk_objective_loss(o, m, NULL, &l, &a, &t);
+        if (st != PK_OK)
+            break;
+        sum += l * t;
+        w += t;
+        asum += a * (double)n;
+    }
+    free(idx);
+    if (st != PK_OK)
+        return st;
+    *loss = w > 0 ? sum / w : NAN;
+    *acc = o->kind == PK_OBJ_LM ? NAN : asum / (double)o->n;
+    return PK_OK;
+}
+
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+pk_status pk_batch_indices(uint64_t run_seed, int64_t step, int micro, int n_micro,
+                           size_t n_examples, size_t B, size_t *idx)
+{
+    if (n_examples == 0)
+        return PK_ERR_ARG;
+    uint64_t pos = ((uint64_t)step * (uint64_t)n_micro + (uint64_t)micro) * (uint64_t)B;
+    size_t *perm = malloc(n_examples * sizeof(size_t));
+    if (perm == NULL)
+        return PK_ERR_NOMEM;
+    uint64_t cur_epoch = UINT64_MAX;
+    for (size_t b = 0; b < B; b++, pos++) {
+        uint64_t epoch = pos / n_examples;
+        if (epoch != cur_epoch) {
+            cur_epoch = epoch;
+            uint64_t r = mix64(run_seed ^ 0x62617463686f7264ull) ^ mix64(epoch); /* "batchord" */
+            for (size_t i = 0; i < n_examples; i++)
+                perm[i] = i;
+            for (size_t i = n_examples; i > 1; i--) {
+                r = mix64(r);
+                size_t j = (size_t)(r % (uint64_t)i);
+                size_t t = perm[i - 1];
+                perm[i - 1] = perm[j];
+                perm[j] = t;
+            }
+        }
+        idx[b] = perm[pos % n_examples];
+    }
+    free(perm);
+    return PK_OK;
+}
