@@ -91,4 +91,44 @@ PK_NODISCARD pk_status pk_plot_svg(FILE *out, const char *title, const char *xla
 PK_NODISCARD pk_status pk_plot_run(pk_store *s, int64_t run_id, const char *out_path, char *err,
                                    size_t errlen);
 
+/* ---- model download from a Hugging Face-compatible hub (pull.c) ---------------------------- */
+
+typedef struct pk_pull_params {
+    const char *endpoint;      /* NULL: $HF_ENDPOINT, else https://huggingface.co (borrowed) */
+    const char *revision;      /* NULL: "main" (borrowed) */
+    const char *token;         /* NULL: $HF_TOKEN if set; sent as a Bearer header, never logged */
+    pk_progress_mode progress; /* one byte-progress display per file */
+    int max_attempts;          /* per file; each retry resumes the .part with a Range request */
+    long connect_timeout_ms;   /* per attempt */
+    long stall_timeout_s;      /* abort an attempt that receives nothing for this long */
+} pk_pull_params;
+/* endpoint/revision/token NULL, AUTO progress, 5 attempts, 10 s connect, 60 s stall. */
+pk_pull_params pk_pull_default_params(void);
+
+typedef struct pk_pull_result {
+    int files;                /* files now present in out_dir (downloaded or already there) */
+    int downloaded;           /* files transferred this call */
+    int up_to_date;           /* files already complete (size and sha256 match): not fetched */
+    int resumed;              /* transfers that continued a .part file with a Range request */
+    int verified;             /* files whose sha256 the hub gave and that matched */
+    int64_t bytes;            /* body bytes received this call */
+} pk_pull_result;
+
+/* Downloads into out_dir (created if needed) config.json (required), the tokenizer files that
+ * exist (tokenizer.json, tokenizer.model, tokenizer_config.json, special_tokens_map.json,
+ * vocab.json, merges.txt, vocab.txt), generation_config.json, and the weights:
+ * model.safetensors, or model.safetensors.index.json plus every shard it names.
+ * URL: {endpoint}/{repo}/resolve/{revision}/{file}. Each file goes to FILE.part first and is
+ * renamed when complete; a .part left by an interrupted run (or a dropped connection) is
+ * resumed with "Range: bytes=N-". When the hub gives a sha256 (X-Content-Sha256, or an ETag /
+ * X-Linked-Etag of 64 hex digits) the file is checked, and a mismatch removes it
+ * (PK_ERR_AUTH). Ctrl-C (pk_interrupted) stops with PK_ERR_INTERRUPTED, keeping the .part.
+ * PK_ERR_ARG: bad repo id or revision; PK_ERR_NOTFOUND: no such repo/file (404);
+ * PK_ERR_AUTH: 401/403 (gated or private: set HF_TOKEN) or checksum mismatch; PK_ERR_HTTP:
+ * network failure after max_attempts; PK_ERR_IO: out_dir not writable; PK_ERR_FORMAT: a bad
+ * index. err (errlen bytes, may be NULL) says what happened and what to do. res may be NULL.
+ * Needs curl_global_init and sodium_init done (pk_http_global_init, pk_crypto_global_init). */
+PK_NODISCARD pk_status pk_pull(const char *repo, const char *out_dir, const pk_pull_params *p,
+                               pk_pull_result *res, char *err, size_t errlen);
+
 #endif /* PK_UI_H */

@@ -1,3 +1,4 @@
 # Product area tests (issue 6): UI helpers, plot, pull, export, demo.
 pk_add_test(test_ui SOURCES test_ui.c LIBS pk_agent PkgConfig::CJSON LABELS unit TIMEOUT 60)
 pk_add_test(test_plot SOURCES test_plot.c LIBS pk_agent LABELS unit TIMEOUT 60)
+pk_add_test(test_pull SOURCES test_pull.c LIBS pk_agent PkgConfig::MHD PkgConfig::CURL PkgConfig::SODIUM LABELS unit TIMEOUT 120)
