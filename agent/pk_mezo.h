@@ -184,4 +184,65 @@ PK_NODISCARD pk_status pk_checkpoint_pack(const pk_model *m, const uint8_t *trai
 PK_NODISCARD pk_status pk_checkpoint_unpack(pk_model *m, const uint8_t *trainable,
                                             const void *blob, size_t len);
 
+/* ---- the trainer (trainer.c, run.c) -------------------------------------------------------- */
+
+/* Everything a run needs; stored as JSON in the run row so resume/replay/eval rebuild it. */
+typedef struct pk_train_config {
+    char model_dir[1024]; /* absolute path of the base model */
+    char dataset[128];
+    char eval_dataset[128]; /* "" = none */
+    pk_objective_kind objective;
+    pk_mezo_params mezo; /* mezo.steps_total = steps */
+    int accumulate;      /* micro-batches per step under one z */
+    int batch;           /* examples per micro-batch */
+    int seq_len;
+    int64_t steps;
+    int64_t eval_every;       /* 0 = no periodic eval */
+    int early_stop;           /* patience in evals, 0 = off */
+    int64_t checkpoint_every; /* 0 = none */
+    char trainable[256];
+    char template_[512];
+    char labels[512];
+} pk_train_config;
+
+pk_train_config pk_train_config_default(void);
+/* *json owned (free()). */
+PK_NODISCARD pk_status pk_train_config_to_json(const pk_train_config *c, char **json);
+PK_NODISCARD pk_status pk_train_config_from_json(const char *json, pk_train_config *c, char *err,
+                                                 size_t errlen);
+
+/* Callbacks of pk_train (all optional). */
+typedef struct pk_train_hooks {
+    void *user;
+    /* after step `step` (0-based) was logged; rows [q] */
+    void (*on_step)(void *user, int64_t step, int64_t total, const pk_step_row *rows, int q);
+    void (*on_eval)(void *user, int64_t step, double loss, double acc);
+    /* the run id, as soon as it exists */
+    void (*on_start)(void *user, int64_t run_id, int64_t first_step);
+} pk_train_hooks;
+
+typedef struct pk_train_result {
+    int64_t run_id;
+    int64_t steps_done;
+    int stopped_early;  /* early stopping ended the run */
+    int interrupted;    /* pk_interrupted() stopped it at a step boundary (status "stopped") */
+    double last_loss;   /* (loss+ + loss-) / 2 of the last step */
+    double forward_s, update_s; /* totals */
+    char final_hash[65];
+} pk_train_result;
+
+/* Runs (resume_run == 0: a new run with cfg; else continues run resume_run from its logged
+ * steps, cfg ignored). Each step's rows and progress are one store transaction. Stops at a step
+ * boundary when pk_interrupted() is set. err gets one line on failure. */
+PK_NODISCARD pk_status pk_train(pk_store *s, const pk_train_config *cfg, int64_t resume_run,
+                                const pk_train_hooks *hooks, pk_train_result *res, char *err,
+                                size_t errlen);
+
+/* Loads the examples of dataset `name` and builds an objective for model m (tokenizer from
+ * model_dir). *out owned (pk_objective_free). */
+PK_NODISCARD pk_status pk_objective_from_store(pk_store *s, const char *dataset,
+                                               const pk_model *m, const char *model_dir,
+                                               const pk_train_config *cfg, pk_objective **out,
+                                               char *err, size_t errlen);
+
 #endif /* PK_MEZO_H */

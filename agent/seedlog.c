@@ -1,0 +1,212 @@
+/* seedlog.c: seed-log files (pk_mezo.h). A seed log is everything needed to rebuild fine-tuned
+ * weights from the base model: a few header lines and one line per step-log row. Format
+ * (text, '\n' line ends, fields separated by one space):
+ *
+ *   pocketllm-seedlog 1
+ *   base_hash <64 hex digits: pk_weights_hash of the base model>
+ *   z gaussian|rademacher
+ *   weight_decay <C99 hex float>
+ *   trainable <spec: all | bitfit | a regex; rest of the line>
+ *   steps <number of rows>
+ *   <step> <q_index> <seed, decimal u64> <g> <lr> <eps> <loss_plus> <loss_minus>
+ *   ...
+ *
+ * Floats are C99 hex floats ("%a"), so a round trip is exact; readers also accept decimal. Rows
+ * are applied in file order with pk_mezo_update(seed, z, lr, g, weight_decay). */
+#include "pk_mezo.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void pk_seedlog_clear(pk_seedlog *log)
+{
+    if (log == NULL)
+        return;
+    free(log->rows);
+    log->rows = NULL;
+    log->n_rows = 0;
+}
+
+pk_status pk_seedlog_write(const char *path, const pk_seedlog *log, char *err, size_t errlen)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
+        snprintf(err, errlen, "%s: path too long", path);
+        return PK_ERR_ARG;
+    }
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        return PK_ERR_IO;
+    }
+    fprintf(f, "pocketllm-seedlog 1\nbase_hash %s\nz %s\nweight_decay %a\ntrainable %s\nsteps %zu\n",
+            log->base_hash, log->z == PK_Z_RADEMACHER ? "rademacher" : "gaussian",
+            (double)log->weight_decay, log->trainable, log->n_rows);
+    for (size_t i = 0; i < log->n_rows; i++) {
+        const pk_step_row *r = &log->rows[i];
+        fprintf(f, "%" PRId64 " %d %" PRIu64 " %a %a %a %a %a\n", r->step, (int)r->q_index, r->seed,
+                (double)r->g, (double)r->lr, (double)r->eps, (double)r->loss_plus,
+                (double)r->loss_minus);
+    }
+    int bad = ferror(f);
+    if (fclose(f) != 0 || bad) {
+        snprintf(err, errlen, "%s: write failed", tmp);
+        remove(tmp);
+        return PK_ERR_IO;
+    }
+    if (rename(tmp, path) != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        remove(tmp);
+        return PK_ERR_IO;
+    }
+    return PK_OK;
+}
+
+static int read_line(FILE *f, char *buf, size_t n)
+{
+    if (fgets(buf, (int)n, f) == NULL)
+        return -1;
+    size_t l = strlen(buf);
+    if (l == 0 || buf[l - 1] != '\n')
+        return -1; /* too long or truncated */
+    buf[l - 1] = 0;
+    return 0;
+}
+
+static int parse_float(const char *s, float *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end != 0 || errno != 0)
+        return -1;
+    *out = (float)v;
+    return 0;
+}
+
+pk_status pk_seedlog_read(const char *path, pk_seedlog *out, char *err, size_t errlen)
+{
+    char line[1024];
+    pk_status st = PK_ERR_FORMAT;
+    int ln = 0;
+    memset(out, 0, sizeof *out);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return PK_ERR_IO;
+    }
+    unsigned long long nrows = 0;
+    ln++;
+    if (read_line(f, line, sizeof line) != 0 || strcmp(line, "pocketllm-seedlog 1") != 0) {
+        snprintf(err, errlen, "%s:1: not a pocketllm seed log (want 'pocketllm-seedlog 1')", path);
+        goto out;
+    }
+    ln++;
+    if (read_line(f, line, sizeof line) != 0 || strncmp(line, "base_hash ", 10) != 0 ||
+        strlen(line + 10) != 64 || strspn(line + 10, "0123456789abcdef") != 64) {
+        snprintf(err, errlen, "%s:%d: want 'base_hash <64 hex digits>'", path, ln);
+        goto out;
+    }
+    memcpy(out->base_hash, line + 10, 65);
+    ln++;
+    if (read_line(f, line, sizeof line) != 0 ||
+        (strcmp(line, "z gaussian") != 0 && strcmp(line, "z rademacher") != 0)) {
+        snprintf(err, errlen, "%s:%d: want 'z gaussian' or 'z rademacher'", path, ln);
+        goto out;
+    }
+    out->z = !strcmp(line, "z rademacher") ? PK_Z_RADEMACHER : PK_Z_GAUSSIAN;
+    ln++;
+    if (read_line(f, line, sizeof line) != 0 || strncmp(line, "weight_decay ", 13) != 0 ||
+        parse_float(line + 13, &out->weight_decay) != 0) {
+        snprintf(err, errlen, "%s:%d: want 'weight_decay <float>'", path, ln);
+        goto out;
+    }
+    ln++;
+    if (read_line(f, line, sizeof line) != 0 || strncmp(line, "trainable ", 10) != 0 ||
+        strlen(line + 10) >= sizeof out->trainable || line[10] == 0) {
+        snprintf(err, errlen, "%s:%d: want 'trainable <spec>' (< 256 bytes)", path, ln);
+        goto out;
+    }
+    strcpy(out->trainable, line + 10);
+    ln++;
+    char *end = NULL;
+    if (read_line(f, line, sizeof line) != 0 || strncmp(line, "steps ", 6) != 0 ||
+        (nrows = strtoull(line + 6, &end, 10), end == line + 6 || *end != 0) ||
+        nrows > (1ull << 32)) {
+        snprintf(err, errlen, "%s:%d: want 'steps <count>'", path, ln);
+        goto out;
+    }
+    out->rows = calloc(nrows ? (size_t)nrows : 1, sizeof *out->rows);
+    if (out->rows == NULL) {
+        st = PK_ERR_NOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < (size_t)nrows; i++) {
+        ln++;
+        if (read_line(f, line, sizeof line) != 0) {
+            snprintf(err, errlen, "%s:%d: missing or overlong row (header says %llu rows)", path,
+                     ln, nrows);
+            goto out;
+        }
+        char *tok[8];
+        int nt = 0;
+        for (char *p = strtok(line, " "); p != NULL && nt < 8; p = strtok(NULL, " "))
+            tok[nt++] = p;
+        if (nt != 8 || strtok(NULL, " ") != NULL) {
+            snprintf(err, errlen, "%s:%d: want 8 fields: step q seed g lr eps loss+ loss-", path,
+                     ln);
+            goto out;
+        }
+        pk_step_row *r = &out->rows[i];
+        char *e1 = NULL, *e2 = NULL, *e3 = NULL;
+        errno = 0;
+        long long step = strtoll(tok[0], &e1, 10);
+        long q = strtol(tok[1], &e2, 10);
+        unsigned long long seed = strtoull(tok[2], &e3, 10);
+        if (*e1 || *e2 || *e3 || e1 == tok[0] || e2 == tok[1] || e3 == tok[2] || errno ||
+            step < 0 || q < 0 || q > 1000000 || parse_float(tok[3], &r->g) ||
+            parse_float(tok[4], &r->lr) || parse_float(tok[5], &r->eps) ||
+            parse_float(tok[6], &r->loss_plus) || parse_float(tok[7], &r->loss_minus)) {
+            snprintf(err, errlen, "%s:%d: malformed number in row", path, ln);
+            goto out;
+        }
+        r->step = step;
+        r->q_index = (int32_t)q;
+        r->seed = seed;
+    }
+    out->n_rows = (size_t)nrows;
+    if (fgets(line, sizeof line, f) != NULL) {
+        snprintf(err, errlen, "%s:%d: data after the %llu rows the header announces", path, ln + 1,
+                 nrows);
+        goto out;
+    }
+    st = PK_OK;
+out:
+    fclose(f);
+    if (st != PK_OK)
+        pk_seedlog_clear(out);
+    return st;
+}
+
+pk_status pk_seedlog_replay(pk_model *m, const pk_seedlog *log, char *err, size_t errlen)
+{
+    char hex[65];
+    uint8_t *mask = NULL;
+    pk_status st = pk_weights_hash(m, hex);
+    if (st != PK_OK)
+        return st;
+    if (strcmp(hex, log->base_hash) != 0) {
+        snprintf(err, errlen, "the model's weights hash %.16s... is not the seed log's base %.16s...",
+                 hex, log->base_hash);
+        return PK_ERR_ARG;
+    }
+    st = pk_mezo_trainable(m, log->trainable, &mask, err, errlen);
+    if (st != PK_OK)
+        return st;
+    pk_mezo_replay_rows(m, mask, log->z, log->weight_decay, log->rows, log->n_rows);
+    free(mask);
+    return PK_OK;
+}
