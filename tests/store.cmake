@@ -2,3 +2,5 @@
 # (kill -9), full-disk and two-process tests, the CLI, and fuzz targets for records/importers.
 pk_add_test(test_crypto SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_crypto.c
     LIBS pk_crypto LABELS unit TIMEOUT 60)
+pk_add_test(test_store SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_store.c
+    LIBS pk_store pk_crypto PkgConfig::SQLITE LABELS unit TIMEOUT 120)
