@@ -667,14 +667,16 @@ static pk_status send_upload(sess *x, const char *idem, const char *body, int *a
 {
     cJSON *b = cJSON_Parse(body), *j = NULL;
     double r = 0;
-    char path[96], code[64];
+    char path[96], code[64], tid[ID_MAX + 1];
     long status = 0;
     *accepted = 0;
-    if (!b || jnum(b, "round", 1, 1, 9e15, &r)) {
+    const char *t = jstr(b, "task_id");
+    if (!b || jnum(b, "round", 1, 1, 9e15, &r) || !t || !valid_id(t)) {
         cJSON_Delete(b);
         pk_log(PK_LOG_WARN, "sync: dropping malformed outbox entry %s", idem);
         return pk_store_outbox_done(x->s, idem);
     }
+    snprintf(tid, sizeof tid, "%s", t); /* the entry's task, not necessarily the current one */
     cJSON_Delete(b);
     *round_out = (int64_t)r;
     snprintf(path, sizeof path, "/v1/rounds/%lld/updates", (long long)r);
@@ -698,7 +700,7 @@ static pk_status send_upload(sess *x, const char *idem, const char *body, int *a
         return fail(x, st, "store: outbox: %s", pk_store_errmsg(x->s));
     if (*accepted) {
         char key[128], val[32];
-        task_key(x, "upload_round", key, sizeof key);
+        snprintf(key, sizeof key, "sync.%s.upload_round", tid);
         snprintf(val, sizeof val, "%lld", (long long)r);
         st = state_set(x, key, val);
     }
