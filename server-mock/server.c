@@ -600,6 +600,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 }
 
 /* MHD's own messages (e.g. a connection closed by an injected fault) go to the log at INFO. */
+static void mhd_log(void *cls, const char *fmt, va_list ap) PK_PRINTF(2, 0);
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];

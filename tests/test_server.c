@@ -257,6 +257,7 @@ static void test_vectors(void)
     PK_CHECK(pkp_b64_decode(b64, 64, &back, &blen) == PK_OK && blen == 12);
     pkp_unpack(back, 12, q);
     PK_CHECK(q[0].k == 3 && q[0].v == 1.5f && q[1].k == 7 && q[1].v == -0.25f);
+    free(back);
     PK_CHECK(pkp_b64_decode("AwAAAMA/BwAAAIC", 64, &back, &blen) == PK_ERR_FORMAT);
     free(b64);
     char msg[128];
@@ -265,7 +266,6 @@ static void test_vectors(void)
                     "seed_not_in_pool") == 0);
     PK_CHECK(strcmp(pkp_check_updates(packed, 12, 8, 1.0, msg, sizeof msg), "out_of_range") == 0);
     PK_CHECK(strcmp(pkp_check_updates(packed, 11, 8, 10.0, msg, sizeof msg), "bad_field") == 0);
-    free(back);
 }
 
 /* ---- the API ------------------------------------------------------------------------------- */
