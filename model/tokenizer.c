@@ -198,16 +198,13 @@ pk_status tok_merges_init(pk_tokenizer *t, size_t n)
     size_t cap = 16;
     while (cap < n * 2 + 16)
         cap *= 2;
-    free(t->merge_key);
-    free(t->merge_rank);
-    free(t->merge_id);
-    t->merge_key = malloc(cap * sizeof *t->merge_key);
-    t->merge_rank = malloc(cap * sizeof *t->merge_rank);
-    t->merge_id = malloc(cap * sizeof *t->merge_id);
+    free(t->merges);
+    t->merges = malloc(cap * sizeof *t->merges);
     t->merge_cap = cap;
-    if (!t->merge_key || !t->merge_rank || !t->merge_id)
+    if (!t->merges)
         return PK_ERR_NOMEM;
-    memset(t->merge_key, 0xff, cap * sizeof *t->merge_key);
+    for (size_t i = 0; i < cap; i++)
+        t->merges[i].key = UINT64_MAX;
     return PK_OK;
 }
 
@@ -215,27 +212,25 @@ void tok_merge_add(pk_tokenizer *t, int32_t a, int32_t b, int32_t rank, int32_t 
 {
     uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
     size_t h = merge_slot(key, t->merge_cap);
-    while (t->merge_key[h] != UINT64_MAX) {
-        if (t->merge_key[h] == key)
+    while (t->merges[h].key != UINT64_MAX) {
+        if (t->merges[h].key == key)
             return; /* the first (lowest-rank) occurrence wins, as in HF */
         h = (h + 1) & (t->merge_cap - 1);
     }
-    t->merge_key[h] = key;
-    t->merge_rank[h] = rank;
-    t->merge_id[h] = id;
+    t->merges[h] = (tok_merge){key, rank, id};
 }
 
 int tok_merge_find(const pk_tokenizer *t, int32_t a, int32_t b, int32_t *rank, int32_t *id)
 {
-    if (!t->merge_key)
+    if (!t->merges || a < 0 || b < 0)
         return 0;
     uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
     size_t h = merge_slot(key, t->merge_cap);
     for (;;) {
-        uint64_t k = t->merge_key[h];
+        uint64_t k = t->merges[h].key;
         if (k == key) {
-            *rank = t->merge_rank[h];
-            *id = t->merge_id[h];
+            *rank = t->merges[h].rank;
+            *id = t->merges[h].id;
             return 1;
         }
         if (k == UINT64_MAX)
@@ -556,9 +551,7 @@ void pk_tokenizer_free(pk_tokenizer *t)
     free(t->piece_len);
     free(t->flags);
     free(t->vocab_ht);
-    free(t->merge_key);
-    free(t->merge_rank);
-    free(t->merge_id);
+    free(t->merges);
     for (int i = 0; i < t->n_pre; i++)
         pcre2_code_free(t->pre[i].code);
     for (int i = 0; i < t->n_norm_rep; i++) {

@@ -246,9 +246,47 @@ static void push_pair(const pk_tokenizer *t, tok_cache *c, size_t *hn, int32_t i
     heap_push(c, hn, (uint64_t)(uint32_t)rank << 32 | (uint32_t)i, c->sym_id[i], c->sym_id[j]);
 }
 
+#define LINEAR_MAX 64 /* words up to this many symbols merge by linear scans */
+
+/* Short words: keep the rank of every adjacent pair and scan for the lowest (leftmost on ties),
+ * which is the heap's order without its bookkeeping (tiktoken/llama.cpp style). */
+static size_t merge_linear(const pk_tokenizer *t, int32_t *sym, size_t n)
+{
+    int32_t rank[LINEAR_MAX], nid[LINEAR_MAX];
+    for (size_t i = 0; i + 1 < n; i++)
+        if (!tok_merge_find(t, sym[i], sym[i + 1], &rank[i], &nid[i]))
+            rank[i] = INT32_MAX;
+    while (n > 1) {
+        int32_t best = INT32_MAX;
+        size_t bi = 0;
+        for (size_t i = 0; i + 1 < n; i++) {
+            if (rank[i] < best) {
+                best = rank[i];
+                bi = i;
+            }
+        }
+        if (best == INT32_MAX)
+            break;
+        sym[bi] = nid[bi];
+        for (size_t i = bi + 1; i + 1 < n; i++) {
+            sym[i] = sym[i + 1];
+            rank[i] = rank[i + 1];
+            nid[i] = nid[i + 1];
+        }
+        n--;
+        if (bi > 0 && !tok_merge_find(t, sym[bi - 1], sym[bi], &rank[bi - 1], &nid[bi - 1]))
+            rank[bi - 1] = INT32_MAX;
+        if (bi + 1 < n && !tok_merge_find(t, sym[bi], sym[bi + 1], &rank[bi], &nid[bi]))
+            rank[bi] = INT32_MAX;
+    }
+    return n;
+}
+
 /* Merges c->sym_id[0..n) in place; returns the number of surviving symbols, compacted. */
 static size_t merge_symbols(const pk_tokenizer *t, tok_cache *c, size_t n)
 {
+    if (n <= LINEAR_MAX)
+        return merge_linear(t, c->sym_id, n);
     for (size_t i = 0; i < n; i++) {
         c->sym_next[i] = i + 1 < n ? (int32_t)i + 1 : -1;
         c->sym_prev[i] = (int32_t)i - 1;

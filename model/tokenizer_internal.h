@@ -50,6 +50,12 @@ typedef struct tok_replace {
     size_t from_len, to_len; /* bytes */
 } tok_replace;
 
+typedef struct tok_merge {
+    uint64_t key; /* pair a<<32|b; UINT64_MAX = empty slot */
+    int32_t rank; /* lower merges first */
+    int32_t id;   /* resulting token */
+} tok_merge;
+
 struct pk_tokenizer {
     int sp_model;         /* loaded from tokenizer.model (SentencePiece semantics) */
     int byte_level;       /* byte-level BPE: bytes map to printable chars (GPT-2 table) */
@@ -59,9 +65,7 @@ struct pk_tokenizer {
     uint8_t *flags;       /* [n_ids] TOKF_* */
     uint32_t *vocab_ht;   /* piece -> id+1 open-addressing table (0 = empty) */
     size_t vocab_cap;     /* power of two */
-    uint64_t *merge_key;  /* pair (a<<32|b) hash table keys, UINT64_MAX = empty */
-    int32_t *merge_rank;  /* [merge_cap] lower merges first */
-    int32_t *merge_id;    /* [merge_cap] resulting id */
+    tok_merge *merges;    /* [merge_cap] open-addressing table of pairs */
     size_t merge_cap;     /* power of two */
     int32_t byte_id[256]; /* byte-level: id of each byte's char; else -1 */
     uint8_t cp_byte[324]; /* byte-level decode: code point (< 324) -> byte */
