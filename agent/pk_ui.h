@@ -8,6 +8,7 @@
 #define PK_UI_H
 
 #include "pk_common.h"
+#include "pk_model.h"
 #include "pk_store.h"
 
 #include <stddef.h>
@@ -130,5 +131,19 @@ typedef struct pk_pull_result {
  * Needs curl_global_init and sodium_init done (pk_http_global_init, pk_crypto_global_init). */
 PK_NODISCARD pk_status pk_pull(const char *repo, const char *out_dir, const pk_pull_params *p,
                                pk_pull_result *res, char *err, size_t errlen);
+
+/* ---- export of a run (export.c) ------------------------------------------------------------- */
+
+/* The run's current weights (pk_run_materialize: base model + checkpoint + logged steps) as a
+ * Hugging Face model directory (pk_model_save: config.json, model.safetensors in dtype, the
+ * base model's tokenizer files), plus pocketllm_run.json (run id, steps, base and weights
+ * hashes) for provenance. *weights_hash (may be NULL, 65 bytes) gets the exported weights'
+ * pk_weights_hash (before narrowing to dtype). err names the problem. */
+PK_NODISCARD pk_status pk_export_hf(pk_store *s, int64_t run_id, const char *out_dir,
+                                    pk_dtype dtype, char *weights_hash, char *err, size_t errlen);
+/* The run as a portable seed log (pk_seedlog_write: base hash, z kind, weight decay, trainable
+ * spec and every step-log row). *bytes (may be NULL) gets the file size. */
+PK_NODISCARD pk_status pk_export_seedlog(pk_store *s, int64_t run_id, const char *path,
+                                         size_t *bytes, char *err, size_t errlen);
 
 #endif /* PK_UI_H */
