@@ -80,6 +80,11 @@ size_t pk_model_weight_bytes(const pk_model *m); /* sum of stored tensor bytes *
  * bench. */
 double pk_model_forward_flops(const pk_model *m, int B, int T);
 
+/* Measures cblas_sgemm GFLOP/s on the model's own linear-layer and LM-head shapes for B*T tokens
+ * (random fp32 operands, current thread setting, best of reps runs). Returns 0 on allocation
+ * failure. For bench forward's roofline. */
+double pk_model_bench_sgemm(const pk_model *m, int B, int T, int reps);
+
 /* Threads for our OpenMP loops and OpenBLAS (one pool). n <= 0 means all cores. Returns the
  * value now in effect. pk_threads_get returns the current value. */
 int pk_threads_set(int n);

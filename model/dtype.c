@@ -1,0 +1,164 @@
+/* dtype.c: fp16/bf16 <-> fp32 conversion (round to nearest even), dtype names, the thread
+ * setting shared by OpenMP and OpenBLAS, and the error-text helper of model/. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cblas.h>
+#include <omp.h>
+
+#include "internal.h"
+
+size_t pk_dtype_size(pk_dtype dt)
+{
+    return dt == PK_DTYPE_F32 ? 4 : 2;
+}
+
+const char *pk_dtype_name(pk_dtype dt)
+{
+    switch (dt) {
+    case PK_DTYPE_F32:
+        return "F32";
+    case PK_DTYPE_F16:
+        return "F16";
+    case PK_DTYPE_BF16:
+        return "BF16";
+    }
+    return "?";
+}
+
+int pk_dtype_parse(const char *s, pk_dtype *out)
+{
+    static const struct {
+        const char *name;
+        pk_dtype dt;
+    } names[] = {{"f32", PK_DTYPE_F32},   {"F32", PK_DTYPE_F32},       {"float32", PK_DTYPE_F32},
+                 {"f16", PK_DTYPE_F16},   {"F16", PK_DTYPE_F16},       {"float16", PK_DTYPE_F16},
+                 {"bf16", PK_DTYPE_BF16}, {"BF16", PK_DTYPE_BF16},     {"bfloat16", PK_DTYPE_BF16},
+                 {"fp32", PK_DTYPE_F32},  {"fp16", PK_DTYPE_F16}};
+    for (size_t i = 0; s && i < sizeof names / sizeof names[0]; i++) {
+        if (strcmp(s, names[i].name) == 0) {
+            *out = names[i].dt;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static uint32_t f2u(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static float u2f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+float pk_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t man = h & 0x3ffu;
+    if (exp == 0x1f) /* inf / nan */
+        return u2f(sign | 0x7f800000u | (man << 13));
+    if (exp == 0) {
+        if (man == 0)
+            return u2f(sign);
+        /* subnormal: man * 2^-24 */
+        float v = (float)man * 5.9604644775390625e-8f;
+        return sign ? -v : v;
+    }
+    return u2f(sign | ((exp + 112u) << 23) | (man << 13));
+}
+
+uint16_t pk_f32_to_f16(float f)
+{
+    uint32_t u = f2u(f);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) /* nan: keep it a quiet nan */
+        return (uint16_t)(sign | 0x7e00u);
+    if (a >= 0x477ff000u) /* rounds to >= 65520: inf */
+        return (uint16_t)(sign | 0x7c00u);
+    if (a < 0x38800000u) { /* below the smallest normal 2^-14: subnormal or zero */
+        /* value * 2^24 rounded to nearest even, via the float adder (exact for this range) */
+        float v = u2f(a) * 16777216.0f; /* scale into [0, 1024) */
+        /* round half to even by adding and subtracting 2^23 */
+        float r = (v + 8388608.0f) - 8388608.0f;
+        return (uint16_t)(sign | (uint16_t)r);
+    }
+    uint32_t mant_odd = (a >> 13) & 1u;
+    a += 0xfffu + mant_odd; /* round to nearest even at bit 13 */
+    a -= 112u << 23;        /* rebias 127 -> 15 */
+    return (uint16_t)(sign | (a >> 13));
+}
+
+float pk_bf16_to_f32(uint16_t h)
+{
+    return u2f((uint32_t)h << 16);
+}
+
+uint16_t pk_f32_to_bf16(float f)
+{
+    uint32_t u = f2u(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40u); /* quiet nan */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+void pk_widen(pk_dtype dt, const void *src, size_t n, float *dst)
+{
+    const unsigned char *s = src;
+    if (dt == PK_DTYPE_F32) {
+        memcpy(dst, src, n * 4);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, s + 2 * i, 2);
+        dst[i] = dt == PK_DTYPE_F16 ? pk_f16_to_f32(h) : pk_bf16_to_f32(h);
+    }
+}
+
+void pk_narrow(pk_dtype dt, const float *src, size_t n, void *dst)
+{
+    unsigned char *d = dst;
+    if (dt == PK_DTYPE_F32) {
+        memcpy(dst, src, n * 4);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h = dt == PK_DTYPE_F16 ? pk_f32_to_f16(src[i]) : pk_f32_to_bf16(src[i]);
+        memcpy(d + 2 * i, &h, 2);
+    }
+}
+
+int pk_threads_set(int n)
+{
+    if (n <= 0)
+        n = omp_get_num_procs();
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+    return n;
+}
+
+int pk_threads_get(void)
+{
+    return omp_get_max_threads();
+}
+
+void pk_seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}

@@ -1,0 +1,834 @@
+/* load.c: pk_model_load (config.json, mmapped safetensors single or sharded, binding every tensor
+ * the architecture needs with its shape), tensor accessors, pk_model_save and model info.
+ * The forward pass lives in forward.c, generation in gen.c. */
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "internal.h"
+
+#define MAX_HEADER (100u << 20)
+#define MAX_CONFIG (16u << 20)
+
+pk_model_params pk_model_default_params(void)
+{
+    pk_model_params p = {0, 0, 0};
+    return p;
+}
+
+static int file_exists(const char *dir, const char *name)
+{
+    char p[4096];
+    struct stat sb;
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return stat(p, &sb) == 0;
+}
+
+/* Reads a whole (small) file; *out owned (free), NUL-terminated. */
+static pk_status read_text(const char *path, size_t cap, char **out, size_t *len, char *err,
+                           size_t errlen)
+{
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        pk_seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return PK_ERR_IO;
+    }
+    char *buf = malloc(cap + 1);
+    if (!buf) {
+        fclose(f);
+        return PK_ERR_NOMEM;
+    }
+    size_t n = fread(buf, 1, cap + 1, f);
+    int rerr = ferror(f);
+    fclose(f);
+    if (rerr || n > cap) {
+        free(buf);
+        pk_seterr(err, errlen, "%s: %s", path, rerr ? "read error" : "file too large");
+        return rerr ? PK_ERR_IO : PK_ERR_FORMAT;
+    }
+    buf[n] = 0;
+    *out = buf;
+    *len = n;
+    return PK_OK;
+}
+
+/* ---- parsed entries from all files ---- */
+typedef struct entry {
+    pk_st_tensor st;
+    const char *file; /* basename, for messages */
+    unsigned char *data;
+    int slot_used;
+} entry;
+
+typedef struct loader {
+    pk_model *m;
+    entry *e;
+    size_t n, cap;
+    char *err;
+    size_t errlen;
+    const char *first_file;
+    /* bound slots: pointer to an index field + the entry it refers to */
+    int **slots;
+    size_t *slot_entry;
+    size_t n_slots, slot_cap;
+    int bad;
+    pk_status st;
+} loader;
+
+static pk_status map_file(loader *ld, const char *dir, const char *fname)
+{
+    pk_model *m = ld->m;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, fname);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        pk_seterr(ld->err, ld->errlen, "%s: cannot open: %s", path, strerror(errno));
+        return PK_ERR_IO;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || sb.st_size < 8) {
+        close(fd);
+        pk_seterr(ld->err, ld->errlen, "%s: truncated file (%lld bytes, need at least 8)", path,
+                  (long long)sb.st_size);
+        return PK_ERR_FORMAT;
+    }
+    size_t len = (size_t)sb.st_size;
+    int prot = PROT_READ | PROT_WRITE;
+    void *base = mmap(NULL, len, prot, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (base == MAP_FAILED) {
+        pk_seterr(ld->err, ld->errlen, "%s: mmap failed: %s", path, strerror(errno));
+        return PK_ERR_IO;
+    }
+    m->maps[m->n_maps].base = base;
+    m->maps[m->n_maps].len = len;
+    m->n_maps++;
+    const unsigned char *b = base;
+    uint64_t hl = 0;
+    for (int i = 0; i < 8; i++)
+        hl |= (uint64_t)b[i] << (8 * i);
+    if (hl > len - 8 || hl > MAX_HEADER) {
+        pk_seterr(ld->err, ld->errlen,
+                  "%s: header length %llu runs past the end of the file (%zu bytes): truncated or "
+                  "not a safetensors file",
+                  path, (unsigned long long)hl, len);
+        return PK_ERR_FORMAT;
+    }
+    pk_st_tensor *ts = NULL;
+    size_t n = 0;
+    pk_status st = pk_st_parse(path, (const char *)b + 8, (size_t)hl, len - 8 - hl, &ts, &n,
+                               ld->err, ld->errlen);
+    if (st != PK_OK)
+        return st;
+    if (ld->n + n > ld->cap) {
+        size_t nc = (ld->n + n) * 2;
+        entry *ne = realloc(ld->e, nc * sizeof *ne);
+        if (!ne) {
+            free(ts);
+            return PK_ERR_NOMEM;
+        }
+        ld->e = ne;
+        ld->cap = nc;
+    }
+    const char *keep = NULL;
+    for (size_t i = 0; i < n; i++) {
+        entry *e = &ld->e[ld->n++];
+        e->st = ts[i];
+        e->data = (unsigned char *)base + 8 + hl + ts[i].begin;
+        e->slot_used = 0;
+        e->file = keep;
+    }
+    free(ts);
+    return PK_OK;
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+    const entry *x = a, *y = b;
+    return strcmp(x->st.name, y->st.name);
+}
+
+static entry *find_entry(loader *ld, const char *name)
+{
+    entry key;
+    snprintf(key.st.name, sizeof key.st.name, "%s", name);
+    return bsearch(&key, ld->e, ld->n, sizeof *ld->e, cmp_entry);
+}
+
+/* Binds tensor `name` with the given shape (ndim dims; trailing -1 ends) to *slot. */
+static void bind(loader *ld, int *slot, int is_bn, int ndim, int64_t d0, int64_t d1,
+                 const char *fmt, ...) PK_PRINTF(7, 8);
+
+static void bind(loader *ld, int *slot, int is_bn, int ndim, int64_t d0, int64_t d1,
+                 const char *fmt, ...)
+{
+    *slot = -1;
+    if (ld->bad)
+        return;
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    entry *e = find_entry(ld, name);
+    if (!e) {
+        pk_seterr(ld->err, ld->errlen, "%s: missing tensor %s (required by config.json)",
+                  ld->first_file, name);
+        ld->bad = 1;
+        ld->st = PK_ERR_FORMAT;
+        return;
+    }
+    int64_t want[2] = {d0, d1};
+    int ok = e->st.ndim == ndim;
+    for (int d = 0; ok && d < ndim; d++)
+        ok = e->st.shape[d] == want[d];
+    if (!ok) {
+        char got[128] = "", exp[64];
+        for (int d = 0; d < e->st.ndim; d++) {
+            size_t l = strlen(got);
+            snprintf(got + l, sizeof got - l, "%s%lld", d ? ", " : "", (long long)e->st.shape[d]);
+        }
+        if (ndim == 1)
+            snprintf(exp, sizeof exp, "[%lld]", (long long)d0);
+        else
+            snprintf(exp, sizeof exp, "[%lld, %lld]", (long long)d0, (long long)d1);
+        pk_seterr(ld->err, ld->errlen,
+                  "%s: tensor %s has shape [%s] but config.json implies %s", ld->first_file, name,
+                  got, exp);
+        ld->bad = 1;
+        ld->st = PK_ERR_FORMAT;
+        return;
+    }
+    if (e->st.dtype < 0) {
+        pk_seterr(ld->err, ld->errlen, "%s: tensor %s: dtype must be F32, F16 or BF16",
+                  ld->first_file, name);
+        ld->bad = 1;
+        ld->st = PK_ERR_FORMAT;
+        return;
+    }
+    if (ld->n_slots == ld->slot_cap) {
+        size_t nc = ld->slot_cap ? ld->slot_cap * 2 : 64;
+        int **ns = realloc(ld->slots, nc * sizeof *ns);
+        if (ns)
+            ld->slots = ns;
+        size_t *ne = realloc(ld->slot_entry, nc * sizeof *ne);
+        if (ne)
+            ld->slot_entry = ne;
+        if (!ns || !ne) {
+            ld->bad = 1;
+            ld->st = PK_ERR_NOMEM;
+            return;
+        }
+        ld->slot_cap = nc;
+    }
+    ld->slots[ld->n_slots] = slot;
+    ld->slot_entry[ld->n_slots] = (size_t)(e - ld->e);
+    ld->n_slots++;
+    if (is_bn)
+        e->slot_used |= 2;
+    e->slot_used |= 1;
+}
+
+static void bind_llama(loader *ld, pk_model *m)
+{
+    const pk_cfg *c = &m->cfg;
+    int q = c->nh * c->hd, kv = c->nkv * c->hd;
+    bind(ld, &m->emb, 0, 2, c->V, c->H, "model.embed_tokens.weight");
+    for (int l = 0; l < c->L; l++) {
+        pk_layer *y = &m->layers[l];
+        const char *p = "model.layers";
+        bind(ld, &y->ln1_w, 1, 1, c->H, 0, "%s.%d.input_layernorm.weight", p, l);
+        bind(ld, &y->ln2_w, 1, 1, c->H, 0, "%s.%d.post_attention_layernorm.weight", p, l);
+        bind(ld, &y->q_w, 0, 2, q, c->H, "%s.%d.self_attn.q_proj.weight", p, l);
+        bind(ld, &y->k_w, 0, 2, kv, c->H, "%s.%d.self_attn.k_proj.weight", p, l);
+        bind(ld, &y->v_w, 0, 2, kv, c->H, "%s.%d.self_attn.v_proj.weight", p, l);
+        bind(ld, &y->o_w, 0, 2, c->H, q, "%s.%d.self_attn.o_proj.weight", p, l);
+        if (c->qkv_bias) {
+            bind(ld, &y->q_b, 1, 1, q, 0, "%s.%d.self_attn.q_proj.bias", p, l);
+            bind(ld, &y->k_b, 1, 1, kv, 0, "%s.%d.self_attn.k_proj.bias", p, l);
+            bind(ld, &y->v_b, 1, 1, kv, 0, "%s.%d.self_attn.v_proj.bias", p, l);
+        }
+        if (c->o_bias)
+            bind(ld, &y->o_b, 1, 1, c->H, 0, "%s.%d.self_attn.o_proj.bias", p, l);
+        bind(ld, &y->gate_w, 0, 2, c->inter, c->H, "%s.%d.mlp.gate_proj.weight", p, l);
+        bind(ld, &y->fc1_w, 0, 2, c->inter, c->H, "%s.%d.mlp.up_proj.weight", p, l);
+        bind(ld, &y->fc2_w, 0, 2, c->H, c->inter, "%s.%d.mlp.down_proj.weight", p, l);
+        if (c->mlp_bias) {
+            bind(ld, &y->gate_b, 1, 1, c->inter, 0, "%s.%d.mlp.gate_proj.bias", p, l);
+            bind(ld, &y->fc1_b, 1, 1, c->inter, 0, "%s.%d.mlp.up_proj.bias", p, l);
+            bind(ld, &y->fc2_b, 1, 1, c->H, 0, "%s.%d.mlp.down_proj.bias", p, l);
+        }
+    }
+    bind(ld, &m->fin_w, 1, 1, c->H, 0, "model.norm.weight");
+    if (!c->tie)
+        bind(ld, &m->head_w, 0, 2, c->V, c->H, "lm_head.weight");
+}
+
+static void bind_opt(loader *ld, pk_model *m)
+{
+    const pk_cfg *c = &m->cfg;
+    const char *p = "model.decoder";
+    bind(ld, &m->emb, 0, 2, c->V, c->proj, "%s.embed_tokens.weight", p);
+    bind(ld, &m->pos_emb, 0, 2, c->n_pos_rows, c->H, "%s.embed_positions.weight", p);
+    if (c->proj != c->H) {
+        bind(ld, &m->proj_in, 0, 2, c->H, c->proj, "%s.project_in.weight", p);
+        bind(ld, &m->proj_out, 0, 2, c->proj, c->H, "%s.project_out.weight", p);
+    }
+    for (int l = 0; l < c->L; l++) {
+        pk_layer *y = &m->layers[l];
+        if (c->ln_affine) {
+            bind(ld, &y->ln1_w, 1, 1, c->H, 0, "%s.layers.%d.self_attn_layer_norm.weight", p, l);
+            bind(ld, &y->ln1_b, 1, 1, c->H, 0, "%s.layers.%d.self_attn_layer_norm.bias", p, l);
+            bind(ld, &y->ln2_w, 1, 1, c->H, 0, "%s.layers.%d.final_layer_norm.weight", p, l);
+            bind(ld, &y->ln2_b, 1, 1, c->H, 0, "%s.layers.%d.final_layer_norm.bias", p, l);
+        }
+        static const char *const qkvo[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
+        int *w[] = {&y->q_w, &y->k_w, &y->v_w, &y->o_w}, *b[] = {&y->q_b, &y->k_b, &y->v_b, &y->o_b};
+        for (int i = 0; i < 4; i++) {
+            bind(ld, w[i], 0, 2, c->H, c->H, "%s.layers.%d.self_attn.%s.weight", p, l, qkvo[i]);
+            if (c->qkv_bias)
+                bind(ld, b[i], 1, 1, c->H, 0, "%s.layers.%d.self_attn.%s.bias", p, l, qkvo[i]);
+        }
+        bind(ld, &y->fc1_w, 0, 2, c->inter, c->H, "%s.layers.%d.fc1.weight", p, l);
+        bind(ld, &y->fc2_w, 0, 2, c->H, c->inter, "%s.layers.%d.fc2.weight", p, l);
+        if (c->mlp_bias) {
+            bind(ld, &y->fc1_b, 1, 1, c->inter, 0, "%s.layers.%d.fc1.bias", p, l);
+            bind(ld, &y->fc2_b, 1, 1, c->H, 0, "%s.layers.%d.fc2.bias", p, l);
+        }
+    }
+    if (c->final_ln && c->ln_affine) {
+        bind(ld, &m->fin_w, 1, 1, c->H, 0, "%s.final_layer_norm.weight", p);
+        bind(ld, &m->fin_b, 1, 1, c->H, 0, "%s.final_layer_norm.bias", p);
+    }
+    if (!c->tie)
+        bind(ld, &m->head_w, 0, 2, c->V, c->proj, "lm_head.weight");
+}
+
+static void bind_gpt2(loader *ld, pk_model *m)
+{
+    const pk_cfg *c = &m->cfg;
+    const char *p = "transformer";
+    bind(ld, &m->emb, 0, 2, c->V, c->H, "%s.wte.weight", p);
+    bind(ld, &m->pos_emb, 0, 2, c->n_pos_rows, c->H, "%s.wpe.weight", p);
+    for (int l = 0; l < c->L; l++) {
+        pk_layer *y = &m->layers[l];
+        bind(ld, &y->ln1_w, 1, 1, c->H, 0, "%s.h.%d.ln_1.weight", p, l);
+        bind(ld, &y->ln1_b, 1, 1, c->H, 0, "%s.h.%d.ln_1.bias", p, l);
+        bind(ld, &y->ln2_w, 1, 1, c->H, 0, "%s.h.%d.ln_2.weight", p, l);
+        bind(ld, &y->ln2_b, 1, 1, c->H, 0, "%s.h.%d.ln_2.bias", p, l);
+        bind(ld, &y->q_w, 0, 2, c->H, 3LL * c->H, "%s.h.%d.attn.c_attn.weight", p, l);
+        bind(ld, &y->q_b, 1, 1, 3LL * c->H, 0, "%s.h.%d.attn.c_attn.bias", p, l);
+        bind(ld, &y->o_w, 0, 2, c->H, c->H, "%s.h.%d.attn.c_proj.weight", p, l);
+        bind(ld, &y->o_b, 1, 1, c->H, 0, "%s.h.%d.attn.c_proj.bias", p, l);
+        bind(ld, &y->fc1_w, 0, 2, c->H, c->inter, "%s.h.%d.mlp.c_fc.weight", p, l);
+        bind(ld, &y->fc1_b, 1, 1, c->inter, 0, "%s.h.%d.mlp.c_fc.bias", p, l);
+        bind(ld, &y->fc2_w, 0, 2, c->inter, c->H, "%s.h.%d.mlp.c_proj.weight", p, l);
+        bind(ld, &y->fc2_b, 1, 1, c->H, 0, "%s.h.%d.mlp.c_proj.bias", p, l);
+    }
+    bind(ld, &m->fin_w, 1, 1, c->H, 0, "%s.ln_f.weight", p);
+    bind(ld, &m->fin_b, 1, 1, c->H, 0, "%s.ln_f.bias", p);
+    if (!c->tie)
+        bind(ld, &m->head_w, 0, 2, c->V, c->H, "lm_head.weight");
+    m->conv1d = 1;
+}
+
+static void bind_roberta(loader *ld, pk_model *m)
+{
+    const pk_cfg *c = &m->cfg;
+    const char *p = "roberta.embeddings";
+    bind(ld, &m->emb, 0, 2, c->V, c->H, "%s.word_embeddings.weight", p);
+    bind(ld, &m->pos_emb, 0, 2, c->n_pos_rows, c->H, "%s.position_embeddings.weight", p);
+    bind(ld, &m->type_emb, 0, 2, c->type_vocab, c->H, "%s.token_type_embeddings.weight", p);
+    bind(ld, &m->emb_ln_w, 1, 1, c->H, 0, "%s.LayerNorm.weight", p);
+    bind(ld, &m->emb_ln_b, 1, 1, c->H, 0, "%s.LayerNorm.bias", p);
+    for (int l = 0; l < c->L; l++) {
+        pk_layer *y = &m->layers[l];
+        const char *e = "roberta.encoder.layer";
+        static const char *const qkv[] = {"query", "key", "value"};
+        int *w[] = {&y->q_w, &y->k_w, &y->v_w}, *b[] = {&y->q_b, &y->k_b, &y->v_b};
+        for (int i = 0; i < 3; i++) {
+            bind(ld, w[i], 0, 2, c->H, c->H, "%s.%d.attention.self.%s.weight", e, l, qkv[i]);
+            bind(ld, b[i], 1, 1, c->H, 0, "%s.%d.attention.self.%s.bias", e, l, qkv[i]);
+        }
+        bind(ld, &y->o_w, 0, 2, c->H, c->H, "%s.%d.attention.output.dense.weight", e, l);
+        bind(ld, &y->o_b, 1, 1, c->H, 0, "%s.%d.attention.output.dense.bias", e, l);
+        bind(ld, &y->ln1_w, 1, 1, c->H, 0, "%s.%d.attention.output.LayerNorm.weight", e, l);
+        bind(ld, &y->ln1_b, 1, 1, c->H, 0, "%s.%d.attention.output.LayerNorm.bias", e, l);
+        bind(ld, &y->fc1_w, 0, 2, c->inter, c->H, "%s.%d.intermediate.dense.weight", e, l);
+        bind(ld, &y->fc1_b, 1, 1, c->inter, 0, "%s.%d.intermediate.dense.bias", e, l);
+        bind(ld, &y->fc2_w, 0, 2, c->H, c->inter, "%s.%d.output.dense.weight", e, l);
+        bind(ld, &y->fc2_b, 1, 1, c->H, 0, "%s.%d.output.dense.bias", e, l);
+        bind(ld, &y->ln2_w, 1, 1, c->H, 0, "%s.%d.output.LayerNorm.weight", e, l);
+        bind(ld, &y->ln2_b, 1, 1, c->H, 0, "%s.%d.output.LayerNorm.bias", e, l);
+    }
+    bind(ld, &m->hd_dense_w, 0, 2, c->H, c->H, "lm_head.dense.weight");
+    bind(ld, &m->hd_dense_b, 1, 1, c->H, 0, "lm_head.dense.bias");
+    bind(ld, &m->hd_ln_w, 1, 1, c->H, 0, "lm_head.layer_norm.weight");
+    bind(ld, &m->hd_ln_b, 1, 1, c->H, 0, "lm_head.layer_norm.bias");
+    bind(ld, &m->head_b, 1, 1, c->V, 0, "lm_head.bias");
+}
+
+static void init_indices(pk_model *m)
+{
+    m->emb = m->pos_emb = m->type_emb = m->emb_ln_w = m->emb_ln_b = -1;
+    m->fin_w = m->fin_b = m->proj_in = m->proj_out = m->head_w = m->head_b = -1;
+    m->hd_dense_w = m->hd_dense_b = m->hd_ln_w = m->hd_ln_b = -1;
+    for (int l = 0; l < m->cfg.L; l++) {
+        pk_layer *y = &m->layers[l];
+        int *f[] = {&y->ln1_w, &y->ln1_b, &y->ln2_w, &y->ln2_b, &y->q_w,   &y->q_b,
+                    &y->k_w,   &y->k_b,   &y->v_w,   &y->v_b,   &y->o_w,   &y->o_b,
+                    &y->gate_w, &y->gate_b, &y->fc1_w, &y->fc1_b, &y->fc2_w, &y->fc2_b};
+        for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+            *f[i] = -1;
+    }
+}
+
+/* Keeps the bound entries (sorted by name) as the model's tensors and rewrites the slots. */
+static pk_status finish_tensors(loader *ld, pk_model *m)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ld->n; i++)
+        n += ld->e[i].slot_used ? 1 : 0;
+    m->t = calloc(n ? n : 1, sizeof *m->t);
+    size_t *newidx = malloc((ld->n ? ld->n : 1) * sizeof *newidx);
+    if (!m->t || !newidx) {
+        free(newidx);
+        return PK_ERR_NOMEM;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < ld->n; i++) {
+        const entry *e = &ld->e[i];
+        if (!e->slot_used) {
+            pk_log(PK_LOG_DEBUG, "model: ignoring unused tensor %s", e->st.name);
+            continue;
+        }
+        pk_tensor *t = &m->t[k];
+        t->name = strdup(e->st.name);
+        if (!t->name) {
+            free(newidx);
+            return PK_ERR_NOMEM;
+        }
+        t->dtype = (pk_dtype)e->st.dtype;
+        t->ndim = e->st.ndim;
+        t->numel = 1;
+        for (int d = 0; d < 4; d++)
+            t->shape[d] = d < t->ndim ? e->st.shape[d] : 1;
+        for (int d = 0; d < t->ndim; d++)
+            t->numel *= (size_t)t->shape[d];
+        t->rows = t->ndim >= 2 ? (size_t)t->shape[0] : 1;
+        t->cols = t->rows ? t->numel / t->rows : 0;
+        t->key = pk_rng_tensor_key(t->name);
+        t->data = e->data;
+        t->is_bias_or_norm = (e->slot_used & 2) != 0;
+        m->weight_bytes += t->numel * pk_dtype_size(t->dtype);
+        newidx[i] = k++;
+    }
+    m->n_t = k;
+    for (size_t s = 0; s < ld->n_slots; s++)
+        *ld->slots[s] = (int)newidx[ld->slot_entry[s]];
+    free(newidx);
+    return PK_OK;
+}
+
+/* Maps model.safetensors, or the shards listed by model.safetensors.index.json. */
+static pk_status map_weights(loader *ld, const char *dir)
+{
+    pk_model *m = ld->m;
+    pk_status st;
+    if (file_exists(dir, "model.safetensors")) {
+        m->maps = calloc(1, sizeof *m->maps);
+        if (!m->maps)
+            return PK_ERR_NOMEM;
+        ld->first_file = "model.safetensors";
+        return map_file(ld, dir, "model.safetensors");
+    }
+    if (!file_exists(dir, "model.safetensors.index.json")) {
+        if (file_exists(dir, "pytorch_model.bin")) {
+            pk_seterr(ld->err, ld->errlen,
+                      "%s/pytorch_model.bin: PyTorch pickle checkpoints are not supported; "
+                      "convert to safetensors first (python: AutoModel.from_pretrained(dir)"
+                      ".save_pretrained(out, safe_serialization=True))",
+                      dir);
+            return PK_ERR_UNSUPPORTED;
+        }
+        pk_seterr(ld->err, ld->errlen, "%s/model.safetensors: not found", dir);
+        return PK_ERR_IO;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    char *txt = NULL;
+    size_t len = 0;
+    st = read_text(path, MAX_CONFIG, &txt, &len, ld->err, ld->errlen);
+    if (st != PK_OK)
+        return st;
+    cJSON *root = cJSON_ParseWithLength(txt, len);
+    const cJSON *wm = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
+    st = PK_ERR_FORMAT;
+    if (!cJSON_IsObject(wm)) {
+        pk_seterr(ld->err, ld->errlen, "%s: invalid JSON or missing key \"weight_map\"", path);
+        goto out;
+    }
+    /* distinct shard names, in order of appearance */
+    int n = 0;
+    for (const cJSON *it = wm->child; it; it = it->next)
+        n++;
+    m->maps = calloc(n ? (size_t)n : 1, sizeof *m->maps);
+    const char **shards = calloc(n ? (size_t)n : 1, sizeof *shards);
+    int ns = 0;
+    if (!m->maps || !shards) {
+        free(shards);
+        st = PK_ERR_NOMEM;
+        goto out;
+    }
+    for (const cJSON *it = wm->child; it; it = it->next) {
+        if (!cJSON_IsString(it) || strchr(it->valuestring, '/') || it->valuestring[0] == '.') {
+            pk_seterr(ld->err, ld->errlen, "%s: key \"weight_map.%s\": not a shard file name",
+                      path, it->string ? it->string : "?");
+            free(shards);
+            goto out;
+        }
+        int seen = 0;
+        for (int i = 0; i < ns; i++)
+            seen |= strcmp(shards[i], it->valuestring) == 0;
+        if (!seen)
+            shards[ns++] = it->valuestring;
+    }
+    ld->first_file = "model.safetensors.index.json";
+    for (int i = 0; i < ns; i++) {
+        st = map_file(ld, dir, shards[i]);
+        if (st != PK_OK) {
+            free(shards);
+            goto out;
+        }
+    }
+    free(shards);
+    st = PK_OK;
+out:
+    cJSON_Delete(root);
+    free(txt);
+    return st;
+}
+
+pk_status pk_model_load(const char *dir, pk_model_params p, pk_model **out, char *err,
+                        size_t errlen)
+{
+    *out = NULL;
+    pk_status st;
+    loader ld = {0};
+    pk_model *m = calloc(1, sizeof *m);
+    char path[4096];
+    if (!m)
+        return PK_ERR_NOMEM;
+    ld.m = m;
+    ld.err = err;
+    ld.errlen = errlen;
+    ld.first_file = "model.safetensors";
+    m->dir = strdup(dir);
+    if (!m->dir) {
+        st = PK_ERR_NOMEM;
+        goto out;
+    }
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    st = read_text(path, MAX_CONFIG, &m->config_text, &m->config_len, err, errlen);
+    if (st != PK_OK)
+        goto out;
+    st = pk_cfg_parse(path, m->config_text, m->config_len, &m->cfg, err, errlen);
+    if (st != PK_OK)
+        goto out;
+    m->layers = calloc((size_t)m->cfg.L, sizeof *m->layers);
+    if (!m->layers) {
+        st = PK_ERR_NOMEM;
+        goto out;
+    }
+    init_indices(m);
+    st = map_weights(&ld, dir);
+    if (st != PK_OK)
+        goto out;
+    qsort(ld.e, ld.n, sizeof *ld.e, cmp_entry);
+    for (size_t i = 1; i < ld.n; i++) {
+        if (strcmp(ld.e[i - 1].st.name, ld.e[i].st.name) == 0) {
+            pk_seterr(err, errlen, "%s/%s: tensor %s appears in two shards", dir, ld.first_file,
+                      ld.e[i].st.name);
+            st = PK_ERR_FORMAT;
+            goto out;
+        }
+    }
+    char first[4352];
+    snprintf(first, sizeof first, "%s/%s", dir, ld.first_file);
+    ld.first_file = first;
+    switch (m->cfg.arch) {
+    case ARCH_LLAMA:
+    case ARCH_QWEN2:
+        bind_llama(&ld, m);
+        break;
+    case ARCH_OPT:
+        bind_opt(&ld, m);
+        break;
+    case ARCH_GPT2:
+        bind_gpt2(&ld, m);
+        break;
+    default:
+        bind_roberta(&ld, m);
+        break;
+    }
+    if (ld.bad) {
+        st = ld.st;
+        goto out;
+    }
+    st = finish_tensors(&ld, m);
+    if (st != PK_OK)
+        goto out;
+    if (m->cfg.tie && m->cfg.arch != ARCH_ROBERTA)
+        m->head_w = m->emb;
+    if (m->cfg.arch == ARCH_ROBERTA)
+        m->head_w = m->emb;
+    (void)p.read_only;
+    if (p.max_batch > 0 && p.max_seq > 0) {
+        st = pk_model_reserve(m, p.max_batch, p.max_seq);
+        if (st != PK_OK) {
+            pk_seterr(err, errlen, "%s: cannot reserve activations for %d x %d", dir, p.max_batch,
+                      p.max_seq);
+            goto out;
+        }
+    }
+    *out = m;
+    m = NULL;
+out:
+    free(ld.e);
+    free(ld.slots);
+    free(ld.slot_entry);
+    pk_model_free(m);
+    return st;
+}
+
+void pk_model_free(pk_model *m)
+{
+    if (!m)
+        return;
+    for (int i = 0; i < m->n_maps; i++)
+        munmap(m->maps[i].base, m->maps[i].len);
+    free(m->maps);
+    for (size_t i = 0; i < m->n_t; i++)
+        free(m->t[i].name);
+    free(m->t);
+    free(m->layers);
+    free(m->dir);
+    free(m->config_text);
+    free(m->x);
+    free(m->xn);
+    free(m->big);
+    free(m->rope);
+    free(m->pos);
+    free(m->att);
+    free(m->wscr);
+    free(m->vscr);
+    free(m->lblk);
+    free(m->lmax);
+    free(m->lsum);
+    free(m->lse);
+    free(m->pick);
+    free(m->rows);
+    free(m->tgt);
+    free(m);
+}
+
+const char *pk_model_arch(const pk_model *m)
+{
+    static const char *const names[] = {"llama", "qwen2", "opt", "gpt2", "roberta"};
+    return names[m->cfg.arch];
+}
+
+int pk_model_vocab_size(const pk_model *m)
+{
+    return m->cfg.V;
+}
+
+int pk_model_max_positions(const pk_model *m)
+{
+    return m->cfg.max_pos;
+}
+
+int pk_model_hidden_size(const pk_model *m)
+{
+    return m->cfg.H;
+}
+
+int pk_model_n_layers(const pk_model *m)
+{
+    return m->cfg.L;
+}
+
+int pk_model_is_causal(const pk_model *m)
+{
+    return m->cfg.arch != ARCH_ROBERTA;
+}
+
+int pk_model_bos_id(const pk_model *m)
+{
+    return m->cfg.bos;
+}
+
+int pk_model_eos_id(const pk_model *m)
+{
+    return m->cfg.eos;
+}
+
+int pk_model_pad_id(const pk_model *m)
+{
+    return m->cfg.pad;
+}
+
+size_t pk_model_weight_bytes(const pk_model *m)
+{
+    return m->weight_bytes;
+}
+
+size_t pk_model_n_tensors(const pk_model *m)
+{
+    return m->n_t;
+}
+
+pk_status pk_model_tensor(const pk_model *m, size_t i, pk_tensor_info *out)
+{
+    if (i >= m->n_t)
+        return PK_ERR_ARG;
+    const pk_tensor *t = &m->t[i];
+    out->name = t->name;
+    out->dtype = t->dtype;
+    out->ndim = t->ndim;
+    for (int d = 0; d < 4; d++)
+        out->shape[d] = t->shape[d];
+    out->numel = t->numel;
+    out->key = t->key;
+    out->data = t->data;
+    out->is_bias_or_norm = t->is_bias_or_norm;
+    return PK_OK;
+}
+
+int pk_model_tensor_index(const pk_model *m, const char *name)
+{
+    size_t lo = 0, hi = m->n_t;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(m->t[mid].name, name);
+        if (c == 0)
+            return (int)mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -1;
+}
+
+/* ---- save ---- */
+
+static void save_fill(void *user, size_t i, size_t start, size_t n, float *buf)
+{
+    const pk_model *m = user;
+    const pk_tensor *t = &m->t[i];
+    pk_widen(t->dtype, (const unsigned char *)t->data + start * pk_dtype_size(t->dtype), n, buf);
+}
+
+static pk_status copy_file(const char *src, const char *dst, char *err, size_t errlen)
+{
+    char *txt = NULL;
+    size_t len = 0;
+    pk_status st = read_text(src, 1u << 30, &txt, &len, err, errlen);
+    if (st != PK_OK)
+        return st;
+    FILE *f = fopen(dst, "wb");
+    if (!f || fwrite(txt, 1, len, f) != len) {
+        pk_seterr(err, errlen, "%s: write failed: %s", dst, strerror(errno));
+        st = PK_ERR_IO;
+    }
+    if (f && fclose(f) != 0 && st == PK_OK) {
+        pk_seterr(err, errlen, "%s: write failed: %s", dst, strerror(errno));
+        st = PK_ERR_IO;
+    }
+    free(txt);
+    return st;
+}
+
+pk_status pk_model_save(const pk_model *m, const char *out_dir, pk_dtype dtype, char *err,
+                        size_t errlen)
+{
+    pk_status st = PK_ERR_NOMEM;
+    char path[4096];
+    pk_st_entry *es = calloc(m->n_t ? m->n_t : 1, sizeof *es);
+    cJSON *cfg = NULL;
+    char *txt = NULL;
+    if (!es)
+        goto out;
+    if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) {
+        pk_seterr(err, errlen, "%s: cannot create directory: %s", out_dir, strerror(errno));
+        st = PK_ERR_IO;
+        goto out;
+    }
+    for (size_t i = 0; i < m->n_t; i++) {
+        es[i].name = m->t[i].name;
+        es[i].dtype = dtype;
+        es[i].ndim = m->t[i].ndim;
+        for (int d = 0; d < 4; d++)
+            es[i].shape[d] = m->t[i].shape[d];
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
+    st = pk_safetensors_write(path, es, m->n_t, save_fill, (void *)(uintptr_t)m, err, errlen);
+    if (st != PK_OK)
+        goto out;
+    cfg = cJSON_ParseWithLength(m->config_text, m->config_len);
+    st = PK_ERR_NOMEM;
+    if (!cfg)
+        goto out;
+    static const char *const tnames[] = {"float32", "float16", "bfloat16"};
+    cJSON_DeleteItemFromObjectCaseSensitive(cfg, "torch_dtype");
+    if (!cJSON_AddStringToObject(cfg, "torch_dtype", tnames[dtype]))
+        goto out;
+    txt = cJSON_Print(cfg);
+    if (!txt)
+        goto out;
+    snprintf(path, sizeof path, "%s/config.json", out_dir);
+    FILE *f = fopen(path, "wb");
+    size_t tl = strlen(txt);
+    st = PK_ERR_IO;
+    if (!f) {
+        pk_seterr(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+        goto out;
+    }
+    int ok = fwrite(txt, 1, tl, f) == tl && fputc('\n', f) != EOF;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok) {
+        pk_seterr(err, errlen, "%s: write failed: %s", path, strerror(errno));
+        goto out;
+    }
+    static const char *const tok_files[] = {
+        "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+        "vocab.json",     "merges.txt",      "generation_config.json"};
+    for (size_t i = 0; i < sizeof tok_files / sizeof tok_files[0]; i++) {
+        if (!file_exists(m->dir, tok_files[i]))
+            continue;
+        char src[4096];
+        snprintf(src, sizeof src, "%s/%s", m->dir, tok_files[i]);
+        snprintf(path, sizeof path, "%s/%s", out_dir, tok_files[i]);
+        if (strcmp(src, path) == 0)
+            continue;
+        st = copy_file(src, path, err, errlen);
+        if (st != PK_OK)
+            goto out;
+    }
+    st = PK_OK;
+out:
+    free(txt);
+    cJSON_Delete(cfg);
+    free(es);
+    return st;
+}

@@ -1,0 +1,349 @@
+/* test_model.c: the engine against ../shared/testdata/models: reference logits (1e-4 abs) and
+ * losses for every architecture, padded mixed-length batches equal to each sequence alone,
+ * stories260k logits and 100-token greedy generation with the KV cache, the MeZO perturbation
+ * hook against explicitly perturbed weights, and no allocation after reservation. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "pk_model.h"
+#include "pk_test.h"
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "FAIL: cannot open %s (PK_SHARED_DIR=%s)\n", path, PK_SHARED_DIR);
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    if (b)
+        b[n] = 0;
+    if (len)
+        *len = (size_t)n;
+    return b;
+}
+
+static pk_model *load(const char *name)
+{
+    char dir[1024], err[512] = "";
+    snprintf(dir, sizeof dir, "%s/testdata/models/%s", PK_SHARED_DIR, name);
+    pk_model *m = NULL;
+    pk_status st = pk_model_load(dir, pk_model_default_params(), &m, err, sizeof err);
+    if (st != PK_OK)
+        fprintf(stderr, "load %s: %s\n", name, err);
+    PK_CHECK(st == PK_OK);
+    return m;
+}
+
+static float max_abs_diff(const float *a, const float *b, size_t n)
+{
+    float d = 0;
+    for (size_t i = 0; i < n; i++) {
+        float e = fabsf(a[i] - b[i]);
+        d = e > d || isnan(e) ? e : d;
+    }
+    return d;
+}
+
+/* Reference logits and losses of one tiny model, alone and as a padded batch. */
+static void check_reference(const char *name)
+{
+    char path[1024];
+    pk_model *m = load(name);
+    snprintf(path, sizeof path, "%s/testdata/models/%s/reference.json", PK_SHARED_DIR, name);
+    char *js = slurp(path, NULL);
+    snprintf(path, sizeof path, "%s/testdata/models/%s/reference_logits.f32", PK_SHARED_DIR, name);
+    size_t rl = 0;
+    float *ref = (float *)slurp(path, &rl);
+    cJSON *root = js ? cJSON_Parse(js) : NULL;
+    PK_CHECK(m && root && ref);
+    if (!m || !root || !ref)
+        goto out;
+    int V = pk_model_vocab_size(m);
+    const cJSON *seqs = cJSON_GetObjectItem(root, "sequences");
+    int ns = cJSON_GetArraySize(seqs), Tmax = 0;
+    int32_t ids[8][128], lens[8];
+    double ref_loss[8];
+    size_t off[8], o = 0;
+    PK_CHECK(ns >= 1 && ns <= 8);
+    for (int s = 0; s < ns && s < 8; s++) {
+        const cJSON *sq = cJSON_GetArrayItem(seqs, s);
+        const cJSON *ia = cJSON_GetObjectItem(sq, "ids");
+        const cJSON *lo = cJSON_GetObjectItem(sq, "loss");
+        lens[s] = cJSON_GetArraySize(ia);
+        for (int t = 0; t < lens[s]; t++)
+            ids[s][t] = cJSON_GetArrayItem(ia, t)->valueint;
+        ref_loss[s] = lo ? lo->valuedouble : (double)NAN;
+        off[s] = o;
+        o += (size_t)lens[s] * V;
+        Tmax = lens[s] > Tmax ? lens[s] : Tmax;
+    }
+    PK_CHECK_EQ(o * 4, rl);
+    /* each sequence alone */
+    for (int s = 0; s < ns; s++) {
+        float *lg = malloc((size_t)lens[s] * V * 4);
+        pk_batch b = {1, lens[s], ids[s], &lens[s], NULL};
+        PK_CHECK(pk_model_logits(m, &b, NULL, lg) == PK_OK);
+        float d = max_abs_diff(lg, ref + off[s], (size_t)lens[s] * V);
+        fprintf(stderr, "%s seq %d: max |logit - ref| = %.3g\n", name, s, (double)d);
+        PK_CHECK(d <= 1e-4f);
+        if (!isnan(ref_loss[s])) {
+            double mean = 0;
+            PK_CHECK(pk_model_loss(m, &b, NULL, NULL, NULL, NULL, &mean) == PK_OK);
+            PK_CHECK_NEAR(mean, ref_loss[s], 1e-4);
+        }
+        free(lg);
+    }
+    /* all sequences as one padded batch (padding filled with junk ids that must not matter) */
+    int32_t *bids = malloc((size_t)ns * Tmax * 4);
+    float *lg = malloc((size_t)ns * Tmax * V * 4);
+    for (int s = 0; s < ns; s++) {
+        for (int t = 0; t < Tmax; t++)
+            bids[s * Tmax + t] = t < lens[s] ? ids[s][t] : (7 * t + 3) % V;
+    }
+    pk_batch b = {ns, Tmax, bids, lens, NULL};
+    PK_CHECK(pk_model_logits(m, &b, NULL, lg) == PK_OK);
+    for (int s = 0; s < ns; s++) {
+        float d = max_abs_diff(lg + (size_t)s * Tmax * V, ref + off[s], (size_t)lens[s] * V);
+        PK_CHECK(d <= 1e-4f);
+    }
+    if (pk_model_is_causal(m)) {
+        double nll[8], mean = 0;
+        int32_t cnt[8];
+        PK_CHECK(pk_model_loss(m, &b, NULL, NULL, nll, cnt, &mean) == PK_OK);
+        for (int s = 0; s < ns; s++) {
+            PK_CHECK_EQ(cnt[s], lens[s] - 1);
+            if (!isnan(ref_loss[s]))
+                PK_CHECK_NEAR(nll[s] / cnt[s], ref_loss[s], 1e-4);
+        }
+        /* label logits at chosen positions equal the full logits */
+        int32_t sb[2] = {0, ns - 1}, st[2] = {lens[0] - 1, 0}, want[3] = {0, 5, V - 1};
+        float sel[6], lp[6];
+        PK_CHECK(pk_model_select_logits(m, &b, NULL, 2, sb, st, 3, want, sel) == PK_OK);
+        PK_CHECK(pk_model_select_logprobs(m, &b, NULL, 2, sb, st, 3, want, lp) == PK_OK);
+        for (int k = 0; k < 2; k++) {
+            const float *row = lg + ((size_t)sb[k] * Tmax + st[k]) * V;
+            double mx = (double)row[0], sum = 0;
+            for (int j = 1; j < V; j++)
+                mx = (double)row[j] > mx ? (double)row[j] : mx;
+            for (int j = 0; j < V; j++)
+                sum += exp((double)row[j] - mx);
+            for (int j = 0; j < 3; j++) {
+                PK_CHECK_NEAR(sel[k * 3 + j], row[want[j]], 1e-5);
+                PK_CHECK_NEAR(lp[k * 3 + j], (double)row[want[j]] - mx - log(sum), 1e-4);
+            }
+        }
+    } else {
+        PK_CHECK(pk_model_loss(m, &b, NULL, NULL, NULL, NULL, NULL) == PK_ERR_UNSUPPORTED);
+    }
+    free(bids);
+    free(lg);
+out:
+    cJSON_Delete(root);
+    free(js);
+    free(ref);
+    pk_model_free(m);
+}
+
+static int32_t *json_ids(const cJSON *a, int *n)
+{
+    *n = cJSON_GetArraySize(a);
+    int32_t *v = malloc((size_t)*n * 4 + 4);
+    for (int i = 0; i < *n; i++)
+        v[i] = cJSON_GetArrayItem(a, i)->valueint;
+    return v;
+}
+
+static void check_stories(void)
+{
+    char path[1024];
+    pk_model *m = load("stories260k");
+    snprintf(path, sizeof path, "%s/testdata/models/stories260k/reference/logits_f32le.json",
+             PK_SHARED_DIR);
+    char *js = slurp(path, NULL);
+    snprintf(path, sizeof path, "%s/testdata/models/stories260k/reference/logits_f32le.bin",
+             PK_SHARED_DIR);
+    size_t rl = 0;
+    float *ref = (float *)slurp(path, &rl);
+    snprintf(path, sizeof path, "%s/testdata/models/stories260k/reference/greedy_from_bos.json",
+             PK_SHARED_DIR);
+    char *gj = slurp(path, NULL);
+    cJSON *root = js ? cJSON_Parse(js) : NULL, *groot = gj ? cJSON_Parse(gj) : NULL;
+    PK_CHECK(m && ref && root && groot);
+    if (!m || !ref || !root || !groot)
+        goto out;
+    int n = 0, V = pk_model_vocab_size(m);
+    int32_t *in = json_ids(cJSON_GetObjectItem(root, "input_tokens"), &n);
+    PK_CHECK_EQ((size_t)n * V * 4, rl);
+    float *lg = malloc((size_t)n * V * 4);
+    pk_batch b = {1, n, in, &n, NULL};
+    PK_CHECK(pk_model_logits(m, &b, NULL, lg) == PK_OK);
+    float d = max_abs_diff(lg, ref, (size_t)n * V);
+    fprintf(stderr, "stories260k: max |logit - ref| over [%d, %d] = %.3g\n", n, V, (double)d);
+    PK_CHECK(d <= 1e-4f);
+    /* greedy from BOS through the KV cache */
+    int ng = 0;
+    int32_t *greedy = json_ids(cJSON_GetObjectItem(groot, "greedy_tokens"), &ng);
+    pk_gen *g = NULL;
+    pk_sampler *smp = NULL;
+    pk_sampler_params sp = {0.0f, 0, 1.0f, 1};
+    PK_CHECK(pk_gen_create(m, ng + 1, &g) == PK_OK);
+    PK_CHECK(pk_sampler_create(sp, V, &smp) == PK_OK);
+    int32_t tok = greedy[0];
+    int match = 1;
+    float *row = malloc((size_t)V * 4);
+    float kvdiff = 0;
+    for (int i = 1; g && smp && i < ng; i++) {
+        PK_CHECK(pk_gen_feed(g, &tok, 1, NULL, row) == PK_OK);
+        float e = max_abs_diff(row, lg + (size_t)(i - 1) * V, (size_t)V);
+        kvdiff = e > kvdiff ? e : kvdiff;
+        tok = pk_sampler_sample(smp, row);
+        if (tok != greedy[i]) {
+            fprintf(stderr, "greedy token %d: got %d want %d\n", i, tok, greedy[i]);
+            match = 0;
+            break;
+        }
+    }
+    PK_CHECK(match);
+    PK_CHECK_EQ(ng, 101);
+    PK_CHECK(kvdiff <= 1e-4f);
+    /* a prompt fed in one call then one token equals the same feed token by token */
+    pk_gen_reset(g);
+    PK_CHECK(pk_gen_feed(g, in, 10, NULL, row) == PK_OK);
+    PK_CHECK(max_abs_diff(row, lg + 9 * (size_t)V, (size_t)V) <= 1e-4f);
+    PK_CHECK_EQ(pk_gen_pos(g), 10);
+    /* sampling with a seed is deterministic */
+    pk_sampler_params sp2 = {0.8f, 40, 0.9f, 42};
+    pk_sampler *s1 = NULL, *s2 = NULL;
+    PK_CHECK(pk_sampler_create(sp2, V, &s1) == PK_OK);
+    PK_CHECK(pk_sampler_create(sp2, V, &s2) == PK_OK);
+    int same = 1, differs_from_greedy = 0;
+    for (int i = 0; i < 50; i++) {
+        int32_t a = pk_sampler_sample(s1, lg + (size_t)i * V);
+        int32_t c = pk_sampler_sample(s2, lg + (size_t)i * V);
+        same &= a == c;
+        differs_from_greedy |= a != greedy[i + 1];
+    }
+    PK_CHECK(same);
+    PK_CHECK(differs_from_greedy);
+    pk_sampler_free(s1);
+    pk_sampler_free(s2);
+    free(row);
+    pk_sampler_free(smp);
+    pk_gen_free(g);
+    free(greedy);
+    free(lg);
+    free(in);
+out:
+    cJSON_Delete(root);
+    cJSON_Delete(groot);
+    free(js);
+    free(gj);
+    free(ref);
+    pk_model_free(m);
+}
+
+/* The hook equals explicitly perturbed weights (f32 model, all tensors and a subset). */
+static void check_perturb(const char *name)
+{
+    pk_model *m = load(name);
+    if (!m)
+        return;
+    int V = pk_model_vocab_size(m), T = 9;
+    int32_t ids[9] = {1, 17, 250, 33, 999 % 512, 4, 100, 7, 64}, len = T;
+    pk_batch b = {1, T, ids, &len, NULL};
+    size_t nt = pk_model_n_tensors(m);
+    uint8_t *tr = calloc(nt, 1);
+    for (size_t i = 0; i < nt; i += 2)
+        tr[i] = 1;
+    for (int mode = 0; mode < 2; mode++) {
+        pk_perturb p = {1234 + (uint64_t)mode, mode ? -1e-2f : 1e-2f, PK_Z_GAUSSIAN,
+                        mode ? tr : NULL};
+        float *hook = malloc((size_t)T * V * 4), *expl = malloc((size_t)T * V * 4),
+              *base = malloc((size_t)T * V * 4);
+        PK_CHECK(pk_model_logits(m, &b, NULL, base) == PK_OK);
+        size_t allocs = pk_model_alloc_count(m);
+        PK_CHECK(pk_model_logits(m, &b, &p, hook) == PK_OK);
+        PK_CHECK_EQ(pk_model_alloc_count(m), allocs);
+        /* perturb the (copy-on-write) weights explicitly, recompute, restore */
+        float **saved = calloc(nt, sizeof *saved);
+        for (size_t i = 0; i < nt; i++) {
+            pk_tensor_info ti;
+            PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
+            PK_CHECK(ti.dtype == PK_DTYPE_F32);
+            if (p.trainable && !p.trainable[i])
+                continue;
+            saved[i] = malloc(ti.numel * 4);
+            memcpy(saved[i], ti.data, ti.numel * 4);
+            pk_z_axpy(p.seed, ti.key, 0, ti.numel, p.kind, p.scale, ti.data);
+        }
+        PK_CHECK(pk_model_logits(m, &b, NULL, expl) == PK_OK);
+        for (size_t i = 0; i < nt; i++) {
+            pk_tensor_info ti;
+            if (!saved[i] || pk_model_tensor(m, i, &ti) != PK_OK)
+                continue;
+            memcpy(ti.data, saved[i], ti.numel * 4);
+            free(saved[i]);
+        }
+        free(saved);
+        float d = max_abs_diff(hook, expl, (size_t)T * V);
+        float moved = max_abs_diff(hook, base, (size_t)T * V);
+        fprintf(stderr, "%s perturb mode %d: hook vs explicit %.3g, moved %.3g\n", name, mode,
+                (double)d, (double)moved);
+        PK_CHECK(d <= 2e-5f);
+        PK_CHECK(moved > 1e-3f);
+        /* after restoring, the unperturbed logits are bit-identical */
+        PK_CHECK(pk_model_logits(m, &b, NULL, expl) == PK_OK);
+        PK_CHECK(memcmp(expl, base, (size_t)T * V * 4) == 0);
+        free(hook);
+        free(expl);
+        free(base);
+    }
+    free(tr);
+    pk_model_free(m);
+}
+
+static void check_f16_helpers(void)
+{
+    PK_CHECK_EQ(pk_f32_to_f16(1.0f), 0x3c00);
+    PK_CHECK_EQ(pk_f32_to_f16(-2.0f), 0xc000);
+    PK_CHECK_EQ(pk_f32_to_f16(65504.0f), 0x7bff);
+    PK_CHECK_EQ(pk_f32_to_f16(65520.0f), 0x7c00);
+    PK_CHECK_EQ(pk_f32_to_f16(5.9604644775390625e-8f), 0x0001);
+    PK_CHECK_EQ(pk_f32_to_f16(1.0f + 1.0f / 2048.0f), 0x3c00); /* tie -> even */
+    PK_CHECK_EQ(pk_f32_to_f16(1.0f + 3.0f / 2048.0f), 0x3c02); /* tie -> even (up) */
+    PK_CHECK(pk_f16_to_f32(0x3555) > 0.333f && pk_f16_to_f32(0x3555) < 0.3334f);
+    PK_CHECK_EQ(pk_f32_to_bf16(1.0f), 0x3f80);
+    PK_CHECK_EQ(pk_f32_to_bf16(1.0f + 1.0f / 256.0f), 0x3f80); /* tie -> even */
+    PK_CHECK(pk_bf16_to_f32(0x4049) == 3.140625f);
+    for (uint32_t h = 0; h < 0x7c00; h++) /* every finite f16 round-trips */
+        PK_CHECK_EQ(pk_f32_to_f16(pk_f16_to_f32((uint16_t)h)), h);
+}
+
+int main(void)
+{
+    pk_threads_set(2);
+    check_f16_helpers();
+    static const char *const models[] = {"llama-tiny", "llama-tiny-f16", "qwen2-tiny",
+                                         "opt-tiny",   "gpt2-tiny",      "roberta-tiny"};
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
+        check_reference(models[i]);
+    check_stories();
+    check_perturb("llama-tiny");
+    check_perturb("gpt2-tiny");
+    check_perturb("opt-tiny");
+    check_perturb("roberta-tiny");
+    return PK_TEST_DONE();
+}
