@@ -1,7 +1,15 @@
 # Tests of the sync client (issue 5, agent side): accountant, HTTP wrapper, sync rounds.
+find_package(Threads REQUIRED)
 pk_add_test(test_dp SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_dp.c
     LIBS pk_agent PkgConfig::SODIUM LABELS unit TIMEOUT 60)
 pk_add_test(test_http SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_http.c
     LIBS pk_agent PkgConfig::MHD PkgConfig::CURL PkgConfig::SODIUM LABELS unit TIMEOUT 60)
 pk_add_test(test_sync_proto SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_sync_proto.c
-    LIBS pk_agent pk_store PkgConfig::MHD PkgConfig::CJSON PkgConfig::SODIUM LABELS unit TIMEOUT 120)
+    LIBS pk_agent pk_store PkgConfig::MHD PkgConfig::CJSON PkgConfig::SODIUM Threads::Threads
+    LABELS unit TIMEOUT 120)
+pk_add_test(test_sync_fed SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_sync_fed.c
+    LIBS pk_agent pk_store PkgConfig::CJSON PkgConfig::SODIUM Threads::Threads LABELS unit
+    TIMEOUT 180)
+if(TARGET pocketllm-server-mock)
+    add_dependencies(test_sync_fed pocketllm-server-mock)
+endif()

@@ -141,23 +141,23 @@ typedef struct bytes {
     size_t n;
 } bytes;
 
-static void b_put(bytes *b, const void *p, size_t n)
+static inline void b_put(bytes *b, const void *p, size_t n)
 {
     memcpy(b->b + b->n, p, n);
     b->n += n;
 }
 
-static void b_u32(bytes *b, uint32_t v)
+static inline void b_u32(bytes *b, uint32_t v)
 {
     b_put(b, &v, 4);
 }
 
-static void b_u64(bytes *b, uint64_t v)
+static inline void b_u64(bytes *b, uint64_t v)
 {
     b_put(b, &v, 8);
 }
 
-static void b_str(bytes *b, const char *s)
+static inline void b_str(bytes *b, const char *s)
 {
     b_u32(b, (uint32_t)strlen(s));
     b_put(b, s, strlen(s));
