@@ -1,0 +1,172 @@
+/* test_product_util.h: helpers for the product integration tests (included by one test .c each):
+ * run the pocketllm CLI and capture its stdout, start pocketllm-server-mock on an ephemeral
+ * loopback port, temp directories, small file helpers. */
+#ifndef PK_TEST_PRODUCT_UTIL_H
+#define PK_TEST_PRODUCT_UTIL_H
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define POCKETLLM PK_BUILD_DIR "/agent/pocketllm"
+#define SERVER    PK_BUILD_DIR "/server-mock/pocketllm-server-mock"
+
+/* Runs a shell command line; *out (may be NULL) gets its stdout (owned, free()). Returns the
+ * exit status, or -1 if it could not run or died from a signal. */
+static int run_capture(const char *cmd, char **out)
+{
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    size_t k;
+    while (buf && (k = fread(buf + n, 1, cap - n - 1, p)) > 0) {
+        n += k;
+        if (cap - n < 1024) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb)
+                break;
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    if (buf)
+        buf[n] = '\0';
+    int st = pclose(p);
+    if (out)
+        *out = buf;
+    else
+        free(buf);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The last non-empty line of s (view into s, NUL-terminated in place). */
+static const char *last_line(char *s)
+{
+    if (!s)
+        return "";
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r'))
+        s[--n] = '\0';
+    char *nl = strrchr(s, '\n');
+    return nl ? nl + 1 : s;
+}
+
+typedef struct server {
+    pid_t pid;
+    int port;
+    FILE *out; /* the server's stdout, kept open so later writes never hit a closed pipe */
+} server;
+
+/* Starts pocketllm-server-mock ARGS --port 0 and reads "listening on HOST:PORT". */
+static int server_start(server *sv, const char *args)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        return 0;
+    pid_t pid = fork();
+    if (pid < 0)
+        return 0;
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        char cmd[2048];
+        snprintf(cmd, sizeof cmd, "exec %s --port 0 --host 127.0.0.1 %s", SERVER, args);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *f = fdopen(fds[0], "r");
+    char line[256] = "";
+    sv->pid = pid;
+    sv->port = 0;
+    if (f && fgets(line, sizeof line, f)) {
+        const char *colon = strrchr(line, ':');
+        sv->port = colon ? atoi(colon + 1) : 0;
+    }
+    sv->out = f;
+    if (sv->port <= 0) {
+        if (f)
+            fclose(f);
+        sv->out = NULL;
+        kill(pid, SIGTERM);
+        waitpid(pid, NULL, 0);
+        fprintf(stderr, "server did not start: %s\n", line);
+        return 0;
+    }
+    return 1;
+}
+
+static void server_stop(server *sv)
+{
+    if (sv->pid > 0) {
+        kill(sv->pid, SIGTERM);
+        waitpid(sv->pid, NULL, 0);
+        sv->pid = 0;
+    }
+    if (sv->out)
+        fclose(sv->out);
+    sv->out = NULL;
+}
+
+static int make_tmpdir(char *buf, size_t n, const char *tag)
+{
+    snprintf(buf, n, "/tmp/pk_%s_XXXXXX", tag);
+    return mkdtemp(buf) != NULL;
+}
+
+static void rm_rf(const char *dir)
+{
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "warning: could not remove %s\n", dir);
+}
+
+static long long file_bytes(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
+}
+
+static int files_equal(const char *a, const char *b)
+{
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int same = fa && fb;
+    while (same) {
+        int ca = fgetc(fa), cb = fgetc(fb);
+        if (ca != cb)
+            same = 0;
+        if (ca == EOF || cb == EOF)
+            break;
+    }
+    if (fa)
+        fclose(fa);
+    if (fb)
+        fclose(fb);
+    return same;
+}
+
+static int copy_file(const char *from, const char *to)
+{
+    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
+    int ok = a && b;
+    char buf[65536];
+    size_t n;
+    while (ok && (n = fread(buf, 1, sizeof buf, a)) > 0)
+        ok = fwrite(buf, 1, n, b) == n;
+    if (a)
+        fclose(a);
+    if (b && fclose(b) != 0)
+        ok = 0;
+    return ok;
+}
+
+#endif /* PK_TEST_PRODUCT_UTIL_H */
