@@ -430,7 +430,7 @@ static pk_status encode_word(const pk_tokenizer *t, tok_cache *c, const char *w,
         }
     }
 cache:
-    if (st == PK_OK)
+    if (st == PK_OK && out->n > start)
         cache_put(c, w, n, h, out->v + start, out->n - start);
     return st;
 }

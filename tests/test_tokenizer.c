@@ -528,6 +528,105 @@ static void test_errors(void)
     rm_dir(d4);
 }
 
+/* Loads a fuzz seed (mode byte, then the file) from tests/corpus/tokenizer into a temp dir. */
+static pk_tokenizer *load_seed(const char *seed, const char *file, char *dir)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/corpus/tokenizer/%s", PK_SOURCE_DIR, seed);
+    size_t n = 0;
+    char *d = read_all(path, &n);
+    PK_CHECK(d != NULL && n > 1);
+    if (!d)
+        return NULL;
+    make_dir(dir);
+    const char *nul = memchr(d + 1, 0, n - 1);
+    if (nul && !strcmp(file, "vocab.json")) {
+        write_file(dir, "vocab.json", d + 1, (size_t)(nul - d - 1));
+        write_file(dir, "merges.txt", nul + 1, n - (size_t)(nul - d) - 1);
+    } else {
+        write_file(dir, file, d + 1, n - 1);
+    }
+    free(d);
+    return load_ok(dir);
+}
+
+static void expect_ids(const pk_tokenizer *t, const char *text, int add, const int32_t *want,
+                       size_t wn, const char *dec_want)
+{
+    int32_t *ids = NULL;
+    size_t n = 0;
+    PK_CHECK_EQ(pk_tokenizer_encode(t, text, strlen(text), add, &ids, &n), PK_OK);
+    int same = n == wn;
+    for (size_t i = 0; same && i < n; i++)
+        same = ids[i] == want[i];
+    PK_CHECK(same);
+    if (!same) {
+        fprintf(stderr, "  '%s' got:", text);
+        for (size_t i = 0; i < n; i++)
+            fprintf(stderr, " %d", ids[i]);
+        fprintf(stderr, "\n");
+    }
+    if (dec_want) {
+        char *dec = NULL;
+        size_t dn = 0;
+        PK_CHECK_EQ(pk_tokenizer_decode(t, ids, n, 1, &dec, &dn), PK_OK);
+        PK_CHECK(dec && dn == strlen(dec_want) && !strcmp(dec, dec_want));
+        if (dec && strcmp(dec, dec_want))
+            fprintf(stderr, "  decoded '%s', want '%s'\n", dec, dec_want);
+        free(dec);
+    }
+    free(ids);
+}
+
+#define IDS(...) (const int32_t[]){__VA_ARGS__}, sizeof((const int32_t[]){__VA_ARGS__}) / 4
+
+/* Hand-built files covering the SentencePiece-family tokenizer.json (Prepend/Replace
+ * normalizers, byte fallback, fuse_unk, Strip decoder), Metaspace, ignore_merges, templates and
+ * a hand-written tokenizer.model with unused pieces. */
+static void test_seeds(void)
+{
+    char d1[] = "/tmp/pk_tok_seed1_XXXXXX";
+    pk_tokenizer *t = load_seed("json_sentencepiece.bin", "tokenizer.json", d1);
+    if (t) {
+        expect_ids(t, "ab a", 0, IDS(8, 7, 8), "ab a");
+        expect_ids(t, "A\xc3\xa9", 0, IDS(5, 3, 0), NULL); /* A: byte fallback, é: no 0xA9 */
+        expect_ids(t, "\xc3\xa9\xc3\xa9", 0, IDS(5, 0), NULL); /* fuse_unk */
+        PK_CHECK_EQ(pk_tokenizer_unk(t), 0);
+    }
+    pk_tokenizer_free(t);
+    rm_dir(d1);
+    char d2[] = "/tmp/pk_tok_seed2_XXXXXX";
+    t = load_seed("json_metaspace.bin", "tokenizer.json", d2);
+    if (t)
+        expect_ids(t, "a a", 0, IDS(3, 3), "a a");
+    pk_tokenizer_free(t);
+    rm_dir(d2);
+    char d3[] = "/tmp/pk_tok_seed3_XXXXXX";
+    t = load_seed("json_bytelevel.bin", "tokenizer.json", d3);
+    if (t) {
+        expect_ids(t, "Hello", 0, IDS(8), "Hello"); /* ignore_merges: the whole word */
+        expect_ids(t, "Hello<|end|> w", 1, IDS(9, 8, 9, 11), "Hello w"); /* template + added */
+    }
+    pk_tokenizer_free(t);
+    rm_dir(d3);
+    char d4[] = "/tmp/pk_tok_seed4_XXXXXX";
+    t = load_seed("sp_model.bin", "tokenizer.model", d4);
+    if (t) {
+        expect_ids(t, "ab", 0, IDS(8), "ab");
+        expect_ids(t, "  ab   ab ", 1, IDS(1, 8, 8), "ab ab");
+        expect_ids(t, "c", 0, IDS(9, 0), NULL); /* unused piece -> unknown */
+        expect_ids(t, "\xc3\xa9" "A", 0, IDS(9, 4, 5, 3), "\xc3\xa9" "A");
+    }
+    pk_tokenizer_free(t);
+    rm_dir(d4);
+    char d5[] = "/tmp/pk_tok_seed5_XXXXXX";
+    t = load_seed("vocab_merges.bin", "vocab.json", d5);
+    if (t)
+        expect_ids(t, "ab ab", 0, IDS(2, 4), "ab ab");
+    pk_tokenizer_free(t);
+    rm_dir(d5);
+}
+
 int main(void)
 {
     golden(TD "/tokenizers/gpt2", TD "/tokenizers/gpt2/golden.jsonl", 0);
@@ -538,5 +637,6 @@ int main(void)
     test_specials();
     test_stream_holdback();
     test_errors();
+    test_seeds();
     return PK_TEST_DONE();
 }

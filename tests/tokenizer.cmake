@@ -1,3 +1,5 @@
 # Tokenizer area tests (issue 3): golden ids and decode round trips, errors, and the fuzz target.
 pk_add_test(test_tokenizer SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_tokenizer.c
     LIBS pk_model PkgConfig::CJSON LABELS unit TIMEOUT 120)
+pk_add_fuzz(fuzz_tokenizer SOURCE ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_tokenizer.c LIBS pk_model
+    CORPUS ${CMAKE_CURRENT_SOURCE_DIR}/corpus/tokenizer)
