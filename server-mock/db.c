@@ -201,7 +201,7 @@ pk_status srv_db_open(const char *path, const srv_task *task, const char *task_j
     if (st != PK_OK)
         goto out;
     st = PK_ERR_DB;
-    if (exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;") != PK_OK ||
+    if (exec(db, "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;") != PK_OK ||
         exec(db, schema) != PK_OK) {
         snprintf(err, errlen, "database %s: %s", path, sqlite3_errmsg(db->h));
         goto out;

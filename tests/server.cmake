@@ -2,3 +2,8 @@
 pk_add_test(test_server SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_server.c
     LIBS pk_srvproto PkgConfig::CJSON PkgConfig::SODIUM LABELS unit TIMEOUT 120)
 add_dependencies(test_server pocketllm-server-mock)
+
+# The load generator against a live coordinator (figures printed; correctness asserted, not speed).
+add_test(NAME server_load COMMAND sh ${CMAKE_SOURCE_DIR}/server-mock/loadtest.sh
+    ${CMAKE_BINARY_DIR} 5000 4)
+set_tests_properties(server_load PROPERTIES LABELS slow TIMEOUT 180)
