@@ -53,7 +53,7 @@ static void usage(FILE *fp)
 static int parse_opts(int argc, char **argv, lg_opts *o)
 {
     *o = (lg_opts){"", 0, 20000, 4, 16, 60.0};
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h"))
             return -1;
@@ -82,7 +82,6 @@ static int parse_opts(int argc, char **argv, lg_opts *o)
             fprintf(stderr, "pocketllm-loadgen: bad option %s %s\n", a, v);
             return 0;
         }
-        i++;
     }
     if (!o->host[0] || o->port <= 0 || o->port > 65535) {
         fprintf(stderr, "pocketllm-loadgen: --server HOST:PORT is required\n");
