@@ -82,6 +82,12 @@ typedef struct loader {
     size_t n_slots, slot_cap;
     int bad;
     pk_status st;
+    /* collect mode (pk_model_make): record what the config implies instead of looking it up */
+    int collect;
+    pk_st_entry *want;
+    char (*want_names)[256];
+    int *want_bn;
+    size_t n_want, want_cap;
 } loader;
 
 static pk_status map_file(loader *ld, const char *dir, const char *fname)
@@ -179,6 +185,34 @@ static void bind(loader *ld, int *slot, int is_bn, int ndim, int64_t d0, int64_t
     va_start(ap, fmt);
     vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
+    if (ld->collect) {
+        if (ld->n_want == ld->want_cap) {
+            size_t nc = ld->want_cap ? ld->want_cap * 2 : 64;
+            pk_st_entry *nw = realloc(ld->want, nc * sizeof *nw);
+            if (nw)
+                ld->want = nw;
+            char(*nn)[256] = realloc(ld->want_names, nc * sizeof *nn);
+            if (nn)
+                ld->want_names = nn;
+            int *nb = realloc(ld->want_bn, nc * sizeof *nb);
+            if (nb)
+                ld->want_bn = nb;
+            if (!nw || !nn || !nb) {
+                ld->bad = 1;
+                ld->st = PK_ERR_NOMEM;
+                return;
+            }
+            ld->want_cap = nc;
+        }
+        size_t k = ld->n_want++;
+        snprintf(ld->want_names[k], 256, "%s", name);
+        memset(&ld->want[k], 0, sizeof ld->want[k]);
+        ld->want[k].ndim = ndim;
+        ld->want[k].shape[0] = d0;
+        ld->want[k].shape[1] = d1;
+        ld->want_bn[k] = is_bn;
+        return;
+    }
     entry *e = find_entry(ld, name);
     if (!e) {
         pk_seterr(ld->err, ld->errlen, "%s: missing tensor %s (required by config.json)",
@@ -830,5 +864,95 @@ out:
     free(txt);
     cJSON_Delete(cfg);
     free(es);
+    return st;
+}
+
+/* ---- make-model: random weights for a config ---- */
+
+typedef struct make_ctx {
+    loader *ld;
+    uint64_t seed;
+    int norm_one; /* unused */
+} make_ctx;
+
+static void make_fill(void *user, size_t i, size_t start, size_t n, float *buf)
+{
+    const make_ctx *mc = user;
+    const loader *ld = mc->ld;
+    const char *name = ld->want_names[i];
+    size_t l = strlen(name);
+    int is_norm_w = ld->want_bn[i] && l > 7 && strcmp(name + l - 7, ".weight") == 0;
+    pk_z_fill(mc->seed, pk_rng_tensor_key(name), start, n, PK_Z_GAUSSIAN, buf);
+    for (size_t j = 0; j < n; j++)
+        buf[j] = is_norm_w ? 1.0f + 0.05f * buf[j] : 0.02f * buf[j];
+}
+
+pk_status pk_model_make(const char *config_json, size_t len, const char *out_dir, pk_dtype dtype,
+                        uint64_t seed, char *err, size_t errlen)
+{
+    loader ld = {0};
+    pk_model mm;
+    memset(&mm, 0, sizeof mm);
+    char path[4096];
+    pk_status st = pk_cfg_parse("config.json", config_json, len, &mm.cfg, err, errlen);
+    if (st != PK_OK)
+        return st;
+    mm.layers = calloc((size_t)mm.cfg.L, sizeof *mm.layers);
+    if (!mm.layers)
+        return PK_ERR_NOMEM;
+    ld.m = &mm;
+    ld.err = err;
+    ld.errlen = errlen;
+    ld.collect = 1;
+    init_indices(&mm);
+    switch (mm.cfg.arch) {
+    case ARCH_LLAMA:
+    case ARCH_QWEN2:
+        bind_llama(&ld, &mm);
+        break;
+    case ARCH_OPT:
+        bind_opt(&ld, &mm);
+        break;
+    case ARCH_GPT2:
+        bind_gpt2(&ld, &mm);
+        break;
+    default:
+        bind_roberta(&ld, &mm);
+        break;
+    }
+    st = ld.bad ? ld.st : PK_OK;
+    if (st != PK_OK)
+        goto out;
+    for (size_t i = 0; i < ld.n_want; i++) {
+        ld.want[i].name = ld.want_names[i];
+        ld.want[i].dtype = dtype;
+    }
+    if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) {
+        pk_seterr(err, errlen, "%s: cannot create directory: %s", out_dir, strerror(errno));
+        st = PK_ERR_IO;
+        goto out;
+    }
+    snprintf(path, sizeof path, "%s/config.json", out_dir);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(config_json, 1, len, f) != len) {
+        pk_seterr(err, errlen, "%s: write failed: %s", path, strerror(errno));
+        if (f)
+            fclose(f);
+        st = PK_ERR_IO;
+        goto out;
+    }
+    if (fclose(f) != 0) {
+        pk_seterr(err, errlen, "%s: write failed: %s", path, strerror(errno));
+        st = PK_ERR_IO;
+        goto out;
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
+    make_ctx mc = {&ld, seed, 0};
+    st = pk_safetensors_write(path, ld.want, ld.n_want, make_fill, &mc, err, errlen);
+out:
+    free(ld.want);
+    free(ld.want_names);
+    free(ld.want_bn);
+    free(mm.layers);
     return st;
 }

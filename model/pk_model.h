@@ -218,6 +218,14 @@ PK_NODISCARD pk_status pk_safetensors_write(const char *path, const pk_st_entry 
                                             size_t n, pk_st_fill_fn fill, void *user, char *err,
                                             size_t errlen);
 
+/* Writes a model with random weights for config_json (len bytes, borrowed; written verbatim as
+ * out_dir/config.json) into out_dir (created if missing): every tensor the config implies, in
+ * dtype, matrices ~ N(0, 0.02^2), biases ~ N(0, 0.02^2), norm weights ~ 1 + N(0, 0.05^2), all
+ * from pk_z_fill(seed, key(name), ...) so the same seed gives the same bytes. Streams (holds one
+ * chunk in memory). err as in pk_model_load. */
+PK_NODISCARD pk_status pk_model_make(const char *config_json, size_t len, const char *out_dir,
+                                     pk_dtype dtype, uint64_t seed, char *err, size_t errlen);
+
 /* Parsers exposed for the fuzz targets and tests: validate a safetensors header (the JSON text
  * after the 8-byte length, header_len bytes) against a data area of data_len bytes, and a
  * config.json text. Return PK_OK or PK_ERR_FORMAT / PK_ERR_UNSUPPORTED with err naming what is
