@@ -532,21 +532,22 @@ pk_status pk_store_example_forget(pk_store *s, int64_t example_id)
     return st;
 }
 
-/* Reseals every row of one table, one row at a time in id order (never updating rows under a
- * running scan). sel: "SELECT a, b, record ... WHERE (a, b) > (?1, ?2) ORDER BY a, b LIMIT 1";
- * upd: "UPDATE ... SET record = ?1 WHERE a = ?2 AND b = ?3". */
+/* Reseals every row of one table, one row at a time in rowid order (never updating rows under
+ * a running scan). sel: "SELECT rowid, a, b, record FROM t WHERE rowid > ?1 ORDER BY rowid
+ * LIMIT 1" where (a, b) is the row identity of the AD; upd: "UPDATE t SET record = ?1 WHERE
+ * rowid = ?2". */
 static pk_status reseal_table(pk_store *s, const char *sel, const char *upd, uint8_t kind,
                               const pk_key *old_k, const pk_key *new_k)
 {
     sqlite3_stmt *qs = NULL, *qu = NULL;
-    int64_t a = INT64_MIN, b = INT64_MIN;
+    int64_t rowid = INT64_MIN;
     uint8_t *pt = NULL, *rec = NULL, ad[PK_RECORD_AD_BYTES];
+    size_t cap = 0;
     pk_status st = store_prepare(s, sel, &qs);
     if (st == PK_OK)
         st = store_prepare(s, upd, &qu);
     while (st == PK_OK) {
-        sqlite3_bind_int64(qs, 1, a);
-        sqlite3_bind_int64(qs, 2, b);
+        sqlite3_bind_int64(qs, 1, rowid);
         int rc = sqlite3_step(qs);
         if (rc == SQLITE_DONE)
             break;
@@ -554,28 +555,34 @@ static pk_status reseal_table(pk_store *s, const char *sel, const char *upd, uin
             st = store_db_fail(s, rc, "rekey read");
             break;
         }
-        a = sqlite3_column_int64(qs, 0);
-        b = sqlite3_column_int64(qs, 1);
-        size_t ptlen = 0, reclen = 0;
-        st = open_record(old_k, kind, a, b, sqlite3_column_blob(qs, 2),
-                         (size_t)sqlite3_column_bytes(qs, 2), &pt, &ptlen);
+        rowid = sqlite3_column_int64(qs, 0);
+        int64_t a = sqlite3_column_int64(qs, 1), b = sqlite3_column_int64(qs, 2);
+        size_t ptlen = 0, reclen = 0, len = (size_t)sqlite3_column_bytes(qs, 3);
+        if (len > cap) { /* one secure buffer for all rows (sodium_malloc is slow) */
+            pk_secure_free(pt);
+            cap = len * 2 + 256;
+            pt = pk_secure_alloc(cap);
+            if (!pt) {
+                st = store_fail(s, PK_ERR_NOMEM, "out of secure memory");
+                break;
+            }
+        }
+        pk_record_ad(ad, kind, a, b);
+        st = pk_record_open(old_k, ad, sizeof ad, sqlite3_column_blob(qs, 3), len, pt, cap, &ptlen);
         if (st != PK_OK) {
             st = store_fail(s, st, "%s: record (%lld, %lld) fails authentication: nothing "
                                    "re-keyed", s->path, (long long)a, (long long)b);
             break;
         }
         rec = malloc(ptlen + PK_RECORD_OVERHEAD);
-        pk_record_ad(ad, kind, a, b);
         st = rec ? pk_record_seal(new_k, ad, sizeof ad, pt, ptlen, rec, ptlen + PK_RECORD_OVERHEAD,
                                   &reclen)
                  : PK_ERR_NOMEM;
-        pk_secure_free(pt);
-        pt = NULL;
+        pk_secure_wipe(pt, ptlen);
         sqlite3_reset(qs);
         if (st == PK_OK) {
             sqlite3_bind_blob(qu, 1, rec, (int)reclen, SQLITE_STATIC);
-            sqlite3_bind_int64(qu, 2, a);
-            sqlite3_bind_int64(qu, 3, b);
+            sqlite3_bind_int64(qu, 2, rowid);
             rc = sqlite3_step(qu);
             sqlite3_reset(qu);
             if (rc != SQLITE_DONE)
@@ -586,22 +593,22 @@ static pk_status reseal_table(pk_store *s, const char *sel, const char *upd, uin
     }
     sqlite3_finalize(qs);
     sqlite3_finalize(qu);
+    pk_secure_free(pt);
     return st;
 }
 
 pk_status store_reseal_all(pk_store *s, const pk_key *new_records, const pk_key *new_ckpt)
 {
-    pk_status st = reseal_table(
-        s,
-        "SELECT dataset_id, id, record FROM examples WHERE (dataset_id, id) > (?1, ?2)"
-        " ORDER BY dataset_id, id LIMIT 1",
-        "UPDATE examples SET record = ?1 WHERE dataset_id = ?2 AND id = ?3", PK_AD_EXAMPLE,
-        s->k_records, new_records);
+    pk_status st = reseal_table(s,
+                                "SELECT rowid, dataset_id, id, record FROM examples WHERE rowid > ?1"
+                                " ORDER BY rowid LIMIT 1",
+                                "UPDATE examples SET record = ?1 WHERE rowid = ?2", PK_AD_EXAMPLE,
+                                s->k_records, new_records);
     if (st == PK_OK)
         st = reseal_table(s,
-                          "SELECT run_id, step, record FROM checkpoints WHERE (run_id, step) >"
-                          " (?1, ?2) ORDER BY run_id, step LIMIT 1",
-                          "UPDATE checkpoints SET record = ?1 WHERE run_id = ?2 AND step = ?3",
-                          PK_AD_CHECKPOINT, s->k_checkpoints, new_ckpt);
+                          "SELECT rowid, run_id, step, record FROM checkpoints WHERE rowid > ?1"
+                          " ORDER BY rowid LIMIT 1",
+                          "UPDATE checkpoints SET record = ?1 WHERE rowid = ?2", PK_AD_CHECKPOINT,
+                          s->k_checkpoints, new_ckpt);
     return st;
 }

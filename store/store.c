@@ -57,8 +57,14 @@ pk_status store_db_fail(pk_store *s, int rc, const char *what)
         return store_fail(s, PK_ERR_BUSY,
                           "%s is busy: another pocketllm process is using it (%s); retry later",
                           s->home, what);
-    if (prim == SQLITE_FULL)
-        return store_fail(s, PK_ERR_LIMIT, "%s: %s: disk full (%s)", s->path, what, m);
+    int sys = s->db ? sqlite3_system_errno(s->db) : 0;
+    if (prim == SQLITE_FULL || (prim == SQLITE_IOERR && (sys == ENOSPC || sys == EFBIG
+#ifdef EDQUOT
+                                                         || sys == EDQUOT
+#endif
+                                                         )))
+        return store_fail(s, PK_ERR_LIMIT, "%s: %s: disk full or file size limit reached (%s); nothing "
+                          "was changed", s->path, what, m);
     if (prim == SQLITE_IOERR || prim == SQLITE_CANTOPEN || prim == SQLITE_READONLY)
         return store_fail(s, PK_ERR_IO, "%s: %s: %s", s->path, what, m);
     if (prim == SQLITE_NOMEM)
@@ -364,6 +370,8 @@ pk_status pk_store_init(const char *home_dir, const char *passphrase, size_t len
         goto out;
     }
     st = connect_db(s, 1);
+    if (st == PK_OK && chmod(s->path, 0600) != 0)
+        st = store_fail(s, PK_ERR_IO, "chmod %s: %s", s->path, strerror(errno));
     if (st == PK_OK)
         st = store_exec(s, "PRAGMA journal_mode = WAL");
     if (st == PK_OK)

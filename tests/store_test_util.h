@@ -15,13 +15,13 @@
 
 #define TEST_PASS "correct horse battery staple"
 
-static pk_store_params tiny_params(void)
+static inline pk_store_params tiny_params(void)
 {
     pk_store_params p = {1, 8192}; /* fast Argon2id for tests; the default stays interactive */
     return p;
 }
 
-static void make_tmp_home(char *dir, size_t n, const char *tag)
+static inline void make_tmp_home(char *dir, size_t n, const char *tag)
 {
     const char *t = getenv("TMPDIR");
     snprintf(dir, n, "%s/pk-%s-XXXXXX", t && *t ? t : "/tmp", tag);
@@ -31,7 +31,7 @@ static void make_tmp_home(char *dir, size_t n, const char *tag)
     }
 }
 
-static void rm_rf(const char *dir)
+static inline void rm_rf(const char *dir)
 {
     DIR *d = opendir(dir);
     struct dirent *de;
@@ -39,7 +39,8 @@ static void rm_rf(const char *dir)
     while (d && (de = readdir(d)) != NULL) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
             continue;
-        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        if (snprintf(p, sizeof p, "%s/%s", dir, de->d_name) >= (int)sizeof p)
+            continue;
         struct stat st;
         if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
             rm_rf(p);
@@ -51,7 +52,7 @@ static void rm_rf(const char *dir)
     rmdir(dir);
 }
 
-static void write_text(const char *path, const char *text)
+static inline void write_text(const char *path, const char *text)
 {
     FILE *f = fopen(path, "wb");
     if (!f) {
@@ -62,7 +63,7 @@ static void write_text(const char *path, const char *text)
     fclose(f);
 }
 
-static unsigned char *read_all(const char *path, size_t *n)
+static inline unsigned char *read_all(const char *path, size_t *n)
 {
     FILE *f = fopen(path, "rb");
     *n = 0;
@@ -78,7 +79,7 @@ static unsigned char *read_all(const char *path, size_t *n)
     return b;
 }
 
-static int buf_has(const unsigned char *b, size_t n, const void *needle, size_t m)
+static inline int buf_has(const unsigned char *b, size_t n, const void *needle, size_t m)
 {
     for (size_t i = 0; m && i + m <= n; i++)
         if (b[i] == *(const unsigned char *)needle && !memcmp(b + i, needle, m))
@@ -87,7 +88,7 @@ static int buf_has(const unsigned char *b, size_t n, const void *needle, size_t 
 }
 
 /* Number of files under dir (recursively) that contain needle. */
-static int dir_has(const char *dir, const void *needle, size_t m)
+static inline int dir_has(const char *dir, const void *needle, size_t m)
 {
     DIR *d = opendir(dir);
     struct dirent *de;
@@ -96,7 +97,8 @@ static int dir_has(const char *dir, const void *needle, size_t m)
     while (d && (de = readdir(d)) != NULL) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
             continue;
-        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        if (snprintf(p, sizeof p, "%s/%s", dir, de->d_name) >= (int)sizeof p)
+            continue;
         struct stat st;
         if (lstat(p, &st) != 0)
             continue;
@@ -118,7 +120,7 @@ static int dir_has(const char *dir, const void *needle, size_t m)
 }
 
 /* A snapshot of a directory: names, sizes and a hash of every file's bytes. */
-static void dir_snapshot(const char *dir, char *out, size_t n)
+static inline void dir_snapshot(const char *dir, char *out, size_t n)
 {
     DIR *d = opendir(dir);
     struct dirent *de;
