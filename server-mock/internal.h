@@ -39,6 +39,30 @@ PK_NODISCARD pk_status srv_task_parse(const char *json, srv_task *t, char *err, 
  * the caller appends the round members and the closing brace. */
 char *srv_task_json_prefix(const srv_task *t);
 
+/* ---- upload bodies (upload.c) ------------------------------------------------------------ */
+typedef struct srv_err {
+    unsigned status;   /* HTTP status */
+    const char *code;  /* protocol error code (static) */
+    char msg[256];
+} srv_err;
+
+typedef struct srv_upload_req {
+    char task_id[PKP_MAX_NAME + 1];
+    int task_ok;                      /* task_id is this coordinator's */
+    int64_t round, examples;
+    char device_id[PKP_DEVICE_ID_LEN + 1];
+    char idem[PKP_MAX_NAME + 1];
+    uint8_t *updates;                 /* packed, validated (owned) */
+    size_t updates_len;
+    uint8_t sig[64];
+} srv_upload_req;
+
+/* Parses and validates an upload body against the task: 1 ok (*u filled, release with
+ * srv_upload_req_free), 0 with *e set (and nothing to release). */
+int srv_upload_parse(const srv_task *t, const char *body, size_t len, int64_t path_round,
+                     srv_upload_req *u, srv_err *e);
+void srv_upload_req_free(srv_upload_req *u); /* NULL-safe */
+
 /* ---- state (db.c) ------------------------------------------------------------------------- */
 typedef struct srv_db srv_db;
 

@@ -165,33 +165,6 @@ static const char *want_str(struct MHD_Connection *c, const cJSON *o, const char
     return v->valuestring;
 }
 
-/* An integer member in [lo, hi]: 0 after queueing a 400. */
-static int want_int(struct MHD_Connection *c, const cJSON *o, const char *key, double lo,
-                    double hi, int64_t *out, srv_fault f, int *ret)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v) {
-        *ret = srv_reply_error(c, 400, "missing_field", f, "missing field \"%s\"", key);
-        return 0;
-    }
-    if (!cJSON_IsNumber(v)) {
-        *ret = srv_reply_error(c, 400, "bad_field", f, "field \"%s\" must be a number", key);
-        return 0;
-    }
-    double d = v->valuedouble;
-    if (!isfinite(d)) {
-        *ret = srv_reply_error(c, 400, "non_finite", f, "field \"%s\" is not finite", key);
-        return 0;
-    }
-    if (d != floor(d) || d < lo || d > hi) {
-        *ret = srv_reply_error(c, 400, "out_of_range", f, "field \"%s\" must be an integer in "
-                               "[%.0f, %.0f]", key, lo, hi);
-        return 0;
-    }
-    *out = (int64_t)d;
-    return 1;
-}
-
 static int h_register(srv *s, struct MHD_Connection *c, const req *q, srv_fault f)
 {
     int ret = MHD_NO, created = 0;
@@ -291,47 +264,8 @@ static int h_log(srv *s, struct MHD_Connection *c, srv_fault f)
 
 /* ---- upload ---------------------------------------------------------------------------------- */
 
-typedef struct upload_in {
-    const char *task_id, *device_id, *idem, *updates_b64, *sig_hex;
-    int64_t round, examples;
-} upload_in;
-
-static int upload_fields(srv *s, struct MHD_Connection *c, const cJSON *o, upload_in *u,
-                         srv_fault f, int *ret)
-{
-    u->task_id = want_str(c, o, "task_id", f, ret);
-    if (!u->task_id)
-        return 0;
-    if (!want_int(c, o, "round", 1, 9e15, &u->round, f, ret))
-        return 0;
-    u->device_id = want_str(c, o, "device_id", f, ret);
-    if (!u->device_id)
-        return 0;
-    u->idem = want_str(c, o, "idempotency_key", f, ret);
-    if (!u->idem)
-        return 0;
-    if (!want_int(c, o, "examples", 1, (double)s->task.max_examples, &u->examples, f, ret))
-        return 0;
-    u->updates_b64 = want_str(c, o, "updates", f, ret);
-    if (!u->updates_b64)
-        return 0;
-    u->sig_hex = want_str(c, o, "signature", f, ret);
-    if (!u->sig_hex)
-        return 0;
-    if (!pkp_name_ok(u->idem)) {
-        *ret = srv_reply_error(c, 400, "bad_field", f, "field \"idempotency_key\" must be 1..64 "
-                               "chars of [A-Za-z0-9._-]");
-        return 0;
-    }
-    if (strlen(u->device_id) != PKP_DEVICE_ID_LEN || !pkp_name_ok(u->device_id)) {
-        *ret = srv_reply_error(c, 400, "bad_field", f, "field \"device_id\" is not a device id");
-        return 0;
-    }
-    return 1;
-}
-
 static int submit_answer(struct MHD_Connection *c, srv_submit_result res, const char *response,
-                         const upload_in *u, srv_fault f)
+                         const srv_upload_req *u, srv_fault f)
 {
     switch (res) {
     case SRV_SUB_ACCEPTED:
@@ -353,11 +287,10 @@ static int submit_answer(struct MHD_Connection *c, srv_submit_result res, const 
     return srv_reply_error(c, 500, "internal", f, "unknown submit result");
 }
 
-/* Signature, then the database decision. updates is the validated packed form. */
-static int upload_commit(srv *s, struct MHD_Connection *c, const upload_in *u,
-                         const uint8_t *updates, size_t ulen, srv_fault f)
+/* Device, signature, then the database decision. */
+static int upload_commit(srv *s, struct MHD_Connection *c, const srv_upload_req *u, srv_fault f)
 {
-    uint8_t pk[32], sig[64], *msg = NULL;
+    uint8_t pk[32], *msg = NULL;
     size_t mlen = 0;
     char *response = NULL;
     srv_submit_result res = SRV_SUB_ACCEPTED;
@@ -368,17 +301,16 @@ static int upload_commit(srv *s, struct MHD_Connection *c, const upload_in *u,
                                u->device_id);
     if (st != PK_OK)
         return srv_reply_error(c, 500, "internal", f, "database error");
-    if (pkp_unhex(u->sig_hex, sig, 64) != PK_OK)
-        return srv_reply_error(c, 400, "bad_field", f, "field \"signature\" must be 128 hex chars");
     if (pkp_upload_msg(u->task_id, (uint64_t)u->round, u->device_id, u->idem,
-                       (uint64_t)u->examples, updates, ulen, &msg, &mlen) != PK_OK)
+                       (uint64_t)u->examples, u->updates, u->updates_len, &msg, &mlen) != PK_OK)
         return srv_reply_error(c, 500, "internal", f, "out of memory");
-    if (crypto_sign_verify_detached(sig, msg, mlen, pk) != 0) {
+    if (crypto_sign_verify_detached(u->sig, msg, mlen, pk) != 0) {
         free(msg);
         return srv_reply_error(c, 401, "bad_signature", f, "signature does not verify for "
                                "device %s", u->device_id);
     }
-    srv_upload up = {u->round, u->device_id, u->idem, u->examples, updates, ulen, {0}};
+    srv_upload up = {u->round, u->device_id, u->idem, u->examples, u->updates, u->updates_len,
+                     {0}};
     pkp_blake2b(msg, mlen, up.msg_hash);
     free(msg);
     tick(s);
@@ -394,45 +326,12 @@ static int upload_commit(srv *s, struct MHD_Connection *c, const upload_in *u,
 static int h_upload(srv *s, struct MHD_Connection *c, const req *q, int64_t path_round,
                     srv_fault f)
 {
-    int ret = MHD_NO;
-    upload_in u;
-    uint8_t *updates = NULL;
-    size_t ulen = 0;
-    char msg[256];
-    cJSON *o = parse_body(c, q, f, &ret);
-    if (!o)
-        return ret;
-    if (!upload_fields(s, c, o, &u, f, &ret))
-        goto out;
-    if (u.round != path_round) {
-        ret = srv_reply_error(c, 400, "bad_field", f, "field \"round\" (%lld) differs from the "
-                              "round in the path (%lld)", (long long)u.round, (long long)path_round);
-        goto out;
-    }
-    pk_status st = pkp_b64_decode(u.updates_b64, (size_t)s->task.pool_size * PKP_PAIR_BYTES,
-                                  &updates, &ulen);
-    if (st != PK_OK) {
-        ret = st == PK_ERR_LIMIT
-                  ? srv_reply_error(c, 400, "out_of_range", f, "updates: more pairs than the "
-                                    "pool has seeds (%u)", (unsigned)s->task.pool_size)
-                  : srv_reply_error(c, 400, "bad_field", f, "updates: not valid base64");
-        goto out;
-    }
-    const char *code = pkp_check_updates(updates, ulen, s->task.pool_size, s->task.max_abs_g,
-                                         msg, sizeof msg);
-    if (code) {
-        ret = srv_reply_error(c, 400, code, f, "%s", msg);
-        goto out;
-    }
-    if (strcmp(u.task_id, s->task.task_id) != 0) {
-        ret = srv_reply_error(c, 404, "unknown_task", f, "task %.64s is not this coordinator's "
-                              "task", u.task_id);
-        goto out;
-    }
-    ret = upload_commit(s, c, &u, updates, ulen, f);
-out:
-    free(updates);
-    cJSON_Delete(o);
+    srv_upload_req u;
+    srv_err e;
+    if (!srv_upload_parse(&s->task, q->body, q->len, path_round, &u, &e))
+        return srv_reply_error(c, e.status, e.code, f, "%s", e.msg);
+    int ret = upload_commit(s, c, &u, f);
+    srv_upload_req_free(&u);
     return ret;
 }
 

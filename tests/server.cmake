@@ -7,3 +7,7 @@ add_dependencies(test_server pocketllm-server-mock)
 add_test(NAME server_load COMMAND sh ${CMAKE_SOURCE_DIR}/server-mock/loadtest.sh
     ${CMAKE_BINARY_DIR} 5000 4)
 set_tests_properties(server_load PROPERTIES LABELS slow TIMEOUT 180)
+
+# Fuzz the coordinator's parsers (task file, --faults, upload bodies).
+pk_add_fuzz(test_server_fuzz SOURCE ${CMAKE_CURRENT_SOURCE_DIR}/test_server_fuzz.c
+    LIBS pk_srvcore CORPUS ${CMAKE_SOURCE_DIR}/server-mock/fuzz-corpus)
