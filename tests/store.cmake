@@ -9,3 +9,7 @@ pk_add_test(test_store_crash SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_store_cras
 pk_add_test(test_store_crash_slow SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_store_crash.c
     LIBS pk_store pk_crypto PkgConfig::SQLITE LABELS slow TIMEOUT 900)
 target_compile_definitions(test_store_crash_slow PRIVATE PK_CRASH_TRIALS=20)
+pk_add_fuzz(fuzz_record SOURCE ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_record.c LIBS pk_store pk_crypto
+    CORPUS ${CMAKE_CURRENT_SOURCE_DIR}/corpus/store/record)
+pk_add_fuzz(fuzz_import SOURCE ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_import.c LIBS pk_store pk_crypto
+    CORPUS ${CMAKE_CURRENT_SOURCE_DIR}/corpus/store/import)
