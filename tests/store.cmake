@@ -13,3 +13,6 @@ pk_add_fuzz(fuzz_record SOURCE ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_record.c LIBS pk
     CORPUS ${CMAKE_CURRENT_SOURCE_DIR}/corpus/store/record)
 pk_add_fuzz(fuzz_import SOURCE ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_import.c LIBS pk_store pk_crypto
     CORPUS ${CMAKE_CURRENT_SOURCE_DIR}/corpus/store/import)
+pk_add_test(test_store_cli SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_store_cli.c
+    LIBS pk_store pk_crypto LABELS unit TIMEOUT 120)
+add_dependencies(test_store_cli pocketllm)

@@ -382,35 +382,33 @@ int cmd_data(int argc, char **argv)
                                        "--passphrase-file", NULL};
     static const char *const flags[] = {"--json", NULL};
     pk_store *s = NULL;
-    if (argc < 2 || argv[1][0] == '-') {
-        if (cli_help(argc, argv, data_help))
-            return CLI_OK;
+    if (cli_help(argc, argv, data_help))
+        return CLI_OK;
+    if (cli_check(argc, argv, vals, flags))
+        return CLI_USAGE;
+    /* The sub-command is the first positional argument: options (--home) may come before it. */
+    const char *sub = cli_positional(argc, argv, 0, vals);
+    if (!sub) {
         cli_error("data", "missing sub-command: list, show, forget or export (see --help)");
         return CLI_USAGE;
     }
-    const char *sub = argv[1];
-    argc--, argv++; /* argv[0] is now the sub-command */
-    if (cli_help(argc, argv, data_help))
-        return CLI_OK;
     if (strcmp(sub, "list") && strcmp(sub, "show") && strcmp(sub, "forget") &&
         strcmp(sub, "export")) {
         cli_error("data", "unknown sub-command '%s' (list, show, forget, export)", sub);
         return CLI_USAGE;
     }
-    if (cli_check(argc, argv, vals, flags))
-        return CLI_USAGE;
-    if (cli_positional(argc, argv, 0, vals)) {
-        cli_error(argv[0], "unexpected argument '%s'", cli_positional(argc, argv, 0, vals));
+    if (cli_positional(argc, argv, 1, vals)) {
+        cli_error("data", "unexpected argument '%s'", cli_positional(argc, argv, 1, vals));
         return CLI_USAGE;
     }
     long long limit = 10;
     if (cli_opt_long(argc, argv, "--limit", &limit) < 0 || limit < 0) {
         if (limit < 0)
-            cli_error(argv[0], "--limit must be >= 0");
+            cli_error("data", "--limit must be >= 0");
         return CLI_USAGE;
     }
     if (!strcmp(sub, "show") && !cli_opt(argc, argv, "--dataset")) {
-        cli_error(argv[0], "usage: pocketllm data show --dataset NAME [--limit N]");
+        cli_error("data", "usage: pocketllm data show --dataset NAME [--limit N]");
         return CLI_USAGE;
     }
     int rc = cli_open_store(argc, argv, &s);
