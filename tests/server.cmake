@@ -1,6 +1,7 @@
 # Coordinator tests (issue 5, server side): the server binary on 127.0.0.1 with ephemeral ports.
+find_package(Threads REQUIRED)
 pk_add_test(test_server SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_server.c
-    LIBS pk_srvproto PkgConfig::CJSON PkgConfig::SODIUM LABELS unit TIMEOUT 120)
+    LIBS pk_srvproto PkgConfig::CJSON PkgConfig::SODIUM Threads::Threads LABELS unit TIMEOUT 120)
 add_dependencies(test_server pocketllm-server-mock)
 
 # The load generator against a live coordinator (figures printed; correctness asserted, not speed).

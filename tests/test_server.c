@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -566,6 +567,74 @@ static void test_deadline(void)
     PK_CHECK_EQ(server_stop(&s, SIGTERM), 0);
 }
 
+/* ---- concurrency: the quorum is exact under parallel uploads -------------------------------- */
+
+typedef struct race_arg {
+    const server *s;
+    dev *devs;  /* [10] */
+    int ok, closed, other;
+} race_arg;
+
+static void *race_worker(void *p)
+{
+    race_arg *a = p;
+    pkp_pair pr[1] = {{2, 1.0f}};
+    for (int i = 0; i < 10; i++) {
+        char idem[32];
+        snprintf(idem, sizeof idem, "race-%s", a->devs[i].id);
+        char *body = upload_body(&a->devs[i], "demo", 1, idem, 1, pr, 1, 0);
+        cJSON *o = NULL;
+        int st = post_upload(a->s, 1, body, &o, NULL);
+        if (st == 200)
+            a->ok++;
+        else if (st == 409 && strcmp(err_code(o), "round_closed") == 0)
+            a->closed++;
+        else
+            a->other++;
+        cJSON_Delete(o);
+        free(body);
+    }
+    return NULL;
+}
+
+static void test_concurrent_quorum(void)
+{
+    char db[512], task[512];
+    server s;
+    enum { T = 4, QUORUM = 25 };
+    dev devs[T][10];
+    race_arg args[T];
+    pthread_t th[T];
+    snprintf(db, sizeof db, "%s/race.db", tmpdir);
+    snprintf(task, sizeof task, "%s/taskrace.json", tmpdir);
+    write_task(task, 4096, QUORUM, 600, 16);
+    PK_CHECK(server_start(&s, db, task, NULL));
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < 10; i++) {
+            dev_new(&devs[t][i], 100 + t * 10 + i);
+            PK_CHECK_EQ(dev_register(&s, &devs[t][i]), 201);
+        }
+    for (int t = 0; t < T; t++) {
+        args[t] = (race_arg){&s, devs[t], 0, 0, 0};
+        PK_CHECK(pthread_create(&th[t], NULL, race_worker, &args[t]) == 0);
+    }
+    int ok = 0, closed = 0, other = 0;
+    for (int t = 0; t < T; t++) {
+        pthread_join(th[t], NULL);
+        ok += args[t].ok, closed += args[t].closed, other += args[t].other;
+    }
+    PK_CHECK_EQ(ok, QUORUM);
+    PK_CHECK_EQ(closed, T * 10 - QUORUM);
+    PK_CHECK_EQ(other, 0);
+    cJSON *log = fetch_verified_log(&s, 1);
+    const cJSON *e = cJSON_GetArrayItem(cJSON_GetObjectItem(log, "entries"), 0);
+    PK_CHECK_EQ((long long)num(e, "uploads"), QUORUM);
+    PK_CHECK(coef_of(e, 2) == 1.0f);
+    cJSON_Delete(log);
+    check_task(&s, 2, 0);
+    PK_CHECK_EQ(server_stop(&s, SIGTERM), 0);
+}
+
 /* ---- faults ---------------------------------------------------------------------------------- */
 
 static void test_faults(void)
@@ -849,6 +918,7 @@ int main(void)
     test_api();
     test_restart();
     test_deadline();
+    test_concurrent_quorum();
     test_faults();
     test_hub();
     test_capture_and_bytes();
