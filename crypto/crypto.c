@@ -22,7 +22,11 @@ pk_status pk_crypto_global_init(void)
 
 void *pk_secure_alloc(size_t n)
 {
-    return sodium_malloc(n ? n : 1);
+    /* sodium_malloc places the block at the end of its page: round the size to 16 bytes so the
+     * pointer is aligned for any type. */
+    if (n > SIZE_MAX - 16)
+        return NULL;
+    return sodium_malloc(n ? (n + 15) & ~(size_t)15 : 16);
 }
 
 void pk_secure_free(void *p)

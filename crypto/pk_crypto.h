@@ -39,7 +39,8 @@ enum { PK_AD_EXAMPLE = 'E', PK_AD_CHECKPOINT = 'C', PK_AD_IDENTITY = 'I', PK_AD_
 /* sodium_init; call once from main (and from each test) before anything else here. */
 PK_NODISCARD pk_status pk_crypto_global_init(void);
 
-/* Secure memory: sodium_malloc (guard pages, mlock where allowed); NULL on failure.
+/* Secure memory: sodium_malloc (guard pages, mlock where allowed), 16-byte aligned; NULL on
+ * failure. Requires pk_crypto_global_init first (libsodium aborts otherwise).
  * pk_secure_free wipes and frees (NULL-safe). pk_secure_wipe zeroes n bytes (not optimized out). */
 void *pk_secure_alloc(size_t n);
 void pk_secure_free(void *p);
