@@ -622,7 +622,11 @@ pk_status pk_tokenizer_encode(const pk_tokenizer *t, const char *text, size_t le
     *n = 0;
     tok_ids out = {0};
     pk_status st = PK_OK;
-    tok_cache *cache = tok_cache_new(); /* NULL is fine: no caching */
+    if (len == 0 && !(add_special && (t->n_prefix || t->n_suffix)))
+        return PK_OK;
+    tok_cache *cache = tok_cache_new(len);
+    if (!cache)
+        return PK_ERR_NOMEM;
     for (size_t i = 0; add_special && i < t->n_prefix && st == PK_OK; i++)
         st = tok_ids_push(&out, t->prefix_ids[i]);
     size_t seg = 0, pos = 0;

@@ -70,7 +70,7 @@ typedef struct cache_ent {
 
 struct tok_cache {
     cache_ent *slots;          /* [cap] open addressing */
-    size_t cap, used;
+    size_t cap, used; /* cap: slots, a power of two, fixed at creation */
     char *arena;               /* keys + ids, 4-byte aligned */
     size_t arena_n, arena_cap; /* bytes */
     pcre2_match_data *md[TOK_MAX_PRE];
@@ -85,9 +85,16 @@ struct tok_cache {
     size_t norm_cap;
 };
 
-tok_cache *tok_cache_new(void)
+tok_cache *tok_cache_new(size_t text_len)
 {
-    return calloc(1, sizeof(tok_cache));
+    tok_cache *c = calloc(1, sizeof(tok_cache));
+    if (!c)
+        return NULL;
+    /* about one entry per 4 bytes of text, so short texts do not pay for a big table */
+    c->cap = 64;
+    while (c->cap < 8192 && c->cap * 4 < text_len)
+        c->cap *= 2;
+    return c;
 }
 
 void tok_cache_free(tok_cache *c)
@@ -130,7 +137,6 @@ static void cache_put(tok_cache *c, const char *w, size_t n, uint32_t h, const i
     if (n > CACHE_MAX_WORD || nids > CACHE_MAX_IDS)
         return;
     if (!c->slots) {
-        c->cap = 8192;
         c->slots = calloc(c->cap, sizeof *c->slots);
         c->arena_cap = c->cap * 32;
         c->arena = malloc(c->arena_cap);

@@ -156,7 +156,7 @@ PK_NODISCARD pk_status tok_ids_push(tok_ids *b, int32_t id);
 /* Encodes one plain stretch of text (no added tokens inside) into out (tokenizer_bpe.c).
  * cache is per call scratch (may be NULL). */
 typedef struct tok_cache tok_cache;
-tok_cache *tok_cache_new(void);
+tok_cache *tok_cache_new(size_t text_len);
 void tok_cache_free(tok_cache *c);
 PK_NODISCARD pk_status tok_encode_plain(const pk_tokenizer *t, const char *s, size_t n,
                                         int at_start, tok_cache *cache, tok_ids *out);
