@@ -1,7 +1,8 @@
 /* test_store_crash.c: kill -9 at random moments during a large import and during rekey, and a
  * full disk (RLIMIT_FSIZE in a child) during import. After each, the database must open, pass
  * PRAGMA integrity_check, and hold all of the import/rekey or none of it. PK_CRASH_TRIALS trials
- * each (3 in the unit suite, 20 in the slow one). */
+ * each (3 in the unit suite, 20 in the slow one). Also: import memory does not grow with the
+ * file size (streaming). */
 #include "pk_test.h"
 #include "store_test_util.h"
 
@@ -236,6 +237,54 @@ static void test_full_disk(void)
     pk_store_close(s);
 }
 
+/* Peak RSS of a child importing `lines` lines (bytes), or 0 on failure. */
+static size_t import_peak_rss(const char *dir, int lines, const char *name)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s.txt", dir, name);
+    FILE *f = fopen(path, "w");
+    for (int i = 0; i < lines; i++)
+        fprintf(f, "streaming line %d, about a hundred bytes long so the file is large enough "
+                   "to see growth\n", i);
+    fclose(f);
+    int fds[2];
+    size_t rss = 0;
+    if (pipe(fds) != 0)
+        return 0;
+    pid_t pid = fork();
+    if (pid == 0) {
+        pk_store *s = NULL;
+        char err[256];
+        int64_t n = 0;
+        pk_import_opts o = {PK_IMPORT_TXT, 0};
+        size_t r = 0;
+        if (pk_store_open(home, TEST_PASS, strlen(TEST_PASS), &s, err, sizeof err) == PK_OK &&
+            pk_store_import(s, path, name, o, &n) == PK_OK && n == lines)
+            r = pk_peak_rss_bytes();
+        pk_store_close(s);
+        if (write(fds[1], &r, sizeof r) != (ssize_t)sizeof r)
+            _exit(1);
+        _exit(0);
+    }
+    close(fds[1]);
+    if (read(fds[0], &rss, sizeof rss) != (ssize_t)sizeof rss)
+        rss = 0;
+    close(fds[0]);
+    waitpid(pid, NULL, 0);
+    unlink(path);
+    return rss;
+}
+
+static void test_constant_memory(const char *dir)
+{
+    size_t small = import_peak_rss(dir, 10000, "mem_small");
+    size_t large = import_peak_rss(dir, 100000, "mem_large"); /* ~10 MB more input */
+    PK_CHECK(small > 0 && large > 0);
+    fprintf(stderr, "import peak RSS: %.1f MB for 10k lines, %.1f MB for 100k lines\n",
+            (double)small / 1e6, (double)large / 1e6);
+    PK_CHECK(large < small + 4u * 1024 * 1024);
+}
+
 int main(void)
 {
     char tmp[256], err[256];
@@ -256,6 +305,7 @@ int main(void)
     test_kill_import();
     test_kill_rekey();
     test_full_disk();
+    test_constant_memory(tmp);
     rm_rf(tmp);
     return PK_TEST_DONE();
 }
