@@ -35,7 +35,8 @@ pk_status pkc_connect(const char *host, int port, double timeout_s, pkc_conn **o
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
         return PK_ERR_IO;
-    struct timeval tv = {(time_t)timeout_s, (suseconds_t)((timeout_s - (double)(time_t)timeout_s) * 1e6)};
+    struct timeval tv = {(time_t)timeout_s,
+                         (suseconds_t)((timeout_s - (double)(time_t)timeout_s) * 1e6)};
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
         close(fd);
@@ -152,17 +153,15 @@ fail:
     return PK_ERR_HTTP;
 }
 
-static pk_status send_request(pkc_conn *c, const char *method, const char *path,
-                              const char *extra, const void *body, size_t body_len,
-                              pkc_response *r)
+static pk_status send_request(pkc_conn *c, const char *method, const char *path, const char *extra,
+                              const void *body, size_t body_len, pkc_response *r)
 {
     size_t hcap = strlen(path) + (extra ? strlen(extra) : 0) + 256;
     char *h = malloc(hcap);
     if (!h)
         return PK_ERR_NOMEM;
-    int hl = snprintf(h, hcap,
-                      "%s %s HTTP/1.1\r\nHost: %s\r\n%s%sContent-Length: %zu\r\n\r\n", method,
-                      path, c->host, body ? "Content-Type: application/json\r\n" : "",
+    int hl = snprintf(h, hcap, "%s %s HTTP/1.1\r\nHost: %s\r\n%s%sContent-Length: %zu\r\n\r\n",
+                      method, path, c->host, body ? "Content-Type: application/json\r\n" : "",
                       extra ? extra : "", body_len);
     pk_status st = write_all(c, h, (size_t)hl);
     free(h);
@@ -172,9 +171,8 @@ static pk_status send_request(pkc_conn *c, const char *method, const char *path,
     return st;
 }
 
-pk_status pkc_request(pkc_conn *c, const char *method, const char *path,
-                      const char *extra_headers, const void *body, size_t body_len,
-                      pkc_response *r)
+pk_status pkc_request(pkc_conn *c, const char *method, const char *path, const char *extra_headers,
+                      const void *body, size_t body_len, pkc_response *r)
 {
     char *rest = NULL;
     size_t rest_len = 0;
@@ -186,9 +184,8 @@ pk_status pkc_request(pkc_conn *c, const char *method, const char *path,
     if (st != PK_OK)
         goto out;
     r->content_len = parse_content_length(r->head);
-    long long want = strcmp(method, "HEAD") == 0 || r->status == 204 || r->status == 304
-                         ? 0
-                         : r->content_len;
+    long long want =
+        strcmp(method, "HEAD") == 0 || r->status == 204 || r->status == 304 ? 0 : r->content_len;
     if (want < 0 || want > BODY_MAX) {
         st = PK_ERR_HTTP; /* the coordinator always sends Content-Length */
         goto out;

@@ -62,9 +62,9 @@ struct srv_db {
     sqlite3 *h;
     pthread_mutex_t mu;
     sqlite3_stmt *q[Q__COUNT];
-    srv_task task;  /* copy */
-    srv_round cur;  /* cache of the open round and log head */
-    double *acc;    /* [K] aggregation scratch */
+    srv_task task; /* copy */
+    srv_round cur; /* cache of the open round and log head */
+    double *acc;   /* [K] aggregation scratch */
 };
 
 static pk_status exec(srv_db *db, const char *sql)
@@ -91,8 +91,8 @@ static pk_status load_state(srv_db *db, double now)
     sqlite3_stmt *s = NULL;
     pk_status st = PK_ERR_DB;
     memset(&db->cur, 0, sizeof db->cur);
-    if (sqlite3_prepare_v2(db->h, "SELECT version, hash FROM log ORDER BY version DESC LIMIT 1",
-                           -1, &s, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(db->h, "SELECT version, hash FROM log ORDER BY version DESC LIMIT 1", -1,
+                           &s, NULL) != SQLITE_OK)
         goto out;
     if (sqlite3_step(s) == SQLITE_ROW) {
         db->cur.log_version = sqlite3_column_int64(s, 0);
@@ -122,8 +122,8 @@ static pk_status load_state(srv_db *db, double now)
     }
     sqlite3_finalize(s);
     s = NULL;
-    if (sqlite3_prepare_v2(db->h, "SELECT count(*) FROM uploads WHERE round = ?1", -1, &s,
-                           NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(db->h, "SELECT count(*) FROM uploads WHERE round = ?1", -1, &s, NULL) !=
+        SQLITE_OK)
         goto out;
     sqlite3_bind_int64(s, 1, db->cur.round);
     if (sqlite3_step(s) != SQLITE_ROW)
@@ -163,8 +163,10 @@ static pk_status check_task(srv_db *db, const srv_task *task, const char *task_j
     }
     have = srv_task_json_prefix(&stored);
     if (!have || strcmp(have, want) != 0) {
-        snprintf(err, errlen, "the database holds task \"%s\" with other settings than the "
-                 "--task file (task \"%s\"); use a new --db file", stored.task_id, task->task_id);
+        snprintf(err, errlen,
+                 "the database holds task \"%s\" with other settings than the "
+                 "--task file (task \"%s\"); use a new --db file",
+                 stored.task_id, task->task_id);
         st = PK_ERR_ARG;
         goto out;
     }
@@ -201,7 +203,10 @@ pk_status srv_db_open(const char *path, const srv_task *task, const char *task_j
     if (st != PK_OK)
         goto out;
     st = PK_ERR_DB;
-    if (exec(db, "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;") != PK_OK ||
+    if (exec(
+            db,
+            "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;") !=
+            PK_OK ||
         exec(db, schema) != PK_OK) {
         snprintf(err, errlen, "database %s: %s", path, sqlite3_errmsg(db->h));
         goto out;

@@ -74,8 +74,10 @@ pk_status srv_faults_parse(const char *spec, srv_faults *f, char *err, size_t er
         char shown[64];
         snprintf(shown, sizeof shown, "%s", it);
         if (!parse_item(it, f)) {
-            snprintf(err, errlen, "--faults: bad item \"%s\" (want delay=P:MSms, drop=P, 5xx=P, "
-                     "truncate=P, seed=N with P in [0,1])", shown);
+            snprintf(err, errlen,
+                     "--faults: bad item \"%s\" (want delay=P:MSms, drop=P, 5xx=P, "
+                     "truncate=P, seed=N with P in [0,1])",
+                     shown);
             st = PK_ERR_ARG;
             break;
         }

@@ -182,8 +182,8 @@ static int parse_range(const char *h, uint64_t size, uint64_t *a, uint64_t *b)
     return 1;
 }
 
-static int open_hub_file(const srv *s, const char *repo, size_t rlen, const char *rev,
-                         size_t vlen, const char *file, char *path, size_t cap, struct stat *st)
+static int open_hub_file(const srv *s, const char *repo, size_t rlen, const char *rev, size_t vlen,
+                         const char *file, char *path, size_t cap, struct stat *st)
 {
     snprintf(path, cap, "%s/%.*s/%.*s/%s", s->hub_dir, (int)rlen, repo, (int)vlen, rev, file);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -234,8 +234,8 @@ static int serve_file(srv *s, struct MHD_Connection *c, int fd, const char *path
         return MHD_NO;
     }
     *fb = (file_body){fd, a, f == SRV_FAULT_TRUNCATE ? len / 2 : len, len};
-    struct MHD_Response *r = MHD_create_response_from_callback(len, 65536, file_read, fb,
-                                                               file_free);
+    struct MHD_Response *r =
+        MHD_create_response_from_callback(len, 65536, file_read, fb, file_free);
     if (!r) {
         file_free(fb);
         return MHD_NO;
@@ -272,8 +272,8 @@ static int resolve(srv *s, struct MHD_Connection *c, const char *url, srv_fault 
     char path[4096], rv[256];
     struct stat st;
     snprintf(rv, sizeof rv, "%.*s", (int)(slash - rev), rev);
-    int fd = open_hub_file(s, repo, rlen, rev, (size_t)(slash - rev), slash + 1, path,
-                           sizeof path, &st);
+    int fd =
+        open_hub_file(s, repo, rlen, rev, (size_t)(slash - rev), slash + 1, path, sizeof path, &st);
     if (fd < 0)
         return srv_reply_error(c, 404, "not_found", f, "no file %s in the hub", url);
     return serve_file(s, c, fd, path, &st, rv, f);

@@ -20,17 +20,17 @@
 typedef struct srv_task {
     char task_id[PKP_MAX_NAME + 1];
     char base_model_hash[129];
-    uint32_t pool_size;          /* K, 1..65535 */
+    uint32_t pool_size; /* K, 1..65535 */
     uint8_t pool_seed[32];
-    char z_kind[16];             /* "gaussian" | "rademacher" */
+    char z_kind[16]; /* "gaussian" | "rademacher" */
     float lr, eps;
     int local_steps, batch_size;
     char trainable[64];
-    int quorum;                  /* uploads that close a round */
-    double deadline_s;           /* seconds a round stays open (if it has an upload) */
+    int quorum;        /* uploads that close a round */
+    double deadline_s; /* seconds a round stays open (if it has an upload) */
     double max_abs_g;
     int64_t max_examples;
-    double dp_clip, dp_noise;    /* 0 = off */
+    double dp_clip, dp_noise; /* 0 = off */
 } srv_task;
 
 /* Parses and validates a task file's JSON; err names the key at fault. */
@@ -41,18 +41,18 @@ char *srv_task_json_prefix(const srv_task *t);
 
 /* ---- upload bodies (upload.c) ------------------------------------------------------------ */
 typedef struct srv_err {
-    unsigned status;   /* HTTP status */
-    const char *code;  /* protocol error code (static) */
+    unsigned status;  /* HTTP status */
+    const char *code; /* protocol error code (static) */
     char msg[256];
 } srv_err;
 
 typedef struct srv_upload_req {
     char task_id[PKP_MAX_NAME + 1];
-    int task_ok;                      /* task_id is this coordinator's */
+    int task_ok; /* task_id is this coordinator's */
     int64_t round, examples;
     char device_id[PKP_DEVICE_ID_LEN + 1];
     char idem[PKP_MAX_NAME + 1];
-    uint8_t *updates;                 /* packed, validated (owned) */
+    uint8_t *updates; /* packed, validated (owned) */
     size_t updates_len;
     uint8_t sig[64];
 } srv_upload_req;
@@ -67,10 +67,10 @@ void srv_upload_req_free(srv_upload_req *u); /* NULL-safe */
 typedef struct srv_db srv_db;
 
 typedef struct srv_round {
-    int64_t round;          /* the open round (== log_version + 1) */
-    double opened_at;       /* Unix seconds */
-    double deadline;        /* Unix seconds */
-    int64_t uploads;        /* accepted in the open round */
+    int64_t round;    /* the open round (== log_version + 1) */
+    double opened_at; /* Unix seconds */
+    double deadline;  /* Unix seconds */
+    int64_t uploads;  /* accepted in the open round */
     int64_t log_version;
     uint8_t head[PKP_HASH_BYTES];
 } srv_round;
@@ -127,8 +127,7 @@ typedef enum srv_fault {
     SRV_FAULT_TRUNCATE, /* handle, then send half the body and close */
 } srv_fault;
 
-PK_NODISCARD pk_status srv_faults_parse(const char *spec, srv_faults *f, char *err,
-                                        size_t errlen);
+PK_NODISCARD pk_status srv_faults_parse(const char *spec, srv_faults *f, char *err, size_t errlen);
 /* Draws the faults of the next request: *delay_ms (0 = none) and the kind. */
 srv_fault srv_faults_draw(srv_faults *f, double *delay_ms);
 
@@ -138,12 +137,12 @@ typedef struct srv_hash_cache srv_hash_cache;
 typedef struct srv {
     srv_task task;
     srv_db *db;
-    const char *hub_dir;        /* borrowed, may be NULL */
-    const char *capture_dir;    /* borrowed, may be NULL */
+    const char *hub_dir;     /* borrowed, may be NULL */
+    const char *capture_dir; /* borrowed, may be NULL */
     int faults_on;
     srv_faults faults;
     atomic_uint_fast64_t n_requests;
-    srv_hash_cache *hashes;     /* sha256 of hub files */
+    srv_hash_cache *hashes; /* sha256 of hub files */
 } srv;
 
 double srv_wall_now(void);

@@ -24,12 +24,12 @@ typedef struct lg_opts {
 
 typedef struct lg_job {
     const lg_opts *o;
-    char **bodies;             /* [uploads] request bodies */
-    char path[64];             /* upload path */
-    atomic_int next;           /* next body index */
-    double t_end;              /* monotonic deadline */
-    double *lat_ms;            /* [uploads] latency of each sent upload, -1 if not sent */
-    int *status;               /* [uploads] HTTP status, 0 on transport failure */
+    char **bodies;   /* [uploads] request bodies */
+    char path[64];   /* upload path */
+    atomic_int next; /* next body index */
+    double t_end;    /* monotonic deadline */
+    double *lat_ms;  /* [uploads] latency of each sent upload, -1 if not sent */
+    int *status;     /* [uploads] HTTP status, 0 on transport failure */
     atomic_llong bytes_out, bytes_in;
     const char *method;
 } lg_job;
@@ -173,8 +173,8 @@ static void report(const char *what, const lg_job *j, double secs, int ok_status
 }
 
 /* GET /v1/task: task_id, round, pool size, quorum. */
-static int fetch_task(const lg_opts *o, char task_id[PKP_MAX_NAME + 1], long long *round,
-                      int *K, long long *quorum)
+static int fetch_task(const lg_opts *o, char task_id[PKP_MAX_NAME + 1], long long *round, int *K,
+                      long long *quorum)
 {
     pkc_conn *c = NULL;
     pkc_response r = {0};
@@ -215,8 +215,8 @@ static char *make_upload(const lg_dev *d, const char *task, long long round, int
     char idem[48], sighex[129];
     uint32_t step = (uint32_t)K / (uint32_t)(seeds ? seeds : 1);
     for (int i = 0; i < seeds && i < K; i++) {
-        p[n].k = (uint16_t)(((uint32_t)i * (step ? step : 1) + salt % (step ? step : 1)) %
-                            (uint32_t)K);
+        p[n].k =
+            (uint16_t)(((uint32_t)i * (step ? step : 1) + salt % (step ? step : 1)) % (uint32_t)K);
         p[n].v = (float)((int)(randombytes_uniform(2001)) - 1000) * 1e-3f;
         if (n == 0 || p[n].k > p[n - 1].k)
             n++;
@@ -241,8 +241,8 @@ static char *make_upload(const lg_dev *d, const char *task, long long round, int
     return body;
 }
 
-static int prepare(const lg_opts *o, lg_job *reg, lg_job *up, const char *task,
-                   long long round, int K)
+static int prepare(const lg_opts *o, lg_job *reg, lg_job *up, const char *task, long long round,
+                   int K)
 {
     lg_dev d;
     char hex[65];
@@ -278,8 +278,10 @@ int main(int argc, char **argv)
     if (!fetch_task(&o, task, &round, &K, &quorum))
         return 1;
     if (quorum < o.uploads)
-        fprintf(stderr, "pocketllm-loadgen: warning: quorum %lld < %d uploads: the round will "
-                "close and later uploads get 409\n", quorum, o.uploads);
+        fprintf(stderr,
+                "pocketllm-loadgen: warning: quorum %lld < %d uploads: the round will "
+                "close and later uploads get 409\n",
+                quorum, o.uploads);
     size_t n = (size_t)o.uploads;
     lg_job reg = {.o = &o, .method = "POST"}, up = {.o = &o, .method = "POST"};
     reg.bodies = calloc(n, sizeof *reg.bodies), up.bodies = calloc(n, sizeof *up.bodies);

@@ -148,8 +148,10 @@ const char *pkp_check_updates(const uint8_t *bytes, size_t len, uint32_t K, doub
             return "seed_not_in_pool";
         }
         if ((long)p.k <= prev) {
-            snprintf(msg, msglen, "updates[%zu]: seed index %u does not follow %ld (must be "
-                     "strictly ascending)", i, (unsigned)p.k, prev);
+            snprintf(msg, msglen,
+                     "updates[%zu]: seed index %u does not follow %ld (must be "
+                     "strictly ascending)",
+                     i, (unsigned)p.k, prev);
             return "unsorted_updates";
         }
         prev = p.k;

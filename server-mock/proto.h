@@ -10,10 +10,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PKP_DEVICE_ID_LEN 17  /* "d" + 16 hex chars */
-#define PKP_MAX_NAME      64  /* task_id, idempotency_key: 1..64 chars of [A-Za-z0-9._-] */
-#define PKP_PAIR_BYTES    6   /* u16le index || f32le value */
-#define PKP_HASH_BYTES    32  /* BLAKE2b-256 */
+#define PKP_DEVICE_ID_LEN 17 /* "d" + 16 hex chars */
+#define PKP_MAX_NAME      64 /* task_id, idempotency_key: 1..64 chars of [A-Za-z0-9._-] */
+#define PKP_PAIR_BYTES    6  /* u16le index || f32le value */
+#define PKP_HASH_BYTES    32 /* BLAKE2b-256 */
 
 typedef struct pkp_pair {
     uint16_t k; /* pool index */

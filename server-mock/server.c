@@ -19,11 +19,11 @@
 #include <time.h>
 
 typedef struct req {
-    char *body;        /* collected request body (NUL-terminated) */
-    size_t len, cap;   /* bytes */
-    size_t limit;      /* body cap for this route */
+    char *body;      /* collected request body (NUL-terminated) */
+    size_t len, cap; /* bytes */
+    size_t limit;    /* body cap for this route */
     int too_big;
-    int answered;      /* a response was queued early (413 by Content-Length) */
+    int answered; /* a response was queued early (413 by Content-Length) */
     srv_fault fault;
     double delay_ms;
     uint64_t id;
@@ -150,8 +150,8 @@ static cJSON *parse_body(struct MHD_Connection *c, const req *q, srv_fault f, in
 }
 
 /* A string member: NULL after queueing a 400 (missing or wrong type). */
-static const char *want_str(struct MHD_Connection *c, const cJSON *o, const char *key,
-                            srv_fault f, int *ret)
+static const char *want_str(struct MHD_Connection *c, const cJSON *o, const char *key, srv_fault f,
+                            int *ret)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v) {
@@ -272,8 +272,10 @@ static int submit_answer(struct MHD_Connection *c, srv_submit_result res, const 
     case SRV_SUB_REPEAT:
         return srv_reply(c, 200, response, f);
     case SRV_SUB_IDEM_CONFLICT:
-        return srv_reply_error(c, 409, "idempotency_conflict", f, "idempotency key %s was used "
-                               "by device %s for a different upload", u->idem, u->device_id);
+        return srv_reply_error(c, 409, "idempotency_conflict", f,
+                               "idempotency key %s was used "
+                               "by device %s for a different upload",
+                               u->idem, u->device_id);
     case SRV_SUB_ROUND_CLOSED:
         return srv_reply_error(c, 409, "round_closed", f, "round %lld is closed",
                                (long long)u->round);
@@ -281,8 +283,10 @@ static int submit_answer(struct MHD_Connection *c, srv_submit_result res, const 
         return srv_reply_error(c, 409, "round_not_open", f, "round %lld is not open yet",
                                (long long)u->round);
     case SRV_SUB_DUPLICATE:
-        return srv_reply_error(c, 409, "duplicate_upload", f, "device %s already uploaded in "
-                               "round %lld", u->device_id, (long long)u->round);
+        return srv_reply_error(c, 409, "duplicate_upload", f,
+                               "device %s already uploaded in "
+                               "round %lld",
+                               u->device_id, (long long)u->round);
     }
     return srv_reply_error(c, 500, "internal", f, "unknown submit result");
 }
@@ -301,16 +305,17 @@ static int upload_commit(srv *s, struct MHD_Connection *c, const srv_upload_req 
                                u->device_id);
     if (st != PK_OK)
         return srv_reply_error(c, 500, "internal", f, "database error");
-    if (pkp_upload_msg(u->task_id, (uint64_t)u->round, u->device_id, u->idem,
-                       (uint64_t)u->examples, u->updates, u->updates_len, &msg, &mlen) != PK_OK)
+    if (pkp_upload_msg(u->task_id, (uint64_t)u->round, u->device_id, u->idem, (uint64_t)u->examples,
+                       u->updates, u->updates_len, &msg, &mlen) != PK_OK)
         return srv_reply_error(c, 500, "internal", f, "out of memory");
     if (crypto_sign_verify_detached(u->sig, msg, mlen, pk) != 0) {
         free(msg);
-        return srv_reply_error(c, 401, "bad_signature", f, "signature does not verify for "
-                               "device %s", u->device_id);
+        return srv_reply_error(c, 401, "bad_signature", f,
+                               "signature does not verify for "
+                               "device %s",
+                               u->device_id);
     }
-    srv_upload up = {u->round, u->device_id, u->idem, u->examples, u->updates, u->updates_len,
-                     {0}};
+    srv_upload up = {u->round, u->device_id, u->idem, u->examples, u->updates, u->updates_len, {0}};
     pkp_blake2b(msg, mlen, up.msg_hash);
     free(msg);
     tick(s);
@@ -323,8 +328,7 @@ static int upload_commit(srv *s, struct MHD_Connection *c, const srv_upload_req 
     return ret;
 }
 
-static int h_upload(srv *s, struct MHD_Connection *c, const req *q, int64_t path_round,
-                    srv_fault f)
+static int h_upload(srv *s, struct MHD_Connection *c, const req *q, int64_t path_round, srv_fault f)
 {
     srv_upload_req u;
     srv_err e;
@@ -385,8 +389,8 @@ static int route(srv *s, struct MHD_Connection *c, const char *url, const char *
                 strcmp(url, "/v1/task") == 0 || strcmp(url, "/v1/log") == 0 || round >= 0 ||
                 strncmp(url, "/v1/tasks/", 10) == 0;
     if (known)
-        return srv_reply_error(c, 405, "method_not_allowed", f, "%s is not allowed on %s",
-                               method, url);
+        return srv_reply_error(c, 405, "method_not_allowed", f, "%s is not allowed on %s", method,
+                               url);
     if (strncmp(url, "/v1/", 4) != 0 && (get || method_is(method, "HEAD")))
         return srv_hub_handle(s, c, method, url, f);
     return srv_reply_error(c, 404, "not_found", f, "no such endpoint: %s %s", method, url);
@@ -399,8 +403,8 @@ static void capture(const srv *s, const req *q, const char *method, const char *
     for (const char *p = url; *p && o + 1 < sizeof name; p++)
         name[o++] = (*p == '/' || *p == '.') ? '_' : *p;
     name[o] = '\0';
-    snprintf(path, sizeof path, "%s/%06llu-%s-%s.body", s->capture_dir,
-             (unsigned long long)q->id, method, name);
+    snprintf(path, sizeof path, "%s/%06llu-%s-%s.body", s->capture_dir, (unsigned long long)q->id,
+             method, name);
     FILE *fp = fopen(path, "wb");
     if (!fp) {
         pk_log(PK_LOG_WARN, "capture: cannot write %s", path);
@@ -446,8 +450,10 @@ static int first_call(srv *s, struct MHD_Connection *c, const char *url, void **
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
     if (cl && strtoull(cl, NULL, 10) > q->limit) {
         q->too_big = q->answered = 1;
-        return srv_reply_error(c, 413, "body_too_large", SRV_FAULT_NONE, "the body (%s bytes) "
-                               "exceeds the limit of %zu bytes for %s", cl, q->limit, url);
+        return srv_reply_error(c, 413, "body_too_large", SRV_FAULT_NONE,
+                               "the body (%s bytes) "
+                               "exceeds the limit of %zu bytes for %s",
+                               cl, q->limit, url);
     }
     return MHD_YES;
 }
@@ -477,10 +483,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     if (q->fault == SRV_FAULT_5XX)
         return srv_reply_error(c, 503, "injected_fault", SRV_FAULT_NONE,
-                               "fault injected (--faults); retry") == MHD_YES ? MHD_YES : MHD_NO;
+                               "fault injected (--faults); retry") == MHD_YES
+                   ? MHD_YES
+                   : MHD_NO;
     if (q->too_big)
-        return srv_reply_error(c, 413, "body_too_large", q->fault, "the body exceeds the limit "
-                               "of %zu bytes for %s", q->limit, url) == MHD_YES ? MHD_YES : MHD_NO;
+        return srv_reply_error(c, 413, "body_too_large", q->fault,
+                               "the body exceeds the limit "
+                               "of %zu bytes for %s",
+                               q->limit, url) == MHD_YES
+                   ? MHD_YES
+                   : MHD_NO;
     return route(s, c, url, method, q, q->fault) == MHD_YES ? MHD_YES : MHD_NO;
 }
 
@@ -520,12 +532,12 @@ struct MHD_Daemon *srv_start(srv *s, const char *host, int port, int threads, in
     if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
         return NULL;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
-    struct MHD_Daemon *d = MHD_start_daemon(
-        flags, (uint16_t)port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)60, MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-        MHD_OPTION_END);
+    struct MHD_Daemon *d =
+        MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
+                         (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
+                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_CONNECTION_LIMIT,
+                         (unsigned)4096, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
     if (!d)
         return NULL;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);

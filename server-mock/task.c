@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int get_num(const cJSON *o, const char *key, int required, double lo, double hi,
-                   double *out, char *err, size_t errlen)
+static int get_num(const cJSON *o, const char *key, int required, double lo, double hi, double *out,
+                   char *err, size_t errlen)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v) {
@@ -26,8 +26,8 @@ static int get_num(const cJSON *o, const char *key, int required, double lo, dou
     return 1;
 }
 
-static int get_int(const cJSON *o, const char *key, int required, double lo, double hi,
-                   double *out, char *err, size_t errlen)
+static int get_int(const cJSON *o, const char *key, int required, double lo, double hi, double *out,
+                   char *err, size_t errlen)
 {
     if (!get_num(o, key, required, lo, hi, out, err, errlen))
         return 0;
@@ -38,8 +38,8 @@ static int get_int(const cJSON *o, const char *key, int required, double lo, dou
     return 1;
 }
 
-static int get_str(const cJSON *o, const char *key, int required, char *out, size_t cap,
-                   char *err, size_t errlen)
+static int get_str(const cJSON *o, const char *key, int required, char *out, size_t cap, char *err,
+                   size_t errlen)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v) {
@@ -61,8 +61,8 @@ static int parse_fields(const cJSON *o, srv_task *t, char *err, size_t errlen)
     double k = 0, lr = 0, eps = 0, steps = 0, batch = 8, quorum = 0, dl = 0;
     double maxg = 1e6, maxex = 1e6;
     int ok = get_str(o, "task_id", 1, t->task_id, sizeof t->task_id, err, errlen) &&
-             get_str(o, "base_model_hash", 1, t->base_model_hash, sizeof t->base_model_hash,
-                     err, errlen) &&
+             get_str(o, "base_model_hash", 1, t->base_model_hash, sizeof t->base_model_hash, err,
+                     errlen) &&
              get_int(o, "pool_size", 1, 1, 65535, &k, err, errlen) &&
              get_str(o, "pool_seed", 1, seed_hex, sizeof seed_hex, err, errlen) &&
              get_str(o, "z_kind", 0, t->z_kind, sizeof t->z_kind, err, errlen) &&
@@ -79,7 +79,8 @@ static int parse_fields(const cJSON *o, srv_task *t, char *err, size_t errlen)
         return 0;
     for (const char *c = t->base_model_hash; *c; c++) {
         if (*c < 0x21 || *c > 0x7e || *c == '"' || *c == '\\') {
-            snprintf(err, errlen, "task: key \"base_model_hash\" must be printable ASCII "
+            snprintf(err, errlen,
+                     "task: key \"base_model_hash\" must be printable ASCII "
                      "without quotes or backslashes");
             return 0;
         }

@@ -38,8 +38,7 @@ static const char *want_str(const cJSON *o, const char *key, srv_err *e)
     return v->valuestring;
 }
 
-static int want_int(const cJSON *o, const char *key, double lo, double hi, int64_t *out,
-                    srv_err *e)
+static int want_int(const cJSON *o, const char *key, double lo, double hi, int64_t *out, srv_err *e)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v)
@@ -59,8 +58,8 @@ static int want_int(const cJSON *o, const char *key, double lo, double hi, int64
 static int copy_name(const char *key, const char *v, char *out, size_t cap, srv_err *e)
 {
     if (!pkp_name_ok(v) || strlen(v) >= cap)
-        return fail(e, 400, "bad_field", "field \"%s\" must be 1..%zu chars of [A-Za-z0-9._-]",
-                    key, cap - 1);
+        return fail(e, 400, "bad_field", "field \"%s\" must be 1..%zu chars of [A-Za-z0-9._-]", key,
+                    cap - 1);
     memcpy(out, v, strlen(v) + 1);
     return 1;
 }
@@ -95,14 +94,14 @@ static int packed_fields(const srv_task *t, const cJSON *o, srv_upload_req *u, s
     const char *sig = want_str(o, "signature", e);
     if (!sig)
         return 0;
-    pk_status st = pkp_b64_decode(b64, (size_t)t->pool_size * PKP_PAIR_BYTES, &u->updates,
-                                  &u->updates_len);
+    pk_status st =
+        pkp_b64_decode(b64, (size_t)t->pool_size * PKP_PAIR_BYTES, &u->updates, &u->updates_len);
     if (st == PK_ERR_LIMIT)
         return fail(e, 400, "out_of_range", "updates: more pairs than the pool has seeds (%u)",
                     (unsigned)t->pool_size);
     if (st != PK_OK)
-        return fail(e, st == PK_ERR_NOMEM ? 500 : 400, st == PK_ERR_NOMEM ? "internal" : "bad_field",
-                    "updates: not valid base64");
+        return fail(e, st == PK_ERR_NOMEM ? 500 : 400,
+                    st == PK_ERR_NOMEM ? "internal" : "bad_field", "updates: not valid base64");
     const char *code = pkp_check_updates(u->updates, u->updates_len, t->pool_size, t->max_abs_g,
                                          e->msg, sizeof e->msg);
     if (code) {
@@ -129,8 +128,10 @@ int srv_upload_parse(const srv_task *t, const char *body, size_t len, int64_t pa
     if (!scalar_fields(t, o, u, e))
         goto out;
     if (u->round != path_round) {
-        fail(e, 400, "bad_field", "field \"round\" (%lld) differs from the round in the path "
-             "(%lld)", (long long)u->round, (long long)path_round);
+        fail(e, 400, "bad_field",
+             "field \"round\" (%lld) differs from the round in the path "
+             "(%lld)",
+             (long long)u->round, (long long)path_round);
         goto out;
     }
     if (!packed_fields(t, o, u, e))

@@ -10,5 +10,8 @@ add_test(NAME server_load COMMAND sh ${CMAKE_SOURCE_DIR}/server-mock/loadtest.sh
 set_tests_properties(server_load PROPERTIES LABELS slow TIMEOUT 180)
 
 # Fuzz the coordinator's parsers (task file, --faults, upload bodies).
+# libFuzzer adds what it finds to its first corpus folder: give it a copy in the build tree.
+file(COPY ${CMAKE_SOURCE_DIR}/server-mock/fuzz-corpus/ DESTINATION
+    ${CMAKE_BINARY_DIR}/fuzz-corpus-server)
 pk_add_fuzz(test_server_fuzz SOURCE ${CMAKE_CURRENT_SOURCE_DIR}/test_server_fuzz.c
-    LIBS pk_srvcore CORPUS ${CMAKE_SOURCE_DIR}/server-mock/fuzz-corpus)
+    LIBS pk_srvcore CORPUS ${CMAKE_BINARY_DIR}/fuzz-corpus-server)

@@ -8,20 +8,20 @@
 #include "pk_test.h"
 #include "proto.h"
 
+#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <sys/socket.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -222,8 +222,7 @@ static char *upload_body(const dev *d, const char *task, long long round, const 
     return body;
 }
 
-static int post_upload(const server *s, long long round, const char *body, cJSON **out,
-                       char **raw)
+static int post_upload(const server *s, long long round, const char *body, cJSON **out, char **raw)
 {
     char path[64];
     pkc_response r;
@@ -266,8 +265,8 @@ static void test_vectors(void)
     free(b64);
     char msg[128];
     PK_CHECK(pkp_check_updates(packed, 12, 8, 10.0, msg, sizeof msg) == NULL);
-    PK_CHECK(strcmp(pkp_check_updates(packed, 12, 7, 10.0, msg, sizeof msg),
-                    "seed_not_in_pool") == 0);
+    PK_CHECK(strcmp(pkp_check_updates(packed, 12, 7, 10.0, msg, sizeof msg), "seed_not_in_pool") ==
+             0);
     PK_CHECK(strcmp(pkp_check_updates(packed, 12, 8, 1.0, msg, sizeof msg), "out_of_range") == 0);
     PK_CHECK(strcmp(pkp_check_updates(packed, 11, 8, 10.0, msg, sizeof msg), "bad_field") == 0);
 }
@@ -379,8 +378,7 @@ static void test_rejections(const server *s, const dev *d, const dev *stranger)
     expect_reject(s, 1, upload_body(stranger, "demo", 1, "f2", 10, ok, 2, 0), 403,
                   "unknown_device");
     expect_reject(s, 1, upload_body(d, "demo", 1, "f3", 10, nan_v, 1, 0), 400, "non_finite");
-    expect_reject(s, 1, upload_body(d, "demo", 1, "f4", 10, big_k, 1, 0), 400,
-                  "seed_not_in_pool");
+    expect_reject(s, 1, upload_body(d, "demo", 1, "f4", 10, big_k, 1, 0), 400, "seed_not_in_pool");
     expect_reject(s, 1, upload_body(d, "demo", 1, "f5", 10, unsorted, 2, 0), 400,
                   "unsorted_updates");
     pkp_pair huge[1] = {{5, 5000.0f}};
@@ -611,7 +609,7 @@ static void test_deadline(void)
 
 typedef struct race_arg {
     const server *s;
-    dev *devs;  /* [10] */
+    dev *devs; /* [10] */
     int ok, closed, other;
 } race_arg;
 
@@ -684,8 +682,7 @@ static void test_faults(void)
     snprintf(db, sizeof db, "%s/faults.db", tmpdir);
     snprintf(task, sizeof task, "%s/taskf.json", tmpdir);
     write_task(task, 4096, 1, 600, 16);
-    const char *extra[] = {"--faults", "delay=0.2:60ms,drop=0.2,5xx=0.2,truncate=0.2,seed=3",
-                           NULL};
+    const char *extra[] = {"--faults", "delay=0.2:60ms,drop=0.2,5xx=0.2,truncate=0.2,seed=3", NULL};
     PK_CHECK(server_start(&s, db, task, extra));
     int n5xx = 0, ndrop = 0, ntrunc = 0, nok = 0, ndelay = 0;
     for (int i = 0; i < 60; i++) {
@@ -855,7 +852,8 @@ static void test_hub(void)
     PK_CHECK_EQ(server_stop(&s, SIGTERM), 0);
 }
 
-/* ---- capture and bytes per round -------------------------------------------------------------- */
+/* ---- capture and bytes per round --------------------------------------------------------------
+ */
 
 static int dir_count(const char *dir, const char *needle, long long *total)
 {
@@ -934,8 +932,10 @@ static void test_capture_and_bytes(void)
         PK_CHECK_EQ(r.status, 200);
         up[i] += r.bytes_out, down[i] += r.bytes_in;
         pkc_response_free(&r);
-        fprintf(stderr, "bytes per device per round (K=4096, %d devices x %d seeds, HTTP "
-                "headers included): up %zu, down %zu\n", DEVICES, STEPS, up[i], down[i]);
+        fprintf(stderr,
+                "bytes per device per round (K=4096, %d devices x %d seeds, HTTP "
+                "headers included): up %zu, down %zu\n",
+                DEVICES, STEPS, up[i], down[i]);
         PK_CHECK(up[i] <= 16384 && down[i] <= 16384);
     }
     long long total = 0;
