@@ -460,7 +460,7 @@ pk_status pk_objective_loss(pk_objective *o, pk_model *m, const pk_perturb *pert
             cnt += o->seq_count[r];
         *loss = mean;
         if (acc)
-            *acc = NAN;
+            *acc = (double)NAN;
         if (tokens)
             *tokens = cnt;
         return PK_OK;
@@ -537,8 +537,8 @@ pk_status pk_objective_eval(pk_objective *o, pk_model *m, size_t B, double *loss
     free(idx);
     if (st != PK_OK)
         return st;
-    *loss = w > 0 ? sum / w : NAN;
-    *acc = o->kind == PK_OBJ_LM ? NAN : asum / (double)o->n;
+    *loss = w > 0 ? sum / w : (double)NAN;
+    *acc = o->kind == PK_OBJ_LM ? (double)NAN : asum / (double)o->n;
     return PK_OK;
 }
 

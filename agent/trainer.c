@@ -102,7 +102,7 @@ pk_status pk_train(pk_store *s, const pk_train_config *cfg_in, int64_t resume_ru
     pk_status st;
     memset(&ri, 0, sizeof ri);
     memset(res, 0, sizeof *res);
-    res->last_loss = NAN;
+    res->last_loss = (double)NAN;
 
     if (resume_run > 0) {
         st = pk_store_run_get(s, resume_run, &ri);

@@ -204,7 +204,7 @@ static void draw_bar(pk_progress *p, double now, int final)
     fmt_duration(final ? s.elapsed : s.eta, eta, sizeof eta);
     if (isfinite(p->ema))
         snprintf(loss, sizeof loss, " loss %.4f", p->ema);
-    char tail[160];
+    char tail[256]; /* five fields of under 32 bytes and a few words */
     if (p->total > 0)
         snprintf(tail, sizeof tail, " %s/%s%s %s %s %s", done, total, loss, rate,
                  final ? "in" : "ETA", eta);
