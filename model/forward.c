@@ -80,8 +80,8 @@ static void linear(pk_model *m, const pk_perturb *pert, const float *x, int ldx,
     int in = (int)(conv ? w->rows : w->cols), out = (int)(conv ? w->cols : w->rows);
     float beta = accumulate ? 1.0f : 0.0f;
     if (w->dtype == PK_DTYPE_F32 && !pk_is_perturbed(m, pert, wi)) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, conv ? CblasNoTrans : CblasTrans, N, out, in,
-                    1.0f, x, ldx, w->data, conv ? out : in, beta, y, ldy);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, conv ? CblasNoTrans : CblasTrans, N, out, in, 1.0f,
+                    x, ldx, w->data, conv ? out : in, beta, y, ldy);
     } else if (!conv) {
         /* x (N,in) @ Wblk^T (nr,in) -> y[:, r0:r0+nr] */
         int R = (int)(m->wscr_n / (size_t)in);
@@ -305,6 +305,8 @@ pk_status pk_reserve(pk_model *m, int B, int T, int Tk)
     wbig = ffn > wbig ? ffn : wbig;
     wbig = 2 * c->H > wbig ? 2 * c->H : wbig;
     wbig = c->proj > wbig ? c->proj : wbig;
+    int Hh = pk_head_dim(m);
+    wbig = Hh + 64 > wbig ? Hh + 64 : wbig;
     size_t maxcols = 1, vmax = (size_t)(c->V > c->H ? c->V : c->H);
     for (size_t i = 0; i < m->n_t; i++) {
         const pk_tensor *t = &m->t[i];
@@ -325,8 +327,9 @@ pk_status pk_reserve(pk_model *m, int B, int T, int Tk)
     m->wscr = grow(m, m->wscr, m->wscr_n * 4, &fail);
     m->vmax = vmax;
     m->vscr = grow(m, m->vscr, 2 * vmax * 4, &fail);
-    m->lrows = c->V < WROWS ? c->V : WROWS;
-    m->lblk = grow(m, m->lblk, N * (size_t)m->lrows * 4, &fail);
+    /* the LM-head logits block lives in big, after the gathered hidden rows [N, Hh] */
+    m->lrows = wbig - Hh < WROWS ? wbig - Hh : WROWS;
+    m->lrows = c->V < m->lrows ? c->V : m->lrows;
     m->lmax = grow(m, m->lmax, N * 8, &fail);
     m->lsum = grow(m, m->lsum, N * 8, &fail);
     m->lse = grow(m, m->lse, N * 8, &fail);
@@ -580,7 +583,7 @@ void pk_lm_head(pk_model *m, const pk_perturb *pert, const float *h, int M, doub
             fetch_block(m, pert, m->head_w, (size_t)v0, (size_t)nr, m->wscr);
             wb = m->wscr;
         }
-        float *dst = full ? full + v0 : m->lblk;
+        float *dst = full ? full + v0 : h == m->big ? m->big + (size_t)M * Hh : m->big;
         int ld = full ? V : nr;
         /* logits (M, nr) = h (M, Hh) @ Wblk^T (nr, Hh) */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, nr, Hh, 1.0f, h, Hh, wb, Hh, 0.0f,
@@ -669,9 +672,9 @@ pk_status pk_model_loss(pk_model *m, const pk_batch *b, const uint8_t *target_ma
     return PK_OK;
 }
 
-static pk_status select_common(pk_model *m, const pk_batch *b, const pk_perturb *pert,
-                               size_t n_sel, const int32_t *sel_b, const int32_t *sel_t,
-                               size_t n_ids, const int32_t *ids, float *out, int logprob)
+static pk_status select_common(pk_model *m, const pk_batch *b, const pk_perturb *pert, size_t n_sel,
+                               const int32_t *sel_b, const int32_t *sel_t, size_t n_ids,
+                               const int32_t *ids, float *out, int logprob)
 {
     pk_status st = check_batch(m, b, 0);
     if (st != PK_OK)
@@ -749,46 +752,52 @@ double pk_model_forward_flops(const pk_model *m, int B, int T)
 
 double pk_model_bench_sgemm(const pk_model *m, int B, int T, int reps)
 {
-    int N = B * T;
-    /* distinct (out, in) shapes of the layers and the head */
-    int shapes[16][2], ns = 0;
+    /* the GEMMs of one block (each linear once, as every block is the same) and of the LM head,
+     * which runs as ceil(V / lrows) GEMMs of (N, lrows, Hh), exactly as the forward pass does */
+    size_t N = (size_t)B * (size_t)T;
+    int shapes[16][3], ns = 0; /* out, in, count */
     const pk_layer *y = &m->layers[0];
-    int w[] = {y->q_w, y->k_w, y->v_w, y->o_w, y->gate_w, y->fc1_w, y->fc2_w, m->head_w};
-    size_t maxe = 0;
+    int w[] = {y->q_w,   y->k_w,   y->v_w,     y->o_w,      y->gate_w,
+               y->fc1_w, y->fc2_w, m->proj_in, m->proj_out, m->hd_dense_w};
+    size_t maxa = 0, maxb = 0, maxc = 0;
     for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) {
         if (w[i] < 0)
             continue;
         const pk_tensor *t = &m->t[w[i]];
-        int o = (int)(m->conv1d && w[i] != m->head_w ? t->cols : t->rows);
-        int in = (int)(m->conv1d && w[i] != m->head_w ? t->rows : t->cols);
-        int seen = 0;
-        for (int s = 0; s < ns; s++)
-            seen |= shapes[s][0] == o && shapes[s][1] == in;
-        if (!seen) {
-            shapes[ns][0] = o;
-            shapes[ns][1] = in;
-            ns++;
-        }
-        size_t e = (size_t)o * in;
-        maxe = e > maxe ? e : maxe;
-        e = (size_t)N * (size_t)(o > in ? o : in);
-        maxe = e > maxe ? e : maxe;
+        shapes[ns][0] = (int)(m->conv1d ? t->cols : t->rows);
+        shapes[ns][1] = (int)(m->conv1d ? t->rows : t->cols);
+        shapes[ns][2] = 1;
+        ns++;
     }
-    float *a = malloc(maxe * 4), *bm = malloc(maxe * 4), *cm = malloc(maxe * 4);
+    int lr = m->lrows > 0 ? m->lrows : 256, Hh = pk_head_dim(m);
+    shapes[ns][0] = lr;
+    shapes[ns][1] = Hh;
+    shapes[ns][2] = (m->cfg.V + lr - 1) / lr;
+    ns++;
+    for (int s = 0; s < ns; s++) {
+        size_t o = (size_t)shapes[s][0], in = (size_t)shapes[s][1];
+        maxa = N * in > maxa ? N * in : maxa;
+        maxb = o * in > maxb ? o * in : maxb;
+        maxc = N * o > maxc ? N * o : maxc;
+    }
+    float *a = malloc(maxa * 4), *bm = malloc(maxb * 4), *cm = malloc(maxc * 4);
     double best = 0;
     if (!a || !bm || !cm)
         goto out;
-    for (size_t i = 0; i < maxe; i++) {
+    for (size_t i = 0; i < maxa; i++)
         a[i] = (float)((i * 2654435761u) % 1000) * 0.001f - 0.5f;
+    for (size_t i = 0; i < maxb; i++)
         bm[i] = (float)((i * 40503u) % 1000) * 0.001f - 0.5f;
-    }
+    memset(cm, 0, maxc * 4);
     for (int r = 0; r < reps; r++) {
         double flops = 0, t0 = pk_time_now();
         for (int s = 0; s < ns; s++) {
             int o = shapes[s][0], in = shapes[s][1];
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, o, in, 1.0f, a, in, bm, in,
-                        0.0f, cm, o);
-            flops += 2.0 * N * o * in;
+            for (int k = 0; k < shapes[s][2]; k++) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, o, in, 1.0f, a, in, bm,
+                            in, 0.0f, cm, o);
+                flops += 2.0 * (double)N * o * in;
+            }
         }
         double g = flops / (pk_time_now() - t0) / 1e9;
         best = g > best ? g : best;

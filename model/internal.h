@@ -104,7 +104,6 @@ struct pk_model {
     size_t wscr_n;
     float *vscr;  /* [2, vmax] widened vectors (norm weight | bias) */
     size_t vmax;
-    float *lblk;  /* [N, lrows] LM-head logits block */
     int lrows;
     double *lmax, *lsum, *lse; /* [N] online log-sum-exp */
     float *pick;         /* [N] picked target logits */

@@ -665,7 +665,6 @@ void pk_model_free(pk_model *m)
     free(m->att);
     free(m->wscr);
     free(m->vscr);
-    free(m->lblk);
     free(m->lmax);
     free(m->lsum);
     free(m->lse);
