@@ -7,5 +7,6 @@
 #include "pk_common.h"
 #include "pk_ui.h"
 #include "pk_mezo.h"
+#include "pk_sync.h"
 
 #endif /* PK_AGENT_H */

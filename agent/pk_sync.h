@@ -164,6 +164,25 @@ PK_NODISCARD pk_status pk_sync_round(pk_store *s, const pk_sync_params *p,
                                      const pk_sync_model_ops *ops, pk_sync_report *rep, char *err,
                                      size_t errlen);
 
+/* ---- the real model behind the ops (sync_mezo.c) ------------------------------------------- */
+
+/* A MeZO model for pk_sync_round: the base model loaded from model_dir, its trainable tensors
+ * snapshotted (reset restores them: memory for one extra copy of the trainable weights), and,
+ * if dataset != NULL, an lm objective over that dataset of the store (batches of `batch`
+ * examples of up to seq_len tokens, drawn from a fresh random shuffle per session).
+ * s, model_dir, dataset, trainable borrowed ("all", "bitfit" or a regex; NULL = "all").
+ * *out owned (pk_sync_mezo_free). err names the file / dataset on failure. */
+typedef struct pk_sync_mezo pk_sync_mezo;
+PK_NODISCARD pk_status pk_sync_mezo_open(pk_store *s, const char *model_dir, const char *dataset,
+                                         const char *trainable, int batch, int seq_len,
+                                         pk_sync_mezo **out, char *err, size_t errlen);
+void pk_sync_mezo_free(pk_sync_mezo *x); /* NULL-safe */
+/* The ops to pass to pk_sync_round (user = x, borrowed). */
+pk_sync_model_ops pk_sync_mezo_ops(pk_sync_mezo *x);
+/* The model (view, valid until pk_sync_mezo_free): after pk_sync_round it holds the global
+ * model (base + replayed log), e.g. to save or evaluate it. */
+struct pk_model *pk_sync_mezo_model(pk_sync_mezo *x);
+
 /* Seed k of the pool derived from the 32-byte pool_seed (PROTOCOL 2). Pure. */
 uint64_t pk_sync_pool_seed(const uint8_t pool_seed[32], uint32_t k);
 
