@@ -3,3 +3,11 @@ pk_add_test(test_rng SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_rng.c LABELS unit 
 pk_add_test(test_mezo SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_mezo.c
     LIBS pk_agent pk_model pk_store pk_crypto PkgConfig::CJSON PkgConfig::SODIUM OpenMP::OpenMP_C
     LABELS unit TIMEOUT 300)
+set(PK_MEZO_TRAINER_LIBS pk_agent pk_model pk_store pk_crypto PkgConfig::CJSON PkgConfig::SODIUM
+    PkgConfig::SQLITE OpenMP::OpenMP_C)
+pk_add_test(test_trainer SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_trainer.c
+    LIBS ${PK_MEZO_TRAINER_LIBS} LABELS unit TIMEOUT 300)
+# 300 steps of lm fine-tuning on demo/data (the done-when test); same binary, "long" mode
+add_test(NAME test_trainer_300 COMMAND test_trainer long)
+set_tests_properties(test_trainer_300 PROPERTIES LABELS slow TIMEOUT 900
+    ENVIRONMENT "PK_SHARED_DIR=${PK_SHARED_DIR};PK_BUILD_DIR=${CMAKE_BINARY_DIR};OMP_NUM_THREADS=2")

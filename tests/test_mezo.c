@@ -7,6 +7,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <sodium.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -452,6 +453,8 @@ static void test_step_spsa_and_determinism(void)
 
 int main(void)
 {
+    if (sodium_init() < 0)
+        return 1;
     test_probe_vs_reference_gradient();
     test_update_formula_and_threads();
     test_f16_update();

@@ -1,0 +1,360 @@
+/* test_trainer.c: MeZO runs through the encrypted store (agent/trainer.c, run.c): lm fine-tuning
+ * of stories260k on the demo's "Pip" text lowers the held-out loss; run-to-run determinism;
+ * replay (base + checkpoint + log) equals the live weights with any thread count; kill -9 in the
+ * middle of a run then --resume ends with the same weights as an uninterrupted run; Ctrl-C
+ * (the interrupt flag) stops at a step boundary.
+ * argv[1] = "long": the 300-step variant (label slow); default: a short unit variant. */
+#include "pk_mezo.h"
+#include "pk_test.h"
+#include "pk_ui.h"
+
+#include <math.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "store_test_util.h"
+
+#define STORIES PK_SHARED_DIR "/testdata/models/stories260k"
+
+static char home[512];
+
+static pk_store *open_store(void)
+{
+    pk_store *s = NULL;
+    char err[256] = "";
+    pk_status st = pk_store_open(home, TEST_PASS, strlen(TEST_PASS), &s, err, sizeof err);
+    if (st != PK_OK) {
+        fprintf(stderr, "FATAL: open %s: %s\n", home, err);
+        exit(1);
+    }
+    return s;
+}
+
+static pk_train_config base_config(int64_t steps)
+{
+    pk_train_config c = pk_train_config_default();
+    snprintf(c.model_dir, sizeof c.model_dir, "%s", STORIES);
+    strcpy(c.dataset, "pip");
+    c.objective = PK_OBJ_LM;
+    c.steps = steps;
+    c.batch = 8;
+    c.seq_len = 64;
+    c.mezo.lr = 2e-4f; /* the demo's rate: 1e-3 diverges on this 260k-parameter model */
+    c.mezo.eps = 1e-3f;
+    c.mezo.seed = 2024;
+    c.mezo.steps_total = steps;
+    c.checkpoint_every = 0;
+    return c;
+}
+
+static pk_status run(const pk_train_config *c, int64_t resume, const pk_train_hooks *h,
+                     pk_train_result *r)
+{
+    pk_store *s = open_store();
+    char err[512] = "";
+    pk_status st = pk_train(s, c, resume, h, r, err, sizeof err);
+    if (st != PK_OK)
+        fprintf(stderr, "pk_train: %s\n", err);
+    pk_store_close(s);
+    return st;
+}
+
+static double heldout_loss(pk_model *m)
+{
+    pk_store *s = open_store();
+    pk_objective *o = NULL;
+    char err[256] = "";
+    pk_train_config c = base_config(1);
+    double loss = NAN, acc = 0;
+    PK_CHECK(pk_objective_from_store(s, "pip-heldout", m, STORIES, &c, &o, err, sizeof err) ==
+             PK_OK);
+    if (o != NULL)
+        PK_CHECK(pk_objective_eval(o, m, 8, &loss, &acc) == PK_OK);
+    pk_objective_free(o);
+    pk_store_close(s);
+    return loss;
+}
+
+static void hash_of_run(int64_t run_id, int threads, char hex[65])
+{
+    pk_store *s = open_store();
+    pk_model *m = NULL;
+    char err[256] = "";
+    int old = pk_threads_get();
+    pk_threads_set(threads);
+    PK_CHECK(pk_run_materialize(s, run_id, &m, err, sizeof err) == PK_OK);
+    pk_threads_set(old);
+    hex[0] = 0;
+    if (m != NULL)
+        PK_CHECK(pk_weights_hash(m, hex) == PK_OK);
+    pk_model_free(m);
+    pk_store_close(s);
+}
+
+static void test_learns(int64_t steps)
+{
+    pk_train_config c = base_config(steps);
+    c.checkpoint_every = steps / 3;
+    strcpy(c.eval_dataset, "pip-heldout");
+    c.eval_every = steps;
+    pk_train_result r;
+    double t0 = pk_time_now();
+    PK_CHECK(run(&c, 0, NULL, &r) == PK_OK);
+    double dt = pk_time_now() - t0;
+    PK_CHECK_EQ(r.steps_done, steps);
+    pk_store *s = open_store();
+    pk_model *base = NULL, *tuned = NULL;
+    char err[256] = "", hex[65];
+    PK_CHECK(pk_model_load(STORIES, pk_model_default_params(), &base, err, sizeof err) == PK_OK);
+    PK_CHECK(pk_run_materialize(s, r.run_id, &tuned, err, sizeof err) == PK_OK);
+    pk_store_close(s);
+    PK_CHECK(pk_weights_hash(tuned, hex) == PK_OK && !strcmp(hex, r.final_hash));
+    double before = heldout_loss(base), after = heldout_loss(tuned);
+    fprintf(stderr, "%lld steps in %.1f s: held-out loss %.4f -> %.4f\n", (long long)steps, dt,
+            before, after);
+    PK_CHECK(after < before);
+    if (steps >= 300)
+        PK_CHECK(after < before - 0.05);
+    pk_model_free(base);
+    pk_model_free(tuned);
+    /* the eval point was logged */
+    s = open_store();
+    int64_t *es = NULL;
+    double *el = NULL, *ea = NULL;
+    size_t ne = 0;
+    PK_CHECK(pk_store_eval_read(s, r.run_id, &es, &el, &ea, &ne) == PK_OK);
+    PK_CHECK(ne >= 1 && es[ne - 1] == steps && fabs(el[ne - 1] - after) < 1e-9);
+    free(es);
+    free(el);
+    free(ea);
+    pk_store_close(s);
+}
+
+typedef struct killer {
+    int64_t at;
+    int interrupt; /* 1: raise the interrupt flag instead of SIGKILL */
+} killer;
+
+static void kill_at(void *user, int64_t step, int64_t total, const pk_step_row *rows, int q)
+{
+    const killer *k = user;
+    (void)total;
+    (void)rows;
+    (void)q;
+    if (step + 1 == k->at) {
+        if (k->interrupt)
+            pk_interrupt_raise();
+        else
+            raise(SIGKILL);
+    }
+}
+
+/* The settings of the determinism / replay / resume runs (also those of the killed child). */
+static pk_train_config resume_config(void)
+{
+    pk_train_config c = base_config(24);
+    c.mezo.spsa_q = 2;
+    c.accumulate = 2;
+    c.batch = 4;
+    c.mezo.weight_decay = 0.01f;
+    c.mezo.schedule = PK_SCHEDULE_COSINE;
+    c.mezo.warmup = 3;
+    c.checkpoint_every = 7;
+    return c;
+}
+
+/* The child of the kill -9 test: a fresh process image (fork alone would inherit a parent whose
+ * OpenMP pool is gone in the child, and libgomp then waits forever), killed after step 10. */
+static int killed_child(const char *dir)
+{
+    snprintf(home, sizeof home, "%s", dir);
+    pk_threads_set(2);
+    pk_train_config c = resume_config();
+    killer k = {10, 0};
+    pk_train_hooks h = {&k, kill_at, NULL, NULL};
+    pk_train_result r;
+    (void)run(&c, 0, &h, &r);
+    return 3; /* not reached: kill_at raised SIGKILL */
+}
+
+static void test_determinism_replay_resume(void)
+{
+    pk_train_config c = resume_config();
+    pk_train_result a, b, d;
+    pk_threads_set(2);
+    PK_CHECK(run(&c, 0, NULL, &a) == PK_OK);
+    PK_CHECK(run(&c, 0, NULL, &b) == PK_OK);
+    /* run-to-run determinism */
+    PK_CHECK(strlen(a.final_hash) == 64 && !strcmp(a.final_hash, b.final_hash));
+    PK_CHECK(a.run_id != b.run_id);
+    /* replay = base + checkpoint(21) + 3 logged steps, any thread count */
+    char h1[65], h2[65];
+    hash_of_run(a.run_id, 1, h1);
+    hash_of_run(a.run_id, 2, h2);
+    PK_CHECK(!strcmp(h1, a.final_hash));
+    PK_CHECK(!strcmp(h2, a.final_hash));
+
+    /* kill -9 after step 10 is logged, then resume */
+    int64_t killed_run = 0;
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/proc/self/exe", "test_trainer", "killed-child", home, (char *)NULL);
+        _exit(4);
+    }
+    int status = 0;
+    PK_CHECK(waitpid(pid, &status, 0) == pid);
+    PK_CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    pk_store *s = open_store();
+    int64_t *ids = NULL, n = 0;
+    PK_CHECK(pk_store_run_list(s, &ids, &n) == PK_OK);
+    if (n > 0)
+        killed_run = ids[0]; /* newest first */
+    free(ids);
+    pk_run_info ri;
+    memset(&ri, 0, sizeof ri);
+    PK_CHECK(pk_store_run_get(s, killed_run, &ri) == PK_OK);
+    PK_CHECK_EQ(ri.steps_done, 10);
+    PK_CHECK(!strcmp(ri.status, "running"));
+    pk_run_info_clear(&ri);
+    pk_store_close(s);
+    pk_threads_set(1); /* resume with another thread count */
+    PK_CHECK(run(&c, killed_run, NULL, &d) == PK_OK);
+    pk_threads_set(2);
+    PK_CHECK_EQ(d.run_id, killed_run);
+    PK_CHECK_EQ(d.steps_done, 24);
+    PK_CHECK(!strcmp(d.final_hash, a.final_hash));
+
+    /* interrupt flag: stops at a step boundary with status "stopped"; resume finishes */
+    killer k = {5, 1};
+    pk_train_hooks h = {&k, kill_at, NULL, NULL};
+    pk_train_result e, f;
+    PK_CHECK(run(&c, 0, &h, &e) == PK_OK);
+    pk_interrupt_clear();
+    PK_CHECK(e.interrupted == 1 && e.steps_done == 5);
+    s = open_store();
+    memset(&ri, 0, sizeof ri);
+    PK_CHECK(pk_store_run_get(s, e.run_id, &ri) == PK_OK);
+    PK_CHECK(!strcmp(ri.status, "stopped") && ri.steps_done == 5);
+    pk_run_info_clear(&ri);
+    pk_store_close(s);
+    PK_CHECK(run(&c, e.run_id, NULL, &f) == PK_OK);
+    PK_CHECK(!strcmp(f.final_hash, a.final_hash));
+
+    /* a different seed gives different weights (the hash is not constant) */
+    pk_train_config c2 = c;
+    c2.mezo.seed = 7;
+    pk_train_result g;
+    PK_CHECK(run(&c2, 0, NULL, &g) == PK_OK);
+    PK_CHECK(strcmp(g.final_hash, a.final_hash) != 0);
+}
+
+static void test_bad_inputs(void)
+{
+    pk_train_config c = base_config(2);
+    pk_train_result r;
+    pk_store *s = open_store();
+    char err[512] = "";
+    strcpy(c.dataset, "nope");
+    PK_CHECK(pk_train(s, &c, 0, NULL, &r, err, sizeof err) == PK_ERR_NOTFOUND);
+    PK_CHECK(strstr(err, "nope") != NULL);
+    c = base_config(2);
+    strcpy(c.trainable, "([");
+    PK_CHECK(pk_train(s, &c, 0, NULL, &r, err, sizeof err) == PK_ERR_ARG);
+    PK_CHECK(strstr(err, "--trainable") != NULL);
+    c = base_config(2);
+    c.objective = PK_OBJ_CLASSIFY;
+    strcpy(c.template_, "{text} It was");
+    strcpy(c.labels, " good, bad");
+    PK_CHECK(pk_train(s, &c, 0, NULL, &r, err, sizeof err) == PK_ERR_FORMAT);
+    PK_CHECK(strstr(err, "label") != NULL);
+    PK_CHECK(pk_train(s, &c, 999999, NULL, &r, err, sizeof err) == PK_ERR_NOTFOUND);
+    PK_CHECK(strstr(err, "999999") != NULL);
+    pk_store_close(s);
+}
+
+static void test_classify(void)
+{
+    /* a tiny labelled set: texts about Pip (label 1 = " yes") or not (0 = " no") */
+    pk_store *s = open_store();
+    static const char *const texts[] = {
+        "Pip ran to the park with his red ball.", "The sun was hot and the sky was blue.",
+        "Pip barked at the snowman.", "Tom ate an apple under the tree."};
+    for (int i = 0; i < 4; i++) {
+        pk_example e;
+        memset(&e, 0, sizeof e);
+        e.text = texts[i];
+        e.label = (i % 2 == 0) ? "1" : " no";
+        PK_CHECK(pk_store_example_add(s, "cls", &e, NULL) == PK_OK);
+    }
+    pk_model *m = NULL;
+    pk_objective *o = NULL;
+    char err[256] = "";
+    PK_CHECK(pk_model_load(STORIES, pk_model_default_params(), &m, err, sizeof err) == PK_OK);
+    pk_train_config c = base_config(2);
+    c.objective = PK_OBJ_CLASSIFY;
+    strcpy(c.template_, "{text} Is it about Pip?");
+    strcpy(c.labels, " no, yes");
+    PK_CHECK(pk_objective_from_store(s, "cls", m, STORIES, &c, &o, err, sizeof err) == PK_OK);
+    double loss = 0, acc = -1;
+    if (o != NULL) {
+        PK_CHECK(pk_objective_eval(o, m, 3, &loss, &acc) == PK_OK);
+        /* CE over 2 options is positive and finite; accuracy a multiple of 1/4 */
+        PK_CHECK(loss > 0 && isfinite(loss));
+        PK_CHECK(acc >= 0 && acc <= 1 && fabs(acc * 4 - floor(acc * 4 + 0.5)) < 1e-9);
+        /* -accuracy objective: loss == -accuracy */
+        pk_objective_free(o);
+        o = NULL;
+        c.objective = PK_OBJ_ACCURACY;
+        PK_CHECK(pk_objective_from_store(s, "cls", m, STORIES, &c, &o, err, sizeof err) == PK_OK);
+        double l2 = 0, a2 = 0;
+        PK_CHECK(o != NULL && pk_objective_eval(o, m, 4, &l2, &a2) == PK_OK);
+        PK_CHECK_NEAR(l2, -acc, 1e-12);
+        PK_CHECK_NEAR(a2, acc, 1e-12);
+    }
+    pk_objective_free(o);
+    pk_model_free(m);
+    pk_store_close(s);
+}
+
+int main(int argc, char **argv)
+{
+    int long_run = argc > 1 && !strcmp(argv[1], "long");
+    if (sodium_init() < 0)
+        return 1;
+    if (argc > 2 && !strcmp(argv[1], "killed-child"))
+        return killed_child(argv[2]);
+    char err[512] = "";
+    make_tmp_home(home, sizeof home, "trainer");
+    rm_rf(home);
+    if (pk_store_init(home, TEST_PASS, strlen(TEST_PASS), tiny_params(), err, sizeof err) !=
+        PK_OK) {
+        fprintf(stderr, "FATAL: init %s: %s\n", home, err);
+        return 1;
+    }
+    pk_store *s = open_store();
+    pk_import_opts io = {PK_IMPORT_TXT, 0};
+    int64_t n1 = 0, n2 = 0;
+    if (pk_store_import(s, PK_SOURCE_DIR "/demo/data/train.txt", "pip", io, &n1) != PK_OK ||
+        pk_store_import(s, PK_SOURCE_DIR "/demo/data/heldout.txt", "pip-heldout", io, &n2) !=
+            PK_OK) {
+        fprintf(stderr, "FATAL: importing demo/data: %s\n", pk_store_errmsg(s));
+        return 1;
+    }
+    pk_store_close(s);
+    PK_CHECK(n1 >= 100 && n2 >= 10);
+    if (long_run) {
+        test_learns(300);
+    } else {
+        test_learns(40);
+        test_determinism_replay_resume();
+        test_bad_inputs();
+        test_classify();
+    }
+    rm_rf(home);
+    return PK_TEST_DONE();
+}
