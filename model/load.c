@@ -2,8 +2,8 @@
  * the architecture needs with its shape), tensor accessors, pk_model_save and model info.
  * The forward pass lives in forward.c, generation in gen.c. */
 #include <errno.h>
-#include <stdarg.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,9 +235,8 @@ static void bind(loader *ld, int *slot, int is_bn, int ndim, int64_t d0, int64_t
             snprintf(exp, sizeof exp, "[%lld]", (long long)d0);
         else
             snprintf(exp, sizeof exp, "[%lld, %lld]", (long long)d0, (long long)d1);
-        pk_seterr(ld->err, ld->errlen,
-                  "%s: tensor %s has shape [%s] but config.json implies %s", ld->first_file, name,
-                  got, exp);
+        pk_seterr(ld->err, ld->errlen, "%s: tensor %s has shape [%s] but config.json implies %s",
+                  ld->first_file, name, got, exp);
         ld->bad = 1;
         ld->st = PK_ERR_FORMAT;
         return;
@@ -326,7 +325,8 @@ static void bind_opt(loader *ld, pk_model *m)
             bind(ld, &y->ln2_b, 1, 1, c->H, 0, "%s.layers.%d.final_layer_norm.bias", p, l);
         }
         static const char *const qkvo[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
-        int *w[] = {&y->q_w, &y->k_w, &y->v_w, &y->o_w}, *b[] = {&y->q_b, &y->k_b, &y->v_b, &y->o_b};
+        int *w[] = {&y->q_w, &y->k_w, &y->v_w, &y->o_w},
+            *b[] = {&y->q_b, &y->k_b, &y->v_b, &y->o_b};
         for (int i = 0; i < 4; i++) {
             bind(ld, w[i], 0, 2, c->H, c->H, "%s.layers.%d.self_attn.%s.weight", p, l, qkvo[i]);
             if (c->qkv_bias)
@@ -418,8 +418,8 @@ static void init_indices(pk_model *m)
     m->hd_dense_w = m->hd_dense_b = m->hd_ln_w = m->hd_ln_b = -1;
     for (int l = 0; l < m->cfg.L; l++) {
         pk_layer *y = &m->layers[l];
-        int *f[] = {&y->ln1_w, &y->ln1_b, &y->ln2_w, &y->ln2_b, &y->q_w,   &y->q_b,
-                    &y->k_w,   &y->k_b,   &y->v_w,   &y->v_b,   &y->o_w,   &y->o_b,
+        int *f[] = {&y->ln1_w,  &y->ln1_b,  &y->ln2_w, &y->ln2_b, &y->q_w,   &y->q_b,
+                    &y->k_w,    &y->k_b,    &y->v_w,   &y->v_b,   &y->o_w,   &y->o_b,
                     &y->gate_w, &y->gate_b, &y->fc1_w, &y->fc1_b, &y->fc2_w, &y->fc2_b};
         for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
             *f[i] = -1;
@@ -438,7 +438,7 @@ static pk_status finish_tensors(loader *ld, pk_model *m)
         free(newidx);
         return PK_ERR_NOMEM;
     }
-    size_t k = 0;
+    size_t k = 0, n_copied = 0;
     for (size_t i = 0; i < ld->n; i++) {
         const entry *e = &ld->e[i];
         if (!e->slot_used) {
@@ -462,11 +462,32 @@ static pk_status finish_tensors(loader *ld, pk_model *m)
         t->cols = t->rows ? t->numel / t->rows : 0;
         t->key = pk_rng_tensor_key(t->name);
         t->data = e->data;
+        t->owned = NULL;
+        size_t esz = pk_dtype_size(t->dtype);
+        if ((uintptr_t)t->data % esz != 0) {
+            /* The format does not require aligned offsets (writers pad the header so they are);
+             * the kernels load whole elements, so a misaligned tensor gets an aligned copy. */
+            size_t nb = t->numel * esz;
+            t->owned = malloc(nb ? nb : 1);
+            if (!t->owned) {
+                m->n_t = k + 1; /* so pk_model_free frees the names and copies made so far */
+                free(newidx);
+                return PK_ERR_NOMEM;
+            }
+            memcpy(t->owned, t->data, nb);
+            t->data = t->owned;
+            n_copied++;
+        }
         t->is_bias_or_norm = (e->slot_used & 2) != 0;
         m->weight_bytes += t->numel * pk_dtype_size(t->dtype);
         newidx[i] = k++;
     }
     m->n_t = k;
+    if (n_copied > 0)
+        pk_log(PK_LOG_WARN,
+               "model: %zu tensor(s) misaligned in the safetensors file: copied to "
+               "aligned memory (re-save the file to avoid the copy)",
+               n_copied);
     for (size_t s = 0; s < ld->n_slots; s++)
         *ld->slots[s] = (int)newidx[ld->slot_entry[s]];
     free(newidx);
@@ -525,8 +546,8 @@ static pk_status map_weights(loader *ld, const char *dir)
     }
     for (const cJSON *it = wm->child; it; it = it->next) {
         if (!cJSON_IsString(it) || strchr(it->valuestring, '/') || it->valuestring[0] == '.') {
-            pk_seterr(ld->err, ld->errlen, "%s: key \"weight_map.%s\": not a shard file name",
-                      path, it->string ? it->string : "?");
+            pk_seterr(ld->err, ld->errlen, "%s: key \"weight_map.%s\": not a shard file name", path,
+                      it->string ? it->string : "?");
             free(shards);
             goto out;
         }
@@ -651,8 +672,10 @@ void pk_model_free(pk_model *m)
     for (int i = 0; i < m->n_maps; i++)
         munmap(m->maps[i].base, m->maps[i].len);
     free(m->maps);
-    for (size_t i = 0; i < m->n_t; i++)
+    for (size_t i = 0; i < m->n_t; i++) {
         free(m->t[i].name);
+        free(m->t[i].owned);
+    }
     free(m->t);
     free(m->layers);
     free(m->dir);

@@ -1,6 +1,8 @@
 /* test_model_errors.c: malformed model directories, generated here in a temp dir. Each must fail
  * with one clear message naming the file and the tensor/key, never crash (run under ASan in CI).
- * Also: a sharded checkpoint (model.safetensors.index.json) loads and equals the single file. */
+ * Also: a sharded checkpoint (model.safetensors.index.json) loads and equals the single file, and
+ * a file whose header length is not a multiple of 8 (every tensor misaligned) loads and equals
+ * the aligned one (the loader copies misaligned tensors; found by fuzz_model under UBSan). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,7 +171,8 @@ static void run_cases(void)
         char *p = strstr(cfg, "\"intermediate_size\": 24");
         p[strlen("\"intermediate_size\": ") + 1] = '8';
         copy_with(base, "shape_vs_config", st, sl, cfg, d, sizeof d);
-        expect_fail(d, PK_ERR_FORMAT, "model.safetensors", "gate_proj.weight has shape [24, 16] but config.json implies [28, 16]");
+        expect_fail(d, PK_ERR_FORMAT, "model.safetensors",
+                    "gate_proj.weight has shape [24, 16] but config.json implies [28, 16]");
     }
     /* missing tensor: a valid file without model.norm.weight */
     copy_with(base, "missing_tensor", NULL, 0, NULL, d, sizeof d);
@@ -242,8 +245,9 @@ static void check_sharded(void)
         es[i].dtype = PK_DTYPE_F32;
         es[i].ndim = ti.ndim;
         memcpy(es[i].shape, ti.shape, sizeof ti.shape);
-        il += (size_t)snprintf(idx + il, sizeof idx - il, "%s\"%s\": \"model-0000%d-of-00002.safetensors\"",
-                               i ? ", " : "", ti.name, i < half ? 1 : 2);
+        il += (size_t)snprintf(idx + il, sizeof idx - il,
+                               "%s\"%s\": \"model-0000%d-of-00002.safetensors\"", i ? ", " : "",
+                               ti.name, i < half ? 1 : 2);
     }
     snprintf(idx + il, sizeof idx - il, "}}");
     size_t cl = 0;
@@ -286,12 +290,52 @@ static void check_sharded(void)
     pk_model_free(m2);
 }
 
+static void check_misaligned(void)
+{
+    char base[512], d[512], err[512] = "";
+    snprintf(base, sizeof base, "%s/base", tmp);
+    size_t n = 0;
+    unsigned char *st = (unsigned char *)read_file(base, "model.safetensors", &n);
+    PK_CHECK(st != NULL && n > 8);
+    if (!st)
+        return;
+    uint64_t hl = 0;
+    for (int i = 0; i < 8; i++)
+        hl |= (uint64_t)st[i] << (8 * i);
+    /* one more space after the header JSON: the data area starts 1 byte later */
+    unsigned char *mis = malloc(n + 1);
+    memcpy(mis, st, 8 + hl);
+    mis[8 + hl] = ' ';
+    memcpy(mis + 9 + hl, st + 8 + hl, n - 8 - hl);
+    for (int i = 0; i < 8; i++)
+        mis[i] = (unsigned char)((hl + 1) >> (8 * i));
+    copy_with(base, "misaligned", mis, n + 1, NULL, d, sizeof d);
+    pk_model *a = NULL, *b = NULL;
+    PK_CHECK(pk_model_load(base, pk_model_default_params(), &a, err, sizeof err) == PK_OK);
+    PK_CHECK(pk_model_load(d, pk_model_default_params(), &b, err, sizeof err) == PK_OK);
+    if (a && b) {
+        int32_t ids[4] = {3, 14, 15, 92}, len = 4;
+        pk_batch bt = {1, 4, ids, &len, NULL};
+        float *l1 = malloc(4 * 100 * 4), *l2 = malloc(4 * 100 * 4);
+        PK_CHECK(pk_model_logits(a, &bt, NULL, l1) == PK_OK);
+        PK_CHECK(pk_model_logits(b, &bt, NULL, l2) == PK_OK);
+        PK_CHECK(memcmp(l1, l2, 4 * 100 * 4) == 0);
+        free(l1);
+        free(l2);
+    }
+    pk_model_free(a);
+    pk_model_free(b);
+    free(mis);
+    free(st);
+}
+
 int main(void)
 {
     snprintf(tmp, sizeof tmp, "/tmp/pk_model_errors_XXXXXX");
     PK_CHECK(mkdtemp(tmp) != NULL);
     run_cases();
     check_sharded();
+    check_misaligned();
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
     PK_CHECK(system(cmd) == 0);
