@@ -33,6 +33,8 @@ pk_progress *pk_progress_new_to(FILE *out, const char *label, int64_t total,
                                 pk_progress_mode mode);
 /* Counts in bytes: shows sizes as KiB/MiB and the rate as MiB/s (for downloads). */
 void pk_progress_set_bytes(pk_progress *p, int on);
+/* Names what is counted in the rate ("examples" -> "examples/s"; default "steps"). */
+void pk_progress_set_unit(pk_progress *p, const char *unit);
 /* Changes the total (e.g. once a download learns its Content-Length). */
 void pk_progress_set_total(pk_progress *p, int64_t total);
 /* Reports `done` steps so far and the latest loss (NAN if none). Shows step/total, the

@@ -12,25 +12,26 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#define LABEL_MAX      64
-#define EMA_ALPHA      0.1    /* weight of the newest loss in the smoothed loss */
-#define REDRAW_S       0.1    /* bar: at most 10 redraws per second */
-#define PLAIN_EVERY_S  5.0    /* plain/json: a line at least every 5 s ... */
-#define PLAIN_TENTHS   10     /* ... or every 10% */
+#define LABEL_MAX     64
+#define EMA_ALPHA     0.1 /* weight of the newest loss in the smoothed loss */
+#define REDRAW_S      0.1 /* bar: at most 10 redraws per second */
+#define PLAIN_EVERY_S 5.0 /* plain/json: a line at least every 5 s ... */
+#define PLAIN_TENTHS  10  /* ... or every 10% */
 
 struct pk_progress {
-    FILE *out;              /* borrowed */
-    pk_progress_mode mode;  /* never AUTO after pk_progress_new_to */
-    char label[LABEL_MAX];  /* NUL-terminated, control characters replaced by '?' */
-    int64_t total;          /* <= 0: unknown */
-    int64_t done;           /* last reported count */
-    int bytes;              /* 1: counts are bytes */
-    double ema;             /* smoothed loss, NAN until the first finite loss */
-    double last_loss;       /* latest finite loss, NAN if none */
-    double t0;              /* pk_time_now() at creation, seconds */
-    double t_last;          /* time of the last line or redraw, seconds */
-    int last_tenth;         /* 10% bucket of the last plain line */
-    int drawn;              /* the bar has been drawn at least once */
+    FILE *out;             /* borrowed */
+    pk_progress_mode mode; /* never AUTO after pk_progress_new_to */
+    char label[LABEL_MAX]; /* NUL-terminated, control characters replaced by '?' */
+    int64_t total;         /* <= 0: unknown */
+    int64_t done;          /* last reported count */
+    int bytes;             /* 1: counts are bytes */
+    char unit[24];         /* what is counted, for the rate ("steps" unless set) */
+    double ema;            /* smoothed loss, NAN until the first finite loss */
+    double last_loss;      /* latest finite loss, NAN if none */
+    double t0;             /* pk_time_now() at creation, seconds */
+    double t_last;         /* time of the last line or redraw, seconds */
+    int last_tenth;        /* 10% bucket of the last plain line */
+    int drawn;             /* the bar has been drawn at least once */
 };
 
 /* The one mutable global of the agent library: a signal handler can only communicate through a
@@ -84,8 +85,7 @@ pk_progress *pk_progress_new(const char *label, int64_t total, pk_progress_mode 
     return pk_progress_new_to(stdout, label, total, mode);
 }
 
-pk_progress *pk_progress_new_to(FILE *out, const char *label, int64_t total,
-                                pk_progress_mode mode)
+pk_progress *pk_progress_new_to(FILE *out, const char *label, int64_t total, pk_progress_mode mode)
 {
     pk_progress *p = calloc(1, sizeof *p);
     if (!p)
@@ -111,6 +111,12 @@ void pk_progress_set_bytes(pk_progress *p, int on)
 {
     if (p)
         p->bytes = on != 0;
+}
+
+void pk_progress_set_unit(pk_progress *p, const char *unit)
+{
+    if (p)
+        snprintf(p->unit, sizeof p->unit, "%s", unit ? unit : "");
 }
 
 void pk_progress_set_total(pk_progress *p, int64_t total)
@@ -183,7 +189,7 @@ static void fmt_rate(const pk_progress *p, double rate, char *buf, size_t n)
     if (p->bytes)
         snprintf(buf, n, "%.2f MiB/s", rate / (1024.0 * 1024.0));
     else
-        snprintf(buf, n, "%.2f steps/s", rate);
+        snprintf(buf, n, "%.2f %s/s", rate, p->unit[0] ? p->unit : "steps");
 }
 
 static int term_width(const pk_progress *p)

@@ -160,8 +160,8 @@ pk_status pk_store_example_count(pk_store *s, int64_t dataset_id, int64_t *n)
 
 pk_status pk_store_example_dataset(pk_store *s, int64_t example_id, int64_t *dataset_id)
 {
-    pk_status st = query_int(s, "SELECT dataset_id FROM examples WHERE id = ?1", example_id, NULL,
-                             dataset_id);
+    pk_status st =
+        query_int(s, "SELECT dataset_id FROM examples WHERE id = ?1", example_id, NULL, dataset_id);
     if (st == PK_ERR_NOTFOUND)
         store_fail(s, st, "no example with id %lld", (long long)example_id);
     return st;
@@ -248,8 +248,10 @@ pk_status pk_store_example_get(pk_store *s, int64_t dataset_id, int64_t example_
     if (st == PK_ERR_FORMAT)
         st = PK_ERR_AUTH; /* authentic but undecodable: treat as tampering, never as data */
     if (st == PK_ERR_AUTH)
-        store_fail(s, st, "%s: example %lld of dataset %lld fails authentication (tampered, "
-                          "moved or swapped)", s->path, (long long)example_id, (long long)dataset_id);
+        store_fail(s, st,
+                   "%s: example %lld of dataset %lld fails authentication (tampered, "
+                   "moved or swapped)",
+                   s->path, (long long)example_id, (long long)dataset_id);
 out:
     sqlite3_finalize(q);
     pk_secure_free(pt);
@@ -272,8 +274,10 @@ static pk_status dataset_get_or_create(pk_store *s, const char *name, int64_t *i
 {
     sqlite3_stmt *q = NULL;
     if (!valid_name(name))
-        return store_fail(s, PK_ERR_ARG, "invalid dataset name '%s' (1-127 bytes, no control "
-                                         "characters)", name);
+        return store_fail(s, PK_ERR_ARG,
+                          "invalid dataset name '%s' (1-127 bytes, no control "
+                          "characters)",
+                          name);
     pk_status st = query_int(s, "SELECT id FROM datasets WHERE name = ?1", 0, name, id);
     if (st != PK_ERR_NOTFOUND)
         return st;
@@ -296,8 +300,8 @@ static pk_status dataset_get_or_create(pk_store *s, const char *name, int64_t *i
 static pk_status next_example_id(pk_store *s, int64_t *next)
 {
     int64_t seq = 0, mx = 0;
-    pk_status st = query_int(s, "SELECT seq FROM sqlite_sequence WHERE name = 'examples' OR ?1",
-                             0, NULL, &seq);
+    pk_status st = query_int(s, "SELECT seq FROM sqlite_sequence WHERE name = 'examples' OR ?1", 0,
+                             NULL, &seq);
     if (st == PK_ERR_NOTFOUND) {
         seq = 0;
         st = PK_OK;
@@ -312,12 +316,14 @@ typedef struct import_ctx {
     pk_store *s;
     int64_t dataset_id;
     int64_t next_id;
-    int64_t n;           /* examples added */
-    sqlite3_stmt *ins;   /* INSERT INTO examples */
-    uint8_t *pt;         /* secure scratch: encoded plaintext */
+    int64_t n;         /* examples added */
+    sqlite3_stmt *ins; /* INSERT INTO examples */
+    uint8_t *pt;       /* secure scratch: encoded plaintext */
     size_t pt_cap;
-    uint8_t *rec;        /* heap scratch: sealed record (ciphertext only) */
+    uint8_t *rec; /* heap scratch: sealed record (ciphertext only) */
     size_t rec_cap;
+    void (*progress)(void *user, int64_t n); /* optional (pk_import_opts) */
+    void *progress_user;
 } import_ctx;
 
 static pk_status grow(import_ctx *c, size_t need)
@@ -366,6 +372,8 @@ static pk_status add_one(void *user, const pk_example *ex, int64_t line)
         return store_db_fail(c->s, rc, "insert example");
     c->next_id++;
     c->n++;
+    if (c->progress && c->n % 64 == 0)
+        c->progress(c->progress_user, c->n);
     return PK_OK;
 }
 
@@ -403,8 +411,12 @@ pk_status pk_store_import(pk_store *s, const char *path, const char *name, pk_im
     if (n_imported)
         *n_imported = 0;
     pk_status st = ctx_start(s, name, &c);
+    c.progress = opts.progress;
+    c.progress_user = opts.progress_user;
     if (st == PK_OK) {
         st = import_file(path, opts, add_one, &c, err, sizeof err);
+        if (st == PK_OK && c.progress)
+            c.progress(c.progress_user, c.n);
         if (st != PK_OK && err[0])
             store_fail(s, st, "%s", err); /* parser errors name FILE:LINE; db errors are kept */
     }
@@ -435,9 +447,11 @@ pk_status pk_store_dataset_list(pk_store *s, pk_dataset_info **out, size_t *n)
     *out = NULL;
     *n = 0;
     pk_status st = store_prepare(
-        s, "SELECT d.id, d.name, d.created_at, count(e.id), coalesce(sum(length(e.record)), 0)"
-           " FROM datasets d LEFT JOIN examples e ON e.dataset_id = d.id"
-           " GROUP BY d.id ORDER BY d.name", &q);
+        s,
+        "SELECT d.id, d.name, d.created_at, count(e.id), coalesce(sum(length(e.record)), 0)"
+        " FROM datasets d LEFT JOIN examples e ON e.dataset_id = d.id"
+        " GROUP BY d.id ORDER BY d.name",
+        &q);
     if (st != PK_OK)
         return st;
     int rc;
@@ -570,8 +584,10 @@ static pk_status reseal_table(pk_store *s, const char *sel, const char *upd, uin
         pk_record_ad(ad, kind, a, b);
         st = pk_record_open(old_k, ad, sizeof ad, sqlite3_column_blob(qs, 3), len, pt, cap, &ptlen);
         if (st != PK_OK) {
-            st = store_fail(s, st, "%s: record (%lld, %lld) fails authentication: nothing "
-                                   "re-keyed", s->path, (long long)a, (long long)b);
+            st = store_fail(s, st,
+                            "%s: record (%lld, %lld) fails authentication: nothing "
+                            "re-keyed",
+                            s->path, (long long)a, (long long)b);
             break;
         }
         rec = malloc(ptlen + PK_RECORD_OVERHEAD);
@@ -599,11 +615,12 @@ static pk_status reseal_table(pk_store *s, const char *sel, const char *upd, uin
 
 pk_status store_reseal_all(pk_store *s, const pk_key *new_records, const pk_key *new_ckpt)
 {
-    pk_status st = reseal_table(s,
-                                "SELECT rowid, dataset_id, id, record FROM examples WHERE rowid > ?1"
-                                " ORDER BY rowid LIMIT 1",
-                                "UPDATE examples SET record = ?1 WHERE rowid = ?2", PK_AD_EXAMPLE,
-                                s->k_records, new_records);
+    pk_status st =
+        reseal_table(s,
+                     "SELECT rowid, dataset_id, id, record FROM examples WHERE rowid > ?1"
+                     " ORDER BY rowid LIMIT 1",
+                     "UPDATE examples SET record = ?1 WHERE rowid = ?2", PK_AD_EXAMPLE,
+                     s->k_records, new_records);
     if (st == PK_OK)
         st = reseal_table(s,
                           "SELECT rowid, run_id, step, record FROM checkpoints WHERE rowid > ?1"

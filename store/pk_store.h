@@ -160,6 +160,10 @@ typedef enum pk_import_format {
 typedef struct pk_import_opts {
     pk_import_format format;
     int paragraphs;     /* TXT: one example per blank-line-separated paragraph */
+    /* Optional: called after every 64th example added and once at the end, with the count so
+     * far (pk_store_import only; e.g. a progress display). */
+    void (*progress)(void *user, int64_t n_examples);
+    void *progress_user;
 } pk_import_opts;
 #define PK_IMPORT_MAX_RECORD (1u << 20)
 /* Called once per parsed example; line is the 1-based line where it starts. The strings are

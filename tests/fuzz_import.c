@@ -36,9 +36,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size == 0 || pk_crypto_global_init() != PK_OK)
         return 0;
     static const pk_import_format formats[3] = {PK_IMPORT_JSONL, PK_IMPORT_TXT, PK_IMPORT_CSV};
-    pk_import_opts o = {formats[data[0] % 3], (data[0] >> 2) & 1};
-    pk_status st = pk_import_parse_buffer(data + 1, size - 1, o, on_example, &count, err,
-                                          sizeof err);
+    pk_import_opts o = {.format = formats[data[0] % 3], .paragraphs = (data[0] >> 2) & 1};
+    pk_status st =
+        pk_import_parse_buffer(data + 1, size - 1, o, on_example, &count, err, sizeof err);
     check(st == PK_OK || st == PK_ERR_FORMAT || st == PK_ERR_NOMEM);
     if (st == PK_ERR_FORMAT)
         check(!strncmp(err, "line ", 5));

@@ -44,7 +44,7 @@ static pk_status collect_fn(void *user, const pk_example *ex, int64_t line)
 
 static pk_status parse(const char *data, pk_import_format f, int para, collect *c, char *err)
 {
-    pk_import_opts o = {f, para};
+    pk_import_opts o = {.format = f, .paragraphs = para};
     memset(c, 0, sizeof *c);
     return pk_import_parse_buffer(data, strlen(data), o, collect_fn, c, err, 256);
 }
@@ -55,11 +55,13 @@ static void test_parsers(void)
     collect c;
     PK_CHECK_EQ(parse("{\"text\":\"a\\u00e9\\n\\ud83d\\ude00\",\"label\":1}\n\n"
                       "{\"prompt\":\"p\",\"response\":\"r\",\"extra\":[1,{\"x\":null}]}\r\n",
-                      PK_IMPORT_JSONL, 0, &c, err), PK_OK);
+                      PK_IMPORT_JSONL, 0, &c, err),
+                PK_OK);
     PK_CHECK_EQ(c.n, 2);
     PK_CHECK(!strcmp(c.first, "a\xc3\xa9\n\xf0\x9f\x98\x80|-|-|-"));
-    PK_CHECK_EQ(parse("{\"text\":\"x\",\"text2\":\"y\",\"label\":\"pos\"}", PK_IMPORT_JSONL, 0,
-                      &c, err), PK_OK);
+    PK_CHECK_EQ(
+        parse("{\"text\":\"x\",\"text2\":\"y\",\"label\":\"pos\"}", PK_IMPORT_JSONL, 0, &c, err),
+        PK_OK);
     PK_CHECK(!strcmp(c.first, "x|y|-|-") && !strcmp(c.last_label, "pos"));
     /* Bad lines name their line number. */
     static const char *const bad[] = {
@@ -86,8 +88,9 @@ static void test_parsers(void)
     PK_CHECK_EQ(parse("ok\nbad \xc0\xaf\n", PK_IMPORT_TXT, 0, &c, err), PK_ERR_FORMAT);
     PK_CHECK(!strncmp(err, "line 2:", 7));
     /* CSV with quotes, embedded newlines and commas. */
-    PK_CHECK_EQ(parse("text,label\n\"a, \"\"quoted\"\"\nline\",1\nplain,0\n", PK_IMPORT_CSV, 0,
-                      &c, err), PK_OK);
+    PK_CHECK_EQ(
+        parse("text,label\n\"a, \"\"quoted\"\"\nline\",1\nplain,0\n", PK_IMPORT_CSV, 0, &c, err),
+        PK_OK);
     PK_CHECK_EQ(c.n, 2);
     PK_CHECK(!strcmp(c.first, "a, \"quoted\"\nline|-|-|-"));
     PK_CHECK(!strcmp(c.last_label, "0"));
@@ -147,7 +150,7 @@ static void test_import_and_plaintext(const char *tmpdir)
              "{\"text\":\"%s plain\"}\n",
              secrets[0], secrets[1], secrets[2], secrets[3]);
     write_text(path, data);
-    pk_import_opts o = {PK_IMPORT_AUTO, 0};
+    pk_import_opts o = {.format = PK_IMPORT_AUTO, .paragraphs = 0};
     PK_CHECK_EQ(pk_store_import(s, path, "notes", o, &n), PK_OK);
     PK_CHECK_EQ(n, 3);
     /* All or nothing: a bad third line adds nothing (the dataset stays at 3). */
@@ -173,7 +176,7 @@ static void test_import_and_plaintext(const char *tmpdir)
     PK_CHECK_EQ(n, 2);
     snprintf(path, sizeof path, "%s/in.txt", tmpdir);
     write_text(path, "first para\nmore\n\nsecond para\n");
-    pk_import_opts po = {PK_IMPORT_TXT, 1};
+    pk_import_opts po = {.format = PK_IMPORT_TXT, .paragraphs = 1};
     PK_CHECK_EQ(pk_store_import(s, path, "paras", po, &n), PK_OK);
     PK_CHECK_EQ(n, 2);
     /* Read everything back. */
@@ -222,7 +225,7 @@ static void test_import_and_plaintext(const char *tmpdir)
 /* Raw access to the sealed rows, as an attacker with the file would have. */
 typedef struct row {
     char table[16];
-    char key[64];  /* WHERE clause identifying the row */
+    char key[64]; /* WHERE clause identifying the row */
     char col[16];
 } row;
 
@@ -232,11 +235,13 @@ static int list_sealed(row *rows, int max)
     sqlite3_stmt *q = NULL;
     int n = 0;
     sqlite3_open(db_path, &db);
-    sqlite3_prepare_v2(db, "SELECT 'examples', 'id=' || id, 'record' FROM examples UNION ALL "
-                           "SELECT 'checkpoints', 'run_id=' || run_id || ' AND step=' || step, "
-                           "'record' FROM checkpoints UNION ALL "
-                           "SELECT 'identity', 'id=1', 'sealed_secret' FROM identity UNION ALL "
-                           "SELECT 'keyring', 'id=1', 'keycheck' FROM keyring", -1, &q, NULL);
+    sqlite3_prepare_v2(db,
+                       "SELECT 'examples', 'id=' || id, 'record' FROM examples UNION ALL "
+                       "SELECT 'checkpoints', 'run_id=' || run_id || ' AND step=' || step, "
+                       "'record' FROM checkpoints UNION ALL "
+                       "SELECT 'identity', 'id=1', 'sealed_secret' FROM identity UNION ALL "
+                       "SELECT 'keyring', 'id=1', 'keycheck' FROM keyring",
+                       -1, &q, NULL);
     while (n < max && sqlite3_step(q) == SQLITE_ROW) {
         snprintf(rows[n].table, sizeof rows[n].table, "%s", sqlite3_column_text(q, 0));
         snprintf(rows[n].key, sizeof rows[n].key, "%s", sqlite3_column_text(q, 1));
@@ -373,7 +378,8 @@ static void test_tamper(void)
         for (int j = i + 1; j < n; j++) {
             if (strcmp(rows[i].table, "examples") && strcmp(rows[j].table, "examples"))
                 continue;
-            int li = get_blob(&rows[i], orig, sizeof orig), lj = get_blob(&rows[j], mod, sizeof mod);
+            int li = get_blob(&rows[i], orig, sizeof orig),
+                lj = get_blob(&rows[j], mod, sizeof mod);
             put_blob(&rows[i], mod, lj);
             put_blob(&rows[j], orig, li);
             long long f = read_all_rows(rows, n, 1);
@@ -407,7 +413,7 @@ static void test_runs_and_sync(void)
     PK_CHECK_EQ(pk_store_steps_append(s, run, rows, 2), PK_OK);
     rows[0].step = rows[1].step = 1;
     PK_CHECK_EQ(pk_store_steps_append(s, run, rows, 2), PK_OK);
-    PK_CHECK_EQ(pk_store_steps_append(s, run, rows, 2), PK_ERR_DB); /* duplicate step */
+    PK_CHECK_EQ(pk_store_steps_append(s, run, rows, 2), PK_ERR_DB);  /* duplicate step */
     PK_CHECK_EQ(pk_store_steps_append(s, 9999, rows, 1), PK_ERR_DB); /* no such run (FK) */
     pk_run_info ri;
     PK_CHECK_EQ(pk_store_run_get(s, run, &ri), PK_OK);
@@ -544,7 +550,7 @@ static void test_two_processes(const char *tmpdir)
             char err[256], name[16];
             int64_t n = 0;
             snprintf(name, sizeof name, "conc%d", k);
-            pk_import_opts o = {PK_IMPORT_TXT, 0};
+            pk_import_opts o = {.format = PK_IMPORT_TXT, .paragraphs = 0};
             if (pk_store_open(home, TEST_PASS, strlen(TEST_PASS), &s, err, sizeof err) != PK_OK)
                 _exit(3);
             pk_status st = pk_store_import(s, path, name, o, &n);
@@ -564,7 +570,7 @@ static void test_two_processes(const char *tmpdir)
     pk_store *s = open_ok(TEST_PASS); /* readers never wait for writers (WAL) */
     if (s) {
         int64_t n = 0;
-        pk_import_opts o = {PK_IMPORT_TXT, 0};
+        pk_import_opts o = {.format = PK_IMPORT_TXT, .paragraphs = 0};
         PK_CHECK_EQ(pk_store_import(s, path, "blocked", o, &n), PK_ERR_BUSY);
         PK_CHECK(strstr(pk_store_errmsg(s), "busy") != NULL);
         pk_store_close(s);

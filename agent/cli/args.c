@@ -174,3 +174,20 @@ int cli_home(int argc, char **argv, char *out, size_t n)
         w = snprintf(out, n, "./pocketllm-home");
     return (w < 0 || (size_t)w >= n) ? -1 : 0;
 }
+
+void cli_json_str(FILE *f, const char *s, size_t n)
+{
+    fputc('"', f);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c == '\n')
+            fputs("\\n", f);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}

@@ -6,6 +6,7 @@
 #define PK_CLI_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 enum { CLI_OK = 0, CLI_ERR = 1, CLI_USAGE = 2, CLI_INTERRUPTED = 130 };
 
@@ -34,6 +35,8 @@ int cli_help(int argc, char **argv, const char *text);
 int cli_home(int argc, char **argv, char *out, size_t n);
 /* Prints "pocketllm CMD: message" to stderr (printf format). */
 void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Writes the n bytes of s to f as a JSON string literal, quotes included. */
+void cli_json_str(FILE *f, const char *s, size_t n);
 
 /* Area: engine (cmd_model.c) */
 int cmd_forward(int argc, char **argv);

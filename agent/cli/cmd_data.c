@@ -6,9 +6,11 @@
 
 #include "pk_crypto.h"
 #include "pk_store.h"
+#include "pk_ui.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,7 +122,8 @@ static int dump_dataset(const char *cmd, pk_store *s, const char *name, long lon
         cli_error(cmd, "out of secure memory");
         return CLI_ERR;
     }
-    if (pk_store_dataset_id(s, name, &ds) != PK_OK || pk_store_example_ids(s, ds, &ids, &n) != PK_OK) {
+    if (pk_store_dataset_id(s, name, &ds) != PK_OK ||
+        pk_store_example_ids(s, ds, &ids, &n) != PK_OK) {
         cli_error(cmd, "%s", pk_store_errmsg(s));
         rc = CLI_ERR;
         goto out;
@@ -149,7 +152,8 @@ out:
 /* ---- init -------------------------------------------------------------------------------- */
 
 static const char init_help[] =
-    "usage: pocketllm init [--home DIR] [--passphrase-file FILE] [--opslimit N] [--memlimit BYTES]\n"
+    "usage: pocketllm init [--home DIR] [--passphrase-file FILE] [--opslimit N] [--memlimit "
+    "BYTES]\n"
     "\n"
     "Creates an encrypted agent home: DIR/pocketllm.db (SQLite, WAL), keys derived from your\n"
     "passphrase with Argon2id (interactive limits by default), a device identity (Ed25519).\n"
@@ -217,7 +221,7 @@ int cmd_init(int argc, char **argv)
 
 static const char import_help[] =
     "usage: pocketllm import FILE --dataset NAME [--format jsonl|txt|csv] [--paragraphs]\n"
-    "                        [--home DIR] [--passphrase-file FILE]\n"
+    "                        [--json] [--quiet] [--home DIR] [--passphrase-file FILE]\n"
     "\n"
     "Imports examples into a sealed dataset (created if absent, else appended to). All of the\n"
     "file or none of it: a bad record is reported by line number and nothing is imported.\n"
@@ -231,18 +235,24 @@ static const char import_help[] =
     "  pocketllm import notes.txt --dataset notes --paragraphs\n"
     "  pocketllm import sst2.jsonl --dataset sst2 --home ~/agent\n";
 
+static void import_progress(void *user, int64_t n)
+{
+    pk_progress_update(user, n, (double)NAN);
+}
+
 int cmd_import(int argc, char **argv)
 {
     static const char *const vals[] = {"--dataset", "--format", "--passphrase-file", NULL};
-    static const char *const flags[] = {"--paragraphs", NULL};
-    pk_import_opts opts = {PK_IMPORT_AUTO, 0};
+    static const char *const flags[] = {"--paragraphs", "--json", "--quiet", NULL};
+    pk_import_opts opts = {.format = PK_IMPORT_AUTO, .paragraphs = 0};
     pk_store *s = NULL;
     int64_t n = 0;
     if (cli_help(argc, argv, import_help))
         return CLI_OK;
     if (cli_check(argc, argv, vals, flags))
         return CLI_USAGE;
-    const char *file = cli_positional(argc, argv, 0, vals), *name = cli_opt(argc, argv, "--dataset");
+    const char *file = cli_positional(argc, argv, 0, vals),
+               *name = cli_opt(argc, argv, "--dataset");
     const char *fmt = cli_opt(argc, argv, "--format");
     if (!file || !name || !*name || cli_positional(argc, argv, 1, vals)) {
         cli_error(argv[0], "usage: pocketllm import FILE --dataset NAME (see --help)");
@@ -268,11 +278,21 @@ int cmd_import(int argc, char **argv)
     int rc = cli_open_store(argc, argv, &s);
     if (rc != CLI_OK)
         return rc;
+    int json = cli_flag(argc, argv, "--json"), quiet = cli_flag(argc, argv, "--quiet");
+    pk_progress *prog = pk_progress_new("import", 0, pk_progress_mode_from_args(json, quiet));
+    pk_progress_set_unit(prog, "examples");
+    opts.progress = import_progress;
+    opts.progress_user = prog;
     pk_status st = pk_store_import(s, file, name, opts, &n);
+    pk_progress_finish(prog);
     if (st != PK_OK) {
         cli_error(argv[0], "%s; nothing was imported", pk_store_errmsg(s));
         rc = CLI_ERR;
-    } else {
+    } else if (json) {
+        fputs("{\"dataset\":", stdout);
+        cli_json_str(stdout, name, strlen(name));
+        printf(",\"imported\":%lld}\n", (long long)n);
+    } else if (!quiet) {
         printf("imported %lld examples into dataset '%s'\n", (long long)n, name);
     }
     pk_store_close(s);
@@ -313,12 +333,13 @@ static int data_list(int argc, char **argv, pk_store *s)
         struct tm tm;
         gmtime_r(&t, &tm);
         strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
-        if (json)
-            printf("{\"dataset\":\"%s\",\"id\":%lld,\"examples\":%lld,\"sealed_bytes\":%lld,"
-                   "\"created_at\":%.3f}\n",
-                   d[i].name, (long long)d[i].id, (long long)d[i].n_examples,
-                   (long long)d[i].sealed_bytes, d[i].created_at);
-        else
+        if (json) {
+            fputs("{\"dataset\":", stdout);
+            cli_json_str(stdout, d[i].name, strlen(d[i].name));
+            printf(",\"id\":%lld,\"examples\":%lld,\"sealed_bytes\":%lld,\"created_at\":%.3f}\n",
+                   (long long)d[i].id, (long long)d[i].n_examples, (long long)d[i].sealed_bytes,
+                   d[i].created_at);
+        } else
             printf("%-24s %10lld %14lld  %s\n", d[i].name, (long long)d[i].n_examples,
                    (long long)d[i].sealed_bytes, when);
     }
@@ -378,8 +399,8 @@ static int data_export(int argc, char **argv, pk_store *s)
 
 int cmd_data(int argc, char **argv)
 {
-    static const char *const vals[] = {"--dataset", "--limit", "--id", "--out",
-                                       "--passphrase-file", NULL};
+    static const char *const vals[] = {"--dataset", "--limit",           "--id",
+                                       "--out",     "--passphrase-file", NULL};
     static const char *const flags[] = {"--json", NULL};
     pk_store *s = NULL;
     if (cli_help(argc, argv, data_help))
@@ -555,7 +576,7 @@ int cmd_bench_store(int argc, char **argv)
         goto out;
     }
     double unlock = pk_time_now() - t0;
-    pk_import_opts opts = {PK_IMPORT_JSONL, 0};
+    pk_import_opts opts = {.format = PK_IMPORT_JSONL, .paragraphs = 0};
     t0 = pk_time_now();
     if (pk_store_import(s, data, "bench", opts, &got) != PK_OK || got != n) {
         cli_error(argv[0], "%s", pk_store_errmsg(s));
@@ -565,10 +586,9 @@ int cmd_bench_store(int argc, char **argv)
     printf("{\"bench\":\"store\",\"unlock_s\":%.4f,\"opslimit\":%llu,\"memlimit\":%zu,"
            "\"examples\":%lld,\"example_bytes\":1024,\"import_s\":%.4f,"
            "\"import_examples_per_s\":%.0f}\n",
-           unlock, (unsigned long long)(params.opslimit ? params.opslimit
-                                                        : pk_kdf_default_opslimit()),
-           params.memlimit ? params.memlimit : pk_kdf_default_memlimit(), n, imp,
-           (double)n / imp);
+           unlock,
+           (unsigned long long)(params.opslimit ? params.opslimit : pk_kdf_default_opslimit()),
+           params.memlimit ? params.memlimit : pk_kdf_default_memlimit(), n, imp, (double)n / imp);
     rc = CLI_OK;
 out:
     pk_store_close(s);
