@@ -7,7 +7,10 @@
 #include <string.h>
 
 #include "cli.h"
+#include "passphrase.h"
+#include "pk_mezo.h"
 #include "pk_model.h"
+#include "pk_store.h"
 #include "pk_tokenizer.h"
 
 /* Parses "1,2,3" into an owned array. Returns 0, or -1 with a message. */
@@ -153,49 +156,68 @@ out:
 /* ---- generate ---- */
 
 static const char generate_help[] =
-    "usage: pocketllm generate --model DIR (--ids 1,2,3 | --prompt TEXT) --max-new N\n"
+    "usage: pocketllm generate (--model DIR | --run ID) (--ids 1,2,3 | --prompt TEXT) --max-new N\n"
     "         [--temperature T] [--top-k K] [--top-p P] [--seed S] [--json] [--ignore-eos]\n"
-    "         [--threads N]\n"
+    "         [--threads N] [--home DIR] [--passphrase-file F]\n"
     "Generates up to N tokens with a KV cache and streams them to stdout (text if the model\n"
     "directory has a tokenizer, else ids). Temperature 0 (default) is greedy. Stops at EOS\n"
     "unless --ignore-eos. With --json the last line is {\"ids\": [...], \"text\": \"...\"}\n"
-    "(ids include the prompt).\n";
+    "(ids include the prompt).\n"
+    "--run ID uses the fine-tuned weights of a training run of the agent home (its base model\n"
+    "plus its step log, rebuilt in memory) and the base model's tokenizer.\n"
+    "\n"
+    "examples:\n"
+    "  pocketllm generate --model models/stories260k --prompt \"Once upon a time\" --max-new 40\n"
+    "  pocketllm generate --run 1 --prompt \"Pip\" --max-new 40 --temperature 0.8 --seed 7\n";
 
 /* Loads what generate needs (model + optional tokenizer). One place, so `generate --run` can
  * substitute fine-tuned weights after loading. */
 static int generate_load(int argc, char **argv, pk_model **m, pk_tokenizer **tok)
 {
-    const char *dir = cli_opt(argc, argv, "--model");
-    if (!dir) {
-        cli_error(argv[0], "--model is required (see pocketllm generate --help)");
+    const char *dir = cli_opt(argc, argv, "--model"), *run_s = cli_opt(argc, argv, "--run");
+    if (!dir == !run_s) {
+        cli_error(argv[0], "give exactly one of --model DIR or --run ID (see --help)");
         return CLI_USAGE;
     }
-    if (load_model(argv[0], dir, m) != 0)
-        return CLI_ERR;
     char err[512] = "";
+    pk_train_config cfg;
+    if (run_s) {
+        long long run = 0;
+        if (cli_opt_long(argc, argv, "--run", &run) <= 0 || run < 1) {
+            cli_error(argv[0], "--run takes a run id (pocketllm runs list)");
+            return CLI_USAGE;
+        }
+        pk_store *s = NULL;
+        int rc = cli_open_store(argc, argv, &s);
+        if (rc != CLI_OK)
+            return rc;
+        pk_run_info ri;
+        memset(&ri, 0, sizeof ri);
+        pk_status st = pk_store_run_get(s, run, &ri);
+        if (st == PK_OK)
+            st = pk_train_config_from_json(ri.config_json, &cfg, err, sizeof err);
+        else
+            snprintf(err, sizeof err, "run %lld: %s", run,
+                     st == PK_ERR_NOTFOUND ? "no such run (see pocketllm runs list)"
+                                           : pk_store_errmsg(s));
+        pk_run_info_clear(&ri);
+        if (st == PK_OK)
+            st = pk_run_materialize(s, run, m, err, sizeof err);
+        pk_store_close(s);
+        if (st != PK_OK) {
+            cli_error(argv[0], "%s", err[0] ? err : pk_status_str(st));
+            return CLI_ERR;
+        }
+        dir = cfg.model_dir;
+    } else if (load_model(argv[0], dir, m) != 0) {
+        return CLI_ERR;
+    }
     pk_status st = pk_tokenizer_load(dir, tok, err, sizeof err);
     if (st != PK_OK && st != PK_ERR_NOTFOUND) {
         cli_error(argv[0], "%s", err[0] ? err : pk_status_str(st));
         return CLI_ERR;
     }
     return CLI_OK;
-}
-
-static void json_str(FILE *f, const char *s, size_t n)
-{
-    fputc('"', f);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c == '\n')
-            fputs("\\n", f);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
 }
 
 typedef struct gen_opts {
@@ -267,8 +289,9 @@ static int prompt_ids(int argc, char **argv, const pk_tokenizer *tok, const pk_m
 
 int cmd_generate(int argc, char **argv)
 {
-    static const char *const tv[] = {"--model", "--ids",   "--prompt", "--max-new", "--temperature",
-                                     "--top-k", "--top-p", "--seed",   "--threads", NULL};
+    static const char *const tv[] = {
+        "--model",       "--run",   "--ids",  "--prompt",  "--max-new",         "--top-k",
+        "--temperature", "--top-p", "--seed", "--threads", "--passphrase-file", NULL};
     static const char *const fl[] = {"--json", "--ignore-eos", NULL};
     if (cli_help(argc, argv, generate_help))
         return CLI_OK;
@@ -355,7 +378,7 @@ int cmd_generate(int argc, char **argv)
         char *text = NULL;
         size_t tl = 0;
         if (tok && pk_tokenizer_decode(tok, all, (size_t)na, 1, &text, &tl) == PK_OK)
-            json_str(stdout, text, tl);
+            cli_json_str(stdout, text, tl);
         else
             printf("null");
         free(text);
