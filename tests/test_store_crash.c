@@ -70,7 +70,7 @@ static double child_import(const char *name, int64_t *done_n)
 {
     pk_store *s = NULL;
     char err[256];
-    pk_import_opts o = {PK_IMPORT_TXT, 0};
+    pk_import_opts o = {.format = PK_IMPORT_TXT, .paragraphs = 0};
     double t0 = now();
     if (pk_store_open(home, TEST_PASS, strlen(TEST_PASS), &s, err, sizeof err) != PK_OK)
         return -1;
@@ -145,7 +145,7 @@ static void test_kill_rekey(void)
         fprintf(f, "rekey example %d with some words to seal\n", i);
     fclose(f);
     PK_CHECK_EQ(pk_store_open(home, cur, strlen(cur), &s, err, sizeof err), PK_OK);
-    pk_import_opts o = {PK_IMPORT_TXT, 0};
+    pk_import_opts o = {.format = PK_IMPORT_TXT, .paragraphs = 0};
     PK_CHECK_EQ(pk_store_import(s, small, "rekeyed", o, &n), PK_OK);
     double t0 = now();
     PK_CHECK_EQ(pk_store_rekey(s, "calibrated", 10, tiny_params()), PK_OK);
@@ -211,7 +211,7 @@ static void test_full_disk(void)
         int64_t n = 0;
         pk_store *s = NULL;
         char err[256];
-        pk_import_opts o = {PK_IMPORT_TXT, 0};
+        pk_import_opts o = {.format = PK_IMPORT_TXT, .paragraphs = 0};
         if (pk_store_open(home, TEST_PASS, strlen(TEST_PASS), &s, err, sizeof err) != PK_OK)
             _exit(100);
         pk_status st = pk_store_import(s, data_path, "toobig", o, &n);
@@ -244,8 +244,10 @@ static size_t import_peak_rss(const char *dir, int lines, const char *name)
     snprintf(path, sizeof path, "%s/%s.txt", dir, name);
     FILE *f = fopen(path, "w");
     for (int i = 0; i < lines; i++)
-        fprintf(f, "streaming line %d, about a hundred bytes long so the file is large enough "
-                   "to see growth\n", i);
+        fprintf(f,
+                "streaming line %d, about a hundred bytes long so the file is large enough "
+                "to see growth\n",
+                i);
     fclose(f);
     int fds[2];
     size_t rss = 0;
@@ -256,7 +258,7 @@ static size_t import_peak_rss(const char *dir, int lines, const char *name)
         pk_store *s = NULL;
         char err[256];
         int64_t n = 0;
-        pk_import_opts o = {PK_IMPORT_TXT, 0};
+        pk_import_opts o = {.format = PK_IMPORT_TXT, .paragraphs = 0};
         size_t r = 0;
         if (pk_store_open(home, TEST_PASS, strlen(TEST_PASS), &s, err, sizeof err) == PK_OK &&
             pk_store_import(s, path, name, o, &n) == PK_OK && n == lines)
@@ -282,7 +284,13 @@ static void test_constant_memory(const char *dir)
     PK_CHECK(small > 0 && large > 0);
     fprintf(stderr, "import peak RSS: %.1f MB for 10k lines, %.1f MB for 100k lines\n",
             (double)small / 1e6, (double)large / 1e6);
+#if defined(__SANITIZE_ADDRESS__)
+    /* ASan keeps freed blocks in its quarantine (256 MB by default), so RSS grows with the number
+     * of allocations made, not with what is live: the bound is asserted by the Release build. */
+    fprintf(stderr, "ASan build: peak-RSS bound not asserted here (quarantine), see Release\n");
+#else
     PK_CHECK(large < small + 4u * 1024 * 1024);
+#endif
 }
 
 int main(void)
@@ -297,8 +305,10 @@ int main(void)
     snprintf(data_path, sizeof data_path, "%s/big.txt", tmp);
     FILE *f = fopen(data_path, "w");
     for (int i = 0; i < N_IMPORT; i++)
-        fprintf(f, "example %d: a line of about one hundred bytes of text to seal into the "
-                   "store, padded out\n", i);
+        fprintf(f,
+                "example %d: a line of about one hundred bytes of text to seal into the "
+                "store, padded out\n",
+                i);
     fclose(f);
     PK_CHECK_EQ(pk_store_init(home, TEST_PASS, strlen(TEST_PASS), tiny_params(), err, sizeof err),
                 PK_OK);

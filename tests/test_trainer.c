@@ -337,7 +337,7 @@ int main(int argc, char **argv)
         return 1;
     }
     pk_store *s = open_store();
-    pk_import_opts io = {PK_IMPORT_TXT, 0};
+    pk_import_opts io = {.format = PK_IMPORT_TXT, .paragraphs = 0};
     int64_t n1 = 0, n2 = 0;
     if (pk_store_import(s, PK_SOURCE_DIR "/demo/data/train.txt", "pip", io, &n1) != PK_OK ||
         pk_store_import(s, PK_SOURCE_DIR "/demo/data/heldout.txt", "pip-heldout", io, &n2) !=
