@@ -13,10 +13,10 @@
 #include <time.h>
 
 struct pk_http {
-    CURL *curl;          /* one easy handle: connections are kept alive between requests */
-    char *base;          /* base URL without a trailing '/' */
+    CURL *curl; /* one easy handle: connections are kept alive between requests */
+    char *base; /* base URL without a trailing '/' */
     pk_http_params p;
-    char err[256];       /* last failure text */
+    char err[256]; /* last failure text */
     pk_http_stats stats;
 };
 
@@ -175,6 +175,17 @@ static int json_ok(const char *s, size_t n)
     return ok;
 }
 
+/* Counts the bytes curl sends (request line and headers, then the body): CURLINFO_REQUEST_SIZE
+ * alone includes the body only when curl sent it in the same write as the headers. */
+static int on_debug(CURL *c, curl_infotype type, char *data, size_t size, void *user)
+{
+    (void)c;
+    (void)data;
+    if (type == CURLINFO_HEADER_OUT || type == CURLINFO_DATA_OUT)
+        *(uint64_t *)user += size;
+    return 0;
+}
+
 /* One transfer. Returns the curl code; *status and the buffer are filled. */
 static CURLcode attempt_once(pk_http *h, const char *method, const char *url, const char *body,
                              size_t body_len, struct curl_slist *hdrs, body_buf *b, long *status)
@@ -191,6 +202,10 @@ static CURLcode attempt_once(pk_http *h, const char *method, const char *url, co
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "pocketllm-sync/1");
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    uint64_t sent = 0;
+    curl_easy_setopt(c, CURLOPT_DEBUGFUNCTION, on_debug);
+    curl_easy_setopt(c, CURLOPT_DEBUGDATA, &sent);
+    curl_easy_setopt(c, CURLOPT_VERBOSE, 1L); /* only to on_debug, never to stderr */
     if (body) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
@@ -203,14 +218,13 @@ static CURLcode attempt_once(pk_http *h, const char *method, const char *url, co
     *status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
     curl_off_t up = 0;
-    long req_size = 0, hdr_size = 0;
+    long hdr_size = 0;
     curl_easy_getinfo(c, CURLINFO_SIZE_UPLOAD_T, &up);
-    curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &req_size);
     curl_easy_getinfo(c, CURLINFO_HEADER_SIZE, &hdr_size);
     h->stats.attempts++;
     h->stats.body_up += (uint64_t)up;
     h->stats.body_down += b->len;
-    h->stats.wire_up += (uint64_t)req_size + (uint64_t)up;
+    h->stats.wire_up += sent;
     h->stats.wire_down += (uint64_t)hdr_size + b->len;
     return rc;
 }
@@ -235,8 +249,8 @@ pk_status pk_http_request(pk_http *h, const char *method, const char *path, cons
     strcpy(url, h->base);
     strcat(url, path);
     /* "Expect:" off: no 100-continue round trip before bodies over 1 KiB */
-    static const char *const hv[] = {"Content-Type: application/json",
-                                     "Accept: application/json", "Expect:"};
+    static const char *const hv[] = {"Content-Type: application/json", "Accept: application/json",
+                                     "Expect:"};
     for (size_t i = 0; i < sizeof hv / sizeof hv[0]; i++) {
         t = curl_slist_append(hdrs, hv[i]);
         if (!t) {
@@ -253,14 +267,14 @@ pk_status pk_http_request(pk_http *h, const char *method, const char *path, cons
         b.toobig = 0;
         CURLcode rc = attempt_once(h, method, url, body, body_len, hdrs, &b, status);
         if (b.toobig || rc == CURLE_FILESIZE_EXCEEDED) {
-            snprintf(h->err, sizeof h->err, "%s %s: response larger than %zu bytes", method,
-                     path, h->p.max_body);
+            snprintf(h->err, sizeof h->err, "%s %s: response larger than %zu bytes", method, path,
+                     h->p.max_body);
             st = PK_ERR_LIMIT;
             goto out;
         }
         if (rc != CURLE_OK) {
-            snprintf(h->err, sizeof h->err, "%s %s%s: %s (attempt %d of %d)", method, h->base,
-                     path, curl_easy_strerror(rc), a + 1, h->p.max_attempts);
+            snprintf(h->err, sizeof h->err, "%s %s%s: %s (attempt %d of %d)", method, h->base, path,
+                     curl_easy_strerror(rc), a + 1, h->p.max_attempts);
             pk_log(PK_LOG_DEBUG, "http: %s", h->err);
             st = PK_ERR_HTTP;
             if (!retryable_curl(rc))
@@ -268,17 +282,18 @@ pk_status pk_http_request(pk_http *h, const char *method, const char *path, cons
             continue;
         }
         if (*status >= 500 || *status == 429) {
-            snprintf(h->err, sizeof h->err, "%s %s%s: HTTP %ld (attempt %d of %d)", method,
-                     h->base, path, *status, a + 1, h->p.max_attempts);
+            snprintf(h->err, sizeof h->err, "%s %s%s: HTTP %ld (attempt %d of %d)", method, h->base,
+                     path, *status, a + 1, h->p.max_attempts);
             pk_log(PK_LOG_DEBUG, "http: %s", h->err);
             st = PK_OK; /* if this was the last attempt, the caller sees the 5xx */
             continue;
         }
         if ((flags & PK_HTTP_JSON) && *status >= 200 && *status < 300 &&
             !json_ok(b.data ? b.data : "", b.len)) {
-            snprintf(h->err, sizeof h->err, "%s %s%s: HTTP %ld with a truncated or non-JSON body "
-                     "(attempt %d of %d)", method, h->base, path, *status, a + 1,
-                     h->p.max_attempts);
+            snprintf(h->err, sizeof h->err,
+                     "%s %s%s: HTTP %ld with a truncated or non-JSON body "
+                     "(attempt %d of %d)",
+                     method, h->base, path, *status, a + 1, h->p.max_attempts);
             pk_log(PK_LOG_DEBUG, "http: %s", h->err);
             st = PK_ERR_HTTP;
             continue;

@@ -30,7 +30,7 @@ typedef struct conn_body {
 static enum MHD_Result send_text(struct MHD_Connection *c, unsigned code, const char *text)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), (void *)(uintptr_t)text,
-                                                              MHD_RESPMEM_MUST_COPY);
+                                                             MHD_RESPMEM_MUST_COPY);
     MHD_add_response_header(r, "Content-Type", "application/json");
     enum MHD_Result ret = MHD_queue_response(c, code, r);
     MHD_destroy_response(r);
@@ -84,7 +84,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     }
     if (!strcmp(url, "/flaky"))
         return atomic_fetch_add(&s->hits_flaky, 1) < 2 ? send_text(c, 503, "{\"e\":1}")
-                                                        : send_text(c, 200, "{\"ok\":2}");
+                                                       : send_text(c, 200, "{\"ok\":2}");
     if (!strcmp(url, "/always503")) {
         atomic_fetch_add(&s->hits_always, 1);
         return send_text(c, 503, "{\"error\":{\"code\":\"injected_fault\"}}");
@@ -95,7 +95,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     }
     if (!strcmp(url, "/badjson"))
         return atomic_fetch_add(&s->hits_badjson, 1) < 1 ? send_text(c, 200, "{\"ok\":tr")
-                                                          : send_text(c, 200, "{\"ok\":true}");
+                                                         : send_text(c, 200, "{\"ok\":true}");
     if (!strcmp(url, "/trunc")) {
         if (atomic_fetch_add(&s->hits_trunc, 1) < 1) {
             struct MHD_Response *r =
@@ -192,9 +192,9 @@ static void test_basic(server *s)
     PK_CHECK_EQ(n, 11);
     free(r);
     const char *body = "{\"hello\":\"world\"}";
-    PK_CHECK_EQ(pk_http_request(h, "POST", "/echo", body, strlen(body), PK_HTTP_JSON, &status,
-                                &r, NULL),
-                PK_OK);
+    PK_CHECK_EQ(
+        pk_http_request(h, "POST", "/echo", body, strlen(body), PK_HTTP_JSON, &status, &r, NULL),
+        PK_OK);
     PK_CHECK(r && strstr(r, "\"method\":\"POST\""));
     PK_CHECK(r && strstr(r, "\"ct\":\"application/json\""));
     PK_CHECK(r && strstr(r, "\"len\":17"));
@@ -205,6 +205,26 @@ static void test_basic(server *s)
     PK_CHECK_EQ(st.body_up, 17);
     PK_CHECK(st.body_down > 11 + 20);
     PK_CHECK(st.wire_up > st.body_up && st.wire_down > st.body_down);
+    /* wire bytes are headers + body, the body counted once: a 64 KiB body adds 64 KiB */
+    size_t big_n = 65536;
+    char *big = malloc(big_n + 1);
+    PK_CHECK(big != NULL);
+    if (big) {
+        memset(big, 'x', big_n);
+        big[0] = '"';
+        big[big_n - 1] = '"';
+        big[big_n] = '\0';
+        pk_http_stats before = pk_http_get_stats(h);
+        PK_CHECK_EQ(
+            pk_http_request(h, "POST", "/echo", big, big_n, PK_HTTP_JSON, &status, &r, NULL),
+            PK_OK);
+        free(r);
+        pk_http_stats after = pk_http_get_stats(h);
+        uint64_t sent = after.body_up - before.body_up, wire = after.wire_up - before.wire_up;
+        PK_CHECK_EQ(sent, big_n);
+        PK_CHECK(wire > sent && wire < sent + 2048);
+        free(big);
+    }
     pk_http_reset_stats(h);
     PK_CHECK_EQ(pk_http_get_stats(h).requests, 0);
     /* 5xx twice, then success: three attempts */
