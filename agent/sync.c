@@ -989,17 +989,22 @@ static pk_status upload_round(sess *x, int64_t uploaded_round)
     pk_status st = local_steps(x, clip, noise, &pr, &n, &examples, &max_batch);
     if (st == PK_OK)
         st = replay(x); /* back to the global model: the local steps are only the update */
-    if (st == PK_OK)
-        st = make_upload(x, pr, n, examples, &idem);
     if (st == PK_OK && clip > 0.0) {
-        double q = 1.0;
-        if (x->ops->dataset_size > 0 && max_batch > 0 && max_batch < x->ops->dataset_size)
-            q = (double)max_batch / (double)x->ops->dataset_size;
+        /* q = 1: no amplification by subsampling is claimed. Batches come from a per-epoch
+         * shuffle (not Poisson sampling) and the local weights move with the clean clipped g, so
+         * a step whose batch lacks an example still depends on it; every released value is in
+         * [-C, C] plus noise whatever the weights, so q = 1 composition is a proven bound. */
+        const double q = 1.0;
+        (void)max_batch;
         /* g of a batch clipped to [-C, C] changes by up to 2C when one example changes, so the
-         * noise multiplier against that sensitivity is noise / 2 (docs/SYNC.md) */
+         * noise multiplier against that sensitivity is noise / 2 (docs/SYNC.md). Accounted
+         * before the outbox holds the update: a crash between the two may over-count a round
+         * that was never sent, never send one that was not counted. */
         st = dp_account(x, q, noise / 2.0, x->t.local_steps);
         x->rep->dp = 1;
     }
+    if (st == PK_OK)
+        st = make_upload(x, pr, n, examples, &idem);
     if (st == PK_OK) {
         x->rep->round = x->t.round;
         x->rep->pairs = (int64_t)n;

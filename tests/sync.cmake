@@ -13,3 +13,8 @@ pk_add_test(test_sync_fed SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_sync_fed.c
 if(TARGET pocketllm-server-mock)
     add_dependencies(test_sync_fed pocketllm-server-mock)
 endif()
+# Integration: `pocketllm sync` (the CLI) against pocketllm-server-mock on loopback with the real
+# stories260k model: three agent homes, concurrent rounds, catch-up, --out, DP, wrong model.
+pk_add_test(test_sync_cli SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_sync_cli.c
+    LIBS pk_agent PkgConfig::CJSON PkgConfig::SODIUM LABELS unit TIMEOUT 240)
+add_dependencies(test_sync_cli pocketllm pocketllm-server-mock)

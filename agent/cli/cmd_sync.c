@@ -189,14 +189,16 @@ int cmd_sync(int argc, char **argv)
                             "by the next sync\n");
         goto out;
     }
-    print_report(&rep, cli_flag(argc, argv, "--json"), pk_time_now() - t0);
+    int json = cli_flag(argc, argv, "--json"), quiet = cli_flag(argc, argv, "--quiet");
+    if (json || !quiet)
+        print_report(&rep, json, pk_time_now() - t0);
     if (out) {
         st = pk_model_save(pk_sync_mezo_model(mz), out, PK_DTYPE_F32, err, sizeof err);
         if (st != PK_OK) {
             cli_error(argv[0], "--out %s: %s", out, err[0] ? err : pk_status_str(st));
             goto out;
         }
-        if (!cli_flag(argc, argv, "--json"))
+        if (!json && !quiet)
             printf("global model written to %s\n", out);
     }
     rc = CLI_OK;
