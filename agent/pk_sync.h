@@ -115,7 +115,10 @@ typedef struct pk_sync_model_ops {
     /* Hex hash of the current weights (pk_weights_hash), NUL-terminated. */
     pk_status (*hash)(void *user, char hex[65]);
     void *user;           /* borrowed, passed to every call */
-    int64_t dataset_size; /* local examples, for the DP sampling rate (0: unknown, q = 1) */
+    int64_t dataset_size; /* local examples (informative: DP is accounted at q = 1) */
+    /* The trainable subset's name ("all", "bitfit", a regex; borrowed): a task naming another
+     * subset is refused before anything is uploaded. NULL: not checked. */
+    const char *trainable;
 } pk_sync_model_ops;
 
 typedef struct pk_sync_params {
@@ -133,20 +136,20 @@ pk_sync_params pk_sync_default_params(void);
 typedef struct pk_sync_report {
     char device_id[24];
     char task_id[68];
-    int64_t round;         /* the round this device uploaded to (0: none this call) */
-    int uploaded;          /* 1: an update was accepted (or already had been) this call */
-    int flushed;           /* pending outbox entries sent this call */
-    int64_t steps;         /* local steps run */
-    int64_t pairs;         /* (seed, sum g) pairs uploaded */
-    int64_t examples;      /* example count uploaded */
-    int round_closed;      /* 1: the uploaded round closed and its entry was replayed */
-    int64_t log_version;   /* global log version now applied to the model */
-    char log_head[65];     /* its hash (hex) */
-    char model_hash[65];   /* weights hash after replay (the global model) */
-    int dp;                /* 1: DP was applied this call */
-    double epsilon, delta; /* privacy spent so far on this task (0 if never DP) */
+    int64_t round;              /* the round this device uploaded to (0: none this call) */
+    int uploaded;               /* 1: an update was accepted (or already had been) this call */
+    int flushed;                /* pending outbox entries sent this call */
+    int64_t steps;              /* local steps run */
+    int64_t pairs;              /* (seed, sum g) pairs uploaded */
+    int64_t examples;           /* example count uploaded */
+    int round_closed;           /* 1: the uploaded round closed and its entry was replayed */
+    int64_t log_version;        /* global log version now applied to the model */
+    char log_head[65];          /* its hash (hex) */
+    char model_hash[65];        /* weights hash after replay (the global model) */
+    int dp;                     /* 1: DP was applied this call */
+    double epsilon, delta;      /* privacy spent so far on this task (0 if never DP) */
     uint64_t upload_body_bytes; /* body of this call's upload request(s) */
-    pk_http_stats http;    /* all traffic of this call */
+    pk_http_stats http;         /* all traffic of this call */
 } pk_sync_report;
 
 /* One federated round (issue 5): register once (device id in the store's sync state), send any

@@ -21,7 +21,7 @@
 typedef struct task {
     char id[ID_MAX + 1];
     char base_hash[129];
-    int64_t K;              /* pool size */
+    int64_t K; /* pool size */
     uint8_t pool_seed[32];
     pk_z_kind kind;
     float lr, eps;
@@ -29,9 +29,10 @@ typedef struct task {
     double max_abs_g;
     int64_t max_examples;
     double dp_clip, dp_noise;
-    int64_t round;          /* the open round */
-    int64_t log_version;    /* newest log entry on the coordinator */
-    uint64_t *seeds;        /* [K] the pool */
+    char trainable[64];  /* the task's trainable subset name ("" if not given) */
+    int64_t round;       /* the open round */
+    int64_t log_version; /* newest log entry on the coordinator */
+    uint64_t *seeds;     /* [K] the pool */
 } task;
 
 typedef struct sess {
@@ -44,7 +45,7 @@ typedef struct sess {
     char device_id[24];
     task t;
     pk_sync_report *rep;
-    int64_t have_version;   /* log entries verified and stored locally */
+    int64_t have_version; /* log entries verified and stored locally */
     uint8_t have_hash[32];
 } sess;
 
@@ -208,8 +209,8 @@ static pk_status upload_msg(const char *task_id, int64_t round, const char *devi
                             uint8_t **out, size_t *out_len)
 {
     static const char tag[] = "pocketllm-upload-v1";
-    size_t cap = 19 + 4 + strlen(task_id) + 8 + 4 + strlen(device_id) + 4 + strlen(idem) + 8 + 4 +
-                 plen;
+    size_t cap =
+        19 + 4 + strlen(task_id) + 8 + 4 + strlen(device_id) + 4 + strlen(idem) + 8 + 4 + plen;
     uint8_t *m = malloc(cap), *p = m;
     if (!m)
         return PK_ERR_NOMEM;
@@ -292,8 +293,8 @@ static int jnum(const cJSON *o, const char *key, int integral, double lo, double
 
 /* One request; *json owned (cJSON_Delete). A 4xx/5xx answer is PK_OK with *status set; the
  * error code (if any) goes to code[64]. */
-static pk_status call(sess *x, const char *method, const char *path, const char *body,
-                      long *status, cJSON **json, char code[64])
+static pk_status call(sess *x, const char *method, const char *path, const char *body, long *status,
+                      cJSON **json, char code[64])
 {
     char *resp = NULL;
     size_t n = 0;
@@ -306,8 +307,8 @@ static pk_status call(sess *x, const char *method, const char *path, const char 
     *json = cJSON_ParseWithLength(resp, n);
     free(resp);
     if (!*json)
-        return fail(x, PK_ERR_FORMAT, "%s %s: HTTP %ld with a body that is not JSON", method,
-                    path, *status);
+        return fail(x, PK_ERR_FORMAT, "%s %s: HTTP %ld with a body that is not JSON", method, path,
+                    *status);
     if (*status >= 400) {
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(*json, "error");
         const char *c = jstr(e, "code"), *m = jstr(e, "message");
@@ -434,9 +435,13 @@ static pk_status parse_task(sess *x, const cJSON *j)
         return fail(x, PK_ERR_UNSUPPORTED, "task: unknown z_kind %s", zk);
     const cJSON *priv = cJSON_GetObjectItemCaseSensitive(j, "privacy");
     double clip = 0, noise = 0;
-    if (priv && (jnum(priv, "dp_clip", 0, 0, 1e30, &clip) ||
-                 jnum(priv, "dp_noise", 0, 0, 1e30, &noise)))
+    if (priv &&
+        (jnum(priv, "dp_clip", 0, 0, 1e30, &clip) || jnum(priv, "dp_noise", 0, 0, 1e30, &noise)))
         return fail(x, PK_ERR_FORMAT, "task: bad privacy.dp_clip / dp_noise");
+    const char *tr = jstr(j, "trainable");
+    if (tr && strlen(tr) >= sizeof t->trainable)
+        return fail(x, PK_ERR_FORMAT, "task: trainable is too long");
+    snprintf(t->trainable, sizeof t->trainable, "%s", tr ? tr : "");
     snprintf(t->id, sizeof t->id, "%s", id);
     snprintf(t->base_hash, sizeof t->base_hash, "%s", bh);
     t->K = (int64_t)K;
@@ -595,8 +600,8 @@ static pk_status pull_log(sess *x)
         const cJSON *ents = cJSON_GetObjectItemCaseSensitive(j, "entries");
         double hv = 0;
         const char *tid = jstr(j, "task_id");
-        if (st == PK_OK && (!tid || strcmp(tid, x->t.id) || jnum(head, "version", 1, 0, 9e15, &hv) ||
-                            !cJSON_IsArray(ents)))
+        if (st == PK_OK && (!tid || strcmp(tid, x->t.id) ||
+                            jnum(head, "version", 1, 0, 9e15, &hv) || !cJSON_IsArray(ents)))
             st = fail(x, PK_ERR_FORMAT, "log: malformed answer (task_id, head, entries)");
         if (st == PK_OK && (int64_t)hv < x->have_version)
             st = fail(x, PK_ERR_AUTH,
@@ -1051,8 +1056,13 @@ static pk_status run_round(sess *x)
         return fail(x, st, "model: cannot hash the base weights");
     if (strcmp(hash, x->t.base_hash) != 0)
         return fail(x, PK_ERR_ARG,
-                    "the task %s needs the base model with hash %s, this model has %s",
-                    x->t.id, x->t.base_hash, hash);
+                    "the task %s needs the base model with hash %s, this model has %s", x->t.id,
+                    x->t.base_hash, hash);
+    /* Every device must update the same tensors, or replaying the log diverges. */
+    if (x->ops->trainable && x->t.trainable[0] && strcmp(x->ops->trainable, x->t.trainable) != 0)
+        return fail(x, PK_ERR_ARG,
+                    "the task %s trains the subset '%s', this device '%s' (use --trainable %s)",
+                    x->t.id, x->t.trainable, x->ops->trainable, x->t.trainable);
     st = load_head(x);
     if (st == PK_OK)
         st = pull_log(x);

@@ -10,8 +10,9 @@
 
 struct pk_sync_mezo {
     pk_model *m;
-    uint8_t *trainable; /* [n_tensors] */
-    void **snap;        /* [n_tensors] base bytes of the trainable tensors (NULL otherwise) */
+    uint8_t *trainable;       /* [n_tensors] */
+    char trainable_name[256]; /* the --trainable spec ("all" by default) */
+    void **snap;              /* [n_tensors] base bytes of the trainable tensors (NULL otherwise) */
     size_t n_tensors;
     pk_objective *obj; /* NULL: no local data (catch-up only) */
     size_t batch;
@@ -71,6 +72,7 @@ pk_status pk_sync_mezo_open(pk_store *s, const char *model_dir, const char *data
     pk_status st = pk_model_load(model_dir, pk_model_default_params(), &x->m, err, errlen);
     if (st == PK_OK)
         st = pk_mezo_trainable(x->m, trainable ? trainable : "all", &x->trainable, err, errlen);
+    snprintf(x->trainable_name, sizeof x->trainable_name, "%s", trainable ? trainable : "all");
     if (st == PK_OK) {
         st = snapshot(x);
         if (st != PK_OK && err && errlen)
@@ -154,8 +156,13 @@ static pk_status op_hash(void *user, char hex[65])
 
 pk_sync_model_ops pk_sync_mezo_ops(pk_sync_mezo *x)
 {
-    pk_sync_model_ops o = {op_grad, op_apply, op_reset,
-                           op_hash, x,        x && x->obj ? (int64_t)pk_objective_size(x->obj) : 0};
+    pk_sync_model_ops o = {op_grad,
+                           op_apply,
+                           op_reset,
+                           op_hash,
+                           x,
+                           x && x->obj ? (int64_t)pk_objective_size(x->obj) : 0,
+                           x ? x->trainable_name : NULL};
     return o;
 }
 

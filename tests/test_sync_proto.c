@@ -23,14 +23,14 @@ typedef struct fake {
     char task[4096];
     char *ent[MAX_ENT]; /* entry JSON of version i+1 */
     int n_ent;
-    int head;           /* head version announced (normally n_ent) */
+    int head; /* head version announced (normally n_ent) */
     uint8_t pk[32];
     int have_pk;
-    int upload_code;    /* 200, 503 or 409 */
+    int upload_code; /* 200, 503 or 409 */
     int uploads_seen;
     int uploads_ok;
     char last_idem[80];
-    int sig_ok;         /* last upload's signature verified here */
+    int sig_ok; /* last upload's signature verified here */
     int last_pairs;
     long long last_examples;
 } fake;
@@ -43,7 +43,7 @@ typedef struct rq {
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *text)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), (void *)(uintptr_t)text,
-                                                              MHD_RESPMEM_MUST_COPY);
+                                                             MHD_RESPMEM_MUST_COPY);
     MHD_add_response_header(r, "Content-Type", "application/json");
     enum MHD_Result ret = MHD_queue_response(c, code, r);
     MHD_destroy_response(r);
@@ -51,8 +51,9 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char
 }
 
 static const char *TASK_ID = "t1";
-static const uint8_t POOL_SEED[32] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
-                                      17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
+static const uint8_t POOL_SEED[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11,
+                                      12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
+                                      23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
 
 /* Verifies an upload body as the coordinator would (PROTOCOL 5). */
 static void check_upload(fake *f, const char *body)
@@ -131,10 +132,11 @@ static enum MHD_Result route(fake *f, struct MHD_Connection *c, const char *url,
     if (!strcmp(url, "/v1/log")) {
         const char *s = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "since");
         int since = s ? atoi(s) : 0;
-        size_t off = (size_t)snprintf(buf, sizeof buf,
-                                      "{\"task_id\":\"%s\",\"head\":{\"version\":%d,\"hash\":\"x\"},"
-                                      "\"more\":false,\"entries\":[",
-                                      TASK_ID, f->head);
+        size_t off =
+            (size_t)snprintf(buf, sizeof buf,
+                             "{\"task_id\":\"%s\",\"head\":{\"version\":%d,\"hash\":\"x\"},"
+                             "\"more\":false,\"entries\":[",
+                             TASK_ID, f->head);
         for (int v = since + 1; v <= f->head && v <= f->n_ent; v++)
             off += (size_t)snprintf(buf + off, sizeof buf - off, "%s%s", v > since + 1 ? "," : "",
                                     f->ent[v - 1]);
@@ -269,8 +271,8 @@ static void expect_replay(const fake *f, int upto, const toy *t, const char *got
     char want[65], buf[4096];
     size_t off = (size_t)snprintf(buf, sizeof buf, "{\"entries\":[");
     for (int v = 1; v <= upto; v++)
-        off += (size_t)snprintf(buf + off, sizeof buf - off, "%s%s", v > 1 ? "," : "",
-                                f->ent[v - 1]);
+        off +=
+            (size_t)snprintf(buf + off, sizeof buf - off, "%s%s", v > 1 ? "," : "", f->ent[v - 1]);
     snprintf(buf + off, sizeof buf - off, "]}");
     memcpy(w, t->base, sizeof w);
     PK_CHECK_EQ(ref_replay(buf, POOL_SEED, PK_Z_GAUSSIAN, t->key, w), upto);
@@ -416,6 +418,21 @@ static void test_log_and_upload(fake *f, const char *dir)
     set_task(f, "00ff", 6);
     PK_CHECK_EQ(run(s, f, &t, p, &rep, err), PK_ERR_ARG);
     PK_CHECK(strstr(err, "base model") != NULL);
+    /* a task that trains another subset than this device is refused before anything else */
+    set_task(f, base_hash, 6);
+    {
+        char *q = strstr(f->task, "\"quorum\"");
+        char tail[2048];
+        PK_CHECK(q != NULL);
+        if (q) {
+            snprintf(tail, sizeof tail, "%s", q);
+            snprintf(q, sizeof f->task - (size_t)(q - f->task), "\"trainable\":\"bitfit\",%s",
+                     tail);
+            PK_CHECK_EQ(run(s, f, &t, p, &rep, err), PK_ERR_ARG);
+            PK_CHECK(strstr(err, "bitfit") != NULL && strstr(err, "--trainable") != NULL);
+            PK_CHECK_EQ(pk_store_outbox_peek(s, &ik, &body), PK_ERR_NOTFOUND);
+        }
+    }
     /* an unknown task id */
     set_task(f, base_hash, 6);
     p.task_id = "nope";
@@ -474,9 +491,9 @@ int main(void)
     pthread_mutex_init(&f.mu, NULL);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    f.d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0,
-                           NULL, NULL, handler, &f, MHD_OPTION_SOCK_ADDR, &a,
-                           MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
+    f.d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL,
+                           NULL, handler, &f, MHD_OPTION_SOCK_ADDR, &a, MHD_OPTION_NOTIFY_COMPLETED,
+                           completed, NULL, MHD_OPTION_END);
     PK_CHECK(f.d != NULL);
     if (f.d) {
         f.port = MHD_get_daemon_info(f.d, MHD_DAEMON_INFO_BIND_PORT)->port;

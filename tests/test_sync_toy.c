@@ -18,10 +18,10 @@
 typedef struct toy {
     float w[TOY_D];
     float base[TOY_D];
-    float target[TOY_D];  /* derived from the agent's private text */
-    uint64_t key;         /* tensor key of the one tensor */
-    int64_t batch;        /* examples per step */
-    long grads, applies;  /* call counters */
+    float target[TOY_D]; /* derived from the agent's private text */
+    uint64_t key;        /* tensor key of the one tensor */
+    int64_t batch;       /* examples per step */
+    long grads, applies; /* call counters */
 } toy;
 
 static void toy_init(toy *t, const char *private_text)
@@ -91,7 +91,7 @@ static pk_status toy_hash(void *user, char hex[65])
 
 static pk_sync_model_ops toy_ops(toy *t)
 {
-    pk_sync_model_ops o = {toy_grad, toy_apply, toy_reset, toy_hash, t, 1000};
+    pk_sync_model_ops o = {toy_grad, toy_apply, toy_reset, toy_hash, t, 1000, "all"};
     return o;
 }
 
