@@ -18,3 +18,8 @@ endif()
 pk_add_test(test_sync_cli SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_sync_cli.c
     LIBS pk_agent PkgConfig::CJSON PkgConfig::SODIUM LABELS unit TIMEOUT 240)
 add_dependencies(test_sync_cli pocketllm pocketllm-server-mock)
+# Integration: `pocketllm demo --federated` (issue 6): the demo starts pocketllm-server-mock itself
+# and runs one round with two simulated devices on stories260k; the coordinator-missing path.
+pk_add_test(test_demo_fed SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_demo_fed.c
+    LIBS PkgConfig::CJSON LABELS unit TIMEOUT 180)
+add_dependencies(test_demo_fed pocketllm pocketllm-server-mock)

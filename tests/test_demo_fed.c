@@ -1,0 +1,198 @@
+/* test_demo_fed.c: `pocketllm demo --federated` (issue 6) through the built CLI on stories260k:
+ *  - with the coordinator next to the build's pocketllm: exit 0, and the last JSON line reports
+ *    federated true, one round, the same global model hash on both devices (not the base
+ *    model), a few KB of traffic per device, and only registrations and uploads received;
+ *  - the demo's temporary home (and the coordinator's files in it) is removed afterwards and
+ *    no coordinator is left running;
+ *  - without --federated the summary does not claim it (federated null, no federated_* keys);
+ *  - a pocketllm with no coordinator beside it: exit 1, a message naming
+ *    pocketllm-server-mock, and federated false in the summary.
+ * The CLI runs as an exec'd binary (libgomp is not fork-safe). */
+#include "pk_common.h"
+#include "pk_test.h"
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function" /* not every helper is used here */
+#include "test_product_util.h"
+#pragma GCC diagnostic pop
+
+#include <cJSON.h>
+#include <dirent.h>
+#include <math.h>
+
+#define STEPS       20
+#define LOCAL_STEPS 20 /* FED_LOCAL_STEPS of cmd_product.c, capped by --steps */
+
+static char g_tmp[128];
+
+static cJSON *last_json(char *out)
+{
+    return cJSON_Parse(last_line(out));
+}
+
+static double num(const cJSON *j, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : (double)NAN;
+}
+
+static const char *str(const cJSON *j, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+/* Element i of the array j[key]: a number (NAN if absent) or a string ("" if absent). */
+static double num_at(const cJSON *j, const char *key, int i)
+{
+    const cJSON *v = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, key), i);
+    return cJSON_IsNumber(v) ? v->valuedouble : (double)NAN;
+}
+
+static const char *str_at(const cJSON *j, const char *key, int i)
+{
+    const cJSON *v = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, key), i);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static int is_hash(const char *h)
+{
+    if (strlen(h) != 64)
+        return 0;
+    for (const char *c = h; *c; c++)
+        if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f')))
+            return 0;
+    return 1;
+}
+
+/* Entries of dir other than . and .. */
+static int dir_entries(const char *dir)
+{
+    int n = 0;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL)
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* Live processes whose command line mentions pocketllm-server-mock and g_tmp (the demo's home
+ * is under g_tmp through TMPDIR, so its coordinator's --db is too). */
+static int coordinators_running(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        char path[300], buf[4096];
+        snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
+        FILE *f = fopen(path, "rb");
+        size_t k = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+        if (f)
+            fclose(f);
+        for (size_t i = 0; i < k; i++)
+            if (buf[i] == '\0')
+                buf[i] = ' '; /* argv is NUL-separated */
+        buf[k] = '\0';
+        n += strstr(buf, "pocketllm-server-mock") && strstr(buf, g_tmp);
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static void test_federated(void)
+{
+    char cmd[1024], *out = NULL;
+    double t0 = pk_time_now();
+    snprintf(cmd, sizeof cmd, "%s demo --federated --steps %d --json --quiet", POCKETLLM, STEPS);
+    int rc = run_capture(cmd, &out);
+    PK_CHECK_EQ(rc, 0);
+    cJSON *j = last_json(out);
+    PK_CHECK(j != NULL);
+    if (rc != 0 || !j)
+        fprintf(stderr, "demo --federated: exit %d, last line: %s\n", rc, last_line(out));
+    const char *h = str(j, "federated_hash");
+    PK_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "federated")));
+    PK_CHECK(is_hash(h));
+    PK_CHECK(!strcmp(str_at(j, "federated_device_hashes", 0), h));
+    PK_CHECK(!strcmp(str_at(j, "federated_device_hashes", 1), h));
+    PK_CHECK(strcmp(h, str(j, "base_hash")) != 0);  /* the round moved the model */
+    PK_CHECK(strcmp(h, str(j, "final_hash")) != 0); /* and it is not the local fine-tune */
+    PK_CHECK(num(j, "federated_round") == 1.0);
+    PK_CHECK(num(j, "federated_request_bodies") == 4.0); /* 2 registrations + 2 uploads */
+    double loss = num(j, "federated_loss");
+    PK_CHECK(isfinite(loss) && loss > 0.0);
+    for (int i = 0; i < 2; i++) {
+        double up = num_at(j, "federated_bytes_up", i), down = num_at(j, "federated_bytes_down", i);
+        double body = num_at(j, "federated_upload_body_bytes", i);
+        double pairs = num_at(j, "federated_pairs", i);
+        PK_CHECK(up > 0 && up < 16384 && down > 0 && down < 16384);
+        PK_CHECK(body > 0 && body < 2048);
+        PK_CHECK(pairs >= 1 && pairs <= LOCAL_STEPS);
+        printf("device %c: %.0f bytes up, %.0f down, upload body %.0f bytes, %.0f pairs\n", 'A' + i,
+               up, down, body, pairs);
+    }
+    printf("federated: model %.16s..., held-out loss %.4f (base %.4f), %.1f s\n", h, loss,
+           num(j, "loss_before"), pk_time_now() - t0);
+    PK_CHECK_EQ(dir_entries(g_tmp), 0); /* the demo home and the coordinator's files are gone */
+    PK_CHECK_EQ(coordinators_running(), 0);
+    cJSON_Delete(j);
+    free(out);
+}
+
+static void test_not_federated(void)
+{
+    char cmd[1024], *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s demo --steps 2 --json --quiet", POCKETLLM);
+    PK_CHECK_EQ(run_capture(cmd, &out), 0);
+    cJSON *j = last_json(out);
+    PK_CHECK(j != NULL);
+    PK_CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "federated")));
+    PK_CHECK(cJSON_GetObjectItemCaseSensitive(j, "federated_hash") == NULL);
+    cJSON_Delete(j);
+    free(out);
+}
+
+/* A pocketllm copied where no coordinator sits beside it. */
+static void test_no_coordinator(void)
+{
+    char bin[300], cmd[1024], *out = NULL;
+    snprintf(bin, sizeof bin, "%s/bin", g_tmp);
+    PK_CHECK(mkdir(bin, 0700) == 0);
+    snprintf(bin, sizeof bin, "%s/bin/pocketllm", g_tmp);
+    PK_CHECK(copy_file(POCKETLLM, bin) && chmod(bin, 0700) == 0);
+    snprintf(cmd, sizeof cmd, "%s demo --federated --steps 2 --json --quiet 2>&1", bin);
+    PK_CHECK_EQ(run_capture(cmd, &out), 1);
+    PK_CHECK(out && strstr(out, "pocketllm-server-mock") != NULL);
+    cJSON *j = last_json(out);
+    PK_CHECK(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "federated")));
+    cJSON_Delete(j);
+    free(out);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s/bin'", g_tmp);
+    PK_CHECK_EQ(run_capture(cmd, NULL), 0);
+}
+
+int main(void)
+{
+    if (!make_tmpdir(g_tmp, sizeof g_tmp, "demofed"))
+        return 1;
+    double t0 = pk_time_now();
+    setenv("TMPDIR", g_tmp, 1);              /* the demo makes its home here */
+    setenv("OMP_WAIT_POLICY", "passive", 1); /* the coordinator shares the cores */
+    unsetenv("POCKETLLM_MODEL");             /* stories260k through PK_SHARED_DIR */
+    test_federated();
+    test_not_federated();
+    test_no_coordinator();
+    PK_CHECK_EQ(dir_entries(g_tmp), 0);
+    printf("total %.2f s\n", pk_time_now() - t0);
+    if (pk_test_failures == 0)
+        rm_rf(g_tmp);
+    else
+        fprintf(stderr, "left %s for inspection\n", g_tmp);
+    return PK_TEST_DONE();
+}
