@@ -10,4 +10,4 @@ pk_add_test(test_trainer SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_trainer.c
 # 300 steps of lm fine-tuning on demo/data (the done-when test); same binary, "long" mode
 add_test(NAME test_trainer_300 COMMAND test_trainer long)
 set_tests_properties(test_trainer_300 PROPERTIES LABELS slow TIMEOUT 900
-    ENVIRONMENT "PK_SHARED_DIR=${PK_SHARED_DIR};PK_BUILD_DIR=${CMAKE_BINARY_DIR};OMP_NUM_THREADS=2")
+    ENVIRONMENT "PK_SHARED_DIR=${PK_SHARED_DIR};PK_BUILD_DIR=${CMAKE_BINARY_DIR};OMP_NUM_THREADS=2;OMP_WAIT_POLICY=PASSIVE")

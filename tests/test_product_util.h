@@ -18,7 +18,7 @@
 
 /* Runs a shell command line; *out (may be NULL) gets its stdout (owned, free()). Returns the
  * exit status, or -1 if it could not run or died from a signal. */
-static int run_capture(const char *cmd, char **out)
+static inline int run_capture(const char *cmd, char **out)
 {
     FILE *p = popen(cmd, "r");
     if (!p)
@@ -47,7 +47,7 @@ static int run_capture(const char *cmd, char **out)
 }
 
 /* The last non-empty line of s (view into s, NUL-terminated in place). */
-static const char *last_line(char *s)
+static inline const char *last_line(char *s)
 {
     if (!s)
         return "";
@@ -65,7 +65,7 @@ typedef struct server {
 } server;
 
 /* Starts pocketllm-server-mock ARGS --port 0 and reads "listening on HOST:PORT". */
-static int server_start(server *sv, const char *args)
+static inline int server_start(server *sv, const char *args)
 {
     int fds[2];
     if (pipe(fds) != 0)
@@ -104,7 +104,7 @@ static int server_start(server *sv, const char *args)
     return 1;
 }
 
-static void server_stop(server *sv)
+static inline void server_stop(server *sv)
 {
     if (sv->pid > 0) {
         kill(sv->pid, SIGTERM);
@@ -116,13 +116,13 @@ static void server_stop(server *sv)
     sv->out = NULL;
 }
 
-static int make_tmpdir(char *buf, size_t n, const char *tag)
+static inline int make_tmpdir(char *buf, size_t n, const char *tag)
 {
     snprintf(buf, n, "/tmp/pk_%s_XXXXXX", tag);
     return mkdtemp(buf) != NULL;
 }
 
-static void rm_rf(const char *dir)
+static inline void rm_rf(const char *dir)
 {
     char cmd[1200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
@@ -130,13 +130,13 @@ static void rm_rf(const char *dir)
         fprintf(stderr, "warning: could not remove %s\n", dir);
 }
 
-static long long file_bytes(const char *path)
+static inline long long file_bytes(const char *path)
 {
     struct stat sb;
     return stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
 }
 
-static int files_equal(const char *a, const char *b)
+static inline int files_equal(const char *a, const char *b)
 {
     FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
     int same = fa && fb;
@@ -154,7 +154,7 @@ static int files_equal(const char *a, const char *b)
     return same;
 }
 
-static int copy_file(const char *from, const char *to)
+static inline int copy_file(const char *from, const char *to)
 {
     FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
     int ok = a && b;

@@ -45,7 +45,7 @@ static const char plot_help[] =
     "\n"
     "examples:\n"
     "  pocketllm plot --run 1 --out loss.svg\n"
-    "  pocketllm runs                       # find the run id\n";
+    "  pocketllm runs list                  # find the run id\n";
 
 static int parse_run_id(int argc, char **argv, int64_t *id)
 {
