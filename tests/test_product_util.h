@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -64,7 +67,8 @@ typedef struct server {
     FILE *out; /* the server's stdout, kept open so later writes never hit a closed pipe */
 } server;
 
-/* Starts pocketllm-server-mock ARGS --port 0 and reads "listening on HOST:PORT". */
+/* Starts pocketllm-server-mock ARGS --port 0 --host 127.0.0.1 and reads "listening on
+ * HOST:PORT" from its stdout (stderr is inherited). */
 static inline int server_start(server *sv, const char *args)
 {
     int fds[2];
@@ -74,6 +78,9 @@ static inline int server_start(server *sv, const char *args)
     if (pid < 0)
         return 0;
     if (pid == 0) {
+#ifdef __linux__
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* dies with the test on any path (crash, timeout) */
+#endif
         dup2(fds[1], 1);
         close(fds[0]);
         close(fds[1]);

@@ -23,9 +23,7 @@
 
 #include <cJSON.h>
 #include <dirent.h>
-#include <fcntl.h>
 #include <sodium.h>
-#include <sys/prctl.h>
 #include <time.h>
 
 #define STORIES     PK_SHARED_DIR "/testdata/models/stories260k"
@@ -73,19 +71,13 @@ typedef struct report {
 } report;
 
 typedef struct coord {
-    pid_t pid;
+    server sv;
     int port;
     char url[64];
 } coord;
 
 static char g_tmp[128];
 static uint8_t g_pool_seed[32]; /* the task's */
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static int write_text(const char *path, const char *text)
 {
@@ -112,64 +104,26 @@ static int dir_hash(const char *dir, char hex[65])
 }
 
 /* ---- the coordinator --------------------------------------------------------------------------
- * Started with execv; PR_SET_PDEATHSIG kills it if this test dies on any path (a crash, an
- * abort, the ctest timeout), and coord_stop ends it on the normal path. */
+ * test_product_util.h's server_start: PR_SET_PDEATHSIG kills it if this test dies on any path
+ * (a crash, an abort, the ctest timeout), and coord_stop ends it on the normal path. */
 
 static int coord_start(coord *c, const char *faults)
 {
-    char db[300], task[300], cap[300], log[300];
-    snprintf(db, sizeof db, "%s/coord.db", g_tmp);
-    snprintf(task, sizeof task, "%s/task.json", g_tmp);
-    snprintf(cap, sizeof cap, "%s/capture", g_tmp);
-    snprintf(log, sizeof log, "%s/server.log", g_tmp);
-    pid_t parent = getpid();
-    c->port = 0;
-    c->pid = fork();
-    if (c->pid < 0)
+    char args[1400];
+    snprintf(
+        args, sizeof args,
+        "--db %s/coord.db --task %s/task.json --capture %s/capture --faults %s 2>%s/server.log",
+        g_tmp, g_tmp, g_tmp, faults, g_tmp);
+    if (!server_start(&c->sv, args))
         return 0;
-    if (c->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        const char *argv[] = {SERVER,   "--db",      db,       "--task", task,
-                              "--host", "127.0.0.1", "--port", "0",      "--capture",
-                              cap,      "--faults",  faults,   NULL};
-        execv(SERVER, (char *const *)(uintptr_t)argv);
-        _exit(127);
-    }
-    for (int i = 0; i < 1500 && c->port == 0; i++) { /* up to 15 s (ASan) */
-        sleep_ms(10);
-        FILE *f = fopen(log, "r");
-        char line[256];
-        if (f && fgets(line, sizeof line, f)) {
-            const char *p = strstr(line, "listening on 127.0.0.1:");
-            if (p)
-                c->port = atoi(p + strlen("listening on 127.0.0.1:"));
-        }
-        if (f)
-            fclose(f);
-        if (waitpid(c->pid, NULL, WNOHANG) == c->pid) {
-            fprintf(stderr, "pocketllm-server-mock exited early, see %s\n", log);
-            c->pid = 0;
-            return 0;
-        }
-    }
+    c->port = c->sv.port;
     snprintf(c->url, sizeof c->url, "http://127.0.0.1:%d", c->port);
-    return c->port > 0;
+    return 1;
 }
 
 static void coord_stop(coord *c)
 {
-    if (c->pid > 0) {
-        kill(c->pid, SIGTERM);
-        waitpid(c->pid, NULL, 0);
-    }
-    c->pid = 0;
+    server_stop(&c->sv);
 }
 
 /* ---- running the CLI ------------------------------------------------------------------------ */
@@ -683,7 +637,8 @@ int main(void)
 {
     static agent ag[N_AGENTS];
     char base[65] = "", pf[300], opts0[400], cap[300];
-    coord c = {0};
+    coord c;
+    memset(&c, 0, sizeof c);
     if (sodium_init() < 0 || pk_http_global_init() != PK_OK ||
         !make_tmpdir(g_tmp, sizeof g_tmp, "synccli"))
         return 1;
