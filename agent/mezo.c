@@ -188,9 +188,8 @@ void pk_mezo_update(pk_model *m, const uint8_t *trainable, uint64_t seed, pk_z_k
         PK_ASSERT(st == PK_OK);
         float twd = ti.is_bias_or_norm ? 0.0f : wd;
         long nb = (long)((ti.numel + UPDATE_BLOCK - 1) / UPDATE_BLOCK);
-        int nthreads = pk_threads_get();
-        if (nb < 4)
-            nthreads = 1;
+        int nthreads = nb < 4 ? 1 : pk_threads_get();
+        (void)nthreads; /* unused where OpenMP is off (clang with libgomp: the fuzz build) */
 #pragma omp parallel num_threads(nthreads)
         {
             float z[UPDATE_BLOCK], w[UPDATE_BLOCK];

@@ -178,7 +178,7 @@ pk_status pk_train(pk_store *s, const pk_train_config *cfg_in, int64_t resume_ru
         goto out;
     }
     step_ctx ctx = {obj, cfg.mezo.seed, 0, cfg.accumulate, (size_t)cfg.batch, idx};
-    double best = INFINITY;
+    double best = (double)INFINITY;
     int bad_evals = 0;
     int64_t step = first;
     for (; step < cfg.steps; step++) {

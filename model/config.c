@@ -139,10 +139,10 @@ static void parse_rope_scaling(ctx *c, pk_cfg *m)
         return;
     }
     m->rope_llama3 = 1;
-    m->rope_factor = get_num(c, rs, "factor", NAN, 1e-3, 1e6);
-    m->rope_low = get_num(c, rs, "low_freq_factor", NAN, 1e-6, 1e6);
-    m->rope_high = get_num(c, rs, "high_freq_factor", NAN, 1e-6, 1e6);
-    m->rope_orig_max = (int)get_num(c, rs, "original_max_position_embeddings", NAN, 1, 1e8);
+    m->rope_factor = get_num(c, rs, "factor", (double)NAN, 1e-3, 1e6);
+    m->rope_low = get_num(c, rs, "low_freq_factor", (double)NAN, 1e-6, 1e6);
+    m->rope_high = get_num(c, rs, "high_freq_factor", (double)NAN, 1e-6, 1e6);
+    m->rope_orig_max = (int)get_num(c, rs, "original_max_position_embeddings", (double)NAN, 1, 1e8);
     if (!c->bad && m->rope_high <= m->rope_low) {
         pk_seterr(c->err, c->errlen,
                   "%s: key \"rope_scaling.high_freq_factor\" must exceed low_freq_factor",

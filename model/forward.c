@@ -572,7 +572,7 @@ void pk_lm_head(pk_model *m, const pk_perturb *pert, const float *h, int M, doub
     const float *bias = fetch_vec(m, pert, m->head_b, m->vscr);
     if (lse) {
         for (int r = 0; r < M; r++) {
-            m->lmax[r] = -INFINITY;
+            m->lmax[r] = -(double)INFINITY;
             m->lsum[r] = 0;
         }
     }

@@ -70,7 +70,7 @@ static double heldout_loss(pk_model *m)
     pk_objective *o = NULL;
     char err[256] = "";
     pk_train_config c = base_config(1);
-    double loss = NAN, acc = 0;
+    double loss = (double)NAN, acc = 0;
     PK_CHECK(pk_objective_from_store(s, "pip-heldout", m, STORIES, &c, &o, err, sizeof err) ==
              PK_OK);
     if (o != NULL)
