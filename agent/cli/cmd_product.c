@@ -278,8 +278,8 @@ static const char demo_help[] =
     "\n"
     "  --model DIR  base model (default: $POCKETLLM_MODEL, else stories260k from the shared\n"
     "               test data; else a small RANDOM model so the pipeline still runs)\n"
-    "  --steps N    MeZO steps (default 800: about a minute on 2 cores with stories260k)\n"
-    "  --lr X       learning rate (default 2e-4), --batch N examples per step (default 16)\n"
+    "  --steps N    MeZO steps (default 800: under a minute on 2 cores with stories260k)\n"
+    "  --lr X       learning rate (default 1e-4), --batch N examples per step (default 16)\n"
     "  --federated  also run one federated round: a local coordinator\n"
     "               (pocketllm-server-mock) and two simulated devices\n"
     "  --keep       keep the temporary home (and loss.svg, demo.seedlog) and print its path\n"
@@ -353,7 +353,7 @@ static int demo_parse(int argc, char **argv, demo_opts *o)
     memset(o, 0, sizeof *o);
     o->model = cli_opt(argc, argv, "--model");
     o->steps = 800;
-    o->lr = 2e-4f;
+    o->lr = 1e-4f; /* 2e-4 overshoots after ~400 of the 800 steps */
     o->batch = 16;
     long long v = 0;
     double x = 0;
