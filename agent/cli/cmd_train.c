@@ -816,7 +816,7 @@ static pk_status bench_loss(void *user, pk_model *m, int micro, const pk_perturb
         return st;
     double sum = 0;
     for (int r = 0; r < c->b.B; r++) {
-        double a = c->logits[2 * r], b = c->logits[2 * r + 1], mx = a > b ? a : b;
+        double a = (double)c->logits[2 * r], b = (double)c->logits[2 * r + 1], mx = a > b ? a : b;
         sum += mx + log(exp(a - mx) + exp(b - mx)) - a;
     }
     *loss = sum / c->b.B;
