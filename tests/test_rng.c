@@ -9,8 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Internal to common/rng.c, exported only for this known-answer test. */
+/* Internal to common/rng.c, exported only for these tests. */
 void pk_rng_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
+void pk_rng_force_generic(int on); /* 1: the generic (auto-vectorized) path; 0: automatic */
 
 static uint32_t fbits(float f)
 {
@@ -25,7 +26,8 @@ static void test_philox_kat(void)
     static const uint32_t ctr[3][4] = {{0, 0, 0, 0},
                                        {0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu},
                                        {0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}};
-    static const uint32_t key[3][2] = {{0, 0}, {0xffffffffu, 0xffffffffu}, {0xa4093822u, 0x299f31d0u}};
+    static const uint32_t key[3][2] = {
+        {0, 0}, {0xffffffffu, 0xffffffffu}, {0xa4093822u, 0x299f31d0u}};
     static const uint32_t want[3][4] = {{0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u},
                                         {0x408f276du, 0x41c83b0eu, 0xa20bc7c6u, 0x6d5451fdu},
                                         {0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u}};
@@ -102,36 +104,58 @@ struct golden {
 };
 
 static const struct golden goldens[] = {
-{0x0000000000000000ull, "model.embed_tokens.weight", 0ull, PK_Z_GAUSSIAN, 0x3ee0e5c9u}, /* 0.439253122 */
-{0x0000000000000000ull, "model.embed_tokens.weight", 0ull, PK_Z_RADEMACHER, 0xbf800000u}, /* -1 */
-{0x0000000000000000ull, "model.embed_tokens.weight", 7ull, PK_Z_GAUSSIAN, 0x3f7ec1e7u}, /* 0.995146215 */
-{0x0000000000000000ull, "lm_head.weight", 1ull, PK_Z_GAUSSIAN, 0x3eeff2a1u}, /* 0.468647987 */
-{0x0000000000000000ull, "lm_head.weight", 1000003ull, PK_Z_GAUSSIAN, 0x3f92d64au}, /* 1.14716458 */
-{0x0000000000000000ull, "model.decoder.layers.11.fc2.bias", 2ull, PK_Z_GAUSSIAN, 0x3f6586afu}, /* 0.896586359 */
-{0x0000000000000000ull, "model.decoder.layers.11.fc2.bias", 4294967301ull, PK_Z_GAUSSIAN, 0x3f254b10u}, /* 0.645676613 */
-{0x0000000000000000ull, "model.decoder.layers.11.fc2.bias", 4294967301ull, PK_Z_RADEMACHER, 0x3f800000u}, /* 1 */
-{0x0000000000000001ull, "model.embed_tokens.weight", 3ull, PK_Z_GAUSSIAN, 0x3fbb67c5u}, /* 1.46410429 */
-{0x0000000000000001ull, "model.embed_tokens.weight", 3ull, PK_Z_RADEMACHER, 0x3f800000u}, /* 1 */
-{0x0000000000000001ull, "lm_head.weight", 0ull, PK_Z_GAUSSIAN, 0xbfb7c925u}, /* -1.43582594 */
-{0x0000000000000001ull, "lm_head.weight", 0ull, PK_Z_RADEMACHER, 0x3f800000u}, /* 1 */
-{0x0000000000000001ull, "lm_head.weight", 7ull, PK_Z_GAUSSIAN, 0xbf139133u}, /* -0.576434314 */
-{0x0000000000000001ull, "model.decoder.layers.11.fc2.bias", 1ull, PK_Z_GAUSSIAN, 0x3ee5ed8fu}, /* 0.449078053 */
-{0x0000000000000001ull, "model.decoder.layers.11.fc2.bias", 1000003ull, PK_Z_GAUSSIAN, 0x3f17b1aeu}, /* 0.592554927 */
-{0x000000000000002aull, "model.embed_tokens.weight", 2ull, PK_Z_GAUSSIAN, 0xbf818beau}, /* -1.01208234 */
-{0x000000000000002aull, "model.embed_tokens.weight", 4294967301ull, PK_Z_GAUSSIAN, 0x3eb097a8u}, /* 0.344907045 */
-{0x000000000000002aull, "model.embed_tokens.weight", 4294967301ull, PK_Z_RADEMACHER, 0x3f800000u}, /* 1 */
-{0x000000000000002aull, "lm_head.weight", 3ull, PK_Z_GAUSSIAN, 0xbebddbb2u}, /* -0.370816767 */
-{0x000000000000002aull, "lm_head.weight", 3ull, PK_Z_RADEMACHER, 0xbf800000u}, /* -1 */
-{0x000000000000002aull, "model.decoder.layers.11.fc2.bias", 0ull, PK_Z_GAUSSIAN, 0xbe872f18u}, /* -0.264031172 */
-{0x000000000000002aull, "model.decoder.layers.11.fc2.bias", 0ull, PK_Z_RADEMACHER, 0xbf800000u}, /* -1 */
-{0x000000000000002aull, "model.decoder.layers.11.fc2.bias", 7ull, PK_Z_GAUSSIAN, 0x3f8dc91cu}, /* 1.10769987 */
-{0xdeadbeefcafef00dull, "model.embed_tokens.weight", 1ull, PK_Z_GAUSSIAN, 0x3f48f4aau}, /* 0.784983277 */
-{0xdeadbeefcafef00dull, "model.embed_tokens.weight", 1000003ull, PK_Z_GAUSSIAN, 0xbfbe6f4du}, /* -1.48777163 */
-{0xdeadbeefcafef00dull, "lm_head.weight", 2ull, PK_Z_GAUSSIAN, 0x3f00bba1u}, /* 0.50286299 */
-{0xdeadbeefcafef00dull, "lm_head.weight", 4294967301ull, PK_Z_GAUSSIAN, 0x3f82ffa6u}, /* 1.02342677 */
-{0xdeadbeefcafef00dull, "lm_head.weight", 4294967301ull, PK_Z_RADEMACHER, 0x3f800000u}, /* 1 */
-{0xdeadbeefcafef00dull, "model.decoder.layers.11.fc2.bias", 3ull, PK_Z_GAUSSIAN, 0x40359a8au}, /* 2.83755732 */
-{0xdeadbeefcafef00dull, "model.decoder.layers.11.fc2.bias", 3ull, PK_Z_RADEMACHER, 0x3f800000u}, /* 1 */
+    {0x0000000000000000ull, "model.embed_tokens.weight", 0ull, PK_Z_GAUSSIAN,
+     0x3ee0e5c9u}, /* 0.439253122 */
+    {0x0000000000000000ull, "model.embed_tokens.weight", 0ull, PK_Z_RADEMACHER,
+     0xbf800000u}, /* -1 */
+    {0x0000000000000000ull, "model.embed_tokens.weight", 7ull, PK_Z_GAUSSIAN,
+     0x3f7ec1e7u},                                                               /* 0.995146215 */
+    {0x0000000000000000ull, "lm_head.weight", 1ull, PK_Z_GAUSSIAN, 0x3eeff2a1u}, /* 0.468647987 */
+    {0x0000000000000000ull, "lm_head.weight", 1000003ull, PK_Z_GAUSSIAN,
+     0x3f92d64au}, /* 1.14716458 */
+    {0x0000000000000000ull, "model.decoder.layers.11.fc2.bias", 2ull, PK_Z_GAUSSIAN,
+     0x3f6586afu}, /* 0.896586359 */
+    {0x0000000000000000ull, "model.decoder.layers.11.fc2.bias", 4294967301ull, PK_Z_GAUSSIAN,
+     0x3f254b10u}, /* 0.645676613 */
+    {0x0000000000000000ull, "model.decoder.layers.11.fc2.bias", 4294967301ull, PK_Z_RADEMACHER,
+     0x3f800000u}, /* 1 */
+    {0x0000000000000001ull, "model.embed_tokens.weight", 3ull, PK_Z_GAUSSIAN,
+     0x3fbb67c5u}, /* 1.46410429 */
+    {0x0000000000000001ull, "model.embed_tokens.weight", 3ull, PK_Z_RADEMACHER,
+     0x3f800000u},                                                                 /* 1 */
+    {0x0000000000000001ull, "lm_head.weight", 0ull, PK_Z_GAUSSIAN, 0xbfb7c925u},   /* -1.43582594 */
+    {0x0000000000000001ull, "lm_head.weight", 0ull, PK_Z_RADEMACHER, 0x3f800000u}, /* 1 */
+    {0x0000000000000001ull, "lm_head.weight", 7ull, PK_Z_GAUSSIAN, 0xbf139133u}, /* -0.576434314 */
+    {0x0000000000000001ull, "model.decoder.layers.11.fc2.bias", 1ull, PK_Z_GAUSSIAN,
+     0x3ee5ed8fu}, /* 0.449078053 */
+    {0x0000000000000001ull, "model.decoder.layers.11.fc2.bias", 1000003ull, PK_Z_GAUSSIAN,
+     0x3f17b1aeu}, /* 0.592554927 */
+    {0x000000000000002aull, "model.embed_tokens.weight", 2ull, PK_Z_GAUSSIAN,
+     0xbf818beau}, /* -1.01208234 */
+    {0x000000000000002aull, "model.embed_tokens.weight", 4294967301ull, PK_Z_GAUSSIAN,
+     0x3eb097a8u}, /* 0.344907045 */
+    {0x000000000000002aull, "model.embed_tokens.weight", 4294967301ull, PK_Z_RADEMACHER,
+     0x3f800000u},                                                               /* 1 */
+    {0x000000000000002aull, "lm_head.weight", 3ull, PK_Z_GAUSSIAN, 0xbebddbb2u}, /* -0.370816767 */
+    {0x000000000000002aull, "lm_head.weight", 3ull, PK_Z_RADEMACHER, 0xbf800000u}, /* -1 */
+    {0x000000000000002aull, "model.decoder.layers.11.fc2.bias", 0ull, PK_Z_GAUSSIAN,
+     0xbe872f18u}, /* -0.264031172 */
+    {0x000000000000002aull, "model.decoder.layers.11.fc2.bias", 0ull, PK_Z_RADEMACHER,
+     0xbf800000u}, /* -1 */
+    {0x000000000000002aull, "model.decoder.layers.11.fc2.bias", 7ull, PK_Z_GAUSSIAN,
+     0x3f8dc91cu}, /* 1.10769987 */
+    {0xdeadbeefcafef00dull, "model.embed_tokens.weight", 1ull, PK_Z_GAUSSIAN,
+     0x3f48f4aau}, /* 0.784983277 */
+    {0xdeadbeefcafef00dull, "model.embed_tokens.weight", 1000003ull, PK_Z_GAUSSIAN,
+     0xbfbe6f4du},                                                               /* -1.48777163 */
+    {0xdeadbeefcafef00dull, "lm_head.weight", 2ull, PK_Z_GAUSSIAN, 0x3f00bba1u}, /* 0.50286299 */
+    {0xdeadbeefcafef00dull, "lm_head.weight", 4294967301ull, PK_Z_GAUSSIAN,
+     0x3f82ffa6u}, /* 1.02342677 */
+    {0xdeadbeefcafef00dull, "lm_head.weight", 4294967301ull, PK_Z_RADEMACHER, 0x3f800000u}, /* 1 */
+    {0xdeadbeefcafef00dull, "model.decoder.layers.11.fc2.bias", 3ull, PK_Z_GAUSSIAN,
+     0x40359a8au}, /* 2.83755732 */
+    {0xdeadbeefcafef00dull, "model.decoder.layers.11.fc2.bias", 3ull, PK_Z_RADEMACHER,
+     0x3f800000u}, /* 1 */
 };
 
 static void test_golden(void)
@@ -229,8 +253,8 @@ static void test_statistics(void)
     double mean = s1 / N, var = s2 / N - mean * mean, kurt = s4 / N / (var * var);
     fprintf(stderr, "gaussian: mean %.5f var %.5f kurtosis %.4f lag1 %.5f P(|z|>3) %.5f max %.3f\n",
             mean, var, kurt, lag / N, (double)tail3 / N, maxabs);
-    PK_CHECK(fabs(mean) < 0.005);    /* sd 0.001 */
-    PK_CHECK(fabs(var - 1.0) < 0.01); /* sd 0.0014 */
+    PK_CHECK(fabs(mean) < 0.005);      /* sd 0.001 */
+    PK_CHECK(fabs(var - 1.0) < 0.01);  /* sd 0.0014 */
     PK_CHECK(fabs(kurt - 3.0) < 0.05); /* sd 0.005 */
     PK_CHECK(fabs(lag / N) < 0.005);
     PK_CHECK(fabs((double)below[0] / N - 0.158655) < 0.002);
@@ -241,12 +265,14 @@ static void test_statistics(void)
 
     /* different seed and different tensor: uncorrelated streams */
     double c = 0;
-    pk_z_fill(2025, pk_rng_tensor_key("model.decoder.layers.0.fc1.weight"), 0, N, PK_Z_GAUSSIAN, z2);
+    pk_z_fill(2025, pk_rng_tensor_key("model.decoder.layers.0.fc1.weight"), 0, N, PK_Z_GAUSSIAN,
+              z2);
     for (int j = 0; j < N; j++)
         c += (double)z[j] * (double)z2[j];
     PK_CHECK(fabs(c / N) < 0.005);
     c = 0;
-    pk_z_fill(2024, pk_rng_tensor_key("model.decoder.layers.0.fc2.weight"), 0, N, PK_Z_GAUSSIAN, z2);
+    pk_z_fill(2024, pk_rng_tensor_key("model.decoder.layers.0.fc2.weight"), 0, N, PK_Z_GAUSSIAN,
+              z2);
     for (int j = 0; j < N; j++)
         c += (double)z[j] * (double)z2[j];
     PK_CHECK(fabs(c / N) < 0.005);
@@ -268,8 +294,46 @@ out:
     free(z2);
 }
 
+/* The automatic path (AVX-512 where the CPU has it) and the generic path give the same bits, for
+ * both kinds, unaligned starts, counters that cross 2^32 and lengths that end mid-block. */
+static void test_paths_agree(void)
+{
+    enum { N = 300007 };
+    float *a = malloc(N * sizeof *a), *b = malloc(N * sizeof *b);
+    float *ya = malloc(N * sizeof *ya), *yb = malloc(N * sizeof *yb);
+    PK_CHECK(a && b && ya && yb);
+    if (!a || !b || !ya || !yb)
+        goto out;
+    const uint64_t starts[3] = {0, 13, (1ull << 34) - 1001};
+    const uint64_t seeds[2] = {2024, 0xfedcba9876543210ull};
+    int bad = 0;
+    for (int kind = 0; kind < 2; kind++)
+        for (int si = 0; si < 3; si++)
+            for (int sd = 0; sd < 2; sd++) {
+                uint64_t key = pk_rng_tensor_key("model.decoder.layers.7.fc2.weight");
+                pk_rng_force_generic(1);
+                pk_z_fill(seeds[sd], key, starts[si], N, (pk_z_kind)kind, a);
+                for (int j = 0; j < N; j++)
+                    ya[j] = yb[j] = (float)j * 1e-6f - 0.1f;
+                pk_z_axpy(seeds[sd], key, starts[si], N, (pk_z_kind)kind, 0.37f, ya);
+                pk_rng_force_generic(0);
+                pk_z_fill(seeds[sd], key, starts[si], N, (pk_z_kind)kind, b);
+                pk_z_axpy(seeds[sd], key, starts[si], N, (pk_z_kind)kind, 0.37f, yb);
+                bad += memcmp(a, b, N * sizeof *a) != 0;
+                bad += memcmp(ya, yb, N * sizeof *ya) != 0;
+            }
+    PK_CHECK_EQ(bad, 0);
+out:
+    pk_rng_force_generic(0);
+    free(a);
+    free(b);
+    free(ya);
+    free(yb);
+}
+
 int main(void)
 {
+    test_paths_agree();
     test_philox_kat();
     test_tensor_key();
     test_reference();
