@@ -35,6 +35,8 @@ pk_progress *pk_progress_new_to(FILE *out, const char *label, int64_t total,
 void pk_progress_set_bytes(pk_progress *p, int on);
 /* Names what is counted in the rate ("examples" -> "examples/s"; default "steps"). */
 void pk_progress_set_unit(pk_progress *p, const char *unit);
+/* Starts the count at `done` (a resumed run): the rate and ETA count only what follows. */
+void pk_progress_set_start(pk_progress *p, int64_t done);
 /* Changes the total (e.g. once a download learns its Content-Length). */
 void pk_progress_set_total(pk_progress *p, int64_t total);
 /* Reports `done` steps so far and the latest loss (NAN if none). Shows step/total, the

@@ -24,6 +24,7 @@ struct pk_progress {
     char label[LABEL_MAX]; /* NUL-terminated, control characters replaced by '?' */
     int64_t total;         /* <= 0: unknown */
     int64_t done;          /* last reported count */
+    int64_t start;         /* count at creation (a resumed run): excluded from the rate */
     int bytes;             /* 1: counts are bytes */
     char unit[24];         /* what is counted, for the rate ("steps" unless set) */
     double ema;            /* smoothed loss, NAN until the first finite loss */
@@ -119,6 +120,14 @@ void pk_progress_set_unit(pk_progress *p, const char *unit)
         snprintf(p->unit, sizeof p->unit, "%s", unit ? unit : "");
 }
 
+void pk_progress_set_start(pk_progress *p, int64_t done)
+{
+    if (p) {
+        p->start = done;
+        p->done = done;
+    }
+}
+
 void pk_progress_set_total(pk_progress *p, int64_t total)
 {
     if (p)
@@ -174,7 +183,7 @@ static stats compute(const pk_progress *p, double now)
 {
     stats s;
     s.elapsed = now - p->t0;
-    s.rate = s.elapsed > 1e-6 ? (double)p->done / s.elapsed : 0.0;
+    s.rate = s.elapsed > 1e-6 ? (double)(p->done - p->start) / s.elapsed : 0.0;
     s.frac = p->total > 0 ? (double)p->done / (double)p->total : -1.0;
     if (s.frac > 1.0)
         s.frac = 1.0;

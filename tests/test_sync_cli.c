@@ -633,6 +633,23 @@ static void run_all(const coord *c, const agent *ag, const char *base)
            ROUNDS, t2 - t1, pk_time_now() - t2);
 }
 
+/* Malformed --server URLs are usage errors (exit 2) before anything is opened. */
+static void test_bad_urls(void)
+{
+    static const char *const bad[] = {"http://127.0.0.1:", "http://:8080",    "ftp://host",
+                                      "http://host:99999", "http://host:80x", "127.0.0.1:8080"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd,
+                 "%s sync --server '%s' --model %s --catch-up --home %s/nohome 2>/dev/null",
+                 POCKETLLM, bad[i], STORIES, g_tmp);
+        int rc = run_capture(cmd, NULL);
+        if (rc != 2)
+            fprintf(stderr, "--server %s: exit %d, want 2\n", bad[i], rc);
+        PK_CHECK_EQ(rc, 2);
+    }
+}
+
 int main(void)
 {
     static agent ag[N_AGENTS];
@@ -649,6 +666,7 @@ int main(void)
     snprintf(pf, sizeof pf, "%s/agent0.pass", g_tmp);
     snprintf(opts0, sizeof opts0, "--passphrase-file %s", pf);
     snprintf(cap, sizeof cap, "%s/capture", g_tmp);
+    test_bad_urls();
     PK_CHECK(dir_hash(STORIES, base));
     PK_CHECK(write_task(base));
     PK_CHECK(mkdir(cap, 0700) == 0);

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Reads the whole tmpfile back into a NUL-terminated malloc'd string. */
 static char *slurp(FILE *f)
@@ -61,8 +62,8 @@ static void test_ema(void)
     PK_CHECK(p != NULL);
     PK_CHECK(isnan(pk_progress_loss_ema(p)));
     pk_progress_update(p, 1, 4.0);
-    pk_progress_update(p, 2, (double)NAN);      /* ignored */
-    pk_progress_update(p, 3, HUGE_VAL); /* ignored */
+    pk_progress_update(p, 2, (double)NAN); /* ignored */
+    pk_progress_update(p, 3, HUGE_VAL);    /* ignored */
     PK_CHECK_NEAR(pk_progress_loss_ema(p), 4.0, 1e-12);
     pk_progress_update(p, 4, 2.0);
     PK_CHECK_NEAR(pk_progress_loss_ema(p), 0.9 * 4.0 + 0.1 * 2.0, 1e-12);
@@ -129,6 +130,38 @@ static void test_json(void)
     PK_CHECK_EQ(done_events, 1);
     free(s);
     fclose(f);
+}
+
+/* The final JSON line's "rate" of a progress that started at `start` and reached 1000. */
+static double final_rate(int64_t start)
+{
+    FILE *f = tmpfile();
+    double rate = -1;
+    if (!f)
+        return rate;
+    pk_progress *p = pk_progress_new_to(f, "train", 0, PK_PROGRESS_JSON);
+    pk_progress_set_start(p, start);
+    pk_progress_set_total(p, 1000);
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    pk_progress_update(p, 1000, (double)NAN);
+    pk_progress_finish(p);
+    char *s = slurp(f);
+    char *last = s ? strstr(s, "\"event\":\"done\"") : NULL;
+    const char *r = last ? strstr(last, "\"rate\":") : NULL;
+    if (r)
+        rate = atof(r + strlen("\"rate\":"));
+    free(s);
+    fclose(f);
+    return rate;
+}
+
+/* A resumed run (start 900 of 1000) counts only the 100 steps it made in its rate (and ETA). */
+static void test_resume_rate(void)
+{
+    double fresh = final_rate(0), resumed = final_rate(900);
+    PK_CHECK(fresh > 0 && resumed > 0);
+    PK_CHECK(resumed < fresh / 5); /* 100 vs 1000 steps in about the same 20 ms */
 }
 
 static void test_unknown_total(void)
@@ -214,6 +247,7 @@ int main(void)
     test_ema();
     test_quiet();
     test_json();
+    test_resume_rate();
     test_unknown_total();
     test_interrupt();
     test_sparkline();

@@ -107,6 +107,33 @@ static void print_report(const pk_sync_report *r, int json, double secs)
            (unsigned long long)r->http.requests, secs);
 }
 
+/* http(s)://HOST[:PORT][/PATH] with a non-empty host and, after a ':', a port 1..65535. */
+static int server_url_ok(const char *u)
+{
+    const char *h = !strncmp(u, "http://", 7) ? u + 7 : !strncmp(u, "https://", 8) ? u + 8 : NULL;
+    if (!h || *h == '\0' || *h == ':' || *h == '/')
+        return 0;
+    const char *end = h + strcspn(h, "/?#");
+    const char *colon = h;
+    if (*h == '[') { /* [IPv6] */
+        colon = memchr(h, ']', (size_t)(end - h));
+        if (!colon)
+            return 0;
+    }
+    colon = memchr(colon, ':', (size_t)(end - colon));
+    if (!colon)
+        return 1;
+    long port = 0;
+    const char *d = colon + 1;
+    if (d == end)
+        return 0;
+    for (; d < end; d++) {
+        if (*d < '0' || *d > '9' || (port = port * 10 + (*d - '0')) > 65535)
+            return 0;
+    }
+    return port >= 1;
+}
+
 static int parse(int argc, char **argv, pk_sync_params *p, double *batch, double *seq)
 {
     double threads = 0;
@@ -117,8 +144,9 @@ static int parse(int argc, char **argv, pk_sync_params *p, double *batch, double
         cli_error(argv[0], "--server URL is required (see pocketllm sync --help)");
         return -1;
     }
-    if (strncmp(p->server, "http://", 7) != 0 && strncmp(p->server, "https://", 8) != 0) {
-        cli_error(argv[0], "--server %s: expected http://HOST:PORT or https://...", p->server);
+    if (!server_url_ok(p->server)) {
+        cli_error(argv[0], "--server %s: expected http://HOST[:PORT] or https://HOST[:PORT]",
+                  p->server);
         return -1;
     }
     if (opt_num(argc, argv, "--dp-clip", 0, 1e30, &p->dp_clip) ||

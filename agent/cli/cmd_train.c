@@ -159,6 +159,7 @@ static void ui_start(void *user, int64_t run_id, int64_t first)
 {
     train_ui *u = user;
     u->run_id = run_id;
+    pk_progress_set_start(u->p, first);
     if (!u->quiet)
         fprintf(stderr, "run %lld: starting at step %lld\n", (long long)run_id, (long long)first);
 }
@@ -166,8 +167,8 @@ static void ui_start(void *user, int64_t run_id, int64_t first)
 static void ui_step(void *user, int64_t step, int64_t total, const pk_step_row *rows, int q)
 {
     train_ui *u = user;
-    (void)total;
     (void)q;
+    pk_progress_set_total(u->p, total); /* known here for a resumed run too */
     pk_progress_update(u->p, step + 1,
                        0.5 * ((double)rows[0].loss_plus + (double)rows[0].loss_minus));
 }
