@@ -371,19 +371,18 @@ static void test_seedlog(int64_t run, const char *hash)
 
 /* ---- 2c. kill -9 mid-run, then --resume ----------------------------------------------------- */
 
-/* `runs show ID`: status and steps done (-1 if unreadable). */
+/* `runs show ID --json`: status and steps done (-1 if unreadable). */
 static int64_t run_state(int64_t run, char *status, size_t n)
 {
     char *o = NULL;
     int64_t done = -1;
     status[0] = '\0';
-    if (run_fmt(&o, "%s runs show %lld --home %s", POCKETLLM, (long long)run, home) == 0) {
-        const char *s = strstr(o, "\nstatus ");
-        const char *d = strstr(o, "\nsteps ");
-        if (s != NULL)
-            snprintf(status, n, "%.*s", (int)strcspn(s + 8, "\n"), s + 8);
-        if (d != NULL)
-            done = strtoll(d + 7, NULL, 10);
+    if (run_fmt(&o, "%s runs show %lld --json --home %s", POCKETLLM, (long long)run, home) == 0) {
+        cJSON *j = last_json(o);
+        str(j, "status", status, n);
+        PK_CHECK_EQ(inum(j, "run"), run);
+        done = inum(j, "steps_done");
+        cJSON_Delete(j);
     }
     free(o);
     return done;
@@ -443,11 +442,14 @@ static void test_kill_resume(int64_t first_run)
     PK_CHECK(ref > first_run);
 
     PK_CHECK_EQ(train_and_kill(), 0);
-    /* the killed run is the newest: first row of `runs list` */
+    /* the killed run is the newest: first line of `runs list --json` */
     char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, "%s runs list --home %s", POCKETLLM, home), 0);
-    const char *row = o ? strchr(o, '\n') : NULL;
-    run = row ? strtoll(row + 1, NULL, 10) : 0;
+    PK_CHECK_EQ(run_fmt(&o, "%s runs list --json --home %s", POCKETLLM, home), 0);
+    if (o)
+        o[strcspn(o, "\n")] = '\0';
+    cJSON *first = o ? cJSON_Parse(o) : NULL;
+    run = inum(first, "run");
+    cJSON_Delete(first);
     free(o);
     PK_CHECK(run > ref);
     int64_t done = run_state(run, status, sizeof status);

@@ -1,11 +1,13 @@
 /* cmd_train.c: the MeZO trainer commands: train, eval, replay, runs, mezo-probe, bench mezo.
  * Options are parsed here; the work is in agent/ (pk_mezo.h). */
 #include "cli.h"
+
 #include "passphrase.h"
 
 #include "pk_mezo.h"
 #include "pk_ui.h"
 
+#include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -548,15 +550,48 @@ out:
 
 static const char *const runs_opts[] = {STORE_OPTS, NULL};
 
+/* One JSON line for a run; evals (owned, may be NULL) and the settings only with `full`. */
+static void runs_json_line(const pk_run_info *ri, const pk_train_config *cfg, cJSON *evals,
+                           int full)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "run", (double)ri->id);
+    cJSON_AddStringToObject(o, "status", ri->status);
+    cJSON_AddNumberToObject(o, "steps_done", (double)ri->steps_done);
+    cJSON_AddNumberToObject(o, "steps_total", (double)ri->steps_total);
+    cJSON_AddNumberToObject(o, "created_at", ri->created_at);
+    cJSON_AddStringToObject(o, "base_hash", ri->base_hash);
+    if (cfg) {
+        cJSON_AddStringToObject(o, "dataset", cfg->dataset);
+        cJSON_AddStringToObject(o, "objective", pk_objective_name(cfg->objective));
+    }
+    if (full) {
+        cJSON *c = ri->config_json ? cJSON_Parse(ri->config_json) : NULL;
+        cJSON_AddItemToObject(o, "config", c ? c : cJSON_CreateNull());
+        cJSON_AddItemToObject(o, "evals", evals ? evals : cJSON_CreateArray());
+    } else {
+        cJSON_Delete(evals);
+    }
+    char *txt = cJSON_PrintUnformatted(o);
+    if (txt)
+        puts(txt);
+    free(txt);
+    cJSON_Delete(o);
+}
+
 int cmd_runs(int argc, char **argv)
 {
     const char *cmd = "runs";
     if (cli_help(argc, argv,
-                 "usage: pocketllm runs list\n"
-                 "       pocketllm runs show ID\n"))
+                 "usage: pocketllm runs list [--json]\n"
+                 "       pocketllm runs show ID [--json]\n"
+                 "list: one line per run (newest first); show: status, settings, the last\n"
+                 "logged steps and the eval points. --json: one JSON object per run.\n"))
         return CLI_OK;
-    if (cli_check(argc, argv, runs_opts, NULL))
+    static const char *const runs_flags[] = {"--json", NULL};
+    if (cli_check(argc, argv, runs_opts, runs_flags))
         return CLI_USAGE;
+    int json = cli_flag(argc, argv, "--json");
     const char *sub = cli_positional(argc, argv, 0, runs_opts);
     const char *ids = cli_positional(argc, argv, 1, runs_opts);
     if (sub == NULL || (strcmp(sub, "list") != 0 && strcmp(sub, "show") != 0) ||
@@ -582,8 +617,9 @@ int cmd_runs(int argc, char **argv)
             cli_error(cmd, "%s", pk_store_errmsg(s));
             goto out;
         }
-        printf("%-6s %-8s %-13s %-20s %s\n", "ID", "STATUS", "STEPS", "CREATED",
-               "DATASET/OBJECTIVE");
+        if (!json)
+            printf("%-6s %-8s %-13s %-20s %s\n", "ID", "STATUS", "STEPS", "CREATED",
+                   "DATASET/OBJECTIVE");
         for (int64_t i = 0; i < n; i++) {
             pk_run_info ri;
             pk_train_config cfg;
@@ -598,8 +634,11 @@ int cmd_runs(int argc, char **argv)
             strftime(when, sizeof when, "%Y-%m-%d %H:%M", &tmv);
             snprintf(steps, sizeof steps, "%lld/%lld", (long long)ri.steps_done,
                      (long long)ri.steps_total);
-            printf("%-6lld %-8s %-13s %-20s %s/%s\n", (long long)ri.id, ri.status, steps, when,
-                   ok ? cfg.dataset : "?", ok ? pk_objective_name(cfg.objective) : "?");
+            if (json)
+                runs_json_line(&ri, ok ? &cfg : NULL, NULL, 0);
+            else
+                printf("%-6lld %-8s %-13s %-20s %s/%s\n", (long long)ri.id, ri.status, steps, when,
+                       ok ? cfg.dataset : "?", ok ? pk_objective_name(cfg.objective) : "?");
             pk_run_info_clear(&ri);
         }
         free(list);
@@ -612,6 +651,32 @@ int cmd_runs(int argc, char **argv)
     if (st != PK_OK) {
         cli_error(cmd, "run %llu: %s", (unsigned long long)show_id,
                   st == PK_ERR_NOTFOUND ? "no such run" : pk_store_errmsg(s));
+        goto out;
+    }
+    if (json) {
+        int64_t *es = NULL;
+        double *el = NULL, *ea = NULL;
+        size_t ne = 0;
+        pk_train_config cfg;
+        char cerr[ERRLEN];
+        int ok = pk_train_config_from_json(ri.config_json, &cfg, cerr, sizeof cerr) == PK_OK;
+        if (pk_store_eval_read(s, ri.id, &es, &el, &ea, &ne) != PK_OK)
+            ne = 0;
+        cJSON *ev = cJSON_CreateArray();
+        for (size_t i = 0; ev && i < ne; i++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "step", (double)es[i]);
+            cJSON_AddNumberToObject(o, "loss", el[i]);
+            if (!isnan(ea[i]))
+                cJSON_AddNumberToObject(o, "accuracy", ea[i]);
+            cJSON_AddItemToArray(ev, o);
+        }
+        runs_json_line(&ri, ok ? &cfg : NULL, ev, 1);
+        free(es);
+        free(el);
+        free(ea);
+        pk_run_info_clear(&ri);
+        rc = CLI_OK;
         goto out;
     }
     printf("run %lld\nstatus %s\nsteps %lld/%lld\nbase_hash %s\nconfig %s\n", (long long)ri.id,
