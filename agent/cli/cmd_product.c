@@ -820,10 +820,12 @@ static void demo_privacy(const demo_state *d)
         "  stored sealed on this device: %lld notes (%lld bytes, XChaCha20-Poly1305 with a key "
         "from your passphrase); no plaintext file was written\n"
         "  stays on this device: the text, the tokens, the weights, the losses\n"
-        "  would leave it with `pocketllm sync`: %lld (seed, projected-gradient) pairs = "
-        "%lld bytes of numbers, signed with this device's key; never text or weights\n",
+        "  would leave it with `pocketllm sync`: per-seed sums of the projected gradients (6 "
+        "bytes per seed of the coordinator's pool; %lld steps touch at most %lld seeds = %lld "
+        "bytes), an example count and an Ed25519 signature; never text, tokens or weights\n",
         (long long)(d->n_train + d->n_heldout), (long long)d->sealed_bytes, (long long)d->n_losses,
-        (long long)d->n_losses * 12);
+        (long long)(d->n_losses < 4096 ? d->n_losses : 4096),
+        (long long)(d->n_losses < 4096 ? d->n_losses : 4096) * 6);
 }
 
 static void fed_json(const demo_state *d, int federated_ok);
