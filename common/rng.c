@@ -180,8 +180,12 @@ PK_RNG_INLINE void gen_block(uint64_t seed, uint64_t key, uint64_t b0, pk_z_kind
             out[4 * j + k] = z[k][j];
 }
 
-PK_RNG_CLONES static void z_fill_generic(uint64_t seed, uint64_t key, uint64_t start, size_t n,
-                                         pk_z_kind kind, float *out)
+/* The block loops of pk_z_fill / pk_z_axpy over a block generator (inlined into each caller, so
+ * every path runs its own generator in its own instruction set). */
+typedef void (*gen_fn)(uint64_t seed, uint64_t key, uint64_t b0, pk_z_kind kind, float *out);
+
+PK_RNG_INLINE void fill_with(gen_fn gen, uint64_t seed, uint64_t key, uint64_t start, size_t n,
+                             pk_z_kind kind, float *out)
 {
     float buf[4 * CH];
     uint64_t b = start / 4;
@@ -191,9 +195,9 @@ PK_RNG_CLONES static void z_fill_generic(uint64_t seed, uint64_t key, uint64_t s
         size_t avail = 4 * CH - skip;
         size_t take = n - done < avail ? n - done : avail;
         if (skip == 0 && take == 4 * CH) {
-            gen_block(seed, key, b, kind, out + done);
+            gen(seed, key, b, kind, out + done);
         } else {
-            gen_block(seed, key, b, kind, buf);
+            gen(seed, key, b, kind, buf);
             memcpy(out + done, buf + skip, take * sizeof(float));
         }
         done += take;
@@ -202,8 +206,8 @@ PK_RNG_CLONES static void z_fill_generic(uint64_t seed, uint64_t key, uint64_t s
     }
 }
 
-PK_RNG_CLONES static void z_axpy_generic(uint64_t seed, uint64_t key, uint64_t start, size_t n,
-                                         pk_z_kind kind, float alpha, float *y)
+PK_RNG_INLINE void axpy_with(gen_fn gen, uint64_t seed, uint64_t key, uint64_t start, size_t n,
+                             pk_z_kind kind, float alpha, float *y)
 {
     float buf[4 * CH];
     uint64_t b = start / 4;
@@ -212,7 +216,7 @@ PK_RNG_CLONES static void z_axpy_generic(uint64_t seed, uint64_t key, uint64_t s
     while (done < n) {
         size_t avail = 4 * CH - skip;
         size_t take = n - done < avail ? n - done : avail;
-        gen_block(seed, key, b, kind, buf);
+        gen(seed, key, b, kind, buf);
         const float *z = buf + skip;
         float *yy = y + done;
         for (size_t j = 0; j < take; j++) {
@@ -223,6 +227,18 @@ PK_RNG_CLONES static void z_axpy_generic(uint64_t seed, uint64_t key, uint64_t s
         skip = 0;
         b += CH;
     }
+}
+
+PK_RNG_CLONES static void z_fill_generic(uint64_t seed, uint64_t key, uint64_t start, size_t n,
+                                         pk_z_kind kind, float *out)
+{
+    fill_with(gen_block, seed, key, start, n, kind, out);
+}
+
+PK_RNG_CLONES static void z_axpy_generic(uint64_t seed, uint64_t key, uint64_t start, size_t n,
+                                         pk_z_kind kind, float alpha, float *y)
+{
+    axpy_with(gen_block, seed, key, start, n, kind, alpha, y);
 }
 
 /* ---- AVX-512 path ------------------------------------------------------------------------------
@@ -385,46 +401,13 @@ PK_AVX512 static void gen_block_avx512(uint64_t seed, uint64_t key, uint64_t b0,
 PK_AVX512 static void z_fill_avx512(uint64_t seed, uint64_t key, uint64_t start, size_t n,
                                     pk_z_kind kind, float *out)
 {
-    float buf[4 * CH];
-    uint64_t b = start / 4;
-    size_t skip = (size_t)(start % 4);
-    size_t done = 0;
-    while (done < n) {
-        size_t avail = 4 * CH - skip;
-        size_t take = n - done < avail ? n - done : avail;
-        if (skip == 0 && take == 4 * CH) {
-            gen_block_avx512(seed, key, b, kind, out + done);
-        } else {
-            gen_block_avx512(seed, key, b, kind, buf);
-            memcpy(out + done, buf + skip, take * sizeof(float));
-        }
-        done += take;
-        skip = 0;
-        b += CH;
-    }
+    fill_with(gen_block_avx512, seed, key, start, n, kind, out);
 }
 
 PK_AVX512 static void z_axpy_avx512(uint64_t seed, uint64_t key, uint64_t start, size_t n,
                                     pk_z_kind kind, float alpha, float *y)
 {
-    float buf[4 * CH];
-    uint64_t b = start / 4;
-    size_t skip = (size_t)(start % 4);
-    size_t done = 0;
-    while (done < n) {
-        size_t avail = 4 * CH - skip;
-        size_t take = n - done < avail ? n - done : avail;
-        gen_block_avx512(seed, key, b, kind, buf);
-        const float *z = buf + skip;
-        float *yy = y + done;
-        for (size_t j = 0; j < take; j++) {
-            float t = alpha * z[j];
-            yy[j] = yy[j] + t;
-        }
-        done += take;
-        skip = 0;
-        b += CH;
-    }
+    axpy_with(gen_block_avx512, seed, key, start, n, kind, alpha, y);
 }
 
 static atomic_int rng_path = -1; /* -1 unknown, 0 generic, 1 AVX-512 */
