@@ -889,6 +889,12 @@ static pk_status bench_loss(void *user, pk_model *m, int micro, const pk_perturb
     return PK_OK;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 static const char *const bench_opts[] = {"--model",   "--batch", "--seq",
                                          "--threads", "--steps", NULL};
 
@@ -901,7 +907,8 @@ int cmd_bench_mezo(int argc, char **argv)
             "[--steps K]\n\n"
             "Times MeZO steps on random token ids. One JSON line: step_s (mean per step),\n"
             "forward_s (two unperturbed forward passes), perturb_s (what perturbing adds to\n"
-            "them: z generation and blocking), update_s, first_step_s (the first step,\n"
+            "them: z generation and blocking; the median over steps of the step's two passes\n"
+            "minus two plain passes timed just before), update_s, first_step_s (the first step,\n"
             "untimed above: it also copies the mapped weight pages it writes), peak_rss_bytes,\n"
             "weight_bytes.\n"))
         return CLI_OK;
@@ -923,6 +930,7 @@ int cmd_bench_mezo(int argc, char **argv)
     int rc = CLI_ERR;
     bench_ctx bc;
     memset(&bc, 0, sizeof bc);
+    double *perturb = NULL; /* [K] per-step perturbation cost */
     pk_model_params mp = pk_model_default_params();
     mp.max_batch = (int)B;
     mp.max_seq = (int)T;
@@ -964,18 +972,9 @@ int cmd_bench_mezo(int argc, char **argv)
     st = bench_loss(&bc, m, 0, NULL, &l);
     if (st != PK_OK)
         goto fwdfail;
-    double plain = 0;
-    for (long long k = 0; k < K; k++) {
-        double t0 = pk_time_now();
-        st = bench_loss(&bc, m, 0, NULL, &l);
-        if (st != PK_OK)
-            goto fwdfail;
-        plain += pk_time_now() - t0;
-    }
-    plain /= (double)K;
     pk_mezo_params p = pk_mezo_default_params();
     p.lr = 1e-6f;
-    double step_s = 0, fwd_s = 0, upd_s = 0, first_s = 0;
+    double step_s = 0, plain_s = 0, upd_s = 0, first_s = 0;
     {
         /* the first update writes every weight page once: with the weights mapped copy-on-write
          * the kernel copies each page then (a one-time cost of a run, reported apart) */
@@ -986,26 +985,42 @@ int cmd_bench_mezo(int argc, char **argv)
             goto fwdfail;
         first_s = pk_time_now() - t0;
     }
+    /* Each iteration times two plain forward passes, then a step: perturb_s is the median over
+     * iterations of (the step's two perturbed passes - those two plain passes), a paired
+     * difference, so that drift on a shared machine cancels out. */
+    perturb = malloc((size_t)K * sizeof *perturb);
+    if (perturb == NULL) {
+        st = PK_ERR_NOMEM;
+        goto fwdfail;
+    }
     for (long long k = 0; k < K; k++) {
+        double t0 = pk_time_now();
+        st = bench_loss(&bc, m, 0, NULL, &l);
+        if (st == PK_OK)
+            st = bench_loss(&bc, m, 0, NULL, &l);
+        if (st != PK_OK)
+            goto fwdfail;
+        double plain2 = pk_time_now() - t0;
         pk_step_row row;
-        double f = 0, u = 0, t0 = pk_time_now();
+        double f = 0, u = 0;
+        t0 = pk_time_now();
         st = pk_mezo_step(m, NULL, &p, k, 1, bench_loss, &bc, &row, &f, &u);
         if (st != PK_OK)
             goto fwdfail;
         step_s += pk_time_now() - t0;
-        fwd_s += f;
+        plain_s += plain2;
         upd_s += u;
+        perturb[k] = f - plain2 > 0 ? f - plain2 : 0.0;
     }
     step_s /= (double)K;
-    fwd_s /= (double)K;
+    plain_s /= (double)K;
     upd_s /= (double)K;
-    double perturb = fwd_s - 2.0 * plain;
-    if (perturb < 0)
-        perturb = 0;
+    qsort(perturb, (size_t)K, sizeof *perturb, cmp_double);
+    double perturb_s = K % 2 ? perturb[K / 2] : 0.5 * (perturb[K / 2 - 1] + perturb[K / 2]);
     printf("{\"model\":\"%s\",\"batch\":%lld,\"seq\":%lld,\"threads\":%d,\"steps\":%lld,"
            "\"step_s\":%.4f,\"forward_s\":%.4f,\"perturb_s\":%.4f,\"update_s\":%.4f,"
            "\"first_step_s\":%.4f,\"peak_rss_bytes\":%zu,\"weight_bytes\":%zu}\n",
-           model, B, T, pk_threads_get(), K, step_s, 2.0 * plain, perturb, upd_s, first_s,
+           model, B, T, pk_threads_get(), K, step_s, plain_s, perturb_s, upd_s, first_s,
            pk_peak_rss_bytes(), pk_model_weight_bytes(m));
     rc = CLI_OK;
     goto out;
@@ -1014,6 +1029,7 @@ fwdfail:
 fail:
     cli_error(cmd, "%s", err[0] ? err : pk_status_str(st));
 out:
+    free(perturb);
     free(bc.sel_b);
     free(bc.sel_t);
     free(bc.logits);
