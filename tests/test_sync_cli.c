@@ -19,6 +19,7 @@
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function" /* not every helper is used here */
 #include "test_product_util.h"
+#include "test_sync_util.h"
 #pragma GCC diagnostic pop
 
 #include <cJSON.h>
@@ -226,26 +227,6 @@ static void catch_up(const coord *c, const char *name, report *r)
 }
 
 /* ---- an independent replay of the coordinator's log ----------------------------------------- */
-
-static char *fetch_log(const coord *c)
-{
-    pk_http *h = NULL;
-    char *resp = NULL;
-    long status = 0;
-    pk_http_params hp = pk_http_default_params();
-    hp.max_attempts = 20; /* faults are on */
-    hp.backoff_ms = 10;
-    if (pk_http_create(c->url, hp, &h) != PK_OK)
-        return NULL;
-    if (pk_http_request(h, "GET", "/v1/log?since=0&limit=256", NULL, 0, PK_HTTP_JSON, &status,
-                        &resp, NULL) != PK_OK ||
-        status != 200) {
-        free(resp);
-        resp = NULL;
-    }
-    pk_http_destroy(h);
-    return resp;
-}
 
 /* seed_k = u64le(first 8 bytes of BLAKE2b-256(pool_seed || u32le(k))) (PROTOCOL 2). */
 static uint64_t pool_seed_k(uint32_t k)
@@ -623,7 +604,7 @@ static void run_all(const coord *c, const agent *ag, const char *base)
     check_quiet(c);
     /* and so does this test, from the protocol alone (OpenMP runs in this process only from
      * here on; the only later child, rm, is exec'd at once) */
-    char *log = fetch_log(c), ref[65] = "";
+    char *log = fetch_global_log(c->url, 20), ref[65] = ""; /* faults are on */
     int entries = 0;
     PK_CHECK(ref_replay(log, ref, &entries));
     PK_CHECK_EQ(entries, ROUNDS);

@@ -9,6 +9,7 @@
  *  3. an agent killed (-9) mid-upload: the outbox resends it, counted exactly once. */
 #include "pk_test.h"
 #include "test_sync_toy.c"
+#include "test_sync_util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -143,33 +144,13 @@ static pk_sync_params params(const srv *s, char *url, size_t n, double wait)
     return p;
 }
 
-/* GET /v1/log?since=0 (owned JSON text). */
-static char *fetch_log(const srv *s)
-{
-    char url[64], *resp = NULL;
-    long status = 0;
-    pk_http *h = NULL;
-    snprintf(url, sizeof url, "http://127.0.0.1:%d", s->port);
-    pk_http_params hp = pk_http_default_params();
-    hp.max_attempts = 10;
-    hp.backoff_ms = 10;
-    if (pk_http_create(url, hp, &h) != PK_OK)
-        return NULL;
-    if (pk_http_request(h, "GET", "/v1/log?since=0&limit=256", NULL, 0, PK_HTTP_JSON, &status,
-                        &resp, NULL) != PK_OK ||
-        status != 200) {
-        free(resp);
-        resp = NULL;
-    }
-    pk_http_destroy(h);
-    return resp;
-}
-
 /* Replays the coordinator's log here and checks counts; returns 0 if the hash matches. */
 static int check_global(const srv *s, const toy *t, const char *want_hash, int entries,
                         int uploads_each)
 {
-    char *log = fetch_log(s);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", s->port);
+    char *log = fetch_global_log(url, 10);
     PK_CHECK(log != NULL);
     if (!log)
         return -1;
@@ -191,7 +172,8 @@ static int check_global(const srv *s, const toy *t, const char *want_hash, int e
     return strcmp(h, want_hash) ? -1 : 0;
 }
 
-/* ---- 1. three agents, three rounds, faults ---------------------------------------------------- */
+/* ---- 1. three agents, three rounds, faults ----------------------------------------------------
+ */
 
 typedef struct agent {
     pk_store *s;
@@ -229,7 +211,7 @@ static int contains(const char *hay, size_t n, const char *needle)
 /* Every captured body: whitelisted fields only, small, no private text (nor a fragment of it). */
 static void check_capture(const char *cap, int n_private)
 {
-    static const char *const allowed[] = {"public_key", "task_id", "round", "device_id",
+    static const char *const allowed[] = {"public_key",      "task_id",  "round",   "device_id",
                                           "idempotency_key", "examples", "updates", "signature"};
     DIR *d = opendir(cap);
     PK_CHECK(d != NULL);
@@ -253,8 +235,8 @@ static void check_capture(const char *cap, int n_private)
         PK_CHECK(n <= 16384);
         for (int i = 0; i < n_private; i++) {
             PK_CHECK(!contains(buf, n, PRIVATE[i]));
-            PK_CHECK(!contains(buf, n, strchr(PRIVATE[i], ':') ? strchr(PRIVATE[i], ':') + 2
-                                                                 : PRIVATE[i]));
+            PK_CHECK(!contains(buf, n,
+                               strchr(PRIVATE[i], ':') ? strchr(PRIVATE[i], ':') + 2 : PRIVATE[i]));
         }
         cJSON *j = cJSON_Parse(buf);
         PK_CHECK(j != NULL);
@@ -320,9 +302,9 @@ static void test_three_agents(void)
                    "%llu, upload body %llu, pairs %lld, %llu requests, %llu attempts\n",
                    i, r + 1, (unsigned long long)q->http.body_up,
                    (unsigned long long)q->http.body_down, (unsigned long long)q->http.wire_up,
-                   (unsigned long long)q->http.wire_down,
-                   (unsigned long long)q->upload_body_bytes, (long long)q->pairs,
-                   (unsigned long long)q->http.requests, (unsigned long long)q->http.attempts);
+                   (unsigned long long)q->http.wire_down, (unsigned long long)q->upload_body_bytes,
+                   (long long)q->pairs, (unsigned long long)q->http.requests,
+                   (unsigned long long)q->http.attempts);
         }
         PK_CHECK(!strcmp(ag[i].rep[2].model_hash, ag[0].rep[2].model_hash));
         PK_CHECK(!strcmp(ag[i].rep[2].log_head, ag[0].rep[2].log_head));
@@ -335,7 +317,8 @@ static void test_three_agents(void)
         pk_store_close(ag[i].s);
 }
 
-/* ---- 2. coordinator killed mid-round ----------------------------------------------------------- */
+/* ---- 2. coordinator killed mid-round -----------------------------------------------------------
+ */
 
 static void test_restart(void)
 {
@@ -389,7 +372,8 @@ static void test_restart(void)
         pk_store_close(st[i]);
 }
 
-/* ---- 3. agent killed mid-upload ---------------------------------------------------------------- */
+/* ---- 3. agent killed mid-upload ----------------------------------------------------------------
+ */
 
 static int find_upload(const char *cap)
 {
