@@ -210,6 +210,11 @@ pk_train_config pk_train_config_default(void);
 PK_NODISCARD pk_status pk_train_config_to_json(const pk_train_config *c, char **json);
 PK_NODISCARD pk_status pk_train_config_from_json(const char *json, pk_train_config *c, char *err,
                                                  size_t errlen);
+/* A run of the store and its settings: *ri (owned strings: pk_run_info_clear, also on failure)
+ * and *cfg parsed from its config. err: "run N: no such run (see pocketllm runs list)" or the
+ * store's / parser's message. */
+PK_NODISCARD pk_status pk_run_load_config(pk_store *s, int64_t run_id, pk_run_info *ri,
+                                          pk_train_config *cfg, char *err, size_t errlen);
 
 /* Callbacks of pk_train (all optional). */
 typedef struct pk_train_hooks {

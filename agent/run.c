@@ -152,6 +152,20 @@ pk_status pk_train_config_from_json(const char *json, pk_train_config *c, char *
     return PK_OK;
 }
 
+pk_status pk_run_load_config(pk_store *s, int64_t run_id, pk_run_info *ri, pk_train_config *cfg,
+                             char *err, size_t errlen)
+{
+    memset(ri, 0, sizeof *ri);
+    pk_status st = pk_store_run_get(s, run_id, ri);
+    if (st != PK_OK) {
+        snprintf(err, errlen, "run %lld: %s", (long long)run_id,
+                 st == PK_ERR_NOTFOUND ? "no such run (see pocketllm runs list)"
+                                       : pk_store_errmsg(s));
+        return st;
+    }
+    return pk_train_config_from_json(ri->config_json, cfg, err, errlen);
+}
+
 pk_status pk_run_materialize_ex(pk_store *s, int64_t run_id, int64_t up_to_step, pk_model **out,
                                 uint8_t **trainable_out, int64_t *steps_applied, char *err,
                                 size_t errlen)
@@ -169,13 +183,7 @@ pk_status pk_run_materialize_ex(pk_store *s, int64_t run_id, int64_t up_to_step,
     *out = NULL;
     if (trainable_out)
         *trainable_out = NULL;
-    pk_status st = pk_store_run_get(s, run_id, &ri);
-    if (st != PK_OK) {
-        snprintf(err, errlen, "run %lld: %s", (long long)run_id,
-                 st == PK_ERR_NOTFOUND ? "no such run" : pk_store_errmsg(s));
-        goto out;
-    }
-    st = pk_train_config_from_json(ri.config_json, &cfg, err, errlen);
+    pk_status st = pk_run_load_config(s, run_id, &ri, &cfg, err, errlen);
     if (st != PK_OK)
         goto out;
     st = pk_model_load(cfg.model_dir, pk_model_default_params(), &m, err, errlen);

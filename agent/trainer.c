@@ -105,13 +105,7 @@ pk_status pk_train(pk_store *s, const pk_train_config *cfg_in, int64_t resume_ru
     res->last_loss = (double)NAN;
 
     if (resume_run > 0) {
-        st = pk_store_run_get(s, resume_run, &ri);
-        if (st != PK_OK) {
-            snprintf(err, errlen, "run %lld: %s", (long long)resume_run,
-                     st == PK_ERR_NOTFOUND ? "no such run" : pk_store_errmsg(s));
-            goto out;
-        }
-        st = pk_train_config_from_json(ri.config_json, &cfg, err, errlen);
+        st = pk_run_load_config(s, resume_run, &ri, &cfg, err, errlen);
         if (st != PK_OK)
             goto out;
         st = pk_run_materialize_ex(s, resume_run, -1, &m, &mask, &first, err, errlen);

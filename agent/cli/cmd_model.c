@@ -192,14 +192,7 @@ static int generate_load(int argc, char **argv, pk_model **m, pk_tokenizer **tok
         if (rc != CLI_OK)
             return rc;
         pk_run_info ri;
-        memset(&ri, 0, sizeof ri);
-        pk_status st = pk_store_run_get(s, run, &ri);
-        if (st == PK_OK)
-            st = pk_train_config_from_json(ri.config_json, &cfg, err, sizeof err);
-        else
-            snprintf(err, sizeof err, "run %lld: %s", run,
-                     st == PK_ERR_NOTFOUND ? "no such run (see pocketllm runs list)"
-                                           : pk_store_errmsg(s));
+        pk_status st = pk_run_load_config(s, run, &ri, &cfg, err, sizeof err);
         pk_run_info_clear(&ri);
         if (st == PK_OK)
             st = pk_run_materialize(s, run, m, err, sizeof err);

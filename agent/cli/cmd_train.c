@@ -372,13 +372,7 @@ int cmd_eval(int argc, char **argv)
     rc = CLI_ERR;
     if (run > 0) {
         pk_run_info ri;
-        memset(&ri, 0, sizeof ri);
-        st = pk_store_run_get(s, run, &ri);
-        if (st == PK_OK)
-            st = pk_train_config_from_json(ri.config_json, &cfg, err, sizeof err);
-        else
-            snprintf(err, sizeof err, "run %lld: %s", run,
-                     st == PK_ERR_NOTFOUND ? "no such run" : pk_store_errmsg(s));
+        st = pk_run_load_config(s, run, &ri, &cfg, err, sizeof err);
         pk_run_info_clear(&ri);
         if (st == PK_OK)
             st = pk_run_materialize(s, run, &m, err, sizeof err);
@@ -504,11 +498,8 @@ int cmd_replay(int argc, char **argv)
             pk_run_info ri;
             pk_train_config cfg;
             pk_seedlog log;
-            memset(&ri, 0, sizeof ri);
             memset(&log, 0, sizeof log);
-            st = pk_store_run_get(s, run, &ri);
-            if (st == PK_OK)
-                st = pk_train_config_from_json(ri.config_json, &cfg, err, sizeof err);
+            st = pk_run_load_config(s, run, &ri, &cfg, err, sizeof err);
             if (st == PK_OK)
                 st = pk_store_steps_read(s, run, 0, ri.steps_done, &log.rows, &log.n_rows);
             if (st == PK_OK) {
