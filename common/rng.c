@@ -431,39 +431,36 @@ static int use_avx512(void)
     return p;
 }
 
-void pk_z_fill(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind kind, float *out)
-{
-    if (use_avx512())
-        z_fill_avx512(seed, key, start, n, kind, out);
-    else
-        z_fill_generic(seed, key, start, n, kind, out);
-}
+#define PK_RNG_HAVE_AVX512 1
+#endif
 
-void pk_z_axpy(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind kind, float alpha,
-               float *y)
-{
-    if (use_avx512())
-        z_axpy_avx512(seed, key, start, n, kind, alpha, y);
-    else
-        z_axpy_generic(seed, key, start, n, kind, alpha, y);
-}
-
-#else /* no AVX-512 path on this target */
-
-void pk_rng_force_generic(int on);
+#ifndef PK_RNG_HAVE_AVX512
+void pk_rng_force_generic(int on); /* no other path on this target: nothing to force */
 void pk_rng_force_generic(int on)
 {
     (void)on;
 }
+#endif
 
 void pk_z_fill(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind kind, float *out)
 {
+#ifdef PK_RNG_HAVE_AVX512
+    if (use_avx512()) {
+        z_fill_avx512(seed, key, start, n, kind, out);
+        return;
+    }
+#endif
     z_fill_generic(seed, key, start, n, kind, out);
 }
 
 void pk_z_axpy(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind kind, float alpha,
                float *y)
 {
+#ifdef PK_RNG_HAVE_AVX512
+    if (use_avx512()) {
+        z_axpy_avx512(seed, key, start, n, kind, alpha, y);
+        return;
+    }
+#endif
     z_axpy_generic(seed, key, start, n, kind, alpha, y);
 }
-#endif
