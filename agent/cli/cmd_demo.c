@@ -172,6 +172,32 @@ static void remove_tree(const char *path)
 }
 
 /* Adds each non-empty line of text as one example of dataset `name`. */
+size_t demo_next_line(const char *text, size_t len, size_t *pos, char *line, size_t cap)
+{
+    while (*pos < len) {
+        size_t i = *pos, j = i;
+        while (j < len && text[j] != '\n')
+            j++;
+        *pos = j + 1;
+        size_t n = j - i < cap - 1 ? j - i : cap - 1;
+        if (n == 0)
+            continue;
+        memcpy(line, text + i, n);
+        line[n] = '\0';
+        return n;
+    }
+    return 0;
+}
+
+pk_status demo_create_home(const char *home, pk_store **s, char *err, size_t errlen)
+{
+    pk_status st = pk_store_init(home, DEMO_PASSPHRASE, strlen(DEMO_PASSPHRASE),
+                                 pk_store_default_params(), err, errlen);
+    if (st == PK_OK)
+        st = pk_store_open(home, DEMO_PASSPHRASE, strlen(DEMO_PASSPHRASE), s, err, errlen);
+    return st;
+}
+
 static pk_status demo_import(demo_state *d, const char *name, const char *text, size_t len,
                              int64_t *count)
 {
@@ -180,16 +206,8 @@ static pk_status demo_import(demo_state *d, const char *name, const char *text, 
     pk_status st = PK_OK;
     *count = 0;
     char line[1024];
-    for (size_t i = 0; i < len && st == PK_OK;) {
-        size_t j = i;
-        while (j < len && text[j] != '\n')
-            j++;
-        size_t n = j - i < sizeof line - 1 ? j - i : sizeof line - 1;
-        memcpy(line, text + i, n);
-        line[n] = '\0';
-        i = j + 1;
-        if (n == 0)
-            continue;
+    size_t pos = 0;
+    while (st == PK_OK && demo_next_line(text, len, &pos, line, sizeof line)) {
         pk_example ex;
         memset(&ex, 0, sizeof ex);
         ex.text = line;
@@ -371,10 +389,7 @@ static int demo_setup(demo_state *d)
     char home[400], err[ERRLEN] = "";
     snprintf(home, sizeof home, "%s/home", d->home);
     double t0 = pk_time_now();
-    pk_status st = pk_store_init(home, DEMO_PASSPHRASE, strlen(DEMO_PASSPHRASE),
-                                 pk_store_default_params(), err, sizeof err);
-    if (st == PK_OK)
-        st = pk_store_open(home, DEMO_PASSPHRASE, strlen(DEMO_PASSPHRASE), &d->s, err, sizeof err);
+    pk_status st = demo_create_home(home, &d->s, err, sizeof err);
     if (st != PK_OK) {
         cli_error("demo", "creating the demo home: %s", err[0] ? err : pk_status_str(st));
         return CLI_ERR;

@@ -61,6 +61,11 @@ typedef struct demo_state {
 
 /* Human text goes to stdout unless --quiet. */
 void demo_say(const demo_state *d, const char *fmt, ...) PK_PRINTF(2, 3);
+/* The next non-empty line of text[0, len) from *pos, copied NUL-terminated into line (cap bytes,
+ * longer lines cut); its length, or 0 at the end. */
+size_t demo_next_line(const char *text, size_t len, size_t *pos, char *line, size_t cap);
+/* Creates an agent home in `home` with the demo passphrase and opens it into *s. */
+pk_status demo_create_home(const char *home, pk_store **s, char *err, size_t errlen);
 /* The MeZO settings of the demo's fine-tune (the federated round uses its lr and eps). */
 pk_train_config demo_config(const demo_state *d);
 /* One federated round (demo_fed.c): a local coordinator and two simulated devices. */

@@ -66,24 +66,6 @@ typedef struct fed_device {
     uint64_t wire_down; /* bytes received over all its calls */
 } fed_device;
 
-/* The next non-empty line of text[*pos..len) into line (cut at cap - 1 bytes); 0 at the end. */
-static size_t fed_next_line(const char *text, size_t len, size_t *pos, char *line, size_t cap)
-{
-    while (*pos < len) {
-        size_t i = *pos, j = i;
-        while (j < len && text[j] != '\n')
-            j++;
-        *pos = j + 1;
-        size_t n = j - i < cap - 1 ? j - i : cap - 1;
-        if (n == 0)
-            continue;
-        memcpy(line, text + i, n);
-        line[n] = '\0';
-        return n;
-    }
-    return 0;
-}
-
 /* The coordinator binary: installed next to pocketllm (same bin dir), or in the build tree
  * (BUILD/agent/pocketllm -> BUILD/server-mock/pocketllm-server-mock). */
 static int fed_find_server(char *out, size_t n)
@@ -306,17 +288,13 @@ static int fed_device_init(fed_device *v, const char *dir, int half)
     char err[ERRLEN] = "", line[1024];
     v->name = (char)('A' + half);
     snprintf(v->home, sizeof v->home, "%s/device-%c", dir, 'a' + half);
-    pk_status st = pk_store_init(v->home, DEMO_PASSPHRASE, strlen(DEMO_PASSPHRASE),
-                                 pk_store_default_params(), err, sizeof err);
-    if (st == PK_OK)
-        st = pk_store_open(v->home, DEMO_PASSPHRASE, strlen(DEMO_PASSPHRASE), &v->s, err,
-                           sizeof err);
+    pk_status st = demo_create_home(v->home, &v->s, err, sizeof err);
     size_t pos = 0, total = 0, i = 0;
-    while (fed_next_line(pk_demo_train, pk_demo_train_len, &pos, line, sizeof line))
+    while (demo_next_line(pk_demo_train, pk_demo_train_len, &pos, line, sizeof line))
         total++;
     pos = 0;
     while (st == PK_OK &&
-           fed_next_line(pk_demo_train, pk_demo_train_len, &pos, line, sizeof line)) {
+           demo_next_line(pk_demo_train, pk_demo_train_len, &pos, line, sizeof line)) {
         if ((i++ < total / 2) != (half == 0))
             continue;
         pk_example ex;
@@ -453,7 +431,7 @@ static int fed_check_capture(const fed_coord *c, int *bodies, long long *bytes)
         ++*bodies;
         *bytes += (long long)n;
         size_t pos = 0, len;
-        while ((len = fed_next_line(pk_demo_train, pk_demo_train_len, &pos, line, sizeof line)))
+        while ((len = demo_next_line(pk_demo_train, pk_demo_train_len, &pos, line, sizeof line)))
             leaks += len >= FED_MIN_LINE && strstr(body, line) != NULL;
     }
     if (dp)
