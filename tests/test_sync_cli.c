@@ -386,15 +386,6 @@ typedef struct scan {
     char key[64][72];
 } scan;
 
-static int contains(const char *hay, size_t n, const char *needle)
-{
-    size_t m = strlen(needle);
-    for (size_t i = 0; i + m <= n; i++)
-        if (!memcmp(hay + i, needle, m))
-            return 1;
-    return 0;
-}
-
 /* Records an upload's (round, idempotency key) once: resends after faults reuse the key. */
 static void note_upload(scan *s, const cJSON *j)
 {

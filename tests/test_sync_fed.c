@@ -199,15 +199,6 @@ static void *agent_main(void *arg)
     return NULL;
 }
 
-static int contains(const char *hay, size_t n, const char *needle)
-{
-    size_t m = strlen(needle);
-    for (size_t i = 0; i + m <= n; i++)
-        if (!memcmp(hay + i, needle, m))
-            return 1;
-    return 0;
-}
-
 /* Every captured body: whitelisted fields only, small, no private text (nor a fragment of it). */
 static void check_capture(const char *cap, int n_private)
 {

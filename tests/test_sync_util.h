@@ -5,6 +5,17 @@
 #include "pk_sync.h"
 
 #include <stdlib.h>
+#include <string.h>
+
+/* 1 if the n bytes at hay contain needle (a captured body need not be NUL-terminated). */
+static inline int contains(const char *hay, size_t n, const char *needle)
+{
+    size_t m = strlen(needle);
+    for (size_t i = 0; i + m <= n; i++)
+        if (!memcmp(hay + i, needle, m))
+            return 1;
+    return 0;
+}
 
 /* GET base_url/v1/log?since=0 from a coordinator, retried up to `attempts` times (faults may be
  * on). The JSON text (owned, free()), or NULL. */
