@@ -169,8 +169,8 @@ PK_NODISCARD pk_status pk_sync_round(pk_store *s, const pk_sync_params *p,
 
 /* ---- the real model behind the ops (sync_mezo.c) ------------------------------------------- */
 
-/* A MeZO model for pk_sync_round: the base model loaded from model_dir, its trainable tensors
- * snapshotted (reset restores them: memory for one extra copy of the trainable weights), and,
+/* A MeZO model for pk_sync_round: the base model loaded from model_dir (reset restores the base
+ * weights from their files with pk_model_restore_base: no copy is kept), and,
  * if dataset != NULL, an lm objective over that dataset of the store (batches of `batch`
  * examples of up to seq_len tokens, drawn from a fresh random shuffle per session).
  * s, model_dir, dataset, trainable borrowed ("all", "bitfit" or a regex; NULL = "all").

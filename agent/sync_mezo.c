@@ -1,6 +1,7 @@
 /* sync_mezo.c: the real model behind pk_sync_model_ops: the engine's model, pk_mezo's projected
- * gradient and update sweep, an lm objective over a dataset of the store, and a snapshot of the
- * base weights so every round restarts from base + global log (sync.c does the replay). */
+ * gradient and update sweep, an lm objective over a dataset of the store; reset restores the
+ * base weights from their files (pk_model_restore_base) so every round restarts from base +
+ * global log (sync.c does the replay). */
 #include "pk_mezo.h"
 #include "pk_sync.h"
 
@@ -12,51 +13,20 @@ struct pk_sync_mezo {
     pk_model *m;
     uint8_t *trainable;       /* [n_tensors] */
     char trainable_name[256]; /* the --trainable spec ("all" by default) */
-    void **snap;              /* [n_tensors] base bytes of the trainable tensors (NULL otherwise) */
-    size_t n_tensors;
-    pk_objective *obj; /* NULL: no local data (catch-up only) */
+    pk_objective *obj;        /* NULL: no local data (catch-up only) */
     size_t batch;
     uint64_t shuffle_seed;
     int64_t step; /* local steps taken this session (batch order) */
 };
 
-static size_t tensor_bytes(const pk_tensor_info *ti)
-{
-    return ti->numel * pk_dtype_size(ti->dtype);
-}
-
 void pk_sync_mezo_free(pk_sync_mezo *x)
 {
     if (!x)
         return;
-    for (size_t i = 0; x->snap && i < x->n_tensors; i++)
-        free(x->snap[i]);
-    free(x->snap);
     free(x->trainable);
     pk_objective_free(x->obj);
     pk_model_free(x->m);
     free(x);
-}
-
-static pk_status snapshot(pk_sync_mezo *x)
-{
-    x->n_tensors = pk_model_n_tensors(x->m);
-    x->snap = calloc(x->n_tensors ? x->n_tensors : 1, sizeof *x->snap);
-    if (!x->snap)
-        return PK_ERR_NOMEM;
-    for (size_t i = 0; i < x->n_tensors; i++) {
-        pk_tensor_info ti;
-        pk_status st = pk_model_tensor(x->m, i, &ti);
-        if (st != PK_OK)
-            return st;
-        if (!x->trainable[i])
-            continue;
-        x->snap[i] = malloc(tensor_bytes(&ti));
-        if (!x->snap[i])
-            return PK_ERR_NOMEM;
-        memcpy(x->snap[i], ti.data, tensor_bytes(&ti));
-    }
-    return PK_OK;
 }
 
 pk_status pk_sync_mezo_open(pk_store *s, const char *model_dir, const char *dataset,
@@ -73,11 +43,6 @@ pk_status pk_sync_mezo_open(pk_store *s, const char *model_dir, const char *data
     if (st == PK_OK)
         st = pk_mezo_trainable(x->m, trainable ? trainable : "all", &x->trainable, err, errlen);
     snprintf(x->trainable_name, sizeof x->trainable_name, "%s", trainable ? trainable : "all");
-    if (st == PK_OK) {
-        st = snapshot(x);
-        if (st != PK_OK && err && errlen)
-            snprintf(err, errlen, "%s: cannot snapshot the base weights", model_dir);
-    }
     if (st == PK_OK && dataset) {
         pk_train_config cfg = pk_train_config_default();
         cfg.objective = PK_OBJ_LM;
@@ -137,15 +102,7 @@ static pk_status op_apply(void *user, uint64_t seed, pk_z_kind kind, float lr, f
 static pk_status op_reset(void *user)
 {
     pk_sync_mezo *x = user;
-    for (size_t i = 0; i < x->n_tensors; i++) {
-        pk_tensor_info ti;
-        pk_status st = pk_model_tensor(x->m, i, &ti);
-        if (st != PK_OK)
-            return st;
-        if (x->snap[i])
-            memcpy(ti.data, x->snap[i], tensor_bytes(&ti));
-    }
-    return PK_OK;
+    return pk_model_restore_base(x->m);
 }
 
 static pk_status op_hash(void *user, char hex[65])

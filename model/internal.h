@@ -56,7 +56,8 @@ typedef struct pk_tensor {
     size_t rows, cols; /* 2-D view: rows = shape[0] (1 for 1-D), cols = numel / rows */
     uint64_t key;
     void *data;
-    void *owned; /* non-NULL: data is this heap copy (a misaligned tensor in the file) */
+    void *owned;     /* non-NULL: data is this heap copy (a misaligned tensor in the file) */
+    const void *src; /* with owned: where the tensor sits in the mapped file */
     int is_bias_or_norm;
 } pk_tensor;
 

@@ -475,6 +475,7 @@ static pk_status finish_tensors(loader *ld, pk_model *m)
                 return PK_ERR_NOMEM;
             }
             memcpy(t->owned, t->data, nb);
+            t->src = t->data;
             t->data = t->owned;
             n_copied++;
         }
@@ -663,6 +664,19 @@ out:
     free(ld.slot_entry);
     pk_model_free(m);
     return st;
+}
+
+pk_status pk_model_restore_base(pk_model *m)
+{
+    /* written pages of a MAP_PRIVATE file mapping are private copies: dropping them makes the
+     * next access read the file again */
+    for (int i = 0; i < m->n_maps; i++)
+        if (madvise(m->maps[i].base, m->maps[i].len, MADV_DONTNEED) != 0)
+            return PK_ERR_IO;
+    for (size_t i = 0; i < m->n_t; i++)
+        if (m->t[i].owned)
+            memcpy(m->t[i].owned, m->t[i].src, m->t[i].numel * pk_dtype_size(m->t[i].dtype));
+    return PK_OK;
 }
 
 void pk_model_free(pk_model *m)

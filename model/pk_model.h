@@ -103,6 +103,10 @@ typedef struct pk_tensor_info {
 } pk_tensor_info;
 
 size_t pk_model_n_tensors(const pk_model *m);
+/* Restores every weight to the contents of its safetensors file, as loaded (the weights are
+ * copy-on-write mappings of the files: the pages written since are dropped; no copy is kept).
+ * PK_ERR_IO if the kernel refuses. */
+PK_NODISCARD pk_status pk_model_restore_base(pk_model *m);
 /* Fills *out for tensor i (0 <= i < n_tensors). PK_ERR_ARG if i is out of range. */
 PK_NODISCARD pk_status pk_model_tensor(const pk_model *m, size_t i, pk_tensor_info *out);
 /* Index of the tensor with this name, or -1. */

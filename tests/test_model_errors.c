@@ -242,6 +242,33 @@ static void expect_same_logits(pk_model *a, pk_model *b)
     free(l2);
 }
 
+/* Writing into every tensor changes the logits; pk_model_restore_base brings them back, bit for
+ * bit (the sync client resets to the base model with it each round). */
+static void expect_restore_base(pk_model *m)
+{
+    int32_t ids[5] = {1, 5, 9, 44, 99}, len = 5;
+    pk_batch bt = {1, 5, ids, &len, NULL};
+    float *l0 = malloc(5 * 100 * 4), *l1 = malloc(5 * 100 * 4);
+    PK_CHECK(l0 != NULL && l1 != NULL);
+    if (l0 && l1) {
+        PK_CHECK(pk_model_logits(m, &bt, NULL, l0) == PK_OK);
+        for (size_t i = 0; i < pk_model_n_tensors(m); i++) {
+            pk_tensor_info ti;
+            PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
+            float *w = ti.data; /* f32 model */
+            for (size_t j = 0; j < ti.numel; j++)
+                w[j] = w[j] * 0.5f + 0.25f;
+        }
+        PK_CHECK(pk_model_logits(m, &bt, NULL, l1) == PK_OK);
+        PK_CHECK(memcmp(l0, l1, 5 * 100 * 4) != 0);
+        PK_CHECK(pk_model_restore_base(m) == PK_OK);
+        PK_CHECK(pk_model_logits(m, &bt, NULL, l1) == PK_OK);
+        PK_CHECK(memcmp(l0, l1, 5 * 100 * 4) == 0);
+    }
+    free(l0);
+    free(l1);
+}
+
 static void check_sharded(void)
 {
     char base[512], d[512], err[512] = "", p[700];
@@ -323,6 +350,10 @@ static void check_misaligned(void)
     PK_CHECK(pk_model_load(d, pk_model_default_params(), &b, err, sizeof err) == PK_OK);
     if (a && b)
         expect_same_logits(a, b);
+    if (a && b) {
+        expect_restore_base(a); /* weights in the mapped file */
+        expect_restore_base(b); /* aligned copies of misaligned tensors */
+    }
     pk_model_free(a);
     pk_model_free(b);
     free(mis);
