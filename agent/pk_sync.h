@@ -114,8 +114,7 @@ typedef struct pk_sync_model_ops {
     pk_status (*reset)(void *user);
     /* Hex hash of the current weights (pk_weights_hash), NUL-terminated. */
     pk_status (*hash)(void *user, char hex[65]);
-    void *user;           /* borrowed, passed to every call */
-    int64_t dataset_size; /* local examples (informative: DP is accounted at q = 1) */
+    void *user; /* borrowed, passed to every call */
     /* The trainable subset's name ("all", "bitfit", a regex; borrowed): a task naming another
      * subset is refused before anything is uploaded. NULL: not checked. */
     const char *trainable;

@@ -817,7 +817,7 @@ static int cmp_pair(const void *a, const void *b)
 
 /* Runs the local steps from the global model; fills pairs (ascending k, non-zero sums). */
 static pk_status local_steps(sess *x, double clip, double noise, pair **out, size_t *n_out,
-                             int64_t *examples, int64_t *max_batch)
+                             int64_t *examples)
 {
     const task *t = &x->t;
     double *sum = calloc((size_t)t->K, sizeof *sum);
@@ -826,7 +826,6 @@ static pk_status local_steps(sess *x, double clip, double noise, pair **out, siz
     pk_status st = PK_OK;
     size_t n = 0;
     *examples = 0;
-    *max_batch = 0;
     if (!sum || !used) {
         st = PK_ERR_NOMEM;
         goto out;
@@ -858,8 +857,6 @@ static pk_status local_steps(sess *x, double clip, double noise, pair **out, siz
         sum[k] += up;
         used[k] = 1;
         *examples += nb > 0 ? nb : 1;
-        if (nb > *max_batch)
-            *max_batch = nb;
         if (x->rep)
             x->rep->steps++;
     }
@@ -983,7 +980,7 @@ static pk_status upload_round(sess *x, int64_t uploaded_round)
     double noise = x->p->dp_noise > 0 ? x->p->dp_noise : x->t.dp_noise;
     pair *pr = NULL;
     size_t n = 0;
-    int64_t examples = 0, max_batch = 0;
+    int64_t examples = 0;
     char *idem = NULL, *body = NULL;
     int accepted = 0;
     if (uploaded_round == x->t.round) {
@@ -991,7 +988,7 @@ static pk_status upload_round(sess *x, int64_t uploaded_round)
         x->rep->uploaded = 1;
         return PK_OK;
     }
-    pk_status st = local_steps(x, clip, noise, &pr, &n, &examples, &max_batch);
+    pk_status st = local_steps(x, clip, noise, &pr, &n, &examples);
     if (st == PK_OK)
         st = replay(x); /* back to the global model: the local steps are only the update */
     if (st == PK_OK && clip > 0.0) {
@@ -1000,7 +997,6 @@ static pk_status upload_round(sess *x, int64_t uploaded_round)
          * a step whose batch lacks an example still depends on it; every released value is in
          * [-C, C] plus noise whatever the weights, so q = 1 composition is a proven bound. */
         const double q = 1.0;
-        (void)max_batch;
         /* g of a batch clipped to [-C, C] changes by up to 2C when one example changes, so the
          * noise multiplier against that sensitivity is noise / 2 (docs/SYNC.md). Accounted
          * before the outbox holds the update: a crash between the two may over-count a round

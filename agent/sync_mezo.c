@@ -113,13 +113,7 @@ static pk_status op_hash(void *user, char hex[65])
 
 pk_sync_model_ops pk_sync_mezo_ops(pk_sync_mezo *x)
 {
-    pk_sync_model_ops o = {op_grad,
-                           op_apply,
-                           op_reset,
-                           op_hash,
-                           x,
-                           x && x->obj ? (int64_t)pk_objective_size(x->obj) : 0,
-                           x ? x->trainable_name : NULL};
+    pk_sync_model_ops o = {op_grad, op_apply, op_reset, op_hash, x, x ? x->trainable_name : NULL};
     return o;
 }
 

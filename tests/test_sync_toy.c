@@ -91,7 +91,7 @@ static pk_status toy_hash(void *user, char hex[65])
 
 static pk_sync_model_ops toy_ops(toy *t)
 {
-    pk_sync_model_ops o = {toy_grad, toy_apply, toy_reset, toy_hash, t, 1000, "all"};
+    pk_sync_model_ops o = {toy_grad, toy_apply, toy_reset, toy_hash, t, "all"};
     return o;
 }
 
