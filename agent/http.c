@@ -1,11 +1,12 @@
 /* http.c: a small libcurl easy wrapper for the sync client: connect and total timeouts on every
  * attempt, retries with exponential backoff and full jitter on connection errors, timeouts,
  * truncated bodies and 5xx/429, a hard cap on response bodies, byte counters. Knows nothing of
- * the protocol (sync.c) beyond "a JSON body that does not parse was truncated". */
+ * the protocol (sync.c) beyond "a JSON body that does not parse was truncated". libcurl is
+ * called through the table curl_dl.c loads at run time. */
+#include "curl_dl.h"
 #include "pk_sync.h"
 
 #include <cJSON.h>
-#include <curl/curl.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,8 +14,9 @@
 #include <time.h>
 
 struct pk_http {
-    CURL *curl; /* one easy handle: connections are kept alive between requests */
-    char *base; /* base URL without a trailing '/' */
+    const pk_curl_api *cu; /* libcurl (curl_dl.c) */
+    CURL *curl;            /* one easy handle: connections are kept alive between requests */
+    char *base;            /* base URL without a trailing '/' */
     pk_http_params p;
     char err[256]; /* last failure text */
     pk_http_stats stats;
@@ -41,12 +43,24 @@ pk_http_params pk_http_default_params(void)
 
 pk_status pk_http_global_init(void)
 {
-    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? PK_OK : PK_ERR_HTTP;
+    const pk_curl_api *cu = pk_curl_load();
+    if (!cu)
+        return PK_ERR_UNSUPPORTED;
+    return cu->global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? PK_OK : PK_ERR_HTTP;
+}
+
+const char *pk_http_global_errmsg(void)
+{
+    const char *why = pk_curl_errmsg();
+    return why[0] ? why : "curl_global_init failed";
 }
 
 void pk_http_global_cleanup(void)
 {
-    curl_global_cleanup();
+    /* after a successful init the library is loaded; if it could not be, this does nothing */
+    const pk_curl_api *cu = pk_curl_load();
+    if (cu)
+        cu->global_cleanup();
 }
 
 pk_status pk_http_create(const char *base_url, pk_http_params params, pk_http **out)
@@ -59,14 +73,18 @@ pk_status pk_http_create(const char *base_url, pk_http_params params, pk_http **
         return PK_ERR_ARG;
     if (strncmp(base_url, "http://", 7) != 0 && strncmp(base_url, "https://", 8) != 0)
         return PK_ERR_ARG;
+    const pk_curl_api *cu = pk_curl_load();
+    if (!cu)
+        return PK_ERR_UNSUPPORTED;
     pk_http *h = calloc(1, sizeof *h);
     if (!h)
         return PK_ERR_NOMEM;
+    h->cu = cu;
     size_t n = strlen(base_url);
     while (n > 0 && base_url[n - 1] == '/')
         n--;
     h->base = malloc(n + 1);
-    h->curl = curl_easy_init();
+    h->curl = cu->easy_init();
     if (!h->base || !h->curl) {
         pk_http_destroy(h);
         return PK_ERR_NOMEM;
@@ -83,7 +101,7 @@ void pk_http_destroy(pk_http *h)
     if (!h)
         return;
     if (h->curl)
-        curl_easy_cleanup(h->curl);
+        h->cu->easy_cleanup(h->curl);
     free(h->base);
     free(h);
 }
@@ -190,37 +208,38 @@ static int on_debug(CURL *c, curl_infotype type, char *data, size_t size, void *
 static CURLcode attempt_once(pk_http *h, const char *method, const char *url, const char *body,
                              size_t body_len, struct curl_slist *hdrs, body_buf *b, long *status)
 {
+    const pk_curl_api *cu = h->cu;
     CURL *c = h->curl;
-    curl_easy_reset(c);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, h->p.connect_timeout_ms);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, h->p.timeout_ms);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
-    curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)h->p.max_body);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(c, CURLOPT_USERAGENT, "pocketllm-sync/1");
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    cu->easy_reset(c);
+    cu->easy_setopt(c, CURLOPT_URL, url);
+    cu->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    cu->easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, h->p.connect_timeout_ms);
+    cu->easy_setopt(c, CURLOPT_TIMEOUT_MS, h->p.timeout_ms);
+    cu->easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
+    cu->easy_setopt(c, CURLOPT_WRITEDATA, b);
+    cu->easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)h->p.max_body);
+    cu->easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    cu->easy_setopt(c, CURLOPT_USERAGENT, "pocketllm-sync/1");
+    cu->easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     uint64_t sent = 0;
-    curl_easy_setopt(c, CURLOPT_DEBUGFUNCTION, on_debug);
-    curl_easy_setopt(c, CURLOPT_DEBUGDATA, &sent);
-    curl_easy_setopt(c, CURLOPT_VERBOSE, 1L); /* only to on_debug, never to stderr */
+    cu->easy_setopt(c, CURLOPT_DEBUGFUNCTION, on_debug);
+    cu->easy_setopt(c, CURLOPT_DEBUGDATA, &sent);
+    cu->easy_setopt(c, CURLOPT_VERBOSE, 1L); /* only to on_debug, never to stderr */
     if (body) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+        cu->easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        cu->easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
     }
     if (strcmp(method, "GET") == 0)
-        curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+        cu->easy_setopt(c, CURLOPT_HTTPGET, 1L);
     else if (!(body && strcmp(method, "POST") == 0))
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    CURLcode rc = curl_easy_perform(c);
+        cu->easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    CURLcode rc = cu->easy_perform(c);
     *status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+    cu->easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
     curl_off_t up = 0;
     long hdr_size = 0;
-    curl_easy_getinfo(c, CURLINFO_SIZE_UPLOAD_T, &up);
-    curl_easy_getinfo(c, CURLINFO_HEADER_SIZE, &hdr_size);
+    cu->easy_getinfo(c, CURLINFO_SIZE_UPLOAD_T, &up);
+    cu->easy_getinfo(c, CURLINFO_HEADER_SIZE, &hdr_size);
     h->stats.attempts++;
     h->stats.body_up += (uint64_t)up;
     h->stats.body_down += b->len;
@@ -252,7 +271,7 @@ pk_status pk_http_request(pk_http *h, const char *method, const char *path, cons
     static const char *const hv[] = {"Content-Type: application/json", "Accept: application/json",
                                      "Expect:"};
     for (size_t i = 0; i < sizeof hv / sizeof hv[0]; i++) {
-        t = curl_slist_append(hdrs, hv[i]);
+        t = h->cu->slist_append(hdrs, hv[i]);
         if (!t) {
             st = PK_ERR_NOMEM;
             goto out;
@@ -274,7 +293,7 @@ pk_status pk_http_request(pk_http *h, const char *method, const char *path, cons
         }
         if (rc != CURLE_OK) {
             snprintf(h->err, sizeof h->err, "%s %s%s: %s (attempt %d of %d)", method, h->base, path,
-                     curl_easy_strerror(rc), a + 1, h->p.max_attempts);
+                     h->cu->easy_strerror(rc), a + 1, h->p.max_attempts);
             pk_log(PK_LOG_DEBUG, "http: %s", h->err);
             st = PK_ERR_HTTP;
             if (!retryable_curl(rc))
@@ -317,6 +336,6 @@ pk_status pk_http_request(pk_http *h, const char *method, const char *path, cons
 out:
     free(b.data);
     free(url);
-    curl_slist_free_all(hdrs);
+    h->cu->slist_free_all(hdrs);
     return st;
 }

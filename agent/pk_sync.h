@@ -61,11 +61,19 @@ typedef struct pk_http_params {
 /* 3 s connect, 15 s total, 6 attempts, 100 ms .. 3 s backoff, 8 MiB bodies. */
 pk_http_params pk_http_default_params(void);
 
-/* One-time libcurl setup from main (curl_global_init); not thread-safe, call before threads. */
+/* One-time libcurl setup from main: loads libcurl (dlopen, curl_dl.c: a process that does no
+ * HTTP never maps it), then runs curl_global_init. Not thread-safe, call before threads.
+ * PK_ERR_UNSUPPORTED: libcurl cannot be loaded; PK_ERR_HTTP: curl_global_init failed.
+ * pk_http_global_errmsg() says which (static text naming the library and the Debian package
+ * to install). */
 PK_NODISCARD pk_status pk_http_global_init(void);
+const char *pk_http_global_errmsg(void);
+/* Matches a successful pk_http_global_init (curl_global_cleanup); the library stays loaded. */
 void pk_http_global_cleanup(void);
 
-/* base_url (borrowed, copied), e.g. "http://127.0.0.1:8080"; a trailing '/' is dropped. */
+/* base_url (borrowed, copied), e.g. "http://127.0.0.1:8080"; a trailing '/' is dropped.
+ * PK_ERR_ARG: bad URL or params; PK_ERR_UNSUPPORTED: libcurl cannot be loaded
+ * (pk_http_global_errmsg). */
 PK_NODISCARD pk_status pk_http_create(const char *base_url, pk_http_params params, pk_http **out);
 void pk_http_destroy(pk_http *h); /* NULL-safe */
 

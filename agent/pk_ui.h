@@ -131,7 +131,8 @@ typedef struct pk_pull_result {
  * PK_ERR_ARG: bad repo id or revision; PK_ERR_NOTFOUND: no such repo/file (404);
  * PK_ERR_AUTH: 401/403 (gated or private: set HF_TOKEN) or checksum mismatch; PK_ERR_HTTP:
  * network failure after max_attempts; PK_ERR_IO: out_dir not writable; PK_ERR_FORMAT: a bad
- * index. err (errlen bytes, may be NULL) says what happened and what to do. res may be NULL.
+ * index; PK_ERR_UNSUPPORTED: libcurl cannot be loaded (or the hub has no safetensors).
+ * err (errlen bytes, may be NULL) says what happened and what to do. res may be NULL.
  * Needs curl_global_init and sodium_init done (pk_http_global_init, pk_crypto_global_init). */
 PK_NODISCARD pk_status pk_pull(const char *repo, const char *out_dir, const pk_pull_params *p,
                                pk_pull_result *res, char *err, size_t errlen);

@@ -1,10 +1,11 @@
 /* pull.c: download a model (config, tokenizer files, safetensors, sharded too) from a Hugging
- * Face-compatible hub over libcurl: HEAD for size and sha256, GET into FILE.part with Range
- * resume and retries, sha256 check, atomic rename. Loading the files is left to model/. */
+ * Face-compatible hub over libcurl (loaded at run time, curl_dl.c): HEAD for size and sha256,
+ * GET into FILE.part with Range resume and retries, sha256 check, atomic rename. Loading the
+ * files is left to model/. */
+#include "curl_dl.h"
 #include "pk_ui.h"
 
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <math.h>
 #include <sodium.h>
@@ -29,6 +30,7 @@ typedef struct pull_ctx {
     const char *repo;
     const char *out_dir;
     const pk_pull_params *p;
+    const pk_curl_api *cu; /* libcurl (curl_dl.c) */
     char endpoint[URL_MAX];
     char rev_esc[512];         /* percent-encoded revision */
     struct curl_slist *hdrs;   /* owned: User-Agent, Authorization */
@@ -46,6 +48,7 @@ typedef struct hdr_info {
 } hdr_info;
 
 typedef struct xfer {
+    const pk_curl_api *cu;
     CURL *curl;
     FILE *f;                   /* the .part file, opened for append */
     const char *part_path;
@@ -202,7 +205,7 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *user)
     size_t n = size * nmemb;
     if (!x->checked) {
         long code = 0;
-        curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &code);
+        x->cu->easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &code);
         x->checked = 1;
         x->accept = code == 200 || code == 206;
         if (code == 200 && x->offset > 0) {
@@ -243,15 +246,15 @@ static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_of
 
 static void common_opts(pull_ctx *c, CURL *h, const char *url)
 {
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->hdrs);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->p->connect_timeout_ms);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->p->stall_timeout_s);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
+    c->cu->easy_setopt(h, CURLOPT_URL, url);
+    c->cu->easy_setopt(h, CURLOPT_HTTPHEADER, c->hdrs);
+    c->cu->easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->p->connect_timeout_ms);
+    c->cu->easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    c->cu->easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->p->stall_timeout_s);
+    c->cu->easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    c->cu->easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    c->cu->easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    c->cu->easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
 }
 
 typedef enum outcome { OUT_OK, OUT_RETRY, OUT_FAIL } outcome;
@@ -300,24 +303,25 @@ static outcome do_head(pull_ctx *c, const char *file, hdr_info *h, int64_t *size
         set_err(c, "URL too long for %s", file);
         return OUT_FAIL;
     }
-    CURL *curl = curl_easy_init();
+    const pk_curl_api *cu = c->cu;
+    CURL *curl = cu->easy_init();
     if (!curl) {
         *st = PK_ERR_NOMEM;
         return OUT_FAIL;
     }
     hdr_reset(h);
     common_opts(c, curl, url);
-    curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, c->p->connect_timeout_ms * 3);
-    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(curl, CURLOPT_HEADERDATA, h);
-    CURLcode rc = curl_easy_perform(curl);
+    cu->easy_setopt(curl, CURLOPT_NOBODY, 1L);
+    cu->easy_setopt(curl, CURLOPT_TIMEOUT_MS, c->p->connect_timeout_ms * 3);
+    cu->easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
+    cu->easy_setopt(curl, CURLOPT_HEADERDATA, h);
+    CURLcode rc = cu->easy_perform(curl);
     long code = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
-    curl_easy_cleanup(curl);
+    cu->easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
+    cu->easy_cleanup(curl);
     if (rc != CURLE_OK) {
         *st = PK_ERR_HTTP;
-        set_err(c, "%s: %s (%s)", file, curl_easy_strerror(rc), url);
+        set_err(c, "%s: %s (%s)", file, cu->easy_strerror(rc), url);
         return OUT_RETRY;
     }
     *size = -1;
@@ -367,7 +371,8 @@ static outcome do_get(pull_ctx *c, const char *file, const char *part_path, int6
         set_err(c, "URL too long for %s", file);
         return OUT_FAIL;
     }
-    xfer x = {0};
+    const pk_curl_api *cu = c->cu;
+    xfer x = {.cu = cu};
     x.part_path = part_path;
     x.offset = file_size(part_path);
     x.offset = x.offset < 0 ? 0 : x.offset;
@@ -379,7 +384,7 @@ static outcome do_get(pull_ctx *c, const char *file, const char *part_path, int6
         set_err(c, "cannot write %s: %s", part_path, strerror(errno));
         return OUT_FAIL;
     }
-    x.curl = curl_easy_init();
+    x.curl = cu->easy_init();
     if (!x.curl) {
         fclose(x.f);
         *st = PK_ERR_NOMEM;
@@ -392,22 +397,22 @@ static outcome do_get(pull_ctx *c, const char *file, const char *part_path, int6
     x.prog = pk_progress_new(label, size >= 0 ? size - x.offset : 0, c->p->progress);
     pk_progress_set_bytes(x.prog, 1);
     common_opts(c, x.curl, url);
-    curl_easy_setopt(x.curl, CURLOPT_FOLLOWLOCATION, 1L);
+    cu->easy_setopt(x.curl, CURLOPT_FOLLOWLOCATION, 1L);
     if (x.offset > 0) {
         snprintf(range, sizeof range, "%lld-", (long long)x.offset);
-        curl_easy_setopt(x.curl, CURLOPT_RANGE, range);
+        cu->easy_setopt(x.curl, CURLOPT_RANGE, range);
     }
-    curl_easy_setopt(x.curl, CURLOPT_WRITEFUNCTION, on_write);
-    curl_easy_setopt(x.curl, CURLOPT_WRITEDATA, &x);
-    curl_easy_setopt(x.curl, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(x.curl, CURLOPT_HEADERDATA, &x.h);
-    curl_easy_setopt(x.curl, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(x.curl, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(x.curl, CURLOPT_XFERINFODATA, &x);
-    CURLcode rc = curl_easy_perform(x.curl);
+    cu->easy_setopt(x.curl, CURLOPT_WRITEFUNCTION, on_write);
+    cu->easy_setopt(x.curl, CURLOPT_WRITEDATA, &x);
+    cu->easy_setopt(x.curl, CURLOPT_HEADERFUNCTION, on_header);
+    cu->easy_setopt(x.curl, CURLOPT_HEADERDATA, &x.h);
+    cu->easy_setopt(x.curl, CURLOPT_NOPROGRESS, 0L);
+    cu->easy_setopt(x.curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+    cu->easy_setopt(x.curl, CURLOPT_XFERINFODATA, &x);
+    CURLcode rc = cu->easy_perform(x.curl);
     long code = 0;
-    curl_easy_getinfo(x.curl, CURLINFO_RESPONSE_CODE, &code);
-    curl_easy_cleanup(x.curl);
+    cu->easy_getinfo(x.curl, CURLINFO_RESPONSE_CODE, &code);
+    cu->easy_cleanup(x.curl);
     if (x.f && fclose(x.f) != 0)
         x.io_error = 1;
     c->res->bytes += x.got;
@@ -438,7 +443,7 @@ static outcome do_get(pull_ctx *c, const char *file, const char *part_path, int6
     }
     if (rc != CURLE_OK) {
         *st = PK_ERR_HTTP;
-        set_err(c, "%s: %s after %lld bytes (%s)", file, curl_easy_strerror(rc),
+        set_err(c, "%s: %s after %lld bytes (%s)", file, cu->easy_strerror(rc),
                 (long long)file_size(part_path), url);
         return code >= 400 ? classify(c, code, file, st) : OUT_RETRY;
     }
@@ -707,12 +712,17 @@ static pk_status setup(pull_ctx *c)
         set_err(c, "bad revision '%s': a branch, tag or commit ([A-Za-z0-9._/-])", rev);
         return PK_ERR_ARG;
     }
-    char *esc = curl_easy_escape(NULL, rev, 0);
+    c->cu = pk_curl_load();
+    if (!c->cu) {
+        set_err(c, "%s", pk_curl_errmsg());
+        return PK_ERR_UNSUPPORTED;
+    }
+    char *esc = c->cu->easy_escape(NULL, rev, 0);
     if (!esc)
         return PK_ERR_NOMEM;
     snprintf(c->rev_esc, sizeof c->rev_esc, "%s", esc);
-    curl_free(esc);
-    c->hdrs = curl_slist_append(NULL, "User-Agent: pocketllm/0.1");
+    c->cu->free(esc);
+    c->hdrs = c->cu->slist_append(NULL, "User-Agent: pocketllm/0.1");
     const char *tok = p->token ? p->token : getenv("HF_TOKEN");
     if (c->hdrs && tok && *tok) {
         size_t len = strlen(tok) + 32;
@@ -720,7 +730,7 @@ static pk_status setup(pull_ctx *c)
         if (!h)
             return PK_ERR_NOMEM;
         snprintf(h, len, "Authorization: Bearer %s", tok);
-        struct curl_slist *l = curl_slist_append(c->hdrs, h);
+        struct curl_slist *l = c->cu->slist_append(c->hdrs, h);
         sodium_memzero(h, len);
         free(h);
         if (!l)
@@ -758,7 +768,7 @@ pk_status pk_pull(const char *repo, const char *out_dir, const pk_pull_params *p
         err[0] = '\0';
     if (c.hdrs) {
         /* the list may hold the token: the strings are curl's copies, freed here */
-        curl_slist_free_all(c.hdrs);
+        c.cu->slist_free_all(c.hdrs);
     }
     return st;
 }

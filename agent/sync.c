@@ -1126,6 +1126,8 @@ pk_status pk_sync_round(pk_store *s, const pk_sync_params *p, const pk_sync_mode
     x.ops = ops;
     x.rep = rep;
     pk_status st = pk_http_create(p->server, p->http, &x.h);
+    if (st == PK_ERR_UNSUPPORTED)
+        return fail(&x, st, "sync: %s", pk_http_global_errmsg());
     if (st != PK_OK)
         return fail(&x, st, "sync: bad server URL '%s' (expected http://host:port)", p->server);
     st = run_round(&x);

@@ -3,7 +3,7 @@ find_package(Threads REQUIRED)
 pk_add_test(test_dp SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_dp.c
     LIBS pk_agent PkgConfig::SODIUM LABELS unit TIMEOUT 60)
 pk_add_test(test_http SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_http.c
-    LIBS pk_agent PkgConfig::MHD PkgConfig::CURL PkgConfig::SODIUM LABELS unit TIMEOUT 60)
+    LIBS pk_agent PkgConfig::MHD PkgConfig::SODIUM LABELS unit TIMEOUT 60)
 pk_add_test(test_sync_proto SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_sync_proto.c
     LIBS pk_agent pk_store PkgConfig::MHD PkgConfig::CJSON PkgConfig::SODIUM Threads::Threads
     LABELS unit TIMEOUT 120)

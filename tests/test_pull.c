@@ -4,11 +4,11 @@
  * by a second pull (Range from the .part), automatic resume within one pull, an up-to-date file
  * not fetched again, a wrong checksum refused, 404 and bad repo ids, and Ctrl-C. */
 #include "pk_crypto.h"
+#include "pk_sync.h"
 #include "pk_test.h"
 #include "pk_ui.h"
 
 #include <arpa/inet.h>
-#include <curl/curl.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <sodium.h>
@@ -366,7 +366,7 @@ static void test_errors(hub *h, const char *tmp)
 int main(void)
 {
     PK_CHECK_EQ(pk_crypto_global_init(), PK_OK);
-    PK_CHECK_EQ(curl_global_init(CURL_GLOBAL_DEFAULT), CURLE_OK);
+    PK_CHECK_EQ(pk_http_global_init(), PK_OK); /* libcurl through the loader, not linked */
     char tmp[] = "/tmp/pk_pull_XXXXXX";
     PK_CHECK(mkdtemp(tmp) != NULL);
     hub h = {0};
@@ -383,6 +383,6 @@ int main(void)
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
     PK_CHECK_EQ(system(cmd), 0);
-    curl_global_cleanup();
+    pk_http_global_cleanup();
     return PK_TEST_DONE();
 }

@@ -61,6 +61,10 @@ int cmd_mezo_probe(int argc, char **argv);
 int cmd_bench_mezo(int argc, char **argv);
 /* Area: sync client (cmd_sync.c) */
 int cmd_sync(int argc, char **argv);
+/* For the commands that talk HTTP (sync, pull, demo --federated): loads libcurl and runs
+ * curl_global_init (pk_http_global_init). On failure prints why, naming the library and the
+ * package to install, and returns -1. */
+int cli_http_init(const char *cmd);
 /* Area: product (cmd_product.c) */
 int cmd_demo(int argc, char **argv);
 int cmd_plot(int argc, char **argv);

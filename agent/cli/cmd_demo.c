@@ -592,10 +592,12 @@ int cmd_demo(int argc, char **argv)
     int rc = demo_parse(argc, argv, &d.o);
     if (rc != CLI_OK)
         return rc;
-    if (pk_crypto_global_init() != PK_OK || pk_http_global_init() != PK_OK) {
-        cli_error(argv[0], "cannot initialise libsodium/libcurl");
+    if (pk_crypto_global_init() != PK_OK) {
+        cli_error(argv[0], "cannot initialise libsodium");
         return CLI_ERR;
     }
+    if (d.o.federated && cli_http_init(argv[0]) != 0) /* only the federated round talks HTTP */
+        return CLI_ERR;
     pk_interrupt_install();
     double t0 = pk_time_now();
     demo_say(&d,

@@ -143,8 +143,10 @@ int cmd_pull(int argc, char **argv)
     p.revision = cli_opt(argc, argv, "--revision");
     p.progress = pk_progress_mode_from_args(json, quiet);
     p.max_attempts = (int)retries;
-    if (pk_http_global_init() != PK_OK || pk_crypto_global_init() != PK_OK) {
-        cli_error(argv[0], "cannot initialise libcurl/libsodium");
+    if (cli_http_init(argv[0]) != 0)
+        return CLI_ERR;
+    if (pk_crypto_global_init() != PK_OK) {
+        cli_error(argv[0], "cannot initialise libsodium");
         return CLI_ERR;
     }
     pk_interrupt_install();

@@ -178,6 +178,14 @@ static int parse(int argc, char **argv, pk_sync_params *p, double *batch, double
     return 0;
 }
 
+int cli_http_init(const char *cmd)
+{
+    if (pk_http_global_init() == PK_OK)
+        return 0;
+    cli_error(cmd, "%s", pk_http_global_errmsg());
+    return -1;
+}
+
 int cmd_sync(int argc, char **argv)
 {
     if (cli_help(argc, argv, sync_help))
@@ -188,8 +196,10 @@ int cmd_sync(int argc, char **argv)
     double batch = 8, seq = 64;
     if (parse(argc, argv, &p, &batch, &seq))
         return CLI_USAGE;
-    if (pk_http_global_init() != PK_OK || pk_crypto_global_init() != PK_OK) {
-        cli_error(argv[0], "cannot initialise libcurl/libsodium");
+    if (cli_http_init(argv[0]) != 0)
+        return CLI_ERR;
+    if (pk_crypto_global_init() != PK_OK) {
+        cli_error(argv[0], "cannot initialise libsodium");
         return CLI_ERR;
     }
     pk_store *s = NULL;
