@@ -218,17 +218,14 @@ pk_status pk_mezo_projected_grad(pk_model *m, const uint8_t *trainable, uint64_t
         return PK_ERR_ARG;
     double lp = 0.0, lm = 0.0;
     for (int k = 0; k < n_micro; k++) {
-        pk_perturb pert = {seed, eps, kind, trainable};
-        double l = 0.0;
-        pk_status st = fn(user, m, k, &pert, &l);
+        /* both passes in one call: the model runs them side by side where it pairs the shape */
+        pk_perturb pert = {seed, eps, kind, trainable, 1};
+        double l[2] = {0.0, 0.0};
+        pk_status st = fn(user, m, k, &pert, l);
         if (st != PK_OK)
             return st;
-        lp += l;
-        pert.scale = -eps;
-        st = fn(user, m, k, &pert, &l);
-        if (st != PK_OK)
-            return st;
-        lm += l;
+        lp += l[0];
+        lm += l[1];
     }
     lp /= (double)n_micro;
     lm /= (double)n_micro;

@@ -379,9 +379,10 @@ static pk_status ensure_cap(pk_objective *o, size_t n)
     o->sel_b = malloc(rows * sizeof(int32_t));
     o->sel_t = malloc(rows * sizeof(int32_t));
     o->target = malloc(rows * T);
-    o->seq_nll = malloc(rows * sizeof(double));
-    o->seq_count = malloc(rows * sizeof(int32_t));
-    o->logits = malloc(rows * MAX_OPTIONS * sizeof(float));
+    /* doubled: a pk_perturb with both = 1 returns the + and the - pass's */
+    o->seq_nll = malloc(2 * rows * sizeof(double));
+    o->seq_count = malloc(2 * rows * sizeof(int32_t));
+    o->logits = malloc(2 * rows * MAX_OPTIONS * sizeof(float));
     o->cap_sel = n;
     if (!o->sel || !o->ids || !o->lengths || !o->sel_b || !o->sel_t || !o->target || !o->seq_nll ||
         !o->seq_count || !o->logits) {
@@ -448,29 +449,33 @@ pk_status pk_objective_loss(pk_objective *o, pk_model *m, const pk_perturb *pert
 {
     pk_batch b = {o->rows, o->T, o->ids, o->lengths, NULL};
     pk_status st;
+    int np = pert && pert->both ? 2 : 1;
     if (o->n_sel == 0)
         return PK_ERR_ARG;
     if (o->kind == PK_OBJ_LM) {
-        double mean = 0;
-        st = pk_model_loss(m, &b, o->target, pert, NULL, o->seq_count, &mean);
+        double mean[2] = {0, 0};
+        st = pk_model_loss(m, &b, o->target, pert, NULL, o->seq_count, mean);
         if (st != PK_OK)
             return st;
         double cnt = 0;
         for (int r = 0; r < o->rows; r++)
             cnt += o->seq_count[r];
-        *loss = mean;
-        if (acc)
-            *acc = (double)NAN;
+        for (int k = 0; k < np; k++) {
+            loss[k] = mean[k];
+            if (acc)
+                acc[k] = (double)NAN;
+        }
         if (tokens)
             *tokens = cnt;
         return PK_OK;
     }
     int K = o->n_opt;
+    size_t per = o->n_sel * (size_t)K; /* scores per pass */
     if (o->causal) {
         st = pk_model_loss(m, &b, o->target, pert, o->seq_nll, o->seq_count, NULL);
         if (st != PK_OK)
             return st;
-        for (int r = 0; r < o->rows; r++)
+        for (int r = 0; r < np * o->rows; r++)
             o->logits[r] = (float)(-o->seq_nll[r] / (double)(o->seq_count[r] > 0 ? o->seq_count[r] : 1));
     } else {
         st = pk_model_select_logits(m, &b, pert, (size_t)o->rows, o->sel_b, o->sel_t, (size_t)K,
@@ -479,27 +484,29 @@ pk_status pk_objective_loss(pk_objective *o, pk_model *m, const pk_perturb *pert
             return st;
     }
     /* causal: logits[i*K + k] is row i*K+k's score; roberta: row i's K label logits. Same layout. */
-    double ce = 0, correct = 0;
-    for (size_t i = 0; i < o->n_sel; i++) {
-        const float *sc = o->logits + i * (size_t)K;
-        int y = o->label[o->sel[i]];
-        double mx = (double)sc[0];
-        int arg = 0;
-        for (int k = 1; k < K; k++)
-            if ((double)sc[k] > mx) {
-                mx = (double)sc[k];
-                arg = k;
-            }
-        double z = 0;
-        for (int k = 0; k < K; k++)
-            z += exp((double)sc[k] - mx);
-        ce += -((double)sc[y] - mx - log(z));
-        correct += arg == y;
+    for (int p = 0; p < np; p++) {
+        double ce = 0, correct = 0;
+        for (size_t i = 0; i < o->n_sel; i++) {
+            const float *sc = o->logits + (size_t)p * per + i * (size_t)K;
+            int y = o->label[o->sel[i]];
+            double mx = (double)sc[0];
+            int arg = 0;
+            for (int k = 1; k < K; k++)
+                if ((double)sc[k] > mx) {
+                    mx = (double)sc[k];
+                    arg = k;
+                }
+            double z = 0;
+            for (int k = 0; k < K; k++)
+                z += exp((double)sc[k] - mx);
+            ce += -((double)sc[y] - mx - log(z));
+            correct += arg == y;
+        }
+        double a = correct / (double)o->n_sel;
+        loss[p] = o->kind == PK_OBJ_ACCURACY ? -a : ce / (double)o->n_sel;
+        if (acc)
+            acc[p] = a;
     }
-    double a = correct / (double)o->n_sel;
-    *loss = o->kind == PK_OBJ_ACCURACY ? -a : ce / (double)o->n_sel;
-    if (acc)
-        *acc = a;
     if (tokens)
         *tokens = (double)o->n_sel;
     return PK_OK;

@@ -63,7 +63,10 @@ PK_NODISCARD pk_status pk_mezo_trainable(const pk_model *m, const char *spec, ui
 void pk_mezo_update(pk_model *m, const uint8_t *trainable, uint64_t seed, pk_z_kind kind, float lr,
                     float g, float wd);
 
-/* A loss over micro-batch `micro` under the perturbation pert (NULL = unperturbed). */
+/* A loss over micro-batch `micro` under the perturbation pert (NULL = unperturbed). With
+ * pert->both (as pk_mezo_projected_grad calls it) loss[0] gets the loss at +pert->scale and
+ * loss[1] at -pert->scale: pass pert to the pk_model evaluation functions, whose outputs are
+ * then doubled (pk_model.h). */
 typedef pk_status (*pk_mezo_loss_fn)(void *user, pk_model *m, int micro, const pk_perturb *pert,
                                      double *loss);
 
@@ -129,7 +132,8 @@ size_t pk_objective_size(const pk_objective *o);
 PK_NODISCARD pk_status pk_objective_select(pk_objective *o, const size_t *idx, size_t n);
 /* Loss of the current selection (the pk_mezo_loss_fn shape with user = the objective; micro is
  * ignored). *acc (may be NULL) the accuracy for classify/accuracy, NAN for lm; *tokens (may be
- * NULL) the number of counted targets (lm) or examples. */
+ * NULL) the number of counted targets (lm) or examples. With pert->both, loss[2] and acc[2]: the
+ * + and the - pass's. */
 PK_NODISCARD pk_status pk_objective_loss(pk_objective *o, pk_model *m, const pk_perturb *pert,
                                          double *loss, double *acc, double *tokens);
 /* pk_mezo_loss_fn adapter: user = pk_objective*. */

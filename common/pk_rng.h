@@ -30,4 +30,10 @@ void pk_z_fill(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind 
 void pk_z_axpy(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind kind, float alpha,
                float *y);
 
+/* The perturbation of a weight block, from one z: yp[j] = w[j] + (alpha * z) and, when ym is
+ * not NULL, ym[j] = w[j] + ((-alpha) * z) (the + and - passes of a MeZO step, generated once).
+ * One rounding per operation, so yp is bit-identical to pk_z_axpy on a copy of w. w may be yp. */
+void pk_z_perturb(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind kind,
+                  float alpha, const float *w, float *yp, float *ym);
+
 #endif /* PK_RNG_H */

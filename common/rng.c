@@ -180,7 +180,7 @@ PK_RNG_INLINE void gen_block(uint64_t seed, uint64_t key, uint64_t b0, pk_z_kind
             out[4 * j + k] = z[k][j];
 }
 
-/* The block loops of pk_z_fill / pk_z_axpy over a block generator (inlined into each caller, so
+/* The block loops of pk_z_fill / pk_z_perturb over a block generator (inlined into each caller, so
  * every path runs its own generator in its own instruction set). */
 typedef void (*gen_fn)(uint64_t seed, uint64_t key, uint64_t b0, pk_z_kind kind, float *out);
 
@@ -206,22 +206,34 @@ PK_RNG_INLINE void fill_with(gen_fn gen, uint64_t seed, uint64_t key, uint64_t s
     }
 }
 
-PK_RNG_INLINE void axpy_with(gen_fn gen, uint64_t seed, uint64_t key, uint64_t start, size_t n,
-                             pk_z_kind kind, float alpha, float *y)
+/* yp[j] = w[j] + (alpha * z), and ym[j] = w[j] + ((-alpha) * z) when ym is not NULL (the + and -
+ * perturbations of one weight block from one z); w may be yp (in place). */
+PK_RNG_INLINE void perturb_with(gen_fn gen, uint64_t seed, uint64_t key, uint64_t start, size_t n,
+                                pk_z_kind kind, float alpha, const float *w, float *yp, float *ym)
 {
     float buf[4 * CH];
     uint64_t b = start / 4;
     size_t skip = (size_t)(start % 4);
     size_t done = 0;
+    float beta = -alpha;
     while (done < n) {
         size_t avail = 4 * CH - skip;
         size_t take = n - done < avail ? n - done : avail;
         gen(seed, key, b, kind, buf);
-        const float *z = buf + skip;
-        float *yy = y + done;
-        for (size_t j = 0; j < take; j++) {
-            float t = alpha * z[j];
-            yy[j] = yy[j] + t;
+        const float *z = buf + skip, *ww = w + done;
+        float *pp = yp + done;
+        if (ym != NULL) {
+            float *mm = ym + done;
+            for (size_t j = 0; j < take; j++) {
+                float tp = alpha * z[j], tm = beta * z[j], x = ww[j];
+                pp[j] = x + tp;
+                mm[j] = x + tm;
+            }
+        } else {
+            for (size_t j = 0; j < take; j++) {
+                float t = alpha * z[j];
+                pp[j] = ww[j] + t;
+            }
         }
         done += take;
         skip = 0;
@@ -235,10 +247,11 @@ PK_RNG_CLONES static void z_fill_generic(uint64_t seed, uint64_t key, uint64_t s
     fill_with(gen_block, seed, key, start, n, kind, out);
 }
 
-PK_RNG_CLONES static void z_axpy_generic(uint64_t seed, uint64_t key, uint64_t start, size_t n,
-                                         pk_z_kind kind, float alpha, float *y)
+PK_RNG_CLONES static void z_perturb_generic(uint64_t seed, uint64_t key, uint64_t start, size_t n,
+                                            pk_z_kind kind, float alpha, const float *w, float *yp,
+                                            float *ym)
 {
-    axpy_with(gen_block, seed, key, start, n, kind, alpha, y);
+    perturb_with(gen_block, seed, key, start, n, kind, alpha, w, yp, ym);
 }
 
 /* ---- AVX-512 path ------------------------------------------------------------------------------
@@ -404,10 +417,11 @@ PK_AVX512 static void z_fill_avx512(uint64_t seed, uint64_t key, uint64_t start,
     fill_with(gen_block_avx512, seed, key, start, n, kind, out);
 }
 
-PK_AVX512 static void z_axpy_avx512(uint64_t seed, uint64_t key, uint64_t start, size_t n,
-                                    pk_z_kind kind, float alpha, float *y)
+PK_AVX512 static void z_perturb_avx512(uint64_t seed, uint64_t key, uint64_t start, size_t n,
+                                       pk_z_kind kind, float alpha, const float *w, float *yp,
+                                       float *ym)
 {
-    axpy_with(gen_block_avx512, seed, key, start, n, kind, alpha, y);
+    perturb_with(gen_block_avx512, seed, key, start, n, kind, alpha, w, yp, ym);
 }
 
 static atomic_int rng_path = -1; /* -1 unknown, 0 generic, 1 AVX-512 */
@@ -453,14 +467,20 @@ void pk_z_fill(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind 
     z_fill_generic(seed, key, start, n, kind, out);
 }
 
-void pk_z_axpy(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind kind, float alpha,
-               float *y)
+void pk_z_perturb(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind kind,
+                  float alpha, const float *w, float *yp, float *ym)
 {
 #ifdef PK_RNG_HAVE_AVX512
     if (use_avx512()) {
-        z_axpy_avx512(seed, key, start, n, kind, alpha, y);
+        z_perturb_avx512(seed, key, start, n, kind, alpha, w, yp, ym);
         return;
     }
 #endif
-    z_axpy_generic(seed, key, start, n, kind, alpha, y);
+    z_perturb_generic(seed, key, start, n, kind, alpha, w, yp, ym);
+}
+
+void pk_z_axpy(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind kind, float alpha,
+               float *y)
+{
+    pk_z_perturb(seed, key, start, n, kind, alpha, y, y, NULL);
 }

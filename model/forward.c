@@ -1,6 +1,14 @@
 /* forward.c: the batched forward pass of every architecture, the MeZO perturbation hook (weights
  * widened block by block to fp32 + scale * z just before their GEMM), the LM head in vocabulary
  * row blocks (loss and chosen logits without materializing [B*T, V]) and activation reservation.
+ *
+ * Paired passes: a MeZO step evaluates the loss at W + eps z and at W - eps z. With
+ * pk_perturb.both the two passes can run side by side (np = 2): every stage runs for pass 0 then
+ * pass 1, each with its own activations (the arena's second copy, m->pstride bytes after the
+ * first), and each weight block is materialized for both passes from one z (pk_z_perturb), so z
+ * is generated once per step for the two passes instead of twice. Every GEMM and every reduction
+ * is the same call on the same data as in two separate passes: the results are the same bits.
+ *
  * Thread safety: parallelism is either one cblas_sgemm (OpenBLAS threads) or an omp parallel for
  * on an outer loop; the per-(batch, head) attention GEMMs run inside an omp loop, where OpenBLAS
  * (OpenMP build) runs single-threaded, so the two never nest. */
@@ -13,7 +21,28 @@
 
 #include "internal.h"
 
-#define WROWS 256 /* rows per widened weight block */
+#define WROWS 256        /* rows per widened weight block */
+#define FFN_CHUNK 1024   /* the FFN runs in row chunks only above this many tokens */
+#define PAIR_BUDGET 0.03 /* AUTO pairing: one pass's activations <= 3% of the weight bytes */
+
+/* One evaluation: np passes (1, or 2 for the +scale and -scale passes); pass 1 perturbs with
+ * -pert->scale. */
+typedef struct fwd {
+    pk_model *m;
+    const pk_perturb *pert;
+    int np;
+} fwd;
+
+/* Pass k's copy of an arena buffer (p points into pass 0's). */
+static inline float *pass_f(const pk_model *m, const float *p, int k)
+{
+    return (float *)(uintptr_t)((const char *)p + (size_t)k * m->pstride);
+}
+
+static inline double *pass_d(const pk_model *m, const double *p, int k)
+{
+    return (double *)(uintptr_t)((const char *)p + (size_t)k * m->pstride);
+}
 
 int pk_is_perturbed(const pk_model *m, const pk_perturb *pert, int ti)
 {
@@ -21,44 +50,82 @@ int pk_is_perturbed(const pk_model *m, const pk_perturb *pert, int ti)
     return pert && ti >= 0 && pert->scale != 0.0f && (!pert->trainable || pert->trainable[ti]);
 }
 
-void pk_fetch_rows(const pk_model *m, const pk_perturb *pert, int ti, size_t r0, size_t n,
-                   float *dst)
+/* Elements [start, start+cnt) of tensor ti widened to fp32, + scale * z when perturbed, into
+ * dst; dst1 (may be NULL) gets the same elements at -scale, from the same z. */
+static void fetch_span(const pk_model *m, const pk_perturb *pert, int ti, size_t start, size_t cnt,
+                       float *dst, float *dst1)
 {
     const pk_tensor *t = &m->t[ti];
-    size_t es = pk_dtype_size(t->dtype);
-    pk_widen(t->dtype, (const unsigned char *)t->data + r0 * t->cols * es, n * t->cols, dst);
-    if (pk_is_perturbed(m, pert, ti))
-        pk_z_axpy(pert->seed, t->key, (uint64_t)(r0 * t->cols), n * t->cols, pert->kind,
-                  pert->scale, dst);
+    const void *src = (const unsigned char *)t->data + start * pk_dtype_size(t->dtype);
+    if (!pk_is_perturbed(m, pert, ti)) {
+        pk_widen(t->dtype, src, cnt, dst);
+        if (dst1)
+            memcpy(dst1, dst, cnt * 4);
+        return;
+    }
+    const float *w = src; /* f32 tensors are 4-byte aligned (the loader copies any that are not) */
+    if (t->dtype != PK_DTYPE_F32) {
+        pk_widen(t->dtype, src, cnt, dst);
+        w = dst;
+    }
+    pk_z_perturb(pert->seed, t->key, (uint64_t)start, cnt, pert->kind, pert->scale, w, dst, dst1);
+}
+
+/* Rows [r0, r0+n) x columns [c0, c0+kc) of tensor ti (as [rows, cols]) into dst [n, kc], as
+ * fetch_span. */
+static void fetch_rows(const pk_model *m, const pk_perturb *pert, int ti, size_t r0, size_t n,
+                       size_t c0, size_t kc, float *dst, float *dst1)
+{
+    size_t cols = m->t[ti].cols;
+    if (kc == cols) {
+        fetch_span(m, pert, ti, r0 * cols, n * cols, dst, dst1);
+        return;
+    }
+    for (size_t r = 0; r < n; r++)
+        fetch_span(m, pert, ti, (r0 + r) * cols + c0, kc, dst + r * kc, dst1 ? dst1 + r * kc : NULL);
 }
 
 /* Same, split over threads by rows (not called from inside a parallel region). */
 static void fetch_block(const pk_model *m, const pk_perturb *pert, int ti, size_t r0, size_t n,
-                        float *dst)
+                        size_t c0, size_t kc, float *dst, float *dst1)
 {
-    const pk_tensor *t = &m->t[ti];
-    if (n * t->cols < 65536) {
-        pk_fetch_rows(m, pert, ti, r0, n, dst);
+    if (n * kc < 65536) {
+        fetch_rows(m, pert, ti, r0, n, c0, kc, dst, dst1);
         return;
     }
     long chunks = (long)((n + 7) / 8);
 #pragma omp parallel for schedule(static)
     for (long c = 0; c < chunks; c++) {
         size_t a = (size_t)c * 8, k = n - a < 8 ? n - a : 8;
-        pk_fetch_rows(m, pert, ti, r0 + a, k, dst + a * t->cols);
+        fetch_rows(m, pert, ti, r0 + a, k, c0, kc, dst + a * kc, dst1 ? dst1 + a * kc : NULL);
     }
 }
 
-/* A vector (bias / norm weight), widened + perturbed into dst; NULL if ti < 0. */
-static const float *fetch_vec(const pk_model *m, const pk_perturb *pert, int ti, float *dst)
+/* Weight block scratch of each pass: pass 1 has its own only if tensor ti is perturbed. */
+static void block_scratch(const fwd *f, int ti, float *w[2])
 {
+    w[0] = f->m->wscr;
+    w[1] = f->np > 1 && pk_is_perturbed(f->m, f->pert, ti) ? pass_f(f->m, f->m->wscr, 1) : NULL;
+}
+
+/* A vector (bias / norm weight) for each pass, widened + perturbed into vscr slot `slot`;
+ * v[k] = NULL if ti < 0. */
+static void fetch_vec(const fwd *f, int ti, int slot, const float *v[2])
+{
+    pk_model *m = f->m;
+    v[0] = v[1] = NULL;
     if (ti < 0)
-        return NULL;
+        return;
     const pk_tensor *t = &m->t[ti];
-    if (t->dtype == PK_DTYPE_F32 && !pk_is_perturbed(m, pert, ti))
-        return t->data;
-    pk_fetch_rows(m, pert, ti, 0, 1, dst);
-    return dst;
+    if (t->dtype == PK_DTYPE_F32 && !pk_is_perturbed(m, f->pert, ti)) {
+        v[0] = v[1] = t->data;
+        return;
+    }
+    float *d0 = m->vscr + (size_t)slot * m->vmax;
+    float *d1 = f->np > 1 && pk_is_perturbed(m, f->pert, ti) ? pass_f(m, d0, 1) : NULL;
+    fetch_span(m, f->pert, ti, 0, t->numel, d0, d1);
+    v[0] = d0;
+    v[1] = d1 ? d1 : d0;
 }
 
 static void add_bias(float *y, int ldy, int N, int n, const float *b)
@@ -70,39 +137,72 @@ static void add_bias(float *y, int ldy, int N, int n, const float *b)
     }
 }
 
-/* y[N, out] (ldy) = (accumulate ? y : 0) + x[N, in] (ldx) @ W^T + b.
- * W is a Linear weight [out, in], or with m->conv1d a GPT-2 Conv1D weight [in, out]. */
-static void linear(pk_model *m, const pk_perturb *pert, const float *x, int ldx, int N, int wi,
-                   int bi, float *y, int ldy, int accumulate)
+/* y[N, out] (ldy) = (accumulate ? y : 0) + x[N, in] (ldx) @ W^T + b, for every pass (x and y
+ * point into pass 0's activations). W is a Linear weight [out, in], or with m->conv1d a GPT-2
+ * Conv1D weight [in, out]. */
+static void linear(const fwd *f, const float *x, int ldx, int N, int wi, int bi, float *y, int ldy,
+                   int accumulate)
 {
+    pk_model *m = f->m;
     const pk_tensor *w = &m->t[wi];
     int conv = m->conv1d;
     int in = (int)(conv ? w->rows : w->cols), out = (int)(conv ? w->cols : w->rows);
     float beta = accumulate ? 1.0f : 0.0f;
-    if (w->dtype == PK_DTYPE_F32 && !pk_is_perturbed(m, pert, wi)) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, conv ? CblasNoTrans : CblasTrans, N, out, in, 1.0f,
-                    x, ldx, w->data, conv ? out : in, beta, y, ldy);
-    } else if (!conv) {
-        /* x (N,in) @ Wblk^T (nr,in) -> y[:, r0:r0+nr] */
-        int R = (int)(m->wscr_n / (size_t)in);
-        for (int r0 = 0; r0 < out; r0 += R) {
-            int nr = out - r0 < R ? out - r0 : R;
-            fetch_block(m, pert, wi, (size_t)r0, (size_t)nr, m->wscr);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, nr, in, 1.0f, x, ldx, m->wscr,
-                        in, beta, y + r0, ldy);
-        }
+    if (w->dtype == PK_DTYPE_F32 && !pk_is_perturbed(m, f->pert, wi)) {
+        for (int k = 0; k < f->np; k++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, conv ? CblasNoTrans : CblasTrans, N, out, in,
+                        1.0f, pass_f(m, x, k), ldx, w->data, conv ? out : in, beta,
+                        pass_f(m, y, k), ldy);
     } else {
-        /* x[:, r0:r0+nr] (N,nr) @ Wblk (nr,out), accumulated over input blocks */
-        int R = (int)(m->wscr_n / (size_t)out);
-        for (int r0 = 0; r0 < in; r0 += R) {
-            int nr = in - r0 < R ? in - r0 : R;
-            fetch_block(m, pert, wi, (size_t)r0, (size_t)nr, m->wscr);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, out, nr, 1.0f, x + r0, ldx,
-                        m->wscr, out, r0 == 0 ? beta : 1.0f, y, ldy);
+        float *ws[2];
+        block_scratch(f, wi, ws);
+        /* Blocks of W that fit the scratch. Split along the output rows, each block's GEMM packs
+         * all of x again; split along the inputs (the GEMM's reduction), each block's GEMM reads x
+         * once in all and adds into y, which the GEMM's own reduction blocking does anyway. So
+         * wide-input weights (fc2, down_proj; GPT-2's Conv1D are stored [in, out]) are split
+         * along their inputs, the others along their outputs. */
+        if (conv || in > out) {
+            int kc = (int)(m->wscr_n / (size_t)out);
+            kc = kc >= 512 ? kc / 256 * 256 : kc; /* whole z blocks of 256 per row slice */
+            for (int c0 = 0; c0 < in; c0 += kc) {
+                int nk = in - c0 < kc ? in - c0 : kc;
+                if (conv) /* rows [c0, c0+nk) of W [in, out] */
+                    fetch_block(m, f->pert, wi, (size_t)c0, (size_t)nk, 0, (size_t)out, ws[0],
+                                ws[1]);
+                else /* columns [c0, c0+nk) of W [out, in] */
+                    fetch_block(m, f->pert, wi, 0, (size_t)out, (size_t)c0, (size_t)nk, ws[0],
+                                ws[1]);
+                for (int k = 0; k < f->np; k++) {
+                    const float *wb = k && ws[1] ? ws[1] : ws[0], *xk = pass_f(m, x, k) + c0;
+                    float b0 = c0 == 0 ? beta : 1.0f;
+                    float *yk = pass_f(m, y, k);
+                    if (conv) /* x[:, c0:c0+nk] (N,nk) @ Wblk (nk,out) */
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, out, nk, 1.0f,
+                                    xk, ldx, wb, out, b0, yk, ldy);
+                    else /* x[:, c0:c0+nk] (N,nk) @ Wblk^T (nk,out), Wblk [out, nk] */
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, out, nk, 1.0f, xk,
+                                    ldx, wb, nk, b0, yk, ldy);
+                }
+            }
+        } else {
+            int R = (int)(m->wscr_n / (size_t)in);
+            for (int r0 = 0; r0 < out; r0 += R) {
+                int nr = out - r0 < R ? out - r0 : R;
+                fetch_block(m, f->pert, wi, (size_t)r0, (size_t)nr, 0, (size_t)in, ws[0], ws[1]);
+                /* x (N,in) @ Wblk^T (nr,in) -> y[:, r0:r0+nr] */
+                for (int k = 0; k < f->np; k++)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, nr, in, 1.0f,
+                                pass_f(m, x, k), ldx, k && ws[1] ? ws[1] : ws[0], in, beta,
+                                pass_f(m, y, k) + r0, ldy);
+            }
         }
     }
-    if (bi >= 0)
-        add_bias(y, ldy, N, out, fetch_vec(m, pert, bi, m->vscr));
+    if (bi >= 0) {
+        const float *b[2];
+        fetch_vec(f, bi, 0, b);
+        for (int k = 0; k < f->np; k++)
+            add_bias(pass_f(m, y, k), ldy, N, out, b[k]);
+    }
 }
 
 /* y = LayerNorm(x) * w + b per row (w, b may be NULL); in place allowed. */
@@ -284,29 +384,44 @@ static void *grow(pk_model *m, void *old, size_t bytes, int *fail)
     return p;
 }
 
-pk_status pk_reserve(pk_model *m, int B, int T, int Tk)
+/* The per-pass buffers for (B, T) tokens: widths and byte offsets inside one pass's arena copy. */
+typedef struct pass_layout {
+    int wn, wbig, fchunk;
+    size_t vmax, wscr_n;
+    size_t x, xn, big, wscr, vscr, lmax, lsum, lse, pick, bytes;
+} pass_layout;
+
+static size_t take(size_t *off, size_t bytes)
 {
-    int thr = omp_get_max_threads();
-    if (B <= m->rB && T <= m->rT && Tk <= m->rTk && thr <= m->rthreads)
-        return PK_OK;
+    size_t at = *off;
+    *off += (bytes + 63) & ~(size_t)63;
+    return at;
+}
+
+static void layout(const pk_model *m, int B, int T, pass_layout *L)
+{
     const pk_cfg *c = &m->cfg;
-    B = B > m->rB ? B : m->rB;
-    T = T > m->rT ? T : m->rT;
-    Tk = Tk > m->rTk ? Tk : m->rTk;
-    Tk = Tk > T ? Tk : T;
-    thr = thr > m->rthreads ? thr : m->rthreads;
     size_t N = (size_t)B * (size_t)T;
     int qd = c->nh * c->hd, kvd = c->nkv * c->hd;
     int wn = c->H;
     wn = qd > wn ? qd : wn;
     wn = c->proj > wn ? c->proj : wn;
+    /* big holds per-token rows of wbig: q|k|v, 2H (embedding scratch), project_out, the LM-head
+     * gather + logits block; and the FFN hidden [fchunk, ffn]. Above FFN_CHUNK tokens the FFN runs
+     * in row chunks, so a wide FFN does not set the size of big. */
     int wbig = qd + 2 * kvd;
     int ffn = (c->arch == ARCH_LLAMA || c->arch == ARCH_QWEN2) ? 2 * c->inter : c->inter;
-    wbig = ffn > wbig ? ffn : wbig;
     wbig = 2 * c->H > wbig ? 2 * c->H : wbig;
     wbig = c->proj > wbig ? c->proj : wbig;
     int Hh = pk_head_dim(m);
     wbig = Hh + 64 > wbig ? Hh + 64 : wbig;
+    size_t big_n = N * (size_t)wbig;
+    size_t ffn_rows = N <= FFN_CHUNK ? N : FFN_CHUNK;
+    if (ffn_rows * (size_t)ffn > big_n)
+        big_n = ffn_rows * (size_t)ffn;
+    L->wn = wn;
+    L->wbig = (int)(big_n / N);
+    L->fchunk = (int)(big_n / (size_t)ffn < N ? big_n / (size_t)ffn : N);
     size_t maxcols = 1, vmax = (size_t)(c->V > c->H ? c->V : c->H);
     for (size_t i = 0; i < m->n_t; i++) {
         const pk_tensor *t = &m->t[i];
@@ -315,45 +430,104 @@ pk_status pk_reserve(pk_model *m, int B, int T, int Tk)
         else
             vmax = t->numel > vmax ? t->numel : vmax;
     }
+    L->vmax = vmax;
+    L->wscr_n = (size_t)(m->wrows > 0 ? m->wrows : WROWS) * maxcols;
+    size_t off = 0;
+    L->x = take(&off, N * (size_t)c->H * 4);
+    L->xn = take(&off, N * (size_t)wn * 4);
+    L->big = take(&off, big_n * 4);
+    L->wscr = take(&off, L->wscr_n * 4);
+    L->vscr = take(&off, 2 * vmax * 4);
+    L->lmax = take(&off, N * 8);
+    L->lsum = take(&off, N * 8);
+    L->lse = take(&off, N * 8);
+    L->pick = take(&off, N * 4);
+    L->bytes = off;
+}
+
+pk_status pk_reserve(pk_model *m, int B, int T, int Tk, int np)
+{
+    int thr = omp_get_max_threads();
+    if (B <= m->rB && T <= m->rT && Tk <= m->rTk && thr <= m->rthreads && np <= m->rnp)
+        return PK_OK;
+    const pk_cfg *c = &m->cfg;
+    B = B > m->rB ? B : m->rB;
+    T = T > m->rT ? T : m->rT;
+    Tk = Tk > m->rTk ? Tk : m->rTk;
+    Tk = Tk > T ? Tk : T;
+    thr = thr > m->rthreads ? thr : m->rthreads;
+    np = np > m->rnp ? np : m->rnp;
+    size_t N = (size_t)B * (size_t)T;
+    pass_layout L;
+    layout(m, B, T, &L);
     int fail = 0;
     m->act_bytes = 0;
-    m->x = grow(m, m->x, N * (size_t)c->H * 4, &fail);
-    m->xn = grow(m, m->xn, N * (size_t)wn * 4, &fail);
-    m->big = grow(m, m->big, N * (size_t)wbig * 4, &fail);
+    m->arena = grow(m, m->arena, (size_t)np * L.bytes, &fail);
     m->rope = grow(m, m->rope, (size_t)T * (size_t)c->hd * 4, &fail);
     m->pos = grow(m, m->pos, N * 4, &fail);
     m->att = grow(m, m->att, (size_t)thr * (size_t)T * (size_t)Tk * 4, &fail);
-    m->wscr_n = WROWS * maxcols;
-    m->wscr = grow(m, m->wscr, m->wscr_n * 4, &fail);
-    m->vmax = vmax;
-    m->vscr = grow(m, m->vscr, 2 * vmax * 4, &fail);
-    /* the LM-head logits block lives in big, after the gathered hidden rows [N, Hh] */
-    m->lrows = wbig - Hh < WROWS ? wbig - Hh : WROWS;
-    m->lrows = c->V < m->lrows ? c->V : m->lrows;
-    m->lmax = grow(m, m->lmax, N * 8, &fail);
-    m->lsum = grow(m, m->lsum, N * 8, &fail);
-    m->lse = grow(m, m->lse, N * 8, &fail);
-    m->pick = grow(m, m->pick, N * 4, &fail);
     m->rows = grow(m, m->rows, N * 4, &fail);
     m->tgt = grow(m, m->tgt, N * 4, &fail);
-    m->wn = wn;
-    m->wbig = wbig;
     if (fail) {
-        m->rB = m->rT = m->rTk = m->rthreads = 0;
+        m->rB = m->rT = m->rTk = m->rthreads = m->rnp = 0;
         return PK_ERR_NOMEM;
     }
+    char *a = m->arena;
+    m->pstride = L.bytes;
+    m->x = (float *)(void *)(a + L.x);
+    m->xn = (float *)(void *)(a + L.xn);
+    m->big = (float *)(void *)(a + L.big);
+    m->wscr = (float *)(void *)(a + L.wscr);
+    m->vscr = (float *)(void *)(a + L.vscr);
+    m->lmax = (double *)(void *)(a + L.lmax);
+    m->lsum = (double *)(void *)(a + L.lsum);
+    m->lse = (double *)(void *)(a + L.lse);
+    m->pick = (float *)(void *)(a + L.pick);
+    m->wscr_n = L.wscr_n;
+    m->vmax = L.vmax;
+    m->wn = L.wn;
+    m->wbig = L.wbig;
+    m->fchunk = L.fchunk;
+    /* the LM-head logits block lives in big, after the gathered hidden rows [N, Hh] */
+    int Hh = pk_head_dim(m);
+    m->lrows = m->wbig - Hh < WROWS ? m->wbig - Hh : WROWS;
+    m->lrows = (int)(m->wscr_n / (size_t)Hh) < m->lrows ? (int)(m->wscr_n / (size_t)Hh) : m->lrows;
+    m->lrows = c->V < m->lrows ? c->V : m->lrows;
     m->rB = B;
     m->rT = T;
     m->rTk = Tk;
     m->rthreads = thr;
+    m->rnp = np;
     return PK_OK;
+}
+
+void pk_model_set_block_rows(pk_model *m, int rows)
+{
+    m->wrows = rows;
+    m->rB = m->rT = m->rTk = m->rthreads = m->rnp = 0; /* re-laid out at the next reserve */
+}
+
+void pk_model_set_pairing(pk_model *m, pk_pairing mode)
+{
+    m->pairing = (int)mode;
+}
+
+int pk_model_pairs(const pk_model *m, int B, int T)
+{
+    if (m->pairing == PK_PAIRING_ON)
+        return 1;
+    if (m->pairing == PK_PAIRING_OFF || B < 1 || T < 1)
+        return 0;
+    pass_layout L;
+    layout(m, B, T, &L);
+    return (double)L.bytes <= PAIR_BUDGET * (double)m->weight_bytes;
 }
 
 pk_status pk_model_reserve(pk_model *m, int B, int T)
 {
     if (B < 1 || T < 1 || T > m->cfg.max_pos)
         return PK_ERR_ARG;
-    return pk_reserve(m, B, T, T);
+    return pk_reserve(m, B, T, T, pk_model_pairs(m, B, T) ? 2 : 1);
 }
 
 size_t pk_model_activation_bytes(const pk_model *m)
@@ -395,10 +569,12 @@ static pk_status check_batch(const pk_model *m, const pk_batch *b, int pos0)
 }
 
 /* x [N, H] = token embedding (+ positions, token types, LayerNorm as the architecture says). */
-static void embed(pk_model *m, const pk_perturb *pert, const pk_batch *b, int pos0)
+static void embed(const fwd *f, const pk_batch *b, int pos0)
 {
+    pk_model *m = f->m;
+    const pk_perturb *pert = f->pert;
     const pk_cfg *c = &m->cfg;
-    int T = b->T, N = b->B * b->T, H = c->H, E = c->arch == ARCH_OPT ? c->proj : H;
+    int T = b->T, N = b->B * b->T, H = c->H, E = c->arch == ARCH_OPT ? c->proj : H, np = f->np;
     float *dst = m->proj_in >= 0 ? m->xn : m->x;
     if (c->arch == ARCH_ROBERTA) {
         for (int bi = 0; bi < b->B; bi++) {
@@ -416,13 +592,17 @@ static void embed(pk_model *m, const pk_perturb *pert, const pk_batch *b, int po
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         int bi = n / T, t = n % T;
-        if (t >= b->lengths[bi])
-            memset(dst + (size_t)n * E, 0, (size_t)E * 4);
-        else
-            pk_fetch_rows(m, pert, m->emb, (size_t)b->ids[n], 1, dst + (size_t)n * E);
+        float *d = dst + (size_t)n * E;
+        if (t >= b->lengths[bi]) {
+            for (int k = 0; k < np; k++)
+                memset(pass_f(m, d, k), 0, (size_t)E * 4);
+        } else {
+            fetch_span(m, pert, m->emb, (size_t)b->ids[n] * (size_t)E, (size_t)E, d,
+                       np > 1 ? pass_f(m, d, 1) : NULL);
+        }
     }
     if (m->proj_in >= 0)
-        linear(m, pert, m->xn, E, N, m->proj_in, -1, m->x, H, 0);
+        linear(f, m->xn, E, N, m->proj_in, -1, m->x, H, 0);
     if (m->pos_emb < 0)
         return;
 #pragma omp parallel for schedule(static)
@@ -430,41 +610,77 @@ static void embed(pk_model *m, const pk_perturb *pert, const pk_batch *b, int po
         int bi = n / T, t = n % T;
         if (t >= b->lengths[bi])
             continue;
-        float *tmp = m->big + (size_t)n * m->wbig, *xr = m->x + (size_t)n * H;
-        pk_fetch_rows(m, pert, m->pos_emb, (size_t)m->pos[n], 1, tmp);
+        float *tmp = m->big + (size_t)n * m->wbig;
+        float *tmp1 = np > 1 ? pass_f(m, tmp, 1) : NULL;
+        fetch_span(m, pert, m->pos_emb, (size_t)m->pos[n] * (size_t)H, (size_t)H, tmp, tmp1);
         if (m->type_emb >= 0) {
             int tt = b->token_type ? b->token_type[n] : 0;
-            pk_fetch_rows(m, pert, m->type_emb, (size_t)tt, 1, tmp + H);
-            for (int j = 0; j < H; j++)
-                tmp[j] += tmp[H + j];
+            fetch_span(m, pert, m->type_emb, (size_t)tt * (size_t)H, (size_t)H, tmp + H,
+                       tmp1 ? tmp1 + H : NULL);
         }
-        for (int j = 0; j < H; j++)
-            xr[j] += tmp[j];
+        for (int k = 0; k < np; k++) {
+            float *tk = pass_f(m, tmp, k), *xr = pass_f(m, m->x + (size_t)n * H, k);
+            if (m->type_emb >= 0) {
+                for (int j = 0; j < H; j++)
+                    tk[j] += tk[H + j];
+            }
+            for (int j = 0; j < H; j++)
+                xr[j] += tk[j];
+        }
     }
     if (c->arch == ARCH_ROBERTA) {
-        const float *w = fetch_vec(m, pert, m->emb_ln_w, m->vscr);
-        const float *bb = fetch_vec(m, pert, m->emb_ln_b, m->vscr + m->vmax);
-        layernorm(m->x, H, m->x, H, N, H, w, bb, c->eps);
+        const float *w[2], *bb[2];
+        fetch_vec(f, m->emb_ln_w, 0, w);
+        fetch_vec(f, m->emb_ln_b, 1, bb);
+        for (int k = 0; k < np; k++)
+            layernorm(pass_f(m, m->x, k), H, pass_f(m, m->x, k), H, N, H, w[k], bb[k], c->eps);
     }
 }
 
-static void norm(pk_model *m, const pk_perturb *pert, int wi, int bi, const float *x, float *y,
-                 int N)
+/* y = norm(x) for every pass (in place allowed). */
+static void norm(const fwd *f, int wi, int bi, const float *x, float *y, int N)
 {
+    pk_model *m = f->m;
     const pk_cfg *c = &m->cfg;
-    const float *w = fetch_vec(m, pert, wi, m->vscr);
-    if (c->arch == ARCH_LLAMA || c->arch == ARCH_QWEN2) {
-        rmsnorm(x, c->H, y, c->H, N, c->H, w, c->eps);
-        return;
+    const float *w[2], *b[2];
+    fetch_vec(f, wi, 0, w);
+    fetch_vec(f, bi, 1, b);
+    for (int k = 0; k < f->np; k++) {
+        if (c->arch == ARCH_LLAMA || c->arch == ARCH_QWEN2)
+            rmsnorm(pass_f(m, x, k), c->H, pass_f(m, y, k), c->H, N, c->H, w[k], c->eps);
+        else
+            layernorm(pass_f(m, x, k), c->H, pass_f(m, y, k), c->H, N, c->H, w[k], b[k], c->eps);
     }
-    const float *b = fetch_vec(m, pert, bi, m->vscr + m->vmax);
-    layernorm(x, c->H, y, c->H, N, c->H, w, b, c->eps);
+}
+
+/* The FFN over rows [0, N) of in (ld H), accumulated into x; in row chunks of m->fchunk, the
+ * rows big holds. */
+static void ffn(const fwd *f, const pk_layer *y, const float *in, int N)
+{
+    pk_model *m = f->m;
+    const pk_cfg *c = &m->cfg;
+    int H = c->H, ni = c->inter, gated = y->gate_w >= 0, ld = gated ? 2 * ni : ni;
+    for (int r0 = 0; r0 < N; r0 += m->fchunk) {
+        int n = N - r0 < m->fchunk ? N - r0 : m->fchunk;
+        const float *inr = in + (size_t)r0 * H;
+        if (gated) {
+            linear(f, inr, H, n, y->gate_w, y->gate_b, m->big, ld, 0);
+            linear(f, inr, H, n, y->fc1_w, y->fc1_b, m->big + ni, ld, 0);
+        } else {
+            linear(f, inr, H, n, y->fc1_w, y->fc1_b, m->big, ld, 0);
+        }
+        for (int k = 0; k < f->np; k++) {
+            float *h = pass_f(m, m->big, k);
+            activate(c->act, h, ld, n, ni, gated ? h + ni : NULL);
+        }
+        linear(f, m->big, ld, n, y->fc2_w, y->fc2_b, m->x + (size_t)r0 * H, H, 1);
+    }
 }
 
 /* One transformer block over x [N, H]. */
-static void block(pk_model *m, const pk_perturb *pert, const pk_batch *b, int l, float **kv_k,
-                  float **kv_v, int pos0)
+static void block(const fwd *f, const pk_batch *b, int l, float **kv_k, float **kv_v, int pos0)
 {
+    pk_model *m = f->m;
     const pk_cfg *c = &m->cfg;
     const pk_layer *y = &m->layers[l];
     int N = b->B * b->T, H = c->H, qd = c->nh * c->hd, kvd = c->nkv * c->hd;
@@ -472,161 +688,214 @@ static void block(pk_model *m, const pk_perturb *pert, const pk_batch *b, int l,
     float *q = m->big, *k = m->big + qd, *v = m->big + qd + kvd;
     const float *in = m->x;
     if (pre) {
-        norm(m, pert, y->ln1_w, y->ln1_b, m->x, m->xn, N);
+        norm(f, y->ln1_w, y->ln1_b, m->x, m->xn, N);
         in = m->xn;
     }
-    if (y->k_w < 0) { /* gpt2 fused c_attn: [q | k | v] per row */
-        linear(m, pert, in, H, N, y->q_w, y->q_b, q, W3, 0);
-    } else {
-        linear(m, pert, in, H, N, y->q_w, y->q_b, q, W3, 0);
-        linear(m, pert, in, H, N, y->k_w, y->k_b, k, W3, 0);
-        linear(m, pert, in, H, N, y->v_w, y->v_b, v, W3, 0);
+    linear(f, in, H, N, y->q_w, y->q_b, q, W3, 0);
+    if (y->k_w >= 0) { /* else gpt2's fused c_attn: [q | k | v] per row */
+        linear(f, in, H, N, y->k_w, y->k_b, k, W3, 0);
+        linear(f, in, H, N, y->v_w, y->v_b, v, W3, 0);
     }
-    if (c->arch == ARCH_LLAMA || c->arch == ARCH_QWEN2) {
-        rope_apply(q, W3, N, b->T, c->nh, c->hd, m->rope);
-        rope_apply(k, W3, N, b->T, c->nkv, c->hd, m->rope);
-    }
-    if (kv_k) { /* generation: append to the cache, attend over it (B == 1) */
-        for (int t = 0; t < b->T; t++) {
-            memcpy(kv_k[l] + (size_t)(pos0 + t) * kvd, k + (size_t)t * W3, (size_t)kvd * 4);
-            memcpy(kv_v[l] + (size_t)(pos0 + t) * kvd, v + (size_t)t * W3, (size_t)kvd * 4);
+    for (int p = 0; p < f->np; p++) {
+        float *qp = pass_f(m, q, p), *kp = pass_f(m, k, p), *vp = pass_f(m, v, p);
+        if (c->arch == ARCH_LLAMA || c->arch == ARCH_QWEN2) {
+            rope_apply(qp, W3, N, b->T, c->nh, c->hd, m->rope);
+            rope_apply(kp, W3, N, b->T, c->nkv, c->hd, m->rope);
         }
-        attention(m, b, l, q, W3, kv_k[l], kv_v[l], kvd, 0, pos0 + b->T, pos0, m->xn);
-    } else {
-        attention(m, b, l, q, W3, k, v, W3, (size_t)b->T * W3, 0, 0, m->xn);
+        if (kv_k) { /* generation: append to the cache, attend over it (B == 1, one pass) */
+            for (int t = 0; t < b->T; t++) {
+                memcpy(kv_k[l] + (size_t)(pos0 + t) * kvd, kp + (size_t)t * W3, (size_t)kvd * 4);
+                memcpy(kv_v[l] + (size_t)(pos0 + t) * kvd, vp + (size_t)t * W3, (size_t)kvd * 4);
+            }
+            attention(m, b, l, qp, W3, kv_k[l], kv_v[l], kvd, 0, pos0 + b->T, pos0, m->xn);
+        } else {
+            attention(m, b, l, qp, W3, kp, vp, W3, (size_t)b->T * W3, 0, 0, pass_f(m, m->xn, p));
+        }
     }
-    linear(m, pert, m->xn, qd, N, y->o_w, y->o_b, m->x, H, 1);
+    linear(f, m->xn, qd, N, y->o_w, y->o_b, m->x, H, 1);
     if (!pre)
-        norm(m, pert, y->ln1_w, y->ln1_b, m->x, m->x, N);
+        norm(f, y->ln1_w, y->ln1_b, m->x, m->x, N);
     in = m->x;
     if (pre) {
-        norm(m, pert, y->ln2_w, y->ln2_b, m->x, m->xn, N);
+        norm(f, y->ln2_w, y->ln2_b, m->x, m->xn, N);
         in = m->xn;
     }
-    if (y->gate_w >= 0) {
-        linear(m, pert, in, H, N, y->gate_w, y->gate_b, m->big, 2 * c->inter, 0);
-        linear(m, pert, in, H, N, y->fc1_w, y->fc1_b, m->big + c->inter, 2 * c->inter, 0);
-        activate(c->act, m->big, 2 * c->inter, N, c->inter, m->big + c->inter);
-        linear(m, pert, m->big, 2 * c->inter, N, y->fc2_w, y->fc2_b, m->x, H, 1);
-    } else {
-        linear(m, pert, in, H, N, y->fc1_w, y->fc1_b, m->big, c->inter, 0);
-        activate(c->act, m->big, c->inter, N, c->inter, NULL);
-        linear(m, pert, m->big, c->inter, N, y->fc2_w, y->fc2_b, m->x, H, 1);
-    }
+    ffn(f, y, in, N);
     if (!pre)
-        norm(m, pert, y->ln2_w, y->ln2_b, m->x, m->x, N);
+        norm(f, y->ln2_w, y->ln2_b, m->x, m->x, N);
 }
 
-pk_status pk_forward_hidden(pk_model *m, const pk_batch *b, const pk_perturb *pert, float **kv_k,
-                            float **kv_v, int pos0)
+static pk_status forward_hidden(const fwd *f, const pk_batch *b, float **kv_k, float **kv_v,
+                                int pos0)
 {
+    pk_model *m = f->m;
     const pk_cfg *c = &m->cfg;
     pk_status st = check_batch(m, b, pos0);
     if (st != PK_OK)
         return st;
-    if (kv_k && b->B != 1)
+    if (kv_k && (b->B != 1 || f->np != 1))
         return PK_ERR_ARG;
-    st = pk_reserve(m, b->B, b->T, kv_k ? pos0 + b->T : b->T);
+    st = pk_reserve(m, b->B, b->T, kv_k ? pos0 + b->T : b->T, f->np);
     if (st != PK_OK)
         return st;
     int N = b->B * b->T, H = c->H;
     if (c->arch == ARCH_LLAMA || c->arch == ARCH_QWEN2)
         rope_table(c, b->T, pos0, m->rope);
-    embed(m, pert, b, pos0);
+    embed(f, b, pos0);
     for (int l = 0; l < c->L; l++)
-        block(m, pert, b, l, kv_k, kv_v, pos0);
+        block(f, b, l, kv_k, kv_v, pos0);
     switch (c->arch) {
     case ARCH_LLAMA:
     case ARCH_QWEN2:
     case ARCH_GPT2:
-        norm(m, pert, m->fin_w, m->fin_b, m->x, m->xn, N);
+        norm(f, m->fin_w, m->fin_b, m->x, m->xn, N);
         break;
     case ARCH_OPT:
-        if (c->final_ln)
-            norm(m, pert, m->fin_w, m->fin_b, m->x, m->xn, N);
-        else
-            memcpy(m->xn, m->x, (size_t)N * H * 4);
+        if (c->final_ln) {
+            norm(f, m->fin_w, m->fin_b, m->x, m->xn, N);
+        } else {
+            for (int k = 0; k < f->np; k++)
+                memcpy(pass_f(m, m->xn, k), pass_f(m, m->x, k), (size_t)N * H * 4);
+        }
         if (m->proj_out >= 0) {
-            linear(m, pert, m->xn, H, N, m->proj_out, -1, m->big, c->proj, 0);
-            memcpy(m->xn, m->big, (size_t)N * c->proj * 4);
+            linear(f, m->xn, H, N, m->proj_out, -1, m->big, c->proj, 0);
+            for (int k = 0; k < f->np; k++)
+                memcpy(pass_f(m, m->xn, k), pass_f(m, m->big, k), (size_t)N * c->proj * 4);
         }
         break;
-    default: /* roberta MLM transform: dense -> gelu -> LayerNorm */
-        linear(m, pert, m->x, H, N, m->hd_dense_w, m->hd_dense_b, m->xn, H, 0);
-        activate(c->act, m->xn, H, N, H, NULL);
-        layernorm(m->xn, H, m->xn, H, N, H, fetch_vec(m, pert, m->hd_ln_w, m->vscr),
-                  fetch_vec(m, pert, m->hd_ln_b, m->vscr + m->vmax), c->eps);
+    default: { /* roberta MLM transform: dense -> gelu -> LayerNorm */
+        linear(f, m->x, H, N, m->hd_dense_w, m->hd_dense_b, m->xn, H, 0);
+        const float *w[2], *bb[2];
+        fetch_vec(f, m->hd_ln_w, 0, w);
+        fetch_vec(f, m->hd_ln_b, 1, bb);
+        for (int k = 0; k < f->np; k++) {
+            float *xk = pass_f(m, m->xn, k);
+            activate(c->act, xk, H, N, H, NULL);
+            layernorm(xk, H, xk, H, N, H, w[k], bb[k], c->eps);
+        }
         break;
     }
+    }
     return PK_OK;
+}
+
+pk_status pk_forward_hidden(pk_model *m, const pk_batch *b, const pk_perturb *pert, float **kv_k,
+                            float **kv_v, int pos0)
+{
+    fwd f = {m, pert, 1};
+    return forward_hidden(&f, b, kv_k, kv_v, pos0);
+}
+
+/* The LM head over M gathered rows h [M, Hh] (in pass 0's activations), for every pass: per row
+ * the log-sum-exp (lse, in the activations, or NULL), the logits of ids [M*id_stride + j],
+ * j < n_ids (picked [M, n_ids], pass k's at picked + k * pick_stride, or NULL), or all logits
+ * (full [M, V], pass k's at full + k * M * V, or NULL). */
+static void lm_head(const fwd *f, const float *h, int M, double *lse, const int32_t *ids,
+                    int id_stride, int n_ids, float *picked, size_t pick_stride, float *full)
+{
+    pk_model *m = f->m;
+    const pk_cfg *c = &m->cfg;
+    int V = c->V, Hh = pk_head_dim(m);
+    const pk_tensor *w = &m->t[m->head_w];
+    int direct = w->dtype == PK_DTYPE_F32 && !pk_is_perturbed(m, f->pert, m->head_w);
+    int R = m->lrows;
+    float *ws[2];
+    block_scratch(f, m->head_w, ws);
+    const float *bias[2];
+    fetch_vec(f, m->head_b, 0, bias);
+    for (int k = 0; k < f->np; k++) {
+        double *lmax = pass_d(m, m->lmax, k), *lsum = pass_d(m, m->lsum, k);
+        for (int r = 0; lse && r < M; r++) {
+            lmax[r] = -(double)INFINITY;
+            lsum[r] = 0;
+        }
+    }
+    for (int v0 = 0; v0 < V; v0 += R) {
+        int nr = V - v0 < R ? V - v0 : R;
+        if (!direct)
+            fetch_block(m, f->pert, m->head_w, (size_t)v0, (size_t)nr, 0, (size_t)Hh, ws[0],
+                        ws[1]);
+        for (int k = 0; k < f->np; k++) {
+            const float *wb = direct ? (const float *)w->data + (size_t)v0 * Hh
+                                     : (k && ws[1] ? ws[1] : ws[0]);
+            const float *hk = pass_f(m, h, k);
+            double *lmax = pass_d(m, m->lmax, k), *lsum = pass_d(m, m->lsum, k);
+            float *pk = picked ? picked + (size_t)k * pick_stride : NULL;
+            float *dst = full ? full + (size_t)k * M * V + v0
+                              : pass_f(m, h == m->big ? m->big + (size_t)M * Hh : m->big, k);
+            int ld = full ? V : nr;
+            const float *bk = bias[k];
+            /* logits (M, nr) = h (M, Hh) @ Wblk^T (nr, Hh) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, nr, Hh, 1.0f, hk, Hh, wb, Hh,
+                        0.0f, dst, ld);
+#pragma omp parallel for schedule(static)
+            for (int r = 0; r < M; r++) {
+                float *row = dst + (size_t)r * ld;
+                if (bk) {
+                    for (int j = 0; j < nr; j++)
+                        row[j] += bk[v0 + j];
+                }
+                if (lse) {
+                    float bm = row[0];
+                    for (int j = 1; j < nr; j++)
+                        bm = row[j] > bm ? row[j] : bm;
+                    if ((double)bm > lmax[r]) {
+                        lsum[r] *= exp(lmax[r] - (double)bm);
+                        lmax[r] = (double)bm;
+                    }
+                    double s = 0, mx = lmax[r];
+                    for (int j = 0; j < nr; j++)
+                        s += exp((double)row[j] - mx);
+                    lsum[r] += s;
+                }
+                for (int j = 0; j < n_ids; j++) {
+                    int id = ids[(size_t)r * id_stride + j];
+                    if (id >= v0 && id < v0 + nr)
+                        pk[(size_t)r * n_ids + j] = row[id - v0];
+                }
+            }
+        }
+    }
+    for (int k = 0; lse && k < f->np; k++) {
+        double *lk = pass_d(m, lse, k), *lmax = pass_d(m, m->lmax, k), *lsum = pass_d(m, m->lsum, k);
+        for (int r = 0; r < M; r++)
+            lk[r] = lmax[r] + log(lsum[r]);
+    }
 }
 
 void pk_lm_head(pk_model *m, const pk_perturb *pert, const float *h, int M, double *lse,
                 const int32_t *ids, int id_stride, int n_ids, float *picked, float *full)
 {
-    const pk_cfg *c = &m->cfg;
-    int V = c->V, Hh = pk_head_dim(m);
-    const pk_tensor *w = &m->t[m->head_w];
-    int direct = w->dtype == PK_DTYPE_F32 && !pk_is_perturbed(m, pert, m->head_w);
-    int R = m->lrows;
-    const float *bias = fetch_vec(m, pert, m->head_b, m->vscr);
-    if (lse) {
-        for (int r = 0; r < M; r++) {
-            m->lmax[r] = -(double)INFINITY;
-            m->lsum[r] = 0;
-        }
-    }
-    for (int v0 = 0; v0 < V; v0 += R) {
-        int nr = V - v0 < R ? V - v0 : R;
-        const float *wb = (const float *)w->data + (size_t)v0 * Hh;
-        if (!direct) {
-            fetch_block(m, pert, m->head_w, (size_t)v0, (size_t)nr, m->wscr);
-            wb = m->wscr;
-        }
-        float *dst = full ? full + v0 : h == m->big ? m->big + (size_t)M * Hh : m->big;
-        int ld = full ? V : nr;
-        /* logits (M, nr) = h (M, Hh) @ Wblk^T (nr, Hh) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, nr, Hh, 1.0f, h, Hh, wb, Hh, 0.0f,
-                    dst, ld);
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < M; r++) {
-            float *row = dst + (size_t)r * ld;
-            if (bias) {
-                for (int j = 0; j < nr; j++)
-                    row[j] += bias[v0 + j];
-            }
-            if (lse) {
-                float bm = row[0];
-                for (int j = 1; j < nr; j++)
-                    bm = row[j] > bm ? row[j] : bm;
-                if ((double)bm > m->lmax[r]) {
-                    m->lsum[r] *= exp(m->lmax[r] - (double)bm);
-                    m->lmax[r] = (double)bm;
-                }
-                double s = 0, mx = m->lmax[r];
-                for (int j = 0; j < nr; j++)
-                    s += exp((double)row[j] - mx);
-                m->lsum[r] += s;
-            }
-            for (int j = 0; j < n_ids; j++) {
-                int id = ids[(size_t)r * id_stride + j];
-                if (id >= v0 && id < v0 + nr)
-                    picked[(size_t)r * n_ids + j] = row[id - v0];
-            }
-        }
-    }
-    if (lse) {
-        for (int r = 0; r < M; r++)
-            lse[r] = m->lmax[r] + log(m->lsum[r]);
+    fwd f = {m, pert, 1};
+    lm_head(&f, h, M, lse, ids, id_stride, n_ids, picked, 0, full);
+}
+
+/* Copies rows[i] of the final hidden state m->xn into big, compact [M, Hh], for every pass. */
+static void gather(const fwd *f, const int32_t *rows, int M)
+{
+    pk_model *m = f->m;
+    int Hh = pk_head_dim(m);
+    for (int k = 0; k < f->np; k++) {
+        float *dst = pass_f(m, m->big, k);
+        const float *src = pass_f(m, m->xn, k);
+        for (int i = 0; i < M; i++)
+            memcpy(dst + (size_t)i * Hh, src + (size_t)rows[i] * Hh, (size_t)Hh * 4);
     }
 }
 
-/* Copies rows[i] of the final hidden state m->xn into big, compact [M, Hh]. */
-static void gather(pk_model *m, const int32_t *rows, int M)
+/* How a call with pert runs: *f for its passes; returns 0 if a both = 1 request is to be run as
+ * two single passes (the model does not pair this shape). */
+static int begin(pk_model *m, const pk_batch *b, const pk_perturb *pert, fwd *f)
 {
-    int Hh = pk_head_dim(m);
-    for (int i = 0; i < M; i++)
-        memcpy(m->big + (size_t)i * Hh, m->xn + (size_t)rows[i] * Hh, (size_t)Hh * 4);
+    f->m = m;
+    f->pert = pert;
+    f->np = 1;
+    if (pert == NULL || !pert->both)
+        return 1;
+    if (b == NULL || !pk_model_pairs(m, b->B, b->T))
+        return 0;
+    f->np = 2;
+    return 1;
 }
 
 pk_status pk_model_loss(pk_model *m, const pk_batch *b, const uint8_t *target_mask,
@@ -634,7 +903,18 @@ pk_status pk_model_loss(pk_model *m, const pk_batch *b, const uint8_t *target_ma
 {
     if (m->cfg.arch == ARCH_ROBERTA)
         return PK_ERR_UNSUPPORTED;
-    pk_status st = pk_forward_hidden(m, b, pert, NULL, NULL, 0);
+    fwd f;
+    if (!begin(m, b, pert, &f)) {
+        pk_perturb one = *pert;
+        one.both = 0;
+        pk_status st = pk_model_loss(m, b, target_mask, &one, seq_nll, seq_count, mean);
+        one.scale = -one.scale;
+        if (st == PK_OK)
+            st = pk_model_loss(m, b, target_mask, &one, seq_nll ? seq_nll + b->B : NULL,
+                               seq_count ? seq_count + b->B : NULL, mean ? mean + 1 : NULL);
+        return st;
+    }
+    pk_status st = forward_hidden(&f, b, NULL, NULL, 0);
     if (st != PK_OK)
         return st;
     int T = b->T, M = 0;
@@ -648,30 +928,35 @@ pk_status pk_model_loss(pk_model *m, const pk_batch *b, const uint8_t *target_ma
             M++;
         }
     }
-    gather(m, m->rows, M);
+    gather(&f, m->rows, M);
     if (M > 0)
-        pk_lm_head(m, pert, m->big, M, m->lse, m->tgt, 1, 1, m->pick, NULL);
-    double total = 0;
-    for (int bi = 0; bi < b->B; bi++) {
-        if (seq_nll)
-            seq_nll[bi] = 0;
-        if (seq_count)
-            seq_count[bi] = 0;
+        lm_head(&f, m->big, M, m->lse, m->tgt, 1, 1, m->pick, m->pstride / 4, NULL);
+    for (int k = 0; k < f.np; k++) {
+        const double *lse = pass_d(m, m->lse, k);
+        const float *pick = pass_f(m, m->pick, k);
+        double *nllk = seq_nll ? seq_nll + (size_t)k * b->B : NULL;
+        int32_t *cntk = seq_count ? seq_count + (size_t)k * b->B : NULL;
+        double total = 0;
+        for (int bi = 0; bi < b->B; bi++) {
+            if (nllk)
+                nllk[bi] = 0;
+            if (cntk)
+                cntk[bi] = 0;
+        }
+        for (int i = 0; i < M; i++) {
+            double nll = lse[i] - (double)pick[i];
+            int bi = m->rows[i] / T;
+            if (nllk)
+                nllk[bi] += nll;
+            if (cntk)
+                cntk[bi]++;
+            total += nll;
+        }
+        if (mean)
+            mean[k] = M > 0 ? total / M : (double)NAN;
     }
-    for (int i = 0; i < M; i++) {
-        double nll = m->lse[i] - (double)m->pick[i];
-        int bi = m->rows[i] / T;
-        if (seq_nll)
-            seq_nll[bi] += nll;
-        if (seq_count)
-            seq_count[bi]++;
-        total += nll;
-    }
-    if (mean)
-        *mean = M > 0 ? total / M : (double)NAN;
     return PK_OK;
 }
-
 static pk_status select_common(pk_model *m, const pk_batch *b, const pk_perturb *pert, size_t n_sel,
                                const int32_t *sel_b, const int32_t *sel_t, size_t n_ids,
                                const int32_t *ids, float *out, int logprob)
@@ -689,20 +974,33 @@ static pk_status select_common(pk_model *m, const pk_batch *b, const pk_perturb 
         if (ids[j] < 0 || ids[j] >= m->cfg.V)
             return PK_ERR_ARG;
     }
-    st = pk_forward_hidden(m, b, pert, NULL, NULL, 0);
+    fwd f;
+    if (!begin(m, b, pert, &f)) {
+        pk_perturb one = *pert;
+        one.both = 0;
+        st = select_common(m, b, &one, n_sel, sel_b, sel_t, n_ids, ids, out, logprob);
+        one.scale = -one.scale;
+        if (st == PK_OK)
+            st = select_common(m, b, &one, n_sel, sel_b, sel_t, n_ids, ids, out + n_sel * n_ids,
+                               logprob);
+        return st;
+    }
+    st = forward_hidden(&f, b, NULL, NULL, 0);
     if (st != PK_OK)
         return st;
     int M = (int)n_sel;
     for (int s = 0; s < M; s++)
         m->rows[s] = sel_b[s] * b->T + sel_t[s];
-    gather(m, m->rows, M);
+    gather(&f, m->rows, M);
     if (M == 0)
         return PK_OK;
-    pk_lm_head(m, pert, m->big, M, logprob ? m->lse : NULL, ids, 0, (int)n_ids, out, NULL);
-    if (logprob) {
+    lm_head(&f, m->big, M, logprob ? m->lse : NULL, ids, 0, (int)n_ids, out, n_sel * n_ids, NULL);
+    for (int k = 0; logprob && k < f.np; k++) {
+        const double *lse = pass_d(m, m->lse, k);
+        float *ok = out + (size_t)k * n_sel * n_ids;
         for (size_t s = 0; s < n_sel; s++) {
             for (size_t j = 0; j < n_ids; j++)
-                out[s * n_ids + j] = (float)((double)out[s * n_ids + j] - m->lse[s]);
+                ok[s * n_ids + j] = (float)((double)ok[s * n_ids + j] - lse[s]);
         }
     }
     return PK_OK;
@@ -724,10 +1022,20 @@ pk_status pk_model_select_logprobs(pk_model *m, const pk_batch *b, const pk_pert
 
 pk_status pk_model_logits(pk_model *m, const pk_batch *b, const pk_perturb *pert, float *out)
 {
-    pk_status st = pk_forward_hidden(m, b, pert, NULL, NULL, 0);
+    fwd f;
+    if (!begin(m, b, pert, &f)) {
+        pk_perturb one = *pert;
+        one.both = 0;
+        pk_status st = pk_model_logits(m, b, &one, out);
+        one.scale = -one.scale;
+        if (st == PK_OK)
+            st = pk_model_logits(m, b, &one, out + (size_t)b->B * b->T * m->cfg.V);
+        return st;
+    }
+    pk_status st = forward_hidden(&f, b, NULL, NULL, 0);
     if (st != PK_OK)
         return st;
-    pk_lm_head(m, pert, m->xn, b->B * b->T, NULL, NULL, 0, 0, NULL, out);
+    lm_head(&f, m->xn, b->B * b->T, NULL, NULL, 0, 0, NULL, 0, out);
     return PK_OK;
 }
 

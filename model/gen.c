@@ -41,7 +41,7 @@ pk_status pk_gen_create(pk_model *m, int max_tokens, pk_gen **out)
         g->k[l] = g->kbuf + per * (size_t)l;
         g->v[l] = g->vbuf + per * (size_t)l;
     }
-    pk_status st = pk_reserve(m, 1, max_tokens, max_tokens);
+    pk_status st = pk_reserve(m, 1, max_tokens, max_tokens, 1);
     if (st != PK_OK) {
         pk_gen_free(g);
         return st;

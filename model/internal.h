@@ -92,47 +92,57 @@ struct pk_model {
     int hd_dense_w, hd_dense_b, hd_ln_w, hd_ln_b; /* roberta MLM head */
     int conv1d; /* gpt2: weights stored [in, out] */
 
-    /* activations, reserved for (rB, rT, rTk), allocated once */
-    int rB, rT, rTk, rthreads;
+    /* activations, reserved for (rB, rT, rTk) and rnp passes, allocated once. The per-pass
+     * buffers (x .. pick) live in one arena holding rnp copies pstride bytes apart: pass k's copy
+     * of any of them is at (char *)ptr + k * pstride (a paired +/- evaluation runs two passes
+     * side by side, see forward.c). The others are shared by the passes. */
+    int rB, rT, rTk, rthreads, rnp;
+    int pairing; /* pk_pairing */
     size_t n_allocs;
     size_t act_bytes;
+    void *arena;
+    size_t pstride;
     float *x;     /* [N, H] residual stream */
     float *xn;    /* [N, wn] normed input / attention output / final hidden */
-    float *big;   /* [N, wbig] q|k|v, then FFN hidden, then LM-head gathers */
+    float *big;   /* [N, wbig] q|k|v, then FFN hidden (fchunk rows at a time), then LM-head gathers */
+    float *wscr;  /* [wrows, wcols] widened (+ perturbed) weight block */
+    size_t wscr_n;
+    float *vscr; /* [2, vmax] widened vectors (norm weight | bias) */
+    size_t vmax;
+    double *lmax, *lsum, *lse; /* [N] online log-sum-exp */
+    float *pick;               /* [N] picked target logits */
+    /* shared */
     float *rope;  /* [rT + rTk, hd] cos | sin per position (relative to pos0) */
     int32_t *pos; /* [N] learned position ids */
     float *att;   /* [rthreads, rT * rTk] attention scores */
-    float *wscr;  /* [wrows, wcols] widened weight block */
-    size_t wscr_n;
-    float *vscr;  /* [2, vmax] widened vectors (norm weight | bias) */
-    size_t vmax;
+    int32_t *rows; /* [N] gathered row indices */
+    int32_t *tgt;  /* [N] target ids */
     int lrows;
-    double *lmax, *lsum, *lse; /* [N] online log-sum-exp */
-    float *pick;         /* [N] picked target logits */
-    int32_t *rows;       /* [N] gathered row indices */
-    int32_t *tgt;        /* [N] target ids */
+    int fchunk; /* FFN rows per chunk (the FFN hidden [fchunk, ffn] fits in big) */
+    int wrows;  /* weight scratch holds wrows rows of the widest tensor; 0 = WROWS (forward.c) */
     int wn, wbig;
 };
 
-/* Reserves activations for B sequences of T new tokens attending to Tk keys. */
-PK_NODISCARD pk_status pk_reserve(pk_model *m, int B, int T, int Tk);
+/* Reserves activations for B sequences of T new tokens attending to Tk keys, for np passes. */
+PK_NODISCARD pk_status pk_reserve(pk_model *m, int B, int T, int Tk, int np);
+
+/* Tests: the weight scratch's size in rows of the widest tensor (0 = the default), so that small
+ * models run the perturbed path in many blocks. */
+void pk_model_set_block_rows(pk_model *m, int rows);
 
 /* The MeZO hook: returns 1 if tensor ti is perturbed under pert. */
 int pk_is_perturbed(const pk_model *m, const pk_perturb *pert, int ti);
-/* Rows [r0, r0+n) of tensor ti widened to fp32 (+ perturbation) into dst [n, cols]. */
-void pk_fetch_rows(const pk_model *m, const pk_perturb *pert, int ti, size_t r0, size_t n,
-                   float *dst);
 
-/* Runs the transformer over a batch: fills m->xn [B*T, Hh] with the final hidden states (after the
- * final norm / project_out / roberta MLM transform). kv_k/kv_v: per-layer caches (generation,
- * B == 1) or NULL; pos0: position of the first token. */
+/* Runs the transformer over a batch (one pass, pert->both ignored): fills m->xn [B*T, Hh] with
+ * the final hidden states (after the final norm / project_out / roberta MLM transform).
+ * kv_k/kv_v: per-layer caches (generation, B == 1) or NULL; pos0: position of the first token. */
 PK_NODISCARD pk_status pk_forward_hidden(pk_model *m, const pk_batch *b, const pk_perturb *pert,
                                          float **kv_k, float **kv_v, int pos0);
 /* Width of the final hidden state fed to the LM head. */
 int pk_head_dim(const pk_model *m);
-/* LM head over M gathered rows h [M, Hh]: per row the log-sum-exp (lse, may be NULL), the logits
- * of ids [M*id_stride + j], j < n_ids (picked, may be NULL), or all logits (full [M, V], may be
- * NULL). */
+/* LM head (one pass) over M gathered rows h [M, Hh]: per row the log-sum-exp (lse, may be NULL),
+ * the logits of ids [M*id_stride + j], j < n_ids (picked, may be NULL), or all logits (full
+ * [M, V], may be NULL). */
 void pk_lm_head(pk_model *m, const pk_perturb *pert, const float *h, int M, double *lse,
                 const int32_t *ids, int id_stride, int n_ids, float *picked, float *full);
 

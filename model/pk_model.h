@@ -129,7 +129,27 @@ typedef struct pk_perturb {
     float scale; /* +eps or -eps */
     pk_z_kind kind;
     const uint8_t *trainable;
+    /* 1: evaluate at +scale and at -scale in one call (a MeZO step's two passes). Every output
+     * of the evaluation functions below is then doubled: the +scale results, followed by the
+     * -scale results (seq_nll [2B], seq_count [2B], mean [2], out [2 * n_sel * n_ids],
+     * logits [2 * B*T*V]). The two passes run side by side when the model pairs them (see
+     * pk_model_set_pairing), sharing each weight block's z, else one after the other; the
+     * results are the same bits either way. */
+    int both;
 } pk_perturb;
+
+/* How a pk_perturb with both = 1 runs. Paired, the + and - passes go through the layers
+ * together: each weight block's z is generated once for both (one z sweep instead of two per
+ * step) at the cost of a second set of activations. */
+typedef enum pk_pairing {
+    PK_PAIRING_AUTO = 0, /* paired when one pass's activations are at most 3% of the weight
+                            bytes (the step stays within inference memory); the default */
+    PK_PAIRING_ON = 1,   /* always paired */
+    PK_PAIRING_OFF = 2,  /* never: the passes run one after the other */
+} pk_pairing;
+void pk_model_set_pairing(pk_model *m, pk_pairing mode);
+/* 1 if a both = 1 evaluation of a (B, T) batch runs paired. */
+int pk_model_pairs(const pk_model *m, int B, int T);
 
 /* Reserves activations for batches up to (B, T) so later forward calls do not allocate
  * (otherwise the first forward of a larger shape reserves lazily). PK_ERR_ARG if T exceeds

@@ -1,7 +1,8 @@
 /* test_model.c: the engine against ../shared/testdata/models: reference logits (1e-4 abs) and
  * losses for every architecture, padded mixed-length batches equal to each sequence alone,
  * stories260k logits and 100-token greedy generation with the KV cache, the MeZO perturbation
- * hook against explicitly perturbed weights, and no allocation after reservation. */
+ * hook against explicitly perturbed weights, paired +/- passes equal to single ones, the FFN in
+ * row chunks, and no allocation after reservation. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "internal.h" /* pk_model_set_block_rows */
 #include "pk_model.h"
 #include "pk_test.h"
 
@@ -256,11 +258,13 @@ out:
 }
 
 /* The hook equals explicitly perturbed weights (f32 model, all tensors and a subset). */
-static void check_perturb(const char *name)
+/* block_rows: the weight scratch's size in rows (0 = default; small = many blocks per tensor) */
+static void check_perturb(const char *name, int block_rows)
 {
     pk_model *m = load(name);
     if (!m)
         return;
+    pk_model_set_block_rows(m, block_rows);
     int V = pk_model_vocab_size(m), T = 9;
     int32_t ids[9] = {1, 17, 250, 33, 999 % 512, 4, 100, 7, 64}, len = T;
     pk_batch b = {1, T, ids, &len, NULL};
@@ -270,7 +274,7 @@ static void check_perturb(const char *name)
         tr[i] = 1;
     for (int mode = 0; mode < 2; mode++) {
         pk_perturb p = {1234 + (uint64_t)mode, mode ? -1e-2f : 1e-2f, PK_Z_GAUSSIAN,
-                        mode ? tr : NULL};
+                        mode ? tr : NULL, 0};
         float *hook = malloc((size_t)T * V * 4), *expl = malloc((size_t)T * V * 4),
               *base = malloc((size_t)T * V * 4);
         PK_CHECK(pk_model_logits(m, &b, NULL, base) == PK_OK);
@@ -300,8 +304,8 @@ static void check_perturb(const char *name)
         free(saved);
         float d = max_abs_diff(hook, expl, (size_t)T * V);
         float moved = max_abs_diff(hook, base, (size_t)T * V);
-        fprintf(stderr, "%s perturb mode %d: hook vs explicit %.3g, moved %.3g\n", name, mode,
-                (double)d, (double)moved);
+        fprintf(stderr, "%s perturb mode %d, block rows %d: hook vs explicit %.3g, moved %.3g\n",
+                name, mode, block_rows, (double)d, (double)moved);
         PK_CHECK(d <= 2e-5f);
         PK_CHECK(moved > 1e-3f);
         /* after restoring, the unperturbed logits are bit-identical */
@@ -312,6 +316,114 @@ static void check_perturb(const char *name)
         free(base);
     }
     free(tr);
+    pk_model_free(m);
+}
+
+/* A both = 1 evaluation (the + and - passes of a MeZO step in one call) gives the same bits
+ * paired (side by side, one z per weight block) as unpaired, and as two single passes at +eps
+ * and -eps; for every output. B x T: N = B*T above 1024 runs the FFN in row chunks. */
+static void check_paired(const char *name, int B, int T, int block_rows)
+{
+    pk_model *m = load(name);
+    if (!m)
+        return;
+    pk_model_set_block_rows(m, block_rows);
+    int V = pk_model_vocab_size(m), causal = pk_model_is_causal(m), N = B * T;
+    int32_t *ids = malloc((size_t)N * 4), lens[64];
+    PK_CHECK(B <= 64);
+    for (int i = 0; i < N; i++)
+        ids[i] = (int32_t)(3 + (i * 131 + i / 7) % (V - 3));
+    for (int r = 0; r < B; r++)
+        lens[r] = T - (r * 5) % (T / 2);
+    pk_batch b = {B, T, ids, lens, NULL};
+    size_t nt = pk_model_n_tensors(m);
+    uint8_t *tr = calloc(nt, 1);
+    for (size_t i = 1; i < nt; i += 3)
+        tr[i] = 1;
+    int32_t sel_b[64], sel_t[64], want[3] = {1, 5, V - 1};
+    for (int r = 0; r < B; r++) {
+        sel_b[r] = r;
+        sel_t[r] = lens[r] - 1;
+    }
+    size_t nl = (size_t)N * (size_t)V, ns = (size_t)B * 3;
+    float *lg[3], *sl[3], *sp[3];
+    double nll[3][128], mean[3][2];
+    int32_t cnt[3][128];
+    for (int tm = 0; tm < 2; tm++) {
+        /* [0] unpaired, [1] paired, [2] two single passes */
+        for (int v = 0; v < 3; v++) {
+            lg[v] = calloc(2 * nl, 4);
+            sl[v] = calloc(2 * ns, 4);
+            sp[v] = calloc(2 * ns, 4);
+            pk_perturb p = {77 + (uint64_t)tm, 1e-2f, PK_Z_GAUSSIAN, tm ? tr : NULL, v < 2};
+            pk_model_set_pairing(m, v == 1 ? PK_PAIRING_ON : PK_PAIRING_OFF);
+            for (int half = 0; half < (v == 2 ? 2 : 1); half++) {
+                if (half)
+                    p.scale = -p.scale;
+                PK_CHECK(pk_model_logits(m, &b, &p, lg[v] + half * nl) == PK_OK);
+                PK_CHECK(pk_model_select_logits(m, &b, &p, (size_t)B, sel_b, sel_t, 3, want,
+                                                sl[v] + half * ns) == PK_OK);
+                PK_CHECK(pk_model_select_logprobs(m, &b, &p, (size_t)B, sel_b, sel_t, 3, want,
+                                                  sp[v] + half * ns) == PK_OK);
+                if (causal)
+                    PK_CHECK(pk_model_loss(m, &b, NULL, &p, nll[v] + half * B,
+                                           cnt[v] + half * B, mean[v] + half) == PK_OK);
+            }
+        }
+        for (int v = 1; v < 3; v++) {
+            PK_CHECK(memcmp(lg[0], lg[v], 2 * nl * 4) == 0);
+            PK_CHECK(memcmp(sl[0], sl[v], 2 * ns * 4) == 0);
+            PK_CHECK(memcmp(sp[0], sp[v], 2 * ns * 4) == 0);
+            if (causal) {
+                PK_CHECK(memcmp(nll[0], nll[v], 2 * (size_t)B * sizeof(double)) == 0);
+                PK_CHECK(memcmp(cnt[0], cnt[v], 2 * (size_t)B * sizeof(int32_t)) == 0);
+                PK_CHECK(memcmp(mean[0], mean[v], sizeof mean[0]) == 0);
+            }
+        }
+        /* and the two halves differ: the - pass really is the other perturbation */
+        PK_CHECK(max_abs_diff(lg[1], lg[1] + nl, nl) > 1e-4f);
+        if (causal)
+            PK_CHECK(mean[1][0] != mean[1][1]);
+        for (int v = 0; v < 3; v++) {
+            free(lg[v]);
+            free(sl[v]);
+            free(sp[v]);
+        }
+    }
+    pk_model_set_pairing(m, PK_PAIRING_AUTO);
+    free(tr);
+    free(ids);
+    pk_model_free(m);
+}
+
+/* Above 1024 tokens the FFN runs in row chunks: a long batch's per-row losses equal each row's
+ * loss computed alone (a batch of one). */
+static void check_ffn_chunks(const char *name, int B, int T)
+{
+    pk_model *m = load(name);
+    if (!m)
+        return;
+    int V = pk_model_vocab_size(m), N = B * T;
+    int32_t *ids = malloc((size_t)N * 4), lens[64], cnt[64], c1;
+    double nll[64], n1;
+    for (int i = 0; i < N; i++)
+        ids[i] = (int32_t)(3 + (i * 17 + i / 5) % (V - 3));
+    for (int r = 0; r < B; r++)
+        lens[r] = T - r % 3;
+    pk_batch b = {B, T, ids, lens, NULL};
+    PK_CHECK(pk_model_loss(m, &b, NULL, NULL, nll, cnt, NULL) == PK_OK);
+    double worst = 0;
+    for (int r = 0; r < B; r++) {
+        pk_batch one = {1, T, ids + (size_t)r * T, lens + r, NULL};
+        PK_CHECK(pk_model_loss(m, &one, NULL, NULL, &n1, &c1, NULL) == PK_OK);
+        PK_CHECK_EQ(c1, cnt[r]);
+        double d = fabs(n1 - nll[r]) / fabs(n1);
+        worst = d > worst ? d : worst;
+    }
+    fprintf(stderr, "%s FFN in row chunks (%d tokens): worst relative row-loss difference %.3g\n",
+            name, N, worst);
+    PK_CHECK(worst < 1e-5);
+    free(ids);
     pk_model_free(m);
 }
 
@@ -341,9 +453,17 @@ int main(void)
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
         check_reference(models[i]);
     check_stories();
-    check_perturb("llama-tiny");
-    check_perturb("gpt2-tiny");
-    check_perturb("opt-tiny");
-    check_perturb("roberta-tiny");
+    static const char *const perturbed[] = {"llama-tiny", "gpt2-tiny", "opt-tiny", "roberta-tiny"};
+    for (size_t i = 0; i < sizeof perturbed / sizeof perturbed[0]; i++) {
+        check_perturb(perturbed[i], 0);
+        check_perturb(perturbed[i], 3); /* every tensor in blocks: rows, input columns */
+    }
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
+        check_paired(models[i], 3, 12, 0);
+        check_paired(models[i], 3, 12, 5);
+    }
+    check_paired("llama-tiny", 20, 64, 0); /* 1280 tokens: the FFN (wider than q|k|v) in chunks */
+    check_ffn_chunks("llama-tiny", 20, 64);
+    check_ffn_chunks("gpt2-tiny", 20, 64); /* GPT-2 Conv1D weights */
     return PK_TEST_DONE();
 }

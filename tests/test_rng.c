@@ -331,9 +331,51 @@ out:
     free(yb);
 }
 
+/* pk_z_perturb: yp = w + alpha z bit-identical to pk_z_axpy on a copy of w, ym the same at
+ * -alpha, from the same call; in place (w == yp) too; on both paths. */
+static void test_perturb_pair(void)
+{
+    enum { N = 70001 };
+    float *w = malloc(N * sizeof *w), *p = malloc(N * sizeof *p), *mi = malloc(N * sizeof *mi);
+    float *ep = malloc(N * sizeof *ep), *em = malloc(N * sizeof *em);
+    PK_CHECK(w && p && mi && ep && em);
+    if (!w || !p || !mi || !ep || !em)
+        goto out;
+    int bad = 0, moved = 0;
+    uint64_t key = pk_rng_tensor_key("model.layers.3.mlp.up_proj.weight");
+    for (int path = 0; path < 2; path++)
+        for (int kind = 0; kind < 2; kind++)
+            for (uint64_t start = 0; start < 7; start += 3) {
+                pk_rng_force_generic(path);
+                for (int j = 0; j < N; j++)
+                    w[j] = (float)((j * 7919) % 2001 - 1000) * 1e-3f;
+                memcpy(ep, w, N * sizeof *w);
+                memcpy(em, w, N * sizeof *w);
+                pk_z_axpy(31, key, start, N, (pk_z_kind)kind, 1e-3f, ep);
+                pk_z_axpy(31, key, start, N, (pk_z_kind)kind, -1e-3f, em);
+                pk_z_perturb(31, key, start, N, (pk_z_kind)kind, 1e-3f, w, p, mi);
+                bad += memcmp(p, ep, N * sizeof *p) != 0;
+                bad += memcmp(mi, em, N * sizeof *mi) != 0;
+                moved += memcmp(p, mi, N * sizeof *p) != 0;
+                pk_z_perturb(31, key, start, N, (pk_z_kind)kind, 1e-3f, w, w, mi); /* in place */
+                bad += memcmp(w, ep, N * sizeof *w) != 0;
+                bad += memcmp(mi, em, N * sizeof *mi) != 0;
+            }
+    PK_CHECK_EQ(bad, 0);
+    PK_CHECK_EQ(moved, 12);
+out:
+    pk_rng_force_generic(0);
+    free(w);
+    free(p);
+    free(mi);
+    free(ep);
+    free(em);
+}
+
 int main(void)
 {
     test_paths_agree();
+    test_perturb_pair();
     test_philox_kat();
     test_tensor_key();
     test_reference();

@@ -871,12 +871,15 @@ static pk_status bench_loss(void *user, pk_model *m, int micro, const pk_perturb
                                           labels, c->logits);
     if (st != PK_OK)
         return st;
-    double sum = 0;
-    for (int r = 0; r < c->b.B; r++) {
-        double a = (double)c->logits[2 * r], b = (double)c->logits[2 * r + 1], mx = a > b ? a : b;
-        sum += mx + log(exp(a - mx) + exp(b - mx)) - a;
+    for (int p = 0; p < (pert && pert->both ? 2 : 1); p++) {
+        const float *lg = c->logits + (size_t)p * 2 * c->b.B;
+        double sum = 0;
+        for (int r = 0; r < c->b.B; r++) {
+            double a = (double)lg[2 * r], b = (double)lg[2 * r + 1], mx = a > b ? a : b;
+            sum += mx + log(exp(a - mx) + exp(b - mx)) - a;
+        }
+        loss[p] = sum / c->b.B;
     }
-    *loss = sum / c->b.B;
     return PK_OK;
 }
 
@@ -901,7 +904,9 @@ int cmd_bench_mezo(int argc, char **argv)
             "them: z generation and blocking; the median over steps of the step's two passes\n"
             "minus two plain passes timed just before), update_s, first_step_s (the first step,\n"
             "untimed above: it also copies the mapped weight pages it writes), peak_rss_bytes,\n"
-            "weight_bytes.\n"))
+            "weight_bytes, paired (whether the step's + and - passes ran side by side,\n"
+            "sharing each weight block's z: the model pairs them when one pass's activations\n"
+            "are at most 3% of the weight bytes).\n"))
         return CLI_OK;
     if (cli_check(argc, argv, bench_opts, NULL) || opt_threads(argc, argv, cmd))
         return CLI_USAGE;
@@ -949,7 +954,7 @@ int cmd_bench_mezo(int argc, char **argv)
     bc.b = (pk_batch){(int)B, (int)T, ids, lens, NULL};
     bc.sel_b = malloc((size_t)B * sizeof *bc.sel_b);
     bc.sel_t = malloc((size_t)B * sizeof *bc.sel_t);
-    bc.logits = malloc((size_t)B * 2 * sizeof *bc.logits);
+    bc.logits = malloc((size_t)B * 4 * sizeof *bc.logits); /* [2 passes][B][2] */
     if (bc.sel_b == NULL || bc.sel_t == NULL || bc.logits == NULL) {
         st = PK_ERR_NOMEM;
         goto fwdfail;
@@ -1010,9 +1015,10 @@ int cmd_bench_mezo(int argc, char **argv)
     double perturb_s = K % 2 ? perturb[K / 2] : 0.5 * (perturb[K / 2 - 1] + perturb[K / 2]);
     printf("{\"model\":\"%s\",\"batch\":%lld,\"seq\":%lld,\"threads\":%d,\"steps\":%lld,"
            "\"step_s\":%.4f,\"forward_s\":%.4f,\"perturb_s\":%.4f,\"update_s\":%.4f,"
-           "\"first_step_s\":%.4f,\"peak_rss_bytes\":%zu,\"weight_bytes\":%zu}\n",
+           "\"first_step_s\":%.4f,\"peak_rss_bytes\":%zu,\"weight_bytes\":%zu,\"paired\":%s}\n",
            model, B, T, pk_threads_get(), K, step_s, plain_s, perturb_s, upd_s, first_s,
-           pk_peak_rss_bytes(), pk_model_weight_bytes(m));
+           pk_peak_rss_bytes(), pk_model_weight_bytes(m),
+           pk_model_pairs(m, (int)B, (int)T) ? "true" : "false");
     rc = CLI_OK;
     goto out;
 fwdfail:
