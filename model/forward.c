@@ -660,8 +660,9 @@ static void ffn(const fwd *f, const pk_layer *y, const float *in, int N)
     pk_model *m = f->m;
     const pk_cfg *c = &m->cfg;
     int H = c->H, ni = c->inter, gated = y->gate_w >= 0, ld = gated ? 2 * ni : ni;
-    for (int r0 = 0; r0 < N; r0 += m->fchunk) {
-        int n = N - r0 < m->fchunk ? N - r0 : m->fchunk;
+    int chunks = (N + m->fchunk - 1) / m->fchunk, rows = (N + chunks - 1) / chunks; /* even */
+    for (int r0 = 0; r0 < N; r0 += rows) {
+        int n = N - r0 < rows ? N - r0 : rows;
         const float *inr = in + (size_t)r0 * H;
         if (gated) {
             linear(f, inr, H, n, y->gate_w, y->gate_b, m->big, ld, 0);
