@@ -22,6 +22,7 @@ static const char *const status_names[PK_ERR__COUNT] = {
     [PK_ERR_UNSUPPORTED] = "unsupported",
     [PK_ERR_INTERRUPTED] = "interrupted",
     [PK_ERR_LIMIT] = "limit exceeded",
+    [PK_ERR_NUMERIC] = "numeric failure",
 };
 
 const char *pk_status_str(pk_status st)
@@ -80,4 +81,22 @@ size_t pk_peak_rss_bytes(void)
     if (getrusage(RUSAGE_SELF, &ru) != 0)
         return 0;
     return (size_t)ru.ru_maxrss * 1024u; /* Linux reports KiB */
+}
+
+void pk_seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+uint64_t pk_splitmix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
 }

@@ -7,7 +7,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "internal.h"
+#include "model_impl.h"
 
 typedef struct ctx {
     const char *fname;

@@ -7,7 +7,7 @@
 #include <cblas.h>
 #include <omp.h>
 
-#include "internal.h"
+#include "model_impl.h"
 
 size_t pk_dtype_size(pk_dtype dt)
 {
@@ -151,14 +151,4 @@ int pk_threads_set(int n)
 int pk_threads_get(void)
 {
     return omp_get_max_threads();
-}
-
-void pk_seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
 }

@@ -19,7 +19,7 @@
 #include <cblas.h>
 #include <omp.h>
 
-#include "internal.h"
+#include "model_impl.h"
 
 #define WROWS 256        /* rows per widened weight block */
 #define FFN_CHUNK 1024   /* the FFN runs in row chunks only above this many tokens */

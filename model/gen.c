@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "model_impl.h"
 
 struct pk_gen {
     pk_model *m;  /* borrowed */
@@ -135,10 +135,8 @@ void pk_sampler_free(pk_sampler *s)
 /* splitmix64 -> uniform double in [0, 1) */
 static double next_uniform(uint64_t *st)
 {
-    uint64_t z = (*st += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
+    uint64_t z = pk_splitmix64(*st);
+    *st += 0x9E3779B97F4A7C15ull;
     return (double)(z >> 11) * (1.0 / 9007199254740992.0);
 }
 

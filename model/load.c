@@ -13,7 +13,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "internal.h"
+#include "model_impl.h"
 
 #define MAX_HEADER (100u << 20)
 #define MAX_CONFIG (16u << 20)

@@ -8,7 +8,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "internal.h"
+#include "model_impl.h"
 
 /* Known safetensors dtypes we do not compute with; allowed for tensors the model ignores. */
 static const struct {

@@ -12,7 +12,7 @@ DIR="${PK_BENCH_DIR:-/tmp/pocketllm-bench}"
 T="${PK_BENCH_THREADS:-2}"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPK_SHARED_DIR="$SHARED" >/dev/null
 cmake --build build -j "$(nproc)" --target pocketllm pocketllm-server-mock pocketllm-loadgen >/dev/null
-P=./build/agent/pocketllm
+P=./build/cli/pocketllm
 mkdir -p "$DIR"
 
 model() { # model ARCH PRESET

@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 sh scripts/setup.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPK_SHARED_DIR="${PK_SHARED_DIR:-$(pwd)/../shared}" >/dev/null
 cmake --build build -j "$(nproc)" --target pocketllm pocketllm-server-mock
-exec ./build/agent/pocketllm demo "$@"
+exec ./build/cli/pocketllm demo "$@"

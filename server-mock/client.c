@@ -1,6 +1,6 @@
 /* client.c: a minimal blocking HTTP/1.1 client (Content-Length bodies only, which is all the
  * coordinator sends) with poll() timeouts; used by the load generator and the tests. */
-#include "client.h"
+#include "srv_client.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

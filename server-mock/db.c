@@ -3,7 +3,7 @@
  * round, open the next) is one transaction, so a restart at any point loses nothing and counts
  * nothing twice. One connection, serialized by a mutex; the open round is cached in memory.
  * Thread safety: every srv_db_* function may be called from any thread (they lock). */
-#include "internal.h"
+#include "server_impl.h"
 
 #include <math.h>
 #include <sqlite3.h>

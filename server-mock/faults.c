@@ -1,18 +1,10 @@
 /* faults.c: --faults SPEC (docs/PROTOCOL.md section 10): parse, and draw each request's faults
  * from a counter-based RNG (splitmix64 of seed and request number), so a seed replays. */
-#include "internal.h"
+#include "server_impl.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static uint64_t splitmix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
 
 static double unit(uint64_t x)
 {
@@ -93,9 +85,9 @@ pk_status srv_faults_parse(const char *spec, srv_faults *f, char *err, size_t er
 srv_fault srv_faults_draw(srv_faults *f, double *delay_ms)
 {
     uint64_t n = atomic_fetch_add(&f->counter, 1);
-    uint64_t base = splitmix64(f->seed ^ splitmix64(n));
-    *delay_ms = unit(splitmix64(base + 1)) < f->delay_p ? f->delay_ms : 0.0;
-    double u = unit(splitmix64(base + 2));
+    uint64_t base = pk_splitmix64(f->seed ^ pk_splitmix64(n));
+    *delay_ms = unit(pk_splitmix64(base + 1)) < f->delay_p ? f->delay_ms : 0.0;
+    double u = unit(pk_splitmix64(base + 2));
     if (u < f->err_p)
         return SRV_FAULT_5XX;
     if (u < f->err_p + f->drop_p)

@@ -2,7 +2,7 @@
  * GET/HEAD /{repo}/resolve/{revision}/{file} with Content-Length, ETag/X-Linked-Etag and
  * X-Content-Sha256 (sha256 of the whole file), single Range requests (206/416), and the file
  * list GET /api/models/{repo}. Paths are confined to --hub-dir. */
-#include "internal.h"
+#include "server_impl.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>

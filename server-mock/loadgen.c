@@ -3,8 +3,8 @@
  * coordinator's), then sends them over C keep-alive connections, one thread each, and reports
  * signed uploads per second, latency percentiles and bytes per upload. Bounded by --uploads and
  * --max-seconds. The coordinator's task needs quorum >= N so the round stays open. */
-#include "client.h"
-#include "proto.h"
+#include "srv_client.h"
+#include "srv_proto.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

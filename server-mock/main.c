@@ -1,7 +1,7 @@
 /* main.c: pocketllm-server-mock, the federated coordinator (docs/PROTOCOL.md): options, startup,
  * the deadline ticker and clean shutdown on SIGTERM/SIGINT (signals are blocked in every thread
  * and taken synchronously with sigtimedwait, so no handler and no global flag is needed). */
-#include "internal.h"
+#include "server_impl.h"
 
 #include <errno.h>
 #include <microhttpd.h>

@@ -1,7 +1,7 @@
 /* proto.c: byte-exact encodings of docs/PROTOCOL.md (seed pool, device ids, packed per-seed
  * values, the canonical signed upload message, hash-chained log entries). No I/O, no state;
  * HTTP and storage live in the server files, the client side in agent/sync*.c. */
-#include "proto.h"
+#include "srv_proto.h"
 
 #include <math.h>
 #include <sodium.h>

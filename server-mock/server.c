@@ -3,7 +3,7 @@
  * health). State lives in db.c; hub files in hub.c.
  * Thread safety: handlers run on MHD's thread pool; they share only srv (read-only task, the
  * self-locking srv_db, atomics). */
-#include "internal.h"
+#include "server_impl.h"
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>

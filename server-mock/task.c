@@ -1,6 +1,6 @@
 /* task.c: the coordinator's task file (docs/PROTOCOL.md section 2): parse, validate with errors
  * that name the key, and render the task members of GET /v1/task. */
-#include "internal.h"
+#include "server_impl.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>

@@ -2,7 +2,7 @@
  * independent of HTTP so it can be fuzzed: JSON shape, field types and bounds, packed updates
  * (base64, pool indices, order, finiteness, magnitude), task id and signature format. The
  * device, signature and round checks that need the state are done by server.c and db.c. */
-#include "internal.h"
+#include "server_impl.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>

@@ -2,7 +2,7 @@
  * the row identity (dataset id, example id) as associated data, streaming import in one
  * transaction, forget with wiped pages, and re-sealing everything for rekey. The parsers of the
  * import formats are in import.c. */
-#include "internal.h"
+#include "store_impl.h"
 
 #include <stdio.h>
 #include <stdlib.h>

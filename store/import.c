@@ -2,7 +2,7 @@
  * fixed-size chunks into secure buffers, one record at a time (constant memory, at most
  * PK_IMPORT_MAX_RECORD bytes per record), validated as UTF-8 and handed to a callback that
  * seals it (examples.c). No plaintext goes through stdio or ordinary heap memory. */
-#include "internal.h"
+#include "store_impl.h"
 
 #include <errno.h>
 #include <fcntl.h>

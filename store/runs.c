@@ -1,7 +1,7 @@
 /* runs.c: training runs, the MeZO step log, eval points, sealed checkpoints, the sync client's
  * key/value state and upload outbox. Each call is one statement or one transaction; what the
  * rows mean is the trainer's and the sync client's business (agent/). */
-#include "internal.h"
+#include "store_impl.h"
 
 #include <math.h>
 #include <stdio.h>

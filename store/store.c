@@ -1,7 +1,7 @@
 /* store.c: opening, creating and re-keying an agent home: the SQLite settings, the schema and
  * its migrations, the key-check record and the sealed device identity. Row-level queries live
  * in examples.c and runs.c; the cryptography itself in crypto/. */
-#include "internal.h"
+#include "store_impl.h"
 
 #include <errno.h>
 #include <stdarg.h>

@@ -1,9 +1,9 @@
 # MeZO area tests (issue 7): the z generator, the MeZO step/trainer and the CLI commands.
 pk_add_test(test_rng SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_rng.c LABELS unit TIMEOUT 120)
 pk_add_test(test_mezo SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_mezo.c
-    LIBS pk_agent pk_model pk_store pk_crypto PkgConfig::CJSON PkgConfig::SODIUM OpenMP::OpenMP_C
+    LIBS pk_train pk_mezo pk_model pk_store pk_crypto PkgConfig::CJSON PkgConfig::SODIUM OpenMP::OpenMP_C
     LABELS unit TIMEOUT 300)
-set(PK_MEZO_TRAINER_LIBS pk_agent pk_model pk_store pk_crypto PkgConfig::CJSON PkgConfig::SODIUM
+set(PK_MEZO_TRAINER_LIBS pk_train pk_mezo pk_model pk_store pk_crypto PkgConfig::CJSON PkgConfig::SODIUM
     PkgConfig::SQLITE OpenMP::OpenMP_C)
 pk_add_test(test_trainer SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_trainer.c
     LIBS ${PK_MEZO_TRAINER_LIBS} LABELS unit TIMEOUT 300)

@@ -1,7 +1,7 @@
 # Product area tests (issue 6): UI helpers, plot, pull, export, demo.
-pk_add_test(test_ui SOURCES test_ui.c LIBS pk_agent PkgConfig::CJSON LABELS unit TIMEOUT 60)
-pk_add_test(test_plot SOURCES test_plot.c LIBS pk_agent LABELS unit TIMEOUT 60)
-pk_add_test(test_pull SOURCES test_pull.c LIBS pk_agent PkgConfig::MHD PkgConfig::SODIUM LABELS unit TIMEOUT 120)
+pk_add_test(test_ui SOURCES test_ui.c LIBS pk_cli PkgConfig::CJSON LABELS unit TIMEOUT 60)
+pk_add_test(test_plot SOURCES test_plot.c LIBS pk_cli LABELS unit TIMEOUT 60)
+pk_add_test(test_pull SOURCES test_pull.c LIBS pk_net PkgConfig::MHD PkgConfig::SODIUM LABELS unit TIMEOUT 120)
 # Integration: the CLI against pocketllm-server-mock's hub on loopback.
 pk_add_test(test_pull_cli SOURCES test_pull_cli.c LABELS unit TIMEOUT 120)
 add_dependencies(test_pull_cli pocketllm pocketllm-server-mock)

@@ -1,14 +1,14 @@
 # Tests of the sync client (issue 5, agent side): accountant, HTTP wrapper, sync rounds.
 find_package(Threads REQUIRED)
 pk_add_test(test_dp SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_dp.c
-    LIBS pk_agent PkgConfig::SODIUM LABELS unit TIMEOUT 60)
+    LIBS pk_net pk_train PkgConfig::SODIUM LABELS unit TIMEOUT 60)
 pk_add_test(test_http SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_http.c
-    LIBS pk_agent PkgConfig::MHD PkgConfig::SODIUM LABELS unit TIMEOUT 60)
+    LIBS pk_net pk_train PkgConfig::MHD PkgConfig::SODIUM LABELS unit TIMEOUT 60)
 pk_add_test(test_sync_proto SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_sync_proto.c
-    LIBS pk_agent pk_store PkgConfig::MHD PkgConfig::CJSON PkgConfig::SODIUM Threads::Threads
+    LIBS pk_net pk_train pk_store PkgConfig::MHD PkgConfig::CJSON PkgConfig::SODIUM Threads::Threads
     LABELS unit TIMEOUT 120)
 pk_add_test(test_sync_fed SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_sync_fed.c
-    LIBS pk_agent pk_store PkgConfig::CJSON PkgConfig::SODIUM Threads::Threads LABELS unit
+    LIBS pk_net pk_train pk_store PkgConfig::CJSON PkgConfig::SODIUM Threads::Threads LABELS unit
     TIMEOUT 180)
 if(TARGET pocketllm-server-mock)
     add_dependencies(test_sync_fed pocketllm-server-mock)
@@ -16,7 +16,7 @@ endif()
 # Integration: `pocketllm sync` (the CLI) against pocketllm-server-mock on loopback with the real
 # stories260k model: three agent homes, concurrent rounds, catch-up, --out, DP, wrong model.
 pk_add_test(test_sync_cli SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_sync_cli.c
-    LIBS pk_agent PkgConfig::CJSON PkgConfig::SODIUM LABELS unit TIMEOUT 240)
+    LIBS pk_net pk_train PkgConfig::CJSON PkgConfig::SODIUM LABELS unit TIMEOUT 240)
 add_dependencies(test_sync_cli pocketllm pocketllm-server-mock)
 # Integration: `pocketllm demo --federated` (issue 6): the demo starts pocketllm-server-mock itself
 # and runs one round with two simulated devices on stories260k; the coordinator-missing path.

@@ -8,9 +8,8 @@
  *    that has none of curl's functions first on LD_LIBRARY_PATH, and with it `pull` and `sync`
  *    exit 1 naming the library and the package to install. */
 #include "curl_dl.h"
-#include "pk_sync.h"
+#include "pk_net.h"
 #include "pk_test.h"
-#include "pk_ui.h"
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function" /* not every helper is used here */

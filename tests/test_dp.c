@@ -2,7 +2,7 @@
  * form, a direct numerical integration of the Rényi divergence of the subsampled Gaussian
  * mixture, and the exact privacy profile of the Gaussian mechanism (Balle & Wang 2018), which
  * any valid (epsilon, delta) from RDP must respect. Plus clip and CSPRNG-noise sanity. */
-#include "pk_sync.h"
+#include "pk_net.h"
 #include "pk_test.h"
 
 #include <math.h>

@@ -2,7 +2,7 @@
  * 127.0.0.1 with an ephemeral port and canned replies: success, echo, 5xx then success,
  * truncated bodies, non-JSON bodies, timeouts, oversized answers, 4xx (not retried), a refused
  * connection, and the byte counters. */
-#include "pk_sync.h"
+#include "pk_net.h"
 #include "pk_test.h"
 
 #include <arpa/inet.h>

@@ -2,7 +2,7 @@
  * projected gradient against the reference gradient of stories260k, the update sweep's formula,
  * thread-count independence, f16 storage, trainable masks, weights hash, schedules, seed logs,
  * checkpoints and batch order. */
-#include "pk_mezo.h"
+#include "pk_train.h"
 #include "pk_test.h"
 
 #include <cjson/cJSON.h>

@@ -10,7 +10,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "internal.h" /* pk_model_set_block_rows */
+#include "model_impl.h" /* pk_model_set_block_rows */
 #include "pk_model.h"
 #include "pk_test.h"
 

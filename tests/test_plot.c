@@ -4,7 +4,7 @@
  * on a real store run (steps + eval points) writes a file with both curves. */
 #include "pk_crypto.h"
 #include "pk_test.h"
-#include "pk_ui.h"
+#include "progress.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -16,7 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define POCKETLLM PK_BUILD_DIR "/agent/pocketllm"
+#define POCKETLLM PK_BUILD_DIR "/cli/pocketllm"
 #define SERVER    PK_BUILD_DIR "/server-mock/pocketllm-server-mock"
 
 /* Runs a shell command line; *out (may be NULL) gets its stdout (owned, free()). Returns the

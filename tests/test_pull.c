@@ -4,9 +4,8 @@
  * by a second pull (Range from the .part), automatic resume within one pull, an up-to-date file
  * not fetched again, a wrong checksum refused, 404 and bad repo ids, and Ctrl-C. */
 #include "pk_crypto.h"
-#include "pk_sync.h"
+#include "pk_net.h"
 #include "pk_test.h"
-#include "pk_ui.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -244,7 +243,6 @@ static pk_pull_params params(const hub *h, char *endpoint, size_t n)
     snprintf(endpoint, n, "http://127.0.0.1:%u/", h->port); /* trailing '/' is dropped */
     pk_pull_params p = pk_pull_default_params();
     p.endpoint = endpoint;
-    p.progress = PK_PROGRESS_QUIET;
     p.connect_timeout_ms = 2000;
     p.stall_timeout_s = 10;
     return p;

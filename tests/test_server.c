@@ -4,9 +4,9 @@
  * quorum and deadline aggregation, the hash chain, a kill -9 restart mid-round, every fault
  * kind, the hub layout with Range, request capture, and bytes per device per round at K=4096.
  * The server binary is started from PK_BUILD_DIR and killed at the end of each case. */
-#include "client.h"
+#include "srv_client.h"
 #include "pk_test.h"
-#include "proto.h"
+#include "srv_proto.h"
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>

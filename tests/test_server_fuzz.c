@@ -2,7 +2,7 @@
  * the task-file parser, the --faults parser or the upload-body parser (JSON, fields, base64
  * packed updates), the rest is the input. Every input must give a clean verdict, never a crash
  * or a leak; an accepted upload must satisfy the protocol's invariants. */
-#include "internal.h"
+#include "server_impl.h"
 
 #include <math.h>
 #include <stdlib.h>

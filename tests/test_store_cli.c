@@ -42,7 +42,7 @@ int main(void)
 {
     char a[2048], p[700], before[4096], after[4096];
     PK_CHECK_EQ(pk_crypto_global_init(), PK_OK);
-    snprintf(bin, sizeof bin, "%s/agent/pocketllm", PK_BUILD_DIR);
+    snprintf(bin, sizeof bin, "%s/cli/pocketllm", PK_BUILD_DIR);
     if (access(bin, X_OK) != 0) {
         fprintf(stderr, "FAIL: %s not built\n", bin);
         return 1;

@@ -13,7 +13,7 @@
  * The CLI and the server run as exec'd binaries (libgomp is not fork-safe). */
 #include "pk_mezo.h"
 #include "pk_model.h"
-#include "pk_sync.h"
+#include "pk_net.h"
 #include "pk_test.h"
 
 #pragma GCC diagnostic push

@@ -4,7 +4,7 @@
  * (pool seeds, packed updates, log entry hashes) written from docs/PROTOCOL.md. */
 #include "pk_rng.h"
 #include "pk_store.h"
-#include "pk_sync.h"
+#include "pk_net.h"
 
 #include <cJSON.h>
 #include <sodium.h>

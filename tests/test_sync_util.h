@@ -2,7 +2,7 @@
 #ifndef PK_TEST_SYNC_UTIL_H
 #define PK_TEST_SYNC_UTIL_H
 
-#include "pk_sync.h"
+#include "pk_net.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -9,7 +9,7 @@
 
 #include "pk_test.h"
 
-#define BIN PK_BUILD_DIR "/agent/pocketllm"
+#define BIN PK_BUILD_DIR "/cli/pocketllm"
 #define TD  PK_SHARED_DIR "/testdata"
 
 static char dir[] = "/tmp/pk_tok_cli_XXXXXX";

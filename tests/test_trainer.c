@@ -4,9 +4,8 @@
  * middle of a run then --resume ends with the same weights as an uninterrupted run; Ctrl-C
  * (the interrupt flag) stops at a step boundary.
  * argv[1] = "long": the 300-step variant (label slow); default: a short unit variant. */
-#include "pk_mezo.h"
+#include "pk_train.h"
 #include "pk_test.h"
-#include "pk_ui.h"
 
 #include <math.h>
 #include <signal.h>

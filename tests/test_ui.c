@@ -1,7 +1,7 @@
 /* test_ui.c: the progress display (plain lines, JSON lines, quiet, throttling, EMA), the
  * interrupt flag through a real SIGINT, and the sparkline in both character sets. */
 #include "pk_test.h"
-#include "pk_ui.h"
+#include "progress.h"
 
 #include <cjson/cJSON.h>
 #include <signal.h>

@@ -1,0 +1,662 @@
+/* cmd_demo.c: `pocketllm demo`, the end-to-end walkthrough (the README's first command): a
+ * fresh encrypted home, the built-in Pip notes imported sealed, held-out loss and a sample
+ * before and after a MeZO fine-tune, the seed log against the weights, the privacy summary;
+ * --federated adds one round with a local coordinator (demo_fed.c). */
+#include "cli.h"
+#include "demo.h"
+#include "passphrase.h"
+
+#include "pk_crypto.h"
+#include "pk_train.h"
+#include "pk_net.h"
+#include "pk_tokenizer.h"
+#include "progress.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define ERRLEN 1024
+
+/* ---- demo ----------------------------------------------------------------------------------- */
+
+static const char demo_help[] =
+    "usage: pocketllm demo [--model DIR] [--steps N] [--json] [--quiet] [--federated]\n"
+    "                      [--keep] [--lr X] [--batch N] [--threads N]\n"
+    "\n"
+    "The end-to-end walkthrough, in a fresh temporary home: create an encrypted store, import\n"
+    "the built-in personal dataset (notes about Pip the dog; a held-out part is kept aside),\n"
+    "measure the held-out loss and a generated sample, fine-tune with MeZO (forward passes\n"
+    "only), measure again, and compare the seed log with the weights it replaces.\n"
+    "\n"
+    "  --model DIR  base model (default: $POCKETLLM_MODEL, else stories260k from the shared\n"
+    "               test data; else a small RANDOM model so the pipeline still runs)\n"
+    "  --steps N    MeZO steps (default 800: under a minute on 2 cores with stories260k)\n"
+    "  --lr X       learning rate (default 1e-4), --batch N examples per step (default 16)\n"
+    "  --federated  also run one federated round: a local coordinator\n"
+    "               (pocketllm-server-mock) and two simulated devices\n"
+    "  --keep       keep the temporary home (and loss.svg, demo.seedlog) and print its path\n"
+    "  --json       progress as JSON lines; the last line is one JSON object with\n"
+    "               loss_before, loss_after, seed_log_bytes, weight_bytes, and federated\n"
+    "               (true if the round closed and both devices reached one model; null\n"
+    "               without --federated), federated_hash, federated_bytes_up/down\n"
+    "\n"
+    "examples:\n"
+    "  pocketllm demo\n"
+    "  pocketllm demo --steps 100 --json | tail -n 1\n";
+
+/* Human text goes to stdout unless --quiet. */
+void demo_say(const demo_state *d, const char *fmt, ...)
+{
+    if (d->o.quiet)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+}
+
+static int demo_parse(int argc, char **argv, demo_opts *o)
+{
+    static const char *const vals[] = {"--model", "--steps", "--lr", "--batch", "--threads", NULL};
+    static const char *const flags[] = {"--json", "--quiet", "--federated", "--keep", NULL};
+    if (cli_check(argc, argv, vals, flags))
+        return CLI_USAGE;
+    memset(o, 0, sizeof *o);
+    o->model = cli_opt(argc, argv, "--model");
+    o->steps = 800;
+    o->lr = 1e-4f; /* 2e-4 overshoots after ~400 of the 800 steps */
+    o->batch = 16;
+    long long v = 0;
+    double x = 0;
+    int r = cli_opt_long(argc, argv, "--steps", &v);
+    if (r < 0 || (r > 0 && (v < 1 || v > 1000000))) {
+        cli_error(argv[0], "--steps must be 1..1000000");
+        return CLI_USAGE;
+    }
+    if (r > 0)
+        o->steps = v;
+    r = cli_opt_long(argc, argv, "--batch", &v);
+    if (r < 0 || (r > 0 && (v < 1 || v > 1024))) {
+        cli_error(argv[0], "--batch must be 1..1024");
+        return CLI_USAGE;
+    }
+    if (r > 0)
+        o->batch = (int)v;
+    r = cli_opt_double(argc, argv, "--lr", &x);
+    if (r < 0 || (r > 0 && !(x > 0.0 && x < 1.0))) {
+        cli_error(argv[0], "--lr must be in (0, 1)");
+        return CLI_USAGE;
+    }
+    if (r > 0)
+        o->lr = (float)x;
+    r = cli_opt_long(argc, argv, "--threads", &v);
+    if (r < 0 || (r > 0 && (v < 1 || v > 1024))) {
+        cli_error(argv[0], "--threads must be 1..1024");
+        return CLI_USAGE;
+    }
+    if (r > 0)
+        pk_threads_set((int)v);
+    o->json = cli_flag(argc, argv, "--json");
+    o->quiet = cli_flag(argc, argv, "--quiet");
+    o->federated = cli_flag(argc, argv, "--federated");
+    o->keep = cli_flag(argc, argv, "--keep");
+    return CLI_OK;
+}
+
+static int is_model_dir(const char *dir)
+{
+    char p[1100];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    return access(p, R_OK) == 0;
+}
+
+/* --model, $POCKETLLM_MODEL, PK_SHARED_DIR's stories260k, ../shared relative to cwd. */
+static int demo_find_model(demo_state *d)
+{
+    const char *cands[4] = {d->o.model, getenv("POCKETLLM_MODEL"),
+                            PK_SHARED_DIR "/testdata/models/stories260k",
+                            "../shared/testdata/models/stories260k"};
+    for (int i = 0; i < 4; i++) {
+        if (!cands[i] || !*cands[i])
+            continue;
+        if (!is_model_dir(cands[i])) {
+            if (i < 2) {
+                cli_error("demo", "%s is not a model directory (no config.json)%s", cands[i],
+                          i == 1 ? " (from POCKETLLM_MODEL)" : "");
+                return CLI_ERR;
+            }
+            continue;
+        }
+        if (!realpath(cands[i], d->model_dir)) {
+            cli_error("demo", "cannot resolve %s: %s", cands[i], strerror(errno));
+            return CLI_ERR;
+        }
+        return CLI_OK;
+    }
+    d->random_model = 1;
+    return CLI_OK;
+}
+
+/* Removes a directory tree (the demo home); best effort. */
+static void remove_tree(const char *path)
+{
+    struct stat sb;
+    if (lstat(path, &sb) != 0)
+        return;
+    if (S_ISDIR(sb.st_mode)) {
+        DIR *dir = opendir(path);
+        struct dirent *e;
+        while (dir && (e = readdir(dir)) != NULL) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                continue;
+            char sub[1200];
+            if (snprintf(sub, sizeof sub, "%s/%s", path, e->d_name) < (int)sizeof sub)
+                remove_tree(sub);
+        }
+        if (dir)
+            closedir(dir);
+        rmdir(path);
+    } else {
+        unlink(path);
+    }
+}
+
+/* Adds each non-empty line of text as one example of dataset `name`. */
+size_t demo_next_line(const char *text, size_t len, size_t *pos, char *line, size_t cap)
+{
+    while (*pos < len) {
+        size_t i = *pos, j = i;
+        while (j < len && text[j] != '\n')
+            j++;
+        *pos = j + 1;
+        size_t n = j - i < cap - 1 ? j - i : cap - 1;
+        if (n == 0)
+            continue;
+        memcpy(line, text + i, n);
+        line[n] = '\0';
+        return n;
+    }
+    return 0;
+}
+
+pk_status demo_create_home(const char *home, pk_store **s, char *err, size_t errlen)
+{
+    pk_status st = pk_store_init(home, DEMO_PASSPHRASE, strlen(DEMO_PASSPHRASE),
+                                 pk_store_default_params(), err, errlen);
+    if (st == PK_OK)
+        st = pk_store_open(home, DEMO_PASSPHRASE, strlen(DEMO_PASSPHRASE), s, err, errlen);
+    return st;
+}
+
+static pk_status demo_import(demo_state *d, const char *name, const char *text, size_t len,
+                             int64_t *count)
+{
+    pk_progress *p = pk_progress_new(
+        name, 0, d->o.quiet ? PK_PROGRESS_QUIET : pk_progress_mode_from_args(d->o.json, 0));
+    pk_status st = PK_OK;
+    *count = 0;
+    char line[1024];
+    size_t pos = 0;
+    while (st == PK_OK && demo_next_line(text, len, &pos, line, sizeof line)) {
+        pk_example ex;
+        memset(&ex, 0, sizeof ex);
+        ex.text = line;
+        st = pk_store_example_add(d->s, name, &ex, NULL);
+        if (st == PK_OK)
+            pk_progress_update(p, ++*count, (double)NAN);
+    }
+    sodium_memzero(line, sizeof line);
+    pk_progress_finish(p);
+    return st;
+}
+
+/* A sample from prompt with a fixed sampler seed: the same call before and after training. */
+static pk_status demo_generate(pk_model *m, const pk_tokenizer *tok, char **out)
+{
+    int32_t *ids = NULL, *all = NULL;
+    size_t n = 0;
+    float *logits = NULL;
+    pk_gen *g = NULL;
+    pk_sampler *sp = NULL;
+    *out = NULL;
+    pk_status st = pk_tokenizer_encode(tok, DEMO_PROMPT, strlen(DEMO_PROMPT), 1, &ids, &n);
+    if (st != PK_OK || n == 0)
+        goto out;
+    int V = pk_model_vocab_size(m), cap = (int)n + DEMO_GEN_TOKENS;
+    all = malloc((size_t)cap * sizeof *all);
+    logits = malloc((size_t)V * sizeof *logits);
+    if (!all || !logits) {
+        st = PK_ERR_NOMEM;
+        goto out;
+    }
+    memcpy(all, ids, n * sizeof *ids);
+    pk_sampler_params sp_p = {0.8f, 40, 0.95f, DEMO_GEN_SEED};
+    st = pk_gen_create(m, cap, &g);
+    if (st == PK_OK)
+        st = pk_sampler_create(sp_p, V, &sp);
+    if (st == PK_OK)
+        st = pk_gen_feed(g, ids, (int)n, NULL, logits);
+    int len = (int)n;
+    while (st == PK_OK && len < cap) {
+        int32_t next = pk_sampler_sample(sp, logits);
+        if (next == pk_tokenizer_eos(tok))
+            break;
+        all[len++] = next;
+        if (len < cap)
+            st = pk_gen_feed(g, &next, 1, NULL, logits);
+    }
+    size_t tlen = 0;
+    if (st == PK_OK)
+        st = pk_tokenizer_decode(tok, all, (size_t)len, 1, out, &tlen);
+    /* one line: newlines would break the layout */
+    for (char *c = *out; c && *c; c++)
+        if (*c == '\n' || *c == '\r')
+            *c = ' ';
+out:
+    free(ids);
+    free(all);
+    free(logits);
+    pk_gen_free(g);
+    pk_sampler_free(sp);
+    return st;
+}
+
+/* Held-out loss and a sample for a model (base or fine-tuned). */
+static pk_status demo_measure(demo_state *d, pk_model *m, const pk_train_config *cfg, double *loss,
+                              char **sample, char *err, size_t errlen)
+{
+    pk_objective *obj = NULL;
+    pk_tokenizer *tok = NULL;
+    double acc = 0;
+    pk_status st =
+        pk_objective_from_store(d->s, "pip-heldout", m, d->model_dir, cfg, &obj, err, errlen);
+    if (st == PK_OK)
+        st = pk_objective_eval(obj, m, (size_t)cfg->batch, loss, &acc);
+    if (st == PK_OK)
+        st = pk_tokenizer_load(d->model_dir, &tok, err, errlen);
+    if (st == PK_OK)
+        st = demo_generate(m, tok, sample);
+    if (st != PK_OK && !err[0])
+        snprintf(err, errlen, "measuring the model: %s", pk_status_str(st));
+    pk_objective_free(obj);
+    pk_tokenizer_free(tok);
+    return st;
+}
+
+static void demo_on_step(void *user, int64_t step, int64_t total, const pk_step_row *rows, int q)
+{
+    demo_state *d = user;
+    double l = 0;
+    for (int i = 0; i < q; i++)
+        l += 0.5 * ((double)rows[i].loss_plus + (double)rows[i].loss_minus);
+    l /= q;
+    if (step < total && d->losses)
+        d->losses[step] = l;
+    d->n_losses = step + 1;
+    pk_progress_update(d->prog, step + 1, l);
+}
+
+pk_train_config demo_config(const demo_state *d)
+{
+    pk_train_config c = pk_train_config_default();
+    snprintf(c.model_dir, sizeof c.model_dir, "%s", d->model_dir);
+    snprintf(c.dataset, sizeof c.dataset, "pip");
+    snprintf(c.eval_dataset, sizeof c.eval_dataset, "pip-heldout");
+    c.objective = PK_OBJ_LM;
+    c.mezo.lr = d->o.lr;
+    c.mezo.eps = 1e-3f;
+    c.mezo.seed = 20261121u;
+    c.batch = d->o.batch;
+    c.seq_len = 64;
+    c.steps = d->o.steps;
+    c.eval_every = d->o.steps >= 5 ? d->o.steps / 5 : 1;
+    c.checkpoint_every = 0;
+    return c;
+}
+
+/* GPT-2-style byte-level BPE with no merges: 256 byte tokens + <|endoftext|>, so a random model
+ * can still read and write text when no real model is around. */
+static int write_byte_tokenizer(const char *dir)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fputs("{\"version\":\"1.0\",\"added_tokens\":[{\"id\":256,\"content\":\"<|endoftext|>\","
+          "\"single_word\":false,\"lstrip\":false,\"rstrip\":false,\"normalized\":false,"
+          "\"special\":true}],\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"ByteLevel\","
+          "\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true},"
+          "\"post_processor\":null,\"decoder\":{\"type\":\"ByteLevel\"},"
+          "\"model\":{\"type\":\"BPE\",\"vocab\":{",
+          f);
+    /* the GPT-2 byte-to-unicode table: printable bytes map to themselves, others to 256+k */
+    int k = 0;
+    for (int b = 0; b < 256; b++) {
+        int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+        unsigned cp = printable ? (unsigned)b : 256u + (unsigned)k++;
+        char u[8];
+        if (cp < 0x80)
+            snprintf(u, sizeof u, "%c", (char)cp);
+        else
+            snprintf(u, sizeof u, "%c%c", (char)(0xC0 | (cp >> 6)), (char)(0x80 | (cp & 0x3F)));
+        if (cp == '"' || cp == '\\')
+            fprintf(f, "%s\"\\%s\":%d", b ? "," : "", u, b);
+        else
+            fprintf(f, "%s\"%s\":%d", b ? "," : "", u, b);
+    }
+    fputs(",\"<|endoftext|>\":256},\"merges\":[]}}\n", f);
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+static int demo_random_model(demo_state *d)
+{
+    static const char cfg[] =
+        "{\"architectures\":[\"GPT2LMHeadModel\"],\"model_type\":\"gpt2\",\"vocab_size\":257,"
+        "\"n_positions\":128,\"n_embd\":64,\"n_layer\":2,\"n_head\":4,\"n_inner\":256,"
+        "\"activation_function\":\"gelu_new\",\"layer_norm_epsilon\":1e-05,"
+        "\"bos_token_id\":256,\"eos_token_id\":256,\"tie_word_embeddings\":true}";
+    char dir[1024], err[ERRLEN] = "";
+    snprintf(dir, sizeof dir, "%s/random-model", d->home);
+    pk_status st = pk_model_make(cfg, sizeof cfg - 1, dir, PK_DTYPE_F32, 7, err, sizeof err);
+    if (st != PK_OK || write_byte_tokenizer(dir) != 0) {
+        cli_error("demo", "cannot write a random model: %s", err[0] ? err : pk_status_str(st));
+        return CLI_ERR;
+    }
+    snprintf(d->model_dir, sizeof d->model_dir, "%s", dir);
+    return CLI_OK;
+}
+
+static int demo_setup(demo_state *d)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(d->home, sizeof d->home, "%s/pocketllm-demo-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(d->home)) {
+        cli_error("demo", "cannot create a temporary directory in %s: %s",
+                  tmp && *tmp ? tmp : "/tmp", strerror(errno));
+        return CLI_ERR;
+    }
+    char home[400], err[ERRLEN] = "";
+    snprintf(home, sizeof home, "%s/home", d->home);
+    double t0 = pk_time_now();
+    pk_status st = demo_create_home(home, &d->s, err, sizeof err);
+    if (st != PK_OK) {
+        cli_error("demo", "creating the demo home: %s", err[0] ? err : pk_status_str(st));
+        return CLI_ERR;
+    }
+    demo_say(d,
+             "[1/6] Created an encrypted agent home in %s (passphrase \"%s\", Argon2id key, "
+             "%.1f s)\n",
+             home, DEMO_PASSPHRASE, pk_time_now() - t0);
+    return CLI_OK;
+}
+
+static int demo_load_data(demo_state *d)
+{
+    pk_status st = demo_import(d, "pip", pk_demo_train, pk_demo_train_len, &d->n_train);
+    if (st == PK_OK)
+        st = demo_import(d, "pip-heldout", pk_demo_heldout, pk_demo_heldout_len, &d->n_heldout);
+    if (st != PK_OK) {
+        cli_error("demo", "importing the demo dataset: %s", pk_store_errmsg(d->s));
+        return CLI_ERR;
+    }
+    pk_dataset_info *ds = NULL;
+    size_t n = 0;
+    if (pk_store_dataset_list(d->s, &ds, &n) == PK_OK)
+        for (size_t i = 0; i < n; i++)
+            d->sealed_bytes += ds[i].sealed_bytes;
+    free(ds);
+    demo_say(d,
+             "[2/6] Imported %lld notes about Pip the dog for training and %lld held-out notes; "
+             "each is sealed (XChaCha20-Poly1305), %lld bytes on disk\n",
+             (long long)d->n_train, (long long)d->n_heldout, (long long)d->sealed_bytes);
+    return CLI_OK;
+}
+
+static int demo_before(demo_state *d, const pk_train_config *cfg)
+{
+    pk_model *m = NULL;
+    char err[ERRLEN] = "";
+    pk_status st = pk_model_load(d->model_dir, pk_model_default_params(), &m, err, sizeof err);
+    if (st == PK_OK)
+        st = pk_weights_hash(m, d->base_hash);
+    if (st == PK_OK) {
+        d->weight_bytes = pk_model_weight_bytes(m);
+        st = demo_measure(d, m, cfg, &d->loss_before, &d->sample_before, err, sizeof err);
+    }
+    pk_model_free(m);
+    if (st != PK_OK) {
+        cli_error("demo", "base model %s: %s", d->model_dir, err[0] ? err : pk_status_str(st));
+        return CLI_ERR;
+    }
+    demo_say(d,
+             "[3/6] Before fine-tuning: held-out loss %.4f (perplexity %.2f)\n      sample: %s\n",
+             d->loss_before, exp(d->loss_before), d->sample_before);
+    return CLI_OK;
+}
+
+static int demo_train(demo_state *d, const pk_train_config *cfg)
+{
+    char err[ERRLEN] = "";
+    d->losses = calloc((size_t)cfg->steps, sizeof *d->losses);
+    if (!d->losses)
+        return CLI_ERR;
+    demo_say(d,
+             "[4/6] Fine-tuning with MeZO: %lld steps, batch %d, lr %g, eps %g, forward passes "
+             "only (no gradients, no optimizer state)\n",
+             (long long)cfg->steps, cfg->batch, (double)cfg->mezo.lr, (double)cfg->mezo.eps);
+    d->prog =
+        pk_progress_new("train", cfg->steps,
+                        d->o.quiet ? PK_PROGRESS_QUIET : pk_progress_mode_from_args(d->o.json, 0));
+    pk_train_hooks hooks = {d, demo_on_step, NULL, NULL};
+    pk_train_result res;
+    double t0 = pk_time_now();
+    pk_status st = pk_train(d->s, cfg, 0, &hooks, &res, err, sizeof err);
+    pk_progress_finish(d->prog);
+    d->prog = NULL;
+    if (st != PK_OK) {
+        cli_error("demo", "training: %s", err[0] ? err : pk_status_str(st));
+        return CLI_ERR;
+    }
+    d->run_id = res.run_id;
+    memcpy(d->final_hash, res.final_hash, sizeof d->final_hash);
+    if (res.interrupted) {
+        demo_say(d, "\nInterrupted at step %lld (the steps so far are logged in run %lld).\n",
+                 (long long)res.steps_done, (long long)res.run_id);
+        return CLI_INTERRUPTED;
+    }
+    double dt = pk_time_now() - t0;
+    demo_say(d, "      %lld steps in %.1f s (%.1f steps/s; %.0f%% in forward passes)\n",
+             (long long)res.steps_done, dt, (double)res.steps_done / (dt > 0 ? dt : 1),
+             100.0 * res.forward_s / (dt > 0 ? dt : 1));
+    if (!d->o.quiet && d->n_losses > 1) {
+        demo_say(d, "      train loss: ");
+        pk_sparkline(stdout, d->losses, (size_t)d->n_losses, 60);
+        demo_say(d, "  %.3f -> %.3f\n", d->losses[0], d->losses[d->n_losses - 1]);
+    }
+    return CLI_OK;
+}
+
+static int demo_after(demo_state *d, const pk_train_config *cfg)
+{
+    pk_model *m = NULL;
+    char err[ERRLEN] = "";
+    pk_status st = pk_run_materialize(d->s, d->run_id, &m, err, sizeof err);
+    if (st == PK_OK)
+        st = demo_measure(d, m, cfg, &d->loss_after, &d->sample_after, err, sizeof err);
+    pk_model_free(m);
+    if (st != PK_OK) {
+        cli_error("demo", "fine-tuned model: %s", err[0] ? err : pk_status_str(st));
+        return CLI_ERR;
+    }
+    demo_say(d,
+             "[5/6] After fine-tuning:  held-out loss %.4f (perplexity %.2f), %s by %.4f\n"
+             "      sample: %s\n",
+             d->loss_after, exp(d->loss_after),
+             d->loss_after < d->loss_before ? "lower" : "NOT lower",
+             fabs(d->loss_before - d->loss_after), d->sample_after);
+    return CLI_OK;
+}
+
+/* Seed log export, and a rebuild of the weights from it to show it is the whole model. */
+static int demo_seedlog(demo_state *d)
+{
+    char path[400], err[ERRLEN] = "", hash[65] = "";
+    snprintf(path, sizeof path, "%s/demo.seedlog", d->home);
+    pk_status st = pk_export_seedlog(d->s, d->run_id, path, &d->seedlog_bytes, err, sizeof err);
+    pk_seedlog log;
+    memset(&log, 0, sizeof log);
+    pk_model *m = NULL;
+    if (st == PK_OK)
+        st = pk_seedlog_read(path, &log, err, sizeof err);
+    if (st == PK_OK)
+        st = pk_model_load(d->model_dir, pk_model_default_params(), &m, err, sizeof err);
+    if (st == PK_OK)
+        st = pk_seedlog_replay(m, &log, err, sizeof err);
+    if (st == PK_OK)
+        st = pk_weights_hash(m, hash);
+    pk_model_free(m);
+    pk_seedlog_clear(&log);
+    if (st != PK_OK) {
+        cli_error("demo", "seed log: %s", err[0] ? err : pk_status_str(st));
+        return CLI_ERR;
+    }
+    int same = !strcmp(hash, d->final_hash);
+    demo_say(d,
+             "[6/6] The fine-tune as a seed log: %zu bytes, vs %zu bytes of weights (%.0fx "
+             "smaller).\n      Replaying it on the base model rebuilds the weights: hash %.16s... "
+             "%s\n",
+             d->seedlog_bytes, d->weight_bytes,
+             (double)d->weight_bytes / (double)(d->seedlog_bytes ? d->seedlog_bytes : 1), hash,
+             same ? "(identical)" : "(MISMATCH)");
+    if (!same) {
+        cli_error("demo", "replaying the seed log gave %s, the run ended at %s", hash,
+                  d->final_hash);
+        return CLI_ERR;
+    }
+    char svg[400];
+    snprintf(svg, sizeof svg, "%s/loss.svg", d->home);
+    if (pk_plot_run(d->s, d->run_id, svg, err, sizeof err) != PK_OK)
+        demo_say(d, "      (no plot: %s)\n", err);
+    return CLI_OK;
+}
+
+static void demo_privacy(const demo_state *d)
+{
+    demo_say(
+        d,
+        "\nPrivacy summary\n"
+        "  stored sealed on this device: %lld notes (%lld bytes, XChaCha20-Poly1305 with a key "
+        "from your passphrase); no plaintext file was written\n"
+        "  stays on this device: the text, the tokens, the weights, the losses\n"
+        "  would leave it with `pocketllm sync`: per-seed sums of the projected gradients (6 "
+        "bytes per seed of the coordinator's pool; %lld steps touch at most %lld seeds = %lld "
+        "bytes), an example count and an Ed25519 signature; never text, tokens or weights\n",
+        (long long)(d->n_train + d->n_heldout), (long long)d->sealed_bytes, (long long)d->n_losses,
+        (long long)(d->n_losses < 4096 ? d->n_losses : 4096),
+        (long long)(d->n_losses < 4096 ? d->n_losses : 4096) * 6);
+}
+
+static void demo_json(const demo_state *d, int federated_ok)
+{
+    printf("{\"loss_before\":%.6f,\"loss_after\":%.6f,\"ppl_before\":%.4f,\"ppl_after\":%.4f,"
+           "\"seed_log_bytes\":%zu,\"weight_bytes\":%zu,\"steps\":%lld,\"run_id\":%lld,"
+           "\"model\":\"%s\",\"random_model\":%s,\"base_hash\":\"%s\",\"final_hash\":\"%s\","
+           "\"train_examples\":%lld,\"heldout_examples\":%lld,\"sealed_bytes\":%lld,",
+           d->loss_before, d->loss_after, exp(d->loss_before), exp(d->loss_after), d->seedlog_bytes,
+           d->weight_bytes, (long long)d->n_losses, (long long)d->run_id,
+           d->random_model ? "random" : "stories-or-given", d->random_model ? "true" : "false",
+           d->base_hash, d->final_hash, (long long)d->n_train, (long long)d->n_heldout,
+           (long long)d->sealed_bytes);
+    demo_fed_json(d, federated_ok);
+    printf("}\n");
+    fflush(stdout);
+}
+
+int cmd_demo(int argc, char **argv)
+{
+    if (cli_help(argc, argv, demo_help))
+        return CLI_OK;
+    demo_state d;
+    memset(&d, 0, sizeof d);
+    int rc = demo_parse(argc, argv, &d.o);
+    if (rc != CLI_OK)
+        return rc;
+    if (pk_crypto_global_init() != PK_OK) {
+        cli_error(argv[0], "cannot initialise libsodium");
+        return CLI_ERR;
+    }
+    if (d.o.federated && cli_http_init(argv[0]) != 0) /* only the federated round talks HTTP */
+        return CLI_ERR;
+    pk_interrupt_install();
+    double t0 = pk_time_now();
+    demo_say(&d,
+             "PocketLLM demo: private on-device fine-tuning with forward passes only (MeZO)\n\n");
+    rc = demo_find_model(&d);
+    if (rc == CLI_OK)
+        rc = demo_setup(&d);
+    if (rc == CLI_OK && d.random_model) {
+        demo_say(&d,
+                 "      No base model found (--model DIR, POCKETLLM_MODEL, or stories260k under "
+                 "%s/testdata/models).\n      Using a small RANDOM model instead: the pipeline "
+                 "runs, but its samples are gibberish.\n      For the real demo: pocketllm demo "
+                 "--model DIR (e.g. after pocketllm pull Xenova/stories260K).\n",
+                 PK_SHARED_DIR);
+        rc = demo_random_model(&d);
+    }
+    if (rc == CLI_OK)
+        demo_say(&d, "      base model: %s%s\n", d.model_dir,
+                 d.random_model ? " (random weights)" : "");
+    pk_train_config cfg = demo_config(&d);
+    if (rc == CLI_OK)
+        rc = demo_load_data(&d);
+    if (rc == CLI_OK)
+        rc = demo_before(&d, &cfg);
+    if (rc == CLI_OK)
+        rc = demo_train(&d, &cfg);
+    if (rc == CLI_OK)
+        rc = demo_after(&d, &cfg);
+    if (rc == CLI_OK)
+        rc = demo_seedlog(&d);
+    int fed = -1;
+    if (rc == CLI_OK) {
+        demo_privacy(&d);
+        if (d.o.federated) {
+            int frc = demo_federated(&d);
+            fed = frc == CLI_OK;
+            if (!fed)
+                rc = frc;
+        }
+        demo_say(&d, "\nDone in %.0f s. Held-out loss %.4f -> %.4f.\n", pk_time_now() - t0,
+                 d.loss_before, d.loss_after);
+    }
+    pk_store_close(d.s);
+    if (d.home[0]) {
+        if (d.o.keep || rc != CLI_OK) {
+            if (d.o.keep)
+                demo_say(&d,
+                         "Kept the demo files in %s (home/, loss.svg, demo.seedlog). Try:\n"
+                         "  POCKETLLM_PASSPHRASE=%s pocketllm runs --home %s/home\n",
+                         d.home, DEMO_PASSPHRASE, d.home);
+            if (!d.o.keep)
+                remove_tree(d.home);
+        } else {
+            remove_tree(d.home);
+        }
+    }
+    if ((rc == CLI_OK || fed == 0) && d.o.json)
+        demo_json(&d, fed); /* a failed federated part still reports the local results */
+    free(d.losses);
+    free(d.sample_before);
+    free(d.sample_after);
+    return rc;
+}

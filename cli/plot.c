@@ -1,0 +1,358 @@
+/* plot.c: loss curves as a standalone SVG 1.1 document (pk_plot_svg), and the plot of a run
+ * read from the store (pk_plot_run). Reading the step log and eval points is left to store/;
+ * this file only lays out axes, ticks, curves and the legend. */
+#include "progress.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Canvas and plot area in SVG user units (px). */
+#define W        800.0
+#define H        480.0
+#define ML       80.0 /* left margin: y tick labels and axis label */
+#define MR       180.0 /* right margin: legend */
+#define MT       50.0 /* top margin: title */
+#define MB       60.0 /* bottom margin: x tick labels and axis label */
+#define PW       (W - ML - MR)
+#define PH       (H - MT - MB)
+#define MAX_TICK 12
+
+static void xml_text(FILE *f, const char *s)
+{
+    for (; s && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        switch (c) {
+        case '&': fputs("&amp;", f); break;
+        case '<': fputs("&lt;", f); break;
+        case '>': fputs("&gt;", f); break;
+        case '"': fputs("&quot;", f); break;
+        case '\'': fputs("&apos;", f); break;
+        default:
+            /* XML 1.0 forbids most control characters even as references */
+            fputc(c < 0x20 && c != '\t' && c != '\n' ? '?' : c, f);
+        }
+    }
+}
+
+/* SVG ids: letters, digits and '-' only. */
+static void xml_id(FILE *f, const char *s)
+{
+    if (!s || !*s) {
+        fputs("series", f);
+        return;
+    }
+    if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z')))
+        fputc('s', f); /* an id must start with a letter */
+    for (; *s; s++) {
+        char c = *s;
+        int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                 c == '-';
+        fputc(ok ? c : '-', f);
+    }
+}
+
+/* Colors are attribute values: keep [#A-Za-z0-9(),. ] only. */
+static void css_color(FILE *f, const char *s)
+{
+    if (!s || !*s) {
+        fputs("#333333", f);
+        return;
+    }
+    for (; *s; s++) {
+        char c = *s;
+        int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                 c == '#' || c == '(' || c == ')' || c == ',' || c == '.' || c == ' ';
+        if (ok)
+            fputc(c, f);
+    }
+}
+
+/* Ticks at multiples of 1, 2 or 5 x 10^k covering [lo, hi]: ~5 of them. */
+static int nice_ticks(double lo, double hi, double *ticks, int max)
+{
+    double span = hi - lo;
+    if (!(span > 0.0))
+        return 0;
+    double raw = span / 5.0;
+    double mag = pow(10.0, floor(log10(raw)));
+    double r = raw / mag;
+    double step = (r < 1.5 ? 1.0 : r < 3.5 ? 2.0 : r < 7.5 ? 5.0 : 10.0) * mag;
+    int k = 0;
+    for (double t = ceil(lo / step) * step; t <= hi + step * 1e-9 && k < max; t += step)
+        ticks[k++] = fabs(t) < step * 1e-9 ? 0.0 : t;
+    return k;
+}
+
+typedef struct bounds {
+    double x0, x1, y0, y1;
+} bounds;
+
+static int data_bounds(const pk_plot_series *series, size_t n_series, bounds *b)
+{
+    int any = 0;
+    b->x0 = b->y0 = HUGE_VAL;
+    b->x1 = b->y1 = -HUGE_VAL;
+    for (size_t s = 0; s < n_series; s++)
+        for (size_t i = 0; i < series[s].n; i++) {
+            double x = series[s].x[i], y = series[s].y[i];
+            if (!isfinite(x) || !isfinite(y))
+                continue;
+            any = 1;
+            b->x0 = fmin(b->x0, x);
+            b->x1 = fmax(b->x1, x);
+            b->y0 = fmin(b->y0, y);
+            b->y1 = fmax(b->y1, y);
+        }
+    if (!any)
+        return 0;
+    if (b->x1 - b->x0 < 1e-12) {
+        b->x0 -= 1.0;
+        b->x1 += 1.0;
+    }
+    double pad = (b->y1 - b->y0) * 0.05;
+    if (pad < 1e-9)
+        pad = fmax(fabs(b->y0) * 0.05, 0.5);
+    b->y0 -= pad;
+    b->y1 += pad;
+    return 1;
+}
+
+static double px(const bounds *b, double x)
+{
+    return ML + (x - b->x0) / (b->x1 - b->x0) * PW;
+}
+
+static double py(const bounds *b, double y)
+{
+    return MT + PH - (y - b->y0) / (b->y1 - b->y0) * PH;
+}
+
+static void draw_axes(FILE *f, const bounds *b, const char *xlabel, const char *ylabel)
+{
+    double t[MAX_TICK];
+    int n = nice_ticks(b->x0, b->x1, t, MAX_TICK);
+    fputs("<g id=\"x-axis\" font-size=\"12\" text-anchor=\"middle\">\n", f);
+    for (int i = 0; i < n; i++) {
+        double x = px(b, t[i]);
+        fprintf(f, "<line x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" y2=\"%.2f\" stroke=\"#e0e0e0\"/>\n",
+                x, MT, x, MT + PH);
+        fprintf(f, "<line x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" y2=\"%.2f\" stroke=\"#000\"/>\n", x,
+                MT + PH, x, MT + PH + 5.0);
+        fprintf(f, "<text x=\"%.2f\" y=\"%.2f\">%g</text>\n", x, MT + PH + 19.0, t[i]);
+    }
+    fprintf(f, "<text x=\"%.2f\" y=\"%.2f\" font-size=\"14\">", ML + PW / 2.0, H - 15.0);
+    xml_text(f, xlabel);
+    fputs("</text>\n</g>\n<g id=\"y-axis\" font-size=\"12\" text-anchor=\"end\">\n", f);
+    n = nice_ticks(b->y0, b->y1, t, MAX_TICK);
+    for (int i = 0; i < n; i++) {
+        double y = py(b, t[i]);
+        fprintf(f, "<line x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" y2=\"%.2f\" stroke=\"#e0e0e0\"/>\n",
+                ML, y, ML + PW, y);
+        fprintf(f, "<line x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" y2=\"%.2f\" stroke=\"#000\"/>\n",
+                ML - 5.0, y, ML, y);
+        fprintf(f, "<text x=\"%.2f\" y=\"%.2f\">%g</text>\n", ML - 8.0, y + 4.0, t[i]);
+    }
+    fprintf(f, "<text x=\"%.2f\" y=\"%.2f\" font-size=\"14\" text-anchor=\"middle\" "
+               "transform=\"rotate(-90 %.2f %.2f)\">",
+            20.0, MT + PH / 2.0, 20.0, MT + PH / 2.0);
+    xml_text(f, ylabel);
+    fputs("</text>\n</g>\n", f);
+    fprintf(f, "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"none\" "
+               "stroke=\"#000\"/>\n",
+            ML, MT, PW, PH);
+}
+
+static void draw_series(FILE *f, const bounds *b, const pk_plot_series *s)
+{
+    fputs("<path id=\"", f);
+    xml_id(f, s->id);
+    fputs("\" fill=\"none\" stroke=\"", f);
+    css_color(f, s->color);
+    fprintf(f, "\" stroke-width=\"%s\"%s d=\"", s->faint ? "1" : "2",
+            s->faint ? " stroke-opacity=\"0.35\"" : "");
+    int pen_down = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        if (!isfinite(s->x[i]) || !isfinite(s->y[i])) {
+            pen_down = 0; /* a gap in the curve */
+            continue;
+        }
+        fprintf(f, "%s%.2f %.2f ", pen_down ? "L" : "M", px(b, s->x[i]), py(b, s->y[i]));
+        pen_down = 1;
+    }
+    fputs("\"/>\n", f);
+    if (!s->markers)
+        return;
+    fputs("<g class=\"markers\" fill=\"", f);
+    css_color(f, s->color);
+    fputs("\">\n", f);
+    for (size_t i = 0; i < s->n; i++)
+        if (isfinite(s->x[i]) && isfinite(s->y[i]))
+            fprintf(f, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"3.5\"/>\n", px(b, s->x[i]),
+                    py(b, s->y[i]));
+    fputs("</g>\n", f);
+}
+
+static void draw_legend(FILE *f, const pk_plot_series *series, size_t n_series)
+{
+    fputs("<g id=\"legend\" font-size=\"13\">\n", f);
+    for (size_t s = 0; s < n_series; s++) {
+        double y = MT + 10.0 + 22.0 * (double)s;
+        fprintf(f, "<line x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" y2=\"%.2f\" stroke-width=\"%s\" "
+                   "stroke=\"",
+                ML + PW + 15.0, y, ML + PW + 40.0, y, series[s].faint ? "1" : "2");
+        css_color(f, series[s].color);
+        fprintf(f, "\"/>\n<text x=\"%.2f\" y=\"%.2f\">", ML + PW + 46.0, y + 4.0);
+        xml_text(f, series[s].name);
+        fputs("</text>\n", f);
+    }
+    fputs("</g>\n", f);
+}
+
+pk_status pk_plot_svg(FILE *out, const char *title, const char *xlabel, const char *ylabel,
+                      const pk_plot_series *series, size_t n_series)
+{
+    bounds b;
+    if (!out || !series || !data_bounds(series, n_series, &b))
+        return PK_ERR_ARG;
+    fputs("<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"no\"?>\n", out);
+    fprintf(out,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"%.0f\" "
+            "height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\">\n",
+            W, H, W, H);
+    fputs("<title>", out);
+    xml_text(out, title);
+    fputs("</title>\n", out);
+    fprintf(out, "<rect width=\"%.0f\" height=\"%.0f\" fill=\"#ffffff\"/>\n", W, H);
+    fprintf(out, "<text x=\"%.2f\" y=\"30\" font-size=\"16\" text-anchor=\"middle\">",
+            ML + PW / 2.0);
+    xml_text(out, title);
+    fputs("</text>\n", out);
+    draw_axes(out, &b, xlabel, ylabel);
+    for (size_t s = 0; s < n_series; s++)
+        draw_series(out, &b, &series[s]);
+    draw_legend(out, series, n_series);
+    fputs("</svg>\n", out);
+    return ferror(out) ? PK_ERR_IO : PK_OK;
+}
+
+/* rows (sorted by step, q_index) -> one (step, mean (l+ + l-)/2) point per step. */
+static size_t train_points(const pk_step_row *rows, size_t n, double *x, double *y)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        double sum = 0.0;
+        int cnt = 0;
+        for (; j < n && rows[j].step == rows[i].step; j++) {
+            double l = 0.5 * ((double)rows[j].loss_plus + (double)rows[j].loss_minus);
+            if (isfinite(l)) {
+                sum += l;
+                cnt++;
+            }
+        }
+        x[k] = (double)rows[i].step + 1.0; /* the loss seen while taking step s: s+1 steps done */
+        y[k] = cnt ? sum / cnt : (double)NAN;
+        k++;
+        i = j;
+    }
+    return k;
+}
+
+static void ema(const double *y, size_t n, double alpha, double *out)
+{
+    double m = (double)NAN;
+    for (size_t i = 0; i < n; i++) {
+        if (isfinite(y[i]))
+            m = isfinite(m) ? (1.0 - alpha) * m + alpha * y[i] : y[i];
+        out[i] = m;
+    }
+}
+
+static pk_status write_svg_file(const char *path, const char *title, const pk_plot_series *ser,
+                                size_t n_ser, char *err, size_t errlen)
+{
+    size_t len = strlen(path) + 16;
+    char *tmp = malloc(len);
+    if (!tmp)
+        return PK_ERR_NOMEM;
+    snprintf(tmp, len, "%s.tmp", path);
+    pk_status st = PK_OK;
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        pk_seterr(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+        st = PK_ERR_IO;
+        goto out;
+    }
+    st = pk_plot_svg(f, title, "step", "loss (nats/token)", ser, n_ser);
+    if (fclose(f) != 0 && st == PK_OK)
+        st = PK_ERR_IO;
+    if (st == PK_OK && rename(tmp, path) != 0)
+        st = PK_ERR_IO;
+    if (st != PK_OK) {
+        pk_seterr(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        remove(tmp);
+    }
+out:
+    free(tmp);
+    return st;
+}
+
+pk_status pk_plot_run(pk_store *s, int64_t run_id, const char *out_path, char *err, size_t errlen)
+{
+    pk_step_row *rows = NULL;
+    size_t n_rows = 0, n_eval = 0;
+    int64_t *esteps = NULL;
+    double *eloss = NULL, *eacc = NULL, *tx = NULL, *ty = NULL, *tsm = NULL, *ex = NULL;
+    pk_status st = pk_store_steps_read(s, run_id, 0, INT64_MAX, &rows, &n_rows);
+    if (st != PK_OK) {
+        pk_seterr(err, errlen, "cannot read the step log of run %lld: %s", (long long)run_id,
+                pk_store_errmsg(s));
+        goto out;
+    }
+    st = pk_store_eval_read(s, run_id, &esteps, &eloss, &eacc, &n_eval);
+    if (st != PK_OK) {
+        pk_seterr(err, errlen, "cannot read the eval points of run %lld: %s", (long long)run_id,
+                pk_store_errmsg(s));
+        goto out;
+    }
+    if (n_rows == 0 && n_eval == 0) {
+        pk_seterr(err, errlen, "run %lld has no logged steps or eval points yet",
+                (long long)run_id);
+        st = PK_ERR_NOTFOUND;
+        goto out;
+    }
+    size_t cap = n_rows ? n_rows : 1, ecap = n_eval ? n_eval : 1;
+    tx = malloc(cap * sizeof *tx);
+    ty = malloc(cap * sizeof *ty);
+    tsm = malloc(cap * sizeof *tsm);
+    ex = malloc(ecap * sizeof *ex);
+    if (!tx || !ty || !tsm || !ex) {
+        st = PK_ERR_NOMEM;
+        goto out;
+    }
+    size_t n_train = train_points(rows, n_rows, tx, ty);
+    ema(ty, n_train, 0.1, tsm);
+    for (size_t i = 0; i < n_eval; i++)
+        ex[i] = (double)esteps[i];
+    pk_plot_series ser[3] = {
+        {"train-loss-raw", "train loss (per step)", "#1f77b4", tx, ty, n_train, 0, 1},
+        {"train-loss", "train loss (smoothed)", "#1f77b4", tx, tsm, n_train, 0, 0},
+        {"eval-loss", "held-out loss", "#d62728", ex, eloss, n_eval, 1, 0},
+    };
+    char title[96];
+    snprintf(title, sizeof title, "PocketLLM run %lld: loss", (long long)run_id);
+    st = write_svg_file(out_path, title, ser, 3, err, errlen);
+out:
+    free(rows);
+    free(esteps);
+    free(eloss);
+    free(eacc);
+    free(tx);
+    free(ty);
+    free(tsm);
+    free(ex);
+    return st;
+}

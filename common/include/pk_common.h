@@ -1,0 +1,112 @@
+/* pk_common.h: the status enum, logging hook and assertions shared by every PocketLLM module.
+ * Thread safety: pk_log_set must be called before any other thread logs; the rest is pure. */
+#ifndef PK_COMMON_H
+#define PK_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define PK_NODISCARD        __attribute__((warn_unused_result))
+#define PK_PRINTF(fmt, arg) __attribute__((format(printf, fmt, arg)))
+#else
+#define PK_NODISCARD
+#define PK_PRINTF(fmt, arg)
+#endif
+
+typedef enum pk_status {
+    PK_OK = 0,
+    PK_ERR_NOMEM,    /* allocation failed */
+    PK_ERR_IO,       /* file system or OS error */
+    PK_ERR_FORMAT,   /* malformed input: file, JSON, record */
+    PK_ERR_AUTH,     /* authentication failed: wrong passphrase, tampered ciphertext, bad signature */
+    PK_ERR_DB,       /* SQLite error */
+    PK_ERR_HTTP,     /* network or HTTP protocol error */
+    PK_ERR_ARG,      /* invalid argument from the caller */
+    PK_ERR_BUSY,     /* resource held by another process */
+    PK_ERR_NOTFOUND, /* the named thing does not exist */
+    PK_ERR_UNSUPPORTED, /* valid input we do not handle (e.g. pytorch_model.bin) */
+    PK_ERR_INTERRUPTED, /* stopped by the user (Ctrl-C) at a safe point */
+    PK_ERR_LIMIT,    /* a hard cap was exceeded (body size, blob size, disk full) */
+    PK_ERR_NUMERIC,  /* a computation went non-finite (a diverging run, NaN weights or loss) */
+    PK_ERR__COUNT
+} pk_status;
+
+/* Static text for a status code; never NULL. */
+const char *pk_status_str(pk_status st);
+
+typedef enum pk_log_level {
+    PK_LOG_DEBUG = 0,
+    PK_LOG_INFO,
+    PK_LOG_WARN,
+    PK_LOG_ERROR,
+} pk_log_level;
+
+/* The one logging hook (ggml_log_set). The default writes WARN and ERROR to stderr.
+ * fn may be NULL to restore the default. user is borrowed. */
+typedef void (*pk_log_fn)(pk_log_level level, const char *msg, void *user);
+void pk_log_set(pk_log_fn fn, void *user, pk_log_level min_level);
+void pk_log(pk_log_level level, const char *fmt, ...) PK_PRINTF(2, 3);
+
+/* Bugs (never bad input) abort in every build, after logging file:line. */
+void pk_assert_fail(const char *expr, const char *file, int line);
+#define PK_ASSERT(x)                                                                               \
+    do {                                                                                           \
+        if (!(x))                                                                                  \
+            pk_assert_fail(#x, __FILE__, __LINE__);                                                \
+    } while (0)
+
+/* Monotonic wall clock in seconds. */
+double pk_time_now(void);
+
+/* Peak resident set size of this process in bytes (getrusage), 0 if unknown. */
+size_t pk_peak_rss_bytes(void);
+
+/* Writes a printf-formatted message into the caller's error buffer err (errlen bytes, may be
+ * NULL or 0: then nothing is written). The one way a library reports what went wrong
+ * (docs/DESIGN.md, "Errors"). */
+void pk_seterr(char *err, size_t errlen, const char *fmt, ...) PK_PRINTF(3, 4);
+
+/* splitmix64 (Steele, Lea, Flood 2014): a bijective 64-bit mixer for deriving seeds. Pure. */
+uint64_t pk_splitmix64(uint64_t x);
+
+/* ---- the clean-stop flag (SIGINT / SIGTERM) --------------------------------------------- */
+
+/* Installs SIGINT and SIGTERM handlers that only set a flag; long loops poll pk_interrupted()
+ * at step boundaries and stop cleanly (exit code 130). A second Ctrl-C kills the process
+ * at once (the handler is one-shot). Idempotent. */
+void pk_interrupt_install(void);
+/* 1 once SIGINT or SIGTERM arrived (or pk_interrupt_raise was called), else 0. */
+int pk_interrupted(void);
+/* Sets the flag by hand (tests, or a caller that wants the same clean-stop path). */
+void pk_interrupt_raise(void);
+/* Clears the flag (e.g. between two phases of the demo, or in tests). */
+void pk_interrupt_clear(void);
+
+
+/* ---- records shared by the store and the optimizer ---------------------------------------- */
+
+/* An example as the store returns it and the objectives read it. */
+typedef struct pk_example {
+    int64_t id;          /* example id */
+    const char *text;    /* "text" or NULL */
+    const char *text2;   /* "text2" or NULL */
+    const char *prompt;  /* "prompt" or NULL */
+    const char *response;/* "response" or NULL */
+    const char *label;   /* label as text, or NULL */
+} pk_example;
+
+/* One MeZO step (DESIGN 4): with n-SPSA a step has q rows (q_index 0..q-1). */
+typedef struct pk_step_row {
+    int64_t step;     /* 0-based step number */
+    int32_t q_index;  /* perturbation index within the step */
+    uint64_t seed;    /* z seed */
+    float g;          /* projected gradient (after clipping) */
+    float loss_plus;
+    float loss_minus;
+    float lr;
+    float eps;
+} pk_step_row;
+
+
+#endif /* PK_COMMON_H */

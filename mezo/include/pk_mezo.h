@@ -1,0 +1,173 @@
+/* pk_mezo.h: the MeZO optimizer (docs/DESIGN.md 4), objectives, seed logs and replay.
+ *
+ * The step (pk_mezo_step): for each of q perturbations with seed s_k, loss+ and loss- of the
+ * same batch through the engine's perturbation hook (weights read-only), g_k = (l+ - l-) / 2eps
+ * (clipped), then one update sweep per k: W -= (lr/q) * (g_k * z_k + wd * W) (wd never on
+ * biases/norms), f16/bf16 weights through fp32. Every update is a pure function of
+ * (W, seed, z kind, lr, g, wd) computed without FMA and independent of the thread count, so a
+ * step log replays bit-exactly on any machine.
+ *
+ * Thread safety: functions on one pk_model must not run concurrently (pk_model's rule). */
+#ifndef PK_MEZO_H
+#define PK_MEZO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pk_common.h"
+#include "pk_model.h"
+#include "pk_rng.h"
+#include "pk_tokenizer.h"
+
+/* ---- optimizer ------------------------------------------------------------------------------ */
+
+typedef enum pk_schedule {
+    PK_SCHEDULE_CONSTANT = 0,
+    PK_SCHEDULE_LINEAR = 1, /* linear decay to 0 at steps_total */
+    PK_SCHEDULE_COSINE = 2, /* cosine decay to 0 at steps_total */
+} pk_schedule;
+
+typedef struct pk_mezo_params {
+    float eps;          /* perturbation scale (default 1e-3) */
+    float lr;           /* peak learning rate (default 1e-5) */
+    float weight_decay; /* default 0; never applied to biases and norms */
+    float clip_g;       /* |g| clipped to this; <= 0 = no clipping */
+    pk_schedule schedule;
+    int64_t warmup;      /* linear warm-up steps from 0 to lr */
+    int64_t steps_total; /* for the decaying schedules */
+    int spsa_q;          /* perturbations per step (n-SPSA), >= 1 */
+    pk_z_kind z;         /* Gaussian (default) or Rademacher */
+    uint64_t seed;       /* run seed: step seeds derive from it */
+} pk_mezo_params;
+
+pk_mezo_params pk_mezo_default_params(void);
+/* Parses "constant" | "linear" | "cosine"; -1 if unknown. */
+int pk_schedule_parse(const char *s, pk_schedule *out);
+const char *pk_schedule_name(pk_schedule s);
+/* The learning rate at 0-based step (warm-up then schedule). Pure. */
+float pk_mezo_lr_at(const pk_mezo_params *p, int64_t step);
+/* The z seed of perturbation q of a step: splitmix64 of (run seed, step, q). Pure. */
+uint64_t pk_mezo_step_seed(uint64_t run_seed, int64_t step, int q);
+
+/* Trainable mask from a spec: "all", "bitfit" (biases and norms) or a POSIX extended regex
+ * matched (regexec, unanchored) against tensor names. *out is an owned result [n_tensors]
+ * (free()), 1 = trainable. PK_ERR_ARG with err naming the problem for a bad regex or a spec
+ * matching no tensor. */
+PK_NODISCARD pk_status pk_mezo_trainable(const pk_model *m, const char *spec, uint8_t **out,
+                                         char *err, size_t errlen);
+
+/* The update sweep W -= lr * (g * z(seed) + wd * W) over the trainable tensors (NULL = all);
+ * wd is skipped for biases and norms; f16/bf16 through fp32 and rounded back. Threaded over
+ * blocks (pk_threads_get), bit-identical for any thread count. */
+void pk_mezo_update(pk_model *m, const uint8_t *trainable, uint64_t seed, pk_z_kind kind, float lr,
+                    float g, float wd);
+
+/* A loss over micro-batch `micro` under the perturbation pert (NULL = unperturbed). With
+ * pert->both (as pk_mezo_projected_grad calls it) loss[0] gets the loss at +pert->scale and
+ * loss[1] at -pert->scale: pass pert to the pk_model evaluation functions, whose outputs are
+ * then doubled (pk_model.h). */
+typedef pk_status (*pk_mezo_loss_fn)(void *user, pk_model *m, int micro, const pk_perturb *pert,
+                                     double *loss);
+
+/* The projected gradient at an explicit seed: l+ and l- are the means over n_micro micro-batches
+ * (the same z for all), g = (l+ - l-) / (2 eps) in double. No weight is written. */
+PK_NODISCARD pk_status pk_mezo_projected_grad(pk_model *m, const uint8_t *trainable, uint64_t seed,
+                                              pk_z_kind kind, float eps, int n_micro,
+                                              pk_mezo_loss_fn fn, void *user, double *g,
+                                              double *loss_plus, double *loss_minus);
+/* The same for the lm objective on one batch (target_mask as pk_model_loss; may be NULL). */
+PK_NODISCARD pk_status pk_mezo_projected_grad_batch(pk_model *m, const uint8_t *trainable,
+                                                    uint64_t seed, pk_z_kind kind, float eps,
+                                                    const pk_batch *batch,
+                                                    const uint8_t *target_mask, double *g,
+                                                    double *loss_plus, double *loss_minus);
+
+/* One MeZO step at 0-based `step`: q projected gradients (seeds pk_mezo_step_seed), then the
+ * q update sweeps. rows [p->spsa_q] (caller-owned) receive the step-log rows; row.lr is the
+ * rate each sweep used (lr_at(step) / q) and row.g the clipped g, exactly what replay applies.
+ * Stats (may be NULL): seconds spent in the loss passes and in the update sweeps. */
+PK_NODISCARD pk_status pk_mezo_step(pk_model *m, const uint8_t *trainable,
+                                    const pk_mezo_params *p, int64_t step, int n_micro,
+                                    pk_mezo_loss_fn fn, void *user, pk_step_row *rows,
+                                    double *forward_s, double *update_s);
+
+/* Applies step-log rows in order: pk_mezo_update(row.seed, kind, row.lr, row.g, wd). */
+void pk_mezo_replay_rows(pk_model *m, const uint8_t *trainable, pk_z_kind kind, float wd,
+                         const pk_step_row *rows, size_t n);
+
+/* BLAKE2b-256 (libsodium crypto_generichash) over the tensors in pk_model order, each as:
+ * name bytes, a 0 byte, the dtype name ("F32"...), a 0 byte, ndim and shape[0..ndim) as
+ * little-endian int64, then the stored bytes. hex gets 64 lowercase hex digits + NUL. */
+PK_NODISCARD pk_status pk_weights_hash(const pk_model *m, char hex[65]);
+
+/* ---- objectives ----------------------------------------------------------------------------- */
+
+typedef enum pk_objective_kind {
+    PK_OBJ_LM = 0,       /* mean next-token CE (prompt+response: response tokens only) */
+    PK_OBJ_CLASSIFY = 1, /* CE over label-word options */
+    PK_OBJ_ACCURACY = 2, /* -accuracy (non-differentiable) */
+} pk_objective_kind;
+int pk_objective_parse(const char *s, pk_objective_kind *out); /* -1 if unknown */
+const char *pk_objective_name(pk_objective_kind k);
+
+/* Tokenized examples of a dataset plus the batching state. Owned handle. */
+typedef struct pk_objective pk_objective;
+
+typedef struct pk_objective_params {
+    pk_objective_kind kind;
+    int seq_len;          /* tokens per sequence (truncation) */
+    const char *template_; /* classify: "{text} It was" (roberta: must contain <mask>); borrowed */
+    const char *labels;    /* classify: comma-separated label words, e.g. " great, terrible" */
+} pk_objective_params;
+
+/* Builds an objective over examples (borrowed; strings copied and tokenized now). err names
+ * the example and the problem (e.g. a label that is not one of the label words). */
+PK_NODISCARD pk_status pk_objective_new(const pk_model *m, const pk_tokenizer *tok,
+                                        pk_objective_params p, pk_example *const *examples,
+                                        size_t n, pk_objective **out, char *err, size_t errlen);
+void pk_objective_free(pk_objective *o); /* NULL-safe; wipes token ids */
+size_t pk_objective_size(const pk_objective *o);
+/* Selects the examples idx[0..n) (indices into the objective's examples) as the current batch. */
+PK_NODISCARD pk_status pk_objective_select(pk_objective *o, const size_t *idx, size_t n);
+/* Loss of the current selection (the pk_mezo_loss_fn shape with user = the objective; micro is
+ * ignored). *acc (may be NULL) the accuracy for classify/accuracy, NAN for lm; *tokens (may be
+ * NULL) the number of counted targets (lm) or examples. With pert->both, loss[2] and acc[2]: the
+ * + and the - pass's. */
+PK_NODISCARD pk_status pk_objective_loss(pk_objective *o, pk_model *m, const pk_perturb *pert,
+                                         double *loss, double *acc, double *tokens);
+/* pk_mezo_loss_fn adapter: user = pk_objective*. */
+pk_status pk_objective_loss_fn(void *user, pk_model *m, int micro, const pk_perturb *pert,
+                               double *loss);
+/* The deterministic batch of a step: indices of the B examples of micro-batch `micro` of
+ * `step`, from a per-epoch shuffle seeded by run_seed (a pure function of its arguments). */
+PK_NODISCARD pk_status pk_batch_indices(uint64_t run_seed, int64_t step, int micro, int n_micro,
+                                        size_t n_examples, size_t B, size_t *idx);
+/* Loss and accuracy over all examples, unperturbed, in batches of B (lm: token-weighted mean;
+ * classify: mean CE; accuracy: -accuracy). *acc is NAN for lm. */
+PK_NODISCARD pk_status pk_objective_eval(pk_objective *o, pk_model *m, size_t B, double *loss,
+                                         double *acc);
+
+/* ---- seed logs ------------------------------------------------------------------------------ */
+
+/* A seed log file (docs in agent/seedlog.c and README): a text header
+ * "pocketllm-seedlog 1", "base_hash HEX", "z gaussian|rademacher", "weight_decay F",
+ * "trainable SPEC", "steps N", then N lines "step q seed g lr eps loss_plus loss_minus" with
+ * floats as C99 hex floats (exact). */
+typedef struct pk_seedlog {
+    char base_hash[65];
+    pk_z_kind z;
+    float weight_decay;
+    char trainable[256];
+    pk_step_row *rows; /* owned */
+    size_t n_rows;
+} pk_seedlog;
+PK_NODISCARD pk_status pk_seedlog_write(const char *path, const pk_seedlog *log, char *err,
+                                        size_t errlen);
+PK_NODISCARD pk_status pk_seedlog_read(const char *path, pk_seedlog *out, char *err,
+                                       size_t errlen);
+void pk_seedlog_clear(pk_seedlog *log); /* frees rows; NULL-safe */
+/* Checks the model's hash against the log's base hash, then applies the rows. */
+PK_NODISCARD pk_status pk_seedlog_replay(pk_model *m, const pk_seedlog *log, char *err,
+                                         size_t errlen);
+
+#endif /* PK_MEZO_H */

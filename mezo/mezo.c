@@ -1,0 +1,336 @@
+/* mezo.c: the MeZO optimizer (pk_mezo.h, DESIGN 4): step seeds, schedules, trainable masks, the
+ * update sweep, projected gradients, the step and the weights hash.
+ *
+ * Reproducibility: the update arithmetic is w - lr * ((g * z) + (wd * w)), each operation rounded
+ * once. gcc in ISO C mode (-std=c11, as CMake builds us) never contracts to FMA; clang is told
+ * not to by the pragma below. Blocks are fixed-size ranges of one tensor, so the value written
+ * for an element never depends on how blocks are spread over threads. */
+#include "pk_mezo.h"
+
+#include <math.h>
+#include <regex.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef __clang__
+#pragma clang fp contract(off)
+#endif
+
+#define UPDATE_BLOCK 4096
+
+pk_mezo_params pk_mezo_default_params(void)
+{
+    pk_mezo_params p;
+    memset(&p, 0, sizeof p);
+    p.eps = 1e-3f;
+    p.lr = 1e-5f;
+    p.weight_decay = 0.0f;
+    p.clip_g = 0.0f;
+    p.schedule = PK_SCHEDULE_CONSTANT;
+    p.warmup = 0;
+    p.steps_total = 0;
+    p.spsa_q = 1;
+    p.z = PK_Z_GAUSSIAN;
+    p.seed = 0;
+    return p;
+}
+
+int pk_schedule_parse(const char *s, pk_schedule *out)
+{
+    if (!strcmp(s, "constant"))
+        *out = PK_SCHEDULE_CONSTANT;
+    else if (!strcmp(s, "linear"))
+        *out = PK_SCHEDULE_LINEAR;
+    else if (!strcmp(s, "cosine"))
+        *out = PK_SCHEDULE_COSINE;
+    else
+        return -1;
+    return 0;
+}
+
+const char *pk_schedule_name(pk_schedule s)
+{
+    switch (s) {
+    case PK_SCHEDULE_LINEAR:
+        return "linear";
+    case PK_SCHEDULE_COSINE:
+        return "cosine";
+    case PK_SCHEDULE_CONSTANT:
+    default:
+        return "constant";
+    }
+}
+
+float pk_mezo_lr_at(const pk_mezo_params *p, int64_t step)
+{
+    double lr = (double)p->lr;
+    if (p->warmup > 0 && step < p->warmup)
+        return (float)(lr * (double)(step + 1) / (double)p->warmup);
+    if (p->schedule == PK_SCHEDULE_CONSTANT || p->steps_total <= p->warmup)
+        return p->lr;
+    double frac = (double)(step - p->warmup) / (double)(p->steps_total - p->warmup);
+    if (frac > 1.0)
+        frac = 1.0;
+    if (frac < 0.0)
+        frac = 0.0;
+    if (p->schedule == PK_SCHEDULE_LINEAR)
+        return (float)(lr * (1.0 - frac));
+    /* cosine: libm cos is fine here, the value is logged and replay uses the logged lr */
+    return (float)(lr * 0.5 * (1.0 + cos(3.14159265358979323846 * frac)));
+}
+
+uint64_t pk_mezo_step_seed(uint64_t run_seed, int64_t step, int q)
+{
+    uint64_t h = pk_splitmix64(run_seed ^ 0x4d655a4f53454544ull); /* "MeZOSEED" */
+    h = pk_splitmix64(h ^ (uint64_t)step);
+    return pk_splitmix64(h ^ ((uint64_t)(uint32_t)q << 32));
+}
+
+pk_status pk_mezo_trainable(const pk_model *m, const char *spec, uint8_t **out, char *err,
+                            size_t errlen)
+{
+    size_t n = pk_model_n_tensors(m);
+    uint8_t *mask = calloc(n ? n : 1, 1);
+    regex_t re;
+    int have_re = 0;
+    size_t count = 0;
+    pk_status st = PK_OK;
+    *out = NULL;
+    if (mask == NULL)
+        return PK_ERR_NOMEM;
+    int all = spec == NULL || !strcmp(spec, "all");
+    int bitfit = spec != NULL && !strcmp(spec, "bitfit");
+    if (!all && !bitfit) {
+        int rc = regcomp(&re, spec, REG_EXTENDED | REG_NOSUB);
+        if (rc != 0) {
+            char msg[128];
+            regerror(rc, &re, msg, sizeof msg);
+            if (err)
+                snprintf(err, errlen, "--trainable '%s': bad regular expression: %s", spec, msg);
+            st = PK_ERR_ARG;
+            goto out;
+        }
+        have_re = 1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        pk_tensor_info ti;
+        st = pk_model_tensor(m, i, &ti);
+        if (st != PK_OK)
+            goto out;
+        int on = all || (bitfit && ti.is_bias_or_norm) ||
+                 (have_re && regexec(&re, ti.name, 0, NULL, 0) == 0);
+        mask[i] = (uint8_t)(on != 0);
+        count += (size_t)(on != 0);
+    }
+    if (count == 0) {
+        if (err)
+            snprintf(err, errlen, "--trainable '%s' matches no tensor of the model", spec);
+        st = PK_ERR_ARG;
+        goto out;
+    }
+    *out = mask;
+    mask = NULL;
+out:
+    if (have_re)
+        regfree(&re);
+    free(mask);
+    return st;
+}
+
+/* One block of one tensor: w[j] = w[j] - lr * ((g * z[j]) + (wd * w[j])). */
+static void update_block(const pk_tensor_info *ti, uint64_t seed, pk_z_kind kind, float lr,
+                         float g, float wd, size_t start, size_t n, float *z, float *w)
+{
+    pk_z_fill(seed, ti->key, start, n, kind, z);
+    float *dst;
+    if (ti->dtype == PK_DTYPE_F32) {
+        dst = (float *)ti->data + start;
+    } else {
+        pk_widen(ti->dtype, (const char *)ti->data + start * 2, n, w);
+        dst = w;
+    }
+    if (wd != 0.0f) {
+        for (size_t j = 0; j < n; j++) {
+            float a = g * z[j];
+            float b = wd * dst[j];
+            float t = a + b;
+            dst[j] = dst[j] - lr * t;
+        }
+    } else {
+        for (size_t j = 0; j < n; j++) {
+            float a = g * z[j];
+            dst[j] = dst[j] - lr * a;
+        }
+    }
+    if (ti->dtype != PK_DTYPE_F32)
+        pk_narrow(ti->dtype, w, n, (char *)ti->data + start * 2);
+}
+
+void pk_mezo_update(pk_model *m, const uint8_t *trainable, uint64_t seed, pk_z_kind kind, float lr,
+                    float g, float wd)
+{
+    size_t nt = pk_model_n_tensors(m);
+    for (size_t i = 0; i < nt; i++) {
+        if (trainable != NULL && !trainable[i])
+            continue;
+        pk_tensor_info ti;
+        pk_status st = pk_model_tensor(m, i, &ti);
+        PK_ASSERT(st == PK_OK);
+        float twd = ti.is_bias_or_norm ? 0.0f : wd;
+        long nb = (long)((ti.numel + UPDATE_BLOCK - 1) / UPDATE_BLOCK);
+        int nthreads = nb < 4 ? 1 : pk_threads_get();
+        (void)nthreads; /* unused where OpenMP is off (clang with libgomp: the fuzz build) */
+#pragma omp parallel num_threads(nthreads)
+        {
+            float z[UPDATE_BLOCK], w[UPDATE_BLOCK];
+#pragma omp for schedule(static)
+            for (long b = 0; b < nb; b++) {
+                size_t start = (size_t)b * UPDATE_BLOCK;
+                size_t n = ti.numel - start < UPDATE_BLOCK ? ti.numel - start : UPDATE_BLOCK;
+                update_block(&ti, seed, kind, lr, g, twd, start, n, z, w);
+            }
+        }
+    }
+}
+
+void pk_mezo_replay_rows(pk_model *m, const uint8_t *trainable, pk_z_kind kind, float wd,
+                         const pk_step_row *rows, size_t n)
+{
+    for (size_t r = 0; r < n; r++)
+        pk_mezo_update(m, trainable, rows[r].seed, kind, rows[r].lr, rows[r].g, wd);
+}
+
+pk_status pk_mezo_projected_grad(pk_model *m, const uint8_t *trainable, uint64_t seed,
+                                 pk_z_kind kind, float eps, int n_micro, pk_mezo_loss_fn fn,
+                                 void *user, double *g, double *loss_plus, double *loss_minus)
+{
+    if (n_micro < 1 || !(eps > 0.0f))
+        return PK_ERR_ARG;
+    double lp = 0.0, lm = 0.0;
+    for (int k = 0; k < n_micro; k++) {
+        /* both passes in one call: the model runs them side by side where it pairs the shape */
+        pk_perturb pert = {seed, eps, kind, trainable, 1};
+        double l[2] = {0.0, 0.0};
+        pk_status st = fn(user, m, k, &pert, l);
+        if (st != PK_OK)
+            return st;
+        lp += l[0];
+        lm += l[1];
+    }
+    lp /= (double)n_micro;
+    lm /= (double)n_micro;
+    if (loss_plus)
+        *loss_plus = lp;
+    if (loss_minus)
+        *loss_minus = lm;
+    if (g)
+        *g = (lp - lm) / (2.0 * (double)eps);
+    return PK_OK;
+}
+
+typedef struct lm_batch_ctx {
+    const pk_batch *batch;
+    const uint8_t *mask;
+} lm_batch_ctx;
+
+static pk_status lm_batch_loss(void *user, pk_model *m, int micro, const pk_perturb *pert,
+                               double *loss)
+{
+    const lm_batch_ctx *c = user;
+    (void)micro;
+    return pk_model_loss(m, c->batch, c->mask, pert, NULL, NULL, loss);
+}
+
+pk_status pk_mezo_projected_grad_batch(pk_model *m, const uint8_t *trainable, uint64_t seed,
+                                       pk_z_kind kind, float eps, const pk_batch *batch,
+                                       const uint8_t *target_mask, double *g, double *loss_plus,
+                                       double *loss_minus)
+{
+    lm_batch_ctx c = {batch, target_mask};
+    return pk_mezo_projected_grad(m, trainable, seed, kind, eps, 1, lm_batch_loss, &c, g,
+                                  loss_plus, loss_minus);
+}
+
+pk_status pk_mezo_step(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
+                       int64_t step, int n_micro, pk_mezo_loss_fn fn, void *user,
+                       pk_step_row *rows, double *forward_s, double *update_s)
+{
+    int q = p->spsa_q < 1 ? 1 : p->spsa_q;
+    float lr = pk_mezo_lr_at(p, step);
+    float lr_q = lr / (float)q;
+    double t0 = pk_time_now();
+    for (int k = 0; k < q; k++) {
+        uint64_t seed = pk_mezo_step_seed(p->seed, step, k);
+        double g = 0, lp = 0, lm = 0;
+        pk_status st =
+            pk_mezo_projected_grad(m, trainable, seed, p->z, p->eps, n_micro, fn, user, &g, &lp, &lm);
+        if (st != PK_OK)
+            return st;
+        if (!isfinite(g) || !isfinite(lp) || !isfinite(lm)) {
+            pk_log(PK_LOG_ERROR, "mezo: non-finite loss at step %lld (loss+ %g, loss- %g)",
+                   (long long)step, lp, lm);
+            return PK_ERR_FORMAT; /* diverged: the log names it */
+        }
+        if (p->clip_g > 0.0f) {
+            double c = (double)p->clip_g;
+            g = g > c ? c : (g < -c ? -c : g);
+        }
+        rows[k].step = step;
+        rows[k].q_index = k;
+        rows[k].seed = seed;
+        rows[k].g = (float)g;
+        rows[k].loss_plus = (float)lp;
+        rows[k].loss_minus = (float)lm;
+        rows[k].lr = lr_q;
+        rows[k].eps = p->eps;
+    }
+    double t1 = pk_time_now();
+    /* all q gradients were taken at the same weights; now the q sweeps */
+    for (int k = 0; k < q; k++)
+        pk_mezo_update(m, trainable, rows[k].seed, p->z, rows[k].lr, rows[k].g, p->weight_decay);
+    double t2 = pk_time_now();
+    if (forward_s)
+        *forward_s = t1 - t0;
+    if (update_s)
+        *update_s = t2 - t1;
+    return PK_OK;
+}
+
+static void put_le64(unsigned char b[8], int64_t v)
+{
+    uint64_t u = (uint64_t)v;
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)(u >> (8 * i));
+}
+
+pk_status pk_weights_hash(const pk_model *m, char hex[65])
+{
+    crypto_generichash_state st;
+    unsigned char out[32];
+    if (crypto_generichash_init(&st, NULL, 0, sizeof out) != 0)
+        return PK_ERR_ARG;
+    size_t nt = pk_model_n_tensors(m);
+    for (size_t i = 0; i < nt; i++) {
+        pk_tensor_info ti;
+        pk_status s = pk_model_tensor(m, i, &ti);
+        if (s != PK_OK)
+            return s;
+        const char *dn = pk_dtype_name(ti.dtype);
+        unsigned char b[8];
+        crypto_generichash_update(&st, (const unsigned char *)ti.name, strlen(ti.name) + 1);
+        crypto_generichash_update(&st, (const unsigned char *)dn, strlen(dn) + 1);
+        put_le64(b, ti.ndim);
+        crypto_generichash_update(&st, b, 8);
+        for (int d = 0; d < ti.ndim; d++) {
+            put_le64(b, ti.shape[d]);
+            crypto_generichash_update(&st, b, 8);
+        }
+        crypto_generichash_update(&st, (const unsigned char *)ti.data,
+                                  ti.numel * pk_dtype_size(ti.dtype));
+    }
+    crypto_generichash_final(&st, out, sizeof out);
+    sodium_bin2hex(hex, 65, out, sizeof out);
+    return PK_OK;
+}

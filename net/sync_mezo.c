@@ -1,0 +1,123 @@
+/* sync_mezo.c: the real model behind pk_sync_model_ops: the engine's model, pk_mezo's projected
+ * gradient and update sweep, an lm objective over a dataset of the store; reset restores the
+ * base weights from their files (pk_model_restore_base) so every round restarts from base +
+ * global log (sync.c does the replay). */
+#include "pk_train.h"
+#include "pk_net.h"
+
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct pk_sync_mezo {
+    pk_model *m;
+    uint8_t *trainable;       /* [n_tensors] */
+    char trainable_name[256]; /* the --trainable spec ("all" by default) */
+    pk_objective *obj;        /* NULL: no local data (catch-up only) */
+    size_t batch;
+    uint64_t shuffle_seed;
+    int64_t step; /* local steps taken this session (batch order) */
+};
+
+void pk_sync_mezo_free(pk_sync_mezo *x)
+{
+    if (!x)
+        return;
+    free(x->trainable);
+    pk_objective_free(x->obj);
+    pk_model_free(x->m);
+    free(x);
+}
+
+pk_status pk_sync_mezo_open(pk_store *s, const char *model_dir, const char *dataset,
+                            const char *trainable, int batch, int seq_len, pk_sync_mezo **out,
+                            char *err, size_t errlen)
+{
+    if (!out || !model_dir || batch < 1 || seq_len < 2)
+        return PK_ERR_ARG;
+    *out = NULL;
+    pk_sync_mezo *x = calloc(1, sizeof *x);
+    if (!x)
+        return PK_ERR_NOMEM;
+    pk_status st = pk_model_load(model_dir, pk_model_default_params(), &x->m, err, errlen);
+    if (st == PK_OK)
+        st = pk_mezo_trainable(x->m, trainable ? trainable : "all", &x->trainable, err, errlen);
+    snprintf(x->trainable_name, sizeof x->trainable_name, "%s", trainable ? trainable : "all");
+    if (st == PK_OK && dataset) {
+        pk_train_config cfg = pk_train_config_default();
+        cfg.objective = PK_OBJ_LM;
+        cfg.seq_len = seq_len;
+        cfg.batch = batch;
+        snprintf(cfg.model_dir, sizeof cfg.model_dir, "%s", model_dir);
+        snprintf(cfg.dataset, sizeof cfg.dataset, "%s", dataset);
+        st = pk_objective_from_store(s, dataset, x->m, model_dir, &cfg, &x->obj, err, errlen);
+        if (st == PK_OK && pk_objective_size(x->obj) == 0) {
+            if (err && errlen)
+                snprintf(err, errlen, "dataset %s has no examples", dataset);
+            st = PK_ERR_ARG;
+        }
+    }
+    if (st != PK_OK) {
+        pk_sync_mezo_free(x);
+        return st;
+    }
+    x->batch = (size_t)batch;
+    if (x->obj && x->batch > pk_objective_size(x->obj))
+        x->batch = pk_objective_size(x->obj);
+    randombytes_buf(&x->shuffle_seed, sizeof x->shuffle_seed);
+    *out = x;
+    return PK_OK;
+}
+
+static pk_status op_grad(void *user, uint64_t seed, pk_z_kind kind, float eps, float *g,
+                         int64_t *n_examples)
+{
+    pk_sync_mezo *x = user;
+    size_t idx[1024];
+    double gd = 0, lp = 0, lm = 0;
+    if (!x->obj)
+        return PK_ERR_ARG; /* no local data: catch-up only */
+    size_t B = x->batch < 1024 ? x->batch : 1024;
+    pk_status st =
+        pk_batch_indices(x->shuffle_seed, x->step++, 0, 1, pk_objective_size(x->obj), B, idx);
+    if (st == PK_OK)
+        st = pk_objective_select(x->obj, idx, B);
+    if (st == PK_OK)
+        st = pk_mezo_projected_grad(x->m, x->trainable, seed, kind, eps, 1, pk_objective_loss_fn,
+                                    x->obj, &gd, &lp, &lm);
+    if (st != PK_OK)
+        return st;
+    *g = (float)gd;
+    *n_examples = (int64_t)B;
+    return PK_OK;
+}
+
+static pk_status op_apply(void *user, uint64_t seed, pk_z_kind kind, float lr, float coef)
+{
+    pk_sync_mezo *x = user;
+    pk_mezo_update(x->m, x->trainable, seed, kind, lr, coef, 0.0f);
+    return PK_OK;
+}
+
+static pk_status op_reset(void *user)
+{
+    pk_sync_mezo *x = user;
+    return pk_model_restore_base(x->m);
+}
+
+static pk_status op_hash(void *user, char hex[65])
+{
+    pk_sync_mezo *x = user;
+    return pk_weights_hash(x->m, hex);
+}
+
+pk_sync_model_ops pk_sync_mezo_ops(pk_sync_mezo *x)
+{
+    pk_sync_model_ops o = {op_grad, op_apply, op_reset, op_hash, x, x ? x->trainable_name : NULL};
+    return o;
+}
+
+struct pk_model *pk_sync_mezo_model(pk_sync_mezo *x)
+{
+    return x ? x->m : NULL;
+}

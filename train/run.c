@@ -1,0 +1,252 @@
+/* run.c: a training run's settings (JSON in the store) and its weights: base model + newest
+ * checkpoint + the step log after it (pk_mezo.h). */
+#include "pk_train.h"
+
+#include <cjson/cJSON.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+pk_train_config pk_train_config_default(void)
+{
+    pk_train_config c;
+    memset(&c, 0, sizeof c);
+    c.mezo = pk_mezo_default_params();
+    c.objective = PK_OBJ_LM;
+    c.accumulate = 1;
+    c.batch = 8;
+    c.seq_len = 128;
+    c.steps = 1000;
+    c.eval_every = 0;
+    c.early_stop = 0;
+    c.checkpoint_every = 500;
+    strcpy(c.trainable, "all");
+    return c;
+}
+
+pk_status pk_train_config_to_json(const pk_train_config *c, char **json)
+{
+    char seed[32];
+    *json = NULL;
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL)
+        return PK_ERR_NOMEM;
+    snprintf(seed, sizeof seed, "%" PRIu64, c->mezo.seed);
+    cJSON_AddStringToObject(o, "model", c->model_dir);
+    cJSON_AddStringToObject(o, "dataset", c->dataset);
+    cJSON_AddStringToObject(o, "eval_dataset", c->eval_dataset);
+    cJSON_AddStringToObject(o, "objective", pk_objective_name(c->objective));
+    cJSON_AddStringToObject(o, "template", c->template_);
+    cJSON_AddStringToObject(o, "labels", c->labels);
+    cJSON_AddStringToObject(o, "trainable", c->trainable);
+    cJSON_AddStringToObject(o, "seed", seed);
+    cJSON_AddStringToObject(o, "z", c->mezo.z == PK_Z_RADEMACHER ? "rademacher" : "gaussian");
+    cJSON_AddStringToObject(o, "schedule", pk_schedule_name(c->mezo.schedule));
+    /* floats are stored through double: exact for float values */
+    cJSON_AddNumberToObject(o, "eps", (double)c->mezo.eps);
+    cJSON_AddNumberToObject(o, "lr", (double)c->mezo.lr);
+    cJSON_AddNumberToObject(o, "weight_decay", (double)c->mezo.weight_decay);
+    cJSON_AddNumberToObject(o, "clip_g", (double)c->mezo.clip_g);
+    cJSON_AddNumberToObject(o, "warmup", (double)c->mezo.warmup);
+    cJSON_AddNumberToObject(o, "spsa_q", c->mezo.spsa_q);
+    cJSON_AddNumberToObject(o, "accumulate", c->accumulate);
+    cJSON_AddNumberToObject(o, "batch", c->batch);
+    cJSON_AddNumberToObject(o, "seq_len", c->seq_len);
+    cJSON_AddNumberToObject(o, "steps", (double)c->steps);
+    cJSON_AddNumberToObject(o, "eval_every", (double)c->eval_every);
+    cJSON_AddNumberToObject(o, "early_stop", c->early_stop);
+    cJSON_AddNumberToObject(o, "checkpoint_every", (double)c->checkpoint_every);
+    *json = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return *json ? PK_OK : PK_ERR_NOMEM;
+}
+
+static int get_str(const cJSON *o, const char *k, char *out, size_t n)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    if (!cJSON_IsString(v) || strlen(v->valuestring) >= n)
+        return -1;
+    strcpy(out, v->valuestring);
+    return 0;
+}
+
+static int get_num(const cJSON *o, const char *k, double *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+        return -1;
+    *out = v->valuedouble;
+    return 0;
+}
+
+pk_status pk_train_config_from_json(const char *json, pk_train_config *c, char *err, size_t errlen)
+{
+    *c = pk_train_config_default();
+    cJSON *o = cJSON_Parse(json);
+    char buf[64];
+    const char *bad = NULL;
+    double d[13];
+    if (o == NULL) {
+        snprintf(err, errlen, "run config: not JSON");
+        return PK_ERR_FORMAT;
+    }
+    if (get_str(o, "model", c->model_dir, sizeof c->model_dir))
+        bad = "model";
+    else if (get_str(o, "dataset", c->dataset, sizeof c->dataset))
+        bad = "dataset";
+    else if (get_str(o, "eval_dataset", c->eval_dataset, sizeof c->eval_dataset))
+        bad = "eval_dataset";
+    else if (get_str(o, "template", c->template_, sizeof c->template_))
+        bad = "template";
+    else if (get_str(o, "labels", c->labels, sizeof c->labels))
+        bad = "labels";
+    else if (get_str(o, "trainable", c->trainable, sizeof c->trainable))
+        bad = "trainable";
+    else if (get_str(o, "objective", buf, sizeof buf) || pk_objective_parse(buf, &c->objective))
+        bad = "objective";
+    else if (get_str(o, "schedule", buf, sizeof buf) || pk_schedule_parse(buf, &c->mezo.schedule))
+        bad = "schedule";
+    else if (get_str(o, "z", buf, sizeof buf) ||
+             (strcmp(buf, "gaussian") != 0 && strcmp(buf, "rademacher") != 0))
+        bad = "z";
+    if (bad == NULL) {
+        c->mezo.z = !strcmp(buf, "rademacher") ? PK_Z_RADEMACHER : PK_Z_GAUSSIAN;
+        char *end = NULL;
+        if (get_str(o, "seed", buf, sizeof buf) ||
+            (c->mezo.seed = strtoull(buf, &end, 10), end == buf || *end != 0))
+            bad = "seed";
+    }
+    static const char *const nums[13] = {"eps",     "lr",         "weight_decay", "clip_g",
+                                         "warmup",  "spsa_q",     "accumulate",   "batch",
+                                         "seq_len", "steps",      "eval_every",   "early_stop",
+                                         "checkpoint_every"};
+    for (int i = 0; bad == NULL && i < 13; i++)
+        if (get_num(o, nums[i], &d[i]))
+            bad = nums[i];
+    cJSON_Delete(o);
+    if (bad != NULL) {
+        snprintf(err, errlen, "run config: missing or bad key '%s'", bad);
+        return PK_ERR_FORMAT;
+    }
+    c->mezo.eps = (float)d[0];
+    c->mezo.lr = (float)d[1];
+    c->mezo.weight_decay = (float)d[2];
+    c->mezo.clip_g = (float)d[3];
+    c->mezo.warmup = (int64_t)d[4];
+    c->mezo.spsa_q = (int)d[5];
+    c->accumulate = (int)d[6];
+    c->batch = (int)d[7];
+    c->seq_len = (int)d[8];
+    c->steps = (int64_t)d[9];
+    c->eval_every = (int64_t)d[10];
+    c->early_stop = (int)d[11];
+    c->checkpoint_every = (int64_t)d[12];
+    c->mezo.steps_total = c->steps;
+    if (c->mezo.spsa_q < 1 || c->accumulate < 1 || c->batch < 1 || c->seq_len < 2 ||
+        c->steps < 0 || !(c->mezo.eps > 0.0f)) {
+        snprintf(err, errlen, "run config: values out of range");
+        return PK_ERR_FORMAT;
+    }
+    return PK_OK;
+}
+
+pk_status pk_run_load_config(pk_store *s, int64_t run_id, pk_run_info *ri, pk_train_config *cfg,
+                             char *err, size_t errlen)
+{
+    memset(ri, 0, sizeof *ri);
+    pk_status st = pk_store_run_get(s, run_id, ri);
+    if (st != PK_OK) {
+        snprintf(err, errlen, "run %lld: %s", (long long)run_id,
+                 st == PK_ERR_NOTFOUND ? "no such run (see pocketllm runs list)"
+                                       : pk_store_errmsg(s));
+        return st;
+    }
+    return pk_train_config_from_json(ri->config_json, cfg, err, errlen);
+}
+
+pk_status pk_run_materialize_ex(pk_store *s, int64_t run_id, int64_t up_to_step, pk_model **out,
+                                uint8_t **trainable_out, int64_t *steps_applied, char *err,
+                                size_t errlen)
+{
+    pk_run_info ri;
+    pk_train_config cfg;
+    pk_model *m = NULL;
+    uint8_t *mask = NULL;
+    void *blob = NULL;
+    size_t blob_len = 0;
+    pk_step_row *rows = NULL;
+    size_t n_rows = 0;
+    char hex[65];
+    memset(&ri, 0, sizeof ri);
+    *out = NULL;
+    if (trainable_out)
+        *trainable_out = NULL;
+    pk_status st = pk_run_load_config(s, run_id, &ri, &cfg, err, errlen);
+    if (st != PK_OK)
+        goto out;
+    st = pk_model_load(cfg.model_dir, pk_model_default_params(), &m, err, errlen);
+    if (st != PK_OK)
+        goto out;
+    st = pk_weights_hash(m, hex);
+    if (st != PK_OK)
+        goto out;
+    if (strcmp(hex, ri.base_hash) != 0) {
+        snprintf(err, errlen, "%s: weights changed since run %lld started (hash %.16s..., run base %.16s...)",
+                 cfg.model_dir, (long long)run_id, hex, ri.base_hash);
+        st = PK_ERR_ARG;
+        goto out;
+    }
+    st = pk_mezo_trainable(m, cfg.trainable, &mask, err, errlen);
+    if (st != PK_OK)
+        goto out;
+    int64_t target = ri.steps_done;
+    if (up_to_step >= 0 && up_to_step < target)
+        target = up_to_step;
+    int64_t from = 0;
+    if (target > 0) {
+        int64_t cstep = 0;
+        pk_status cs = pk_store_checkpoint_get(s, run_id, target, &cstep, &blob, &blob_len);
+        if (cs == PK_OK) {
+            st = pk_checkpoint_unpack(m, mask, blob, blob_len);
+            if (st != PK_OK) {
+                snprintf(err, errlen, "run %lld: checkpoint at step %lld does not fit the model",
+                         (long long)run_id, (long long)cstep);
+                goto out;
+            }
+            from = cstep;
+        } else if (cs != PK_ERR_NOTFOUND) {
+            st = cs;
+            snprintf(err, errlen, "run %lld: checkpoint: %s", (long long)run_id, pk_store_errmsg(s));
+            goto out;
+        }
+        st = pk_store_steps_read(s, run_id, from, target, &rows, &n_rows);
+        if (st != PK_OK) {
+            snprintf(err, errlen, "run %lld: step log: %s", (long long)run_id, pk_store_errmsg(s));
+            goto out;
+        }
+        pk_mezo_replay_rows(m, mask, cfg.mezo.z, cfg.mezo.weight_decay, rows, n_rows);
+    }
+    if (steps_applied)
+        *steps_applied = target;
+    *out = m;
+    m = NULL;
+    if (trainable_out) {
+        *trainable_out = mask;
+        mask = NULL;
+    }
+out:
+    if (blob)
+        pk_store_blob_free(blob, blob_len);
+    free(rows);
+    free(mask);
+    pk_model_free(m);
+    pk_run_info_clear(&ri);
+    return st;
+}
+
+pk_status pk_run_materialize(pk_store *s, int64_t run_id, pk_model **out, char *err, size_t errlen)
+{
+    return pk_run_materialize_ex(s, run_id, -1, out, NULL, NULL, err, errlen);
+}
