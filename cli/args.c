@@ -1,6 +1,7 @@
 /* args.c: option helpers shared by every command (see cli.h for the conventions). */
 #include "cli.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -158,9 +159,9 @@ int cli_help(int argc, char **argv, const char *text)
     return 1;
 }
 
-int cli_home(int argc, char **argv, char *out, size_t n)
+int cli_home(const cli_common *c, char *out, size_t n)
 {
-    const char *h = cli_opt(argc, argv, "--home");
+    const char *h = c->home;
     int w;
     if (h && *h)
         w = snprintf(out, n, "%s", h);
@@ -190,4 +191,25 @@ void cli_json_str(FILE *f, const char *s, size_t n)
             fputc(c, f);
     }
     fputc('"', f);
+}
+
+int cli_json_print(cJSON *obj)
+{
+    char *text = obj ? cJSON_PrintUnformatted(obj) : NULL;
+    cJSON_Delete(obj);
+    if (!text) {
+        fputs("pocketllm: out of memory while printing JSON\n", stderr);
+        return CLI_ERR;
+    }
+    puts(text);
+    cJSON_free(text);
+    return CLI_OK;
+}
+
+void cli_json_add_finite(cJSON *obj, const char *key, double v)
+{
+    if (isfinite(v))
+        cJSON_AddNumberToObject(obj, key, v);
+    else
+        cJSON_AddNullToObject(obj, key);
 }

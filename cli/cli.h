@@ -5,6 +5,8 @@
 #ifndef PK_CLI_H
 #define PK_CLI_H
 
+#include "opts.h"
+
 #include <stddef.h>
 #include <stdio.h>
 
@@ -32,11 +34,18 @@ int cli_opt_double(int argc, char **argv, const char *name, double *out);
 int cli_help(int argc, char **argv, const char *text);
 /* The agent home: --home DIR, else $POCKETLLM_HOME, else $XDG_DATA_HOME/pocketllm, else
  * ~/.local/share/pocketllm. Writes into out (size n); returns 0, or -1 if it does not fit. */
-int cli_home(int argc, char **argv, char *out, size_t n);
+int cli_home(const cli_common *c, char *out, size_t n);
 /* Prints "pocketllm CMD: message" to stderr (printf format). */
 void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Writes the n bytes of s to f as a JSON string literal, quotes included. */
 void cli_json_str(FILE *f, const char *s, size_t n);
+/* Every JSON the CLI prints is built with cJSON and printed by this: one line on stdout, then
+ * the object is freed (taken; NULL after an allocation failure prints an error). Returns CLI_OK,
+ * or CLI_ERR if it could not be printed. */
+struct cJSON;
+int cli_json_print(struct cJSON *obj);
+/* Adds key: v, or key: null when v is not finite (JSON has no NaN). */
+void cli_json_add_finite(struct cJSON *obj, const char *key, double v);
 
 /* Area: engine (cmd_model.c) */
 int cmd_forward(int argc, char **argv);

@@ -198,13 +198,13 @@ int cmd_init(int argc, char **argv)
     int rc = parse_params(argc, argv, &params);
     if (rc != CLI_OK)
         return rc;
-    if (cli_home(argc, argv, home, sizeof home) != 0) {
+    if (legacy_cli_home(argc, argv, home, sizeof home) != 0) {
         cli_error(argv[0], "the agent home path is too long");
         return CLI_USAGE;
     }
     if (pk_crypto_global_init() != PK_OK)
         return CLI_ERR;
-    rc = cli_read_passphrase(argc, argv, 1, &pass, &len);
+    rc = legacy_cli_read_passphrase(argc, argv, 1, &pass, &len);
     if (rc != CLI_OK)
         return rc;
     pk_status st = pk_store_init(home, pass, len, params, err, sizeof err);
@@ -275,7 +275,7 @@ int cmd_import(int argc, char **argv)
         cli_error(argv[0], "%s: %s", file, strerror(errno));
         return CLI_ERR;
     }
-    int rc = cli_open_store(argc, argv, &s);
+    int rc = legacy_cli_open_store(argc, argv, &s);
     if (rc != CLI_OK)
         return rc;
     int json = cli_flag(argc, argv, "--json"), quiet = cli_flag(argc, argv, "--quiet");
@@ -432,7 +432,7 @@ int cmd_data(int argc, char **argv)
         cli_error("data", "usage: pocketllm data show --dataset NAME [--limit N]");
         return CLI_USAGE;
     }
-    int rc = cli_open_store(argc, argv, &s);
+    int rc = legacy_cli_open_store(argc, argv, &s);
     if (rc != CLI_OK)
         return rc;
     if (!strcmp(sub, "list"))
@@ -476,10 +476,10 @@ int cmd_rekey(int argc, char **argv)
         return CLI_USAGE;
     int rc = parse_params(argc, argv, &params);
     if (rc == CLI_OK)
-        rc = cli_open_store(argc, argv, &s);
+        rc = legacy_cli_open_store(argc, argv, &s);
     if (rc != CLI_OK)
         return rc;
-    rc = cli_read_new_passphrase(argc, argv, &pass, &len);
+    rc = legacy_cli_read_new_passphrase(argc, argv, &pass, &len);
     if (rc == CLI_OK) {
         if (pk_store_rekey(s, pass, len, params) != PK_OK) {
             cli_error(argv[0], "%s; the old passphrase is still valid", pk_store_errmsg(s));

@@ -188,7 +188,7 @@ static int generate_load(int argc, char **argv, pk_model **m, pk_tokenizer **tok
             return CLI_USAGE;
         }
         pk_store *s = NULL;
-        int rc = cli_open_store(argc, argv, &s);
+        int rc = legacy_cli_open_store(argc, argv, &s);
         if (rc != CLI_OK)
             return rc;
         pk_run_info ri;

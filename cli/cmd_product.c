@@ -63,7 +63,7 @@ int cmd_plot(int argc, char **argv)
         return CLI_USAGE;
     }
     pk_store *s = NULL;
-    rc = cli_open_store(argc, argv, &s);
+    rc = legacy_cli_open_store(argc, argv, &s);
     if (rc != 0)
         return rc;
     char err[ERRLEN] = "";
@@ -243,7 +243,7 @@ int cmd_export(int argc, char **argv)
         return CLI_USAGE;
     }
     pk_store *s = NULL;
-    rc = cli_open_store(argc, argv, &s);
+    rc = legacy_cli_open_store(argc, argv, &s);
     if (rc != 0)
         return rc;
     char err[ERRLEN] = "", hash[65] = "";

@@ -203,7 +203,7 @@ int cmd_sync(int argc, char **argv)
         return CLI_ERR;
     }
     pk_store *s = NULL;
-    if (cli_open_store(argc, argv, &s) != 0)
+    if (legacy_cli_open_store(argc, argv, &s) != 0)
         return CLI_ERR;
     int rc = CLI_ERR;
     char err[ERRLEN] = "";

@@ -98,58 +98,71 @@ static int parse_u64(const char *s, uint64_t *out)
 
 /* ---- train ---------------------------------------------------------------------------------- */
 
-static const char *const train_opts[] = {"--model",
-                                         "--dataset",
-                                         "--objective",
-                                         "--eps",
-                                         "--lr",
-                                         "--schedule",
-                                         "--warmup",
-                                         "--weight-decay",
-                                         "--spsa-q",
-                                         "--accumulate",
-                                         "--clip-g",
-                                         "--trainable",
-                                         "--steps",
-                                         "--batch",
-                                         "--seq-len",
-                                         "--seed",
-                                         "--eval-every",
-                                         "--eval-dataset",
-                                         "--early-stop",
-                                         "--z",
-                                         "--threads",
-                                         "--template",
-                                         "--labels",
-                                         "--resume",
-                                         "--checkpoint-every",
-                                         STORE_OPTS,
-                                         NULL};
-static const char *const train_flags[] = {"--json", "--quiet", NULL};
+typedef struct train_opts {
+    cli_common c;
+    const char *model;
+    int64_t resume; /* 0: a new run */
+    pk_train_config cfg;
+} train_opts;
 
-static const char train_help[] =
-    "usage: pocketllm train --model DIR --dataset NAME --objective lm|classify|accuracy [options]\n"
-    "       pocketllm train --resume RUN_ID [--threads N]\n"
-    "\n"
+#define T train_opts
+static const cli_option train_table[] = {
+    {"--model", CLI_STR, CLI_AT(T, model), 0, 0, NULL, "DIR", "base model (Hugging Face dir)"},
+    {"--dataset", CLI_BUF, CLI_AT(T, cfg.dataset), 0, 0, NULL, "NAME", "training dataset"},
+    {"--objective", CLI_CHOICE, CLI_AT(T, cfg.objective), 0, 0, "lm|classify|accuracy", NULL,
+     "what the loss measures"},
+    {"--eps", CLI_FLOAT, CLI_AT(T, cfg.mezo.eps), 1e-8, 10, NULL, "F", "perturbation scale"},
+    {"--lr", CLI_FLOAT, CLI_AT(T, cfg.mezo.lr), 0, 100, NULL, "F", "learning rate"},
+    {"--schedule", CLI_CHOICE, CLI_AT(T, cfg.mezo.schedule), 0, 0, "constant|linear|cosine",
+     NULL, "learning-rate schedule"},
+    {"--warmup", CLI_INT, CLI_AT(T, cfg.mezo.warmup), 0, 1LL << 40, NULL, "N",
+     "linear warm-up steps"},
+    {"--weight-decay", CLI_FLOAT, CLI_AT(T, cfg.mezo.weight_decay), 0, 100, NULL, "F",
+     "decoupled weight decay, never on biases/norms"},
+    {"--spsa-q", CLI_INT, CLI_AT(T, cfg.mezo.spsa_q), 1, 1024, NULL, "Q",
+     "perturbations per step, averaged"},
+    {"--accumulate", CLI_INT, CLI_AT(T, cfg.accumulate), 1, 4096, NULL, "M",
+     "micro-batches per step under one z"},
+    {"--clip-g", CLI_FLOAT, CLI_AT(T, cfg.mezo.clip_g), 0, 1e30, NULL, "F",
+     "clip the projected gradient to [-F, F] (0: off)"},
+    {"--trainable", CLI_BUF, CLI_AT(T, cfg.trainable), 0, 0, NULL, "SPEC",
+     "all | bitfit | REGEX on tensor names"},
+    {"--steps", CLI_INT, CLI_AT(T, cfg.steps), 1, 1LL << 40, NULL, "N", "steps"},
+    {"--batch", CLI_INT, CLI_AT(T, cfg.batch), 1, 65536, NULL, "B", "examples per batch"},
+    {"--seq-len", CLI_INT, CLI_AT(T, cfg.seq_len), 2, 1 << 20, NULL, "T",
+     "tokens per example"},
+    {"--seed", CLI_U64, CLI_AT(T, cfg.mezo.seed), 0, 0, NULL, "S", "run seed"},
+    {"--z", CLI_CHOICE, CLI_AT(T, cfg.mezo.z), 0, 0, "gaussian|rademacher", NULL,
+     "perturbation distribution"},
+    {"--template", CLI_BUF, CLI_AT(T, cfg.template_), 0, 0, NULL, "TEXT",
+     "classify: prompt with {text} / {text2} (roberta: with <mask>)"},
+    {"--labels", CLI_BUF, CLI_AT(T, cfg.labels), 0, 0, NULL, "WORDS",
+     "classify: comma-separated label words, e.g. \" great, terrible\""},
+    {"--eval-dataset", CLI_BUF, CLI_AT(T, cfg.eval_dataset), 0, 0, NULL, "NAME",
+     "held-out dataset for periodic eval"},
+    {"--eval-every", CLI_INT, CLI_AT(T, cfg.eval_every), 0, 1LL << 40, NULL, "N",
+     "eval every N steps (0: never)"},
+    {"--early-stop", CLI_INT, CLI_AT(T, cfg.early_stop), 0, 1 << 20, NULL, "PATIENCE",
+     "stop after PATIENCE evals without improvement (0: off)"},
+    {"--checkpoint-every", CLI_INT, CLI_AT(T, cfg.checkpoint_every), 0, 1LL << 40, NULL, "N",
+     "sealed weight checkpoints every N steps"},
+    {"--resume", CLI_INT, CLI_AT(T, resume), 1, 9e18, NULL, "RUN_ID",
+     "continue a stopped run bit-exactly"},
+    CLI_THREADS_OPT(T),
+    CLI_JSON_OPT(T),
+    CLI_QUIET_OPT(T),
+    CLI_STORE_OPTS(T),
+    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+};
+#undef T
+
+static const cli_command train_cmd = {
+    "train",
+    "train --model DIR --dataset NAME [--objective lm|classify|accuracy] [options]\n"
+    "train --resume RUN_ID [--threads N]",
     "Fine-tunes with MeZO (two forward passes per step, no gradients). Each step is logged in\n"
-    "the store; Ctrl-C stops at a step boundary and --resume continues bit-exactly.\n"
-    "\n"
-    "  --eps F            perturbation scale (1e-3)\n"
-    "  --lr F             learning rate (1e-5)\n"
-    "  --schedule S       constant | linear | cosine (constant)\n"
-    "  --warmup N         linear warm-up steps (0)\n"
-    "  --weight-decay F   decoupled weight decay, never on biases/norms (0)\n"
-    "  --spsa-q Q         perturbations per step, averaged (1)\n"
-    "  --accumulate M     micro-batches per step under one z (1)\n"
-    "  --clip-g F         clip the projected gradient to [-F, F] (off)\n"
-    "  --trainable SPEC   all | bitfit | REGEX on tensor names (all)\n"
-    "  --steps N          (1000)    --batch B (8)    --seq-len T (128)    --seed S (0)\n"
-    "  --z rademacher     +-1 perturbations instead of Gaussian\n"
-    "  --template TEXT    classify: prompt with {text} / {text2} (roberta: with <mask>)\n"
-    "  --labels WORDS     classify: comma-separated label words, e.g. \" great, terrible\"\n"
-    "  --eval-dataset NAME --eval-every N --early-stop PATIENCE\n"
-    "  --checkpoint-every N  sealed weight checkpoints (500)\n"
-    "  --threads N        --json (progress as JSON lines)  --quiet\n";
+    "the store; Ctrl-C stops at a step boundary and --resume continues bit-exactly.",
+    train_table, 0, NULL};
 
 typedef struct train_ui {
     pk_progress *p;
@@ -187,123 +200,55 @@ static void ui_eval(void *user, int64_t step, double loss, double acc)
                 acc);
 }
 
+/* Checks what the table cannot: required options and options that need one another. */
+static int train_check(train_opts *o)
+{
+    const char *cmd = o->c.cmd;
+    pk_train_config *cfg = &o->cfg;
+    if (o->resume)
+        return 0;
+    if (o->model == NULL || !cfg->dataset[0]) {
+        cli_error(cmd, "--model DIR and --dataset NAME are required (or --resume ID)");
+        return CLI_USAGE;
+    }
+    if (realpath(o->model, cfg->model_dir) == NULL) {
+        cli_error(cmd, "--model %s: no such directory", o->model);
+        return CLI_ERR;
+    }
+    if (cfg->eval_every > 0 && !cfg->eval_dataset[0]) {
+        cli_error(cmd, "--eval-every needs --eval-dataset NAME");
+        return CLI_USAGE;
+    }
+    if (cfg->early_stop > 0 && cfg->eval_every == 0) {
+        cli_error(cmd, "--early-stop needs --eval-every N and --eval-dataset NAME");
+        return CLI_USAGE;
+    }
+    cfg->mezo.steps_total = cfg->steps;
+    return 0;
+}
+
 int cmd_train(int argc, char **argv)
 {
-    const char *cmd = "train";
-    if (cli_help(argc, argv, train_help))
-        return CLI_OK;
-    if (cli_check(argc, argv, train_opts, train_flags))
-        return CLI_USAGE;
-    if (opt_threads(argc, argv, cmd))
-        return CLI_USAGE;
-    pk_train_config cfg = pk_train_config_default();
-    long long resume = 0, v;
-    if (opt_int(argc, argv, cmd, "--resume", &resume, 1, LLONG_MAX))
-        return CLI_USAGE;
-    if (resume == 0) {
-        const char *model = cli_opt(argc, argv, "--model");
-        const char *ds = cli_opt(argc, argv, "--dataset");
-        const char *obj = cli_opt(argc, argv, "--objective");
-        if (model == NULL || ds == NULL) {
-            cli_error(cmd, "--model DIR and --dataset NAME are required (or --resume ID)");
-            return CLI_USAGE;
-        }
-        if (realpath(model, cfg.model_dir) == NULL) {
-            cli_error(cmd, "--model %s: no such directory", model);
-            return CLI_ERR;
-        }
-        if (copy_opt(argc, argv, cmd, "--dataset", cfg.dataset, sizeof cfg.dataset) ||
-            copy_opt(argc, argv, cmd, "--eval-dataset", cfg.eval_dataset,
-                     sizeof cfg.eval_dataset) ||
-            copy_opt(argc, argv, cmd, "--trainable", cfg.trainable, sizeof cfg.trainable) ||
-            copy_opt(argc, argv, cmd, "--template", cfg.template_, sizeof cfg.template_) ||
-            copy_opt(argc, argv, cmd, "--labels", cfg.labels, sizeof cfg.labels))
-            return CLI_USAGE;
-        if (obj != NULL && pk_objective_parse(obj, &cfg.objective)) {
-            cli_error(cmd, "--objective must be lm, classify or accuracy (got '%s')", obj);
-            return CLI_USAGE;
-        }
-        const char *sch = cli_opt(argc, argv, "--schedule");
-        if (sch != NULL && pk_schedule_parse(sch, &cfg.mezo.schedule)) {
-            cli_error(cmd, "--schedule must be constant, linear or cosine (got '%s')", sch);
-            return CLI_USAGE;
-        }
-        const char *z = cli_opt(argc, argv, "--z");
-        if (z != NULL) {
-            if (!strcmp(z, "rademacher"))
-                cfg.mezo.z = PK_Z_RADEMACHER;
-            else if (!strcmp(z, "gaussian"))
-                cfg.mezo.z = PK_Z_GAUSSIAN;
-            else {
-                cli_error(cmd, "--z must be gaussian or rademacher (got '%s')", z);
-                return CLI_USAGE;
-            }
-        }
-        const char *seed = cli_opt(argc, argv, "--seed");
-        if (seed != NULL && parse_u64(seed, &cfg.mezo.seed)) {
-            cli_error(cmd, "--seed must be an unsigned 64-bit integer (got '%s')", seed);
-            return CLI_USAGE;
-        }
-        if (opt_float(argc, argv, cmd, "--eps", &cfg.mezo.eps, 1e-8, 10.0) ||
-            opt_float(argc, argv, cmd, "--lr", &cfg.mezo.lr, 0.0, 100.0) ||
-            opt_float(argc, argv, cmd, "--weight-decay", &cfg.mezo.weight_decay, 0.0, 100.0) ||
-            opt_float(argc, argv, cmd, "--clip-g", &cfg.mezo.clip_g, 0.0, 1e30))
-            return CLI_USAGE;
-        v = cfg.mezo.warmup;
-        if (opt_int(argc, argv, cmd, "--warmup", &v, 0, 1LL << 40))
-            return CLI_USAGE;
-        cfg.mezo.warmup = v;
-        v = cfg.mezo.spsa_q;
-        if (opt_int(argc, argv, cmd, "--spsa-q", &v, 1, 1024))
-            return CLI_USAGE;
-        cfg.mezo.spsa_q = (int)v;
-        v = cfg.accumulate;
-        if (opt_int(argc, argv, cmd, "--accumulate", &v, 1, 4096))
-            return CLI_USAGE;
-        cfg.accumulate = (int)v;
-        v = cfg.steps;
-        if (opt_int(argc, argv, cmd, "--steps", &v, 1, 1LL << 40))
-            return CLI_USAGE;
-        cfg.steps = v;
-        v = cfg.batch;
-        if (opt_int(argc, argv, cmd, "--batch", &v, 1, 65536))
-            return CLI_USAGE;
-        cfg.batch = (int)v;
-        v = cfg.seq_len;
-        if (opt_int(argc, argv, cmd, "--seq-len", &v, 2, 1 << 20))
-            return CLI_USAGE;
-        cfg.seq_len = (int)v;
-        v = cfg.eval_every;
-        if (opt_int(argc, argv, cmd, "--eval-every", &v, 0, 1LL << 40))
-            return CLI_USAGE;
-        cfg.eval_every = v;
-        v = cfg.early_stop;
-        if (opt_int(argc, argv, cmd, "--early-stop", &v, 0, 1 << 20))
-            return CLI_USAGE;
-        cfg.early_stop = (int)v;
-        v = cfg.checkpoint_every;
-        if (opt_int(argc, argv, cmd, "--checkpoint-every", &v, 0, 1LL << 40))
-            return CLI_USAGE;
-        cfg.checkpoint_every = v;
-        if (cfg.eval_every > 0 && !cfg.eval_dataset[0]) {
-            cli_error(cmd, "--eval-every needs --eval-dataset NAME");
-            return CLI_USAGE;
-        }
-        if (cfg.early_stop > 0 && cfg.eval_every == 0) {
-            cli_error(cmd, "--early-stop needs --eval-every N and --eval-dataset NAME");
-            return CLI_USAGE;
-        }
-        cfg.mezo.steps_total = cfg.steps;
-    }
-    pk_store *s = NULL;
-    int rc = cli_open_store(argc, argv, &s);
+    train_opts o = {.cfg = pk_train_config_default()};
+    int rc = cli_parse(&train_cmd, argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    rc = train_check(&o);
     if (rc != 0)
         return rc;
-    int quiet = cli_flag(argc, argv, "--quiet");
+    cli_apply_threads(&o.c);
+    const char *cmd = o.c.cmd;
+    pk_train_config cfg = o.cfg;
+    int64_t resume = o.resume;
+    pk_store *s = NULL;
+    rc = cli_open_store(&o.c, &s);
+    if (rc != 0)
+        return rc;
+    int quiet = o.c.quiet;
     train_ui ui = {NULL, quiet, 0};
     pk_train_hooks hooks = {&ui, ui_step, ui_eval, ui_start};
     ui.p = pk_progress_new("train", resume ? 0 : cfg.steps,
-                           pk_progress_mode_from_args(cli_flag(argc, argv, "--json"), quiet));
+                           pk_progress_mode_from_args(o.c.json, quiet));
     pk_interrupt_install();
     pk_train_result res;
     char err[ERRLEN] = "";
@@ -323,14 +268,14 @@ int cmd_train(int argc, char **argv)
     if (!quiet && res.stopped_early)
         fprintf(stderr, "early stop: no eval improvement at step %lld\n",
                 (long long)res.steps_done);
-    char loss[32] = "null"; /* no step ran (--resume of a finished run): NaN is not JSON */
-    if (isfinite(res.last_loss))
-        snprintf(loss, sizeof loss, "%.6g", res.last_loss);
-    printf("{\"run\":%lld,\"steps\":%lld,\"loss\":%s,\"weights\":\"%s\",\"forward_s\":%.3f,"
-           "\"update_s\":%.3f}\n",
-           (long long)res.run_id, (long long)res.steps_done, loss, res.final_hash, res.forward_s,
-           res.update_s);
-    return CLI_OK;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "run", (double)res.run_id);
+    cJSON_AddNumberToObject(j, "steps", (double)res.steps_done);
+    cli_json_add_finite(j, "loss", res.last_loss); /* NaN (no step ran) is null */
+    cJSON_AddStringToObject(j, "weights", res.final_hash);
+    cJSON_AddNumberToObject(j, "forward_s", res.forward_s);
+    cJSON_AddNumberToObject(j, "update_s", res.update_s);
+    return cli_json_print(j);
 }
 
 /* ---- eval ----------------------------------------------------------------------------------- */
@@ -366,7 +311,7 @@ int cmd_eval(int argc, char **argv)
     pk_objective *o = NULL;
     char err[ERRLEN] = "";
     pk_status st = PK_OK;
-    int rc = cli_open_store(argc, argv, &s);
+    int rc = legacy_cli_open_store(argc, argv, &s);
     if (rc != 0)
         return rc;
     rc = CLI_ERR;
@@ -487,7 +432,7 @@ int cmd_replay(int argc, char **argv)
         if (st != PK_OK)
             goto fail;
     } else {
-        rc = cli_open_store(argc, argv, &s);
+        rc = legacy_cli_open_store(argc, argv, &s);
         if (rc != 0)
             return rc;
         rc = CLI_ERR;
@@ -596,7 +541,7 @@ int cmd_runs(int argc, char **argv)
         return CLI_USAGE;
     }
     pk_store *s = NULL;
-    int rc = cli_open_store(argc, argv, &s);
+    int rc = legacy_cli_open_store(argc, argv, &s);
     if (rc != 0)
         return rc;
     rc = CLI_ERR;

@@ -75,22 +75,22 @@ static int prompt_tty(const char *cmd, const char *prompt, char *buf, size_t *le
 }
 
 /* The shared reader: option opt (a file), else environment variable env, else the prompt. */
-static int read_pass(int argc, char **argv, const char *opt, const char *env, const char *what,
+static int read_pass(const char *cmd, const char *file, const char *env, const char *what,
                      int confirm, char **pass, size_t *len)
 {
     char *buf = pk_secure_alloc(PASS_MAX + 1), *again = NULL;
-    const char *file = cli_opt(argc, argv, opt), *val = getenv(env);
+    const char *val = getenv(env);
     int rc = CLI_OK;
     *pass = NULL;
     *len = 0;
     if (!buf) {
-        cli_error(argv[0], "out of secure memory");
+        cli_error(cmd, "out of secure memory");
         return CLI_ERR;
     }
     if (file) {
         int fd = open(file, O_RDONLY | O_CLOEXEC);
         if (fd < 0 || read_line_fd(fd, buf, len) != 0) {
-            cli_error(argv[0], "cannot read %s from %s: %s", what, file,
+            cli_error(cmd, "cannot read %s from %s: %s", what, file,
                       fd < 0 ? strerror(errno) : "unreadable or longer than 1024 bytes");
             rc = CLI_ERR;
         }
@@ -99,7 +99,7 @@ static int read_pass(int argc, char **argv, const char *opt, const char *env, co
     } else if (val) {
         *len = strlen(val);
         if (*len > PASS_MAX) {
-            cli_error(argv[0], "%s is longer than %d bytes", env, PASS_MAX);
+            cli_error(cmd, "%s is longer than %d bytes", env, PASS_MAX);
             rc = CLI_ERR;
         } else {
             memcpy(buf, val, *len + 1);
@@ -107,19 +107,19 @@ static int read_pass(int argc, char **argv, const char *opt, const char *env, co
     } else {
         char prompt[96];
         snprintf(prompt, sizeof prompt, "%c%s: ", what[0] - 32, what + 1);
-        rc = prompt_tty(argv[0], prompt, buf, len);
+        rc = prompt_tty(cmd, prompt, buf, len);
         if (rc == CLI_OK && confirm) {
             size_t len2 = 0;
             again = pk_secure_alloc(PASS_MAX + 1);
-            rc = again ? prompt_tty(argv[0], "Repeat it: ", again, &len2) : CLI_ERR;
+            rc = again ? prompt_tty(cmd, "Repeat it: ", again, &len2) : CLI_ERR;
             if (rc == CLI_OK && (len2 != *len || pk_secure_memcmp(buf, again, *len) != 0)) {
-                cli_error(argv[0], "the two passphrases differ; nothing changed");
+                cli_error(cmd, "the two passphrases differ; nothing changed");
                 rc = CLI_ERR;
             }
         }
     }
     if (rc == CLI_OK && confirm && *len == 0) {
-        cli_error(argv[0], "the %s is empty", what);
+        cli_error(cmd, "the %s is empty", what);
         rc = CLI_ERR;
     }
     pk_secure_free(again);
@@ -132,15 +132,15 @@ static int read_pass(int argc, char **argv, const char *opt, const char *env, co
     return CLI_OK;
 }
 
-int cli_read_passphrase(int argc, char **argv, int confirm, char **pass, size_t *len)
+int cli_read_passphrase(const cli_common *c, int confirm, char **pass, size_t *len)
 {
-    return read_pass(argc, argv, "--passphrase-file", "POCKETLLM_PASSPHRASE", "passphrase",
-                     confirm, pass, len);
+    return read_pass(c->cmd, c->passphrase_file, "POCKETLLM_PASSPHRASE", "passphrase", confirm,
+                     pass, len);
 }
 
-int cli_read_new_passphrase(int argc, char **argv, char **pass, size_t *len)
+int cli_read_new_passphrase(const cli_common *c, char **pass, size_t *len)
 {
-    return read_pass(argc, argv, "--new-passphrase-file", "POCKETLLM_NEW_PASSPHRASE",
+    return read_pass(c->cmd, c->new_passphrase_file, "POCKETLLM_NEW_PASSPHRASE",
                      "new passphrase", 1, pass, len);
 }
 
@@ -150,27 +150,27 @@ void cli_free_passphrase(char *pass, size_t len)
     pk_secure_free(pass);
 }
 
-int cli_open_store(int argc, char **argv, pk_store **out)
+int cli_open_store(const cli_common *c, pk_store **out)
 {
     char home[1024], err[1024];
     char *pass = NULL;
     size_t len = 0;
     *out = NULL;
-    if (cli_home(argc, argv, home, sizeof home) != 0) {
-        cli_error(argv[0], "the agent home path is too long");
+    if (cli_home(c, home, sizeof home) != 0) {
+        cli_error(c->cmd, "the agent home path is too long");
         return CLI_USAGE;
     }
     if (pk_crypto_global_init() != PK_OK) {
-        cli_error(argv[0], "libsodium failed to initialise");
+        cli_error(c->cmd, "libsodium failed to initialise");
         return CLI_ERR;
     }
     char db[1100];
     if (pk_store_db_path(home, db, sizeof db) == 0 && access(db, F_OK) != 0) {
         /* Say so before asking for a passphrase that cannot help. */
-        cli_error(argv[0], "no agent home at %s: run pocketllm init --home %s", home, home);
+        cli_error(c->cmd, "no agent home at %s: run pocketllm init --home %s", home, home);
         return CLI_ERR;
     }
-    int rc = cli_read_passphrase(argc, argv, 0, &pass, &len);
+    int rc = cli_read_passphrase(c, 0, &pass, &len);
     if (rc != CLI_OK)
         return rc;
     pk_status st = pk_store_open(home, pass, len, out, err, sizeof err);
@@ -178,10 +178,10 @@ int cli_open_store(int argc, char **argv, pk_store **out)
     if (st == PK_OK)
         return CLI_OK;
     if (st == PK_ERR_AUTH)
-        cli_error(argv[0], "wrong passphrase for %s", home);
+        cli_error(c->cmd, "wrong passphrase for %s", home);
     else if (st == PK_ERR_NOTFOUND)
-        cli_error(argv[0], "no agent home at %s: run pocketllm init --home %s", home, home);
+        cli_error(c->cmd, "no agent home at %s: run pocketllm init --home %s", home, home);
     else
-        cli_error(argv[0], "%s", err);
+        cli_error(c->cmd, "%s", err);
     return CLI_ERR;
 }

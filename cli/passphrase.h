@@ -7,24 +7,32 @@
 #ifndef PK_CLI_PASSPHRASE_H
 #define PK_CLI_PASSPHRASE_H
 
+#include "opts.h"
 #include "pk_store.h"
 
 #include <stddef.h>
 
-/* Reads the passphrase (confirm != 0: the prompt asks twice, for init and rekey). argv[0] names
- * the command in error messages. On success returns 0 and *pass (owned, sodium_malloc'd,
+/* Reads the passphrase (confirm != 0: the prompt asks twice, for init and rekey). c->cmd names
+ * the command in error messages; c->passphrase_file is the file, if given. On success returns 0 and *pass (owned, sodium_malloc'd,
  * NUL-terminated, *len bytes without the NUL) must be freed with cli_free_passphrase.
  * On failure prints an error to stderr and returns CLI_ERR (or CLI_USAGE), *pass NULL. */
-int cli_read_passphrase(int argc, char **argv, int confirm, char **pass, size_t *len);
+int cli_read_passphrase(const cli_common *c, int confirm, char **pass, size_t *len);
 void cli_free_passphrase(char *pass, size_t len); /* NULL-safe; wipes */
 /* The new passphrase for rekey: --new-passphrase-file FILE, else POCKETLLM_NEW_PASSPHRASE,
  * else the prompt (asked twice). Same ownership and errors as cli_read_passphrase. */
-int cli_read_new_passphrase(int argc, char **argv, char **pass, size_t *len);
+int cli_read_new_passphrase(const cli_common *c, char **pass, size_t *len);
 
 /* Resolves the home (cli_home: --home, $POCKETLLM_HOME, $XDG_DATA_HOME/pocketllm, ...), reads
  * the passphrase and opens the store. On failure prints a clear error ("wrong passphrase for
  * HOME", "no agent home at HOME: run pocketllm init --home HOME", "HOME is busy ...") and
  * returns non-zero (CLI_ERR); *out is then NULL. *out is an owned result (pk_store_close). */
-int cli_open_store(int argc, char **argv, pk_store **out);
+int cli_open_store(const cli_common *c, pk_store **out);
+
+/* Transitional shims for commands not yet on an option table (cli/legacy.c): the same, reading
+ * --home / --passphrase-file / --new-passphrase-file from argv. */
+int legacy_cli_open_store(int argc, char **argv, pk_store **out);
+int legacy_cli_read_passphrase(int argc, char **argv, int confirm, char **pass, size_t *len);
+int legacy_cli_read_new_passphrase(int argc, char **argv, char **pass, size_t *len);
+int legacy_cli_home(int argc, char **argv, char *out, size_t n);
 
 #endif /* PK_CLI_PASSPHRASE_H */
