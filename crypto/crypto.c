@@ -3,6 +3,7 @@
 #include "pk_crypto.h"
 
 #include <sodium.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct pk_key {
@@ -200,4 +201,66 @@ void pk_hash_hex(const void *data, size_t len, char hex[65])
     uint8_t h[32];
     crypto_generichash(h, sizeof h, data, len, NULL, 0);
     sodium_bin2hex(hex, 65, h, sizeof h);
+}
+
+void pk_hash(const void *data, size_t len, uint8_t out[PK_HASH_BYTES])
+{
+    crypto_generichash(out, PK_HASH_BYTES, data, len, NULL, 0);
+}
+
+_Static_assert(sizeof(pk_hash_state) >= sizeof(crypto_generichash_state),
+               "pk_hash_state must hold libsodium's state");
+
+void pk_hash_init(pk_hash_state *st)
+{
+    PK_ASSERT(crypto_generichash_init((crypto_generichash_state *)(void *)st->opaque, NULL, 0,
+                                      PK_HASH_BYTES) == 0);
+}
+
+void pk_hash_update(pk_hash_state *st, const void *data, size_t len)
+{
+    crypto_generichash_update((crypto_generichash_state *)(void *)st->opaque, data, len);
+}
+
+void pk_hash_final(pk_hash_state *st, uint8_t out[PK_HASH_BYTES])
+{
+    crypto_generichash_final((crypto_generichash_state *)(void *)st->opaque, out, PK_HASH_BYTES);
+    sodium_memzero(st, sizeof *st);
+}
+
+void pk_hex_encode(char *hex, size_t hexlen, const void *bin, size_t n)
+{
+    PK_ASSERT(hexlen >= 2 * n + 1);
+    sodium_bin2hex(hex, hexlen, bin, n);
+}
+
+pk_status pk_hex_decode(uint8_t *bin, size_t n, const char *hex)
+{
+    size_t got = 0;
+    if (strlen(hex) != 2 * n || sodium_hex2bin(bin, n, hex, 2 * n, NULL, &got, NULL) != 0 ||
+        got != n)
+        return PK_ERR_FORMAT;
+    return PK_OK;
+}
+
+pk_status pk_base64_encode(const void *bin, size_t n, char **out)
+{
+    size_t cap = sodium_base64_encoded_len(n, sodium_base64_VARIANT_ORIGINAL);
+    char *s = malloc(cap);
+    *out = NULL;
+    if (!s)
+        return PK_ERR_NOMEM;
+    sodium_bin2base64(s, cap, bin, n, sodium_base64_VARIANT_ORIGINAL);
+    *out = s;
+    return PK_OK;
+}
+
+pk_status pk_base64_decode(const char *b64, size_t len, uint8_t *bin, size_t cap, size_t *n)
+{
+    *n = 0;
+    if (len == 0)
+        return PK_OK;
+    if (sodium_base642bin(bin, cap, b64, len, NULL, n, NULL, sodium_base64_VARIANT_ORIGINAL) != 0)
+        return PK_ERR_FORMAT;
+    return PK_OK;
 }

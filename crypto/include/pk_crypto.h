@@ -92,7 +92,33 @@ PK_NODISCARD pk_status pk_sign_detached(const uint8_t sk[PK_SIGN_SK_BYTES], cons
 PK_NODISCARD pk_status pk_sign_verify(const uint8_t pk[PK_SIGN_PK_BYTES], const void *msg,
                                       size_t len, const uint8_t sig[PK_SIGN_BYTES]);
 
+/* ---- hashing and encodings ------------------------------------------------------------------ */
+
+#define PK_HASH_BYTES 32u /* BLAKE2b-256 */
+
 /* Hex of a BLAKE2b-256 hash (65 bytes with the NUL), e.g. for model hashes. */
 void pk_hash_hex(const void *data, size_t len, char hex[65]);
+/* One-shot BLAKE2b-256 of data into out. */
+void pk_hash(const void *data, size_t len, uint8_t out[PK_HASH_BYTES]);
+
+/* A streaming BLAKE2b-256 (for the weights hash: tensors hashed one after the other). The state
+ * is a caller-owned value (stack is fine); init, any number of updates, then final once. */
+typedef struct pk_hash_state {
+    _Alignas(64) unsigned char opaque[384]; /* libsodium's crypto_generichash_state */
+} pk_hash_state;
+void pk_hash_init(pk_hash_state *st);
+void pk_hash_update(pk_hash_state *st, const void *data, size_t len);
+void pk_hash_final(pk_hash_state *st, uint8_t out[PK_HASH_BYTES]); /* wipes the state */
+
+/* Lowercase hex of bin[0..n) into hex (2n + 1 bytes with the NUL; hexlen must hold them). */
+void pk_hex_encode(char *hex, size_t hexlen, const void *bin, size_t n);
+/* Exactly 2n hex digits of hex (NUL-terminated) into bin[n]; PK_ERR_FORMAT otherwise. */
+PK_NODISCARD pk_status pk_hex_decode(uint8_t *bin, size_t n, const char *hex);
+/* Standard base64 (with padding) of bin[0..n): *out an owned NUL-terminated string (free()). */
+PK_NODISCARD pk_status pk_base64_encode(const void *bin, size_t n, char **out);
+/* Decodes standard base64 text (len chars) into bin (cap bytes); *n the decoded length.
+ * PK_ERR_FORMAT if it is not base64 or does not fit. */
+PK_NODISCARD pk_status pk_base64_decode(const char *b64, size_t len, uint8_t *bin, size_t cap,
+                                        size_t *n);
 
 #endif /* PK_CRYPTO_H */
