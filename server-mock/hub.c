@@ -7,6 +7,7 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <microhttpd.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -104,12 +105,17 @@ static int file_sha256(srv_hash_cache *hc, const char *path, int fd, const struc
 }
 
 /* Each '/'-separated segment of p non-empty, not starting with '.', no backslash. */
+/* A path of '/'-separated segments, none empty, none starting with '.' (no "..", no hidden
+ * files), no backslash, no control byte, and no "%00" (srv_unescape leaves an encoded NUL
+ * encoded, so a NUL can never cut a name short). */
 static int segments_ok(const char *p, size_t len, int *count)
 {
     size_t start = 0;
     *count = 0;
     for (size_t i = 0; i <= len; i++) {
-        if (i < len && p[i] == '\\')
+        if (i < len && (p[i] == '\\' || (unsigned char)p[i] < 0x20))
+            return 0;
+        if (i + 2 < len && p[i] == '%' && p[i + 1] == '0' && p[i + 2] == '0')
             return 0;
         if (i == len || p[i] == '/') {
             if (i == start || p[start] == '.')
@@ -182,14 +188,30 @@ static int parse_range(const char *h, uint64_t size, uint64_t *a, uint64_t *b)
     return 1;
 }
 
+/* 1 if path, with every symlink resolved, lies inside the hub directory: a link in the hub
+ * that points elsewhere is never followed out of it. */
+static int inside_hub(const srv *s, const char *path)
+{
+    char root[PATH_MAX], real[PATH_MAX];
+    if (!realpath(s->hub_dir, root) || !realpath(path, real))
+        return 0;
+    size_t n = strlen(root);
+    return strncmp(real, root, n) == 0 && real[n] == '/';
+}
+
+static int open_inside(const srv *s, const char *path)
+{
+    return inside_hub(s, path) ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+}
+
 static int open_hub_file(const srv *s, const char *repo, size_t rlen, const char *rev, size_t vlen,
                          const char *file, char *path, size_t cap, struct stat *st)
 {
     snprintf(path, cap, "%s/%.*s/%.*s/%s", s->hub_dir, (int)rlen, repo, (int)vlen, rev, file);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open_inside(s, path);
     if (fd < 0) {
         snprintf(path, cap, "%s/%.*s/%s", s->hub_dir, (int)rlen, repo, file);
-        fd = open(path, O_RDONLY | O_CLOEXEC);
+        fd = open_inside(s, path);
     }
     if (fd >= 0 && (fstat(fd, st) != 0 || !S_ISREG(st->st_mode))) {
         close(fd);
@@ -293,7 +315,7 @@ static int list_dir(srv *s, const char *dir, const char *rel, int depth, cJSON *
         struct stat st;
         snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
         snprintf(name, sizeof name, "%s%s%s", rel, rel[0] ? "/" : "", e->d_name);
-        if (stat(full, &st) != 0)
+        if (!inside_hub(s, full) || stat(full, &st) != 0)
             continue;
         if (S_ISDIR(st.st_mode) && depth < 8) {
             list_dir(s, full, name, depth + 1, arr);
@@ -358,7 +380,7 @@ static int list_repo(srv *s, struct MHD_Connection *c, const char *url, srv_faul
     snprintf(dir, sizeof dir, "%s/%.*s/%s", s->hub_dir, (int)rlen, repo, revp ? revp + 10 : "main");
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
         snprintf(dir, sizeof dir, "%s/%.*s", s->hub_dir, (int)rlen, repo);
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || !inside_hub(s, dir))
         return srv_reply_error(c, 404, "not_found", f, "no repo %.*s in the hub", (int)rlen, repo);
     cJSON *o = cJSON_CreateObject(), *arr = cJSON_CreateArray(), *sarr = NULL;
     char *json = NULL, id[512];

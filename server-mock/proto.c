@@ -87,7 +87,7 @@ void pkp_hex(const uint8_t *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static int hexval(char c)
+int pkp_hexval(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -98,12 +98,17 @@ static int hexval(char c)
     return -1;
 }
 
+int pkp_pubkey_ok(const uint8_t pk[32])
+{
+    return crypto_core_ed25519_is_valid_point(pk) == 1;
+}
+
 pk_status pkp_unhex(const char *hex, uint8_t *out, size_t n)
 {
     if (strlen(hex) != 2 * n)
         return PK_ERR_FORMAT;
     for (size_t i = 0; i < n; i++) {
-        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        int hi = pkp_hexval(hex[2 * i]), lo = pkp_hexval(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return PK_ERR_FORMAT;
         out[i] = (uint8_t)(hi << 4 | lo);

@@ -181,6 +181,13 @@ static int h_register(srv *s, struct MHD_Connection *c, const req *q, srv_fault 
                               "field \"public_key\" must be 64 hex chars (Ed25519 public key)");
         goto out;
     }
+    /* All-zero and small-order points verify forged signatures for any message: refuse them. */
+    if (!pkp_pubkey_ok(pk)) {
+        ret = srv_reply_error(c, 400, "bad_field", f,
+                              "field \"public_key\" is not a valid Ed25519 public key "
+                              "(small order or not on the curve)");
+        goto out;
+    }
     pkp_device_id(pk, id);
     pk_status st = srv_db_device_put(s->db, id, pk, srv_wall_now(), &created);
     if (st == PK_ERR_AUTH) {
@@ -523,6 +530,27 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     pk_log(PK_LOG_INFO, "mhd: %s", msg);
 }
 
+/* Percent-decoding of URLs and arguments in place, as libmicrohttpd's default does, except that
+ * "%00" stays encoded: a decoded NUL would silently cut a path or value short (the hub then
+ * refuses the name). Returns the new length. */
+static size_t srv_unescape(void *cls, struct MHD_Connection *c, char *str)
+{
+    (void)cls;
+    (void)c;
+    char *w = str;
+    for (const char *r = str; *r; r++) {
+        int hi = r[0] == '%' ? pkp_hexval(r[1]) : -1, lo = hi >= 0 ? pkp_hexval(r[2]) : -1;
+        if (lo >= 0 && (hi | lo) != 0) {
+            *w++ = (char)(hi * 16 + lo);
+            r += 2;
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - str);
+}
+
 struct MHD_Daemon *srv_start(srv *s, const char *host, int port, int threads, int *bound_port)
 {
     struct sockaddr_in sa;
@@ -537,7 +565,8 @@ struct MHD_Daemon *srv_start(srv *s, const char *host, int port, int threads, in
                          (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
                          MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                          MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_CONNECTION_LIMIT,
-                         (unsigned)4096, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+                         (unsigned)4096, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                         MHD_OPTION_UNESCAPE_CALLBACK, srv_unescape, NULL, MHD_OPTION_END);
     if (!d)
         return NULL;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);

@@ -33,6 +33,11 @@ int pkp_name_ok(const char *s);
 void pkp_hex(const uint8_t *in, size_t n, char *out);
 /* Exactly 2n hex chars -> n bytes; PK_ERR_FORMAT otherwise. */
 PK_NODISCARD pk_status pkp_unhex(const char *hex, uint8_t *out, size_t n);
+/* The value of one hex digit, or -1. */
+int pkp_hexval(char c);
+/* 1 if pk is an Ed25519 public key a signature can be checked against: on the curve, canonical,
+ * and not of small order (the all-zero key and the other small-order points are refused). */
+int pkp_pubkey_ok(const uint8_t pk[32]);
 
 /* Pairs -> packed bytes (n * 6). out must hold n * PKP_PAIR_BYTES bytes. */
 void pkp_pack(const pkp_pair *pairs, size_t n, uint8_t *out);

@@ -287,6 +287,26 @@ static void check_task(const server *s, long long round, long long uploads)
     cJSON_Delete(t);
 }
 
+/* Keys whose signatures prove nothing (all zero, the identity, a point of order 2, a point off
+ * the curve) are refused at registration. */
+static void test_register_bad_keys(const server *s)
+{
+    static const char *const bad[] = {
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "0200000000000000000000000000000000000000000000000000000000000000",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char body[128];
+        cJSON *o = NULL;
+        snprintf(body, sizeof body, "{\"public_key\":\"%s\"}", bad[i]);
+        PK_CHECK_EQ(call_json(s, "POST", "/v1/devices", body, &o), 400);
+        PK_CHECK(o && strcmp(err_code(o), "bad_field") == 0);
+        cJSON_Delete(o);
+    }
+}
+
 static void test_register_and_task(const server *s)
 {
     dev d;
@@ -300,6 +320,7 @@ static void test_register_and_task(const server *s)
     PK_CHECK_EQ(call_json(s, "POST", "/v1/devices", "{\"public_key\":", &o), 400);
     PK_CHECK(strcmp(err_code(o), "bad_json") == 0);
     cJSON_Delete(o);
+    test_register_bad_keys(s);
     PK_CHECK_EQ(call_json(s, "GET", "/v1/health", NULL, NULL), 200);
     check_task(s, 1, 0);
     PK_CHECK_EQ(call_json(s, "GET", "/v1/tasks/demo", NULL, NULL), 200);
@@ -852,6 +873,47 @@ static void test_hub(void)
     PK_CHECK_EQ(server_stop(&s, SIGTERM), 0);
 }
 
+/* The hub serves only what lies inside its directory: a symlink that leads out of it is not
+ * followed (file or repo), and a name holding an encoded NUL is refused rather than cut short. */
+static void test_hub_confined(void)
+{
+    char db[512], task[512], hub[512], p[1024], q[1024], sha[65];
+    server s;
+    snprintf(db, sizeof db, "%s/hubc.db", tmpdir);
+    snprintf(task, sizeof task, "%s/taskc.json", tmpdir);
+    snprintf(hub, sizeof hub, "%s/hubc", tmpdir);
+    write_task(task, 4096, 3, 600, 16);
+    PK_CHECK(mkdir(hub, 0700) == 0);
+    snprintf(p, sizeof p, "%s/org", hub), mkdir(p, 0700);
+    snprintf(p, sizeof p, "%s/org/m", hub), mkdir(p, 0700);
+    snprintf(p, sizeof p, "%s/org/m/a", hub);
+    write_text(p, "inside");
+    file_sha(p, sha);
+    snprintf(q, sizeof q, "%s/secret.txt", tmpdir); /* outside the hub */
+    write_text(q, "outside");
+    snprintf(p, sizeof p, "%s/org/m/leak.txt", hub);
+    PK_CHECK(symlink(q, p) == 0);
+    snprintf(q, sizeof q, "%s/org/m/alias", hub); /* a link that stays inside is fine */
+    PK_CHECK(symlink("a", q) == 0);
+    snprintf(p, sizeof p, "%s/org/out", hub); /* a repo that is a link to a folder outside */
+    PK_CHECK(symlink(tmpdir, p) == 0);
+    const char *extra[] = {"--hub-dir", hub, NULL};
+    PK_CHECK(server_start(&s, db, task, extra));
+    hub_get(&s, "/org/m/resolve/main/a", NULL, 200, 6, sha);
+    hub_get(&s, "/org/m/resolve/main/alias", NULL, 200, 6, sha);
+    hub_get(&s, "/org/m/resolve/main/leak.txt", NULL, 404, 0, NULL);
+    hub_get(&s, "/org/out/resolve/main/secret.txt", NULL, 404, 0, NULL);
+    hub_get(&s, "/org/m/resolve/main/a%00.json", NULL, 400, 0, NULL);
+    hub_get(&s, "/org/m/resolve/main/a%00", NULL, 400, 0, NULL);
+    hub_get(&s, "/org/m/resolve/main/%61", NULL, 200, 6, sha); /* other escapes still decode */
+    cJSON *o = NULL;
+    PK_CHECK_EQ(call_json(&s, "GET", "/api/models/org/m", NULL, &o), 200);
+    PK_CHECK_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(o, "siblings")), 2); /* a, alias */
+    cJSON_Delete(o);
+    PK_CHECK_EQ(call_json(&s, "GET", "/api/models/org/out", NULL, NULL), 404);
+    PK_CHECK_EQ(server_stop(&s, SIGTERM), 0);
+}
+
 /* ---- capture and bytes per round --------------------------------------------------------------
  */
 
@@ -961,6 +1023,7 @@ int main(void)
     test_concurrent_quorum();
     test_faults();
     test_hub();
+    test_hub_confined();
     test_capture_and_bytes();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
