@@ -582,8 +582,10 @@ static int csv_record(src *s, const char *cols[CSV_MAX_COLS], int64_t *start, pk
             continue;
         }
         if (n < 0) {
-            *st = fail(s, *start, n == -3 ? "more than %d columns" : "malformed quoting%.0d",
-                       CSV_MAX_COLS);
+            if (n == -3)
+                *st = fail(s, *start, "more than %d columns", CSV_MAX_COLS);
+            else
+                *st = fail(s, *start, "malformed quoting");
             return -1;
         }
         return n;

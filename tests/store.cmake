@@ -16,3 +16,5 @@ pk_add_fuzz(fuzz_import SOURCE ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_import.c LIBS pk
 pk_add_test(test_store_cli SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_store_cli.c
     LIBS pk_store pk_crypto LABELS unit TIMEOUT 120)
 add_dependencies(test_store_cli pocketllm)
+pk_add_test(test_import_errors SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_import_errors.c
+    LIBS pk_store pk_crypto LABELS unit TIMEOUT 60)
