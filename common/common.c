@@ -5,8 +5,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 static const char *const status_names[PK_ERR__COUNT] = {
     [PK_OK] = "ok",
@@ -23,6 +25,7 @@ static const char *const status_names[PK_ERR__COUNT] = {
     [PK_ERR_INTERRUPTED] = "interrupted",
     [PK_ERR_LIMIT] = "limit exceeded",
     [PK_ERR_NUMERIC] = "numeric failure",
+    [PK_ERR_STALE_KEY] = "the passphrase changed",
 };
 
 const char *pk_status_str(pk_status st)
@@ -99,4 +102,21 @@ uint64_t pk_splitmix64(uint64_t x)
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
     x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
     return x ^ (x >> 31);
+}
+
+void pk_pause_point(const char *name)
+{
+    const char *at = getenv("POCKETLLM_PAUSE_AT"), *dir = getenv("POCKETLLM_PAUSE_DIR");
+    char flag[1024];
+    if (!at || !dir || strcmp(at, name) != 0)
+        return;
+    snprintf(flag, sizeof flag, "%s/%s", dir, name);
+    FILE *f = fopen(flag, "w");
+    if (!f)
+        return;
+    fclose(f);
+    for (int i = 0; i < 6000 && access(flag, F_OK) == 0; i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
 }

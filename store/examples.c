@@ -381,6 +381,7 @@ static pk_status ctx_start(pk_store *s, const char *name, import_ctx *c)
 {
     memset(c, 0, sizeof *c);
     c->s = s;
+    pk_pause_point("store.import.begin");
     pk_status st = store_begin(s);
     if (st == PK_OK)
         st = dataset_get_or_create(s, name, &c->dataset_id);
@@ -518,6 +519,8 @@ pk_status pk_store_dataset_forget(pk_store *s, const char *name)
     pk_status st = store_begin(s);
     if (st == PK_OK)
         st = pk_store_dataset_id(s, name, &id);
+    if (st == PK_OK)
+        st = store_dataset_not_leased(s, id, name);
     if (st == PK_OK)
         st = exec_int(s, "DELETE FROM examples WHERE dataset_id = ?1", id, NULL);
     if (st == PK_OK)

@@ -335,8 +335,12 @@ pk_status pk_store_checkpoint_put(pk_store *s, int64_t run_id, int64_t step, con
     if (!rec)
         return store_fail(s, PK_ERR_NOMEM, "out of memory for a %zu-byte checkpoint", len);
     pk_record_ad(ad, PK_AD_CHECKPOINT, run_id, step);
-    pk_status st = pk_record_seal(s->k_checkpoints, ad, sizeof ad, blob, len, rec,
-                                  len + PK_RECORD_OVERHEAD, &reclen);
+    /* sealed and written in one transaction, so a rekey in between (the epoch check of
+     * store_begin) cannot leave a checkpoint under the old key */
+    pk_status st = store_begin(s);
+    if (st == PK_OK)
+        st = pk_record_seal(s->k_checkpoints, ad, sizeof ad, blob, len, rec,
+                            len + PK_RECORD_OVERHEAD, &reclen);
     if (st == PK_OK)
         st = store_prepare(s, "INSERT OR REPLACE INTO checkpoints(run_id, step, record)"
                               " VALUES(?1, ?2, ?3)", &q);
@@ -346,6 +350,9 @@ pk_status pk_store_checkpoint_put(pk_store *s, int64_t run_id, int64_t step, con
         sqlite3_bind_blob64(q, 3, rec, reclen, SQLITE_STATIC);
         st = step_done(s, q, "write checkpoint");
     }
+    if (st == PK_OK)
+        st = store_commit(s);
+    store_rollback(s);
     free(rec);
     return st;
 }

@@ -38,6 +38,11 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     "CREATE TABLE sync_state(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
     "CREATE TABLE outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, idem_key TEXT NOT NULL UNIQUE,"
     "  body TEXT NOT NULL, created_at REAL NOT NULL);",
+    /* 1 -> 2: the key epoch (rekey increments it; every write transaction checks it) and the
+     * leases of running trainers (rekey and forget must not pull keys or data from under them). */
+    "ALTER TABLE keyring ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE leases(run_id INTEGER PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,"
+    "  pid INTEGER NOT NULL, proc_start INTEGER NOT NULL, started_at REAL NOT NULL);",
 };
 
 pk_status store_fail(pk_store *s, pk_status st, const char *fmt, ...)
@@ -78,10 +83,36 @@ pk_status store_exec(pk_store *s, const char *sql)
     return rc == SQLITE_OK ? PK_OK : store_db_fail(s, rc, "exec");
 }
 
+/* Inside a write transaction: the keyring epoch must still be the one this handle's keys were
+ * derived at, or a rekey happened since and anything sealed now would be unreadable. */
+static pk_status check_epoch(pk_store *s)
+{
+    sqlite3_stmt *q = NULL;
+    pk_status st = store_prepare(s, "SELECT epoch FROM keyring WHERE id = 1", &q);
+    if (st != PK_OK)
+        return st;
+    int rc = sqlite3_step(q);
+    int64_t epoch = rc == SQLITE_ROW ? sqlite3_column_int64(q, 0) : -1;
+    sqlite3_finalize(q);
+    if (rc != SQLITE_ROW)
+        return store_db_fail(s, rc, "read key epoch");
+    if (epoch != s->epoch)
+        return store_fail(s, PK_ERR_STALE_KEY,
+                          "the passphrase of %s changed while this command ran (pocketllm "
+                          "rekey); nothing was written: run it again with the new passphrase",
+                          s->home);
+    return PK_OK;
+}
+
 pk_status store_begin(pk_store *s)
 {
     int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    return rc == SQLITE_OK ? PK_OK : store_db_fail(s, rc, "begin transaction");
+    if (rc != SQLITE_OK)
+        return store_db_fail(s, rc, "begin transaction");
+    pk_status st = s->epoch_known ? check_epoch(s) : PK_OK;
+    if (st != PK_OK)
+        store_rollback(s);
+    return st;
 }
 
 pk_status store_commit(pk_store *s)
@@ -199,6 +230,7 @@ static pk_status connect_db(pk_store *s, int create)
 }
 
 typedef struct keyring {
+    int64_t epoch; /* incremented by every rekey */
     uint8_t salt[PK_CRYPTO_SALT_BYTES];
     uint64_t opslimit;
     size_t memlimit;
@@ -227,6 +259,7 @@ static pk_status new_keyring(const char *pass, size_t len, pk_store_params p, ke
 {
     pk_key *master = NULL, *check = NULL;
     uint8_t ad[PK_RECORD_AD_BYTES];
+    kr->epoch = 0;
     kr->opslimit = p.opslimit ? p.opslimit : pk_kdf_default_opslimit();
     kr->memlimit = p.memlimit ? p.memlimit : pk_kdf_default_memlimit();
     pk_crypto_random(kr->salt, sizeof kr->salt);
@@ -246,8 +279,10 @@ static pk_status write_keyring(pk_store *s, const keyring *kr, int insert)
 {
     sqlite3_stmt *q = NULL;
     pk_status st = store_prepare(
-        s, insert ? "INSERT INTO keyring(salt, opslimit, memlimit, keycheck, id) VALUES(?,?,?,?,1)"
-                  : "UPDATE keyring SET salt=?, opslimit=?, memlimit=?, keycheck=? WHERE id=1",
+        s,
+        insert ? "INSERT INTO keyring(salt, opslimit, memlimit, keycheck, epoch, id)"
+                 " VALUES(?,?,?,?,?,1)"
+               : "UPDATE keyring SET salt=?, opslimit=?, memlimit=?, keycheck=?, epoch=? WHERE id=1",
         &q);
     if (st != PK_OK)
         return st;
@@ -255,6 +290,7 @@ static pk_status write_keyring(pk_store *s, const keyring *kr, int insert)
     sqlite3_bind_int64(q, 2, (sqlite3_int64)kr->opslimit);
     sqlite3_bind_int64(q, 3, (sqlite3_int64)kr->memlimit);
     sqlite3_bind_blob(q, 4, kr->keycheck, (int)kr->keycheck_len, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 5, kr->epoch);
     int rc = sqlite3_step(q);
     if (rc != SQLITE_DONE)
         st = store_db_fail(s, rc, "write keyring");
@@ -396,8 +432,14 @@ out:
 static pk_status read_keyring(pk_store *s, keyring *kr)
 {
     sqlite3_stmt *q = NULL;
-    pk_status st = store_prepare(s, "SELECT salt, opslimit, memlimit, keycheck FROM keyring"
-                                    " WHERE id = 1", &q);
+    /* a home of schema 1 (not migrated yet: unlock comes first) has no epoch column */
+    pk_status st = store_prepare(s,
+                                 schema_version(s) >= 2
+                                     ? "SELECT salt, opslimit, memlimit, keycheck, epoch"
+                                       " FROM keyring WHERE id = 1"
+                                     : "SELECT salt, opslimit, memlimit, keycheck, 0"
+                                       " FROM keyring WHERE id = 1",
+                                 &q);
     if (st != PK_OK)
         return store_fail(s, PK_ERR_FORMAT, "%s is not a pocketllm store (no keyring): %s",
                           s->path, sqlite3_errmsg(s->db));
@@ -418,6 +460,7 @@ static pk_status read_keyring(pk_store *s, keyring *kr)
     kr->opslimit = (uint64_t)sqlite3_column_int64(q, 1);
     kr->memlimit = (size_t)sqlite3_column_int64(q, 2);
     kr->keycheck_len = (size_t)sqlite3_column_bytes(q, 3);
+    kr->epoch = sqlite3_column_int64(q, 4);
     if (kr->keycheck_len)
         memcpy(kr->keycheck, sqlite3_column_blob(q, 3), kr->keycheck_len);
 out:
@@ -452,6 +495,7 @@ static pk_status unlock(pk_store *s, const char *pass, size_t len)
         st = PK_ERR_AUTH;
     if (st != PK_OK)
         st = store_fail(s, PK_ERR_AUTH, "wrong passphrase for %s", s->home);
+    s->epoch = kr.epoch;
 out:
     if (st != PK_OK)
         drop_keys(s);
@@ -480,6 +524,7 @@ pk_status pk_store_open(const char *home_dir, const char *passphrase, size_t len
         st = unlock(s, passphrase, len);
     if (st == PK_OK)
         st = migrate(s);
+    s->epoch_known = st == PK_OK; /* from here on, every write transaction checks the epoch */
 out:
     if (st != PK_OK) {
         copy_err(err, errlen, s->errmsg);
@@ -540,7 +585,10 @@ pk_status pk_store_rekey(pk_store *s, const char *passphrase, size_t len, pk_sto
         st = store_fail(s, st, "key derivation failed: %s", pk_status_str(st));
         goto out;
     }
+    kr.epoch = s->epoch + 1;
     st = store_begin(s);
+    if (st == PK_OK)
+        st = store_no_live_lease(s);
     if (st == PK_OK)
         st = store_reseal_all(s, rec, ckpt);
     if (st == PK_OK)
@@ -555,6 +603,7 @@ pk_status pk_store_rekey(pk_store *s, const char *passphrase, size_t len, pk_sto
         s->k_records = rec;
         s->k_checkpoints = ckpt;
         s->k_identity = ident;
+        s->epoch = kr.epoch;
         rec = ckpt = ident = NULL;
         (void)store_exec(s, "PRAGMA wal_checkpoint(TRUNCATE)");
     }

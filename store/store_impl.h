@@ -8,7 +8,7 @@
 #include <sqlite3.h>
 
 #define STORE_DB_NAME        "pocketllm.db"
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 #define STORE_KEYCHECK_TEXT  "pocketllm key check v1"
 
 struct pk_store {
@@ -19,6 +19,8 @@ struct pk_store {
     pk_key *k_checkpoints;  /* subkey for checkpoints */
     pk_key *k_identity;     /* subkey for the sealed Ed25519 secret */
     char errmsg[768];       /* last failure, for pk_store_errmsg */
+    int64_t epoch;          /* keyring epoch the keys above were derived at */
+    int epoch_known;        /* 1 once the keys are in place: write transactions check epoch */
 };
 
 /* Sets s->errmsg (printf format) and returns st. */
@@ -33,6 +35,12 @@ pk_status store_begin(pk_store *s);
 pk_status store_commit(pk_store *s);
 void store_rollback(pk_store *s);
 pk_status store_prepare(pk_store *s, const char *sql, sqlite3_stmt **st);
+
+/* PK_ERR_BUSY naming the run if a live process holds a lease on a run that trains on dataset
+ * `name` (id dataset_id) or evaluates on it; PK_OK otherwise. Inside the caller's transaction. */
+pk_status store_dataset_not_leased(pk_store *s, int64_t dataset_id, const char *name);
+/* PK_ERR_BUSY naming the run if any live lease exists (rekey waits for no trainer). */
+pk_status store_no_live_lease(pk_store *s);
 
 /* Examples plaintext encoding (examples.c). */
 pk_status example_encode(const pk_example *e, uint8_t **buf, size_t *len); /* secure buffer */

@@ -29,6 +29,7 @@ typedef enum pk_status {
     PK_ERR_INTERRUPTED, /* stopped by the user (Ctrl-C) at a safe point */
     PK_ERR_LIMIT,    /* a hard cap was exceeded (body size, blob size, disk full) */
     PK_ERR_NUMERIC,  /* a computation went non-finite (a diverging run, NaN weights or loss) */
+    PK_ERR_STALE_KEY, /* the passphrase changed (rekey) since this handle derived its keys */
     PK_ERR__COUNT
 } pk_status;
 
@@ -66,6 +67,11 @@ size_t pk_peak_rss_bytes(void);
  * NULL or 0: then nothing is written). The one way a library reports what went wrong
  * (docs/DESIGN.md, "Errors"). */
 void pk_seterr(char *err, size_t errlen, const char *fmt, ...) PK_PRINTF(3, 4);
+
+/* A test-only pause point: when $POCKETLLM_PAUSE_AT names this point and $POCKETLLM_PAUSE_DIR
+ * is a directory, creates DIR/NAME and waits (up to 60 s) until a test removes it. Lets tests
+ * drive races between processes deterministically; does nothing otherwise. */
+void pk_pause_point(const char *name);
 
 /* splitmix64 (Steele, Lea, Flood 2014): a bijective 64-bit mixer for deriving seeds. Pure. */
 uint64_t pk_splitmix64(uint64_t x);

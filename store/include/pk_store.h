@@ -75,6 +75,13 @@ PK_NODISCARD pk_status pk_store_run_create(pk_store *s, int64_t dataset_id, cons
                                            int64_t *run_id);
 PK_NODISCARD pk_status pk_store_run_get(pk_store *s, int64_t run_id, pk_run_info *out);
 PK_NODISCARD pk_status pk_store_run_set_status(pk_store *s, int64_t run_id, const char *status);
+/* Marks run_id as running in this process (a lease row: pid and process start time) until
+ * pk_store_lease_release. PK_ERR_BUSY, errmsg "run N is already running (pid P)", if another live
+ * process holds it; a lease left by a process that is gone (kill -9) is taken over. While a
+ * live lease exists, pk_store_rekey and pk_store_dataset_forget of its datasets refuse. */
+PK_NODISCARD pk_status pk_store_lease_acquire(pk_store *s, int64_t run_id);
+/* Drops this process's lease on run_id (nothing if it holds none). */
+PK_NODISCARD pk_status pk_store_lease_release(pk_store *s, int64_t run_id);
 /* All run ids, newest first; *ids is an owned result (free()). */
 PK_NODISCARD pk_status pk_store_run_list(pk_store *s, int64_t **ids, int64_t *n);
 

@@ -1,0 +1,148 @@
+/* leases.c: which runs are training right now. A trainer holds a lease row (run, pid, process
+ * start time) while it runs; rekey and forget refuse to pull keys or data from under a live
+ * lease, and a second trainer of the same run is refused by name. A lease whose process is gone
+ * (kill -9, power loss) is stale and taken over. */
+#include "store_impl.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Start time of process pid in clock ticks since boot (/proc/PID/stat field 22), 0 if unknown:
+ * with the pid it names one process, so a recycled pid is not mistaken for the lease holder. */
+static int64_t proc_start(long pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    long long start = 0;
+    for (int field = 2; p && field < 22; field++)
+        p = strchr(p + 1, ' ');
+    if (p && sscanf(p + 1, "%lld", &start) == 1)
+        return start;
+    return 0;
+}
+
+static int alive(long pid, int64_t start)
+{
+    if (pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno != EPERM))
+        return 0;
+    int64_t now = proc_start(pid);
+    return start == 0 || now == 0 || now == start;
+}
+
+/* The first live lease among the rows of q (columns: run_id, pid, proc_start); 0 if none. */
+static int first_live(sqlite3_stmt *q, int64_t *run_id, long *pid)
+{
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        long p = (long)sqlite3_column_int64(q, 1);
+        if (alive(p, sqlite3_column_int64(q, 2))) {
+            *run_id = sqlite3_column_int64(q, 0);
+            *pid = p;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static double unix_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+pk_status pk_store_lease_acquire(pk_store *s, int64_t run_id)
+{
+    sqlite3_stmt *q = NULL;
+    int64_t holder = 0;
+    long pid = 0;
+    pk_status st = store_begin(s);
+    if (st == PK_OK)
+        st = store_prepare(s, "SELECT run_id, pid, proc_start FROM leases WHERE run_id = ?1", &q);
+    if (st != PK_OK)
+        goto out;
+    sqlite3_bind_int64(q, 1, run_id);
+    if (first_live(q, &holder, &pid) && pid != (long)getpid()) {
+        st = store_fail(s, PK_ERR_BUSY, "run %lld is already running (pid %ld)",
+                        (long long)run_id, pid);
+        goto out;
+    }
+    sqlite3_finalize(q);
+    q = NULL;
+    st = store_prepare(s, "INSERT OR REPLACE INTO leases(run_id, pid, proc_start, started_at)"
+                          " VALUES(?1, ?2, ?3, ?4)", &q);
+    if (st != PK_OK)
+        goto out;
+    sqlite3_bind_int64(q, 1, run_id);
+    sqlite3_bind_int64(q, 2, (sqlite3_int64)getpid());
+    sqlite3_bind_int64(q, 3, proc_start((long)getpid()));
+    sqlite3_bind_double(q, 4, unix_now());
+    int rc = sqlite3_step(q);
+    st = rc == SQLITE_DONE ? store_commit(s) : store_db_fail(s, rc, "write lease");
+out:
+    sqlite3_finalize(q);
+    store_rollback(s);
+    return st;
+}
+
+pk_status pk_store_lease_release(pk_store *s, int64_t run_id)
+{
+    sqlite3_stmt *q = NULL;
+    pk_status st = store_prepare(s, "DELETE FROM leases WHERE run_id = ?1 AND pid = ?2", &q);
+    if (st != PK_OK)
+        return st;
+    sqlite3_bind_int64(q, 1, run_id);
+    sqlite3_bind_int64(q, 2, (sqlite3_int64)getpid());
+    int rc = sqlite3_step(q);
+    sqlite3_finalize(q);
+    return rc == SQLITE_DONE ? PK_OK : store_db_fail(s, rc, "release lease");
+}
+
+pk_status store_no_live_lease(pk_store *s)
+{
+    sqlite3_stmt *q = NULL;
+    int64_t run_id = 0;
+    long pid = 0;
+    pk_status st = store_prepare(s, "SELECT run_id, pid, proc_start FROM leases", &q);
+    if (st != PK_OK)
+        return st;
+    if (first_live(q, &run_id, &pid))
+        st = store_fail(s, PK_ERR_BUSY,
+                        "run %lld is training (pid %ld): stop it (Ctrl-C, or let it finish), then "
+                        "run this again",
+                        (long long)run_id, pid);
+    sqlite3_finalize(q);
+    return st;
+}
+
+pk_status store_dataset_not_leased(pk_store *s, int64_t dataset_id, const char *name)
+{
+    sqlite3_stmt *q = NULL;
+    int64_t run_id = 0;
+    long pid = 0;
+    pk_status st = store_prepare(
+        s, "SELECT l.run_id, l.pid, l.proc_start FROM leases l JOIN runs r ON r.id = l.run_id"
+           " WHERE r.dataset_id = ?1 OR json_extract(r.config_json, '$.eval_dataset') = ?2",
+        &q);
+    if (st != PK_OK)
+        return st;
+    sqlite3_bind_int64(q, 1, dataset_id);
+    sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
+    if (first_live(q, &run_id, &pid))
+        st = store_fail(s, PK_ERR_BUSY,
+                        "dataset %s is in use by run %lld, which is training (pid %ld): stop it "
+                        "first, then forget the dataset",
+                        name, (long long)run_id, pid);
+    sqlite3_finalize(q);
+    return st;
+}
