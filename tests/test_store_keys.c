@@ -1,0 +1,162 @@
+/* test_store_keys.c: rekey against other handles and processes. A handle whose keys predate a
+ * rekey cannot write (the epoch check), a live trainer's lease blocks rekey and the forgetting
+ * of its datasets and a second trainer of its run, a dead holder's lease is taken over, and a
+ * home of schema 1 is migrated to the epoch/lease schema. Each race is driven in a fixed order
+ * (two handles, or a child process that holds a lease until told to exit). */
+#include "pk_test.h"
+#include "store_test_util.h"
+
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+
+#define NEW_PASS "a brand new passphrase"
+
+static pk_store *open_home(const char *home, const char *pass)
+{
+    char err[512] = "";
+    pk_store *s = NULL;
+    pk_status st = pk_store_open(home, pass, strlen(pass), &s, err, sizeof err);
+    if (st != PK_OK)
+        fprintf(stderr, "open %s: %s\n", home, err);
+    PK_CHECK_EQ(st, PK_OK);
+    return s;
+}
+
+static pk_status add_note(pk_store *s, const char *dataset, const char *text)
+{
+    pk_example ex = {0, text, NULL, NULL, NULL, NULL};
+    return pk_store_example_add(s, dataset, &ex, NULL);
+}
+
+static int64_t new_run(pk_store *s, const char *dataset)
+{
+    int64_t ds = 0, run = 0;
+    PK_CHECK_EQ(pk_store_dataset_id(s, dataset, &ds), PK_OK);
+    PK_CHECK_EQ(pk_store_run_create(s, ds, "{\"eval_dataset\":\"heldout\"}", "00", 10, &run),
+                PK_OK);
+    return run;
+}
+
+/* Two handles: B rekeys; A's keys are stale, so each of its sealing writes fails cleanly. */
+static void test_stale_handle(const char *home)
+{
+    pk_store *a = open_home(home, TEST_PASS), *b = open_home(home, TEST_PASS);
+    PK_CHECK_EQ(add_note(a, "notes", "written before the rekey"), PK_OK);
+    int64_t run = new_run(a, "notes");
+    PK_CHECK_EQ(pk_store_rekey(b, NEW_PASS, strlen(NEW_PASS), tiny_params()), PK_OK);
+    PK_CHECK_EQ(add_note(a, "notes", "sealed under the old key"), PK_ERR_STALE_KEY);
+    PK_CHECK(strstr(pk_store_errmsg(a), "passphrase") != NULL);
+    PK_CHECK_EQ(pk_store_checkpoint_put(a, run, 1, "abcd", 4), PK_ERR_STALE_KEY);
+    PK_CHECK_EQ(add_note(b, "notes", "sealed under the new key"), PK_OK); /* b is current */
+    pk_store_close(a);
+    pk_store_close(b);
+    a = open_home(home, NEW_PASS);
+    int64_t ds = 0, n = 0;
+    PK_CHECK_EQ(pk_store_dataset_id(a, "notes", &ds), PK_OK);
+    PK_CHECK_EQ(pk_store_example_count(a, ds, &n), PK_OK);
+    PK_CHECK_EQ(n, 2);
+    int64_t step = 0;
+    void *blob = NULL;
+    size_t len = 0;
+    PK_CHECK_EQ(pk_store_checkpoint_get(a, run, 10, &step, &blob, &len), PK_ERR_NOTFOUND);
+    /* and the home rekeys again: nothing was left sealed under a lost key */
+    PK_CHECK_EQ(pk_store_rekey(a, TEST_PASS, strlen(TEST_PASS), tiny_params()), PK_OK);
+    pk_store_close(a);
+}
+
+/* A child process holds the lease of run until the parent closes the pipe. */
+static pid_t hold_lease(const char *home, int64_t run, int *release_fd)
+{
+    int to_child[2], ready[2];
+    PK_CHECK(pipe(to_child) == 0 && pipe(ready) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(to_child[1]);
+        close(ready[0]);
+        pk_store *s = open_home(home, TEST_PASS);
+        char c = pk_store_lease_acquire(s, run) == PK_OK ? 'y' : 'n', x;
+        if (write(ready[1], &c, 1) != 1 || read(to_child[0], &x, 1) < 0)
+            _exit(2);
+        pk_status st = pk_store_lease_release(s, run);
+        pk_store_close(s);
+        _exit(st == PK_OK ? 0 : 1);
+    }
+    close(to_child[0]);
+    close(ready[1]);
+    char c = 0;
+    PK_CHECK(read(ready[0], &c, 1) == 1 && c == 'y');
+    close(ready[0]);
+    *release_fd = to_child[1];
+    return pid;
+}
+
+static void test_leases(const char *home)
+{
+    pk_store *s = open_home(home, TEST_PASS);
+    PK_CHECK_EQ(add_note(s, "heldout", "an eval note"), PK_OK);
+    int64_t run = new_run(s, "notes"), other = new_run(s, "notes");
+    int release = -1;
+    pid_t child = hold_lease(home, run, &release);
+    char want[64];
+    snprintf(want, sizeof want, "run %lld is already running (pid %ld)", (long long)run,
+             (long)child);
+    PK_CHECK_EQ(pk_store_lease_acquire(s, run), PK_ERR_BUSY);
+    PK_CHECK(strstr(pk_store_errmsg(s), want) != NULL);
+    PK_CHECK_EQ(pk_store_rekey(s, NEW_PASS, strlen(NEW_PASS), tiny_params()), PK_ERR_BUSY);
+    PK_CHECK(strstr(pk_store_errmsg(s), "is training") != NULL);
+    PK_CHECK_EQ(pk_store_dataset_forget(s, "notes"), PK_ERR_BUSY);
+    PK_CHECK(strstr(pk_store_errmsg(s), "in use by run") != NULL);
+    PK_CHECK_EQ(pk_store_dataset_forget(s, "heldout"), PK_ERR_BUSY); /* its eval dataset */
+    PK_CHECK_EQ(pk_store_lease_acquire(s, other), PK_OK); /* another run is free */
+    PK_CHECK_EQ(pk_store_lease_release(s, other), PK_OK);
+    close(release); /* the child releases and exits */
+    int status = 0;
+    PK_CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) &&
+             WEXITSTATUS(status) == 0);
+    PK_CHECK_EQ(pk_store_lease_acquire(s, run), PK_OK);
+    PK_CHECK_EQ(pk_store_lease_release(s, run), PK_OK);
+    /* kill -9 leaves the row; the next trainer takes it over */
+    child = hold_lease(home, run, &release);
+    kill(child, SIGKILL);
+    PK_CHECK(waitpid(child, &status, 0) == child);
+    close(release);
+    PK_CHECK_EQ(pk_store_lease_acquire(s, run), PK_OK);
+    PK_CHECK_EQ(pk_store_lease_release(s, run), PK_OK);
+    PK_CHECK_EQ(pk_store_rekey(s, NEW_PASS, strlen(NEW_PASS), tiny_params()), PK_OK);
+    PK_CHECK_EQ(pk_store_dataset_forget(s, "heldout"), PK_OK);
+    pk_store_close(s);
+}
+
+/* A home written by schema 1 (no epoch, no leases) opens and is migrated. */
+static void test_migration(const char *home)
+{
+    char db[1200];
+    sqlite3 *h = NULL;
+    PK_CHECK(pk_store_db_path(home, db, sizeof db) == 0);
+    PK_CHECK_EQ(sqlite3_open(db, &h), SQLITE_OK);
+    PK_CHECK_EQ(sqlite3_exec(h, "DROP TABLE leases; ALTER TABLE keyring DROP COLUMN epoch;"
+                                "PRAGMA user_version = 1;", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(h);
+    pk_store *s = open_home(home, NEW_PASS);
+    PK_CHECK_EQ(add_note(s, "notes", "after the migration"), PK_OK);
+    PK_CHECK_EQ(pk_store_rekey(s, TEST_PASS, strlen(TEST_PASS), tiny_params()), PK_OK);
+    pk_store_close(s);
+    s = open_home(home, TEST_PASS);
+    pk_store_close(s);
+}
+
+int main(void)
+{
+    char home[512], err[512];
+    if (pk_crypto_global_init() != PK_OK)
+        return 1;
+    make_tmp_home(home, sizeof home, "keys");
+    PK_CHECK_EQ(pk_store_init(home, TEST_PASS, strlen(TEST_PASS), tiny_params(), err, sizeof err),
+                PK_OK);
+    test_stale_handle(home);
+    test_leases(home);
+    test_migration(home);
+    rm_rf(home);
+    return PK_TEST_DONE();
+}
