@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Migrations: entry i takes the schema from version i to i + 1 (PRAGMA user_version). */
 static const char *const migrations[STORE_SCHEMA_VERSION] = {
@@ -106,6 +107,11 @@ static pk_status check_epoch(pk_store *s)
 
 pk_status store_begin(pk_store *s)
 {
+    if (s->readonly)
+        return store_fail(s, PK_ERR_IO,
+                          "%s is read-only: this command needs to write to it (commands that "
+                          "only read, such as data list or eval, work)",
+                          s->home);
     int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
     if (rc != SQLITE_OK)
         return store_db_fail(s, rc, "begin transaction");
@@ -183,6 +189,27 @@ static int make_dirs(const char *dir)
     return 0;
 }
 
+/* The home must be a directory that only its owner can enter: a file in its place is named as
+ * such, and group/other permission bits (a home made by hand, or by an older umask) are
+ * removed with a warning rather than leaving sealed data listable by others. */
+static pk_status check_home(pk_store *s)
+{
+    struct stat sb;
+    if (stat(s->home, &sb) != 0)
+        return PK_OK; /* absent: init creates it, open reports no home */
+    if (!S_ISDIR(sb.st_mode))
+        return store_fail(s, PK_ERR_ARG, "%s is a file, not an agent home directory", s->home);
+    if ((sb.st_mode & 077) == 0)
+        return PK_OK;
+    if (chmod(s->home, 0700) != 0)
+        return store_fail(s, PK_ERR_IO,
+                          "%s is open to other users (mode %03o) and cannot be restricted: %s",
+                          s->home, (unsigned)(sb.st_mode & 0777), strerror(errno));
+    pk_log(PK_LOG_WARN, "%s was open to other users (mode %03o): restricted to its owner (0700)",
+           s->home, (unsigned)(sb.st_mode & 0777));
+    return PK_OK;
+}
+
 static pk_store *store_new(const char *home_dir)
 {
     pk_store *s = calloc(1, sizeof *s);
@@ -217,12 +244,40 @@ const char *pk_store_errmsg(const pk_store *s)
 }
 
 /* Connection settings; none of them writes to the file. */
+/* "file:PATH?immutable=1" with PATH percent-encoded where URI syntax needs it. */
+static int immutable_uri(const char *path, char *out, size_t n)
+{
+    size_t w = (size_t)snprintf(out, n, "file:");
+    for (const char *p = path; *p && w + 4 < n; p++) {
+        if (*p == '?' || *p == '#' || *p == '%')
+            w += (size_t)snprintf(out + w, n - w, "%%%02X", (unsigned char)*p);
+        else
+            out[w++] = *p;
+    }
+    int r = snprintf(out + w, n > w ? n - w : 0, "?immutable=1");
+    return (r < 0 || w + (size_t)r >= n) ? -1 : 0;
+}
+
 static pk_status connect_db(pk_store *s, int create)
 {
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
-    int rc = sqlite3_open_v2(s->path, &s->db, flags, NULL);
+    char uri[2400];
+    const char *target = s->path;
+    /* A home we cannot write to (a read-only mount or permissions) still serves the commands
+     * that only read: SQLite opens it immutable (no -wal/-shm files, no locks) and every write
+     * transaction is refused with a clear message (store_begin). */
+    if (!create && (access(s->home, W_OK) != 0 || access(s->path, W_OK) != 0)) {
+        if (immutable_uri(s->path, uri, sizeof uri) != 0)
+            return store_fail(s, PK_ERR_ARG, "home path too long: %s", s->home);
+        target = uri;
+        flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
+        s->readonly = 1;
+    }
+    int rc = sqlite3_open_v2(target, &s->db, flags, NULL);
     if (rc != SQLITE_OK)
         return store_db_fail(s, rc, "open");
+    if (s->readonly)
+        return store_exec(s, "PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;");
     sqlite3_busy_timeout(s->db, 5000);
     sqlite3_extended_result_codes(s->db, 1);
     return store_exec(s, "PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;"
@@ -350,6 +405,11 @@ static pk_status migrate(pk_store *s)
     sqlite3_stmt *q = NULL;
     if (schema_version(s) == STORE_SCHEMA_VERSION)
         return PK_OK; /* the common case takes no write lock */
+    if (s->readonly && schema_version(s) < STORE_SCHEMA_VERSION)
+        return store_fail(s, PK_ERR_IO,
+                          "%s is read-only and was written by an older pocketllm (schema %d, "
+                          "this one uses %d): open it once where it is writable to upgrade it",
+                          s->home, schema_version(s), STORE_SCHEMA_VERSION);
     pk_status st = store_begin(s);
     if (st == PK_OK)
         st = store_prepare(s, "PRAGMA user_version", &q);
@@ -390,6 +450,9 @@ pk_status pk_store_init(const char *home_dir, const char *passphrase, size_t len
         st = store_fail(s, PK_ERR_ARG, "home path too long: %s", home_dir);
         goto out;
     }
+    st = check_home(s);
+    if (st != PK_OK)
+        goto out;
     if (stat(s->path, &sb) == 0) {
         st = store_fail(s, PK_ERR_ARG, "%s already exists: this home is initialised", s->path);
         goto out;
@@ -514,6 +577,9 @@ pk_status pk_store_open(const char *home_dir, const char *passphrase, size_t len
     pk_status st = PK_OK;
     if (!s)
         return PK_ERR_NOMEM;
+    st = check_home(s);
+    if (st != PK_OK)
+        goto out;
     if (stat(s->path, &sb) != 0) {
         st = store_fail(s, PK_ERR_NOTFOUND,
                         "no agent home at %s: run pocketllm init --home %s", home_dir, home_dir);

@@ -21,6 +21,7 @@ struct pk_store {
     char errmsg[768];       /* last failure, for pk_store_errmsg */
     int64_t epoch;          /* keyring epoch the keys above were derived at */
     int epoch_known;        /* 1 once the keys are in place: write transactions check epoch */
+    int readonly;           /* the home is not writable: opened immutable, writes refused */
 };
 
 /* Sets s->errmsg (printf format) and returns st. */

@@ -18,5 +18,5 @@ pk_add_test(test_store_cli SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_store_cli.c
 add_dependencies(test_store_cli pocketllm)
 pk_add_test(test_import_errors SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_import_errors.c
     LIBS pk_store pk_crypto LABELS unit TIMEOUT 60)
-pk_add_test(test_store_keys SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_store_keys.c
+pk_add_test(test_store_home SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_store_home.c
     LIBS pk_store pk_crypto PkgConfig::SQLITE LABELS unit TIMEOUT 60)

@@ -1,4 +1,5 @@
-/* test_store_keys.c: rekey against other handles and processes. A handle whose keys predate a
+/* test_store_home.c: the state of an agent home: a file in its place, loose permissions, a
+ * read-only home, and rekey against other handles and processes. A handle whose keys predate a
  * rekey cannot write (the epoch check), a live trainer's lease blocks rekey and the forgetting
  * of its datasets and a second trainer of its run, a dead holder's lease is taken over, and a
  * home of schema 1 is migrated to the epoch/lease schema. Each race is driven in a fixed order
@@ -55,7 +56,7 @@ static void test_stale_handle(const char *home)
     int64_t ds = 0, n = 0;
     PK_CHECK_EQ(pk_store_dataset_id(a, "notes", &ds), PK_OK);
     PK_CHECK_EQ(pk_store_example_count(a, ds, &n), PK_OK);
-    PK_CHECK_EQ(n, 2);
+    PK_CHECK_EQ(n, 3);
     int64_t step = 0;
     void *blob = NULL;
     size_t len = 0;
@@ -146,6 +147,70 @@ static void test_migration(const char *home)
     pk_store_close(s);
 }
 
+/* A file where the home should be is named as such; a home open to others is restricted. */
+static void test_home_checks(const char *home)
+{
+    char file[600], err[512] = "";
+    struct stat sb;
+    pk_store *s = NULL;
+    snprintf(file, sizeof file, "%s.file", home);
+    FILE *f = fopen(file, "w");
+    PK_CHECK(f != NULL);
+    if (f)
+        fclose(f);
+    PK_CHECK_EQ(pk_store_init(file, TEST_PASS, strlen(TEST_PASS), tiny_params(), err, sizeof err),
+                PK_ERR_ARG);
+    PK_CHECK(strstr(err, "is a file") != NULL);
+    PK_CHECK_EQ(pk_store_open(file, TEST_PASS, strlen(TEST_PASS), &s, err, sizeof err),
+                PK_ERR_ARG);
+    PK_CHECK(strstr(err, "is a file") != NULL);
+    unlink(file);
+    PK_CHECK(chmod(home, 0755) == 0);
+    s = open_home(home, TEST_PASS);
+    pk_store_close(s);
+    PK_CHECK(stat(home, &sb) == 0 && (sb.st_mode & 0777) == 0700);
+}
+
+/* Reads work from a home that cannot be written; writes say the home is read-only. Run as an
+ * unprivileged user (root writes anywhere), in a child when the test runs as root. */
+static void check_read_only(const char *home)
+{
+    pk_store *s = open_home(home, TEST_PASS);
+    pk_dataset_info *ds = NULL;
+    size_t n = 0;
+    PK_CHECK_EQ(pk_store_dataset_list(s, &ds, &n), PK_OK);
+    PK_CHECK(n >= 1);
+    free(ds);
+    PK_CHECK_EQ(add_note(s, "notes", "cannot be written"), PK_ERR_IO);
+    PK_CHECK(strstr(pk_store_errmsg(s), "read-only") != NULL);
+    pk_store_close(s);
+}
+
+static void test_read_only(const char *home)
+{
+    char db[1200];
+    PK_CHECK(pk_store_db_path(home, db, sizeof db) == 0);
+    if (geteuid() != 0) {
+        PK_CHECK(chmod(db, 0400) == 0 && chmod(home, 0500) == 0);
+        check_read_only(home);
+        PK_CHECK(chmod(home, 0700) == 0 && chmod(db, 0600) == 0);
+        return;
+    }
+    PK_CHECK(chown(home, 65534, 65534) == 0 && chown(db, 65534, 65534) == 0);
+    PK_CHECK(chmod(db, 0400) == 0 && chmod(home, 0500) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (setgid(65534) != 0 || setuid(65534) != 0)
+            _exit(3);
+        check_read_only(home);
+        _exit(PK_TEST_DONE());
+    }
+    int status = 0;
+    PK_CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    PK_CHECK(chown(home, 0, 0) == 0 && chown(db, 0, 0) == 0);
+    PK_CHECK(chmod(home, 0700) == 0 && chmod(db, 0600) == 0);
+}
+
 int main(void)
 {
     char home[512], err[512];
@@ -154,6 +219,13 @@ int main(void)
     make_tmp_home(home, sizeof home, "keys");
     PK_CHECK_EQ(pk_store_init(home, TEST_PASS, strlen(TEST_PASS), tiny_params(), err, sizeof err),
                 PK_OK);
+    test_home_checks(home);
+    {
+        pk_store *s = open_home(home, TEST_PASS);
+        PK_CHECK_EQ(add_note(s, "notes", "a note"), PK_OK);
+        pk_store_close(s);
+    }
+    test_read_only(home);
     test_stale_handle(home);
     test_leases(home);
     test_migration(home);
