@@ -1,4 +1,4 @@
-# Tests of the sync client (issue 5, agent side): accountant, HTTP wrapper, sync rounds.
+# Tests of the sync client (net/): accountant, HTTP wrapper, sync rounds.
 find_package(Threads REQUIRED)
 pk_add_test(test_dp SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_dp.c
     LIBS pk_net pk_train PkgConfig::SODIUM LABELS unit TIMEOUT 60)
@@ -18,7 +18,7 @@ endif()
 pk_add_test(test_sync_cli SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_sync_cli.c
     LIBS pk_net pk_train PkgConfig::CJSON PkgConfig::SODIUM LABELS unit TIMEOUT 240)
 add_dependencies(test_sync_cli pocketllm pocketllm-server-mock)
-# Integration: `pocketllm demo --federated` (issue 6): the demo starts pocketllm-server-mock itself
+# Integration: `pocketllm demo --federated`: the demo starts pocketllm-server-mock itself
 # and runs one round with two simulated devices on stories260k; the coordinator-missing path.
 pk_add_test(test_demo_fed SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_demo_fed.c
     LIBS PkgConfig::CJSON LABELS unit TIMEOUT 180)
