@@ -23,3 +23,10 @@ add_dependencies(test_sync_cli pocketllm pocketllm-server-mock)
 pk_add_test(test_demo_fed SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_demo_fed.c
     LIBS PkgConfig::CJSON LABELS unit TIMEOUT 180)
 add_dependencies(test_demo_fed pocketllm pocketllm-server-mock)
+# Only crypto/ calls libsodium. pk_net does not link it, but libsodium reaches every executable
+# through pk_crypto, so a direct call from net/ would still link: this check refuses one (grep
+# exits 1 when nothing matches, 2 if the sources are missing).
+add_test(NAME test_net_no_sodium
+    COMMAND sh -c "grep -nE 'sodium|\\b(crypto_[a-z]|randombytes)' *.c *.h include/*.h; test $? -eq 1"
+    WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/net)
+set_tests_properties(test_net_no_sodium PROPERTIES LABELS unit)
