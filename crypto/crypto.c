@@ -264,3 +264,37 @@ pk_status pk_base64_decode(const char *b64, size_t len, uint8_t *bin, size_t cap
         return PK_ERR_FORMAT;
     return PK_OK;
 }
+
+_Static_assert(sizeof(pk_sha256_state) >= sizeof(crypto_hash_sha256_state),
+               "pk_sha256_state must hold libsodium's state");
+_Static_assert(_Alignof(pk_sha256_state) >= _Alignof(crypto_hash_sha256_state),
+               "pk_sha256_state must be aligned for libsodium's state");
+_Static_assert(PK_SHA256_BYTES == crypto_hash_sha256_BYTES, "SHA-256 is 32 bytes");
+
+void pk_sha256_init(pk_sha256_state *st)
+{
+    PK_ASSERT(crypto_hash_sha256_init((crypto_hash_sha256_state *)(void *)st->opaque) == 0);
+}
+
+void pk_sha256_update(pk_sha256_state *st, const void *data, size_t len)
+{
+    crypto_hash_sha256_update((crypto_hash_sha256_state *)(void *)st->opaque, data, len);
+}
+
+void pk_sha256_final(pk_sha256_state *st, uint8_t out[PK_SHA256_BYTES])
+{
+    crypto_hash_sha256_final((crypto_hash_sha256_state *)(void *)st->opaque, out);
+    sodium_memzero(st, sizeof *st);
+}
+
+uint32_t pk_crypto_random_uniform(uint32_t upper)
+{
+    return randombytes_uniform(upper);
+}
+
+double pk_crypto_random_double(void)
+{
+    uint64_t r = 0;
+    randombytes_buf(&r, sizeof r);
+    return ((double)(r >> 11) + 0.5) * (1.0 / 9007199254740992.0); /* (k + 1/2) / 2^53 */
+}

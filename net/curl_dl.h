@@ -1,4 +1,4 @@
-/* curl_dl.h: libcurl, loaded at run time (curl_dl.c). Private to agent/ (http.c, pull.c) and
+/* curl_dl.h: libcurl, loaded at run time (curl_dl.c). Private to net/ (http.c, pull.c) and
  * its tests: everything else talks HTTP through pk_http_* or pk_pull.
  * <curl/curl.h> is still used for types and constants; only the calls go through the table.
  * Thread safety: pk_curl_load may be called from any thread; the table it returns is read-only. */
@@ -7,7 +7,7 @@
 
 #include <curl/curl.h>
 
-/* The libcurl functions agent/ calls, each resolved from the library by its curl_ name. */
+/* The libcurl functions net/ calls, each resolved from the library by its curl_ name. */
 typedef struct pk_curl_api {
     CURLcode (*global_init)(long flags);
     void (*global_cleanup)(void);

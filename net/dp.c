@@ -2,10 +2,10 @@
  * mechanism, integer orders, and the RDP -> (epsilon, delta) conversion) plus the clip and
  * Gaussian-noise helpers. What a "step" protects (one clipped scalar per local step) is decided
  * by sync.c and documented in docs/SYNC.md. */
+#include "pk_crypto.h"
 #include "pk_net.h"
 
 #include <math.h>
-#include <sodium.h>
 #include <string.h>
 
 static double log_add(double a, double b)
@@ -107,17 +107,10 @@ float pk_dp_clip(float g, float c)
     return g;
 }
 
-/* Uniform in (0, 1): 53 random bits, never exactly 0 so log() is finite. */
-static double uniform_open(void)
-{
-    uint64_t r = 0;
-    randombytes_buf(&r, sizeof r);
-    return ((double)(r >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-}
-
 double pk_dp_gaussian(double stddev)
 {
-    /* Box-Muller; libm is fine here (the noise need not be reproducible, only unpredictable). */
-    double u1 = uniform_open(), u2 = uniform_open();
+    /* Box-Muller; libm is fine here (the noise need not be reproducible, only unpredictable).
+     * u1 is in the open interval (0, 1), so log(u1) is finite. */
+    double u1 = pk_crypto_random_double(), u2 = pk_crypto_random_double();
     return stddev * sqrt(-2.0 * log(u1)) * cos(2.0 * 3.14159265358979323846 * u2);
 }

@@ -4,10 +4,11 @@
  * the protocol (sync.c) beyond "a JSON body that does not parse was truncated". libcurl is
  * called through the table curl_dl.c loads at run time. */
 #include "curl_dl.h"
+#include "pk_crypto.h"
 #include "pk_net.h"
 
 #include <cJSON.h>
-#include <sodium.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +19,6 @@ struct pk_http {
     CURL *curl;            /* one easy handle: connections are kept alive between requests */
     char *base;            /* base URL without a trailing '/' */
     pk_http_params p;
-    char err[256]; /* last failure text */
     pk_http_stats stats;
 };
 
@@ -63,19 +63,45 @@ void pk_http_global_cleanup(void)
         cu->global_cleanup();
 }
 
-pk_status pk_http_create(const char *base_url, pk_http_params params, pk_http **out)
+/* Names the first out-of-range field of params, or returns NULL if they are usable. */
+static const char *bad_param(const pk_http_params *p)
 {
+    if (p->max_attempts < 1)
+        return "max_attempts must be >= 1";
+    if (p->timeout_ms <= 0 || p->connect_timeout_ms <= 0)
+        return "timeout_ms and connect_timeout_ms must be > 0";
+    if (p->max_body == 0)
+        return "max_body must be > 0";
+    if (p->backoff_ms < 0)
+        return "backoff_ms must be >= 0";
+    return NULL;
+}
+
+pk_status pk_http_create(const char *base_url, pk_http_params params, pk_http **out, char *err,
+                         size_t errlen)
+{
+    if (err && errlen)
+        err[0] = '\0';
     if (!out)
         return PK_ERR_ARG;
     *out = NULL;
-    if (!base_url || !*base_url || params.max_attempts < 1 || params.timeout_ms <= 0 ||
-        params.connect_timeout_ms <= 0 || params.max_body == 0 || params.backoff_ms < 0)
+    const char *why = bad_param(&params);
+    if (why) {
+        pk_seterr(err, errlen, "http: %s", why);
         return PK_ERR_ARG;
-    if (strncmp(base_url, "http://", 7) != 0 && strncmp(base_url, "https://", 8) != 0)
+    }
+    if (!base_url ||
+        (strncmp(base_url, "http://", 7) != 0 && strncmp(base_url, "https://", 8) != 0)) {
+        pk_seterr(err, errlen,
+                  "http: bad base URL '%s': expected http://HOST[:PORT] or https://HOST",
+                  base_url ? base_url : "(null)");
         return PK_ERR_ARG;
+    }
     const pk_curl_api *cu = pk_curl_load();
-    if (!cu)
+    if (!cu) {
+        pk_seterr(err, errlen, "%s", pk_curl_errmsg());
         return PK_ERR_UNSUPPORTED;
+    }
     pk_http *h = calloc(1, sizeof *h);
     if (!h)
         return PK_ERR_NOMEM;
@@ -104,11 +130,6 @@ void pk_http_destroy(pk_http *h)
         h->cu->easy_cleanup(h->curl);
     free(h->base);
     free(h);
-}
-
-const char *pk_http_errmsg(const pk_http *h)
-{
-    return h ? h->err : "no handle";
 }
 
 pk_http_stats pk_http_get_stats(const pk_http *h)
@@ -164,7 +185,7 @@ static long backoff_delay(const pk_http_params *p, int attempt)
         d = p->backoff_max_ms;
     if (d <= 0)
         return 0;
-    return (long)randombytes_uniform((uint32_t)d + 1u);
+    return (long)pk_crypto_random_uniform((uint32_t)d + 1u);
 }
 
 static int retryable_curl(CURLcode c)
@@ -204,138 +225,194 @@ static int on_debug(CURL *c, curl_infotype type, char *data, size_t size, void *
     return 0;
 }
 
-/* One transfer. Returns the curl code; *status and the buffer are filled. */
-static CURLcode attempt_once(pk_http *h, const char *method, const char *url, const char *body,
-                             size_t body_len, struct curl_slist *hdrs, body_buf *b, long *status)
+/* One request as it goes through its attempts. */
+typedef struct request {
+    const char *method;
+    char *url; /* base + path (owned) */
+    const char *body;
+    size_t body_len;
+    int flags;
+    struct curl_slist *hdrs; /* owned */
+    body_buf b;              /* the answer of the current attempt */
+    long status;             /* HTTP status of the current attempt (0: none) */
+    char *err;               /* the caller's buffer (may be NULL) */
+    size_t errlen;
+} request;
+
+/* What one attempt came to. */
+typedef enum attempt_end { END_DONE, END_RETRY, END_FAIL } attempt_end;
+
+static void set_options(pk_http *h, const request *rq, uint64_t *sent)
 {
     const pk_curl_api *cu = h->cu;
     CURL *c = h->curl;
     cu->easy_reset(c);
-    cu->easy_setopt(c, CURLOPT_URL, url);
+    cu->easy_setopt(c, CURLOPT_URL, rq->url);
     cu->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     cu->easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, h->p.connect_timeout_ms);
     cu->easy_setopt(c, CURLOPT_TIMEOUT_MS, h->p.timeout_ms);
     cu->easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
-    cu->easy_setopt(c, CURLOPT_WRITEDATA, b);
+    cu->easy_setopt(c, CURLOPT_WRITEDATA, &rq->b);
     cu->easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)h->p.max_body);
-    cu->easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    cu->easy_setopt(c, CURLOPT_HTTPHEADER, rq->hdrs);
     cu->easy_setopt(c, CURLOPT_USERAGENT, "pocketllm-sync/1");
     cu->easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    uint64_t sent = 0;
     cu->easy_setopt(c, CURLOPT_DEBUGFUNCTION, on_debug);
-    cu->easy_setopt(c, CURLOPT_DEBUGDATA, &sent);
+    cu->easy_setopt(c, CURLOPT_DEBUGDATA, sent);
     cu->easy_setopt(c, CURLOPT_VERBOSE, 1L); /* only to on_debug, never to stderr */
-    if (body) {
-        cu->easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        cu->easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+    if (rq->body) {
+        cu->easy_setopt(c, CURLOPT_POSTFIELDS, rq->body);
+        cu->easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)rq->body_len);
     }
-    if (strcmp(method, "GET") == 0)
+    if (strcmp(rq->method, "GET") == 0)
         cu->easy_setopt(c, CURLOPT_HTTPGET, 1L);
-    else if (!(body && strcmp(method, "POST") == 0))
-        cu->easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    CURLcode rc = cu->easy_perform(c);
-    *status = 0;
-    cu->easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+    else if (!(rq->body && strcmp(rq->method, "POST") == 0))
+        cu->easy_setopt(c, CURLOPT_CUSTOMREQUEST, rq->method);
+}
+
+/* One transfer into rq->b; sets rq->status and adds to the counters. Returns the curl code. */
+static CURLcode attempt_once(pk_http *h, request *rq)
+{
+    const pk_curl_api *cu = h->cu;
+    uint64_t sent = 0;
+    rq->b.len = 0;
+    rq->b.toobig = 0;
+    set_options(h, rq, &sent);
+    CURLcode rc = cu->easy_perform(h->curl);
+    rq->status = 0;
+    cu->easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &rq->status);
     curl_off_t up = 0;
     long hdr_size = 0;
-    cu->easy_getinfo(c, CURLINFO_SIZE_UPLOAD_T, &up);
-    cu->easy_getinfo(c, CURLINFO_HEADER_SIZE, &hdr_size);
+    cu->easy_getinfo(h->curl, CURLINFO_SIZE_UPLOAD_T, &up);
+    cu->easy_getinfo(h->curl, CURLINFO_HEADER_SIZE, &hdr_size);
     h->stats.attempts++;
     h->stats.body_up += (uint64_t)up;
-    h->stats.body_down += b->len;
+    h->stats.body_down += rq->b.len;
     h->stats.wire_up += sent;
-    h->stats.wire_down += (uint64_t)hdr_size + b->len;
+    h->stats.wire_down += (uint64_t)hdr_size + rq->b.len;
     return rc;
 }
 
-pk_status pk_http_request(pk_http *h, const char *method, const char *path, const char *body,
-                          size_t body_len, int flags, long *status, char **resp, size_t *resp_len)
+/* "METHOD URL: what (attempt a of n)" into the caller's buffer and the debug log. */
+static void attempt_failed(const pk_http *h, request *rq, int a, const char *fmt, ...)
+    PK_PRINTF(4, 5);
+static void attempt_failed(const pk_http *h, request *rq, int a, const char *fmt, ...)
 {
-    if (!h || !method || !path || path[0] != '/' || !status || !resp)
-        return PK_ERR_ARG;
-    *resp = NULL;
-    *status = 0;
-    if (resp_len)
-        *resp_len = 0;
-    pk_status st = PK_ERR_HTTP;
-    struct curl_slist *hdrs = NULL, *t;
-    char *url = malloc(strlen(h->base) + strlen(path) + 1);
-    body_buf b = {.max = h->p.max_body};
-    if (!url) {
-        st = PK_ERR_NOMEM;
-        goto out;
+    char what[192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    pk_seterr(rq->err, rq->errlen, "%s %s: %s (attempt %d of %d)", rq->method, rq->url, what, a + 1,
+              h->p.max_attempts);
+    pk_log(PK_LOG_DEBUG, "http: %s %s: %s (attempt %d of %d)", rq->method, rq->url, what, a + 1,
+           h->p.max_attempts);
+}
+
+/* Decides what attempt a (0-based) came to; *st is the status if it was the last one. */
+static attempt_end judge(const pk_http *h, request *rq, CURLcode rc, int a, pk_status *st)
+{
+    if (rq->b.toobig || rc == CURLE_FILESIZE_EXCEEDED) {
+        pk_seterr(rq->err, rq->errlen, "%s %s: response larger than %zu bytes", rq->method, rq->url,
+                  h->p.max_body);
+        *st = PK_ERR_LIMIT;
+        return END_FAIL;
     }
-    strcpy(url, h->base);
-    strcat(url, path);
+    if (rc != CURLE_OK) {
+        attempt_failed(h, rq, a, "%s", h->cu->easy_strerror(rc));
+        *st = PK_ERR_HTTP;
+        return retryable_curl(rc) ? END_RETRY : END_FAIL;
+    }
+    if (rq->status >= 500 || rq->status == 429) {
+        attempt_failed(h, rq, a, "HTTP %ld", rq->status);
+        *st = PK_OK; /* if this was the last attempt, the caller sees the 5xx */
+        return END_RETRY;
+    }
+    if ((rq->flags & PK_HTTP_JSON) && rq->status >= 200 && rq->status < 300 &&
+        !json_ok(rq->b.data ? rq->b.data : "", rq->b.len)) {
+        attempt_failed(h, rq, a, "HTTP %ld with a truncated or non-JSON body", rq->status);
+        *st = PK_ERR_HTTP;
+        return END_RETRY;
+    }
+    if (rq->err && rq->errlen)
+        rq->err[0] = '\0'; /* a definitive answer: earlier attempts' failures do not matter */
+    *st = PK_OK;
+    return END_DONE;
+}
+
+/* The URL and the header list of a request. */
+static pk_status request_open(pk_http *h, request *rq, const char *path)
+{
     /* "Expect:" off: no 100-continue round trip before bodies over 1 KiB */
     static const char *const hv[] = {"Content-Type: application/json", "Accept: application/json",
                                      "Expect:"};
+    rq->url = malloc(strlen(h->base) + strlen(path) + 1);
+    if (!rq->url)
+        return PK_ERR_NOMEM;
+    strcpy(rq->url, h->base);
+    strcat(rq->url, path);
     for (size_t i = 0; i < sizeof hv / sizeof hv[0]; i++) {
-        t = h->cu->slist_append(hdrs, hv[i]);
-        if (!t) {
-            st = PK_ERR_NOMEM;
-            goto out;
-        }
-        hdrs = t;
+        struct curl_slist *t = h->cu->slist_append(rq->hdrs, hv[i]);
+        if (!t)
+            return PK_ERR_NOMEM;
+        rq->hdrs = t;
     }
+    return PK_OK;
+}
+
+static pk_status run_attempts(pk_http *h, request *rq)
+{
+    pk_status st = PK_ERR_HTTP;
     h->stats.requests++;
     for (int a = 0; a < h->p.max_attempts; a++) {
         if (a > 0)
             sleep_ms(backoff_delay(&h->p, a - 1));
-        b.len = 0;
-        b.toobig = 0;
-        CURLcode rc = attempt_once(h, method, url, body, body_len, hdrs, &b, status);
-        if (b.toobig || rc == CURLE_FILESIZE_EXCEEDED) {
-            snprintf(h->err, sizeof h->err, "%s %s: response larger than %zu bytes", method, path,
-                     h->p.max_body);
-            st = PK_ERR_LIMIT;
-            goto out;
-        }
-        if (rc != CURLE_OK) {
-            snprintf(h->err, sizeof h->err, "%s %s%s: %s (attempt %d of %d)", method, h->base, path,
-                     h->cu->easy_strerror(rc), a + 1, h->p.max_attempts);
-            pk_log(PK_LOG_DEBUG, "http: %s", h->err);
-            st = PK_ERR_HTTP;
-            if (!retryable_curl(rc))
-                goto out;
-            continue;
-        }
-        if (*status >= 500 || *status == 429) {
-            snprintf(h->err, sizeof h->err, "%s %s%s: HTTP %ld (attempt %d of %d)", method, h->base,
-                     path, *status, a + 1, h->p.max_attempts);
-            pk_log(PK_LOG_DEBUG, "http: %s", h->err);
-            st = PK_OK; /* if this was the last attempt, the caller sees the 5xx */
-            continue;
-        }
-        if ((flags & PK_HTTP_JSON) && *status >= 200 && *status < 300 &&
-            !json_ok(b.data ? b.data : "", b.len)) {
-            snprintf(h->err, sizeof h->err,
-                     "%s %s%s: HTTP %ld with a truncated or non-JSON body "
-                     "(attempt %d of %d)",
-                     method, h->base, path, *status, a + 1, h->p.max_attempts);
-            pk_log(PK_LOG_DEBUG, "http: %s", h->err);
-            st = PK_ERR_HTTP;
-            continue;
-        }
-        st = PK_OK;
-        break;
+        CURLcode rc = attempt_once(h, rq);
+        if (judge(h, rq, rc, a, &st) != END_RETRY)
+            break;
     }
-    if (st != PK_OK)
-        goto out;
-    if (!b.data) {
-        b.data = calloc(1, 1);
-        if (!b.data) {
-            st = PK_ERR_NOMEM;
-            goto out;
-        }
+    return st;
+}
+
+pk_status pk_http_request(pk_http *h, const char *method, const char *path, const char *body,
+                          size_t body_len, int flags, long *status, char **resp, size_t *resp_len,
+                          char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = '\0';
+    if (!h || !method || !path || path[0] != '/' || !status || !resp) {
+        pk_seterr(err, errlen,
+                  "http: bad request (a handle, a method, a path starting with '/' "
+                  "and status and resp pointers are needed)");
+        return PK_ERR_ARG;
     }
-    *resp = b.data;
+    *resp = NULL;
+    *status = 0;
     if (resp_len)
-        *resp_len = b.len;
-    b.data = NULL;
-out:
-    free(b.data);
-    free(url);
-    h->cu->slist_free_all(hdrs);
+        *resp_len = 0;
+    request rq = {.method = method,
+                  .body = body,
+                  .body_len = body_len,
+                  .flags = flags,
+                  .b = {.max = h->p.max_body},
+                  .err = err,
+                  .errlen = errlen};
+    pk_status st = request_open(h, &rq, path);
+    if (st == PK_OK)
+        st = run_attempts(h, &rq);
+    *status = rq.status;
+    if (st == PK_OK && !rq.b.data)
+        rq.b.data = calloc(1, 1); /* an empty body is still a string */
+    if (st == PK_OK && !rq.b.data)
+        st = PK_ERR_NOMEM;
+    if (st == PK_OK) {
+        *resp = rq.b.data;
+        if (resp_len)
+            *resp_len = rq.b.len;
+        rq.b.data = NULL; /* ownership moved to the caller */
+    }
+    free(rq.b.data);
+    free(rq.url);
+    h->cu->slist_free_all(rq.hdrs);
     return st;
 }

@@ -3,13 +3,12 @@
  * GET into FILE.part with Range resume and retries, sha256 check, atomic rename. Loading the
  * files is left to model/. */
 #include "curl_dl.h"
+#include "pk_crypto.h"
 #include "pk_net.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
-#include <sodium.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -65,16 +64,8 @@ typedef struct xfer {
     hdr_info h;
 } xfer;
 
-static void set_err(pull_ctx *c, const char *fmt, ...) PK_PRINTF(2, 3);
-static void set_err(pull_ctx *c, const char *fmt, ...)
-{
-    if (!c->err || c->errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(c->err, c->errlen, fmt, ap);
-    va_end(ap);
-}
+/* The caller's error buffer of a pull (pk_seterr). */
+#define set_err(c, ...) pk_seterr((c)->err, (c)->errlen, __VA_ARGS__)
 
 pk_pull_params pk_pull_default_params(void)
 {
@@ -260,30 +251,35 @@ static void common_opts(pull_ctx *c, CURL *h, const char *url)
 
 typedef enum outcome { OUT_OK, OUT_RETRY, OUT_FAIL } outcome;
 
-/* Maps an HTTP status to the outcome; sets the status code and message for failures. */
-static outcome classify(pull_ctx *c, long code, const char *file, pk_status *st)
+/* Maps an HTTP status of url (file) to the outcome; sets the status code and message for
+ * failures. */
+static outcome classify(pull_ctx *c, long code, const char *file, const char *url, pk_status *st)
 {
     if (code >= 200 && code < 300)
         return OUT_OK;
     if (code == 404) {
         *st = PK_ERR_NOTFOUND;
-        set_err(c, "%s not found in %s at revision %s (HTTP 404): check the repo id and "
-                   "--revision", file, c->repo, c->p->revision ? c->p->revision : "main");
+        set_err(c,
+                "%s not found in %s at revision %s (HTTP 404 from %s): check the repo id and "
+                "the revision",
+                file, c->repo, c->p->revision ? c->p->revision : "main", url);
         return OUT_FAIL;
     }
     if (code == 401 || code == 403) {
         *st = PK_ERR_AUTH;
-        set_err(c, "%s: access denied (HTTP %ld): the repo is gated or private; accept its "
-                   "terms on the hub and set HF_TOKEN", file, code);
+        set_err(c,
+                "%s: access denied (HTTP %ld from %s): the repo is gated or private; accept "
+                "its terms on the hub and set HF_TOKEN",
+                file, code, url);
         return OUT_FAIL;
     }
     if (code >= 500 || code == 429 || code == 408 || code == 0) {
         *st = PK_ERR_HTTP;
-        set_err(c, "%s: HTTP %ld from %s", file, code, c->endpoint);
+        set_err(c, "%s: HTTP %ld from %s", file, code, url);
         return OUT_RETRY;
     }
     *st = PK_ERR_HTTP;
-    set_err(c, "%s: unexpected HTTP %ld from %s", file, code, c->endpoint);
+    set_err(c, "%s: unexpected HTTP %ld from %s", file, code, url);
     return OUT_FAIL;
 }
 
@@ -330,7 +326,7 @@ static outcome do_head(pull_ctx *c, const char *file, hdr_info *h, int64_t *size
         *size = h->linked_size;
         return OUT_OK;
     }
-    outcome o = classify(c, code, file, st);
+    outcome o = classify(c, code, file, url, st);
     if (o == OUT_OK)
         *size = h->linked_size >= 0 ? h->linked_size : h->content_length;
     return o;
@@ -347,110 +343,143 @@ static pk_status sha256_file(const char *path, char hex[65])
     FILE *f = fopen(path, "rb");
     if (!f)
         return PK_ERR_IO;
-    crypto_hash_sha256_state s;
-    crypto_hash_sha256_init(&s);
-    unsigned char buf[1 << 16], out[crypto_hash_sha256_BYTES];
+    pk_sha256_state s;
+    pk_sha256_init(&s);
+    unsigned char buf[1 << 16], out[PK_SHA256_BYTES];
     size_t n;
     while ((n = fread(buf, 1, sizeof buf, f)) > 0)
-        crypto_hash_sha256_update(&s, buf, n);
+        pk_sha256_update(&s, buf, n);
     int bad = ferror(f);
     fclose(f);
+    pk_sha256_final(&s, out); /* also when bad: final wipes the state */
     if (bad)
         return PK_ERR_IO;
-    crypto_hash_sha256_final(&s, out);
-    sodium_bin2hex(hex, 65, out, sizeof out);
+    pk_hex_encode(hex, 65, out, sizeof out);
     return PK_OK;
 }
 
-/* One GET attempt appending to part_path from its current size. */
-static outcome do_get(pull_ctx *c, const char *file, const char *part_path, int64_t size,
-                      pk_status *st)
+/* Opens part_path for append and an easy handle for one GET of file, resuming at the .part's
+ * size; tells the progress callback the transfer starts. OUT_FAIL with *st on failure. */
+static outcome xfer_open(pull_ctx *c, const char *file, const char *part_path, int64_t size,
+                         xfer *x, pk_status *st)
 {
-    char url[URL_MAX], range[64];
-    if (build_url(c, file, url, sizeof url) != 0) {
-        *st = PK_ERR_ARG;
-        set_err(c, "URL too long for %s", file);
-        return OUT_FAIL;
-    }
-    const pk_curl_api *cu = c->cu;
-    xfer x = {.cu = cu};
-    x.part_path = part_path;
-    x.offset = file_size(part_path);
-    x.offset = x.offset < 0 ? 0 : x.offset;
-    x.expect = size;
-    hdr_reset(&x.h);
-    x.f = fopen(part_path, "ab");
-    if (!x.f) {
+    x->cu = c->cu;
+    x->p = c->p;
+    x->part_path = part_path;
+    x->offset = file_size(part_path);
+    x->offset = x->offset < 0 ? 0 : x->offset;
+    x->expect = size;
+    hdr_reset(&x->h);
+    x->f = fopen(part_path, "ab");
+    if (!x->f) {
         *st = PK_ERR_IO;
         set_err(c, "cannot write %s: %s", part_path, strerror(errno));
         return OUT_FAIL;
     }
-    x.curl = cu->easy_init();
-    if (!x.curl) {
-        fclose(x.f);
+    x->curl = c->cu->easy_init();
+    if (!x->curl) {
+        fclose(x->f);
         *st = PK_ERR_NOMEM;
         return OUT_FAIL;
     }
-    if (x.offset > 0)
+    if (x->offset > 0)
         c->res->resumed++;
-    x.p = c->p;
-    snprintf(x.label, sizeof x.label, "%s%s", file, x.offset > 0 ? " (resumed)" : "");
-    x.total = size >= 0 ? size - x.offset : 0;
+    snprintf(x->label, sizeof x->label, "%s%s", file, x->offset > 0 ? " (resumed)" : "");
+    x->total = size >= 0 ? size - x->offset : 0;
     if (c->p->progress)
-        c->p->progress(c->p->progress_user, x.label, 0, x.total, 0);
-    common_opts(c, x.curl, url);
-    cu->easy_setopt(x.curl, CURLOPT_FOLLOWLOCATION, 1L);
-    if (x.offset > 0) {
-        snprintf(range, sizeof range, "%lld-", (long long)x.offset);
-        cu->easy_setopt(x.curl, CURLOPT_RANGE, range);
+        c->p->progress(c->p->progress_user, x->label, 0, x->total, 0);
+    return OUT_OK;
+}
+
+/* Runs the transfer x was opened for; returns the curl code, *code the HTTP status. Closes the
+ * handle and the file, counts the bytes and tells the progress callback it ended. */
+static CURLcode xfer_run(pull_ctx *c, xfer *x, const char *url, long *code)
+{
+    const pk_curl_api *cu = c->cu;
+    char range[64];
+    common_opts(c, x->curl, url);
+    cu->easy_setopt(x->curl, CURLOPT_FOLLOWLOCATION, 1L);
+    if (x->offset > 0) {
+        snprintf(range, sizeof range, "%lld-", (long long)x->offset);
+        cu->easy_setopt(x->curl, CURLOPT_RANGE, range);
     }
-    cu->easy_setopt(x.curl, CURLOPT_WRITEFUNCTION, on_write);
-    cu->easy_setopt(x.curl, CURLOPT_WRITEDATA, &x);
-    cu->easy_setopt(x.curl, CURLOPT_HEADERFUNCTION, on_header);
-    cu->easy_setopt(x.curl, CURLOPT_HEADERDATA, &x.h);
-    cu->easy_setopt(x.curl, CURLOPT_NOPROGRESS, 0L);
-    cu->easy_setopt(x.curl, CURLOPT_XFERINFOFUNCTION, on_progress);
-    cu->easy_setopt(x.curl, CURLOPT_XFERINFODATA, &x);
-    CURLcode rc = cu->easy_perform(x.curl);
-    long code = 0;
-    cu->easy_getinfo(x.curl, CURLINFO_RESPONSE_CODE, &code);
-    cu->easy_cleanup(x.curl);
-    if (x.f && fclose(x.f) != 0)
-        x.io_error = 1;
-    c->res->bytes += x.got;
+    cu->easy_setopt(x->curl, CURLOPT_WRITEFUNCTION, on_write);
+    cu->easy_setopt(x->curl, CURLOPT_WRITEDATA, x);
+    cu->easy_setopt(x->curl, CURLOPT_HEADERFUNCTION, on_header);
+    cu->easy_setopt(x->curl, CURLOPT_HEADERDATA, &x->h);
+    cu->easy_setopt(x->curl, CURLOPT_NOPROGRESS, 0L);
+    cu->easy_setopt(x->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+    cu->easy_setopt(x->curl, CURLOPT_XFERINFODATA, x);
+    CURLcode rc = cu->easy_perform(x->curl);
+    *code = 0;
+    cu->easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, code);
+    cu->easy_cleanup(x->curl);
+    x->curl = NULL;
+    if (x->f && fclose(x->f) != 0)
+        x->io_error = 1;
+    x->f = NULL;
+    c->res->bytes += x->got;
     if (c->p->progress)
-        c->p->progress(c->p->progress_user, x.label, x.got, x.total, 1);
-    if (x.io_error) {
+        c->p->progress(c->p->progress_user, x->label, x->got, x->total, 1);
+    return rc;
+}
+
+/* What a finished GET attempt came to (rc, HTTP code); sets *st and the message on failure. */
+static outcome xfer_outcome(pull_ctx *c, const char *file, const xfer *x, const char *url,
+                            CURLcode rc, long code, pk_status *st)
+{
+    const char *part_path = x->part_path;
+    if (x->io_error) {
         *st = PK_ERR_IO;
         set_err(c, "cannot write %s: %s", part_path, strerror(errno));
         return OUT_FAIL;
     }
     if (rc == CURLE_ABORTED_BY_CALLBACK && pk_interrupted()) {
         *st = PK_ERR_INTERRUPTED;
-        set_err(c, "interrupted: %s kept %lld bytes; run the same pull again to resume",
-                part_path, (long long)file_size(part_path));
+        set_err(c, "interrupted: %s kept %lld bytes; run the same pull again to resume", part_path,
+                (long long)file_size(part_path));
         return OUT_FAIL;
     }
-    if (x.too_big) {
+    if (x->too_big) {
         remove(part_path);
         *st = PK_ERR_FORMAT;
-        set_err(c, "%s: the server sent more than the announced %lld bytes", file,
-                (long long)size);
+        set_err(c, "%s: the server sent more than the announced %lld bytes (%s)", file,
+                (long long)x->expect, url);
         return OUT_RETRY;
     }
     if (code == 416) {
         remove(part_path); /* our .part does not fit the file any more: start over */
         *st = PK_ERR_HTTP;
-        set_err(c, "%s: range not satisfiable, restarting the download", file);
+        set_err(c, "%s: range not satisfiable (HTTP 416 from %s), restarting the download", file,
+                url);
         return OUT_RETRY;
     }
     if (rc != CURLE_OK) {
         *st = PK_ERR_HTTP;
-        set_err(c, "%s: %s after %lld bytes (%s)", file, cu->easy_strerror(rc),
+        set_err(c, "%s: %s after %lld bytes (%s)", file, c->cu->easy_strerror(rc),
                 (long long)file_size(part_path), url);
-        return code >= 400 ? classify(c, code, file, st) : OUT_RETRY;
+        return code >= 400 ? classify(c, code, file, url, st) : OUT_RETRY;
     }
-    return classify(c, code, file, st);
+    return classify(c, code, file, url, st);
+}
+
+/* One GET attempt appending to part_path from its current size. */
+static outcome do_get(pull_ctx *c, const char *file, const char *part_path, int64_t size,
+                      pk_status *st)
+{
+    char url[URL_MAX];
+    if (build_url(c, file, url, sizeof url) != 0) {
+        *st = PK_ERR_ARG;
+        set_err(c, "URL too long for %s", file);
+        return OUT_FAIL;
+    }
+    xfer x = {0};
+    outcome o = xfer_open(c, file, part_path, size, &x, st);
+    if (o != OUT_OK)
+        return o;
+    long code = 0;
+    CURLcode rc = xfer_run(c, &x, url, &code);
+    return xfer_outcome(c, file, &x, url, rc, code, st);
 }
 
 static void backoff(int attempt)
@@ -565,11 +594,10 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Unique shard names from the index's weight_map, sorted; *names owned (free each, then it). */
-static pk_status read_index(pull_ctx *c, const char *path, char ***names, size_t *n)
+/* The index file as parsed JSON (*out owned, cJSON_Delete; NULL if it is not JSON). */
+static pk_status load_index(pull_ctx *c, const char *path, cJSON **out)
 {
-    *names = NULL;
-    *n = 0;
+    *out = NULL;
     int64_t len = file_size(path);
     if (len < 0 || len > (int64_t)INDEX_MAX) {
         set_err(c, "%s: missing or larger than %u bytes", path, INDEX_MAX);
@@ -586,56 +614,69 @@ static pk_status read_index(pull_ctx *c, const char *path, char ***names, size_t
         return buf ? PK_ERR_IO : PK_ERR_NOMEM;
     }
     buf[len] = '\0';
-    cJSON *j = cJSON_Parse(buf);
+    *out = cJSON_Parse(buf);
     free(buf);
-    const cJSON *map = cJSON_GetObjectItemCaseSensitive(j, "weight_map");
-    pk_status st = PK_OK;
+    return PK_OK;
+}
+
+/* Adds the shard names of weight_map to v[0..*k) once each (v has MAX_SHARDS slots). */
+static pk_status collect_shards(pull_ctx *c, const char *path, const cJSON *map, char **v,
+                                size_t *k)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach(e, map)
+    {
+        if (!cJSON_IsString(e) || !safe_segment(e->valuestring, strlen(e->valuestring))) {
+            set_err(c, "%s: weight_map[\"%.64s\"] is not a plain file name", path,
+                    e->string ? e->string : "?");
+            return PK_ERR_FORMAT;
+        }
+        int dup = 0;
+        for (size_t i = 0; i < *k && !dup; i++)
+            dup = !strcmp(v[i], e->valuestring);
+        if (dup)
+            continue;
+        if (*k == MAX_SHARDS) {
+            set_err(c, "%s: more than %d shards", path, MAX_SHARDS);
+            return PK_ERR_LIMIT;
+        }
+        v[*k] = strdup(e->valuestring);
+        if (!v[*k])
+            return PK_ERR_NOMEM;
+        (*k)++;
+    }
+    if (*k == 0) {
+        set_err(c, "%s: weight_map names no shard", path);
+        return PK_ERR_FORMAT;
+    }
+    return PK_OK;
+}
+
+/* Unique shard names from the index's weight_map, sorted; *names owned (free each, then it). */
+static pk_status read_index(pull_ctx *c, const char *path, char ***names, size_t *n)
+{
+    cJSON *j = NULL;
     char **v = NULL;
     size_t k = 0;
+    *names = NULL;
+    *n = 0;
+    pk_status st = load_index(c, path, &j);
+    if (st != PK_OK)
+        return st;
+    const cJSON *map = cJSON_GetObjectItemCaseSensitive(j, "weight_map");
     if (!cJSON_IsObject(map)) {
         set_err(c, "%s: not JSON with a \"weight_map\" object", path);
         st = PK_ERR_FORMAT;
         goto out;
     }
     v = calloc(MAX_SHARDS, sizeof *v);
-    if (!v) {
-        st = PK_ERR_NOMEM;
+    st = v ? collect_shards(c, path, map, v, &k) : PK_ERR_NOMEM;
+    if (st != PK_OK)
         goto out;
-    }
-    const cJSON *e;
-    cJSON_ArrayForEach(e, map) {
-        if (!cJSON_IsString(e) || !safe_segment(e->valuestring, strlen(e->valuestring))) {
-            set_err(c, "%s: weight_map[\"%.64s\"] is not a plain file name", path,
-                    e->string ? e->string : "?");
-            st = PK_ERR_FORMAT;
-            goto out;
-        }
-        int dup = 0;
-        for (size_t i = 0; i < k && !dup; i++)
-            dup = !strcmp(v[i], e->valuestring);
-        if (dup)
-            continue;
-        if (k == MAX_SHARDS) {
-            set_err(c, "%s: more than %d shards", path, MAX_SHARDS);
-            st = PK_ERR_LIMIT;
-            goto out;
-        }
-        v[k] = strdup(e->valuestring);
-        if (!v[k]) {
-            st = PK_ERR_NOMEM;
-            goto out;
-        }
-        k++;
-    }
-    if (k == 0) {
-        set_err(c, "%s: weight_map names no shard", path);
-        st = PK_ERR_FORMAT;
-        goto out;
-    }
     qsort(v, k, sizeof *v, cmp_str);
     *names = v;
     *n = k;
-    v = NULL;
+    v = NULL; /* ownership moved to the caller */
 out:
     if (v)
         for (size_t i = 0; i < k; i++)
@@ -734,7 +775,7 @@ static pk_status setup(pull_ctx *c)
             return PK_ERR_NOMEM;
         snprintf(h, len, "Authorization: Bearer %s", tok);
         struct curl_slist *l = c->cu->slist_append(c->hdrs, h);
-        sodium_memzero(h, len);
+        pk_secure_wipe(h, len);
         free(h);
         if (!l)
             return PK_ERR_NOMEM;

@@ -2,10 +2,11 @@
  * gradient and update sweep, an lm objective over a dataset of the store; reset restores the
  * base weights from their files (pk_model_restore_base) so every round restarts from base +
  * global log (sync.c does the replay). */
-#include "pk_train.h"
+#include "pk_crypto.h"
 #include "pk_net.h"
+#include "pk_train.h"
 
-#include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,8 +53,7 @@ pk_status pk_sync_mezo_open(pk_store *s, const char *model_dir, const char *data
         snprintf(cfg.dataset, sizeof cfg.dataset, "%s", dataset);
         st = pk_objective_from_store(s, dataset, x->m, model_dir, &cfg, &x->obj, err, errlen);
         if (st == PK_OK && pk_objective_size(x->obj) == 0) {
-            if (err && errlen)
-                snprintf(err, errlen, "dataset %s has no examples", dataset);
+            pk_seterr(err, errlen, "dataset %s has no examples", dataset);
             st = PK_ERR_ARG;
         }
     }
@@ -64,7 +64,7 @@ pk_status pk_sync_mezo_open(pk_store *s, const char *model_dir, const char *data
     x->batch = (size_t)batch;
     if (x->obj && x->batch > pk_objective_size(x->obj))
         x->batch = pk_objective_size(x->obj);
-    randombytes_buf(&x->shuffle_seed, sizeof x->shuffle_seed);
+    pk_crypto_random(&x->shuffle_seed, sizeof x->shuffle_seed);
     *out = x;
     return PK_OK;
 }

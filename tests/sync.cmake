@@ -1,4 +1,4 @@
-# Tests of the sync client (issue 5, agent side): accountant, HTTP wrapper, sync rounds.
+# Tests of the sync client (net/): accountant, HTTP wrapper, sync rounds.
 find_package(Threads REQUIRED)
 pk_add_test(test_dp SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_dp.c
     LIBS pk_net pk_train PkgConfig::SODIUM LABELS unit TIMEOUT 60)
@@ -18,8 +18,15 @@ endif()
 pk_add_test(test_sync_cli SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_sync_cli.c
     LIBS pk_net pk_train PkgConfig::CJSON PkgConfig::SODIUM LABELS unit TIMEOUT 240)
 add_dependencies(test_sync_cli pocketllm pocketllm-server-mock)
-# Integration: `pocketllm demo --federated` (issue 6): the demo starts pocketllm-server-mock itself
+# Integration: `pocketllm demo --federated`: the demo starts pocketllm-server-mock itself
 # and runs one round with two simulated devices on stories260k; the coordinator-missing path.
 pk_add_test(test_demo_fed SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_demo_fed.c
     LIBS PkgConfig::CJSON LABELS unit TIMEOUT 180)
 add_dependencies(test_demo_fed pocketllm pocketllm-server-mock)
+# Only crypto/ calls libsodium. pk_net does not link it, but libsodium reaches every executable
+# through pk_crypto, so a direct call from net/ would still link: this check refuses one (grep
+# exits 1 when nothing matches, 2 if the sources are missing).
+add_test(NAME test_net_no_sodium
+    COMMAND sh -c "grep -nE 'sodium|\\b(crypto_[a-z]|randombytes)' *.c *.h include/*.h; test $? -eq 1"
+    WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/net)
+set_tests_properties(test_net_no_sodium PROPERTIES LABELS unit)

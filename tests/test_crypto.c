@@ -1,9 +1,12 @@
-/* test_crypto.c: crypto/ known answers (XChaCha20-Poly1305 draft vector, RFC 8032 Ed25519),
- * the record format's tamper loops (every byte flip, truncation, wrong AD or key -> PK_ERR_AUTH
- * with the output zeroed), and Argon2id key derivation determinism. */
+/* test_crypto.c: crypto/ known answers (XChaCha20-Poly1305 draft vector, RFC 8032 Ed25519,
+ * BLAKE2b-256 and SHA-256), the record format's tamper loops (every byte flip, truncation, wrong
+ * AD or key -> PK_ERR_AUTH with the output zeroed), Argon2id key derivation determinism, the
+ * streaming hashes against one-shot ones, hex and base64 round trips and refusals, and the range
+ * of the uniform random helpers. */
 #include "pk_crypto.h"
 #include "pk_test.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static size_t unhex(const char *h, uint8_t *out)
@@ -58,6 +61,156 @@ static void test_hash(void)
     /* BLAKE2b-256 of the empty string. */
     pk_hash_hex("", 0, hex);
     PK_CHECK(!strcmp(hex, "0e5751c026e543b2e8ab2eb06099daa1d1e5df47778f7787faab45cdf12fe3a8"));
+}
+
+/* Known answers computed with Python's hashlib (blake2b(digest_size=32), sha256). */
+static const char blake_empty[] =
+    "0e5751c026e543b2e8ab2eb06099daa1d1e5df47778f7787faab45cdf12fe3a8";
+static const char blake_abc[] = "bddd813c634239723171ef3fee98579b94964e3bb1cb3e427262c8c068d52319";
+static const char sha_empty[] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+static const char sha_abc[] = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+/* FIPS 180-2 appendix B.3: one million 'a'. */
+static const char sha_million_a[] =
+    "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0";
+
+static int hex_is(const uint8_t *bin, size_t n, const char *want)
+{
+    char hex[129];
+    pk_hex_encode(hex, sizeof hex, bin, n);
+    return !strcmp(hex, want);
+}
+
+static void test_hash_kat(void)
+{
+    uint8_t h[PK_HASH_BYTES];
+    pk_hash("", 0, h);
+    PK_CHECK(hex_is(h, sizeof h, blake_empty));
+    pk_hash("abc", 3, h);
+    PK_CHECK(hex_is(h, sizeof h, blake_abc));
+    char hex[65];
+    pk_hash_hex("abc", 3, hex);
+    PK_CHECK(!strcmp(hex, blake_abc));
+}
+
+/* Streaming over every split point of a message (and an empty update) equals one shot. */
+static void test_hash_stream(void)
+{
+    static const char msg[] = "the weights hash is computed tensor by tensor, not in one buffer";
+    size_t n = sizeof msg - 1;
+    uint8_t one[PK_HASH_BYTES], part[PK_HASH_BYTES];
+    pk_hash(msg, n, one);
+    for (size_t cut = 0; cut <= n; cut++) {
+        pk_hash_state st;
+        pk_hash_init(&st);
+        pk_hash_update(&st, msg, cut);
+        pk_hash_update(&st, "", 0);
+        pk_hash_update(&st, msg + cut, n - cut);
+        pk_hash_final(&st, part);
+        PK_CHECK(memcmp(one, part, sizeof one) == 0);
+    }
+    pk_hash_state st;
+    pk_hash_init(&st);
+    pk_hash_final(&st, part);
+    PK_CHECK(hex_is(part, sizeof part, blake_empty));
+}
+
+static void sha256_of(const void *data, size_t len, size_t chunk, uint8_t out[PK_SHA256_BYTES])
+{
+    pk_sha256_state st;
+    pk_sha256_init(&st);
+    for (size_t off = 0; off < len; off += chunk)
+        pk_sha256_update(&st, (const char *)data + off, len - off < chunk ? len - off : chunk);
+    pk_sha256_final(&st, out);
+}
+
+static void test_sha256(void)
+{
+    uint8_t h[PK_SHA256_BYTES];
+    sha256_of("", 0, 1, h);
+    PK_CHECK(hex_is(h, sizeof h, sha_empty));
+    sha256_of("abc", 3, 3, h);
+    PK_CHECK(hex_is(h, sizeof h, sha_abc));
+    sha256_of("abc", 3, 1, h);
+    PK_CHECK(hex_is(h, sizeof h, sha_abc));
+    size_t n = 1000000;
+    char *a = malloc(n);
+    PK_CHECK(a != NULL);
+    if (!a)
+        return;
+    memset(a, 'a', n);
+    sha256_of(a, n, 4093, h); /* chunks that straddle SHA-256's 64-byte blocks */
+    PK_CHECK(hex_is(h, sizeof h, sha_million_a));
+    free(a);
+}
+
+static void test_hex(void)
+{
+    uint8_t bin[5] = {0x00, 0x7f, 0x80, 0xab, 0xff}, back[5];
+    char hex[11];
+    pk_hex_encode(hex, sizeof hex, bin, sizeof bin);
+    PK_CHECK(!strcmp(hex, "007f80abff"));
+    PK_CHECK_EQ(pk_hex_decode(back, sizeof back, hex), PK_OK);
+    PK_CHECK(memcmp(bin, back, sizeof bin) == 0);
+    PK_CHECK_EQ(pk_hex_decode(back, sizeof back, "007F80ABFF"), PK_OK); /* either case */
+    PK_CHECK(memcmp(bin, back, sizeof bin) == 0);
+    PK_CHECK_EQ(pk_hex_decode(back, 0, ""), PK_OK);
+    /* wrong length (short, long, odd) and non-hex digits */
+    PK_CHECK_EQ(pk_hex_decode(back, sizeof back, "007f80ab"), PK_ERR_FORMAT);
+    PK_CHECK_EQ(pk_hex_decode(back, sizeof back, "007f80abff00"), PK_ERR_FORMAT);
+    PK_CHECK_EQ(pk_hex_decode(back, sizeof back, "007f80abf"), PK_ERR_FORMAT);
+    PK_CHECK_EQ(pk_hex_decode(back, sizeof back, "007f80abfg"), PK_ERR_FORMAT);
+    PK_CHECK_EQ(pk_hex_decode(back, sizeof back, "007f 80abf"), PK_ERR_FORMAT);
+    PK_CHECK_EQ(pk_hex_decode(back, 1, ":0"), PK_ERR_FORMAT);
+}
+
+static void test_base64(void)
+{
+    uint8_t bin[7] = {250, 251, 252, 253, 254, 255, 0}, back[16];
+    size_t n = 99;
+    char *b64 = NULL;
+    PK_CHECK_EQ(pk_base64_encode(bin, sizeof bin, &b64), PK_OK);
+    PK_CHECK(b64 && !strcmp(b64, "+vv8/f7/AA=="));
+    PK_CHECK_EQ(pk_base64_decode(b64, strlen(b64), back, sizeof back, &n), PK_OK);
+    PK_CHECK(n == sizeof bin && memcmp(bin, back, sizeof bin) == 0);
+    free(b64);
+    /* every length 0..6 round-trips (all three padding cases) */
+    for (size_t len = 0; len < sizeof bin; len++) {
+        b64 = NULL;
+        PK_CHECK_EQ(pk_base64_encode(bin, len, &b64), PK_OK);
+        PK_CHECK(b64 && strlen(b64) == (len + 2) / 3 * 4);
+        n = 99;
+        PK_CHECK_EQ(pk_base64_decode(b64 ? b64 : "", b64 ? strlen(b64) : 0, back, sizeof back, &n),
+                    PK_OK);
+        PK_CHECK(n == len && memcmp(bin, back, len) == 0);
+        free(b64);
+    }
+    /* not base64: bad characters, missing padding, trailing bytes, more than fits */
+    static const char *const bad[] = {"@@@@", "QUJD!", "QUI", "QQ=", "QUJD QUJD", "QUJDRA==x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        PK_CHECK_EQ(pk_base64_decode(bad[i], strlen(bad[i]), back, sizeof back, &n), PK_ERR_FORMAT);
+    PK_CHECK_EQ(pk_base64_decode("+vv8/f7/AA==", 12, back, 6, &n), PK_ERR_FORMAT);
+}
+
+static void test_random(void)
+{
+    int seen[7] = {0};
+    for (int i = 0; i < 2000; i++) {
+        uint32_t k = pk_crypto_random_uniform(7);
+        PK_CHECK(k < 7);
+        if (k < 7)
+            seen[k]++;
+    }
+    for (int k = 0; k < 7; k++)
+        PK_CHECK(seen[k] > 150); /* expected 286 each; 150 is > 8 sigma below */
+    PK_CHECK_EQ(pk_crypto_random_uniform(1), 0);
+    PK_CHECK_EQ(pk_crypto_random_uniform(0), 0);
+    double sum = 0.0;
+    for (int i = 0; i < 10000; i++) {
+        double u = pk_crypto_random_double();
+        PK_CHECK(u > 0.0 && u < 1.0);
+        sum += u;
+    }
+    PK_CHECK_NEAR(sum / 10000.0, 0.5, 0.03); /* sd of the mean 0.0029 */
 }
 
 static void test_record_tamper(void)
@@ -179,6 +332,12 @@ int main(void)
     PK_CHECK_EQ(pk_crypto_global_init(), PK_OK);
     test_ed25519_kat();
     test_hash();
+    test_hash_kat();
+    test_hash_stream();
+    test_sha256();
+    test_hex();
+    test_base64();
+    test_random();
     test_record_tamper();
     test_xchacha_kat();
     test_kdf();

@@ -1,5 +1,5 @@
-/* test_curl_dl.c: libcurl loaded at run time (agent/curl_dl.c). This test does not link libcurl,
- * so /proc/self/maps shows what the agent code maps. Checks that
+/* test_curl_dl.c: libcurl loaded at run time (net/curl_dl.c). This test does not link libcurl,
+ * so /proc/self/maps shows what the net/ code maps. Checks that
  *  - agent calls that do no HTTP (params, DP accounting, argument checks of pk_http_create and
  *    pk_pull) leave libcurl unmapped;
  *  - the first load, raced from several threads, gives every thread the same table and maps it;
@@ -45,9 +45,10 @@ static void test_no_http_no_curl(void)
     double eps = 0;
     PK_CHECK_EQ(pk_dp_epsilon_for(0.01, 1.0, 100, 1e-5, &eps), PK_OK);
     pk_http *h = (pk_http *)1;
-    PK_CHECK_EQ(pk_http_create("ftp://x", hp, &h), PK_ERR_ARG);
-    PK_CHECK(h == NULL);
     char err[256];
+    PK_CHECK_EQ(pk_http_create("ftp://x", hp, &h, err, sizeof err), PK_ERR_ARG);
+    PK_CHECK(h == NULL);
+    PK_CHECK(strstr(err, "ftp://x") != NULL);
     PK_CHECK_EQ(pk_pull("../etc", "/tmp", NULL, NULL, err, sizeof err), PK_ERR_ARG);
     PK_CHECK_EQ(mapped("libcurl"), 0);
 }

@@ -1,7 +1,8 @@
 /* test_http.c: the HTTP wrapper against a tiny libmicrohttpd server started in the test on
  * 127.0.0.1 with an ephemeral port and canned replies: success, echo, 5xx then success,
  * truncated bodies, non-JSON bodies, timeouts, oversized answers, 4xx (not retried), a refused
- * connection, and the byte counters. */
+ * connection, the byte counters, and the messages in the caller's err buffer (URL, status,
+ * attempt; empty after a success). */
 #include "pk_net.h"
 #include "pk_test.h"
 
@@ -164,7 +165,7 @@ static double now(void)
 
 static pk_http *client(int port, long timeout_ms)
 {
-    char url[64];
+    char url[64], err[256] = "x";
     snprintf(url, sizeof url, "http://127.0.0.1:%d/", port);
     pk_http_params p = pk_http_default_params();
     p.timeout_ms = timeout_ms;
@@ -174,8 +175,43 @@ static pk_http *client(int port, long timeout_ms)
     p.backoff_max_ms = 40;
     p.max_body = 64 * 1024;
     pk_http *h = NULL;
-    PK_CHECK_EQ(pk_http_create(url, p, &h), PK_OK);
+    PK_CHECK_EQ(pk_http_create(url, p, &h, err, sizeof err), PK_OK);
+    PK_CHECK_EQ(err[0], '\0');
     return h;
+}
+
+/* GET path with PK_HTTP_JSON; the answer (owned) or NULL. */
+static char *get_json(pk_http *h, const char *path, pk_status want, long *status, char *err)
+{
+    char *r = NULL;
+    PK_CHECK_EQ(pk_http_request(h, "GET", path, NULL, 0, PK_HTTP_JSON, status, &r, NULL, err, 256),
+                want);
+    return r;
+}
+
+/* wire bytes are headers + body, the body counted once: a 64 KiB body adds 64 KiB */
+static void check_big_upload(pk_http *h)
+{
+    size_t big_n = 65536;
+    char *big = malloc(big_n + 1), *r = NULL, err[256];
+    long status = 0;
+    PK_CHECK(big != NULL);
+    if (!big)
+        return;
+    memset(big, 'x', big_n);
+    big[0] = '"';
+    big[big_n - 1] = '"';
+    big[big_n] = '\0';
+    pk_http_stats before = pk_http_get_stats(h);
+    PK_CHECK_EQ(pk_http_request(h, "POST", "/echo", big, big_n, PK_HTTP_JSON, &status, &r, NULL,
+                                err, sizeof err),
+                PK_OK);
+    free(r);
+    pk_http_stats after = pk_http_get_stats(h);
+    uint64_t sent = after.body_up - before.body_up, wire = after.wire_up - before.wire_up;
+    PK_CHECK_EQ(sent, big_n);
+    PK_CHECK(wire > sent && wire < sent + 2048);
+    free(big);
 }
 
 static void test_basic(server *s)
@@ -184,17 +220,20 @@ static void test_basic(server *s)
     if (!h)
         return;
     long status = 0;
-    char *r = NULL;
+    char *r = NULL, err[256] = "stale";
     size_t n = 0;
-    PK_CHECK_EQ(pk_http_request(h, "GET", "/ok", NULL, 0, PK_HTTP_JSON, &status, &r, &n), PK_OK);
+    PK_CHECK_EQ(
+        pk_http_request(h, "GET", "/ok", NULL, 0, PK_HTTP_JSON, &status, &r, &n, err, sizeof err),
+        PK_OK);
     PK_CHECK_EQ(status, 200);
     PK_CHECK(r && !strcmp(r, "{\"ok\":true}"));
     PK_CHECK_EQ(n, 11);
+    PK_CHECK_EQ(err[0], '\0'); /* a success leaves no message */
     free(r);
     const char *body = "{\"hello\":\"world\"}";
-    PK_CHECK_EQ(
-        pk_http_request(h, "POST", "/echo", body, strlen(body), PK_HTTP_JSON, &status, &r, NULL),
-        PK_OK);
+    PK_CHECK_EQ(pk_http_request(h, "POST", "/echo", body, strlen(body), PK_HTTP_JSON, &status, &r,
+                                NULL, NULL, 0),
+                PK_OK); /* err may be NULL */
     PK_CHECK(r && strstr(r, "\"method\":\"POST\""));
     PK_CHECK(r && strstr(r, "\"ct\":\"application/json\""));
     PK_CHECK(r && strstr(r, "\"len\":17"));
@@ -205,68 +244,71 @@ static void test_basic(server *s)
     PK_CHECK_EQ(st.body_up, 17);
     PK_CHECK(st.body_down > 11 + 20);
     PK_CHECK(st.wire_up > st.body_up && st.wire_down > st.body_down);
-    /* wire bytes are headers + body, the body counted once: a 64 KiB body adds 64 KiB */
-    size_t big_n = 65536;
-    char *big = malloc(big_n + 1);
-    PK_CHECK(big != NULL);
-    if (big) {
-        memset(big, 'x', big_n);
-        big[0] = '"';
-        big[big_n - 1] = '"';
-        big[big_n] = '\0';
-        pk_http_stats before = pk_http_get_stats(h);
-        PK_CHECK_EQ(
-            pk_http_request(h, "POST", "/echo", big, big_n, PK_HTTP_JSON, &status, &r, NULL),
-            PK_OK);
-        free(r);
-        pk_http_stats after = pk_http_get_stats(h);
-        uint64_t sent = after.body_up - before.body_up, wire = after.wire_up - before.wire_up;
-        PK_CHECK_EQ(sent, big_n);
-        PK_CHECK(wire > sent && wire < sent + 2048);
-        free(big);
-    }
+    check_big_upload(h);
     pk_http_reset_stats(h);
     PK_CHECK_EQ(pk_http_get_stats(h).requests, 0);
-    /* 5xx twice, then success: three attempts */
-    PK_CHECK_EQ(pk_http_request(h, "GET", "/flaky", NULL, 0, PK_HTTP_JSON, &status, &r, NULL),
-                PK_OK);
+    pk_http_destroy(h);
+}
+
+static void test_retries(server *s)
+{
+    pk_http *h = client(s->port, 3000);
+    if (!h)
+        return;
+    long status = 0;
+    char *r = NULL, err[256];
+    /* 5xx twice, then success: three attempts, and no message left from the failed ones */
+    r = get_json(h, "/flaky", PK_OK, &status, err);
     PK_CHECK_EQ(status, 200);
     PK_CHECK(r && !strcmp(r, "{\"ok\":2}"));
+    PK_CHECK_EQ(err[0], '\0');
     free(r);
     PK_CHECK_EQ(pk_http_get_stats(h).attempts, 3);
     /* a truncated body (connection closed early) is retried */
-    PK_CHECK_EQ(pk_http_request(h, "GET", "/trunc", NULL, 0, 0, &status, &r, NULL), PK_OK);
+    PK_CHECK_EQ(pk_http_request(h, "GET", "/trunc", NULL, 0, 0, &status, &r, NULL, err, 256),
+                PK_OK);
     PK_CHECK(r && !strcmp(r, "{\"whole\":true}"));
     free(r);
     PK_CHECK_EQ(atomic_load(&s->hits_trunc), 2);
     /* 200 with broken JSON: retried with PK_HTTP_JSON */
-    PK_CHECK_EQ(pk_http_request(h, "GET", "/badjson", NULL, 0, PK_HTTP_JSON, &status, &r, NULL),
-                PK_OK);
+    r = get_json(h, "/badjson", PK_OK, &status, err);
     PK_CHECK(r && !strcmp(r, "{\"ok\":true}"));
     free(r);
     PK_CHECK_EQ(atomic_load(&s->hits_badjson), 2);
     /* a 4xx is definitive: one attempt, PK_OK, the caller reads the status */
-    PK_CHECK_EQ(pk_http_request(h, "GET", "/missing", NULL, 0, PK_HTTP_JSON, &status, &r, NULL),
-                PK_OK);
+    r = get_json(h, "/missing", PK_OK, &status, err);
     PK_CHECK_EQ(status, 404);
     PK_CHECK(r && strstr(r, "not_found"));
     free(r);
     PK_CHECK_EQ(atomic_load(&s->hits_404), 1);
-    /* always 5xx: max_attempts tries, then the 5xx is returned */
+    /* always 5xx: max_attempts tries, then the 5xx is returned, err naming URL and status */
     double t0 = now();
-    PK_CHECK_EQ(pk_http_request(h, "GET", "/always503", NULL, 0, PK_HTTP_JSON, &status, &r, NULL),
-                PK_OK);
+    r = get_json(h, "/always503", PK_OK, &status, err);
     PK_CHECK_EQ(status, 503);
     free(r);
     PK_CHECK_EQ(atomic_load(&s->hits_always), 4);
     PK_CHECK(now() - t0 < 1.0); /* backoff capped at 40 ms */
+    PK_CHECK(strstr(err, "GET http://127.0.0.1:") && strstr(err, "/always503: HTTP 503") &&
+             strstr(err, "attempt 4 of 4"));
+    pk_http_destroy(h);
+}
+
+static void test_limits(server *s)
+{
+    pk_http *h = client(s->port, 3000);
+    if (!h)
+        return;
+    long status = 0;
+    char *r = (char *)1, err[256];
     /* oversized answer */
-    r = (char *)1;
-    PK_CHECK_EQ(pk_http_request(h, "GET", "/big", NULL, 0, 0, &status, &r, NULL), PK_ERR_LIMIT);
+    PK_CHECK_EQ(pk_http_request(h, "GET", "/big", NULL, 0, 0, &status, &r, NULL, err, sizeof err),
+                PK_ERR_LIMIT);
     PK_CHECK(r == NULL);
-    PK_CHECK(strstr(pk_http_errmsg(h), "larger than") != NULL);
+    PK_CHECK(strstr(err, "larger than") != NULL && strstr(err, "/big") != NULL);
     /* bad arguments */
-    PK_CHECK_EQ(pk_http_request(h, "GET", "ok", NULL, 0, 0, &status, &r, NULL), PK_ERR_ARG);
+    PK_CHECK_EQ(pk_http_request(h, "GET", "ok", NULL, 0, 0, &status, &r, NULL, err, sizeof err),
+                PK_ERR_ARG);
+    PK_CHECK(err[0] != '\0');
     pk_http_destroy(h);
 }
 
@@ -276,12 +318,13 @@ static void test_timeout(server *s)
     if (!h)
         return;
     long status = 0;
-    char *r = NULL;
+    char *r = NULL, err[256];
     double t0 = now();
-    PK_CHECK_EQ(pk_http_request(h, "GET", "/slow", NULL, 0, 0, &status, &r, NULL), PK_ERR_HTTP);
+    PK_CHECK_EQ(pk_http_request(h, "GET", "/slow", NULL, 0, 0, &status, &r, NULL, err, sizeof err),
+                PK_ERR_HTTP);
     double dt = now() - t0;
     PK_CHECK(dt >= 0.75 && dt < 3.0); /* 4 attempts x 200 ms + backoff */
-    PK_CHECK(strstr(pk_http_errmsg(h), "attempt 4 of 4") != NULL);
+    PK_CHECK(strstr(err, "attempt 4 of 4") != NULL && strstr(err, "/slow") != NULL);
     PK_CHECK(r == NULL);
     PK_CHECK_EQ(pk_http_get_stats(h).attempts, 4);
     pk_http_destroy(h);
@@ -301,15 +344,22 @@ static void test_refused(void)
     if (!h)
         return;
     long status = 0;
-    char *r = NULL;
-    PK_CHECK_EQ(pk_http_request(h, "GET", "/ok", NULL, 0, 0, &status, &r, NULL), PK_ERR_HTTP);
-    PK_CHECK(strstr(pk_http_errmsg(h), "attempt 4 of 4") != NULL);
+    char *r = NULL, err[256];
+    PK_CHECK_EQ(pk_http_request(h, "GET", "/ok", NULL, 0, 0, &status, &r, NULL, err, sizeof err),
+                PK_ERR_HTTP);
+    PK_CHECK(strstr(err, "attempt 4 of 4") != NULL);
     pk_http_destroy(h);
-    /* bad base URLs */
+    /* bad base URLs and params: the message names the URL or the field */
     pk_http *bad = (pk_http *)1;
-    PK_CHECK_EQ(pk_http_create("ftp://x", pk_http_default_params(), &bad), PK_ERR_ARG);
+    PK_CHECK_EQ(pk_http_create("ftp://x", pk_http_default_params(), &bad, err, sizeof err),
+                PK_ERR_ARG);
     PK_CHECK(bad == NULL);
-    PK_CHECK_EQ(pk_http_create("", pk_http_default_params(), &bad), PK_ERR_ARG);
+    PK_CHECK(strstr(err, "ftp://x") != NULL);
+    PK_CHECK_EQ(pk_http_create("", pk_http_default_params(), &bad, NULL, 0), PK_ERR_ARG);
+    pk_http_params p = pk_http_default_params();
+    p.max_attempts = 0;
+    PK_CHECK_EQ(pk_http_create("http://127.0.0.1:1", p, &bad, err, sizeof err), PK_ERR_ARG);
+    PK_CHECK(strstr(err, "max_attempts") != NULL);
 }
 
 int main(void)
@@ -322,6 +372,8 @@ int main(void)
         return 1;
     }
     test_basic(&s);
+    test_retries(&s);
+    test_limits(&s);
     test_timeout(&s);
     test_refused();
     MHD_stop_daemon(s.d);

@@ -1,9 +1,10 @@
 /* test_sync_proto.c: the sync client against a scripted coordinator (libmicrohttpd in the test,
  * 127.0.0.1, ephemeral port) whose log entries, hashes and signatures are computed here from
- * docs/PROTOCOL.md, independently of sync.c: pool-seed golden vectors, catch-up and replay,
- * tampered / rewritten / rolled-back logs refused, the signed upload verified, no re-upload in
- * an open round, the outbox surviving 5xx and being resent with the same idempotency key, a 4xx
- * answer dropping it, a wrong base model refused, and the DP report. */
+ * docs/PROTOCOL.md, independently of net/sync_wire.c: pool-seed golden vectors, catch-up and
+ * replay, tampered / rewritten / rolled-back logs refused, the signed upload verified, no re-upload
+ * in an open round, the outbox surviving 5xx and being resent with the same idempotency key, a 4xx
+ * answer dropping it, a wrong base model refused, malformed answers refused naming the field,
+ * and the DP report. */
 #include "pk_test.h"
 #include "test_sync_toy.c"
 
@@ -309,135 +310,226 @@ static int run(pk_store *s, fake *f, toy *t, pk_sync_params p, pk_sync_report *r
     return (int)pk_sync_round(s, &p, &ops, rep, err, 256);
 }
 
-static void test_log_and_upload(fake *f, const char *dir)
-{
-    char home[512], err[256], base_hash[65];
-    snprintf(home, sizeof home, "%s/a", dir);
-    pk_store *s = make_home(home);
-    PK_CHECK(s != NULL);
-    if (!s)
-        return;
+/* One agent home going through the phases of test_log_and_upload in order; each phase starts
+ * from the state the previous one left (the store's log head, outbox and upload round). */
+typedef struct agent {
+    fake *f;
+    pk_store *s;
     toy t;
-    toy_init(&t, "agent A private diary: meet Pip at the lighthouse");
-    hash_floats(t.base, base_hash);
-    pk_sync_params p = pk_sync_default_params();
-    p.upload = 0;
-    p.wait_s = 0;
+    char base_hash[65];
+    char err[256];
+    pk_sync_params p;
     pk_sync_report rep;
+} agent;
 
+static int agent_run(agent *a)
+{
+    return run(a->s, a->f, &a->t, a->p, &a->rep, a->err);
+}
+
+/* Catch-up; tampered, rewritten and rolled-back logs refused; the genuine entry then accepted.
+ * The global model's hash after entry 3 goes to global3. */
+static void phase_catch_up(agent *a, char global3[65])
+{
+    fake *f = a->f;
     /* catch up with two valid entries */
-    set_task(f, base_hash, 3);
+    set_task(f, a->base_hash, 3);
     build_log(f, SPEC, 2, 0);
-    PK_CHECK_EQ(run(s, f, &t, p, &rep, err), PK_OK);
-    PK_CHECK_EQ(rep.log_version, 2);
-    PK_CHECK(rep.device_id[0] == 'd' && strlen(rep.device_id) == 17);
-    expect_replay(f, 2, &t, rep.model_hash);
-
+    PK_CHECK_EQ(agent_run(a), PK_OK);
+    PK_CHECK_EQ(a->rep.log_version, 2);
+    PK_CHECK(a->rep.device_id[0] == 'd' && strlen(a->rep.device_id) == 17);
+    expect_replay(f, 2, &a->t, a->rep.model_hash);
     /* a tampered entry 3 */
-    set_task(f, base_hash, 4);
+    set_task(f, a->base_hash, 4);
     build_log(f, SPEC, 3, 3);
-    PK_CHECK_EQ(run(s, f, &t, p, &rep, err), PK_ERR_AUTH);
-    PK_CHECK(strstr(err, "tampered") != NULL);
+    PK_CHECK_EQ(agent_run(a), PK_ERR_AUTH);
+    PK_CHECK(strstr(a->err, "tampered") != NULL);
     /* a rewritten history: entry 1 changed and the chain recomputed */
     ent_spec alt[3];
     memcpy(alt, SPEC, sizeof alt);
     alt[0].coef[0] = 0.75f;
     build_log(f, alt, 3, 0);
-    PK_CHECK_EQ(run(s, f, &t, p, &rep, err), PK_ERR_AUTH);
-    PK_CHECK(strstr(err, "rewritten") != NULL);
+    PK_CHECK_EQ(agent_run(a), PK_ERR_AUTH);
+    PK_CHECK(strstr(a->err, "rewritten") != NULL);
     /* a rollback: the head goes back to version 1 */
     build_log(f, SPEC, 1, 0);
-    set_task(f, base_hash, 2);
-    PK_CHECK_EQ(run(s, f, &t, p, &rep, err), PK_ERR_AUTH);
-    PK_CHECK(strstr(err, "rolled-back") != NULL);
+    set_task(f, a->base_hash, 2);
+    PK_CHECK_EQ(agent_run(a), PK_ERR_AUTH);
+    PK_CHECK(strstr(a->err, "rolled-back") != NULL);
     /* the genuine entry 3 is still accepted after all that */
     build_log(f, SPEC, 3, 0);
-    set_task(f, base_hash, 4);
-    PK_CHECK_EQ(run(s, f, &t, p, &rep, err), PK_OK);
-    PK_CHECK_EQ(rep.log_version, 3);
-    expect_replay(f, 3, &t, rep.model_hash);
-    char global3[65];
-    snprintf(global3, sizeof global3, "%s", rep.model_hash);
+    set_task(f, a->base_hash, 4);
+    PK_CHECK_EQ(agent_run(a), PK_OK);
+    PK_CHECK_EQ(a->rep.log_version, 3);
+    expect_replay(f, 3, &a->t, a->rep.model_hash);
+    snprintf(global3, 65, "%s", a->rep.model_hash);
+}
 
-    /* an upload to round 4, verified here; the round stays open */
-    p.upload = 1;
-    p.wait_s = 0.2;
+/* An upload to round 4, verified by the fake; the round stays open, so a second run uploads
+ * nothing new. */
+static void phase_upload(agent *a, const char *global3)
+{
+    fake *f = a->f;
+    a->p.upload = 1;
+    a->p.wait_s = 0.2;
     f->upload_code = 200;
-    long grads0 = t.grads;
-    PK_CHECK_EQ(run(s, f, &t, p, &rep, err), PK_OK);
-    PK_CHECK_EQ(rep.uploaded, 1);
-    PK_CHECK_EQ(rep.round, 4);
-    PK_CHECK_EQ(rep.round_closed, 0);
-    PK_CHECK_EQ(rep.steps, 16);
-    PK_CHECK_EQ(t.grads - grads0, 16);
+    long grads0 = a->t.grads;
+    PK_CHECK_EQ(agent_run(a), PK_OK);
+    PK_CHECK_EQ(a->rep.uploaded, 1);
+    PK_CHECK_EQ(a->rep.round, 4);
+    PK_CHECK_EQ(a->rep.round_closed, 0);
+    PK_CHECK_EQ(a->rep.steps, 16);
+    PK_CHECK_EQ(a->t.grads - grads0, 16);
     PK_CHECK_EQ(f->uploads_ok, 1);
     PK_CHECK(f->sig_ok);
     PK_CHECK(f->last_pairs >= 1 && f->last_pairs <= 16);
-    PK_CHECK_EQ(rep.pairs, f->last_pairs);
+    PK_CHECK_EQ(a->rep.pairs, f->last_pairs);
     PK_CHECK_EQ(f->last_examples, 16 * 4);
-    PK_CHECK(!strcmp(rep.model_hash, global3)); /* local steps discarded: still the global model */
-    PK_CHECK(rep.upload_body_bytes > 0 && rep.upload_body_bytes < 16384);
+    /* local steps discarded: still the global model */
+    PK_CHECK(!strcmp(a->rep.model_hash, global3));
+    PK_CHECK(a->rep.upload_body_bytes > 0 && a->rep.upload_body_bytes < 16384);
     /* again while round 4 is open: nothing new is uploaded */
-    PK_CHECK_EQ(run(s, f, &t, p, &rep, err), PK_OK);
+    PK_CHECK_EQ(agent_run(a), PK_OK);
     PK_CHECK_EQ(f->uploads_seen, 1);
-    PK_CHECK_EQ(t.grads - grads0, 16);
+    PK_CHECK_EQ(a->t.grads - grads0, 16);
+}
 
-    /* round 5: 5xx on every attempt -> the update stays in the outbox */
-    set_task(f, base_hash, 5);
+/* Round 5: 5xx on every attempt keeps the update in the outbox; once the coordinator is back
+ * the same body is resent first, with no new local steps. */
+static void phase_outbox(agent *a)
+{
+    fake *f = a->f;
+    char idem_first[80], *ik = NULL, *body = NULL;
+    set_task(f, a->base_hash, 5);
     build_log(f, SPEC, 3, 0);
     f->upload_code = 503;
     int seen0 = f->uploads_seen;
-    PK_CHECK_EQ(run(s, f, &t, p, &rep, err), PK_ERR_HTTP);
+    PK_CHECK_EQ(agent_run(a), PK_ERR_HTTP);
     PK_CHECK_EQ(f->uploads_seen - seen0, 2);
-    char idem_first[80];
+    PK_CHECK(strstr(a->err, "/v1/rounds/5/updates") && strstr(a->err, "503"));
     snprintf(idem_first, sizeof idem_first, "%s", f->last_idem);
-    char *ik = NULL, *body = NULL;
-    PK_CHECK_EQ(pk_store_outbox_peek(s, &ik, &body), PK_OK);
+    PK_CHECK_EQ(pk_store_outbox_peek(a->s, &ik, &body), PK_OK);
     PK_CHECK(ik && !strcmp(ik, idem_first));
     free(ik);
     free(body);
-    /* the coordinator is back: the same body is resent first, no new local steps */
     f->upload_code = 200;
-    long grads1 = t.grads;
-    PK_CHECK_EQ(run(s, f, &t, p, &rep, err), PK_OK);
+    long grads1 = a->t.grads;
+    PK_CHECK_EQ(agent_run(a), PK_OK);
     PK_CHECK(!strcmp(f->last_idem, idem_first));
     PK_CHECK(f->sig_ok);
-    PK_CHECK_EQ(rep.flushed, 1);
-    PK_CHECK_EQ(rep.uploaded, 1);
-    PK_CHECK_EQ(t.grads, grads1);
-    PK_CHECK_EQ(pk_store_outbox_peek(s, &ik, &body), PK_ERR_NOTFOUND);
+    PK_CHECK_EQ(a->rep.flushed, 1);
+    PK_CHECK_EQ(a->rep.uploaded, 1);
+    PK_CHECK_EQ(a->t.grads, grads1);
+    PK_CHECK_EQ(pk_store_outbox_peek(a->s, &ik, &body), PK_ERR_NOTFOUND);
+}
 
+/* Definitive refusals: a 409, a wrong base model, another trainable subset, an unknown task. */
+static void phase_refusals(agent *a)
+{
+    fake *f = a->f;
+    char *ik = NULL, *body = NULL;
     /* round 6 answered 409: definitive, the entry leaves the outbox, the error is reported */
-    set_task(f, base_hash, 6);
+    set_task(f, a->base_hash, 6);
     f->upload_code = 409;
-    PK_CHECK_EQ(run(s, f, &t, p, &rep, err), PK_ERR_HTTP);
-    PK_CHECK(strstr(err, "round_closed") != NULL || strstr(err, "refused") != NULL);
-    PK_CHECK_EQ(pk_store_outbox_peek(s, &ik, &body), PK_ERR_NOTFOUND);
-
+    PK_CHECK_EQ(agent_run(a), PK_ERR_HTTP);
+    PK_CHECK(strstr(a->err, "round_closed") != NULL || strstr(a->err, "refused") != NULL);
+    PK_CHECK_EQ(pk_store_outbox_peek(a->s, &ik, &body), PK_ERR_NOTFOUND);
     /* a wrong base model is refused before anything else */
     set_task(f, "00ff", 6);
-    PK_CHECK_EQ(run(s, f, &t, p, &rep, err), PK_ERR_ARG);
-    PK_CHECK(strstr(err, "base model") != NULL);
+    PK_CHECK_EQ(agent_run(a), PK_ERR_ARG);
+    PK_CHECK(strstr(a->err, "base model") != NULL);
     /* a task that trains another subset than this device is refused before anything else */
-    set_task(f, base_hash, 6);
-    {
-        char *q = strstr(f->task, "\"quorum\"");
-        char tail[2048];
-        PK_CHECK(q != NULL);
-        if (q) {
-            snprintf(tail, sizeof tail, "%s", q);
-            snprintf(q, sizeof f->task - (size_t)(q - f->task), "\"trainable\":\"bitfit\",%s",
-                     tail);
-            PK_CHECK_EQ(run(s, f, &t, p, &rep, err), PK_ERR_ARG);
-            PK_CHECK(strstr(err, "bitfit") != NULL && strstr(err, "--trainable") != NULL);
-            PK_CHECK_EQ(pk_store_outbox_peek(s, &ik, &body), PK_ERR_NOTFOUND);
-        }
+    set_task(f, a->base_hash, 6);
+    char *q = strstr(f->task, "\"quorum\"");
+    char tail[2048];
+    PK_CHECK(q != NULL);
+    if (q) {
+        snprintf(tail, sizeof tail, "%s", q);
+        snprintf(q, sizeof f->task - (size_t)(q - f->task), "\"trainable\":\"bitfit\",%s", tail);
+        PK_CHECK_EQ(agent_run(a), PK_ERR_ARG);
+        /* the library names both subsets; the CLI names its flag */
+        PK_CHECK(strstr(a->err, "bitfit") != NULL && strstr(a->err, "trainable") != NULL);
+        PK_CHECK_EQ(pk_store_outbox_peek(a->s, &ik, &body), PK_ERR_NOTFOUND);
     }
     /* an unknown task id */
-    set_task(f, base_hash, 6);
-    p.task_id = "nope";
-    PK_CHECK_EQ(run(s, f, &t, p, &rep, err), PK_ERR_NOTFOUND);
-    p.task_id = NULL;
+    set_task(f, a->base_hash, 6);
+    a->p.task_id = "nope";
+    PK_CHECK_EQ(agent_run(a), PK_ERR_NOTFOUND);
+    a->p.task_id = NULL;
+}
+
+static void test_log_and_upload(fake *f, const char *dir)
+{
+    agent a;
+    char home[512], global3[65];
+    memset(&a, 0, sizeof a);
+    snprintf(home, sizeof home, "%s/a", dir);
+    a.f = f;
+    a.s = make_home(home);
+    PK_CHECK(a.s != NULL);
+    if (!a.s)
+        return;
+    toy_init(&a.t, "agent A private diary: meet Pip at the lighthouse");
+    hash_floats(a.t.base, a.base_hash);
+    a.p = pk_sync_default_params();
+    a.p.upload = 0;
+    a.p.wait_s = 0;
+    phase_catch_up(&a, global3);
+    phase_upload(&a, global3);
+    phase_outbox(&a);
+    phase_refusals(&a);
+    pk_store_close(a.s);
+}
+
+/* Replaces the first occurrence of `from` in text (cap bytes) by `to`; 1 if it was there. */
+static int replace_in(char *text, size_t cap, const char *from, const char *to)
+{
+    char *at = strstr(text, from), tail[4096];
+    if (!at)
+        return 0;
+    snprintf(tail, sizeof tail, "%s", at + strlen(from));
+    snprintf(at, cap - (size_t)(at - text), "%s%s", to, tail);
+    return 1;
+}
+
+/* Malformed answers are refused with PK_ERR_FORMAT and a message naming the field. */
+static void test_malformed(fake *f, const char *dir)
+{
+    toy t;
+    char home[512], err[256], base_hash[65];
+    snprintf(home, sizeof home, "%s/c", dir);
+    pk_store *s = make_home(home);
+    PK_CHECK(s != NULL);
+    if (!s)
+        return;
+    toy_init(&t, "agent C private notes");
+    hash_floats(t.base, base_hash);
+    pk_sync_params p = pk_sync_default_params();
+    p.upload = 0;
+    p.wait_s = 0;
+    pk_sync_report rep;
+    build_log(f, SPEC, 1, 0);
+    set_task(f, base_hash, 2);
+    PK_CHECK(replace_in(f->task, sizeof f->task, "\"lr\":0.05,", ""));
+    PK_CHECK_EQ(run(s, f, &t, p, &rep, err), PK_ERR_FORMAT);
+    PK_CHECK(strstr(err, "field lr is missing") != NULL);
+    set_task(f, base_hash, 2);
+    PK_CHECK(replace_in(f->task, sizeof f->task, "\"pool_size\":4096", "\"pool_size\":70000"));
+    PK_CHECK_EQ(run(s, f, &t, p, &rep, err), PK_ERR_FORMAT);
+    PK_CHECK(strstr(err, "pool_size is 70000") != NULL);
+    /* a log entry whose prev_hash is not hex, then one whose updates are not base64 */
+    set_task(f, base_hash, 2);
+    PK_CHECK(replace_in(f->ent[0], 512, "\"prev_hash\":\"0", "\"prev_hash\":\"z"));
+    PK_CHECK_EQ(run(s, f, &t, p, &rep, err), PK_ERR_FORMAT);
+    PK_CHECK(strstr(err, "prev_hash") != NULL);
+    build_log(f, SPEC, 1, 0);
+    PK_CHECK(replace_in(f->ent[0], 512, "\"updates\":\"", "\"updates\":\"!"));
+    PK_CHECK_EQ(run(s, f, &t, p, &rep, err), PK_ERR_FORMAT);
+    PK_CHECK(strstr(err, "updates: not base64") != NULL);
+    /* the genuine entry is accepted afterwards */
+    build_log(f, SPEC, 1, 0);
+    PK_CHECK_EQ(run(s, f, &t, p, &rep, err), PK_OK);
+    PK_CHECK_EQ(rep.log_version, 1);
     pk_store_close(s);
 }
 
@@ -498,6 +590,7 @@ int main(void)
     if (f.d) {
         f.port = MHD_get_daemon_info(f.d, MHD_DAEMON_INFO_BIND_PORT)->port;
         test_log_and_upload(&f, dir);
+        test_malformed(&f, dir);
         test_dp_report(&f, dir);
         MHD_stop_daemon(f.d);
     }

@@ -27,10 +27,10 @@ static inline char *fetch_global_log(const char *base_url, int attempts)
     pk_http_params hp = pk_http_default_params();
     hp.max_attempts = attempts;
     hp.backoff_ms = 10;
-    if (pk_http_create(base_url, hp, &h) != PK_OK)
+    if (pk_http_create(base_url, hp, &h, NULL, 0) != PK_OK)
         return NULL;
     if (pk_http_request(h, "GET", "/v1/log?since=0&limit=256", NULL, 0, PK_HTTP_JSON, &status,
-                        &resp, NULL) != PK_OK ||
+                        &resp, NULL, NULL, 0) != PK_OK ||
         status != 200) {
         free(resp);
         resp = NULL;

@@ -121,4 +121,27 @@ PK_NODISCARD pk_status pk_base64_encode(const void *bin, size_t n, char **out);
 PK_NODISCARD pk_status pk_base64_decode(const char *b64, size_t len, uint8_t *bin, size_t cap,
                                         size_t *n);
 
+/* ---- SHA-256 and uniform randomness --------------------------------------------------------- */
+
+#define PK_SHA256_BYTES 32u
+
+/* Streaming SHA-256 (FIPS 180-4), for checksums that other tools publish as SHA-256 (a model
+ * hub's X-Content-Sha256 / ETag). The state is a caller-owned value (stack is fine); init, any
+ * number of updates, then final once. Nothing here is secret-dependent in timing beyond the
+ * data's length. */
+typedef struct pk_sha256_state {
+    _Alignas(16) unsigned char opaque[128]; /* libsodium's crypto_hash_sha256_state */
+} pk_sha256_state;
+void pk_sha256_init(pk_sha256_state *st);
+void pk_sha256_update(pk_sha256_state *st, const void *data, size_t len);
+void pk_sha256_final(pk_sha256_state *st, uint8_t out[PK_SHA256_BYTES]); /* wipes the state */
+
+/* A uniform integer in [0, upper) from the CSPRNG, without modulo bias; 0 when upper < 2.
+ * Thread-safe; needs pk_crypto_global_init. */
+uint32_t pk_crypto_random_uniform(uint32_t upper);
+/* A uniform double in the open interval (0, 1) from the CSPRNG: 53 random bits, offset by half a
+ * step, so it is never 0 or 1 and log(u) is finite (e.g. for Box-Muller noise). Thread-safe;
+ * needs pk_crypto_global_init. */
+double pk_crypto_random_double(void);
+
 #endif /* PK_CRYPTO_H */

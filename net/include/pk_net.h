@@ -1,6 +1,7 @@
-/* pk_sync.h: the federated client (DESIGN 7, issue 5): the differential-privacy accountant and
+/* pk_net.h: the federated client (DESIGN 7): the differential-privacy accountant and
  * noise helpers (dp.c), a small libcurl wrapper with timeouts, retries and size caps (http.c),
- * and the sync round against the coordinator (sync.c; protocol in docs/PROTOCOL.md).
+ * the sync round against the coordinator (sync.c; its wire format, docs/PROTOCOL.md, in
+ * sync_wire.c), the MeZO model behind it (sync_mezo.c) and model download (pull.c).
  * Only seeds, scalars, counts and signatures leave the device (docs/SYNC.md).
  * Thread safety: a pk_http handle may move between threads but is never used by two at once;
  * the pk_dp_* functions are pure except pk_dp_gaussian (thread-safe CSPRNG). */
@@ -42,8 +43,8 @@ PK_NODISCARD pk_status pk_dp_epsilon_for(double q, double sigma, int64_t steps, 
 
 /* g clipped to [-c, c] (c > 0); NaN becomes 0 so a broken step contributes nothing. */
 float pk_dp_clip(float g, float c);
-/* One N(0, stddev^2) sample from libsodium's CSPRNG (randombytes_buf), never from the MeZO z
- * generator, so the noise is unpredictable to the coordinator. Needs sodium_init() done. */
+/* One N(0, stddev^2) sample from the CSPRNG (pk_crypto_random_double), never from the MeZO z
+ * generator, so the noise is unpredictable to the coordinator. Needs pk_crypto_global_init. */
 double pk_dp_gaussian(double stddev);
 
 /* ---- HTTP client (http.c) ------------------------------------------------------------------ */
@@ -64,17 +65,19 @@ pk_http_params pk_http_default_params(void);
 /* One-time libcurl setup from main: loads libcurl (dlopen, curl_dl.c: a process that does no
  * HTTP never maps it), then runs curl_global_init. Not thread-safe, call before threads.
  * PK_ERR_UNSUPPORTED: libcurl cannot be loaded; PK_ERR_HTTP: curl_global_init failed.
- * pk_http_global_errmsg() says which (static text naming the library and the Debian package
- * to install). */
+ * pk_http_global_errmsg() says which: static text naming the library and the Debian package
+ * to install. It is process-wide rather than a caller's buffer because there is no handle yet
+ * and the text is written once, when libcurl is first loaded; handles report through err. */
 PK_NODISCARD pk_status pk_http_global_init(void);
 const char *pk_http_global_errmsg(void);
 /* Matches a successful pk_http_global_init (curl_global_cleanup); the library stays loaded. */
 void pk_http_global_cleanup(void);
 
 /* base_url (borrowed, copied), e.g. "http://127.0.0.1:8080"; a trailing '/' is dropped.
- * PK_ERR_ARG: bad URL or params; PK_ERR_UNSUPPORTED: libcurl cannot be loaded
- * (pk_http_global_errmsg). */
-PK_NODISCARD pk_status pk_http_create(const char *base_url, pk_http_params params, pk_http **out);
+ * PK_ERR_ARG: bad URL or params; PK_ERR_UNSUPPORTED: libcurl cannot be loaded. err (errlen
+ * bytes, may be NULL) names the field or the URL that is wrong, or the library to install. */
+PK_NODISCARD pk_status pk_http_create(const char *base_url, pk_http_params params, pk_http **out,
+                                      char *err, size_t errlen);
 void pk_http_destroy(pk_http *h); /* NULL-safe */
 
 enum {
@@ -85,14 +88,15 @@ enum {
 /* method "GET" or "POST" (or "PUT"/"DELETE"); path starts with '/'; body may be NULL (borrowed).
  * Retries with exponential backoff and full jitter on connection errors, timeouts, truncated
  * bodies and 5xx/429 answers; any other answer is returned at once with PK_OK and *status set
- * (callers decide what a 4xx means). After the last attempt: PK_ERR_HTTP (the handle's errmsg
- * says why), or PK_OK with the last 5xx status. PK_ERR_LIMIT if the answer exceeds max_body.
- * *resp is an owned result (free()), NUL-terminated, *resp_len bytes (may be NULL). */
+ * (callers decide what a 4xx means). After the last attempt: PK_ERR_HTTP, or PK_OK with the last
+ * 5xx status. PK_ERR_LIMIT if the answer exceeds max_body; PK_ERR_ARG for a bad path.
+ * *resp is an owned result (free()), NUL-terminated, *resp_len bytes (may be NULL).
+ * err (errlen bytes, may be NULL) names the method, the URL and what went wrong ("HTTP 503
+ * (attempt 6 of 6)", the curl error, the size cap) whenever the call fails or returns a 5xx
+ * after its last attempt; it is "" after any other answer. */
 PK_NODISCARD pk_status pk_http_request(pk_http *h, const char *method, const char *path,
                                        const char *body, size_t body_len, int flags, long *status,
-                                       char **resp, size_t *resp_len);
-/* Text of the last failure on h (view, valid until the next call on h). */
-const char *pk_http_errmsg(const pk_http *h);
+                                       char **resp, size_t *resp_len, char *err, size_t errlen);
 /* Counters since create (or the last reset), over all attempts. */
 typedef struct pk_http_stats {
     uint64_t body_up;   /* request body bytes sent */
@@ -110,7 +114,7 @@ void pk_http_reset_stats(pk_http *h);
 typedef struct pk_store pk_store;
 
 /* What the sync client needs from "a model": the client never sees weights, only these calls.
- * agent code wires them to pk_mezo (the CLI and the demo); tests may use a toy model. */
+ * sync_mezo.c wires them to pk_mezo (the CLI and the demo use it); tests may use a toy model. */
 typedef struct pk_sync_model_ops {
     /* Projected gradient at the current weights along z(seed) on the next local batch:
      * g = (L(W + eps z) - L(W - eps z)) / (2 eps); *n_examples = examples in that batch. */
@@ -159,7 +163,7 @@ typedef struct pk_sync_report {
     pk_http_stats http;         /* all traffic of this call */
 } pk_sync_report;
 
-/* One federated round (issue 5): register once (device id in the store's sync state), send any
+/* One federated round: register once (device id in the store's sync state), send any
  * pending outbox entry, fetch the task, check the base model hash, catch up with the global log
  * (hash chain verified; a rewritten or rolled-back history is PK_ERR_AUTH), run the task's local
  * steps with seeds drawn from the pool, sum g per seed (clipped and noised with DP), sign the
@@ -238,7 +242,7 @@ typedef struct pk_pull_result {
  * network failure after max_attempts; PK_ERR_IO: out_dir not writable; PK_ERR_FORMAT: a bad
  * index; PK_ERR_UNSUPPORTED: libcurl cannot be loaded (or the hub has no safetensors).
  * err (errlen bytes, may be NULL) says what happened and what to do. res may be NULL.
- * Needs curl_global_init and sodium_init done (pk_http_global_init, pk_crypto_global_init). */
+ * Needs pk_http_global_init and pk_crypto_global_init done. */
 PK_NODISCARD pk_status pk_pull(const char *repo, const char *out_dir, const pk_pull_params *p,
                                pk_pull_result *res, char *err, size_t errlen);
 
