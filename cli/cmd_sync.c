@@ -175,7 +175,7 @@ static int sync_check(sync_opts *o)
         return CLI_USAGE;
     }
     if (!server_url_ok(o->p.server)) {
-        cli_error(cmd, "--server %s: expected http://HOST[:PORT] or https://HOST[:PORT]",
+        cli_error(cmd, "--server: expected http://HOST[:PORT] or https://HOST[:PORT], got '%s'",
                   o->p.server);
         return CLI_USAGE;
     }
