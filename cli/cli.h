@@ -99,5 +99,12 @@ void cli_print_group_help(const cli_group *g);
  * Returns 0, or CLI_USAGE after printing "pocketllm CMD: FLAG: expected an integer ...". */
 int cli_list_int64(const cli_common *c, const char *flag, const cli_list *l, int64_t lo,
                    int64_t hi, int64_t *out);
+/* The --home row of a command that uses no agent home (pull, tokenize, the benchmarks): every
+ * command has always accepted --home, so scripts may pass it to all of them; it is ignored. */
+#define CLI_HOME_IGNORED(T)                                                                        \
+    {                                                                                              \
+        "--home", CLI_STR, CLI_AT(T, c.home), 0, 0, NULL, "DIR",                                  \
+            "ignored (this command uses no agent home)"                                            \
+    }
 
 #endif /* PK_CLI_H */

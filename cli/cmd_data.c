@@ -427,7 +427,7 @@ static const cli_group data_group = {
     "  pocketllm data export --dataset notes --out notes.jsonl",
     data_subs};
 
-static void list_row(const pk_dataset_info *d, int json)
+static int list_row(const pk_dataset_info *d, int json)
 {
     if (json) {
         cJSON *j = cJSON_CreateObject();
@@ -436,8 +436,7 @@ static void list_row(const pk_dataset_info *d, int json)
         cJSON_AddNumberToObject(j, "examples", (double)d->n_examples);
         cJSON_AddNumberToObject(j, "sealed_bytes", (double)d->sealed_bytes);
         cJSON_AddNumberToObject(j, "created_at", d->created_at);
-        (void)cli_json_print(j); /* a failure was printed; the next rows may still fit */
-        return;
+        return cli_json_print(j);
     }
     char when[32];
     time_t t = (time_t)d->created_at;
@@ -446,6 +445,7 @@ static void list_row(const pk_dataset_info *d, int json)
     strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
     printf("%-24s %10lld %14lld  %s\n", d->name, (long long)d->n_examples,
            (long long)d->sealed_bytes, when);
+    return CLI_OK;
 }
 
 static int list_run(const list_opts *o, pk_store *s)
@@ -458,12 +458,14 @@ static int list_run(const list_opts *o, pk_store *s)
     }
     if (!o->c.json)
         printf("%-24s %10s %14s  %s\n", "dataset", "examples", "sealed bytes", "created (UTC)");
+    int rc = CLI_OK;
     for (size_t i = 0; i < n; i++)
-        list_row(&d[i], o->c.json);
+        if (list_row(&d[i], o->c.json) != CLI_OK)
+            rc = CLI_ERR; /* printed; the other rows may still fit */
     if (!o->c.json && n == 0)
         printf("(no datasets: pocketllm import FILE --dataset NAME)\n");
     free(d);
-    return CLI_OK;
+    return rc;
 }
 
 static int data_list(int argc, char **argv)
@@ -653,6 +655,7 @@ static const cli_option bench_table[] = {
     {"--examples", CLI_INT, CLI_AT(T, examples), 1, 10000000, NULL, "N",
      "generated 1 KB examples to import"},
     KDF_OPTS(T),
+    CLI_HOME_IGNORED(T),
     END_OPTS,
 };
 #undef T

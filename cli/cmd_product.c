@@ -122,6 +122,7 @@ static const cli_option pull_table[] = {
      "attempts per file, each resuming the partial file"},
     CLI_JSON_OPT(T),
     CLI_QUIET_OPT(T),
+    CLI_HOME_IGNORED(T),
     END_OPTS,
 };
 #undef T

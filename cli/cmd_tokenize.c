@@ -318,6 +318,7 @@ static const cli_option tokenize_table[] = {
     {"--decode", CLI_FLAG, CLI_AT(T, decode), 0, 0, NULL, NULL, "ids to text"},
     {"--skip-special", CLI_FLAG, CLI_AT(T, skip_special), 0, 0, NULL, NULL,
      "decode: drop special tokens"},
+    CLI_HOME_IGNORED(T),
     {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
 };
 #undef T
@@ -505,6 +506,7 @@ static const cli_option bench_table[] = {
     {"--repeat", CLI_INT, CLI_AT(T, repeat), 1, 1000, NULL, "N", "encode the file N times"},
     {"--per-line", CLI_FLAG, CLI_AT(T, per_line), 0, 0, NULL, NULL,
      "encode each line by itself, as training examples are"},
+    CLI_HOME_IGNORED(T),
     {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
 };
 #undef T

@@ -188,14 +188,14 @@ static const help_case helps[] = {
     {"data forget", "--dataset --id --home --passphrase-file"},
     {"data export", "--dataset --out --home --passphrase-file"},
     {"rekey", "--home --passphrase-file --new-passphrase-file --opslimit --memlimit"},
-    {"bench store", "--examples --opslimit --memlimit"},
-    {"tokenize", "--model --add-special --decode --skip-special"},
-    {"bench tokenize", "--model --file --repeat --per-line"},
+    {"bench store", "--examples --opslimit --memlimit --home"},
+    {"tokenize", "--model --add-special --decode --skip-special --home"},
+    {"bench tokenize", "--model --file --repeat --per-line --home"},
     {"sync", "--server --model --dataset --task --dp-clip --dp-noise --dp-delta --wait --batch "
              "--seq-len --trainable --catch-up --out --threads --json --quiet --home "
              "--passphrase-file"},
     {"plot", "--run --out --home --passphrase-file"},
-    {"pull", "--revision --endpoint --out --retries --json --quiet"},
+    {"pull", "--revision --endpoint --out --retries --json --quiet --home"},
     {"export", "--run --out --dtype --seed-log --home --passphrase-file"},
 };
 
