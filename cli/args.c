@@ -213,3 +213,98 @@ void cli_json_add_finite(cJSON *obj, const char *key, double v)
     else
         cJSON_AddNullToObject(obj, key);
 }
+
+/* 1 if arg ("--name" or "--name=value") is an option of one of subs that takes its value from
+ * the next argument. */
+static int sub_takes_value(const cli_command *const *subs, const char *arg)
+{
+    if (strchr(arg, '='))
+        return 0;
+    for (; *subs; subs++)
+        for (const cli_option *o = (*subs)->opts; o->name; o++)
+            if (!strcmp(o->name, arg))
+                return o->kind != CLI_FLAG;
+    return 0;
+}
+
+/* The index in argv of the first argument that is not an option or an option's value, or 0. */
+static int sub_word(const cli_command *const *subs, int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--"))
+            return i + 1 < argc ? i + 1 : 0;
+        if (argv[i][0] != '-' || argv[i][1] == '\0')
+            return i;
+        if (sub_takes_value(subs, argv[i]))
+            i++;
+    }
+    return 0;
+}
+
+static int has_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return 1;
+    return 0;
+}
+
+void cli_print_group_help(const cli_group *g)
+{
+    const char *lead = "usage:";
+    for (const cli_command *const *s = g->subs; *s; s++) {
+        for (const char *u = (*s)->usage; *u;) {
+            size_t len = strcspn(u, "\n");
+            printf("%s pocketllm %.*s\n", lead, (int)len, u);
+            lead = "      ";
+            u += len + (u[len] ? 1 : 0);
+        }
+    }
+    if (g->about)
+        printf("\n%s\n", g->about);
+    printf("\npocketllm %s SUB-COMMAND --help lists the options of one sub-command; options may "
+           "come\nbefore or after the sub-command.\n",
+           g->name);
+}
+
+int cli_sub_command(const cli_group *g, int argc, char **argv)
+{
+    int at = sub_word(g->subs, argc, argv);
+    if (at == 0 && has_help(argc, argv)) {
+        cli_print_group_help(g);
+        return -1;
+    }
+    size_t glen = strlen(g->name);
+    for (int i = 0; at > 0 && g->subs[i]; i++) {
+        const char *name = g->subs[i]->name + glen + 1; /* "data list" -> "list" */
+        if (strcmp(name, argv[at]) != 0)
+            continue;
+        char *word = argv[at];
+        memmove(argv + 2, argv + 1, (size_t)(at - 1) * sizeof *argv); /* keep the options' order */
+        argv[1] = word;
+        return i;
+    }
+    if (at == 0)
+        cli_error(g->name, "missing sub-command (see pocketllm %s --help)", g->name);
+    else
+        cli_error(g->name, "unknown sub-command '%s' (see pocketllm %s --help)", argv[at], g->name);
+    return -2;
+}
+
+int cli_list_int64(const cli_common *c, const char *flag, const cli_list *l, int64_t lo,
+                   int64_t hi, int64_t *out)
+{
+    for (int i = 0; i < l->n; i++) {
+        const char *v = l->v[i];
+        char *end = NULL;
+        errno = 0;
+        long long x = strtoll(v, &end, 10);
+        if (errno || end == v || *end != '\0' || x < lo || x > hi) {
+            cli_error(c->cmd, "%s: expected an integer from %lld to %lld, got '%s'", flag,
+                      (long long)lo, (long long)hi, v);
+            return CLI_USAGE;
+        }
+        out[i] = (int64_t)x;
+    }
+    return 0;
+}

@@ -1,6 +1,7 @@
 /* cmd_data.c: the store commands: init, import, data list|show|forget|export, rekey and
- * bench store. Options are parsed here; everything else is the store library (store/). Decrypted
- * text is written with write(2) from sodium memory, never through stdio buffers. */
+ * bench store, one option table each. The work is the store library's (store/). Decrypted text
+ * is rendered by cJSON into sodium memory (the cJSON tree only points at the example's strings)
+ * and written with write(2), so it never passes through stdio buffers or the ordinary heap. */
 #include "cli.h"
 #include "passphrase.h"
 
@@ -8,6 +9,7 @@
 #include "pk_store.h"
 #include "progress.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -18,12 +20,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#define END_OPTS {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL} /* ends an option table */
+
 /* ---- plaintext output through a secure buffer ------------------------------------------- */
 
 typedef struct sout {
     int fd;
-    char *buf; /* secure, OUT_CAP bytes */
+    char *buf;  /* secure, OUT_CAP bytes: batches writes */
     size_t len;
+    char *line; /* secure, line_cap bytes: one example rendered as JSON */
+    size_t line_cap;
     int failed;
 } sout;
 #define OUT_CAP 65536
@@ -57,66 +63,58 @@ static void out_bytes(sout *o, const char *p, size_t n)
     }
 }
 
-static void out_str(sout *o, const char *s)
+/* Makes o->line hold at least n bytes (a fresh secure block; the old one is wiped and freed). */
+static int line_reserve(sout *o, size_t n)
 {
-    out_bytes(o, s, strlen(s));
+    if (n <= o->line_cap)
+        return 0;
+    pk_secure_free(o->line);
+    o->line = pk_secure_alloc(n);
+    o->line_cap = o->line ? n : 0;
+    return o->line ? 0 : -1;
 }
 
-static void out_json(sout *o, const char *s)
+/* The example as a cJSON object whose strings are references to e's (no copies). */
+static cJSON *example_tree(const pk_example *e, int with_id, size_t *bound)
 {
-    out_bytes(o, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        const unsigned char *run = p;
-        while (*p && *p != '"' && *p != '\\' && *p >= 0x20)
-            p++;
-        out_bytes(o, (const char *)run, (size_t)(p - run));
-        if (!*p)
-            break;
-        char esc[8];
-        if (*p == '"' || *p == '\\') {
-            esc[0] = '\\', esc[1] = (char)*p, esc[2] = '\0';
-        } else if (*p == '\n') {
-            memcpy(esc, "\\n", 3);
-        } else if (*p == '\t') {
-            memcpy(esc, "\\t", 3);
-        } else {
-            snprintf(esc, sizeof esc, "\\u%04x", *p);
-        }
-        out_str(o, esc);
-    }
-    out_bytes(o, "\"", 1);
-}
-
-static void out_example(sout *o, const pk_example *e, int with_id)
-{
-    const char *names[5] = {"text", "text2", "prompt", "response", "label"};
+    static const char *const names[5] = {"text", "text2", "prompt", "response", "label"};
     const char *vals[5] = {e->text, e->text2, e->prompt, e->response, e->label};
-    int first = 1;
-    out_str(o, "{");
-    if (with_id) {
-        char id[32];
-        snprintf(id, sizeof id, "\"id\":%lld", (long long)e->id);
-        out_str(o, id);
-        first = 0;
-    }
-    for (int i = 0; i < 5; i++) {
+    cJSON *j = cJSON_CreateObject();
+    *bound = 64; /* braces, the id, cJSON's slack */
+    if (j && with_id)
+        cJSON_AddItemToObjectCS(j, "id", cJSON_CreateNumber((double)e->id));
+    for (int i = 0; j && i < 5; i++) {
         if (!vals[i])
             continue;
-        out_str(o, first ? "\"" : ",\"");
-        out_str(o, names[i]);
-        out_str(o, "\":");
-        out_json(o, vals[i]);
-        first = 0;
+        cJSON_AddItemToObjectCS(j, names[i], cJSON_CreateStringReference(vals[i]));
+        *bound += strlen(names[i]) + 6 * strlen(vals[i]) + 6; /* "\u00XX" is the worst case */
     }
-    out_str(o, "}\n");
+    return j;
 }
 
-/* Writes examples of a dataset (at most limit, < 0 = all) as JSONL to fd. */
-static int dump_dataset(const char *cmd, pk_store *s, const char *name, long long limit, int fd,
+/* Appends e as one JSON line: rendered into o->line, then copied to the output buffer. */
+static int out_example(sout *o, const pk_example *e, int with_id)
+{
+    size_t bound = 0;
+    cJSON *j = example_tree(e, with_id, &bound);
+    int ok = j && bound < INT32_MAX && line_reserve(o, bound) == 0 &&
+             cJSON_PrintPreallocated(j, o->line, (int)bound, 0);
+    cJSON_Delete(j);
+    if (!ok)
+        return -1;
+    size_t n = strlen(o->line);
+    out_bytes(o, o->line, n);
+    out_bytes(o, "\n", 1);
+    pk_secure_wipe(o->line, n);
+    return 0;
+}
+
+/* Writes the first `limit` examples of a dataset (< 0: all) as JSONL to fd. */
+static int dump_dataset(const char *cmd, pk_store *s, const char *name, int64_t limit, int fd,
                         int with_id)
 {
     int64_t ds = 0, n = 0, *ids = NULL;
-    sout o = {fd, pk_secure_alloc(OUT_CAP), 0, 0};
+    sout o = {fd, pk_secure_alloc(OUT_CAP), 0, NULL, 0, 0};
     int rc = CLI_OK;
     if (!o.buf) {
         cli_error(cmd, "out of secure memory");
@@ -128,14 +126,15 @@ static int dump_dataset(const char *cmd, pk_store *s, const char *name, long lon
         rc = CLI_ERR;
         goto out;
     }
-    for (int64_t i = 0; i < n && (limit < 0 || i < limit) && !o.failed; i++) {
+    for (int64_t i = 0; i < n && (limit < 0 || i < limit) && !o.failed && rc == CLI_OK; i++) {
         pk_example *e = NULL;
         if (pk_store_example_get(s, ds, ids[i], &e) != PK_OK) {
             cli_error(cmd, "%s", pk_store_errmsg(s));
             rc = CLI_ERR;
-            break;
+        } else if (out_example(&o, e, with_id) != 0) {
+            cli_error(cmd, "out of secure memory for example %lld", (long long)ids[i]);
+            rc = CLI_ERR;
         }
-        out_example(&o, e, with_id);
         pk_example_free(e);
     }
     out_flush(&o);
@@ -145,72 +144,90 @@ static int dump_dataset(const char *cmd, pk_store *s, const char *name, long lon
     }
 out:
     free(ids);
+    pk_secure_free(o.line);
     pk_secure_free(o.buf);
     return rc;
 }
 
+/* ---- Argon2id limits (init, rekey, bench store) ------------------------------------------ */
+
+typedef struct kdf_opts {
+    int64_t opslimit; /* Argon2id passes */
+    int64_t memlimit; /* Argon2id memory, bytes */
+} kdf_opts;
+
+/* libsodium's crypto_pwhash OPSLIMIT / MEMLIMIT bounds (MEMLIMIT_MAX of a 64-bit build). */
+#define KDF_OPTS(T)                                                                                \
+    {"--opslimit", CLI_INT, CLI_AT(T, kdf.opslimit), 1, 4294967295.0, NULL, "N",                  \
+     "Argon2id passes"},                                        \
+    {                                                                                              \
+        "--memlimit", CLI_INT, CLI_AT(T, kdf.memlimit), 8192, 4398046510080.0, NULL, "BYTES",     \
+            "Argon2id memory"                                                                      \
+    }
+
+static kdf_opts kdf_defaults(void)
+{
+    kdf_opts k = {(int64_t)pk_kdf_default_opslimit(), (int64_t)pk_kdf_default_memlimit()};
+    return k;
+}
+
+static pk_store_params kdf_params(const kdf_opts *k)
+{
+    pk_store_params p = pk_store_default_params();
+    p.opslimit = (uint64_t)k->opslimit;
+    p.memlimit = (size_t)k->memlimit;
+    return p;
+}
+
 /* ---- init -------------------------------------------------------------------------------- */
 
-static const char init_help[] =
-    "usage: pocketllm init [--home DIR] [--passphrase-file FILE] [--opslimit N] [--memlimit "
-    "BYTES]\n"
-    "\n"
+typedef struct init_opts {
+    cli_common c;
+    kdf_opts kdf;
+} init_opts;
+
+#define T init_opts
+static const cli_option init_table[] = {
+    CLI_STORE_OPTS(T),
+    KDF_OPTS(T),
+    END_OPTS,
+};
+#undef T
+
+static const cli_command init_cmd = {
+    "init", "init [--home DIR] [--passphrase-file FILE] [--opslimit N] [--memlimit BYTES]",
     "Creates an encrypted agent home: DIR/pocketllm.db (SQLite, WAL), keys derived from your\n"
     "passphrase with Argon2id (interactive limits by default), a device identity (Ed25519).\n"
     "The passphrase comes from --passphrase-file FILE (first line), else POCKETLLM_PASSPHRASE\n"
     "(less safe: visible to your other processes), else a no-echo prompt (asked twice).\n"
-    "There is no recovery: without the passphrase the data cannot be read.\n"
-    "\n"
+    "There is no recovery: without the passphrase the data cannot be read.",
+    init_table, 0,
     "examples:\n"
     "  pocketllm init\n"
-    "  pocketllm init --home ~/agent --passphrase-file ~/.pocketllm-pass\n";
-
-static int parse_params(int argc, char **argv, pk_store_params *p)
-{
-    long long ops = 0, mem = 0;
-    *p = pk_store_default_params();
-    if (cli_opt_long(argc, argv, "--opslimit", &ops) < 0 ||
-        cli_opt_long(argc, argv, "--memlimit", &mem) < 0)
-        return CLI_USAGE;
-    if (ops < 0 || mem < 0 || (ops && ops < 1) || (mem && mem < 8192)) {
-        cli_error(argv[0], "--opslimit must be >= 1 and --memlimit >= 8192 bytes");
-        return CLI_USAGE;
-    }
-    p->opslimit = (uint64_t)ops;
-    p->memlimit = (size_t)mem;
-    return CLI_OK;
-}
+    "  pocketllm init --home ~/agent --passphrase-file ~/.pocketllm-pass"};
 
 int cmd_init(int argc, char **argv)
 {
-    static const char *const vals[] = {"--passphrase-file", "--opslimit", "--memlimit", NULL};
+    init_opts o = {.kdf = kdf_defaults()};
     char home[1024], err[1024];
     char *pass = NULL;
     size_t len = 0;
-    pk_store_params params;
-    if (cli_help(argc, argv, init_help))
-        return CLI_OK;
-    if (cli_check(argc, argv, vals, NULL) || cli_positional(argc, argv, 0, vals)) {
-        if (cli_positional(argc, argv, 0, vals))
-            cli_error(argv[0], "unexpected argument '%s'", cli_positional(argc, argv, 0, vals));
-        return CLI_USAGE;
-    }
-    int rc = parse_params(argc, argv, &params);
-    if (rc != CLI_OK)
-        return rc;
-    if (legacy_cli_home(argc, argv, home, sizeof home) != 0) {
-        cli_error(argv[0], "the agent home path is too long");
+    int rc = cli_parse(&init_cmd, argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    if (cli_home(&o.c, home, sizeof home) != 0) {
+        cli_error(o.c.cmd, "the agent home path is too long");
         return CLI_USAGE;
     }
     if (pk_crypto_global_init() != PK_OK)
         return CLI_ERR;
-    rc = legacy_cli_read_passphrase(argc, argv, 1, &pass, &len);
+    rc = cli_read_passphrase(&o.c, 1, &pass, &len);
     if (rc != CLI_OK)
         return rc;
-    pk_status st = pk_store_init(home, pass, len, params, err, sizeof err);
+    pk_status st = pk_store_init(home, pass, len, kdf_params(&o.kdf), err, sizeof err);
     cli_free_passphrase(pass, len);
     if (st != PK_OK) {
-        cli_error(argv[0], "%s", err);
+        cli_error(o.c.cmd, "%s", err);
         return CLI_ERR;
     }
     printf("initialised encrypted agent home at %s\n", home);
@@ -219,270 +236,402 @@ int cmd_init(int argc, char **argv)
 
 /* ---- import ------------------------------------------------------------------------------ */
 
-static const char import_help[] =
-    "usage: pocketllm import FILE --dataset NAME [--format jsonl|txt|csv] [--paragraphs]\n"
-    "                        [--json] [--quiet] [--home DIR] [--passphrase-file FILE]\n"
-    "\n"
+typedef struct import_opts {
+    cli_common c;
+    const char *dataset;
+    int format; /* pk_import_format: the choices are in its order */
+    int paragraphs;
+} import_opts;
+
+#define T import_opts
+static const cli_option import_table[] = {
+    {"--dataset", CLI_STR, CLI_AT(T, dataset), 0, 0, NULL, "NAME",
+     "the dataset (created if absent, else appended to)"},
+    {"--format", CLI_CHOICE, CLI_AT(T, format), 0, 0, "auto|jsonl|txt|csv", NULL,
+     "the file's format (auto: from its extension)"},
+    {"--paragraphs", CLI_FLAG, CLI_AT(T, paragraphs), 0, 0, NULL, NULL,
+     "txt: one example per blank-line-separated paragraph"},
+    CLI_JSON_OPT(T),
+    CLI_QUIET_OPT(T),
+    CLI_STORE_OPTS(T),
+    END_OPTS,
+};
+#undef T
+
+static const cli_command import_cmd = {
+    "import",
+    "import FILE --dataset NAME [--format auto|jsonl|txt|csv] [--paragraphs] [options]",
     "Imports examples into a sealed dataset (created if absent, else appended to). All of the\n"
     "file or none of it: a bad record is reported by line number and nothing is imported.\n"
     "  jsonl  one object per line: {\"text\": ...}, {\"prompt\": ..., \"response\": ...},\n"
     "         or {\"text\": ..., \"text2\": ..., \"label\": ...}; other keys are ignored\n"
     "  txt    one example per line, or per blank-line-separated paragraph (--paragraphs)\n"
     "  csv    a header row naming the columns text, text2, prompt, response, label\n"
-    "The format defaults to the file extension (.jsonl .json .txt .csv). Input must be UTF-8.\n"
-    "\n"
+    "The format defaults to the file extension (.jsonl .json .txt .csv). Input must be UTF-8.",
+    import_table, 1,
     "examples:\n"
     "  pocketllm import notes.txt --dataset notes --paragraphs\n"
-    "  pocketllm import sst2.jsonl --dataset sst2 --home ~/agent\n";
+    "  pocketllm import sst2.jsonl --dataset sst2 --home ~/agent"};
 
 static void import_progress(void *user, int64_t n)
 {
     pk_progress_update(user, n, (double)NAN);
 }
 
-int cmd_import(int argc, char **argv)
+/* Imports FILE with a progress display; prints the result. */
+static int import_run(const import_opts *o, pk_store *s, const char *file)
 {
-    static const char *const vals[] = {"--dataset", "--format", "--passphrase-file", NULL};
-    static const char *const flags[] = {"--paragraphs", "--json", "--quiet", NULL};
-    pk_import_opts opts = {.format = PK_IMPORT_AUTO, .paragraphs = 0};
-    pk_store *s = NULL;
+    pk_import_opts opts = {.format = (pk_import_format)o->format, .paragraphs = o->paragraphs};
     int64_t n = 0;
-    if (cli_help(argc, argv, import_help))
-        return CLI_OK;
-    if (cli_check(argc, argv, vals, flags))
-        return CLI_USAGE;
-    const char *file = cli_positional(argc, argv, 0, vals),
-               *name = cli_opt(argc, argv, "--dataset");
-    const char *fmt = cli_opt(argc, argv, "--format");
-    if (!file || !name || !*name || cli_positional(argc, argv, 1, vals)) {
-        cli_error(argv[0], "usage: pocketllm import FILE --dataset NAME (see --help)");
-        return CLI_USAGE;
-    }
-    if (fmt) {
-        if (!strcmp(fmt, "jsonl"))
-            opts.format = PK_IMPORT_JSONL;
-        else if (!strcmp(fmt, "txt"))
-            opts.format = PK_IMPORT_TXT;
-        else if (!strcmp(fmt, "csv"))
-            opts.format = PK_IMPORT_CSV;
-        else {
-            cli_error(argv[0], "unknown --format '%s' (jsonl, txt or csv)", fmt);
-            return CLI_USAGE;
-        }
-    }
-    opts.paragraphs = cli_flag(argc, argv, "--paragraphs");
-    if (access(file, R_OK) != 0) {
-        cli_error(argv[0], "%s: %s", file, strerror(errno));
-        return CLI_ERR;
-    }
-    int rc = legacy_cli_open_store(argc, argv, &s);
-    if (rc != CLI_OK)
-        return rc;
-    int json = cli_flag(argc, argv, "--json"), quiet = cli_flag(argc, argv, "--quiet");
-    pk_progress *prog = pk_progress_new("import", 0, pk_progress_mode_from_args(json, quiet));
+    pk_progress *prog =
+        pk_progress_new("import", 0, pk_progress_mode_from_args(o->c.json, o->c.quiet));
     pk_progress_set_unit(prog, "examples");
     opts.progress = import_progress;
     opts.progress_user = prog;
-    pk_status st = pk_store_import(s, file, name, opts, &n);
+    pk_status st = pk_store_import(s, file, o->dataset, opts, &n);
     pk_progress_finish(prog);
     if (st != PK_OK) {
-        cli_error(argv[0], "%s; nothing was imported", pk_store_errmsg(s));
-        rc = CLI_ERR;
-    } else if (json) {
-        fputs("{\"dataset\":", stdout);
-        cli_json_str(stdout, name, strlen(name));
-        printf(",\"imported\":%lld}\n", (long long)n);
-    } else if (!quiet) {
-        printf("imported %lld examples into dataset '%s'\n", (long long)n, name);
+        cli_error(o->c.cmd, "%s; nothing was imported", pk_store_errmsg(s));
+        return CLI_ERR;
     }
+    if (o->c.json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "dataset", o->dataset);
+        cJSON_AddNumberToObject(j, "imported", (double)n);
+        return cli_json_print(j);
+    }
+    if (!o->c.quiet)
+        printf("imported %lld examples into dataset '%s'\n", (long long)n, o->dataset);
+    return CLI_OK;
+}
+
+int cmd_import(int argc, char **argv)
+{
+    import_opts o = {.format = PK_IMPORT_AUTO};
+    int rc = cli_parse(&import_cmd, argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    if (o.c.n_args != 1 || !o.dataset || !*o.dataset) {
+        cli_error(o.c.cmd, "usage: pocketllm import FILE --dataset NAME (see --help)");
+        return CLI_USAGE;
+    }
+    const char *file = o.c.args[0];
+    if (access(file, R_OK) != 0) {
+        cli_error(o.c.cmd, "%s: %s", file, strerror(errno));
+        return CLI_ERR;
+    }
+    pk_store *s = NULL;
+    rc = cli_open_store(&o.c, &s);
+    if (rc != CLI_OK)
+        return rc;
+    rc = import_run(&o, s, file);
     pk_store_close(s);
     return rc;
 }
 
 /* ---- data list|show|forget|export ---------------------------------------------------------- */
 
-static const char data_help[] =
-    "usage: pocketllm data list [--json]\n"
-    "       pocketllm data show --dataset NAME [--limit N]   (decrypted JSONL on stdout; N=10,\n"
-    "                                                         0 = all)\n"
-    "       pocketllm data forget --dataset NAME | --id ID   (rows deleted, pages wiped)\n"
-    "       pocketllm data export --dataset NAME --out FILE  (decrypted JSONL, file mode 0600;\n"
-    "                                                         the only way plaintext leaves)\n"
+typedef struct list_opts {
+    cli_common c;
+} list_opts;
+
+static const cli_option list_table[] = {
+    CLI_JSON_OPT(list_opts),
+    CLI_STORE_OPTS(list_opts),
+    END_OPTS,
+};
+
+static const cli_command list_cmd = {
+    "data list", "data list [--json]",
+    "Lists the datasets: examples, sealed bytes on disk, creation time (UTC); --json prints one\n"
+    "object per dataset and line.",
+    list_table, 0, "example:\n  pocketllm data list"};
+
+typedef struct show_opts {
+    cli_common c;
+    const char *dataset;
+    int64_t limit; /* 0: all */
+} show_opts;
+
+#define T show_opts
+static const cli_option show_table[] = {
+    {"--dataset", CLI_STR, CLI_AT(T, dataset), 0, 0, NULL, "NAME", "the dataset (required)"},
+    {"--limit", CLI_INT, CLI_AT(T, limit), 0, 9e18, NULL, "N", "examples to show (0: all)"},
+    CLI_STORE_OPTS(T),
+    END_OPTS,
+};
+#undef T
+
+static const cli_command show_cmd = {
+    "data show", "data show --dataset NAME [--limit N]",
+    "Prints the first examples of a dataset, decrypted, as JSONL on stdout (with their ids).",
+    show_table, 0, "example:\n  pocketllm data show --dataset notes --limit 3"};
+
+typedef struct forget_opts {
+    cli_common c;
+    const char *dataset;
+    int64_t id;
+} forget_opts;
+
+#define T forget_opts
+static const cli_option forget_table[] = {
+    {"--dataset", CLI_STR, CLI_AT(T, dataset), 0, 0, NULL, "NAME",
+     "forget a dataset and all its examples"},
+    {"--id", CLI_INT, CLI_AT(T, id), 1, 9e18, NULL, "ID", "forget one example"},
+    CLI_STORE_OPTS(T),
+    END_OPTS,
+};
+#undef T
+
+static const cli_command forget_cmd = {
+    "data forget", "data forget --dataset NAME | --id ID",
+    "Deletes a dataset or one example: the rows are deleted and their pages wiped. Runs that\n"
+    "used a forgotten dataset keep their step logs.",
+    forget_table, 0, "examples:\n  pocketllm data forget --id 42\n  pocketllm data forget --dataset notes"};
+
+typedef struct data_export_opts {
+    cli_common c;
+    const char *dataset;
+    const char *out;
+} data_export_opts;
+
+#define T data_export_opts
+static const cli_option export_table[] = {
+    {"--dataset", CLI_STR, CLI_AT(T, dataset), 0, 0, NULL, "NAME", "the dataset (required)"},
+    {"--out", CLI_STR, CLI_AT(T, out), 0, 0, NULL, "FILE",
+     "a new file (mode 0600, never overwritten), or - for stdout (required)"},
+    CLI_STORE_OPTS(T),
+    END_OPTS,
+};
+#undef T
+
+static const cli_command export_cmd = {
+    "data export", "data export --dataset NAME --out FILE|-",
+    "Writes a dataset, decrypted, as JSONL (the format import reads back) to FILE, or to\n"
+    "stdout with --out -. This is the only way plaintext leaves the store: keep it safe.",
+    export_table, 0,
+    "examples:\n"
+    "  pocketllm data export --dataset notes --out notes.jsonl\n"
+    "  pocketllm data export --dataset notes --out - | head -n 3"};
+
+static const cli_command *const data_subs[] = {&list_cmd, &show_cmd, &forget_cmd, &export_cmd,
+                                               NULL};
+static const cli_group data_group = {
+    "data",
     "Every sub-command takes --home DIR and --passphrase-file FILE.\n"
     "\n"
     "examples:\n"
     "  pocketllm data list\n"
     "  pocketllm data show --dataset notes --limit 3\n"
     "  pocketllm data forget --id 42\n"
-    "  pocketllm data export --dataset notes --out notes.jsonl\n";
+    "  pocketllm data export --dataset notes --out notes.jsonl",
+    data_subs};
 
-static int data_list(int argc, char **argv, pk_store *s)
+static int list_row(const pk_dataset_info *d, int json)
+{
+    if (json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "dataset", d->name);
+        cJSON_AddNumberToObject(j, "id", (double)d->id);
+        cJSON_AddNumberToObject(j, "examples", (double)d->n_examples);
+        cJSON_AddNumberToObject(j, "sealed_bytes", (double)d->sealed_bytes);
+        cJSON_AddNumberToObject(j, "created_at", d->created_at);
+        return cli_json_print(j);
+    }
+    char when[32];
+    time_t t = (time_t)d->created_at;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+    printf("%-24s %10lld %14lld  %s\n", d->name, (long long)d->n_examples,
+           (long long)d->sealed_bytes, when);
+    return CLI_OK;
+}
+
+static int list_run(const list_opts *o, pk_store *s)
 {
     pk_dataset_info *d = NULL;
     size_t n = 0;
-    int json = cli_flag(argc, argv, "--json");
     if (pk_store_dataset_list(s, &d, &n) != PK_OK) {
-        cli_error(argv[0], "%s", pk_store_errmsg(s));
+        cli_error(o->c.cmd, "%s", pk_store_errmsg(s));
         return CLI_ERR;
     }
-    if (!json)
+    if (!o->c.json)
         printf("%-24s %10s %14s  %s\n", "dataset", "examples", "sealed bytes", "created (UTC)");
-    for (size_t i = 0; i < n; i++) {
-        char when[32];
-        time_t t = (time_t)d[i].created_at;
-        struct tm tm;
-        gmtime_r(&t, &tm);
-        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
-        if (json) {
-            fputs("{\"dataset\":", stdout);
-            cli_json_str(stdout, d[i].name, strlen(d[i].name));
-            printf(",\"id\":%lld,\"examples\":%lld,\"sealed_bytes\":%lld,\"created_at\":%.3f}\n",
-                   (long long)d[i].id, (long long)d[i].n_examples, (long long)d[i].sealed_bytes,
-                   d[i].created_at);
-        } else
-            printf("%-24s %10lld %14lld  %s\n", d[i].name, (long long)d[i].n_examples,
-                   (long long)d[i].sealed_bytes, when);
-    }
-    if (!json && n == 0)
+    int rc = CLI_OK;
+    for (size_t i = 0; i < n; i++)
+        if (list_row(&d[i], o->c.json) != CLI_OK)
+            rc = CLI_ERR; /* printed; the other rows may still fit */
+    if (!o->c.json && n == 0)
         printf("(no datasets: pocketllm import FILE --dataset NAME)\n");
     free(d);
-    return CLI_OK;
+    return rc;
 }
 
-static int data_forget(int argc, char **argv, pk_store *s)
+static int data_list(int argc, char **argv)
 {
-    const char *name = cli_opt(argc, argv, "--dataset");
-    long long id = 0;
-    int has_id = cli_opt_long(argc, argv, "--id", &id);
-    if (has_id < 0)
-        return CLI_USAGE;
-    if ((name != NULL) == (has_id == 1)) {
-        cli_error(argv[0], "give exactly one of --dataset NAME or --id ID");
+    list_opts o = {0};
+    pk_store *s = NULL;
+    int rc = cli_parse(&list_cmd, argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    rc = cli_open_store(&o.c, &s);
+    if (rc != CLI_OK)
+        return rc;
+    rc = list_run(&o, s);
+    pk_store_close(s);
+    return rc;
+}
+
+static int data_show(int argc, char **argv)
+{
+    show_opts o = {.limit = 10};
+    pk_store *s = NULL;
+    int rc = cli_parse(&show_cmd, argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    if (!o.dataset) {
+        cli_error(o.c.cmd, "--dataset NAME is required (see pocketllm data show --help)");
         return CLI_USAGE;
     }
-    pk_status st = name ? pk_store_dataset_forget(s, name) : pk_store_example_forget(s, id);
+    rc = cli_open_store(&o.c, &s);
+    if (rc != CLI_OK)
+        return rc;
+    rc = dump_dataset(o.c.cmd, s, o.dataset, o.limit ? o.limit : -1, STDOUT_FILENO, 1);
+    pk_store_close(s);
+    return rc;
+}
+
+static int forget_run(const forget_opts *o, pk_store *s)
+{
+    pk_status st = o->dataset ? pk_store_dataset_forget(s, o->dataset)
+                              : pk_store_example_forget(s, o->id);
     if (st != PK_OK) {
-        cli_error(argv[0], "%s", pk_store_errmsg(s));
+        cli_error(o->c.cmd, "%s", pk_store_errmsg(s));
         return CLI_ERR;
     }
-    if (name)
-        printf("forgot dataset '%s'\n", name);
+    if (o->dataset)
+        printf("forgot dataset '%s'\n", o->dataset);
     else
-        printf("forgot example %lld\n", id);
+        printf("forgot example %lld\n", (long long)o->id);
     return CLI_OK;
 }
 
-static int data_export(int argc, char **argv, pk_store *s)
+static int data_forget(int argc, char **argv)
 {
-    const char *name = cli_opt(argc, argv, "--dataset"), *path = cli_opt(argc, argv, "--out");
-    if (!name || !path || !*path) {
-        cli_error(argv[0], "usage: pocketllm data export --dataset NAME --out FILE");
+    forget_opts o = {0};
+    pk_store *s = NULL;
+    int rc = cli_parse(&forget_cmd, argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    if ((o.dataset != NULL) == cli_given(&o.c, "--id")) {
+        cli_error(o.c.cmd, "give exactly one of --dataset NAME or --id ID");
         return CLI_USAGE;
     }
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    rc = cli_open_store(&o.c, &s);
+    if (rc != CLI_OK)
+        return rc;
+    rc = forget_run(&o, s);
+    pk_store_close(s);
+    return rc;
+}
+
+/* "-" is stdout; anything else a new file that no one else can read. */
+static int export_run(const data_export_opts *o, pk_store *s)
+{
+    int to_stdout = !strcmp(o->out, "-");
+    int fd = to_stdout ? STDOUT_FILENO : open(o->out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
-        cli_error(argv[0], "%s: %s%s", path, strerror(errno),
+        cli_error(o->c.cmd, "%s: %s%s", o->out, strerror(errno),
                   errno == EEXIST ? " (refusing to overwrite: remove it first)" : "");
         return CLI_ERR;
     }
-    int rc = dump_dataset(argv[0], s, name, -1, fd, 0);
-    if (close(fd) != 0 && rc == CLI_OK) {
-        cli_error(argv[0], "%s: %s", path, strerror(errno));
+    int rc = dump_dataset(o->c.cmd, s, o->dataset, -1, fd, 0);
+    if (!to_stdout && close(fd) != 0 && rc == CLI_OK) {
+        cli_error(o->c.cmd, "%s: %s", o->out, strerror(errno));
         rc = CLI_ERR;
     }
+    if (rc != CLI_OK && !to_stdout)
+        unlink(o->out);
+    else if (rc == CLI_OK)
+        fprintf(stderr, "exported dataset '%s' to %s (plaintext: keep it safe)\n", o->dataset,
+                to_stdout ? "stdout" : o->out);
+    return rc;
+}
+
+static int data_export(int argc, char **argv)
+{
+    data_export_opts o = {0};
+    pk_store *s = NULL;
+    int rc = cli_parse(&export_cmd, argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    if (!o.dataset || !o.out || !*o.out) {
+        cli_error(o.c.cmd, "usage: pocketllm data export --dataset NAME --out FILE|-");
+        return CLI_USAGE;
+    }
+    rc = cli_open_store(&o.c, &s);
     if (rc != CLI_OK)
-        unlink(path);
-    else
-        fprintf(stderr, "exported dataset '%s' to %s (plaintext: keep it safe)\n", name, path);
+        return rc;
+    rc = export_run(&o, s);
+    pk_store_close(s);
     return rc;
 }
 
 int cmd_data(int argc, char **argv)
 {
-    static const char *const vals[] = {"--dataset", "--limit",           "--id",
-                                       "--out",     "--passphrase-file", NULL};
-    static const char *const flags[] = {"--json", NULL};
-    pk_store *s = NULL;
-    if (cli_help(argc, argv, data_help))
-        return CLI_OK;
-    if (cli_check(argc, argv, vals, flags))
-        return CLI_USAGE;
-    /* The sub-command is the first positional argument: options (--home) may come before it. */
-    const char *sub = cli_positional(argc, argv, 0, vals);
-    if (!sub) {
-        cli_error("data", "missing sub-command: list, show, forget or export (see --help)");
-        return CLI_USAGE;
-    }
-    if (strcmp(sub, "list") && strcmp(sub, "show") && strcmp(sub, "forget") &&
-        strcmp(sub, "export")) {
-        cli_error("data", "unknown sub-command '%s' (list, show, forget, export)", sub);
-        return CLI_USAGE;
-    }
-    if (cli_positional(argc, argv, 1, vals)) {
-        cli_error("data", "unexpected argument '%s'", cli_positional(argc, argv, 1, vals));
-        return CLI_USAGE;
-    }
-    long long limit = 10;
-    if (cli_opt_long(argc, argv, "--limit", &limit) < 0 || limit < 0) {
-        if (limit < 0)
-            cli_error("data", "--limit must be >= 0");
-        return CLI_USAGE;
-    }
-    if (!strcmp(sub, "show") && !cli_opt(argc, argv, "--dataset")) {
-        cli_error("data", "usage: pocketllm data show --dataset NAME [--limit N]");
-        return CLI_USAGE;
-    }
-    int rc = legacy_cli_open_store(argc, argv, &s);
-    if (rc != CLI_OK)
-        return rc;
-    if (!strcmp(sub, "list"))
-        rc = data_list(argc, argv, s);
-    else if (!strcmp(sub, "show"))
-        rc = dump_dataset(argv[0], s, cli_opt(argc, argv, "--dataset"), limit ? limit : -1, 1, 1);
-    else if (!strcmp(sub, "forget"))
-        rc = data_forget(argc, argv, s);
-    else
-        rc = data_export(argc, argv, s);
-    pk_store_close(s);
-    return rc;
+    static const cli_fn fns[] = {data_list, data_show, data_forget, data_export};
+    int i = cli_sub_command(&data_group, argc, argv);
+    if (i < 0)
+        return i == -1 ? CLI_OK : CLI_USAGE;
+    return fns[i](argc - 1, argv + 1);
 }
 
 /* ---- rekey ------------------------------------------------------------------------------- */
 
-static const char rekey_help[] =
-    "usage: pocketllm rekey [--home DIR] [--passphrase-file FILE] [--new-passphrase-file FILE]\n"
-    "                       [--opslimit N] [--memlimit BYTES]\n"
-    "\n"
+typedef struct rekey_opts {
+    cli_common c;
+    kdf_opts kdf;
+} rekey_opts;
+
+#define T rekey_opts
+static const cli_option rekey_table[] = {
+    CLI_STORE_OPTS(T),
+    {"--new-passphrase-file", CLI_STR, CLI_AT(T, c.new_passphrase_file), 0, 0, NULL, "FILE",
+     "read the new passphrase from FILE (else $POCKETLLM_NEW_PASSPHRASE, else a prompt)"},
+    KDF_OPTS(T),
+    END_OPTS,
+};
+#undef T
+
+static const cli_command rekey_cmd = {
+    "rekey",
+    "rekey [--new-passphrase-file FILE] [--opslimit N] [--memlimit BYTES] [options]",
     "Changes the passphrase: a new salt and new keys, every sealed row re-encrypted, in one\n"
     "transaction (if interrupted, the old passphrase still works and nothing is mixed).\n"
     "The new passphrase comes from --new-passphrase-file, else POCKETLLM_NEW_PASSPHRASE, else a\n"
-    "no-echo prompt (asked twice).\n"
-    "\n"
+    "no-echo prompt (asked twice).",
+    rekey_table, 0,
     "examples:\n"
     "  pocketllm rekey\n"
-    "  pocketllm rekey --passphrase-file old.txt --new-passphrase-file new.txt\n";
+    "  pocketllm rekey --passphrase-file old.txt --new-passphrase-file new.txt"};
 
 int cmd_rekey(int argc, char **argv)
 {
-    static const char *const vals[] = {"--passphrase-file", "--new-passphrase-file", "--opslimit",
-                                       "--memlimit", NULL};
+    rekey_opts o = {.kdf = kdf_defaults()};
     pk_store *s = NULL;
-    pk_store_params params;
     char *pass = NULL;
     size_t len = 0;
-    if (cli_help(argc, argv, rekey_help))
-        return CLI_OK;
-    if (cli_check(argc, argv, vals, NULL))
-        return CLI_USAGE;
-    int rc = parse_params(argc, argv, &params);
-    if (rc == CLI_OK)
-        rc = legacy_cli_open_store(argc, argv, &s);
+    int rc = cli_parse(&rekey_cmd, argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    rc = cli_open_store(&o.c, &s);
     if (rc != CLI_OK)
         return rc;
-    rc = legacy_cli_read_new_passphrase(argc, argv, &pass, &len);
+    rc = cli_read_new_passphrase(&o.c, &pass, &len);
     if (rc == CLI_OK) {
-        if (pk_store_rekey(s, pass, len, params) != PK_OK) {
-            cli_error(argv[0], "%s; the old passphrase is still valid", pk_store_errmsg(s));
+        if (pk_store_rekey(s, pass, len, kdf_params(&o.kdf)) != PK_OK) {
+            cli_error(o.c.cmd, "%s; the old passphrase is still valid", pk_store_errmsg(s));
             rc = CLI_ERR;
         } else {
             printf("passphrase changed; every sealed record re-encrypted\n");
@@ -495,23 +644,36 @@ int cmd_rekey(int argc, char **argv)
 
 /* ---- bench store ------------------------------------------------------------------------- */
 
-static const char bench_help[] =
-    "usage: pocketllm bench store [--examples N] [--opslimit N] [--memlimit BYTES]\n"
-    "\n"
-    "In a temporary home: one unlock with the Argon2id limits (default: interactive), and the\n"
-    "import throughput of N (default 20000) generated 1 KB examples. Prints one JSON line.\n"
-    "\n"
-    "example:\n"
-    "  pocketllm bench store --examples 50000\n";
+typedef struct bench_opts {
+    cli_common c;
+    int64_t examples;
+    kdf_opts kdf;
+} bench_opts;
+
+#define T bench_opts
+static const cli_option bench_table[] = {
+    {"--examples", CLI_INT, CLI_AT(T, examples), 1, 10000000, NULL, "N",
+     "generated 1 KB examples to import"},
+    KDF_OPTS(T),
+    CLI_HOME_IGNORED(T),
+    END_OPTS,
+};
+#undef T
+
+static const cli_command bench_cmd = {
+    "bench store", "bench store [--examples N] [--opslimit N] [--memlimit BYTES]",
+    "In a temporary home: one unlock with the Argon2id limits, and the import throughput of N\n"
+    "generated 1 KB examples. Prints one JSON line.",
+    bench_table, 0, "example:\n  pocketllm bench store --examples 50000"};
 
 /* N JSONL lines of ~1 KB of pseudo-random words. */
-static int write_examples(const char *path, long long n)
+static int write_examples(const char *path, int64_t n)
 {
     FILE *f = fopen(path, "w");
     uint64_t x = 0x243f6a8885a308d3ull;
     if (!f)
         return -1;
-    for (long long i = 0; i < n; i++) {
+    for (int64_t i = 0; i < n; i++) {
         char line[1200];
         size_t k = (size_t)snprintf(line, sizeof line, "{\"text\":\"");
         while (k < 1024 - 2) {
@@ -535,63 +697,76 @@ static int rm_home(const char *dir)
     return rmdir(dir);
 }
 
-int cmd_bench_store(int argc, char **argv)
+typedef struct bench_times {
+    double unlock_s, import_s;
+} bench_times;
+
+/* Creates a home in dir, times one unlock and the import of data. */
+static int bench_measure(const bench_opts *o, const char *dir, const char *data, bench_times *t)
 {
-    static const char *const vals[] = {"--examples", "--opslimit", "--memlimit", NULL};
     static const char pass[] = "bench passphrase";
-    char dir[512], data[600], err[1024];
-    long long n = 20000;
-    pk_store_params params;
+    char err[1024];
     pk_store *s = NULL;
     int64_t got = 0;
-    if (cli_help(argc, argv, bench_help))
-        return CLI_OK;
-    if (cli_check(argc, argv, vals, NULL) || cli_opt_long(argc, argv, "--examples", &n) < 0 ||
-        n <= 0 || parse_params(argc, argv, &params) != CLI_OK) {
-        if (n <= 0)
-            cli_error(argv[0], "--examples must be > 0");
-        return CLI_USAGE;
+    int rc = CLI_ERR;
+    if (pk_store_init(dir, pass, sizeof pass - 1, kdf_params(&o->kdf), err, sizeof err) != PK_OK) {
+        cli_error(o->c.cmd, "%s", err);
+        return CLI_ERR;
     }
+    double t0 = pk_time_now();
+    if (pk_store_open(dir, pass, sizeof pass - 1, &s, err, sizeof err) != PK_OK) {
+        cli_error(o->c.cmd, "%s", err);
+        return CLI_ERR;
+    }
+    t->unlock_s = pk_time_now() - t0;
+    pk_import_opts opts = {.format = PK_IMPORT_JSONL, .paragraphs = 0};
+    t0 = pk_time_now();
+    if (pk_store_import(s, data, "bench", opts, &got) != PK_OK || got != o->examples)
+        cli_error(o->c.cmd, "%s", pk_store_errmsg(s));
+    else
+        rc = CLI_OK;
+    t->import_s = pk_time_now() - t0;
+    pk_store_close(s);
+    return rc;
+}
+
+static int bench_print(const bench_opts *o, const bench_times *t)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "bench", "store");
+    cJSON_AddNumberToObject(j, "unlock_s", t->unlock_s);
+    cJSON_AddNumberToObject(j, "opslimit", (double)o->kdf.opslimit);
+    cJSON_AddNumberToObject(j, "memlimit", (double)o->kdf.memlimit);
+    cJSON_AddNumberToObject(j, "examples", (double)o->examples);
+    cJSON_AddNumberToObject(j, "example_bytes", 1024);
+    cJSON_AddNumberToObject(j, "import_s", t->import_s);
+    cli_json_add_finite(j, "import_examples_per_s", (double)o->examples / t->import_s);
+    return cli_json_print(j);
+}
+
+int cmd_bench_store(int argc, char **argv)
+{
+    bench_opts o = {.examples = 20000, .kdf = kdf_defaults()};
+    char dir[512], data[600];
+    int rc = cli_parse(&bench_cmd, argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
     if (pk_crypto_global_init() != PK_OK)
         return CLI_ERR;
     const char *tmp = getenv("TMPDIR");
     snprintf(dir, sizeof dir, "%s/pocketllm-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(dir)) {
-        cli_error(argv[0], "mkdtemp %s: %s", dir, strerror(errno));
+        cli_error(o.c.cmd, "mkdtemp %s: %s", dir, strerror(errno));
         return CLI_ERR;
     }
     snprintf(data, sizeof data, "%s/bench.jsonl", dir);
-    int rc = CLI_ERR;
-    if (write_examples(data, n) != 0) {
-        cli_error(argv[0], "cannot write %s", data);
-        goto out;
+    bench_times t = {0, 0};
+    if (write_examples(data, o.examples) != 0) {
+        cli_error(o.c.cmd, "cannot write %s", data);
+        rc = CLI_ERR;
+    } else {
+        rc = bench_measure(&o, dir, data, &t);
     }
-    if (pk_store_init(dir, pass, sizeof pass - 1, params, err, sizeof err) != PK_OK) {
-        cli_error(argv[0], "%s", err);
-        goto out;
-    }
-    double t0 = pk_time_now();
-    if (pk_store_open(dir, pass, sizeof pass - 1, &s, err, sizeof err) != PK_OK) {
-        cli_error(argv[0], "%s", err);
-        goto out;
-    }
-    double unlock = pk_time_now() - t0;
-    pk_import_opts opts = {.format = PK_IMPORT_JSONL, .paragraphs = 0};
-    t0 = pk_time_now();
-    if (pk_store_import(s, data, "bench", opts, &got) != PK_OK || got != n) {
-        cli_error(argv[0], "%s", pk_store_errmsg(s));
-        goto out;
-    }
-    double imp = pk_time_now() - t0;
-    printf("{\"bench\":\"store\",\"unlock_s\":%.4f,\"opslimit\":%llu,\"memlimit\":%zu,"
-           "\"examples\":%lld,\"example_bytes\":1024,\"import_s\":%.4f,"
-           "\"import_examples_per_s\":%.0f}\n",
-           unlock,
-           (unsigned long long)(params.opslimit ? params.opslimit : pk_kdf_default_opslimit()),
-           params.memlimit ? params.memlimit : pk_kdf_default_memlimit(), n, imp, (double)n / imp);
-    rc = CLI_OK;
-out:
-    pk_store_close(s);
     rm_home(dir);
-    return rc;
+    return rc == CLI_OK ? bench_print(&o, &t) : rc;
 }

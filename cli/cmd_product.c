@@ -1,7 +1,7 @@
 /* cmd_product.c: the product commands plot (SVG loss curves), pull (download from a Hugging
- * Face-compatible hub) and export (HF model directory or seed log). The work itself is done by
- * the agent library (pk_ui.h, pk_mezo.h, pk_sync.h); this file parses options and prints
- * results. `pocketllm demo` lives in cmd_demo.c and demo_fed.c. */
+ * Face-compatible hub) and export (HF model directory or seed log), one option table each. The
+ * work itself is done by plot.c, net/ (pk_net.h) and train/ (pk_train.h); this file parses
+ * options and prints results. `pocketllm demo` lives in cmd_demo.c and demo_fed.c. */
 #include "cli.h"
 #include "passphrase.h"
 
@@ -11,6 +11,7 @@
 #include "pk_tokenizer.h"
 #include "progress.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,85 +20,125 @@
 
 #define ERRLEN 1024
 
+#define END_OPTS {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL} /* ends an option table */
+
 /* ---- plot ----------------------------------------------------------------------------------- */
 
-static const char plot_help[] =
-    "usage: pocketllm plot --run ID --out FILE.svg [--home DIR] [--passphrase-file F]\n"
-    "\n"
-    "Writes the loss curves of a training run as a standalone SVG that any browser opens:\n"
-    "train loss per step ((loss+ + loss-)/2 from the step log) raw and smoothed, and the\n"
-    "held-out eval loss points, against steps.\n"
-    "\n"
+typedef struct plot_opts {
+    cli_common c;
+    cli_list runs;
+    const char *out;
+} plot_opts;
+
+#define T plot_opts
+static const cli_option plot_table[] = {
+    {"--run", CLI_LIST, CLI_AT(T, runs), 0, 0, NULL, "ID",
+     "the run (required); repeat it to compare the train loss of several runs"},
+    {"--out", CLI_STR, CLI_AT(T, out), 0, 0, NULL, "FILE.svg", "the SVG to write (required)"},
+    CLI_STORE_OPTS(T),
+    END_OPTS,
+};
+#undef T
+
+static const cli_command plot_cmd = {
+    "plot", "plot --run ID [--run ID2 ...] --out FILE.svg [options]",
+    "Writes loss curves as a standalone SVG that any browser opens. With one run: its train\n"
+    "loss per step ((loss+ + loss-)/2 from the step log) raw and smoothed, and the held-out\n"
+    "eval loss points, against steps. With several runs: the smoothed train loss of each, one\n"
+    "curve per run (named \"run N\").",
+    plot_table, 0,
     "examples:\n"
     "  pocketllm plot --run 1 --out loss.svg\n"
-    "  pocketllm runs list                  # find the run id\n";
+    "  pocketllm plot --run 1 --run 2 --out compare.svg\n"
+    "  pocketllm runs list                  # find the run ids"};
 
-static int parse_run_id(int argc, char **argv, int64_t *id)
+/* The run ids of --run: at least one, each positive and given once. */
+static int plot_check(const plot_opts *o, int64_t *ids)
 {
-    long long v = 0;
-    int r = cli_opt_long(argc, argv, "--run", &v);
-    if (r < 0)
-        return CLI_USAGE;
-    if (r == 0 || v <= 0) {
-        cli_error(argv[0], "--run ID is required (a positive run id; see pocketllm runs)");
+    const char *cmd = o->c.cmd;
+    if (o->runs.n == 0) {
+        cli_error(cmd, "--run ID is required (a positive run id; see pocketllm runs)");
         return CLI_USAGE;
     }
-    *id = (int64_t)v;
-    return CLI_OK;
+    if (cli_list_int64(&o->c, "--run", &o->runs, 1, INT64_MAX, ids) != 0)
+        return CLI_USAGE;
+    for (int i = 1; i < o->runs.n; i++)
+        for (int j = 0; j < i; j++)
+            if (ids[i] == ids[j]) {
+                cli_error(cmd, "--run: run %lld is given twice", (long long)ids[i]);
+                return CLI_USAGE;
+            }
+    if (!o->out || !*o->out) {
+        cli_error(cmd, "--out FILE.svg is required");
+        return CLI_USAGE;
+    }
+    return 0;
 }
 
 int cmd_plot(int argc, char **argv)
 {
-    static const char *const vals[] = {"--run", "--out", "--passphrase-file", NULL};
-    if (cli_help(argc, argv, plot_help))
-        return CLI_OK;
-    if (cli_check(argc, argv, vals, NULL))
-        return CLI_USAGE;
-    int64_t run = 0;
-    int rc = parse_run_id(argc, argv, &run);
-    if (rc != CLI_OK)
+    plot_opts o = {0};
+    int64_t ids[CLI_LIST_MAX];
+    int rc = cli_parse(&plot_cmd, argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    rc = plot_check(&o, ids);
+    if (rc != 0)
         return rc;
-    const char *out = cli_opt(argc, argv, "--out");
-    if (!out || !*out) {
-        cli_error(argv[0], "--out FILE.svg is required");
-        return CLI_USAGE;
-    }
     pk_store *s = NULL;
-    rc = legacy_cli_open_store(argc, argv, &s);
+    rc = cli_open_store(&o.c, &s);
     if (rc != 0)
         return rc;
     char err[ERRLEN] = "";
-    pk_status st = pk_plot_run(s, run, out, err, sizeof err);
+    pk_status st = o.runs.n == 1 ? pk_plot_run(s, ids[0], o.out, err, sizeof err)
+                                 : pk_plot_runs(s, ids, (size_t)o.runs.n, o.out, err, sizeof err);
     pk_store_close(s);
     if (st != PK_OK) {
-        cli_error(argv[0], "%s", err[0] ? err : pk_status_str(st));
+        cli_error(o.c.cmd, "%s", err[0] ? err : pk_status_str(st));
         return CLI_ERR;
     }
-    printf("wrote %s (open it in a browser)\n", out);
+    printf("wrote %s (open it in a browser)\n", o.out);
     return CLI_OK;
 }
 
 /* ---- pull ----------------------------------------------------------------------------------- */
 
-static const char pull_help[] =
-    "usage: pocketllm pull REPO_ID [--revision R] [--endpoint URL] [--out DIR] [--retries N]\n"
-    "                      [--json] [--quiet]\n"
-    "\n"
+typedef struct pull_opts {
+    cli_common c;
+    const char *revision;
+    const char *endpoint;
+    const char *out;
+    int retries;
+} pull_opts;
+
+#define T pull_opts
+static const cli_option pull_table[] = {
+    {"--revision", CLI_STR, CLI_AT(T, revision), 0, 0, NULL, "R", "branch, tag or commit"},
+    {"--endpoint", CLI_STR, CLI_AT(T, endpoint), 0, 0, NULL, "URL",
+     "hub base URL ($HF_ENDPOINT, else https://huggingface.co)"},
+    {"--out", CLI_STR, CLI_AT(T, out), 0, 0, NULL, "DIR",
+     "destination (models/NAME, NAME the last part of REPO_ID)"},
+    {"--retries", CLI_INT, CLI_AT(T, retries), 1, 100, NULL, "N",
+     "attempts per file, each resuming the partial file"},
+    CLI_JSON_OPT(T),
+    CLI_QUIET_OPT(T),
+    CLI_HOME_IGNORED(T),
+    END_OPTS,
+};
+#undef T
+
+static const cli_command pull_cmd = {
+    "pull", "pull REPO_ID [--revision R] [--endpoint URL] [--out DIR] [--retries N] [options]",
     "Downloads a model from a Hugging Face-compatible hub: config.json, the tokenizer files,\n"
     "and model.safetensors (or model.safetensors.index.json and its shards), from\n"
     "{endpoint}/{repo}/resolve/{revision}/{file}. Files land in FILE.part first; an\n"
     "interrupted pull resumes where it stopped when run again (HTTP Range). When the hub\n"
     "publishes a sha256 (ETag / X-Linked-Etag / X-Content-Sha256) every file is checked.\n"
-    "\n"
-    "  --revision R   branch, tag or commit (default main)\n"
-    "  --endpoint URL hub base URL (default $HF_ENDPOINT, else https://huggingface.co)\n"
-    "  --out DIR      destination (default ./models/NAME)\n"
-    "  --retries N    attempts per file, each resuming the partial file (default 5)\n"
-    "  HF_TOKEN       environment variable: a token for gated or private repos\n"
-    "\n"
+    "The environment variable HF_TOKEN gives a token for gated or private repos.",
+    pull_table, 1,
     "examples:\n"
     "  pocketllm pull Xenova/stories260K --out models/stories260k\n"
-    "  pocketllm pull demo/tiny --endpoint http://127.0.0.1:8080   # pocketllm-server-mock\n";
+    "  pocketllm pull demo/tiny --endpoint http://127.0.0.1:8080   # pocketllm-server-mock"};
 
 static void default_out(const char *repo, char *out, size_t n)
 {
@@ -125,50 +166,58 @@ static void pull_progress(void *user, const char *label, int64_t done, int64_t t
     }
 }
 
+static int pull_print(const pull_opts *o, const char *repo, const char *out,
+                      const pk_pull_result *r, double dt)
+{
+    if (o->c.json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "repo", repo);
+        cJSON_AddStringToObject(j, "out", out);
+        cJSON_AddNumberToObject(j, "files", r->files);
+        cJSON_AddNumberToObject(j, "downloaded", r->downloaded);
+        cJSON_AddNumberToObject(j, "up_to_date", r->up_to_date);
+        cJSON_AddNumberToObject(j, "resumed", r->resumed);
+        cJSON_AddNumberToObject(j, "verified", r->verified);
+        cJSON_AddNumberToObject(j, "bytes", (double)r->bytes);
+        cJSON_AddNumberToObject(j, "seconds", dt);
+        return cli_json_print(j);
+    }
+    if (!o->c.quiet)
+        printf("pulled %s into %s: %d files (%d downloaded, %d already up to date, %d resumed, "
+               "%d sha256-verified), %.1f MiB in %.1f s\n",
+               repo, out, r->files, r->downloaded, r->up_to_date, r->resumed, r->verified,
+               (double)r->bytes / (1024.0 * 1024.0), dt);
+    return CLI_OK;
+}
+
 int cmd_pull(int argc, char **argv)
 {
-    static const char *const vals[] = {"--revision", "--endpoint", "--out", "--retries", NULL};
-    static const char *const flags[] = {"--json", "--quiet", NULL};
-    static const char *const takes[] = {"--revision", "--endpoint", "--out",
-                                        "--retries",  "--home",     NULL};
-    if (cli_help(argc, argv, pull_help))
-        return CLI_OK;
-    if (cli_check(argc, argv, vals, flags))
-        return CLI_USAGE;
-    const char *repo = cli_positional(argc, argv, 0, takes);
-    if (!repo) {
-        cli_error(argv[0], "REPO_ID is required, e.g. pocketllm pull org/name (see --help)");
+    pull_opts o = {.revision = "main", .retries = 5};
+    int rc = cli_parse(&pull_cmd, argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    if (o.c.n_args != 1) {
+        cli_error(o.c.cmd, "REPO_ID is required, e.g. pocketllm pull org/name (see --help)");
         return CLI_USAGE;
     }
-    if (cli_positional(argc, argv, 1, takes)) {
-        cli_error(argv[0], "one REPO_ID only (see pocketllm pull --help)");
-        return CLI_USAGE;
-    }
-    long long retries = 5;
-    if (cli_opt_long(argc, argv, "--retries", &retries) < 0)
-        return CLI_USAGE;
-    if (retries < 1 || retries > 100) {
-        cli_error(argv[0], "--retries must be between 1 and 100");
-        return CLI_USAGE;
-    }
+    const char *repo = o.c.args[0];
     char outbuf[1024];
-    const char *out = cli_opt(argc, argv, "--out");
+    const char *out = o.out;
     if (!out) {
         default_out(repo, outbuf, sizeof outbuf);
         out = outbuf;
     }
-    int json = cli_flag(argc, argv, "--json"), quiet = cli_flag(argc, argv, "--quiet");
     pk_pull_params p = pk_pull_default_params();
-    p.endpoint = cli_opt(argc, argv, "--endpoint");
-    p.revision = cli_opt(argc, argv, "--revision");
-    pull_display disp = {pk_progress_mode_from_args(json, quiet), NULL};
+    pull_display disp = {pk_progress_mode_from_args(o.c.json, o.c.quiet), NULL};
+    p.endpoint = o.endpoint;
+    p.revision = o.revision;
     p.progress = pull_progress;
     p.progress_user = &disp;
-    p.max_attempts = (int)retries;
-    if (cli_http_init(argv[0]) != 0)
+    p.max_attempts = o.retries;
+    if (cli_http_init(o.c.cmd) != 0)
         return CLI_ERR;
     if (pk_crypto_global_init() != PK_OK) {
-        cli_error(argv[0], "cannot initialise libsodium");
+        cli_error(o.c.cmd, "cannot initialise libsodium");
         return CLI_ERR;
     }
     pk_interrupt_install();
@@ -176,89 +225,106 @@ int cmd_pull(int argc, char **argv)
     char err[ERRLEN] = "";
     double t0 = pk_time_now();
     pk_status st = pk_pull(repo, out, &p, &r, err, sizeof err);
-    double dt = pk_time_now() - t0;
     if (st != PK_OK) {
-        cli_error(argv[0], "%s", err[0] ? err : pk_status_str(st));
+        cli_error(o.c.cmd, "%s", err[0] ? err : pk_status_str(st));
         return st == PK_ERR_INTERRUPTED ? CLI_INTERRUPTED : CLI_ERR;
     }
-    if (json)
-        printf("{\"repo\":\"%s\",\"out\":\"%s\",\"files\":%d,\"downloaded\":%d,"
-               "\"up_to_date\":%d,\"resumed\":%d,\"verified\":%d,\"bytes\":%lld,"
-               "\"seconds\":%.3f}\n",
-               repo, out, r.files, r.downloaded, r.up_to_date, r.resumed, r.verified,
-               (long long)r.bytes, dt);
-    else if (!quiet)
-        printf("pulled %s into %s: %d files (%d downloaded, %d already up to date, %d resumed, "
-               "%d sha256-verified), %.1f MiB in %.1f s\n",
-               repo, out, r.files, r.downloaded, r.up_to_date, r.resumed, r.verified,
-               (double)r.bytes / (1024.0 * 1024.0), dt);
-    return CLI_OK;
+    return pull_print(&o, repo, out, &r, pk_time_now() - t0);
 }
 
 /* ---- export --------------------------------------------------------------------------------- */
 
-static const char export_help[] =
-    "usage: pocketllm export --run ID --out DIR [--dtype f16|bf16|f32]\n"
-    "       pocketllm export --run ID --seed-log FILE\n"
-    "       (both: [--home DIR] [--passphrase-file F])\n"
-    "\n"
+typedef struct export_opts {
+    cli_common c;
+    int64_t run;
+    const char *out;
+    const char *dtype;
+    const char *seed_log;
+} export_opts;
+
+#define T export_opts
+static const cli_option export_table[] = {
+    {"--run", CLI_INT, CLI_AT(T, run), 1, 9e18, NULL, "ID", "the run (required)"},
+    {"--out", CLI_STR, CLI_AT(T, out), 0, 0, NULL, "DIR", "write a Hugging Face model directory"},
+    {"--dtype", CLI_STR, CLI_AT(T, dtype), 0, 0, NULL, "f32|f16|bf16",
+     "the weights' type in --out"},
+    {"--seed-log", CLI_STR, CLI_AT(T, seed_log), 0, 0, NULL, "FILE",
+     "write a portable seed log instead"},
+    CLI_STORE_OPTS(T),
+    END_OPTS,
+};
+#undef T
+
+static const cli_command export_cmd = {
+    "export",
+    "export --run ID --out DIR [--dtype f16|bf16|f32] [options]\n"
+    "export --run ID --seed-log FILE [options]",
     "--out DIR writes the run's fine-tuned weights as a Hugging Face model directory\n"
     "(config.json, model.safetensors, the base model's tokenizer files, pocketllm_run.json)\n"
     "that transformers' from_pretrained and pocketllm forward/generate load.\n"
     "--seed-log FILE writes the run as a portable seed log: the base-model hash and one line\n"
     "per MeZO step (seed, projected gradient, lr) - kilobytes instead of the weights.\n"
-    "Rebuild it anywhere with: pocketllm replay --seed-log FILE --model BASE --out DIR\n"
-    "\n"
+    "Rebuild it anywhere with: pocketllm replay --seed-log FILE --model BASE --out DIR",
+    export_table, 0,
     "examples:\n"
     "  pocketllm export --run 1 --out my-model --dtype f16\n"
-    "  pocketllm export --run 1 --seed-log run1.seedlog\n";
+    "  pocketllm export --run 1 --seed-log run1.seedlog"};
+
+/* What the table cannot say: --run is required, one destination, --dtype with --out only. */
+static int export_check(const export_opts *o, pk_dtype *dtype)
+{
+    const char *cmd = o->c.cmd;
+    if (!cli_given(&o->c, "--run")) {
+        cli_error(cmd, "--run ID is required (a positive run id; see pocketllm runs)");
+        return CLI_USAGE;
+    }
+    if ((!o->out) == (!o->seed_log)) {
+        cli_error(cmd, "give exactly one of --out DIR or --seed-log FILE (see --help)");
+        return CLI_USAGE;
+    }
+    if (o->seed_log && cli_given(&o->c, "--dtype")) {
+        cli_error(cmd, "--dtype applies to --out only");
+        return CLI_USAGE;
+    }
+    if (pk_dtype_parse(o->dtype, dtype) != 0) {
+        cli_error(cmd, "--dtype: expected f32, f16 or bf16, got '%s'", o->dtype);
+        return CLI_USAGE;
+    }
+    if ((o->out && !*o->out) || (o->seed_log && !*o->seed_log)) {
+        cli_error(cmd, "empty path");
+        return CLI_USAGE;
+    }
+    return 0;
+}
 
 int cmd_export(int argc, char **argv)
 {
-    static const char *const vals[] = {
-        "--run", "--out", "--dtype", "--seed-log", "--passphrase-file", NULL};
-    if (cli_help(argc, argv, export_help))
-        return CLI_OK;
-    if (cli_check(argc, argv, vals, NULL))
-        return CLI_USAGE;
-    int64_t run = 0;
-    int rc = parse_run_id(argc, argv, &run);
-    if (rc != CLI_OK)
-        return rc;
-    const char *out = cli_opt(argc, argv, "--out");
-    const char *seedlog = cli_opt(argc, argv, "--seed-log");
-    const char *dts = cli_opt(argc, argv, "--dtype");
-    if ((!out) == (!seedlog)) {
-        cli_error(argv[0], "give exactly one of --out DIR or --seed-log FILE (see --help)");
-        return CLI_USAGE;
-    }
+    export_opts o = {.dtype = "f32"};
     pk_dtype dtype = PK_DTYPE_F32;
-    if (dts && (seedlog || pk_dtype_parse(dts, &dtype) != 0)) {
-        cli_error(argv[0],
-                  seedlog ? "--dtype applies to --out only" : "--dtype must be f32, f16 or bf16");
-        return CLI_USAGE;
-    }
-    if ((out && !*out) || (seedlog && !*seedlog)) {
-        cli_error(argv[0], "empty path");
-        return CLI_USAGE;
-    }
+    int rc = cli_parse(&export_cmd, argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    rc = export_check(&o, &dtype);
+    if (rc != 0)
+        return rc;
     pk_store *s = NULL;
-    rc = legacy_cli_open_store(argc, argv, &s);
+    rc = cli_open_store(&o.c, &s);
     if (rc != 0)
         return rc;
     char err[ERRLEN] = "", hash[65] = "";
     size_t bytes = 0;
-    pk_status st = out ? pk_export_hf(s, run, out, dtype, hash, err, sizeof err)
-                       : pk_export_seedlog(s, run, seedlog, &bytes, err, sizeof err);
+    pk_status st = o.out ? pk_export_hf(s, o.run, o.out, dtype, hash, err, sizeof err)
+                         : pk_export_seedlog(s, o.run, o.seed_log, &bytes, err, sizeof err);
     pk_store_close(s);
     if (st != PK_OK) {
-        cli_error(argv[0], "%s", err[0] ? err : pk_status_str(st));
+        cli_error(o.c.cmd, "%s", err[0] ? err : pk_status_str(st));
         return CLI_ERR;
     }
-    if (out)
-        printf("exported run %lld to %s (%s, weights hash %s)\n", (long long)run, out,
+    if (o.out)
+        printf("exported run %lld to %s (%s, weights hash %s)\n", (long long)o.run, o.out,
                pk_dtype_name(dtype), hash);
     else
-        printf("wrote seed log of run %lld to %s (%zu bytes)\n", (long long)run, seedlog, bytes);
+        printf("wrote seed log of run %lld to %s (%zu bytes)\n", (long long)o.run, o.seed_log,
+               bytes);
     return CLI_OK;
 }

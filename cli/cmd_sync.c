@@ -1,13 +1,15 @@
-/* cmd_sync.c: `pocketllm sync`, one federated round with a coordinator (issue 5). Options are
- * parsed here; the round is pk_sync_round (agent/sync.c) over the MeZO model of sync_mezo.c. */
+/* cmd_sync.c: `pocketllm sync`, one federated round with a coordinator (docs/SYNC.md). The
+ * options are parsed here from one table; the round is pk_sync_round (net/) over the MeZO model
+ * of pk_sync_mezo_open. */
 #include "cli.h"
 #include "passphrase.h"
 
 #include "pk_crypto.h"
 #include "pk_model.h"
-#include "pk_store.h"
 #include "pk_net.h"
+#include "pk_store.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,73 +17,103 @@
 
 #define ERRLEN 512
 
-static const char sync_help[] =
-    "usage: pocketllm sync --server URL --model DIR [--dataset NAME] [--task ID]\n"
-    "                      [--dp-clip C --dp-noise SIGMA] [--dp-delta D] [--wait SECONDS]\n"
-    "                      [--batch B] [--seq-len T] [--trainable SPEC] [--catch-up]\n"
-    "                      [--out DIR] [--threads N] [--json] [--home DIR] [--passphrase-file F]\n"
-    "\n"
+typedef struct sync_opts {
+    cli_common c;
+    pk_sync_params p;
+    const char *model;
+    const char *dataset;
+    const char *trainable;
+    const char *out;
+    int batch;
+    int seq_len;
+    int catch_up;
+} sync_opts;
+
+#define T sync_opts
+static const cli_option sync_table[] = {
+    {"--server", CLI_STR, CLI_AT(T, p.server), 0, 0, NULL, "URL",
+     "the coordinator: http(s)://HOST[:PORT] (required)"},
+    {"--model", CLI_STR, CLI_AT(T, model), 0, 0, NULL, "DIR", "the task's base model (required)"},
+    {"--dataset", CLI_STR, CLI_AT(T, dataset), 0, 0, NULL, "NAME",
+     "the local steps' dataset (required unless --catch-up)"},
+    {"--task", CLI_STR, CLI_AT(T, p.task_id), 0, 0, NULL, "ID",
+     "the task to expect (default: whatever task the coordinator runs)"},
+    {"--dp-clip", CLI_FLOAT, CLI_AT(T, p.dp_clip), 0, 1e30, NULL, "C",
+     "clip each step's g to [-C, C] (0: the task's setting)"},
+    {"--dp-noise", CLI_FLOAT, CLI_AT(T, p.dp_noise), 0, 1e6, NULL, "SIGMA",
+     "N(0, (SIGMA C)^2) noise on each uploaded g (needs --dp-clip; 0: the task's)"},
+    {"--dp-delta", CLI_FLOAT, CLI_AT(T, p.dp_delta), 1e-300, 0.5, NULL, "D",
+     "delta of the (epsilon, delta) spent that is printed"},
+    {"--wait", CLI_FLOAT, CLI_AT(T, p.wait_s), 0, 86400, NULL, "SECONDS",
+     "wait this long for the round to close"},
+    {"--batch", CLI_INT, CLI_AT(T, batch), 1, 1024, NULL, "B", "examples per local step"},
+    {"--seq-len", CLI_INT, CLI_AT(T, seq_len), 2, 1 << 20, NULL, "T", "tokens per example"},
+    {"--trainable", CLI_STR, CLI_AT(T, trainable), 0, 0, NULL, "SPEC",
+     "all | bitfit | REGEX on tensor names"},
+    {"--catch-up", CLI_FLAG, CLI_AT(T, catch_up), 0, 0, NULL, NULL,
+     "no local steps: only download and replay the global log"},
+    {"--out", CLI_STR, CLI_AT(T, out), 0, 0, NULL, "DIR",
+     "write the global model (base + log) as a model directory"},
+    CLI_THREADS_OPT(T),
+    CLI_JSON_OPT(T),
+    CLI_QUIET_OPT(T),
+    CLI_STORE_OPTS(T),
+    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+};
+#undef T
+
+static const cli_command sync_cmd = {
+    "sync",
+    "sync --server URL --model DIR --dataset NAME [--dp-clip C --dp-noise SIGMA] [options]\n"
+    "sync --server URL --model DIR --catch-up [--out DIR] [options]",
     "One federated round (FedKSeed-style, docs/SYNC.md): registers this device once, fetches the\n"
     "coordinator's task, checks that --model is the task's base model, catches up with the\n"
     "global log (hash chain verified), runs the task's local MeZO steps on --dataset with seeds\n"
     "drawn from the task's seed pool, uploads only the per-seed sums of the projected gradients,\n"
     "the example count and an Ed25519 signature (through the store's outbox: a crash or network\n"
-    "failure never loses or duplicates it), waits up to --wait seconds (default 60) for the round\n"
-    "to close, then replays the global log on the base model so the local model equals the\n"
-    "global one. Your text and your weights never leave the device.\n"
-    "\n"
-    "--dp-clip C --dp-noise SIGMA  clip each step's g to [-C, C] and add N(0, (SIGMA C)^2) noise\n"
-    "                              to what is uploaded; prints the (epsilon, delta) spent so far\n"
-    "--catch-up                    no local steps: only download and replay the global log\n"
-    "--out DIR                     write the global model (base + log) as a model directory\n"
-    "\n"
+    "failure never loses or duplicates it), waits up to --wait seconds for the round to close,\n"
+    "then replays the global log on the base model so the local model equals the global one.\n"
+    "Your text and your weights never leave the device. With --dp-clip and --dp-noise it prints\n"
+    "the (epsilon, delta) spent so far.",
+    sync_table, 0,
     "examples:\n"
     "  pocketllm sync --server http://127.0.0.1:8080 --model stories260k --dataset notes\n"
     "  pocketllm sync --server http://127.0.0.1:8080 --model stories260k --dataset notes \\\n"
-    "                 --dp-clip 1 --dp-noise 1.1\n";
+    "                 --dp-clip 1 --dp-noise 1.1"};
 
-static const char *const sync_opts[] = {
-    "--server",    "--task",    "--dp-clip", "--dp-noise",        "--dp-delta",
-    "--model",     "--dataset", "--wait",    "--batch",           "--seq-len",
-    "--trainable", "--out",     "--threads", "--passphrase-file", NULL};
-static const char *const sync_flags[] = {"--json", "--catch-up", "--quiet", NULL};
-
-static int opt_num(int argc, char **argv, const char *name, double lo, double hi, double *out)
+static int report_json(const pk_sync_report *r, double secs)
 {
-    int rc = cli_opt_double(argc, argv, name, out);
-    if (rc < 0)
-        return -1;
-    if (rc > 0 && !(*out >= lo && *out <= hi)) {
-        cli_error(argv[0], "%s %g is out of range [%g, %g]", name, *out, lo, hi);
-        return -1;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "device_id", r->device_id);
+    cJSON_AddStringToObject(j, "task_id", r->task_id);
+    cJSON_AddNumberToObject(j, "round", (double)r->round);
+    cJSON_AddBoolToObject(j, "uploaded", r->uploaded);
+    cJSON_AddNumberToObject(j, "flushed", r->flushed);
+    cJSON_AddNumberToObject(j, "steps", (double)r->steps);
+    cJSON_AddNumberToObject(j, "pairs", (double)r->pairs);
+    cJSON_AddNumberToObject(j, "examples", (double)r->examples);
+    cJSON_AddBoolToObject(j, "round_closed", r->round_closed);
+    cJSON_AddNumberToObject(j, "log_version", (double)r->log_version);
+    cJSON_AddStringToObject(j, "log_head", r->log_head);
+    cJSON_AddStringToObject(j, "model_hash", r->model_hash);
+    cJSON_AddBoolToObject(j, "dp", r->dp);
+    if (r->delta > 0) {
+        cli_json_add_finite(j, "epsilon", r->epsilon); /* clipping without noise: null */
+        cJSON_AddNumberToObject(j, "delta", r->delta);
     }
-    return 0;
+    cJSON_AddNumberToObject(j, "upload_body_bytes", (double)r->upload_body_bytes);
+    cJSON_AddNumberToObject(j, "bytes_up", (double)r->http.wire_up);
+    cJSON_AddNumberToObject(j, "bytes_down", (double)r->http.wire_down);
+    cJSON_AddNumberToObject(j, "body_bytes_up", (double)r->http.body_up);
+    cJSON_AddNumberToObject(j, "body_bytes_down", (double)r->http.body_down);
+    cJSON_AddNumberToObject(j, "requests", (double)r->http.requests);
+    cJSON_AddNumberToObject(j, "attempts", (double)r->http.attempts);
+    cJSON_AddNumberToObject(j, "seconds", secs);
+    return cli_json_print(j);
 }
 
-static void print_report(const pk_sync_report *r, int json, double secs)
+static void report_text(const pk_sync_report *r, double secs)
 {
-    if (json) {
-        printf("{\"device_id\":\"%s\",\"task_id\":\"%s\",\"round\":%lld,\"uploaded\":%s,"
-               "\"flushed\":%d,\"steps\":%lld,\"pairs\":%lld,\"examples\":%lld,"
-               "\"round_closed\":%s,\"log_version\":%lld,\"log_head\":\"%s\","
-               "\"model_hash\":\"%s\",\"dp\":%s,",
-               r->device_id, r->task_id, (long long)r->round, r->uploaded ? "true" : "false",
-               r->flushed, (long long)r->steps, (long long)r->pairs, (long long)r->examples,
-               r->round_closed ? "true" : "false", (long long)r->log_version, r->log_head,
-               r->model_hash, r->dp ? "true" : "false");
-        if (r->delta > 0 && isfinite(r->epsilon))
-            printf("\"epsilon\":%.6g,\"delta\":%g,", r->epsilon, r->delta);
-        else if (r->delta > 0)
-            printf("\"epsilon\":null,\"delta\":%g,", r->delta);
-        printf("\"upload_body_bytes\":%llu,\"bytes_up\":%llu,\"bytes_down\":%llu,"
-               "\"body_bytes_up\":%llu,\"body_bytes_down\":%llu,\"requests\":%llu,"
-               "\"attempts\":%llu,\"seconds\":%.3f}\n",
-               (unsigned long long)r->upload_body_bytes, (unsigned long long)r->http.wire_up,
-               (unsigned long long)r->http.wire_down, (unsigned long long)r->http.body_up,
-               (unsigned long long)r->http.body_down, (unsigned long long)r->http.requests,
-               (unsigned long long)r->http.attempts, secs);
-        return;
-    }
     printf("device %s, task %s\n", r->device_id, r->task_id);
     if (r->flushed)
         printf("sent %d pending upload(s) from the outbox\n", r->flushed);
@@ -134,46 +166,31 @@ static int server_url_ok(const char *u)
     return port >= 1;
 }
 
-static int parse(int argc, char **argv, pk_sync_params *p, double *batch, double *seq)
+/* What the table cannot say: required options, and options that need one another. */
+static int sync_check(sync_opts *o)
 {
-    double threads = 0;
-    p->server = cli_opt(argc, argv, "--server");
-    p->task_id = cli_opt(argc, argv, "--task");
-    p->upload = !cli_flag(argc, argv, "--catch-up");
-    if (!p->server || !*p->server) {
-        cli_error(argv[0], "--server URL is required (see pocketllm sync --help)");
-        return -1;
+    const char *cmd = o->c.cmd;
+    if (!o->p.server || !*o->p.server) {
+        cli_error(cmd, "--server URL is required (see pocketllm sync --help)");
+        return CLI_USAGE;
     }
-    if (!server_url_ok(p->server)) {
-        cli_error(argv[0], "--server %s: expected http://HOST[:PORT] or https://HOST[:PORT]",
-                  p->server);
-        return -1;
+    if (!server_url_ok(o->p.server)) {
+        cli_error(cmd, "--server: expected http://HOST[:PORT] or https://HOST[:PORT], got '%s'",
+                  o->p.server);
+        return CLI_USAGE;
     }
-    if (opt_num(argc, argv, "--dp-clip", 0, 1e30, &p->dp_clip) ||
-        opt_num(argc, argv, "--dp-noise", 0, 1e6, &p->dp_noise) ||
-        opt_num(argc, argv, "--dp-delta", 1e-300, 0.5, &p->dp_delta) ||
-        opt_num(argc, argv, "--wait", 0, 86400, &p->wait_s) ||
-        opt_num(argc, argv, "--batch", 1, 1024, batch) ||
-        opt_num(argc, argv, "--seq-len", 2, 1 << 20, seq) ||
-        opt_num(argc, argv, "--threads", 1, 1024, &threads))
-        return -1;
-    if (p->dp_noise > 0 && !(p->dp_clip > 0)) {
-        cli_error(argv[0], "--dp-noise needs --dp-clip (the noise is SIGMA times the clip)");
-        return -1;
+    if (o->p.dp_noise > 0 && !(o->p.dp_clip > 0)) {
+        cli_error(cmd, "--dp-noise needs --dp-clip (the noise is SIGMA times the clip)");
+        return CLI_USAGE;
     }
-    if (*batch != floor(*batch) || *seq != floor(*seq) || threads != floor(threads)) {
-        cli_error(argv[0], "--batch, --seq-len and --threads take integers");
-        return -1;
+    if (!o->model) {
+        cli_error(cmd, "--model DIR (the task's base model) is required");
+        return CLI_USAGE;
     }
-    if (threads > 0)
-        pk_threads_set((int)threads);
-    if (!cli_opt(argc, argv, "--model")) {
-        cli_error(argv[0], "--model DIR (the task's base model) is required");
-        return -1;
-    }
-    if (p->upload && !cli_opt(argc, argv, "--dataset")) {
-        cli_error(argv[0], "--dataset NAME is required for local steps (or use --catch-up)");
-        return -1;
+    o->p.upload = !o->catch_up;
+    if (o->p.upload && !o->dataset) {
+        cli_error(cmd, "--dataset NAME is required for local steps (or use --catch-up)");
+        return CLI_USAGE;
     }
     return 0;
 }
@@ -186,61 +203,68 @@ int cli_http_init(const char *cmd)
     return -1;
 }
 
-int cmd_sync(int argc, char **argv)
+/* Runs the round on the opened model and prints the report; writes --out. */
+static int sync_run(const sync_opts *o, pk_store *s, pk_sync_mezo *mz)
 {
-    if (cli_help(argc, argv, sync_help))
-        return CLI_OK;
-    if (cli_check(argc, argv, sync_opts, sync_flags))
-        return CLI_USAGE;
-    pk_sync_params p = pk_sync_default_params();
-    double batch = 8, seq = 64;
-    if (parse(argc, argv, &p, &batch, &seq))
-        return CLI_USAGE;
-    if (cli_http_init(argv[0]) != 0)
-        return CLI_ERR;
-    if (pk_crypto_global_init() != PK_OK) {
-        cli_error(argv[0], "cannot initialise libsodium");
-        return CLI_ERR;
-    }
-    pk_store *s = NULL;
-    if (legacy_cli_open_store(argc, argv, &s) != 0)
-        return CLI_ERR;
-    int rc = CLI_ERR;
+    const char *cmd = o->c.cmd;
     char err[ERRLEN] = "";
-    pk_sync_mezo *mz = NULL;
-    const char *model = cli_opt(argc, argv, "--model"), *out = cli_opt(argc, argv, "--out");
-    pk_status st = pk_sync_mezo_open(s, model, p.upload ? cli_opt(argc, argv, "--dataset") : NULL,
-                                     cli_opt(argc, argv, "--trainable"), (int)batch, (int)seq, &mz,
-                                     err, sizeof err);
-    if (st != PK_OK) {
-        cli_error(argv[0], "%s", err[0] ? err : pk_status_str(st));
-        goto out;
-    }
     pk_sync_model_ops ops = pk_sync_mezo_ops(mz);
     pk_sync_report rep;
     double t0 = pk_time_now();
-    st = pk_sync_round(s, &p, &ops, &rep, err, sizeof err);
+    pk_status st = pk_sync_round(s, &o->p, &ops, &rep, err, sizeof err);
     if (st != PK_OK) {
-        cli_error(argv[0], "%s", err[0] ? err : pk_status_str(st));
+        cli_error(cmd, "%s", err[0] ? err : pk_status_str(st));
         if (st == PK_ERR_HTTP)
             fprintf(stderr, "pocketllm sync: any pending upload stays in the outbox and is sent "
                             "by the next sync\n");
-        goto out;
+        return CLI_ERR;
     }
-    int json = cli_flag(argc, argv, "--json"), quiet = cli_flag(argc, argv, "--quiet");
-    if (json || !quiet)
-        print_report(&rep, json, pk_time_now() - t0);
-    if (out) {
-        st = pk_model_save(pk_sync_mezo_model(mz), out, PK_DTYPE_F32, err, sizeof err);
+    int rc = CLI_OK;
+    if (o->c.json)
+        rc = report_json(&rep, pk_time_now() - t0);
+    else if (!o->c.quiet)
+        report_text(&rep, pk_time_now() - t0);
+    if (o->out) {
+        st = pk_model_save(pk_sync_mezo_model(mz), o->out, PK_DTYPE_F32, err, sizeof err);
         if (st != PK_OK) {
-            cli_error(argv[0], "--out %s: %s", out, err[0] ? err : pk_status_str(st));
-            goto out;
+            cli_error(cmd, "--out %s: %s", o->out, err[0] ? err : pk_status_str(st));
+            return CLI_ERR;
         }
-        if (!json && !quiet)
-            printf("global model written to %s\n", out);
+        if (!o->c.json && !o->c.quiet)
+            printf("global model written to %s\n", o->out);
     }
-    rc = CLI_OK;
-out:
+    return rc;
+}
+
+int cmd_sync(int argc, char **argv)
+{
+    sync_opts o = {.p = pk_sync_default_params(), .trainable = "all", .batch = 8, .seq_len = 64};
+    int rc = cli_parse(&sync_cmd, argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    rc = sync_check(&o);
+    if (rc != 0)
+        return rc;
+    cli_apply_threads(&o.c);
+    if (cli_http_init(o.c.cmd) != 0)
+        return CLI_ERR;
+    if (pk_crypto_global_init() != PK_OK) {
+        cli_error(o.c.cmd, "cannot initialise libsodium");
+        return CLI_ERR;
+    }
+    pk_store *s = NULL;
+    if (cli_open_store(&o.c, &s) != 0)
+        return CLI_ERR;
+    char err[ERRLEN] = "";
+    pk_sync_mezo *mz = NULL;
+    pk_status st = pk_sync_mezo_open(s, o.model, o.p.upload ? o.dataset : NULL, o.trainable,
+                                     o.batch, o.seq_len, &mz, err, sizeof err);
+    if (st != PK_OK) {
+        cli_error(o.c.cmd, "%s", err[0] ? err : pk_status_str(st));
+        rc = CLI_ERR;
+    } else {
+        rc = sync_run(&o, s, mz);
+    }
     pk_sync_mezo_free(mz);
     pk_store_close(s);
     return rc;

@@ -1,6 +1,6 @@
 /* cmd_tokenize.c: `pocketllm tokenize` (JSONL text <-> ids through the model's tokenizer) and
- * `pocketllm bench tokenize` (single-thread encode throughput). The tokenizer itself lives in
- * model/ (pk_tokenizer.h); this file only does I/O and JSON framing. */
+ * `pocketllm bench tokenize` (single-thread encode throughput), one option table each. The
+ * tokenizer itself lives in tokenizer/ (pk_tokenizer.h); this file only does I/O and JSON. */
 #include "cli.h"
 
 #include <errno.h>
@@ -16,35 +16,6 @@
 #include "pk_tokenizer.h"
 
 #define MAX_LINE ((size_t)64 << 20) /* one JSONL line */
-
-static const char tokenize_help[] =
-    "usage: pocketllm tokenize --model DIR [--add-special] [--decode [--skip-special]]\n"
-    "\n"
-    "Reads JSON lines on stdin and writes one JSON line per input line on stdout.\n"
-    "  encode (default): {\"text\": \"...\"}  ->  {\"ids\": [...]}\n"
-    "  --decode:         {\"ids\": [...]}    ->  {\"text\": \"...\"}\n"
-    "DIR holds tokenizer.json, or vocab.json + merges.txt, or tokenizer.model (a model\n"
-    "directory or one with only tokenizer files). --add-special inserts BOS/EOS as the\n"
-    "tokenizer_config.json says; --skip-special drops special tokens when decoding.\n"
-    "Bytes that are not valid UTF-8 are written as U+FFFD in the decoded JSON.\n"
-    "\n"
-    "examples:\n"
-    "  echo '{\"text\": \"Hello world\"}' | pocketllm tokenize --model models/gpt2\n"
-    "  echo '{\"ids\": [15496, 995]}' | pocketllm tokenize --model models/gpt2 --decode\n"
-    "  pocketllm tokenize --model models/stories260k --add-special < prompts.jsonl\n";
-
-static const char bench_help[] =
-    "usage: pocketllm bench tokenize --model DIR --file F [--repeat N] [--per-line]\n"
-    "\n"
-    "Encodes the text file F (in chunks of whole lines, about 64 KiB each; with --per-line each\n"
-    "line by itself, as training examples are) on one thread and prints one JSON line:\n"
-    "{\"mb_per_s\", \"bytes\", \"tokens\", \"seconds\", \"cpu_seconds\", \"cpu_mb_per_s\"}\n"
-    "(MB = 10^6 bytes; wall and process CPU time; the load time is not included; on a busy\n"
-    "machine cpu_mb_per_s is the steadier figure). --repeat N encodes the file N times.\n"
-    "\n"
-    "examples:\n"
-    "  pocketllm bench tokenize --model models/gpt2 --file prose.txt\n"
-    "  pocketllm bench tokenize --model models/llama3 --file prose.txt --repeat 5\n";
 
 /* ---- JSON helpers (strings with NUL bytes need lengths, which cJSON does not give) ---- */
 
@@ -202,48 +173,115 @@ static long find_text(const char *line, char *out)
     }
 }
 
-/* Writes s as a JSON string; invalid UTF-8 bytes become U+FFFD. */
-static void put_json_string(FILE *f, const char *s, size_t n)
+/* Length of the valid UTF-8 sequence at s (left bytes remain), or 0 if it is not one: no
+ * overlongs, surrogates or code points above U+10FFFF. */
+static size_t utf8_seq(const uint8_t *s, size_t left)
 {
-    fputc('"', f);
-    for (size_t i = 0; i < n;) {
-        uint8_t c = (uint8_t)s[i];
-        if (c == '"' || c == '\\') {
-            fputc('\\', f);
-            fputc(c, f);
-            i++;
-        } else if (c < 0x20 || c == 0x7f) {
-            static const char esc[] = {'b', 't', 'n', 0, 'f', 'r'};
-            if (c >= 8 && c <= 13 && esc[c - 8])
-                fprintf(f, "\\%c", esc[c - 8]);
-            else
-                fprintf(f, "\\u%04x", c);
-            i++;
-        } else if (c < 0x80) {
-            fputc(c, f);
-            i++;
+    uint8_t c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t k = c >= 0xF0 && c < 0xF5 ? 4 : c >= 0xE0 && c < 0xF0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
+    if (k == 0 || k > left)
+        return 0;
+    for (size_t j = 1; j < k; j++)
+        if ((s[j] & 0xC0) != 0x80)
+            return 0;
+    if (k == 3 && ((c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] >= 0xA0)))
+        return 0;
+    if (k == 4 && ((c == 0xF0 && s[1] < 0x90) || (c == 0xF4 && s[1] >= 0x90)))
+        return 0;
+    return k;
+}
+
+/* s (n bytes) with every byte that is not part of valid UTF-8 replaced by U+FFFD; owned
+ * result (free()), NUL-terminated, *len bytes without the NUL; NULL if out of memory. */
+static char *utf8_repair(const char *s, size_t n, size_t *len)
+{
+    char *o = malloc(3 * n + 1), *p = o;
+    for (size_t i = 0; o && i < n;) {
+        size_t k = utf8_seq((const uint8_t *)s + i, n - i);
+        if (k) {
+            memcpy(p, s + i, k);
+            p += k;
+            i += k;
         } else {
-            size_t k = c >= 0xF0 && c < 0xF5 ? 4 : c >= 0xE0 && c < 0xF0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
-            int ok = k && i + k <= n;
-            for (size_t j = 1; ok && j < k; j++)
-                ok = ((uint8_t)s[i + j] & 0xC0) == 0x80;
-            if (ok && k == 3) { /* no overlongs or surrogates */
-                uint8_t c1 = (uint8_t)s[i + 1];
-                ok = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0);
-            } else if (ok && k == 4) {
-                uint8_t c1 = (uint8_t)s[i + 1];
-                ok = !(c == 0xF0 && c1 < 0x90) && !(c == 0xF4 && c1 >= 0x90);
-            }
-            if (ok) {
-                fwrite(s + i, 1, k, f);
-                i += k;
-            } else {
-                fputs("\xef\xbf\xbd", f);
-                i++;
-            }
+            memcpy(p, "\xef\xbf\xbd", 3);
+            p += 3;
+            i++;
         }
     }
-    fputc('"', f);
+    if (o) {
+        *p = '\0';
+        *len = (size_t)(p - o);
+    }
+    return o;
+}
+
+/* {"text": "..."} for s (len bytes, s[len] == NUL). A cJSON string ends at its first NUL, so
+ * each NUL-free run of s is escaped by cJSON and the NUL bytes between runs are written as
+ * \u0000 (decoded text may hold them: a byte-level token for 0x00). */
+static int print_text(const char *s, size_t len)
+{
+    fputs("{\"text\": \"", stdout);
+    for (size_t off = 0;;) {
+        cJSON *run = cJSON_CreateStringReference(s + off);
+        char *lit = run ? cJSON_PrintUnformatted(run) : NULL;
+        cJSON_Delete(run);
+        if (!lit)
+            return -1;
+        fwrite(lit + 1, 1, strlen(lit) - 2, stdout); /* without its quotes */
+        cJSON_free(lit);
+        off += strlen(s + off);
+        if (off >= len)
+            break;
+        fputs("\\u0000", stdout);
+        off++;
+    }
+    fputs("\"}\n", stdout);
+    return 0;
+}
+
+/* {"ids": [1, 2, 3]}: every id is rendered by one reused cJSON number, so a long line does not
+ * need a cJSON tree of one 64-byte node per token. */
+static int print_ids(const int32_t *ids, size_t n)
+{
+    cJSON *num = cJSON_CreateNumber(0);
+    char buf[32];
+    if (!num)
+        return -1;
+    fputs("{\"ids\": [", stdout);
+    for (size_t i = 0; i < n; i++) {
+        cJSON_SetNumberValue(num, ids[i]);
+        if (!cJSON_PrintPreallocated(num, buf, (int)sizeof buf, 0))
+            buf[0] = '\0'; /* cannot happen: an int32 needs at most 11 bytes */
+        fputs(i ? ", " : "", stdout);
+        fputs(buf, stdout);
+    }
+    fputs("]}\n", stdout);
+    cJSON_Delete(num);
+    return 0;
+}
+
+/* A flat object on one line as {"key": value, "key2": value2} (the layout this command has
+ * always printed; cJSON's own are compact or multi-line): keys and values rendered by cJSON.
+ * obj is taken. */
+static int print_spaced(cJSON *obj)
+{
+    int ok = obj != NULL;
+    fputc('{', stdout);
+    for (const cJSON *m = obj ? obj->child : NULL; ok && m; m = m->next) {
+        cJSON *key = cJSON_CreateStringReference(m->string);
+        char *k = key ? cJSON_PrintUnformatted(key) : NULL, *v = cJSON_PrintUnformatted(m);
+        ok = k && v;
+        if (ok)
+            printf("%s%s: %s", m == obj->child ? "" : ", ", k, v);
+        cJSON_free(k);
+        cJSON_free(v);
+        cJSON_Delete(key);
+    }
+    fputs("}\n", stdout);
+    cJSON_Delete(obj);
+    return ok ? 0 : -1;
 }
 
 static int load_tok(const char *cmd, const char *dir, pk_tokenizer **t)
@@ -260,6 +298,44 @@ static int load_tok(const char *cmd, const char *dir, pk_tokenizer **t)
     }
     return CLI_OK;
 }
+
+/* ---- tokenize ------------------------------------------------------------------------------- */
+
+typedef struct tokenize_opts {
+    cli_common c;
+    const char *model;
+    int add_special;
+    int decode;
+    int skip_special;
+} tokenize_opts;
+
+#define T tokenize_opts
+static const cli_option tokenize_table[] = {
+    {"--model", CLI_STR, CLI_AT(T, model), 0, 0, NULL, "DIR",
+     "model or tokenizer directory (required)"},
+    {"--add-special", CLI_FLAG, CLI_AT(T, add_special), 0, 0, NULL, NULL,
+     "encode: insert BOS/EOS as tokenizer_config.json says"},
+    {"--decode", CLI_FLAG, CLI_AT(T, decode), 0, 0, NULL, NULL, "ids to text"},
+    {"--skip-special", CLI_FLAG, CLI_AT(T, skip_special), 0, 0, NULL, NULL,
+     "decode: drop special tokens"},
+    CLI_HOME_IGNORED(T),
+    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+};
+#undef T
+
+static const cli_command tokenize_cmd = {
+    "tokenize", "tokenize --model DIR [--add-special] [--decode [--skip-special]]",
+    "Reads JSON lines on stdin and writes one JSON line per input line on stdout.\n"
+    "  encode (default): {\"text\": \"...\"}  ->  {\"ids\": [...]}\n"
+    "  --decode:         {\"ids\": [...]}    ->  {\"text\": \"...\"}\n"
+    "DIR holds tokenizer.json, or vocab.json + merges.txt, or tokenizer.model (a model\n"
+    "directory or one with only tokenizer files).\n"
+    "Bytes that are not valid UTF-8 are written as U+FFFD in the decoded JSON.",
+    tokenize_table, 0,
+    "examples:\n"
+    "  echo '{\"text\": \"Hello world\"}' | pocketllm tokenize --model models/gpt2\n"
+    "  echo '{\"ids\": [15496, 995]}' | pocketllm tokenize --model models/gpt2 --decode\n"
+    "  pocketllm tokenize --model models/stories260k --add-special < prompts.jsonl"};
 
 static int encode_line(const char *cmd, const pk_tokenizer *t, const char *line, size_t len,
                        size_t lineno, int add_special, char *scratch)
@@ -279,12 +355,35 @@ static int encode_line(const char *cmd, const pk_tokenizer *t, const char *line,
         cli_error(cmd, "stdin line %zu: encode failed: %s", lineno, pk_status_str(st));
         return CLI_ERR;
     }
-    fputs("{\"ids\": [", stdout);
-    for (size_t i = 0; i < n; i++)
-        printf(i ? ", %d" : "%d", (int)ids[i]);
-    fputs("]}\n", stdout);
+    int rc = print_ids(ids, n) == 0 ? CLI_OK : CLI_ERR;
     free(ids);
-    return CLI_OK;
+    if (rc != CLI_OK)
+        cli_error(cmd, "stdin line %zu: out of memory", lineno);
+    return rc;
+}
+
+/* The "ids" array of a parsed line as token ids below the vocabulary size; owned (free()). */
+static int32_t *line_ids(const char *cmd, const cJSON *a, size_t vs, size_t lineno, size_t *n)
+{
+    int32_t *ids = malloc(((size_t)cJSON_GetArraySize(a) + 1) * sizeof *ids);
+    size_t k = 0;
+    const cJSON *e;
+    if (!ids) {
+        cli_error(cmd, "stdin line %zu: out of memory", lineno);
+        return NULL;
+    }
+    cJSON_ArrayForEach(e, a)
+    {
+        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= (double)vs ||
+            e->valuedouble != (double)(int32_t)e->valuedouble) {
+            cli_error(cmd, "stdin line %zu: ids[%zu] is not a token id below %zu", lineno, k, vs);
+            free(ids);
+            return NULL;
+        }
+        ids[k++] = (int32_t)e->valuedouble;
+    }
+    *n = k;
+    return ids;
 }
 
 static int decode_line(const char *cmd, const pk_tokenizer *t, const char *line, size_t len,
@@ -294,102 +393,135 @@ static int decode_line(const char *cmd, const pk_tokenizer *t, const char *line,
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, "ids");
     int rc = CLI_ERR;
     int32_t *ids = NULL;
-    char *text = NULL;
+    char *text = NULL, *clean = NULL;
+    size_t n = 0, tl = 0, cl = 0;
     if (!cJSON_IsObject(j) || !cJSON_IsArray(a)) {
         cli_error(cmd, "stdin line %zu: expected a JSON object with an array \"ids\"", lineno);
         goto out;
     }
-    size_t n = (size_t)cJSON_GetArraySize(a), k = 0, vs = pk_tokenizer_vocab_size(t);
-    ids = malloc((n ? n : 1) * sizeof *ids);
+    ids = line_ids(cmd, a, pk_tokenizer_vocab_size(t), lineno, &n);
     if (!ids)
         goto out;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, a)
-    {
-        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= (double)vs ||
-            e->valuedouble != (double)(int32_t)e->valuedouble) {
-            cli_error(cmd, "stdin line %zu: ids[%zu] is not a token id below %zu", lineno, k, vs);
-            goto out;
-        }
-        ids[k++] = (int32_t)e->valuedouble;
-    }
-    size_t tl = 0;
-    pk_status st = pk_tokenizer_decode(t, ids, k, skip_special, &text, &tl);
+    pk_status st = pk_tokenizer_decode(t, ids, n, skip_special, &text, &tl);
     if (st != PK_OK) {
         cli_error(cmd, "stdin line %zu: decode failed: %s", lineno, pk_status_str(st));
         goto out;
     }
-    fputs("{\"text\": ", stdout);
-    put_json_string(stdout, text, tl);
-    fputs("}\n", stdout);
+    clean = utf8_repair(text, tl, &cl);
+    if (!clean || print_text(clean, cl) != 0) {
+        cli_error(cmd, "stdin line %zu: out of memory", lineno);
+        goto out;
+    }
     rc = CLI_OK;
 out:
+    free(clean);
     free(text);
     free(ids);
     cJSON_Delete(j);
     return rc;
 }
 
-int cmd_tokenize(int argc, char **argv)
+/* Grows *buf to at least n bytes. */
+static int reserve(char **buf, size_t *cap, size_t n)
 {
-    static const char *const vals[] = {"--model", NULL};
-    static const char *const flags[] = {"--add-special", "--decode", "--skip-special", NULL};
-    if (cli_help(argc, argv, tokenize_help))
-        return CLI_OK;
-    if (cli_check(argc, argv, vals, flags))
-        return CLI_USAGE;
-    if (cli_positional(argc, argv, 0, vals)) {
-        cli_error(argv[0], "unexpected argument '%s'", cli_positional(argc, argv, 0, vals));
-        return CLI_USAGE;
-    }
-    pk_tokenizer *t = NULL;
-    int rc = load_tok(argv[0], cli_opt(argc, argv, "--model"), &t);
-    if (rc != CLI_OK)
-        return rc;
-    int decode = cli_flag(argc, argv, "--decode");
-    int add_special = cli_flag(argc, argv, "--add-special");
-    int skip_special = cli_flag(argc, argv, "--skip-special");
+    if (n <= *cap)
+        return 0;
+    char *b = realloc(*buf, n);
+    if (!b)
+        return -1;
+    *buf = b;
+    *cap = n;
+    return 0;
+}
+
+/* Encodes or decodes every line of stdin; stops at the first bad line. */
+static int tokenize_stream(const tokenize_opts *o, const pk_tokenizer *t)
+{
+    const char *cmd = o->c.cmd;
     char *line = NULL, *scratch = NULL;
     size_t cap = 0, scap = 0, lineno = 0;
-    ssize_t n;
-    while (rc == CLI_OK && (n = getline(&line, &cap, stdin)) >= 0) {
+    ssize_t got;
+    int rc = CLI_OK;
+    while (rc == CLI_OK && (got = getline(&line, &cap, stdin)) >= 0) {
+        size_t len = (size_t)got;
         lineno++;
-        size_t len = (size_t)n;
         while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             line[--len] = 0;
         if (len == 0)
             continue;
         if (len > MAX_LINE) {
-            cli_error(argv[0], "stdin line %zu: longer than %zu bytes", lineno, MAX_LINE);
+            cli_error(cmd, "stdin line %zu: longer than %zu bytes", lineno, MAX_LINE);
             rc = CLI_ERR;
-            break;
+        } else if (reserve(&scratch, &scap, len + 1) != 0) {
+            cli_error(cmd, "out of memory");
+            rc = CLI_ERR;
+        } else {
+            rc = o->decode ? decode_line(cmd, t, line, len, lineno, o->skip_special)
+                           : encode_line(cmd, t, line, len, lineno, o->add_special, scratch);
         }
-        if (len + 1 > scap) {
-            char *s = realloc(scratch, len + 1);
-            if (!s) {
-                cli_error(argv[0], "out of memory");
-                rc = CLI_ERR;
-                break;
-            }
-            scratch = s;
-            scap = len + 1;
-        }
-        rc = decode ? decode_line(argv[0], t, line, len, lineno, skip_special)
-                    : encode_line(argv[0], t, line, len, lineno, add_special, scratch);
     }
     if (rc == CLI_OK && ferror(stdin)) {
-        cli_error(argv[0], "reading stdin: %s", strerror(errno));
-        rc = CLI_ERR;
-    }
-    if (fflush(stdout) != 0 && rc == CLI_OK) {
-        cli_error(argv[0], "write failed: %s", strerror(errno));
+        cli_error(cmd, "reading stdin: %s", strerror(errno));
         rc = CLI_ERR;
     }
     free(line);
     free(scratch);
+    return rc;
+}
+
+int cmd_tokenize(int argc, char **argv)
+{
+    tokenize_opts o = {0};
+    pk_tokenizer *t = NULL;
+    int rc = cli_parse(&tokenize_cmd, argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    rc = load_tok(o.c.cmd, o.model, &t);
+    if (rc != CLI_OK)
+        return rc;
+    rc = tokenize_stream(&o, t);
+    if (fflush(stdout) != 0 && rc == CLI_OK) {
+        cli_error(o.c.cmd, "write failed: %s", strerror(errno));
+        rc = CLI_ERR;
+    }
     pk_tokenizer_free(t);
     return rc;
 }
+
+/* ---- bench tokenize ------------------------------------------------------------------------- */
+
+typedef struct bench_opts {
+    cli_common c;
+    const char *model;
+    const char *file;
+    int repeat;
+    int per_line;
+} bench_opts;
+
+#define T bench_opts
+static const cli_option bench_table[] = {
+    {"--model", CLI_STR, CLI_AT(T, model), 0, 0, NULL, "DIR",
+     "model or tokenizer directory (required)"},
+    {"--file", CLI_STR, CLI_AT(T, file), 0, 0, NULL, "F", "text file to encode (required)"},
+    {"--repeat", CLI_INT, CLI_AT(T, repeat), 1, 1000, NULL, "N", "encode the file N times"},
+    {"--per-line", CLI_FLAG, CLI_AT(T, per_line), 0, 0, NULL, NULL,
+     "encode each line by itself, as training examples are"},
+    CLI_HOME_IGNORED(T),
+    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+};
+#undef T
+
+static const cli_command bench_cmd = {
+    "bench tokenize", "bench tokenize --model DIR --file F [--repeat N] [--per-line]",
+    "Encodes the text file F (in chunks of whole lines, about 64 KiB each; with --per-line each\n"
+    "line by itself) on one thread and prints one JSON line:\n"
+    "{\"mb_per_s\", \"bytes\", \"tokens\", \"seconds\", \"cpu_seconds\", \"cpu_mb_per_s\"}\n"
+    "(MB = 10^6 bytes; wall and process CPU time; the load time is not included; on a busy\n"
+    "machine cpu_mb_per_s is the steadier figure).",
+    bench_table, 0,
+    "examples:\n"
+    "  pocketllm bench tokenize --model models/gpt2 --file prose.txt\n"
+    "  pocketllm bench tokenize --model models/llama3 --file prose.txt --repeat 5"};
 
 static int read_file(const char *cmd, const char *path, char **data, size_t *len)
 {
@@ -445,52 +577,57 @@ static long long encode_chunks(const pk_tokenizer *t, const char *data, size_t l
     return tokens;
 }
 
-int cmd_bench_tokenize(int argc, char **argv)
+/* Times `repeat` encodes of data and prints the JSON line. */
+static int bench_run(const bench_opts *o, const pk_tokenizer *t, const char *data, size_t len)
 {
-    static const char *const vals[] = {"--model", "--file", "--repeat", NULL};
-    if (cli_help(argc, argv, bench_help))
-        return CLI_OK;
-    static const char *const flags[] = {"--per-line", NULL};
-    if (cli_check(argc, argv, vals, flags))
-        return CLI_USAGE;
-    size_t chunk = cli_flag(argc, argv, "--per-line") ? 1 : 65536;
-    long long repeat = 1;
-    if (cli_opt_long(argc, argv, "--repeat", &repeat) < 0)
-        return CLI_USAGE;
-    const char *file = cli_opt(argc, argv, "--file");
-    if (!file || repeat < 1 || repeat > 1000) {
-        cli_error(argv[0], "%s", !file ? "--file F is required" : "--repeat must be 1..1000");
-        return CLI_USAGE;
-    }
-    pk_tokenizer *t = NULL;
-    int rc = load_tok(argv[0], cli_opt(argc, argv, "--model"), &t);
-    if (rc != CLI_OK)
-        return rc;
-    char *data = NULL;
-    size_t len = 0;
-    rc = read_file(argv[0], file, &data, &len);
-    if (rc != CLI_OK)
-        goto out;
+    size_t chunk = o->per_line ? 1 : 65536;
     long long tokens = 0;
     clock_t c0 = clock();
     double t0 = pk_time_now();
-    for (long long r = 0; r < repeat && tokens >= 0; r++) {
+    for (int r = 0; r < o->repeat && tokens >= 0; r++) {
         long long k = encode_chunks(t, data, len, chunk);
         tokens = k < 0 ? -1 : tokens + k;
     }
     double secs = pk_time_now() - t0;
     double cpu = (double)(clock() - c0) / CLOCKS_PER_SEC;
     if (tokens < 0) {
-        cli_error(argv[0], "encode failed (out of memory)");
-        rc = CLI_ERR;
-        goto out;
+        cli_error(o->c.cmd, "encode failed (out of memory)");
+        return CLI_ERR;
     }
-    double bytes = (double)len * (double)repeat;
-    printf("{\"mb_per_s\": %.2f, \"bytes\": %.0f, \"tokens\": %lld, \"seconds\": %.4f, "
-           "\"cpu_seconds\": %.4f, \"cpu_mb_per_s\": %.2f}\n",
-           secs > 0 ? bytes / secs / 1e6 : 0.0, bytes, tokens, secs, cpu,
-           cpu > 0 ? bytes / cpu / 1e6 : 0.0);
-out:
+    double bytes = (double)len * (double)o->repeat;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "mb_per_s", secs > 0 ? bytes / secs / 1e6 : 0.0);
+    cJSON_AddNumberToObject(j, "bytes", bytes);
+    cJSON_AddNumberToObject(j, "tokens", (double)tokens);
+    cJSON_AddNumberToObject(j, "seconds", secs);
+    cJSON_AddNumberToObject(j, "cpu_seconds", cpu);
+    cJSON_AddNumberToObject(j, "cpu_mb_per_s", cpu > 0 ? bytes / cpu / 1e6 : 0.0);
+    if (print_spaced(j) != 0) {
+        cli_error(o->c.cmd, "out of memory while printing JSON");
+        return CLI_ERR;
+    }
+    return CLI_OK;
+}
+
+int cmd_bench_tokenize(int argc, char **argv)
+{
+    bench_opts o = {.repeat = 1};
+    pk_tokenizer *t = NULL;
+    char *data = NULL;
+    size_t len = 0;
+    int rc = cli_parse(&bench_cmd, argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    if (!o.file) {
+        cli_error(o.c.cmd, "--file F is required (see pocketllm bench tokenize --help)");
+        return CLI_USAGE;
+    }
+    rc = load_tok(o.c.cmd, o.model, &t);
+    if (rc != CLI_OK)
+        return rc;
+    rc = read_file(o.c.cmd, o.file, &data, &len);
+    if (rc == CLI_OK)
+        rc = bench_run(&o, t, data, len);
     free(data);
     pk_tokenizer_free(t);
     return rc;

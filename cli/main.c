@@ -50,8 +50,10 @@ static void usage(FILE *f)
           f);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
-    fputs("\nCommon options: --home DIR (agent home, default $XDG_DATA_HOME/pocketllm),\n"
-          "  --threads N, --json, --quiet.\n"
+    fputs("\nOptions come after the command, in any order (\"--name VALUE\" or \"--name=VALUE\");\n"
+          "a repeated option takes its last value (an option meant to be repeated, such as\n"
+          "plot --run, collects them all). Common options: --home DIR (agent home, default\n"
+          "$XDG_DATA_HOME/pocketllm), --passphrase-file FILE, --threads N, --json, --quiet.\n"
           "Exit codes: 0 ok, 1 error, 2 usage error, 130 interrupted.\n",
           f);
 }

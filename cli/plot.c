@@ -1,6 +1,6 @@
-/* plot.c: loss curves as a standalone SVG 1.1 document (pk_plot_svg), and the plot of a run
- * read from the store (pk_plot_run). Reading the step log and eval points is left to store/;
- * this file only lays out axes, ticks, curves and the legend. */
+/* plot.c: loss curves as a standalone SVG 1.1 document (pk_plot_svg), and the plots of a run or
+ * of several runs read from the store (pk_plot_run, pk_plot_runs). Reading the step log and eval
+ * points is left to store/; this file only lays out axes, ticks, curves and the legend. */
 #include "progress.h"
 
 #include <errno.h>
@@ -300,59 +300,128 @@ out:
     return st;
 }
 
-pk_status pk_plot_run(pk_store *s, int64_t run_id, const char *out_path, char *err, size_t errlen)
+/* A run's train loss: one point per step (x: steps done) and its EMA. Owned arrays. */
+typedef struct train_curve {
+    double *x, *y, *smooth;
+    size_t n;
+} train_curve;
+
+static void curve_free(train_curve *c)
+{
+    free(c->x);
+    free(c->y);
+    free(c->smooth);
+    memset(c, 0, sizeof *c);
+}
+
+static pk_status read_train_curve(pk_store *s, int64_t run_id, train_curve *c, char *err,
+                                  size_t errlen)
 {
     pk_step_row *rows = NULL;
-    size_t n_rows = 0, n_eval = 0;
-    int64_t *esteps = NULL;
-    double *eloss = NULL, *eacc = NULL, *tx = NULL, *ty = NULL, *tsm = NULL, *ex = NULL;
+    size_t n_rows = 0;
+    memset(c, 0, sizeof *c);
     pk_status st = pk_store_steps_read(s, run_id, 0, INT64_MAX, &rows, &n_rows);
     if (st != PK_OK) {
         pk_seterr(err, errlen, "cannot read the step log of run %lld: %s", (long long)run_id,
-                pk_store_errmsg(s));
-        goto out;
+                  pk_store_errmsg(s));
+        return st;
     }
+    size_t cap = n_rows ? n_rows : 1;
+    c->x = malloc(cap * sizeof *c->x);
+    c->y = malloc(cap * sizeof *c->y);
+    c->smooth = malloc(cap * sizeof *c->smooth);
+    if (!c->x || !c->y || !c->smooth) {
+        curve_free(c);
+        free(rows);
+        return PK_ERR_NOMEM;
+    }
+    c->n = train_points(rows, n_rows, c->x, c->y);
+    ema(c->y, c->n, 0.1, c->smooth);
+    free(rows);
+    return PK_OK;
+}
+
+pk_status pk_plot_run(pk_store *s, int64_t run_id, const char *out_path, char *err, size_t errlen)
+{
+    train_curve tc = {0};
+    size_t n_eval = 0;
+    int64_t *esteps = NULL;
+    double *eloss = NULL, *eacc = NULL, *ex = NULL;
+    pk_status st = read_train_curve(s, run_id, &tc, err, errlen);
+    if (st != PK_OK)
+        goto out;
     st = pk_store_eval_read(s, run_id, &esteps, &eloss, &eacc, &n_eval);
     if (st != PK_OK) {
         pk_seterr(err, errlen, "cannot read the eval points of run %lld: %s", (long long)run_id,
                 pk_store_errmsg(s));
         goto out;
     }
-    if (n_rows == 0 && n_eval == 0) {
+    if (tc.n == 0 && n_eval == 0) {
         pk_seterr(err, errlen, "run %lld has no logged steps or eval points yet",
                 (long long)run_id);
         st = PK_ERR_NOTFOUND;
         goto out;
     }
-    size_t cap = n_rows ? n_rows : 1, ecap = n_eval ? n_eval : 1;
-    tx = malloc(cap * sizeof *tx);
-    ty = malloc(cap * sizeof *ty);
-    tsm = malloc(cap * sizeof *tsm);
-    ex = malloc(ecap * sizeof *ex);
-    if (!tx || !ty || !tsm || !ex) {
+    ex = malloc((n_eval ? n_eval : 1) * sizeof *ex);
+    if (!ex) {
         st = PK_ERR_NOMEM;
         goto out;
     }
-    size_t n_train = train_points(rows, n_rows, tx, ty);
-    ema(ty, n_train, 0.1, tsm);
     for (size_t i = 0; i < n_eval; i++)
         ex[i] = (double)esteps[i];
     pk_plot_series ser[3] = {
-        {"train-loss-raw", "train loss (per step)", "#1f77b4", tx, ty, n_train, 0, 1},
-        {"train-loss", "train loss (smoothed)", "#1f77b4", tx, tsm, n_train, 0, 0},
+        {"train-loss-raw", "train loss (per step)", "#1f77b4", tc.x, tc.y, tc.n, 0, 1},
+        {"train-loss", "train loss (smoothed)", "#1f77b4", tc.x, tc.smooth, tc.n, 0, 0},
         {"eval-loss", "held-out loss", "#d62728", ex, eloss, n_eval, 1, 0},
     };
     char title[96];
     snprintf(title, sizeof title, "PocketLLM run %lld: loss", (long long)run_id);
     st = write_svg_file(out_path, title, ser, 3, err, errlen);
 out:
-    free(rows);
+    curve_free(&tc);
     free(esteps);
     free(eloss);
     free(eacc);
-    free(tx);
-    free(ty);
-    free(tsm);
     free(ex);
+    return st;
+}
+
+/* Distinct colors for up to 8 runs (then they repeat). */
+static const char *const run_colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e",
+                                         "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+
+typedef struct run_label {
+    char id[32];   /* "run-N" */
+    char name[32]; /* "run N" */
+} run_label;
+
+pk_status pk_plot_runs(pk_store *s, const int64_t *run_ids, size_t n_runs, const char *out_path,
+                       char *err, size_t errlen)
+{
+    train_curve *tc = calloc(n_runs ? n_runs : 1, sizeof *tc);
+    pk_plot_series *ser = calloc(n_runs ? n_runs : 1, sizeof *ser);
+    run_label *lab = calloc(n_runs ? n_runs : 1, sizeof *lab);
+    pk_status st = tc && ser && lab ? PK_OK : PK_ERR_NOMEM;
+    for (size_t i = 0; st == PK_OK && i < n_runs; i++) {
+        st = read_train_curve(s, run_ids[i], &tc[i], err, errlen);
+        if (st == PK_OK && tc[i].n == 0) {
+            pk_seterr(err, errlen, "run %lld has no logged steps yet", (long long)run_ids[i]);
+            st = PK_ERR_NOTFOUND;
+        }
+        snprintf(lab[i].id, sizeof lab[i].id, "run-%lld", (long long)run_ids[i]);
+        snprintf(lab[i].name, sizeof lab[i].name, "run %lld", (long long)run_ids[i]);
+        pk_plot_series one = {lab[i].id, lab[i].name,
+                              run_colors[i % (sizeof run_colors / sizeof run_colors[0])],
+                              tc[i].x, tc[i].smooth, tc[i].n, 0, 0};
+        ser[i] = one;
+    }
+    if (st == PK_OK)
+        st = write_svg_file(out_path, "PocketLLM runs: train loss (smoothed)", ser, n_runs, err,
+                            errlen);
+    for (size_t i = 0; tc && i < n_runs; i++)
+        curve_free(&tc[i]);
+    free(tc);
+    free(ser);
+    free(lab);
     return st;
 }

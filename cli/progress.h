@@ -83,5 +83,10 @@ PK_NODISCARD pk_status pk_plot_svg(FILE *out, const char *title, const char *xla
  * PK_ERR_NOTFOUND if the run has neither steps nor evals; err (errlen bytes) says why. */
 PK_NODISCARD pk_status pk_plot_run(pk_store *s, int64_t run_id, const char *out_path, char *err,
                                    size_t errlen);
+/* Several runs in one plot: each run's smoothed train loss (as in pk_plot_run) as one series,
+ * id "run-N", named "run N", in its own color; no eval points. run_ids borrowed (n_runs >= 1).
+ * PK_ERR_NOTFOUND if a run has no logged steps (err names it; no file is written). */
+PK_NODISCARD pk_status pk_plot_runs(pk_store *s, const int64_t *run_ids, size_t n_runs,
+                                    const char *out_path, char *err, size_t errlen);
 
 #endif /* PK_CLI_PROGRESS_H */
