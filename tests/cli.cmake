@@ -3,5 +3,5 @@
 # the engine and trainer commands (forward, generate, make-model, eval, replay, runs, mezo-probe,
 # bench forward / mezo) end to end on stories260k.
 pk_add_test(test_cli_opts SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_cli_opts.c
-    LIBS PkgConfig::CJSON LABELS unit TIMEOUT 180)
+    LIBS PkgConfig::CJSON LABELS unit TIMEOUT 300)
 add_dependencies(test_cli_opts pocketllm)
