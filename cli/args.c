@@ -2,7 +2,9 @@
 #include "cli.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -307,4 +309,55 @@ int cli_list_int64(const cli_common *c, const char *flag, const cli_list *l, int
         out[i] = (int64_t)x;
     }
     return 0;
+}
+int cli_parse_ids(const cli_common *c, const char *flag, const char *s, int32_t **ids, int *n)
+{
+    size_t cap = 1;
+    for (const char *p = s; *p; p++)
+        cap += *p == ',';
+    int32_t *v = cap <= INT_MAX ? malloc(cap * sizeof *v) : NULL;
+    *ids = NULL;
+    *n = 0;
+    if (v == NULL) {
+        cli_error(c->cmd, "%s: out of memory for %zu ids", flag, cap);
+        return CLI_ERR;
+    }
+    int k = 0;
+    for (const char *p = s;; k++) {
+        char *end = NULL;
+        errno = 0;
+        /* digits only: strtoll alone would take " 7", "+7" and "-0" */
+        long long x = isdigit((unsigned char)*p) ? strtoll(p, &end, 10) : -1;
+        if (x < 0 || errno || x > INT32_MAX || (*end != ',' && *end != '\0')) {
+            cli_error(c->cmd, "%s: expected comma-separated token ids (0 .. %d), got \"%s\"", flag,
+                      INT32_MAX, s);
+            free(v);
+            return CLI_USAGE;
+        }
+        v[k] = (int32_t)x;
+        if (*end == '\0')
+            break;
+        p = end + 1;
+    }
+    *ids = v;
+    *n = k + 1;
+    return 0;
+}
+
+void cli_json_add_rounded(cJSON *obj, const char *key, double v, int decimals)
+{
+    double scale = pow(10.0, decimals);
+    double r = round(v * scale) / scale;
+    cli_json_add_finite(obj, key, isfinite(r) ? r : v);
+}
+
+void cli_json_add_exact(cJSON *obj, const char *key, double v)
+{
+    char buf[32];
+    if (!isfinite(v)) {
+        cJSON_AddNullToObject(obj, key);
+        return;
+    }
+    snprintf(buf, sizeof buf, "%.17g", v); /* a finite double in %g is a valid JSON number */
+    cJSON_AddRawToObject(obj, key, buf);
 }

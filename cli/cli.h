@@ -106,5 +106,15 @@ int cli_list_int64(const cli_common *c, const char *flag, const cli_list *l, int
         "--home", CLI_STR, CLI_AT(T, c.home), 0, 0, NULL, "DIR",                                  \
             "ignored (this command uses no agent home)"                                            \
     }
+/* Parses the comma-separated token ids s ("1,2,3": decimal, 0 .. INT32_MAX) given to option
+ * flag. Returns 0 with *ids (owned result, free()) holding *n >= 1 ids; else prints
+ * "pocketllm CMD: FLAG: ..." and returns CLI_USAGE (CLI_ERR if out of memory), *ids NULL. */
+int cli_parse_ids(const cli_common *c, const char *flag, const char *s, int32_t **ids, int *n);
+/* Adds key: v rounded to `decimals` places (timings and losses meant for people), or null when
+ * v is not finite. */
+void cli_json_add_rounded(struct cJSON *obj, const char *key, double v, int decimals);
+/* Adds key: v with 17 significant digits, which read back as the same double (cJSON's own
+ * printer may drop the last bit), or null when v is not finite. */
+void cli_json_add_exact(struct cJSON *obj, const char *key, double v);
 
 #endif /* PK_CLI_H */

@@ -1,6 +1,8 @@
 /* cmd_model.c: the engine commands: forward (raw logits + loss), generate (KV cache, sampling,
  * streaming), make-model (random models of known shapes) and bench forward (throughput against
- * the sgemm roofline). The engine itself is model/pk_model.h. */
+ * the sgemm roofline). Each command has one option table (opts.h); the engine itself is
+ * model/pk_model.h. */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,55 +10,10 @@
 
 #include "cli.h"
 #include "passphrase.h"
-#include "pk_train.h"
 #include "pk_model.h"
 #include "pk_store.h"
 #include "pk_tokenizer.h"
-
-/* Parses "1,2,3" into an owned array. Returns 0, or -1 with a message. */
-static int parse_ids(const char *cmd, const char *s, int32_t **out, int *n)
-{
-    size_t cap = strlen(s) / 2 + 2;
-    int32_t *v = malloc(cap * sizeof *v);
-    int k = 0;
-    if (!v)
-        return -1;
-    const char *p = s;
-    while (*p) {
-        char *end = NULL;
-        errno = 0;
-        long x = strtol(p, &end, 10);
-        if (end == p || errno || x < 0 || x > INT32_MAX || (*end && *end != ',')) {
-            cli_error(cmd, "--ids: expected comma-separated non-negative integers, got \"%s\"", s);
-            free(v);
-            return -1;
-        }
-        v[k++] = (int32_t)x;
-        p = *end ? end + 1 : end;
-    }
-    if (k == 0) {
-        cli_error(cmd, "--ids: empty list");
-        free(v);
-        return -1;
-    }
-    *out = v;
-    *n = k;
-    return 0;
-}
-
-static int set_threads(int argc, char **argv)
-{
-    long long th = 0;
-    int r = cli_opt_long(argc, argv, "--threads", &th);
-    if (r < 0)
-        return -1;
-    if (r > 0 && (th < 1 || th > 1024)) {
-        cli_error(argv[0], "--threads must be between 1 and 1024");
-        return -1;
-    }
-    pk_threads_set(r > 0 ? (int)th : 0);
-    return 0;
-}
+#include "pk_train.h"
 
 static int load_model(const char *cmd, const char *dir, pk_model **m)
 {
@@ -69,85 +26,128 @@ static int load_model(const char *cmd, const char *dir, pk_model **m)
     return 0;
 }
 
-static const char forward_help[] =
-    "usage: pocketllm forward --model DIR --ids 1,2,3 [--out FILE] [--threads N]\n"
-    "Runs the model on one sequence. Writes the raw little-endian float32 logits [T, vocab] to\n"
-    "FILE and prints the mean next-token loss (causal models).\n";
-
-int cmd_forward(int argc, char **argv)
+/* 0 if every id is inside m's vocabulary; else prints "WHAT id N is outside ..." and -1. */
+static int ids_in_vocab(const char *cmd, const char *what, const int32_t *ids, int n,
+                        const pk_model *m)
 {
-    static const char *const tv[] = {"--model", "--ids", "--out", "--threads", NULL};
-    if (cli_help(argc, argv, forward_help))
-        return CLI_OK;
-    if (cli_check(argc, argv, tv, NULL))
-        return CLI_USAGE;
-    const char *dir = cli_opt(argc, argv, "--model"), *ids_s = cli_opt(argc, argv, "--ids");
-    const char *outp = cli_opt(argc, argv, "--out");
-    if (!dir || !ids_s) {
-        cli_error(argv[0], "--model and --ids are required (see pocketllm forward --help)");
-        return CLI_USAGE;
-    }
-    int32_t *ids = NULL;
-    int n = 0, rc = CLI_ERR;
-    pk_model *m = NULL;
-    float *lg = NULL;
-    if (parse_ids(argv[0], ids_s, &ids, &n) != 0)
-        return CLI_USAGE;
-    if (set_threads(argc, argv) != 0) {
-        free(ids);
-        return CLI_USAGE;
-    }
-    if (load_model(argv[0], dir, &m) != 0)
-        goto out;
     int V = pk_model_vocab_size(m);
     for (int i = 0; i < n; i++) {
         if (ids[i] >= V) {
-            cli_error(argv[0], "--ids: id %d is outside the vocabulary (size %d)", ids[i], V);
-            goto out;
+            cli_error(cmd, "%s id %d is outside the vocabulary (size %d)", what, ids[i], V);
+            return -1;
         }
     }
+    return 0;
+}
+
+/* ---- forward ---- */
+
+typedef struct forward_opts {
+    cli_common c;
+    const char *model;
+    const char *ids;
+    const char *out;
+} forward_opts;
+
+#define T forward_opts
+static const cli_option forward_table[] = {
+    {"--model", CLI_STR, CLI_AT(T, model), 0, 0, NULL, "DIR", "model (Hugging Face dir)"},
+    {"--ids", CLI_STR, CLI_AT(T, ids), 0, 0, NULL, "1,2,3", "token ids of the sequence"},
+    {"--out", CLI_STR, CLI_AT(T, out), 0, 0, NULL, "FILE",
+     "write the float32 logits [T, vocab] here"},
+    CLI_THREADS_OPT(T),
+    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+};
+#undef T
+
+static const cli_command forward_cmd = {
+    "forward",
+    "forward --model DIR --ids 1,2,3 [--out FILE] [--threads N]",
+    "Runs the model on one sequence. Writes the raw little-endian float32 logits [T, vocab] to\n"
+    "FILE and prints the mean next-token loss (causal models).",
+    forward_table,
+    0,
+    NULL};
+
+/* The logits of the sequence b (n tokens) as raw float32 [n, vocab] in path. */
+static int forward_write_logits(const char *cmd, pk_model *m, const pk_batch *b, int n,
+                                const char *path)
+{
+    int V = pk_model_vocab_size(m);
+    size_t cnt = (size_t)n * (size_t)V;
+    float *lg = malloc(cnt * sizeof *lg);
+    if (!lg) {
+        cli_error(cmd, "out of memory for [%d, %d] logits", n, V);
+        return -1;
+    }
+    pk_status st = pk_model_logits(m, b, NULL, lg);
+    if (st != PK_OK) {
+        cli_error(cmd, "forward failed: %s", pk_status_str(st));
+        free(lg);
+        return -1;
+    }
+    FILE *f = fopen(path, "wb");
+    int ok = f && fwrite(lg, sizeof *lg, cnt, f) == cnt;
+    if (f)
+        ok = (fclose(f) == 0) && ok;
+    if (!ok)
+        cli_error(cmd, "%s: cannot write: %s", path, strerror(errno));
+    free(lg);
+    return ok ? 0 : -1;
+}
+
+static int forward_print_loss(const char *cmd, pk_model *m, const pk_batch *b, int n)
+{
+    double mean = 0;
+    pk_status st = pk_model_loss(m, b, NULL, NULL, NULL, NULL, &mean);
+    if (st != PK_OK) {
+        cli_error(cmd, "forward failed: %s", pk_status_str(st));
+        return -1;
+    }
+    if (n > 1)
+        printf("loss %.6f\n", mean);
+    else
+        printf("loss n/a (one token has no next-token target)\n");
+    return 0;
+}
+
+/* Checks the ids against the model, then writes the logits (--out) and prints the loss. */
+static int forward_run(const forward_opts *o, pk_model *m, int32_t *ids, int n)
+{
+    const char *cmd = o->c.cmd;
+    if (ids_in_vocab(cmd, "--ids:", ids, n, m) != 0)
+        return CLI_ERR;
     if (n > pk_model_max_positions(m)) {
-        cli_error(argv[0], "--ids: %d tokens exceed the model's %d positions", n,
+        cli_error(cmd, "--ids: %d tokens exceed the model's %d positions", n,
                   pk_model_max_positions(m));
-        goto out;
+        return CLI_ERR;
     }
     pk_batch b = {1, n, ids, &n, NULL};
-    if (outp) {
-        lg = malloc((size_t)n * (size_t)V * sizeof *lg);
-        if (!lg) {
-            cli_error(argv[0], "out of memory for [%d, %d] logits", n, V);
-            goto out;
-        }
-        pk_status st = pk_model_logits(m, &b, NULL, lg);
-        if (st != PK_OK) {
-            cli_error(argv[0], "forward failed: %s", pk_status_str(st));
-            goto out;
-        }
-        FILE *f = fopen(outp, "wb");
-        size_t cnt = (size_t)n * (size_t)V;
-        int ok = f && fwrite(lg, sizeof *lg, cnt, f) == cnt;
-        if (f)
-            ok = (fclose(f) == 0) && ok;
-        if (!ok) {
-            cli_error(argv[0], "%s: cannot write: %s", outp, strerror(errno));
-            goto out;
-        }
+    if (o->out && forward_write_logits(cmd, m, &b, n, o->out) != 0)
+        return CLI_ERR;
+    if (pk_model_is_causal(m) && forward_print_loss(cmd, m, &b, n) != 0)
+        return CLI_ERR;
+    return CLI_OK;
+}
+
+int cmd_forward(int argc, char **argv)
+{
+    forward_opts o = {0};
+    int rc = cli_parse(&forward_cmd, argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    if (!o.model || !o.ids) {
+        cli_error(o.c.cmd, "--model and --ids are required (see pocketllm forward --help)");
+        return CLI_USAGE;
     }
-    if (pk_model_is_causal(m)) {
-        double mean = 0;
-        pk_status st = pk_model_loss(m, &b, NULL, NULL, NULL, NULL, &mean);
-        if (st != PK_OK) {
-            cli_error(argv[0], "forward failed: %s", pk_status_str(st));
-            goto out;
-        }
-        if (n > 1)
-            printf("loss %.6f\n", mean);
-        else
-            printf("loss n/a (one token has no next-token target)\n");
-    }
-    rc = CLI_OK;
-out:
-    free(lg);
+    int32_t *ids = NULL;
+    int n = 0;
+    pk_model *m = NULL;
+    rc = cli_parse_ids(&o.c, "--ids", o.ids, &ids, &n);
+    if (rc != 0)
+        return rc;
+    cli_apply_threads(&o.c);
+    rc = load_model(o.c.cmd, o.model, &m) == 0 ? forward_run(&o, m, ids, n) : CLI_ERR;
     free(ids);
     pk_model_free(m);
     return rc;
@@ -155,238 +155,281 @@ out:
 
 /* ---- generate ---- */
 
-static const char generate_help[] =
-    "usage: pocketllm generate (--model DIR | --run ID) (--ids 1,2,3 | --prompt TEXT) --max-new N\n"
-    "         [--temperature T] [--top-k K] [--top-p P] [--seed S] [--json] [--ignore-eos]\n"
-    "         [--threads N] [--home DIR] [--passphrase-file F]\n"
+typedef struct gen_opts {
+    cli_common c;
+    const char *model;
+    const char *ids;
+    const char *prompt;
+    int64_t run;          /* 0: --model */
+    int max_new;          /* -1: not given (required) */
+    pk_sampler_params sp; /* temperature, top_k, top_p, seed */
+    int ignore_eos;
+} gen_opts;
+
+#define T gen_opts
+static const cli_option gen_table[] = {
+    {"--model", CLI_STR, CLI_AT(T, model), 0, 0, NULL, "DIR", "model (Hugging Face dir)"},
+    {"--run", CLI_INT, CLI_AT(T, run), 1, 9e18, NULL, "ID",
+     "the fine-tuned weights of a training run"},
+    {"--ids", CLI_STR, CLI_AT(T, ids), 0, 0, NULL, "1,2,3", "the prompt as token ids"},
+    {"--prompt", CLI_STR, CLI_AT(T, prompt), 0, 0, NULL, "TEXT", "the prompt as text"},
+    {"--max-new", CLI_INT, CLI_AT(T, max_new), 0, 1 << 30, NULL, "N", "tokens to generate"},
+    {"--temperature", CLI_FLOAT, CLI_AT(T, sp.temperature), 0, 1000, NULL, "T",
+     "sampling temperature (0: greedy)"},
+    {"--top-k", CLI_INT, CLI_AT(T, sp.top_k), 0, 1 << 30, NULL, "K",
+     "sample from the K most likely (0: all)"},
+    {"--top-p", CLI_FLOAT, CLI_AT(T, sp.top_p), 1e-6, 1, NULL, "P",
+     "sample from the smallest set reaching probability P"},
+    {"--seed", CLI_U64, CLI_AT(T, sp.seed), 0, 0, NULL, "S", "sampling seed"},
+    {"--ignore-eos", CLI_FLAG, CLI_AT(T, ignore_eos), 0, 0, NULL, NULL, "do not stop at EOS"},
+    CLI_JSON_OPT(T),
+    CLI_THREADS_OPT(T),
+    CLI_STORE_OPTS(T),
+    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+};
+#undef T
+
+static const cli_command gen_cmd = {
+    "generate",
+    "generate (--model DIR | --run ID) (--ids 1,2 | --prompt TEXT) --max-new N [options]",
     "Generates up to N tokens with a KV cache and streams them to stdout (text if the model\n"
-    "directory has a tokenizer, else ids). Temperature 0 (default) is greedy. Stops at EOS\n"
-    "unless --ignore-eos. With --json the last line is {\"ids\": [...], \"text\": \"...\"}\n"
-    "(ids include the prompt).\n"
+    "directory has a tokenizer, else ids). Stops at EOS unless --ignore-eos. With --json\n"
+    "the last line is {\"ids\": [...], \"text\": \"...\"} (ids include the prompt).\n"
     "--run ID uses the fine-tuned weights of a training run of the agent home (its base model\n"
-    "plus its step log, rebuilt in memory) and the base model's tokenizer.\n"
-    "\n"
+    "plus its step log, rebuilt in memory) and the base model's tokenizer.",
+    gen_table,
+    0,
     "examples:\n"
     "  pocketllm generate --model models/stories260k --prompt \"Once upon a time\" --max-new 40\n"
-    "  pocketllm generate --run 1 --prompt \"Pip\" --max-new 40 --temperature 0.8 --seed 7\n";
+    "  pocketllm generate --run 1 --prompt \"Pip\" --max-new 40 --temperature 0.8 --seed 7"};
+
+/* What a generation holds; every pointer owned (gen_free). */
+typedef struct gen_state {
+    pk_model *m;
+    pk_tokenizer *tok; /* NULL: the model directory has none (ids are printed) */
+    pk_tokenizer_stream *ts;
+    pk_gen *g;
+    pk_sampler *smp;
+    int32_t *ids;  /* [n] the prompt */
+    int32_t *all;  /* [na] the prompt, then the generated tokens */
+    float *logits; /* [vocab] */
+    int n, na;
+} gen_state;
+
+static void gen_free(gen_state *s)
+{
+    free(s->logits);
+    free(s->all);
+    free(s->ids);
+    pk_tokenizer_stream_free(s->ts);
+    pk_sampler_free(s->smp);
+    pk_gen_free(s->g);
+    pk_tokenizer_free(s->tok);
+    pk_model_free(s->m);
+}
+
+/* A run's weights: its base model plus its step log, rebuilt in memory; dir gets the base. */
+static int generate_load_run(const gen_opts *o, pk_model **m, char *dir, size_t dirlen)
+{
+    char err[512] = "";
+    pk_train_config cfg;
+    pk_store *s = NULL;
+    int rc = cli_open_store(&o->c, &s);
+    if (rc != CLI_OK)
+        return rc;
+    pk_run_info ri;
+    pk_status st = pk_run_load_config(s, o->run, &ri, &cfg, err, sizeof err);
+    pk_run_info_clear(&ri);
+    if (st == PK_OK)
+        st = pk_run_materialize(s, o->run, m, err, sizeof err);
+    pk_store_close(s);
+    if (st != PK_OK) {
+        cli_error(o->c.cmd, "%s", err[0] ? err : pk_status_str(st));
+        return CLI_ERR;
+    }
+    snprintf(dir, dirlen, "%s", cfg.model_dir);
+    return CLI_OK;
+}
 
 /* Loads what generate needs (model + optional tokenizer). One place, so `generate --run` can
  * substitute fine-tuned weights after loading. */
-static int generate_load(int argc, char **argv, pk_model **m, pk_tokenizer **tok)
+static int generate_load(const gen_opts *o, gen_state *s)
 {
-    const char *dir = cli_opt(argc, argv, "--model"), *run_s = cli_opt(argc, argv, "--run");
-    if (!dir == !run_s) {
-        cli_error(argv[0], "give exactly one of --model DIR or --run ID (see --help)");
-        return CLI_USAGE;
-    }
-    char err[512] = "";
-    pk_train_config cfg;
-    if (run_s) {
-        long long run = 0;
-        if (cli_opt_long(argc, argv, "--run", &run) <= 0 || run < 1) {
-            cli_error(argv[0], "--run takes a run id (pocketllm runs list)");
-            return CLI_USAGE;
-        }
-        pk_store *s = NULL;
-        int rc = legacy_cli_open_store(argc, argv, &s);
+    char dir[1024], err[512] = "";
+    if (o->run > 0) {
+        int rc = generate_load_run(o, &s->m, dir, sizeof dir);
         if (rc != CLI_OK)
             return rc;
-        pk_run_info ri;
-        pk_status st = pk_run_load_config(s, run, &ri, &cfg, err, sizeof err);
-        pk_run_info_clear(&ri);
-        if (st == PK_OK)
-            st = pk_run_materialize(s, run, m, err, sizeof err);
-        pk_store_close(s);
-        if (st != PK_OK) {
-            cli_error(argv[0], "%s", err[0] ? err : pk_status_str(st));
-            return CLI_ERR;
-        }
-        dir = cfg.model_dir;
-    } else if (load_model(argv[0], dir, m) != 0) {
+    } else if (load_model(o->c.cmd, o->model, &s->m) != 0) {
         return CLI_ERR;
+    } else {
+        snprintf(dir, sizeof dir, "%s", o->model);
     }
-    pk_status st = pk_tokenizer_load(dir, tok, err, sizeof err);
+    pk_status st = pk_tokenizer_load(dir, &s->tok, err, sizeof err);
     if (st != PK_OK && st != PK_ERR_NOTFOUND) {
-        cli_error(argv[0], "%s", err[0] ? err : pk_status_str(st));
+        cli_error(o->c.cmd, "%s", err[0] ? err : pk_status_str(st));
         return CLI_ERR;
     }
     return CLI_OK;
 }
 
-typedef struct gen_opts {
-    long long max_new;
-    pk_sampler_params sp;
-    int json, ignore_eos;
-} gen_opts;
-
-static int gen_parse(int argc, char **argv, gen_opts *o)
+/* The prompt: --ids, or --prompt encoded (BOS alone for an empty prompt). */
+static int prompt_ids(const gen_opts *o, gen_state *s)
 {
-    double temp = 0, top_p = 1;
-    long long top_k = 0, seed = 0;
-    o->max_new = -1;
-    if (cli_opt_long(argc, argv, "--max-new", &o->max_new) < 0 ||
-        cli_opt_double(argc, argv, "--temperature", &temp) < 0 ||
-        cli_opt_double(argc, argv, "--top-p", &top_p) < 0 ||
-        cli_opt_long(argc, argv, "--top-k", &top_k) < 0 ||
-        cli_opt_long(argc, argv, "--seed", &seed) < 0)
-        return -1;
-    if (o->max_new < 0) {
-        cli_error(argv[0], "--max-new N is required (N >= 0)");
-        return -1;
-    }
-    if (temp < 0 || !(top_p > 0 && top_p <= 1) || top_k < 0) {
-        cli_error(argv[0], "need --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0");
-        return -1;
-    }
-    o->sp.temperature = (float)temp;
-    o->sp.top_p = (float)top_p;
-    o->sp.top_k = (int)top_k;
-    o->sp.seed = (uint64_t)seed;
-    o->json = cli_flag(argc, argv, "--json");
-    o->ignore_eos = cli_flag(argc, argv, "--ignore-eos");
-    return 0;
-}
-
-static int prompt_ids(int argc, char **argv, const pk_tokenizer *tok, const pk_model *m,
-                      int32_t **ids, int *n)
-{
-    const char *ids_s = cli_opt(argc, argv, "--ids"), *prompt = cli_opt(argc, argv, "--prompt");
-    if (!!ids_s == !!prompt) {
-        cli_error(argv[0], "give exactly one of --ids or --prompt");
-        return CLI_USAGE;
-    }
-    if (ids_s)
-        return parse_ids(argv[0], ids_s, ids, n) == 0 ? CLI_OK : CLI_USAGE;
-    if (!tok) {
-        cli_error(argv[0], "--prompt needs tokenizer files in the model directory; use --ids");
+    const char *cmd = o->c.cmd;
+    if (o->ids)
+        return cli_parse_ids(&o->c, "--ids", o->ids, &s->ids, &s->n);
+    if (!s->tok) {
+        cli_error(cmd, "--prompt needs tokenizer files in the model directory; use --ids");
         return CLI_ERR;
     }
     size_t k = 0;
-    if (pk_tokenizer_encode(tok, prompt, strlen(prompt), 1, ids, &k) != PK_OK) {
-        cli_error(argv[0], "cannot tokenize the prompt");
+    if (pk_tokenizer_encode(s->tok, o->prompt, strlen(o->prompt), 1, &s->ids, &k) != PK_OK) {
+        cli_error(cmd, "cannot tokenize the prompt");
         return CLI_ERR;
     }
     if (k == 0) { /* empty prompt without BOS: start from BOS if the model has one */
-        free(*ids);
-        *ids = malloc(sizeof **ids);
-        if (!*ids || pk_model_bos_id(m) < 0) {
-            cli_error(argv[0], "empty prompt and the model has no BOS token");
+        free(s->ids);
+        s->ids = malloc(sizeof *s->ids);
+        if (!s->ids || pk_model_bos_id(s->m) < 0) {
+            cli_error(cmd, "empty prompt and the model has no BOS token");
             return CLI_ERR;
         }
-        (*ids)[0] = pk_model_bos_id(m);
+        s->ids[0] = pk_model_bos_id(s->m);
         k = 1;
     }
-    *n = (int)k;
+    s->n = (int)k;
     return CLI_OK;
+}
+
+/* Checks the prompt against the model and creates the KV cache, sampler and text stream. */
+static int gen_start(const gen_opts *o, gen_state *s)
+{
+    const char *cmd = o->c.cmd;
+    int V = pk_model_vocab_size(s->m), maxp = pk_model_max_positions(s->m);
+    if (ids_in_vocab(cmd, "prompt", s->ids, s->n, s->m) != 0)
+        return CLI_ERR;
+    long long total = (long long)s->n + o->max_new;
+    if (total > maxp) {
+        cli_error(cmd, "prompt (%d) + --max-new (%d) exceeds the model's %d positions", s->n,
+                  o->max_new, maxp);
+        return CLI_ERR;
+    }
+    pk_status st = pk_gen_create(s->m, (int)total, &s->g);
+    if (st == PK_OK)
+        st = pk_sampler_create(o->sp, V, &s->smp);
+    if (st == PK_OK && s->tok)
+        st = pk_tokenizer_stream_new(s->tok, 1, &s->ts);
+    s->all = malloc((size_t)total * sizeof *s->all);
+    s->logits = malloc((size_t)V * sizeof *s->logits);
+    if (st != PK_OK || !s->all || !s->logits) {
+        cli_error(cmd, "cannot start generation: %s",
+                  pk_status_str(st != PK_OK ? st : PK_ERR_NOMEM));
+        return CLI_ERR;
+    }
+    memcpy(s->all, s->ids, (size_t)s->n * sizeof *s->all);
+    s->na = s->n;
+    return CLI_OK;
+}
+
+/* Streams token t (the i-th generated): its text, or its id. */
+static void gen_emit(gen_state *s, int32_t t, int i)
+{
+    if (s->ts) {
+        const char *bytes = NULL;
+        size_t bl = 0;
+        if (pk_tokenizer_stream_push(s->ts, t, &bytes, &bl) == PK_OK && bl)
+            fwrite(bytes, 1, bl, stdout);
+    } else {
+        printf("%s%d", i ? " " : "", t);
+    }
+    fflush(stdout);
+}
+
+/* Samples up to max_new tokens (fewer at EOS), streaming each. */
+static pk_status gen_loop(const gen_opts *o, gen_state *s)
+{
+    int eos = pk_model_eos_id(s->m);
+    pk_status st = pk_gen_feed(s->g, s->ids, s->n, NULL, s->logits);
+    for (int i = 0; st == PK_OK && i < o->max_new; i++) {
+        int32_t t = pk_sampler_sample(s->smp, s->logits);
+        s->all[s->na++] = t;
+        gen_emit(s, t, i);
+        if (t == eos && !o->ignore_eos)
+            break;
+        if (i + 1 < o->max_new)
+            st = pk_gen_feed(s->g, &t, 1, NULL, s->logits);
+    }
+    if (st == PK_OK && s->ts) {
+        const char *bytes = NULL;
+        size_t bl = 0;
+        if (pk_tokenizer_stream_flush(s->ts, &bytes, &bl) == PK_OK && bl)
+            fwrite(bytes, 1, bl, stdout);
+    }
+    return st;
+}
+
+/* {"ids": [prompt and generated], "text": decoded, or null without a tokenizer}. */
+static int gen_print_json(const gen_state *s)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON *ids = cJSON_AddArrayToObject(j, "ids");
+    for (int i = 0; ids && i < s->na; i++)
+        cJSON_AddItemToArray(ids, cJSON_CreateNumber(s->all[i]));
+    char *text = NULL;
+    size_t tl = 0;
+    if (s->tok && pk_tokenizer_decode(s->tok, s->all, (size_t)s->na, 1, &text, &tl) == PK_OK)
+        cJSON_AddStringToObject(j, "text", text); /* a NUL inside the text ends it here */
+    else
+        cJSON_AddNullToObject(j, "text");
+    free(text);
+    return cli_json_print(j);
+}
+
+static int gen_check(const gen_opts *o)
+{
+    const char *cmd = o->c.cmd;
+    if (o->max_new < 0) {
+        cli_error(cmd, "--max-new N is required (N >= 0)");
+        return CLI_USAGE;
+    }
+    if (!o->model == !o->run) {
+        cli_error(cmd, "give exactly one of --model DIR or --run ID (see --help)");
+        return CLI_USAGE;
+    }
+    if (!o->ids == !o->prompt) {
+        cli_error(cmd, "give exactly one of --ids or --prompt");
+        return CLI_USAGE;
+    }
+    return 0;
 }
 
 int cmd_generate(int argc, char **argv)
 {
-    static const char *const tv[] = {
-        "--model",       "--run",   "--ids",  "--prompt",  "--max-new",         "--top-k",
-        "--temperature", "--top-p", "--seed", "--threads", "--passphrase-file", NULL};
-    static const char *const fl[] = {"--json", "--ignore-eos", NULL};
-    if (cli_help(argc, argv, generate_help))
-        return CLI_OK;
-    if (cli_check(argc, argv, tv, fl))
-        return CLI_USAGE;
-    gen_opts o;
-    if (gen_parse(argc, argv, &o) != 0 || set_threads(argc, argv) != 0)
-        return CLI_USAGE;
-    pk_model *m = NULL;
-    pk_tokenizer *tok = NULL;
-    pk_tokenizer_stream *ts = NULL;
-    pk_gen *g = NULL;
-    pk_sampler *smp = NULL;
-    int32_t *ids = NULL, *all = NULL;
-    float *logits = NULL;
-    int n = 0, rc = generate_load(argc, argv, &m, &tok);
-    if (rc != CLI_OK)
-        goto out;
-    rc = prompt_ids(argc, argv, tok, m, &ids, &n);
-    if (rc != CLI_OK)
-        goto out;
-    rc = CLI_ERR;
-    int V = pk_model_vocab_size(m), maxp = pk_model_max_positions(m);
-    for (int i = 0; i < n; i++) {
-        if (ids[i] >= V) {
-            cli_error(argv[0], "prompt id %d is outside the vocabulary (size %d)", ids[i], V);
-            goto out;
-        }
-    }
-    long long total = n + o.max_new;
-    if (total > maxp) {
-        cli_error(argv[0], "prompt (%d) + --max-new (%lld) exceeds the model's %d positions", n,
-                  o.max_new, maxp);
-        goto out;
-    }
-    pk_status st = pk_gen_create(m, (int)total, &g);
-    if (st == PK_OK)
-        st = pk_sampler_create(o.sp, V, &smp);
-    if (st == PK_OK && tok)
-        st = pk_tokenizer_stream_new(tok, 1, &ts);
-    all = malloc((size_t)total * sizeof *all);
-    logits = malloc((size_t)V * sizeof *logits);
-    if (st != PK_OK || !all || !logits) {
-        cli_error(argv[0], "cannot start generation: %s",
-                  pk_status_str(st != PK_OK ? st : PK_ERR_NOMEM));
-        goto out;
-    }
-    memcpy(all, ids, (size_t)n * sizeof *all);
-    int na = n, eos = pk_model_eos_id(m);
-    st = pk_gen_feed(g, ids, n, NULL, logits);
-    for (long long i = 0; st == PK_OK && i < o.max_new; i++) {
-        int32_t t = pk_sampler_sample(smp, logits);
-        all[na++] = t;
-        if (ts) {
-            const char *bytes = NULL;
-            size_t bl = 0;
-            if (pk_tokenizer_stream_push(ts, t, &bytes, &bl) == PK_OK && bl)
-                fwrite(bytes, 1, bl, stdout);
-        } else {
-            printf("%s%d", i ? " " : "", t);
-        }
-        fflush(stdout);
-        if (t == eos && !o.ignore_eos)
-            break;
-        if (i + 1 < o.max_new)
-            st = pk_gen_feed(g, &t, 1, NULL, logits);
-    }
+    gen_opts o = {.max_new = -1, .sp = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .seed = 0}};
+    int rc = cli_parse(&gen_cmd, argc, argv, &o);
+    if (rc == 0)
+        rc = gen_check(&o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    cli_apply_threads(&o.c);
+    gen_state s;
+    memset(&s, 0, sizeof s);
+    rc = generate_load(&o, &s);
+    if (rc == CLI_OK)
+        rc = prompt_ids(&o, &s);
+    if (rc == CLI_OK)
+        rc = gen_start(&o, &s);
+    pk_status st = rc == CLI_OK ? gen_loop(&o, &s) : PK_OK;
     if (st != PK_OK) {
-        cli_error(argv[0], "generation failed: %s", pk_status_str(st));
-        goto out;
+        cli_error(o.c.cmd, "generation failed: %s", pk_status_str(st));
+        rc = CLI_ERR;
     }
-    if (ts) {
-        const char *bytes = NULL;
-        size_t bl = 0;
-        if (pk_tokenizer_stream_flush(ts, &bytes, &bl) == PK_OK && bl)
-            fwrite(bytes, 1, bl, stdout);
+    if (rc == CLI_OK) {
+        putchar('\n');
+        rc = o.c.json ? gen_print_json(&s) : CLI_OK;
     }
-    putchar('\n');
-    if (o.json) {
-        printf("{\"ids\": [");
-        for (int i = 0; i < na; i++)
-            printf("%s%d", i ? ", " : "", all[i]);
-        printf("], \"text\": ");
-        char *text = NULL;
-        size_t tl = 0;
-        if (tok && pk_tokenizer_decode(tok, all, (size_t)na, 1, &text, &tl) == PK_OK)
-            cli_json_str(stdout, text, tl);
-        else
-            printf("null");
-        free(text);
-        printf("}\n");
-    }
-    rc = CLI_OK;
-out:
-    free(logits);
-    free(all);
-    free(ids);
-    pk_tokenizer_stream_free(ts);
-    pk_sampler_free(smp);
-    pk_gen_free(g);
-    pk_tokenizer_free(tok);
-    pk_model_free(m);
+    gen_free(&s);
     return rc;
 }
 
@@ -480,49 +523,71 @@ static int preset_config(const preset *p, char *buf, size_t n, const char *dtype
                     (p->flag & 2) ? "true" : "false", tdt);
 }
 
-static const char make_help[] =
-    "usage: pocketllm make-model --arch opt|gpt2|roberta|llama|qwen2 --preset NAME --out DIR\n"
-    "         [--dtype f32|f16|bf16] [--seed S]\n"
-    "Writes config.json + model.safetensors with random weights (deterministic for a seed).\n"
-    "Presets: opt: opt-125m opt-350m opt-1.3b tiny tiny-postln; gpt2: gpt2-124m tiny;\n"
+typedef struct make_opts {
+    cli_common c;
+    const char *arch;
+    const char *preset;
+    const char *out;
+    const char *dtype;
+    uint64_t seed;
+} make_opts;
+
+#define T make_opts
+static const cli_option make_table[] = {
+    {"--arch", CLI_STR, CLI_AT(T, arch), 0, 0, NULL, "A", "opt, gpt2, roberta, llama or qwen2"},
+    {"--preset", CLI_STR, CLI_AT(T, preset), 0, 0, NULL, "NAME", "shape (see below)"},
+    {"--out", CLI_STR, CLI_AT(T, out), 0, 0, NULL, "DIR", "write the model directory here"},
+    {"--dtype", CLI_STR, CLI_AT(T, dtype), 0, 0, NULL, "D", "f32, f16 or bf16"},
+    {"--seed", CLI_U64, CLI_AT(T, seed), 0, 0, NULL, "S", "seed of the random weights"},
+    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+};
+#undef T
+
+static const cli_command make_cmd = {
+    "make-model",
+    "make-model --arch A --preset NAME --out DIR [--dtype D] [--seed S]",
+    "Writes config.json + model.safetensors with random weights (deterministic for a seed).",
+    make_table,
+    0,
+    "presets: opt: opt-125m opt-350m opt-1.3b tiny tiny-postln; gpt2: gpt2-124m tiny;\n"
     "roberta: roberta-large roberta-base tiny; llama: llama-1b-like tiny tiny-rope3;\n"
-    "qwen2: qwen2-0.5b-like tiny.\n";
+    "qwen2: qwen2-0.5b-like tiny."};
+
+static const preset *find_preset(const char *arch, const char *name)
+{
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) {
+        if (!strcmp(presets[i].arch, arch) && !strcmp(presets[i].name, name))
+            return &presets[i];
+    }
+    return NULL;
+}
 
 int cmd_make_model(int argc, char **argv)
 {
-    static const char *const tv[] = {"--arch", "--preset", "--out", "--dtype", "--seed", NULL};
-    if (cli_help(argc, argv, make_help))
-        return CLI_OK;
-    if (cli_check(argc, argv, tv, NULL))
-        return CLI_USAGE;
-    const char *arch = cli_opt(argc, argv, "--arch"), *name = cli_opt(argc, argv, "--preset");
-    const char *out = cli_opt(argc, argv, "--out"), *dts = cli_opt(argc, argv, "--dtype");
-    long long seed = 0;
+    make_opts o = {.dtype = "f32"};
+    int rc = cli_parse(&make_cmd, argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    const char *cmd = o.c.cmd;
     pk_dtype dt = PK_DTYPE_F32;
-    if (!arch || !name || !out) {
-        cli_error(argv[0], "--arch, --preset and --out are required (see --help)");
+    if (!o.arch || !o.preset || !o.out) {
+        cli_error(cmd, "--arch, --preset and --out are required (see --help)");
         return CLI_USAGE;
     }
-    if (cli_opt_long(argc, argv, "--seed", &seed) < 0)
-        return CLI_USAGE;
-    if (dts && pk_dtype_parse(dts, &dt) != 0) {
-        cli_error(argv[0], "--dtype: unknown dtype \"%s\" (f32, f16, bf16)", dts);
+    if (pk_dtype_parse(o.dtype, &dt) != 0) {
+        cli_error(cmd, "--dtype: unknown dtype \"%s\" (f32, f16, bf16)", o.dtype);
         return CLI_USAGE;
     }
-    const preset *p = NULL;
-    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) {
-        if (!strcmp(presets[i].arch, arch) && !strcmp(presets[i].name, name))
-            p = &presets[i];
-    }
+    const preset *p = find_preset(o.arch, o.preset);
     if (!p) {
-        cli_error(argv[0], "no preset \"%s\" for --arch %s (see --help)", name, arch);
+        cli_error(cmd, "no preset \"%s\" for --arch %s (see --help)", o.preset, o.arch);
         return CLI_USAGE;
     }
     char cfg[4096], err[1024] = "";
     int len = preset_config(p, cfg, sizeof cfg, pk_dtype_name(dt));
-    pk_status st = pk_model_make(cfg, (size_t)len, out, dt, (uint64_t)seed, err, sizeof err);
+    pk_status st = pk_model_make(cfg, (size_t)len, o.out, dt, o.seed, err, sizeof err);
     if (st != PK_OK) {
-        cli_error(argv[0], "%s", err[0] ? err : pk_status_str(st));
+        cli_error(cmd, "%s", err[0] ? err : pk_status_str(st));
         return CLI_ERR;
     }
     return CLI_OK;
@@ -530,93 +595,146 @@ int cmd_make_model(int argc, char **argv)
 
 /* ---- bench forward ---- */
 
-static const char bench_help[] =
-    "usage: pocketllm bench forward --model DIR --batch B --seq T [--threads N] [--reps R]\n"
+typedef struct benchf_opts {
+    cli_common c;
+    const char *model;
+    int batch, seq; /* 0: not given (required) */
+    int reps;
+} benchf_opts;
+
+#define T benchf_opts
+static const cli_option benchf_table[] = {
+    {"--model", CLI_STR, CLI_AT(T, model), 0, 0, NULL, "DIR", "model (Hugging Face dir)"},
+    {"--batch", CLI_INT, CLI_AT(T, batch), 1, 65536, NULL, "B", "sequences per batch"},
+    {"--seq", CLI_INT, CLI_AT(T, seq), 2, 1 << 20, NULL, "T", "tokens per sequence"},
+    {"--reps", CLI_INT, CLI_AT(T, reps), 1, 1000, NULL, "R", "timed repetitions (best of)"},
+    CLI_THREADS_OPT(T),
+    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+};
+#undef T
+
+static const cli_command benchf_cmd = {
+    "bench forward",
+    "bench forward --model DIR --batch B --seq T [--threads N] [--reps R]",
     "Times the training forward pass (all linear layers + LM head loss over B*T tokens) and\n"
     "cblas_sgemm on the model's own GEMM shapes with the same threads. Prints one JSON line:\n"
     "tokens_per_s, gflops_achieved, gflops_sgemm, peak_rss_bytes, weight_bytes (+ details).\n"
-    "gflops counts only the linear layers and LM head (2 * tokens * weights).\n";
+    "gflops counts only the linear layers and LM head (2 * tokens * weights).",
+    benchf_table,
+    0,
+    NULL};
 
-int cmd_bench_forward(int argc, char **argv)
+typedef struct benchf_result {
+    double best_s;      /* fastest forward pass */
+    double gflops_gemm; /* sgemm on the model's shapes */
+    size_t rss;         /* peak RSS after the forward passes */
+} benchf_result;
+
+/* One forward pass over b: the loss (causal) or one logit (encoders). */
+static pk_status benchf_pass(pk_model *m, const pk_batch *b)
 {
-    static const char *const tv[] = {"--model", "--batch", "--seq", "--threads", "--reps", NULL};
-    if (cli_help(argc, argv, bench_help))
-        return CLI_OK;
-    if (cli_check(argc, argv, tv, NULL))
-        return CLI_USAGE;
-    const char *dir = cli_opt(argc, argv, "--model");
-    long long B = 0, T = 0, reps = 3;
-    if (!dir || cli_opt_long(argc, argv, "--batch", &B) <= 0 ||
-        cli_opt_long(argc, argv, "--seq", &T) <= 0 ||
-        cli_opt_long(argc, argv, "--reps", &reps) < 0 || B < 1 || T < 2 || B * T > (1 << 24) ||
-        reps < 1) {
-        cli_error(argv[0], "--model DIR --batch B (>= 1) --seq T (>= 2) are required");
-        return CLI_USAGE;
+    int32_t sel_b = 0, sel_t = 0, one = 0;
+    float outv = 0;
+    double loss = 0;
+    if (pk_model_is_causal(m))
+        return pk_model_loss(m, b, NULL, NULL, NULL, NULL, &loss);
+    return pk_model_select_logits(m, b, NULL, 1, &sel_b, &sel_t, 1, &one, &outv);
+}
+
+/* Forward reps (the first run of round 0 is a warm-up: reservation, page-in), peak RSS, then
+ * the sgemm roofline, then forward again: best of each, so load from other processes hurts
+ * both sides alike. */
+static pk_status benchf_time(pk_model *m, const pk_batch *b, int reps, benchf_result *r)
+{
+    r->best_s = 1e30;
+    for (int round = 0; round < 2; round++) {
+        for (int k = round; k <= reps; k++) {
+            double t0 = pk_time_now();
+            pk_status st = benchf_pass(m, b);
+            double dt = pk_time_now() - t0;
+            if (st != PK_OK)
+                return st;
+            if (k > 0 && dt < r->best_s)
+                r->best_s = dt;
+        }
+        if (round == 0) {
+            r->rss = pk_peak_rss_bytes(); /* before the sgemm bench allocates its operands */
+            r->gflops_gemm = pk_model_bench_sgemm(m, b->B, b->T, reps);
+        }
     }
-    if (set_threads(argc, argv) != 0)
-        return CLI_USAGE;
-    pk_model *m = NULL;
-    int rc = CLI_ERR;
-    size_t N = (size_t)(B * T);
-    int32_t *ids = malloc(N * sizeof *ids), *lens = malloc((size_t)B * sizeof *lens);
-    if (!ids || !lens || load_model(argv[0], dir, &m) != 0)
-        goto out;
-    if (T > pk_model_max_positions(m)) {
-        cli_error(argv[0], "--seq %lld exceeds the model's %d positions", T,
-                  pk_model_max_positions(m));
-        goto out;
-    }
-    int V = pk_model_vocab_size(m);
+    return PK_OK;
+}
+
+static int benchf_print(const benchf_opts *o, const pk_model *m, const benchf_result *r)
+{
+    double N = (double)o->batch * o->seq, best = r->best_s, gs = r->gflops_gemm;
+    double flops = pk_model_forward_flops(m, o->batch, o->seq);
+    if (!pk_model_is_causal(m)) /* roberta bench only runs the head at one position */
+        flops -= 2.0 * N * pk_model_vocab_size(m) * pk_model_hidden_size(m);
+    double wb = (double)pk_model_weight_bytes(m);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "model", o->model);
+    cJSON_AddStringToObject(j, "arch", pk_model_arch(m));
+    cJSON_AddNumberToObject(j, "batch", o->batch);
+    cJSON_AddNumberToObject(j, "seq", o->seq);
+    cJSON_AddNumberToObject(j, "threads", pk_threads_get());
+    cli_json_add_rounded(j, "tokens_per_s", N / best, 1);
+    cli_json_add_rounded(j, "gflops_achieved", flops / best / 1e9, 2);
+    cli_json_add_rounded(j, "gflops_sgemm", gs, 2);
+    cli_json_add_rounded(j, "ratio", gs > 0 ? flops / best / 1e9 / gs : 0.0, 3);
+    cli_json_add_rounded(j, "forward_s", best, 4);
+    cJSON_AddNumberToObject(j, "peak_rss_bytes", (double)r->rss);
+    cJSON_AddNumberToObject(j, "weight_bytes", wb);
+    cli_json_add_rounded(j, "rss_over_weights", (double)r->rss / wb, 3);
+    cJSON_AddNumberToObject(j, "activation_bytes", (double)pk_model_activation_bytes(m));
+    return cli_json_print(j);
+}
+
+/* B rows of T xorshift ids below V (fixed: every run times the same tokens). */
+static void benchf_ids(int32_t *ids, int32_t *lens, int B, int T, int V)
+{
     uint64_t s = 88172645463325252ull;
-    for (size_t i = 0; i < N; i++) {
+    for (size_t i = 0; i < (size_t)B * (size_t)T; i++) {
         s ^= s << 13;
         s ^= s >> 7;
         s ^= s << 17;
         ids[i] = (int32_t)(s % (uint64_t)V);
     }
-    for (long long b = 0; b < B; b++)
-        lens[b] = (int32_t)T;
-    pk_batch batch = {(int)B, (int)T, ids, lens, NULL};
-    int causal = pk_model_is_causal(m);
-    int32_t sb = 0, stt = 0, one = 0;
-    float outv = 0;
-    double best = 1e30, loss = 0, gs = 0;
-    size_t rss = 0;
-    /* forward reps (the first run of round 0 is a warm-up: reservation, page-in), peak RSS, then
-     * the sgemm roofline, then forward again: best of each, so load from other processes hurts
-     * both sides alike */
-    for (int round = 0; round < 2; round++) {
-        for (long long r = 0; r <= reps; r++) {
-            if (round == 1 && r == 0)
-                continue;
-            double t0 = pk_time_now();
-            pk_status st =
-                causal ? pk_model_loss(m, &batch, NULL, NULL, NULL, NULL, &loss)
-                       : pk_model_select_logits(m, &batch, NULL, 1, &sb, &stt, 1, &one, &outv);
-            double dt = pk_time_now() - t0;
-            if (st != PK_OK) {
-                cli_error(argv[0], "forward failed: %s", pk_status_str(st));
-                goto out;
-            }
-            if (r > 0 && dt < best)
-                best = dt;
-        }
-        if (round == 0) {
-            rss = pk_peak_rss_bytes(); /* before the sgemm bench allocates its operands */
-            gs = pk_model_bench_sgemm(m, (int)B, (int)T, (int)reps);
-        }
+    for (int b = 0; b < B; b++)
+        lens[b] = T;
+}
+
+int cmd_bench_forward(int argc, char **argv)
+{
+    benchf_opts o = {.reps = 3};
+    int rc = cli_parse(&benchf_cmd, argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    if (!o.model || !o.batch || !o.seq || (long long)o.batch * o.seq > (1 << 24)) {
+        cli_error(o.c.cmd, "--model DIR --batch B (>= 1) --seq T (>= 2) are required "
+                           "(B * T at most 2^24)");
+        return CLI_USAGE;
     }
-    double flops = pk_model_forward_flops(m, (int)B, (int)T);
-    if (!causal) /* roberta bench only runs the head at one position */
-        flops -= 2.0 * (double)N * (double)V * pk_model_hidden_size(m);
-    printf("{\"model\": \"%s\", \"arch\": \"%s\", \"batch\": %lld, \"seq\": %lld, \"threads\": %d, "
-           "\"tokens_per_s\": %.1f, \"gflops_achieved\": %.2f, \"gflops_sgemm\": %.2f, "
-           "\"ratio\": %.3f, \"forward_s\": %.4f, \"peak_rss_bytes\": %zu, \"weight_bytes\": %zu, "
-           "\"rss_over_weights\": %.3f, \"activation_bytes\": %zu}\n",
-           dir, pk_model_arch(m), B, T, pk_threads_get(), (double)N / best, flops / best / 1e9, gs,
-           gs > 0 ? flops / best / 1e9 / gs : 0.0, best, rss, pk_model_weight_bytes(m),
-           (double)rss / (double)pk_model_weight_bytes(m), pk_model_activation_bytes(m));
-    rc = CLI_OK;
+    cli_apply_threads(&o.c);
+    pk_model *m = NULL;
+    benchf_result r = {0, 0, 0};
+    size_t N = (size_t)o.batch * (size_t)o.seq;
+    int32_t *ids = malloc(N * sizeof *ids), *lens = malloc((size_t)o.batch * sizeof *lens);
+    rc = CLI_ERR;
+    if (!ids || !lens || load_model(o.c.cmd, o.model, &m) != 0)
+        goto out;
+    if (o.seq > pk_model_max_positions(m)) {
+        cli_error(o.c.cmd, "--seq %d exceeds the model's %d positions", o.seq,
+                  pk_model_max_positions(m));
+        goto out;
+    }
+    benchf_ids(ids, lens, o.batch, o.seq, pk_model_vocab_size(m));
+    pk_batch batch = {o.batch, o.seq, ids, lens, NULL};
+    pk_status st = benchf_time(m, &batch, o.reps, &r);
+    if (st != PK_OK)
+        cli_error(o.c.cmd, "forward failed: %s", pk_status_str(st));
+    else
+        rc = benchf_print(&o, m, &r);
 out:
     free(ids);
     free(lens);

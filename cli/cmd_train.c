@@ -1,5 +1,6 @@
 /* cmd_train.c: the MeZO trainer commands: train, eval, replay, runs, mezo-probe, bench mezo.
- * Options are parsed here; the work is in agent/ (pk_mezo.h). */
+ * Each command has one option table (opts.h); the work is in train/ (pk_train.h) and mezo/
+ * (pk_mezo.h). */
 #include "cli.h"
 
 #include "passphrase.h"
@@ -9,7 +10,6 @@
 
 #include <cjson/cJSON.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,82 +18,11 @@
 
 #define ERRLEN 512
 
-/* Options every command accepts beside its own (store access). */
-#define STORE_OPTS "--passphrase-file"
-
-static int opt_threads(int argc, char **argv, const char *cmd)
+/* Prints a failed library call: its message, else the status name. Returns CLI_ERR. */
+static int fail(const char *cmd, pk_status st, const char *err)
 {
-    long long t = 0;
-    int rc = cli_opt_long(argc, argv, "--threads", &t);
-    if (rc < 0)
-        return -1;
-    if (rc > 0) {
-        if (t < 1 || t > 1024) {
-            cli_error(cmd, "--threads must be 1..1024");
-            return -1;
-        }
-        pk_threads_set((int)t);
-    }
-    return 0;
-}
-
-static int opt_float(int argc, char **argv, const char *cmd, const char *name, float *out,
-                     double lo, double hi)
-{
-    double v = 0;
-    int rc = cli_opt_double(argc, argv, name, &v);
-    if (rc < 0)
-        return -1;
-    if (rc == 0)
-        return 0;
-    if (!(v >= lo && v <= hi)) {
-        cli_error(cmd, "%s %g is out of range [%g, %g]", name, v, lo, hi);
-        return -1;
-    }
-    *out = (float)v;
-    return 0;
-}
-
-static int opt_int(int argc, char **argv, const char *cmd, const char *name, long long *out,
-                   long long lo, long long hi)
-{
-    long long v = 0;
-    int rc = cli_opt_long(argc, argv, name, &v);
-    if (rc < 0)
-        return -1;
-    if (rc == 0)
-        return 0;
-    if (v < lo || v > hi) {
-        cli_error(cmd, "%s %lld is out of range [%lld, %lld]", name, v, lo, hi);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static int copy_opt(int argc, char **argv, const char *cmd, const char *name, char *out, size_t n)
-{
-    const char *v = cli_opt(argc, argv, name);
-    if (v == NULL)
-        return 0;
-    if (strlen(v) >= n) {
-        cli_error(cmd, "%s is too long (max %zu bytes)", name, n - 1);
-        return -1;
-    }
-    strcpy(out, v);
-    return 0;
-}
-
-static int parse_u64(const char *s, uint64_t *out)
-{
-    char *end = NULL;
-    if (s == NULL || *s == 0 || *s == '-')
-        return -1;
-    unsigned long long v = strtoull(s, &end, 0);
-    if (*end != 0)
-        return -1;
-    *out = v;
-    return 0;
+    cli_error(cmd, "%s", err[0] ? err : pk_status_str(st));
+    return CLI_ERR;
 }
 
 /* ---- train ---------------------------------------------------------------------------------- */
@@ -280,98 +209,127 @@ int cmd_train(int argc, char **argv)
 
 /* ---- eval ----------------------------------------------------------------------------------- */
 
-static const char *const eval_opts[] = {"--model",    "--run",    "--dataset", "--objective",
-                                        "--template", "--labels", "--batch",   "--seq-len",
-                                        "--threads",  STORE_OPTS, NULL};
+typedef struct eval_opts {
+    cli_common c;
+    const char *model;
+    const char *dataset;
+    int64_t run;         /* 0: --model */
+    pk_train_config cfg; /* objective, template, labels, batch, seq_len (given: override a run's) */
+} eval_opts;
+
+#define T eval_opts
+static const cli_option eval_table[] = {
+    {"--model", CLI_STR, CLI_AT(T, model), 0, 0, NULL, "DIR", "model (Hugging Face dir)"},
+    {"--run", CLI_INT, CLI_AT(T, run), 1, 9e18, NULL, "ID", "the weights of a training run"},
+    {"--dataset", CLI_STR, CLI_AT(T, dataset), 0, 0, NULL, "NAME", "dataset to evaluate on"},
+    {"--objective", CLI_CHOICE, CLI_AT(T, cfg.objective), 0, 0, "lm|classify|accuracy", NULL,
+     "what the loss measures"},
+    {"--template", CLI_BUF, CLI_AT(T, cfg.template_), 0, 0, NULL, "TEXT",
+     "classify: prompt with {text} / {text2}"},
+    {"--labels", CLI_BUF, CLI_AT(T, cfg.labels), 0, 0, NULL, "WORDS",
+     "classify: comma-separated label words"},
+    {"--batch", CLI_INT, CLI_AT(T, cfg.batch), 1, 65536, NULL, "B", "examples per batch"},
+    {"--seq-len", CLI_INT, CLI_AT(T, cfg.seq_len), 2, 1 << 20, NULL, "T", "tokens per example"},
+    CLI_THREADS_OPT(T),
+    CLI_STORE_OPTS(T),
+    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+};
+#undef T
+
+static const cli_command eval_cmd = {
+    "eval",
+    "eval (--model DIR | --run ID) --dataset NAME [options]",
+    "Loss, perplexity (lm) and accuracy (classify) of a model or of a run's weights.\n"
+    "With --run the run's objective, template, labels, batch and sequence length are the\n"
+    "defaults.",
+    eval_table,
+    0,
+    NULL};
+
+/* With --run: the run's settings, then the options given on the command line over them. */
+static pk_status eval_run_config(const eval_opts *o, pk_store *s, pk_train_config *cfg, char *err,
+                                 size_t n)
+{
+    pk_run_info ri;
+    pk_status st = pk_run_load_config(s, o->run, &ri, cfg, err, n);
+    pk_run_info_clear(&ri);
+    if (st != PK_OK)
+        return st;
+    if (cli_given(&o->c, "--objective"))
+        cfg->objective = o->cfg.objective;
+    if (cli_given(&o->c, "--template"))
+        memcpy(cfg->template_, o->cfg.template_, sizeof cfg->template_);
+    if (cli_given(&o->c, "--labels"))
+        memcpy(cfg->labels, o->cfg.labels, sizeof cfg->labels);
+    if (cli_given(&o->c, "--batch"))
+        cfg->batch = o->cfg.batch;
+    if (cli_given(&o->c, "--seq-len"))
+        cfg->seq_len = o->cfg.seq_len;
+    return PK_OK;
+}
+
+/* The model (a run's weights or --model) and the settings it is evaluated with. */
+static pk_status eval_load(const eval_opts *o, pk_store *s, pk_train_config *cfg, pk_model **m,
+                           char *err, size_t n)
+{
+    if (o->run > 0) {
+        pk_status st = eval_run_config(o, s, cfg, err, n);
+        return st != PK_OK ? st : pk_run_materialize(s, o->run, m, err, n);
+    }
+    *cfg = o->cfg;
+    if (realpath(o->model, cfg->model_dir) == NULL) {
+        snprintf(err, n, "--model %s: no such directory", o->model);
+        return PK_ERR_NOTFOUND;
+    }
+    return pk_model_load(cfg->model_dir, pk_model_default_params(), m, err, n);
+}
+
+static int eval_print(const char *dataset, const pk_objective *obj, pk_objective_kind kind,
+                      double loss, double acc)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "dataset", dataset);
+    cJSON_AddNumberToObject(j, "examples", (double)pk_objective_size(obj));
+    cJSON_AddStringToObject(j, "objective", pk_objective_name(kind));
+    cli_json_add_rounded(j, "loss", loss, 6);
+    if (kind == PK_OBJ_LM)
+        cli_json_add_rounded(j, "perplexity", exp(loss), 4);
+    if (!isnan(acc))
+        cli_json_add_rounded(j, "accuracy", acc, 4);
+    return cli_json_print(j);
+}
 
 int cmd_eval(int argc, char **argv)
 {
-    const char *cmd = "eval";
-    if (cli_help(argc, argv,
-                 "usage: pocketllm eval (--model DIR | --run ID) --dataset NAME\n"
-                 "       [--objective lm|classify|accuracy --template T --labels L --batch B "
-                 "--seq-len T --threads N]\n\n"
-                 "Loss, perplexity (lm) and accuracy (classify) of a model or of a run's weights.\n"
-                 "With --run the run's objective, template and labels are the defaults.\n"))
-        return CLI_OK;
-    if (cli_check(argc, argv, eval_opts, NULL) || opt_threads(argc, argv, cmd))
-        return CLI_USAGE;
-    long long run = 0, v;
-    if (opt_int(argc, argv, cmd, "--run", &run, 1, LLONG_MAX))
-        return CLI_USAGE;
-    const char *model = cli_opt(argc, argv, "--model");
-    const char *ds = cli_opt(argc, argv, "--dataset");
-    if ((model == NULL && run == 0) || ds == NULL) {
-        cli_error(cmd, "--dataset NAME and one of --model DIR / --run ID are required");
+    eval_opts o = {.cfg = pk_train_config_default()};
+    int rc = cli_parse(&eval_cmd, argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    if ((o.model == NULL && o.run == 0) || o.dataset == NULL) {
+        cli_error(o.c.cmd, "--dataset NAME and one of --model DIR / --run ID are required");
         return CLI_USAGE;
     }
-    pk_train_config cfg = pk_train_config_default();
+    cli_apply_threads(&o.c);
     pk_store *s = NULL;
     pk_model *m = NULL;
-    pk_objective *o = NULL;
+    pk_objective *obj = NULL;
+    pk_train_config cfg;
     char err[ERRLEN] = "";
-    pk_status st = PK_OK;
-    int rc = legacy_cli_open_store(argc, argv, &s);
+    rc = cli_open_store(&o.c, &s);
     if (rc != 0)
         return rc;
-    rc = CLI_ERR;
-    if (run > 0) {
-        pk_run_info ri;
-        st = pk_run_load_config(s, run, &ri, &cfg, err, sizeof err);
-        pk_run_info_clear(&ri);
-        if (st == PK_OK)
-            st = pk_run_materialize(s, run, &m, err, sizeof err);
-    } else {
-        if (realpath(model, cfg.model_dir) == NULL) {
-            cli_error(cmd, "--model %s: no such directory", model);
-            goto out;
-        }
-        st = pk_model_load(cfg.model_dir, pk_model_default_params(), &m, err, sizeof err);
-    }
-    if (st != PK_OK)
-        goto fail;
-    const char *obj = cli_opt(argc, argv, "--objective");
-    if (obj != NULL && pk_objective_parse(obj, &cfg.objective)) {
-        cli_error(cmd, "--objective must be lm, classify or accuracy (got '%s')", obj);
-        rc = CLI_USAGE;
-        goto out;
-    }
-    v = cfg.batch;
-    if (copy_opt(argc, argv, cmd, "--template", cfg.template_, sizeof cfg.template_) ||
-        copy_opt(argc, argv, cmd, "--labels", cfg.labels, sizeof cfg.labels) ||
-        opt_int(argc, argv, cmd, "--batch", &v, 1, 65536)) {
-        rc = CLI_USAGE;
-        goto out;
-    }
-    cfg.batch = (int)v;
-    v = cfg.seq_len;
-    if (opt_int(argc, argv, cmd, "--seq-len", &v, 2, 1 << 20)) {
-        rc = CLI_USAGE;
-        goto out;
-    }
-    cfg.seq_len = (int)v;
-    st = pk_objective_from_store(s, ds, m, cfg.model_dir, &cfg, &o, err, sizeof err);
-    if (st != PK_OK)
-        goto fail;
+    pk_status st = eval_load(&o, s, &cfg, &m, err, sizeof err);
+    if (st == PK_OK)
+        st = pk_objective_from_store(s, o.dataset, m, cfg.model_dir, &cfg, &obj, err, sizeof err);
     double loss = 0, acc = 0;
-    st = pk_objective_eval(o, m, (size_t)cfg.batch, &loss, &acc);
-    if (st != PK_OK) {
-        snprintf(err, sizeof err, "evaluating: %s", pk_status_str(st));
-        goto fail;
+    if (st == PK_OK) {
+        st = pk_objective_eval(obj, m, (size_t)cfg.batch, &loss, &acc);
+        if (st != PK_OK)
+            snprintf(err, sizeof err, "evaluating: %s", pk_status_str(st));
     }
-    printf("{\"dataset\":\"%s\",\"examples\":%zu,\"objective\":\"%s\",\"loss\":%.6f", ds,
-           pk_objective_size(o), pk_objective_name(cfg.objective), loss);
-    if (cfg.objective == PK_OBJ_LM)
-        printf(",\"perplexity\":%.4f", exp(loss));
-    if (!isnan(acc))
-        printf(",\"accuracy\":%.4f", acc);
-    printf("}\n");
-    rc = CLI_OK;
-    goto out;
-fail:
-    cli_error(cmd, "%s", err[0] ? err : pk_status_str(st));
-out:
-    pk_objective_free(o);
+    rc =
+        st == PK_OK ? eval_print(o.dataset, obj, cfg.objective, loss, acc) : fail(o.c.cmd, st, err);
+    pk_objective_free(obj);
     pk_model_free(m);
     pk_store_close(s);
     return rc;
@@ -379,8 +337,49 @@ out:
 
 /* ---- replay --------------------------------------------------------------------------------- */
 
-static const char *const replay_opts[] = {
-    "--run", "--out", "--seed-log", "--model", "--write-seed-log", "--threads", STORE_OPTS, NULL};
+typedef struct replay_opts {
+    cli_common c;
+    int64_t run; /* 0: --seed-log */
+    const char *out;
+    const char *seed_log;
+    const char *model;
+    const char *write_seed_log;
+} replay_opts;
+
+#define T replay_opts
+static const cli_option replay_table[] = {
+    {"--run", CLI_INT, CLI_AT(T, run), 1, 9e18, NULL, "ID", "the training run to rebuild"},
+    {"--out", CLI_STR, CLI_AT(T, out), 0, 0, NULL, "DIR", "write the model directory here"},
+    {"--seed-log", CLI_STR, CLI_AT(T, seed_log), 0, 0, NULL, "FILE",
+     "rebuild from a seed log instead of a run"},
+    {"--model", CLI_STR, CLI_AT(T, model), 0, 0, NULL, "DIR", "the seed log's base model"},
+    {"--write-seed-log", CLI_STR, CLI_AT(T, write_seed_log), 0, 0, NULL, "FILE",
+     "--run: also write the run's seed log to FILE"},
+    CLI_THREADS_OPT(T),
+    CLI_STORE_OPTS(T),
+    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+};
+#undef T
+
+static const cli_command replay_cmd = {
+    "replay",
+    "replay --run ID --out DIR [--write-seed-log FILE] [--threads N]\n"
+    "replay --seed-log FILE --model DIR --out DIR2 [--threads N]",
+    "Rebuilds fine-tuned weights from the base model and a step log (bit-identical to\n"
+    "the live run with any --threads) and writes a safetensors model directory.",
+    replay_table,
+    0,
+    NULL};
+
+static int replay_check(const replay_opts *o)
+{
+    if ((o->run > 0) == (o->seed_log != NULL) || (o->out == NULL && o->write_seed_log == NULL) ||
+        (o->seed_log != NULL && (o->model == NULL || o->out == NULL))) {
+        cli_error(o->c.cmd, "use --run ID --out DIR, or --seed-log FILE --model DIR --out DIR");
+        return CLI_USAGE;
+    }
+    return 0;
+}
 
 static pk_dtype model_dtype(const pk_model *m)
 {
@@ -390,93 +389,88 @@ static pk_dtype model_dtype(const pk_model *m)
     return PK_DTYPE_F32;
 }
 
+/* The base model with the seed log's steps applied. */
+static pk_status replay_seedlog(const replay_opts *o, pk_model **m, char *err, size_t n)
+{
+    pk_seedlog log;
+    pk_status st = pk_seedlog_read(o->seed_log, &log, err, n);
+    if (st != PK_OK)
+        return st;
+    st = pk_model_load(o->model, pk_model_default_params(), m, err, n);
+    if (st == PK_OK)
+        st = pk_seedlog_replay(*m, &log, err, n);
+    pk_seedlog_clear(&log);
+    return st;
+}
+
+/* Writes the step log of a run as a seed log file. */
+static pk_status write_run_seedlog(pk_store *s, int64_t run, const char *path, char *err, size_t n)
+{
+    pk_run_info ri;
+    pk_train_config cfg;
+    pk_seedlog log;
+    memset(&log, 0, sizeof log);
+    pk_status st = pk_run_load_config(s, run, &ri, &cfg, err, n);
+    if (st == PK_OK)
+        st = pk_store_steps_read(s, run, 0, ri.steps_done, &log.rows, &log.n_rows);
+    if (st == PK_OK) {
+        memcpy(log.base_hash, ri.base_hash, sizeof log.base_hash);
+        log.z = cfg.mezo.z;
+        log.weight_decay = cfg.mezo.weight_decay;
+        snprintf(log.trainable, sizeof log.trainable, "%s", cfg.trainable);
+        st = pk_seedlog_write(path, &log, err, n);
+    }
+    pk_seedlog_clear(&log);
+    pk_run_info_clear(&ri);
+    return st;
+}
+
+/* Saves the model (with --out) and its weights hash into hex. */
+static pk_status replay_save(const replay_opts *o, const pk_model *m, char hex[65], char *err,
+                             size_t n)
+{
+    pk_status st = o->out ? pk_model_save(m, o->out, model_dtype(m), err, n) : PK_OK;
+    return st != PK_OK ? st : pk_weights_hash(m, hex);
+}
+
+static int replay_print(const char *hex, double replay_s)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "weights", hex);
+    cli_json_add_rounded(j, "replay_s", replay_s, 3); /* the rebuild alone, not the save */
+    cJSON_AddNumberToObject(j, "threads", pk_threads_get());
+    return cli_json_print(j);
+}
+
 int cmd_replay(int argc, char **argv)
 {
-    const char *cmd = "replay";
-    if (cli_help(
-            argc, argv,
-            "usage: pocketllm replay --run ID --out DIR [--write-seed-log FILE] [--threads N]\n"
-            "       pocketllm replay --seed-log FILE --model DIR --out DIR2 [--threads N]\n\n"
-            "Rebuilds fine-tuned weights from the base model and a step log (bit-identical to\n"
-            "the live run with any --threads) and writes a safetensors model directory.\n"))
-        return CLI_OK;
-    if (cli_check(argc, argv, replay_opts, NULL) || opt_threads(argc, argv, cmd))
-        return CLI_USAGE;
-    long long run = 0;
-    if (opt_int(argc, argv, cmd, "--run", &run, 1, LLONG_MAX))
-        return CLI_USAGE;
-    const char *outdir = cli_opt(argc, argv, "--out");
-    const char *seedlog = cli_opt(argc, argv, "--seed-log");
-    const char *model = cli_opt(argc, argv, "--model");
-    const char *write_log = cli_opt(argc, argv, "--write-seed-log");
+    replay_opts o = {0};
+    int rc = cli_parse(&replay_cmd, argc, argv, &o);
+    if (rc == 0)
+        rc = replay_check(&o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    cli_apply_threads(&o.c);
     char err[ERRLEN] = "";
     pk_model *m = NULL;
     pk_store *s = NULL;
-    pk_status st = PK_OK;
-    int rc = CLI_ERR;
-    if ((run > 0) == (seedlog != NULL) || (outdir == NULL && write_log == NULL) ||
-        (seedlog != NULL && (model == NULL || outdir == NULL))) {
-        cli_error(cmd, "use --run ID --out DIR, or --seed-log FILE --model DIR --out DIR");
-        return CLI_USAGE;
-    }
+    pk_status st;
     double t0 = pk_time_now();
-    if (seedlog != NULL) {
-        pk_seedlog log;
-        st = pk_seedlog_read(seedlog, &log, err, sizeof err);
-        if (st != PK_OK)
-            goto fail;
-        st = pk_model_load(model, pk_model_default_params(), &m, err, sizeof err);
-        if (st == PK_OK)
-            st = pk_seedlog_replay(m, &log, err, sizeof err);
-        pk_seedlog_clear(&log);
-        if (st != PK_OK)
-            goto fail;
+    if (o.seed_log != NULL) {
+        st = replay_seedlog(&o, &m, err, sizeof err);
     } else {
-        rc = legacy_cli_open_store(argc, argv, &s);
+        rc = cli_open_store(&o.c, &s);
         if (rc != 0)
             return rc;
-        rc = CLI_ERR;
-        st = pk_run_materialize(s, run, &m, err, sizeof err);
-        if (st != PK_OK)
-            goto fail;
-        if (write_log != NULL) {
-            pk_run_info ri;
-            pk_train_config cfg;
-            pk_seedlog log;
-            memset(&log, 0, sizeof log);
-            st = pk_run_load_config(s, run, &ri, &cfg, err, sizeof err);
-            if (st == PK_OK)
-                st = pk_store_steps_read(s, run, 0, ri.steps_done, &log.rows, &log.n_rows);
-            if (st == PK_OK) {
-                memcpy(log.base_hash, ri.base_hash, sizeof log.base_hash);
-                log.z = cfg.mezo.z;
-                log.weight_decay = cfg.mezo.weight_decay;
-                snprintf(log.trainable, sizeof log.trainable, "%s", cfg.trainable);
-                st = pk_seedlog_write(write_log, &log, err, sizeof err);
-            }
-            pk_seedlog_clear(&log);
-            pk_run_info_clear(&ri);
-            if (st != PK_OK)
-                goto fail;
-        }
+        st = pk_run_materialize(s, o.run, &m, err, sizeof err);
+        if (st == PK_OK && o.write_seed_log != NULL)
+            st = write_run_seedlog(s, o.run, o.write_seed_log, err, sizeof err);
     }
-    double t1 = pk_time_now();
-    if (outdir != NULL) {
-        st = pk_model_save(m, outdir, model_dtype(m), err, sizeof err);
-        if (st != PK_OK)
-            goto fail;
-    }
+    double replay_s = pk_time_now() - t0;
     char hex[65];
-    st = pk_weights_hash(m, hex);
-    if (st != PK_OK)
-        goto fail;
-    printf("{\"weights\":\"%s\",\"replay_s\":%.3f,\"threads\":%d}\n", hex, t1 - t0,
-           pk_threads_get());
-    rc = CLI_OK;
-    goto out;
-fail:
-    cli_error(cmd, "%s", err[0] ? err : pk_status_str(st));
-out:
+    if (st == PK_OK)
+        st = replay_save(&o, m, hex, err, sizeof err);
+    rc = st == PK_OK ? replay_print(hex, replay_s) : fail(o.c.cmd, st, err);
     pk_model_free(m);
     pk_store_close(s);
     return rc;
@@ -484,11 +478,53 @@ out:
 
 /* ---- runs ----------------------------------------------------------------------------------- */
 
-static const char *const runs_opts[] = {STORE_OPTS, NULL};
+typedef struct runs_opts {
+    cli_common c;
+} runs_opts;
 
-/* One JSON line for a run; evals (owned, may be NULL) and the settings only with `full`. */
-static void runs_json_line(const pk_run_info *ri, const pk_train_config *cfg, cJSON *evals,
-                           int full)
+#define T runs_opts
+static const cli_option runs_table[] = {
+    {"--json", CLI_FLAG, CLI_AT(T, c.json), 0, 0, NULL, NULL, "one JSON object per run"},
+    CLI_STORE_OPTS(T),
+    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+};
+#undef T
+
+static const cli_command runs_cmd = {
+    "runs",
+    "runs list [--json]\n"
+    "runs show ID [--json]",
+    "list: one line per run (newest first); show: status, settings, the last\n"
+    "logged steps and the eval points.",
+    runs_table,
+    2,
+    NULL};
+
+/* The sub-command: *show_id is 0 for "list", the run for "show ID". */
+static int runs_args(const cli_common *c, int64_t *show_id)
+{
+    const char *sub = c->n_args > 0 ? c->args[0] : NULL;
+    const char *id = c->n_args > 1 ? c->args[1] : NULL;
+    int list = sub != NULL && !strcmp(sub, "list"), show = sub != NULL && !strcmp(sub, "show");
+    if ((!list && !show) || (show && id == NULL)) {
+        cli_error(c->cmd, "use 'runs list' or 'runs show ID'");
+        return CLI_USAGE;
+    }
+    *show_id = 0;
+    if (id == NULL)
+        return 0;
+    char *end = NULL;
+    unsigned long long v = id[0] >= '0' && id[0] <= '9' ? strtoull(id, &end, 0) : 0;
+    if (v == 0 || *end != '\0' || v > INT64_MAX) {
+        cli_error(c->cmd, "run id must be a positive integer (got '%s')", id);
+        return CLI_USAGE;
+    }
+    *show_id = list ? 0 : (int64_t)v;
+    return 0;
+}
+
+/* A run as JSON; cfg (NULL if the settings did not parse) adds dataset and objective. */
+static cJSON *run_json(const pk_run_info *ri, const pk_train_config *cfg)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "run", (double)ri->id);
@@ -501,127 +537,103 @@ static void runs_json_line(const pk_run_info *ri, const pk_train_config *cfg, cJ
         cJSON_AddStringToObject(o, "dataset", cfg->dataset);
         cJSON_AddStringToObject(o, "objective", pk_objective_name(cfg->objective));
     }
-    if (full) {
-        cJSON *c = ri->config_json ? cJSON_Parse(ri->config_json) : NULL;
-        cJSON_AddItemToObject(o, "config", c ? c : cJSON_CreateNull());
-        cJSON_AddItemToObject(o, "evals", evals ? evals : cJSON_CreateArray());
-    } else {
-        cJSON_Delete(evals);
-    }
-    char *txt = cJSON_PrintUnformatted(o);
-    if (txt)
-        puts(txt);
-    free(txt);
-    cJSON_Delete(o);
+    return o;
 }
 
-int cmd_runs(int argc, char **argv)
+static void runs_list_row(pk_store *s, int64_t id, int json)
 {
-    const char *cmd = "runs";
-    if (cli_help(argc, argv,
-                 "usage: pocketllm runs list [--json]\n"
-                 "       pocketllm runs show ID [--json]\n"
-                 "list: one line per run (newest first); show: status, settings, the last\n"
-                 "logged steps and the eval points. --json: one JSON object per run.\n"))
-        return CLI_OK;
-    static const char *const runs_flags[] = {"--json", NULL};
-    if (cli_check(argc, argv, runs_opts, runs_flags))
-        return CLI_USAGE;
-    int json = cli_flag(argc, argv, "--json");
-    const char *sub = cli_positional(argc, argv, 0, runs_opts);
-    const char *ids = cli_positional(argc, argv, 1, runs_opts);
-    if (sub == NULL || (strcmp(sub, "list") != 0 && strcmp(sub, "show") != 0) ||
-        (!strcmp(sub, "show") && ids == NULL)) {
-        cli_error(cmd, "use 'runs list' or 'runs show ID'");
-        return CLI_USAGE;
-    }
-    uint64_t show_id = 0;
-    if (ids != NULL && (parse_u64(ids, &show_id) || show_id == 0 || show_id > INT64_MAX)) {
-        cli_error(cmd, "run id must be a positive integer (got '%s')", ids);
-        return CLI_USAGE;
-    }
-    pk_store *s = NULL;
-    int rc = legacy_cli_open_store(argc, argv, &s);
-    if (rc != 0)
-        return rc;
-    rc = CLI_ERR;
-    pk_status st;
-    if (!strcmp(sub, "list")) {
-        int64_t *list = NULL, n = 0;
-        st = pk_store_run_list(s, &list, &n);
-        if (st != PK_OK) {
-            cli_error(cmd, "%s", pk_store_errmsg(s));
-            goto out;
-        }
-        if (!json)
-            printf("%-6s %-8s %-13s %-20s %s\n", "ID", "STATUS", "STEPS", "CREATED",
-                   "DATASET/OBJECTIVE");
-        for (int64_t i = 0; i < n; i++) {
-            pk_run_info ri;
-            pk_train_config cfg;
-            char err[ERRLEN], when[32], steps[32];
-            memset(&ri, 0, sizeof ri);
-            if (pk_store_run_get(s, list[i], &ri) != PK_OK)
-                continue;
-            int ok = pk_train_config_from_json(ri.config_json, &cfg, err, sizeof err) == PK_OK;
-            time_t t = (time_t)ri.created_at;
-            struct tm tmv;
-            gmtime_r(&t, &tmv);
-            strftime(when, sizeof when, "%Y-%m-%d %H:%M", &tmv);
-            snprintf(steps, sizeof steps, "%lld/%lld", (long long)ri.steps_done,
-                     (long long)ri.steps_total);
-            if (json)
-                runs_json_line(&ri, ok ? &cfg : NULL, NULL, 0);
-            else
-                printf("%-6lld %-8s %-13s %-20s %s/%s\n", (long long)ri.id, ri.status, steps, when,
-                       ok ? cfg.dataset : "?", ok ? pk_objective_name(cfg.objective) : "?");
-            pk_run_info_clear(&ri);
-        }
-        free(list);
-        rc = CLI_OK;
-        goto out;
-    }
     pk_run_info ri;
+    pk_train_config cfg;
+    char err[ERRLEN], when[32], steps[32];
     memset(&ri, 0, sizeof ri);
-    st = pk_store_run_get(s, (int64_t)show_id, &ri);
-    if (st != PK_OK) {
-        cli_error(cmd, "run %llu: %s", (unsigned long long)show_id,
-                  st == PK_ERR_NOTFOUND ? "no such run" : pk_store_errmsg(s));
-        goto out;
-    }
+    if (pk_store_run_get(s, id, &ri) != PK_OK)
+        return;
+    int ok = pk_train_config_from_json(ri.config_json, &cfg, err, sizeof err) == PK_OK;
     if (json) {
-        int64_t *es = NULL;
-        double *el = NULL, *ea = NULL;
-        size_t ne = 0;
-        pk_train_config cfg;
-        char cerr[ERRLEN];
-        int ok = pk_train_config_from_json(ri.config_json, &cfg, cerr, sizeof cerr) == PK_OK;
-        if (pk_store_eval_read(s, ri.id, &es, &el, &ea, &ne) != PK_OK)
-            ne = 0;
-        cJSON *ev = cJSON_CreateArray();
-        for (size_t i = 0; ev && i < ne; i++) {
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddNumberToObject(o, "step", (double)es[i]);
-            cJSON_AddNumberToObject(o, "loss", el[i]);
-            if (!isnan(ea[i]))
-                cJSON_AddNumberToObject(o, "accuracy", ea[i]);
-            cJSON_AddItemToArray(ev, o);
-        }
-        runs_json_line(&ri, ok ? &cfg : NULL, ev, 1);
-        free(es);
-        free(el);
-        free(ea);
-        pk_run_info_clear(&ri);
-        rc = CLI_OK;
-        goto out;
+        cli_json_print(run_json(&ri, ok ? &cfg : NULL));
+    } else {
+        time_t t = (time_t)ri.created_at;
+        struct tm tmv;
+        gmtime_r(&t, &tmv);
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M", &tmv);
+        snprintf(steps, sizeof steps, "%lld/%lld", (long long)ri.steps_done,
+                 (long long)ri.steps_total);
+        printf("%-6lld %-8s %-13s %-20s %s/%s\n", (long long)ri.id, ri.status, steps, when,
+               ok ? cfg.dataset : "?", ok ? pk_objective_name(cfg.objective) : "?");
     }
-    printf("run %lld\nstatus %s\nsteps %lld/%lld\nbase_hash %s\nconfig %s\n", (long long)ri.id,
-           ri.status, (long long)ri.steps_done, (long long)ri.steps_total, ri.base_hash,
-           ri.config_json);
+    pk_run_info_clear(&ri);
+}
+
+static int runs_list(pk_store *s, const char *cmd, int json)
+{
+    int64_t *list = NULL, n = 0;
+    if (pk_store_run_list(s, &list, &n) != PK_OK) {
+        cli_error(cmd, "%s", pk_store_errmsg(s));
+        return CLI_ERR;
+    }
+    if (!json)
+        printf("%-6s %-8s %-13s %-20s %s\n", "ID", "STATUS", "STEPS", "CREATED",
+               "DATASET/OBJECTIVE");
+    for (int64_t i = 0; i < n; i++)
+        runs_list_row(s, list[i], json);
+    free(list);
+    return CLI_OK;
+}
+
+/* The eval points of a run (none if they cannot be read). */
+typedef struct run_evals {
+    int64_t *step;
+    double *loss, *acc; /* acc NaN: no accuracy (lm) */
+    size_t n;
+} run_evals;
+
+static void run_evals_read(pk_store *s, int64_t run, run_evals *e)
+{
+    memset(e, 0, sizeof *e);
+    if (pk_store_eval_read(s, run, &e->step, &e->loss, &e->acc, &e->n) != PK_OK)
+        e->n = 0;
+}
+
+static void run_evals_free(run_evals *e)
+{
+    free(e->step);
+    free(e->loss);
+    free(e->acc);
+}
+
+static int runs_show_json(pk_store *s, const pk_run_info *ri)
+{
+    pk_train_config cfg;
+    char err[ERRLEN];
+    int ok = pk_train_config_from_json(ri->config_json, &cfg, err, sizeof err) == PK_OK;
+    cJSON *o = run_json(ri, ok ? &cfg : NULL);
+    cJSON *c = ri->config_json ? cJSON_Parse(ri->config_json) : NULL;
+    cJSON_AddItemToObject(o, "config", c ? c : cJSON_CreateNull());
+    cJSON *ev = cJSON_AddArrayToObject(o, "evals");
+    run_evals e;
+    run_evals_read(s, ri->id, &e);
+    for (size_t i = 0; ev && i < e.n; i++) {
+        cJSON *p = cJSON_CreateObject();
+        cJSON_AddNumberToObject(p, "step", (double)e.step[i]);
+        cli_json_add_finite(p, "loss", e.loss[i]);
+        if (!isnan(e.acc[i]))
+            cJSON_AddNumberToObject(p, "accuracy", e.acc[i]);
+        cJSON_AddItemToArray(ev, p);
+    }
+    run_evals_free(&e);
+    return cli_json_print(o);
+}
+
+/* Status and settings, the last five logged steps, then the eval points. */
+static void runs_show_text(pk_store *s, const pk_run_info *ri)
+{
+    printf("run %lld\nstatus %s\nsteps %lld/%lld\nbase_hash %s\nconfig %s\n", (long long)ri->id,
+           ri->status, (long long)ri->steps_done, (long long)ri->steps_total, ri->base_hash,
+           ri->config_json);
     pk_step_row *rows = NULL;
     size_t nr = 0;
-    int64_t from = ri.steps_done > 5 ? ri.steps_done - 5 : 0;
-    if (pk_store_steps_read(s, ri.id, from, ri.steps_done, &rows, &nr) == PK_OK) {
+    int64_t from = ri->steps_done > 5 ? ri->steps_done - 5 : 0;
+    if (pk_store_steps_read(s, ri->id, from, ri->steps_done, &rows, &nr) == PK_OK) {
         for (size_t i = 0; i < nr; i++)
             printf("step %lld q %d seed %llu g %.6g loss+ %.6f loss- %.6f lr %.3g\n",
                    (long long)rows[i].step, (int)rows[i].q_index, (unsigned long long)rows[i].seed,
@@ -629,28 +641,94 @@ int cmd_runs(int argc, char **argv)
                    (double)rows[i].lr);
         free(rows);
     }
-    int64_t *es = NULL;
-    double *el = NULL, *ea = NULL;
-    size_t ne = 0;
-    if (pk_store_eval_read(s, ri.id, &es, &el, &ea, &ne) == PK_OK) {
-        for (size_t i = 0; i < ne; i++) {
-            if (isnan(ea[i]))
-                printf("eval step %lld loss %.6f\n", (long long)es[i], el[i]);
-            else
-                printf("eval step %lld loss %.6f accuracy %.4f\n", (long long)es[i], el[i], ea[i]);
-        }
-        free(es);
-        free(el);
-        free(ea);
+    run_evals e;
+    run_evals_read(s, ri->id, &e);
+    for (size_t i = 0; i < e.n; i++) {
+        if (isnan(e.acc[i]))
+            printf("eval step %lld loss %.6f\n", (long long)e.step[i], e.loss[i]);
+        else
+            printf("eval step %lld loss %.6f accuracy %.4f\n", (long long)e.step[i], e.loss[i],
+                   e.acc[i]);
     }
+    run_evals_free(&e);
+}
+
+static int runs_show(pk_store *s, const char *cmd, int64_t id, int json)
+{
+    pk_run_info ri;
+    memset(&ri, 0, sizeof ri);
+    pk_status st = pk_store_run_get(s, id, &ri);
+    if (st != PK_OK) {
+        cli_error(cmd, "run %lld: %s", (long long)id,
+                  st == PK_ERR_NOTFOUND ? "no such run" : pk_store_errmsg(s));
+        return CLI_ERR;
+    }
+    int rc = CLI_OK;
+    if (json)
+        rc = runs_show_json(s, &ri);
+    else
+        runs_show_text(s, &ri);
     pk_run_info_clear(&ri);
-    rc = CLI_OK;
-out:
+    return rc;
+}
+
+int cmd_runs(int argc, char **argv)
+{
+    runs_opts o = {0};
+    int64_t show_id = 0;
+    int rc = cli_parse(&runs_cmd, argc, argv, &o);
+    if (rc == 0)
+        rc = runs_args(&o.c, &show_id);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    pk_store *s = NULL;
+    rc = cli_open_store(&o.c, &s);
+    if (rc != 0)
+        return rc;
+    rc = show_id ? runs_show(s, o.c.cmd, show_id, o.c.json) : runs_list(s, o.c.cmd, o.c.json);
     pk_store_close(s);
     return rc;
 }
 
 /* ---- mezo-probe ----------------------------------------------------------------------------- */
+
+typedef struct probe_opts {
+    cli_common c;
+    const char *model;
+    const char *ids;
+    const char *z_out;
+    const char *trainable;
+    uint64_t seed;
+    float eps;
+    int z; /* pk_z_kind */
+} probe_opts;
+
+#define T probe_opts
+static const cli_option probe_table[] = {
+    {"--model", CLI_STR, CLI_AT(T, model), 0, 0, NULL, "DIR", "model (Hugging Face dir)"},
+    {"--ids", CLI_STR, CLI_AT(T, ids), 0, 0, NULL, "1,2,3", "token ids (at least 2)"},
+    {"--seed", CLI_U64, CLI_AT(T, seed), 0, 0, NULL, "S", "seed of z"},
+    {"--eps", CLI_FLOAT, CLI_AT(T, eps), 1e-12, 10, NULL, "E", "perturbation scale"},
+    {"--z-out", CLI_STR, CLI_AT(T, z_out), 0, 0, NULL, "FILE",
+     "write z of every tensor as float32 safetensors"},
+    {"--trainable", CLI_STR, CLI_AT(T, trainable), 0, 0, NULL, "SPEC",
+     "all | bitfit | REGEX on tensor names"},
+    {"--z", CLI_CHOICE, CLI_AT(T, z), 0, 0, "gaussian|rademacher", NULL,
+     "perturbation distribution"},
+    CLI_THREADS_OPT(T),
+    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+};
+#undef T
+
+static const cli_command probe_cmd = {
+    "mezo-probe",
+    "mezo-probe --model DIR --ids 1,2,3 --seed S --eps E [--z-out FILE] [options]",
+    "One projected-gradient evaluation (lm objective on the ids, no update). The last\n"
+    "line is {\"g\":..,\"loss_plus\":..,\"loss_minus\":..}. --z-out writes z of every\n"
+    "tensor (0 outside --trainable) as float32 safetensors with the model's names.",
+    probe_table,
+    0,
+    NULL};
 
 typedef struct zfill_ctx {
     const pk_model *m;
@@ -670,133 +748,127 @@ static void zfill(void *user, size_t i, size_t start, size_t n, float *buf)
     pk_z_fill(c->seed, ti.key, start, n, c->kind, buf);
 }
 
-static const char *const probe_opts[] = {"--model",     "--ids", "--seed",    "--eps", "--z-out",
-                                         "--trainable", "--z",   "--threads", NULL};
+/* Writes z of every tensor (zero outside the mask) to path, named and shaped as the model's. */
+static pk_status probe_write_z(const pk_model *m, const uint8_t *mask, const probe_opts *o,
+                               char *err, size_t n)
+{
+    size_t nt = pk_model_n_tensors(m);
+    pk_st_entry *e = calloc(nt, sizeof *e);
+    if (e == NULL)
+        return PK_ERR_NOMEM;
+    pk_status st = PK_OK;
+    for (size_t i = 0; i < nt && st == PK_OK; i++) {
+        pk_tensor_info ti;
+        st = pk_model_tensor(m, i, &ti);
+        e[i].name = ti.name;
+        e[i].dtype = PK_DTYPE_F32;
+        e[i].ndim = ti.ndim;
+        memcpy(e[i].shape, ti.shape, sizeof e[i].shape);
+    }
+    zfill_ctx zc = {m, mask, o->seed, (pk_z_kind)o->z};
+    if (st == PK_OK)
+        st = pk_safetensors_write(o->z_out, e, nt, zfill, &zc, err, n);
+    free(e);
+    return st;
+}
+
+/* Loads the model, evaluates the projected gradient on ids and writes z if asked. */
+static pk_status probe_run(const probe_opts *o, const int32_t *ids, int n_ids, double out[3],
+                           char *err, size_t n)
+{
+    pk_model *m = NULL;
+    uint8_t *mask = NULL;
+    pk_status st = pk_model_load(o->model, pk_model_default_params(), &m, err, n);
+    if (st == PK_OK && strcmp(o->trainable, "all") != 0) /* all: no mask */
+        st = pk_mezo_trainable(m, o->trainable, &mask, err, n);
+    if (st == PK_OK) {
+        int32_t len = n_ids;
+        pk_batch b = {1, n_ids, ids, &len, NULL};
+        st = pk_mezo_projected_grad_batch(m, mask, o->seed, (pk_z_kind)o->z, o->eps, &b, NULL,
+                                          &out[0], &out[1], &out[2]);
+        if (st != PK_OK)
+            snprintf(err, n, "forward: %s", pk_status_str(st));
+    }
+    if (st == PK_OK && o->z_out != NULL)
+        st = probe_write_z(m, mask, o, err, n);
+    free(mask);
+    pk_model_free(m);
+    return st;
+}
 
 int cmd_mezo_probe(int argc, char **argv)
 {
-    const char *cmd = "mezo-probe";
-    if (cli_help(
-            argc, argv,
-            "usage: pocketllm mezo-probe --model DIR --ids 1,2,3 --seed S --eps E\n"
-            "       [--z-out FILE] [--trainable SPEC] [--z rademacher] [--threads N]\n\n"
-            "One projected-gradient evaluation (lm objective on the ids, no update). The last\n"
-            "line is {\"g\":..,\"loss_plus\":..,\"loss_minus\":..}. --z-out writes z of every\n"
-            "tensor (0 outside --trainable) as float32 safetensors with the model's names.\n"))
-        return CLI_OK;
-    if (cli_check(argc, argv, probe_opts, NULL) || opt_threads(argc, argv, cmd))
-        return CLI_USAGE;
-    const char *model = cli_opt(argc, argv, "--model");
-    const char *ids_s = cli_opt(argc, argv, "--ids");
-    const char *seed_s = cli_opt(argc, argv, "--seed");
-    const char *zout = cli_opt(argc, argv, "--z-out");
-    const char *spec = cli_opt(argc, argv, "--trainable");
-    const char *zk = cli_opt(argc, argv, "--z");
-    float eps = 1e-3f;
-    uint64_t seed = 0;
-    pk_z_kind kind = PK_Z_GAUSSIAN;
-    if (model == NULL || ids_s == NULL) {
-        cli_error(cmd, "--model DIR and --ids 1,2,3 are required");
+    probe_opts o = {.trainable = "all", .eps = 1e-3f, .z = PK_Z_GAUSSIAN};
+    int rc = cli_parse(&probe_cmd, argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    if (o.model == NULL || o.ids == NULL) {
+        cli_error(o.c.cmd, "--model DIR and --ids 1,2,3 are required");
         return CLI_USAGE;
     }
-    if (seed_s != NULL && parse_u64(seed_s, &seed)) {
-        cli_error(cmd, "--seed must be an unsigned 64-bit integer (got '%s')", seed_s);
-        return CLI_USAGE;
-    }
-    if (opt_float(argc, argv, cmd, "--eps", &eps, 1e-12, 10.0))
-        return CLI_USAGE;
-    if (zk != NULL) {
-        if (!strcmp(zk, "rademacher"))
-            kind = PK_Z_RADEMACHER;
-        else if (strcmp(zk, "gaussian") != 0) {
-            cli_error(cmd, "--z must be gaussian or rademacher (got '%s')", zk);
-            return CLI_USAGE;
-        }
-    }
-    size_t n = 1;
-    for (const char *p = ids_s; *p; p++)
-        n += *p == ',';
-    int32_t *ids = malloc(n * sizeof(int32_t));
-    uint8_t *mask = NULL;
-    pk_model *m = NULL;
-    char err[ERRLEN] = "";
-    int rc = CLI_ERR;
-    pk_status st = PK_OK;
-    if (ids == NULL)
-        goto out;
-    {
-        const char *p = ids_s;
-        for (size_t i = 0; i < n; i++) {
-            char *end = NULL;
-            long v = strtol(p, &end, 10);
-            if (end == p || (*end != ',' && *end != 0) || v < 0 || v > INT32_MAX) {
-                cli_error(cmd, "--ids: '%s' is not a comma-separated list of token ids", ids_s);
-                rc = CLI_USAGE;
-                goto out;
-            }
-            ids[i] = (int32_t)v;
-            p = end + (*end == ',');
-        }
-    }
-    if (n < 2) {
-        cli_error(cmd, "--ids needs at least 2 tokens (one prediction)");
+    int32_t *ids = NULL;
+    int n = 0;
+    rc = cli_parse_ids(&o.c, "--ids", o.ids, &ids, &n);
+    if (rc == 0 && n < 2) {
+        cli_error(o.c.cmd, "--ids needs at least 2 tokens (one prediction)");
         rc = CLI_USAGE;
-        goto out;
     }
-    st = pk_model_load(model, pk_model_default_params(), &m, err, sizeof err);
-    if (st != PK_OK)
-        goto fail;
-    if (spec != NULL) {
-        st = pk_mezo_trainable(m, spec, &mask, err, sizeof err);
-        if (st != PK_OK)
-            goto fail;
-    }
-    int32_t len = (int32_t)n;
-    pk_batch b = {1, (int)n, ids, &len, NULL};
-    double g = 0, lp = 0, lm = 0;
-    st = pk_mezo_projected_grad_batch(m, mask, seed, kind, eps, &b, NULL, &g, &lp, &lm);
-    if (st != PK_OK) {
-        snprintf(err, sizeof err, "forward: %s", pk_status_str(st));
-        goto fail;
-    }
-    if (zout != NULL) {
-        size_t nt = pk_model_n_tensors(m);
-        pk_st_entry *e = calloc(nt, sizeof *e);
-        if (e == NULL)
-            goto out;
-        for (size_t i = 0; i < nt; i++) {
-            pk_tensor_info ti;
-            st = pk_model_tensor(m, i, &ti);
-            if (st != PK_OK)
-                break;
-            e[i].name = ti.name;
-            e[i].dtype = PK_DTYPE_F32;
-            e[i].ndim = ti.ndim;
-            memcpy(e[i].shape, ti.shape, sizeof e[i].shape);
+    if (rc == 0) {
+        cli_apply_threads(&o.c);
+        char err[ERRLEN] = "";
+        double r[3] = {0, 0, 0}; /* g, loss+, loss- */
+        pk_status st = probe_run(&o, ids, n, r, err, sizeof err);
+        if (st == PK_OK) {
+            cJSON *j = cJSON_CreateObject();
+            cli_json_add_exact(j, "g", r[0]);
+            cli_json_add_exact(j, "loss_plus", r[1]);
+            cli_json_add_exact(j, "loss_minus", r[2]);
+            rc = cli_json_print(j);
+        } else {
+            rc = fail(o.c.cmd, st, err);
         }
-        zfill_ctx zc = {m, mask, seed, kind};
-        if (st == PK_OK)
-            st = pk_safetensors_write(zout, e, nt, zfill, &zc, err, sizeof err);
-        free(e);
-        if (st != PK_OK)
-            goto fail;
     }
-    printf("{\"g\":%.17g,\"loss_plus\":%.17g,\"loss_minus\":%.17g}\n", g, lp, lm);
-    rc = CLI_OK;
-    goto out;
-fail:
-    cli_error(cmd, "%s", err[0] ? err : pk_status_str(st));
-out:
     free(ids);
-    free(mask);
-    pk_model_free(m);
     return rc;
 }
 
 /* ---- bench mezo ----------------------------------------------------------------------------- */
 
+typedef struct bench_opts {
+    cli_common c;
+    const char *model;
+    int batch, seq, steps;
+} bench_opts;
+
+#define T bench_opts
+static const cli_option bench_table[] = {
+    {"--model", CLI_STR, CLI_AT(T, model), 0, 0, NULL, "DIR", "model (Hugging Face dir)"},
+    {"--batch", CLI_INT, CLI_AT(T, batch), 1, 4096, NULL, "B", "sequences per batch"},
+    {"--seq", CLI_INT, CLI_AT(T, seq), 2, 1 << 20, NULL, "T", "tokens per sequence"},
+    {"--steps", CLI_INT, CLI_AT(T, steps), 1, 1000, NULL, "K", "timed steps"},
+    CLI_THREADS_OPT(T),
+    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+};
+#undef T
+
+static const cli_command bench_cmd = {
+    "bench mezo",
+    "bench mezo --model DIR --batch B --seq T [--threads N] [--steps K]",
+    "Times MeZO steps on random token ids. One JSON line: step_s (mean per step),\n"
+    "forward_s (two unperturbed forward passes), perturb_s (what perturbing adds to\n"
+    "them: z generation and blocking; the median over steps of the step's two passes\n"
+    "minus two plain passes timed just before), update_s, first_step_s (the first step,\n"
+    "untimed above: it also copies the mapped weight pages it writes), peak_rss_bytes,\n"
+    "weight_bytes, paired (whether the step's + and - passes ran side by side,\n"
+    "sharing each weight block's z: the model pairs them when one pass's activations\n"
+    "are at most 3% of the weight bytes).",
+    bench_table,
+    0,
+    NULL};
+
 typedef struct bench_ctx {
-    pk_batch b;
+    pk_batch b;             /* B rows of T random ids */
+    int32_t *ids, *lens;    /* [B * T], [B]: what b points to */
     int32_t *sel_b, *sel_t; /* [B] encoders: each row's last position (the mask) */
     float *logits;          /* [B * 2] */
 } bench_ctx;
@@ -828,155 +900,161 @@ static pk_status bench_loss(void *user, pk_model *m, int micro, const pk_perturb
     return PK_OK;
 }
 
+/* B rows of T pseudo-random ids below V (a fixed LCG: every run times the same tokens). */
+static pk_status bench_ctx_init(bench_ctx *c, int B, int T, int V)
+{
+    memset(c, 0, sizeof *c);
+    c->ids = malloc((size_t)B * (size_t)T * sizeof *c->ids);
+    c->lens = malloc((size_t)B * sizeof *c->lens);
+    c->sel_b = malloc((size_t)B * sizeof *c->sel_b);
+    c->sel_t = malloc((size_t)B * sizeof *c->sel_t);
+    c->logits = malloc((size_t)B * 4 * sizeof *c->logits); /* [2 passes][B][2] */
+    if (!c->ids || !c->lens || !c->sel_b || !c->sel_t || !c->logits)
+        return PK_ERR_NOMEM;
+    uint64_t r = 0x12345678u;
+    for (size_t i = 0; i < (size_t)B * (size_t)T; i++) {
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        c->ids[i] = (int32_t)((r >> 33) % (uint64_t)V);
+    }
+    for (int i = 0; i < B; i++) {
+        c->lens[i] = T;
+        c->sel_b[i] = i;
+        c->sel_t[i] = T - 1;
+    }
+    c->b = (pk_batch){B, T, c->ids, c->lens, NULL};
+    return PK_OK;
+}
+
+static void bench_ctx_free(bench_ctx *c)
+{
+    free(c->ids);
+    free(c->lens);
+    free(c->sel_b);
+    free(c->sel_t);
+    free(c->logits);
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
-static const char *const bench_opts[] = {"--model",   "--batch", "--seq",
-                                         "--threads", "--steps", NULL};
+typedef struct bench_times {
+    double step_s, forward_s, perturb_s, update_s, first_step_s; /* seconds, see the help */
+} bench_times;
+
+/* The warm-up pass and the first step, timed apart: the first update writes every weight page
+ * once, and with the weights mapped copy-on-write the kernel copies each page then (a one-time
+ * cost of a run). */
+static pk_status bench_first_step(pk_model *m, bench_ctx *c, const pk_mezo_params *p, int K,
+                                  bench_times *t)
+{
+    double l = 0, f = 0, u = 0;
+    pk_step_row row;
+    pk_status st = bench_loss(c, m, 0, NULL, &l); /* reserves activations, faults weights in */
+    if (st != PK_OK)
+        return st;
+    double t0 = pk_time_now();
+    st = pk_mezo_step(m, NULL, p, K, 1, bench_loss, c, &row, &f, &u);
+    t->first_step_s = pk_time_now() - t0;
+    return st;
+}
+
+/* Each iteration times two plain forward passes, then a step: perturb_s is the median over
+ * iterations of (the step's two perturbed passes - those two plain passes), a paired
+ * difference, so that drift on a shared machine cancels out. */
+static pk_status bench_steps(pk_model *m, bench_ctx *c, const pk_mezo_params *p, int K,
+                             bench_times *t)
+{
+    double *perturb = malloc((size_t)K * sizeof *perturb), l = 0;
+    pk_status st = perturb ? PK_OK : PK_ERR_NOMEM;
+    for (int k = 0; k < K && st == PK_OK; k++) {
+        double t0 = pk_time_now(), f = 0, u = 0;
+        st = bench_loss(c, m, 0, NULL, &l);
+        if (st == PK_OK)
+            st = bench_loss(c, m, 0, NULL, &l);
+        double plain2 = pk_time_now() - t0;
+        pk_step_row row;
+        t0 = pk_time_now();
+        if (st == PK_OK)
+            st = pk_mezo_step(m, NULL, p, k, 1, bench_loss, c, &row, &f, &u);
+        t->step_s += (pk_time_now() - t0) / K;
+        t->forward_s += plain2 / K;
+        t->update_s += u / K;
+        perturb[k] = f - plain2 > 0 ? f - plain2 : 0.0;
+    }
+    if (st == PK_OK) {
+        qsort(perturb, (size_t)K, sizeof *perturb, cmp_double);
+        t->perturb_s = K % 2 ? perturb[K / 2] : 0.5 * (perturb[K / 2 - 1] + perturb[K / 2]);
+    }
+    free(perturb);
+    return st;
+}
+
+static int bench_print(const bench_opts *o, const pk_model *m, const bench_times *t)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "model", o->model);
+    cJSON_AddNumberToObject(j, "batch", o->batch);
+    cJSON_AddNumberToObject(j, "seq", o->seq);
+    cJSON_AddNumberToObject(j, "threads", pk_threads_get());
+    cJSON_AddNumberToObject(j, "steps", o->steps);
+    cli_json_add_rounded(j, "step_s", t->step_s, 4);
+    cli_json_add_rounded(j, "forward_s", t->forward_s, 4);
+    cli_json_add_rounded(j, "perturb_s", t->perturb_s, 4);
+    cli_json_add_rounded(j, "update_s", t->update_s, 4);
+    cli_json_add_rounded(j, "first_step_s", t->first_step_s, 4);
+    cJSON_AddNumberToObject(j, "peak_rss_bytes", (double)pk_peak_rss_bytes());
+    cJSON_AddNumberToObject(j, "weight_bytes", (double)pk_model_weight_bytes(m));
+    cJSON_AddBoolToObject(j, "paired", pk_model_pairs(m, o->batch, o->seq));
+    return cli_json_print(j);
+}
+
+/* Loads the model sized for the benchmark's batch, and times it. */
+static pk_status bench_run(const bench_opts *o, pk_model **m, bench_times *t, char *err, size_t n)
+{
+    pk_model_params mp = pk_model_default_params();
+    mp.max_batch = o->batch;
+    mp.max_seq = o->seq;
+    pk_status st = pk_model_load(o->model, mp, m, err, n);
+    if (st != PK_OK)
+        return st;
+    if (o->seq > pk_model_max_positions(*m)) {
+        snprintf(err, n, "--seq %d exceeds the model's %d positions", o->seq,
+                 pk_model_max_positions(*m));
+        return PK_ERR_ARG;
+    }
+    bench_ctx bc;
+    pk_mezo_params p = pk_mezo_default_params();
+    p.lr = 1e-6f;
+    st = bench_ctx_init(&bc, o->batch, o->seq, pk_model_vocab_size(*m));
+    if (st == PK_OK)
+        st = bench_first_step(*m, &bc, &p, o->steps, t);
+    if (st == PK_OK)
+        st = bench_steps(*m, &bc, &p, o->steps, t);
+    if (st != PK_OK)
+        snprintf(err, n, "forward: %s", pk_status_str(st));
+    bench_ctx_free(&bc);
+    return st;
+}
 
 int cmd_bench_mezo(int argc, char **argv)
 {
-    const char *cmd = "bench mezo";
-    if (cli_help(
-            argc, argv,
-            "usage: pocketllm bench mezo --model DIR --batch B --seq T [--threads N] "
-            "[--steps K]\n\n"
-            "Times MeZO steps on random token ids. One JSON line: step_s (mean per step),\n"
-            "forward_s (two unperturbed forward passes), perturb_s (what perturbing adds to\n"
-            "them: z generation and blocking; the median over steps of the step's two passes\n"
-            "minus two plain passes timed just before), update_s, first_step_s (the first step,\n"
-            "untimed above: it also copies the mapped weight pages it writes), peak_rss_bytes,\n"
-            "weight_bytes, paired (whether the step's + and - passes ran side by side,\n"
-            "sharing each weight block's z: the model pairs them when one pass's activations\n"
-            "are at most 3% of the weight bytes).\n"))
-        return CLI_OK;
-    if (cli_check(argc, argv, bench_opts, NULL) || opt_threads(argc, argv, cmd))
-        return CLI_USAGE;
-    const char *model = cli_opt(argc, argv, "--model");
-    long long B = 8, T = 64, K = 2;
-    if (model == NULL) {
-        cli_error(cmd, "--model DIR is required");
+    bench_opts o = {.batch = 8, .seq = 64, .steps = 2};
+    int rc = cli_parse(&bench_cmd, argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    if (o.model == NULL) {
+        cli_error(o.c.cmd, "--model DIR is required");
         return CLI_USAGE;
     }
-    if (opt_int(argc, argv, cmd, "--batch", &B, 1, 4096) ||
-        opt_int(argc, argv, cmd, "--seq", &T, 2, 1 << 20) ||
-        opt_int(argc, argv, cmd, "--steps", &K, 1, 1000))
-        return CLI_USAGE;
+    cli_apply_threads(&o.c);
     pk_model *m = NULL;
+    bench_times t = {0, 0, 0, 0, 0};
     char err[ERRLEN] = "";
-    int32_t *ids = NULL, *lens = NULL;
-    int rc = CLI_ERR;
-    bench_ctx bc;
-    memset(&bc, 0, sizeof bc);
-    double *perturb = NULL; /* [K] per-step perturbation cost */
-    pk_model_params mp = pk_model_default_params();
-    mp.max_batch = (int)B;
-    mp.max_seq = (int)T;
-    pk_status st = pk_model_load(model, mp, &m, err, sizeof err);
-    if (st != PK_OK)
-        goto fail;
-    if (T > pk_model_max_positions(m)) {
-        snprintf(err, sizeof err, "--seq %lld exceeds the model's %d positions", T,
-                 pk_model_max_positions(m));
-        st = PK_ERR_ARG;
-        goto fail;
-    }
-    ids = malloc((size_t)(B * T) * sizeof(int32_t));
-    lens = malloc((size_t)B * sizeof(int32_t));
-    if (ids == NULL || lens == NULL)
-        goto out;
-    uint64_t r = 0x12345678u;
-    int V = pk_model_vocab_size(m);
-    for (long long i = 0; i < B * T; i++) {
-        r = r * 6364136223846793005ull + 1442695040888963407ull;
-        ids[i] = (int32_t)((r >> 33) % (uint64_t)V);
-    }
-    for (long long i = 0; i < B; i++)
-        lens[i] = (int32_t)T;
-    bc.b = (pk_batch){(int)B, (int)T, ids, lens, NULL};
-    bc.sel_b = malloc((size_t)B * sizeof *bc.sel_b);
-    bc.sel_t = malloc((size_t)B * sizeof *bc.sel_t);
-    bc.logits = malloc((size_t)B * 4 * sizeof *bc.logits); /* [2 passes][B][2] */
-    if (bc.sel_b == NULL || bc.sel_t == NULL || bc.logits == NULL) {
-        st = PK_ERR_NOMEM;
-        goto fwdfail;
-    }
-    for (long long i = 0; i < B; i++) {
-        bc.sel_b[i] = (int32_t)i;
-        bc.sel_t[i] = (int32_t)(T - 1);
-    }
-    double l = 0;
-    /* warm-up: reserves activations, faults the weights in */
-    st = bench_loss(&bc, m, 0, NULL, &l);
-    if (st != PK_OK)
-        goto fwdfail;
-    pk_mezo_params p = pk_mezo_default_params();
-    p.lr = 1e-6f;
-    double step_s = 0, plain_s = 0, upd_s = 0, first_s = 0;
-    {
-        /* the first update writes every weight page once: with the weights mapped copy-on-write
-         * the kernel copies each page then (a one-time cost of a run, reported apart) */
-        pk_step_row row;
-        double f = 0, u = 0, t0 = pk_time_now();
-        st = pk_mezo_step(m, NULL, &p, K, 1, bench_loss, &bc, &row, &f, &u);
-        if (st != PK_OK)
-            goto fwdfail;
-        first_s = pk_time_now() - t0;
-    }
-    /* Each iteration times two plain forward passes, then a step: perturb_s is the median over
-     * iterations of (the step's two perturbed passes - those two plain passes), a paired
-     * difference, so that drift on a shared machine cancels out. */
-    perturb = malloc((size_t)K * sizeof *perturb);
-    if (perturb == NULL) {
-        st = PK_ERR_NOMEM;
-        goto fwdfail;
-    }
-    for (long long k = 0; k < K; k++) {
-        double t0 = pk_time_now();
-        st = bench_loss(&bc, m, 0, NULL, &l);
-        if (st == PK_OK)
-            st = bench_loss(&bc, m, 0, NULL, &l);
-        if (st != PK_OK)
-            goto fwdfail;
-        double plain2 = pk_time_now() - t0;
-        pk_step_row row;
-        double f = 0, u = 0;
-        t0 = pk_time_now();
-        st = pk_mezo_step(m, NULL, &p, k, 1, bench_loss, &bc, &row, &f, &u);
-        if (st != PK_OK)
-            goto fwdfail;
-        step_s += pk_time_now() - t0;
-        plain_s += plain2;
-        upd_s += u;
-        perturb[k] = f - plain2 > 0 ? f - plain2 : 0.0;
-    }
-    step_s /= (double)K;
-    plain_s /= (double)K;
-    upd_s /= (double)K;
-    qsort(perturb, (size_t)K, sizeof *perturb, cmp_double);
-    double perturb_s = K % 2 ? perturb[K / 2] : 0.5 * (perturb[K / 2 - 1] + perturb[K / 2]);
-    printf("{\"model\":\"%s\",\"batch\":%lld,\"seq\":%lld,\"threads\":%d,\"steps\":%lld,"
-           "\"step_s\":%.4f,\"forward_s\":%.4f,\"perturb_s\":%.4f,\"update_s\":%.4f,"
-           "\"first_step_s\":%.4f,\"peak_rss_bytes\":%zu,\"weight_bytes\":%zu,\"paired\":%s}\n",
-           model, B, T, pk_threads_get(), K, step_s, plain_s, perturb_s, upd_s, first_s,
-           pk_peak_rss_bytes(), pk_model_weight_bytes(m),
-           pk_model_pairs(m, (int)B, (int)T) ? "true" : "false");
-    rc = CLI_OK;
-    goto out;
-fwdfail:
-    snprintf(err, sizeof err, "forward: %s", pk_status_str(st));
-fail:
-    cli_error(cmd, "%s", err[0] ? err : pk_status_str(st));
-out:
-    free(perturb);
-    free(bc.sel_b);
-    free(bc.sel_t);
-    free(bc.logits);
-    free(ids);
-    free(lens);
+    pk_status st = bench_run(&o, &m, &t, err, sizeof err);
+    rc = st == PK_OK ? bench_print(&o, m, &t) : fail(o.c.cmd, st, err);
     pk_model_free(m);
     return rc;
 }

@@ -232,16 +232,22 @@ static void default_of(const cli_option *o, const void *dest, char *buf, size_t 
     const void *v = (const char *)dest + o->offset;
     buf[0] = '\0';
     switch (o->kind) {
-    case CLI_INT:
-        snprintf(buf, n, "%lld",
-                 o->size == sizeof(int) ? (long long)*(const int *)v : (long long)*(const int64_t *)v);
+    case CLI_INT: {
+        long long x =
+            o->size == sizeof(int) ? (long long)*(const int *)v : (long long)*(const int64_t *)v;
+        if ((double)x >= o->min && (double)x <= o->max) /* else no default: a required option */
+            snprintf(buf, n, "%lld", x);
         break;
+    }
     case CLI_U64:
         snprintf(buf, n, "%llu", (unsigned long long)*(const uint64_t *)v);
         break;
-    case CLI_FLOAT:
-        snprintf(buf, n, "%g", o->size == sizeof(float) ? (double)*(const float *)v : *(const double *)v);
+    case CLI_FLOAT: {
+        double x = o->size == sizeof(float) ? (double)*(const float *)v : *(const double *)v;
+        if (x >= o->min && x <= o->max)
+            snprintf(buf, n, "%g", x);
         break;
+    }
     case CLI_CHOICE: {
         const char *p = o->choices;
         for (int i = *(const int *)v; i > 0 && p; i--)

@@ -102,7 +102,8 @@ int cli_parse(const cli_command *spec, int argc, char **argv, void *dest);
 /* 1 if the option `name` was given on the command line. */
 int cli_given(const cli_common *c, const char *name);
 /* Prints the generated help of spec to stdout; each option's default is read from dest (the
- * command's struct before parsing) and shown in brackets, so help cannot drift from the code. */
+ * command's struct before parsing) and shown in brackets, so help cannot drift from the code. A
+ * number outside its option's range is shown as no default (a required option). */
 void cli_print_help(const cli_command *spec, const void *dest);
 /* Applies c->threads (pk_threads_set; 0 keeps the default). */
 void cli_apply_threads(const cli_common *c);

@@ -1,0 +1,369 @@
+/* test_cli_opts.c: the option tables of the engine and trainer commands (forward, generate,
+ * make-model, bench forward, eval, replay, runs, mezo-probe, bench mezo) through the built
+ * `pocketllm`: malformed, out-of-range, unknown and value-less options exit 2 naming the flag; a
+ * repeated option takes its last value; --threads above the cores is capped with a note; --help
+ * exits 0 and lists every option; then the commands themselves on stories260k, in a fresh home
+ * with a two-step run. */
+#include "pk_common.h"
+#include "pk_test.h"
+/* this test starts no server-mock: the header's server helpers stay unused */
+#include "test_product_util.h"
+
+#include <cjson/cJSON.h>
+#include <stdarg.h>
+
+#define STORIES PK_SHARED_DIR "/testdata/models/stories260k"
+#define PASS    "cli-opts-test-passphrase"
+#define IDS     "1,403,407,261,378,432"
+
+static char tmp[128]; /* the test's temporary directory */
+
+/* Formats a command line (stderr merged into stdout), runs it and returns its exit status;
+ * *out as in run_capture. */
+static int run_fmt(char **out, const char *fmt, ...) PK_PRINTF(2, 3);
+static int run_fmt(char **out, const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n + 6 >= sizeof cmd) {
+        fprintf(stderr, "command too long: %s\n", fmt);
+        return -1;
+    }
+    strcat(cmd, " 2>&1");
+    return run_capture(cmd, out);
+}
+
+/* The last line of out as a JSON object (owned, cJSON_Delete), or NULL. */
+static cJSON *last_json(char *out)
+{
+    cJSON *j = cJSON_Parse(last_line(out));
+    if (j != NULL && !cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        j = NULL;
+    }
+    return j;
+}
+
+static double num(const cJSON *j, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : -1;
+}
+
+static const char *text(const cJSON *j, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+/* `pocketllm ARGS` must exit 2 with an error naming flag. */
+static void usage_error(const char *args, const char *flag)
+{
+    char *o = NULL;
+    int rc = run_fmt(&o, "%s %s", POCKETLLM, args);
+    PK_CHECK_EQ(rc, 2);
+    PK_CHECK(o != NULL && strstr(o, flag) != NULL);
+    if (rc != 2 || o == NULL || strstr(o, flag) == NULL)
+        fprintf(stderr, "  `%s` (exit %d) said: %s\n", args, rc, o ? o : "");
+    free(o);
+}
+
+/* ---- 1. parse errors ------------------------------------------------------------------------ */
+
+static const char *const commands[] = {"eval",       "replay",     "runs list",
+                                       "mezo-probe", "bench mezo", "forward",
+                                       "generate",   "make-model", "bench forward"};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static void test_parse_errors(void)
+{
+    /* out of range */
+    usage_error("train --seed 18446744073709551616", "--seed");
+    usage_error("eval --batch 0", "--batch");
+    usage_error("replay --run 0", "--run");
+    usage_error("bench mezo --model " STORIES " --steps 1001", "--steps");
+    usage_error("generate --top-p 2", "--top-p");
+    usage_error("mezo-probe --eps 0", "--eps");
+    usage_error("forward --threads 0", "--threads");
+    /* malformed */
+    usage_error("train --lr abc", "--lr");
+    usage_error("eval --seq-len 12x", "--seq-len");
+    usage_error("make-model --seed -1", "--seed");
+    usage_error("bench forward --reps 1.5", "--reps");
+    usage_error("generate --temperature nan", "--temperature");
+    usage_error("mezo-probe --z uniform", "--z");
+    usage_error("eval --objective mse", "--objective");
+    /* the token id lists, one parser for every command */
+    usage_error("forward --model " STORIES " --ids 1,,2", "--ids");
+    usage_error("mezo-probe --model " STORIES " --ids 1,x", "--ids");
+    usage_error("generate --model " STORIES " --ids=-1 --max-new 1", "--ids");
+    /* unknown options and missing values, in every command */
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        char args[128];
+        snprintf(args, sizeof args, "%s --no-such-option", commands[i]);
+        usage_error(args, "--no-such-option");
+    }
+    usage_error("forward --model", "--model");
+    usage_error("eval --dataset", "--dataset");
+    usage_error("runs list --home", "--home");
+    usage_error("bench forward --batch", "--batch");
+    usage_error("forward --ids 1 --json", "--json"); /* a flag of other commands */
+}
+
+/* ---- 2. --help ------------------------------------------------------------------------------ */
+
+typedef struct help_case {
+    const char *cmd;
+    const char *opts[16]; /* NULL-terminated */
+} help_case;
+
+static const help_case helps[] = {
+    {"eval",
+     {"--model", "--run", "--dataset", "--objective", "--template", "--labels", "--batch",
+      "--seq-len", "--threads", "--home", "--passphrase-file", NULL}},
+    {"replay",
+     {"--run", "--out", "--seed-log", "--model", "--write-seed-log", "--threads", "--home",
+      "--passphrase-file", NULL}},
+    {"runs", {"--json", "--home", "--passphrase-file", NULL}},
+    {"mezo-probe",
+     {"--model", "--ids", "--seed", "--eps", "--z-out", "--trainable", "--z", "--threads", NULL}},
+    {"bench mezo", {"--model", "--batch", "--seq", "--steps", "--threads", NULL}},
+    {"forward", {"--model", "--ids", "--out", "--threads", NULL}},
+    {"generate",
+     {"--model", "--run", "--ids", "--prompt", "--max-new", "--temperature", "--top-k", "--top-p",
+      "--seed", "--ignore-eos", "--json", "--threads", "--home", "--passphrase-file", NULL}},
+    {"make-model", {"--arch", "--preset", "--out", "--dtype", "--seed", NULL}},
+    {"bench forward", {"--model", "--batch", "--seq", "--reps", "--threads", NULL}},
+};
+
+static void test_help(void)
+{
+    for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++) {
+        char *o = NULL;
+        PK_CHECK_EQ(run_fmt(&o, "%s %s --help", POCKETLLM, helps[i].cmd), 0);
+        PK_CHECK(o != NULL && strstr(o, "usage: pocketllm ") == o);
+        for (int k = 0; helps[i].opts[k]; k++) {
+            char line[64]; /* an option line of the help: two spaces, the name, then a space */
+            snprintf(line, sizeof line, "\n  %s ", helps[i].opts[k]);
+            int listed = o != NULL && strstr(o, line) != NULL;
+            PK_CHECK(listed);
+            if (!listed)
+                fprintf(stderr, "  %s --help does not list %s\n", helps[i].cmd, helps[i].opts[k]);
+        }
+        free(o);
+    }
+}
+
+/* ---- 3. repeated options, --threads capping ------------------------------------------------- */
+
+static int make_model(const char *seeds, const char *name)
+{
+    return run_fmt(NULL, "%s make-model --arch llama --preset tiny --out %s/%s %s", POCKETLLM, tmp,
+                   name, seeds);
+}
+
+static void test_repeated(void)
+{
+    PK_CHECK_EQ(make_model("--seed 1 --seed 2", "m12"), 0);
+    PK_CHECK_EQ(make_model("--seed 2", "m2"), 0);
+    PK_CHECK_EQ(make_model("--seed=1", "m1"), 0);
+    char a[300], b[300], c[300];
+    snprintf(a, sizeof a, "%s/m12/model.safetensors", tmp);
+    snprintf(b, sizeof b, "%s/m2/model.safetensors", tmp);
+    snprintf(c, sizeof c, "%s/m1/model.safetensors", tmp);
+    PK_CHECK(file_bytes(a) > 0);
+    PK_CHECK(files_equal(a, b));  /* the last --seed counts ... */
+    PK_CHECK(!files_equal(a, c)); /* ... and the seed matters */
+
+    /* generate: the last --max-new bounds the output (greedy, EOS ignored) */
+    char *o = NULL;
+    PK_CHECK_EQ(run_fmt(&o,
+                        "%s generate --model %s --ids 1,403 --max-new 9 --max-new 3 "
+                        "--ignore-eos --json --threads 1",
+                        POCKETLLM, STORIES),
+                0);
+    cJSON *j = last_json(o);
+    PK_CHECK_EQ(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "ids")), 5);
+    PK_CHECK(strncmp(text(j, "text"), "Once upon", 9) == 0);
+    cJSON_Delete(j);
+    free(o);
+}
+
+static void test_threads_cap(void)
+{
+    char *o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, "%s forward --model %s --ids " IDS " --threads 64", POCKETLLM, STORIES),
+                0);
+    PK_CHECK(o != NULL && strstr(o, "loss ") != NULL);
+    if (sysconf(_SC_NPROCESSORS_ONLN) < 64)
+        PK_CHECK(o != NULL && strstr(o, "note: --threads 64 is more than the") != NULL);
+    free(o);
+}
+
+/* ---- 4. the commands on stories260k --------------------------------------------------------- */
+
+static void test_probe_and_bench(void)
+{
+    char *o = NULL, *o2 = NULL;
+    PK_CHECK_EQ(run_fmt(&o,
+                        "%s mezo-probe --model %s --ids " IDS " --seed 3 --seed 4 --eps 1e-3 "
+                        "--threads 1",
+                        POCKETLLM, STORIES),
+                0);
+    PK_CHECK_EQ(run_fmt(&o2,
+                        "%s mezo-probe --model %s --ids " IDS " --seed 4 --eps 1e-3 "
+                        "--threads 1",
+                        POCKETLLM, STORIES),
+                0);
+    PK_CHECK(o != NULL && o2 != NULL && strcmp(o, o2) == 0); /* bit-identical, last seed */
+    cJSON *j = last_json(o);
+    PK_CHECK(num(j, "loss_plus") > 0 && num(j, "loss_minus") > 0);
+    PK_CHECK(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "g")));
+    cJSON_Delete(j);
+    free(o);
+    free(o2);
+
+    PK_CHECK_EQ(run_fmt(&o, "%s bench mezo --model %s --batch 1 --seq 8 --steps 1 --threads 1",
+                        POCKETLLM, STORIES),
+                0);
+    j = last_json(o);
+    PK_CHECK_EQ(num(j, "batch"), 1);
+    PK_CHECK(num(j, "step_s") >= 0 && num(j, "weight_bytes") > 0);
+    PK_CHECK(cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(j, "paired")));
+    cJSON_Delete(j);
+    free(o);
+    PK_CHECK_EQ(run_fmt(&o, "%s bench forward --model %s --batch 1 --seq 8 --reps 1 --threads 1",
+                        POCKETLLM, STORIES),
+                0);
+    j = last_json(o);
+    PK_CHECK(!strcmp(text(j, "arch"), "llama") && num(j, "tokens_per_s") > 0);
+    cJSON_Delete(j);
+    free(o);
+}
+
+/* init + import + a two-step run in tmp/home; returns the run id (0 on failure), its hash. */
+static long long setup_run(char *hash, size_t n)
+{
+    char *o = NULL;
+    PK_CHECK_EQ(
+        run_fmt(NULL, "%s init --home %s/home --opslimit 1 --memlimit 8192", POCKETLLM, tmp), 0);
+    PK_CHECK_EQ(run_fmt(NULL,
+                        "%s import %s/demo/data/train.txt --dataset pip --format txt "
+                        "--home %s/home",
+                        POCKETLLM, PK_SOURCE_DIR, tmp),
+                0);
+    PK_CHECK_EQ(run_fmt(&o,
+                        "%s train --model %s --dataset pip --steps 2 --batch 2 --seq-len 32 "
+                        "--threads 1 --quiet --home %s/home",
+                        POCKETLLM, STORIES, tmp),
+                0);
+    cJSON *j = last_json(o);
+    long long run = (long long)num(j, "run");
+    snprintf(hash, n, "%s", text(j, "weights"));
+    cJSON_Delete(j);
+    free(o);
+    return run > 0 && strlen(hash) == 64 ? run : 0;
+}
+
+static void test_runs(long long run)
+{
+    char *o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, "%s runs list --json --home %s/home", POCKETLLM, tmp), 0);
+    cJSON *j = last_json(o);
+    PK_CHECK_EQ(num(j, "run"), run);
+    PK_CHECK(!strcmp(text(j, "dataset"), "pip") && !strcmp(text(j, "objective"), "lm"));
+    cJSON_Delete(j);
+    free(o);
+    PK_CHECK_EQ(run_fmt(&o, "%s runs show %lld --json --home %s/home", POCKETLLM, run, tmp), 0);
+    j = last_json(o);
+    PK_CHECK(!strcmp(text(j, "status"), "done") && num(j, "steps_done") == 2);
+    PK_CHECK(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "config")));
+    PK_CHECK(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "evals")));
+    cJSON_Delete(j);
+    free(o);
+    PK_CHECK_EQ(run_fmt(&o, "%s runs show %lld --home %s/home", POCKETLLM, run, tmp), 0);
+    PK_CHECK(o != NULL && strstr(o, "status done\nsteps 2/2\n") != NULL);
+    free(o);
+    PK_CHECK_EQ(run_fmt(NULL, "%s runs show 999 --home %s/home", POCKETLLM, tmp), 1);
+}
+
+static void test_eval_generate(long long run)
+{
+    char *o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, "%s eval --run %lld --dataset pip --batch 4 --threads 1 --home %s/home",
+                        POCKETLLM, run, tmp),
+                0);
+    cJSON *j = last_json(o);
+    PK_CHECK(!strcmp(text(j, "dataset"), "pip") && !strcmp(text(j, "objective"), "lm"));
+    PK_CHECK(num(j, "examples") > 0 && num(j, "loss") > 0 && num(j, "perplexity") > 1);
+    cJSON_Delete(j);
+    free(o);
+    PK_CHECK_EQ(run_fmt(&o,
+                        "%s eval --model %s --dataset pip --seq-len 32 --threads 1 --home "
+                        "%s/home",
+                        POCKETLLM, STORIES, tmp),
+                0);
+    j = last_json(o);
+    PK_CHECK(num(j, "loss") > 0);
+    cJSON_Delete(j);
+    free(o);
+    PK_CHECK_EQ(run_fmt(&o,
+                        "%s generate --run %lld --prompt Pip --max-new 4 --ignore-eos --json "
+                        "--threads 1 --home %s/home",
+                        POCKETLLM, run, tmp),
+                0);
+    j = last_json(o);
+    PK_CHECK(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "ids")) >= 5);
+    PK_CHECK(strncmp(text(j, "text"), "Pip", 3) == 0);
+    cJSON_Delete(j);
+    free(o);
+}
+
+static void test_replay(long long run, const char *hash)
+{
+    char *o = NULL;
+    PK_CHECK_EQ(run_fmt(&o,
+                        "%s replay --run %lld --out %s/r1 --write-seed-log %s/run.seedlog "
+                        "--threads 1 --home %s/home",
+                        POCKETLLM, run, tmp, tmp, tmp),
+                0);
+    cJSON *j = last_json(o);
+    PK_CHECK(!strcmp(text(j, "weights"), hash) && num(j, "threads") == 1);
+    cJSON_Delete(j);
+    free(o);
+    PK_CHECK_EQ(run_fmt(&o,
+                        "%s replay --seed-log %s/run.seedlog --model %s --out %s/r2 "
+                        "--threads 1",
+                        POCKETLLM, tmp, STORIES, tmp),
+                0);
+    j = last_json(o);
+    PK_CHECK(!strcmp(text(j, "weights"), hash));
+    cJSON_Delete(j);
+    free(o);
+}
+
+int main(void)
+{
+    unsetenv("POCKETLLM_HOME");
+    setenv("POCKETLLM_PASSPHRASE", PASS, 1);
+    PK_CHECK(make_tmpdir(tmp, sizeof tmp, "cliopts"));
+
+    test_parse_errors();
+    test_help();
+    test_repeated();
+    test_threads_cap();
+    test_probe_and_bench();
+    char hash[80] = "";
+    long long run = setup_run(hash, sizeof hash);
+    PK_CHECK(run > 0);
+    if (run > 0) {
+        test_runs(run);
+        test_eval_generate(run);
+        test_replay(run, hash);
+    }
+    rm_rf(tmp);
+    return PK_TEST_DONE();
+}
