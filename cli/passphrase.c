@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -118,8 +119,10 @@ static int read_pass(const char *cmd, const char *file, const char *env, const c
             }
         }
     }
-    if (rc == CLI_OK && confirm && *len == 0) {
-        cli_error(cmd, "the %s is empty", what);
+    /* An empty passphrase never opens a home (init and rekey refuse one), so say what it is
+     * rather than letting the key check call it wrong. */
+    if (rc == CLI_OK && *len == 0) {
+        cli_error(cmd, "empty %s (from %s)", what, file ? file : val ? env : "the prompt");
         rc = CLI_ERR;
     }
     pk_secure_free(again);
@@ -165,6 +168,11 @@ int cli_open_store(const cli_common *c, pk_store **out)
         return CLI_ERR;
     }
     char db[1100];
+    struct stat sb;
+    if (stat(home, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+        cli_error(c->cmd, "%s is a file, not an agent home directory", home);
+        return CLI_ERR;
+    }
     if (pk_store_db_path(home, db, sizeof db) == 0 && access(db, F_OK) != 0) {
         /* Say so before asking for a passphrase that cannot help. */
         cli_error(c->cmd, "no agent home at %s: run pocketllm init --home %s", home, home);
