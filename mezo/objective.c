@@ -3,9 +3,10 @@
  * are wiped when the objective is freed. */
 #include "pk_mezo.h"
 
+#include "pk_crypto.h"
+
 #include <ctype.h>
 #include <math.h>
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,7 +63,7 @@ const char *pk_objective_name(pk_objective_kind k)
 static void seq_free(tok_seq *s)
 {
     if (s->ids != NULL) {
-        sodium_memzero(s->ids, (size_t)s->n * sizeof(int32_t));
+        pk_secure_wipe(s->ids, (size_t)s->n * sizeof(int32_t));
         free(s->ids);
     }
     s->ids = NULL;
@@ -81,7 +82,7 @@ void pk_objective_free(pk_objective *o)
     free(o->label);
     free(o->sel);
     if (o->ids != NULL)
-        sodium_memzero(o->ids, (size_t)o->cap_sel * (size_t)(o->n_opt > 0 ? o->n_opt : 1) *
+        pk_secure_wipe(o->ids, (size_t)o->cap_sel * (size_t)(o->n_opt > 0 ? o->n_opt : 1) *
                                    (size_t)o->seq_len * sizeof(int32_t));
     free(o->ids);
     free(o->lengths);
@@ -115,7 +116,7 @@ static pk_status append_text(const pk_tokenizer *tok, const char *text, int add_
     s->ids = grown;
     memcpy(s->ids + s->n, ids, n * sizeof(int32_t));
     s->n += (int32_t)n;
-    sodium_memzero(ids, n * sizeof(int32_t));
+    pk_secure_wipe(ids, n * sizeof(int32_t));
     free(ids);
     return PK_OK;
 }
@@ -308,7 +309,7 @@ pk_status pk_objective_new(const pk_model *m, const pk_tokenizer *tok, pk_object
                 goto out;
             }
             st = append_text(tok, prompt, 1, s);
-            sodium_memzero(prompt, strlen(prompt));
+            pk_secure_wipe(prompt, strlen(prompt));
             free(prompt);
             prompt = NULL;
             if (st != PK_OK)
@@ -362,7 +363,7 @@ static pk_status ensure_cap(pk_objective *o, size_t n)
     size_t rows = n * (size_t)(o->n_opt > 0 && o->causal ? o->n_opt : 1);
     size_t T = (size_t)o->seq_len;
     if (o->ids != NULL)
-        sodium_memzero(o->ids, o->cap_sel * (size_t)(o->n_opt > 0 ? o->n_opt : 1) * T *
+        pk_secure_wipe(o->ids, o->cap_sel * (size_t)(o->n_opt > 0 ? o->n_opt : 1) * T *
                                    sizeof(int32_t));
     free(o->sel);
     free(o->ids);

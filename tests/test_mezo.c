@@ -1,4 +1,4 @@
-/* test_mezo.c: the MeZO optimizer on real checkpoints (agent/mezo.c, seedlog.c, objective.c):
+/* test_mezo.c: the MeZO optimizer on real checkpoints (mezo/mezo.c, seedlog.c, objective.c):
  * projected gradient against the reference gradient of stories260k, the update sweep's formula,
  * thread-count independence, f16 storage, trainable masks, weights hash, schedules, seed logs,
  * checkpoints and batch order. */
@@ -457,6 +457,39 @@ static void test_step_spsa_and_determinism(void)
     pk_model_free(b);
 }
 
+/* pk_weights_hash is the documented byte layout through BLAKE2b-256, computed here straight with
+ * libsodium: the hash recorded in runs and seed logs must not change with its implementation. */
+static void test_weights_hash_layout(void)
+{
+    pk_model *m = load(STORIES);
+    crypto_generichash_state st;
+    unsigned char out[32];
+    char want[65], got[65];
+    PK_CHECK(crypto_generichash_init(&st, NULL, 0, sizeof out) == 0);
+    for (size_t i = 0; i < pk_model_n_tensors(m); i++) {
+        pk_tensor_info ti;
+        PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
+        const char *dn = pk_dtype_name(ti.dtype);
+        unsigned char b[8 * 5];
+        size_t nb = 0;
+        int64_t dims[5] = {ti.ndim, 0, 0, 0, 0};
+        for (int d = 0; d < ti.ndim; d++)
+            dims[d + 1] = ti.shape[d];
+        for (int d = 0; d <= ti.ndim; d++)
+            for (int k = 0; k < 8; k++)
+                b[nb++] = (unsigned char)((uint64_t)dims[d] >> (8 * k));
+        crypto_generichash_update(&st, (const unsigned char *)ti.name, strlen(ti.name) + 1);
+        crypto_generichash_update(&st, (const unsigned char *)dn, strlen(dn) + 1);
+        crypto_generichash_update(&st, b, nb);
+        crypto_generichash_update(&st, ti.data, ti.numel * pk_dtype_size(ti.dtype));
+    }
+    crypto_generichash_final(&st, out, sizeof out);
+    sodium_bin2hex(want, sizeof want, out, sizeof out);
+    PK_CHECK(pk_weights_hash(m, got) == PK_OK);
+    PK_CHECK(!strcmp(got, want));
+    pk_model_free(m);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -469,5 +502,6 @@ int main(void)
     test_batch_indices();
     test_seedlog_and_checkpoint();
     test_step_spsa_and_determinism();
+    test_weights_hash_layout();
     return PK_TEST_DONE();
 }

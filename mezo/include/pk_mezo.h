@@ -95,7 +95,7 @@ PK_NODISCARD pk_status pk_mezo_step(pk_model *m, const uint8_t *trainable,
 void pk_mezo_replay_rows(pk_model *m, const uint8_t *trainable, pk_z_kind kind, float wd,
                          const pk_step_row *rows, size_t n);
 
-/* BLAKE2b-256 (libsodium crypto_generichash) over the tensors in pk_model order, each as:
+/* BLAKE2b-256 (pk_crypto.h's pk_hash_state) over the tensors in pk_model order, each as:
  * name bytes, a 0 byte, the dtype name ("F32"...), a 0 byte, ndim and shape[0..ndim) as
  * little-endian int64, then the stored bytes. hex gets 64 lowercase hex digits + NUL. */
 PK_NODISCARD pk_status pk_weights_hash(const pk_model *m, char hex[65]);
