@@ -149,7 +149,7 @@ PK_NODISCARD pk_status pk_objective_eval(pk_objective *o, pk_model *m, size_t B,
 
 /* ---- seed logs ------------------------------------------------------------------------------ */
 
-/* A seed log file (docs in agent/seedlog.c and README): a text header
+/* A seed log file (format in mezo/seedlog.c and README): a text header
  * "pocketllm-seedlog 1", "base_hash HEX", "z gaussian|rademacher", "weight_decay F",
  * "trainable SPEC", "steps N", then N lines "step q seed g lr eps loss_plus loss_minus" with
  * floats as C99 hex floats (exact). */
