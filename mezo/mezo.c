@@ -252,6 +252,11 @@ pk_status pk_mezo_projected_grad_batch(pk_model *m, const uint8_t *trainable, ui
                                   loss_plus, loss_minus);
 }
 
+static int row_finite(const pk_step_row *r)
+{
+    return isfinite(r->g) && isfinite(r->loss_plus) && isfinite(r->loss_minus);
+}
+
 pk_status pk_mezo_step(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
                        int64_t step, int n_micro, pk_mezo_loss_fn fn, void *user,
                        pk_step_row *rows, double *forward_s, double *update_s)
@@ -267,12 +272,9 @@ pk_status pk_mezo_step(pk_model *m, const uint8_t *trainable, const pk_mezo_para
             pk_mezo_projected_grad(m, trainable, seed, p->z, p->eps, n_micro, fn, user, &g, &lp, &lm);
         if (st != PK_OK)
             return st;
-        if (!isfinite(g) || !isfinite(lp) || !isfinite(lm)) {
-            pk_log(PK_LOG_ERROR, "mezo: non-finite loss at step %lld (loss+ %g, loss- %g)",
-                   (long long)step, lp, lm);
-            return PK_ERR_FORMAT; /* diverged: the log names it */
-        }
-        if (p->clip_g > 0.0f) {
+        /* g is not finite when a loss is not: the run diverged. Such a g is not clipped (inf
+         * would clip to a finite g); rows[k] keeps it so the caller can say what happened. */
+        if (isfinite(g) && p->clip_g > 0.0f) {
             double c = (double)p->clip_g;
             g = g > c ? c : (g < -c ? -c : g);
         }
@@ -284,6 +286,8 @@ pk_status pk_mezo_step(pk_model *m, const uint8_t *trainable, const pk_mezo_para
         rows[k].loss_minus = (float)lm;
         rows[k].lr = lr_q;
         rows[k].eps = p->eps;
+        if (!row_finite(&rows[k])) /* also values beyond the float range */
+            return PK_ERR_NUMERIC;
     }
     double t1 = pk_time_now();
     /* all q gradients were taken at the same weights; now the q sweeps */

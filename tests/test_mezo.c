@@ -1,7 +1,7 @@
 /* test_mezo.c: the MeZO optimizer on real checkpoints (mezo/mezo.c, seedlog.c, objective.c):
  * projected gradient against the reference gradient of stories260k, the update sweep's formula,
  * thread-count independence, f16 storage, trainable masks, weights hash, schedules, seed logs,
- * checkpoints and batch order. */
+ * checkpoints, batch order and divergence. */
 #include "pk_train.h"
 #include "pk_test.h"
 
@@ -490,6 +490,51 @@ static void test_weights_hash_layout(void)
     pk_model_free(m);
 }
 
+/* A loss function that diverges at perturbation `bad` of a step: loss+ = value there. */
+typedef struct divctx {
+    int calls, bad;
+    double value;
+} divctx;
+
+static pk_status diverging_loss(void *user, pk_model *m, int micro, const pk_perturb *pert,
+                                double *loss)
+{
+    divctx *c = user;
+    (void)m;
+    (void)micro;
+    (void)pert;
+    loss[0] = c->calls == c->bad ? c->value : 2.0;
+    loss[1] = 1.0;
+    c->calls++;
+    return PK_OK;
+}
+
+static void test_step_diverges(void)
+{
+    pk_model *m = load(STORIES);
+    char h0[65], h1[65];
+    PK_CHECK(pk_weights_hash(m, h0) == PK_OK);
+    pk_mezo_params p = pk_mezo_default_params();
+    p.spsa_q = 3;
+    p.clip_g = 0.5f; /* an infinite g is a divergence, not a g to clip */
+    const double values[3] = {(double)INFINITY, (double)NAN, 1e300};
+    for (int v = 0; v < 3; v++) {
+        divctx c = {0, 1, values[v]};
+        pk_step_row rows[3];
+        memset(rows, 0, sizeof rows);
+        PK_CHECK_EQ(pk_mezo_step(m, NULL, &p, 2, 1, diverging_loss, &c, rows, NULL, NULL),
+                    PK_ERR_NUMERIC);
+        PK_CHECK_EQ(c.calls, 2); /* stopped at the diverging perturbation */
+        PK_CHECK(isfinite(rows[0].g) && fabsf(rows[0].g) <= 0.5f);
+        PK_CHECK(!isfinite(rows[1].loss_plus) && rows[1].q_index == 1 && rows[1].step == 2);
+        PK_CHECK(v == 2 ? fabsf(rows[1].g) <= 0.5f : !isfinite(rows[1].g));
+        PK_CHECK(rows[1].seed == pk_mezo_step_seed(p.seed, 2, 1));
+    }
+    /* no weight was written */
+    PK_CHECK(pk_weights_hash(m, h1) == PK_OK && !strcmp(h0, h1));
+    pk_model_free(m);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -503,5 +548,6 @@ int main(void)
     test_seedlog_and_checkpoint();
     test_step_spsa_and_determinism();
     test_weights_hash_layout();
+    test_step_diverges();
     return PK_TEST_DONE();
 }

@@ -185,8 +185,10 @@ pk_status pk_train(pk_store *s, const pk_train_config *cfg_in, int64_t resume_ru
                           &us);
         if (st != PK_OK) {
             snprintf(err, errlen, "step %lld: %s", (long long)step,
-                     st == PK_ERR_FORMAT ? "the loss is not finite (lower --lr or --eps?)"
-                                         : pk_status_str(st));
+                     st == PK_ERR_NUMERIC
+                         ? "the run diverged: the loss is not finite (a lower learning rate or "
+                           "eps may help)"
+                         : pk_status_str(st));
             pk_status st2 = pk_store_run_set_status(s, run_id, "failed");
             (void)st2;
             goto out;
