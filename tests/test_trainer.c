@@ -414,6 +414,21 @@ static void test_classify(void)
         PK_CHECK_NEAR(a2, acc, 1e-12);
     }
     pk_objective_free(o);
+    o = NULL;
+    /* a bad label after good examples: PK_ERR_FORMAT naming it, and (under ASan) no leak of the
+     * examples encoded before it */
+    static const char *const labels[] = {"1", " no", "maybe"};
+    for (int i = 0; i < 3; i++) {
+        pk_example e;
+        memset(&e, 0, sizeof e);
+        e.text = texts[i];
+        e.label = labels[i];
+        PK_CHECK(pk_store_example_add(s, "cls-bad", &e, NULL) == PK_OK);
+    }
+    c.objective = PK_OBJ_CLASSIFY;
+    PK_CHECK(pk_objective_from_store(s, "cls-bad", m, STORIES, &c, &o, err, sizeof err) ==
+             PK_ERR_FORMAT);
+    PK_CHECK(o == NULL && strstr(err, "'maybe'") != NULL);
     pk_model_free(m);
     pk_store_close(s);
 }
