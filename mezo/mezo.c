@@ -7,9 +7,10 @@
  * for an element never depends on how blocks are spread over threads. */
 #include "pk_mezo.h"
 
+#include "pk_crypto.h"
+
 #include <math.h>
 #include <regex.h>
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,8 +108,7 @@ pk_status pk_mezo_trainable(const pk_model *m, const char *spec, uint8_t **out, 
         if (rc != 0) {
             char msg[128];
             regerror(rc, &re, msg, sizeof msg);
-            if (err)
-                snprintf(err, errlen, "--trainable '%s': bad regular expression: %s", spec, msg);
+            pk_seterr(err, errlen, "--trainable '%s': bad regular expression: %s", spec, msg);
             st = PK_ERR_ARG;
             goto out;
         }
@@ -125,8 +125,7 @@ pk_status pk_mezo_trainable(const pk_model *m, const char *spec, uint8_t **out, 
         count += (size_t)(on != 0);
     }
     if (count == 0) {
-        if (err)
-            snprintf(err, errlen, "--trainable '%s' matches no tensor of the model", spec);
+        pk_seterr(err, errlen, "--trainable '%s' matches no tensor of the model", spec);
         st = PK_ERR_ARG;
         goto out;
     }
@@ -253,6 +252,11 @@ pk_status pk_mezo_projected_grad_batch(pk_model *m, const uint8_t *trainable, ui
                                   loss_plus, loss_minus);
 }
 
+static int row_finite(const pk_step_row *r)
+{
+    return isfinite(r->g) && isfinite(r->loss_plus) && isfinite(r->loss_minus);
+}
+
 pk_status pk_mezo_step(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
                        int64_t step, int n_micro, pk_mezo_loss_fn fn, void *user,
                        pk_step_row *rows, double *forward_s, double *update_s)
@@ -268,12 +272,9 @@ pk_status pk_mezo_step(pk_model *m, const uint8_t *trainable, const pk_mezo_para
             pk_mezo_projected_grad(m, trainable, seed, p->z, p->eps, n_micro, fn, user, &g, &lp, &lm);
         if (st != PK_OK)
             return st;
-        if (!isfinite(g) || !isfinite(lp) || !isfinite(lm)) {
-            pk_log(PK_LOG_ERROR, "mezo: non-finite loss at step %lld (loss+ %g, loss- %g)",
-                   (long long)step, lp, lm);
-            return PK_ERR_FORMAT; /* diverged: the log names it */
-        }
-        if (p->clip_g > 0.0f) {
+        /* g is not finite when a loss is not: the run diverged. Such a g is not clipped (inf
+         * would clip to a finite g); rows[k] keeps it so the caller can say what happened. */
+        if (isfinite(g) && p->clip_g > 0.0f) {
             double c = (double)p->clip_g;
             g = g > c ? c : (g < -c ? -c : g);
         }
@@ -285,6 +286,8 @@ pk_status pk_mezo_step(pk_model *m, const uint8_t *trainable, const pk_mezo_para
         rows[k].loss_minus = (float)lm;
         rows[k].lr = lr_q;
         rows[k].eps = p->eps;
+        if (!row_finite(&rows[k])) /* also values beyond the float range */
+            return PK_ERR_NUMERIC;
     }
     double t1 = pk_time_now();
     /* all q gradients were taken at the same weights; now the q sweeps */
@@ -298,39 +301,35 @@ pk_status pk_mezo_step(pk_model *m, const uint8_t *trainable, const pk_mezo_para
     return PK_OK;
 }
 
-static void put_le64(unsigned char b[8], int64_t v)
+static void hash_le64(pk_hash_state *h, int64_t v)
 {
+    unsigned char b[8];
     uint64_t u = (uint64_t)v;
     for (int i = 0; i < 8; i++)
         b[i] = (unsigned char)(u >> (8 * i));
+    pk_hash_update(h, b, sizeof b);
 }
 
 pk_status pk_weights_hash(const pk_model *m, char hex[65])
 {
-    crypto_generichash_state st;
-    unsigned char out[32];
-    if (crypto_generichash_init(&st, NULL, 0, sizeof out) != 0)
-        return PK_ERR_ARG;
+    pk_hash_state h;
+    uint8_t out[PK_HASH_BYTES];
+    pk_hash_init(&h);
     size_t nt = pk_model_n_tensors(m);
     for (size_t i = 0; i < nt; i++) {
         pk_tensor_info ti;
         pk_status s = pk_model_tensor(m, i, &ti);
         if (s != PK_OK)
-            return s;
+            return s; /* the state holds nothing to release */
         const char *dn = pk_dtype_name(ti.dtype);
-        unsigned char b[8];
-        crypto_generichash_update(&st, (const unsigned char *)ti.name, strlen(ti.name) + 1);
-        crypto_generichash_update(&st, (const unsigned char *)dn, strlen(dn) + 1);
-        put_le64(b, ti.ndim);
-        crypto_generichash_update(&st, b, 8);
-        for (int d = 0; d < ti.ndim; d++) {
-            put_le64(b, ti.shape[d]);
-            crypto_generichash_update(&st, b, 8);
-        }
-        crypto_generichash_update(&st, (const unsigned char *)ti.data,
-                                  ti.numel * pk_dtype_size(ti.dtype));
+        pk_hash_update(&h, ti.name, strlen(ti.name) + 1);
+        pk_hash_update(&h, dn, strlen(dn) + 1);
+        hash_le64(&h, ti.ndim);
+        for (int d = 0; d < ti.ndim; d++)
+            hash_le64(&h, ti.shape[d]);
+        pk_hash_update(&h, ti.data, ti.numel * pk_dtype_size(ti.dtype));
     }
-    crypto_generichash_final(&st, out, sizeof out);
-    sodium_bin2hex(hex, 65, out, sizeof out);
+    pk_hash_final(&h, out);
+    pk_hex_encode(hex, 65, out, sizeof out);
     return PK_OK;
 }

@@ -3,9 +3,10 @@
  * are wiped when the objective is freed. */
 #include "pk_mezo.h"
 
+#include "pk_crypto.h"
+
 #include <ctype.h>
 #include <math.h>
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,7 @@ struct pk_objective {
     int n_opt;
     tok_seq opt[MAX_OPTIONS]; /* label words */
     int32_t opt_first[MAX_OPTIONS];
+    char opt_word[MAX_OPTIONS][64]; /* label words, trimmed: what the examples' labels match */
     int32_t mask_id;
 
     /* current selection, as a batch */
@@ -62,7 +64,7 @@ const char *pk_objective_name(pk_objective_kind k)
 static void seq_free(tok_seq *s)
 {
     if (s->ids != NULL) {
-        sodium_memzero(s->ids, (size_t)s->n * sizeof(int32_t));
+        pk_secure_wipe(s->ids, (size_t)s->n * sizeof(int32_t));
         free(s->ids);
     }
     s->ids = NULL;
@@ -81,7 +83,7 @@ void pk_objective_free(pk_objective *o)
     free(o->label);
     free(o->sel);
     if (o->ids != NULL)
-        sodium_memzero(o->ids, (size_t)o->cap_sel * (size_t)(o->n_opt > 0 ? o->n_opt : 1) *
+        pk_secure_wipe(o->ids, (size_t)o->cap_sel * (size_t)(o->n_opt > 0 ? o->n_opt : 1) *
                                    (size_t)o->seq_len * sizeof(int32_t));
     free(o->ids);
     free(o->lengths);
@@ -115,7 +117,7 @@ static pk_status append_text(const pk_tokenizer *tok, const char *text, int add_
     s->ids = grown;
     memcpy(s->ids + s->n, ids, n * sizeof(int32_t));
     s->n += (int32_t)n;
-    sodium_memzero(ids, n * sizeof(int32_t));
+    pk_secure_wipe(ids, n * sizeof(int32_t));
     free(ids);
     return PK_OK;
 }
@@ -163,12 +165,12 @@ static void trim_copy(const char *s, size_t n, char *out, size_t cap)
     out[n] = 0;
 }
 
-static int label_index(const pk_objective *o, const char *label, char words[][64])
+static int label_index(const pk_objective *o, const char *label)
 {
     char t[64];
     trim_copy(label, strlen(label), t, sizeof t);
     for (int k = 0; k < o->n_opt; k++)
-        if (!strcmp(t, words[k]))
+        if (!strcmp(t, o->opt_word[k]))
             return k;
     char *end = NULL;
     long v = strtol(t, &end, 10);
@@ -179,17 +181,171 @@ static int label_index(const pk_objective *o, const char *label, char words[][64
     return -1;
 }
 
-pk_status pk_objective_new(const pk_model *m, const pk_tokenizer *tok, pk_objective_params p,
-                           pk_example *const *examples, size_t n, pk_objective **out, char *err,
-                           size_t errlen)
+/* The label words of a classify objective: "w1,w2,..." into opt[] (tokens, first token) and
+ * opt_word[] (trimmed, for matching the examples' labels). */
+static pk_status parse_labels(pk_objective *o, const pk_tokenizer *tok, const char *labels,
+                              char *err, size_t errlen)
+{
+    for (const char *s = labels;;) {
+        const char *c = strchr(s, ',');
+        size_t l = c ? (size_t)(c - s) : strlen(s);
+        if (o->n_opt == MAX_OPTIONS || l == 0 || l >= 64) {
+            pk_seterr(err, errlen, "--labels '%s': 2..%d comma-separated words of < 64 bytes",
+                      labels, MAX_OPTIONS);
+            return PK_ERR_ARG;
+        }
+        char w[64];
+        memcpy(w, s, l);
+        w[l] = 0;
+        trim_copy(w, l, o->opt_word[o->n_opt], sizeof o->opt_word[0]);
+        /* a label word keeps its leading space (" great"): that is how it follows the prompt */
+        pk_status st = append_text(tok, w, 0, &o->opt[o->n_opt]);
+        if (st != PK_OK)
+            return st;
+        if (o->opt[o->n_opt].n == 0) {
+            pk_seterr(err, errlen, "--labels: '%s' encodes to no token", w);
+            return PK_ERR_ARG;
+        }
+        o->opt_first[o->n_opt] = o->opt[o->n_opt].ids[0];
+        o->n_opt++;
+        if (c == NULL)
+            break;
+        s = c + 1;
+    }
+    if (o->n_opt < 2) {
+        pk_seterr(err, errlen, "--labels '%s': need at least two label words", labels);
+        return PK_ERR_ARG;
+    }
+    return PK_OK;
+}
+
+/* What the objective kind needs of the model and the parameters; classify: the label words. */
+static pk_status check_kind(pk_objective *o, const pk_model *m, const pk_tokenizer *tok,
+                            pk_objective_params p, char *err, size_t errlen)
+{
+    if (p.kind == PK_OBJ_LM) {
+        if (!o->causal) {
+            pk_seterr(err, errlen, "objective lm needs a causal model (this one is %s)",
+                      pk_model_arch(m));
+            return PK_ERR_ARG;
+        }
+        return PK_OK;
+    }
+    if (p.labels == NULL || p.template_ == NULL) {
+        pk_seterr(err, errlen, "objective %s needs --template and --labels",
+                  pk_objective_name(p.kind));
+        return PK_ERR_ARG;
+    }
+    if (!o->causal && (strstr(p.template_, "<mask>") == NULL || o->mask_id < 0)) {
+        pk_seterr(err, errlen, "--template must contain <mask> for %s (a masked LM)",
+                  pk_model_arch(m));
+        return PK_ERR_ARG;
+    }
+    return parse_labels(o, tok, p.labels, err, errlen);
+}
+
+/* lm: the example's text (prompt + response: targets from the response on) into s, at most
+ * seq_len tokens. *keep = 0 for an example with nothing to predict (s is then empty). */
+static pk_status encode_lm(const pk_objective *o, const pk_tokenizer *tok, const pk_example *e,
+                           tok_seq *s, int *keep)
 {
     pk_status st = PK_OK;
-    char words[MAX_OPTIONS][64];
-    char *prompt = NULL;
-    *out = NULL;
+    *keep = 0;
+    if (e->prompt != NULL && e->response != NULL) {
+        st = append_text(tok, e->prompt, 1, s);
+        if (st == PK_OK) {
+            s->start_target = s->n;
+            st = append_text(tok, e->response, 0, s);
+        }
+    } else if (e->text != NULL) {
+        st = append_text(tok, e->text, 1, s);
+        if (st == PK_OK && e->text2 != NULL) {
+            st = append_text(tok, " ", 0, s);
+            if (st == PK_OK)
+                st = append_text(tok, e->text2, 0, s);
+        }
+    } else {
+        return PK_OK;
+    }
+    if (st != PK_OK)
+        return st;
+    if (s->n > o->seq_len)
+        s->n = o->seq_len;
+    if (s->n < 2 || s->start_target >= s->n) {
+        seq_free(s);
+        return PK_OK;
+    }
+    *keep = 1;
+    return PK_OK;
+}
+
+/* Fits a prompt into the room the label words leave: keeps the first token (BOS) and the end
+ * of the prompt, where the cue is; a masked LM's <mask> must survive. */
+static pk_status fit_prompt(const pk_objective *o, const pk_example *e, tok_seq *s, char *err,
+                            size_t errlen)
+{
+    int maxopt = 0;
+    for (int k = 0; k < o->n_opt; k++)
+        maxopt = o->opt[k].n > maxopt ? o->opt[k].n : maxopt;
+    int room = o->causal ? o->seq_len - maxopt : o->seq_len;
+    if (room < 2) {
+        pk_seterr(err, errlen, "--seq-len %d leaves no room for the prompt", o->seq_len);
+        return PK_ERR_ARG;
+    }
+    if (s->n > room) {
+        int drop = s->n - room;
+        memmove(s->ids + 1, s->ids + 1 + drop, (size_t)(room - 1) * sizeof(int32_t));
+        s->n = room;
+    }
+    if (o->causal)
+        return PK_OK;
+    int found = 0;
+    for (int t = 0; t < s->n; t++)
+        found |= s->ids[t] == o->mask_id;
+    if (!found) {
+        pk_seterr(err, errlen, "example %lld: the <mask> token was truncated away",
+                  (long long)e->id);
+        return PK_ERR_ARG;
+    }
+    return PK_OK;
+}
+
+/* classify / accuracy: the example's label as an option index into *label, and its prompt (the
+ * template filled with its text) into s. */
+static pk_status encode_prompt(const pk_objective *o, const pk_tokenizer *tok,
+                               pk_objective_params p, const pk_example *e, tok_seq *s,
+                               int32_t *label, char *err, size_t errlen)
+{
+    if (e->label == NULL) {
+        pk_seterr(err, errlen, "example %lld has no label (objective %s)", (long long)e->id,
+                  pk_objective_name(p.kind));
+        return PK_ERR_FORMAT;
+    }
+    int li = label_index(o, e->label);
+    if (li < 0) {
+        pk_seterr(err, errlen, "example %lld: label '%s' is not one of --labels '%s'",
+                  (long long)e->id, e->label, p.labels);
+        return PK_ERR_FORMAT;
+    }
+    *label = li;
+    char *prompt = fill_template(p.template_, e->text ? e->text : e->prompt, e->text2);
+    if (prompt == NULL)
+        return PK_ERR_NOMEM;
+    pk_status st = append_text(tok, prompt, 1, s);
+    pk_secure_wipe(prompt, strlen(prompt));
+    free(prompt);
+    if (st != PK_OK)
+        return st;
+    return fit_prompt(o, e, s, err, errlen);
+}
+
+/* An empty objective for n examples with the model's shape facts. */
+static pk_objective *objective_alloc(const pk_model *m, const pk_tokenizer *tok,
+                                     pk_objective_params p, size_t n)
+{
     pk_objective *o = calloc(1, sizeof *o);
     if (o == NULL)
-        return PK_ERR_NOMEM;
+        return NULL;
     o->kind = p.kind;
     o->seq_len = p.seq_len > 0 ? p.seq_len : 128;
     if (o->seq_len > pk_model_max_positions(m))
@@ -199,160 +355,45 @@ pk_status pk_objective_new(const pk_model *m, const pk_tokenizer *tok, pk_object
     o->ex = calloc(n ? n : 1, sizeof *o->ex);
     o->label = calloc(n ? n : 1, sizeof *o->label);
     if (o->ex == NULL || o->label == NULL) {
-        st = PK_ERR_NOMEM;
-        goto out;
+        pk_objective_free(o);
+        return NULL;
     }
-    if (p.kind == PK_OBJ_LM && !o->causal) {
-        snprintf(err, errlen, "objective lm needs a causal model (this one is %s)",
-                 pk_model_arch(m));
-        st = PK_ERR_ARG;
-        goto out;
-    }
-    if (p.kind != PK_OBJ_LM) {
-        if (p.labels == NULL || p.template_ == NULL) {
-            snprintf(err, errlen, "objective %s needs --template and --labels",
-                     pk_objective_name(p.kind));
-            st = PK_ERR_ARG;
-            goto out;
-        }
-        if (!o->causal && (strstr(p.template_, "<mask>") == NULL || o->mask_id < 0)) {
-            snprintf(err, errlen, "--template must contain <mask> for %s (a masked LM)",
-                     pk_model_arch(m));
-            st = PK_ERR_ARG;
-            goto out;
-        }
-        const char *s = p.labels;
-        while (1) {
-            const char *c = strchr(s, ',');
-            size_t l = c ? (size_t)(c - s) : strlen(s);
-            if (o->n_opt == MAX_OPTIONS || l == 0 || l >= 64) {
-                snprintf(err, errlen, "--labels '%s': 2..%d comma-separated words of < 64 bytes",
-                         p.labels, MAX_OPTIONS);
-                st = PK_ERR_ARG;
-                goto out;
-            }
-            char w[64];
-            memcpy(w, s, l);
-            w[l] = 0;
-            trim_copy(w, l, words[o->n_opt], sizeof words[0]);
-            /* a label word keeps its leading space (" great"): that is how it follows the prompt */
-            st = append_text(tok, w, 0, &o->opt[o->n_opt]);
-            if (st != PK_OK)
-                goto out;
-            if (o->opt[o->n_opt].n == 0) {
-                snprintf(err, errlen, "--labels: '%s' encodes to no token", w);
-                st = PK_ERR_ARG;
-                goto out;
-            }
-            o->opt_first[o->n_opt] = o->opt[o->n_opt].ids[0];
-            o->n_opt++;
-            if (c == NULL)
-                break;
-            s = c + 1;
-        }
-        if (o->n_opt < 2) {
-            snprintf(err, errlen, "--labels '%s': need at least two label words", p.labels);
-            st = PK_ERR_ARG;
-            goto out;
-        }
-    }
+    return o;
+}
+
+pk_status pk_objective_new(const pk_model *m, const pk_tokenizer *tok, pk_objective_params p,
+                           pk_example *const *examples, size_t n, pk_objective **out, char *err,
+                           size_t errlen)
+{
+    *out = NULL;
+    pk_objective *o = objective_alloc(m, tok, p, n);
+    if (o == NULL)
+        return PK_ERR_NOMEM;
+    pk_status st = check_kind(o, m, tok, p, err, errlen);
     size_t kept = 0;
-    for (size_t i = 0; i < n; i++) {
-        const pk_example *e = examples[i];
+    for (size_t i = 0; st == PK_OK && i < n; i++) {
         tok_seq *s = &o->ex[kept];
+        int keep = 1;
         memset(s, 0, sizeof *s);
         s->start_target = 1;
-        if (p.kind == PK_OBJ_LM) {
-            if (e->prompt != NULL && e->response != NULL) {
-                st = append_text(tok, e->prompt, 1, s);
-                if (st == PK_OK) {
-                    s->start_target = s->n;
-                    st = append_text(tok, e->response, 0, s);
-                }
-            } else if (e->text != NULL) {
-                st = append_text(tok, e->text, 1, s);
-                if (st == PK_OK && e->text2 != NULL) {
-                    st = append_text(tok, " ", 0, s);
-                    if (st == PK_OK)
-                        st = append_text(tok, e->text2, 0, s);
-                }
-            } else {
-                continue;
-            }
-            if (st != PK_OK)
-                goto out;
-            if (s->n > o->seq_len)
-                s->n = o->seq_len;
-            if (s->n < 2 || s->start_target >= s->n) {
-                seq_free(s);
-                continue; /* nothing to predict */
-            }
-        } else {
-            if (e->label == NULL) {
-                snprintf(err, errlen, "example %lld has no label (objective %s)",
-                         (long long)e->id, pk_objective_name(p.kind));
-                st = PK_ERR_FORMAT;
-                goto out;
-            }
-            int li = label_index(o, e->label, words);
-            if (li < 0) {
-                snprintf(err, errlen, "example %lld: label '%s' is not one of --labels '%s'",
-                         (long long)e->id, e->label, p.labels);
-                st = PK_ERR_FORMAT;
-                goto out;
-            }
-            o->label[kept] = li;
-            prompt = fill_template(p.template_, e->text ? e->text : e->prompt, e->text2);
-            if (prompt == NULL) {
-                st = PK_ERR_NOMEM;
-                goto out;
-            }
-            st = append_text(tok, prompt, 1, s);
-            sodium_memzero(prompt, strlen(prompt));
-            free(prompt);
-            prompt = NULL;
-            if (st != PK_OK)
-                goto out;
-            int maxopt = 0;
-            for (int k = 0; k < o->n_opt; k++)
-                maxopt = o->opt[k].n > maxopt ? o->opt[k].n : maxopt;
-            int room = o->causal ? o->seq_len - maxopt : o->seq_len;
-            if (room < 2) {
-                snprintf(err, errlen, "--seq-len %d leaves no room for the prompt", o->seq_len);
-                st = PK_ERR_ARG;
-                goto out;
-            }
-            if (s->n > room) {
-                /* keep the first token (BOS) and the end of the prompt, where the cue is */
-                int drop = s->n - room;
-                memmove(s->ids + 1, s->ids + 1 + drop, (size_t)(room - 1) * sizeof(int32_t));
-                s->n = room;
-            }
-            if (!o->causal) {
-                int found = 0;
-                for (int t = 0; t < s->n; t++)
-                    found |= s->ids[t] == o->mask_id;
-                if (!found) {
-                    snprintf(err, errlen, "example %lld: the <mask> token was truncated away",
-                             (long long)e->id);
-                    st = PK_ERR_ARG;
-                    goto out;
-                }
-            }
-        }
-        kept++;
+        if (p.kind == PK_OBJ_LM)
+            st = encode_lm(o, tok, examples[i], s, &keep);
+        else
+            st = encode_prompt(o, tok, p, examples[i], s, &o->label[kept], err, errlen);
+        kept += st == PK_OK && keep;
+    }
+    if (st == PK_OK && kept == 0) {
+        pk_seterr(err, errlen, "no usable example (need at least 2 tokens of text each)");
+        st = PK_ERR_ARG;
+    }
+    if (st != PK_OK) {
+        o->n = n; /* free every slot: those past the failed one are still zeroed */
+        pk_objective_free(o);
+        return st;
     }
     o->n = kept;
-    if (kept == 0) {
-        snprintf(err, errlen, "no usable example (need at least 2 tokens of text each)");
-        st = PK_ERR_ARG;
-        goto out;
-    }
     *out = o;
-    o = NULL;
-out:
-    pk_objective_free(o);
-    return st;
+    return PK_OK;
 }
 
 static pk_status ensure_cap(pk_objective *o, size_t n)
@@ -362,8 +403,8 @@ static pk_status ensure_cap(pk_objective *o, size_t n)
     size_t rows = n * (size_t)(o->n_opt > 0 && o->causal ? o->n_opt : 1);
     size_t T = (size_t)o->seq_len;
     if (o->ids != NULL)
-        sodium_memzero(o->ids, o->cap_sel * (size_t)(o->n_opt > 0 ? o->n_opt : 1) * T *
-                                   sizeof(int32_t));
+        pk_secure_wipe(o->ids,
+                       o->cap_sel * (size_t)(o->n_opt > 0 ? o->n_opt : 1) * T * sizeof(int32_t));
     free(o->sel);
     free(o->ids);
     free(o->lengths);

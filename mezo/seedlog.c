@@ -34,12 +34,12 @@ pk_status pk_seedlog_write(const char *path, const pk_seedlog *log, char *err, s
 {
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
-        snprintf(err, errlen, "%s: path too long", path);
+        pk_seterr(err, errlen, "%s: path too long", path);
         return PK_ERR_ARG;
     }
     FILE *f = fopen(tmp, "w");
     if (f == NULL) {
-        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        pk_seterr(err, errlen, "%s: %s", tmp, strerror(errno));
         return PK_ERR_IO;
     }
     fprintf(f, "pocketllm-seedlog 1\nbase_hash %s\nz %s\nweight_decay %a\ntrainable %s\nsteps %zu\n",
@@ -53,12 +53,12 @@ pk_status pk_seedlog_write(const char *path, const pk_seedlog *log, char *err, s
     }
     int bad = ferror(f);
     if (fclose(f) != 0 || bad) {
-        snprintf(err, errlen, "%s: write failed", tmp);
+        pk_seterr(err, errlen, "%s: write failed", tmp);
         remove(tmp);
         return PK_ERR_IO;
     }
     if (rename(tmp, path) != 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        pk_seterr(err, errlen, "%s: %s", path, strerror(errno));
         remove(tmp);
         return PK_ERR_IO;
     }
@@ -87,105 +87,131 @@ static int parse_float(const char *s, float *out)
     return 0;
 }
 
-pk_status pk_seedlog_read(const char *path, pk_seedlog *out, char *err, size_t errlen)
-{
+/* A file being read: the stream, its name and the number of the line last read. */
+typedef struct reader {
+    FILE *f;
+    const char *path;
+    int ln;
     char line[1024];
-    pk_status st = PK_ERR_FORMAT;
-    int ln = 0;
-    memset(out, 0, sizeof *out);
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return PK_ERR_IO;
+} reader;
+
+static int next_line(reader *r)
+{
+    r->ln++;
+    return read_line(r->f, r->line, sizeof r->line);
+}
+
+/* The six header lines; *nrows the row count they announce. */
+static pk_status parse_header(reader *r, pk_seedlog *out, unsigned long long *nrows, char *err,
+                              size_t errlen)
+{
+    const char *l = r->line;
+    if (next_line(r) != 0 || strcmp(l, "pocketllm-seedlog 1") != 0) {
+        pk_seterr(err, errlen, "%s:1: not a pocketllm seed log (want 'pocketllm-seedlog 1')",
+                  r->path);
+        return PK_ERR_FORMAT;
     }
-    unsigned long long nrows = 0;
-    ln++;
-    if (read_line(f, line, sizeof line) != 0 || strcmp(line, "pocketllm-seedlog 1") != 0) {
-        snprintf(err, errlen, "%s:1: not a pocketllm seed log (want 'pocketllm-seedlog 1')", path);
-        goto out;
+    if (next_line(r) != 0 || strncmp(l, "base_hash ", 10) != 0 || strlen(l + 10) != 64 ||
+        strspn(l + 10, "0123456789abcdef") != 64) {
+        pk_seterr(err, errlen, "%s:%d: want 'base_hash <64 hex digits>'", r->path, r->ln);
+        return PK_ERR_FORMAT;
     }
-    ln++;
-    if (read_line(f, line, sizeof line) != 0 || strncmp(line, "base_hash ", 10) != 0 ||
-        strlen(line + 10) != 64 || strspn(line + 10, "0123456789abcdef") != 64) {
-        snprintf(err, errlen, "%s:%d: want 'base_hash <64 hex digits>'", path, ln);
-        goto out;
+    memcpy(out->base_hash, l + 10, 65);
+    if (next_line(r) != 0 || (strcmp(l, "z gaussian") != 0 && strcmp(l, "z rademacher") != 0)) {
+        pk_seterr(err, errlen, "%s:%d: want 'z gaussian' or 'z rademacher'", r->path, r->ln);
+        return PK_ERR_FORMAT;
     }
-    memcpy(out->base_hash, line + 10, 65);
-    ln++;
-    if (read_line(f, line, sizeof line) != 0 ||
-        (strcmp(line, "z gaussian") != 0 && strcmp(line, "z rademacher") != 0)) {
-        snprintf(err, errlen, "%s:%d: want 'z gaussian' or 'z rademacher'", path, ln);
-        goto out;
+    out->z = !strcmp(l, "z rademacher") ? PK_Z_RADEMACHER : PK_Z_GAUSSIAN;
+    if (next_line(r) != 0 || strncmp(l, "weight_decay ", 13) != 0 ||
+        parse_float(l + 13, &out->weight_decay) != 0) {
+        pk_seterr(err, errlen, "%s:%d: want 'weight_decay <float>'", r->path, r->ln);
+        return PK_ERR_FORMAT;
     }
-    out->z = !strcmp(line, "z rademacher") ? PK_Z_RADEMACHER : PK_Z_GAUSSIAN;
-    ln++;
-    if (read_line(f, line, sizeof line) != 0 || strncmp(line, "weight_decay ", 13) != 0 ||
-        parse_float(line + 13, &out->weight_decay) != 0) {
-        snprintf(err, errlen, "%s:%d: want 'weight_decay <float>'", path, ln);
-        goto out;
+    if (next_line(r) != 0 || strncmp(l, "trainable ", 10) != 0 ||
+        strlen(l + 10) >= sizeof out->trainable || l[10] == 0) {
+        pk_seterr(err, errlen, "%s:%d: want 'trainable <spec>' (< 256 bytes)", r->path, r->ln);
+        return PK_ERR_FORMAT;
     }
-    ln++;
-    if (read_line(f, line, sizeof line) != 0 || strncmp(line, "trainable ", 10) != 0 ||
-        strlen(line + 10) >= sizeof out->trainable || line[10] == 0) {
-        snprintf(err, errlen, "%s:%d: want 'trainable <spec>' (< 256 bytes)", path, ln);
-        goto out;
-    }
-    strcpy(out->trainable, line + 10);
-    ln++;
+    strcpy(out->trainable, l + 10);
     char *end = NULL;
-    if (read_line(f, line, sizeof line) != 0 || strncmp(line, "steps ", 6) != 0 ||
-        (nrows = strtoull(line + 6, &end, 10), end == line + 6 || *end != 0) ||
-        nrows > (1ull << 32)) {
-        snprintf(err, errlen, "%s:%d: want 'steps <count>'", path, ln);
-        goto out;
+    if (next_line(r) != 0 || strncmp(l, "steps ", 6) != 0 ||
+        (*nrows = strtoull(l + 6, &end, 10), end == l + 6 || *end != 0) || *nrows > (1ull << 32)) {
+        pk_seterr(err, errlen, "%s:%d: want 'steps <count>'", r->path, r->ln);
+        return PK_ERR_FORMAT;
     }
+    return PK_OK;
+}
+
+/* One row line "step q seed g lr eps loss+ loss-" into *row. */
+static pk_status parse_row(reader *r, pk_step_row *row, char *err, size_t errlen)
+{
+    char *tok[8];
+    int nt = 0;
+    for (char *p = strtok(r->line, " "); p != NULL && nt < 8; p = strtok(NULL, " "))
+        tok[nt++] = p;
+    if (nt != 8 || strtok(NULL, " ") != NULL) {
+        pk_seterr(err, errlen, "%s:%d: want 8 fields: step q seed g lr eps loss+ loss-", r->path,
+                  r->ln);
+        return PK_ERR_FORMAT;
+    }
+    char *e1 = NULL, *e2 = NULL, *e3 = NULL;
+    errno = 0;
+    long long step = strtoll(tok[0], &e1, 10);
+    long q = strtol(tok[1], &e2, 10);
+    unsigned long long seed = strtoull(tok[2], &e3, 10);
+    if (*e1 || *e2 || *e3 || e1 == tok[0] || e2 == tok[1] || e3 == tok[2] || errno || step < 0 ||
+        q < 0 || q > 1000000 || parse_float(tok[3], &row->g) || parse_float(tok[4], &row->lr) ||
+        parse_float(tok[5], &row->eps) || parse_float(tok[6], &row->loss_plus) ||
+        parse_float(tok[7], &row->loss_minus)) {
+        pk_seterr(err, errlen, "%s:%d: malformed number in row", r->path, r->ln);
+        return PK_ERR_FORMAT;
+    }
+    row->step = step;
+    row->q_index = (int32_t)q;
+    row->seed = seed;
+    return PK_OK;
+}
+
+/* The nrows rows the header announced, then the end of the file. */
+static pk_status parse_rows(reader *r, unsigned long long nrows, pk_seedlog *out, char *err,
+                            size_t errlen)
+{
     out->rows = calloc(nrows ? (size_t)nrows : 1, sizeof *out->rows);
-    if (out->rows == NULL) {
-        st = PK_ERR_NOMEM;
-        goto out;
-    }
+    if (out->rows == NULL)
+        return PK_ERR_NOMEM;
     for (size_t i = 0; i < (size_t)nrows; i++) {
-        ln++;
-        if (read_line(f, line, sizeof line) != 0) {
-            snprintf(err, errlen, "%s:%d: missing or overlong row (header says %llu rows)", path,
-                     ln, nrows);
-            goto out;
+        if (next_line(r) != 0) {
+            pk_seterr(err, errlen, "%s:%d: missing or overlong row (header says %llu rows)",
+                      r->path, r->ln, nrows);
+            return PK_ERR_FORMAT;
         }
-        char *tok[8];
-        int nt = 0;
-        for (char *p = strtok(line, " "); p != NULL && nt < 8; p = strtok(NULL, " "))
-            tok[nt++] = p;
-        if (nt != 8 || strtok(NULL, " ") != NULL) {
-            snprintf(err, errlen, "%s:%d: want 8 fields: step q seed g lr eps loss+ loss-", path,
-                     ln);
-            goto out;
-        }
-        pk_step_row *r = &out->rows[i];
-        char *e1 = NULL, *e2 = NULL, *e3 = NULL;
-        errno = 0;
-        long long step = strtoll(tok[0], &e1, 10);
-        long q = strtol(tok[1], &e2, 10);
-        unsigned long long seed = strtoull(tok[2], &e3, 10);
-        if (*e1 || *e2 || *e3 || e1 == tok[0] || e2 == tok[1] || e3 == tok[2] || errno ||
-            step < 0 || q < 0 || q > 1000000 || parse_float(tok[3], &r->g) ||
-            parse_float(tok[4], &r->lr) || parse_float(tok[5], &r->eps) ||
-            parse_float(tok[6], &r->loss_plus) || parse_float(tok[7], &r->loss_minus)) {
-            snprintf(err, errlen, "%s:%d: malformed number in row", path, ln);
-            goto out;
-        }
-        r->step = step;
-        r->q_index = (int32_t)q;
-        r->seed = seed;
+        pk_status st = parse_row(r, &out->rows[i], err, errlen);
+        if (st != PK_OK)
+            return st;
     }
     out->n_rows = (size_t)nrows;
-    if (fgets(line, sizeof line, f) != NULL) {
-        snprintf(err, errlen, "%s:%d: data after the %llu rows the header announces", path, ln + 1,
-                 nrows);
-        goto out;
+    if (fgets(r->line, sizeof r->line, r->f) != NULL) {
+        pk_seterr(err, errlen, "%s:%d: data after the %llu rows the header announces", r->path,
+                  r->ln + 1, nrows);
+        return PK_ERR_FORMAT;
     }
-    st = PK_OK;
-out:
-    fclose(f);
+    return PK_OK;
+}
+
+pk_status pk_seedlog_read(const char *path, pk_seedlog *out, char *err, size_t errlen)
+{
+    reader r = {NULL, path, 0, ""};
+    unsigned long long nrows = 0;
+    memset(out, 0, sizeof *out);
+    r.f = fopen(path, "r");
+    if (r.f == NULL) {
+        pk_seterr(err, errlen, "%s: %s", path, strerror(errno));
+        return PK_ERR_IO;
+    }
+    pk_status st = parse_header(&r, out, &nrows, err, errlen);
+    if (st == PK_OK)
+        st = parse_rows(&r, nrows, out, err, errlen);
+    fclose(r.f);
     if (st != PK_OK)
         pk_seedlog_clear(out);
     return st;
@@ -199,8 +225,9 @@ pk_status pk_seedlog_replay(pk_model *m, const pk_seedlog *log, char *err, size_
     if (st != PK_OK)
         return st;
     if (strcmp(hex, log->base_hash) != 0) {
-        snprintf(err, errlen, "the model's weights hash %.16s... is not the seed log's base %.16s...",
-                 hex, log->base_hash);
+        pk_seterr(err, errlen,
+                  "the model's weights hash %.16s... is not the seed log's base %.16s...", hex,
+                  log->base_hash);
         return PK_ERR_ARG;
     }
     st = pk_mezo_trainable(m, log->trainable, &mask, err, errlen);

@@ -1,7 +1,7 @@
-/* test_mezo.c: the MeZO optimizer on real checkpoints (agent/mezo.c, seedlog.c, objective.c):
+/* test_mezo.c: the MeZO optimizer on real checkpoints (mezo/mezo.c, seedlog.c, objective.c):
  * projected gradient against the reference gradient of stories260k, the update sweep's formula,
  * thread-count independence, f16 storage, trainable masks, weights hash, schedules, seed logs,
- * checkpoints and batch order. */
+ * checkpoints, batch order and divergence. */
 #include "pk_train.h"
 #include "pk_test.h"
 
@@ -457,6 +457,84 @@ static void test_step_spsa_and_determinism(void)
     pk_model_free(b);
 }
 
+/* pk_weights_hash is the documented byte layout through BLAKE2b-256, computed here straight with
+ * libsodium: the hash recorded in runs and seed logs must not change with its implementation. */
+static void test_weights_hash_layout(void)
+{
+    pk_model *m = load(STORIES);
+    crypto_generichash_state st;
+    unsigned char out[32];
+    char want[65], got[65];
+    PK_CHECK(crypto_generichash_init(&st, NULL, 0, sizeof out) == 0);
+    for (size_t i = 0; i < pk_model_n_tensors(m); i++) {
+        pk_tensor_info ti;
+        PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
+        const char *dn = pk_dtype_name(ti.dtype);
+        unsigned char b[8 * 5];
+        size_t nb = 0;
+        int64_t dims[5] = {ti.ndim, 0, 0, 0, 0};
+        for (int d = 0; d < ti.ndim; d++)
+            dims[d + 1] = ti.shape[d];
+        for (int d = 0; d <= ti.ndim; d++)
+            for (int k = 0; k < 8; k++)
+                b[nb++] = (unsigned char)((uint64_t)dims[d] >> (8 * k));
+        crypto_generichash_update(&st, (const unsigned char *)ti.name, strlen(ti.name) + 1);
+        crypto_generichash_update(&st, (const unsigned char *)dn, strlen(dn) + 1);
+        crypto_generichash_update(&st, b, nb);
+        crypto_generichash_update(&st, ti.data, ti.numel * pk_dtype_size(ti.dtype));
+    }
+    crypto_generichash_final(&st, out, sizeof out);
+    sodium_bin2hex(want, sizeof want, out, sizeof out);
+    PK_CHECK(pk_weights_hash(m, got) == PK_OK);
+    PK_CHECK(!strcmp(got, want));
+    pk_model_free(m);
+}
+
+/* A loss function that diverges at perturbation `bad` of a step: loss+ = value there. */
+typedef struct divctx {
+    int calls, bad;
+    double value;
+} divctx;
+
+static pk_status diverging_loss(void *user, pk_model *m, int micro, const pk_perturb *pert,
+                                double *loss)
+{
+    divctx *c = user;
+    (void)m;
+    (void)micro;
+    (void)pert;
+    loss[0] = c->calls == c->bad ? c->value : 2.0;
+    loss[1] = 1.0;
+    c->calls++;
+    return PK_OK;
+}
+
+static void test_step_diverges(void)
+{
+    pk_model *m = load(STORIES);
+    char h0[65], h1[65];
+    PK_CHECK(pk_weights_hash(m, h0) == PK_OK);
+    pk_mezo_params p = pk_mezo_default_params();
+    p.spsa_q = 3;
+    p.clip_g = 0.5f; /* an infinite g is a divergence, not a g to clip */
+    const double values[3] = {(double)INFINITY, (double)NAN, 1e300};
+    for (int v = 0; v < 3; v++) {
+        divctx c = {0, 1, values[v]};
+        pk_step_row rows[3];
+        memset(rows, 0, sizeof rows);
+        PK_CHECK_EQ(pk_mezo_step(m, NULL, &p, 2, 1, diverging_loss, &c, rows, NULL, NULL),
+                    PK_ERR_NUMERIC);
+        PK_CHECK_EQ(c.calls, 2); /* stopped at the diverging perturbation */
+        PK_CHECK(isfinite(rows[0].g) && fabsf(rows[0].g) <= 0.5f);
+        PK_CHECK(!isfinite(rows[1].loss_plus) && rows[1].q_index == 1 && rows[1].step == 2);
+        PK_CHECK(v == 2 ? fabsf(rows[1].g) <= 0.5f : !isfinite(rows[1].g));
+        PK_CHECK(rows[1].seed == pk_mezo_step_seed(p.seed, 2, 1));
+    }
+    /* no weight was written */
+    PK_CHECK(pk_weights_hash(m, h1) == PK_OK && !strcmp(h0, h1));
+    pk_model_free(m);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -469,5 +547,7 @@ int main(void)
     test_batch_indices();
     test_seedlog_and_checkpoint();
     test_step_spsa_and_determinism();
+    test_weights_hash_layout();
+    test_step_diverges();
     return PK_TEST_DONE();
 }

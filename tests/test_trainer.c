@@ -1,4 +1,4 @@
-/* test_trainer.c: MeZO runs through the encrypted store (agent/trainer.c, run.c): lm fine-tuning
+/* test_trainer.c: MeZO runs through the encrypted store (train/trainer.c, run.c): lm fine-tuning
  * of stories260k on the demo's "Pip" text lowers the held-out loss; run-to-run determinism;
  * replay (base + checkpoint + log) equals the live weights with any thread count; kill -9 in the
  * middle of a run then --resume ends with the same weights as an uninterrupted run; Ctrl-C
@@ -276,6 +276,104 @@ static void test_bad_inputs(void)
     pk_store_close(s);
 }
 
+static void run_status(pk_store *s, int64_t run_id, char *status, size_t n, int64_t *steps)
+{
+    pk_run_info ri;
+    memset(&ri, 0, sizeof ri);
+    PK_CHECK(pk_store_run_get(s, run_id, &ri) == PK_OK);
+    snprintf(status, n, "%s", ri.status);
+    *steps = ri.steps_done;
+    pk_run_info_clear(&ri);
+}
+
+/* The step API on its own: one logged step per call, done after the last, the same weights as
+ * pk_train; a finished run resumes to done at once; an interrupt stops at a step boundary. */
+static void test_step_api(void)
+{
+    pk_train_config c = base_config(6);
+    c.checkpoint_every = 4;
+    pk_train_result whole;
+    PK_CHECK(run(&c, 0, NULL, &whole) == PK_OK);
+    pk_store *s = open_store();
+    pk_trainer *t = NULL;
+    char err[512] = "", status[32];
+    int64_t logged = 0;
+    PK_CHECK(pk_trainer_open(s, &c, 0, NULL, &t, err, sizeof err) == PK_OK);
+    for (int64_t i = 0; t != NULL && i < 6; i++) {
+        PK_CHECK(!pk_trainer_done(t));
+        PK_CHECK(pk_trainer_step(t, err, sizeof err) == PK_OK);
+        PK_CHECK_EQ(pk_trainer_result(t)->steps_done, i + 1);
+        run_status(s, pk_trainer_result(t)->run_id, status, sizeof status, &logged);
+        PK_CHECK_EQ(logged, i + 1); /* logged before the call returned */
+        PK_CHECK(!strcmp(status, i + 1 < 6 ? "running" : "done"));
+    }
+    if (t != NULL) {
+        PK_CHECK(pk_trainer_done(t));
+        const pk_train_result *r = pk_trainer_result(t);
+        PK_CHECK(!strcmp(r->final_hash, whole.final_hash) && isfinite(r->last_loss));
+        PK_CHECK(pk_trainer_step(t, err, sizeof err) == PK_OK); /* done: nothing happens */
+        PK_CHECK_EQ(pk_trainer_result(t)->steps_done, 6);
+    }
+    pk_trainer_free(t);
+    t = NULL;
+    /* resuming a finished run: done on the first call, no step taken */
+    PK_CHECK(pk_trainer_open(s, NULL, whole.run_id, NULL, &t, err, sizeof err) == PK_OK);
+    if (t != NULL) {
+        PK_CHECK(pk_trainer_step(t, err, sizeof err) == PK_OK && pk_trainer_done(t));
+        PK_CHECK_EQ(pk_trainer_result(t)->steps_done, 6);
+        PK_CHECK(!strcmp(pk_trainer_result(t)->final_hash, whole.final_hash));
+    }
+    pk_trainer_free(t);
+    t = NULL;
+    /* an interrupt: the call takes no step and stops the run */
+    PK_CHECK(pk_trainer_open(s, &c, 0, NULL, &t, err, sizeof err) == PK_OK);
+    if (t != NULL) {
+        PK_CHECK(pk_trainer_step(t, err, sizeof err) == PK_OK);
+        pk_interrupt_raise();
+        PK_CHECK(pk_trainer_step(t, err, sizeof err) == PK_OK);
+        pk_interrupt_clear();
+        const pk_train_result *r = pk_trainer_result(t);
+        PK_CHECK(pk_trainer_done(t) && r->interrupted && r->steps_done == 1);
+        run_status(s, r->run_id, status, sizeof status, &logged);
+        PK_CHECK(!strcmp(status, "stopped") && logged == 1);
+    }
+    pk_trainer_free(t);
+    pk_trainer_free(NULL);
+    pk_store_close(s);
+}
+
+/* A learning rate far too high: the weights blow up, the loss goes non-finite, the run fails
+ * with PK_ERR_NUMERIC and a message naming the step, and the trainer takes no more steps. */
+static void test_diverges(void)
+{
+    pk_train_config c = base_config(20);
+    c.mezo.lr = 1e30f;
+    pk_store *s = open_store();
+    pk_trainer *t = NULL;
+    char err[512] = "", status[32];
+    pk_status st = PK_OK;
+    PK_CHECK(pk_trainer_open(s, &c, 0, NULL, &t, err, sizeof err) == PK_OK);
+    while (t != NULL && st == PK_OK && !pk_trainer_done(t))
+        st = pk_trainer_step(t, err, sizeof err);
+    PK_CHECK_EQ(st, PK_ERR_NUMERIC);
+    fprintf(stderr, "lr 1e30: %s\n", err);
+    PK_CHECK(strstr(err, "step ") != NULL && strstr(err, "diverged") != NULL);
+    PK_CHECK(strstr(err, "--") == NULL); /* the CLI names its flags, not the library */
+    if (t != NULL) {
+        int64_t failed_at = pk_trainer_result(t)->steps_done, logged = 0;
+        PK_CHECK(pk_trainer_done(t) && failed_at < 20);
+        PK_CHECK_EQ(pk_trainer_step(t, err, sizeof err), PK_ERR_ARG);
+        run_status(s, pk_trainer_result(t)->run_id, status, sizeof status, &logged);
+        PK_CHECK(!strcmp(status, "failed") && logged == failed_at);
+    }
+    pk_trainer_free(t);
+    /* pk_train reports the same */
+    pk_train_result r;
+    PK_CHECK_EQ(pk_train(s, &c, 0, NULL, &r, err, sizeof err), PK_ERR_NUMERIC);
+    PK_CHECK(strstr(err, "diverged") != NULL && r.run_id > 0);
+    pk_store_close(s);
+}
+
 static void test_classify(void)
 {
     /* a tiny labelled set: texts about Pip (label 1 = " yes") or not (0 = " no") */
@@ -316,6 +414,21 @@ static void test_classify(void)
         PK_CHECK_NEAR(a2, acc, 1e-12);
     }
     pk_objective_free(o);
+    o = NULL;
+    /* a bad label after good examples: PK_ERR_FORMAT naming it, and (under ASan) no leak of the
+     * examples encoded before it */
+    static const char *const labels[] = {"1", " no", "maybe"};
+    for (int i = 0; i < 3; i++) {
+        pk_example e;
+        memset(&e, 0, sizeof e);
+        e.text = texts[i];
+        e.label = labels[i];
+        PK_CHECK(pk_store_example_add(s, "cls-bad", &e, NULL) == PK_OK);
+    }
+    c.objective = PK_OBJ_CLASSIFY;
+    PK_CHECK(pk_objective_from_store(s, "cls-bad", m, STORIES, &c, &o, err, sizeof err) ==
+             PK_ERR_FORMAT);
+    PK_CHECK(o == NULL && strstr(err, "'maybe'") != NULL);
     pk_model_free(m);
     pk_store_close(s);
 }
@@ -353,6 +466,8 @@ int main(int argc, char **argv)
         test_determinism_replay_resume();
         test_bad_inputs();
         test_classify();
+        test_step_api();
+        test_diverges();
     }
     rm_rf(home);
     return PK_TEST_DONE();

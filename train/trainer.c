@@ -1,13 +1,43 @@
-/* trainer.c: the MeZO training loop over a store dataset (pk_mezo.h). A step's batch is a pure
- * function of (run seed, step, micro-batch) and its update a pure function of the logged row, so
- * a resumed run (base + checkpoint + log, then the remaining steps) ends with the same bits as an
- * uninterrupted one. */
+/* trainer.c: the MeZO training loop over a store dataset (pk_mezo.h): a trainer opens a run (new
+ * or resumed), takes one logged step at a time and checkpoints and evaluates on schedule. A
+ * step's batch is a pure function of (run seed, step, micro-batch) and its update a pure function
+ * of the logged row, so a resumed run (base + checkpoint + log, then the remaining steps) ends
+ * with the same bits as an uninterrupted one. */
 #include "pk_train.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+typedef enum trainer_state {
+    TRAINER_RUNNING = 0, /* steps are left to take */
+    TRAINER_FINISHED,    /* status "done" or "stopped" written, final_hash set */
+    TRAINER_FAILED,      /* a step failed: memory and log may disagree, only free is left */
+} trainer_state;
+
+struct pk_trainer {
+    pk_store *s;          /* borrowed */
+    pk_train_config cfg;  /* the run's settings (read back from the run row on resume) */
+    pk_train_hooks hooks; /* zeroed when the caller passed none */
+    pk_model *m;
+    uint8_t *mask;          /* [n_tensors] 1 = trainable */
+    pk_objective *obj;      /* the training examples */
+    pk_objective *eval_obj; /* the eval examples, NULL without an eval dataset */
+    size_t *idx;            /* [batch] example indices of the current micro-batch */
+    pk_step_row *rows;      /* [spsa_q] the rows of the last step */
+    int64_t step;           /* next 0-based step = steps logged so far */
+    double best_eval;       /* lowest eval loss so far (early stopping) */
+    int bad_evals;          /* evals since best_eval improved */
+    trainer_state state;
+    pk_train_result res;
+};
+
+static void dataset_error(pk_store *s, const char *dataset, pk_status st, char *err, size_t errlen)
+{
+    pk_seterr(err, errlen, "dataset '%s': %s", dataset,
+              st == PK_ERR_NOTFOUND ? "not found (see pocketllm data list)" : pk_store_errmsg(s));
+}
 
 pk_status pk_objective_from_store(pk_store *s, const char *dataset, const pk_model *m,
                                   const char *model_dir, const pk_train_config *cfg,
@@ -20,17 +50,16 @@ pk_status pk_objective_from_store(pk_store *s, const char *dataset, const pk_mod
     *out = NULL;
     pk_status st = pk_store_dataset_id(s, dataset, &ds);
     if (st != PK_OK) {
-        snprintf(err, errlen, "dataset '%s': %s", dataset,
-                 st == PK_ERR_NOTFOUND ? "not found (see pocketllm data list)" : pk_store_errmsg(s));
+        dataset_error(s, dataset, st, err, errlen);
         return st;
     }
     st = pk_store_example_ids(s, ds, &ids, &n);
     if (st != PK_OK) {
-        snprintf(err, errlen, "dataset '%s': %s", dataset, pk_store_errmsg(s));
+        pk_seterr(err, errlen, "dataset '%s': %s", dataset, pk_store_errmsg(s));
         return st;
     }
     if (n == 0) {
-        snprintf(err, errlen, "dataset '%s' is empty", dataset);
+        pk_seterr(err, errlen, "dataset '%s' is empty", dataset);
         st = PK_ERR_ARG;
         goto out;
     }
@@ -42,9 +71,9 @@ pk_status pk_objective_from_store(pk_store *s, const char *dataset, const pk_mod
     for (; got < (size_t)n; got++) {
         st = pk_store_example_get(s, ds, ids[got], &ex[got]);
         if (st != PK_OK) {
-            snprintf(err, errlen, "dataset '%s', example %lld: %s", dataset, (long long)ids[got],
-                     st == PK_ERR_AUTH ? "authentication failed (tampered record)"
-                                       : pk_store_errmsg(s));
+            pk_seterr(err, errlen, "dataset '%s', example %lld: %s", dataset, (long long)ids[got],
+                      st == PK_ERR_AUTH ? "authentication failed (tampered record)"
+                                        : pk_store_errmsg(s));
             goto out;
         }
     }
@@ -64,200 +93,313 @@ out:
     return st;
 }
 
-typedef struct step_ctx {
-    pk_objective *obj;
-    uint64_t seed;
-    int64_t step;
-    int n_micro;
-    size_t B;
-    size_t *idx;
-} step_ctx;
+/* ---- opening a run -------------------------------------------------------------------------- */
 
-static pk_status step_loss(void *user, pk_model *m, int micro, const pk_perturb *pert,
-                           double *loss)
+/* The shapes a step relies on (pk_train_config_from_json checks the same on resume). */
+static pk_status check_config(const pk_train_config *c, char *err, size_t errlen)
 {
-    step_ctx *c = user;
-    pk_status st = pk_batch_indices(c->seed, c->step, micro, c->n_micro,
-                                    pk_objective_size(c->obj), c->B, c->idx);
+    if (c->mezo.spsa_q < 1 || c->accumulate < 1 || c->batch < 1 || c->seq_len < 2 || c->steps < 0 ||
+        !(c->mezo.eps > 0.0f)) {
+        pk_seterr(err, errlen,
+                  "run settings out of range (spsa_q %d, accumulate %d, batch %d, seq_len %d, "
+                  "steps %lld, eps %g)",
+                  c->mezo.spsa_q, c->accumulate, c->batch, c->seq_len, (long long)c->steps,
+                  (double)c->mezo.eps);
+        return PK_ERR_ARG;
+    }
+    return PK_OK;
+}
+
+/* A new run: the base model, its mask and hash, the training objective, then the run row. */
+static pk_status open_new_run(pk_trainer *t, char *err, size_t errlen)
+{
+    pk_train_config *c = &t->cfg;
+    char hex[65], *json = NULL;
+    int64_t ds = 0;
+    c->mezo.steps_total = c->steps;
+    pk_status st = check_config(c, err, errlen);
     if (st == PK_OK)
-        st = pk_objective_select(c->obj, c->idx, c->B);
+        st = pk_model_load(c->model_dir, pk_model_default_params(), &t->m, err, errlen);
     if (st == PK_OK)
-        st = pk_objective_loss(c->obj, m, pert, loss, NULL, NULL);
+        st = pk_mezo_trainable(t->m, c->trainable, &t->mask, err, errlen);
+    if (st == PK_OK)
+        st = pk_weights_hash(t->m, hex);
+    if (st != PK_OK)
+        return st;
+    st = pk_store_dataset_id(t->s, c->dataset, &ds);
+    if (st != PK_OK) {
+        dataset_error(t->s, c->dataset, st, err, errlen);
+        return st;
+    }
+    st = pk_train_config_to_json(c, &json);
+    if (st != PK_OK)
+        return st;
+    /* build the objective first so bad labels/templates fail before a run row exists */
+    st = pk_objective_from_store(t->s, c->dataset, t->m, c->model_dir, c, &t->obj, err, errlen);
+    if (st == PK_OK) {
+        st = pk_store_run_create(t->s, ds, json, hex, c->steps, &t->res.run_id);
+        if (st != PK_OK)
+            pk_seterr(err, errlen, "creating the run: %s", pk_store_errmsg(t->s));
+    }
+    free(json);
     return st;
 }
 
-pk_status pk_train(pk_store *s, const pk_train_config *cfg_in, int64_t resume_run,
+/* A run of the store: its settings, then its weights after the logged steps. */
+static pk_status open_resumed_run(pk_trainer *t, int64_t run_id, char *err, size_t errlen)
+{
+    pk_run_info ri;
+    t->res.run_id = run_id;
+    pk_status st = pk_run_load_config(t->s, run_id, &ri, &t->cfg, err, errlen);
+    pk_run_info_clear(&ri);
+    if (st == PK_OK)
+        st = pk_run_materialize_ex(t->s, run_id, -1, &t->m, &t->mask, &t->step, err, errlen);
+    return st;
+}
+
+/* The run exists: objectives, step buffers, status "running", then on_start. */
+static pk_status start_running(pk_trainer *t, char *err, size_t errlen)
+{
+    const pk_train_config *c = &t->cfg;
+    pk_status st = PK_OK;
+    if (t->obj == NULL)
+        st = pk_objective_from_store(t->s, c->dataset, t->m, c->model_dir, c, &t->obj, err, errlen);
+    if (st == PK_OK && c->eval_dataset[0])
+        st = pk_objective_from_store(t->s, c->eval_dataset, t->m, c->model_dir, c, &t->eval_obj,
+                                     err, errlen);
+    if (st != PK_OK)
+        return st;
+    t->idx = malloc((size_t)c->batch * sizeof(size_t));
+    t->rows = calloc((size_t)c->mezo.spsa_q, sizeof *t->rows);
+    if (t->idx == NULL || t->rows == NULL)
+        return PK_ERR_NOMEM;
+    st = pk_store_run_set_status(t->s, t->res.run_id, "running");
+    if (st != PK_OK) {
+        pk_seterr(err, errlen, "run %lld: %s", (long long)t->res.run_id, pk_store_errmsg(t->s));
+        return st;
+    }
+    t->res.steps_done = t->step;
+    if (t->hooks.on_start)
+        t->hooks.on_start(t->hooks.user, t->res.run_id, t->step);
+    return PK_OK;
+}
+
+pk_status pk_trainer_open(pk_store *s, const pk_train_config *cfg, int64_t resume_run,
+                          const pk_train_hooks *hooks, pk_trainer **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (resume_run <= 0 && cfg == NULL) {
+        pk_seterr(err, errlen, "a new run needs its settings");
+        return PK_ERR_ARG;
+    }
+    pk_trainer *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return PK_ERR_NOMEM;
+    t->s = s;
+    if (cfg != NULL)
+        t->cfg = *cfg;
+    if (hooks != NULL)
+        t->hooks = *hooks;
+    t->best_eval = (double)INFINITY;
+    t->res.last_loss = (double)NAN;
+    pk_status st = resume_run > 0 ? open_resumed_run(t, resume_run, err, errlen)
+                                  : open_new_run(t, err, errlen);
+    if (st == PK_OK)
+        st = start_running(t, err, errlen);
+    if (st != PK_OK) {
+        pk_trainer_free(t);
+        return st;
+    }
+    *out = t;
+    return PK_OK;
+}
+
+void pk_trainer_free(pk_trainer *t)
+{
+    if (t == NULL)
+        return;
+    free(t->idx);
+    free(t->rows);
+    free(t->mask);
+    pk_objective_free(t->obj);
+    pk_objective_free(t->eval_obj);
+    pk_model_free(t->m);
+    free(t);
+}
+
+/* ---- one step ------------------------------------------------------------------------------- */
+
+/* pk_mezo_loss_fn of a step: micro-batch `micro` of step t->step, user = the trainer. */
+static pk_status step_loss(void *user, pk_model *m, int micro, const pk_perturb *pert, double *loss)
+{
+    pk_trainer *t = user;
+    size_t B = (size_t)t->cfg.batch;
+    pk_status st = pk_batch_indices(t->cfg.mezo.seed, t->step, micro, t->cfg.accumulate,
+                                    pk_objective_size(t->obj), B, t->idx);
+    if (st == PK_OK)
+        st = pk_objective_select(t->obj, t->idx, B);
+    if (st == PK_OK)
+        st = pk_objective_loss(t->obj, m, pert, loss, NULL, NULL);
+    return st;
+}
+
+/* A failed pk_mezo_step: the message, and the run marked "failed". */
+static pk_status step_failed(pk_trainer *t, pk_status st, char *err, size_t errlen)
+{
+    if (st == PK_ERR_NUMERIC) {
+        /* pk_mezo_step left the diverging perturbation in the first non-finite row */
+        const pk_step_row *r = t->rows, *last = t->rows + t->cfg.mezo.spsa_q - 1;
+        while (r < last && isfinite(r->g) && isfinite(r->loss_plus) && isfinite(r->loss_minus))
+            r++;
+        pk_seterr(err, errlen,
+                  "step %lld: the run diverged: loss+ %g, loss- %g, projected gradient %g "
+                  "(a lower learning rate or eps may help)",
+                  (long long)t->step, (double)r->loss_plus, (double)r->loss_minus, (double)r->g);
+    } else {
+        pk_seterr(err, errlen, "step %lld: %s", (long long)t->step, pk_status_str(st));
+    }
+    pk_status st2 = pk_store_run_set_status(t->s, t->res.run_id, "failed");
+    (void)st2; /* the step's error is the one to report */
+    return st;
+}
+
+/* One MeZO step, its rows logged in one store transaction, then on_step. */
+static pk_status take_step(pk_trainer *t, char *err, size_t errlen)
+{
+    const pk_train_config *c = &t->cfg;
+    double fs = 0, us = 0;
+    pk_status st = pk_mezo_step(t->m, t->mask, &c->mezo, t->step, c->accumulate, step_loss, t,
+                                t->rows, &fs, &us);
+    if (st != PK_OK)
+        return step_failed(t, st, err, errlen);
+    t->res.forward_s += fs;
+    t->res.update_s += us;
+    st = pk_store_steps_append(t->s, t->res.run_id, t->rows, (size_t)c->mezo.spsa_q);
+    if (st != PK_OK) {
+        pk_seterr(err, errlen, "step %lld: logging: %s", (long long)t->step, pk_store_errmsg(t->s));
+        return st;
+    }
+    t->res.last_loss = 0.5 * ((double)t->rows[0].loss_plus + (double)t->rows[0].loss_minus);
+    if (t->hooks.on_step)
+        t->hooks.on_step(t->hooks.user, t->step, c->steps, t->rows, c->mezo.spsa_q);
+    t->step++;
+    t->res.steps_done = t->step;
+    return PK_OK;
+}
+
+/* A checkpoint every checkpoint_every steps, but none at the end (the log is enough). */
+static pk_status maybe_checkpoint(pk_trainer *t, char *err, size_t errlen)
+{
+    int64_t every = t->cfg.checkpoint_every, done = t->step;
+    if (every <= 0 || done % every != 0 || done >= t->cfg.steps)
+        return PK_OK;
+    void *blob = NULL;
+    size_t len = 0;
+    pk_status st = pk_checkpoint_pack(t->m, t->mask, &blob, &len);
+    if (st == PK_OK) {
+        st = pk_store_checkpoint_put(t->s, t->res.run_id, done, blob, len);
+        if (st != PK_OK)
+            pk_seterr(err, errlen, "checkpoint at step %lld: %s", (long long)done,
+                      pk_store_errmsg(t->s));
+    }
+    free(blob);
+    return st;
+}
+
+/* An eval every eval_every steps and after the last; early stopping after early_stop evals
+ * without a new best. */
+static pk_status maybe_eval(pk_trainer *t, char *err, size_t errlen)
+{
+    const pk_train_config *c = &t->cfg;
+    int64_t done = t->step;
+    if (t->eval_obj == NULL || c->eval_every <= 0 ||
+        (done % c->eval_every != 0 && done != c->steps))
+        return PK_OK;
+    double el = 0, ea = 0;
+    pk_status st = pk_objective_eval(t->eval_obj, t->m, (size_t)c->batch, &el, &ea);
+    if (st != PK_OK) {
+        pk_seterr(err, errlen, "eval at step %lld: %s", (long long)done, pk_status_str(st));
+        return st;
+    }
+    st = pk_store_eval_append(t->s, t->res.run_id, done, el, ea);
+    if (st != PK_OK) {
+        pk_seterr(err, errlen, "eval at step %lld: %s", (long long)done, pk_store_errmsg(t->s));
+        return st;
+    }
+    if (t->hooks.on_eval)
+        t->hooks.on_eval(t->hooks.user, done, el, ea);
+    if (el < t->best_eval) {
+        t->best_eval = el;
+        t->bad_evals = 0;
+    } else if (c->early_stop > 0 && ++t->bad_evals >= c->early_stop) {
+        t->res.stopped_early = 1;
+    }
+    return PK_OK;
+}
+
+/* The end of the run: status "stopped" (interrupted) or "done", and the final weights hash. */
+static pk_status finish(pk_trainer *t, char *err, size_t errlen)
+{
+    const char *status = t->res.interrupted ? "stopped" : "done";
+    pk_status st = pk_store_run_set_status(t->s, t->res.run_id, status);
+    if (st != PK_OK) {
+        pk_seterr(err, errlen, "run %lld: %s", (long long)t->res.run_id, pk_store_errmsg(t->s));
+        return st;
+    }
+    st = pk_weights_hash(t->m, t->res.final_hash);
+    if (st != PK_OK)
+        return st;
+    t->state = TRAINER_FINISHED;
+    return PK_OK;
+}
+
+pk_status pk_trainer_step(pk_trainer *t, char *err, size_t errlen)
+{
+    if (t->state == TRAINER_FINISHED)
+        return PK_OK;
+    if (t->state == TRAINER_FAILED) {
+        pk_seterr(err, errlen, "run %lld: an earlier step failed (resume the run to go on)",
+                  (long long)t->res.run_id);
+        return PK_ERR_ARG;
+    }
+    pk_status st = PK_OK;
+    if (t->step < t->cfg.steps && pk_interrupted()) {
+        t->res.interrupted = 1; /* at a step boundary: everything so far is logged */
+    } else if (t->step < t->cfg.steps) {
+        st = take_step(t, err, errlen);
+        if (st == PK_OK)
+            st = maybe_checkpoint(t, err, errlen);
+        if (st == PK_OK)
+            st = maybe_eval(t, err, errlen);
+    }
+    if (st == PK_OK && (t->step >= t->cfg.steps || t->res.interrupted || t->res.stopped_early))
+        st = finish(t, err, errlen);
+    if (st != PK_OK)
+        t->state = TRAINER_FAILED;
+    return st;
+}
+
+int pk_trainer_done(const pk_trainer *t)
+{
+    return t->state != TRAINER_RUNNING;
+}
+
+const pk_train_result *pk_trainer_result(const pk_trainer *t)
+{
+    return &t->res;
+}
+
+pk_status pk_train(pk_store *s, const pk_train_config *cfg, int64_t resume_run,
                    const pk_train_hooks *hooks, pk_train_result *res, char *err, size_t errlen)
 {
-    pk_train_config cfg = *cfg_in;
-    pk_model *m = NULL;
-    uint8_t *mask = NULL;
-    pk_objective *obj = NULL, *eval_obj = NULL;
-    char *json = NULL;
-    size_t *idx = NULL;
-    pk_step_row *rows = NULL;
-    pk_run_info ri;
-    int64_t run_id = resume_run, first = 0;
-    pk_status st;
-    memset(&ri, 0, sizeof ri);
+    pk_trainer *t = NULL;
     memset(res, 0, sizeof *res);
     res->last_loss = (double)NAN;
-
-    if (resume_run > 0) {
-        st = pk_run_load_config(s, resume_run, &ri, &cfg, err, errlen);
-        if (st != PK_OK)
-            goto out;
-        st = pk_run_materialize_ex(s, resume_run, -1, &m, &mask, &first, err, errlen);
-        if (st != PK_OK)
-            goto out;
-    } else {
-        char hex[65];
-        int64_t ds = 0;
-        cfg.mezo.steps_total = cfg.steps;
-        st = pk_model_load(cfg.model_dir, pk_model_default_params(), &m, err, errlen);
-        if (st != PK_OK)
-            goto out;
-        st = pk_mezo_trainable(m, cfg.trainable, &mask, err, errlen);
-        if (st != PK_OK)
-            goto out;
-        st = pk_weights_hash(m, hex);
-        if (st != PK_OK)
-            goto out;
-        st = pk_store_dataset_id(s, cfg.dataset, &ds);
-        if (st != PK_OK) {
-            snprintf(err, errlen, "dataset '%s': %s", cfg.dataset,
-                     st == PK_ERR_NOTFOUND ? "not found (see pocketllm data list)"
-                                           : pk_store_errmsg(s));
-            goto out;
-        }
-        st = pk_train_config_to_json(&cfg, &json);
-        if (st != PK_OK)
-            goto out;
-        /* build the objective first so bad labels/templates fail before a run row exists */
-        st = pk_objective_from_store(s, cfg.dataset, m, cfg.model_dir, &cfg, &obj, err, errlen);
-        if (st != PK_OK)
-            goto out;
-        st = pk_store_run_create(s, ds, json, hex, cfg.steps, &run_id);
-        if (st != PK_OK) {
-            snprintf(err, errlen, "creating the run: %s", pk_store_errmsg(s));
-            goto out;
-        }
-    }
-    res->run_id = run_id;
-    if (obj == NULL) {
-        st = pk_objective_from_store(s, cfg.dataset, m, cfg.model_dir, &cfg, &obj, err, errlen);
-        if (st != PK_OK)
-            goto out;
-    }
-    if (cfg.eval_dataset[0]) {
-        st = pk_objective_from_store(s, cfg.eval_dataset, m, cfg.model_dir, &cfg, &eval_obj, err,
-                                     errlen);
-        if (st != PK_OK)
-            goto out;
-    }
-    st = pk_store_run_set_status(s, run_id, "running");
-    if (st != PK_OK) {
-        snprintf(err, errlen, "run %lld: %s", (long long)run_id, pk_store_errmsg(s));
-        goto out;
-    }
-    if (hooks && hooks->on_start)
-        hooks->on_start(hooks->user, run_id, first);
-
-    int q = cfg.mezo.spsa_q;
-    idx = malloc((size_t)cfg.batch * sizeof(size_t));
-    rows = calloc((size_t)q, sizeof *rows);
-    if (idx == NULL || rows == NULL) {
-        st = PK_ERR_NOMEM;
-        goto out;
-    }
-    step_ctx ctx = {obj, cfg.mezo.seed, 0, cfg.accumulate, (size_t)cfg.batch, idx};
-    double best = (double)INFINITY;
-    int bad_evals = 0;
-    int64_t step = first;
-    for (; step < cfg.steps; step++) {
-        if (pk_interrupted()) {
-            res->interrupted = 1;
-            break;
-        }
-        double fs = 0, us = 0;
-        ctx.step = step;
-        st = pk_mezo_step(m, mask, &cfg.mezo, step, cfg.accumulate, step_loss, &ctx, rows, &fs,
-                          &us);
-        if (st != PK_OK) {
-            snprintf(err, errlen, "step %lld: %s", (long long)step,
-                     st == PK_ERR_FORMAT ? "the loss is not finite (lower --lr or --eps?)"
-                                         : pk_status_str(st));
-            pk_status st2 = pk_store_run_set_status(s, run_id, "failed");
-            (void)st2;
-            goto out;
-        }
-        res->forward_s += fs;
-        res->update_s += us;
-        st = pk_store_steps_append(s, run_id, rows, (size_t)q);
-        if (st != PK_OK) {
-            snprintf(err, errlen, "step %lld: logging: %s", (long long)step, pk_store_errmsg(s));
-            goto out;
-        }
-        res->last_loss = 0.5 * ((double)rows[0].loss_plus + (double)rows[0].loss_minus);
-        if (hooks && hooks->on_step)
-            hooks->on_step(hooks->user, step, cfg.steps, rows, q);
-        if (cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0 &&
-            step + 1 < cfg.steps) {
-            void *blob = NULL;
-            size_t len = 0;
-            st = pk_checkpoint_pack(m, mask, &blob, &len);
-            if (st == PK_OK) {
-                st = pk_store_checkpoint_put(s, run_id, step + 1, blob, len);
-                if (st != PK_OK)
-                    snprintf(err, errlen, "checkpoint at step %lld: %s", (long long)(step + 1),
-                             pk_store_errmsg(s));
-            }
-            free(blob);
-            if (st != PK_OK)
-                goto out;
-        }
-        if (eval_obj != NULL && cfg.eval_every > 0 &&
-            ((step + 1) % cfg.eval_every == 0 || step + 1 == cfg.steps)) {
-            double el = 0, ea = 0;
-            st = pk_objective_eval(eval_obj, m, (size_t)cfg.batch, &el, &ea);
-            if (st != PK_OK) {
-                snprintf(err, errlen, "eval at step %lld: %s", (long long)(step + 1),
-                         pk_status_str(st));
-                goto out;
-            }
-            st = pk_store_eval_append(s, run_id, step + 1, el, ea);
-            if (st != PK_OK) {
-                snprintf(err, errlen, "eval at step %lld: %s", (long long)(step + 1),
-                         pk_store_errmsg(s));
-                goto out;
-            }
-            if (hooks && hooks->on_eval)
-                hooks->on_eval(hooks->user, step + 1, el, ea);
-            if (el < best) {
-                best = el;
-                bad_evals = 0;
-            } else if (cfg.early_stop > 0 && ++bad_evals >= cfg.early_stop) {
-                res->stopped_early = 1;
-                step++;
-                break;
-            }
-        }
-    }
-    res->steps_done = step;
-    st = pk_store_run_set_status(s, run_id, res->interrupted ? "stopped" : "done");
-    if (st != PK_OK) {
-        snprintf(err, errlen, "run %lld: %s", (long long)run_id, pk_store_errmsg(s));
-        goto out;
-    }
-    st = pk_weights_hash(m, res->final_hash);
-out:
-    free(json);
-    free(idx);
-    free(rows);
-    free(mask);
-    pk_objective_free(obj);
-    pk_objective_free(eval_obj);
-    pk_model_free(m);
-    pk_run_info_clear(&ri);
+    pk_status st = pk_trainer_open(s, cfg, resume_run, hooks, &t, err, errlen);
+    while (st == PK_OK && !pk_trainer_done(t))
+        st = pk_trainer_step(t, err, errlen);
+    if (t != NULL)
+        *res = *pk_trainer_result(t);
+    pk_trainer_free(t);
     return st;
 }

@@ -85,7 +85,11 @@ PK_NODISCARD pk_status pk_mezo_projected_grad_batch(pk_model *m, const uint8_t *
 /* One MeZO step at 0-based `step`: q projected gradients (seeds pk_mezo_step_seed), then the
  * q update sweeps. rows [p->spsa_q] (caller-owned) receive the step-log rows; row.lr is the
  * rate each sweep used (lr_at(step) / q) and row.g the clipped g, exactly what replay applies.
- * Stats (may be NULL): seconds spent in the loss passes and in the update sweeps. */
+ * Stats (may be NULL): seconds spent in the loss passes and in the update sweeps.
+ * PK_ERR_NUMERIC: the run diverged (a loss or g of perturbation k is not finite, or not
+ * finite as a float); no weight was written, rows[0..k) hold this step's rows and rows[k] the
+ * diverging one with its unclipped g: rows[k] is the first row whose g, loss_plus or loss_minus
+ * is not finite. Otherwise the loss function's status. */
 PK_NODISCARD pk_status pk_mezo_step(pk_model *m, const uint8_t *trainable,
                                     const pk_mezo_params *p, int64_t step, int n_micro,
                                     pk_mezo_loss_fn fn, void *user, pk_step_row *rows,
@@ -95,7 +99,7 @@ PK_NODISCARD pk_status pk_mezo_step(pk_model *m, const uint8_t *trainable,
 void pk_mezo_replay_rows(pk_model *m, const uint8_t *trainable, pk_z_kind kind, float wd,
                          const pk_step_row *rows, size_t n);
 
-/* BLAKE2b-256 (libsodium crypto_generichash) over the tensors in pk_model order, each as:
+/* BLAKE2b-256 (pk_crypto.h's pk_hash_state) over the tensors in pk_model order, each as:
  * name bytes, a 0 byte, the dtype name ("F32"...), a 0 byte, ndim and shape[0..ndim) as
  * little-endian int64, then the stored bytes. hex gets 64 lowercase hex digits + NUL. */
 PK_NODISCARD pk_status pk_weights_hash(const pk_model *m, char hex[65]);
@@ -149,7 +153,7 @@ PK_NODISCARD pk_status pk_objective_eval(pk_objective *o, pk_model *m, size_t B,
 
 /* ---- seed logs ------------------------------------------------------------------------------ */
 
-/* A seed log file (docs in agent/seedlog.c and README): a text header
+/* A seed log file (format in mezo/seedlog.c and README): a text header
  * "pocketllm-seedlog 1", "base_hash HEX", "z gaussian|rademacher", "weight_decay F",
  * "trainable SPEC", "steps N", then N lines "step q seed g lr eps loss_plus loss_minus" with
  * floats as C99 hex floats (exact). */

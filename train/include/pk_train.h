@@ -63,7 +63,7 @@ PK_NODISCARD pk_status pk_train_config_from_json(const char *json, pk_train_conf
 PK_NODISCARD pk_status pk_run_load_config(pk_store *s, int64_t run_id, pk_run_info *ri,
                                           pk_train_config *cfg, char *err, size_t errlen);
 
-/* Callbacks of pk_train (all optional). */
+/* Callbacks of pk_train and pk_trainer (all optional; called on the thread that steps). */
 typedef struct pk_train_hooks {
     void *user;
     /* after step `step` (0-based) was logged; rows [q] */
@@ -83,9 +83,42 @@ typedef struct pk_train_result {
     char final_hash[65];
 } pk_train_result;
 
-/* Runs (resume_run == 0: a new run with cfg; else continues run resume_run from its logged
- * steps, cfg ignored). Each step's rows and progress are one store transaction. Stops at a step
- * boundary when pk_interrupted() is set. err gets one line on failure. */
+/* A run being trained, one step at a time (pk_train is the loop over it). Owned handle
+ * (pk_trainer_free). It borrows the store: the store must outlive it, and a trainer and other
+ * calls on that store must not run concurrently. */
+typedef struct pk_trainer pk_trainer;
+
+/* Opens a run (resume_run == 0: a new run with cfg, borrowed; else continues run resume_run
+ * from its logged steps, cfg ignored and may be NULL): loads the model, builds the objectives,
+ * marks the run "running" and calls hooks->on_start. hooks (may be NULL) is copied; hooks->user
+ * is borrowed. A new run's row is created only after its settings, model and objective were
+ * accepted. *out owned (pk_trainer_free); NULL on failure. Errors: PK_ERR_ARG (settings out of
+ * range, bad trainable spec, empty dataset), PK_ERR_NOTFOUND (no such dataset or run),
+ * PK_ERR_FORMAT (an example's label is not a label word), the model's, the tokenizer's or the
+ * store's status; err names the problem. */
+PK_NODISCARD pk_status pk_trainer_open(pk_store *s, const pk_train_config *cfg, int64_t resume_run,
+                                       const pk_train_hooks *hooks, pk_trainer **out, char *err,
+                                       size_t errlen);
+/* Takes one step and returns once its rows are logged (one store transaction, then on_step),
+ * after the checkpoint and the eval that fall due at it (on_eval). The trainer is done after the
+ * last step, when early stopping ends the run, or when pk_interrupted() was set at the start of
+ * this call (then no step is taken: the run stops at a step boundary); a done trainer has written
+ * the run's status ("done", or "stopped" when interrupted) and the final hash. Stepping a done
+ * trainer does nothing. Errors: PK_ERR_NUMERIC when the run diverged (a loss or the projected
+ * gradient is not finite; the run is marked "failed"; err names the step and the values), the
+ * objective's or the store's status. After an error the trainer takes no more steps
+ * (PK_ERR_ARG): free it and resume the run from its log. */
+PK_NODISCARD pk_status pk_trainer_step(pk_trainer *t, char *err, size_t errlen);
+/* 1 once pk_trainer_step takes no more steps (finished, stopped early, interrupted or failed). */
+int pk_trainer_done(const pk_trainer *t);
+/* The run so far: run id, steps logged, last loss, timings; interrupted, stopped_early and
+ * final_hash once done. View: valid until the next call on t. */
+const pk_train_result *pk_trainer_result(const pk_trainer *t);
+void pk_trainer_free(pk_trainer *t); /* NULL-safe */
+
+/* The whole run: pk_trainer_open, pk_trainer_step until done, the result into *res (also filled
+ * as far as the run got on failure). Stops at a step boundary when pk_interrupted() is set.
+ * Errors as pk_trainer_open and pk_trainer_step; err gets one line on failure. */
 PK_NODISCARD pk_status pk_train(pk_store *s, const pk_train_config *cfg, int64_t resume_run,
                                 const pk_train_hooks *hooks, pk_train_result *res, char *err,
                                 size_t errlen);
