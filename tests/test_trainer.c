@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -433,6 +434,45 @@ static void test_classify(void)
     pk_store_close(s);
 }
 
+/* A running trainer holds its run's lease: a rekey from another handle is refused, and so is
+ * forgetting its dataset. Should the lease be lost, the rekey goes through and the trainer
+ * stops at its next step boundary (status "stopped", nothing sealed under the old key), and a
+ * resume with the new passphrase ends on the weights of an uninterrupted run. */
+static void test_rekey_under_trainer(void)
+{
+    static const char new_pass[] = "the passphrase after the rekey";
+    pk_train_config c = base_config(6);
+    pk_train_result ref;
+    PK_CHECK(run(&c, 0, NULL, &ref) == PK_OK);
+    pk_store *a = open_store(), *b = open_store();
+    pk_trainer *t = NULL;
+    char err[512] = "", db[1200];
+    PK_CHECK_EQ(pk_trainer_open(a, &c, 0, NULL, &t, err, sizeof err), PK_OK);
+    PK_CHECK_EQ(pk_trainer_step(t, err, sizeof err), PK_OK);
+    int64_t id = pk_trainer_result(t)->run_id;
+    PK_CHECK_EQ(pk_store_rekey(b, new_pass, strlen(new_pass), tiny_params()), PK_ERR_BUSY);
+    PK_CHECK(strstr(pk_store_errmsg(b), "is training") != NULL);
+    PK_CHECK_EQ(pk_store_dataset_forget(b, "pip"), PK_ERR_BUSY);
+    sqlite3 *h = NULL; /* the lease lost (as if its row were removed by hand) */
+    PK_CHECK(pk_store_db_path(home, db, sizeof db) == 0 && sqlite3_open(db, &h) == SQLITE_OK);
+    PK_CHECK_EQ(sqlite3_exec(h, "DELETE FROM leases", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(h);
+    PK_CHECK_EQ(pk_store_rekey(b, new_pass, strlen(new_pass), tiny_params()), PK_OK);
+    PK_CHECK_EQ(pk_trainer_step(t, err, sizeof err), PK_ERR_STALE_KEY);
+    PK_CHECK(strstr(err, "passphrase changed") != NULL);
+    pk_trainer_free(t);
+    pk_run_info ri;
+    PK_CHECK(pk_store_run_get(b, id, &ri) == PK_OK && !strcmp(ri.status, "stopped") &&
+             ri.steps_done == 1);
+    pk_run_info_clear(&ri);
+    pk_store_close(a);
+    pk_train_result d;
+    PK_CHECK_EQ(pk_train(b, NULL, id, NULL, &d, err, sizeof err), PK_OK);
+    PK_CHECK(!strcmp(d.final_hash, ref.final_hash));
+    PK_CHECK_EQ(pk_store_rekey(b, TEST_PASS, strlen(TEST_PASS), tiny_params()), PK_OK);
+    pk_store_close(b);
+}
+
 int main(int argc, char **argv)
 {
     int long_run = argc > 1 && !strcmp(argv[1], "long");
@@ -468,6 +508,7 @@ int main(int argc, char **argv)
         test_classify();
         test_step_api();
         test_diverges();
+        test_rekey_under_trainer();
     }
     rm_rf(home);
     return PK_TEST_DONE();

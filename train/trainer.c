@@ -30,6 +30,7 @@ struct pk_trainer {
     double best_eval;       /* lowest eval loss so far (early stopping) */
     int bad_evals;          /* evals since best_eval improved */
     trainer_state state;
+    int leased;             /* this process holds the run's lease (pk_store_lease_acquire) */
     pk_train_result res;
 };
 
@@ -173,9 +174,13 @@ static pk_status start_running(pk_trainer *t, char *err, size_t errlen)
     t->rows = calloc((size_t)c->mezo.spsa_q, sizeof *t->rows);
     if (t->idx == NULL || t->rows == NULL)
         return PK_ERR_NOMEM;
-    st = pk_store_run_set_status(t->s, t->res.run_id, "running");
+    /* the lease: a second trainer of this run, a rekey and a forget of its data all refuse */
+    st = pk_store_lease_acquire(t->s, t->res.run_id);
+    t->leased = st == PK_OK;
+    if (st == PK_OK)
+        st = pk_store_run_set_status(t->s, t->res.run_id, "running");
     if (st != PK_OK) {
-        pk_seterr(err, errlen, "run %lld: %s", (long long)t->res.run_id, pk_store_errmsg(t->s));
+        pk_seterr(err, errlen, "%s", pk_store_errmsg(t->s));
         return st;
     }
     t->res.steps_done = t->step;
@@ -218,6 +223,9 @@ void pk_trainer_free(pk_trainer *t)
 {
     if (t == NULL)
         return;
+    if (t->leased && pk_store_lease_release(t->s, t->res.run_id) != PK_OK)
+        pk_log(PK_LOG_WARN, "run %lld: could not release its lease: %s", (long long)t->res.run_id,
+               pk_store_errmsg(t->s));
     free(t->idx);
     free(t->rows);
     free(t->mask);
@@ -263,6 +271,21 @@ static pk_status step_failed(pk_trainer *t, pk_status st, char *err, size_t errl
     return st;
 }
 
+/* The passphrase changed under the run (its keys are stale, so nothing more can be sealed or
+ * logged): stop at the last logged step, status "stopped", resumable with the new passphrase.
+ * The step just computed is not logged; a resume recomputes it bit for bit. */
+static pk_status rekeyed(pk_trainer *t, char *err, size_t errlen)
+{
+    t->res.interrupted = 1;
+    pk_status st = pk_store_run_set_status(t->s, t->res.run_id, "stopped");
+    (void)st; /* the stale key is the error to report */
+    pk_seterr(err, errlen,
+              "the passphrase changed while run %lld trained: it stopped after step %lld; "
+              "resume it with the new passphrase",
+              (long long)t->res.run_id, (long long)t->step);
+    return PK_ERR_STALE_KEY;
+}
+
 /* One MeZO step, its rows logged in one store transaction, then on_step. */
 static pk_status take_step(pk_trainer *t, char *err, size_t errlen)
 {
@@ -275,6 +298,8 @@ static pk_status take_step(pk_trainer *t, char *err, size_t errlen)
     t->res.forward_s += fs;
     t->res.update_s += us;
     st = pk_store_steps_append(t->s, t->res.run_id, t->rows, (size_t)c->mezo.spsa_q);
+    if (st == PK_ERR_STALE_KEY)
+        return rekeyed(t, err, errlen);
     if (st != PK_OK) {
         pk_seterr(err, errlen, "step %lld: logging: %s", (long long)t->step, pk_store_errmsg(t->s));
         return st;
@@ -298,12 +323,12 @@ static pk_status maybe_checkpoint(pk_trainer *t, char *err, size_t errlen)
     pk_status st = pk_checkpoint_pack(t->m, t->mask, &blob, &len);
     if (st == PK_OK) {
         st = pk_store_checkpoint_put(t->s, t->res.run_id, done, blob, len);
-        if (st != PK_OK)
+        if (st != PK_OK && st != PK_ERR_STALE_KEY)
             pk_seterr(err, errlen, "checkpoint at step %lld: %s", (long long)done,
                       pk_store_errmsg(t->s));
     }
     free(blob);
-    return st;
+    return st == PK_ERR_STALE_KEY ? rekeyed(t, err, errlen) : st;
 }
 
 /* An eval every eval_every steps and after the last; early stopping after early_stop evals
