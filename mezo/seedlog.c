@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,6 +103,11 @@ static int next_line(reader *r)
 }
 
 /* The six header lines; *nrows the row count they announce. */
+static int in_range(float v, double lo, double hi)
+{
+    return isfinite(v) && (double)v >= lo && (double)v <= hi;
+}
+
 static pk_status parse_header(reader *r, pk_seedlog *out, unsigned long long *nrows, char *err,
                               size_t errlen)
 {
@@ -123,8 +129,8 @@ static pk_status parse_header(reader *r, pk_seedlog *out, unsigned long long *nr
     }
     out->z = !strcmp(l, "z rademacher") ? PK_Z_RADEMACHER : PK_Z_GAUSSIAN;
     if (next_line(r) != 0 || strncmp(l, "weight_decay ", 13) != 0 ||
-        parse_float(l + 13, &out->weight_decay) != 0) {
-        pk_seterr(err, errlen, "%s:%d: want 'weight_decay <float>'", r->path, r->ln);
+        parse_float(l + 13, &out->weight_decay) != 0 || !in_range(out->weight_decay, 0, 100)) {
+        pk_seterr(err, errlen, "%s:%d: want 'weight_decay <float in [0, 100]>'", r->path, r->ln);
         return PK_ERR_FORMAT;
     }
     if (next_line(r) != 0 || strncmp(l, "trainable ", 10) != 0 ||
@@ -140,6 +146,45 @@ static pk_status parse_header(reader *r, pk_seedlog *out, unsigned long long *nr
         return PK_ERR_FORMAT;
     }
     return PK_OK;
+}
+
+/* What replay may apply: a finite g, a learning rate and eps in the ranges a run can have, and
+ * finite losses (a diverged step is never logged). */
+static pk_status check_values(const reader *r, const pk_step_row *row, char *err, size_t errlen)
+{
+    const char *bad = !isfinite(row->g)                      ? "g is not finite"
+                      : !in_range(row->lr, 0, 100)           ? "lr is not in [0, 100]"
+                      : !in_range(row->eps, 1e-12, 10)       ? "eps is not in (0, 10]"
+                      : !isfinite(row->loss_plus) ||
+                                !isfinite(row->loss_minus)   ? "a loss is not finite"
+                                                             : NULL;
+    if (bad == NULL)
+        return PK_OK;
+    pk_seterr(err, errlen, "%s:%d: %s", r->path, r->ln, bad);
+    return PK_ERR_FORMAT;
+}
+
+/* Rows come in (step, q) order: steps 0, 1, 2, ... each with q-indices 0 .. Q-1, the same Q for
+ * every step (n-SPSA), so a duplicated, missing, reordered or swapped row is refused. */
+static pk_status check_order(const reader *r, const pk_step_row *rows, size_t i, char *err,
+                             size_t errlen)
+{
+    const pk_step_row *row = &rows[i], *prev = i > 0 ? &rows[i - 1] : NULL;
+    int32_t q_per_step = 0;
+    while ((size_t)q_per_step < i && rows[q_per_step].step == 0)
+        q_per_step++;
+    int ok = prev == NULL ? row->step == 0 && row->q_index == 0
+             : row->step == prev->step ? row->q_index == prev->q_index + 1
+                                       : row->step == prev->step + 1 && row->q_index == 0 &&
+                                             prev->q_index + 1 == q_per_step;
+    if (ok && prev != NULL && row->step > 0 && row->q_index >= q_per_step)
+        ok = 0; /* a later step with more perturbations than step 0 */
+    if (ok)
+        return PK_OK;
+    pk_seterr(err, errlen, "%s:%d: step %lld q %d out of order (want steps from 0, each with "
+              "q 0..%d in order)", r->path, r->ln, (long long)row->step, (int)row->q_index,
+              q_per_step > 0 ? q_per_step - 1 : 0);
+    return PK_ERR_FORMAT;
 }
 
 /* One row line "step q seed g lr eps loss+ loss-" into *row. */
@@ -186,8 +231,23 @@ static pk_status parse_rows(reader *r, unsigned long long nrows, pk_seedlog *out
             return PK_ERR_FORMAT;
         }
         pk_status st = parse_row(r, &out->rows[i], err, errlen);
+        if (st == PK_OK)
+            st = check_values(r, &out->rows[i], err, errlen);
+        if (st == PK_OK)
+            st = check_order(r, out->rows, i, err, errlen);
         if (st != PK_OK)
             return st;
+    }
+    if (nrows > 0) {
+        const pk_step_row *last = &out->rows[nrows - 1];
+        size_t q_per_step = 0;
+        while (q_per_step < nrows && out->rows[q_per_step].step == 0)
+            q_per_step++;
+        if ((size_t)last->q_index + 1 != q_per_step) {
+            pk_seterr(err, errlen, "%s:%d: the last step has %d of its %zu perturbations",
+                      r->path, r->ln, (int)last->q_index + 1, q_per_step);
+            return PK_ERR_FORMAT;
+        }
     }
     out->n_rows = (size_t)nrows;
     if (fgets(r->line, sizeof r->line, r->f) != NULL) {

@@ -334,6 +334,60 @@ static void test_batch_indices(void)
     PK_CHECK(pk_batch_indices(3, 0, 0, 1, 0, 7, idx) == PK_ERR_ARG);
 }
 
+/* A seed log is validated row by row before anything is replayed: every value finite and in
+ * a run's range, steps from 0 in order, each with its q-indices complete. The error names the
+ * line. */
+static void expect_bad_seedlog(const char *wd, const char *rows, int nrows, int line)
+{
+    char path[256], err[256] = "", want[16];
+    pk_seedlog log;
+    snprintf(path, sizeof path, "/tmp/pk-seedlog-bad-%d.txt", (int)getpid());
+    FILE *f = fopen(path, "w");
+    PK_CHECK(f != NULL);
+    if (!f)
+        return;
+    fprintf(f, "pocketllm-seedlog 1\nbase_hash %064d\nz gaussian\nweight_decay %s\n"
+               "trainable all\nsteps %d\n%s", 0, wd, nrows, rows);
+    fclose(f);
+    PK_CHECK_EQ(pk_seedlog_read(path, &log, err, sizeof err), PK_ERR_FORMAT);
+    snprintf(want, sizeof want, ":%d:", line);
+    if (!strstr(err, want)) {
+        fprintf(stderr, "want line %d, got: %s\n", line, err);
+        PK_CHECK(0);
+    }
+    PK_CHECK(log.rows == NULL && log.n_rows == 0);
+    remove(path);
+}
+
+static void test_seedlog_validation(void)
+{
+    const char *ok = "0 0 1 0x1p-3 0x1p-10 0x1p-10 1 1\n";
+    char rows[512];
+    static const char *const bad_values[] = {
+        "0 0 1 nan 0x1p-10 0x1p-10 1 1\n",  "0 0 1 0x1p-3 inf 0x1p-10 1 1\n",
+        "0 0 1 0x1p-3 0x1p100 0x1p-10 1 1\n", "0 0 1 0x1p-3 -0x1p-10 0x1p-10 1 1\n",
+        "0 0 1 0x1p-3 0x1p-10 0 1 1\n",      "0 0 1 0x1p-3 0x1p-10 nan 1 1\n",
+        "0 0 1 0x1p-3 0x1p-10 0x1p-10 inf 1\n",
+    };
+    for (size_t i = 0; i < sizeof bad_values / sizeof bad_values[0]; i++) {
+        snprintf(rows, sizeof rows, "%s%s", ok, bad_values[i]);
+        expect_bad_seedlog("0", rows, 2, 8);
+    }
+    expect_bad_seedlog("nan", ok, 1, 4);
+    expect_bad_seedlog("0x1p100", ok, 1, 4);
+    snprintf(rows, sizeof rows, "%s%s", ok, ok); /* duplicate step */
+    expect_bad_seedlog("0", rows, 2, 8);
+    snprintf(rows, sizeof rows, "%s2 0 1 1 0x1p-10 0x1p-10 1 1\n", ok); /* missing step 1 */
+    expect_bad_seedlog("0", rows, 2, 8);
+    expect_bad_seedlog("0", "1 0 1 1 0x1p-10 0x1p-10 1 1\n", 1, 7); /* not from 0 */
+    /* two perturbations per step: swapped q rows, an incomplete last step, a step with more */
+    expect_bad_seedlog("0", "0 1 1 1 0x1p-10 0x1p-10 1 1\n0 0 1 1 0x1p-10 0x1p-10 1 1\n", 2, 7);
+    expect_bad_seedlog("0", "0 0 1 1 0x1p-10 0x1p-10 1 1\n0 1 1 1 0x1p-10 0x1p-10 1 1\n"
+                            "1 0 1 1 0x1p-10 0x1p-10 1 1\n", 3, 9);
+    expect_bad_seedlog("0", "0 0 1 1 0x1p-10 0x1p-10 1 1\n1 0 1 1 0x1p-10 0x1p-10 1 1\n"
+                            "1 1 1 1 0x1p-10 0x1p-10 1 1\n", 3, 9);
+}
+
 static void test_seedlog_and_checkpoint(void)
 {
     pk_model *a = load(STORIES), *b = load(STORIES);
@@ -546,6 +600,7 @@ int main(void)
     test_schedule_and_seeds();
     test_batch_indices();
     test_seedlog_and_checkpoint();
+    test_seedlog_validation();
     test_step_spsa_and_determinism();
     test_weights_hash_layout();
     test_step_diverges();
