@@ -122,6 +122,27 @@ static pk_status append_text(const pk_tokenizer *tok, const char *text, int add_
     return PK_OK;
 }
 
+/* A classify template must place the example ({text}) and may place a second text ({text2});
+ * any other {name} is a typo that would reach the model verbatim, so it is refused. */
+static pk_status check_template(const char *tpl, char *err, size_t errlen)
+{
+    if (strstr(tpl, "{text}") == NULL) {
+        pk_seterr(err, errlen, "the template \"%s\" has no {text} (where the example goes)", tpl);
+        return PK_ERR_ARG;
+    }
+    for (const char *p = strchr(tpl, '{'); p != NULL; p = strchr(p + 1, '{')) {
+        size_t n = strspn(p + 1, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
+        if (n == 0 || p[1 + n] != '}')
+            continue; /* a literal brace, not a placeholder */
+        if ((n == 4 && !strncmp(p + 1, "text", 4)) || (n == 5 && !strncmp(p + 1, "text2", 5)))
+            continue;
+        pk_seterr(err, errlen, "the template has an unknown placeholder {%.*s} (known: {text}, "
+                  "{text2})", (int)n, p + 1);
+        return PK_ERR_ARG;
+    }
+    return PK_OK;
+}
+
 /* template with {text} and {text2} substituted; owned result (free()). */
 static char *fill_template(const char *tpl, const char *text, const char *text2)
 {
@@ -236,6 +257,9 @@ static pk_status check_kind(pk_objective *o, const pk_model *m, const pk_tokeniz
                   pk_objective_name(p.kind));
         return PK_ERR_ARG;
     }
+    pk_status st = check_template(p.template_, err, errlen);
+    if (st != PK_OK)
+        return st;
     if (!o->causal && (strstr(p.template_, "<mask>") == NULL || o->mask_id < 0)) {
         pk_seterr(err, errlen, "--template must contain <mask> for %s (a masked LM)",
                   pk_model_arch(m));

@@ -272,6 +272,12 @@ static void test_bad_inputs(void)
     strcpy(c.labels, " good, bad");
     PK_CHECK(pk_train(s, &c, 0, NULL, &r, err, sizeof err) == PK_ERR_FORMAT);
     PK_CHECK(strstr(err, "label") != NULL);
+    strcpy(c.template_, "It was"); /* no place for the example */
+    PK_CHECK(pk_train(s, &c, 0, NULL, &r, err, sizeof err) == PK_ERR_ARG);
+    PK_CHECK(strstr(err, "no {text}") != NULL);
+    strcpy(c.template_, "{text} and {txet}: {not a placeholder}");
+    PK_CHECK(pk_train(s, &c, 0, NULL, &r, err, sizeof err) == PK_ERR_ARG);
+    PK_CHECK(strstr(err, "unknown placeholder {txet}") != NULL);
     PK_CHECK(pk_train(s, &c, 999999, NULL, &r, err, sizeof err) == PK_ERR_NOTFOUND);
     PK_CHECK(strstr(err, "999999") != NULL);
     pk_store_close(s);
