@@ -390,6 +390,14 @@ pk_status pk_objective_new(const pk_model *m, const pk_tokenizer *tok, pk_object
                            size_t errlen)
 {
     *out = NULL;
+    /* ids past the embedding rows would index out of the model: refuse the pair up front */
+    if (pk_tokenizer_vocab_size(tok) > (size_t)pk_model_vocab_size(m)) {
+        pk_seterr(err, errlen,
+                  "the tokenizer has %zu ids but the model's vocabulary has %d: they do not "
+                  "belong together",
+                  pk_tokenizer_vocab_size(tok), pk_model_vocab_size(m));
+        return PK_ERR_ARG;
+    }
     pk_objective *o = objective_alloc(m, tok, p, n);
     if (o == NULL)
         return PK_ERR_NOMEM;

@@ -479,6 +479,30 @@ static void test_rekey_under_trainer(void)
     pk_store_close(b);
 }
 
+/* A tokenizer with more ids than the model's vocabulary (stories260k's 512-piece SentencePiece
+ * beside a 100-row model) is refused before training, naming both sizes. */
+static void test_vocab_mismatch(void)
+{
+    static const char cfg[] =
+        "{\"model_type\":\"llama\",\"hidden_size\":64,\"intermediate_size\":172,"
+        "\"num_hidden_layers\":1,\"num_attention_heads\":8,\"num_key_value_heads\":4,"
+        "\"max_position_embeddings\":512,\"rms_norm_eps\":1e-05,\"vocab_size\":100,"
+        "\"tie_word_embeddings\":true,\"bos_token_id\":1,\"eos_token_id\":2}";
+    char dir[700], cmd[2000], err[512] = "";
+    snprintf(dir, sizeof dir, "%s-small-vocab", home);
+    PK_CHECK_EQ(pk_model_make(cfg, strlen(cfg), dir, PK_DTYPE_F32, 1, err, sizeof err), PK_OK);
+    snprintf(cmd, sizeof cmd, "cp %s/tokenizer.model %s/", STORIES, dir);
+    PK_CHECK_EQ(system(cmd), 0);
+    pk_train_config c = base_config(2);
+    snprintf(c.model_dir, sizeof c.model_dir, "%s", dir);
+    pk_store *s = open_store();
+    pk_train_result r;
+    PK_CHECK_EQ(pk_train(s, &c, 0, NULL, &r, err, sizeof err), PK_ERR_ARG);
+    PK_CHECK(strstr(err, "512 ids") != NULL && strstr(err, "100") != NULL);
+    pk_store_close(s);
+    rm_rf(dir);
+}
+
 int main(int argc, char **argv)
 {
     int long_run = argc > 1 && !strcmp(argv[1], "long");
@@ -515,6 +539,7 @@ int main(int argc, char **argv)
         test_step_api();
         test_diverges();
         test_rekey_under_trainer();
+        test_vocab_mismatch();
     }
     rm_rf(home);
     return PK_TEST_DONE();
