@@ -4,6 +4,7 @@
  * model/pk_model.h. */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,6 +103,11 @@ static int forward_print_loss(const char *cmd, pk_model *m, const pk_batch *b, i
     pk_status st = pk_model_loss(m, b, NULL, NULL, NULL, NULL, &mean);
     if (st != PK_OK) {
         cli_error(cmd, "forward failed: %s", pk_status_str(st));
+        return -1;
+    }
+    if (n > 1 && !isfinite(mean)) {
+        cli_error(cmd, "the loss is %f: the model's weights are not finite (see the warnings "
+                       "when it loaded)", mean);
         return -1;
     }
     if (n > 1)
@@ -422,7 +428,9 @@ int cmd_generate(int argc, char **argv)
         rc = gen_start(&o, &s);
     pk_status st = rc == CLI_OK ? gen_loop(&o, &s) : PK_OK;
     if (st != PK_OK) {
-        cli_error(o.c.cmd, "generation failed: %s", pk_status_str(st));
+        cli_error(o.c.cmd, "generation failed: %s",
+                  st == PK_ERR_NUMERIC ? "the logits are not finite (non-finite weights?)"
+                                       : pk_status_str(st));
         rc = CLI_ERR;
     }
     if (rc == CLI_OK) {

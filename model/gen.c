@@ -84,8 +84,12 @@ pk_status pk_gen_feed(pk_gen *g, const int32_t *ids, int n, const pk_perturb *pe
         return st;
     g->pos += n;
     if (logits) {
-        int Hh = pk_head_dim(g->m);
+        int Hh = pk_head_dim(g->m), V = pk_model_vocab_size(g->m);
         pk_lm_head(g->m, pert, g->m->xn + (size_t)(n - 1) * Hh, 1, NULL, NULL, 0, 0, NULL, logits);
+        /* non-finite logits (NaN or inf weights) would be sampled into garbage: say so instead */
+        for (int i = 0; i < V; i++)
+            if (!isfinite(logits[i]))
+                return PK_ERR_NUMERIC;
     }
     return PK_OK;
 }
