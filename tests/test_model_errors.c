@@ -223,16 +223,22 @@ static void shard_fill(void *user, size_t i, size_t start, size_t n, float *buf)
     memcpy(buf, (const float *)ti.data + start, n * sizeof *buf);
 }
 
-/* Two loads of the same weights (vocabulary 100) give bit-identical logits. */
-static void expect_same_logits(pk_model *a, pk_model *b)
+/* The logits (5 tokens x vocabulary 100) of a fixed batch of 5 tokens. */
+static pk_status fixed_logits(pk_model *m, float *out)
 {
     int32_t ids[5] = {1, 5, 9, 44, 99}, len = 5;
     pk_batch bt = {1, 5, ids, &len, NULL};
+    return pk_model_logits(m, &bt, NULL, out);
+}
+
+/* Two loads of the same weights (vocabulary 100) give bit-identical logits. */
+static void expect_same_logits(pk_model *a, pk_model *b)
+{
     float *l1 = malloc(5 * 100 * 4), *l2 = malloc(5 * 100 * 4);
     PK_CHECK(l1 != NULL && l2 != NULL);
     if (l1 && l2) {
-        PK_CHECK(pk_model_logits(a, &bt, NULL, l1) == PK_OK);
-        PK_CHECK(pk_model_logits(b, &bt, NULL, l2) == PK_OK);
+        PK_CHECK(fixed_logits(a, l1) == PK_OK);
+        PK_CHECK(fixed_logits(b, l2) == PK_OK);
         PK_CHECK(memcmp(l1, l2, 5 * 100 * 4) == 0);
     }
     free(l1);
@@ -243,12 +249,10 @@ static void expect_same_logits(pk_model *a, pk_model *b)
  * bit (the sync client resets to the base model with it each round). */
 static void expect_restore_base(pk_model *m)
 {
-    int32_t ids[5] = {1, 5, 9, 44, 99}, len = 5;
-    pk_batch bt = {1, 5, ids, &len, NULL};
     float *l0 = malloc(5 * 100 * 4), *l1 = malloc(5 * 100 * 4);
     PK_CHECK(l0 != NULL && l1 != NULL);
     if (l0 && l1) {
-        PK_CHECK(pk_model_logits(m, &bt, NULL, l0) == PK_OK);
+        PK_CHECK(fixed_logits(m, l0) == PK_OK);
         for (size_t i = 0; i < pk_model_n_tensors(m); i++) {
             pk_tensor_info ti;
             PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
@@ -256,10 +260,10 @@ static void expect_restore_base(pk_model *m)
             for (size_t j = 0; j < ti.numel; j++)
                 w[j] = w[j] * 0.5f + 0.25f;
         }
-        PK_CHECK(pk_model_logits(m, &bt, NULL, l1) == PK_OK);
+        PK_CHECK(fixed_logits(m, l1) == PK_OK);
         PK_CHECK(memcmp(l0, l1, 5 * 100 * 4) != 0);
         PK_CHECK(pk_model_restore_base(m) == PK_OK);
-        PK_CHECK(pk_model_logits(m, &bt, NULL, l1) == PK_OK);
+        PK_CHECK(fixed_logits(m, l1) == PK_OK);
         PK_CHECK(memcmp(l0, l1, 5 * 100 * 4) == 0);
     }
     free(l0);

@@ -17,17 +17,20 @@ static char tmp[256], bin[600], out_path[600], err_path[600], home[600], pw[600]
 static int run(const char *env, const char *fmt, ...) PK_PRINTF(2, 3);
 static int run(const char *env, const char *fmt, ...)
 {
-    char args[2048], cmd[4096];
+    char cmd[4096];
+    size_t k = (size_t)snprintf(cmd, sizeof cmd, "%s '%s' ", env ? env : "", bin);
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(args, sizeof args, fmt, ap);
+    if (k < sizeof cmd)
+        k += (size_t)vsnprintf(cmd + k, sizeof cmd - k, fmt, ap);
     va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof args) {
+    if (k < sizeof cmd)
+        k += (size_t)snprintf(cmd + k, sizeof cmd - k, " >'%s' 2>'%s' </dev/null", out_path,
+                              err_path);
+    if (k >= sizeof cmd) {
         fprintf(stderr, "command too long: %s\n", fmt);
         return -1;
     }
-    snprintf(cmd, sizeof cmd, "%s '%s' %s >'%s' 2>'%s' </dev/null", env ? env : "", bin, args,
-             out_path, err_path);
     int ws = system(cmd);
     return WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
 }

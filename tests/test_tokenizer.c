@@ -197,6 +197,19 @@ static void test_gpt2_pair(void)
     remove_tree(dir);
 }
 
+/* ids decode (skip: without special tokens) to exactly want; a difference is shown. */
+static void expect_decode(const pk_tokenizer *t, const int32_t *ids, size_t n, int skip,
+                          const char *want)
+{
+    char *dec = NULL;
+    size_t dn = 0;
+    PK_CHECK_EQ(pk_tokenizer_decode(t, ids, n, skip, &dec, &dn), PK_OK);
+    PK_CHECK(dec && dn == strlen(want) && !strcmp(dec, want));
+    if (dec && strcmp(dec, want))
+        fprintf(stderr, "  decoded:\n%s\nwant:\n%s\n", dec, want);
+    free(dec);
+}
+
 static void test_greedy(void)
 {
     pk_tokenizer *t = load_ok(TD "/models/stories260k");
@@ -212,14 +225,8 @@ static void test_greedy(void)
         for (size_t i = 0; i < k; i++)
             ids[i] = (int32_t)cJSON_GetArrayItem(ja, (int)i)->valueint;
         PK_CHECK_EQ(ids[0], pk_tokenizer_bos(t));
-        char *txt = NULL;
-        size_t tn = 0;
-        PK_CHECK_EQ(pk_tokenizer_decode(t, ids, k, 1, &txt, &tn), PK_OK);
-        PK_CHECK(txt && tn == strlen(want) && !strcmp(txt, want));
-        if (txt && strcmp(txt, want))
-            fprintf(stderr, "greedy decode:\n%s\nwant:\n%s\n", txt, want);
+        expect_decode(t, ids, k, 1, want);
         check_stream(t, 1, ids, k, want, strlen(want));
-        free(txt);
         /* the text re-encodes (with BOS) to a prefix-compatible sequence */
         int32_t *re = NULL;
         size_t rn = 0;
@@ -270,15 +277,11 @@ static void test_specials(void)
     const char *txt = "<|begin_of_text|>Hi<|eot_id|>";
     PK_CHECK_EQ(pk_tokenizer_encode(l, txt, strlen(txt), 0, &ids, &n), PK_OK);
     PK_CHECK(n == 3 && ids[0] == 128000 && ids[2] == 128009);
+    expect_decode(l, ids, n, 1, "Hi");
+    expect_decode(l, ids, n, 0, txt);
+    free(ids);
     char *dec = NULL;
     size_t dn = 0;
-    PK_CHECK_EQ(pk_tokenizer_decode(l, ids, n, 1, &dec, &dn), PK_OK);
-    PK_CHECK(dec && dn == 2 && !strcmp(dec, "Hi"));
-    free(dec);
-    PK_CHECK_EQ(pk_tokenizer_decode(l, ids, n, 0, &dec, &dn), PK_OK);
-    PK_CHECK(dec && dn == strlen(txt) && !strcmp(dec, txt));
-    free(dec);
-    free(ids);
     /* bad ids are an argument error, not a crash */
     int32_t bad = 50257;
     PK_CHECK_EQ(pk_tokenizer_decode(g, &bad, 1, 0, &dec, &dn), PK_ERR_ARG);
@@ -459,15 +462,8 @@ static void expect_ids(const pk_tokenizer *t, const char *text, int add, const i
             fprintf(stderr, " %d", ids[i]);
         fprintf(stderr, "\n");
     }
-    if (dec_want) {
-        char *dec = NULL;
-        size_t dn = 0;
-        PK_CHECK_EQ(pk_tokenizer_decode(t, ids, n, 1, &dec, &dn), PK_OK);
-        PK_CHECK(dec && dn == strlen(dec_want) && !strcmp(dec, dec_want));
-        if (dec && strcmp(dec, dec_want))
-            fprintf(stderr, "  decoded '%s', want '%s'\n", dec, dec_want);
-        free(dec);
-    }
+    if (dec_want)
+        expect_decode(t, ids, n, 1, dec_want);
     free(ids);
 }
 
