@@ -872,12 +872,9 @@ static void test_hub(void)
  * followed (file or repo), and a name holding an encoded NUL is refused rather than cut short. */
 static void test_hub_confined(void)
 {
-    char db[512], task[512], hub[512], p[1024], q[1024], sha[65];
+    char hub[512], p[1024], q[1024], sha[65];
     server s;
-    snprintf(db, sizeof db, "%s/hubc.db", tmpdir);
-    snprintf(task, sizeof task, "%s/taskc.json", tmpdir);
     snprintf(hub, sizeof hub, "%s/hubc", tmpdir);
-    write_task(task, 4096, 3, 600, 16);
     PK_CHECK(mkdir(hub, 0700) == 0);
     snprintf(p, sizeof p, "%s/org", hub), mkdir(p, 0700);
     snprintf(p, sizeof p, "%s/org/m", hub), mkdir(p, 0700);
@@ -893,7 +890,7 @@ static void test_hub_confined(void)
     snprintf(p, sizeof p, "%s/org/out", hub); /* a repo that is a link to a folder outside */
     PK_CHECK(symlink(tmpdir, p) == 0);
     const char *extra[] = {"--hub-dir", hub, NULL};
-    PK_CHECK(server_start(&s, db, task, extra));
+    PK_CHECK(start_case(&s, "hubc", 4096, 3, 600, 16, extra, NULL));
     hub_get(&s, "/org/m/resolve/main/a", NULL, 200, 6, sha);
     hub_get(&s, "/org/m/resolve/main/alias", NULL, 200, 6, sha);
     hub_get(&s, "/org/m/resolve/main/leak.txt", NULL, 404, 0, NULL);
