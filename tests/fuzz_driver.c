@@ -9,6 +9,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "test_util.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static uint64_t next_rand(uint64_t *s)
@@ -61,25 +63,18 @@ static void run_mutations(const uint8_t *buf, size_t n, long iters, uint64_t *rn
     free(m);
 }
 
+/* Feeds one corpus file and its mutations; 0 if it is unreadable or over 16 MiB. */
 static int run_file(const char *path, long iters, uint64_t *rng)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    struct stat st;
+    if (stat(path, &st) != 0 || st.st_size > (16 << 20))
         return 0;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (sz < 0 || sz > (16 << 20)) {
-        fclose(f);
-        return 0;
-    }
-    uint8_t *buf = malloc((size_t)sz + 1);
-    size_t got = buf ? fread(buf, 1, (size_t)sz, f) : 0;
-    fclose(f);
+    size_t n = 0;
+    uint8_t *buf = (uint8_t *)slurp(path, &n);
     if (!buf)
         return 0;
-    LLVMFuzzerTestOneInput(buf, got);
-    run_mutations(buf, got, iters, rng);
+    LLVMFuzzerTestOneInput(buf, n);
+    run_mutations(buf, n, iters, rng);
     free(buf);
     return 1;
 }

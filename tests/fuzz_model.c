@@ -1,4 +1,4 @@
-/* fuzz_model.c: libFuzzer target for the model loaders' parsers (issue 2).
+/* fuzz_model.c: libFuzzer target for the model loaders' parsers.
  * The first input byte picks a mode:
  *   0  the rest is a safetensors header (the JSON after the 8-byte length), checked against a
  *      data area whose size is the largest number in the text (so that well-formed headers get
@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "pk_model.h"
+#include "test_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -34,22 +35,12 @@ static void check(int ok)
 
 static void put(const char *name, const void *d, size_t n)
 {
-    char p[128];
-    snprintf(p, sizeof p, "%s/%s", tmpdir, name);
-    FILE *f = fopen(p, "wb");
-    check(f != NULL);
-    check(n == 0 || fwrite(d, 1, n, f) == n);
-    check(fclose(f) == 0);
+    check(write_at(tmpdir, name, d, n) == 0);
 }
 
 static void cleanup(void)
 {
-    char p[128];
-    snprintf(p, sizeof p, "%s/config.json", tmpdir);
-    unlink(p);
-    snprintf(p, sizeof p, "%s/model.safetensors", tmpdir);
-    unlink(p);
-    rmdir(tmpdir);
+    remove_tree(tmpdir);
 }
 
 static void setup(void)

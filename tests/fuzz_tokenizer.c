@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "pk_tokenizer.h"
+#include "test_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -22,12 +23,7 @@ static const char *const names[] = {"tokenizer.json", "tokenizer.model", "vocab.
 
 static void cleanup(void)
 {
-    char p[128];
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-        snprintf(p, sizeof p, "%s/%s", tmpdir, names[i]);
-        unlink(p);
-    }
-    rmdir(tmpdir);
+    remove_tree(tmpdir);
     for (int i = 0; i < 3; i++)
         pk_tokenizer_free(fixed[i]);
 }
@@ -54,14 +50,8 @@ static void setup(void)
 
 static void put(const char *name, const uint8_t *d, size_t n)
 {
-    char p[128];
-    snprintf(p, sizeof p, "%s/%s", tmpdir, name);
-    FILE *f = fopen(p, "wb");
-    if (!f)
+    if (write_at(tmpdir, name, d, n) != 0)
         abort();
-    if (n && fwrite(d, 1, n, f) != n)
-        abort();
-    fclose(f);
 }
 
 static void clear_files(void)

@@ -1,10 +1,12 @@
-/* store_test_util.h: helpers shared by the store tests: temporary homes, files, byte scans and
- * directory snapshots. Header-only (static functions), for tests/test_store*.c only. */
+/* store_test_util.h: helpers shared by the store tests: temporary homes, text and import files,
+ * byte scans and directory snapshots, on top of test_util.h. Header-only (static functions), for
+ * the tests that open a store. */
 #ifndef PK_STORE_TEST_UTIL_H
 #define PK_STORE_TEST_UTIL_H
 
 #include "pk_crypto.h"
 #include "pk_store.h"
+#include "test_util.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -31,52 +33,31 @@ static inline void make_tmp_home(char *dir, size_t n, const char *tag)
     }
 }
 
+/* The store tests' name for remove_tree (test_trainer.c uses it too). */
 static inline void rm_rf(const char *dir)
 {
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    char p[1200];
-    while (d && (de = readdir(d)) != NULL) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-            continue;
-        if (snprintf(p, sizeof p, "%s/%s", dir, de->d_name) >= (int)sizeof p)
-            continue;
-        struct stat st;
-        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
-            rm_rf(p);
-        else
-            unlink(p);
-    }
-    if (d)
-        closedir(d);
-    rmdir(dir);
+    remove_tree(dir);
 }
 
 static inline void write_text(const char *path, const char *text)
 {
-    FILE *f = fopen(path, "wb");
+    if (write_all(path, text, strlen(text)) != 0) {
+        perror(path);
+        exit(1);
+    }
+}
+
+/* Writes n lines "<prefix><i><suffix>\n" (i = 0..n-1) to path: an import file of known size. */
+static inline void write_lines(const char *path, int n, const char *prefix, const char *suffix)
+{
+    FILE *f = fopen(path, "w");
     if (!f) {
         perror(path);
         exit(1);
     }
-    fputs(text, f);
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%s%d%s\n", prefix, i, suffix);
     fclose(f);
-}
-
-static inline unsigned char *read_all(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    *n = 0;
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)sz + 1);
-    if (b)
-        *n = fread(b, 1, (size_t)sz, f);
-    fclose(f);
-    return b;
 }
 
 static inline int buf_has(const unsigned char *b, size_t n, const void *needle, size_t m)
@@ -87,36 +68,32 @@ static inline int buf_has(const unsigned char *b, size_t n, const void *needle, 
     return 0;
 }
 
+typedef struct needle_scan {
+    const void *needle;
+    size_t m;
+    int hits;
+} needle_scan;
+
+static inline void scan_file(const char *path, int is_dir, void *user)
+{
+    needle_scan *s = user;
+    size_t n = 0;
+    if (is_dir)
+        return;
+    unsigned char *b = (unsigned char *)slurp(path, &n);
+    if (b && buf_has(b, n, s->needle, s->m)) {
+        fprintf(stderr, "  found secret bytes in %s\n", path);
+        s->hits++;
+    }
+    free(b);
+}
+
 /* Number of files under dir (recursively) that contain needle. */
 static inline int dir_has(const char *dir, const void *needle, size_t m)
 {
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    char p[1200];
-    int hits = 0;
-    while (d && (de = readdir(d)) != NULL) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-            continue;
-        if (snprintf(p, sizeof p, "%s/%s", dir, de->d_name) >= (int)sizeof p)
-            continue;
-        struct stat st;
-        if (lstat(p, &st) != 0)
-            continue;
-        if (S_ISDIR(st.st_mode)) {
-            hits += dir_has(p, needle, m);
-            continue;
-        }
-        size_t n = 0;
-        unsigned char *b = read_all(p, &n);
-        if (b && buf_has(b, n, needle, m)) {
-            fprintf(stderr, "  found secret bytes in %s\n", p);
-            hits++;
-        }
-        free(b);
-    }
-    if (d)
-        closedir(d);
-    return hits;
+    needle_scan s = {needle, m, 0};
+    walk_tree(dir, scan_file, &s);
+    return s.hits;
 }
 
 /* A snapshot of a directory: names, sizes and a hash of every file's bytes. */
@@ -145,7 +122,7 @@ static inline void dir_snapshot(const char *dir, char *out, size_t n)
         char hex[65], line[400];
         if (snprintf(p, sizeof p, "%s/%s", dir, names[i]) >= (int)sizeof p)
             continue;
-        unsigned char *b = read_all(p, &sz);
+        char *b = slurp(p, &sz);
         pk_hash_hex(b ? (const void *)b : (const void *)"", sz, hex);
         free(b);
         if (snprintf(line, sizeof line, "%.256s:%zu:%s;", names[i], sz, hex) >= (int)sizeof line)

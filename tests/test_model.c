@@ -1,4 +1,4 @@
-/* test_model.c: the engine against ../shared/testdata/models: reference logits (1e-4 abs) and
+/* test_model.c: the engine against PK_SHARED_DIR/testdata/models: reference logits (1e-4 abs) and
  * losses for every architecture, padded mixed-length batches equal to each sequence alone,
  * stories260k logits and 100-token greedy generation with the KV cache, the MeZO perturbation
  * hook against explicitly perturbed weights, paired +/- passes equal to single ones, the FFN in
@@ -13,27 +13,16 @@
 #include "model_impl.h" /* pk_model_set_block_rows */
 #include "pk_model.h"
 #include "pk_test.h"
+#include "test_util.h"
 
-static char *slurp(const char *path, size_t *len)
+/* testdata/models/<name>/<file> (owned, NUL-terminated), or NULL with a message. */
+static char *model_file(const char *name, const char *file, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/testdata/models/%s/%s", PK_SHARED_DIR, name, file);
+    char *b = slurp(path, len);
+    if (!b)
         fprintf(stderr, "FAIL: cannot open %s (PK_SHARED_DIR=%s)\n", path, PK_SHARED_DIR);
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b)
-        b[n] = 0;
-    if (len)
-        *len = (size_t)n;
     return b;
 }
 
@@ -59,100 +48,130 @@ static float max_abs_diff(const float *a, const float *b, size_t n)
     return d;
 }
 
-/* Reference logits and losses of one tiny model, alone and as a padded batch. */
-static void check_reference(const char *name)
+/* The sequences of a model's reference.json (at most 8 of at most 128 tokens) and where each
+ * one's logits start in reference_logits.f32. */
+typedef struct reference {
+    int ns, Tmax;         /* sequences; the longest one's length */
+    int32_t ids[8][128];  /* token ids */
+    int32_t lens[8];      /* tokens per sequence */
+    double loss[8];       /* mean loss, NaN where the reference has none */
+    size_t off[8], total; /* offsets of each sequence's (len, V) logits; floats in all */
+} reference;
+
+static void parse_reference(const cJSON *root, int V, reference *r)
 {
-    char path[1024];
-    pk_model *m = load(name);
-    snprintf(path, sizeof path, "%s/testdata/models/%s/reference.json", PK_SHARED_DIR, name);
-    char *js = slurp(path, NULL);
-    snprintf(path, sizeof path, "%s/testdata/models/%s/reference_logits.f32", PK_SHARED_DIR, name);
-    size_t rl = 0;
-    float *ref = (float *)slurp(path, &rl);
-    cJSON *root = js ? cJSON_Parse(js) : NULL;
-    PK_CHECK(m && root && ref);
-    if (!m || !root || !ref)
-        goto out;
-    int V = pk_model_vocab_size(m);
     const cJSON *seqs = cJSON_GetObjectItem(root, "sequences");
-    int ns = cJSON_GetArraySize(seqs), Tmax = 0;
-    int32_t ids[8][128], lens[8];
-    double ref_loss[8];
-    size_t off[8], o = 0;
-    PK_CHECK(ns >= 1 && ns <= 8);
-    for (int s = 0; s < ns && s < 8; s++) {
+    r->ns = cJSON_GetArraySize(seqs);
+    r->Tmax = 0;
+    r->total = 0;
+    PK_CHECK(r->ns >= 1 && r->ns <= 8);
+    for (int s = 0; s < r->ns && s < 8; s++) {
         const cJSON *sq = cJSON_GetArrayItem(seqs, s);
         const cJSON *ia = cJSON_GetObjectItem(sq, "ids");
         const cJSON *lo = cJSON_GetObjectItem(sq, "loss");
-        lens[s] = cJSON_GetArraySize(ia);
-        for (int t = 0; t < lens[s]; t++)
-            ids[s][t] = cJSON_GetArrayItem(ia, t)->valueint;
-        ref_loss[s] = lo ? lo->valuedouble : (double)NAN;
-        off[s] = o;
-        o += (size_t)lens[s] * V;
-        Tmax = lens[s] > Tmax ? lens[s] : Tmax;
+        r->lens[s] = cJSON_GetArraySize(ia);
+        for (int t = 0; t < r->lens[s]; t++)
+            r->ids[s][t] = cJSON_GetArrayItem(ia, t)->valueint;
+        r->loss[s] = lo ? lo->valuedouble : (double)NAN;
+        r->off[s] = r->total;
+        r->total += (size_t)r->lens[s] * V;
+        r->Tmax = r->lens[s] > r->Tmax ? r->lens[s] : r->Tmax;
     }
-    PK_CHECK_EQ(o * 4, rl);
-    /* each sequence alone */
-    for (int s = 0; s < ns; s++) {
-        float *lg = malloc((size_t)lens[s] * V * 4);
-        pk_batch b = {1, lens[s], ids[s], &lens[s], NULL};
+}
+
+/* Each sequence alone: logits within 1e-4 of the reference, and its mean loss. */
+static void check_alone(pk_model *m, const char *name, const reference *r, const float *ref)
+{
+    int V = pk_model_vocab_size(m);
+    for (int s = 0; s < r->ns; s++) {
+        float *lg = malloc((size_t)r->lens[s] * V * 4);
+        pk_batch b = {1, r->lens[s], r->ids[s], &r->lens[s], NULL};
         PK_CHECK(pk_model_logits(m, &b, NULL, lg) == PK_OK);
-        float d = max_abs_diff(lg, ref + off[s], (size_t)lens[s] * V);
+        float d = max_abs_diff(lg, ref + r->off[s], (size_t)r->lens[s] * V);
         fprintf(stderr, "%s seq %d: max |logit - ref| = %.3g\n", name, s, (double)d);
         PK_CHECK(d <= 1e-4f);
-        if (!isnan(ref_loss[s])) {
+        if (!isnan(r->loss[s])) {
             double mean = 0;
             PK_CHECK(pk_model_loss(m, &b, NULL, NULL, NULL, NULL, &mean) == PK_OK);
-            PK_CHECK_NEAR(mean, ref_loss[s], 1e-4);
+            PK_CHECK_NEAR(mean, r->loss[s], 1e-4);
         }
         free(lg);
     }
-    /* all sequences as one padded batch (padding filled with junk ids that must not matter) */
+}
+
+/* A causal model's per-sequence losses of the padded batch b, and its label logits and
+ * log-probabilities at chosen positions, against the batch's full logits lg (ns, Tmax, V). */
+static void check_batch_loss_and_select(pk_model *m, const pk_batch *b, const reference *r,
+                                        const float *lg)
+{
+    int V = pk_model_vocab_size(m), ns = r->ns, Tmax = r->Tmax;
+    double nll[8], mean = 0;
+    int32_t cnt[8];
+    PK_CHECK(pk_model_loss(m, b, NULL, NULL, nll, cnt, &mean) == PK_OK);
+    for (int s = 0; s < ns; s++) {
+        PK_CHECK_EQ(cnt[s], r->lens[s] - 1);
+        if (!isnan(r->loss[s]))
+            PK_CHECK_NEAR(nll[s] / cnt[s], r->loss[s], 1e-4);
+    }
+    /* label logits at chosen positions equal the full logits */
+    int32_t sb[2] = {0, ns - 1}, st[2] = {r->lens[0] - 1, 0}, want[3] = {0, 5, V - 1};
+    float sel[6], lp[6];
+    PK_CHECK(pk_model_select_logits(m, b, NULL, 2, sb, st, 3, want, sel) == PK_OK);
+    PK_CHECK(pk_model_select_logprobs(m, b, NULL, 2, sb, st, 3, want, lp) == PK_OK);
+    for (int k = 0; k < 2; k++) {
+        const float *row = lg + ((size_t)sb[k] * Tmax + st[k]) * V;
+        double mx = (double)row[0], sum = 0;
+        for (int j = 1; j < V; j++)
+            mx = (double)row[j] > mx ? (double)row[j] : mx;
+        for (int j = 0; j < V; j++)
+            sum += exp((double)row[j] - mx);
+        for (int j = 0; j < 3; j++) {
+            PK_CHECK_NEAR(sel[k * 3 + j], row[want[j]], 1e-5);
+            PK_CHECK_NEAR(lp[k * 3 + j], (double)row[want[j]] - mx - log(sum), 1e-4);
+        }
+    }
+}
+
+/* All sequences as one padded batch (padding filled with junk ids that must not matter). */
+static void check_batched(pk_model *m, const reference *r, const float *ref)
+{
+    int V = pk_model_vocab_size(m), ns = r->ns, Tmax = r->Tmax;
     int32_t *bids = malloc((size_t)ns * Tmax * 4);
     float *lg = malloc((size_t)ns * Tmax * V * 4);
     for (int s = 0; s < ns; s++) {
         for (int t = 0; t < Tmax; t++)
-            bids[s * Tmax + t] = t < lens[s] ? ids[s][t] : (7 * t + 3) % V;
+            bids[s * Tmax + t] = t < r->lens[s] ? r->ids[s][t] : (7 * t + 3) % V;
     }
-    pk_batch b = {ns, Tmax, bids, lens, NULL};
+    pk_batch b = {ns, Tmax, bids, r->lens, NULL};
     PK_CHECK(pk_model_logits(m, &b, NULL, lg) == PK_OK);
     for (int s = 0; s < ns; s++) {
-        float d = max_abs_diff(lg + (size_t)s * Tmax * V, ref + off[s], (size_t)lens[s] * V);
+        float d = max_abs_diff(lg + (size_t)s * Tmax * V, ref + r->off[s], (size_t)r->lens[s] * V);
         PK_CHECK(d <= 1e-4f);
     }
-    if (pk_model_is_causal(m)) {
-        double nll[8], mean = 0;
-        int32_t cnt[8];
-        PK_CHECK(pk_model_loss(m, &b, NULL, NULL, nll, cnt, &mean) == PK_OK);
-        for (int s = 0; s < ns; s++) {
-            PK_CHECK_EQ(cnt[s], lens[s] - 1);
-            if (!isnan(ref_loss[s]))
-                PK_CHECK_NEAR(nll[s] / cnt[s], ref_loss[s], 1e-4);
-        }
-        /* label logits at chosen positions equal the full logits */
-        int32_t sb[2] = {0, ns - 1}, st[2] = {lens[0] - 1, 0}, want[3] = {0, 5, V - 1};
-        float sel[6], lp[6];
-        PK_CHECK(pk_model_select_logits(m, &b, NULL, 2, sb, st, 3, want, sel) == PK_OK);
-        PK_CHECK(pk_model_select_logprobs(m, &b, NULL, 2, sb, st, 3, want, lp) == PK_OK);
-        for (int k = 0; k < 2; k++) {
-            const float *row = lg + ((size_t)sb[k] * Tmax + st[k]) * V;
-            double mx = (double)row[0], sum = 0;
-            for (int j = 1; j < V; j++)
-                mx = (double)row[j] > mx ? (double)row[j] : mx;
-            for (int j = 0; j < V; j++)
-                sum += exp((double)row[j] - mx);
-            for (int j = 0; j < 3; j++) {
-                PK_CHECK_NEAR(sel[k * 3 + j], row[want[j]], 1e-5);
-                PK_CHECK_NEAR(lp[k * 3 + j], (double)row[want[j]] - mx - log(sum), 1e-4);
-            }
-        }
-    } else {
+    if (pk_model_is_causal(m))
+        check_batch_loss_and_select(m, &b, r, lg);
+    else
         PK_CHECK(pk_model_loss(m, &b, NULL, NULL, NULL, NULL, NULL) == PK_ERR_UNSUPPORTED);
-    }
     free(bids);
     free(lg);
-out:
+}
+
+/* Reference logits and losses of one tiny model, alone and as a padded batch. */
+static void check_reference(const char *name)
+{
+    reference r;
+    pk_model *m = load(name);
+    char *js = model_file(name, "reference.json", NULL);
+    size_t rl = 0;
+    float *ref = (float *)model_file(name, "reference_logits.f32", &rl);
+    cJSON *root = js ? cJSON_Parse(js) : NULL;
+    PK_CHECK(m && root && ref);
+    if (m && root && ref) {
+        parse_reference(root, pk_model_vocab_size(m), &r);
+        PK_CHECK_EQ(r.total * 4, rl);
+        check_alone(m, name, &r, ref);
+        check_batched(m, &r, ref);
+    }
     cJSON_Delete(root);
     free(js);
     free(ref);
@@ -168,36 +187,13 @@ static int32_t *json_ids(const cJSON *a, int *n)
     return v;
 }
 
-static void check_stories(void)
+/* Greedy generation from BOS through the KV cache reproduces the reference tokens, each step's
+ * logits equal the full pass's lg (n, V), and a prompt fed in one call equals it fed token by
+ * token. */
+static void check_kv_cache(pk_model *m, const int32_t *in, const float *lg, const int32_t *greedy,
+                           int ng)
 {
-    char path[1024];
-    pk_model *m = load("stories260k");
-    snprintf(path, sizeof path, "%s/testdata/models/stories260k/reference/logits_f32le.json",
-             PK_SHARED_DIR);
-    char *js = slurp(path, NULL);
-    snprintf(path, sizeof path, "%s/testdata/models/stories260k/reference/logits_f32le.bin",
-             PK_SHARED_DIR);
-    size_t rl = 0;
-    float *ref = (float *)slurp(path, &rl);
-    snprintf(path, sizeof path, "%s/testdata/models/stories260k/reference/greedy_from_bos.json",
-             PK_SHARED_DIR);
-    char *gj = slurp(path, NULL);
-    cJSON *root = js ? cJSON_Parse(js) : NULL, *groot = gj ? cJSON_Parse(gj) : NULL;
-    PK_CHECK(m && ref && root && groot);
-    if (!m || !ref || !root || !groot)
-        goto out;
-    int n = 0, V = pk_model_vocab_size(m);
-    int32_t *in = json_ids(cJSON_GetObjectItem(root, "input_tokens"), &n);
-    PK_CHECK_EQ((size_t)n * V * 4, rl);
-    float *lg = malloc((size_t)n * V * 4);
-    pk_batch b = {1, n, in, &n, NULL};
-    PK_CHECK(pk_model_logits(m, &b, NULL, lg) == PK_OK);
-    float d = max_abs_diff(lg, ref, (size_t)n * V);
-    fprintf(stderr, "stories260k: max |logit - ref| over [%d, %d] = %.3g\n", n, V, (double)d);
-    PK_CHECK(d <= 1e-4f);
-    /* greedy from BOS through the KV cache */
-    int ng = 0;
-    int32_t *greedy = json_ids(cJSON_GetObjectItem(groot, "greedy_tokens"), &ng);
+    int V = pk_model_vocab_size(m);
     pk_gen *g = NULL;
     pk_sampler *smp = NULL;
     pk_sampler_params sp = {0.0f, 0, 1.0f, 1};
@@ -226,7 +222,14 @@ static void check_stories(void)
     PK_CHECK(pk_gen_feed(g, in, 10, NULL, row) == PK_OK);
     PK_CHECK(max_abs_diff(row, lg + 9 * (size_t)V, (size_t)V) <= 1e-4f);
     PK_CHECK_EQ(pk_gen_pos(g), 10);
-    /* sampling with a seed is deterministic */
+    free(row);
+    pk_sampler_free(smp);
+    pk_gen_free(g);
+}
+
+/* Sampling with a seed is deterministic, and at temperature 0.8 it leaves the greedy path. */
+static void check_seeded_sampling(int V, const float *lg, const int32_t *greedy)
+{
     pk_sampler_params sp2 = {0.8f, 40, 0.9f, 42};
     pk_sampler *s1 = NULL, *s2 = NULL;
     PK_CHECK(pk_sampler_create(sp2, V, &s1) == PK_OK);
@@ -242,9 +245,32 @@ static void check_stories(void)
     PK_CHECK(differs_from_greedy);
     pk_sampler_free(s1);
     pk_sampler_free(s2);
-    free(row);
-    pk_sampler_free(smp);
-    pk_gen_free(g);
+}
+
+/* stories260k: logits of the reference input, then generation and sampling on them. */
+static void check_stories(void)
+{
+    pk_model *m = load("stories260k");
+    char *js = model_file("stories260k", "reference/logits_f32le.json", NULL);
+    size_t rl = 0;
+    float *ref = (float *)model_file("stories260k", "reference/logits_f32le.bin", &rl);
+    char *gj = model_file("stories260k", "reference/greedy_from_bos.json", NULL);
+    cJSON *root = js ? cJSON_Parse(js) : NULL, *groot = gj ? cJSON_Parse(gj) : NULL;
+    PK_CHECK(m && ref && root && groot);
+    if (!m || !ref || !root || !groot)
+        goto out;
+    int n = 0, ng = 0, V = pk_model_vocab_size(m);
+    int32_t *in = json_ids(cJSON_GetObjectItem(root, "input_tokens"), &n);
+    int32_t *greedy = json_ids(cJSON_GetObjectItem(groot, "greedy_tokens"), &ng);
+    PK_CHECK_EQ((size_t)n * V * 4, rl);
+    float *lg = malloc((size_t)n * V * 4);
+    pk_batch b = {1, n, in, &n, NULL};
+    PK_CHECK(pk_model_logits(m, &b, NULL, lg) == PK_OK);
+    float d = max_abs_diff(lg, ref, (size_t)n * V);
+    fprintf(stderr, "stories260k: max |logit - ref| over [%d, %d] = %.3g\n", n, V, (double)d);
+    PK_CHECK(d <= 1e-4f);
+    check_kv_cache(m, in, lg, greedy, ng);
+    check_seeded_sampling(V, lg, greedy);
     free(greedy);
     free(lg);
     free(in);

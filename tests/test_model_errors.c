@@ -11,6 +11,7 @@
 
 #include "pk_model.h"
 #include "pk_test.h"
+#include "test_util.h"
 
 static char tmp[256];
 
@@ -22,32 +23,7 @@ static const char llama_cfg[] =
 
 static void write_file(const char *dir, const char *name, const void *data, size_t n)
 {
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    FILE *f = fopen(p, "wb");
-    PK_CHECK(f != NULL);
-    if (!f)
-        return;
-    PK_CHECK(fwrite(data, 1, n, f) == n);
-    fclose(f);
-}
-
-static char *read_file(const char *dir, const char *name, size_t *n)
-{
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    FILE *f = fopen(p, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long l = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)l + 1);
-    if (fread(b, 1, (size_t)l, f) != (size_t)l)
-        l = 0;
-    fclose(f);
-    *n = (size_t)l;
-    return b;
+    PK_CHECK(write_at(dir, name, data, n) == 0);
 }
 
 static void fresh_dir(const char *name, char *out, size_t n)
@@ -95,7 +71,7 @@ static void copy_with(const char *base, const char *name, const void *st, size_t
                       const char *cfg, char *dir, size_t n)
 {
     size_t cl = 0;
-    char *c = cfg ? NULL : read_file(base, "config.json", &cl);
+    char *c = cfg ? NULL : slurp_at(base, "config.json", &cl);
     fresh_dir(name, dir, n);
     if (cfg)
         write_file(dir, "config.json", cfg, strlen(cfg));
@@ -106,100 +82,121 @@ static void copy_with(const char *base, const char *name, const void *st, size_t
     free(c);
 }
 
+/* A model.safetensors written from a raw header (and a zero data area) next to the base
+ * config.json: each must fail with PK_ERR_FORMAT and a message naming n1 and n2. */
+typedef struct header_case {
+    const char *dir, *header;
+    size_t data_len; /* bytes after the header */
+    const char *n1, *n2;
+} header_case;
+
+static const header_case header_cases[] = {
+    {"overlap",
+     "{\"a\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 16]}, "
+     "\"b\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [8, 24]}}",
+     32, "model.safetensors", "overlap"},
+    {"out_of_range", "{\"w\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [16, 32]}}",
+     20, "model.safetensors", "tensor w: data_offsets"},
+    /* size disagreeing with dtype x shape */
+    {"bad_size", "{\"w\": {\"dtype\": \"F16\", \"shape\": [4], \"data_offsets\": [0, 16]}}", 16,
+     "model.safetensors", "tensor w"},
+    {"unknown_dtype",
+     "{\"model.norm.weight\": {\"dtype\": \"F12\", \"shape\": [16], "
+     "\"data_offsets\": [0, 32]}}",
+     32, "model.norm.weight", "unknown dtype"},
+    {"bad_header_json", "{\"w\": {\"dtype\": ", 8, "model.safetensors", "JSON"},
+    /* a valid file without model.norm.weight and the layers */
+    {"missing_tensor",
+     "{\"model.embed_tokens.weight\": {\"dtype\": \"F32\", \"shape\": [100, 16], "
+     "\"data_offsets\": [0, 6400]}}",
+     6400, "missing tensor model.layers.0.input_layernorm.weight", NULL},
+};
+
+/* The base weights next to a config.json text: each must fail with status want, naming n1, n2. */
+typedef struct config_case {
+    const char *dir, *config;
+    pk_status want;
+    const char *n1, *n2;
+} config_case;
+
+static const config_case config_cases[] = {
+    {"unknown_type", "{\"model_type\": \"mamba\", \"vocab_size\": 10}", PK_ERR_UNSUPPORTED,
+     "config.json", "model_type \"mamba\""},
+    {"bad_config_json", "{\"model_type\": \"llama\",", PK_ERR_FORMAT, "config.json",
+     "invalid JSON"},
+    {"missing_key", "{\"model_type\": \"llama\", \"vocab_size\": 100}", PK_ERR_FORMAT,
+     "config.json", "\"hidden_size\""},
+};
+
+/* The base safetensors file cut short, or with a header length past the end of the file. */
+static void check_truncated(const char *base, const unsigned char *st, size_t sl)
+{
+    char d[512];
+    /* header fine, data area short */
+    copy_with(base, "truncated", st, sl - 100, NULL, d, sizeof d);
+    expect_fail(d, PK_ERR_FORMAT, "model.safetensors", "tensor ");
+    /* below the 8-byte length */
+    copy_with(base, "tiny_file", st, 5, NULL, d, sizeof d);
+    expect_fail(d, PK_ERR_FORMAT, "model.safetensors", "truncated");
+    unsigned char *b = malloc(sl);
+    memcpy(b, st, sl);
+    b[5] = 0x7f;
+    copy_with(base, "hdr_past_eof", b, sl, NULL, d, sizeof d);
+    expect_fail(d, PK_ERR_FORMAT, "model.safetensors", "header length");
+    free(b);
+}
+
+/* A tensor shape disagreeing with config.json (intermediate_size 28 instead of 24). */
+static void check_shape_vs_config(const char *base, const unsigned char *st, size_t sl)
+{
+    char cfg[1024], d[512];
+    snprintf(cfg, sizeof cfg, "%s", llama_cfg);
+    char *p = strstr(cfg, "\"intermediate_size\": 24");
+    p[strlen("\"intermediate_size\": ") + 1] = '8';
+    copy_with(base, "shape_vs_config", st, sl, cfg, d, sizeof d);
+    expect_fail(d, PK_ERR_FORMAT, "model.safetensors",
+                "gate_proj.weight has shape [24, 16] but config.json implies [28, 16]");
+}
+
+/* No config.json; only a pytorch_model.bin. */
+static void check_missing_files(const char *base, const unsigned char *st, size_t sl)
+{
+    char d[512];
+    fresh_dir("no_config", d, sizeof d);
+    write_file(d, "model.safetensors", st, sl);
+    expect_fail(d, PK_ERR_IO, "config.json", NULL);
+    copy_with(base, "pytorch_only", NULL, 0, NULL, d, sizeof d);
+    write_file(d, "pytorch_model.bin", "PK\003\004", 4);
+    expect_fail(d, PK_ERR_UNSUPPORTED, "pytorch_model.bin", "safetensors");
+}
+
 static void run_cases(void)
 {
     char base[512], d[512];
     make_base(base, sizeof base);
     size_t sl = 0;
-    unsigned char *st = (unsigned char *)read_file(base, "model.safetensors", &sl);
+    unsigned char *st = (unsigned char *)slurp_at(base, "model.safetensors", &sl);
     PK_CHECK(st != NULL && sl > 1000);
     if (!st)
         return;
-    {
-        pk_model *m = NULL;
-        char err[256] = "";
-        PK_CHECK(pk_model_load(base, pk_model_default_params(), &m, err, sizeof err) == PK_OK);
-        pk_model_free(m);
+    pk_model *m = NULL;
+    char err[256] = "";
+    PK_CHECK(pk_model_load(base, pk_model_default_params(), &m, err, sizeof err) == PK_OK);
+    pk_model_free(m);
+    check_truncated(base, st, sl);
+    for (size_t i = 0; i < sizeof header_cases / sizeof header_cases[0]; i++) {
+        const header_case *c = &header_cases[i];
+        copy_with(base, c->dir, NULL, 0, NULL, d, sizeof d);
+        write_st(d, "model.safetensors", c->header, c->data_len);
+        expect_fail(d, PK_ERR_FORMAT, c->n1, c->n2);
     }
-    /* truncated file: header fine, data area short */
-    copy_with(base, "truncated", st, sl - 100, NULL, d, sizeof d);
-    expect_fail(d, PK_ERR_FORMAT, "model.safetensors", "tensor ");
-    /* truncated below the 8-byte length */
-    copy_with(base, "tiny_file", st, 5, NULL, d, sizeof d);
-    expect_fail(d, PK_ERR_FORMAT, "model.safetensors", "truncated");
-    /* header length past EOF */
-    {
-        unsigned char *b = malloc(sl);
-        memcpy(b, st, sl);
-        b[5] = 0x7f;
-        copy_with(base, "hdr_past_eof", b, sl, NULL, d, sizeof d);
-        expect_fail(d, PK_ERR_FORMAT, "model.safetensors", "header length");
-        free(b);
+    check_shape_vs_config(base, st, sl);
+    for (size_t i = 0; i < sizeof config_cases / sizeof config_cases[0]; i++) {
+        const config_case *c = &config_cases[i];
+        copy_with(base, c->dir, st, sl, c->config, d, sizeof d);
+        expect_fail(d, c->want, c->n1, c->n2);
     }
-    /* overlapping offsets */
-    copy_with(base, "overlap", NULL, 0, NULL, d, sizeof d);
-    write_st(d, "model.safetensors",
-             "{\"a\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 16]}, "
-             "\"b\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [8, 24]}}",
-             32);
-    expect_fail(d, PK_ERR_FORMAT, "model.safetensors", "overlap");
-    /* out-of-range offsets */
-    copy_with(base, "out_of_range", NULL, 0, NULL, d, sizeof d);
-    write_st(d, "model.safetensors",
-             "{\"w\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [16, 32]}}", 20);
-    expect_fail(d, PK_ERR_FORMAT, "model.safetensors", "tensor w: data_offsets");
-    /* size disagreeing with dtype x shape */
-    copy_with(base, "bad_size", NULL, 0, NULL, d, sizeof d);
-    write_st(d, "model.safetensors",
-             "{\"w\": {\"dtype\": \"F16\", \"shape\": [4], \"data_offsets\": [0, 16]}}", 16);
-    expect_fail(d, PK_ERR_FORMAT, "model.safetensors", "tensor w");
-    /* unknown dtype */
-    copy_with(base, "unknown_dtype", NULL, 0, NULL, d, sizeof d);
-    write_st(d, "model.safetensors",
-             "{\"model.norm.weight\": {\"dtype\": \"F12\", \"shape\": [16], "
-             "\"data_offsets\": [0, 32]}}",
-             32);
-    expect_fail(d, PK_ERR_FORMAT, "model.norm.weight", "unknown dtype");
-    /* invalid header JSON */
-    copy_with(base, "bad_header_json", NULL, 0, NULL, d, sizeof d);
-    write_st(d, "model.safetensors", "{\"w\": {\"dtype\": ", 8);
-    expect_fail(d, PK_ERR_FORMAT, "model.safetensors", "JSON");
-    /* shape disagreeing with config (intermediate_size 28 instead of 24) */
-    {
-        char cfg[1024];
-        snprintf(cfg, sizeof cfg, "%s", llama_cfg);
-        char *p = strstr(cfg, "\"intermediate_size\": 24");
-        p[strlen("\"intermediate_size\": ") + 1] = '8';
-        copy_with(base, "shape_vs_config", st, sl, cfg, d, sizeof d);
-        expect_fail(d, PK_ERR_FORMAT, "model.safetensors",
-                    "gate_proj.weight has shape [24, 16] but config.json implies [28, 16]");
-    }
-    /* missing tensor: a valid file without model.norm.weight */
-    copy_with(base, "missing_tensor", NULL, 0, NULL, d, sizeof d);
-    write_st(d, "model.safetensors",
-             "{\"model.embed_tokens.weight\": {\"dtype\": \"F32\", \"shape\": [100, 16], "
-             "\"data_offsets\": [0, 6400]}}",
-             6400);
-    expect_fail(d, PK_ERR_FORMAT, "missing tensor model.layers.0.input_layernorm.weight", NULL);
-    /* unknown model_type */
-    copy_with(base, "unknown_type", st, sl, "{\"model_type\": \"mamba\", \"vocab_size\": 10}", d,
-              sizeof d);
-    expect_fail(d, PK_ERR_UNSUPPORTED, "config.json", "model_type \"mamba\"");
-    /* invalid config JSON */
-    copy_with(base, "bad_config_json", st, sl, "{\"model_type\": \"llama\",", d, sizeof d);
-    expect_fail(d, PK_ERR_FORMAT, "config.json", "invalid JSON");
-    /* missing required key */
-    copy_with(base, "missing_key", st, sl, "{\"model_type\": \"llama\", \"vocab_size\": 100}", d,
-              sizeof d);
-    expect_fail(d, PK_ERR_FORMAT, "config.json", "\"hidden_size\"");
-    /* missing config.json */
-    fresh_dir("no_config", d, sizeof d);
-    write_file(d, "model.safetensors", st, sl);
-    expect_fail(d, PK_ERR_IO, "config.json", NULL);
-    /* pytorch_model.bin only */
-    copy_with(base, "pytorch_only", NULL, 0, NULL, d, sizeof d);
-    write_file(d, "pytorch_model.bin", "PK\003\004", 4);
-    expect_fail(d, PK_ERR_UNSUPPORTED, "pytorch_model.bin", "safetensors");
+    check_missing_files(base, st, sl);
     free(st);
 }
 
@@ -226,16 +223,22 @@ static void shard_fill(void *user, size_t i, size_t start, size_t n, float *buf)
     memcpy(buf, (const float *)ti.data + start, n * sizeof *buf);
 }
 
-/* Two loads of the same weights (vocabulary 100) give bit-identical logits. */
-static void expect_same_logits(pk_model *a, pk_model *b)
+/* The logits (5 tokens x vocabulary 100) of a fixed batch of 5 tokens. */
+static pk_status fixed_logits(pk_model *m, float *out)
 {
     int32_t ids[5] = {1, 5, 9, 44, 99}, len = 5;
     pk_batch bt = {1, 5, ids, &len, NULL};
+    return pk_model_logits(m, &bt, NULL, out);
+}
+
+/* Two loads of the same weights (vocabulary 100) give bit-identical logits. */
+static void expect_same_logits(pk_model *a, pk_model *b)
+{
     float *l1 = malloc(5 * 100 * 4), *l2 = malloc(5 * 100 * 4);
     PK_CHECK(l1 != NULL && l2 != NULL);
     if (l1 && l2) {
-        PK_CHECK(pk_model_logits(a, &bt, NULL, l1) == PK_OK);
-        PK_CHECK(pk_model_logits(b, &bt, NULL, l2) == PK_OK);
+        PK_CHECK(fixed_logits(a, l1) == PK_OK);
+        PK_CHECK(fixed_logits(b, l2) == PK_OK);
         PK_CHECK(memcmp(l1, l2, 5 * 100 * 4) == 0);
     }
     free(l1);
@@ -246,12 +249,10 @@ static void expect_same_logits(pk_model *a, pk_model *b)
  * bit (the sync client resets to the base model with it each round). */
 static void expect_restore_base(pk_model *m)
 {
-    int32_t ids[5] = {1, 5, 9, 44, 99}, len = 5;
-    pk_batch bt = {1, 5, ids, &len, NULL};
     float *l0 = malloc(5 * 100 * 4), *l1 = malloc(5 * 100 * 4);
     PK_CHECK(l0 != NULL && l1 != NULL);
     if (l0 && l1) {
-        PK_CHECK(pk_model_logits(m, &bt, NULL, l0) == PK_OK);
+        PK_CHECK(fixed_logits(m, l0) == PK_OK);
         for (size_t i = 0; i < pk_model_n_tensors(m); i++) {
             pk_tensor_info ti;
             PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
@@ -259,10 +260,10 @@ static void expect_restore_base(pk_model *m)
             for (size_t j = 0; j < ti.numel; j++)
                 w[j] = w[j] * 0.5f + 0.25f;
         }
-        PK_CHECK(pk_model_logits(m, &bt, NULL, l1) == PK_OK);
+        PK_CHECK(fixed_logits(m, l1) == PK_OK);
         PK_CHECK(memcmp(l0, l1, 5 * 100 * 4) != 0);
         PK_CHECK(pk_model_restore_base(m) == PK_OK);
-        PK_CHECK(pk_model_logits(m, &bt, NULL, l1) == PK_OK);
+        PK_CHECK(fixed_logits(m, l1) == PK_OK);
         PK_CHECK(memcmp(l0, l1, 5 * 100 * 4) == 0);
     }
     free(l0);
@@ -294,7 +295,7 @@ static void check_sharded(void)
     }
     snprintf(idx + il, sizeof idx - il, "}}");
     size_t cl = 0;
-    char *cfg = read_file(base, "config.json", &cl);
+    char *cfg = slurp_at(base, "config.json", &cl);
     fresh_dir("sharded", d, sizeof d);
     write_file(d, "config.json", cfg, cl);
     write_file(d, "model.safetensors.index.json", idx, strlen(idx));
@@ -330,7 +331,7 @@ static void check_misaligned(void)
     char base[512], d[512], err[512] = "";
     snprintf(base, sizeof base, "%s/base", tmp);
     size_t n = 0;
-    unsigned char *st = (unsigned char *)read_file(base, "model.safetensors", &n);
+    unsigned char *st = (unsigned char *)slurp_at(base, "model.safetensors", &n);
     PK_CHECK(st != NULL && n > 8);
     if (!st)
         return;
@@ -367,8 +368,6 @@ int main(void)
     run_cases();
     check_sharded();
     check_misaligned();
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    PK_CHECK(system(cmd) == 0);
+    PK_CHECK(remove_tree(tmp) == 0);
     return PK_TEST_DONE();
 }

@@ -5,6 +5,7 @@
 #include "pk_crypto.h"
 #include "pk_test.h"
 #include "progress.h"
+#include "test_util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -183,20 +184,17 @@ static void test_checker_rejects(void)
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
-static char *read_all(const char *path)
+/* The SVG file at path (owned), checked: readable, well-formed XML, an <svg> root. */
+static char *read_svg(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    rewind(f);
-    char *s = malloc((size_t)n + 1);
-    size_t got = s ? fread(s, 1, (size_t)n, f) : 0;
-    if (s)
-        s[got] = '\0';
-    fclose(f);
-    return s;
+    char *svg = slurp(path, NULL);
+    PK_CHECK(svg != NULL);
+    if (svg) {
+        char root[32] = "";
+        PK_CHECK(xml_check(svg, root, sizeof root));
+        PK_CHECK(strcmp(root, "svg") == 0);
+    }
+    return svg;
 }
 
 /* The d attribute of <path id="ID" ...>: counts M/L commands, writes the first point. */
@@ -242,12 +240,8 @@ static void test_svg(void)
     FILE *f = fdopen(fd, "w");
     PK_CHECK_EQ(pk_plot_svg(f, "Run 1: <test> & 'quotes'", "step", "loss", ser, 2), PK_OK);
     fclose(f);
-    char *svg = read_all(path);
-    PK_CHECK(svg != NULL);
+    char *svg = read_svg(path);
     if (svg) {
-        char root[32] = "";
-        PK_CHECK(xml_check(svg, root, sizeof root));
-        PK_CHECK(strcmp(root, "svg") == 0);
         PK_CHECK(strstr(svg, "xmlns=\"http://www.w3.org/2000/svg\"") != NULL);
         PK_CHECK(strstr(svg, "version=\"1.1\"") != NULL);
         PK_CHECK(strstr(svg, "Run 1: &lt;test&gt; &amp; &apos;quotes&apos;") != NULL);
@@ -317,12 +311,8 @@ static void test_run_plot(void)
                         PK_OK);
     }
     PK_CHECK_EQ(pk_plot_run(s, run, out, err, sizeof err), PK_OK);
-    char *svg = read_all(out);
-    PK_CHECK(svg != NULL);
+    char *svg = read_svg(out);
     if (svg) {
-        char root[32] = "";
-        PK_CHECK(xml_check(svg, root, sizeof root));
-        PK_CHECK(strcmp(root, "svg") == 0);
         double x0, y0;
         PK_CHECK_EQ(path_points(svg, "train-loss", &x0, &y0), 40); /* one point per step */
         PK_CHECK_EQ(path_points(svg, "train-loss-raw", &x0, &y0), 40);
@@ -333,9 +323,7 @@ static void test_run_plot(void)
     PK_CHECK_EQ(pk_plot_run(s, run, "/nonexistent-dir/x.svg", err, sizeof err), PK_ERR_IO);
     PK_CHECK(strstr(err, "/nonexistent-dir/x.svg") != NULL);
     pk_store_close(s);
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", home);
-    PK_CHECK_EQ(system(cmd), 0);
+    PK_CHECK_EQ(remove_tree(home), 0);
 }
 
 int main(void)

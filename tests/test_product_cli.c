@@ -9,6 +9,7 @@
 #include "pk_test.h"
 /* this test starts no server-mock: the header's server helpers stay unused */
 #include "test_product_util.h"
+#include "test_util.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -90,30 +91,6 @@ static void str(const cJSON *j, const char *key, char *buf, size_t n)
 static int is_hash(const char *h)
 {
     return strlen(h) == 64 && strspn(h, "0123456789abcdef") == 64;
-}
-
-/* The whole file (owned, NUL-terminated) or NULL; *len gets its size. */
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    char *buf = NULL;
-    long sz = -1;
-    if (fseek(f, 0, SEEK_END) == 0)
-        sz = ftell(f);
-    if (sz >= 0 && fseek(f, 0, SEEK_SET) == 0)
-        buf = malloc((size_t)sz + 1);
-    if (buf != NULL && fread(buf, 1, (size_t)sz, f) != (size_t)sz) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf != NULL) {
-        buf[sz] = '\0';
-        *len = (size_t)sz;
-    }
-    return buf;
 }
 
 /* Largest |a[i] - b[i]| of two float32 logits files of N_IDS x VOCAB values; -1 on a size

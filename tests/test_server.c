@@ -4,9 +4,10 @@
  * quorum and deadline aggregation, the hash chain, a kill -9 restart mid-round, every fault
  * kind, the hub layout with Range, request capture, and bytes per device per round at K=4096.
  * The server binary is started from PK_BUILD_DIR and killed at the end of each case. */
-#include "srv_client.h"
 #include "pk_test.h"
+#include "srv_client.h"
 #include "srv_proto.h"
+#include "test_util.h"
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
@@ -49,12 +50,7 @@ static void sleep_ms(int ms)
 
 static void write_text(const char *path, const char *text)
 {
-    FILE *fp = fopen(path, "wb");
-    PK_CHECK(fp != NULL);
-    if (!fp)
-        return;
-    fputs(text, fp);
-    fclose(fp);
+    PK_CHECK(write_all(path, text, strlen(text)) == 0);
 }
 
 /* Writes a task file with K, quorum and deadline; returns its path (static per name). */
@@ -119,6 +115,26 @@ static int server_start(server *s, const char *db, const char *task, const char 
         return 0;
     }
     return 1;
+}
+
+/* The files of one test case: a database and a task. */
+typedef struct case_files {
+    char db[512], task[512];
+} case_files;
+
+/* Writes the task tmpdir/<name>-task.json (pool K, quorum, deadline in seconds, local steps) and
+ * starts the server on the fresh database tmpdir/<name>.db with it and the argv extras; the
+ * paths go to *f (may be NULL). */
+static int start_case(server *s, const char *name, int K, int quorum, double deadline, int steps,
+                      const char *const *extra, case_files *f)
+{
+    case_files local;
+    if (!f)
+        f = &local;
+    snprintf(f->db, sizeof f->db, "%s/%s.db", tmpdir, name);
+    snprintf(f->task, sizeof f->task, "%s/%s-task.json", tmpdir, name);
+    write_task(f->task, K, quorum, deadline, steps);
+    return server_start(s, f->db, f->task, extra);
 }
 
 /* SIGTERM (clean) or SIGKILL; returns the exit status (or -signal). */
@@ -548,12 +564,8 @@ static void test_round(const server *s)
 
 static void test_api(void)
 {
-    char db[512], task[512];
     server s;
-    snprintf(db, sizeof db, "%s/api.db", tmpdir);
-    snprintf(task, sizeof task, "%s/task3.json", tmpdir);
-    write_task(task, 4096, 3, 600, 16);
-    PK_CHECK(server_start(&s, db, task, NULL));
+    PK_CHECK(start_case(&s, "api", 4096, 3, 600, 16, NULL, NULL));
     if (!s.port)
         return;
     test_register_and_task(&s);
@@ -565,14 +577,11 @@ static void test_api(void)
 
 static void test_restart(void)
 {
-    char db[512], task[512];
+    case_files f;
     server s;
     dev d[3];
     pkp_pair p[1] = {{1, 1.0f}};
-    snprintf(db, sizeof db, "%s/restart.db", tmpdir);
-    snprintf(task, sizeof task, "%s/task3r.json", tmpdir);
-    write_task(task, 4096, 3, 600, 16);
-    PK_CHECK(server_start(&s, db, task, NULL));
+    PK_CHECK(start_case(&s, "restart", 4096, 3, 600, 16, NULL, &f));
     for (int i = 0; i < 3; i++) {
         dev_new(&d[i], 20 + i);
         PK_CHECK_EQ(dev_register(&s, &d[i]), 201);
@@ -580,7 +589,7 @@ static void test_restart(void)
     char *a0 = accept_upload(&s, &d[0], 1, "r0", 5, p, 1);
     free(accept_upload(&s, &d[1], 1, "r1", 5, p, 1));
     PK_CHECK_EQ(server_stop(&s, SIGKILL), -SIGKILL); /* mid-round, no clean shutdown */
-    PK_CHECK(server_start(&s, db, NULL, NULL));      /* the task comes from the database */
+    PK_CHECK(server_start(&s, f.db, NULL, NULL));    /* the task comes from the database */
     check_task(&s, 1, 2);
     PK_CHECK_EQ(dev_register(&s, &d[0]), 200);
     char *a0b = accept_upload(&s, &d[0], 1, "r0", 5, p, 1);
@@ -594,23 +603,19 @@ static void test_restart(void)
     cJSON_Delete(log);
     PK_CHECK_EQ(server_stop(&s, SIGTERM), 0);
     /* a different task on the same database is refused with a clear message */
-    write_task(task, 1024, 3, 600, 16);
+    write_task(f.task, 1024, 3, 600, 16);
     server bad;
-    PK_CHECK(!server_start(&bad, db, task, NULL));
+    PK_CHECK(!server_start(&bad, f.db, f.task, NULL));
     free(a0);
     free(a0b);
 }
 
 static void test_deadline(void)
 {
-    char db[512], task[512];
     server s;
     dev d;
     pkp_pair p[1] = {{7, 2.0f}};
-    snprintf(db, sizeof db, "%s/deadline.db", tmpdir);
-    snprintf(task, sizeof task, "%s/taskdl.json", tmpdir);
-    write_task(task, 4096, 100, 0.4, 16);
-    PK_CHECK(server_start(&s, db, task, NULL));
+    PK_CHECK(start_case(&s, "deadline", 4096, 100, 0.4, 16, NULL, NULL));
     dev_new(&d, 30);
     PK_CHECK_EQ(dev_register(&s, &d), 201);
     sleep_ms(600); /* an empty round at its deadline stays open */
@@ -658,16 +663,12 @@ static void *race_worker(void *p)
 
 static void test_concurrent_quorum(void)
 {
-    char db[512], task[512];
     server s;
     enum { T = 4, QUORUM = 25 };
     dev devs[T][10];
     race_arg args[T];
     pthread_t th[T];
-    snprintf(db, sizeof db, "%s/race.db", tmpdir);
-    snprintf(task, sizeof task, "%s/taskrace.json", tmpdir);
-    write_task(task, 4096, QUORUM, 600, 16);
-    PK_CHECK(server_start(&s, db, task, NULL));
+    PK_CHECK(start_case(&s, "race", 4096, QUORUM, 600, 16, NULL, NULL));
     for (int t = 0; t < T; t++)
         for (int i = 0; i < 10; i++) {
             dev_new(&devs[t][i], 100 + t * 10 + i);
@@ -698,13 +699,10 @@ static void test_concurrent_quorum(void)
 
 static void test_faults(void)
 {
-    char db[512], task[512];
     server s;
-    snprintf(db, sizeof db, "%s/faults.db", tmpdir);
-    snprintf(task, sizeof task, "%s/taskf.json", tmpdir);
-    write_task(task, 4096, 1, 600, 16);
     const char *extra[] = {"--faults", "delay=0.2:60ms,drop=0.2,5xx=0.2,truncate=0.2,seed=3", NULL};
-    PK_CHECK(server_start(&s, db, task, extra));
+    case_files f;
+    PK_CHECK(start_case(&s, "faults", 4096, 1, 600, 16, extra, &f));
     int n5xx = 0, ndrop = 0, ntrunc = 0, nok = 0, ndelay = 0;
     for (int i = 0; i < 60; i++) {
         pkc_response r;
@@ -757,7 +755,7 @@ static void test_faults(void)
     /* a bad spec is refused */
     const char *bad[] = {"--faults", "drop=2", NULL};
     server b;
-    PK_CHECK(!server_start(&b, db, task, bad));
+    PK_CHECK(!server_start(&b, f.db, f.task, bad));
 }
 
 /* ---- hub ------------------------------------------------------------------------------------- */
@@ -816,12 +814,9 @@ static void file_sha(const char *path, char hex[65])
 
 static void test_hub(void)
 {
-    char db[512], task[512], hub[512], p[1024], sha1[65], sha2[65], shar[65];
+    char hub[512], p[1024], sha1[65], sha2[65], shar[65];
     server s;
-    snprintf(db, sizeof db, "%s/hub.db", tmpdir);
-    snprintf(task, sizeof task, "%s/taskh.json", tmpdir);
     snprintf(hub, sizeof hub, "%s/hub", tmpdir);
-    write_task(task, 4096, 3, 600, 16);
     snprintf(p, sizeof p, "%s/hub/org/tiny/v2", tmpdir);
     PK_CHECK(mkdir(hub, 0700) == 0);
     snprintf(p, sizeof p, "%s/hub/org", tmpdir), mkdir(p, 0700);
@@ -840,7 +835,7 @@ static void test_hub(void)
     write_text(p, "{\"rev\":2}");
     file_sha(p, shar);
     const char *extra[] = {"--hub-dir", hub, NULL};
-    PK_CHECK(server_start(&s, db, task, extra));
+    PK_CHECK(start_case(&s, "hub", 4096, 3, 600, 16, extra, NULL));
     const char *f1 = "/org/tiny/resolve/main/model-00001-of-00002.safetensors";
     hub_get(&s, f1, NULL, 200, 300000, sha1);
     hub_get(&s, "/org/tiny/resolve/main/model-00002-of-00002.safetensors", NULL, 200, 1000, sha2);
@@ -877,12 +872,9 @@ static void test_hub(void)
  * followed (file or repo), and a name holding an encoded NUL is refused rather than cut short. */
 static void test_hub_confined(void)
 {
-    char db[512], task[512], hub[512], p[1024], q[1024], sha[65];
+    char hub[512], p[1024], q[1024], sha[65];
     server s;
-    snprintf(db, sizeof db, "%s/hubc.db", tmpdir);
-    snprintf(task, sizeof task, "%s/taskc.json", tmpdir);
     snprintf(hub, sizeof hub, "%s/hubc", tmpdir);
-    write_task(task, 4096, 3, 600, 16);
     PK_CHECK(mkdir(hub, 0700) == 0);
     snprintf(p, sizeof p, "%s/org", hub), mkdir(p, 0700);
     snprintf(p, sizeof p, "%s/org/m", hub), mkdir(p, 0700);
@@ -898,7 +890,7 @@ static void test_hub_confined(void)
     snprintf(p, sizeof p, "%s/org/out", hub); /* a repo that is a link to a folder outside */
     PK_CHECK(symlink(tmpdir, p) == 0);
     const char *extra[] = {"--hub-dir", hub, NULL};
-    PK_CHECK(server_start(&s, db, task, extra));
+    PK_CHECK(start_case(&s, "hubc", 4096, 3, 600, 16, extra, NULL));
     hub_get(&s, "/org/m/resolve/main/a", NULL, 200, 6, sha);
     hub_get(&s, "/org/m/resolve/main/alias", NULL, 200, 6, sha);
     hub_get(&s, "/org/m/resolve/main/leak.txt", NULL, 404, 0, NULL);
@@ -970,16 +962,13 @@ static void device_round(const server *s, const dev *d, long long round, int ste
 
 static void test_capture_and_bytes(void)
 {
-    char db[512], task[512], cap[512];
+    char cap[512];
     server s;
     enum { DEVICES = 3, STEPS = 64 };
-    snprintf(db, sizeof db, "%s/bytes.db", tmpdir);
-    snprintf(task, sizeof task, "%s/taskb.json", tmpdir);
     snprintf(cap, sizeof cap, "%s/capture", tmpdir);
     PK_CHECK(mkdir(cap, 0700) == 0);
-    write_task(task, 4096, DEVICES, 600, STEPS);
     const char *extra[] = {"--capture", cap, NULL};
-    PK_CHECK(server_start(&s, db, task, extra));
+    PK_CHECK(start_case(&s, "bytes", 4096, DEVICES, 600, STEPS, extra, NULL));
     dev d[DEVICES];
     size_t up[DEVICES] = {0}, down[DEVICES] = {0};
     for (int i = 0; i < DEVICES; i++) {
@@ -1025,9 +1014,7 @@ int main(void)
     test_hub();
     test_hub_confined();
     test_capture_and_bytes();
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
+    if (remove_tree(tmpdir) != 0)
         fprintf(stderr, "could not remove %s\n", tmpdir);
     return PK_TEST_DONE();
 }

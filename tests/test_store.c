@@ -136,15 +136,13 @@ static void test_init_open(void)
 static const char *const secrets[] = {"SECRET-ALPHA-7731", "SECRET-BRAVO-1188",
                                       "SECRET-CHARLIE-4242", "SECRET-DELTA-9090"};
 
-static void test_import_and_plaintext(const char *tmpdir)
+/* Imports secrets into "notes", then CSV "pairs" and paragraph TXT "paras"; bad files add
+ * nothing (all or nothing) and name the file and line. */
+static void import_files(pk_store *s, const char *tmpdir)
 {
-    char path[700];
-    int64_t n = 0, ds = 0, cnt = 0, *ids = NULL;
-    pk_store *s = open_ok(TEST_PASS);
-    if (!s)
-        return;
+    char path[700], data[1024];
+    int64_t n = 0, ds = 0, cnt = 0;
     snprintf(path, sizeof path, "%s/in.jsonl", tmpdir);
-    char data[1024];
     snprintf(data, sizeof data,
              "{\"text\":\"%s\",\"label\":\"a\"}\n{\"prompt\":\"%s\",\"response\":\"%s\"}\n"
              "{\"text\":\"%s plain\"}\n",
@@ -179,16 +177,19 @@ static void test_import_and_plaintext(const char *tmpdir)
     pk_import_opts po = {.format = PK_IMPORT_TXT, .paragraphs = 1};
     PK_CHECK_EQ(pk_store_import(s, path, "paras", po, &n), PK_OK);
     PK_CHECK_EQ(n, 2);
-    /* Read everything back. */
-    PK_CHECK_EQ(pk_store_dataset_id(s, "notes", &ds), PK_OK);
-    PK_CHECK_EQ(pk_store_example_ids(s, ds, &ids, &n), PK_OK);
-    PK_CHECK_EQ(n, 3);
-    for (int64_t i = 0; i < n; i++) {
+}
+
+/* Reads "notes" back and lists the datasets; the ids of "notes" go to *ids (owned, n of them). */
+static void read_back(pk_store *s, int64_t ds, int64_t **ids, int64_t *n)
+{
+    PK_CHECK_EQ(pk_store_example_ids(s, ds, ids, n), PK_OK);
+    PK_CHECK_EQ(*n, 3);
+    for (int64_t i = 0; i < *n; i++) {
         pk_example *e = NULL;
-        PK_CHECK_EQ(pk_store_example_get(s, ds, ids[i], &e), PK_OK);
+        PK_CHECK_EQ(pk_store_example_get(s, ds, (*ids)[i], &e), PK_OK);
         if (!e)
             continue;
-        PK_CHECK_EQ(e->id, ids[i]);
+        PK_CHECK_EQ(e->id, (*ids)[i]);
         if (i == 0)
             PK_CHECK(!strcmp(e->text, secrets[0]) && !strcmp(e->label, "a") && !e->prompt);
         if (i == 1)
@@ -204,13 +205,11 @@ static void test_import_and_plaintext(const char *tmpdir)
         PK_CHECK(!strcmp(dl[0].name, "notes") && dl[0].n_examples == 3 && dl[0].sealed_bytes > 0 &&
                  !strcmp(dl[1].name, "pairs") && !strcmp(dl[2].name, "paras"));
     free(dl);
-    /* Forget one example, then check nothing readable is left on disk anywhere. */
-    int64_t forgotten = ids[2];
-    PK_CHECK_EQ(pk_store_example_forget(s, forgotten), PK_OK);
-    PK_CHECK_EQ(pk_store_example_forget(s, forgotten), PK_ERR_NOTFOUND);
-    pk_example *gone = NULL;
-    PK_CHECK_EQ(pk_store_example_get(s, ds, forgotten, &gone), PK_ERR_NOTFOUND);
-    free(ids);
+}
+
+/* No secret and no passphrase in any file of the home (nor in SQLite's temp dir when closed). */
+static void check_no_plaintext(pk_store *s)
+{
     for (size_t i = 0; i < 4; i++) /* while open: db, -wal, -shm */
         PK_CHECK_EQ(dir_has(home, secrets[i], strlen(secrets[i])), 0);
     PK_CHECK_EQ(dir_has(home, TEST_PASS, strlen(TEST_PASS)), 0);
@@ -220,6 +219,25 @@ static void test_import_and_plaintext(const char *tmpdir)
         PK_CHECK_EQ(dir_has(getenv("SQLITE_TMPDIR"), secrets[i], strlen(secrets[i])), 0);
     }
     PK_CHECK_EQ(dir_has(home, TEST_PASS, strlen(TEST_PASS)), 0);
+}
+
+static void test_import_and_plaintext(const char *tmpdir)
+{
+    int64_t n = 0, ds = 0, *ids = NULL;
+    pk_store *s = open_ok(TEST_PASS);
+    if (!s)
+        return;
+    import_files(s, tmpdir);
+    PK_CHECK_EQ(pk_store_dataset_id(s, "notes", &ds), PK_OK);
+    read_back(s, ds, &ids, &n);
+    /* Forget one example, then check nothing readable is left on disk anywhere. */
+    int64_t forgotten = ids[2];
+    PK_CHECK_EQ(pk_store_example_forget(s, forgotten), PK_OK);
+    PK_CHECK_EQ(pk_store_example_forget(s, forgotten), PK_ERR_NOTFOUND);
+    pk_example *gone = NULL;
+    PK_CHECK_EQ(pk_store_example_get(s, ds, forgotten, &gone), PK_ERR_NOTFOUND);
+    free(ids);
+    check_no_plaintext(s);
 }
 
 /* Raw access to the sealed rows, as an attacker with the file would have. */
@@ -401,13 +419,10 @@ static void test_tamper(void)
     fprintf(stderr, "tamper: %d swaps\n", swaps);
 }
 
-static void test_runs_and_sync(void)
+/* A run's step log (duplicate steps and unknown runs refused), status, listing and evals. */
+static void check_run_log(pk_store *s, int64_t run)
 {
-    pk_store *s = open_ok(TEST_PASS);
-    if (!s)
-        return;
-    int64_t run = 0, *ids = NULL, n = 0;
-    PK_CHECK_EQ(pk_store_run_create(s, 0, "{\"lr\":1e-6}", "ab", 100, &run), PK_OK);
+    int64_t *ids = NULL, n = 0;
     pk_step_row rows[2] = {{0, 0, 0xfedcba9876543210ull, 0.5f, 1.f, 2.f, 1e-6f, 1e-3f},
                            {0, 1, 7, -0.25f, 3.f, 4.f, 1e-6f, 1e-3f}};
     PK_CHECK_EQ(pk_store_steps_append(s, run, rows, 2), PK_OK);
@@ -443,7 +458,11 @@ static void test_runs_and_sync(void)
     PK_CHECK_EQ(pk_store_eval_read(s, run, &es, &el, &ea, &ne), PK_OK);
     PK_CHECK(ne == 2 && es[1] == 10 && el[0] == 2.5 && isnan(ea[0]) && ea[1] == 0.75);
     free(es), free(el), free(ea);
-    /* Checkpoints: newest at or below max_step. */
+}
+
+/* Checkpoints: the newest at or below max_step. */
+static void check_checkpoints(pk_store *s, int64_t run)
+{
     float w1[3] = {1, 2, 3}, w2[3] = {4, 5, 6};
     PK_CHECK_EQ(pk_store_checkpoint_put(s, run, 5, w1, sizeof w1), PK_OK);
     PK_CHECK_EQ(pk_store_checkpoint_put(s, run, 9, w2, sizeof w2), PK_OK);
@@ -454,7 +473,11 @@ static void test_runs_and_sync(void)
     PK_CHECK(at == 5 && bl == sizeof w1 && !memcmp(b, w1, bl));
     pk_store_blob_free(b, bl);
     PK_CHECK_EQ(pk_store_checkpoint_get(s, run, 4, &at, &b, &bl), PK_ERR_NOTFOUND);
-    /* State and outbox. */
+}
+
+/* State keys overwrite; the outbox is idempotent per key and drains in order. */
+static void check_state_and_outbox(pk_store *s)
+{
     char *v = NULL, *k = NULL;
     PK_CHECK_EQ(pk_store_state_get(s, "server", &v), PK_ERR_NOTFOUND);
     PK_CHECK_EQ(pk_store_state_set(s, "server", "http://x"), PK_OK);
@@ -474,6 +497,18 @@ static void test_runs_and_sync(void)
     free(k), free(v);
     PK_CHECK_EQ(pk_store_outbox_done(s, "k2"), PK_OK);
     PK_CHECK_EQ(pk_store_outbox_peek(s, &k, &v), PK_ERR_NOTFOUND);
+}
+
+static void test_runs_and_sync(void)
+{
+    pk_store *s = open_ok(TEST_PASS);
+    if (!s)
+        return;
+    int64_t run = 0;
+    PK_CHECK_EQ(pk_store_run_create(s, 0, "{\"lr\":1e-6}", "ab", 100, &run), PK_OK);
+    check_run_log(s, run);
+    check_checkpoints(s, run);
+    check_state_and_outbox(s);
     /* Identity: signatures verify against the public key. */
     uint8_t pk[32], sig[64];
     PK_CHECK_EQ(pk_store_identity_public(s, pk), PK_OK);
@@ -482,6 +517,7 @@ static void test_runs_and_sync(void)
     PK_CHECK_EQ(pk_sign_verify(pk, "bodY", 4, sig), PK_ERR_AUTH);
     /* Forget a dataset used by a run: the run keeps its log, dataset id 0. */
     int64_t ds = 0, run2 = 0;
+    pk_run_info ri;
     PK_CHECK_EQ(pk_store_dataset_id(s, "paras", &ds), PK_OK);
     PK_CHECK_EQ(pk_store_run_create(s, ds, "{}", "cd", 1, &run2), PK_OK);
     PK_CHECK_EQ(pk_store_dataset_forget(s, "paras"), PK_OK);
@@ -538,10 +574,7 @@ static void test_two_processes(const char *tmpdir)
 {
     char path[700];
     snprintf(path, sizeof path, "%s/many.txt", tmpdir);
-    FILE *f = fopen(path, "w");
-    for (int i = 0; i < 3000; i++)
-        fprintf(f, "line %d of a concurrent import\n", i);
-    fclose(f);
+    write_lines(path, 3000, "line ", " of a concurrent import");
     pid_t kids[2];
     for (int k = 0; k < 2; k++) {
         kids[k] = fork();

@@ -149,10 +149,7 @@ static void test_kill_rekey(void)
     pk_store *s = NULL;
     int64_t n = 0;
     snprintf(small, sizeof small, "%s.small", data_path);
-    FILE *f = fopen(small, "w");
-    for (int i = 0; i < N_REKEY; i++)
-        fprintf(f, "rekey example %d with some words to seal\n", i);
-    fclose(f);
+    write_lines(small, N_REKEY, "rekey example ", " with some words to seal");
     PK_CHECK_EQ(pk_store_open(home, cur, strlen(cur), &s, err, sizeof err), PK_OK);
     pk_import_opts o = {.format = PK_IMPORT_TXT, .paragraphs = 0};
     PK_CHECK_EQ(pk_store_import(s, small, "rekeyed", o, &n), PK_OK);
@@ -251,13 +248,8 @@ static size_t import_peak_rss(const char *dir, int lines, const char *name)
 {
     char path[700];
     snprintf(path, sizeof path, "%s/%s.txt", dir, name);
-    FILE *f = fopen(path, "w");
-    for (int i = 0; i < lines; i++)
-        fprintf(f,
-                "streaming line %d, about a hundred bytes long so the file is large enough "
-                "to see growth\n",
-                i);
-    fclose(f);
+    write_lines(path, lines, "streaming line ",
+                ", about a hundred bytes long so the file is large enough to see growth");
     int fds[2];
     size_t rss = 0;
     if (pipe(fds) != 0)
@@ -312,13 +304,8 @@ int main(void)
     snprintf(home, sizeof home, "%s/home", tmp);
     pk_store_db_path(home, db_path, sizeof db_path);
     snprintf(data_path, sizeof data_path, "%s/big.txt", tmp);
-    FILE *f = fopen(data_path, "w");
-    for (int i = 0; i < N_IMPORT; i++)
-        fprintf(f,
-                "example %d: a line of about one hundred bytes of text to seal into the "
-                "store, padded out\n",
-                i);
-    fclose(f);
+    write_lines(data_path, N_IMPORT, "example ",
+                ": a line of about one hundred bytes of text to seal into the store, padded out");
     PK_CHECK_EQ(pk_store_init(home, TEST_PASS, strlen(TEST_PASS), tiny_params(), err, sizeof err),
                 PK_OK);
     test_kill_import();

@@ -11,111 +11,9 @@
 
 #include "pk_test.h"
 #include "pk_tokenizer.h"
+#include "test_util.h"
 
 #define TD PK_SHARED_DIR "/testdata"
-
-static char *read_all(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)sz + 1);
-    if (b && fread(b, 1, (size_t)sz, f) != (size_t)sz) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) {
-        b[sz] = 0;
-        *n = (size_t)sz;
-    }
-    return b;
-}
-
-static int hexv(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                        : c >= 'A' && c <= 'F'   ? c - 'A' + 10
-                                                                 : -1;
-}
-
-static size_t put_utf8(char *o, unsigned cp)
-{
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xC0 | cp >> 6);
-        o[1] = (char)(0x80 | (cp & 63));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | cp >> 12);
-        o[1] = (char)(0x80 | (cp >> 6 & 63));
-        o[2] = (char)(0x80 | (cp & 63));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | cp >> 18);
-    o[1] = (char)(0x80 | (cp >> 12 & 63));
-    o[2] = (char)(0x80 | (cp >> 6 & 63));
-    o[3] = (char)(0x80 | (cp & 63));
-    return 4;
-}
-
-/* The JSON string value of "key" in line, decoded with its length (NUL-safe). */
-static char *json_text(const char *line, const char *key, size_t *n)
-{
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\"", key);
-    const char *p = strstr(line, pat);
-    if (!p)
-        return NULL;
-    p = strchr(p + strlen(pat), '"');
-    if (!p)
-        return NULL;
-    p++;
-    char *o = malloc(strlen(p) + 1);
-    size_t k = 0;
-    while (*p && *p != '"') {
-        if (*p != '\\') {
-            o[k++] = *p++;
-            continue;
-        }
-        p++;
-        char c = *p++;
-        if (c == 'n')
-            o[k++] = '\n';
-        else if (c == 't')
-            o[k++] = '\t';
-        else if (c == 'r')
-            o[k++] = '\r';
-        else if (c == 'b')
-            o[k++] = '\b';
-        else if (c == 'f')
-            o[k++] = '\f';
-        else if (c == 'u') {
-            unsigned cp = 0;
-            for (int i = 0; i < 4; i++)
-                cp = cp * 16 + (unsigned)hexv(*p++);
-            if (cp >= 0xD800 && cp < 0xDC00 && p[0] == '\\' && p[1] == 'u') {
-                unsigned lo = 0;
-                for (int i = 0; i < 4; i++)
-                    lo = lo * 16 + (unsigned)hexv(p[2 + i]);
-                p += 6;
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            }
-            k += put_utf8(o + k, cp);
-        } else
-            o[k++] = c;
-    }
-    o[k] = 0;
-    *n = k;
-    return o;
-}
 
 static pk_tokenizer *load_ok(const char *dir)
 {
@@ -180,12 +78,77 @@ static void check_stream(const pk_tokenizer *t, int skip, const int32_t *ids, si
     pk_tokenizer_stream_free(s);
 }
 
+typedef struct golden_stats {
+    int lines, id_bad, dec_bad; /* lines read; lines whose ids / decode differ */
+} golden_stats;
+
+/* Encoding text gives exactly the reference ids ref (wn of them); the first 5 misses are shown. */
+static void golden_ids(const pk_tokenizer *t, const char *dir, const char *line, const char *text,
+                       const int32_t *ref, size_t wn, golden_stats *gs)
+{
+    int32_t *ids = NULL;
+    size_t nid = 0;
+    PK_CHECK_EQ(pk_tokenizer_encode(t, text, strlen(text), 0, &ids, &nid), PK_OK);
+    int same = nid == wn;
+    for (size_t i = 0; same && i < wn; i++)
+        same = ids[i] == ref[i];
+    if (!same) {
+        if (gs->id_bad < 5) {
+            fprintf(stderr, "%s: ids differ for %s\n  got:", dir, line);
+            for (size_t i = 0; i < nid; i++)
+                fprintf(stderr, " %d", ids[i]);
+            fprintf(stderr, "\n");
+        }
+        gs->id_bad++;
+    }
+    free(ids);
+}
+
+/* One golden line {"text": ..., "ids": [...]}: identical ids, and the reference ids decode to the
+ * text (sp: after SentencePiece's whitespace rules), in one call and streamed. The text comes
+ * through cJSON, so it ends at its first NUL: no golden line has one. */
+static void golden_line(const pk_tokenizer *t, const char *dir, const char *line, int sp,
+                        golden_stats *gs)
+{
+    cJSON *j = cJSON_Parse(line);
+    const char *text = cJSON_GetStringValue(cJSON_GetObjectItem(j, "text"));
+    cJSON *ja = cJSON_GetObjectItem(j, "ids");
+    PK_CHECK(text && cJSON_IsArray(ja));
+    if (!text || !cJSON_IsArray(ja)) {
+        cJSON_Delete(j);
+        return;
+    }
+    gs->lines++;
+    size_t tn = strlen(text), wn = (size_t)cJSON_GetArraySize(ja);
+    int32_t *ref = malloc((wn + 1) * sizeof *ref);
+    for (size_t i = 0; i < wn; i++)
+        ref[i] = (int32_t)cJSON_GetArrayItem(ja, (int)i)->valueint;
+    golden_ids(t, dir, line, text, ref, wn, gs);
+    char *dec = NULL;
+    size_t dn = 0;
+    PK_CHECK_EQ(pk_tokenizer_decode(t, ref, wn, 0, &dec, &dn), PK_OK);
+    char *want = malloc(tn + 1);
+    size_t wl = sp ? sp_expected(text, tn, want) : tn;
+    if (!sp)
+        memcpy(want, text, tn);
+    if (!dec || dn != wl || memcmp(dec, want, wl) != 0) {
+        if (gs->dec_bad < 5)
+            fprintf(stderr, "%s: decode differs for %s\n  got: %.*s\n", dir, line, (int)dn,
+                    dec ? dec : "");
+        gs->dec_bad++;
+    }
+    check_stream(t, 0, ref, wn, want, wl);
+    free(want);
+    free(dec);
+    free(ref);
+    cJSON_Delete(j);
+}
+
 /* Every golden line: identical ids; decode gives the text back (sp: after SP whitespace rules). */
 static void golden(const char *dir, const char *file, int sp)
 {
     pk_tokenizer *t = load_ok(dir);
-    size_t n = 0;
-    char *data = read_all(file, &n);
+    char *data = slurp(file, NULL);
     PK_CHECK(data != NULL);
     if (!t || !data) {
         fprintf(stderr, "golden %s: missing %s\n", dir, data ? "tokenizer" : file);
@@ -193,65 +156,14 @@ static void golden(const char *dir, const char *file, int sp)
         free(data);
         return;
     }
-    int lines = 0, id_bad = 0, dec_bad = 0;
-    for (char *line = strtok(data, "\n"); line; line = strtok(NULL, "\n")) {
-        size_t tn = 0;
-        char *text = json_text(line, "text", &tn);
-        cJSON *j = cJSON_Parse(line);
-        cJSON *ja = cJSON_GetObjectItem(j, "ids");
-        PK_CHECK(text && cJSON_IsArray(ja));
-        if (!text || !cJSON_IsArray(ja)) {
-            free(text);
-            cJSON_Delete(j);
-            continue;
-        }
-        lines++;
-        int32_t *ids = NULL;
-        size_t nid = 0;
-        PK_CHECK_EQ(pk_tokenizer_encode(t, text, tn, 0, &ids, &nid), PK_OK);
-        size_t wn = (size_t)cJSON_GetArraySize(ja);
-        int same = nid == wn;
-        for (size_t i = 0; same && i < wn; i++)
-            same = ids[i] == (int32_t)cJSON_GetArrayItem(ja, (int)i)->valueint;
-        if (!same) {
-            if (id_bad < 5) {
-                fprintf(stderr, "%s: ids differ for %s\n  got:", dir, line);
-                for (size_t i = 0; i < nid; i++)
-                    fprintf(stderr, " %d", ids[i]);
-                fprintf(stderr, "\n");
-            }
-            id_bad++;
-        }
-        /* decode the reference ids */
-        int32_t *ref = malloc((wn + 1) * sizeof *ref);
-        for (size_t i = 0; i < wn; i++)
-            ref[i] = (int32_t)cJSON_GetArrayItem(ja, (int)i)->valueint;
-        char *dec = NULL;
-        size_t dn = 0;
-        PK_CHECK_EQ(pk_tokenizer_decode(t, ref, wn, 0, &dec, &dn), PK_OK);
-        char *want = malloc(tn + 1);
-        size_t wl = sp ? sp_expected(text, tn, want) : tn;
-        if (!sp)
-            memcpy(want, text, tn);
-        if (!dec || dn != wl || memcmp(dec, want, wl) != 0) {
-            if (dec_bad < 5)
-                fprintf(stderr, "%s: decode differs for %s\n  got: %.*s\n", dir, line, (int)dn,
-                        dec ? dec : "");
-            dec_bad++;
-        }
-        check_stream(t, 0, ref, wn, want, wl);
-        free(want);
-        free(dec);
-        free(ref);
-        free(ids);
-        free(text);
-        cJSON_Delete(j);
-    }
-    fprintf(stderr, "%s: %d lines, %d id mismatches, %d decode mismatches\n", dir, lines, id_bad,
-            dec_bad);
-    PK_CHECK(lines >= 200);
-    PK_CHECK_EQ(id_bad, 0);
-    PK_CHECK_EQ(dec_bad, 0);
+    golden_stats gs = {0, 0, 0};
+    for (char *line = strtok(data, "\n"); line; line = strtok(NULL, "\n"))
+        golden_line(t, dir, line, sp, &gs);
+    fprintf(stderr, "%s: %d lines, %d id mismatches, %d decode mismatches\n", dir, gs.lines,
+            gs.id_bad, gs.dec_bad);
+    PK_CHECK(gs.lines >= 200);
+    PK_CHECK_EQ(gs.id_bad, 0);
+    PK_CHECK_EQ(gs.dec_bad, 0);
     free(data);
     pk_tokenizer_free(t);
 }
@@ -270,26 +182,7 @@ static void link_into(const char *dir, const char *src, const char *name)
 
 static void write_file(const char *dir, const char *name, const void *data, size_t n)
 {
-    char p[1024];
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    FILE *f = fopen(p, "wb");
-    PK_CHECK(f != NULL);
-    if (!f)
-        return;
-    PK_CHECK(fwrite(data, 1, n, f) == n);
-    fclose(f);
-}
-
-static void rm_dir(const char *dir)
-{
-    const char *names[] = {"vocab.json",   "merges.txt", "tokenizer.json", "tokenizer.model",
-                           "tokenizer_config.json", "special_tokens_map.json", "config.json"};
-    char p[1024];
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
-        unlink(p);
-    }
-    rmdir(dir);
+    PK_CHECK(write_at(dir, name, data, n) == 0);
 }
 
 static void test_gpt2_pair(void)
@@ -301,14 +194,27 @@ static void test_gpt2_pair(void)
     link_into(dir, TD "/tokenizers/gpt2/tokenizer_config.json", "tokenizer_config.json");
     link_into(dir, TD "/tokenizers/gpt2/special_tokens_map.json", "special_tokens_map.json");
     golden(dir, TD "/tokenizers/gpt2/golden.jsonl", 0);
-    rm_dir(dir);
+    remove_tree(dir);
+}
+
+/* ids decode (skip: without special tokens) to exactly want; a difference is shown. */
+static void expect_decode(const pk_tokenizer *t, const int32_t *ids, size_t n, int skip,
+                          const char *want)
+{
+    char *dec = NULL;
+    size_t dn = 0;
+    PK_CHECK_EQ(pk_tokenizer_decode(t, ids, n, skip, &dec, &dn), PK_OK);
+    PK_CHECK(dec && dn == strlen(want) && !strcmp(dec, want));
+    if (dec && strcmp(dec, want))
+        fprintf(stderr, "  decoded:\n%s\nwant:\n%s\n", dec, want);
+    free(dec);
 }
 
 static void test_greedy(void)
 {
     pk_tokenizer *t = load_ok(TD "/models/stories260k");
     size_t n = 0;
-    char *data = read_all(TD "/models/stories260k/reference/greedy_from_bos.json", &n);
+    char *data = slurp(TD "/models/stories260k/reference/greedy_from_bos.json", &n);
     cJSON *j = data ? cJSON_Parse(data) : NULL;
     cJSON *ja = cJSON_GetObjectItem(j, "greedy_tokens");
     const char *want = cJSON_GetStringValue(cJSON_GetObjectItem(j, "text"));
@@ -319,14 +225,8 @@ static void test_greedy(void)
         for (size_t i = 0; i < k; i++)
             ids[i] = (int32_t)cJSON_GetArrayItem(ja, (int)i)->valueint;
         PK_CHECK_EQ(ids[0], pk_tokenizer_bos(t));
-        char *txt = NULL;
-        size_t tn = 0;
-        PK_CHECK_EQ(pk_tokenizer_decode(t, ids, k, 1, &txt, &tn), PK_OK);
-        PK_CHECK(txt && tn == strlen(want) && !strcmp(txt, want));
-        if (txt && strcmp(txt, want))
-            fprintf(stderr, "greedy decode:\n%s\nwant:\n%s\n", txt, want);
+        expect_decode(t, ids, k, 1, want);
         check_stream(t, 1, ids, k, want, strlen(want));
-        free(txt);
         /* the text re-encodes (with BOS) to a prefix-compatible sequence */
         int32_t *re = NULL;
         size_t rn = 0;
@@ -377,15 +277,11 @@ static void test_specials(void)
     const char *txt = "<|begin_of_text|>Hi<|eot_id|>";
     PK_CHECK_EQ(pk_tokenizer_encode(l, txt, strlen(txt), 0, &ids, &n), PK_OK);
     PK_CHECK(n == 3 && ids[0] == 128000 && ids[2] == 128009);
+    expect_decode(l, ids, n, 1, "Hi");
+    expect_decode(l, ids, n, 0, txt);
+    free(ids);
     char *dec = NULL;
     size_t dn = 0;
-    PK_CHECK_EQ(pk_tokenizer_decode(l, ids, n, 1, &dec, &dn), PK_OK);
-    PK_CHECK(dec && dn == 2 && !strcmp(dec, "Hi"));
-    free(dec);
-    PK_CHECK_EQ(pk_tokenizer_decode(l, ids, n, 0, &dec, &dn), PK_OK);
-    PK_CHECK(dec && dn == strlen(txt) && !strcmp(dec, txt));
-    free(dec);
-    free(ids);
     /* bad ids are an argument error, not a crash */
     int32_t bad = 50257;
     PK_CHECK_EQ(pk_tokenizer_decode(g, &bad, 1, 0, &dec, &dn), PK_ERR_ARG);
@@ -463,7 +359,7 @@ static void test_errors(void)
     expect_fail(dir, PK_ERR_NOTFOUND, dir, "no tokenizer files");
     /* a truncated tokenizer.json */
     size_t n = 0;
-    char *tj = read_all(TD "/tokenizers/gpt2/tokenizer.json", &n);
+    char *tj = slurp(TD "/tokenizers/gpt2/tokenizer.json", &n);
     PK_CHECK(tj != NULL);
     if (tj) {
         write_file(dir, "tokenizer.json", tj, n / 2);
@@ -485,7 +381,7 @@ static void test_errors(void)
                          "\"behavior\":\"Isolated\"}}";
     write_file(dir, "tokenizer.json", bad_re, strlen(bad_re));
     expect_fail(dir, PK_ERR_FORMAT, "tokenizer.json", "regex");
-    rm_dir(dir);
+    remove_tree(dir);
 
     /* vocab.json without merges.txt; malformed merges.txt */
     char d2[] = "/tmp/pk_tok_err2_XXXXXX";
@@ -497,12 +393,12 @@ static void test_errors(void)
     expect_fail(d2, PK_ERR_FORMAT, "merges.txt", "line 3");
     write_file(d2, "vocab.json", "{\"a\":0,", 7);
     expect_fail(d2, PK_ERR_FORMAT, "vocab.json", "malformed");
-    rm_dir(d2);
+    remove_tree(d2);
 
     /* truncated and garbage tokenizer.model */
     char d3[] = "/tmp/pk_tok_err3_XXXXXX";
     make_dir(d3);
-    char *m = read_all(TD "/models/stories260k/tokenizer.model", &n);
+    char *m = slurp(TD "/models/stories260k/tokenizer.model", &n);
     PK_CHECK(m != NULL);
     if (m) {
         write_file(d3, "tokenizer.model", m, n - 3);
@@ -517,7 +413,7 @@ static void test_errors(void)
     const uint8_t uni[] = {0x0a, 0x08, 0x0a, 0x01, 'a', 0x15, 0, 0, 0, 0, 0x12, 0x02, 0x18, 0x01};
     write_file(d3, "tokenizer.model", uni, sizeof uni);
     expect_fail(d3, PK_ERR_UNSUPPORTED, "tokenizer.model", "only BPE");
-    rm_dir(d3);
+    remove_tree(d3);
 
     /* bad config next to a good tokenizer */
     char d4[] = "/tmp/pk_tok_err4_XXXXXX";
@@ -525,7 +421,7 @@ static void test_errors(void)
     link_into(d4, TD "/models/stories260k/tokenizer.model", "tokenizer.model");
     write_file(d4, "tokenizer_config.json", "{\"add_bos_token\": tru", 21);
     expect_fail(d4, PK_ERR_FORMAT, "tokenizer_config.json", "malformed");
-    rm_dir(d4);
+    remove_tree(d4);
 }
 
 /* Loads a fuzz seed (mode byte, then the file) from tests/corpus/tokenizer into a temp dir. */
@@ -534,7 +430,7 @@ static pk_tokenizer *load_seed(const char *seed, const char *file, char *dir)
     char path[1024];
     snprintf(path, sizeof path, "%s/tests/corpus/tokenizer/%s", PK_SOURCE_DIR, seed);
     size_t n = 0;
-    char *d = read_all(path, &n);
+    char *d = slurp(path, &n);
     PK_CHECK(d != NULL && n > 1);
     if (!d)
         return NULL;
@@ -566,65 +462,70 @@ static void expect_ids(const pk_tokenizer *t, const char *text, int add, const i
             fprintf(stderr, " %d", ids[i]);
         fprintf(stderr, "\n");
     }
-    if (dec_want) {
-        char *dec = NULL;
-        size_t dn = 0;
-        PK_CHECK_EQ(pk_tokenizer_decode(t, ids, n, 1, &dec, &dn), PK_OK);
-        PK_CHECK(dec && dn == strlen(dec_want) && !strcmp(dec, dec_want));
-        if (dec && strcmp(dec, dec_want))
-            fprintf(stderr, "  decoded '%s', want '%s'\n", dec, dec_want);
-        free(dec);
-    }
+    if (dec_want)
+        expect_decode(t, ids, n, 1, dec_want);
     free(ids);
 }
 
-#define IDS(...) (const int32_t[]){__VA_ARGS__}, sizeof((const int32_t[]){__VA_ARGS__}) / 4
+/* A seed tokenizer must encode text (add: with specials) to ids (n of them) and decode them back
+ * to dec (NULL: decode not checked). */
+typedef struct seed_expect {
+    const char *text;
+    int add;
+    int32_t ids[4];
+    size_t n;
+    const char *dec;
+} seed_expect;
+
+/* A fuzz seed (tests/corpus/tokenizer/<seed>) loaded as file, and what it must do: up to 4
+ * expectations, ended by a NULL text. */
+typedef struct seed_case {
+    const char *seed, *file;
+    seed_expect e[4];
+    int unk_is_0; /* also check that the unknown-token id is 0 */
+} seed_case;
 
 /* Hand-built files covering the SentencePiece-family tokenizer.json (Prepend/Replace
  * normalizers, byte fallback, fuse_unk, Strip decoder), Metaspace, ignore_merges, templates and
  * a hand-written tokenizer.model with unused pieces. */
+static const seed_case seed_cases[] = {
+    {"json_sentencepiece.bin",
+     "tokenizer.json",
+     {{"ab a", 0, {8, 7, 8}, 3, "ab a"},
+      {"A\xc3\xa9", 0, {5, 3, 0}, 3, NULL},      /* A: byte fallback, é: no 0xA9 */
+      {"\xc3\xa9\xc3\xa9", 0, {5, 0}, 2, NULL}}, /* fuse_unk */
+     1},
+    {"json_metaspace.bin", "tokenizer.json", {{"a a", 0, {3, 3}, 2, "a a"}}, 0},
+    {"json_bytelevel.bin",
+     "tokenizer.json",
+     {{"Hello", 0, {8}, 1, "Hello"},                       /* ignore_merges: the whole word */
+      {"Hello<|end|> w", 1, {9, 8, 9, 11}, 4, "Hello w"}}, /* template + added */
+     0},
+    {"sp_model.bin",
+     "tokenizer.model",
+     {{"ab", 0, {8}, 1, "ab"},
+      {"  ab   ab ", 1, {1, 8, 8}, 3, "ab ab"},
+      {"c", 0, {9, 0}, 2, NULL},                             /* unused piece -> unknown */
+      {"\xc3\xa9\x41", 0, {9, 4, 5, 3}, 4, "\xc3\xa9\x41"}}, /* \x41: "A" after a hex escape */
+     0},
+    {"vocab_merges.bin", "vocab.json", {{"ab ab", 0, {2, 4}, 2, "ab ab"}}, 0},
+};
+
 static void test_seeds(void)
 {
-    char d1[] = "/tmp/pk_tok_seed1_XXXXXX";
-    pk_tokenizer *t = load_seed("json_sentencepiece.bin", "tokenizer.json", d1);
-    if (t) {
-        expect_ids(t, "ab a", 0, IDS(8, 7, 8), "ab a");
-        expect_ids(t, "A\xc3\xa9", 0, IDS(5, 3, 0), NULL); /* A: byte fallback, é: no 0xA9 */
-        expect_ids(t, "\xc3\xa9\xc3\xa9", 0, IDS(5, 0), NULL); /* fuse_unk */
-        PK_CHECK_EQ(pk_tokenizer_unk(t), 0);
+    for (size_t i = 0; i < sizeof seed_cases / sizeof seed_cases[0]; i++) {
+        const seed_case *c = &seed_cases[i];
+        char dir[] = "/tmp/pk_tok_seed_XXXXXX";
+        pk_tokenizer *t = load_seed(c->seed, c->file, dir);
+        for (size_t k = 0; t && k < 4 && c->e[k].text; k++) {
+            const seed_expect *e = &c->e[k];
+            expect_ids(t, e->text, e->add, e->ids, e->n, e->dec);
+        }
+        if (t && c->unk_is_0)
+            PK_CHECK_EQ(pk_tokenizer_unk(t), 0);
+        pk_tokenizer_free(t);
+        remove_tree(dir);
     }
-    pk_tokenizer_free(t);
-    rm_dir(d1);
-    char d2[] = "/tmp/pk_tok_seed2_XXXXXX";
-    t = load_seed("json_metaspace.bin", "tokenizer.json", d2);
-    if (t)
-        expect_ids(t, "a a", 0, IDS(3, 3), "a a");
-    pk_tokenizer_free(t);
-    rm_dir(d2);
-    char d3[] = "/tmp/pk_tok_seed3_XXXXXX";
-    t = load_seed("json_bytelevel.bin", "tokenizer.json", d3);
-    if (t) {
-        expect_ids(t, "Hello", 0, IDS(8), "Hello"); /* ignore_merges: the whole word */
-        expect_ids(t, "Hello<|end|> w", 1, IDS(9, 8, 9, 11), "Hello w"); /* template + added */
-    }
-    pk_tokenizer_free(t);
-    rm_dir(d3);
-    char d4[] = "/tmp/pk_tok_seed4_XXXXXX";
-    t = load_seed("sp_model.bin", "tokenizer.model", d4);
-    if (t) {
-        expect_ids(t, "ab", 0, IDS(8), "ab");
-        expect_ids(t, "  ab   ab ", 1, IDS(1, 8, 8), "ab ab");
-        expect_ids(t, "c", 0, IDS(9, 0), NULL); /* unused piece -> unknown */
-        expect_ids(t, "\xc3\xa9" "A", 0, IDS(9, 4, 5, 3), "\xc3\xa9" "A");
-    }
-    pk_tokenizer_free(t);
-    rm_dir(d4);
-    char d5[] = "/tmp/pk_tok_seed5_XXXXXX";
-    t = load_seed("vocab_merges.bin", "vocab.json", d5);
-    if (t)
-        expect_ids(t, "ab ab", 0, IDS(2, 4), "ab ab");
-    pk_tokenizer_free(t);
-    rm_dir(d5);
 }
 
 int main(void)

@@ -2,25 +2,13 @@
  * interrupt flag through a real SIGINT, and the sparkline in both character sets. */
 #include "pk_test.h"
 #include "progress.h"
+#include "test_util.h"
 
 #include <cjson/cJSON.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-/* Reads the whole tmpfile back into a NUL-terminated malloc'd string. */
-static char *slurp(FILE *f)
-{
-    long n = ftell(f);
-    rewind(f);
-    char *s = malloc((size_t)n + 1);
-    if (!s)
-        return NULL;
-    size_t got = fread(s, 1, (size_t)n, f);
-    s[got] = '\0';
-    return s;
-}
 
 static int count_lines(const char *s)
 {
@@ -42,7 +30,7 @@ static void test_plain(void)
         pk_progress_update(p, i, 2.0);
     PK_CHECK_NEAR(pk_progress_loss_ema(p), 2.0, 1e-12);
     pk_progress_finish(p);
-    char *s = slurp(f);
+    char *s = slurp_stream(f, NULL);
     PK_CHECK(s != NULL);
     if (s) {
         /* one line per 10% (10%..90%) plus the final one; a run this fast never hits 5 s */
@@ -100,7 +88,7 @@ static void test_json(void)
     for (int i = 1; i <= 1000; i++)
         pk_progress_update(p, i, i % 2 ? (double)NAN : 1.5);
     pk_progress_finish(p);
-    char *s = slurp(f);
+    char *s = slurp_stream(f, NULL);
     PK_CHECK(s != NULL);
     int lines = 0, done_events = 0;
     for (char *line = s ? strtok(s, "\n") : NULL; line; line = strtok(NULL, "\n")) {
@@ -146,7 +134,7 @@ static double final_rate(int64_t start)
     nanosleep(&ts, NULL);
     pk_progress_update(p, 1000, (double)NAN);
     pk_progress_finish(p);
-    char *s = slurp(f);
+    char *s = slurp_stream(f, NULL);
     char *last = s ? strstr(s, "\"event\":\"done\"") : NULL;
     const char *r = last ? strstr(last, "\"rate\":") : NULL;
     if (r)
@@ -174,7 +162,7 @@ static void test_unknown_total(void)
     pk_progress_set_bytes(p, 1);
     pk_progress_update(p, 3 * 1024 * 1024, (double)NAN);
     pk_progress_finish(p);
-    char *s = slurp(f);
+    char *s = slurp_stream(f, NULL);
     PK_CHECK(s && strstr(s, "dl: 3.0 MiB") != NULL);
     PK_CHECK(s && strstr(s, "%") == NULL); /* no percentage without a total */
     free(s);
@@ -207,10 +195,9 @@ static void spark(const double *v, size_t n, int width, int unicode, char *out, 
     if (!f)
         return;
     pk_sparkline_ex(f, v, n, width, unicode);
-    long len = ftell(f);
-    rewind(f);
-    size_t got = fread(out, 1, len > 0 && (size_t)len < cap ? (size_t)len : cap - 1, f);
-    out[got] = '\0';
+    char *s = slurp_stream(f, NULL);
+    snprintf(out, cap, "%s", s ? s : "");
+    free(s);
     fclose(f);
 }
 

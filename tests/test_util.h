@@ -1,0 +1,121 @@
+/* test_util.h: file helpers shared by the tests: read a whole file or stream, write one, walk and
+ * remove a directory tree. Header-only (static inline), so a test includes it without a change
+ * to its CMake fragment and an unused helper costs no warning. It does not depend on pk_test.h
+ * (fuzz targets use it too): helpers report failure by their result and the caller checks it. */
+#ifndef PK_TEST_UTIL_H
+#define PK_TEST_UTIL_H
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* All of stream f from its start, NUL-terminated (owned: free()), or NULL on a seek or read error
+ * or no memory. *len, when len is not NULL, gets the size without the NUL, on success only. */
+static inline char *slurp_stream(FILE *f, size_t *len)
+{
+    char *b = NULL;
+    long n = -1;
+    if (fseek(f, 0, SEEK_END) == 0)
+        n = ftell(f);
+    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0)
+        b = malloc((size_t)n + 1);
+    if (b != NULL && fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
+    if (b != NULL) {
+        b[n] = '\0';
+        if (len != NULL)
+            *len = (size_t)n;
+    }
+    return b;
+}
+
+/* The whole file at path, as slurp_stream; NULL if it cannot be opened or read. */
+static inline char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    char *b = slurp_stream(f, len);
+    fclose(f);
+    return b;
+}
+
+/* slurp of dir/name. */
+static inline char *slurp_at(const char *dir, const char *name, size_t *len)
+{
+    char p[1024];
+    if (snprintf(p, sizeof p, "%s/%s", dir, name) >= (int)sizeof p)
+        return NULL;
+    return slurp(p, len);
+}
+
+/* Writes the n bytes at data to path (created or truncated): 0, or -1 on any failure. */
+static inline int write_all(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (f == NULL)
+        return -1;
+    int ok = fwrite(data, 1, n, f) == n;
+    if (fclose(f) != 0)
+        ok = 0;
+    return ok ? 0 : -1;
+}
+
+/* write_all of dir/name. */
+static inline int write_at(const char *dir, const char *name, const void *data, size_t n)
+{
+    char p[1024];
+    if (snprintf(p, sizeof p, "%s/%s", dir, name) >= (int)sizeof p)
+        return -1;
+    return write_all(p, data, n);
+}
+
+/* Calls fn(path, is_dir, user) for everything below dir (not dir itself), a directory after what
+ * it holds, so fn may remove what it is given. Symbolic links are not followed; an entry whose
+ * path is over 1199 bytes or cannot be stat'ed is skipped. */
+static inline void walk_tree(const char *dir, void (*fn)(const char *path, int is_dir, void *user),
+                             void *user)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    char p[1200];
+    while (d && (de = readdir(d)) != NULL) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        if (snprintf(p, sizeof p, "%s/%s", dir, de->d_name) >= (int)sizeof p)
+            continue;
+        struct stat st;
+        if (lstat(p, &st) != 0)
+            continue;
+        int is_dir = S_ISDIR(st.st_mode);
+        if (is_dir)
+            walk_tree(p, fn, user);
+        fn(p, is_dir, user);
+    }
+    if (d)
+        closedir(d);
+}
+
+static inline void remove_entry(const char *path, int is_dir, void *user)
+{
+    (void)user;
+    if (is_dir)
+        rmdir(path);
+    else
+        unlink(path);
+}
+
+/* Removes dir and everything below it (no shell): 0 once dir is gone, -1 if it is still there or
+ * never was. */
+static inline int remove_tree(const char *dir)
+{
+    walk_tree(dir, remove_entry, NULL);
+    return rmdir(dir) == 0 ? 0 : -1;
+}
+
+#endif /* PK_TEST_UTIL_H */
