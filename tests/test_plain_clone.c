@@ -165,7 +165,7 @@ int main(void)
     if (!make_tmpdir(tmp, sizeof tmp, "plainclone") || !realpath(tmp, abs) ||
         strlen(abs) >= sizeof g_tmp)
         return 1;
-    snprintf(g_tmp, sizeof g_tmp, "%s", abs);
+    memcpy(g_tmp, abs, strlen(abs) + 1);
     double t0 = pk_time_now();
     int built = clone_and_build() == 0;
     PK_CHECK(built);
