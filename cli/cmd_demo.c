@@ -1,7 +1,8 @@
 /* cmd_demo.c: `pocketllm demo`, the end-to-end walkthrough (the README's first command): a
  * fresh encrypted home, the built-in Pip notes imported sealed, held-out loss and a sample
  * before and after a MeZO fine-tune, the seed log against the weights, the privacy summary;
- * --federated adds one round with a local coordinator (demo_fed.c). */
+ * --federated adds one round with a local coordinator (demo_fed.c). The base model is the
+ * stories260k the repository ships (models/), unless --model or POCKETLLM_MODEL names another. */
 #include "cli.h"
 #include "demo.h"
 #include "passphrase.h"
