@@ -10,7 +10,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/setup.sh
-SHARED="${PK_SHARED_DIR:-$(pwd)/../shared}"
+SHARED="${PK_SHARED_DIR:-$(dirname "$(pwd)")/shared}"
 JOBS="$(nproc)"
 LABELS="${PK_TEST_LABELS:-unit}"
 BUILDS="${PK_TEST_BUILDS:-release asan fuzz}"
@@ -40,7 +40,8 @@ needs_bundle() {
 }
 
 how_to_get() {
-    echo "put the bundle (a folder holding testdata/) at $(pwd)/../shared, or set PK_SHARED_DIR=/path/to/it"
+    echo "put the bundle (a folder holding testdata/) at $(dirname "$(pwd)")/shared, beside the" \
+        "repository, or set PK_SHARED_DIR=/path/to/it"
 }
 
 if [ "$HAVE_SHARED" = 0 ]; then
