@@ -128,6 +128,7 @@ static int fed_write_task(const demo_state *d, const fed_coord *c, int64_t steps
     cJSON *t = fed_task_json(d, steps);
     char *text = t ? cJSON_PrintUnformatted(t) : NULL;
     cJSON_Delete(t);
+    int oom = text == NULL;
     FILE *f = text ? fopen(path, "w") : NULL;
     int ok = f != NULL && fprintf(f, "%s\n", text) > 0;
     if (f)
@@ -135,7 +136,7 @@ static int fed_write_task(const demo_state *d, const fed_coord *c, int64_t steps
     cJSON_free(text);
     if (!ok)
         cli_error("demo", "cannot write the coordinator's task %s: %s", path,
-                  text ? strerror(errno) : "out of memory");
+                  oom ? "out of memory" : strerror(errno));
     return ok ? CLI_OK : CLI_ERR;
 }
 
