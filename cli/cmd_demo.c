@@ -1,7 +1,8 @@
 /* cmd_demo.c: `pocketllm demo`, the end-to-end walkthrough (the README's first command): a
  * fresh encrypted home, the built-in Pip notes imported sealed, held-out loss and a sample
  * before and after a MeZO fine-tune, the seed log against the weights, the privacy summary;
- * --federated adds one round with a local coordinator (demo_fed.c). */
+ * --federated adds one round with a local coordinator (demo_fed.c). The base model is the
+ * stories260k the repository ships (models/), unless --model or POCKETLLM_MODEL names another. */
 #include "cli.h"
 #include "demo.h"
 #include "passphrase.h"
@@ -12,10 +13,10 @@
 #include "pk_tokenizer.h"
 #include "progress.h"
 
+#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
-#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,37 +26,57 @@
 
 #define ERRLEN 1024
 
-/* ---- demo ----------------------------------------------------------------------------------- */
+/* The shipped default model (models/stories260k): where `cmake --install` puts it relative to
+ * the binary, and where the build found it in the source tree (models/CMakeLists.txt). */
+#define DEMO_MODEL_NAME "stories260k"
 
-static const char demo_help[] =
-    "usage: pocketllm demo [--model DIR] [--steps N] [--json] [--quiet] [--federated]\n"
-    "                      [--keep] [--lr X] [--batch N] [--threads N]\n"
-    "\n"
+/* ---- options -------------------------------------------------------------------------------- */
+
+#define T demo_opts
+static const cli_option demo_table[] = {
+    {"--model", CLI_STR, CLI_AT(T, model), 0, 0, NULL, "DIR",
+     "base model (else $POCKETLLM_MODEL, else the shipped stories260k)"},
+    {"--steps", CLI_INT, CLI_AT(T, steps), 1, 1000000, NULL, "N",
+     "MeZO steps (the default takes under a minute on 2 cores)"},
+    {"--lr", CLI_FLOAT, CLI_AT(T, lr), 1e-9, 1, NULL, "X", "learning rate"},
+    {"--batch", CLI_INT, CLI_AT(T, batch), 1, 1024, NULL, "N", "examples per step"},
+    {"--federated", CLI_FLAG, CLI_AT(T, federated), 0, 0, NULL, NULL,
+     "also run one federated round: a local coordinator and two simulated devices"},
+    {"--keep", CLI_FLAG, CLI_AT(T, keep), 0, 0, NULL, NULL,
+     "keep the temporary home (and loss.svg, demo.seedlog) and print its path"},
+    {"--json", CLI_FLAG, CLI_AT(T, c.json), 0, 0, NULL, NULL,
+     "progress as JSON lines; the last line is one JSON object (below)"},
+    CLI_QUIET_OPT(T),
+    CLI_THREADS_OPT(T),
+    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+};
+#undef T
+
+static const cli_command demo_cmd = {
+    "demo",
+    "demo [--model DIR] [--steps N] [--federated] [--keep] [--json] [options]",
     "The end-to-end walkthrough, in a fresh temporary home: create an encrypted store, import\n"
     "the built-in personal dataset (notes about Pip the dog; a held-out part is kept aside),\n"
     "measure the held-out loss and a generated sample, fine-tune with MeZO (forward passes\n"
-    "only), measure again, and compare the seed log with the weights it replaces.\n"
+    "only), measure again, and compare the seed log with the weights it replaces.",
+    demo_table, 0,
+    "The base model is --model DIR, else $POCKETLLM_MODEL, else stories260k (a real 260K-parameter\n"
+    "TinyStories Llama, MIT) shipped with PocketLLM: models/stories260k in the source tree, or\n"
+    "share/pocketllm/models/stories260k beside an installed bin/pocketllm.\n"
     "\n"
-    "  --model DIR  base model (default: $POCKETLLM_MODEL, else stories260k from the shared\n"
-    "               test data; else a small RANDOM model so the pipeline still runs)\n"
-    "  --steps N    MeZO steps (default 800: under a minute on 2 cores with stories260k)\n"
-    "  --lr X       learning rate (default 1e-4), --batch N examples per step (default 16)\n"
-    "  --federated  also run one federated round: a local coordinator\n"
-    "               (pocketllm-server-mock) and two simulated devices\n"
-    "  --keep       keep the temporary home (and loss.svg, demo.seedlog) and print its path\n"
-    "  --json       progress as JSON lines; the last line is one JSON object with\n"
-    "               loss_before, loss_after, seed_log_bytes, weight_bytes, and federated\n"
-    "               (true if the round closed and both devices reached one model; null\n"
-    "               without --federated), federated_hash, federated_bytes_up/down\n"
+    "With --json the last line is one JSON object with loss_before, loss_after, seed_log_bytes,\n"
+    "weight_bytes, model (\"shipped\" or \"given\"), model_dir, and federated (true if the\n"
+    "round closed and both devices reached one model; null without --federated),\n"
+    "federated_hash, federated_bytes_up/down.\n"
     "\n"
     "examples:\n"
     "  pocketllm demo\n"
-    "  pocketllm demo --steps 100 --json | tail -n 1\n";
+    "  pocketllm demo --steps 100 --json | tail -n 1"};
 
 /* Human text goes to stdout unless --quiet. */
 void demo_say(const demo_state *d, const char *fmt, ...)
 {
-    if (d->o.quiet)
+    if (d->o.c.quiet)
         return;
     va_list ap;
     va_start(ap, fmt);
@@ -64,52 +85,24 @@ void demo_say(const demo_state *d, const char *fmt, ...)
     fflush(stdout);
 }
 
-static int demo_parse(int argc, char **argv, demo_opts *o)
+/* ---- the base model ------------------------------------------------------------------------- */
+
+int demo_exe_dir(char *out, size_t n)
 {
-    static const char *const vals[] = {"--model", "--steps", "--lr", "--batch", "--threads", NULL};
-    static const char *const flags[] = {"--json", "--quiet", "--federated", "--keep", NULL};
-    if (cli_check(argc, argv, vals, flags))
-        return CLI_USAGE;
-    memset(o, 0, sizeof *o);
-    o->model = cli_opt(argc, argv, "--model");
-    o->steps = 800;
-    o->lr = 1e-4f; /* 2e-4 overshoots after ~400 of the 800 steps */
-    o->batch = 16;
-    long long v = 0;
-    double x = 0;
-    int r = cli_opt_long(argc, argv, "--steps", &v);
-    if (r < 0 || (r > 0 && (v < 1 || v > 1000000))) {
-        cli_error(argv[0], "--steps must be 1..1000000");
-        return CLI_USAGE;
+    char exe[1024];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len <= 0)
+        return -1;
+    exe[len] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash)
+        *slash = '\0';
+    int w = snprintf(out, n, "%s", exe);
+    if (w < 0 || (size_t)w >= n) {
+        errno = ENAMETOOLONG;
+        return -1;
     }
-    if (r > 0)
-        o->steps = v;
-    r = cli_opt_long(argc, argv, "--batch", &v);
-    if (r < 0 || (r > 0 && (v < 1 || v > 1024))) {
-        cli_error(argv[0], "--batch must be 1..1024");
-        return CLI_USAGE;
-    }
-    if (r > 0)
-        o->batch = (int)v;
-    r = cli_opt_double(argc, argv, "--lr", &x);
-    if (r < 0 || (r > 0 && !(x > 0.0 && x < 1.0))) {
-        cli_error(argv[0], "--lr must be in (0, 1)");
-        return CLI_USAGE;
-    }
-    if (r > 0)
-        o->lr = (float)x;
-    r = cli_opt_long(argc, argv, "--threads", &v);
-    if (r < 0 || (r > 0 && (v < 1 || v > 1024))) {
-        cli_error(argv[0], "--threads must be 1..1024");
-        return CLI_USAGE;
-    }
-    if (r > 0)
-        pk_threads_set((int)v);
-    o->json = cli_flag(argc, argv, "--json");
-    o->quiet = cli_flag(argc, argv, "--quiet");
-    o->federated = cli_flag(argc, argv, "--federated");
-    o->keep = cli_flag(argc, argv, "--keep");
-    return CLI_OK;
+    return 0;
 }
 
 static int is_model_dir(const char *dir)
@@ -119,31 +112,57 @@ static int is_model_dir(const char *dir)
     return access(p, R_OK) == 0;
 }
 
-/* --model, $POCKETLLM_MODEL, PK_SHARED_DIR's stories260k, ../shared relative to cwd. */
+/* dir made absolute into d->model_dir. */
+static int demo_use_model(demo_state *d, const char *dir, const char *source)
+{
+    char *abs = realpath(dir, NULL);
+    int ok = abs && strlen(abs) < sizeof d->model_dir;
+    if (ok)
+        snprintf(d->model_dir, sizeof d->model_dir, "%s", abs);
+    else
+        cli_error("demo", "cannot resolve %s: %s", dir, abs ? "path too long" : strerror(errno));
+    free(abs);
+    d->model_source = source;
+    return ok ? CLI_OK : CLI_ERR;
+}
+
+/* The shipped stories260k: installed (BINDIR/PK_MODELS_REL, as `cmake --install` lays it out),
+ * else in the source tree this pocketllm was built from. */
+static int demo_shipped_model(demo_state *d)
+{
+    char exe[1024], installed[1200] = "";
+    if (demo_exe_dir(exe, sizeof exe) == 0)
+        snprintf(installed, sizeof installed, "%s/%s/" DEMO_MODEL_NAME, exe, PK_MODELS_REL);
+    if (installed[0] && is_model_dir(installed))
+        return demo_use_model(d, installed, "shipped");
+    if (is_model_dir(PK_DEMO_MODEL_DIR))
+        return demo_use_model(d, PK_DEMO_MODEL_DIR, "shipped");
+    cli_error("demo",
+              "the shipped model " DEMO_MODEL_NAME " is in neither %s nor " PK_DEMO_MODEL_DIR
+              " (was the source tree moved?); give a model with --model DIR or POCKETLLM_MODEL",
+              installed[0] ? installed : "the install tree");
+    return CLI_ERR;
+}
+
+/* --model, $POCKETLLM_MODEL, else the shipped model. */
 static int demo_find_model(demo_state *d)
 {
-    const char *cands[4] = {d->o.model, getenv("POCKETLLM_MODEL"),
-                            PK_SHARED_DIR "/testdata/models/stories260k",
-                            "../shared/testdata/models/stories260k"};
-    for (int i = 0; i < 4; i++) {
-        if (!cands[i] || !*cands[i])
-            continue;
-        if (!is_model_dir(cands[i])) {
-            if (i < 2) {
-                cli_error("demo", "%s is not a model directory (no config.json)%s", cands[i],
-                          i == 1 ? " (from POCKETLLM_MODEL)" : "");
-                return CLI_ERR;
-            }
-            continue;
-        }
-        if (!realpath(cands[i], d->model_dir)) {
-            cli_error("demo", "cannot resolve %s: %s", cands[i], strerror(errno));
+    const char *env = getenv("POCKETLLM_MODEL");
+    if (d->o.model && *d->o.model) {
+        if (!is_model_dir(d->o.model)) {
+            cli_error("demo", "--model %s: not a model directory (no config.json)", d->o.model);
             return CLI_ERR;
         }
-        return CLI_OK;
+        return demo_use_model(d, d->o.model, "--model");
     }
-    d->random_model = 1;
-    return CLI_OK;
+    if (env && *env) {
+        if (!is_model_dir(env)) {
+            cli_error("demo", "POCKETLLM_MODEL=%s: not a model directory (no config.json)", env);
+            return CLI_ERR;
+        }
+        return demo_use_model(d, env, "POCKETLLM_MODEL");
+    }
+    return demo_shipped_model(d);
 }
 
 /* Removes a directory tree (the demo home); best effort. */
@@ -170,7 +189,6 @@ static void remove_tree(const char *path)
     }
 }
 
-/* Adds each non-empty line of text as one example of dataset `name`. */
 size_t demo_next_line(const char *text, size_t len, size_t *pos, char *line, size_t cap)
 {
     while (*pos < len) {
@@ -201,7 +219,7 @@ static pk_status demo_import(demo_state *d, const char *name, const char *text, 
                              int64_t *count)
 {
     pk_progress *p = pk_progress_new(
-        name, 0, d->o.quiet ? PK_PROGRESS_QUIET : pk_progress_mode_from_args(d->o.json, 0));
+        name, 0, d->o.c.quiet ? PK_PROGRESS_QUIET : pk_progress_mode_from_args(d->o.c.json, 0));
     pk_status st = PK_OK;
     *count = 0;
     char line[1024];
@@ -214,7 +232,7 @@ static pk_status demo_import(demo_state *d, const char *name, const char *text, 
         if (st == PK_OK)
             pk_progress_update(p, ++*count, (double)NAN);
     }
-    sodium_memzero(line, sizeof line);
+    pk_secure_wipe(line, sizeof line);
     pk_progress_finish(p);
     return st;
 }
@@ -323,59 +341,6 @@ pk_train_config demo_config(const demo_state *d)
     return c;
 }
 
-/* GPT-2-style byte-level BPE with no merges: 256 byte tokens + <|endoftext|>, so a random model
- * can still read and write text when no real model is around. */
-static int write_byte_tokenizer(const char *dir)
-{
-    char path[1200];
-    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return -1;
-    fputs("{\"version\":\"1.0\",\"added_tokens\":[{\"id\":256,\"content\":\"<|endoftext|>\","
-          "\"single_word\":false,\"lstrip\":false,\"rstrip\":false,\"normalized\":false,"
-          "\"special\":true}],\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"ByteLevel\","
-          "\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true},"
-          "\"post_processor\":null,\"decoder\":{\"type\":\"ByteLevel\"},"
-          "\"model\":{\"type\":\"BPE\",\"vocab\":{",
-          f);
-    /* the GPT-2 byte-to-unicode table: printable bytes map to themselves, others to 256+k */
-    int k = 0;
-    for (int b = 0; b < 256; b++) {
-        int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-        unsigned cp = printable ? (unsigned)b : 256u + (unsigned)k++;
-        char u[8];
-        if (cp < 0x80)
-            snprintf(u, sizeof u, "%c", (char)cp);
-        else
-            snprintf(u, sizeof u, "%c%c", (char)(0xC0 | (cp >> 6)), (char)(0x80 | (cp & 0x3F)));
-        if (cp == '"' || cp == '\\')
-            fprintf(f, "%s\"\\%s\":%d", b ? "," : "", u, b);
-        else
-            fprintf(f, "%s\"%s\":%d", b ? "," : "", u, b);
-    }
-    fputs(",\"<|endoftext|>\":256},\"merges\":[]}}\n", f);
-    return fclose(f) == 0 ? 0 : -1;
-}
-
-static int demo_random_model(demo_state *d)
-{
-    static const char cfg[] =
-        "{\"architectures\":[\"GPT2LMHeadModel\"],\"model_type\":\"gpt2\",\"vocab_size\":257,"
-        "\"n_positions\":128,\"n_embd\":64,\"n_layer\":2,\"n_head\":4,\"n_inner\":256,"
-        "\"activation_function\":\"gelu_new\",\"layer_norm_epsilon\":1e-05,"
-        "\"bos_token_id\":256,\"eos_token_id\":256,\"tie_word_embeddings\":true}";
-    char dir[1024], err[ERRLEN] = "";
-    snprintf(dir, sizeof dir, "%s/random-model", d->home);
-    pk_status st = pk_model_make(cfg, sizeof cfg - 1, dir, PK_DTYPE_F32, 7, err, sizeof err);
-    if (st != PK_OK || write_byte_tokenizer(dir) != 0) {
-        cli_error("demo", "cannot write a random model: %s", err[0] ? err : pk_status_str(st));
-        return CLI_ERR;
-    }
-    snprintf(d->model_dir, sizeof d->model_dir, "%s", dir);
-    return CLI_OK;
-}
-
 static int demo_setup(demo_state *d)
 {
     const char *tmp = getenv("TMPDIR");
@@ -456,7 +421,7 @@ static int demo_train(demo_state *d, const pk_train_config *cfg)
              (long long)cfg->steps, cfg->batch, (double)cfg->mezo.lr, (double)cfg->mezo.eps);
     d->prog =
         pk_progress_new("train", cfg->steps,
-                        d->o.quiet ? PK_PROGRESS_QUIET : pk_progress_mode_from_args(d->o.json, 0));
+                        d->o.c.quiet ? PK_PROGRESS_QUIET : pk_progress_mode_from_args(d->o.c.json, 0));
     pk_train_hooks hooks = {d, demo_on_step, NULL, NULL};
     pk_train_result res;
     double t0 = pk_time_now();
@@ -478,7 +443,7 @@ static int demo_train(demo_state *d, const pk_train_config *cfg)
     demo_say(d, "      %lld steps in %.1f s (%.1f steps/s; %.0f%% in forward passes)\n",
              (long long)res.steps_done, dt, (double)res.steps_done / (dt > 0 ? dt : 1),
              100.0 * res.forward_s / (dt > 0 ? dt : 1));
-    if (!d->o.quiet && d->n_losses > 1) {
+    if (!d->o.c.quiet && d->n_losses > 1) {
         demo_say(d, "      train loss: ");
         pk_sparkline(stdout, d->losses, (size_t)d->n_losses, 60);
         demo_say(d, "  %.3f -> %.3f\n", d->losses[0], d->losses[d->n_losses - 1]);
@@ -566,95 +531,117 @@ static void demo_privacy(const demo_state *d)
         (long long)(d->n_losses < 4096 ? d->n_losses : 4096) * 6);
 }
 
-static void demo_json(const demo_state *d, int federated_ok)
+/* The final --json object (cJSON escapes the paths); a failed federated part still reports the
+ * local results. */
+static int demo_json(const demo_state *d, int federated_ok)
 {
-    printf("{\"loss_before\":%.6f,\"loss_after\":%.6f,\"ppl_before\":%.4f,\"ppl_after\":%.4f,"
-           "\"seed_log_bytes\":%zu,\"weight_bytes\":%zu,\"steps\":%lld,\"run_id\":%lld,"
-           "\"model\":\"%s\",\"random_model\":%s,\"base_hash\":\"%s\",\"final_hash\":\"%s\","
-           "\"train_examples\":%lld,\"heldout_examples\":%lld,\"sealed_bytes\":%lld,",
-           d->loss_before, d->loss_after, exp(d->loss_before), exp(d->loss_after), d->seedlog_bytes,
-           d->weight_bytes, (long long)d->n_losses, (long long)d->run_id,
-           d->random_model ? "random" : "stories-or-given", d->random_model ? "true" : "false",
-           d->base_hash, d->final_hash, (long long)d->n_train, (long long)d->n_heldout,
-           (long long)d->sealed_bytes);
-    demo_fed_json(d, federated_ok);
-    printf("}\n");
+    cJSON *j = cJSON_CreateObject();
+    if (!j)
+        return cli_json_print(NULL);
+    cli_json_add_finite(j, "loss_before", d->loss_before);
+    cli_json_add_finite(j, "loss_after", d->loss_after);
+    cli_json_add_finite(j, "ppl_before", exp(d->loss_before));
+    cli_json_add_finite(j, "ppl_after", exp(d->loss_after));
+    cJSON_AddNumberToObject(j, "seed_log_bytes", (double)d->seedlog_bytes);
+    cJSON_AddNumberToObject(j, "weight_bytes", (double)d->weight_bytes);
+    cJSON_AddNumberToObject(j, "steps", (double)d->n_losses);
+    cJSON_AddNumberToObject(j, "run_id", (double)d->run_id);
+    cJSON_AddStringToObject(j, "model", !strcmp(d->model_source, "shipped") ? "shipped" : "given");
+    cJSON_AddStringToObject(j, "model_source", d->model_source);
+    cJSON_AddStringToObject(j, "model_dir", d->model_dir);
+    cJSON_AddFalseToObject(j, "random_model"); /* the demo always trains a real model now */
+    cJSON_AddStringToObject(j, "base_hash", d->base_hash);
+    cJSON_AddStringToObject(j, "final_hash", d->final_hash);
+    cJSON_AddNumberToObject(j, "train_examples", (double)d->n_train);
+    cJSON_AddNumberToObject(j, "heldout_examples", (double)d->n_heldout);
+    cJSON_AddNumberToObject(j, "sealed_bytes", (double)d->sealed_bytes);
+    demo_fed_json(d, federated_ok, j);
+    int rc = cli_json_print(j);
     fflush(stdout);
+    return rc;
+}
+
+/* Removes the temporary home unless --keep (then says where it is). A failed run keeps
+ * nothing either: its home holds only the demo's own notes. */
+static void demo_cleanup(const demo_state *d)
+{
+    if (!d->home[0])
+        return;
+    if (!d->o.keep) {
+        remove_tree(d->home);
+        return;
+    }
+    demo_say(d,
+             "Kept the demo files in %s (home/, loss.svg, demo.seedlog). Try:\n"
+             "  POCKETLLM_PASSPHRASE=%s pocketllm runs --home %s/home\n",
+             d->home, DEMO_PASSPHRASE, d->home);
+}
+
+/* The walkthrough's steps, in order; *fed is set to the federated outcome (-1: not run,
+ * 0: failed, 1: done). */
+static int demo_run(demo_state *d, int *fed)
+{
+    int rc = demo_find_model(d);
+    if (rc == CLI_OK)
+        rc = demo_setup(d);
+    if (rc == CLI_OK)
+        demo_say(d, "      base model: %s%s\n", d->model_dir,
+                 !strcmp(d->model_source, "shipped")
+                     ? " (stories260k, shipped with PocketLLM: a real TinyStories Llama)"
+                     : "");
+    pk_train_config cfg = demo_config(d);
+    if (rc == CLI_OK)
+        rc = demo_load_data(d);
+    if (rc == CLI_OK)
+        rc = demo_before(d, &cfg);
+    if (rc == CLI_OK)
+        rc = demo_train(d, &cfg);
+    if (rc == CLI_OK)
+        rc = demo_after(d, &cfg);
+    if (rc == CLI_OK)
+        rc = demo_seedlog(d);
+    if (rc != CLI_OK)
+        return rc;
+    demo_privacy(d);
+    if (d->o.federated) {
+        rc = demo_federated(d);
+        *fed = rc == CLI_OK;
+    }
+    return rc;
 }
 
 int cmd_demo(int argc, char **argv)
 {
-    if (cli_help(argc, argv, demo_help))
-        return CLI_OK;
     demo_state d;
     memset(&d, 0, sizeof d);
-    int rc = demo_parse(argc, argv, &d.o);
-    if (rc != CLI_OK)
-        return rc;
+    d.o.steps = 800;
+    d.o.lr = 1e-4f; /* 2e-4 overshoots after ~400 of the 800 steps */
+    d.o.batch = 16;
+    int rc = cli_parse(&demo_cmd, argc, argv, &d.o);
+    if (rc != 0)
+        return rc < 0 ? CLI_OK : rc;
+    cli_apply_threads(&d.o.c);
     if (pk_crypto_global_init() != PK_OK) {
-        cli_error(argv[0], "cannot initialise libsodium");
+        cli_error("demo", "cannot initialise libsodium");
         return CLI_ERR;
     }
-    if (d.o.federated && cli_http_init(argv[0]) != 0) /* only the federated round talks HTTP */
+    if (d.o.federated && cli_http_init("demo") != 0) /* only the federated round talks HTTP */
         return CLI_ERR;
     pk_interrupt_install();
     double t0 = pk_time_now();
     demo_say(&d,
              "PocketLLM demo: private on-device fine-tuning with forward passes only (MeZO)\n\n");
-    rc = demo_find_model(&d);
-    if (rc == CLI_OK)
-        rc = demo_setup(&d);
-    if (rc == CLI_OK && d.random_model) {
-        demo_say(&d,
-                 "      No base model found (--model DIR, POCKETLLM_MODEL, or stories260k under "
-                 "%s/testdata/models).\n      Using a small RANDOM model instead: the pipeline "
-                 "runs, but its samples are gibberish.\n      For the real demo: pocketllm demo "
-                 "--model DIR (e.g. after pocketllm pull Xenova/stories260K).\n",
-                 PK_SHARED_DIR);
-        rc = demo_random_model(&d);
-    }
-    if (rc == CLI_OK)
-        demo_say(&d, "      base model: %s%s\n", d.model_dir,
-                 d.random_model ? " (random weights)" : "");
-    pk_train_config cfg = demo_config(&d);
-    if (rc == CLI_OK)
-        rc = demo_load_data(&d);
-    if (rc == CLI_OK)
-        rc = demo_before(&d, &cfg);
-    if (rc == CLI_OK)
-        rc = demo_train(&d, &cfg);
-    if (rc == CLI_OK)
-        rc = demo_after(&d, &cfg);
-    if (rc == CLI_OK)
-        rc = demo_seedlog(&d);
     int fed = -1;
-    if (rc == CLI_OK) {
-        demo_privacy(&d);
-        if (d.o.federated) {
-            int frc = demo_federated(&d);
-            fed = frc == CLI_OK;
-            if (!fed)
-                rc = frc;
-        }
+    rc = demo_run(&d, &fed);
+    if (rc == CLI_OK || fed == 0)
         demo_say(&d, "\nDone in %.0f s. Held-out loss %.4f -> %.4f.\n", pk_time_now() - t0,
                  d.loss_before, d.loss_after);
-    }
     pk_store_close(d.s);
-    if (d.home[0]) {
-        if (d.o.keep || rc != CLI_OK) {
-            if (d.o.keep)
-                demo_say(&d,
-                         "Kept the demo files in %s (home/, loss.svg, demo.seedlog). Try:\n"
-                         "  POCKETLLM_PASSPHRASE=%s pocketllm runs --home %s/home\n",
-                         d.home, DEMO_PASSPHRASE, d.home);
-            if (!d.o.keep)
-                remove_tree(d.home);
-        } else {
-            remove_tree(d.home);
-        }
+    demo_cleanup(&d);
+    if ((rc == CLI_OK || fed == 0) && d.o.c.json) {
+        int jrc = demo_json(&d, fed);
+        rc = rc == CLI_OK ? jrc : rc;
     }
-    if ((rc == CLI_OK || fed == 0) && d.o.json)
-        demo_json(&d, fed); /* a failed federated part still reports the local results */
     free(d.losses);
     free(d.sample_before);
     free(d.sample_after);

@@ -2,6 +2,7 @@
 #ifndef PK_CLI_DEMO_H
 #define PK_CLI_DEMO_H
 
+#include "opts.h"
 #include "pk_mezo.h"
 #include "pk_store.h"
 #include "pk_train.h"
@@ -10,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The demo dataset, compiled in by agent/CMakeLists.txt (demo/embed.cmake). */
+/* The demo dataset, compiled in by cli/CMakeLists.txt (demo/embed.cmake). */
 extern const char pk_demo_train[];
 extern const size_t pk_demo_train_len;
 extern const char pk_demo_heldout[];
@@ -21,12 +22,13 @@ extern const size_t pk_demo_heldout_len;
 #define DEMO_GEN_SEED   42u
 #define DEMO_GEN_TOKENS 48
 
-typedef struct demo_opts {
-    const char *model;
-    int64_t steps;
-    float lr;
-    int batch;
-    int json, quiet, federated, keep;
+typedef struct demo_opts { /* the option table's struct (cmd_demo.c) */
+    cli_common c;            /* --threads, --json, --quiet */
+    const char *model;       /* --model DIR; NULL: $POCKETLLM_MODEL, else the shipped model */
+    int64_t steps;           /* MeZO steps of the fine-tune */
+    float lr;                /* learning rate */
+    int batch;               /* examples per step */
+    int federated, keep;     /* --federated, --keep */
 } demo_opts;
 
 typedef struct demo_fed {    /* --federated results (demo_federated, at the bottom) */
@@ -45,8 +47,8 @@ typedef struct demo_fed {    /* --federated results (demo_federated, at the bott
 typedef struct demo_state {
     demo_opts o;
     char home[256];
-    char model_dir[1024];
-    int random_model;
+    char model_dir[1024];     /* the base model, an absolute path */
+    const char *model_source; /* "shipped", "--model" or "POCKETLLM_MODEL" */
     pk_store *s;
     pk_progress *prog;
     double *losses; /* per-step train loss, for the sparkline */
@@ -69,9 +71,14 @@ size_t demo_next_line(const char *text, size_t len, size_t *pos, char *line, siz
 pk_status demo_create_home(const char *home, pk_store **s, char *err, size_t errlen);
 /* The MeZO settings of the demo's fine-tune (the federated round uses its lr and eps). */
 pk_train_config demo_config(const demo_state *d);
+/* The directory holding the running pocketllm binary (from /proc/self/exe) into out (n bytes).
+ * 0, or -1 with errno set. */
+int demo_exe_dir(char *out, size_t n);
 /* One federated round (demo_fed.c): a local coordinator and two simulated devices. */
 int demo_federated(demo_state *d);
-/* The federated members of the demo's final JSON object (after a comma). */
-void demo_fed_json(const demo_state *d, int federated_ok);
+/* Adds the federated members to the demo's final JSON object (borrowed): "federated" is null
+ * when federated_ok < 0 (no --federated), else true/false followed by the round's figures. */
+struct cJSON;
+void demo_fed_json(const demo_state *d, int federated_ok, struct cJSON *obj);
 
 #endif /* PK_CLI_DEMO_H */

@@ -1,4 +1,7 @@
-/* demo_fed.c: `pocketllm demo --federated`, one federated round on this machine. */
+/* demo_fed.c: `pocketllm demo --federated`, one federated round on this machine: it starts the
+ * coordinator (pocketllm-server-mock) as a child process, runs two simulated devices through
+ * pk_sync_round (pk_net.h) and reports what crossed the wire. The round's protocol and the
+ * devices' MeZO steps are net/'s and train/'s. */
 #include "cli.h"
 #include "demo.h"
 #include "passphrase.h"
@@ -9,13 +12,13 @@
 #include "pk_tokenizer.h"
 #include "progress.h"
 
+#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +33,7 @@
 #define ERRLEN 1024
 
 /* ---- demo --federated ------------------------------------------------------------------------
- * One federated round on this machine (issue 6): pocketllm-server-mock on 127.0.0.1 with a task
+ * One federated round on this machine: pocketllm-server-mock on 127.0.0.1 with a task
  * whose base model is the demo's, and two simulated devices, each an agent home of its own with
  * half of the Pip notes, running pk_sync_round in this process one after the other. The round
  * closes at quorum 2: device A uploads and leaves it open, device B uploads (the round closes)
@@ -70,21 +73,21 @@ typedef struct fed_device {
 static int fed_find_server(char *out, size_t n)
 {
     char exe[1024];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (len <= 0) {
+    if (demo_exe_dir(exe, sizeof exe) != 0) {
         cli_error("demo", "cannot locate the pocketllm binary (/proc/self/exe): %s",
                   strerror(errno));
         return CLI_ERR;
     }
-    exe[len] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (slash)
-        *slash = '\0';
     static const char *const rel[] = {"/" FED_SERVER, "/../server-mock/" FED_SERVER};
     for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
         char cand[1100];
         snprintf(cand, sizeof cand, "%s%s", exe, rel[i]);
-        if (access(cand, X_OK) == 0 && realpath(cand, out) && strlen(out) < n)
+        char *abs = access(cand, X_OK) == 0 ? realpath(cand, NULL) : NULL;
+        int ok = abs && strlen(abs) < n;
+        if (ok)
+            snprintf(out, n, "%s", abs);
+        free(abs);
+        if (ok)
             return CLI_OK;
     }
     cli_error("demo",
@@ -96,28 +99,44 @@ static int fed_find_server(char *out, size_t n)
 }
 
 /* The task: the demo's base model, a fresh random seed pool, the demo's lr and eps. */
-static int fed_write_task(const demo_state *d, const fed_coord *c, int64_t steps)
+static cJSON *fed_task_json(const demo_state *d, int64_t steps)
 {
     pk_train_config cfg = demo_config(d);
     uint8_t pool_seed[32];
-    char hex[65], path[500];
-    randombytes_buf(pool_seed, sizeof pool_seed);
-    sodium_bin2hex(hex, sizeof hex, pool_seed, sizeof pool_seed);
+    char hex[65];
+    pk_crypto_random(pool_seed, sizeof pool_seed);
+    pk_hex_encode(hex, sizeof hex, pool_seed, sizeof pool_seed);
+    cJSON *t = cJSON_CreateObject();
+    cJSON_AddStringToObject(t, "task_id", FED_TASK);
+    cJSON_AddStringToObject(t, "base_model_hash", d->base_hash);
+    cJSON_AddNumberToObject(t, "pool_size", FED_POOL_SIZE);
+    cJSON_AddStringToObject(t, "pool_seed", hex);
+    cJSON_AddStringToObject(t, "z_kind", "gaussian");
+    cJSON_AddNumberToObject(t, "lr", (double)cfg.mezo.lr);
+    cJSON_AddNumberToObject(t, "eps", (double)cfg.mezo.eps);
+    cJSON_AddNumberToObject(t, "local_steps", (double)steps);
+    cJSON_AddNumberToObject(t, "batch_size", cfg.batch);
+    cJSON_AddNumberToObject(t, "quorum", 2);
+    cJSON_AddNumberToObject(t, "deadline_seconds", FED_DEADLINE_S);
+    return t;
+}
+
+static int fed_write_task(const demo_state *d, const fed_coord *c, int64_t steps)
+{
+    char path[500];
     snprintf(path, sizeof path, "%s/task.json", c->dir);
-    FILE *f = fopen(path, "w");
-    int ok = f != NULL;
-    if (f) {
-        ok = fprintf(f,
-                     "{\"task_id\":\"%s\",\"base_model_hash\":\"%s\",\"pool_size\":%d,"
-                     "\"pool_seed\":\"%s\",\"z_kind\":\"gaussian\",\"lr\":%.9g,\"eps\":%.9g,"
-                     "\"local_steps\":%lld,\"batch_size\":%d,\"quorum\":2,"
-                     "\"deadline_seconds\":%d}\n",
-                     FED_TASK, d->base_hash, FED_POOL_SIZE, hex, (double)cfg.mezo.lr,
-                     (double)cfg.mezo.eps, (long long)steps, cfg.batch, FED_DEADLINE_S) > 0;
+    cJSON *t = fed_task_json(d, steps);
+    char *text = t ? cJSON_PrintUnformatted(t) : NULL;
+    cJSON_Delete(t);
+    int oom = text == NULL;
+    FILE *f = text ? fopen(path, "w") : NULL;
+    int ok = f != NULL && fprintf(f, "%s\n", text) > 0;
+    if (f)
         ok = fclose(f) == 0 && ok;
-    }
+    cJSON_free(text);
     if (!ok)
-        cli_error("demo", "cannot write the coordinator's task %s: %s", path, strerror(errno));
+        cli_error("demo", "cannot write the coordinator's task %s: %s", path,
+                  oom ? "out of memory" : strerror(errno));
     return ok ? CLI_OK : CLI_ERR;
 }
 
@@ -305,7 +324,7 @@ static int fed_device_init(fed_device *v, const char *dir, int half)
         else
             snprintf(err, sizeof err, "%s", pk_store_errmsg(v->s));
     }
-    sodium_memzero(line, sizeof line);
+    pk_secure_wipe(line, sizeof line);
     if (st != PK_OK) {
         cli_error("demo", "federated device %c (%s): %s", v->name, v->home,
                   err[0] ? err : pk_status_str(st));
@@ -436,7 +455,7 @@ static int fed_check_capture(const fed_coord *c, int *bodies, long long *bytes)
     if (dp)
         closedir(dp);
     free(body);
-    sodium_memzero(line, sizeof line);
+    pk_secure_wipe(line, sizeof line);
     return leaks || !dp ? -1 : 0;
 }
 
@@ -540,24 +559,32 @@ int demo_federated(demo_state *d)
     return rc;
 }
 
-/* The federated part of the --json summary: null without --federated. */
-void demo_fed_json(const demo_state *d, int federated_ok)
+/* Two numbers as a JSON array. */
+static void add_pair(cJSON *obj, const char *key, double a, double b)
+{
+    cJSON *arr = cJSON_AddArrayToObject(obj, key);
+    cJSON_AddItemToArray(arr, cJSON_CreateNumber(a));
+    cJSON_AddItemToArray(arr, cJSON_CreateNumber(b));
+}
+
+void demo_fed_json(const demo_state *d, int federated_ok, cJSON *obj)
 {
     const demo_fed *f = &d->fed;
-    printf("\"federated\":%s", federated_ok < 0 ? "null" : federated_ok ? "true" : "false");
-    if (federated_ok < 0)
+    if (federated_ok < 0) {
+        cJSON_AddNullToObject(obj, "federated");
         return;
-    printf(",\"federated_round\":%lld,\"federated_hash\":\"%s\","
-           "\"federated_device_hashes\":[\"%s\",\"%s\"],\"federated_bytes_up\":[%llu,%llu],"
-           "\"federated_bytes_down\":[%llu,%llu],\"federated_upload_body_bytes\":[%llu,%llu],"
-           "\"federated_pairs\":[%lld,%lld],\"federated_request_bodies\":%d,",
-           (long long)f->round, f->hash, f->device_hash[0], f->device_hash[1],
-           (unsigned long long)f->wire_up[0], (unsigned long long)f->wire_up[1],
-           (unsigned long long)f->wire_down[0], (unsigned long long)f->wire_down[1],
-           (unsigned long long)f->upload_body[0], (unsigned long long)f->upload_body[1],
-           (long long)f->pairs[0], (long long)f->pairs[1], f->bodies);
-    if (isfinite(f->loss))
-        printf("\"federated_loss\":%.6f", f->loss);
-    else
-        printf("\"federated_loss\":null");
+    }
+    cJSON_AddBoolToObject(obj, "federated", federated_ok);
+    cJSON_AddNumberToObject(obj, "federated_round", (double)f->round);
+    cJSON_AddStringToObject(obj, "federated_hash", f->hash);
+    cJSON *hashes = cJSON_AddArrayToObject(obj, "federated_device_hashes");
+    cJSON_AddItemToArray(hashes, cJSON_CreateString(f->device_hash[0]));
+    cJSON_AddItemToArray(hashes, cJSON_CreateString(f->device_hash[1]));
+    add_pair(obj, "federated_bytes_up", (double)f->wire_up[0], (double)f->wire_up[1]);
+    add_pair(obj, "federated_bytes_down", (double)f->wire_down[0], (double)f->wire_down[1]);
+    add_pair(obj, "federated_upload_body_bytes", (double)f->upload_body[0],
+             (double)f->upload_body[1]);
+    add_pair(obj, "federated_pairs", (double)f->pairs[0], (double)f->pairs[1]);
+    cJSON_AddNumberToObject(obj, "federated_request_bodies", f->bodies);
+    cli_json_add_finite(obj, "federated_loss", f->loss);
 }

@@ -184,7 +184,7 @@ int main(void)
     double t0 = pk_time_now();
     setenv("TMPDIR", g_tmp, 1);              /* the demo makes its home here */
     setenv("OMP_WAIT_POLICY", "passive", 1); /* the coordinator shares the cores */
-    unsetenv("POCKETLLM_MODEL");             /* stories260k through PK_SHARED_DIR */
+    unsetenv("POCKETLLM_MODEL");             /* the shipped stories260k */
     test_federated();
     test_not_federated();
     test_no_coordinator();

@@ -15,7 +15,7 @@
 #include <errno.h>
 #include <stdarg.h>
 
-#define STORIES PK_SHARED_DIR "/testdata/models/stories260k"
+#define STORIES PK_STORIES_DIR /* the copy shipped in models/ */
 #define PASS    "product-cli-test-passphrase"
 /* BOS + "Once upon a time, Pip the dog" in the stories260k tokenizer (vocab 512) */
 #define IDS   "1,403,407,261,378,432,410,460,417,427,265,400,428"
@@ -143,8 +143,11 @@ static void test_demo(void)
         PK_CHECK(after < before);
         PK_CHECK(seedlog > 0 && seedlog < weights);
         PK_CHECK_EQ(inum(j, "steps"), 60);
-        /* the real model was found through PK_SHARED_DIR, not the random fallback */
+        /* the real model the repository ships, found with no --model or POCKETLLM_MODEL */
         PK_CHECK(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "random_model")));
+        char model[16];
+        str(j, "model", model, sizeof model);
+        PK_CHECK(!strcmp(model, "shipped"));
         char base[80], fin[80];
         str(j, "base_hash", base, sizeof base);
         str(j, "final_hash", fin, sizeof fin);
@@ -505,7 +508,7 @@ static void test_plot(int64_t run, int steps)
 
 int main(void)
 {
-    unsetenv("POCKETLLM_MODEL"); /* the demo must find stories260k through PK_SHARED_DIR */
+    unsetenv("POCKETLLM_MODEL"); /* the demo must find the shipped stories260k itself */
     unsetenv("POCKETLLM_HOME");
     setenv("POCKETLLM_PASSPHRASE", PASS, 1);
     PK_CHECK(make_tmpdir(tmp, sizeof tmp, "prodcli"));

@@ -13,7 +13,7 @@ static void make_hub(const char *hub)
     mkdir(p, 0755);
     snprintf(p, sizeof p, "%s/demo/tiny", hub);
     mkdir(p, 0755);
-    const char *src = PK_SHARED_DIR "/testdata/models/stories260k";
+    const char *src = PK_STORIES_DIR; /* the copy shipped in models/ */
     static const char *const files[] = {"config.json", "model.safetensors", "tokenizer.model"};
     for (size_t i = 0; i < 3; i++) {
         char a[600], b[600];
@@ -59,7 +59,7 @@ int main(void)
     snprintf(part, sizeof part, "%s/config.json.part", out);
     snprintf(final, sizeof final, "%s/config.json", out);
     long long half = file_bytes(part);
-    PK_CHECK(half > 0 && half < file_bytes(PK_SHARED_DIR "/testdata/models/stories260k/config.json"));
+    PK_CHECK(half > 0 && half < file_bytes(PK_STORIES_DIR "/config.json"));
     PK_CHECK(file_bytes(final) < 0);
 
     /* 2. a healthy server: the pull resumes the .part and completes every file */

@@ -27,7 +27,7 @@
 #include <sodium.h>
 #include <time.h>
 
-#define STORIES     PK_SHARED_DIR "/testdata/models/stories260k"
+#define STORIES     PK_STORIES_DIR /* the copy shipped in models/ */
 #define LOCAL_STEPS 4
 #define ROUNDS      2
 #define N_AGENTS    3

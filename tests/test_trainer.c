@@ -19,7 +19,7 @@
 
 #include "store_test_util.h"
 
-#define STORIES PK_SHARED_DIR "/testdata/models/stories260k"
+#define STORIES PK_STORIES_DIR /* the copy shipped in models/ */
 
 static char home[512];
 

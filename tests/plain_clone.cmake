@@ -1,0 +1,4 @@
+# A plain clone (the committed tree, no shared/ beside it) builds pocketllm and runs the shortened
+# demo on the shipped stories260k from another directory; the install layout finds it too.
+pk_add_test(test_plain_clone SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_plain_clone.c
+    LIBS PkgConfig::CJSON LABELS unit TIMEOUT 600)
