@@ -15,30 +15,11 @@ enum { CLI_OK = 0, CLI_ERR = 1, CLI_USAGE = 2, CLI_INTERRUPTED = 130 };
 /* A command: argv[0] is the command name (for "bench X" and "data X", the sub-command name). */
 typedef int (*cli_fn)(int argc, char **argv);
 
-/* Options: "--name VALUE" or "--name=VALUE", anywhere after the command name.
- * cli_opt returns the value (borrowed from argv) or NULL; cli_flag returns 1 if present. */
-const char *cli_opt(int argc, char **argv, const char *name);
-int cli_flag(int argc, char **argv, const char *name);
-/* The n-th positional argument (not an option or an option's value), or NULL.
- * takes_value lists the options that take a value (NULL-terminated). */
-const char *cli_positional(int argc, char **argv, int n, const char *const *takes_value);
-/* Rejects options outside takes_value and flags (both NULL-terminated; --help and --home are
- * always allowed): prints "pocketllm CMD: unknown option --x (see pocketllm CMD --help)" and
- * returns 1. */
-int cli_check(int argc, char **argv, const char *const *takes_value, const char *const *flags);
-/* Parses a number option; on a malformed value prints an error and returns -1, absent -> 0
- * with *out untouched, present and valid -> 1. */
-int cli_opt_long(int argc, char **argv, const char *name, long long *out);
-int cli_opt_double(int argc, char **argv, const char *name, double *out);
-/* Prints help text (to stdout) if --help or -h is given; returns 1 then. */
-int cli_help(int argc, char **argv, const char *text);
 /* The agent home: --home DIR, else $POCKETLLM_HOME, else $XDG_DATA_HOME/pocketllm, else
  * ~/.local/share/pocketllm. Writes into out (size n); returns 0, or -1 if it does not fit. */
 int cli_home(const cli_common *c, char *out, size_t n);
 /* Prints "pocketllm CMD: message" to stderr (printf format). */
 void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Writes the n bytes of s to f as a JSON string literal, quotes included. */
-void cli_json_str(FILE *f, const char *s, size_t n);
 /* Every JSON the CLI prints is built with cJSON and printed by this: one line on stdout, then
  * the object is freed (taken; NULL after an allocation failure prints an error). Returns CLI_OK,
  * or CLI_ERR if it could not be printed. */

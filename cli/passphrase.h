@@ -28,11 +28,4 @@ int cli_read_new_passphrase(const cli_common *c, char **pass, size_t *len);
  * returns non-zero (CLI_ERR); *out is then NULL. *out is an owned result (pk_store_close). */
 int cli_open_store(const cli_common *c, pk_store **out);
 
-/* Transitional shims for commands not yet on an option table (cli/legacy.c): the same, reading
- * --home / --passphrase-file / --new-passphrase-file from argv. */
-int legacy_cli_open_store(int argc, char **argv, pk_store **out);
-int legacy_cli_read_passphrase(int argc, char **argv, int confirm, char **pass, size_t *len);
-int legacy_cli_read_new_passphrase(int argc, char **argv, char **pass, size_t *len);
-int legacy_cli_home(int argc, char **argv, char *out, size_t n);
-
 #endif /* PK_CLI_PASSPHRASE_H */
