@@ -113,6 +113,7 @@ static int out_example(sout *o, const pk_example *e, int with_id)
 static int dump_dataset(const char *cmd, pk_store *s, const char *name, int64_t limit, int fd,
                         int with_id)
 {
+    char serr[512] = ""; /* what the store says on failure */
     int64_t ds = 0, n = 0, *ids = NULL;
     sout o = {fd, pk_secure_alloc(OUT_CAP), 0, NULL, 0, 0};
     int rc = CLI_OK;
@@ -120,16 +121,16 @@ static int dump_dataset(const char *cmd, pk_store *s, const char *name, int64_t 
         cli_error(cmd, "out of secure memory");
         return CLI_ERR;
     }
-    if (pk_store_dataset_id(s, name, &ds) != PK_OK ||
-        pk_store_example_ids(s, ds, &ids, &n) != PK_OK) {
-        cli_error(cmd, "%s", pk_store_errmsg(s));
+    if (pk_store_dataset_id(s, name, &ds, serr, sizeof serr) != PK_OK ||
+        pk_store_example_ids(s, ds, &ids, &n, serr, sizeof serr) != PK_OK) {
+        cli_error(cmd, "%s", serr);
         rc = CLI_ERR;
         goto out;
     }
     for (int64_t i = 0; i < n && (limit < 0 || i < limit) && !o.failed && rc == CLI_OK; i++) {
         pk_example *e = NULL;
-        if (pk_store_example_get(s, ds, ids[i], &e) != PK_OK) {
-            cli_error(cmd, "%s", pk_store_errmsg(s));
+        if (pk_store_example_get(s, ds, ids[i], &e, serr, sizeof serr) != PK_OK) {
+            cli_error(cmd, "%s", serr);
             rc = CLI_ERR;
         } else if (out_example(&o, e, with_id) != 0) {
             cli_error(cmd, "out of secure memory for example %lld", (long long)ids[i]);
@@ -281,6 +282,7 @@ static void import_progress(void *user, int64_t n)
 /* Imports FILE with a progress display; prints the result. */
 static int import_run(const import_opts *o, pk_store *s, const char *file)
 {
+    char serr[512] = ""; /* what the store says on failure */
     pk_import_opts opts = {.format = (pk_import_format)o->format, .paragraphs = o->paragraphs};
     int64_t n = 0;
     pk_progress *prog =
@@ -288,10 +290,10 @@ static int import_run(const import_opts *o, pk_store *s, const char *file)
     pk_progress_set_unit(prog, "examples");
     opts.progress = import_progress;
     opts.progress_user = prog;
-    pk_status st = pk_store_import(s, file, o->dataset, opts, &n);
+    pk_status st = pk_store_import(s, file, o->dataset, opts, &n, serr, sizeof serr);
     pk_progress_finish(prog);
     if (st != PK_OK) {
-        cli_error(o->c.cmd, "%s; nothing was imported", pk_store_errmsg(s));
+        cli_error(o->c.cmd, "%s; nothing was imported", serr);
         return CLI_ERR;
     }
     if (o->c.json) {
@@ -450,10 +452,11 @@ static int list_row(const pk_dataset_info *d, int json)
 
 static int list_run(const list_opts *o, pk_store *s)
 {
+    char serr[512] = ""; /* what the store says on failure */
     pk_dataset_info *d = NULL;
     size_t n = 0;
-    if (pk_store_dataset_list(s, &d, &n) != PK_OK) {
-        cli_error(o->c.cmd, "%s", pk_store_errmsg(s));
+    if (pk_store_dataset_list(s, &d, &n, serr, sizeof serr) != PK_OK) {
+        cli_error(o->c.cmd, "%s", serr);
         return CLI_ERR;
     }
     if (!o->c.json)
@@ -504,10 +507,11 @@ static int data_show(int argc, char **argv)
 
 static int forget_run(const forget_opts *o, pk_store *s)
 {
-    pk_status st = o->dataset ? pk_store_dataset_forget(s, o->dataset)
-                              : pk_store_example_forget(s, o->id);
+    char serr[512] = ""; /* what the store says on failure */
+    pk_status st = o->dataset ? pk_store_dataset_forget(s, o->dataset, serr, sizeof serr)
+                              : pk_store_example_forget(s, o->id, serr, sizeof serr);
     if (st != PK_OK) {
-        cli_error(o->c.cmd, "%s", pk_store_errmsg(s));
+        cli_error(o->c.cmd, "%s", serr);
         return CLI_ERR;
     }
     if (o->dataset)
@@ -618,6 +622,7 @@ static const cli_command rekey_cmd = {
 
 int cmd_rekey(int argc, char **argv)
 {
+    char serr[512] = ""; /* what the store says on failure */
     rekey_opts o = {.kdf = kdf_defaults()};
     pk_store *s = NULL;
     char *pass = NULL;
@@ -630,8 +635,8 @@ int cmd_rekey(int argc, char **argv)
         return rc;
     rc = cli_read_new_passphrase(&o.c, &pass, &len);
     if (rc == CLI_OK) {
-        if (pk_store_rekey(s, pass, len, kdf_params(&o.kdf)) != PK_OK) {
-            cli_error(o.c.cmd, "%s; the old passphrase is still valid", pk_store_errmsg(s));
+        if (pk_store_rekey(s, pass, len, kdf_params(&o.kdf), serr, sizeof serr) != PK_OK) {
+            cli_error(o.c.cmd, "%s; the old passphrase is still valid", serr);
             rc = CLI_ERR;
         } else {
             printf("passphrase changed; every sealed record re-encrypted\n");
@@ -704,6 +709,7 @@ typedef struct bench_times {
 /* Creates a home in dir, times one unlock and the import of data. */
 static int bench_measure(const bench_opts *o, const char *dir, const char *data, bench_times *t)
 {
+    char serr[512] = ""; /* what the store says on failure */
     static const char pass[] = "bench passphrase";
     char err[1024];
     pk_store *s = NULL;
@@ -721,8 +727,8 @@ static int bench_measure(const bench_opts *o, const char *dir, const char *data,
     t->unlock_s = pk_time_now() - t0;
     pk_import_opts opts = {.format = PK_IMPORT_JSONL, .paragraphs = 0};
     t0 = pk_time_now();
-    if (pk_store_import(s, data, "bench", opts, &got) != PK_OK || got != o->examples)
-        cli_error(o->c.cmd, "%s", pk_store_errmsg(s));
+    if (pk_store_import(s, data, "bench", opts, &got, serr, sizeof serr) != PK_OK || got != o->examples)
+        cli_error(o->c.cmd, "%s", serr);
     else
         rc = CLI_OK;
     t->import_s = pk_time_now() - t0;

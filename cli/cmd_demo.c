@@ -216,7 +216,7 @@ pk_status demo_create_home(const char *home, pk_store **s, char *err, size_t err
 }
 
 static pk_status demo_import(demo_state *d, const char *name, const char *text, size_t len,
-                             int64_t *count)
+                             int64_t *count, char *err, size_t errlen)
 {
     pk_progress *p = pk_progress_new(
         name, 0, d->o.c.quiet ? PK_PROGRESS_QUIET : pk_progress_mode_from_args(d->o.c.json, 0));
@@ -228,7 +228,7 @@ static pk_status demo_import(demo_state *d, const char *name, const char *text, 
         pk_example ex;
         memset(&ex, 0, sizeof ex);
         ex.text = line;
-        st = pk_store_example_add(d->s, name, &ex, NULL);
+        st = pk_store_example_add(d->s, name, &ex, NULL, err, errlen);
         if (st == PK_OK)
             pk_progress_update(p, ++*count, (double)NAN);
     }
@@ -367,16 +367,19 @@ static int demo_setup(demo_state *d)
 
 static int demo_load_data(demo_state *d)
 {
-    pk_status st = demo_import(d, "pip", pk_demo_train, pk_demo_train_len, &d->n_train);
+    char serr[512] = ""; /* what the store says on failure */
+    pk_status st = demo_import(d, "pip", pk_demo_train, pk_demo_train_len, &d->n_train, serr,
+                               sizeof serr);
     if (st == PK_OK)
-        st = demo_import(d, "pip-heldout", pk_demo_heldout, pk_demo_heldout_len, &d->n_heldout);
+        st = demo_import(d, "pip-heldout", pk_demo_heldout, pk_demo_heldout_len, &d->n_heldout,
+                         serr, sizeof serr);
     if (st != PK_OK) {
-        cli_error("demo", "importing the demo dataset: %s", pk_store_errmsg(d->s));
+        cli_error("demo", "importing the demo dataset: %s", serr);
         return CLI_ERR;
     }
     pk_dataset_info *ds = NULL;
     size_t n = 0;
-    if (pk_store_dataset_list(d->s, &ds, &n) == PK_OK)
+    if (pk_store_dataset_list(d->s, &ds, &n, serr, sizeof serr) == PK_OK)
         for (size_t i = 0; i < n; i++)
             d->sealed_bytes += ds[i].sealed_bytes;
     free(ds);

@@ -412,7 +412,7 @@ static pk_status write_run_seedlog(pk_store *s, int64_t run, const char *path, c
     memset(&log, 0, sizeof log);
     pk_status st = pk_run_load_config(s, run, &ri, &cfg, err, n);
     if (st == PK_OK)
-        st = pk_store_steps_read(s, run, 0, ri.steps_done, &log.rows, &log.n_rows);
+        st = pk_store_steps_read(s, run, 0, ri.steps_done, &log.rows, &log.n_rows, NULL, 0);
     if (st == PK_OK) {
         memcpy(log.base_hash, ri.base_hash, sizeof log.base_hash);
         log.z = cfg.mezo.z;
@@ -546,7 +546,7 @@ static void runs_list_row(pk_store *s, int64_t id, int json)
     pk_train_config cfg;
     char err[ERRLEN], when[32], steps[32];
     memset(&ri, 0, sizeof ri);
-    if (pk_store_run_get(s, id, &ri) != PK_OK)
+    if (pk_store_run_get(s, id, &ri, NULL, 0) != PK_OK)
         return;
     int ok = pk_train_config_from_json(ri.config_json, &cfg, err, sizeof err) == PK_OK;
     if (json) {
@@ -566,9 +566,10 @@ static void runs_list_row(pk_store *s, int64_t id, int json)
 
 static int runs_list(pk_store *s, const char *cmd, int json)
 {
+    char serr[512] = ""; /* what the store says on failure */
     int64_t *list = NULL, n = 0;
-    if (pk_store_run_list(s, &list, &n) != PK_OK) {
-        cli_error(cmd, "%s", pk_store_errmsg(s));
+    if (pk_store_run_list(s, &list, &n, serr, sizeof serr) != PK_OK) {
+        cli_error(cmd, "%s", serr);
         return CLI_ERR;
     }
     if (!json)
@@ -590,7 +591,7 @@ typedef struct run_evals {
 static void run_evals_read(pk_store *s, int64_t run, run_evals *e)
 {
     memset(e, 0, sizeof *e);
-    if (pk_store_eval_read(s, run, &e->step, &e->loss, &e->acc, &e->n) != PK_OK)
+    if (pk_store_eval_read(s, run, &e->step, &e->loss, &e->acc, &e->n, NULL, 0) != PK_OK)
         e->n = 0;
 }
 
@@ -633,7 +634,7 @@ static void runs_show_text(pk_store *s, const pk_run_info *ri)
     pk_step_row *rows = NULL;
     size_t nr = 0;
     int64_t from = ri->steps_done > 5 ? ri->steps_done - 5 : 0;
-    if (pk_store_steps_read(s, ri->id, from, ri->steps_done, &rows, &nr) == PK_OK) {
+    if (pk_store_steps_read(s, ri->id, from, ri->steps_done, &rows, &nr, NULL, 0) == PK_OK) {
         for (size_t i = 0; i < nr; i++)
             printf("step %lld q %d seed %llu g %.6g loss+ %.6f loss- %.6f lr %.3g\n",
                    (long long)rows[i].step, (int)rows[i].q_index, (unsigned long long)rows[i].seed,
@@ -655,12 +656,13 @@ static void runs_show_text(pk_store *s, const pk_run_info *ri)
 
 static int runs_show(pk_store *s, const char *cmd, int64_t id, int json)
 {
+    char serr[512] = ""; /* what the store says on failure */
     pk_run_info ri;
     memset(&ri, 0, sizeof ri);
-    pk_status st = pk_store_run_get(s, id, &ri);
+    pk_status st = pk_store_run_get(s, id, &ri, serr, sizeof serr);
     if (st != PK_OK) {
         cli_error(cmd, "run %lld: %s", (long long)id,
-                  st == PK_ERR_NOTFOUND ? "no such run" : pk_store_errmsg(s));
+                  st == PK_ERR_NOTFOUND ? "no such run" : serr);
         return CLI_ERR;
     }
     int rc = CLI_OK;

@@ -303,6 +303,7 @@ static int fed_coord_start(fed_coord *c)
  * line by line as demo_import does: the first half for A, the second for B. */
 static int fed_device_init(fed_device *v, const char *dir, int half)
 {
+    char serr[512] = ""; /* what the store says on failure */
     char err[ERRLEN] = "", line[1024];
     v->name = (char)('A' + half);
     snprintf(v->home, sizeof v->home, "%s/device-%c", dir, 'a' + half);
@@ -318,11 +319,11 @@ static int fed_device_init(fed_device *v, const char *dir, int half)
         pk_example ex;
         memset(&ex, 0, sizeof ex);
         ex.text = line;
-        st = pk_store_example_add(v->s, "pip", &ex, NULL);
+        st = pk_store_example_add(v->s, "pip", &ex, NULL, serr, sizeof serr);
         if (st == PK_OK)
             v->notes++;
         else
-            snprintf(err, sizeof err, "%s", pk_store_errmsg(v->s));
+            snprintf(err, sizeof err, "%s", serr);
     }
     pk_secure_wipe(line, sizeof line);
     if (st != PK_OK) {

@@ -317,13 +317,14 @@ static void curve_free(train_curve *c)
 static pk_status read_train_curve(pk_store *s, int64_t run_id, train_curve *c, char *err,
                                   size_t errlen)
 {
+    char serr[512] = ""; /* what the store says on failure */
     pk_step_row *rows = NULL;
     size_t n_rows = 0;
     memset(c, 0, sizeof *c);
-    pk_status st = pk_store_steps_read(s, run_id, 0, INT64_MAX, &rows, &n_rows);
+    pk_status st = pk_store_steps_read(s, run_id, 0, INT64_MAX, &rows, &n_rows, serr, sizeof serr);
     if (st != PK_OK) {
         pk_seterr(err, errlen, "cannot read the step log of run %lld: %s", (long long)run_id,
-                  pk_store_errmsg(s));
+                  serr);
         return st;
     }
     size_t cap = n_rows ? n_rows : 1;
@@ -343,6 +344,7 @@ static pk_status read_train_curve(pk_store *s, int64_t run_id, train_curve *c, c
 
 pk_status pk_plot_run(pk_store *s, int64_t run_id, const char *out_path, char *err, size_t errlen)
 {
+    char serr[512] = ""; /* what the store says on failure */
     train_curve tc = {0};
     size_t n_eval = 0;
     int64_t *esteps = NULL;
@@ -350,10 +352,10 @@ pk_status pk_plot_run(pk_store *s, int64_t run_id, const char *out_path, char *e
     pk_status st = read_train_curve(s, run_id, &tc, err, errlen);
     if (st != PK_OK)
         goto out;
-    st = pk_store_eval_read(s, run_id, &esteps, &eloss, &eacc, &n_eval);
+    st = pk_store_eval_read(s, run_id, &esteps, &eloss, &eacc, &n_eval, serr, sizeof serr);
     if (st != PK_OK) {
         pk_seterr(err, errlen, "cannot read the eval points of run %lld: %s", (long long)run_id,
-                pk_store_errmsg(s));
+                serr);
         goto out;
     }
     if (tc.n == 0 && n_eval == 0) {

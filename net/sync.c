@@ -97,17 +97,19 @@ static pk_status unexpected(sess *x, const char *method, const char *path, long 
 
 static pk_status state_get(sess *x, const char *key, char **val)
 {
-    pk_status st = pk_store_state_get(x->s, key, val);
+    char serr[512] = ""; /* what the store says on failure */
+    pk_status st = pk_store_state_get(x->s, key, val, serr, sizeof serr);
     if (st != PK_OK && st != PK_ERR_NOTFOUND)
-        return fail(x, st, "store: reading %s: %s", key, pk_store_errmsg(x->s));
+        return fail(x, st, "store: reading %s: %s", key, serr);
     return st;
 }
 
 static pk_status state_set(sess *x, const char *key, const char *val)
 {
-    pk_status st = pk_store_state_set(x->s, key, val);
+    char serr[512] = ""; /* what the store says on failure */
+    pk_status st = pk_store_state_set(x->s, key, val, serr, sizeof serr);
     if (st != PK_OK)
-        return fail(x, st, "store: writing %s: %s", key, pk_store_errmsg(x->s));
+        return fail(x, st, "store: writing %s: %s", key, serr);
     return PK_OK;
 }
 
@@ -120,14 +122,15 @@ static void task_key(const sess *x, const char *what, char *out, size_t n)
 
 static pk_status do_register(sess *x)
 {
+    char serr[512] = ""; /* what the store says on failure */
     uint8_t pk[32];
     char body[128], code[64];
     char *srv = NULL, *did = NULL;
     cJSON *j = NULL;
     long status = 0;
-    pk_status st = pk_store_identity_public(x->s, pk);
+    pk_status st = pk_store_identity_public(x->s, pk, serr, sizeof serr);
     if (st != PK_OK)
-        return fail(x, st, "store: device identity: %s", pk_store_errmsg(x->s));
+        return fail(x, st, "store: device identity: %s", serr);
     sync_device_id(pk, x->device_id);
     st = state_get(x, "sync.server", &srv);
     if (st == PK_OK)
@@ -382,8 +385,9 @@ static pk_status replay(sess *x)
 
 static pk_status outbox_done(sess *x, const char *idem)
 {
-    pk_status st = pk_store_outbox_done(x->s, idem);
-    return st == PK_OK ? st : fail(x, st, "store: outbox: %s", pk_store_errmsg(x->s));
+    char serr[512] = ""; /* what the store says on failure */
+    pk_status st = pk_store_outbox_done(x->s, idem, serr, sizeof serr);
+    return st == PK_OK ? st : fail(x, st, "store: outbox: %s", serr);
 }
 
 /* Sends one outbox body until a definitive answer. *accepted: 1 accepted, 0 refused (4xx, whose
@@ -428,13 +432,14 @@ static pk_status send_upload(sess *x, const char *idem, const char *body, int *a
 /* Sends every pending outbox entry (left by a crash or a network failure). */
 static pk_status flush_outbox(sess *x, int64_t *last_round, int *last_accepted)
 {
+    char serr[512] = ""; /* what the store says on failure */
     for (;;) {
         char *idem = NULL, *body = NULL, refusal[96];
-        pk_status st = pk_store_outbox_peek(x->s, &idem, &body);
+        pk_status st = pk_store_outbox_peek(x->s, &idem, &body, serr, sizeof serr);
         if (st == PK_ERR_NOTFOUND)
             return PK_OK;
         if (st != PK_OK)
-            return fail(x, st, "store: outbox: %s", pk_store_errmsg(x->s));
+            return fail(x, st, "store: outbox: %s", serr);
         st = send_upload(x, idem, body, last_accepted, last_round, refusal);
         free(idem);
         free(body);
@@ -602,6 +607,7 @@ static pk_status local_steps(sess *x, double clip, double noise, sync_pair **out
 /* Signs the upload and writes it to the outbox. */
 static pk_status make_upload(sess *x, const sync_pair *pr, size_t n, int64_t examples)
 {
+    char serr[512] = ""; /* what the store says on failure */
     uint8_t *packed = NULL, *msg = NULL, sig[PK_SIGN_BYTES];
     size_t mlen = 0;
     char *body = NULL, idem[40];
@@ -618,17 +624,17 @@ static pk_status make_upload(sess *x, const sync_pair *pr, size_t n, int64_t exa
                      .packed_len = n * SYNC_PAIR_SIZE};
     st = sync_upload_msg(&u, &msg, &mlen);
     if (st == PK_OK) {
-        st = pk_store_identity_sign(x->s, msg, mlen, sig);
+        st = pk_store_identity_sign(x->s, msg, mlen, sig, serr, sizeof serr);
         if (st != PK_OK)
-            st = fail(x, st, "store: signing: %s", pk_store_errmsg(x->s));
+            st = fail(x, st, "store: signing: %s", serr);
     }
     if (st == PK_OK)
         st = sync_upload_body(&u, sig, &body);
     if (st == PK_OK) {
         /* the outbox first: from here on a crash or a lost answer never loses or duplicates it */
-        st = pk_store_outbox_put(x->s, idem, body);
+        st = pk_store_outbox_put(x->s, idem, body, serr, sizeof serr);
         if (st != PK_OK)
-            st = fail(x, st, "store: outbox: %s", pk_store_errmsg(x->s));
+            st = fail(x, st, "store: outbox: %s", serr);
     }
     free(body);
     free(msg);
@@ -669,12 +675,13 @@ static pk_status wait_close(sess *x, int64_t version, int *closed)
 /* Sends the upload make_upload just queued (the outbox's oldest entry: flush_outbox emptied it). */
 static pk_status send_new_upload(sess *x)
 {
+    char serr[512] = ""; /* what the store says on failure */
     char *idem = NULL, *body = NULL, refusal[96] = "";
     int accepted = 0;
     int64_t r = 0;
-    pk_status st = pk_store_outbox_peek(x->s, &idem, &body);
+    pk_status st = pk_store_outbox_peek(x->s, &idem, &body, serr, sizeof serr);
     if (st != PK_OK) {
-        st = fail(x, st, "store: outbox: %s", pk_store_errmsg(x->s));
+        st = fail(x, st, "store: outbox: %s", serr);
     } else {
         st = send_upload(x, idem, body, &accepted, &r, refusal);
         if (st == PK_OK && !accepted)

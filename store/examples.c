@@ -145,21 +145,27 @@ static pk_status query_int(pk_store *s, const char *sql, int64_t arg, const char
     return st;
 }
 
-pk_status pk_store_dataset_id(pk_store *s, const char *name, int64_t *id)
+pk_status pk_store_dataset_id(pk_store *s, const char *name, int64_t *id, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     pk_status st = query_int(s, "SELECT id FROM datasets WHERE name = ?1", 0, name, id);
     if (st == PK_ERR_NOTFOUND)
         store_fail(s, st, "no dataset named '%s' (see pocketllm data list)", name);
     return st;
 }
 
-pk_status pk_store_example_count(pk_store *s, int64_t dataset_id, int64_t *n)
+pk_status pk_store_example_count(pk_store *s, int64_t dataset_id, int64_t *n, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     return query_int(s, "SELECT count(*) FROM examples WHERE dataset_id = ?1", dataset_id, NULL, n);
 }
 
-pk_status pk_store_example_dataset(pk_store *s, int64_t example_id, int64_t *dataset_id)
+pk_status pk_store_example_dataset(pk_store *s, int64_t example_id, int64_t *dataset_id, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     pk_status st =
         query_int(s, "SELECT dataset_id FROM examples WHERE id = ?1", example_id, NULL, dataset_id);
     if (st == PK_ERR_NOTFOUND)
@@ -167,15 +173,17 @@ pk_status pk_store_example_dataset(pk_store *s, int64_t example_id, int64_t *dat
     return st;
 }
 
-pk_status pk_store_example_ids(pk_store *s, int64_t dataset_id, int64_t **ids, int64_t *n)
+pk_status pk_store_example_ids(pk_store *s, int64_t dataset_id, int64_t **ids, int64_t *n, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     int64_t count = 0, *v = NULL, k = 0;
     *ids = NULL;
     *n = 0;
     pk_status st = store_exec(s, "BEGIN"); /* one snapshot for the count and the ids */
     if (st == PK_OK)
-        st = pk_store_example_count(s, dataset_id, &count);
+        st = pk_store_example_count(s, dataset_id, &count, s->err, s->errlen);
     if (st == PK_OK)
         st = store_prepare(s, "SELECT id FROM examples WHERE dataset_id = ?1 ORDER BY id", &q);
     if (st != PK_OK)
@@ -222,8 +230,10 @@ static pk_status open_record(const pk_key *k, uint8_t kind, int64_t a, int64_t b
 }
 
 pk_status pk_store_example_get(pk_store *s, int64_t dataset_id, int64_t example_id,
-                               pk_example **out)
+                               pk_example **out, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     uint8_t *pt = NULL;
     size_t ptlen = 0;
@@ -405,21 +415,23 @@ static pk_status ctx_finish(import_ctx *c, pk_status st)
 }
 
 pk_status pk_store_import(pk_store *s, const char *path, const char *name, pk_import_opts opts,
-                          int64_t *n_imported)
+                          int64_t *n_imported, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     import_ctx c;
-    char err[512] = "";
+    char perr[512] = "";
     if (n_imported)
         *n_imported = 0;
     pk_status st = ctx_start(s, name, &c);
     c.progress = opts.progress;
     c.progress_user = opts.progress_user;
     if (st == PK_OK) {
-        st = import_file(path, opts, add_one, &c, err, sizeof err);
+        st = import_file(path, opts, add_one, &c, perr, sizeof perr);
         if (st == PK_OK && c.progress)
             c.progress(c.progress_user, c.n);
-        if (st != PK_OK && err[0])
-            store_fail(s, st, "%s", err); /* parser errors name FILE:LINE; db errors are kept */
+        if (st != PK_OK && perr[0])
+            store_fail(s, st, "%s", perr); /* parser errors name FILE:LINE; db errors are kept */
     }
     st = ctx_finish(&c, st);
     if (st == PK_OK && n_imported)
@@ -427,8 +439,10 @@ pk_status pk_store_import(pk_store *s, const char *path, const char *name, pk_im
     return st;
 }
 
-pk_status pk_store_example_add(pk_store *s, const char *name, const pk_example *ex, int64_t *id)
+pk_status pk_store_example_add(pk_store *s, const char *name, const pk_example *ex, int64_t *id, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     import_ctx c;
     pk_status st = ctx_start(s, name, &c);
     int64_t new_id = c.next_id;
@@ -440,8 +454,10 @@ pk_status pk_store_example_add(pk_store *s, const char *name, const pk_example *
     return st;
 }
 
-pk_status pk_store_dataset_list(pk_store *s, pk_dataset_info **out, size_t *n)
+pk_status pk_store_dataset_list(pk_store *s, pk_dataset_info **out, size_t *n, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     pk_dataset_info *v = NULL;
     size_t k = 0, cap = 0;
@@ -512,13 +528,15 @@ static void wipe_wal(pk_store *s)
     (void)store_exec(s, "PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
-pk_status pk_store_dataset_forget(pk_store *s, const char *name)
+pk_status pk_store_dataset_forget(pk_store *s, const char *name, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     int64_t id = 0;
     int changes = 0;
     pk_status st = store_begin(s);
     if (st == PK_OK)
-        st = pk_store_dataset_id(s, name, &id);
+        st = pk_store_dataset_id(s, name, &id, err, errlen);
     if (st == PK_OK)
         st = store_dataset_not_leased(s, id, name);
     if (st == PK_OK)
@@ -533,8 +551,10 @@ pk_status pk_store_dataset_forget(pk_store *s, const char *name)
     return st;
 }
 
-pk_status pk_store_example_forget(pk_store *s, int64_t example_id)
+pk_status pk_store_example_forget(pk_store *s, int64_t example_id, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     int changes = 0;
     pk_status st = store_begin(s);
     if (st == PK_OK)

@@ -61,8 +61,10 @@ static double unix_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-pk_status pk_store_lease_acquire(pk_store *s, int64_t run_id)
+pk_status pk_store_lease_acquire(pk_store *s, int64_t run_id, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     int64_t holder = 0;
     long pid = 0;
@@ -95,8 +97,10 @@ out:
     return st;
 }
 
-pk_status pk_store_lease_release(pk_store *s, int64_t run_id)
+pk_status pk_store_lease_release(pk_store *s, int64_t run_id, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     pk_status st = store_prepare(s, "DELETE FROM leases WHERE run_id = ?1 AND pid = ?2", &q);
     if (st != PK_OK)

@@ -35,8 +35,10 @@ static char *dup_text(const unsigned char *t)
 }
 
 pk_status pk_store_run_create(pk_store *s, int64_t dataset_id, const char *config_json,
-                              const char *base_hash, int64_t steps_total, int64_t *run_id)
+                              const char *base_hash, int64_t steps_total, int64_t *run_id, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     pk_status st = store_prepare(s, "INSERT INTO runs(dataset_id, status, steps_total, created_at,"
                                     " base_hash, config_json) VALUES(?1, 'running', ?2, ?3, ?4, ?5)",
@@ -65,8 +67,10 @@ void pk_run_info_clear(pk_run_info *r)
     r->config_json = NULL;
 }
 
-pk_status pk_store_run_get(pk_store *s, int64_t run_id, pk_run_info *out)
+pk_status pk_store_run_get(pk_store *s, int64_t run_id, pk_run_info *out, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     memset(out, 0, sizeof *out);
     pk_status st = store_prepare(s, "SELECT id, coalesce(dataset_id, 0), status, steps_done,"
@@ -97,8 +101,10 @@ pk_status pk_store_run_get(pk_store *s, int64_t run_id, pk_run_info *out)
     return st;
 }
 
-pk_status pk_store_run_set_status(pk_store *s, int64_t run_id, const char *status)
+pk_status pk_store_run_set_status(pk_store *s, int64_t run_id, const char *status, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     if (!status || strlen(status) >= sizeof(((pk_run_info *)0)->status))
         return store_fail(s, PK_ERR_ARG, "invalid run status");
@@ -149,14 +155,18 @@ out:
     return PK_OK;
 }
 
-pk_status pk_store_run_list(pk_store *s, int64_t **ids, int64_t *n)
+pk_status pk_store_run_list(pk_store *s, int64_t **ids, int64_t *n, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     return collect_ids(s, "SELECT id FROM runs ORDER BY id DESC", ids, n);
 }
 
 pk_status pk_store_steps_append(pk_store *s, int64_t run_id, const pk_step_row *rows,
-                                size_t n_rows)
+                                size_t n_rows, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     sqlite3_stmt *q = NULL, *u = NULL;
     if (n_rows == 0)
         return store_fail(s, PK_ERR_ARG, "steps_append needs at least one row");
@@ -198,8 +208,10 @@ pk_status pk_store_steps_append(pk_store *s, int64_t run_id, const pk_step_row *
 }
 
 pk_status pk_store_steps_read(pk_store *s, int64_t run_id, int64_t from_step, int64_t to_step,
-                              pk_step_row **rows, size_t *n_rows)
+                              pk_step_row **rows, size_t *n_rows, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     pk_step_row *v = NULL;
     size_t k = 0, cap = 0;
@@ -248,8 +260,10 @@ out:
 }
 
 pk_status pk_store_eval_append(pk_store *s, int64_t run_id, int64_t step, double loss,
-                               double accuracy)
+                               double accuracy, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     pk_status st = store_prepare(s, "INSERT OR REPLACE INTO evals(run_id, step, loss, accuracy)"
                                     " VALUES(?1, ?2, ?3, ?4)", &q);
@@ -269,8 +283,10 @@ pk_status pk_store_eval_append(pk_store *s, int64_t run_id, int64_t step, double
 }
 
 pk_status pk_store_eval_read(pk_store *s, int64_t run_id, int64_t **steps, double **loss,
-                             double **accuracy, size_t *n)
+                             double **accuracy, size_t *n, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     int64_t cnt = 0;
     size_t k = 0;
@@ -323,8 +339,10 @@ out:
 }
 
 pk_status pk_store_checkpoint_put(pk_store *s, int64_t run_id, int64_t step, const void *blob,
-                                  size_t len)
+                                  size_t len, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     uint8_t ad[PK_RECORD_AD_BYTES];
     size_t reclen = 0;
@@ -358,8 +376,10 @@ pk_status pk_store_checkpoint_put(pk_store *s, int64_t run_id, int64_t step, con
 }
 
 pk_status pk_store_checkpoint_get(pk_store *s, int64_t run_id, int64_t max_step, int64_t *step,
-                                  void **blob, size_t *len)
+                                  void **blob, size_t *len, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     uint8_t ad[PK_RECORD_AD_BYTES];
     *blob = NULL;
@@ -408,8 +428,10 @@ void pk_store_blob_free(void *blob, size_t len)
     pk_secure_free(blob);
 }
 
-pk_status pk_store_state_set(pk_store *s, const char *key, const char *value)
+pk_status pk_store_state_set(pk_store *s, const char *key, const char *value, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     pk_status st = store_prepare(s, "INSERT OR REPLACE INTO sync_state(key, value) VALUES(?1, ?2)",
                                  &q);
@@ -420,8 +442,10 @@ pk_status pk_store_state_set(pk_store *s, const char *key, const char *value)
     return step_done(s, q, "write state");
 }
 
-pk_status pk_store_state_get(pk_store *s, const char *key, char **value)
+pk_status pk_store_state_get(pk_store *s, const char *key, char **value, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     *value = NULL;
     pk_status st = store_prepare(s, "SELECT value FROM sync_state WHERE key = ?1", &q);
@@ -442,8 +466,10 @@ pk_status pk_store_state_get(pk_store *s, const char *key, char **value)
     return st;
 }
 
-pk_status pk_store_outbox_put(pk_store *s, const char *idem_key, const char *body)
+pk_status pk_store_outbox_put(pk_store *s, const char *idem_key, const char *body, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     pk_status st = store_prepare(s, "INSERT OR IGNORE INTO outbox(idem_key, body, created_at)"
                                     " VALUES(?1, ?2, ?3)", &q);
@@ -455,8 +481,10 @@ pk_status pk_store_outbox_put(pk_store *s, const char *idem_key, const char *bod
     return step_done(s, q, "write outbox");
 }
 
-pk_status pk_store_outbox_peek(pk_store *s, char **idem_key, char **body)
+pk_status pk_store_outbox_peek(pk_store *s, char **idem_key, char **body, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     *idem_key = *body = NULL;
     pk_status st = store_prepare(s, "SELECT idem_key, body FROM outbox ORDER BY id LIMIT 1", &q);
@@ -481,8 +509,10 @@ pk_status pk_store_outbox_peek(pk_store *s, char **idem_key, char **body)
     return st;
 }
 
-pk_status pk_store_outbox_done(pk_store *s, const char *idem_key)
+pk_status pk_store_outbox_done(pk_store *s, const char *idem_key, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     pk_status st = store_prepare(s, "DELETE FROM outbox WHERE idem_key = ?1", &q);
     if (st != PK_OK)

@@ -46,12 +46,22 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     "  pid INTEGER NOT NULL, proc_start INTEGER NOT NULL, started_at REAL NOT NULL);",
 };
 
+void store_call(pk_store *s, char *err, size_t errlen)
+{
+    s->err = err;
+    s->errlen = err ? errlen : 0;
+    if (s->errlen)
+        err[0] = '\0';
+}
+
 pk_status store_fail(pk_store *s, pk_status st, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(s->errmsg, sizeof s->errmsg, fmt, ap);
     va_end(ap);
+    if (s->errlen)
+        snprintf(s->err, s->errlen, "%s", s->errmsg);
     return st;
 }
 
@@ -236,11 +246,6 @@ void pk_store_close(pk_store *s)
         sqlite3_close_v2(s->db);
     drop_keys(s);
     free(s);
-}
-
-const char *pk_store_errmsg(const pk_store *s)
-{
-    return s ? s->errmsg : "no store";
 }
 
 /* Connection settings; none of them writes to the file. */
@@ -641,8 +646,10 @@ out:
     return st;
 }
 
-pk_status pk_store_rekey(pk_store *s, const char *passphrase, size_t len, pk_store_params params)
+pk_status pk_store_rekey(pk_store *s, const char *passphrase, size_t len, pk_store_params params, char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     keyring kr;
     pk_key *rec = NULL, *ckpt = NULL, *ident = NULL;
     PK_ASSERT(s);
@@ -681,8 +688,10 @@ out:
     return st;
 }
 
-pk_status pk_store_identity_public(pk_store *s, uint8_t pk[32])
+pk_status pk_store_identity_public(pk_store *s, uint8_t pk[32], char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     pk_status st = store_prepare(s, "SELECT public_key FROM identity WHERE id = 1", &q);
     if (st != PK_OK)
@@ -698,8 +707,10 @@ pk_status pk_store_identity_public(pk_store *s, uint8_t pk[32])
     return st;
 }
 
-pk_status pk_store_identity_sign(pk_store *s, const void *msg, size_t len, uint8_t sig[64])
+pk_status pk_store_identity_sign(pk_store *s, const void *msg, size_t len, uint8_t sig[64], char *err,
+    size_t errlen)
 {
+    store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     uint8_t ad[PK_RECORD_AD_BYTES];
     size_t n = 0;

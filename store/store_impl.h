@@ -1,4 +1,4 @@
-/* internal.h: private declarations shared by the store's .c files (never included outside). */
+/* store_impl.h: private declarations shared by the store's .c files (never included outside). */
 #ifndef PK_STORE_INTERNAL_H
 #define PK_STORE_INTERNAL_H
 
@@ -18,13 +18,18 @@ struct pk_store {
     pk_key *k_records;      /* subkey for examples */
     pk_key *k_checkpoints;  /* subkey for checkpoints */
     pk_key *k_identity;     /* subkey for the sealed Ed25519 secret */
-    char errmsg[768];       /* last failure, for pk_store_errmsg */
+    char errmsg[768];       /* the message being built for the current call's err buffer */
+    char *err;              /* the err buffer of the public call in progress (store_call): */
+    size_t errlen;          /* valid only during that call; NULL when the caller passed none */
     int64_t epoch;          /* keyring epoch the keys above were derived at */
     int epoch_known;        /* 1 once the keys are in place: write transactions check epoch */
     int readonly;           /* the home is not writable: opened immutable, writes refused */
 };
 
-/* Sets s->errmsg (printf format) and returns st. */
+/* Every public function that takes (err, errlen) registers them first: store_fail writes its
+ * message there (DESIGN 9: the caller's buffer). Clears err. */
+void store_call(pk_store *s, char *err, size_t errlen);
+/* Sets s->errmsg (printf format), copies it to the current call's err buffer, returns st. */
 pk_status store_fail(pk_store *s, pk_status st, const char *fmt, ...) PK_PRINTF(3, 4);
 /* Maps an SQLite result code to a status, sets errmsg "<path>: <what>: <sqlite message>". */
 pk_status store_db_fail(pk_store *s, int rc, const char *what);

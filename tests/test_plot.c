@@ -288,9 +288,9 @@ static void test_run_plot(void)
     }
     pk_example ex = {.text = "Pip has a red ball."};
     int64_t eid = 0, ds = 0, run = 0;
-    PK_CHECK_EQ(pk_store_example_add(s, "pip", &ex, &eid), PK_OK);
-    PK_CHECK_EQ(pk_store_dataset_id(s, "pip", &ds), PK_OK);
-    PK_CHECK_EQ(pk_store_run_create(s, ds, "{}", "00", 40, &run), PK_OK);
+    PK_CHECK_EQ(pk_store_example_add(s, "pip", &ex, &eid, NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_dataset_id(s, "pip", &ds, NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_run_create(s, ds, "{}", "00", 40, &run, NULL, 0), PK_OK);
     char out[320];
     snprintf(out, sizeof out, "%s/loss.svg", home);
     /* an empty run: a clear NOTFOUND, no file */
@@ -305,9 +305,9 @@ static void test_run_plot(void)
                                     .loss_minus = 2.9f - 0.02f * (float)step, .lr = 1e-3f,
                                     .eps = 1e-3f};
         }
-        PK_CHECK_EQ(pk_store_steps_append(s, run, rows, 2), PK_OK);
+        PK_CHECK_EQ(pk_store_steps_append(s, run, rows, 2, NULL, 0), PK_OK);
         if (step % 10 == 9)
-            PK_CHECK_EQ(pk_store_eval_append(s, run, step + 1, 2.9 - 0.02 * step, (double)NAN),
+            PK_CHECK_EQ(pk_store_eval_append(s, run, step + 1, 2.9 - 0.02 * step, (double)NAN, NULL, 0),
                         PK_OK);
     }
     PK_CHECK_EQ(pk_plot_run(s, run, out, err, sizeof err), PK_OK);

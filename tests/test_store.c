@@ -140,6 +140,7 @@ static const char *const secrets[] = {"SECRET-ALPHA-7731", "SECRET-BRAVO-1188",
  * nothing (all or nothing) and name the file and line. */
 static void import_files(pk_store *s, const char *tmpdir)
 {
+    char serr[512] = ""; /* what the store says on failure */
     char path[700], data[1024];
     int64_t n = 0, ds = 0, cnt = 0;
     snprintf(path, sizeof path, "%s/in.jsonl", tmpdir);
@@ -149,44 +150,44 @@ static void import_files(pk_store *s, const char *tmpdir)
              secrets[0], secrets[1], secrets[2], secrets[3]);
     write_text(path, data);
     pk_import_opts o = {.format = PK_IMPORT_AUTO, .paragraphs = 0};
-    PK_CHECK_EQ(pk_store_import(s, path, "notes", o, &n), PK_OK);
+    PK_CHECK_EQ(pk_store_import(s, path, "notes", o, &n, serr, sizeof serr), PK_OK);
     PK_CHECK_EQ(n, 3);
     /* All or nothing: a bad third line adds nothing (the dataset stays at 3). */
     snprintf(path, sizeof path, "%s/bad.jsonl", tmpdir);
     write_text(path, "{\"text\":\"new one\"}\n{\"text\":\"new two\"}\n{\"text\":oops}\n");
-    PK_CHECK_EQ(pk_store_import(s, path, "notes", o, &n), PK_ERR_FORMAT);
-    PK_CHECK(strstr(pk_store_errmsg(s), "bad.jsonl: line 3") != NULL);
-    PK_CHECK_EQ(pk_store_dataset_id(s, "notes", &ds), PK_OK);
-    PK_CHECK_EQ(pk_store_example_count(s, ds, &cnt), PK_OK);
+    PK_CHECK_EQ(pk_store_import(s, path, "notes", o, &n, serr, sizeof serr), PK_ERR_FORMAT);
+    PK_CHECK(strstr(serr, "bad.jsonl: line 3") != NULL);
+    PK_CHECK_EQ(pk_store_dataset_id(s, "notes", &ds, serr, sizeof serr), PK_OK);
+    PK_CHECK_EQ(pk_store_example_count(s, ds, &cnt, serr, sizeof serr), PK_OK);
     PK_CHECK_EQ(cnt, 3);
     /* A failed import into a new dataset leaves no dataset behind. */
-    PK_CHECK_EQ(pk_store_import(s, path, "fresh", o, &n), PK_ERR_FORMAT);
-    PK_CHECK_EQ(pk_store_dataset_id(s, "fresh", &ds), PK_ERR_NOTFOUND);
-    PK_CHECK_EQ(pk_store_import(s, "/nonexistent/x.jsonl", "fresh", o, &n), PK_ERR_IO);
-    PK_CHECK(strstr(pk_store_errmsg(s), "/nonexistent/x.jsonl") != NULL);
+    PK_CHECK_EQ(pk_store_import(s, path, "fresh", o, &n, serr, sizeof serr), PK_ERR_FORMAT);
+    PK_CHECK_EQ(pk_store_dataset_id(s, "fresh", &ds, serr, sizeof serr), PK_ERR_NOTFOUND);
+    PK_CHECK_EQ(pk_store_import(s, "/nonexistent/x.jsonl", "fresh", o, &n, serr, sizeof serr), PK_ERR_IO);
+    PK_CHECK(strstr(serr, "/nonexistent/x.jsonl") != NULL);
     snprintf(path, sizeof path, "%s/in.dat", tmpdir);
     write_text(path, "x\n");
-    PK_CHECK_EQ(pk_store_import(s, path, "fresh", o, &n), PK_ERR_ARG);
+    PK_CHECK_EQ(pk_store_import(s, path, "fresh", o, &n, serr, sizeof serr), PK_ERR_ARG);
     /* CSV and TXT into other datasets. */
     snprintf(path, sizeof path, "%s/in.csv", tmpdir);
     write_text(path, "text,text2,label\nhello,world,1\n\"multi\nline\",,0\n");
-    PK_CHECK_EQ(pk_store_import(s, path, "pairs", o, &n), PK_OK);
+    PK_CHECK_EQ(pk_store_import(s, path, "pairs", o, &n, serr, sizeof serr), PK_OK);
     PK_CHECK_EQ(n, 2);
     snprintf(path, sizeof path, "%s/in.txt", tmpdir);
     write_text(path, "first para\nmore\n\nsecond para\n");
     pk_import_opts po = {.format = PK_IMPORT_TXT, .paragraphs = 1};
-    PK_CHECK_EQ(pk_store_import(s, path, "paras", po, &n), PK_OK);
+    PK_CHECK_EQ(pk_store_import(s, path, "paras", po, &n, serr, sizeof serr), PK_OK);
     PK_CHECK_EQ(n, 2);
 }
 
 /* Reads "notes" back and lists the datasets; the ids of "notes" go to *ids (owned, n of them). */
 static void read_back(pk_store *s, int64_t ds, int64_t **ids, int64_t *n)
 {
-    PK_CHECK_EQ(pk_store_example_ids(s, ds, ids, n), PK_OK);
+    PK_CHECK_EQ(pk_store_example_ids(s, ds, ids, n, NULL, 0), PK_OK);
     PK_CHECK_EQ(*n, 3);
     for (int64_t i = 0; i < *n; i++) {
         pk_example *e = NULL;
-        PK_CHECK_EQ(pk_store_example_get(s, ds, (*ids)[i], &e), PK_OK);
+        PK_CHECK_EQ(pk_store_example_get(s, ds, (*ids)[i], &e, NULL, 0), PK_OK);
         if (!e)
             continue;
         PK_CHECK_EQ(e->id, (*ids)[i]);
@@ -199,7 +200,7 @@ static void read_back(pk_store *s, int64_t ds, int64_t **ids, int64_t *n)
     }
     pk_dataset_info *dl = NULL;
     size_t nd = 0;
-    PK_CHECK_EQ(pk_store_dataset_list(s, &dl, &nd), PK_OK);
+    PK_CHECK_EQ(pk_store_dataset_list(s, &dl, &nd, NULL, 0), PK_OK);
     PK_CHECK_EQ(nd, 3);
     if (nd == 3)
         PK_CHECK(!strcmp(dl[0].name, "notes") && dl[0].n_examples == 3 && dl[0].sealed_bytes > 0 &&
@@ -228,14 +229,14 @@ static void test_import_and_plaintext(const char *tmpdir)
     if (!s)
         return;
     import_files(s, tmpdir);
-    PK_CHECK_EQ(pk_store_dataset_id(s, "notes", &ds), PK_OK);
+    PK_CHECK_EQ(pk_store_dataset_id(s, "notes", &ds, NULL, 0), PK_OK);
     read_back(s, ds, &ids, &n);
     /* Forget one example, then check nothing readable is left on disk anywhere. */
     int64_t forgotten = ids[2];
-    PK_CHECK_EQ(pk_store_example_forget(s, forgotten), PK_OK);
-    PK_CHECK_EQ(pk_store_example_forget(s, forgotten), PK_ERR_NOTFOUND);
+    PK_CHECK_EQ(pk_store_example_forget(s, forgotten, NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_example_forget(s, forgotten, NULL, 0), PK_ERR_NOTFOUND);
     pk_example *gone = NULL;
-    PK_CHECK_EQ(pk_store_example_get(s, ds, forgotten, &gone), PK_ERR_NOTFOUND);
+    PK_CHECK_EQ(pk_store_example_get(s, ds, forgotten, &gone, NULL, 0), PK_ERR_NOTFOUND);
     free(ids);
     check_no_plaintext(s);
 }
@@ -331,20 +332,20 @@ static long long read_all_rows(const row *rows, int n, int reopen_keyring)
         if (!strcmp(r->table, "examples")) {
             int64_t id = atoll(r->key + 3), ds = 0;
             pk_example *e = NULL;
-            rs = pk_store_example_dataset(s, id, &ds);
+            rs = pk_store_example_dataset(s, id, &ds, NULL, 0);
             if (rs == PK_OK)
-                rs = pk_store_example_get(s, ds, id, &e);
+                rs = pk_store_example_get(s, ds, id, &e, NULL, 0);
             pk_example_free(e);
         } else if (!strcmp(r->table, "checkpoints")) {
             int64_t run = 0, step = 0, at = 0;
             void *b = NULL;
             size_t len = 0;
             sscanf(r->key, "run_id=%lld AND step=%lld", (long long *)&run, (long long *)&step);
-            rs = pk_store_checkpoint_get(s, run, step, &at, &b, &len);
+            rs = pk_store_checkpoint_get(s, run, step, &at, &b, &len, NULL, 0);
             pk_store_blob_free(b, len);
         } else if (!strcmp(r->table, "identity")) {
             uint8_t sig[64];
-            rs = pk_store_identity_sign(s, "m", 1, sig);
+            rs = pk_store_identity_sign(s, "m", 1, sig, NULL, 0);
         }
         if (rs == PK_ERR_AUTH)
             failed |= 1ll << i;
@@ -363,9 +364,9 @@ static void test_tamper(void)
     int64_t run = 0, ds = 0;
     if (!s)
         return;
-    PK_CHECK_EQ(pk_store_dataset_id(s, "pairs", &ds), PK_OK);
-    PK_CHECK_EQ(pk_store_run_create(s, ds, "{}", "00", 10, &run), PK_OK);
-    PK_CHECK_EQ(pk_store_checkpoint_put(s, run, 3, "weights!", 8), PK_OK);
+    PK_CHECK_EQ(pk_store_dataset_id(s, "pairs", &ds, NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_run_create(s, ds, "{}", "00", 10, &run, NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_checkpoint_put(s, run, 3, "weights!", 8, NULL, 0), PK_OK);
     pk_store_close(s);
     row rows[40];
     int n = list_sealed(rows, 40);
@@ -425,37 +426,37 @@ static void check_run_log(pk_store *s, int64_t run)
     int64_t *ids = NULL, n = 0;
     pk_step_row rows[2] = {{0, 0, 0xfedcba9876543210ull, 0.5f, 1.f, 2.f, 1e-6f, 1e-3f},
                            {0, 1, 7, -0.25f, 3.f, 4.f, 1e-6f, 1e-3f}};
-    PK_CHECK_EQ(pk_store_steps_append(s, run, rows, 2), PK_OK);
+    PK_CHECK_EQ(pk_store_steps_append(s, run, rows, 2, NULL, 0), PK_OK);
     rows[0].step = rows[1].step = 1;
-    PK_CHECK_EQ(pk_store_steps_append(s, run, rows, 2), PK_OK);
-    PK_CHECK_EQ(pk_store_steps_append(s, run, rows, 2), PK_ERR_DB);  /* duplicate step */
-    PK_CHECK_EQ(pk_store_steps_append(s, 9999, rows, 1), PK_ERR_DB); /* no such run (FK) */
+    PK_CHECK_EQ(pk_store_steps_append(s, run, rows, 2, NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_steps_append(s, run, rows, 2, NULL, 0), PK_ERR_DB);  /* duplicate step */
+    PK_CHECK_EQ(pk_store_steps_append(s, 9999, rows, 1, NULL, 0), PK_ERR_DB); /* no such run (FK) */
     pk_run_info ri;
-    PK_CHECK_EQ(pk_store_run_get(s, run, &ri), PK_OK);
+    PK_CHECK_EQ(pk_store_run_get(s, run, &ri, NULL, 0), PK_OK);
     PK_CHECK_EQ(ri.steps_done, 2);
     PK_CHECK(!strcmp(ri.status, "running") && !strcmp(ri.config_json, "{\"lr\":1e-6}"));
     pk_run_info_clear(&ri);
-    PK_CHECK_EQ(pk_store_run_set_status(s, run, "done"), PK_OK);
-    PK_CHECK_EQ(pk_store_run_get(s, run, &ri), PK_OK);
+    PK_CHECK_EQ(pk_store_run_set_status(s, run, "done", NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_run_get(s, run, &ri, NULL, 0), PK_OK);
     PK_CHECK(!strcmp(ri.status, "done"));
     pk_run_info_clear(&ri);
     pk_step_row *got = NULL;
     size_t ng = 0;
-    PK_CHECK_EQ(pk_store_steps_read(s, run, 0, 10, &got, &ng), PK_OK);
+    PK_CHECK_EQ(pk_store_steps_read(s, run, 0, 10, &got, &ng, NULL, 0), PK_OK);
     PK_CHECK_EQ(ng, 4);
     if (ng == 4)
         PK_CHECK(got[0].seed == 0xfedcba9876543210ull && got[1].g == -0.25f && got[3].step == 1 &&
                  got[3].q_index == 1);
     free(got);
-    PK_CHECK_EQ(pk_store_run_list(s, &ids, &n), PK_OK);
+    PK_CHECK_EQ(pk_store_run_list(s, &ids, &n, NULL, 0), PK_OK);
     PK_CHECK(n >= 1 && ids[0] == run);
     free(ids);
-    PK_CHECK_EQ(pk_store_eval_append(s, run, 0, 2.5, (double)NAN), PK_OK);
-    PK_CHECK_EQ(pk_store_eval_append(s, run, 10, 2.0, 0.75), PK_OK);
+    PK_CHECK_EQ(pk_store_eval_append(s, run, 0, 2.5, (double)NAN, NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_eval_append(s, run, 10, 2.0, 0.75, NULL, 0), PK_OK);
     int64_t *es = NULL;
     double *el = NULL, *ea = NULL;
     size_t ne = 0;
-    PK_CHECK_EQ(pk_store_eval_read(s, run, &es, &el, &ea, &ne), PK_OK);
+    PK_CHECK_EQ(pk_store_eval_read(s, run, &es, &el, &ea, &ne, NULL, 0), PK_OK);
     PK_CHECK(ne == 2 && es[1] == 10 && el[0] == 2.5 && isnan(ea[0]) && ea[1] == 0.75);
     free(es), free(el), free(ea);
 }
@@ -464,39 +465,39 @@ static void check_run_log(pk_store *s, int64_t run)
 static void check_checkpoints(pk_store *s, int64_t run)
 {
     float w1[3] = {1, 2, 3}, w2[3] = {4, 5, 6};
-    PK_CHECK_EQ(pk_store_checkpoint_put(s, run, 5, w1, sizeof w1), PK_OK);
-    PK_CHECK_EQ(pk_store_checkpoint_put(s, run, 9, w2, sizeof w2), PK_OK);
+    PK_CHECK_EQ(pk_store_checkpoint_put(s, run, 5, w1, sizeof w1, NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_checkpoint_put(s, run, 9, w2, sizeof w2, NULL, 0), PK_OK);
     void *b = NULL;
     size_t bl = 0;
     int64_t at = 0;
-    PK_CHECK_EQ(pk_store_checkpoint_get(s, run, 8, &at, &b, &bl), PK_OK);
+    PK_CHECK_EQ(pk_store_checkpoint_get(s, run, 8, &at, &b, &bl, NULL, 0), PK_OK);
     PK_CHECK(at == 5 && bl == sizeof w1 && !memcmp(b, w1, bl));
     pk_store_blob_free(b, bl);
-    PK_CHECK_EQ(pk_store_checkpoint_get(s, run, 4, &at, &b, &bl), PK_ERR_NOTFOUND);
+    PK_CHECK_EQ(pk_store_checkpoint_get(s, run, 4, &at, &b, &bl, NULL, 0), PK_ERR_NOTFOUND);
 }
 
 /* State keys overwrite; the outbox is idempotent per key and drains in order. */
 static void check_state_and_outbox(pk_store *s)
 {
     char *v = NULL, *k = NULL;
-    PK_CHECK_EQ(pk_store_state_get(s, "server", &v), PK_ERR_NOTFOUND);
-    PK_CHECK_EQ(pk_store_state_set(s, "server", "http://x"), PK_OK);
-    PK_CHECK_EQ(pk_store_state_set(s, "server", "http://y"), PK_OK);
-    PK_CHECK_EQ(pk_store_state_get(s, "server", &v), PK_OK);
+    PK_CHECK_EQ(pk_store_state_get(s, "server", &v, NULL, 0), PK_ERR_NOTFOUND);
+    PK_CHECK_EQ(pk_store_state_set(s, "server", "http://x", NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_state_set(s, "server", "http://y", NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_state_get(s, "server", &v, NULL, 0), PK_OK);
     PK_CHECK(v && !strcmp(v, "http://y"));
     free(v);
-    PK_CHECK_EQ(pk_store_outbox_put(s, "k1", "{\"a\":1}"), PK_OK);
-    PK_CHECK_EQ(pk_store_outbox_put(s, "k2", "{\"a\":2}"), PK_OK);
-    PK_CHECK_EQ(pk_store_outbox_put(s, "k1", "{\"dup\":1}"), PK_OK); /* idempotent */
-    PK_CHECK_EQ(pk_store_outbox_peek(s, &k, &v), PK_OK);
+    PK_CHECK_EQ(pk_store_outbox_put(s, "k1", "{\"a\":1}", NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_outbox_put(s, "k2", "{\"a\":2}", NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_outbox_put(s, "k1", "{\"dup\":1}", NULL, 0), PK_OK); /* idempotent */
+    PK_CHECK_EQ(pk_store_outbox_peek(s, &k, &v, NULL, 0), PK_OK);
     PK_CHECK(k && v && !strcmp(k, "k1") && !strcmp(v, "{\"a\":1}"));
     free(k), free(v);
-    PK_CHECK_EQ(pk_store_outbox_done(s, "k1"), PK_OK);
-    PK_CHECK_EQ(pk_store_outbox_peek(s, &k, &v), PK_OK);
+    PK_CHECK_EQ(pk_store_outbox_done(s, "k1", NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_outbox_peek(s, &k, &v, NULL, 0), PK_OK);
     PK_CHECK(k && !strcmp(k, "k2"));
     free(k), free(v);
-    PK_CHECK_EQ(pk_store_outbox_done(s, "k2"), PK_OK);
-    PK_CHECK_EQ(pk_store_outbox_peek(s, &k, &v), PK_ERR_NOTFOUND);
+    PK_CHECK_EQ(pk_store_outbox_done(s, "k2", NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_outbox_peek(s, &k, &v, NULL, 0), PK_ERR_NOTFOUND);
 }
 
 static void test_runs_and_sync(void)
@@ -505,24 +506,24 @@ static void test_runs_and_sync(void)
     if (!s)
         return;
     int64_t run = 0;
-    PK_CHECK_EQ(pk_store_run_create(s, 0, "{\"lr\":1e-6}", "ab", 100, &run), PK_OK);
+    PK_CHECK_EQ(pk_store_run_create(s, 0, "{\"lr\":1e-6}", "ab", 100, &run, NULL, 0), PK_OK);
     check_run_log(s, run);
     check_checkpoints(s, run);
     check_state_and_outbox(s);
     /* Identity: signatures verify against the public key. */
     uint8_t pk[32], sig[64];
-    PK_CHECK_EQ(pk_store_identity_public(s, pk), PK_OK);
-    PK_CHECK_EQ(pk_store_identity_sign(s, "body", 4, sig), PK_OK);
+    PK_CHECK_EQ(pk_store_identity_public(s, pk, NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_identity_sign(s, "body", 4, sig, NULL, 0), PK_OK);
     PK_CHECK_EQ(pk_sign_verify(pk, "body", 4, sig), PK_OK);
     PK_CHECK_EQ(pk_sign_verify(pk, "bodY", 4, sig), PK_ERR_AUTH);
     /* Forget a dataset used by a run: the run keeps its log, dataset id 0. */
     int64_t ds = 0, run2 = 0;
     pk_run_info ri;
-    PK_CHECK_EQ(pk_store_dataset_id(s, "paras", &ds), PK_OK);
-    PK_CHECK_EQ(pk_store_run_create(s, ds, "{}", "cd", 1, &run2), PK_OK);
-    PK_CHECK_EQ(pk_store_dataset_forget(s, "paras"), PK_OK);
-    PK_CHECK_EQ(pk_store_dataset_forget(s, "paras"), PK_ERR_NOTFOUND);
-    PK_CHECK_EQ(pk_store_run_get(s, run2, &ri), PK_OK);
+    PK_CHECK_EQ(pk_store_dataset_id(s, "paras", &ds, NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_run_create(s, ds, "{}", "cd", 1, &run2, NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_dataset_forget(s, "paras", NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_dataset_forget(s, "paras", NULL, 0), PK_ERR_NOTFOUND);
+    PK_CHECK_EQ(pk_store_run_get(s, run2, &ri, NULL, 0), PK_OK);
     PK_CHECK_EQ(ri.dataset_id, 0);
     pk_run_info_clear(&ri);
     pk_store_close(s);
@@ -535,16 +536,16 @@ static void test_rekey(void)
     char err[256];
     if (!s)
         return;
-    PK_CHECK_EQ(pk_store_identity_public(s, pk1), PK_OK);
-    PK_CHECK_EQ(pk_store_rekey(s, "new pass", 8, tiny_params()), PK_OK);
+    PK_CHECK_EQ(pk_store_identity_public(s, pk1, NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_rekey(s, "new pass", 8, tiny_params(), NULL, 0), PK_OK);
     /* The handle keeps working with the new keys. */
     int64_t ds = 0, *ids = NULL, n = 0;
-    PK_CHECK_EQ(pk_store_dataset_id(s, "notes", &ds), PK_OK);
-    PK_CHECK_EQ(pk_store_example_ids(s, ds, &ids, &n), PK_OK);
+    PK_CHECK_EQ(pk_store_dataset_id(s, "notes", &ds, NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_example_ids(s, ds, &ids, &n, NULL, 0), PK_OK);
     pk_example *e = NULL;
     PK_CHECK(n == 2);
     if (n)
-        PK_CHECK_EQ(pk_store_example_get(s, ds, ids[0], &e), PK_OK);
+        PK_CHECK_EQ(pk_store_example_get(s, ds, ids[0], &e, NULL, 0), PK_OK);
     PK_CHECK(e && !strcmp(e->text, secrets[0]));
     pk_example_free(e);
     pk_store_close(s);
@@ -556,14 +557,14 @@ static void test_rekey(void)
         free(ids);
         return;
     }
-    PK_CHECK_EQ(pk_store_example_get(s, ds, ids[1], &e), PK_OK);
+    PK_CHECK_EQ(pk_store_example_get(s, ds, ids[1], &e, NULL, 0), PK_OK);
     PK_CHECK(e && !strcmp(e->prompt, secrets[1]));
     pk_example_free(e);
-    PK_CHECK_EQ(pk_store_identity_public(s, pk2), PK_OK);
+    PK_CHECK_EQ(pk_store_identity_public(s, pk2, NULL, 0), PK_OK);
     PK_CHECK(!memcmp(pk1, pk2, 32));
-    PK_CHECK_EQ(pk_store_identity_sign(s, "x", 1, sig), PK_OK);
+    PK_CHECK_EQ(pk_store_identity_sign(s, "x", 1, sig, NULL, 0), PK_OK);
     PK_CHECK_EQ(pk_sign_verify(pk1, "x", 1, sig), PK_OK);
-    PK_CHECK_EQ(pk_store_rekey(s, TEST_PASS, strlen(TEST_PASS), tiny_params()), PK_OK);
+    PK_CHECK_EQ(pk_store_rekey(s, TEST_PASS, strlen(TEST_PASS), tiny_params(), NULL, 0), PK_OK);
     pk_store_close(s);
     free(ids);
 }
@@ -572,6 +573,7 @@ static void test_rekey(void)
  * clear message; two importers at once both succeed (they wait), and the counts add up. */
 static void test_two_processes(const char *tmpdir)
 {
+    char serr[512] = ""; /* what the store says on failure */
     char path[700];
     snprintf(path, sizeof path, "%s/many.txt", tmpdir);
     write_lines(path, 3000, "line ", " of a concurrent import");
@@ -586,7 +588,7 @@ static void test_two_processes(const char *tmpdir)
             pk_import_opts o = {.format = PK_IMPORT_TXT, .paragraphs = 0};
             if (pk_store_open(home, TEST_PASS, strlen(TEST_PASS), &s, err, sizeof err) != PK_OK)
                 _exit(3);
-            pk_status st = pk_store_import(s, path, name, o, &n);
+            pk_status st = pk_store_import(s, path, name, o, &n, serr, sizeof serr);
             pk_store_close(s);
             _exit(st == PK_OK && n == 3000 ? 0 : st == PK_ERR_BUSY ? 2 : 1);
         }
@@ -604,20 +606,20 @@ static void test_two_processes(const char *tmpdir)
     if (s) {
         int64_t n = 0;
         pk_import_opts o = {.format = PK_IMPORT_TXT, .paragraphs = 0};
-        PK_CHECK_EQ(pk_store_import(s, path, "blocked", o, &n), PK_ERR_BUSY);
-        PK_CHECK(strstr(pk_store_errmsg(s), "busy") != NULL);
+        PK_CHECK_EQ(pk_store_import(s, path, "blocked", o, &n, serr, sizeof serr), PK_ERR_BUSY);
+        PK_CHECK(strstr(serr, "busy") != NULL);
         pk_store_close(s);
     }
     sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     sqlite3_close(db);
     s = open_ok(TEST_PASS);
     int64_t ds = 0, c0 = 0, c1 = 0;
-    if (s && pk_store_dataset_id(s, "conc0", &ds) == PK_OK)
-        PK_CHECK(pk_store_example_count(s, ds, &c0) == PK_OK && c0 == 3000);
-    if (s && pk_store_dataset_id(s, "conc1", &ds) == PK_OK)
-        PK_CHECK(pk_store_example_count(s, ds, &c1) == PK_OK && c1 == 3000);
+    if (s && pk_store_dataset_id(s, "conc0", &ds, serr, sizeof serr) == PK_OK)
+        PK_CHECK(pk_store_example_count(s, ds, &c0, serr, sizeof serr) == PK_OK && c0 == 3000);
+    if (s && pk_store_dataset_id(s, "conc1", &ds, serr, sizeof serr) == PK_OK)
+        PK_CHECK(pk_store_example_count(s, ds, &c1, serr, sizeof serr) == PK_OK && c1 == 3000);
     PK_CHECK(c0 + c1 >= 3000);
-    PK_CHECK_EQ(pk_store_dataset_id(s, "blocked", &ds), PK_ERR_NOTFOUND);
+    PK_CHECK_EQ(pk_store_dataset_id(s, "blocked", &ds, serr, sizeof serr), PK_ERR_NOTFOUND);
     pk_store_close(s);
 }
 

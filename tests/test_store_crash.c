@@ -56,10 +56,10 @@ static int integrity_ok(void)
 static int64_t count_of(pk_store *s, const char *name)
 {
     int64_t ds = 0, n = 0;
-    pk_status st = pk_store_dataset_id(s, name, &ds);
+    pk_status st = pk_store_dataset_id(s, name, &ds, NULL, 0);
     if (st == PK_ERR_NOTFOUND)
         return 0;
-    if (st != PK_OK || pk_store_example_count(s, ds, &n) != PK_OK)
+    if (st != PK_OK || pk_store_example_count(s, ds, &n, NULL, 0) != PK_OK)
         return -1;
     return n;
 }
@@ -83,7 +83,7 @@ static double child_import(const char *name, int64_t *done_n)
     double t0 = now();
     if (pk_store_open(home, TEST_PASS, strlen(TEST_PASS), &s, err, sizeof err) != PK_OK)
         return -1;
-    pk_status st = pk_store_import(s, data_path, name, o, done_n);
+    pk_status st = pk_store_import(s, data_path, name, o, done_n, NULL, 0);
     pk_store_close(s);
     return st == PK_OK ? now() - t0 : -1;
 }
@@ -119,7 +119,7 @@ static void test_kill_import(void)
         none += c == 0;
         PK_CHECK_EQ(count_of(s, "calibration"), N_IMPORT);
         if (c == N_IMPORT)
-            PK_CHECK_EQ(pk_store_dataset_forget(s, name), PK_OK);
+            PK_CHECK_EQ(pk_store_dataset_forget(s, name, NULL, 0), PK_OK);
         pk_store_close(s);
     }
     fprintf(stderr, "kill -9 during import: %d trials, %d complete, %d none (%.3f s/import)\n",
@@ -131,16 +131,16 @@ static int store_whole(pk_store *s)
 {
     int64_t ds = 0, n = 0, *ids = NULL;
     uint8_t sig[64], pk[32];
-    int ok = pk_store_dataset_id(s, "rekeyed", &ds) == PK_OK &&
-             pk_store_example_ids(s, ds, &ids, &n) == PK_OK && n == N_REKEY;
+    int ok = pk_store_dataset_id(s, "rekeyed", &ds, NULL, 0) == PK_OK &&
+             pk_store_example_ids(s, ds, &ids, &n, NULL, 0) == PK_OK && n == N_REKEY;
     for (int64_t i = 0; ok && i < n; i++) {
         pk_example *e = NULL;
-        ok = pk_store_example_get(s, ds, ids[i], &e) == PK_OK;
+        ok = pk_store_example_get(s, ds, ids[i], &e, NULL, 0) == PK_OK;
         pk_example_free(e);
     }
     free(ids);
-    return ok && pk_store_identity_sign(s, "m", 1, sig) == PK_OK &&
-           pk_store_identity_public(s, pk) == PK_OK && pk_sign_verify(pk, "m", 1, sig) == PK_OK;
+    return ok && pk_store_identity_sign(s, "m", 1, sig, NULL, 0) == PK_OK &&
+           pk_store_identity_public(s, pk, NULL, 0) == PK_OK && pk_sign_verify(pk, "m", 1, sig) == PK_OK;
 }
 
 static void test_kill_rekey(void)
@@ -152,11 +152,11 @@ static void test_kill_rekey(void)
     write_lines(small, N_REKEY, "rekey example ", " with some words to seal");
     PK_CHECK_EQ(pk_store_open(home, cur, strlen(cur), &s, err, sizeof err), PK_OK);
     pk_import_opts o = {.format = PK_IMPORT_TXT, .paragraphs = 0};
-    PK_CHECK_EQ(pk_store_import(s, small, "rekeyed", o, &n), PK_OK);
+    PK_CHECK_EQ(pk_store_import(s, small, "rekeyed", o, &n, NULL, 0), PK_OK);
     double t0 = now();
-    PK_CHECK_EQ(pk_store_rekey(s, "calibrated", 10, tiny_params()), PK_OK);
+    PK_CHECK_EQ(pk_store_rekey(s, "calibrated", 10, tiny_params(), NULL, 0), PK_OK);
     double dur = now() - t0;
-    PK_CHECK_EQ(pk_store_rekey(s, cur, strlen(cur), tiny_params()), PK_OK);
+    PK_CHECK_EQ(pk_store_rekey(s, cur, strlen(cur), tiny_params(), NULL, 0), PK_OK);
     pk_store_close(s);
     int old_ok = 0, new_ok = 0;
     for (int t = 0; t < PK_CRASH_TRIALS; t++) {
@@ -167,7 +167,7 @@ static void test_kill_rekey(void)
             pk_store *c = NULL;
             if (pk_store_open(home, cur, strlen(cur), &c, err, sizeof err) != PK_OK)
                 _exit(1);
-            pk_status st = pk_store_rekey(c, next, strlen(next), tiny_params());
+            pk_status st = pk_store_rekey(c, next, strlen(next), tiny_params(), NULL, 0);
             pk_store_close(c);
             _exit(st == PK_OK ? 0 : 1);
         }
@@ -197,7 +197,7 @@ static void test_kill_rekey(void)
     /* Leave the home on the test passphrase for what follows. */
     PK_CHECK_EQ(pk_store_open(home, cur, strlen(cur), &s, err, sizeof err), PK_OK);
     if (s)
-        PK_CHECK_EQ(pk_store_rekey(s, TEST_PASS, strlen(TEST_PASS), tiny_params()), PK_OK);
+        PK_CHECK_EQ(pk_store_rekey(s, TEST_PASS, strlen(TEST_PASS), tiny_params(), NULL, 0), PK_OK);
     pk_store_close(s);
 }
 
@@ -205,6 +205,7 @@ static void test_kill_rekey(void)
  * clean status (exit code = status) and leave the database intact. */
 static void test_full_disk(void)
 {
+    char serr[512] = ""; /* what the store says on failure */
     struct stat sb;
     PK_CHECK(stat(db_path, &sb) == 0);
     pid_t pid = fork();
@@ -220,9 +221,9 @@ static void test_full_disk(void)
         pk_import_opts o = {.format = PK_IMPORT_TXT, .paragraphs = 0};
         if (pk_store_open(home, TEST_PASS, strlen(TEST_PASS), &s, err, sizeof err) != PK_OK)
             _exit(100);
-        pk_status st = pk_store_import(s, data_path, "toobig", o, &n);
+        pk_status st = pk_store_import(s, data_path, "toobig", o, &n, serr, sizeof serr);
         if (st != PK_OK)
-            fprintf(stderr, "full disk: %s (%s)\n", pk_store_errmsg(s), pk_status_str(st));
+            fprintf(stderr, "full disk: %s (%s)\n", serr, pk_status_str(st));
         pk_store_close(s);
         _exit((int)st);
     }
@@ -262,7 +263,7 @@ static size_t import_peak_rss(const char *dir, int lines, const char *name)
         pk_import_opts o = {.format = PK_IMPORT_TXT, .paragraphs = 0};
         size_t r = 0;
         if (pk_store_open(home, TEST_PASS, strlen(TEST_PASS), &s, err, sizeof err) == PK_OK &&
-            pk_store_import(s, path, name, o, &n) == PK_OK && n == lines)
+            pk_store_import(s, path, name, o, &n, NULL, 0) == PK_OK && n == lines)
             r = pk_peak_rss_bytes();
         pk_store_close(s);
         if (write(fds[1], &r, sizeof r) != (ssize_t)sizeof r)

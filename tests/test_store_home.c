@@ -24,17 +24,24 @@ static pk_store *open_home(const char *home, const char *pass)
     return s;
 }
 
-static pk_status add_note(pk_store *s, const char *dataset, const char *text)
+/* err (may be NULL) gets the store's message. */
+static pk_status add_note_err(pk_store *s, const char *dataset, const char *text, char *err,
+                              size_t errlen)
 {
     pk_example ex = {0, text, NULL, NULL, NULL, NULL};
-    return pk_store_example_add(s, dataset, &ex, NULL);
+    return pk_store_example_add(s, dataset, &ex, NULL, err, errlen);
+}
+
+static pk_status add_note(pk_store *s, const char *dataset, const char *text)
+{
+    return add_note_err(s, dataset, text, NULL, 0);
 }
 
 static int64_t new_run(pk_store *s, const char *dataset)
 {
     int64_t ds = 0, run = 0;
-    PK_CHECK_EQ(pk_store_dataset_id(s, dataset, &ds), PK_OK);
-    PK_CHECK_EQ(pk_store_run_create(s, ds, "{\"eval_dataset\":\"heldout\"}", "00", 10, &run),
+    PK_CHECK_EQ(pk_store_dataset_id(s, dataset, &ds, NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_run_create(s, ds, "{\"eval_dataset\":\"heldout\"}", "00", 10, &run, NULL, 0),
                 PK_OK);
     return run;
 }
@@ -42,27 +49,29 @@ static int64_t new_run(pk_store *s, const char *dataset)
 /* Two handles: B rekeys; A's keys are stale, so each of its sealing writes fails cleanly. */
 static void test_stale_handle(const char *home)
 {
+    char serr[512] = ""; /* what the store says on failure */
     pk_store *a = open_home(home, TEST_PASS), *b = open_home(home, TEST_PASS);
     PK_CHECK_EQ(add_note(a, "notes", "written before the rekey"), PK_OK);
     int64_t run = new_run(a, "notes");
-    PK_CHECK_EQ(pk_store_rekey(b, NEW_PASS, strlen(NEW_PASS), tiny_params()), PK_OK);
-    PK_CHECK_EQ(add_note(a, "notes", "sealed under the old key"), PK_ERR_STALE_KEY);
-    PK_CHECK(strstr(pk_store_errmsg(a), "passphrase") != NULL);
-    PK_CHECK_EQ(pk_store_checkpoint_put(a, run, 1, "abcd", 4), PK_ERR_STALE_KEY);
+    PK_CHECK_EQ(pk_store_rekey(b, NEW_PASS, strlen(NEW_PASS), tiny_params(), serr, sizeof serr), PK_OK);
+    PK_CHECK_EQ(add_note_err(a, "notes", "sealed under the old key", serr, sizeof serr),
+                PK_ERR_STALE_KEY);
+    PK_CHECK(strstr(serr, "passphrase") != NULL);
+    PK_CHECK_EQ(pk_store_checkpoint_put(a, run, 1, "abcd", 4, serr, sizeof serr), PK_ERR_STALE_KEY);
     PK_CHECK_EQ(add_note(b, "notes", "sealed under the new key"), PK_OK); /* b is current */
     pk_store_close(a);
     pk_store_close(b);
     a = open_home(home, NEW_PASS);
     int64_t ds = 0, n = 0;
-    PK_CHECK_EQ(pk_store_dataset_id(a, "notes", &ds), PK_OK);
-    PK_CHECK_EQ(pk_store_example_count(a, ds, &n), PK_OK);
+    PK_CHECK_EQ(pk_store_dataset_id(a, "notes", &ds, serr, sizeof serr), PK_OK);
+    PK_CHECK_EQ(pk_store_example_count(a, ds, &n, serr, sizeof serr), PK_OK);
     PK_CHECK_EQ(n, 3);
     int64_t step = 0;
     void *blob = NULL;
     size_t len = 0;
-    PK_CHECK_EQ(pk_store_checkpoint_get(a, run, 10, &step, &blob, &len), PK_ERR_NOTFOUND);
+    PK_CHECK_EQ(pk_store_checkpoint_get(a, run, 10, &step, &blob, &len, serr, sizeof serr), PK_ERR_NOTFOUND);
     /* and the home rekeys again: nothing was left sealed under a lost key */
-    PK_CHECK_EQ(pk_store_rekey(a, TEST_PASS, strlen(TEST_PASS), tiny_params()), PK_OK);
+    PK_CHECK_EQ(pk_store_rekey(a, TEST_PASS, strlen(TEST_PASS), tiny_params(), serr, sizeof serr), PK_OK);
     pk_store_close(a);
 }
 
@@ -76,10 +85,10 @@ static pid_t hold_lease(const char *home, int64_t run, int *release_fd)
         close(to_child[1]);
         close(ready[0]);
         pk_store *s = open_home(home, TEST_PASS);
-        char c = pk_store_lease_acquire(s, run) == PK_OK ? 'y' : 'n', x;
+        char c = pk_store_lease_acquire(s, run, NULL, 0) == PK_OK ? 'y' : 'n', x;
         if (write(ready[1], &c, 1) != 1 || read(to_child[0], &x, 1) < 0)
             _exit(2);
-        pk_status st = pk_store_lease_release(s, run);
+        pk_status st = pk_store_lease_release(s, run, NULL, 0);
         pk_store_close(s);
         _exit(st == PK_OK ? 0 : 1);
     }
@@ -94,6 +103,7 @@ static pid_t hold_lease(const char *home, int64_t run, int *release_fd)
 
 static void test_leases(const char *home)
 {
+    char serr[512] = ""; /* what the store says on failure */
     pk_store *s = open_home(home, TEST_PASS);
     PK_CHECK_EQ(add_note(s, "heldout", "an eval note"), PK_OK);
     int64_t run = new_run(s, "notes"), other = new_run(s, "notes");
@@ -102,30 +112,30 @@ static void test_leases(const char *home)
     char want[64];
     snprintf(want, sizeof want, "run %lld is already running (pid %ld)", (long long)run,
              (long)child);
-    PK_CHECK_EQ(pk_store_lease_acquire(s, run), PK_ERR_BUSY);
-    PK_CHECK(strstr(pk_store_errmsg(s), want) != NULL);
-    PK_CHECK_EQ(pk_store_rekey(s, NEW_PASS, strlen(NEW_PASS), tiny_params()), PK_ERR_BUSY);
-    PK_CHECK(strstr(pk_store_errmsg(s), "is training") != NULL);
-    PK_CHECK_EQ(pk_store_dataset_forget(s, "notes"), PK_ERR_BUSY);
-    PK_CHECK(strstr(pk_store_errmsg(s), "in use by run") != NULL);
-    PK_CHECK_EQ(pk_store_dataset_forget(s, "heldout"), PK_ERR_BUSY); /* its eval dataset */
-    PK_CHECK_EQ(pk_store_lease_acquire(s, other), PK_OK); /* another run is free */
-    PK_CHECK_EQ(pk_store_lease_release(s, other), PK_OK);
+    PK_CHECK_EQ(pk_store_lease_acquire(s, run, serr, sizeof serr), PK_ERR_BUSY);
+    PK_CHECK(strstr(serr, want) != NULL);
+    PK_CHECK_EQ(pk_store_rekey(s, NEW_PASS, strlen(NEW_PASS), tiny_params(), serr, sizeof serr), PK_ERR_BUSY);
+    PK_CHECK(strstr(serr, "is training") != NULL);
+    PK_CHECK_EQ(pk_store_dataset_forget(s, "notes", serr, sizeof serr), PK_ERR_BUSY);
+    PK_CHECK(strstr(serr, "in use by run") != NULL);
+    PK_CHECK_EQ(pk_store_dataset_forget(s, "heldout", serr, sizeof serr), PK_ERR_BUSY); /* its eval dataset */
+    PK_CHECK_EQ(pk_store_lease_acquire(s, other, serr, sizeof serr), PK_OK); /* another run is free */
+    PK_CHECK_EQ(pk_store_lease_release(s, other, serr, sizeof serr), PK_OK);
     close(release); /* the child releases and exits */
     int status = 0;
     PK_CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) &&
              WEXITSTATUS(status) == 0);
-    PK_CHECK_EQ(pk_store_lease_acquire(s, run), PK_OK);
-    PK_CHECK_EQ(pk_store_lease_release(s, run), PK_OK);
+    PK_CHECK_EQ(pk_store_lease_acquire(s, run, serr, sizeof serr), PK_OK);
+    PK_CHECK_EQ(pk_store_lease_release(s, run, serr, sizeof serr), PK_OK);
     /* kill -9 leaves the row; the next trainer takes it over */
     child = hold_lease(home, run, &release);
     kill(child, SIGKILL);
     PK_CHECK(waitpid(child, &status, 0) == child);
     close(release);
-    PK_CHECK_EQ(pk_store_lease_acquire(s, run), PK_OK);
-    PK_CHECK_EQ(pk_store_lease_release(s, run), PK_OK);
-    PK_CHECK_EQ(pk_store_rekey(s, NEW_PASS, strlen(NEW_PASS), tiny_params()), PK_OK);
-    PK_CHECK_EQ(pk_store_dataset_forget(s, "heldout"), PK_OK);
+    PK_CHECK_EQ(pk_store_lease_acquire(s, run, serr, sizeof serr), PK_OK);
+    PK_CHECK_EQ(pk_store_lease_release(s, run, serr, sizeof serr), PK_OK);
+    PK_CHECK_EQ(pk_store_rekey(s, NEW_PASS, strlen(NEW_PASS), tiny_params(), serr, sizeof serr), PK_OK);
+    PK_CHECK_EQ(pk_store_dataset_forget(s, "heldout", serr, sizeof serr), PK_OK);
     pk_store_close(s);
 }
 
@@ -141,7 +151,7 @@ static void test_migration(const char *home)
     sqlite3_close(h);
     pk_store *s = open_home(home, NEW_PASS);
     PK_CHECK_EQ(add_note(s, "notes", "after the migration"), PK_OK);
-    PK_CHECK_EQ(pk_store_rekey(s, TEST_PASS, strlen(TEST_PASS), tiny_params()), PK_OK);
+    PK_CHECK_EQ(pk_store_rekey(s, TEST_PASS, strlen(TEST_PASS), tiny_params(), NULL, 0), PK_OK);
     pk_store_close(s);
     s = open_home(home, TEST_PASS);
     pk_store_close(s);
@@ -175,14 +185,15 @@ static void test_home_checks(const char *home)
  * unprivileged user (root writes anywhere), in a child when the test runs as root. */
 static void check_read_only(const char *home)
 {
+    char serr[512] = ""; /* what the store says on failure */
     pk_store *s = open_home(home, TEST_PASS);
     pk_dataset_info *ds = NULL;
     size_t n = 0;
-    PK_CHECK_EQ(pk_store_dataset_list(s, &ds, &n), PK_OK);
+    PK_CHECK_EQ(pk_store_dataset_list(s, &ds, &n, serr, sizeof serr), PK_OK);
     PK_CHECK(n >= 1);
     free(ds);
-    PK_CHECK_EQ(add_note(s, "notes", "cannot be written"), PK_ERR_IO);
-    PK_CHECK(strstr(pk_store_errmsg(s), "read-only") != NULL);
+    PK_CHECK_EQ(add_note_err(s, "notes", "cannot be written", serr, sizeof serr), PK_ERR_IO);
+    PK_CHECK(strstr(serr, "read-only") != NULL);
     pk_store_close(s);
 }
 

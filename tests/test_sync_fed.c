@@ -424,7 +424,7 @@ static void test_agent_kill(void)
     if (!sg)
         return;
     char *ik = NULL, *body = NULL;
-    PK_CHECK_EQ(pk_store_outbox_peek(sg, &ik, &body), PK_OK); /* still pending */
+    PK_CHECK_EQ(pk_store_outbox_peek(sg, &ik, &body, NULL, 0), PK_OK); /* still pending */
     free(ik);
     free(body);
     pk_sync_report rg, rh;
@@ -436,7 +436,7 @@ static void test_agent_kill(void)
     PK_CHECK_EQ(rg.uploaded, 1);
     PK_CHECK_EQ(rg.round, 1);
     PK_CHECK_EQ(tg.grads, g0); /* no second update computed for round 1 */
-    PK_CHECK_EQ(pk_store_outbox_peek(sg, &ik, &body), PK_ERR_NOTFOUND);
+    PK_CHECK_EQ(pk_store_outbox_peek(sg, &ik, &body, NULL, 0), PK_ERR_NOTFOUND);
     p.wait_s = 10;
     pk_sync_model_ops oh = toy_ops(&th);
     PK_CHECK_EQ(pk_sync_round(sh, &p, &oh, &rh, err, sizeof err), PK_OK);

@@ -408,7 +408,7 @@ static void phase_outbox(agent *a)
     PK_CHECK_EQ(f->uploads_seen - seen0, 2);
     PK_CHECK(strstr(a->err, "/v1/rounds/5/updates") && strstr(a->err, "503"));
     snprintf(idem_first, sizeof idem_first, "%s", f->last_idem);
-    PK_CHECK_EQ(pk_store_outbox_peek(a->s, &ik, &body), PK_OK);
+    PK_CHECK_EQ(pk_store_outbox_peek(a->s, &ik, &body, NULL, 0), PK_OK);
     PK_CHECK(ik && !strcmp(ik, idem_first));
     free(ik);
     free(body);
@@ -420,7 +420,7 @@ static void phase_outbox(agent *a)
     PK_CHECK_EQ(a->rep.flushed, 1);
     PK_CHECK_EQ(a->rep.uploaded, 1);
     PK_CHECK_EQ(a->t.grads, grads1);
-    PK_CHECK_EQ(pk_store_outbox_peek(a->s, &ik, &body), PK_ERR_NOTFOUND);
+    PK_CHECK_EQ(pk_store_outbox_peek(a->s, &ik, &body, NULL, 0), PK_ERR_NOTFOUND);
 }
 
 /* Definitive refusals: a 409, a wrong base model, another trainable subset, an unknown task. */
@@ -433,7 +433,7 @@ static void phase_refusals(agent *a)
     f->upload_code = 409;
     PK_CHECK_EQ(agent_run(a), PK_ERR_HTTP);
     PK_CHECK(strstr(a->err, "round_closed") != NULL || strstr(a->err, "refused") != NULL);
-    PK_CHECK_EQ(pk_store_outbox_peek(a->s, &ik, &body), PK_ERR_NOTFOUND);
+    PK_CHECK_EQ(pk_store_outbox_peek(a->s, &ik, &body, NULL, 0), PK_ERR_NOTFOUND);
     /* a wrong base model is refused before anything else */
     set_task(f, "00ff", 6);
     PK_CHECK_EQ(agent_run(a), PK_ERR_ARG);
@@ -449,7 +449,7 @@ static void phase_refusals(agent *a)
         PK_CHECK_EQ(agent_run(a), PK_ERR_ARG);
         /* the library names both subsets; the CLI names its flag */
         PK_CHECK(strstr(a->err, "bitfit") != NULL && strstr(a->err, "trainable") != NULL);
-        PK_CHECK_EQ(pk_store_outbox_peek(a->s, &ik, &body), PK_ERR_NOTFOUND);
+        PK_CHECK_EQ(pk_store_outbox_peek(a->s, &ik, &body, NULL, 0), PK_ERR_NOTFOUND);
     }
     /* an unknown task id */
     set_task(f, a->base_hash, 6);

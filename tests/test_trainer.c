@@ -127,7 +127,7 @@ static void test_learns(int64_t steps)
     int64_t *es = NULL;
     double *el = NULL, *ea = NULL;
     size_t ne = 0;
-    PK_CHECK(pk_store_eval_read(s, r.run_id, &es, &el, &ea, &ne) == PK_OK);
+    PK_CHECK(pk_store_eval_read(s, r.run_id, &es, &el, &ea, &ne, NULL, 0) == PK_OK);
     PK_CHECK(ne >= 1 && es[ne - 1] == steps && fabs(el[ne - 1] - after) < 1e-9);
     free(es);
     free(el);
@@ -211,13 +211,13 @@ static void test_determinism_replay_resume(void)
     PK_CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     pk_store *s = open_store();
     int64_t *ids = NULL, n = 0;
-    PK_CHECK(pk_store_run_list(s, &ids, &n) == PK_OK);
+    PK_CHECK(pk_store_run_list(s, &ids, &n, NULL, 0) == PK_OK);
     if (n > 0)
         killed_run = ids[0]; /* newest first */
     free(ids);
     pk_run_info ri;
     memset(&ri, 0, sizeof ri);
-    PK_CHECK(pk_store_run_get(s, killed_run, &ri) == PK_OK);
+    PK_CHECK(pk_store_run_get(s, killed_run, &ri, NULL, 0) == PK_OK);
     PK_CHECK_EQ(ri.steps_done, 10);
     PK_CHECK(!strcmp(ri.status, "running"));
     pk_run_info_clear(&ri);
@@ -238,7 +238,7 @@ static void test_determinism_replay_resume(void)
     PK_CHECK(e.interrupted == 1 && e.steps_done == 5);
     s = open_store();
     memset(&ri, 0, sizeof ri);
-    PK_CHECK(pk_store_run_get(s, e.run_id, &ri) == PK_OK);
+    PK_CHECK(pk_store_run_get(s, e.run_id, &ri, NULL, 0) == PK_OK);
     PK_CHECK(!strcmp(ri.status, "stopped") && ri.steps_done == 5);
     pk_run_info_clear(&ri);
     pk_store_close(s);
@@ -287,7 +287,7 @@ static void run_status(pk_store *s, int64_t run_id, char *status, size_t n, int6
 {
     pk_run_info ri;
     memset(&ri, 0, sizeof ri);
-    PK_CHECK(pk_store_run_get(s, run_id, &ri) == PK_OK);
+    PK_CHECK(pk_store_run_get(s, run_id, &ri, NULL, 0) == PK_OK);
     snprintf(status, n, "%s", ri.status);
     *steps = ri.steps_done;
     pk_run_info_clear(&ri);
@@ -393,7 +393,7 @@ static void test_classify(void)
         memset(&e, 0, sizeof e);
         e.text = texts[i];
         e.label = (i % 2 == 0) ? "1" : " no";
-        PK_CHECK(pk_store_example_add(s, "cls", &e, NULL) == PK_OK);
+        PK_CHECK(pk_store_example_add(s, "cls", &e, NULL, NULL, 0) == PK_OK);
     }
     pk_model *m = NULL;
     pk_objective *o = NULL;
@@ -430,7 +430,7 @@ static void test_classify(void)
         memset(&e, 0, sizeof e);
         e.text = texts[i];
         e.label = labels[i];
-        PK_CHECK(pk_store_example_add(s, "cls-bad", &e, NULL) == PK_OK);
+        PK_CHECK(pk_store_example_add(s, "cls-bad", &e, NULL, NULL, 0) == PK_OK);
     }
     c.objective = PK_OBJ_CLASSIFY;
     PK_CHECK(pk_objective_from_store(s, "cls-bad", m, STORIES, &c, &o, err, sizeof err) ==
@@ -446,6 +446,7 @@ static void test_classify(void)
  * resume with the new passphrase ends on the weights of an uninterrupted run. */
 static void test_rekey_under_trainer(void)
 {
+    char serr[512] = ""; /* what the store says on failure */
     static const char new_pass[] = "the passphrase after the rekey";
     pk_train_config c = base_config(6);
     pk_train_result ref;
@@ -456,26 +457,26 @@ static void test_rekey_under_trainer(void)
     PK_CHECK_EQ(pk_trainer_open(a, &c, 0, NULL, &t, err, sizeof err), PK_OK);
     PK_CHECK_EQ(pk_trainer_step(t, err, sizeof err), PK_OK);
     int64_t id = pk_trainer_result(t)->run_id;
-    PK_CHECK_EQ(pk_store_rekey(b, new_pass, strlen(new_pass), tiny_params()), PK_ERR_BUSY);
-    PK_CHECK(strstr(pk_store_errmsg(b), "is training") != NULL);
-    PK_CHECK_EQ(pk_store_dataset_forget(b, "pip"), PK_ERR_BUSY);
+    PK_CHECK_EQ(pk_store_rekey(b, new_pass, strlen(new_pass), tiny_params(), serr, sizeof serr), PK_ERR_BUSY);
+    PK_CHECK(strstr(serr, "is training") != NULL);
+    PK_CHECK_EQ(pk_store_dataset_forget(b, "pip", serr, sizeof serr), PK_ERR_BUSY);
     sqlite3 *h = NULL; /* the lease lost (as if its row were removed by hand) */
     PK_CHECK(pk_store_db_path(home, db, sizeof db) == 0 && sqlite3_open(db, &h) == SQLITE_OK);
     PK_CHECK_EQ(sqlite3_exec(h, "DELETE FROM leases", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(h);
-    PK_CHECK_EQ(pk_store_rekey(b, new_pass, strlen(new_pass), tiny_params()), PK_OK);
+    PK_CHECK_EQ(pk_store_rekey(b, new_pass, strlen(new_pass), tiny_params(), serr, sizeof serr), PK_OK);
     PK_CHECK_EQ(pk_trainer_step(t, err, sizeof err), PK_ERR_STALE_KEY);
     PK_CHECK(strstr(err, "passphrase changed") != NULL);
     pk_trainer_free(t);
     pk_run_info ri;
-    PK_CHECK(pk_store_run_get(b, id, &ri) == PK_OK && !strcmp(ri.status, "stopped") &&
+    PK_CHECK(pk_store_run_get(b, id, &ri, serr, sizeof serr) == PK_OK && !strcmp(ri.status, "stopped") &&
              ri.steps_done == 1);
     pk_run_info_clear(&ri);
     pk_store_close(a);
     pk_train_result d;
     PK_CHECK_EQ(pk_train(b, NULL, id, NULL, &d, err, sizeof err), PK_OK);
     PK_CHECK(!strcmp(d.final_hash, ref.final_hash));
-    PK_CHECK_EQ(pk_store_rekey(b, TEST_PASS, strlen(TEST_PASS), tiny_params()), PK_OK);
+    PK_CHECK_EQ(pk_store_rekey(b, TEST_PASS, strlen(TEST_PASS), tiny_params(), serr, sizeof serr), PK_OK);
     pk_store_close(b);
 }
 
@@ -505,6 +506,7 @@ static void test_vocab_mismatch(void)
 
 int main(int argc, char **argv)
 {
+    char serr[512] = ""; /* what the store says on failure */
     int long_run = argc > 1 && !strcmp(argv[1], "long");
     if (sodium_init() < 0)
         return 1;
@@ -521,10 +523,10 @@ int main(int argc, char **argv)
     pk_store *s = open_store();
     pk_import_opts io = {.format = PK_IMPORT_TXT, .paragraphs = 0};
     int64_t n1 = 0, n2 = 0;
-    if (pk_store_import(s, PK_SOURCE_DIR "/demo/data/train.txt", "pip", io, &n1) != PK_OK ||
-        pk_store_import(s, PK_SOURCE_DIR "/demo/data/heldout.txt", "pip-heldout", io, &n2) !=
+    if (pk_store_import(s, PK_SOURCE_DIR "/demo/data/train.txt", "pip", io, &n1, serr, sizeof serr) != PK_OK ||
+        pk_store_import(s, PK_SOURCE_DIR "/demo/data/heldout.txt", "pip-heldout", io, &n2, serr, sizeof serr) !=
             PK_OK) {
-        fprintf(stderr, "FATAL: importing demo/data: %s\n", pk_store_errmsg(s));
+        fprintf(stderr, "FATAL: importing demo/data: %s\n", serr);
         return 1;
     }
     pk_store_close(s);

@@ -44,7 +44,7 @@ pk_status pk_export_hf(pk_store *s, int64_t run_id, const char *out_dir, pk_dtyp
     pk_run_info ri;
     memset(&ri, 0, sizeof ri);
     char hash[65] = "";
-    pk_status st = pk_store_run_get(s, run_id, &ri);
+    pk_status st = pk_store_run_get(s, run_id, &ri, NULL, 0);
     if (st != PK_OK) {
         pk_seterr(err, errlen, "no run %lld in this home (see pocketllm runs)", (long long)run_id);
         goto out;
@@ -72,12 +72,13 @@ out:
 pk_status pk_export_seedlog(pk_store *s, int64_t run_id, const char *path, size_t *bytes,
                             char *err, size_t errlen)
 {
+    char serr[512] = ""; /* what the store says on failure */
     pk_run_info ri;
     memset(&ri, 0, sizeof ri);
     pk_seedlog log;
     memset(&log, 0, sizeof log);
     pk_train_config cfg = pk_train_config_default();
-    pk_status st = pk_store_run_get(s, run_id, &ri);
+    pk_status st = pk_store_run_get(s, run_id, &ri, serr, sizeof serr);
     if (st != PK_OK) {
         pk_seterr(err, errlen, "no run %lld in this home (see pocketllm runs)", (long long)run_id);
         goto out;
@@ -85,10 +86,10 @@ pk_status pk_export_seedlog(pk_store *s, int64_t run_id, const char *path, size_
     st = pk_train_config_from_json(ri.config_json ? ri.config_json : "{}", &cfg, err, errlen);
     if (st != PK_OK)
         goto out;
-    st = pk_store_steps_read(s, run_id, 0, ri.steps_done, &log.rows, &log.n_rows);
+    st = pk_store_steps_read(s, run_id, 0, ri.steps_done, &log.rows, &log.n_rows, serr, sizeof serr);
     if (st != PK_OK) {
         pk_seterr(err, errlen, "cannot read the step log of run %lld: %s", (long long)run_id,
-                pk_store_errmsg(s));
+                serr);
         goto out;
     }
     memcpy(log.base_hash, ri.base_hash, sizeof log.base_hash);

@@ -155,12 +155,13 @@ pk_status pk_train_config_from_json(const char *json, pk_train_config *c, char *
 pk_status pk_run_load_config(pk_store *s, int64_t run_id, pk_run_info *ri, pk_train_config *cfg,
                              char *err, size_t errlen)
 {
+    char serr[512] = ""; /* what the store says on failure */
     memset(ri, 0, sizeof *ri);
-    pk_status st = pk_store_run_get(s, run_id, ri);
+    pk_status st = pk_store_run_get(s, run_id, ri, serr, sizeof serr);
     if (st != PK_OK) {
         snprintf(err, errlen, "run %lld: %s", (long long)run_id,
                  st == PK_ERR_NOTFOUND ? "no such run (see pocketllm runs list)"
-                                       : pk_store_errmsg(s));
+                                       : serr);
         return st;
     }
     return pk_train_config_from_json(ri->config_json, cfg, err, errlen);
@@ -170,6 +171,7 @@ pk_status pk_run_materialize_ex(pk_store *s, int64_t run_id, int64_t up_to_step,
                                 uint8_t **trainable_out, int64_t *steps_applied, char *err,
                                 size_t errlen)
 {
+    char serr[512] = ""; /* what the store says on failure */
     pk_run_info ri;
     pk_train_config cfg;
     pk_model *m = NULL;
@@ -207,7 +209,7 @@ pk_status pk_run_materialize_ex(pk_store *s, int64_t run_id, int64_t up_to_step,
     int64_t from = 0;
     if (target > 0) {
         int64_t cstep = 0;
-        pk_status cs = pk_store_checkpoint_get(s, run_id, target, &cstep, &blob, &blob_len);
+        pk_status cs = pk_store_checkpoint_get(s, run_id, target, &cstep, &blob, &blob_len, serr, sizeof serr);
         if (cs == PK_OK) {
             st = pk_checkpoint_unpack(m, mask, blob, blob_len);
             if (st != PK_OK) {
@@ -218,12 +220,12 @@ pk_status pk_run_materialize_ex(pk_store *s, int64_t run_id, int64_t up_to_step,
             from = cstep;
         } else if (cs != PK_ERR_NOTFOUND) {
             st = cs;
-            snprintf(err, errlen, "run %lld: checkpoint: %s", (long long)run_id, pk_store_errmsg(s));
+            snprintf(err, errlen, "run %lld: checkpoint: %s", (long long)run_id, serr);
             goto out;
         }
-        st = pk_store_steps_read(s, run_id, from, target, &rows, &n_rows);
+        st = pk_store_steps_read(s, run_id, from, target, &rows, &n_rows, serr, sizeof serr);
         if (st != PK_OK) {
-            snprintf(err, errlen, "run %lld: step log: %s", (long long)run_id, pk_store_errmsg(s));
+            snprintf(err, errlen, "run %lld: step log: %s", (long long)run_id, serr);
             goto out;
         }
         pk_mezo_replay_rows(m, mask, cfg.mezo.z, cfg.mezo.weight_decay, rows, n_rows);

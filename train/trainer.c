@@ -34,29 +34,31 @@ struct pk_trainer {
     pk_train_result res;
 };
 
-static void dataset_error(pk_store *s, const char *dataset, pk_status st, char *err, size_t errlen)
+static void dataset_error(const char *serr, const char *dataset, pk_status st, char *err,
+                          size_t errlen)
 {
     pk_seterr(err, errlen, "dataset '%s': %s", dataset,
-              st == PK_ERR_NOTFOUND ? "not found (see pocketllm data list)" : pk_store_errmsg(s));
+              st == PK_ERR_NOTFOUND ? "not found (see pocketllm data list)" : serr);
 }
 
 pk_status pk_objective_from_store(pk_store *s, const char *dataset, const pk_model *m,
                                   const char *model_dir, const pk_train_config *cfg,
                                   pk_objective **out, char *err, size_t errlen)
 {
+    char serr[512] = ""; /* what the store says on failure */
     int64_t ds = 0, n = 0, *ids = NULL;
     pk_example **ex = NULL;
     pk_tokenizer *tok = NULL;
     size_t got = 0;
     *out = NULL;
-    pk_status st = pk_store_dataset_id(s, dataset, &ds);
+    pk_status st = pk_store_dataset_id(s, dataset, &ds, serr, sizeof serr);
     if (st != PK_OK) {
-        dataset_error(s, dataset, st, err, errlen);
+        dataset_error(serr, dataset, st, err, errlen);
         return st;
     }
-    st = pk_store_example_ids(s, ds, &ids, &n);
+    st = pk_store_example_ids(s, ds, &ids, &n, serr, sizeof serr);
     if (st != PK_OK) {
-        pk_seterr(err, errlen, "dataset '%s': %s", dataset, pk_store_errmsg(s));
+        pk_seterr(err, errlen, "dataset '%s': %s", dataset, serr);
         return st;
     }
     if (n == 0) {
@@ -70,11 +72,11 @@ pk_status pk_objective_from_store(pk_store *s, const char *dataset, const pk_mod
         goto out;
     }
     for (; got < (size_t)n; got++) {
-        st = pk_store_example_get(s, ds, ids[got], &ex[got]);
+        st = pk_store_example_get(s, ds, ids[got], &ex[got], serr, sizeof serr);
         if (st != PK_OK) {
             pk_seterr(err, errlen, "dataset '%s', example %lld: %s", dataset, (long long)ids[got],
                       st == PK_ERR_AUTH ? "authentication failed (tampered record)"
-                                        : pk_store_errmsg(s));
+                                        : serr);
             goto out;
         }
     }
@@ -114,6 +116,7 @@ static pk_status check_config(const pk_train_config *c, char *err, size_t errlen
 /* A new run: the base model, its mask and hash, the training objective, then the run row. */
 static pk_status open_new_run(pk_trainer *t, char *err, size_t errlen)
 {
+    char serr[512] = ""; /* what the store says on failure */
     pk_train_config *c = &t->cfg;
     char hex[65], *json = NULL;
     int64_t ds = 0;
@@ -127,9 +130,9 @@ static pk_status open_new_run(pk_trainer *t, char *err, size_t errlen)
         st = pk_weights_hash(t->m, hex);
     if (st != PK_OK)
         return st;
-    st = pk_store_dataset_id(t->s, c->dataset, &ds);
+    st = pk_store_dataset_id(t->s, c->dataset, &ds, serr, sizeof serr);
     if (st != PK_OK) {
-        dataset_error(t->s, c->dataset, st, err, errlen);
+        dataset_error(serr, c->dataset, st, err, errlen);
         return st;
     }
     st = pk_train_config_to_json(c, &json);
@@ -138,9 +141,9 @@ static pk_status open_new_run(pk_trainer *t, char *err, size_t errlen)
     /* build the objective first so bad labels/templates fail before a run row exists */
     st = pk_objective_from_store(t->s, c->dataset, t->m, c->model_dir, c, &t->obj, err, errlen);
     if (st == PK_OK) {
-        st = pk_store_run_create(t->s, ds, json, hex, c->steps, &t->res.run_id);
+        st = pk_store_run_create(t->s, ds, json, hex, c->steps, &t->res.run_id, serr, sizeof serr);
         if (st != PK_OK)
-            pk_seterr(err, errlen, "creating the run: %s", pk_store_errmsg(t->s));
+            pk_seterr(err, errlen, "creating the run: %s", serr);
     }
     free(json);
     return st;
@@ -161,6 +164,7 @@ static pk_status open_resumed_run(pk_trainer *t, int64_t run_id, char *err, size
 /* The run exists: objectives, step buffers, status "running", then on_start. */
 static pk_status start_running(pk_trainer *t, char *err, size_t errlen)
 {
+    char serr[512] = ""; /* what the store says on failure */
     const pk_train_config *c = &t->cfg;
     pk_status st = PK_OK;
     if (t->obj == NULL)
@@ -175,12 +179,12 @@ static pk_status start_running(pk_trainer *t, char *err, size_t errlen)
     if (t->idx == NULL || t->rows == NULL)
         return PK_ERR_NOMEM;
     /* the lease: a second trainer of this run, a rekey and a forget of its data all refuse */
-    st = pk_store_lease_acquire(t->s, t->res.run_id);
+    st = pk_store_lease_acquire(t->s, t->res.run_id, serr, sizeof serr);
     t->leased = st == PK_OK;
     if (st == PK_OK)
-        st = pk_store_run_set_status(t->s, t->res.run_id, "running");
+        st = pk_store_run_set_status(t->s, t->res.run_id, "running", serr, sizeof serr);
     if (st != PK_OK) {
-        pk_seterr(err, errlen, "%s", pk_store_errmsg(t->s));
+        pk_seterr(err, errlen, "%s", serr);
         return st;
     }
     t->res.steps_done = t->step;
@@ -221,11 +225,12 @@ pk_status pk_trainer_open(pk_store *s, const pk_train_config *cfg, int64_t resum
 
 void pk_trainer_free(pk_trainer *t)
 {
+    char serr[512] = ""; /* what the store says on failure */
     if (t == NULL)
         return;
-    if (t->leased && pk_store_lease_release(t->s, t->res.run_id) != PK_OK)
+    if (t->leased && pk_store_lease_release(t->s, t->res.run_id, serr, sizeof serr) != PK_OK)
         pk_log(PK_LOG_WARN, "run %lld: could not release its lease: %s", (long long)t->res.run_id,
-               pk_store_errmsg(t->s));
+               serr);
     free(t->idx);
     free(t->rows);
     free(t->mask);
@@ -266,7 +271,7 @@ static pk_status step_failed(pk_trainer *t, pk_status st, char *err, size_t errl
     } else {
         pk_seterr(err, errlen, "step %lld: %s", (long long)t->step, pk_status_str(st));
     }
-    pk_status st2 = pk_store_run_set_status(t->s, t->res.run_id, "failed");
+    pk_status st2 = pk_store_run_set_status(t->s, t->res.run_id, "failed", NULL, 0);
     (void)st2; /* the step's error is the one to report */
     return st;
 }
@@ -277,7 +282,7 @@ static pk_status step_failed(pk_trainer *t, pk_status st, char *err, size_t errl
 static pk_status rekeyed(pk_trainer *t, char *err, size_t errlen)
 {
     t->res.interrupted = 1;
-    pk_status st = pk_store_run_set_status(t->s, t->res.run_id, "stopped");
+    pk_status st = pk_store_run_set_status(t->s, t->res.run_id, "stopped", NULL, 0);
     (void)st; /* the stale key is the error to report */
     pk_seterr(err, errlen,
               "the passphrase changed while run %lld trained: it stopped after step %lld; "
@@ -289,6 +294,7 @@ static pk_status rekeyed(pk_trainer *t, char *err, size_t errlen)
 /* One MeZO step, its rows logged in one store transaction, then on_step. */
 static pk_status take_step(pk_trainer *t, char *err, size_t errlen)
 {
+    char serr[512] = ""; /* what the store says on failure */
     const pk_train_config *c = &t->cfg;
     double fs = 0, us = 0;
     pk_status st = pk_mezo_step(t->m, t->mask, &c->mezo, t->step, c->accumulate, step_loss, t,
@@ -297,11 +303,11 @@ static pk_status take_step(pk_trainer *t, char *err, size_t errlen)
         return step_failed(t, st, err, errlen);
     t->res.forward_s += fs;
     t->res.update_s += us;
-    st = pk_store_steps_append(t->s, t->res.run_id, t->rows, (size_t)c->mezo.spsa_q);
+    st = pk_store_steps_append(t->s, t->res.run_id, t->rows, (size_t)c->mezo.spsa_q, serr, sizeof serr);
     if (st == PK_ERR_STALE_KEY)
         return rekeyed(t, err, errlen);
     if (st != PK_OK) {
-        pk_seterr(err, errlen, "step %lld: logging: %s", (long long)t->step, pk_store_errmsg(t->s));
+        pk_seterr(err, errlen, "step %lld: logging: %s", (long long)t->step, serr);
         return st;
     }
     t->res.last_loss = 0.5 * ((double)t->rows[0].loss_plus + (double)t->rows[0].loss_minus);
@@ -315,6 +321,7 @@ static pk_status take_step(pk_trainer *t, char *err, size_t errlen)
 /* A checkpoint every checkpoint_every steps, but none at the end (the log is enough). */
 static pk_status maybe_checkpoint(pk_trainer *t, char *err, size_t errlen)
 {
+    char serr[512] = ""; /* what the store says on failure */
     int64_t every = t->cfg.checkpoint_every, done = t->step;
     if (every <= 0 || done % every != 0 || done >= t->cfg.steps)
         return PK_OK;
@@ -322,10 +329,10 @@ static pk_status maybe_checkpoint(pk_trainer *t, char *err, size_t errlen)
     size_t len = 0;
     pk_status st = pk_checkpoint_pack(t->m, t->mask, &blob, &len);
     if (st == PK_OK) {
-        st = pk_store_checkpoint_put(t->s, t->res.run_id, done, blob, len);
+        st = pk_store_checkpoint_put(t->s, t->res.run_id, done, blob, len, serr, sizeof serr);
         if (st != PK_OK && st != PK_ERR_STALE_KEY)
             pk_seterr(err, errlen, "checkpoint at step %lld: %s", (long long)done,
-                      pk_store_errmsg(t->s));
+                      serr);
     }
     free(blob);
     return st == PK_ERR_STALE_KEY ? rekeyed(t, err, errlen) : st;
@@ -335,6 +342,7 @@ static pk_status maybe_checkpoint(pk_trainer *t, char *err, size_t errlen)
  * without a new best. */
 static pk_status maybe_eval(pk_trainer *t, char *err, size_t errlen)
 {
+    char serr[512] = ""; /* what the store says on failure */
     const pk_train_config *c = &t->cfg;
     int64_t done = t->step;
     if (t->eval_obj == NULL || c->eval_every <= 0 ||
@@ -346,9 +354,9 @@ static pk_status maybe_eval(pk_trainer *t, char *err, size_t errlen)
         pk_seterr(err, errlen, "eval at step %lld: %s", (long long)done, pk_status_str(st));
         return st;
     }
-    st = pk_store_eval_append(t->s, t->res.run_id, done, el, ea);
+    st = pk_store_eval_append(t->s, t->res.run_id, done, el, ea, serr, sizeof serr);
     if (st != PK_OK) {
-        pk_seterr(err, errlen, "eval at step %lld: %s", (long long)done, pk_store_errmsg(t->s));
+        pk_seterr(err, errlen, "eval at step %lld: %s", (long long)done, serr);
         return st;
     }
     if (t->hooks.on_eval)
@@ -365,10 +373,11 @@ static pk_status maybe_eval(pk_trainer *t, char *err, size_t errlen)
 /* The end of the run: status "stopped" (interrupted) or "done", and the final weights hash. */
 static pk_status finish(pk_trainer *t, char *err, size_t errlen)
 {
+    char serr[512] = ""; /* what the store says on failure */
     const char *status = t->res.interrupted ? "stopped" : "done";
-    pk_status st = pk_store_run_set_status(t->s, t->res.run_id, status);
+    pk_status st = pk_store_run_set_status(t->s, t->res.run_id, status, serr, sizeof serr);
     if (st != PK_OK) {
-        pk_seterr(err, errlen, "run %lld: %s", (long long)t->res.run_id, pk_store_errmsg(t->s));
+        pk_seterr(err, errlen, "run %lld: %s", (long long)t->res.run_id, serr);
         return st;
     }
     st = pk_weights_hash(t->m, t->res.final_hash);
