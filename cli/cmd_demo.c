@@ -59,10 +59,11 @@ static const cli_command demo_cmd = {
     "the built-in personal dataset (notes about Pip the dog; a held-out part is kept aside),\n"
     "measure the held-out loss and a generated sample, fine-tune with MeZO (forward passes\n"
     "only), measure again, and compare the seed log with the weights it replaces.",
-    demo_table, 0,
-    "The base model is --model DIR, else $POCKETLLM_MODEL, else stories260k (a real 260K-parameter\n"
-    "TinyStories Llama, MIT) shipped with PocketLLM: models/stories260k in the source tree, or\n"
-    "share/pocketllm/models/stories260k beside an installed bin/pocketllm.\n"
+    demo_table,
+    0,
+    "The base model is --model DIR, else $POCKETLLM_MODEL, else stories260k (a real\n"
+    "260K-parameter TinyStories Llama, MIT) shipped with PocketLLM: models/stories260k in the\n"
+    "source tree, or share/pocketllm/models/stories260k beside an installed bin/pocketllm.\n"
     "\n"
     "With --json the last line is one JSON object with loss_before, loss_after, seed_log_bytes,\n"
     "weight_bytes, model (\"shipped\" or \"given\"), model_dir, and federated (true if the\n"
@@ -422,9 +423,9 @@ static int demo_train(demo_state *d, const pk_train_config *cfg)
              "[4/6] Fine-tuning with MeZO: %lld steps, batch %d, lr %g, eps %g, forward passes "
              "only (no gradients, no optimizer state)\n",
              (long long)cfg->steps, cfg->batch, (double)cfg->mezo.lr, (double)cfg->mezo.eps);
-    d->prog =
-        pk_progress_new("train", cfg->steps,
-                        d->o.c.quiet ? PK_PROGRESS_QUIET : pk_progress_mode_from_args(d->o.c.json, 0));
+    d->prog = pk_progress_new("train", cfg->steps,
+                              d->o.c.quiet ? PK_PROGRESS_QUIET
+                                           : pk_progress_mode_from_args(d->o.c.json, 0));
     pk_train_hooks hooks = {d, demo_on_step, NULL, NULL};
     pk_train_result res;
     double t0 = pk_time_now();

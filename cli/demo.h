@@ -23,12 +23,12 @@ extern const size_t pk_demo_heldout_len;
 #define DEMO_GEN_TOKENS 48
 
 typedef struct demo_opts { /* the option table's struct (cmd_demo.c) */
-    cli_common c;            /* --threads, --json, --quiet */
-    const char *model;       /* --model DIR; NULL: $POCKETLLM_MODEL, else the shipped model */
-    int64_t steps;           /* MeZO steps of the fine-tune */
-    float lr;                /* learning rate */
-    int batch;               /* examples per step */
-    int federated, keep;     /* --federated, --keep */
+    cli_common c;          /* --threads, --json, --quiet */
+    const char *model;     /* --model DIR; NULL: $POCKETLLM_MODEL, else the shipped model */
+    int64_t steps;         /* MeZO steps of the fine-tune */
+    float lr;              /* learning rate */
+    int batch;             /* examples per step */
+    int federated, keep;   /* --federated, --keep */
 } demo_opts;
 
 typedef struct demo_fed {    /* --federated results (demo_federated, at the bottom) */
