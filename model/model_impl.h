@@ -1,4 +1,4 @@
-/* internal.h: private declarations shared by the model/ sources (never included outside model/).
+/* model_impl.h: private declarations shared by the model/ sources (never included outside model/).
  * The pk_model struct body, the parsed config, the per-layer tensor indices and the kernels. */
 #ifndef PK_MODEL_INTERNAL_H
 #define PK_MODEL_INTERNAL_H

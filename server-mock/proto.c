@@ -1,6 +1,6 @@
 /* proto.c: byte-exact encodings of docs/PROTOCOL.md (seed pool, device ids, packed per-seed
  * values, the canonical signed upload message, hash-chained log entries). No I/O, no state;
- * HTTP and storage live in the server files, the client side in agent/sync*.c. */
+ * HTTP and storage live in the server files, the client side in net/sync*.c. */
 #include "srv_proto.h"
 
 #include <math.h>

@@ -1,4 +1,4 @@
-/* internal.h: private declarations of the coordinator (pocketllm-server-mock): the task, the
+/* server_impl.h: private declarations of the coordinator (pocketllm-server-mock): the task, the
  * SQLite state, the HTTP layer, the hub file server and fault injection. docs/PROTOCOL.md is the
  * wire contract. Thread safety: srv_db serializes itself with a mutex; srv_task is read-only
  * after startup; the fault RNG is an atomic counter. */

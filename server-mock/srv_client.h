@@ -1,6 +1,6 @@
 /* client.h: a minimal blocking HTTP/1.1 client over one keep-alive TCP connection, for the load
  * generator and the coordinator tests (they must see dropped connections and truncated bodies
- * as they are, without the retries of a full client). Not the agent's client (agent/http*.c).
+ * as they are, without the retries of a full client). Not the device's client (net/http.c).
  * Thread safety: a pkc_conn is used by one thread at a time. */
 #ifndef PK_SRV_CLIENT_H
 #define PK_SRV_CLIENT_H

@@ -1,6 +1,6 @@
 /* runs.c: training runs, the MeZO step log, eval points, sealed checkpoints, the sync client's
  * key/value state and upload outbox. Each call is one statement or one transaction; what the
- * rows mean is the trainer's and the sync client's business (agent/). */
+ * rows mean is the trainer's and the sync client's business (train/, net/). */
 #include "store_impl.h"
 
 #include <math.h>

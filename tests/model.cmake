@@ -1,4 +1,4 @@
-# Engine tests (issue 2): reference logits/losses of every model in ../shared/testdata/models,
+# Engine tests: reference logits/losses of every model in the test-vector bundle,
 # generation, the perturbation hook, malformed inputs, and fuzz targets for the parsers.
 pk_add_test(test_model SOURCES test_model.c LIBS pk_model PkgConfig::CJSON LABELS unit TIMEOUT 300)
 target_include_directories(test_model PRIVATE ${CMAKE_SOURCE_DIR}/model)

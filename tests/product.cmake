@@ -1,4 +1,4 @@
-# Product area tests (issue 6): UI helpers, plot, pull, export, demo.
+# Product area tests: UI helpers, plot, pull, export, demo.
 pk_add_test(test_ui SOURCES test_ui.c LIBS pk_cli PkgConfig::CJSON LABELS unit TIMEOUT 60)
 pk_add_test(test_plot SOURCES test_plot.c LIBS pk_cli LABELS unit TIMEOUT 60)
 pk_add_test(test_pull SOURCES test_pull.c LIBS pk_net PkgConfig::MHD PkgConfig::SODIUM LABELS unit TIMEOUT 120)

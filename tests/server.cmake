@@ -1,4 +1,4 @@
-# Coordinator tests (issue 5, server side): the server binary on 127.0.0.1 with ephemeral ports.
+# Coordinator tests (server side): the server binary on 127.0.0.1 with ephemeral ports.
 find_package(Threads REQUIRED)
 pk_add_test(test_server SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_server.c
     LIBS pk_srvproto PkgConfig::CJSON PkgConfig::SODIUM Threads::Threads LABELS unit TIMEOUT 120)

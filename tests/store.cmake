@@ -1,4 +1,4 @@
-# Crypto + store tests (issue 4): known answers and tamper loops, the store round trip, crash
+# Crypto + store tests: known answers and tamper loops, the store round trip, crash
 # (kill -9), full-disk and two-process tests, the CLI, and fuzz targets for records/importers.
 pk_add_test(test_crypto SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_crypto.c
     LIBS pk_crypto LABELS unit TIMEOUT 60)

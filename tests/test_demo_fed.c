@@ -1,4 +1,4 @@
-/* test_demo_fed.c: `pocketllm demo --federated` (issue 6) through the built CLI on stories260k:
+/* test_demo_fed.c: `pocketllm demo --federated` through the built CLI on stories260k:
  *  - with the coordinator next to the build's pocketllm: exit 0, and the last JSON line reports
  *    federated true, one round, the same global model hash on both devices (not the base
  *    model), a few KB of traffic per device, and only registrations and uploads received;

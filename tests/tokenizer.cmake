@@ -1,4 +1,4 @@
-# Tokenizer area tests (issue 3): golden ids and decode round trips, errors, and the fuzz target.
+# Tokenizer area tests: golden ids and decode round trips, errors, and the fuzz target.
 pk_add_test(test_tokenizer SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_tokenizer.c
     LIBS pk_tokenizer PkgConfig::CJSON LABELS unit TIMEOUT 120)
 pk_add_fuzz(fuzz_tokenizer SOURCE ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_tokenizer.c LIBS pk_tokenizer

@@ -1,4 +1,4 @@
-/* tokenizer_internal.h: the pk_tokenizer struct shared by model/tokenizer*.c (private to model/).
+/* tokenizer_impl.h: the pk_tokenizer struct shared by tokenizer/*.c (private to tokenizer/).
  * tokenizer.c: handle, lookups, config files, encode/decode driver, streaming.
  * tokenizer_bpe.c: the merge loop and pre-tokenization; tokenizer_json.c: tokenizer.json and
  * vocab.json + merges.txt; tokenizer_sp.c: SentencePiece tokenizer.model (protobuf). */

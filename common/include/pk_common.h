@@ -65,7 +65,7 @@ size_t pk_peak_rss_bytes(void);
 
 /* Writes a printf-formatted message into the caller's error buffer err (errlen bytes, may be
  * NULL or 0: then nothing is written). The one way a library reports what went wrong
- * (docs/DESIGN.md, "Errors"). */
+ * (DESIGN 9). */
 void pk_seterr(char *err, size_t errlen, const char *fmt, ...) PK_PRINTF(3, 4);
 
 /* A test-only pause point: when $POCKETLLM_PAUSE_AT names this point and $POCKETLLM_PAUSE_DIR

@@ -2,10 +2,9 @@
  * step log, eval points, checkpoints, sync state and the upload outbox. One file per agent home.
  * Examples and checkpoints are sealed by crypto/ (XChaCha20-Poly1305, row identity as AD);
  * plaintext is returned only in sodium_malloc'd memory, wiped on free.
- * Thread safety: a pk_store handle may move between threads but is never used by two at once.
- *
- * CONTRACT NOTE: the trainer, sync and product code call the functions below by these names;
- * the store owner may add functions, and may refine comments, but keeps these signatures. */
+ * Errors (DESIGN 9): every fallible function returns pk_status, and the ones that can say more
+ * take (err, errlen) last: the message is written there on failure (err may be NULL).
+ * Thread safety: a pk_store handle may move between threads but is never used by two at once. */
 #ifndef PK_STORE_H
 #define PK_STORE_H
 
@@ -145,7 +144,7 @@ PK_NODISCARD pk_status pk_store_identity_sign(pk_store *s, const void *msg, size
                                               uint8_t sig[64], char *err,
     size_t errlen);
 
-/* ---- additions by the store owner (issue 4) ------------------------------------------------- */
+/* ---- import, datasets and examples ----------------------------------------------------------- */
 
 /* The database file of a home: "<home>/pocketllm.db". Writes into out (n bytes); -1 if too long. */
 int pk_store_db_path(const char *home_dir, char *out, size_t n);
