@@ -136,8 +136,8 @@ int cli_sub_command(const cli_group *g, int argc, char **argv)
     return -2;
 }
 
-int cli_list_int64(const cli_common *c, const char *flag, const cli_list *l, int64_t lo,
-                   int64_t hi, int64_t *out)
+int cli_list_int64(const cli_common *c, const char *flag, const cli_list *l, int64_t lo, int64_t hi,
+                   int64_t *out)
 {
     for (int i = 0; i < l->n; i++) {
         const char *v = l->v[i];

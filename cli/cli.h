@@ -63,9 +63,9 @@ int cmd_export(int argc, char **argv);
 
 /* A command with sub-commands ("data list", "data show"): one option table per sub-command. */
 typedef struct cli_group {
-    const char *name;                 /* "data" */
-    const char *about;                /* printed after the usage lines (may be NULL) */
-    const cli_command *const *subs;   /* NULL-terminated; each named "NAME SUB" */
+    const char *name;               /* "data" */
+    const char *about;              /* printed after the usage lines (may be NULL) */
+    const cli_command *const *subs; /* NULL-terminated; each named "NAME SUB" */
 } cli_group;
 /* Finds the sub-command: the first argument after argv[0] that is neither an option nor the
  * value of an option of one of g->subs, so options may come before it ("data --home H list").
@@ -78,13 +78,13 @@ int cli_sub_command(const cli_group *g, int argc, char **argv);
 void cli_print_group_help(const cli_group *g);
 /* Parses each value of a CLI_LIST option as a decimal integer in [lo, hi] into out[0 .. l->n).
  * Returns 0, or CLI_USAGE after printing "pocketllm CMD: FLAG: expected an integer ...". */
-int cli_list_int64(const cli_common *c, const char *flag, const cli_list *l, int64_t lo,
-                   int64_t hi, int64_t *out);
+int cli_list_int64(const cli_common *c, const char *flag, const cli_list *l, int64_t lo, int64_t hi,
+                   int64_t *out);
 /* The --home row of a command that uses no agent home (pull, tokenize, the benchmarks): every
  * command has always accepted --home, so scripts may pass it to all of them; it is ignored. */
 #define CLI_HOME_IGNORED(T)                                                                        \
     {                                                                                              \
-        "--home", CLI_STR, CLI_AT(T, c.home), 0, 0, NULL, "DIR",                                  \
+        "--home", CLI_STR, CLI_AT(T, c.home), 0, 0, NULL, "DIR",                                   \
             "ignored (this command uses no agent home)"                                            \
     }
 /* Parses the comma-separated token ids s ("1,2,3": decimal, 0 .. INT32_MAX) given to option

@@ -20,13 +20,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#define END_OPTS {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL} /* ends an option table */
+#define END_OPTS                                                                                   \
+    {                                                                                              \
+        NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL                                               \
+    } /* ends an option table */
 
 /* ---- plaintext output through a secure buffer ------------------------------------------- */
 
 typedef struct sout {
     int fd;
-    char *buf;  /* secure, OUT_CAP bytes: batches writes */
+    char *buf; /* secure, OUT_CAP bytes: batches writes */
     size_t len;
     char *line; /* secure, line_cap bytes: one example rendered as JSON */
     size_t line_cap;
@@ -159,10 +162,11 @@ typedef struct kdf_opts {
 
 /* libsodium's crypto_pwhash OPSLIMIT / MEMLIMIT bounds (MEMLIMIT_MAX of a 64-bit build). */
 #define KDF_OPTS(T)                                                                                \
-    {"--opslimit", CLI_INT, CLI_AT(T, kdf.opslimit), 1, 4294967295.0, NULL, "N",                  \
-     "Argon2id passes"},                                        \
     {                                                                                              \
-        "--memlimit", CLI_INT, CLI_AT(T, kdf.memlimit), 8192, 4398046510080.0, NULL, "BYTES",     \
+        "--opslimit", CLI_INT, CLI_AT(T, kdf.opslimit), 1, 4294967295.0,                           \
+        NULL,         "N",     "Argon2id passes"},                                                 \
+    {                                                                                              \
+        "--memlimit", CLI_INT, CLI_AT(T, kdf.memlimit), 8192, 4398046510080.0, NULL, "BYTES",      \
             "Argon2id memory"                                                                      \
     }
 
@@ -196,13 +200,15 @@ static const cli_option init_table[] = {
 #undef T
 
 static const cli_command init_cmd = {
-    "init", "init [--home DIR] [--passphrase-file FILE] [--opslimit N] [--memlimit BYTES]",
+    "init",
+    "init [--home DIR] [--passphrase-file FILE] [--opslimit N] [--memlimit BYTES]",
     "Creates an encrypted agent home: DIR/pocketllm.db (SQLite, WAL), keys derived from your\n"
     "passphrase with Argon2id (interactive limits by default), a device identity (Ed25519).\n"
     "The passphrase comes from --passphrase-file FILE (first line), else POCKETLLM_PASSPHRASE\n"
     "(less safe: visible to your other processes), else a no-echo prompt (asked twice).\n"
     "There is no recovery: without the passphrase the data cannot be read.",
-    init_table, 0,
+    init_table,
+    0,
     "examples:\n"
     "  pocketllm init\n"
     "  pocketllm init --home ~/agent --passphrase-file ~/.pocketllm-pass"};
@@ -269,7 +275,8 @@ static const cli_command import_cmd = {
     "  txt    one example per line, or per blank-line-separated paragraph (--paragraphs)\n"
     "  csv    a header row naming the columns text, text2, prompt, response, label\n"
     "The format defaults to the file extension (.jsonl .json .txt .csv). Input must be UTF-8.",
-    import_table, 1,
+    import_table,
+    1,
     "examples:\n"
     "  pocketllm import notes.txt --dataset notes --paragraphs\n"
     "  pocketllm import sst2.jsonl --dataset sst2 --home ~/agent"};
@@ -344,10 +351,13 @@ static const cli_option list_table[] = {
 };
 
 static const cli_command list_cmd = {
-    "data list", "data list [--json]",
+    "data list",
+    "data list [--json]",
     "Lists the datasets: examples, sealed bytes on disk, creation time (UTC); --json prints one\n"
     "object per dataset and line.",
-    list_table, 0, "example:\n  pocketllm data list"};
+    list_table,
+    0,
+    "example:\n  pocketllm data list"};
 
 typedef struct show_opts {
     cli_common c;
@@ -365,9 +375,12 @@ static const cli_option show_table[] = {
 #undef T
 
 static const cli_command show_cmd = {
-    "data show", "data show --dataset NAME [--limit N]",
+    "data show",
+    "data show --dataset NAME [--limit N]",
     "Prints the first examples of a dataset, decrypted, as JSONL on stdout (with their ids).",
-    show_table, 0, "example:\n  pocketllm data show --dataset notes --limit 3"};
+    show_table,
+    0,
+    "example:\n  pocketllm data show --dataset notes --limit 3"};
 
 typedef struct forget_opts {
     cli_common c;
@@ -386,10 +399,13 @@ static const cli_option forget_table[] = {
 #undef T
 
 static const cli_command forget_cmd = {
-    "data forget", "data forget --dataset NAME | --id ID",
+    "data forget",
+    "data forget --dataset NAME | --id ID",
     "Deletes a dataset or one example: the rows are deleted and their pages wiped. Runs that\n"
     "used a forgotten dataset keep their step logs.",
-    forget_table, 0, "examples:\n  pocketllm data forget --id 42\n  pocketllm data forget --dataset notes"};
+    forget_table,
+    0,
+    "examples:\n  pocketllm data forget --id 42\n  pocketllm data forget --dataset notes"};
 
 typedef struct data_export_opts {
     cli_common c;
@@ -408,10 +424,12 @@ static const cli_option export_table[] = {
 #undef T
 
 static const cli_command export_cmd = {
-    "data export", "data export --dataset NAME --out FILE|-",
+    "data export",
+    "data export --dataset NAME --out FILE|-",
     "Writes a dataset, decrypted, as JSONL (the format import reads back) to FILE, or to\n"
     "stdout with --out -. This is the only way plaintext leaves the store: keep it safe.",
-    export_table, 0,
+    export_table,
+    0,
     "examples:\n"
     "  pocketllm data export --dataset notes --out notes.jsonl\n"
     "  pocketllm data export --dataset notes --out - | head -n 3"};
@@ -544,7 +562,8 @@ static int data_forget(int argc, char **argv)
 static int export_run(const data_export_opts *o, pk_store *s)
 {
     int to_stdout = !strcmp(o->out, "-");
-    int fd = to_stdout ? STDOUT_FILENO : open(o->out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int fd =
+        to_stdout ? STDOUT_FILENO : open(o->out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         cli_error(o->c.cmd, "%s: %s%s", o->out, strerror(errno),
                   errno == EEXIST ? " (refusing to overwrite: remove it first)" : "");
@@ -615,7 +634,8 @@ static const cli_command rekey_cmd = {
     "transaction (if interrupted, the old passphrase still works and nothing is mixed).\n"
     "The new passphrase comes from --new-passphrase-file, else POCKETLLM_NEW_PASSPHRASE, else a\n"
     "no-echo prompt (asked twice).",
-    rekey_table, 0,
+    rekey_table,
+    0,
     "examples:\n"
     "  pocketllm rekey\n"
     "  pocketllm rekey --passphrase-file old.txt --new-passphrase-file new.txt"};
@@ -666,10 +686,13 @@ static const cli_option bench_table[] = {
 #undef T
 
 static const cli_command bench_cmd = {
-    "bench store", "bench store [--examples N] [--opslimit N] [--memlimit BYTES]",
+    "bench store",
+    "bench store [--examples N] [--opslimit N] [--memlimit BYTES]",
     "In a temporary home: one unlock with the Argon2id limits, and the import throughput of N\n"
     "generated 1 KB examples. Prints one JSON line.",
-    bench_table, 0, "example:\n  pocketllm bench store --examples 50000"};
+    bench_table,
+    0,
+    "example:\n  pocketllm bench store --examples 50000"};
 
 /* N JSONL lines of ~1 KB of pseudo-random words. */
 static int write_examples(const char *path, int64_t n)
@@ -727,7 +750,8 @@ static int bench_measure(const bench_opts *o, const char *dir, const char *data,
     t->unlock_s = pk_time_now() - t0;
     pk_import_opts opts = {.format = PK_IMPORT_JSONL, .paragraphs = 0};
     t0 = pk_time_now();
-    if (pk_store_import(s, data, "bench", opts, &got, serr, sizeof serr) != PK_OK || got != o->examples)
+    if (pk_store_import(s, data, "bench", opts, &got, serr, sizeof serr) != PK_OK ||
+        got != o->examples)
         cli_error(o->c.cmd, "%s", serr);
     else
         rc = CLI_OK;

@@ -8,9 +8,9 @@
 #include "passphrase.h"
 
 #include "pk_crypto.h"
-#include "pk_train.h"
 #include "pk_net.h"
 #include "pk_tokenizer.h"
+#include "pk_train.h"
 #include "progress.h"
 
 #include <cjson/cJSON.h>
@@ -369,8 +369,8 @@ static int demo_setup(demo_state *d)
 static int demo_load_data(demo_state *d)
 {
     char serr[512] = ""; /* what the store says on failure */
-    pk_status st = demo_import(d, "pip", pk_demo_train, pk_demo_train_len, &d->n_train, serr,
-                               sizeof serr);
+    pk_status st =
+        demo_import(d, "pip", pk_demo_train, pk_demo_train_len, &d->n_train, serr, sizeof serr);
     if (st == PK_OK)
         st = demo_import(d, "pip-heldout", pk_demo_heldout, pk_demo_heldout_len, &d->n_heldout,
                          serr, sizeof serr);

@@ -106,8 +106,10 @@ static int forward_print_loss(const char *cmd, pk_model *m, const pk_batch *b, i
         return -1;
     }
     if (n > 1 && !isfinite(mean)) {
-        cli_error(cmd, "the loss is %f: the model's weights are not finite (see the warnings "
-                       "when it loaded)", mean);
+        cli_error(cmd,
+                  "the loss is %f: the model's weights are not finite (see the warnings "
+                  "when it loaded)",
+                  mean);
         return -1;
     }
     if (n > 1)

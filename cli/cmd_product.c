@@ -6,9 +6,9 @@
 #include "passphrase.h"
 
 #include "pk_crypto.h"
-#include "pk_train.h"
 #include "pk_net.h"
 #include "pk_tokenizer.h"
+#include "pk_train.h"
 #include "progress.h"
 
 #include <cjson/cJSON.h>
@@ -20,7 +20,10 @@
 
 #define ERRLEN 1024
 
-#define END_OPTS {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL} /* ends an option table */
+#define END_OPTS                                                                                   \
+    {                                                                                              \
+        NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL                                               \
+    } /* ends an option table */
 
 /* ---- plot ----------------------------------------------------------------------------------- */
 
@@ -41,12 +44,14 @@ static const cli_option plot_table[] = {
 #undef T
 
 static const cli_command plot_cmd = {
-    "plot", "plot --run ID [--run ID2 ...] --out FILE.svg [options]",
+    "plot",
+    "plot --run ID [--run ID2 ...] --out FILE.svg [options]",
     "Writes loss curves as a standalone SVG that any browser opens. With one run: its train\n"
     "loss per step ((loss+ + loss-)/2 from the step log) raw and smoothed, and the held-out\n"
     "eval loss points, against steps. With several runs: the smoothed train loss of each, one\n"
     "curve per run (named \"run N\").",
-    plot_table, 0,
+    plot_table,
+    0,
     "examples:\n"
     "  pocketllm plot --run 1 --out loss.svg\n"
     "  pocketllm plot --run 1 --run 2 --out compare.svg\n"
@@ -128,14 +133,16 @@ static const cli_option pull_table[] = {
 #undef T
 
 static const cli_command pull_cmd = {
-    "pull", "pull REPO_ID [--revision R] [--endpoint URL] [--out DIR] [--retries N] [options]",
+    "pull",
+    "pull REPO_ID [--revision R] [--endpoint URL] [--out DIR] [--retries N] [options]",
     "Downloads a model from a Hugging Face-compatible hub: config.json, the tokenizer files,\n"
     "and model.safetensors (or model.safetensors.index.json and its shards), from\n"
     "{endpoint}/{repo}/resolve/{revision}/{file}. Files land in FILE.part first; an\n"
     "interrupted pull resumes where it stopped when run again (HTTP Range). When the hub\n"
     "publishes a sha256 (ETag / X-Linked-Etag / X-Content-Sha256) every file is checked.\n"
     "The environment variable HF_TOKEN gives a token for gated or private repos.",
-    pull_table, 1,
+    pull_table,
+    1,
     "examples:\n"
     "  pocketllm pull Xenova/stories260K --out models/stories260k\n"
     "  pocketllm pull demo/tiny --endpoint http://127.0.0.1:8080   # pocketllm-server-mock"};
@@ -265,7 +272,8 @@ static const cli_command export_cmd = {
     "--seed-log FILE writes the run as a portable seed log: the base-model hash and one line\n"
     "per MeZO step (seed, projected gradient, lr) - kilobytes instead of the weights.\n"
     "Rebuild it anywhere with: pocketllm replay --seed-log FILE --model BASE --out DIR",
-    export_table, 0,
+    export_table,
+    0,
     "examples:\n"
     "  pocketllm export --run 1 --out my-model --dtype f16\n"
     "  pocketllm export --run 1 --seed-log run1.seedlog"};

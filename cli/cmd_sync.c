@@ -75,7 +75,8 @@ static const cli_command sync_cmd = {
     "then replays the global log on the base model so the local model equals the global one.\n"
     "Your text and your weights never leave the device. With --dp-clip and --dp-noise it prints\n"
     "the (epsilon, delta) spent so far.",
-    sync_table, 0,
+    sync_table,
+    0,
     "examples:\n"
     "  pocketllm sync --server http://127.0.0.1:8080 --model stories260k --dataset notes\n"
     "  pocketllm sync --server http://127.0.0.1:8080 --model stories260k --dataset notes \\\n"

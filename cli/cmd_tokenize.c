@@ -91,14 +91,30 @@ static long json_string(const char **pp, char *out)
         p++;
         unsigned cp;
         switch (*p++) {
-        case '"': out[k++] = '"'; break;
-        case '\\': out[k++] = '\\'; break;
-        case '/': out[k++] = '/'; break;
-        case 'b': out[k++] = '\b'; break;
-        case 'f': out[k++] = '\f'; break;
-        case 'n': out[k++] = '\n'; break;
-        case 'r': out[k++] = '\r'; break;
-        case 't': out[k++] = '\t'; break;
+        case '"':
+            out[k++] = '"';
+            break;
+        case '\\':
+            out[k++] = '\\';
+            break;
+        case '/':
+            out[k++] = '/';
+            break;
+        case 'b':
+            out[k++] = '\b';
+            break;
+        case 'f':
+            out[k++] = '\f';
+            break;
+        case 'n':
+            out[k++] = '\n';
+            break;
+        case 'r':
+            out[k++] = '\r';
+            break;
+        case 't':
+            out[k++] = '\t';
+            break;
         case 'u':
             if (!hex4(p, &cp))
                 return -1;
@@ -180,7 +196,10 @@ static size_t utf8_seq(const uint8_t *s, size_t left)
     uint8_t c = s[0];
     if (c < 0x80)
         return 1;
-    size_t k = c >= 0xF0 && c < 0xF5 ? 4 : c >= 0xE0 && c < 0xF0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
+    size_t k = c >= 0xF0 && c < 0xF5   ? 4
+               : c >= 0xE0 && c < 0xF0 ? 3
+               : c >= 0xC2 && c < 0xE0 ? 2
+                                       : 0;
     if (k == 0 || k > left)
         return 0;
     for (size_t j = 1; j < k; j++)
@@ -324,14 +343,16 @@ static const cli_option tokenize_table[] = {
 #undef T
 
 static const cli_command tokenize_cmd = {
-    "tokenize", "tokenize --model DIR [--add-special] [--decode [--skip-special]]",
+    "tokenize",
+    "tokenize --model DIR [--add-special] [--decode [--skip-special]]",
     "Reads JSON lines on stdin and writes one JSON line per input line on stdout.\n"
     "  encode (default): {\"text\": \"...\"}  ->  {\"ids\": [...]}\n"
     "  --decode:         {\"ids\": [...]}    ->  {\"text\": \"...\"}\n"
     "DIR holds tokenizer.json, or vocab.json + merges.txt, or tokenizer.model (a model\n"
     "directory or one with only tokenizer files).\n"
     "Bytes that are not valid UTF-8 are written as U+FFFD in the decoded JSON.",
-    tokenize_table, 0,
+    tokenize_table,
+    0,
     "examples:\n"
     "  echo '{\"text\": \"Hello world\"}' | pocketllm tokenize --model models/gpt2\n"
     "  echo '{\"ids\": [15496, 995]}' | pocketllm tokenize --model models/gpt2 --decode\n"
@@ -512,13 +533,15 @@ static const cli_option bench_table[] = {
 #undef T
 
 static const cli_command bench_cmd = {
-    "bench tokenize", "bench tokenize --model DIR --file F [--repeat N] [--per-line]",
+    "bench tokenize",
+    "bench tokenize --model DIR --file F [--repeat N] [--per-line]",
     "Encodes the text file F (in chunks of whole lines, about 64 KiB each; with --per-line each\n"
     "line by itself) on one thread and prints one JSON line:\n"
     "{\"mb_per_s\", \"bytes\", \"tokens\", \"seconds\", \"cpu_seconds\", \"cpu_mb_per_s\"}\n"
     "(MB = 10^6 bytes; wall and process CPU time; the load time is not included; on a busy\n"
     "machine cpu_mb_per_s is the steadier figure).",
-    bench_table, 0,
+    bench_table,
+    0,
     "examples:\n"
     "  pocketllm bench tokenize --model models/gpt2 --file prose.txt\n"
     "  pocketllm bench tokenize --model models/llama3 --file prose.txt --repeat 5"};

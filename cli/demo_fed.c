@@ -7,9 +7,9 @@
 #include "passphrase.h"
 
 #include "pk_crypto.h"
-#include "pk_train.h"
 #include "pk_net.h"
 #include "pk_tokenizer.h"
+#include "pk_train.h"
 #include "progress.h"
 
 #include <cjson/cJSON.h>

@@ -96,8 +96,10 @@ static int set_threads(const cli_common *c, const cli_option *o, const char *v, 
         return CLI_USAGE;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     if (cores > 0 && *(int *)dst > cores) {
-        fprintf(stderr, "pocketllm %s: note: --threads %d is more than the %ld online cores; "
-                "using %ld\n", c->cmd, *(int *)dst, cores, cores);
+        fprintf(stderr,
+                "pocketllm %s: note: --threads %d is more than the %ld online cores; "
+                "using %ld\n",
+                c->cmd, *(int *)dst, cores, cores);
         *(int *)dst = (int)cores;
     }
     return 0;
@@ -289,7 +291,8 @@ void cli_print_help(const cli_command *spec, const void *dest)
             snprintf(left, sizeof left, "%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
         char def[64], help[512];
         default_of(o, dest, def, sizeof def);
-        snprintf(help, sizeof help, "%s%s%s%s", o->help, def[0] ? " [" : "", def, def[0] ? "]" : "");
+        snprintf(help, sizeof help, "%s%s%s%s", o->help, def[0] ? " [" : "", def,
+                 def[0] ? "]" : "");
         if (strlen(left) > 24)
             printf("  %s\n  %-24s %s\n", left, "", help);
         else

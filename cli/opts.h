@@ -32,7 +32,7 @@ typedef struct cli_list {
 } cli_list;
 
 typedef struct cli_option {
-    const char *name;    /* "--lr" */
+    const char *name; /* "--lr" */
     cli_kind kind;
     size_t offset;       /* of the destination field in the command's struct (CLI_AT) */
     size_t size;         /* of the destination field */
@@ -50,30 +50,36 @@ typedef struct cli_option {
 
 /* What every command's options struct starts with (its FIRST member, named c). */
 typedef struct cli_common {
-    const char *cmd;             /* the command's name in messages ("train", "data list") */
-    const char *home;            /* --home DIR; NULL: the default home (cli_home) */
-    const char *passphrase_file; /* --passphrase-file FILE */
+    const char *cmd;                 /* the command's name in messages ("train", "data list") */
+    const char *home;                /* --home DIR; NULL: the default home (cli_home) */
+    const char *passphrase_file;     /* --passphrase-file FILE */
     const char *new_passphrase_file; /* --new-passphrase-file FILE (rekey) */
-    int threads;                 /* --threads N; 0: the default */
-    int json;                    /* --json */
-    int quiet;                   /* --quiet */
-    const char *args[CLI_MAX_ARGS]; /* positionals, in order (borrowed from argv) */
+    int threads;                     /* --threads N; 0: the default */
+    int json;                        /* --json */
+    int quiet;                       /* --quiet */
+    const char *args[CLI_MAX_ARGS];  /* positionals, in order (borrowed from argv) */
     int n_args;
-    uint64_t given;              /* bit i: option i of the table was given */
+    uint64_t given; /* bit i: option i of the table was given */
     const struct cli_command *spec;
 } cli_common;
 
 /* The rows every command with a store accepts: --home, --passphrase-file. */
 #define CLI_STORE_OPTS(T)                                                                          \
-    {"--home", CLI_STR, CLI_AT(T, c.home), 0, 0, NULL, "DIR",                                     \
+    {"--home",                                                                                     \
+     CLI_STR,                                                                                      \
+     CLI_AT(T, c.home),                                                                            \
+     0,                                                                                            \
+     0,                                                                                            \
+     NULL,                                                                                         \
+     "DIR",                                                                                        \
      "agent home ($POCKETLLM_HOME, else $XDG_DATA_HOME/pocketllm)"},                               \
     {                                                                                              \
-        "--passphrase-file", CLI_STR, CLI_AT(T, c.passphrase_file), 0, 0, NULL, "FILE",           \
-            "read the passphrase from FILE (else $POCKETLLM_PASSPHRASE, else a prompt)"           \
+        "--passphrase-file", CLI_STR, CLI_AT(T, c.passphrase_file), 0, 0, NULL, "FILE",            \
+            "read the passphrase from FILE (else $POCKETLLM_PASSPHRASE, else a prompt)"            \
     }
 #define CLI_THREADS_OPT(T)                                                                         \
     {                                                                                              \
-        "--threads", CLI_THREADS, CLI_AT(T, c.threads), 1, 4096, NULL, "N",                       \
+        "--threads", CLI_THREADS, CLI_AT(T, c.threads), 1, 4096, NULL, "N",                        \
             "threads (default: the online cores)"                                                  \
     }
 #define CLI_JSON_OPT(T)                                                                            \
@@ -86,12 +92,12 @@ typedef struct cli_common {
     }
 
 typedef struct cli_command {
-    const char *name;        /* "train", "data list" */
-    const char *usage;       /* usage line(s) after "usage: pocketllm ", '\n'-separated */
-    const char *about;       /* what it does (a paragraph, may be NULL) */
-    const cli_option *opts;  /* the table, ended by a row with name NULL */
-    int max_args;            /* positionals accepted (0 .. CLI_MAX_ARGS) */
-    const char *notes;       /* text printed after the options (may be NULL) */
+    const char *name;       /* "train", "data list" */
+    const char *usage;      /* usage line(s) after "usage: pocketllm ", '\n'-separated */
+    const char *about;      /* what it does (a paragraph, may be NULL) */
+    const cli_option *opts; /* the table, ended by a row with name NULL */
+    int max_args;           /* positionals accepted (0 .. CLI_MAX_ARGS) */
+    const char *notes;      /* text printed after the options (may be NULL) */
 } cli_command;
 
 /* Parses argv (argv[0] is the command or sub-command name) into dest, a struct whose first

@@ -143,8 +143,8 @@ int cli_read_passphrase(const cli_common *c, int confirm, char **pass, size_t *l
 
 int cli_read_new_passphrase(const cli_common *c, char **pass, size_t *len)
 {
-    return read_pass(c->cmd, c->new_passphrase_file, "POCKETLLM_NEW_PASSPHRASE",
-                     "new passphrase", 1, pass, len);
+    return read_pass(c->cmd, c->new_passphrase_file, "POCKETLLM_NEW_PASSPHRASE", "new passphrase",
+                     1, pass, len);
 }
 
 void cli_free_passphrase(char *pass, size_t len)

@@ -13,9 +13,10 @@
 #include <stddef.h>
 
 /* Reads the passphrase (confirm != 0: the prompt asks twice, for init and rekey). c->cmd names
- * the command in error messages; c->passphrase_file is the file, if given. On success returns 0 and *pass (owned, sodium_malloc'd,
- * NUL-terminated, *len bytes without the NUL) must be freed with cli_free_passphrase.
- * On failure prints an error to stderr and returns CLI_ERR (or CLI_USAGE), *pass NULL. */
+ * the command in error messages; c->passphrase_file is the file, if given. On success returns 0 and
+ * *pass (owned, sodium_malloc'd, NUL-terminated, *len bytes without the NUL) must be freed with
+ * cli_free_passphrase. On failure prints an error to stderr and returns CLI_ERR (or CLI_USAGE),
+ * *pass NULL. */
 int cli_read_passphrase(const cli_common *c, int confirm, char **pass, size_t *len);
 void cli_free_passphrase(char *pass, size_t len); /* NULL-safe; wipes */
 /* The new passphrase for rekey: --new-passphrase-file FILE, else POCKETLLM_NEW_PASSPHRASE,

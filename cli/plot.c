@@ -12,10 +12,10 @@
 /* Canvas and plot area in SVG user units (px). */
 #define W        800.0
 #define H        480.0
-#define ML       80.0 /* left margin: y tick labels and axis label */
+#define ML       80.0  /* left margin: y tick labels and axis label */
 #define MR       180.0 /* right margin: legend */
-#define MT       50.0 /* top margin: title */
-#define MB       60.0 /* bottom margin: x tick labels and axis label */
+#define MT       50.0  /* top margin: title */
+#define MB       60.0  /* bottom margin: x tick labels and axis label */
 #define PW       (W - ML - MR)
 #define PH       (H - MT - MB)
 #define MAX_TICK 12
@@ -25,11 +25,21 @@ static void xml_text(FILE *f, const char *s)
     for (; s && *s; s++) {
         unsigned char c = (unsigned char)*s;
         switch (c) {
-        case '&': fputs("&amp;", f); break;
-        case '<': fputs("&lt;", f); break;
-        case '>': fputs("&gt;", f); break;
-        case '"': fputs("&quot;", f); break;
-        case '\'': fputs("&apos;", f); break;
+        case '&':
+            fputs("&amp;", f);
+            break;
+        case '<':
+            fputs("&lt;", f);
+            break;
+        case '>':
+            fputs("&gt;", f);
+            break;
+        case '"':
+            fputs("&quot;", f);
+            break;
+        case '\'':
+            fputs("&apos;", f);
+            break;
         default:
             /* XML 1.0 forbids most control characters even as references */
             fputc(c < 0x20 && c != '\t' && c != '\n' ? '?' : c, f);
@@ -48,8 +58,8 @@ static void xml_id(FILE *f, const char *s)
         fputc('s', f); /* an id must start with a letter */
     for (; *s; s++) {
         char c = *s;
-        int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                 c == '-';
+        int ok =
+            (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
         fputc(ok ? c : '-', f);
     }
 }
@@ -155,13 +165,15 @@ static void draw_axes(FILE *f, const bounds *b, const char *xlabel, const char *
                 ML - 5.0, y, ML, y);
         fprintf(f, "<text x=\"%.2f\" y=\"%.2f\">%g</text>\n", ML - 8.0, y + 4.0, t[i]);
     }
-    fprintf(f, "<text x=\"%.2f\" y=\"%.2f\" font-size=\"14\" text-anchor=\"middle\" "
-               "transform=\"rotate(-90 %.2f %.2f)\">",
+    fprintf(f,
+            "<text x=\"%.2f\" y=\"%.2f\" font-size=\"14\" text-anchor=\"middle\" "
+            "transform=\"rotate(-90 %.2f %.2f)\">",
             20.0, MT + PH / 2.0, 20.0, MT + PH / 2.0);
     xml_text(f, ylabel);
     fputs("</text>\n</g>\n", f);
-    fprintf(f, "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"none\" "
-               "stroke=\"#000\"/>\n",
+    fprintf(f,
+            "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"none\" "
+            "stroke=\"#000\"/>\n",
             ML, MT, PW, PH);
 }
 
@@ -200,8 +212,9 @@ static void draw_legend(FILE *f, const pk_plot_series *series, size_t n_series)
     fputs("<g id=\"legend\" font-size=\"13\">\n", f);
     for (size_t s = 0; s < n_series; s++) {
         double y = MT + 10.0 + 22.0 * (double)s;
-        fprintf(f, "<line x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" y2=\"%.2f\" stroke-width=\"%s\" "
-                   "stroke=\"",
+        fprintf(f,
+                "<line x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" y2=\"%.2f\" stroke-width=\"%s\" "
+                "stroke=\"",
                 ML + PW + 15.0, y, ML + PW + 40.0, y, series[s].faint ? "1" : "2");
         css_color(f, series[s].color);
         fprintf(f, "\"/>\n<text x=\"%.2f\" y=\"%.2f\">", ML + PW + 46.0, y + 4.0);
@@ -323,8 +336,7 @@ static pk_status read_train_curve(pk_store *s, int64_t run_id, train_curve *c, c
     memset(c, 0, sizeof *c);
     pk_status st = pk_store_steps_read(s, run_id, 0, INT64_MAX, &rows, &n_rows, serr, sizeof serr);
     if (st != PK_OK) {
-        pk_seterr(err, errlen, "cannot read the step log of run %lld: %s", (long long)run_id,
-                  serr);
+        pk_seterr(err, errlen, "cannot read the step log of run %lld: %s", (long long)run_id, serr);
         return st;
     }
     size_t cap = n_rows ? n_rows : 1;
@@ -355,12 +367,12 @@ pk_status pk_plot_run(pk_store *s, int64_t run_id, const char *out_path, char *e
     st = pk_store_eval_read(s, run_id, &esteps, &eloss, &eacc, &n_eval, serr, sizeof serr);
     if (st != PK_OK) {
         pk_seterr(err, errlen, "cannot read the eval points of run %lld: %s", (long long)run_id,
-                serr);
+                  serr);
         goto out;
     }
     if (tc.n == 0 && n_eval == 0) {
         pk_seterr(err, errlen, "run %lld has no logged steps or eval points yet",
-                (long long)run_id);
+                  (long long)run_id);
         st = PK_ERR_NOTFOUND;
         goto out;
     }
@@ -412,9 +424,14 @@ pk_status pk_plot_runs(pk_store *s, const int64_t *run_ids, size_t n_runs, const
         }
         snprintf(lab[i].id, sizeof lab[i].id, "run-%lld", (long long)run_ids[i]);
         snprintf(lab[i].name, sizeof lab[i].name, "run %lld", (long long)run_ids[i]);
-        pk_plot_series one = {lab[i].id, lab[i].name,
+        pk_plot_series one = {lab[i].id,
+                              lab[i].name,
                               run_colors[i % (sizeof run_colors / sizeof run_colors[0])],
-                              tc[i].x, tc[i].smooth, tc[i].n, 0, 0};
+                              tc[i].x,
+                              tc[i].smooth,
+                              tc[i].n,
+                              0,
+                              0};
         ser[i] = one;
     }
     if (st == PK_OK)

@@ -28,8 +28,7 @@ typedef struct pk_progress pk_progress;
  * memory; every pk_progress_* function accepts NULL and then does nothing. */
 pk_progress *pk_progress_new(const char *label, int64_t total, pk_progress_mode mode);
 /* The same, writing to `out` (borrowed, must outlive the handle); AUTO checks isatty(out). */
-pk_progress *pk_progress_new_to(FILE *out, const char *label, int64_t total,
-                                pk_progress_mode mode);
+pk_progress *pk_progress_new_to(FILE *out, const char *label, int64_t total, pk_progress_mode mode);
 /* Counts in bytes: shows sizes as KiB/MiB and the rate as MiB/s (for downloads). */
 void pk_progress_set_bytes(pk_progress *p, int on);
 /* Names what is counted in the rate ("examples" -> "examples/s"; default "steps"). */
@@ -66,8 +65,8 @@ typedef struct pk_plot_series {
     const double *x;   /* steps */
     const double *y;   /* losses */
     size_t n;
-    int markers;       /* 1: also draw a dot at every point (sparse series such as eval loss) */
-    int faint;         /* 1: thin and translucent (raw values under a smoothed curve) */
+    int markers; /* 1: also draw a dot at every point (sparse series such as eval loss) */
+    int faint;   /* 1: thin and translucent (raw values under a smoothed curve) */
 } pk_plot_series;
 
 /* Writes a standalone SVG 1.1 document: axes with "nice" ticks, grid, axis labels, title, one

@@ -41,4 +41,3 @@ void pk_interrupt_clear(void)
 {
     interrupt_flag = 0;
 }
-

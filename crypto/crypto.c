@@ -90,8 +90,8 @@ pk_status pk_key_from_passphrase(const char *pass, size_t len,
     pk_key *k = key_alloc();
     if (!k)
         return PK_ERR_NOMEM;
-    if (crypto_pwhash(k->k, sizeof k->k, pass ? pass : "", len, salt,
-                      (unsigned long long)opslimit, memlimit, crypto_pwhash_ALG_ARGON2ID13) != 0) {
+    if (crypto_pwhash(k->k, sizeof k->k, pass ? pass : "", len, salt, (unsigned long long)opslimit,
+                      memlimit, crypto_pwhash_ALG_ARGON2ID13) != 0) {
         pk_key_free(k);
         return PK_ERR_NOMEM; /* the only documented failure: not enough memory */
     }
@@ -127,7 +127,7 @@ pk_status pk_key_random(pk_key **out)
     *out = key_alloc();
     if (!*out)
         return PK_ERR_NOMEM;
-    randombytes_buf((*out)->k, sizeof (*out)->k);
+    randombytes_buf((*out)->k, sizeof(*out)->k);
     return PK_OK;
 }
 

@@ -139,8 +139,8 @@ out:
 }
 
 /* One block of one tensor: w[j] = w[j] - lr * ((g * z[j]) + (wd * w[j])). */
-static void update_block(const pk_tensor_info *ti, uint64_t seed, pk_z_kind kind, float lr,
-                         float g, float wd, size_t start, size_t n, float *z, float *w)
+static void update_block(const pk_tensor_info *ti, uint64_t seed, pk_z_kind kind, float lr, float g,
+                         float wd, size_t start, size_t n, float *z, float *w)
 {
     pk_z_fill(seed, ti->key, start, n, kind, z);
     float *dst;
@@ -248,8 +248,8 @@ pk_status pk_mezo_projected_grad_batch(pk_model *m, const uint8_t *trainable, ui
                                        double *loss_minus)
 {
     lm_batch_ctx c = {batch, target_mask};
-    return pk_mezo_projected_grad(m, trainable, seed, kind, eps, 1, lm_batch_loss, &c, g,
-                                  loss_plus, loss_minus);
+    return pk_mezo_projected_grad(m, trainable, seed, kind, eps, 1, lm_batch_loss, &c, g, loss_plus,
+                                  loss_minus);
 }
 
 static int row_finite(const pk_step_row *r)
@@ -257,9 +257,9 @@ static int row_finite(const pk_step_row *r)
     return isfinite(r->g) && isfinite(r->loss_plus) && isfinite(r->loss_minus);
 }
 
-pk_status pk_mezo_step(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
-                       int64_t step, int n_micro, pk_mezo_loss_fn fn, void *user,
-                       pk_step_row *rows, double *forward_s, double *update_s)
+pk_status pk_mezo_step(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p, int64_t step,
+                       int n_micro, pk_mezo_loss_fn fn, void *user, pk_step_row *rows,
+                       double *forward_s, double *update_s)
 {
     int q = p->spsa_q < 1 ? 1 : p->spsa_q;
     float lr = pk_mezo_lr_at(p, step);
@@ -268,8 +268,8 @@ pk_status pk_mezo_step(pk_model *m, const uint8_t *trainable, const pk_mezo_para
     for (int k = 0; k < q; k++) {
         uint64_t seed = pk_mezo_step_seed(p->seed, step, k);
         double g = 0, lp = 0, lm = 0;
-        pk_status st =
-            pk_mezo_projected_grad(m, trainable, seed, p->z, p->eps, n_micro, fn, user, &g, &lp, &lm);
+        pk_status st = pk_mezo_projected_grad(m, trainable, seed, p->z, p->eps, n_micro, fn, user,
+                                              &g, &lp, &lm);
         if (st != PK_OK)
             return st;
         /* g is not finite when a loss is not: the run diverged. Such a g is not clipped (inf

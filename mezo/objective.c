@@ -23,9 +23,9 @@ struct pk_objective {
     pk_objective_kind kind;
     int seq_len;
     int causal;
-    size_t n;           /* examples */
-    tok_seq *ex;        /* lm: the example; classify: the prompt */
-    int32_t *label;     /* classify: option index per example */
+    size_t n;       /* examples */
+    tok_seq *ex;    /* lm: the example; classify: the prompt */
+    int32_t *label; /* classify: option index per example */
     int n_opt;
     tok_seq opt[MAX_OPTIONS]; /* label words */
     int32_t opt_first[MAX_OPTIONS];
@@ -136,8 +136,10 @@ static pk_status check_template(const char *tpl, char *err, size_t errlen)
             continue; /* a literal brace, not a placeholder */
         if ((n == 4 && !strncmp(p + 1, "text", 4)) || (n == 5 && !strncmp(p + 1, "text2", 5)))
             continue;
-        pk_seterr(err, errlen, "the template has an unknown placeholder {%.*s} (known: {text}, "
-                  "{text2})", (int)n, p + 1);
+        pk_seterr(err, errlen,
+                  "the template has an unknown placeholder {%.*s} (known: {text}, "
+                  "{text2})",
+                  (int)n, p + 1);
         return PK_ERR_ARG;
     }
     return PK_OK;
@@ -549,14 +551,16 @@ pk_status pk_objective_loss(pk_objective *o, pk_model *m, const pk_perturb *pert
         if (st != PK_OK)
             return st;
         for (int r = 0; r < np * o->rows; r++)
-            o->logits[r] = (float)(-o->seq_nll[r] / (double)(o->seq_count[r] > 0 ? o->seq_count[r] : 1));
+            o->logits[r] =
+                (float)(-o->seq_nll[r] / (double)(o->seq_count[r] > 0 ? o->seq_count[r] : 1));
     } else {
         st = pk_model_select_logits(m, &b, pert, (size_t)o->rows, o->sel_b, o->sel_t, (size_t)K,
                                     o->opt_first, o->logits);
         if (st != PK_OK)
             return st;
     }
-    /* causal: logits[i*K + k] is row i*K+k's score; roberta: row i's K label logits. Same layout. */
+    /* causal: logits[i*K + k] is row i*K+k's score; roberta: row i's K label logits. Same layout.
+     */
     for (int p = 0; p < np; p++) {
         double ce = 0, correct = 0;
         for (size_t i = 0; i < o->n_sel; i++) {

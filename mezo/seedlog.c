@@ -43,7 +43,8 @@ pk_status pk_seedlog_write(const char *path, const pk_seedlog *log, char *err, s
         pk_seterr(err, errlen, "%s: %s", tmp, strerror(errno));
         return PK_ERR_IO;
     }
-    fprintf(f, "pocketllm-seedlog 1\nbase_hash %s\nz %s\nweight_decay %a\ntrainable %s\nsteps %zu\n",
+    fprintf(f,
+            "pocketllm-seedlog 1\nbase_hash %s\nz %s\nweight_decay %a\ntrainable %s\nsteps %zu\n",
             log->base_hash, log->z == PK_Z_RADEMACHER ? "rademacher" : "gaussian",
             (double)log->weight_decay, log->trainable, log->n_rows);
     for (size_t i = 0; i < log->n_rows; i++) {
@@ -152,12 +153,12 @@ static pk_status parse_header(reader *r, pk_seedlog *out, unsigned long long *nr
  * finite losses (a diverged step is never logged). */
 static pk_status check_values(const reader *r, const pk_step_row *row, char *err, size_t errlen)
 {
-    const char *bad = !isfinite(row->g)                      ? "g is not finite"
-                      : !in_range(row->lr, 0, 100)           ? "lr is not in [0, 100]"
-                      : !in_range(row->eps, 1e-12, 10)       ? "eps is not in (0, 10]"
-                      : !isfinite(row->loss_plus) ||
-                                !isfinite(row->loss_minus)   ? "a loss is not finite"
-                                                             : NULL;
+    const char *bad = !isfinite(row->g)                ? "g is not finite"
+                      : !in_range(row->lr, 0, 100)     ? "lr is not in [0, 100]"
+                      : !in_range(row->eps, 1e-12, 10) ? "eps is not in (0, 10]"
+                      : !isfinite(row->loss_plus) || !isfinite(row->loss_minus)
+                          ? "a loss is not finite"
+                          : NULL;
     if (bad == NULL)
         return PK_OK;
     pk_seterr(err, errlen, "%s:%d: %s", r->path, r->ln, bad);
@@ -173,7 +174,7 @@ static pk_status check_order(const reader *r, const pk_step_row *rows, size_t i,
     int32_t q_per_step = 0;
     while ((size_t)q_per_step < i && rows[q_per_step].step == 0)
         q_per_step++;
-    int ok = prev == NULL ? row->step == 0 && row->q_index == 0
+    int ok = prev == NULL              ? row->step == 0 && row->q_index == 0
              : row->step == prev->step ? row->q_index == prev->q_index + 1
                                        : row->step == prev->step + 1 && row->q_index == 0 &&
                                              prev->q_index + 1 == q_per_step;
@@ -181,8 +182,10 @@ static pk_status check_order(const reader *r, const pk_step_row *rows, size_t i,
         ok = 0; /* a later step with more perturbations than step 0 */
     if (ok)
         return PK_OK;
-    pk_seterr(err, errlen, "%s:%d: step %lld q %d out of order (want steps from 0, each with "
-              "q 0..%d in order)", r->path, r->ln, (long long)row->step, (int)row->q_index,
+    pk_seterr(err, errlen,
+              "%s:%d: step %lld q %d out of order (want steps from 0, each with "
+              "q 0..%d in order)",
+              r->path, r->ln, (long long)row->step, (int)row->q_index,
               q_per_step > 0 ? q_per_step - 1 : 0);
     return PK_ERR_FORMAT;
 }
@@ -244,8 +247,8 @@ static pk_status parse_rows(reader *r, unsigned long long nrows, pk_seedlog *out
         while (q_per_step < nrows && out->rows[q_per_step].step == 0)
             q_per_step++;
         if ((size_t)last->q_index + 1 != q_per_step) {
-            pk_seterr(err, errlen, "%s:%d: the last step has %d of its %zu perturbations",
-                      r->path, r->ln, (int)last->q_index + 1, q_per_step);
+            pk_seterr(err, errlen, "%s:%d: the last step has %d of its %zu perturbations", r->path,
+                      r->ln, (int)last->q_index + 1, q_per_step);
             return PK_ERR_FORMAT;
         }
     }

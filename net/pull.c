@@ -15,14 +15,14 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#define URL_MAX       2048
-#define PATH_MAX_LEN  4096
-#define INDEX_MAX     (64u << 20) /* cap on model.safetensors.index.json */
-#define MAX_SHARDS    4096
+#define URL_MAX      2048
+#define PATH_MAX_LEN 4096
+#define INDEX_MAX    (64u << 20) /* cap on model.safetensors.index.json */
+#define MAX_SHARDS   4096
 
 static const char *const optional_files[] = {
-    "generation_config.json", "tokenizer.json",   "tokenizer.model", "tokenizer_config.json",
-    "special_tokens_map.json", "vocab.json",      "merges.txt",      "vocab.txt",
+    "generation_config.json",  "tokenizer.json", "tokenizer.model", "tokenizer_config.json",
+    "special_tokens_map.json", "vocab.json",     "merges.txt",      "vocab.txt",
 };
 
 typedef struct pull_ctx {
@@ -31,8 +31,8 @@ typedef struct pull_ctx {
     const pk_pull_params *p;
     const pk_curl_api *cu; /* libcurl (curl_dl.c) */
     char endpoint[URL_MAX];
-    char rev_esc[512];         /* percent-encoded revision */
-    struct curl_slist *hdrs;   /* owned: User-Agent, Authorization */
+    char rev_esc[512];       /* percent-encoded revision */
+    struct curl_slist *hdrs; /* owned: User-Agent, Authorization */
     pk_pull_result *res;
     char *err;
     size_t errlen;
@@ -40,27 +40,27 @@ typedef struct pull_ctx {
 
 /* Headers of the last response (reset at each status line, so redirects do not mix). */
 typedef struct hdr_info {
-    int64_t content_length;    /* -1 if absent */
-    int64_t linked_size;       /* X-Linked-Size, -1 if absent */
-    int64_t range_total;       /* total from Content-Range, -1 if absent */
-    char sha[65];              /* sha256 hex if the hub gave one, else "" */
+    int64_t content_length; /* -1 if absent */
+    int64_t linked_size;    /* X-Linked-Size, -1 if absent */
+    int64_t range_total;    /* total from Content-Range, -1 if absent */
+    char sha[65];           /* sha256 hex if the hub gave one, else "" */
 } hdr_info;
 
 typedef struct xfer {
     const pk_curl_api *cu;
     CURL *curl;
-    FILE *f;                   /* the .part file, opened for append */
+    FILE *f; /* the .part file, opened for append */
     const char *part_path;
-    int64_t offset;            /* bytes in the .part before this attempt */
-    int64_t got;               /* body bytes written this attempt */
-    int64_t expect;            /* full file size if known, else -1 */
-    int checked;               /* the status of this response has been looked at */
-    int accept;                /* 1: write the body (200/206), 0: discard it */
+    int64_t offset; /* bytes in the .part before this attempt */
+    int64_t got;    /* body bytes written this attempt */
+    int64_t expect; /* full file size if known, else -1 */
+    int checked;    /* the status of this response has been looked at */
+    int accept;     /* 1: write the body (200/206), 0: discard it */
     int io_error;
     int too_big;
-    const pk_pull_params *p;   /* progress callback */
-    char label[96];            /* the file, as shown by the progress callback */
-    int64_t total;             /* bytes this transfer expects, 0 if unknown */
+    const pk_pull_params *p; /* progress callback */
+    char label[96];          /* the file, as shown by the progress callback */
+    int64_t total;           /* bytes this transfer expects, 0 if unknown */
     hdr_info h;
 } xfer;
 
@@ -507,8 +507,10 @@ static pk_status finish_file(pull_ctx *c, const char *file, const char *part, co
         }
         if (strcmp(got, sha) != 0) {
             remove(part);
-            set_err(c, "%s: sha256 mismatch (hub says %s, got %s); the partial file was "
-                       "removed, run pull again", file, sha, got);
+            set_err(c,
+                    "%s: sha256 mismatch (hub says %s, got %s); the partial file was "
+                    "removed, run pull again",
+                    file, sha, got);
             return PK_ERR_AUTH;
         }
         c->res->verified++;
@@ -693,8 +695,10 @@ static pk_status fetch_weights(pull_ctx *c)
         return st;
     st = fetch_file(c, "model.safetensors.index.json");
     if (st == PK_ERR_NOTFOUND) {
-        set_err(c, "%s has neither model.safetensors nor model.safetensors.index.json "
-                   "(other weight formats are not supported: convert to safetensors)", c->repo);
+        set_err(c,
+                "%s has neither model.safetensors nor model.safetensors.index.json "
+                "(other weight formats are not supported: convert to safetensors)",
+                c->repo);
         return PK_ERR_UNSUPPORTED;
     }
     if (st != PK_OK)
@@ -789,8 +793,12 @@ pk_status pk_pull(const char *repo, const char *out_dir, const pk_pull_params *p
 {
     pk_pull_result local;
     pk_pull_params defaults = pk_pull_default_params();
-    pull_ctx c = {.repo = repo ? repo : "", .out_dir = out_dir, .p = p ? p : &defaults,
-                  .res = res ? res : &local, .err = err, .errlen = errlen};
+    pull_ctx c = {.repo = repo ? repo : "",
+                  .out_dir = out_dir,
+                  .p = p ? p : &defaults,
+                  .res = res ? res : &local,
+                  .err = err,
+                  .errlen = errlen};
     memset(c.res, 0, sizeof *c.res);
     if (err && errlen)
         err[0] = '\0';

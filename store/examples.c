@@ -145,8 +145,7 @@ static pk_status query_int(pk_store *s, const char *sql, int64_t arg, const char
     return st;
 }
 
-pk_status pk_store_dataset_id(pk_store *s, const char *name, int64_t *id, char *err,
-    size_t errlen)
+pk_status pk_store_dataset_id(pk_store *s, const char *name, int64_t *id, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     pk_status st = query_int(s, "SELECT id FROM datasets WHERE name = ?1", 0, name, id);
@@ -156,14 +155,14 @@ pk_status pk_store_dataset_id(pk_store *s, const char *name, int64_t *id, char *
 }
 
 pk_status pk_store_example_count(pk_store *s, int64_t dataset_id, int64_t *n, char *err,
-    size_t errlen)
+                                 size_t errlen)
 {
     store_call(s, err, errlen);
     return query_int(s, "SELECT count(*) FROM examples WHERE dataset_id = ?1", dataset_id, NULL, n);
 }
 
 pk_status pk_store_example_dataset(pk_store *s, int64_t example_id, int64_t *dataset_id, char *err,
-    size_t errlen)
+                                   size_t errlen)
 {
     store_call(s, err, errlen);
     pk_status st =
@@ -173,8 +172,8 @@ pk_status pk_store_example_dataset(pk_store *s, int64_t example_id, int64_t *dat
     return st;
 }
 
-pk_status pk_store_example_ids(pk_store *s, int64_t dataset_id, int64_t **ids, int64_t *n, char *err,
-    size_t errlen)
+pk_status pk_store_example_ids(pk_store *s, int64_t dataset_id, int64_t **ids, int64_t *n,
+                               char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
@@ -230,8 +229,7 @@ static pk_status open_record(const pk_key *k, uint8_t kind, int64_t a, int64_t b
 }
 
 pk_status pk_store_example_get(pk_store *s, int64_t dataset_id, int64_t example_id,
-                               pk_example **out, char *err,
-    size_t errlen)
+                               pk_example **out, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
@@ -415,8 +413,7 @@ static pk_status ctx_finish(import_ctx *c, pk_status st)
 }
 
 pk_status pk_store_import(pk_store *s, const char *path, const char *name, pk_import_opts opts,
-                          int64_t *n_imported, char *err,
-    size_t errlen)
+                          int64_t *n_imported, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     import_ctx c;
@@ -439,8 +436,8 @@ pk_status pk_store_import(pk_store *s, const char *path, const char *name, pk_im
     return st;
 }
 
-pk_status pk_store_example_add(pk_store *s, const char *name, const pk_example *ex, int64_t *id, char *err,
-    size_t errlen)
+pk_status pk_store_example_add(pk_store *s, const char *name, const pk_example *ex, int64_t *id,
+                               char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     import_ctx c;
@@ -455,7 +452,7 @@ pk_status pk_store_example_add(pk_store *s, const char *name, const pk_example *
 }
 
 pk_status pk_store_dataset_list(pk_store *s, pk_dataset_info **out, size_t *n, char *err,
-    size_t errlen)
+                                size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
@@ -528,8 +525,7 @@ static void wipe_wal(pk_store *s)
     (void)store_exec(s, "PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
-pk_status pk_store_dataset_forget(pk_store *s, const char *name, char *err,
-    size_t errlen)
+pk_status pk_store_dataset_forget(pk_store *s, const char *name, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     int64_t id = 0;
@@ -551,8 +547,7 @@ pk_status pk_store_dataset_forget(pk_store *s, const char *name, char *err,
     return st;
 }
 
-pk_status pk_store_example_forget(pk_store *s, int64_t example_id, char *err,
-    size_t errlen)
+pk_status pk_store_example_forget(pk_store *s, int64_t example_id, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     int changes = 0;

@@ -15,18 +15,18 @@
 #define CHUNK 65536
 
 typedef struct src {
-    int fd;               /* -1: memory source */
-    const uint8_t *mem;   /* memory source (borrowed) */
+    int fd;             /* -1: memory source */
+    const uint8_t *mem; /* memory source (borrowed) */
     size_t mem_len, mem_pos;
-    size_t chunk;         /* read-ahead size: CHUNK, or less for a small input */
-    size_t cap;           /* record cap: PK_IMPORT_MAX_RECORD, or less for a small input */
-    uint8_t *buf;         /* secure: chunk bytes read ahead */
+    size_t chunk; /* read-ahead size: CHUNK, or less for a small input */
+    size_t cap;   /* record cap: PK_IMPORT_MAX_RECORD, or less for a small input */
+    uint8_t *buf; /* secure: chunk bytes read ahead */
     size_t pos, end;
     int eof;
-    int64_t line;         /* lines read so far */
-    uint8_t *rec;         /* secure: the current record, cap + 1 bytes */
+    int64_t line; /* lines read so far */
+    uint8_t *rec; /* secure: the current record, cap + 1 bytes */
     size_t rec_len;
-    char *out;            /* secure: decoded fields, cap + 8 bytes */
+    char *out; /* secure: decoded fields, cap + 8 bytes */
     char *err;
     size_t errlen;
 } src;
@@ -165,7 +165,7 @@ static int is_blank(const uint8_t *p, size_t n)
 
 typedef struct jp {
     const uint8_t *p, *end;
-    char *out;   /* next free byte of the decoded-strings buffer */
+    char *out; /* next free byte of the decoded-strings buffer */
     const char *why;
 } jp;
 
@@ -274,8 +274,8 @@ static const char *json_string(jp *j)
 static const char *json_scalar(jp *j)
 {
     const uint8_t *s = j->p;
-    while (j->p < j->end && (memchr("+-.0123456789eE", *j->p, 15) || (*j->p >= 'a' &&
-                                                                      *j->p <= 'z')))
+    while (j->p < j->end &&
+           (memchr("+-.0123456789eE", *j->p, 15) || (*j->p >= 'a' && *j->p <= 'z')))
         j->p++;
     size_t n = (size_t)(j->p - s);
     int num = n && (s[0] == '-' || (s[0] >= '0' && s[0] <= '9'));
@@ -612,8 +612,9 @@ static pk_status parse_csv(src *s, pk_import_fn fn, void *user)
             return fail(s, s->line, "duplicate column \"%s\"", name);
     }
     if (!seen[0] && !(seen[2] && seen[3]))
-        return fail(s, s->line, "the header needs a \"text\" column, or \"prompt\" and "
-                                "\"response\"");
+        return fail(s, s->line,
+                    "the header needs a \"text\" column, or \"prompt\" and "
+                    "\"response\"");
     for (;;) {
         start = s->line + 1;
         int n = csv_record(s, cols, &start, &st);
@@ -628,8 +629,8 @@ static pk_status parse_csv(src *s, pk_import_fn fn, void *user)
         const char *f[5] = {0};
         for (int i = 0; i < n; i++)
             if (map[i] >= 0)
-                f[map[i]] = cols[i][0] || map[i] == 0 || map[i] == 2 || map[i] == 3 ? cols[i]
-                                                                                     : NULL;
+                f[map[i]] =
+                    cols[i][0] || map[i] == 0 || map[i] == 2 || map[i] == 3 ? cols[i] : NULL;
         for (int i = 0; i < 5; i++)
             if (f[i] && !utf8_ok((const uint8_t *)f[i], strlen(f[i])))
                 return fail(s, start, "invalid UTF-8 in column \"%s\"", field_names[i]);
@@ -672,8 +673,8 @@ static pk_status run(src *s, pk_import_opts opts, uint64_t size_hint, pk_import_
     return st;
 }
 
-pk_status pk_import_parse_buffer(const void *data, size_t len, pk_import_opts opts,
-                                 pk_import_fn fn, void *user, char *err, size_t errlen)
+pk_status pk_import_parse_buffer(const void *data, size_t len, pk_import_opts opts, pk_import_fn fn,
+                                 void *user, char *err, size_t errlen)
 {
     src s;
     memset(&s, 0, sizeof s);
@@ -701,8 +702,8 @@ static pk_import_format format_of(const char *path)
     return PK_IMPORT_AUTO;
 }
 
-pk_status import_file(const char *path, pk_import_opts opts, pk_import_fn fn, void *user,
-                      char *err, size_t errlen)
+pk_status import_file(const char *path, pk_import_opts opts, pk_import_fn fn, void *user, char *err,
+                      size_t errlen)
 {
     char msg[448] = "";
     src s;
@@ -723,8 +724,8 @@ pk_status import_file(const char *path, pk_import_opts opts, pk_import_fn fn, vo
     struct stat sb;
     /* A regular file cannot grow past the cap of its size + 16 unnoticed: the record limit
      * check still fires. Pipes and devices get the full buffers. */
-    uint64_t hint = fstat(s.fd, &sb) == 0 && S_ISREG(sb.st_mode) ? (uint64_t)sb.st_size
-                                                                  : UINT64_MAX;
+    uint64_t hint =
+        fstat(s.fd, &sb) == 0 && S_ISREG(sb.st_mode) ? (uint64_t)sb.st_size : UINT64_MAX;
     pk_status st = run(&s, opts, hint, fn, user);
     close(s.fd);
     if (st != PK_OK && msg[0])

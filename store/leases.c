@@ -61,8 +61,7 @@ static double unix_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-pk_status pk_store_lease_acquire(pk_store *s, int64_t run_id, char *err,
-    size_t errlen)
+pk_status pk_store_lease_acquire(pk_store *s, int64_t run_id, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
@@ -75,14 +74,16 @@ pk_status pk_store_lease_acquire(pk_store *s, int64_t run_id, char *err,
         goto out;
     sqlite3_bind_int64(q, 1, run_id);
     if (first_live(q, &holder, &pid) && pid != (long)getpid()) {
-        st = store_fail(s, PK_ERR_BUSY, "run %lld is already running (pid %ld)",
-                        (long long)run_id, pid);
+        st = store_fail(s, PK_ERR_BUSY, "run %lld is already running (pid %ld)", (long long)run_id,
+                        pid);
         goto out;
     }
     sqlite3_finalize(q);
     q = NULL;
-    st = store_prepare(s, "INSERT OR REPLACE INTO leases(run_id, pid, proc_start, started_at)"
-                          " VALUES(?1, ?2, ?3, ?4)", &q);
+    st = store_prepare(s,
+                       "INSERT OR REPLACE INTO leases(run_id, pid, proc_start, started_at)"
+                       " VALUES(?1, ?2, ?3, ?4)",
+                       &q);
     if (st != PK_OK)
         goto out;
     sqlite3_bind_int64(q, 1, run_id);
@@ -97,8 +98,7 @@ out:
     return st;
 }
 
-pk_status pk_store_lease_release(pk_store *s, int64_t run_id, char *err,
-    size_t errlen)
+pk_status pk_store_lease_release(pk_store *s, int64_t run_id, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
@@ -135,8 +135,9 @@ pk_status store_dataset_not_leased(pk_store *s, int64_t dataset_id, const char *
     int64_t run_id = 0;
     long pid = 0;
     pk_status st = store_prepare(
-        s, "SELECT l.run_id, l.pid, l.proc_start FROM leases l JOIN runs r ON r.id = l.run_id"
-           " WHERE r.dataset_id = ?1 OR json_extract(r.config_json, '$.eval_dataset') = ?2",
+        s,
+        "SELECT l.run_id, l.pid, l.proc_start FROM leases l JOIN runs r ON r.id = l.run_id"
+        " WHERE r.dataset_id = ?1 OR json_extract(r.config_json, '$.eval_dataset') = ?2",
         &q);
     if (st != PK_OK)
         return st;

@@ -35,13 +35,14 @@ static char *dup_text(const unsigned char *t)
 }
 
 pk_status pk_store_run_create(pk_store *s, int64_t dataset_id, const char *config_json,
-                              const char *base_hash, int64_t steps_total, int64_t *run_id, char *err,
-    size_t errlen)
+                              const char *base_hash, int64_t steps_total, int64_t *run_id,
+                              char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
-    pk_status st = store_prepare(s, "INSERT INTO runs(dataset_id, status, steps_total, created_at,"
-                                    " base_hash, config_json) VALUES(?1, 'running', ?2, ?3, ?4, ?5)",
+    pk_status st = store_prepare(s,
+                                 "INSERT INTO runs(dataset_id, status, steps_total, created_at,"
+                                 " base_hash, config_json) VALUES(?1, 'running', ?2, ?3, ?4, ?5)",
                                  &q);
     if (st != PK_OK)
         return st;
@@ -67,15 +68,16 @@ void pk_run_info_clear(pk_run_info *r)
     r->config_json = NULL;
 }
 
-pk_status pk_store_run_get(pk_store *s, int64_t run_id, pk_run_info *out, char *err,
-    size_t errlen)
+pk_status pk_store_run_get(pk_store *s, int64_t run_id, pk_run_info *out, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     memset(out, 0, sizeof *out);
-    pk_status st = store_prepare(s, "SELECT id, coalesce(dataset_id, 0), status, steps_done,"
-                                    " steps_total, created_at, base_hash, config_json FROM runs"
-                                    " WHERE id = ?1", &q);
+    pk_status st = store_prepare(s,
+                                 "SELECT id, coalesce(dataset_id, 0), status, steps_done,"
+                                 " steps_total, created_at, base_hash, config_json FROM runs"
+                                 " WHERE id = ?1",
+                                 &q);
     if (st != PK_OK)
         return st;
     sqlite3_bind_int64(q, 1, run_id);
@@ -102,7 +104,7 @@ pk_status pk_store_run_get(pk_store *s, int64_t run_id, pk_run_info *out, char *
 }
 
 pk_status pk_store_run_set_status(pk_store *s, int64_t run_id, const char *status, char *err,
-    size_t errlen)
+                                  size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
@@ -155,16 +157,14 @@ out:
     return PK_OK;
 }
 
-pk_status pk_store_run_list(pk_store *s, int64_t **ids, int64_t *n, char *err,
-    size_t errlen)
+pk_status pk_store_run_list(pk_store *s, int64_t **ids, int64_t *n, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     return collect_ids(s, "SELECT id FROM runs ORDER BY id DESC", ids, n);
 }
 
-pk_status pk_store_steps_append(pk_store *s, int64_t run_id, const pk_step_row *rows,
-                                size_t n_rows, char *err,
-    size_t errlen)
+pk_status pk_store_steps_append(pk_store *s, int64_t run_id, const pk_step_row *rows, size_t n_rows,
+                                char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL, *u = NULL;
@@ -172,8 +172,9 @@ pk_status pk_store_steps_append(pk_store *s, int64_t run_id, const pk_step_row *
         return store_fail(s, PK_ERR_ARG, "steps_append needs at least one row");
     pk_status st = store_begin(s);
     if (st == PK_OK)
-        st = store_prepare(s, "INSERT INTO steps(run_id, step, q_index, seed, g, loss_plus,"
-                              " loss_minus, lr, eps) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        st = store_prepare(s,
+                           "INSERT INTO steps(run_id, step, q_index, seed, g, loss_plus,"
+                           " loss_minus, lr, eps) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                            &q);
     for (size_t i = 0; st == PK_OK && i < n_rows; i++) {
         const pk_step_row *r = &rows[i];
@@ -208,8 +209,7 @@ pk_status pk_store_steps_append(pk_store *s, int64_t run_id, const pk_step_row *
 }
 
 pk_status pk_store_steps_read(pk_store *s, int64_t run_id, int64_t from_step, int64_t to_step,
-                              pk_step_row **rows, size_t *n_rows, char *err,
-    size_t errlen)
+                              pk_step_row **rows, size_t *n_rows, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
@@ -217,9 +217,11 @@ pk_status pk_store_steps_read(pk_store *s, int64_t run_id, int64_t from_step, in
     size_t k = 0, cap = 0;
     *rows = NULL;
     *n_rows = 0;
-    pk_status st = store_prepare(s, "SELECT step, q_index, seed, g, loss_plus, loss_minus, lr, eps"
-                                    " FROM steps WHERE run_id = ?1 AND step >= ?2 AND step < ?3"
-                                    " ORDER BY step, q_index", &q);
+    pk_status st = store_prepare(s,
+                                 "SELECT step, q_index, seed, g, loss_plus, loss_minus, lr, eps"
+                                 " FROM steps WHERE run_id = ?1 AND step >= ?2 AND step < ?3"
+                                 " ORDER BY step, q_index",
+                                 &q);
     if (st != PK_OK)
         return st;
     sqlite3_bind_int64(q, 1, run_id);
@@ -260,13 +262,14 @@ out:
 }
 
 pk_status pk_store_eval_append(pk_store *s, int64_t run_id, int64_t step, double loss,
-                               double accuracy, char *err,
-    size_t errlen)
+                               double accuracy, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
-    pk_status st = store_prepare(s, "INSERT OR REPLACE INTO evals(run_id, step, loss, accuracy)"
-                                    " VALUES(?1, ?2, ?3, ?4)", &q);
+    pk_status st = store_prepare(s,
+                                 "INSERT OR REPLACE INTO evals(run_id, step, loss, accuracy)"
+                                 " VALUES(?1, ?2, ?3, ?4)",
+                                 &q);
     if (st != PK_OK)
         return st;
     sqlite3_bind_int64(q, 1, run_id);
@@ -283,8 +286,7 @@ pk_status pk_store_eval_append(pk_store *s, int64_t run_id, int64_t step, double
 }
 
 pk_status pk_store_eval_read(pk_store *s, int64_t run_id, int64_t **steps, double **loss,
-                             double **accuracy, size_t *n, char *err,
-    size_t errlen)
+                             double **accuracy, size_t *n, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
@@ -319,8 +321,10 @@ pk_status pk_store_eval_read(pk_store *s, int64_t run_id, int64_t **steps, doubl
     sqlite3_bind_int64(q, 1, run_id);
     while ((int64_t)k < cnt && sqlite3_step(q) == SQLITE_ROW) {
         sv[k] = sqlite3_column_int64(q, 0);
-        lv[k] = sqlite3_column_type(q, 1) == SQLITE_NULL ? (double)NAN : sqlite3_column_double(q, 1);
-        av[k] = sqlite3_column_type(q, 2) == SQLITE_NULL ? (double)NAN : sqlite3_column_double(q, 2);
+        lv[k] =
+            sqlite3_column_type(q, 1) == SQLITE_NULL ? (double)NAN : sqlite3_column_double(q, 1);
+        av[k] =
+            sqlite3_column_type(q, 2) == SQLITE_NULL ? (double)NAN : sqlite3_column_double(q, 2);
         k++;
     }
 out:
@@ -339,16 +343,14 @@ out:
 }
 
 pk_status pk_store_checkpoint_put(pk_store *s, int64_t run_id, int64_t step, const void *blob,
-                                  size_t len, char *err,
-    size_t errlen)
+                                  size_t len, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     uint8_t ad[PK_RECORD_AD_BYTES];
     size_t reclen = 0;
     if (len > (size_t)900 * 1000 * 1000)
-        return store_fail(s, PK_ERR_LIMIT, "checkpoint of %zu bytes exceeds the 900 MB limit",
-                          len);
+        return store_fail(s, PK_ERR_LIMIT, "checkpoint of %zu bytes exceeds the 900 MB limit", len);
     uint8_t *rec = malloc(len + PK_RECORD_OVERHEAD);
     if (!rec)
         return store_fail(s, PK_ERR_NOMEM, "out of memory for a %zu-byte checkpoint", len);
@@ -360,8 +362,10 @@ pk_status pk_store_checkpoint_put(pk_store *s, int64_t run_id, int64_t step, con
         st = pk_record_seal(s->k_checkpoints, ad, sizeof ad, blob, len, rec,
                             len + PK_RECORD_OVERHEAD, &reclen);
     if (st == PK_OK)
-        st = store_prepare(s, "INSERT OR REPLACE INTO checkpoints(run_id, step, record)"
-                              " VALUES(?1, ?2, ?3)", &q);
+        st = store_prepare(s,
+                           "INSERT OR REPLACE INTO checkpoints(run_id, step, record)"
+                           " VALUES(?1, ?2, ?3)",
+                           &q);
     if (st == PK_OK) {
         sqlite3_bind_int64(q, 1, run_id);
         sqlite3_bind_int64(q, 2, step);
@@ -376,25 +380,26 @@ pk_status pk_store_checkpoint_put(pk_store *s, int64_t run_id, int64_t step, con
 }
 
 pk_status pk_store_checkpoint_get(pk_store *s, int64_t run_id, int64_t max_step, int64_t *step,
-                                  void **blob, size_t *len, char *err,
-    size_t errlen)
+                                  void **blob, size_t *len, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     uint8_t ad[PK_RECORD_AD_BYTES];
     *blob = NULL;
     *len = 0;
-    pk_status st = store_prepare(s, "SELECT step, record FROM checkpoints WHERE run_id = ?1 AND"
-                                    " step <= ?2 ORDER BY step DESC LIMIT 1", &q);
+    pk_status st = store_prepare(s,
+                                 "SELECT step, record FROM checkpoints WHERE run_id = ?1 AND"
+                                 " step <= ?2 ORDER BY step DESC LIMIT 1",
+                                 &q);
     if (st != PK_OK)
         return st;
     sqlite3_bind_int64(q, 1, run_id);
     sqlite3_bind_int64(q, 2, max_step);
     int rc = sqlite3_step(q);
     if (rc != SQLITE_ROW) {
-        st = rc == SQLITE_DONE ? store_fail(s, PK_ERR_NOTFOUND, "no checkpoint for run %lld",
-                                            (long long)run_id)
-                               : store_db_fail(s, rc, "read checkpoint");
+        st = rc == SQLITE_DONE
+                 ? store_fail(s, PK_ERR_NOTFOUND, "no checkpoint for run %lld", (long long)run_id)
+                 : store_db_fail(s, rc, "read checkpoint");
         goto out;
     }
     int64_t at = sqlite3_column_int64(q, 0);
@@ -406,13 +411,14 @@ pk_status pk_store_checkpoint_get(pk_store *s, int64_t run_id, int64_t max_step,
         goto out;
     }
     pk_record_ad(ad, PK_AD_CHECKPOINT, run_id, at);
-    st = pk_record_open(s->k_checkpoints, ad, sizeof ad, sqlite3_column_blob(q, 1), reclen, pt,
-                        cap, len);
+    st = pk_record_open(s->k_checkpoints, ad, sizeof ad, sqlite3_column_blob(q, 1), reclen, pt, cap,
+                        len);
     if (st != PK_OK) {
         pk_secure_free(pt);
-        st = store_fail(s, PK_ERR_AUTH, "%s: checkpoint (run %lld, step %lld) fails "
-                                        "authentication", s->path, (long long)run_id,
-                        (long long)at);
+        st = store_fail(s, PK_ERR_AUTH,
+                        "%s: checkpoint (run %lld, step %lld) fails "
+                        "authentication",
+                        s->path, (long long)run_id, (long long)at);
         goto out;
     }
     *blob = pt;
@@ -429,12 +435,12 @@ void pk_store_blob_free(void *blob, size_t len)
 }
 
 pk_status pk_store_state_set(pk_store *s, const char *key, const char *value, char *err,
-    size_t errlen)
+                             size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
-    pk_status st = store_prepare(s, "INSERT OR REPLACE INTO sync_state(key, value) VALUES(?1, ?2)",
-                                 &q);
+    pk_status st =
+        store_prepare(s, "INSERT OR REPLACE INTO sync_state(key, value) VALUES(?1, ?2)", &q);
     if (st != PK_OK)
         return st;
     sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
@@ -442,8 +448,7 @@ pk_status pk_store_state_set(pk_store *s, const char *key, const char *value, ch
     return step_done(s, q, "write state");
 }
 
-pk_status pk_store_state_get(pk_store *s, const char *key, char **value, char *err,
-    size_t errlen)
+pk_status pk_store_state_get(pk_store *s, const char *key, char **value, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
@@ -467,12 +472,14 @@ pk_status pk_store_state_get(pk_store *s, const char *key, char **value, char *e
 }
 
 pk_status pk_store_outbox_put(pk_store *s, const char *idem_key, const char *body, char *err,
-    size_t errlen)
+                              size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
-    pk_status st = store_prepare(s, "INSERT OR IGNORE INTO outbox(idem_key, body, created_at)"
-                                    " VALUES(?1, ?2, ?3)", &q);
+    pk_status st = store_prepare(s,
+                                 "INSERT OR IGNORE INTO outbox(idem_key, body, created_at)"
+                                 " VALUES(?1, ?2, ?3)",
+                                 &q);
     if (st != PK_OK)
         return st;
     sqlite3_bind_text(q, 1, idem_key, -1, SQLITE_STATIC);
@@ -481,8 +488,7 @@ pk_status pk_store_outbox_put(pk_store *s, const char *idem_key, const char *bod
     return step_done(s, q, "write outbox");
 }
 
-pk_status pk_store_outbox_peek(pk_store *s, char **idem_key, char **body, char *err,
-    size_t errlen)
+pk_status pk_store_outbox_peek(pk_store *s, char **idem_key, char **body, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
@@ -509,8 +515,7 @@ pk_status pk_store_outbox_peek(pk_store *s, char **idem_key, char **body, char *
     return st;
 }
 
-pk_status pk_store_outbox_done(pk_store *s, const char *idem_key, char *err,
-    size_t errlen)
+pk_status pk_store_outbox_done(pk_store *s, const char *idem_key, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;

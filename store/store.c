@@ -79,8 +79,10 @@ pk_status store_db_fail(pk_store *s, int rc, const char *what)
                                                          || sys == EDQUOT
 #endif
                                                          )))
-        return store_fail(s, PK_ERR_LIMIT, "%s: %s: disk full or file size limit reached (%s); nothing "
-                          "was changed", s->path, what, m);
+        return store_fail(s, PK_ERR_LIMIT,
+                          "%s: %s: disk full or file size limit reached (%s); nothing "
+                          "was changed",
+                          s->path, what, m);
     if (prim == SQLITE_IOERR || prim == SQLITE_CANTOPEN || prim == SQLITE_READONLY)
         return store_fail(s, PK_ERR_IO, "%s: %s: %s", s->path, what, m);
     if (prim == SQLITE_NOMEM)
@@ -340,9 +342,10 @@ static pk_status write_keyring(pk_store *s, const keyring *kr, int insert)
     sqlite3_stmt *q = NULL;
     pk_status st = store_prepare(
         s,
-        insert ? "INSERT INTO keyring(salt, opslimit, memlimit, keycheck, epoch, id)"
-                 " VALUES(?,?,?,?,?,1)"
-               : "UPDATE keyring SET salt=?, opslimit=?, memlimit=?, keycheck=?, epoch=? WHERE id=1",
+        insert
+            ? "INSERT INTO keyring(salt, opslimit, memlimit, keycheck, epoch, id)"
+              " VALUES(?,?,?,?,?,1)"
+            : "UPDATE keyring SET salt=?, opslimit=?, memlimit=?, keycheck=?, epoch=? WHERE id=1",
         &q);
     if (st != PK_OK)
         return st;
@@ -380,8 +383,10 @@ static pk_status create_identity(pk_store *s)
         st = seal_identity(s->k_identity, sk, sealed, sizeof sealed, &sealed_len);
     pk_secure_free(sk);
     if (st == PK_OK)
-        st = store_prepare(s, "INSERT INTO identity(id, public_key, sealed_secret, created_at)"
-                              " VALUES(1, ?, ?, ?)", &q);
+        st = store_prepare(s,
+                           "INSERT INTO identity(id, public_key, sealed_secret, created_at)"
+                           " VALUES(1, ?, ?, ?)",
+                           &q);
     if (st != PK_OK)
         return st;
     sqlite3_bind_blob(q, 1, pk, (int)sizeof pk, SQLITE_STATIC);
@@ -466,8 +471,8 @@ pk_status pk_store_init(const char *home_dir, const char *passphrase, size_t len
         st = store_fail(s, PK_ERR_IO, "cannot create %s: %s", home_dir, strerror(errno));
         goto out;
     }
-    st = new_keyring(passphrase, len, params, &kr, &s->k_records, &s->k_checkpoints,
-                     &s->k_identity);
+    st =
+        new_keyring(passphrase, len, params, &kr, &s->k_records, &s->k_checkpoints, &s->k_identity);
     if (st != PK_OK) {
         store_fail(s, st, "key derivation failed (Argon2id limits ops=%llu mem=%zu): %s",
                    (unsigned long long)kr.opslimit, kr.memlimit, pk_status_str(st));
@@ -501,16 +506,16 @@ static pk_status read_keyring(pk_store *s, keyring *kr)
 {
     sqlite3_stmt *q = NULL;
     /* a home of schema 1 (not migrated yet: unlock comes first) has no epoch column */
-    pk_status st = store_prepare(s,
-                                 schema_version(s) >= 2
-                                     ? "SELECT salt, opslimit, memlimit, keycheck, epoch"
-                                       " FROM keyring WHERE id = 1"
-                                     : "SELECT salt, opslimit, memlimit, keycheck, 0"
-                                       " FROM keyring WHERE id = 1",
-                                 &q);
+    pk_status st =
+        store_prepare(s,
+                      schema_version(s) >= 2 ? "SELECT salt, opslimit, memlimit, keycheck, epoch"
+                                               " FROM keyring WHERE id = 1"
+                                             : "SELECT salt, opslimit, memlimit, keycheck, 0"
+                                               " FROM keyring WHERE id = 1",
+                      &q);
     if (st != PK_OK)
-        return store_fail(s, PK_ERR_FORMAT, "%s is not a pocketllm store (no keyring): %s",
-                          s->path, sqlite3_errmsg(s->db));
+        return store_fail(s, PK_ERR_FORMAT, "%s is not a pocketllm store (no keyring): %s", s->path,
+                          sqlite3_errmsg(s->db));
     int rc = sqlite3_step(q);
     if (rc != SQLITE_ROW) {
         st = rc == SQLITE_DONE
@@ -558,8 +563,8 @@ static pk_status unlock(pk_store *s, const char *pass, size_t len)
         goto out;
     pk_record_ad(ad, PK_AD_KEYCHECK, 0, 0);
     st = pk_record_open(check, ad, sizeof ad, kr.keycheck, kr.keycheck_len, pt, sizeof pt, &ptlen);
-    if (st == PK_OK && (ptlen != strlen(STORE_KEYCHECK_TEXT) ||
-                        memcmp(pt, STORE_KEYCHECK_TEXT, ptlen) != 0))
+    if (st == PK_OK &&
+        (ptlen != strlen(STORE_KEYCHECK_TEXT) || memcmp(pt, STORE_KEYCHECK_TEXT, ptlen) != 0))
         st = PK_ERR_AUTH;
     if (st != PK_OK)
         st = store_fail(s, PK_ERR_AUTH, "wrong passphrase for %s", s->home);
@@ -586,8 +591,8 @@ pk_status pk_store_open(const char *home_dir, const char *passphrase, size_t len
     if (st != PK_OK)
         goto out;
     if (stat(s->path, &sb) != 0) {
-        st = store_fail(s, PK_ERR_NOTFOUND,
-                        "no agent home at %s: run pocketllm init --home %s", home_dir, home_dir);
+        st = store_fail(s, PK_ERR_NOTFOUND, "no agent home at %s: run pocketllm init --home %s",
+                        home_dir, home_dir);
         goto out;
     }
     st = connect_db(s, 0);
@@ -612,8 +617,8 @@ static pk_status reseal_identity(pk_store *s, const pk_key *new_ident)
     uint8_t ad[PK_RECORD_AD_BYTES], sealed[PK_SIGN_SK_BYTES + PK_RECORD_OVERHEAD];
     size_t n = 0, sealed_len = 0;
     uint8_t *sk = pk_secure_alloc(PK_SIGN_SK_BYTES);
-    pk_status st = sk ? store_prepare(s, "SELECT sealed_secret FROM identity WHERE id = 1", &q)
-                      : PK_ERR_NOMEM;
+    pk_status st =
+        sk ? store_prepare(s, "SELECT sealed_secret FROM identity WHERE id = 1", &q) : PK_ERR_NOMEM;
     if (st != PK_OK)
         goto out;
     if (sqlite3_step(q) != SQLITE_ROW) {
@@ -646,8 +651,8 @@ out:
     return st;
 }
 
-pk_status pk_store_rekey(pk_store *s, const char *passphrase, size_t len, pk_store_params params, char *err,
-    size_t errlen)
+pk_status pk_store_rekey(pk_store *s, const char *passphrase, size_t len, pk_store_params params,
+                         char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     keyring kr;
@@ -688,8 +693,7 @@ out:
     return st;
 }
 
-pk_status pk_store_identity_public(pk_store *s, uint8_t pk[32], char *err,
-    size_t errlen)
+pk_status pk_store_identity_public(pk_store *s, uint8_t pk[32], char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
@@ -707,16 +711,16 @@ pk_status pk_store_identity_public(pk_store *s, uint8_t pk[32], char *err,
     return st;
 }
 
-pk_status pk_store_identity_sign(pk_store *s, const void *msg, size_t len, uint8_t sig[64], char *err,
-    size_t errlen)
+pk_status pk_store_identity_sign(pk_store *s, const void *msg, size_t len, uint8_t sig[64],
+                                 char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     uint8_t ad[PK_RECORD_AD_BYTES];
     size_t n = 0;
     uint8_t *sk = pk_secure_alloc(PK_SIGN_SK_BYTES);
-    pk_status st = sk ? store_prepare(s, "SELECT sealed_secret FROM identity WHERE id = 1", &q)
-                      : PK_ERR_NOMEM;
+    pk_status st =
+        sk ? store_prepare(s, "SELECT sealed_secret FROM identity WHERE id = 1", &q) : PK_ERR_NOMEM;
     if (st != PK_OK)
         goto out;
     int rc = sqlite3_step(q);

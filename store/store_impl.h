@@ -13,17 +13,17 @@
 
 struct pk_store {
     sqlite3 *db;
-    char home[1024];        /* agent home directory */
-    char path[1100];        /* database file */
-    pk_key *k_records;      /* subkey for examples */
-    pk_key *k_checkpoints;  /* subkey for checkpoints */
-    pk_key *k_identity;     /* subkey for the sealed Ed25519 secret */
-    char errmsg[768];       /* the message being built for the current call's err buffer */
-    char *err;              /* the err buffer of the public call in progress (store_call): */
-    size_t errlen;          /* valid only during that call; NULL when the caller passed none */
-    int64_t epoch;          /* keyring epoch the keys above were derived at */
-    int epoch_known;        /* 1 once the keys are in place: write transactions check epoch */
-    int readonly;           /* the home is not writable: opened immutable, writes refused */
+    char home[1024];       /* agent home directory */
+    char path[1100];       /* database file */
+    pk_key *k_records;     /* subkey for examples */
+    pk_key *k_checkpoints; /* subkey for checkpoints */
+    pk_key *k_identity;    /* subkey for the sealed Ed25519 secret */
+    char errmsg[768];      /* the message being built for the current call's err buffer */
+    char *err;             /* the err buffer of the public call in progress (store_call): */
+    size_t errlen;         /* valid only during that call; NULL when the caller passed none */
+    int64_t epoch;         /* keyring epoch the keys above were derived at */
+    int epoch_known;       /* 1 once the keys are in place: write transactions check epoch */
+    int readonly;          /* the home is not writable: opened immutable, writes refused */
 };
 
 /* Every public function that takes (err, errlen) registers them first: store_fail writes its
@@ -54,7 +54,7 @@ pk_status example_decode(const uint8_t *buf, size_t len, int64_t id, pk_example 
 /* Reseals every example and checkpoint with new keys inside the caller's transaction. */
 pk_status store_reseal_all(pk_store *s, const pk_key *new_records, const pk_key *new_ckpt);
 /* Streams a file through the parser of its format (import.c); err gets "FILE: line N: why". */
-pk_status import_file(const char *path, pk_import_opts opts, pk_import_fn fn, void *user,
-                      char *err, size_t errlen);
+pk_status import_file(const char *path, pk_import_opts opts, pk_import_fn fn, void *user, char *err,
+                      size_t errlen);
 
 #endif /* PK_STORE_INTERNAL_H */

@@ -125,8 +125,9 @@ static void load_and_exercise(void)
             abort(); /* failures leave *out NULL and always explain themselves */
         return;
     }
-    static const char *const texts[] = {"Hello world", " a  b\t\n", "caf\xc3\xa9 \xf0\x9f\x98\x80",
-                                        "<|endoftext|>x", "\xff\xfe", "aaaaaaaaaaaaaaaaaaaaaaa"};
+    static const char *const texts[] = {
+        "Hello world",    " a  b\t\n", "caf\xc3\xa9 \xf0\x9f\x98\x80",
+        "<|endoftext|>x", "\xff\xfe",  "aaaaaaaaaaaaaaaaaaaaaaa"};
     for (size_t i = 0; i < sizeof texts / sizeof *texts; i++)
         exercise(t, texts[i], strlen(texts[i]), 0);
     pk_tokenizer_free(t);

@@ -35,7 +35,7 @@ static int pk_test_checks;
         double pk_a_ = (double)(a), pk_b_ = (double)(b);                                           \
         if (!(fabs(pk_a_ - pk_b_) <= (double)(tol))) {                                             \
             pk_test_failures++;                                                                    \
-            fprintf(stderr, "%s:%d: |%s - %s| <= %g failed: %.9g vs %.9g\n", __FILE__, __LINE__,  \
+            fprintf(stderr, "%s:%d: |%s - %s| <= %g failed: %.9g vs %.9g\n", __FILE__, __LINE__,   \
                     #a, #b, (double)(tol), pk_a_, pk_b_);                                          \
         }                                                                                          \
     } while (0)

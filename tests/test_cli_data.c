@@ -47,18 +47,18 @@ static void setup_home(void)
     FILE *f = fopen(src, "w");
     PK_CHECK(f != NULL);
     if (f) {
-        fputs("{\"text\":\"plain words\"}\n"
-              "{\"text\":\"q\\\"uote and back\\\\slash\",\"label\":\"pos\"}\n"
-              "{\"prompt\":\"tab\\there\",\"response\":\"caf\\u00e9 \\ud83d\\ude00 line\\nbreak\"}\n"
-              "{\"text\":\"the cat sat on the mat and the dog sat on the log\"}\n",
-              f);
+        fputs(
+            "{\"text\":\"plain words\"}\n"
+            "{\"text\":\"q\\\"uote and back\\\\slash\",\"label\":\"pos\"}\n"
+            "{\"prompt\":\"tab\\there\",\"response\":\"caf\\u00e9 \\ud83d\\ude00 line\\nbreak\"}\n"
+            "{\"text\":\"the cat sat on the mat and the dog sat on the log\"}\n",
+            f);
         fclose(f);
     }
     PK_CHECK_EQ(run_fmt(NULL, "%s init --home %s --opslimit 1 --memlimit 8192", POCKETLLM, home),
                 0);
-    PK_CHECK_EQ(run_fmt(NULL, "%s import %s --dataset notes --home %s --quiet", POCKETLLM, src,
-                        home),
-                0);
+    PK_CHECK_EQ(
+        run_fmt(NULL, "%s import %s --dataset notes --home %s --quiet", POCKETLLM, src, home), 0);
 }
 
 /* ---- data export --out - ------------------------------------------------------------------ */
@@ -166,10 +166,9 @@ static void test_plot_runs(void)
     free(o);
     /* a run without steps among several: an error, and no file */
     snprintf(svg, sizeof svg, "%s/none.svg", tmp);
-    PK_CHECK_EQ(
-        run_fmt(NULL, "%s plot --run 1 --run 99 --out %s --home %s 2>/dev/null", POCKETLLM, svg,
-                home),
-        1);
+    PK_CHECK_EQ(run_fmt(NULL, "%s plot --run 1 --run 99 --out %s --home %s 2>/dev/null", POCKETLLM,
+                        svg, home),
+                1);
     PK_CHECK(file_bytes(svg) < 0);
 }
 

@@ -38,8 +38,9 @@ static void write_notes(const char *path, int n, int len)
     FILE *f = fopen(path, "w");
     PK_CHECK(f != NULL);
     for (int i = 0; f && i < n; i++)
-        fprintf(f, "note %d %.*s\n", i, len, "Pip the dog runs along the beach at dawn again and "
-                                             "again and again and again and again and again.");
+        fprintf(f, "note %d %.*s\n", i, len,
+                "Pip the dog runs along the beach at dawn again and "
+                "again and again and again and again and again.");
     if (f)
         fclose(f);
 }
@@ -110,8 +111,10 @@ static void test_file_size_limit(void)
     PK_CHECK_EQ(pkl(&out, POCKETLLM " import %s --home %s --dataset notes", small, g_home), 0);
     free(out);
     PK_CHECK_EQ(dataset_size("notes"), 20);
-    int rc = pkl(&out, "sh -c 'ulimit -f 2048; exec " POCKETLLM " import %s --home %s "
-                       "--dataset notes'", big, g_home);
+    int rc = pkl(&out,
+                 "sh -c 'ulimit -f 2048; exec " POCKETLLM " import %s --home %s "
+                 "--dataset notes'",
+                 big, g_home);
     PK_CHECK_EQ(rc, 1); /* not 153 (killed by SIGXFSZ) */
     PK_CHECK(contains(out, "file size limit"));
     free(out);
@@ -133,8 +136,7 @@ static void test_read_only(void)
     PK_CHECK_EQ(pkl(&out, "%s " POCKETLLM " data list --home %s", runas, g_home), 0);
     PK_CHECK(contains(out, "notes"));
     free(out);
-    PK_CHECK_EQ(pkl(&out, "%s " POCKETLLM " data forget --home %s --dataset notes", runas,
-                    g_home),
+    PK_CHECK_EQ(pkl(&out, "%s " POCKETLLM " data forget --home %s --dataset notes", runas, g_home),
                 1);
     PK_CHECK(contains(out, "read-only"));
     free(out);
@@ -191,13 +193,15 @@ static void test_rekey_during_import(void)
     PK_CHECK(contains(out, "passphrase"));
     PK_CHECK(contains(out, "changed while this command ran"));
     free(out);
-    snprintf(cmd, sizeof cmd, "%s data list --home %s --passphrase-file %s --json 2>&1",
-             POCKETLLM, g_home, newp);
+    snprintf(cmd, sizeof cmd, "%s data list --home %s --passphrase-file %s --json 2>&1", POCKETLLM,
+             g_home, newp);
     PK_CHECK_EQ(run_capture(cmd, &out), 0);
     PK_CHECK(out && !strstr(out, "\"more\""));
     free(out);
-    snprintf(cmd, sizeof cmd, "POCKETLLM_NEW_PASSPHRASE=pw %s rekey --home %s "
-             "--passphrase-file %s 2>&1", POCKETLLM, g_home, newp);
+    snprintf(cmd, sizeof cmd,
+             "POCKETLLM_NEW_PASSPHRASE=pw %s rekey --home %s "
+             "--passphrase-file %s 2>&1",
+             POCKETLLM, g_home, newp);
     PK_CHECK_EQ(run_capture(cmd, &out), 0);
     free(out);
     PK_CHECK_EQ(dataset_size("notes"), 20);

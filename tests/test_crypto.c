@@ -34,12 +34,14 @@ static void test_ed25519_kat(void)
     uint8_t pk[32], sig[64], msg[1] = {0x72};
     unhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a", pk);
     unhex("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39"
-          "701cf9b46bd25bf5f0595bbe24655141438e7a100b", sig);
+          "701cf9b46bd25bf5f0595bbe24655141438e7a100b",
+          sig);
     PK_CHECK_EQ(pk_sign_verify(pk, "", 0, sig), PK_OK);
     PK_CHECK_EQ(pk_sign_verify(pk, msg, 1, sig), PK_ERR_AUTH);
     unhex("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c", pk);
     unhex("92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f36"
-          "13d0f11d8c387b2eaeb4302aeeb00d291612bb0c00", sig);
+          "13d0f11d8c387b2eaeb4302aeeb00d291612bb0c00",
+          sig);
     PK_CHECK_EQ(pk_sign_verify(pk, msg, 1, sig), PK_OK);
     for (size_t i = 0; i < 64; i++) {
         sig[i] ^= 1;
@@ -223,8 +225,7 @@ static void test_record_tamper(void)
     PK_CHECK_EQ(pk_key_random(&k), PK_OK);
     PK_CHECK_EQ(pk_key_random(&k2), PK_OK);
     pk_record_ad(ad, PK_AD_EXAMPLE, 7, 42);
-    PK_CHECK_EQ(pk_record_seal(k, ad, sizeof ad, msg, sizeof msg, rec, sizeof rec, &reclen),
-                PK_OK);
+    PK_CHECK_EQ(pk_record_seal(k, ad, sizeof ad, msg, sizeof msg, rec, sizeof rec, &reclen), PK_OK);
     PK_CHECK_EQ(reclen, sizeof msg + PK_RECORD_OVERHEAD);
     PK_CHECK_EQ(rec[0], PK_RECORD_VERSION);
     for (size_t i = 0; i + 3 <= reclen; i++)
@@ -259,11 +260,14 @@ static void test_record_tamper(void)
                 PK_ERR_AUTH);
     /* Another row identity, another kind, another key. */
     pk_record_ad(ad2, PK_AD_EXAMPLE, 7, 43);
-    PK_CHECK_EQ(pk_record_open(k, ad2, sizeof ad2, rec, reclen, pt, sizeof pt, &ptlen), PK_ERR_AUTH);
+    PK_CHECK_EQ(pk_record_open(k, ad2, sizeof ad2, rec, reclen, pt, sizeof pt, &ptlen),
+                PK_ERR_AUTH);
     pk_record_ad(ad2, PK_AD_EXAMPLE, 8, 42);
-    PK_CHECK_EQ(pk_record_open(k, ad2, sizeof ad2, rec, reclen, pt, sizeof pt, &ptlen), PK_ERR_AUTH);
+    PK_CHECK_EQ(pk_record_open(k, ad2, sizeof ad2, rec, reclen, pt, sizeof pt, &ptlen),
+                PK_ERR_AUTH);
     pk_record_ad(ad2, PK_AD_CHECKPOINT, 7, 42);
-    PK_CHECK_EQ(pk_record_open(k, ad2, sizeof ad2, rec, reclen, pt, sizeof pt, &ptlen), PK_ERR_AUTH);
+    PK_CHECK_EQ(pk_record_open(k, ad2, sizeof ad2, rec, reclen, pt, sizeof pt, &ptlen),
+                PK_ERR_AUTH);
     PK_CHECK_EQ(pk_record_open(k2, ad, sizeof ad, rec, reclen, pt, sizeof pt, &ptlen), PK_ERR_AUTH);
     /* Output too small is a caller bug (ARG), too small an output buffer for seal too. */
     PK_CHECK_EQ(pk_record_open(k, ad, sizeof ad, rec, reclen, pt, 3, &ptlen), PK_ERR_ARG);
@@ -282,10 +286,12 @@ static void test_xchacha_kat(void)
     unhex("50515253c0c1c2c3c4c5c6c7", ad);
     rec[0] = 1;
     unhex("404142434445464748494a4b4c4d4e4f5051525354555657", rec + 1);
-    size_t n = unhex("bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb731c7f1b0b4a"
-                     "a6440bf3a82f4eda7e39ae64c6708c54c216cb96b72e1213b4522f8c9ba40db5d945b11b69b982"
-                     "c1bb9e3f3fac2bc369488f76b2383565d3fff921f9664c97637da9768812f615c68b13b52e"
-                     "c0875924c1c7987947deafd8780acf49", rec + 25);
+    size_t n =
+        unhex("bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb731c7f1b0b4a"
+              "a6440bf3a82f4eda7e39ae64c6708c54c216cb96b72e1213b4522f8c9ba40db5d945b11b69b982"
+              "c1bb9e3f3fac2bc369488f76b2383565d3fff921f9664c97637da9768812f615c68b13b52e"
+              "c0875924c1c7987947deafd8780acf49",
+              rec + 25);
     pk_key *k = NULL;
     unhex("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f", key);
     PK_CHECK_EQ(pk_key_from_bytes(key, &k), PK_OK);

@@ -74,7 +74,7 @@ static void test_against_integration(void)
     static const struct {
         double q, s;
         int alpha;
-    } cases[] = {{0.01, 1.0, 2}, {0.01, 1.0, 8}, {0.05, 0.8, 4}, {0.2, 1.5, 16},
+    } cases[] = {{0.01, 1.0, 2}, {0.01, 1.0, 8},  {0.05, 0.8, 4}, {0.2, 1.5, 16},
                  {0.5, 2.0, 6},  {0.001, 0.7, 3}, {0.3, 4.0, 32}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         double r = 0.0;

@@ -2,8 +2,8 @@
  * projected gradient against the reference gradient of stories260k, the update sweep's formula,
  * thread-count independence, f16 storage, trainable masks, weights hash, schedules, seed logs,
  * checkpoints, batch order and divergence. */
-#include "pk_train.h"
 #include "pk_test.h"
+#include "pk_train.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -346,8 +346,10 @@ static void expect_bad_seedlog(const char *wd, const char *rows, int nrows, int 
     PK_CHECK(f != NULL);
     if (!f)
         return;
-    fprintf(f, "pocketllm-seedlog 1\nbase_hash %064d\nz gaussian\nweight_decay %s\n"
-               "trainable all\nsteps %d\n%s", 0, wd, nrows, rows);
+    fprintf(f,
+            "pocketllm-seedlog 1\nbase_hash %064d\nz gaussian\nweight_decay %s\n"
+            "trainable all\nsteps %d\n%s",
+            0, wd, nrows, rows);
     fclose(f);
     PK_CHECK_EQ(pk_seedlog_read(path, &log, err, sizeof err), PK_ERR_FORMAT);
     snprintf(want, sizeof want, ":%d:", line);
@@ -364,9 +366,9 @@ static void test_seedlog_validation(void)
     const char *ok = "0 0 1 0x1p-3 0x1p-10 0x1p-10 1 1\n";
     char rows[512];
     static const char *const bad_values[] = {
-        "0 0 1 nan 0x1p-10 0x1p-10 1 1\n",  "0 0 1 0x1p-3 inf 0x1p-10 1 1\n",
-        "0 0 1 0x1p-3 0x1p100 0x1p-10 1 1\n", "0 0 1 0x1p-3 -0x1p-10 0x1p-10 1 1\n",
-        "0 0 1 0x1p-3 0x1p-10 0 1 1\n",      "0 0 1 0x1p-3 0x1p-10 nan 1 1\n",
+        "0 0 1 nan 0x1p-10 0x1p-10 1 1\n",      "0 0 1 0x1p-3 inf 0x1p-10 1 1\n",
+        "0 0 1 0x1p-3 0x1p100 0x1p-10 1 1\n",   "0 0 1 0x1p-3 -0x1p-10 0x1p-10 1 1\n",
+        "0 0 1 0x1p-3 0x1p-10 0 1 1\n",         "0 0 1 0x1p-3 0x1p-10 nan 1 1\n",
         "0 0 1 0x1p-3 0x1p-10 0x1p-10 inf 1\n",
     };
     for (size_t i = 0; i < sizeof bad_values / sizeof bad_values[0]; i++) {
@@ -382,10 +384,14 @@ static void test_seedlog_validation(void)
     expect_bad_seedlog("0", "1 0 1 1 0x1p-10 0x1p-10 1 1\n", 1, 7); /* not from 0 */
     /* two perturbations per step: swapped q rows, an incomplete last step, a step with more */
     expect_bad_seedlog("0", "0 1 1 1 0x1p-10 0x1p-10 1 1\n0 0 1 1 0x1p-10 0x1p-10 1 1\n", 2, 7);
-    expect_bad_seedlog("0", "0 0 1 1 0x1p-10 0x1p-10 1 1\n0 1 1 1 0x1p-10 0x1p-10 1 1\n"
-                            "1 0 1 1 0x1p-10 0x1p-10 1 1\n", 3, 9);
-    expect_bad_seedlog("0", "0 0 1 1 0x1p-10 0x1p-10 1 1\n1 0 1 1 0x1p-10 0x1p-10 1 1\n"
-                            "1 1 1 1 0x1p-10 0x1p-10 1 1\n", 3, 9);
+    expect_bad_seedlog("0",
+                       "0 0 1 1 0x1p-10 0x1p-10 1 1\n0 1 1 1 0x1p-10 0x1p-10 1 1\n"
+                       "1 0 1 1 0x1p-10 0x1p-10 1 1\n",
+                       3, 9);
+    expect_bad_seedlog("0",
+                       "0 0 1 1 0x1p-10 0x1p-10 1 1\n1 0 1 1 0x1p-10 0x1p-10 1 1\n"
+                       "1 1 1 1 0x1p-10 0x1p-10 1 1\n",
+                       3, 9);
 }
 
 static void test_seedlog_and_checkpoint(void)
@@ -433,8 +439,9 @@ static void test_seedlog_and_checkpoint(void)
 
     /* malformed files name the line */
     FILE *f = fopen(path, "w");
-    fprintf(f, "pocketllm-seedlog 1\nbase_hash %s\nz gaussian\nweight_decay 0\ntrainable all\n"
-               "steps 2\n0 0 1 0x1p-3 0x1p-10 0x1p-10 1 1\n1 0 2 zz 1 1 1 1\n",
+    fprintf(f,
+            "pocketllm-seedlog 1\nbase_hash %s\nz gaussian\nweight_decay 0\ntrainable all\n"
+            "steps 2\n0 0 1 0x1p-3 0x1p-10 0x1p-10 1 1\n1 0 2 zz 1 1 1 1\n",
             h0);
     fclose(f);
     PK_CHECK(pk_seedlog_read(path, &back, err, sizeof err) == PK_ERR_FORMAT);

@@ -392,8 +392,8 @@ static void check_paired(const char *name, int B, int T, int block_rows)
                 PK_CHECK(pk_model_select_logprobs(m, &b, &p, (size_t)B, sel_b, sel_t, 3, want,
                                                   sp[v] + half * ns) == PK_OK);
                 if (causal)
-                    PK_CHECK(pk_model_loss(m, &b, NULL, &p, nll[v] + half * B,
-                                           cnt[v] + half * B, mean[v] + half) == PK_OK);
+                    PK_CHECK(pk_model_loss(m, &b, NULL, &p, nll[v] + half * B, cnt[v] + half * B,
+                                           mean[v] + half) == PK_OK);
             }
         }
         for (int v = 1; v < 3; v++) {

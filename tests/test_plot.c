@@ -24,8 +24,8 @@ typedef struct xml {
 
 static int is_name_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_' || c == ':' || c == '.';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == ':' || c == '.';
 }
 
 static int entity(xml *x)
@@ -41,7 +41,8 @@ static int entity(xml *x)
         int hex = *q == 'x';
         q += hex;
         const char *start = q;
-        while ((*q >= '0' && *q <= '9') || (hex && ((*q >= 'a' && *q <= 'f') || (*q >= 'A' && *q <= 'F'))))
+        while ((*q >= '0' && *q <= '9') ||
+               (hex && ((*q >= 'a' && *q <= 'f') || (*q >= 'A' && *q <= 'F'))))
             q++;
         if (q > start && *q == ';') {
             x->p = q + 1;
@@ -300,15 +301,20 @@ static void test_run_plot(void)
     for (int step = 0; step < 40; step++) {
         pk_step_row rows[2];
         for (int q = 0; q < 2; q++) {
-            rows[q] = (pk_step_row){.step = step, .q_index = q, .seed = (uint64_t)(step * 2 + q),
-                                    .g = 0.1f, .loss_plus = 3.0f - 0.02f * (float)step,
-                                    .loss_minus = 2.9f - 0.02f * (float)step, .lr = 1e-3f,
+            rows[q] = (pk_step_row){.step = step,
+                                    .q_index = q,
+                                    .seed = (uint64_t)(step * 2 + q),
+                                    .g = 0.1f,
+                                    .loss_plus = 3.0f - 0.02f * (float)step,
+                                    .loss_minus = 2.9f - 0.02f * (float)step,
+                                    .lr = 1e-3f,
                                     .eps = 1e-3f};
         }
         PK_CHECK_EQ(pk_store_steps_append(s, run, rows, 2, NULL, 0), PK_OK);
         if (step % 10 == 9)
-            PK_CHECK_EQ(pk_store_eval_append(s, run, step + 1, 2.9 - 0.02 * step, (double)NAN, NULL, 0),
-                        PK_OK);
+            PK_CHECK_EQ(
+                pk_store_eval_append(s, run, step + 1, 2.9 - 0.02 * step, (double)NAN, NULL, 0),
+                PK_OK);
     }
     PK_CHECK_EQ(pk_plot_run(s, run, out, err, sizeof err), PK_OK);
     char *svg = read_svg(out);

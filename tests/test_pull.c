@@ -19,9 +19,9 @@
 /* ---- the hub -------------------------------------------------------------------------------- */
 
 typedef struct hub {
-    char dir[256];        /* files live in dir/{repo}/{file} */
-    int truncate_gets;    /* the next N GETs send half of their body, then close */
-    int corrupt_etag;     /* 1: announce a wrong sha256 */
+    char dir[256];     /* files live in dir/{repo}/{file} */
+    int truncate_gets; /* the next N GETs send half of their body, then close */
+    int corrupt_etag;  /* 1: announce a wrong sha256 */
     int gets, heads, ranged;
     struct MHD_Daemon *d;
     unsigned short port;
@@ -73,9 +73,8 @@ static void sha256_hex(const char *path, char hex[65])
 static enum MHD_Result reply_status(struct MHD_Connection *conn, unsigned code)
 {
     static const char msg[] = "{\"error\":{\"code\":\"not_found\",\"message\":\"no such file\"}}";
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(sizeof msg - 1, (void *)(uintptr_t)msg,
-                                        MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *r = MHD_create_response_from_buffer(sizeof msg - 1, (void *)(uintptr_t)msg,
+                                                             MHD_RESPMEM_PERSISTENT);
     enum MHD_Result ret = MHD_queue_response(conn, code, r);
     MHD_destroy_response(r);
     return ret;
@@ -221,11 +220,10 @@ static void make_repos(const char *dir)
     free(w);
     snprintf(p, sizeof p, "%s/org/sharded/config.json", dir);
     write_file(p, cfg, sizeof cfg - 1);
-    static const char idx[] =
-        "{\"metadata\":{\"total_size\":300000},\"weight_map\":{"
-        "\"a.weight\":\"model-00001-of-00002.safetensors\","
-        "\"b.weight\":\"model-00002-of-00002.safetensors\","
-        "\"c.weight\":\"model-00001-of-00002.safetensors\"}}";
+    static const char idx[] = "{\"metadata\":{\"total_size\":300000},\"weight_map\":{"
+                              "\"a.weight\":\"model-00001-of-00002.safetensors\","
+                              "\"b.weight\":\"model-00002-of-00002.safetensors\","
+                              "\"c.weight\":\"model-00001-of-00002.safetensors\"}}";
     snprintf(p, sizeof p, "%s/org/sharded/model.safetensors.index.json", dir);
     write_file(p, idx, sizeof idx - 1);
     for (unsigned s = 1; s <= 2; s++) {

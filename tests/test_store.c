@@ -163,7 +163,8 @@ static void import_files(pk_store *s, const char *tmpdir)
     /* A failed import into a new dataset leaves no dataset behind. */
     PK_CHECK_EQ(pk_store_import(s, path, "fresh", o, &n, serr, sizeof serr), PK_ERR_FORMAT);
     PK_CHECK_EQ(pk_store_dataset_id(s, "fresh", &ds, serr, sizeof serr), PK_ERR_NOTFOUND);
-    PK_CHECK_EQ(pk_store_import(s, "/nonexistent/x.jsonl", "fresh", o, &n, serr, sizeof serr), PK_ERR_IO);
+    PK_CHECK_EQ(pk_store_import(s, "/nonexistent/x.jsonl", "fresh", o, &n, serr, sizeof serr),
+                PK_ERR_IO);
     PK_CHECK(strstr(serr, "/nonexistent/x.jsonl") != NULL);
     snprintf(path, sizeof path, "%s/in.dat", tmpdir);
     write_text(path, "x\n");

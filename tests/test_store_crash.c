@@ -140,7 +140,8 @@ static int store_whole(pk_store *s)
     }
     free(ids);
     return ok && pk_store_identity_sign(s, "m", 1, sig, NULL, 0) == PK_OK &&
-           pk_store_identity_public(s, pk, NULL, 0) == PK_OK && pk_sign_verify(pk, "m", 1, sig) == PK_OK;
+           pk_store_identity_public(s, pk, NULL, 0) == PK_OK &&
+           pk_sign_verify(pk, "m", 1, sig) == PK_OK;
 }
 
 static void test_kill_rekey(void)

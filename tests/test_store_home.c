@@ -41,8 +41,9 @@ static int64_t new_run(pk_store *s, const char *dataset)
 {
     int64_t ds = 0, run = 0;
     PK_CHECK_EQ(pk_store_dataset_id(s, dataset, &ds, NULL, 0), PK_OK);
-    PK_CHECK_EQ(pk_store_run_create(s, ds, "{\"eval_dataset\":\"heldout\"}", "00", 10, &run, NULL, 0),
-                PK_OK);
+    PK_CHECK_EQ(
+        pk_store_run_create(s, ds, "{\"eval_dataset\":\"heldout\"}", "00", 10, &run, NULL, 0),
+        PK_OK);
     return run;
 }
 
@@ -53,7 +54,8 @@ static void test_stale_handle(const char *home)
     pk_store *a = open_home(home, TEST_PASS), *b = open_home(home, TEST_PASS);
     PK_CHECK_EQ(add_note(a, "notes", "written before the rekey"), PK_OK);
     int64_t run = new_run(a, "notes");
-    PK_CHECK_EQ(pk_store_rekey(b, NEW_PASS, strlen(NEW_PASS), tiny_params(), serr, sizeof serr), PK_OK);
+    PK_CHECK_EQ(pk_store_rekey(b, NEW_PASS, strlen(NEW_PASS), tiny_params(), serr, sizeof serr),
+                PK_OK);
     PK_CHECK_EQ(add_note_err(a, "notes", "sealed under the old key", serr, sizeof serr),
                 PK_ERR_STALE_KEY);
     PK_CHECK(strstr(serr, "passphrase") != NULL);
@@ -69,9 +71,11 @@ static void test_stale_handle(const char *home)
     int64_t step = 0;
     void *blob = NULL;
     size_t len = 0;
-    PK_CHECK_EQ(pk_store_checkpoint_get(a, run, 10, &step, &blob, &len, serr, sizeof serr), PK_ERR_NOTFOUND);
+    PK_CHECK_EQ(pk_store_checkpoint_get(a, run, 10, &step, &blob, &len, serr, sizeof serr),
+                PK_ERR_NOTFOUND);
     /* and the home rekeys again: nothing was left sealed under a lost key */
-    PK_CHECK_EQ(pk_store_rekey(a, TEST_PASS, strlen(TEST_PASS), tiny_params(), serr, sizeof serr), PK_OK);
+    PK_CHECK_EQ(pk_store_rekey(a, TEST_PASS, strlen(TEST_PASS), tiny_params(), serr, sizeof serr),
+                PK_OK);
     pk_store_close(a);
 }
 
@@ -114,17 +118,19 @@ static void test_leases(const char *home)
              (long)child);
     PK_CHECK_EQ(pk_store_lease_acquire(s, run, serr, sizeof serr), PK_ERR_BUSY);
     PK_CHECK(strstr(serr, want) != NULL);
-    PK_CHECK_EQ(pk_store_rekey(s, NEW_PASS, strlen(NEW_PASS), tiny_params(), serr, sizeof serr), PK_ERR_BUSY);
+    PK_CHECK_EQ(pk_store_rekey(s, NEW_PASS, strlen(NEW_PASS), tiny_params(), serr, sizeof serr),
+                PK_ERR_BUSY);
     PK_CHECK(strstr(serr, "is training") != NULL);
     PK_CHECK_EQ(pk_store_dataset_forget(s, "notes", serr, sizeof serr), PK_ERR_BUSY);
     PK_CHECK(strstr(serr, "in use by run") != NULL);
-    PK_CHECK_EQ(pk_store_dataset_forget(s, "heldout", serr, sizeof serr), PK_ERR_BUSY); /* its eval dataset */
-    PK_CHECK_EQ(pk_store_lease_acquire(s, other, serr, sizeof serr), PK_OK); /* another run is free */
+    PK_CHECK_EQ(pk_store_dataset_forget(s, "heldout", serr, sizeof serr),
+                PK_ERR_BUSY); /* its eval dataset */
+    PK_CHECK_EQ(pk_store_lease_acquire(s, other, serr, sizeof serr),
+                PK_OK); /* another run is free */
     PK_CHECK_EQ(pk_store_lease_release(s, other, serr, sizeof serr), PK_OK);
     close(release); /* the child releases and exits */
     int status = 0;
-    PK_CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) &&
-             WEXITSTATUS(status) == 0);
+    PK_CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
     PK_CHECK_EQ(pk_store_lease_acquire(s, run, serr, sizeof serr), PK_OK);
     PK_CHECK_EQ(pk_store_lease_release(s, run, serr, sizeof serr), PK_OK);
     /* kill -9 leaves the row; the next trainer takes it over */
@@ -134,7 +140,8 @@ static void test_leases(const char *home)
     close(release);
     PK_CHECK_EQ(pk_store_lease_acquire(s, run, serr, sizeof serr), PK_OK);
     PK_CHECK_EQ(pk_store_lease_release(s, run, serr, sizeof serr), PK_OK);
-    PK_CHECK_EQ(pk_store_rekey(s, NEW_PASS, strlen(NEW_PASS), tiny_params(), serr, sizeof serr), PK_OK);
+    PK_CHECK_EQ(pk_store_rekey(s, NEW_PASS, strlen(NEW_PASS), tiny_params(), serr, sizeof serr),
+                PK_OK);
     PK_CHECK_EQ(pk_store_dataset_forget(s, "heldout", serr, sizeof serr), PK_OK);
     pk_store_close(s);
 }
@@ -146,8 +153,11 @@ static void test_migration(const char *home)
     sqlite3 *h = NULL;
     PK_CHECK(pk_store_db_path(home, db, sizeof db) == 0);
     PK_CHECK_EQ(sqlite3_open(db, &h), SQLITE_OK);
-    PK_CHECK_EQ(sqlite3_exec(h, "DROP TABLE leases; ALTER TABLE keyring DROP COLUMN epoch;"
-                                "PRAGMA user_version = 1;", NULL, NULL, NULL), SQLITE_OK);
+    PK_CHECK_EQ(sqlite3_exec(h,
+                             "DROP TABLE leases; ALTER TABLE keyring DROP COLUMN epoch;"
+                             "PRAGMA user_version = 1;",
+                             NULL, NULL, NULL),
+                SQLITE_OK);
     sqlite3_close(h);
     pk_store *s = open_home(home, NEW_PASS);
     PK_CHECK_EQ(add_note(s, "notes", "after the migration"), PK_OK);
@@ -171,8 +181,7 @@ static void test_home_checks(const char *home)
     PK_CHECK_EQ(pk_store_init(file, TEST_PASS, strlen(TEST_PASS), tiny_params(), err, sizeof err),
                 PK_ERR_ARG);
     PK_CHECK(strstr(err, "is a file") != NULL);
-    PK_CHECK_EQ(pk_store_open(file, TEST_PASS, strlen(TEST_PASS), &s, err, sizeof err),
-                PK_ERR_ARG);
+    PK_CHECK_EQ(pk_store_open(file, TEST_PASS, strlen(TEST_PASS), &s, err, sizeof err), PK_ERR_ARG);
     PK_CHECK(strstr(err, "is a file") != NULL);
     unlink(file);
     PK_CHECK(chmod(home, 0755) == 0);

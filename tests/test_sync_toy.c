@@ -2,9 +2,9 @@
  * (a float vector, a quadratic loss towards a private target, the real z generator), agent homes
  * with fast key derivation, and an independent implementation of the protocol's encodings
  * (pool seeds, packed updates, log entry hashes) written from docs/PROTOCOL.md. */
+#include "pk_net.h"
 #include "pk_rng.h"
 #include "pk_store.h"
-#include "pk_net.h"
 
 #include <cJSON.h>
 #include <sodium.h>

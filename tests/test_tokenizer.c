@@ -313,8 +313,8 @@ static void test_stream_holdback(void)
     const char *emoji = "\xf0\x9f\x98\x80"; /* U+1F600 */
     int32_t ids[4];
     for (int i = 0; i < 4; i++)
-        ids[i] = pk_tokenizer_token_id(s, (const char *[]){"<0xF0>", "<0x9F>", "<0x98>",
-                                                            "<0x80>"}[i]);
+        ids[i] =
+            pk_tokenizer_token_id(s, (const char *[]){"<0xF0>", "<0x9F>", "<0x98>", "<0x80>"}[i]);
     pk_tokenizer_stream *st = NULL;
     PK_CHECK_EQ(pk_tokenizer_stream_new(s, 1, &st), PK_OK);
     const char *b;

@@ -4,13 +4,13 @@
  * middle of a run then --resume ends with the same weights as an uninterrupted run; Ctrl-C
  * (the interrupt flag) stops at a step boundary.
  * argv[1] = "long": the 300-step variant (label slow); default: a short unit variant. */
-#include "pk_train.h"
 #include "pk_test.h"
+#include "pk_train.h"
 
 #include <math.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <sodium.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -457,26 +457,29 @@ static void test_rekey_under_trainer(void)
     PK_CHECK_EQ(pk_trainer_open(a, &c, 0, NULL, &t, err, sizeof err), PK_OK);
     PK_CHECK_EQ(pk_trainer_step(t, err, sizeof err), PK_OK);
     int64_t id = pk_trainer_result(t)->run_id;
-    PK_CHECK_EQ(pk_store_rekey(b, new_pass, strlen(new_pass), tiny_params(), serr, sizeof serr), PK_ERR_BUSY);
+    PK_CHECK_EQ(pk_store_rekey(b, new_pass, strlen(new_pass), tiny_params(), serr, sizeof serr),
+                PK_ERR_BUSY);
     PK_CHECK(strstr(serr, "is training") != NULL);
     PK_CHECK_EQ(pk_store_dataset_forget(b, "pip", serr, sizeof serr), PK_ERR_BUSY);
     sqlite3 *h = NULL; /* the lease lost (as if its row were removed by hand) */
     PK_CHECK(pk_store_db_path(home, db, sizeof db) == 0 && sqlite3_open(db, &h) == SQLITE_OK);
     PK_CHECK_EQ(sqlite3_exec(h, "DELETE FROM leases", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(h);
-    PK_CHECK_EQ(pk_store_rekey(b, new_pass, strlen(new_pass), tiny_params(), serr, sizeof serr), PK_OK);
+    PK_CHECK_EQ(pk_store_rekey(b, new_pass, strlen(new_pass), tiny_params(), serr, sizeof serr),
+                PK_OK);
     PK_CHECK_EQ(pk_trainer_step(t, err, sizeof err), PK_ERR_STALE_KEY);
     PK_CHECK(strstr(err, "passphrase changed") != NULL);
     pk_trainer_free(t);
     pk_run_info ri;
-    PK_CHECK(pk_store_run_get(b, id, &ri, serr, sizeof serr) == PK_OK && !strcmp(ri.status, "stopped") &&
-             ri.steps_done == 1);
+    PK_CHECK(pk_store_run_get(b, id, &ri, serr, sizeof serr) == PK_OK &&
+             !strcmp(ri.status, "stopped") && ri.steps_done == 1);
     pk_run_info_clear(&ri);
     pk_store_close(a);
     pk_train_result d;
     PK_CHECK_EQ(pk_train(b, NULL, id, NULL, &d, err, sizeof err), PK_OK);
     PK_CHECK(!strcmp(d.final_hash, ref.final_hash));
-    PK_CHECK_EQ(pk_store_rekey(b, TEST_PASS, strlen(TEST_PASS), tiny_params(), serr, sizeof serr), PK_OK);
+    PK_CHECK_EQ(pk_store_rekey(b, TEST_PASS, strlen(TEST_PASS), tiny_params(), serr, sizeof serr),
+                PK_OK);
     pk_store_close(b);
 }
 
@@ -523,9 +526,10 @@ int main(int argc, char **argv)
     pk_store *s = open_store();
     pk_import_opts io = {.format = PK_IMPORT_TXT, .paragraphs = 0};
     int64_t n1 = 0, n2 = 0;
-    if (pk_store_import(s, PK_SOURCE_DIR "/demo/data/train.txt", "pip", io, &n1, serr, sizeof serr) != PK_OK ||
-        pk_store_import(s, PK_SOURCE_DIR "/demo/data/heldout.txt", "pip-heldout", io, &n2, serr, sizeof serr) !=
-            PK_OK) {
+    if (pk_store_import(s, PK_SOURCE_DIR "/demo/data/train.txt", "pip", io, &n1, serr,
+                        sizeof serr) != PK_OK ||
+        pk_store_import(s, PK_SOURCE_DIR "/demo/data/heldout.txt", "pip-heldout", io, &n2, serr,
+                        sizeof serr) != PK_OK) {
         fprintf(stderr, "FATAL: importing demo/data: %s\n", serr);
         return 1;
     }

@@ -315,7 +315,7 @@ static const char *json_token_str(const cJSON *v)
     return NULL;
 }
 
-static const char *const special_keys[] = {"bos_token", "eos_token", "unk_token", "pad_token",
+static const char *const special_keys[] = {"bos_token",  "eos_token", "unk_token", "pad_token",
                                            "mask_token", "cls_token", "sep_token"};
 
 static int32_t *special_slot(pk_tokenizer *t, int k)
@@ -480,9 +480,9 @@ static pk_status load_main(pk_tokenizer *t, const char *dir, char *err, size_t e
     if (file_exists(dir, "tokenizer.model", p1, sizeof p1))
         return tok_load_sp_model(t, p1, err, errlen);
     pk_seterr(err, errlen,
-            "%s: no tokenizer files (expected tokenizer.json, vocab.json + merges.txt, or "
-            "tokenizer.model)",
-            dir);
+              "%s: no tokenizer files (expected tokenizer.json, vocab.json + merges.txt, or "
+              "tokenizer.model)",
+              dir);
     return PK_ERR_NOTFOUND;
 }
 
@@ -584,8 +584,8 @@ static int is_ws(uint8_t c)
 
 static int is_word_byte(uint8_t c)
 {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           c == '_' || c >= 0x80;
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
+           c >= 0x80;
 }
 
 /* The longest added token matching at text[pos], or NULL. */
@@ -603,8 +603,8 @@ static const tok_added *match_added(const pk_tokenizer *t, const char *s, size_t
     return NULL;
 }
 
-pk_status pk_tokenizer_encode(const pk_tokenizer *t, const char *text, size_t len,
-                              int add_special, int32_t **ids, size_t *n)
+pk_status pk_tokenizer_encode(const pk_tokenizer *t, const char *text, size_t len, int add_special,
+                              int32_t **ids, size_t *n)
 {
     if (!t || !ids || !n || (!text && len))
         return PK_ERR_ARG;
@@ -782,8 +782,8 @@ static pk_status decode_one(const pk_tokenizer *t, int32_t id, int skip_special,
     return st;
 }
 
-pk_status pk_tokenizer_decode(const pk_tokenizer *t, const int32_t *ids, size_t n,
-                              int skip_special, char **text, size_t *len)
+pk_status pk_tokenizer_decode(const pk_tokenizer *t, const int32_t *ids, size_t n, int skip_special,
+                              char **text, size_t *len)
 {
     if (!t || !text || !len || (!ids && n))
         return PK_ERR_ARG;
@@ -880,9 +880,10 @@ static size_t complete_prefix(const char *s, size_t n)
     if (back == n)
         return n;
     uint8_t lead = (uint8_t)s[n - 1 - back];
-    size_t need = lead >= 0xF0 && lead < 0xF8 ? 4 : lead >= 0xE0 && lead < 0xF0 ? 3
-                                                 : lead >= 0xC0 && lead < 0xE0 ? 2
-                                                                              : 1;
+    size_t need = lead >= 0xF0 && lead < 0xF8   ? 4
+                  : lead >= 0xE0 && lead < 0xF0 ? 3
+                  : lead >= 0xC0 && lead < 0xE0 ? 2
+                                                : 1;
     if (need > 1 && back + 1 < need)
         return n - 1 - back; /* hold the incomplete character back */
     return n;

@@ -48,7 +48,7 @@ pk_status tok_add_regex(pk_tokenizer *t, const char *pattern, size_t n, int beha
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(ec, msg, sizeof msg);
         pk_seterr(err, errlen, "%s: pre-tokenizer regex does not compile at offset %zu: %s", file,
-                (size_t)eo, (const char *)msg);
+                  (size_t)eo, (const char *)msg);
         return PK_ERR_FORMAT;
     }
     (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* falls back to the interpreter */
@@ -62,15 +62,15 @@ pk_status tok_add_regex(pk_tokenizer *t, const char *pattern, size_t n, int beha
 /* ---- per-call scratch and cache ---- */
 
 typedef struct cache_ent {
-    uint32_t off;   /* into words: key bytes, then ids */
-    uint16_t klen;  /* key bytes */
-    uint16_t nids;  /* ids */
-    uint32_t hash;  /* low bits of the key hash; 0 = empty slot */
+    uint32_t off;  /* into words: key bytes, then ids */
+    uint16_t klen; /* key bytes */
+    uint16_t nids; /* ids */
+    uint32_t hash; /* low bits of the key hash; 0 = empty slot */
 } cache_ent;
 
 struct tok_cache {
     cache_ent *slots;          /* [cap] open addressing */
-    size_t cap, used; /* cap: slots, a power of two, fixed at creation */
+    size_t cap, used;          /* cap: slots, a power of two, fixed at creation */
     char *arena;               /* keys + ids, 4-byte aligned */
     size_t arena_n, arena_cap; /* bytes */
     pcre2_match_data *md[TOK_MAX_PRE];
@@ -328,8 +328,11 @@ static size_t merge_symbols(const pk_tokenizer *t, tok_cache *c, size_t n)
 
 static size_t utf8_len(uint8_t b)
 {
-    return b < 0x80 ? 1 : (b & 0xE0) == 0xC0 ? 2 : (b & 0xF0) == 0xE0 ? 3 : (b & 0xF8) == 0xF0 ? 4
-                                                                                                : 1;
+    return b < 0x80             ? 1
+           : (b & 0xE0) == 0xC0 ? 2
+           : (b & 0xF0) == 0xE0 ? 3
+           : (b & 0xF8) == 0xF0 ? 4
+                                : 1;
 }
 
 /* Initial symbols of a non-byte-level word: one per UTF-8 character; characters missing from
@@ -446,8 +449,8 @@ cache:
 static pk_status split_level(const pk_tokenizer *t, tok_cache *c, int level, const char *s,
                              size_t n, tok_ids *out);
 
-static pk_status emit_piece(const pk_tokenizer *t, tok_cache *c, int level, const char *s,
-                            size_t n, tok_ids *out)
+static pk_status emit_piece(const pk_tokenizer *t, tok_cache *c, int level, const char *s, size_t n,
+                            tok_ids *out)
 {
     if (n == 0)
         return PK_OK;
@@ -535,7 +538,8 @@ static pk_status norm_reserve(tok_cache *c, size_t n)
 
 static const char META[] = "\xe2\x96\x81"; /* U+2581 */
 
-/* SentencePiece: drop leading/trailing spaces, collapse runs, add the dummy prefix, ' ' -> U+2581. */
+/* SentencePiece: drop leading/trailing spaces, collapse runs, add the dummy prefix, ' ' -> U+2581.
+ */
 static pk_status sp_normalize(const pk_tokenizer *t, tok_cache *c, const char *s, size_t n,
                               size_t *outn)
 {
@@ -678,7 +682,7 @@ static pk_status json_normalize(const pk_tokenizer *t, tok_cache *c, const char 
         }
     }
     if (st == PK_OK && t->metaspace) {
-        tok_replace sp = {(char *)(uintptr_t)" ", (char *)(uintptr_t)META, 1, 3};
+        tok_replace sp = {(char *)(uintptr_t) " ", (char *)(uintptr_t)META, 1, 3};
         st = replace_all(c, &k, &sp);
         int want = t->metaspace_prepend == 2 || (t->metaspace_prepend == 1 && at_start);
         if (st == PK_OK && want && k > 0 && !(k >= 3 && !memcmp(c->norm, META, 3))) {
@@ -710,8 +714,8 @@ pk_status tok_encode_plain(const pk_tokenizer *t, const char *s, size_t n, int a
     if (!c)
         return PK_ERR_NOMEM;
     size_t k = 0;
-    pk_status st = t->sp_model ? sp_normalize(t, c, s, n, &k)
-                               : json_normalize(t, c, s, n, at_start, &k);
+    pk_status st =
+        t->sp_model ? sp_normalize(t, c, s, n, &k) : json_normalize(t, c, s, n, at_start, &k);
     if (st != PK_OK || k == 0)
         return st;
     /* c->norm may be reallocated by nothing below: split_level only reads it */

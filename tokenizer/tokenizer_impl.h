@@ -1,5 +1,5 @@
-/* tokenizer_impl.h: the pk_tokenizer struct shared by tokenizer/*.c (private to tokenizer/).
- * tokenizer.c: handle, lookups, config files, encode/decode driver, streaming.
+/* tokenizer_impl.h: the pk_tokenizer struct shared by the tokenizer sources (private to
+ * tokenizer/). tokenizer.c: handle, lookups, config files, encode/decode driver, streaming.
  * tokenizer_bpe.c: the merge loop and pre-tokenization; tokenizer_json.c: tokenizer.json and
  * vocab.json + merges.txt; tokenizer_sp.c: SentencePiece tokenizer.model (protobuf). */
 #ifndef PK_TOKENIZER_INTERNAL_H
@@ -46,7 +46,7 @@ typedef struct tok_regex {
 } tok_regex;
 
 typedef struct tok_replace {
-    char *from, *to;       /* owned literal strings */
+    char *from, *to;         /* owned literal strings */
     size_t from_len, to_len; /* bytes */
 } tok_replace;
 
@@ -57,51 +57,51 @@ typedef struct tok_merge {
 } tok_merge;
 
 struct pk_tokenizer {
-    int sp_model;         /* loaded from tokenizer.model (SentencePiece semantics) */
-    int byte_level;       /* byte-level BPE: bytes map to printable chars (GPT-2 table) */
-    size_t n_ids;         /* ids are 0..n_ids-1 */
-    char **piece;         /* [n_ids] owned NUL-terminated pieces (NULL for holes) */
-    uint32_t *piece_len;  /* [n_ids] bytes */
-    uint8_t *flags;       /* [n_ids] TOKF_* */
-    uint32_t *vocab_ht;   /* piece -> id+1 open-addressing table (0 = empty) */
-    size_t vocab_cap;     /* power of two */
-    tok_merge *merges;    /* [merge_cap] open-addressing table of pairs */
-    size_t merge_cap;     /* power of two */
-    int32_t byte_id[256]; /* byte-level: id of each byte's char; else -1 */
-    uint8_t cp_byte[324]; /* byte-level decode: code point (< 324) -> byte */
-    uint8_t cp_ok[324];   /* 1 if cp_byte is defined */
+    int sp_model;            /* loaded from tokenizer.model (SentencePiece semantics) */
+    int byte_level;          /* byte-level BPE: bytes map to printable chars (GPT-2 table) */
+    size_t n_ids;            /* ids are 0..n_ids-1 */
+    char **piece;            /* [n_ids] owned NUL-terminated pieces (NULL for holes) */
+    uint32_t *piece_len;     /* [n_ids] bytes */
+    uint8_t *flags;          /* [n_ids] TOKF_* */
+    uint32_t *vocab_ht;      /* piece -> id+1 open-addressing table (0 = empty) */
+    size_t vocab_cap;        /* power of two */
+    tok_merge *merges;       /* [merge_cap] open-addressing table of pairs */
+    size_t merge_cap;        /* power of two */
+    int32_t byte_id[256];    /* byte-level: id of each byte's char; else -1 */
+    uint8_t cp_byte[324];    /* byte-level decode: code point (< 324) -> byte */
+    uint8_t cp_ok[324];      /* 1 if cp_byte is defined */
     int32_t byte_piece[256]; /* <0xXX> piece ids (byte fallback), -1 if none */
-    int byte_fallback;    /* unknown chars become <0xXX> pieces */
-    int fuse_unk;         /* consecutive unknowns collapse into one unk */
-    int ignore_merges;    /* a pre-token found whole in the vocab is one token (Llama-3) */
+    int byte_fallback;       /* unknown chars become <0xXX> pieces */
+    int fuse_unk;            /* consecutive unknowns collapse into one unk */
+    int ignore_merges;       /* a pre-token found whole in the vocab is one token (Llama-3) */
     /* pre-tokenization */
     tok_regex pre[TOK_MAX_PRE]; /* regex splits, applied in order */
     int n_pre;
     int bl_add_prefix_space; /* ByteLevel pre-tokenizer add_prefix_space */
-    int metaspace;        /* Metaspace pre-tokenizer: spaces -> U+2581 */
-    int metaspace_prepend; /* 0 never, 1 first, 2 always */
-    int metaspace_split;  /* Metaspace split on U+2581 */
+    int metaspace;           /* Metaspace pre-tokenizer: spaces -> U+2581 */
+    int metaspace_prepend;   /* 0 never, 1 first, 2 always */
+    int metaspace_split;     /* Metaspace split on U+2581 */
     /* normalization */
     int nfc, nfkc, nfd, nfkd, lowercase;
-    int sp_dummy_prefix;  /* SentencePiece add_dummy_prefix */
-    int sp_remove_ws;     /* SentencePiece remove_extra_whitespaces */
-    int sp_escape_ws;     /* SentencePiece escape_whitespaces (' ' -> U+2581) */
-    char *prepend;        /* Prepend normalizer content (owned) or NULL */
+    int sp_dummy_prefix; /* SentencePiece add_dummy_prefix */
+    int sp_remove_ws;    /* SentencePiece remove_extra_whitespaces */
+    int sp_escape_ws;    /* SentencePiece escape_whitespaces (' ' -> U+2581) */
+    char *prepend;       /* Prepend normalizer content (owned) or NULL */
     tok_replace norm_rep[TOK_MAX_REPLACE];
     int n_norm_rep;
     /* decoding */
-    int dec_byte_level;   /* ByteLevel decoder */
+    int dec_byte_level;    /* ByteLevel decoder */
     int dec_byte_fallback; /* <0xXX> -> byte */
-    int dec_strip_lead;   /* drop one leading space of the first token */
+    int dec_strip_lead;    /* drop one leading space of the first token */
     tok_replace dec_rep[TOK_MAX_REPLACE];
     int n_dec_rep;
     /* added tokens, matched as whole strings before anything else */
-    tok_added *added;     /* [n_added] owned, sorted by length (longest first) */
+    tok_added *added; /* [n_added] owned, sorted by length (longest first) */
     size_t n_added;
     uint8_t added_first[256]; /* 1 if some added token starts with this byte */
     /* specials */
     int32_t bos, eos, pad, mask, unk, cls, sep;
-    int add_bos, add_eos; /* 1 to insert on add_special */
+    int add_bos, add_eos;             /* 1 to insert on add_special */
     int32_t *prefix_ids, *suffix_ids; /* add_special template (owned) */
     size_t n_prefix, n_suffix;
 };

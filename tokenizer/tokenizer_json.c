@@ -26,8 +26,8 @@ static int bool_item(const cJSON *o, const char *k, int def)
     return cJSON_IsBool(v) ? cJSON_IsTrue(v) : def;
 }
 
-static pk_status load_vocab_object(pk_tokenizer *t, const cJSON *vocab, const char *file,
-                                   char *err, size_t errlen)
+static pk_status load_vocab_object(pk_tokenizer *t, const cJSON *vocab, const char *file, char *err,
+                                   size_t errlen)
 {
     if (!cJSON_IsObject(vocab)) {
         pk_seterr(err, errlen, "%s: vocab is missing or not an object", file);
@@ -40,7 +40,7 @@ static pk_status load_vocab_object(pk_tokenizer *t, const cJSON *vocab, const ch
         if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= (double)(1 << 24) ||
             e->valuedouble != (double)(int32_t)e->valuedouble) {
             pk_seterr(err, errlen, "%s: vocab entry \"%.40s\" has no valid integer id", file,
-                    e->string ? e->string : "");
+                      e->string ? e->string : "");
             return PK_ERR_FORMAT;
         }
         if ((size_t)e->valueint > maxid)
@@ -70,8 +70,8 @@ static pk_status add_merge(pk_tokenizer *t, const char *a, size_t an, const char
     int32_t ia = tok_lookup(t, a, an), ib = tok_lookup(t, b, bn);
     if (ia < 0 || ib < 0) {
         pk_seterr(err, errlen, "%s: merge %d refers to \"%.*s\" which is not in the vocab", file,
-                (int)rank + 1, (int)(ia < 0 ? (an > 40 ? 40 : an) : (bn > 40 ? 40 : bn)),
-                ia < 0 ? a : b);
+                  (int)rank + 1, (int)(ia < 0 ? (an > 40 ? 40 : an) : (bn > 40 ? 40 : bn)),
+                  ia < 0 ? a : b);
         return PK_ERR_FORMAT;
     }
     char tmp[512];
@@ -85,7 +85,7 @@ static pk_status add_merge(pk_tokenizer *t, const char *a, size_t an, const char
         free(cat);
     if (id < 0) {
         pk_seterr(err, errlen, "%s: merge %d: the merged token \"%.*s%.*s\" is not in the vocab",
-                file, (int)rank + 1, (int)(an > 40 ? 40 : an), a, (int)(bn > 40 ? 40 : bn), b);
+                  file, (int)rank + 1, (int)(an > 40 ? 40 : an), a, (int)(bn > 40 ? 40 : bn), b);
         return PK_ERR_FORMAT;
     }
     tok_merge_add(t, ia, ib, rank, id);
@@ -110,8 +110,9 @@ static pk_status load_merges_array(pk_tokenizer *t, const cJSON *merges, const c
         if (cJSON_IsString(m)) {
             const char *sp = strchr(m->valuestring, ' ');
             if (!sp || sp == m->valuestring || !sp[1]) {
-                pk_seterr(err, errlen, "%s: merge %d \"%.40s\" is not two tokens separated by a space",
-                        file, (int)rank + 1, m->valuestring);
+                pk_seterr(err, errlen,
+                          "%s: merge %d \"%.40s\" is not two tokens separated by a space", file,
+                          (int)rank + 1, m->valuestring);
                 return PK_ERR_FORMAT;
             }
             st = add_merge(t, m->valuestring, (size_t)(sp - m->valuestring), sp + 1, strlen(sp + 1),
@@ -124,7 +125,7 @@ static pk_status load_merges_array(pk_tokenizer *t, const cJSON *merges, const c
             st = add_merge(t, a, strlen(a), b, strlen(b), rank, file, err, errlen);
         } else {
             pk_seterr(err, errlen, "%s: merge %d is neither \"a b\" nor [\"a\", \"b\"]", file,
-                    (int)rank + 1);
+                      (int)rank + 1);
             return PK_ERR_FORMAT;
         }
         rank++;
@@ -199,11 +200,11 @@ static pk_status parse_normalizer(pk_tokenizer *t, const cJSON *nz, const char *
         const char *from = str_item(item(nz, "pattern"), "String");
         const char *to = str_item(nz, "content");
         if (!from || !to) {
-            pk_seterr(err, errlen, "%s: Replace normalizer needs pattern.String and content (regex "
-                                 "patterns are not supported)",
-                    file);
-            return from || !item(item(nz, "pattern"), "Regex") ? PK_ERR_FORMAT
-                                                                : PK_ERR_UNSUPPORTED;
+            pk_seterr(err, errlen,
+                      "%s: Replace normalizer needs pattern.String and content (regex "
+                      "patterns are not supported)",
+                      file);
+            return from || !item(item(nz, "pattern"), "Regex") ? PK_ERR_FORMAT : PK_ERR_UNSUPPORTED;
         }
         pk_status st = add_replace(t->norm_rep, &t->n_norm_rep, from, to);
         if (st != PK_OK) {
@@ -240,9 +241,10 @@ static pk_status parse_split(pk_tokenizer *t, const cJSON *p, const char *file, 
     const char *lit = str_item(pat, "String");
     int beh = split_behavior(str_item(p, "behavior"));
     if ((!re && !lit) || beh < 0) {
-        pk_seterr(err, errlen, "%s: Split pre-tokenizer needs pattern.Regex or pattern.String and a "
-                             "known behavior",
-                file);
+        pk_seterr(err, errlen,
+                  "%s: Split pre-tokenizer needs pattern.Regex or pattern.String and a "
+                  "known behavior",
+                  file);
         return PK_ERR_FORMAT;
     }
     int inv = bool_item(p, "invert", 0);
@@ -306,7 +308,7 @@ static pk_status parse_pretok(pk_tokenizer *t, const cJSON *p, const char *file,
         const char *rep = str_item(p, "replacement");
         if (rep && strcmp(rep, "\xe2\x96\x81")) {
             pk_seterr(err, errlen, "%s: Metaspace replacement other than U+2581 is not supported",
-                    file);
+                      file);
             return PK_ERR_UNSUPPORTED;
         }
         t->metaspace = 1;
@@ -366,7 +368,8 @@ static pk_status parse_decoder(pk_tokenizer *t, const cJSON *d, const char *file
         if (st != PK_OK)
             return st;
         const char *scheme = str_item(d, "prepend_scheme");
-        t->dec_strip_lead = scheme ? strcmp(scheme, "never") != 0 : bool_item(d, "add_prefix_space", 1);
+        t->dec_strip_lead =
+            scheme ? strcmp(scheme, "never") != 0 : bool_item(d, "add_prefix_space", 1);
     } else {
         pk_seterr(err, errlen, "%s: decoder type %s is not supported", file, type);
         return PK_ERR_UNSUPPORTED;
@@ -406,7 +409,8 @@ static pk_status parse_post(pk_tokenizer *t, const cJSON *p, const char *file, c
         const cJSON *cls = cJSON_GetArrayItem(item(p, "cls"), 1);
         const cJSON *sep = cJSON_GetArrayItem(item(p, "sep"), 1);
         if (!cJSON_IsNumber(cls) || !cJSON_IsNumber(sep)) {
-            pk_seterr(err, errlen, "%s: post_processor %s needs cls and sep [token, id]", file, type);
+            pk_seterr(err, errlen, "%s: post_processor %s needs cls and sep [token, id]", file,
+                      type);
             return PK_ERR_FORMAT;
         }
         st = push_id(&t->prefix_ids, &t->n_prefix, (int32_t)cls->valueint);
@@ -429,7 +433,7 @@ static pk_status parse_post(pk_tokenizer *t, const cJSON *p, const char *file, c
         const cJSON *ids = item(item(specials, name ? name : ""), "ids");
         if (!name || !cJSON_IsArray(ids)) {
             pk_seterr(err, errlen, "%s: post_processor template names unknown special token %s",
-                    file, name ? name : "(none)");
+                      file, name ? name : "(none)");
             return PK_ERR_FORMAT;
         }
         const cJSON *id;
@@ -484,7 +488,7 @@ static pk_status parse_model(pk_tokenizer *t, const cJSON *model, const char *fi
     const char *eow = str_item(model, "end_of_word_suffix");
     if ((csp && *csp) || (eow && *eow)) {
         pk_seterr(err, errlen, "%s: BPE continuing_subword_prefix/end_of_word_suffix not supported",
-                file);
+                  file);
         return PK_ERR_UNSUPPORTED;
     }
     pk_status st = load_vocab_object(t, item(model, "vocab"), file, err, errlen);
@@ -535,7 +539,8 @@ pk_status tok_load_json_buffer(pk_tokenizer *t, const char *buf, size_t n, const
     for (size_t i = 0; i < t->n_prefix + t->n_suffix; i++) {
         int32_t id = i < t->n_prefix ? t->prefix_ids[i] : t->suffix_ids[i - t->n_prefix];
         if (id < 0 || (size_t)id >= t->n_ids) {
-            pk_seterr(err, errlen, "%s: post_processor uses id %d outside the vocab", file, (int)id);
+            pk_seterr(err, errlen, "%s: post_processor uses id %d outside the vocab", file,
+                      (int)id);
             st = PK_ERR_FORMAT;
             goto out;
         }
@@ -582,7 +587,7 @@ static pk_status parse_merges_txt(pk_tokenizer *t, const char *data, size_t n, c
         if (!sp || sp == line || (size_t)(sp - line) + 1 >= len ||
             memchr(sp + 1, ' ', len - (size_t)(sp - line) - 1)) {
             pk_seterr(err, errlen, "%s: line %zu: expected two tokens separated by one space", file,
-                    lineno);
+                      lineno);
             return PK_ERR_FORMAT;
         }
         size_t an = (size_t)(sp - line);

@@ -34,7 +34,7 @@ static int pb_varint(pb *b, uint64_t *v)
 typedef struct pb_field {
     uint32_t num;
     int wire;
-    uint64_t v;        /* varint or fixed */
+    uint64_t v;          /* varint or fixed */
     const uint8_t *data; /* length-delimited */
     size_t len;
 } pb_field;
@@ -188,7 +188,7 @@ static pk_status parse_normalizer_spec(pk_tokenizer *t, const uint8_t *d, size_t
                 t->nfkc = 1; /* approximated by utf8proc NFKC (no precompiled charsmap) */
             } else if (!identity) {
                 pk_seterr(err, errlen, "%s: normalizer %.*s is not supported", file,
-                        (int)(f.len > 40 ? 40 : f.len), (const char *)f.data);
+                          (int)(f.len > 40 ? 40 : f.len), (const char *)f.data);
                 return PK_ERR_UNSUPPORTED;
             }
         } else if (f.wire == 0 && f.num == 3) {
@@ -258,12 +258,11 @@ out:
     return st;
 }
 
-static pk_status sp_finish(pk_tokenizer *t, sp_state *s, const char *file, char *err,
-                           size_t errlen)
+static pk_status sp_finish(pk_tokenizer *t, sp_state *s, const char *file, char *err, size_t errlen)
 {
     if (s->model_type != 2) {
         pk_seterr(err, errlen, "%s: SentencePiece model type %d is not supported (only BPE = 2)",
-                file, s->model_type);
+                  file, s->model_type);
         return PK_ERR_UNSUPPORTED;
     }
     pk_status st = tok_build_vocab_index(t);
@@ -319,7 +318,7 @@ pk_status tok_load_sp_buffer(pk_tokenizer *t, const uint8_t *buf, size_t n, cons
     while (b.p < b.end && st == PK_OK) {
         if (!pb_next(&b, &f)) {
             pk_seterr(err, errlen, "%s: malformed or truncated protobuf at byte %zu", file,
-                    (size_t)(b.p - buf));
+                      (size_t)(b.p - buf));
             st = PK_ERR_FORMAT;
             break;
         }

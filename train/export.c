@@ -69,8 +69,8 @@ out:
     return st;
 }
 
-pk_status pk_export_seedlog(pk_store *s, int64_t run_id, const char *path, size_t *bytes,
-                            char *err, size_t errlen)
+pk_status pk_export_seedlog(pk_store *s, int64_t run_id, const char *path, size_t *bytes, char *err,
+                            size_t errlen)
 {
     char serr[512] = ""; /* what the store says on failure */
     pk_run_info ri;
@@ -86,10 +86,10 @@ pk_status pk_export_seedlog(pk_store *s, int64_t run_id, const char *path, size_
     st = pk_train_config_from_json(ri.config_json ? ri.config_json : "{}", &cfg, err, errlen);
     if (st != PK_OK)
         goto out;
-    st = pk_store_steps_read(s, run_id, 0, ri.steps_done, &log.rows, &log.n_rows, serr, sizeof serr);
+    st =
+        pk_store_steps_read(s, run_id, 0, ri.steps_done, &log.rows, &log.n_rows, serr, sizeof serr);
     if (st != PK_OK) {
-        pk_seterr(err, errlen, "cannot read the step log of run %lld: %s", (long long)run_id,
-                serr);
+        pk_seterr(err, errlen, "cannot read the step log of run %lld: %s", (long long)run_id, serr);
         goto out;
     }
     memcpy(log.base_hash, ri.base_hash, sizeof log.base_hash);

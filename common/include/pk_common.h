@@ -16,20 +16,20 @@
 
 typedef enum pk_status {
     PK_OK = 0,
-    PK_ERR_NOMEM,    /* allocation failed */
-    PK_ERR_IO,       /* file system or OS error */
-    PK_ERR_FORMAT,   /* malformed input: file, JSON, record */
-    PK_ERR_AUTH,     /* authentication failed: wrong passphrase, tampered ciphertext, bad signature */
-    PK_ERR_DB,       /* SQLite error */
-    PK_ERR_HTTP,     /* network or HTTP protocol error */
-    PK_ERR_ARG,      /* invalid argument from the caller */
-    PK_ERR_BUSY,     /* resource held by another process */
-    PK_ERR_NOTFOUND, /* the named thing does not exist */
+    PK_ERR_NOMEM,  /* allocation failed */
+    PK_ERR_IO,     /* file system or OS error */
+    PK_ERR_FORMAT, /* malformed input: file, JSON, record */
+    PK_ERR_AUTH,   /* authentication failed: wrong passphrase, tampered ciphertext, bad signature */
+    PK_ERR_DB,     /* SQLite error */
+    PK_ERR_HTTP,   /* network or HTTP protocol error */
+    PK_ERR_ARG,    /* invalid argument from the caller */
+    PK_ERR_BUSY,   /* resource held by another process */
+    PK_ERR_NOTFOUND,    /* the named thing does not exist */
     PK_ERR_UNSUPPORTED, /* valid input we do not handle (e.g. pytorch_model.bin) */
     PK_ERR_INTERRUPTED, /* stopped by the user (Ctrl-C) at a safe point */
-    PK_ERR_LIMIT,    /* a hard cap was exceeded (body size, blob size, disk full) */
-    PK_ERR_NUMERIC,  /* a computation went non-finite (a diverging run, NaN weights or loss) */
-    PK_ERR_STALE_KEY, /* the passphrase changed (rekey) since this handle derived its keys */
+    PK_ERR_LIMIT,       /* a hard cap was exceeded (body size, blob size, disk full) */
+    PK_ERR_NUMERIC,     /* a computation went non-finite (a diverging run, NaN weights or loss) */
+    PK_ERR_STALE_KEY,   /* the passphrase changed (rekey) since this handle derived its keys */
     PK_ERR__COUNT
 } pk_status;
 
@@ -89,30 +89,28 @@ void pk_interrupt_raise(void);
 /* Clears the flag (e.g. between two phases of the demo, or in tests). */
 void pk_interrupt_clear(void);
 
-
 /* ---- records shared by the store and the optimizer ---------------------------------------- */
 
 /* An example as the store returns it and the objectives read it. */
 typedef struct pk_example {
-    int64_t id;          /* example id */
-    const char *text;    /* "text" or NULL */
-    const char *text2;   /* "text2" or NULL */
-    const char *prompt;  /* "prompt" or NULL */
-    const char *response;/* "response" or NULL */
-    const char *label;   /* label as text, or NULL */
+    int64_t id;           /* example id */
+    const char *text;     /* "text" or NULL */
+    const char *text2;    /* "text2" or NULL */
+    const char *prompt;   /* "prompt" or NULL */
+    const char *response; /* "response" or NULL */
+    const char *label;    /* label as text, or NULL */
 } pk_example;
 
 /* One MeZO step (DESIGN 4): with n-SPSA a step has q rows (q_index 0..q-1). */
 typedef struct pk_step_row {
-    int64_t step;     /* 0-based step number */
-    int32_t q_index;  /* perturbation index within the step */
-    uint64_t seed;    /* z seed */
-    float g;          /* projected gradient (after clipping) */
+    int64_t step;    /* 0-based step number */
+    int32_t q_index; /* perturbation index within the step */
+    uint64_t seed;   /* z seed */
+    float g;         /* projected gradient (after clipping) */
     float loss_plus;
     float loss_minus;
     float lr;
     float eps;
 } pk_step_row;
-
 
 #endif /* PK_COMMON_H */

@@ -18,8 +18,9 @@ typedef enum pk_z_kind {
     PK_Z_RADEMACHER = 1, /* +1 / -1 with equal probability */
 } pk_z_kind;
 
-/* The tensor key: FNV-1a 64 of the Hugging Face tensor name (e.g. "model.layers.0.mlp.up_proj.weight").
- * Element i of a tensor is its index in the tensor's stored row-major layout. */
+/* The tensor key: FNV-1a 64 of the Hugging Face tensor name (e.g.
+ * "model.layers.0.mlp.up_proj.weight"). Element i of a tensor is its index in the tensor's stored
+ * row-major layout. */
 uint64_t pk_rng_tensor_key(const char *name);
 
 /* out[j] = z(seed, key, start + j) for j in [0, n). out is borrowed. */

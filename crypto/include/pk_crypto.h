@@ -31,8 +31,12 @@
 #define PK_SIGN_BYTES         64u
 
 /* Subkey ids (crypto_kdf subkey_id). */
-enum { PK_SUBKEY_RECORDS = 1, PK_SUBKEY_CHECKPOINTS = 2, PK_SUBKEY_IDENTITY = 3,
-       PK_SUBKEY_KEYCHECK = 4 };
+enum {
+    PK_SUBKEY_RECORDS = 1,
+    PK_SUBKEY_CHECKPOINTS = 2,
+    PK_SUBKEY_IDENTITY = 3,
+    PK_SUBKEY_KEYCHECK = 4
+};
 /* Record kinds, first byte of the associated data. */
 enum { PK_AD_EXAMPLE = 'E', PK_AD_CHECKPOINT = 'C', PK_AD_IDENTITY = 'I', PK_AD_KEYCHECK = 'K' };
 

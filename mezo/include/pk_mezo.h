@@ -90,10 +90,9 @@ PK_NODISCARD pk_status pk_mezo_projected_grad_batch(pk_model *m, const uint8_t *
  * finite as a float); no weight was written, rows[0..k) hold this step's rows and rows[k] the
  * diverging one with its unclipped g: rows[k] is the first row whose g, loss_plus or loss_minus
  * is not finite. Otherwise the loss function's status. */
-PK_NODISCARD pk_status pk_mezo_step(pk_model *m, const uint8_t *trainable,
-                                    const pk_mezo_params *p, int64_t step, int n_micro,
-                                    pk_mezo_loss_fn fn, void *user, pk_step_row *rows,
-                                    double *forward_s, double *update_s);
+PK_NODISCARD pk_status pk_mezo_step(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
+                                    int64_t step, int n_micro, pk_mezo_loss_fn fn, void *user,
+                                    pk_step_row *rows, double *forward_s, double *update_s);
 
 /* Applies step-log rows in order: pk_mezo_update(row.seed, kind, row.lr, row.g, wd). */
 void pk_mezo_replay_rows(pk_model *m, const uint8_t *trainable, pk_z_kind kind, float wd,
@@ -119,7 +118,7 @@ typedef struct pk_objective pk_objective;
 
 typedef struct pk_objective_params {
     pk_objective_kind kind;
-    int seq_len;          /* tokens per sequence (truncation) */
+    int seq_len;           /* tokens per sequence (truncation) */
     const char *template_; /* classify: "{text} It was" (roberta: must contain <mask>); borrowed */
     const char *labels;    /* classify: comma-separated label words, e.g. " great, terrible" */
 } pk_objective_params;
@@ -167,8 +166,7 @@ typedef struct pk_seedlog {
 } pk_seedlog;
 PK_NODISCARD pk_status pk_seedlog_write(const char *path, const pk_seedlog *log, char *err,
                                         size_t errlen);
-PK_NODISCARD pk_status pk_seedlog_read(const char *path, pk_seedlog *out, char *err,
-                                       size_t errlen);
+PK_NODISCARD pk_status pk_seedlog_read(const char *path, pk_seedlog *out, char *err, size_t errlen);
 void pk_seedlog_clear(pk_seedlog *log); /* frees rows; NULL-safe */
 /* Checks the model's hash against the log's base hash, then applies the rows. */
 PK_NODISCARD pk_status pk_seedlog_replay(pk_model *m, const pk_seedlog *log, char *err,

@@ -203,29 +203,29 @@ uint64_t pk_sync_pool_seed(const uint8_t pool_seed[32], uint32_t k);
 /* ---- model download from a Hugging Face-compatible hub (pull.c) ---------------------------- */
 
 typedef struct pk_pull_params {
-    const char *endpoint;      /* NULL: $HF_ENDPOINT, else https://huggingface.co (borrowed) */
-    const char *revision;      /* NULL: "main" (borrowed) */
-    const char *token;         /* NULL: $HF_TOKEN if set; sent as a Bearer header, never logged */
+    const char *endpoint; /* NULL: $HF_ENDPOINT, else https://huggingface.co (borrowed) */
+    const char *revision; /* NULL: "main" (borrowed) */
+    const char *token;    /* NULL: $HF_TOKEN if set; sent as a Bearer header, never logged */
     /* Progress of each file (may be NULL): called with done = 0 when a transfer starts, as
      * bytes arrive, and once with final = 1 when it ends. label names the file ("config.json",
      * "model.safetensors (resumed)"); total is the bytes this transfer expects, 0 if unknown.
      * Called on the pulling thread; user is borrowed. */
     void (*progress)(void *user, const char *label, int64_t done, int64_t total, int final);
     void *progress_user;
-    int max_attempts;          /* per file; each retry resumes the .part with a Range request */
-    long connect_timeout_ms;   /* per attempt */
-    long stall_timeout_s;      /* abort an attempt that receives nothing for this long */
+    int max_attempts;        /* per file; each retry resumes the .part with a Range request */
+    long connect_timeout_ms; /* per attempt */
+    long stall_timeout_s;    /* abort an attempt that receives nothing for this long */
 } pk_pull_params;
 /* endpoint/revision/token NULL, no progress callback, 5 attempts, 10 s connect, 60 s stall. */
 pk_pull_params pk_pull_default_params(void);
 
 typedef struct pk_pull_result {
-    int files;                /* files now present in out_dir (downloaded or already there) */
-    int downloaded;           /* files transferred this call */
-    int up_to_date;           /* files already complete (size and sha256 match): not fetched */
-    int resumed;              /* transfers that continued a .part file with a Range request */
-    int verified;             /* files whose sha256 the hub gave and that matched */
-    int64_t bytes;            /* body bytes received this call */
+    int files;      /* files now present in out_dir (downloaded or already there) */
+    int downloaded; /* files transferred this call */
+    int up_to_date; /* files already complete (size and sha256 match): not fetched */
+    int resumed;    /* transfers that continued a .part file with a Range request */
+    int verified;   /* files whose sha256 the hub gave and that matched */
+    int64_t bytes;  /* body bytes received this call */
 } pk_pull_result;
 
 /* Downloads into out_dir (created if needed) config.json (required), the tokenizer files that

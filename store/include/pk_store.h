@@ -43,106 +43,101 @@ void pk_example_free(pk_example *e); /* NULL-safe; wipes the plaintext */
 
 /* Dataset id by name: PK_ERR_NOTFOUND if absent. */
 PK_NODISCARD pk_status pk_store_dataset_id(pk_store *s, const char *name, int64_t *id, char *err,
-    size_t errlen);
+                                           size_t errlen);
 /* Number of examples in a dataset. */
-PK_NODISCARD pk_status pk_store_example_count(pk_store *s, int64_t dataset_id, int64_t *n, char *err,
-    size_t errlen);
+PK_NODISCARD pk_status pk_store_example_count(pk_store *s, int64_t dataset_id, int64_t *n,
+                                              char *err, size_t errlen);
 /* The example ids of a dataset in id order; *ids is an owned result (free()). */
 PK_NODISCARD pk_status pk_store_example_ids(pk_store *s, int64_t dataset_id, int64_t **ids,
-                                            int64_t *n, char *err,
-    size_t errlen);
+                                            int64_t *n, char *err, size_t errlen);
 /* Opens one sealed example: PK_ERR_AUTH if it was tampered with, moved or swapped.
  * *out is an owned result (pk_example_free). */
 PK_NODISCARD pk_status pk_store_example_get(pk_store *s, int64_t dataset_id, int64_t example_id,
-                                            pk_example **out, char *err,
-    size_t errlen);
+                                            pk_example **out, char *err, size_t errlen);
 
 /* ---- runs, step log, evals, checkpoints ---------------------------------------------------- */
 
 typedef struct pk_run_info {
     int64_t id;
     int64_t dataset_id;
-    char status[16];       /* "running", "done", "stopped", "failed" */
-    int64_t steps_done;    /* number of logged steps (the run's progress) */
+    char status[16];    /* "running", "done", "stopped", "failed" */
+    int64_t steps_done; /* number of logged steps (the run's progress) */
     int64_t steps_total;
-    double created_at;     /* unix seconds */
-    char base_hash[65];    /* hex BLAKE2b-256 of the base model weights */
-    char *config_json;     /* owned: the run's settings (model dir, objective, lr, eps, ...) */
+    double created_at;  /* unix seconds */
+    char base_hash[65]; /* hex BLAKE2b-256 of the base model weights */
+    char *config_json;  /* owned: the run's settings (model dir, objective, lr, eps, ...) */
 } pk_run_info;
 void pk_run_info_clear(pk_run_info *r); /* frees config_json; NULL-safe */
 
 PK_NODISCARD pk_status pk_store_run_create(pk_store *s, int64_t dataset_id, const char *config_json,
                                            const char *base_hash, int64_t steps_total,
-                                           int64_t *run_id, char *err,
-    size_t errlen);
+                                           int64_t *run_id, char *err, size_t errlen);
 PK_NODISCARD pk_status pk_store_run_get(pk_store *s, int64_t run_id, pk_run_info *out, char *err,
-    size_t errlen);
-PK_NODISCARD pk_status pk_store_run_set_status(pk_store *s, int64_t run_id, const char *status, char *err,
-    size_t errlen);
+                                        size_t errlen);
+PK_NODISCARD pk_status pk_store_run_set_status(pk_store *s, int64_t run_id, const char *status,
+                                               char *err, size_t errlen);
 /* Marks run_id as running in this process (a lease row: pid and process start time) until
  * pk_store_lease_release. PK_ERR_BUSY, errmsg "run N is already running (pid P)", if another live
  * process holds it; a lease left by a process that is gone (kill -9) is taken over. While a
  * live lease exists, pk_store_rekey and pk_store_dataset_forget of its datasets refuse. */
 PK_NODISCARD pk_status pk_store_lease_acquire(pk_store *s, int64_t run_id, char *err,
-    size_t errlen);
+                                              size_t errlen);
 /* Drops this process's lease on run_id (nothing if it holds none). */
 PK_NODISCARD pk_status pk_store_lease_release(pk_store *s, int64_t run_id, char *err,
-    size_t errlen);
+                                              size_t errlen);
 /* All run ids, newest first; *ids is an owned result (free()). */
 PK_NODISCARD pk_status pk_store_run_list(pk_store *s, int64_t **ids, int64_t *n, char *err,
-    size_t errlen);
+                                         size_t errlen);
 
 /* Appends the rows of one step AND sets the run's steps_done = rows[0].step + 1, in one
  * transaction: a crash loses at most the step in flight. */
 PK_NODISCARD pk_status pk_store_steps_append(pk_store *s, int64_t run_id, const pk_step_row *rows,
-                                             size_t n_rows, char *err,
-    size_t errlen);
+                                             size_t n_rows, char *err, size_t errlen);
 /* Rows with step in [from_step, to_step) in (step, q_index) order; *rows owned (free()). */
 PK_NODISCARD pk_status pk_store_steps_read(pk_store *s, int64_t run_id, int64_t from_step,
-                                           int64_t to_step, pk_step_row **rows, size_t *n_rows, char *err,
-    size_t errlen);
+                                           int64_t to_step, pk_step_row **rows, size_t *n_rows,
+                                           char *err, size_t errlen);
 /* Eval points (for plots and early stopping). */
 PK_NODISCARD pk_status pk_store_eval_append(pk_store *s, int64_t run_id, int64_t step, double loss,
                                             double accuracy /* NAN if none */, char *err,
-    size_t errlen);
+                                            size_t errlen);
 PK_NODISCARD pk_status pk_store_eval_read(pk_store *s, int64_t run_id, int64_t **steps,
                                           double **loss, double **accuracy, size_t *n, char *err,
-    size_t errlen);
+                                          size_t errlen);
 /* Materialized weights after `step` steps, sealed with the checkpoint subkey (AD: run, step).
  * blob is borrowed; get returns the newest checkpoint with step <= max_step, or PK_ERR_NOTFOUND;
  * *blob is an owned result in sodium memory (pk_store_blob_free). */
 PK_NODISCARD pk_status pk_store_checkpoint_put(pk_store *s, int64_t run_id, int64_t step,
                                                const void *blob, size_t len, char *err,
-    size_t errlen);
+                                               size_t errlen);
 PK_NODISCARD pk_status pk_store_checkpoint_get(pk_store *s, int64_t run_id, int64_t max_step,
                                                int64_t *step, void **blob, size_t *len, char *err,
-    size_t errlen);
+                                               size_t errlen);
 void pk_store_blob_free(void *blob, size_t len); /* NULL-safe; wipes */
 
 /* ---- sync state, outbox, identity ----------------------------------------------------------- */
 
 /* Small key/value state for the sync client (server URL, device id, log version, ...). Values
  * are not secret (stored in clear). get: PK_ERR_NOTFOUND if absent; *value owned (free()). */
-PK_NODISCARD pk_status pk_store_state_set(pk_store *s, const char *key, const char *value, char *err,
-    size_t errlen);
+PK_NODISCARD pk_status pk_store_state_set(pk_store *s, const char *key, const char *value,
+                                          char *err, size_t errlen);
 PK_NODISCARD pk_status pk_store_state_get(pk_store *s, const char *key, char **value, char *err,
-    size_t errlen);
+                                          size_t errlen);
 /* Outbox: an upload is stored before it is sent and removed only when the server has answered,
  * so a crash or a network failure never loses or duplicates it (idempotency key is unique). */
-PK_NODISCARD pk_status pk_store_outbox_put(pk_store *s, const char *idem_key, const char *body, char *err,
-    size_t errlen);
+PK_NODISCARD pk_status pk_store_outbox_put(pk_store *s, const char *idem_key, const char *body,
+                                           char *err, size_t errlen);
 /* Oldest pending entry, or PK_ERR_NOTFOUND; *idem_key and *body owned (free()). */
 PK_NODISCARD pk_status pk_store_outbox_peek(pk_store *s, char **idem_key, char **body, char *err,
-    size_t errlen);
+                                            size_t errlen);
 PK_NODISCARD pk_status pk_store_outbox_done(pk_store *s, const char *idem_key, char *err,
-    size_t errlen);
+                                            size_t errlen);
 
 /* The device identity (Ed25519): public key (32 bytes) and detached signature (64 bytes). */
 PK_NODISCARD pk_status pk_store_identity_public(pk_store *s, uint8_t pk[32], char *err,
-    size_t errlen);
+                                                size_t errlen);
 PK_NODISCARD pk_status pk_store_identity_sign(pk_store *s, const void *msg, size_t len,
-                                              uint8_t sig[64], char *err,
-    size_t errlen);
+                                              uint8_t sig[64], char *err, size_t errlen);
 
 /* ---- import, datasets and examples ----------------------------------------------------------- */
 
@@ -153,8 +148,7 @@ int pk_store_db_path(const char *home_dir, char *out, size_t n);
  * row re-encrypted, all in ONE transaction (a crash leaves the old passphrase valid, never a mix).
  * The handle then uses the new keys. */
 PK_NODISCARD pk_status pk_store_rekey(pk_store *s, const char *passphrase, size_t len,
-                                      pk_store_params params, char *err,
-    size_t errlen);
+                                      pk_store_params params, char *err, size_t errlen);
 
 /* Importers (DESIGN 3). Formats: JSONL (one object per line: "text", or "prompt"+"response",
  * or "text" [+ "text2"] + "label"; "label" may be a string, number or boolean), TXT (one example
@@ -168,7 +162,7 @@ typedef enum pk_import_format {
 } pk_import_format;
 typedef struct pk_import_opts {
     pk_import_format format;
-    int paragraphs;     /* TXT: one example per blank-line-separated paragraph */
+    int paragraphs; /* TXT: one example per blank-line-separated paragraph */
     /* Optional: called after every 64th example added and once at the end, with the count so
      * far (pk_store_import only; e.g. a progress display). */
     void (*progress)(void *user, int64_t n_examples);
@@ -188,11 +182,10 @@ PK_NODISCARD pk_status pk_import_parse_buffer(const void *data, size_t len, pk_i
  * errmsg "FILE:LINE: why". *n_imported (may be NULL) gets the number of examples added. */
 PK_NODISCARD pk_status pk_store_import(pk_store *s, const char *path, const char *name,
                                        pk_import_opts opts, int64_t *n_imported, char *err,
-    size_t errlen);
+                                       size_t errlen);
 /* Adds one example to a dataset (created if absent); *id (may be NULL) gets its id. */
 PK_NODISCARD pk_status pk_store_example_add(pk_store *s, const char *name, const pk_example *ex,
-                                            int64_t *id, char *err,
-    size_t errlen);
+                                            int64_t *id, char *err, size_t errlen);
 
 typedef struct pk_dataset_info {
     int64_t id;
@@ -202,23 +195,21 @@ typedef struct pk_dataset_info {
     double created_at;    /* unix seconds */
 } pk_dataset_info;
 /* All datasets by name; *out is an owned result (free()). */
-PK_NODISCARD pk_status pk_store_dataset_list(pk_store *s, pk_dataset_info **out, size_t *n, char *err,
-    size_t errlen);
+PK_NODISCARD pk_status pk_store_dataset_list(pk_store *s, pk_dataset_info **out, size_t *n,
+                                             char *err, size_t errlen);
 /* Deletes a dataset and its examples (pages wiped: secure_delete + WAL checkpoint); runs that
  * used it keep their step logs with dataset_id 0. PK_ERR_NOTFOUND if absent. */
 PK_NODISCARD pk_status pk_store_dataset_forget(pk_store *s, const char *name, char *err,
-    size_t errlen);
+                                               size_t errlen);
 /* Deletes one example, pages wiped. PK_ERR_NOTFOUND if absent. */
 PK_NODISCARD pk_status pk_store_example_forget(pk_store *s, int64_t example_id, char *err,
-    size_t errlen);
+                                               size_t errlen);
 /* Decodes the plaintext of a sealed example record (the format in docs/STORE.md) into a
  * pk_example (owned, pk_example_free). PK_ERR_FORMAT if malformed. For tests and fuzzing. */
-PK_NODISCARD pk_status pk_example_decode(const void *buf, size_t len, int64_t id,
-                                         pk_example **out);
+PK_NODISCARD pk_status pk_example_decode(const void *buf, size_t len, int64_t id, pk_example **out);
 
 /* The dataset of an example (PK_ERR_NOTFOUND if absent). */
 PK_NODISCARD pk_status pk_store_example_dataset(pk_store *s, int64_t example_id,
-                                                int64_t *dataset_id, char *err,
-    size_t errlen);
+                                                int64_t *dataset_id, char *err, size_t errlen);
 
 #endif /* PK_STORE_H */

@@ -26,10 +26,10 @@ PK_NODISCARD pk_status pk_run_materialize_ex(pk_store *s, int64_t run_id, int64_
                                              int64_t *steps_applied, char *err, size_t errlen);
 
 /* Checkpoint blob: the bytes of the trainable tensors in model order (magic "PKCK1" + count). */
-PK_NODISCARD pk_status pk_checkpoint_pack(const pk_model *m, const uint8_t *trainable,
-                                          void **blob, size_t *len);
-PK_NODISCARD pk_status pk_checkpoint_unpack(pk_model *m, const uint8_t *trainable,
-                                            const void *blob, size_t len);
+PK_NODISCARD pk_status pk_checkpoint_pack(const pk_model *m, const uint8_t *trainable, void **blob,
+                                          size_t *len);
+PK_NODISCARD pk_status pk_checkpoint_unpack(pk_model *m, const uint8_t *trainable, const void *blob,
+                                            size_t len);
 
 /* ---- the trainer (trainer.c, run.c) -------------------------------------------------------- */
 
@@ -76,9 +76,9 @@ typedef struct pk_train_hooks {
 typedef struct pk_train_result {
     int64_t run_id;
     int64_t steps_done;
-    int stopped_early;  /* early stopping ended the run */
-    int interrupted;    /* pk_interrupted() stopped it at a step boundary (status "stopped") */
-    double last_loss;   /* (loss+ + loss-) / 2 of the last step */
+    int stopped_early; /* early stopping ended the run */
+    int interrupted;   /* pk_interrupted() stopped it at a step boundary (status "stopped") */
+    double last_loss;  /* (loss+ + loss-) / 2 of the last step */
     double forward_s, update_s; /* totals */
     char final_hash[65];
 } pk_train_result;
@@ -125,10 +125,9 @@ PK_NODISCARD pk_status pk_train(pk_store *s, const pk_train_config *cfg, int64_t
 
 /* Loads the examples of dataset `name` and builds an objective for model m (tokenizer from
  * model_dir). *out owned (pk_objective_free). */
-PK_NODISCARD pk_status pk_objective_from_store(pk_store *s, const char *dataset,
-                                               const pk_model *m, const char *model_dir,
-                                               const pk_train_config *cfg, pk_objective **out,
-                                               char *err, size_t errlen);
+PK_NODISCARD pk_status pk_objective_from_store(pk_store *s, const char *dataset, const pk_model *m,
+                                               const char *model_dir, const pk_train_config *cfg,
+                                               pk_objective **out, char *err, size_t errlen);
 
 /* ---- export of a run (export.c) ------------------------------------------------------------- */
 
