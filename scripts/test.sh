@@ -1,7 +1,8 @@
 #!/bin/sh
 # test.sh: the README's test command. Installs what is missing, then builds and runs the default
 # test suite twice: gcc Release with warnings as errors, and gcc Debug under ASan+UBSan; then a
-# short libFuzzer smoke run of every fuzz target (clang). Slow tests: PK_TEST_LABELS=slow.
+# short libFuzzer smoke run of every fuzz target (clang). First, clang-format must find nothing
+# to change in any C file. Slow tests: PK_TEST_LABELS=slow.
 # PK_TEST_BUILDS picks the builds (default "release asan fuzz").
 # The test-vector bundle is ../shared (beside the repo; PK_SHARED_DIR overrides it). Without it
 # the tests labelled `shared` (they read testdata/) are left out, everything else runs, and the
@@ -43,6 +44,11 @@ how_to_get() {
     echo "put the bundle (a folder holding testdata/) at $(dirname "$(pwd)")/shared, beside the" \
         "repository, or set PK_SHARED_DIR=/path/to/it"
 }
+
+echo "== clang-format (.clang-format, every tracked C file)"
+# shellcheck disable=SC2046
+clang-format --dry-run -Werror $(git ls-files '*.c' '*.h' 2>/dev/null || find . -name '*.[ch]' \
+    -not -path './build*')
 
 if [ "$HAVE_SHARED" = 0 ]; then
     configure build-ci -DCMAKE_BUILD_TYPE=Release
