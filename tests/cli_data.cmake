@@ -9,3 +9,6 @@ add_dependencies(test_cli_data pocketllm)
 pk_add_test(test_cli_homes SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_cli_homes.c LABELS unit
     TIMEOUT 120)
 add_dependencies(test_cli_homes pocketllm)
+# The same binary's randomized import/rekey races (at least 20 trials), in the slow label.
+add_test(NAME test_cli_homes_races COMMAND test_cli_homes races 24)
+set_tests_properties(test_cli_homes_races PROPERTIES LABELS slow TIMEOUT 900)

@@ -207,7 +207,69 @@ static void test_rekey_during_import(void)
     PK_CHECK_EQ(dataset_size("notes"), 20);
 }
 
-int main(void)
+/* The slow label's randomized races: an import and a rekey started together, N times, at
+ * random offsets. Whatever the interleaving, afterwards every dataset opens under the current
+ * passphrase (nothing was sealed under a lost key) and the next rekey succeeds. */
+static void test_random_races(int trials)
+{
+    char notes[700], cmd[3000], pass[2][32] = {"pw", "other"}, pf[2][700], *out = NULL;
+    snprintf(notes, sizeof notes, "%s/race.txt", g_tmp);
+    write_notes(notes, 400, 60);
+    for (int k = 0; k < 2; k++) {
+        snprintf(pf[k], sizeof pf[k], "%s/pass%d", g_tmp, k);
+        FILE *f = fopen(pf[k], "w");
+        PK_CHECK(f != NULL);
+        if (f) {
+            fprintf(f, "%s\n", pass[k]);
+            fclose(f);
+        }
+    }
+    srand((unsigned)getpid());
+    for (int t = 0; t < trials; t++) {
+        int cur = t % 2, next = 1 - cur, delay_ms = rand() % 60;
+        snprintf(cmd, sizeof cmd,
+                 "%s import %s --home %s --dataset race%d --passphrase-file %s >/dev/null 2>&1 & "
+                 "sleep 0.0%02d; POCKETLLM_NEW_PASSPHRASE=%s %s rekey --home %s "
+                 "--passphrase-file %s >/dev/null 2>&1; wait",
+                 POCKETLLM, notes, g_home, t, pf[cur], delay_ms, pass[next], POCKETLLM, g_home,
+                 pf[cur]);
+        PK_CHECK(run_capture(cmd, NULL) >= 0);
+        /* whichever passphrase is current now opens every dataset, each complete or absent */
+        int which = -1;
+        for (int k = 0; k < 2 && which < 0; k++) {
+            char probe[1200];
+            snprintf(probe, sizeof probe,
+                     "%s data list --home %s --passphrase-file %s >/dev/null "
+                     "2>&1",
+                     POCKETLLM, g_home, pf[k]);
+            if (run_capture(probe, NULL) == 0)
+                which = k;
+        }
+        PK_CHECK(which >= 0);
+        if (which < 0)
+            break;
+        snprintf(cmd, sizeof cmd, "%s data list --home %s --passphrase-file %s --json 2>&1",
+                 POCKETLLM, g_home, pf[which]);
+        free(out);
+        out = NULL;
+        PK_CHECK_EQ(run_capture(cmd, &out), 0);
+        char want[64];
+        snprintf(want, sizeof want, "\"dataset\":\"race%d\",", t);
+        const char *row = out ? strstr(out, want) : NULL;
+        PK_CHECK(row == NULL || strstr(row, "\"examples\":400") != NULL);
+        /* every sealed row opens: a rekey round trip re-seals all of them or fails */
+        snprintf(cmd, sizeof cmd,
+                 "POCKETLLM_NEW_PASSPHRASE=%s %s rekey --home %s "
+                 "--passphrase-file %s 2>&1",
+                 pass[which], POCKETLLM, g_home, pf[which]);
+        free(out);
+        out = NULL;
+        PK_CHECK_EQ(run_capture(cmd, &out), 0);
+    }
+    free(out);
+}
+
+int main(int argc, char **argv)
 {
     if (!make_tmpdir(g_tmp, sizeof g_tmp, "homes") || chmod(g_tmp, 0711) != 0)
         return 1; /* 0711: the unprivileged user of test_read_only passes through to the home */
@@ -217,6 +279,8 @@ int main(void)
     test_file_size_limit();
     test_read_only();
     test_rekey_during_import();
+    if (argc > 1 && !strcmp(argv[1], "races"))
+        test_random_races(atoi(argc > 2 ? argv[2] : "20"));
     rm_rf(g_tmp);
     return PK_TEST_DONE();
 }
