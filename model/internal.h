@@ -111,13 +111,15 @@ struct pk_model {
     size_t vmax;
     double *lmax, *lsum, *lse; /* [N] online log-sum-exp */
     float *pick;               /* [N] picked target logits */
+    double *lpmax, *lpsum;     /* [lgroup, N] per LM-head block: row max, sum of exp(x - max) */
     /* shared */
     float *rope;  /* [rT + rTk, hd] cos | sin per position (relative to pos0) */
     int32_t *pos; /* [N] learned position ids */
     float *att;   /* [rthreads, rT * rTk] attention scores */
     int32_t *rows; /* [N] gathered row indices */
     int32_t *tgt;  /* [N] target ids */
-    int lrows;
+    int lrows;  /* vocabulary rows per LM-head block (a function of the model alone) */
+    int lgroup; /* LM-head blocks evaluated together */
     int fchunk; /* FFN rows per chunk (the FFN hidden [fchunk, ffn] fits in big) */
     int wrows;  /* weight scratch holds wrows rows of the widest tensor; 0 = WROWS (forward.c) */
     int wn, wbig;

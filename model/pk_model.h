@@ -4,7 +4,7 @@
  * sampling, and writes safetensors.
  *
  * Thread safety: a pk_model (and a pk_gen / pk_sampler) may move between threads, but two threads
- * never use the same handle at once. Forward functions use the process-wide OpenMP/OpenBLAS pool
+ * never use the same handle at once. Forward functions use the process-wide OpenMP pool
  * (pk_threads_set). Two handles may run concurrently but would share the cores.
  *
  * Tensor order: tensors are indexed 0..n-1 in strcmp order of their Hugging Face names. The index
@@ -85,10 +85,19 @@ double pk_model_forward_flops(const pk_model *m, int B, int T);
  * failure. For bench forward's roofline. */
 double pk_model_bench_sgemm(const pk_model *m, int B, int T, int reps);
 
-/* Threads for our OpenMP loops and OpenBLAS (one pool). n <= 0 means all cores. Returns the
- * value now in effect. pk_threads_get returns the current value. */
+/* Threads for our OpenMP loops (forward passes and the MeZO update). n <= 0 means all cores.
+ * Returns the value now in effect. pk_threads_get returns the current value. OpenBLAS itself runs
+ * single-threaded inside those loops: every result is bit-identical for any n
+ * (docs/DETERMINISM.md). */
 int pk_threads_set(int n);
 int pk_threads_get(void);
+
+/* The BLAS kernel forward passes run on: "OpenBLAS <version> <core> <machine>", e.g.
+ * "OpenBLAS 0.3.21 Haswell x86_64" (the core follows OPENBLAS_CORETYPE or OpenBLAS's own CPU
+ * detection). Losses are a pure function of the weights, the batch, the perturbation and this
+ * kernel; another kernel may round differently. Writes at most n bytes, NUL-terminated, into
+ * out (borrowed) and returns out. */
+const char *pk_model_kernel(char *out, size_t n);
 
 /* Tensors. */
 typedef struct pk_tensor_info {

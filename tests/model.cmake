@@ -6,3 +6,7 @@ pk_add_test(test_model_errors SOURCES test_model_errors.c LIBS pk_model LABELS u
 # hand-made tiny llama header/config/files in tests/corpus/model).
 pk_add_fuzz(fuzz_model SOURCE ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_model.c LIBS pk_model
     CORPUS ${CMAKE_CURRENT_SOURCE_DIR}/corpus/model)
+# Determinism by construction (issue 12): forward outputs bit-identical under 1, 2 and 3 threads
+# on every tiny model, under each OpenBLAS kernel the CPU runs (the test re-runs itself with
+# OPENBLAS_CORETYPE unset, Haswell and, with AVX-512, SkylakeX).
+pk_add_test(test_determinism SOURCES test_determinism.c LIBS pk_model LABELS unit TIMEOUT 120)
