@@ -206,6 +206,11 @@ pk_status pk_run_materialize_ex(pk_store *s, int64_t run_id, int64_t up_to_step,
         target = up_to_step;
     int64_t from = 0;
     if (target > 0) {
+        st = pk_model_make_writable(m, mask); /* the checkpoint and the log write every mask page */
+        if (st != PK_OK) {
+            snprintf(err, errlen, "%s: %s", cfg.model_dir, pk_status_str(st));
+            goto out;
+        }
         int64_t cstep = 0;
         pk_status cs = pk_store_checkpoint_get(s, run_id, target, &cstep, &blob, &blob_len);
         if (cs == PK_OK) {

@@ -111,6 +111,12 @@ pk_status pk_train(pk_store *s, const pk_train_config *cfg_in, int64_t resume_ru
         st = pk_run_materialize_ex(s, resume_run, -1, &m, &mask, &first, err, errlen);
         if (st != PK_OK)
             goto out;
+        st = pk_model_make_writable(m, mask); /* a no-op if replaying wrote the weights */
+        if (st != PK_OK) {
+            snprintf(err, errlen, "%s: preparing the weights for training: %s", cfg.model_dir,
+                     pk_status_str(st));
+            goto out;
+        }
     } else {
         char hex[65];
         int64_t ds = 0;
@@ -121,6 +127,14 @@ pk_status pk_train(pk_store *s, const pk_train_config *cfg_in, int64_t resume_ru
         st = pk_mezo_trainable(m, cfg.trainable, &mask, err, errlen);
         if (st != PK_OK)
             goto out;
+        /* the trainable tensors into memory of our own now, not page by page at the first
+         * update (copy-on-write faults made the first step ~5x a normal one) */
+        st = pk_model_make_writable(m, mask);
+        if (st != PK_OK) {
+            snprintf(err, errlen, "%s: preparing the weights for training: %s", cfg.model_dir,
+                     pk_status_str(st));
+            goto out;
+        }
         st = pk_weights_hash(m, hex);
         if (st != PK_OK)
             goto out;

@@ -72,7 +72,15 @@ typedef struct pk_layer {
 typedef struct pk_mapping {
     void *base;
     size_t len;
+    int fd; /* the mapped file, open while the model lives */
 } pk_mapping;
+
+/* Bytes [off, off+len) of mapping `map`, page-aligned, that pk_model_make_writable replaced by
+ * anonymous memory holding the file's bytes. */
+typedef struct pk_private_range {
+    int map;
+    size_t off, len;
+} pk_private_range;
 
 struct pk_model {
     pk_cfg cfg;
@@ -81,6 +89,8 @@ struct pk_model {
     size_t config_len;
     pk_mapping *maps; /* mmapped safetensors files */
     int n_maps;
+    pk_private_range *priv; /* [n_priv] sorted by (map, off); NULL until pk_model_make_writable */
+    size_t n_priv;
     pk_tensor *t; /* [n_t] sorted by name */
     size_t n_t;
     size_t weight_bytes;

@@ -112,9 +112,17 @@ typedef struct pk_tensor_info {
 } pk_tensor_info;
 
 size_t pk_model_n_tensors(const pk_model *m);
+/* For training: gives the chosen tensors (tensors [n_tensors] borrowed, 1 = chosen; NULL = all)
+ * memory of this process's own, filled from the files with one sequential read, so the first
+ * writes to them (the first MeZO update, a checkpoint restore) do not take a copy-on-write page
+ * fault for every 4 KB page of the mapping. Call once after loading, before writing any tensor;
+ * later calls do nothing. Pointers from pk_model_tensor stay valid. RSS stays what writing every
+ * chosen page would make it. PK_ERR_NOMEM, PK_ERR_IO (then the weights are unusable: free the
+ * model). */
+PK_NODISCARD pk_status pk_model_make_writable(pk_model *m, const uint8_t *tensors);
 /* Restores every weight to the contents of its safetensors file, as loaded (the weights are
- * copy-on-write mappings of the files: the pages written since are dropped; no copy is kept).
- * PK_ERR_IO if the kernel refuses. */
+ * copy-on-write mappings of the files: the pages written since are dropped, and the ranges made
+ * writable are read again; no copy is kept). PK_ERR_IO if the kernel refuses. */
 PK_NODISCARD pk_status pk_model_restore_base(pk_model *m);
 /* Fills *out for tensor i (0 <= i < n_tensors). PK_ERR_ARG if i is out of range. */
 PK_NODISCARD pk_status pk_model_tensor(const pk_model *m, size_t i, pk_tensor_info *out);
