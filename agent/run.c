@@ -58,6 +58,10 @@ pk_status pk_train_config_to_json(const pk_train_config *c, char **json)
     cJSON_AddNumberToObject(o, "eval_every", (double)c->eval_every);
     cJSON_AddNumberToObject(o, "early_stop", c->early_stop);
     cJSON_AddNumberToObject(o, "checkpoint_every", (double)c->checkpoint_every);
+    /* not a setting: the BLAS kernel of the process creating the run, as a record (losses are
+     * exact across thread counts, not across kernels; pk_train warns on resuming elsewhere) */
+    char kernel[160];
+    cJSON_AddStringToObject(o, "kernel", pk_model_kernel(kernel, sizeof kernel));
     *json = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return *json ? PK_OK : PK_ERR_NOMEM;

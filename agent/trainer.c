@@ -5,6 +5,7 @@
 #include "pk_mezo.h"
 #include "pk_ui.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +88,23 @@ static pk_status step_loss(void *user, pk_model *m, int micro, const pk_perturb 
     return st;
 }
 
+/* Losses are bit-identical for any thread count on one BLAS kernel (pk_model_kernel), not across
+ * kernels: a run continued on another kernel trains on, but not exactly as it would have. Says
+ * so once. Runs created before the kernel was recorded say nothing. */
+static void note_kernel(const char *config_json, int64_t run_id)
+{
+    char now[160];
+    cJSON *o = cJSON_Parse(config_json ? config_json : "");
+    const cJSON *k = cJSON_GetObjectItemCaseSensitive(o, "kernel");
+    pk_model_kernel(now, sizeof now);
+    if (cJSON_IsString(k) && strcmp(k->valuestring, now) != 0)
+        pk_log(PK_LOG_WARN,
+               "run %lld started on %s and continues on %s: the continuation is exact only on "
+               "the same kernel (replaying its step log stays exact anywhere)",
+               (long long)run_id, k->valuestring, now);
+    cJSON_Delete(o);
+}
+
 pk_status pk_train(pk_store *s, const pk_train_config *cfg_in, int64_t resume_run,
                    const pk_train_hooks *hooks, pk_train_result *res, char *err, size_t errlen)
 {
@@ -108,6 +126,8 @@ pk_status pk_train(pk_store *s, const pk_train_config *cfg_in, int64_t resume_ru
         st = pk_run_load_config(s, resume_run, &ri, &cfg, err, errlen);
         if (st != PK_OK)
             goto out;
+        if (ri.steps_done < cfg.steps)
+            note_kernel(ri.config_json, resume_run);
         st = pk_run_materialize_ex(s, resume_run, -1, &m, &mask, &first, err, errlen);
         if (st != PK_OK)
             goto out;
