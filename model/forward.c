@@ -33,6 +33,7 @@
 #define TOK_TILE 256     /* token rows per GEMM tile */
 #define OUT_TILE 512     /* widest output tile of a linear layer's GEMM */
 #define LM_ROWS 256      /* vocabulary rows per LM-head block */
+#define PAR_FLOPS 4e6    /* less work than this runs in the calling thread (results unchanged) */
 
 /* One evaluation: np passes (1, or 2 for the +scale and -scale passes); pass 1 perturbs with
  * -pert->scale. */
@@ -181,7 +182,8 @@ static void gemm_tiles(const fwd *f, const gemm_part *g)
     pk_model *m = f->m;
     int nt = (g->N + TOK_TILE - 1) / TOK_TILE, no = (g->o1 - g->o0 + g->to - 1) / g->to;
     int per = nt * no, items = per * f->np;
-#pragma omp parallel
+    double flops = 2.0 * g->N * (g->o1 - g->o0) * g->K * f->np;
+#pragma omp parallel if (items > 1 && flops > PAR_FLOPS)
     {
         blas_serial();
 #pragma omp for schedule(dynamic)
@@ -434,7 +436,8 @@ static void attention(pk_model *m, const pk_batch *b, int layer, const float *q,
     size_t sstride = (size_t)m->rT * (size_t)m->rTk;
     int nbh = b->B * nh;
     /* a (batch, head) is one thread's: its GEMMs and softmax never depend on the thread count */
-#pragma omp parallel
+    double flops = 4.0 * nbh * T * (kv_len > 0 ? kv_len : T) * hd;
+#pragma omp parallel if (nbh > 1 && flops > PAR_FLOPS)
     {
         blas_serial();
 #pragma omp for schedule(dynamic)
@@ -965,7 +968,8 @@ static void head_tiles(const fwd *f, const head_job *j)
 {
     pk_model *m = f->m;
     int nt = (j->M + TOK_TILE - 1) / TOK_TILE, per = j->g * nt, items = per * f->np;
-#pragma omp parallel
+    double flops = 2.0 * j->M * j->g * j->LR * j->Hh * f->np;
+#pragma omp parallel if (items > 1 && flops > PAR_FLOPS)
     {
         blas_serial();
 #pragma omp for schedule(dynamic)
@@ -994,7 +998,7 @@ static void head_merge(const fwd *f, const head_job *j)
         double *lmax = pass_d(m, m->lmax, k), *lsum = pass_d(m, m->lsum, k);
         const double *pm = pass_d(m, m->lpmax, k), *ps = pass_d(m, m->lpsum, k);
         int M = j->M;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (M * j->g > 4096)
         for (int r = 0; r < M; r++) {
             for (int s = 0; s < j->g; s++) {
                 double bm = pm[(size_t)s * M + r], bs = ps[(size_t)s * M + r];
