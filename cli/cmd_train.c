@@ -42,8 +42,8 @@ static const cli_option train_table[] = {
      "what the loss measures"},
     {"--eps", CLI_FLOAT, CLI_AT(T, cfg.mezo.eps), 1e-8, 10, NULL, "F", "perturbation scale"},
     {"--lr", CLI_FLOAT, CLI_AT(T, cfg.mezo.lr), 0, 100, NULL, "F", "learning rate"},
-    {"--schedule", CLI_CHOICE, CLI_AT(T, cfg.mezo.schedule), 0, 0, "constant|linear|cosine",
-     NULL, "learning-rate schedule"},
+    {"--schedule", CLI_CHOICE, CLI_AT(T, cfg.mezo.schedule), 0, 0, "constant|linear|cosine", NULL,
+     "learning-rate schedule"},
     {"--warmup", CLI_INT, CLI_AT(T, cfg.mezo.warmup), 0, 1LL << 40, NULL, "N",
      "linear warm-up steps"},
     {"--weight-decay", CLI_FLOAT, CLI_AT(T, cfg.mezo.weight_decay), 0, 100, NULL, "F",
@@ -58,8 +58,7 @@ static const cli_option train_table[] = {
      "all | bitfit | REGEX on tensor names"},
     {"--steps", CLI_INT, CLI_AT(T, cfg.steps), 1, 1LL << 40, NULL, "N", "steps"},
     {"--batch", CLI_INT, CLI_AT(T, cfg.batch), 1, 65536, NULL, "B", "examples per batch"},
-    {"--seq-len", CLI_INT, CLI_AT(T, cfg.seq_len), 2, 1 << 20, NULL, "T",
-     "tokens per example"},
+    {"--seq-len", CLI_INT, CLI_AT(T, cfg.seq_len), 2, 1 << 20, NULL, "T", "tokens per example"},
     {"--seed", CLI_U64, CLI_AT(T, cfg.mezo.seed), 0, 0, NULL, "S", "run seed"},
     {"--z", CLI_CHOICE, CLI_AT(T, cfg.mezo.z), 0, 0, "gaussian|rademacher", NULL,
      "perturbation distribution"},
@@ -91,7 +90,9 @@ static const cli_command train_cmd = {
     "train --resume RUN_ID [--threads N]",
     "Fine-tunes with MeZO (two forward passes per step, no gradients). Each step is logged in\n"
     "the store; Ctrl-C stops at a step boundary and --resume continues bit-exactly.",
-    train_table, 0, NULL};
+    train_table,
+    0,
+    NULL};
 
 typedef struct train_ui {
     pk_progress *p;
@@ -661,8 +662,7 @@ static int runs_show(pk_store *s, const char *cmd, int64_t id, int json)
     memset(&ri, 0, sizeof ri);
     pk_status st = pk_store_run_get(s, id, &ri, serr, sizeof serr);
     if (st != PK_OK) {
-        cli_error(cmd, "run %lld: %s", (long long)id,
-                  st == PK_ERR_NOTFOUND ? "no such run" : serr);
+        cli_error(cmd, "run %lld: %s", (long long)id, st == PK_ERR_NOTFOUND ? "no such run" : serr);
         return CLI_ERR;
     }
     int rc = CLI_OK;
@@ -860,10 +860,11 @@ static const cli_command bench_cmd = {
     "forward_s (two unperturbed forward passes), perturb_s (what perturbing adds to\n"
     "them: z generation and blocking; the median over steps of the step's two passes\n"
     "minus two plain passes timed just before), update_s, first_step_s (the first step,\n"
-    "untimed above: it also copies the mapped weight pages it writes), peak_rss_bytes,\n"
-    "weight_bytes, paired (whether the step's + and - passes ran side by side,\n"
-    "sharing each weight block's z: the model pairs them when one pass's activations\n"
-    "are at most 3% of the weight bytes).",
+    "untimed above), writable_s (copying the weights into the process's own memory at\n"
+    "load, as train does, so the first update takes no copy-on-write faults),\n"
+    "peak_rss_bytes, weight_bytes, paired (whether the step's + and - passes ran side\n"
+    "by side, sharing each weight block's z: the model pairs them when one pass's\n"
+    "activations are at most 3% of the weight bytes).",
     bench_table,
     0,
     NULL};
@@ -943,12 +944,11 @@ static int cmp_double(const void *a, const void *b)
 }
 
 typedef struct bench_times {
-    double step_s, forward_s, perturb_s, update_s, first_step_s; /* seconds, see the help */
+    double step_s, forward_s, perturb_s, update_s, first_step_s, writable_s; /* seconds */
 } bench_times;
 
-/* The warm-up pass and the first step, timed apart: the first update writes every weight page
- * once, and with the weights mapped copy-on-write the kernel copies each page then (a one-time
- * cost of a run). */
+/* The warm-up pass and the first step, timed apart (before pk_model_make_writable, the first
+ * update paid a copy-on-write fault for every weight page it wrote). */
 static pk_status bench_first_step(pk_model *m, bench_ctx *c, const pk_mezo_params *p, int K,
                                   bench_times *t)
 {
@@ -1007,6 +1007,7 @@ static int bench_print(const bench_opts *o, const pk_model *m, const bench_times
     cli_json_add_rounded(j, "perturb_s", t->perturb_s, 4);
     cli_json_add_rounded(j, "update_s", t->update_s, 4);
     cli_json_add_rounded(j, "first_step_s", t->first_step_s, 4);
+    cli_json_add_rounded(j, "writable_s", t->writable_s, 4);
     cJSON_AddNumberToObject(j, "peak_rss_bytes", (double)pk_peak_rss_bytes());
     cJSON_AddNumberToObject(j, "weight_bytes", (double)pk_model_weight_bytes(m));
     cJSON_AddBoolToObject(j, "paired", pk_model_pairs(m, o->batch, o->seq));
@@ -1020,6 +1021,11 @@ static pk_status bench_run(const bench_opts *o, pk_model **m, bench_times *t, ch
     mp.max_batch = o->batch;
     mp.max_seq = o->seq;
     pk_status st = pk_model_load(o->model, mp, m, err, n);
+    if (st != PK_OK)
+        return st;
+    t->writable_s = pk_time_now(); /* as train does, before the first update */
+    st = pk_model_make_writable(*m, NULL);
+    t->writable_s = pk_time_now() - t->writable_s;
     if (st != PK_OK)
         return st;
     if (o->seq > pk_model_max_positions(*m)) {
@@ -1053,7 +1059,7 @@ int cmd_bench_mezo(int argc, char **argv)
     }
     cli_apply_threads(&o.c);
     pk_model *m = NULL;
-    bench_times t = {0, 0, 0, 0, 0};
+    bench_times t = {0, 0, 0, 0, 0, 0};
     char err[ERRLEN] = "";
     pk_status st = bench_run(&o, &m, &t, err, sizeof err);
     rc = st == PK_OK ? bench_print(&o, m, &t) : fail(o.c.cmd, st, err);

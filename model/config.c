@@ -33,8 +33,8 @@ static int get_int(ctx *c, const char *key, long long def, long long lo, long lo
     }
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
         v->valuedouble < (double)lo || v->valuedouble > (double)hi) {
-        pk_seterr(c->err, c->errlen, "%s: key \"%s\" must be an integer in [%lld, %lld]",
-                  c->fname, key, lo, hi);
+        pk_seterr(c->err, c->errlen, "%s: key \"%s\" must be an integer in [%lld, %lld]", c->fname,
+                  key, lo, hi);
         c->bad = 1;
         return 0;
     }
@@ -86,7 +86,8 @@ static int get_tok(ctx *c, const char *key, int V)
         v = cJSON_GetArrayItem(v, 0);
     if (!v || !cJSON_IsNumber(v))
         return -1;
-    if (v->valuedouble < 0 || v->valuedouble >= (double)V || v->valuedouble != floor(v->valuedouble))
+    if (v->valuedouble < 0 || v->valuedouble >= (double)V ||
+        v->valuedouble != floor(v->valuedouble))
         return -1; /* e.g. gpt2-tiny's bos 50256 with a 1000 vocab: no usable id */
     return (int)v->valuedouble;
 }

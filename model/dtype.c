@@ -1,8 +1,10 @@
 /* dtype.c: fp16/bf16 <-> fp32 conversion (round to nearest even), dtype names, the thread
- * setting shared by OpenMP and OpenBLAS, and the error-text helper of model/. */
+ * setting shared by OpenMP and OpenBLAS, the BLAS kernel's name and the error-text helper of
+ * model/. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/utsname.h>
 
 #include <cblas.h>
 #include <omp.h>
@@ -32,9 +34,9 @@ int pk_dtype_parse(const char *s, pk_dtype *out)
     static const struct {
         const char *name;
         pk_dtype dt;
-    } names[] = {{"f32", PK_DTYPE_F32},   {"F32", PK_DTYPE_F32},       {"float32", PK_DTYPE_F32},
-                 {"f16", PK_DTYPE_F16},   {"F16", PK_DTYPE_F16},       {"float16", PK_DTYPE_F16},
-                 {"bf16", PK_DTYPE_BF16}, {"BF16", PK_DTYPE_BF16},     {"bfloat16", PK_DTYPE_BF16},
+    } names[] = {{"f32", PK_DTYPE_F32},   {"F32", PK_DTYPE_F32},   {"float32", PK_DTYPE_F32},
+                 {"f16", PK_DTYPE_F16},   {"F16", PK_DTYPE_F16},   {"float16", PK_DTYPE_F16},
+                 {"bf16", PK_DTYPE_BF16}, {"BF16", PK_DTYPE_BF16}, {"bfloat16", PK_DTYPE_BF16},
                  {"fp32", PK_DTYPE_F32},  {"fp16", PK_DTYPE_F16}};
     for (size_t i = 0; s && i < sizeof names / sizeof names[0]; i++) {
         if (strcmp(s, names[i].name) == 0) {
@@ -143,12 +145,28 @@ int pk_threads_set(int n)
 {
     if (n <= 0)
         n = omp_get_num_procs();
+    /* OpenBLAS itself stays single-threaded: forward.c cuts every GEMM into fixed tiles shared
+     * out by our threads, so results do not depend on n. (In OpenBLAS's OpenMP build this call
+     * also sets OpenMP's count, hence the order.) */
+    openblas_set_num_threads(1);
     omp_set_num_threads(n);
-    openblas_set_num_threads(n);
     return n;
 }
 
 int pk_threads_get(void)
 {
     return omp_get_max_threads();
+}
+
+const char *pk_model_kernel(char *out, size_t n)
+{
+    /* openblas_get_config() starts with "OpenBLAS <version> "; the core is the one in use
+     * (OPENBLAS_CORETYPE or OpenBLAS's own CPU detection) */
+    const char *cfg = openblas_get_config(), *sp = strchr(cfg, ' ');
+    int vlen = sp ? (int)strcspn(sp + 1, " ") + (int)(sp + 1 - cfg) : (int)strlen(cfg);
+    struct utsname u;
+    if (uname(&u) != 0)
+        snprintf(u.machine, sizeof u.machine, "unknown");
+    snprintf(out, n, "%.*s %s %s", vlen, cfg, openblas_get_corename(), u.machine);
+    return out;
 }

@@ -9,9 +9,15 @@
  * is generated once per step for the two passes instead of twice. Every GEMM and every reduction
  * is the same call on the same data as in two separate passes: the results are the same bits.
  *
- * Thread safety: parallelism is either one cblas_sgemm (OpenBLAS threads) or an omp parallel for
- * on an outer loop; the per-(batch, head) attention GEMMs run inside an omp loop, where OpenBLAS
- * (OpenMP build) runs single-threaded, so the two never nest. */
+ * Determinism (docs/DETERMINISM.md): every output is a pure function of the weights, the batch,
+ * the perturbation and the BLAS kernel, whatever the thread count. Each GEMM is cut into fixed
+ * tiles (TOK_TILE token rows x an output width that depends only on the layer's shape), each tile
+ * one single-threaded sgemm over its whole reduction; our threads share out the tiles. Every sum
+ * of ours runs in a fixed order inside one thread (per row, per block, blocks merged in order).
+ *
+ * Thread safety: OpenMP loops on outer dimensions only. OpenBLAS never threads: each thread of a
+ * region that calls it first sets its own task's OpenMP thread count to 1 (blas_serial), which
+ * is what OpenBLAS's OpenMP build consults; pk_threads_set sets its pthreads build to 1. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,9 +27,13 @@
 
 #include "model_impl.h"
 
-#define WROWS 256        /* rows per widened weight block */
-#define FFN_CHUNK 1024   /* the FFN runs in row chunks only above this many tokens */
+#define WROWS       256  /* rows per widened weight block */
+#define FFN_CHUNK   1024 /* the FFN runs in row chunks only above this many tokens */
 #define PAIR_BUDGET 0.03 /* AUTO pairing: one pass's activations <= 3% of the weight bytes */
+#define TOK_TILE    256  /* token rows per GEMM tile */
+#define OUT_TILE    512  /* widest output tile of a linear layer's GEMM */
+#define LM_ROWS     256  /* vocabulary rows per LM-head block */
+#define PAR_FLOPS   4e6  /* less work than this runs in the calling thread (results unchanged) */
 
 /* One evaluation: np passes (1, or 2 for the +scale and -scale passes); pass 1 perturbs with
  * -pert->scale. */
@@ -82,7 +92,8 @@ static void fetch_rows(const pk_model *m, const pk_perturb *pert, int ti, size_t
         return;
     }
     for (size_t r = 0; r < n; r++)
-        fetch_span(m, pert, ti, (r0 + r) * cols + c0, kc, dst + r * kc, dst1 ? dst1 + r * kc : NULL);
+        fetch_span(m, pert, ti, (r0 + r) * cols + c0, kc, dst + r * kc,
+                   dst1 ? dst1 + r * kc : NULL);
 }
 
 /* Same, split over threads by rows (not called from inside a parallel region). */
@@ -128,6 +139,117 @@ static void fetch_vec(const fwd *f, int ti, int slot, const float *v[2])
     v[1] = d1 ? d1 : d0;
 }
 
+/* OpenBLAS's OpenMP build runs a GEMM on omp_get_max_threads() threads unless called from an
+ * active parallel region; setting this task's count to 1 makes it single-threaded in every
+ * region, including a one-thread one. The setting ends with the region. */
+static inline void blas_serial(void)
+{
+    omp_set_num_threads(1);
+}
+
+/* The output tile width of a linear layer with `out` outputs whose weight blocks hold at most
+ * cap output rows: a function of the layer's shape only. A multiple of 3 tiles, so that a
+ * 512-token batch (2 token tiles) gives 6 tiles per pass, which 2 and 3 threads share evenly;
+ * each at most OUT_TILE wide (and cap), rounded to whole 16-column vectors. */
+static int out_tile(int out, int cap)
+{
+    int lim = cap < OUT_TILE ? cap : OUT_TILE;
+    if (out <= lim && out < 192)
+        return out;
+    int n = 3 * ((out + 3 * lim - 1) / (3 * lim));
+    int to = (out + n - 1) / n;
+    to = (to + 15) / 16 * 16;
+    return to < lim ? to : lim;
+}
+
+/* A linear layer's GEMM over output columns [o0, o1) for every pass: y[:, o] = beta * y[:, o] +
+ * x (N, K) @ W^T[:, o]. The tiles are TOK_TILE token rows x `to` output columns counted from
+ * token 0 and from o0, which is a multiple of `to`: the same tiles whatever the thread count,
+ * FFN row chunk or weight block, each one single-threaded sgemm over all of K. */
+typedef struct gemm_part {
+    const float *x; /* pass 0's input at its first K column, row stride ldx */
+    int ldx;
+    const float *w[2]; /* pass k's weights of output column o0: [K, out] (conv) or [out, K] */
+    int ldw;
+    int conv;
+    float *y; /* pass 0's output, column 0, row stride ldy */
+    int ldy;
+    int N, K, o0, o1, to;
+    float beta;
+} gemm_part;
+
+static void gemm_tiles(const fwd *f, const gemm_part *g)
+{
+    pk_model *m = f->m;
+    int nt = (g->N + TOK_TILE - 1) / TOK_TILE, no = (g->o1 - g->o0 + g->to - 1) / g->to;
+    int per = nt * no, items = per * f->np;
+    double flops = 2.0 * g->N * (g->o1 - g->o0) * g->K * f->np;
+#pragma omp parallel if (items > 1 && flops > PAR_FLOPS)
+    {
+        blas_serial();
+#pragma omp for schedule(dynamic)
+        for (int it = 0; it < items; it++) {
+            int k = it / per, o = it % per / nt, t = it % nt; /* neighbours share a W tile */
+            int r0 = t * TOK_TILE, nr = g->N - r0 < TOK_TILE ? g->N - r0 : TOK_TILE;
+            int c0 = o * g->to, nc = g->o1 - g->o0 - c0 < g->to ? g->o1 - g->o0 - c0 : g->to;
+            const float *w = g->w[k] + (size_t)c0 * (g->conv ? 1u : (size_t)g->ldw);
+            /* x tile (nr, K) @ W tile^T -> y[r0:r0+nr, o0+c0 : o0+c0+nc] */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, g->conv ? CblasNoTrans : CblasTrans, nr, nc,
+                        g->K, 1.0f, pass_f(m, g->x, k) + (size_t)r0 * g->ldx, g->ldx, w, g->ldw,
+                        g->beta, pass_f(m, g->y, k) + (size_t)r0 * g->ldy + g->o0 + c0, g->ldy);
+        }
+    }
+}
+
+/* Wide-input weights (fc2, down_proj; GPT-2's Conv1D are stored [in, out]) are materialized in
+ * blocks of kc inputs (the GEMM's reduction): each block's tiles read their slice of x once and
+ * add into y, blocks in order, so x is not packed again per block of outputs. */
+static void linear_kblocks(const fwd *f, gemm_part *g, int wi, int in, int out)
+{
+    pk_model *m = f->m;
+    float *ws[2];
+    block_scratch(f, wi, ws);
+    int kc = (int)(m->wscr_n / (size_t)out);
+    kc = kc >= 512 ? kc / 256 * 256 : kc; /* whole z blocks of 256 per row slice */
+    const float *x = g->x;
+    float beta = g->beta;
+    for (int c0 = 0; c0 < in; c0 += kc) {
+        int nk = in - c0 < kc ? in - c0 : kc;
+        if (g->conv) /* rows [c0, c0+nk) of W [in, out] */
+            fetch_block(m, f->pert, wi, (size_t)c0, (size_t)nk, 0, (size_t)out, ws[0], ws[1]);
+        else /* columns [c0, c0+nk) of W [out, in], as [out, nk] */
+            fetch_block(m, f->pert, wi, 0, (size_t)out, (size_t)c0, (size_t)nk, ws[0], ws[1]);
+        g->x = x + c0;
+        g->K = nk;
+        g->ldw = g->conv ? out : nk;
+        g->w[0] = ws[0];
+        g->w[1] = ws[1] ? ws[1] : ws[0];
+        g->beta = c0 == 0 ? beta : 1.0f;
+        gemm_tiles(f, g);
+    }
+}
+
+/* The other weights [out, in] in blocks of whole output tiles (3 at a time where they fit). */
+static void linear_rowblocks(const fwd *f, gemm_part *g, int wi, int in, int out)
+{
+    pk_model *m = f->m;
+    float *ws[2];
+    block_scratch(f, wi, ws);
+    int cap = (int)(m->wscr_n / (size_t)in);
+    int R = cap / (3 * g->to) * 3 * g->to;
+    R = R > 0 ? R : cap / g->to * g->to;
+    g->ldw = in;
+    for (int r0 = 0; r0 < out; r0 += R) {
+        int nr = out - r0 < R ? out - r0 : R;
+        fetch_block(m, f->pert, wi, (size_t)r0, (size_t)nr, 0, (size_t)in, ws[0], ws[1]);
+        g->w[0] = ws[0];
+        g->w[1] = ws[1] ? ws[1] : ws[0];
+        g->o0 = r0;
+        g->o1 = r0 + nr;
+        gemm_tiles(f, g);
+    }
+}
+
 static void add_bias(float *y, int ldy, int N, int n, const float *b)
 {
 #pragma omp parallel for schedule(static)
@@ -139,7 +261,9 @@ static void add_bias(float *y, int ldy, int N, int n, const float *b)
 
 /* y[N, out] (ldy) = (accumulate ? y : 0) + x[N, in] (ldx) @ W^T + b, for every pass (x and y
  * point into pass 0's activations). W is a Linear weight [out, in], or with m->conv1d a GPT-2
- * Conv1D weight [in, out]. */
+ * Conv1D weight [in, out]. Stored fp32 weights that are not perturbed are read in place; the
+ * others are materialized block by block in the scratch. Either way the output tiles depend on
+ * the layer's shape only (out_tile). */
 static void linear(const fwd *f, const float *x, int ldx, int N, int wi, int bi, float *y, int ldy,
                    int accumulate)
 {
@@ -147,55 +271,27 @@ static void linear(const fwd *f, const float *x, int ldx, int N, int wi, int bi,
     const pk_tensor *w = &m->t[wi];
     int conv = m->conv1d;
     int in = (int)(conv ? w->rows : w->cols), out = (int)(conv ? w->cols : w->rows);
-    float beta = accumulate ? 1.0f : 0.0f;
+    int kblocks = conv || in > out;
+    int cap = kblocks ? out : (int)(m->wscr_n / (size_t)in);
+    gemm_part g = {.x = x,
+                   .ldx = ldx,
+                   .conv = conv,
+                   .y = y,
+                   .ldy = ldy,
+                   .N = N,
+                   .K = in,
+                   .o0 = 0,
+                   .o1 = out,
+                   .to = out_tile(out, cap),
+                   .beta = accumulate ? 1.0f : 0.0f};
     if (w->dtype == PK_DTYPE_F32 && !pk_is_perturbed(m, f->pert, wi)) {
-        for (int k = 0; k < f->np; k++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, conv ? CblasNoTrans : CblasTrans, N, out, in,
-                        1.0f, pass_f(m, x, k), ldx, w->data, conv ? out : in, beta,
-                        pass_f(m, y, k), ldy);
+        g.w[0] = g.w[1] = w->data;
+        g.ldw = conv ? out : in;
+        gemm_tiles(f, &g);
+    } else if (kblocks) {
+        linear_kblocks(f, &g, wi, in, out);
     } else {
-        float *ws[2];
-        block_scratch(f, wi, ws);
-        /* Blocks of W that fit the scratch. Split along the output rows, each block's GEMM packs
-         * all of x again; split along the inputs (the GEMM's reduction), each block's GEMM reads x
-         * once in all and adds into y, which the GEMM's own reduction blocking does anyway. So
-         * wide-input weights (fc2, down_proj; GPT-2's Conv1D are stored [in, out]) are split
-         * along their inputs, the others along their outputs. */
-        if (conv || in > out) {
-            int kc = (int)(m->wscr_n / (size_t)out);
-            kc = kc >= 512 ? kc / 256 * 256 : kc; /* whole z blocks of 256 per row slice */
-            for (int c0 = 0; c0 < in; c0 += kc) {
-                int nk = in - c0 < kc ? in - c0 : kc;
-                if (conv) /* rows [c0, c0+nk) of W [in, out] */
-                    fetch_block(m, f->pert, wi, (size_t)c0, (size_t)nk, 0, (size_t)out, ws[0],
-                                ws[1]);
-                else /* columns [c0, c0+nk) of W [out, in] */
-                    fetch_block(m, f->pert, wi, 0, (size_t)out, (size_t)c0, (size_t)nk, ws[0],
-                                ws[1]);
-                for (int k = 0; k < f->np; k++) {
-                    const float *wb = k && ws[1] ? ws[1] : ws[0], *xk = pass_f(m, x, k) + c0;
-                    float b0 = c0 == 0 ? beta : 1.0f;
-                    float *yk = pass_f(m, y, k);
-                    if (conv) /* x[:, c0:c0+nk] (N,nk) @ Wblk (nk,out) */
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, out, nk, 1.0f,
-                                    xk, ldx, wb, out, b0, yk, ldy);
-                    else /* x[:, c0:c0+nk] (N,nk) @ Wblk^T (nk,out), Wblk [out, nk] */
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, out, nk, 1.0f, xk,
-                                    ldx, wb, nk, b0, yk, ldy);
-                }
-            }
-        } else {
-            int R = (int)(m->wscr_n / (size_t)in);
-            for (int r0 = 0; r0 < out; r0 += R) {
-                int nr = out - r0 < R ? out - r0 : R;
-                fetch_block(m, f->pert, wi, (size_t)r0, (size_t)nr, 0, (size_t)in, ws[0], ws[1]);
-                /* x (N,in) @ Wblk^T (nr,in) -> y[:, r0:r0+nr] */
-                for (int k = 0; k < f->np; k++)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, nr, in, 1.0f,
-                                pass_f(m, x, k), ldx, k && ws[1] ? ws[1] : ws[0], in, beta,
-                                pass_f(m, y, k) + r0, ldy);
-            }
-        }
+        linear_rowblocks(f, &g, wi, in, out);
     }
     if (bi >= 0) {
         const float *b[2];
@@ -340,36 +436,42 @@ static void attention(pk_model *m, const pk_batch *b, int layer, const float *q,
         scale /= (float)(layer + 1);
     size_t sstride = (size_t)m->rT * (size_t)m->rTk;
     int nbh = b->B * nh;
-#pragma omp parallel for schedule(dynamic) num_threads(m->rthreads)
-    for (int bh = 0; bh < nbh; bh++) {
-        int bi = bh / nh, h = bh % nh, g = h / group;
-        float *S = m->att + (size_t)omp_get_thread_num() * sstride;
-        int tk = kv_len > 0 ? kv_len : b->lengths[bi];
-        const float *Q = q + (size_t)bi * T * ldq + (size_t)h * hd;
-        const float *K = k + bi * kbs + (size_t)g * hd, *Vv = v + bi * kbs + (size_t)g * hd;
-        /* S (T, tk) = Q (T, hd) @ K^T (hd, tk) * scale */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, tk, hd, scale, Q, ldq, K, ldkv,
-                    0.0f, S, tk);
-        for (int t = 0; t < T; t++) {
-            float *sr = S + (size_t)t * tk;
-            int smax = causal && pos0 + t + 1 < tk ? pos0 + t + 1 : tk;
-            float mx = sr[0];
-            for (int s = 1; s < smax; s++)
-                mx = sr[s] > mx ? sr[s] : mx;
-            double sum = 0;
-            for (int s = 0; s < smax; s++) {
-                sr[s] = expf(sr[s] - mx);
-                sum += (double)sr[s];
+    /* a (batch, head) is one thread's: its GEMMs and softmax never depend on the thread count */
+    double flops = 4.0 * nbh * T * (kv_len > 0 ? kv_len : T) * hd;
+#pragma omp parallel if (nbh > 1 && flops > PAR_FLOPS)
+    {
+        blas_serial();
+#pragma omp for schedule(dynamic)
+        for (int bh = 0; bh < nbh; bh++) {
+            int bi = bh / nh, h = bh % nh, g = h / group;
+            float *S = m->att + (size_t)omp_get_thread_num() * sstride;
+            int tk = kv_len > 0 ? kv_len : b->lengths[bi];
+            const float *Q = q + (size_t)bi * T * ldq + (size_t)h * hd;
+            const float *K = k + bi * kbs + (size_t)g * hd, *Vv = v + bi * kbs + (size_t)g * hd;
+            /* S (T, tk) = Q (T, hd) @ K^T (hd, tk) * scale */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, tk, hd, scale, Q, ldq, K, ldkv,
+                        0.0f, S, tk);
+            for (int t = 0; t < T; t++) {
+                float *sr = S + (size_t)t * tk;
+                int smax = causal && pos0 + t + 1 < tk ? pos0 + t + 1 : tk;
+                float mx = sr[0];
+                for (int s = 1; s < smax; s++)
+                    mx = sr[s] > mx ? sr[s] : mx;
+                double sum = 0;
+                for (int s = 0; s < smax; s++) {
+                    sr[s] = expf(sr[s] - mx);
+                    sum += (double)sr[s];
+                }
+                float inv = (float)(1.0 / sum);
+                for (int s = 0; s < smax; s++)
+                    sr[s] *= inv;
+                for (int s = smax; s < tk; s++)
+                    sr[s] = 0.0f;
             }
-            float inv = (float)(1.0 / sum);
-            for (int s = 0; s < smax; s++)
-                sr[s] *= inv;
-            for (int s = smax; s < tk; s++)
-                sr[s] = 0.0f;
+            /* O (T, hd) = P (T, tk) @ V (tk, hd) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, tk, 1.0f, S, tk, Vv, ldkv,
+                        0.0f, out + (size_t)bi * T * qd + (size_t)h * hd, qd);
         }
-        /* O (T, hd) = P (T, tk) @ V (tk, hd) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, tk, 1.0f, S, tk, Vv, ldkv,
-                    0.0f, out + (size_t)bi * T * qd + (size_t)h * hd, qd);
     }
 }
 
@@ -386,9 +488,9 @@ static void *grow(pk_model *m, void *old, size_t bytes, int *fail)
 
 /* The per-pass buffers for (B, T) tokens: widths and byte offsets inside one pass's arena copy. */
 typedef struct pass_layout {
-    int wn, wbig, fchunk;
+    int wn, wbig, fchunk, lrows, lgroup;
     size_t vmax, wscr_n;
-    size_t x, xn, big, wscr, vscr, lmax, lsum, lse, pick, bytes;
+    size_t x, xn, big, wscr, vscr, lmax, lsum, lse, pick, lpmax, lpsum, bytes;
 } pass_layout;
 
 static size_t take(size_t *off, size_t bytes)
@@ -398,30 +500,12 @@ static size_t take(size_t *off, size_t bytes)
     return at;
 }
 
-static void layout(const pk_model *m, int B, int T, pass_layout *L)
+/* The weight scratch (wscr_n floats: wrows rows of the widest tensor), the vector scratch and the
+ * LM head's block rows: functions of the model alone, so the LM head's blocks (and its bits)
+ * never depend on the batch reserved for. */
+static void layout_weights(const pk_model *m, pass_layout *L)
 {
     const pk_cfg *c = &m->cfg;
-    size_t N = (size_t)B * (size_t)T;
-    int qd = c->nh * c->hd, kvd = c->nkv * c->hd;
-    int wn = c->H;
-    wn = qd > wn ? qd : wn;
-    wn = c->proj > wn ? c->proj : wn;
-    /* big holds per-token rows of wbig: q|k|v, 2H (embedding scratch), project_out, the LM-head
-     * gather + logits block; and the FFN hidden [fchunk, ffn]. Above FFN_CHUNK tokens the FFN runs
-     * in row chunks, so a wide FFN does not set the size of big. */
-    int wbig = qd + 2 * kvd;
-    int ffn = (c->arch == ARCH_LLAMA || c->arch == ARCH_QWEN2) ? 2 * c->inter : c->inter;
-    wbig = 2 * c->H > wbig ? 2 * c->H : wbig;
-    wbig = c->proj > wbig ? c->proj : wbig;
-    int Hh = pk_head_dim(m);
-    wbig = Hh + 64 > wbig ? Hh + 64 : wbig;
-    size_t big_n = N * (size_t)wbig;
-    size_t ffn_rows = N <= FFN_CHUNK ? N : FFN_CHUNK;
-    if (ffn_rows * (size_t)ffn > big_n)
-        big_n = ffn_rows * (size_t)ffn;
-    L->wn = wn;
-    L->wbig = (int)(big_n / N);
-    L->fchunk = (int)(big_n / (size_t)ffn < N ? big_n / (size_t)ffn : N);
     size_t maxcols = 1, vmax = (size_t)(c->V > c->H ? c->V : c->H);
     for (size_t i = 0; i < m->n_t; i++) {
         const pk_tensor *t = &m->t[i];
@@ -432,16 +516,54 @@ static void layout(const pk_model *m, int B, int T, pass_layout *L)
     }
     L->vmax = vmax;
     L->wscr_n = (size_t)(m->wrows > 0 ? m->wrows : WROWS) * maxcols;
+    size_t Hh = (size_t)pk_head_dim(m), lr = c->V < LM_ROWS ? (size_t)c->V : LM_ROWS;
+    L->lrows = (int)(L->wscr_n / Hh < lr ? L->wscr_n / Hh : lr);
+}
+
+static void layout(const pk_model *m, int B, int T, pass_layout *L)
+{
+    const pk_cfg *c = &m->cfg;
+    size_t N = (size_t)B * (size_t)T;
+    int qd = c->nh * c->hd, kvd = c->nkv * c->hd;
+    int wn = c->H;
+    wn = qd > wn ? qd : wn;
+    wn = c->proj > wn ? c->proj : wn;
+    layout_weights(m, L);
+    /* big holds per-token rows of wbig: q|k|v, 2H (embedding scratch), project_out, the LM-head
+     * gather + at least one block of logits; and the FFN hidden [fchunk, ffn]. Above FFN_CHUNK
+     * tokens the FFN runs in row chunks, so a wide FFN does not set the size of big. */
+    int wbig = qd + 2 * kvd;
+    int ffn = (c->arch == ARCH_LLAMA || c->arch == ARCH_QWEN2) ? 2 * c->inter : c->inter;
+    wbig = 2 * c->H > wbig ? 2 * c->H : wbig;
+    wbig = c->proj > wbig ? c->proj : wbig;
+    int Hh = pk_head_dim(m);
+    wbig = Hh + L->lrows > wbig ? Hh + L->lrows : wbig;
+    size_t big_n = N * (size_t)wbig;
+    size_t ffn_rows = N <= FFN_CHUNK ? N : FFN_CHUNK;
+    if (ffn_rows * (size_t)ffn > big_n)
+        big_n = ffn_rows * (size_t)ffn;
+    L->wn = wn;
+    L->wbig = (int)(big_n / N);
+    L->fchunk = (int)(big_n / (size_t)ffn < N ? big_n / (size_t)ffn : N);
+    /* LM-head blocks materialized and evaluated together: as many as the scratch and big hold */
+    size_t nb = ((size_t)c->V + (size_t)L->lrows - 1) / (size_t)L->lrows;
+    size_t g = (size_t)(L->wbig - Hh) / (size_t)L->lrows;
+    size_t gw = L->wscr_n / ((size_t)L->lrows * (size_t)Hh);
+    g = gw < g ? gw : g;
+    g = nb < g ? nb : g;
+    L->lgroup = g > 0 ? (int)g : 1;
     size_t off = 0;
     L->x = take(&off, N * (size_t)c->H * 4);
     L->xn = take(&off, N * (size_t)wn * 4);
     L->big = take(&off, big_n * 4);
     L->wscr = take(&off, L->wscr_n * 4);
-    L->vscr = take(&off, 2 * vmax * 4);
+    L->vscr = take(&off, 2 * L->vmax * 4);
     L->lmax = take(&off, N * 8);
     L->lsum = take(&off, N * 8);
     L->lse = take(&off, N * 8);
     L->pick = take(&off, N * 4);
+    L->lpmax = take(&off, (size_t)L->lgroup * N * 8);
+    L->lpsum = take(&off, (size_t)L->lgroup * N * 8);
     L->bytes = off;
 }
 
@@ -483,16 +605,15 @@ pk_status pk_reserve(pk_model *m, int B, int T, int Tk, int np)
     m->lsum = (double *)(void *)(a + L.lsum);
     m->lse = (double *)(void *)(a + L.lse);
     m->pick = (float *)(void *)(a + L.pick);
+    m->lpmax = (double *)(void *)(a + L.lpmax);
+    m->lpsum = (double *)(void *)(a + L.lpsum);
     m->wscr_n = L.wscr_n;
     m->vmax = L.vmax;
     m->wn = L.wn;
     m->wbig = L.wbig;
     m->fchunk = L.fchunk;
-    /* the LM-head logits block lives in big, after the gathered hidden rows [N, Hh] */
-    int Hh = pk_head_dim(m);
-    m->lrows = m->wbig - Hh < WROWS ? m->wbig - Hh : WROWS;
-    m->lrows = (int)(m->wscr_n / (size_t)Hh) < m->lrows ? (int)(m->wscr_n / (size_t)Hh) : m->lrows;
-    m->lrows = c->V < m->lrows ? c->V : m->lrows;
+    m->lrows = L.lrows;
+    m->lgroup = L.lgroup;
     m->rB = B;
     m->rT = T;
     m->rTk = Tk;
@@ -653,14 +774,17 @@ static void norm(const fwd *f, int wi, int bi, const float *x, float *y, int N)
     }
 }
 
-/* The FFN over rows [0, N) of in (ld H), accumulated into x; in row chunks of m->fchunk, the
- * rows big holds. */
+/* The FFN over rows [0, N) of in (ld H), accumulated into x; in row chunks of at most m->fchunk
+ * rows (what big holds), of equal size in whole token tiles: the chunks' GEMM tiles are then the
+ * tiles of an unchunked pass, and the bits do not depend on the reservation that sets fchunk. */
 static void ffn(const fwd *f, const pk_layer *y, const float *in, int N)
 {
     pk_model *m = f->m;
     const pk_cfg *c = &m->cfg;
     int H = c->H, ni = c->inter, gated = y->gate_w >= 0, ld = gated ? 2 * ni : ni;
-    int chunks = (N + m->fchunk - 1) / m->fchunk, rows = (N + chunks - 1) / chunks; /* even */
+    int cap = m->fchunk >= TOK_TILE ? m->fchunk / TOK_TILE * TOK_TILE : m->fchunk;
+    int chunks = (N + cap - 1) / cap, rows = (N + chunks - 1) / chunks;
+    rows = chunks > 1 ? (rows + TOK_TILE - 1) / TOK_TILE * TOK_TILE : rows;
     for (int r0 = 0; r0 < N; r0 += rows) {
         int n = N - r0 < rows ? N - r0 : rows;
         const float *inr = in + (size_t)r0 * H;
@@ -787,78 +911,164 @@ pk_status pk_forward_hidden(pk_model *m, const pk_batch *b, const pk_perturb *pe
     return forward_hidden(&f, b, kv_k, kv_v, pos0);
 }
 
-/* The LM head over M gathered rows h [M, Hh] (in pass 0's activations), for every pass: per row
- * the log-sum-exp (lse, in the activations, or NULL), the logits of ids [M*id_stride + j],
- * j < n_ids (picked [M, n_ids], pass k's at picked + k * pick_stride, or NULL), or all logits
- * (full [M, V], pass k's at full + k * M * V, or NULL). */
-static void lm_head(const fwd *f, const float *h, int M, double *lse, const int32_t *ids,
-                    int id_stride, int n_ids, float *picked, size_t pick_stride, float *full)
+/* One LM-head evaluation (see lm_head): its operands and the group of vocabulary blocks at hand. */
+typedef struct head_job {
+    const float *h; /* pass 0's gathered rows [M, Hh] */
+    int M, Hh, V, LR;
+    const float *w[2];    /* pass k's weight rows from vocabulary row b0 * LR on, [.., Hh] */
+    const float *bias[2]; /* pass k's bias [V] or NULL */
+    int lse;              /* per-row (max, sum of exponentials) wanted */
+    const int32_t *ids;
+    int id_stride, n_ids;
+    float *picked;
+    size_t pick_stride;
+    float *full; /* all logits [M, V] per pass, or NULL: logits go to the slots in scr */
+    float *scr;  /* pass 0's logits slots: slot s (block b0 + s) is [M, LR] at scr + s * M * LR */
+    int b0, g;   /* the group: blocks b0 .. b0+g-1 */
+} head_job;
+
+/* Rows [r0, r0+n) of the logits of vocabulary block slot s (logit j of row i at lg[i * ld + j],
+ * vocabulary v0 .. v0+nr) of pass k: bias, picked ids, and the block's max and sum of
+ * exp(logit - max) per row, for head_merge. */
+static void head_rows(const fwd *f, const head_job *j, int k, int s, float *lg, int ld, int r0,
+                      int n, int v0, int nr)
 {
     pk_model *m = f->m;
-    const pk_cfg *c = &m->cfg;
-    int V = c->V, Hh = pk_head_dim(m);
-    const pk_tensor *w = &m->t[m->head_w];
-    int direct = w->dtype == PK_DTYPE_F32 && !pk_is_perturbed(m, f->pert, m->head_w);
-    int R = m->lrows;
-    float *ws[2];
-    block_scratch(f, m->head_w, ws);
-    const float *bias[2];
-    fetch_vec(f, m->head_b, 0, bias);
-    for (int k = 0; k < f->np; k++) {
-        double *lmax = pass_d(m, m->lmax, k), *lsum = pass_d(m, m->lsum, k);
-        for (int r = 0; lse && r < M; r++) {
-            lmax[r] = -(double)INFINITY;
-            lsum[r] = 0;
+    const float *bk = j->bias[k];
+    double *pm = pass_d(m, m->lpmax, k) + (size_t)s * j->M;
+    double *ps = pass_d(m, m->lpsum, k) + (size_t)s * j->M;
+    float *pk = j->picked ? j->picked + (size_t)k * j->pick_stride : NULL;
+    for (int i = 0; i < n; i++) {
+        int r = r0 + i;
+        float *row = lg + (size_t)i * ld;
+        if (bk) {
+            for (int c = 0; c < nr; c++)
+                row[c] += bk[v0 + c];
+        }
+        if (j->lse) {
+            float bm = row[0];
+            for (int c = 1; c < nr; c++)
+                bm = row[c] > bm ? row[c] : bm;
+            double sum = 0;
+            for (int c = 0; c < nr; c++)
+                sum += exp((double)row[c] - (double)bm);
+            pm[r] = (double)bm;
+            ps[r] = sum;
+        }
+        for (int q = 0; q < j->n_ids; q++) {
+            int id = j->ids[(size_t)r * j->id_stride + q];
+            if (id >= v0 && id < v0 + nr)
+                pk[(size_t)r * j->n_ids + q] = row[id - v0];
         }
     }
-    for (int v0 = 0; v0 < V; v0 += R) {
-        int nr = V - v0 < R ? V - v0 : R;
-        if (!direct)
-            fetch_block(m, f->pert, m->head_w, (size_t)v0, (size_t)nr, 0, (size_t)Hh, ws[0],
-                        ws[1]);
-        for (int k = 0; k < f->np; k++) {
-            const float *wb = direct ? (const float *)w->data + (size_t)v0 * Hh
-                                     : (k && ws[1] ? ws[1] : ws[0]);
-            const float *hk = pass_f(m, h, k);
-            double *lmax = pass_d(m, m->lmax, k), *lsum = pass_d(m, m->lsum, k);
-            float *pk = picked ? picked + (size_t)k * pick_stride : NULL;
-            float *dst = full ? full + (size_t)k * M * V + v0
-                              : pass_f(m, h == m->big ? m->big + (size_t)M * Hh : m->big, k);
-            int ld = full ? V : nr;
-            const float *bk = bias[k];
-            /* logits (M, nr) = h (M, Hh) @ Wblk^T (nr, Hh) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, nr, Hh, 1.0f, hk, Hh, wb, Hh,
-                        0.0f, dst, ld);
-#pragma omp parallel for schedule(static)
-            for (int r = 0; r < M; r++) {
-                float *row = dst + (size_t)r * ld;
-                if (bk) {
-                    for (int j = 0; j < nr; j++)
-                        row[j] += bk[v0 + j];
-                }
-                if (lse) {
-                    float bm = row[0];
-                    for (int j = 1; j < nr; j++)
-                        bm = row[j] > bm ? row[j] : bm;
-                    if ((double)bm > lmax[r]) {
-                        lsum[r] *= exp(lmax[r] - (double)bm);
-                        lmax[r] = (double)bm;
-                    }
-                    double s = 0, mx = lmax[r];
-                    for (int j = 0; j < nr; j++)
-                        s += exp((double)row[j] - mx);
-                    lsum[r] += s;
-                }
-                for (int j = 0; j < n_ids; j++) {
-                    int id = ids[(size_t)r * id_stride + j];
-                    if (id >= v0 && id < v0 + nr)
-                        pk[(size_t)r * n_ids + j] = row[id - v0];
+}
+
+/* The group's tiles for every pass: TOK_TILE rows x one vocabulary block, each one
+ * single-threaded sgemm and head_rows. */
+static void head_tiles(const fwd *f, const head_job *j)
+{
+    pk_model *m = f->m;
+    int nt = (j->M + TOK_TILE - 1) / TOK_TILE, per = j->g * nt, items = per * f->np;
+    double flops = 2.0 * j->M * j->g * j->LR * j->Hh * f->np;
+#pragma omp parallel if (items > 1 && flops > PAR_FLOPS)
+    {
+        blas_serial();
+#pragma omp for schedule(dynamic)
+        for (int it = 0; it < items; it++) {
+            int k = it / per, s = it % per / nt, t = it % nt;
+            int v0 = (j->b0 + s) * j->LR, nr = j->V - v0 < j->LR ? j->V - v0 : j->LR;
+            int r0 = t * TOK_TILE, n = j->M - r0 < TOK_TILE ? j->M - r0 : TOK_TILE;
+            const float *wb = j->w[k] + (size_t)s * j->LR * j->Hh;
+            float *lg = j->full ? j->full + (size_t)k * j->M * j->V + (size_t)r0 * j->V + v0
+                                : pass_f(m, j->scr, k) + ((size_t)s * j->M + r0) * j->LR;
+            int ld = j->full ? j->V : j->LR;
+            /* logits (n, nr) = h rows (n, Hh) @ Wblk^T (nr, Hh) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nr, j->Hh, 1.0f,
+                        pass_f(m, j->h, k) + (size_t)r0 * j->Hh, j->Hh, wb, j->Hh, 0.0f, lg, ld);
+            head_rows(f, j, k, s, lg, ld, r0, n, v0, nr);
+        }
+    }
+}
+
+/* Folds the group's per-block (max, sum) into each row's running log-sum-exp, one block at a time
+ * in vocabulary order: the same operations whatever the group size or thread count. */
+static void head_merge(const fwd *f, const head_job *j)
+{
+    pk_model *m = f->m;
+    for (int k = 0; k < f->np; k++) {
+        double *lmax = pass_d(m, m->lmax, k), *lsum = pass_d(m, m->lsum, k);
+        const double *pm = pass_d(m, m->lpmax, k), *ps = pass_d(m, m->lpsum, k);
+        int M = j->M;
+#pragma omp parallel for schedule(static) if (M * j->g > 4096)
+        for (int r = 0; r < M; r++) {
+            for (int s = 0; s < j->g; s++) {
+                double bm = pm[(size_t)s * M + r], bs = ps[(size_t)s * M + r];
+                if (bm > lmax[r]) { /* rescale the running sum to the new max */
+                    lsum[r] = lsum[r] * exp(lmax[r] - bm) + bs;
+                    lmax[r] = bm;
+                } else {
+                    lsum[r] += bs * exp(bm - lmax[r]);
                 }
             }
         }
     }
+}
+
+/* The LM head over M gathered rows h [M, Hh] (in pass 0's activations), for every pass: per row
+ * the log-sum-exp (lse, in the activations, or NULL), the logits of ids [M*id_stride + j],
+ * j < n_ids (picked [M, n_ids], pass k's at picked + k * pick_stride, or NULL), or all logits
+ * (full [M, V], pass k's at full + k * M * V, or NULL). The vocabulary runs in blocks of
+ * m->lrows rows, m->lgroup blocks at a time (their weights materialized together, their logits
+ * side by side in big after h). */
+static void lm_head(const fwd *f, const float *h, int M, double *lse, const int32_t *ids,
+                    int id_stride, int n_ids, float *picked, size_t pick_stride, float *full)
+{
+    pk_model *m = f->m;
+    int V = m->cfg.V, Hh = pk_head_dim(m), LR = m->lrows;
+    const pk_tensor *w = &m->t[m->head_w];
+    int direct = w->dtype == PK_DTYPE_F32 && !pk_is_perturbed(m, f->pert, m->head_w);
+    float *ws[2];
+    block_scratch(f, m->head_w, ws);
+    head_job j = {.h = h,
+                  .M = M,
+                  .Hh = Hh,
+                  .V = V,
+                  .LR = LR,
+                  .lse = lse != NULL,
+                  .ids = ids,
+                  .id_stride = id_stride,
+                  .n_ids = n_ids,
+                  .picked = picked,
+                  .pick_stride = pick_stride,
+                  .full = full,
+                  .scr = h == m->big ? m->big + (size_t)M * Hh : m->big};
+    fetch_vec(f, m->head_b, 0, j.bias);
     for (int k = 0; lse && k < f->np; k++) {
-        double *lk = pass_d(m, lse, k), *lmax = pass_d(m, m->lmax, k), *lsum = pass_d(m, m->lsum, k);
+        double *lmax = pass_d(m, m->lmax, k), *lsum = pass_d(m, m->lsum, k);
+        for (int r = 0; r < M; r++) {
+            lmax[r] = -(double)INFINITY;
+            lsum[r] = 0;
+        }
+    }
+    int nb = (V + LR - 1) / LR;
+    for (j.b0 = 0; j.b0 < nb; j.b0 += j.g) {
+        j.g = nb - j.b0 < m->lgroup ? nb - j.b0 : m->lgroup;
+        size_t v0 = (size_t)j.b0 * LR, nv = (size_t)j.g * LR;
+        nv = nv < (size_t)V - v0 ? nv : (size_t)V - v0;
+        if (direct) {
+            j.w[0] = j.w[1] = (const float *)w->data + v0 * Hh;
+        } else {
+            fetch_block(m, f->pert, m->head_w, v0, nv, 0, (size_t)Hh, ws[0], ws[1]);
+            j.w[0] = ws[0];
+            j.w[1] = ws[1] ? ws[1] : ws[0];
+        }
+        head_tiles(f, &j);
+        if (lse)
+            head_merge(f, &j);
+    }
+    for (int k = 0; lse && k < f->np; k++) {
+        double *lk = pass_d(m, lse, k), *lmax = pass_d(m, m->lmax, k),
+               *lsum = pass_d(m, m->lsum, k);
         for (int r = 0; r < M; r++)
             lk[r] = lmax[r] + log(lsum[r]);
     }
@@ -1062,7 +1272,8 @@ double pk_model_forward_flops(const pk_model *m, int B, int T)
 double pk_model_bench_sgemm(const pk_model *m, int B, int T, int reps)
 {
     /* the GEMMs of one block (each linear once, as every block is the same) and of the LM head,
-     * which runs as ceil(V / lrows) GEMMs of (N, lrows, Hh), exactly as the forward pass does */
+     * ceil(V / lrows) GEMMs of (N, lrows, Hh), each one multi-threaded OpenBLAS call: the
+     * roofline that the forward pass's fixed single-threaded tiles are measured against */
     size_t N = (size_t)B * (size_t)T;
     int shapes[16][3], ns = 0; /* out, in, count */
     const pk_layer *y = &m->layers[0];

@@ -8,9 +8,9 @@
 #include "model_impl.h"
 
 struct pk_gen {
-    pk_model *m;  /* borrowed */
-    int max;      /* cache capacity in positions */
-    int pos;      /* tokens cached so far */
+    pk_model *m;    /* borrowed */
+    int max;        /* cache capacity in positions */
+    int pos;        /* tokens cached so far */
     float **k, **v; /* [L] -> [max, nkv*hd] */
     float *kbuf, *vbuf;
 };

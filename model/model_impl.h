@@ -14,32 +14,32 @@ enum { ACT_SILU = 0, ACT_RELU, ACT_GELU, ACT_GELU_TANH };
 /* The model configuration, from config.json. */
 typedef struct pk_cfg {
     int arch;
-    int V;       /* vocab size */
-    int H;       /* hidden size */
-    int L;       /* layers */
-    int nh;      /* attention heads */
-    int nkv;     /* key/value heads (GQA) */
-    int hd;      /* head dim */
-    int inter;   /* FFN inner size */
-    int max_pos; /* positions the model accepts */
+    int V;          /* vocab size */
+    int H;          /* hidden size */
+    int L;          /* layers */
+    int nh;         /* attention heads */
+    int nkv;        /* key/value heads (GQA) */
+    int hd;         /* head dim */
+    int inter;      /* FFN inner size */
+    int max_pos;    /* positions the model accepts */
     int n_pos_rows; /* rows of the learned position table (opt: max_pos + 2, roberta: max_pos) */
-    double eps;  /* norm epsilon */
+    double eps;     /* norm epsilon */
     double rope_theta;
     int rope_llama3; /* rope_scaling.rope_type == "llama3" */
     double rope_factor, rope_low, rope_high;
     int rope_orig_max;
-    int tie;       /* lm_head tied to the token embedding */
-    int qkv_bias;  /* q/k/v biases (qwen2, llama attention_bias, opt enable_bias, gpt2, roberta) */
-    int o_bias;    /* output projection bias */
+    int tie;      /* lm_head tied to the token embedding */
+    int qkv_bias; /* q/k/v biases (qwen2, llama attention_bias, opt enable_bias, gpt2, roberta) */
+    int o_bias;   /* output projection bias */
     int mlp_bias;
     int act;
-    int pre_ln;    /* opt do_layer_norm_before */
-    int final_ln;  /* opt: final_layer_norm present */
-    int ln_affine; /* opt layer_norm_elementwise_affine */
-    int proj;      /* opt word_embed_proj_dim (== H when no project_in/out) */
-    int type_vocab; /* roberta token types */
+    int pre_ln;         /* opt do_layer_norm_before */
+    int final_ln;       /* opt: final_layer_norm present */
+    int ln_affine;      /* opt layer_norm_elementwise_affine */
+    int proj;           /* opt word_embed_proj_dim (== H when no project_in/out) */
+    int type_vocab;     /* roberta token types */
     int attn_inv_layer; /* gpt2 scale_attn_by_inverse_layer_idx */
-    int bos, eos, pad; /* -1 if none */
+    int bos, eos, pad;  /* -1 if none */
 } pk_cfg;
 
 /* Parses config.json text into c. fname names the file in messages. */
@@ -72,7 +72,15 @@ typedef struct pk_layer {
 typedef struct pk_mapping {
     void *base;
     size_t len;
+    int fd; /* the mapped file, open while the model lives */
 } pk_mapping;
+
+/* Bytes [off, off+len) of mapping `map`, page-aligned, that pk_model_make_writable replaced by
+ * anonymous memory holding the file's bytes. */
+typedef struct pk_private_range {
+    int map;
+    size_t off, len;
+} pk_private_range;
 
 struct pk_model {
     pk_cfg cfg;
@@ -81,6 +89,8 @@ struct pk_model {
     size_t config_len;
     pk_mapping *maps; /* mmapped safetensors files */
     int n_maps;
+    pk_private_range *priv; /* [n_priv] sorted by (map, off); NULL until pk_model_make_writable */
+    size_t n_priv;
     pk_tensor *t; /* [n_t] sorted by name */
     size_t n_t;
     size_t weight_bytes;
@@ -88,9 +98,9 @@ struct pk_model {
     int emb, pos_emb, type_emb, emb_ln_w, emb_ln_b;
     int fin_w, fin_b; /* final norm */
     int proj_in, proj_out;
-    int head_w, head_b; /* LM head (head_w == emb when tied) */
+    int head_w, head_b;                           /* LM head (head_w == emb when tied) */
     int hd_dense_w, hd_dense_b, hd_ln_w, hd_ln_b; /* roberta MLM head */
-    int conv1d; /* gpt2: weights stored [in, out] */
+    int conv1d;                                   /* gpt2: weights stored [in, out] */
 
     /* activations, reserved for (rB, rT, rTk) and rnp passes, allocated once. The per-pass
      * buffers (x .. pick) live in one arena holding rnp copies pstride bytes apart: pass k's copy
@@ -102,24 +112,26 @@ struct pk_model {
     size_t act_bytes;
     void *arena;
     size_t pstride;
-    float *x;     /* [N, H] residual stream */
-    float *xn;    /* [N, wn] normed input / attention output / final hidden */
-    float *big;   /* [N, wbig] q|k|v, then FFN hidden (fchunk rows at a time), then LM-head gathers */
-    float *wscr;  /* [wrows, wcols] widened (+ perturbed) weight block */
+    float *x;   /* [N, H] residual stream */
+    float *xn;  /* [N, wn] normed input / attention output / final hidden */
+    float *big; /* [N, wbig] q|k|v, then FFN hidden (fchunk rows at a time), then LM-head gathers */
+    float *wscr; /* [wrows, wcols] widened (+ perturbed) weight block */
     size_t wscr_n;
     float *vscr; /* [2, vmax] widened vectors (norm weight | bias) */
     size_t vmax;
     double *lmax, *lsum, *lse; /* [N] online log-sum-exp */
     float *pick;               /* [N] picked target logits */
+    double *lpmax, *lpsum;     /* [lgroup, N] per LM-head block: row max, sum of exp(x - max) */
     /* shared */
-    float *rope;  /* [rT + rTk, hd] cos | sin per position (relative to pos0) */
-    int32_t *pos; /* [N] learned position ids */
-    float *att;   /* [rthreads, rT * rTk] attention scores */
+    float *rope;   /* [rT + rTk, hd] cos | sin per position (relative to pos0) */
+    int32_t *pos;  /* [N] learned position ids */
+    float *att;    /* [rthreads, rT * rTk] attention scores */
     int32_t *rows; /* [N] gathered row indices */
     int32_t *tgt;  /* [N] target ids */
-    int lrows;
-    int fchunk; /* FFN rows per chunk (the FFN hidden [fchunk, ffn] fits in big) */
-    int wrows;  /* weight scratch holds wrows rows of the widest tensor; 0 = WROWS (forward.c) */
+    int lrows;     /* vocabulary rows per LM-head block (a function of the model alone) */
+    int lgroup;    /* LM-head blocks evaluated together */
+    int fchunk;    /* FFN rows per chunk (the FFN hidden [fchunk, ffn] fits in big) */
+    int wrows;     /* weight scratch holds wrows rows of the widest tensor; 0 = WROWS (forward.c) */
     int wn, wbig;
 };
 
@@ -155,7 +167,7 @@ typedef struct pk_st_tensor {
     uint64_t begin, end; /* offsets in the data area */
 } pk_st_tensor;
 PK_NODISCARD pk_status pk_st_parse(const char *fname, const char *header, size_t header_len,
-                                   uint64_t data_len, pk_st_tensor **out, size_t *n_out,
-                                   char *err, size_t errlen);
+                                   uint64_t data_len, pk_st_tensor **out, size_t *n_out, char *err,
+                                   size_t errlen);
 
 #endif /* PK_MODEL_INTERNAL_H */

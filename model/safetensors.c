@@ -14,9 +14,9 @@
 static const struct {
     const char *name;
     int size;
-} other_dtypes[] = {{"F64", 8}, {"I64", 8}, {"U64", 8}, {"I32", 4}, {"U32", 4}, {"I16", 2},
-                    {"U16", 2}, {"I8", 1},  {"U8", 1},  {"BOOL", 1}, {"F8_E4M3", 1},
-                    {"F8_E5M2", 1}};
+} other_dtypes[] = {{"F64", 8}, {"I64", 8},  {"U64", 8},     {"I32", 4},
+                    {"U32", 4}, {"I16", 2},  {"U16", 2},     {"I8", 1},
+                    {"U8", 1},  {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1}};
 
 static int dtype_from_name(const char *s, int *size)
 {
@@ -131,9 +131,8 @@ static int parse_entry(const char *fname, const cJSON *it, uint64_t data_len, pk
         return -1;
     }
     if (t->end - t->begin != numel * (uint64_t)esize) {
-        pk_seterr(err, errlen,
-                  "%s: tensor %s: %llu bytes but dtype %s x shape needs %llu", fname, name,
-                  (unsigned long long)(t->end - t->begin), dt->valuestring,
+        pk_seterr(err, errlen, "%s: tensor %s: %llu bytes but dtype %s x shape needs %llu", fname,
+                  name, (unsigned long long)(t->end - t->begin), dt->valuestring,
                   (unsigned long long)(numel * (uint64_t)esize));
         return -1;
     }

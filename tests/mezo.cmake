@@ -11,3 +11,9 @@ pk_add_test(test_trainer SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_trainer.c
 add_test(NAME test_trainer_300 COMMAND test_trainer long)
 set_tests_properties(test_trainer_300 PROPERTIES LABELS slow TIMEOUT 900
     ENVIRONMENT "PK_SHARED_DIR=${PK_SHARED_DIR};PK_BUILD_DIR=${CMAKE_BINARY_DIR};OMP_NUM_THREADS=2;OMP_WAIT_POLICY=PASSIVE")
+# Determinism by construction, through the CLI: --threads 1, 2, 3 and kill -9 + resume
+# at another thread count end at one weights hash under OPENBLAS_CORETYPE unset, Haswell and (with
+# AVX-512) SkylakeX; resuming under another kernel warns once; replay is exact on any kernel.
+pk_add_test(test_determinism_cli SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_determinism_cli.c
+    LIBS PkgConfig::CJSON LABELS unit TIMEOUT 240)
+add_dependencies(test_determinism_cli pocketllm)

@@ -7,3 +7,12 @@ pk_add_test(test_model_errors SOURCES test_model_errors.c LIBS pk_model LABELS u
 # hand-made tiny llama header/config/files in tests/corpus/model).
 pk_add_fuzz(fuzz_model SOURCE ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_model.c LIBS pk_model
     CORPUS ${CMAKE_CURRENT_SOURCE_DIR}/corpus/model)
+# Determinism by construction: forward outputs bit-identical under 1, 2 and 3 threads
+# on every tiny model, under each OpenBLAS kernel the CPU runs (the test re-runs itself with
+# OPENBLAS_CORETYPE unset, Haswell and, with AVX-512, SkylakeX).
+pk_add_test(test_determinism SOURCES test_determinism.c LIBS pk_model LABELS unit TIMEOUT 300)
+# The first MeZO step's copy-on-write faults moved to load time: pk_model_make_writable
+# keeps bytes and logits, removes the per-page faults, keeps RSS, and pk_model_restore_base works.
+pk_add_test(test_model_writable SOURCES test_model_writable.c LIBS pk_model LABELS unit TIMEOUT 120)
+target_include_directories(test_determinism PRIVATE ${CMAKE_SOURCE_DIR}/model)
+target_include_directories(test_model_writable PRIVATE ${CMAKE_SOURCE_DIR}/model)

@@ -58,6 +58,10 @@ pk_status pk_train_config_to_json(const pk_train_config *c, char **json)
     cJSON_AddNumberToObject(o, "eval_every", (double)c->eval_every);
     cJSON_AddNumberToObject(o, "early_stop", c->early_stop);
     cJSON_AddNumberToObject(o, "checkpoint_every", (double)c->checkpoint_every);
+    /* not a setting: the BLAS kernel of the process creating the run, as a record (losses are
+     * exact across thread counts, not across kernels; pk_train warns on resuming elsewhere) */
+    char kernel[160];
+    cJSON_AddStringToObject(o, "kernel", pk_model_kernel(kernel, sizeof kernel));
     *json = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return *json ? PK_OK : PK_ERR_NOMEM;
@@ -118,10 +122,10 @@ pk_status pk_train_config_from_json(const char *json, pk_train_config *c, char *
             (c->mezo.seed = strtoull(buf, &end, 10), end == buf || *end != 0))
             bad = "seed";
     }
-    static const char *const nums[13] = {"eps",     "lr",         "weight_decay", "clip_g",
-                                         "warmup",  "spsa_q",     "accumulate",   "batch",
-                                         "seq_len", "steps",      "eval_every",   "early_stop",
-                                         "checkpoint_every"};
+    static const char *const nums[13] = {
+        "eps",        "lr",         "weight_decay",    "clip_g",  "warmup",
+        "spsa_q",     "accumulate", "batch",           "seq_len", "steps",
+        "eval_every", "early_stop", "checkpoint_every"};
     for (int i = 0; bad == NULL && i < 13; i++)
         if (get_num(o, nums[i], &d[i]))
             bad = nums[i];
@@ -144,8 +148,8 @@ pk_status pk_train_config_from_json(const char *json, pk_train_config *c, char *
     c->early_stop = (int)d[11];
     c->checkpoint_every = (int64_t)d[12];
     c->mezo.steps_total = c->steps;
-    if (c->mezo.spsa_q < 1 || c->accumulate < 1 || c->batch < 1 || c->seq_len < 2 ||
-        c->steps < 0 || !(c->mezo.eps > 0.0f)) {
+    if (c->mezo.spsa_q < 1 || c->accumulate < 1 || c->batch < 1 || c->seq_len < 2 || c->steps < 0 ||
+        !(c->mezo.eps > 0.0f)) {
         snprintf(err, errlen, "run config: values out of range");
         return PK_ERR_FORMAT;
     }
@@ -160,8 +164,7 @@ pk_status pk_run_load_config(pk_store *s, int64_t run_id, pk_run_info *ri, pk_tr
     pk_status st = pk_store_run_get(s, run_id, ri, serr, sizeof serr);
     if (st != PK_OK) {
         snprintf(err, errlen, "run %lld: %s", (long long)run_id,
-                 st == PK_ERR_NOTFOUND ? "no such run (see pocketllm runs list)"
-                                       : serr);
+                 st == PK_ERR_NOTFOUND ? "no such run (see pocketllm runs list)" : serr);
         return st;
     }
     return pk_train_config_from_json(ri->config_json, cfg, err, errlen);
@@ -195,7 +198,8 @@ pk_status pk_run_materialize_ex(pk_store *s, int64_t run_id, int64_t up_to_step,
     if (st != PK_OK)
         goto out;
     if (strcmp(hex, ri.base_hash) != 0) {
-        snprintf(err, errlen, "%s: weights changed since run %lld started (hash %.16s..., run base %.16s...)",
+        snprintf(err, errlen,
+                 "%s: weights changed since run %lld started (hash %.16s..., run base %.16s...)",
                  cfg.model_dir, (long long)run_id, hex, ri.base_hash);
         st = PK_ERR_ARG;
         goto out;
@@ -208,8 +212,14 @@ pk_status pk_run_materialize_ex(pk_store *s, int64_t run_id, int64_t up_to_step,
         target = up_to_step;
     int64_t from = 0;
     if (target > 0) {
+        st = pk_model_make_writable(m, mask); /* the checkpoint and the log write every mask page */
+        if (st != PK_OK) {
+            snprintf(err, errlen, "%s: %s", cfg.model_dir, pk_status_str(st));
+            goto out;
+        }
         int64_t cstep = 0;
-        pk_status cs = pk_store_checkpoint_get(s, run_id, target, &cstep, &blob, &blob_len, serr, sizeof serr);
+        pk_status cs =
+            pk_store_checkpoint_get(s, run_id, target, &cstep, &blob, &blob_len, serr, sizeof serr);
         if (cs == PK_OK) {
             st = pk_checkpoint_unpack(m, mask, blob, blob_len);
             if (st != PK_OK) {

@@ -5,6 +5,7 @@
  * with the same bits as an uninterrupted one. */
 #include "pk_train.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +31,7 @@ struct pk_trainer {
     double best_eval;       /* lowest eval loss so far (early stopping) */
     int bad_evals;          /* evals since best_eval improved */
     trainer_state state;
-    int leased;             /* this process holds the run's lease (pk_store_lease_acquire) */
+    int leased; /* this process holds the run's lease (pk_store_lease_acquire) */
     pk_train_result res;
 };
 
@@ -75,8 +76,7 @@ pk_status pk_objective_from_store(pk_store *s, const char *dataset, const pk_mod
         st = pk_store_example_get(s, ds, ids[got], &ex[got], serr, sizeof serr);
         if (st != PK_OK) {
             pk_seterr(err, errlen, "dataset '%s', example %lld: %s", dataset, (long long)ids[got],
-                      st == PK_ERR_AUTH ? "authentication failed (tampered record)"
-                                        : serr);
+                      st == PK_ERR_AUTH ? "authentication failed (tampered record)" : serr);
             goto out;
         }
     }
@@ -114,6 +114,35 @@ static pk_status check_config(const pk_train_config *c, char *err, size_t errlen
 }
 
 /* A new run: the base model, its mask and hash, the training objective, then the run row. */
+/* Losses are bit-identical for any thread count on one BLAS kernel (pk_model_kernel), not across
+ * kernels: a run continued on another kernel trains on, but not exactly as it would have. Says
+ * so once. Runs created before the kernel was recorded say nothing. */
+static void note_kernel(const char *config_json, int64_t run_id)
+{
+    char now[160];
+    cJSON *o = cJSON_Parse(config_json ? config_json : "");
+    const cJSON *k = cJSON_GetObjectItemCaseSensitive(o, "kernel");
+    pk_model_kernel(now, sizeof now);
+    if (cJSON_IsString(k) && strcmp(k->valuestring, now) != 0)
+        pk_log(PK_LOG_WARN,
+               "run %lld started on %s and continues on %s: the continuation is exact only on "
+               "the same kernel (replaying its step log stays exact anywhere)",
+               (long long)run_id, k->valuestring, now);
+    cJSON_Delete(o);
+}
+
+/* The trainable tensors into memory of the process's own before the first update writes them
+ * (copy-on-write faults page by page made the first step ~5x a normal one); a no-op where
+ * replaying already wrote them. */
+static pk_status make_writable(pk_trainer *t, char *err, size_t errlen)
+{
+    pk_status st = pk_model_make_writable(t->m, t->mask);
+    if (st != PK_OK)
+        pk_seterr(err, errlen, "%s: preparing the weights for training: %s", t->cfg.model_dir,
+                  pk_status_str(st));
+    return st;
+}
+
 static pk_status open_new_run(pk_trainer *t, char *err, size_t errlen)
 {
     char serr[512] = ""; /* what the store says on failure */
@@ -126,6 +155,8 @@ static pk_status open_new_run(pk_trainer *t, char *err, size_t errlen)
         st = pk_model_load(c->model_dir, pk_model_default_params(), &t->m, err, errlen);
     if (st == PK_OK)
         st = pk_mezo_trainable(t->m, c->trainable, &t->mask, err, errlen);
+    if (st == PK_OK)
+        st = make_writable(t, err, errlen);
     if (st == PK_OK)
         st = pk_weights_hash(t->m, hex);
     if (st != PK_OK)
@@ -155,9 +186,13 @@ static pk_status open_resumed_run(pk_trainer *t, int64_t run_id, char *err, size
     pk_run_info ri;
     t->res.run_id = run_id;
     pk_status st = pk_run_load_config(t->s, run_id, &ri, &t->cfg, err, errlen);
+    if (st == PK_OK && ri.steps_done < t->cfg.steps)
+        note_kernel(ri.config_json, run_id);
     pk_run_info_clear(&ri);
     if (st == PK_OK)
         st = pk_run_materialize_ex(t->s, run_id, -1, &t->m, &t->mask, &t->step, err, errlen);
+    if (st == PK_OK)
+        st = make_writable(t, err, errlen);
     return st;
 }
 
@@ -303,7 +338,8 @@ static pk_status take_step(pk_trainer *t, char *err, size_t errlen)
         return step_failed(t, st, err, errlen);
     t->res.forward_s += fs;
     t->res.update_s += us;
-    st = pk_store_steps_append(t->s, t->res.run_id, t->rows, (size_t)c->mezo.spsa_q, serr, sizeof serr);
+    st = pk_store_steps_append(t->s, t->res.run_id, t->rows, (size_t)c->mezo.spsa_q, serr,
+                               sizeof serr);
     if (st == PK_ERR_STALE_KEY)
         return rekeyed(t, err, errlen);
     if (st != PK_OK) {
@@ -331,8 +367,7 @@ static pk_status maybe_checkpoint(pk_trainer *t, char *err, size_t errlen)
     if (st == PK_OK) {
         st = pk_store_checkpoint_put(t->s, t->res.run_id, done, blob, len, serr, sizeof serr);
         if (st != PK_OK && st != PK_ERR_STALE_KEY)
-            pk_seterr(err, errlen, "checkpoint at step %lld: %s", (long long)done,
-                      serr);
+            pk_seterr(err, errlen, "checkpoint at step %lld: %s", (long long)done, serr);
     }
     free(blob);
     return st == PK_ERR_STALE_KEY ? rekeyed(t, err, errlen) : st;

@@ -4,7 +4,7 @@
  * sampling, and writes safetensors.
  *
  * Thread safety: a pk_model (and a pk_gen / pk_sampler) may move between threads, but two threads
- * never use the same handle at once. Forward functions use the process-wide OpenMP/OpenBLAS pool
+ * never use the same handle at once. Forward functions use the process-wide OpenMP pool
  * (pk_threads_set). Two handles may run concurrently but would share the cores.
  *
  * Tensor order: tensors are indexed 0..n-1 in strcmp order of their Hugging Face names. The index
@@ -71,10 +71,10 @@ int pk_model_vocab_size(const pk_model *m);
 int pk_model_max_positions(const pk_model *m); /* longest sequence the model accepts */
 int pk_model_hidden_size(const pk_model *m);
 int pk_model_n_layers(const pk_model *m);
-int pk_model_is_causal(const pk_model *m); /* 0 for roberta (an encoder with an MLM head) */
-int pk_model_bos_id(const pk_model *m);    /* from config.json, -1 if none */
-int pk_model_eos_id(const pk_model *m);    /* -1 if none */
-int pk_model_pad_id(const pk_model *m);    /* -1 if none */
+int pk_model_is_causal(const pk_model *m);       /* 0 for roberta (an encoder with an MLM head) */
+int pk_model_bos_id(const pk_model *m);          /* from config.json, -1 if none */
+int pk_model_eos_id(const pk_model *m);          /* -1 if none */
+int pk_model_pad_id(const pk_model *m);          /* -1 if none */
 size_t pk_model_weight_bytes(const pk_model *m); /* sum of stored tensor bytes */
 /* Multiply-add FLOPs (x2) of the linear layers + LM head for one forward over B*T tokens; used by
  * bench. */
@@ -85,10 +85,19 @@ double pk_model_forward_flops(const pk_model *m, int B, int T);
  * failure. For bench forward's roofline. */
 double pk_model_bench_sgemm(const pk_model *m, int B, int T, int reps);
 
-/* Threads for our OpenMP loops and OpenBLAS (one pool). n <= 0 means all cores. Returns the
- * value now in effect. pk_threads_get returns the current value. */
+/* Threads for our OpenMP loops (forward passes and the MeZO update). n <= 0 means all cores.
+ * Returns the value now in effect. pk_threads_get returns the current value. OpenBLAS itself runs
+ * single-threaded inside those loops: every result is bit-identical for any n
+ * (docs/DETERMINISM.md). */
 int pk_threads_set(int n);
 int pk_threads_get(void);
+
+/* The BLAS kernel forward passes run on: "OpenBLAS <version> <core> <machine>", e.g.
+ * "OpenBLAS 0.3.21 Haswell x86_64" (the core follows OPENBLAS_CORETYPE or OpenBLAS's own CPU
+ * detection). Losses are a pure function of the weights, the batch, the perturbation and this
+ * kernel; another kernel may round differently. Writes at most n bytes, NUL-terminated, into
+ * out (borrowed) and returns out. */
+const char *pk_model_kernel(char *out, size_t n);
 
 /* Tensors. */
 typedef struct pk_tensor_info {
@@ -97,15 +106,23 @@ typedef struct pk_tensor_info {
     int ndim;
     int64_t shape[4];
     size_t numel;
-    uint64_t key;       /* pk_rng_tensor_key(name) */
-    void *data;         /* the stored elements, row-major, writable (copy-on-write mmap) */
+    uint64_t key;        /* pk_rng_tensor_key(name) */
+    void *data;          /* the stored elements, row-major, writable (copy-on-write mmap) */
     int is_bias_or_norm; /* 1 for biases and normalization weights (no weight decay) */
 } pk_tensor_info;
 
 size_t pk_model_n_tensors(const pk_model *m);
+/* For training: gives the chosen tensors (tensors [n_tensors] borrowed, 1 = chosen; NULL = all)
+ * memory of this process's own, filled from the files with one sequential read, so the first
+ * writes to them (the first MeZO update, a checkpoint restore) do not take a copy-on-write page
+ * fault for every 4 KB page of the mapping. Call once after loading, before writing any tensor;
+ * later calls do nothing. Pointers from pk_model_tensor stay valid. RSS stays what writing every
+ * chosen page would make it. PK_ERR_NOMEM, PK_ERR_IO (then the weights are unusable: free the
+ * model). */
+PK_NODISCARD pk_status pk_model_make_writable(pk_model *m, const uint8_t *tensors);
 /* Restores every weight to the contents of its safetensors file, as loaded (the weights are
- * copy-on-write mappings of the files: the pages written since are dropped; no copy is kept).
- * PK_ERR_IO if the kernel refuses. */
+ * copy-on-write mappings of the files: the pages written since are dropped, and the ranges made
+ * writable are read again; no copy is kept). PK_ERR_IO if the kernel refuses. */
 PK_NODISCARD pk_status pk_model_restore_base(pk_model *m);
 /* Fills *out for tensor i (0 <= i < n_tensors). PK_ERR_ARG if i is out of range. */
 PK_NODISCARD pk_status pk_model_tensor(const pk_model *m, size_t i, pk_tensor_info *out);
@@ -167,9 +184,9 @@ size_t pk_model_alloc_count(const pk_model *m);
  * targets (NaN if none). Never materializes [B*T, vocab] logits (LM head in vocab row blocks).
  * Roberta: PK_ERR_UNSUPPORTED (use pk_model_select_logits at the mask position).
  * PK_ERR_ARG on bad shapes or token ids out of range. */
-PK_NODISCARD pk_status pk_model_loss(pk_model *m, const pk_batch *batch,
-                                     const uint8_t *target_mask, const pk_perturb *pert,
-                                     double *seq_nll, int32_t *seq_count, double *mean);
+PK_NODISCARD pk_status pk_model_loss(pk_model *m, const pk_batch *batch, const uint8_t *target_mask,
+                                     const pk_perturb *pert, double *seq_nll, int32_t *seq_count,
+                                     double *mean);
 
 /* Logits of chosen token ids at chosen positions: out[s*n_ids + j] = logit of ids[j] at
  * (sel_b[s], sel_t[s]) (causal models: the distribution of the token AFTER position t; roberta:
@@ -238,8 +255,8 @@ typedef struct pk_st_entry {
     int64_t shape[4];
 } pk_st_entry;
 typedef void (*pk_st_fill_fn)(void *user, size_t i, size_t start, size_t n, float *buf);
-PK_NODISCARD pk_status pk_safetensors_write(const char *path, const pk_st_entry *entries,
-                                            size_t n, pk_st_fill_fn fill, void *user, char *err,
+PK_NODISCARD pk_status pk_safetensors_write(const char *path, const pk_st_entry *entries, size_t n,
+                                            pk_st_fill_fn fill, void *user, char *err,
                                             size_t errlen);
 
 /* Writes a model with random weights for config_json (len bytes, borrowed; written verbatim as
@@ -255,8 +272,8 @@ PK_NODISCARD pk_status pk_model_make(const char *config_json, size_t len, const 
  * config.json text. Return PK_OK or PK_ERR_FORMAT / PK_ERR_UNSUPPORTED with err naming what is
  * wrong (fname is used in messages). Pure, no allocation is kept. */
 PK_NODISCARD pk_status pk_safetensors_check_header(const char *fname, const char *header,
-                                                   size_t header_len, uint64_t data_len,
-                                                   char *err, size_t errlen);
+                                                   size_t header_len, uint64_t data_len, char *err,
+                                                   size_t errlen);
 PK_NODISCARD pk_status pk_config_check(const char *fname, const char *json, size_t len, char *err,
                                        size_t errlen);
 
