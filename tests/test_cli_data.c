@@ -6,6 +6,7 @@
  * lists each of its options. */
 #include "pk_test.h"
 #include "test_product_util.h"
+#include "test_util.h"
 
 #include <cjson/cJSON.h>
 #include <stdarg.h>
@@ -29,17 +30,14 @@ static void setup_home(void)
     char src[300];
     snprintf(home, sizeof home, "%s/home", tmp);
     snprintf(src, sizeof src, "%s/notes.jsonl", tmp);
-    FILE *f = fopen(src, "w");
-    PK_CHECK(f != NULL);
-    if (f) {
-        fputs(
+    PK_CHECK_EQ(
+        write_string(
+            src,
             "{\"text\":\"plain words\"}\n"
             "{\"text\":\"q\\\"uote and back\\\\slash\",\"label\":\"pos\"}\n"
             "{\"prompt\":\"tab\\there\",\"response\":\"caf\\u00e9 \\ud83d\\ude00 line\\nbreak\"}\n"
-            "{\"text\":\"the cat sat on the mat and the dog sat on the log\"}\n",
-            f);
-        fclose(f);
-    }
+            "{\"text\":\"the cat sat on the mat and the dog sat on the log\"}\n"),
+        0);
     PK_CHECK_EQ(
         run_fmt(NULL, RUN_PLAIN, "%s init --home %s --opslimit 1 --memlimit 8192", POCKETLLM, home),
         0);

@@ -150,12 +150,7 @@ static void setup_home(void)
     char pass[300];
     snprintf(home, sizeof home, "%s/home", tmp);
     snprintf(pass, sizeof pass, "%s/pass.txt", tmp);
-    FILE *f = fopen(pass, "w");
-    PK_CHECK(f != NULL);
-    if (f != NULL) {
-        fputs(PASS "\n", f);
-        fclose(f);
-    }
+    PK_CHECK_EQ(write_string(pass, PASS "\n"), 0);
     PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE, "%s init --home %s --passphrase-file %s", POCKETLLM,
                         home, pass),
                 0);
