@@ -6,6 +6,7 @@
  * lists each of its options. */
 #include "pk_test.h"
 #include "test_product_util.h"
+#include "test_util.h"
 
 #include <cjson/cJSON.h>
 #include <stdarg.h>
@@ -14,21 +15,6 @@
 
 static char tmp[128];  /* the test's temporary directory */
 static char home[256]; /* the agent home inside it */
-
-/* Formats a command line, runs it (stdout into *out as in run_capture) and returns its exit
- * status. */
-static int run_fmt(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int run_fmt(char **out, const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof cmd)
-        return -1;
-    return run_capture(cmd, out);
-}
 
 /* Occurrences of needle in s. */
 static int count(const char *s, const char *needle)
@@ -44,21 +30,20 @@ static void setup_home(void)
     char src[300];
     snprintf(home, sizeof home, "%s/home", tmp);
     snprintf(src, sizeof src, "%s/notes.jsonl", tmp);
-    FILE *f = fopen(src, "w");
-    PK_CHECK(f != NULL);
-    if (f) {
-        fputs(
+    PK_CHECK_EQ(
+        write_string(
+            src,
             "{\"text\":\"plain words\"}\n"
             "{\"text\":\"q\\\"uote and back\\\\slash\",\"label\":\"pos\"}\n"
             "{\"prompt\":\"tab\\there\",\"response\":\"caf\\u00e9 \\ud83d\\ude00 line\\nbreak\"}\n"
-            "{\"text\":\"the cat sat on the mat and the dog sat on the log\"}\n",
-            f);
-        fclose(f);
-    }
-    PK_CHECK_EQ(run_fmt(NULL, "%s init --home %s --opslimit 1 --memlimit 8192", POCKETLLM, home),
-                0);
+            "{\"text\":\"the cat sat on the mat and the dog sat on the log\"}\n"),
+        0);
     PK_CHECK_EQ(
-        run_fmt(NULL, "%s import %s --dataset notes --home %s --quiet", POCKETLLM, src, home), 0);
+        run_fmt(NULL, RUN_PLAIN, "%s init --home %s --opslimit 1 --memlimit 8192", POCKETLLM, home),
+        0);
+    PK_CHECK_EQ(run_fmt(NULL, RUN_PLAIN, "%s import %s --dataset notes --home %s --quiet",
+                        POCKETLLM, src, home),
+                0);
 }
 
 /* ---- data export --out - ------------------------------------------------------------------ */
@@ -89,7 +74,8 @@ static void test_export_stdout(void)
     snprintf(file, sizeof file, "%s/export.jsonl", tmp);
     snprintf(piped, sizeof piped, "%s/piped.jsonl", tmp);
     snprintf(dash, sizeof dash, "%s/-", tmp);
-    PK_CHECK_EQ(run_fmt(&o, "cd %s && %s data export --dataset notes --out - --home %s 2>/dev/null",
+    PK_CHECK_EQ(run_fmt(&o, RUN_PLAIN,
+                        "cd %s && %s data export --dataset notes --out - --home %s 2>/dev/null",
                         tmp, POCKETLLM, home),
                 0);
     PK_CHECK_EQ(jsonl_objects(o, "q\"uote and back\\slash"), 4);
@@ -97,16 +83,19 @@ static void test_export_stdout(void)
     free(o);
     PK_CHECK(file_bytes(dash) < 0); /* no file named "-" */
     /* the same bytes as an export to a file */
-    PK_CHECK_EQ(run_fmt(NULL, "%s data export --dataset notes --out - --home %s >%s 2>/dev/null",
+    PK_CHECK_EQ(run_fmt(NULL, RUN_PLAIN,
+                        "%s data export --dataset notes --out - --home %s >%s 2>/dev/null",
                         POCKETLLM, home, piped),
                 0);
-    PK_CHECK_EQ(run_fmt(NULL, "%s data export --dataset notes --out %s --home %s 2>/dev/null",
-                        POCKETLLM, file, home),
+    PK_CHECK_EQ(run_fmt(NULL, RUN_PLAIN,
+                        "%s data export --dataset notes --out %s --home %s 2>/dev/null", POCKETLLM,
+                        file, home),
                 0);
     PK_CHECK(file_bytes(file) > 0 && files_equal(file, piped));
     /* options before the sub-command, a value that looks like a sub-command name included */
-    PK_CHECK_EQ(run_fmt(&o, "%s data --limit 1 --dataset notes --home %s show", POCKETLLM, home),
-                0);
+    PK_CHECK_EQ(
+        run_fmt(&o, RUN_PLAIN, "%s data --limit 1 --dataset notes --home %s show", POCKETLLM, home),
+        0);
     PK_CHECK(o && count(o, "\n") == 1 && strstr(o, "{\"id\":1,\"text\":\"plain words\"}"));
     free(o);
 }
@@ -117,7 +106,7 @@ static void test_export_stdout(void)
 static void usage_error(const char *args, const char *flag)
 {
     char *o = NULL;
-    int rc = run_fmt(&o, "%s %s --home %s 2>&1", POCKETLLM, args, home);
+    int rc = run_fmt(&o, RUN_PLAIN, "%s %s --home %s 2>&1", POCKETLLM, args, home);
     PK_CHECK_EQ(rc, 2);
     PK_CHECK(o && strstr(o, flag) != NULL);
     if (rc != 2 || !o || !strstr(o, flag))
@@ -135,7 +124,7 @@ static void test_usage_errors(void)
     usage_error("data --frob list", "--frob");
     usage_error("data frobnicate", "frobnicate");
     usage_error("plot --run 1 --run one --out x.svg", "--run");
-    PK_CHECK_EQ(run_fmt(NULL, "%s data 2>/dev/null", POCKETLLM), 2);
+    PK_CHECK_EQ(run_fmt(NULL, RUN_PLAIN, "%s data 2>/dev/null", POCKETLLM), 2);
 }
 
 /* ---- plot with several runs ---------------------------------------------------------------- */
@@ -145,29 +134,31 @@ static void test_plot_runs(void)
     char svg[300], *o = NULL;
     snprintf(svg, sizeof svg, "%s/runs.svg", tmp);
     for (int i = 0; i < 2; i++)
-        PK_CHECK_EQ(run_fmt(NULL,
+        PK_CHECK_EQ(run_fmt(NULL, RUN_PLAIN,
                             "%s train --model %s --dataset notes --steps 3 --batch 2 --seq-len 16 "
                             "--lr %s --threads 1 --quiet --home %s >/dev/null",
                             POCKETLLM, STORIES, i ? "1e-3" : "1e-4", home),
                     0);
-    PK_CHECK_EQ(run_fmt(NULL, "%s plot --run 1 --run 2 --out %s --home %s", POCKETLLM, svg, home),
+    PK_CHECK_EQ(run_fmt(NULL, RUN_PLAIN, "%s plot --run 1 --run 2 --out %s --home %s", POCKETLLM,
+                        svg, home),
                 0);
-    PK_CHECK_EQ(run_fmt(&o, "cat %s", svg), 0);
+    PK_CHECK_EQ(run_fmt(&o, RUN_PLAIN, "cat %s", svg), 0);
     PK_CHECK_EQ(count(o, "<path "), 2);
     PK_CHECK_EQ(count(o, "<path id=\"run-1\""), 1);
     PK_CHECK_EQ(count(o, "<path id=\"run-2\""), 1);
     PK_CHECK(count(o, ">run 1</text>") == 1 && count(o, ">run 2</text>") == 1); /* the legend */
     free(o);
     /* one run: the plot as before (raw and smoothed train loss, eval points) */
-    PK_CHECK_EQ(run_fmt(NULL, "%s plot --run 2 --out %s --home %s", POCKETLLM, svg, home), 0);
-    PK_CHECK_EQ(run_fmt(&o, "cat %s", svg), 0);
+    PK_CHECK_EQ(
+        run_fmt(NULL, RUN_PLAIN, "%s plot --run 2 --out %s --home %s", POCKETLLM, svg, home), 0);
+    PK_CHECK_EQ(run_fmt(&o, RUN_PLAIN, "cat %s", svg), 0);
     PK_CHECK(o && strstr(o, "id=\"train-loss-raw\"") && strstr(o, "id=\"train-loss\"") &&
              strstr(o, "id=\"eval-loss\""));
     free(o);
     /* a run without steps among several: an error, and no file */
     snprintf(svg, sizeof svg, "%s/none.svg", tmp);
-    PK_CHECK_EQ(run_fmt(NULL, "%s plot --run 1 --run 99 --out %s --home %s 2>/dev/null", POCKETLLM,
-                        svg, home),
+    PK_CHECK_EQ(run_fmt(NULL, RUN_PLAIN, "%s plot --run 1 --run 99 --out %s --home %s 2>/dev/null",
+                        POCKETLLM, svg, home),
                 1);
     PK_CHECK(file_bytes(svg) < 0);
 }
@@ -211,7 +202,7 @@ static void test_help(void)
 {
     for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++) {
         char *o = NULL;
-        PK_CHECK_EQ(run_fmt(&o, "%s %s --help", POCKETLLM, helps[i].cmd), 0);
+        PK_CHECK_EQ(run_fmt(&o, RUN_PLAIN, "%s %s --help", POCKETLLM, helps[i].cmd), 0);
         PK_CHECK(o && !strncmp(o, "usage: pocketllm ", 17));
         for (const char *p = helps[i].opts; *p;) {
             size_t len = strcspn(p, " ");
@@ -224,7 +215,7 @@ static void test_help(void)
         free(o);
     }
     char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, "%s data --help", POCKETLLM), 0);
+    PK_CHECK_EQ(run_fmt(&o, RUN_PLAIN, "%s data --help", POCKETLLM), 0);
     PK_CHECK(o && strstr(o, "data list") && strstr(o, "data show") && strstr(o, "data forget") &&
              strstr(o, "data export"));
     free(o);

@@ -5,6 +5,7 @@
 #include "pk_common.h"
 #include "pk_test.h"
 #include "test_product_util.h"
+#include "test_util.h"
 
 #include <stdarg.h>
 #include <sys/stat.h>
@@ -159,12 +160,7 @@ static void test_rekey_during_import(void)
     snprintf(newp, sizeof newp, "%s/new-pass", g_tmp);
     snprintf(log, sizeof log, "%s/import.log", g_tmp);
     write_notes(notes, 5, 20);
-    FILE *f = fopen(newp, "w");
-    PK_CHECK(f != NULL);
-    if (f) {
-        fputs("the new passphrase\n", f);
-        fclose(f);
-    }
+    PK_CHECK_EQ(write_string(newp, "the new passphrase\n"), 0);
     snprintf(cmd, sizeof cmd,
              "(POCKETLLM_PAUSE_AT=store.import.begin POCKETLLM_PAUSE_DIR=%s "
              "POCKETLLM_PASSPHRASE=pw %s import %s --home %s --dataset more >%s 2>&1; "

@@ -18,24 +18,6 @@
 
 static char tmp[128]; /* the test's temporary directory */
 
-/* Formats a command line (stderr merged into stdout), runs it and returns its exit status;
- * *out as in run_capture. */
-static int run_fmt(char **out, const char *fmt, ...) PK_PRINTF(2, 3);
-static int run_fmt(char **out, const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n + 6 >= sizeof cmd) {
-        fprintf(stderr, "command too long: %s\n", fmt);
-        return -1;
-    }
-    strcat(cmd, " 2>&1");
-    return run_capture(cmd, out);
-}
-
 /* The last line of out as a JSON object (owned, cJSON_Delete), or NULL. */
 static cJSON *last_json(char *out)
 {
@@ -63,7 +45,7 @@ static const char *text(const cJSON *j, const char *key)
 static void usage_error(const char *args, const char *flag)
 {
     char *o = NULL;
-    int rc = run_fmt(&o, "%s %s", POCKETLLM, args);
+    int rc = run_fmt(&o, RUN_MERGE_STDERR, "%s %s", POCKETLLM, args);
     PK_CHECK_EQ(rc, 2);
     PK_CHECK(o != NULL && strstr(o, flag) != NULL);
     if (rc != 2 || o == NULL || strstr(o, flag) == NULL)
@@ -143,7 +125,7 @@ static void test_help(void)
 {
     for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++) {
         char *o = NULL;
-        PK_CHECK_EQ(run_fmt(&o, "%s %s --help", POCKETLLM, helps[i].cmd), 0);
+        PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR, "%s %s --help", POCKETLLM, helps[i].cmd), 0);
         PK_CHECK(o != NULL && strstr(o, "usage: pocketllm ") == o);
         for (int k = 0; helps[i].opts[k]; k++) {
             char line[64]; /* an option line of the help: two spaces, the name, then a space */
@@ -161,8 +143,9 @@ static void test_help(void)
 
 static int make_model(const char *seeds, const char *name)
 {
-    return run_fmt(NULL, "%s make-model --arch llama --preset tiny --out %s/%s %s", POCKETLLM, tmp,
-                   name, seeds);
+    return run_fmt(NULL, RUN_MERGE_STDERR,
+                   "%s make-model --arch llama --preset tiny --out %s/%s %s", POCKETLLM, tmp, name,
+                   seeds);
 }
 
 static void test_repeated(void)
@@ -180,7 +163,7 @@ static void test_repeated(void)
 
     /* generate: the last --max-new bounds the output (greedy, EOS ignored) */
     char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o,
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
                         "%s generate --model %s --ids 1,403 --max-new 9 --max-new 3 "
                         "--ignore-eos --json --threads 1",
                         POCKETLLM, STORIES),
@@ -195,7 +178,8 @@ static void test_repeated(void)
 static void test_threads_cap(void)
 {
     char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, "%s forward --model %s --ids " IDS " --threads 64", POCKETLLM, STORIES),
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR, "%s forward --model %s --ids " IDS " --threads 64",
+                        POCKETLLM, STORIES),
                 0);
     PK_CHECK(o != NULL && strstr(o, "loss ") != NULL);
     if (sysconf(_SC_NPROCESSORS_ONLN) < 64)
@@ -208,12 +192,12 @@ static void test_threads_cap(void)
 static void test_probe_and_bench(void)
 {
     char *o = NULL, *o2 = NULL;
-    PK_CHECK_EQ(run_fmt(&o,
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
                         "%s mezo-probe --model %s --ids " IDS " --seed 3 --seed 4 --eps 1e-3 "
                         "--threads 1",
                         POCKETLLM, STORIES),
                 0);
-    PK_CHECK_EQ(run_fmt(&o2,
+    PK_CHECK_EQ(run_fmt(&o2, RUN_MERGE_STDERR,
                         "%s mezo-probe --model %s --ids " IDS " --seed 4 --eps 1e-3 "
                         "--threads 1",
                         POCKETLLM, STORIES),
@@ -226,7 +210,8 @@ static void test_probe_and_bench(void)
     free(o);
     free(o2);
 
-    PK_CHECK_EQ(run_fmt(&o, "%s bench mezo --model %s --batch 1 --seq 8 --steps 1 --threads 1",
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+                        "%s bench mezo --model %s --batch 1 --seq 8 --steps 1 --threads 1",
                         POCKETLLM, STORIES),
                 0);
     j = last_json(o);
@@ -235,7 +220,8 @@ static void test_probe_and_bench(void)
     PK_CHECK(cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(j, "paired")));
     cJSON_Delete(j);
     free(o);
-    PK_CHECK_EQ(run_fmt(&o, "%s bench forward --model %s --batch 1 --seq 8 --reps 1 --threads 1",
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+                        "%s bench forward --model %s --batch 1 --seq 8 --reps 1 --threads 1",
                         POCKETLLM, STORIES),
                 0);
     j = last_json(o);
@@ -248,14 +234,15 @@ static void test_probe_and_bench(void)
 static long long setup_run(char *hash, size_t n)
 {
     char *o = NULL;
-    PK_CHECK_EQ(
-        run_fmt(NULL, "%s init --home %s/home --opslimit 1 --memlimit 8192", POCKETLLM, tmp), 0);
-    PK_CHECK_EQ(run_fmt(NULL,
+    PK_CHECK_EQ(run_fmt(NULL, RUN_MERGE_STDERR,
+                        "%s init --home %s/home --opslimit 1 --memlimit 8192", POCKETLLM, tmp),
+                0);
+    PK_CHECK_EQ(run_fmt(NULL, RUN_MERGE_STDERR,
                         "%s import %s/demo/data/train.txt --dataset pip --format txt "
                         "--home %s/home",
                         POCKETLLM, PK_SOURCE_DIR, tmp),
                 0);
-    PK_CHECK_EQ(run_fmt(&o,
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
                         "%s train --model %s --dataset pip --steps 2 --batch 2 --seq-len 32 "
                         "--threads 1 --quiet --home %s/home",
                         POCKETLLM, STORIES, tmp),
@@ -271,29 +258,35 @@ static long long setup_run(char *hash, size_t n)
 static void test_runs(long long run)
 {
     char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, "%s runs list --json --home %s/home", POCKETLLM, tmp), 0);
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR, "%s runs list --json --home %s/home", POCKETLLM, tmp),
+                0);
     cJSON *j = last_json(o);
     PK_CHECK_EQ(num(j, "run"), run);
     PK_CHECK(!strcmp(text(j, "dataset"), "pip") && !strcmp(text(j, "objective"), "lm"));
     cJSON_Delete(j);
     free(o);
-    PK_CHECK_EQ(run_fmt(&o, "%s runs show %lld --json --home %s/home", POCKETLLM, run, tmp), 0);
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR, "%s runs show %lld --json --home %s/home", POCKETLLM,
+                        run, tmp),
+                0);
     j = last_json(o);
     PK_CHECK(!strcmp(text(j, "status"), "done") && num(j, "steps_done") == 2);
     PK_CHECK(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "config")));
     PK_CHECK(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "evals")));
     cJSON_Delete(j);
     free(o);
-    PK_CHECK_EQ(run_fmt(&o, "%s runs show %lld --home %s/home", POCKETLLM, run, tmp), 0);
+    PK_CHECK_EQ(
+        run_fmt(&o, RUN_MERGE_STDERR, "%s runs show %lld --home %s/home", POCKETLLM, run, tmp), 0);
     PK_CHECK(o != NULL && strstr(o, "status done\nsteps 2/2\n") != NULL);
     free(o);
-    PK_CHECK_EQ(run_fmt(NULL, "%s runs show 999 --home %s/home", POCKETLLM, tmp), 1);
+    PK_CHECK_EQ(run_fmt(NULL, RUN_MERGE_STDERR, "%s runs show 999 --home %s/home", POCKETLLM, tmp),
+                1);
 }
 
 static void test_eval_generate(long long run)
 {
     char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, "%s eval --run %lld --dataset pip --batch 4 --threads 1 --home %s/home",
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+                        "%s eval --run %lld --dataset pip --batch 4 --threads 1 --home %s/home",
                         POCKETLLM, run, tmp),
                 0);
     cJSON *j = last_json(o);
@@ -301,7 +294,7 @@ static void test_eval_generate(long long run)
     PK_CHECK(num(j, "examples") > 0 && num(j, "loss") > 0 && num(j, "perplexity") > 1);
     cJSON_Delete(j);
     free(o);
-    PK_CHECK_EQ(run_fmt(&o,
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
                         "%s eval --model %s --dataset pip --seq-len 32 --threads 1 --home "
                         "%s/home",
                         POCKETLLM, STORIES, tmp),
@@ -310,7 +303,7 @@ static void test_eval_generate(long long run)
     PK_CHECK(num(j, "loss") > 0);
     cJSON_Delete(j);
     free(o);
-    PK_CHECK_EQ(run_fmt(&o,
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
                         "%s generate --run %lld --prompt Pip --max-new 4 --ignore-eos --json "
                         "--threads 1 --home %s/home",
                         POCKETLLM, run, tmp),
@@ -325,7 +318,7 @@ static void test_eval_generate(long long run)
 static void test_replay(long long run, const char *hash)
 {
     char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o,
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
                         "%s replay --run %lld --out %s/r1 --write-seed-log %s/run.seedlog "
                         "--threads 1 --home %s/home",
                         POCKETLLM, run, tmp, tmp, tmp),
@@ -334,7 +327,7 @@ static void test_replay(long long run, const char *hash)
     PK_CHECK(!strcmp(text(j, "weights"), hash) && num(j, "threads") == 1);
     cJSON_Delete(j);
     free(o);
-    PK_CHECK_EQ(run_fmt(&o,
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
                         "%s replay --seed-log %s/run.seedlog --model %s --out %s/r2 "
                         "--threads 1",
                         POCKETLLM, tmp, STORIES, tmp),

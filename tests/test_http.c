@@ -5,6 +5,7 @@
  * attempt; empty after a success). */
 #include "pk_net.h"
 #include "pk_test.h"
+#include "test_mhd_util.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -23,21 +24,6 @@ typedef struct server {
     atomic_int hits_flaky, hits_trunc, hits_badjson, hits_404, hits_always;
 } server;
 
-typedef struct conn_body {
-    char *data;
-    size_t len;
-} conn_body;
-
-static enum MHD_Result send_text(struct MHD_Connection *c, unsigned code, const char *text)
-{
-    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), (void *)(uintptr_t)text,
-                                                             MHD_RESPMEM_MUST_COPY);
-    MHD_add_response_header(r, "Content-Type", "application/json");
-    enum MHD_Result ret = MHD_queue_response(c, code, r);
-    MHD_destroy_response(r);
-    return ret;
-}
-
 /* A body announced as 64 bytes of which only 10 arrive before the connection closes. */
 static ssize_t trunc_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
@@ -55,48 +41,33 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 {
     (void)version;
     server *s = cls;
-    conn_body *cb = *req;
-    if (!cb) {
-        cb = calloc(1, sizeof *cb);
-        if (!cb)
-            return MHD_NO;
-        *req = cb;
-        return MHD_YES;
-    }
-    if (*upload_size) {
-        char *d = realloc(cb->data, cb->len + *upload_size + 1);
-        if (!d)
-            return MHD_NO;
-        memcpy(d + cb->len, upload, *upload_size);
-        cb->data = d;
-        cb->len += *upload_size;
-        cb->data[cb->len] = '\0';
-        *upload_size = 0;
-        return MHD_YES;
-    }
+    enum MHD_Result res;
+    if (mhd_gather_body(req, upload, upload_size, &res))
+        return res;
+    const mhd_body *cb = *req;
     if (!strcmp(url, "/ok"))
-        return send_text(c, 200, "{\"ok\":true}");
+        return mhd_send_json(c, 200, "{\"ok\":true}");
     if (!strcmp(url, "/echo")) {
         const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
         char out[512];
         snprintf(out, sizeof out, "{\"method\":\"%s\",\"ct\":\"%s\",\"len\":%zu}", method,
                  ct ? ct : "", cb->len);
-        return send_text(c, 200, out);
+        return mhd_send_json(c, 200, out);
     }
     if (!strcmp(url, "/flaky"))
-        return atomic_fetch_add(&s->hits_flaky, 1) < 2 ? send_text(c, 503, "{\"e\":1}")
-                                                       : send_text(c, 200, "{\"ok\":2}");
+        return atomic_fetch_add(&s->hits_flaky, 1) < 2 ? mhd_send_json(c, 503, "{\"e\":1}")
+                                                       : mhd_send_json(c, 200, "{\"ok\":2}");
     if (!strcmp(url, "/always503")) {
         atomic_fetch_add(&s->hits_always, 1);
-        return send_text(c, 503, "{\"error\":{\"code\":\"injected_fault\"}}");
+        return mhd_send_json(c, 503, "{\"error\":{\"code\":\"injected_fault\"}}");
     }
     if (!strcmp(url, "/missing")) {
         atomic_fetch_add(&s->hits_404, 1);
-        return send_text(c, 404, "{\"error\":{\"code\":\"not_found\"}}");
+        return mhd_send_json(c, 404, "{\"error\":{\"code\":\"not_found\"}}");
     }
     if (!strcmp(url, "/badjson"))
-        return atomic_fetch_add(&s->hits_badjson, 1) < 1 ? send_text(c, 200, "{\"ok\":tr")
-                                                         : send_text(c, 200, "{\"ok\":true}");
+        return atomic_fetch_add(&s->hits_badjson, 1) < 1 ? mhd_send_json(c, 200, "{\"ok\":tr")
+                                                         : mhd_send_json(c, 200, "{\"ok\":true}");
     if (!strcmp(url, "/trunc")) {
         if (atomic_fetch_add(&s->hits_trunc, 1) < 1) {
             struct MHD_Response *r =
@@ -105,11 +76,11 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
             MHD_destroy_response(r);
             return ret;
         }
-        return send_text(c, 200, "{\"whole\":true}");
+        return mhd_send_json(c, 200, "{\"whole\":true}");
     }
     if (!strcmp(url, "/slow")) {
         usleep(1500 * 1000);
-        return send_text(c, 200, "{\"late\":true}");
+        return mhd_send_json(c, 200, "{\"late\":true}");
     }
     if (!strcmp(url, "/big")) {
         size_t n = 300000;
@@ -124,35 +95,15 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         MHD_destroy_response(r);
         return ret;
     }
-    return send_text(c, 404, "{}");
-}
-
-static void completed(void *cls, struct MHD_Connection *c, void **req,
-                      enum MHD_RequestTerminationCode toe)
-{
-    (void)cls;
-    (void)c;
-    (void)toe;
-    conn_body *cb = *req;
-    if (cb) {
-        free(cb->data);
-        free(cb);
-    }
-    *req = NULL;
+    return mhd_send_json(c, 404, "{}");
 }
 
 static int server_start(server *s)
 {
     memset(s, 0, sizeof *s);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    s->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0,
-                            NULL, NULL, handler, s, MHD_OPTION_SOCK_ADDR, &a,
-                            MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
+    s->d = mhd_start_loopback(handler, s, &s->port);
     if (!s->d)
         return -1;
-    const union MHD_DaemonInfo *i = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = i ? i->port : 0;
     return s->port > 0 ? 0 : -1;
 }
 

@@ -22,23 +22,6 @@
 
 static char g_tmp[256]; /* the test's temporary directory (resolved: /tmp may be a link) */
 
-/* Formats a shell command, runs it and returns its exit status; *out as in run_capture. */
-static int run_fmt(char **out, const char *fmt, ...) PK_PRINTF(2, 3);
-static int run_fmt(char **out, const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof cmd)
-        return -1;
-    int rc = run_capture(cmd, out);
-    if (rc != 0)
-        fprintf(stderr, "(exit %d) %s\n", rc, cmd);
-    return rc;
-}
-
 /* The last stdout line of out as a JSON object (owned), or NULL. */
 static cJSON *last_json(char *out)
 {
@@ -71,19 +54,20 @@ static int clone_and_build(void)
     snprintf(shared, sizeof shared, "%s/shared", g_tmp);
     PK_CHECK(file_bytes(shared) < 0);
     double t0 = pk_time_now();
-    if (run_fmt(NULL, "git clone -q '%s' '%s/repo' >&2", PK_SOURCE_DIR, g_tmp) != 0)
+    if (run_fmt(NULL, RUN_SHOW_FAILURE, "git clone -q '%s' '%s/repo' >&2", PK_SOURCE_DIR, g_tmp) !=
+        0)
         return -1;
     char model[384];
     snprintf(model, sizeof model, "%s/repo/models/stories260k/model.safetensors", g_tmp);
     PK_CHECK(file_bytes(model) > 1000000); /* committed as it is, not as a Git LFS pointer */
-    if (run_fmt(NULL,
+    if (run_fmt(NULL, RUN_SHOW_FAILURE,
                 "cmake -S '%s/repo' -B '%s/build' -DCMAKE_BUILD_TYPE=Release "
                 "-DPK_SHARED_DIR='%s' >'%s/configure.log' 2>&1 || { cat '%s/configure.log' >&2; "
                 "exit 1; }",
                 g_tmp, g_tmp, shared, g_tmp, g_tmp) != 0)
         return -1;
     double t1 = pk_time_now();
-    if (run_fmt(NULL,
+    if (run_fmt(NULL, RUN_SHOW_FAILURE,
                 "cmake --build '%s/build' -j2 --target pocketllm >'%s/build.log' 2>&1 || "
                 "{ tail -n 40 '%s/build.log' >&2; exit 1; }",
                 g_tmp, g_tmp, g_tmp) != 0)
@@ -97,7 +81,7 @@ static int clone_and_build(void)
 static void test_demo_from_clone(void)
 {
     char *o = NULL, want[384];
-    PK_CHECK_EQ(run_fmt(&o,
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
                         "mkdir -p '%s/elsewhere' && cd '%s/elsewhere' && "
                         "env -u POCKETLLM_MODEL -u PK_SHARED_DIR '%s/build/cli/pocketllm' demo "
                         "--steps " DEMO_STEPS " --json --threads 1",
@@ -123,7 +107,7 @@ static int install_parts(void)
 {
     static const char *const parts[] = {"cli", "models"};
     for (int i = 0; i < 2; i++)
-        if (run_fmt(NULL,
+        if (run_fmt(NULL, RUN_SHOW_FAILURE,
                     "cmake -DCMAKE_INSTALL_PREFIX='%s/inst' -P '%s/build/%s/cmake_install.cmake' "
                     ">&2",
                     g_tmp, g_tmp, parts[i]) != 0)
@@ -137,8 +121,10 @@ static void test_installed(void)
 {
     char *o = NULL, want[384];
     PK_CHECK_EQ(install_parts(), 0);
-    PK_CHECK_EQ(run_fmt(NULL, "mv '%s/repo/models' '%s/repo/models.away'", g_tmp, g_tmp), 0);
-    PK_CHECK_EQ(run_fmt(&o,
+    PK_CHECK_EQ(
+        run_fmt(NULL, RUN_SHOW_FAILURE, "mv '%s/repo/models' '%s/repo/models.away'", g_tmp, g_tmp),
+        0);
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
                         "cd '%s/elsewhere' && env -u POCKETLLM_MODEL '%s/inst/bin/pocketllm' demo "
                         "--steps 2 --json --quiet --threads 1",
                         g_tmp, g_tmp),
@@ -149,8 +135,8 @@ static void test_installed(void)
     cJSON_Delete(j);
     free(o);
     o = NULL;
-    PK_CHECK_EQ(run_fmt(NULL, "rm -rf '%s/inst/share'", g_tmp), 0);
-    PK_CHECK_EQ(run_fmt(&o,
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE, "rm -rf '%s/inst/share'", g_tmp), 0);
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
                         "cd '%s/elsewhere' && env -u POCKETLLM_MODEL '%s/inst/bin/pocketllm' demo "
                         "--steps 2 --quiet 2>&1",
                         g_tmp, g_tmp),

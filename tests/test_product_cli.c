@@ -33,25 +33,6 @@
 static char tmp[128];  /* the test's temporary directory */
 static char home[256]; /* the agent home inside it */
 
-/* Formats a command line, runs it and returns its exit status; *out as in run_capture. */
-static int run_fmt(char **out, const char *fmt, ...) PK_PRINTF(2, 3);
-static int run_fmt(char **out, const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof cmd) {
-        fprintf(stderr, "command too long: %s\n", fmt);
-        return -1;
-    }
-    int rc = run_capture(cmd, out);
-    if (rc != 0)
-        fprintf(stderr, "(exit %d) %s\n", rc, cmd); /* expected for the error cases */
-    return rc;
-}
-
 /* The last stdout line of out parsed as one JSON object (owned, cJSON_Delete), or NULL. */
 static cJSON *last_json(char *out)
 {
@@ -120,8 +101,9 @@ static double max_abs_diff(const char *a, const char *b)
 static int forward(const char *model, const char *out)
 {
     char *o = NULL;
-    int rc = run_fmt(&o, "%s forward --model %s --ids " IDS " --out %s --threads 1", POCKETLLM,
-                     model, out);
+    int rc =
+        run_fmt(&o, RUN_SHOW_FAILURE, "%s forward --model %s --ids " IDS " --out %s --threads 1",
+                POCKETLLM, model, out);
     int ok = rc == 0 && strstr(o ? o : "", "loss ") != NULL &&
              file_bytes(out) == (long long)N_IDS * VOCAB * (long long)sizeof(float);
     free(o);
@@ -133,7 +115,9 @@ static int forward(const char *model, const char *out)
 static void test_demo(void)
 {
     char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, "%s demo --steps 60 --json --quiet --threads 1", POCKETLLM), 0);
+    PK_CHECK_EQ(
+        run_fmt(&o, RUN_SHOW_FAILURE, "%s demo --steps 60 --json --quiet --threads 1", POCKETLLM),
+        0);
     cJSON *j = last_json(o);
     PK_CHECK(j != NULL);
     if (j != NULL) {
@@ -166,22 +150,21 @@ static void setup_home(void)
     char pass[300];
     snprintf(home, sizeof home, "%s/home", tmp);
     snprintf(pass, sizeof pass, "%s/pass.txt", tmp);
-    FILE *f = fopen(pass, "w");
-    PK_CHECK(f != NULL);
-    if (f != NULL) {
-        fputs(PASS "\n", f);
-        fclose(f);
-    }
-    PK_CHECK_EQ(run_fmt(NULL, "%s init --home %s --passphrase-file %s", POCKETLLM, home, pass), 0);
+    PK_CHECK_EQ(write_string(pass, PASS "\n"), 0);
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE, "%s init --home %s --passphrase-file %s", POCKETLLM,
+                        home, pass),
+                0);
     char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, "%s import %s/demo/data/train.txt --dataset pip --format txt --home %s",
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
+                        "%s import %s/demo/data/train.txt --dataset pip --format txt --home %s",
                         POCKETLLM, PK_SOURCE_DIR, home),
                 0);
     PK_CHECK(strstr(o ? o : "", "150") != NULL); /* demo/data/train.txt: 150 lines */
     free(o);
     /* a wrong passphrase is refused before anything is read */
-    PK_CHECK_EQ(run_fmt(NULL, "POCKETLLM_PASSPHRASE=wrong %s runs list --home %s 2>/dev/null",
-                        POCKETLLM, home),
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
+                        "POCKETLLM_PASSPHRASE=wrong %s runs list --home %s 2>/dev/null", POCKETLLM,
+                        home),
                 1);
 }
 
@@ -189,7 +172,7 @@ static void setup_home(void)
 static int train(const char *args, int64_t *run, char *hash, size_t n)
 {
     char *o = NULL;
-    int rc = run_fmt(&o, "%s train %s --home %s --quiet", POCKETLLM, args, home);
+    int rc = run_fmt(&o, RUN_SHOW_FAILURE, "%s train %s --home %s --quiet", POCKETLLM, args, home);
     cJSON *j = rc == 0 ? last_json(o) : NULL;
     *run = (int64_t)inum(j, "run");
     str(j, "weights", hash, n);
@@ -212,8 +195,8 @@ static void test_export_dir(int64_t run, const char *hash)
     snprintf(lbase, sizeof lbase, "%s/base.logits", tmp);
 
     char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, "%s export --run %lld --out %s --home %s", POCKETLLM, (long long)run,
-                        e32, home),
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s export --run %lld --out %s --home %s", POCKETLLM,
+                        (long long)run, e32, home),
                 0);
     PK_CHECK(strstr(o ? o : "", hash) != NULL);
     free(o);
@@ -234,8 +217,8 @@ static void test_export_dir(int64_t run, const char *hash)
     free(mj);
 
     /* the run's weights rebuilt from the store (with 2 threads: same bits as 1) */
-    PK_CHECK_EQ(run_fmt(&o, "%s replay --run %lld --out %s --threads 2 --home %s", POCKETLLM,
-                        (long long)run, rdir, home),
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s replay --run %lld --out %s --threads 2 --home %s",
+                        POCKETLLM, (long long)run, rdir, home),
                 0);
     j = last_json(o);
     str(j, "weights", wh, sizeof wh);
@@ -252,8 +235,8 @@ static void test_export_dir(int64_t run, const char *hash)
     double d_base = max_abs_diff(l32, lbase);
     PK_CHECK(d_base > 1e-3);
 
-    PK_CHECK_EQ(run_fmt(&o, "%s export --run %lld --out %s --dtype f16 --home %s", POCKETLLM,
-                        (long long)run, e16, home),
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s export --run %lld --out %s --dtype f16 --home %s",
+                        POCKETLLM, (long long)run, e16, home),
                 0);
     free(o);
     o = NULL;
@@ -271,11 +254,13 @@ static void test_export_dir(int64_t run, const char *hash)
         fprintf(stderr, "f16 vs f32 logits: max |diff| %g (base: %g)\n", d16, d_base);
 
     /* usage errors */
-    PK_CHECK_EQ(run_fmt(NULL, "%s export --run %lld --out %s --dtype f8 --home %s 2>/dev/null",
-                        POCKETLLM, (long long)run, e16, home),
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
+                        "%s export --run %lld --out %s --dtype f8 --home %s 2>/dev/null", POCKETLLM,
+                        (long long)run, e16, home),
                 2);
-    PK_CHECK_EQ(run_fmt(NULL, "%s export --run 999 --out %s/nope --home %s 2>/dev/null", POCKETLLM,
-                        tmp, home),
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
+                        "%s export --run 999 --out %s/nope --home %s 2>/dev/null", POCKETLLM, tmp,
+                        home),
                 1);
 }
 
@@ -292,8 +277,8 @@ static void test_seedlog(int64_t run, const char *hash)
     snprintf(e32, sizeof e32, "%s/export-f32", tmp);
 
     char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, "%s export --run %lld --seed-log %s --home %s", POCKETLLM,
-                        (long long)run, log, home),
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s export --run %lld --seed-log %s --home %s",
+                        POCKETLLM, (long long)run, log, home),
                 0);
     free(o);
     o = NULL;
@@ -310,8 +295,9 @@ static void test_seedlog(int64_t run, const char *hash)
     snprintf(a, sizeof a, "%s/model.safetensors", e32);
     PK_CHECK(lb > 0 && lb * 100 < file_bytes(a)); /* kilobytes instead of the weights */
 
-    PK_CHECK_EQ(run_fmt(&o, "%s replay --seed-log %s --model %s --out %s --threads 1", POCKETLLM,
-                        log, STORIES, r3),
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
+                        "%s replay --seed-log %s --model %s --out %s --threads 1", POCKETLLM, log,
+                        STORIES, r3),
                 0);
     cJSON *j = last_json(o);
     char wh[80];
@@ -326,10 +312,12 @@ static void test_seedlog(int64_t run, const char *hash)
     PK_CHECK(files_equal(a, b)); /* the same tensors, bit for bit, as the run's replay */
 
     /* another architecture: refused, with the two hashes named */
-    PK_CHECK_EQ(run_fmt(NULL, "%s make-model --arch llama --preset tiny --out %s", POCKETLLM, tiny),
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE, "%s make-model --arch llama --preset tiny --out %s",
+                        POCKETLLM, tiny),
                 0);
-    PK_CHECK_EQ(run_fmt(&o, "%s replay --seed-log %s --model %s --out %s --threads 1 2>&1",
-                        POCKETLLM, log, tiny, r4),
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
+                        "%s replay --seed-log %s --model %s --out %s --threads 1 2>&1", POCKETLLM,
+                        log, tiny, r4),
                 1);
     PK_CHECK(strstr(o ? o : "", "seed log's base") != NULL);
     PK_CHECK(base[0] && strstr(o ? o : "", base) != NULL); /* names the base it needs */
@@ -340,8 +328,9 @@ static void test_seedlog(int64_t run, const char *hash)
     snprintf(a, sizeof a, "%s/model.safetensors", r4);
     PK_CHECK(file_bytes(a) < 0);
     /* the same shapes but other weights (the fine-tuned model itself): refused too */
-    PK_CHECK_EQ(run_fmt(&o, "%s replay --seed-log %s --model %s --out %s --threads 1 2>&1",
-                        POCKETLLM, log, e32, r5),
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
+                        "%s replay --seed-log %s --model %s --out %s --threads 1 2>&1", POCKETLLM,
+                        log, e32, r5),
                 1);
     PK_CHECK(strstr(o ? o : "", "seed log's base") != NULL);
     free(o);
@@ -357,7 +346,8 @@ static int64_t run_state(int64_t run, char *status, size_t n)
     char *o = NULL;
     int64_t done = -1;
     status[0] = '\0';
-    if (run_fmt(&o, "%s runs show %lld --json --home %s", POCKETLLM, (long long)run, home) == 0) {
+    if (run_fmt(&o, RUN_SHOW_FAILURE, "%s runs show %lld --json --home %s", POCKETLLM,
+                (long long)run, home) == 0) {
         cJSON *j = last_json(o);
         str(j, "status", status, n);
         PK_CHECK_EQ(inum(j, "run"), run);
@@ -424,7 +414,7 @@ static void test_kill_resume(int64_t first_run)
     PK_CHECK_EQ(train_and_kill(), 0);
     /* the killed run is the newest: first line of `runs list --json` */
     char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, "%s runs list --json --home %s", POCKETLLM, home), 0);
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s runs list --json --home %s", POCKETLLM, home), 0);
     if (o)
         o[strcspn(o, "\n")] = '\0';
     cJSON *first = o ? cJSON_Parse(o) : NULL;
@@ -439,7 +429,8 @@ static void test_kill_resume(int64_t first_run)
             status, (long long)done, KILL_STEPS);
 
     o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, "%s train --resume %lld --threads 1 --quiet --home %s", POCKETLLM,
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
+                        "%s train --resume %lld --threads 1 --quiet --home %s", POCKETLLM,
                         (long long)run, home),
                 0);
     cJSON *j = last_json(o);
@@ -479,9 +470,9 @@ static void test_plot(int64_t run, int steps)
     char svgp[300];
     snprintf(svgp, sizeof svgp, "%s/loss.svg", tmp);
     char *o = NULL;
-    PK_CHECK_EQ(
-        run_fmt(&o, "%s plot --run %lld --out %s --home %s", POCKETLLM, (long long)run, svgp, home),
-        0);
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s plot --run %lld --out %s --home %s", POCKETLLM,
+                        (long long)run, svgp, home),
+                0);
     free(o);
     size_t len = 0;
     char *svg = slurp(svgp, &len);
@@ -500,9 +491,9 @@ static void test_plot(int64_t run, int steps)
     free(svg);
     /* no such run: an error and no file */
     snprintf(svgp, sizeof svgp, "%s/none.svg", tmp);
-    PK_CHECK_EQ(
-        run_fmt(NULL, "%s plot --run 999 --out %s --home %s 2>/dev/null", POCKETLLM, svgp, home),
-        1);
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE, "%s plot --run 999 --out %s --home %s 2>/dev/null",
+                        POCKETLLM, svgp, home),
+                1);
     PK_CHECK(file_bytes(svgp) < 0);
 }
 

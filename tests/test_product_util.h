@@ -5,6 +5,7 @@
 #define PK_TEST_PRODUCT_UTIL_H
 
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,34 @@ static inline int run_capture(const char *cmd, char **out)
     else
         free(buf);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* How run_fmt runs its command: as it is (RUN_PLAIN), with stderr merged into the captured stdout
+ * (RUN_MERGE_STDERR), and/or printing a nonzero exit status with the command to stderr
+ * (RUN_SHOW_FAILURE, for a test whose commands are all meant to succeed). */
+enum { RUN_PLAIN = 0, RUN_MERGE_STDERR = 1, RUN_SHOW_FAILURE = 2 };
+
+/* Formats a command line, runs it as run_capture (stdout into *out) and returns its exit status;
+ * -1 if the line is too long. */
+static inline int run_fmt(char **out, int how, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static inline int run_fmt(char **out, int how, const char *fmt, ...)
+{
+    char cmd[8192];
+    const char *tail = (how & RUN_MERGE_STDERR) ? " 2>&1" : "";
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n + strlen(tail) >= sizeof cmd) {
+        fprintf(stderr, "command too long: %s\n", fmt);
+        return -1;
+    }
+    strcat(cmd, tail);
+    int rc = run_capture(cmd, out);
+    if (rc != 0 && (how & RUN_SHOW_FAILURE))
+        fprintf(stderr, "(exit %d) %s\n", rc, cmd);
+    return rc;
 }
 
 /* The last non-empty line of s (view into s, NUL-terminated in place). */

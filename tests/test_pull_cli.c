@@ -5,6 +5,7 @@
  * files identical to the hub's. A third pull finds everything up to date. */
 #include "pk_test.h"
 #include "test_product_util.h"
+#include "test_util.h"
 
 static void make_hub(const char *hub)
 {
@@ -33,16 +34,14 @@ int main(void)
     snprintf(task, sizeof task, "%s/task.json", tmp);
     mkdir(hub, 0755);
     make_hub(hub);
-    FILE *t = fopen(task, "w");
-    PK_CHECK(t != NULL);
-    if (!t)
-        return 1;
-    fputs("{\"task_id\":\"t\",\"base_model_hash\":\"00\",\"pool_size\":4,\"pool_seed\":"
-          "\"0000000000000000000000000000000000000000000000000000000000000000\","
-          "\"z_kind\":\"gaussian\",\"lr\":1e-4,\"eps\":1e-3,\"local_steps\":1,\"batch_size\":1,"
-          "\"trainable\":\"all\",\"quorum\":1,\"deadline_seconds\":60,\"max_abs_g\":1e6}\n",
-          t);
-    fclose(t);
+    PK_CHECK_EQ(
+        write_string(
+            task,
+            "{\"task_id\":\"t\",\"base_model_hash\":\"00\",\"pool_size\":4,\"pool_seed\":"
+            "\"0000000000000000000000000000000000000000000000000000000000000000\","
+            "\"z_kind\":\"gaussian\",\"lr\":1e-4,\"eps\":1e-3,\"local_steps\":1,\"batch_size\":1,"
+            "\"trainable\":\"all\",\"quorum\":1,\"deadline_seconds\":60,\"max_abs_g\":1e6}\n"),
+        0);
 
     /* 1. every body cut in half, one attempt: the pull fails and keeps a partial file */
     server sv = {0};

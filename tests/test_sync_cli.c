@@ -20,6 +20,7 @@
 #pragma GCC diagnostic ignored "-Wunused-function" /* not every helper is used here */
 #include "test_product_util.h"
 #include "test_sync_util.h"
+#include "test_util.h"
 #pragma GCC diagnostic pop
 
 #include <cJSON.h>
@@ -79,15 +80,6 @@ typedef struct coord {
 
 static char g_tmp[128];
 static uint8_t g_pool_seed[32]; /* the task's */
-
-static int write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return 0;
-    int ok = fputs(text, f) >= 0;
-    return fclose(f) == 0 && ok;
-}
 
 /* Weights hash of a model directory through the library (what the task's base hash means). */
 static int dir_hash(const char *dir, char hex[65])
@@ -201,7 +193,7 @@ static int make_agent(agent *a, int i, const char *const *lines, size_t n, const
         strncat(text, lines[k], sizeof text - strlen(text) - 2);
         strcat(text, "\n");
     }
-    if (!write_text(txt, text))
+    if (write_string(txt, text) != 0)
         return 0;
     snprintf(cmd, sizeof cmd,
              "%s init --home %s %s --opslimit 1 --memlimit 8192 >/dev/null 2>>%s && "
@@ -482,7 +474,7 @@ static void check_capture(const agent *ag)
     snprintf(path, sizeof path, "%s/000000-POST-_v1_rounds_1_updates.body", ctl);
     snprintf(body, sizeof body,
              "{\"round\":1,\"idempotency_key\":\"k\",\"updates\":\"\",\"text\":\"%s\"}", CY[1]);
-    PK_CHECK(write_text(path, body));
+    PK_CHECK_EQ(write_string(path, body), 0);
     scan s;
     scan_dir(ctl, secrets, n, &s);
     PK_CHECK(s.leaks >= 1 && s.bad_fields >= 1);
@@ -568,7 +560,7 @@ static int write_task(const char *base)
              "\"local_steps\":%d,\"batch_size\":2,\"quorum\":%d,\"deadline_seconds\":60}\n",
              base, hex, LOCAL_STEPS, N_AGENTS);
     snprintf(path, sizeof path, "%s/task.json", g_tmp);
-    return write_text(path, json);
+    return write_string(path, json) == 0;
 }
 
 static void run_all(const coord *c, const agent *ag, const char *base)
@@ -642,7 +634,7 @@ int main(void)
     PK_CHECK(dir_hash(STORIES, base));
     PK_CHECK(write_task(base));
     PK_CHECK(mkdir(cap, 0700) == 0);
-    PK_CHECK(write_text(pf, "agent zero's own passphrase\n"));
+    PK_CHECK_EQ(write_string(pf, "agent zero's own passphrase\n"), 0);
     PK_CHECK(make_agent(&ag[0], 0, ADA, sizeof ADA / sizeof ADA[0], opts0, "--threads 1"));
     PK_CHECK(make_agent(&ag[1], 1, BO, sizeof BO / sizeof BO[0], "", ""));
     PK_CHECK(make_agent(&ag[2], 2, CY, sizeof CY / sizeof CY[0], "", "--threads 1"));

@@ -10,6 +10,7 @@
 #include "pk_test.h"
 #include "test_sync_toy.c"
 #include "test_sync_util.h"
+#include "test_util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -127,7 +128,7 @@ static void write_task(const char *name, const char *base_hash, int quorum)
              "\"pool_seed\":\"%s\",\"z_kind\":\"gaussian\",\"lr\":0.05,\"eps\":0.001,"
              "\"local_steps\":%d,\"batch_size\":%d,\"quorum\":%d,\"deadline_seconds\":60}\n",
              name, base_hash, ps, STEPS, BATCH, quorum);
-    PK_CHECK(write_file(path, json) == 0);
+    PK_CHECK(write_string(path, json) == 0);
 }
 
 static pk_sync_params params(const srv *s, char *url, size_t n, double wait)

@@ -6,6 +6,7 @@
  * answer dropping it, a wrong base model refused, malformed answers refused naming the field,
  * and the DP report. */
 #include "pk_test.h"
+#include "test_mhd_util.h"
 #include "test_sync_toy.c"
 
 #include <arpa/inet.h>
@@ -35,21 +36,6 @@ typedef struct fake {
     int last_pairs;
     long long last_examples;
 } fake;
-
-typedef struct rq {
-    char *data;
-    size_t len;
-} rq;
-
-static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *text)
-{
-    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), (void *)(uintptr_t)text,
-                                                             MHD_RESPMEM_MUST_COPY);
-    MHD_add_response_header(r, "Content-Type", "application/json");
-    enum MHD_Result ret = MHD_queue_response(c, code, r);
-    MHD_destroy_response(r);
-    return ret;
-}
 
 static const char *TASK_ID = "t1";
 static const uint8_t POOL_SEED[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11,
@@ -100,7 +86,7 @@ static void check_upload(fake *f, const char *body)
 }
 
 static enum MHD_Result route(fake *f, struct MHD_Connection *c, const char *url, const char *method,
-                             rq *q)
+                             mhd_body *q)
 {
     char buf[8192];
     if (!strcmp(url, "/v1/devices") && !strcmp(method, "POST")) {
@@ -111,24 +97,25 @@ static enum MHD_Result route(fake *f, struct MHD_Connection *c, const char *url,
         if (!cJSON_IsString(pk) ||
             sodium_hex2bin(f->pk, 32, pk->valuestring, 64, NULL, NULL, NULL) != 0) {
             cJSON_Delete(j);
-            return reply(c, 400, "{\"error\":{\"code\":\"bad_field\",\"message\":\"pk\"}}");
+            return mhd_send_json(c, 400, "{\"error\":{\"code\":\"bad_field\",\"message\":\"pk\"}}");
         }
         cJSON_Delete(j);
         f->have_pk = 1;
         crypto_generichash(h, 32, f->pk, 32, NULL, 0);
         sodium_bin2hex(hex, sizeof hex, h, 8);
         snprintf(buf, sizeof buf, "{\"device_id\":\"d%s\"}", hex);
-        return reply(c, 201, buf);
+        return mhd_send_json(c, 201, buf);
     }
     if (!strcmp(url, "/v1/task") || !strncmp(url, "/v1/tasks/", 10)) {
         if (!strncmp(url, "/v1/tasks/", 10) && strcmp(url + 10, TASK_ID) != 0)
-            return reply(c, 404, "{\"error\":{\"code\":\"unknown_task\",\"message\":\"no\"}}");
-        return reply(c, 200, f->task);
+            return mhd_send_json(c, 404,
+                                 "{\"error\":{\"code\":\"unknown_task\",\"message\":\"no\"}}");
+        return mhd_send_json(c, 200, f->task);
     }
     if (!strcmp(url, "/v1/health")) {
         snprintf(buf, sizeof buf, "{\"ok\":true,\"round\":%d,\"log_version\":%d}", f->head + 1,
                  f->head);
-        return reply(c, 200, buf);
+        return mhd_send_json(c, 200, buf);
     }
     if (!strcmp(url, "/v1/log")) {
         const char *s = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "since");
@@ -142,19 +129,21 @@ static enum MHD_Result route(fake *f, struct MHD_Connection *c, const char *url,
             off += (size_t)snprintf(buf + off, sizeof buf - off, "%s%s", v > since + 1 ? "," : "",
                                     f->ent[v - 1]);
         snprintf(buf + off, sizeof buf - off, "]}");
-        return reply(c, 200, buf);
+        return mhd_send_json(c, 200, buf);
     }
     if (!strncmp(url, "/v1/rounds/", 11)) {
         f->uploads_seen++;
         check_upload(f, q->data ? q->data : "");
         if (f->upload_code == 503)
-            return reply(c, 503, "{\"error\":{\"code\":\"injected_fault\",\"message\":\"x\"}}");
+            return mhd_send_json(c, 503,
+                                 "{\"error\":{\"code\":\"injected_fault\",\"message\":\"x\"}}");
         if (f->upload_code == 409)
-            return reply(c, 409, "{\"error\":{\"code\":\"round_closed\",\"message\":\"late\"}}");
+            return mhd_send_json(c, 409,
+                                 "{\"error\":{\"code\":\"round_closed\",\"message\":\"late\"}}");
         f->uploads_ok++;
-        return reply(c, 200, "{\"accepted\":true}");
+        return mhd_send_json(c, 200, "{\"accepted\":true}");
     }
-    return reply(c, 404, "{\"error\":{\"code\":\"not_found\",\"message\":\"?\"}}");
+    return mhd_send_json(c, 404, "{\"error\":{\"code\":\"not_found\",\"message\":\"?\"}}");
 }
 
 static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
@@ -163,39 +152,14 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 {
     (void)version;
     fake *f = cls;
-    rq *q = *req;
-    if (!q) {
-        *req = calloc(1, sizeof *q);
-        return *req ? MHD_YES : MHD_NO;
-    }
-    if (*upload_size) {
-        char *d = realloc(q->data, q->len + *upload_size + 1);
-        if (!d)
-            return MHD_NO;
-        memcpy(d + q->len, upload, *upload_size);
-        q->data = d;
-        q->len += *upload_size;
-        d[q->len] = '\0';
-        *upload_size = 0;
-        return MHD_YES;
-    }
+    enum MHD_Result res;
+    if (mhd_gather_body(req, upload, upload_size, &res))
+        return res;
+    mhd_body *q = *req;
     pthread_mutex_lock(&f->mu);
     enum MHD_Result r = route(f, c, url, method, q);
     pthread_mutex_unlock(&f->mu);
     return r;
-}
-
-static void completed(void *cls, struct MHD_Connection *c, void **req,
-                      enum MHD_RequestTerminationCode toe)
-{
-    (void)cls;
-    (void)c;
-    (void)toe;
-    rq *q = *req;
-    if (q)
-        free(q->data);
-    free(q);
-    *req = NULL;
 }
 
 /* ---- building a log (PROTOCOL 6), independently of sync.c ---------------------------------- */
@@ -581,14 +545,9 @@ int main(void)
         return 1;
     static fake f;
     pthread_mutex_init(&f.mu, NULL);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    f.d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL,
-                           NULL, handler, &f, MHD_OPTION_SOCK_ADDR, &a, MHD_OPTION_NOTIFY_COMPLETED,
-                           completed, NULL, MHD_OPTION_END);
+    f.d = mhd_start_loopback(handler, &f, &f.port);
     PK_CHECK(f.d != NULL);
     if (f.d) {
-        f.port = MHD_get_daemon_info(f.d, MHD_DAEMON_INFO_BIND_PORT)->port;
         test_log_and_upload(&f, dir);
         test_malformed(&f, dir);
         test_dp_report(&f, dir);

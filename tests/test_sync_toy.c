@@ -197,12 +197,3 @@ static int ref_replay(const char *log_json, const uint8_t ps[32], pk_z_kind kind
     cJSON_Delete(j);
     return count;
 }
-
-static inline int write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return -1;
-    fputs(text, f);
-    return fclose(f);
-}

@@ -66,6 +66,12 @@ static inline int write_all(const char *path, const void *data, size_t n)
     return ok ? 0 : -1;
 }
 
+/* write_all of the string text (without its NUL). */
+static inline int write_string(const char *path, const char *text)
+{
+    return write_all(path, text, strlen(text));
+}
+
 /* write_all of dir/name. */
 static inline int write_at(const char *dir, const char *name, const void *data, size_t n)
 {
