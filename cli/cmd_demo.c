@@ -342,6 +342,13 @@ pk_train_config demo_config(const demo_state *d)
     return c;
 }
 
+/* A failed step of the walkthrough: prints "pocketllm demo: WHAT: why" and returns CLI_ERR. */
+static int demo_fail(const char *what, pk_status st, const char *err)
+{
+    cli_error("demo", "%s: %s", what, err[0] ? err : pk_status_str(st));
+    return CLI_ERR;
+}
+
 static int demo_setup(demo_state *d)
 {
     const char *tmp = getenv("TMPDIR");
@@ -355,10 +362,8 @@ static int demo_setup(demo_state *d)
     snprintf(home, sizeof home, "%s/home", d->home);
     double t0 = pk_time_now();
     pk_status st = demo_create_home(home, &d->s, err, sizeof err);
-    if (st != PK_OK) {
-        cli_error("demo", "creating the demo home: %s", err[0] ? err : pk_status_str(st));
-        return CLI_ERR;
-    }
+    if (st != PK_OK)
+        return demo_fail("creating the demo home", st, err);
     demo_say(d,
              "[1/6] Created an encrypted agent home in %s (passphrase \"%s\", Argon2id key, "
              "%.1f s)\n",
@@ -432,10 +437,8 @@ static int demo_train(demo_state *d, const pk_train_config *cfg)
     pk_status st = pk_train(d->s, cfg, 0, &hooks, &res, err, sizeof err);
     pk_progress_finish(d->prog);
     d->prog = NULL;
-    if (st != PK_OK) {
-        cli_error("demo", "training: %s", err[0] ? err : pk_status_str(st));
-        return CLI_ERR;
-    }
+    if (st != PK_OK)
+        return demo_fail("training", st, err);
     d->run_id = res.run_id;
     memcpy(d->final_hash, res.final_hash, sizeof d->final_hash);
     if (res.interrupted) {
@@ -463,10 +466,8 @@ static int demo_after(demo_state *d, const pk_train_config *cfg)
     if (st == PK_OK)
         st = demo_measure(d, m, cfg, &d->loss_after, &d->sample_after, err, sizeof err);
     pk_model_free(m);
-    if (st != PK_OK) {
-        cli_error("demo", "fine-tuned model: %s", err[0] ? err : pk_status_str(st));
-        return CLI_ERR;
-    }
+    if (st != PK_OK)
+        return demo_fail("fine-tuned model", st, err);
     demo_say(d,
              "[5/6] After fine-tuning:  held-out loss %.4f (perplexity %.2f), %s by %.4f\n"
              "      sample: %s\n",
@@ -495,10 +496,8 @@ static int demo_seedlog(demo_state *d)
         st = pk_weights_hash(m, hash);
     pk_model_free(m);
     pk_seedlog_clear(&log);
-    if (st != PK_OK) {
-        cli_error("demo", "seed log: %s", err[0] ? err : pk_status_str(st));
-        return CLI_ERR;
-    }
+    if (st != PK_OK)
+        return demo_fail("seed log", st, err);
     int same = !strcmp(hash, d->final_hash);
     demo_say(d,
              "[6/6] The fine-tune as a seed log: %zu bytes, vs %zu bytes of weights (%.0fx "

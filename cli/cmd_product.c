@@ -25,6 +25,23 @@
         NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL                                               \
     } /* ends an option table */
 
+/* The store of a command whose own checks returned rc: 0 with *s open, else the exit code. */
+static int open_checked(int rc, const cli_common *c, pk_store **s)
+{
+    return rc != 0 ? rc : cli_open_store(c, s);
+}
+
+/* Closes the store after the command's one store call: CLI_OK if st is, else CLI_ERR after
+ * printing err (or what st means when the callee left it empty). */
+static int close_report(pk_store *s, const char *cmd, pk_status st, const char *err)
+{
+    pk_store_close(s);
+    if (st == PK_OK)
+        return CLI_OK;
+    cli_error(cmd, "%s", err[0] ? err : pk_status_str(st));
+    return CLI_ERR;
+}
+
 /* ---- plot ----------------------------------------------------------------------------------- */
 
 typedef struct plot_opts {
@@ -87,23 +104,17 @@ int cmd_plot(int argc, char **argv)
     int rc = cli_parse(&plot_cmd, argc, argv, &o);
     if (rc != 0)
         return rc < 0 ? CLI_OK : rc;
-    rc = plot_check(&o, ids);
-    if (rc != 0)
-        return rc;
     pk_store *s = NULL;
-    rc = cli_open_store(&o.c, &s);
+    rc = open_checked(plot_check(&o, ids), &o.c, &s);
     if (rc != 0)
         return rc;
     char err[ERRLEN] = "";
     pk_status st = o.runs.n == 1 ? pk_plot_run(s, ids[0], o.out, err, sizeof err)
                                  : pk_plot_runs(s, ids, (size_t)o.runs.n, o.out, err, sizeof err);
-    pk_store_close(s);
-    if (st != PK_OK) {
-        cli_error(o.c.cmd, "%s", err[0] ? err : pk_status_str(st));
-        return CLI_ERR;
-    }
-    printf("wrote %s (open it in a browser)\n", o.out);
-    return CLI_OK;
+    rc = close_report(s, o.c.cmd, st, err);
+    if (rc == CLI_OK)
+        printf("wrote %s (open it in a browser)\n", o.out);
+    return rc;
 }
 
 /* ---- pull ----------------------------------------------------------------------------------- */
@@ -312,22 +323,17 @@ int cmd_export(int argc, char **argv)
     int rc = cli_parse(&export_cmd, argc, argv, &o);
     if (rc != 0)
         return rc < 0 ? CLI_OK : rc;
-    rc = export_check(&o, &dtype);
-    if (rc != 0)
-        return rc;
     pk_store *s = NULL;
-    rc = cli_open_store(&o.c, &s);
+    rc = open_checked(export_check(&o, &dtype), &o.c, &s);
     if (rc != 0)
         return rc;
     char err[ERRLEN] = "", hash[65] = "";
     size_t bytes = 0;
     pk_status st = o.out ? pk_export_hf(s, o.run, o.out, dtype, hash, err, sizeof err)
                          : pk_export_seedlog(s, o.run, o.seed_log, &bytes, err, sizeof err);
-    pk_store_close(s);
-    if (st != PK_OK) {
-        cli_error(o.c.cmd, "%s", err[0] ? err : pk_status_str(st));
-        return CLI_ERR;
-    }
+    rc = close_report(s, o.c.cmd, st, err);
+    if (rc != CLI_OK)
+        return rc;
     if (o.out)
         printf("exported run %lld to %s (%s, weights hash %s)\n", (long long)o.run, o.out,
                pk_dtype_name(dtype), hash);

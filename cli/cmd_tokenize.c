@@ -13,6 +13,7 @@
 #include <cjson/cJSON.h>
 
 #include "pk_common.h"
+#include "pk_crypto.h"
 #include "pk_tokenizer.h"
 
 #define MAX_LINE ((size_t)64 << 20) /* one JSONL line */
@@ -26,26 +27,19 @@ static const char *skip_ws(const char *p)
     return p;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
+/* The four hex digits of a \u escape at p (crypto/ decodes hex for the whole tree). */
 static int hex4(const char *p, unsigned *v)
 {
+    char hex[5];
+    uint8_t b[2];
     *v = 0;
-    for (int i = 0; i < 4; i++) {
-        int h = hexval(p[i]);
-        if (h < 0)
-            return 0;
-        *v = *v * 16 + (unsigned)h;
-    }
+    if (strnlen(p, 4) < 4)
+        return 0;
+    memcpy(hex, p, 4);
+    hex[4] = '\0';
+    if (pk_hex_decode(b, sizeof b, hex) != PK_OK)
+        return 0;
+    *v = (unsigned)b[0] << 8 | b[1];
     return 1;
 }
 
