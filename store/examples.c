@@ -509,6 +509,17 @@ static void wipe_wal(pk_store *s)
     (void)store_exec(s, "PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
+/* Ends a forget transaction: commits if st is PK_OK (else rolls back), then wipes the WAL. */
+static pk_status finish_forget(pk_store *s, pk_status st)
+{
+    if (st == PK_OK)
+        st = store_commit(s);
+    store_rollback(s);
+    if (st == PK_OK)
+        wipe_wal(s);
+    return st;
+}
+
 pk_status pk_store_dataset_forget(pk_store *s, const char *name, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
@@ -523,12 +534,7 @@ pk_status pk_store_dataset_forget(pk_store *s, const char *name, char *err, size
         st = exec_int(s, "DELETE FROM examples WHERE dataset_id = ?1", id, NULL);
     if (st == PK_OK)
         st = exec_int(s, "DELETE FROM datasets WHERE id = ?1", id, &changes);
-    if (st == PK_OK)
-        st = store_commit(s);
-    store_rollback(s);
-    if (st == PK_OK)
-        wipe_wal(s);
-    return st;
+    return finish_forget(s, st);
 }
 
 pk_status pk_store_example_forget(pk_store *s, int64_t example_id, char *err, size_t errlen)
@@ -540,12 +546,7 @@ pk_status pk_store_example_forget(pk_store *s, int64_t example_id, char *err, si
         st = exec_int(s, "DELETE FROM examples WHERE id = ?1", example_id, &changes);
     if (st == PK_OK && changes == 0)
         st = store_fail(s, PK_ERR_NOTFOUND, "no example with id %lld", (long long)example_id);
-    if (st == PK_OK)
-        st = store_commit(s);
-    store_rollback(s);
-    if (st == PK_OK)
-        wipe_wal(s);
-    return st;
+    return finish_forget(s, st);
 }
 
 /* Reseals every row of one table, one row at a time in rowid order (never updating rows under
