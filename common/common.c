@@ -104,6 +104,30 @@ uint64_t pk_splitmix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
+void pk_put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+void pk_put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+uint32_t pk_get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+uint32_t pk_f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
 void pk_pause_point(const char *name)
 {
     const char *at = getenv("POCKETLLM_PAUSE_AT"), *dir = getenv("POCKETLLM_PAUSE_DIR");

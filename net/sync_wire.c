@@ -11,37 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* u32le length || bytes (PROTOCOL 5); returns the bytes written. */
 static size_t put_str(uint8_t *p, const char *s)
 {
     size_t n = strlen(s);
-    put_u32(p, (uint32_t)n);
+    pk_put_le32(p, (uint32_t)n);
     memcpy(p + 4, s, n);
     return 4 + n;
-}
-
-static uint32_t f32_bits(float f)
-{
-    uint32_t b;
-    memcpy(&b, &f, 4);
-    return b;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -81,7 +57,7 @@ uint64_t pk_sync_pool_seed(const uint8_t pool_seed[32], uint32_t k)
 {
     uint8_t in[36], h[PK_HASH_BYTES];
     memcpy(in, pool_seed, 32);
-    put_u32(in + 32, k);
+    pk_put_le32(in + 32, k);
     pk_hash(in, sizeof in, h);
     uint64_t s = 0;
     for (int i = 7; i >= 0; i--)
@@ -100,7 +76,7 @@ pk_status sync_pack_pairs(const sync_pair *pr, size_t n, uint8_t **out)
         uint8_t *p = *out + SYNC_PAIR_SIZE * i;
         p[0] = (uint8_t)(pr[i].k & 0xff);
         p[1] = (uint8_t)(pr[i].k >> 8);
-        put_u32(p + 2, f32_bits(pr[i].v));
+        pk_put_le32(p + 2, pk_f32_bits(pr[i].v));
     }
     return PK_OK;
 }
@@ -111,7 +87,7 @@ static pk_status decode_pairs(const uint8_t *bin, size_t n, int64_t K, sync_pair
 {
     for (size_t i = 0; i < n; i++) {
         const uint8_t *p = bin + SYNC_PAIR_SIZE * i;
-        uint32_t bits = get_u32(p + 2);
+        uint32_t bits = pk_get_le32(p + 2);
         pr[i].k = (uint32_t)p[0] | (uint32_t)p[1] << 8;
         memcpy(&pr[i].v, &bits, 4);
         if ((int64_t)pr[i].k >= K) {
@@ -176,13 +152,13 @@ pk_status sync_upload_msg(const sync_upload *u, uint8_t **out, size_t *out_len)
     memcpy(p, tag, 19);
     p += 19;
     p += put_str(p, u->task_id);
-    put_u64(p, (uint64_t)u->round);
+    pk_put_le64(p, (uint64_t)u->round);
     p += 8;
     p += put_str(p, u->device_id);
     p += put_str(p, u->idem);
-    put_u64(p, (uint64_t)u->examples);
+    pk_put_le64(p, (uint64_t)u->examples);
     p += 8;
-    put_u32(p, (uint32_t)(plen / SYNC_PAIR_SIZE));
+    pk_put_le32(p, (uint32_t)(plen / SYNC_PAIR_SIZE));
     p += 4;
     if (plen)
         memcpy(p, u->packed, plen);
@@ -205,15 +181,15 @@ pk_status sync_entry_hash(const char *task_id, const sync_entry *e, const uint8_
     memcpy(p, tag, 16);
     p += 16;
     p += put_str(p, task_id);
-    put_u64(p, (uint64_t)e->version);
+    pk_put_le64(p, (uint64_t)e->version);
     p += 8;
-    put_u32(p, f32_bits(e->lr));
+    pk_put_le32(p, pk_f32_bits(e->lr));
     p += 4;
-    put_u32(p, (uint32_t)e->uploads);
+    pk_put_le32(p, (uint32_t)e->uploads);
     p += 4;
-    put_u64(p, (uint64_t)e->examples);
+    pk_put_le64(p, (uint64_t)e->examples);
     p += 8;
-    put_u32(p, (uint32_t)(plen / SYNC_PAIR_SIZE));
+    pk_put_le32(p, (uint32_t)(plen / SYNC_PAIR_SIZE));
     p += 4;
     if (plen)
         memcpy(p, packed, plen);
@@ -509,7 +485,7 @@ pk_status sync_log_value_format(float lr, const char *b64, char **out)
     *out = malloc(cap);
     if (!*out)
         return PK_ERR_NOMEM;
-    snprintf(*out, cap, "%08x:%s", (unsigned)f32_bits(lr), b64);
+    snprintf(*out, cap, "%08x:%s", (unsigned)pk_f32_bits(lr), b64);
     return PK_OK;
 }
 

@@ -18,35 +18,11 @@ static void put_u16(uint8_t *p, uint16_t v)
     p[1] = (uint8_t)(v >> 8);
 }
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint32_t f32_bits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-
 uint64_t pkp_pool_seed(const uint8_t pool_seed[32], uint32_t k)
 {
     uint8_t in[36], h[32];
     memcpy(in, pool_seed, 32);
-    put_u32(in + 32, k);
+    pk_put_le32(in + 32, k);
     crypto_generichash(h, sizeof h, in, sizeof in, NULL, 0);
     uint64_t s = 0;
     for (int i = 7; i >= 0; i--)
@@ -120,7 +96,7 @@ void pkp_pack(const pkp_pair *pairs, size_t n, uint8_t *out)
 {
     for (size_t i = 0; i < n; i++) {
         put_u16(out + i * PKP_PAIR_BYTES, pairs[i].k);
-        put_u32(out + i * PKP_PAIR_BYTES + 2, f32_bits(pairs[i].v));
+        pk_put_le32(out + i * PKP_PAIR_BYTES + 2, pk_f32_bits(pairs[i].v));
     }
 }
 
@@ -129,7 +105,7 @@ void pkp_unpack(const uint8_t *in, size_t len, pkp_pair *out)
     size_t n = len / PKP_PAIR_BYTES;
     for (size_t i = 0; i < n; i++) {
         const uint8_t *p = in + i * PKP_PAIR_BYTES;
-        uint32_t u = get_u32(p + 2);
+        uint32_t u = pk_get_le32(p + 2);
         out[i].k = (uint16_t)(p[0] | p[1] << 8);
         memcpy(&out[i].v, &u, 4);
     }
@@ -226,15 +202,15 @@ pk_status pkp_upload_msg(const char *task_id, uint64_t round, const char *device
     if (!m)
         return PK_ERR_NOMEM;
     memcpy(p, upload_tag, 19), p += 19;
-    put_u32(p, (uint32_t)lt), p += 4;
+    pk_put_le32(p, (uint32_t)lt), p += 4;
     memcpy(p, task_id, lt), p += lt;
-    put_u64(p, round), p += 8;
-    put_u32(p, (uint32_t)ld), p += 4;
+    pk_put_le64(p, round), p += 8;
+    pk_put_le32(p, (uint32_t)ld), p += 4;
     memcpy(p, device_id, ld), p += ld;
-    put_u32(p, (uint32_t)li), p += 4;
+    pk_put_le32(p, (uint32_t)li), p += 4;
     memcpy(p, idem_key, li), p += li;
-    put_u64(p, examples), p += 8;
-    put_u32(p, (uint32_t)(updates_len / PKP_PAIR_BYTES)), p += 4;
+    pk_put_le64(p, examples), p += 8;
+    pk_put_le32(p, (uint32_t)(updates_len / PKP_PAIR_BYTES)), p += 4;
     if (updates_len)
         memcpy(p, updates, updates_len);
     *msg = m;
@@ -252,18 +228,18 @@ void pkp_log_hash(const uint8_t prev[PKP_HASH_BYTES], const char *task_id, uint6
     crypto_generichash_init(&st, NULL, 0, PKP_HASH_BYTES);
     crypto_generichash_update(&st, prev, PKP_HASH_BYTES);
     crypto_generichash_update(&st, (const uint8_t *)log_tag, 16);
-    put_u32(b, (uint32_t)lt);
+    pk_put_le32(b, (uint32_t)lt);
     crypto_generichash_update(&st, b, 4);
     crypto_generichash_update(&st, (const uint8_t *)task_id, lt);
-    put_u64(b, version);
+    pk_put_le64(b, version);
     crypto_generichash_update(&st, b, 8);
-    put_u32(b, f32_bits(lr));
+    pk_put_le32(b, pk_f32_bits(lr));
     crypto_generichash_update(&st, b, 4);
-    put_u32(b, uploads);
+    pk_put_le32(b, uploads);
     crypto_generichash_update(&st, b, 4);
-    put_u64(b, examples);
+    pk_put_le64(b, examples);
     crypto_generichash_update(&st, b, 8);
-    put_u32(b, (uint32_t)(updates_len / PKP_PAIR_BYTES));
+    pk_put_le32(b, (uint32_t)(updates_len / PKP_PAIR_BYTES));
     crypto_generichash_update(&st, b, 4);
     if (updates_len)
         crypto_generichash_update(&st, updates, updates_len);

@@ -451,13 +451,24 @@ pk_status pk_store_example_add(pk_store *s, const char *name, const pk_example *
     return st;
 }
 
+static void dataset_row(sqlite3_stmt *q, void *row)
+{
+    pk_dataset_info *d = row;
+    memset(d, 0, sizeof *d);
+    d->id = sqlite3_column_int64(q, 0);
+    const char *nm = (const char *)sqlite3_column_text(q, 1);
+    snprintf(d->name, sizeof d->name, "%s", nm ? nm : "");
+    d->created_at = sqlite3_column_double(q, 2);
+    d->n_examples = sqlite3_column_int64(q, 3);
+    d->sealed_bytes = sqlite3_column_int64(q, 4);
+}
+
 pk_status pk_store_dataset_list(pk_store *s, pk_dataset_info **out, size_t *n, char *err,
                                 size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
-    pk_dataset_info *v = NULL;
-    size_t k = 0, cap = 0;
+    void *v = NULL;
     *out = NULL;
     *n = 0;
     pk_status st = store_prepare(
@@ -468,37 +479,10 @@ pk_status pk_store_dataset_list(pk_store *s, pk_dataset_info **out, size_t *n, c
         &q);
     if (st != PK_OK)
         return st;
-    int rc;
-    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        if (k == cap) {
-            cap = cap ? cap * 2 : 8;
-            pk_dataset_info *nv = realloc(v, cap * sizeof *v);
-            if (!nv) {
-                st = store_fail(s, PK_ERR_NOMEM, "out of memory");
-                goto out;
-            }
-            v = nv;
-        }
-        pk_dataset_info *d = &v[k++];
-        memset(d, 0, sizeof *d);
-        d->id = sqlite3_column_int64(q, 0);
-        const char *nm = (const char *)sqlite3_column_text(q, 1);
-        snprintf(d->name, sizeof d->name, "%s", nm ? nm : "");
-        d->created_at = sqlite3_column_double(q, 2);
-        d->n_examples = sqlite3_column_int64(q, 3);
-        d->sealed_bytes = sqlite3_column_int64(q, 4);
-    }
-    if (rc != SQLITE_DONE)
-        st = store_db_fail(s, rc, "list datasets");
-out:
-    sqlite3_finalize(q);
-    if (st != PK_OK) {
-        free(v);
-        return st;
-    }
-    *out = v;
-    *n = k;
-    return PK_OK;
+    st = store_collect(s, q, sizeof(pk_dataset_info), 8, dataset_row, "list datasets", &v, n);
+    if (st == PK_OK)
+        *out = v;
+    return st;
 }
 
 /* Runs a one-int64-parameter statement; *changes gets the number of changed rows. */
@@ -525,6 +509,17 @@ static void wipe_wal(pk_store *s)
     (void)store_exec(s, "PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
+/* Ends a forget transaction: commits if st is PK_OK (else rolls back), then wipes the WAL. */
+static pk_status finish_forget(pk_store *s, pk_status st)
+{
+    if (st == PK_OK)
+        st = store_commit(s);
+    store_rollback(s);
+    if (st == PK_OK)
+        wipe_wal(s);
+    return st;
+}
+
 pk_status pk_store_dataset_forget(pk_store *s, const char *name, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
@@ -539,12 +534,7 @@ pk_status pk_store_dataset_forget(pk_store *s, const char *name, char *err, size
         st = exec_int(s, "DELETE FROM examples WHERE dataset_id = ?1", id, NULL);
     if (st == PK_OK)
         st = exec_int(s, "DELETE FROM datasets WHERE id = ?1", id, &changes);
-    if (st == PK_OK)
-        st = store_commit(s);
-    store_rollback(s);
-    if (st == PK_OK)
-        wipe_wal(s);
-    return st;
+    return finish_forget(s, st);
 }
 
 pk_status pk_store_example_forget(pk_store *s, int64_t example_id, char *err, size_t errlen)
@@ -556,12 +546,7 @@ pk_status pk_store_example_forget(pk_store *s, int64_t example_id, char *err, si
         st = exec_int(s, "DELETE FROM examples WHERE id = ?1", example_id, &changes);
     if (st == PK_OK && changes == 0)
         st = store_fail(s, PK_ERR_NOTFOUND, "no example with id %lld", (long long)example_id);
-    if (st == PK_OK)
-        st = store_commit(s);
-    store_rollback(s);
-    if (st == PK_OK)
-        wipe_wal(s);
-    return st;
+    return finish_forget(s, st);
 }
 
 /* Reseals every row of one table, one row at a time in rowid order (never updating rows under

@@ -121,39 +121,26 @@ pk_status pk_store_run_set_status(pk_store *s, int64_t run_id, const char *statu
     return st;
 }
 
-/* Collects column 0 of a query (with optional int64 ?1) into a malloc'd array. */
+static void id_row(sqlite3_stmt *q, void *row)
+{
+    *(int64_t *)row = sqlite3_column_int64(q, 0);
+}
+
+/* Collects column 0 of a query into a malloc'd array. */
 static pk_status collect_ids(pk_store *s, const char *sql, int64_t **ids, int64_t *n)
 {
     sqlite3_stmt *q = NULL;
-    int64_t *v = NULL, k = 0, cap = 0;
+    void *v = NULL;
+    size_t k = 0;
     *ids = NULL;
     *n = 0;
     pk_status st = store_prepare(s, sql, &q);
+    if (st == PK_OK)
+        st = store_collect(s, q, sizeof(int64_t), 16, id_row, "list", &v, &k);
     if (st != PK_OK)
         return st;
-    int rc;
-    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        if (k == cap) {
-            cap = cap ? cap * 2 : 16;
-            int64_t *nv = realloc(v, (size_t)cap * sizeof *v);
-            if (!nv) {
-                st = store_fail(s, PK_ERR_NOMEM, "out of memory");
-                goto out;
-            }
-            v = nv;
-        }
-        v[k++] = sqlite3_column_int64(q, 0);
-    }
-    if (rc != SQLITE_DONE)
-        st = store_db_fail(s, rc, "list");
-out:
-    sqlite3_finalize(q);
-    if (st != PK_OK) {
-        free(v);
-        return st;
-    }
     *ids = v;
-    *n = k;
+    *n = (int64_t)k;
     return PK_OK;
 }
 
@@ -208,13 +195,25 @@ pk_status pk_store_steps_append(pk_store *s, int64_t run_id, const pk_step_row *
     return st;
 }
 
+static void step_row(sqlite3_stmt *q, void *row)
+{
+    pk_step_row *r = row;
+    r->step = sqlite3_column_int64(q, 0);
+    r->q_index = sqlite3_column_int(q, 1);
+    r->seed = (uint64_t)sqlite3_column_int64(q, 2);
+    r->g = (float)sqlite3_column_double(q, 3);
+    r->loss_plus = (float)sqlite3_column_double(q, 4);
+    r->loss_minus = (float)sqlite3_column_double(q, 5);
+    r->lr = (float)sqlite3_column_double(q, 6);
+    r->eps = (float)sqlite3_column_double(q, 7);
+}
+
 pk_status pk_store_steps_read(pk_store *s, int64_t run_id, int64_t from_step, int64_t to_step,
                               pk_step_row **rows, size_t *n_rows, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
-    pk_step_row *v = NULL;
-    size_t k = 0, cap = 0;
+    void *v = NULL;
     *rows = NULL;
     *n_rows = 0;
     pk_status st = store_prepare(s,
@@ -227,38 +226,10 @@ pk_status pk_store_steps_read(pk_store *s, int64_t run_id, int64_t from_step, in
     sqlite3_bind_int64(q, 1, run_id);
     sqlite3_bind_int64(q, 2, from_step);
     sqlite3_bind_int64(q, 3, to_step);
-    int rc;
-    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        if (k == cap) {
-            cap = cap ? cap * 2 : 64;
-            pk_step_row *nv = realloc(v, cap * sizeof *v);
-            if (!nv) {
-                st = store_fail(s, PK_ERR_NOMEM, "out of memory");
-                goto out;
-            }
-            v = nv;
-        }
-        pk_step_row *r = &v[k++];
-        r->step = sqlite3_column_int64(q, 0);
-        r->q_index = sqlite3_column_int(q, 1);
-        r->seed = (uint64_t)sqlite3_column_int64(q, 2);
-        r->g = (float)sqlite3_column_double(q, 3);
-        r->loss_plus = (float)sqlite3_column_double(q, 4);
-        r->loss_minus = (float)sqlite3_column_double(q, 5);
-        r->lr = (float)sqlite3_column_double(q, 6);
-        r->eps = (float)sqlite3_column_double(q, 7);
-    }
-    if (rc != SQLITE_DONE)
-        st = store_db_fail(s, rc, "read steps");
-out:
-    sqlite3_finalize(q);
-    if (st != PK_OK) {
-        free(v);
-        return st;
-    }
-    *rows = v;
-    *n_rows = k;
-    return PK_OK;
+    st = store_collect(s, q, sizeof(pk_step_row), 64, step_row, "read steps", &v, n_rows);
+    if (st == PK_OK)
+        *rows = v;
+    return st;
 }
 
 pk_status pk_store_eval_append(pk_store *s, int64_t run_id, int64_t step, double loss,

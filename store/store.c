@@ -155,6 +155,40 @@ pk_status store_prepare(pk_store *s, const char *sql, sqlite3_stmt **st)
     return rc == SQLITE_OK ? PK_OK : store_db_fail(s, rc, "prepare");
 }
 
+pk_status store_collect(pk_store *s, sqlite3_stmt *q, size_t size, size_t first, store_row_fn fn,
+                        const char *what, void **rows, size_t *n)
+{
+    unsigned char *v = NULL;
+    size_t k = 0, cap = 0;
+    pk_status st = PK_OK;
+    int rc;
+    *rows = NULL;
+    *n = 0;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (k == cap) {
+            cap = cap ? cap * 2 : first;
+            unsigned char *nv = realloc(v, cap * size);
+            if (!nv) {
+                st = store_fail(s, PK_ERR_NOMEM, "out of memory");
+                goto out;
+            }
+            v = nv;
+        }
+        fn(q, v + k++ * size);
+    }
+    if (rc != SQLITE_DONE)
+        st = store_db_fail(s, rc, what);
+out:
+    sqlite3_finalize(q);
+    if (st != PK_OK) {
+        free(v);
+        return st;
+    }
+    *rows = v;
+    *n = k;
+    return PK_OK;
+}
+
 static void copy_err(char *err, size_t errlen, const char *msg)
 {
     if (err && errlen)
@@ -611,11 +645,26 @@ out:
     return PK_OK;
 }
 
+/* Opens the sealed Ed25519 secret in column 0 of q's current row into sk (secure memory). */
+static pk_status open_identity(pk_store *s, sqlite3_stmt *q, uint8_t *sk)
+{
+    uint8_t ad[PK_RECORD_AD_BYTES];
+    size_t n = 0;
+    pk_record_ad(ad, PK_AD_IDENTITY, 0, 0);
+    pk_status st = pk_record_open(s->k_identity, ad, sizeof ad, sqlite3_column_blob(q, 0),
+                                  (size_t)sqlite3_column_bytes(q, 0), sk, PK_SIGN_SK_BYTES, &n);
+    if (st == PK_OK && n != PK_SIGN_SK_BYTES)
+        st = PK_ERR_AUTH;
+    if (st != PK_OK)
+        return store_fail(s, PK_ERR_AUTH, "%s: the sealed device identity fails to open", s->path);
+    return PK_OK;
+}
+
 static pk_status reseal_identity(pk_store *s, const pk_key *new_ident)
 {
     sqlite3_stmt *q = NULL;
-    uint8_t ad[PK_RECORD_AD_BYTES], sealed[PK_SIGN_SK_BYTES + PK_RECORD_OVERHEAD];
-    size_t n = 0, sealed_len = 0;
+    uint8_t sealed[PK_SIGN_SK_BYTES + PK_RECORD_OVERHEAD];
+    size_t sealed_len = 0;
     uint8_t *sk = pk_secure_alloc(PK_SIGN_SK_BYTES);
     pk_status st =
         sk ? store_prepare(s, "SELECT sealed_secret FROM identity WHERE id = 1", &q) : PK_ERR_NOMEM;
@@ -625,15 +674,9 @@ static pk_status reseal_identity(pk_store *s, const pk_key *new_ident)
         st = store_fail(s, PK_ERR_FORMAT, "%s: no device identity", s->path);
         goto out;
     }
-    pk_record_ad(ad, PK_AD_IDENTITY, 0, 0);
-    st = pk_record_open(s->k_identity, ad, sizeof ad, sqlite3_column_blob(q, 0),
-                        (size_t)sqlite3_column_bytes(q, 0), sk, PK_SIGN_SK_BYTES, &n);
-    if (st == PK_OK && n != PK_SIGN_SK_BYTES)
-        st = PK_ERR_AUTH;
-    if (st != PK_OK) {
-        st = store_fail(s, PK_ERR_AUTH, "%s: the sealed device identity fails to open", s->path);
+    st = open_identity(s, q, sk);
+    if (st != PK_OK)
         goto out;
-    }
     sqlite3_finalize(q);
     q = NULL;
     st = seal_identity(new_ident, sk, sealed, sizeof sealed, &sealed_len);
@@ -716,8 +759,6 @@ pk_status pk_store_identity_sign(pk_store *s, const void *msg, size_t len, uint8
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
-    uint8_t ad[PK_RECORD_AD_BYTES];
-    size_t n = 0;
     uint8_t *sk = pk_secure_alloc(PK_SIGN_SK_BYTES);
     pk_status st =
         sk ? store_prepare(s, "SELECT sealed_secret FROM identity WHERE id = 1", &q) : PK_ERR_NOMEM;
@@ -729,15 +770,9 @@ pk_status pk_store_identity_sign(pk_store *s, const void *msg, size_t len, uint8
                                : store_db_fail(s, rc, "read identity");
         goto out;
     }
-    pk_record_ad(ad, PK_AD_IDENTITY, 0, 0);
-    st = pk_record_open(s->k_identity, ad, sizeof ad, sqlite3_column_blob(q, 0),
-                        (size_t)sqlite3_column_bytes(q, 0), sk, PK_SIGN_SK_BYTES, &n);
-    if (st == PK_OK && n != PK_SIGN_SK_BYTES)
-        st = PK_ERR_AUTH;
-    if (st != PK_OK) {
-        st = store_fail(s, PK_ERR_AUTH, "%s: the sealed device identity fails to open", s->path);
+    st = open_identity(s, q, sk);
+    if (st != PK_OK)
         goto out;
-    }
     st = pk_sign_detached(sk, msg, len, sig);
 out:
     sqlite3_finalize(q);

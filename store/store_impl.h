@@ -41,6 +41,14 @@ pk_status store_begin(pk_store *s);
 pk_status store_commit(pk_store *s);
 void store_rollback(pk_store *s);
 pk_status store_prepare(pk_store *s, const char *sql, sqlite3_stmt **st);
+/* Fills one `size`-byte row of a store_collect array from q's current result row. */
+typedef void (*store_row_fn)(sqlite3_stmt *q, void *row);
+/* Steps q (prepared and bound) to its end, one row through fn per result row, into a malloc'd
+ * array that grows from `first` rows by doubling; always finalizes q. PK_OK: *rows (free())
+ * and *n hold the rows (NULL, 0 when none); otherwise nothing stays allocated and a database
+ * error names `what`. */
+pk_status store_collect(pk_store *s, sqlite3_stmt *q, size_t size, size_t first, store_row_fn fn,
+                        const char *what, void **rows, size_t *n);
 
 /* PK_ERR_BUSY naming the run if a live process holds a lease on a run that trains on dataset
  * `name` (id dataset_id) or evaluates on it; PK_OK otherwise. Inside the caller's transaction. */

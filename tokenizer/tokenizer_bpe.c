@@ -196,6 +196,18 @@ static pk_status scratch_syms(tok_cache *c, size_t n)
 }
 
 /* Min-heap over keys; heap_a/heap_b carry the ids the pair had when pushed. */
+static void heap_set(tok_cache *c, size_t i, uint64_t key, int32_t a, int32_t b)
+{
+    c->heap[i] = key;
+    c->heap_a[i] = a;
+    c->heap_b[i] = b;
+}
+
+static void heap_move(tok_cache *c, size_t to, size_t from)
+{
+    heap_set(c, to, c->heap[from], c->heap_a[from], c->heap_b[from]);
+}
+
 static void heap_push(tok_cache *c, size_t *hn, uint64_t key, int32_t a, int32_t b)
 {
     size_t i = (*hn)++;
@@ -203,14 +215,10 @@ static void heap_push(tok_cache *c, size_t *hn, uint64_t key, int32_t a, int32_t
         size_t p = (i - 1) / 2;
         if (c->heap[p] <= key)
             break;
-        c->heap[i] = c->heap[p];
-        c->heap_a[i] = c->heap_a[p];
-        c->heap_b[i] = c->heap_b[p];
+        heap_move(c, i, p);
         i = p;
     }
-    c->heap[i] = key;
-    c->heap_a[i] = a;
-    c->heap_b[i] = b;
+    heap_set(c, i, key, a, b);
 }
 
 static void heap_pop(tok_cache *c, size_t *hn)
@@ -227,14 +235,10 @@ static void heap_pop(tok_cache *c, size_t *hn)
             l++;
         if (key <= c->heap[l])
             break;
-        c->heap[i] = c->heap[l];
-        c->heap_a[i] = c->heap_a[l];
-        c->heap_b[i] = c->heap_b[l];
+        heap_move(c, i, l);
         i = l;
     }
-    c->heap[i] = key;
-    c->heap_a[i] = a;
-    c->heap_b[i] = b;
+    heap_set(c, i, key, a, b);
 }
 
 static void push_pair(const pk_tokenizer *t, tok_cache *c, size_t *hn, int32_t i)

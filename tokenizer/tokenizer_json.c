@@ -151,6 +151,30 @@ static pk_status add_replace(tok_replace *arr, int *n, const char *from, const c
     return PK_OK;
 }
 
+/* Parses one component (normalizer, pre_tokenizer, ...) of tokenizer.json. */
+typedef pk_status (*component_fn)(pk_tokenizer *t, const cJSON *c, const char *file, char *err,
+                                  size_t errlen);
+
+/* A "Sequence" component `what`: parses each entry of its array `key` with fn, in order. With
+ * need_array a missing array is malformed; without, it is an empty sequence. */
+static pk_status parse_sequence(pk_tokenizer *t, const cJSON *c, const char *what, const char *key,
+                                int need_array, component_fn fn, const char *file, char *err,
+                                size_t errlen)
+{
+    const cJSON *list = item(c, key), *e;
+    if (need_array && !cJSON_IsArray(list)) {
+        pk_seterr(err, errlen, "%s: %s Sequence has no %s array", file, what, key);
+        return PK_ERR_FORMAT;
+    }
+    cJSON_ArrayForEach(e, list)
+    {
+        pk_status st = fn(t, e, file, err, errlen);
+        if (st != PK_OK)
+            return st;
+    }
+    return PK_OK;
+}
+
 static pk_status parse_normalizer(pk_tokenizer *t, const cJSON *nz, const char *file, char *err,
                                   size_t errlen)
 {
@@ -161,21 +185,9 @@ static pk_status parse_normalizer(pk_tokenizer *t, const cJSON *nz, const char *
         pk_seterr(err, errlen, "%s: normalizer has no type", file);
         return PK_ERR_FORMAT;
     }
-    if (!strcmp(type, "Sequence")) {
-        const cJSON *e;
-        const cJSON *list = item(nz, "normalizers");
-        if (!cJSON_IsArray(list)) {
-            pk_seterr(err, errlen, "%s: normalizer Sequence has no normalizers array", file);
-            return PK_ERR_FORMAT;
-        }
-        cJSON_ArrayForEach(e, list)
-        {
-            pk_status st = parse_normalizer(t, e, file, err, errlen);
-            if (st != PK_OK)
-                return st;
-        }
-        return PK_OK;
-    }
+    if (!strcmp(type, "Sequence"))
+        return parse_sequence(t, nz, "normalizer", "normalizers", 1, parse_normalizer, file, err,
+                              errlen);
     if (!strcmp(type, "NFC"))
         t->nfc = 1;
     else if (!strcmp(type, "NFKC"))
@@ -276,20 +288,9 @@ static pk_status parse_pretok(pk_tokenizer *t, const cJSON *p, const char *file,
         pk_seterr(err, errlen, "%s: pre_tokenizer has no type", file);
         return PK_ERR_FORMAT;
     }
-    if (!strcmp(type, "Sequence")) {
-        const cJSON *list = item(p, "pretokenizers"), *e;
-        if (!cJSON_IsArray(list)) {
-            pk_seterr(err, errlen, "%s: pre_tokenizer Sequence has no pretokenizers array", file);
-            return PK_ERR_FORMAT;
-        }
-        cJSON_ArrayForEach(e, list)
-        {
-            pk_status st = parse_pretok(t, e, file, err, errlen);
-            if (st != PK_OK)
-                return st;
-        }
-        return PK_OK;
-    }
+    if (!strcmp(type, "Sequence"))
+        return parse_sequence(t, p, "pre_tokenizer", "pretokenizers", 1, parse_pretok, file, err,
+                              errlen);
     if (!strcmp(type, "ByteLevel")) {
         t->byte_level = 1;
         t->bl_add_prefix_space = bool_item(p, "add_prefix_space", 0);
@@ -334,16 +335,8 @@ static pk_status parse_decoder(pk_tokenizer *t, const cJSON *d, const char *file
         pk_seterr(err, errlen, "%s: decoder has no type", file);
         return PK_ERR_FORMAT;
     }
-    if (!strcmp(type, "Sequence")) {
-        const cJSON *list = item(d, "decoders"), *e;
-        cJSON_ArrayForEach(e, list)
-        {
-            pk_status st = parse_decoder(t, e, file, err, errlen);
-            if (st != PK_OK)
-                return st;
-        }
-        return PK_OK;
-    }
+    if (!strcmp(type, "Sequence"))
+        return parse_sequence(t, d, "decoder", "decoders", 0, parse_decoder, file, err, errlen);
     if (!strcmp(type, "ByteLevel")) {
         t->dec_byte_level = 1;
     } else if (!strcmp(type, "ByteFallback")) {
@@ -395,16 +388,9 @@ static pk_status parse_post(pk_tokenizer *t, const cJSON *p, const char *file, c
     if (!type)
         return PK_OK;
     pk_status st = PK_OK;
-    if (!strcmp(type, "Sequence")) {
-        const cJSON *e;
-        cJSON_ArrayForEach(e, item(p, "processors"))
-        {
-            st = parse_post(t, e, file, err, errlen);
-            if (st != PK_OK)
-                return st;
-        }
-        return PK_OK;
-    }
+    if (!strcmp(type, "Sequence"))
+        return parse_sequence(t, p, "post_processor", "processors", 0, parse_post, file, err,
+                              errlen);
     if (!strcmp(type, "RobertaProcessing") || !strcmp(type, "BertProcessing")) {
         const cJSON *cls = cJSON_GetArrayItem(item(p, "cls"), 1);
         const cJSON *sep = cJSON_GetArrayItem(item(p, "sep"), 1);

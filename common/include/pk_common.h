@@ -76,6 +76,14 @@ void pk_pause_point(const char *name);
 /* splitmix64 (Steele, Lea, Flood 2014): a bijective 64-bit mixer for deriving seeds. Pure. */
 uint64_t pk_splitmix64(uint64_t x);
 
+/* Little-endian fixed-width integers, the byte order of every binary format we write (the sync
+ * wire format, record ADs). p must hold 4 or 8 bytes. */
+void pk_put_le32(uint8_t *p, uint32_t v);
+void pk_put_le64(uint8_t *p, uint64_t v);
+uint32_t pk_get_le32(const uint8_t *p);
+/* The IEEE-754 bit pattern of f (how a float goes on the wire). */
+uint32_t pk_f32_bits(float f);
+
 /* ---- the clean-stop flag (SIGINT / SIGTERM) --------------------------------------------- */
 
 /* Installs SIGINT and SIGTERM handlers that only set a flag; long loops poll pk_interrupted()
