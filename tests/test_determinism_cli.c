@@ -30,23 +30,6 @@
 static char tmp[128];  /* the test's temporary directory */
 static char home[256]; /* the agent home inside it */
 
-/* Formats a command line, runs it and returns its exit status; *out as in run_capture. */
-static int run_fmt(char **out, const char *fmt, ...) PK_PRINTF(2, 3);
-static int run_fmt(char **out, const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof cmd)
-        return -1;
-    int rc = run_capture(cmd, out);
-    if (rc != 0)
-        fprintf(stderr, "(exit %d) %s\n", rc, cmd);
-    return rc;
-}
-
 /* OPENBLAS_CORETYPE for the children ("" = unset). */
 static void use_kernel(const char *core)
 {
@@ -81,8 +64,8 @@ static int64_t parse_train(char *out, char *hash, size_t n)
 static int64_t train(const char *args, int threads, char *hash, size_t n, int *warn)
 {
     char *o = NULL;
-    int rc = run_fmt(&o, "%s train %s --threads %d --quiet --home %s 2>&1", POCKETLLM, args,
-                     threads, home);
+    int rc = run_fmt(&o, RUN_SHOW_FAILURE, "%s train %s --threads %d --quiet --home %s 2>&1",
+                     POCKETLLM, args, threads, home);
     int64_t id = rc == 0 ? parse_train(o, hash, n) : -1;
     if (warn)
         *warn = warnings(o);
@@ -98,7 +81,8 @@ static int64_t run_state(int64_t run, char *status, char *kernel, size_t n)
     char *o = NULL;
     int64_t done = -1;
     status[0] = kernel[0] = '\0';
-    if (run_fmt(&o, "%s runs show %lld --json --home %s", POCKETLLM, (long long)run, home) == 0) {
+    if (run_fmt(&o, RUN_SHOW_FAILURE, "%s runs show %lld --json --home %s", POCKETLLM,
+                (long long)run, home) == 0) {
         cJSON *j = cJSON_Parse(last_line(o));
         const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "status");
         const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "steps_done");
@@ -153,7 +137,8 @@ static int64_t train_and_kill(int threads)
         return -1;
     char *o = NULL; /* the killed run is the newest: first line of `runs list --json` */
     int64_t run = -1;
-    if (run_fmt(&o, "%s runs list --json --home %s", POCKETLLM, home) == 0 && o != NULL) {
+    if (run_fmt(&o, RUN_SHOW_FAILURE, "%s runs list --json --home %s", POCKETLLM, home) == 0 &&
+        o != NULL) {
         o[strcspn(o, "\n")] = '\0';
         cJSON *j = cJSON_Parse(o);
         const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "run");
@@ -227,8 +212,8 @@ static void check_other_kernel(const char *from, const char *to, int64_t from_ru
     PK_CHECK_EQ(run_state(killed, st, kernel, sizeof kernel), STEPS);
     PK_CHECK(!strcmp(st, "done"));
     char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, "%s export --run %lld --out %s/export-%lld --home %s", POCKETLLM,
-                        (long long)from_run, tmp, (long long)from_run, home),
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s export --run %lld --out %s/export-%lld --home %s",
+                        POCKETLLM, (long long)from_run, tmp, (long long)from_run, home),
                 0);
     PK_CHECK(strstr(o ? o : "", from_hash) != NULL);
     free(o);
@@ -254,8 +239,9 @@ int main(void)
     setenv("POCKETLLM_PASSPHRASE", PASS, 1);
     PK_CHECK(make_tmpdir(tmp, sizeof tmp, "detcli"));
     snprintf(home, sizeof home, "%s/home", tmp);
-    PK_CHECK_EQ(run_fmt(NULL, "%s init --home %s >/dev/null", POCKETLLM, home), 0);
-    PK_CHECK_EQ(run_fmt(NULL,
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE, "%s init --home %s >/dev/null", POCKETLLM, home),
+                0);
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
                         "%s import %s/demo/data/train.txt --dataset pip --format txt "
                         "--home %s >/dev/null",
                         POCKETLLM, PK_SOURCE_DIR, home),
