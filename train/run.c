@@ -170,19 +170,54 @@ pk_status pk_run_load_config(pk_store *s, int64_t run_id, pk_run_info *ri, pk_tr
     return pk_train_config_from_json(ri->config_json, cfg, err, errlen);
 }
 
+/* Brings the base model m to step `target` of the run: the newest checkpoint at or before it,
+ * then the logged steps after the checkpoint. */
+static pk_status apply_log(pk_store *s, int64_t run_id, const pk_train_config *cfg, pk_model *m,
+                           const uint8_t *mask, int64_t target, char *err, size_t errlen)
+{
+    char serr[512] = ""; /* what the store says on failure */
+    void *blob = NULL;
+    size_t blob_len = 0, n_rows = 0;
+    pk_step_row *rows = NULL;
+    int64_t from = 0, cstep = 0;
+    pk_status st = pk_model_make_writable(m, mask); /* the checkpoint and log write every page */
+    if (st != PK_OK) {
+        snprintf(err, errlen, "%s: %s", cfg->model_dir, pk_status_str(st));
+        return st;
+    }
+    pk_status cs =
+        pk_store_checkpoint_get(s, run_id, target, &cstep, &blob, &blob_len, serr, sizeof serr);
+    if (cs == PK_OK) {
+        st = pk_checkpoint_unpack(m, mask, blob, blob_len);
+        if (st != PK_OK)
+            snprintf(err, errlen, "run %lld: checkpoint at step %lld does not fit the model",
+                     (long long)run_id, (long long)cstep);
+        from = cstep;
+        pk_store_blob_free(blob, blob_len);
+    } else if (cs != PK_ERR_NOTFOUND) {
+        st = cs;
+        snprintf(err, errlen, "run %lld: checkpoint: %s", (long long)run_id, serr);
+    }
+    if (st != PK_OK)
+        return st;
+    st = pk_store_steps_read(s, run_id, from, target, &rows, &n_rows, serr, sizeof serr);
+    if (st != PK_OK) {
+        snprintf(err, errlen, "run %lld: step log: %s", (long long)run_id, serr);
+        return st;
+    }
+    pk_mezo_replay_rows(m, mask, cfg->mezo.z, cfg->mezo.weight_decay, rows, n_rows);
+    free(rows);
+    return PK_OK;
+}
+
 pk_status pk_run_materialize_ex(pk_store *s, int64_t run_id, int64_t up_to_step, pk_model **out,
                                 uint8_t **trainable_out, int64_t *steps_applied, char *err,
                                 size_t errlen)
 {
-    char serr[512] = ""; /* what the store says on failure */
     pk_run_info ri;
     pk_train_config cfg;
     pk_model *m = NULL;
     uint8_t *mask = NULL;
-    void *blob = NULL;
-    size_t blob_len = 0;
-    pk_step_row *rows = NULL;
-    size_t n_rows = 0;
     char hex[65];
     memset(&ri, 0, sizeof ri);
     *out = NULL;
@@ -210,36 +245,10 @@ pk_status pk_run_materialize_ex(pk_store *s, int64_t run_id, int64_t up_to_step,
     int64_t target = ri.steps_done;
     if (up_to_step >= 0 && up_to_step < target)
         target = up_to_step;
-    int64_t from = 0;
-    if (target > 0) {
-        st = pk_model_make_writable(m, mask); /* the checkpoint and the log write every mask page */
-        if (st != PK_OK) {
-            snprintf(err, errlen, "%s: %s", cfg.model_dir, pk_status_str(st));
-            goto out;
-        }
-        int64_t cstep = 0;
-        pk_status cs =
-            pk_store_checkpoint_get(s, run_id, target, &cstep, &blob, &blob_len, serr, sizeof serr);
-        if (cs == PK_OK) {
-            st = pk_checkpoint_unpack(m, mask, blob, blob_len);
-            if (st != PK_OK) {
-                snprintf(err, errlen, "run %lld: checkpoint at step %lld does not fit the model",
-                         (long long)run_id, (long long)cstep);
-                goto out;
-            }
-            from = cstep;
-        } else if (cs != PK_ERR_NOTFOUND) {
-            st = cs;
-            snprintf(err, errlen, "run %lld: checkpoint: %s", (long long)run_id, serr);
-            goto out;
-        }
-        st = pk_store_steps_read(s, run_id, from, target, &rows, &n_rows, serr, sizeof serr);
-        if (st != PK_OK) {
-            snprintf(err, errlen, "run %lld: step log: %s", (long long)run_id, serr);
-            goto out;
-        }
-        pk_mezo_replay_rows(m, mask, cfg.mezo.z, cfg.mezo.weight_decay, rows, n_rows);
-    }
+    if (target > 0)
+        st = apply_log(s, run_id, &cfg, m, mask, target, err, errlen);
+    if (st != PK_OK)
+        goto out;
     if (steps_applied)
         *steps_applied = target;
     *out = m;
@@ -249,9 +258,6 @@ pk_status pk_run_materialize_ex(pk_store *s, int64_t run_id, int64_t up_to_step,
         mask = NULL;
     }
 out:
-    if (blob)
-        pk_store_blob_free(blob, blob_len);
-    free(rows);
     free(mask);
     pk_model_free(m);
     pk_run_info_clear(&ri);
