@@ -3,6 +3,7 @@
  * The forward pass lives in forward.c, generation in gen.c. */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -175,53 +176,46 @@ static entry *find_entry(loader *ld, const char *name)
 static void bind(loader *ld, int *slot, int is_bn, int ndim, int64_t d0, int64_t d1,
                  const char *fmt, ...) PK_PRINTF(7, 8);
 
-static void bind(loader *ld, int *slot, int is_bn, int ndim, int64_t d0, int64_t d1,
-                 const char *fmt, ...)
+static void fail(loader *ld, pk_status st)
 {
-    *slot = -1;
-    if (ld->bad)
-        return;
-    char name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    if (ld->collect) {
-        if (ld->n_want == ld->want_cap) {
-            size_t nc = ld->want_cap ? ld->want_cap * 2 : 64;
-            pk_st_entry *nw = realloc(ld->want, nc * sizeof *nw);
-            if (nw)
-                ld->want = nw;
-            char(*nn)[256] = realloc(ld->want_names, nc * sizeof *nn);
-            if (nn)
-                ld->want_names = nn;
-            int *nb = realloc(ld->want_bn, nc * sizeof *nb);
-            if (nb)
-                ld->want_bn = nb;
-            if (!nw || !nn || !nb) {
-                ld->bad = 1;
-                ld->st = PK_ERR_NOMEM;
-                return;
-            }
-            ld->want_cap = nc;
+    ld->bad = 1;
+    ld->st = st;
+}
+
+/* The collecting pass: the tensor is only noted (name, shape, bias/norm flag). */
+static void want_tensor(loader *ld, const char *name, int is_bn, int ndim, int64_t d0, int64_t d1)
+{
+    if (ld->n_want == ld->want_cap) {
+        size_t nc = ld->want_cap ? ld->want_cap * 2 : 64;
+        pk_st_entry *nw = realloc(ld->want, nc * sizeof *nw);
+        if (nw)
+            ld->want = nw;
+        char(*nn)[256] = realloc(ld->want_names, nc * sizeof *nn);
+        if (nn)
+            ld->want_names = nn;
+        int *nb = realloc(ld->want_bn, nc * sizeof *nb);
+        if (nb)
+            ld->want_bn = nb;
+        if (!nw || !nn || !nb) {
+            fail(ld, PK_ERR_NOMEM);
+            return;
         }
-        size_t k = ld->n_want++;
-        snprintf(ld->want_names[k], 256, "%s", name);
-        memset(&ld->want[k], 0, sizeof ld->want[k]);
-        ld->want[k].ndim = ndim;
-        ld->want[k].shape[0] = d0;
-        ld->want[k].shape[1] = d1;
-        ld->want_bn[k] = is_bn;
-        return;
+        ld->want_cap = nc;
     }
-    entry *e = find_entry(ld, name);
-    if (!e) {
-        pk_seterr(ld->err, ld->errlen, "%s: missing tensor %s (required by config.json)",
-                  ld->first_file, name);
-        ld->bad = 1;
-        ld->st = PK_ERR_FORMAT;
-        return;
-    }
+    size_t k = ld->n_want++;
+    snprintf(ld->want_names[k], 256, "%s", name);
+    memset(&ld->want[k], 0, sizeof ld->want[k]);
+    ld->want[k].ndim = ndim;
+    ld->want[k].shape[0] = d0;
+    ld->want[k].shape[1] = d1;
+    ld->want_bn[k] = is_bn;
+}
+
+/* 1 if the file's tensor e has the shape config.json implies and a dtype we read; else the
+ * error names the tensor and both shapes. */
+static int tensor_fits(loader *ld, const entry *e, const char *name, int ndim, int64_t d0,
+                       int64_t d1)
+{
     int64_t want[2] = {d0, d1};
     int ok = e->st.ndim == ndim;
     for (int d = 0; ok && d < ndim; d++)
@@ -238,17 +232,21 @@ static void bind(loader *ld, int *slot, int is_bn, int ndim, int64_t d0, int64_t
             snprintf(exp, sizeof exp, "[%lld, %lld]", (long long)d0, (long long)d1);
         pk_seterr(ld->err, ld->errlen, "%s: tensor %s has shape [%s] but config.json implies %s",
                   ld->first_file, name, got, exp);
-        ld->bad = 1;
-        ld->st = PK_ERR_FORMAT;
-        return;
+        fail(ld, PK_ERR_FORMAT);
+        return 0;
     }
     if (e->st.dtype < 0) {
         pk_seterr(ld->err, ld->errlen, "%s: tensor %s: dtype must be F32, F16 or BF16",
                   ld->first_file, name);
-        ld->bad = 1;
-        ld->st = PK_ERR_FORMAT;
-        return;
+        fail(ld, PK_ERR_FORMAT);
+        return 0;
     }
+    return 1;
+}
+
+/* Records that *slot is to receive the index of tensor e once tensors are laid out. */
+static void add_slot(loader *ld, int *slot, entry *e, int is_bn)
+{
     if (ld->n_slots == ld->slot_cap) {
         size_t nc = ld->slot_cap ? ld->slot_cap * 2 : 64;
         int **ns = realloc(ld->slots, nc * sizeof *ns);
@@ -258,8 +256,7 @@ static void bind(loader *ld, int *slot, int is_bn, int ndim, int64_t d0, int64_t
         if (ne)
             ld->slot_entry = ne;
         if (!ns || !ne) {
-            ld->bad = 1;
-            ld->st = PK_ERR_NOMEM;
+            fail(ld, PK_ERR_NOMEM);
             return;
         }
         ld->slot_cap = nc;
@@ -270,6 +267,32 @@ static void bind(loader *ld, int *slot, int is_bn, int ndim, int64_t d0, int64_t
     if (is_bn)
         e->slot_used |= 2;
     e->slot_used |= 1;
+}
+
+static void bind(loader *ld, int *slot, int is_bn, int ndim, int64_t d0, int64_t d1,
+                 const char *fmt, ...)
+{
+    *slot = -1;
+    if (ld->bad)
+        return;
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    if (ld->collect) {
+        want_tensor(ld, name, is_bn, ndim, d0, d1);
+        return;
+    }
+    entry *e = find_entry(ld, name);
+    if (!e) {
+        pk_seterr(ld->err, ld->errlen, "%s: missing tensor %s (required by config.json)",
+                  ld->first_file, name);
+        fail(ld, PK_ERR_FORMAT);
+        return;
+    }
+    if (tensor_fits(ld, e, name, ndim, d0, d1))
+        add_slot(ld, slot, e, is_bn);
 }
 
 static void bind_llama(loader *ld, pk_model *m)
@@ -575,6 +598,62 @@ out:
     return st;
 }
 
+/* Sorts the file's tensors by name; a name in two shards is an error. */
+static pk_status check_unique(loader *ld, const char *dir, char *err, size_t errlen)
+{
+    qsort(ld->e, ld->n, sizeof *ld->e, cmp_entry);
+    for (size_t i = 1; i < ld->n; i++) {
+        if (strcmp(ld->e[i - 1].st.name, ld->e[i].st.name) == 0) {
+            pk_seterr(err, errlen, "%s/%s: tensor %s appears in two shards", dir, ld->first_file,
+                      ld->e[i].st.name);
+            return PK_ERR_FORMAT;
+        }
+    }
+    return PK_OK;
+}
+
+static void bind_arch(loader *ld, pk_model *m)
+{
+    switch (m->cfg.arch) {
+    case ARCH_LLAMA:
+    case ARCH_QWEN2:
+        bind_llama(ld, m);
+        break;
+    case ARCH_OPT:
+        bind_opt(ld, m);
+        break;
+    case ARCH_GPT2:
+        bind_gpt2(ld, m);
+        break;
+    default:
+        bind_roberta(ld, m);
+        break;
+    }
+}
+
+/* A NaN or inf weight makes every loss and logit non-finite: say which tensor at load, once
+ * per tensor, rather than let forward or generate surprise the user later. */
+static void warn_non_finite(const pk_model *m)
+{
+    size_t nt = pk_model_n_tensors(m);
+    for (size_t i = 0; i < nt; i++) {
+        pk_tensor_info ti;
+        if (pk_model_tensor(m, i, &ti) != PK_OK)
+            continue;
+        size_t bad = 0;
+        for (size_t j = 0; j < ti.numel; j++) {
+            const uint16_t *h = ti.data;
+            float v = ti.dtype == PK_DTYPE_F32   ? ((const float *)ti.data)[j]
+                      : ti.dtype == PK_DTYPE_F16 ? pk_f16_to_f32(h[j])
+                                                 : pk_bf16_to_f32(h[j]);
+            bad += !isfinite(v);
+        }
+        if (bad)
+            pk_log(PK_LOG_WARN, "%s: tensor %s has %zu non-finite values (NaN or inf)", m->dir,
+                   ti.name, bad);
+    }
+}
+
 pk_status pk_model_load(const char *dir, pk_model_params p, pk_model **out, char *err,
                         size_t errlen)
 {
@@ -610,40 +689,17 @@ pk_status pk_model_load(const char *dir, pk_model_params p, pk_model **out, char
     st = map_weights(&ld, dir);
     if (st != PK_OK)
         goto out;
-    qsort(ld.e, ld.n, sizeof *ld.e, cmp_entry);
-    for (size_t i = 1; i < ld.n; i++) {
-        if (strcmp(ld.e[i - 1].st.name, ld.e[i].st.name) == 0) {
-            pk_seterr(err, errlen, "%s/%s: tensor %s appears in two shards", dir, ld.first_file,
-                      ld.e[i].st.name);
-            st = PK_ERR_FORMAT;
-            goto out;
-        }
-    }
+    st = check_unique(&ld, dir, err, errlen);
+    if (st != PK_OK)
+        goto out;
     char first[4352];
     snprintf(first, sizeof first, "%s/%s", dir, ld.first_file);
     ld.first_file = first;
-    switch (m->cfg.arch) {
-    case ARCH_LLAMA:
-    case ARCH_QWEN2:
-        bind_llama(&ld, m);
-        break;
-    case ARCH_OPT:
-        bind_opt(&ld, m);
-        break;
-    case ARCH_GPT2:
-        bind_gpt2(&ld, m);
-        break;
-    default:
-        bind_roberta(&ld, m);
-        break;
-    }
-    if (ld.bad) {
-        st = ld.st;
-        goto out;
-    }
-    st = finish_tensors(&ld, m);
+    bind_arch(&ld, m);
+    st = ld.bad ? ld.st : finish_tensors(&ld, m);
     if (st != PK_OK)
         goto out;
+    warn_non_finite(m);
     if (m->cfg.tie && m->cfg.arch != ARCH_ROBERTA)
         m->head_w = m->emb;
     if (m->cfg.arch == ARCH_ROBERTA)
