@@ -2,11 +2,13 @@
  * The log hook is the only mutable global; it is written once from main before threads start. */
 #include "pk_common.h"
 
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -143,4 +145,15 @@ void pk_pause_point(const char *name)
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
+}
+
+FILE *pk_fopen_private(const char *path, const char *mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return NULL;
+    FILE *f = fchmod(fd, 0600) == 0 ? fdopen(fd, mode) : NULL;
+    if (!f)
+        close(fd);
+    return f;
 }

@@ -38,7 +38,7 @@ pk_status pk_seedlog_write(const char *path, const pk_seedlog *log, char *err, s
         pk_seterr(err, errlen, "%s: path too long", path);
         return PK_ERR_ARG;
     }
-    FILE *f = fopen(tmp, "w");
+    FILE *f = pk_fopen_private(tmp, "w");
     if (f == NULL) {
         pk_seterr(err, errlen, "%s: %s", tmp, strerror(errno));
         return PK_ERR_IO;

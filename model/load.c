@@ -976,7 +976,7 @@ static pk_status copy_file(const char *src, const char *dst, char *err, size_t e
     pk_status st = read_text(src, 1u << 30, &txt, &len, err, errlen);
     if (st != PK_OK)
         return st;
-    FILE *f = fopen(dst, "wb");
+    FILE *f = pk_fopen_private(dst, "wb");
     if (!f || fwrite(txt, 1, len, f) != len) {
         pk_seterr(err, errlen, "%s: write failed: %s", dst, strerror(errno));
         st = PK_ERR_IO;
@@ -999,7 +999,7 @@ pk_status pk_model_save(const pk_model *m, const char *out_dir, pk_dtype dtype, 
     char *txt = NULL;
     if (!es)
         goto out;
-    if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) {
+    if (mkdir(out_dir, 0700) != 0 && errno != EEXIST) {
         pk_seterr(err, errlen, "%s: cannot create directory: %s", out_dir, strerror(errno));
         st = PK_ERR_IO;
         goto out;
@@ -1027,7 +1027,7 @@ pk_status pk_model_save(const pk_model *m, const char *out_dir, pk_dtype dtype, 
     if (!txt)
         goto out;
     snprintf(path, sizeof path, "%s/config.json", out_dir);
-    FILE *f = fopen(path, "wb");
+    FILE *f = pk_fopen_private(path, "wb");
     size_t tl = strlen(txt);
     st = PK_ERR_IO;
     if (!f) {
@@ -1123,13 +1123,13 @@ pk_status pk_model_make(const char *config_json, size_t len, const char *out_dir
         ld.want[i].name = ld.want_names[i];
         ld.want[i].dtype = dtype;
     }
-    if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) {
+    if (mkdir(out_dir, 0700) != 0 && errno != EEXIST) {
         pk_seterr(err, errlen, "%s: cannot create directory: %s", out_dir, strerror(errno));
         st = PK_ERR_IO;
         goto out;
     }
     snprintf(path, sizeof path, "%s/config.json", out_dir);
-    FILE *f = fopen(path, "wb");
+    FILE *f = pk_fopen_private(path, "wb");
     if (!f || fwrite(config_json, 1, len, f) != len) {
         pk_seterr(err, errlen, "%s: write failed: %s", path, strerror(errno));
         if (f)

@@ -319,7 +319,7 @@ pk_status pk_safetensors_write(const char *path, const pk_st_entry *entries, siz
         goto out;
     }
     st = PK_ERR_IO;
-    f = fopen(path, "wb");
+    f = pk_fopen_private(path, "wb");
     if (!f) {
         pk_seterr(err, errlen, "%s: cannot create: %s", path, strerror(errno));
         goto out;

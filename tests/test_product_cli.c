@@ -201,6 +201,14 @@ static void test_export_dir(int64_t run, const char *hash)
     PK_CHECK(strstr(o ? o : "", hash) != NULL);
     free(o);
     o = NULL;
+    /* exported weights can memorize private text: owner-only, like data export */
+    const char *const private_files[] = {"model.safetensors", "config.json", "pocketllm_run.json"};
+    for (size_t i = 0; i < sizeof private_files / sizeof private_files[0]; i++) {
+        char fp[400];
+        struct stat sb;
+        snprintf(fp, sizeof fp, "%s/%s", e32, private_files[i]);
+        PK_CHECK(stat(fp, &sb) == 0 && (sb.st_mode & 0777) == 0600);
+    }
     /* pocketllm_run.json names the run's weights, not the base's */
     char meta[400];
     size_t len = 0;

@@ -18,7 +18,7 @@ static pk_status write_provenance(const char *out_dir, int64_t run_id, const pk_
         pk_seterr(err, errlen, "%s: path too long", out_dir);
         return PK_ERR_ARG;
     }
-    FILE *f = fopen(path, "w");
+    FILE *f = pk_fopen_private(path, "w");
     if (!f) {
         pk_seterr(err, errlen, "cannot write %s: %s", path, strerror(errno));
         return PK_ERR_IO;

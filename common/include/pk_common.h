@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #if defined(__GNUC__)
 #define PK_NODISCARD        __attribute__((warn_unused_result))
@@ -72,6 +73,11 @@ void pk_seterr(char *err, size_t errlen, const char *fmt, ...) PK_PRINTF(3, 4);
  * is a directory, creates DIR/NAME and waits (up to 60 s) until a test removes it. Lets tests
  * drive races between processes deterministically; does nothing otherwise. */
 void pk_pause_point(const char *name);
+
+/* fopen(path, "w"/"wb") for files that may hold what training learned (weights, seed logs):
+ * created or truncated with mode 0600, an existing file's mode tightened to 0600. NULL and
+ * errno set on failure. */
+FILE *pk_fopen_private(const char *path, const char *mode);
 
 /* splitmix64 (Steele, Lea, Flood 2014): a bijective 64-bit mixer for deriving seeds. Pure. */
 uint64_t pk_splitmix64(uint64_t x);
