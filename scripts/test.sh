@@ -76,7 +76,7 @@ for b in $BUILDS; do
             -DPK_SANITIZE=address,undefined
         # Two integration tests run only in Release: test_plain_clone builds its own Release
         # pocketllm from a clone (nothing sanitized to add), and test_determinism_cli's dozens
-        # of training runs under three BLAS kernels take most of an hour under ASan; the code
+        # of training runs under three BLAS kernels are slow under ASan on two cores; the code
         # they drive runs sanitized in test_determinism, test_trainer and the other CLI tests.
         # shellcheck disable=SC2086
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
