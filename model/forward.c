@@ -184,6 +184,7 @@ static void gemm_tiles(const fwd *f, const gemm_part *g)
     int nt = (g->N + TOK_TILE - 1) / TOK_TILE, no = (g->o1 - g->o0 + g->to - 1) / g->to;
     int per = nt * no, items = per * f->np;
     double flops = 2.0 * g->N * (g->o1 - g->o0) * g->K * f->np;
+    (void)flops; /* read only by the OpenMP if clause (unused where OpenMP is off) */
 #pragma omp parallel if (items > 1 && flops > PAR_FLOPS)
     {
         blas_serial();
@@ -438,6 +439,7 @@ static void attention(pk_model *m, const pk_batch *b, int layer, const float *q,
     int nbh = b->B * nh;
     /* a (batch, head) is one thread's: its GEMMs and softmax never depend on the thread count */
     double flops = 4.0 * nbh * T * (kv_len > 0 ? kv_len : T) * hd;
+    (void)flops; /* read only by the OpenMP if clause (unused where OpenMP is off) */
 #pragma omp parallel if (nbh > 1 && flops > PAR_FLOPS)
     {
         blas_serial();
@@ -970,6 +972,7 @@ static void head_tiles(const fwd *f, const head_job *j)
     pk_model *m = f->m;
     int nt = (j->M + TOK_TILE - 1) / TOK_TILE, per = j->g * nt, items = per * f->np;
     double flops = 2.0 * j->M * j->g * j->LR * j->Hh * f->np;
+    (void)flops; /* read only by the OpenMP if clause (unused where OpenMP is off) */
 #pragma omp parallel if (items > 1 && flops > PAR_FLOPS)
     {
         blas_serial();
