@@ -21,6 +21,17 @@ void cli_error(const char *cmd, const char *fmt, ...)
     fputc('\n', stderr);
 }
 
+const char *cli_errtext(pk_status st, const char *err)
+{
+    return err && err[0] ? err : pk_status_str(st);
+}
+
+int cli_fail(const char *cmd, pk_status st, const char *err)
+{
+    cli_error(cmd, "%s", cli_errtext(st, err));
+    return CLI_ERR;
+}
+
 int cli_home(const cli_common *c, char *out, size_t n)
 {
     const char *h = c->home;

@@ -6,6 +6,7 @@
 #define PK_CLI_H
 
 #include "opts.h"
+#include "pk_common.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -20,6 +21,10 @@ typedef int (*cli_fn)(int argc, char **argv);
 int cli_home(const cli_common *c, char *out, size_t n);
 /* Prints "pocketllm CMD: message" to stderr (printf format). */
 void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* What a failed library call said: err (its message) when it wrote one, else what st means. */
+const char *cli_errtext(pk_status st, const char *err);
+/* The usual failure tail: prints cli_errtext(st, err) for cmd and returns CLI_ERR. */
+int cli_fail(const char *cmd, pk_status st, const char *err);
 /* Every JSON the CLI prints is built with cJSON and printed by this: one line on stdout, then
  * the object is freed (taken; NULL after an allocation failure prints an error). Returns CLI_OK,
  * or CLI_ERR if it could not be printed. */

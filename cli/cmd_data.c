@@ -20,11 +20,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define END_OPTS                                                                                   \
-    {                                                                                              \
-        NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL                                               \
-    } /* ends an option table */
-
 /* ---- plaintext output through a secure buffer ------------------------------------------- */
 
 typedef struct sout {
@@ -195,7 +190,7 @@ typedef struct init_opts {
 static const cli_option init_table[] = {
     CLI_STORE_OPTS(T),
     KDF_OPTS(T),
-    END_OPTS,
+    CLI_END,
 };
 #undef T
 
@@ -216,7 +211,7 @@ static const cli_command init_cmd = {
 int cmd_init(int argc, char **argv)
 {
     init_opts o = {.kdf = kdf_defaults()};
-    char home[1024], err[1024];
+    char home[1024], err[1024] = "";
     char *pass = NULL;
     size_t len = 0;
     int rc = cli_parse(&init_cmd, argc, argv, &o);
@@ -233,10 +228,8 @@ int cmd_init(int argc, char **argv)
         return rc;
     pk_status st = pk_store_init(home, pass, len, kdf_params(&o.kdf), err, sizeof err);
     cli_free_passphrase(pass, len);
-    if (st != PK_OK) {
-        cli_error(o.c.cmd, "%s", err);
-        return CLI_ERR;
-    }
+    if (st != PK_OK)
+        return cli_fail(o.c.cmd, st, err);
     printf("initialised encrypted agent home at %s\n", home);
     return CLI_OK;
 }
@@ -261,7 +254,7 @@ static const cli_option import_table[] = {
     CLI_JSON_OPT(T),
     CLI_QUIET_OPT(T),
     CLI_STORE_OPTS(T),
-    END_OPTS,
+    CLI_END,
 };
 #undef T
 
@@ -347,7 +340,7 @@ typedef struct list_opts {
 static const cli_option list_table[] = {
     CLI_JSON_OPT(list_opts),
     CLI_STORE_OPTS(list_opts),
-    END_OPTS,
+    CLI_END,
 };
 
 static const cli_command list_cmd = {
@@ -370,7 +363,7 @@ static const cli_option show_table[] = {
     {"--dataset", CLI_STR, CLI_AT(T, dataset), 0, 0, NULL, "NAME", "the dataset (required)"},
     {"--limit", CLI_INT, CLI_AT(T, limit), 0, 9e18, NULL, "N", "examples to show (0: all)"},
     CLI_STORE_OPTS(T),
-    END_OPTS,
+    CLI_END,
 };
 #undef T
 
@@ -394,7 +387,7 @@ static const cli_option forget_table[] = {
      "forget a dataset and all its examples"},
     {"--id", CLI_INT, CLI_AT(T, id), 1, 9e18, NULL, "ID", "forget one example"},
     CLI_STORE_OPTS(T),
-    END_OPTS,
+    CLI_END,
 };
 #undef T
 
@@ -419,7 +412,7 @@ static const cli_option export_table[] = {
     {"--out", CLI_STR, CLI_AT(T, out), 0, 0, NULL, "FILE",
      "a new file (mode 0600, never overwritten), or - for stdout (required)"},
     CLI_STORE_OPTS(T),
-    END_OPTS,
+    CLI_END,
 };
 #undef T
 
@@ -623,7 +616,7 @@ static const cli_option rekey_table[] = {
     {"--new-passphrase-file", CLI_STR, CLI_AT(T, c.new_passphrase_file), 0, 0, NULL, "FILE",
      "read the new passphrase from FILE (else $POCKETLLM_NEW_PASSPHRASE, else a prompt)"},
     KDF_OPTS(T),
-    END_OPTS,
+    CLI_END,
 };
 #undef T
 
@@ -681,7 +674,7 @@ static const cli_option bench_table[] = {
      "generated 1 KB examples to import"},
     KDF_OPTS(T),
     CLI_HOME_IGNORED(T),
-    END_OPTS,
+    CLI_END,
 };
 #undef T
 

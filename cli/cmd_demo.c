@@ -48,7 +48,7 @@ static const cli_option demo_table[] = {
      "progress as JSON lines; the last line is one JSON object (below)"},
     CLI_QUIET_OPT(T),
     CLI_THREADS_OPT(T),
-    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+    CLI_END,
 };
 #undef T
 
@@ -345,7 +345,7 @@ pk_train_config demo_config(const demo_state *d)
 /* A failed step of the walkthrough: prints "pocketllm demo: WHAT: why" and returns CLI_ERR. */
 static int demo_fail(const char *what, pk_status st, const char *err)
 {
-    cli_error("demo", "%s: %s", what, err[0] ? err : pk_status_str(st));
+    cli_error("demo", "%s: %s", what, cli_errtext(st, err));
     return CLI_ERR;
 }
 
@@ -409,7 +409,7 @@ static int demo_before(demo_state *d, const pk_train_config *cfg)
     }
     pk_model_free(m);
     if (st != PK_OK) {
-        cli_error("demo", "base model %s: %s", d->model_dir, err[0] ? err : pk_status_str(st));
+        cli_error("demo", "base model %s: %s", d->model_dir, cli_errtext(st, err));
         return CLI_ERR;
     }
     demo_say(d,

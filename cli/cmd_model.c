@@ -21,7 +21,7 @@ static int load_model(const char *cmd, const char *dir, pk_model **m)
     char err[1024] = "";
     pk_status st = pk_model_load(dir, pk_model_default_params(), m, err, sizeof err);
     if (st != PK_OK) {
-        cli_error(cmd, "%s", err[0] ? err : pk_status_str(st));
+        cli_error(cmd, "%s", cli_errtext(st, err));
         return -1;
     }
     return 0;
@@ -57,7 +57,7 @@ static const cli_option forward_table[] = {
     {"--out", CLI_STR, CLI_AT(T, out), 0, 0, NULL, "FILE",
      "write the float32 logits [T, vocab] here"},
     CLI_THREADS_OPT(T),
-    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+    CLI_END,
 };
 #undef T
 
@@ -193,7 +193,7 @@ static const cli_option gen_table[] = {
     CLI_JSON_OPT(T),
     CLI_THREADS_OPT(T),
     CLI_STORE_OPTS(T),
-    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+    CLI_END,
 };
 #undef T
 
@@ -251,10 +251,8 @@ static int generate_load_run(const gen_opts *o, pk_model **m, char *dir, size_t 
     if (st == PK_OK)
         st = pk_run_materialize(s, o->run, m, err, sizeof err);
     pk_store_close(s);
-    if (st != PK_OK) {
-        cli_error(o->c.cmd, "%s", err[0] ? err : pk_status_str(st));
-        return CLI_ERR;
-    }
+    if (st != PK_OK)
+        return cli_fail(o->c.cmd, st, err);
     snprintf(dir, dirlen, "%s", cfg.model_dir);
     return CLI_OK;
 }
@@ -274,10 +272,8 @@ static int generate_load(const gen_opts *o, gen_state *s)
         snprintf(dir, sizeof dir, "%s", o->model);
     }
     pk_status st = pk_tokenizer_load(dir, &s->tok, err, sizeof err);
-    if (st != PK_OK && st != PK_ERR_NOTFOUND) {
-        cli_error(o->c.cmd, "%s", err[0] ? err : pk_status_str(st));
-        return CLI_ERR;
-    }
+    if (st != PK_OK && st != PK_ERR_NOTFOUND)
+        return cli_fail(o->c.cmd, st, err);
     return CLI_OK;
 }
 
@@ -550,7 +546,7 @@ static const cli_option make_table[] = {
     {"--out", CLI_STR, CLI_AT(T, out), 0, 0, NULL, "DIR", "write the model directory here"},
     {"--dtype", CLI_STR, CLI_AT(T, dtype), 0, 0, NULL, "D", "f32, f16 or bf16"},
     {"--seed", CLI_U64, CLI_AT(T, seed), 0, 0, NULL, "S", "seed of the random weights"},
-    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+    CLI_END,
 };
 #undef T
 
@@ -597,10 +593,8 @@ int cmd_make_model(int argc, char **argv)
     char cfg[4096], err[1024] = "";
     int len = preset_config(p, cfg, sizeof cfg, pk_dtype_name(dt));
     pk_status st = pk_model_make(cfg, (size_t)len, o.out, dt, o.seed, err, sizeof err);
-    if (st != PK_OK) {
-        cli_error(cmd, "%s", err[0] ? err : pk_status_str(st));
-        return CLI_ERR;
-    }
+    if (st != PK_OK)
+        return cli_fail(cmd, st, err);
     return CLI_OK;
 }
 
@@ -620,7 +614,7 @@ static const cli_option benchf_table[] = {
     {"--seq", CLI_INT, CLI_AT(T, seq), 2, 1 << 20, NULL, "T", "tokens per sequence"},
     {"--reps", CLI_INT, CLI_AT(T, reps), 1, 1000, NULL, "R", "timed repetitions (best of)"},
     CLI_THREADS_OPT(T),
-    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+    CLI_END,
 };
 #undef T
 

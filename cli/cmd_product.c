@@ -20,11 +20,6 @@
 
 #define ERRLEN 1024
 
-#define END_OPTS                                                                                   \
-    {                                                                                              \
-        NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL                                               \
-    } /* ends an option table */
-
 /* The store of a command whose own checks returned rc: 0 with *s open, else the exit code. */
 static int open_checked(int rc, const cli_common *c, pk_store **s)
 {
@@ -38,8 +33,7 @@ static int close_report(pk_store *s, const char *cmd, pk_status st, const char *
     pk_store_close(s);
     if (st == PK_OK)
         return CLI_OK;
-    cli_error(cmd, "%s", err[0] ? err : pk_status_str(st));
-    return CLI_ERR;
+    return cli_fail(cmd, st, err);
 }
 
 /* ---- plot ----------------------------------------------------------------------------------- */
@@ -56,7 +50,7 @@ static const cli_option plot_table[] = {
      "the run (required); repeat it to compare the train loss of several runs"},
     {"--out", CLI_STR, CLI_AT(T, out), 0, 0, NULL, "FILE.svg", "the SVG to write (required)"},
     CLI_STORE_OPTS(T),
-    END_OPTS,
+    CLI_END,
 };
 #undef T
 
@@ -139,7 +133,7 @@ static const cli_option pull_table[] = {
     CLI_JSON_OPT(T),
     CLI_QUIET_OPT(T),
     CLI_HOME_IGNORED(T),
-    END_OPTS,
+    CLI_END,
 };
 #undef T
 
@@ -244,7 +238,7 @@ int cmd_pull(int argc, char **argv)
     double t0 = pk_time_now();
     pk_status st = pk_pull(repo, out, &p, &r, err, sizeof err);
     if (st != PK_OK) {
-        cli_error(o.c.cmd, "%s", err[0] ? err : pk_status_str(st));
+        cli_error(o.c.cmd, "%s", cli_errtext(st, err));
         return st == PK_ERR_INTERRUPTED ? CLI_INTERRUPTED : CLI_ERR;
     }
     return pull_print(&o, repo, out, &r, pk_time_now() - t0);
@@ -269,7 +263,7 @@ static const cli_option export_table[] = {
     {"--seed-log", CLI_STR, CLI_AT(T, seed_log), 0, 0, NULL, "FILE",
      "write a portable seed log instead"},
     CLI_STORE_OPTS(T),
-    END_OPTS,
+    CLI_END,
 };
 #undef T
 

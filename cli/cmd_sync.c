@@ -58,7 +58,7 @@ static const cli_option sync_table[] = {
     CLI_JSON_OPT(T),
     CLI_QUIET_OPT(T),
     CLI_STORE_OPTS(T),
-    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+    CLI_END,
 };
 #undef T
 
@@ -214,7 +214,7 @@ static int sync_run(const sync_opts *o, pk_store *s, pk_sync_mezo *mz)
     double t0 = pk_time_now();
     pk_status st = pk_sync_round(s, &o->p, &ops, &rep, err, sizeof err);
     if (st != PK_OK) {
-        cli_error(cmd, "%s", err[0] ? err : pk_status_str(st));
+        cli_error(cmd, "%s", cli_errtext(st, err));
         if (st == PK_ERR_HTTP)
             fprintf(stderr, "pocketllm sync: any pending upload stays in the outbox and is sent "
                             "by the next sync\n");
@@ -228,7 +228,7 @@ static int sync_run(const sync_opts *o, pk_store *s, pk_sync_mezo *mz)
     if (o->out) {
         st = pk_model_save(pk_sync_mezo_model(mz), o->out, PK_DTYPE_F32, err, sizeof err);
         if (st != PK_OK) {
-            cli_error(cmd, "--out %s: %s", o->out, err[0] ? err : pk_status_str(st));
+            cli_error(cmd, "--out %s: %s", o->out, cli_errtext(st, err));
             return CLI_ERR;
         }
         if (!o->c.json && !o->c.quiet)
@@ -261,7 +261,7 @@ int cmd_sync(int argc, char **argv)
     pk_status st = pk_sync_mezo_open(s, o.model, o.p.upload ? o.dataset : NULL, o.trainable,
                                      o.batch, o.seq_len, &mz, err, sizeof err);
     if (st != PK_OK) {
-        cli_error(o.c.cmd, "%s", err[0] ? err : pk_status_str(st));
+        cli_error(o.c.cmd, "%s", cli_errtext(st, err));
         rc = CLI_ERR;
     } else {
         rc = sync_run(&o, s, mz);

@@ -305,10 +305,8 @@ static int load_tok(const char *cmd, const char *dir, pk_tokenizer **t)
         return CLI_USAGE;
     }
     pk_status st = pk_tokenizer_load(dir, t, err, sizeof err);
-    if (st != PK_OK) {
-        cli_error(cmd, "%s", err[0] ? err : pk_status_str(st));
-        return CLI_ERR;
-    }
+    if (st != PK_OK)
+        return cli_fail(cmd, st, err);
     return CLI_OK;
 }
 
@@ -332,7 +330,7 @@ static const cli_option tokenize_table[] = {
     {"--skip-special", CLI_FLAG, CLI_AT(T, skip_special), 0, 0, NULL, NULL,
      "decode: drop special tokens"},
     CLI_HOME_IGNORED(T),
-    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+    CLI_END,
 };
 #undef T
 
@@ -522,7 +520,7 @@ static const cli_option bench_table[] = {
     {"--per-line", CLI_FLAG, CLI_AT(T, per_line), 0, 0, NULL, NULL,
      "encode each line by itself, as training examples are"},
     CLI_HOME_IGNORED(T),
-    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+    CLI_END,
 };
 #undef T
 

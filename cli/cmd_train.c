@@ -18,13 +18,6 @@
 
 #define ERRLEN 512
 
-/* Prints a failed library call: its message, else the status name. Returns CLI_ERR. */
-static int fail(const char *cmd, pk_status st, const char *err)
-{
-    cli_error(cmd, "%s", err[0] ? err : pk_status_str(st));
-    return CLI_ERR;
-}
-
 /* ---- train ---------------------------------------------------------------------------------- */
 
 typedef struct train_opts {
@@ -80,7 +73,7 @@ static const cli_option train_table[] = {
     CLI_JSON_OPT(T),
     CLI_QUIET_OPT(T),
     CLI_STORE_OPTS(T),
-    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+    CLI_END,
 };
 #undef T
 
@@ -185,10 +178,8 @@ int cmd_train(int argc, char **argv)
     pk_status st = pk_train(s, &cfg, resume, &hooks, &res, err, sizeof err);
     pk_progress_finish(ui.p);
     pk_store_close(s);
-    if (st != PK_OK) {
-        cli_error(cmd, "%s", err[0] ? err : pk_status_str(st));
-        return CLI_ERR;
-    }
+    if (st != PK_OK)
+        return cli_fail(cmd, st, err);
     if (res.interrupted) {
         fprintf(stderr,
                 "interrupted after %lld steps; resume with: pocketllm train --resume %lld\n",
@@ -233,7 +224,7 @@ static const cli_option eval_table[] = {
     {"--seq-len", CLI_INT, CLI_AT(T, cfg.seq_len), 2, 1 << 20, NULL, "T", "tokens per example"},
     CLI_THREADS_OPT(T),
     CLI_STORE_OPTS(T),
-    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+    CLI_END,
 };
 #undef T
 
@@ -328,8 +319,8 @@ int cmd_eval(int argc, char **argv)
         if (st != PK_OK)
             snprintf(err, sizeof err, "evaluating: %s", pk_status_str(st));
     }
-    rc =
-        st == PK_OK ? eval_print(o.dataset, obj, cfg.objective, loss, acc) : fail(o.c.cmd, st, err);
+    rc = st == PK_OK ? eval_print(o.dataset, obj, cfg.objective, loss, acc)
+                     : cli_fail(o.c.cmd, st, err);
     pk_objective_free(obj);
     pk_model_free(m);
     pk_store_close(s);
@@ -358,7 +349,7 @@ static const cli_option replay_table[] = {
      "--run: also write the run's seed log to FILE"},
     CLI_THREADS_OPT(T),
     CLI_STORE_OPTS(T),
-    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+    CLI_END,
 };
 #undef T
 
@@ -471,7 +462,7 @@ int cmd_replay(int argc, char **argv)
     char hex[65];
     if (st == PK_OK)
         st = replay_save(&o, m, hex, err, sizeof err);
-    rc = st == PK_OK ? replay_print(hex, replay_s) : fail(o.c.cmd, st, err);
+    rc = st == PK_OK ? replay_print(hex, replay_s) : cli_fail(o.c.cmd, st, err);
     pk_model_free(m);
     pk_store_close(s);
     return rc;
@@ -487,7 +478,7 @@ typedef struct runs_opts {
 static const cli_option runs_table[] = {
     {"--json", CLI_FLAG, CLI_AT(T, c.json), 0, 0, NULL, NULL, "one JSON object per run"},
     CLI_STORE_OPTS(T),
-    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+    CLI_END,
 };
 #undef T
 
@@ -718,7 +709,7 @@ static const cli_option probe_table[] = {
     {"--z", CLI_CHOICE, CLI_AT(T, z), 0, 0, "gaussian|rademacher", NULL,
      "perturbation distribution"},
     CLI_THREADS_OPT(T),
-    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+    CLI_END,
 };
 #undef T
 
@@ -827,7 +818,7 @@ int cmd_mezo_probe(int argc, char **argv)
             cli_json_add_exact(j, "loss_minus", r[2]);
             rc = cli_json_print(j);
         } else {
-            rc = fail(o.c.cmd, st, err);
+            rc = cli_fail(o.c.cmd, st, err);
         }
     }
     free(ids);
@@ -849,7 +840,7 @@ static const cli_option bench_table[] = {
     {"--seq", CLI_INT, CLI_AT(T, seq), 2, 1 << 20, NULL, "T", "tokens per sequence"},
     {"--steps", CLI_INT, CLI_AT(T, steps), 1, 1000, NULL, "K", "timed steps"},
     CLI_THREADS_OPT(T),
-    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+    CLI_END,
 };
 #undef T
 
@@ -1062,7 +1053,7 @@ int cmd_bench_mezo(int argc, char **argv)
     bench_times t = {0, 0, 0, 0, 0, 0};
     char err[ERRLEN] = "";
     pk_status st = bench_run(&o, &m, &t, err, sizeof err);
-    rc = st == PK_OK ? bench_print(&o, m, &t) : fail(o.c.cmd, st, err);
+    rc = st == PK_OK ? bench_print(&o, m, &t) : cli_fail(o.c.cmd, st, err);
     pk_model_free(m);
     return rc;
 }

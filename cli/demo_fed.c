@@ -327,8 +327,7 @@ static int fed_device_init(fed_device *v, const char *dir, int half)
     }
     pk_secure_wipe(line, sizeof line);
     if (st != PK_OK) {
-        cli_error("demo", "federated device %c (%s): %s", v->name, v->home,
-                  err[0] ? err : pk_status_str(st));
+        cli_error("demo", "federated device %c (%s): %s", v->name, v->home, cli_errtext(st, err));
         return CLI_ERR;
     }
     return CLI_OK;
@@ -373,8 +372,7 @@ static int fed_device_round(demo_state *d, const fed_coord *c, fed_device *v, in
         st = fed_eval(d, pk_sync_mezo_model(mz), loss, err, sizeof err);
     pk_sync_mezo_free(mz);
     if (st != PK_OK) {
-        cli_error("demo", "federated round, device %c: %s", v->name,
-                  err[0] ? err : pk_status_str(st));
+        cli_error("demo", "federated round, device %c: %s", v->name, cli_errtext(st, err));
         return CLI_ERR;
     }
     v->end = *rep;

@@ -91,6 +91,12 @@ typedef struct cli_common {
         "--quiet", CLI_FLAG, CLI_AT(T, c.quiet), 0, 0, NULL, NULL, "no progress output"            \
     }
 
+/* The row that ends every table. */
+#define CLI_END                                                                                    \
+    {                                                                                              \
+        NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL                                               \
+    }
+
 typedef struct cli_command {
     const char *name;       /* "train", "data list" */
     const char *usage;      /* usage line(s) after "usage: pocketllm ", '\n'-separated */
