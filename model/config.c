@@ -155,12 +155,18 @@ static void parse_rope_scaling(ctx *c, pk_cfg *m)
 #define REQ LLONG_MIN
 #define BIG 100000000LL
 
-static void parse_llama(ctx *c, pk_cfg *m, int qwen)
+/* The four sizes llama, qwen2, opt and roberta name alike (gpt2 has its own names). */
+static void parse_hf_dims(ctx *c, pk_cfg *m)
 {
     m->V = get_int(c, "vocab_size", REQ, 1, BIG);
     m->H = get_int(c, "hidden_size", REQ, 1, BIG);
     m->L = get_int(c, "num_hidden_layers", REQ, 1, 10000);
     m->nh = get_int(c, "num_attention_heads", REQ, 1, 10000);
+}
+
+static void parse_llama(ctx *c, pk_cfg *m, int qwen)
+{
+    parse_hf_dims(c, m);
     m->nkv = get_int(c, "num_key_value_heads", m->nh, 1, 10000);
     m->hd = get_int(c, "head_dim", m->nh ? m->H / m->nh : 1, 1, 100000);
     m->inter = get_int(c, "intermediate_size", REQ, 1, BIG);
@@ -188,10 +194,7 @@ static void parse_llama(ctx *c, pk_cfg *m, int qwen)
 
 static void parse_opt(ctx *c, pk_cfg *m)
 {
-    m->V = get_int(c, "vocab_size", REQ, 1, BIG);
-    m->H = get_int(c, "hidden_size", REQ, 1, BIG);
-    m->L = get_int(c, "num_hidden_layers", REQ, 1, 10000);
-    m->nh = get_int(c, "num_attention_heads", REQ, 1, 10000);
+    parse_hf_dims(c, m);
     m->inter = get_int(c, "ffn_dim", REQ, 1, BIG);
     m->max_pos = get_int(c, "max_position_embeddings", 2048, 1, BIG);
     m->n_pos_rows = m->max_pos + 2;
@@ -229,10 +232,7 @@ static void parse_gpt2(ctx *c, pk_cfg *m)
 
 static void parse_roberta(ctx *c, pk_cfg *m)
 {
-    m->V = get_int(c, "vocab_size", REQ, 1, BIG);
-    m->H = get_int(c, "hidden_size", REQ, 1, BIG);
-    m->L = get_int(c, "num_hidden_layers", REQ, 1, 10000);
-    m->nh = get_int(c, "num_attention_heads", REQ, 1, 10000);
+    parse_hf_dims(c, m);
     m->inter = get_int(c, "intermediate_size", REQ, 1, BIG);
     m->n_pos_rows = get_int(c, "max_position_embeddings", 514, 3, BIG);
     m->type_vocab = get_int(c, "type_vocab_size", 2, 1, 1000);
@@ -249,6 +249,89 @@ static void parse_roberta(ctx *c, pk_cfg *m)
     }
 }
 
+/* m->arch from "model_type"; c->bad (and *st) when it is missing or not supported. */
+static void parse_model_type(ctx *c, pk_cfg *m, pk_status *st)
+{
+    static const char *const names[] = {"llama", "qwen2", "opt", "gpt2", "roberta"};
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(c->root, "model_type");
+    m->arch = -1;
+    if (!cJSON_IsString(mt)) {
+        pk_seterr(c->err, c->errlen, "%s: missing key \"model_type\"", c->fname);
+        c->bad = 1;
+        return;
+    }
+    for (int i = 0; i < ARCH__COUNT; i++) {
+        if (strcmp(mt->valuestring, names[i]) == 0)
+            m->arch = i;
+    }
+    if (m->arch < 0) {
+        pk_seterr(c->err, c->errlen,
+                  "%s: key \"model_type\": unknown model_type \"%s\" (supported: llama, qwen2, "
+                  "opt, gpt2, roberta)",
+                  c->fname, mt->valuestring);
+        *st = PK_ERR_UNSUPPORTED;
+        c->bad = 1;
+    }
+}
+
+/* The architecture's own keys, over the defaults every architecture starts from. */
+static void parse_arch(ctx *c, pk_cfg *m)
+{
+    m->pre_ln = 1;
+    m->ln_affine = 1;
+    m->final_ln = 1;
+    m->type_vocab = 0;
+    switch (m->arch) {
+    case ARCH_LLAMA:
+    case ARCH_QWEN2:
+        parse_llama(c, m, m->arch == ARCH_QWEN2);
+        break;
+    case ARCH_OPT:
+        parse_opt(c, m);
+        break;
+    case ARCH_GPT2:
+        parse_gpt2(c, m);
+        break;
+    default:
+        parse_roberta(c, m);
+        break;
+    }
+}
+
+/* What follows from the sizes (heads without grouped-query attention, the projection width,
+ * roberta's usable positions) and the special tokens; c->bad on an inconsistent config. */
+static void derive(ctx *c, pk_cfg *m)
+{
+    if (m->arch != ARCH_LLAMA && m->arch != ARCH_QWEN2) {
+        if (m->H % m->nh != 0) {
+            pk_seterr(c->err, c->errlen,
+                      "%s: key \"num_attention_heads\" must divide the hidden size", c->fname);
+            c->bad = 1;
+            return;
+        }
+        m->nkv = m->nh;
+        m->hd = m->H / m->nh;
+    }
+    if (m->proj == 0)
+        m->proj = m->H;
+    m->bos = get_tok(c, "bos_token_id", m->V);
+    m->eos = get_tok(c, "eos_token_id", m->V);
+    m->pad = get_tok(c, "pad_token_id", m->V);
+    if (c->bad || m->arch != ARCH_ROBERTA)
+        return;
+    if (m->pad < 0) {
+        pk_seterr(c->err, c->errlen, "%s: key \"pad_token_id\" is required for roberta", c->fname);
+        c->bad = 1;
+        return;
+    }
+    m->max_pos = m->n_pos_rows - m->pad - 1;
+    if (m->max_pos < 1) {
+        pk_seterr(c->err, c->errlen,
+                  "%s: key \"max_position_embeddings\" too small for pad_token_id", c->fname);
+        c->bad = 1;
+    }
+}
+
 pk_status pk_cfg_parse(const char *fname, const char *json, size_t len, pk_cfg *m, char *err,
                        size_t errlen)
 {
@@ -261,76 +344,13 @@ pk_status pk_cfg_parse(const char *fname, const char *json, size_t len, pk_cfg *
     }
     ctx c = {fname, root, err, errlen, 0};
     pk_status st = PK_ERR_FORMAT;
-    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
-    if (!cJSON_IsString(mt)) {
-        pk_seterr(err, errlen, "%s: missing key \"model_type\"", fname);
-        goto out;
-    }
-    static const char *const names[] = {"llama", "qwen2", "opt", "gpt2", "roberta"};
-    m->arch = -1;
-    for (int i = 0; i < ARCH__COUNT; i++) {
-        if (strcmp(mt->valuestring, names[i]) == 0)
-            m->arch = i;
-    }
-    if (m->arch < 0) {
-        pk_seterr(err, errlen,
-                  "%s: key \"model_type\": unknown model_type \"%s\" (supported: llama, qwen2, "
-                  "opt, gpt2, roberta)",
-                  fname, mt->valuestring);
-        st = PK_ERR_UNSUPPORTED;
-        goto out;
-    }
-    m->pre_ln = 1;
-    m->ln_affine = 1;
-    m->final_ln = 1;
-    m->type_vocab = 0;
-    switch (m->arch) {
-    case ARCH_LLAMA:
-    case ARCH_QWEN2:
-        parse_llama(&c, m, m->arch == ARCH_QWEN2);
-        break;
-    case ARCH_OPT:
-        parse_opt(&c, m);
-        break;
-    case ARCH_GPT2:
-        parse_gpt2(&c, m);
-        break;
-    default:
-        parse_roberta(&c, m);
-        break;
-    }
-    if (c.bad)
-        goto out;
-    if (m->arch != ARCH_LLAMA && m->arch != ARCH_QWEN2) {
-        if (m->H % m->nh != 0) {
-            pk_seterr(err, errlen, "%s: key \"num_attention_heads\" must divide the hidden size",
-                      fname);
-            goto out;
-        }
-        m->nkv = m->nh;
-        m->hd = m->H / m->nh;
-    }
-    if (m->proj == 0)
-        m->proj = m->H;
-    m->bos = get_tok(&c, "bos_token_id", m->V);
-    m->eos = get_tok(&c, "eos_token_id", m->V);
-    m->pad = get_tok(&c, "pad_token_id", m->V);
-    if (m->arch == ARCH_ROBERTA) {
-        if (m->pad < 0) {
-            pk_seterr(err, errlen, "%s: key \"pad_token_id\" is required for roberta", fname);
-            goto out;
-        }
-        m->max_pos = m->n_pos_rows - m->pad - 1;
-        if (m->max_pos < 1) {
-            pk_seterr(err, errlen, "%s: key \"max_position_embeddings\" too small for pad_token_id",
-                      fname);
-            goto out;
-        }
-    }
-    st = PK_OK;
-out:
+    parse_model_type(&c, m, &st);
+    if (!c.bad)
+        parse_arch(&c, m);
+    if (!c.bad)
+        derive(&c, m);
     cJSON_Delete(root);
-    return st;
+    return c.bad ? st : PK_OK;
 }
 
 pk_status pk_config_check(const char *fname, const char *json, size_t len, char *err, size_t errlen)

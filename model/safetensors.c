@@ -55,6 +55,83 @@ static int cmp_name(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
+/* v as a count: a JSON number that is a whole number in [0, 9e15] (exact in a double). */
+static int json_count(const cJSON *v, uint64_t *out)
+{
+    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 9.0e15 ||
+        v->valuedouble != (double)(int64_t)v->valuedouble)
+        return -1;
+    *out = (uint64_t)v->valuedouble;
+    return 0;
+}
+
+/* t->ndim and t->shape (padded with 1s) from the entry's "shape"; *numel the element count. */
+static int parse_shape(const char *fname, const cJSON *sh, pk_st_tensor *t, uint64_t *numel,
+                       char *err, size_t errlen)
+{
+    int nd = cJSON_GetArraySize(sh);
+    if (nd > 4) {
+        pk_seterr(err, errlen, "%s: tensor %s: %d dimensions (at most 4 supported)", fname, t->name,
+                  nd);
+        return -1;
+    }
+    t->ndim = nd;
+    *numel = 1;
+    for (int d = 0; d < nd; d++) {
+        uint64_t s = 0;
+        if (json_count(cJSON_GetArrayItem(sh, d), &s) != 0) {
+            pk_seterr(err, errlen, "%s: tensor %s: shape[%d] is not a non-negative integer", fname,
+                      t->name, d);
+            return -1;
+        }
+        t->shape[d] = (int64_t)s;
+        if (s != 0 && *numel > UINT64_MAX / 8 / s) {
+            pk_seterr(err, errlen, "%s: tensor %s: shape too large", fname, t->name);
+            return -1;
+        }
+        *numel *= s;
+    }
+    for (int d = nd; d < 4; d++)
+        t->shape[d] = 1;
+    return 0;
+}
+
+/* t->begin and t->end from "data_offsets", inside the data area, nbytes apart and aligned to
+ * the dtype's element size esize (dtype names it in messages). */
+static int parse_offsets(const char *fname, const cJSON *off, uint64_t data_len, uint64_t nbytes,
+                         int esize, const char *dtype, pk_st_tensor *t, char *err, size_t errlen)
+{
+    uint64_t ob[2];
+    for (int i = 0; i < 2; i++) {
+        if (json_count(cJSON_GetArrayItem(off, i), &ob[i]) != 0) {
+            pk_seterr(err, errlen, "%s: tensor %s: data_offsets[%d] is not a non-negative integer",
+                      fname, t->name, i);
+            return -1;
+        }
+    }
+    t->begin = ob[0];
+    t->end = ob[1];
+    if (t->begin > t->end || t->end > data_len) {
+        pk_seterr(err, errlen,
+                  "%s: tensor %s: data_offsets [%llu, %llu] out of range (data area is %llu bytes)",
+                  fname, t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
+                  (unsigned long long)data_len);
+        return -1;
+    }
+    if (t->end - t->begin != nbytes) {
+        pk_seterr(err, errlen, "%s: tensor %s: %llu bytes but dtype %s x shape needs %llu", fname,
+                  t->name, (unsigned long long)(t->end - t->begin), dtype,
+                  (unsigned long long)nbytes);
+        return -1;
+    }
+    if (t->begin % (uint64_t)esize != 0) {
+        pk_seterr(err, errlen, "%s: tensor %s: data offset %llu not aligned to its dtype", fname,
+                  t->name, (unsigned long long)t->begin);
+        return -1;
+    }
+    return 0;
+}
+
 /* Reads one tensor entry; returns 0 or -1 with err set. */
 static int parse_entry(const char *fname, const cJSON *it, uint64_t data_len, pk_st_tensor *t,
                        char *err, size_t errlen)
@@ -84,64 +161,11 @@ static int parse_entry(const char *fname, const cJSON *it, uint64_t data_len, pk
         pk_seterr(err, errlen, "%s: tensor %s: unknown dtype \"%s\"", fname, name, dt->valuestring);
         return -1;
     }
-    int nd = cJSON_GetArraySize(sh);
-    if (nd > 4) {
-        pk_seterr(err, errlen, "%s: tensor %s: %d dimensions (at most 4 supported)", fname, name,
-                  nd);
+    uint64_t numel = 0;
+    if (parse_shape(fname, sh, t, &numel, err, errlen) != 0)
         return -1;
-    }
-    t->ndim = nd;
-    uint64_t numel = 1;
-    for (int d = 0; d < nd; d++) {
-        const cJSON *v = cJSON_GetArrayItem(sh, d);
-        if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 9.0e15 ||
-            v->valuedouble != (double)(int64_t)v->valuedouble) {
-            pk_seterr(err, errlen, "%s: tensor %s: shape[%d] is not a non-negative integer", fname,
-                      name, d);
-            return -1;
-        }
-        t->shape[d] = (int64_t)v->valuedouble;
-        uint64_t s = (uint64_t)t->shape[d];
-        if (s != 0 && numel > UINT64_MAX / 8 / s) {
-            pk_seterr(err, errlen, "%s: tensor %s: shape too large", fname, name);
-            return -1;
-        }
-        numel *= s;
-    }
-    for (int d = nd; d < 4; d++)
-        t->shape[d] = 1;
-    double ob[2];
-    for (int i = 0; i < 2; i++) {
-        const cJSON *v = cJSON_GetArrayItem(off, i);
-        if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 9.0e15 ||
-            v->valuedouble != (double)(int64_t)v->valuedouble) {
-            pk_seterr(err, errlen, "%s: tensor %s: data_offsets[%d] is not a non-negative integer",
-                      fname, name, i);
-            return -1;
-        }
-        ob[i] = v->valuedouble;
-    }
-    t->begin = (uint64_t)ob[0];
-    t->end = (uint64_t)ob[1];
-    if (t->begin > t->end || t->end > data_len) {
-        pk_seterr(err, errlen,
-                  "%s: tensor %s: data_offsets [%llu, %llu] out of range (data area is %llu bytes)",
-                  fname, name, (unsigned long long)t->begin, (unsigned long long)t->end,
-                  (unsigned long long)data_len);
-        return -1;
-    }
-    if (t->end - t->begin != numel * (uint64_t)esize) {
-        pk_seterr(err, errlen, "%s: tensor %s: %llu bytes but dtype %s x shape needs %llu", fname,
-                  name, (unsigned long long)(t->end - t->begin), dt->valuestring,
-                  (unsigned long long)(numel * (uint64_t)esize));
-        return -1;
-    }
-    if (t->begin % (uint64_t)esize != 0) {
-        pk_seterr(err, errlen, "%s: tensor %s: data offset %llu not aligned to its dtype", fname,
-                  name, (unsigned long long)t->begin);
-        return -1;
-    }
-    return 0;
+    return parse_offsets(fname, off, data_len, numel * (uint64_t)esize, esize, dt->valuestring, t,
+                         err, errlen);
 }
 
 pk_status pk_st_parse(const char *fname, const char *header, size_t header_len, uint64_t data_len,
