@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* Plaintext encoding v1: [0] field mask (bit i: field i present), then per present field in
  * order text, text2, prompt, response, label: u32 little-endian length, bytes (no NUL). */
@@ -115,32 +114,15 @@ void pk_example_free(pk_example *e)
     pk_secure_free(e); /* sodium_free wipes the whole block */
 }
 
-static double unix_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* Runs a one-row, one-int64-result query "... WHERE x = ?1"; PK_ERR_NOTFOUND without a row. */
 static pk_status query_int(pk_store *s, const char *sql, int64_t arg, const char *text_arg,
                            int64_t *out)
 {
     sqlite3_stmt *q = NULL;
-    pk_status st = store_prepare(s, sql, &q);
-    if (st != PK_OK)
-        return st;
-    if (text_arg)
-        sqlite3_bind_text(q, 1, text_arg, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_int64(q, 1, arg);
-    int rc = sqlite3_step(q);
-    if (rc == SQLITE_ROW)
+    pk_status st = text_arg ? store_row(s, &q, "query", sql, "t", text_arg)
+                            : store_row(s, &q, "query", sql, "i", arg);
+    if (st == PK_OK)
         *out = sqlite3_column_int64(q, 0);
-    else if (rc == SQLITE_DONE)
-        st = PK_ERR_NOTFOUND;
-    else
-        st = store_db_fail(s, rc, "query");
     sqlite3_finalize(q);
     return st;
 }
@@ -184,7 +166,8 @@ pk_status pk_store_example_ids(pk_store *s, int64_t dataset_id, int64_t **ids, i
     if (st == PK_OK)
         st = pk_store_example_count(s, dataset_id, &count, s->err, s->errlen);
     if (st == PK_OK)
-        st = store_prepare(s, "SELECT id FROM examples WHERE dataset_id = ?1 ORDER BY id", &q);
+        st = store_query(s, &q, "SELECT id FROM examples WHERE dataset_id = ?1 ORDER BY id", "i",
+                         dataset_id);
     if (st != PK_OK)
         goto out;
     v = malloc((size_t)(count ? count : 1) * sizeof *v);
@@ -192,7 +175,6 @@ pk_status pk_store_example_ids(pk_store *s, int64_t dataset_id, int64_t **ids, i
         st = store_fail(s, PK_ERR_NOMEM, "out of memory for %lld ids", (long long)count);
         goto out;
     }
-    sqlite3_bind_int64(q, 1, dataset_id);
     int rc;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW && k < count)
         v[k++] = sqlite3_column_int64(q, 0);
@@ -210,24 +192,6 @@ out:
     return PK_OK;
 }
 
-/* Opens a sealed record into a fresh secure buffer (*pt owned, pk_secure_free). */
-static pk_status open_record(const pk_key *k, uint8_t kind, int64_t a, int64_t b,
-                             const uint8_t *rec, size_t reclen, uint8_t **pt, size_t *ptlen)
-{
-    uint8_t ad[PK_RECORD_AD_BYTES];
-    size_t cap = reclen > PK_RECORD_OVERHEAD ? reclen - PK_RECORD_OVERHEAD : 1;
-    *pt = pk_secure_alloc(cap);
-    if (!*pt)
-        return PK_ERR_NOMEM;
-    pk_record_ad(ad, kind, a, b);
-    pk_status st = pk_record_open(k, ad, sizeof ad, rec, reclen, *pt, cap, ptlen);
-    if (st != PK_OK) {
-        pk_secure_free(*pt);
-        *pt = NULL;
-    }
-    return st;
-}
-
 pk_status pk_store_example_get(pk_store *s, int64_t dataset_id, int64_t example_id,
                                pk_example **out, char *err, size_t errlen)
 {
@@ -236,21 +200,17 @@ pk_status pk_store_example_get(pk_store *s, int64_t dataset_id, int64_t example_
     uint8_t *pt = NULL;
     size_t ptlen = 0;
     *out = NULL;
-    pk_status st =
-        store_prepare(s, "SELECT record FROM examples WHERE id = ?1 AND dataset_id = ?2", &q);
+    pk_status st = store_row(s, &q, "read example",
+                             "SELECT record FROM examples WHERE id = ?1 AND dataset_id = ?2", "ii",
+                             example_id, dataset_id);
+    if (st == PK_ERR_NOTFOUND)
+        store_fail(s, st, "no example %lld in dataset %lld", (long long)example_id,
+                   (long long)dataset_id);
     if (st != PK_OK)
-        return st;
-    sqlite3_bind_int64(q, 1, example_id);
-    sqlite3_bind_int64(q, 2, dataset_id);
-    int rc = sqlite3_step(q);
-    if (rc != SQLITE_ROW) {
-        st = rc == SQLITE_DONE ? store_fail(s, PK_ERR_NOTFOUND, "no example %lld in dataset %lld",
-                                            (long long)example_id, (long long)dataset_id)
-                               : store_db_fail(s, rc, "read example");
         goto out;
-    }
-    st = open_record(s->k_records, PK_AD_EXAMPLE, dataset_id, example_id, sqlite3_column_blob(q, 0),
-                     (size_t)sqlite3_column_bytes(q, 0), &pt, &ptlen);
+    st = store_open_record(s->k_records, PK_AD_EXAMPLE, dataset_id, example_id,
+                           sqlite3_column_blob(q, 0), (size_t)sqlite3_column_bytes(q, 0), &pt,
+                           &ptlen);
     if (st == PK_OK)
         st = example_decode(pt, ptlen, example_id, out);
     if (st == PK_ERR_FORMAT)
@@ -280,7 +240,6 @@ static int valid_name(const char *name)
 /* The dataset id of name, creating it (inside the caller's transaction) if absent. */
 static pk_status dataset_get_or_create(pk_store *s, const char *name, int64_t *id)
 {
-    sqlite3_stmt *q = NULL;
     if (!valid_name(name))
         return store_fail(s, PK_ERR_ARG,
                           "invalid dataset name '%s' (1-127 bytes, no control "
@@ -289,17 +248,10 @@ static pk_status dataset_get_or_create(pk_store *s, const char *name, int64_t *i
     pk_status st = query_int(s, "SELECT id FROM datasets WHERE name = ?1", 0, name, id);
     if (st != PK_ERR_NOTFOUND)
         return st;
-    st = store_prepare(s, "INSERT INTO datasets(name, created_at) VALUES(?1, ?2)", &q);
-    if (st != PK_OK)
-        return st;
-    sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
-    sqlite3_bind_double(q, 2, unix_now());
-    int rc = sqlite3_step(q);
-    if (rc == SQLITE_DONE)
+    st = store_run(s, "create dataset", "INSERT INTO datasets(name, created_at) VALUES(?1, ?2)",
+                   "td", name, store_now());
+    if (st == PK_OK)
         *id = sqlite3_last_insert_rowid(s->db);
-    else
-        st = store_db_fail(s, rc, "create dataset");
-    sqlite3_finalize(q);
     return st;
 }
 
@@ -488,17 +440,9 @@ pk_status pk_store_dataset_list(pk_store *s, pk_dataset_info **out, size_t *n, c
 /* Runs a one-int64-parameter statement; *changes gets the number of changed rows. */
 static pk_status exec_int(pk_store *s, const char *sql, int64_t arg, int *changes)
 {
-    sqlite3_stmt *q = NULL;
-    pk_status st = store_prepare(s, sql, &q);
-    if (st != PK_OK)
-        return st;
-    sqlite3_bind_int64(q, 1, arg);
-    int rc = sqlite3_step(q);
-    if (rc != SQLITE_DONE)
-        st = store_db_fail(s, rc, "delete");
-    else if (changes)
+    pk_status st = store_run(s, "delete", sql, "i", arg);
+    if (st == PK_OK && changes)
         *changes = sqlite3_changes(s->db);
-    sqlite3_finalize(q);
     return st;
 }
 

@@ -8,7 +8,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 /* Start time of process pid in clock ticks since boot (/proc/PID/stat field 22), 0 if unknown:
@@ -54,13 +53,6 @@ static int first_live(sqlite3_stmt *q, int64_t *run_id, long *pid)
     return 0;
 }
 
-static double unix_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 pk_status pk_store_lease_acquire(pk_store *s, int64_t run_id, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
@@ -69,10 +61,10 @@ pk_status pk_store_lease_acquire(pk_store *s, int64_t run_id, char *err, size_t 
     long pid = 0;
     pk_status st = store_begin(s);
     if (st == PK_OK)
-        st = store_prepare(s, "SELECT run_id, pid, proc_start FROM leases WHERE run_id = ?1", &q);
+        st = store_query(s, &q, "SELECT run_id, pid, proc_start FROM leases WHERE run_id = ?1", "i",
+                         run_id);
     if (st != PK_OK)
         goto out;
-    sqlite3_bind_int64(q, 1, run_id);
     if (first_live(q, &holder, &pid) && pid != (long)getpid()) {
         st = store_fail(s, PK_ERR_BUSY, "run %lld is already running (pid %ld)", (long long)run_id,
                         pid);
@@ -80,18 +72,12 @@ pk_status pk_store_lease_acquire(pk_store *s, int64_t run_id, char *err, size_t 
     }
     sqlite3_finalize(q);
     q = NULL;
-    st = store_prepare(s,
-                       "INSERT OR REPLACE INTO leases(run_id, pid, proc_start, started_at)"
-                       " VALUES(?1, ?2, ?3, ?4)",
-                       &q);
-    if (st != PK_OK)
-        goto out;
-    sqlite3_bind_int64(q, 1, run_id);
-    sqlite3_bind_int64(q, 2, (sqlite3_int64)getpid());
-    sqlite3_bind_int64(q, 3, proc_start((long)getpid()));
-    sqlite3_bind_double(q, 4, unix_now());
-    int rc = sqlite3_step(q);
-    st = rc == SQLITE_DONE ? store_commit(s) : store_db_fail(s, rc, "write lease");
+    st = store_run(s, "write lease",
+                   "INSERT OR REPLACE INTO leases(run_id, pid, proc_start, started_at)"
+                   " VALUES(?1, ?2, ?3, ?4)",
+                   "iiid", run_id, (int64_t)getpid(), proc_start((long)getpid()), store_now());
+    if (st == PK_OK)
+        st = store_commit(s);
 out:
     sqlite3_finalize(q);
     store_rollback(s);
@@ -101,15 +87,8 @@ out:
 pk_status pk_store_lease_release(pk_store *s, int64_t run_id, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
-    sqlite3_stmt *q = NULL;
-    pk_status st = store_prepare(s, "DELETE FROM leases WHERE run_id = ?1 AND pid = ?2", &q);
-    if (st != PK_OK)
-        return st;
-    sqlite3_bind_int64(q, 1, run_id);
-    sqlite3_bind_int64(q, 2, (sqlite3_int64)getpid());
-    int rc = sqlite3_step(q);
-    sqlite3_finalize(q);
-    return rc == SQLITE_DONE ? PK_OK : store_db_fail(s, rc, "release lease");
+    return store_run(s, "release lease", "DELETE FROM leases WHERE run_id = ?1 AND pid = ?2", "ii",
+                     run_id, (int64_t)getpid());
 }
 
 pk_status store_no_live_lease(pk_store *s)
@@ -117,7 +96,7 @@ pk_status store_no_live_lease(pk_store *s)
     sqlite3_stmt *q = NULL;
     int64_t run_id = 0;
     long pid = 0;
-    pk_status st = store_prepare(s, "SELECT run_id, pid, proc_start FROM leases", &q);
+    pk_status st = store_query(s, &q, "SELECT run_id, pid, proc_start FROM leases", "");
     if (st != PK_OK)
         return st;
     if (first_live(q, &run_id, &pid))
@@ -134,15 +113,13 @@ pk_status store_dataset_not_leased(pk_store *s, int64_t dataset_id, const char *
     sqlite3_stmt *q = NULL;
     int64_t run_id = 0;
     long pid = 0;
-    pk_status st = store_prepare(
-        s,
+    pk_status st = store_query(
+        s, &q,
         "SELECT l.run_id, l.pid, l.proc_start FROM leases l JOIN runs r ON r.id = l.run_id"
         " WHERE r.dataset_id = ?1 OR json_extract(r.config_json, '$.eval_dataset') = ?2",
-        &q);
+        "it", dataset_id, name);
     if (st != PK_OK)
         return st;
-    sqlite3_bind_int64(q, 1, dataset_id);
-    sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
     if (first_live(q, &run_id, &pid))
         st = store_fail(s, PK_ERR_BUSY,
                         "dataset %s is in use by run %lld, which is training (pid %ld): stop it "

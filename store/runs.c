@@ -7,22 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double unix_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static pk_status step_done(pk_store *s, sqlite3_stmt *q, const char *what)
-{
-    int rc = sqlite3_step(q);
-    pk_status st = rc == SQLITE_DONE ? PK_OK : store_db_fail(s, rc, what);
-    sqlite3_finalize(q);
-    return st;
-}
 
 static char *dup_text(const unsigned char *t)
 {
@@ -39,22 +23,11 @@ pk_status pk_store_run_create(pk_store *s, int64_t dataset_id, const char *confi
                               char *err, size_t errlen)
 {
     store_call(s, err, errlen);
-    sqlite3_stmt *q = NULL;
-    pk_status st = store_prepare(s,
-                                 "INSERT INTO runs(dataset_id, status, steps_total, created_at,"
-                                 " base_hash, config_json) VALUES(?1, 'running', ?2, ?3, ?4, ?5)",
-                                 &q);
-    if (st != PK_OK)
-        return st;
-    if (dataset_id > 0)
-        sqlite3_bind_int64(q, 1, dataset_id);
-    else
-        sqlite3_bind_null(q, 1);
-    sqlite3_bind_int64(q, 2, steps_total);
-    sqlite3_bind_double(q, 3, unix_now());
-    sqlite3_bind_text(q, 4, base_hash ? base_hash : "", -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 5, config_json ? config_json : "{}", -1, SQLITE_STATIC);
-    st = step_done(s, q, "create run");
+    pk_status st = store_run(s, "create run",
+                             "INSERT INTO runs(dataset_id, status, steps_total, created_at,"
+                             " base_hash, config_json) VALUES(?1, 'running', ?2, ?3, ?4, ?5)",
+                             "Iidtt", dataset_id, steps_total, store_now(),
+                             base_hash ? base_hash : "", config_json ? config_json : "{}");
     if (st == PK_OK)
         *run_id = sqlite3_last_insert_rowid(s->db);
     return st;
@@ -73,16 +46,14 @@ pk_status pk_store_run_get(pk_store *s, int64_t run_id, pk_run_info *out, char *
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     memset(out, 0, sizeof *out);
-    pk_status st = store_prepare(s,
-                                 "SELECT id, coalesce(dataset_id, 0), status, steps_done,"
-                                 " steps_total, created_at, base_hash, config_json FROM runs"
-                                 " WHERE id = ?1",
-                                 &q);
-    if (st != PK_OK)
-        return st;
-    sqlite3_bind_int64(q, 1, run_id);
-    int rc = sqlite3_step(q);
-    if (rc == SQLITE_ROW) {
+    pk_status st = store_row(s, &q, "read run",
+                             "SELECT id, coalesce(dataset_id, 0), status, steps_done,"
+                             " steps_total, created_at, base_hash, config_json FROM runs"
+                             " WHERE id = ?1",
+                             "i", run_id);
+    if (st == PK_ERR_NOTFOUND)
+        return store_fail(s, st, "no run with id %lld", (long long)run_id);
+    if (st == PK_OK) {
         out->id = sqlite3_column_int64(q, 0);
         out->dataset_id = sqlite3_column_int64(q, 1);
         snprintf(out->status, sizeof out->status, "%s", (const char *)sqlite3_column_text(q, 2));
@@ -94,10 +65,6 @@ pk_status pk_store_run_get(pk_store *s, int64_t run_id, pk_run_info *out, char *
         out->config_json = dup_text(sqlite3_column_text(q, 7));
         if (!out->config_json)
             st = store_fail(s, PK_ERR_NOMEM, "out of memory");
-    } else if (rc == SQLITE_DONE) {
-        st = store_fail(s, PK_ERR_NOTFOUND, "no run with id %lld", (long long)run_id);
-    } else {
-        st = store_db_fail(s, rc, "read run");
     }
     sqlite3_finalize(q);
     return st;
@@ -107,15 +74,10 @@ pk_status pk_store_run_set_status(pk_store *s, int64_t run_id, const char *statu
                                   size_t errlen)
 {
     store_call(s, err, errlen);
-    sqlite3_stmt *q = NULL;
     if (!status || strlen(status) >= sizeof(((pk_run_info *)0)->status))
         return store_fail(s, PK_ERR_ARG, "invalid run status");
-    pk_status st = store_prepare(s, "UPDATE runs SET status = ?1 WHERE id = ?2", &q);
-    if (st != PK_OK)
-        return st;
-    sqlite3_bind_text(q, 1, status, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 2, run_id);
-    st = step_done(s, q, "set run status");
+    pk_status st = store_run(s, "set run status", "UPDATE runs SET status = ?1 WHERE id = ?2", "ti",
+                             status, run_id);
     if (st == PK_OK && sqlite3_changes(s->db) == 0)
         st = store_fail(s, PK_ERR_NOTFOUND, "no run with id %lld", (long long)run_id);
     return st;
@@ -134,7 +96,7 @@ static pk_status collect_ids(pk_store *s, const char *sql, int64_t **ids, int64_
     size_t k = 0;
     *ids = NULL;
     *n = 0;
-    pk_status st = store_prepare(s, sql, &q);
+    pk_status st = store_query(s, &q, sql, "");
     if (st == PK_OK)
         st = store_collect(s, q, sizeof(int64_t), 16, id_row, "list", &v, &k);
     if (st != PK_OK)
@@ -154,7 +116,7 @@ pk_status pk_store_steps_append(pk_store *s, int64_t run_id, const pk_step_row *
                                 char *err, size_t errlen)
 {
     store_call(s, err, errlen);
-    sqlite3_stmt *q = NULL, *u = NULL;
+    sqlite3_stmt *q = NULL;
     if (n_rows == 0)
         return store_fail(s, PK_ERR_ARG, "steps_append needs at least one row");
     pk_status st = store_begin(s);
@@ -181,12 +143,8 @@ pk_status pk_store_steps_append(pk_store *s, int64_t run_id, const pk_step_row *
     }
     sqlite3_finalize(q);
     if (st == PK_OK)
-        st = store_prepare(s, "UPDATE runs SET steps_done = ?1 WHERE id = ?2", &u);
-    if (st == PK_OK) {
-        sqlite3_bind_int64(u, 1, rows[0].step + 1);
-        sqlite3_bind_int64(u, 2, run_id);
-        st = step_done(s, u, "update run progress");
-    }
+        st = store_run(s, "update run progress", "UPDATE runs SET steps_done = ?1 WHERE id = ?2",
+                       "ii", (int64_t)(rows[0].step + 1), run_id);
     if (st == PK_OK && sqlite3_changes(s->db) == 0)
         st = store_fail(s, PK_ERR_NOTFOUND, "no run with id %lld", (long long)run_id);
     if (st == PK_OK)
@@ -216,16 +174,13 @@ pk_status pk_store_steps_read(pk_store *s, int64_t run_id, int64_t from_step, in
     void *v = NULL;
     *rows = NULL;
     *n_rows = 0;
-    pk_status st = store_prepare(s,
-                                 "SELECT step, q_index, seed, g, loss_plus, loss_minus, lr, eps"
-                                 " FROM steps WHERE run_id = ?1 AND step >= ?2 AND step < ?3"
-                                 " ORDER BY step, q_index",
-                                 &q);
+    pk_status st = store_query(s, &q,
+                               "SELECT step, q_index, seed, g, loss_plus, loss_minus, lr, eps"
+                               " FROM steps WHERE run_id = ?1 AND step >= ?2 AND step < ?3"
+                               " ORDER BY step, q_index",
+                               "iii", run_id, from_step, to_step);
     if (st != PK_OK)
         return st;
-    sqlite3_bind_int64(q, 1, run_id);
-    sqlite3_bind_int64(q, 2, from_step);
-    sqlite3_bind_int64(q, 3, to_step);
     st = store_collect(s, q, sizeof(pk_step_row), 64, step_row, "read steps", &v, n_rows);
     if (st == PK_OK)
         *rows = v;
@@ -236,24 +191,10 @@ pk_status pk_store_eval_append(pk_store *s, int64_t run_id, int64_t step, double
                                double accuracy, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
-    sqlite3_stmt *q = NULL;
-    pk_status st = store_prepare(s,
-                                 "INSERT OR REPLACE INTO evals(run_id, step, loss, accuracy)"
-                                 " VALUES(?1, ?2, ?3, ?4)",
-                                 &q);
-    if (st != PK_OK)
-        return st;
-    sqlite3_bind_int64(q, 1, run_id);
-    sqlite3_bind_int64(q, 2, step);
-    if (isnan(loss))
-        sqlite3_bind_null(q, 3);
-    else
-        sqlite3_bind_double(q, 3, loss);
-    if (isnan(accuracy))
-        sqlite3_bind_null(q, 4);
-    else
-        sqlite3_bind_double(q, 4, accuracy);
-    return step_done(s, q, "append eval");
+    return store_run(s, "append eval",
+                     "INSERT OR REPLACE INTO evals(run_id, step, loss, accuracy)"
+                     " VALUES(?1, ?2, ?3, ?4)",
+                     "iiDD", run_id, step, loss, accuracy);
 }
 
 pk_status pk_store_eval_read(pk_store *s, int64_t run_id, int64_t **steps, double **loss,
@@ -268,11 +209,11 @@ pk_status pk_store_eval_read(pk_store *s, int64_t run_id, int64_t **steps, doubl
     *n = 0;
     pk_status st = store_exec(s, "BEGIN");
     if (st == PK_OK)
-        st = store_prepare(s, "SELECT count(*) FROM evals WHERE run_id = ?1", &q);
+        st = store_row(s, &q, "count evals", "SELECT count(*) FROM evals WHERE run_id = ?1", "i",
+                       run_id);
     if (st != PK_OK)
         goto out;
-    sqlite3_bind_int64(q, 1, run_id);
-    cnt = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
+    cnt = sqlite3_column_int64(q, 0);
     sqlite3_finalize(q);
     q = NULL;
     int64_t *sv = malloc((size_t)(cnt ? cnt : 1) * sizeof *sv);
@@ -285,11 +226,11 @@ pk_status pk_store_eval_read(pk_store *s, int64_t run_id, int64_t **steps, doubl
         st = store_fail(s, PK_ERR_NOMEM, "out of memory");
         goto out;
     }
-    st = store_prepare(s, "SELECT step, loss, accuracy FROM evals WHERE run_id = ?1 ORDER BY step",
-                       &q);
+    st =
+        store_query(s, &q, "SELECT step, loss, accuracy FROM evals WHERE run_id = ?1 ORDER BY step",
+                    "i", run_id);
     if (st != PK_OK)
         goto out;
-    sqlite3_bind_int64(q, 1, run_id);
     while ((int64_t)k < cnt && sqlite3_step(q) == SQLITE_ROW) {
         sv[k] = sqlite3_column_int64(q, 0);
         lv[k] =
@@ -317,7 +258,6 @@ pk_status pk_store_checkpoint_put(pk_store *s, int64_t run_id, int64_t step, con
                                   size_t len, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
-    sqlite3_stmt *q = NULL;
     uint8_t ad[PK_RECORD_AD_BYTES];
     size_t reclen = 0;
     if (len > (size_t)900 * 1000 * 1000)
@@ -333,16 +273,10 @@ pk_status pk_store_checkpoint_put(pk_store *s, int64_t run_id, int64_t step, con
         st = pk_record_seal(s->k_checkpoints, ad, sizeof ad, blob, len, rec,
                             len + PK_RECORD_OVERHEAD, &reclen);
     if (st == PK_OK)
-        st = store_prepare(s,
-                           "INSERT OR REPLACE INTO checkpoints(run_id, step, record)"
-                           " VALUES(?1, ?2, ?3)",
-                           &q);
-    if (st == PK_OK) {
-        sqlite3_bind_int64(q, 1, run_id);
-        sqlite3_bind_int64(q, 2, step);
-        sqlite3_bind_blob64(q, 3, rec, reclen, SQLITE_STATIC);
-        st = step_done(s, q, "write checkpoint");
-    }
+        st =
+            store_run(s, "write checkpoint",
+                      "INSERT OR REPLACE INTO checkpoints(run_id, step, record) VALUES(?1, ?2, ?3)",
+                      "iib", run_id, step, (const void *)rec, reclen);
     if (st == PK_OK)
         st = store_commit(s);
     store_rollback(s);
@@ -355,48 +289,30 @@ pk_status pk_store_checkpoint_get(pk_store *s, int64_t run_id, int64_t max_step,
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
-    uint8_t ad[PK_RECORD_AD_BYTES];
+    uint8_t *pt = NULL;
     *blob = NULL;
     *len = 0;
-    pk_status st = store_prepare(s,
-                                 "SELECT step, record FROM checkpoints WHERE run_id = ?1 AND"
-                                 " step <= ?2 ORDER BY step DESC LIMIT 1",
-                                 &q);
+    pk_status st = store_row(s, &q, "read checkpoint",
+                             "SELECT step, record FROM checkpoints WHERE run_id = ?1 AND"
+                             " step <= ?2 ORDER BY step DESC LIMIT 1",
+                             "ii", run_id, max_step);
+    if (st == PK_ERR_NOTFOUND)
+        return store_fail(s, st, "no checkpoint for run %lld", (long long)run_id);
     if (st != PK_OK)
         return st;
-    sqlite3_bind_int64(q, 1, run_id);
-    sqlite3_bind_int64(q, 2, max_step);
-    int rc = sqlite3_step(q);
-    if (rc != SQLITE_ROW) {
-        st = rc == SQLITE_DONE
-                 ? store_fail(s, PK_ERR_NOTFOUND, "no checkpoint for run %lld", (long long)run_id)
-                 : store_db_fail(s, rc, "read checkpoint");
-        goto out;
-    }
     int64_t at = sqlite3_column_int64(q, 0);
-    size_t reclen = (size_t)sqlite3_column_bytes(q, 1);
-    size_t cap = reclen > PK_RECORD_OVERHEAD ? reclen - PK_RECORD_OVERHEAD : 1;
-    uint8_t *pt = pk_secure_alloc(cap);
-    if (!pt) {
-        st = store_fail(s, PK_ERR_NOMEM, "out of secure memory for a checkpoint");
-        goto out;
-    }
-    pk_record_ad(ad, PK_AD_CHECKPOINT, run_id, at);
-    st = pk_record_open(s->k_checkpoints, ad, sizeof ad, sqlite3_column_blob(q, 1), reclen, pt, cap,
-                        len);
-    if (st != PK_OK) {
-        pk_secure_free(pt);
-        st = store_fail(s, PK_ERR_AUTH,
-                        "%s: checkpoint (run %lld, step %lld) fails "
-                        "authentication",
-                        s->path, (long long)run_id, (long long)at);
-        goto out;
-    }
+    st = store_open_record(s->k_checkpoints, PK_AD_CHECKPOINT, run_id, at,
+                           sqlite3_column_blob(q, 1), (size_t)sqlite3_column_bytes(q, 1), &pt, len);
+    sqlite3_finalize(q);
+    if (st == PK_ERR_NOMEM)
+        return store_fail(s, st, "out of secure memory for a checkpoint");
+    if (st != PK_OK)
+        return store_fail(s, PK_ERR_AUTH,
+                          "%s: checkpoint (run %lld, step %lld) fails authentication", s->path,
+                          (long long)run_id, (long long)at);
     *blob = pt;
     *step = at;
-out:
-    sqlite3_finalize(q);
-    return st;
+    return PK_OK;
 }
 
 void pk_store_blob_free(void *blob, size_t len)
@@ -409,14 +325,9 @@ pk_status pk_store_state_set(pk_store *s, const char *key, const char *value, ch
                              size_t errlen)
 {
     store_call(s, err, errlen);
-    sqlite3_stmt *q = NULL;
-    pk_status st =
-        store_prepare(s, "INSERT OR REPLACE INTO sync_state(key, value) VALUES(?1, ?2)", &q);
-    if (st != PK_OK)
-        return st;
-    sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 2, value, -1, SQLITE_STATIC);
-    return step_done(s, q, "write state");
+    return store_run(s, "write state",
+                     "INSERT OR REPLACE INTO sync_state(key, value) VALUES(?1, ?2)", "tt", key,
+                     value);
 }
 
 pk_status pk_store_state_get(pk_store *s, const char *key, char **value, char *err, size_t errlen)
@@ -424,20 +335,13 @@ pk_status pk_store_state_get(pk_store *s, const char *key, char **value, char *e
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     *value = NULL;
-    pk_status st = store_prepare(s, "SELECT value FROM sync_state WHERE key = ?1", &q);
+    pk_status st =
+        store_row(s, &q, "read state", "SELECT value FROM sync_state WHERE key = ?1", "t", key);
     if (st != PK_OK)
         return st;
-    sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(q);
-    if (rc == SQLITE_ROW) {
-        *value = dup_text(sqlite3_column_text(q, 0));
-        if (!*value)
-            st = store_fail(s, PK_ERR_NOMEM, "out of memory");
-    } else if (rc == SQLITE_DONE) {
-        st = PK_ERR_NOTFOUND;
-    } else {
-        st = store_db_fail(s, rc, "read state");
-    }
+    *value = dup_text(sqlite3_column_text(q, 0));
+    if (!*value)
+        st = store_fail(s, PK_ERR_NOMEM, "out of memory");
     sqlite3_finalize(q);
     return st;
 }
@@ -446,17 +350,9 @@ pk_status pk_store_outbox_put(pk_store *s, const char *idem_key, const char *bod
                               size_t errlen)
 {
     store_call(s, err, errlen);
-    sqlite3_stmt *q = NULL;
-    pk_status st = store_prepare(s,
-                                 "INSERT OR IGNORE INTO outbox(idem_key, body, created_at)"
-                                 " VALUES(?1, ?2, ?3)",
-                                 &q);
-    if (st != PK_OK)
-        return st;
-    sqlite3_bind_text(q, 1, idem_key, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 2, body, -1, SQLITE_STATIC);
-    sqlite3_bind_double(q, 3, unix_now());
-    return step_done(s, q, "write outbox");
+    return store_run(s, "write outbox",
+                     "INSERT OR IGNORE INTO outbox(idem_key, body, created_at) VALUES(?1, ?2, ?3)",
+                     "ttd", idem_key, body, store_now());
 }
 
 pk_status pk_store_outbox_peek(pk_store *s, char **idem_key, char **body, char *err, size_t errlen)
@@ -464,23 +360,17 @@ pk_status pk_store_outbox_peek(pk_store *s, char **idem_key, char **body, char *
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     *idem_key = *body = NULL;
-    pk_status st = store_prepare(s, "SELECT idem_key, body FROM outbox ORDER BY id LIMIT 1", &q);
+    pk_status st = store_row(s, &q, "read outbox",
+                             "SELECT idem_key, body FROM outbox ORDER BY id LIMIT 1", "");
     if (st != PK_OK)
         return st;
-    int rc = sqlite3_step(q);
-    if (rc == SQLITE_ROW) {
-        *idem_key = dup_text(sqlite3_column_text(q, 0));
-        *body = dup_text(sqlite3_column_text(q, 1));
-        if (!*idem_key || !*body) {
-            free(*idem_key);
-            free(*body);
-            *idem_key = *body = NULL;
-            st = store_fail(s, PK_ERR_NOMEM, "out of memory");
-        }
-    } else if (rc == SQLITE_DONE) {
-        st = PK_ERR_NOTFOUND;
-    } else {
-        st = store_db_fail(s, rc, "read outbox");
+    *idem_key = dup_text(sqlite3_column_text(q, 0));
+    *body = dup_text(sqlite3_column_text(q, 1));
+    if (!*idem_key || !*body) {
+        free(*idem_key);
+        free(*body);
+        *idem_key = *body = NULL;
+        st = store_fail(s, PK_ERR_NOMEM, "out of memory");
     }
     sqlite3_finalize(q);
     return st;
@@ -489,10 +379,6 @@ pk_status pk_store_outbox_peek(pk_store *s, char **idem_key, char **body, char *
 pk_status pk_store_outbox_done(pk_store *s, const char *idem_key, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
-    sqlite3_stmt *q = NULL;
-    pk_status st = store_prepare(s, "DELETE FROM outbox WHERE idem_key = ?1", &q);
-    if (st != PK_OK)
-        return st;
-    sqlite3_bind_text(q, 1, idem_key, -1, SQLITE_STATIC);
-    return step_done(s, q, "delete outbox entry");
+    return store_run(s, "delete outbox entry", "DELETE FROM outbox WHERE idem_key = ?1", "t",
+                     idem_key);
 }

@@ -4,6 +4,7 @@
 #include "store_impl.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,14 +102,13 @@ pk_status store_exec(pk_store *s, const char *sql)
 static pk_status check_epoch(pk_store *s)
 {
     sqlite3_stmt *q = NULL;
-    pk_status st = store_prepare(s, "SELECT epoch FROM keyring WHERE id = 1", &q);
+    pk_status st = store_row(s, &q, "read key epoch", "SELECT epoch FROM keyring WHERE id = 1", "");
+    if (st == PK_ERR_NOTFOUND)
+        st = store_db_fail(s, SQLITE_DONE, "read key epoch");
     if (st != PK_OK)
         return st;
-    int rc = sqlite3_step(q);
-    int64_t epoch = rc == SQLITE_ROW ? sqlite3_column_int64(q, 0) : -1;
+    int64_t epoch = sqlite3_column_int64(q, 0);
     sqlite3_finalize(q);
-    if (rc != SQLITE_ROW)
-        return store_db_fail(s, rc, "read key epoch");
     if (epoch != s->epoch)
         return store_fail(s, PK_ERR_STALE_KEY,
                           "the passphrase of %s changed while this command ran (pocketllm "
@@ -153,6 +153,119 @@ pk_status store_prepare(pk_store *s, const char *sql, sqlite3_stmt **st)
 {
     int rc = sqlite3_prepare_v2(s->db, sql, -1, st, NULL);
     return rc == SQLITE_OK ? PK_OK : store_db_fail(s, rc, "prepare");
+}
+
+/* Binds ?1.. of q from ap, one argument (two for 'b') per letter of types (store_impl.h). */
+static void bind_va(sqlite3_stmt *q, const char *types, va_list ap)
+{
+    for (int i = 1; *types; types++, i++) {
+        int64_t v;
+        double d;
+        const void *p;
+        switch (*types) {
+        case 'i':
+        case 'I':
+            v = va_arg(ap, int64_t);
+            if (*types == 'I' && v <= 0)
+                sqlite3_bind_null(q, i);
+            else
+                sqlite3_bind_int64(q, i, v);
+            break;
+        case 'd':
+        case 'D':
+            d = va_arg(ap, double);
+            if (*types == 'D' && isnan(d))
+                sqlite3_bind_null(q, i);
+            else
+                sqlite3_bind_double(q, i, d);
+            break;
+        case 't':
+            sqlite3_bind_text(q, i, va_arg(ap, const char *), -1, SQLITE_STATIC);
+            break;
+        case 'b':
+            p = va_arg(ap, const void *);
+            sqlite3_bind_blob64(q, i, p, va_arg(ap, size_t), SQLITE_STATIC);
+            break;
+        default:
+            PK_ASSERT(!"unknown parameter type");
+        }
+    }
+}
+
+static pk_status query_va(pk_store *s, sqlite3_stmt **q, const char *sql, const char *types,
+                          va_list ap)
+{
+    pk_status st = store_prepare(s, sql, q);
+    if (st == PK_OK)
+        bind_va(*q, types, ap);
+    return st;
+}
+
+pk_status store_query(pk_store *s, sqlite3_stmt **q, const char *sql, const char *types, ...)
+{
+    va_list ap;
+    va_start(ap, types);
+    pk_status st = query_va(s, q, sql, types, ap);
+    va_end(ap);
+    return st;
+}
+
+pk_status store_run(pk_store *s, const char *what, const char *sql, const char *types, ...)
+{
+    sqlite3_stmt *q = NULL;
+    va_list ap;
+    va_start(ap, types);
+    pk_status st = query_va(s, &q, sql, types, ap);
+    va_end(ap);
+    if (st != PK_OK)
+        return st;
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_DONE)
+        st = store_db_fail(s, rc, what); /* before finalize: it reads the connection's message */
+    sqlite3_finalize(q);
+    return st;
+}
+
+pk_status store_row(pk_store *s, sqlite3_stmt **q, const char *what, const char *sql,
+                    const char *types, ...)
+{
+    va_list ap;
+    va_start(ap, types);
+    pk_status st = query_va(s, q, sql, types, ap);
+    va_end(ap);
+    if (st != PK_OK)
+        return st;
+    int rc = sqlite3_step(*q);
+    if (rc == SQLITE_ROW)
+        return PK_OK;
+    st = rc == SQLITE_DONE ? PK_ERR_NOTFOUND : store_db_fail(s, rc, what);
+    sqlite3_finalize(*q);
+    *q = NULL;
+    return st;
+}
+
+double store_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+pk_status store_open_record(const pk_key *k, uint8_t kind, int64_t a, int64_t b, const uint8_t *rec,
+                            size_t reclen, uint8_t **pt, size_t *ptlen)
+{
+    uint8_t ad[PK_RECORD_AD_BYTES];
+    size_t cap = reclen > PK_RECORD_OVERHEAD ? reclen - PK_RECORD_OVERHEAD : 1;
+    *pt = pk_secure_alloc(cap);
+    if (!*pt)
+        return PK_ERR_NOMEM;
+    pk_record_ad(ad, kind, a, b);
+    pk_status st = pk_record_open(k, ad, sizeof ad, rec, reclen, *pt, cap, ptlen);
+    if (st != PK_OK) {
+        pk_secure_free(*pt);
+        *pt = NULL;
+    }
+    return st;
 }
 
 pk_status store_collect(pk_store *s, sqlite3_stmt *q, size_t size, size_t first, store_row_fn fn,
@@ -205,13 +318,6 @@ int pk_store_db_path(const char *home_dir, char *out, size_t n)
 {
     int w = snprintf(out, n, "%s/%s", home_dir, STORE_DB_NAME);
     return (w < 0 || (size_t)w >= n) ? -1 : 0;
-}
-
-static double unix_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* mkdir -p with mode 0700 for the last component. */
@@ -373,26 +479,15 @@ static pk_status new_keyring(const char *pass, size_t len, pk_store_params p, ke
 
 static pk_status write_keyring(pk_store *s, const keyring *kr, int insert)
 {
-    sqlite3_stmt *q = NULL;
-    pk_status st = store_prepare(
-        s,
+    return store_run(
+        s, "write keyring",
         insert
             ? "INSERT INTO keyring(salt, opslimit, memlimit, keycheck, epoch, id)"
               " VALUES(?,?,?,?,?,1)"
             : "UPDATE keyring SET salt=?, opslimit=?, memlimit=?, keycheck=?, epoch=? WHERE id=1",
-        &q);
-    if (st != PK_OK)
-        return st;
-    sqlite3_bind_blob(q, 1, kr->salt, (int)sizeof kr->salt, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 2, (sqlite3_int64)kr->opslimit);
-    sqlite3_bind_int64(q, 3, (sqlite3_int64)kr->memlimit);
-    sqlite3_bind_blob(q, 4, kr->keycheck, (int)kr->keycheck_len, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 5, kr->epoch);
-    int rc = sqlite3_step(q);
-    if (rc != SQLITE_DONE)
-        st = store_db_fail(s, rc, "write keyring");
-    sqlite3_finalize(q);
-    return st;
+        "biibi", (const void *)kr->salt, sizeof kr->salt, (int64_t)kr->opslimit,
+        (int64_t)kr->memlimit, (const void *)kr->keycheck, (size_t)kr->keycheck_len,
+        (int64_t)kr->epoch);
 }
 
 /* Seals the Ed25519 secret key sk with the identity subkey into out. */
@@ -408,7 +503,6 @@ static pk_status create_identity(pk_store *s)
 {
     uint8_t pk[PK_SIGN_PK_BYTES], sealed[PK_SIGN_SK_BYTES + PK_RECORD_OVERHEAD];
     size_t sealed_len = 0;
-    sqlite3_stmt *q = NULL;
     uint8_t *sk = pk_secure_alloc(PK_SIGN_SK_BYTES);
     if (!sk)
         return store_fail(s, PK_ERR_NOMEM, "out of secure memory");
@@ -417,19 +511,11 @@ static pk_status create_identity(pk_store *s)
         st = seal_identity(s->k_identity, sk, sealed, sizeof sealed, &sealed_len);
     pk_secure_free(sk);
     if (st == PK_OK)
-        st = store_prepare(s,
-                           "INSERT INTO identity(id, public_key, sealed_secret, created_at)"
-                           " VALUES(1, ?, ?, ?)",
-                           &q);
-    if (st != PK_OK)
-        return st;
-    sqlite3_bind_blob(q, 1, pk, (int)sizeof pk, SQLITE_STATIC);
-    sqlite3_bind_blob(q, 2, sealed, (int)sealed_len, SQLITE_STATIC);
-    sqlite3_bind_double(q, 3, unix_now());
-    int rc = sqlite3_step(q);
-    if (rc != SQLITE_DONE)
-        st = store_db_fail(s, rc, "write identity");
-    sqlite3_finalize(q);
+        st = store_run(s, "write identity",
+                       "INSERT INTO identity(id, public_key, sealed_secret, created_at)"
+                       " VALUES(1, ?, ?, ?)",
+                       "bbd", (const void *)pk, sizeof pk, (const void *)sealed, sealed_len,
+                       store_now());
     return st;
 }
 
@@ -645,6 +731,16 @@ out:
     return PK_OK;
 }
 
+/* q on the identity row's sealed secret (column 0); PK_ERR_FORMAT when there is none. */
+static pk_status read_identity(pk_store *s, sqlite3_stmt **q)
+{
+    pk_status st =
+        store_row(s, q, "read identity", "SELECT sealed_secret FROM identity WHERE id = 1", "");
+    if (st == PK_ERR_NOTFOUND)
+        st = store_fail(s, PK_ERR_FORMAT, "%s: no device identity", s->path);
+    return st;
+}
+
 /* Opens the sealed Ed25519 secret in column 0 of q's current row into sk (secure memory). */
 static pk_status open_identity(pk_store *s, sqlite3_stmt *q, uint8_t *sk)
 {
@@ -666,30 +762,15 @@ static pk_status reseal_identity(pk_store *s, const pk_key *new_ident)
     uint8_t sealed[PK_SIGN_SK_BYTES + PK_RECORD_OVERHEAD];
     size_t sealed_len = 0;
     uint8_t *sk = pk_secure_alloc(PK_SIGN_SK_BYTES);
-    pk_status st =
-        sk ? store_prepare(s, "SELECT sealed_secret FROM identity WHERE id = 1", &q) : PK_ERR_NOMEM;
-    if (st != PK_OK)
-        goto out;
-    if (sqlite3_step(q) != SQLITE_ROW) {
-        st = store_fail(s, PK_ERR_FORMAT, "%s: no device identity", s->path);
-        goto out;
-    }
-    st = open_identity(s, q, sk);
-    if (st != PK_OK)
-        goto out;
-    sqlite3_finalize(q);
-    q = NULL;
-    st = seal_identity(new_ident, sk, sealed, sizeof sealed, &sealed_len);
+    pk_status st = sk ? read_identity(s, &q) : PK_ERR_NOMEM;
     if (st == PK_OK)
-        st = store_prepare(s, "UPDATE identity SET sealed_secret = ? WHERE id = 1", &q);
-    if (st != PK_OK)
-        goto out;
-    sqlite3_bind_blob(q, 1, sealed, (int)sealed_len, SQLITE_STATIC);
-    int rc = sqlite3_step(q);
-    if (rc != SQLITE_DONE)
-        st = store_db_fail(s, rc, "rewrite identity");
-out:
+        st = open_identity(s, q, sk);
     sqlite3_finalize(q);
+    if (st == PK_OK)
+        st = seal_identity(new_ident, sk, sealed, sizeof sealed, &sealed_len);
+    if (st == PK_OK)
+        st = store_run(s, "rewrite identity", "UPDATE identity SET sealed_secret = ? WHERE id = 1",
+                       "b", (const void *)sealed, sealed_len);
     pk_secure_free(sk);
     return st;
 }
@@ -740,16 +821,12 @@ pk_status pk_store_identity_public(pk_store *s, uint8_t pk[32], char *err, size_
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
-    pk_status st = store_prepare(s, "SELECT public_key FROM identity WHERE id = 1", &q);
-    if (st != PK_OK)
-        return st;
-    int rc = sqlite3_step(q);
-    if (rc == SQLITE_ROW && sqlite3_column_bytes(q, 0) == PK_SIGN_PK_BYTES)
+    pk_status st =
+        store_row(s, &q, "read identity", "SELECT public_key FROM identity WHERE id = 1", "");
+    if (st == PK_OK && sqlite3_column_bytes(q, 0) == PK_SIGN_PK_BYTES)
         memcpy(pk, sqlite3_column_blob(q, 0), PK_SIGN_PK_BYTES);
-    else if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+    else if (st == PK_OK || st == PK_ERR_NOTFOUND)
         st = store_fail(s, PK_ERR_FORMAT, "%s: no valid device identity", s->path);
-    else
-        st = store_db_fail(s, rc, "read identity");
     sqlite3_finalize(q);
     return st;
 }
@@ -760,21 +837,11 @@ pk_status pk_store_identity_sign(pk_store *s, const void *msg, size_t len, uint8
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
     uint8_t *sk = pk_secure_alloc(PK_SIGN_SK_BYTES);
-    pk_status st =
-        sk ? store_prepare(s, "SELECT sealed_secret FROM identity WHERE id = 1", &q) : PK_ERR_NOMEM;
-    if (st != PK_OK)
-        goto out;
-    int rc = sqlite3_step(q);
-    if (rc != SQLITE_ROW) {
-        st = rc == SQLITE_DONE ? store_fail(s, PK_ERR_FORMAT, "%s: no device identity", s->path)
-                               : store_db_fail(s, rc, "read identity");
-        goto out;
-    }
-    st = open_identity(s, q, sk);
-    if (st != PK_OK)
-        goto out;
-    st = pk_sign_detached(sk, msg, len, sig);
-out:
+    pk_status st = sk ? read_identity(s, &q) : PK_ERR_NOMEM;
+    if (st == PK_OK)
+        st = open_identity(s, q, sk);
+    if (st == PK_OK)
+        st = pk_sign_detached(sk, msg, len, sig);
     sqlite3_finalize(q);
     pk_secure_free(sk);
     return st;

@@ -41,6 +41,26 @@ pk_status store_begin(pk_store *s);
 pk_status store_commit(pk_store *s);
 void store_rollback(pk_store *s);
 pk_status store_prepare(pk_store *s, const char *sql, sqlite3_stmt **st);
+/* The statement shapes every table uses. Parameters ?1, ?2, ... are bound from the arguments
+ * after `types`, one letter each: 'i' int64_t, 'I' int64_t bound as NULL when <= 0, 'd' double,
+ * 'D' double bound as NULL when NaN, 't' const char * (NULL binds NULL), 'b' const void *,
+ * size_t (a blob). The arguments must have exactly these types (cast ints to int64_t).
+ * store_query prepares and binds (*q to step and finalize). */
+pk_status store_query(pk_store *s, sqlite3_stmt **q, const char *sql, const char *types, ...);
+/* Prepares, binds, steps to the end and finalizes a statement that returns no rows; a database
+ * error names `what`. sqlite3_changes and sqlite3_last_insert_rowid read its effect. */
+pk_status store_run(pk_store *s, const char *what, const char *sql, const char *types, ...);
+/* Prepares, binds and steps once: PK_OK with *q on the first result row (the caller reads it,
+ * then finalizes *q); PK_ERR_NOTFOUND with no message when there is none, or a database error
+ * naming `what` (*q NULL in both). */
+pk_status store_row(pk_store *s, sqlite3_stmt **q, const char *what, const char *sql,
+                    const char *types, ...);
+/* Seconds since the epoch (the created_at columns). */
+double store_now(void);
+/* Opens a sealed record into a fresh secure buffer (*pt owned, pk_secure_free); the associated
+ * data is pk_record_ad(kind, a, b). PK_ERR_AUTH (no message) when it fails to open. */
+pk_status store_open_record(const pk_key *k, uint8_t kind, int64_t a, int64_t b, const uint8_t *rec,
+                            size_t reclen, uint8_t **pt, size_t *ptlen);
 /* Fills one `size`-byte row of a store_collect array from q's current result row. */
 typedef void (*store_row_fn)(sqlite3_stmt *q, void *row);
 /* Steps q (prepared and bound) to its end, one row through fn per result row, into a malloc'd
