@@ -23,14 +23,19 @@ struct pkc_conn {
     char host[64];
 };
 
+int pkc_ipv4(const char *host, int port, struct sockaddr_in *sa)
+{
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons((uint16_t)port);
+    return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
+}
+
 pk_status pkc_connect(const char *host, int port, double timeout_s, pkc_conn **out)
 {
     *out = NULL;
     struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+    if (pkc_ipv4(host, port, &sa) != 0)
         return PK_ERR_ARG;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)

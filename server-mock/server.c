@@ -4,8 +4,8 @@
  * Thread safety: handlers run on MHD's thread pool; they share only srv (read-only task, the
  * self-locking srv_db, atomics). */
 #include "server_impl.h"
+#include "srv_client.h"
 
-#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -554,10 +554,7 @@ static size_t srv_unescape(void *cls, struct MHD_Connection *c, char *str)
 struct MHD_Daemon *srv_start(srv *s, const char *host, int port, int threads, int *bound_port)
 {
     struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+    if (pkc_ipv4(host, port, &sa) != 0)
         return NULL;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
     struct MHD_Daemon *d = MHD_start_daemon(

@@ -22,6 +22,11 @@ typedef struct pkc_response {
     size_t bytes_in;       /* response bytes read (head + body) */
 } pkc_response;
 
+/* sa = host:port, host a numeric IPv4 address (the coordinator binds to one, the client connects
+ * to one); 0, or -1 if host is not one. */
+struct sockaddr_in;
+int pkc_ipv4(const char *host, int port, struct sockaddr_in *sa);
+
 /* Connects to host:port (numeric IPv4) with a timeout for every later read and write. */
 PK_NODISCARD pk_status pkc_connect(const char *host, int port, double timeout_s, pkc_conn **out);
 void pkc_close(pkc_conn *c); /* NULL-safe */
