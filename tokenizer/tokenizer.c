@@ -465,11 +465,25 @@ static pk_status finish_specials(pk_tokenizer *t)
     return PK_OK;
 }
 
+/* Reads the file at path and hands it to the tokenizer.json parser, or with sp to the
+ * SentencePiece model parser; path names the buffer in their messages. */
+static pk_status load_file(pk_tokenizer *t, const char *path, int sp, char *err, size_t errlen)
+{
+    char *data = NULL;
+    size_t n = 0;
+    pk_status st = tok_read_file(path, &data, &n, err, errlen);
+    if (st == PK_OK)
+        st = sp ? tok_load_sp_buffer(t, (const uint8_t *)data, n, path, err, errlen)
+                : tok_load_json_buffer(t, data, n, path, err, errlen);
+    free(data);
+    return st;
+}
+
 static pk_status load_main(pk_tokenizer *t, const char *dir, char *err, size_t errlen)
 {
     char p1[4096], p2[4096];
     if (file_exists(dir, "tokenizer.json", p1, sizeof p1))
-        return tok_load_json(t, p1, err, errlen);
+        return load_file(t, p1, 0, err, errlen);
     if (file_exists(dir, "vocab.json", p1, sizeof p1)) {
         if (!file_exists(dir, "merges.txt", p2, sizeof p2)) {
             pk_seterr(err, errlen, "%s: found vocab.json but no merges.txt next to it", p2);
@@ -478,7 +492,7 @@ static pk_status load_main(pk_tokenizer *t, const char *dir, char *err, size_t e
         return tok_load_vocab_merges(t, p1, p2, err, errlen);
     }
     if (file_exists(dir, "tokenizer.model", p1, sizeof p1))
-        return tok_load_sp_model(t, p1, err, errlen);
+        return load_file(t, p1, 1, err, errlen);
     pk_seterr(err, errlen,
               "%s: no tokenizer files (expected tokenizer.json, vocab.json + merges.txt, or "
               "tokenizer.model)",

@@ -134,11 +134,8 @@ PK_NODISCARD pk_status tok_read_file(const char *path, char **data, size_t *len,
                                      size_t errlen);
 
 /* Loaders. */
-PK_NODISCARD pk_status tok_load_json(pk_tokenizer *t, const char *path, char *err, size_t errlen);
 PK_NODISCARD pk_status tok_load_vocab_merges(pk_tokenizer *t, const char *vocab_path,
                                              const char *merges_path, char *err, size_t errlen);
-PK_NODISCARD pk_status tok_load_sp_model(pk_tokenizer *t, const char *path, char *err,
-                                         size_t errlen);
 PK_NODISCARD pk_status tok_load_sp_buffer(pk_tokenizer *t, const uint8_t *buf, size_t n,
                                           const char *name, char *err, size_t errlen);
 PK_NODISCARD pk_status tok_load_json_buffer(pk_tokenizer *t, const char *buf, size_t n,

@@ -538,17 +538,6 @@ out:
     return st;
 }
 
-pk_status tok_load_json(pk_tokenizer *t, const char *path, char *err, size_t errlen)
-{
-    char *data = NULL;
-    size_t n = 0;
-    pk_status st = tok_read_file(path, &data, &n, err, errlen);
-    if (st == PK_OK)
-        st = tok_load_json_buffer(t, data, n, path, err, errlen);
-    free(data);
-    return st;
-}
-
 /* merges.txt: an optional "#version" line, then "a b" per line. */
 static pk_status parse_merges_txt(pk_tokenizer *t, const char *data, size_t n, const char *file,
                                   char *err, size_t errlen)

@@ -346,14 +346,3 @@ pk_status tok_load_sp_buffer(pk_tokenizer *t, const uint8_t *buf, size_t n, cons
     free(s.type);
     return st;
 }
-
-pk_status tok_load_sp_model(pk_tokenizer *t, const char *path, char *err, size_t errlen)
-{
-    char *data = NULL;
-    size_t n = 0;
-    pk_status st = tok_read_file(path, &data, &n, err, errlen);
-    if (st == PK_OK)
-        st = tok_load_sp_buffer(t, (const uint8_t *)data, n, path, err, errlen);
-    free(data);
-    return st;
-}
