@@ -175,19 +175,36 @@ static pk_status parse_sequence(pk_tokenizer *t, const cJSON *c, const char *wha
     return PK_OK;
 }
 
+/* The head the normalizer, pre_tokenizer and decoder parsers share: an absent or null
+ * component `what` is nothing to parse; one without a "type" is malformed; a "Sequence" is
+ * parsed here (parse_sequence with key, need_array and fn). *type is set only when the caller
+ * has the component's own type left to parse (else NULL, with PK_OK when all went well). */
+static pk_status component_head(pk_tokenizer *t, const cJSON *c, const char *what, const char *key,
+                                int need_array, component_fn fn, const char *file, char *err,
+                                size_t errlen, const char **type)
+{
+    *type = NULL;
+    if (!c || cJSON_IsNull(c))
+        return PK_OK;
+    const char *ty = str_item(c, "type");
+    if (!ty) {
+        pk_seterr(err, errlen, "%s: %s has no type", file, what);
+        return PK_ERR_FORMAT;
+    }
+    if (!strcmp(ty, "Sequence"))
+        return parse_sequence(t, c, what, key, need_array, fn, file, err, errlen);
+    *type = ty;
+    return PK_OK;
+}
+
 static pk_status parse_normalizer(pk_tokenizer *t, const cJSON *nz, const char *file, char *err,
                                   size_t errlen)
 {
-    if (!nz || cJSON_IsNull(nz))
-        return PK_OK;
-    const char *type = str_item(nz, "type");
-    if (!type) {
-        pk_seterr(err, errlen, "%s: normalizer has no type", file);
-        return PK_ERR_FORMAT;
-    }
-    if (!strcmp(type, "Sequence"))
-        return parse_sequence(t, nz, "normalizer", "normalizers", 1, parse_normalizer, file, err,
-                              errlen);
+    const char *type = NULL;
+    pk_status head = component_head(t, nz, "normalizer", "normalizers", 1, parse_normalizer, file,
+                                    err, errlen, &type);
+    if (head != PK_OK || !type)
+        return head;
     if (!strcmp(type, "NFC"))
         t->nfc = 1;
     else if (!strcmp(type, "NFKC"))
@@ -281,16 +298,11 @@ static pk_status parse_split(pk_tokenizer *t, const cJSON *p, const char *file, 
 static pk_status parse_pretok(pk_tokenizer *t, const cJSON *p, const char *file, char *err,
                               size_t errlen)
 {
-    if (!p || cJSON_IsNull(p))
-        return PK_OK;
-    const char *type = str_item(p, "type");
-    if (!type) {
-        pk_seterr(err, errlen, "%s: pre_tokenizer has no type", file);
-        return PK_ERR_FORMAT;
-    }
-    if (!strcmp(type, "Sequence"))
-        return parse_sequence(t, p, "pre_tokenizer", "pretokenizers", 1, parse_pretok, file, err,
-                              errlen);
+    const char *type = NULL;
+    pk_status st = component_head(t, p, "pre_tokenizer", "pretokenizers", 1, parse_pretok, file,
+                                  err, errlen, &type);
+    if (st != PK_OK || !type)
+        return st;
     if (!strcmp(type, "ByteLevel")) {
         t->byte_level = 1;
         t->bl_add_prefix_space = bool_item(p, "add_prefix_space", 0);
@@ -328,15 +340,11 @@ static pk_status parse_pretok(pk_tokenizer *t, const cJSON *p, const char *file,
 static pk_status parse_decoder(pk_tokenizer *t, const cJSON *d, const char *file, char *err,
                                size_t errlen)
 {
-    if (!d || cJSON_IsNull(d))
-        return PK_OK;
-    const char *type = str_item(d, "type");
-    if (!type) {
-        pk_seterr(err, errlen, "%s: decoder has no type", file);
-        return PK_ERR_FORMAT;
-    }
-    if (!strcmp(type, "Sequence"))
-        return parse_sequence(t, d, "decoder", "decoders", 0, parse_decoder, file, err, errlen);
+    const char *type = NULL;
+    pk_status head =
+        component_head(t, d, "decoder", "decoders", 0, parse_decoder, file, err, errlen, &type);
+    if (head != PK_OK || !type)
+        return head;
     if (!strcmp(type, "ByteLevel")) {
         t->dec_byte_level = 1;
     } else if (!strcmp(type, "ByteFallback")) {
