@@ -2,7 +2,9 @@
 # test.sh: the README's test command. Installs what is missing, then builds and runs the default
 # test suite twice: gcc Release with warnings as errors, and gcc Debug under ASan+UBSan; then a
 # short libFuzzer smoke run of every fuzz target (clang). First, clang-format must find nothing
-# to change in any C file. Slow tests: PK_TEST_LABELS=slow.
+# to change in any C file. Slow tests: PK_TEST_LABELS=slow. Tests labelled release_only run in
+# the Release build only (README "The two commands" says which and why). Then a line gives the
+# seconds each part took.
 # PK_TEST_BUILDS picks the builds (default "release asan fuzz").
 # The test-vector bundle is ../shared (beside the repo; PK_SHARED_DIR overrides it). Without it
 # the tests labelled `shared` (they read testdata/) are left out, everything else runs, and the
@@ -20,6 +22,17 @@ HAVE_SHARED=1
 [ -d "$SHARED/testdata" ] || HAVE_SHARED=0
 SKIP="" # ctest arguments that leave out the tests needing the bundle
 [ "$HAVE_SHARED" = 1 ] || SKIP="-LE shared"
+# The sanitized build also leaves out release_only. One -LE regex: ctest excludes a test only
+# when it matches every -LE given.
+ASAN_SKIP="-LE release_only"
+[ "$HAVE_SHARED" = 1 ] || ASAN_SKIP="-LE release_only|shared"
+TIMES="" # "part seconds" of each part run so far
+T0=$(date +%s)
+stamp() { # stamp PART: adds the seconds since the last stamp to TIMES
+    t=$(date +%s)
+    TIMES="$TIMES $1 $((t - T0))s,"
+    T0=$t
+}
 NEEDS="$(mktemp)" # names of the tests left out, one per line (a test may be in several builds)
 trap 'rm -f "$NEEDS"' EXIT
 
@@ -49,6 +62,7 @@ echo "== clang-format (.clang-format, every tracked C file)"
 # shellcheck disable=SC2046
 clang-format --dry-run -Werror $(git ls-files '*.c' '*.h' 2>/dev/null || find . -name '*.[ch]' \
     -not -path './build*')
+stamp clang-format
 
 if [ "$HAVE_SHARED" = 0 ]; then
     configure build-ci -DCMAKE_BUILD_TYPE=Release
@@ -74,14 +88,10 @@ for b in $BUILDS; do
         echo "== gcc Debug -O1, ASan+UBSan"
         build build-asan -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_C_FLAGS_DEBUG=-g -O1" \
             -DPK_SANITIZE=address,undefined
-        # Two integration tests run only in Release: test_plain_clone builds its own Release
-        # pocketllm from a clone (nothing sanitized to add), and test_determinism_cli's dozens
-        # of training runs under three BLAS kernels are slow under ASan on two cores; the code
-        # they drive runs sanitized in test_determinism, test_trainer and the other CLI tests.
+        # The tests labelled release_only are not run here (tests/*.cmake says why for each).
         # shellcheck disable=SC2086
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-            ctest --test-dir build-asan -L "$LABELS" $SKIP -E 'test_plain_clone|test_determinism_cli' \
-            -j "$JOBS" --output-on-failure
+            ctest --test-dir build-asan -L "$LABELS" $ASAN_SKIP -j "$JOBS" --output-on-failure
         ;;
     fuzz)
         echo "== clang libFuzzer smoke run"
@@ -96,8 +106,10 @@ for b in $BUILDS; do
         exit 2
         ;;
     esac
+    stamp "$b"
 done
 
+echo "test.sh: seconds per part (build and tests):${TIMES%,}"
 n=$(sort -u "$NEEDS" | wc -l | tr -d ' ')
 if [ "$n" -gt 0 ]; then
     echo "test.sh: passed, but $n tests were NOT run: they need the test-vector bundle," \

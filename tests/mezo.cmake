@@ -14,6 +14,8 @@ set_tests_properties(test_trainer_300 PROPERTIES LABELS slow TIMEOUT 900
 # Determinism by construction, through the CLI: --threads 1, 2, 3 and kill -9 + resume
 # at another thread count end at one weights hash under OPENBLAS_CORETYPE unset, Haswell and (with
 # AVX-512) SkylakeX; resuming under another kernel warns once; replay is exact on any kernel.
+# release_only: a few dozen training runs, slow under ASan on two cores; the code they drive runs
+# sanitized in test_determinism, test_trainer and the other CLI tests.
 pk_add_test(test_determinism_cli SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_determinism_cli.c
-    LIBS PkgConfig::CJSON LABELS unit TIMEOUT 240)
+    LIBS PkgConfig::CJSON LABELS unit release_only TIMEOUT 240)
 add_dependencies(test_determinism_cli pocketllm)
