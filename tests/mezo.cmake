@@ -17,3 +17,6 @@ set_tests_properties(test_trainer_300 PROPERTIES LABELS slow TIMEOUT 900
 pk_add_test(test_determinism_cli SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_determinism_cli.c
     LIBS PkgConfig::CJSON LABELS unit TIMEOUT 240)
 add_dependencies(test_determinism_cli pocketllm)
+# The estimators (fzoo, hizoo, layer sampling): replay, resume, seed logs, thread counts.
+pk_add_test(test_estimator SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_estimator.c
+    LIBS ${PK_MEZO_TRAINER_LIBS} LABELS unit TIMEOUT 300)
