@@ -19,7 +19,7 @@ pk_add_test(test_determinism_cli SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_determ
 add_dependencies(test_determinism_cli pocketllm)
 # The estimators (fzoo, hizoo, layer sampling): replay, resume, seed logs, thread counts.
 pk_add_test(test_estimator SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_estimator.c
-    LIBS ${PK_MEZO_TRAINER_LIBS} LABELS unit TIMEOUT 300)
+    LIBS ${PK_MEZO_TRAINER_LIBS} LABELS unit TIMEOUT 600)
 # train --json's eval events, --lr auto and plot --x through the built pocketllm.
 pk_add_test(test_estim_cli SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_estim_cli.c
     LIBS PkgConfig::CJSON LABELS unit TIMEOUT 300)

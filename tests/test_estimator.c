@@ -36,8 +36,8 @@ static pk_train_config est_config(pk_estimator e, int layers)
     snprintf(c.model_dir, sizeof c.model_dir, "%s", STORIES);
     strcpy(c.dataset, "pip");
     strcpy(c.eval_dataset, "pip-heldout");
-    c.eval_every = 5;
-    c.steps = 12;
+    c.eval_every = 4;
+    c.steps = 8;
     c.batch = 4;
     c.seq_len = 48;
     c.accumulate = 2;
@@ -53,7 +53,7 @@ static pk_train_config est_config(pk_estimator e, int layers)
     c.mezo.hessian_smooth = 1e-3f;
     c.mezo.hessian_budget = 1.5f; /* stories260k is tiny: its whole diagonal */
     c.mezo.perturb_layers = layers;
-    c.checkpoint_every = 5;
+    c.checkpoint_every = 3;
     return c;
 }
 
@@ -144,11 +144,11 @@ static void check_exact(const char *what, const pk_train_config *c, char out[65]
     PK_CHECK(!strcmp(h1, a.final_hash) && !strcmp(h2, a.final_hash));
     PK_CHECK(!strcmp(hs, a.final_hash));
     PK_CHECK_EQ(has_est, c->mezo.estimator != PK_EST_SPSA); /* plain logs: the old format */
-    stopper k = {5};
+    stopper k = {4};
     pk_train_hooks h = {&k, stop_at, NULL, NULL};
     PK_CHECK(run(c, 0, &h, &e) == PK_OK);
     pk_interrupt_clear();
-    PK_CHECK(e.interrupted == 1 && e.steps_done == 5);
+    PK_CHECK(e.interrupted == 1 && e.steps_done == 4);
     pk_threads_set(1);
     PK_CHECK(run(c, e.run_id, NULL, &f) == PK_OK);
     pk_threads_set(2);
