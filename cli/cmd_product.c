@@ -42,6 +42,7 @@ typedef struct plot_opts {
     cli_common c;
     cli_list runs;
     const char *out;
+    int x; /* pk_plot_x */
 } plot_opts;
 
 #define T plot_opts
@@ -49,6 +50,8 @@ static const cli_option plot_table[] = {
     {"--run", CLI_LIST, CLI_AT(T, runs), 0, 0, NULL, "ID",
      "the run (required); repeat it to compare the train loss of several runs"},
     {"--out", CLI_STR, CLI_AT(T, out), 0, 0, NULL, "FILE.svg", "the SVG to write (required)"},
+    {"--x", CLI_CHOICE, CLI_AT(T, x), 0, 0, "step|evaluations", NULL,
+     "several runs: x axis in steps or loss evaluations (compares estimators)"},
     CLI_STORE_OPTS(T),
     CLI_END,
 };
@@ -104,7 +107,8 @@ int cmd_plot(int argc, char **argv)
         return rc;
     char err[ERRLEN] = "";
     pk_status st = o.runs.n == 1 ? pk_plot_run(s, ids[0], o.out, err, sizeof err)
-                                 : pk_plot_runs(s, ids, (size_t)o.runs.n, o.out, err, sizeof err);
+                                 : pk_plot_runs_x(s, ids, (size_t)o.runs.n, (pk_plot_x)o.x, o.out,
+                                                  err, sizeof err);
     rc = close_report(s, o.c.cmd, st, err);
     if (rc == CLI_OK)
         printf("wrote %s (open it in a browser)\n", o.out);

@@ -24,6 +24,7 @@ typedef struct train_opts {
     cli_common c;
     const char *model;
     int64_t resume; /* 0: a new run */
+    const char *lr; /* a rate or "auto"; NULL: the default */
     pk_train_config cfg;
 } train_opts;
 
@@ -34,7 +35,8 @@ static const cli_option train_table[] = {
     {"--objective", CLI_CHOICE, CLI_AT(T, cfg.objective), 0, 0, "lm|classify|accuracy", NULL,
      "what the loss measures"},
     {"--eps", CLI_FLOAT, CLI_AT(T, cfg.mezo.eps), 1e-8, 10, NULL, "F", "perturbation scale"},
-    {"--lr", CLI_FLOAT, CLI_AT(T, cfg.mezo.lr), 0, 100, NULL, "F", "learning rate"},
+    {"--lr", CLI_STR, CLI_AT(T, lr), 0, 0, NULL, "F|auto",
+     "learning rate (auto: a short search on a held-back slice first)"},
     {"--schedule", CLI_CHOICE, CLI_AT(T, cfg.mezo.schedule), 0, 0, "constant|linear|cosine", NULL,
      "learning-rate schedule"},
     {"--warmup", CLI_INT, CLI_AT(T, cfg.mezo.warmup), 0, 1LL << 40, NULL, "N",
@@ -43,6 +45,17 @@ static const cli_option train_table[] = {
      "decoupled weight decay, never on biases/norms"},
     {"--spsa-q", CLI_INT, CLI_AT(T, cfg.mezo.spsa_q), 1, 1024, NULL, "Q",
      "perturbations per step, averaged"},
+    {"--estimator", CLI_CHOICE, CLI_AT(T, cfg.mezo.estimator), 0, 0, "spsa|fzoo|hizoo", NULL,
+     "spsa: two-sided MeZO; fzoo: N one-sided Rademacher + std-normalized step; hizoo: "
+     "diagonal-Hessian scaled"},
+    {"--perturbations", CLI_INT, CLI_AT(T, cfg.mezo.perturbations), 2, 4096, NULL, "N",
+     "fzoo: one-sided perturbations per step"},
+    {"--hessian-smooth", CLI_FLOAT, CLI_AT(T, cfg.mezo.hessian_smooth), 1e-12, 0.5, NULL, "F",
+     "hizoo: weight of each step's Hessian estimate"},
+    {"--hessian-budget", CLI_FLOAT, CLI_AT(T, cfg.mezo.hessian_budget), 0, 64, NULL, "F",
+     "hizoo: the fp32 Hessian diagonal may take F x the weight bytes"},
+    {"--perturb-layers", CLI_INT, CLI_AT(T, cfg.mezo.perturb_layers), 0, 4096, NULL, "K",
+     "perturb and update K random layers per perturbation (0: all)"},
     {"--accumulate", CLI_INT, CLI_AT(T, cfg.accumulate), 1, 4096, NULL, "M",
      "micro-batches per step under one z"},
     {"--clip-g", CLI_FLOAT, CLI_AT(T, cfg.mezo.clip_g), 0, 1e30, NULL, "F",
@@ -90,7 +103,11 @@ static const cli_command train_cmd = {
 typedef struct train_ui {
     pk_progress *p;
     int quiet;
+    int json;
     int64_t run_id;
+    int eval_due;      /* an eval ran in the last step: printed once the step returns */
+    int64_t eval_step; /* its step, loss and accuracy (NAN for lm) */
+    double eval_loss, eval_acc;
 } train_ui;
 
 static void ui_start(void *user, int64_t run_id, int64_t first)
@@ -114,6 +131,10 @@ static void ui_step(void *user, int64_t step, int64_t total, const pk_step_row *
 static void ui_eval(void *user, int64_t step, double loss, double acc)
 {
     train_ui *u = user;
+    u->eval_due = 1;
+    u->eval_step = step;
+    u->eval_loss = loss;
+    u->eval_acc = acc;
     if (u->quiet)
         return;
     if (isnan(acc))
@@ -123,11 +144,32 @@ static void ui_eval(void *user, int64_t step, double loss, double acc)
                 acc);
 }
 
+/* --lr F|auto into the settings. */
+static int parse_lr(train_opts *o)
+{
+    char *end = NULL;
+    if (o->lr == NULL)
+        return 0;
+    if (!strcmp(o->lr, "auto")) {
+        o->cfg.lr_auto = 1;
+        return 0;
+    }
+    double v = strtod(o->lr, &end);
+    if (end == o->lr || *end != 0 || !(v >= 0.0 && v <= 100.0)) {
+        cli_error(o->c.cmd, "--lr %s: want a rate in [0, 100] or auto", o->lr);
+        return CLI_USAGE;
+    }
+    o->cfg.mezo.lr = (float)v;
+    return 0;
+}
+
 /* Checks what the table cannot: required options and options that need one another. */
 static int train_check(train_opts *o)
 {
     const char *cmd = o->c.cmd;
     pk_train_config *cfg = &o->cfg;
+    if (parse_lr(o) != 0) /* a malformed value is refused first, as the table's numbers are */
+        return CLI_USAGE;
     if (o->resume)
         return 0;
     if (o->model == NULL || !cfg->dataset[0]) {
@@ -150,6 +192,86 @@ static int train_check(train_opts *o)
     return 0;
 }
 
+/* --json: {"event":"eval","step":N,"loss":L,"accuracy":A (classify),"evaluations":E,
+ * "elapsed_s":T}, the evaluations and training seconds at that eval. */
+static void print_eval_event(train_ui *u, const pk_train_result *r)
+{
+    if (!u->eval_due || !u->json)
+        return;
+    u->eval_due = 0;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "event", "eval");
+    cJSON_AddNumberToObject(j, "step", (double)u->eval_step);
+    cli_json_add_finite(j, "loss", u->eval_loss);
+    if (!isnan(u->eval_acc))
+        cJSON_AddNumberToObject(j, "accuracy", u->eval_acc);
+    cJSON_AddNumberToObject(j, "evaluations", (double)r->evaluations);
+    cli_json_add_rounded(j, "elapsed_s", r->elapsed_s, 3);
+    (void)cli_json_print(j);
+}
+
+/* A float rate as its shortest decimal (3e-3, not 0.0030000000260770321). */
+static double float_short(float v)
+{
+    char b[32];
+    snprintf(b, sizeof b, "%g", (double)v);
+    return strtod(b, NULL);
+}
+
+/* The --lr auto search: each candidate's held-back loss and the rate chosen (stderr, or one JSON
+ * line {"event":"lr_search",...} with --json). */
+static void print_lr_search(const train_ui *u, const pk_lr_search *r)
+{
+    if (r->n == 0 || (u->quiet && !u->json))
+        return;
+    if (u->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "event", "lr_search");
+        cJSON_AddNumberToObject(j, "chosen", float_short(r->chosen));
+        cJSON_AddNumberToObject(j, "steps_each", r->steps_each);
+        cli_json_add_finite(j, "start_loss", r->start_loss);
+        cJSON *a = cJSON_AddArrayToObject(j, "candidates");
+        for (int i = 0; i < r->n; i++) {
+            cJSON *c = cJSON_CreateObject();
+            cJSON_AddNumberToObject(c, "lr", float_short(r->lr[i]));
+            cli_json_add_rounded(c, "loss", r->loss[i], 6); /* null: diverged */
+            cJSON_AddItemToArray(a, c);
+        }
+        (void)cli_json_print(j);
+        return;
+    }
+    fprintf(stderr, "lr auto: %d steps per rate, held-back loss %.4f before:", r->steps_each,
+            r->start_loss);
+    for (int i = 0; i < r->n; i++) {
+        if (isfinite(r->loss[i]))
+            fprintf(stderr, " %g:%.4f", (double)r->lr[i], r->loss[i]);
+        else
+            fprintf(stderr, " %g:diverged", (double)r->lr[i]);
+    }
+    fprintf(stderr, "; chosen %g\n", (double)r->chosen);
+}
+
+/* pk_train's loop, with the eval events printed between steps. */
+static pk_status train_loop(pk_store *s, const pk_train_config *cfg, int64_t resume,
+                            const pk_train_hooks *hooks, train_ui *ui, pk_train_result *res,
+                            char *err, size_t errlen)
+{
+    pk_trainer *t = NULL;
+    memset(res, 0, sizeof *res);
+    res->last_loss = (double)NAN;
+    pk_status st = pk_trainer_open(s, cfg, resume, hooks, &t, err, errlen);
+    if (st == PK_OK)
+        print_lr_search(ui, &pk_trainer_result(t)->lr_search);
+    while (st == PK_OK && !pk_trainer_done(t)) {
+        st = pk_trainer_step(t, err, errlen);
+        print_eval_event(ui, pk_trainer_result(t));
+    }
+    if (t != NULL)
+        *res = *pk_trainer_result(t);
+    pk_trainer_free(t);
+    return st;
+}
+
 int cmd_train(int argc, char **argv)
 {
     train_opts o = {.cfg = pk_train_config_default()};
@@ -168,14 +290,14 @@ int cmd_train(int argc, char **argv)
     if (rc != 0)
         return rc;
     int quiet = o.c.quiet;
-    train_ui ui = {NULL, quiet, 0};
+    train_ui ui = {NULL, quiet, o.c.json, 0, 0, 0, 0, 0};
     pk_train_hooks hooks = {&ui, ui_step, ui_eval, ui_start};
     ui.p = pk_progress_new("train", resume ? 0 : cfg.steps,
                            pk_progress_mode_from_args(o.c.json, quiet));
     pk_interrupt_install();
     pk_train_result res;
     char err[ERRLEN] = "";
-    pk_status st = pk_train(s, &cfg, resume, &hooks, &res, err, sizeof err);
+    pk_status st = train_loop(s, &cfg, resume, &hooks, &ui, &res, err, sizeof err);
     pk_progress_finish(ui.p);
     pk_store_close(s);
     if (st != PK_OK)
@@ -196,6 +318,8 @@ int cmd_train(int argc, char **argv)
     cJSON_AddStringToObject(j, "weights", res.final_hash);
     cJSON_AddNumberToObject(j, "forward_s", res.forward_s);
     cJSON_AddNumberToObject(j, "update_s", res.update_s);
+    cJSON_AddNumberToObject(j, "evaluations", (double)res.evaluations);
+    cli_json_add_rounded(j, "elapsed_s", res.elapsed_s, 3);
     return cli_json_print(j);
 }
 
@@ -410,6 +534,10 @@ static pk_status write_run_seedlog(pk_store *s, int64_t run, const char *path, c
         log.z = cfg.mezo.z;
         log.weight_decay = cfg.mezo.weight_decay;
         snprintf(log.trainable, sizeof log.trainable, "%s", cfg.trainable);
+        log.estimator = cfg.mezo.estimator;
+        log.perturbations = cfg.mezo.perturbations;
+        log.hessian_smooth = cfg.mezo.hessian_smooth;
+        log.perturb_layers = cfg.mezo.perturb_layers;
         st = pk_seedlog_write(path, &log, err, n);
     }
     pk_seedlog_clear(&log);

@@ -3,6 +3,8 @@
  * points is left to store/; this file only lays out axes, ticks, curves and the legend. */
 #include "progress.h"
 
+#include "pk_train.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -284,8 +286,8 @@ static void ema(const double *y, size_t n, double alpha, double *out)
     }
 }
 
-static pk_status write_svg_file(const char *path, const char *title, const pk_plot_series *ser,
-                                size_t n_ser, char *err, size_t errlen)
+static pk_status write_svg_file(const char *path, const char *title, const char *xlabel,
+                                const pk_plot_series *ser, size_t n_ser, char *err, size_t errlen)
 {
     size_t len = strlen(path) + 16;
     char *tmp = malloc(len);
@@ -299,7 +301,7 @@ static pk_status write_svg_file(const char *path, const char *title, const pk_pl
         st = PK_ERR_IO;
         goto out;
     }
-    st = pk_plot_svg(f, title, "step", "loss (nats/token)", ser, n_ser);
+    st = pk_plot_svg(f, title, xlabel, "loss (nats/token)", ser, n_ser);
     if (fclose(f) != 0 && st == PK_OK)
         st = PK_ERR_IO;
     if (st == PK_OK && rename(tmp, path) != 0)
@@ -390,7 +392,7 @@ pk_status pk_plot_run(pk_store *s, int64_t run_id, const char *out_path, char *e
     };
     char title[96];
     snprintf(title, sizeof title, "PocketLLM run %lld: loss", (long long)run_id);
-    st = write_svg_file(out_path, title, ser, 3, err, errlen);
+    st = write_svg_file(out_path, title, "step", ser, 3, err, errlen);
 out:
     curve_free(&tc);
     free(esteps);
@@ -409,8 +411,30 @@ typedef struct run_label {
     char name[32]; /* "run N" */
 } run_label;
 
+/* Steps done -> loss evaluations done: x times the run's evaluations per step. */
+static pk_status to_evaluations(pk_store *s, int64_t run_id, train_curve *c, char *err,
+                                size_t errlen)
+{
+    pk_run_info ri;
+    pk_train_config cfg;
+    pk_status st = pk_run_load_config(s, run_id, &ri, &cfg, err, errlen);
+    pk_run_info_clear(&ri);
+    if (st != PK_OK)
+        return st;
+    double per = (double)pk_mezo_evals_per_step(&cfg.mezo) * (double)cfg.accumulate;
+    for (size_t i = 0; i < c->n; i++)
+        c->x[i] *= per;
+    return PK_OK;
+}
+
 pk_status pk_plot_runs(pk_store *s, const int64_t *run_ids, size_t n_runs, const char *out_path,
                        char *err, size_t errlen)
+{
+    return pk_plot_runs_x(s, run_ids, n_runs, PK_PLOT_X_STEP, out_path, err, errlen);
+}
+
+pk_status pk_plot_runs_x(pk_store *s, const int64_t *run_ids, size_t n_runs, pk_plot_x x,
+                         const char *out_path, char *err, size_t errlen)
 {
     train_curve *tc = calloc(n_runs ? n_runs : 1, sizeof *tc);
     pk_plot_series *ser = calloc(n_runs ? n_runs : 1, sizeof *ser);
@@ -422,6 +446,8 @@ pk_status pk_plot_runs(pk_store *s, const int64_t *run_ids, size_t n_runs, const
             pk_seterr(err, errlen, "run %lld has no logged steps yet", (long long)run_ids[i]);
             st = PK_ERR_NOTFOUND;
         }
+        if (st == PK_OK && x == PK_PLOT_X_EVALUATIONS)
+            st = to_evaluations(s, run_ids[i], &tc[i], err, errlen);
         snprintf(lab[i].id, sizeof lab[i].id, "run-%lld", (long long)run_ids[i]);
         snprintf(lab[i].name, sizeof lab[i].name, "run %lld", (long long)run_ids[i]);
         pk_plot_series one = {lab[i].id,
@@ -435,8 +461,9 @@ pk_status pk_plot_runs(pk_store *s, const int64_t *run_ids, size_t n_runs, const
         ser[i] = one;
     }
     if (st == PK_OK)
-        st = write_svg_file(out_path, "PocketLLM runs: train loss (smoothed)", ser, n_runs, err,
-                            errlen);
+        st = write_svg_file(out_path, "PocketLLM runs: train loss (smoothed)",
+                            x == PK_PLOT_X_EVALUATIONS ? "loss evaluations" : "step", ser, n_runs,
+                            err, errlen);
     for (size_t i = 0; tc && i < n_runs; i++)
         curve_free(&tc[i]);
     free(tc);

@@ -87,5 +87,14 @@ PK_NODISCARD pk_status pk_plot_run(pk_store *s, int64_t run_id, const char *out_
  * PK_ERR_NOTFOUND if a run has no logged steps (err names it; no file is written). */
 PK_NODISCARD pk_status pk_plot_runs(pk_store *s, const int64_t *run_ids, size_t n_runs,
                                     const char *out_path, char *err, size_t errlen);
+/* What the x axis of pk_plot_runs_x counts. */
+typedef enum pk_plot_x {
+    PK_PLOT_X_STEP = 0,        /* steps done */
+    PK_PLOT_X_EVALUATIONS = 1, /* loss evaluations done: steps x the run's evaluations per step
+                                  (pk_mezo_evals_per_step x accumulate), to compare estimators */
+} pk_plot_x;
+/* pk_plot_runs against the chosen x (pk_plot_runs is PK_PLOT_X_STEP). */
+PK_NODISCARD pk_status pk_plot_runs_x(pk_store *s, const int64_t *run_ids, size_t n_runs,
+                                      pk_plot_x x, const char *out_path, char *err, size_t errlen);
 
 #endif /* PK_CLI_PROGRESS_H */

@@ -484,3 +484,21 @@ void pk_z_axpy(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind 
 {
     pk_z_perturb(seed, key, start, n, kind, alpha, y, y, NULL);
 }
+
+void pk_z_perturb_diag(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind kind,
+                       float alpha, const float *h, const float *w, float *yp, float *ym)
+{
+    float z[256];
+    float beta = -alpha;
+    for (size_t o = 0; o < n; o += 256) {
+        size_t k = n - o < 256 ? n - o : 256;
+        pk_z_fill(seed, key, start + o, k, kind, z);
+        for (size_t j = 0; j < k; j++) {
+            float d = z[j] / sqrtf(h[o + j]);
+            float wj = w[o + j]; /* read before yp is written: w may be yp */
+            yp[o + j] = wj + (alpha * d);
+            if (ym)
+                ym[o + j] = wj + (beta * d);
+        }
+    }
+}

@@ -35,6 +35,11 @@ pk_mezo_params pk_mezo_default_params(void)
     p.spsa_q = 1;
     p.z = PK_Z_GAUSSIAN;
     p.seed = 0;
+    p.estimator = PK_EST_SPSA;
+    p.perturbations = 8;
+    p.hessian_smooth = 1e-6f;
+    p.hessian_budget = 0.10f;
+    p.perturb_layers = 0;
     return p;
 }
 

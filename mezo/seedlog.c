@@ -7,6 +7,10 @@
  *   z gaussian|rademacher
  *   weight_decay <C99 hex float>
  *   trainable <spec: all | bitfit | a regex; rest of the line>
+ *   [estimator fzoo|hizoo]             optional lines, written only when not the default
+ *   [perturbations <N>]                (spsa without layer sampling), so older files and
+ *   [hessian_smooth <C99 hex float>]   files of plain runs read as before; replay applies
+ *   [perturb_layers <K>]               the rows with pk_mezo_replay_ex under them
  *   steps <number of rows>
  *   <step> <q_index> <seed, decimal u64> <g> <lr> <eps> <loss_plus> <loss_minus>
  *   ...
@@ -31,6 +35,19 @@ void pk_seedlog_clear(pk_seedlog *log)
     log->n_rows = 0;
 }
 
+/* The optional estimator lines: none for plain spsa. */
+static void write_estimator(FILE *f, const pk_seedlog *log)
+{
+    if (log->estimator != PK_EST_SPSA)
+        fprintf(f, "estimator %s\n", pk_estimator_name(log->estimator));
+    if (log->estimator == PK_EST_FZOO)
+        fprintf(f, "perturbations %d\n", log->perturbations);
+    if (log->estimator == PK_EST_HIZOO)
+        fprintf(f, "hessian_smooth %a\n", (double)log->hessian_smooth);
+    if (log->perturb_layers > 0)
+        fprintf(f, "perturb_layers %d\n", log->perturb_layers);
+}
+
 pk_status pk_seedlog_write(const char *path, const pk_seedlog *log, char *err, size_t errlen)
 {
     char tmp[4096];
@@ -43,10 +60,11 @@ pk_status pk_seedlog_write(const char *path, const pk_seedlog *log, char *err, s
         pk_seterr(err, errlen, "%s: %s", tmp, strerror(errno));
         return PK_ERR_IO;
     }
-    fprintf(f,
-            "pocketllm-seedlog 1\nbase_hash %s\nz %s\nweight_decay %a\ntrainable %s\nsteps %zu\n",
+    fprintf(f, "pocketllm-seedlog 1\nbase_hash %s\nz %s\nweight_decay %a\ntrainable %s\n",
             log->base_hash, log->z == PK_Z_RADEMACHER ? "rademacher" : "gaussian",
-            (double)log->weight_decay, log->trainable, log->n_rows);
+            (double)log->weight_decay, log->trainable);
+    write_estimator(f, log);
+    fprintf(f, "steps %zu\n", log->n_rows);
     for (size_t i = 0; i < log->n_rows; i++) {
         const pk_step_row *r = &log->rows[i];
         fprintf(f, "%" PRId64 " %d %" PRIu64 " %a %a %a %a %a\n", r->step, (int)r->q_index, r->seed,
@@ -109,6 +127,33 @@ static int in_range(float v, double lo, double hi)
     return isfinite(v) && (double)v >= lo && (double)v <= hi;
 }
 
+/* An optional estimator line: 1 if it was one (parsed into out), 0 if not, -1 if malformed. */
+static int optional_line(const char *l, pk_seedlog *out)
+{
+    char *end = NULL;
+    long v = 0;
+    if (!strncmp(l, "estimator ", 10))
+        return pk_estimator_parse(l + 10, &out->estimator) == 0 ? 1 : -1;
+    if (!strncmp(l, "hessian_smooth ", 15))
+        return parse_float(l + 15, &out->hessian_smooth) == 0 &&
+                       in_range(out->hessian_smooth, 1e-30, 0.999999)
+                   ? 1
+                   : -1;
+    int which = !strncmp(l, "perturbations ", 14)    ? 14
+                : !strncmp(l, "perturb_layers ", 15) ? 15
+                                                     : 0;
+    if (which == 0)
+        return 0;
+    v = strtol(l + which, &end, 10);
+    if (end == l + which || *end != 0 || v < 1 || v > 4096)
+        return -1;
+    if (which == 14)
+        out->perturbations = (int)v;
+    else
+        out->perturb_layers = (int)v;
+    return 1;
+}
+
 static pk_status parse_header(reader *r, pk_seedlog *out, unsigned long long *nrows, char *err,
                               size_t errlen)
 {
@@ -141,7 +186,14 @@ static pk_status parse_header(reader *r, pk_seedlog *out, unsigned long long *nr
     }
     strcpy(out->trainable, l + 10);
     char *end = NULL;
-    if (next_line(r) != 0 || strncmp(l, "steps ", 6) != 0 ||
+    int opt = 0;
+    while (next_line(r) == 0 && (opt = optional_line(l, out)) == 1)
+        ;
+    if (opt < 0) {
+        pk_seterr(err, errlen, "%s:%d: bad estimator setting '%s'", r->path, r->ln, l);
+        return PK_ERR_FORMAT;
+    }
+    if (strncmp(l, "steps ", 6) != 0 ||
         (*nrows = strtoull(l + 6, &end, 10), end == l + 6 || *end != 0) || *nrows > (1ull << 32)) {
         pk_seterr(err, errlen, "%s:%d: want 'steps <count>'", r->path, r->ln);
         return PK_ERR_FORMAT;
@@ -280,6 +332,21 @@ pk_status pk_seedlog_read(const char *path, pk_seedlog *out, char *err, size_t e
     return st;
 }
 
+pk_mezo_params pk_seedlog_params(const pk_seedlog *log)
+{
+    pk_mezo_params p = pk_mezo_default_params();
+    p.z = log->z;
+    p.weight_decay = log->weight_decay;
+    p.estimator = log->estimator;
+    if (log->perturbations > 0)
+        p.perturbations = log->perturbations;
+    if (log->hessian_smooth > 0.0f)
+        p.hessian_smooth = log->hessian_smooth;
+    p.perturb_layers = log->perturb_layers;
+    p.hessian_budget = 1e30f; /* replaying a log the run could hold is not refused */
+    return p;
+}
+
 pk_status pk_seedlog_replay(pk_model *m, const pk_seedlog *log, char *err, size_t errlen)
 {
     char hex[65];
@@ -296,7 +363,12 @@ pk_status pk_seedlog_replay(pk_model *m, const pk_seedlog *log, char *err, size_
     st = pk_mezo_trainable(m, log->trainable, &mask, err, errlen);
     if (st != PK_OK)
         return st;
-    pk_mezo_replay_rows(m, mask, log->z, log->weight_decay, log->rows, log->n_rows);
+    pk_mezo_params p = pk_seedlog_params(log);
+    pk_mezo_state *est = NULL;
+    st = pk_mezo_state_new(m, mask, &p, &est, err, errlen);
+    if (st == PK_OK)
+        pk_mezo_replay_ex(m, mask, &p, est, log->rows, log->n_rows);
+    pk_mezo_state_free(est);
     free(mask);
-    return PK_OK;
+    return st;
 }

@@ -78,7 +78,13 @@ static void fetch_span(const pk_model *m, const pk_perturb *pert, int ti, size_t
         pk_widen(t->dtype, src, cnt, dst);
         w = dst;
     }
-    pk_z_perturb(pert->seed, t->key, (uint64_t)start, cnt, pert->kind, pert->scale, w, dst, dst1);
+    const float *h = m->hdiag ? m->hdiag[ti] : NULL;
+    if (h)
+        pk_z_perturb_diag(pert->seed, t->key, (uint64_t)start, cnt, pert->kind, pert->scale,
+                          h + start, w, dst, dst1);
+    else
+        pk_z_perturb(pert->seed, t->key, (uint64_t)start, cnt, pert->kind, pert->scale, w, dst,
+                     dst1);
 }
 
 /* Rows [r0, r0+n) x columns [c0, c0+kc) of tensor ti (as [rows, cols]) into dst [n, kc], as
@@ -635,6 +641,11 @@ void pk_model_set_pairing(pk_model *m, pk_pairing mode)
     m->pairing = (int)mode;
 }
 
+void pk_model_set_perturb_diag(pk_model *m, const float *const *hdiag)
+{
+    m->hdiag = hdiag;
+}
+
 int pk_model_pairs(const pk_model *m, int B, int T)
 {
     if (m->pairing == PK_PAIRING_ON)
@@ -852,6 +863,49 @@ static void block(const fwd *f, const pk_batch *b, int l, float **kv_k, float **
         norm(f, y->ln2_w, y->ln2_b, m->x, m->x, N);
 }
 
+/* The shared prefix of a perturbation: the number of leading blocks that no perturbed tensor
+ * belongs to, when every perturbed tensor is inside a block (so the embedding is not perturbed
+ * either); 0 otherwise. Those blocks compute the same values for every pass (layer sampling,
+ * DESIGN 4), so they run once and their output feeds each pass. */
+static int shared_prefix(const pk_model *m, const pk_perturb *pert)
+{
+    if (pert == NULL || pert->scale == 0.0f || pert->trainable == NULL)
+        return 0;
+    size_t in_blocks = 0, perturbed = 0;
+    int first = m->cfg.L;
+    for (size_t i = 0; i < m->n_t; i++)
+        perturbed += pert->trainable[i] != 0;
+    for (int l = 0; l < m->cfg.L; l++) {
+        const int *ix = (const int *)(const void *)&m->layers[l];
+        for (size_t j = 0; j < sizeof(pk_layer) / sizeof(int); j++) {
+            if (ix[j] < 0 || !pert->trainable[ix[j]])
+                continue;
+            in_blocks++;
+            first = l < first ? l : first;
+        }
+    }
+    return in_blocks == perturbed && perturbed > 0 ? first : 0;
+}
+
+/* Embedding and blocks [0, l0): with a shared prefix (np = 2) they run for pass 0 alone and pass
+ * 1 starts from a copy of its residual stream: the same bits as computing them twice. */
+static int forward_prefix(const fwd *f, const pk_batch *b, float **kv_k, float **kv_v, int pos0)
+{
+    pk_model *m = f->m;
+    int l0 = f->np > 1 ? shared_prefix(m, f->pert) : 0;
+    if (l0 == 0) {
+        embed(f, b, pos0);
+        return 0;
+    }
+    fwd one = *f;
+    one.np = 1;
+    embed(&one, b, pos0);
+    for (int l = 0; l < l0; l++)
+        block(&one, b, l, kv_k, kv_v, pos0);
+    memcpy(pass_f(m, m->x, 1), m->x, (size_t)b->B * b->T * m->cfg.H * sizeof(float));
+    return l0;
+}
+
 static pk_status forward_hidden(const fwd *f, const pk_batch *b, float **kv_k, float **kv_v,
                                 int pos0)
 {
@@ -868,8 +922,7 @@ static pk_status forward_hidden(const fwd *f, const pk_batch *b, float **kv_k, f
     int N = b->B * b->T, H = c->H;
     if (c->arch == ARCH_LLAMA || c->arch == ARCH_QWEN2)
         rope_table(c, b->T, pos0, m->rope);
-    embed(f, b, pos0);
-    for (int l = 0; l < c->L; l++)
+    for (int l = forward_prefix(f, b, kv_k, kv_v, pos0); l < c->L; l++)
         block(f, b, l, kv_k, kv_v, pos0);
     switch (c->arch) {
     case ARCH_LLAMA:
@@ -1106,7 +1159,10 @@ static int begin(pk_model *m, const pk_batch *b, const pk_perturb *pert, fwd *f)
     f->np = 1;
     if (pert == NULL || !pert->both)
         return 1;
-    if (b == NULL || !pk_model_pairs(m, b->B, b->T))
+    /* a shared prefix (layer sampling) runs paired unless pairing is off: its blocks then run
+     * once for both passes, at the cost of a second set of activations */
+    int prefix = m->pairing != PK_PAIRING_OFF && shared_prefix(m, pert) > 0;
+    if (b == NULL || (!pk_model_pairs(m, b->B, b->T) && !prefix))
         return 0;
     f->np = 2;
     return 1;

@@ -107,7 +107,8 @@ struct pk_model {
      * of any of them is at (char *)ptr + k * pstride (a paired +/- evaluation runs two passes
      * side by side, see forward.c). The others are shared by the passes. */
     int rB, rT, rTk, rthreads, rnp;
-    int pairing; /* pk_pairing */
+    int pairing;               /* pk_pairing */
+    const float *const *hdiag; /* [n_t] or NULL: pk_model_set_perturb_diag, borrowed */
     size_t n_allocs;
     size_t act_bytes;
     void *arena;

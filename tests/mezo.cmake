@@ -19,3 +19,10 @@ set_tests_properties(test_trainer_300 PROPERTIES LABELS slow TIMEOUT 900
 pk_add_test(test_determinism_cli SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_determinism_cli.c
     LIBS PkgConfig::CJSON LABELS unit release_only TIMEOUT 240)
 add_dependencies(test_determinism_cli pocketllm)
+# The estimators (fzoo, hizoo, layer sampling): replay, resume, seed logs, thread counts.
+pk_add_test(test_estimator SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_estimator.c
+    LIBS ${PK_MEZO_TRAINER_LIBS} LABELS unit TIMEOUT 600)
+# train --json's eval events, --lr auto and plot --x through the built pocketllm.
+pk_add_test(test_estim_cli SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_estim_cli.c
+    LIBS PkgConfig::CJSON LABELS unit TIMEOUT 300)
+add_dependencies(test_estim_cli pocketllm)

@@ -96,6 +96,10 @@ pk_status pk_export_seedlog(pk_store *s, int64_t run_id, const char *path, size_
     log.z = cfg.mezo.z;
     log.weight_decay = cfg.mezo.weight_decay;
     snprintf(log.trainable, sizeof log.trainable, "%s", cfg.trainable);
+    log.estimator = cfg.mezo.estimator;
+    log.perturbations = cfg.mezo.perturbations;
+    log.hessian_smooth = cfg.mezo.hessian_smooth;
+    log.perturb_layers = cfg.mezo.perturb_layers;
     st = pk_seedlog_write(path, &log, err, errlen);
     if (st != PK_OK)
         goto out;

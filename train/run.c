@@ -26,6 +26,27 @@ pk_train_config pk_train_config_default(void)
     return c;
 }
 
+/* "lr_search": {"chosen", "steps_each", "held_examples", "start_loss", "candidates":
+ * [{"lr", "loss" (null: diverged)}]}: a record of how the rate was chosen, not read back. */
+static void add_lr_search(cJSON *o, const pk_lr_search *r)
+{
+    cJSON *s = cJSON_AddObjectToObject(o, "lr_search");
+    cJSON_AddNumberToObject(s, "chosen", (double)r->chosen);
+    cJSON_AddNumberToObject(s, "steps_each", r->steps_each);
+    cJSON_AddNumberToObject(s, "held_examples", r->held_examples);
+    cJSON_AddNumberToObject(s, "start_loss", r->start_loss);
+    cJSON *a = cJSON_AddArrayToObject(s, "candidates");
+    for (int i = 0; i < r->n; i++) {
+        cJSON *c = cJSON_CreateObject();
+        cJSON_AddNumberToObject(c, "lr", (double)r->lr[i]);
+        if (isfinite(r->loss[i]))
+            cJSON_AddNumberToObject(c, "loss", r->loss[i]);
+        else
+            cJSON_AddNullToObject(c, "loss");
+        cJSON_AddItemToArray(a, c);
+    }
+}
+
 pk_status pk_train_config_to_json(const pk_train_config *c, char **json)
 {
     char seed[32];
@@ -58,6 +79,14 @@ pk_status pk_train_config_to_json(const pk_train_config *c, char **json)
     cJSON_AddNumberToObject(o, "eval_every", (double)c->eval_every);
     cJSON_AddNumberToObject(o, "early_stop", c->early_stop);
     cJSON_AddNumberToObject(o, "checkpoint_every", (double)c->checkpoint_every);
+    /* the estimator (optional keys: runs created before them are spsa) */
+    cJSON_AddStringToObject(o, "estimator", pk_estimator_name(c->mezo.estimator));
+    cJSON_AddNumberToObject(o, "perturbations", c->mezo.perturbations);
+    cJSON_AddNumberToObject(o, "hessian_smooth", (double)c->mezo.hessian_smooth);
+    cJSON_AddNumberToObject(o, "hessian_budget", (double)c->mezo.hessian_budget);
+    cJSON_AddNumberToObject(o, "perturb_layers", c->mezo.perturb_layers);
+    if (c->lr_search.n > 0)
+        add_lr_search(o, &c->lr_search);
     /* not a setting: the BLAS kernel of the process creating the run, as a record (losses are
      * exact across thread counts, not across kernels; pk_train warns on resuming elsewhere) */
     char kernel[160];
@@ -83,6 +112,38 @@ static int get_num(const cJSON *o, const char *k, double *out)
         return -1;
     *out = v->valuedouble;
     return 0;
+}
+
+/* The optional estimator keys (absent: the defaults, plain spsa). NULL or the bad key. */
+static const char *estimator_from_json(const cJSON *o, pk_mezo_params *p)
+{
+    char name[32];
+    double d;
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "estimator");
+    if (e != NULL &&
+        (get_str(o, "estimator", name, sizeof name) || pk_estimator_parse(name, &p->estimator)))
+        return "estimator";
+    if (cJSON_GetObjectItemCaseSensitive(o, "perturbations") != NULL) {
+        if (get_num(o, "perturbations", &d) || d < 1 || d > 4096)
+            return "perturbations";
+        p->perturbations = (int)d;
+    }
+    if (cJSON_GetObjectItemCaseSensitive(o, "perturb_layers") != NULL) {
+        if (get_num(o, "perturb_layers", &d) || d < 0 || d > 4096)
+            return "perturb_layers";
+        p->perturb_layers = (int)d;
+    }
+    if (cJSON_GetObjectItemCaseSensitive(o, "hessian_smooth") != NULL) {
+        if (get_num(o, "hessian_smooth", &d))
+            return "hessian_smooth";
+        p->hessian_smooth = (float)d;
+    }
+    if (cJSON_GetObjectItemCaseSensitive(o, "hessian_budget") != NULL) {
+        if (get_num(o, "hessian_budget", &d))
+            return "hessian_budget";
+        p->hessian_budget = (float)d;
+    }
+    return NULL;
 }
 
 pk_status pk_train_config_from_json(const char *json, pk_train_config *c, char *err, size_t errlen)
@@ -129,6 +190,8 @@ pk_status pk_train_config_from_json(const char *json, pk_train_config *c, char *
     for (int i = 0; bad == NULL && i < 13; i++)
         if (get_num(o, nums[i], &d[i]))
             bad = nums[i];
+    if (bad == NULL)
+        bad = estimator_from_json(o, &c->mezo);
     cJSON_Delete(o);
     if (bad != NULL) {
         snprintf(err, errlen, "run config: missing or bad key '%s'", bad);
@@ -173,7 +236,8 @@ pk_status pk_run_load_config(pk_store *s, int64_t run_id, pk_run_info *ri, pk_tr
 /* Brings the base model m to step `target` of the run: the newest checkpoint at or before it,
  * then the logged steps after the checkpoint. */
 static pk_status apply_log(pk_store *s, int64_t run_id, const pk_train_config *cfg, pk_model *m,
-                           const uint8_t *mask, int64_t target, char *err, size_t errlen)
+                           const uint8_t *mask, pk_mezo_state *est, int64_t target, char *err,
+                           size_t errlen)
 {
     char serr[512] = ""; /* what the store says on failure */
     void *blob = NULL;
@@ -185,8 +249,11 @@ static pk_status apply_log(pk_store *s, int64_t run_id, const pk_train_config *c
         snprintf(err, errlen, "%s: %s", cfg->model_dir, pk_status_str(st));
         return st;
     }
-    pk_status cs =
-        pk_store_checkpoint_get(s, run_id, target, &cstep, &blob, &blob_len, serr, sizeof serr);
+    /* hizoo's Hessian diagonal is not in a checkpoint: it is rebuilt from step 0 */
+    pk_status cs = cfg->mezo.estimator == PK_EST_HIZOO
+                       ? PK_ERR_NOTFOUND
+                       : pk_store_checkpoint_get(s, run_id, target, &cstep, &blob, &blob_len, serr,
+                                                 sizeof serr);
     if (cs == PK_OK) {
         st = pk_checkpoint_unpack(m, mask, blob, blob_len);
         if (st != PK_OK)
@@ -205,7 +272,7 @@ static pk_status apply_log(pk_store *s, int64_t run_id, const pk_train_config *c
         snprintf(err, errlen, "run %lld: step log: %s", (long long)run_id, serr);
         return st;
     }
-    pk_mezo_replay_rows(m, mask, cfg->mezo.z, cfg->mezo.weight_decay, rows, n_rows);
+    pk_mezo_replay_ex(m, mask, &cfg->mezo, est, rows, n_rows);
     free(rows);
     return PK_OK;
 }
@@ -214,6 +281,15 @@ pk_status pk_run_materialize_ex(pk_store *s, int64_t run_id, int64_t up_to_step,
                                 uint8_t **trainable_out, int64_t *steps_applied, char *err,
                                 size_t errlen)
 {
+    return pk_run_materialize_state(s, run_id, up_to_step, out, trainable_out, NULL, steps_applied,
+                                    err, errlen);
+}
+
+pk_status pk_run_materialize_state(pk_store *s, int64_t run_id, int64_t up_to_step, pk_model **out,
+                                   uint8_t **trainable_out, pk_mezo_state **state_out,
+                                   int64_t *steps_applied, char *err, size_t errlen)
+{
+    pk_mezo_state *est = NULL;
     pk_run_info ri;
     pk_train_config cfg;
     pk_model *m = NULL;
@@ -223,6 +299,8 @@ pk_status pk_run_materialize_ex(pk_store *s, int64_t run_id, int64_t up_to_step,
     *out = NULL;
     if (trainable_out)
         *trainable_out = NULL;
+    if (state_out)
+        *state_out = NULL;
     pk_status st = pk_run_load_config(s, run_id, &ri, &cfg, err, errlen);
     if (st != PK_OK)
         goto out;
@@ -240,13 +318,15 @@ pk_status pk_run_materialize_ex(pk_store *s, int64_t run_id, int64_t up_to_step,
         goto out;
     }
     st = pk_mezo_trainable(m, cfg.trainable, &mask, err, errlen);
+    if (st == PK_OK)
+        st = pk_mezo_state_new(m, mask, &cfg.mezo, &est, err, errlen);
     if (st != PK_OK)
         goto out;
     int64_t target = ri.steps_done;
     if (up_to_step >= 0 && up_to_step < target)
         target = up_to_step;
     if (target > 0)
-        st = apply_log(s, run_id, &cfg, m, mask, target, err, errlen);
+        st = apply_log(s, run_id, &cfg, m, mask, est, target, err, errlen);
     if (st != PK_OK)
         goto out;
     if (steps_applied)
@@ -257,7 +337,12 @@ pk_status pk_run_materialize_ex(pk_store *s, int64_t run_id, int64_t up_to_step,
         *trainable_out = mask;
         mask = NULL;
     }
+    if (state_out) {
+        *state_out = est;
+        est = NULL;
+    }
 out:
+    pk_mezo_state_free(est);
     free(mask);
     pk_model_free(m);
     pk_run_info_clear(&ri);

@@ -26,7 +26,9 @@ struct pk_trainer {
     pk_objective *obj;      /* the training examples */
     pk_objective *eval_obj; /* the eval examples, NULL without an eval dataset */
     size_t *idx;            /* [batch] example indices of the current micro-batch */
-    pk_step_row *rows;      /* [spsa_q] the rows of the last step */
+    pk_step_row *rows;      /* [n_rows] the rows of the last step */
+    int n_rows;             /* rows a step logs (pk_mezo_rows_per_step) */
+    pk_mezo_state *est;     /* the estimator's state (NULL for plain spsa) */
     int64_t step;           /* next 0-based step = steps logged so far */
     double best_eval;       /* lowest eval loss so far (early stopping) */
     int bad_evals;          /* evals since best_eval improved */
@@ -113,6 +115,12 @@ static pk_status check_config(const pk_train_config *c, char *err, size_t errlen
     return PK_OK;
 }
 
+/* Loss evaluations of the first `steps` steps (a pure function of the settings). */
+static int64_t evaluations_at(const pk_train_config *c, int64_t steps)
+{
+    return steps * (int64_t)pk_mezo_evals_per_step(&c->mezo) * (int64_t)c->accumulate;
+}
+
 /* A new run: the base model, its mask and hash, the training objective, then the run row. */
 /* Losses are bit-identical for any thread count on one BLAS kernel (pk_model_kernel), not across
  * kernels: a run continued on another kernel trains on, but not exactly as it would have. Says
@@ -143,18 +151,57 @@ static pk_status make_writable(pk_trainer *t, char *err, size_t errlen)
     return st;
 }
 
+/* --lr auto: the search from the base weights, its result kept in the run's settings. */
+static pk_status search_lr(pk_trainer *t, char *err, size_t errlen)
+{
+    pk_train_config *c = &t->cfg;
+    if (!c->lr_auto)
+        return PK_OK;
+    pk_status st = pk_lr_search_run(t->m, t->mask, t->obj, c, &c->lr_search, err, errlen);
+    if (st == PK_OK)
+        c->mezo.lr = c->lr_search.chosen;
+    t->res.lr_search = c->lr_search;
+    return st;
+}
+
+/* The objective (bad labels or templates fail before a run row exists), the learning-rate
+ * search if asked for, then the run row with the settings as they will run. */
+static pk_status create_run(pk_trainer *t, int64_t ds, const char *hex, char *err, size_t errlen)
+{
+    char serr[512] = ""; /* what the store says on failure */
+    pk_train_config *c = &t->cfg;
+    char *json = NULL;
+    pk_status st =
+        pk_objective_from_store(t->s, c->dataset, t->m, c->model_dir, c, &t->obj, err, errlen);
+    if (st == PK_OK)
+        st = search_lr(t, err, errlen);
+    if (st == PK_OK)
+        st = pk_train_config_to_json(c, &json);
+    if (st == PK_OK) {
+        st = pk_store_run_create(t->s, ds, json, hex, c->steps, &t->res.run_id, serr, sizeof serr);
+        if (st != PK_OK)
+            pk_seterr(err, errlen, "creating the run: %s", serr);
+    }
+    free(json);
+    return st;
+}
+
 static pk_status open_new_run(pk_trainer *t, char *err, size_t errlen)
 {
     char serr[512] = ""; /* what the store says on failure */
     pk_train_config *c = &t->cfg;
-    char hex[65], *json = NULL;
+    char hex[65];
     int64_t ds = 0;
     c->mezo.steps_total = c->steps;
     pk_status st = check_config(c, err, errlen);
     if (st == PK_OK)
         st = pk_model_load(c->model_dir, pk_model_default_params(), &t->m, err, errlen);
+    if (c->mezo.estimator == PK_EST_FZOO)
+        c->mezo.z = PK_Z_RADEMACHER; /* FZOO's perturbations are Rademacher by definition */
     if (st == PK_OK)
         st = pk_mezo_trainable(t->m, c->trainable, &t->mask, err, errlen);
+    if (st == PK_OK)
+        st = pk_mezo_state_new(t->m, t->mask, &c->mezo, &t->est, err, errlen);
     if (st == PK_OK)
         st = make_writable(t, err, errlen);
     if (st == PK_OK)
@@ -166,18 +213,7 @@ static pk_status open_new_run(pk_trainer *t, char *err, size_t errlen)
         dataset_error(serr, c->dataset, st, err, errlen);
         return st;
     }
-    st = pk_train_config_to_json(c, &json);
-    if (st != PK_OK)
-        return st;
-    /* build the objective first so bad labels/templates fail before a run row exists */
-    st = pk_objective_from_store(t->s, c->dataset, t->m, c->model_dir, c, &t->obj, err, errlen);
-    if (st == PK_OK) {
-        st = pk_store_run_create(t->s, ds, json, hex, c->steps, &t->res.run_id, serr, sizeof serr);
-        if (st != PK_OK)
-            pk_seterr(err, errlen, "creating the run: %s", serr);
-    }
-    free(json);
-    return st;
+    return create_run(t, ds, hex, err, errlen);
 }
 
 /* A run of the store: its settings, then its weights after the logged steps. */
@@ -190,7 +226,8 @@ static pk_status open_resumed_run(pk_trainer *t, int64_t run_id, char *err, size
         note_kernel(ri.config_json, run_id);
     pk_run_info_clear(&ri);
     if (st == PK_OK)
-        st = pk_run_materialize_ex(t->s, run_id, -1, &t->m, &t->mask, &t->step, err, errlen);
+        st = pk_run_materialize_state(t->s, run_id, -1, &t->m, &t->mask, &t->est, &t->step, err,
+                                      errlen);
     if (st == PK_OK)
         st = make_writable(t, err, errlen);
     return st;
@@ -210,7 +247,8 @@ static pk_status start_running(pk_trainer *t, char *err, size_t errlen)
     if (st != PK_OK)
         return st;
     t->idx = malloc((size_t)c->batch * sizeof(size_t));
-    t->rows = calloc((size_t)c->mezo.spsa_q, sizeof *t->rows);
+    t->n_rows = pk_mezo_rows_per_step(&c->mezo);
+    t->rows = calloc((size_t)t->n_rows, sizeof *t->rows);
     if (t->idx == NULL || t->rows == NULL)
         return PK_ERR_NOMEM;
     /* the lease: a second trainer of this run, a rekey and a forget of its data all refuse */
@@ -223,6 +261,7 @@ static pk_status start_running(pk_trainer *t, char *err, size_t errlen)
         return st;
     }
     t->res.steps_done = t->step;
+    t->res.evaluations = evaluations_at(c, t->step);
     if (t->hooks.on_start)
         t->hooks.on_start(t->hooks.user, t->res.run_id, t->step);
     return PK_OK;
@@ -268,6 +307,7 @@ void pk_trainer_free(pk_trainer *t)
                serr);
     free(t->idx);
     free(t->rows);
+    pk_mezo_state_free(t->est);
     free(t->mask);
     pk_objective_free(t->obj);
     pk_objective_free(t->eval_obj);
@@ -296,7 +336,7 @@ static pk_status step_failed(pk_trainer *t, pk_status st, char *err, size_t errl
 {
     if (st == PK_ERR_NUMERIC) {
         /* pk_mezo_step left the diverging perturbation in the first non-finite row */
-        const pk_step_row *r = t->rows, *last = t->rows + t->cfg.mezo.spsa_q - 1;
+        const pk_step_row *r = t->rows, *last = t->rows + t->n_rows - 1;
         while (r < last && isfinite(r->g) && isfinite(r->loss_plus) && isfinite(r->loss_minus))
             r++;
         pk_seterr(err, errlen,
@@ -332,25 +372,28 @@ static pk_status take_step(pk_trainer *t, char *err, size_t errlen)
     char serr[512] = ""; /* what the store says on failure */
     const pk_train_config *c = &t->cfg;
     double fs = 0, us = 0;
-    pk_status st = pk_mezo_step(t->m, t->mask, &c->mezo, t->step, c->accumulate, step_loss, t,
-                                t->rows, &fs, &us);
+    pk_status st = pk_mezo_step_ex(t->m, t->mask, &c->mezo, t->est, t->step, c->accumulate,
+                                   step_loss, t, t->rows, &fs, &us);
     if (st != PK_OK)
         return step_failed(t, st, err, errlen);
     t->res.forward_s += fs;
     t->res.update_s += us;
-    st = pk_store_steps_append(t->s, t->res.run_id, t->rows, (size_t)c->mezo.spsa_q, serr,
-                               sizeof serr);
+    st = pk_store_steps_append(t->s, t->res.run_id, t->rows, (size_t)t->n_rows, serr, sizeof serr);
     if (st == PK_ERR_STALE_KEY)
         return rekeyed(t, err, errlen);
     if (st != PK_OK) {
         pk_seterr(err, errlen, "step %lld: logging: %s", (long long)t->step, serr);
         return st;
     }
-    t->res.last_loss = 0.5 * ((double)t->rows[0].loss_plus + (double)t->rows[0].loss_minus);
+    /* fzoo and hizoo took the unperturbed loss: row 0's loss_minus */
+    t->res.last_loss = c->mezo.estimator != PK_EST_SPSA
+                           ? (double)t->rows[0].loss_minus
+                           : 0.5 * ((double)t->rows[0].loss_plus + (double)t->rows[0].loss_minus);
     if (t->hooks.on_step)
-        t->hooks.on_step(t->hooks.user, t->step, c->steps, t->rows, c->mezo.spsa_q);
+        t->hooks.on_step(t->hooks.user, t->step, c->steps, t->rows, t->n_rows);
     t->step++;
     t->res.steps_done = t->step;
+    t->res.evaluations = evaluations_at(c, t->step);
     return PK_OK;
 }
 
@@ -359,7 +402,9 @@ static pk_status maybe_checkpoint(pk_trainer *t, char *err, size_t errlen)
 {
     char serr[512] = ""; /* what the store says on failure */
     int64_t every = t->cfg.checkpoint_every, done = t->step;
-    if (every <= 0 || done % every != 0 || done >= t->cfg.steps)
+    /* hizoo: a checkpoint would lack the Hessian diagonal; its runs replay from step 0 */
+    if (every <= 0 || done % every != 0 || done >= t->cfg.steps ||
+        t->cfg.mezo.estimator == PK_EST_HIZOO)
         return PK_OK;
     void *blob = NULL;
     size_t len = 0;
@@ -435,9 +480,11 @@ pk_status pk_trainer_step(pk_trainer *t, char *err, size_t errlen)
     if (t->step < t->cfg.steps && pk_interrupted()) {
         t->res.interrupted = 1; /* at a step boundary: everything so far is logged */
     } else if (t->step < t->cfg.steps) {
+        double t0 = pk_time_now();
         st = take_step(t, err, errlen);
         if (st == PK_OK)
             st = maybe_checkpoint(t, err, errlen);
+        t->res.elapsed_s += pk_time_now() - t0; /* the eval below is not training time */
         if (st == PK_OK)
             st = maybe_eval(t, err, errlen);
     }

@@ -37,4 +37,11 @@ void pk_z_axpy(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind 
 void pk_z_perturb(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind kind,
                   float alpha, const float *w, float *yp, float *ym);
 
+/* The perturbation scaled per element by a diagonal (hizoo): with d = z / sqrtf(h[j]),
+ * yp[j] = w[j] + (alpha * d) and, when ym is not NULL, ym[j] = w[j] + ((-alpha) * d); h holds
+ * elements [start, start+n) (h[0] is element start). One rounding per operation (IEEE sqrtf),
+ * so the update sweep that recomputes d gets the same bits. w may be yp. */
+void pk_z_perturb_diag(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind kind,
+                       float alpha, const float *h, const float *w, float *yp, float *ym);
+
 #endif /* PK_RNG_H */

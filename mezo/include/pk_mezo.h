@@ -27,6 +27,14 @@ typedef enum pk_schedule {
     PK_SCHEDULE_COSINE = 2, /* cosine decay to 0 at steps_total */
 } pk_schedule;
 
+/* How a step estimates its update (DESIGN 4, "Estimators"). */
+typedef enum pk_estimator {
+    PK_EST_SPSA = 0,  /* two-sided MeZO: q pairs (W + eps z, W - eps z), the default */
+    PK_EST_FZOO = 1,  /* N one-sided Rademacher perturbations + the unperturbed loss, each
+                         coefficient (l_i - l_0) / std(l_1..l_N) */
+    PK_EST_HIZOO = 2, /* two-sided with a diagonal Hessian estimate H scaling z by 1/sqrt(H) */
+} pk_estimator;
+
 typedef struct pk_mezo_params {
     float eps;          /* perturbation scale (default 1e-3) */
     float lr;           /* peak learning rate (default 1e-5) */
@@ -38,6 +46,13 @@ typedef struct pk_mezo_params {
     int spsa_q;          /* perturbations per step (n-SPSA), >= 1 */
     pk_z_kind z;         /* Gaussian (default) or Rademacher */
     uint64_t seed;       /* run seed: step seeds derive from it */
+    pk_estimator estimator;
+    int perturbations;    /* fzoo: N one-sided perturbations per step (default 8) */
+    float hessian_smooth; /* hizoo: weight of each step's Hessian estimate (default 1e-6) */
+    float hessian_budget; /* hizoo: the fp32 diagonal may take at most this fraction of the
+                             model's weight bytes (default 0.10, DESIGN 8's 1.10x) */
+    int perturb_layers;   /* > 0: only this many randomly chosen layers are perturbed and
+                             updated per perturbation (the choice a function of its seed) */
 } pk_mezo_params;
 
 pk_mezo_params pk_mezo_default_params(void);
@@ -103,6 +118,51 @@ void pk_mezo_replay_rows(pk_model *m, const uint8_t *trainable, pk_z_kind kind, 
  * little-endian int64, then the stored bytes. hex gets 64 lowercase hex digits + NUL. */
 PK_NODISCARD pk_status pk_weights_hash(const pk_model *m, char hex[65]);
 
+/* ---- estimators (estimator.c) ------------------------------------------------------------- */
+
+/* Parses "spsa" | "fzoo" | "hizoo"; -1 if unknown. */
+int pk_estimator_parse(const char *s, pk_estimator *out);
+const char *pk_estimator_name(pk_estimator e);
+/* Step-log rows a step writes: spsa q, fzoo N, hizoo 2q (a Hessian row then an update row per
+ * perturbation). */
+int pk_mezo_rows_per_step(const pk_mezo_params *p);
+/* Loss evaluations (forward passes over one micro-batch) a step takes, per micro-batch:
+ * spsa 2q, fzoo N + 1, hizoo 3q. */
+int pk_mezo_evals_per_step(const pk_mezo_params *p);
+
+/* What an estimator carries from step to step: hizoo's Hessian diagonal (fp32, one value per
+ * trainable element, starting at 1), nothing for the others. Owned handle. */
+typedef struct pk_mezo_state pk_mezo_state;
+/* *out is NULL (and PK_OK) for estimators without state. PK_ERR_ARG if hizoo's diagonal of the
+ * trainable tensors exceeds p->hessian_budget times the weight bytes (err gives both sizes). */
+PK_NODISCARD pk_status pk_mezo_state_new(const pk_model *m, const uint8_t *trainable,
+                                         const pk_mezo_params *p, pk_mezo_state **out, char *err,
+                                         size_t errlen);
+void pk_mezo_state_free(pk_mezo_state *s); /* NULL-safe */
+
+/* The layer (transformer block) a tensor belongs to: the number after "layers.", "layer." or
+ * "h." in its name; -1 for tensors outside the blocks (embeddings, final norm, head). */
+int pk_tensor_layer(const char *name);
+/* The tensors perturbation `seed` touches: trainable (NULL = all) restricted to
+ * p->perturb_layers layers drawn without replacement from the model's layers by a generator
+ * seeded with `seed` (tensors outside the blocks are left alone); a copy of trainable when
+ * perturb_layers is 0 or not below the layer count. out [n_tensors] caller-owned. */
+void pk_mezo_layer_mask(const pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
+                        uint64_t seed, uint8_t *out);
+
+/* One step of p->estimator at 0-based `step` (pk_mezo_step for plain spsa, bit for bit). rows
+ * [pk_mezo_rows_per_step(p)] receive what replay needs. st: from pk_mezo_state_new (NULL
+ * unless hizoo); it is updated with the weights. No weight (and no state) is written when a
+ * loss or coefficient is not finite (PK_ERR_NUMERIC, rows as pk_mezo_step). */
+PK_NODISCARD pk_status pk_mezo_step_ex(pk_model *m, const uint8_t *trainable,
+                                       const pk_mezo_params *p, pk_mezo_state *st, int64_t step,
+                                       int n_micro, pk_mezo_loss_fn fn, void *user,
+                                       pk_step_row *rows, double *forward_s, double *update_s);
+/* Applies logged rows in order under p's estimator, z kind, weight decay and layer sampling,
+ * updating st (hizoo) as the step did: the same bits as the live run. */
+void pk_mezo_replay_ex(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
+                       pk_mezo_state *st, const pk_step_row *rows, size_t n);
+
 /* ---- objectives ----------------------------------------------------------------------------- */
 
 typedef enum pk_objective_kind {
@@ -161,13 +221,20 @@ typedef struct pk_seedlog {
     pk_z_kind z;
     float weight_decay;
     char trainable[256];
-    pk_step_row *rows; /* owned */
+    /* optional header lines, written only when not the default (spsa, no layer sampling) */
+    pk_estimator estimator;
+    int perturbations;    /* fzoo */
+    float hessian_smooth; /* hizoo */
+    int perturb_layers;   /* 0 = off */
+    pk_step_row *rows;    /* owned */
     size_t n_rows;
 } pk_seedlog;
 PK_NODISCARD pk_status pk_seedlog_write(const char *path, const pk_seedlog *log, char *err,
                                         size_t errlen);
 PK_NODISCARD pk_status pk_seedlog_read(const char *path, pk_seedlog *out, char *err, size_t errlen);
 void pk_seedlog_clear(pk_seedlog *log); /* frees rows; NULL-safe */
+/* The replay settings of a log: z, weight decay and the estimator lines over the defaults. */
+pk_mezo_params pk_seedlog_params(const pk_seedlog *log);
 /* Checks the model's hash against the log's base hash, then applies the rows. */
 PK_NODISCARD pk_status pk_seedlog_replay(pk_model *m, const pk_seedlog *log, char *err,
                                          size_t errlen);

@@ -165,6 +165,10 @@ typedef enum pk_pairing {
     PK_PAIRING_OFF = 2,  /* never: the passes run one after the other */
 } pk_pairing;
 void pk_model_set_pairing(pk_model *m, pk_pairing mode);
+/* Per-tensor diagonals for the perturbation (hizoo): while set, a perturbed tensor ti with
+ * hdiag[ti] != NULL reads as W + scale * (z / sqrtf(h)) elementwise (pk_z_perturb_diag). hdiag
+ * [n_tensors] is borrowed until the next call; NULL clears it. */
+void pk_model_set_perturb_diag(pk_model *m, const float *const *hdiag);
 /* 1 if a both = 1 evaluation of a (B, T) batch runs paired. */
 int pk_model_pairs(const pk_model *m, int B, int T);
 

@@ -25,6 +25,14 @@ PK_NODISCARD pk_status pk_run_materialize_ex(pk_store *s, int64_t run_id, int64_
                                              pk_model **out, uint8_t **trainable_out,
                                              int64_t *steps_applied, char *err, size_t errlen);
 
+/* The same, also returning the estimator's state after the applied steps (*state_out owned,
+ * pk_mezo_state_free; NULL for plain spsa; may be NULL to drop it). A hizoo run is rebuilt from
+ * step 0 (its Hessian diagonal is not checkpointed). */
+PK_NODISCARD pk_status pk_run_materialize_state(pk_store *s, int64_t run_id, int64_t up_to_step,
+                                                pk_model **out, uint8_t **trainable_out,
+                                                pk_mezo_state **state_out, int64_t *steps_applied,
+                                                char *err, size_t errlen);
+
 /* Checkpoint blob: the bytes of the trainable tensors in model order (magic "PKCK1" + count). */
 PK_NODISCARD pk_status pk_checkpoint_pack(const pk_model *m, const uint8_t *trainable, void **blob,
                                           size_t *len);
@@ -32,6 +40,20 @@ PK_NODISCARD pk_status pk_checkpoint_unpack(pk_model *m, const uint8_t *trainabl
                                             size_t len);
 
 /* ---- the trainer (trainer.c, run.c) -------------------------------------------------------- */
+
+/* The learning-rate search of --lr auto (lrsearch.c): the candidates tried and the loss each
+ * reached on a held-back slice of the training examples. */
+#define PK_LR_SEARCH_STEPS 10 /* steps per candidate */
+#define PK_LR_CANDIDATES   7  /* five decades 1e-6 .. 1e-2, then x3 and /3 around the best */
+typedef struct pk_lr_search {
+    int n;             /* candidates tried */
+    int steps_each;    /* steps per candidate, from the same starting weights */
+    int held_examples; /* the last examples of the training set, judged on, never stepped on */
+    float lr[PK_LR_CANDIDATES];
+    double loss[PK_LR_CANDIDATES]; /* held-back loss after the steps; INFINITY: diverged */
+    double start_loss;             /* held-back loss before any step */
+    float chosen;                  /* the lowest finite loss's rate */
+} pk_lr_search;
 
 /* Everything a run needs; stored as JSON in the run row so resume/replay/eval rebuild it. */
 typedef struct pk_train_config {
@@ -50,6 +72,8 @@ typedef struct pk_train_config {
     char trainable[256];
     char template_[512];
     char labels[512];
+    int lr_auto;            /* a new run searches its rate first (mezo.lr is then the result) */
+    pk_lr_search lr_search; /* that search (stored in the run's settings as "lr_search") */
 } pk_train_config;
 
 pk_train_config pk_train_config_default(void);
@@ -80,7 +104,13 @@ typedef struct pk_train_result {
     int interrupted;   /* pk_interrupted() stopped it at a step boundary (status "stopped") */
     double last_loss;  /* (loss+ + loss-) / 2 of the last step */
     double forward_s, update_s; /* totals */
+    int64_t evaluations; /* training loss evaluations so far (forward passes over a micro-batch,
+                            perturbed and unperturbed: steps x pk_mezo_evals_per_step x
+                            accumulate; also the steps before a resume) */
+    double elapsed_s;    /* training wall-clock of this process: steps, logging, checkpoints;
+                            evals excluded */
     char final_hash[65];
+    pk_lr_search lr_search; /* a new run's --lr auto search (n = 0 if none) */
 } pk_train_result;
 
 /* A run being trained, one step at a time (pk_train is the loop over it). Owned handle
@@ -122,6 +152,16 @@ void pk_trainer_free(pk_trainer *t); /* NULL-safe */
 PK_NODISCARD pk_status pk_train(pk_store *s, const pk_train_config *cfg, int64_t resume_run,
                                 const pk_train_hooks *hooks, pk_train_result *res, char *err,
                                 size_t errlen);
+
+/* The learning-rate search (lrsearch.c): each candidate takes PK_LR_SEARCH_STEPS steps of cfg's
+ * estimator (constant rate) from m's current weights on all but the last examples of obj, then
+ * the loss over those held-back examples; the weights are restored after each. r->chosen is the
+ * rate with the lowest finite loss; a diverging candidate (PK_ERR_NUMERIC or a non-finite loss)
+ * is never chosen. PK_ERR_NUMERIC if every candidate diverged, PK_ERR_ARG if obj has fewer than 2
+ * examples; err says which. */
+PK_NODISCARD pk_status pk_lr_search_run(pk_model *m, const uint8_t *trainable, pk_objective *obj,
+                                        const pk_train_config *cfg, pk_lr_search *r, char *err,
+                                        size_t errlen);
 
 /* Loads the examples of dataset `name` and builds an objective for model m (tokenizer from
  * model_dir). *out owned (pk_objective_free). */

@@ -1,0 +1,479 @@
+/* estimator.c: the zeroth-order estimators beside plain MeZO (pk_mezo.h, DESIGN 4): FZOO's batch
+ * of one-sided Rademacher perturbations with a step normalized by the spread of its losses,
+ * HiZOO's two-sided step scaled by a diagonal Hessian estimate, layer sampling for any of them,
+ * and their replay from the logged rows. Plain spsa is pk_mezo_step (mezo.c), untouched.
+ *
+ * Reproducibility as in mezo.c: one rounding per operation (no FMA; clang told below), fixed
+ * 4096-element blocks, so an element's new value never depends on the thread count. */
+#include "pk_mezo.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef __clang__
+#pragma clang fp contract(off)
+#endif
+
+#define UPDATE_BLOCK 4096
+#define MAX_LAYERS   4096 /* layer sampling: more transformer blocks than any model has */
+
+struct pk_mezo_state {
+    size_t n_t;
+    float **h;      /* [n_t] hizoo: Hessian diagonal of each trainable tensor [numel], else NULL */
+    uint8_t *mask;  /* [n_t] the tensors of the current perturbation */
+    double *losses; /* [perturbations] fzoo: the perturbed losses of a step */
+};
+
+int pk_estimator_parse(const char *s, pk_estimator *out)
+{
+    if (!strcmp(s, "spsa"))
+        *out = PK_EST_SPSA;
+    else if (!strcmp(s, "fzoo"))
+        *out = PK_EST_FZOO;
+    else if (!strcmp(s, "hizoo"))
+        *out = PK_EST_HIZOO;
+    else
+        return -1;
+    return 0;
+}
+
+const char *pk_estimator_name(pk_estimator e)
+{
+    switch (e) {
+    case PK_EST_FZOO:
+        return "fzoo";
+    case PK_EST_HIZOO:
+        return "hizoo";
+    case PK_EST_SPSA:
+    default:
+        return "spsa";
+    }
+}
+
+static int q_of(const pk_mezo_params *p)
+{
+    return p->spsa_q < 1 ? 1 : p->spsa_q;
+}
+
+int pk_mezo_rows_per_step(const pk_mezo_params *p)
+{
+    if (p->estimator == PK_EST_FZOO)
+        return p->perturbations;
+    if (p->estimator == PK_EST_HIZOO)
+        return 2 * q_of(p);
+    return q_of(p);
+}
+
+int pk_mezo_evals_per_step(const pk_mezo_params *p)
+{
+    if (p->estimator == PK_EST_FZOO)
+        return p->perturbations + 1;
+    if (p->estimator == PK_EST_HIZOO)
+        return 2 * q_of(p) + 1; /* one unperturbed loss serves the q pairs */
+    return 2 * q_of(p);
+}
+
+/* Plain MeZO: no state, and pk_mezo_step does the step. */
+static int plain(const pk_mezo_params *p)
+{
+    return p->estimator == PK_EST_SPSA && p->perturb_layers <= 0;
+}
+
+/* ---- layers --------------------------------------------------------------------------------- */
+
+int pk_tensor_layer(const char *name)
+{
+    static const char *const keys[] = {"layers.", "layer.", "h."};
+    for (const char *p = name; *p; p++) {
+        if (p != name && p[-1] != '.')
+            continue;
+        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+            size_t kl = strlen(keys[k]);
+            const char *d = p + kl;
+            if (strncmp(p, keys[k], kl) != 0 || *d < '0' || *d > '9')
+                continue;
+            char *end = NULL;
+            long v = strtol(d, &end, 10);
+            if (*end == '.' && v >= 0 && v < MAX_LAYERS)
+                return (int)v;
+        }
+    }
+    return -1;
+}
+
+static int tensor_layer_at(const pk_model *m, size_t i)
+{
+    pk_tensor_info ti;
+    pk_status st = pk_model_tensor(m, i, &ti);
+    PK_ASSERT(st == PK_OK);
+    return pk_tensor_layer(ti.name);
+}
+
+void pk_mezo_layer_mask(const pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
+                        uint64_t seed, uint8_t *out)
+{
+    size_t nt = pk_model_n_tensors(m);
+    int L = 0;
+    for (size_t i = 0; i < nt; i++) {
+        out[i] = trainable ? trainable[i] : 1;
+        int l = tensor_layer_at(m, i);
+        L = l + 1 > L ? l + 1 : L;
+    }
+    int K = p->perturb_layers;
+    if (K <= 0 || K >= L)
+        return;
+    /* selection sampling (each layer in turn, taken with probability need / left): K distinct
+     * layers, integer arithmetic only, a pure function of the seed */
+    uint8_t chosen[MAX_LAYERS];
+    uint64_t h = pk_splitmix64(seed ^ 0x4c41594552534b31ull); /* "LAYERSK1" */
+    int need = K;
+    for (int l = 0; l < L; l++) {
+        uint64_t r = pk_splitmix64(h ^ (uint64_t)l) % (uint64_t)(L - l);
+        chosen[l] = r < (uint64_t)need;
+        need -= chosen[l];
+    }
+    for (size_t i = 0; i < nt; i++) {
+        int l = tensor_layer_at(m, i);
+        if (l < 0 || !chosen[l])
+            out[i] = 0;
+    }
+}
+
+/* ---- state ---------------------------------------------------------------------------------- */
+
+void pk_mezo_state_free(pk_mezo_state *s)
+{
+    if (s == NULL)
+        return;
+    for (size_t i = 0; s->h && i < s->n_t; i++)
+        free(s->h[i]);
+    free(s->h);
+    free(s->mask);
+    free(s->losses);
+    free(s);
+}
+
+/* hizoo: H = 1 for every trainable element, if its fp32 bytes fit the budget. */
+static pk_status hessian_new(const pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
+                             pk_mezo_state *s, char *err, size_t errlen)
+{
+    size_t need = 0;
+    for (size_t i = 0; i < s->n_t; i++) {
+        pk_tensor_info ti;
+        if (pk_model_tensor(m, i, &ti) == PK_OK && (!trainable || trainable[i]))
+            need += ti.numel * sizeof(float);
+    }
+    double budget = (double)p->hessian_budget * (double)pk_model_weight_bytes(m);
+    if ((double)need > budget) {
+        pk_seterr(err, errlen,
+                  "hizoo: the fp32 Hessian diagonal of the trainable tensors needs %.1f MB, more "
+                  "than the budget of %.1f MB (%g x the %.1f MB of weights); train fewer tensors "
+                  "or raise the budget",
+                  (double)need / 1e6, budget / 1e6, (double)p->hessian_budget,
+                  (double)pk_model_weight_bytes(m) / 1e6);
+        return PK_ERR_ARG;
+    }
+    s->h = calloc(s->n_t, sizeof *s->h);
+    if (s->h == NULL)
+        return PK_ERR_NOMEM;
+    for (size_t i = 0; i < s->n_t; i++) {
+        pk_tensor_info ti;
+        if (pk_model_tensor(m, i, &ti) != PK_OK || (trainable && !trainable[i]))
+            continue;
+        s->h[i] = malloc((ti.numel ? ti.numel : 1) * sizeof(float));
+        if (s->h[i] == NULL)
+            return PK_ERR_NOMEM;
+        for (size_t j = 0; j < ti.numel; j++)
+            s->h[i][j] = 1.0f;
+    }
+    return PK_OK;
+}
+
+pk_status pk_mezo_state_new(const pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
+                            pk_mezo_state **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (plain(p))
+        return PK_OK;
+    if (p->estimator == PK_EST_FZOO && (p->perturbations < 2 || p->perturbations > 4096)) {
+        pk_seterr(err, errlen, "fzoo needs 2 to 4096 perturbations per step (got %d)",
+                  p->perturbations);
+        return PK_ERR_ARG;
+    }
+    if (p->estimator == PK_EST_HIZOO && !(p->hessian_smooth > 0.0f && p->hessian_smooth < 1.0f)) {
+        pk_seterr(err, errlen, "hizoo: the Hessian smoothing %g is not in (0, 1)",
+                  (double)p->hessian_smooth);
+        return PK_ERR_ARG;
+    }
+    pk_mezo_state *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return PK_ERR_NOMEM;
+    s->n_t = pk_model_n_tensors(m);
+    s->mask = malloc(s->n_t ? s->n_t : 1);
+    s->losses = calloc(p->perturbations > 0 ? (size_t)p->perturbations : 1, sizeof(double));
+    pk_status st = s->mask && s->losses ? PK_OK : PK_ERR_NOMEM;
+    if (st == PK_OK && p->estimator == PK_EST_HIZOO)
+        st = hessian_new(m, trainable, p, s, err, errlen);
+    if (st != PK_OK) {
+        pk_mezo_state_free(s);
+        return st;
+    }
+    *out = s;
+    return PK_OK;
+}
+
+/* ---- hizoo sweeps --------------------------------------------------------------------------- */
+
+/* H = ((1 - alpha) * H) + (c * (H * (z * z))) over elements [start, start+n) of one tensor. */
+static void hessian_block(const pk_tensor_info *ti, float *h, uint64_t seed, pk_z_kind kind,
+                          float keep, float c, size_t start, size_t n, float *z)
+{
+    pk_z_fill(seed, ti->key, start, n, kind, z);
+    for (size_t j = 0; j < n; j++) {
+        float hz = h[j] * (z[j] * z[j]);
+        h[j] = (keep * h[j]) + (c * hz);
+    }
+}
+
+/* W = W - lr * ((g * (z / sqrtf(H))) + (wd * W)); f16/bf16 through fp32 as mezo.c does. */
+static void scaled_block(const pk_tensor_info *ti, const float *h, uint64_t seed, pk_z_kind kind,
+                         float lr, float g, float wd, size_t start, size_t n, float *z, float *w)
+{
+    pk_z_fill(seed, ti->key, start, n, kind, z);
+    float *dst;
+    if (ti->dtype == PK_DTYPE_F32) {
+        dst = (float *)ti->data + start;
+    } else {
+        pk_widen(ti->dtype, (const char *)ti->data + start * 2, n, w);
+        dst = w;
+    }
+    for (size_t j = 0; j < n; j++) {
+        float d = z[j] / sqrtf(h[j]);
+        float a = g * d;
+        float b = wd * dst[j];
+        float t = a + b;
+        dst[j] = dst[j] - lr * t;
+    }
+    if (ti->dtype != PK_DTYPE_F32)
+        pk_narrow(ti->dtype, w, n, (char *)ti->data + start * 2);
+}
+
+/* One hizoo row over the tensors of mask: even q_index the Hessian update (row g = c), odd the
+ * weight update with the updated H. */
+static void hizoo_apply(pk_model *m, const pk_mezo_state *s, const uint8_t *mask,
+                        const pk_mezo_params *p, const pk_step_row *r)
+{
+    int hess = (r->q_index % 2) == 0;
+    float keep = 1.0f - p->hessian_smooth;
+    for (size_t i = 0; i < s->n_t; i++) {
+        if (!mask[i] || s->h[i] == NULL)
+            continue;
+        pk_tensor_info ti;
+        pk_status st = pk_model_tensor(m, i, &ti);
+        PK_ASSERT(st == PK_OK);
+        float wd = ti.is_bias_or_norm ? 0.0f : p->weight_decay;
+        float *h = s->h[i];
+        long nb = (long)((ti.numel + UPDATE_BLOCK - 1) / UPDATE_BLOCK);
+        int nthreads = nb < 4 ? 1 : pk_threads_get();
+        (void)nthreads; /* unused where OpenMP is off */
+#pragma omp parallel num_threads(nthreads)
+        {
+            float z[UPDATE_BLOCK], w[UPDATE_BLOCK];
+#pragma omp for schedule(static)
+            for (long b = 0; b < nb; b++) {
+                size_t a = (size_t)b * UPDATE_BLOCK;
+                size_t n = ti.numel - a < UPDATE_BLOCK ? ti.numel - a : UPDATE_BLOCK;
+                if (hess)
+                    hessian_block(&ti, h + a, r->seed, p->z, keep, r->g, a, n, z);
+                else
+                    scaled_block(&ti, h + a, r->seed, p->z, r->lr, r->g, wd, a, n, z, w);
+            }
+        }
+    }
+}
+
+/* ---- replay --------------------------------------------------------------------------------- */
+
+/* One logged row: the tensors its perturbation touched, then the estimator's sweep. */
+static void apply_row(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
+                      pk_mezo_state *s, const pk_step_row *r)
+{
+    pk_mezo_layer_mask(m, trainable, p, r->seed, s->mask);
+    if (p->estimator == PK_EST_HIZOO)
+        hizoo_apply(m, s, s->mask, p, r);
+    else
+        pk_mezo_update(m, s->mask, r->seed, p->z, r->lr, r->g, p->weight_decay);
+}
+
+void pk_mezo_replay_ex(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
+                       pk_mezo_state *s, const pk_step_row *rows, size_t n)
+{
+    if (plain(p) || s == NULL) {
+        PK_ASSERT(plain(p));
+        pk_mezo_replay_rows(m, trainable, p->z, p->weight_decay, rows, n);
+        return;
+    }
+    for (size_t r = 0; r < n; r++)
+        apply_row(m, trainable, p, s, &rows[r]);
+}
+
+/* ---- steps ---------------------------------------------------------------------------------- */
+
+/* The mean loss over the step's micro-batches under pert (NULL: unperturbed), one pass each. */
+static pk_status mean_loss(pk_model *m, const pk_perturb *pert, int n_micro, pk_mezo_loss_fn fn,
+                           void *user, double *out)
+{
+    double sum = 0.0;
+    for (int k = 0; k < n_micro; k++) {
+        double l[2] = {0.0, 0.0};
+        pk_status st = fn(user, m, k, pert, l);
+        if (st != PK_OK)
+            return st;
+        sum += l[0];
+    }
+    *out = sum / (double)n_micro;
+    return PK_OK;
+}
+
+static double clip(double g, float c)
+{
+    if (!isfinite(g) || !(c > 0.0f))
+        return g;
+    return g > (double)c ? (double)c : (g < -(double)c ? -(double)c : g);
+}
+
+static int row_ok(const pk_step_row *r)
+{
+    return isfinite(r->g) && isfinite(r->loss_plus) && isfinite(r->loss_minus);
+}
+
+static void set_row(pk_step_row *r, int64_t step, int q, uint64_t seed, double g, double lp,
+                    double lm, float lr, float eps)
+{
+    r->step = step;
+    r->q_index = q;
+    r->seed = seed;
+    r->g = (float)g;
+    r->loss_plus = (float)lp;
+    r->loss_minus = (float)lm;
+    r->lr = lr;
+    r->eps = eps;
+}
+
+/* spsa with layer sampling: pk_mezo_step's arithmetic on each perturbation's layers. */
+static pk_status spsa_layers(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
+                             pk_mezo_state *s, int64_t step, int n_micro, pk_mezo_loss_fn fn,
+                             void *user, pk_step_row *rows)
+{
+    int q = q_of(p);
+    float lr_q = pk_mezo_lr_at(p, step) / (float)q;
+    for (int k = 0; k < q; k++) {
+        uint64_t seed = pk_mezo_step_seed(p->seed, step, k);
+        double g = 0, lp = 0, lm = 0;
+        pk_mezo_layer_mask(m, trainable, p, seed, s->mask);
+        pk_status st =
+            pk_mezo_projected_grad(m, s->mask, seed, p->z, p->eps, n_micro, fn, user, &g, &lp, &lm);
+        if (st != PK_OK)
+            return st;
+        set_row(&rows[k], step, k, seed, clip(g, p->clip_g), lp, lm, lr_q, p->eps);
+        if (!row_ok(&rows[k]))
+            return PK_ERR_NUMERIC;
+    }
+    return PK_OK;
+}
+
+/* fzoo: l0 unperturbed, l_i at W + eps u_i (N one-sided passes), sigma the population standard
+ * deviation of the l_i; row i: g = (l_i - l0) / sigma (0 when sigma is 0), loss_plus l_i,
+ * loss_minus l0, lr = lr_at(step) / N, so W -= (lr / N) sum_i g_i u_i. */
+static pk_status fzoo(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
+                      pk_mezo_state *s, int64_t step, int n_micro, pk_mezo_loss_fn fn, void *user,
+                      pk_step_row *rows)
+{
+    int N = p->perturbations;
+    float lr_n = pk_mezo_lr_at(p, step) / (float)N;
+    double l0 = 0, mean = 0, var = 0;
+    pk_status st = mean_loss(m, NULL, n_micro, fn, user, &l0);
+    for (int i = 0; st == PK_OK && i < N; i++) {
+        uint64_t seed = pk_mezo_step_seed(p->seed, step, i);
+        pk_mezo_layer_mask(m, trainable, p, seed, s->mask);
+        pk_perturb pert = {seed, p->eps, p->z, s->mask, 0};
+        st = mean_loss(m, &pert, n_micro, fn, user, &s->losses[i]);
+        mean += s->losses[i];
+    }
+    if (st != PK_OK)
+        return st;
+    mean /= (double)N;
+    for (int i = 0; i < N; i++)
+        var += (s->losses[i] - mean) * (s->losses[i] - mean);
+    double sigma = sqrt(var / (double)N);
+    for (int i = 0; i < N; i++) {
+        double g = sigma > 0.0 ? (s->losses[i] - l0) / sigma : 0.0;
+        if (!isfinite(sigma))
+            g = sigma;
+        set_row(&rows[i], step, i, pk_mezo_step_seed(p->seed, step, i), clip(g, p->clip_g),
+                s->losses[i], l0, lr_n, p->eps);
+        if (!row_ok(&rows[i]))
+            return PK_ERR_NUMERIC;
+    }
+    return PK_OK;
+}
+
+/* hizoo: per perturbation k, l+ and l- at W +- eps z / sqrt(H) (paired), with the step's one
+ * unperturbed l0; c = alpha |l+ + l- - 2 l0| / (2 eps^2). Rows 2k: the Hessian update
+ * (g = c, both losses l0, lr 0: a plain replay of it changes nothing); 2k+1: the weight update
+ * (g = (l+ - l-) / 2eps clipped, lr = lr_at(step) / q). */
+static pk_status hizoo(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
+                       pk_mezo_state *s, int64_t step, int n_micro, pk_mezo_loss_fn fn, void *user,
+                       pk_step_row *rows)
+{
+    int q = q_of(p);
+    float lr_q = pk_mezo_lr_at(p, step) / (float)q;
+    double l0 = 0, e2 = 2.0 * (double)p->eps * (double)p->eps;
+    pk_status st = mean_loss(m, NULL, n_micro, fn, user, &l0);
+    pk_model_set_perturb_diag(m, (const float *const *)s->h);
+    for (int k = 0; st == PK_OK && k < q; k++) {
+        uint64_t seed = pk_mezo_step_seed(p->seed, step, k);
+        double g = 0, lp = 0, lm = 0;
+        pk_mezo_layer_mask(m, trainable, p, seed, s->mask);
+        st =
+            pk_mezo_projected_grad(m, s->mask, seed, p->z, p->eps, n_micro, fn, user, &g, &lp, &lm);
+        if (st != PK_OK)
+            break;
+        double c = (double)p->hessian_smooth * fabs(lp + lm - 2.0 * l0) / e2;
+        set_row(&rows[2 * k], step, 2 * k, seed, c, l0, l0, 0.0f, p->eps);
+        set_row(&rows[2 * k + 1], step, 2 * k + 1, seed, clip(g, p->clip_g), lp, lm, lr_q, p->eps);
+        if (!row_ok(&rows[2 * k]) || !row_ok(&rows[2 * k + 1]))
+            st = PK_ERR_NUMERIC;
+    }
+    pk_model_set_perturb_diag(m, NULL);
+    return st;
+}
+
+pk_status pk_mezo_step_ex(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
+                          pk_mezo_state *s, int64_t step, int n_micro, pk_mezo_loss_fn fn,
+                          void *user, pk_step_row *rows, double *forward_s, double *update_s)
+{
+    if (plain(p))
+        return pk_mezo_step(m, trainable, p, step, n_micro, fn, user, rows, forward_s, update_s);
+    if (s == NULL || n_micro < 1 || !(p->eps > 0.0f))
+        return PK_ERR_ARG;
+    double t0 = pk_time_now();
+    pk_status st = p->estimator == PK_EST_FZOO
+                       ? fzoo(m, trainable, p, s, step, n_micro, fn, user, rows)
+                   : p->estimator == PK_EST_HIZOO
+                       ? hizoo(m, trainable, p, s, step, n_micro, fn, user, rows)
+                       : spsa_layers(m, trainable, p, s, step, n_micro, fn, user, rows);
+    if (st != PK_OK)
+        return st;
+    double t1 = pk_time_now();
+    /* every loss was taken at the same weights (and H); now the sweeps, in row order */
+    pk_mezo_replay_ex(m, trainable, p, s, rows, (size_t)pk_mezo_rows_per_step(p));
+    double t2 = pk_time_now();
+    if (forward_s)
+        *forward_s = t1 - t0;
+    if (update_s)
+        *update_s = t2 - t1;
+    return PK_OK;
+}

@@ -1,0 +1,188 @@
+/* test_estim_cli.c: the JSON contracts of `train` for comparing estimators, through the built
+ * `pocketllm` on stories260k: with --json, each eval is one line {"event":"eval","step",
+ * "loss","accuracy" (classify only),"evaluations","elapsed_s"} with evaluations = steps x the
+ * estimator's evaluations per step x accumulate, and the final line carries evaluations and
+ * elapsed_s; --lr auto prints its search ({"event":"lr_search"}), picks the rate of the lowest
+ * finite held-back loss and stores the search in the run's settings; an fzoo run is stored as
+ * such; plot --x evaluations writes an SVG; hizoo over its memory budget is refused. */
+#include "pk_test.h"
+/* this test starts no server-mock: the header's server helpers stay unused */
+#include "test_product_util.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+
+#define STORIES PK_STORIES_DIR
+#define PASS    "estim-cli-test-passphrase"
+#define BASE                                                                                       \
+    " --model " STORIES " --dataset pip --batch 4 --seq-len 32 --accumulate 2 --threads 1"         \
+    " --json"
+
+static char tmp[128], home[256];
+
+/* The stdout lines of a command that are JSON objects with "event" == ev, in order (up to max);
+ * returns their count. Each *out is owned (cJSON_Delete). */
+static int events(char *text, const char *ev, cJSON **out, int max)
+{
+    int n = 0;
+    for (char *line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(line);
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "event");
+        if (cJSON_IsString(e) && !strcmp(e->valuestring, ev) && n < max)
+            out[n++] = j;
+        else
+            cJSON_Delete(j);
+    }
+    return n;
+}
+
+static double num(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : (double)NAN;
+}
+
+/* fzoo, N = 3, accumulate 2, evals at steps 3 and 6, --lr auto. */
+static void test_lm_events(void)
+{
+    char *o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
+                        "%s train" BASE " --estimator fzoo --perturbations 3 --lr auto --steps 6"
+                        " --eval-dataset pip-heldout --eval-every 3 --home %s",
+                        POCKETLLM, home),
+                0);
+    char *copy = o ? strdup(o) : NULL, *copy2 = o ? strdup(o) : NULL;
+    cJSON *ev[8] = {0}, *ls[2] = {0};
+    int n = o ? events(o, "eval", ev, 8) : 0;
+    PK_CHECK_EQ(n, 2);
+    for (int i = 0; i < n; i++) {
+        double step = num(ev[i], "step");
+        PK_CHECK_EQ((long long)step, 3LL * (i + 1));
+        PK_CHECK_EQ((long long)num(ev[i], "evaluations"), (long long)step * 4 * 2);
+        PK_CHECK(num(ev[i], "elapsed_s") >= 0.0 && isfinite(num(ev[i], "loss")));
+        PK_CHECK(cJSON_GetObjectItemCaseSensitive(ev[i], "accuracy") == NULL);
+        if (i > 0)
+            PK_CHECK(num(ev[i], "elapsed_s") >= num(ev[i - 1], "elapsed_s"));
+    }
+    /* the search: the chosen rate has the lowest finite loss */
+    PK_CHECK_EQ(copy ? events(copy, "lr_search", ls, 2) : 0, 1);
+    const cJSON *cands = cJSON_GetObjectItemCaseSensitive(ls[0], "candidates");
+    double chosen = num(ls[0], "chosen"), best = (double)INFINITY, best_lr = 0;
+    PK_CHECK(cJSON_GetArraySize(cands) >= 5);
+    for (int i = 0; i < cJSON_GetArraySize(cands); i++) {
+        const cJSON *c = cJSON_GetArrayItem(cands, i);
+        double l = num(c, "loss");
+        if (isfinite(l) && l < best) {
+            best = l;
+            best_lr = num(c, "lr");
+        }
+    }
+    PK_CHECK(chosen > 0 && fabs(chosen - best_lr) <= 1e-6 * best_lr);
+    /* the final line */
+    cJSON *fin = copy2 ? cJSON_Parse(last_line(copy2)) : NULL;
+    PK_CHECK_EQ((long long)num(fin, "evaluations"), 48LL);
+    PK_CHECK(num(fin, "elapsed_s") >= num(ev[1], "elapsed_s"));
+    long long run = (long long)num(fin, "run");
+    /* the run's settings: fzoo, Rademacher, the chosen rate and the search */
+    char *show = NULL;
+    PK_CHECK_EQ(run_fmt(&show, RUN_SHOW_FAILURE, "%s runs show %lld --json --home %s", POCKETLLM,
+                        run, home),
+                0);
+    cJSON *s = show ? cJSON_Parse(show) : NULL;
+    const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(s, "config");
+    const cJSON *est = cJSON_GetObjectItemCaseSensitive(cfg, "estimator");
+    const cJSON *z = cJSON_GetObjectItemCaseSensitive(cfg, "z");
+    PK_CHECK(cJSON_IsString(est) && !strcmp(est->valuestring, "fzoo"));
+    PK_CHECK(cJSON_IsString(z) && !strcmp(z->valuestring, "rademacher"));
+    PK_CHECK(fabs(num(cfg, "lr") - chosen) <= 1e-6 * chosen);
+    PK_CHECK(fabs(num(cJSON_GetObjectItemCaseSensitive(cfg, "lr_search"), "chosen") - chosen) <=
+             1e-6 * chosen);
+    /* against a plain run, by loss evaluations */
+    char *p = NULL, *q = NULL;
+    PK_CHECK_EQ(run_fmt(&q, RUN_SHOW_FAILURE, "%s train" BASE " --steps 2 --lr 1e-4 --home %s",
+                        POCKETLLM, home),
+                0);
+    cJSON *plain = q ? cJSON_Parse(last_line(q)) : NULL;
+    PK_CHECK_EQ((long long)num(plain, "evaluations"), 2LL * 2 * 2);
+    PK_CHECK_EQ(run_fmt(&p, RUN_SHOW_FAILURE,
+                        "%s plot --run %lld --run %lld --x evaluations --out %s/cmp.svg --home %s",
+                        POCKETLLM, run, (long long)num(plain, "run"), tmp, home),
+                0);
+    cJSON_Delete(plain);
+    free(q);
+    char svg[300];
+    snprintf(svg, sizeof svg, "%s/cmp.svg", tmp);
+    PK_CHECK(file_bytes(svg) > 0);
+    for (int i = 0; i < n; i++)
+        cJSON_Delete(ev[i]);
+    cJSON_Delete(ls[0]);
+    cJSON_Delete(fin);
+    cJSON_Delete(s);
+    free(p);
+    free(show);
+    free(copy);
+    free(copy2);
+    free(o);
+}
+
+/* classify: the eval events carry the accuracy; hizoo counts 2q + 1 per step. */
+static void test_classify_events(void)
+{
+    char path[300], *o = NULL;
+    snprintf(path, sizeof path, "%s/cls.jsonl", tmp);
+    FILE *f = fopen(path, "w");
+    PK_CHECK(f != NULL);
+    for (int i = 0; f && i < 8; i++)
+        fprintf(f, "{\"text\": \"One day, Tom %s.\", \"label\": %d}\n",
+                i % 2 ? "lost the red ball" : "found a pretty flower", i % 2);
+    if (f)
+        fclose(f);
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE, "%s import %s --dataset cls --home %s >/dev/null",
+                        POCKETLLM, path, home),
+                0);
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
+                        "%s train" BASE " --dataset cls --objective classify --template "
+                        "'{text} They felt' --labels ' happy, sad' --estimator hizoo "
+                        "--hessian-budget 1.5 --lr 1e-4 --steps 2 --eval-dataset cls "
+                        "--eval-every 2 --home %s",
+                        POCKETLLM, home),
+                0);
+    cJSON *ev[4] = {0};
+    int n = o ? events(o, "eval", ev, 4) : 0;
+    PK_CHECK_EQ(n, 1);
+    if (n == 1) {
+        double a = num(ev[0], "accuracy");
+        PK_CHECK(a >= 0.0 && a <= 1.0);
+        PK_CHECK_EQ((long long)num(ev[0], "evaluations"), 2LL * 3 * 2);
+        cJSON_Delete(ev[0]);
+    }
+    free(o);
+    /* the whole model's diagonal over the default budget: refused, exit 1, sizes named */
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+                        "%s train" BASE " --estimator hizoo --steps 1 --home %s", POCKETLLM, home),
+                1);
+    PK_CHECK(o != NULL && strstr(o, "Hessian diagonal") != NULL && strstr(o, "MB") != NULL);
+    free(o);
+}
+
+int main(void)
+{
+    unsetenv("POCKETLLM_HOME");
+    setenv("POCKETLLM_PASSPHRASE", PASS, 1);
+    PK_CHECK(make_tmpdir(tmp, sizeof tmp, "estimcli"));
+    snprintf(home, sizeof home, "%s/home", tmp);
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
+                        "%s init --home %s --opslimit 1 --memlimit 8192 >/dev/null", POCKETLLM,
+                        home),
+                0);
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
+                        "%s import %s/demo/data/train.txt --dataset pip --format txt --home %s "
+                        ">/dev/null && %s import %s/demo/data/heldout.txt --dataset pip-heldout "
+                        "--format txt --home %s >/dev/null",
+                        POCKETLLM, PK_SOURCE_DIR, home, POCKETLLM, PK_SOURCE_DIR, home),
+                0);
+    test_lm_events();
+    test_classify_events();
+    rm_rf(tmp);
+    return PK_TEST_DONE();
+}

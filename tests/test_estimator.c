@@ -1,0 +1,427 @@
+/* test_estimator.c: the estimators beside plain MeZO (mezo/estimator.c) on stories260k through the
+ * trainer and the store: for fzoo, hizoo and layer sampling, replay (base + checkpoint + log),
+ * resume after an interrupt, the exported seed log and another thread count all end at the
+ * live run's weights; plain spsa's logs keep their old format; fzoo's coefficients are
+ * (l_i - l0) / std; a layer-sampled step leaves the other layers' bytes alone; hizoo refuses a
+ * Hessian diagonal over its budget; evaluation counts follow the estimator. */
+#include "pk_test.h"
+#include "pk_train.h"
+
+#include <math.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_test_util.h"
+
+#define STORIES PK_STORIES_DIR
+
+static char home[512];
+
+static pk_store *open_store(void)
+{
+    pk_store *s = NULL;
+    char err[256] = "";
+    if (pk_store_open(home, TEST_PASS, strlen(TEST_PASS), &s, err, sizeof err) != PK_OK) {
+        fprintf(stderr, "FATAL: open %s: %s\n", home, err);
+        exit(1);
+    }
+    return s;
+}
+
+static pk_train_config est_config(pk_estimator e, int layers)
+{
+    pk_train_config c = pk_train_config_default();
+    snprintf(c.model_dir, sizeof c.model_dir, "%s", STORIES);
+    strcpy(c.dataset, "pip");
+    strcpy(c.eval_dataset, "pip-heldout");
+    c.eval_every = 4;
+    c.steps = 8;
+    c.batch = 4;
+    c.seq_len = 48;
+    c.accumulate = 2;
+    c.mezo.lr = e == PK_EST_FZOO ? 1e-4f : 2e-4f;
+    c.mezo.seed = 99;
+    c.mezo.weight_decay = 0.01f;
+    c.mezo.schedule = PK_SCHEDULE_COSINE;
+    c.mezo.warmup = 2;
+    c.mezo.steps_total = c.steps;
+    c.mezo.estimator = e;
+    c.mezo.perturbations = 4;
+    c.mezo.spsa_q = 2;
+    c.mezo.hessian_smooth = 1e-3f;
+    c.mezo.hessian_budget = 1.5f; /* stories260k is tiny: its whole diagonal */
+    c.mezo.perturb_layers = layers;
+    c.checkpoint_every = 3;
+    return c;
+}
+
+typedef struct stopper {
+    int64_t at;
+} stopper;
+
+static void stop_at(void *user, int64_t step, int64_t total, const pk_step_row *rows, int n)
+{
+    const stopper *k = user;
+    (void)total;
+    (void)rows;
+    (void)n;
+    if (step + 1 == k->at)
+        pk_interrupt_raise();
+}
+
+static pk_status run(const pk_train_config *c, int64_t resume, const pk_train_hooks *h,
+                     pk_train_result *r)
+{
+    pk_store *s = open_store();
+    char err[512] = "";
+    pk_status st = pk_train(s, c, resume, h, r, err, sizeof err);
+    if (st != PK_OK)
+        fprintf(stderr, "pk_train: %s\n", err);
+    pk_store_close(s);
+    return st;
+}
+
+static void hash_of_run(int64_t run_id, int threads, char hex[65])
+{
+    pk_store *s = open_store();
+    pk_model *m = NULL;
+    char err[256] = "";
+    int old = pk_threads_get();
+    pk_threads_set(threads);
+    PK_CHECK(pk_run_materialize(s, run_id, &m, err, sizeof err) == PK_OK);
+    pk_threads_set(old);
+    hex[0] = 0;
+    if (m != NULL)
+        PK_CHECK(pk_weights_hash(m, hex) == PK_OK);
+    pk_model_free(m);
+    pk_store_close(s);
+}
+
+/* The run's seed log, replayed on the base model: its hash; *has_est whether the file names an
+ * estimator. */
+static void hash_of_seedlog(int64_t run_id, char hex[65], int *has_est)
+{
+    char path[600], err[256] = "";
+    snprintf(path, sizeof path, "%s/run.seedlog", home);
+    pk_store *s = open_store();
+    PK_CHECK(pk_export_seedlog(s, run_id, path, NULL, err, sizeof err) == PK_OK);
+    pk_store_close(s);
+    size_t len = 0;
+    char *text = slurp(path, &len);
+    *has_est = text != NULL && strstr(text, "\nestimator ") != NULL;
+    free(text);
+    pk_seedlog log;
+    pk_model *m = NULL;
+    hex[0] = 0;
+    PK_CHECK(pk_seedlog_read(path, &log, err, sizeof err) == PK_OK);
+    PK_CHECK(pk_model_load(STORIES, pk_model_default_params(), &m, err, sizeof err) == PK_OK);
+    if (m != NULL && pk_seedlog_replay(m, &log, err, sizeof err) == PK_OK)
+        PK_CHECK(pk_weights_hash(m, hex) == PK_OK);
+    else
+        PK_CHECK(!"seed log replay");
+    pk_model_free(m);
+    pk_seedlog_clear(&log);
+}
+
+/* Live run = replay at 1 and 2 threads = seed log = interrupted + resumed at another thread
+ * count; returns the final hash. */
+static void check_exact(const char *what, const pk_train_config *c, char out[65])
+{
+    pk_train_result a, e, f;
+    pk_threads_set(2);
+    PK_CHECK(run(c, 0, NULL, &a) == PK_OK);
+    PK_CHECK_EQ(a.steps_done, c->steps);
+    int64_t per = (int64_t)pk_mezo_evals_per_step(&c->mezo) * c->accumulate;
+    PK_CHECK_EQ(a.evaluations, c->steps * per);
+    PK_CHECK(a.elapsed_s > 0.0 && isfinite(a.last_loss));
+    char h1[65], h2[65], hs[65];
+    int has_est = 0;
+    hash_of_run(a.run_id, 1, h1);
+    hash_of_run(a.run_id, 2, h2);
+    hash_of_seedlog(a.run_id, hs, &has_est);
+    PK_CHECK(!strcmp(h1, a.final_hash) && !strcmp(h2, a.final_hash));
+    PK_CHECK(!strcmp(hs, a.final_hash));
+    PK_CHECK_EQ(has_est, c->mezo.estimator != PK_EST_SPSA); /* plain logs: the old format */
+    stopper k = {4};
+    pk_train_hooks h = {&k, stop_at, NULL, NULL};
+    PK_CHECK(run(c, 0, &h, &e) == PK_OK);
+    pk_interrupt_clear();
+    PK_CHECK(e.interrupted == 1 && e.steps_done == 4);
+    pk_threads_set(1);
+    PK_CHECK(run(c, e.run_id, NULL, &f) == PK_OK);
+    pk_threads_set(2);
+    PK_CHECK_EQ(f.evaluations, a.evaluations);
+    PK_CHECK(!strcmp(f.final_hash, a.final_hash));
+    fprintf(stderr, "%s: %lld evaluations, loss %.4f, weights %.16s\n", what,
+            (long long)a.evaluations, a.last_loss, a.final_hash);
+    memcpy(out, a.final_hash, 65);
+}
+
+static void test_replay_resume(void)
+{
+    char plain[65], fz[65], hz[65], ly[65], fl[65];
+    pk_train_config c = est_config(PK_EST_SPSA, 0);
+    check_exact("spsa", &c, plain);
+    c = est_config(PK_EST_FZOO, 0);
+    check_exact("fzoo", &c, fz);
+    c = est_config(PK_EST_HIZOO, 0);
+    check_exact("hizoo", &c, hz);
+    c = est_config(PK_EST_SPSA, 2);
+    check_exact("spsa, 2 layers", &c, ly);
+    c = est_config(PK_EST_FZOO, 1);
+    check_exact("fzoo, 1 layer", &c, fl);
+    PK_CHECK(strcmp(plain, fz) && strcmp(plain, hz) && strcmp(plain, ly) && strcmp(fz, fl));
+    PK_CHECK(strcmp(hz, plain) != 0);
+}
+
+/* A loss function for step-level tests: the lm loss of one fixed batch. */
+typedef struct fixed_batch {
+    pk_batch b;
+    int32_t ids[2 * 16];
+    int32_t len[2];
+} fixed_batch;
+
+static pk_status fixed_loss(void *user, pk_model *m, int micro, const pk_perturb *pert,
+                            double *loss)
+{
+    fixed_batch *f = user;
+    (void)micro;
+    return pk_model_loss(m, &f->b, NULL, pert, NULL, NULL, loss);
+}
+
+static fixed_batch make_batch(void)
+{
+    fixed_batch f;
+    memset(&f, 0, sizeof f);
+    for (int i = 0; i < 32; i++)
+        f.ids[i] = (int32_t)((i * 37 + 11) % 500);
+    f.len[0] = 16;
+    f.len[1] = 12;
+    f.b.B = 2;
+    f.b.T = 16;
+    f.b.ids = f.ids;
+    f.b.lengths = f.len;
+    return f;
+}
+
+static pk_model *load(void)
+{
+    pk_model *m = NULL;
+    char err[256] = "";
+    if (pk_model_load(STORIES, pk_model_default_params(), &m, err, sizeof err) != PK_OK) {
+        fprintf(stderr, "FATAL: %s\n", err);
+        exit(1);
+    }
+    return m;
+}
+
+/* fzoo's rows: one unperturbed loss in every row, g_i = (l_i - l0) / std(l), lr / N. */
+static void test_fzoo_rows(void)
+{
+    pk_model *m = load();
+    fixed_batch f = make_batch();
+    f.b.ids = f.ids;
+    f.b.lengths = f.len;
+    pk_mezo_params p = pk_mezo_default_params();
+    p.estimator = PK_EST_FZOO;
+    p.perturbations = 5;
+    p.z = PK_Z_RADEMACHER;
+    p.lr = 1e-4f;
+    pk_mezo_state *st = NULL;
+    char err[256] = "";
+    PK_CHECK(pk_mezo_state_new(m, NULL, &p, &st, err, sizeof err) == PK_OK && st != NULL);
+    PK_CHECK_EQ(pk_mezo_rows_per_step(&p), 5);
+    PK_CHECK_EQ(pk_mezo_evals_per_step(&p), 6);
+    double l0 = 0;
+    PK_CHECK(fixed_loss(&f, m, 0, NULL, &l0) == PK_OK);
+    pk_step_row rows[5];
+    PK_CHECK(pk_mezo_step_ex(m, NULL, &p, st, 0, 1, fixed_loss, &f, rows, NULL, NULL) == PK_OK);
+    double mean = 0, var = 0;
+    for (int i = 0; i < 5; i++)
+        mean += (double)rows[i].loss_plus / 5.0;
+    for (int i = 0; i < 5; i++)
+        var += ((double)rows[i].loss_plus - mean) * ((double)rows[i].loss_plus - mean) / 5.0;
+    for (int i = 0; i < 5; i++) {
+        PK_CHECK(rows[i].loss_minus == (float)l0);
+        PK_CHECK_EQ(rows[i].q_index, i);
+        PK_CHECK(rows[i].lr == p.lr / 5.0f);
+        double want = ((double)rows[i].loss_plus - l0) / sqrt(var);
+        PK_CHECK_NEAR((double)rows[i].g, want, 1e-3 * (1.0 + fabs(want)));
+    }
+    pk_mezo_state_free(st);
+    pk_model_free(m);
+}
+
+/* Layer sampling: K layers of the blocks, nothing outside them, a function of the seed; a step
+ * writes only those layers' bytes. */
+static void test_layers(void)
+{
+    pk_model *m = load(), *base = load();
+    size_t nt = pk_model_n_tensors(m);
+    uint8_t *a = malloc(nt), *b = malloc(nt);
+    pk_mezo_params p = pk_mezo_default_params();
+    p.perturb_layers = 2;
+    int differs = 0;
+    for (uint64_t seed = 1; seed < 20; seed++) {
+        pk_mezo_layer_mask(m, NULL, &p, seed, a);
+        pk_mezo_layer_mask(m, NULL, &p, seed, b);
+        PK_CHECK(!memcmp(a, b, nt));
+        int seen[64] = {0}, n = 0;
+        for (size_t i = 0; i < nt; i++) {
+            pk_tensor_info ti;
+            PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
+            int l = pk_tensor_layer(ti.name);
+            PK_CHECK(!a[i] || l >= 0);
+            if (a[i] && l >= 0 && l < 64 && !seen[l]++)
+                n++;
+        }
+        PK_CHECK_EQ(n, 2);
+        pk_mezo_layer_mask(m, NULL, &p, seed + 100, b);
+        differs += memcmp(a, b, nt) != 0;
+    }
+    PK_CHECK(differs > 0);
+    PK_CHECK_EQ(pk_tensor_layer("model.layers.12.mlp.up_proj.weight"), 12);
+    PK_CHECK_EQ(pk_tensor_layer("transformer.h.3.attn.c_attn.weight"), 3);
+    PK_CHECK_EQ(pk_tensor_layer("roberta.encoder.layer.7.output.dense.bias"), 7);
+    PK_CHECK_EQ(pk_tensor_layer("model.embed_tokens.weight"), -1);
+    /* one layer-sampled spsa step writes the chosen layers only */
+    fixed_batch f = make_batch();
+    f.b.ids = f.ids;
+    f.b.lengths = f.len;
+    pk_mezo_state *st = NULL;
+    char err[256] = "";
+    p.lr = 1e-3f;
+    PK_CHECK(pk_mezo_state_new(m, NULL, &p, &st, err, sizeof err) == PK_OK && st != NULL);
+    pk_step_row row;
+    PK_CHECK(pk_mezo_step_ex(m, NULL, &p, st, 0, 1, fixed_loss, &f, &row, NULL, NULL) == PK_OK);
+    pk_mezo_layer_mask(m, NULL, &p, row.seed, a);
+    int changed = 0;
+    for (size_t i = 0; i < nt; i++) {
+        pk_tensor_info x, y;
+        PK_CHECK(pk_model_tensor(m, i, &x) == PK_OK && pk_model_tensor(base, i, &y) == PK_OK);
+        int same = !memcmp(x.data, y.data, x.numel * pk_dtype_size(x.dtype));
+        PK_CHECK(a[i] || same);
+        changed += !same;
+    }
+    PK_CHECK(changed > 0);
+    pk_mezo_state_free(st);
+    free(a);
+    free(b);
+    pk_model_free(m);
+    pk_model_free(base);
+}
+
+/* The shared prefix: with only later layers perturbed, the +/- losses of one call (paired, the
+ * prefix run once) are the bits of two separate one-sided calls and of pairing off. */
+static void test_shared_prefix(void)
+{
+    pk_model *m = load();
+    size_t nt = pk_model_n_tensors(m);
+    uint8_t *mask = calloc(nt, 1);
+    int L = 0;
+    for (size_t i = 0; i < nt; i++) {
+        pk_tensor_info ti;
+        PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
+        int l = pk_tensor_layer(ti.name);
+        L = l + 1 > L ? l + 1 : L;
+    }
+    PK_CHECK(L >= 3);
+    for (size_t i = 0; i < nt; i++) {
+        pk_tensor_info ti;
+        PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
+        mask[i] = pk_tensor_layer(ti.name) >= L - 2; /* the last two blocks */
+    }
+    fixed_batch f = make_batch();
+    f.b.ids = f.ids;
+    f.b.lengths = f.len;
+    for (int threads = 1; threads <= 2; threads++) {
+        pk_threads_set(threads);
+        pk_perturb both = {7, 1e-2f, PK_Z_GAUSSIAN, mask, 1};
+        pk_perturb plus = {7, 1e-2f, PK_Z_GAUSSIAN, mask, 0};
+        pk_perturb minus = {7, -1e-2f, PK_Z_GAUSSIAN, mask, 0};
+        double pair[2] = {0, 0}, p1 = 0, m1 = 0, off[2] = {0, 0};
+        PK_CHECK(pk_model_loss(m, &f.b, NULL, &both, NULL, NULL, pair) == PK_OK);
+        PK_CHECK(pk_model_loss(m, &f.b, NULL, &plus, NULL, NULL, &p1) == PK_OK);
+        PK_CHECK(pk_model_loss(m, &f.b, NULL, &minus, NULL, NULL, &m1) == PK_OK);
+        pk_model_set_pairing(m, PK_PAIRING_OFF);
+        PK_CHECK(pk_model_loss(m, &f.b, NULL, &both, NULL, NULL, off) == PK_OK);
+        pk_model_set_pairing(m, PK_PAIRING_AUTO);
+        PK_CHECK(!memcmp(&pair[0], &p1, sizeof p1) && !memcmp(&pair[1], &m1, sizeof m1));
+        PK_CHECK(!memcmp(pair, off, sizeof off));
+        PK_CHECK(pair[0] != pair[1]); /* the perturbation did something */
+    }
+    pk_threads_set(2);
+    free(mask);
+    pk_model_free(m);
+}
+
+/* hizoo: the whole model's diagonal is over the default budget (refused, both sizes named); H = 1
+ * perturbs exactly as plain z; a step moves H away from 1 and replay rebuilds it bit for bit. */
+static void test_hizoo_state(void)
+{
+    pk_model *m = load(), *r = load();
+    pk_mezo_params p = pk_mezo_default_params();
+    p.estimator = PK_EST_HIZOO;
+    pk_mezo_state *st = NULL, *st2 = NULL;
+    char err[256] = "";
+    PK_CHECK_EQ(pk_mezo_state_new(m, NULL, &p, &st, err, sizeof err), PK_ERR_ARG);
+    PK_CHECK(st == NULL && strstr(err, "Hessian") != NULL && strstr(err, "MB") != NULL);
+    p.hessian_budget = 1.5f;
+    p.hessian_smooth = 0.01f;
+    p.lr = 1e-3f;
+    PK_CHECK(pk_mezo_state_new(m, NULL, &p, &st, err, sizeof err) == PK_OK && st != NULL);
+    PK_CHECK(pk_mezo_state_new(r, NULL, &p, &st2, err, sizeof err) == PK_OK && st2 != NULL);
+    PK_CHECK_EQ(pk_mezo_rows_per_step(&p), 2);
+    PK_CHECK_EQ(pk_mezo_evals_per_step(&p), 3);
+    fixed_batch f = make_batch();
+    f.b.ids = f.ids;
+    f.b.lengths = f.len;
+    pk_step_row rows[6];
+    for (int s = 0; s < 3; s++)
+        PK_CHECK(pk_mezo_step_ex(m, NULL, &p, st, s, 1, fixed_loss, &f, rows + 2 * s, NULL, NULL) ==
+                 PK_OK);
+    PK_CHECK(rows[0].lr == 0.0f && rows[0].g >= 0.0f && rows[1].lr == p.lr);
+    PK_CHECK(rows[0].loss_plus == rows[0].loss_minus);
+    pk_mezo_replay_ex(r, NULL, &p, st2, rows, 6);
+    char h1[65], h2[65];
+    PK_CHECK(pk_weights_hash(m, h1) == PK_OK && pk_weights_hash(r, h2) == PK_OK);
+    PK_CHECK(!strcmp(h1, h2));
+    pk_mezo_state_free(st);
+    pk_mezo_state_free(st2);
+    pk_model_free(m);
+    pk_model_free(r);
+}
+
+int main(void)
+{
+    char serr[512] = "", err[512] = "";
+    if (sodium_init() < 0)
+        return 1;
+    make_tmp_home(home, sizeof home, "estim");
+    rm_rf(home);
+    if (pk_store_init(home, TEST_PASS, strlen(TEST_PASS), tiny_params(), err, sizeof err) !=
+        PK_OK) {
+        fprintf(stderr, "FATAL: init %s: %s\n", home, err);
+        return 1;
+    }
+    pk_store *s = open_store();
+    pk_import_opts io = {.format = PK_IMPORT_TXT, .paragraphs = 0};
+    int64_t n1 = 0, n2 = 0;
+    if (pk_store_import(s, PK_SOURCE_DIR "/demo/data/train.txt", "pip", io, &n1, serr,
+                        sizeof serr) != PK_OK ||
+        pk_store_import(s, PK_SOURCE_DIR "/demo/data/heldout.txt", "pip-heldout", io, &n2, serr,
+                        sizeof serr) != PK_OK) {
+        fprintf(stderr, "FATAL: importing demo/data: %s\n", serr);
+        return 1;
+    }
+    pk_store_close(s);
+    test_fzoo_rows();
+    test_layers();
+    test_hizoo_state();
+    test_shared_prefix();
+    test_replay_resume();
+    rm_rf(home);
+    return PK_TEST_DONE();
+}

@@ -1,0 +1,153 @@
+/* lrsearch.c: the learning-rate search of `train --lr auto` (pk_train.h, DESIGN 4): a few
+ * candidate rates, each trained for a handful of steps from the same starting weights on all but
+ * a held-back slice of the training examples, judged by the loss on that slice. A candidate whose
+ * step diverges or whose held-back loss is not finite is never chosen. The weights are restored
+ * (checkpoint blob) after each candidate, so the run starts from where the search started. */
+#include "pk_train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The coarse grid, then x3 and /3 around its best: PK_LR_CANDIDATES rates in all. */
+static const float coarse[] = {1e-6f, 1e-5f, 1e-4f, 1e-3f, 1e-2f};
+#define N_COARSE 5
+
+typedef struct search {
+    pk_model *m;
+    const uint8_t *mask;
+    pk_objective *obj;
+    const pk_train_config *cfg;
+    size_t n_train, n_held; /* examples [0, n_train) train, [n_train, n) are held back */
+    size_t *idx;            /* [batch] */
+    int64_t step;
+} search;
+
+static pk_status search_loss(void *user, pk_model *m, int micro, const pk_perturb *pert,
+                             double *loss)
+{
+    search *x = user;
+    size_t B = (size_t)x->cfg->batch;
+    pk_status st = pk_batch_indices(x->cfg->mezo.seed, x->step, micro, x->cfg->accumulate,
+                                    x->n_train, B, x->idx);
+    if (st == PK_OK)
+        st = pk_objective_select(x->obj, x->idx, B);
+    if (st == PK_OK)
+        st = pk_objective_loss(x->obj, m, pert, loss, NULL, NULL);
+    return st;
+}
+
+/* The unperturbed loss over the held-back examples (token- or example-weighted mean). */
+static pk_status held_loss(search *x, double *out)
+{
+    size_t B = (size_t)x->cfg->batch, n = x->n_train + x->n_held;
+    double sum = 0, w = 0;
+    for (size_t s = x->n_train; s < n; s += B) {
+        size_t k = n - s < B ? n - s : B;
+        for (size_t j = 0; j < k; j++)
+            x->idx[j] = s + j;
+        double l = 0, t = 0;
+        pk_status st = pk_objective_select(x->obj, x->idx, k);
+        if (st == PK_OK)
+            st = pk_objective_loss(x->obj, x->m, NULL, &l, NULL, &t);
+        if (st != PK_OK)
+            return st;
+        sum += l * t;
+        w += t;
+    }
+    *out = w > 0 ? sum / w : (double)NAN;
+    return PK_OK;
+}
+
+/* One candidate: `steps` steps at constant rate lr, then the held-back loss (INFINITY if it
+ * diverged), then the starting weights back from blob. */
+static pk_status try_rate(search *x, float lr, int steps, const void *blob, size_t len,
+                          double *loss, char *err, size_t errlen)
+{
+    pk_mezo_params p = x->cfg->mezo;
+    p.lr = lr;
+    p.schedule = PK_SCHEDULE_CONSTANT;
+    p.warmup = 0;
+    int n_rows = pk_mezo_rows_per_step(&p);
+    pk_step_row *rows = calloc((size_t)n_rows, sizeof *rows);
+    pk_mezo_state *est = NULL;
+    pk_status st = rows ? pk_mezo_state_new(x->m, x->mask, &p, &est, err, errlen) : PK_ERR_NOMEM;
+    *loss = (double)INFINITY;
+    for (x->step = 0; st == PK_OK && x->step < steps; x->step++)
+        st = pk_mezo_step_ex(x->m, x->mask, &p, est, x->step, x->cfg->accumulate, search_loss, x,
+                             rows, NULL, NULL);
+    if (st == PK_OK)
+        st = held_loss(x, loss);
+    if (st == PK_ERR_NUMERIC || (st == PK_OK && !isfinite(*loss))) {
+        *loss = (double)INFINITY; /* diverged: never chosen */
+        st = PK_OK;
+    }
+    pk_status rs = pk_checkpoint_unpack(x->m, x->mask, blob, len);
+    pk_mezo_state_free(est);
+    free(rows);
+    return st != PK_OK ? st : rs;
+}
+
+/* Index of the lowest finite loss of r->loss[0..n), -1 if none. */
+static int best_of(const pk_lr_search *r, int n)
+{
+    int b = -1;
+    for (int i = 0; i < n; i++)
+        if (isfinite(r->loss[i]) && (b < 0 || r->loss[i] < r->loss[b]))
+            b = i;
+    return b;
+}
+
+static pk_status run_grid(search *x, const void *blob, size_t len, pk_lr_search *r, char *err,
+                          size_t errlen)
+{
+    pk_status st = held_loss(x, &r->start_loss);
+    for (int i = 0; st == PK_OK && i < N_COARSE; i++) {
+        r->lr[r->n] = coarse[i];
+        st = try_rate(x, coarse[i], r->steps_each, blob, len, &r->loss[r->n], err, errlen);
+        r->n++;
+    }
+    int b = st == PK_OK ? best_of(r, r->n) : -1;
+    float around[2] = {b >= 0 ? r->lr[b] * 3.0f : 0.0f, b >= 0 ? r->lr[b] / 3.0f : 0.0f};
+    for (int i = 0; st == PK_OK && b >= 0 && i < 2; i++) {
+        r->lr[r->n] = around[i];
+        st = try_rate(x, around[i], r->steps_each, blob, len, &r->loss[r->n], err, errlen);
+        r->n++;
+    }
+    return st;
+}
+
+pk_status pk_lr_search_run(pk_model *m, const uint8_t *trainable, pk_objective *obj,
+                           const pk_train_config *cfg, pk_lr_search *r, char *err, size_t errlen)
+{
+    search x = {m, trainable, obj, cfg, 0, 0, NULL, 0};
+    size_t n = pk_objective_size(obj), blob_len = 0;
+    void *blob = NULL;
+    memset(r, 0, sizeof *r);
+    r->steps_each = PK_LR_SEARCH_STEPS;
+    x.n_held = n / 8 < 1 ? 1 : (n / 8 > 64 ? 64 : n / 8);
+    if (n < 2 || x.n_held >= n) {
+        pk_seterr(err, errlen, "the learning-rate search needs at least 2 training examples");
+        return PK_ERR_ARG;
+    }
+    x.n_train = n - x.n_held;
+    r->held_examples = (int)x.n_held;
+    x.idx = malloc((size_t)cfg->batch * sizeof *x.idx);
+    pk_status st = x.idx ? pk_checkpoint_pack(m, trainable, &blob, &blob_len) : PK_ERR_NOMEM;
+    if (st == PK_OK)
+        st = run_grid(&x, blob, blob_len, r, err, errlen);
+    int b = st == PK_OK ? best_of(r, r->n) : -1;
+    if (st == PK_OK && b < 0) {
+        pk_seterr(err, errlen,
+                  "the learning-rate search diverged at every rate from %g to %g: try a smaller "
+                  "eps or a rate by hand",
+                  (double)coarse[0], (double)coarse[N_COARSE - 1]);
+        st = PK_ERR_NUMERIC;
+    }
+    if (st == PK_OK)
+        r->chosen = r->lr[b];
+    free(blob);
+    free(x.idx);
+    return st;
+}
