@@ -29,3 +29,7 @@ pk_add_fuzz(fuzz_gguf SOURCE ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_gguf.c LIBS pk_mod
 # each input loads a model and runs a forward: one OpenMP thread, no spinning between them
 set_tests_properties(fuzz_gguf PROPERTIES FIXTURES_REQUIRED gguf_seeds
     ENVIRONMENT "OMP_NUM_THREADS=1;OMP_WAIT_POLICY=PASSIVE")
+# pocketllm quantize and bench generate through the built CLI on stories260k.
+pk_add_test(test_quantize_cli SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_quantize_cli.c
+    LABELS unit TIMEOUT 60)
+add_dependencies(test_quantize_cli pocketllm)
