@@ -59,6 +59,32 @@ int main(void)
     PK_CHECK(out && strstr(out, "\"text\":\"") != NULL);
     free(out);
     out = NULL;
+    /* The widened blocks feed the same fixed GEMM tiles as f32 weights: under each OpenBLAS
+     * kernel (which may round differently from another, docs/DETERMINISM.md) the quantized
+     * model gives its widened f32 copy's logits, bit for bit, under any thread count. */
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
+                        "%s quantize --model %s/k --out %s/w --type f32 >/dev/null", POCKETLLM, tmp,
+                        tmp),
+                0);
+    static const char *const env[] = {"env -u OPENBLAS_CORETYPE", "env OPENBLAS_CORETYPE=Haswell"};
+    static const char *const how[] = {"k --threads 1", "k --threads 2", "k --threads 3",
+                                      "w --threads 2"};
+    char a[600], b[600], ids[2048] = "1";
+    for (int i = 1; i < 300; i++) /* enough tokens for the GEMMs and LM head to run in parallel */
+        snprintf(ids + strlen(ids), sizeof ids - strlen(ids), ",%d", i * 37 % 512);
+    for (int e = 0; e < 2; e++) {
+        for (int i = 0; i < 4; i++) {
+            snprintf(b, sizeof b, "%s/logits%d.f32", tmp, i);
+            PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
+                                "%s %s forward --model %s/%s --ids %s --out %s >/dev/null 2>&1",
+                                env[e], POCKETLLM, tmp, how[i], ids, b),
+                        0);
+            if (i == 0)
+                snprintf(a, sizeof a, "%s", b);
+            else
+                PK_CHECK(files_equal(a, b) == 1);
+        }
+    }
     PK_CHECK_EQ(run_fmt(&out, RUN_SHOW_FAILURE,
                         "%s bench generate --model %s/q8 --prompt 4 --tokens 8 --reps 1", POCKETLLM,
                         tmp),
