@@ -91,6 +91,14 @@ PK_NODISCARD pk_status pk_gguf_tok_from_sp(const char *dir, unsigned char **mem,
 PK_NODISCARD pk_status pk_gguf_tok_write_sp(const pk_gguf *g, const char *out_dir, int *written,
                                             char *err, size_t errlen);
 
+/* The same for a byte-level BPE tokenizer.json (llama.cpp's "gpt2" vocabulary: tokens,
+ * token_type, merges, pre; plus our pocketllm.tokenizer.* JSON entries), and back to
+ * out_dir/tokenizer.json. */
+PK_NODISCARD pk_status pk_gguf_tok_from_json(const char *dir, unsigned char **mem, size_t *n,
+                                             size_t *count, char *err, size_t errlen);
+PK_NODISCARD pk_status pk_gguf_tok_write_bpe(const pk_gguf *g, const char *out_dir, int *written,
+                                             char *err, size_t errlen);
+
 /* 1 if buf [len] is a llama GGUF file from another writer, whose q/k rows pk_gguf_model
  * reordered in memory: reading its pages from the file again would undo that. */
 int pk_gguf_reordered(const unsigned char *buf, size_t len);

@@ -133,7 +133,10 @@ static pk_status tok_kv(wr *w, const pk_model *m, size_t *count, char *err, size
     }
     unsigned char *mem = NULL;
     size_t n = 0;
+    size_t before = *count;
     pk_status st = pk_gguf_tok_from_sp(m->dir, &mem, &n, count, err, errlen);
+    if (st == PK_OK && *count == before) /* no tokenizer.model: a byte-level BPE one? */
+        st = pk_gguf_tok_from_json(m->dir, &mem, &n, count, err, errlen);
     put(w, mem, n);
     free(mem);
     return st;

@@ -1144,6 +1144,8 @@ pk_status pk_model_write_side_files(const pk_model *m, const char *out_dir, cons
         st = pk_gguf_parse(m->dir, m->maps[0].base, m->maps[0].len, &g, err, errlen);
         if (st == PK_OK) {
             st = pk_gguf_tok_write_sp(&g, out_dir, &written, err, errlen);
+            if (st == PK_OK && !written)
+                st = pk_gguf_tok_write_bpe(&g, out_dir, &written, err, errlen);
             pk_gguf_release(&g);
         }
         if (st != PK_OK)

@@ -33,3 +33,6 @@ set_tests_properties(fuzz_gguf PROPERTIES FIXTURES_REQUIRED gguf_seeds
 pk_add_test(test_quantize_cli SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_quantize_cli.c
     LABELS unit TIMEOUT 60)
 add_dependencies(test_quantize_cli pocketllm)
+# Byte-level BPE tokenizers (GPT-2, Llama-3 from the test-vector bundle) through GGUF metadata.
+pk_add_test(test_gguf_tok SOURCES test_gguf_tok.c LIBS pk_model pk_tokenizer PkgConfig::CJSON
+    LABELS unit TIMEOUT 300)
