@@ -38,6 +38,8 @@ int cmd_forward(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_make_model(int argc, char **argv);
 int cmd_bench_forward(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);       /* cmd_quantize.c */
+int cmd_bench_generate(int argc, char **argv); /* cmd_quantize.c */
 /* Area: tokenizer (cmd_tokenize.c) */
 int cmd_tokenize(int argc, char **argv);
 int cmd_bench_tokenize(int argc, char **argv);

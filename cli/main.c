@@ -32,12 +32,14 @@ static const command commands[] = {
     {"pull", cmd_pull, "download a model from a Hugging Face-compatible hub"},
     {"plot", cmd_plot, "plot a run's loss curves as SVG"},
     {"make-model", cmd_make_model, "write a random model of a known shape (tests, benchmarks)"},
+    {"quantize", cmd_quantize, "write a model as GGUF with q8_0 / q4_0 / q4_k (or 16-bit) weights"},
     {"mezo-probe", cmd_mezo_probe, "one projected-gradient evaluation, no update"},
-    {"bench", NULL, "benchmarks: forward, mezo, tokenize, store"},
+    {"bench", NULL, "benchmarks: forward, generate, mezo, tokenize, store"},
 };
 
 static const command benches[] = {
     {"forward", cmd_bench_forward, "forward throughput against the sgemm roofline"},
+    {"generate", cmd_bench_generate, "batch-1 KV-cache generation speed (tokens/s)"},
     {"mezo", cmd_bench_mezo, "one MeZO step split into forward, perturb and update"},
     {"tokenize", cmd_bench_tokenize, "tokenizer encode throughput (single thread)"},
     {"store", cmd_bench_store, "unlock time and import throughput"},

@@ -1,6 +1,6 @@
-/* dtype.c: fp16/bf16 <-> fp32 conversion (round to nearest even), dtype names, the thread
- * setting shared by OpenMP and OpenBLAS, the BLAS kernel's name and the error-text helper of
- * model/. */
+/* dtype.c: fp16/bf16 <-> fp32 conversion (round to nearest even), dtype names and sizes (the
+ * block-quantized types' block arithmetic; their codecs are in quant.c), the thread setting
+ * shared by OpenMP and OpenBLAS, the BLAS kernel's name and the error-text helper of model/. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,23 +10,47 @@
 #include <omp.h>
 
 #include "model_impl.h"
+#include "quant_impl.h"
+
+/* Elements and bytes per block of each dtype, indexed by pk_dtype. */
+static const struct {
+    const char *name;
+    unsigned block, bytes;
+} dtypes[PK_DTYPE__COUNT] = {
+    {"F32", 1, 4},    {"F16", 1, 2},      {"BF16", 1, 2},     {"Q8_0", 32, 34},
+    {"Q4_0", 32, 18}, {"Q4_K", 256, 144}, {"Q5_K", 256, 176}, {"Q6_K", 256, 210},
+};
+
+static int valid_dtype(pk_dtype dt)
+{
+    return (int)dt >= 0 && (int)dt < PK_DTYPE__COUNT;
+}
 
 size_t pk_dtype_size(pk_dtype dt)
 {
-    return dt == PK_DTYPE_F32 ? 4 : 2;
+    return valid_dtype(dt) && dtypes[dt].block == 1 ? dtypes[dt].bytes : 0;
+}
+
+size_t pk_dtype_block(pk_dtype dt)
+{
+    PK_ASSERT(valid_dtype(dt));
+    return dtypes[dt].block;
+}
+
+size_t pk_dtype_row_bytes(pk_dtype dt, size_t n)
+{
+    PK_ASSERT(valid_dtype(dt) && n % dtypes[dt].block == 0);
+    return n / dtypes[dt].block * dtypes[dt].bytes;
+}
+
+int pk_dtype_is_quant(pk_dtype dt)
+{
+    return valid_dtype(dt) && dtypes[dt].block > 1;
 }
 
 const char *pk_dtype_name(pk_dtype dt)
 {
-    switch (dt) {
-    case PK_DTYPE_F32:
-        return "F32";
-    case PK_DTYPE_F16:
-        return "F16";
-    case PK_DTYPE_BF16:
-        return "BF16";
-    }
-    return "?";
+    return valid_dtype(dt) ? dtypes[dt].name : "?";
 }
 
 int pk_dtype_parse(const char *s, pk_dtype *out)
@@ -37,10 +61,18 @@ int pk_dtype_parse(const char *s, pk_dtype *out)
     } names[] = {{"f32", PK_DTYPE_F32},   {"F32", PK_DTYPE_F32},   {"float32", PK_DTYPE_F32},
                  {"f16", PK_DTYPE_F16},   {"F16", PK_DTYPE_F16},   {"float16", PK_DTYPE_F16},
                  {"bf16", PK_DTYPE_BF16}, {"BF16", PK_DTYPE_BF16}, {"bfloat16", PK_DTYPE_BF16},
-                 {"fp32", PK_DTYPE_F32},  {"fp16", PK_DTYPE_F16}};
+                 {"fp32", PK_DTYPE_F32},  {"fp16", PK_DTYPE_F16},  {"q8_0", PK_DTYPE_Q8_0},
+                 {"q4_0", PK_DTYPE_Q4_0}, {"q4_k", PK_DTYPE_Q4_K}, {"q5_k", PK_DTYPE_Q5_K},
+                 {"q6_k", PK_DTYPE_Q6_K}};
     for (size_t i = 0; s && i < sizeof names / sizeof names[0]; i++) {
         if (strcmp(s, names[i].name) == 0) {
             *out = names[i].dt;
+            return 0;
+        }
+    }
+    for (int d = PK_DTYPE_Q8_0; s && d < PK_DTYPE__COUNT; d++) {
+        if (strcmp(s, dtypes[d].name) == 0) {
+            *out = (pk_dtype)d;
             return 0;
         }
     }
@@ -121,6 +153,11 @@ void pk_widen(pk_dtype dt, const void *src, size_t n, float *dst)
         memcpy(dst, src, n * 4);
         return;
     }
+    if (pk_dtype_is_quant(dt)) {
+        PK_ASSERT(n % pk_dtype_block(dt) == 0);
+        pk_quant_decode(dt, src, n / pk_dtype_block(dt), dst);
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         uint16_t h;
         memcpy(&h, s + 2 * i, 2);
@@ -133,6 +170,11 @@ void pk_narrow(pk_dtype dt, const float *src, size_t n, void *dst)
     unsigned char *d = dst;
     if (dt == PK_DTYPE_F32) {
         memcpy(dst, src, n * 4);
+        return;
+    }
+    if (pk_dtype_is_quant(dt)) {
+        PK_ASSERT(n % pk_dtype_block(dt) == 0 && pk_quant_can_encode(dt));
+        pk_quant_encode(dt, src, n / pk_dtype_block(dt), dst);
         return;
     }
     for (size_t i = 0; i < n; i++) {

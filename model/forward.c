@@ -66,7 +66,9 @@ static void fetch_span(const pk_model *m, const pk_perturb *pert, int ti, size_t
                        float *dst, float *dst1)
 {
     const pk_tensor *t = &m->t[ti];
-    const void *src = (const unsigned char *)t->data + start * pk_dtype_size(t->dtype);
+    /* block types: start and cnt fall on block boundaries (whole rows, block-aligned column
+     * slices: linear_kblocks) */
+    const void *src = (const unsigned char *)t->data + pk_dtype_row_bytes(t->dtype, start);
     if (!pk_is_perturbed(m, pert, ti)) {
         pk_widen(t->dtype, src, cnt, dst);
         if (dst1)
@@ -218,6 +220,11 @@ static void linear_kblocks(const fwd *f, gemm_part *g, int wi, int in, int out)
     block_scratch(f, wi, ws);
     int kc = (int)(m->wscr_n / (size_t)out);
     kc = kc >= 512 ? kc / 256 * 256 : kc; /* whole z blocks of 256 per row slice */
+    int qb = (int)pk_dtype_block(m->t[wi].dtype);
+    if (!g->conv && qb > 1) { /* a column slice of a block-quantized row is whole blocks */
+        kc = kc / qb * qb;
+        PK_ASSERT(kc > 0);
+    }
     const float *x = g->x;
     float beta = g->beta;
     for (int c0 = 0; c0 < in; c0 += kc) {

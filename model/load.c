@@ -1,6 +1,7 @@
 /* load.c: pk_model_load (config.json, mmapped safetensors single or sharded, binding every tensor
  * the architecture needs with its shape), tensor accessors, pk_model_save and model info.
  * The forward pass lives in forward.c, generation in gen.c. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -14,6 +15,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "gguf_impl.h"
 #include "model_impl.h"
 
 #define MAX_HEADER (100u << 20)
@@ -487,11 +489,11 @@ static pk_status finish_tensors(loader *ld, pk_model *m)
         t->key = pk_rng_tensor_key(t->name);
         t->data = e->data;
         t->owned = NULL;
-        size_t esz = pk_dtype_size(t->dtype);
-        if ((uintptr_t)t->data % esz != 0) {
+        size_t esz = pk_dtype_size(t->dtype), nb = pk_dtype_row_bytes(t->dtype, t->numel);
+        if (esz > 1 && (uintptr_t)t->data % esz != 0) {
             /* The format does not require aligned offsets (writers pad the header so they are);
-             * the kernels load whole elements, so a misaligned tensor gets an aligned copy. */
-            size_t nb = t->numel * esz;
+             * the kernels load whole elements, so a misaligned tensor gets an aligned copy
+             * (block types are read byte by byte). */
             t->owned = malloc(nb ? nb : 1);
             if (!t->owned) {
                 m->n_t = k + 1; /* so pk_model_free frees the names and copies made so far */
@@ -504,7 +506,7 @@ static pk_status finish_tensors(loader *ld, pk_model *m)
             n_copied++;
         }
         t->is_bias_or_norm = (e->slot_used & 2) != 0;
-        m->weight_bytes += t->numel * pk_dtype_size(t->dtype);
+        m->weight_bytes += nb;
         newidx[i] = k++;
     }
     m->n_t = k;
@@ -612,6 +614,77 @@ static pk_status check_unique(loader *ld, const char *dir, char *err, size_t err
     return PK_OK;
 }
 
+/* The GGUF file a model path names: the path itself if it is a file, else DIR/model.gguf or the
+ * one *.gguf file of a directory without safetensors weights. 0 if none (safetensors). */
+static int find_gguf(const char *dir, char *out, size_t n)
+{
+    struct stat sb;
+    if (stat(dir, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        snprintf(out, n, "%s", dir);
+        return 1;
+    }
+    if (file_exists(dir, "model.safetensors") || file_exists(dir, "model.safetensors.index.json"))
+        return 0;
+    DIR *d = opendir(dir);
+    int found = 0;
+    for (struct dirent *e = d ? readdir(d) : NULL; e; e = readdir(d)) {
+        size_t l = strlen(e->d_name);
+        if (l > 5 && strcmp(e->d_name + l - 5, ".gguf") == 0 &&
+            (found == 0 || strcmp(e->d_name, "model.gguf") == 0)) {
+            snprintf(out, n, "%s/%s", dir, e->d_name);
+            found = 1;
+        }
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+/* Maps a GGUF file and lists its tensors (Hugging Face names) and config (DESIGN 5). */
+static pk_status open_gguf(loader *ld, const char *path)
+{
+    pk_model *m = ld->m;
+    m->maps = calloc(1, sizeof *m->maps);
+    if (!m->maps)
+        return PK_ERR_NOMEM;
+    int fd = open(path, O_RDONLY);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0 || sb.st_size == 0) {
+        pk_seterr(ld->err, ld->errlen, "%s: cannot open: %s", path,
+                  fd < 0 ? strerror(errno) : "empty file");
+        if (fd >= 0)
+            close(fd);
+        return fd < 0 ? PK_ERR_IO : PK_ERR_FORMAT;
+    }
+    size_t len = (size_t)sb.st_size;
+    void *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (base == MAP_FAILED) {
+        close(fd);
+        pk_seterr(ld->err, ld->errlen, "%s: mmap failed: %s", path, strerror(errno));
+        return PK_ERR_IO;
+    }
+    m->maps[0] = (pk_mapping){.base = base, .len = len, .fd = fd};
+    m->n_maps = 1;
+    pk_st_tensor *ts = NULL;
+    size_t n = 0;
+    pk_status st = pk_gguf_model(path, base, len, &m->config_text, &m->config_len, &ts, &n, ld->err,
+                                 ld->errlen);
+    if (st != PK_OK)
+        return st;
+    ld->e = calloc(n ? n : 1, sizeof *ld->e);
+    if (!ld->e) {
+        free(ts);
+        return PK_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        ld->e[i].st = ts[i];
+        ld->e[i].data = (unsigned char *)base + ts[i].begin;
+    }
+    ld->n = ld->cap = n;
+    free(ts);
+    return PK_OK;
+}
+
 static void bind_arch(loader *ld, pk_model *m)
 {
     switch (m->cfg.arch) {
@@ -640,8 +713,14 @@ static void warn_non_finite(const pk_model *m)
         pk_tensor_info ti;
         if (pk_model_tensor(m, i, &ti) != PK_OK)
             continue;
-        size_t bad = 0;
-        for (size_t j = 0; j < ti.numel; j++) {
+        size_t bad = 0, qb = pk_dtype_block(ti.dtype);
+        for (size_t j = 0; qb > 1 && j < ti.numel; j += qb) { /* block types: decode a block */
+            float buf[256];
+            pk_widen(ti.dtype, (const char *)ti.data + pk_dtype_row_bytes(ti.dtype, j), qb, buf);
+            for (size_t k = 0; k < qb; k++)
+                bad += !isfinite(buf[k]);
+        }
+        for (size_t j = 0; qb == 1 && j < ti.numel; j++) {
             const uint16_t *h = ti.data;
             float v = ti.dtype == PK_DTYPE_F32   ? ((const float *)ti.data)[j]
                       : ti.dtype == PK_DTYPE_F16 ? pk_f16_to_f32(h[j])
@@ -673,8 +752,13 @@ pk_status pk_model_load(const char *dir, pk_model_params p, pk_model **out, char
         st = PK_ERR_NOMEM;
         goto out;
     }
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    st = read_text(path, MAX_CONFIG, &m->config_text, &m->config_len, err, errlen);
+    int gguf = find_gguf(dir, path, sizeof path);
+    if (gguf) {
+        st = open_gguf(&ld, path);
+    } else {
+        snprintf(path, sizeof path, "%s/config.json", dir);
+        st = read_text(path, MAX_CONFIG, &m->config_text, &m->config_len, err, errlen);
+    }
     if (st != PK_OK)
         goto out;
     st = pk_cfg_parse(path, m->config_text, m->config_len, &m->cfg, err, errlen);
@@ -686,14 +770,17 @@ pk_status pk_model_load(const char *dir, pk_model_params p, pk_model **out, char
         goto out;
     }
     init_indices(m);
-    st = map_weights(&ld, dir);
+    st = gguf ? PK_OK : map_weights(&ld, dir); /* a GGUF file's tensors are listed already */
     if (st != PK_OK)
         goto out;
     st = check_unique(&ld, dir, err, errlen);
     if (st != PK_OK)
         goto out;
     char first[4352];
-    snprintf(first, sizeof first, "%s/%s", dir, ld.first_file);
+    if (gguf)
+        snprintf(first, sizeof first, "%s", path);
+    else
+        snprintf(first, sizeof first, "%s/%s", dir, ld.first_file);
     ld.first_file = first;
     bind_arch(&ld, m);
     st = ld.bad ? ld.st : finish_tensors(&ld, m);
@@ -760,7 +847,7 @@ static pk_private_range *tensor_ranges(const pk_model *m, const uint8_t *tensors
             const char *base = m->maps[mi].base, *d = t->data;
             if (d < base || d >= base + m->maps[mi].len)
                 continue;
-            size_t a = (size_t)(d - base), b = a + t->numel * pk_dtype_size(t->dtype);
+            size_t a = (size_t)(d - base), b = a + pk_dtype_row_bytes(t->dtype, t->numel);
             b = (b + page - 1) / page * page;
             a = a / page * page;
             r[k].map = mi;
@@ -784,10 +871,35 @@ static pk_private_range *tensor_ranges(const pk_model *m, const uint8_t *tensors
     return r;
 }
 
+/* Weights that cannot be rewritten in place: block-quantized tensors (an update would be
+ * re-quantized) and the q/k rows of a llama.cpp file (re-reading the file undoes their
+ * reordering). PK_ERR_UNSUPPORTED with a warning naming the tensor or file. */
+static pk_status check_rewritable(const pk_model *m, const uint8_t *tensors)
+{
+    for (size_t i = 0; i < m->n_t; i++) {
+        if ((!tensors || tensors[i]) && pk_dtype_is_quant(m->t[i].dtype)) {
+            pk_log(PK_LOG_WARN, "%s: tensor %s is %s: quantized weights are frozen", m->dir,
+                   m->t[i].name, pk_dtype_name(m->t[i].dtype));
+            return PK_ERR_UNSUPPORTED;
+        }
+    }
+    if (m->n_maps == 1 && pk_gguf_reordered(m->maps[0].base, m->maps[0].len)) {
+        pk_log(PK_LOG_WARN,
+               "%s: a llama GGUF file from llama.cpp cannot be trained in place; "
+               "convert it with pocketllm quantize --type f32 first",
+               m->dir);
+        return PK_ERR_UNSUPPORTED;
+    }
+    return PK_OK;
+}
+
 pk_status pk_model_make_writable(pk_model *m, const uint8_t *tensors)
 {
     if (m->priv != NULL)
         return PK_OK; /* done once: its ranges may hold written weights by now */
+    pk_status cs = check_rewritable(m, tensors);
+    if (cs != PK_OK)
+        return cs;
     size_t n = 0;
     pk_private_range *r = tensor_ranges(m, tensors, &n);
     if (r == NULL)
@@ -820,6 +932,8 @@ pk_status pk_model_make_writable(pk_model *m, const uint8_t *tensors)
 
 pk_status pk_model_restore_base(pk_model *m)
 {
+    if (m->n_maps == 1 && pk_gguf_reordered(m->maps[0].base, m->maps[0].len))
+        return PK_ERR_UNSUPPORTED; /* the file's q/k rows are in llama.cpp's order */
     /* written pages of a MAP_PRIVATE file mapping are private copies: dropping them makes the
      * next access read the file again; the ranges pk_model_make_writable made anonymous are read
      * again instead (dropping those would zero them) */
@@ -840,7 +954,7 @@ pk_status pk_model_restore_base(pk_model *m)
     }
     for (size_t i = 0; i < m->n_t; i++)
         if (m->t[i].owned)
-            memcpy(m->t[i].owned, m->t[i].src, m->t[i].numel * pk_dtype_size(m->t[i].dtype));
+            memcpy(m->t[i].owned, m->t[i].src, pk_dtype_row_bytes(m->t[i].dtype, m->t[i].numel));
     return PK_OK;
 }
 
@@ -966,7 +1080,8 @@ static void save_fill(void *user, size_t i, size_t start, size_t n, float *buf)
 {
     const pk_model *m = user;
     const pk_tensor *t = &m->t[i];
-    pk_widen(t->dtype, (const unsigned char *)t->data + start * pk_dtype_size(t->dtype), n, buf);
+    pk_widen(t->dtype, (const unsigned char *)t->data + pk_dtype_row_bytes(t->dtype, start), n,
+             buf);
 }
 
 static pk_status copy_file(const char *src, const char *dst, char *err, size_t errlen)
@@ -989,39 +1104,18 @@ static pk_status copy_file(const char *src, const char *dst, char *err, size_t e
     return st;
 }
 
-pk_status pk_model_save(const pk_model *m, const char *out_dir, pk_dtype dtype, char *err,
-                        size_t errlen)
+/* config.json (torch_dtype set to tdtype) and the tokenizer files of m's source directory. */
+pk_status pk_model_write_side_files(const pk_model *m, const char *out_dir, const char *tdtype,
+                                    char *err, size_t errlen)
 {
-    pk_status st = PK_ERR_NOMEM;
     char path[4096];
-    pk_st_entry *es = calloc(m->n_t ? m->n_t : 1, sizeof *es);
-    cJSON *cfg = NULL;
     char *txt = NULL;
-    if (!es)
-        goto out;
-    if (mkdir(out_dir, 0700) != 0 && errno != EEXIST) {
-        pk_seterr(err, errlen, "%s: cannot create directory: %s", out_dir, strerror(errno));
-        st = PK_ERR_IO;
-        goto out;
-    }
-    for (size_t i = 0; i < m->n_t; i++) {
-        es[i].name = m->t[i].name;
-        es[i].dtype = dtype;
-        es[i].ndim = m->t[i].ndim;
-        for (int d = 0; d < 4; d++)
-            es[i].shape[d] = m->t[i].shape[d];
-    }
-    snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
-    st = pk_safetensors_write(path, es, m->n_t, save_fill, (void *)(uintptr_t)m, err, errlen);
-    if (st != PK_OK)
-        goto out;
-    cfg = cJSON_ParseWithLength(m->config_text, m->config_len);
-    st = PK_ERR_NOMEM;
+    cJSON *cfg = cJSON_ParseWithLength(m->config_text, m->config_len);
+    pk_status st = PK_ERR_NOMEM;
     if (!cfg)
         goto out;
-    static const char *const tnames[] = {"float32", "float16", "bfloat16"};
     cJSON_DeleteItemFromObjectCaseSensitive(cfg, "torch_dtype");
-    if (!cJSON_AddStringToObject(cfg, "torch_dtype", tnames[dtype]))
+    if (!cJSON_AddStringToObject(cfg, "torch_dtype", tdtype))
         goto out;
     txt = cJSON_Print(cfg);
     if (!txt)
@@ -1043,7 +1137,21 @@ pk_status pk_model_save(const pk_model *m, const char *out_dir, pk_dtype dtype, 
     static const char *const tok_files[] = {
         "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
         "vocab.json",     "merges.txt",      "generation_config.json"};
-    for (size_t i = 0; i < sizeof tok_files / sizeof tok_files[0]; i++) {
+    struct stat sb;
+    int is_dir = stat(m->dir, &sb) == 0 && S_ISDIR(sb.st_mode), written = 0;
+    if (!is_dir && m->n_maps == 1) { /* a bare .gguf file: its tokenizer metadata, if any */
+        pk_gguf g;
+        st = pk_gguf_parse(m->dir, m->maps[0].base, m->maps[0].len, &g, err, errlen);
+        if (st == PK_OK) {
+            st = pk_gguf_tok_write_sp(&g, out_dir, &written, err, errlen);
+            if (st == PK_OK && !written)
+                st = pk_gguf_tok_write_bpe(&g, out_dir, &written, err, errlen);
+            pk_gguf_release(&g);
+        }
+        if (st != PK_OK)
+            goto out;
+    }
+    for (size_t i = 0; is_dir && i < sizeof tok_files / sizeof tok_files[0]; i++) {
         if (!file_exists(m->dir, tok_files[i]))
             continue;
         char src[4096];
@@ -1059,6 +1167,41 @@ pk_status pk_model_save(const pk_model *m, const char *out_dir, pk_dtype dtype, 
 out:
     free(txt);
     cJSON_Delete(cfg);
+    return st;
+}
+
+pk_status pk_model_save(const pk_model *m, const char *out_dir, pk_dtype dtype, char *err,
+                        size_t errlen)
+{
+    pk_status st = PK_ERR_NOMEM;
+    char path[4096];
+    if (pk_dtype_is_quant(dtype)) { /* block types are written as GGUF (pk_model_save_gguf) */
+        pk_seterr(err, errlen, "%s: safetensors holds F32, F16 or BF16, not %s", out_dir,
+                  pk_dtype_name(dtype));
+        return PK_ERR_ARG;
+    }
+    pk_st_entry *es = calloc(m->n_t ? m->n_t : 1, sizeof *es);
+    if (!es)
+        goto out;
+    if (mkdir(out_dir, 0700) != 0 && errno != EEXIST) {
+        pk_seterr(err, errlen, "%s: cannot create directory: %s", out_dir, strerror(errno));
+        st = PK_ERR_IO;
+        goto out;
+    }
+    for (size_t i = 0; i < m->n_t; i++) {
+        es[i].name = m->t[i].name;
+        es[i].dtype = dtype;
+        es[i].ndim = m->t[i].ndim;
+        for (int d = 0; d < 4; d++)
+            es[i].shape[d] = m->t[i].shape[d];
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
+    st = pk_safetensors_write(path, es, m->n_t, save_fill, (void *)(uintptr_t)m, err, errlen);
+    if (st != PK_OK)
+        goto out;
+    static const char *const tnames[] = {"float32", "float16", "bfloat16"};
+    st = pk_model_write_side_files(m, out_dir, tnames[dtype], err, errlen);
+out:
     free(es);
     return st;
 }
@@ -1090,6 +1233,11 @@ pk_status pk_model_make(const char *config_json, size_t len, const char *out_dir
     pk_model mm;
     memset(&mm, 0, sizeof mm);
     char path[4096];
+    if (pk_dtype_is_quant(dtype)) { /* quantize a made model with pocketllm quantize */
+        pk_seterr(err, errlen, "%s: random models are written as F32, F16 or BF16, not %s", out_dir,
+                  pk_dtype_name(dtype));
+        return PK_ERR_ARG;
+    }
     pk_status st = pk_cfg_parse("config.json", config_json, len, &mm.cfg, err, errlen);
     if (st != PK_OK)
         return st;

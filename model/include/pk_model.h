@@ -24,14 +24,29 @@ typedef enum pk_dtype {
     PK_DTYPE_F32 = 0,
     PK_DTYPE_F16 = 1,
     PK_DTYPE_BF16 = 2,
+    /* GGUF block-quantized types (ggml's layouts, DESIGN 5): a row of n elements is n / block
+     * blocks, each an f16 scale (or two) and packed integers. */
+    PK_DTYPE_Q8_0 = 3, /* 32 elements in 34 bytes */
+    PK_DTYPE_Q4_0 = 4, /* 32 elements in 18 bytes */
+    PK_DTYPE_Q4_K = 5, /* 256 elements in 144 bytes */
+    PK_DTYPE_Q5_K = 6, /* 256 elements in 176 bytes */
+    PK_DTYPE_Q6_K = 7, /* 256 elements in 210 bytes */
 } pk_dtype;
+#define PK_DTYPE__COUNT 8
 
-/* Bytes per element of dtype (4 or 2). */
+/* Bytes per element of dtype (4 or 2); 0 for a block type (use pk_dtype_row_bytes). */
 size_t pk_dtype_size(pk_dtype dt);
-/* "F32", "F16", "BF16" (the safetensors spelling). */
+/* Elements per block: 1 for F32/F16/BF16, 32 or 256 for the block types. */
+size_t pk_dtype_block(pk_dtype dt);
+/* Bytes of n consecutive elements starting on a block boundary (n a multiple of the block;
+ * PK_ASSERT otherwise). Also the byte offset of element n in a tensor of that dtype. */
+size_t pk_dtype_row_bytes(pk_dtype dt, size_t n);
+/* 1 for the block-quantized types. */
+int pk_dtype_is_quant(pk_dtype dt);
+/* "F32", "F16", "BF16" (the safetensors spelling), "Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K". */
 const char *pk_dtype_name(pk_dtype dt);
-/* Parses "f32"/"F32"/"float32", "f16"/"F16"/"float16", "bf16"/"BF16"/"bfloat16". Returns 0 on
- * success, -1 if unknown. */
+/* Parses "f32"/"F32"/"float32", "f16"/"F16"/"float16", "bf16"/"BF16"/"bfloat16", and the block
+ * types as "q8_0"/"Q8_0" etc. Returns 0 on success, -1 if unknown. */
 int pk_dtype_parse(const char *s, pk_dtype *out);
 
 /* fp16 / bf16 <-> fp32, round to nearest even (NaN stays NaN, overflow goes to inf). Pure. */
@@ -39,9 +54,11 @@ float pk_f16_to_f32(uint16_t h);
 uint16_t pk_f32_to_f16(float f);
 float pk_bf16_to_f32(uint16_t h);
 uint16_t pk_f32_to_bf16(float f);
-/* Widens n elements of src (dtype dt, element offset 0) to fp32 in dst. */
+/* Widens n elements of src (dtype dt, element offset 0) to fp32 in dst. For a block type src
+ * points at a block boundary and n is a multiple of the block (PK_ASSERT otherwise). */
 void pk_widen(pk_dtype dt, const void *src, size_t n, float *dst);
-/* Narrows n fp32 values into dst (dtype dt), round to nearest even. */
+/* Narrows n fp32 values into dst (dtype dt), round to nearest even; for Q8_0, Q4_0 and Q4_K
+ * quantizes whole blocks (n a multiple of the block). Q5_K and Q6_K have no encoder (assert). */
 void pk_narrow(pk_dtype dt, const float *src, size_t n, void *dst);
 
 typedef struct pk_model_params {
@@ -53,14 +70,15 @@ typedef struct pk_model_params {
 pk_model_params pk_model_default_params(void);
 
 /* Loads a model directory: config.json + model.safetensors or model.safetensors.index.json with
- * its shards. The files are mmapped MAP_PRIVATE, PROT_READ|PROT_WRITE: writing a tensor's data
- * changes this process's copy only (copy-on-write), never the files.
- * Everything is validated before use (header bounds, JSON, offsets inside the data area and not
- * overlapping, byte size = dtype x shape, every tensor the config implies present with its shape).
- * dir is borrowed. On success *out is an owned result (free with pk_model_free). On failure *out
- * is NULL and err (size errlen, may be NULL/0) holds one line naming the file and tensor/key.
- * Returns PK_ERR_IO (missing/unreadable file), PK_ERR_FORMAT (malformed), PK_ERR_UNSUPPORTED
- * (unknown model_type, pytorch_model.bin only), PK_ERR_NOMEM. */
+ * its shards; or a GGUF file (dir names the .gguf file, or a directory without safetensors
+ * weights holding model.gguf or one *.gguf; config from its metadata, DESIGN 5). The files are
+ * mmapped MAP_PRIVATE, PROT_READ|PROT_WRITE: writing a tensor's data changes this process's copy
+ * only (copy-on-write), never the files. Everything is validated before use (header bounds, JSON,
+ * offsets inside the data area and not overlapping, byte size = dtype x shape, every tensor the
+ * config implies present with its shape). dir is borrowed. On success *out is an owned result (free
+ * with pk_model_free). On failure *out is NULL and err (size errlen, may be NULL/0) holds one line
+ * naming the file and tensor/key. Returns PK_ERR_IO (missing/unreadable file), PK_ERR_FORMAT
+ * (malformed), PK_ERR_UNSUPPORTED (unknown model_type, pytorch_model.bin only), PK_ERR_NOMEM. */
 PK_NODISCARD pk_status pk_model_load(const char *dir, pk_model_params p, pk_model **out, char *err,
                                      size_t errlen);
 void pk_model_free(pk_model *m); /* NULL-safe */
@@ -118,11 +136,13 @@ size_t pk_model_n_tensors(const pk_model *m);
  * fault for every 4 KB page of the mapping. Call once after loading, before writing any tensor;
  * later calls do nothing. Pointers from pk_model_tensor stay valid. RSS stays what writing every
  * chosen page would make it. PK_ERR_NOMEM, PK_ERR_IO (then the weights are unusable: free the
- * model). */
+ * model); PK_ERR_UNSUPPORTED (nothing done, a warning logged) if a chosen tensor is
+ * block-quantized or the model is a llama GGUF file from llama.cpp (DESIGN 5). */
 PK_NODISCARD pk_status pk_model_make_writable(pk_model *m, const uint8_t *tensors);
 /* Restores every weight to the contents of its safetensors file, as loaded (the weights are
  * copy-on-write mappings of the files: the pages written since are dropped, and the ranges made
- * writable are read again; no copy is kept). PK_ERR_IO if the kernel refuses. */
+ * writable are read again; no copy is kept). PK_ERR_IO if the kernel refuses;
+ * PK_ERR_UNSUPPORTED for a llama GGUF file from llama.cpp (its q/k rows were reordered). */
 PK_NODISCARD pk_status pk_model_restore_base(pk_model *m);
 /* Fills *out for tensor i (0 <= i < n_tensors). PK_ERR_ARG if i is out of range. */
 PK_NODISCARD pk_status pk_model_tensor(const pk_model *m, size_t i, pk_tensor_info *out);
@@ -248,6 +268,16 @@ int32_t pk_sampler_sample(pk_sampler *s, const float *logits);
 PK_NODISCARD pk_status pk_model_save(const pk_model *m, const char *out_dir, pk_dtype dtype,
                                      char *err, size_t errlen);
 
+/* Writes the model with its CURRENT weights as out_dir/model.gguf (created if missing; DESIGN 5):
+ * tensor i converted to types[i] (borrowed, [n_tensors]: F32, F16, BF16, Q8_0, Q4_0, Q4_K, or
+ * the tensor's own type, whose bytes are copied), the source config.json in the metadata
+ * (pocketllm.config_json) with llama.cpp's keys and tensor names for llama / qwen2, plus
+ * out_dir/config.json and copies of the tokenizer files. PK_ERR_ARG (a type that cannot be
+ * written or whose blocks do not divide a tensor's rows; err names the tensor), PK_ERR_IO,
+ * PK_ERR_NOMEM. pk_model_load reads the result (out_dir or out_dir/model.gguf). */
+PK_NODISCARD pk_status pk_model_save_gguf(const pk_model *m, const char *out_dir,
+                                          const pk_dtype *types, char *err, size_t errlen);
+
 /* A streaming safetensors writer: tensors are written in the given order (the header lists them
  * sorted by name as required), each filled in fp32 chunks by fill(user, i, start, n, buf) that
  * writes elements [start, start+n) of tensor i into buf, then narrowed to the tensor's dtype.
@@ -278,6 +308,11 @@ PK_NODISCARD pk_status pk_model_make(const char *config_json, size_t len, const 
 PK_NODISCARD pk_status pk_safetensors_check_header(const char *fname, const char *header,
                                                    size_t header_len, uint64_t data_len, char *err,
                                                    size_t errlen);
+/* Validates a whole GGUF file in buf [len] (borrowed): header, every metadata value, tensor
+ * infos, types, offsets and sizes (for the fuzz target and tests). PK_OK or PK_ERR_FORMAT with
+ * err naming the key or tensor. Pure. */
+PK_NODISCARD pk_status pk_gguf_check(const char *fname, const unsigned char *buf, size_t len,
+                                     char *err, size_t errlen);
 PK_NODISCARD pk_status pk_config_check(const char *fname, const char *json, size_t len, char *err,
                                        size_t errlen);
 

@@ -1,0 +1,272 @@
+/* quant.c: the block-quantized weight formats of GGUF files (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, laid
+ * out as ggml stores them; DESIGN 5): each block decoded to fp32, and encoders for Q8_0, Q4_0 and
+ * Q4_K. Blocks are read byte by byte (no struct overlay), so any alignment and endianness of the
+ * host works. Which tensors get which type is the quantize command's business. */
+#include <math.h>
+#include <string.h>
+
+#include "quant_impl.h"
+
+#define QK   32  /* elements of a Q8_0 / Q4_0 block */
+#define QK_K 256 /* elements of a K-quant super-block (8 sub-blocks of 32, Q6_K: 16 of 16) */
+
+static float half_at(const unsigned char *p)
+{
+    return pk_f16_to_f32((uint16_t)(p[0] | (p[1] << 8)));
+}
+
+static void put_half(unsigned char *p, uint16_t h)
+{
+    p[0] = (unsigned char)(h & 0xff);
+    p[1] = (unsigned char)(h >> 8);
+}
+
+/* Q8_0 (34 bytes): f16 d, int8 q[32]; x = d * q. */
+static void dec_q8_0(const unsigned char *b, float *y)
+{
+    float d = half_at(b);
+    for (int i = 0; i < QK; i++)
+        y[i] = d * (float)(signed char)b[2 + i];
+}
+
+/* Q4_0 (18 bytes): f16 d, 16 bytes of nibbles; element i < 16 is the low nibble of byte i,
+ * element i + 16 its high nibble; x = d * (q - 8). */
+static void dec_q4_0(const unsigned char *b, float *y)
+{
+    float d = half_at(b);
+    for (int i = 0; i < QK / 2; i++) {
+        y[i] = d * (float)((b[2 + i] & 0x0f) - 8);
+        y[i + QK / 2] = d * (float)((b[2 + i] >> 4) - 8);
+    }
+}
+
+/* The 6-bit scale and min of sub-block j of a Q4_K / Q5_K block from its 12 packed bytes: j < 4
+ * in the low 6 bits of bytes j and j+4; j >= 4 has its low 4 bits in byte j+4 (scale low
+ * nibble, min high nibble) and its top 2 bits in the top bits of bytes j-4 (scale) and j (min). */
+static void k_scale_min(int j, const unsigned char *q, int *sc, int *mn)
+{
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *mn = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4);
+        *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+/* Q4_K (144 bytes): f16 d, f16 dmin, 12 scale bytes, 128 bytes of nibbles. Each 64 elements
+ * use 32 bytes: low nibbles for the first 32 (sub-block 2k), high nibbles for the next 32
+ * (sub-block 2k+1); x = d * sc * q - dmin * mn. */
+static void dec_q4_k(const unsigned char *b, float *y)
+{
+    float d = half_at(b), dmin = half_at(b + 2);
+    const unsigned char *sc = b + 4, *q = b + 16;
+    for (int k = 0; k < 4; k++) {
+        int s0, m0, s1, m1;
+        k_scale_min(2 * k, sc, &s0, &m0);
+        k_scale_min(2 * k + 1, sc, &s1, &m1);
+        for (int l = 0; l < 32; l++) {
+            y[64 * k + l] = d * (float)s0 * (float)(q[32 * k + l] & 0x0f) - dmin * (float)m0;
+            y[64 * k + 32 + l] = d * (float)s1 * (float)(q[32 * k + l] >> 4) - dmin * (float)m1;
+        }
+    }
+}
+
+/* Q5_K (176 bytes): f16 d, f16 dmin, 12 scale bytes, 32 bytes of fifth bits, 128 bytes of
+ * nibbles laid out as Q4_K; element l of sub-block j takes bit j of qh[l] as 16. */
+static void dec_q5_k(const unsigned char *b, float *y)
+{
+    float d = half_at(b), dmin = half_at(b + 2);
+    const unsigned char *sc = b + 4, *qh = b + 16, *q = b + 48;
+    for (int k = 0; k < 4; k++) {
+        int s0, m0, s1, m1;
+        k_scale_min(2 * k, sc, &s0, &m0);
+        k_scale_min(2 * k + 1, sc, &s1, &m1);
+        for (int l = 0; l < 32; l++) {
+            int lo = (q[32 * k + l] & 0x0f) + ((qh[l] >> (2 * k)) & 1) * 16;
+            int hi = (q[32 * k + l] >> 4) + ((qh[l] >> (2 * k + 1)) & 1) * 16;
+            y[64 * k + l] = d * (float)s0 * (float)lo - dmin * (float)m0;
+            y[64 * k + 32 + l] = d * (float)s1 * (float)hi - dmin * (float)m1;
+        }
+    }
+}
+
+/* Q6_K (210 bytes): 128 bytes of low nibbles, 64 bytes of 2-bit high parts, 16 int8 scales (one
+ * per 16 elements), f16 d. Each half of 128 elements uses 64 low bytes and 32 high bytes:
+ * element l + 32 r (r = 0..3) takes nibble (r >> 1) of low byte l + 32 (r & 1) and bits 2r of
+ * high byte l; x = d * scale * (q - 32). */
+static void dec_q6_k(const unsigned char *b, float *y)
+{
+    float d = half_at(b + 208);
+    for (int h = 0; h < 2; h++) {
+        const unsigned char *ql = b + 64 * h, *qh = b + 128 + 32 * h;
+        const signed char *sc = (const signed char *)(b + 192 + 8 * h);
+        for (int l = 0; l < 32; l++) {
+            for (int r = 0; r < 4; r++) {
+                int lo = (ql[l + 32 * (r & 1)] >> (4 * (r >> 1))) & 0x0f;
+                int q = (lo | (((qh[l] >> (2 * r)) & 3) << 4)) - 32;
+                y[128 * h + 32 * r + l] = d * (float)sc[l / 16 + 2 * r] * (float)q;
+            }
+        }
+    }
+}
+
+void pk_quant_decode(pk_dtype dt, const void *src, size_t nblocks, float *dst)
+{
+    const unsigned char *s = src;
+    size_t bb = pk_dtype_row_bytes(dt, pk_dtype_block(dt)), be = pk_dtype_block(dt);
+    for (size_t i = 0; i < nblocks; i++) {
+        const unsigned char *b = s + i * bb;
+        float *y = dst + i * be;
+        switch (dt) {
+        case PK_DTYPE_Q8_0:
+            dec_q8_0(b, y);
+            break;
+        case PK_DTYPE_Q4_0:
+            dec_q4_0(b, y);
+            break;
+        case PK_DTYPE_Q4_K:
+            dec_q4_k(b, y);
+            break;
+        case PK_DTYPE_Q5_K:
+            dec_q5_k(b, y);
+            break;
+        case PK_DTYPE_Q6_K:
+            dec_q6_k(b, y);
+            break;
+        default:
+            PK_ASSERT(0 && "not a block type");
+        }
+    }
+}
+
+static void enc_q8_0(const float *x, unsigned char *b)
+{
+    float amax = 0.0f;
+    for (int i = 0; i < QK; i++)
+        amax = fmaxf(amax, fabsf(x[i]));
+    uint16_t dh = pk_f32_to_f16(amax / 127.0f);
+    float d = pk_f16_to_f32(dh), id = d > 0.0f ? 1.0f / d : 0.0f;
+    put_half(b, dh);
+    for (int i = 0; i < QK; i++) {
+        float v = roundf(x[i] * id);
+        v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+        b[2 + i] = (unsigned char)(signed char)v;
+    }
+}
+
+/* d = (the value of largest magnitude) / -8, so that value is exactly q = 0 and the whole range
+ * [-8, 7] of the nibble is used toward the other sign. */
+static void enc_q4_0(const float *x, unsigned char *b)
+{
+    float amax = 0.0f, vmax = 0.0f;
+    for (int i = 0; i < QK; i++) {
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            vmax = x[i];
+        }
+    }
+    uint16_t dh = pk_f32_to_f16(vmax / -8.0f);
+    float d = pk_f16_to_f32(dh), id = d != 0.0f ? 1.0f / d : 0.0f;
+    put_half(b, dh);
+    for (int i = 0; i < QK / 2; i++) {
+        int q[2];
+        for (int h = 0; h < 2; h++) {
+            float v = floorf(x[i + h * QK / 2] * id + 8.5f);
+            q[h] = v < 0.0f ? 0 : v > 15.0f ? 15 : (int)v;
+        }
+        b[2 + i] = (unsigned char)(q[0] | (q[1] << 4));
+    }
+}
+
+/* An f16 at least v (v >= 0): the super-block scales are rounded up so the 6-bit sub-block
+ * scales, also rounded up, always cover their sub-block's range (no clipping). */
+static uint16_t f16_ceil(float v)
+{
+    uint16_t h = pk_f32_to_f16(v);
+    return pk_f16_to_f32(h) < v ? (uint16_t)(h + 1) : h;
+}
+
+static int ceil_q(float v, float step, int hi)
+{
+    if (step <= 0.0f)
+        return 0;
+    float q = ceilf(v / step);
+    return q < 0.0f ? 0 : q > (float)hi ? hi : (int)q;
+}
+
+/* Per sub-block j of 32: offset mn_j = -min(0, min x) >= 0 and scale (max x + mn_j) / 15, each a
+ * 6-bit multiple of a super-block f16 (dmin, d), rounded up; then q = round((x + mn) / scale). */
+static void enc_q4_k(const float *x, unsigned char *b)
+{
+    float lo[8], hi[8], dmax = 0.0f, mmax = 0.0f;
+    for (int j = 0; j < 8; j++) {
+        lo[j] = 0.0f;
+        hi[j] = 0.0f;
+        for (int l = 0; l < 32; l++) {
+            lo[j] = fminf(lo[j], x[32 * j + l]);
+            hi[j] = fmaxf(hi[j], x[32 * j + l]);
+        }
+        mmax = fmaxf(mmax, -lo[j]);
+    }
+    uint16_t mh = f16_ceil(mmax / 63.0f);
+    float dmin = pk_f16_to_f32(mh);
+    int sc[8], mn[8];
+    for (int j = 0; j < 8; j++) {
+        mn[j] = ceil_q(-lo[j], dmin, 63);
+        dmax = fmaxf(dmax, (hi[j] + dmin * (float)mn[j]) / 15.0f);
+    }
+    uint16_t dh = f16_ceil(dmax / 63.0f);
+    float d = pk_f16_to_f32(dh);
+    put_half(b, dh);
+    put_half(b + 2, mh);
+    memset(b + 4, 0, 12);
+    for (int j = 0; j < 8; j++) {
+        sc[j] = ceil_q((hi[j] + dmin * (float)mn[j]) / 15.0f, d, 63);
+        int i = j & 3;
+        if (j < 4) {
+            b[4 + i] |= (unsigned char)sc[j];
+            b[8 + i] |= (unsigned char)mn[j];
+        } else {
+            b[4 + i] |= (unsigned char)((sc[j] >> 4) << 6);
+            b[8 + i] |= (unsigned char)((mn[j] >> 4) << 6);
+            b[12 + i] = (unsigned char)((sc[j] & 0x0f) | ((mn[j] & 0x0f) << 4));
+        }
+    }
+    unsigned char *q = b + 16;
+    for (int j = 0; j < 8; j++) {
+        float s = d * (float)sc[j], m = dmin * (float)mn[j], is = s > 0.0f ? 1.0f / s : 0.0f;
+        for (int l = 0; l < 32; l++) {
+            float v = roundf((x[32 * j + l] + m) * is);
+            int qi = v < 0.0f ? 0 : v > 15.0f ? 15 : (int)v;
+            unsigned char *p = &q[32 * (j / 2) + l];
+            *p = (unsigned char)(j % 2 ? (*p & 0x0f) | (qi << 4) : qi);
+        }
+    }
+}
+
+int pk_quant_can_encode(pk_dtype dt)
+{
+    return dt == PK_DTYPE_Q8_0 || dt == PK_DTYPE_Q4_0 || dt == PK_DTYPE_Q4_K;
+}
+
+void pk_quant_encode(pk_dtype dt, const float *src, size_t nblocks, void *dst)
+{
+    unsigned char *d = dst;
+    size_t bb = pk_dtype_row_bytes(dt, pk_dtype_block(dt)), be = pk_dtype_block(dt);
+    for (size_t i = 0; i < nblocks; i++) {
+        switch (dt) {
+        case PK_DTYPE_Q8_0:
+            enc_q8_0(src + i * be, d + i * bb);
+            break;
+        case PK_DTYPE_Q4_0:
+            enc_q4_0(src + i * be, d + i * bb);
+            break;
+        case PK_DTYPE_Q4_K:
+            enc_q4_k(src + i * be, d + i * bb);
+            break;
+        default:
+            PK_ASSERT(0 && "no encoder for this type");
+        }
+    }
+}

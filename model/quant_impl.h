@@ -1,0 +1,18 @@
+/* quant_impl.h: private to model/: the GGUF block-quantized formats (ggml's block layouts, all
+ * little-endian): decode whole blocks to fp32 and encode fp32 into blocks. */
+#ifndef PK_QUANT_IMPL_H
+#define PK_QUANT_IMPL_H
+
+#include <stddef.h>
+
+#include "pk_model.h"
+
+/* Widens nblocks whole blocks of dtype dt (a block type) at src into dst
+ * [nblocks * pk_dtype_block(dt)]. Pure. */
+void pk_quant_decode(pk_dtype dt, const void *src, size_t nblocks, float *dst);
+/* Encodes nblocks blocks of fp32 values (src [nblocks * block]) into dst. Only Q8_0, Q4_0 and
+ * Q4_K have an encoder (pk_quant_can_encode); the others are a bug to ask for. Pure. */
+void pk_quant_encode(pk_dtype dt, const float *src, size_t nblocks, void *dst);
+int pk_quant_can_encode(pk_dtype dt);
+
+#endif /* PK_QUANT_IMPL_H */
