@@ -1,10 +1,12 @@
 /* mezo.c: the MeZO optimizer (pk_mezo.h, DESIGN 4): step seeds, schedules, trainable masks, the
- * update sweep, projected gradients, the step and the weights hash.
+ * update sweep (16-bit weights with seeded stochastic rounding), projected gradients, the step and
+ * the weights hash.
  *
  * Reproducibility: the update arithmetic is w - lr * ((g * z) + (wd * w)), each operation rounded
  * once. gcc in ISO C mode (-std=c11, as CMake builds us) never contracts to FMA; clang is told
  * not to by the pragma below. Blocks are fixed-size ranges of one tensor, so the value written
- * for an element never depends on how blocks are spread over threads. */
+ * for an element never depends on how blocks are spread over threads; the rounding noise of an
+ * element is a pure function of (step seed, tensor key, index). */
 #include "pk_mezo.h"
 
 #include "pk_crypto.h"
@@ -138,10 +140,77 @@ out:
     return st;
 }
 
-/* One block of one tensor: w[j] = w[j] - lr * ((g * z[j]) + (wd * w[j])). */
-static void update_block(const pk_tensor_info *ti, uint64_t seed, pk_z_kind kind, float lr, float g,
-                         float wd, size_t start, size_t n, float *z, float *w)
+/* The stochastic-rounding stream of a step: Philox under a key of its own, derived from the step
+ * seed, so the rounding noise is independent of z (pk_rng_bits with z's seed would reuse its
+ * words). "SRNDSEED" */
+static uint64_t sr_seed(uint64_t seed)
 {
+    return pk_splitmix64(seed ^ 0x53524e4453454544ull);
+}
+
+/* v to a bf16 value: the upper neighbour with probability (v - lower) / spacing, from the low 16
+ * bits of u (adding them to the magnitude's bits carries into the kept part exactly that often;
+ * the carry crosses binades and the subnormal boundary correctly). Exact in bf16. */
+static float sr_bf16(float v, uint32_t u)
+{
+    uint32_t b;
+    memcpy(&b, &v, 4);
+    if ((b & 0x7f800000u) == 0x7f800000u) /* inf, NaN */
+        return v;
+    b = (b + (u & 0xffffu)) & 0xffff0000u;
+    memcpy(&v, &b, 4);
+    return v;
+}
+
+/* The same for f16: in its normal range 13 mantissa bits go; below 2^-14 (f16 subnormals) the
+ * grid is the multiples of 2^-24, rounded up when a 24-bit uniform falls below the fraction.
+ * Beyond 65504 the result overflows to inf as round-to-nearest would. Exact in f16. */
+static float sr_f16(float v, uint32_t u)
+{
+    uint32_t b;
+    memcpy(&b, &v, 4);
+    uint32_t mag = b & 0x7fffffffu;
+    if (mag >= 0x7f800000u)
+        return v;
+    if (mag >= 0x38800000u) { /* 2^-14 */
+        b = (b + (u & 0x1fffu)) & ~0x1fffu;
+        memcpy(&v, &b, 4);
+        return v;
+    }
+    float q = fabsf(v) * 0x1p24f; /* exact: a power-of-two scaling, q < 2^10 */
+    float fl = floorf(q);
+    float frac = q - fl;                  /* exact */
+    float r = (float)(u >> 8) * 0x1p-24f; /* [0, 1) */
+    float k = r < frac ? fl + 1.0f : fl;  /* an integer below 2^10: exact */
+    float out = k * 0x1p-24f;
+    return v < 0.0f ? -out : out;
+}
+
+/* n updated fp32 values w rounded stochastically to dt, then narrowed (exact by then). */
+static void narrow_stochastic(pk_dtype dt, float *w, const uint32_t *u, size_t n, void *dst)
+{
+    if (dt == PK_DTYPE_BF16) {
+        for (size_t j = 0; j < n; j++)
+            w[j] = sr_bf16(w[j], u[j]);
+    } else {
+        for (size_t j = 0; j < n; j++)
+            w[j] = sr_f16(w[j], u[j]);
+    }
+    pk_narrow(dt, w, n, dst);
+}
+
+/* Per-thread scratch of the update sweep. */
+typedef struct update_scratch {
+    float z[UPDATE_BLOCK], w[UPDATE_BLOCK];
+    uint32_t u[UPDATE_BLOCK];
+} update_scratch;
+
+/* One block of one tensor: w[j] = w[j] - lr * ((g * z[j]) + (wd * w[j])); 16-bit tensors through
+ * fp32, back with stochastic rounding. */
+static void update_block(const pk_tensor_info *ti, uint64_t seed, pk_z_kind kind, float lr, float g,
+                         float wd, size_t start, size_t n, update_scratch *s)
+{
+    float *z = s->z, *w = s->w;
     pk_z_fill(seed, ti->key, start, n, kind, z);
     float *dst;
     if (ti->dtype == PK_DTYPE_F32) {
@@ -163,8 +232,10 @@ static void update_block(const pk_tensor_info *ti, uint64_t seed, pk_z_kind kind
             dst[j] = dst[j] - lr * a;
         }
     }
-    if (ti->dtype != PK_DTYPE_F32)
-        pk_narrow(ti->dtype, w, n, (char *)ti->data + start * 2);
+    if (ti->dtype != PK_DTYPE_F32) {
+        pk_rng_bits(sr_seed(seed), ti->key, start, n, s->u);
+        narrow_stochastic(ti->dtype, w, s->u, n, (char *)ti->data + start * 2);
+    }
 }
 
 void pk_mezo_update(pk_model *m, const uint8_t *trainable, uint64_t seed, pk_z_kind kind, float lr,
@@ -183,12 +254,12 @@ void pk_mezo_update(pk_model *m, const uint8_t *trainable, uint64_t seed, pk_z_k
         (void)nthreads; /* unused where OpenMP is off (clang with libgomp: the fuzz build) */
 #pragma omp parallel num_threads(nthreads)
         {
-            float z[UPDATE_BLOCK], w[UPDATE_BLOCK];
+            update_scratch sc;
 #pragma omp for schedule(static)
             for (long b = 0; b < nb; b++) {
                 size_t start = (size_t)b * UPDATE_BLOCK;
                 size_t n = ti.numel - start < UPDATE_BLOCK ? ti.numel - start : UPDATE_BLOCK;
-                update_block(&ti, seed, kind, lr, g, twd, start, n, z, w);
+                update_block(&ti, seed, kind, lr, g, twd, start, n, &sc);
             }
         }
     }

@@ -3,9 +3,9 @@
  * The step (pk_mezo_step): for each of q perturbations with seed s_k, loss+ and loss- of the
  * same batch through the engine's perturbation hook (weights read-only), g_k = (l+ - l-) / 2eps
  * (clipped), then one update sweep per k: W -= (lr/q) * (g_k * z_k + wd * W) (wd never on
- * biases/norms), f16/bf16 weights through fp32. Every update is a pure function of
- * (W, seed, z kind, lr, g, wd) computed without FMA and independent of the thread count, so a
- * step log replays bit-exactly on any machine.
+ * biases/norms), f16/bf16 weights through fp32 with seeded stochastic rounding. Every update is a
+ * pure function of (W, seed, z kind, lr, g, wd) computed without FMA and independent of the thread
+ * count, so a step log replays bit-exactly on any machine.
  *
  * Thread safety: functions on one pk_model must not run concurrently (pk_model's rule). */
 #ifndef PK_MEZO_H
@@ -57,8 +57,12 @@ PK_NODISCARD pk_status pk_mezo_trainable(const pk_model *m, const char *spec, ui
                                          char *err, size_t errlen);
 
 /* The update sweep W -= lr * (g * z(seed) + wd * W) over the trainable tensors (NULL = all);
- * wd is skipped for biases and norms; f16/bf16 through fp32 and rounded back. Threaded over
- * blocks (pk_threads_get), bit-identical for any thread count. */
+ * wd is skipped for biases and norms. f16/bf16 go through fp32 and back by seeded stochastic
+ * rounding: element i of tensor t rounds up with probability (its distance from the lower
+ * 16-bit neighbour) / spacing, decided by pk_rng_bits(splitmix64(seed ^ "SRNDSEED"), key(t), i),
+ * so the update is unbiased (changes below half a 16-bit step survive on average) and a pure
+ * function of (weights, seed, scalars). Threaded over blocks (pk_threads_get), bit-identical
+ * for any thread count. */
 void pk_mezo_update(pk_model *m, const uint8_t *trainable, uint64_t seed, pk_z_kind kind, float lr,
                     float g, float wd);
 
