@@ -1,6 +1,6 @@
-/* mezo.c: the MeZO optimizer (pk_mezo.h, DESIGN 4): step seeds, schedules, trainable masks, the
- * update sweep (16-bit weights with seeded stochastic rounding), projected gradients, the step and
- * the weights hash.
+/* mezo.c: the MeZO optimizer (pk_mezo.h, DESIGN 4): step seeds, schedules, trainable masks and
+ * LoRA specs, the update sweep (16-bit weights with seeded stochastic rounding), projected
+ * gradients, the step and the weights hash.
  *
  * Reproducibility: the update arithmetic is w - lr * ((g * z) + (wd * w)), each operation rounded
  * once. gcc in ISO C mode (-std=c11, as CMake builds us) never contracts to FMA; clang is told
@@ -11,6 +11,7 @@
 
 #include "pk_crypto.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <regex.h>
 #include <stdio.h>
@@ -91,7 +92,104 @@ uint64_t pk_mezo_step_seed(uint64_t run_seed, int64_t step, int q)
     return pk_splitmix64(h ^ ((uint64_t)(uint32_t)q << 32));
 }
 
-pk_status pk_mezo_trainable(const pk_model *m, const char *spec, uint8_t **out, char *err,
+/* One item of a LoRA spec before targets=: r=, alpha= or seed=. 0 if well formed. */
+static int lora_item(const char *tok, pk_lora_params *p)
+{
+    char *end = NULL;
+    const char *eq = strchr(tok, '=');
+    if (!strncmp(tok, "r=", 2)) {
+        long v = strtol(tok + 2, &end, 10);
+        p->r = v >= 1 && v <= PK_LORA_MAX_RANK ? (int)v : -1;
+    } else if (!strncmp(tok, "alpha=", 6)) {
+        p->alpha = strtof(tok + 6, &end);
+    } else if (!strncmp(tok, "seed=", 5) && tok[5] != '-') {
+        p->seed = strtoull(tok + 5, &end, 10);
+    }
+    return end == NULL || *end != 0 || end == eq + 1 || p->r < 0 || !(p->alpha > 0.0f) ||
+                   !isfinite(p->alpha)
+               ? -1
+               : 0;
+}
+
+/* The comma-separated items of s (modified in place). */
+static int lora_keys(char *s, pk_lora_params *p, char *err, size_t errlen)
+{
+    while (*s) {
+        char *c = strchr(s, ',');
+        if (c)
+            *c = 0;
+        if (*s && lora_item(s, p) != 0) {
+            pk_seterr(err, errlen,
+                      "LoRA spec: bad item '%s' (want r=1..%d, alpha=X > 0, seed=N, then "
+                      "targets=REGEX last)",
+                      s, PK_LORA_MAX_RANK);
+            return -1;
+        }
+        if (!c)
+            break;
+        s = c + 1;
+    }
+    return 0;
+}
+
+int pk_mezo_lora_parse(const char *spec, pk_lora_params *p, char *err, size_t errlen)
+{
+    if (spec == NULL || strncmp(spec, "lora", 4) != 0 || (spec[4] != 0 && spec[4] != ':'))
+        return 0;
+    memset(p, 0, sizeof *p);
+    p->r = 8;
+    p->alpha = 16.0f;
+    if (spec[4] == 0)
+        return 1;
+    char keys[256];
+    const char *body = spec + 5, *tg = strstr(body, "targets=");
+    if (tg != NULL && tg != body && tg[-1] != ',')
+        tg = NULL; /* "targets=" inside another item's value */
+    size_t kl = tg ? (size_t)(tg - body) : strlen(body);
+    if (kl >= sizeof keys || (tg && strlen(tg + 8) >= sizeof p->targets)) {
+        pk_seterr(err, errlen, "LoRA spec too long");
+        return -1;
+    }
+    memcpy(keys, body, kl);
+    keys[kl] = 0;
+    if (tg)
+        strcpy(p->targets, tg + 8);
+    return lora_keys(keys, p, err, errlen) == 0 ? 1 : -1;
+}
+
+void pk_mezo_trainable_canonical(const char *spec, char *out, size_t n)
+{
+    pk_lora_params p;
+    if (pk_mezo_lora_parse(spec, &p, NULL, 0) != 1) {
+        snprintf(out, n, "%s", spec ? spec : "all");
+        return;
+    }
+    int k = snprintf(out, n, "lora:r=%d,alpha=%.9g,seed=%" PRIu64, p.r, (double)p.alpha, p.seed);
+    if (p.targets[0] && k > 0 && (size_t)k < n)
+        snprintf(out + k, n - (size_t)k, ",targets=%s", p.targets);
+}
+
+/* A LoRA spec: the adapter attached (or found attached), its A and B tensors trainable. */
+static pk_status lora_mask(pk_model *m, const char *spec, uint8_t **out, char *err, size_t errlen)
+{
+    pk_lora_params p;
+    if (pk_mezo_lora_parse(spec, &p, err, errlen) < 0)
+        return PK_ERR_ARG;
+    pk_status st = pk_model_lora_attach(m, &p, NULL, err, errlen);
+    if (st != PK_OK)
+        return st;
+    size_t n = pk_model_n_tensors(m);
+    uint8_t *mask = calloc(n, 1);
+    if (mask == NULL)
+        return PK_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++)
+        mask[i] = (uint8_t)pk_model_tensor_is_lora(m, i);
+    *out = mask;
+    return PK_OK;
+}
+
+/* "all", "bitfit" or a regex over tensor names. */
+static pk_status regex_mask(const pk_model *m, const char *spec, uint8_t **out, char *err,
                             size_t errlen)
 {
     size_t n = pk_model_n_tensors(m);
@@ -138,6 +236,15 @@ out:
         regfree(&re);
     free(mask);
     return st;
+}
+
+pk_status pk_mezo_trainable(pk_model *m, const char *spec, uint8_t **out, char *err, size_t errlen)
+{
+    pk_lora_params p;
+    *out = NULL;
+    if (pk_mezo_lora_parse(spec, &p, NULL, 0) != 0)
+        return lora_mask(m, spec, out, err, errlen);
+    return regex_mask(m, spec, out, err, errlen);
 }
 
 /* The stochastic-rounding stream of a step: Philox under a key of its own, derived from the step

@@ -17,3 +17,6 @@ set_tests_properties(test_trainer_300 PROPERTIES LABELS slow TIMEOUT 900
 pk_add_test(test_determinism_cli SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_determinism_cli.c
     LIBS PkgConfig::CJSON LABELS unit TIMEOUT 240)
 add_dependencies(test_determinism_cli pocketllm)
+# 16-bit training with stochastic rounding and LoRA adapters (library level, stories260k)
+pk_add_test(test_adapters SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_adapters.c
+    LIBS pk_mezo pk_model pk_tokenizer LABELS unit TIMEOUT 300)
