@@ -1,8 +1,10 @@
 /* test_lora_cli.c: LoRA runs through the pocketllm CLI on the shipped stories260k: train
  * --trainable lora:... at 1 and 2 threads (one weights hash), export --adapter (PEFT's
  * adapter_config.json and tensor names and shapes), export --merged (its logits equal the base's
- * with the exported adapter attached), the seed log replayed to the same hash, a full-parameter
- * run refused by --adapter, and bench mezo --trainable printing the trainable parameter count. */
+ * with the exported adapter attached), the seed log replayed to the same hash, a bf16 copy
+ * trained full-parameter (stochastic rounding) and with an adapter at 1 and 2 threads and
+ * replayed under each BLAS kernel, a full-parameter run refused by --adapter, and bench mezo
+ * --trainable printing the trainable parameter count. */
 #include "pk_model.h"
 #include "pk_test.h"
 #include "test_product_util.h"
@@ -12,9 +14,10 @@
 #include <math.h>
 #include <stdint.h>
 
-#define PASS  "lora-cli-test-passphrase"
-#define SPEC  "lora:r=4,alpha=8,seed=11"
-#define TRAIN "--model " PK_STORIES_DIR " --dataset pip --batch 4 --seq-len 32 --lr 2e-3 --steps 12"
+#define PASS    "lora-cli-test-passphrase"
+#define SPEC    "lora:r=4,alpha=8,seed=11"
+#define TRAIN   "--dataset pip --batch 4 --seq-len 32 --steps 12"
+#define STORIES "--model " PK_STORIES_DIR " --lr 2e-3 "
 
 static char tmp[256], home[300];
 
@@ -198,8 +201,8 @@ static void check_merged(const char *adapter_dir, const char *merged_dir)
 static void test_lora_run(void)
 {
     char h1[80] = "", h2[80] = "", dir[300], mdir[300], log[300];
-    int64_t r1 = train("--trainable " SPEC " --threads 1", h1);
-    int64_t r2 = train("--trainable " SPEC " --threads 2", h2);
+    int64_t r1 = train(STORIES "--trainable " SPEC " --threads 1", h1);
+    int64_t r2 = train(STORIES "--trainable " SPEC " --threads 2", h2);
     PK_CHECK(r1 > 0 && r2 > 0);
     PK_CHECK(h1[0] && !strcmp(h1, h2));
     char *o = NULL;
@@ -237,10 +240,72 @@ static void test_lora_run(void)
     free(o);
 }
 
+/* The CPU can run OpenBLAS's SkylakeX kernels. */
+static int have_avx512(void)
+{
+    char *c = slurp("/proc/cpuinfo", NULL);
+    int yes = c && strstr(c, " avx512f") != NULL;
+    free(c);
+    return yes;
+}
+
+/* Replays a seed log under OPENBLAS_CORETYPE=core ("" = unset) into tmp/DIR; 0 and the weights
+ * hash, or -1. */
+static int replay_under(const char *core, const char *log, const char *model, char hash[80])
+{
+    char *o = NULL, dir[300];
+    snprintf(dir, sizeof dir, "%s/replay-%s", tmp, core[0] ? core : "default");
+    int rc = run_fmt(&o, RUN_SHOW_FAILURE, "%s%s %s replay --seed-log %s --model %s --out %s",
+                     core[0] ? "env OPENBLAS_CORETYPE=" : "env -u OPENBLAS_CORETYPE", core,
+                     POCKETLLM, log, model, dir);
+    cJSON *j = rc == 0 ? last_json(o) : NULL;
+    str(j, "weights", hash, 80);
+    cJSON_Delete(j);
+    free(o);
+    return rc == 0 ? 0 : -1;
+}
+
+/* A bf16 base trained full-parameter (stochastic rounding) and with an adapter: one hash at 1
+ * and 2 threads, and the seed log replays to it under every BLAS kernel (replay never runs a
+ * GEMM's loss; the rounding is integer work on the counter generator's bits). */
+static void test_bf16_runs(void)
+{
+    char bdir[300], h[80] = "", log[300], cmd[600];
+    snprintf(bdir, sizeof bdir, "%s/bf16", tmp);
+    int64_t r0 = train("--model " PK_STORIES_DIR " --trainable all --steps 1 --lr 0", h);
+    PK_CHECK(r0 > 0);
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
+                        "%s export --run %lld --out %s --dtype bf16 "
+                        "--home %s >/dev/null",
+                        POCKETLLM, (long long)r0, bdir, home),
+                0);
+    static const char *const specs[] = {"all", SPEC};
+    for (int k = 0; k < 2; k++) {
+        char h1[80] = "", h2[80] = "";
+        snprintf(cmd, sizeof cmd, "--model %s --trainable %s --lr 1e-4 --threads 1", bdir,
+                 specs[k]);
+        int64_t r1 = train(cmd, h1);
+        snprintf(cmd, sizeof cmd, "--model %s --trainable %s --lr 1e-4 --threads 2", bdir,
+                 specs[k]);
+        int64_t r2 = train(cmd, h2);
+        PK_CHECK(r1 > 0 && r2 > 0 && h1[0] && !strcmp(h1, h2));
+        snprintf(log, sizeof log, "%s/bf16-%d.seedlog", tmp, k);
+        PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE, "%s export --run %lld --seed-log %s --home %s",
+                            POCKETLLM, (long long)r1, log, home),
+                    0);
+        const char *cores[] = {"", "Haswell", "SkylakeX"};
+        for (int c = 0; c < (have_avx512() ? 3 : 2); c++) {
+            char hr[80] = "";
+            PK_CHECK_EQ(replay_under(cores[c], log, bdir, hr), 0);
+            PK_CHECK(!strcmp(hr, h1));
+        }
+    }
+}
+
 static void test_refusals(void)
 {
     char h[80] = "", dir[300];
-    int64_t full = train("--trainable all --steps 2", h);
+    int64_t full = train(STORIES "--trainable all --steps 2", h);
     PK_CHECK(full > 0);
     snprintf(dir, sizeof dir, "%s/no-adapter", tmp);
     char *o = NULL;
@@ -250,9 +315,8 @@ static void test_refusals(void)
     PK_CHECK(o && strstr(o, "not a LoRA adapter"));
     free(o);
     PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
-                        "%s train %s --trainable lora:targets=nothing "
-                        "--home %s --quiet",
-                        POCKETLLM, TRAIN, home),
+                        "%s train %s %s --trainable lora:targets=nothing --home %s --quiet",
+                        POCKETLLM, TRAIN, STORIES, home),
                 1);
     PK_CHECK(o && strstr(o, "match no linear layer"));
     free(o);
@@ -280,6 +344,7 @@ int main(void)
     PK_CHECK(make_tmpdir(tmp, sizeof tmp, "loracli"));
     setup();
     test_lora_run();
+    test_bf16_runs();
     test_refusals();
     test_bench();
     rm_rf(tmp);
