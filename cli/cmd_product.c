@@ -256,6 +256,8 @@ typedef struct export_opts {
     const char *out;
     const char *dtype;
     const char *seed_log;
+    const char *adapter;
+    const char *merged;
 } export_opts;
 
 #define T export_opts
@@ -266,6 +268,10 @@ static const cli_option export_table[] = {
      "the weights' type in --out"},
     {"--seed-log", CLI_STR, CLI_AT(T, seed_log), 0, 0, NULL, "FILE",
      "write a portable seed log instead"},
+    {"--adapter", CLI_STR, CLI_AT(T, adapter), 0, 0, NULL, "DIR",
+     "write a LoRA run's adapter as a PEFT adapter directory"},
+    {"--merged", CLI_STR, CLI_AT(T, merged), 0, 0, NULL, "DIR",
+     "write a LoRA run's base + adapter merged (as --out)"},
     CLI_STORE_OPTS(T),
     CLI_END,
 };
@@ -274,10 +280,15 @@ static const cli_option export_table[] = {
 static const cli_command export_cmd = {
     "export",
     "export --run ID --out DIR [--dtype f16|bf16|f32] [options]\n"
-    "export --run ID --seed-log FILE [options]",
+    "export --run ID --seed-log FILE [options]\n"
+    "export --run ID --adapter DIR [options]\n"
+    "export --run ID --merged DIR [--dtype f16|bf16|f32] [options]",
     "--out DIR writes the run's fine-tuned weights as a Hugging Face model directory\n"
     "(config.json, model.safetensors, the base model's tokenizer files, pocketllm_run.json)\n"
-    "that transformers' from_pretrained and pocketllm forward/generate load.\n"
+    "that transformers' from_pretrained and pocketllm forward/generate load; a LoRA run's\n"
+    "adapter is merged into the weights (--merged DIR is the same).\n"
+    "--adapter DIR writes a LoRA run (train --trainable lora:...) as a PEFT adapter:\n"
+    "adapter_config.json + adapter_model.safetensors, for PeftModel.from_pretrained on the base.\n"
     "--seed-log FILE writes the run as a portable seed log: the base-model hash and one line\n"
     "per MeZO step (seed, projected gradient, lr) - kilobytes instead of the weights.\n"
     "Rebuild it anywhere with: pocketllm replay --seed-log FILE --model BASE --out DIR",
@@ -285,7 +296,8 @@ static const cli_command export_cmd = {
     0,
     "examples:\n"
     "  pocketllm export --run 1 --out my-model --dtype f16\n"
-    "  pocketllm export --run 1 --seed-log run1.seedlog"};
+    "  pocketllm export --run 1 --seed-log run1.seedlog\n"
+    "  pocketllm export --run 2 --adapter my-adapter"};
 
 /* What the table cannot say: --run is required, one destination, --dtype with --out only. */
 static int export_check(const export_opts *o, pk_dtype *dtype)
@@ -295,19 +307,22 @@ static int export_check(const export_opts *o, pk_dtype *dtype)
         cli_error(cmd, "--run ID is required (a positive run id; see pocketllm runs)");
         return CLI_USAGE;
     }
-    if ((!o->out) == (!o->seed_log)) {
-        cli_error(cmd, "give exactly one of --out DIR or --seed-log FILE (see --help)");
+    if ((o->out != NULL) + (o->seed_log != NULL) + (o->adapter != NULL) + (o->merged != NULL) !=
+        1) {
+        cli_error(cmd, "give exactly one of --out DIR, --merged DIR, --adapter DIR or --seed-log "
+                       "FILE (see --help)");
         return CLI_USAGE;
     }
-    if (o->seed_log && cli_given(&o->c, "--dtype")) {
-        cli_error(cmd, "--dtype applies to --out only");
+    if ((o->seed_log || o->adapter) && cli_given(&o->c, "--dtype")) {
+        cli_error(cmd, "--dtype applies to --out and --merged only");
         return CLI_USAGE;
     }
     if (pk_dtype_parse(o->dtype, dtype) != 0) {
         cli_error(cmd, "--dtype: expected f32, f16 or bf16, got '%s'", o->dtype);
         return CLI_USAGE;
     }
-    if ((o->out && !*o->out) || (o->seed_log && !*o->seed_log)) {
+    if ((o->out && !*o->out) || (o->seed_log && !*o->seed_log) || (o->adapter && !*o->adapter) ||
+        (o->merged && !*o->merged)) {
         cli_error(cmd, "empty path");
         return CLI_USAGE;
     }
@@ -327,14 +342,19 @@ int cmd_export(int argc, char **argv)
         return rc;
     char err[ERRLEN] = "", hash[65] = "";
     size_t bytes = 0;
-    pk_status st = o.out ? pk_export_hf(s, o.run, o.out, dtype, hash, err, sizeof err)
-                         : pk_export_seedlog(s, o.run, o.seed_log, &bytes, err, sizeof err);
+    const char *dir = o.out ? o.out : o.merged;
+    pk_status st = dir         ? pk_export_hf(s, o.run, dir, dtype, hash, err, sizeof err)
+                   : o.adapter ? pk_export_adapter(s, o.run, o.adapter, hash, err, sizeof err)
+                               : pk_export_seedlog(s, o.run, o.seed_log, &bytes, err, sizeof err);
     rc = close_report(s, o.c.cmd, st, err);
     if (rc != CLI_OK)
         return rc;
-    if (o.out)
-        printf("exported run %lld to %s (%s, weights hash %s)\n", (long long)o.run, o.out,
+    if (dir)
+        printf("exported run %lld to %s (%s, weights hash %s)\n", (long long)o.run, dir,
                pk_dtype_name(dtype), hash);
+    else if (o.adapter)
+        printf("exported the LoRA adapter of run %lld to %s (weights hash %s)\n", (long long)o.run,
+               o.adapter, hash);
     else
         printf("wrote seed log of run %lld to %s (%zu bytes)\n", (long long)o.run, o.seed_log,
                bytes);

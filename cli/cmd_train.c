@@ -61,7 +61,7 @@ static const cli_option train_table[] = {
     {"--clip-g", CLI_FLOAT, CLI_AT(T, cfg.mezo.clip_g), 0, 1e30, NULL, "F",
      "clip the projected gradient to [-F, F] (0: off)"},
     {"--trainable", CLI_BUF, CLI_AT(T, cfg.trainable), 0, 0, NULL, "SPEC",
-     "all | bitfit | REGEX on tensor names"},
+     "all | bitfit | REGEX on tensor names | lora[:r=R,alpha=A,seed=S,targets=REGEX]"},
     {"--steps", CLI_INT, CLI_AT(T, cfg.steps), 1, 1LL << 40, NULL, "N", "steps"},
     {"--batch", CLI_INT, CLI_AT(T, cfg.batch), 1, 65536, NULL, "B", "examples per batch"},
     {"--seq-len", CLI_INT, CLI_AT(T, cfg.seq_len), 2, 1 << 20, NULL, "T", "tokens per example"},
@@ -545,12 +545,15 @@ static pk_status write_run_seedlog(pk_store *s, int64_t run, const char *path, c
     return st;
 }
 
-/* Saves the model (with --out) and its weights hash into hex. */
-static pk_status replay_save(const replay_opts *o, const pk_model *m, char hex[65], char *err,
-                             size_t n)
+/* The weights hash into hex, then the model saved (with --out); a LoRA adapter is merged into
+ * the saved weights (the loader would ignore its tensors), the hash is the replayed model's. */
+static pk_status replay_save(const replay_opts *o, pk_model *m, char hex[65], char *err, size_t n)
 {
-    pk_status st = o->out ? pk_model_save(m, o->out, model_dtype(m), err, n) : PK_OK;
-    return st != PK_OK ? st : pk_weights_hash(m, hex);
+    pk_dtype dt = model_dtype(m);
+    pk_status st = pk_weights_hash(m, hex);
+    if (st == PK_OK && o->out && pk_model_lora(m, NULL))
+        st = pk_model_lora_merge(m);
+    return st != PK_OK || !o->out ? st : pk_model_save(m, o->out, dt, err, n);
 }
 
 static int replay_print(const char *hex, double replay_s)
@@ -958,6 +961,7 @@ int cmd_mezo_probe(int argc, char **argv)
 typedef struct bench_opts {
     cli_common c;
     const char *model;
+    const char *trainable;
     int batch, seq, steps;
 } bench_opts;
 
@@ -967,6 +971,8 @@ static const cli_option bench_table[] = {
     {"--batch", CLI_INT, CLI_AT(T, batch), 1, 4096, NULL, "B", "sequences per batch"},
     {"--seq", CLI_INT, CLI_AT(T, seq), 2, 1 << 20, NULL, "T", "tokens per sequence"},
     {"--steps", CLI_INT, CLI_AT(T, steps), 1, 1000, NULL, "K", "timed steps"},
+    {"--trainable", CLI_STR, CLI_AT(T, trainable), 0, 0, NULL, "SPEC",
+     "what the steps train, as train --trainable (lora:... attaches an adapter)"},
     CLI_THREADS_OPT(T),
     CLI_END,
 };
@@ -974,7 +980,7 @@ static const cli_option bench_table[] = {
 
 static const cli_command bench_cmd = {
     "bench mezo",
-    "bench mezo --model DIR --batch B --seq T [--threads N] [--steps K]",
+    "bench mezo --model DIR --batch B --seq T [--threads N] [--steps K] [--trainable SPEC]",
     "Times MeZO steps on random token ids. One JSON line: step_s (mean per step),\n"
     "forward_s (two unperturbed forward passes), perturb_s (what perturbing adds to\n"
     "them: z generation and blocking; the median over steps of the step's two passes\n"
@@ -983,7 +989,8 @@ static const cli_command bench_cmd = {
     "load, as train does, so the first update takes no copy-on-write faults),\n"
     "peak_rss_bytes, weight_bytes, paired (whether the step's + and - passes ran side\n"
     "by side, sharing each weight block's z: the model pairs them when one pass's\n"
-    "activations are at most 3% of the weight bytes).",
+    "activations are at most 3% of the weight bytes), trainable and trainable_params\n"
+    "(the spec and the number of parameters the steps perturb and update).",
     bench_table,
     0,
     NULL};
@@ -993,6 +1000,7 @@ typedef struct bench_ctx {
     int32_t *ids, *lens;    /* [B * T], [B]: what b points to */
     int32_t *sel_b, *sel_t; /* [B] encoders: each row's last position (the mask) */
     float *logits;          /* [B * 2] */
+    const uint8_t *mask;    /* the trainable tensors (NULL: all) */
 } bench_ctx;
 
 /* Causal models: the next-token loss over every position (the lm objective). Encoders
@@ -1064,6 +1072,7 @@ static int cmp_double(const void *a, const void *b)
 
 typedef struct bench_times {
     double step_s, forward_s, perturb_s, update_s, first_step_s, writable_s; /* seconds */
+    size_t trainable_params;
 } bench_times;
 
 /* The warm-up pass and the first step, timed apart (before pk_model_make_writable, the first
@@ -1077,7 +1086,7 @@ static pk_status bench_first_step(pk_model *m, bench_ctx *c, const pk_mezo_param
     if (st != PK_OK)
         return st;
     double t0 = pk_time_now();
-    st = pk_mezo_step(m, NULL, p, K, 1, bench_loss, c, &row, &f, &u);
+    st = pk_mezo_step(m, c->mask, p, K, 1, bench_loss, c, &row, &f, &u);
     t->first_step_s = pk_time_now() - t0;
     return st;
 }
@@ -1099,7 +1108,7 @@ static pk_status bench_steps(pk_model *m, bench_ctx *c, const pk_mezo_params *p,
         pk_step_row row;
         t0 = pk_time_now();
         if (st == PK_OK)
-            st = pk_mezo_step(m, NULL, p, k, 1, bench_loss, c, &row, &f, &u);
+            st = pk_mezo_step(m, c->mask, p, k, 1, bench_loss, c, &row, &f, &u);
         t->step_s += (pk_time_now() - t0) / K;
         t->forward_s += plain2 / K;
         t->update_s += u / K;
@@ -1130,45 +1139,67 @@ static int bench_print(const bench_opts *o, const pk_model *m, const bench_times
     cJSON_AddNumberToObject(j, "peak_rss_bytes", (double)pk_peak_rss_bytes());
     cJSON_AddNumberToObject(j, "weight_bytes", (double)pk_model_weight_bytes(m));
     cJSON_AddBoolToObject(j, "paired", pk_model_pairs(m, o->batch, o->seq));
+    cJSON_AddStringToObject(j, "trainable", o->trainable);
+    cJSON_AddNumberToObject(j, "trainable_params", (double)t->trainable_params);
     return cli_json_print(j);
+}
+
+/* The trainable mask of --trainable (NULL for all) and the number of parameters it holds. */
+static pk_status bench_mask(const bench_opts *o, pk_model *m, uint8_t **mask, bench_times *t,
+                            char *err, size_t n)
+{
+    pk_status st =
+        strcmp(o->trainable, "all") ? pk_mezo_trainable(m, o->trainable, mask, err, n) : PK_OK;
+    for (size_t i = 0; st == PK_OK && i < pk_model_n_tensors(m); i++) {
+        pk_tensor_info ti;
+        st = pk_model_tensor(m, i, &ti);
+        if (st == PK_OK && (*mask == NULL || (*mask)[i]))
+            t->trainable_params += ti.numel;
+    }
+    return st;
 }
 
 /* Loads the model sized for the benchmark's batch, and times it. */
 static pk_status bench_run(const bench_opts *o, pk_model **m, bench_times *t, char *err, size_t n)
 {
     pk_model_params mp = pk_model_default_params();
+    uint8_t *mask = NULL;
     mp.max_batch = o->batch;
     mp.max_seq = o->seq;
     pk_status st = pk_model_load(o->model, mp, m, err, n);
+    if (st == PK_OK)
+        st = bench_mask(o, *m, &mask, t, err, n);
     if (st != PK_OK)
         return st;
     t->writable_s = pk_time_now(); /* as train does, before the first update */
-    st = pk_model_make_writable(*m, NULL);
+    st = pk_model_make_writable(*m, mask);
     t->writable_s = pk_time_now() - t->writable_s;
-    if (st != PK_OK)
-        return st;
-    if (o->seq > pk_model_max_positions(*m)) {
+    if (st == PK_OK && o->seq > pk_model_max_positions(*m)) {
         snprintf(err, n, "--seq %d exceeds the model's %d positions", o->seq,
                  pk_model_max_positions(*m));
-        return PK_ERR_ARG;
+        st = PK_ERR_ARG;
     }
     bench_ctx bc;
+    memset(&bc, 0, sizeof bc);
     pk_mezo_params p = pk_mezo_default_params();
     p.lr = 1e-6f;
-    st = bench_ctx_init(&bc, o->batch, o->seq, pk_model_vocab_size(*m));
+    if (st == PK_OK)
+        st = bench_ctx_init(&bc, o->batch, o->seq, pk_model_vocab_size(*m));
+    bc.mask = mask;
     if (st == PK_OK)
         st = bench_first_step(*m, &bc, &p, o->steps, t);
     if (st == PK_OK)
         st = bench_steps(*m, &bc, &p, o->steps, t);
-    if (st != PK_OK)
+    if (st != PK_OK && !err[0])
         snprintf(err, n, "forward: %s", pk_status_str(st));
     bench_ctx_free(&bc);
+    free(mask);
     return st;
 }
 
 int cmd_bench_mezo(int argc, char **argv)
 {
-    bench_opts o = {.batch = 8, .seq = 64, .steps = 2};
+    bench_opts o = {.trainable = "all", .batch = 8, .seq = 64, .steps = 2};
     int rc = cli_parse(&bench_cmd, argc, argv, &o);
     if (rc != 0)
         return rc < 0 ? CLI_OK : rc;
@@ -1178,7 +1209,7 @@ int cmd_bench_mezo(int argc, char **argv)
     }
     cli_apply_threads(&o.c);
     pk_model *m = NULL;
-    bench_times t = {0, 0, 0, 0, 0, 0};
+    bench_times t = {0, 0, 0, 0, 0, 0, 0};
     char err[ERRLEN] = "";
     pk_status st = bench_run(&o, &m, &t, err, sizeof err);
     rc = st == PK_OK ? bench_print(&o, m, &t) : cli_fail(o.c.cmd, st, err);

@@ -456,6 +456,24 @@ void pk_rng_force_generic(int on)
 }
 #endif
 
+/* Raw words for consumers other than z (stochastic rounding, adapter initialization): the same
+ * counter layout, so any block is generated alone; callers pick a seed of their own so the
+ * stream never coincides with z's. */
+PK_RNG_CLONES void pk_rng_bits(uint64_t seed, uint64_t key, uint64_t start, size_t n, uint32_t *out)
+{
+    uint32_t w[4][CH];
+    uint64_t b = start / 4;
+    size_t skip = (size_t)(start % 4), done = 0;
+    while (done < n) {
+        philox_block((uint32_t)seed, (uint32_t)(seed >> 32), b, (uint32_t)key,
+                     (uint32_t)(key >> 32), w);
+        for (size_t e = skip; e < 4 * CH && done < n; e++)
+            out[done++] = w[e % 4][e / 4];
+        skip = 0;
+        b += CH;
+    }
+}
+
 void pk_z_fill(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind kind, float *out)
 {
 #ifdef PK_RNG_HAVE_AVX512

@@ -1,14 +1,17 @@
-/* mezo.c: the MeZO optimizer (pk_mezo.h, DESIGN 4): step seeds, schedules, trainable masks, the
- * update sweep, projected gradients, the step and the weights hash.
+/* mezo.c: the MeZO optimizer (pk_mezo.h, DESIGN 4): step seeds, schedules, trainable masks and
+ * LoRA specs, the update sweep (16-bit weights with seeded stochastic rounding), projected
+ * gradients, the step and the weights hash.
  *
  * Reproducibility: the update arithmetic is w - lr * ((g * z) + (wd * w)), each operation rounded
  * once. gcc in ISO C mode (-std=c11, as CMake builds us) never contracts to FMA; clang is told
  * not to by the pragma below. Blocks are fixed-size ranges of one tensor, so the value written
- * for an element never depends on how blocks are spread over threads. */
+ * for an element never depends on how blocks are spread over threads; the rounding noise of an
+ * element is a pure function of (step seed, tensor key, index). */
 #include "pk_mezo.h"
 
 #include "pk_crypto.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <regex.h>
 #include <stdio.h>
@@ -94,7 +97,104 @@ uint64_t pk_mezo_step_seed(uint64_t run_seed, int64_t step, int q)
     return pk_splitmix64(h ^ ((uint64_t)(uint32_t)q << 32));
 }
 
-pk_status pk_mezo_trainable(const pk_model *m, const char *spec, uint8_t **out, char *err,
+/* One item of a LoRA spec before targets=: r=, alpha= or seed=. 0 if well formed. */
+static int lora_item(const char *tok, pk_lora_params *p)
+{
+    char *end = NULL;
+    const char *eq = strchr(tok, '=');
+    if (!strncmp(tok, "r=", 2)) {
+        long v = strtol(tok + 2, &end, 10);
+        p->r = v >= 1 && v <= PK_LORA_MAX_RANK ? (int)v : -1;
+    } else if (!strncmp(tok, "alpha=", 6)) {
+        p->alpha = strtof(tok + 6, &end);
+    } else if (!strncmp(tok, "seed=", 5) && tok[5] != '-') {
+        p->seed = strtoull(tok + 5, &end, 10);
+    }
+    return end == NULL || *end != 0 || end == eq + 1 || p->r < 0 || !(p->alpha > 0.0f) ||
+                   !isfinite(p->alpha)
+               ? -1
+               : 0;
+}
+
+/* The comma-separated items of s (modified in place). */
+static int lora_keys(char *s, pk_lora_params *p, char *err, size_t errlen)
+{
+    while (*s) {
+        char *c = strchr(s, ',');
+        if (c)
+            *c = 0;
+        if (*s && lora_item(s, p) != 0) {
+            pk_seterr(err, errlen,
+                      "LoRA spec: bad item '%s' (want r=1..%d, alpha=X > 0, seed=N, then "
+                      "targets=REGEX last)",
+                      s, PK_LORA_MAX_RANK);
+            return -1;
+        }
+        if (!c)
+            break;
+        s = c + 1;
+    }
+    return 0;
+}
+
+int pk_mezo_lora_parse(const char *spec, pk_lora_params *p, char *err, size_t errlen)
+{
+    if (spec == NULL || strncmp(spec, "lora", 4) != 0 || (spec[4] != 0 && spec[4] != ':'))
+        return 0;
+    memset(p, 0, sizeof *p);
+    p->r = 8;
+    p->alpha = 16.0f;
+    if (spec[4] == 0)
+        return 1;
+    char keys[256];
+    const char *body = spec + 5, *tg = strstr(body, "targets=");
+    if (tg != NULL && tg != body && tg[-1] != ',')
+        tg = NULL; /* "targets=" inside another item's value */
+    size_t kl = tg ? (size_t)(tg - body) : strlen(body);
+    if (kl >= sizeof keys || (tg && strlen(tg + 8) >= sizeof p->targets)) {
+        pk_seterr(err, errlen, "LoRA spec too long");
+        return -1;
+    }
+    memcpy(keys, body, kl);
+    keys[kl] = 0;
+    if (tg)
+        strcpy(p->targets, tg + 8);
+    return lora_keys(keys, p, err, errlen) == 0 ? 1 : -1;
+}
+
+void pk_mezo_trainable_canonical(const char *spec, char *out, size_t n)
+{
+    pk_lora_params p;
+    if (pk_mezo_lora_parse(spec, &p, NULL, 0) != 1) {
+        snprintf(out, n, "%s", spec ? spec : "all");
+        return;
+    }
+    int k = snprintf(out, n, "lora:r=%d,alpha=%.9g,seed=%" PRIu64, p.r, (double)p.alpha, p.seed);
+    if (p.targets[0] && k > 0 && (size_t)k < n)
+        snprintf(out + k, n - (size_t)k, ",targets=%s", p.targets);
+}
+
+/* A LoRA spec: the adapter attached (or found attached), its A and B tensors trainable. */
+static pk_status lora_mask(pk_model *m, const char *spec, uint8_t **out, char *err, size_t errlen)
+{
+    pk_lora_params p;
+    if (pk_mezo_lora_parse(spec, &p, err, errlen) < 0)
+        return PK_ERR_ARG;
+    pk_status st = pk_model_lora_attach(m, &p, NULL, err, errlen);
+    if (st != PK_OK)
+        return st;
+    size_t n = pk_model_n_tensors(m);
+    uint8_t *mask = calloc(n, 1);
+    if (mask == NULL)
+        return PK_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++)
+        mask[i] = (uint8_t)pk_model_tensor_is_lora(m, i);
+    *out = mask;
+    return PK_OK;
+}
+
+/* "all", "bitfit" or a regex over tensor names. */
+static pk_status regex_mask(const pk_model *m, const char *spec, uint8_t **out, char *err,
                             size_t errlen)
 {
     size_t n = pk_model_n_tensors(m);
@@ -143,10 +243,86 @@ out:
     return st;
 }
 
-/* One block of one tensor: w[j] = w[j] - lr * ((g * z[j]) + (wd * w[j])). */
-static void update_block(const pk_tensor_info *ti, uint64_t seed, pk_z_kind kind, float lr, float g,
-                         float wd, size_t start, size_t n, float *z, float *w)
+pk_status pk_mezo_trainable(pk_model *m, const char *spec, uint8_t **out, char *err, size_t errlen)
 {
+    pk_lora_params p;
+    *out = NULL;
+    if (pk_mezo_lora_parse(spec, &p, NULL, 0) != 0)
+        return lora_mask(m, spec, out, err, errlen);
+    return regex_mask(m, spec, out, err, errlen);
+}
+
+/* The stochastic-rounding stream of a step: Philox under a key of its own, derived from the step
+ * seed, so the rounding noise is independent of z (pk_rng_bits with z's seed would reuse its
+ * words). "SRNDSEED" */
+static uint64_t sr_seed(uint64_t seed)
+{
+    return pk_splitmix64(seed ^ 0x53524e4453454544ull);
+}
+
+/* v to a bf16 value: the upper neighbour with probability (v - lower) / spacing, from the low 16
+ * bits of u (adding them to the magnitude's bits carries into the kept part exactly that often;
+ * the carry crosses binades and the subnormal boundary correctly). Exact in bf16. */
+static float sr_bf16(float v, uint32_t u)
+{
+    uint32_t b;
+    memcpy(&b, &v, 4);
+    if ((b & 0x7f800000u) == 0x7f800000u) /* inf, NaN */
+        return v;
+    b = (b + (u & 0xffffu)) & 0xffff0000u;
+    memcpy(&v, &b, 4);
+    return v;
+}
+
+/* The same for f16: in its normal range 13 mantissa bits go; below 2^-14 (f16 subnormals) the
+ * grid is the multiples of 2^-24, rounded up when a 24-bit uniform falls below the fraction.
+ * Beyond 65504 the result overflows to inf as round-to-nearest would. Exact in f16. */
+static float sr_f16(float v, uint32_t u)
+{
+    uint32_t b;
+    memcpy(&b, &v, 4);
+    uint32_t mag = b & 0x7fffffffu;
+    if (mag >= 0x7f800000u)
+        return v;
+    if (mag >= 0x38800000u) { /* 2^-14 */
+        b = (b + (u & 0x1fffu)) & ~0x1fffu;
+        memcpy(&v, &b, 4);
+        return v;
+    }
+    float q = fabsf(v) * 0x1p24f; /* exact: a power-of-two scaling, q < 2^10 */
+    float fl = floorf(q);
+    float frac = q - fl;                  /* exact */
+    float r = (float)(u >> 8) * 0x1p-24f; /* [0, 1) */
+    float k = r < frac ? fl + 1.0f : fl;  /* an integer below 2^10: exact */
+    float out = k * 0x1p-24f;
+    return v < 0.0f ? -out : out;
+}
+
+/* n updated fp32 values w rounded stochastically to dt, then narrowed (exact by then). */
+static void narrow_stochastic(pk_dtype dt, float *w, const uint32_t *u, size_t n, void *dst)
+{
+    if (dt == PK_DTYPE_BF16) {
+        for (size_t j = 0; j < n; j++)
+            w[j] = sr_bf16(w[j], u[j]);
+    } else {
+        for (size_t j = 0; j < n; j++)
+            w[j] = sr_f16(w[j], u[j]);
+    }
+    pk_narrow(dt, w, n, dst);
+}
+
+/* Per-thread scratch of the update sweep. */
+typedef struct update_scratch {
+    float z[UPDATE_BLOCK], w[UPDATE_BLOCK];
+    uint32_t u[UPDATE_BLOCK];
+} update_scratch;
+
+/* One block of one tensor: w[j] = w[j] - lr * ((g * z[j]) + (wd * w[j])); 16-bit tensors through
+ * fp32, back with stochastic rounding. */
+static void update_block(const pk_tensor_info *ti, uint64_t seed, pk_z_kind kind, float lr, float g,
+                         float wd, size_t start, size_t n, update_scratch *s)
+{
+    float *z = s->z, *w = s->w;
     pk_z_fill(seed, ti->key, start, n, kind, z);
     float *dst;
     if (ti->dtype == PK_DTYPE_F32) {
@@ -168,8 +344,10 @@ static void update_block(const pk_tensor_info *ti, uint64_t seed, pk_z_kind kind
             dst[j] = dst[j] - lr * a;
         }
     }
-    if (ti->dtype != PK_DTYPE_F32)
-        pk_narrow(ti->dtype, w, n, (char *)ti->data + start * 2);
+    if (ti->dtype != PK_DTYPE_F32) {
+        pk_rng_bits(sr_seed(seed), ti->key, start, n, s->u);
+        narrow_stochastic(ti->dtype, w, s->u, n, (char *)ti->data + start * 2);
+    }
 }
 
 void pk_mezo_update(pk_model *m, const uint8_t *trainable, uint64_t seed, pk_z_kind kind, float lr,
@@ -188,12 +366,12 @@ void pk_mezo_update(pk_model *m, const uint8_t *trainable, uint64_t seed, pk_z_k
         (void)nthreads; /* unused where OpenMP is off (clang with libgomp: the fuzz build) */
 #pragma omp parallel num_threads(nthreads)
         {
-            float z[UPDATE_BLOCK], w[UPDATE_BLOCK];
+            update_scratch sc;
 #pragma omp for schedule(static)
             for (long b = 0; b < nb; b++) {
                 size_t start = (size_t)b * UPDATE_BLOCK;
                 size_t n = ti.numel - start < UPDATE_BLOCK ? ti.numel - start : UPDATE_BLOCK;
-                update_block(&ti, seed, kind, lr, g, twd, start, n, z, w);
+                update_block(&ti, seed, kind, lr, g, twd, start, n, &sc);
             }
         }
     }

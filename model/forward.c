@@ -273,11 +273,53 @@ static void add_bias(float *y, int ldy, int N, int n, const float *b)
     }
 }
 
+/* The LoRA term of an adapted weight, for every pass: y[N, out] += (alpha / r) * (x A^T) B^T.
+ * A [r, in] and B [out, r] are fp32 model tensors, widened (+ their perturbation) into the
+ * pass's weight scratch, followed there by xa, the [TOK_TILE, r] products of a group of token
+ * tiles. Each token tile is two single-threaded sgemms by one thread: the bits do not depend on
+ * the thread count. The base weight's dtype does not matter here. */
+static void linear_lora(const fwd *f, const float *x, int ldx, int N, int ai, int bi, float *y,
+                        int ldy)
+{
+    pk_model *m = f->m;
+    const pk_tensor *A = &m->t[ai], *B = &m->t[bi];
+    int r = (int)A->rows, in = (int)A->cols, out = (int)B->rows;
+    size_t na = A->numel, nb = B->numel;
+    PK_ASSERT(na + nb + (size_t)TOK_TILE * (size_t)r <= m->wscr_n); /* PK_LORA_MAX_RANK */
+    float *s1 = f->np > 1 ? pass_f(m, m->wscr, 1) : NULL;
+    fetch_block(m, f->pert, ai, 0, (size_t)r, 0, (size_t)in, m->wscr, s1);
+    fetch_block(m, f->pert, bi, 0, (size_t)out, 0, (size_t)r, m->wscr + na, s1 ? s1 + na : NULL);
+    int nt = (N + TOK_TILE - 1) / TOK_TILE;
+    int group = (int)((m->wscr_n - na - nb) / ((size_t)TOK_TILE * (size_t)r));
+    float sc = m->lora_scale;
+    double flops = 2.0 * N * (double)r * (in + out) * f->np;
+    (void)flops; /* read only by the OpenMP if clause (unused where OpenMP is off) */
+    for (int g0 = 0; g0 < nt; g0 += group) {
+        int ng = nt - g0 < group ? nt - g0 : group, items = ng * f->np;
+#pragma omp parallel if (items > 1 && flops > PAR_FLOPS)
+        {
+            blas_serial();
+#pragma omp for schedule(static)
+            for (int it = 0; it < items; it++) {
+                int k = it / ng, slot = it % ng, r0 = (g0 + slot) * TOK_TILE;
+                int nr = N - r0 < TOK_TILE ? N - r0 : TOK_TILE;
+                float *w = pass_f(m, m->wscr, k);
+                float *xa = w + na + nb + (size_t)slot * TOK_TILE * (size_t)r;
+                /* x tile (nr, in) @ A^T -> xa (nr, r); y tile += sc * xa @ B^T */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, r, in, 1.0f,
+                            pass_f(m, x, k) + (size_t)r0 * ldx, ldx, w, in, 0.0f, xa, r);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, out, r, sc, xa, r, w + na,
+                            r, 1.0f, pass_f(m, y, k) + (size_t)r0 * ldy, ldy);
+            }
+        }
+    }
+}
+
 /* y[N, out] (ldy) = (accumulate ? y : 0) + x[N, in] (ldx) @ W^T + b, for every pass (x and y
- * point into pass 0's activations). W is a Linear weight [out, in], or with m->conv1d a GPT-2
- * Conv1D weight [in, out]. Stored fp32 weights that are not perturbed are read in place; the
- * others are materialized block by block in the scratch. Either way the output tiles depend on
- * the layer's shape only (out_tile). */
+ * point into pass 0's activations), + the LoRA term when W has an adapter. W is a Linear weight
+ * [out, in], or with m->conv1d a GPT-2 Conv1D weight [in, out]. Stored fp32 weights that are not
+ * perturbed are read in place; the others are materialized block by block in the scratch. Either
+ * way the output tiles depend on the layer's shape only (out_tile). */
 static void linear(const fwd *f, const float *x, int ldx, int N, int wi, int bi, float *y, int ldy,
                    int accumulate)
 {
@@ -313,6 +355,9 @@ static void linear(const fwd *f, const float *x, int ldx, int N, int wi, int bi,
         for (int k = 0; k < f->np; k++)
             add_bias(pass_f(m, y, k), ldy, N, out, b[k]);
     }
+    int ai, lb;
+    if (pk_lora_of(m, wi, &ai, &lb)) /* after the bias, as PEFT adds it to the layer's output */
+        linear_lora(f, x, ldx, N, ai, lb, y, ldy);
 }
 
 /* y = LayerNorm(x) * w + b per row (w, b may be NULL); in place allowed. */

@@ -59,6 +59,7 @@ typedef struct pk_tensor {
     void *owned;     /* non-NULL: data is this heap copy (a misaligned tensor in the file) */
     const void *src; /* with owned: where the tensor sits in the mapped file */
     int is_bias_or_norm;
+    int lora_a, lora_b; /* a LoRA-adapted weight: index + 1 of its A [r, in] and B [out, r] */
 } pk_tensor;
 
 /* Tensor indices (-1 = absent) of one block. Llama: fc1 = up, fc2 = down, gate = gate.
@@ -134,7 +135,12 @@ struct pk_model {
     int fchunk;    /* FFN rows per chunk (the FFN hidden [fchunk, ffn] fits in big) */
     int wrows;     /* weight scratch holds wrows rows of the widest tensor; 0 = WROWS (forward.c) */
     int wn, wbig;
+    pk_lora_params lora; /* the attached LoRA adapter (adapter.c); lora.r == 0: none */
+    float lora_scale;    /* alpha / r */
 };
+
+/* adapter.c: tensor indices of the LoRA pair of weight wi (the A and B indices, -1 if none). */
+int pk_lora_of(const pk_model *m, int wi, int *a, int *b);
 
 /* Reserves activations for B sequences of T new tokens attending to Tk keys, for np passes. */
 PK_NODISCARD pk_status pk_reserve(pk_model *m, int B, int T, int Tk, int np);

@@ -26,3 +26,10 @@ pk_add_test(test_estimator SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_estimator.c
 pk_add_test(test_estim_cli SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_estim_cli.c
     LIBS PkgConfig::CJSON LABELS unit TIMEOUT 300)
 add_dependencies(test_estim_cli pocketllm)
+# 16-bit training with stochastic rounding and LoRA adapters (library level, stories260k)
+pk_add_test(test_adapters SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_adapters.c
+    LIBS pk_mezo pk_model pk_tokenizer LABELS unit TIMEOUT 300)
+# LoRA through the CLI: train, export --adapter / --merged / --seed-log, replay, bench mezo
+pk_add_test(test_lora_cli SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_lora_cli.c
+    LIBS pk_model PkgConfig::CJSON LABELS unit TIMEOUT 300)
+add_dependencies(test_lora_cli pocketllm)

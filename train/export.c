@@ -1,8 +1,10 @@
 /* export.c: a run out of the store, as a Hugging Face model directory (weights rebuilt by
- * pk_run_materialize, written by the engine's pk_model_save) or as a portable seed log
- * (pk_seedlog_write). The file formats themselves are left to model/ and seedlog.c. */
+ * pk_run_materialize, LoRA adapters merged, written by the engine's pk_model_save), as a PEFT
+ * LoRA adapter directory, or as a portable seed log (pk_seedlog_write). The model and seed-log
+ * file formats themselves are left to model/ and seedlog.c. */
 #include "pk_train.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -57,13 +59,169 @@ pk_status pk_export_hf(pk_store *s, int64_t run_id, const char *out_dir, pk_dtyp
         pk_seterr(err, errlen, "cannot hash the weights of run %lld", (long long)run_id);
         goto out;
     }
-    st = pk_model_save(m, out_dir, dtype, err, errlen);
+    st = pk_model_lora_merge(m); /* no-op without an adapter */
+    if (st == PK_OK)
+        st = pk_model_save(m, out_dir, dtype, err, errlen);
     if (st != PK_OK)
         goto out;
     st = write_provenance(out_dir, run_id, &ri, hash, dtype, err, errlen);
     if (st == PK_OK && weights_hash)
         memcpy(weights_hash, hash, sizeof hash);
 out:
+    pk_model_free(m);
+    pk_run_info_clear(&ri);
+    return st;
+}
+
+/* ---- PEFT adapter ---- */
+
+typedef struct adapter_ctx {
+    const pk_model *m;
+    const size_t *idx; /* model tensor of each entry */
+} adapter_ctx;
+
+static void adapter_fill(void *user, size_t i, size_t start, size_t n, float *buf)
+{
+    const adapter_ctx *c = user;
+    pk_tensor_info ti;
+    if (pk_model_tensor(c->m, c->idx[i], &ti) == PK_OK)
+        memcpy(buf, (const float *)ti.data + start, n * sizeof *buf);
+}
+
+/* adapter_model.safetensors: the A and B tensors under PEFT's names. */
+static pk_status write_adapter_tensors(const pk_model *m, const char *dir, char *err, size_t errlen)
+{
+    size_t nt = pk_model_n_tensors(m), k = 0;
+    pk_st_entry *e = calloc(nt, sizeof *e);
+    size_t *idx = calloc(nt, sizeof *idx);
+    char **names = calloc(nt, sizeof *names), path[4200];
+    pk_status st = e && idx && names ? PK_OK : PK_ERR_NOMEM;
+    for (size_t i = 0; i < nt && st == PK_OK; i++) {
+        pk_tensor_info ti;
+        if (!pk_model_tensor_is_lora(m, i) || pk_model_tensor(m, i, &ti) != PK_OK)
+            continue;
+        size_t l = strlen(ti.name) + 24;
+        names[k] = malloc(l);
+        if (!names[k]) {
+            st = PK_ERR_NOMEM;
+            break;
+        }
+        snprintf(names[k], l, "base_model.model.%s", ti.name);
+        e[k] = (pk_st_entry){names[k], PK_DTYPE_F32, 2, {ti.shape[0], ti.shape[1], 1, 1}};
+        idx[k++] = i;
+    }
+    if (st == PK_OK &&
+        snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir) >= (int)sizeof path) {
+        pk_seterr(err, errlen, "%s: path too long", dir);
+        st = PK_ERR_ARG;
+    }
+    adapter_ctx c = {m, idx};
+    if (st == PK_OK)
+        st = pk_safetensors_write(path, e, k, adapter_fill, &c, err, errlen);
+    for (size_t i = 0; names && i < k; i++)
+        free(names[i]);
+    free(names);
+    free(idx);
+    free(e);
+    return st;
+}
+
+/* The adapted modules' last name components (q_proj, v_proj...), each once, as a JSON array. */
+static cJSON *module_names(const pk_model *m)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; a && i < pk_model_n_tensors(m); i++) {
+        pk_tensor_info ti;
+        if (!pk_model_tensor_is_lora(m, i) || pk_model_tensor(m, i, &ti) != PK_OK)
+            continue;
+        char mod[256];
+        size_t l = strlen(ti.name) - strlen(".lora_A.weight");
+        snprintf(mod, sizeof mod, "%.*s", (int)l, ti.name);
+        const char *last = strrchr(mod, '.') ? strrchr(mod, '.') + 1 : mod;
+        int seen = 0;
+        const cJSON *it;
+        cJSON_ArrayForEach(it, a) seen |= !strcmp(it->valuestring, last);
+        if (!seen)
+            cJSON_AddItemToArray(a, cJSON_CreateString(last));
+    }
+    return a;
+}
+
+/* adapter_config.json, PEFT's LoraConfig fields. */
+static pk_status write_adapter_config(const pk_model *m, const pk_train_config *cfg,
+                                      const char *dir, char *err, size_t errlen)
+{
+    pk_lora_params lp;
+    char path[4200];
+    (void)pk_model_lora(m, &lp);
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL)
+        return PK_ERR_NOMEM;
+    cJSON_AddStringToObject(o, "peft_type", "LORA");
+    if (pk_model_is_causal(m))
+        cJSON_AddStringToObject(o, "task_type", "CAUSAL_LM");
+    else
+        cJSON_AddNullToObject(o, "task_type");
+    cJSON_AddStringToObject(o, "base_model_name_or_path", cfg->model_dir);
+    cJSON_AddNumberToObject(o, "r", lp.r);
+    cJSON_AddNumberToObject(o, "lora_alpha", (double)lp.alpha);
+    cJSON_AddNumberToObject(o, "lora_dropout", 0.0);
+    cJSON_AddItemToObject(o, "target_modules", module_names(m));
+    cJSON_AddStringToObject(o, "bias", "none");
+    cJSON_AddBoolToObject(o, "fan_in_fan_out", !strcmp(pk_model_arch(m), "gpt2"));
+    cJSON_AddBoolToObject(o, "inference_mode", 1);
+    cJSON_AddBoolToObject(o, "init_lora_weights", 1);
+    cJSON_AddBoolToObject(o, "use_rslora", 0);
+    cJSON_AddBoolToObject(o, "use_dora", 0);
+    cJSON_AddNullToObject(o, "modules_to_save");
+    char *txt = cJSON_Print(o);
+    cJSON_Delete(o);
+    if (txt == NULL)
+        return PK_ERR_NOMEM;
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    FILE *f = pk_fopen_private(path, "w");
+    pk_status st = PK_OK;
+    if (!f || fputs(txt, f) == EOF || fputc('\n', f) == EOF)
+        st = PK_ERR_IO;
+    if (f && fclose(f) != 0)
+        st = PK_ERR_IO;
+    if (st != PK_OK)
+        pk_seterr(err, errlen, "cannot write %s: %s", path, strerror(errno));
+    free(txt);
+    return st;
+}
+
+pk_status pk_export_adapter(pk_store *s, int64_t run_id, const char *out_dir, char *weights_hash,
+                            char *err, size_t errlen)
+{
+    pk_model *m = NULL;
+    pk_run_info ri;
+    pk_train_config cfg;
+    char hash[65] = "";
+    pk_status st = pk_run_load_config(s, run_id, &ri, &cfg, err, errlen);
+    if (st == PK_OK && pk_mezo_lora_parse(cfg.trainable, &(pk_lora_params){0}, NULL, 0) != 1) {
+        pk_seterr(err, errlen,
+                  "run %lld trains the model's own tensors (trainable '%s'), not a LoRA adapter: "
+                  "export its weights instead",
+                  (long long)run_id, cfg.trainable);
+        st = PK_ERR_ARG;
+    }
+    if (st == PK_OK)
+        st = pk_run_materialize(s, run_id, &m, err, errlen);
+    if (st == PK_OK)
+        st = pk_weights_hash(m, hash);
+    if (st == PK_OK && mkdir(out_dir, 0700) != 0 && errno != EEXIST) {
+        pk_seterr(err, errlen, "%s: cannot create directory: %s", out_dir, strerror(errno));
+        st = PK_ERR_IO;
+    }
+    if (st == PK_OK)
+        st = write_adapter_tensors(m, out_dir, err, errlen);
+    if (st == PK_OK)
+        st = write_adapter_config(m, &cfg, out_dir, err, errlen);
+    if (st == PK_OK)
+        st = write_provenance(out_dir, run_id, &ri, hash, PK_DTYPE_F32, err, errlen);
+    if (st == PK_OK && weights_hash)
+        memcpy(weights_hash, hash, sizeof hash);
     pk_model_free(m);
     pk_run_info_clear(&ri);
     return st;

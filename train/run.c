@@ -61,7 +61,17 @@ pk_status pk_train_config_to_json(const pk_train_config *c, char **json)
     cJSON_AddStringToObject(o, "objective", pk_objective_name(c->objective));
     cJSON_AddStringToObject(o, "template", c->template_);
     cJSON_AddStringToObject(o, "labels", c->labels);
-    cJSON_AddStringToObject(o, "trainable", c->trainable);
+    /* a LoRA spec with its rank, alpha and adapter seed spelled out: the run (and its seed log)
+     * then names everything that re-creates the adapter's initial values */
+    char spec[sizeof c->trainable];
+    pk_lora_params lp;
+    pk_mezo_trainable_canonical(c->trainable, spec, sizeof spec);
+    cJSON_AddStringToObject(o, "trainable", spec);
+    if (pk_mezo_lora_parse(spec, &lp, NULL, 0) == 1) {
+        char aseed[32];
+        snprintf(aseed, sizeof aseed, "%" PRIu64, lp.seed);
+        cJSON_AddStringToObject(o, "adapter_seed", aseed);
+    }
     cJSON_AddStringToObject(o, "seed", seed);
     cJSON_AddStringToObject(o, "z", c->mezo.z == PK_Z_RADEMACHER ? "rademacher" : "gaussian");
     cJSON_AddStringToObject(o, "schedule", pk_schedule_name(c->mezo.schedule));

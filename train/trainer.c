@@ -198,14 +198,16 @@ static pk_status open_new_run(pk_trainer *t, char *err, size_t errlen)
         st = pk_model_load(c->model_dir, pk_model_default_params(), &t->m, err, errlen);
     if (c->mezo.estimator == PK_EST_FZOO)
         c->mezo.z = PK_Z_RADEMACHER; /* FZOO's perturbations are Rademacher by definition */
+    /* the base hash before pk_mezo_trainable: a LoRA spec adds the adapter's tensors, which
+     * replay re-creates from the spec after checking the base */
+    if (st == PK_OK)
+        st = pk_weights_hash(t->m, hex);
     if (st == PK_OK)
         st = pk_mezo_trainable(t->m, c->trainable, &t->mask, err, errlen);
     if (st == PK_OK)
         st = pk_mezo_state_new(t->m, t->mask, &c->mezo, &t->est, err, errlen);
     if (st == PK_OK)
         st = make_writable(t, err, errlen);
-    if (st == PK_OK)
-        st = pk_weights_hash(t->m, hex);
     if (st != PK_OK)
         return st;
     st = pk_store_dataset_id(t->s, c->dataset, &ds, serr, sizeof serr);

@@ -43,5 +43,9 @@ void pk_z_perturb(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_ki
  * so the update sweep that recomputes d gets the same bits. w may be yp. */
 void pk_z_perturb_diag(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind kind,
                        float alpha, const float *h, const float *w, float *yp, float *ym);
+/* out[j] = word (start + j) % 4 of Philox4x32-10 keyed by seed at counter ((start + j) / 4, key),
+ * the raw 32-bit uniforms behind z (docs/ZGEN.md steps 2-3) for j in [0, n). A pure function
+ * like z; give it a seed other than z's (e.g. a splitmix64 of it) for an independent stream. */
+void pk_rng_bits(uint64_t seed, uint64_t key, uint64_t start, size_t n, uint32_t *out);
 
 #endif /* PK_RNG_H */

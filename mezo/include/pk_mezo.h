@@ -3,9 +3,9 @@
  * The step (pk_mezo_step): for each of q perturbations with seed s_k, loss+ and loss- of the
  * same batch through the engine's perturbation hook (weights read-only), g_k = (l+ - l-) / 2eps
  * (clipped), then one update sweep per k: W -= (lr/q) * (g_k * z_k + wd * W) (wd never on
- * biases/norms), f16/bf16 weights through fp32. Every update is a pure function of
- * (W, seed, z kind, lr, g, wd) computed without FMA and independent of the thread count, so a
- * step log replays bit-exactly on any machine.
+ * biases/norms), f16/bf16 weights through fp32 with seeded stochastic rounding. Every update is a
+ * pure function of (W, seed, z kind, lr, g, wd) computed without FMA and independent of the thread
+ * count, so a step log replays bit-exactly on any machine.
  *
  * Thread safety: functions on one pk_model must not run concurrently (pk_model's rule). */
 #ifndef PK_MEZO_H
@@ -64,16 +64,31 @@ float pk_mezo_lr_at(const pk_mezo_params *p, int64_t step);
 /* The z seed of perturbation q of a step: splitmix64 of (run seed, step, q). Pure. */
 uint64_t pk_mezo_step_seed(uint64_t run_seed, int64_t step, int q);
 
-/* Trainable mask from a spec: "all", "bitfit" (biases and norms) or a POSIX extended regex
- * matched (regexec, unanchored) against tensor names. *out is an owned result [n_tensors]
- * (free()), 1 = trainable. PK_ERR_ARG with err naming the problem for a bad regex or a spec
- * matching no tensor. */
-PK_NODISCARD pk_status pk_mezo_trainable(const pk_model *m, const char *spec, uint8_t **out,
-                                         char *err, size_t errlen);
+/* Trainable mask from a spec: "all", "bitfit" (biases and norms), a LoRA spec
+ * "lora[:r=R,alpha=A,seed=S,targets=REGEX]" (targets last; pk_mezo_lora_parse) or a POSIX
+ * extended regex matched (regexec, unanchored) against tensor names. A LoRA spec first attaches
+ * the adapter to m (pk_model_lora_attach: tensor indices change; calling again with the same
+ * spec reuses it) and makes only its A and B tensors trainable. *out is an owned result
+ * [n_tensors after the call] (free()), 1 = trainable. PK_ERR_ARG with err naming the problem for
+ * a bad regex or spec, or a spec matching no tensor (no linear layer for LoRA targets). */
+PK_NODISCARD pk_status pk_mezo_trainable(pk_model *m, const char *spec, uint8_t **out, char *err,
+                                         size_t errlen);
+/* Parses a LoRA spec into *p: defaults r 8, alpha 16, seed 0, targets "" (the architecture's
+ * attention q and v projections). Returns 0 if spec is not a LoRA spec, 1 if parsed, -1 if
+ * malformed (err says which item). */
+int pk_mezo_lora_parse(const char *spec, pk_lora_params *p, char *err, size_t errlen);
+/* The spec as a run records it: a LoRA spec with r, alpha and seed explicit
+ * ("lora:r=8,alpha=16,seed=0[,targets=REGEX]"), any other spec unchanged. out (n bytes) borrowed.
+ */
+void pk_mezo_trainable_canonical(const char *spec, char *out, size_t n);
 
 /* The update sweep W -= lr * (g * z(seed) + wd * W) over the trainable tensors (NULL = all);
- * wd is skipped for biases and norms; f16/bf16 through fp32 and rounded back. Threaded over
- * blocks (pk_threads_get), bit-identical for any thread count. */
+ * wd is skipped for biases and norms. f16/bf16 go through fp32 and back by seeded stochastic
+ * rounding: element i of tensor t rounds up with probability (its distance from the lower
+ * 16-bit neighbour) / spacing, decided by pk_rng_bits(splitmix64(seed ^ "SRNDSEED"), key(t), i),
+ * so the update is unbiased (changes below half a 16-bit step survive on average) and a pure
+ * function of (weights, seed, scalars). Threaded over blocks (pk_threads_get), bit-identical
+ * for any thread count. */
 void pk_mezo_update(pk_model *m, const uint8_t *trainable, uint64_t seed, pk_z_kind kind, float lr,
                     float g, float wd);
 

@@ -149,6 +149,42 @@ PK_NODISCARD pk_status pk_model_tensor(const pk_model *m, size_t i, pk_tensor_in
 /* Index of the tensor with this name, or -1. */
 int pk_model_tensor_index(const pk_model *m, const char *name);
 
+/* LoRA adapters (model/adapter.c, DESIGN 4): each targeted linear layer y = x W^T gains
+ * y += (alpha / r) * (x A^T) B^T with A [r, in] and B [out, r] fp32 tensors registered as
+ * ordinary model tensors named "<module>.lora_A.weight" / "<module>.lora_B.weight" (PEFT's
+ * names without "base_model.model."), so the perturbation, the MeZO update, pk_weights_hash and
+ * checkpoints reach them unchanged; the base may be any dtype. A is drawn uniform in
+ * +-1/sqrt(in) (PEFT's Kaiming-uniform bound) from pk_rng_bits(seed, key(A name), i), B is 0:
+ * the same params give the same bits anywhere. */
+typedef struct pk_lora_params {
+    int r;             /* rank, 1..PK_LORA_MAX_RANK */
+    float alpha;       /* scale alpha / r */
+    char targets[160]; /* POSIX extended regex; a module matches when it matches the whole module
+                          name (weight name without ".weight") or its last component; "" = the
+                          architecture's attention q and v projections */
+    uint64_t seed;     /* A's initialization */
+} pk_lora_params;
+#define PK_LORA_MAX_RANK 64
+
+/* The default targets of the model's architecture (static string): q_proj|v_proj (llama, qwen2,
+ * opt), c_attn (gpt2, q, k and v fused), query|value (roberta). */
+const char *pk_model_lora_default_targets(const pk_model *m);
+/* Attaches adapters to every linear layer p->targets matches (tensor indices change: the new
+ * tensors take their places in name order). Attaching the same params again does nothing;
+ * other params on an adapted model are PK_ERR_ARG. PK_ERR_ARG also for a rank out of range, a
+ * bad regex or targets matching no linear layer (err names them). *n_adapted (may be NULL) gets
+ * the number of adapted layers. */
+PK_NODISCARD pk_status pk_model_lora_attach(pk_model *m, const pk_lora_params *p, size_t *n_adapted,
+                                            char *err, size_t errlen);
+/* 1 and *out filled (may be NULL) when an adapter is attached, else 0. */
+int pk_model_lora(const pk_model *m, pk_lora_params *out);
+/* 1 if tensor i is a LoRA A or B tensor. */
+int pk_model_tensor_is_lora(const pk_model *m, size_t i);
+/* Folds the adapters into their base weights (W + (alpha / r) B A, as fp32 heap copies) and
+ * removes the A and B tensors: the model then computes the same function without adapters (up
+ * to rounding) and pk_model_save writes a plain model. PK_ERR_NOMEM. */
+PK_NODISCARD pk_status pk_model_lora_merge(pk_model *m);
+
 /* A batch of B sequences, left-aligned, padded to T. All pointers borrowed. */
 typedef struct pk_batch {
     int B, T;

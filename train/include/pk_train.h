@@ -174,10 +174,20 @@ PK_NODISCARD pk_status pk_objective_from_store(pk_store *s, const char *dataset,
 /* The run's current weights (pk_run_materialize: base model + checkpoint + logged steps) as a
  * Hugging Face model directory (pk_model_save: config.json, model.safetensors in dtype, the
  * base model's tokenizer files), plus pocketllm_run.json (run id, steps, base and weights
- * hashes) for provenance. *weights_hash (may be NULL, 65 bytes) gets the exported weights'
- * pk_weights_hash (before narrowing to dtype). err names the problem. */
+ * hashes) for provenance. A LoRA run is written merged (pk_model_lora_merge: W + (alpha/r) B A
+ * in fp32, then narrowed to dtype), a plain model of the base's shapes. *weights_hash (may be
+ * NULL, 65 bytes) gets the run's pk_weights_hash (before merging and narrowing). err names the
+ * problem. */
 PK_NODISCARD pk_status pk_export_hf(pk_store *s, int64_t run_id, const char *out_dir,
                                     pk_dtype dtype, char *weights_hash, char *err, size_t errlen);
+/* A LoRA run's adapter as a Hugging Face PEFT adapter directory: adapter_model.safetensors
+ * (fp32 "base_model.model.<module>.lora_A.weight" [r, in] and ".lora_B.weight" [out, r]),
+ * adapter_config.json (peft_type LORA, r, lora_alpha, target_modules, fan_in_fan_out for GPT-2's
+ * Conv1D, base_model_name_or_path = the run's model) and pocketllm_run.json. PK_ERR_ARG for a
+ * run that trains no adapter (a full-parameter or subset run: export those with pk_export_hf).
+ * *weights_hash (may be NULL, 65 bytes) as pk_export_hf. */
+PK_NODISCARD pk_status pk_export_adapter(pk_store *s, int64_t run_id, const char *out_dir,
+                                         char *weights_hash, char *err, size_t errlen);
 /* The run as a portable seed log (pk_seedlog_write: base hash, z kind, weight decay, trainable
  * spec and every step-log row). *bytes (may be NULL) gets the file size. */
 PK_NODISCARD pk_status pk_export_seedlog(pk_store *s, int64_t run_id, const char *path,

@@ -1,0 +1,379 @@
+/* adapter.c: LoRA adapters as ordinary model tensors (pk_model.h, DESIGN 4): attaching A and B
+ * to the targeted linear layers (seeded A, zero B), keeping the name-sorted tensor order and
+ * every tensor index of the model consistent, and merging the adapters back into the base
+ * weights for export. The adapter term itself is computed by forward.c's linear(). */
+#include <cblas.h>
+#include <math.h>
+#include <regex.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_impl.h"
+
+/* Every tensor index the model keeps (the fields init_indices in load.c sets), so that a change
+ * of the tensor order can rewrite them all. Returns the count written to f (capacity >= 15 +
+ * 18 * L). */
+static size_t index_fields(pk_model *m, int **f)
+{
+    size_t n = 0;
+    int *g[] = {&m->emb,    &m->pos_emb,    &m->type_emb,   &m->emb_ln_w, &m->emb_ln_b,
+                &m->fin_w,  &m->fin_b,      &m->proj_in,    &m->proj_out, &m->head_w,
+                &m->head_b, &m->hd_dense_w, &m->hd_dense_b, &m->hd_ln_w,  &m->hd_ln_b};
+    for (size_t i = 0; i < sizeof g / sizeof g[0]; i++)
+        f[n++] = g[i];
+    for (int l = 0; l < m->cfg.L; l++) {
+        pk_layer *y = &m->layers[l];
+        int *h[] = {&y->ln1_w,  &y->ln1_b,  &y->ln2_w, &y->ln2_b, &y->q_w,   &y->q_b,
+                    &y->k_w,    &y->k_b,    &y->v_w,   &y->v_b,   &y->o_w,   &y->o_b,
+                    &y->gate_w, &y->gate_b, &y->fc1_w, &y->fc1_b, &y->fc2_w, &y->fc2_b};
+        for (size_t i = 0; i < sizeof h / sizeof h[0]; i++)
+            f[n++] = h[i];
+    }
+    return n;
+}
+
+/* Rewrites every kept index through map (old index -> new index, -1 = gone). */
+static pk_status remap_indices(pk_model *m, const long *map)
+{
+    int **f = malloc((15 + 18 * (size_t)m->cfg.L) * sizeof *f);
+    if (!f)
+        return PK_ERR_NOMEM;
+    size_t n = index_fields(m, f);
+    for (size_t i = 0; i < n; i++)
+        if (*f[i] >= 0)
+            *f[i] = (int)map[*f[i]];
+    free(f);
+    return PK_OK;
+}
+
+typedef struct order_item {
+    const char *name;
+    size_t old;
+} order_item;
+
+static int cmp_item(const void *a, const void *b)
+{
+    return strcmp(((const order_item *)a)->name, ((const order_item *)b)->name);
+}
+
+/* Sorts m->t by name again after tensors were appended, rewriting the kept indices. */
+static pk_status resort(pk_model *m)
+{
+    size_t n = m->n_t;
+    order_item *it = malloc(n * sizeof *it);
+    long *map = malloc(n * sizeof *map);
+    pk_tensor *t = malloc(n * sizeof *t);
+    pk_status st = PK_ERR_NOMEM;
+    if (!it || !map || !t)
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        it[i] = (order_item){m->t[i].name, i};
+    qsort(it, n, sizeof *it, cmp_item);
+    for (size_t k = 0; k < n; k++) {
+        t[k] = m->t[it[k].old];
+        map[it[k].old] = (long)k;
+    }
+    st = remap_indices(m, map);
+    if (st == PK_OK) {
+        memcpy(m->t, t, n * sizeof *t);
+        for (size_t k = 0; k < n; k++) {
+            if (t[k].lora_a) {
+                m->t[k].lora_a = (int)map[t[k].lora_a - 1] + 1;
+                m->t[k].lora_b = (int)map[t[k].lora_b - 1] + 1;
+            }
+        }
+    }
+out:
+    free(it);
+    free(map);
+    free(t);
+    return st;
+}
+
+const char *pk_model_lora_default_targets(const pk_model *m)
+{
+    switch (m->cfg.arch) {
+    case ARCH_GPT2:
+        return "c_attn";
+    case ARCH_ROBERTA:
+        return "query|value";
+    default:
+        return "q_proj|v_proj";
+    }
+}
+
+int pk_model_lora(const pk_model *m, pk_lora_params *out)
+{
+    if (m->lora.r == 0)
+        return 0;
+    if (out)
+        *out = m->lora;
+    return 1;
+}
+
+int pk_lora_of(const pk_model *m, int wi, int *a, int *b)
+{
+    const pk_tensor *t = &m->t[wi];
+    *a = t->lora_a - 1;
+    *b = t->lora_b - 1;
+    return t->lora_a != 0;
+}
+
+int pk_model_tensor_is_lora(const pk_model *m, size_t i)
+{
+    const char *n = m->t[i].name;
+    size_t l = strlen(n), s = strlen(".lora_A.weight");
+    return l > s && (!strcmp(n + l - s, ".lora_A.weight") || !strcmp(n + l - s, ".lora_B.weight"));
+}
+
+/* The linear weights an adapter may target: those forward.c runs through linear(). */
+static size_t linear_weights(const pk_model *m, int *out)
+{
+    size_t n = 0;
+    int top[] = {m->proj_in, m->proj_out, m->hd_dense_w};
+    for (int l = 0; l < m->cfg.L; l++) {
+        const pk_layer *y = &m->layers[l];
+        int w[] = {y->q_w, y->k_w, y->v_w, y->o_w, y->gate_w, y->fc1_w, y->fc2_w};
+        for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
+            if (w[i] >= 0)
+                out[n++] = w[i];
+    }
+    for (size_t i = 0; i < sizeof top / sizeof top[0]; i++)
+        if (top[i] >= 0)
+            out[n++] = top[i];
+    return n;
+}
+
+/* 1 if the regex matches the whole module name (weight name minus ".weight") or its last
+ * dot-separated component. */
+static int module_matches(const regex_t *re, const char *wname)
+{
+    char mod[256];
+    size_t l = strlen(wname);
+    if (l < 8 || l - 7 >= sizeof mod || strcmp(wname + l - 7, ".weight") != 0)
+        return 0;
+    memcpy(mod, wname, l - 7);
+    mod[l - 7] = 0;
+    const char *last = strrchr(mod, '.');
+    return regexec(re, mod, 0, NULL, 0) == 0 || (last && regexec(re, last + 1, 0, NULL, 0) == 0);
+}
+
+/* One new fp32 tensor [d0, d1] named "<module>.lora_X.weight" after weight `wname`; the heap
+ * block holds the data and, after it, the initial values (pk_model_restore_base copies them
+ * back, as for the loader's heap copies). */
+static pk_status new_tensor(pk_tensor *t, const char *wname, const char *which, int64_t d0,
+                            int64_t d1)
+{
+    size_t l = strlen(wname) - 7, nb = (size_t)d0 * (size_t)d1 * 4;
+    memset(t, 0, sizeof *t);
+    t->name = malloc(l + 16);
+    t->owned = calloc(2, nb);
+    if (!t->name || !t->owned)
+        return PK_ERR_NOMEM;
+    memcpy(t->name, wname, l);
+    snprintf(t->name + l, 16, ".%s.weight", which);
+    t->dtype = PK_DTYPE_F32;
+    t->ndim = 2;
+    t->shape[0] = d0;
+    t->shape[1] = d1;
+    t->shape[2] = t->shape[3] = 1;
+    t->numel = (size_t)d0 * (size_t)d1;
+    t->rows = (size_t)d0;
+    t->cols = (size_t)d1;
+    t->key = pk_rng_tensor_key(t->name);
+    t->data = t->owned;
+    t->src = (char *)t->owned + nb;
+    return PK_OK;
+}
+
+/* A [r, in]: uniform in (-1/sqrt(in), 1/sqrt(in)) from 24-bit uniforms of the counter generator
+ * (so the bits depend on the seed, the name and the index only). */
+static void init_a(pk_tensor *t, uint64_t seed, size_t in)
+{
+    float *a = t->data, bound = 1.0f / sqrtf((float)in);
+    uint32_t u[256];
+    for (size_t s = 0; s < t->numel; s += 256) {
+        size_t n = t->numel - s < 256 ? t->numel - s : 256;
+        pk_rng_bits(seed, t->key, s, n, u);
+        for (size_t j = 0; j < n; j++) {
+            float x = ((float)(u[j] >> 8) + 0.5f) * 0x1p-23f - 1.0f; /* (-1, 1), exact */
+            a[s + j] = x * bound;
+        }
+    }
+    memcpy((void *)(uintptr_t)t->src, t->data, t->numel * 4);
+}
+
+static int same_params(const pk_lora_params *a, const pk_lora_params *b)
+{
+    return a->r == b->r && a->alpha == b->alpha && a->seed == b->seed &&
+           !strcmp(a->targets, b->targets);
+}
+
+static pk_status check_params(const pk_model *m, const pk_lora_params *p, char *err, size_t errlen)
+{
+    if (p->r < 1 || p->r > PK_LORA_MAX_RANK || !(p->alpha > 0.0f) || !isfinite(p->alpha)) {
+        pk_seterr(err, errlen, "LoRA rank %d / alpha %g out of range (rank 1..%d, alpha > 0)", p->r,
+                  (double)p->alpha, PK_LORA_MAX_RANK);
+        return PK_ERR_ARG;
+    }
+    if (m->lora.r != 0 && !same_params(&m->lora, p)) {
+        pk_seterr(err, errlen, "the model already has another LoRA adapter (r=%d, targets '%s')",
+                  m->lora.r, m->lora.targets);
+        return PK_ERR_ARG;
+    }
+    return PK_OK;
+}
+
+/* The targeted linear weights into sel[] (capacity 10 * L + 3). */
+static pk_status select_targets(const pk_model *m, const char *targets, int *sel, size_t *n_sel,
+                                char *err, size_t errlen)
+{
+    char pat[200];
+    regex_t re;
+    snprintf(pat, sizeof pat, "^(%s)$", targets);
+    int rc = regcomp(&re, pat, REG_EXTENDED | REG_NOSUB);
+    if (rc != 0) {
+        char msg[128];
+        regerror(rc, &re, msg, sizeof msg);
+        pk_seterr(err, errlen, "LoRA targets '%s': bad regular expression: %s", targets, msg);
+        return PK_ERR_ARG;
+    }
+    size_t n = linear_weights(m, sel), k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (module_matches(&re, m->t[sel[i]].name))
+            sel[k++] = sel[i];
+    regfree(&re);
+    *n_sel = k;
+    if (k == 0) {
+        pk_seterr(err, errlen,
+                  "LoRA targets '%s' match no linear layer of the model (modules are named "
+                  "like %.*s)",
+                  targets, (int)strlen(m->t[m->layers[0].q_w].name) - 7,
+                  m->t[m->layers[0].q_w].name);
+        return PK_ERR_ARG;
+    }
+    return PK_OK;
+}
+
+/* Appends the A and B tensors of each selected weight, then restores the name order. */
+static pk_status add_pairs(pk_model *m, const pk_lora_params *p, const int *sel, size_t k)
+{
+    size_t n0 = m->n_t;
+    pk_tensor *t = realloc(m->t, (n0 + 2 * k) * sizeof *t);
+    if (!t)
+        return PK_ERR_NOMEM;
+    m->t = t;
+    for (size_t i = 0; i < k; i++) {
+        pk_tensor *w = &m->t[sel[i]], *a = &m->t[n0 + 2 * i], *b = a + 1;
+        int64_t in = (int64_t)(m->conv1d ? w->rows : w->cols);
+        int64_t out = (int64_t)(m->conv1d ? w->cols : w->rows);
+        pk_status st = new_tensor(a, w->name, "lora_A", p->r, in);
+        if (st == PK_OK)
+            st = new_tensor(b, w->name, "lora_B", out, p->r);
+        m->n_t = n0 + 2 * i + 2; /* so pk_model_free releases what was made */
+        if (st != PK_OK)
+            return st;
+        init_a(a, p->seed, (size_t)in);
+        w->lora_a = (int)(n0 + 2 * i) + 1;
+        w->lora_b = (int)(n0 + 2 * i) + 2;
+        m->weight_bytes += (a->numel + b->numel) * 4;
+    }
+    return resort(m);
+}
+
+pk_status pk_model_lora_attach(pk_model *m, const pk_lora_params *p, size_t *n_adapted, char *err,
+                               size_t errlen)
+{
+    pk_lora_params q = *p;
+    if (!q.targets[0])
+        snprintf(q.targets, sizeof q.targets, "%s", pk_model_lora_default_targets(m));
+    pk_status st = check_params(m, &q, err, errlen);
+    if (st != PK_OK)
+        return st;
+    int *sel = malloc((10 * (size_t)m->cfg.L + 3) * sizeof *sel);
+    size_t k = 0;
+    if (!sel)
+        return PK_ERR_NOMEM;
+    st = select_targets(m, q.targets, sel, &k, err, errlen);
+    if (st == PK_OK && m->lora.r == 0) {
+        st = add_pairs(m, &q, sel, k);
+        if (st == PK_OK) {
+            m->lora = q;
+            m->lora_scale = q.alpha / (float)q.r;
+            m->rB = m->rT = m->rTk = m->rthreads = m->rnp = 0; /* re-laid out at next reserve */
+        }
+    }
+    if (st == PK_OK && n_adapted)
+        *n_adapted = k;
+    free(sel);
+    return st;
+}
+
+/* w (fp32 [rows, cols]) += scale * B A, transposed for GPT-2's Conv1D ([in, out]). */
+static void fold(const pk_model *m, float *w, const pk_tensor *a, const pk_tensor *b)
+{
+    int r = (int)a->rows, in = (int)a->cols, out = (int)b->rows;
+    if (m->conv1d) /* W [in, out] += scale * A^T B^T */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, in, out, r, m->lora_scale, a->data, in,
+                    b->data, r, 1.0f, w, out);
+    else /* W [out, in] += scale * B A */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, in, r, m->lora_scale, b->data,
+                    r, a->data, in, 1.0f, w, in);
+}
+
+/* Weight t becomes an fp32 heap copy of itself plus its adapter's product. */
+static pk_status merge_one(pk_model *m, pk_tensor *t)
+{
+    size_t nb = t->numel * 4;
+    float *w = malloc(2 * nb); /* data, then the merged values again for pk_model_restore_base */
+    if (!w)
+        return PK_ERR_NOMEM;
+    pk_widen(t->dtype, t->data, t->numel, w);
+    fold(m, w, &m->t[t->lora_a - 1], &m->t[t->lora_b - 1]);
+    memcpy((char *)w + nb, w, nb);
+    m->weight_bytes += nb - t->numel * pk_dtype_size(t->dtype);
+    free(t->owned);
+    t->owned = w;
+    t->data = w;
+    t->src = (char *)w + nb;
+    t->dtype = PK_DTYPE_F32;
+    t->lora_a = t->lora_b = 0;
+    return PK_OK;
+}
+
+pk_status pk_model_lora_merge(pk_model *m)
+{
+    if (m->lora.r == 0)
+        return PK_OK;
+    for (size_t i = 0; i < m->n_t; i++) {
+        if (m->t[i].lora_a) {
+            pk_status st = merge_one(m, &m->t[i]);
+            if (st != PK_OK)
+                return st;
+        }
+    }
+    long *map = malloc(m->n_t * sizeof *map);
+    if (!map)
+        return PK_ERR_NOMEM;
+    size_t k = 0;
+    for (size_t i = 0; i < m->n_t; i++) {
+        if (pk_model_tensor_is_lora(m, i)) {
+            map[i] = -1;
+            m->weight_bytes -= m->t[i].numel * 4;
+            free(m->t[i].name);
+            free(m->t[i].owned);
+            continue;
+        }
+        map[i] = (long)k;
+        m->t[k++] = m->t[i];
+    }
+    m->n_t = k;
+    pk_status st = remap_indices(m, map);
+    free(map);
+    memset(&m->lora, 0, sizeof m->lora);
+    m->lora_scale = 0.0f;
+    m->rB = m->rT = m->rTk = m->rthreads = m->rnp = 0;
+    return st;
+}
