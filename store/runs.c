@@ -38,26 +38,8 @@ pk_status pk_store_run_create(pk_store *s, int64_t dataset_id, const char *confi
                               const char *base_hash, int64_t steps_total, int64_t *run_id,
                               char *err, size_t errlen)
 {
-    store_call(s, err, errlen);
-    sqlite3_stmt *q = NULL;
-    pk_status st = store_prepare(s,
-                                 "INSERT INTO runs(dataset_id, status, steps_total, created_at,"
-                                 " base_hash, config_json) VALUES(?1, 'running', ?2, ?3, ?4, ?5)",
-                                 &q);
-    if (st != PK_OK)
-        return st;
-    if (dataset_id > 0)
-        sqlite3_bind_int64(q, 1, dataset_id);
-    else
-        sqlite3_bind_null(q, 1);
-    sqlite3_bind_int64(q, 2, steps_total);
-    sqlite3_bind_double(q, 3, unix_now());
-    sqlite3_bind_text(q, 4, base_hash ? base_hash : "", -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 5, config_json ? config_json : "{}", -1, SQLITE_STATIC);
-    st = step_done(s, q, "create run");
-    if (st == PK_OK)
-        *run_id = sqlite3_last_insert_rowid(s->db);
-    return st;
+    pk_store_run_new r = {&dataset_id, dataset_id > 0 ? 1 : 0, 0, 0};
+    return pk_store_run_create_ex(s, &r, config_json, base_hash, steps_total, run_id, err, errlen);
 }
 
 void pk_run_info_clear(pk_run_info *r)
@@ -75,7 +57,9 @@ pk_status pk_store_run_get(pk_store *s, int64_t run_id, pk_run_info *out, char *
     memset(out, 0, sizeof *out);
     pk_status st = store_prepare(s,
                                  "SELECT id, coalesce(dataset_id, 0), status, steps_done,"
-                                 " steps_total, created_at, base_hash, config_json FROM runs"
+                                 " steps_total, created_at, base_hash, config_json,"
+                                 " coalesce(l.parent_run, 0), coalesce(l.parent_steps, 0)"
+                                 " FROM runs LEFT JOIN run_lineage l ON l.run_id = runs.id"
                                  " WHERE id = ?1",
                                  &q);
     if (st != PK_OK)
@@ -92,6 +76,8 @@ pk_status pk_store_run_get(pk_store *s, int64_t run_id, pk_run_info *out, char *
         snprintf(out->base_hash, sizeof out->base_hash, "%s",
                  (const char *)sqlite3_column_text(q, 6));
         out->config_json = dup_text(sqlite3_column_text(q, 7));
+        out->parent_run = sqlite3_column_int64(q, 8);
+        out->parent_steps = sqlite3_column_int64(q, 9);
         if (!out->config_json)
             st = store_fail(s, PK_ERR_NOMEM, "out of memory");
     } else if (rc == SQLITE_DONE) {
