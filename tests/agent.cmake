@@ -12,3 +12,5 @@ set_tests_properties(test_agent_cli_slow PROPERTIES LABELS slow TIMEOUT 600
 pk_add_test(test_agent_sync SOURCES test_agent_sync.c LIBS pk_train PkgConfig::CJSON
     LABELS unit TIMEOUT 240)
 add_dependencies(test_agent_sync pocketllm pocketllm-server-mock)
+# Device conditions over a faked sysfs; chained seed logs (write, read, refuse).
+pk_add_test(test_agent_unit SOURCES test_agent_unit.c LIBS pk_agent pk_mezo LABELS unit TIMEOUT 60)

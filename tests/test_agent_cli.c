@@ -254,12 +254,34 @@ static void check_new_examples(const char *home)
     free(text);
 }
 
+/* Usage and memory-cap refusals happen before the home is touched. */
+static void check_refusals(const char *home)
+{
+    char *o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+                        "%s agent --home %s --passphrase-file %s --model %s --datasets notes "
+                        "--max-rss 1M",
+                        POCKETLLM, home, pass, STORIES),
+                1);
+    PK_CHECK(o && strstr(o, "--max-rss: training") && strstr(o, "above the cap of 1.0 MB"));
+    free(o);
+    PK_CHECK_EQ(run_fmt(NULL, RUN_PLAIN,
+                        "%s agent --home %s --model %s --datasets notes --window 25:00-01:00 "
+                        "2>/dev/null",
+                        POCKETLLM, home, STORIES),
+                2);
+    PK_CHECK_EQ(run_fmt(NULL, RUN_PLAIN, "%s agent --home %s --datasets notes 2>/dev/null",
+                        POCKETLLM, home),
+                2);
+}
+
 static void test_lifecycle(void)
 {
     char home[300];
     cJSON *j = NULL;
     snprintf(home, sizeof home, "%s/a", tmp);
     PK_CHECK_EQ(make_home(home, 0, 60), 0);
+    check_refusals(home);
     fake_device(0, 35, 30000); /* on battery at 35%: wait */
     pid_t pid = start_agent(home, "--steps 100000 --early-stop 0");
     PK_CHECK(wait_state(home, "waiting", "battery at 35%", 0, 30, &j));

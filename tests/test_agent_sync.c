@@ -86,16 +86,14 @@ static int wait_sync(const char *want, double secs)
     return 0;
 }
 
-int main(void)
+/* A home with 30 notes, a cool desktop (no power supplies or thermal zones), an idle load. */
+static void setup(char *sys, char *loadavg, size_t n)
 {
-    char sys[400], notes[400], p[500];
-    server sv = {0};
-    if (!make_tmpdir(tmp, sizeof tmp, "agentsync"))
-        return 1;
-    snprintf(pass, sizeof pass, "%s/pass.txt", tmp);
-    snprintf(home, sizeof home, "%s/home", tmp);
-    snprintf(sys, sizeof sys, "%s/sys", tmp); /* no power supplies or zones: a cool desktop */
+    char notes[400];
+    snprintf(sys, n, "%s/sys", tmp);
     mkdir(sys, 0700);
+    snprintf(loadavg, n, "%s/loadavg", tmp);
+    PK_CHECK_EQ(write_string(loadavg, "0.00 0.00 0.00 1/1 1\n"), 0);
     snprintf(notes, sizeof notes, "%s/notes.txt", tmp);
     FILE *f = fopen(notes, "w");
     for (int i = 0; f && i < 30; i++)
@@ -110,18 +108,16 @@ int main(void)
                         "--passphrase-file %s >/dev/null",
                         POCKETLLM, home, pass, POCKETLLM, notes, home, pass),
                 0);
-    /* a port that answers nothing: the coordinator is started, its port noted, stopped */
-    PK_CHECK(start_coord(&sv, 0));
-    int port = sv.port;
-    server_stop(&sv);
-    snprintf(p, sizeof p, "%s/loadavg", tmp);
-    PK_CHECK_EQ(write_string(p, "0.00 0.00 0.00 1/1 1\n"), 0);
+}
+
+static pid_t start_agent(const char *sys, const char *loadavg, int port)
+{
     char cmd[3000];
     snprintf(cmd, sizeof cmd,
              "exec %s agent --home %s --passphrase-file %s --model %s --datasets notes "
              "--sysfs-root %s --loadavg-file %s --poll 0.2 --batch 2 --seq-len 32 --steps 100000 "
              "--slice-steps 5 --sync http://127.0.0.1:%d --sync-every 3s 2>>%s/agent.stderr",
-             POCKETLLM, home, pass, STORIES, sys, p, port, tmp);
+             POCKETLLM, home, pass, STORIES, sys, loadavg, port, tmp);
     pid_t pid = fork();
     if (pid == 0) {
 #ifdef __linux__
@@ -130,14 +126,12 @@ int main(void)
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
     }
-    PK_CHECK(wait_sync("failed", 60)); /* unreachable: failed, with the retry delay */
-    PK_CHECK(wait_sync("retry in", 5));
-    PK_CHECK(start_coord(&sv, port));
-    PK_CHECK(wait_sync("ok", 120));
-    cJSON *j = status();
-    PK_CHECK(j && cJSON_IsTrue(cJSON_GetObjectItem(j, "running")));
-    cJSON_Delete(j);
-    /* the coordinator's log holds the agent's round: a fresh home catches up to it */
+    return pid;
+}
+
+/* The coordinator's log holds the agent's round: a fresh home catches up to it. */
+static void check_coordinator_log(int port)
+{
     char *o = NULL, fresh[400];
     snprintf(fresh, sizeof fresh, "%s/fresh", tmp);
     PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
@@ -151,6 +145,30 @@ int main(void)
     PK_CHECK(cJSON_IsNumber(lv) && lv->valuedouble >= 1);
     cJSON_Delete(r);
     free(o);
+}
+
+int main(void)
+{
+    char sys[400], loadavg[400];
+    server sv = {0};
+    if (!make_tmpdir(tmp, sizeof tmp, "agentsync"))
+        return 1;
+    snprintf(pass, sizeof pass, "%s/pass.txt", tmp);
+    snprintf(home, sizeof home, "%s/home", tmp);
+    setup(sys, loadavg, sizeof sys);
+    /* a port that answers nothing: the coordinator is started, its port noted, stopped */
+    PK_CHECK(start_coord(&sv, 0));
+    int port = sv.port;
+    server_stop(&sv);
+    pid_t pid = start_agent(sys, loadavg, port);
+    PK_CHECK(wait_sync("failed", 60)); /* unreachable: failed, with the retry delay */
+    PK_CHECK(wait_sync("retry in", 5));
+    PK_CHECK(start_coord(&sv, port));
+    PK_CHECK(wait_sync("ok", 120));
+    cJSON *j = status();
+    PK_CHECK(j && cJSON_IsTrue(cJSON_GetObjectItem(j, "running")));
+    cJSON_Delete(j);
+    check_coordinator_log(port);
     PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
                         "%s agent stop --home %s --passphrase-file %s >/dev/null", POCKETLLM, home,
                         pass),
