@@ -1,7 +1,7 @@
 # The on-device agent and continual runs: the agent through the built CLI with a faked sysfs
 # (battery, heat, load, new data, kill -9 + bit-exact resume, status, stop), train --from-run,
 # chained seed logs, data forget --with-runs.
-pk_add_test(test_agent_cli SOURCES test_agent_cli.c LIBS PkgConfig::CJSON LABELS unit TIMEOUT 180)
+pk_add_test(test_agent_cli SOURCES test_agent_cli.c LIBS PkgConfig::CJSON LABELS unit TIMEOUT 600)
 add_dependencies(test_agent_cli pocketllm)
 # The same with four kill -9 points instead of one.
 add_test(NAME test_agent_cli_slow COMMAND test_agent_cli 4)
