@@ -62,6 +62,8 @@ int cmd_sync(int argc, char **argv);
  * curl_global_init (pk_http_global_init). On failure prints why, naming the library and the
  * package to install, and returns -1. */
 int cli_http_init(const char *cmd);
+/* Area: the on-device agent (cmd_agent.c) */
+int cmd_agent(int argc, char **argv);
 /* Area: product (cmd_product.c) */
 int cmd_demo(int argc, char **argv);
 int cmd_plot(int argc, char **argv);

@@ -379,6 +379,7 @@ typedef struct forget_opts {
     cli_common c;
     const char *dataset;
     int64_t id;
+    int with_runs;
 } forget_opts;
 
 #define T forget_opts
@@ -386,6 +387,8 @@ static const cli_option forget_table[] = {
     {"--dataset", CLI_STR, CLI_AT(T, dataset), 0, 0, NULL, "NAME",
      "forget a dataset and all its examples"},
     {"--id", CLI_INT, CLI_AT(T, id), 1, 9e18, NULL, "ID", "forget one example"},
+    {"--with-runs", CLI_FLAG, CLI_AT(T, with_runs), 0, 0, NULL, NULL,
+     "also delete the runs whose weights carry the dataset (trained on it, or chained from one)"},
     CLI_STORE_OPTS(T),
     CLI_END,
 };
@@ -393,12 +396,14 @@ static const cli_option forget_table[] = {
 
 static const cli_command forget_cmd = {
     "data forget",
-    "data forget --dataset NAME | --id ID",
+    "data forget --dataset NAME [--with-runs] | --id ID",
     "Deletes a dataset or one example: the rows are deleted and their pages wiped. Runs that\n"
-    "used a forgotten dataset keep their step logs.",
+    "used a forgotten dataset keep their step logs, and their weights still carry it (it is\n"
+    "said which); --with-runs deletes those runs too, with every run chained from them.",
     forget_table,
     0,
-    "examples:\n  pocketllm data forget --id 42\n  pocketllm data forget --dataset notes"};
+    "examples:\n  pocketllm data forget --id 42\n  pocketllm data forget --dataset notes\n"
+    "  pocketllm data forget --dataset notes --with-runs"};
 
 typedef struct data_export_opts {
     cli_common c;
@@ -516,19 +521,42 @@ static int data_show(int argc, char **argv)
     return rc;
 }
 
+/* "3, 5, 8" into buf (n bytes), cut short with "..." when it does not fit. */
+static void format_ids(const int64_t *ids, int64_t n, char *buf, size_t len)
+{
+    size_t w = 0;
+    buf[0] = '\0';
+    for (int64_t i = 0; i < n && w + 32 < len; i++)
+        w += (size_t)snprintf(buf + w, len - w, "%s%lld", i ? ", " : "", (long long)ids[i]);
+    if (n > 0 && w + 32 >= len)
+        snprintf(buf + w, len - w, ", ...");
+}
+
 static int forget_run(const forget_opts *o, pk_store *s)
 {
-    char serr[512] = ""; /* what the store says on failure */
-    pk_status st = o->dataset ? pk_store_dataset_forget(s, o->dataset, serr, sizeof serr)
+    char serr[512] = "", list[400]; /* serr: what the store says on failure */
+    int64_t *runs = NULL, n = 0;
+    pk_status st = o->dataset ? pk_store_dataset_forget_ex(s, o->dataset, o->with_runs, &runs, &n,
+                                                           serr, sizeof serr)
                               : pk_store_example_forget(s, o->id, serr, sizeof serr);
     if (st != PK_OK) {
         cli_error(o->c.cmd, "%s", serr);
         return CLI_ERR;
     }
+    format_ids(runs, n, list, sizeof list);
+    free(runs);
     if (o->dataset)
         printf("forgot dataset '%s'\n", o->dataset);
     else
         printf("forgot example %lld\n", (long long)o->id);
+    if (n > 0 && o->with_runs)
+        printf("deleted %lld run%s trained on it or chained from one that was: %s\n", (long long)n,
+               n == 1 ? "" : "s", list);
+    else if (n > 0)
+        fprintf(stderr,
+                "note: the weights of run%s %s still carry dataset '%s' (trained on it, or "
+                "chained from a run that was); --with-runs deletes such runs with the dataset\n",
+                n == 1 ? "" : "s", list, o->dataset);
     return CLI_OK;
 }
 
@@ -541,6 +569,10 @@ static int data_forget(int argc, char **argv)
         return rc < 0 ? CLI_OK : rc;
     if ((o.dataset != NULL) == cli_given(&o.c, "--id")) {
         cli_error(o.c.cmd, "give exactly one of --dataset NAME or --id ID");
+        return CLI_USAGE;
+    }
+    if (o.with_runs && o.dataset == NULL) {
+        cli_error(o.c.cmd, "--with-runs goes with --dataset NAME");
         return CLI_USAGE;
     }
     rc = cli_open_store(&o.c, &s);

@@ -82,6 +82,8 @@ static const cli_option train_table[] = {
      "sealed weight checkpoints every N steps"},
     {"--resume", CLI_INT, CLI_AT(T, resume), 1, 9e18, NULL, "RUN_ID",
      "continue a stopped run bit-exactly"},
+    {"--from-run", CLI_INT, CLI_AT(T, cfg.parent_run), 1, 9e18, NULL, "RUN_ID",
+     "a new run starting from run RUN_ID's final weights (its base model)"},
     CLI_THREADS_OPT(T),
     CLI_JSON_OPT(T),
     CLI_QUIET_OPT(T),
@@ -93,6 +95,7 @@ static const cli_option train_table[] = {
 static const cli_command train_cmd = {
     "train",
     "train --model DIR --dataset NAME [--objective lm|classify|accuracy] [options]\n"
+    "train --from-run RUN_ID --dataset NAME [options]\n"
     "train --resume RUN_ID [--threads N]",
     "Fine-tunes with MeZO (two forward passes per step, no gradients). Each step is logged in\n"
     "the store; Ctrl-C stops at a step boundary and --resume continues bit-exactly.",
@@ -172,11 +175,16 @@ static int train_check(train_opts *o)
         return CLI_USAGE;
     if (o->resume)
         return 0;
-    if (o->model == NULL || !cfg->dataset[0]) {
-        cli_error(cmd, "--model DIR and --dataset NAME are required (or --resume ID)");
+    if ((o->model == NULL && cfg->parent_run == 0) || !cfg->dataset[0]) {
+        cli_error(cmd, "--model DIR (or --from-run ID) and --dataset NAME are required (or "
+                       "--resume ID)");
         return CLI_USAGE;
     }
-    if (realpath(o->model, cfg->model_dir) == NULL) {
+    if (o->model != NULL && cfg->parent_run > 0) {
+        cli_error(cmd, "--from-run: the run's base model is used: leave out --model");
+        return CLI_USAGE;
+    }
+    if (o->model != NULL && realpath(o->model, cfg->model_dir) == NULL) {
         cli_error(cmd, "--model %s: no such directory", o->model);
         return CLI_ERR;
     }

@@ -29,6 +29,7 @@ static const command commands[] = {
     {"forward", cmd_forward, "raw logits and loss for a list of token ids"},
     {"tokenize", cmd_tokenize, "text to ids (JSONL on stdin), or ids to text with --decode"},
     {"sync", cmd_sync, "federated round with a coordinator: upload seeds and scalars only"},
+    {"agent", cmd_agent, "train in the background while the device is idle and charging"},
     {"pull", cmd_pull, "download a model from a Hugging Face-compatible hub"},
     {"plot", cmd_plot, "plot a run's loss curves as SVG"},
     {"make-model", cmd_make_model, "write a random model of a known shape (tests, benchmarks)"},

@@ -16,7 +16,13 @@
  *   ...
  *
  * Floats are C99 hex floats ("%a"), so a round trip is exact; readers also accept decimal. Rows
- * are applied in file order with pk_mezo_update(seed, z, lr, g, weight_decay). */
+ * are applied in file order with pk_mezo_update(seed, z, lr, g, weight_decay).
+ *
+ * A chained run (DESIGN 13) adds, before "steps", one optional line per ancestor, root first:
+ *   parent steps <S> rows <R> z gaussian|rademacher weight_decay <hex float> trainable <spec>
+ * and its R rows come after the "steps" line, ahead of the run's own: ancestor by ancestor,
+ * each under its own settings, then the run's. A reader without chains refuses such a file
+ * (it wants "steps" after "trainable") rather than replaying part of it. */
 #include "pk_mezo.h"
 
 #include <errno.h>
@@ -33,6 +39,26 @@ void pk_seedlog_clear(pk_seedlog *log)
     free(log->rows);
     log->rows = NULL;
     log->n_rows = 0;
+    for (size_t i = 0; i < log->n_parents; i++)
+        free(log->parents[i].rows);
+    free(log->parents);
+    log->parents = NULL;
+    log->n_parents = 0;
+}
+
+static const char *z_name(pk_z_kind z)
+{
+    return z == PK_Z_RADEMACHER ? "rademacher" : "gaussian";
+}
+
+static void write_rows(FILE *f, const pk_step_row *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const pk_step_row *r = &rows[i];
+        fprintf(f, "%" PRId64 " %d %" PRIu64 " %a %a %a %a %a\n", r->step, (int)r->q_index, r->seed,
+                (double)r->g, (double)r->lr, (double)r->eps, (double)r->loss_plus,
+                (double)r->loss_minus);
+    }
 }
 
 /* The optional estimator lines: none for plain spsa. */
@@ -61,16 +87,17 @@ pk_status pk_seedlog_write(const char *path, const pk_seedlog *log, char *err, s
         return PK_ERR_IO;
     }
     fprintf(f, "pocketllm-seedlog 1\nbase_hash %s\nz %s\nweight_decay %a\ntrainable %s\n",
-            log->base_hash, log->z == PK_Z_RADEMACHER ? "rademacher" : "gaussian",
-            (double)log->weight_decay, log->trainable);
+            log->base_hash, z_name(log->z), (double)log->weight_decay, log->trainable);
     write_estimator(f, log);
-    fprintf(f, "steps %zu\n", log->n_rows);
-    for (size_t i = 0; i < log->n_rows; i++) {
-        const pk_step_row *r = &log->rows[i];
-        fprintf(f, "%" PRId64 " %d %" PRIu64 " %a %a %a %a %a\n", r->step, (int)r->q_index, r->seed,
-                (double)r->g, (double)r->lr, (double)r->eps, (double)r->loss_plus,
-                (double)r->loss_minus);
+    for (size_t i = 0; i < log->n_parents; i++) {
+        const pk_seedlog_segment *p = &log->parents[i];
+        fprintf(f, "parent steps %" PRId64 " rows %zu z %s weight_decay %a trainable %s\n",
+                p->steps, p->n_rows, z_name(p->z), (double)p->weight_decay, p->trainable);
     }
+    fprintf(f, "steps %zu\n", log->n_rows);
+    for (size_t i = 0; i < log->n_parents; i++)
+        write_rows(f, log->parents[i].rows, log->parents[i].n_rows);
+    write_rows(f, log->rows, log->n_rows);
     int bad = ferror(f);
     if (fclose(f) != 0 || bad) {
         pk_seterr(err, errlen, "%s: write failed", tmp);
@@ -154,6 +181,39 @@ static int optional_line(const char *l, pk_seedlog *out)
     return 1;
 }
 
+/* "parent steps S rows R z KIND weight_decay F trainable SPEC": one more ancestor segment. */
+static pk_status parse_parent(reader *r, pk_seedlog *out, char *err, size_t errlen)
+{
+    long long steps = -1;
+    unsigned long long rows = 0;
+    char z[16] = "", wd[64] = "";
+    int at = 0;
+    pk_seedlog_segment seg;
+    memset(&seg, 0, sizeof seg);
+    int ok = sscanf(r->line, "parent steps %lld rows %llu z %15s weight_decay %63s trainable %n",
+                    &steps, &rows, z, wd, &at) == 4 &&
+             at > 0 && r->line[at] != 0 && strlen(r->line + at) < sizeof seg.trainable &&
+             steps >= 0 && rows <= (1ull << 32) && out->n_parents < 4096 &&
+             (!strcmp(z, "gaussian") || !strcmp(z, "rademacher")) &&
+             parse_float(wd, &seg.weight_decay) == 0 && in_range(seg.weight_decay, 0, 100);
+    if (!ok) {
+        pk_seterr(err, errlen,
+                  "%s:%d: want 'parent steps S rows R z KIND weight_decay F trainable SPEC'",
+                  r->path, r->ln);
+        return PK_ERR_FORMAT;
+    }
+    pk_seedlog_segment *v = realloc(out->parents, (out->n_parents + 1) * sizeof *v);
+    if (v == NULL)
+        return PK_ERR_NOMEM;
+    out->parents = v;
+    seg.z = !strcmp(z, "rademacher") ? PK_Z_RADEMACHER : PK_Z_GAUSSIAN;
+    seg.steps = steps;
+    seg.n_rows = (size_t)rows; /* the rows themselves come after the "steps" line */
+    strcpy(seg.trainable, r->line + at);
+    out->parents[out->n_parents++] = seg;
+    return PK_OK;
+}
+
 static pk_status parse_header(reader *r, pk_seedlog *out, unsigned long long *nrows, char *err,
                               size_t errlen)
 {
@@ -186,14 +246,23 @@ static pk_status parse_header(reader *r, pk_seedlog *out, unsigned long long *nr
     }
     strcpy(out->trainable, l + 10);
     char *end = NULL;
-    int opt = 0;
-    while (next_line(r) == 0 && (opt = optional_line(l, out)) == 1)
-        ;
-    if (opt < 0) {
-        pk_seterr(err, errlen, "%s:%d: bad estimator setting '%s'", r->path, r->ln, l);
-        return PK_ERR_FORMAT;
+    int got = next_line(r);
+    while (got == 0) {
+        int opt = optional_line(l, out);
+        if (opt < 0) {
+            pk_seterr(err, errlen, "%s:%d: bad estimator setting '%s'", r->path, r->ln, l);
+            return PK_ERR_FORMAT;
+        }
+        if (opt == 0 && strncmp(l, "parent ", 7) != 0)
+            break;
+        if (opt == 0) {
+            pk_status st = parse_parent(r, out, err, errlen);
+            if (st != PK_OK)
+                return st;
+        }
+        got = next_line(r);
     }
-    if (strncmp(l, "steps ", 6) != 0 ||
+    if (got != 0 || strncmp(l, "steps ", 6) != 0 ||
         (*nrows = strtoull(l + 6, &end, 10), end == l + 6 || *end != 0) || *nrows > (1ull << 32)) {
         pk_seterr(err, errlen, "%s:%d: want 'steps <count>'", r->path, r->ln);
         return PK_ERR_FORMAT;
@@ -272,12 +341,13 @@ static pk_status parse_row(reader *r, pk_step_row *row, char *err, size_t errlen
     return PK_OK;
 }
 
-/* The nrows rows the header announced, then the end of the file. */
-static pk_status parse_rows(reader *r, unsigned long long nrows, pk_seedlog *out, char *err,
-                            size_t errlen)
+/* nrows rows of one log (an ancestor's or the run's own) into *rows (owned). */
+static pk_status parse_block(reader *r, unsigned long long nrows, pk_step_row **rows_out, char *err,
+                             size_t errlen)
 {
-    out->rows = calloc(nrows ? (size_t)nrows : 1, sizeof *out->rows);
-    if (out->rows == NULL)
+    pk_step_row *rows = calloc(nrows ? (size_t)nrows : 1, sizeof *rows);
+    *rows_out = rows;
+    if (rows == NULL)
         return PK_ERR_NOMEM;
     for (size_t i = 0; i < (size_t)nrows; i++) {
         if (next_line(r) != 0) {
@@ -285,18 +355,18 @@ static pk_status parse_rows(reader *r, unsigned long long nrows, pk_seedlog *out
                       r->path, r->ln, nrows);
             return PK_ERR_FORMAT;
         }
-        pk_status st = parse_row(r, &out->rows[i], err, errlen);
+        pk_status st = parse_row(r, &rows[i], err, errlen);
         if (st == PK_OK)
-            st = check_values(r, &out->rows[i], err, errlen);
+            st = check_values(r, &rows[i], err, errlen);
         if (st == PK_OK)
-            st = check_order(r, out->rows, i, err, errlen);
+            st = check_order(r, rows, i, err, errlen);
         if (st != PK_OK)
             return st;
     }
     if (nrows > 0) {
-        const pk_step_row *last = &out->rows[nrows - 1];
+        const pk_step_row *last = &rows[nrows - 1];
         size_t q_per_step = 0;
-        while (q_per_step < nrows && out->rows[q_per_step].step == 0)
+        while (q_per_step < nrows && rows[q_per_step].step == 0)
             q_per_step++;
         if ((size_t)last->q_index + 1 != q_per_step) {
             pk_seterr(err, errlen, "%s:%d: the last step has %d of its %zu perturbations", r->path,
@@ -304,6 +374,28 @@ static pk_status parse_rows(reader *r, unsigned long long nrows, pk_seedlog *out
             return PK_ERR_FORMAT;
         }
     }
+    return PK_OK;
+}
+
+/* The ancestors' rows, the nrows rows the header announced, then the end of the file. */
+static pk_status parse_rows(reader *r, unsigned long long nrows, pk_seedlog *out, char *err,
+                            size_t errlen)
+{
+    for (size_t i = 0; i < out->n_parents; i++) {
+        pk_seedlog_segment *p = &out->parents[i];
+        pk_status st = parse_block(r, p->n_rows, &p->rows, err, errlen);
+        if (st != PK_OK)
+            return st;
+        if (p->n_rows > 0 && p->rows[p->n_rows - 1].step + 1 != p->steps) {
+            pk_seterr(err, errlen, "%s:%d: parent %zu announces %lld steps, its rows end at %lld",
+                      r->path, r->ln, i + 1, (long long)p->steps,
+                      (long long)p->rows[p->n_rows - 1].step + 1);
+            return PK_ERR_FORMAT;
+        }
+    }
+    pk_status st = parse_block(r, nrows, &out->rows, err, errlen);
+    if (st != PK_OK)
+        return st;
     out->n_rows = (size_t)nrows;
     if (fgets(r->line, sizeof r->line, r->f) != NULL) {
         pk_seterr(err, errlen, "%s:%d: data after the %llu rows the header announces", r->path,
@@ -347,10 +439,25 @@ pk_mezo_params pk_seedlog_params(const pk_seedlog *log)
     return p;
 }
 
+/* One segment's rows under its own trainable mask and replay settings. */
+static pk_status replay_segment(pk_model *m, const char *trainable, const pk_mezo_params *p,
+                                const pk_step_row *rows, size_t n, char *err, size_t errlen)
+{
+    uint8_t *mask = NULL;
+    pk_mezo_state *est = NULL;
+    pk_status st = pk_mezo_trainable(m, trainable, &mask, err, errlen);
+    if (st == PK_OK)
+        st = pk_mezo_state_new(m, mask, p, &est, err, errlen);
+    if (st == PK_OK)
+        pk_mezo_replay_ex(m, mask, p, est, rows, n);
+    pk_mezo_state_free(est);
+    free(mask);
+    return st;
+}
+
 pk_status pk_seedlog_replay(pk_model *m, const pk_seedlog *log, char *err, size_t errlen)
 {
     char hex[65];
-    uint8_t *mask = NULL;
     pk_status st = pk_weights_hash(m, hex);
     if (st != PK_OK)
         return st;
@@ -360,15 +467,16 @@ pk_status pk_seedlog_replay(pk_model *m, const pk_seedlog *log, char *err, size_
                   log->base_hash);
         return PK_ERR_ARG;
     }
-    st = pk_mezo_trainable(m, log->trainable, &mask, err, errlen);
-    if (st != PK_OK)
-        return st;
-    pk_mezo_params p = pk_seedlog_params(log);
-    pk_mezo_state *est = NULL;
-    st = pk_mezo_state_new(m, mask, &p, &est, err, errlen);
-    if (st == PK_OK)
-        pk_mezo_replay_ex(m, mask, &p, est, log->rows, log->n_rows);
-    pk_mezo_state_free(est);
-    free(mask);
-    return st;
+    /* an ancestor segment is plain MeZO (export refuses chains with other parents) */
+    for (size_t i = 0; i < log->n_parents; i++) {
+        const pk_seedlog_segment *seg = &log->parents[i];
+        pk_mezo_params pp = pk_mezo_default_params();
+        pp.z = seg->z;
+        pp.weight_decay = seg->weight_decay;
+        st = replay_segment(m, seg->trainable, &pp, seg->rows, seg->n_rows, err, errlen);
+        if (st != PK_OK)
+            return st;
+    }
+    pk_mezo_params own = pk_seedlog_params(log);
+    return replay_segment(m, log->trainable, &own, log->rows, log->n_rows, err, errlen);
 }

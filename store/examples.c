@@ -438,7 +438,7 @@ pk_status pk_store_dataset_list(pk_store *s, pk_dataset_info **out, size_t *n, c
 }
 
 /* Runs a one-int64-parameter statement; *changes gets the number of changed rows. */
-static pk_status exec_int(pk_store *s, const char *sql, int64_t arg, int *changes)
+pk_status store_exec_int(pk_store *s, const char *sql, int64_t arg, int *changes)
 {
     pk_status st = store_run(s, "delete", sql, "i", arg);
     if (st == PK_OK && changes)
@@ -453,8 +453,7 @@ static void wipe_wal(pk_store *s)
     (void)store_exec(s, "PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
-/* Ends a forget transaction: commits if st is PK_OK (else rolls back), then wipes the WAL. */
-static pk_status finish_forget(pk_store *s, pk_status st)
+pk_status store_finish_forget(pk_store *s, pk_status st)
 {
     if (st == PK_OK)
         st = store_commit(s);
@@ -475,10 +474,10 @@ pk_status pk_store_dataset_forget(pk_store *s, const char *name, char *err, size
     if (st == PK_OK)
         st = store_dataset_not_leased(s, id, name);
     if (st == PK_OK)
-        st = exec_int(s, "DELETE FROM examples WHERE dataset_id = ?1", id, NULL);
+        st = store_exec_int(s, "DELETE FROM examples WHERE dataset_id = ?1", id, NULL);
     if (st == PK_OK)
-        st = exec_int(s, "DELETE FROM datasets WHERE id = ?1", id, &changes);
-    return finish_forget(s, st);
+        st = store_exec_int(s, "DELETE FROM datasets WHERE id = ?1", id, &changes);
+    return store_finish_forget(s, st);
 }
 
 pk_status pk_store_example_forget(pk_store *s, int64_t example_id, char *err, size_t errlen)
@@ -487,10 +486,10 @@ pk_status pk_store_example_forget(pk_store *s, int64_t example_id, char *err, si
     int changes = 0;
     pk_status st = store_begin(s);
     if (st == PK_OK)
-        st = exec_int(s, "DELETE FROM examples WHERE id = ?1", example_id, &changes);
+        st = store_exec_int(s, "DELETE FROM examples WHERE id = ?1", example_id, &changes);
     if (st == PK_OK && changes == 0)
         st = store_fail(s, PK_ERR_NOTFOUND, "no example with id %lld", (long long)example_id);
-    return finish_forget(s, st);
+    return store_finish_forget(s, st);
 }
 
 /* Reseals every row of one table, one row at a time in rowid order (never updating rows under

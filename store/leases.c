@@ -12,7 +12,7 @@
 
 /* Start time of process pid in clock ticks since boot (/proc/PID/stat field 22), 0 if unknown:
  * with the pid it names one process, so a recycled pid is not mistaken for the lease holder. */
-static int64_t proc_start(long pid)
+int64_t store_proc_start(long pid)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%ld/stat", pid);
@@ -31,11 +31,11 @@ static int64_t proc_start(long pid)
     return 0;
 }
 
-static int alive(long pid, int64_t start)
+int store_proc_alive(long pid, int64_t start)
 {
     if (pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno != EPERM))
         return 0;
-    int64_t now = proc_start(pid);
+    int64_t now = store_proc_start(pid);
     return start == 0 || now == 0 || now == start;
 }
 
@@ -44,7 +44,7 @@ static int first_live(sqlite3_stmt *q, int64_t *run_id, long *pid)
 {
     while (sqlite3_step(q) == SQLITE_ROW) {
         long p = (long)sqlite3_column_int64(q, 1);
-        if (alive(p, sqlite3_column_int64(q, 2))) {
+        if (store_proc_alive(p, sqlite3_column_int64(q, 2))) {
             *run_id = sqlite3_column_int64(q, 0);
             *pid = p;
             return 1;
@@ -75,7 +75,7 @@ pk_status pk_store_lease_acquire(pk_store *s, int64_t run_id, char *err, size_t 
     st = store_run(s, "write lease",
                    "INSERT OR REPLACE INTO leases(run_id, pid, proc_start, started_at)"
                    " VALUES(?1, ?2, ?3, ?4)",
-                   "iiid", run_id, (int64_t)getpid(), proc_start((long)getpid()), store_now());
+                   "iiid", run_id, (int64_t)getpid(), store_proc_start((long)getpid()), store_now());
     if (st == PK_OK)
         st = store_commit(s);
 out:
@@ -116,7 +116,8 @@ pk_status store_dataset_not_leased(pk_store *s, int64_t dataset_id, const char *
     pk_status st = store_query(
         s, &q,
         "SELECT l.run_id, l.pid, l.proc_start FROM leases l JOIN runs r ON r.id = l.run_id"
-        " WHERE r.dataset_id = ?1 OR json_extract(r.config_json, '$.eval_dataset') = ?2",
+        " WHERE r.dataset_id = ?1 OR json_extract(r.config_json, '$.eval_dataset') = ?2"
+        " OR r.id IN (SELECT run_id FROM run_datasets WHERE dataset_id = ?1)",
         "it", dataset_id, name);
     if (st != PK_OK)
         return st;

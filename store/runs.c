@@ -22,15 +22,8 @@ pk_status pk_store_run_create(pk_store *s, int64_t dataset_id, const char *confi
                               const char *base_hash, int64_t steps_total, int64_t *run_id,
                               char *err, size_t errlen)
 {
-    store_call(s, err, errlen);
-    pk_status st = store_run(s, "create run",
-                             "INSERT INTO runs(dataset_id, status, steps_total, created_at,"
-                             " base_hash, config_json) VALUES(?1, 'running', ?2, ?3, ?4, ?5)",
-                             "Iidtt", dataset_id, steps_total, store_now(),
-                             base_hash ? base_hash : "", config_json ? config_json : "{}");
-    if (st == PK_OK)
-        *run_id = sqlite3_last_insert_rowid(s->db);
-    return st;
+    pk_store_run_new r = {&dataset_id, dataset_id > 0 ? 1 : 0, 0, 0};
+    return pk_store_run_create_ex(s, &r, config_json, base_hash, steps_total, run_id, err, errlen);
 }
 
 void pk_run_info_clear(pk_run_info *r)
@@ -48,7 +41,9 @@ pk_status pk_store_run_get(pk_store *s, int64_t run_id, pk_run_info *out, char *
     memset(out, 0, sizeof *out);
     pk_status st = store_row(s, &q, "read run",
                              "SELECT id, coalesce(dataset_id, 0), status, steps_done,"
-                             " steps_total, created_at, base_hash, config_json FROM runs"
+                             " steps_total, created_at, base_hash, config_json,"
+                             " coalesce(l.parent_run, 0), coalesce(l.parent_steps, 0)"
+                             " FROM runs LEFT JOIN run_lineage l ON l.run_id = runs.id"
                              " WHERE id = ?1",
                              "i", run_id);
     if (st == PK_ERR_NOTFOUND)
@@ -63,6 +58,8 @@ pk_status pk_store_run_get(pk_store *s, int64_t run_id, pk_run_info *out, char *
         snprintf(out->base_hash, sizeof out->base_hash, "%s",
                  (const char *)sqlite3_column_text(q, 6));
         out->config_json = dup_text(sqlite3_column_text(q, 7));
+        out->parent_run = sqlite3_column_int64(q, 8);
+        out->parent_steps = sqlite3_column_int64(q, 9);
         if (!out->config_json)
             st = store_fail(s, PK_ERR_NOMEM, "out of memory");
     }

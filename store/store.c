@@ -45,6 +45,24 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     "ALTER TABLE keyring ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;"
     "CREATE TABLE leases(run_id INTEGER PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,"
     "  pid INTEGER NOT NULL, proc_start INTEGER NOT NULL, started_at REAL NOT NULL);",
+    /* 2 -> 3: chained runs (a run starts from parent_steps of its parent's log), the datasets a
+     * run trained on (a union for the agent; forget --with-runs follows them), and the row of
+     * the on-device agent (one per home: its pid, what it does, a stop request). New tables
+     * only, so the step is idempotent. */
+    "CREATE TABLE IF NOT EXISTS run_lineage(run_id INTEGER PRIMARY KEY"
+    "  REFERENCES runs(id) ON DELETE CASCADE,"
+    "  parent_run INTEGER NOT NULL REFERENCES runs(id), parent_steps INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS run_lineage_parent ON run_lineage(parent_run);"
+    "CREATE TABLE IF NOT EXISTS run_datasets(run_id INTEGER NOT NULL"
+    "  REFERENCES runs(id) ON DELETE CASCADE, dataset_id INTEGER NOT NULL,"
+    "  PRIMARY KEY (run_id, dataset_id)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS run_datasets_dataset ON run_datasets(dataset_id);"
+    "INSERT OR IGNORE INTO run_datasets(run_id, dataset_id)"
+    "  SELECT id, dataset_id FROM runs WHERE dataset_id IS NOT NULL;"
+    "CREATE TABLE IF NOT EXISTS agent(id INTEGER PRIMARY KEY CHECK (id = 1),"
+    "  pid INTEGER NOT NULL, proc_start INTEGER NOT NULL, started_at REAL NOT NULL,"
+    "  updated_at REAL NOT NULL, status_json TEXT NOT NULL,"
+    "  stop_requested INTEGER NOT NULL DEFAULT 0);",
 };
 
 void store_call(pk_store *s, char *err, size_t errlen)

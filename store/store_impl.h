@@ -8,7 +8,7 @@
 #include <sqlite3.h>
 
 #define STORE_DB_NAME        "pocketllm.db"
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 #define STORE_KEYCHECK_TEXT  "pocketllm key check v1"
 
 struct pk_store {
@@ -75,6 +75,15 @@ pk_status store_collect(pk_store *s, sqlite3_stmt *q, size_t size, size_t first,
 pk_status store_dataset_not_leased(pk_store *s, int64_t dataset_id, const char *name);
 /* PK_ERR_BUSY naming the run if any live lease exists (rekey waits for no trainer). */
 pk_status store_no_live_lease(pk_store *s);
+
+/* Start time of process pid in clock ticks since boot, 0 if unknown; 1 if the process (pid,
+ * start) is alive (leases.c: a recycled pid is not mistaken for the holder). */
+int64_t store_proc_start(long pid);
+int store_proc_alive(long pid, int64_t start);
+/* Runs a one-int64-parameter statement; *changes (may be NULL) gets the changed rows. */
+pk_status store_exec_int(pk_store *s, const char *sql, int64_t arg, int *changes);
+/* Ends a forget transaction: commits if st is PK_OK (else rolls back), then wipes the WAL. */
+pk_status store_finish_forget(pk_store *s, pk_status st);
 
 /* Examples plaintext encoding (examples.c). */
 pk_status example_encode(const pk_example *e, uint8_t **buf, size_t *len); /* secure buffer */

@@ -227,6 +227,53 @@ pk_status pk_export_adapter(pk_store *s, int64_t run_id, const char *out_dir, ch
     return st;
 }
 
+/* The segments of a chained run's ancestors, root first (DESIGN 13): each one's settings and
+ * the rows of its log under its child's starting point. */
+static pk_status add_ancestors(pk_store *s, const pk_run_info *child, pk_seedlog *log, char *err,
+                               size_t errlen)
+{
+    char serr[512] = ""; /* what the store says on failure */
+    int64_t run = child->parent_run, steps = child->parent_steps;
+    pk_status st = PK_OK;
+    while (st == PK_OK && run > 0) {
+        pk_run_info ri;
+        pk_train_config cfg;
+        st = pk_run_load_config(s, run, &ri, &cfg, err, errlen);
+        /* a parent segment's header line carries plain MeZO's settings only */
+        if (st == PK_OK &&
+            (cfg.mezo.estimator != PK_EST_SPSA || cfg.mezo.perturb_layers > 0)) {
+            pk_seterr(err, errlen,
+                      "run %lld descends from run %lld, trained with estimator %s%s: a seed log "
+                      "of that chain cannot be written yet (export the weights instead)",
+                      (long long)child->id, (long long)run, pk_estimator_name(cfg.mezo.estimator),
+                      cfg.mezo.perturb_layers > 0 ? " and layer sampling" : "");
+            st = PK_ERR_UNSUPPORTED;
+        }
+        pk_seedlog_segment *v =
+            st == PK_OK ? realloc(log->parents, (log->n_parents + 1) * sizeof *v) : NULL;
+        if (st == PK_OK && v == NULL)
+            st = PK_ERR_NOMEM;
+        if (st == PK_OK) {
+            log->parents = v;
+            memmove(v + 1, v, log->n_parents * sizeof *v); /* root first: prepend */
+            memset(v, 0, sizeof *v);
+            log->n_parents++;
+            v->z = cfg.mezo.z;
+            v->weight_decay = cfg.mezo.weight_decay;
+            v->steps = steps;
+            snprintf(v->trainable, sizeof v->trainable, "%s", cfg.trainable);
+            st = pk_store_steps_read(s, run, 0, steps, &v->rows, &v->n_rows, serr, sizeof serr);
+            if (st != PK_OK)
+                pk_seterr(err, errlen, "cannot read the step log of run %lld: %s", (long long)run,
+                          serr);
+        }
+        run = ri.parent_run;
+        steps = ri.parent_steps;
+        pk_run_info_clear(&ri);
+    }
+    return st;
+}
+
 pk_status pk_export_seedlog(pk_store *s, int64_t run_id, const char *path, size_t *bytes, char *err,
                             size_t errlen)
 {
@@ -251,6 +298,10 @@ pk_status pk_export_seedlog(pk_store *s, int64_t run_id, const char *path, size_
         goto out;
     }
     memcpy(log.base_hash, ri.base_hash, sizeof log.base_hash);
+    if (ri.parent_run > 0)
+        st = add_ancestors(s, &ri, &log, err, errlen);
+    if (st != PK_OK)
+        goto out;
     log.z = cfg.mezo.z;
     log.weight_decay = cfg.mezo.weight_decay;
     snprintf(log.trainable, sizeof log.trainable, "%s", cfg.trainable);

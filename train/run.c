@@ -47,6 +47,21 @@ static void add_lr_search(cJSON *o, const pk_lr_search *r)
     }
 }
 
+/* The continual-run settings, only when set (a plain run's JSON is as before). */
+static void add_lineage(cJSON *o, const pk_train_config *c)
+{
+    if (c->parent_run > 0) {
+        cJSON_AddNumberToObject(o, "parent_run", (double)c->parent_run);
+        cJSON_AddNumberToObject(o, "parent_steps", (double)c->parent_steps);
+    }
+    if (c->datasets[0])
+        cJSON_AddStringToObject(o, "datasets", c->datasets);
+    if (c->examples_upto > 0)
+        cJSON_AddNumberToObject(o, "examples_upto", (double)c->examples_upto);
+    if (c->holdout > 0)
+        cJSON_AddNumberToObject(o, "holdout", c->holdout);
+}
+
 pk_status pk_train_config_to_json(const pk_train_config *c, char **json)
 {
     char seed[32];
@@ -101,6 +116,7 @@ pk_status pk_train_config_to_json(const pk_train_config *c, char **json)
      * exact across thread counts, not across kernels; pk_train warns on resuming elsewhere) */
     char kernel[160];
     cJSON_AddStringToObject(o, "kernel", pk_model_kernel(kernel, sizeof kernel));
+    add_lineage(o, c);
     *json = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return *json ? PK_OK : PK_ERR_NOMEM;
@@ -156,6 +172,26 @@ static const char *estimator_from_json(const cJSON *o, pk_mezo_params *p)
     return NULL;
 }
 
+/* Reads what add_lineage wrote; absent keys keep their defaults. 0, or -1 on a bad value. */
+static int get_lineage(const cJSON *o, pk_train_config *c)
+{
+    double d;
+    const cJSON *ds = cJSON_GetObjectItemCaseSensitive(o, "datasets");
+    if (ds != NULL && (!cJSON_IsString(ds) || strlen(ds->valuestring) >= sizeof c->datasets))
+        return -1;
+    if (ds != NULL)
+        strcpy(c->datasets, ds->valuestring);
+    if (get_num(o, "parent_run", &d) == 0)
+        c->parent_run = (int64_t)d;
+    if (get_num(o, "parent_steps", &d) == 0)
+        c->parent_steps = (int64_t)d;
+    if (get_num(o, "examples_upto", &d) == 0)
+        c->examples_upto = (int64_t)d;
+    if (get_num(o, "holdout", &d) == 0)
+        c->holdout = (int)d;
+    return c->parent_run < 0 || c->parent_steps < 0 || c->holdout < 0 || c->holdout > 90 ? -1 : 0;
+}
+
 pk_status pk_train_config_from_json(const char *json, pk_train_config *c, char *err, size_t errlen)
 {
     *c = pk_train_config_default();
@@ -202,6 +238,8 @@ pk_status pk_train_config_from_json(const char *json, pk_train_config *c, char *
             bad = nums[i];
     if (bad == NULL)
         bad = estimator_from_json(o, &c->mezo);
+    if (bad == NULL && get_lineage(o, c) != 0)
+        bad = "parent_run";
     cJSON_Delete(o);
     if (bad != NULL) {
         snprintf(err, errlen, "run config: missing or bad key '%s'", bad);
@@ -287,6 +325,40 @@ static pk_status apply_log(pk_store *s, int64_t run_id, const pk_train_config *c
     return PK_OK;
 }
 
+/* The base model of a run without a parent, checked against the run's base hash. */
+static pk_status load_base(const pk_train_config *cfg, const pk_run_info *ri, pk_model **m,
+                           char *err, size_t errlen)
+{
+    char hex[65];
+    pk_status st = pk_model_load(cfg->model_dir, pk_model_default_params(), m, err, errlen);
+    if (st == PK_OK)
+        st = pk_weights_hash(*m, hex);
+    if (st == PK_OK && strcmp(hex, ri->base_hash) != 0) {
+        snprintf(err, errlen,
+                 "%s: weights changed since run %lld started (hash %.16s..., run base %.16s...)",
+                 cfg->model_dir, (long long)ri->id, hex, ri->base_hash);
+        st = PK_ERR_ARG;
+    }
+    return st;
+}
+
+/* A chained run starts where its parent was after parent_steps steps (DESIGN 13): the parent's
+ * own chain, base and log, replayed first; the parent's trainable spec may differ. */
+static pk_status start_from_parent(pk_store *s, const pk_run_info *ri, pk_model **m, char *err,
+                                   size_t errlen)
+{
+    int64_t applied = 0;
+    pk_status st =
+        pk_run_materialize_ex(s, ri->parent_run, ri->parent_steps, m, NULL, &applied, err, errlen);
+    if (st == PK_OK && applied != ri->parent_steps) {
+        snprintf(err, errlen, "run %lld starts at step %lld of run %lld, which has only %lld",
+                 (long long)ri->id, (long long)ri->parent_steps, (long long)ri->parent_run,
+                 (long long)applied);
+        st = PK_ERR_FORMAT;
+    }
+    return st;
+}
+
 pk_status pk_run_materialize_ex(pk_store *s, int64_t run_id, int64_t up_to_step, pk_model **out,
                                 uint8_t **trainable_out, int64_t *steps_applied, char *err,
                                 size_t errlen)
@@ -304,7 +376,6 @@ pk_status pk_run_materialize_state(pk_store *s, int64_t run_id, int64_t up_to_st
     pk_train_config cfg;
     pk_model *m = NULL;
     uint8_t *mask = NULL;
-    char hex[65];
     memset(&ri, 0, sizeof ri);
     *out = NULL;
     if (trainable_out)
@@ -312,21 +383,11 @@ pk_status pk_run_materialize_state(pk_store *s, int64_t run_id, int64_t up_to_st
     if (state_out)
         *state_out = NULL;
     pk_status st = pk_run_load_config(s, run_id, &ri, &cfg, err, errlen);
+    if (st == PK_OK)
+        st = ri.parent_run > 0 ? start_from_parent(s, &ri, &m, err, errlen)
+                               : load_base(&cfg, &ri, &m, err, errlen);
     if (st != PK_OK)
         goto out;
-    st = pk_model_load(cfg.model_dir, pk_model_default_params(), &m, err, errlen);
-    if (st != PK_OK)
-        goto out;
-    st = pk_weights_hash(m, hex);
-    if (st != PK_OK)
-        goto out;
-    if (strcmp(hex, ri.base_hash) != 0) {
-        snprintf(err, errlen,
-                 "%s: weights changed since run %lld started (hash %.16s..., run base %.16s...)",
-                 cfg.model_dir, (long long)run_id, hex, ri.base_hash);
-        st = PK_ERR_ARG;
-        goto out;
-    }
     st = pk_mezo_trainable(m, cfg.trainable, &mask, err, errlen);
     if (st == PK_OK)
         st = pk_mezo_state_new(m, mask, &cfg.mezo, &est, err, errlen);

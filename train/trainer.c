@@ -44,57 +44,149 @@ static void dataset_error(const char *serr, const char *dataset, pk_status st, c
               st == PK_ERR_NOTFOUND ? "not found (see pocketllm data list)" : serr);
 }
 
+/* Which examples of a run's datasets an objective gets. */
+typedef enum part {
+    PART_ALL = 0, /* every example (eval of a model or run on a named dataset) */
+    PART_TRAIN,   /* ids <= examples_upto, not held out */
+    PART_HELDOUT, /* ids <= examples_upto, held out */
+} part;
+
+/* An example is held out by a hash of its id: ids are never reused, so an example stays on its
+ * side as datasets grow, and the split does not depend on the other examples. */
+static int held_out(int64_t id, int pct)
+{
+    return pct > 0 && pk_splitmix64((uint64_t)id ^ 0x686f6c646f7574ull) % 100 < (uint64_t)pct;
+}
+
+static int wanted(int64_t id, const pk_train_config *cfg, part p)
+{
+    if (p == PART_ALL)
+        return 1;
+    if (cfg->examples_upto > 0 && id > cfg->examples_upto)
+        return 0;
+    return held_out(id, cfg->holdout) == (p == PART_HELDOUT);
+}
+
+/* Growing list of opened examples (secure memory, each freed by pk_example_free). */
+typedef struct ex_list {
+    pk_example **v;
+    size_t n, cap;
+} ex_list;
+
+static void ex_list_free(ex_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        pk_example_free(l->v[i]);
+    free(l->v);
+}
+
+/* Appends the wanted examples of dataset `name`, in id order. */
+static pk_status add_dataset(pk_store *s, const char *name, const pk_train_config *cfg, part p,
+                             ex_list *l, char *err, size_t errlen)
+{
+    char serr[512] = ""; /* what the store says on failure */
+    int64_t ds = 0, n = 0, *ids = NULL;
+    pk_status st = pk_store_dataset_id(s, name, &ds, serr, sizeof serr);
+    if (st != PK_OK) {
+        dataset_error(serr, name, st, err, errlen);
+        return st;
+    }
+    st = pk_store_example_ids(s, ds, &ids, &n, serr, sizeof serr);
+    if (st != PK_OK)
+        pk_seterr(err, errlen, "dataset '%s': %s", name, serr);
+    for (int64_t i = 0; st == PK_OK && i < n; i++) {
+        if (!wanted(ids[i], cfg, p))
+            continue;
+        if (l->n == l->cap) {
+            size_t cap = l->cap ? l->cap * 2 : 64;
+            pk_example **v = realloc(l->v, cap * sizeof *v);
+            if (v == NULL) {
+                st = PK_ERR_NOMEM;
+                break;
+            }
+            l->v = v;
+            l->cap = cap;
+        }
+        st = pk_store_example_get(s, ds, ids[i], &l->v[l->n], serr, sizeof serr);
+        if (st != PK_OK)
+            pk_seterr(err, errlen, "dataset '%s', example %lld: %s", name, (long long)ids[i],
+                      st == PK_ERR_AUTH ? "authentication failed (tampered record)" : serr);
+        else
+            l->n++;
+    }
+    free(ids);
+    return st;
+}
+
+/* The objective over the wanted examples of the comma-separated datasets `names` (one name
+ * when single != 0: a name may hold commas). */
+static pk_status objective_load(pk_store *s, const char *names, int single, const pk_model *m,
+                                const char *model_dir, const pk_train_config *cfg, part p,
+                                pk_objective **out, char *err, size_t errlen)
+{
+    ex_list l = {NULL, 0, 0};
+    pk_tokenizer *tok = NULL;
+    char name[128];
+    pk_status st = PK_OK;
+    *out = NULL;
+    for (const char *c = names; st == PK_OK && *c;) {
+        size_t k = single ? strlen(c) : strcspn(c, ",");
+        snprintf(name, sizeof name, "%.*s", (int)(k < sizeof name ? k : sizeof name - 1), c);
+        st = add_dataset(s, name, cfg, p, &l, err, errlen);
+        c += k + (c[k] == ',');
+    }
+    if (st == PK_OK && l.n == 0) {
+        if (p == PART_HELDOUT)
+            pk_seterr(err, errlen, "datasets '%s': no held-out examples", names);
+        else
+            pk_seterr(err, errlen, "dataset '%s' is empty", names);
+        st = PK_ERR_ARG;
+    }
+    if (st == PK_OK)
+        st = pk_tokenizer_load(model_dir, &tok, err, errlen);
+    if (st == PK_OK) {
+        pk_objective_params op = {cfg->objective, cfg->seq_len,
+                                  cfg->template_[0] ? cfg->template_ : NULL,
+                                  cfg->labels[0] ? cfg->labels : NULL};
+        st = pk_objective_new(m, tok, op, l.v, l.n, out, err, errlen);
+    }
+    ex_list_free(&l);
+    pk_tokenizer_free(tok);
+    return st;
+}
+
 pk_status pk_objective_from_store(pk_store *s, const char *dataset, const pk_model *m,
                                   const char *model_dir, const pk_train_config *cfg,
                                   pk_objective **out, char *err, size_t errlen)
 {
-    char serr[512] = ""; /* what the store says on failure */
-    int64_t ds = 0, n = 0, *ids = NULL;
-    pk_example **ex = NULL;
-    pk_tokenizer *tok = NULL;
-    size_t got = 0;
-    *out = NULL;
-    pk_status st = pk_store_dataset_id(s, dataset, &ds, serr, sizeof serr);
-    if (st != PK_OK) {
-        dataset_error(serr, dataset, st, err, errlen);
-        return st;
+    return objective_load(s, dataset, 1, m, model_dir, cfg, PART_ALL, out, err, errlen);
+}
+
+/* The training objective of a run: its dataset, or the union it names. */
+static pk_status train_objective(pk_trainer *t, char *err, size_t errlen)
+{
+    const pk_train_config *c = &t->cfg;
+    int single = c->datasets[0] == 0;
+    return objective_load(t->s, single ? c->dataset : c->datasets, single, t->m, c->model_dir, c,
+                          PART_TRAIN, &t->obj, err, errlen);
+}
+
+/* The eval objective: eval_dataset, else the held-out part of the run's datasets, else none. */
+static pk_status eval_objective(pk_trainer *t, char *err, size_t errlen)
+{
+    const pk_train_config *c = &t->cfg;
+    if (c->eval_dataset[0])
+        return pk_objective_from_store(t->s, c->eval_dataset, t->m, c->model_dir, c, &t->eval_obj,
+                                       err, errlen);
+    if (c->holdout <= 0)
+        return PK_OK;
+    int single = c->datasets[0] == 0;
+    pk_status st = objective_load(t->s, single ? c->dataset : c->datasets, single, t->m,
+                                  c->model_dir, c, PART_HELDOUT, &t->eval_obj, err, errlen);
+    if (st == PK_ERR_ARG && t->eval_obj == NULL) { /* too few examples to hold any out */
+        pk_seterr(err, errlen, "%s", "");
+        return PK_OK;
     }
-    st = pk_store_example_ids(s, ds, &ids, &n, serr, sizeof serr);
-    if (st != PK_OK) {
-        pk_seterr(err, errlen, "dataset '%s': %s", dataset, serr);
-        return st;
-    }
-    if (n == 0) {
-        pk_seterr(err, errlen, "dataset '%s' is empty", dataset);
-        st = PK_ERR_ARG;
-        goto out;
-    }
-    ex = calloc((size_t)n, sizeof *ex);
-    if (ex == NULL) {
-        st = PK_ERR_NOMEM;
-        goto out;
-    }
-    for (; got < (size_t)n; got++) {
-        st = pk_store_example_get(s, ds, ids[got], &ex[got], serr, sizeof serr);
-        if (st != PK_OK) {
-            pk_seterr(err, errlen, "dataset '%s', example %lld: %s", dataset, (long long)ids[got],
-                      st == PK_ERR_AUTH ? "authentication failed (tampered record)" : serr);
-            goto out;
-        }
-    }
-    st = pk_tokenizer_load(model_dir, &tok, err, errlen);
-    if (st != PK_OK)
-        goto out;
-    pk_objective_params op = {cfg->objective, cfg->seq_len,
-                              cfg->template_[0] ? cfg->template_ : NULL,
-                              cfg->labels[0] ? cfg->labels : NULL};
-    st = pk_objective_new(m, tok, op, ex, got, out, err, errlen);
-out:
-    for (size_t i = 0; i < got; i++)
-        pk_example_free(ex[i]);
-    free(ex);
-    free(ids);
-    pk_tokenizer_free(tok);
     return st;
 }
 
@@ -151,7 +243,7 @@ static pk_status make_writable(pk_trainer *t, char *err, size_t errlen)
     return st;
 }
 
-/* --lr auto: the search from the base weights, its result kept in the run's settings. */
+/* --lr auto: the search from the starting weights, its result kept in the run's settings. */
 static pk_status search_lr(pk_trainer *t, char *err, size_t errlen)
 {
     pk_train_config *c = &t->cfg;
@@ -164,24 +256,74 @@ static pk_status search_lr(pk_trainer *t, char *err, size_t errlen)
     return st;
 }
 
+/* The weights a new run starts from: the base model, or (chained, DESIGN 13) its parent's after
+ * parent_steps of the parent's steps (0: all it logged), on the parent's base model. hex gets
+ * the base hash the run records: the root base model's, which its seed log replays on. */
+static pk_status starting_weights(pk_trainer *t, char hex[65], char *err, size_t errlen)
+{
+    pk_train_config *c = &t->cfg;
+    pk_run_info ri;
+    pk_train_config pc;
+    if (c->parent_run <= 0) {
+        pk_status st = pk_model_load(c->model_dir, pk_model_default_params(), &t->m, err, errlen);
+        return st == PK_OK ? pk_weights_hash(t->m, hex) : st;
+    }
+    pk_status st = pk_run_load_config(t->s, c->parent_run, &ri, &pc, err, errlen);
+    if (st == PK_OK && c->parent_steps > ri.steps_done) {
+        pk_seterr(err, errlen, "run %lld has %lld steps, not %lld", (long long)c->parent_run,
+                  (long long)ri.steps_done, (long long)c->parent_steps);
+        st = PK_ERR_ARG;
+    }
+    if (st == PK_OK) {
+        memcpy(c->model_dir, pc.model_dir, sizeof c->model_dir);
+        if (c->parent_steps <= 0)
+            c->parent_steps = ri.steps_done;
+        memcpy(hex, ri.base_hash, 65);
+    }
+    pk_run_info_clear(&ri);
+    if (st == PK_OK)
+        st = pk_run_materialize_ex(t->s, c->parent_run, c->parent_steps, &t->m, NULL, NULL, err,
+                                   errlen);
+    return st;
+}
+
+/* The run row with its lineage (DESIGN 13): the ids of its datasets and its parent. */
+static pk_status insert_run(pk_trainer *t, const char *json, const char *hex, char *err,
+                            size_t errlen)
+{
+    char serr[512] = "", name[128]; /* serr: what the store says on failure */
+    const pk_train_config *c = &t->cfg;
+    const char *names = c->datasets[0] ? c->datasets : c->dataset;
+    int64_t ids[32];
+    size_t n = 0;
+    pk_status st = PK_OK;
+    for (const char *p = names; st == PK_OK && *p && n < 32;) {
+        size_t k = c->datasets[0] ? strcspn(p, ",") : strlen(p);
+        snprintf(name, sizeof name, "%.*s", (int)(k < sizeof name ? k : sizeof name - 1), p);
+        st = pk_store_dataset_id(t->s, name, &ids[n++], serr, sizeof serr);
+        p += k + (p[k] == ',');
+    }
+    pk_store_run_new r = {ids, n, c->parent_run, c->parent_steps};
+    if (st == PK_OK)
+        st = pk_store_run_create_ex(t->s, &r, json, hex, c->steps, &t->res.run_id, serr,
+                                    sizeof serr);
+    if (st != PK_OK)
+        pk_seterr(err, errlen, "creating the run: %s", serr);
+    return st;
+}
+
 /* The objective (bad labels or templates fail before a run row exists), the learning-rate
  * search if asked for, then the run row with the settings as they will run. */
-static pk_status create_run(pk_trainer *t, int64_t ds, const char *hex, char *err, size_t errlen)
+static pk_status create_run(pk_trainer *t, const char *hex, char *err, size_t errlen)
 {
-    char serr[512] = ""; /* what the store says on failure */
-    pk_train_config *c = &t->cfg;
     char *json = NULL;
-    pk_status st =
-        pk_objective_from_store(t->s, c->dataset, t->m, c->model_dir, c, &t->obj, err, errlen);
+    pk_status st = train_objective(t, err, errlen);
     if (st == PK_OK)
         st = search_lr(t, err, errlen);
     if (st == PK_OK)
-        st = pk_train_config_to_json(c, &json);
-    if (st == PK_OK) {
-        st = pk_store_run_create(t->s, ds, json, hex, c->steps, &t->res.run_id, serr, sizeof serr);
-        if (st != PK_OK)
-            pk_seterr(err, errlen, "creating the run: %s", serr);
-    }
+        st = pk_train_config_to_json(&t->cfg, &json);
+    if (st == PK_OK)
+        st = insert_run(t, json, hex, err, errlen);
     free(json);
     return st;
 }
@@ -194,14 +336,12 @@ static pk_status open_new_run(pk_trainer *t, char *err, size_t errlen)
     int64_t ds = 0;
     c->mezo.steps_total = c->steps;
     pk_status st = check_config(c, err, errlen);
-    if (st == PK_OK)
-        st = pk_model_load(c->model_dir, pk_model_default_params(), &t->m, err, errlen);
     if (c->mezo.estimator == PK_EST_FZOO)
         c->mezo.z = PK_Z_RADEMACHER; /* FZOO's perturbations are Rademacher by definition */
     /* the base hash before pk_mezo_trainable: a LoRA spec adds the adapter's tensors, which
      * replay re-creates from the spec after checking the base */
     if (st == PK_OK)
-        st = pk_weights_hash(t->m, hex);
+        st = starting_weights(t, hex, err, errlen);
     if (st == PK_OK)
         st = pk_mezo_trainable(t->m, c->trainable, &t->mask, err, errlen);
     if (st == PK_OK)
@@ -215,7 +355,34 @@ static pk_status open_new_run(pk_trainer *t, char *err, size_t errlen)
         dataset_error(serr, c->dataset, st, err, errlen);
         return st;
     }
-    return create_run(t, ds, hex, err, errlen);
+    return create_run(t, hex, err, errlen);
+}
+
+/* Early stopping across resumes: the best eval loss and the evals since it, from the logged
+ * eval points (a run resumed slice by slice, as the agent does, stops where an uninterrupted
+ * one would). */
+static pk_status replay_evals(pk_trainer *t, char *err, size_t errlen)
+{
+    char serr[512] = ""; /* what the store says on failure */
+    int64_t *steps = NULL;
+    double *loss = NULL, *acc = NULL;
+    size_t n = 0;
+    pk_status st =
+        pk_store_eval_read(t->s, t->res.run_id, &steps, &loss, &acc, &n, serr, sizeof serr);
+    if (st != PK_OK)
+        pk_seterr(err, errlen, "run %lld: evals: %s", (long long)t->res.run_id, serr);
+    for (size_t i = 0; st == PK_OK && i < n; i++) {
+        if (loss[i] < t->best_eval) {
+            t->best_eval = loss[i];
+            t->bad_evals = 0;
+        } else {
+            t->bad_evals++;
+        }
+    }
+    free(steps);
+    free(loss);
+    free(acc);
+    return st;
 }
 
 /* A run of the store: its settings, then its weights after the logged steps. */
@@ -232,6 +399,8 @@ static pk_status open_resumed_run(pk_trainer *t, int64_t run_id, char *err, size
                                       errlen);
     if (st == PK_OK)
         st = make_writable(t, err, errlen);
+    if (st == PK_OK)
+        st = replay_evals(t, err, errlen);
     return st;
 }
 
@@ -242,10 +411,9 @@ static pk_status start_running(pk_trainer *t, char *err, size_t errlen)
     const pk_train_config *c = &t->cfg;
     pk_status st = PK_OK;
     if (t->obj == NULL)
-        st = pk_objective_from_store(t->s, c->dataset, t->m, c->model_dir, c, &t->obj, err, errlen);
-    if (st == PK_OK && c->eval_dataset[0])
-        st = pk_objective_from_store(t->s, c->eval_dataset, t->m, c->model_dir, c, &t->eval_obj,
-                                     err, errlen);
+        st = train_objective(t, err, errlen);
+    if (st == PK_OK)
+        st = eval_objective(t, err, errlen);
     if (st != PK_OK)
         return st;
     t->idx = malloc((size_t)c->batch * sizeof(size_t));
@@ -424,18 +592,31 @@ static pk_status maybe_checkpoint(pk_trainer *t, char *err, size_t errlen)
  * without a new best. */
 static pk_status maybe_eval(pk_trainer *t, char *err, size_t errlen)
 {
-    char serr[512] = ""; /* what the store says on failure */
     const pk_train_config *c = &t->cfg;
     int64_t done = t->step;
     if (t->eval_obj == NULL || c->eval_every <= 0 ||
         (done % c->eval_every != 0 && done != c->steps))
         return PK_OK;
+    double el = 0;
+    return pk_trainer_eval(t, &el, err, errlen);
+}
+
+pk_status pk_trainer_eval(pk_trainer *t, double *loss, char *err, size_t errlen)
+{
+    char serr[512] = ""; /* what the store says on failure */
+    const pk_train_config *c = &t->cfg;
+    int64_t done = t->step;
     double el = 0, ea = 0;
+    if (t->eval_obj == NULL) {
+        pk_seterr(err, errlen, "run %lld has no eval examples", (long long)t->res.run_id);
+        return PK_ERR_ARG;
+    }
     pk_status st = pk_objective_eval(t->eval_obj, t->m, (size_t)c->batch, &el, &ea);
     if (st != PK_OK) {
         pk_seterr(err, errlen, "eval at step %lld: %s", (long long)done, pk_status_str(st));
         return st;
     }
+    *loss = el;
     st = pk_store_eval_append(t->s, t->res.run_id, done, el, ea, serr, sizeof serr);
     if (st != PK_OK) {
         pk_seterr(err, errlen, "eval at step %lld: %s", (long long)done, serr);

@@ -231,6 +231,16 @@ PK_NODISCARD pk_status pk_objective_eval(pk_objective *o, pk_model *m, size_t B,
  * "pocketllm-seedlog 1", "base_hash HEX", "z gaussian|rademacher", "weight_decay F",
  * "trainable SPEC", "steps N", then N lines "step q seed g lr eps loss_plus loss_minus" with
  * floats as C99 hex floats (exact). */
+/* One ancestor of a chained run (DESIGN 13): its settings and the rows of its log that lie
+ * under the run, applied before the log's own rows. */
+typedef struct pk_seedlog_segment {
+    pk_z_kind z;
+    float weight_decay;
+    char trainable[256];
+    int64_t steps;     /* steps of the ancestor's log under the chain */
+    pk_step_row *rows; /* owned; n_rows = steps * q */
+    size_t n_rows;
+} pk_seedlog_segment;
 typedef struct pk_seedlog {
     char base_hash[65];
     pk_z_kind z;
@@ -243,13 +253,17 @@ typedef struct pk_seedlog {
     int perturb_layers;   /* 0 = off */
     pk_step_row *rows;    /* owned */
     size_t n_rows;
+    /* A chained run's ancestors, root first (optional "parent ..." header lines); replay
+     * applies each one's rows before the log's own. NULL, 0 for a plain log. Owned. */
+    pk_seedlog_segment *parents;
+    size_t n_parents;
 } pk_seedlog;
 PK_NODISCARD pk_status pk_seedlog_write(const char *path, const pk_seedlog *log, char *err,
                                         size_t errlen);
 PK_NODISCARD pk_status pk_seedlog_read(const char *path, pk_seedlog *out, char *err, size_t errlen);
-void pk_seedlog_clear(pk_seedlog *log); /* frees rows; NULL-safe */
 /* The replay settings of a log: z, weight decay and the estimator lines over the defaults. */
 pk_mezo_params pk_seedlog_params(const pk_seedlog *log);
+void pk_seedlog_clear(pk_seedlog *log); /* frees rows and parents; NULL-safe */
 /* Checks the model's hash against the log's base hash, then applies the rows. */
 PK_NODISCARD pk_status pk_seedlog_replay(pk_model *m, const pk_seedlog *log, char *err,
                                          size_t errlen);

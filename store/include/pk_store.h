@@ -63,15 +63,35 @@ typedef struct pk_run_info {
     char status[16];    /* "running", "done", "stopped", "failed" */
     int64_t steps_done; /* number of logged steps (the run's progress) */
     int64_t steps_total;
-    double created_at;  /* unix seconds */
-    char base_hash[65]; /* hex BLAKE2b-256 of the base model weights */
-    char *config_json;  /* owned: the run's settings (model dir, objective, lr, eps, ...) */
+    double created_at;    /* unix seconds */
+    char base_hash[65];   /* hex BLAKE2b-256 of the base model weights */
+    char *config_json;    /* owned: the run's settings (model dir, objective, lr, eps, ...) */
+    int64_t parent_run;   /* 0, or the run whose weights after parent_steps steps it starts from */
+    int64_t parent_steps; /* steps of the parent's log under this run (0 without a parent) */
 } pk_run_info;
 void pk_run_info_clear(pk_run_info *r); /* frees config_json; NULL-safe */
 
 PK_NODISCARD pk_status pk_store_run_create(pk_store *s, int64_t dataset_id, const char *config_json,
                                            const char *base_hash, int64_t steps_total,
                                            int64_t *run_id, char *err, size_t errlen);
+/* A new run with its lineage (DESIGN 13): the datasets it trains on (borrowed, n_datasets ids;
+ * the first is the run row's dataset) and, when parent_run > 0, the parent whose weights after
+ * parent_steps logged steps it starts from. PK_ERR_NOTFOUND if the parent is missing,
+ * PK_ERR_ARG if it has fewer than parent_steps steps. One transaction. */
+typedef struct pk_store_run_new {
+    const int64_t *datasets; /* borrowed */
+    size_t n_datasets;
+    int64_t parent_run;   /* 0: starts from the base model */
+    int64_t parent_steps; /* <= the parent's steps_done */
+} pk_store_run_new;
+PK_NODISCARD pk_status pk_store_run_create_ex(pk_store *s, const pk_store_run_new *r,
+                                              const char *config_json, const char *base_hash,
+                                              int64_t steps_total, int64_t *run_id, char *err,
+                                              size_t errlen);
+/* The runs whose weights carry dataset `name`: every run that trained on it, and every run
+ * chained from one of those (transitively), in id order. *ids owned (free()). */
+PK_NODISCARD pk_status pk_store_dataset_runs(pk_store *s, const char *name, int64_t **ids,
+                                             int64_t *n, char *err, size_t errlen);
 PK_NODISCARD pk_status pk_store_run_get(pk_store *s, int64_t run_id, pk_run_info *out, char *err,
                                         size_t errlen);
 PK_NODISCARD pk_status pk_store_run_set_status(pk_store *s, int64_t run_id, const char *status,
@@ -201,6 +221,49 @@ PK_NODISCARD pk_status pk_store_dataset_list(pk_store *s, pk_dataset_info **out,
  * used it keep their step logs with dataset_id 0. PK_ERR_NOTFOUND if absent. */
 PK_NODISCARD pk_status pk_store_dataset_forget(pk_store *s, const char *name, char *err,
                                                size_t errlen);
+/* pk_store_dataset_forget, and with with_runs != 0 also every run of pk_store_dataset_runs
+ * (its step log, evals, checkpoints) in the same transaction. *runs (may be NULL; owned,
+ * free()) gets those runs: deleted with with_runs, else the runs whose weights still carry the
+ * dataset. PK_ERR_BUSY if one of them is training. */
+PK_NODISCARD pk_status pk_store_dataset_forget_ex(pk_store *s, const char *name, int with_runs,
+                                                  int64_t **runs, int64_t *n_runs, char *err,
+                                                  size_t errlen);
+/* The highest example id of the given datasets (0 if they hold none): ids only grow, so a run
+ * pins its example set with it. */
+PK_NODISCARD pk_status pk_store_examples_max_id(pk_store *s, const int64_t *datasets, size_t n,
+                                                int64_t *max_id, char *err, size_t errlen);
+
+/* ---- the on-device agent's row (one per home) ----------------------------------------------- */
+
+/* Claims the home's agent row for this process (pid and process start time). PK_ERR_BUSY,
+ * "an agent is already running on HOME (pid P)", if a live process holds it; a row left by a
+ * dead process is taken over. Clears any stop request. */
+PK_NODISCARD pk_status pk_store_agent_claim(pk_store *s, char *err, size_t errlen);
+/* Drops this process's agent row (nothing if it holds none). */
+PK_NODISCARD pk_status pk_store_agent_release(pk_store *s, char *err, size_t errlen);
+/* Writes status_json (borrowed) into this process's row. */
+PK_NODISCARD pk_status pk_store_agent_set_status(pk_store *s, const char *status_json, char *err,
+                                                 size_t errlen);
+/* 1 in *stop once `pocketllm agent stop` asked this process's agent to stop. */
+PK_NODISCARD pk_status pk_store_agent_stop_requested(pk_store *s, int *stop, char *err,
+                                                     size_t errlen);
+typedef struct pk_store_agent_info {
+    long pid;
+    int alive; /* the process still runs */
+    int stop_requested;
+    double started_at; /* unix seconds */
+    double updated_at; /* unix seconds of the last status */
+    char *status_json; /* owned (pk_store_agent_info_clear) */
+} pk_store_agent_info;
+void pk_store_agent_info_clear(pk_store_agent_info *a); /* NULL-safe */
+/* The agent row; PK_ERR_NOTFOUND when no agent ever ran or the last one ended cleanly. */
+PK_NODISCARD pk_status pk_store_agent_get(pk_store *s, pk_store_agent_info *out, char *err,
+                                          size_t errlen);
+/* Asks the live agent to stop at its next step boundary; *pid gets its pid. PK_ERR_NOTFOUND
+ * if no live agent holds the home. */
+PK_NODISCARD pk_status pk_store_agent_request_stop(pk_store *s, long *pid, char *err,
+                                                   size_t errlen);
+
 /* Deletes one example, pages wiped. PK_ERR_NOTFOUND if absent. */
 PK_NODISCARD pk_status pk_store_example_forget(pk_store *s, int64_t example_id, char *err,
                                                size_t errlen);

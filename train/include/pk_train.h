@@ -74,6 +74,14 @@ typedef struct pk_train_config {
     char labels[512];
     int lr_auto;            /* a new run searches its rate first (mezo.lr is then the result) */
     pk_lr_search lr_search; /* that search (stored in the run's settings as "lr_search") */
+    /* Continual runs (DESIGN 13); each is stored only when set, so older runs read unchanged. */
+    int64_t parent_run;    /* 0, or the run whose weights after parent_steps steps it starts from */
+    int64_t parent_steps;  /* set by pk_trainer_open: the parent's steps_done when chained */
+    char datasets[512];    /* "" = `dataset` alone; else a comma-separated union (the first is
+                              `dataset`), examples in dataset order, then id order */
+    int64_t examples_upto; /* 0 = every example; else only ids <= it: the set a resume sees */
+    int holdout;           /* percent of examples held out for eval, by a hash of their id
+                              (0 = none); eval uses them when eval_dataset is "" */
 } pk_train_config;
 
 pk_train_config pk_train_config_default(void);
@@ -118,7 +126,10 @@ typedef struct pk_train_result {
  * calls on that store must not run concurrently. */
 typedef struct pk_trainer pk_trainer;
 
-/* Opens a run (resume_run == 0: a new run with cfg, borrowed; else continues run resume_run
+/* A new run with cfg->parent_run set starts from the parent's weights after its logged steps
+ * (any trainable spec, objective or dataset; the base model is the parent's), and its base hash
+ * is the root base model's, so its seed log replays on that model.
+ * Opens a run (resume_run == 0: a new run with cfg, borrowed; else continues run resume_run
  * from its logged steps, cfg ignored and may be NULL): loads the model, builds the objectives,
  * marks the run "running" and calls hooks->on_start. hooks (may be NULL) is copied; hooks->user
  * is borrowed. A new run's row is created only after its settings, model and objective were
@@ -129,6 +140,10 @@ typedef struct pk_trainer pk_trainer;
 PK_NODISCARD pk_status pk_trainer_open(pk_store *s, const pk_train_config *cfg, int64_t resume_run,
                                        const pk_train_hooks *hooks, pk_trainer **out, char *err,
                                        size_t errlen);
+/* Evaluates the current weights on the eval examples (eval_dataset, or the held-out part), logs
+ * the point at the current step and calls on_eval; the early-stopping count sees it too.
+ * PK_ERR_ARG if the run has no eval examples. */
+PK_NODISCARD pk_status pk_trainer_eval(pk_trainer *t, double *loss, char *err, size_t errlen);
 /* Takes one step and returns once its rows are logged (one store transaction, then on_step),
  * after the checkpoint and the eval that fall due at it (on_eval). The trainer is done after the
  * last step, when early stopping ends the run, or when pk_interrupted() was set at the start of

@@ -1,0 +1,477 @@
+/* test_agent_cli.c: the on-device agent through the built CLI, with a faked sysfs and load
+ * average: it waits on battery, trains on AC, stops on heat, refuses a second agent by pid,
+ * picks up a newly imported dataset (a chained run), stops gracefully through `agent stop`,
+ * survives kill -9 and resumes bit-exactly (its seed log equals an uninterrupted agent's), and
+ * keeps private text out of its log. Also continual runs through `train --from-run` and
+ * `data forget --with-runs`. */
+#include "pk_test.h"
+#include "test_product_util.h"
+#include "test_util.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <time.h>
+
+#define PASS    "agent test passphrase"
+#define SECRET  "zebracorn"
+#define STORIES PK_STORIES_DIR
+
+static char tmp[256], pass[300], sysfs[300], loadavg[300];
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void put(const char *path, const char *text)
+{
+    char t[600];
+    snprintf(t, sizeof t, "%s.tmp", path);
+    if (write_string(t, text) != 0 || rename(t, path) != 0)
+        fprintf(stderr, "cannot write %s\n", path);
+}
+
+/* A phone: AC adapter (online 0/1), battery (capacity), one thermal zone (millidegrees). */
+static void fake_device(int ac, int capacity, int milli_c)
+{
+    char p[400], v[32];
+    snprintf(p, sizeof p, "%s/class/power_supply/AC/online", sysfs);
+    snprintf(v, sizeof v, "%d\n", ac);
+    put(p, v);
+    snprintf(p, sizeof p, "%s/class/power_supply/BAT0/capacity", sysfs);
+    snprintf(v, sizeof v, "%d\n", capacity);
+    put(p, v);
+    snprintf(p, sizeof p, "%s/class/thermal/thermal_zone0/temp", sysfs);
+    snprintf(v, sizeof v, "%d\n", milli_c);
+    put(p, v);
+}
+
+static void make_sysfs(void)
+{
+    char p[400];
+    snprintf(sysfs, sizeof sysfs, "%s/sys", tmp);
+    const char *dirs[] = {"",
+                          "/class",
+                          "/class/power_supply",
+                          "/class/power_supply/AC",
+                          "/class/power_supply/BAT0",
+                          "/class/thermal",
+                          "/class/thermal/thermal_zone0"};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        snprintf(p, sizeof p, "%s%s", sysfs, dirs[i]);
+        mkdir(p, 0700);
+    }
+    snprintf(p, sizeof p, "%s/class/power_supply/AC/type", sysfs);
+    put(p, "Mains\n");
+    snprintf(p, sizeof p, "%s/class/power_supply/BAT0/type", sysfs);
+    put(p, "Battery\n");
+    snprintf(loadavg, sizeof loadavg, "%s/loadavg", tmp);
+    put(loadavg, "0.10 0.10 0.10 1/100 1\n");
+}
+
+/* notes lines i0 .. i0+n-1, each with the private marker word. */
+static void write_notes(const char *path, int i0, int n)
+{
+    FILE *f = fopen(path, "w");
+    for (int i = i0; f && i < i0 + n; i++)
+        fprintf(f, "Note %d: the %s went to the park and saw %d birds.\n", i, SECRET, i % 7);
+    if (f)
+        fclose(f);
+}
+
+static int make_home(const char *home, int i0, int n)
+{
+    char notes[400];
+    snprintf(notes, sizeof notes, "%s.notes.txt", home);
+    write_notes(notes, i0, n);
+    int rc = run_fmt(NULL, RUN_SHOW_FAILURE,
+                     "%s init --home %s --passphrase-file %s --opslimit 1 --memlimit 8192 "
+                     ">/dev/null",
+                     POCKETLLM, home, pass);
+    if (rc == 0)
+        rc = run_fmt(NULL, RUN_SHOW_FAILURE,
+                     "%s import %s --dataset notes --format txt --home %s --passphrase-file %s "
+                     ">/dev/null",
+                     POCKETLLM, notes, home, pass);
+    return rc;
+}
+
+/* Starts an agent on home (stderr to home.stderr); returns its pid. */
+static pid_t start_agent(const char *home, const char *extra)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "exec %s agent --home %s --passphrase-file %s --model %s --datasets notes "
+             "--sysfs-root %s --loadavg-file %s --poll 0.05 --batch 2 --seq-len 32 --holdout 20 "
+             "--eval-every 10 --slice-steps 5 --checkpoint-every 20 --seed 7 --max-rss 256M %s "
+             "2>>%s.stderr",
+             POCKETLLM, home, pass, STORIES, sysfs, loadavg, extra, home);
+    pid_t pid = fork();
+    if (pid == 0) {
+#ifdef __linux__
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* `agent status --json`, parsed (owned; NULL on failure). */
+static cJSON *status(const char *home)
+{
+    char *o = NULL;
+    int rc = run_fmt(&o, RUN_PLAIN, "%s agent status --json --home %s --passphrase-file %s",
+                     POCKETLLM, home, pass);
+    cJSON *j = rc == 0 && o ? cJSON_Parse(last_line(o)) : NULL;
+    free(o);
+    return j;
+}
+
+static const char *jstr(const cJSON *j, const char *k)
+{
+    const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, k));
+    return s ? s : "";
+}
+
+static double jnum(const cJSON *j, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : -1;
+}
+
+/* Polls the status until state is `state` and reason contains `reason` (may be "") and, when
+ * min_today >= 0, steps_today >= min_today; at most secs seconds. *out (may be NULL) gets it. */
+static int wait_state(const char *home, const char *state, const char *reason, double min_today,
+                      double secs, cJSON **out)
+{
+    for (double t = 0; t < secs; t += 0.1) {
+        cJSON *j = status(home);
+        int ok = j && !strcmp(jstr(j, "state"), state) && strstr(jstr(j, "reason"), reason) &&
+                 jnum(j, "steps_today") >= min_today;
+        if (ok) {
+            if (out)
+                *out = j;
+            else
+                cJSON_Delete(j);
+            return 1;
+        }
+        cJSON_Delete(j);
+        sleep_ms(100);
+    }
+    cJSON *j = status(home);
+    char *txt = j ? cJSON_PrintUnformatted(j) : NULL;
+    fprintf(stderr, "timed out waiting for state %s (%s); last status: %s\n", state, reason,
+            txt ? txt : "none");
+    free(txt);
+    cJSON_Delete(j);
+    return 0;
+}
+
+static int wait_exit(pid_t pid, double secs)
+{
+    int st = 0;
+    for (double t = 0; t < secs; t += 0.05) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        sleep_ms(50);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+}
+
+static int seedlog_of(const char *home, int run, const char *out)
+{
+    return run_fmt(NULL, RUN_SHOW_FAILURE,
+                   "%s export --run %d --seed-log %s --home %s --passphrase-file %s >/dev/null",
+                   POCKETLLM, run, out, home, pass);
+}
+
+/* ---- 1. the agent's life on one home -------------------------------------------------------- */
+
+static void check_log(const char *home)
+{
+    char path[400];
+    struct stat sb;
+    size_t len = 0;
+    snprintf(path, sizeof path, "%s/agent.log", home);
+    char *log = slurp(path, &len);
+    PK_CHECK(log != NULL && len > 0);
+    PK_CHECK(log && strstr(log, "training") != NULL);
+    PK_CHECK(log && strstr(log, SECRET) == NULL); /* no private text, ever */
+    PK_CHECK(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0600);
+    free(log);
+}
+
+/* A second agent on the home is refused, naming the first's pid. */
+static void check_second_agent(const char *home, pid_t first)
+{
+    char path[400], want[64];
+    pid_t two = start_agent(home, "");
+    PK_CHECK_EQ(wait_exit(two, 30), 1);
+    snprintf(path, sizeof path, "%s.stderr", home);
+    snprintf(want, sizeof want, "(pid %ld)", (long)first);
+    char *err = slurp(path, NULL);
+    PK_CHECK(err && strstr(err, "already running") && strstr(err, want));
+    if (!(err && strstr(err, want)))
+        fprintf(stderr, "second agent said: %s\n", err ? err : "(nothing)");
+    free(err);
+}
+
+/* Examples imported by another process while the agent trains: a new run chained from the
+ * best point, on all the examples. */
+static void check_new_examples(const char *home)
+{
+    char more[400];
+    cJSON *j = NULL;
+    PK_CHECK(wait_state(home, "training", "", 1, 30, &j));
+    double r1 = jnum(j, "run");
+    cJSON_Delete(j);
+    snprintf(more, sizeof more, "%s.more.txt", home);
+    write_notes(more, 1000, 20);
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
+                        "%s import %s --dataset notes --format txt --home %s --passphrase-file %s "
+                        ">/dev/null",
+                        POCKETLLM, more, home, pass),
+                0);
+    int newer = 0;
+    for (int i = 0; i < 300 && !newer; i++) {
+        j = status(home);
+        newer = j && jnum(j, "run") > r1 && !strcmp(jstr(j, "state"), "training");
+        cJSON_Delete(j);
+        sleep_ms(100);
+    }
+    PK_CHECK(newer);
+    char log[400];
+    snprintf(log, sizeof log, "%s.chained.seedlog", home);
+    PK_CHECK_EQ(seedlog_of(home, (int)r1 + 1, log), 0);
+    char *text = slurp(log, NULL);
+    PK_CHECK(text && strstr(text, "\nparent steps ") != NULL); /* chained from the best point */
+    free(text);
+}
+
+/* Usage and memory-cap refusals happen before the home is touched. */
+static void check_refusals(const char *home)
+{
+    char *o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+                        "%s agent --home %s --passphrase-file %s --model %s --datasets notes "
+                        "--max-rss 1M",
+                        POCKETLLM, home, pass, STORIES),
+                1);
+    PK_CHECK(o && strstr(o, "--max-rss: training") && strstr(o, "above the cap of 1.0 MB"));
+    free(o);
+    PK_CHECK_EQ(run_fmt(NULL, RUN_PLAIN,
+                        "%s agent --home %s --model %s --datasets notes --window 25:00-01:00 "
+                        "2>/dev/null",
+                        POCKETLLM, home, STORIES),
+                2);
+    PK_CHECK_EQ(run_fmt(NULL, RUN_PLAIN, "%s agent --home %s --datasets notes 2>/dev/null",
+                        POCKETLLM, home),
+                2);
+}
+
+static void test_lifecycle(void)
+{
+    char home[300];
+    cJSON *j = NULL;
+    snprintf(home, sizeof home, "%s/a", tmp);
+    PK_CHECK_EQ(make_home(home, 0, 60), 0);
+    check_refusals(home);
+    fake_device(0, 35, 30000); /* on battery at 35%: wait */
+    pid_t pid = start_agent(home, "--steps 100000 --early-stop 0");
+    PK_CHECK(wait_state(home, "waiting", "battery at 35%", 0, 30, &j));
+    PK_CHECK(jnum(j, "steps_today") == 0);
+    PK_CHECK(cJSON_IsTrue(cJSON_GetObjectItem(j, "running")));
+    cJSON_Delete(j);
+    check_second_agent(home, pid);
+
+    fake_device(1, 35, 30000); /* plugged in */
+    PK_CHECK(wait_state(home, "training", "run", 3, 30, NULL));
+    fake_device(1, 35, 95000); /* hot */
+    PK_CHECK(wait_state(home, "waiting", "thermal_zone0 at 95.0 C", 0, 30, &j));
+    double steps = jnum(j, "steps_today");
+    cJSON_Delete(j);
+    sleep_ms(500);
+    j = status(home);
+    PK_CHECK(j && jnum(j, "steps_today") == steps); /* no step while hot */
+    PK_CHECK(j && cJSON_IsObject(cJSON_GetObjectItem(j, "best")));
+    cJSON_Delete(j);
+    put(loadavg, "7.50 3.00 1.00 1/100 1\n"); /* busy */
+    fake_device(1, 35, 30000);
+    PK_CHECK(wait_state(home, "waiting", "load average", 0, 30, NULL));
+    put(loadavg, "0.10 0.10 0.10 1/100 1\n");
+    check_new_examples(home);
+
+    char *o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s agent stop --home %s --passphrase-file %s",
+                        POCKETLLM, home, pass),
+                0);
+    free(o);
+    PK_CHECK_EQ(wait_exit(pid, 30), 0);
+    j = status(home);
+    PK_CHECK(j && cJSON_IsFalse(cJSON_GetObjectItem(j, "running")));
+    cJSON_Delete(j);
+    check_log(home);
+}
+
+/* ---- 2. kill -9 at any moment, then a restart: the same bits as an uninterrupted agent --------
+ */
+
+static void run_until_done(const char *home, int kill_at)
+{
+    const char *args = "--steps 150 --early-stop 0";
+    pid_t pid = start_agent(home, args);
+    if (kill_at > 0) {
+        PK_CHECK(wait_state(home, "training", "", kill_at, 60, NULL));
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        /* resumed on two threads: losses do not depend on the thread count (DESIGN 10) */
+        pid = start_agent(home, "--steps 150 --early-stop 0 --threads 2");
+    }
+    PK_CHECK(wait_state(home, "idle", "up to date", -1, 90, NULL));
+    kill(pid, SIGTERM); /* SIGTERM: a clean stop as well */
+    PK_CHECK_EQ(wait_exit(pid, 30), 0);
+}
+
+/* An uninterrupted agent, then `trials` agents each killed (-9) after a different number of
+ * steps and restarted: every one ends with the reference's seed log, byte for byte. */
+static void test_kill9(int trials)
+{
+    char ref[300], hb[300], la[400], lb[400];
+    snprintf(ref, sizeof ref, "%s/ref", tmp);
+    PK_CHECK_EQ(make_home(ref, 0, 60), 0);
+    fake_device(1, 100, 30000);
+    run_until_done(ref, 0);
+    snprintf(la, sizeof la, "%s/ref.seedlog", tmp);
+    PK_CHECK_EQ(seedlog_of(ref, 1, la), 0);
+    PK_CHECK(file_bytes(la) > 0);
+    for (int i = 0; i < trials; i++) {
+        snprintf(hb, sizeof hb, "%s/killed%d", tmp, i);
+        PK_CHECK_EQ(make_home(hb, 0, 60), 0);
+        run_until_done(hb, 17 + 9 * i);
+        snprintf(lb, sizeof lb, "%s/killed%d.seedlog", tmp, i);
+        PK_CHECK_EQ(seedlog_of(hb, 1, lb), 0);
+        PK_CHECK(files_equal(la, lb));
+    }
+}
+
+/* ---- 3. train --from-run, its seed log, forget --with-runs --------------------------------- */
+
+/* `train ARGS`: the run id and final weights hash, or -1. */
+static long long train(const char *home, const char *args, char *hash)
+{
+    char *o = NULL;
+    long long run = -1;
+    int rc = run_fmt(&o, RUN_SHOW_FAILURE,
+                     "%s train %s --batch 2 --seq-len 32 --quiet --home %s --passphrase-file %s",
+                     POCKETLLM, args, home, pass);
+    cJSON *j = rc == 0 && o ? cJSON_Parse(last_line(o)) : NULL;
+    if (j) {
+        run = (long long)jnum(j, "run");
+        snprintf(hash, 65, "%s", jstr(j, "weights"));
+    }
+    cJSON_Delete(j);
+    free(o);
+    return run;
+}
+
+static int run_exists(const char *home, int run)
+{
+    return run_fmt(NULL, RUN_PLAIN,
+                   "%s runs show %d --json --home %s --passphrase-file %s >/dev/null 2>&1",
+                   POCKETLLM, run, home, pass) == 0;
+}
+
+static void check_chained_replay(const char *home, const char *h2)
+{
+    char log[400], out[400], *o = NULL;
+    snprintf(log, sizeof log, "%s/chain.seedlog", tmp);
+    snprintf(out, sizeof out, "%s/chain-replay", tmp);
+    PK_CHECK_EQ(seedlog_of(home, 2, log), 0);
+    char *text = slurp(log, NULL);
+    PK_CHECK(text && strstr(text, "\nparent steps 8 rows 8 z gaussian weight_decay "));
+    free(text);
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s replay --seed-log %s --model %s --out %s",
+                        POCKETLLM, log, STORIES, out),
+                0);
+    PK_CHECK(o && strstr(o, h2) != NULL); /* the chain replays on the base model, bit for bit */
+    free(o);
+    o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
+                        "%s replay --run 2 --out %s.run --home %s --passphrase-file %s", POCKETLLM,
+                        out, home, pass),
+                0);
+    PK_CHECK(o && strstr(o, h2) != NULL);
+    free(o);
+}
+
+static void test_chained_runs(void)
+{
+    char home[300], h1[65] = "", h2[65] = "", h3[65] = "", f[400], *o = NULL;
+    snprintf(home, sizeof home, "%s/chain", tmp);
+    PK_CHECK_EQ(make_home(home, 0, 20), 0);
+    const char *names[] = {"a", "b", "c"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(f, sizeof f, "%s.%s.txt", home, names[i]);
+        write_notes(f, 100 * (i + 1), 20);
+        PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
+                            "%s import %s --dataset %s --format txt --home %s --passphrase-file %s "
+                            ">/dev/null",
+                            POCKETLLM, f, names[i], home, pass),
+                    0);
+    }
+    PK_CHECK_EQ(train(home, "--model " STORIES " --dataset a --steps 8", h1), 1);
+    PK_CHECK_EQ(train(home, "--from-run 1 --dataset b --steps 6 --trainable bitfit --seed 3", h2),
+                2);
+    PK_CHECK_EQ(train(home, "--model " STORIES " --dataset c --steps 4", h3), 3);
+    PK_CHECK(strlen(h2) == 64 && strcmp(h1, h2) != 0);
+    check_chained_replay(home, h2);
+
+    /* forgetting a dataset a parent trained on: the weights of its children still carry it */
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+                        "%s data forget --dataset a --home %s "
+                        "--passphrase-file %s",
+                        POCKETLLM, home, pass),
+                0);
+    PK_CHECK(o && strstr(o, "runs 1, 2 still carry dataset 'a'") != NULL);
+    free(o);
+    o = NULL;
+    PK_CHECK(run_exists(home, 1) && run_exists(home, 2));
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
+                        "%s data forget --dataset b --with-runs --home %s "
+                        "--passphrase-file %s",
+                        POCKETLLM, home, pass),
+                0);
+    PK_CHECK(o && strstr(o, "deleted 1 run") != NULL);
+    free(o);
+    PK_CHECK(run_exists(home, 1) && !run_exists(home, 2) && run_exists(home, 3));
+    PK_CHECK_EQ(run_fmt(NULL, RUN_PLAIN,
+                        "%s data forget --with-runs --id 1 --home %s "
+                        "--passphrase-file %s 2>/dev/null",
+                        POCKETLLM, home, pass),
+                2);
+}
+
+/* argv[1]: kill -9 trials (default 1; the slow variant runs more). */
+int main(int argc, char **argv)
+{
+    int trials = argc > 1 ? atoi(argv[1]) : 1;
+    if (!make_tmpdir(tmp, sizeof tmp, "agent"))
+        return 1;
+    snprintf(pass, sizeof pass, "%s/pass.txt", tmp);
+    PK_CHECK_EQ(write_string(pass, PASS "\n"), 0);
+    make_sysfs();
+    test_chained_runs();
+    test_lifecycle();
+    test_kill9(trials > 0 ? trials : 1);
+    if (pk_test_failures == 0)
+        rm_rf(tmp);
+    else
+        fprintf(stderr, "kept %s for inspection\n", tmp);
+    return PK_TEST_DONE();
+}
