@@ -33,6 +33,8 @@ int cmd_forward(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_make_model(int argc, char **argv);
 int cmd_bench_forward(int argc, char **argv);
+/* Area: model facts (cmd_model_info.c) */
+int cmd_model_info(int argc, char **argv);
 /* Area: tokenizer (cmd_tokenize.c) */
 int cmd_tokenize(int argc, char **argv);
 int cmd_bench_tokenize(int argc, char **argv);
@@ -55,6 +57,8 @@ int cmd_sync(int argc, char **argv);
  * curl_global_init (pk_http_global_init). On failure prints why, naming the library and the
  * package to install, and returns -1. */
 int cli_http_init(const char *cmd);
+/* Area: federated simulation (cmd_fedsim.c; orchestration in fedsim/) */
+int cmd_fedsim(int argc, char **argv);
 /* Area: product (cmd_product.c) */
 int cmd_demo(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
