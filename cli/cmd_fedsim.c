@@ -9,6 +9,7 @@
 
 #include "pk_crypto.h"
 #include "pk_fedsim.h"
+#include "pk_model.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -664,7 +665,11 @@ int cmd_fedsim(int argc, char **argv)
         return rc < 0 ? CLI_OK : rc;
     if ((rc = fedsim_check(&o)) != 0)
         return rc;
-    cli_apply_threads(&o.c); /* the observer's evals and the baseline; devices use one */
+    /* The observer's evals and the baseline: one thread unless --threads, so the device
+     * processes keep the cores (an idle OpenMP pool spins on them). Devices use one each. */
+    if (!cli_given(&o.c, "--threads"))
+        pk_threads_set(1);
+    cli_apply_threads(&o.c);
     char self[PATH_MAX], server[PATH_MAX + 64];
     int found = find_binaries(o.c.cmd, self, sizeof self, server, sizeof server);
     if (found < 0)
