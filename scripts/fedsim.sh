@@ -47,18 +47,23 @@ data)
     gen_data "${2:?DIR}"
     ;;
 measure)
+    # the four runs at once (each --parallel 1), as measured for docs/FEDSIM.md
     build=${2:?BUILD}; out=${3:?OUT}
     gen_data "$out/data"
-    common="--model $model --data $out/data/train.jsonl --eval-data $out/data/eval.jsonl
-        --objective classify --labels ' good, bad' --devices 8 --split dirichlet:0.5
-        --rounds 20 --local-steps 8 --batch 8 --seq-len 32 --lr 2e-3 --eps 1e-3 --seed 11
-        --parallel 2 --json"
     for cfg in "k4096 --pool 4096 --baseline" "k64 --pool 64" \
         "k4096-dp --pool 4096 --dp-clip 5 --dp-noise 1" "k64-dp --pool 64 --dp-clip 5 --dp-noise 1"; do
         name=${cfg%% *}; flags=${cfg#* }
-        eval "$build/cli/pocketllm fedsim $common --template '{text} The day was' $flags \
-            --out $out/$name" | tail -n 1 > "$out/$name.summary.json"
-        echo "$name: $(cat "$out/$name.summary.json")"
+        # shellcheck disable=SC2086 # flags are words
+        "$build/cli/pocketllm" fedsim --model "$model" --data "$out/data/train.jsonl" \
+            --eval-data "$out/data/eval.jsonl" --objective classify \
+            --template '{text} The day was' --labels ' good, bad' --devices 8 \
+            --split dirichlet:0.5 --rounds 10 --local-steps 4 --batch 8 --seq-len 32 \
+            --lr 2e-4 --eps 1e-3 --seed 11 --parallel 1 --json $flags --out "$out/$name" \
+            > "$out/$name.jsonl" 2> "$out/$name.err" &
+    done
+    wait
+    for name in k4096 k64 k4096-dp k64-dp; do
+        echo "$name: $(tail -n 1 "$out/$name.jsonl")"
     done
     ;;
 scale)
@@ -66,7 +71,8 @@ scale)
     gen_data "$out/data"
     /usr/bin/time -v "$build/cli/pocketllm" fedsim --model "$model" \
         --data "$out/data/train.jsonl" --eval-data "$out/data/eval.jsonl" \
-        --devices 200 --rounds 10 --local-steps 2 --pool 64 --batch 1 --seq-len 32 --lr 1e-4 \
+        --devices 200 --rounds 10 --local-steps 2 --pool 4096 --trainable bitfit --batch 1 \
+        --seq-len 32 --lr 1e-3 \
         --split iid --seed 5 --parallel 6 --json --out "$out/scale200" \
         2> "$out/scale200.time" | tee "$out/scale200.jsonl" | tail -n 1 > "$out/scale200.summary.json"
     cat "$out/scale200.summary.json"

@@ -260,7 +260,7 @@ static void test_runs(void)
     char a[200], b[200];
     snprintf(a, sizeof a, "%s/run-a", g_tmp);
     snprintf(b, sizeof b, "%s/run-b", g_tmp);
-    cJSON *sa = fedsim(a, "--parallel 1 --baseline", 0);
+    cJSON *sa = fedsim(a, "--parallel 1 --threads 2 --baseline", 0);
     if (sa)
         check_summary(sa, a);
     cJSON *sb = fedsim(b, "--parallel 3 --threads 1 --faults 5xx=0.05,drop=0.03,seed=3", 0);
