@@ -40,6 +40,8 @@ int cmd_make_model(int argc, char **argv);
 int cmd_bench_forward(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);       /* cmd_quantize.c */
 int cmd_bench_generate(int argc, char **argv); /* cmd_quantize.c */
+/* Area: model facts (cmd_model_info.c) */
+int cmd_model_info(int argc, char **argv);
 /* Area: tokenizer (cmd_tokenize.c) */
 int cmd_tokenize(int argc, char **argv);
 int cmd_bench_tokenize(int argc, char **argv);
@@ -64,6 +66,8 @@ int cmd_sync(int argc, char **argv);
 int cli_http_init(const char *cmd);
 /* Area: the on-device agent (cmd_agent.c) */
 int cmd_agent(int argc, char **argv);
+/* Area: federated simulation (cmd_fedsim.c; orchestration in fedsim/) */
+int cmd_fedsim(int argc, char **argv);
 /* Area: product (cmd_product.c) */
 int cmd_demo(int argc, char **argv);
 int cmd_plot(int argc, char **argv);

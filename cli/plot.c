@@ -253,6 +253,48 @@ pk_status pk_plot_svg(FILE *out, const char *title, const char *xlabel, const ch
     return ferror(out) ? PK_ERR_IO : PK_OK;
 }
 
+pk_status pk_plot_svg_panels(FILE *out, const char *title, const pk_plot_panel *panels,
+                             size_t n_panels)
+{
+    const double top = 30.0; /* the document title above the panels */
+    int any = 0;
+    bounds b;
+    for (size_t i = 0; out && panels && i < n_panels; i++)
+        any |= data_bounds(panels[i].series, panels[i].n_series, &b);
+    if (!any)
+        return PK_ERR_ARG;
+    double height = top + H * (double)n_panels;
+    fputs("<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"no\"?>\n", out);
+    fprintf(out,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"%.0f\" "
+            "height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\">\n",
+            W, height, W, height);
+    fputs("<title>", out);
+    xml_text(out, title);
+    fprintf(out, "</title>\n<rect width=\"%.0f\" height=\"%.0f\" fill=\"#ffffff\"/>\n", W, height);
+    fprintf(out, "<text x=\"%.2f\" y=\"22\" font-size=\"17\" text-anchor=\"middle\">", W / 2.0);
+    xml_text(out, title);
+    fputs("</text>\n", out);
+    for (size_t i = 0; i < n_panels; i++) {
+        const pk_plot_panel *pp = &panels[i];
+        fprintf(out, "<g id=\"panel-%zu\" transform=\"translate(0 %.2f)\">\n", i,
+                top + H * (double)i);
+        fprintf(out, "<text x=\"%.2f\" y=\"30\" font-size=\"15\" text-anchor=\"middle\">",
+                ML + PW / 2.0);
+        xml_text(out, pp->title);
+        fputs("</text>\n", out);
+        if (data_bounds(pp->series, pp->n_series, &b)) {
+            draw_axes(out, &b, pp->xlabel, pp->ylabel);
+            for (size_t s = 0; s < pp->n_series; s++)
+                draw_series(out, &b, &pp->series[s]);
+            draw_legend(out, pp->series, pp->n_series);
+        }
+        fputs("</g>\n", out);
+    }
+    fputs("</svg>\n", out);
+    return ferror(out) ? PK_ERR_IO : PK_OK;
+}
+
 /* rows (sorted by step, q_index) -> one (step, mean (l+ + l-)/2) point per step. */
 static size_t train_points(const pk_step_row *rows, size_t n, double *x, double *y)
 {

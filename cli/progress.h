@@ -76,6 +76,18 @@ PK_NODISCARD pk_status pk_plot_svg(FILE *out, const char *title, const char *xla
                                    const char *ylabel, const pk_plot_series *series,
                                    size_t n_series);
 
+/* One plot of a multi-plot document (pk_plot_svg_panels); everything borrowed. */
+typedef struct pk_plot_panel {
+    const char *title, *xlabel, *ylabel;
+    const pk_plot_series *series;
+    size_t n_series;
+} pk_plot_panel;
+/* Several plots stacked vertically in one standalone SVG 1.1 document, each drawn as
+ * pk_plot_svg draws one (in its own <g id="panel-N">), under a document title. A panel with no
+ * finite point is left empty. PK_ERR_ARG if no panel has one; PK_ERR_IO if writing fails. */
+PK_NODISCARD pk_status pk_plot_svg_panels(FILE *out, const char *title, const pk_plot_panel *panels,
+                                          size_t n_panels);
+
 /* The loss plot of a run: train loss per step ((loss+ + loss-)/2, averaged over the q rows of a
  * step) raw and smoothed (EMA 0.9; ids "train-loss-raw", "train-loss"), and the eval points
  * (id "eval-loss"), written to out_path atomically (temporary file + rename).

@@ -527,7 +527,9 @@ static pk_status run_steps(sess *x, double clip, double noise, step_sums *ss)
 {
     const sync_task *t = &x->t;
     for (int64_t i = 0; i < t->local_steps; i++) {
-        uint32_t k = pk_crypto_random_uniform((uint32_t)t->K);
+        uint32_t k = x->p->pick
+                         ? x->p->pick(x->p->pick_user, t->round, i, (uint32_t)t->K) % (uint32_t)t->K
+                         : pk_crypto_random_uniform((uint32_t)t->K);
         float g = 0.0f;
         int64_t nb = 0;
         pk_status st = x->ops->grad(x->ops->user, t->seeds[k], t->kind, t->eps, &g, &nb);

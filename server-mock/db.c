@@ -34,7 +34,7 @@ static const char *const sql_text[Q__COUNT] = {
     [Q_UP_DUP] = "SELECT 1 FROM uploads WHERE round = ?1 AND device_id = ?2",
     [Q_UP_INS] = "INSERT INTO uploads(round, device_id, idem_key, msg_hash, examples, updates, "
                  "response, received) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    [Q_UP_ROUND] = "SELECT examples, updates FROM uploads WHERE round = ?1 ORDER BY id",
+    [Q_UP_ROUND] = "SELECT examples, updates FROM uploads WHERE round = ?1 ORDER BY device_id",
     [Q_LOG_INS] = "INSERT INTO log(version, lr_bits, uploads, examples, updates, prev_hash, hash, "
                   "closed_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [Q_LOG_SINCE] = "SELECT version, lr_bits, uploads, examples, updates, prev_hash, hash FROM log "
@@ -323,7 +323,9 @@ void srv_db_round_get(srv_db *db, srv_round *r)
     pthread_mutex_unlock(&db->mu);
 }
 
-/* Sums the open round's uploads per seed, weighted by examples; packs the coefficients. */
+/* Sums the open round's uploads per seed, weighted by examples; packs the coefficients. The
+ * uploads are summed in device id order, not arrival order, so the double sums (and the log)
+ * do not depend on which device's upload happened to arrive first. */
 static pk_status aggregate(srv_db *db, uint8_t **packed, size_t *len, int64_t *examples,
                            uint32_t *uploads)
 {

@@ -141,6 +141,11 @@ typedef struct pk_sync_params {
     double wait_s;       /* after uploading, wait up to this long for the round to close */
     int upload;          /* 0: only catch up with the global log (no local steps) */
     pk_http_params http;
+    /* Optional: the pool index of local step `step` (0-based) of round `round`, reduced mod K.
+     * NULL (the default): drawn with the CSPRNG (docs/SYNC.md step 7). A simulator sets it so
+     * that a run is reproducible from a seed (fedsim/); pick_user is passed back, borrowed. */
+    uint32_t (*pick)(void *pick_user, int64_t round, int64_t step, uint32_t K);
+    void *pick_user;
 } pk_sync_params;
 pk_sync_params pk_sync_default_params(void);
 

@@ -1,0 +1,238 @@
+/* device.c: the device role of a simulation (`pocketllm fedsim device`): one pk_sync_round of
+ * this device's store against the coordinator, with the MeZO model of train/ over its local
+ * dataset (any objective: lm or classify), pool indices and batches derived from the device's
+ * seed and the round (so a run is reproducible), and the device's own record of each upload,
+ * from which verify.c recomputes the coordinator's log. The round itself is net/'s. */
+#include "fedsim_impl.h"
+#include "pk_crypto.h"
+#include "pk_fedsim.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_STEPS 65536 /* local steps recorded per round (the task's local_steps is smaller) */
+
+typedef struct dev {
+    pk_model *m;
+    uint8_t *trainable;
+    pk_objective *obj;
+    size_t batch;
+    uint64_t seed;
+    int64_t round;    /* the round of the current local step (set by pick) */
+    int64_t step;     /* its index in the round */
+    int in_step;      /* 1 between pick and that step's apply */
+    uint32_t pending; /* the pool index of the current step */
+    uint32_t *k;      /* [MAX_STEPS] the pool index of each local step this call */
+    float *g;         /* [MAX_STEPS] the clipped g the step applied (what it uploads, DP noise
+                         aside) */
+    size_t n;
+} dev;
+
+pk_fedsim_device_params pk_fedsim_device_default_params(void)
+{
+    pk_fedsim_device_params p;
+    memset(&p, 0, sizeof p);
+    p.sync = pk_sync_default_params();
+    p.sync.wait_s = 0.0;
+    p.cfg = pk_train_config_default();
+    return p;
+}
+
+static uint32_t op_pick(void *user, int64_t round, int64_t step, uint32_t K)
+{
+    dev *x = user;
+    fs_rng r = fs_rng_make(x->seed, 0x9c4, ((uint64_t)round << 24) ^ (uint64_t)step);
+    x->round = round;
+    x->step = step;
+    x->pending = (uint32_t)fs_below(&r, K);
+    x->in_step = 1;
+    return x->pending;
+}
+
+static pk_status op_grad(void *user, uint64_t seed, pk_z_kind kind, float eps, float *g,
+                         int64_t *n_examples)
+{
+    dev *x = user;
+    size_t idx[1024];
+    double gd = 0, lp = 0, lm = 0;
+    size_t B = x->batch < 1024 ? x->batch : 1024;
+    /* a batch per (round, step): the shuffle's epoch moves with the round */
+    int64_t step = x->round * 65536 + x->step % 65536;
+    pk_status st = pk_batch_indices(x->seed, step, 0, 1, pk_objective_size(x->obj), B, idx);
+    if (st == PK_OK)
+        st = pk_objective_select(x->obj, idx, B);
+    if (st == PK_OK)
+        st = pk_mezo_projected_grad(x->m, x->trainable, seed, kind, eps, 1, pk_objective_loss_fn,
+                                    x->obj, &gd, &lp, &lm);
+    if (st != PK_OK)
+        return st;
+    *g = (float)gd;
+    *n_examples = (int64_t)B;
+    return PK_OK;
+}
+
+static pk_status op_apply(void *user, uint64_t seed, pk_z_kind kind, float lr, float coef)
+{
+    dev *x = user;
+    if (x->in_step && x->n < MAX_STEPS) { /* a local step, not a replayed log entry */
+        x->k[x->n] = x->pending;
+        x->g[x->n] = coef;
+        x->n++;
+    }
+    x->in_step = 0;
+    pk_mezo_update(x->m, x->trainable, seed, kind, lr, coef, 0.0f);
+    return PK_OK;
+}
+
+static pk_status op_reset(void *user)
+{
+    dev *x = user;
+    return pk_model_restore_base(x->m);
+}
+
+static pk_status op_hash(void *user, char hex[65])
+{
+    dev *x = user;
+    return pk_weights_hash(x->m, hex);
+}
+
+static pk_status dev_open(dev *x, pk_store *s, const pk_fedsim_device_params *p, char *err,
+                          size_t errlen)
+{
+    pk_train_config cfg = p->cfg;
+    snprintf(cfg.model_dir, sizeof cfg.model_dir, "%s", p->model_dir);
+    snprintf(cfg.dataset, sizeof cfg.dataset, "%s", p->dataset);
+    x->k = malloc(MAX_STEPS * sizeof *x->k);
+    x->g = malloc(MAX_STEPS * sizeof *x->g);
+    if (!x->k || !x->g)
+        return PK_ERR_NOMEM;
+    pk_status st = pk_model_load(p->model_dir, pk_model_default_params(), &x->m, err, errlen);
+    if (st == PK_OK)
+        st = pk_mezo_trainable(x->m, cfg.trainable, &x->trainable, err, errlen);
+    if (st == PK_OK)
+        st = pk_objective_from_store(s, p->dataset, x->m, p->model_dir, &cfg, &x->obj, err, errlen);
+    if (st == PK_OK && pk_objective_size(x->obj) == 0) {
+        pk_seterr(err, errlen, "dataset %s has no examples", p->dataset);
+        st = PK_ERR_ARG;
+    }
+    if (st != PK_OK)
+        return st;
+    x->batch = (size_t)cfg.batch < pk_objective_size(x->obj) ? (size_t)cfg.batch
+                                                             : pk_objective_size(x->obj);
+    x->seed = p->seed;
+    if (x->seed == 0)
+        pk_crypto_random(&x->seed, sizeof x->seed);
+    return PK_OK;
+}
+
+static void dev_close(dev *x)
+{
+    pk_objective_free(x->obj);
+    free(x->trainable);
+    pk_model_free(x->m);
+    free(x->k);
+    free(x->g);
+}
+
+/* Per pool index, the sum of the step values in step order (double), as the sync client sums
+ * them (docs/SYNC.md step 8): ascending k, zero sums dropped, packed 6 bytes a pair. */
+static size_t pack_sums(const dev *x, uint8_t *out)
+{
+    size_t n = 0;
+    uint8_t *done = calloc(x->n ? x->n : 1, 1);
+    for (;;) {
+        size_t best = SIZE_MAX;
+        for (size_t i = 0; i < x->n; i++) /* the smallest k not yet packed */
+            if (!done[i] && (best == SIZE_MAX || x->k[i] < x->k[best]))
+                best = i;
+        if (best == SIZE_MAX || !done)
+            break;
+        double sum = 0.0;
+        for (size_t i = best; i < x->n; i++)
+            if (!done[i] && x->k[i] == x->k[best]) {
+                sum += (double)x->g[i];
+                done[i] = 1;
+            }
+        float v = (float)sum;
+        if (v == 0.0f)
+            continue;
+        uint8_t *p = out + n * FS_PAIR_BYTES;
+        uint32_t bits;
+        memcpy(&bits, &v, 4);
+        p[0] = (uint8_t)(x->k[best] & 0xff);
+        p[1] = (uint8_t)(x->k[best] >> 8);
+        pk_put_le32(p + 2, bits);
+        n++;
+    }
+    free(done);
+    return n;
+}
+
+/* Appends {"round","device_id","examples","pairs","dp_noise"} to the record file. */
+static pk_status write_record(const dev *x, const pk_fedsim_device_params *p,
+                              const pk_sync_report *rep, char *err, size_t errlen)
+{
+    uint8_t *packed = malloc(x->n * FS_PAIR_BYTES + 1);
+    char *b64 = NULL;
+    if (!packed)
+        return PK_ERR_NOMEM;
+    size_t n = pack_sums(x, packed);
+    /* with noise the uploaded sums are not the recorded ones; clipping alone keeps them exact
+     * (its epsilon is infinite) */
+    int noisy = rep->dp && isfinite(rep->epsilon) && rep->epsilon > 0;
+    pk_status st = pk_base64_encode(packed, n * FS_PAIR_BYTES, &b64);
+    free(packed);
+    if (st != PK_OK)
+        return st;
+    FILE *f = fopen(p->record_path, "a");
+    int ok = f && fprintf(f,
+                          "{\"round\":%lld,\"device_id\":\"%s\",\"examples\":%lld,\"pairs\":\"%s\","
+                          "\"dp_noise\":%s}\n",
+                          (long long)rep->round, rep->device_id, (long long)rep->examples, b64,
+                          noisy ? "true" : "false") > 0;
+    if (f)
+        ok = fclose(f) == 0 && ok;
+    free(b64);
+    if (!ok) {
+        pk_seterr(err, errlen, "cannot append to %s: %s", p->record_path, strerror(errno));
+        return PK_ERR_IO;
+    }
+    return PK_OK;
+}
+
+static void straggle(double s)
+{
+    double end = pk_time_now() + s;
+    while (s > 0 && !pk_interrupted() && pk_time_now() < end) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+pk_status pk_fedsim_device_round(pk_store *s, const pk_fedsim_device_params *p, pk_sync_report *rep,
+                                 char *err, size_t errlen)
+{
+    dev x;
+    pk_sync_report local;
+    memset(&x, 0, sizeof x);
+    if (!rep)
+        rep = &local;
+    memset(rep, 0, sizeof *rep);
+    pk_status st = dev_open(&x, s, p, err, errlen);
+    if (st == PK_OK) {
+        straggle(p->straggle_s);
+        pk_sync_params sp = p->sync;
+        sp.pick = op_pick;
+        sp.pick_user = &x;
+        pk_sync_model_ops ops = {op_grad, op_apply, op_reset, op_hash, &x, p->cfg.trainable};
+        st = pk_sync_round(s, &sp, &ops, rep, err, errlen);
+    }
+    if (st == PK_OK && p->record_path && rep->uploaded && rep->steps > 0)
+        st = write_record(&x, p, rep, err, errlen);
+    dev_close(&x);
+    return st;
+}

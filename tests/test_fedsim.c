@@ -1,0 +1,360 @@
+/* test_fedsim.c: `pocketllm model-info` and `pocketllm fedsim` through the built CLI on
+ * stories260k with a small generated classification task (label words " good" / " bad"):
+ *  - model-info --json gives the library's pk_weights_hash (what a task names), for the
+ *    directory and for a file in it; a missing model exits 1;
+ *  - fedsim, 3 devices, Dirichlet 0.5 split, one dropout per round, stragglers, --baseline:
+ *    exit 0; rounds.jsonl has round 0..R with the contract's fields; summary.json and the --json
+ *    last line agree; the log check passed (bit for bit); curves.svg has its panels; the
+ *    device homes are gone; the global model moved;
+ *  - the same seed with --parallel 3 and coordinator faults gives the same global hashes;
+ *  - bad input: --devices 0 (exit 2), more devices than examples, an eval dataset missing,
+ *    a coordinator that never answers (exit 1, clear messages, homes removed);
+ *  - after every run, no process of this test's directory is left (scan of /proc).
+ * The CLI runs as an exec'd binary (libgomp is not fork-safe). */
+#include "pk_mezo.h"
+#include "pk_model.h"
+#include "pk_test.h"
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function" /* not every helper is used here */
+#include "test_product_util.h"
+#include "test_util.h"
+#pragma GCC diagnostic pop
+
+#include <arpa/inet.h>
+#include <cJSON.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <sys/socket.h>
+
+#define STORIES PK_STORIES_DIR
+#define ROUNDS  2
+#define TASK    "--objective classify --template '{text} It was' --labels ' good, bad'"
+
+static char g_tmp[128];
+
+static const char *const NAMES[] = {"Lily", "Tom", "Sue", "Ben", "Mia", "Max", "Amy", "Sam"};
+static const char *const GOOD[] = {"found a shiny toy and smiled", "got a big hug from mom",
+                                   "played in the sun with a friend"};
+static const char *const BAD[] = {"broke the red toy and cried", "lost the ball in the rain",
+                                  "fell down and hurt a knee"};
+
+/* n examples, labels alternating, into path (jsonl). */
+static int write_task(const char *path, int n, int offset)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        int k = i + offset, good = k % 2 == 0;
+        fprintf(f, "{\"text\":\"%s %s.\",\"label\":\"%s\"}\n", NAMES[k % 8],
+                good ? GOOD[(k / 2) % 3] : BAD[(k / 2) % 3], good ? "good" : "bad");
+    }
+    return fclose(f);
+}
+
+static int run(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int run(char **out, const char *fmt, ...)
+{
+    char cmd[4096], full[4400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    snprintf(full, sizeof full, "%s %s 2>%s/stderr.txt", POCKETLLM, cmd, g_tmp);
+    return run_capture(full, out);
+}
+
+/* What the last run printed on stderr (owned, free()). */
+static char *last_stderr(void)
+{
+    char p[200];
+    snprintf(p, sizeof p, "%s/stderr.txt", g_tmp);
+    size_t n = 0;
+    char *s = slurp(p, &n);
+    return s ? s : calloc(1, 1);
+}
+
+/* Processes whose command line mentions the test's directory (device or coordinator). */
+static int stray_processes(void)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    int n = 0;
+    char path[300], buf[4096];
+    while (d && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9' || atoi(e->d_name) == getpid())
+            continue;
+        snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
+        FILE *f = fopen(path, "rb");
+        size_t k = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+        if (f)
+            fclose(f);
+        for (size_t i = 0; i < k; i++)
+            if (buf[i] == '\0')
+                buf[i] = ' ';
+        buf[k] = '\0';
+        if (strstr(buf, g_tmp) && !strstr(buf, "sh -c")) {
+            fprintf(stderr, "stray process %s: %s\n", e->d_name, buf);
+            n++;
+        }
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static int exists(const char *dir, const char *name)
+{
+    char p[400];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return access(p, F_OK) == 0;
+}
+
+static void test_model_info(void)
+{
+    char *out = NULL, hash[65] = "";
+    pk_model *m = NULL;
+    PK_CHECK(pk_model_load(STORIES, pk_model_default_params(), &m, NULL, 0) == PK_OK);
+    PK_CHECK(m && pk_weights_hash(m, hash) == PK_OK);
+    pk_model_free(m);
+    PK_CHECK_EQ(run(&out, "model-info --model %s --json%s", STORIES, ""), 0);
+    cJSON *j = cJSON_Parse(last_line(out));
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(j, "weights_hash");
+    PK_CHECK(cJSON_IsString(h) && !strcmp(h->valuestring, hash));
+    PK_CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "architecture")),
+                     "llama"));
+    PK_CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "tokenizer")),
+                     "sentencepiece"));
+    const cJSON *np = cJSON_GetObjectItemCaseSensitive(j, "parameters");
+    const cJSON *wb = cJSON_GetObjectItemCaseSensitive(j, "weight_bytes");
+    PK_CHECK(cJSON_IsNumber(np) && cJSON_IsNumber(wb) && wb->valuedouble == 4 * np->valuedouble);
+    cJSON_Delete(j);
+    free(out);
+    PK_CHECK_EQ(run(&out, "model-info --model %s/model.safetensors%s", STORIES, ""), 0);
+    PK_CHECK(out && strstr(out, hash) != NULL);
+    free(out);
+    PK_CHECK_EQ(run(&out, "model-info --model %s/nope%s", g_tmp, ""), 1);
+    free(out);
+}
+
+static cJSON *read_json(const char *dir, const char *name)
+{
+    char p[400];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "r");
+    char *buf = calloc(1, 1 << 20);
+    size_t n = f && buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
+    if (f)
+        fclose(f);
+    if (buf)
+        buf[n] = '\0';
+    cJSON *j = buf ? cJSON_Parse(buf) : NULL;
+    free(buf);
+    return j;
+}
+
+/* rounds.jsonl: ROUNDS + 1 lines (round 0 = the base model) with the contract's fields. */
+static void check_rounds_file(const char *dir)
+{
+    char p[400], line[8192];
+    snprintf(p, sizeof p, "%s/rounds.jsonl", dir);
+    FILE *f = fopen(p, "r");
+    int n = 0;
+    static const char *const keys[] = {
+        "round", "loss", "accuracy", "bytes_up_per_device", "bytes_down_per_device", "seconds"};
+    while (f && fgets(line, sizeof line, f)) {
+        cJSON *j = cJSON_Parse(line);
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+            PK_CHECK(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, keys[i])));
+        PK_CHECK(cJSON_GetObjectItemCaseSensitive(j, "epsilon") != NULL);
+        PK_CHECK_EQ(cJSON_GetObjectItemCaseSensitive(j, "round")->valuedouble, n);
+        const cJSON *up = cJSON_GetObjectItemCaseSensitive(j, "bytes_up_per_device");
+        const cJSON *dn = cJSON_GetObjectItemCaseSensitive(j, "bytes_down_per_device");
+        if (n > 0) { /* the goal: under 16 KB each way */
+            PK_CHECK(up && up->valuedouble > 300 && up->valuedouble < 16384);
+            PK_CHECK(dn && dn->valuedouble > 300 && dn->valuedouble < 16384);
+            PK_CHECK_EQ(cJSON_GetObjectItemCaseSensitive(j, "uploads")->valuedouble, 2);
+        }
+        cJSON_Delete(j);
+        n++;
+    }
+    if (f)
+        fclose(f);
+    PK_CHECK_EQ(n, ROUNDS + 1);
+}
+
+/* One fedsim run; the summary (owned) or NULL. */
+static cJSON *fedsim(const char *out_dir, const char *extra, int want_rc)
+{
+    char *out = NULL, args[2048];
+    snprintf(args, sizeof args,
+             "fedsim --model %s --data %s/train.jsonl --eval-data %s/eval.jsonl " TASK
+             " --devices 3 --rounds %d --local-steps 2 --batch 4 --seq-len 32 --lr 1e-3"
+             " --split dirichlet:0.5 --dropout 0.34 --stragglers 0.5 --straggle 0.1"
+             " --seed 7 --json --out %s %s",
+             STORIES, g_tmp, g_tmp, ROUNDS, out_dir, extra);
+    int rc = run(&out, "%s%s", args, "");
+    PK_CHECK_EQ(rc, want_rc);
+    if (rc != want_rc) {
+        char *e = last_stderr();
+        fprintf(stderr, "fedsim %s: %s\n", extra, e);
+        free(e);
+    }
+    cJSON *j = rc == 0 ? cJSON_Parse(last_line(out)) : NULL;
+    free(out);
+    PK_CHECK_EQ(stray_processes(), 0);
+    return j;
+}
+
+static void check_summary(const cJSON *s, const char *dir)
+{
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(s, "log_check");
+    PK_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "ok")));
+    PK_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "values_compared")));
+    PK_CHECK_EQ(cJSON_GetObjectItemCaseSensitive(c, "records")->valuedouble, 2 * ROUNDS);
+    PK_CHECK_EQ(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(s, "global_hashes")), ROUNDS);
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(s, "baseline");
+    PK_CHECK(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(b, "accuracy")));
+    PK_CHECK_EQ(cJSON_GetObjectItemCaseSensitive(b, "steps")->valuedouble, 2 * 2 * ROUNDS);
+    const char *h = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "model_hash"));
+    char base[65] = "";
+    pk_model *m = NULL;
+    if (pk_model_load(STORIES, pk_model_default_params(), &m, NULL, 0) == PK_OK)
+        PK_CHECK(pk_weights_hash(m, base) == PK_OK);
+    pk_model_free(m);
+    PK_CHECK(h && strlen(h) == 64 && strcmp(h, base) != 0); /* the model moved */
+    cJSON *file = read_json(dir, "summary.json");
+    PK_CHECK(file &&
+             !strcmp(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(file, "model_hash")),
+                     h ? h : ""));
+    cJSON_Delete(file);
+    check_rounds_file(dir);
+    char p[400];
+    snprintf(p, sizeof p, "%s/curves.svg", dir);
+    FILE *f = fopen(p, "r");
+    char svg[65536] = "";
+    size_t n = f ? fread(svg, 1, sizeof svg - 1, f) : 0;
+    svg[n] = '\0';
+    if (f)
+        fclose(f);
+    PK_CHECK(strstr(svg, "<svg") && strstr(svg, "id=\"panel-1\"") &&
+             strstr(svg, "id=\"baseline\""));
+    PK_CHECK(!exists(dir, "homes")); /* removed without --keep */
+}
+
+static int same_hashes(const cJSON *a, const cJSON *b)
+{
+    const cJSON *ha = cJSON_GetObjectItemCaseSensitive(a, "global_hashes");
+    const cJSON *hb = cJSON_GetObjectItemCaseSensitive(b, "global_hashes");
+    int n = cJSON_GetArraySize(ha), same = n == ROUNDS && n == cJSON_GetArraySize(hb);
+    for (int i = 0; same && i < n; i++)
+        same = !strcmp(cJSON_GetStringValue(cJSON_GetArrayItem(ha, i)),
+                       cJSON_GetStringValue(cJSON_GetArrayItem(hb, i)));
+    return same;
+}
+
+static void test_runs(void)
+{
+    char a[200], b[200];
+    snprintf(a, sizeof a, "%s/run-a", g_tmp);
+    snprintf(b, sizeof b, "%s/run-b", g_tmp);
+    cJSON *sa = fedsim(a, "--parallel 1 --threads 2 --baseline", 0);
+    if (sa)
+        check_summary(sa, a);
+    cJSON *sb = fedsim(b, "--parallel 3 --threads 1 --faults 5xx=0.05,drop=0.03,seed=3", 0);
+    PK_CHECK(sa && sb && same_hashes(sa, sb));
+    /* the observer's evals do not depend on its thread count either */
+    const cJSON *la = cJSON_GetObjectItemCaseSensitive(sa, "loss");
+    const cJSON *lb = cJSON_GetObjectItemCaseSensitive(sb, "loss");
+    PK_CHECK(cJSON_IsNumber(la) && cJSON_IsNumber(lb) && la->valuedouble == lb->valuedouble);
+    cJSON_Delete(sa);
+    cJSON_Delete(sb);
+}
+
+/* A TCP port that accepts connections (the kernel's backlog) but never answers. */
+static int silent_port(int *fd_out)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 16) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
+        return -1;
+    *fd_out = fd;
+    return ntohs(a.sin_port);
+}
+
+static void expect_error(const char *out_dir, const char *args, int want_rc, const char *needle)
+{
+    char *out = NULL, cmd[3000];
+    snprintf(cmd, sizeof cmd, "fedsim --model %s " TASK " --rounds 1 --local-steps 1 --out %s %s",
+             STORIES, out_dir, args);
+    PK_CHECK_EQ(run(&out, "%s%s", cmd, ""), want_rc);
+    char *e = last_stderr();
+    if (!strstr(e, needle))
+        fprintf(stderr, "expected '%s' in: %s\n", needle, e);
+    PK_CHECK(strstr(e, needle) != NULL);
+    PK_CHECK(!exists(out_dir, "homes"));
+    PK_CHECK_EQ(stray_processes(), 0);
+    free(e);
+    free(out);
+}
+
+static void test_bad_input(void)
+{
+    char d[200], files[600], home[200], pw[200], args[1500];
+    snprintf(d, sizeof d, "%s/bad", g_tmp);
+    snprintf(files, sizeof files, "--data %s/train.jsonl --eval-data %s/eval.jsonl", g_tmp, g_tmp);
+    snprintf(args, sizeof args, "%s --devices 0", files);
+    expect_error(d, args, 2, "--devices");
+    snprintf(args, sizeof args, "%s --devices 100", files);
+    expect_error(d, args, 1, "--devices: 100 devices need at least 100 training examples");
+    snprintf(home, sizeof home, "%s/src-home", g_tmp);
+    snprintf(pw, sizeof pw, "%s/pw", g_tmp);
+    PK_CHECK(write_string(pw, "test passphrase\n") == 0);
+    char *out = NULL;
+    snprintf(args, sizeof args, "--home %s --passphrase-file %s --opslimit 1 --memlimit 8192", home,
+             pw);
+    PK_CHECK_EQ(run(&out, "init %s%s", args, ""), 0);
+    free(out);
+    snprintf(args, sizeof args, "%s/train.jsonl --dataset d --home %s --passphrase-file %s", g_tmp,
+             home, pw);
+    PK_CHECK_EQ(run(&out, "import %s%s", args, ""), 0);
+    free(out);
+    snprintf(args, sizeof args,
+             "--home %s --passphrase-file %s --dataset d --eval-dataset nope --devices 2", home,
+             pw);
+    expect_error(d, args, 1, "--eval-dataset: dataset nope");
+    int fd = -1, port = silent_port(&fd);
+    PK_CHECK(port > 0);
+    snprintf(args, sizeof args, "%s --devices 2 --server http://127.0.0.1:%d", files, port);
+    double t0 = pk_time_now();
+    expect_error(d, args, 1, "does not answer");
+    PK_CHECK(pk_time_now() - t0 < 60.0);
+    if (fd >= 0)
+        close(fd);
+}
+
+int main(void)
+{
+    char p[200];
+    if (!make_tmpdir(g_tmp, sizeof g_tmp, "fedsim"))
+        return 1;
+    snprintf(p, sizeof p, "%s/train.jsonl", g_tmp);
+    PK_CHECK(write_task(p, 24, 0) == 0);
+    snprintf(p, sizeof p, "%s/eval.jsonl", g_tmp);
+    PK_CHECK(write_task(p, 8, 3) == 0);
+    test_model_info();
+    test_runs();
+    test_bad_input();
+    if (!pk_test_failures)
+        rm_rf(g_tmp);
+    else
+        fprintf(stderr, "kept %s\n", g_tmp);
+    return PK_TEST_DONE();
+}
