@@ -448,7 +448,171 @@ static int use_avx512(void)
 #define PK_RNG_HAVE_AVX512 1
 #endif
 
-#ifndef PK_RNG_HAVE_AVX512
+/* ---- NEON path (aarch64) -----------------------------------------------------------------------
+ * The AVX-512 path's twin for 64-bit Arm, chosen at compile time (__ARM_NEON): Philox with
+ * vmull_u32 for the 64-bit products and four groups of 4 counters in flight, Box-Muller operation
+ * for operation (vdivq/vsqrtq are IEEE-exact), vst4q for the counter-major interleave. Contraction
+ * is off for this file, so no vmul+vadd becomes an fmla: the bits equal the generic path's
+ * (tests/test_rng.c and tests/test_golden.c compare them under qemu-aarch64). */
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#include <arm_neon.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+/* hi and lo 32 bits of the 4 unsigned products m * a */
+static inline void mulhilo4(uint32x4_t a, uint32x4_t m, uint32x4_t *hi, uint32x4_t *lo)
+{
+    uint64x2_t p0 = vmull_u32(vget_low_u32(a), vget_low_u32(m));
+    uint64x2_t p1 = vmull_high_u32(a, m);
+    *lo = vmulq_u32(a, m);
+    *hi = vuzp2q_u32(vreinterpretq_u32_u64(p0), vreinterpretq_u32_u64(p1));
+}
+
+#define NEON_G 4 /* groups of 4 counters per Philox call: independent dependency chains */
+static inline void philox4x(uint32x4_t c[NEON_G][4], uint32_t k0, uint32_t k1)
+{
+    const uint32x4_t m0 = vdupq_n_u32(PHILOX_M0), m1 = vdupq_n_u32(PHILOX_M1);
+    for (int r = 0; r < 10; r++) {
+        const uint32x4_t kk0 = vdupq_n_u32(k0), kk1 = vdupq_n_u32(k1);
+        for (int g = 0; g < NEON_G; g++) {
+            uint32x4_t h0, l0, h1, l1;
+            mulhilo4(c[g][0], m0, &h0, &l0);
+            mulhilo4(c[g][2], m1, &h1, &l1);
+            c[g][0] = veorq_u32(veorq_u32(h1, c[g][1]), kk0);
+            c[g][1] = l1;
+            c[g][2] = veorq_u32(veorq_u32(h0, c[g][3]), kk1);
+            c[g][3] = l0;
+        }
+        k0 += PHILOX_W0;
+        k1 += PHILOX_W1;
+    }
+}
+
+#define F4(x) vdupq_n_f32(x)
+
+/* ln(u) of box_muller(), u from the word wa */
+static inline float32x4_t ln_u4(uint32x4_t wa)
+{
+    uint32x4_t ua = vaddq_u32(vshrq_n_u32(wa, 8), vdupq_n_u32(1));
+    float32x4_t u = vmulq_f32(vcvtq_f32_u32(ua), F4(0x1p-24f));
+    uint32x4_t ix = vaddq_u32(vreinterpretq_u32_f32(u), vdupq_n_u32(0x3f800000u - 0x3f3504f3u));
+    int32x4_t e = vsubq_s32(vreinterpretq_s32_u32(vshrq_n_u32(ix, 23)), vdupq_n_s32(0x7f));
+    float32x4_t m = vreinterpretq_f32_u32(
+        vaddq_u32(vandq_u32(ix, vdupq_n_u32(0x007fffffu)), vdupq_n_u32(0x3f3504f3u)));
+    float32x4_t f = vsubq_f32(m, F4(1.0f));
+    float32x4_t s = vdivq_f32(f, vaddq_f32(F4(2.0f), f));
+    float32x4_t s2 = vmulq_f32(s, s);
+    float32x4_t poly = vaddq_f32(F4(0.14285715f), vmulq_f32(s2, F4(0.11111111f)));
+    poly = vaddq_f32(F4(0.2f), vmulq_f32(s2, poly));
+    poly = vaddq_f32(F4(0.33333333f), vmulq_f32(s2, poly));
+    poly = vaddq_f32(F4(1.0f), vmulq_f32(s2, poly));
+    return vaddq_f32(vmulq_f32(vcvtq_f32_s32(e), F4(0.69314718f)),
+                     vmulq_f32(vmulq_f32(F4(2.0f), s), poly));
+}
+
+/* box_muller() for 4 pairs */
+static inline void box_muller4(uint32x4_t wa, uint32x4_t wb, float32x4_t *za, float32x4_t *zb)
+{
+    float32x4_t rad = vsqrtq_f32(vmulq_f32(F4(-2.0f), ln_u4(wa)));
+    uint32x4_t v = vshrq_n_u32(wb, 8);
+    uint32x4_t q = vshrq_n_u32(v, 22);
+    int32x4_t xi = vsubq_s32(vreinterpretq_s32_u32(vandq_u32(v, vdupq_n_u32(0x3fffffu))),
+                             vdupq_n_s32(0x200000));
+    float32x4_t x = vmulq_f32(vcvtq_f32_s32(xi), F4(3.74507039e-07f));
+    float32x4_t x2 = vmulq_f32(x, x);
+    float32x4_t sn = vaddq_f32(F4(-1.98412698e-4f), vmulq_f32(x2, F4(2.75573192e-6f)));
+    sn = vaddq_f32(F4(8.3333333e-3f), vmulq_f32(x2, sn));
+    sn = vaddq_f32(F4(-0.16666667f), vmulq_f32(x2, sn));
+    sn = vmulq_f32(x, vaddq_f32(F4(1.0f), vmulq_f32(x2, sn)));
+    float32x4_t cs = vaddq_f32(F4(2.48015873e-5f), vmulq_f32(x2, F4(-2.75573192e-7f)));
+    cs = vaddq_f32(F4(-1.38888889e-3f), vmulq_f32(x2, cs));
+    cs = vaddq_f32(F4(4.16666667e-2f), vmulq_f32(x2, cs));
+    cs = vaddq_f32(F4(-0.5f), vmulq_f32(x2, cs));
+    cs = vaddq_f32(F4(1.0f), vmulq_f32(x2, cs));
+
+    const uint32x4_t sign = vdupq_n_u32(0x80000000u), one = vdupq_n_u32(1), two = vdupq_n_u32(2);
+    uint32x4_t odd = vtstq_u32(q, one);
+    uint32x4_t negc = vorrq_u32(vceqq_u32(q, one), vceqq_u32(q, two));
+    uint32x4_t negs = vcgeq_u32(q, two);
+    uint32x4_t c = vreinterpretq_u32_f32(vbslq_f32(odd, sn, cs));
+    uint32x4_t sv = vreinterpretq_u32_f32(vbslq_f32(odd, cs, sn));
+    c = veorq_u32(c, vandq_u32(negc, sign));
+    sv = veorq_u32(sv, vandq_u32(negs, sign));
+    *za = vmulq_f32(rad, vreinterpretq_f32_u32(c));
+    *zb = vmulq_f32(rad, vreinterpretq_f32_u32(sv));
+}
+
+/* gen_block() with 4 counters per vector; vst4q writes slot k of counter j at out[4j + k]. */
+static void gen_block_neon(uint64_t seed, uint64_t key, uint64_t b0, pk_z_kind kind,
+                           float out[4 * CH])
+{
+    const uint32x4_t sign = vdupq_n_u32(0x80000000u), one = vdupq_n_u32(0x3f800000u);
+    for (int g0 = 0; g0 < CH; g0 += 4 * NEON_G) {
+        uint32x4_t c[NEON_G][4];
+        for (int g = 0; g < NEON_G; g++) {
+            uint32_t lo[4], hi[4];
+            for (int j = 0; j < 4; j++) {
+                uint64_t b = b0 + (uint64_t)(g0 + 4 * g + j);
+                lo[j] = (uint32_t)b;
+                hi[j] = (uint32_t)(b >> 32);
+            }
+            c[g][0] = vld1q_u32(lo);
+            c[g][1] = vld1q_u32(hi);
+            c[g][2] = vdupq_n_u32((uint32_t)key);
+            c[g][3] = vdupq_n_u32((uint32_t)(key >> 32));
+        }
+        philox4x(c, (uint32_t)seed, (uint32_t)(seed >> 32));
+        for (int g = 0; g < NEON_G; g++) {
+            float32x4x4_t z;
+            if (kind == PK_Z_RADEMACHER) {
+                /* +-1.0f: the word's top bit becomes the sign of 1.0f */
+                for (int k = 0; k < 4; k++)
+                    z.val[k] = vreinterpretq_f32_u32(vorrq_u32(one, vandq_u32(c[g][k], sign)));
+            } else {
+                box_muller4(c[g][0], c[g][1], &z.val[0], &z.val[1]);
+                box_muller4(c[g][2], c[g][3], &z.val[2], &z.val[3]);
+            }
+            vst4q_f32(out + 4 * (g0 + 4 * g), z);
+        }
+    }
+}
+
+static void z_fill_neon(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind kind,
+                        float *out)
+{
+    fill_with(gen_block_neon, seed, key, start, n, kind, out);
+}
+
+static void z_perturb_neon(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind kind,
+                           float alpha, const float *w, float *yp, float *ym)
+{
+    perturb_with(gen_block_neon, seed, key, start, n, kind, alpha, w, yp, ym);
+}
+
+static atomic_int rng_path = -1; /* -1 unknown, 0 generic, 1 NEON */
+
+/* Internal (tests/test_rng.c): 1 forces the generic path, 0 restores the automatic choice. */
+void pk_rng_force_generic(int on);
+void pk_rng_force_generic(int on)
+{
+    atomic_store(&rng_path, on ? 0 : -1);
+}
+
+static int use_neon(void)
+{
+    int p = atomic_load_explicit(&rng_path, memory_order_relaxed);
+    if (p < 0) {
+        const char *env = getenv("PK_RNG_GENERIC"); /* for comparisons: PK_RNG_GENERIC=1 */
+        p = env && *env == '1' ? 0 : 1;
+        atomic_store_explicit(&rng_path, p, memory_order_relaxed);
+    }
+    return p;
+}
+
+#define PK_RNG_HAVE_NEON 1
+#endif
+
+#if !defined(PK_RNG_HAVE_AVX512) && !defined(PK_RNG_HAVE_NEON)
 void pk_rng_force_generic(int on); /* no other path on this target: nothing to force */
 void pk_rng_force_generic(int on)
 {
@@ -481,6 +645,11 @@ void pk_z_fill(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind 
         z_fill_avx512(seed, key, start, n, kind, out);
         return;
     }
+#elif defined(PK_RNG_HAVE_NEON)
+    if (use_neon()) {
+        z_fill_neon(seed, key, start, n, kind, out);
+        return;
+    }
 #endif
     z_fill_generic(seed, key, start, n, kind, out);
 }
@@ -491,6 +660,11 @@ void pk_z_perturb(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_ki
 #ifdef PK_RNG_HAVE_AVX512
     if (use_avx512()) {
         z_perturb_avx512(seed, key, start, n, kind, alpha, w, yp, ym);
+        return;
+    }
+#elif defined(PK_RNG_HAVE_NEON)
+    if (use_neon()) {
+        z_perturb_neon(seed, key, start, n, kind, alpha, w, yp, ym);
         return;
     }
 #endif

@@ -146,6 +146,33 @@ uint16_t pk_f32_to_bf16(float f)
     return (uint16_t)(u >> 16);
 }
 
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#include <arm_neon.h>
+/* The widening loop below, 8 values at a time on aarch64, same bits: bf16 is a shift; f16 goes
+ * through FCVTL, exact for every finite value and infinity (subnormals too), except that it quiets
+ * a signalling NaN, so a group of 8 holding a NaN or infinity is left to the scalar code. Returns
+ * how many leading values it converted. */
+static size_t widen_neon(pk_dtype dt, const unsigned char *s, size_t n, float *dst)
+{
+    size_t i = 0;
+    const uint16x8_t expo = vdupq_n_u16(0x7c00);
+    for (; i + 8 <= n; i += 8) {
+        uint16x8_t h = vreinterpretq_u16_u8(vld1q_u8(s + 2 * i));
+        if (dt == PK_DTYPE_BF16) {
+            vst1q_f32(dst + i, vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h), 16)));
+            vst1q_f32(dst + i + 4, vreinterpretq_f32_u32(vshll_high_n_u16(h, 16)));
+            continue;
+        }
+        if (vmaxvq_u16(vceqq_u16(vandq_u16(h, expo), expo)) != 0)
+            break;
+        float16x8_t f = vreinterpretq_f16_u16(h);
+        vst1q_f32(dst + i, vcvt_f32_f16(vget_low_f16(f)));
+        vst1q_f32(dst + i + 4, vcvt_high_f32_f16(f));
+    }
+    return i;
+}
+#endif
+
 void pk_widen(pk_dtype dt, const void *src, size_t n, float *dst)
 {
     const unsigned char *s = src;
@@ -158,7 +185,11 @@ void pk_widen(pk_dtype dt, const void *src, size_t n, float *dst)
         pk_quant_decode(dt, src, n / pk_dtype_block(dt), dst);
         return;
     }
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+#if defined(__aarch64__) && defined(__ARM_NEON)
+    i = widen_neon(dt, s, n, dst); /* stops at the first group holding an f16 NaN or infinity */
+#endif
+    for (; i < n; i++) {
         uint16_t h;
         memcpy(&h, s + 2 * i, 2);
         dst[i] = dt == PK_DTYPE_F16 ? pk_f16_to_f32(h) : pk_bf16_to_f32(h);

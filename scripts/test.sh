@@ -115,3 +115,10 @@ if [ "$n" -gt 0 ]; then
     echo "test.sh: passed, but $n tests were NOT run: they need the test-vector bundle," \
         "missing at $SHARED/testdata; $(how_to_get)"
 fi
+
+# aarch64: the unit suite cross-built and run under qemu, and the cross-architecture goldens
+# (scripts/test-arm64.sh; README "Building for a phone"). PK_TEST_ARM64=0 leaves it out.
+if [ "${PK_TEST_ARM64:-1}" != 0 ]; then
+    echo "== aarch64 under qemu (scripts/test-arm64.sh; PK_TEST_ARM64=0 leaves it out)"
+    PK_SHARED_DIR="$SHARED" PK_NATIVE_BUILD=build-ci sh scripts/test-arm64.sh
+fi

@@ -233,7 +233,7 @@ static void test_random_races(int trials)
         /* whichever passphrase is current now opens every dataset, each complete or absent */
         int which = -1;
         for (int k = 0; k < 2 && which < 0; k++) {
-            char probe[1200];
+            char probe[4096]; // room for the longest paths (aarch64 gcc checks the bound)
             snprintf(probe, sizeof probe,
                      "%s data list --home %s --passphrase-file %s >/dev/null "
                      "2>&1",
