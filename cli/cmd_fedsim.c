@@ -453,6 +453,16 @@ static cJSON *summary_json(const fs_out *w, const pk_fedsim_summary *s)
         if (w->classify)
             cli_json_add_finite(b, "accuracy", s->baseline_accuracy);
         cJSON_AddNumberToObject(b, "seconds", s->baseline_seconds);
+        cJSON *ev = cJSON_AddArrayToObject(b, "evals"); /* [rounds' worth, loss, accuracy] */
+        for (size_t i = 0; i < w->nb; i++) {
+            cJSON *pt = cJSON_CreateArray();
+            cJSON_AddItemToArray(pt, cJSON_CreateNumber(w->bx[i]));
+            cJSON_AddItemToArray(pt, isfinite(w->bloss[i]) ? cJSON_CreateNumber(w->bloss[i])
+                                                           : cJSON_CreateNull());
+            cJSON_AddItemToArray(pt, isfinite(w->bacc[i]) ? cJSON_CreateNumber(w->bacc[i])
+                                                          : cJSON_CreateNull());
+            cJSON_AddItemToArray(ev, pt);
+        }
     } else {
         cJSON_AddNullToObject(j, "baseline");
     }

@@ -218,6 +218,8 @@ static void check_summary(const cJSON *s, const char *dir)
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(s, "baseline");
     PK_CHECK(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(b, "accuracy")));
     PK_CHECK_EQ(cJSON_GetObjectItemCaseSensitive(b, "steps")->valuedouble, 2 * 2 * ROUNDS);
+    /* one eval per round's worth of steps, and the base model's first */
+    PK_CHECK_EQ(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(b, "evals")), ROUNDS + 1);
     const char *h = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "model_hash"));
     char base[65] = "";
     pk_model *m = NULL;
