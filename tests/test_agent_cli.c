@@ -275,6 +275,19 @@ static void check_refusals(const char *home)
                 2);
 }
 
+/* Outside its time window the agent waits even on AC; SIGINT ends it cleanly (exit 0). */
+static void check_window(const char *home)
+{
+    fake_device(1, 100, 30000);
+    pid_t pid = start_agent(home, "--now 12:00 --window 22:00-06:00");
+    PK_CHECK(wait_state(home, "waiting", "outside the time window 22:00-06:00", 0, 30, NULL));
+    kill(pid, SIGINT);
+    PK_CHECK_EQ(wait_exit(pid, 30), 0);
+    cJSON *j = status(home);
+    PK_CHECK(j && cJSON_IsFalse(cJSON_GetObjectItem(j, "running")));
+    cJSON_Delete(j);
+}
+
 static void test_lifecycle(void)
 {
     char home[300];
@@ -282,6 +295,7 @@ static void test_lifecycle(void)
     snprintf(home, sizeof home, "%s/a", tmp);
     PK_CHECK_EQ(make_home(home, 0, 60), 0);
     check_refusals(home);
+    check_window(home);
     fake_device(0, 35, 30000); /* on battery at 35%: wait */
     pid_t pid = start_agent(home, "--steps 100000 --early-stop 0");
     PK_CHECK(wait_state(home, "waiting", "battery at 35%", 0, 30, &j));
