@@ -153,6 +153,30 @@ static void sp_specs(const unsigned char *d, size_t n, int trainer, sp_info *si)
     }
 }
 
+/* One SentencePiece message: its text (ps [pl]), score bits and type. 0 if malformed. */
+static int sp_piece(const unsigned char *d, size_t n, const unsigned char **ps, size_t *pl,
+                    uint32_t *score, uint32_t *type)
+{
+    pbr pc = {d, d + n};
+    uint32_t pn;
+    int pw, ok = 1;
+    uint64_t pv;
+    const unsigned char *pd;
+    size_t plen;
+    while (ok && pc.p < pc.end) {
+        ok = pb_field(&pc, &pn, &pw, &pv, &pd, &plen);
+        if (ok && pn == 1 && pw == 2) {
+            *ps = pd;
+            *pl = plen;
+        } else if (ok && pn == 2 && pw == 5) {
+            *score = (uint32_t)pv;
+        } else if (ok && pn == 3 && pw == 0) {
+            *type = (uint32_t)pv;
+        }
+    }
+    return ok;
+}
+
 /* Appends the three arrays (tokens, scores, token_type) and the scalar keys. */
 static pk_status sp_to_kv(const unsigned char *d, size_t n, buf *kv, size_t *count,
                           const char *path, char *err, size_t errlen)
@@ -177,25 +201,10 @@ static pk_status sp_to_kv(const unsigned char *d, size_t n, buf *kv, size_t *cou
         }
         if (num != 1)
             continue;
-        pbr pc = {s, s + l};
         const unsigned char *ps = NULL;
         size_t pl = 0;
-        uint32_t score = 0, type = 1, pn;
-        int pw;
-        uint64_t pv;
-        const unsigned char *pd;
-        size_t plen;
-        while (ok && pc.p < pc.end) {
-            ok = pb_field(&pc, &pn, &pw, &pv, &pd, &plen);
-            if (ok && pn == 1 && pw == 2) {
-                ps = pd;
-                pl = plen;
-            } else if (ok && pn == 2 && pw == 5) {
-                score = (uint32_t)pv;
-            } else if (ok && pn == 3 && pw == 0) {
-                type = (uint32_t)pv;
-            }
-        }
+        uint32_t score = 0, type = 1;
+        ok = sp_piece(s, l, &ps, &pl, &score, &type);
         ok = ok && ps != NULL;
         put_str(&tok, ps, pl);
         put_le(&sc, score, 4);

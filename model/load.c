@@ -885,8 +885,8 @@ static pk_status check_rewritable(const pk_model *m, const uint8_t *tensors)
     }
     if (m->n_maps == 1 && pk_gguf_reordered(m->maps[0].base, m->maps[0].len)) {
         pk_log(PK_LOG_WARN,
-               "%s: a llama GGUF file from llama.cpp cannot be trained in place; "
-               "convert it with pocketllm quantize --type f32 first",
+               "%s: a llama GGUF file from llama.cpp cannot be trained in place (its q/k rows "
+               "were reordered at load; save it as a model first)",
                m->dir);
         return PK_ERR_UNSUPPORTED;
     }

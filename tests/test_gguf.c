@@ -322,6 +322,8 @@ static void test_stories_roundtrip(void)
         PK_CHECK(k == 0 || mx > 0); /* quantization changed something */
         if (k > 0)
             same_as_widened(g, out, n);
+        /* quantized weights are frozen: making them writable (training) is refused */
+        PK_CHECK_EQ(pk_model_make_writable(g, NULL), k == 0 ? PK_OK : PK_ERR_UNSUPPORTED);
         free(out);
         pk_model_free(g);
     }
@@ -447,6 +449,9 @@ static void test_llama_cpp_layout(void)
         fprintf(stderr, "llama.cpp layout: max |dlogit| %.2e\n", mx);
         PK_CHECK(mx < 1e-4);
         PK_CHECK_EQ(pk_model_bos_id(g), 1);
+        /* its q/k rows were reordered in memory: re-reading the file would undo that */
+        PK_CHECK_EQ(pk_model_make_writable(g, NULL), PK_ERR_UNSUPPORTED);
+        PK_CHECK_EQ(pk_model_restore_base(g), PK_ERR_UNSUPPORTED);
         free(ref);
         free(out);
         pk_model_free(g);
