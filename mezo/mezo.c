@@ -510,7 +510,7 @@ pk_status pk_weights_hash(const pk_model *m, char hex[65])
         hash_le64(&h, ti.ndim);
         for (int d = 0; d < ti.ndim; d++)
             hash_le64(&h, ti.shape[d]);
-        pk_hash_update(&h, ti.data, ti.numel * pk_dtype_size(ti.dtype));
+        pk_hash_update(&h, ti.data, pk_dtype_row_bytes(ti.dtype, ti.numel));
     }
     pk_hash_final(&h, out);
     pk_hex_encode(hex, 65, out, sizeof out);

@@ -333,7 +333,7 @@ static pk_status merge_one(pk_model *m, pk_tensor *t)
     pk_widen(t->dtype, t->data, t->numel, w);
     fold(m, w, &m->t[t->lora_a - 1], &m->t[t->lora_b - 1]);
     memcpy((char *)w + nb, w, nb);
-    m->weight_bytes += nb - t->numel * pk_dtype_size(t->dtype);
+    m->weight_bytes += nb - pk_dtype_row_bytes(t->dtype, t->numel);
     free(t->owned);
     t->owned = w;
     t->data = w;

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "pk_mezo.h"
 #include "pk_model.h"
 #include "pk_test.h"
 #include "pk_tokenizer.h"
@@ -292,6 +293,27 @@ static void same_as_widened(const pk_model *g, const float *out, size_t n)
     pk_model_free(w);
 }
 
+/* The weights hash (what a run and a federated task name) covers quantized blocks: one changed
+ * byte of a block-quantized tensor changes it. */
+static void hash_covers_blocks(pk_model *g)
+{
+    char h0[65], h1[65];
+    PK_CHECK_EQ(pk_weights_hash(g, h0), PK_OK);
+    for (size_t i = 0; i < pk_model_n_tensors(g); i++) {
+        pk_tensor_info ti;
+        PK_CHECK_EQ(pk_model_tensor(g, i, &ti), PK_OK);
+        if (!pk_dtype_is_quant(ti.dtype))
+            continue;
+        unsigned char *b = (unsigned char *)ti.data + pk_dtype_row_bytes(ti.dtype, ti.numel) - 1;
+        *b ^= 1;
+        PK_CHECK_EQ(pk_weights_hash(g, h1), PK_OK);
+        *b ^= 1;
+        PK_CHECK(strcmp(h0, h1) != 0);
+        return;
+    }
+    PK_CHECK(0); /* a quantized model without a quantized tensor */
+}
+
 static void test_stories_roundtrip(void)
 {
     pk_model *m = load(PK_STORIES_DIR);
@@ -320,8 +342,10 @@ static void test_stories_roundtrip(void)
                 pk_dtype_name(types[k]), nq, mx, mean);
         PK_CHECK(mx <= tol[k]);
         PK_CHECK(k == 0 || mx > 0); /* quantization changed something */
-        if (k > 0)
+        if (k > 0) {
             same_as_widened(g, out, n);
+            hash_covers_blocks(g);
+        }
         /* quantized weights are frozen: making them writable (training) is refused */
         PK_CHECK_EQ(pk_model_make_writable(g, NULL), k == 0 ? PK_OK : PK_ERR_UNSUPPORTED);
         free(out);

@@ -23,7 +23,7 @@ pk_status pk_checkpoint_pack(const pk_model *m, const uint8_t *trainable, void *
         if (st != PK_OK)
             return st;
         if (trainable == NULL || trainable[i])
-            total += ti.numel * pk_dtype_size(ti.dtype);
+            total += pk_dtype_row_bytes(ti.dtype, ti.numel);
     }
     unsigned char *b = malloc(total);
     if (b == NULL)
@@ -35,7 +35,7 @@ pk_status pk_checkpoint_pack(const pk_model *m, const uint8_t *trainable, void *
         pk_tensor_info ti;
         if (pk_model_tensor(m, i, &ti) != PK_OK || !(trainable == NULL || trainable[i]))
             continue;
-        size_t nbytes = ti.numel * pk_dtype_size(ti.dtype);
+        size_t nbytes = pk_dtype_row_bytes(ti.dtype, ti.numel);
         memcpy(b + off, ti.data, nbytes);
         off += nbytes;
     }
@@ -54,7 +54,7 @@ pk_status pk_checkpoint_unpack(pk_model *m, const uint8_t *trainable, const void
         if (st != PK_OK)
             return st;
         if (trainable == NULL || trainable[i])
-            need += ti.numel * pk_dtype_size(ti.dtype);
+            need += pk_dtype_row_bytes(ti.dtype, ti.numel);
     }
     if (len != need || memcmp(b, "PKCK1\0\0\0", 8) != 0) {
         pk_log(PK_LOG_ERROR, "checkpoint: %zu bytes, expected %zu for this model and mask", len,
@@ -66,7 +66,7 @@ pk_status pk_checkpoint_unpack(pk_model *m, const uint8_t *trainable, const void
         pk_tensor_info ti;
         if (pk_model_tensor(m, i, &ti) != PK_OK || !(trainable == NULL || trainable[i]))
             continue;
-        size_t nbytes = ti.numel * pk_dtype_size(ti.dtype);
+        size_t nbytes = pk_dtype_row_bytes(ti.dtype, ti.numel);
         memcpy(ti.data, b + off, nbytes);
         off += nbytes;
     }
