@@ -17,7 +17,7 @@ ROOT=$(pwd)
 DIR="${PK_CONV_DIR:-/tmp/pocketllm-conv}"
 SEEDS="${PK_CONV_SEEDS:-1 2 3}"
 TASKS="${PK_CONV_TASKS:-lm classify}"
-CONFIGS="${PK_CONV_CONFIGS:-spsa fzoo hizoo spsa-layers fzoo-layers}"
+CONFIGS="${PK_CONV_CONFIGS:-spsa fzoo fzoo-cosine hizoo spsa-layers fzoo-layers}"
 T="${PK_CONV_THREADS:-2}"
 if [ -z "${PK_POCKETLLM:-}" ]; then
     cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -61,12 +61,14 @@ setup() {
     touch "$DIR/ready"
 }
 
-# The settings of each configuration (after the task's own). Rates: spsa the demo's; the others
-# chosen by --lr auto on the training set's held-back slice.
+# The settings of each configuration (after the task's own). Rates: spsa, hizoo and spsa-layers
+# the demo's; fzoo and fzoo-layers chosen by --lr auto on the training set's held-back slice;
+# fzoo-cosine the rate --lr auto chose for fzoo on the notes, decayed (cosine) to 0.
 config_args() {
     case $1 in
     spsa) echo "--estimator spsa --lr $2" ;;
     fzoo) echo "--estimator fzoo --perturbations 8 --lr auto" ;;
+    fzoo-cosine) echo "--estimator fzoo --perturbations 8 --lr 3e-3 --schedule cosine" ;;
     hizoo) echo "--estimator hizoo --hessian-budget 1.5 --hessian-smooth 1e-6 --lr $2" ;;
     spsa-layers) echo "--estimator spsa --perturb-layers 2 --lr $2" ;;
     fzoo-layers) echo "--estimator fzoo --perturbations 8 --perturb-layers 2 --lr auto" ;;
