@@ -156,7 +156,9 @@ static pk_model *base_plus_adapter(const char *dir)
     int filled = 0;
     cJSON_ArrayForEach(it, h)
     {
-        const char *name = it->string + strlen("base_model.model.");
+        if (strncmp(it->string, "base_model.model.", 17) != 0) /* __metadata__ */
+            continue;
+        const char *name = it->string + 17;
         int i = pk_model_tensor_index(m, name);
         pk_tensor_info ti;
         const cJSON *off = cJSON_GetObjectItemCaseSensitive(it, "data_offsets");
