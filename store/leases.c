@@ -72,10 +72,11 @@ pk_status pk_store_lease_acquire(pk_store *s, int64_t run_id, char *err, size_t 
     }
     sqlite3_finalize(q);
     q = NULL;
-    st = store_run(s, "write lease",
-                   "INSERT OR REPLACE INTO leases(run_id, pid, proc_start, started_at)"
-                   " VALUES(?1, ?2, ?3, ?4)",
-                   "iiid", run_id, (int64_t)getpid(), store_proc_start((long)getpid()), store_now());
+    st =
+        store_run(s, "write lease",
+                  "INSERT OR REPLACE INTO leases(run_id, pid, proc_start, started_at)"
+                  " VALUES(?1, ?2, ?3, ?4)",
+                  "iiid", run_id, (int64_t)getpid(), store_proc_start((long)getpid()), store_now());
     if (st == PK_OK)
         st = store_commit(s);
 out:

@@ -240,8 +240,7 @@ static pk_status add_ancestors(pk_store *s, const pk_run_info *child, pk_seedlog
         pk_train_config cfg;
         st = pk_run_load_config(s, run, &ri, &cfg, err, errlen);
         /* a parent segment's header line carries plain MeZO's settings only */
-        if (st == PK_OK &&
-            (cfg.mezo.estimator != PK_EST_SPSA || cfg.mezo.perturb_layers > 0)) {
+        if (st == PK_OK && (cfg.mezo.estimator != PK_EST_SPSA || cfg.mezo.perturb_layers > 0)) {
             pk_seterr(err, errlen,
                       "run %lld descends from run %lld, trained with estimator %s%s: a seed log "
                       "of that chain cannot be written yet (export the weights instead)",
