@@ -181,13 +181,13 @@ static void roundtrip_bound(pk_dtype dt, double frac_amax, double frac_range)
     for (size_t b0 = 0; b0 < N; b0 += B) {
         double amax = 0, lo = 0, hi = 0;
         for (size_t i = b0; i < b0 + B; i++) {
-            amax = fmax(amax, fabs(x[i]));
-            lo = fmin(lo, x[i]);
-            hi = fmax(hi, x[i]);
+            amax = fmax(amax, fabs((double)x[i]));
+            lo = fmin(lo, (double)x[i]);
+            hi = fmax(hi, (double)x[i]);
         }
         double bound = frac_amax * amax + frac_range * (hi - lo) + 1e-7;
         for (size_t i = b0; i < b0 + B; i++)
-            worst = fmax(worst, fabs(x[i] - y[i]) / bound);
+            worst = fmax(worst, fabs((double)x[i] - (double)y[i]) / bound);
     }
     fprintf(stderr, "%s: worst error / bound = %.3f\n", pk_dtype_name(dt), worst);
     PK_CHECK(worst <= 1.0);
