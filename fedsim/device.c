@@ -57,22 +57,10 @@ static pk_status op_grad(void *user, uint64_t seed, pk_z_kind kind, float eps, f
                          int64_t *n_examples)
 {
     dev *x = user;
-    size_t idx[1024];
-    double gd = 0, lp = 0, lm = 0;
-    size_t B = x->batch < 1024 ? x->batch : 1024;
     /* a batch per (round, step): the shuffle's epoch moves with the round */
     int64_t step = x->round * 65536 + x->step % 65536;
-    pk_status st = pk_batch_indices(x->seed, step, 0, 1, pk_objective_size(x->obj), B, idx);
-    if (st == PK_OK)
-        st = pk_objective_select(x->obj, idx, B);
-    if (st == PK_OK)
-        st = pk_mezo_projected_grad(x->m, x->trainable, seed, kind, eps, 1, pk_objective_loss_fn,
-                                    x->obj, &gd, &lp, &lm);
-    if (st != PK_OK)
-        return st;
-    *g = (float)gd;
-    *n_examples = (int64_t)B;
-    return PK_OK;
+    return pk_objective_step_grad(x->obj, x->m, x->trainable, x->seed, step, x->batch, seed, kind,
+                                  eps, g, n_examples);
 }
 
 static pk_status op_apply(void *user, uint64_t seed, pk_z_kind kind, float lr, float coef)

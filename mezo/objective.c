@@ -664,3 +664,23 @@ pk_status pk_batch_indices(uint64_t run_seed, int64_t step, int micro, int n_mic
     free(perm);
     return PK_OK;
 }
+
+pk_status pk_objective_step_grad(pk_objective *o, pk_model *m, const uint8_t *trainable,
+                                 uint64_t shuffle_seed, int64_t step, size_t batch, uint64_t seed,
+                                 pk_z_kind kind, float eps, float *g, int64_t *n_examples)
+{
+    size_t idx[1024];
+    double gd = 0, lp = 0, lm = 0;
+    size_t B = batch < 1024 ? batch : 1024;
+    pk_status st = pk_batch_indices(shuffle_seed, step, 0, 1, pk_objective_size(o), B, idx);
+    if (st == PK_OK)
+        st = pk_objective_select(o, idx, B);
+    if (st == PK_OK)
+        st = pk_mezo_projected_grad(m, trainable, seed, kind, eps, 1, pk_objective_loss_fn, o, &gd,
+                                    &lp, &lm);
+    if (st != PK_OK)
+        return st;
+    *g = (float)gd;
+    *n_examples = (int64_t)B;
+    return PK_OK;
+}

@@ -216,6 +216,14 @@ PK_NODISCARD pk_status pk_objective_loss(pk_objective *o, pk_model *m, const pk_
 /* pk_mezo_loss_fn adapter: user = pk_objective*. */
 pk_status pk_objective_loss_fn(void *user, pk_model *m, int micro, const pk_perturb *pert,
                                double *loss);
+/* A federated local step's projected gradient: the batch of `step` (min(batch, 1024) examples of
+ * the shuffle seeded by shuffle_seed, pk_batch_indices with one micro-batch) selected in o, then
+ * pk_mezo_projected_grad at seed over it. *g gets g as a float, *n_examples the batch size. */
+PK_NODISCARD pk_status pk_objective_step_grad(pk_objective *o, pk_model *m,
+                                              const uint8_t *trainable, uint64_t shuffle_seed,
+                                              int64_t step, size_t batch, uint64_t seed,
+                                              pk_z_kind kind, float eps, float *g,
+                                              int64_t *n_examples);
 /* The deterministic batch of a step: indices of the B examples of micro-batch `micro` of
  * `step`, from a per-epoch shuffle seeded by run_seed (a pure function of its arguments). */
 PK_NODISCARD pk_status pk_batch_indices(uint64_t run_seed, int64_t step, int micro, int n_micro,
