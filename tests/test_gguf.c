@@ -181,13 +181,13 @@ static void roundtrip_bound(pk_dtype dt, double frac_amax, double frac_range)
     for (size_t b0 = 0; b0 < N; b0 += B) {
         double amax = 0, lo = 0, hi = 0;
         for (size_t i = b0; i < b0 + B; i++) {
-            amax = fmax(amax, fabs((double)x[i]));
-            lo = fmin(lo, (double)x[i]);
-            hi = fmax(hi, (double)x[i]);
+            amax = dmax(amax, fabs((double)x[i]));
+            lo = -dmax(-lo, -(double)x[i]);
+            hi = dmax(hi, (double)x[i]);
         }
         double bound = frac_amax * amax + frac_range * (hi - lo) + 1e-7;
         for (size_t i = b0; i < b0 + B; i++)
-            worst = fmax(worst, fabs((double)x[i] - (double)y[i]) / bound);
+            worst = dmax(worst, fabs((double)x[i] - (double)y[i]) / bound);
     }
     fprintf(stderr, "%s: worst error / bound = %.3f\n", pk_dtype_name(dt), worst);
     PK_CHECK(worst <= 1.0);
@@ -249,7 +249,7 @@ static double max_diff(const float *a, const float *b, size_t n, double *mean)
     double mx = 0, s = 0;
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)a[i] - (double)b[i]);
-        mx = fmax(mx, d);
+        mx = dmax(mx, d);
         s += d;
     }
     *mean = s / (double)n;

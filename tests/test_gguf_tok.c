@@ -123,7 +123,7 @@ static void tiny_model(const char *name, pk_dtype dt, double tol)
         float *a = logits(m, &n), *b = logits(g, &n);
         double mx = 0;
         for (int i = 0; i < n; i++)
-            mx = fmax(mx, fabs((double)a[i] - (double)b[i]));
+            mx = dmax(mx, fabs((double)a[i] - (double)b[i]));
         fprintf(stderr, "%s %s (%zu matrices): max |dlogit| %.3g\n", name, pk_dtype_name(dt), nq,
                 mx);
         PK_CHECK(mx <= tol);

@@ -124,4 +124,12 @@ static inline int remove_tree(const char *dir)
     return rmdir(dir) == 0 ? 0 : -1;
 }
 
+/* The larger of a and b. Tests take error maxima with this rather than fmax: Debian 12's aarch64
+ * gcc (12.2) crashes (internal compiler error in vect_transform_reduction) vectorizing an fmax
+ * reduction over widened floats at -O3. */
+static inline double dmax(double a, double b)
+{
+    return a > b ? a : b;
+}
+
 #endif /* PK_TEST_UTIL_H */
