@@ -283,6 +283,10 @@ static void on_step(void *user, int64_t step, int64_t total, const pk_step_row *
     }
     a->steps_today++;
     a->step = step + 1;
+    /* Tests stop the agent here, step N logged, with POCKETLLM_PAUSE_AT=agent.step.N. */
+    char at[48];
+    snprintf(at, sizeof at, "agent.step.%lld", (long long)a->step);
+    pk_pause_point(at);
     if (a->no_eval) { /* nothing to compare on: keep the latest point */
         a->best = (best){a->run, a->step, (double)NAN, a->run_upto};
         save_best(a);

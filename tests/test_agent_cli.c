@@ -339,10 +339,26 @@ static void test_lifecycle(void)
 static void run_until_done(const char *home, int kill_at)
 {
     const char *args = "--steps 150 --early-stop 0";
+    char at[64], flag[400];
+    snprintf(at, sizeof at, "agent.step.%d", kill_at);
+    snprintf(flag, sizeof flag, "%s/%s", tmp, at);
+    if (kill_at > 0) { /* the agent waits at the pause point after logging step kill_at */
+        setenv("POCKETLLM_PAUSE_AT", at, 1);
+        setenv("POCKETLLM_PAUSE_DIR", tmp, 1);
+    }
     pid_t pid = start_agent(home, args);
+    unsetenv("POCKETLLM_PAUSE_AT");
+    unsetenv("POCKETLLM_PAUSE_DIR");
     if (kill_at > 0) {
-        PK_CHECK(wait_state(home, "training", "", kill_at, 60, NULL));
+        int paused = 0;
+        for (int i = 0; i < 600 && !paused; i++) {
+            paused = access(flag, F_OK) == 0;
+            if (!paused)
+                sleep_ms(100);
+        }
+        PK_CHECK(paused);
         kill(pid, SIGKILL);
+        unlink(flag);
         waitpid(pid, NULL, 0);
         /* resumed on two threads: losses do not depend on the thread count (DESIGN 10) */
         pid = start_agent(home, "--steps 150 --early-stop 0 --threads 2");
