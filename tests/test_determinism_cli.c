@@ -10,6 +10,7 @@
 #include "pk_test.h"
 /* this test starts no server-mock: the header's server helpers stay unused */
 #include "test_product_util.h"
+#include "test_util.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -101,39 +102,10 @@ static int64_t run_state(int64_t run, char *status, char *kernel, size_t n)
  * least 4 steps are done; returns the killed run's id (the newest run), or -1. */
 static int64_t train_and_kill(int threads)
 {
-    int fds[2];
-    if (pipe(fds) != 0)
-        return -1;
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "exec %s train" TRAIN_ARGS " --threads %d --home %s --json",
              POCKETLLM, threads, home);
-    pid_t pid = fork(); /* this process runs no OpenMP: the child only execs */
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        dup2(fds[1], 1);
-        close(fds[0]);
-        close(fds[1]);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    FILE *f = fdopen(fds[0], "r");
-    char line[1024];
-    int killed = 0;
-    while (!killed && f != NULL && fgets(line, sizeof line, f) != NULL) {
-        const char *d = strstr(line, "\"event\":\"progress\"") ? strstr(line, "\"done\":") : NULL;
-        if (d && strtoll(d + 7, NULL, 10) >= 4)
-            killed = kill(pid, SIGKILL) == 0;
-    }
-    if (f != NULL)
-        fclose(f);
-    else
-        close(fds[0]);
-    int ws = 0;
-    while (waitpid(pid, &ws, 0) < 0 && errno == EINTR)
-        ;
-    if (!killed || !WIFSIGNALED(ws) || WTERMSIG(ws) != SIGKILL)
+    if (kill_train_at(cmd, 4) != 0)
         return -1;
     char *o = NULL; /* the killed run is the newest: first line of `runs list --json` */
     int64_t run = -1;

@@ -366,49 +366,13 @@ static int64_t run_state(int64_t run, char *status, size_t n)
     return done;
 }
 
-/* Starts `train ... --json` with its stdout on a pipe, reads the progress lines until one says
- * >= 5 steps are done, and kills it with SIGKILL. Returns 0 if it died from that signal. */
+/* `train ... --json`, killed with SIGKILL once 5 steps are done; 0 if it died from that. */
 static int train_and_kill(void)
 {
-    int fds[2];
-    if (pipe(fds) != 0)
-        return -1;
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "exec %s train" TRAIN_COMMON " %s --home %s --json", POCKETLLM,
              KILL_ARGS, home);
-    pid_t pid = fork(); /* this process runs no OpenMP: the child only execs */
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        dup2(fds[1], 1);
-        close(fds[0]);
-        close(fds[1]);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    FILE *f = fdopen(fds[0], "r");
-    char line[1024];
-    long long done = 0;
-    int killed = 0;
-    while (f != NULL && fgets(line, sizeof line, f) != NULL) {
-        const char *d = strstr(line, "\"event\":\"progress\"") ? strstr(line, "\"done\":") : NULL;
-        done = d ? strtoll(d + 7, NULL, 10) : done;
-        if (done >= 5) {
-            killed = kill(pid, SIGKILL) == 0;
-            break;
-        }
-    }
-    if (f != NULL)
-        fclose(f);
-    else
-        close(fds[0]);
-    int ws = 0;
-    while (waitpid(pid, &ws, 0) < 0 && errno == EINTR)
-        ;
-    if (!killed)
-        fprintf(stderr, "train ended before it could be killed (last progress: %lld)\n", done);
-    return killed && WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL ? 0 : -1;
+    return kill_train_at(cmd, 5);
 }
 
 static void test_kill_resume(int64_t first_run)

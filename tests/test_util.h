@@ -6,10 +6,13 @@
 #define PK_TEST_UTIL_H
 
 #include <dirent.h>
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* All of stream f from its start, NUL-terminated (owned: free()), or NULL on a seek or read error
@@ -122,6 +125,51 @@ static inline int remove_tree(const char *dir)
 {
     walk_tree(dir, remove_entry, NULL);
     return rmdir(dir) == 0 ? 0 : -1;
+}
+
+/* Runs `sh -c cmd` (a `train ... --json`) with its stdout on a pipe, reads its progress lines
+ * until one says at least `at` steps are done, and kills it with SIGKILL. Returns 0 if it died
+ * from that signal; otherwise -1, saying on stderr how far it got. The caller's process must not
+ * have started OpenMP threads (the child only execs). */
+static inline int kill_train_at(const char *cmd, long long at)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *f = fdopen(fds[0], "r");
+    char line[1024];
+    long long done = 0;
+    int killed = 0;
+    while (!killed && f != NULL && fgets(line, sizeof line, f) != NULL) {
+        const char *d = strstr(line, "\"event\":\"progress\"") ? strstr(line, "\"done\":") : NULL;
+        done = d ? strtoll(d + 7, NULL, 10) : done;
+        if (done >= at)
+            killed = kill(pid, SIGKILL) == 0;
+    }
+    if (f != NULL)
+        fclose(f);
+    else
+        close(fds[0]);
+    int ws = 0;
+    while (waitpid(pid, &ws, 0) < 0 && errno == EINTR)
+        ;
+    if (!killed)
+        fprintf(stderr, "train ended before it could be killed (last progress: %lld)\n", done);
+    return killed && WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL ? 0 : -1;
 }
 
 /* The larger of a and b. Tests take error maxima with this rather than fmax: Debian 12's aarch64
