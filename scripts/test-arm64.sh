@@ -29,8 +29,10 @@ TOOLS="gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu qemu-user-static"
 #   test_cli_homes (option tables, home states), test_store_crash (kill -9 trials; test_store
 #   and test_store_cli run);
 # - test_store_home: qemu-user fakes a guest's own /proc/self/stat (start time 0), so a live
-#   lease looks stale to a second process; a qemu artefact, not an aarch64 one.
-EXCLUDE='^(test_plain_clone|test_determinism_cli|test_determinism|test_model|test_trainer|test_product_cli|test_demo_fed|test_cli_opts|test_cli_homes|test_store_crash|test_store_home)$'
+#   lease looks stale to a second process; a qemu artefact, not an aarch64 one. test_agent_cli
+#   and test_agent_sync fail on the same artefact ("pid N is gone": agent status/stop find the
+#   live agent's lease stale) and then wait out their timeouts (30 and 12 min).
+EXCLUDE='^(test_agent_cli|test_agent_sync|test_plain_clone|test_determinism_cli|test_determinism|test_model|test_trainer|test_product_cli|test_demo_fed|test_cli_opts|test_cli_homes|test_store_crash|test_store_home)$'
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
