@@ -350,13 +350,7 @@ static void run_until_done(const char *home, int kill_at)
     unsetenv("POCKETLLM_PAUSE_AT");
     unsetenv("POCKETLLM_PAUSE_DIR");
     if (kill_at > 0) {
-        int paused = 0;
-        for (int i = 0; i < 600 && !paused; i++) {
-            paused = access(flag, F_OK) == 0;
-            if (!paused)
-                sleep_ms(100);
-        }
-        PK_CHECK(paused);
+        PK_CHECK(wait_for_file(flag, 60));
         kill(pid, SIGKILL);
         unlink(flag);
         waitpid(pid, NULL, 0);

@@ -167,9 +167,7 @@ static void test_rekey_during_import(void)
              "echo \"exit $?\" >>%s) </dev/null >/dev/null 2>&1 &",
              g_tmp, POCKETLLM, notes, g_home, log, log);
     PK_CHECK_EQ(run_capture(cmd, NULL), 0);
-    for (int i = 0; i < 3000 && access(flag, F_OK) != 0; i++)
-        usleep(10000);
-    PK_CHECK(access(flag, F_OK) == 0);
+    PK_CHECK(wait_for_file(flag, 30));
     PK_CHECK_EQ(pkl(&out, POCKETLLM " rekey --home %s --new-passphrase-file %s", g_home, newp), 0);
     free(out);
     unlink(flag);

@@ -182,7 +182,7 @@ static void roundtrip_bound(pk_dtype dt, double frac_amax, double frac_range)
         double amax = 0, lo = 0, hi = 0;
         for (size_t i = b0; i < b0 + B; i++) {
             amax = dmax(amax, fabs((double)x[i]));
-            lo = -dmax(-lo, -(double)x[i]);
+            lo = dmin(lo, (double)x[i]);
             hi = dmax(hi, (double)x[i]);
         }
         double bound = frac_amax * amax + frac_range * (hi - lo) + 1e-7;

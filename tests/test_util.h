@@ -172,12 +172,30 @@ static inline int kill_train_at(const char *cmd, long long at)
     return killed && WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL ? 0 : -1;
 }
 
+/* 1 once `path` exists (a process reached a pause point: POCKETLLM_PAUSE_AT), polled every
+ * 10 ms for at most `secs` seconds; 0 if it never appeared. */
+static inline int wait_for_file(const char *path, int secs)
+{
+    for (int i = 0; i < secs * 100; i++) {
+        if (access(path, F_OK) == 0)
+            return 1;
+        usleep(10000);
+    }
+    return access(path, F_OK) == 0;
+}
+
 /* The larger of a and b. Tests take error maxima with this rather than fmax: Debian 12's aarch64
  * gcc (12.2) crashes (internal compiler error in vect_transform_reduction) vectorizing an fmax
  * reduction over widened floats at -O3. */
 static inline double dmax(double a, double b)
 {
     return a > b ? a : b;
+}
+
+/* The smaller of a and b (dmax's twin, for the same reason). */
+static inline double dmin(double a, double b)
+{
+    return a < b ? a : b;
 }
 
 #endif /* PK_TEST_UTIL_H */
