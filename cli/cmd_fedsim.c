@@ -175,7 +175,7 @@ static int cmd_fedsim_device(int argc, char **argv)
 typedef struct fedsim_opts {
     cli_common c;
     pk_fedsim_params p;
-    const char *dataset, *split, *server;
+    const char *dataset, *split, *server, *baseline_lr;
     int estimator;
 } fedsim_opts;
 
@@ -236,7 +236,9 @@ static const cli_option fedsim_table[] = {
     {"--estimator", CLI_CHOICE, CLI_AT(T, estimator), 0, 0, "spsa", NULL,
      "gradient estimator of the local steps (the sync round's two-point SPSA)"},
     {"--baseline", CLI_FLAG, CLI_AT(T, p.baseline), 0, 0, NULL, NULL,
-     "also one centralized MeZO run on the union with as many steps"},
+     "also one centralized MeZO run on the union with as many loss evaluations"},
+    {"--baseline-lr", CLI_STR, CLI_AT(T, baseline_lr), 0, 0, NULL, "F|auto",
+     "the baseline's rate (auto: train --lr auto's search, paid from its budget; default: --lr)"},
     {"--round-timeout", CLI_FLOAT, CLI_AT(T, p.round_timeout_s), 1, 86400, NULL, "SECONDS",
      "a round that has not closed after this long fails"},
     {"--keep", CLI_FLAG, CLI_AT(T, p.keep), 0, 0, NULL, NULL, "keep the device homes"},
@@ -440,6 +442,7 @@ static cJSON *summary_json(const fs_out *w, const pk_fedsim_summary *s)
     if (p->dp_clip > 0)
         cJSON_AddNumberToObject(j, "delta", p->dp_delta);
     cJSON_AddNumberToObject(j, "device_steps", (double)s->device_steps);
+    cJSON_AddNumberToObject(j, "device_evaluations", (double)s->device_evaluations);
     cJSON *c = cJSON_AddObjectToObject(j, "log_check");
     cJSON_AddBoolToObject(c, "ok", s->check.entries == s->rounds_done && !s->check.mismatches);
     cJSON_AddNumberToObject(c, "entries", (double)s->check.entries);
@@ -449,6 +452,20 @@ static cJSON *summary_json(const fs_out *w, const pk_fedsim_summary *s)
     if (s->baseline) {
         cJSON *b = cJSON_AddObjectToObject(j, "baseline");
         cJSON_AddNumberToObject(b, "steps", (double)s->baseline_steps);
+        cJSON_AddNumberToObject(b, "lr", (double)s->baseline_lr);
+        cJSON_AddBoolToObject(b, "lr_auto", p->baseline_lr_auto);
+        cJSON_AddNumberToObject(b, "evaluations", (double)s->baseline_evaluations);
+        cJSON_AddNumberToObject(b, "search_evaluations", (double)s->baseline_search_evaluations);
+        if (s->baseline_search.n > 0) {
+            cJSON *ls = cJSON_AddArrayToObject(b, "lr_search"); /* [rate, held-back loss] */
+            for (int i = 0; i < s->baseline_search.n; i++) {
+                cJSON *pt = cJSON_CreateArray();
+                cJSON_AddItemToArray(pt, cJSON_CreateNumber((double)s->baseline_search.lr[i]));
+                double l = s->baseline_search.loss[i];
+                cJSON_AddItemToArray(pt, isfinite(l) ? cJSON_CreateNumber(l) : cJSON_CreateNull());
+                cJSON_AddItemToArray(ls, pt);
+            }
+        }
         cli_json_add_finite(b, "loss", s->baseline_loss);
         if (w->classify)
             cli_json_add_finite(b, "accuracy", s->baseline_accuracy);
@@ -574,6 +591,21 @@ static int fedsim_check(fedsim_opts *o)
     }
     if (o->p.dp_noise > 0 && !(o->p.dp_clip > 0)) {
         cli_error(cmd, "--dp-noise needs --dp-clip (the noise is SIGMA times the clip)");
+        return CLI_USAGE;
+    }
+    if (o->baseline_lr && !strcmp(o->baseline_lr, "auto")) {
+        o->p.baseline_lr_auto = 1;
+    } else if (o->baseline_lr) {
+        char *end = NULL;
+        double v = strtod(o->baseline_lr, &end);
+        if (end == o->baseline_lr || *end || !(v > 0.0 && v <= 100.0)) {
+            cli_error(cmd, "--baseline-lr %s: want a rate in (0, 100] or auto", o->baseline_lr);
+            return CLI_USAGE;
+        }
+        o->p.baseline_lr = (float)v;
+    }
+    if (o->baseline_lr && !o->p.baseline) {
+        cli_error(cmd, "--baseline-lr needs --baseline");
         return CLI_USAGE;
     }
     char err[ERRLEN] = "";

@@ -47,11 +47,13 @@ data)
     gen_data "${2:?DIR}"
     ;;
 measure)
-    # the four runs at once (each --parallel 1), as measured for docs/FEDSIM.md
+    # the five runs at once (each --parallel 1), as measured for docs/FEDSIM.md; the baseline
+    # (on the k4096 run) searches its own rate; k64-dp8 is the DP setting with epsilon ~8
     build=${2:?BUILD}; out=${3:?OUT}
     gen_data "$out/data"
-    for cfg in "k4096 --pool 4096 --baseline" "k64 --pool 64" \
-        "k4096-dp --pool 4096 --dp-clip 5 --dp-noise 1" "k64-dp --pool 64 --dp-clip 5 --dp-noise 1"; do
+    for cfg in "k4096 --pool 4096 --baseline --baseline-lr auto" "k64 --pool 64" \
+        "k4096-dp --pool 4096 --dp-clip 5 --dp-noise 1" "k64-dp --pool 64 --dp-clip 5 --dp-noise 1" \
+        "k64-dp8 --pool 64 --dp-clip 1 --dp-noise 8"; do
         name=${cfg%% *}; flags=${cfg#* }
         # shellcheck disable=SC2086 # flags are words
         "$build/cli/pocketllm" fedsim --model "$model" --data "$out/data/train.jsonl" \
@@ -62,7 +64,7 @@ measure)
             > "$out/$name.jsonl" 2> "$out/$name.err" &
     done
     wait
-    for name in k4096 k64 k4096-dp k64-dp; do
+    for name in k4096 k64 k4096-dp k64-dp k64-dp8; do
         echo "$name: $(tail -n 1 "$out/$name.jsonl")"
     done
     ;;
