@@ -14,22 +14,18 @@
 #include <string.h>
 #include <time.h>
 
-#define MAX_STEPS 65536 /* local steps recorded per round (the task's local_steps is smaller) */
-
 typedef struct dev {
     pk_model *m;
     uint8_t *trainable;
     pk_objective *obj;
     size_t batch;
     uint64_t seed;
-    int64_t round;    /* the round of the current local step (set by pick) */
-    int64_t step;     /* its index in the round */
-    int in_step;      /* 1 between pick and that step's apply */
-    uint32_t pending; /* the pool index of the current step */
-    uint32_t *k;      /* [MAX_STEPS] the pool index of each local step this call */
-    float *g;         /* [MAX_STEPS] the clipped g the step applied (what it uploads, DP noise
-                         aside) */
-    size_t n;
+    int64_t round;       /* the round of the current local step (set by pick) */
+    int64_t step;        /* its index in the round */
+    uint8_t *uploaded;   /* the pairs of this call's new upload, as sent (PROTOCOL 3), or NULL */
+    size_t n_uploaded;   /* pairs */
+    int64_t up_round;    /* the round it went to */
+    int64_t up_examples; /* its example count */
 } dev;
 
 pk_fedsim_device_params pk_fedsim_device_default_params(void)
@@ -48,9 +44,21 @@ static uint32_t op_pick(void *user, int64_t round, int64_t step, uint32_t K)
     fs_rng r = fs_rng_make(x->seed, 0x9c4, ((uint64_t)round << 24) ^ (uint64_t)step);
     x->round = round;
     x->step = step;
-    x->pending = (uint32_t)fs_below(&r, K);
-    x->in_step = 1;
-    return x->pending;
+    return (uint32_t)fs_below(&r, K);
+}
+
+/* The upload as the sync client sent it, DP noise included: what the record holds, so the log
+ * check can recompute every coefficient bit for bit with or without noise. */
+static void op_upload(void *user, int64_t round, const uint8_t *packed, size_t n, int64_t ex)
+{
+    dev *x = user;
+    free(x->uploaded);
+    x->uploaded = malloc(n * FS_PAIR_BYTES + 1);
+    x->n_uploaded = x->uploaded ? n : 0;
+    if (x->uploaded && n)
+        memcpy(x->uploaded, packed, n * FS_PAIR_BYTES);
+    x->up_round = round;
+    x->up_examples = ex;
 }
 
 static pk_status op_grad(void *user, uint64_t seed, pk_z_kind kind, float eps, float *g,
@@ -66,12 +74,6 @@ static pk_status op_grad(void *user, uint64_t seed, pk_z_kind kind, float eps, f
 static pk_status op_apply(void *user, uint64_t seed, pk_z_kind kind, float lr, float coef)
 {
     dev *x = user;
-    if (x->in_step && x->n < MAX_STEPS) { /* a local step, not a replayed log entry */
-        x->k[x->n] = x->pending;
-        x->g[x->n] = coef;
-        x->n++;
-    }
-    x->in_step = 0;
     pk_mezo_update(x->m, x->trainable, seed, kind, lr, coef, 0.0f);
     return PK_OK;
 }
@@ -94,10 +96,6 @@ static pk_status dev_open(dev *x, pk_store *s, const pk_fedsim_device_params *p,
     pk_train_config cfg = p->cfg;
     snprintf(cfg.model_dir, sizeof cfg.model_dir, "%s", p->model_dir);
     snprintf(cfg.dataset, sizeof cfg.dataset, "%s", p->dataset);
-    x->k = malloc(MAX_STEPS * sizeof *x->k);
-    x->g = malloc(MAX_STEPS * sizeof *x->g);
-    if (!x->k || !x->g)
-        return PK_ERR_NOMEM;
     pk_status st = pk_model_load(p->model_dir, pk_model_default_params(), &x->m, err, errlen);
     if (st == PK_OK)
         st = pk_mezo_trainable(x->m, cfg.trainable, &x->trainable, err, errlen);
@@ -122,65 +120,24 @@ static void dev_close(dev *x)
     pk_objective_free(x->obj);
     free(x->trainable);
     pk_model_free(x->m);
-    free(x->k);
-    free(x->g);
+    free(x->uploaded);
 }
 
-/* Per pool index, the sum of the step values in step order (double), as the sync client sums
- * them (docs/SYNC.md step 8): ascending k, zero sums dropped, packed 6 bytes a pair. */
-static size_t pack_sums(const dev *x, uint8_t *out)
-{
-    size_t n = 0;
-    uint8_t *done = calloc(x->n ? x->n : 1, 1);
-    for (;;) {
-        size_t best = SIZE_MAX;
-        for (size_t i = 0; i < x->n; i++) /* the smallest k not yet packed */
-            if (!done[i] && (best == SIZE_MAX || x->k[i] < x->k[best]))
-                best = i;
-        if (best == SIZE_MAX || !done)
-            break;
-        double sum = 0.0;
-        for (size_t i = best; i < x->n; i++)
-            if (!done[i] && x->k[i] == x->k[best]) {
-                sum += (double)x->g[i];
-                done[i] = 1;
-            }
-        float v = (float)sum;
-        if (v == 0.0f)
-            continue;
-        uint8_t *p = out + n * FS_PAIR_BYTES;
-        uint32_t bits;
-        memcpy(&bits, &v, 4);
-        p[0] = (uint8_t)(x->k[best] & 0xff);
-        p[1] = (uint8_t)(x->k[best] >> 8);
-        pk_put_le32(p + 2, bits);
-        n++;
-    }
-    free(done);
-    return n;
-}
-
-/* Appends {"round","device_id","examples","pairs","dp_noise"} to the record file. */
+/* Appends {"round","device_id","examples","pairs","dp_noise","as_uploaded"} to the record
+ * file: the pairs as the sync client uploaded them (op_upload). */
 static pk_status write_record(const dev *x, const pk_fedsim_device_params *p,
                               const pk_sync_report *rep, char *err, size_t errlen)
 {
-    uint8_t *packed = malloc(x->n * FS_PAIR_BYTES + 1);
     char *b64 = NULL;
-    if (!packed)
-        return PK_ERR_NOMEM;
-    size_t n = pack_sums(x, packed);
-    /* with noise the uploaded sums are not the recorded ones; clipping alone keeps them exact
-     * (its epsilon is infinite) */
-    int noisy = rep->dp && isfinite(rep->epsilon) && rep->epsilon > 0;
-    pk_status st = pk_base64_encode(packed, n * FS_PAIR_BYTES, &b64);
-    free(packed);
+    int noisy = rep->dp && isfinite(rep->epsilon) && rep->epsilon > 0; /* clipping alone: inf */
+    pk_status st = pk_base64_encode(x->uploaded, x->n_uploaded * FS_PAIR_BYTES, &b64);
     if (st != PK_OK)
         return st;
     FILE *f = fopen(p->record_path, "a");
     int ok = f && fprintf(f,
                           "{\"round\":%lld,\"device_id\":\"%s\",\"examples\":%lld,\"pairs\":\"%s\","
-                          "\"dp_noise\":%s}\n",
-                          (long long)rep->round, rep->device_id, (long long)rep->examples, b64,
+                          "\"dp_noise\":%s,\"as_uploaded\":true}\n",
+                          (long long)x->up_round, rep->device_id, (long long)x->up_examples, b64,
                           noisy ? "true" : "false") > 0;
     if (f)
         ok = fclose(f) == 0 && ok;
@@ -216,10 +173,12 @@ pk_status pk_fedsim_device_round(pk_store *s, const pk_fedsim_device_params *p, 
         pk_sync_params sp = p->sync;
         sp.pick = op_pick;
         sp.pick_user = &x;
+        sp.on_upload = op_upload;
+        sp.upload_user = &x;
         pk_sync_model_ops ops = {op_grad, op_apply, op_reset, op_hash, &x, p->cfg.trainable};
         st = pk_sync_round(s, &sp, &ops, rep, err, errlen);
     }
-    if (st == PK_OK && p->record_path && rep->uploaded && rep->steps > 0)
+    if (st == PK_OK && p->record_path && x.uploaded && rep->uploaded)
         st = write_record(&x, p, rep, err, errlen);
     dev_close(&x);
     return st;
