@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "passphrase.h"
 #include "progress.h"
+#include "sync_opts.h"
 
 #include "pk_crypto.h"
 #include "pk_fedsim.h"
@@ -24,6 +25,33 @@
 #define ERRLEN     1024
 #define MAX_POINTS 100001 /* rounds + 1 */
 
+/* The local steps' objective and shape, the same in `fedsim` and `fedsim device` (T has a
+ * pk_train_config p.cfg). */
+#define FEDSIM_LOCAL_STEP_OPTS(T)                                                                  \
+    {"--objective",          CLI_CHOICE, CLI_AT(T, p.cfg.objective), 0, 0,                         \
+     "lm|classify|accuracy", NULL,       "training objective"},                                    \
+        {"--template",                                                                             \
+         CLI_BUF,                                                                                  \
+         CLI_AT(T, p.cfg.template_),                                                               \
+         0,                                                                                        \
+         0,                                                                                        \
+         NULL,                                                                                     \
+         "TEXT",                                                                                   \
+         "classify: prompt template, e.g. '{text} It was'"},                                       \
+        {"--labels",                                                                               \
+         CLI_BUF,                                                                                  \
+         CLI_AT(T, p.cfg.labels),                                                                  \
+         0,                                                                                        \
+         0,                                                                                        \
+         NULL,                                                                                     \
+         "WORDS",                                                                                  \
+         "classify: comma-separated label words"},                                                 \
+        CLI_LOCAL_BATCH_OPTS(T, p.cfg.batch, p.cfg.seq_len),                                       \
+    {                                                                                              \
+        "--trainable", CLI_BUF, CLI_AT(T, p.cfg.trainable), 0, 0, NULL, "SPEC",                    \
+            "all | bitfit | REGEX"                                                                 \
+    }
+
 /* ---- fedsim device ------------------------------------------------------------------------------
  */
 
@@ -31,35 +59,18 @@ typedef struct device_opts {
     cli_common c;
     pk_fedsim_device_params p;
     const char *server, *model, *dataset, *record;
-    double dp_clip, dp_noise;
 } device_opts;
 
 #define T device_opts
 static const cli_option device_table[] = {
-    {"--server", CLI_STR, CLI_AT(T, server), 0, 0, NULL, "URL", "the coordinator (required)"},
-    {"--model", CLI_STR, CLI_AT(T, model), 0, 0, NULL, "DIR", "the task's base model (required)"},
+    CLI_SYNC_SERVER_MODEL_OPTS(T, server, model),
     {"--dataset", CLI_STR, CLI_AT(T, dataset), 0, 0, NULL, "NAME",
      "this device's local dataset (required)"},
     {"--seed", CLI_U64, CLI_AT(T, p.seed), 0, 0, NULL, "S",
      "pool picks and batches (0: random; a simulation gives each device its own)"},
-    {"--objective", CLI_CHOICE, CLI_AT(T, p.cfg.objective), 0, 0, "lm|classify|accuracy", NULL,
-     "training objective"},
-    {"--template", CLI_BUF, CLI_AT(T, p.cfg.template_), 0, 0, NULL, "TEXT",
-     "classify: prompt template"},
-    {"--labels", CLI_BUF, CLI_AT(T, p.cfg.labels), 0, 0, NULL, "WORDS",
-     "classify: comma-separated label words"},
-    {"--batch", CLI_INT, CLI_AT(T, p.cfg.batch), 1, 1024, NULL, "B", "examples per local step"},
-    {"--seq-len", CLI_INT, CLI_AT(T, p.cfg.seq_len), 2, 1 << 20, NULL, "T", "tokens per example"},
-    {"--trainable", CLI_BUF, CLI_AT(T, p.cfg.trainable), 0, 0, NULL, "SPEC",
-     "all | bitfit | REGEX"},
-    {"--dp-clip", CLI_FLOAT, CLI_AT(T, dp_clip), 0, 1e30, NULL, "C",
-     "clip each step's g (0: the task's setting)"},
-    {"--dp-noise", CLI_FLOAT, CLI_AT(T, dp_noise), 0, 1e6, NULL, "SIGMA",
-     "noise multiple of the clip (0: the task's setting)"},
-    {"--dp-delta", CLI_FLOAT, CLI_AT(T, p.sync.dp_delta), 1e-300, 0.5, NULL, "D",
-     "delta of the reported epsilon"},
-    {"--wait", CLI_FLOAT, CLI_AT(T, p.sync.wait_s), 0, 86400, NULL, "SECONDS",
-     "wait this long for the round to close (0: return after the upload)"},
+    FEDSIM_LOCAL_STEP_OPTS(T),
+    CLI_SYNC_DP_OPTS(T, p.sync.dp_clip, p.sync.dp_noise, p.sync.dp_delta),
+    CLI_SYNC_WAIT_OPT(T, p.sync.wait_s),
     {"--straggle", CLI_FLOAT, CLI_AT(T, p.straggle_s), 0, 86400, NULL, "SECONDS",
      "sleep this long first (an injected straggler)"},
     {"--record", CLI_STR, CLI_AT(T, record), 0, 0, NULL, "FILE",
@@ -68,7 +79,7 @@ static const cli_option device_table[] = {
     CLI_JSON_OPT(T),
     CLI_QUIET_OPT(T),
     CLI_STORE_OPTS(T),
-    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+    CLI_END,
 };
 #undef T
 
@@ -84,32 +95,6 @@ static const cli_command device_cmd = {
     0,
     NULL};
 
-static int device_json(const pk_sync_report *r, double secs)
-{
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "device_id", r->device_id);
-    cJSON_AddNumberToObject(j, "round", (double)r->round);
-    cJSON_AddBoolToObject(j, "uploaded", r->uploaded);
-    cJSON_AddNumberToObject(j, "steps", (double)r->steps);
-    cJSON_AddNumberToObject(j, "pairs", (double)r->pairs);
-    cJSON_AddNumberToObject(j, "examples", (double)r->examples);
-    cJSON_AddBoolToObject(j, "round_closed", r->round_closed);
-    cJSON_AddNumberToObject(j, "log_version", (double)r->log_version);
-    cJSON_AddStringToObject(j, "model_hash", r->model_hash);
-    cJSON_AddBoolToObject(j, "dp", r->dp);
-    if (r->delta > 0) {
-        cli_json_add_finite(j, "epsilon", r->epsilon);
-        cJSON_AddNumberToObject(j, "delta", r->delta);
-    }
-    cJSON_AddNumberToObject(j, "upload_body_bytes", (double)r->upload_body_bytes);
-    cJSON_AddNumberToObject(j, "bytes_up", (double)r->http.wire_up);
-    cJSON_AddNumberToObject(j, "bytes_down", (double)r->http.wire_down);
-    cJSON_AddNumberToObject(j, "requests", (double)r->http.requests);
-    cJSON_AddNumberToObject(j, "attempts", (double)r->http.attempts);
-    cJSON_AddNumberToObject(j, "seconds", secs);
-    return cli_json_print(j);
-}
-
 static int device_check(const device_opts *o)
 {
     const char *miss = !o->server    ? "--server URL"
@@ -120,7 +105,7 @@ static int device_check(const device_opts *o)
         cli_error(o->c.cmd, "%s is required (see pocketllm fedsim device --help)", miss);
         return CLI_USAGE;
     }
-    if (o->dp_noise > 0 && !(o->dp_clip > 0)) {
+    if (o->p.sync.dp_noise > 0 && !(o->p.sync.dp_clip > 0)) {
         cli_error(o->c.cmd, "--dp-noise needs --dp-clip (the noise is SIGMA times the clip)");
         return CLI_USAGE;
     }
@@ -135,19 +120,10 @@ static int cmd_fedsim_device(int argc, char **argv)
         return rc < 0 ? CLI_OK : rc;
     if ((rc = device_check(&o)) != 0)
         return rc;
-    cli_apply_threads(&o.c);
-    if (cli_http_init(o.c.cmd) != 0)
-        return CLI_ERR;
-    if (pk_crypto_global_init() != PK_OK) {
-        cli_error(o.c.cmd, "cannot initialise libsodium");
-        return CLI_ERR;
-    }
     pk_store *s = NULL;
-    if (cli_open_store(&o.c, &s) != 0)
+    if (cli_sync_open(&o.c, &s) != 0)
         return CLI_ERR;
     o.p.sync.server = o.server;
-    o.p.sync.dp_clip = o.dp_clip;
-    o.p.sync.dp_noise = o.dp_noise;
     o.p.model_dir = o.model;
     o.p.dataset = o.dataset;
     o.p.record_path = o.record;
@@ -161,7 +137,7 @@ static int cmd_fedsim_device(int argc, char **argv)
         return st == PK_ERR_INTERRUPTED ? CLI_INTERRUPTED : CLI_ERR;
     }
     if (o.c.json)
-        return device_json(&rep, pk_time_now() - t0);
+        return cli_sync_report_json(&rep, pk_time_now() - t0);
     if (!o.c.quiet)
         printf("device %s: round %lld %s, %lld local steps, %lld pairs, %llu bytes up, %llu down\n",
                rep.device_id, (long long)rep.round, rep.uploaded ? "uploaded" : "no upload",
@@ -219,18 +195,9 @@ static const cli_option fedsim_table[] = {
      "use this coordinator (its task decides lr, eps, steps, quorum) instead of starting one"},
     {"--faults", CLI_STR, CLI_AT(T, p.faults), 0, 0, NULL, "SPEC",
      "the started coordinator's fault injection (docs/PROTOCOL.md 10)"},
-    {"--objective", CLI_CHOICE, CLI_AT(T, p.cfg.objective), 0, 0, "lm|classify|accuracy", NULL,
-     "training objective"},
-    {"--template", CLI_BUF, CLI_AT(T, p.cfg.template_), 0, 0, NULL, "TEXT",
-     "classify: prompt template, e.g. '{text} It was'"},
-    {"--labels", CLI_BUF, CLI_AT(T, p.cfg.labels), 0, 0, NULL, "WORDS",
-     "classify: comma-separated label words"},
+    FEDSIM_LOCAL_STEP_OPTS(T),
     {"--lr", CLI_FLOAT, CLI_AT(T, p.cfg.mezo.lr), 0, 100, NULL, "F", "learning rate"},
     {"--eps", CLI_FLOAT, CLI_AT(T, p.cfg.mezo.eps), 1e-8, 10, NULL, "F", "perturbation scale"},
-    {"--batch", CLI_INT, CLI_AT(T, p.cfg.batch), 1, 1024, NULL, "B", "examples per local step"},
-    {"--seq-len", CLI_INT, CLI_AT(T, p.cfg.seq_len), 2, 1 << 20, NULL, "T", "tokens per example"},
-    {"--trainable", CLI_BUF, CLI_AT(T, p.cfg.trainable), 0, 0, NULL, "SPEC",
-     "all | bitfit | REGEX"},
     {"--z", CLI_CHOICE, CLI_AT(T, p.cfg.mezo.z), 0, 0, "gaussian|rademacher", NULL,
      "perturbation distribution"},
     {"--estimator", CLI_CHOICE, CLI_AT(T, estimator), 0, 0, "spsa", NULL,
@@ -248,7 +215,7 @@ static const cli_option fedsim_table[] = {
     CLI_JSON_OPT(T),
     CLI_QUIET_OPT(T),
     CLI_STORE_OPTS(T),
-    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+    CLI_END,
 };
 #undef T
 
