@@ -86,6 +86,8 @@ typedef struct fs_sim {
 /* sim_data.c */
 pk_status fs_setup_homes(fs_sim *x);
 void fs_remove_tree(const char *dir);
+/* The last non-empty line of the file at path (without its newline) into out[n]; "" if none. */
+void fs_last_line(const char *path, char *out, size_t n);
 void fs_note(fs_sim *x, const char *fmt, ...) PK_PRINTF(2, 3);
 
 /* Packed pairs (PROTOCOL 3): 6 bytes each, u16le k then f32le v. */

@@ -175,7 +175,7 @@ static pk_status start_coordinator(fs_sim *x, const char *base_hash)
     char *task = task_json(x, base_hash);
     if (!task)
         return PK_ERR_NOMEM;
-    pk_status st = pk_fedsim_coord_start(x->p->server_bin, x->coord_dir, task, x->p->faults,
+    pk_status st = pk_fedsim_coord_start(x->p->server_bin, x->coord_dir, task, x->p->faults, NULL,
                                          &x->coord, x->err, x->errlen);
     cJSON_free(task);
     if (st != PK_OK)
@@ -366,16 +366,9 @@ static void kill_devices(fs_sim *x)
 /* The last non-empty line of device j's log, for error messages. */
 static void device_log_tail(const fs_sim *x, int j, char *out, size_t n)
 {
-    char path[1200], line[400];
+    char path[1200];
     snprintf(path, sizeof path, "%s/device.log", x->home[j]);
-    out[0] = '\0';
-    FILE *f = fopen(path, "r");
-    while (f && fgets(line, sizeof line, f))
-        if (line[0] != '\n')
-            snprintf(out, n, "%s", line);
-    if (f)
-        fclose(f);
-    out[strcspn(out, "\n")] = '\0';
+    fs_last_line(path, out, n);
 }
 
 /* Reaps finished device processes: 1 if one failed (err set), 0 otherwise; *running updated. */

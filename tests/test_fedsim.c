@@ -332,8 +332,8 @@ static pk_status verify_kept(const char *dir, pk_fedsim_check *check)
     size_t n = 0;
     char *task = slurp(task_path, &n);
     pk_fedsim_coord *c = NULL;
-    pk_status st =
-        task ? pk_fedsim_coord_start(SERVER, cdir, task, NULL, &c, err, sizeof err) : PK_ERR_IO;
+    pk_status st = task ? pk_fedsim_coord_start(SERVER, cdir, task, NULL, NULL, &c, err, sizeof err)
+                        : PK_ERR_IO;
     if (st == PK_OK)
         st = pk_fedsim_verify_log(pk_fedsim_coord_url(c), recs, 3, 1, ROUNDS, check, err,
                                   sizeof err);

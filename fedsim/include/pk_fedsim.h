@@ -44,15 +44,17 @@ PK_NODISCARD pk_status pk_fedsim_split(const pk_split *sp, const int32_t *cls, s
 /* ---- the coordinator as a child process (coord.c) -------------------------------------------- */
 
 typedef struct pk_fedsim_coord pk_fedsim_coord;
-/* Starts server_bin (pocketllm-server-mock) on 127.0.0.1, port 0, with DIR/coord.db, the task
- * file DIR/task.json (written from task_json), its stderr in DIR/server.log and, if faults is
- * not NULL, --faults faults. It gets its own process group and dies with this process
- * (PR_SET_PDEATHSIG). Waits up to 30 s for "listening on HOST:PORT". All strings borrowed.
- * *out owned (pk_fedsim_coord_stop). PK_ERR_IO: files or fork; PK_ERR_HTTP: it did not start
- * (err quotes the last line of its log). */
+/* Starts server_bin (pocketllm-server-mock) on 127.0.0.1, port 0, with DIR/coord.db (an existing
+ * one is resumed), the task file DIR/task.json (written from task_json), its stderr in
+ * DIR/server.log, if faults is not NULL --faults faults, and if capture is not NULL --capture
+ * capture (a directory, created if missing, that receives every request body). It gets its own
+ * process group and dies with this process (PR_SET_PDEATHSIG). Waits up to 30 s for "listening on
+ * HOST:PORT". All strings borrowed. *out owned (pk_fedsim_coord_stop). PK_ERR_IO: files or fork;
+ * PK_ERR_HTTP: it did not start (err quotes the last line of its log). */
 PK_NODISCARD pk_status pk_fedsim_coord_start(const char *server_bin, const char *dir,
                                              const char *task_json, const char *faults,
-                                             pk_fedsim_coord **out, char *err, size_t errlen);
+                                             const char *capture, pk_fedsim_coord **out, char *err,
+                                             size_t errlen);
 /* "http://127.0.0.1:PORT" (view, valid until stop). */
 const char *pk_fedsim_coord_url(const pk_fedsim_coord *c);
 /* SIGTERM to its group, SIGKILL after 10 s; reaps it and frees c. NULL-safe. */
