@@ -4,6 +4,8 @@
 #                                          two-label task ("good" / "bad" short stories)
 #   sh scripts/fedsim.sh measure BUILD OUT accuracy vs rounds for K = 4096 and 64, with and
 #                                          without DP, against the centralized baseline
+#   sh scripts/fedsim.sh baselines BUILD OUT  the K = 4096 run with the centralized baseline at
+#                                          rates 1e-5, 3e-5, 5e-5, 1e-4 (one run each)
 #   sh scripts/fedsim.sh scale BUILD OUT   200 devices x 10 rounds (lm objective), log check
 # BUILD is a cmake build directory (BUILD/cli/pocketllm); OUT receives one folder per run.
 set -eu
@@ -68,6 +70,23 @@ measure)
         echo "$name: $(tail -n 1 "$out/$name.jsonl")"
     done
     ;;
+baselines)
+    build=${2:?BUILD}; out=${3:?OUT}
+    gen_data "$out/data"
+    for lr in 1e-5 3e-5 5e-5 1e-4; do
+        "$build/cli/pocketllm" fedsim --model "$model" --data "$out/data/train.jsonl" \
+            --eval-data "$out/data/eval.jsonl" --objective classify \
+            --template '{text} The day was' --labels ' good, bad' --devices 8 \
+            --split dirichlet:0.5 --rounds 10 --local-steps 4 --batch 8 --seq-len 32 \
+            --lr 2e-4 --eps 1e-3 --seed 11 --parallel 1 --json --pool 4096 \
+            --baseline --baseline-lr "$lr" --out "$out/bl-$lr" \
+            > "$out/bl-$lr.jsonl" 2> "$out/bl-$lr.err" &
+    done
+    wait
+    for lr in 1e-5 3e-5 5e-5 1e-4; do
+        echo "baseline lr $lr: $(tail -n 1 "$out/bl-$lr.jsonl" | sed 's/.*"baseline":{"steps"/{"steps"/')"
+    done
+    ;;
 scale)
     build=${2:?BUILD}; out=${3:?OUT}
     gen_data "$out/data"
@@ -81,7 +100,7 @@ scale)
     grep -E "Elapsed|Maximum resident" "$out/scale200.time"
     ;;
 *)
-    sed -n 2,8p "$0" | sed 's/^# \{0,1\}//'
+    sed -n 2,10p "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
