@@ -47,6 +47,22 @@
          "WORDS",                                                                                  \
          "classify: comma-separated label words"},                                                 \
         CLI_LOCAL_BATCH_OPTS(T, p.cfg.batch, p.cfg.seq_len),                                       \
+        {"--estimator",                                                                            \
+         CLI_CHOICE,                                                                               \
+         CLI_AT(T, p.cfg.mezo.estimator),                                                          \
+         0,                                                                                        \
+         0,                                                                                        \
+         "spsa|fzoo|hizoo",                                                                        \
+         NULL,                                                                                     \
+         "local steps' estimator: spsa, or fzoo (N local steps per step); hizoo is refused"},      \
+        {"--perturbations",                                                                        \
+         CLI_INT,                                                                                  \
+         CLI_AT(T, p.cfg.mezo.perturbations),                                                      \
+         2,                                                                                        \
+         4096,                                                                                     \
+         NULL,                                                                                     \
+         "N",                                                                                      \
+         "fzoo: one-sided perturbations per step"},                                                \
     {                                                                                              \
         "--trainable", CLI_BUF, CLI_AT(T, p.cfg.trainable), 0, 0, NULL, "SPEC",                    \
             "all | bitfit | REGEX"                                                                 \
@@ -95,6 +111,16 @@ static const cli_command device_cmd = {
     0,
     NULL};
 
+/* hizoo cannot ride on the protocol: refused with the reason, before anything starts. */
+static int estimator_check(const char *cmd, pk_estimator e)
+{
+    const char *why = NULL;
+    if (pk_fedsim_estimator_carried(e, &why))
+        return 0;
+    cli_error(cmd, "--estimator %s: %s", pk_estimator_name(e), why);
+    return CLI_USAGE;
+}
+
 static int device_check(const device_opts *o)
 {
     const char *miss = !o->server    ? "--server URL"
@@ -109,7 +135,7 @@ static int device_check(const device_opts *o)
         cli_error(o->c.cmd, "--dp-noise needs --dp-clip (the noise is SIGMA times the clip)");
         return CLI_USAGE;
     }
-    return 0;
+    return estimator_check(o->c.cmd, o->p.cfg.mezo.estimator);
 }
 
 static int cmd_fedsim_device(int argc, char **argv)
@@ -152,7 +178,6 @@ typedef struct fedsim_opts {
     cli_common c;
     pk_fedsim_params p;
     const char *dataset, *split, *server, *baseline_lr;
-    int estimator;
 } fedsim_opts;
 
 #define T fedsim_opts
@@ -200,8 +225,6 @@ static const cli_option fedsim_table[] = {
     {"--eps", CLI_FLOAT, CLI_AT(T, p.cfg.mezo.eps), 1e-8, 10, NULL, "F", "perturbation scale"},
     {"--z", CLI_CHOICE, CLI_AT(T, p.cfg.mezo.z), 0, 0, "gaussian|rademacher", NULL,
      "perturbation distribution"},
-    {"--estimator", CLI_CHOICE, CLI_AT(T, estimator), 0, 0, "spsa", NULL,
-     "gradient estimator of the local steps (the sync round's two-point SPSA)"},
     {"--baseline", CLI_FLAG, CLI_AT(T, p.baseline), 0, 0, NULL, NULL,
      "also one centralized MeZO run on the union with as many loss evaluations"},
     {"--baseline-lr", CLI_STR, CLI_AT(T, baseline_lr), 0, 0, NULL, "F|auto",
@@ -385,6 +408,9 @@ static cJSON *summary_json(const fs_out *w, const pk_fedsim_summary *s)
     cJSON_AddNumberToObject(j, "lr", (double)s->lr);
     cJSON_AddNumberToObject(j, "eps", (double)s->eps);
     cJSON_AddStringToObject(j, "objective", pk_objective_name(p->cfg.objective));
+    cJSON_AddStringToObject(j, "estimator", pk_estimator_name(p->cfg.mezo.estimator));
+    if (p->cfg.mezo.estimator == PK_EST_FZOO)
+        cJSON_AddNumberToObject(j, "perturbations", p->cfg.mezo.perturbations);
     cJSON_AddNumberToObject(j, "examples", (double)s->examples);
     cJSON_AddNumberToObject(j, "eval_examples", (double)s->eval_examples);
     cJSON_AddNumberToObject(j, "min_device_examples", (double)s->min_device_examples);
@@ -575,6 +601,8 @@ static int fedsim_check(fedsim_opts *o)
         cli_error(cmd, "--baseline-lr needs --baseline");
         return CLI_USAGE;
     }
+    if (estimator_check(cmd, o->p.cfg.mezo.estimator) != 0)
+        return CLI_USAGE;
     char err[ERRLEN] = "";
     if (pk_fedsim_split_parse(o->split, &o->p.split, err, sizeof err) != PK_OK) {
         cli_error(cmd, "--split: %s", err);

@@ -67,11 +67,14 @@ static char *task_json(const fs_sim *x, const char *base_hash)
     cJSON_AddStringToObject(t, "base_model_hash", base_hash);
     cJSON_AddNumberToObject(t, "pool_size", p->pool);
     cJSON_AddStringToObject(t, "pool_seed", hex);
+    int fzoo = p->cfg.mezo.estimator == PK_EST_FZOO; /* FZOO's perturbations are Rademacher */
     cJSON_AddStringToObject(t, "z_kind",
-                            p->cfg.mezo.z == PK_Z_RADEMACHER ? "rademacher" : "gaussian");
+                            p->cfg.mezo.z == PK_Z_RADEMACHER || fzoo ? "rademacher" : "gaussian");
     cJSON_AddNumberToObject(t, "lr", (double)p->cfg.mezo.lr);
     cJSON_AddNumberToObject(t, "eps", (double)p->cfg.mezo.eps);
-    cJSON_AddNumberToObject(t, "local_steps", (double)p->local_steps);
+    /* a FZOO step is N local steps of the round (device.c) */
+    cJSON_AddNumberToObject(t, "local_steps",
+                            (double)(p->local_steps * (fzoo ? p->cfg.mezo.perturbations : 1)));
     cJSON_AddNumberToObject(t, "batch_size", p->cfg.batch);
     cJSON_AddStringToObject(t, "trainable", p->cfg.trainable);
     cJSON_AddNumberToObject(t, "quorum", (double)x->quorum);
@@ -304,6 +307,9 @@ static void device_argv(const fs_sim *x, int j, double straggle_s, argbuf *a)
     arg(a, "--batch=%d", p->cfg.batch);
     arg(a, "--seq-len=%d", p->cfg.seq_len);
     arg(a, "--trainable=%s", p->cfg.trainable);
+    arg(a, "--estimator=%s", pk_estimator_name(p->cfg.mezo.estimator));
+    if (p->cfg.mezo.estimator == PK_EST_FZOO)
+        arg(a, "--perturbations=%d", p->cfg.mezo.perturbations);
     arg(a, "--dp-delta=%.17g", p->dp_delta);
     arg(a, "--straggle=%.17g", straggle_s);
     arg(a, "--record=%s/records.jsonl", x->home[j]);
@@ -496,6 +502,16 @@ static double max_epsilon(const fs_sim *x)
     return e;
 }
 
+/* Loss evaluations of one round's local steps: 2 per two-point (spsa) step; N + 1 per FZOO
+ * step of N local steps. */
+static int64_t evaluations_per_round(const fs_sim *x)
+{
+    const pk_mezo_params *m = &x->p->cfg.mezo;
+    if (m->estimator == PK_EST_FZOO)
+        return x->quorum * (x->local_steps / m->perturbations) * (m->perturbations + 1);
+    return x->quorum * x->local_steps * 2;
+}
+
 /* Round r: pick M devices (seeded), the first M - D upload, some of them late; run them, wait
  * for the close, replay and evaluate. */
 static pk_status one_round(fs_sim *x, int64_t r, pk_fedsim_round *out)
@@ -536,7 +552,7 @@ static pk_status one_round(fs_sim *x, int64_t r, pk_fedsim_round *out)
         out->total_bytes = x->total_bytes;
         out->epsilon = max_epsilon(x);
         x->sum->device_steps += (int64_t)Q * x->local_steps;
-        x->sum->device_evaluations += (int64_t)Q * x->local_steps * 2; /* two-point steps */
+        x->sum->device_evaluations += evaluations_per_round(x);
         st = observe(x, out);
     }
     free(order);
@@ -686,6 +702,19 @@ static pk_status check_params(fs_sim *x)
                                                                           : NULL;
     if (bad) {
         pk_seterr(x->err, x->errlen, "fedsim settings: %s", bad);
+        return PK_ERR_ARG;
+    }
+    const char *why = NULL;
+    if (!pk_fedsim_estimator_carried(p->cfg.mezo.estimator, &why)) {
+        pk_seterr(x->err, x->errlen, "%s", why);
+        return PK_ERR_ARG;
+    }
+    int N = p->cfg.mezo.perturbations;
+    if (p->cfg.mezo.estimator == PK_EST_FZOO && (N < 2 || N > 4096 || p->local_steps * N > 65535)) {
+        pk_seterr(x->err, x->errlen,
+                  "fzoo takes %d local steps of the round per step (2 to 4096 perturbations): "
+                  "%lld steps x %d is more than the protocol's 65535",
+                  N, (long long)p->local_steps, N);
         return PK_ERR_ARG;
     }
     if (!realpath(p->model_dir, x->model_abs)) {

@@ -10,6 +10,9 @@
  *  - with DP noise the log check still compares every coefficient (the devices record their
  *    uploads as sent, noise included): it passes, and after one recorded value is changed it
  *    fails (the coordinator restarted on the run's database, pk_fedsim_verify_log);
+ *  - --estimator fzoo (N local steps per FZOO step): exit 0, the log check passes bit for bit,
+ *    (N + 1) loss evaluations per FZOO step, the eval loss falls; --estimator hizoo is refused
+ *    (exit 2) by fedsim and by fedsim device, naming why;
  *  - bad input: --devices 0 (exit 2), more devices than examples, an eval dataset missing,
  *    a coordinator that never answers (exit 1, clear messages, homes removed);
  *  - after every run, no process of this test's directory is left (scan of /proc).
@@ -406,6 +409,42 @@ static void expect_error(const char *out_dir, const char *args, int want_rc, con
     free(out);
 }
 
+/* fzoo rides on the protocol; hizoo is refused with its reason. */
+static void test_estimators(void)
+{
+    char d[200], files[600], args[1500];
+    snprintf(d, sizeof d, "%s/run-fzoo", g_tmp);
+    cJSON *s = fedsim(d, "--estimator fzoo --perturbations 3", 0);
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(s, "log_check");
+    PK_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "ok")));
+    PK_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "values_compared")));
+    const char *est = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "estimator"));
+    PK_CHECK(est && !strcmp(est, "fzoo"));
+    /* 2 uploads x ROUNDS x 2 FZOO steps x (3 + 1) evaluations; each FZOO step is 3 local steps */
+    const cJSON *ev = cJSON_GetObjectItemCaseSensitive(s, "device_evaluations");
+    PK_CHECK(cJSON_IsNumber(ev) && ev->valuedouble == 2 * ROUNDS * 2 * 4);
+    PK_CHECK_EQ(cJSON_GetObjectItemCaseSensitive(s, "device_steps")->valuedouble, 2 * ROUNDS * 6);
+    const cJSON *l0 = cJSON_GetObjectItemCaseSensitive(s, "base_loss");
+    const cJSON *l1 = cJSON_GetObjectItemCaseSensitive(s, "loss");
+    PK_CHECK(cJSON_IsNumber(l0) && cJSON_IsNumber(l1) && l1->valuedouble < l0->valuedouble);
+    cJSON_Delete(s);
+    check_rounds_file(d);
+    snprintf(d, sizeof d, "%s/hizoo", g_tmp);
+    snprintf(files, sizeof files, "--data %s/train.jsonl --eval-data %s/eval.jsonl", g_tmp, g_tmp);
+    snprintf(args, sizeof args, "%s --devices 2 --estimator hizoo", files);
+    expect_error(d, args, 2, "--estimator hizoo: hizoo cannot be carried by the sync protocol");
+    char *out = NULL;
+    snprintf(args, sizeof args,
+             "fedsim device --server http://127.0.0.1:9 --home %s/nohome --model %s "
+             "--dataset local --estimator hizoo",
+             g_tmp, STORIES);
+    PK_CHECK_EQ(run(&out, "%s%s", args, ""), 2);
+    free(out);
+    char *e = last_stderr();
+    PK_CHECK(strstr(e, "Hessian") != NULL);
+    free(e);
+}
+
 static void test_bad_input(void)
 {
     char d[200], files[600], home[200], pw[200], args[1500];
@@ -460,6 +499,7 @@ int main(void)
     test_model_info();
     test_runs();
     test_dp_values();
+    test_estimators();
     test_bad_input();
     if (!pk_test_failures)
         rm_rf(g_tmp);

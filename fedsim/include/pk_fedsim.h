@@ -67,7 +67,8 @@ typedef struct pk_fedsim_device_params {
     pk_sync_params sync;     /* server, DP delta, HTTP limits; wait_s (0: return after upload) */
     const char *model_dir;   /* the task's base model (borrowed) */
     const char *dataset;     /* the device's local dataset in its store (borrowed) */
-    pk_train_config cfg;     /* objective, template, labels, batch, seq_len, trainable */
+    pk_train_config cfg;     /* objective, template, labels, batch, seq_len, trainable;
+                                mezo.estimator (spsa or fzoo) and mezo.perturbations (fzoo) */
     uint64_t seed;           /* pool picks and batches; 0: fresh CSPRNG randomness */
     double straggle_s;       /* sleep this long before the round (an injected straggler) */
     const char *record_path; /* NULL, or a file this device appends its uploads to (one JSON
@@ -77,6 +78,11 @@ typedef struct pk_fedsim_device_params {
 } pk_fedsim_device_params;
 /* Defaults: pk_sync_default_params with wait_s 0, pk_train_config_default, no record. */
 pk_fedsim_device_params pk_fedsim_device_default_params(void);
+
+/* Whether the sync protocol (a log entry: pool seeds and scalars) can carry estimator e: 1 for
+ * spsa (the client's own step) and fzoo (N local steps per FZOO step, docs/FEDSIM.md), 0 for
+ * hizoo, with *why (may be NULL; static text) saying why not. */
+int pk_fedsim_estimator_carried(pk_estimator e, const char **why);
 
 /* One round of one device: loads the model, builds the objective over p->dataset of s, runs
  * pk_sync_round (register, catch up, local steps with pool indices and batches derived from
