@@ -24,8 +24,7 @@
 #include <time.h>
 
 typedef struct dev {
-    pk_model *m;
-    uint8_t *trainable;
+    fs_model fm; /* first: the ops' user is read as an fs_model * (fedsim_impl.h) */
     pk_objective *obj;
     size_t batch;
     uint64_t seed;
@@ -106,11 +105,11 @@ static pk_status fzoo_group(dev *x, int64_t first, pk_z_kind kind, float eps)
     if (st == PK_OK)
         st = pk_objective_select(x->obj, idx, B);
     if (st == PK_OK)
-        st = pk_objective_loss(x->obj, x->m, NULL, &l0, NULL, NULL);
+        st = pk_objective_loss(x->obj, x->fm.m, NULL, &l0, NULL, NULL);
     for (int i = 0; st == PK_OK && i < x->N; i++) {
         uint32_t k = pick_of(x, x->round, first + i, x->K);
-        pk_perturb pert = {pk_sync_pool_seed(x->pool_seed, k), eps, kind, x->trainable, 0};
-        st = pk_objective_loss(x->obj, x->m, &pert, &x->loss[i], NULL, NULL);
+        pk_perturb pert = {pk_sync_pool_seed(x->pool_seed, k), eps, kind, x->fm.trainable, 0};
+        st = pk_objective_loss(x->obj, x->fm.m, &pert, &x->loss[i], NULL, NULL);
         mean += x->loss[i];
     }
     if (st != PK_OK)
@@ -140,8 +139,8 @@ static pk_status op_grad(void *user, uint64_t seed, pk_z_kind kind, float eps, f
     }
     /* a batch per (round, step): the shuffle's epoch moves with the round */
     int64_t step = x->round * 65536 + x->step % 65536;
-    return pk_objective_step_grad(x->obj, x->m, x->trainable, x->seed, step, x->batch, seed, kind,
-                                  eps, g, n_examples);
+    return pk_objective_step_grad(x->obj, x->fm.m, x->fm.trainable, x->seed, step, x->batch, seed,
+                                  kind, eps, g, n_examples);
 }
 
 /* fzoo: the task's pool seed and size (GET /v1/task, counted in rep's traffic), and the checks
@@ -186,22 +185,22 @@ static pk_status fzoo_task(dev *x, const pk_fedsim_device_params *p, pk_http_sta
     return st;
 }
 
-static pk_status op_apply(void *user, uint64_t seed, pk_z_kind kind, float lr, float coef)
+pk_status fs_model_apply(void *user, uint64_t seed, pk_z_kind kind, float lr, float coef)
 {
-    dev *x = user;
+    fs_model *x = user;
     pk_mezo_update(x->m, x->trainable, seed, kind, lr, coef, 0.0f);
     return PK_OK;
 }
 
-static pk_status op_reset(void *user)
+pk_status fs_model_reset(void *user)
 {
-    dev *x = user;
+    fs_model *x = user;
     return pk_model_restore_base(x->m);
 }
 
-static pk_status op_hash(void *user, char hex[65])
+pk_status fs_model_hash(void *user, char hex[65])
 {
-    dev *x = user;
+    fs_model *x = user;
     return pk_weights_hash(x->m, hex);
 }
 
@@ -211,11 +210,12 @@ static pk_status dev_open(dev *x, pk_store *s, const pk_fedsim_device_params *p,
     pk_train_config cfg = p->cfg;
     snprintf(cfg.model_dir, sizeof cfg.model_dir, "%s", p->model_dir);
     snprintf(cfg.dataset, sizeof cfg.dataset, "%s", p->dataset);
-    pk_status st = pk_model_load(p->model_dir, pk_model_default_params(), &x->m, err, errlen);
+    pk_status st = pk_model_load(p->model_dir, pk_model_default_params(), &x->fm.m, err, errlen);
     if (st == PK_OK)
-        st = pk_mezo_trainable(x->m, cfg.trainable, &x->trainable, err, errlen);
+        st = pk_mezo_trainable(x->fm.m, cfg.trainable, &x->fm.trainable, err, errlen);
     if (st == PK_OK)
-        st = pk_objective_from_store(s, p->dataset, x->m, p->model_dir, &cfg, &x->obj, err, errlen);
+        st = pk_objective_from_store(s, p->dataset, x->fm.m, p->model_dir, &cfg, &x->obj, err,
+                                     errlen);
     if (st == PK_OK && pk_objective_size(x->obj) == 0) {
         pk_seterr(err, errlen, "dataset %s has no examples", p->dataset);
         st = PK_ERR_ARG;
@@ -250,8 +250,8 @@ static pk_status dev_open(dev *x, pk_store *s, const pk_fedsim_device_params *p,
 static void dev_close(dev *x)
 {
     pk_objective_free(x->obj);
-    free(x->trainable);
-    pk_model_free(x->m);
+    free(x->fm.trainable);
+    pk_model_free(x->fm.m);
     free(x->uploaded);
     free(x->coef);
     free(x->loss);
@@ -313,7 +313,8 @@ pk_status pk_fedsim_device_round(pk_store *s, const pk_fedsim_device_params *p, 
         sp.pick_user = &x;
         sp.on_upload = op_upload;
         sp.upload_user = &x;
-        pk_sync_model_ops ops = {op_grad, op_apply, op_reset, op_hash, &x, p->cfg.trainable};
+        pk_sync_model_ops ops = {op_grad, fs_model_apply,  fs_model_reset, fs_model_hash,
+                                 &x,      p->cfg.trainable};
         st = pk_sync_round(s, &sp, &ops, rep, err, errlen);
         rep->http.wire_up += hs.wire_up;
         rep->http.wire_down += hs.wire_down;

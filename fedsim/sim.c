@@ -198,37 +198,18 @@ static pk_status obs_grad(void *u, uint64_t seed, pk_z_kind k, float e, float *g
     return PK_ERR_ARG; /* the observer never takes local steps */
 }
 
-static pk_status obs_apply(void *u, uint64_t seed, pk_z_kind kind, float lr, float coef)
-{
-    fs_sim *x = u;
-    pk_mezo_update(x->m, x->trainable, seed, kind, lr, coef, 0.0f);
-    return PK_OK;
-}
-
-static pk_status obs_reset(void *u)
-{
-    fs_sim *x = u;
-    return pk_model_restore_base(x->m);
-}
-
-static pk_status obs_hash(void *u, char hex[65])
-{
-    fs_sim *x = u;
-    return pk_weights_hash(x->m, hex);
-}
-
 static pk_status observer_open(fs_sim *x, char hash[65])
 {
     pk_train_config cfg = x->p->cfg;
     pk_status st =
-        pk_model_load(x->p->model_dir, pk_model_default_params(), &x->m, x->err, x->errlen);
+        pk_model_load(x->p->model_dir, pk_model_default_params(), &x->fm.m, x->err, x->errlen);
     if (st == PK_OK)
-        st = pk_mezo_trainable(x->m, cfg.trainable, &x->trainable, x->err, x->errlen);
+        st = pk_mezo_trainable(x->fm.m, cfg.trainable, &x->fm.trainable, x->err, x->errlen);
     if (st == PK_OK)
-        st = pk_weights_hash(x->m, hash);
+        st = pk_weights_hash(x->fm.m, hash);
     if (st == PK_OK)
-        st = pk_objective_from_store(x->obs, "eval", x->m, x->p->model_dir, &cfg, &x->eval, x->err,
-                                     x->errlen);
+        st = pk_objective_from_store(x->obs, "eval", x->fm.m, x->p->model_dir, &cfg, &x->eval,
+                                     x->err, x->errlen);
     return st;
 }
 
@@ -236,7 +217,7 @@ static pk_status evaluate(fs_sim *x, pk_fedsim_round *r)
 {
     double t0 = pk_time_now();
     pk_status st =
-        pk_objective_eval(x->eval, x->m, (size_t)x->p->cfg.batch, &r->loss, &r->accuracy);
+        pk_objective_eval(x->eval, x->fm.m, (size_t)x->p->cfg.batch, &r->loss, &r->accuracy);
     if (st != PK_OK)
         pk_seterr(x->err, x->errlen, "eval of the global model: %s", pk_status_str(st));
     r->eval_seconds = pk_time_now() - t0;
@@ -251,7 +232,8 @@ static pk_status observe(fs_sim *x, pk_fedsim_round *r)
     sp.server = x->url;
     sp.upload = 0;
     sp.wait_s = 0.0;
-    pk_sync_model_ops ops = {obs_grad, obs_apply, obs_reset, obs_hash, x, x->p->cfg.trainable};
+    pk_sync_model_ops ops = {obs_grad, fs_model_apply,     fs_model_reset, fs_model_hash,
+                             x,        x->p->cfg.trainable};
     pk_sync_report rep;
     char serr[512] = "";
     pk_status st = pk_sync_round(x->obs, &sp, &ops, &rep, serr, sizeof serr);
@@ -747,8 +729,8 @@ static void sim_free(fs_sim *x)
     kill_devices(x);
     pk_fedsim_coord_stop(x->coord);
     pk_objective_free(x->eval);
-    free(x->trainable);
-    pk_model_free(x->m);
+    free(x->fm.trainable);
+    pk_model_free(x->fm.m);
     pk_store_close(x->obs);
     if (!x->p->keep && x->homes[0])
         fs_remove_tree(x->homes);
