@@ -6,6 +6,9 @@
 #                                          without DP, against the centralized baseline
 #   sh scripts/fedsim.sh baselines BUILD OUT  the K = 4096 run with the centralized baseline at
 #                                          rates 1e-5, 3e-5, 5e-5, 1e-4 (one run each)
+#   sh scripts/fedsim.sh fzoo BUILD OUT    the same task with --estimator fzoo (7 perturbations,
+#                                          1 FZOO step a round: the same 640 evaluations),
+#                                          federated lr 2e-4 / 2e-3 / 1e-2, baselines 3e-3 / 1e-2 / 3e-2
 #   sh scripts/fedsim.sh scale BUILD OUT   200 devices x 10 rounds (lm objective), log check
 # BUILD is a cmake build directory (BUILD/cli/pocketllm); OUT receives one folder per run.
 set -eu
@@ -87,6 +90,28 @@ baselines)
         echo "baseline lr $lr: $(tail -n 1 "$out/bl-$lr.jsonl" | sed 's/.*"baseline":{"steps"/{"steps"/')"
     done
     ;;
+fzoo)
+    build=${2:?BUILD}; out=${3:?OUT}
+    gen_data "$out/data"
+    for cfg in "fz-k64-lr2e-4 --pool 64 --lr 2e-4" "fz-k64-lr2e-3 --pool 64 --lr 2e-3" \
+        "fz-k64-lr1e-2-bl3e-3 --pool 64 --lr 1e-2 --baseline --baseline-lr 3e-3" \
+        "fz-k64-lr1e-2-bl3e-2 --pool 64 --lr 1e-2 --baseline --baseline-lr 3e-2" \
+        "fz-k4096-lr1e-2-bl1e-2 --pool 4096 --lr 1e-2 --baseline --baseline-lr 1e-2"; do
+        name=${cfg%% *}; flags=${cfg#* }
+        # shellcheck disable=SC2086 # flags are words
+        "$build/cli/pocketllm" fedsim --model "$model" --data "$out/data/train.jsonl" \
+            --eval-data "$out/data/eval.jsonl" --objective classify \
+            --template '{text} The day was' --labels ' good, bad' --devices 8 \
+            --split dirichlet:0.5 --rounds 10 --local-steps 1 --estimator fzoo \
+            --perturbations 7 --batch 8 --seq-len 32 --eps 1e-3 --seed 11 --parallel 1 --json \
+            $flags --out "$out/$name" > "$out/$name.jsonl" 2> "$out/$name.err" &
+    done
+    wait
+    for name in fz-k64-lr2e-4 fz-k64-lr2e-3 fz-k64-lr1e-2-bl3e-3 fz-k64-lr1e-2-bl3e-2 \
+        fz-k4096-lr1e-2-bl1e-2; do
+        echo "$name: $(tail -n 1 "$out/$name.jsonl")"
+    done
+    ;;
 scale)
     build=${2:?BUILD}; out=${3:?OUT}
     gen_data "$out/data"
@@ -100,7 +125,7 @@ scale)
     grep -E "Elapsed|Maximum resident" "$out/scale200.time"
     ;;
 *)
-    sed -n 2,10p "$0" | sed 's/^# \{0,1\}//'
+    sed -n 2,13p "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
