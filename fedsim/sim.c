@@ -479,8 +479,8 @@ static double max_epsilon(const fs_sim *x)
 {
     double e = (double)NAN;
     for (int j = 0; j < x->n_dev; j++)
-        if (!isnan(x->dev_eps[j]))
-            e = isnan(e) ? x->dev_eps[j] : fmax(e, x->dev_eps[j]);
+        if (!isnan(x->dev_eps[j]) && (isnan(e) || x->dev_eps[j] > e)) /* no fmax reduction */
+            e = x->dev_eps[j];
     return e;
 }
 
