@@ -6,6 +6,7 @@
 #                                          without DP, against the centralized baseline
 #   sh scripts/fedsim.sh baselines BUILD OUT  the K = 4096 run with the centralized baseline at
 #                                          rates 1e-5, 3e-5, 5e-5, 1e-4 (one run each)
+#   sh scripts/fedsim.sh fedlr BUILD OUT   the federated runs (K = 64, 4096) at lr 1e-4 and 5e-4
 #   sh scripts/fedsim.sh fzoo BUILD OUT    the same task with --estimator fzoo (7 perturbations,
 #                                          1 FZOO step a round: the same 640 evaluations),
 #                                          federated lr 2e-4 / 2e-3 / 1e-2, baselines 3e-3 / 1e-2 / 3e-2
@@ -90,6 +91,25 @@ baselines)
         echo "baseline lr $lr: $(tail -n 1 "$out/bl-$lr.jsonl" | sed 's/.*"baseline":{"steps"/{"steps"/')"
     done
     ;;
+fedlr)
+    build=${2:?BUILD}; out=${3:?OUT}
+    gen_data "$out/data"
+    for cfg in "k64-lr1e-4 --pool 64 --lr 1e-4" "k64-lr5e-4 --pool 64 --lr 5e-4" \
+        "k4096-lr1e-4 --pool 4096 --lr 1e-4" "k4096-lr5e-4 --pool 4096 --lr 5e-4"; do
+        name=${cfg%% *}; flags=${cfg#* }
+        # shellcheck disable=SC2086 # flags are words
+        "$build/cli/pocketllm" fedsim --model "$model" --data "$out/data/train.jsonl" \
+            --eval-data "$out/data/eval.jsonl" --objective classify \
+            --template '{text} The day was' --labels ' good, bad' --devices 8 \
+            --split dirichlet:0.5 --rounds 10 --local-steps 4 --batch 8 --seq-len 32 \
+            --eps 1e-3 --seed 11 --parallel 1 --json $flags --out "$out/$name" \
+            > "$out/$name.jsonl" 2> "$out/$name.err" &
+    done
+    wait
+    for name in k64-lr1e-4 k64-lr5e-4 k4096-lr1e-4 k4096-lr5e-4; do
+        echo "$name: $(tail -n 1 "$out/$name.jsonl")"
+    done
+    ;;
 fzoo)
     build=${2:?BUILD}; out=${3:?OUT}
     gen_data "$out/data"
@@ -125,7 +145,7 @@ scale)
     grep -E "Elapsed|Maximum resident" "$out/scale200.time"
     ;;
 *)
-    sed -n 2,13p "$0" | sed 's/^# \{0,1\}//'
+    sed -n 2,14p "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
