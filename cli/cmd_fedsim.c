@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "passphrase.h"
 #include "progress.h"
+#include "sync_opts.h"
 
 #include "pk_crypto.h"
 #include "pk_fedsim.h"
@@ -24,6 +25,49 @@
 #define ERRLEN     1024
 #define MAX_POINTS 100001 /* rounds + 1 */
 
+/* The local steps' objective and shape, the same in `fedsim` and `fedsim device` (T has a
+ * pk_train_config p.cfg). */
+#define FEDSIM_LOCAL_STEP_OPTS(T)                                                                  \
+    {"--objective",          CLI_CHOICE, CLI_AT(T, p.cfg.objective), 0, 0,                         \
+     "lm|classify|accuracy", NULL,       "training objective"},                                    \
+        {"--template",                                                                             \
+         CLI_BUF,                                                                                  \
+         CLI_AT(T, p.cfg.template_),                                                               \
+         0,                                                                                        \
+         0,                                                                                        \
+         NULL,                                                                                     \
+         "TEXT",                                                                                   \
+         "classify: prompt template, e.g. '{text} It was'"},                                       \
+        {"--labels",                                                                               \
+         CLI_BUF,                                                                                  \
+         CLI_AT(T, p.cfg.labels),                                                                  \
+         0,                                                                                        \
+         0,                                                                                        \
+         NULL,                                                                                     \
+         "WORDS",                                                                                  \
+         "classify: comma-separated label words"},                                                 \
+        CLI_LOCAL_BATCH_OPTS(T, p.cfg.batch, p.cfg.seq_len),                                       \
+        {"--estimator",                                                                            \
+         CLI_CHOICE,                                                                               \
+         CLI_AT(T, p.cfg.mezo.estimator),                                                          \
+         0,                                                                                        \
+         0,                                                                                        \
+         "spsa|fzoo|hizoo",                                                                        \
+         NULL,                                                                                     \
+         "local steps' estimator: spsa, or fzoo (N local steps per step); hizoo is refused"},      \
+        {"--perturbations",                                                                        \
+         CLI_INT,                                                                                  \
+         CLI_AT(T, p.cfg.mezo.perturbations),                                                      \
+         2,                                                                                        \
+         4096,                                                                                     \
+         NULL,                                                                                     \
+         "N",                                                                                      \
+         "fzoo: one-sided perturbations per step"},                                                \
+    {                                                                                              \
+        "--trainable", CLI_BUF, CLI_AT(T, p.cfg.trainable), 0, 0, NULL, "SPEC",                    \
+            "all | bitfit | REGEX"                                                                 \
+    }
+
 /* ---- fedsim device ------------------------------------------------------------------------------
  */
 
@@ -31,35 +75,18 @@ typedef struct device_opts {
     cli_common c;
     pk_fedsim_device_params p;
     const char *server, *model, *dataset, *record;
-    double dp_clip, dp_noise;
 } device_opts;
 
 #define T device_opts
 static const cli_option device_table[] = {
-    {"--server", CLI_STR, CLI_AT(T, server), 0, 0, NULL, "URL", "the coordinator (required)"},
-    {"--model", CLI_STR, CLI_AT(T, model), 0, 0, NULL, "DIR", "the task's base model (required)"},
+    CLI_SYNC_SERVER_MODEL_OPTS(T, server, model),
     {"--dataset", CLI_STR, CLI_AT(T, dataset), 0, 0, NULL, "NAME",
      "this device's local dataset (required)"},
     {"--seed", CLI_U64, CLI_AT(T, p.seed), 0, 0, NULL, "S",
      "pool picks and batches (0: random; a simulation gives each device its own)"},
-    {"--objective", CLI_CHOICE, CLI_AT(T, p.cfg.objective), 0, 0, "lm|classify|accuracy", NULL,
-     "training objective"},
-    {"--template", CLI_BUF, CLI_AT(T, p.cfg.template_), 0, 0, NULL, "TEXT",
-     "classify: prompt template"},
-    {"--labels", CLI_BUF, CLI_AT(T, p.cfg.labels), 0, 0, NULL, "WORDS",
-     "classify: comma-separated label words"},
-    {"--batch", CLI_INT, CLI_AT(T, p.cfg.batch), 1, 1024, NULL, "B", "examples per local step"},
-    {"--seq-len", CLI_INT, CLI_AT(T, p.cfg.seq_len), 2, 1 << 20, NULL, "T", "tokens per example"},
-    {"--trainable", CLI_BUF, CLI_AT(T, p.cfg.trainable), 0, 0, NULL, "SPEC",
-     "all | bitfit | REGEX"},
-    {"--dp-clip", CLI_FLOAT, CLI_AT(T, dp_clip), 0, 1e30, NULL, "C",
-     "clip each step's g (0: the task's setting)"},
-    {"--dp-noise", CLI_FLOAT, CLI_AT(T, dp_noise), 0, 1e6, NULL, "SIGMA",
-     "noise multiple of the clip (0: the task's setting)"},
-    {"--dp-delta", CLI_FLOAT, CLI_AT(T, p.sync.dp_delta), 1e-300, 0.5, NULL, "D",
-     "delta of the reported epsilon"},
-    {"--wait", CLI_FLOAT, CLI_AT(T, p.sync.wait_s), 0, 86400, NULL, "SECONDS",
-     "wait this long for the round to close (0: return after the upload)"},
+    FEDSIM_LOCAL_STEP_OPTS(T),
+    CLI_SYNC_DP_OPTS(T, p.sync.dp_clip, p.sync.dp_noise, p.sync.dp_delta),
+    CLI_SYNC_WAIT_OPT(T, p.sync.wait_s),
     {"--straggle", CLI_FLOAT, CLI_AT(T, p.straggle_s), 0, 86400, NULL, "SECONDS",
      "sleep this long first (an injected straggler)"},
     {"--record", CLI_STR, CLI_AT(T, record), 0, 0, NULL, "FILE",
@@ -68,7 +95,7 @@ static const cli_option device_table[] = {
     CLI_JSON_OPT(T),
     CLI_QUIET_OPT(T),
     CLI_STORE_OPTS(T),
-    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+    CLI_END,
 };
 #undef T
 
@@ -84,30 +111,14 @@ static const cli_command device_cmd = {
     0,
     NULL};
 
-static int device_json(const pk_sync_report *r, double secs)
+/* hizoo cannot ride on the protocol: refused with the reason, before anything starts. */
+static int estimator_check(const char *cmd, pk_estimator e)
 {
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "device_id", r->device_id);
-    cJSON_AddNumberToObject(j, "round", (double)r->round);
-    cJSON_AddBoolToObject(j, "uploaded", r->uploaded);
-    cJSON_AddNumberToObject(j, "steps", (double)r->steps);
-    cJSON_AddNumberToObject(j, "pairs", (double)r->pairs);
-    cJSON_AddNumberToObject(j, "examples", (double)r->examples);
-    cJSON_AddBoolToObject(j, "round_closed", r->round_closed);
-    cJSON_AddNumberToObject(j, "log_version", (double)r->log_version);
-    cJSON_AddStringToObject(j, "model_hash", r->model_hash);
-    cJSON_AddBoolToObject(j, "dp", r->dp);
-    if (r->delta > 0) {
-        cli_json_add_finite(j, "epsilon", r->epsilon);
-        cJSON_AddNumberToObject(j, "delta", r->delta);
-    }
-    cJSON_AddNumberToObject(j, "upload_body_bytes", (double)r->upload_body_bytes);
-    cJSON_AddNumberToObject(j, "bytes_up", (double)r->http.wire_up);
-    cJSON_AddNumberToObject(j, "bytes_down", (double)r->http.wire_down);
-    cJSON_AddNumberToObject(j, "requests", (double)r->http.requests);
-    cJSON_AddNumberToObject(j, "attempts", (double)r->http.attempts);
-    cJSON_AddNumberToObject(j, "seconds", secs);
-    return cli_json_print(j);
+    const char *why = NULL;
+    if (pk_fedsim_estimator_carried(e, &why))
+        return 0;
+    cli_error(cmd, "--estimator %s: %s", pk_estimator_name(e), why);
+    return CLI_USAGE;
 }
 
 static int device_check(const device_opts *o)
@@ -120,11 +131,11 @@ static int device_check(const device_opts *o)
         cli_error(o->c.cmd, "%s is required (see pocketllm fedsim device --help)", miss);
         return CLI_USAGE;
     }
-    if (o->dp_noise > 0 && !(o->dp_clip > 0)) {
+    if (o->p.sync.dp_noise > 0 && !(o->p.sync.dp_clip > 0)) {
         cli_error(o->c.cmd, "--dp-noise needs --dp-clip (the noise is SIGMA times the clip)");
         return CLI_USAGE;
     }
-    return 0;
+    return estimator_check(o->c.cmd, o->p.cfg.mezo.estimator);
 }
 
 static int cmd_fedsim_device(int argc, char **argv)
@@ -135,19 +146,10 @@ static int cmd_fedsim_device(int argc, char **argv)
         return rc < 0 ? CLI_OK : rc;
     if ((rc = device_check(&o)) != 0)
         return rc;
-    cli_apply_threads(&o.c);
-    if (cli_http_init(o.c.cmd) != 0)
-        return CLI_ERR;
-    if (pk_crypto_global_init() != PK_OK) {
-        cli_error(o.c.cmd, "cannot initialise libsodium");
-        return CLI_ERR;
-    }
     pk_store *s = NULL;
-    if (cli_open_store(&o.c, &s) != 0)
+    if (cli_sync_open(&o.c, &s) != 0)
         return CLI_ERR;
     o.p.sync.server = o.server;
-    o.p.sync.dp_clip = o.dp_clip;
-    o.p.sync.dp_noise = o.dp_noise;
     o.p.model_dir = o.model;
     o.p.dataset = o.dataset;
     o.p.record_path = o.record;
@@ -161,7 +163,7 @@ static int cmd_fedsim_device(int argc, char **argv)
         return st == PK_ERR_INTERRUPTED ? CLI_INTERRUPTED : CLI_ERR;
     }
     if (o.c.json)
-        return device_json(&rep, pk_time_now() - t0);
+        return cli_sync_report_json(&rep, pk_time_now() - t0);
     if (!o.c.quiet)
         printf("device %s: round %lld %s, %lld local steps, %lld pairs, %llu bytes up, %llu down\n",
                rep.device_id, (long long)rep.round, rep.uploaded ? "uploaded" : "no upload",
@@ -175,8 +177,7 @@ static int cmd_fedsim_device(int argc, char **argv)
 typedef struct fedsim_opts {
     cli_common c;
     pk_fedsim_params p;
-    const char *dataset, *split, *server;
-    int estimator;
+    const char *dataset, *split, *server, *baseline_lr;
 } fedsim_opts;
 
 #define T fedsim_opts
@@ -219,24 +220,15 @@ static const cli_option fedsim_table[] = {
      "use this coordinator (its task decides lr, eps, steps, quorum) instead of starting one"},
     {"--faults", CLI_STR, CLI_AT(T, p.faults), 0, 0, NULL, "SPEC",
      "the started coordinator's fault injection (docs/PROTOCOL.md 10)"},
-    {"--objective", CLI_CHOICE, CLI_AT(T, p.cfg.objective), 0, 0, "lm|classify|accuracy", NULL,
-     "training objective"},
-    {"--template", CLI_BUF, CLI_AT(T, p.cfg.template_), 0, 0, NULL, "TEXT",
-     "classify: prompt template, e.g. '{text} It was'"},
-    {"--labels", CLI_BUF, CLI_AT(T, p.cfg.labels), 0, 0, NULL, "WORDS",
-     "classify: comma-separated label words"},
+    FEDSIM_LOCAL_STEP_OPTS(T),
     {"--lr", CLI_FLOAT, CLI_AT(T, p.cfg.mezo.lr), 0, 100, NULL, "F", "learning rate"},
     {"--eps", CLI_FLOAT, CLI_AT(T, p.cfg.mezo.eps), 1e-8, 10, NULL, "F", "perturbation scale"},
-    {"--batch", CLI_INT, CLI_AT(T, p.cfg.batch), 1, 1024, NULL, "B", "examples per local step"},
-    {"--seq-len", CLI_INT, CLI_AT(T, p.cfg.seq_len), 2, 1 << 20, NULL, "T", "tokens per example"},
-    {"--trainable", CLI_BUF, CLI_AT(T, p.cfg.trainable), 0, 0, NULL, "SPEC",
-     "all | bitfit | REGEX"},
     {"--z", CLI_CHOICE, CLI_AT(T, p.cfg.mezo.z), 0, 0, "gaussian|rademacher", NULL,
      "perturbation distribution"},
-    {"--estimator", CLI_CHOICE, CLI_AT(T, estimator), 0, 0, "spsa", NULL,
-     "gradient estimator of the local steps (the sync round's two-point SPSA)"},
     {"--baseline", CLI_FLAG, CLI_AT(T, p.baseline), 0, 0, NULL, NULL,
-     "also one centralized MeZO run on the union with as many steps"},
+     "also one centralized MeZO run on the union with as many loss evaluations"},
+    {"--baseline-lr", CLI_STR, CLI_AT(T, baseline_lr), 0, 0, NULL, "F|auto",
+     "the baseline's rate (auto: train --lr auto's search, paid from its budget; default: --lr)"},
     {"--round-timeout", CLI_FLOAT, CLI_AT(T, p.round_timeout_s), 1, 86400, NULL, "SECONDS",
      "a round that has not closed after this long fails"},
     {"--keep", CLI_FLAG, CLI_AT(T, p.keep), 0, 0, NULL, NULL, "keep the device homes"},
@@ -246,7 +238,7 @@ static const cli_option fedsim_table[] = {
     CLI_JSON_OPT(T),
     CLI_QUIET_OPT(T),
     CLI_STORE_OPTS(T),
-    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+    CLI_END,
 };
 #undef T
 
@@ -416,6 +408,9 @@ static cJSON *summary_json(const fs_out *w, const pk_fedsim_summary *s)
     cJSON_AddNumberToObject(j, "lr", (double)s->lr);
     cJSON_AddNumberToObject(j, "eps", (double)s->eps);
     cJSON_AddStringToObject(j, "objective", pk_objective_name(p->cfg.objective));
+    cJSON_AddStringToObject(j, "estimator", pk_estimator_name(p->cfg.mezo.estimator));
+    if (p->cfg.mezo.estimator == PK_EST_FZOO)
+        cJSON_AddNumberToObject(j, "perturbations", p->cfg.mezo.perturbations);
     cJSON_AddNumberToObject(j, "examples", (double)s->examples);
     cJSON_AddNumberToObject(j, "eval_examples", (double)s->eval_examples);
     cJSON_AddNumberToObject(j, "min_device_examples", (double)s->min_device_examples);
@@ -440,6 +435,7 @@ static cJSON *summary_json(const fs_out *w, const pk_fedsim_summary *s)
     if (p->dp_clip > 0)
         cJSON_AddNumberToObject(j, "delta", p->dp_delta);
     cJSON_AddNumberToObject(j, "device_steps", (double)s->device_steps);
+    cJSON_AddNumberToObject(j, "device_evaluations", (double)s->device_evaluations);
     cJSON *c = cJSON_AddObjectToObject(j, "log_check");
     cJSON_AddBoolToObject(c, "ok", s->check.entries == s->rounds_done && !s->check.mismatches);
     cJSON_AddNumberToObject(c, "entries", (double)s->check.entries);
@@ -449,6 +445,20 @@ static cJSON *summary_json(const fs_out *w, const pk_fedsim_summary *s)
     if (s->baseline) {
         cJSON *b = cJSON_AddObjectToObject(j, "baseline");
         cJSON_AddNumberToObject(b, "steps", (double)s->baseline_steps);
+        cJSON_AddNumberToObject(b, "lr", (double)s->baseline_lr);
+        cJSON_AddBoolToObject(b, "lr_auto", p->baseline_lr_auto);
+        cJSON_AddNumberToObject(b, "evaluations", (double)s->baseline_evaluations);
+        cJSON_AddNumberToObject(b, "search_evaluations", (double)s->baseline_search_evaluations);
+        if (s->baseline_search.n > 0) {
+            cJSON *ls = cJSON_AddArrayToObject(b, "lr_search"); /* [rate, held-back loss] */
+            for (int i = 0; i < s->baseline_search.n; i++) {
+                cJSON *pt = cJSON_CreateArray();
+                cJSON_AddItemToArray(pt, cJSON_CreateNumber((double)s->baseline_search.lr[i]));
+                double l = s->baseline_search.loss[i];
+                cJSON_AddItemToArray(pt, isfinite(l) ? cJSON_CreateNumber(l) : cJSON_CreateNull());
+                cJSON_AddItemToArray(ls, pt);
+            }
+        }
         cli_json_add_finite(b, "loss", s->baseline_loss);
         if (w->classify)
             cli_json_add_finite(b, "accuracy", s->baseline_accuracy);
@@ -576,6 +586,23 @@ static int fedsim_check(fedsim_opts *o)
         cli_error(cmd, "--dp-noise needs --dp-clip (the noise is SIGMA times the clip)");
         return CLI_USAGE;
     }
+    if (o->baseline_lr && !strcmp(o->baseline_lr, "auto")) {
+        o->p.baseline_lr_auto = 1;
+    } else if (o->baseline_lr) {
+        char *end = NULL;
+        double v = strtod(o->baseline_lr, &end);
+        if (end == o->baseline_lr || *end || !(v > 0.0 && v <= 100.0)) {
+            cli_error(cmd, "--baseline-lr %s: want a rate in (0, 100] or auto", o->baseline_lr);
+            return CLI_USAGE;
+        }
+        o->p.baseline_lr = (float)v;
+    }
+    if (o->baseline_lr && !o->p.baseline) {
+        cli_error(cmd, "--baseline-lr needs --baseline");
+        return CLI_USAGE;
+    }
+    if (estimator_check(cmd, o->p.cfg.mezo.estimator) != 0)
+        return CLI_USAGE;
     char err[ERRLEN] = "";
     if (pk_fedsim_split_parse(o->split, &o->p.split, err, sizeof err) != PK_OK) {
         cli_error(cmd, "--split: %s", err);

@@ -3,6 +3,7 @@
  * of pk_sync_mezo_open. */
 #include "cli.h"
 #include "passphrase.h"
+#include "sync_opts.h"
 
 #include "pk_crypto.h"
 #include "pk_model.h"
@@ -31,23 +32,14 @@ typedef struct sync_opts {
 
 #define T sync_opts
 static const cli_option sync_table[] = {
-    {"--server", CLI_STR, CLI_AT(T, p.server), 0, 0, NULL, "URL",
-     "the coordinator: http(s)://HOST[:PORT] (required)"},
-    {"--model", CLI_STR, CLI_AT(T, model), 0, 0, NULL, "DIR", "the task's base model (required)"},
+    CLI_SYNC_SERVER_MODEL_OPTS(T, p.server, model),
     {"--dataset", CLI_STR, CLI_AT(T, dataset), 0, 0, NULL, "NAME",
      "the local steps' dataset (required unless --catch-up)"},
     {"--task", CLI_STR, CLI_AT(T, p.task_id), 0, 0, NULL, "ID",
      "the task to expect (default: whatever task the coordinator runs)"},
-    {"--dp-clip", CLI_FLOAT, CLI_AT(T, p.dp_clip), 0, 1e30, NULL, "C",
-     "clip each step's g to [-C, C] (0: the task's setting)"},
-    {"--dp-noise", CLI_FLOAT, CLI_AT(T, p.dp_noise), 0, 1e6, NULL, "SIGMA",
-     "N(0, (SIGMA C)^2) noise on each uploaded g (needs --dp-clip; 0: the task's)"},
-    {"--dp-delta", CLI_FLOAT, CLI_AT(T, p.dp_delta), 1e-300, 0.5, NULL, "D",
-     "delta of the (epsilon, delta) spent that is printed"},
-    {"--wait", CLI_FLOAT, CLI_AT(T, p.wait_s), 0, 86400, NULL, "SECONDS",
-     "wait this long for the round to close"},
-    {"--batch", CLI_INT, CLI_AT(T, batch), 1, 1024, NULL, "B", "examples per local step"},
-    {"--seq-len", CLI_INT, CLI_AT(T, seq_len), 2, 1 << 20, NULL, "T", "tokens per example"},
+    CLI_SYNC_DP_OPTS(T, p.dp_clip, p.dp_noise, p.dp_delta),
+    CLI_SYNC_WAIT_OPT(T, p.wait_s),
+    CLI_LOCAL_BATCH_OPTS(T, batch, seq_len),
     {"--trainable", CLI_STR, CLI_AT(T, trainable), 0, 0, NULL, "SPEC",
      "all | bitfit | REGEX on tensor names"},
     {"--catch-up", CLI_FLAG, CLI_AT(T, catch_up), 0, 0, NULL, NULL,
@@ -81,37 +73,6 @@ static const cli_command sync_cmd = {
     "  pocketllm sync --server http://127.0.0.1:8080 --model stories260k --dataset notes\n"
     "  pocketllm sync --server http://127.0.0.1:8080 --model stories260k --dataset notes \\\n"
     "                 --dp-clip 1 --dp-noise 1.1"};
-
-static int report_json(const pk_sync_report *r, double secs)
-{
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "device_id", r->device_id);
-    cJSON_AddStringToObject(j, "task_id", r->task_id);
-    cJSON_AddNumberToObject(j, "round", (double)r->round);
-    cJSON_AddBoolToObject(j, "uploaded", r->uploaded);
-    cJSON_AddNumberToObject(j, "flushed", r->flushed);
-    cJSON_AddNumberToObject(j, "steps", (double)r->steps);
-    cJSON_AddNumberToObject(j, "pairs", (double)r->pairs);
-    cJSON_AddNumberToObject(j, "examples", (double)r->examples);
-    cJSON_AddBoolToObject(j, "round_closed", r->round_closed);
-    cJSON_AddNumberToObject(j, "log_version", (double)r->log_version);
-    cJSON_AddStringToObject(j, "log_head", r->log_head);
-    cJSON_AddStringToObject(j, "model_hash", r->model_hash);
-    cJSON_AddBoolToObject(j, "dp", r->dp);
-    if (r->delta > 0) {
-        cli_json_add_finite(j, "epsilon", r->epsilon); /* clipping without noise: null */
-        cJSON_AddNumberToObject(j, "delta", r->delta);
-    }
-    cJSON_AddNumberToObject(j, "upload_body_bytes", (double)r->upload_body_bytes);
-    cJSON_AddNumberToObject(j, "bytes_up", (double)r->http.wire_up);
-    cJSON_AddNumberToObject(j, "bytes_down", (double)r->http.wire_down);
-    cJSON_AddNumberToObject(j, "body_bytes_up", (double)r->http.body_up);
-    cJSON_AddNumberToObject(j, "body_bytes_down", (double)r->http.body_down);
-    cJSON_AddNumberToObject(j, "requests", (double)r->http.requests);
-    cJSON_AddNumberToObject(j, "attempts", (double)r->http.attempts);
-    cJSON_AddNumberToObject(j, "seconds", secs);
-    return cli_json_print(j);
-}
 
 static void report_text(const pk_sync_report *r, double secs)
 {
@@ -222,7 +183,7 @@ static int sync_run(const sync_opts *o, pk_store *s, pk_sync_mezo *mz)
     }
     int rc = CLI_OK;
     if (o->c.json)
-        rc = report_json(&rep, pk_time_now() - t0);
+        rc = cli_sync_report_json(&rep, pk_time_now() - t0);
     else if (!o->c.quiet)
         report_text(&rep, pk_time_now() - t0);
     if (o->out) {
@@ -246,15 +207,8 @@ int cmd_sync(int argc, char **argv)
     rc = sync_check(&o);
     if (rc != 0)
         return rc;
-    cli_apply_threads(&o.c);
-    if (cli_http_init(o.c.cmd) != 0)
-        return CLI_ERR;
-    if (pk_crypto_global_init() != PK_OK) {
-        cli_error(o.c.cmd, "cannot initialise libsodium");
-        return CLI_ERR;
-    }
     pk_store *s = NULL;
-    if (cli_open_store(&o.c, &s) != 0)
+    if (cli_sync_open(&o.c, &s) != 0)
         return CLI_ERR;
     char err[ERRLEN] = "";
     pk_sync_mezo *mz = NULL;

@@ -1,12 +1,14 @@
 /* demo_fed.c: `pocketllm demo --federated`, one federated round on this machine: it starts the
- * coordinator (pocketllm-server-mock) as a child process, runs two simulated devices through
- * pk_sync_round (pk_net.h) and reports what crossed the wire. The round's protocol and the
- * devices' MeZO steps are net/'s and train/'s. */
+ * coordinator (pocketllm-server-mock) as a child process (fedsim/'s pk_fedsim_coord_start, with
+ * the request bodies captured), runs two simulated devices through pk_sync_round (pk_net.h) and
+ * reports what crossed the wire. The round's protocol and the devices' MeZO steps are net/'s
+ * and train/'s. */
 #include "cli.h"
 #include "demo.h"
 #include "passphrase.h"
 
 #include "pk_crypto.h"
+#include "pk_fedsim.h"
 #include "pk_net.h"
 #include "pk_tokenizer.h"
 #include "pk_train.h"
@@ -15,19 +17,11 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#ifdef __linux__
-#include <sys/prctl.h>
-#endif
-#include <time.h>
 #include <unistd.h>
 
 #define ERRLEN 1024
@@ -38,23 +32,21 @@
  * half of the Pip notes, running pk_sync_round in this process one after the other. The round
  * closes at quorum 2: device A uploads and leaves it open, device B uploads (the round closes)
  * and replays the global log, then A catches up. Both must end with the same weights. The
- * coordinator is exec'd right after fork: libgomp is not fork-safe, so no model code ever runs
- * in a child. Its files live in HOME/federated and go away with the demo home unless --keep. */
+ * coordinator runs in its own process group and dies with the demo (pk_fedsim.h); its files
+ * live in HOME/federated and go away with the demo home unless --keep. */
 
 #define FED_TASK        "pocketllm-demo"
 #define FED_POOL_SIZE   4096
 #define FED_LOCAL_STEPS 20   /* MeZO steps per device (fewer if --steps is smaller) */
 #define FED_DEADLINE_S  600  /* long enough that the round closes at quorum, never by time */
 #define FED_WAIT_S      60.0 /* device B waits this long for the round to close */
-#define FED_START_S     30.0 /* the coordinator must print its address within this */
 #define FED_SERVER      "pocketllm-server-mock"
 #define FED_MIN_LINE    16 /* note lines shorter than this are not searched for in bodies */
 
 typedef struct fed_coord {
-    pid_t pid;
-    int out_fd; /* read end of its stdout, kept open so a later write never hits a closed pipe */
-    int port;
-    char bin[1100], dir[400], url[64];
+    pk_fedsim_coord *h; /* running, or NULL */
+    const char *url;    /* view of h's URL */
+    char bin[1100], dir[400];
 } fed_coord;
 
 typedef struct fed_device {
@@ -121,182 +113,27 @@ static cJSON *fed_task_json(const demo_state *d, int64_t steps)
     return t;
 }
 
-static int fed_write_task(const demo_state *d, const fed_coord *c, int64_t steps)
+/* Starts the coordinator with the task and --capture HOME/federated/capture (every request
+ * body, which fed_check_capture searches for note text). */
+static int fed_coord_start(const demo_state *d, fed_coord *c, int64_t steps)
 {
-    char path[500];
-    snprintf(path, sizeof path, "%s/task.json", c->dir);
+    char cap[500], err[ERRLEN] = "";
     cJSON *t = fed_task_json(d, steps);
     char *text = t ? cJSON_PrintUnformatted(t) : NULL;
     cJSON_Delete(t);
-    int oom = text == NULL;
-    FILE *f = text ? fopen(path, "w") : NULL;
-    int ok = f != NULL && fprintf(f, "%s\n", text) > 0;
-    if (f)
-        ok = fclose(f) == 0 && ok;
-    cJSON_free(text);
-    if (!ok)
-        cli_error("demo", "cannot write the coordinator's task %s: %s", path,
-                  oom ? "out of memory" : strerror(errno));
-    return ok ? CLI_OK : CLI_ERR;
-}
-
-/* Reads one line from fd within timeout_s: 1 a line, 0 end of file, -1 timeout or error. */
-static int fed_read_line(int fd, char *buf, size_t n, double timeout_s)
-{
-    size_t len = 0;
-    double t_end = pk_time_now() + timeout_s;
-    buf[0] = '\0';
-    while (len + 1 < n) {
-        int ms = (int)((t_end - pk_time_now()) * 1000.0);
-        if (ms <= 0 || pk_interrupted())
-            return -1;
-        struct pollfd pfd = {fd, POLLIN, 0};
-        int r = poll(&pfd, 1, ms);
-        if (r <= 0)
-            continue; /* EINTR or not yet: the deadline check above decides */
-        ssize_t k = read(fd, buf + len, 1);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            break;
-        if (buf[len] == '\n') {
-            buf[len] = '\0';
-            return 1;
-        }
-        buf[++len] = '\0';
+    if (!text) {
+        cli_error("demo", "cannot build the coordinator's task: out of memory");
+        return CLI_ERR;
     }
-    return 0;
-}
-
-/* Signals the coordinator's process group (itself and anything it started), else itself. */
-static void fed_coord_signal(const fed_coord *c, int sig)
-{
-    if (kill(-c->pid, sig) != 0)
-        kill(c->pid, sig);
-}
-
-/* Ends the coordinator: SIGTERM, then SIGKILL if it has not exited after 10 s. */
-static void fed_coord_stop(fed_coord *c)
-{
-    if (c->pid > 0) {
-        fed_coord_signal(c, SIGTERM);
-        pid_t r = 0;
-        for (int i = 0; i < 1000 && r == 0; i++) {
-            r = waitpid(c->pid, NULL, WNOHANG);
-            if (r < 0 && errno == EINTR)
-                r = 0;
-            if (r == 0) {
-                struct timespec ts = {0, 10 * 1000 * 1000};
-                nanosleep(&ts, NULL);
-            }
-        }
-        if (r == 0) {
-            fed_coord_signal(c, SIGKILL);
-            while (waitpid(c->pid, NULL, 0) < 0 && errno == EINTR)
-                ;
-        }
-        c->pid = 0;
-    }
-    if (c->out_fd >= 0)
-        close(c->out_fd);
-    c->out_fd = -1;
-}
-
-/* The last line of the coordinator's stderr log, for error messages. */
-static void fed_log_tail(const fed_coord *c, char *out, size_t n)
-{
-    char path[500], line[512];
-    snprintf(path, sizeof path, "%s/server.log", c->dir);
-    out[0] = '\0';
-    FILE *f = fopen(path, "r");
-    while (f && fgets(line, sizeof line, f))
-        if (line[0] != '\n')
-            snprintf(out, n, "%s", line);
-    if (f)
-        fclose(f);
-    out[strcspn(out, "\n")] = '\0';
-}
-
-/* fork + exec right away (the child calls only async-signal-safe functions). The coordinator
- * gets its own process group, so a Ctrl-C in the terminal reaches the demo only and the demo
- * stops it; on Linux it also dies with the demo (PR_SET_PDEATHSIG) if the demo is killed. */
-static int fed_coord_spawn(fed_coord *c)
-{
-    char db[500], task[500], cap[500], log[500];
-    snprintf(db, sizeof db, "%s/coord.db", c->dir);
-    snprintf(task, sizeof task, "%s/task.json", c->dir);
     snprintf(cap, sizeof cap, "%s/capture", c->dir);
-    snprintf(log, sizeof log, "%s/server.log", c->dir);
-    const char *argv[] = {c->bin,      "--db",   db,  "--task",    task, "--host",
-                          "127.0.0.1", "--port", "0", "--capture", cap,  NULL};
-    int fds[2] = {-1, -1};
-    int logfd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (mkdir(cap, 0700) != 0 || logfd < 0 || pipe(fds) != 0) {
-        cli_error("demo", "cannot prepare the coordinator's files in %s: %s", c->dir,
-                  strerror(errno));
-        if (logfd >= 0)
-            close(logfd);
-        return CLI_ERR;
-    }
-    pid_t parent = getpid();
-    fflush(stdout);
-    c->pid = fork();
-    if (c->pid == 0) {
-        setpgid(0, 0);
-#ifdef __linux__
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != parent)
-            _exit(127);
-#endif
-        if (dup2(fds[1], 1) < 0 || dup2(logfd, 2) < 0)
-            _exit(127);
-        close(fds[0]);
-        close(fds[1]);
-        execv(c->bin, (char *const *)(uintptr_t)argv);
-        _exit(127);
-    }
-    (void)parent;
-    int fork_errno = errno;
-    if (c->pid > 0)
-        setpgid(c->pid, c->pid); /* also here, so fed_coord_stop can signal the group at once */
-    close(fds[1]);
-    close(logfd);
-    c->out_fd = fds[0];
-    if (c->pid < 0) {
-        c->pid = 0;
-        cli_error("demo", "cannot start the coordinator: fork: %s", strerror(fork_errno));
-        return CLI_ERR;
-    }
-    return CLI_OK;
-}
-
-/* Starts the coordinator and reads its first stdout line "listening on HOST:PORT". */
-static int fed_coord_start(fed_coord *c)
-{
-    int rc = fed_coord_spawn(c);
-    if (rc != CLI_OK)
-        return rc;
-    char line[256], tail[512], why[320];
-    int got = fed_read_line(c->out_fd, line, sizeof line, FED_START_S);
-    const char *colon = got == 1 && !strncmp(line, "listening on ", 13) ? strrchr(line, ':') : NULL;
-    c->port = colon ? atoi(colon + 1) : 0;
-    if (c->port > 0 && c->port < 65536) {
-        snprintf(c->url, sizeof c->url, "http://127.0.0.1:%d", c->port);
-        return CLI_OK;
-    }
-    fed_coord_stop(c); /* reaps it too, so the log below is complete */
-    fed_log_tail(c, tail, sizeof tail);
-    if (pk_interrupted())
+    pk_status st = pk_fedsim_coord_start(c->bin, c->dir, text, NULL, cap, &c->h, err, sizeof err);
+    cJSON_free(text);
+    if (st == PK_ERR_INTERRUPTED)
         return CLI_INTERRUPTED;
-    if (got < 0)
-        snprintf(why, sizeof why, "no address within %.0f s", FED_START_S);
-    else if (got > 0)
-        snprintf(why, sizeof why, "its first line was \"%.200s\"", line);
-    else
-        snprintf(why, sizeof why, "it exited");
-    cli_error("demo", "the coordinator %s did not start (%s)%s%s", c->bin, why, tail[0] ? ": " : "",
-              tail);
-    return CLI_ERR;
+    if (st != PK_OK)
+        return cli_fail("demo", st, err);
+    c->url = pk_fedsim_coord_url(c->h);
+    return CLI_OK;
 }
 
 /* A device: a new encrypted home (the demo passphrase) with half of the training notes,
@@ -514,7 +351,6 @@ int demo_federated(demo_state *d)
     fed_device v[2];
     memset(&c, 0, sizeof c);
     memset(v, 0, sizeof v);
-    c.out_fd = -1;
     d->fed.loss = (double)NAN;
     int64_t steps = d->o.steps < FED_LOCAL_STEPS ? d->o.steps : FED_LOCAL_STEPS;
     demo_say(d, "\nFederated round: a local coordinator and two simulated devices\n");
@@ -533,9 +369,7 @@ int demo_federated(demo_state *d)
                  "(%.1f s)\n",
                  (long long)v[0].notes, (long long)v[1].notes, pk_time_now() - t0);
     if (rc == CLI_OK)
-        rc = fed_write_task(d, &c, steps);
-    if (rc == CLI_OK)
-        rc = fed_coord_start(&c);
+        rc = fed_coord_start(d, &c, steps);
     if (rc == CLI_OK)
         demo_say(d,
                  "      coordinator: %s on %s (task %s: a pool of %d seeds, %lld local steps, "
@@ -543,7 +377,8 @@ int demo_federated(demo_state *d)
                  FED_SERVER, c.url, FED_TASK, FED_POOL_SIZE, (long long)steps);
     if (rc == CLI_OK)
         rc = fed_round(d, &c, v, steps);
-    fed_coord_stop(&c); /* on every path; it has written all it received */
+    pk_fedsim_coord_stop(c.h); /* on every path; it has written all it received */
+    c.h = NULL;
     if (rc == CLI_INTERRUPTED)
         demo_say(d, "      interrupted; the coordinator was stopped\n");
     for (int i = 0; i < 2; i++)

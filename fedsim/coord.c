@@ -2,7 +2,7 @@
  * ephemeral loopback port, stop on every path. The child is exec'd right after fork (libgomp
  * is not fork-safe, so no model code runs in it), has its own process group and dies with its
  * parent (PR_SET_PDEATHSIG). What it serves is docs/PROTOCOL.md. */
-#include "pk_fedsim.h"
+#include "fedsim_impl.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -71,19 +71,27 @@ static int read_line(int fd, char *buf, size_t n, double timeout_s)
     return 0;
 }
 
-static pk_status spawn(pk_fedsim_coord *c, const char *bin, const char *faults, char *err,
-                       size_t errlen)
+static pk_status spawn(pk_fedsim_coord *c, const char *bin, const char *faults, const char *capture,
+                       char *err, size_t errlen)
 {
     char db[1100], task[1100], log[1100];
     snprintf(db, sizeof db, "%s/coord.db", c->dir);
     snprintf(task, sizeof task, "%s/task.json", c->dir);
     snprintf(log, sizeof log, "%s/server.log", c->dir);
-    const char *argv[] = {bin,         "--db",   db,  "--task",   task,   "--host",
-                          "127.0.0.1", "--port", "0", "--faults", faults, NULL};
-    if (!faults)
-        argv[9] = NULL;
+    const char *argv[16] = {bin, "--db", db, "--task", task, "--host", "127.0.0.1", "--port", "0"};
+    int argc = 9;
+    if (faults) {
+        argv[argc++] = "--faults";
+        argv[argc++] = faults;
+    }
+    if (capture) {
+        argv[argc++] = "--capture";
+        argv[argc++] = capture;
+    }
+    argv[argc] = NULL;
     int fds[2] = {-1, -1};
-    int logfd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int made = !capture || mkdir(capture, 0700) == 0 || errno == EEXIST;
+    int logfd = made ? open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
     if (logfd < 0 || pipe(fds) != 0) {
         pk_seterr(err, errlen, "cannot prepare the coordinator's files in %s: %s", c->dir,
                   strerror(errno));
@@ -123,20 +131,14 @@ static pk_status spawn(pk_fedsim_coord *c, const char *bin, const char *faults, 
 /* The last non-empty line of the coordinator's log. */
 static void log_tail(const char *dir, char *out, size_t n)
 {
-    char path[1100], line[512];
+    char path[1100];
     snprintf(path, sizeof path, "%s/server.log", dir);
-    out[0] = '\0';
-    FILE *f = fopen(path, "r");
-    while (f && fgets(line, sizeof line, f))
-        if (line[0] != '\n')
-            snprintf(out, n, "%s", line);
-    if (f)
-        fclose(f);
-    out[strcspn(out, "\n")] = '\0';
+    fs_last_line(path, out, n);
 }
 
 pk_status pk_fedsim_coord_start(const char *server_bin, const char *dir, const char *task_json,
-                                const char *faults, pk_fedsim_coord **out, char *err, size_t errlen)
+                                const char *faults, const char *capture, pk_fedsim_coord **out,
+                                char *err, size_t errlen)
 {
     char path[1100], line[256], tail[512];
     *out = NULL;
@@ -153,7 +155,7 @@ pk_status pk_fedsim_coord_start(const char *server_bin, const char *dir, const c
     }
     pk_status st = write_text(path, task_json, err, errlen);
     if (st == PK_OK)
-        st = spawn(c, server_bin, faults, err, errlen);
+        st = spawn(c, server_bin, faults, capture, err, errlen);
     if (st != PK_OK) {
         pk_fedsim_coord_stop(c);
         return st;

@@ -52,9 +52,21 @@ static inline void fs_shuffle(fs_rng *r, int32_t *v, size_t n)
 
 #include <sys/types.h>
 
+/* A model and its trainable mask behind pk_sync_model_ops' apply, reset and hash: the device's
+ * and the observer's are the same three calls (device.c). The first member of the struct a
+ * pk_sync_model_ops.user points to, so user may be read as an fs_model *. */
+typedef struct fs_model {
+    pk_model *m;
+    uint8_t *trainable; /* [n_tensors] */
+} fs_model;
+pk_status fs_model_apply(void *user, uint64_t seed, pk_z_kind kind, float lr, float coef);
+pk_status fs_model_reset(void *user);
+pk_status fs_model_hash(void *user, char hex[65]);
+
 /* The state of one pk_fedsim_run (sim.c: rounds, processes, eval, baseline; sim_data.c: the
  * homes and the data). */
 typedef struct fs_sim {
+    fs_model fm; /* the observer's model (base + global log) and mask; first: the ops' user */
     const pk_fedsim_params *p;
     const pk_fedsim_hooks *h;
     pk_fedsim_summary *sum;
@@ -66,8 +78,6 @@ typedef struct fs_sim {
     char coord_dir[1100]; /* OUT/coordinator */
     char model_abs[1024];
     pk_store *obs; /* the observer home: union, eval, the global model's catch-up */
-    pk_model *m;   /* the observer's model: base + global log */
-    uint8_t *trainable;
     pk_objective *eval;
     pk_fedsim_coord *coord;
     char url[256];
@@ -86,6 +96,8 @@ typedef struct fs_sim {
 /* sim_data.c */
 pk_status fs_setup_homes(fs_sim *x);
 void fs_remove_tree(const char *dir);
+/* The last non-empty line of the file at path (without its newline) into out[n]; "" if none. */
+void fs_last_line(const char *path, char *out, size_t n);
 void fs_note(fs_sim *x, const char *fmt, ...) PK_PRINTF(2, 3);
 
 /* Packed pairs (PROTOCOL 3): 6 bytes each, u16le k then f32le v. */

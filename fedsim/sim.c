@@ -67,11 +67,14 @@ static char *task_json(const fs_sim *x, const char *base_hash)
     cJSON_AddStringToObject(t, "base_model_hash", base_hash);
     cJSON_AddNumberToObject(t, "pool_size", p->pool);
     cJSON_AddStringToObject(t, "pool_seed", hex);
+    int fzoo = p->cfg.mezo.estimator == PK_EST_FZOO; /* FZOO's perturbations are Rademacher */
     cJSON_AddStringToObject(t, "z_kind",
-                            p->cfg.mezo.z == PK_Z_RADEMACHER ? "rademacher" : "gaussian");
+                            p->cfg.mezo.z == PK_Z_RADEMACHER || fzoo ? "rademacher" : "gaussian");
     cJSON_AddNumberToObject(t, "lr", (double)p->cfg.mezo.lr);
     cJSON_AddNumberToObject(t, "eps", (double)p->cfg.mezo.eps);
-    cJSON_AddNumberToObject(t, "local_steps", (double)p->local_steps);
+    /* a FZOO step is N local steps of the round (device.c) */
+    cJSON_AddNumberToObject(t, "local_steps",
+                            (double)(p->local_steps * (fzoo ? p->cfg.mezo.perturbations : 1)));
     cJSON_AddNumberToObject(t, "batch_size", p->cfg.batch);
     cJSON_AddStringToObject(t, "trainable", p->cfg.trainable);
     cJSON_AddNumberToObject(t, "quorum", (double)x->quorum);
@@ -175,7 +178,7 @@ static pk_status start_coordinator(fs_sim *x, const char *base_hash)
     char *task = task_json(x, base_hash);
     if (!task)
         return PK_ERR_NOMEM;
-    pk_status st = pk_fedsim_coord_start(x->p->server_bin, x->coord_dir, task, x->p->faults,
+    pk_status st = pk_fedsim_coord_start(x->p->server_bin, x->coord_dir, task, x->p->faults, NULL,
                                          &x->coord, x->err, x->errlen);
     cJSON_free(task);
     if (st != PK_OK)
@@ -195,37 +198,18 @@ static pk_status obs_grad(void *u, uint64_t seed, pk_z_kind k, float e, float *g
     return PK_ERR_ARG; /* the observer never takes local steps */
 }
 
-static pk_status obs_apply(void *u, uint64_t seed, pk_z_kind kind, float lr, float coef)
-{
-    fs_sim *x = u;
-    pk_mezo_update(x->m, x->trainable, seed, kind, lr, coef, 0.0f);
-    return PK_OK;
-}
-
-static pk_status obs_reset(void *u)
-{
-    fs_sim *x = u;
-    return pk_model_restore_base(x->m);
-}
-
-static pk_status obs_hash(void *u, char hex[65])
-{
-    fs_sim *x = u;
-    return pk_weights_hash(x->m, hex);
-}
-
 static pk_status observer_open(fs_sim *x, char hash[65])
 {
     pk_train_config cfg = x->p->cfg;
     pk_status st =
-        pk_model_load(x->p->model_dir, pk_model_default_params(), &x->m, x->err, x->errlen);
+        pk_model_load(x->p->model_dir, pk_model_default_params(), &x->fm.m, x->err, x->errlen);
     if (st == PK_OK)
-        st = pk_mezo_trainable(x->m, cfg.trainable, &x->trainable, x->err, x->errlen);
+        st = pk_mezo_trainable(x->fm.m, cfg.trainable, &x->fm.trainable, x->err, x->errlen);
     if (st == PK_OK)
-        st = pk_weights_hash(x->m, hash);
+        st = pk_weights_hash(x->fm.m, hash);
     if (st == PK_OK)
-        st = pk_objective_from_store(x->obs, "eval", x->m, x->p->model_dir, &cfg, &x->eval, x->err,
-                                     x->errlen);
+        st = pk_objective_from_store(x->obs, "eval", x->fm.m, x->p->model_dir, &cfg, &x->eval,
+                                     x->err, x->errlen);
     return st;
 }
 
@@ -233,7 +217,7 @@ static pk_status evaluate(fs_sim *x, pk_fedsim_round *r)
 {
     double t0 = pk_time_now();
     pk_status st =
-        pk_objective_eval(x->eval, x->m, (size_t)x->p->cfg.batch, &r->loss, &r->accuracy);
+        pk_objective_eval(x->eval, x->fm.m, (size_t)x->p->cfg.batch, &r->loss, &r->accuracy);
     if (st != PK_OK)
         pk_seterr(x->err, x->errlen, "eval of the global model: %s", pk_status_str(st));
     r->eval_seconds = pk_time_now() - t0;
@@ -248,7 +232,8 @@ static pk_status observe(fs_sim *x, pk_fedsim_round *r)
     sp.server = x->url;
     sp.upload = 0;
     sp.wait_s = 0.0;
-    pk_sync_model_ops ops = {obs_grad, obs_apply, obs_reset, obs_hash, x, x->p->cfg.trainable};
+    pk_sync_model_ops ops = {obs_grad, fs_model_apply,     fs_model_reset, fs_model_hash,
+                             x,        x->p->cfg.trainable};
     pk_sync_report rep;
     char serr[512] = "";
     pk_status st = pk_sync_round(x->obs, &sp, &ops, &rep, serr, sizeof serr);
@@ -304,6 +289,9 @@ static void device_argv(const fs_sim *x, int j, double straggle_s, argbuf *a)
     arg(a, "--batch=%d", p->cfg.batch);
     arg(a, "--seq-len=%d", p->cfg.seq_len);
     arg(a, "--trainable=%s", p->cfg.trainable);
+    arg(a, "--estimator=%s", pk_estimator_name(p->cfg.mezo.estimator));
+    if (p->cfg.mezo.estimator == PK_EST_FZOO)
+        arg(a, "--perturbations=%d", p->cfg.mezo.perturbations);
     arg(a, "--dp-delta=%.17g", p->dp_delta);
     arg(a, "--straggle=%.17g", straggle_s);
     arg(a, "--record=%s/records.jsonl", x->home[j]);
@@ -366,16 +354,9 @@ static void kill_devices(fs_sim *x)
 /* The last non-empty line of device j's log, for error messages. */
 static void device_log_tail(const fs_sim *x, int j, char *out, size_t n)
 {
-    char path[1200], line[400];
+    char path[1200];
     snprintf(path, sizeof path, "%s/device.log", x->home[j]);
-    out[0] = '\0';
-    FILE *f = fopen(path, "r");
-    while (f && fgets(line, sizeof line, f))
-        if (line[0] != '\n')
-            snprintf(out, n, "%s", line);
-    if (f)
-        fclose(f);
-    out[strcspn(out, "\n")] = '\0';
+    fs_last_line(path, out, n);
 }
 
 /* Reaps finished device processes: 1 if one failed (err set), 0 otherwise; *running updated. */
@@ -498,9 +479,19 @@ static double max_epsilon(const fs_sim *x)
 {
     double e = (double)NAN;
     for (int j = 0; j < x->n_dev; j++)
-        if (!isnan(x->dev_eps[j]))
-            e = isnan(e) ? x->dev_eps[j] : fmax(e, x->dev_eps[j]);
+        if (!isnan(x->dev_eps[j]) && (isnan(e) || x->dev_eps[j] > e)) /* no fmax reduction */
+            e = x->dev_eps[j];
     return e;
+}
+
+/* Loss evaluations of one round's local steps: 2 per two-point (spsa) step; N + 1 per FZOO
+ * step of N local steps. */
+static int64_t evaluations_per_round(const fs_sim *x)
+{
+    const pk_mezo_params *m = &x->p->cfg.mezo;
+    if (m->estimator == PK_EST_FZOO)
+        return x->quorum * (x->local_steps / m->perturbations) * (m->perturbations + 1);
+    return x->quorum * x->local_steps * 2;
 }
 
 /* Round r: pick M devices (seeded), the first M - D upload, some of them late; run them, wait
@@ -543,6 +534,7 @@ static pk_status one_round(fs_sim *x, int64_t r, pk_fedsim_round *out)
         out->total_bytes = x->total_bytes;
         out->epsilon = max_epsilon(x);
         x->sum->device_steps += (int64_t)Q * x->local_steps;
+        x->sum->device_evaluations += evaluations_per_round(x);
         st = observe(x, out);
     }
     free(order);
@@ -578,7 +570,9 @@ static pk_status check_log(fs_sim *x, int64_t first, int64_t last)
 
 typedef struct base_ctx {
     fs_sim *x;
-    double per_round; /* device steps one round takes */
+    double offset;    /* evaluations spent before the first step (the rate search) */
+    double per_step;  /* evaluations of one baseline step */
+    double per_round; /* evaluations of one federated round */
 } base_ctx;
 
 static void on_base_eval(void *user, int64_t step, double loss, double acc)
@@ -587,35 +581,86 @@ static void on_base_eval(void *user, int64_t step, double loss, double acc)
     b->x->sum->baseline_loss = loss;
     b->x->sum->baseline_accuracy = acc;
     if (b->x->h && b->x->h->on_baseline)
-        b->x->h->on_baseline(b->x->h->user, step, (double)step / b->per_round, loss, acc);
+        b->x->h->on_baseline(
+            b->x->h->user, step,
+            step == 0 ? 0.0 : (b->offset + (double)step * b->per_step) / b->per_round, loss, acc);
 }
 
-/* One centralized MeZO run on the union of the devices' data, as many steps (so forward
- * passes) as all devices took, with the task's lr and eps; evaluated once per round's worth. */
+/* Loss evaluations (forward passes over one batch) of the rate search of `train --lr auto` on
+ * n examples (lrsearch.c): every candidate's steps and its held-back loss, plus the held-back
+ * loss before any step. An upper bound: it assumes all PK_LR_CANDIDATES rates are tried. */
+static int64_t search_evaluations(const pk_train_config *cfg, int64_t n)
+{
+    int64_t held = n / 8 < 1 ? 1 : n / 8 > 64 ? 64 : n / 8;
+    int64_t held_passes = (held + cfg->batch - 1) / cfg->batch;
+    int64_t per_step = (int64_t)pk_mezo_evals_per_step(&cfg->mezo) * cfg->accumulate;
+    return PK_LR_CANDIDATES * (PK_LR_SEARCH_STEPS * per_step + held_passes) + held_passes;
+}
+
+/* The baseline's settings: the union, the task's eps, its own rate (given, searched or the
+ * task's) and as many steps as the devices' loss evaluations pay for, after the search. */
+static pk_status baseline_config(fs_sim *x, pk_train_config *cfg, base_ctx *b)
+{
+    const pk_fedsim_params *p = x->p;
+    pk_fedsim_summary *s = x->sum;
+    *cfg = p->cfg;
+    snprintf(cfg->model_dir, sizeof cfg->model_dir, "%s", x->model_abs);
+    snprintf(cfg->dataset, sizeof cfg->dataset, "union");
+    snprintf(cfg->eval_dataset, sizeof cfg->eval_dataset, "eval");
+    cfg->checkpoint_every = 0;
+    cfg->accumulate = 1;
+    cfg->mezo.eps = x->eps;
+    cfg->mezo.seed = p->seed;
+    cfg->mezo.lr = p->baseline_lr > 0.0f ? p->baseline_lr : x->lr;
+    cfg->lr_auto = p->baseline_lr_auto;
+    int64_t per_step = pk_mezo_evals_per_step(&cfg->mezo);
+    int64_t search = cfg->lr_auto ? search_evaluations(cfg, s->examples) : 0;
+    cfg->steps = (s->device_evaluations - search) / per_step;
+    if (cfg->steps < 1) {
+        pk_seterr(x->err, x->errlen,
+                  "the baseline's learning-rate search alone takes %lld loss evaluations, the "
+                  "devices took %lld in all: run more rounds or local steps, or give the "
+                  "baseline a rate",
+                  (long long)search, (long long)s->device_evaluations);
+        return PK_ERR_ARG;
+    }
+    cfg->mezo.steps_total = cfg->steps;
+    b->x = x;
+    b->offset = (double)search;
+    b->per_step = (double)per_step;
+    b->per_round = (double)(s->device_evaluations / (s->rounds_done > 0 ? s->rounds_done : 1));
+    /* one eval per round's worth of evaluations */
+    cfg->eval_every =
+        (int64_t)(b->per_round / b->per_step) > 0 ? (int64_t)(b->per_round / b->per_step) : 1;
+    s->baseline_search_evaluations = search;
+    s->baseline_evaluations = search + cfg->steps * per_step;
+    s->baseline_steps = cfg->steps;
+    return PK_OK;
+}
+
+/* One centralized MeZO run (pk_train) on the union of the devices' data with the loss
+ * evaluations all devices took together, evaluated once per round's worth. */
 static pk_status baseline(fs_sim *x)
 {
-    pk_train_config cfg = x->p->cfg;
-    base_ctx b = {x, (double)(x->quorum * x->local_steps)};
-    pk_train_hooks hk = {&b, NULL, on_base_eval, NULL};
+    pk_train_config cfg;
+    base_ctx b;
     pk_train_result res;
-    snprintf(cfg.model_dir, sizeof cfg.model_dir, "%s", x->model_abs);
-    snprintf(cfg.dataset, sizeof cfg.dataset, "union");
-    snprintf(cfg.eval_dataset, sizeof cfg.eval_dataset, "eval");
-    cfg.steps = x->sum->device_steps;
-    cfg.eval_every = x->quorum * x->local_steps;
-    cfg.checkpoint_every = 0;
-    cfg.mezo.lr = x->lr;
-    cfg.mezo.eps = x->eps;
-    cfg.mezo.seed = x->p->seed;
-    cfg.mezo.steps_total = cfg.steps;
-    if (cfg.steps < 1)
+    if (x->sum->device_evaluations < 1)
         return PK_OK;
-    fs_note(x, "baseline: %lld centralized MeZO steps on the union", (long long)cfg.steps);
+    pk_status st = baseline_config(x, &cfg, &b);
+    if (st != PK_OK)
+        return st;
+    pk_train_hooks hk = {&b, NULL, on_base_eval, NULL};
+    fs_note(x, "baseline: %lld centralized MeZO steps on the union (%lld loss evaluations%s)",
+            (long long)cfg.steps, (long long)x->sum->baseline_evaluations,
+            cfg.lr_auto ? ", the rate search included" : "");
     double t0 = pk_time_now();
     on_base_eval(&b, 0, x->sum->base.loss, x->sum->base.accuracy);
-    pk_status st = pk_train(x->obs, &cfg, 0, &hk, &res, x->err, x->errlen);
+    memset(&res, 0, sizeof res);
+    st = pk_train(x->obs, &cfg, 0, &hk, &res, x->err, x->errlen);
     x->sum->baseline = st == PK_OK;
-    x->sum->baseline_steps = cfg.steps;
+    x->sum->baseline_search = res.lr_search;
+    x->sum->baseline_lr = cfg.lr_auto ? res.lr_search.chosen : cfg.mezo.lr;
     x->sum->baseline_seconds = pk_time_now() - t0;
     return st;
 }
@@ -639,6 +684,19 @@ static pk_status check_params(fs_sim *x)
                                                                           : NULL;
     if (bad) {
         pk_seterr(x->err, x->errlen, "fedsim settings: %s", bad);
+        return PK_ERR_ARG;
+    }
+    const char *why = NULL;
+    if (!pk_fedsim_estimator_carried(p->cfg.mezo.estimator, &why)) {
+        pk_seterr(x->err, x->errlen, "%s", why);
+        return PK_ERR_ARG;
+    }
+    int N = p->cfg.mezo.perturbations;
+    if (p->cfg.mezo.estimator == PK_EST_FZOO && (N < 2 || N > 4096 || p->local_steps * N > 65535)) {
+        pk_seterr(x->err, x->errlen,
+                  "fzoo takes %d local steps of the round per step (2 to 4096 perturbations): "
+                  "%lld steps x %d is more than the protocol's 65535",
+                  N, (long long)p->local_steps, N);
         return PK_ERR_ARG;
     }
     if (!realpath(p->model_dir, x->model_abs)) {
@@ -671,8 +729,8 @@ static void sim_free(fs_sim *x)
     kill_devices(x);
     pk_fedsim_coord_stop(x->coord);
     pk_objective_free(x->eval);
-    free(x->trainable);
-    pk_model_free(x->m);
+    free(x->fm.trainable);
+    pk_model_free(x->fm.m);
     pk_store_close(x->obs);
     if (!x->p->keep && x->homes[0])
         fs_remove_tree(x->homes);

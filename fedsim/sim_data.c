@@ -42,6 +42,19 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
     return 0;
 }
 
+void fs_last_line(const char *path, char *out, size_t n)
+{
+    char line[512];
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof line, f))
+        if (line[0] != '\n')
+            snprintf(out, n, "%s", line);
+    if (f)
+        fclose(f);
+    out[strcspn(out, "\n")] = '\0';
+}
+
 void fs_remove_tree(const char *dir)
 {
     nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);

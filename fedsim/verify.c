@@ -21,7 +21,8 @@ typedef struct rec {
     char device_id[32];
     uint8_t *packed; /* owned */
     size_t n;        /* pairs */
-    int noisy;
+    int inexact;     /* 1: DP noise was added after the device recorded its sums (a record of an
+                        older device; records marked as_uploaded hold the noised values) */
 } rec;
 
 typedef struct recs {
@@ -68,7 +69,8 @@ static pk_status add_line(recs *r, const char *line, int64_t lo, int64_t hi)
         x->round = (int64_t)rd->valuedouble;
         x->examples = (int64_t)ex->valuedouble;
         snprintf(x->device_id, sizeof x->device_id, "%s", id->valuestring);
-        x->noisy = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "dp_noise"));
+        x->inexact = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "dp_noise")) &&
+                     !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "as_uploaded"));
         st = decode_pairs(pr->valuestring, &x->packed, &x->n);
         if (st == PK_OK)
             r->n++;
@@ -171,17 +173,17 @@ static pk_status check_entry(const cJSON *e, const rec *v, size_t m, double *acc
         return st;
     }
     size_t n = recompute(v, m, acc, buf, &examples);
-    int noisy = 0;
+    int inexact = 0;
     for (size_t i = 0; i < m; i++)
-        noisy |= v[i].noisy;
-    c->values = c->values && !noisy;
+        inexact |= v[i].inexact;
+    c->values = c->values && !inexact;
     if ((int64_t)up->valuedouble != (int64_t)m)
         mismatch(c, "log entry %lld: %lld uploads, the devices recorded %lld", (long long)version,
                  (long long)up->valuedouble, (long long)m);
     else if ((int64_t)ex->valuedouble != examples)
         mismatch(c, "log entry %lld: %lld examples, the devices recorded %lld", (long long)version,
                  (long long)ex->valuedouble, (long long)examples);
-    else if (!noisy && (n != n_served || memcmp(buf, served, n * FS_PAIR_BYTES) != 0))
+    else if (!inexact && (n != n_served || memcmp(buf, served, n * FS_PAIR_BYTES) != 0))
         mismatch(c, "log entry %lld: %lld coefficients differ from the %lld recomputed",
                  (long long)version, (long long)n_served, (long long)n);
     c->entries++;

@@ -638,6 +638,8 @@ static pk_status make_upload(sess *x, const sync_pair *pr, size_t n, int64_t exa
         if (st != PK_OK)
             st = fail(x, st, "store: outbox: %s", serr);
     }
+    if (st == PK_OK && x->p->on_upload)
+        x->p->on_upload(x->p->upload_user, x->t.round, packed, n, examples);
     free(body);
     free(msg);
     free(packed);

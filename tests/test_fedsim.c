@@ -7,10 +7,18 @@
  *    last line agree; the log check passed (bit for bit); curves.svg has its panels; the
  *    device homes are gone; the global model moved;
  *  - the same seed with --parallel 3 and coordinator faults gives the same global hashes;
+ *  - with DP noise the log check still compares every coefficient (the devices record their
+ *    uploads as sent, noise included): it passes, and after one recorded value is changed it
+ *    fails (the coordinator restarted on the run's database, pk_fedsim_verify_log);
+ *  - --estimator fzoo (N local steps per FZOO step): exit 0, the log check passes bit for bit,
+ *    (N + 1) loss evaluations per FZOO step, the eval loss falls; --estimator hizoo is refused
+ *    (exit 2) by fedsim and by fedsim device, naming why;
  *  - bad input: --devices 0 (exit 2), more devices than examples, an eval dataset missing,
  *    a coordinator that never answers (exit 1, clear messages, homes removed);
  *  - after every run, no process of this test's directory is left (scan of /proc).
  * The CLI runs as an exec'd binary (libgomp is not fork-safe). */
+#include "pk_crypto.h"
+#include "pk_fedsim.h"
 #include "pk_mezo.h"
 #include "pk_model.h"
 #include "pk_test.h"
@@ -218,6 +226,12 @@ static void check_summary(const cJSON *s, const char *dir)
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(s, "baseline");
     PK_CHECK(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(b, "accuracy")));
     PK_CHECK_EQ(cJSON_GetObjectItemCaseSensitive(b, "steps")->valuedouble, 2 * 2 * ROUNDS);
+    /* its own rate (--baseline-lr), the same loss evaluations as the devices' two-point steps */
+    PK_CHECK_EQ(cJSON_GetObjectItemCaseSensitive(b, "lr")->valuedouble, (double)5e-4f);
+    PK_CHECK_EQ(cJSON_GetObjectItemCaseSensitive(b, "evaluations")->valuedouble,
+                2 * 2 * 2 * ROUNDS);
+    PK_CHECK_EQ(cJSON_GetObjectItemCaseSensitive(s, "device_evaluations")->valuedouble,
+                2 * 2 * 2 * ROUNDS);
     /* one eval per round's worth of steps, and the base model's first */
     PK_CHECK_EQ(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(b, "evals")), ROUNDS + 1);
     const char *h = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "model_hash"));
@@ -262,7 +276,7 @@ static void test_runs(void)
     char a[200], b[200];
     snprintf(a, sizeof a, "%s/run-a", g_tmp);
     snprintf(b, sizeof b, "%s/run-b", g_tmp);
-    cJSON *sa = fedsim(a, "--parallel 1 --threads 2 --baseline", 0);
+    cJSON *sa = fedsim(a, "--parallel 1 --threads 2 --baseline --baseline-lr 5e-4", 0);
     if (sa)
         check_summary(sa, a);
     cJSON *sb = fedsim(b, "--parallel 3 --threads 1 --faults 5xx=0.05,drop=0.03,seed=3", 0);
@@ -273,6 +287,94 @@ static void test_runs(void)
     PK_CHECK(cJSON_IsNumber(la) && cJSON_IsNumber(lb) && la->valuedouble == lb->valuedouble);
     cJSON_Delete(sa);
     cJSON_Delete(sb);
+}
+
+/* Changes one coefficient of the first record of path: a bit of the high mantissa byte of
+ * its first pair's f32 (PROTOCOL 3: u16le k, f32le v). 0 on success. */
+static int tamper_record(const char *path)
+{
+    size_t n = 0;
+    char *text = slurp(path, &n), *nl = text ? strchr(text, '\n') : NULL;
+    if (!nl)
+        return -1;
+    *nl = '\0';
+    cJSON *j = cJSON_Parse(text);
+    const char *b64 = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "pairs"));
+    uint8_t bin[4096];
+    size_t got = 0;
+    char *enc = NULL;
+    int rc = -1;
+    if (b64 && pk_base64_decode(b64, strlen(b64), bin, sizeof bin, &got) == PK_OK && got >= 6) {
+        bin[4] ^= 0x08;
+        if (pk_base64_encode(bin, got, &enc) == PK_OK) {
+            cJSON_ReplaceItemInObjectCaseSensitive(j, "pairs", cJSON_CreateString(enc));
+            char *line = cJSON_PrintUnformatted(j);
+            FILE *f = fopen(path, "w");
+            rc = f && fprintf(f, "%s\n%s", line, nl + 1) > 0 ? 0 : -1;
+            if (f && fclose(f) != 0)
+                rc = -1;
+            cJSON_free(line);
+        }
+    }
+    free(enc);
+    cJSON_Delete(j);
+    free(text);
+    return rc;
+}
+
+/* The log check of a run kept with --keep, against its coordinator started again on its
+ * database; *check filled. */
+static pk_status verify_kept(const char *dir, pk_fedsim_check *check)
+{
+    char cdir[300], task_path[400], rec[3][400], err[512] = "";
+    const char *recs[3] = {rec[0], rec[1], rec[2]};
+    snprintf(cdir, sizeof cdir, "%s/coordinator", dir);
+    snprintf(task_path, sizeof task_path, "%s/task.json", cdir);
+    for (int i = 0; i < 3; i++)
+        snprintf(rec[i], sizeof rec[i], "%s/homes/dev-%05d/records.jsonl", dir, i);
+    size_t n = 0;
+    char *task = slurp(task_path, &n);
+    pk_fedsim_coord *c = NULL;
+    pk_status st = task ? pk_fedsim_coord_start(SERVER, cdir, task, NULL, NULL, &c, err, sizeof err)
+                        : PK_ERR_IO;
+    if (st == PK_OK)
+        st = pk_fedsim_verify_log(pk_fedsim_coord_url(c), recs, 3, 1, ROUNDS, check, err,
+                                  sizeof err);
+    if (st != PK_OK)
+        fprintf(stderr, "verify_kept: %s\n", err);
+    pk_fedsim_coord_stop(c);
+    free(task);
+    return st;
+}
+
+/* DP noise: every coefficient still compared, and a changed record is caught. */
+static void test_dp_values(void)
+{
+    char d[200], rec[300];
+    snprintf(d, sizeof d, "%s/run-dp", g_tmp);
+    cJSON *s = fedsim(d, "--dp-clip 1 --dp-noise 1 --keep", 0);
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(s, "log_check");
+    PK_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "ok")));
+    PK_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "values_compared")));
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(s, "epsilon");
+    PK_CHECK(cJSON_IsNumber(e) && e->valuedouble > 0);
+    cJSON_Delete(s);
+    pk_fedsim_check chk;
+    memset(&chk, 0, sizeof chk);
+    PK_CHECK(verify_kept(d, &chk) == PK_OK);
+    PK_CHECK(chk.entries == ROUNDS && chk.mismatches == 0 && chk.values == 1);
+    /* the first device that uploaded: dropouts leave one of the three out each round */
+    int tampered = 0;
+    for (int i = 0; i < 3 && !tampered; i++) {
+        snprintf(rec, sizeof rec, "%s/homes/dev-%05d/records.jsonl", d, i);
+        tampered = access(rec, R_OK) == 0 && tamper_record(rec) == 0;
+    }
+    PK_CHECK(tampered);
+    memset(&chk, 0, sizeof chk);
+    PK_CHECK(verify_kept(d, &chk) == PK_OK);
+    PK_CHECK_EQ(chk.mismatches, 1);
+    PK_CHECK(strstr(chk.first, "coefficients differ") != NULL);
+    PK_CHECK_EQ(stray_processes(), 0);
 }
 
 /* A TCP port that accepts connections (the kernel's backlog) but never answers. */
@@ -307,6 +409,42 @@ static void expect_error(const char *out_dir, const char *args, int want_rc, con
     free(out);
 }
 
+/* fzoo rides on the protocol; hizoo is refused with its reason. */
+static void test_estimators(void)
+{
+    char d[200], files[600], args[1500];
+    snprintf(d, sizeof d, "%s/run-fzoo", g_tmp);
+    cJSON *s = fedsim(d, "--estimator fzoo --perturbations 3", 0);
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(s, "log_check");
+    PK_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "ok")));
+    PK_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "values_compared")));
+    const char *est = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "estimator"));
+    PK_CHECK(est && !strcmp(est, "fzoo"));
+    /* 2 uploads x ROUNDS x 2 FZOO steps x (3 + 1) evaluations; each FZOO step is 3 local steps */
+    const cJSON *ev = cJSON_GetObjectItemCaseSensitive(s, "device_evaluations");
+    PK_CHECK(cJSON_IsNumber(ev) && ev->valuedouble == 2 * ROUNDS * 2 * 4);
+    PK_CHECK_EQ(cJSON_GetObjectItemCaseSensitive(s, "device_steps")->valuedouble, 2 * ROUNDS * 6);
+    const cJSON *l0 = cJSON_GetObjectItemCaseSensitive(s, "base_loss");
+    const cJSON *l1 = cJSON_GetObjectItemCaseSensitive(s, "loss");
+    PK_CHECK(cJSON_IsNumber(l0) && cJSON_IsNumber(l1) && l1->valuedouble < l0->valuedouble);
+    cJSON_Delete(s);
+    check_rounds_file(d);
+    snprintf(d, sizeof d, "%s/hizoo", g_tmp);
+    snprintf(files, sizeof files, "--data %s/train.jsonl --eval-data %s/eval.jsonl", g_tmp, g_tmp);
+    snprintf(args, sizeof args, "%s --devices 2 --estimator hizoo", files);
+    expect_error(d, args, 2, "--estimator hizoo: hizoo cannot be carried by the sync protocol");
+    char *out = NULL;
+    snprintf(args, sizeof args,
+             "fedsim device --server http://127.0.0.1:9 --home %s/nohome --model %s "
+             "--dataset local --estimator hizoo",
+             g_tmp, STORIES);
+    PK_CHECK_EQ(run(&out, "%s%s", args, ""), 2);
+    free(out);
+    char *e = last_stderr();
+    PK_CHECK(strstr(e, "Hessian") != NULL);
+    free(e);
+}
+
 static void test_bad_input(void)
 {
     char d[200], files[600], home[200], pw[200], args[1500];
@@ -314,6 +452,13 @@ static void test_bad_input(void)
     snprintf(files, sizeof files, "--data %s/train.jsonl --eval-data %s/eval.jsonl", g_tmp, g_tmp);
     snprintf(args, sizeof args, "%s --devices 0", files);
     expect_error(d, args, 2, "--devices");
+    snprintf(args, sizeof args, "%s --devices 2 --baseline --baseline-lr fast", files);
+    expect_error(d, args, 2, "--baseline-lr fast: want a rate in (0, 100] or auto");
+    snprintf(args, sizeof args, "%s --devices 2 --baseline-lr 1e-4", files);
+    expect_error(d, args, 2, "--baseline-lr needs --baseline");
+    /* 2 devices x 1 step x 1 round = 4 evaluations: the rate search alone takes more */
+    snprintf(args, sizeof args, "%s --devices 2 --baseline --baseline-lr auto", files);
+    expect_error(d, args, 1, "the baseline's learning-rate search alone takes");
     snprintf(args, sizeof args, "%s --devices 100", files);
     expect_error(d, args, 1, "--devices: 100 devices need at least 100 training examples");
     snprintf(home, sizeof home, "%s/src-home", g_tmp);
@@ -353,6 +498,8 @@ int main(void)
     PK_CHECK(write_task(p, 8, 3) == 0);
     test_model_info();
     test_runs();
+    test_dp_values();
+    test_estimators();
     test_bad_input();
     if (!pk_test_failures)
         rm_rf(g_tmp);

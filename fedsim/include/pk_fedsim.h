@@ -44,15 +44,17 @@ PK_NODISCARD pk_status pk_fedsim_split(const pk_split *sp, const int32_t *cls, s
 /* ---- the coordinator as a child process (coord.c) -------------------------------------------- */
 
 typedef struct pk_fedsim_coord pk_fedsim_coord;
-/* Starts server_bin (pocketllm-server-mock) on 127.0.0.1, port 0, with DIR/coord.db, the task
- * file DIR/task.json (written from task_json), its stderr in DIR/server.log and, if faults is
- * not NULL, --faults faults. It gets its own process group and dies with this process
- * (PR_SET_PDEATHSIG). Waits up to 30 s for "listening on HOST:PORT". All strings borrowed.
- * *out owned (pk_fedsim_coord_stop). PK_ERR_IO: files or fork; PK_ERR_HTTP: it did not start
- * (err quotes the last line of its log). */
+/* Starts server_bin (pocketllm-server-mock) on 127.0.0.1, port 0, with DIR/coord.db (an existing
+ * one is resumed), the task file DIR/task.json (written from task_json), its stderr in
+ * DIR/server.log, if faults is not NULL --faults faults, and if capture is not NULL --capture
+ * capture (a directory, created if missing, that receives every request body). It gets its own
+ * process group and dies with this process (PR_SET_PDEATHSIG). Waits up to 30 s for "listening on
+ * HOST:PORT". All strings borrowed. *out owned (pk_fedsim_coord_stop). PK_ERR_IO: files or fork;
+ * PK_ERR_HTTP: it did not start (err quotes the last line of its log). */
 PK_NODISCARD pk_status pk_fedsim_coord_start(const char *server_bin, const char *dir,
                                              const char *task_json, const char *faults,
-                                             pk_fedsim_coord **out, char *err, size_t errlen);
+                                             const char *capture, pk_fedsim_coord **out, char *err,
+                                             size_t errlen);
 /* "http://127.0.0.1:PORT" (view, valid until stop). */
 const char *pk_fedsim_coord_url(const pk_fedsim_coord *c);
 /* SIGTERM to its group, SIGKILL after 10 s; reaps it and frees c. NULL-safe. */
@@ -65,15 +67,22 @@ typedef struct pk_fedsim_device_params {
     pk_sync_params sync;     /* server, DP delta, HTTP limits; wait_s (0: return after upload) */
     const char *model_dir;   /* the task's base model (borrowed) */
     const char *dataset;     /* the device's local dataset in its store (borrowed) */
-    pk_train_config cfg;     /* objective, template, labels, batch, seq_len, trainable */
+    pk_train_config cfg;     /* objective, template, labels, batch, seq_len, trainable;
+                                mezo.estimator (spsa or fzoo) and mezo.perturbations (fzoo) */
     uint64_t seed;           /* pool picks and batches; 0: fresh CSPRNG randomness */
     double straggle_s;       /* sleep this long before the round (an injected straggler) */
     const char *record_path; /* NULL, or a file this device appends its uploads to (one JSON
                                 line per accepted upload: round, device_id, examples, the packed
-                                pairs as PROTOCOL 3 base64, dp_noise) */
+                                pairs as PROTOCOL 3 base64 exactly as uploaded, DP noise
+                                included (pk_sync_params.on_upload), dp_noise, as_uploaded) */
 } pk_fedsim_device_params;
 /* Defaults: pk_sync_default_params with wait_s 0, pk_train_config_default, no record. */
 pk_fedsim_device_params pk_fedsim_device_default_params(void);
+
+/* Whether the sync protocol (a log entry: pool seeds and scalars) can carry estimator e: 1 for
+ * spsa (the client's own step) and fzoo (N local steps per FZOO step, docs/FEDSIM.md), 0 for
+ * hizoo, with *why (may be NULL; static text) saying why not. */
+int pk_fedsim_estimator_carried(pk_estimator e, const char **why);
 
 /* One round of one device: loads the model, builds the objective over p->dataset of s, runs
  * pk_sync_round (register, catch up, local steps with pool indices and batches derived from
@@ -89,13 +98,16 @@ typedef struct pk_fedsim_check {
     int64_t entries;    /* log entries compared */
     int64_t records;    /* device records read */
     int64_t mismatches; /* entries whose uploads, examples or coefficients differ */
-    int values;         /* 1: coefficients compared bit for bit; 0: counts only (DP noise) */
+    int values;         /* 1: coefficients compared bit for bit; 0: counts only (a record of
+                           an older device that holds its sums before the DP noise) */
     char first[256];    /* the first mismatch, or "" */
 } pk_fedsim_check;
 /* Fetches the global log versions [first_round, last_round] from url and recomputes each entry
  * from the records files (paths borrowed, n of them; a missing file counts as no uploads): the
- * number of uploads, the example sum and, unless a record says dp_noise, every coefficient
- * (example-weighted mean in device id order, PROTOCOL 6) bit for bit. PK_OK when the
+ * number of uploads, the example sum and every coefficient (example-weighted mean in device id
+ * order, PROTOCOL 6) bit for bit, with or without DP noise (the records hold the uploads as
+ * sent); only a record with dp_noise but not as_uploaded (its sums before the noise) limits
+ * the entry to the counts. PK_OK when the
  * comparison ran (check->mismatches says whether it passed); PK_ERR_HTTP / PK_ERR_FORMAT /
  * PK_ERR_IO when it could not. */
 PK_NODISCARD pk_status pk_fedsim_verify_log(const char *url, const char *const *records, size_t n,
@@ -129,6 +141,9 @@ typedef struct pk_fedsim_params {
     uint64_t seed;        /* split, picks, pool seed, batches: same seed, same global hashes */
     int keep;             /* 1: keep the device homes */
     int baseline;         /* 1: also the centralized run */
+    float baseline_lr;    /* the baseline's rate; 0: the task's lr (the federated one) */
+    int baseline_lr_auto; /* 1: the baseline searches its rate first (pk_lr_search_run, as
+                             `train --lr auto`), the search's evaluations taken out of its budget */
     double dp_clip, dp_noise, dp_delta;
     pk_train_config cfg;    /* objective, template, labels, lr, eps, batch, seq_len, trainable, z */
     double round_timeout_s; /* a round that has not closed after this long fails */
@@ -163,8 +178,14 @@ typedef struct pk_fedsim_summary {
     pk_fedsim_round base, last;
     double seconds;
     pk_fedsim_check check;
-    int baseline;           /* 1: the baseline ran */
-    int64_t baseline_steps; /* = device_steps: the same number of forward passes */
+    int baseline;               /* 1: the baseline ran */
+    int64_t device_evaluations; /* loss evaluations of all local steps (forward passes over a
+                                   batch: 2 per two-point step) */
+    int64_t baseline_steps;     /* its steps: what the evaluations budget leaves after the search */
+    int64_t baseline_evaluations;        /* the search's and the steps', <= device_evaluations */
+    int64_t baseline_search_evaluations; /* the rate search's share (0 without auto) */
+    float baseline_lr;                   /* the rate it trained with (searched or given) */
+    pk_lr_search baseline_search;        /* the search (n = 0 without auto) */
     double baseline_loss, baseline_accuracy;
     double baseline_seconds;
     char url[256]; /* the coordinator */

@@ -146,6 +146,13 @@ typedef struct pk_sync_params {
      * that a run is reproducible from a seed (fedsim/); pick_user is passed back, borrowed. */
     uint32_t (*pick)(void *pick_user, int64_t round, int64_t step, uint32_t K);
     void *pick_user;
+    /* Optional: called once a new upload is in the outbox, before it is sent, with its round,
+     * its pairs exactly as uploaded (PROTOCOL 3 packing, n_pairs of them, DP noise included;
+     * a view valid during the call) and its example count. A simulator records them to check
+     * the coordinator's log value for value (fedsim/); upload_user is passed back, borrowed. */
+    void (*on_upload)(void *upload_user, int64_t round, const uint8_t *packed, size_t n_pairs,
+                      int64_t examples);
+    void *upload_user;
 } pk_sync_params;
 pk_sync_params pk_sync_default_params(void);
 
