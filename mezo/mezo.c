@@ -213,7 +213,7 @@ static pk_status regex_mask(const pk_model *m, const char *spec, uint8_t **out, 
         if (rc != 0) {
             char msg[128];
             regerror(rc, &re, msg, sizeof msg);
-            pk_seterr(err, errlen, "--trainable '%s': bad regular expression: %s", spec, msg);
+            pk_seterr(err, errlen, "trainable tensors '%s': bad regular expression: %s", spec, msg);
             st = PK_ERR_ARG;
             goto out;
         }
@@ -230,7 +230,7 @@ static pk_status regex_mask(const pk_model *m, const char *spec, uint8_t **out, 
         count += (size_t)(on != 0);
     }
     if (count == 0) {
-        pk_seterr(err, errlen, "--trainable '%s' matches no tensor of the model", spec);
+        pk_seterr(err, errlen, "trainable tensors '%s' match no tensor of the model", spec);
         st = PK_ERR_ARG;
         goto out;
     }

@@ -265,13 +265,19 @@ static void test_bad_inputs(void)
     c = base_config(2);
     strcpy(c.trainable, "([");
     PK_CHECK(pk_train(s, &c, 0, NULL, &r, err, sizeof err) == PK_ERR_ARG);
-    PK_CHECK(strstr(err, "--trainable") != NULL);
+    /* the library names the parameter, never a CLI flag (the CLI's own words) */
+    PK_CHECK(strstr(err, "trainable tensors '(['") != NULL && strstr(err, "--") == NULL);
     c = base_config(2);
     c.objective = PK_OBJ_CLASSIFY;
     strcpy(c.template_, "{text} It was");
     strcpy(c.labels, " good, bad");
     PK_CHECK(pk_train(s, &c, 0, NULL, &r, err, sizeof err) == PK_ERR_FORMAT);
     PK_CHECK(strstr(err, "label") != NULL);
+    strcpy(c.labels, " good");
+    PK_CHECK(pk_train(s, &c, 0, NULL, &r, err, sizeof err) == PK_ERR_ARG);
+    PK_CHECK(strstr(err, "label words ' good': need at least two") != NULL);
+    PK_CHECK(strstr(err, "--") == NULL);
+    strcpy(c.labels, " good, bad");
     strcpy(c.template_, "It was"); /* no place for the example */
     PK_CHECK(pk_train(s, &c, 0, NULL, &r, err, sizeof err) == PK_ERR_ARG);
     PK_CHECK(strstr(err, "no {text}") != NULL);
