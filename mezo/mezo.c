@@ -260,10 +260,28 @@ out:
     return st;
 }
 
+/* "scales": the fp32 block scales of the Q8_0 / Q4_0 weights (attached on first use). */
+static pk_status scales_mask(pk_model *m, uint8_t **out, char *err, size_t errlen)
+{
+    pk_status st = pk_model_scales_attach(m, NULL, err, errlen);
+    if (st != PK_OK)
+        return st;
+    size_t n = pk_model_n_tensors(m);
+    uint8_t *mask = calloc(n, 1);
+    if (mask == NULL)
+        return PK_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++)
+        mask[i] = (uint8_t)pk_model_tensor_is_scales(m, i);
+    *out = mask;
+    return PK_OK;
+}
+
 pk_status pk_mezo_trainable(pk_model *m, const char *spec, uint8_t **out, char *err, size_t errlen)
 {
     pk_lora_params p;
     *out = NULL;
+    if (spec != NULL && !strcmp(spec, "scales"))
+        return scales_mask(m, out, err, errlen);
     if (pk_mezo_lora_parse(spec, &p, NULL, 0) != 0)
         return lora_mask(m, spec, out, err, errlen);
     return regex_mask(m, spec, out, err, errlen);

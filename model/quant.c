@@ -21,19 +21,17 @@ static void put_half(unsigned char *p, uint16_t h)
     p[1] = (unsigned char)(h >> 8);
 }
 
-/* Q8_0 (34 bytes): f16 d, int8 q[32]; x = d * q. */
-static void dec_q8_0(const unsigned char *b, float *y)
+/* Q8_0 (34 bytes): f16 d, int8 q[32]; x = d * q (d: the stored one, or a trained scale). */
+static void dec_q8_0(const unsigned char *b, float d, float *y)
 {
-    float d = half_at(b);
     for (int i = 0; i < QK; i++)
         y[i] = d * (float)(signed char)b[2 + i];
 }
 
 /* Q4_0 (18 bytes): f16 d, 16 bytes of nibbles; element i < 16 is the low nibble of byte i,
  * element i + 16 its high nibble; x = d * (q - 8). */
-static void dec_q4_0(const unsigned char *b, float *y)
+static void dec_q4_0(const unsigned char *b, float d, float *y)
 {
-    float d = half_at(b);
     for (int i = 0; i < QK / 2; i++) {
         y[i] = d * (float)((b[2 + i] & 0x0f) - 8);
         y[i + QK / 2] = d * (float)((b[2 + i] >> 4) - 8);
@@ -120,10 +118,10 @@ void pk_quant_decode(pk_dtype dt, const void *src, size_t nblocks, float *dst)
         float *y = dst + i * be;
         switch (dt) {
         case PK_DTYPE_Q8_0:
-            dec_q8_0(b, y);
+            dec_q8_0(b, half_at(b), y);
             break;
         case PK_DTYPE_Q4_0:
-            dec_q4_0(b, y);
+            dec_q4_0(b, half_at(b), y);
             break;
         case PK_DTYPE_Q4_K:
             dec_q4_k(b, y);
@@ -268,5 +266,35 @@ void pk_quant_encode(pk_dtype dt, const float *src, size_t nblocks, void *dst)
         default:
             PK_ASSERT(0 && "no encoder for this type");
         }
+    }
+}
+
+/* ---- trainable block scales (--trainable scales, DESIGN 5) --------------------------------- */
+
+int pk_quant_has_block_scale(pk_dtype dt)
+{
+    return dt == PK_DTYPE_Q8_0 || dt == PK_DTYPE_Q4_0;
+}
+
+void pk_quant_block_scales(pk_dtype dt, const void *src, size_t nblocks, float *d)
+{
+    PK_ASSERT(pk_quant_has_block_scale(dt));
+    const unsigned char *s = src;
+    size_t bb = pk_dtype_row_bytes(dt, QK);
+    for (size_t i = 0; i < nblocks; i++)
+        d[i] = half_at(s + i * bb);
+}
+
+void pk_quant_decode_scaled(pk_dtype dt, const void *src, size_t nblocks, const float *d,
+                            float *dst)
+{
+    PK_ASSERT(pk_quant_has_block_scale(dt));
+    const unsigned char *s = src;
+    size_t bb = pk_dtype_row_bytes(dt, QK);
+    for (size_t i = 0; i < nblocks; i++) {
+        if (dt == PK_DTYPE_Q8_0)
+            dec_q8_0(s + i * bb, d[i], dst + i * QK);
+        else
+            dec_q4_0(s + i * bb, d[i], dst + i * QK);
     }
 }

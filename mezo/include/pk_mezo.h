@@ -77,7 +77,8 @@ float pk_mezo_lr_at(const pk_mezo_params *p, int64_t step);
 /* The z seed of perturbation q of a step: splitmix64 of (run seed, step, q). Pure. */
 uint64_t pk_mezo_step_seed(uint64_t run_seed, int64_t step, int q);
 
-/* Trainable mask from a spec: "all", "bitfit" (biases and norms), a LoRA spec
+/* Trainable mask from a spec: "all", "bitfit" (biases and norms), "scales" (the fp32 block
+ * scales of a quantized base's Q8_0 / Q4_0 weights: pk_model_scales_attach), a LoRA spec
  * "lora[:r=R,alpha=A,seed=S,targets=REGEX]" (targets last; pk_mezo_lora_parse) or a POSIX
  * extended regex matched (regexec, unanchored) against tensor names. A LoRA spec first attaches
  * the adapter to m (pk_model_lora_attach: tensor indices change; calling again with the same
