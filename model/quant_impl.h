@@ -10,8 +10,8 @@
 /* Widens nblocks whole blocks of dtype dt (a block type) at src into dst
  * [nblocks * pk_dtype_block(dt)]. Pure. */
 void pk_quant_decode(pk_dtype dt, const void *src, size_t nblocks, float *dst);
-/* Encodes nblocks blocks of fp32 values (src [nblocks * block]) into dst. Only Q8_0, Q4_0 and
- * Q4_K have an encoder (pk_quant_can_encode); the others are a bug to ask for. Pure. */
+/* Encodes nblocks blocks of fp32 values (src [nblocks * block]) into dst. Every block type has
+ * an encoder (pk_quant_can_encode); other types are a bug to ask for. Pure. */
 void pk_quant_encode(pk_dtype dt, const float *src, size_t nblocks, void *dst);
 int pk_quant_can_encode(pk_dtype dt);
 

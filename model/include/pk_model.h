@@ -57,8 +57,8 @@ uint16_t pk_f32_to_bf16(float f);
 /* Widens n elements of src (dtype dt, element offset 0) to fp32 in dst. For a block type src
  * points at a block boundary and n is a multiple of the block (PK_ASSERT otherwise). */
 void pk_widen(pk_dtype dt, const void *src, size_t n, float *dst);
-/* Narrows n fp32 values into dst (dtype dt), round to nearest even; for Q8_0, Q4_0 and Q4_K
- * quantizes whole blocks (n a multiple of the block). Q5_K and Q6_K have no encoder (assert). */
+/* Narrows n fp32 values into dst (dtype dt), round to nearest even; for the block types (Q8_0,
+ * Q4_0, Q4_K, Q5_K, Q6_K) quantizes whole blocks (n a multiple of the block). */
 void pk_narrow(pk_dtype dt, const float *src, size_t n, void *dst);
 
 typedef struct pk_model_params {
