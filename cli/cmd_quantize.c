@@ -25,7 +25,8 @@ typedef struct quant_opts {
 static const cli_option quant_table[] = {
     {"--model", CLI_STR, CLI_AT(T, model), 0, 0, NULL, "DIR", "model (Hugging Face dir or GGUF)"},
     {"--out", CLI_STR, CLI_AT(T, out), 0, 0, NULL, "DIR", "output directory (model.gguf)"},
-    {"--type", CLI_STR, CLI_AT(T, type), 0, 0, NULL, "TYPE", "q8_0, q4_0, q4_k, or f16, bf16, f32"},
+    {"--type", CLI_STR, CLI_AT(T, type), 0, 0, NULL, "TYPE",
+     "q8_0, q4_0, q4_k, q5_k, q6_k, or f16, bf16, f32"},
     {"--keep", CLI_STR, CLI_AT(T, keep), 0, 0, NULL, "REGEX",
      "tensors (Hugging Face names) kept as stored"},
     CLI_JSON_OPT(T),
@@ -35,11 +36,12 @@ static const cli_option quant_table[] = {
 
 static const cli_command quant_cmd = {
     "quantize",
-    "quantize --model DIR --out DIR --type q8_0|q4_0|q4_k|f16|bf16|f32 [--keep REGEX]",
+    "quantize --model DIR --out DIR --type q8_0|q4_0|q4_k|q5_k|q6_k|f16|bf16|f32 [--keep REGEX]",
     "Writes DIR/model.gguf (with config.json and the tokenizer files beside it; the config also\n"
     "in the GGUF metadata): every weight matrix, embeddings and LM head included, converted to\n"
     "TYPE. Norms and biases, tensors matching --keep, and tensors whose rows do not divide into\n"
-    "TYPE's blocks (32 elements; 256 for q4_k) stay as stored. Load the result with --model DIR.",
+    "TYPE's blocks (32 elements; 256 for q4_k, q5_k, q6_k) stay as stored. Load the result with\n"
+    "--model DIR.",
     quant_table,
     0,
     NULL};
@@ -112,12 +114,12 @@ static int quant_report(const quant_opts *o, const pk_model *m, pk_dtype want, s
 
 static int quant_parse_type(const quant_opts *o, pk_dtype *want)
 {
-    static const char *const ok[] = {"q8_0", "q4_0", "q4_k", "f16", "bf16", "f32"};
+    static const char *const ok[] = {"q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "f16", "bf16", "f32"};
     for (size_t i = 0; o->type && i < sizeof ok / sizeof ok[0]; i++) {
         if (strcmp(o->type, ok[i]) == 0)
             return pk_dtype_parse(o->type, want);
     }
-    cli_error(o->c.cmd, "--type: expected q8_0, q4_0, q4_k, f16, bf16 or f32, got '%s'",
+    cli_error(o->c.cmd, "--type: expected q8_0, q4_0, q4_k, q5_k, q6_k, f16, bf16 or f32, got '%s'",
               o->type ? o->type : "");
     return -1;
 }

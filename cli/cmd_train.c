@@ -61,7 +61,7 @@ static const cli_option train_table[] = {
     {"--clip-g", CLI_FLOAT, CLI_AT(T, cfg.mezo.clip_g), 0, 1e30, NULL, "F",
      "clip the projected gradient to [-F, F] (0: off)"},
     {"--trainable", CLI_BUF, CLI_AT(T, cfg.trainable), 0, 0, NULL, "SPEC",
-     "all | bitfit | REGEX on tensor names | lora[:r=R,alpha=A,seed=S,targets=REGEX]"},
+     "all | bitfit | scales | REGEX on tensor names | lora[:r=R,alpha=A,seed=S,targets=REGEX]"},
     {"--steps", CLI_INT, CLI_AT(T, cfg.steps), 1, 1LL << 40, NULL, "N", "steps"},
     {"--batch", CLI_INT, CLI_AT(T, cfg.batch), 1, 65536, NULL, "B", "examples per batch"},
     {"--seq-len", CLI_INT, CLI_AT(T, cfg.seq_len), 2, 1 << 20, NULL, "T", "tokens per example"},
@@ -558,8 +558,10 @@ static pk_status write_run_seedlog(pk_store *s, int64_t run, const char *path, c
 static pk_status replay_save(const replay_opts *o, pk_model *m, char hex[65], char *err, size_t n)
 {
     pk_dtype dt = model_dtype(m);
+    if (pk_dtype_is_quant(dt)) /* a quantized base: safetensors holds no blocks, widen to fp32 */
+        dt = PK_DTYPE_F32;
     pk_status st = pk_weights_hash(m, hex);
-    if (st == PK_OK && o->out && pk_model_lora(m, NULL))
+    if (st == PK_OK && o->out) /* folds a LoRA adapter or trained block scales; else no-op */
         st = pk_model_lora_merge(m);
     return st != PK_OK || !o->out ? st : pk_model_save(m, o->out, dt, err, n);
 }

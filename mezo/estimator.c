@@ -304,7 +304,7 @@ static void apply_row(pk_model *m, const uint8_t *trainable, const pk_mezo_param
     if (p->estimator == PK_EST_HIZOO)
         hizoo_apply(m, s, s->mask, p, r);
     else
-        pk_mezo_update(m, s->mask, r->seed, p->z, r->lr, r->g, p->weight_decay);
+        pk_mezo_update_ex(m, s->mask, r->seed, p->z, r->lr, r->g, p->weight_decay, p->rounding);
 }
 
 void pk_mezo_replay_ex(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
@@ -312,7 +312,9 @@ void pk_mezo_replay_ex(pk_model *m, const uint8_t *trainable, const pk_mezo_para
 {
     if (plain(p) || s == NULL) {
         PK_ASSERT(plain(p));
-        pk_mezo_replay_rows(m, trainable, p->z, p->weight_decay, rows, n);
+        for (size_t r = 0; r < n; r++) /* pk_mezo_replay_rows under p's rounding */
+            pk_mezo_update_ex(m, trainable, rows[r].seed, p->z, rows[r].lr, rows[r].g,
+                              p->weight_decay, p->rounding);
         return;
     }
     for (size_t r = 0; r < n; r++)

@@ -43,7 +43,24 @@ pk_mezo_params pk_mezo_default_params(void)
     p.hessian_smooth = 1e-6f;
     p.hessian_budget = 0.10f;
     p.perturb_layers = 0;
+    p.rounding = PK_ROUND_STOCHASTIC;
     return p;
+}
+
+int pk_rounding_parse(const char *s, pk_rounding *out)
+{
+    if (s != NULL && !strcmp(s, "stochastic"))
+        *out = PK_ROUND_STOCHASTIC;
+    else if (s != NULL && !strcmp(s, "nearest"))
+        *out = PK_ROUND_NEAREST;
+    else
+        return -1;
+    return 0;
+}
+
+const char *pk_rounding_name(pk_rounding r)
+{
+    return r == PK_ROUND_NEAREST ? "nearest" : "stochastic";
 }
 
 int pk_schedule_parse(const char *s, pk_schedule *out)
@@ -213,7 +230,7 @@ static pk_status regex_mask(const pk_model *m, const char *spec, uint8_t **out, 
         if (rc != 0) {
             char msg[128];
             regerror(rc, &re, msg, sizeof msg);
-            pk_seterr(err, errlen, "--trainable '%s': bad regular expression: %s", spec, msg);
+            pk_seterr(err, errlen, "trainable tensors '%s': bad regular expression: %s", spec, msg);
             st = PK_ERR_ARG;
             goto out;
         }
@@ -230,7 +247,7 @@ static pk_status regex_mask(const pk_model *m, const char *spec, uint8_t **out, 
         count += (size_t)(on != 0);
     }
     if (count == 0) {
-        pk_seterr(err, errlen, "--trainable '%s' matches no tensor of the model", spec);
+        pk_seterr(err, errlen, "trainable tensors '%s' match no tensor of the model", spec);
         st = PK_ERR_ARG;
         goto out;
     }
@@ -243,10 +260,28 @@ out:
     return st;
 }
 
+/* "scales": the fp32 block scales of the Q8_0 / Q4_0 weights (attached on first use). */
+static pk_status scales_mask(pk_model *m, uint8_t **out, char *err, size_t errlen)
+{
+    pk_status st = pk_model_scales_attach(m, NULL, err, errlen);
+    if (st != PK_OK)
+        return st;
+    size_t n = pk_model_n_tensors(m);
+    uint8_t *mask = calloc(n, 1);
+    if (mask == NULL)
+        return PK_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++)
+        mask[i] = (uint8_t)pk_model_tensor_is_scales(m, i);
+    *out = mask;
+    return PK_OK;
+}
+
 pk_status pk_mezo_trainable(pk_model *m, const char *spec, uint8_t **out, char *err, size_t errlen)
 {
     pk_lora_params p;
     *out = NULL;
+    if (spec != NULL && !strcmp(spec, "scales"))
+        return scales_mask(m, out, err, errlen);
     if (pk_mezo_lora_parse(spec, &p, NULL, 0) != 0)
         return lora_mask(m, spec, out, err, errlen);
     return regex_mask(m, spec, out, err, errlen);
@@ -318,9 +353,9 @@ typedef struct update_scratch {
 } update_scratch;
 
 /* One block of one tensor: w[j] = w[j] - lr * ((g * z[j]) + (wd * w[j])); 16-bit tensors through
- * fp32, back with stochastic rounding. */
+ * fp32, back with stochastic rounding (or to nearest: a run from before it). */
 static void update_block(const pk_tensor_info *ti, uint64_t seed, pk_z_kind kind, float lr, float g,
-                         float wd, size_t start, size_t n, update_scratch *s)
+                         float wd, pk_rounding rounding, size_t start, size_t n, update_scratch *s)
 {
     float *z = s->z, *w = s->w;
     pk_z_fill(seed, ti->key, start, n, kind, z);
@@ -344,7 +379,9 @@ static void update_block(const pk_tensor_info *ti, uint64_t seed, pk_z_kind kind
             dst[j] = dst[j] - lr * a;
         }
     }
-    if (ti->dtype != PK_DTYPE_F32) {
+    if (ti->dtype != PK_DTYPE_F32 && rounding == PK_ROUND_NEAREST) {
+        pk_narrow(ti->dtype, w, n, (char *)ti->data + start * 2);
+    } else if (ti->dtype != PK_DTYPE_F32) {
         pk_rng_bits(sr_seed(seed), ti->key, start, n, s->u);
         narrow_stochastic(ti->dtype, w, s->u, n, (char *)ti->data + start * 2);
     }
@@ -352,6 +389,12 @@ static void update_block(const pk_tensor_info *ti, uint64_t seed, pk_z_kind kind
 
 void pk_mezo_update(pk_model *m, const uint8_t *trainable, uint64_t seed, pk_z_kind kind, float lr,
                     float g, float wd)
+{
+    pk_mezo_update_ex(m, trainable, seed, kind, lr, g, wd, PK_ROUND_STOCHASTIC);
+}
+
+void pk_mezo_update_ex(pk_model *m, const uint8_t *trainable, uint64_t seed, pk_z_kind kind,
+                       float lr, float g, float wd, pk_rounding rounding)
 {
     size_t nt = pk_model_n_tensors(m);
     for (size_t i = 0; i < nt; i++) {
@@ -371,7 +414,7 @@ void pk_mezo_update(pk_model *m, const uint8_t *trainable, uint64_t seed, pk_z_k
             for (long b = 0; b < nb; b++) {
                 size_t start = (size_t)b * UPDATE_BLOCK;
                 size_t n = ti.numel - start < UPDATE_BLOCK ? ti.numel - start : UPDATE_BLOCK;
-                update_block(&ti, seed, kind, lr, g, twd, start, n, &sc);
+                update_block(&ti, seed, kind, lr, g, twd, rounding, start, n, &sc);
             }
         }
     }
@@ -475,7 +518,8 @@ pk_status pk_mezo_step(pk_model *m, const uint8_t *trainable, const pk_mezo_para
     double t1 = pk_time_now();
     /* all q gradients were taken at the same weights; now the q sweeps */
     for (int k = 0; k < q; k++)
-        pk_mezo_update(m, trainable, rows[k].seed, p->z, rows[k].lr, rows[k].g, p->weight_decay);
+        pk_mezo_update_ex(m, trainable, rows[k].seed, p->z, rows[k].lr, rows[k].g, p->weight_decay,
+                          p->rounding);
     double t2 = pk_time_now();
     if (forward_s)
         *forward_s = t1 - t0;

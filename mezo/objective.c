@@ -213,7 +213,7 @@ static pk_status parse_labels(pk_objective *o, const pk_tokenizer *tok, const ch
         const char *c = strchr(s, ',');
         size_t l = c ? (size_t)(c - s) : strlen(s);
         if (o->n_opt == MAX_OPTIONS || l == 0 || l >= 64) {
-            pk_seterr(err, errlen, "--labels '%s': 2..%d comma-separated words of < 64 bytes",
+            pk_seterr(err, errlen, "label words '%s': 2..%d comma-separated words of < 64 bytes",
                       labels, MAX_OPTIONS);
             return PK_ERR_ARG;
         }
@@ -226,7 +226,7 @@ static pk_status parse_labels(pk_objective *o, const pk_tokenizer *tok, const ch
         if (st != PK_OK)
             return st;
         if (o->opt[o->n_opt].n == 0) {
-            pk_seterr(err, errlen, "--labels: '%s' encodes to no token", w);
+            pk_seterr(err, errlen, "label word '%s' encodes to no token", w);
             return PK_ERR_ARG;
         }
         o->opt_first[o->n_opt] = o->opt[o->n_opt].ids[0];
@@ -236,7 +236,7 @@ static pk_status parse_labels(pk_objective *o, const pk_tokenizer *tok, const ch
         s = c + 1;
     }
     if (o->n_opt < 2) {
-        pk_seterr(err, errlen, "--labels '%s': need at least two label words", labels);
+        pk_seterr(err, errlen, "label words '%s': need at least two", labels);
         return PK_ERR_ARG;
     }
     return PK_OK;
@@ -255,7 +255,7 @@ static pk_status check_kind(pk_objective *o, const pk_model *m, const pk_tokeniz
         return PK_OK;
     }
     if (p.labels == NULL || p.template_ == NULL) {
-        pk_seterr(err, errlen, "objective %s needs --template and --labels",
+        pk_seterr(err, errlen, "objective %s needs a prompt template and label words",
                   pk_objective_name(p.kind));
         return PK_ERR_ARG;
     }
@@ -263,7 +263,7 @@ static pk_status check_kind(pk_objective *o, const pk_model *m, const pk_tokeniz
     if (st != PK_OK)
         return st;
     if (!o->causal && (strstr(p.template_, "<mask>") == NULL || o->mask_id < 0)) {
-        pk_seterr(err, errlen, "--template must contain <mask> for %s (a masked LM)",
+        pk_seterr(err, errlen, "the prompt template must contain <mask> for %s (a masked LM)",
                   pk_model_arch(m));
         return PK_ERR_ARG;
     }
@@ -315,7 +315,8 @@ static pk_status fit_prompt(const pk_objective *o, const pk_example *e, tok_seq 
         maxopt = o->opt[k].n > maxopt ? o->opt[k].n : maxopt;
     int room = o->causal ? o->seq_len - maxopt : o->seq_len;
     if (room < 2) {
-        pk_seterr(err, errlen, "--seq-len %d leaves no room for the prompt", o->seq_len);
+        pk_seterr(err, errlen, "a sequence length of %d tokens leaves no room for the prompt",
+                  o->seq_len);
         return PK_ERR_ARG;
     }
     if (s->n > room) {
@@ -349,7 +350,7 @@ static pk_status encode_prompt(const pk_objective *o, const pk_tokenizer *tok,
     }
     int li = label_index(o, e->label);
     if (li < 0) {
-        pk_seterr(err, errlen, "example %lld: label '%s' is not one of --labels '%s'",
+        pk_seterr(err, errlen, "example %lld: label '%s' is not one of the label words '%s'",
                   (long long)e->id, e->label, p.labels);
         return PK_ERR_FORMAT;
     }

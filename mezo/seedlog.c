@@ -11,6 +11,9 @@
  *   [perturbations <N>]                (spsa without layer sampling), so older files and
  *   [hessian_smooth <C99 hex float>]   files of plain runs read as before; replay applies
  *   [perturb_layers <K>]               the rows with pk_mezo_replay_ex under them
+ *   [rounding stochastic|nearest]      16-bit weights' update rounding: always written now; a
+ *                                      file without it predates stochastic rounding and
+ *                                      replays rounding to nearest, as it was made
  *   steps <number of rows>
  *   <step> <q_index> <seed, decimal u64> <g> <lr> <eps> <loss_plus> <loss_minus>
  *   ...
@@ -72,6 +75,7 @@ static void write_estimator(FILE *f, const pk_seedlog *log)
         fprintf(f, "hessian_smooth %a\n", (double)log->hessian_smooth);
     if (log->perturb_layers > 0)
         fprintf(f, "perturb_layers %d\n", log->perturb_layers);
+    fprintf(f, "rounding %s\n", pk_rounding_name(log->rounding));
 }
 
 pk_status pk_seedlog_write(const char *path, const pk_seedlog *log, char *err, size_t errlen)
@@ -161,6 +165,8 @@ static int optional_line(const char *l, pk_seedlog *out)
     long v = 0;
     if (!strncmp(l, "estimator ", 10))
         return pk_estimator_parse(l + 10, &out->estimator) == 0 ? 1 : -1;
+    if (!strncmp(l, "rounding ", 9))
+        return pk_rounding_parse(l + 9, &out->rounding) == 0 ? 1 : -1;
     if (!strncmp(l, "hessian_smooth ", 15))
         return parse_float(l + 15, &out->hessian_smooth) == 0 &&
                        in_range(out->hessian_smooth, 1e-30, 0.999999)
@@ -410,6 +416,8 @@ pk_status pk_seedlog_read(const char *path, pk_seedlog *out, char *err, size_t e
     reader r = {NULL, path, 0, ""};
     unsigned long long nrows = 0;
     memset(out, 0, sizeof *out);
+    out->rounding =
+        PK_ROUND_NEAREST; /* no "rounding" line: a log from before stochastic rounding */
     r.f = fopen(path, "r");
     if (r.f == NULL) {
         pk_seterr(err, errlen, "%s: %s", path, strerror(errno));
@@ -435,6 +443,7 @@ pk_mezo_params pk_seedlog_params(const pk_seedlog *log)
     if (log->hessian_smooth > 0.0f)
         p.hessian_smooth = log->hessian_smooth;
     p.perturb_layers = log->perturb_layers;
+    p.rounding = log->rounding;
     p.hessian_budget = 1e30f; /* replaying a log the run could hold is not refused */
     return p;
 }
@@ -473,6 +482,7 @@ pk_status pk_seedlog_replay(pk_model *m, const pk_seedlog *log, char *err, size_
         pk_mezo_params pp = pk_mezo_default_params();
         pp.z = seg->z;
         pp.weight_decay = seg->weight_decay;
+        pp.rounding = log->rounding; /* the log's marker covers its ancestors' rows too */
         st = replay_segment(m, seg->trainable, &pp, seg->rows, seg->n_rows, err, errlen);
         if (st != PK_OK)
             return st;

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "model_impl.h"
+#include "quant_impl.h"
 
 /* Every tensor index the model keeps (the fields init_indices in load.c sets), so that a change
  * of the tensor order can rewrite them all. Returns the count written to f (capacity >= 15 +
@@ -83,6 +84,8 @@ static pk_status resort(pk_model *m)
                 m->t[k].lora_a = (int)map[t[k].lora_a - 1] + 1;
                 m->t[k].lora_b = (int)map[t[k].lora_b - 1] + 1;
             }
+            if (t[k].scales)
+                m->t[k].scales = (int)map[t[k].scales - 1] + 1;
         }
     }
 out:
@@ -343,24 +346,52 @@ static pk_status merge_one(pk_model *m, pk_tensor *t)
     return PK_OK;
 }
 
+/* Weight t (with trainable block scales) becomes an fp32 heap copy of its blocks decoded with
+ * those scales. */
+static pk_status merge_scales(pk_model *m, pk_tensor *t)
+{
+    size_t nb = t->numel * 4, qb = pk_dtype_block(t->dtype);
+    float *w = malloc(2 * nb); /* data, then the merged values again for pk_model_restore_base */
+    if (!w)
+        return PK_ERR_NOMEM;
+    pk_quant_decode_scaled(t->dtype, t->data, t->numel / qb, m->t[t->scales - 1].data, w);
+    memcpy((char *)w + nb, w, nb);
+    m->weight_bytes += nb - pk_dtype_row_bytes(t->dtype, t->numel);
+    free(t->owned);
+    t->owned = w;
+    t->data = w;
+    t->src = (char *)w + nb;
+    t->dtype = PK_DTYPE_F32;
+    return PK_OK;
+}
+
 pk_status pk_model_lora_merge(pk_model *m)
 {
-    if (m->lora.r == 0)
+    int scales = 0;
+    for (size_t i = 0; i < m->n_t; i++)
+        scales |= m->t[i].scales != 0;
+    if (m->lora.r == 0 && !scales)
         return PK_OK;
-    for (size_t i = 0; i < m->n_t; i++) {
-        if (m->t[i].lora_a) {
-            pk_status st = merge_one(m, &m->t[i]);
-            if (st != PK_OK)
-                return st;
-        }
-    }
     long *map = malloc(m->n_t * sizeof *map);
     if (!map)
         return PK_ERR_NOMEM;
+    for (size_t i = 0; i < m->n_t; i++) /* -1: an adapter or scales tensor, dropped below */
+        map[i] = pk_model_tensor_is_lora(m, i) || pk_model_tensor_is_scales(m, i) ? -1 : 0;
+    for (size_t i = 0; i < m->n_t; i++) {
+        pk_status st = PK_OK;
+        if (m->t[i].lora_a)
+            st = merge_one(m, &m->t[i]);
+        else if (m->t[i].scales)
+            st = merge_scales(m, &m->t[i]);
+        m->t[i].scales = 0;
+        if (st != PK_OK) {
+            free(map);
+            return st;
+        }
+    }
     size_t k = 0;
     for (size_t i = 0; i < m->n_t; i++) {
-        if (pk_model_tensor_is_lora(m, i)) {
-            map[i] = -1;
+        if (map[i] < 0) {
             m->weight_bytes -= m->t[i].numel * 4;
             free(m->t[i].name);
             free(m->t[i].owned);
@@ -376,4 +407,111 @@ pk_status pk_model_lora_merge(pk_model *m)
     m->lora_scale = 0.0f;
     m->rB = m->rT = m->rTk = m->rthreads = m->rnp = 0;
     return st;
+}
+
+/* ---- trainable block scales ----------------------------------------------------------------- */
+
+int pk_model_tensor_is_scales(const pk_model *m, size_t i)
+{
+    for (size_t j = 0; j < m->n_t; j++)
+        if (m->t[j].scales == (int)i + 1)
+            return 1;
+    return 0;
+}
+
+/* One fp32 tensor "<W name>.scales" [rows, cols / 32] for quantized weight w, holding its
+ * stored block scales; the heap block holds the data and, after it, the initial values (for
+ * pk_model_restore_base, as new_tensor). */
+static pk_status new_scales(pk_tensor *s, const pk_tensor *w)
+{
+    size_t qb = pk_dtype_block(w->dtype), nblk = w->numel / qb, nb = nblk * 4;
+    size_t l = strlen(w->name);
+    memset(s, 0, sizeof *s);
+    s->name = malloc(l + 8);
+    s->owned = calloc(2, nb);
+    if (!s->name || !s->owned)
+        return PK_ERR_NOMEM;
+    memcpy(s->name, w->name, l);
+    memcpy(s->name + l, ".scales", 8);
+    s->dtype = PK_DTYPE_F32;
+    s->ndim = 2;
+    s->shape[0] = (int64_t)w->rows;
+    s->shape[1] = (int64_t)(w->cols / qb);
+    s->shape[2] = s->shape[3] = 1;
+    s->numel = nblk;
+    s->rows = w->rows;
+    s->cols = w->cols / qb;
+    s->key = pk_rng_tensor_key(s->name);
+    s->is_bias_or_norm = 1; /* no weight decay, as for norms: it would shrink whole blocks */
+    s->data = s->owned;
+    s->src = (char *)s->owned + nb;
+    pk_quant_block_scales(w->dtype, w->data, nblk, s->data);
+    memcpy((void *)(uintptr_t)s->src, s->data, nb);
+    return PK_OK;
+}
+
+pk_status pk_model_scales_attach(pk_model *m, size_t *n_tensors, char *err, size_t errlen)
+{
+    size_t n0 = m->n_t, k = 0;
+    for (size_t i = 0; i < n0; i++)
+        k += (size_t)(pk_quant_has_block_scale(m->t[i].dtype) || m->t[i].scales != 0);
+    if (k == 0) {
+        pk_seterr(err, errlen,
+                  "trainable block scales: the model has no Q8_0 or Q4_0 weight (quantize it "
+                  "with --type q4_0 or q8_0; other block types have no single scale per block)");
+        return PK_ERR_ARG;
+    }
+    if (n_tensors)
+        *n_tensors = k;
+    for (size_t i = 0; i < n0; i++)
+        if (m->t[i].scales)
+            return PK_OK; /* attached before */
+    pk_tensor *t = realloc(m->t, (n0 + k) * sizeof *t);
+    if (!t)
+        return PK_ERR_NOMEM;
+    m->t = t;
+    size_t j = n0;
+    for (size_t i = 0; i < n0; i++) {
+        if (!pk_quant_has_block_scale(m->t[i].dtype))
+            continue;
+        pk_status st = new_scales(&m->t[j], &m->t[i]);
+        m->n_t = j + 1; /* so pk_model_free releases what was made */
+        if (st != PK_OK)
+            return st;
+        m->t[i].scales = (int)j + 1;
+        m->weight_bytes += m->t[j].numel * 4;
+        j++;
+    }
+    return resort(m);
+}
+
+void pk_scales_fetch(const pk_model *m, const pk_perturb *pert, int ti, size_t start, size_t cnt,
+                     float *dst, float *dst1)
+{
+    const pk_tensor *t = &m->t[ti];
+    int si = t->scales - 1;
+    const pk_tensor *s = &m->t[si];
+    size_t qb = pk_dtype_block(t->dtype), bb = pk_dtype_row_bytes(t->dtype, qb);
+    size_t b0 = start / qb, nblk = cnt / qb;
+    PK_ASSERT(start % qb == 0 && cnt % qb == 0);
+    const unsigned char *src = (const unsigned char *)t->data + b0 * bb;
+    const float *d = (const float *)s->data + b0;
+    int on = pk_is_perturbed(m, pert, si);
+    const float *h = on && m->hdiag ? m->hdiag[si] : NULL;
+    float dp[64], dm[64];
+    for (size_t k = 0; k < nblk; k += 64) {
+        size_t n = nblk - k < 64 ? nblk - k : 64;
+        const float *dk = d + k;
+        if (on && h)
+            pk_z_perturb_diag(pert->seed, s->key, (uint64_t)(b0 + k), n, pert->kind, pert->scale,
+                              h + b0 + k, dk, dp, dst1 ? dm : NULL);
+        else if (on)
+            pk_z_perturb(pert->seed, s->key, (uint64_t)(b0 + k), n, pert->kind, pert->scale, dk, dp,
+                         dst1 ? dm : NULL);
+        pk_quant_decode_scaled(t->dtype, src + k * bb, n, on ? dp : dk, dst + k * qb);
+        if (dst1 && on)
+            pk_quant_decode_scaled(t->dtype, src + k * bb, n, dm, dst1 + k * qb);
+        else if (dst1)
+            memcpy(dst1 + k * qb, dst + k * qb, n * qb * 4);
+    }
 }

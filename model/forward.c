@@ -66,6 +66,10 @@ static void fetch_span(const pk_model *m, const pk_perturb *pert, int ti, size_t
                        float *dst, float *dst1)
 {
     const pk_tensor *t = &m->t[ti];
+    if (t->scales) { /* --trainable scales: the blocks decoded with their fp32 scales */
+        pk_scales_fetch(m, pert, ti, start, cnt, dst, dst1);
+        return;
+    }
     /* block types: start and cnt fall on block boundaries (whole rows, block-aligned column
      * slices: linear_kblocks) */
     const void *src = (const unsigned char *)t->data + pk_dtype_row_bytes(t->dtype, start);

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "gguf_impl.h"
+#include "quant_impl.h"
 
 #define CHUNK (1u << 16) /* fp32 elements converted at a time (whole rows) */
 
@@ -218,8 +219,7 @@ static pk_status check_types(const pk_model *m, const pk_dtype *types, size_t *m
         size_t cols = t->cols ? t->cols : 1;
         *maxcols = cols > *maxcols ? cols : *maxcols;
         if (pk_gguf_type_of(dt) < 0 ||
-            (dt != t->dtype && pk_dtype_is_quant(dt) &&
-             !(dt == PK_DTYPE_Q8_0 || dt == PK_DTYPE_Q4_0 || dt == PK_DTYPE_Q4_K))) {
+            (dt != t->dtype && pk_dtype_is_quant(dt) && !pk_quant_can_encode(dt))) {
             pk_seterr(err, errlen, "tensor %s: cannot write type %s", t->name, pk_dtype_name(dt));
             return PK_ERR_ARG;
         }

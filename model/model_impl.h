@@ -60,6 +60,7 @@ typedef struct pk_tensor {
     const void *src; /* with owned: where the tensor sits in the mapped file */
     int is_bias_or_norm;
     int lora_a, lora_b; /* a LoRA-adapted weight: index + 1 of its A [r, in] and B [out, r] */
+    int scales;         /* a Q8_0 / Q4_0 weight with trainable block scales: index + 1 of them */
 } pk_tensor;
 
 /* Tensor indices (-1 = absent) of one block. Llama: fc1 = up, fc2 = down, gate = gate.
@@ -151,6 +152,11 @@ void pk_model_set_block_rows(pk_model *m, int rows);
 
 /* The MeZO hook: returns 1 if tensor ti is perturbed under pert. */
 int pk_is_perturbed(const pk_model *m, const pk_perturb *pert, int ti);
+/* Elements [start, start+cnt) (whole blocks) of a weight with trainable block scales
+ * (t->scales), decoded with those scales + pert's scale * z (dst) and - (dst1, may be NULL);
+ * forward.c's weight fetch calls it (adapter.c). */
+void pk_scales_fetch(const pk_model *m, const pk_perturb *pert, int ti, size_t start, size_t cnt,
+                     float *dst, float *dst1);
 
 /* Runs the transformer over a batch (one pass, pert->both ignored): fills m->xn [B*T, Hh] with
  * the final hidden states (after the final norm / project_out / roberta MLM transform).

@@ -1,7 +1,7 @@
 /* quant.c: the block-quantized weight formats of GGUF files (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, laid
- * out as ggml stores them; DESIGN 5): each block decoded to fp32, and encoders for Q8_0, Q4_0 and
- * Q4_K. Blocks are read byte by byte (no struct overlay), so any alignment and endianness of the
- * host works. Which tensors get which type is the quantize command's business. */
+ * out as ggml stores them; DESIGN 5): each block decoded to fp32, and an encoder for each. Blocks
+ * are read byte by byte (no struct overlay), so any alignment and endianness of the host works.
+ * Which tensors get which type is the quantize command's business. */
 #include <math.h>
 #include <string.h>
 
@@ -21,19 +21,17 @@ static void put_half(unsigned char *p, uint16_t h)
     p[1] = (unsigned char)(h >> 8);
 }
 
-/* Q8_0 (34 bytes): f16 d, int8 q[32]; x = d * q. */
-static void dec_q8_0(const unsigned char *b, float *y)
+/* Q8_0 (34 bytes): f16 d, int8 q[32]; x = d * q (d: the stored one, or a trained scale). */
+static void dec_q8_0(const unsigned char *b, float d, float *y)
 {
-    float d = half_at(b);
     for (int i = 0; i < QK; i++)
         y[i] = d * (float)(signed char)b[2 + i];
 }
 
 /* Q4_0 (18 bytes): f16 d, 16 bytes of nibbles; element i < 16 is the low nibble of byte i,
  * element i + 16 its high nibble; x = d * (q - 8). */
-static void dec_q4_0(const unsigned char *b, float *y)
+static void dec_q4_0(const unsigned char *b, float d, float *y)
 {
-    float d = half_at(b);
     for (int i = 0; i < QK / 2; i++) {
         y[i] = d * (float)((b[2 + i] & 0x0f) - 8);
         y[i + QK / 2] = d * (float)((b[2 + i] >> 4) - 8);
@@ -120,10 +118,10 @@ void pk_quant_decode(pk_dtype dt, const void *src, size_t nblocks, float *dst)
         float *y = dst + i * be;
         switch (dt) {
         case PK_DTYPE_Q8_0:
-            dec_q8_0(b, y);
+            dec_q8_0(b, half_at(b), y);
             break;
         case PK_DTYPE_Q4_0:
-            dec_q4_0(b, y);
+            dec_q4_0(b, half_at(b), y);
             break;
         case PK_DTYPE_Q4_K:
             dec_q4_k(b, y);
@@ -195,26 +193,31 @@ static int ceil_q(float v, float step, int hi)
     return q < 0.0f ? 0 : q > (float)hi ? hi : (int)q;
 }
 
-/* Per sub-block j of 32: offset mn_j = -min(0, min x) >= 0 and scale (max x + mn_j) / 15, each a
- * 6-bit multiple of a super-block f16 (dmin, d), rounded up; then q = round((x + mn) / scale). */
-static void enc_q4_k(const float *x, unsigned char *b)
+/* The header of a Q4_K / Q5_K block (f16 d, f16 dmin, 12 bytes of 6-bit scales and mins) for x
+ * [256] at `levels` quantization levels - 1 (15 or 31). Per sub-block j of 32: offset mn_j =
+ * -min(0, min x) >= 0 and scale (max x + mn_j) / levels, each a 6-bit multiple of a
+ * super-block f16 (dmin, d), rounded up so no value is clipped. s[j], m[j] get the sub-block's
+ * effective scale d * sc_j and offset dmin * mn_j. */
+static void enc_k_header(const float *x, float levels, unsigned char *b, float s[8], float m[8])
 {
     float lo[8], hi[8], dmax = 0.0f, mmax = 0.0f;
     for (int j = 0; j < 8; j++) {
         lo[j] = 0.0f;
         hi[j] = 0.0f;
         for (int l = 0; l < 32; l++) {
-            lo[j] = fminf(lo[j], x[32 * j + l]);
-            hi[j] = fmaxf(hi[j], x[32 * j + l]);
+            float v = x[32 * j + l];
+            lo[j] = v < lo[j] ? v : lo[j];
+            hi[j] = v > hi[j] ? v : hi[j];
         }
-        mmax = fmaxf(mmax, -lo[j]);
+        mmax = -lo[j] > mmax ? -lo[j] : mmax;
     }
     uint16_t mh = f16_ceil(mmax / 63.0f);
     float dmin = pk_f16_to_f32(mh);
     int sc[8], mn[8];
     for (int j = 0; j < 8; j++) {
         mn[j] = ceil_q(-lo[j], dmin, 63);
-        dmax = fmaxf(dmax, (hi[j] + dmin * (float)mn[j]) / 15.0f);
+        float need = (hi[j] + dmin * (float)mn[j]) / levels;
+        dmax = need > dmax ? need : dmax;
     }
     uint16_t dh = f16_ceil(dmax / 63.0f);
     float d = pk_f16_to_f32(dh);
@@ -222,7 +225,7 @@ static void enc_q4_k(const float *x, unsigned char *b)
     put_half(b + 2, mh);
     memset(b + 4, 0, 12);
     for (int j = 0; j < 8; j++) {
-        sc[j] = ceil_q((hi[j] + dmin * (float)mn[j]) / 15.0f, d, 63);
+        sc[j] = ceil_q((hi[j] + dmin * (float)mn[j]) / levels, d, 63);
         int i = j & 3;
         if (j < 4) {
             b[4 + i] |= (unsigned char)sc[j];
@@ -232,22 +235,92 @@ static void enc_q4_k(const float *x, unsigned char *b)
             b[8 + i] |= (unsigned char)((mn[j] >> 4) << 6);
             b[12 + i] = (unsigned char)((sc[j] & 0x0f) | ((mn[j] & 0x0f) << 4));
         }
+        s[j] = d * (float)sc[j];
+        m[j] = dmin * (float)mn[j];
     }
+}
+
+/* q = round((x + mn) / scale) in [0, levels] for element l of sub-block j. */
+static int k_level(const float *x, const float *s, const float *m, int j, int l, int levels)
+{
+    float is = s[j] > 0.0f ? 1.0f / s[j] : 0.0f;
+    float v = roundf((x[32 * j + l] + m[j]) * is);
+    return v < 0.0f ? 0 : v > (float)levels ? levels : (int)v;
+}
+
+/* Q4_K: the header, then the nibbles (sub-block 2k low, 2k+1 high, 32 bytes per pair). */
+static void enc_q4_k(const float *x, unsigned char *b)
+{
+    float s[8], m[8];
+    enc_k_header(x, 15.0f, b, s, m);
     unsigned char *q = b + 16;
     for (int j = 0; j < 8; j++) {
-        float s = d * (float)sc[j], m = dmin * (float)mn[j], is = s > 0.0f ? 1.0f / s : 0.0f;
         for (int l = 0; l < 32; l++) {
-            float v = roundf((x[32 * j + l] + m) * is);
-            int qi = v < 0.0f ? 0 : v > 15.0f ? 15 : (int)v;
+            int qi = k_level(x, s, m, j, l, 15);
             unsigned char *p = &q[32 * (j / 2) + l];
             *p = (unsigned char)(j % 2 ? (*p & 0x0f) | (qi << 4) : qi);
         }
     }
 }
 
+/* Q5_K: the header at 31 levels, then bit 4 of element l of sub-block j in bit j of qh[l] and
+ * its low 4 bits in the nibbles laid out as Q4_K. */
+static void enc_q5_k(const float *x, unsigned char *b)
+{
+    float s[8], m[8];
+    enc_k_header(x, 31.0f, b, s, m);
+    unsigned char *qh = b + 16, *q = b + 48;
+    memset(qh, 0, 32);
+    for (int j = 0; j < 8; j++) {
+        for (int l = 0; l < 32; l++) {
+            int qi = k_level(x, s, m, j, l, 31);
+            unsigned char *p = &q[32 * (j / 2) + l];
+            *p = (unsigned char)(j % 2 ? (*p & 0x0f) | ((qi & 15) << 4) : (qi & 15));
+            qh[l] |= (unsigned char)((qi >> 4) << j);
+        }
+    }
+}
+
+/* Q6_K: per sub-block j of 16 a signed scale s_j = amax_j / 31 (no value beyond 31 steps), as
+ * an int8 multiple of the f16 d = max s_j / 127 (both rounded up: no clipping); q - 32 =
+ * round(x / (d sc_j)) in [-31, 31]. Layout as dec_q6_k reads it. */
+static void enc_q6_k(const float *x, unsigned char *b)
+{
+    float amax[16], smax = 0.0f;
+    for (int j = 0; j < 16; j++) {
+        amax[j] = 0.0f;
+        for (int l = 0; l < 16; l++) {
+            float a = fabsf(x[16 * j + l]);
+            amax[j] = a > amax[j] ? a : amax[j];
+        }
+        smax = amax[j] / 31.0f > smax ? amax[j] / 31.0f : smax;
+    }
+    uint16_t dh = f16_ceil(smax / 127.0f);
+    float d = pk_f16_to_f32(dh);
+    memset(b, 0, 210);
+    put_half(b + 208, dh);
+    signed char *sc = (signed char *)(b + 192);
+    for (int j = 0; j < 16; j++)
+        sc[j] = (signed char)ceil_q(amax[j] / 31.0f, d, 127);
+    for (int h = 0; h < 2; h++) {
+        unsigned char *ql = b + 64 * h, *qh = b + 128 + 32 * h;
+        for (int l = 0; l < 32; l++) {
+            for (int r = 0; r < 4; r++) {
+                int i = 128 * h + 32 * r + l, j = i / 16;
+                float st = d * (float)sc[j], is = st > 0.0f ? 1.0f / st : 0.0f;
+                float v = roundf(x[i] * is);
+                int q = (v < -31.0f ? -31 : v > 31.0f ? 31 : (int)v) + 32; /* 1..63 */
+                ql[l + 32 * (r & 1)] |= (unsigned char)((q & 15) << (4 * (r >> 1)));
+                qh[l] |= (unsigned char)((q >> 4) << (2 * r));
+            }
+        }
+    }
+}
+
 int pk_quant_can_encode(pk_dtype dt)
 {
-    return dt == PK_DTYPE_Q8_0 || dt == PK_DTYPE_Q4_0 || dt == PK_DTYPE_Q4_K;
+    return dt == PK_DTYPE_Q8_0 || dt == PK_DTYPE_Q4_0 || dt == PK_DTYPE_Q4_K ||
+           dt == PK_DTYPE_Q5_K || dt == PK_DTYPE_Q6_K;
 }
 
 void pk_quant_encode(pk_dtype dt, const float *src, size_t nblocks, void *dst)
@@ -265,8 +338,44 @@ void pk_quant_encode(pk_dtype dt, const float *src, size_t nblocks, void *dst)
         case PK_DTYPE_Q4_K:
             enc_q4_k(src + i * be, d + i * bb);
             break;
+        case PK_DTYPE_Q5_K:
+            enc_q5_k(src + i * be, d + i * bb);
+            break;
+        case PK_DTYPE_Q6_K:
+            enc_q6_k(src + i * be, d + i * bb);
+            break;
         default:
             PK_ASSERT(0 && "no encoder for this type");
         }
+    }
+}
+
+/* ---- trainable block scales (--trainable scales, DESIGN 5) --------------------------------- */
+
+int pk_quant_has_block_scale(pk_dtype dt)
+{
+    return dt == PK_DTYPE_Q8_0 || dt == PK_DTYPE_Q4_0;
+}
+
+void pk_quant_block_scales(pk_dtype dt, const void *src, size_t nblocks, float *d)
+{
+    PK_ASSERT(pk_quant_has_block_scale(dt));
+    const unsigned char *s = src;
+    size_t bb = pk_dtype_row_bytes(dt, QK);
+    for (size_t i = 0; i < nblocks; i++)
+        d[i] = half_at(s + i * bb);
+}
+
+void pk_quant_decode_scaled(pk_dtype dt, const void *src, size_t nblocks, const float *d,
+                            float *dst)
+{
+    PK_ASSERT(pk_quant_has_block_scale(dt));
+    const unsigned char *s = src;
+    size_t bb = pk_dtype_row_bytes(dt, QK);
+    for (size_t i = 0; i < nblocks; i++) {
+        if (dt == PK_DTYPE_Q8_0)
+            dec_q8_0(s + i * bb, d[i], dst + i * QK);
+        else
+            dec_q4_0(s + i * bb, d[i], dst + i * QK);
     }
 }

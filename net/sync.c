@@ -5,6 +5,7 @@
  * leave the device. The wire format is sync_wire.c, HTTP http.c, the privacy accountant dp.c;
  * the weights stay behind the ops. */
 #include "pk_crypto.h"
+#include "pk_mezo.h"
 #include "pk_store.h"
 #include "sync_impl.h"
 
@@ -204,7 +205,12 @@ static pk_status check_model(sess *x)
         return fail(x, PK_ERR_ARG,
                     "the task %s needs the base model with hash %s, this model has %s", x->t.id,
                     x->t.base_hash, hash);
-    if (x->ops->trainable && x->t.trainable[0] && strcmp(x->ops->trainable, x->t.trainable) != 0)
+    /* a LoRA spec compares in its canonical form (r, alpha and seed explicit) */
+    char want[256] = "", have[256] = "";
+    pk_mezo_trainable_canonical(x->t.trainable, want, sizeof want);
+    if (x->ops->trainable)
+        pk_mezo_trainable_canonical(x->ops->trainable, have, sizeof have);
+    if (x->ops->trainable && x->t.trainable[0] && strcmp(have, want) != 0)
         return fail(x, PK_ERR_ARG,
                     "the task %s trains the subset '%s', this device's trainable subset is '%s'",
                     x->t.id, x->t.trainable, x->ops->trainable);

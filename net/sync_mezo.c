@@ -1,7 +1,9 @@
 /* sync_mezo.c: the real model behind pk_sync_model_ops: the engine's model, pk_mezo's projected
  * gradient and update sweep, an lm objective over a dataset of the store; reset restores the
  * base weights from their files (pk_model_restore_base) so every round restarts from base +
- * global log (sync.c does the replay). */
+ * global log (sync.c does the replay). A spec that adds tensors (a LoRA adapter, block scales)
+ * is reproduced from the spec itself (its seed), so at the base the device reports the hash of
+ * the base model alone, the one the task names (the coordinator never sees the adapter). */
 #include "pk_crypto.h"
 #include "pk_net.h"
 #include "pk_train.h"
@@ -17,7 +19,10 @@ struct pk_sync_mezo {
     pk_objective *obj;        /* NULL: no local data (catch-up only) */
     size_t batch;
     uint64_t shuffle_seed;
-    int64_t step; /* local steps taken this session (batch order) */
+    int64_t step;       /* local steps taken this session (batch order) */
+    char base_hash[65]; /* of the base model before the spec added tensors */
+    int added;          /* the spec added tensors (an adapter, block scales) */
+    int at_base;        /* reset and nothing applied since: the weights are base + spec init */
 };
 
 void pk_sync_mezo_free(pk_sync_mezo *x)
@@ -41,8 +46,15 @@ pk_status pk_sync_mezo_open(pk_store *s, const char *model_dir, const char *data
     if (!x)
         return PK_ERR_NOMEM;
     pk_status st = pk_model_load(model_dir, pk_model_default_params(), &x->m, err, errlen);
+    size_t n0 = 0;
+    if (st == PK_OK) {
+        n0 = pk_model_n_tensors(x->m);
+        st = pk_weights_hash(x->m, x->base_hash);
+    }
     if (st == PK_OK)
         st = pk_mezo_trainable(x->m, trainable ? trainable : "all", &x->trainable, err, errlen);
+    if (st == PK_OK)
+        x->added = pk_model_n_tensors(x->m) != n0;
     snprintf(x->trainable_name, sizeof x->trainable_name, "%s", trainable ? trainable : "all");
     if (st == PK_OK && dataset) {
         pk_train_config cfg = pk_train_config_default();
@@ -83,18 +95,25 @@ static pk_status op_apply(void *user, uint64_t seed, pk_z_kind kind, float lr, f
 {
     pk_sync_mezo *x = user;
     pk_mezo_update(x->m, x->trainable, seed, kind, lr, coef, 0.0f);
+    x->at_base = 0;
     return PK_OK;
 }
 
 static pk_status op_reset(void *user)
 {
     pk_sync_mezo *x = user;
-    return pk_model_restore_base(x->m);
+    pk_status st = pk_model_restore_base(x->m);
+    x->at_base = st == PK_OK;
+    return st;
 }
 
 static pk_status op_hash(void *user, char hex[65])
 {
     pk_sync_mezo *x = user;
+    if (x->added && x->at_base) { /* base + the spec's initial tensors: the task's base */
+        memcpy(hex, x->base_hash, 65);
+        return PK_OK;
+    }
     return pk_weights_hash(x->m, hex);
 }
 

@@ -55,6 +55,21 @@ static int get_str(const cJSON *o, const char *key, int required, char *out, siz
     return 1;
 }
 
+/* A trainable subset: a name, or a LoRA spec ("lora:r=8,alpha=16,seed=0,targets=q_proj|v_proj"),
+ * so ':', ',', '=' and '|' too (none needs escaping in the JSON the task is served as). */
+static int trainable_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 1 || n > PKP_MAX_NAME)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c[2] = {s[i], 0};
+        if (!pkp_name_ok(c) && !strchr(":,=|", s[i]))
+            return 0;
+    }
+    return 1;
+}
+
 static int parse_fields(const cJSON *o, srv_task *t, char *err, size_t errlen)
 {
     char seed_hex[80] = "";
@@ -85,8 +100,8 @@ static int parse_fields(const cJSON *o, srv_task *t, char *err, size_t errlen)
             return 0;
         }
     }
-    if (!pkp_name_ok(t->trainable)) {
-        snprintf(err, errlen, "task: key \"trainable\" must be 1..63 chars of [A-Za-z0-9._-]");
+    if (!trainable_ok(t->trainable)) {
+        snprintf(err, errlen, "task: key \"trainable\" must be 1..63 chars of [A-Za-z0-9._-:,=|]");
         return 0;
     }
     if (!pkp_name_ok(t->task_id)) {

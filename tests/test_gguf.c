@@ -207,6 +207,10 @@ static void test_roundtrip_bounds(void)
     roundtrip_bound(PK_DTYPE_Q4_0, 1.0 / 8 + 1e-3, 0);
     /* Q4_K: half a sub-block step, a step being at most about range/15 */
     roundtrip_bound(PK_DTYPE_Q4_K, 0, 1.0 / 25);
+    /* Q5_K: the same at 31 levels (a step at most about range/31) */
+    roundtrip_bound(PK_DTYPE_Q5_K, 0, 1.0 / 50);
+    /* Q6_K: half a step of amax/31 (16 values per scale), the scales rounded up */
+    roundtrip_bound(PK_DTYPE_Q6_K, 0.5 / 31 + 2e-3, 0);
     PK_CHECK_EQ(pk_dtype_row_bytes(PK_DTYPE_Q4_K, 512), 288);
     PK_CHECK_EQ(pk_dtype_row_bytes(PK_DTYPE_Q8_0, 64), 68);
     PK_CHECK_EQ(pk_dtype_block(PK_DTYPE_Q6_K), 256);

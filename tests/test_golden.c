@@ -253,6 +253,92 @@ static void test_replay(void)
     }
 }
 
+/* The f16 case's replay before stochastic rounding (rounding to nearest even), the golden of
+ * commit ad2b0ab's parent: what a seed log without the "rounding" marker must still give. */
+#define F16_NEAREST_HASH "626ab8594248d1f8cc2506ac142eb64f87684466fdd6e5116eee9e9f337c877d"
+
+/* Replays fixed_rows as a seed log file on llama-tiny-f16: with header line `marker` ("" for a
+ * log written before the marker existed); want: the weights hash it must give. */
+static void check_rounding_marker(const char *marker, pk_rounding want_mode, const char *want,
+                                  int threads)
+{
+    char dir[1024], path[1100], err[256] = "", base[65] = "", got[65] = "";
+    model_dir("llama-tiny-f16", dir, sizeof dir);
+    pk_model *m = load_dir(dir);
+    pk_step_row rows[N_ROWS];
+    fixed_rows(rows);
+    pk_threads_set(threads);
+    PK_CHECK(m && pk_weights_hash(m, base) == PK_OK);
+    make_tmp_home(path, sizeof path, "rounding");
+    strcat(path, ".seedlog");
+    FILE *f = fopen(path, "w");
+    PK_CHECK(f != NULL);
+    if (f == NULL || m == NULL) {
+        pk_model_free(m);
+        return;
+    }
+    fprintf(f, "pocketllm-seedlog 1\nbase_hash %s\nz gaussian\nweight_decay %a\ntrainable all\n%s",
+            base, (double)0.01f, marker);
+    fprintf(f, "steps %d\n", N_ROWS);
+    for (int r = 0; r < N_ROWS; r++)
+        fprintf(f, "%lld %d %llu %a %a %a %a %a\n", (long long)rows[r].step, (int)rows[r].q_index,
+                (unsigned long long)rows[r].seed, (double)rows[r].g, (double)rows[r].lr,
+                (double)rows[r].eps, (double)rows[r].loss_plus, (double)rows[r].loss_minus);
+    fclose(f);
+    pk_seedlog log;
+    PK_CHECK_EQ(pk_seedlog_read(path, &log, err, sizeof err), PK_OK);
+    PK_CHECK_EQ((int)log.rounding, (int)want_mode);
+    PK_CHECK_EQ(pk_seedlog_replay(m, &log, err, sizeof err), PK_OK);
+    PK_CHECK(pk_weights_hash(m, got) == PK_OK);
+    if (strcmp(got, want) != 0)
+        fprintf(stderr, "rounding marker '%s' (%d threads): replayed %s, want %s\n", marker,
+                threads, got, want);
+    PK_CHECK(strcmp(got, want) == 0);
+    /* a written log carries its mode and reads back the same */
+    PK_CHECK_EQ(pk_seedlog_write(path, &log, err, sizeof err), PK_OK);
+    pk_seedlog back;
+    PK_CHECK_EQ(pk_seedlog_read(path, &back, err, sizeof err), PK_OK);
+    PK_CHECK_EQ((int)back.rounding, (int)want_mode);
+    pk_seedlog_clear(&back);
+    pk_seedlog_clear(&log);
+    remove(path);
+    path[strlen(path) - strlen(".seedlog")] = 0;
+    rm_rf(path);
+    pk_model_free(m);
+}
+
+/* DESIGN 4: a seed log from before stochastic rounding (no "rounding" line) replays a 16-bit
+ * base rounding to nearest, bit for bit as it was made; "rounding stochastic" (what new logs
+ * say) gives the stochastic golden; an unknown mode is refused. */
+static void test_rounding_marker(void)
+{
+    for (int t = 1; t <= 2; t++) {
+        check_rounding_marker("", PK_ROUND_NEAREST, F16_NEAREST_HASH, t);
+        check_rounding_marker("rounding nearest\n", PK_ROUND_NEAREST, F16_NEAREST_HASH, t);
+        check_rounding_marker("rounding stochastic\n", PK_ROUND_STOCHASTIC, replay_golden[2].hash,
+                              t);
+    }
+    char path[1100], err[256] = "";
+    make_tmp_home(path, sizeof path, "rounding-bad");
+    strcat(path, ".seedlog");
+    FILE *f = fopen(path, "w");
+    PK_CHECK(f != NULL);
+    if (f == NULL)
+        return;
+    fprintf(f,
+            "pocketllm-seedlog 1\nbase_hash %064d\nz gaussian\nweight_decay 0\ntrainable "
+            "all\nrounding up\nsteps 0\n",
+            0);
+    fclose(f);
+    pk_seedlog log;
+    PK_CHECK_EQ(pk_seedlog_read(path, &log, err, sizeof err), PK_ERR_FORMAT);
+    PK_CHECK(strstr(err, "rounding up") != NULL);
+    pk_seedlog_clear(&log);
+    remove(path);
+    path[strlen(path) - strlen(".seedlog")] = 0;
+    rm_rf(path);
+}
+
 /* ---- a store and a seed log across architectures -------------------------------------------- */
 
 static const char *const notes[3] = {
@@ -464,6 +550,7 @@ int main(int argc, char **argv)
     test_z();
     test_logits();
     test_replay();
+    test_rounding_marker();
     /* the same architecture both ways here; scripts/test-arm64.sh crosses them */
     char dir[1024];
     make_tmp_home(dir, sizeof dir, "golden");

@@ -3,8 +3,8 @@
  * adapter_config.json and tensor names and shapes), export --merged (its logits equal the base's
  * with the exported adapter attached), the seed log replayed to the same hash, a bf16 copy
  * trained full-parameter (stochastic rounding) and with an adapter at 1 and 2 threads and
- * replayed under each BLAS kernel, a full-parameter run refused by --adapter, and bench mezo
- * --trainable printing the trainable parameter count. */
+ * replayed under each BLAS kernel, a full-parameter run refused by --adapter, bench mezo
+ * --trainable printing the trainable parameter count, and --trainable scales on a q4_0 copy. */
 #include "pk_model.h"
 #include "pk_test.h"
 #include "test_product_util.h"
@@ -339,6 +339,54 @@ static void test_bench(void)
     free(o);
 }
 
+/* --trainable scales on a q4_0 copy: one hash at 1 and 2 threads, the seed log replays to it
+ * under each BLAS kernel (replay --out writes the scales folded into fp32 weights), bench mezo
+ * counts the scales, and an f32 base (no block scales) is refused. */
+static void test_scales(void)
+{
+    char q4[300], h1[80] = "", h2[80] = "", log[300], cmd[600], *o = NULL;
+    snprintf(q4, sizeof q4, "%s/q4", tmp);
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
+                        "%s quantize --model %s --out %s --type q4_0 --json", POCKETLLM,
+                        PK_STORIES_DIR, q4),
+                0);
+    snprintf(cmd, sizeof cmd, "--model %s --trainable scales --lr 1e-5 --eps 1e-4 --threads 1", q4);
+    int64_t r1 = train(cmd, h1);
+    snprintf(cmd, sizeof cmd, "--model %s --trainable scales --lr 1e-5 --eps 1e-4 --threads 2", q4);
+    int64_t r2 = train(cmd, h2);
+    PK_CHECK(r1 > 0 && r2 > 0 && h1[0] && !strcmp(h1, h2));
+    snprintf(log, sizeof log, "%s/scales.seedlog", tmp);
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE, "%s export --run %lld --seed-log %s --home %s",
+                        POCKETLLM, (long long)r1, log, home),
+                0);
+    char *text = slurp(log, NULL);
+    PK_CHECK(text && strstr(text, "\ntrainable scales\n") &&
+             strstr(text, "\nrounding stochastic\n"));
+    free(text);
+    const char *cores[] = {"", "Haswell"};
+    for (int c = 0; c < 2; c++) {
+        char hr[80] = "";
+        PK_CHECK_EQ(replay_under(cores[c], log, q4, hr), 0);
+        PK_CHECK(!strcmp(hr, h1));
+    }
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
+                        "%s bench mezo --model %s --batch 2 --seq 16 --steps 1 --trainable scales",
+                        POCKETLLM, q4),
+                0);
+    cJSON *j = last_json(o);
+    /* one scale per 32 weights of the 31 Q4_0 matrices: embeddings 512 x 64, and per layer q and
+     * o 64 x 64, k and v 32 x 64, gate and up 172 x 64 */
+    PK_CHECK(num(j, "trainable_params") == 512 * 2 + 5 * (2 * 128 + 2 * 64 + 2 * 344));
+    cJSON_Delete(j);
+    free(o);
+    o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR, "%s train %s %s --trainable scales --home %s --quiet",
+                        POCKETLLM, TRAIN, STORIES, home),
+                1);
+    PK_CHECK(o && strstr(o, "no Q8_0 or Q4_0 weight"));
+    free(o);
+}
+
 int main(void)
 {
     unsetenv("POCKETLLM_HOME");
@@ -349,6 +397,7 @@ int main(void)
     test_bf16_runs();
     test_refusals();
     test_bench();
+    test_scales();
     rm_rf(tmp);
     return PK_TEST_DONE();
 }

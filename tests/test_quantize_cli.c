@@ -31,10 +31,19 @@ int main(void)
              strstr(out, "\"model.embed_tokens.weight\":\"keep\""));
     free(out);
     out = NULL;
-    PK_CHECK_EQ(run_fmt(&out, RUN_MERGE_STDERR, "%s quantize --model %s --out %s/x --type q5_k",
+    PK_CHECK_EQ(run_fmt(&out, RUN_MERGE_STDERR, "%s quantize --model %s --out %s/x --type q3_k",
                         POCKETLLM, PK_STORIES_DIR, tmp),
                 2);
-    PK_CHECK(out && strstr(out, "--type: expected q8_0"));
+    PK_CHECK(out && strstr(out, "--type: expected q8_0, q4_0, q4_k, q5_k, q6_k"));
+    free(out);
+    out = NULL;
+    /* q5_k / q6_k are written (256-blocks: stories260k's 64-wide rows all stay f32 here; the
+     * encoders' error bounds are test_gguf's) */
+    PK_CHECK_EQ(run_fmt(&out, RUN_SHOW_FAILURE,
+                        "%s quantize --model %s --out %s/q6 --type q6_k --json", POCKETLLM,
+                        PK_STORIES_DIR, tmp),
+                0);
+    PK_CHECK(out && strstr(out, "\"type\":\"Q6_K\"") && strstr(out, "\"converted\":0"));
     free(out);
     out = NULL;
     PK_CHECK_EQ(run_fmt(&out, RUN_MERGE_STDERR,

@@ -202,20 +202,25 @@ static int make_agent(agent *a, int i, const char *const *lines, size_t n, const
     return run_capture(cmd, NULL) == 0;
 }
 
-/* `pocketllm sync --catch-up` in home (created if needed) with --out. */
-static void catch_up(const coord *c, const char *name, report *r)
+/* `pocketllm sync --catch-up` in home (created if needed) with --out, and extra options. */
+static void catch_up_ex(const coord *c, const char *name, const char *extra, report *r)
 {
     char cmd[2048], *out = NULL;
     snprintf(cmd, sizeof cmd,
              "(test -d %s/%s || %s init --home %s/%s --opslimit 1 --memlimit 8192 >/dev/null) && "
-             "%s sync --catch-up --server %s --model %s --home %s/%s --json --out %s/%s.out",
+             "%s sync --catch-up --server %s --model %s --home %s/%s --json --out %s/%s.out %s",
              g_tmp, name, POCKETLLM, g_tmp, name, POCKETLLM, c->url, STORIES, g_tmp, name, g_tmp,
-             name);
+             name, extra);
     int rc = run_capture(cmd, &out);
     parse_report(out, rc, r);
     if (!r->ok)
         fprintf(stderr, "catch-up in %s failed (exit %d): %s\n", name, rc, out ? out : "");
     free(out);
+}
+
+static void catch_up(const coord *c, const char *name, report *r)
+{
+    catch_up_ex(c, name, "", r);
 }
 
 /* ---- an independent replay of the coordinator's log ----------------------------------------- */
@@ -234,8 +239,9 @@ static uint64_t pool_seed_k(uint32_t k)
     return s;
 }
 
-/* Applies one log entry: W -= lr * coef[k] * z(seed_k), ascending k (PROTOCOL 3 and 6). */
-static int apply_entry(pk_model *m, const cJSON *e)
+/* Applies one log entry: W -= lr * coef[k] * z(seed_k), ascending k (PROTOCOL 3 and 6), to the
+ * tensors of mask (NULL: all). */
+static int apply_entry(pk_model *m, const uint8_t *mask, const cJSON *e)
 {
     const cJSON *lr = cJSON_GetObjectItemCaseSensitive(e, "lr");
     const cJSON *u = cJSON_GetObjectItemCaseSensitive(e, "updates");
@@ -252,28 +258,32 @@ static int apply_entry(pk_model *m, const cJSON *e)
         for (int b = 3; b >= 0; b--)
             bits = bits << 8 | bin[i + 2 + b];
         memcpy(&coef, &bits, 4);
-        pk_mezo_update(m, NULL, pool_seed_k(k), PK_Z_GAUSSIAN, (float)lr->valuedouble, coef, 0.0f);
+        pk_mezo_update(m, mask, pool_seed_k(k), PK_Z_GAUSSIAN, (float)lr->valuedouble, coef, 0.0f);
     }
     return 1;
 }
 
-/* The log replayed on stories260k here; *entries = entries applied. 1 on success. */
-static int ref_replay(const char *log, char hex[65], int *entries)
+/* The log replayed on stories260k here, training `spec` (NULL: all); *entries = entries
+ * applied. 1 on success. */
+static int ref_replay(const char *log, const char *spec, char hex[65], int *entries)
 {
     pk_model *m = NULL;
+    uint8_t *mask = NULL;
     char err[256] = "";
     cJSON *j = log ? cJSON_Parse(log) : NULL;
     const cJSON *e;
     int ok = j && pk_model_load(STORIES, pk_model_default_params(), &m, err, sizeof err) == PK_OK;
+    ok = ok && (!spec || pk_mezo_trainable(m, spec, &mask, err, sizeof err) == PK_OK);
     *entries = 0;
     if (ok) {
         cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, "entries"))
         {
-            ok = ok && apply_entry(m, e);
+            ok = ok && apply_entry(m, mask, e);
             *entries += ok;
         }
     }
     ok = ok && pk_weights_hash(m, hex) == PK_OK;
+    free(mask);
     pk_model_free(m);
     cJSON_Delete(j);
     return ok;
@@ -549,18 +559,71 @@ static void check_quiet(const coord *c)
 
 /* ---- main ------------------------------------------------------------------------------------ */
 
-static int write_task(const char *base)
+/* trainable: "" or ",\"trainable\":\"SPEC\"" */
+static int write_task_named(const char *base, const char *id, int quorum, const char *trainable)
 {
     char hex[65], path[300], json[1024];
     randombytes_buf(g_pool_seed, sizeof g_pool_seed);
     sodium_bin2hex(hex, sizeof hex, g_pool_seed, sizeof g_pool_seed);
     snprintf(json, sizeof json,
-             "{\"task_id\":\"cli-test\",\"base_model_hash\":\"%s\",\"pool_size\":4096,"
+             "{\"task_id\":\"%s\",\"base_model_hash\":\"%s\",\"pool_size\":4096,"
              "\"pool_seed\":\"%s\",\"z_kind\":\"gaussian\",\"lr\":0.001,\"eps\":0.001,"
-             "\"local_steps\":%d,\"batch_size\":2,\"quorum\":%d,\"deadline_seconds\":60}\n",
-             base, hex, LOCAL_STEPS, N_AGENTS);
+             "\"local_steps\":%d,\"batch_size\":2,\"quorum\":%d,\"deadline_seconds\":60%s}\n",
+             id, base, hex, LOCAL_STEPS, quorum, trainable);
     snprintf(path, sizeof path, "%s/task.json", g_tmp);
     return write_string(path, json) == 0;
+}
+
+static int write_task(const char *base)
+{
+    return write_task_named(base, "cli-test", N_AGENTS, "");
+}
+
+/* A LoRA task (the coordinator knows the base hash and the spec, never the adapter): the
+ * adapter comes from the spec's seed, so a device reports the base hash at the base, uploads,
+ * and a fresh home with the same spec (in any order of its items) replays the log to the
+ * device's weights, as does the protocol alone (ref_replay with the spec's mask); a device
+ * without the spec is refused. A new coordinator (task cli-lora, quorum 1, no faults, its own
+ * db and capture). */
+#define LORA_SPEC "lora:r=4,alpha=8,seed=5"
+static void test_lora_sync(const agent *a, const char *base)
+{
+    coord c;
+    char args[1400], path[300], *log = NULL, ref[65] = "";
+    report rep, fresh0, fresh, plain;
+    memset(&c, 0, sizeof c);
+    /* the task names the spec; a device asks for it as "lora:r=4,alpha=8,seed=5" */
+    PK_CHECK(write_task_named(base, "cli-lora", 1, ",\"trainable\":\"" LORA_SPEC "\""));
+    snprintf(path, sizeof path, "%s/capture-lora", g_tmp);
+    PK_CHECK(mkdir(path, 0700) == 0);
+    snprintf(
+        args, sizeof args,
+        "--db %s/lora.db --task %s/task.json --capture %s --faults seed=1 2>%s/server-lora.log",
+        g_tmp, g_tmp, path, g_tmp);
+    if (!server_start(&c.sv, args)) {
+        PK_CHECK(0);
+        return;
+    }
+    c.port = c.sv.port;
+    snprintf(c.url, sizeof c.url, "http://127.0.0.1:%d", c.port);
+    catch_up_ex(&c, "lora0", "--trainable " LORA_SPEC, &fresh0); /* version 0: the base */
+    PK_CHECK(fresh0.ok && fresh0.log_version == 0 && !strcmp(fresh0.model_hash, base));
+    FILE *p = sync_start(a, &c, "--batch 2 --trainable lora:alpha=8,seed=5,r=4"); /* the same */
+    PK_CHECK(p != NULL);
+    sync_finish(p, a, &rep);
+    PK_CHECK(rep.ok && rep.uploaded && rep.round_closed && rep.log_version == 1);
+    PK_CHECK(strcmp(rep.model_hash, base) != 0);
+    catch_up_ex(&c, "lora1", "--trainable " LORA_SPEC, &fresh);
+    PK_CHECK(fresh.ok && fresh.log_version == 1 && !strcmp(fresh.model_hash, rep.model_hash));
+    catch_up_ex(&c, "lora2", "", &plain); /* a device training all weights is refused */
+    PK_CHECK(!plain.ok && plain.rc == 1);
+    log = fetch_global_log(c.url, 20);
+    int entries = 0;
+    PK_CHECK(ref_replay(log, LORA_SPEC, ref, &entries));
+    PK_CHECK_EQ(entries, 1);
+    PK_CHECK(!strcmp(ref, rep.model_hash));
+    free(log);
+    coord_stop(&c);
 }
 
 static void run_all(const coord *c, const agent *ag, const char *base)
@@ -589,7 +652,7 @@ static void run_all(const coord *c, const agent *ag, const char *base)
      * here on; the only later child, rm, is exec'd at once) */
     char *log = fetch_global_log(c->url, 20), ref[65] = ""; /* faults are on */
     int entries = 0;
-    PK_CHECK(ref_replay(log, ref, &entries));
+    PK_CHECK(ref_replay(log, NULL, ref, &entries));
     PK_CHECK_EQ(entries, ROUNDS);
     PK_CHECK(!strcmp(ref, rep[ROUNDS][0].model_hash));
     free(log);
@@ -645,6 +708,8 @@ int main(void)
     coord_stop(&c);
     if (up)
         check_capture(ag);
+    if (up)
+        test_lora_sync(&ag[1], base);
     printf("total %.2f s\n", pk_time_now() - t0);
     if (pk_test_failures == 0)
         rm_rf(g_tmp);

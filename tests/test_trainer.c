@@ -253,6 +253,39 @@ static void test_determinism_replay_resume(void)
     PK_CHECK(strcmp(g.final_hash, a.final_hash) != 0);
 }
 
+/* A run records its 16-bit update rounding; a run config from before the key (no "rounding")
+ * reads as round to nearest, what those runs did, so their resume and replay stay exact. */
+static void test_config_rounding(void)
+{
+    pk_train_config c = pk_train_config_default(), back;
+    char *json = NULL, err[256] = "";
+    PK_CHECK_EQ((int)c.mezo.rounding, (int)PK_ROUND_STOCHASTIC);
+    PK_CHECK_EQ(pk_train_config_to_json(&c, &json), PK_OK);
+    PK_CHECK(json && strstr(json, "\"rounding\":\"stochastic\"") != NULL);
+    PK_CHECK_EQ(pk_train_config_from_json(json, &back, err, sizeof err), PK_OK);
+    PK_CHECK_EQ((int)back.mezo.rounding, (int)PK_ROUND_STOCHASTIC);
+    char *at = json ? strstr(json, ",\"rounding\":\"stochastic\"") : NULL;
+    PK_CHECK(at != NULL);
+    if (at != NULL) {
+        size_t cut = strlen(",\"rounding\":\"stochastic\"");
+        memmove(at, at + cut, strlen(at + cut) + 1); /* an older run's config */
+        PK_CHECK_EQ(pk_train_config_from_json(json, &back, err, sizeof err), PK_OK);
+        PK_CHECK_EQ((int)back.mezo.rounding, (int)PK_ROUND_NEAREST);
+    }
+    free(json);
+    json = NULL;
+    c.mezo.rounding = PK_ROUND_NEAREST;
+    PK_CHECK_EQ(pk_train_config_to_json(&c, &json), PK_OK);
+    char *up = json ? strstr(json, "\"nearest\"") : NULL;
+    PK_CHECK(up != NULL);
+    if (up != NULL) {
+        memcpy(up, "\"nearesT\"", 9);
+        PK_CHECK_EQ(pk_train_config_from_json(json, &back, err, sizeof err), PK_ERR_FORMAT);
+        PK_CHECK(strstr(err, "'rounding'") != NULL);
+    }
+    free(json);
+}
+
 static void test_bad_inputs(void)
 {
     pk_train_config c = base_config(2);
@@ -265,13 +298,19 @@ static void test_bad_inputs(void)
     c = base_config(2);
     strcpy(c.trainable, "([");
     PK_CHECK(pk_train(s, &c, 0, NULL, &r, err, sizeof err) == PK_ERR_ARG);
-    PK_CHECK(strstr(err, "--trainable") != NULL);
+    /* the library names the parameter, never a CLI flag (the CLI's own words) */
+    PK_CHECK(strstr(err, "trainable tensors '(['") != NULL && strstr(err, "--") == NULL);
     c = base_config(2);
     c.objective = PK_OBJ_CLASSIFY;
     strcpy(c.template_, "{text} It was");
     strcpy(c.labels, " good, bad");
     PK_CHECK(pk_train(s, &c, 0, NULL, &r, err, sizeof err) == PK_ERR_FORMAT);
     PK_CHECK(strstr(err, "label") != NULL);
+    strcpy(c.labels, " good");
+    PK_CHECK(pk_train(s, &c, 0, NULL, &r, err, sizeof err) == PK_ERR_ARG);
+    PK_CHECK(strstr(err, "label words ' good': need at least two") != NULL);
+    PK_CHECK(strstr(err, "--") == NULL);
+    strcpy(c.labels, " good, bad");
     strcpy(c.template_, "It was"); /* no place for the example */
     PK_CHECK(pk_train(s, &c, 0, NULL, &r, err, sizeof err) == PK_ERR_ARG);
     PK_CHECK(strstr(err, "no {text}") != NULL);
@@ -540,6 +579,7 @@ int main(int argc, char **argv)
     } else {
         test_learns(40);
         test_determinism_replay_resume();
+        test_config_rounding();
         test_bad_inputs();
         test_classify();
         test_step_api();

@@ -308,6 +308,7 @@ pk_status pk_export_seedlog(pk_store *s, int64_t run_id, const char *path, size_
     log.perturbations = cfg.mezo.perturbations;
     log.hessian_smooth = cfg.mezo.hessian_smooth;
     log.perturb_layers = cfg.mezo.perturb_layers;
+    log.rounding = cfg.mezo.rounding;
     st = pk_seedlog_write(path, &log, err, errlen);
     if (st != PK_OK)
         goto out;

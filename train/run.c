@@ -110,6 +110,8 @@ pk_status pk_train_config_to_json(const pk_train_config *c, char **json)
     cJSON_AddNumberToObject(o, "hessian_smooth", (double)c->mezo.hessian_smooth);
     cJSON_AddNumberToObject(o, "hessian_budget", (double)c->mezo.hessian_budget);
     cJSON_AddNumberToObject(o, "perturb_layers", c->mezo.perturb_layers);
+    /* 16-bit update rounding (runs created before the key rounded to nearest) */
+    cJSON_AddStringToObject(o, "rounding", pk_rounding_name(c->mezo.rounding));
     if (c->lr_search.n > 0)
         add_lr_search(o, &c->lr_search);
     /* not a setting: the BLAS kernel of the process creating the run, as a record (losses are
@@ -169,6 +171,12 @@ static const char *estimator_from_json(const cJSON *o, pk_mezo_params *p)
             return "hessian_budget";
         p->hessian_budget = (float)d;
     }
+    /* a run from before stochastic rounding has no key: it rounded its 16-bit updates to
+     * nearest, and its resume and replay must too */
+    p->rounding = PK_ROUND_NEAREST;
+    if (cJSON_GetObjectItemCaseSensitive(o, "rounding") != NULL &&
+        (get_str(o, "rounding", name, sizeof name) || pk_rounding_parse(name, &p->rounding)))
+        return "rounding";
     return NULL;
 }
 

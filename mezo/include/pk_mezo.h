@@ -35,6 +35,18 @@ typedef enum pk_estimator {
     PK_EST_HIZOO = 2, /* two-sided with a diagonal Hessian estimate H scaling z by 1/sqrt(H) */
 } pk_estimator;
 
+/* How an update of a 16-bit (f16/bf16) weight goes back to 16 bits. Runs and seed logs written
+ * before stochastic rounding rounded to nearest: their records say nothing, and replay reads
+ * that as PK_ROUND_NEAREST (bit-exact with what they did); new ones record the mode. f32
+ * weights are not rounded either way. */
+typedef enum pk_rounding {
+    PK_ROUND_STOCHASTIC = 0, /* the default: seeded stochastic rounding (pk_mezo_update) */
+    PK_ROUND_NEAREST = 1,    /* round to nearest even, as pk_narrow */
+} pk_rounding;
+/* "stochastic" | "nearest"; -1 if unknown. */
+int pk_rounding_parse(const char *s, pk_rounding *out);
+const char *pk_rounding_name(pk_rounding r);
+
 typedef struct pk_mezo_params {
     float eps;          /* perturbation scale (default 1e-3) */
     float lr;           /* peak learning rate (default 1e-5) */
@@ -53,6 +65,7 @@ typedef struct pk_mezo_params {
                              model's weight bytes (default 0.10, DESIGN 8's 1.10x) */
     int perturb_layers;   /* > 0: only this many randomly chosen layers are perturbed and
                              updated per perturbation (the choice a function of its seed) */
+    pk_rounding rounding; /* 16-bit weights' update rounding (default stochastic) */
 } pk_mezo_params;
 
 pk_mezo_params pk_mezo_default_params(void);
@@ -64,7 +77,8 @@ float pk_mezo_lr_at(const pk_mezo_params *p, int64_t step);
 /* The z seed of perturbation q of a step: splitmix64 of (run seed, step, q). Pure. */
 uint64_t pk_mezo_step_seed(uint64_t run_seed, int64_t step, int q);
 
-/* Trainable mask from a spec: "all", "bitfit" (biases and norms), a LoRA spec
+/* Trainable mask from a spec: "all", "bitfit" (biases and norms), "scales" (the fp32 block
+ * scales of a quantized base's Q8_0 / Q4_0 weights: pk_model_scales_attach), a LoRA spec
  * "lora[:r=R,alpha=A,seed=S,targets=REGEX]" (targets last; pk_mezo_lora_parse) or a POSIX
  * extended regex matched (regexec, unanchored) against tensor names. A LoRA spec first attaches
  * the adapter to m (pk_model_lora_attach: tensor indices change; calling again with the same
@@ -91,6 +105,10 @@ void pk_mezo_trainable_canonical(const char *spec, char *out, size_t n);
  * for any thread count. */
 void pk_mezo_update(pk_model *m, const uint8_t *trainable, uint64_t seed, pk_z_kind kind, float lr,
                     float g, float wd);
+/* The same with an explicit rounding of 16-bit weights (PK_ROUND_NEAREST: round to nearest even,
+ * how runs before stochastic rounding updated them). */
+void pk_mezo_update_ex(pk_model *m, const uint8_t *trainable, uint64_t seed, pk_z_kind kind,
+                       float lr, float g, float wd, pk_rounding rounding);
 
 /* A loss over micro-batch `micro` under the perturbation pert (NULL = unperturbed). With
  * pert->both (as pk_mezo_projected_grad calls it) loss[0] gets the loss at +pert->scale and
@@ -259,7 +277,10 @@ typedef struct pk_seedlog {
     int perturbations;    /* fzoo */
     float hessian_smooth; /* hizoo */
     int perturb_layers;   /* 0 = off */
-    pk_step_row *rows;    /* owned */
+    /* "rounding stochastic|nearest", always written; a log without the line was written before
+     * stochastic rounding and reads as PK_ROUND_NEAREST */
+    pk_rounding rounding;
+    pk_step_row *rows; /* owned */
     size_t n_rows;
     /* A chained run's ancestors, root first (optional "parent ..." header lines); replay
      * applies each one's rows before the log's own. NULL, 0 for a plain log. Owned. */

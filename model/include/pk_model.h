@@ -57,8 +57,8 @@ uint16_t pk_f32_to_bf16(float f);
 /* Widens n elements of src (dtype dt, element offset 0) to fp32 in dst. For a block type src
  * points at a block boundary and n is a multiple of the block (PK_ASSERT otherwise). */
 void pk_widen(pk_dtype dt, const void *src, size_t n, float *dst);
-/* Narrows n fp32 values into dst (dtype dt), round to nearest even; for Q8_0, Q4_0 and Q4_K
- * quantizes whole blocks (n a multiple of the block). Q5_K and Q6_K have no encoder (assert). */
+/* Narrows n fp32 values into dst (dtype dt), round to nearest even; for the block types (Q8_0,
+ * Q4_0, Q4_K, Q5_K, Q6_K) quantizes whole blocks (n a multiple of the block). */
 void pk_narrow(pk_dtype dt, const float *src, size_t n, void *dst);
 
 typedef struct pk_model_params {
@@ -182,8 +182,22 @@ int pk_model_lora(const pk_model *m, pk_lora_params *out);
 int pk_model_tensor_is_lora(const pk_model *m, size_t i);
 /* Folds the adapters into their base weights (W + (alpha / r) B A, as fp32 heap copies) and
  * removes the A and B tensors: the model then computes the same function without adapters (up
- * to rounding) and pk_model_save writes a plain model. PK_ERR_NOMEM. */
+ * to rounding) and pk_model_save writes a plain model. Trainable block scales
+ * (pk_model_scales_attach) are folded the same way: each such weight becomes the fp32 copy of
+ * its blocks decoded with the trained scales (exactly what the GEMMs computed), and the scales
+ * tensors go. PK_ERR_NOMEM. */
 PK_NODISCARD pk_status pk_model_lora_merge(pk_model *m);
+
+/* Trainable block scales (--trainable scales, model/adapter.c, DESIGN 5): every Q8_0 / Q4_0
+ * weight W gains an fp32 tensor "<W name>.scales" [rows, cols / 32] holding its blocks' scales
+ * (the stored f16 values, exact), an ordinary model tensor like a LoRA one; the GEMMs then
+ * decode block b of W as scales[b] * q (perturbed: (scales[b] + eps z) * q) instead of its f16
+ * scale. Attaching again does nothing. PK_ERR_ARG (err says why) when the model has no Q8_0 /
+ * Q4_0 weight. *n_tensors (may be NULL) gets the number of quantized weights it covers. */
+PK_NODISCARD pk_status pk_model_scales_attach(pk_model *m, size_t *n_tensors, char *err,
+                                              size_t errlen);
+/* 1 if tensor i is a block-scales tensor. */
+int pk_model_tensor_is_scales(const pk_model *m, size_t i);
 
 /* A batch of B sequences, left-aligned, padded to T. All pointers borrowed. */
 typedef struct pk_batch {
