@@ -429,6 +429,79 @@ static void check_chained_replay(const char *home, const char *h2)
     free(o);
 }
 
+/* A chain whose ancestors trained with fzoo, then spsa, then hizoo with layer sampling (runs
+ * 4..7 on dataset c): the seed log of the spsa child names each ancestor's estimator (parent
+ * lines version 2) and replays on the base model to the child's weights, bit for bit. */
+static void check_estimator_chain(const char *home)
+{
+    char h[4][65], log[400], out[400], *o = NULL;
+    PK_CHECK_EQ(train(home,
+                      "--model " STORIES " --dataset c --steps 4 --estimator fzoo "
+                      "--perturbations 2",
+                      h[0]),
+                4);
+    PK_CHECK_EQ(train(home, "--from-run 4 --dataset c --steps 3", h[1]), 5);
+    PK_CHECK_EQ(train(home,
+                      "--from-run 5 --dataset c --steps 3 --estimator hizoo --perturb-layers 1 "
+                      "--hessian-budget 2",
+                      h[2]),
+                6);
+    PK_CHECK_EQ(train(home, "--from-run 6 --dataset c --steps 2", h[3]), 7);
+    snprintf(log, sizeof log, "%s/est-chain.seedlog", tmp);
+    snprintf(out, sizeof out, "%s/est-chain-replay", tmp);
+    PK_CHECK_EQ(seedlog_of(home, 7, log), 0);
+    char *text = slurp(log, NULL);
+    PK_CHECK(text && strstr(text, "\nparent steps 4 rows 8 z rademacher weight_decay ") &&
+             strstr(text, " estimator fzoo perturbations 2 trainable all\n"));
+    PK_CHECK(text && strstr(text, " estimator hizoo hessian_smooth ") &&
+             strstr(text, " perturb_layers 1 trainable all\n"));
+    PK_CHECK(text && strstr(text, "\nestimator ") == NULL); /* the child's own: plain spsa */
+    free(text);
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s replay --seed-log %s --model %s --out %s",
+                        POCKETLLM, log, STORIES, out),
+                0);
+    PK_CHECK(o && strlen(h[3]) == 64 && strstr(o, h[3]) != NULL);
+    free(o);
+    /* run 6 itself (hizoo with layer sampling under the fzoo and spsa ancestors) as well */
+    PK_CHECK_EQ(seedlog_of(home, 6, log), 0);
+    o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s replay --seed-log %s --model %s --out %s.6",
+                        POCKETLLM, log, STORIES, out),
+                0);
+    PK_CHECK(o && strlen(h[2]) == 64 && strstr(o, h[2]) != NULL);
+    free(o);
+}
+
+/* `runs show` names a run's parent (text and --json); a run from the base model has none. */
+static void check_runs_show_lineage(const char *home)
+{
+    char *o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
+                        "%s runs show 2 --json --home %s --passphrase-file %s", POCKETLLM, home,
+                        pass),
+                0);
+    cJSON *j = o ? cJSON_Parse(last_line(o)) : NULL;
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "parent");
+    PK_CHECK(cJSON_IsObject(p) && jnum(p, "run") == 1 && jnum(p, "steps") == 8);
+    cJSON_Delete(j);
+    free(o);
+    o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
+                        "%s runs show 1 --json --home %s --passphrase-file %s", POCKETLLM, home,
+                        pass),
+                0);
+    j = o ? cJSON_Parse(last_line(o)) : NULL;
+    PK_CHECK(j && cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "parent")));
+    cJSON_Delete(j);
+    free(o);
+    o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s runs show 2 --home %s --passphrase-file %s",
+                        POCKETLLM, home, pass),
+                0);
+    PK_CHECK(o && strstr(o, "\nparent run 1 after 8 steps\n") != NULL);
+    free(o);
+}
+
 static void test_chained_runs(void)
 {
     char home[300], h1[65] = "", h2[65] = "", h3[65] = "", f[400], *o = NULL;
@@ -450,6 +523,8 @@ static void test_chained_runs(void)
     PK_CHECK_EQ(train(home, "--model " STORIES " --dataset c --steps 4", h3), 3);
     PK_CHECK(strlen(h2) == 64 && strcmp(h1, h2) != 0);
     check_chained_replay(home, h2);
+    check_runs_show_lineage(home);
+    check_estimator_chain(home);
 
     /* forgetting a dataset a parent trained on: the weights of its children still carry it */
     PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
