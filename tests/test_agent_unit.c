@@ -1,10 +1,13 @@
 /* test_agent_unit.c: the pieces of the agent and of continual runs that need no process: device
- * conditions over a faked sysfs (power, thermal, load, time window, what each refusal says) and
+ * conditions over a faked sysfs (power, thermal, load, time window, what each refusal says),
  * chained seed logs (parent segments written, read back exactly, malformed lines refused, a
- * plain log unchanged). */
+ * plain log unchanged; parent lines version 2 with an ancestor's estimator settings) and
+ * checkpoint blobs that do not fit (an error in err, nothing logged). */
 #include "pk_agent.h"
 #include "pk_mezo.h"
+#include "pk_model.h"
 #include "pk_test.h"
+#include "pk_train.h"
 #include "test_util.h"
 
 #include <math.h>
@@ -246,6 +249,40 @@ static void test_seedlog_chain(void)
     free(text);
 }
 
+static void count_log(pk_log_level level, const char *msg, void *user)
+{
+    (void)level;
+    (void)msg;
+    ++*(int *)user;
+}
+
+/* A checkpoint that does not fit the model is PK_ERR_FORMAT with the reason in err, and the
+ * library logs nothing: the caller prints it once. */
+static void test_checkpoint_errors(void)
+{
+    pk_model *m = NULL;
+    void *blob = NULL;
+    size_t len = 0;
+    char err[256] = "";
+    int logged = 0;
+    PK_CHECK_EQ(pk_model_load(PK_STORIES_DIR, pk_model_default_params(), &m, err, sizeof err),
+                PK_OK);
+    PK_CHECK(m && pk_checkpoint_pack(m, NULL, &blob, &len) == PK_OK);
+    pk_log_set(count_log, &logged, PK_LOG_DEBUG);
+    PK_CHECK_EQ(pk_checkpoint_unpack(m, NULL, blob, len - 1, err, sizeof err), PK_ERR_FORMAT);
+    PK_CHECK(strstr(err, "bytes, expected") != NULL);
+    if (blob)
+        ((unsigned char *)blob)[0] = 'X';
+    err[0] = 0;
+    PK_CHECK_EQ(pk_checkpoint_unpack(m, NULL, blob, len, err, sizeof err), PK_ERR_FORMAT);
+    PK_CHECK(strstr(err, "not a checkpoint") != NULL);
+    PK_CHECK_EQ(pk_checkpoint_unpack(m, NULL, blob, 4, NULL, 0), PK_ERR_FORMAT);
+    pk_log_set(NULL, NULL, PK_LOG_WARN);
+    PK_CHECK_EQ(logged, 0);
+    free(blob);
+    pk_model_free(m);
+}
+
 int main(void)
 {
     snprintf(tmp, sizeof tmp, "/tmp/pk_agentunit_XXXXXX");
@@ -253,6 +290,7 @@ int main(void)
         return 1;
     test_conditions();
     test_seedlog_chain();
+    test_checkpoint_errors();
     if (pk_test_failures == 0)
         remove_tree(tmp);
     return PK_TEST_DONE();
