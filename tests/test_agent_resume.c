@@ -5,7 +5,8 @@
  *   with the same evals and the same seed log as an uninterrupted one.
  * - Keep-best through the CLI: after worse evals, `agent status --json` (no passphrase) names
  *   the best evaluated run and step with its eval loss, and the run chained when new examples
- *   arrive starts from that point (run lineage in the store), not from the latest step. */
+ *   arrive starts from that point (run lineage in the store), not from the latest step; after
+ *   a kill -9 the agent.status file it leaves reads as "not running". */
 #include "pk_agent.h"
 #include "pk_crypto.h"
 #include "pk_test.h"
@@ -261,15 +262,24 @@ static void test_keep_best(void)
     j = wait_status(home, "training", "run 2", 2);
     PK_CHECK(j != NULL);
     cJSON_Delete(j);
-    kill(pid, SIGTERM);
-    PK_CHECK_EQ(wait_exit(pid, 60), 0);
+    kill(pid, SIGKILL); /* its status file stays behind, naming a dead process */
+    PK_CHECK_EQ(wait_exit(pid, 60), 128 + SIGKILL);
     PK_CHECK(view_run(home, 2, &r2));
     PK_CHECK_EQ(r2.parent_run, 1);
     PK_CHECK_EQ(r2.parent_steps, bs);
     PK_CHECK(r2.parent_steps != r1.steps_done);
+    char path[400], *o = NULL;
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/agent.status", home);
+    PK_CHECK(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0600);
     j = agent_status(home);
     PK_CHECK(j && cJSON_IsFalse(cJSON_GetObjectItem(j, "running")));
+    PK_CHECK(j && cJSON_GetObjectItem(j, "state") == NULL); /* nothing of the dead agent's */
     cJSON_Delete(j);
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR, "%s agent status --home %s/nohome", POCKETLLM, tmp),
+                1);
+    PK_CHECK(o && strstr(o, "no agent home at") != NULL);
+    free(o);
 }
 
 int main(void)
