@@ -52,7 +52,8 @@ pk_status pk_sync_mezo_open(pk_store *s, const char *model_dir, const char *data
         snprintf(cfg.model_dir, sizeof cfg.model_dir, "%s", model_dir);
         snprintf(cfg.dataset, sizeof cfg.dataset, "%s", dataset);
         snprintf(cfg.datasets, sizeof cfg.datasets, "%s", datasets ? datasets : "");
-        st = pk_objective_from_store(s, dataset, x->m, model_dir, &cfg, &x->obj, err, errlen);
+        st = pk_objective_from_store(s, datasets ? NULL : dataset, x->m, model_dir, &cfg, &x->obj,
+                                     err, errlen);
         if (st == PK_OK && pk_objective_size(x->obj) == 0) {
             pk_seterr(err, errlen, "dataset %s has no examples", datasets ? datasets : dataset);
             st = PK_ERR_ARG;

@@ -239,6 +239,28 @@ static cJSON *wait_status(const char *home, const char *state, const char *reaso
     return NULL;
 }
 
+/* `eval --run 1 --dataset other` of an agent's run (its settings name datasets "notes")
+ * evaluates on `other`, not on the run's own datasets. */
+static void check_eval_named_dataset(const char *home)
+{
+    char path[400], *o = NULL;
+    snprintf(path, sizeof path, "%s.other.txt", home);
+    PK_CHECK_EQ(write_string(path, "one\ntwo\nthree\nfour\nfive\nsix\nseven\n"), 0);
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
+                        "%s import %s --dataset other --format txt --home %s --passphrase-file %s "
+                        ">/dev/null",
+                        POCKETLLM, path, home, pass),
+                0);
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
+                        "%s eval --run 1 --dataset other --home %s --passphrase-file %s", POCKETLLM,
+                        home, pass),
+                0);
+    cJSON *j = o ? cJSON_Parse(last_line(o)) : NULL;
+    PK_CHECK(j && !strcmp(jstr(j, "dataset"), "other") && jnum(j, "examples") == 7);
+    cJSON_Delete(j);
+    free(o);
+}
+
 static void test_keep_best(void)
 {
     char home[300];
@@ -280,6 +302,7 @@ static void test_keep_best(void)
                 1);
     PK_CHECK(o && strstr(o, "no agent home at") != NULL);
     free(o);
+    check_eval_named_dataset(home);
 }
 
 int main(void)

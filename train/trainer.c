@@ -159,7 +159,13 @@ pk_status pk_objective_from_store(pk_store *s, const char *dataset, const pk_mod
                                   const char *model_dir, const pk_train_config *cfg,
                                   pk_objective **out, char *err, size_t errlen)
 {
-    int single = cfg->datasets[0] == 0;
+    if (dataset == NULL && !cfg->datasets[0]) {
+        pk_seterr(err, errlen, "no dataset named");
+        return PK_ERR_ARG;
+    }
+    /* dataset NULL: the union cfg->datasets names (a run's own datasets never replace a named
+     * one: `eval --run ID --dataset N` evaluates on N) */
+    int single = dataset != NULL;
     return objective_load(s, single ? dataset : cfg->datasets, single, m, model_dir, cfg, PART_ALL,
                           out, err, errlen);
 }

@@ -180,9 +180,9 @@ PK_NODISCARD pk_status pk_lr_search_run(pk_model *m, const uint8_t *trainable, p
                                         const pk_train_config *cfg, pk_lr_search *r, char *err,
                                         size_t errlen);
 
-/* Loads the examples of dataset `name` (or, when cfg->datasets is set, of the comma-separated
- * datasets it names, their union in that order: `name` is then ignored) and builds an objective
- * for model m (tokenizer from model_dir). *out owned (pk_objective_free). */
+/* Loads the examples of dataset `name` (or, when name is NULL, of the comma-separated datasets
+ * cfg->datasets names, their union in that order) and builds an objective for model m
+ * (tokenizer from model_dir). *out owned (pk_objective_free). */
 PK_NODISCARD pk_status pk_objective_from_store(pk_store *s, const char *dataset, const pk_model *m,
                                                const char *model_dir, const pk_train_config *cfg,
                                                pk_objective **out, char *err, size_t errlen);
