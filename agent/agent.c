@@ -33,6 +33,7 @@ typedef struct agent {
     size_t n_ds;
     pk_trainer *t;         /* open only while training: nothing is mapped while waiting */
     int64_t run, run_upto; /* the current run and its example set (0: none yet) */
+    int64_t eval_every;    /* the current run's eval interval (its stored settings) */
     int run_done;          /* the current run finished (its steps, or early stopping) */
     best best;
     char state[16];   /* "starting", "training", "waiting", "idle", "stopping" */
@@ -178,6 +179,8 @@ static void write_status(agent *a, int force)
             snprintf(a->written, sizeof a->written, "%s", j);
             a->written_at = t;
         }
+        if (a->p->on_status)
+            a->p->on_status(a->p->event_user, j);
     }
     free(j);
 }
@@ -248,6 +251,7 @@ static pk_status find_current_run(agent *a, char *err, size_t errlen)
             !strcmp(c.datasets, a->p->datasets) && !strcmp(c.model_dir, a->p->train.model_dir)) {
             a->run = ids[i];
             a->run_upto = c.examples_upto;
+            a->eval_every = c.eval_every;
             a->step = ri.steps_done;
             a->run_done = !strcmp(ri.status, "done") || ri.steps_done >= c.steps;
         }
@@ -342,6 +346,7 @@ static pk_status open_new_run(agent *a, int64_t upto, char *err, size_t errlen)
         return st;
     a->run = pk_trainer_result(a->t)->run_id;
     a->run_upto = upto;
+    a->eval_every = c.eval_every;
     a->run_done = 0;
     a->step = 0;
     emit(a, PK_AGENT_INFO, "run %lld: new, on examples up to id %lld, from %s %lld step %lld",
@@ -360,7 +365,11 @@ static pk_status open_current(agent *a, char *err, size_t errlen)
     pk_status st = pk_trainer_open(a->s, NULL, a->run, &h, &a->t, err, errlen);
     if (st == PK_OK)
         st = pk_store_eval_read(a->s, a->run, &steps, &loss, &acc, &n, err, errlen);
-    if (st == PK_OK && n == 0) /* killed before its first eval, or it has none */
+    /* killed before its first eval, or between a step's commit and the eval due after it (the
+     * same weights give the same loss, so early stopping and keep-best see what an
+     * uninterrupted run saw) */
+    int due = a->step > 0 && a->eval_every > 0 && a->step % a->eval_every == 0;
+    if (st == PK_OK && (n == 0 || (due && steps[n - 1] != a->step)))
         st = eval_now(a, err, errlen);
     free(steps);
     free(loss);

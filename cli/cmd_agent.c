@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #define ERRLEN  512
-#define LOG_MAX (1L << 20) /* agent.log is rotated to agent.log.1 past this size */
+#define LOG_MAX (1L << 20) /* default --log-max: agent.log is rotated to agent.log.1 past it */
 #define END_OPTIONS                                                                                \
     {                                                                                              \
         NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL                                               \
@@ -38,10 +38,12 @@ typedef struct agent_opts {
     const char *window;  /* "HH:MM-HH:MM" */
     const char *now;     /* "HH:MM" (tests) */
     const char *max_rss; /* "BYTES[K|M|G]" */
+    const char *log_max; /* "BYTES[K|M|G]" */
     const char *sync;    /* coordinator URL */
     const char *sync_every;
     const char *sysfs_root;
     const char *loadavg;
+    uint64_t log_bytes; /* --log-max, parsed */
     pk_agent_params p;
 } agent_opts;
 
@@ -98,6 +100,8 @@ static const cli_option agent_table[] = {
      "the load average (default /proc/loadavg)"},
     {"--max-rss", CLI_STR, CLI_AT(T, max_rss), 0, 0, NULL, "BYTES[K|M|G]",
      "refuse to start if training the model would need more memory"},
+    {"--log-max", CLI_STR, CLI_AT(T, log_max), 0, 0, NULL, "BYTES[K|M|G]",
+     "rotate HOME/agent.log to agent.log.1 past this size (default 1M, at least 1K)"},
     {"--sync", CLI_STR, CLI_AT(T, sync), 0, 0, NULL, "URL",
      "the coordinator to sync with (pocketllm sync)"},
     {"--sync-every", CLI_STR, CLI_AT(T, sync_every), 0, 0, NULL, "DURATION",
@@ -199,6 +203,18 @@ static int agent_check_times(agent_opts *o)
     return 0;
 }
 
+/* --log-max: at least 1K, so a rotated log still holds a useful stretch of lines. */
+static int agent_check_log(agent_opts *o)
+{
+    o->log_bytes = o->log_max ? parse_bytes(o->log_max) : (uint64_t)LOG_MAX;
+    if (o->log_bytes < 1024) {
+        cli_error(o->c.cmd, "--log-max: want a size of at least 1K such as 1M, got '%s'",
+                  o->log_max);
+        return CLI_USAGE;
+    }
+    return 0;
+}
+
 /* Required options, paths, the memory cap. */
 static int agent_check(agent_opts *o)
 {
@@ -221,6 +237,8 @@ static int agent_check(agent_opts *o)
     if (o->loadavg)
         snprintf(o->p.cond.loadavg_path, sizeof o->p.cond.loadavg_path, "%s", o->loadavg);
     int rc = agent_check_times(o);
+    if (rc == 0)
+        rc = agent_check_log(o);
     if (rc != 0 || o->max_rss == NULL)
         return rc;
     uint64_t cap = parse_bytes(o->max_rss), need = 0;
@@ -245,13 +263,16 @@ static int agent_check(agent_opts *o)
 
 typedef struct agent_ctx {
     char log_path[1100];
+    char status_path[1100]; /* HOME/agent.status */
+    int wrote_status;       /* this process wrote it (so only this process removes it) */
     int quiet;
     const agent_opts *o;
     char home[1024];
 } agent_ctx;
 
-/* One line to HOME/agent.log (0600), rotated to agent.log.1 past LOG_MAX bytes; and to stderr
- * unless --quiet. Lines carry states, run ids, steps and losses: never example text. */
+/* One line to HOME/agent.log (0600), rotated to agent.log.1 (which keeps its mode) once it is
+ * past --log-max bytes; and to stderr unless --quiet. Lines carry states, run ids, steps and
+ * losses: never example text. */
 static void log_line(agent_ctx *x, const char *level, const char *line)
 {
     struct stat sb;
@@ -260,7 +281,7 @@ static void log_line(agent_ctx *x, const char *level, const char *line)
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    if (stat(x->log_path, &sb) == 0 && sb.st_size > LOG_MAX) {
+    if (stat(x->log_path, &sb) == 0 && (uint64_t)sb.st_size > x->o->log_bytes) {
         snprintf(old, sizeof old, "%s.1", x->log_path);
         (void)rename(x->log_path, old);
     }
@@ -284,6 +305,56 @@ static void on_log(pk_log_level level, const char *msg, void *user)
         log_line(user, "warn", msg);
 }
 
+/* The start time of process pid in clock ticks after boot (/proc/PID/stat field 22), so a
+ * reused pid is not taken for the agent; 0 where /proc is missing, -1 if pid is not running. */
+static long long proc_start(long pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return access("/proc/self/stat", R_OK) == 0 || kill((pid_t)pid, 0) != 0 ? -1 : 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+    long long start = -1;
+    for (int field = 2; p != NULL && *p; p++) {
+        if (*p == ' ' && ++field == 22) {
+            start = strtoll(p + 1, NULL, 10);
+            break;
+        }
+    }
+    return start;
+}
+
+/* HOME/agent.status (0600, replaced atomically): the status row's JSON plus pid, proc_start
+ * and updated_at, so `agent status` reads it without the passphrase. It holds what the store
+ * keeps in clear anyway (states, dataset names, run ids, steps, losses): no example text. */
+static void on_status(void *user, const char *status_json)
+{
+    agent_ctx *x = user;
+    char tmp[1200];
+    cJSON *j = cJSON_Parse(status_json);
+    if (j == NULL)
+        return;
+    cJSON_AddNumberToObject(j, "pid", (double)getpid());
+    cJSON_AddNumberToObject(j, "proc_start", (double)proc_start((long)getpid()));
+    cJSON_AddNumberToObject(j, "updated_at", (double)time(NULL));
+    char *text = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    snprintf(tmp, sizeof tmp, "%s.tmp", x->status_path);
+    int fd = text ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
+    int ok = fd >= 0 && dprintf(fd, "%s\n", text) > 0;
+    if (fd >= 0 && close(fd) != 0)
+        ok = 0;
+    if (ok && rename(tmp, x->status_path) == 0)
+        x->wrote_status = 1;
+    else if (fd >= 0)
+        (void)unlink(tmp);
+    free(text);
+}
+
 /* nice 19 and SCHED_IDLE (Linux): the agent gets the CPU only when nothing else wants it. */
 static void lowest_priority(agent_ctx *x)
 {
@@ -299,21 +370,20 @@ static void lowest_priority(agent_ctx *x)
 
 /* A sync is `pocketllm sync` in a child process: the same code path as the command (net/, its
  * outbox and backoff-free single round), and libcurl and a second model copy live only in the
- * child, never in the waiting agent. The child reads the passphrase as the agent did
+ * child, never in the waiting agent. Its local steps train on the union of the agent's datasets
+ * (`sync --datasets`), as the agent's runs do. The child reads the passphrase as the agent did
  * (--passphrase-file or $POCKETLLM_PASSPHRASE). */
 static pk_status sync_child(void *user, char *err, size_t errlen)
 {
     const agent_ctx *x = user;
     const agent_opts *o = x->o;
-    char dataset[128];
-    snprintf(dataset, sizeof dataset, "%.*s", (int)strcspn(o->p.datasets, ","), o->p.datasets);
     const char *argv[24];
     int n = 0;
     argv[n++] = "pocketllm";
     argv[n++] = "sync";
     const char *pairs[][2] = {{"--server", o->sync},
                               {"--model", o->p.train.model_dir},
-                              {"--dataset", dataset},
+                              {"--datasets", o->p.datasets}, /* their union, as training */
                               {"--home", x->home},
                               {"--passphrase-file", o->c.passphrase_file}};
     for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
@@ -366,6 +436,7 @@ static int agent_main(int argc, char **argv)
         return CLI_USAGE;
     }
     snprintf(x.log_path, sizeof x.log_path, "%s/agent.log", x.home);
+    snprintf(x.status_path, sizeof x.status_path, "%s/agent.status", x.home);
     cli_apply_threads(&o.c);
     o.p.threads = o.c.threads;
     pk_store *s = NULL;
@@ -375,6 +446,7 @@ static int agent_main(int argc, char **argv)
     lowest_priority(&x);
     pk_log_set(on_log, &x, PK_LOG_WARN);
     o.p.on_event = on_event;
+    o.p.on_status = on_status;
     o.p.event_user = &x;
     if (o.sync) {
         o.p.sync = sync_child;
@@ -383,6 +455,8 @@ static int agent_main(int argc, char **argv)
     pk_interrupt_install();
     char err[ERRLEN] = "";
     pk_status st = pk_agent_run(s, &o.p, err, sizeof err);
+    if (x.wrote_status) /* a clean end: no agent runs on this home (a second one wrote none) */
+        (void)unlink(x.status_path);
     pk_store_close(s);
     pk_log_set(NULL, NULL, PK_LOG_WARN);
     if (st != PK_OK) {
@@ -402,7 +476,10 @@ typedef struct agent_ctl_opts {
 #define T agent_ctl_opts
 static const cli_option status_table[] = {
     CLI_JSON_OPT(T),
-    CLI_STORE_OPTS(T),
+    {"--home", CLI_STR, CLI_AT(T, c.home), 0, 0, NULL, "DIR",
+     "agent home ($POCKETLLM_HOME, else $XDG_DATA_HOME/pocketllm)"},
+    {"--passphrase-file", CLI_STR, CLI_AT(T, c.passphrase_file), 0, 0, NULL, "FILE",
+     "ignored: the status needs no passphrase"},
     END_OPTIONS,
 };
 static const cli_option stop_table[] = {
@@ -417,7 +494,8 @@ static const cli_command status_cmd = {
     "agent status",
     "agent status [--json]",
     "What the agent of this home is doing, why it waits, steps today, the best run and its eval,\n"
-    "the last sync.",
+    "the last sync. Needs no passphrase: it reads HOME/agent.status, which the running agent\n"
+    "keeps (0600; states, dataset names, run ids, steps and losses, never example text).",
     status_table,
     0,
     NULL};
@@ -449,34 +527,54 @@ static void print_status_text(const cJSON *o)
         printf("last sync: %s\n", cJSON_GetStringValue(cJSON_GetObjectItem(y, "result")));
 }
 
+/* The published status of the live agent of home (owned, cJSON_Delete), or NULL when none
+ * runs: no file (never ran, or stopped cleanly), or one left by a dead process (kill -9). */
+static cJSON *read_status_file(const char *home)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/agent.status", home);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return NULL;
+    char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    cJSON *j = cJSON_Parse(buf);
+    const cJSON *pid = cJSON_GetObjectItemCaseSensitive(j, "pid");
+    const cJSON *start = cJSON_GetObjectItemCaseSensitive(j, "proc_start");
+    if (!cJSON_IsNumber(pid) || !cJSON_IsNumber(start) || pid->valuedouble < 1 ||
+        proc_start((long)pid->valuedouble) != (long long)start->valuedouble) {
+        cJSON_Delete(j);
+        return NULL;
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(j, "proc_start");
+    return j;
+}
+
+/* Needs no passphrase: the agent publishes its status in HOME/agent.status (on_status). */
 static int agent_status(int argc, char **argv)
 {
     agent_ctl_opts o = {0};
-    pk_store *s = NULL;
-    pk_store_agent_info a;
-    char err[ERRLEN] = "";
+    char home[1024], db[1100];
+    struct stat sb;
     int rc = cli_parse(&status_cmd, argc, argv, &o);
     if (rc != 0)
         return rc < 0 ? CLI_OK : rc;
-    rc = cli_open_store(&o.c, &s);
-    if (rc != 0)
-        return rc;
-    pk_status st = pk_store_agent_get(s, &a, err, sizeof err);
-    pk_store_close(s);
-    if (st != PK_OK && st != PK_ERR_NOTFOUND) {
-        cli_error(o.c.cmd, "%s", err);
+    if (cli_home(&o.c, home, sizeof home) != 0) {
+        cli_error(o.c.cmd, "the agent home path is too long");
+        return CLI_USAGE;
+    }
+    snprintf(db, sizeof db, "%s/pocketllm.db", home);
+    if (stat(db, &sb) != 0) {
+        cli_error(o.c.cmd, "no agent home at %s (pocketllm init creates one)", home);
         return CLI_ERR;
     }
-    int running = st == PK_OK && a.alive;
-    cJSON *j = running ? cJSON_Parse(a.status_json) : NULL;
+    cJSON *j = read_status_file(home);
+    int running = j != NULL;
     if (j == NULL)
         j = cJSON_CreateObject();
     cJSON_AddBoolToObject(j, "running", running);
-    if (running) {
-        cJSON_AddNumberToObject(j, "pid", (double)a.pid);
-        cJSON_AddNumberToObject(j, "updated_at", a.updated_at);
-    }
-    pk_store_agent_info_clear(&a);
     if (o.c.json)
         return cli_json_print(j);
     if (!running)

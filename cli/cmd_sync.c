@@ -23,6 +23,7 @@ typedef struct sync_opts {
     pk_sync_params p;
     const char *model;
     const char *dataset;
+    const char *datasets; /* NAME,NAME: the union (the agent's sync) */
     const char *trainable;
     const char *out;
     int batch;
@@ -34,7 +35,9 @@ typedef struct sync_opts {
 static const cli_option sync_table[] = {
     CLI_SYNC_SERVER_MODEL_OPTS(T, p.server, model),
     {"--dataset", CLI_STR, CLI_AT(T, dataset), 0, 0, NULL, "NAME",
-     "the local steps' dataset (required unless --catch-up)"},
+     "the local steps' dataset (required unless --catch-up or --datasets)"},
+    {"--datasets", CLI_STR, CLI_AT(T, datasets), 0, 0, NULL, "NAME,NAME",
+     "the local steps train on the union of these datasets (instead of --dataset)"},
     {"--task", CLI_STR, CLI_AT(T, p.task_id), 0, 0, NULL, "ID",
      "the task to expect (default: whatever task the coordinator runs)"},
     CLI_SYNC_DP_OPTS(T, p.dp_clip, p.dp_noise, p.dp_delta),
@@ -57,6 +60,7 @@ static const cli_option sync_table[] = {
 static const cli_command sync_cmd = {
     "sync",
     "sync --server URL --model DIR --dataset NAME [--dp-clip C --dp-noise SIGMA] [options]\n"
+    "sync --server URL --model DIR --datasets NAME,NAME [...]\n"
     "sync --server URL --model DIR --catch-up [--out DIR] [options]",
     "One federated round (FedKSeed-style, docs/SYNC.md): registers this device once, fetches the\n"
     "coordinator's task, checks that --model is the task's base model, catches up with the\n"
@@ -150,7 +154,15 @@ static int sync_check(sync_opts *o)
         return CLI_USAGE;
     }
     o->p.upload = !o->catch_up;
-    if (o->p.upload && !o->dataset) {
+    if (o->dataset && o->datasets) {
+        cli_error(cmd, "give --dataset NAME or --datasets NAME,NAME, not both");
+        return CLI_USAGE;
+    }
+    if (o->datasets && (!o->datasets[0] || strlen(o->datasets) >= 512)) {
+        cli_error(cmd, "--datasets: want 1-511 bytes of comma-separated names");
+        return CLI_USAGE;
+    }
+    if (o->p.upload && !o->dataset && !o->datasets) {
         cli_error(cmd, "--dataset NAME is required for local steps (or use --catch-up)");
         return CLI_USAGE;
     }
@@ -212,8 +224,10 @@ int cmd_sync(int argc, char **argv)
         return CLI_ERR;
     char err[ERRLEN] = "";
     pk_sync_mezo *mz = NULL;
-    pk_status st = pk_sync_mezo_open(s, o.model, o.p.upload ? o.dataset : NULL, o.trainable,
-                                     o.batch, o.seq_len, &mz, err, sizeof err);
+    const char *one = o.datasets ? o.datasets : o.dataset;
+    pk_status st =
+        pk_sync_mezo_open(s, o.model, o.p.upload ? one : NULL, o.p.upload ? o.datasets : NULL,
+                          o.trainable, o.batch, o.seq_len, &mz, err, sizeof err);
     if (st != PK_OK) {
         cli_error(o.c.cmd, "%s", cli_errtext(st, err));
         rc = CLI_ERR;

@@ -743,6 +743,13 @@ static int runs_show_json(pk_store *s, const pk_run_info *ri)
     cJSON *o = run_json(ri, ok ? &cfg : NULL);
     cJSON *c = ri->config_json ? cJSON_Parse(ri->config_json) : NULL;
     cJSON_AddItemToObject(o, "config", c ? c : cJSON_CreateNull());
+    if (ri->parent_run > 0) { /* lineage (DESIGN 13): the run and step it starts from */
+        cJSON *p = cJSON_AddObjectToObject(o, "parent");
+        cJSON_AddNumberToObject(p, "run", (double)ri->parent_run);
+        cJSON_AddNumberToObject(p, "steps", (double)ri->parent_steps);
+    } else {
+        cJSON_AddNullToObject(o, "parent"); /* starts from the base model */
+    }
     cJSON *ev = cJSON_AddArrayToObject(o, "evals");
     run_evals e;
     run_evals_read(s, ri->id, &e);
@@ -764,6 +771,11 @@ static void runs_show_text(pk_store *s, const pk_run_info *ri)
     printf("run %lld\nstatus %s\nsteps %lld/%lld\nbase_hash %s\nconfig %s\n", (long long)ri->id,
            ri->status, (long long)ri->steps_done, (long long)ri->steps_total, ri->base_hash,
            ri->config_json);
+    if (ri->parent_run > 0)
+        printf("parent run %lld after %lld steps\n", (long long)ri->parent_run,
+               (long long)ri->parent_steps);
+    else
+        printf("parent none (the base model)\n");
     pk_step_row *rows = NULL;
     size_t nr = 0;
     int64_t from = ri->steps_done > 5 ? ri->steps_done - 5 : 0;

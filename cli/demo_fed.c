@@ -199,8 +199,8 @@ static int fed_device_round(demo_state *d, const fed_coord *c, fed_device *v, in
     p.task_id = FED_TASK;
     p.upload = upload;
     p.wait_s = wait_s;
-    pk_status st = pk_sync_mezo_open(v->s, d->model_dir, upload ? "pip" : NULL, NULL, cfg.batch,
-                                     cfg.seq_len, &mz, err, sizeof err);
+    pk_status st = pk_sync_mezo_open(v->s, d->model_dir, upload ? "pip" : NULL, NULL, NULL,
+                                     cfg.batch, cfg.seq_len, &mz, err, sizeof err);
     if (st == PK_OK) {
         pk_sync_model_ops ops = pk_sync_mezo_ops(mz);
         st = pk_sync_round(v->s, &p, &ops, rep, err, sizeof err);

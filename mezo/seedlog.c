@@ -22,10 +22,18 @@
  * are applied in file order with pk_mezo_update(seed, z, lr, g, weight_decay).
  *
  * A chained run (DESIGN 13) adds, before "steps", one optional line per ancestor, root first:
- *   parent steps <S> rows <R> z gaussian|rademacher weight_decay <hex float> trainable <spec>
+ *   parent steps <S> rows <R> z gaussian|rademacher weight_decay <hex float>
+ *          [estimator fzoo|hizoo] [perturbations <N>] [hessian_smooth <hex float>]
+ *          [perturb_layers <K>] trainable <spec>                        (one line)
  * and its R rows come after the "steps" line, ahead of the run's own: ancestor by ancestor,
  * each under its own settings, then the run's. A reader without chains refuses such a file
- * (it wants "steps" after "trainable") rather than replaying part of it. */
+ * (it wants "steps" after "trainable") rather than replaying part of it.
+ * Parent lines, version 2: the bracketed estimator fields (the same keys and values as the
+ * log's own optional lines, in that order) are written only for an ancestor that did not train
+ * with plain spsa, so a version-1 parent line (plain MeZO, written before they existed) is
+ * still a valid line and reads as spsa, and a chain of plain ancestors is written byte for byte
+ * as before. A version-1 reader refuses a version-2 line (it wants "trainable" after
+ * weight_decay) instead of replaying the ancestor under the wrong estimator. */
 #include "pk_mezo.h"
 
 #include <errno.h>
@@ -64,17 +72,27 @@ static void write_rows(FILE *f, const pk_step_row *rows, size_t n)
     }
 }
 
-/* The optional estimator lines: none for plain spsa. */
+/* The optional estimator settings, none for plain spsa: one per line in the header (sep '\n'),
+ * or as fields of a parent line (sep ' ', each after a space). */
+static void write_estimator_fields(FILE *f, pk_estimator e, int perturbations, float smooth,
+                                   int layers, char sep)
+{
+    const char *pre = sep == ' ' ? " " : "";
+    char end[2] = {sep == ' ' ? 0 : sep, 0};
+    if (e != PK_EST_SPSA)
+        fprintf(f, "%sestimator %s%s", pre, pk_estimator_name(e), end);
+    if (e == PK_EST_FZOO)
+        fprintf(f, "%sperturbations %d%s", pre, perturbations, end);
+    if (e == PK_EST_HIZOO)
+        fprintf(f, "%shessian_smooth %a%s", pre, (double)smooth, end);
+    if (layers > 0)
+        fprintf(f, "%sperturb_layers %d%s", pre, layers, end);
+}
+
 static void write_estimator(FILE *f, const pk_seedlog *log)
 {
-    if (log->estimator != PK_EST_SPSA)
-        fprintf(f, "estimator %s\n", pk_estimator_name(log->estimator));
-    if (log->estimator == PK_EST_FZOO)
-        fprintf(f, "perturbations %d\n", log->perturbations);
-    if (log->estimator == PK_EST_HIZOO)
-        fprintf(f, "hessian_smooth %a\n", (double)log->hessian_smooth);
-    if (log->perturb_layers > 0)
-        fprintf(f, "perturb_layers %d\n", log->perturb_layers);
+    write_estimator_fields(f, log->estimator, log->perturbations, log->hessian_smooth,
+                           log->perturb_layers, '\n');
     fprintf(f, "rounding %s\n", pk_rounding_name(log->rounding));
 }
 
@@ -95,8 +113,11 @@ pk_status pk_seedlog_write(const char *path, const pk_seedlog *log, char *err, s
     write_estimator(f, log);
     for (size_t i = 0; i < log->n_parents; i++) {
         const pk_seedlog_segment *p = &log->parents[i];
-        fprintf(f, "parent steps %" PRId64 " rows %zu z %s weight_decay %a trainable %s\n",
-                p->steps, p->n_rows, z_name(p->z), (double)p->weight_decay, p->trainable);
+        fprintf(f, "parent steps %" PRId64 " rows %zu z %s weight_decay %a", p->steps, p->n_rows,
+                z_name(p->z), (double)p->weight_decay);
+        write_estimator_fields(f, p->estimator, p->perturbations, p->hessian_smooth,
+                               p->perturb_layers, ' ');
+        fprintf(f, " trainable %s\n", p->trainable);
     }
     fprintf(f, "steps %zu\n", log->n_rows);
     for (size_t i = 0; i < log->n_parents; i++)
@@ -187,24 +208,55 @@ static int optional_line(const char *l, pk_seedlog *out)
     return 1;
 }
 
-/* "parent steps S rows R z KIND weight_decay F trainable SPEC": one more ancestor segment. */
+/* The estimator fields of a parent line, from p up to " trainable ": each "key value" as the
+ * log's own optional line would be, into seg. 0, or -1 if one is malformed or unknown. */
+static int parent_estimator(const char *p, const char **trainable, pk_seedlog_segment *seg)
+{
+    pk_seedlog opt;
+    char kv[128];
+    memset(&opt, 0, sizeof opt);
+    while (strncmp(p, "trainable ", 10) != 0) {
+        size_t k = strcspn(p, " ");
+        size_t v = p[k] == ' ' ? strcspn(p + k + 1, " ") : 0;
+        if (k == 0 || v == 0 || k + 1 + v >= sizeof kv || p[k + 1 + v] != ' ')
+            return -1;
+        snprintf(kv, sizeof kv, "%.*s", (int)(k + 1 + v), p);
+        if (optional_line(kv, &opt) != 1)
+            return -1;
+        p += k + 1 + v + 1;
+    }
+    if ((opt.estimator == PK_EST_FZOO) != (opt.perturbations > 0) ||
+        (opt.estimator == PK_EST_HIZOO) != (opt.hessian_smooth > 0.0f))
+        return -1; /* settings of another estimator, or an estimator without its setting */
+    seg->estimator = opt.estimator;
+    seg->perturbations = opt.perturbations;
+    seg->hessian_smooth = opt.hessian_smooth;
+    seg->perturb_layers = opt.perturb_layers;
+    *trainable = p + 10;
+    return 0;
+}
+
+/* "parent steps S rows R z KIND weight_decay F [estimator fields] trainable SPEC": one more
+ * ancestor segment. */
 static pk_status parse_parent(reader *r, pk_seedlog *out, char *err, size_t errlen)
 {
     long long steps = -1;
     unsigned long long rows = 0;
     char z[16] = "", wd[64] = "";
     int at = 0;
+    const char *spec = NULL;
     pk_seedlog_segment seg;
     memset(&seg, 0, sizeof seg);
-    int ok = sscanf(r->line, "parent steps %lld rows %llu z %15s weight_decay %63s trainable %n",
-                    &steps, &rows, z, wd, &at) == 4 &&
-             at > 0 && r->line[at] != 0 && strlen(r->line + at) < sizeof seg.trainable &&
-             steps >= 0 && rows <= (1ull << 32) && out->n_parents < 4096 &&
-             (!strcmp(z, "gaussian") || !strcmp(z, "rademacher")) &&
+    int ok = sscanf(r->line, "parent steps %lld rows %llu z %15s weight_decay %63s %n", &steps,
+                    &rows, z, wd, &at) == 4 &&
+             at > 0 && parent_estimator(r->line + at, &spec, &seg) == 0 && spec[0] != 0 &&
+             strlen(spec) < sizeof seg.trainable && steps >= 0 && rows <= (1ull << 32) &&
+             out->n_parents < 4096 && (!strcmp(z, "gaussian") || !strcmp(z, "rademacher")) &&
              parse_float(wd, &seg.weight_decay) == 0 && in_range(seg.weight_decay, 0, 100);
     if (!ok) {
         pk_seterr(err, errlen,
-                  "%s:%d: want 'parent steps S rows R z KIND weight_decay F trainable SPEC'",
+                  "%s:%d: want 'parent steps S rows R z KIND weight_decay F [estimator E "
+                  "perturbations N hessian_smooth H perturb_layers K] trainable SPEC'",
                   r->path, r->ln);
         return PK_ERR_FORMAT;
     }
@@ -215,7 +267,7 @@ static pk_status parse_parent(reader *r, pk_seedlog *out, char *err, size_t errl
     seg.z = !strcmp(z, "rademacher") ? PK_Z_RADEMACHER : PK_Z_GAUSSIAN;
     seg.steps = steps;
     seg.n_rows = (size_t)rows; /* the rows themselves come after the "steps" line */
-    strcpy(seg.trainable, r->line + at);
+    strcpy(seg.trainable, spec);
     out->parents[out->n_parents++] = seg;
     return PK_OK;
 }
@@ -432,19 +484,28 @@ pk_status pk_seedlog_read(const char *path, pk_seedlog *out, char *err, size_t e
     return st;
 }
 
-pk_mezo_params pk_seedlog_params(const pk_seedlog *log)
+/* Replay settings: z, weight decay and the estimator fields over the defaults. */
+static pk_mezo_params replay_params(pk_z_kind z, float weight_decay, pk_estimator e,
+                                    int perturbations, float smooth, int layers)
 {
     pk_mezo_params p = pk_mezo_default_params();
-    p.z = log->z;
-    p.weight_decay = log->weight_decay;
-    p.estimator = log->estimator;
-    if (log->perturbations > 0)
-        p.perturbations = log->perturbations;
-    if (log->hessian_smooth > 0.0f)
-        p.hessian_smooth = log->hessian_smooth;
-    p.perturb_layers = log->perturb_layers;
-    p.rounding = log->rounding;
+    p.z = z;
+    p.weight_decay = weight_decay;
+    p.estimator = e;
+    if (perturbations > 0)
+        p.perturbations = perturbations;
+    if (smooth > 0.0f)
+        p.hessian_smooth = smooth;
+    p.perturb_layers = layers;
     p.hessian_budget = 1e30f; /* replaying a log the run could hold is not refused */
+    return p;
+}
+
+pk_mezo_params pk_seedlog_params(const pk_seedlog *log)
+{
+    pk_mezo_params p = replay_params(log->z, log->weight_decay, log->estimator,
+                                     log->perturbations, log->hessian_smooth, log->perturb_layers);
+    p.rounding = log->rounding;
     return p;
 }
 
@@ -476,12 +537,13 @@ pk_status pk_seedlog_replay(pk_model *m, const pk_seedlog *log, char *err, size_
                   log->base_hash);
         return PK_ERR_ARG;
     }
-    /* an ancestor segment is plain MeZO (export refuses chains with other parents) */
+    /* each ancestor under its own estimator, with its state from its own step 0 (as
+     * pk_run_materialize replays a parent) */
     for (size_t i = 0; i < log->n_parents; i++) {
         const pk_seedlog_segment *seg = &log->parents[i];
-        pk_mezo_params pp = pk_mezo_default_params();
-        pp.z = seg->z;
-        pp.weight_decay = seg->weight_decay;
+        pk_mezo_params pp =
+            replay_params(seg->z, seg->weight_decay, seg->estimator, seg->perturbations,
+                          seg->hessian_smooth, seg->perturb_layers);
         pp.rounding = log->rounding; /* the log's marker covers its ancestors' rows too */
         st = replay_segment(m, seg->trainable, &pp, seg->rows, seg->n_rows, err, errlen);
         if (st != PK_OK)

@@ -36,8 +36,8 @@ void pk_sync_mezo_free(pk_sync_mezo *x)
 }
 
 pk_status pk_sync_mezo_open(pk_store *s, const char *model_dir, const char *dataset,
-                            const char *trainable, int batch, int seq_len, pk_sync_mezo **out,
-                            char *err, size_t errlen)
+                            const char *datasets, const char *trainable, int batch, int seq_len,
+                            pk_sync_mezo **out, char *err, size_t errlen)
 {
     if (!out || !model_dir || batch < 1 || seq_len < 2)
         return PK_ERR_ARG;
@@ -63,9 +63,11 @@ pk_status pk_sync_mezo_open(pk_store *s, const char *model_dir, const char *data
         cfg.batch = batch;
         snprintf(cfg.model_dir, sizeof cfg.model_dir, "%s", model_dir);
         snprintf(cfg.dataset, sizeof cfg.dataset, "%s", dataset);
-        st = pk_objective_from_store(s, dataset, x->m, model_dir, &cfg, &x->obj, err, errlen);
+        snprintf(cfg.datasets, sizeof cfg.datasets, "%s", datasets ? datasets : "");
+        st = pk_objective_from_store(s, datasets ? NULL : dataset, x->m, model_dir, &cfg, &x->obj,
+                                     err, errlen);
         if (st == PK_OK && pk_objective_size(x->obj) == 0) {
-            pk_seterr(err, errlen, "dataset %s has no examples", dataset);
+            pk_seterr(err, errlen, "dataset %s has no examples", datasets ? datasets : dataset);
             st = PK_ERR_ARG;
         }
     }

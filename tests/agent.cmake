@@ -14,3 +14,8 @@ pk_add_test(test_agent_sync SOURCES test_agent_sync.c LIBS pk_train PkgConfig::C
 add_dependencies(test_agent_sync pocketllm pocketllm-server-mock)
 # Device conditions over a faked sysfs; chained seed logs (write, read, refuse).
 pk_add_test(test_agent_unit SOURCES test_agent_unit.c LIBS pk_agent pk_mezo LABELS unit TIMEOUT 60)
+# What the agent remembers across kill -9 (early stopping: the agent loop in a child that kills
+# itself at chosen evals) and keep-best (status without a passphrase, the chained run's parent).
+pk_add_test(test_agent_resume SOURCES test_agent_resume.c LIBS pk_agent PkgConfig::CJSON
+    LABELS unit TIMEOUT 300)
+add_dependencies(test_agent_resume pocketllm)

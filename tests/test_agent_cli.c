@@ -5,33 +5,18 @@
  * keeps private text out of its log. Also continual runs through `train --from-run` and
  * `data forget --with-runs`. */
 #include "pk_test.h"
+#include "test_agent_util.h"
 #include "test_product_util.h"
 #include "test_util.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <time.h>
 
 #define PASS    "agent test passphrase"
 #define SECRET  "zebracorn"
 #define STORIES PK_STORIES_DIR
 
 static char tmp[256], pass[300], sysfs[300], loadavg[300];
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static void put(const char *path, const char *text)
-{
-    char t[600];
-    snprintf(t, sizeof t, "%s.tmp", path);
-    if (write_string(t, text) != 0 || rename(t, path) != 0)
-        fprintf(stderr, "cannot write %s\n", path);
-}
 
 /* A phone: AC adapter (online 0/1), battery (capacity), one thermal zone (millidegrees). */
 static void fake_device(int ac, int capacity, int milli_c)
@@ -108,38 +93,7 @@ static pid_t start_agent(const char *home, const char *extra)
              "--eval-every 10 --slice-steps 5 --checkpoint-every 20 --seed 7 --max-rss 256M %s "
              "2>>%s.stderr",
              POCKETLLM, home, pass, STORIES, sysfs, loadavg, extra, home);
-    pid_t pid = fork();
-    if (pid == 0) {
-#ifdef __linux__
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-#endif
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    return pid;
-}
-
-/* `agent status --json`, parsed (owned; NULL on failure). */
-static cJSON *status(const char *home)
-{
-    char *o = NULL;
-    int rc = run_fmt(&o, RUN_PLAIN, "%s agent status --json --home %s --passphrase-file %s",
-                     POCKETLLM, home, pass);
-    cJSON *j = rc == 0 && o ? cJSON_Parse(last_line(o)) : NULL;
-    free(o);
-    return j;
-}
-
-static const char *jstr(const cJSON *j, const char *k)
-{
-    const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, k));
-    return s ? s : "";
-}
-
-static double jnum(const cJSON *j, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : -1;
+    return spawn_sh(cmd);
 }
 
 /* Polls the status until state is `state` and reason contains `reason` (may be "") and, when
@@ -148,7 +102,7 @@ static int wait_state(const char *home, const char *state, const char *reason, d
                       double secs, cJSON **out)
 {
     for (double t = 0; t < secs; t += 0.1) {
-        cJSON *j = status(home);
+        cJSON *j = agent_status(home);
         int ok = j && !strcmp(jstr(j, "state"), state) && strstr(jstr(j, "reason"), reason) &&
                  jnum(j, "steps_today") >= min_today;
         if (ok) {
@@ -161,27 +115,13 @@ static int wait_state(const char *home, const char *state, const char *reason, d
         cJSON_Delete(j);
         sleep_ms(100);
     }
-    cJSON *j = status(home);
+    cJSON *j = agent_status(home);
     char *txt = j ? cJSON_PrintUnformatted(j) : NULL;
     fprintf(stderr, "timed out waiting for state %s (%s); last status: %s\n", state, reason,
             txt ? txt : "none");
     free(txt);
     cJSON_Delete(j);
     return 0;
-}
-
-static int wait_exit(pid_t pid, double secs)
-{
-    int st = 0;
-    for (double t = 0; t < secs; t += 0.05) {
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        sleep_ms(50);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    return -1;
 }
 
 static int seedlog_of(const char *home, int run, const char *out)
@@ -240,7 +180,7 @@ static void check_new_examples(const char *home)
                 0);
     int newer = 0;
     for (int i = 0; i < 300 && !newer; i++) {
-        j = status(home);
+        j = agent_status(home);
         newer = j && jnum(j, "run") > r1 && !strcmp(jstr(j, "state"), "training");
         cJSON_Delete(j);
         sleep_ms(100);
@@ -283,7 +223,7 @@ static void check_window(const char *home)
     PK_CHECK(wait_state(home, "waiting", "outside the time window 22:00-06:00", 0, 30, NULL));
     kill(pid, SIGINT);
     PK_CHECK_EQ(wait_exit(pid, 30), 0);
-    cJSON *j = status(home);
+    cJSON *j = agent_status(home);
     PK_CHECK(j && cJSON_IsFalse(cJSON_GetObjectItem(j, "running")));
     cJSON_Delete(j);
 }
@@ -311,7 +251,7 @@ static void test_lifecycle(void)
     double steps = jnum(j, "steps_today");
     cJSON_Delete(j);
     sleep_ms(500);
-    j = status(home);
+    j = agent_status(home);
     PK_CHECK(j && jnum(j, "steps_today") == steps); /* no step while hot */
     PK_CHECK(j && cJSON_IsObject(cJSON_GetObjectItem(j, "best")));
     cJSON_Delete(j);
@@ -327,10 +267,74 @@ static void test_lifecycle(void)
                 0);
     free(o);
     PK_CHECK_EQ(wait_exit(pid, 30), 0);
-    j = status(home);
+    j = agent_status(home);
     PK_CHECK(j && cJSON_IsFalse(cJSON_GetObjectItem(j, "running")));
     cJSON_Delete(j);
     check_log(home);
+}
+
+/* ---- the log's rotation ---------------------------------------------------------------------- */
+
+/* The log of home (name "agent.log" or "agent.log.1"): owned text, NULL if missing; *mode gets
+ * its permission bits. */
+static char *read_log(const char *home, const char *name, unsigned *mode, size_t *len)
+{
+    char path[400];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/%s", home, name);
+    *mode = stat(path, &sb) == 0 ? (unsigned)(sb.st_mode & 0777) : 0;
+    return slurp(path, len);
+}
+
+/* With --log-max 1K the agent trains a little, then waits on a battery whose charge changes (one
+ * log line each) until agent.log is rotated: agent.log.1 holds the earliest lines (the old
+ * content, rotated once it passed the limit), agent.log the later ones; both stay 0600 and
+ * neither holds private text. */
+static void test_log_rotation(void)
+{
+    char home[300], path[400], want[64];
+    struct stat sb;
+    snprintf(home, sizeof home, "%s/rot", tmp);
+    PK_CHECK_EQ(make_home(home, 0, 30), 0);
+    fake_device(1, 100, 30000);
+    pid_t pid = start_agent(home, "--steps 100000 --early-stop 0 --log-max 1K --quiet");
+    PK_CHECK(wait_state(home, "training", "run", 2, 30, NULL));
+    snprintf(path, sizeof path, "%s/agent.log.1", home);
+    int toggles = 0;
+    for (; toggles < 80 && stat(path, &sb) != 0; toggles++) {
+        fake_device(0, 30 + toggles % 2, 30000);
+        snprintf(want, sizeof want, "battery at %d%%", 30 + toggles % 2);
+        PK_CHECK(wait_state(home, "waiting", want, -1, 30, NULL));
+    }
+    PK_CHECK(toggles >= 2);    /* the agent's own lines drove it past 1K, not the start alone */
+    fake_device(0, 29, 30000); /* one line into the new file */
+    PK_CHECK(wait_state(home, "waiting", "battery at 29%", -1, 30, NULL));
+    kill(pid, SIGTERM);
+    PK_CHECK_EQ(wait_exit(pid, 30), 0);
+    unsigned m_old = 0, m_new = 0;
+    size_t n_old = 0, n_new = 0;
+    char *old = read_log(home, "agent.log.1", &m_old, &n_old);
+    char *cur = read_log(home, "agent.log", &m_new, &n_new);
+    PK_CHECK(old != NULL && cur != NULL);
+    PK_CHECK_EQ(m_old, 0600);
+    PK_CHECK_EQ(m_new, 0600);
+    PK_CHECK(n_old > 1024 && n_old < 1024 + 512); /* rotated once it passed the limit */
+    PK_CHECK(old && strstr(old, " info starting: no run yet\n") != NULL); /* the first line */
+    PK_CHECK(old && strstr(old, "training: run 1 on notes") != NULL);
+    PK_CHECK(cur && strstr(cur, "starting:") == NULL && strstr(cur, "battery at 29%") != NULL);
+    PK_CHECK(cur && strstr(cur, "stopping: asked to stop") != NULL);
+    PK_CHECK(old && strstr(old, SECRET) == NULL);
+    PK_CHECK(cur && strstr(cur, SECRET) == NULL);
+    free(old);
+    free(cur);
+    char *o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+                        "%s agent --home %s --passphrase-file %s --model %s --datasets notes "
+                        "--log-max 100",
+                        POCKETLLM, home, pass, STORIES),
+                2);
+    PK_CHECK(o && strstr(o, "--log-max: want a size of at least 1K") != NULL);
+    free(o);
 }
 
 /* ---- 2. kill -9 at any moment, then a restart: the same bits as an uninterrupted agent --------
@@ -357,8 +361,9 @@ static void run_until_done(const char *home, int kill_at)
         /* resumed on two threads: losses do not depend on the thread count (DESIGN 10) */
         pid = start_agent(home, "--steps 150 --early-stop 0 --threads 2");
     }
-    PK_CHECK(wait_state(home, "idle", "up to date", -1, 90, NULL));
-    kill(pid, SIGTERM); /* SIGTERM: a clean stop as well */
+    PK_CHECK(
+        wait_state(home, "idle", "up to date", -1, 240, NULL)); /* SCHED_IDLE: slow under load */
+    kill(pid, SIGTERM);                                         /* SIGTERM: a clean stop as well */
     PK_CHECK_EQ(wait_exit(pid, 30), 0);
 }
 
@@ -434,6 +439,79 @@ static void check_chained_replay(const char *home, const char *h2)
     free(o);
 }
 
+/* A chain whose ancestors trained with fzoo, then spsa, then hizoo with layer sampling (runs
+ * 4..7 on dataset c): the seed log of the spsa child names each ancestor's estimator (parent
+ * lines version 2) and replays on the base model to the child's weights, bit for bit. */
+static void check_estimator_chain(const char *home)
+{
+    char h[4][65], log[400], out[400], *o = NULL;
+    PK_CHECK_EQ(train(home,
+                      "--model " STORIES " --dataset c --steps 4 --estimator fzoo "
+                      "--perturbations 2",
+                      h[0]),
+                4);
+    PK_CHECK_EQ(train(home, "--from-run 4 --dataset c --steps 3", h[1]), 5);
+    PK_CHECK_EQ(train(home,
+                      "--from-run 5 --dataset c --steps 3 --estimator hizoo --perturb-layers 1 "
+                      "--hessian-budget 2",
+                      h[2]),
+                6);
+    PK_CHECK_EQ(train(home, "--from-run 6 --dataset c --steps 2", h[3]), 7);
+    snprintf(log, sizeof log, "%s/est-chain.seedlog", tmp);
+    snprintf(out, sizeof out, "%s/est-chain-replay", tmp);
+    PK_CHECK_EQ(seedlog_of(home, 7, log), 0);
+    char *text = slurp(log, NULL);
+    PK_CHECK(text && strstr(text, "\nparent steps 4 rows 8 z rademacher weight_decay ") &&
+             strstr(text, " estimator fzoo perturbations 2 trainable all\n"));
+    PK_CHECK(text && strstr(text, " estimator hizoo hessian_smooth ") &&
+             strstr(text, " perturb_layers 1 trainable all\n"));
+    PK_CHECK(text && strstr(text, "\nestimator ") == NULL); /* the child's own: plain spsa */
+    free(text);
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s replay --seed-log %s --model %s --out %s",
+                        POCKETLLM, log, STORIES, out),
+                0);
+    PK_CHECK(o && strlen(h[3]) == 64 && strstr(o, h[3]) != NULL);
+    free(o);
+    /* run 6 itself (hizoo with layer sampling under the fzoo and spsa ancestors) as well */
+    PK_CHECK_EQ(seedlog_of(home, 6, log), 0);
+    o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s replay --seed-log %s --model %s --out %s.6",
+                        POCKETLLM, log, STORIES, out),
+                0);
+    PK_CHECK(o && strlen(h[2]) == 64 && strstr(o, h[2]) != NULL);
+    free(o);
+}
+
+/* `runs show` names a run's parent (text and --json); a run from the base model has none. */
+static void check_runs_show_lineage(const char *home)
+{
+    char *o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
+                        "%s runs show 2 --json --home %s --passphrase-file %s", POCKETLLM, home,
+                        pass),
+                0);
+    cJSON *j = o ? cJSON_Parse(last_line(o)) : NULL;
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "parent");
+    PK_CHECK(cJSON_IsObject(p) && jnum(p, "run") == 1 && jnum(p, "steps") == 8);
+    cJSON_Delete(j);
+    free(o);
+    o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
+                        "%s runs show 1 --json --home %s --passphrase-file %s", POCKETLLM, home,
+                        pass),
+                0);
+    j = o ? cJSON_Parse(last_line(o)) : NULL;
+    PK_CHECK(j && cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "parent")));
+    cJSON_Delete(j);
+    free(o);
+    o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s runs show 2 --home %s --passphrase-file %s",
+                        POCKETLLM, home, pass),
+                0);
+    PK_CHECK(o && strstr(o, "\nparent run 1 after 8 steps\n") != NULL);
+    free(o);
+}
+
 static void test_chained_runs(void)
 {
     char home[300], h1[65] = "", h2[65] = "", h3[65] = "", f[400], *o = NULL;
@@ -455,6 +533,8 @@ static void test_chained_runs(void)
     PK_CHECK_EQ(train(home, "--model " STORIES " --dataset c --steps 4", h3), 3);
     PK_CHECK(strlen(h2) == 64 && strcmp(h1, h2) != 0);
     check_chained_replay(home, h2);
+    check_runs_show_lineage(home);
+    check_estimator_chain(home);
 
     /* forgetting a dataset a parent trained on: the weights of its children still carry it */
     PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
@@ -492,6 +572,7 @@ int main(int argc, char **argv)
     make_sysfs();
     test_chained_runs();
     test_lifecycle();
+    test_log_rotation();
     test_kill9(trials > 0 ? trials : 1);
     if (pk_test_failures == 0)
         rm_rf(tmp);

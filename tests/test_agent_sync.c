@@ -1,27 +1,21 @@
 /* test_agent_sync.c: `pocketllm agent --sync URL --sync-every D` against pocketllm-server-mock
- * with faults on: while the coordinator is unreachable the agent's status says the sync failed
- * and when it retries; once the coordinator is up (same port) a later attempt succeeds, the
- * status says "ok", the coordinator's log has the agent's round, and the agent keeps training. */
+ * with faults on, the agent learning from two datasets (its sync child trains on their union
+ * through `sync --datasets`): while the coordinator is unreachable the agent's status says the
+ * sync failed and when it retries; once the coordinator is up (same port) a later attempt
+ * succeeds, the status says "ok", the coordinator's log has the agent's round, and the agent
+ * keeps training. */
 #include "pk_mezo.h"
 #include "pk_model.h"
 #include "pk_test.h"
+#include "test_agent_util.h"
 #include "test_product_util.h"
 #include "test_util.h"
-
-#include <cjson/cJSON.h>
-#include <time.h>
 
 #define PASS    "agent sync passphrase"
 #define STORIES PK_STORIES_DIR
 #define FAULTS  "delay=0.1:20ms,drop=0.05,5xx=0.1,truncate=0.05,seed=5"
 
 static char tmp[256], pass[300], home[300];
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static int base_hash(char hex[65])
 {
@@ -59,21 +53,11 @@ static int start_coord(server *sv, int port)
     return server_start(sv, args);
 }
 
-static cJSON *status(void)
-{
-    char *o = NULL;
-    int rc = run_fmt(&o, RUN_PLAIN, "%s agent status --json --home %s --passphrase-file %s",
-                     POCKETLLM, home, pass);
-    cJSON *j = rc == 0 && o ? cJSON_Parse(last_line(o)) : NULL;
-    free(o);
-    return j;
-}
-
 /* The last_sync result, once it contains want (at most secs seconds). */
 static int wait_sync(const char *want, double secs)
 {
     for (double t = 0; t < secs; t += 0.2) {
-        cJSON *j = status();
+        cJSON *j = agent_status(home);
         const cJSON *y = cJSON_GetObjectItemCaseSensitive(j, "last_sync");
         const char *r = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(y, "result"));
         int ok = r && strstr(r, want) != NULL;
@@ -105,8 +89,10 @@ static void setup(char *sys, char *loadavg, size_t n)
     PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
                         "%s init --home %s --passphrase-file %s --opslimit 1 --memlimit 8192 "
                         ">/dev/null && %s import %s --dataset notes --format txt --home %s "
-                        "--passphrase-file %s >/dev/null",
-                        POCKETLLM, home, pass, POCKETLLM, notes, home, pass),
+                        "--passphrase-file %s >/dev/null && %s import %s --dataset more "
+                        "--format txt --home %s --passphrase-file %s >/dev/null",
+                        POCKETLLM, home, pass, POCKETLLM, notes, home, pass, POCKETLLM, notes, home,
+                        pass),
                 0);
 }
 
@@ -114,19 +100,11 @@ static pid_t start_agent(const char *sys, const char *loadavg, int port)
 {
     char cmd[3000];
     snprintf(cmd, sizeof cmd,
-             "exec %s agent --home %s --passphrase-file %s --model %s --datasets notes "
+             "exec %s agent --home %s --passphrase-file %s --model %s --datasets notes,more "
              "--sysfs-root %s --loadavg-file %s --poll 0.2 --batch 2 --seq-len 32 --steps 100000 "
              "--slice-steps 5 --sync http://127.0.0.1:%d --sync-every 3s 2>>%s/agent.stderr",
              POCKETLLM, home, pass, STORIES, sys, loadavg, port, tmp);
-    pid_t pid = fork();
-    if (pid == 0) {
-#ifdef __linux__
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-#endif
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    return pid;
+    return spawn_sh(cmd);
 }
 
 /* The coordinator's log holds the agent's round: a fresh home catches up to it. */
@@ -147,6 +125,28 @@ static void check_coordinator_log(int port)
     free(o);
 }
 
+/* `sync --datasets A,B` trains on their union: each name is looked up (a missing one is named,
+ * before any network), and it cannot be combined with --dataset. */
+static void check_sync_datasets(void)
+{
+    char *o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+                        "%s sync --server http://127.0.0.1:9 --model %s --datasets notes,absent "
+                        "--home %s --passphrase-file %s",
+                        POCKETLLM, STORIES, home, pass),
+                1);
+    PK_CHECK(o && strstr(o, "dataset 'absent': not found") != NULL);
+    free(o);
+    o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+                        "%s sync --server http://127.0.0.1:9 --model %s --datasets notes,more "
+                        "--dataset notes --home %s --passphrase-file %s",
+                        POCKETLLM, STORIES, home, pass),
+                2);
+    PK_CHECK(o && strstr(o, "not both") != NULL);
+    free(o);
+}
+
 int main(void)
 {
     char sys[400], loadavg[400];
@@ -156,6 +156,7 @@ int main(void)
     snprintf(pass, sizeof pass, "%s/pass.txt", tmp);
     snprintf(home, sizeof home, "%s/home", tmp);
     setup(sys, loadavg, sizeof sys);
+    check_sync_datasets();
     /* a port that answers nothing: the coordinator is started, its port noted, stopped */
     PK_CHECK(start_coord(&sv, 0));
     int port = sv.port;
@@ -165,7 +166,7 @@ int main(void)
     PK_CHECK(wait_sync("retry in", 5));
     PK_CHECK(start_coord(&sv, port));
     PK_CHECK(wait_sync("ok", 120));
-    cJSON *j = status();
+    cJSON *j = agent_status(home);
     PK_CHECK(j && cJSON_IsTrue(cJSON_GetObjectItem(j, "running")));
     cJSON_Delete(j);
     check_coordinator_log(port);

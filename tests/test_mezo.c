@@ -463,10 +463,10 @@ static void test_seedlog_and_checkpoint(void)
     size_t len = 0;
     PK_CHECK(pk_checkpoint_pack(a, NULL, &blob, &len) == PK_OK);
     pk_model *c = load(STORIES);
-    PK_CHECK(pk_checkpoint_unpack(c, NULL, blob, len) == PK_OK);
+    PK_CHECK(pk_checkpoint_unpack(c, NULL, blob, len, NULL, 0) == PK_OK);
     char hc[65];
     PK_CHECK(pk_weights_hash(c, hc) == PK_OK && !strcmp(hc, ha));
-    PK_CHECK(pk_checkpoint_unpack(c, NULL, blob, len - 1) == PK_ERR_FORMAT);
+    PK_CHECK(pk_checkpoint_unpack(c, NULL, blob, len - 1, NULL, 0) == PK_ERR_FORMAT);
     free(blob);
     pk_model_free(c);
     free(log.rows);

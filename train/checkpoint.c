@@ -44,7 +44,8 @@ pk_status pk_checkpoint_pack(const pk_model *m, const uint8_t *trainable, void *
     return PK_OK;
 }
 
-pk_status pk_checkpoint_unpack(pk_model *m, const uint8_t *trainable, const void *blob, size_t len)
+pk_status pk_checkpoint_unpack(pk_model *m, const uint8_t *trainable, const void *blob, size_t len,
+                               char *err, size_t errlen)
 {
     const unsigned char *b = blob;
     size_t nt = pk_model_n_tensors(m), need = 16;
@@ -56,9 +57,12 @@ pk_status pk_checkpoint_unpack(pk_model *m, const uint8_t *trainable, const void
         if (trainable == NULL || trainable[i])
             need += pk_dtype_row_bytes(ti.dtype, ti.numel);
     }
-    if (len != need || memcmp(b, "PKCK1\0\0\0", 8) != 0) {
-        pk_log(PK_LOG_ERROR, "checkpoint: %zu bytes, expected %zu for this model and mask", len,
-               need);
+    if (len < 8 || memcmp(b, "PKCK1\0\0\0", 8) != 0) {
+        pk_seterr(err, errlen, "not a checkpoint (no PKCK1 header)");
+        return PK_ERR_FORMAT;
+    }
+    if (len != need) {
+        pk_seterr(err, errlen, "%zu bytes, expected %zu for this model and mask", len, need);
         return PK_ERR_FORMAT;
     }
     size_t off = 16;

@@ -239,15 +239,6 @@ static pk_status add_ancestors(pk_store *s, const pk_run_info *child, pk_seedlog
         pk_run_info ri;
         pk_train_config cfg;
         st = pk_run_load_config(s, run, &ri, &cfg, err, errlen);
-        /* a parent segment's header line carries plain MeZO's settings only */
-        if (st == PK_OK && (cfg.mezo.estimator != PK_EST_SPSA || cfg.mezo.perturb_layers > 0)) {
-            pk_seterr(err, errlen,
-                      "run %lld descends from run %lld, trained with estimator %s%s: a seed log "
-                      "of that chain cannot be written yet (export the weights instead)",
-                      (long long)child->id, (long long)run, pk_estimator_name(cfg.mezo.estimator),
-                      cfg.mezo.perturb_layers > 0 ? " and layer sampling" : "");
-            st = PK_ERR_UNSUPPORTED;
-        }
         pk_seedlog_segment *v =
             st == PK_OK ? realloc(log->parents, (log->n_parents + 1) * sizeof *v) : NULL;
         if (st == PK_OK && v == NULL)
@@ -259,6 +250,10 @@ static pk_status add_ancestors(pk_store *s, const pk_run_info *child, pk_seedlog
             log->n_parents++;
             v->z = cfg.mezo.z;
             v->weight_decay = cfg.mezo.weight_decay;
+            v->estimator = cfg.mezo.estimator; /* parent line version 2 (mezo/seedlog.c) */
+            v->perturbations = cfg.mezo.perturbations;
+            v->hessian_smooth = cfg.mezo.hessian_smooth;
+            v->perturb_layers = cfg.mezo.perturb_layers;
             v->steps = steps;
             snprintf(v->trainable, sizeof v->trainable, "%s", cfg.trainable);
             st = pk_store_steps_read(s, run, 0, steps, &v->rows, &v->n_rows, serr, sizeof serr);

@@ -83,7 +83,7 @@ static pk_status try_rate(search *x, float lr, int steps, const void *blob, size
         *loss = (double)INFINITY; /* diverged: never chosen */
         st = PK_OK;
     }
-    pk_status rs = pk_checkpoint_unpack(x->m, x->mask, blob, len);
+    pk_status rs = pk_checkpoint_unpack(x->m, x->mask, blob, len, st == PK_OK ? err : NULL, errlen);
     pk_mezo_state_free(est);
     free(rows);
     return st != PK_OK ? st : rs;

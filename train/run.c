@@ -311,10 +311,10 @@ static pk_status apply_log(pk_store *s, int64_t run_id, const pk_train_config *c
                        : pk_store_checkpoint_get(s, run_id, target, &cstep, &blob, &blob_len, serr,
                                                  sizeof serr);
     if (cs == PK_OK) {
-        st = pk_checkpoint_unpack(m, mask, blob, blob_len);
+        st = pk_checkpoint_unpack(m, mask, blob, blob_len, serr, sizeof serr);
         if (st != PK_OK)
-            snprintf(err, errlen, "run %lld: checkpoint at step %lld does not fit the model",
-                     (long long)run_id, (long long)cstep);
+            snprintf(err, errlen, "run %lld: checkpoint at step %lld: %s", (long long)run_id,
+                     (long long)cstep, serr);
         from = cstep;
         pk_store_blob_free(blob, blob_len);
     } else if (cs != PK_ERR_NOTFOUND) {

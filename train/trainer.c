@@ -159,7 +159,15 @@ pk_status pk_objective_from_store(pk_store *s, const char *dataset, const pk_mod
                                   const char *model_dir, const pk_train_config *cfg,
                                   pk_objective **out, char *err, size_t errlen)
 {
-    return objective_load(s, dataset, 1, m, model_dir, cfg, PART_ALL, out, err, errlen);
+    if (dataset == NULL && !cfg->datasets[0]) {
+        pk_seterr(err, errlen, "no dataset named");
+        return PK_ERR_ARG;
+    }
+    /* dataset NULL: the union cfg->datasets names (a run's own datasets never replace a named
+     * one: `eval --run ID --dataset N` evaluates on N) */
+    int single = dataset != NULL;
+    return objective_load(s, single ? dataset : cfg->datasets, single, m, model_dir, cfg, PART_ALL,
+                          out, err, errlen);
 }
 
 /* The training objective of a run: its dataset, or the union it names. */
@@ -379,6 +387,9 @@ static pk_status replay_evals(pk_trainer *t, char *err, size_t errlen)
             t->bad_evals++;
         }
     }
+    /* killed after its stopping eval was logged, before the run was marked done */
+    if (st == PK_OK && t->cfg.early_stop > 0 && t->bad_evals >= t->cfg.early_stop)
+        t->res.stopped_early = 1;
     free(steps);
     free(loss);
     free(acc);
@@ -660,7 +671,9 @@ pk_status pk_trainer_step(pk_trainer *t, char *err, size_t errlen)
         return PK_ERR_ARG;
     }
     pk_status st = PK_OK;
-    if (t->step < t->cfg.steps && pk_interrupted()) {
+    if (t->res.stopped_early) {
+        /* resumed past its early stop: finish without another step */
+    } else if (t->step < t->cfg.steps && pk_interrupted()) {
         t->res.interrupted = 1; /* at a step boundary: everything so far is logged */
     } else if (t->step < t->cfg.steps) {
         double t0 = pk_time_now();

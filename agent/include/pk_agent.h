@@ -67,6 +67,11 @@ typedef struct pk_agent_params {
     /* Optional: one line per event, no private text in it (run ids, steps, losses, reasons). */
     void (*on_event)(void *user, pk_agent_event kind, const char *line);
     void *event_user;
+    /* Optional: the status JSON each time it is written to the store's agent row (the same
+     * text, borrowed for the call: state, reason, run, step, steps_today, datasets, threads,
+     * best, last_sync; no private text), so a caller can publish it where reading needs no
+     * passphrase (the CLI's HOME/agent.status). user is event_user. */
+    void (*on_status)(void *user, const char *status_json);
 } pk_agent_params;
 pk_agent_params pk_agent_default_params(void);
 

@@ -266,6 +266,11 @@ typedef struct pk_seedlog_segment {
     int64_t steps;     /* steps of the ancestor's log under the chain */
     pk_step_row *rows; /* owned; n_rows = steps * q */
     size_t n_rows;
+    /* the ancestor's estimator, as the log's own optional lines (0: spsa, no layer sampling) */
+    pk_estimator estimator;
+    int perturbations;    /* fzoo */
+    float hessian_smooth; /* hizoo */
+    int perturb_layers;   /* 0 = off */
 } pk_seedlog_segment;
 typedef struct pk_seedlog {
     char base_hash[65];

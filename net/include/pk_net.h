@@ -195,13 +195,15 @@ PK_NODISCARD pk_status pk_sync_round(pk_store *s, const pk_sync_params *p,
 /* A MeZO model for pk_sync_round: the base model loaded from model_dir (reset restores the base
  * weights from their files with pk_model_restore_base: no copy is kept), and,
  * if dataset != NULL, an lm objective over that dataset of the store (batches of `batch`
- * examples of up to seq_len tokens, drawn from a fresh random shuffle per session).
- * s, model_dir, dataset, trainable borrowed ("all", "bitfit" or a regex; NULL = "all").
+ * examples of up to seq_len tokens, drawn from a fresh random shuffle per session); with
+ * datasets != NULL, over the union of the comma-separated datasets it names instead (dataset
+ * must then be non-NULL too, e.g. the first name; it is not read).
+ * s, model_dir, dataset, datasets, trainable borrowed ("all", "bitfit" or a regex; NULL = "all").
  * *out owned (pk_sync_mezo_free). err names the file / dataset on failure. */
 typedef struct pk_sync_mezo pk_sync_mezo;
 PK_NODISCARD pk_status pk_sync_mezo_open(pk_store *s, const char *model_dir, const char *dataset,
-                                         const char *trainable, int batch, int seq_len,
-                                         pk_sync_mezo **out, char *err, size_t errlen);
+                                         const char *datasets, const char *trainable, int batch,
+                                         int seq_len, pk_sync_mezo **out, char *err, size_t errlen);
 void pk_sync_mezo_free(pk_sync_mezo *x); /* NULL-safe */
 /* The ops to pass to pk_sync_round (user = x, borrowed). */
 pk_sync_model_ops pk_sync_mezo_ops(pk_sync_mezo *x);

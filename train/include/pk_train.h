@@ -36,8 +36,10 @@ PK_NODISCARD pk_status pk_run_materialize_state(pk_store *s, int64_t run_id, int
 /* Checkpoint blob: the bytes of the trainable tensors in model order (magic "PKCK1" + count). */
 PK_NODISCARD pk_status pk_checkpoint_pack(const pk_model *m, const uint8_t *trainable, void **blob,
                                           size_t *len);
+/* Writes the blob's tensors into m. PK_ERR_FORMAT when the blob is not a checkpoint or does
+ * not fit m and the mask; err (errlen bytes, may be NULL) says why; nothing is logged. */
 PK_NODISCARD pk_status pk_checkpoint_unpack(pk_model *m, const uint8_t *trainable, const void *blob,
-                                            size_t len);
+                                            size_t len, char *err, size_t errlen);
 
 /* ---- the trainer (trainer.c, run.c) -------------------------------------------------------- */
 
@@ -178,8 +180,9 @@ PK_NODISCARD pk_status pk_lr_search_run(pk_model *m, const uint8_t *trainable, p
                                         const pk_train_config *cfg, pk_lr_search *r, char *err,
                                         size_t errlen);
 
-/* Loads the examples of dataset `name` and builds an objective for model m (tokenizer from
- * model_dir). *out owned (pk_objective_free). */
+/* Loads the examples of dataset `name` (or, when name is NULL, of the comma-separated datasets
+ * cfg->datasets names, their union in that order) and builds an objective for model m
+ * (tokenizer from model_dir). *out owned (pk_objective_free). */
 PK_NODISCARD pk_status pk_objective_from_store(pk_store *s, const char *dataset, const pk_model *m,
                                                const char *model_dir, const pk_train_config *cfg,
                                                pk_objective **out, char *err, size_t errlen);
