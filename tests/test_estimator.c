@@ -13,22 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "store_test_util.h"
+#include "train_test_util.h"
 
 #define STORIES PK_STORIES_DIR
-
-static char home[512];
-
-static pk_store *open_store(void)
-{
-    pk_store *s = NULL;
-    char err[256] = "";
-    if (pk_store_open(home, TEST_PASS, strlen(TEST_PASS), &s, err, sizeof err) != PK_OK) {
-        fprintf(stderr, "FATAL: open %s: %s\n", home, err);
-        exit(1);
-    }
-    return s;
-}
 
 static pk_train_config est_config(pk_estimator e, int layers)
 {
@@ -69,34 +56,6 @@ static void stop_at(void *user, int64_t step, int64_t total, const pk_step_row *
     (void)n;
     if (step + 1 == k->at)
         pk_interrupt_raise();
-}
-
-static pk_status run(const pk_train_config *c, int64_t resume, const pk_train_hooks *h,
-                     pk_train_result *r)
-{
-    pk_store *s = open_store();
-    char err[512] = "";
-    pk_status st = pk_train(s, c, resume, h, r, err, sizeof err);
-    if (st != PK_OK)
-        fprintf(stderr, "pk_train: %s\n", err);
-    pk_store_close(s);
-    return st;
-}
-
-static void hash_of_run(int64_t run_id, int threads, char hex[65])
-{
-    pk_store *s = open_store();
-    pk_model *m = NULL;
-    char err[256] = "";
-    int old = pk_threads_get();
-    pk_threads_set(threads);
-    PK_CHECK(pk_run_materialize(s, run_id, &m, err, sizeof err) == PK_OK);
-    pk_threads_set(old);
-    hex[0] = 0;
-    if (m != NULL)
-        PK_CHECK(pk_weights_hash(m, hex) == PK_OK);
-    pk_model_free(m);
-    pk_store_close(s);
 }
 
 /* The run's seed log, replayed on the base model: its hash; *has_est whether the file names an
