@@ -23,6 +23,7 @@
 struct pk_mezo_state {
     size_t n_t;
     float **h;      /* [n_t] hizoo: Hessian diagonal of each trainable tensor [numel], else NULL */
+    size_t *h_n;    /* [n_t] hizoo: the elements of h[i] (0 where h[i] is NULL) */
     uint8_t *mask;  /* [n_t] the tensors of the current perturbation */
     double *losses; /* [perturbations] fzoo: the perturbed losses of a step */
 };
@@ -180,6 +181,7 @@ void pk_mezo_state_free(pk_mezo_state *s)
     for (size_t i = 0; s->h && i < s->n_t; i++)
         free(s->h[i]);
     free(s->h);
+    free(s->h_n);
     free(s->mask);
     free(s->losses);
     free(s);
@@ -206,7 +208,8 @@ static pk_status hessian_new(const pk_model *m, const uint8_t *trainable, const 
         return PK_ERR_ARG;
     }
     s->h = calloc(s->n_t, sizeof *s->h);
-    if (s->h == NULL)
+    s->h_n = calloc(s->n_t, sizeof *s->h_n);
+    if (s->h == NULL || s->h_n == NULL)
         return PK_ERR_NOMEM;
     for (size_t i = 0; i < s->n_t; i++) {
         pk_tensor_info ti;
@@ -217,6 +220,36 @@ static pk_status hessian_new(const pk_model *m, const uint8_t *trainable, const 
             return PK_ERR_NOMEM;
         for (size_t j = 0; j < ti.numel; j++)
             s->h[i][j] = 1.0f;
+        s->h_n[i] = ti.numel;
+    }
+    return PK_OK;
+}
+
+size_t pk_mezo_state_bytes(const pk_mezo_state *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; s && s->h && i < s->n_t; i++)
+        n += s->h_n[i] * sizeof(float);
+    return n;
+}
+
+void pk_mezo_state_save(const pk_mezo_state *s, void *out)
+{
+    unsigned char *b = out;
+    for (size_t i = 0; s && s->h && i < s->n_t; i++) {
+        memcpy(b, s->h[i], s->h_n[i] * sizeof(float));
+        b += s->h_n[i] * sizeof(float);
+    }
+}
+
+pk_status pk_mezo_state_load(pk_mezo_state *s, const void *in, size_t len)
+{
+    if (len != pk_mezo_state_bytes(s))
+        return PK_ERR_FORMAT;
+    const unsigned char *b = in;
+    for (size_t i = 0; s && s->h && i < s->n_t; i++) {
+        memcpy(s->h[i], b, s->h_n[i] * sizeof(float));
+        b += s->h_n[i] * sizeof(float);
     }
     return PK_OK;
 }

@@ -591,13 +591,12 @@ static pk_status maybe_checkpoint(pk_trainer *t, char *err, size_t errlen)
 {
     char serr[512] = ""; /* what the store says on failure */
     int64_t every = t->cfg.checkpoint_every, done = t->step;
-    /* hizoo: a checkpoint would lack the Hessian diagonal; its runs replay from step 0 */
-    if (every <= 0 || done % every != 0 || done >= t->cfg.steps ||
-        t->cfg.mezo.estimator == PK_EST_HIZOO)
+    if (every <= 0 || done % every != 0 || done >= t->cfg.steps)
         return PK_OK;
     void *blob = NULL;
     size_t len = 0;
-    pk_status st = pk_checkpoint_pack(t->m, t->mask, &blob, &len);
+    /* with the estimator's state: hizoo's Hessian diagonal */
+    pk_status st = pk_checkpoint_pack_state(t->m, t->mask, t->est, &blob, &len);
     if (st == PK_OK) {
         st = pk_store_checkpoint_put(t->s, t->res.run_id, done, blob, len, serr, sizeof serr);
         if (st != PK_OK && st != PK_ERR_STALE_KEY)
