@@ -1,7 +1,8 @@
 /* test_estimator.c: the estimators beside plain MeZO (mezo/estimator.c) on stories260k through the
  * trainer and the store: for fzoo, hizoo and layer sampling, replay (base + checkpoint + log),
  * resume after an interrupt, the exported seed log and another thread count all end at the
- * live run's weights; plain spsa's logs keep their old format; fzoo's coefficients are
+ * live run's weights (and the eval points' training seconds go on over the resume); plain
+ * spsa's logs keep their old format; fzoo's coefficients are
  * (l_i - l0) / std; a layer-sampled step leaves the other layers' bytes alone; hizoo refuses a
  * Hessian diagonal over its budget and checkpoints it with the weights; evaluation counts
  * follow the estimator. */
@@ -114,6 +115,21 @@ static void check_exact(const char *what, const pk_train_config *c, char out[65]
     pk_threads_set(2);
     PK_CHECK_EQ(f.evaluations, a.evaluations);
     PK_CHECK(!strcmp(f.final_hash, a.final_hash));
+    /* the eval points' training seconds go on over the resume: the resumed process's seconds
+     * start from the eval at the stop (step 4) */
+    int64_t *ks = NULL;
+    double *kt = NULL;
+    size_t nk = 0;
+    pk_store *s = open_store();
+    PK_CHECK(pk_store_eval_seconds(s, e.run_id, &ks, &kt, &nk, NULL, 0) == PK_OK);
+    pk_store_close(s);
+    PK_CHECK_EQ(nk, 2);
+    if (nk == 2) {
+        PK_CHECK(ks[0] == 4 && ks[1] == 8 && kt[0] > 0.0);
+        PK_CHECK_NEAR(kt[1], kt[0] + f.elapsed_s, 1e-9);
+    }
+    free(ks);
+    free(kt);
     fprintf(stderr, "%s: %lld evaluations, loss %.4f, weights %.16s\n", what,
             (long long)a.evaluations, a.last_loss, a.final_hash);
     memcpy(out, a.final_hash, 65);
