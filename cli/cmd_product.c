@@ -50,8 +50,9 @@ static const cli_option plot_table[] = {
     {"--run", CLI_LIST, CLI_AT(T, runs), 0, 0, NULL, "ID",
      "the run (required); repeat it to compare the train loss of several runs"},
     {"--out", CLI_STR, CLI_AT(T, out), 0, 0, NULL, "FILE.svg", "the SVG to write (required)"},
-    {"--x", CLI_CHOICE, CLI_AT(T, x), 0, 0, "step|evaluations", NULL,
-     "several runs: x axis in steps or loss evaluations (compares estimators)"},
+    {"--x", CLI_CHOICE, CLI_AT(T, x), 0, 0, "step|evaluations|seconds", NULL,
+     "several runs: x axis in steps, loss evaluations or training seconds (compares "
+     "estimators; seconds from the runs' eval points)"},
     CLI_STORE_OPTS(T),
     CLI_END,
 };
@@ -69,6 +70,7 @@ static const cli_command plot_cmd = {
     "examples:\n"
     "  pocketllm plot --run 1 --out loss.svg\n"
     "  pocketllm plot --run 1 --run 2 --out compare.svg\n"
+    "  pocketllm plot --run 1 --run 2 --x seconds --out wallclock.svg\n"
     "  pocketllm runs list                  # find the run ids"};
 
 /* The run ids of --run: at least one, each positive and given once. */

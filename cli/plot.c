@@ -469,6 +469,61 @@ static pk_status to_evaluations(pk_store *s, int64_t run_id, train_curve *c, cha
     return PK_OK;
 }
 
+/* Steps done -> training seconds: linear between the knots (0 steps, 0 s) and the run's timed
+ * eval points; past the last knot unknown (NaN: not drawn). */
+static pk_status to_seconds(pk_store *s, int64_t run_id, train_curve *c, char *err, size_t errlen)
+{
+    char serr[512] = ""; /* what the store says on failure */
+    int64_t *ks = NULL;
+    double *kt = NULL;
+    size_t nk = 0;
+    pk_status st = pk_store_eval_seconds(s, run_id, &ks, &kt, &nk, serr, sizeof serr);
+    if (st != PK_OK) {
+        pk_seterr(err, errlen, "cannot read the eval seconds of run %lld: %s", (long long)run_id,
+                  serr);
+        return st;
+    }
+    if (nk == 0) {
+        pk_seterr(err, errlen,
+                  "run %lld has no eval points with training seconds (train with --eval-dataset "
+                  "and --eval-every to plot it by seconds)",
+                  (long long)run_id);
+        st = PK_ERR_NOTFOUND;
+    }
+    size_t k = 0;
+    double s0 = 0.0, t0 = 0.0; /* the knot at or before x */
+    for (size_t i = 0; st == PK_OK && i < c->n; i++) {
+        double x = c->x[i];
+        while (k < nk && (double)ks[k] < x) {
+            s0 = (double)ks[k];
+            t0 = kt[k];
+            k++;
+        }
+        if (k == nk) {
+            c->x[i] = (double)NAN;
+            continue;
+        }
+        double s1 = (double)ks[k], t1 = kt[k];
+        c->x[i] = s1 > s0 ? t0 + (t1 - t0) * (x - s0) / (s1 - s0) : t1;
+    }
+    free(ks);
+    free(kt);
+    return st;
+}
+
+static const char *x_label(pk_plot_x x)
+{
+    switch (x) {
+    case PK_PLOT_X_EVALUATIONS:
+        return "loss evaluations";
+    case PK_PLOT_X_SECONDS:
+        return "training seconds";
+    case PK_PLOT_X_STEP:
+    default:
+        return "step";
+    }
+}
+
 pk_status pk_plot_runs(pk_store *s, const int64_t *run_ids, size_t n_runs, const char *out_path,
                        char *err, size_t errlen)
 {
@@ -490,6 +545,8 @@ pk_status pk_plot_runs_x(pk_store *s, const int64_t *run_ids, size_t n_runs, pk_
         }
         if (st == PK_OK && x == PK_PLOT_X_EVALUATIONS)
             st = to_evaluations(s, run_ids[i], &tc[i], err, errlen);
+        if (st == PK_OK && x == PK_PLOT_X_SECONDS)
+            st = to_seconds(s, run_ids[i], &tc[i], err, errlen);
         snprintf(lab[i].id, sizeof lab[i].id, "run-%lld", (long long)run_ids[i]);
         snprintf(lab[i].name, sizeof lab[i].name, "run %lld", (long long)run_ids[i]);
         pk_plot_series one = {lab[i].id,
@@ -503,9 +560,8 @@ pk_status pk_plot_runs_x(pk_store *s, const int64_t *run_ids, size_t n_runs, pk_
         ser[i] = one;
     }
     if (st == PK_OK)
-        st = write_svg_file(out_path, "PocketLLM runs: train loss (smoothed)",
-                            x == PK_PLOT_X_EVALUATIONS ? "loss evaluations" : "step", ser, n_runs,
-                            err, errlen);
+        st = write_svg_file(out_path, "PocketLLM runs: train loss (smoothed)", x_label(x), ser,
+                            n_runs, err, errlen);
     for (size_t i = 0; tc && i < n_runs; i++)
         curve_free(&tc[i]);
     free(tc);

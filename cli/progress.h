@@ -104,8 +104,12 @@ typedef enum pk_plot_x {
     PK_PLOT_X_STEP = 0,        /* steps done */
     PK_PLOT_X_EVALUATIONS = 1, /* loss evaluations done: steps x the run's evaluations per step
                                   (pk_mezo_evals_per_step x accumulate), to compare estimators */
+    PK_PLOT_X_SECONDS = 2,     /* training seconds (evals excluded, cumulative over resumes),
+                                  piecewise linear between the eval points that carry them;
+                                  steps after a run's last timed eval are not drawn */
 } pk_plot_x;
-/* pk_plot_runs against the chosen x (pk_plot_runs is PK_PLOT_X_STEP). */
+/* pk_plot_runs against the chosen x (pk_plot_runs is PK_PLOT_X_STEP). With PK_PLOT_X_SECONDS,
+ * PK_ERR_NOTFOUND if a run has no eval point with seconds (err names it; no file is written). */
 PK_NODISCARD pk_status pk_plot_runs_x(pk_store *s, const int64_t *run_ids, size_t n_runs,
                                       pk_plot_x x, const char *out_path, char *err, size_t errlen);
 

@@ -1,7 +1,8 @@
 /* estimator.c: the zeroth-order estimators beside plain MeZO (pk_mezo.h, DESIGN 4): FZOO's batch
  * of one-sided Rademacher perturbations with a step normalized by the spread of its losses,
  * HiZOO's two-sided step scaled by a diagonal Hessian estimate, layer sampling for any of them,
- * and their replay from the logged rows. Plain spsa is pk_mezo_step (mezo.c), untouched.
+ * and their replay from the logged rows; the names of the estimators and schedules. Plain spsa
+ * is pk_mezo_step (mezo.c), untouched.
  *
  * Reproducibility as in mezo.c: one rounding per operation (no FMA; clang told below), fixed
  * 4096-element blocks, so an element's new value never depends on the thread count. */
@@ -22,34 +23,64 @@
 struct pk_mezo_state {
     size_t n_t;
     float **h;      /* [n_t] hizoo: Hessian diagonal of each trainable tensor [numel], else NULL */
+    size_t *h_n;    /* [n_t] hizoo: the elements of h[i] (0 where h[i] is NULL) */
     uint8_t *mask;  /* [n_t] the tensors of the current perturbation */
     double *losses; /* [perturbations] fzoo: the perturbed losses of a step */
 };
 
+/* ---- names ---------------------------------------------------------------------------------- */
+
+/* The names of the estimators and schedules, one table each (indexed by the enum value); parse
+ * and name both read them. */
+static const char *const estimator_names[] = {
+    [PK_EST_SPSA] = "spsa",
+    [PK_EST_FZOO] = "fzoo",
+    [PK_EST_HIZOO] = "hizoo",
+};
+static const char *const schedule_names[] = {
+    [PK_SCHEDULE_CONSTANT] = "constant",
+    [PK_SCHEDULE_LINEAR] = "linear",
+    [PK_SCHEDULE_COSINE] = "cosine",
+};
+#define N_NAMES(t) ((int)(sizeof t / sizeof t[0]))
+
+/* The index of s in names[n], or -1. */
+static int name_index(const char *const *names, int n, const char *s)
+{
+    for (int i = 0; s != NULL && i < n; i++)
+        if (names[i] != NULL && !strcmp(s, names[i]))
+            return i;
+    return -1;
+}
+
 int pk_estimator_parse(const char *s, pk_estimator *out)
 {
-    if (!strcmp(s, "spsa"))
-        *out = PK_EST_SPSA;
-    else if (!strcmp(s, "fzoo"))
-        *out = PK_EST_FZOO;
-    else if (!strcmp(s, "hizoo"))
-        *out = PK_EST_HIZOO;
-    else
+    int i = name_index(estimator_names, N_NAMES(estimator_names), s);
+    if (i < 0)
         return -1;
+    *out = (pk_estimator)i;
     return 0;
 }
 
 const char *pk_estimator_name(pk_estimator e)
 {
-    switch (e) {
-    case PK_EST_FZOO:
-        return "fzoo";
-    case PK_EST_HIZOO:
-        return "hizoo";
-    case PK_EST_SPSA:
-    default:
-        return "spsa";
-    }
+    return (int)e >= 0 && (int)e < N_NAMES(estimator_names) ? estimator_names[e]
+                                                            : estimator_names[PK_EST_SPSA];
+}
+
+int pk_schedule_parse(const char *s, pk_schedule *out)
+{
+    int i = name_index(schedule_names, N_NAMES(schedule_names), s);
+    if (i < 0)
+        return -1;
+    *out = (pk_schedule)i;
+    return 0;
+}
+
+const char *pk_schedule_name(pk_schedule s)
+{
+    return (int)s >= 0 && (int)s < N_NAMES(schedule_names) ? schedule_names[s]
+                                                           : schedule_names[PK_SCHEDULE_CONSTANT];
 }
 
 static int q_of(const pk_mezo_params *p)
@@ -150,6 +181,7 @@ void pk_mezo_state_free(pk_mezo_state *s)
     for (size_t i = 0; s->h && i < s->n_t; i++)
         free(s->h[i]);
     free(s->h);
+    free(s->h_n);
     free(s->mask);
     free(s->losses);
     free(s);
@@ -176,7 +208,8 @@ static pk_status hessian_new(const pk_model *m, const uint8_t *trainable, const 
         return PK_ERR_ARG;
     }
     s->h = calloc(s->n_t, sizeof *s->h);
-    if (s->h == NULL)
+    s->h_n = calloc(s->n_t, sizeof *s->h_n);
+    if (s->h == NULL || s->h_n == NULL)
         return PK_ERR_NOMEM;
     for (size_t i = 0; i < s->n_t; i++) {
         pk_tensor_info ti;
@@ -187,6 +220,36 @@ static pk_status hessian_new(const pk_model *m, const uint8_t *trainable, const 
             return PK_ERR_NOMEM;
         for (size_t j = 0; j < ti.numel; j++)
             s->h[i][j] = 1.0f;
+        s->h_n[i] = ti.numel;
+    }
+    return PK_OK;
+}
+
+size_t pk_mezo_state_bytes(const pk_mezo_state *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; s && s->h && i < s->n_t; i++)
+        n += s->h_n[i] * sizeof(float);
+    return n;
+}
+
+void pk_mezo_state_save(const pk_mezo_state *s, void *out)
+{
+    unsigned char *b = out;
+    for (size_t i = 0; s && s->h && i < s->n_t; i++) {
+        memcpy(b, s->h[i], s->h_n[i] * sizeof(float));
+        b += s->h_n[i] * sizeof(float);
+    }
+}
+
+pk_status pk_mezo_state_load(pk_mezo_state *s, const void *in, size_t len)
+{
+    if (len != pk_mezo_state_bytes(s))
+        return PK_ERR_FORMAT;
+    const unsigned char *b = in;
+    for (size_t i = 0; s && s->h && i < s->n_t; i++) {
+        memcpy(s->h[i], b, s->h_n[i] * sizeof(float));
+        b += s->h_n[i] * sizeof(float);
     }
     return PK_OK;
 }

@@ -63,32 +63,6 @@ const char *pk_rounding_name(pk_rounding r)
     return r == PK_ROUND_NEAREST ? "nearest" : "stochastic";
 }
 
-int pk_schedule_parse(const char *s, pk_schedule *out)
-{
-    if (!strcmp(s, "constant"))
-        *out = PK_SCHEDULE_CONSTANT;
-    else if (!strcmp(s, "linear"))
-        *out = PK_SCHEDULE_LINEAR;
-    else if (!strcmp(s, "cosine"))
-        *out = PK_SCHEDULE_COSINE;
-    else
-        return -1;
-    return 0;
-}
-
-const char *pk_schedule_name(pk_schedule s)
-{
-    switch (s) {
-    case PK_SCHEDULE_LINEAR:
-        return "linear";
-    case PK_SCHEDULE_COSINE:
-        return "cosine";
-    case PK_SCHEDULE_CONSTANT:
-    default:
-        return "constant";
-    }
-}
-
 float pk_mezo_lr_at(const pk_mezo_params *p, int64_t step)
 {
     double lr = (double)p->lr;

@@ -194,6 +194,71 @@ pk_status pk_store_eval_append(pk_store *s, int64_t run_id, int64_t step, double
                      "iiDD", run_id, step, loss, accuracy);
 }
 
+pk_status pk_store_eval_set_seconds(pk_store *s, int64_t run_id, int64_t step, double elapsed_s,
+                                    char *err, size_t errlen)
+{
+    store_call(s, err, errlen);
+    pk_status st = store_run(s, "set eval seconds",
+                             "INSERT OR REPLACE INTO eval_seconds(run_id, step, elapsed_s)"
+                             " SELECT run_id, step, ?1 FROM evals WHERE run_id = ?2 AND step = ?3",
+                             "Dii", elapsed_s, run_id, step);
+    if (st == PK_OK && sqlite3_changes(s->db) == 0)
+        st = store_fail(s, PK_ERR_NOTFOUND, "run %lld has no eval point at step %lld",
+                        (long long)run_id, (long long)step);
+    return st;
+}
+
+typedef struct eval_seconds_row {
+    int64_t step;
+    double seconds;
+} eval_seconds_row;
+
+static void eval_seconds_of(sqlite3_stmt *q, void *row)
+{
+    eval_seconds_row *r = row;
+    r->step = sqlite3_column_int64(q, 0);
+    r->seconds = sqlite3_column_double(q, 1);
+}
+
+pk_status pk_store_eval_seconds(pk_store *s, int64_t run_id, int64_t **steps, double **seconds,
+                                size_t *n, char *err, size_t errlen)
+{
+    store_call(s, err, errlen);
+    sqlite3_stmt *q = NULL;
+    void *v = NULL;
+    size_t k = 0;
+    *steps = NULL;
+    *seconds = NULL;
+    *n = 0;
+    pk_status st = store_query(s, &q,
+                               "SELECT step, elapsed_s FROM eval_seconds WHERE run_id = ?1"
+                               " ORDER BY step",
+                               "i", run_id);
+    if (st == PK_OK)
+        st = store_collect(s, q, sizeof(eval_seconds_row), 16, eval_seconds_of, "read eval seconds",
+                           &v, &k);
+    if (st != PK_OK)
+        return st;
+    const eval_seconds_row *r = v;
+    int64_t *sv = malloc((k ? k : 1) * sizeof *sv);
+    double *dv = malloc((k ? k : 1) * sizeof *dv);
+    if (!sv || !dv) {
+        free(v);
+        free(sv);
+        free(dv);
+        return store_fail(s, PK_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < k; i++) {
+        sv[i] = r[i].step;
+        dv[i] = r[i].seconds;
+    }
+    free(v);
+    *steps = sv;
+    *seconds = dv;
+    *n = k;
+    return PK_OK;
+}
+
 pk_status pk_store_eval_read(pk_store *s, int64_t run_id, int64_t **steps, double **loss,
                              double **accuracy, size_t *n, char *err, size_t errlen)
 {

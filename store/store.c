@@ -63,6 +63,11 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     "  pid INTEGER NOT NULL, proc_start INTEGER NOT NULL, started_at REAL NOT NULL,"
     "  updated_at REAL NOT NULL, status_json TEXT NOT NULL,"
     "  stop_requested INTEGER NOT NULL DEFAULT 0);",
+    /* 3 -> 4: the training seconds at an eval point (plots by wall-clock; none for evals
+     * written before). A new table, so the step is idempotent. */
+    "CREATE TABLE IF NOT EXISTS eval_seconds(run_id INTEGER NOT NULL"
+    "  REFERENCES runs(id) ON DELETE CASCADE, step INTEGER NOT NULL, elapsed_s REAL NOT NULL,"
+    "  PRIMARY KEY (run_id, step)) WITHOUT ROWID;",
 };
 
 void store_call(pk_store *s, char *err, size_t errlen)

@@ -8,7 +8,7 @@
 #include <sqlite3.h>
 
 #define STORE_DB_NAME        "pocketllm.db"
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 #define STORE_KEYCHECK_TEXT  "pocketllm key check v1"
 
 struct pk_store {

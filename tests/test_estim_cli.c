@@ -4,10 +4,12 @@
  * estimator's evaluations per step x accumulate, and the final line carries evaluations and
  * elapsed_s; --lr auto prints its search ({"event":"lr_search"}), picks the rate of the lowest
  * finite held-back loss and stores the search in the run's settings; an fzoo run is stored as
- * such; plot --x evaluations writes an SVG; hizoo over its memory budget is refused. */
+ * such; plot --x evaluations and --x seconds write an SVG (seconds need eval points); hizoo over
+ * its memory budget is refused. */
 #include "pk_test.h"
 /* this test starts no server-mock: the header's server helpers stay unused */
 #include "test_product_util.h"
+#include "test_util.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -108,9 +110,33 @@ static void test_lm_events(void)
                         "%s plot --run %lld --run %lld --x evaluations --out %s/cmp.svg --home %s",
                         POCKETLLM, run, (long long)num(plain, "run"), tmp, home),
                 0);
+    /* by training seconds: the plain run has no eval point to take them from */
+    char *e = NULL;
+    PK_CHECK(run_fmt(&e, RUN_MERGE_STDERR,
+                     "%s plot --run %lld --run %lld --x seconds --out %s/sec.svg --home %s",
+                     POCKETLLM, run, (long long)num(plain, "run"), tmp, home) != 0);
+    PK_CHECK(e && strstr(e, "no eval points with training seconds") != NULL);
+    free(e);
+    cJSON_Delete(plain);
+    free(q);
+    PK_CHECK_EQ(run_fmt(&q, RUN_SHOW_FAILURE,
+                        "%s train" BASE " --steps 2 --lr 1e-4 --eval-dataset pip-heldout"
+                        " --eval-every 1 --home %s",
+                        POCKETLLM, home),
+                0);
+    plain = q ? cJSON_Parse(last_line(q)) : NULL;
+    free(p);
+    PK_CHECK_EQ(run_fmt(&p, RUN_SHOW_FAILURE,
+                        "%s plot --run %lld --run %lld --x seconds --out %s/sec.svg --home %s",
+                        POCKETLLM, run, (long long)num(plain, "run"), tmp, home),
+                0);
     cJSON_Delete(plain);
     free(q);
     char svg[300];
+    snprintf(svg, sizeof svg, "%s/sec.svg", tmp);
+    char *sec = slurp(svg, NULL);
+    PK_CHECK(sec && strstr(sec, ">training seconds</text>") != NULL);
+    free(sec);
     snprintf(svg, sizeof svg, "%s/cmp.svg", tmp);
     PK_CHECK(file_bytes(svg) > 0);
     for (int i = 0; i < n; i++)

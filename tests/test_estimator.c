@@ -1,9 +1,11 @@
 /* test_estimator.c: the estimators beside plain MeZO (mezo/estimator.c) on stories260k through the
  * trainer and the store: for fzoo, hizoo and layer sampling, replay (base + checkpoint + log),
  * resume after an interrupt, the exported seed log and another thread count all end at the
- * live run's weights; plain spsa's logs keep their old format; fzoo's coefficients are
+ * live run's weights (and the eval points' training seconds go on over the resume); plain
+ * spsa's logs keep their old format; fzoo's coefficients are
  * (l_i - l0) / std; a layer-sampled step leaves the other layers' bytes alone; hizoo refuses a
- * Hessian diagonal over its budget; evaluation counts follow the estimator. */
+ * Hessian diagonal over its budget and checkpoints it with the weights; evaluation counts
+ * follow the estimator. */
 #include "pk_test.h"
 #include "pk_train.h"
 
@@ -13,22 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "store_test_util.h"
+#include "train_test_util.h"
 
 #define STORIES PK_STORIES_DIR
-
-static char home[512];
-
-static pk_store *open_store(void)
-{
-    pk_store *s = NULL;
-    char err[256] = "";
-    if (pk_store_open(home, TEST_PASS, strlen(TEST_PASS), &s, err, sizeof err) != PK_OK) {
-        fprintf(stderr, "FATAL: open %s: %s\n", home, err);
-        exit(1);
-    }
-    return s;
-}
 
 static pk_train_config est_config(pk_estimator e, int layers)
 {
@@ -71,34 +60,6 @@ static void stop_at(void *user, int64_t step, int64_t total, const pk_step_row *
         pk_interrupt_raise();
 }
 
-static pk_status run(const pk_train_config *c, int64_t resume, const pk_train_hooks *h,
-                     pk_train_result *r)
-{
-    pk_store *s = open_store();
-    char err[512] = "";
-    pk_status st = pk_train(s, c, resume, h, r, err, sizeof err);
-    if (st != PK_OK)
-        fprintf(stderr, "pk_train: %s\n", err);
-    pk_store_close(s);
-    return st;
-}
-
-static void hash_of_run(int64_t run_id, int threads, char hex[65])
-{
-    pk_store *s = open_store();
-    pk_model *m = NULL;
-    char err[256] = "";
-    int old = pk_threads_get();
-    pk_threads_set(threads);
-    PK_CHECK(pk_run_materialize(s, run_id, &m, err, sizeof err) == PK_OK);
-    pk_threads_set(old);
-    hex[0] = 0;
-    if (m != NULL)
-        PK_CHECK(pk_weights_hash(m, hex) == PK_OK);
-    pk_model_free(m);
-    pk_store_close(s);
-}
-
 /* The run's seed log, replayed on the base model: its hash; *has_est whether the file names an
  * estimator. */
 static void hash_of_seedlog(int64_t run_id, char hex[65], int *has_est)
@@ -127,7 +88,7 @@ static void hash_of_seedlog(int64_t run_id, char hex[65], int *has_est)
 
 /* Live run = replay at 1 and 2 threads = seed log = interrupted + resumed at another thread
  * count; returns the final hash. */
-static void check_exact(const char *what, const pk_train_config *c, char out[65])
+static void check_exact(const char *what, const pk_train_config *c, char out[65], int64_t *run_id)
 {
     pk_train_result a, e, f;
     pk_threads_set(2);
@@ -154,24 +115,44 @@ static void check_exact(const char *what, const pk_train_config *c, char out[65]
     pk_threads_set(2);
     PK_CHECK_EQ(f.evaluations, a.evaluations);
     PK_CHECK(!strcmp(f.final_hash, a.final_hash));
+    /* the eval points' training seconds go on over the resume: the resumed process's seconds
+     * start from the eval at the stop (step 4) */
+    int64_t *ks = NULL;
+    double *kt = NULL;
+    size_t nk = 0;
+    pk_store *s = open_store();
+    PK_CHECK(pk_store_eval_seconds(s, e.run_id, &ks, &kt, &nk, NULL, 0) == PK_OK);
+    pk_store_close(s);
+    PK_CHECK_EQ(nk, 2);
+    if (nk == 2) {
+        PK_CHECK(ks[0] == 4 && ks[1] == 8 && kt[0] > 0.0);
+        PK_CHECK_NEAR(kt[1], kt[0] + f.elapsed_s, 1e-9);
+    }
+    free(ks);
+    free(kt);
     fprintf(stderr, "%s: %lld evaluations, loss %.4f, weights %.16s\n", what,
             (long long)a.evaluations, a.last_loss, a.final_hash);
     memcpy(out, a.final_hash, 65);
+    *run_id = a.run_id;
 }
+
+static void test_hizoo_checkpoint(int64_t run_id);
 
 static void test_replay_resume(void)
 {
     char plain[65], fz[65], hz[65], ly[65], fl[65];
+    int64_t id = 0;
     pk_train_config c = est_config(PK_EST_SPSA, 0);
-    check_exact("spsa", &c, plain);
+    check_exact("spsa", &c, plain, &id);
     c = est_config(PK_EST_FZOO, 0);
-    check_exact("fzoo", &c, fz);
+    check_exact("fzoo", &c, fz, &id);
     c = est_config(PK_EST_HIZOO, 0);
-    check_exact("hizoo", &c, hz);
+    check_exact("hizoo", &c, hz, &id);
+    test_hizoo_checkpoint(id);
     c = est_config(PK_EST_SPSA, 2);
-    check_exact("spsa, 2 layers", &c, ly);
+    check_exact("spsa, 2 layers", &c, ly, &id);
     c = est_config(PK_EST_FZOO, 1);
-    check_exact("fzoo, 1 layer", &c, fl);
+    check_exact("fzoo, 1 layer", &c, fl, &id);
     PK_CHECK(strcmp(plain, fz) && strcmp(plain, hz) && strcmp(plain, ly) && strcmp(fz, fl));
     PK_CHECK(strcmp(hz, plain) != 0);
 }
@@ -388,10 +369,72 @@ static void test_hizoo_state(void)
     char h1[65], h2[65];
     PK_CHECK(pk_weights_hash(m, h1) == PK_OK && pk_weights_hash(r, h2) == PK_OK);
     PK_CHECK(!strcmp(h1, h2));
+    /* the state as checkpoint bytes: one fp32 per element, read back exactly, a wrong length
+     * refused; a stateless estimator has none */
+    size_t nb = pk_mezo_state_bytes(st);
+    size_t elems = 0;
+    for (size_t i = 0; i < pk_model_n_tensors(m); i++) {
+        pk_tensor_info ti;
+        if (pk_model_tensor(m, i, &ti) == PK_OK)
+            elems += ti.numel;
+    }
+    PK_CHECK_EQ(nb, elems * sizeof(float));
+    PK_CHECK_EQ(pk_mezo_state_bytes(NULL), 0);
+    unsigned char *b1 = malloc(nb), *b2 = malloc(nb);
+    pk_mezo_state *st3 = NULL;
+    PK_CHECK(pk_mezo_state_new(r, NULL, &p, &st3, err, sizeof err) == PK_OK && b1 && b2);
+    if (b1 && b2 && st3) {
+        pk_mezo_state_save(st, b1);
+        pk_mezo_state_save(st3, b2);
+        PK_CHECK(memcmp(b1, b2, nb) != 0); /* H moved away from 1 */
+        PK_CHECK_EQ(pk_mezo_state_load(st3, b1, nb - 1), PK_ERR_FORMAT);
+        PK_CHECK_EQ(pk_mezo_state_load(st3, b1, nb), PK_OK);
+        pk_mezo_state_save(st3, b2);
+        PK_CHECK(memcmp(b1, b2, nb) == 0);
+    }
+    free(b1);
+    free(b2);
+    pk_mezo_state_free(st3);
     pk_mezo_state_free(st);
     pk_mezo_state_free(st2);
     pk_model_free(m);
     pk_model_free(r);
+}
+
+/* A hizoo run checkpoints its Hessian diagonal ("PKCK2": weights, then the state), so replay
+ * and resume start from the checkpoint instead of step 0 (check_exact proves the weights);
+ * a checkpoint without a state, or with another size of state, is refused. */
+static void test_hizoo_checkpoint(int64_t run_id)
+{
+    pk_store *s = open_store();
+    void *blob = NULL;
+    size_t len = 0;
+    int64_t step = 0;
+    char err[256] = "";
+    PK_CHECK(pk_store_checkpoint_get(s, run_id, INT64_MAX, &step, &blob, &len, err, sizeof err) ==
+             PK_OK);
+    pk_store_close(s);
+    PK_CHECK_EQ(step, 6); /* every 3 steps, none at the end (8) */
+    pk_model *m = load();
+    pk_train_config c = est_config(PK_EST_HIZOO, 0);
+    pk_mezo_state *st = NULL;
+    PK_CHECK(pk_mezo_state_new(m, NULL, &c.mezo, &st, err, sizeof err) == PK_OK);
+    size_t nb = pk_mezo_state_bytes(st);
+    if (blob != NULL && st != NULL) {
+        PK_CHECK(len > nb && memcmp(blob, "PKCK2", 5) == 0);
+        PK_CHECK_EQ(pk_checkpoint_unpack_state(m, NULL, st, blob, len, NULL, 0), PK_OK);
+        PK_CHECK_EQ(pk_checkpoint_unpack_state(m, NULL, st, blob, len - 4, NULL, 0), PK_ERR_FORMAT);
+        PK_CHECK_EQ(pk_checkpoint_unpack(m, NULL, blob, len, NULL, 0), PK_ERR_FORMAT);
+        void *w = NULL;
+        size_t wl = 0;
+        PK_CHECK(pk_checkpoint_pack(m, NULL, &w, &wl) == PK_OK && wl + nb == len);
+        if (w != NULL)
+            PK_CHECK_EQ(pk_checkpoint_unpack_state(m, NULL, st, w, wl, NULL, 0), PK_ERR_FORMAT);
+        free(w);
+    }
+    pk_store_blob_free(blob, len);
+    pk_mezo_state_free(st);
+    pk_model_free(m);
 }
 
 int main(void)

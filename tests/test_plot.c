@@ -332,11 +332,142 @@ static void test_run_plot(void)
     PK_CHECK_EQ(remove_tree(home), 0);
 }
 
+/* The last point of <path id="ID" ...>'s d attribute. */
+static int path_last(const char *svg, const char *id, double *x, double *y)
+{
+    char key[64];
+    snprintf(key, sizeof key, "<path id=\"%s\"", id);
+    const char *p = strstr(svg, key);
+    const char *d = p ? strstr(p, " d=\"") : NULL;
+    const char *end = d ? strchr(d + 4, '"') : NULL;
+    if (!end)
+        return -1;
+    const char *last = NULL;
+    for (const char *q = d + 4; q < end; q++)
+        if (*q == 'M' || *q == 'L')
+            last = q;
+    return last && sscanf(last + 1, "%lf %lf", x, y) == 2 ? 0 : -1;
+}
+
+/* A run of 40 spsa steps with evals every 10; secs_per_step > 0 stores the seconds of each. */
+static int64_t timed_run(pk_store *s, int64_t ds, double secs_per_step)
+{
+    int64_t run = 0;
+    PK_CHECK_EQ(pk_store_run_create(s, ds, "{}", "00", 40, &run, NULL, 0), PK_OK);
+    for (int step = 0; step < 40; step++) {
+        pk_step_row row = {.step = step,
+                           .seed = (uint64_t)step,
+                           .g = 0.1f,
+                           .lr = 1e-3f,
+                           .loss_plus = 3.0f - 0.02f * (float)step,
+                           .loss_minus = 2.9f - 0.02f * (float)step,
+                           .eps = 1e-3f};
+        PK_CHECK_EQ(pk_store_steps_append(s, run, &row, 1, NULL, 0), PK_OK);
+        if (step % 10 != 9)
+            continue;
+        PK_CHECK_EQ(pk_store_eval_append(s, run, step + 1, 2.9, (double)NAN, NULL, 0), PK_OK);
+        if (secs_per_step > 0.0)
+            PK_CHECK_EQ(
+                pk_store_eval_set_seconds(s, run, step + 1, secs_per_step * (step + 1), NULL, 0),
+                PK_OK);
+    }
+    return run;
+}
+
+/* plot --x seconds: each run's steps placed at its training seconds (linear between evals). */
+static void test_runs_by_seconds(void)
+{
+    char home[] = "/tmp/pk_plot_sec_XXXXXX";
+    PK_CHECK(mkdtemp(home) != NULL);
+    char dir[300], out[320], err[256] = "";
+    snprintf(dir, sizeof dir, "%s/h", home);
+    snprintf(out, sizeof out, "%s/sec.svg", home);
+    pk_store_params prm = pk_store_default_params();
+    prm.opslimit = 1;
+    prm.memlimit = 8192;
+    pk_store *s = NULL;
+    pk_status st = pk_store_init(dir, "pw", 2, prm, err, sizeof err);
+    if (st == PK_OK)
+        st = pk_store_open(dir, "pw", 2, &s, err, sizeof err);
+    PK_CHECK_EQ(st, PK_OK);
+    if (st != PK_OK)
+        return;
+    pk_example ex = {.text = "Pip has a red ball."};
+    int64_t eid = 0, ds = 0;
+    PK_CHECK_EQ(pk_store_example_add(s, "pip", &ex, &eid, NULL, 0), PK_OK);
+    PK_CHECK_EQ(pk_store_dataset_id(s, "pip", &ds, NULL, 0), PK_OK);
+    int64_t fast = timed_run(s, ds, 0.5), slow = timed_run(s, ds, 1.0),
+            untimed = timed_run(s, ds, 0);
+    /* a missing eval point has no seconds to set */
+    PK_CHECK_EQ(pk_store_eval_set_seconds(s, fast, 7, 1.0, err, sizeof err), PK_ERR_NOTFOUND);
+    int64_t *ks = NULL;
+    double *kt = NULL;
+    size_t nk = 0;
+    PK_CHECK_EQ(pk_store_eval_seconds(s, slow, &ks, &kt, &nk, NULL, 0), PK_OK);
+    PK_CHECK_EQ(nk, 4);
+    if (nk == 4) {
+        PK_CHECK_EQ(ks[3], 40);
+        PK_CHECK_NEAR(kt[3], 40.0, 1e-12);
+    }
+    free(ks);
+    free(kt);
+    PK_CHECK_EQ(pk_store_eval_seconds(s, untimed, &ks, &kt, &nk, NULL, 0), PK_OK);
+    PK_CHECK_EQ(nk, 0);
+    free(ks);
+    free(kt);
+
+    int64_t two[2] = {fast, slow};
+    PK_CHECK_EQ(pk_plot_runs_x(s, two, 2, PK_PLOT_X_SECONDS, out, err, sizeof err), PK_OK);
+    char *svg = read_svg(out);
+    if (svg) {
+        char id_fast[32], id_slow[32];
+        snprintf(id_fast, sizeof id_fast, "run-%lld", (long long)fast);
+        snprintf(id_slow, sizeof id_slow, "run-%lld", (long long)slow);
+        double x0 = 0, y0 = 0, x1 = 0, y1 = 0;
+        /* x from 0.5 s (fast's first step) to 40 s (slow's last): plot area 80..620 px */
+        PK_CHECK_EQ(path_points(svg, id_fast, &x0, &y0), 40);
+        PK_CHECK_NEAR(x0, 80.0, 0.01);
+        PK_CHECK_EQ(path_last(svg, id_fast, &x1, &y1), 0);
+        PK_CHECK_NEAR(x1, 80.0 + (20.0 - 0.5) / 39.5 * 540.0, 0.01); /* 40 steps at 0.5 s */
+        PK_CHECK_EQ(path_points(svg, id_slow, &x0, &y0), 40);
+        PK_CHECK_NEAR(x0, 80.0 + 0.5 / 39.5 * 540.0, 0.01);
+        PK_CHECK_EQ(path_last(svg, id_slow, &x1, &y1), 0);
+        PK_CHECK_NEAR(x1, 620.0, 0.01);
+        PK_CHECK(strstr(svg, ">training seconds</text>") != NULL);
+    }
+    free(svg);
+    PK_CHECK_EQ(remove(out), 0);
+    /* by steps both runs end at the same x */
+    PK_CHECK_EQ(pk_plot_runs_x(s, two, 2, PK_PLOT_X_STEP, out, err, sizeof err), PK_OK);
+    svg = read_svg(out);
+    if (svg) {
+        char id[32];
+        double x1 = 0, y1 = 0;
+        snprintf(id, sizeof id, "run-%lld", (long long)fast);
+        PK_CHECK_EQ(path_last(svg, id, &x1, &y1), 0);
+        PK_CHECK_NEAR(x1, 620.0, 0.01);
+    }
+    free(svg);
+    PK_CHECK_EQ(remove(out), 0);
+    /* a run evaluated without seconds: NOTFOUND naming it, and no file */
+    int64_t bad[2] = {fast, untimed};
+    PK_CHECK_EQ(pk_plot_runs_x(s, bad, 2, PK_PLOT_X_SECONDS, out, err, sizeof err),
+                PK_ERR_NOTFOUND);
+    char want[64];
+    snprintf(want, sizeof want, "run %lld has no eval points with training seconds",
+             (long long)untimed);
+    PK_CHECK(strstr(err, want) != NULL);
+    PK_CHECK(access(out, F_OK) != 0);
+    pk_store_close(s);
+    PK_CHECK_EQ(remove_tree(home), 0);
+}
+
 int main(void)
 {
     PK_CHECK_EQ(pk_crypto_global_init(), PK_OK);
     test_checker_rejects();
     test_svg();
     test_run_plot();
+    test_runs_by_seconds();
     return PK_TEST_DONE();
 }

@@ -17,23 +17,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "store_test_util.h"
+#include "train_test_util.h"
 
 #define STORIES PK_STORIES_DIR /* the copy shipped in models/ */
-
-static char home[512];
-
-static pk_store *open_store(void)
-{
-    pk_store *s = NULL;
-    char err[256] = "";
-    pk_status st = pk_store_open(home, TEST_PASS, strlen(TEST_PASS), &s, err, sizeof err);
-    if (st != PK_OK) {
-        fprintf(stderr, "FATAL: open %s: %s\n", home, err);
-        exit(1);
-    }
-    return s;
-}
 
 static pk_train_config base_config(int64_t steps)
 {
@@ -52,18 +38,6 @@ static pk_train_config base_config(int64_t steps)
     return c;
 }
 
-static pk_status run(const pk_train_config *c, int64_t resume, const pk_train_hooks *h,
-                     pk_train_result *r)
-{
-    pk_store *s = open_store();
-    char err[512] = "";
-    pk_status st = pk_train(s, c, resume, h, r, err, sizeof err);
-    if (st != PK_OK)
-        fprintf(stderr, "pk_train: %s\n", err);
-    pk_store_close(s);
-    return st;
-}
-
 static double heldout_loss(pk_model *m)
 {
     pk_store *s = open_store();
@@ -78,22 +52,6 @@ static double heldout_loss(pk_model *m)
     pk_objective_free(o);
     pk_store_close(s);
     return loss;
-}
-
-static void hash_of_run(int64_t run_id, int threads, char hex[65])
-{
-    pk_store *s = open_store();
-    pk_model *m = NULL;
-    char err[256] = "";
-    int old = pk_threads_get();
-    pk_threads_set(threads);
-    PK_CHECK(pk_run_materialize(s, run_id, &m, err, sizeof err) == PK_OK);
-    pk_threads_set(old);
-    hex[0] = 0;
-    if (m != NULL)
-        PK_CHECK(pk_weights_hash(m, hex) == PK_OK);
-    pk_model_free(m);
-    pk_store_close(s);
 }
 
 static void test_learns(int64_t steps)

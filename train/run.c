@@ -305,13 +305,11 @@ static pk_status apply_log(pk_store *s, int64_t run_id, const pk_train_config *c
         snprintf(err, errlen, "%s: %s", cfg->model_dir, pk_status_str(st));
         return st;
     }
-    /* hizoo's Hessian diagonal is not in a checkpoint: it is rebuilt from step 0 */
-    pk_status cs = cfg->mezo.estimator == PK_EST_HIZOO
-                       ? PK_ERR_NOTFOUND
-                       : pk_store_checkpoint_get(s, run_id, target, &cstep, &blob, &blob_len, serr,
-                                                 sizeof serr);
+    /* a hizoo checkpoint carries its Hessian diagonal (est) */
+    pk_status cs =
+        pk_store_checkpoint_get(s, run_id, target, &cstep, &blob, &blob_len, serr, sizeof serr);
     if (cs == PK_OK) {
-        st = pk_checkpoint_unpack(m, mask, blob, blob_len, serr, sizeof serr);
+        st = pk_checkpoint_unpack_state(m, mask, est, blob, blob_len, serr, sizeof serr);
         if (st != PK_OK)
             snprintf(err, errlen, "run %lld: checkpoint at step %lld: %s", (long long)run_id,
                      (long long)cstep, serr);

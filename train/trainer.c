@@ -31,6 +31,7 @@ struct pk_trainer {
     pk_mezo_state *est;     /* the estimator's state (NULL for plain spsa) */
     int64_t step;           /* next 0-based step = steps logged so far */
     double best_eval;       /* lowest eval loss so far (early stopping) */
+    double seconds_before;  /* training seconds of earlier processes (the last eval's, resumed) */
     int bad_evals;          /* evals since best_eval improved */
     trainer_state state;
     int leased; /* this process holds the run's lease (pk_store_lease_acquire) */
@@ -366,6 +367,24 @@ static pk_status open_new_run(pk_trainer *t, char *err, size_t errlen)
     return create_run(t, hex, err, errlen);
 }
 
+/* The training seconds a resumed run goes on from: the last timed eval's at or before the
+ * resume step (the seconds between that eval and the stop are not counted). */
+static pk_status seconds_before(pk_trainer *t, char *err, size_t errlen)
+{
+    char serr[512] = ""; /* what the store says on failure */
+    int64_t *steps = NULL;
+    double *secs = NULL;
+    size_t n = 0;
+    pk_status st = pk_store_eval_seconds(t->s, t->res.run_id, &steps, &secs, &n, serr, sizeof serr);
+    if (st != PK_OK)
+        pk_seterr(err, errlen, "run %lld: eval seconds: %s", (long long)t->res.run_id, serr);
+    for (size_t i = 0; st == PK_OK && i < n && steps[i] <= t->step; i++)
+        t->seconds_before = secs[i];
+    free(steps);
+    free(secs);
+    return st;
+}
+
 /* Early stopping across resumes: the best eval loss and the evals since it, from the logged
  * eval points (a run resumed slice by slice, as the agent does, stops where an uninterrupted
  * one would). */
@@ -393,7 +412,7 @@ static pk_status replay_evals(pk_trainer *t, char *err, size_t errlen)
     free(steps);
     free(loss);
     free(acc);
-    return st;
+    return st == PK_OK ? seconds_before(t, err, errlen) : st;
 }
 
 /* A run of the store: its settings, then its weights after the logged steps. */
@@ -583,13 +602,12 @@ static pk_status maybe_checkpoint(pk_trainer *t, char *err, size_t errlen)
 {
     char serr[512] = ""; /* what the store says on failure */
     int64_t every = t->cfg.checkpoint_every, done = t->step;
-    /* hizoo: a checkpoint would lack the Hessian diagonal; its runs replay from step 0 */
-    if (every <= 0 || done % every != 0 || done >= t->cfg.steps ||
-        t->cfg.mezo.estimator == PK_EST_HIZOO)
+    if (every <= 0 || done % every != 0 || done >= t->cfg.steps)
         return PK_OK;
     void *blob = NULL;
     size_t len = 0;
-    pk_status st = pk_checkpoint_pack(t->m, t->mask, &blob, &len);
+    /* with the estimator's state: hizoo's Hessian diagonal */
+    pk_status st = pk_checkpoint_pack_state(t->m, t->mask, t->est, &blob, &len);
     if (st == PK_OK) {
         st = pk_store_checkpoint_put(t->s, t->res.run_id, done, blob, len, serr, sizeof serr);
         if (st != PK_OK && st != PK_ERR_STALE_KEY)
@@ -629,6 +647,9 @@ pk_status pk_trainer_eval(pk_trainer *t, double *loss, char *err, size_t errlen)
     }
     *loss = el;
     st = pk_store_eval_append(t->s, t->res.run_id, done, el, ea, serr, sizeof serr);
+    if (st == PK_OK)
+        st = pk_store_eval_set_seconds(t->s, t->res.run_id, done,
+                                       t->seconds_before + t->res.elapsed_s, serr, sizeof serr);
     if (st != PK_OK) {
         pk_seterr(err, errlen, "eval at step %lld: %s", (long long)done, serr);
         return st;

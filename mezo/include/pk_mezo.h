@@ -172,6 +172,13 @@ PK_NODISCARD pk_status pk_mezo_state_new(const pk_model *m, const uint8_t *train
                                          const pk_mezo_params *p, pk_mezo_state **out, char *err,
                                          size_t errlen);
 void pk_mezo_state_free(pk_mezo_state *s); /* NULL-safe */
+/* The state as bytes, for checkpoints: pk_mezo_state_bytes of them (0 for NULL or stateless)
+ * written to out by save (hizoo: each trainable tensor's fp32 diagonal in model order, native
+ * byte order, as the weights of a checkpoint); load reads them back into a state made by
+ * pk_mezo_state_new for the same model, mask and settings (PK_ERR_FORMAT if len differs). */
+size_t pk_mezo_state_bytes(const pk_mezo_state *s);
+void pk_mezo_state_save(const pk_mezo_state *s, void *out);
+PK_NODISCARD pk_status pk_mezo_state_load(pk_mezo_state *s, const void *in, size_t len);
 
 /* The layer (transformer block) a tensor belongs to: the number after "layers.", "layer." or
  * "h." in its name; -1 for tensors outside the blocks (embeddings, final norm, head). */

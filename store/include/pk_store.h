@@ -124,6 +124,14 @@ PK_NODISCARD pk_status pk_store_eval_append(pk_store *s, int64_t run_id, int64_t
 PK_NODISCARD pk_status pk_store_eval_read(pk_store *s, int64_t run_id, int64_t **steps,
                                           double **loss, double **accuracy, size_t *n, char *err,
                                           size_t errlen);
+/* The training seconds of the run up to an eval point already appended (cumulative over
+ * resumes; evals excluded), for plots by wall-clock. PK_ERR_NOTFOUND without that point. */
+PK_NODISCARD pk_status pk_store_eval_set_seconds(pk_store *s, int64_t run_id, int64_t step,
+                                                 double elapsed_s, char *err, size_t errlen);
+/* The eval points that carry seconds, in step order: *steps and *seconds owned results (free()),
+ * *n of them (0 for a run evaluated before seconds were stored). */
+PK_NODISCARD pk_status pk_store_eval_seconds(pk_store *s, int64_t run_id, int64_t **steps,
+                                             double **seconds, size_t *n, char *err, size_t errlen);
 /* Materialized weights after `step` steps, sealed with the checkpoint subkey (AD: run, step).
  * blob is borrowed; get returns the newest checkpoint with step <= max_step, or PK_ERR_NOTFOUND;
  * *blob is an owned result in sodium memory (pk_store_blob_free). */

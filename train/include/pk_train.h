@@ -26,8 +26,8 @@ PK_NODISCARD pk_status pk_run_materialize_ex(pk_store *s, int64_t run_id, int64_
                                              int64_t *steps_applied, char *err, size_t errlen);
 
 /* The same, also returning the estimator's state after the applied steps (*state_out owned,
- * pk_mezo_state_free; NULL for plain spsa; may be NULL to drop it). A hizoo run is rebuilt from
- * step 0 (its Hessian diagonal is not checkpointed). */
+ * pk_mezo_state_free; NULL for plain spsa; may be NULL to drop it). A hizoo run's checkpoints
+ * carry its Hessian diagonal (older hizoo runs have none and are rebuilt from step 0). */
 PK_NODISCARD pk_status pk_run_materialize_state(pk_store *s, int64_t run_id, int64_t up_to_step,
                                                 pk_model **out, uint8_t **trainable_out,
                                                 pk_mezo_state **state_out, int64_t *steps_applied,
@@ -40,6 +40,16 @@ PK_NODISCARD pk_status pk_checkpoint_pack(const pk_model *m, const uint8_t *trai
  * not fit m and the mask; err (errlen bytes, may be NULL) says why; nothing is logged. */
 PK_NODISCARD pk_status pk_checkpoint_unpack(pk_model *m, const uint8_t *trainable, const void *blob,
                                             size_t len, char *err, size_t errlen);
+/* The same with the estimator's state (pk_mezo_state_bytes > 0: magic "PKCK2", the weights'
+ * byte count, the weights, then the state; otherwise exactly pk_checkpoint_pack's blob). Unpack
+ * refuses (PK_ERR_FORMAT) a blob whose state does not fit `state`, or that lacks one; err says
+ * why. */
+PK_NODISCARD pk_status pk_checkpoint_pack_state(const pk_model *m, const uint8_t *trainable,
+                                                const pk_mezo_state *state, void **blob,
+                                                size_t *len);
+PK_NODISCARD pk_status pk_checkpoint_unpack_state(pk_model *m, const uint8_t *trainable,
+                                                  pk_mezo_state *state, const void *blob,
+                                                  size_t len, char *err, size_t errlen);
 
 /* ---- the trainer (trainer.c, run.c) -------------------------------------------------------- */
 
