@@ -41,6 +41,7 @@ typedef struct fwd {
     pk_model *m;
     const pk_perturb *pert;
     int np;
+    int prefix; /* np = 2: leading blocks neither pass perturbs, run once (shared_prefix) */
 } fwd;
 
 /* Pass k's copy of an arena buffer (p points into pass 0's). */
@@ -928,8 +929,12 @@ static int shared_prefix(const pk_model *m, const pk_perturb *pert)
     for (size_t i = 0; i < m->n_t; i++)
         perturbed += pert->trainable[i] != 0;
     for (int l = 0; l < m->cfg.L; l++) {
-        const int *ix = (const int *)(const void *)&m->layers[l];
-        for (size_t j = 0; j < sizeof(pk_layer) / sizeof(int); j++) {
+        const pk_layer *y = &m->layers[l];
+        const int ix[] = {y->ln1_w,  y->ln1_b,  y->ln2_w, y->ln2_b, y->q_w,   y->q_b,
+                          y->k_w,    y->k_b,    y->v_w,   y->v_b,   y->o_w,   y->o_b,
+                          y->gate_w, y->gate_b, y->fc1_w, y->fc1_b, y->fc2_w, y->fc2_b};
+        _Static_assert(sizeof ix == sizeof(pk_layer), "every pk_layer index is listed");
+        for (size_t j = 0; j < sizeof ix / sizeof ix[0]; j++) {
             if (ix[j] < 0 || !pert->trainable[ix[j]])
                 continue;
             in_blocks++;
@@ -944,7 +949,7 @@ static int shared_prefix(const pk_model *m, const pk_perturb *pert)
 static int forward_prefix(const fwd *f, const pk_batch *b, float **kv_k, float **kv_v, int pos0)
 {
     pk_model *m = f->m;
-    int l0 = f->np > 1 ? shared_prefix(m, f->pert) : 0;
+    int l0 = f->np > 1 ? f->prefix : 0;
     if (l0 == 0) {
         embed(f, b, pos0);
         return 0;
@@ -1014,7 +1019,7 @@ static pk_status forward_hidden(const fwd *f, const pk_batch *b, float **kv_k, f
 pk_status pk_forward_hidden(pk_model *m, const pk_batch *b, const pk_perturb *pert, float **kv_k,
                             float **kv_v, int pos0)
 {
-    fwd f = {m, pert, 1};
+    fwd f = {m, pert, 1, 0};
     return forward_hidden(&f, b, kv_k, kv_v, pos0);
 }
 
@@ -1185,7 +1190,7 @@ static void lm_head(const fwd *f, const float *h, int M, double *lse, const int3
 void pk_lm_head(pk_model *m, const pk_perturb *pert, const float *h, int M, double *lse,
                 const int32_t *ids, int id_stride, int n_ids, float *picked, float *full)
 {
-    fwd f = {m, pert, 1};
+    fwd f = {m, pert, 1, 0};
     lm_head(&f, h, M, lse, ids, id_stride, n_ids, picked, 0, full);
 }
 
@@ -1209,11 +1214,13 @@ static int begin(pk_model *m, const pk_batch *b, const pk_perturb *pert, fwd *f)
     f->m = m;
     f->pert = pert;
     f->np = 1;
+    f->prefix = 0;
     if (pert == NULL || !pert->both)
         return 1;
     /* a shared prefix (layer sampling) runs paired unless pairing is off: its blocks then run
      * once for both passes, at the cost of a second set of activations */
-    int prefix = m->pairing != PK_PAIRING_OFF && shared_prefix(m, pert) > 0;
+    f->prefix = shared_prefix(m, pert);
+    int prefix = m->pairing != PK_PAIRING_OFF && f->prefix > 0;
     if (b == NULL || (!pk_model_pairs(m, b->B, b->T) && !prefix))
         return 0;
     f->np = 2;
