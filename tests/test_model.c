@@ -532,7 +532,7 @@ static void check_sweep(const char *name, int B, int T, int block_rows)
         pk_threads_set(2);
         pk_model_set_pairing(m, PK_PAIRING_OFF);
         for (int e = 0; e < E; e++) {
-            int i = (e - 1) / (sc ? 2 : 1);
+            int i = e > 0 ? (e - 1) / (sc ? 2 : 1) : 0; /* e = 0: unperturbed */
             pk_perturb one = {seeds[i], (sc && (e - 1) % 2) ? -1e-2f : 1e-2f, s.pert.kind,
                               sc ? masks1[i] : masks0[i], 0};
             const pk_perturb *p = e == 0 ? NULL : &one;
