@@ -31,14 +31,14 @@
 
 #define WROWS     256  /* rows per widened weight block */
 #define FFN_CHUNK 1024 /* the FFN runs in row chunks only above this many tokens */
-#define PAIR_BUDGET                                                                                \
-    0.03              /* AUTO: one pass's activations <= 3% of the weight bytes, a sweep's np      \
-                         passes' <= 2 * 3% together (the memory of a paired step) */
-#define SWEEP_MAX 64  /* passes side by side at most */
-#define TOK_TILE  256 /* token rows per GEMM tile */
-#define OUT_TILE  512 /* widest output tile of a linear layer's GEMM */
-#define LM_ROWS   256 /* vocabulary rows per LM-head block */
-#define PAR_FLOPS 4e6 /* less work than this runs in the calling thread (results unchanged) */
+/* AUTO: one pass's activations <= 3% of the weight bytes; a sweep's passes together <= 2 * 3%
+ * (the memory of a paired step) */
+#define PAIR_BUDGET 0.03
+#define SWEEP_MAX   64  /* passes side by side at most */
+#define TOK_TILE    256 /* token rows per GEMM tile */
+#define OUT_TILE    512 /* widest output tile of a linear layer's GEMM */
+#define LM_ROWS     256 /* vocabulary rows per LM-head block */
+#define PAR_FLOPS   4e6 /* less work than this runs in the calling thread (results unchanged) */
 
 /* One sweep: np passes side by side over the same batch, pass k under its own perturbation pp[k]
  * (one seed, one sign; scale 0 = unperturbed). */
@@ -107,8 +107,8 @@ static void fetch_span(const fwd *f, int ti, size_t start, size_t cnt, float *co
         }
         if (k + 1 < f->np && dst[k + 1] && perturbs(f, k + 1, ti) && mirrored(p, &f->pp[k + 1]))
             d1 = dst[++k] + off;
-        const float *w = src; /* f32 tensors are 4-byte aligned (the loader copies any that are
-                                 not) */
+        /* f32 tensors are 4-byte aligned (the loader copies any that are not) */
+        const float *w = src;
         if (t->dtype != PK_DTYPE_F32) {
             pk_widen(t->dtype, src, cnt, d);
             w = d;
