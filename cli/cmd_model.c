@@ -623,7 +623,9 @@ static const cli_command benchf_cmd = {
     "bench forward --model DIR --batch B --seq T [--threads N] [--reps R]",
     "Times the training forward pass (all linear layers + LM head loss over B*T tokens) and\n"
     "cblas_sgemm on the model's own GEMM shapes with the same threads. Prints one JSON line:\n"
-    "tokens_per_s, gflops_achieved, gflops_sgemm, peak_rss_bytes, weight_bytes (+ details).\n"
+    "tokens_per_s, gflops_achieved, gflops_sgemm, ratio (achieved / sgemm), gemm_floor_s\n"
+    "(the pass's GEMM flops at the sgemm rate), floor_ratio (forward_s / gemm_floor_s),\n"
+    "peak_rss_bytes, weight_bytes (+ details).\n"
     "gflops counts only the linear layers and LM head (2 * tokens * weights).",
     benchf_table,
     0,
@@ -687,6 +689,9 @@ static int benchf_print(const benchf_opts *o, const pk_model *m, const benchf_re
     cli_json_add_rounded(j, "gflops_achieved", flops / best / 1e9, 2);
     cli_json_add_rounded(j, "gflops_sgemm", gs, 2);
     cli_json_add_rounded(j, "ratio", gs > 0 ? flops / best / 1e9 / gs : 0.0, 3);
+    /* the floor: this pass's GEMM flops at the measured sgemm rate; floor_ratio = 1 / ratio */
+    cli_json_add_rounded(j, "gemm_floor_s", gs > 0 ? flops / (gs * 1e9) : 0.0, 4);
+    cli_json_add_rounded(j, "floor_ratio", gs > 0 ? best / (flops / (gs * 1e9)) : 0.0, 3);
     cli_json_add_rounded(j, "forward_s", best, 4);
     cJSON_AddNumberToObject(j, "peak_rss_bytes", (double)r->rss);
     cJSON_AddNumberToObject(j, "weight_bytes", wb);

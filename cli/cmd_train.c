@@ -985,6 +985,7 @@ typedef struct bench_opts {
     const char *model;
     const char *trainable;
     int batch, seq, steps;
+    int perturbations; /* 0: no sweep timing */
 } bench_opts;
 
 #define T bench_opts
@@ -995,6 +996,8 @@ static const cli_option bench_table[] = {
     {"--steps", CLI_INT, CLI_AT(T, steps), 1, 1000, NULL, "K", "timed steps"},
     {"--trainable", CLI_STR, CLI_AT(T, trainable), 0, 0, NULL, "SPEC",
      "what the steps train, as train --trainable (lora:... attaches an adapter)"},
+    {"--perturbations", CLI_INT, CLI_AT(T, perturbations), 1, 4096, NULL, "N",
+     "also time N perturbed evaluations in one sweep against N separate passes"},
     CLI_THREADS_OPT(T),
     CLI_END,
 };
@@ -1002,7 +1005,8 @@ static const cli_option bench_table[] = {
 
 static const cli_command bench_cmd = {
     "bench mezo",
-    "bench mezo --model DIR --batch B --seq T [--threads N] [--steps K] [--trainable SPEC]",
+    "bench mezo --model DIR --batch B --seq T [--threads N] [--steps K] [--trainable SPEC] "
+    "[--perturbations N]",
     "Times MeZO steps on random token ids. One JSON line: step_s (mean per step),\n"
     "forward_s (two unperturbed forward passes), perturb_s (what perturbing adds to\n"
     "them: z generation and blocking; the median over steps of the step's two passes\n"
@@ -1012,7 +1016,17 @@ static const cli_command bench_cmd = {
     "peak_rss_bytes, weight_bytes, paired (whether the step's + and - passes ran side\n"
     "by side, sharing each weight block's z: the model pairs them when one pass's\n"
     "activations are at most 3% of the weight bytes), trainable and trainable_params\n"
-    "(the spec and the number of parameters the steps perturb and update).",
+    "(the spec and the number of parameters the steps perturb and update),\n"
+    "gflops_sgemm (cblas_sgemm on the model's own GEMM shapes, same threads),\n"
+    "gemm_floor_s (the two passes' GEMM flops at that rate) and floor_ratio (step_s over\n"
+    "it). With --perturbations N: perturbations, sweep_eval_s (seconds per perturbed\n"
+    "evaluation when N one-sided perturbations of the batch run side by side in one\n"
+    "pass over the weights, median over the steps), separate_eval_s (the same N\n"
+    "evaluations one pass each), sweep_speedup (their ratio), sweep_same_bits (the two\n"
+    "gave identical losses), sweep_width_auto (the passes side by side the memory\n"
+    "bound allows by default: together at most 6% of the weight bytes), pass_bytes\n"
+    "(activations per pass) and sweep_activation_bytes (the reservation for N side\n"
+    "by side).",
     bench_table,
     0,
     NULL};
@@ -1095,6 +1109,11 @@ static int cmp_double(const void *a, const void *b)
 typedef struct bench_times {
     double step_s, forward_s, perturb_s, update_s, first_step_s, writable_s; /* seconds */
     size_t trainable_params;
+    double gflops_sgemm;                  /* cblas_sgemm on the model's shapes */
+    double sweep_eval_s, separate_eval_s; /* --perturbations: per perturbed evaluation */
+    int sweep_same_bits;                  /* the sweep's losses equal the separate passes' */
+    size_t sweep_activation_bytes;        /* the reservation with N passes side by side */
+    size_t rss;                           /* peak RSS after the steps, before the others */
 } bench_times;
 
 /* The warm-up pass and the first step, timed apart (before pk_model_make_writable, the first
@@ -1144,6 +1163,95 @@ static pk_status bench_steps(pk_model *m, bench_ctx *c, const pk_mezo_params *p,
     return st;
 }
 
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* The losses of the N evaluations of s (bench_loss's per evaluation), into loss [N]. */
+static pk_status bench_sweep_loss(pk_model *m, bench_ctx *c, const pk_sweep *s, float *logits,
+                                  double *loss)
+{
+    if (pk_model_is_causal(m))
+        return pk_model_loss_sweep(m, &c->b, NULL, s, NULL, NULL, loss);
+    const int32_t labels[2] = {4, 5};
+    int E = pk_sweep_evals(s);
+    pk_status st = pk_model_select_sweep(m, &c->b, s, (size_t)c->b.B, c->sel_b, c->sel_t, 2, labels,
+                                         0, logits);
+    for (int e = 0; st == PK_OK && e < E; e++) {
+        const float *lg = logits + (size_t)e * 2 * c->b.B;
+        double sum = 0;
+        for (int r = 0; r < c->b.B; r++) {
+            double a = (double)lg[2 * r], b = (double)lg[2 * r + 1], mx = a > b ? a : b;
+            sum += mx + log(exp(a - mx) + exp(b - mx)) - a;
+        }
+        loss[e] = sum / c->b.B;
+    }
+    return st;
+}
+
+/* K rounds of: N one-sided perturbations (fzoo's, seeds of step k) side by side in one sweep
+ * (pairing on), then the same N one pass each (pairing off); medians per evaluation. A first
+ * round is a warm-up (it reserves the N passes' activations). */
+static pk_status bench_sweep(pk_model *m, bench_ctx *c, const pk_mezo_params *p, int N, int K,
+                             bench_times *t)
+{
+    uint64_t *seeds = malloc((size_t)N * sizeof *seeds);
+    double *loss = malloc((size_t)2 * N * sizeof *loss);
+    double *sw = malloc((size_t)K * sizeof *sw), *sep = malloc((size_t)K * sizeof *sep);
+    float *logits = malloc((size_t)N * 2 * (size_t)c->b.B * sizeof *logits);
+    pk_status st = seeds && loss && sw && sep && logits ? PK_OK : PK_ERR_NOMEM;
+    pk_sweep s = {{0, p->eps, PK_Z_RADEMACHER, c->mask, 0}, N, seeds, NULL, 0};
+    t->sweep_same_bits = 1;
+    for (int k = -1; k < K && st == PK_OK; k++) {
+        for (int i = 0; i < N; i++)
+            seeds[i] = pk_mezo_step_seed(p->seed, k < 0 ? 0 : k, i);
+        pk_model_set_pairing(m, PK_PAIRING_ON);
+        double t0 = pk_time_now();
+        st = bench_sweep_loss(m, c, &s, logits, loss);
+        double t1 = pk_time_now();
+        pk_model_set_pairing(m, PK_PAIRING_OFF);
+        if (st == PK_OK)
+            st = bench_sweep_loss(m, c, &s, logits, loss + N);
+        double t2 = pk_time_now();
+        pk_model_set_pairing(m, PK_PAIRING_AUTO);
+        if (k < 0) {
+            t->sweep_activation_bytes = pk_model_activation_bytes(m);
+            continue;
+        }
+        sw[k] = (t1 - t0) / N;
+        sep[k] = (t2 - t1) / N;
+        if (memcmp(loss, loss + N, (size_t)N * sizeof *loss) != 0)
+            t->sweep_same_bits = 0;
+    }
+    if (st == PK_OK) {
+        t->sweep_eval_s = median(sw, K);
+        t->separate_eval_s = median(sep, K);
+    }
+    free(seeds);
+    free(loss);
+    free(sw);
+    free(sep);
+    free(logits);
+    return st;
+}
+
+static void bench_print_sweep(cJSON *j, const bench_opts *o, const pk_model *m,
+                              const bench_times *t)
+{
+    cJSON_AddNumberToObject(j, "perturbations", o->perturbations);
+    cli_json_add_rounded(j, "sweep_eval_s", t->sweep_eval_s, 4);
+    cli_json_add_rounded(j, "separate_eval_s", t->separate_eval_s, 4);
+    cli_json_add_rounded(j, "sweep_speedup",
+                         t->sweep_eval_s > 0 ? t->separate_eval_s / t->sweep_eval_s : 0.0, 3);
+    cJSON_AddBoolToObject(j, "sweep_same_bits", t->sweep_same_bits);
+    cJSON_AddNumberToObject(j, "sweep_width_auto",
+                            pk_model_sweep_width(m, o->batch, o->seq, o->perturbations));
+    cJSON_AddNumberToObject(j, "pass_bytes", (double)pk_model_pass_bytes(m, o->batch, o->seq));
+    cJSON_AddNumberToObject(j, "sweep_activation_bytes", (double)t->sweep_activation_bytes);
+}
+
 static int bench_print(const bench_opts *o, const pk_model *m, const bench_times *t)
 {
     cJSON *j = cJSON_CreateObject();
@@ -1158,11 +1266,22 @@ static int bench_print(const bench_opts *o, const pk_model *m, const bench_times
     cli_json_add_rounded(j, "update_s", t->update_s, 4);
     cli_json_add_rounded(j, "first_step_s", t->first_step_s, 4);
     cli_json_add_rounded(j, "writable_s", t->writable_s, 4);
-    cJSON_AddNumberToObject(j, "peak_rss_bytes", (double)pk_peak_rss_bytes());
+    cJSON_AddNumberToObject(j, "peak_rss_bytes", (double)t->rss);
     cJSON_AddNumberToObject(j, "weight_bytes", (double)pk_model_weight_bytes(m));
     cJSON_AddBoolToObject(j, "paired", pk_model_pairs(m, o->batch, o->seq));
     cJSON_AddStringToObject(j, "trainable", o->trainable);
     cJSON_AddNumberToObject(j, "trainable_params", (double)t->trainable_params);
+    /* the floor: two passes' GEMMs (pk_model_forward_flops; encoders run the head at one
+     * position per row) at the measured sgemm rate */
+    double N = (double)o->batch * o->seq, flops = pk_model_forward_flops(m, o->batch, o->seq);
+    if (!pk_model_is_causal(m))
+        flops -= 2.0 * (N - o->batch) * pk_model_vocab_size(m) * pk_model_hidden_size(m);
+    double floor_s = t->gflops_sgemm > 0 ? 2.0 * flops / (t->gflops_sgemm * 1e9) : 0.0;
+    cli_json_add_rounded(j, "gflops_sgemm", t->gflops_sgemm, 2);
+    cli_json_add_rounded(j, "gemm_floor_s", floor_s, 4);
+    cli_json_add_rounded(j, "floor_ratio", floor_s > 0 ? t->step_s / floor_s : 0.0, 3);
+    if (o->perturbations > 0)
+        bench_print_sweep(j, o, m, t);
     return cli_json_print(j);
 }
 
@@ -1212,6 +1331,11 @@ static pk_status bench_run(const bench_opts *o, pk_model **m, bench_times *t, ch
         st = bench_first_step(*m, &bc, &p, o->steps, t);
     if (st == PK_OK)
         st = bench_steps(*m, &bc, &p, o->steps, t);
+    t->rss = pk_peak_rss_bytes(); /* the steps' (the sgemm operands and a sweep come after) */
+    if (st == PK_OK)
+        t->gflops_sgemm = pk_model_bench_sgemm(*m, o->batch, o->seq, 3);
+    if (st == PK_OK && o->perturbations > 0)
+        st = bench_sweep(*m, &bc, &p, o->perturbations, o->steps, t);
     if (st != PK_OK && !err[0])
         snprintf(err, n, "forward: %s", pk_status_str(st));
     bench_ctx_free(&bc);
@@ -1231,7 +1355,8 @@ int cmd_bench_mezo(int argc, char **argv)
     }
     cli_apply_threads(&o.c);
     pk_model *m = NULL;
-    bench_times t = {0, 0, 0, 0, 0, 0, 0};
+    bench_times t;
+    memset(&t, 0, sizeof t);
     char err[ERRLEN] = "";
     pk_status st = bench_run(&o, &m, &t, err, sizeof err);
     rc = st == PK_OK ? bench_print(&o, m, &t) : cli_fail(o.c.cmd, st, err);

@@ -2,12 +2,14 @@
  * widened block by block to fp32 + scale * z just before their GEMM), the LM head in vocabulary
  * row blocks (loss and chosen logits without materializing [B*T, V]) and activation reservation.
  *
- * Paired passes: a MeZO step evaluates the loss at W + eps z and at W - eps z. With
- * pk_perturb.both the two passes can run side by side (np = 2): every stage runs for pass 0 then
- * pass 1, each with its own activations (the arena's second copy, m->pstride bytes after the
- * first), and each weight block is materialized for both passes from one z (pk_z_perturb), so z
- * is generated once per step for the two passes instead of twice. Every GEMM and every reduction
- * is the same call on the same data as in two separate passes: the results are the same bits.
+ * Sweeps: a MeZO step evaluates the loss of one batch under several perturbations (W + eps z and
+ * W - eps z; fzoo's N one-sided ones and the unperturbed weights). A sweep (pk_sweep) runs up to
+ * SWEEP_MAX of them side by side (np passes): every stage runs for pass 0, 1, .. np-1, each with
+ * its own activations (the arena's copy k, k * m->pstride bytes after the first), and each
+ * weight block is materialized for all of them while it is hot: one widened copy for the passes
+ * that do not perturb it (stored fp32 weights are read in place), one perturbed copy per pass
+ * that does, a + pass and its - pass from one z (pk_z_perturb). Every GEMM and every reduction
+ * is the same call on the same data as in separate passes: the results are the same bits.
  *
  * Determinism (docs/DETERMINISM.md): every output is a pure function of the weights, the batch,
  * the perturbation and the BLAS kernel, whatever the thread count. Each GEMM is cut into fixed
@@ -27,20 +29,24 @@
 
 #include "model_impl.h"
 
-#define WROWS       256  /* rows per widened weight block */
-#define FFN_CHUNK   1024 /* the FFN runs in row chunks only above this many tokens */
-#define PAIR_BUDGET 0.03 /* AUTO pairing: one pass's activations <= 3% of the weight bytes */
-#define TOK_TILE    256  /* token rows per GEMM tile */
-#define OUT_TILE    512  /* widest output tile of a linear layer's GEMM */
-#define LM_ROWS     256  /* vocabulary rows per LM-head block */
-#define PAR_FLOPS   4e6  /* less work than this runs in the calling thread (results unchanged) */
+#define WROWS     256  /* rows per widened weight block */
+#define FFN_CHUNK 1024 /* the FFN runs in row chunks only above this many tokens */
+/* AUTO: one pass's activations <= 3% of the weight bytes; a sweep's passes together <= 2 * 3%
+ * (the memory of a paired step) */
+#define PAIR_BUDGET 0.03
+#define SWEEP_MAX   64  /* passes side by side at most */
+#define TOK_TILE    256 /* token rows per GEMM tile */
+#define OUT_TILE    512 /* widest output tile of a linear layer's GEMM */
+#define LM_ROWS     256 /* vocabulary rows per LM-head block */
+#define PAR_FLOPS   4e6 /* less work than this runs in the calling thread (results unchanged) */
 
-/* One evaluation: np passes (1, or 2 for the +scale and -scale passes); pass 1 perturbs with
- * -pert->scale. */
+/* One sweep: np passes side by side over the same batch, pass k under its own perturbation pp[k]
+ * (one seed, one sign; scale 0 = unperturbed). */
 typedef struct fwd {
     pk_model *m;
-    const pk_perturb *pert;
     int np;
+    int prefix; /* leading blocks no pass perturbs, run once for all passes (shared_prefix) */
+    pk_perturb pp[SWEEP_MAX];
 } fwd;
 
 /* Pass k's copy of an arena buffer (p points into pass 0's). */
@@ -60,11 +66,25 @@ int pk_is_perturbed(const pk_model *m, const pk_perturb *pert, int ti)
     return pert && ti >= 0 && pert->scale != 0.0f && (!pert->trainable || pert->trainable[ti]);
 }
 
-/* Elements [start, start+cnt) of tensor ti widened to fp32, + scale * z when perturbed, into
- * dst; dst1 (may be NULL) gets the same elements at -scale, from the same z. */
-static void fetch_span(const pk_model *m, const pk_perturb *pert, int ti, size_t start, size_t cnt,
-                       float *dst, float *dst1)
+static inline int perturbs(const fwd *f, int k, int ti)
 {
+    return pk_is_perturbed(f->m, &f->pp[k], ti);
+}
+
+/* Passes a and b are a MeZO pair (the same z at +scale and -scale): one z serves both. */
+static int mirrored(const pk_perturb *a, const pk_perturb *b)
+{
+    return a->seed == b->seed && a->kind == b->kind && b->scale == -a->scale;
+}
+
+/* Elements [start, start+cnt) of tensor ti widened to fp32, + scale * z where pass k perturbs
+ * ti, into dst[k] + off for each pass with dst[k] != NULL. The passes that do not perturb ti get
+ * one widened copy (copied on to the others); a pass and the next one mirroring it get theirs
+ * from one z (pk_z_perturb's two outputs), each the bits of a pass alone. */
+static void fetch_span(const fwd *f, int ti, size_t start, size_t cnt, float *const *dst,
+                       size_t off)
+{
+    const pk_model *m = f->m;
     const pk_tensor *t = &m->t[ti];
     if (t->scales) { /* --trainable scales: the blocks decoded with their fp32 scales */
         pk_scales_fetch(m, pert, ti, start, cnt, dst, dst1);
@@ -73,82 +93,109 @@ static void fetch_span(const pk_model *m, const pk_perturb *pert, int ti, size_t
     /* block types: start and cnt fall on block boundaries (whole rows, block-aligned column
      * slices: linear_kblocks) */
     const void *src = (const unsigned char *)t->data + pk_dtype_row_bytes(t->dtype, start);
-    if (!pk_is_perturbed(m, pert, ti)) {
-        pk_widen(t->dtype, src, cnt, dst);
-        if (dst1)
-            memcpy(dst1, dst, cnt * 4);
-        return;
-    }
-    const float *w = src; /* f32 tensors are 4-byte aligned (the loader copies any that are not) */
-    if (t->dtype != PK_DTYPE_F32) {
-        pk_widen(t->dtype, src, cnt, dst);
-        w = dst;
-    }
     const float *h = m->hdiag ? m->hdiag[ti] : NULL;
-    if (h)
-        pk_z_perturb_diag(pert->seed, t->key, (uint64_t)start, cnt, pert->kind, pert->scale,
-                          h + start, w, dst, dst1);
-    else
-        pk_z_perturb(pert->seed, t->key, (uint64_t)start, cnt, pert->kind, pert->scale, w, dst,
-                     dst1);
+    const float *plain = NULL;
+    for (int k = 0; k < f->np; k++) {
+        if (dst[k] == NULL)
+            continue;
+        float *d = dst[k] + off, *d1 = NULL;
+        const pk_perturb *p = &f->pp[k];
+        if (!perturbs(f, k, ti)) {
+            if (plain) {
+                memcpy(d, plain, cnt * 4);
+            } else {
+                pk_widen(t->dtype, src, cnt, d);
+                plain = d;
+            }
+            continue;
+        }
+        if (k + 1 < f->np && dst[k + 1] && perturbs(f, k + 1, ti) && mirrored(p, &f->pp[k + 1]))
+            d1 = dst[++k] + off;
+        /* f32 tensors are 4-byte aligned (the loader copies any that are not) */
+        const float *w = src;
+        if (t->dtype != PK_DTYPE_F32) {
+            pk_widen(t->dtype, src, cnt, d);
+            w = d;
+        }
+        if (h)
+            pk_z_perturb_diag(p->seed, t->key, (uint64_t)start, cnt, p->kind, p->scale, h + start,
+                              w, d, d1);
+        else
+            pk_z_perturb(p->seed, t->key, (uint64_t)start, cnt, p->kind, p->scale, w, d, d1);
+    }
 }
 
-/* Rows [r0, r0+n) x columns [c0, c0+kc) of tensor ti (as [rows, cols]) into dst [n, kc], as
- * fetch_span. */
-static void fetch_rows(const pk_model *m, const pk_perturb *pert, int ti, size_t r0, size_t n,
-                       size_t c0, size_t kc, float *dst, float *dst1)
+/* Rows [r0, r0+n) x columns [c0, c0+kc) of tensor ti (as [rows, cols]) into dst[k] + off
+ * [n, kc], as fetch_span. */
+static void fetch_rows(const fwd *f, int ti, size_t r0, size_t n, size_t c0, size_t kc,
+                       float *const *dst, size_t off)
 {
-    size_t cols = m->t[ti].cols;
+    size_t cols = f->m->t[ti].cols;
     if (kc == cols) {
-        fetch_span(m, pert, ti, r0 * cols, n * cols, dst, dst1);
+        fetch_span(f, ti, r0 * cols, n * cols, dst, off);
         return;
     }
     for (size_t r = 0; r < n; r++)
-        fetch_span(m, pert, ti, (r0 + r) * cols + c0, kc, dst + r * kc,
-                   dst1 ? dst1 + r * kc : NULL);
+        fetch_span(f, ti, (r0 + r) * cols + c0, kc, dst, off + r * kc);
 }
 
-/* Same, split over threads by rows (not called from inside a parallel region). */
-static void fetch_block(const pk_model *m, const pk_perturb *pert, int ti, size_t r0, size_t n,
-                        size_t c0, size_t kc, float *dst, float *dst1)
+/* Same into dst[k] [n, kc], split over threads by rows (not called from inside a parallel
+ * region). */
+static void fetch_block(const fwd *f, int ti, size_t r0, size_t n, size_t c0, size_t kc,
+                        float *const *dst)
 {
     if (n * kc < 65536) {
-        fetch_rows(m, pert, ti, r0, n, c0, kc, dst, dst1);
+        fetch_rows(f, ti, r0, n, c0, kc, dst, 0);
         return;
     }
     long chunks = (long)((n + 7) / 8);
 #pragma omp parallel for schedule(static)
     for (long c = 0; c < chunks; c++) {
         size_t a = (size_t)c * 8, k = n - a < 8 ? n - a : 8;
-        fetch_rows(m, pert, ti, r0 + a, k, c0, kc, dst + a * kc, dst1 ? dst1 + a * kc : NULL);
+        fetch_rows(f, ti, r0 + a, k, c0, kc, dst, a * kc);
     }
 }
 
-/* Weight block scratch of each pass: pass 1 has its own only if tensor ti is perturbed. */
-static void block_scratch(const fwd *f, int ti, float *w[2])
+/* Where each pass reads tensor ti: rd[k]. Stored fp32 weights a pass does not perturb are read in
+ * place (rd[k] = the tensor's data, wr[k] = NULL) when `direct`; the others from pass copies of
+ * the scratch `base` (in pass 0's arena): a pass that perturbs ti has its own (wr[k] = rd[k]), the
+ * passes that do not share the first one's (wr[k] = NULL but for that one). Returns the number of
+ * copies to fill. */
+static int plan(const fwd *f, int ti, const float *base, int direct, float **wr, const float **rd)
 {
-    w[0] = f->m->wscr;
-    w[1] = f->np > 1 && pk_is_perturbed(f->m, f->pert, ti) ? pass_f(f->m, f->m->wscr, 1) : NULL;
+    const pk_tensor *t = &f->m->t[ti];
+    int shared = -1, fill = 0;
+    for (int k = 0; k < f->np; k++) {
+        int own = perturbs(f, k, ti);
+        wr[k] = NULL;
+        if (!own && direct && t->dtype == PK_DTYPE_F32) {
+            rd[k] = t->data;
+            continue;
+        }
+        if (!own && shared < 0)
+            shared = k;
+        int slot = own ? k : shared;
+        rd[k] = pass_f(f->m, base, slot);
+        if (slot == k) {
+            wr[k] = pass_f(f->m, base, k);
+            fill++;
+        }
+    }
+    return fill;
 }
 
 /* A vector (bias / norm weight) for each pass, widened + perturbed into vscr slot `slot`;
  * v[k] = NULL if ti < 0. */
-static void fetch_vec(const fwd *f, int ti, int slot, const float *v[2])
+static void fetch_vec(const fwd *f, int ti, int slot, const float **v)
 {
     pk_model *m = f->m;
-    v[0] = v[1] = NULL;
+    for (int k = 0; k < f->np; k++)
+        v[k] = NULL;
     if (ti < 0)
         return;
-    const pk_tensor *t = &m->t[ti];
-    if (t->dtype == PK_DTYPE_F32 && !pk_is_perturbed(m, f->pert, ti)) {
-        v[0] = v[1] = t->data;
-        return;
-    }
-    float *d0 = m->vscr + (size_t)slot * m->vmax;
-    float *d1 = f->np > 1 && pk_is_perturbed(m, f->pert, ti) ? pass_f(m, d0, 1) : NULL;
-    fetch_span(m, f->pert, ti, 0, t->numel, d0, d1);
-    v[0] = d0;
-    v[1] = d1 ? d1 : d0;
+    float *wr[SWEEP_MAX];
+    if (plan(f, ti, m->vscr + (size_t)slot * m->vmax, 1, wr, v) > 0)
+        fetch_span(f, ti, 0, m->t[ti].numel, wr, 0);
 }
 
 /* OpenBLAS's OpenMP build runs a GEMM on omp_get_max_threads() threads unless called from an
@@ -181,28 +228,32 @@ static int out_tile(int out, int cap)
 typedef struct gemm_part {
     const float *x; /* pass 0's input at its first K column, row stride ldx */
     int ldx;
-    const float *w[2]; /* pass k's weights of output column o0: [K, out] (conv) or [out, K] */
+    const float *w[SWEEP_MAX]; /* pass k's weights of output column o0: [K, out] (conv) or
+                                  [out, K] */
     int ldw;
     int conv;
     float *y; /* pass 0's output, column 0, row stride ldy */
     int ldy;
     int N, K, o0, o1, to;
     float beta;
+    const int *pass; /* the passes this GEMM runs for: pass[0 .. npass) */
+    int npass;
 } gemm_part;
 
 static void gemm_tiles(const fwd *f, const gemm_part *g)
 {
     pk_model *m = f->m;
     int nt = (g->N + TOK_TILE - 1) / TOK_TILE, no = (g->o1 - g->o0 + g->to - 1) / g->to;
-    int per = nt * no, items = per * f->np;
-    double flops = 2.0 * g->N * (g->o1 - g->o0) * g->K * f->np;
+    int per = nt * no, items = per * g->npass;
+    double flops = 2.0 * g->N * (g->o1 - g->o0) * g->K * g->npass;
     (void)flops; /* read only by the OpenMP if clause (unused where OpenMP is off) */
 #pragma omp parallel if (items > 1 && flops > PAR_FLOPS)
     {
         blas_serial();
 #pragma omp for schedule(dynamic)
         for (int it = 0; it < items; it++) {
-            int k = it / per, o = it % per / nt, t = it % nt; /* neighbours share a W tile */
+            int k = g->pass[it / per], o = it % per / nt, t = it % nt; /* neighbours share a W
+                                                                          tile */
             int r0 = t * TOK_TILE, nr = g->N - r0 < TOK_TILE ? g->N - r0 : TOK_TILE;
             int c0 = o * g->to, nc = g->o1 - g->o0 - c0 < g->to ? g->o1 - g->o0 - c0 : g->to;
             const float *w = g->w[k] + (size_t)c0 * (g->conv ? 1u : (size_t)g->ldw);
@@ -216,12 +267,11 @@ static void gemm_tiles(const fwd *f, const gemm_part *g)
 
 /* Wide-input weights (fc2, down_proj; GPT-2's Conv1D are stored [in, out]) are materialized in
  * blocks of kc inputs (the GEMM's reduction): each block's tiles read their slice of x once and
- * add into y, blocks in order, so x is not packed again per block of outputs. */
-static void linear_kblocks(const fwd *f, gemm_part *g, int wi, int in, int out)
+ * add into y, blocks in order, so x is not packed again per block of outputs. wr / rd: plan. */
+static void linear_kblocks(const fwd *f, gemm_part *g, int wi, int in, int out, float *const *wr,
+                           const float *const *rd)
 {
     pk_model *m = f->m;
-    float *ws[2];
-    block_scratch(f, wi, ws);
     int kc = (int)(m->wscr_n / (size_t)out);
     kc = kc >= 512 ? kc / 256 * 256 : kc; /* whole z blocks of 256 per row slice */
     int qb = (int)pk_dtype_block(m->t[wi].dtype);
@@ -231,37 +281,36 @@ static void linear_kblocks(const fwd *f, gemm_part *g, int wi, int in, int out)
     }
     const float *x = g->x;
     float beta = g->beta;
+    for (int k = 0; k < f->np; k++)
+        g->w[k] = rd[k];
     for (int c0 = 0; c0 < in; c0 += kc) {
         int nk = in - c0 < kc ? in - c0 : kc;
         if (g->conv) /* rows [c0, c0+nk) of W [in, out] */
-            fetch_block(m, f->pert, wi, (size_t)c0, (size_t)nk, 0, (size_t)out, ws[0], ws[1]);
+            fetch_block(f, wi, (size_t)c0, (size_t)nk, 0, (size_t)out, wr);
         else /* columns [c0, c0+nk) of W [out, in], as [out, nk] */
-            fetch_block(m, f->pert, wi, 0, (size_t)out, (size_t)c0, (size_t)nk, ws[0], ws[1]);
+            fetch_block(f, wi, 0, (size_t)out, (size_t)c0, (size_t)nk, wr);
         g->x = x + c0;
         g->K = nk;
         g->ldw = g->conv ? out : nk;
-        g->w[0] = ws[0];
-        g->w[1] = ws[1] ? ws[1] : ws[0];
         g->beta = c0 == 0 ? beta : 1.0f;
         gemm_tiles(f, g);
     }
 }
 
 /* The other weights [out, in] in blocks of whole output tiles (3 at a time where they fit). */
-static void linear_rowblocks(const fwd *f, gemm_part *g, int wi, int in, int out)
+static void linear_rowblocks(const fwd *f, gemm_part *g, int wi, int in, int out, float *const *wr,
+                             const float *const *rd)
 {
     pk_model *m = f->m;
-    float *ws[2];
-    block_scratch(f, wi, ws);
     int cap = (int)(m->wscr_n / (size_t)in);
     int R = cap / (3 * g->to) * 3 * g->to;
     R = R > 0 ? R : cap / g->to * g->to;
     g->ldw = in;
+    for (int k = 0; k < f->np; k++)
+        g->w[k] = rd[k];
     for (int r0 = 0; r0 < out; r0 += R) {
         int nr = out - r0 < R ? out - r0 : R;
-        fetch_block(m, f->pert, wi, (size_t)r0, (size_t)nr, 0, (size_t)in, ws[0], ws[1]);
-        g->w[0] = ws[0];
-        g->w[1] = ws[1] ? ws[1] : ws[0];
+        fetch_block(f, wi, (size_t)r0, (size_t)nr, 0, (size_t)in, wr);
         g->o0 = r0;
         g->o1 = r0 + nr;
         gemm_tiles(f, g);
@@ -290,9 +339,13 @@ static void linear_lora(const fwd *f, const float *x, int ldx, int N, int ai, in
     int r = (int)A->rows, in = (int)A->cols, out = (int)B->rows;
     size_t na = A->numel, nb = B->numel;
     PK_ASSERT(na + nb + (size_t)TOK_TILE * (size_t)r <= m->wscr_n); /* PK_LORA_MAX_RANK */
-    float *s1 = f->np > 1 ? pass_f(m, m->wscr, 1) : NULL;
-    fetch_block(m, f->pert, ai, 0, (size_t)r, 0, (size_t)in, m->wscr, s1);
-    fetch_block(m, f->pert, bi, 0, (size_t)out, 0, (size_t)r, m->wscr + na, s1 ? s1 + na : NULL);
+    float *da[SWEEP_MAX], *db[SWEEP_MAX];
+    for (int k = 0; k < f->np; k++) {
+        da[k] = pass_f(m, m->wscr, k);
+        db[k] = da[k] + na;
+    }
+    fetch_block(f, ai, 0, (size_t)r, 0, (size_t)in, da);
+    fetch_block(f, bi, 0, (size_t)out, 0, (size_t)r, db);
     int nt = (N + TOK_TILE - 1) / TOK_TILE;
     int group = (int)((m->wscr_n - na - nb) / ((size_t)TOK_TILE * (size_t)r));
     float sc = m->lora_scale;
@@ -344,17 +397,35 @@ static void linear(const fwd *f, const float *x, int ldx, int N, int wi, int bi,
                    .o1 = out,
                    .to = out_tile(out, cap),
                    .beta = accumulate ? 1.0f : 0.0f};
-    if (w->dtype == PK_DTYPE_F32 && !pk_is_perturbed(m, f->pert, wi)) {
-        g.w[0] = g.w[1] = w->data;
+    /* the passes reading W in place run one GEMM over all of K; the others go by blocks */
+    float *wr[SWEEP_MAX];
+    const float *rd[SWEEP_MAX];
+    int direct[SWEEP_MAX], nd = 0, blocked[SWEEP_MAX], nb = 0;
+    plan(f, wi, m->wscr, 1, wr, rd);
+    for (int k = 0; k < f->np; k++) {
+        if (rd[k] == w->data)
+            direct[nd++] = k;
+        else
+            blocked[nb++] = k;
+    }
+    if (nd > 0) {
+        for (int k = 0; k < f->np; k++)
+            g.w[k] = w->data;
         g.ldw = conv ? out : in;
+        g.pass = direct;
+        g.npass = nd;
         gemm_tiles(f, &g);
-    } else if (kblocks) {
-        linear_kblocks(f, &g, wi, in, out);
-    } else {
-        linear_rowblocks(f, &g, wi, in, out);
+    }
+    if (nb > 0) {
+        g.pass = blocked;
+        g.npass = nb;
+        if (kblocks)
+            linear_kblocks(f, &g, wi, in, out, wr, rd);
+        else
+            linear_rowblocks(f, &g, wi, in, out, wr, rd);
     }
     if (bi >= 0) {
-        const float *b[2];
+        const float *b[SWEEP_MAX];
         fetch_vec(f, bi, 0, b);
         for (int k = 0; k < f->np; k++)
             add_bias(pass_f(m, y, k), ldy, N, out, b[k]);
@@ -409,7 +480,7 @@ static void rmsnorm(const float *x, int ldx, float *y, int ldy, int N, int C, co
     }
 }
 
-static float act1(int act, float v)
+static inline float act1(int act, float v)
 {
     switch (act) {
     case ACT_SILU:
@@ -423,15 +494,40 @@ static float act1(int act, float v)
     }
 }
 
-/* a[N, n] (lda) = act(a), or for gated MLPs a = act(a) * up (up[N, n], same ld). */
+/* One row: a[j] = act(a[j]), act a constant after inlining, so each activation's loop has no
+ * branch on it (ReLU vectorizes; the others call the same libm function per element as before). */
+static inline void act_row(int act, float *a, int n)
+{
+    for (int j = 0; j < n; j++)
+        a[j] = act1(act, a[j]);
+}
+
+/* a[N, n] (lda) = act(a), or for gated MLPs a = act(a) * up (up[N, n], same ld): the same
+ * operations per element as act1(a) * up, in two loops. */
 static void activate(int act, float *a, int lda, int N, int n, const float *up)
 {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < N; r++) {
         float *ar = a + (size_t)r * lda;
-        const float *ur = up ? up + (size_t)r * lda : NULL;
-        for (int j = 0; j < n; j++)
-            ar[j] = ur ? act1(act, ar[j]) * ur[j] : act1(act, ar[j]);
+        switch (act) {
+        case ACT_SILU:
+            act_row(ACT_SILU, ar, n);
+            break;
+        case ACT_RELU:
+            act_row(ACT_RELU, ar, n);
+            break;
+        case ACT_GELU:
+            act_row(ACT_GELU, ar, n);
+            break;
+        default:
+            act_row(ACT_GELU_TANH, ar, n);
+            break;
+        }
+        if (up) {
+            const float *ur = up + (size_t)r * lda;
+            for (int j = 0; j < n; j++)
+                ar[j] *= ur[j];
+        }
     }
 }
 
@@ -702,15 +798,35 @@ void pk_model_set_perturb_diag(pk_model *m, const float *const *hdiag)
     m->hdiag = hdiag;
 }
 
-int pk_model_pairs(const pk_model *m, int B, int T)
+int pk_model_sweep_width(const pk_model *m, int B, int T, int evals)
 {
-    if (m->pairing == PK_PAIRING_ON)
+    int w = evals < SWEEP_MAX ? evals : SWEEP_MAX;
+    if (w <= 1 || m->pairing == PK_PAIRING_OFF)
         return 1;
-    if (m->pairing == PK_PAIRING_OFF || B < 1 || T < 1)
+    if (m->pairing == PK_PAIRING_ON)
+        return w;
+    if (B < 1 || T < 1)
+        return 1;
+    pass_layout L;
+    layout(m, B, T, &L);
+    /* np passes together within a pair's budget (np = 2: one pass <= 3%, as AUTO pairing) */
+    while (w > 1 && (double)L.bytes * (double)w / 2.0 > PAIR_BUDGET * (double)m->weight_bytes)
+        w--;
+    return w;
+}
+
+size_t pk_model_pass_bytes(const pk_model *m, int B, int T)
+{
+    if (B < 1 || T < 1)
         return 0;
     pass_layout L;
     layout(m, B, T, &L);
-    return (double)L.bytes <= PAIR_BUDGET * (double)m->weight_bytes;
+    return L.bytes;
+}
+
+int pk_model_pairs(const pk_model *m, int B, int T)
+{
+    return pk_model_sweep_width(m, B, T, 2) == 2;
 }
 
 pk_status pk_model_reserve(pk_model *m, int B, int T)
@@ -762,7 +878,6 @@ static pk_status check_batch(const pk_model *m, const pk_batch *b, int pos0)
 static void embed(const fwd *f, const pk_batch *b, int pos0)
 {
     pk_model *m = f->m;
-    const pk_perturb *pert = f->pert;
     const pk_cfg *c = &m->cfg;
     int T = b->T, N = b->B * b->T, H = c->H, E = c->arch == ARCH_OPT ? c->proj : H, np = f->np;
     float *dst = m->proj_in >= 0 ? m->xn : m->x;
@@ -787,8 +902,10 @@ static void embed(const fwd *f, const pk_batch *b, int pos0)
             for (int k = 0; k < np; k++)
                 memset(pass_f(m, d, k), 0, (size_t)E * 4);
         } else {
-            fetch_span(m, pert, m->emb, (size_t)b->ids[n] * (size_t)E, (size_t)E, d,
-                       np > 1 ? pass_f(m, d, 1) : NULL);
+            float *dk[SWEEP_MAX];
+            for (int k = 0; k < np; k++)
+                dk[k] = pass_f(m, d, k);
+            fetch_span(f, m->emb, (size_t)b->ids[n] * (size_t)E, (size_t)E, dk, 0);
         }
     }
     if (m->proj_in >= 0)
@@ -800,26 +917,26 @@ static void embed(const fwd *f, const pk_batch *b, int pos0)
         int bi = n / T, t = n % T;
         if (t >= b->lengths[bi])
             continue;
-        float *tmp = m->big + (size_t)n * m->wbig;
-        float *tmp1 = np > 1 ? pass_f(m, tmp, 1) : NULL;
-        fetch_span(m, pert, m->pos_emb, (size_t)m->pos[n] * (size_t)H, (size_t)H, tmp, tmp1);
+        float *tmp = m->big + (size_t)n * m->wbig, *tk[SWEEP_MAX];
+        for (int k = 0; k < np; k++)
+            tk[k] = pass_f(m, tmp, k);
+        fetch_span(f, m->pos_emb, (size_t)m->pos[n] * (size_t)H, (size_t)H, tk, 0);
         if (m->type_emb >= 0) {
             int tt = b->token_type ? b->token_type[n] : 0;
-            fetch_span(m, pert, m->type_emb, (size_t)tt * (size_t)H, (size_t)H, tmp + H,
-                       tmp1 ? tmp1 + H : NULL);
+            fetch_span(f, m->type_emb, (size_t)tt * (size_t)H, (size_t)H, tk, (size_t)H);
         }
         for (int k = 0; k < np; k++) {
-            float *tk = pass_f(m, tmp, k), *xr = pass_f(m, m->x + (size_t)n * H, k);
+            float *t0 = tk[k], *xr = pass_f(m, m->x + (size_t)n * H, k);
             if (m->type_emb >= 0) {
                 for (int j = 0; j < H; j++)
-                    tk[j] += tk[H + j];
+                    t0[j] += t0[H + j];
             }
             for (int j = 0; j < H; j++)
-                xr[j] += tk[j];
+                xr[j] += t0[j];
         }
     }
     if (c->arch == ARCH_ROBERTA) {
-        const float *w[2], *bb[2];
+        const float *w[SWEEP_MAX], *bb[SWEEP_MAX];
         fetch_vec(f, m->emb_ln_w, 0, w);
         fetch_vec(f, m->emb_ln_b, 1, bb);
         for (int k = 0; k < np; k++)
@@ -832,7 +949,7 @@ static void norm(const fwd *f, int wi, int bi, const float *x, float *y, int N)
 {
     pk_model *m = f->m;
     const pk_cfg *c = &m->cfg;
-    const float *w[2], *b[2];
+    const float *w[SWEEP_MAX], *b[SWEEP_MAX];
     fetch_vec(f, wi, 0, w);
     fetch_vec(f, bi, 1, b);
     for (int k = 0; k < f->np; k++) {
@@ -932,8 +1049,12 @@ static int shared_prefix(const pk_model *m, const pk_perturb *pert)
     for (size_t i = 0; i < m->n_t; i++)
         perturbed += pert->trainable[i] != 0;
     for (int l = 0; l < m->cfg.L; l++) {
-        const int *ix = (const int *)(const void *)&m->layers[l];
-        for (size_t j = 0; j < sizeof(pk_layer) / sizeof(int); j++) {
+        const pk_layer *y = &m->layers[l];
+        const int ix[] = {y->ln1_w,  y->ln1_b,  y->ln2_w, y->ln2_b, y->q_w,   y->q_b,
+                          y->k_w,    y->k_b,    y->v_w,   y->v_b,   y->o_w,   y->o_b,
+                          y->gate_w, y->gate_b, y->fc1_w, y->fc1_b, y->fc2_w, y->fc2_b};
+        _Static_assert(sizeof ix == sizeof(pk_layer), "every pk_layer index is listed");
+        for (size_t j = 0; j < sizeof ix / sizeof ix[0]; j++) {
             if (ix[j] < 0 || !pert->trainable[ix[j]])
                 continue;
             in_blocks++;
@@ -943,12 +1064,13 @@ static int shared_prefix(const pk_model *m, const pk_perturb *pert)
     return in_blocks == perturbed && perturbed > 0 ? first : 0;
 }
 
-/* Embedding and blocks [0, l0): with a shared prefix (np = 2) they run for pass 0 alone and pass
- * 1 starts from a copy of its residual stream: the same bits as computing them twice. */
+/* Embedding and blocks [0, l0): with a shared prefix (np > 1) they run for pass 0 alone and the
+ * other passes start from copies of its residual stream: the same bits as computing them np
+ * times. */
 static int forward_prefix(const fwd *f, const pk_batch *b, float **kv_k, float **kv_v, int pos0)
 {
     pk_model *m = f->m;
-    int l0 = f->np > 1 ? shared_prefix(m, f->pert) : 0;
+    int l0 = f->np > 1 ? f->prefix : 0;
     if (l0 == 0) {
         embed(f, b, pos0);
         return 0;
@@ -958,7 +1080,8 @@ static int forward_prefix(const fwd *f, const pk_batch *b, float **kv_k, float *
     embed(&one, b, pos0);
     for (int l = 0; l < l0; l++)
         block(&one, b, l, kv_k, kv_v, pos0);
-    memcpy(pass_f(m, m->x, 1), m->x, (size_t)b->B * b->T * m->cfg.H * sizeof(float));
+    for (int k = 1; k < f->np; k++)
+        memcpy(pass_f(m, m->x, k), m->x, (size_t)b->B * b->T * m->cfg.H * sizeof(float));
     return l0;
 }
 
@@ -1001,7 +1124,7 @@ static pk_status forward_hidden(const fwd *f, const pk_batch *b, float **kv_k, f
         break;
     default: { /* roberta MLM transform: dense -> gelu -> LayerNorm */
         linear(f, m->x, H, N, m->hd_dense_w, m->hd_dense_b, m->xn, H, 0);
-        const float *w[2], *bb[2];
+        const float *w[SWEEP_MAX], *bb[SWEEP_MAX];
         fetch_vec(f, m->hd_ln_w, 0, w);
         fetch_vec(f, m->hd_ln_b, 1, bb);
         for (int k = 0; k < f->np; k++) {
@@ -1015,10 +1138,26 @@ static pk_status forward_hidden(const fwd *f, const pk_batch *b, float **kv_k, f
     return PK_OK;
 }
 
+/* One pass under pert's seed and scale (pert NULL: unperturbed; both, n, base ignored). */
+static void single(fwd *f, pk_model *m, const pk_perturb *pert)
+{
+    f->m = m;
+    f->np = 1;
+    f->prefix = 0;
+    memset(&f->pp[0], 0, sizeof f->pp[0]);
+    if (pert) {
+        f->pp[0].seed = pert->seed;
+        f->pp[0].scale = pert->scale;
+        f->pp[0].kind = pert->kind;
+        f->pp[0].trainable = pert->trainable;
+    }
+}
+
 pk_status pk_forward_hidden(pk_model *m, const pk_batch *b, const pk_perturb *pert, float **kv_k,
                             float **kv_v, int pos0)
 {
-    fwd f = {m, pert, 1};
+    fwd f;
+    single(&f, m, pert);
     return forward_hidden(&f, b, kv_k, kv_v, pos0);
 }
 
@@ -1026,9 +1165,9 @@ pk_status pk_forward_hidden(pk_model *m, const pk_batch *b, const pk_perturb *pe
 typedef struct head_job {
     const float *h; /* pass 0's gathered rows [M, Hh] */
     int M, Hh, V, LR;
-    const float *w[2];    /* pass k's weight rows from vocabulary row b0 * LR on, [.., Hh] */
-    const float *bias[2]; /* pass k's bias [V] or NULL */
-    int lse;              /* per-row (max, sum of exponentials) wanted */
+    const float *w[SWEEP_MAX];    /* pass k's weight rows from vocabulary row b0 * LR on */
+    const float *bias[SWEEP_MAX]; /* pass k's bias [V] or NULL */
+    int lse;                      /* per-row (max, sum of exponentials) wanted */
     const int32_t *ids;
     int id_stride, n_ids;
     float *picked;
@@ -1138,9 +1277,9 @@ static void lm_head(const fwd *f, const float *h, int M, double *lse, const int3
     pk_model *m = f->m;
     int V = m->cfg.V, Hh = pk_head_dim(m), LR = m->lrows;
     const pk_tensor *w = &m->t[m->head_w];
-    int direct = w->dtype == PK_DTYPE_F32 && !pk_is_perturbed(m, f->pert, m->head_w);
-    float *ws[2];
-    block_scratch(f, m->head_w, ws);
+    float *wr[SWEEP_MAX];
+    const float *rd[SWEEP_MAX];
+    int fill = plan(f, m->head_w, m->wscr, 1, wr, rd);
     head_job j = {.h = h,
                   .M = M,
                   .Hh = Hh,
@@ -1167,13 +1306,10 @@ static void lm_head(const fwd *f, const float *h, int M, double *lse, const int3
         j.g = nb - j.b0 < m->lgroup ? nb - j.b0 : m->lgroup;
         size_t v0 = (size_t)j.b0 * LR, nv = (size_t)j.g * LR;
         nv = nv < (size_t)V - v0 ? nv : (size_t)V - v0;
-        if (direct) {
-            j.w[0] = j.w[1] = (const float *)w->data + v0 * Hh;
-        } else {
-            fetch_block(m, f->pert, m->head_w, v0, nv, 0, (size_t)Hh, ws[0], ws[1]);
-            j.w[0] = ws[0];
-            j.w[1] = ws[1] ? ws[1] : ws[0];
-        }
+        if (fill > 0)
+            fetch_block(f, m->head_w, v0, nv, 0, (size_t)Hh, wr);
+        for (int k = 0; k < f->np; k++) /* in place, or the group's block in the scratch */
+            j.w[k] = rd[k] == w->data ? (const float *)w->data + v0 * Hh : rd[k];
         head_tiles(f, &j);
         if (lse)
             head_merge(f, &j);
@@ -1189,7 +1325,8 @@ static void lm_head(const fwd *f, const float *h, int M, double *lse, const int3
 void pk_lm_head(pk_model *m, const pk_perturb *pert, const float *h, int M, double *lse,
                 const int32_t *ids, int id_stride, int n_ids, float *picked, float *full)
 {
-    fwd f = {m, pert, 1};
+    fwd f;
+    single(&f, m, pert);
     lm_head(&f, h, M, lse, ids, id_stride, n_ids, picked, 0, full);
 }
 
@@ -1206,62 +1343,133 @@ static void gather(const fwd *f, const int32_t *rows, int M)
     }
 }
 
-/* How a call with pert runs: *f for its passes; returns 0 if a both = 1 request is to be run as
- * two single passes (the model does not pair this shape). */
-static int begin(pk_model *m, const pk_batch *b, const pk_perturb *pert, fwd *f)
+int pk_sweep_evals(const pk_sweep *s)
 {
-    f->m = m;
-    f->pert = pert;
-    f->np = 1;
-    if (pert == NULL || !pert->both)
+    if (s == NULL)
         return 1;
-    /* a shared prefix (layer sampling) runs paired unless pairing is off: its blocks then run
-     * once for both passes, at the cost of a second set of activations */
-    int prefix = m->pairing != PK_PAIRING_OFF && shared_prefix(m, pert) > 0;
-    if (b == NULL || (!pk_model_pairs(m, b->B, b->T) && !prefix))
-        return 0;
-    f->np = 2;
-    return 1;
+    return (s->base ? 1 : 0) + (s->n > 0 ? s->n : 1) * (s->pert.both ? 2 : 1);
 }
 
-pk_status pk_model_loss(pk_model *m, const pk_batch *b, const uint8_t *target_mask,
-                        const pk_perturb *pert, double *seq_nll, int32_t *seq_count, double *mean)
+/* Evaluation e (0 <= e < pk_sweep_evals(s)) as one pass's perturbation: one seed, one sign;
+ * scale 0 for the unperturbed evaluation (s NULL: the only one). */
+static pk_perturb eval_of(const pk_sweep *s, int e)
 {
-    if (m->cfg.arch == ARCH_ROBERTA)
-        return PK_ERR_UNSUPPORTED;
-    fwd f;
-    if (!begin(m, b, pert, &f)) {
-        pk_perturb one = *pert;
-        one.both = 0;
-        pk_status st = pk_model_loss(m, b, target_mask, &one, seq_nll, seq_count, mean);
-        one.scale = -one.scale;
-        if (st == PK_OK)
-            st = pk_model_loss(m, b, target_mask, &one, seq_nll ? seq_nll + b->B : NULL,
-                               seq_count ? seq_count + b->B : NULL, mean ? mean + 1 : NULL);
-        return st;
+    pk_perturb p;
+    memset(&p, 0, sizeof p);
+    if (s == NULL)
+        return p;
+    p.kind = s->pert.kind;
+    if (s->base && e-- == 0)
+        return p;
+    int per = s->pert.both ? 2 : 1, i = e / per;
+    p.seed = s->n > 0 ? s->seeds[i] : s->pert.seed;
+    p.scale = e % per ? -s->pert.scale : s->pert.scale;
+    p.trainable = s->n > 0 && s->masks ? s->masks[i] : s->pert.trainable;
+    return p;
+}
+
+/* pert as a sweep of its one (both: two) evaluations; NULL stays NULL. */
+static const pk_sweep *as_sweep(const pk_perturb *pert, pk_sweep *s)
+{
+    if (pert == NULL)
+        return NULL;
+    memset(s, 0, sizeof *s);
+    s->pert = *pert;
+    return s;
+}
+
+/* The shared prefix of a sweep: the fewest of its perturbed passes' (0 if none is perturbed). */
+static int sweep_prefix(const fwd *f)
+{
+    int l0 = -1, last = 0;
+    for (int k = 0; k < f->np; k++) {
+        const pk_perturb *p = &f->pp[k];
+        if (p->scale == 0.0f)
+            continue;
+        if (l0 < 0 || k == 0 || p->trainable != f->pp[k - 1].trainable ||
+            f->pp[k - 1].scale == 0.0f)
+            last = shared_prefix(f->m, p); /* a pair's two passes share their mask */
+        l0 = l0 < 0 || last < l0 ? last : l0;
     }
-    pk_status st = forward_hidden(&f, b, NULL, NULL, 0);
+    return l0 > 0 ? l0 : 0;
+}
+
+/* One sweep of an evaluation: f's passes are evaluations e0 .. e0 + f->np - 1. */
+typedef pk_status (*sweep_fn)(const fwd *f, const pk_batch *b, int e0, void *ctx);
+
+/* Runs every evaluation of sw (pk_sweep_evals) in sweeps of at most pk_model_sweep_width
+ * passes, in order, a + pass and its - pass in one sweep where the width allows (they share z).
+ * With pairing not off, two evaluations with a shared prefix run side by side even where AUTO
+ * would not pair them: the prefix's blocks then run once, at the cost of a second set of
+ * activations. The results are the same bits however the evaluations are grouped. */
+static pk_status run_sweeps(pk_model *m, const pk_batch *b, const pk_sweep *sw, sweep_fn fn,
+                            void *ctx)
+{
+    if (sw && (sw->n < 0 || (sw->n > 0 && sw->seeds == NULL)))
+        return PK_ERR_ARG;
+    pk_status st = check_batch(m, b, 0);
+    if (st != PK_OK)
+        return st;
+    int E = pk_sweep_evals(sw), base = sw && sw->base, both = sw && sw->pert.both;
+    int w = pk_model_sweep_width(m, b->B, b->T, E);
+    fwd f;
+    f.m = m;
+    for (int e0 = 0; e0 < E; e0 += f.np) {
+        int np = E - e0 < w ? E - e0 : w, tentative = 0;
+        if (np == 1 && E - e0 >= 2 && m->pairing != PK_PAIRING_OFF) {
+            np = 2; /* kept only with a shared prefix */
+            tentative = 1;
+        }
+        int last = e0 + np - 1; /* a + pass whose - pass would fall in the next sweep */
+        if (both && np > 1 && last + 1 < E && last >= base && (last - base) % 2 == 0)
+            np--;
+        f.np = np;
+        for (int k = 0; k < np; k++)
+            f.pp[k] = eval_of(sw, e0 + k);
+        f.prefix = np > 1 ? sweep_prefix(&f) : 0;
+        if (tentative && np == 2 && f.prefix == 0)
+            f.np = 1;
+        st = fn(&f, b, e0, ctx);
+        if (st != PK_OK)
+            return st;
+    }
+    return PK_OK;
+}
+
+typedef struct loss_out {
+    const uint8_t *target_mask;
+    double *seq_nll;
+    int32_t *seq_count;
+    double *mean;
+} loss_out;
+
+static pk_status loss_sweep(const fwd *f, const pk_batch *b, int e0, void *ctx)
+{
+    pk_model *m = f->m;
+    const loss_out *o = ctx;
+    pk_status st = forward_hidden(f, b, NULL, NULL, 0);
     if (st != PK_OK)
         return st;
     int T = b->T, M = 0;
     for (int bi = 0; bi < b->B; bi++) {
         for (int t = 1; t < b->lengths[bi]; t++) {
             size_t n = (size_t)bi * T + t;
-            if (target_mask && !target_mask[n])
+            if (o->target_mask && !o->target_mask[n])
                 continue;
             m->rows[M] = (int32_t)(n - 1);
             m->tgt[M] = b->ids[n];
             M++;
         }
     }
-    gather(&f, m->rows, M);
+    gather(f, m->rows, M);
     if (M > 0)
-        lm_head(&f, m->big, M, m->lse, m->tgt, 1, 1, m->pick, m->pstride / 4, NULL);
-    for (int k = 0; k < f.np; k++) {
+        lm_head(f, m->big, M, m->lse, m->tgt, 1, 1, m->pick, m->pstride / 4, NULL);
+    for (int k = 0; k < f->np; k++) {
         const double *lse = pass_d(m, m->lse, k);
         const float *pick = pass_f(m, m->pick, k);
-        double *nllk = seq_nll ? seq_nll + (size_t)k * b->B : NULL;
-        int32_t *cntk = seq_count ? seq_count + (size_t)k * b->B : NULL;
+        size_t e = (size_t)(e0 + k);
+        double *nllk = o->seq_nll ? o->seq_nll + e * b->B : NULL;
+        int32_t *cntk = o->seq_count ? o->seq_count + e * b->B : NULL;
         double total = 0;
         for (int bi = 0; bi < b->B; bi++) {
             if (nllk)
@@ -1278,12 +1486,63 @@ pk_status pk_model_loss(pk_model *m, const pk_batch *b, const uint8_t *target_ma
                 cntk[bi]++;
             total += nll;
         }
-        if (mean)
-            mean[k] = M > 0 ? total / M : (double)NAN;
+        if (o->mean)
+            o->mean[e] = M > 0 ? total / M : (double)NAN;
     }
     return PK_OK;
 }
-static pk_status select_common(pk_model *m, const pk_batch *b, const pk_perturb *pert, size_t n_sel,
+
+pk_status pk_model_loss_sweep(pk_model *m, const pk_batch *b, const uint8_t *target_mask,
+                              const pk_sweep *s, double *seq_nll, int32_t *seq_count, double *mean)
+{
+    if (m->cfg.arch == ARCH_ROBERTA)
+        return PK_ERR_UNSUPPORTED;
+    loss_out o = {target_mask, seq_nll, seq_count, mean};
+    return run_sweeps(m, b, s, loss_sweep, &o);
+}
+
+pk_status pk_model_loss(pk_model *m, const pk_batch *b, const uint8_t *target_mask,
+                        const pk_perturb *pert, double *seq_nll, int32_t *seq_count, double *mean)
+{
+    pk_sweep s;
+    return pk_model_loss_sweep(m, b, target_mask, as_sweep(pert, &s), seq_nll, seq_count, mean);
+}
+
+typedef struct select_out {
+    size_t n_sel, n_ids;
+    const int32_t *sel_b, *sel_t, *ids;
+    float *out;
+    int logprob;
+} select_out;
+
+static pk_status select_sweep(const fwd *f, const pk_batch *b, int e0, void *ctx)
+{
+    pk_model *m = f->m;
+    const select_out *o = ctx;
+    pk_status st = forward_hidden(f, b, NULL, NULL, 0);
+    if (st != PK_OK)
+        return st;
+    int M = (int)o->n_sel;
+    size_t per = o->n_sel * o->n_ids;
+    float *out = o->out + (size_t)e0 * per;
+    for (int s = 0; s < M; s++)
+        m->rows[s] = o->sel_b[s] * b->T + o->sel_t[s];
+    gather(f, m->rows, M);
+    if (M == 0)
+        return PK_OK;
+    lm_head(f, m->big, M, o->logprob ? m->lse : NULL, o->ids, 0, (int)o->n_ids, out, per, NULL);
+    for (int k = 0; o->logprob && k < f->np; k++) {
+        const double *lse = pass_d(m, m->lse, k);
+        float *ok = out + (size_t)k * per;
+        for (size_t s = 0; s < o->n_sel; s++) {
+            for (size_t j = 0; j < o->n_ids; j++)
+                ok[s * o->n_ids + j] = (float)((double)ok[s * o->n_ids + j] - lse[s]);
+        }
+    }
+    return PK_OK;
+}
+
+static pk_status select_common(pk_model *m, const pk_batch *b, const pk_sweep *sw, size_t n_sel,
                                const int32_t *sel_b, const int32_t *sel_t, size_t n_ids,
                                const int32_t *ids, float *out, int logprob)
 {
@@ -1300,69 +1559,53 @@ static pk_status select_common(pk_model *m, const pk_batch *b, const pk_perturb 
         if (ids[j] < 0 || ids[j] >= m->cfg.V)
             return PK_ERR_ARG;
     }
-    fwd f;
-    if (!begin(m, b, pert, &f)) {
-        pk_perturb one = *pert;
-        one.both = 0;
-        st = select_common(m, b, &one, n_sel, sel_b, sel_t, n_ids, ids, out, logprob);
-        one.scale = -one.scale;
-        if (st == PK_OK)
-            st = select_common(m, b, &one, n_sel, sel_b, sel_t, n_ids, ids, out + n_sel * n_ids,
-                               logprob);
-        return st;
-    }
-    st = forward_hidden(&f, b, NULL, NULL, 0);
-    if (st != PK_OK)
-        return st;
-    int M = (int)n_sel;
-    for (int s = 0; s < M; s++)
-        m->rows[s] = sel_b[s] * b->T + sel_t[s];
-    gather(&f, m->rows, M);
-    if (M == 0)
-        return PK_OK;
-    lm_head(&f, m->big, M, logprob ? m->lse : NULL, ids, 0, (int)n_ids, out, n_sel * n_ids, NULL);
-    for (int k = 0; logprob && k < f.np; k++) {
-        const double *lse = pass_d(m, m->lse, k);
-        float *ok = out + (size_t)k * n_sel * n_ids;
-        for (size_t s = 0; s < n_sel; s++) {
-            for (size_t j = 0; j < n_ids; j++)
-                ok[s * n_ids + j] = (float)((double)ok[s * n_ids + j] - lse[s]);
-        }
-    }
-    return PK_OK;
+    select_out o = {n_sel, n_ids, sel_b, sel_t, ids, out, logprob};
+    return run_sweeps(m, b, sw, select_sweep, &o);
 }
 
 pk_status pk_model_select_logits(pk_model *m, const pk_batch *b, const pk_perturb *pert,
                                  size_t n_sel, const int32_t *sel_b, const int32_t *sel_t,
                                  size_t n_ids, const int32_t *ids, float *out)
 {
-    return select_common(m, b, pert, n_sel, sel_b, sel_t, n_ids, ids, out, 0);
+    pk_sweep s;
+    return select_common(m, b, as_sweep(pert, &s), n_sel, sel_b, sel_t, n_ids, ids, out, 0);
 }
 
 pk_status pk_model_select_logprobs(pk_model *m, const pk_batch *b, const pk_perturb *pert,
                                    size_t n_sel, const int32_t *sel_b, const int32_t *sel_t,
                                    size_t n_ids, const int32_t *ids, float *out)
 {
-    return select_common(m, b, pert, n_sel, sel_b, sel_t, n_ids, ids, out, 1);
+    pk_sweep s;
+    return select_common(m, b, as_sweep(pert, &s), n_sel, sel_b, sel_t, n_ids, ids, out, 1);
+}
+
+pk_status pk_model_select_sweep(pk_model *m, const pk_batch *b, const pk_sweep *s, size_t n_sel,
+                                const int32_t *sel_b, const int32_t *sel_t, size_t n_ids,
+                                const int32_t *ids, int logprobs, float *out)
+{
+    return select_common(m, b, s, n_sel, sel_b, sel_t, n_ids, ids, out, logprobs != 0);
+}
+
+static pk_status logits_sweep(const fwd *f, const pk_batch *b, int e0, void *ctx)
+{
+    float *out = ctx;
+    pk_status st = forward_hidden(f, b, NULL, NULL, 0);
+    if (st != PK_OK)
+        return st;
+    size_t M = (size_t)b->B * (size_t)b->T;
+    lm_head(f, f->m->xn, (int)M, NULL, NULL, 0, 0, NULL, 0, out + (size_t)e0 * M * f->m->cfg.V);
+    return PK_OK;
+}
+
+pk_status pk_model_logits_sweep(pk_model *m, const pk_batch *b, const pk_sweep *s, float *out)
+{
+    return run_sweeps(m, b, s, logits_sweep, out);
 }
 
 pk_status pk_model_logits(pk_model *m, const pk_batch *b, const pk_perturb *pert, float *out)
 {
-    fwd f;
-    if (!begin(m, b, pert, &f)) {
-        pk_perturb one = *pert;
-        one.both = 0;
-        pk_status st = pk_model_logits(m, b, &one, out);
-        one.scale = -one.scale;
-        if (st == PK_OK)
-            st = pk_model_logits(m, b, &one, out + (size_t)b->B * b->T * m->cfg.V);
-        return st;
-    }
-    pk_status st = forward_hidden(&f, b, NULL, NULL, 0);
-    if (st != PK_OK)
-        return st;
-    lm_head(&f, m->xn, b->B * b->T, NULL, NULL, 0, 0, NULL, 0, out);
-    return PK_OK;
+    pk_sweep s;
+    return run_sweeps(m, b, as_sweep(pert, &s), logits_sweep, out);
 }
 
 double pk_model_forward_flops(const pk_model *m, int B, int T)

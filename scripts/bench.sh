@@ -28,6 +28,10 @@ model opt opt-125m
 run "forward opt-125m B=16 T=128" $P bench forward --model "$DIR/opt-125m" --batch 16 --seq 128 --threads "$T"
 run "mezo opt-125m B=8 T=64" $P bench mezo --model "$DIR/opt-125m" --batch 8 --seq 64 --threads "$T" --steps 11
 run "mezo opt-125m B=16 T=128" $P bench mezo --model "$DIR/opt-125m" --batch 16 --seq 128 --threads "$T" --steps 5
+for n in 2 4 8; do # N perturbations in one sweep against N separate passes
+    run "sweep opt-125m B=8 T=64 N=$n" $P bench mezo --model "$DIR/opt-125m" --batch 8 --seq 64 --threads "$T" --steps 3 --perturbations $n
+    run "sweep stories260k B=8 T=64 N=$n" $P bench mezo --model "$SHARED/testdata/models/stories260k" --batch 8 --seq 64 --threads "$T" --steps 5 --perturbations $n
+done
 if [ "${PK_BENCH_QUICK:-0}" != 1 ]; then
     model opt opt-1.3b
     run "forward opt-1.3b B=4 T=128" $P bench forward --model "$DIR/opt-1.3b" --batch 4 --seq 128 --threads "$T" --reps 1

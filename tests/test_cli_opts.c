@@ -67,6 +67,7 @@ static void test_parse_errors(void)
     usage_error("eval --batch 0", "--batch");
     usage_error("replay --run 0", "--run");
     usage_error("bench mezo --model " STORIES " --steps 1001", "--steps");
+    usage_error("bench mezo --model " STORIES " --perturbations 0", "--perturbations");
     usage_error("generate --top-p 2", "--top-p");
     usage_error("mezo-probe --eps 0", "--eps");
     usage_error("forward --threads 0", "--threads");
@@ -218,6 +219,23 @@ static void test_probe_and_bench(void)
     PK_CHECK_EQ(num(j, "batch"), 1);
     PK_CHECK(num(j, "step_s") >= 0 && num(j, "weight_bytes") > 0);
     PK_CHECK(cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(j, "paired")));
+    PK_CHECK(num(j, "gflops_sgemm") > 0 && num(j, "gemm_floor_s") > 0 && num(j, "floor_ratio") > 0);
+    PK_CHECK(cJSON_GetObjectItemCaseSensitive(j, "sweep_eval_s") == NULL); /* no --perturbations */
+    cJSON_Delete(j);
+    free(o);
+    /* N perturbations in one sweep against N separate passes: the same losses */
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+                        "%s bench mezo --model %s --batch 2 --seq 8 --steps 1 --threads 2 "
+                        "--perturbations 3",
+                        POCKETLLM, STORIES),
+                0);
+    j = last_json(o);
+    PK_CHECK_EQ(num(j, "perturbations"), 3);
+    PK_CHECK(num(j, "sweep_eval_s") > 0 && num(j, "separate_eval_s") > 0);
+    PK_CHECK(num(j, "sweep_speedup") > 0 && num(j, "pass_bytes") > 0);
+    PK_CHECK(num(j, "sweep_width_auto") >= 1 && num(j, "sweep_width_auto") <= 3);
+    PK_CHECK(num(j, "sweep_activation_bytes") >= 3 * num(j, "pass_bytes"));
+    PK_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "sweep_same_bits")));
     cJSON_Delete(j);
     free(o);
     PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
@@ -226,6 +244,7 @@ static void test_probe_and_bench(void)
                 0);
     j = last_json(o);
     PK_CHECK(!strcmp(text(j, "arch"), "llama") && num(j, "tokens_per_s") > 0);
+    PK_CHECK(num(j, "gemm_floor_s") > 0 && num(j, "floor_ratio") > 0);
     cJSON_Delete(j);
     free(o);
 }

@@ -1,7 +1,7 @@
 /* test_mezo.c: the MeZO optimizer on real checkpoints (mezo/mezo.c, seedlog.c, objective.c):
  * projected gradient against the reference gradient of stories260k, the update sweep's formula,
  * thread-count independence, f16 storage, trainable masks, weights hash, schedules, seed logs,
- * checkpoints, batch order and divergence. */
+ * checkpoints, batch order, divergence, and the engine's sweeps against the estimators' losses. */
 #include "pk_test.h"
 #include "pk_train.h"
 
@@ -522,6 +522,73 @@ static void test_step_spsa_and_determinism(void)
     pk_model_free(b);
 }
 
+/* The engine's sweep (pk_model_loss_sweep: N perturbations of the batch side by side in one
+ * pass over the weights) gives exactly the losses the estimators log: fzoo's N one-sided
+ * perturbations and its unperturbed loss, with and without layer sampling (each perturbation its
+ * own layers), and spsa's q pairs; at 1 and 3 threads. So the estimators can take their losses
+ * from one sweep and their seed logs replay to the same bits. */
+static void test_sweep_matches_estimators(void)
+{
+    int32_t ids[2 * 16], lens[2] = {16, 13};
+    for (int i = 0; i < 32; i++)
+        ids[i] = (int32_t)(2 + (i * 53) % 500);
+    lmctx c = {{2, 16, ids, lens, NULL}};
+    pk_model *m = load(STORIES);
+    size_t nt = pk_model_n_tensors(m);
+    enum { N = 4 };
+    uint8_t *mk[N];
+    const uint8_t *masks[N];
+    uint64_t seeds[N];
+    for (int i = 0; i < N; i++) {
+        mk[i] = malloc(nt);
+        masks[i] = mk[i];
+    }
+    for (int cfg = 0; cfg < 3; cfg++) { /* fzoo, fzoo + layer sampling, spsa q = N */
+        pk_mezo_params p = pk_mezo_default_params();
+        p.seed = 5 + (uint64_t)cfg;
+        p.lr = 1e-4f;
+        p.z = cfg < 2 ? PK_Z_RADEMACHER : PK_Z_GAUSSIAN;
+        p.estimator = cfg < 2 ? PK_EST_FZOO : PK_EST_SPSA;
+        p.perturbations = N;
+        p.spsa_q = N;
+        p.perturb_layers = cfg == 1 ? 2 : 0;
+        int64_t step = 7;
+        for (int i = 0; i < N; i++) {
+            seeds[i] = pk_mezo_step_seed(p.seed, step, i);
+            pk_mezo_layer_mask(m, NULL, &p, seeds[i], mk[i]);
+        }
+        int fz = cfg < 2;
+        pk_sweep s = {{0, p.eps, p.z, NULL, !fz}, N, seeds, masks, fz};
+        int E = pk_sweep_evals(&s);
+        double mean[2][2 * N];
+        for (int v = 0; v < 2; v++) {
+            pk_threads_set(v ? 3 : 1);
+            pk_model_set_pairing(m, PK_PAIRING_ON);
+            PK_CHECK(pk_model_loss_sweep(m, &c.b, NULL, &s, NULL, NULL, mean[v]) == PK_OK);
+            pk_model_set_pairing(m, PK_PAIRING_AUTO);
+        }
+        PK_CHECK(!memcmp(mean[0], mean[1], (size_t)E * sizeof(double)));
+        pk_threads_set(2);
+        char err[256] = "";
+        pk_mezo_state *st = NULL;
+        PK_CHECK(pk_mezo_state_new(m, NULL, &p, &st, err, sizeof err) == PK_OK);
+        pk_step_row rows[2 * N];
+        PK_CHECK(pk_mezo_step_ex(m, NULL, &p, st, step, 1, lm_loss, &c, rows, NULL, NULL) == PK_OK);
+        for (int i = 0; i < N; i++) {
+            float plus = (float)mean[0][fz ? 1 + i : 2 * i];
+            float other = (float)mean[0][fz ? 0 : 2 * i + 1];
+            PK_CHECK_EQ(rows[i].seed, seeds[i]);
+            PK_CHECK(fb(rows[i].loss_plus) == fb(plus));
+            PK_CHECK(fb(rows[i].loss_minus) == fb(other));
+            PK_CHECK(plus != other); /* each perturbation moved the loss */
+        }
+        pk_mezo_state_free(st);
+    }
+    for (int i = 0; i < N; i++)
+        free(mk[i]);
+    pk_model_free(m);
+}
+
 /* pk_weights_hash is the documented byte layout through BLAKE2b-256, computed here straight with
  * libsodium: the hash recorded in runs and seed logs must not change with its implementation. */
 static void test_weights_hash_layout(void)
@@ -613,6 +680,7 @@ int main(void)
     test_seedlog_and_checkpoint();
     test_seedlog_validation();
     test_step_spsa_and_determinism();
+    test_sweep_matches_estimators();
     test_weights_hash_layout();
     test_step_diverges();
     return PK_TEST_DONE();

@@ -1,8 +1,8 @@
 /* test_model.c: the engine against PK_SHARED_DIR/testdata/models: reference logits (1e-4 abs) and
  * losses for every architecture, padded mixed-length batches equal to each sequence alone,
  * stories260k logits and 100-token greedy generation with the KV cache, the MeZO perturbation
- * hook against explicitly perturbed weights, paired +/- passes equal to single ones, the FFN in
- * row chunks, and no allocation after reservation. */
+ * hook against explicitly perturbed weights, paired +/- passes and sweeps of N perturbations
+ * equal to single ones, the FFN in row chunks, and no allocation after reservation. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -428,6 +428,170 @@ static void check_paired(const char *name, int B, int T, int block_rows)
     pk_model_free(m);
 }
 
+/* The tensors of transformer block l (pk_layer's indices) set in mask. */
+static void mark_layer(const pk_model *m, int l, uint8_t *mask)
+{
+    const pk_layer *y = &m->layers[l];
+    const int ix[] = {y->ln1_w,  y->ln1_b,  y->ln2_w, y->ln2_b, y->q_w,   y->q_b,
+                      y->k_w,    y->k_b,    y->v_w,   y->v_b,   y->o_w,   y->o_b,
+                      y->gate_w, y->gate_b, y->fc1_w, y->fc1_b, y->fc2_w, y->fc2_b};
+    for (size_t j = 0; j < sizeof ix / sizeof ix[0]; j++) {
+        if (ix[j] >= 0)
+            mask[ix[j]] = 1;
+    }
+}
+
+/* Every output of one evaluation set: E evaluations of the batch. */
+typedef struct sweep_out {
+    float *lg, *sl, *sp;
+    double *nll, *mean;
+    int32_t *cnt;
+} sweep_out;
+
+static void sweep_alloc(sweep_out *o, int E, size_t nl, size_t ns, int B)
+{
+    o->lg = calloc((size_t)E * nl, 4);
+    o->sl = calloc((size_t)E * ns, 4);
+    o->sp = calloc((size_t)E * ns, 4);
+    o->nll = calloc((size_t)E * (size_t)B, sizeof(double));
+    o->cnt = calloc((size_t)E * (size_t)B, sizeof(int32_t));
+    o->mean = calloc((size_t)E, sizeof(double));
+}
+
+static void sweep_free(sweep_out *o)
+{
+    free(o->lg);
+    free(o->sl);
+    free(o->sp);
+    free(o->nll);
+    free(o->cnt);
+    free(o->mean);
+}
+
+/* 1 if a and b hold the same bits. */
+static int sweep_same(const sweep_out *a, const sweep_out *b, int E, size_t nl, size_t ns, int B,
+                      int causal)
+{
+    int same = !memcmp(a->lg, b->lg, (size_t)E * nl * 4) &&
+               !memcmp(a->sl, b->sl, (size_t)E * ns * 4) &&
+               !memcmp(a->sp, b->sp, (size_t)E * ns * 4);
+    if (causal)
+        same = same && !memcmp(a->nll, b->nll, (size_t)E * B * sizeof(double)) &&
+               !memcmp(a->cnt, b->cnt, (size_t)E * B * sizeof(int32_t)) &&
+               !memcmp(a->mean, b->mean, (size_t)E * sizeof(double));
+    return same;
+}
+
+/* A sweep of N perturbations (pk_sweep: own seeds and masks, an unperturbed evaluation, + and -
+ * passes) gives the same bits side by side in one pass over the weights (pairing ON), in
+ * sweeps as wide as AUTO allows, one evaluation at a time (OFF) and as separate calls of the
+ * single-perturbation functions; for every output, every architecture, 1, 2 and 3 threads.
+ * Case 0: 3 one-sided perturbations over all tensors, every third tensor and the last block,
+ * plus the unperturbed evaluation (fzoo's shape); case 1: 2 two-sided ones over the last one and
+ * two blocks (spsa q = 2 with layer sampling: a shared prefix). */
+static void check_sweep(const char *name, int B, int T, int block_rows)
+{
+    pk_model *m = load(name);
+    if (!m)
+        return;
+    pk_model_set_block_rows(m, block_rows);
+    int V = pk_model_vocab_size(m), causal = pk_model_is_causal(m), N = B * T, L = m->cfg.L;
+    int32_t *ids = malloc((size_t)N * 4), lens[16];
+    PK_CHECK(B <= 16 && L >= 2);
+    for (int i = 0; i < N; i++)
+        ids[i] = (int32_t)(3 + (i * 97 + i / 5) % (V - 3));
+    for (int r = 0; r < B; r++)
+        lens[r] = T - (r * 3) % (T / 2);
+    pk_batch b = {B, T, ids, lens, NULL};
+    size_t nt = pk_model_n_tensors(m);
+    uint8_t *every3 = calloc(nt, 1), *last = calloc(nt, 1), *last2 = calloc(nt, 1);
+    for (size_t i = 0; i < nt; i += 3)
+        every3[i] = 1;
+    mark_layer(m, L - 1, last);
+    mark_layer(m, L - 1, last2);
+    mark_layer(m, L - 2, last2);
+    int32_t sel_b[16], sel_t[16], want[3] = {1, 4, V - 1};
+    for (int r = 0; r < B; r++) {
+        sel_b[r] = r;
+        sel_t[r] = lens[r] - 1;
+    }
+    size_t nl = (size_t)N * (size_t)V, ns = (size_t)B * 3;
+    for (int sc = 0; sc < 2; sc++) {
+        const uint64_t seeds[3] = {11, 12 + (uint64_t)sc, 99};
+        const uint8_t *masks0[3] = {NULL, every3, last}, *masks1[2] = {last, last2};
+        pk_sweep s = {{0, 1e-2f, sc ? PK_Z_RADEMACHER : PK_Z_GAUSSIAN, NULL, sc},
+                      sc ? 2 : 3,
+                      seeds,
+                      sc ? masks1 : masks0,
+                      1};
+        int E = pk_sweep_evals(&s);
+        PK_CHECK_EQ(E, sc ? 5 : 4);
+        sweep_out ref, got;
+        sweep_alloc(&ref, E, nl, ns, B);
+        /* the reference: each evaluation alone through the single-perturbation functions */
+        pk_threads_set(2);
+        pk_model_set_pairing(m, PK_PAIRING_OFF);
+        for (int e = 0; e < E; e++) {
+            int i = e > 0 ? (e - 1) / (sc ? 2 : 1) : 0; /* e = 0: unperturbed */
+            pk_perturb one = {seeds[i], (sc && (e - 1) % 2) ? -1e-2f : 1e-2f, s.pert.kind,
+                              sc ? masks1[i] : masks0[i], 0};
+            const pk_perturb *p = e == 0 ? NULL : &one;
+            PK_CHECK(pk_model_logits(m, &b, p, ref.lg + (size_t)e * nl) == PK_OK);
+            PK_CHECK(pk_model_select_logits(m, &b, p, (size_t)B, sel_b, sel_t, 3, want,
+                                            ref.sl + (size_t)e * ns) == PK_OK);
+            PK_CHECK(pk_model_select_logprobs(m, &b, p, (size_t)B, sel_b, sel_t, 3, want,
+                                              ref.sp + (size_t)e * ns) == PK_OK);
+            if (causal)
+                PK_CHECK(pk_model_loss(m, &b, NULL, p, ref.nll + (size_t)e * B,
+                                       ref.cnt + (size_t)e * B, ref.mean + e) == PK_OK);
+        }
+        for (int e = 1; e < E; e++) /* every evaluation is another function */
+            PK_CHECK(max_abs_diff(ref.lg, ref.lg + (size_t)e * nl, nl) > 1e-5f);
+        static const pk_pairing modes[] = {PK_PAIRING_ON, PK_PAIRING_AUTO, PK_PAIRING_OFF};
+        for (int threads = 1; threads <= 3; threads++) {
+            pk_threads_set(threads);
+            for (size_t md = 0; md < sizeof modes / sizeof modes[0]; md++) {
+                pk_model_set_pairing(m, modes[md]);
+                sweep_alloc(&got, E, nl, ns, B);
+                PK_CHECK(pk_model_logits_sweep(m, &b, &s, got.lg) == PK_OK);
+                PK_CHECK(pk_model_select_sweep(m, &b, &s, (size_t)B, sel_b, sel_t, 3, want, 0,
+                                               got.sl) == PK_OK);
+                PK_CHECK(pk_model_select_sweep(m, &b, &s, (size_t)B, sel_b, sel_t, 3, want, 1,
+                                               got.sp) == PK_OK);
+                if (causal)
+                    PK_CHECK(pk_model_loss_sweep(m, &b, NULL, &s, got.nll, got.cnt, got.mean) ==
+                             PK_OK);
+                if (!sweep_same(&ref, &got, E, nl, ns, B, causal)) {
+                    fprintf(stderr,
+                            "FAIL: %s sweep case %d (%d evaluations, pairing %d, %d "
+                            "threads, block rows %d) differs from separate passes\n",
+                            name, sc, E, (int)modes[md], threads, block_rows);
+                    PK_CHECK(0);
+                }
+                sweep_free(&got);
+            }
+        }
+        PK_CHECK_EQ(pk_model_sweep_width(m, B, T, E), 1); /* OFF, as left by the loop */
+        pk_model_set_pairing(m, PK_PAIRING_ON);
+        PK_CHECK_EQ(pk_model_sweep_width(m, B, T, E), E);
+        PK_CHECK_EQ(pk_model_sweep_width(m, B, T, 500), 64);
+        sweep_free(&ref);
+    }
+    /* bad sweeps are refused */
+    pk_sweep bad = {{1, 1e-2f, PK_Z_GAUSSIAN, NULL, 0}, 2, NULL, NULL, 0};
+    double mean[4];
+    PK_CHECK(pk_model_logits_sweep(m, &b, &bad, NULL) == PK_ERR_ARG);
+    if (causal)
+        PK_CHECK(pk_model_loss_sweep(m, &b, NULL, &bad, NULL, NULL, mean) == PK_ERR_ARG);
+    pk_model_set_pairing(m, PK_PAIRING_AUTO);
+    pk_threads_set(2);
+    free(every3);
+    free(last);
+    free(last2);
+    free(ids);
+    pk_model_free(m);
+}
+
 /* Above 1024 tokens the FFN runs in row chunks: a long batch's per-row losses equal each row's
  * loss computed alone (a batch of one). */
 static void check_ffn_chunks(const char *name, int B, int T)
@@ -495,6 +659,10 @@ int main(void)
         check_paired(models[i], 3, 12, 5);
     }
     check_paired("llama-tiny", 20, 64, 0); /* 1280 tokens: the FFN (wider than q|k|v) in chunks */
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
+        check_sweep(models[i], 2, 10, 0);
+        check_sweep(models[i], 2, 10, 5);
+    }
     check_ffn_chunks("llama-tiny", 20, 64);
     check_ffn_chunks("gpt2-tiny", 20, 64); /* GPT-2 Conv1D weights */
     return PK_TEST_DONE();

@@ -225,6 +225,28 @@ typedef struct pk_perturb {
     int both;
 } pk_perturb;
 
+/* A sweep: several perturbations of the same batch evaluated in one pass over the weights
+ * (DESIGN 4, docs/ZGEN.md). pert gives the scale, kind and both of every perturbation; n >= 1
+ * perturbations take seeds[n] (borrowed) instead of pert.seed and, if masks (borrowed) is not
+ * NULL, masks[i] (NULL = all tensors) instead of pert.trainable for perturbation i; n = 0 is the
+ * one perturbation pert. base = 1 adds an unperturbed evaluation. The evaluations, in output
+ * order: the unperturbed one (base), then per perturbation i the +scale one and (pert.both) the
+ * -scale one; pk_sweep_evals counts them, and every output of the *_sweep evaluation functions
+ * is that many times as long as for one evaluation, evaluation e's at e times the single size.
+ * They run side by side, pk_model_sweep_width at a time, each weight block materialized for
+ * all of them while it is hot (a + and its - pass from one z); every result is the bits of the
+ * same evaluation run alone. */
+typedef struct pk_sweep {
+    pk_perturb pert;
+    int n;
+    const uint64_t *seeds;
+    const uint8_t *const *masks;
+    int base;
+} pk_sweep;
+
+/* Evaluations of s: base + max(n, 1) * (pert.both ? 2 : 1). */
+int pk_sweep_evals(const pk_sweep *s);
+
 /* How a pk_perturb with both = 1 runs. Paired, the + and - passes go through the layers
  * together: each weight block's z is generated once for both (one z sweep instead of two per
  * step) at the cost of a second set of activations. */
@@ -241,6 +263,13 @@ void pk_model_set_pairing(pk_model *m, pk_pairing mode);
 void pk_model_set_perturb_diag(pk_model *m, const float *const *hdiag);
 /* 1 if a both = 1 evaluation of a (B, T) batch runs paired. */
 int pk_model_pairs(const pk_model *m, int B, int T);
+/* Passes run side by side for `evals` evaluations of a (B, T) batch, 1 .. min(evals, 64):
+ * PK_PAIRING_OFF 1, ON min(evals, 64), AUTO the most passes whose activations together stay
+ * within 6% of the weight bytes, the memory of a paired step (so AUTO pairs exactly when
+ * pk_model_pairs). More evaluations run in several sweeps. */
+int pk_model_sweep_width(const pk_model *m, int B, int T, int evals);
+/* Activation bytes one pass of a (B, T) batch adds to a sweep (the arena copy of each pass). */
+size_t pk_model_pass_bytes(const pk_model *m, int B, int T);
 
 /* Reserves activations for batches up to (B, T) so later forward calls do not allocate
  * (otherwise the first forward of a larger shape reserves lazily). PK_ERR_ARG if T exceeds
@@ -280,6 +309,19 @@ PK_NODISCARD pk_status pk_model_select_logprobs(pk_model *m, const pk_batch *bat
  * and meaningless). For tests and small inputs; training uses the two functions above. */
 PK_NODISCARD pk_status pk_model_logits(pk_model *m, const pk_batch *batch, const pk_perturb *pert,
                                        float *out);
+
+/* The evaluation functions above over every evaluation of a sweep s (NULL: one unperturbed
+ * evaluation), outputs pk_sweep_evals(s) times as long (pk_sweep); select: logprobs != 0 for
+ * pk_model_select_logprobs's values. PK_ERR_ARG also for n < 0 or n >= 1 without seeds. */
+PK_NODISCARD pk_status pk_model_loss_sweep(pk_model *m, const pk_batch *batch,
+                                           const uint8_t *target_mask, const pk_sweep *s,
+                                           double *seq_nll, int32_t *seq_count, double *mean);
+PK_NODISCARD pk_status pk_model_select_sweep(pk_model *m, const pk_batch *batch, const pk_sweep *s,
+                                             size_t n_sel, const int32_t *sel_b,
+                                             const int32_t *sel_t, size_t n_ids, const int32_t *ids,
+                                             int logprobs, float *out);
+PK_NODISCARD pk_status pk_model_logits_sweep(pk_model *m, const pk_batch *batch, const pk_sweep *s,
+                                             float *out);
 
 /* Generation with a KV cache (causal models only, one sequence). */
 typedef struct pk_gen pk_gen;
