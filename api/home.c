@@ -239,16 +239,13 @@ static int import_opts(const pocketllm_import_params *p, pk_import_opts *o)
     case POCKETLLM_FORMAT_TXT:
         o->format = PK_IMPORT_TXT;
         break;
-    case POCKETLLM_FORMAT_TXT_PARAGRAPHS:
-        o->format = PK_IMPORT_TXT;
-        o->paragraphs = 1;
-        break;
     case POCKETLLM_FORMAT_CSV:
         o->format = PK_IMPORT_CSV;
         break;
     default:
         return -1;
     }
+    o->paragraphs = p->paragraphs != 0;
     o->progress = p->progress;
     o->progress_user = p->user;
     return 0;

@@ -152,10 +152,10 @@ static void hook_step(void *user, int64_t step, int64_t total, const pk_step_row
     c->info.step = step;
     c->info.total = total;
     if (q > 0) {
-        c->info.loss_plus = rows[0].loss_plus;
-        c->info.loss_minus = rows[0].loss_minus;
-        c->info.g = rows[0].g;
-        c->info.lr = rows[0].lr;
+        c->info.loss_plus = (double)rows[0].loss_plus;
+        c->info.loss_minus = (double)rows[0].loss_minus;
+        c->info.g = (double)rows[0].g;
+        c->info.lr = (double)rows[0].lr;
     }
 }
 

@@ -168,11 +168,12 @@ typedef enum pocketllm_format {
                                    "text" [+ "text2"] + "label" */
     POCKETLLM_FORMAT_TXT = 2,   /* one example per line */
     POCKETLLM_FORMAT_CSV = 3,   /* a header row naming the JSONL columns, RFC 4180 quoting */
-    POCKETLLM_FORMAT_TXT_PARAGRAPHS = 4, /* one example per blank-line-separated paragraph */
 } pocketllm_format;
 
 typedef struct pocketllm_import_params {
     pocketllm_format format; /* default POCKETLLM_FORMAT_AUTO */
+    int paragraphs;          /* TXT (also when AUTO picks it): one example per
+                                blank-line-separated paragraph instead of per line */
     /* Optional: called after every 64th example added and once at the end, with the count so
      * far; on the calling thread. */
     void (*progress)(void *user, int64_t n_examples);
@@ -411,7 +412,7 @@ typedef struct pocketllm_sync_params {
     double dp_clip;        /* > 0: clip each step's g to [-clip, clip]; 0: the task's */
     double dp_noise;       /* > 0: Gaussian noise sigma * clip on each g (needs dp_clip) */
     double dp_delta;       /* delta of the reported epsilon (default 1e-5) */
-    double wait_s;         /* wait this long for the round to close (default 30) */
+    double wait_s;         /* wait this long for the round to close (default 60) */
     double timeout_s;      /* per HTTP request (0: the library's default) */
     const char *out_dir;   /* NULL, or write the global model (base + log) there */
 } pocketllm_sync_params;
