@@ -184,6 +184,27 @@ static void fill_result(pocketllm_train_result *r, const pk_train_result *t, flo
     r->lr = t->lr_search.n > 0 ? t->lr_search.chosen : lr;
 }
 
+_Static_assert(POCKETLLM_LR_CANDIDATES == PK_LR_CANDIDATES, "lr search size");
+
+/* The lr_auto search the trainer ran when it opened a new run, to the callback. */
+static void report_lr_search(const pocketllm_train_params *p, const pk_lr_search *r)
+{
+    if (r->n == 0 || p->on_lr_search == NULL)
+        return;
+    pocketllm_lr_search out;
+    memset(&out, 0, sizeof out);
+    out.n = r->n;
+    out.steps_each = r->steps_each;
+    out.held_examples = r->held_examples;
+    for (int i = 0; i < r->n && i < POCKETLLM_LR_CANDIDATES; i++) {
+        out.lr[i] = r->lr[i];
+        out.loss[i] = r->loss[i];
+    }
+    out.start_loss = r->start_loss;
+    out.chosen = r->chosen;
+    p->on_lr_search(p->user, &out);
+}
+
 /* Steps t until done, stopping at a step boundary when a cancel was asked for. */
 static pk_status train_loop(pocketllm_home *h, pk_trainer *t, train_ctx *ctx)
 {
@@ -197,6 +218,8 @@ static pk_status train_loop(pocketllm_home *h, pk_trainer *t, train_ctx *ctx)
         ctx->info.has_eval = 0;
         ctx->info.eval_loss = ctx->info.eval_acc = (double)NAN;
         st = pk_trainer_step(t, h->err, sizeof h->err);
+        ctx->info.evaluations = pk_trainer_result(t)->evaluations;
+        ctx->info.elapsed_s = pk_trainer_result(t)->elapsed_s;
         if (st == PK_OK && ctx->stepped && ctx->p->progress &&
             ctx->p->progress(ctx->p->user, &ctx->info) != 0)
             atomic_store(&h->cancel, 1);
@@ -231,8 +254,10 @@ pocketllm_status pocketllm_train(pocketllm_home *h, const pocketllm_train_params
     st = pk_trainer_open(h->s, params->resume_run > 0 ? NULL : &cfg,
                          params->resume_run > 0 ? params->resume_run : 0, &hooks, &t, h->err,
                          sizeof h->err);
-    if (st == PK_OK)
+    if (st == PK_OK) {
+        report_lr_search(params, &pk_trainer_result(t)->lr_search);
         st = train_loop(h, t, &ctx);
+    }
     if (t != NULL && result)
         fill_result(result, pk_trainer_result(t), params->lr);
     int cancelled = t != NULL && pk_trainer_result(t)->interrupted;

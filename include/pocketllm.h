@@ -236,16 +236,30 @@ typedef enum pocketllm_objective {
 /* What a progress callback sees after each step (valid during the call). */
 typedef struct pocketllm_step_info {
     int64_t run_id;
-    int64_t step;      /* 0-based step just logged */
-    int64_t total;     /* the run's steps */
-    double loss_plus;  /* loss at W + eps z (first perturbation of the step) */
-    double loss_minus; /* loss at W - eps z */
-    double g;          /* projected gradient (after clipping) */
-    double lr;         /* learning rate of the step */
-    int has_eval;      /* 1: an eval ran at this step (eval_loss, eval_acc) */
-    double eval_loss;  /* held-out loss of that eval */
-    double eval_acc;   /* its accuracy (NaN for lm) */
+    int64_t step;        /* 0-based step just logged */
+    int64_t total;       /* the run's steps */
+    double loss_plus;    /* loss at W + eps z (first perturbation of the step) */
+    double loss_minus;   /* loss at W - eps z */
+    double g;            /* projected gradient (after clipping) */
+    double lr;           /* learning rate of the step */
+    int has_eval;        /* 1: an eval ran after this step, i.e. at step + 1 steps done */
+    double eval_loss;    /* held-out loss of that eval */
+    double eval_acc;     /* its accuracy (NaN for lm) */
+    int64_t evaluations; /* loss evaluations of the run so far */
+    double elapsed_s;    /* training seconds of this call so far (evals excluded) */
 } pocketllm_step_info;
+
+/* What the learning-rate search of lr_auto tried (valid during the callback). */
+#define POCKETLLM_LR_CANDIDATES 7
+typedef struct pocketllm_lr_search {
+    int n;             /* candidates tried */
+    int steps_each;    /* steps per candidate from the same starting weights */
+    int held_examples; /* examples held back to judge on */
+    float lr[POCKETLLM_LR_CANDIDATES];
+    double loss[POCKETLLM_LR_CANDIDATES]; /* held-back loss after the steps; inf: diverged */
+    double start_loss;                    /* held-back loss before any step */
+    float chosen;                         /* the rate the run trains with */
+} pocketllm_lr_search;
 
 /* Return 0 to go on, non-zero to stop at this step boundary (as pocketllm_cancel). */
 typedef int (*pocketllm_progress_fn)(void *user, const pocketllm_step_info *info);
@@ -288,8 +302,9 @@ typedef struct pocketllm_train_params {
     /* Or continue a run from its log, bit-exactly (the fields above are then ignored): */
     int64_t resume_run;
     /* Callbacks (optional), on the training thread: */
-    void (*on_start)(void *user, int64_t run_id, int64_t first_step); /* the run exists */
-    pocketllm_progress_fn progress;                                   /* after each step */
+    void (*on_start)(void *user, int64_t run_id, int64_t first_step);    /* the run exists */
+    pocketllm_progress_fn progress;                                      /* after each step */
+    void (*on_lr_search)(void *user, const pocketllm_lr_search *search); /* lr_auto, once */
     void *user;
 } pocketllm_train_params;
 
