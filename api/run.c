@@ -289,7 +289,6 @@ static pk_status eval_config(pocketllm_home *h, const pocketllm_eval_params *p, 
 {
     pk_status st = PK_OK;
     *c = pk_train_config_default();
-    c->seq_len = 64;
     if (p->run_id > 0) {
         pk_run_info ri;
         st = pk_run_load_config(h->s, p->run_id, &ri, c, h->err, sizeof h->err);

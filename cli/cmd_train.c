@@ -408,56 +408,40 @@ static const cli_command eval_cmd = {
     0,
     NULL};
 
-/* With --run: the run's settings, then the options given on the command line over them. */
-static pk_status eval_run_config(const eval_opts *o, pk_store *s, pk_train_config *cfg, char *err,
-                                 size_t n)
+/* The eval parameters: with --run only what the command line gives overrides the run's
+ * settings; with --model every setting is the command line's (or its default). */
+static pocketllm_eval_params eval_params(const eval_opts *o)
 {
-    pk_run_info ri;
-    pk_status st = pk_run_load_config(s, o->run, &ri, cfg, err, n);
-    pk_run_info_clear(&ri);
-    if (st != PK_OK)
-        return st;
-    if (cli_given(&o->c, "--objective"))
-        cfg->objective = o->cfg.objective;
-    if (cli_given(&o->c, "--template"))
-        memcpy(cfg->template_, o->cfg.template_, sizeof cfg->template_);
-    if (cli_given(&o->c, "--labels"))
-        memcpy(cfg->labels, o->cfg.labels, sizeof cfg->labels);
-    if (cli_given(&o->c, "--batch"))
-        cfg->batch = o->cfg.batch;
-    if (cli_given(&o->c, "--seq-len"))
-        cfg->seq_len = o->cfg.seq_len;
-    return PK_OK;
+    pocketllm_eval_params p = pocketllm_eval_default_params();
+    int all = o->run == 0;
+    p.model_dir = all ? o->model : NULL; /* --run wins, as it always has */
+    p.run_id = o->run;
+    p.dataset = o->dataset;
+    if (all || cli_given(&o->c, "--objective"))
+        p.objective = (int)o->cfg.objective;
+    if (all || cli_given(&o->c, "--template"))
+        p.template_text = o->cfg.template_;
+    if (all || cli_given(&o->c, "--labels"))
+        p.labels = o->cfg.labels;
+    if (all || cli_given(&o->c, "--batch"))
+        p.batch = o->cfg.batch;
+    if (all || cli_given(&o->c, "--seq-len"))
+        p.seq_len = o->cfg.seq_len;
+    return p;
 }
 
-/* The model (a run's weights or --model) and the settings it is evaluated with. */
-static pk_status eval_load(const eval_opts *o, pk_store *s, pk_train_config *cfg, pk_model **m,
-                           char *err, size_t n)
+static int eval_print(const char *dataset, const pocketllm_eval_result *r)
 {
-    if (o->run > 0) {
-        pk_status st = eval_run_config(o, s, cfg, err, n);
-        return st != PK_OK ? st : pk_run_materialize(s, o->run, m, err, n);
-    }
-    *cfg = o->cfg;
-    if (realpath(o->model, cfg->model_dir) == NULL) {
-        snprintf(err, n, "--model %s: no such directory", o->model);
-        return PK_ERR_NOTFOUND;
-    }
-    return pk_model_load(cfg->model_dir, pk_model_default_params(), m, err, n);
-}
-
-static int eval_print(const char *dataset, const pk_objective *obj, pk_objective_kind kind,
-                      double loss, double acc)
-{
+    pk_objective_kind kind = (pk_objective_kind)r->objective;
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "dataset", dataset);
-    cJSON_AddNumberToObject(j, "examples", (double)pk_objective_size(obj));
+    cJSON_AddNumberToObject(j, "examples", (double)r->examples);
     cJSON_AddStringToObject(j, "objective", pk_objective_name(kind));
-    cli_json_add_rounded(j, "loss", loss, 6);
+    cli_json_add_rounded(j, "loss", r->loss, 6);
     if (kind == PK_OBJ_LM)
-        cli_json_add_rounded(j, "perplexity", exp(loss), 4);
-    if (!isnan(acc))
-        cli_json_add_rounded(j, "accuracy", acc, 4);
+        cli_json_add_rounded(j, "perplexity", exp(r->loss), 4);
+    if (!isnan(r->accuracy))
+        cli_json_add_rounded(j, "accuracy", r->accuracy, 4);
     return cli_json_print(j);
 }
 
@@ -472,28 +456,15 @@ int cmd_eval(int argc, char **argv)
         return CLI_USAGE;
     }
     cli_apply_threads(&o.c);
-    pk_store *s = NULL;
-    pk_model *m = NULL;
-    pk_objective *obj = NULL;
-    pk_train_config cfg;
-    char err[ERRLEN] = "";
-    rc = cli_open_store(&o.c, &s);
+    pocketllm_home *h = NULL;
+    rc = cli_open_home(&o.c, &h);
     if (rc != 0)
         return rc;
-    pk_status st = eval_load(&o, s, &cfg, &m, err, sizeof err);
-    if (st == PK_OK)
-        st = pk_objective_from_store(s, o.dataset, m, cfg.model_dir, &cfg, &obj, err, sizeof err);
-    double loss = 0, acc = 0;
-    if (st == PK_OK) {
-        st = pk_objective_eval(obj, m, (size_t)cfg.batch, &loss, &acc);
-        if (st != PK_OK)
-            snprintf(err, sizeof err, "evaluating: %s", pk_status_str(st));
-    }
-    rc = st == PK_OK ? eval_print(o.dataset, obj, cfg.objective, loss, acc)
-                     : cli_fail(o.c.cmd, st, err);
-    pk_objective_free(obj);
-    pk_model_free(m);
-    pk_store_close(s);
+    pocketllm_eval_params p = eval_params(&o);
+    pocketllm_eval_result r;
+    pocketllm_status st = pocketllm_eval(h, &p, &r);
+    rc = st == POCKETLLM_OK ? eval_print(o.dataset, &r) : cli_home_fail(o.c.cmd, h, st);
+    pocketllm_home_close(h);
     return rc;
 }
 

@@ -349,7 +349,7 @@ typedef struct pocketllm_eval_params {
     const char *template_text; /* NULL: the run's */
     const char *labels;        /* NULL: the run's */
     int batch;                 /* 0: the run's (8 for a model) */
-    int seq_len;               /* 0: the run's (64 for a model) */
+    int seq_len;               /* 0: the run's (128 for a model) */
 } pocketllm_eval_params;
 
 /* The defaults: objective -1, batch and seq_len 0 (the run's). Threads: any thread. */
