@@ -605,7 +605,8 @@ pocketllm_status pocketllm_sync(pocketllm_home *h, const pocketllm_sync_params *
         char e[512] = "";
         st = pk_model_save(pk_sync_mezo_model(mz), params->out_dir, PK_DTYPE_F32, e, sizeof e);
         if (st != PK_OK)
-            api_fail(h, st, "out_dir %s: %s", params->out_dir, e[0] ? e : pk_status_str(st));
+            api_fail(h, st, "writing the global model to %s: %s", params->out_dir,
+                     e[0] ? e : pk_status_str(st));
     }
     pk_sync_mezo_free(mz);
     return api_done(h, st);
