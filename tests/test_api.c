@@ -178,9 +178,13 @@ static int64_t test_train_cancel_resume(pocketllm_home *h)
     PK_CHECK(strstr(pocketllm_errmsg(h), "cancelled") != NULL);
     PK_CHECK(strcmp(b.weights_hash, a.weights_hash) != 0);
 
+    /* Resumed on one thread (the run began on two): the same bits (DESIGN 10). */
+    int threads = pocketllm_set_threads(0);
+    PK_CHECK_EQ(pocketllm_set_threads(1), 1);
     pocketllm_train_params rp = pocketllm_train_default_params();
     rp.resume_run = b.run_id;
     PK_CHECK_EQ(pocketllm_train(h, &rp, &c), POCKETLLM_OK);
+    PK_CHECK_EQ(pocketllm_set_threads(threads), threads);
     PK_CHECK_EQ(c.run_id, b.run_id);
     PK_CHECK_EQ(c.steps_done, 6);
     PK_CHECK(strcmp(c.weights_hash, a.weights_hash) == 0);
