@@ -395,7 +395,8 @@ static pk_status gen_load(pocketllm_home *h, const pocketllm_generate_params *p,
         pk_run_info_clear(&ri);
         if (st == PK_OK)
             st = pk_run_materialize(h->s, p->run_id, &s->m, h->err, sizeof h->err);
-        snprintf(dir, sizeof dir, "%s", cfg.model_dir);
+        if (st == PK_OK)
+            snprintf(dir, sizeof dir, "%s", cfg.model_dir);
     } else {
         snprintf(dir, sizeof dir, "%s", p->model_dir);
         st = pk_model_load(dir, pk_model_default_params(), &s->m, h->err, sizeof h->err);

@@ -302,6 +302,10 @@ static void test_generate(pocketllm_home *h, int64_t run)
     gp.run_id = run;
     PK_CHECK_EQ(pocketllm_generate(h, &gp, again, sizeof again, &n), POCKETLLM_OK);
     PK_CHECK_EQ(n, 12);
+    gp.run_id = 999; /* no such run: an error, not a read of its settings */
+    PK_CHECK_EQ(pocketllm_generate(h, &gp, again, sizeof again, &n), POCKETLLM_ERR_NOTFOUND);
+    PK_CHECK(strstr(pocketllm_errmsg(h), "999") != NULL);
+    gp.run_id = run;
     gp.max_new = 1 << 20;
     PK_CHECK_EQ(pocketllm_generate(h, &gp, again, sizeof again, &n), POCKETLLM_ERR_ARG);
     PK_CHECK(strstr(pocketllm_errmsg(h), "positions") != NULL);
