@@ -66,7 +66,7 @@ int main(int argc, char **argv)
     char text[512];
     if ((st = pocketllm_generate(h, &gp, text, sizeof text, NULL)) != POCKETLLM_OK)
         return fail(h, "generate", st);
-    printf("Pip%s\n", text);
+    printf("Pip%s%s\n", text[0] == ' ' ? "" : " ", text); /* the text after the prompt */
     pocketllm_home_close(h);
     return 0;
 }
