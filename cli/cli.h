@@ -45,6 +45,13 @@ int cmd_model_info(int argc, char **argv);
 /* Area: tokenizer (cmd_tokenize.c) */
 int cmd_tokenize(int argc, char **argv);
 int cmd_bench_tokenize(int argc, char **argv);
+/* The agent home of --home through libpocketllm (pocketllm.h), the way every command the API
+ * covers opens it: the same checks and messages as cli_open_store (passphrase.h). 0 with *out
+ * open (pocketllm_home_close), else the exit code after printing why. (cmd_data.c) */
+struct pocketllm_home;
+int cli_open_home(const cli_common *c, struct pocketllm_home **out);
+/* Prints the handle's last error for cmd; CLI_INTERRUPTED for a cancelled call, else CLI_ERR. */
+int cli_home_fail(const char *cmd, struct pocketllm_home *h, int st);
 /* Area: store (cmd_data.c) */
 int cmd_init(int argc, char **argv);
 int cmd_import(int argc, char **argv);

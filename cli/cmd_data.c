@@ -7,6 +7,7 @@
 
 #include "pk_crypto.h"
 #include "pk_store.h"
+#include "pocketllm.h"
 #include "progress.h"
 
 #include <cjson/cJSON.h>
@@ -274,26 +275,76 @@ static const cli_command import_cmd = {
     "  pocketllm import notes.txt --dataset notes --paragraphs\n"
     "  pocketllm import sst2.jsonl --dataset sst2 --home ~/agent"};
 
+int cli_open_home(const cli_common *c, pocketllm_home **out)
+{
+    char home[1024];
+    char *pass = NULL;
+    size_t len = 0;
+    struct stat sb;
+    *out = NULL;
+    if (cli_home(c, home, sizeof home) != 0) {
+        cli_error(c->cmd, "the agent home path is too long");
+        return CLI_USAGE;
+    }
+    if (stat(home, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+        cli_error(c->cmd, "%s is a file, not an agent home directory", home);
+        return CLI_ERR;
+    }
+    char db[1100];
+    if (pk_store_db_path(home, db, sizeof db) == 0 && access(db, F_OK) != 0) {
+        /* Say so before asking for a passphrase that cannot help. */
+        cli_error(c->cmd, "no agent home at %s: run pocketllm init --home %s", home, home);
+        return CLI_ERR;
+    }
+    if (pk_crypto_global_init() != PK_OK) { /* the passphrase buffer is sodium memory */
+        cli_error(c->cmd, "libsodium failed to initialise");
+        return CLI_ERR;
+    }
+    int rc = cli_read_passphrase(c, 0, &pass, &len);
+    if (rc != CLI_OK)
+        return rc;
+    pocketllm_status st = pocketllm_home_open(home, pass, len, NULL, out); /* wipes pass */
+    cli_free_passphrase(pass, len);
+    if (st == POCKETLLM_OK)
+        return CLI_OK;
+    if (st == POCKETLLM_ERR_NOTFOUND)
+        cli_error(c->cmd, "no agent home at %s: run pocketllm init --home %s", home, home);
+    else
+        cli_error(c->cmd, "%s", pocketllm_errmsg(*out));
+    pocketllm_home_close(*out);
+    *out = NULL;
+    return CLI_ERR;
+}
+
+int cli_home_fail(const char *cmd, pocketllm_home *h, int st)
+{
+    cli_error(cmd, "%s", pocketllm_errmsg(h));
+    return st == POCKETLLM_ERR_CANCELLED ? CLI_INTERRUPTED : CLI_ERR;
+}
+
 static void import_progress(void *user, int64_t n)
 {
     pk_progress_update(user, n, (double)NAN);
 }
 
-/* Imports FILE with a progress display; prints the result. */
-static int import_run(const import_opts *o, pk_store *s, const char *file)
+/* Imports FILE with a progress display (pocketllm_import_file); prints the result. */
+static int import_run(const import_opts *o, pocketllm_home *h, const char *file)
 {
-    char serr[512] = ""; /* what the store says on failure */
-    pk_import_opts opts = {.format = (pk_import_format)o->format, .paragraphs = o->paragraphs};
+    static const pocketllm_format formats[] = {POCKETLLM_FORMAT_AUTO, POCKETLLM_FORMAT_JSONL,
+                                               POCKETLLM_FORMAT_TXT, POCKETLLM_FORMAT_CSV};
+    pocketllm_import_params ip = pocketllm_import_default_params();
     int64_t n = 0;
     pk_progress *prog =
         pk_progress_new("import", 0, pk_progress_mode_from_args(o->c.json, o->c.quiet));
     pk_progress_set_unit(prog, "examples");
-    opts.progress = import_progress;
-    opts.progress_user = prog;
-    pk_status st = pk_store_import(s, file, o->dataset, opts, &n, serr, sizeof serr);
+    ip.format = formats[o->format];
+    ip.paragraphs = o->paragraphs;
+    ip.progress = import_progress;
+    ip.user = prog;
+    pocketllm_status st = pocketllm_import_file(h, o->dataset, file, &ip, &n);
     pk_progress_finish(prog);
-    if (st != PK_OK) {
-        cli_error(o->c.cmd, "%s; nothing was imported", serr);
+    if (st != POCKETLLM_OK) {
+        cli_error(o->c.cmd, "%s; nothing was imported", pocketllm_errmsg(h));
         return CLI_ERR;
     }
     if (o->c.json) {
@@ -322,12 +373,12 @@ int cmd_import(int argc, char **argv)
         cli_error(o.c.cmd, "%s: %s", file, strerror(errno));
         return CLI_ERR;
     }
-    pk_store *s = NULL;
-    rc = cli_open_store(&o.c, &s);
+    pocketllm_home *h = NULL;
+    rc = cli_open_home(&o.c, &h);
     if (rc != CLI_OK)
         return rc;
-    rc = import_run(&o, s, file);
-    pk_store_close(s);
+    rc = import_run(&o, h, file);
+    pocketllm_home_close(h);
     return rc;
 }
 
@@ -445,7 +496,7 @@ static const cli_group data_group = {
     "  pocketllm data export --dataset notes --out notes.jsonl",
     data_subs};
 
-static int list_row(const pk_dataset_info *d, int json)
+static int list_row(const pocketllm_dataset *d, int json)
 {
     if (json) {
         cJSON *j = cJSON_CreateObject();
@@ -466,15 +517,22 @@ static int list_row(const pk_dataset_info *d, int json)
     return CLI_OK;
 }
 
-static int list_run(const list_opts *o, pk_store *s)
+static int list_run(const list_opts *o, pocketllm_home *h)
 {
-    char serr[512] = ""; /* what the store says on failure */
-    pk_dataset_info *d = NULL;
-    size_t n = 0;
-    if (pk_store_dataset_list(s, &d, &n, serr, sizeof serr) != PK_OK) {
-        cli_error(o->c.cmd, "%s", serr);
+    pocketllm_dataset *d = NULL;
+    size_t n = 0, got = 0;
+    /* Sized first, then filled; a dataset imported in between is listed next time. */
+    pocketllm_status st = pocketllm_datasets(h, NULL, 0, &n);
+    if (st == POCKETLLM_OK && n > 0) {
+        d = calloc(n, sizeof *d);
+        st = d ? pocketllm_datasets(h, d, n, &got) : POCKETLLM_ERR_NOMEM;
+    }
+    if (st != POCKETLLM_OK) {
+        cli_error(o->c.cmd, "%s", pocketllm_errmsg(h));
+        free(d);
         return CLI_ERR;
     }
+    n = got < n ? got : n;
     if (!o->c.json)
         printf("%-24s %10s %14s  %s\n", "dataset", "examples", "sealed bytes", "created (UTC)");
     int rc = CLI_OK;
@@ -490,15 +548,15 @@ static int list_run(const list_opts *o, pk_store *s)
 static int data_list(int argc, char **argv)
 {
     list_opts o = {0};
-    pk_store *s = NULL;
+    pocketllm_home *h = NULL;
     int rc = cli_parse(&list_cmd, argc, argv, &o);
     if (rc != 0)
         return rc < 0 ? CLI_OK : rc;
-    rc = cli_open_store(&o.c, &s);
+    rc = cli_open_home(&o.c, &h);
     if (rc != CLI_OK)
         return rc;
-    rc = list_run(&o, s);
-    pk_store_close(s);
+    rc = list_run(&o, h);
+    pocketllm_home_close(h);
     return rc;
 }
 
@@ -532,38 +590,69 @@ static void format_ids(const int64_t *ids, int64_t n, char *buf, size_t len)
         snprintf(buf + w, len - w, ", ...");
 }
 
-static int forget_run(const forget_opts *o, pk_store *s)
+/* The forget itself: a dataset through the API (pocketllm_dataset_forget), one example through
+ * the store (the API has no per-example call). runs gets the run ids (*n of them, at most cap
+ * kept, *total in all). */
+static int forget_do(const forget_opts *o, const cli_common *c, int64_t *runs, size_t cap,
+                     size_t *n, size_t *total)
 {
-    char serr[512] = "", list[400]; /* serr: what the store says on failure */
-    int64_t *runs = NULL, n = 0;
-    pk_status st = o->dataset ? pk_store_dataset_forget_ex(s, o->dataset, o->with_runs, &runs, &n,
-                                                           serr, sizeof serr)
-                              : pk_store_example_forget(s, o->id, serr, sizeof serr);
-    if (st != PK_OK) {
-        cli_error(o->c.cmd, "%s", serr);
-        return CLI_ERR;
+    *n = *total = 0;
+    if (o->dataset) {
+        pocketllm_home *h = NULL;
+        int rc = cli_open_home(c, &h);
+        if (rc != CLI_OK)
+            return rc;
+        if (pocketllm_dataset_forget(h, o->dataset, o->with_runs, runs, cap, total) !=
+            POCKETLLM_OK) {
+            cli_error(c->cmd, "%s", pocketllm_errmsg(h));
+            rc = CLI_ERR;
+        }
+        pocketllm_home_close(h);
+        *n = *total < cap ? *total : cap;
+        return rc;
     }
-    format_ids(runs, n, list, sizeof list);
-    free(runs);
+    char serr[512] = ""; /* what the store says on failure */
+    pk_store *s = NULL;
+    int rc = cli_open_store(c, &s);
+    if (rc != CLI_OK)
+        return rc;
+    if (pk_store_example_forget(s, o->id, serr, sizeof serr) != PK_OK) {
+        cli_error(c->cmd, "%s", serr);
+        rc = CLI_ERR;
+    }
+    pk_store_close(s);
+    return rc;
+}
+
+static int forget_run(const forget_opts *o)
+{
+    char list[400];
+    int64_t runs[128];
+    size_t n = 0, total = 0;
+    int rc = forget_do(o, &o->c, runs, sizeof runs / sizeof runs[0], &n, &total);
+    if (rc != CLI_OK)
+        return rc;
+    format_ids(runs, (int64_t)n, list, sizeof list);
+    if (n < total && strlen(list) + 6 < sizeof list)
+        strcat(list, ", ..."); /* more than the buffer kept */
     if (o->dataset)
         printf("forgot dataset '%s'\n", o->dataset);
     else
         printf("forgot example %lld\n", (long long)o->id);
-    if (n > 0 && o->with_runs)
-        printf("deleted %lld run%s trained on it or chained from one that was: %s\n", (long long)n,
-               n == 1 ? "" : "s", list);
-    else if (n > 0)
+    if (total > 0 && o->with_runs)
+        printf("deleted %zu run%s trained on it or chained from one that was: %s\n", total,
+               total == 1 ? "" : "s", list);
+    else if (total > 0)
         fprintf(stderr,
                 "note: the weights of run%s %s still carry dataset '%s' (trained on it, or "
                 "chained from a run that was); --with-runs deletes such runs with the dataset\n",
-                n == 1 ? "" : "s", list, o->dataset);
+                total == 1 ? "" : "s", list, o->dataset);
     return CLI_OK;
 }
 
 static int data_forget(int argc, char **argv)
 {
     forget_opts o = {0};
-    pk_store *s = NULL;
     int rc = cli_parse(&forget_cmd, argc, argv, &o);
     if (rc != 0)
         return rc < 0 ? CLI_OK : rc;
@@ -575,12 +664,7 @@ static int data_forget(int argc, char **argv)
         cli_error(o.c.cmd, "--with-runs goes with --dataset NAME");
         return CLI_USAGE;
     }
-    rc = cli_open_store(&o.c, &s);
-    if (rc != CLI_OK)
-        return rc;
-    rc = forget_run(&o, s);
-    pk_store_close(s);
-    return rc;
+    return forget_run(&o);
 }
 
 /* "-" is stdout; anything else a new file that no one else can read. */

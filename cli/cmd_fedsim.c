@@ -8,6 +8,8 @@
 #include "progress.h"
 #include "sync_opts.h"
 
+#include "api_sync.h"
+
 #include "pk_crypto.h"
 #include "pk_fedsim.h"
 #include "pk_model.h"
@@ -162,8 +164,11 @@ static int cmd_fedsim_device(int argc, char **argv)
         cli_error(o.c.cmd, "%s", err[0] ? err : pk_status_str(st));
         return st == PK_ERR_INTERRUPTED ? CLI_INTERRUPTED : CLI_ERR;
     }
-    if (o.c.json)
-        return cli_sync_report_json(&rep, pk_time_now() - t0);
+    if (o.c.json) {
+        pocketllm_sync_result r;
+        pk_api_sync_result(&r, &rep);
+        return cli_sync_report_json(&r, pk_time_now() - t0);
+    }
     if (!o.c.quiet)
         printf("device %s: round %lld %s, %lld local steps, %lld pairs, %llu bytes up, %llu down\n",
                rep.device_id, (long long)rep.round, rep.uploaded ? "uploaded" : "no upload",

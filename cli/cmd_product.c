@@ -9,6 +9,7 @@
 #include "pk_net.h"
 #include "pk_tokenizer.h"
 #include "pk_train.h"
+#include "pocketllm.h"
 #include "progress.h"
 
 #include <cjson/cJSON.h>
@@ -331,6 +332,23 @@ static int export_check(const export_opts *o, pk_dtype *dtype)
     return 0;
 }
 
+/* --seed-log FILE: through libpocketllm (pocketllm_export_seedlog). */
+static int export_seedlog(const export_opts *o)
+{
+    pocketllm_home *h = NULL;
+    size_t bytes = 0;
+    int rc = cli_open_home(&o->c, &h);
+    if (rc != CLI_OK)
+        return rc;
+    pocketllm_status st = pocketllm_export_seedlog(h, o->run, o->seed_log, &bytes);
+    rc = st == POCKETLLM_OK ? CLI_OK : cli_home_fail(o->c.cmd, h, st);
+    pocketllm_home_close(h);
+    if (rc == CLI_OK)
+        printf("wrote seed log of run %lld to %s (%zu bytes)\n", (long long)o->run, o->seed_log,
+               bytes);
+    return rc;
+}
+
 int cmd_export(int argc, char **argv)
 {
     export_opts o = {.dtype = "f32"};
@@ -338,27 +356,28 @@ int cmd_export(int argc, char **argv)
     int rc = cli_parse(&export_cmd, argc, argv, &o);
     if (rc != 0)
         return rc < 0 ? CLI_OK : rc;
+    rc = export_check(&o, &dtype);
+    if (rc != 0)
+        return rc;
+    if (o.seed_log)
+        return export_seedlog(&o);
+    /* Model directories and adapters: the API does not cover them (yet), so the store. */
     pk_store *s = NULL;
-    rc = open_checked(export_check(&o, &dtype), &o.c, &s);
+    rc = open_checked(0, &o.c, &s);
     if (rc != 0)
         return rc;
     char err[ERRLEN] = "", hash[65] = "";
-    size_t bytes = 0;
     const char *dir = o.out ? o.out : o.merged;
-    pk_status st = dir         ? pk_export_hf(s, o.run, dir, dtype, hash, err, sizeof err)
-                   : o.adapter ? pk_export_adapter(s, o.run, o.adapter, hash, err, sizeof err)
-                               : pk_export_seedlog(s, o.run, o.seed_log, &bytes, err, sizeof err);
+    pk_status st = dir ? pk_export_hf(s, o.run, dir, dtype, hash, err, sizeof err)
+                       : pk_export_adapter(s, o.run, o.adapter, hash, err, sizeof err);
     rc = close_report(s, o.c.cmd, st, err);
     if (rc != CLI_OK)
         return rc;
     if (dir)
         printf("exported run %lld to %s (%s, weights hash %s)\n", (long long)o.run, dir,
                pk_dtype_name(dtype), hash);
-    else if (o.adapter)
+    else
         printf("exported the LoRA adapter of run %lld to %s (weights hash %s)\n", (long long)o.run,
                o.adapter, hash);
-    else
-        printf("wrote seed log of run %lld to %s (%zu bytes)\n", (long long)o.run, o.seed_log,
-               bytes);
     return CLI_OK;
 }

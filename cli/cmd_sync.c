@@ -1,6 +1,5 @@
 /* cmd_sync.c: `pocketllm sync`, one federated round with a coordinator (docs/SYNC.md). The
- * options are parsed here from one table; the round is pk_sync_round (net/) over the MeZO model
- * of pk_sync_mezo_open. */
+ * options are parsed here from one table; the round is libpocketllm's pocketllm_sync. */
 #include "cli.h"
 #include "passphrase.h"
 #include "sync_opts.h"
@@ -9,6 +8,7 @@
 #include "pk_model.h"
 #include "pk_net.h"
 #include "pk_store.h"
+#include "pocketllm.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -78,7 +78,7 @@ static const cli_command sync_cmd = {
     "  pocketllm sync --server http://127.0.0.1:8080 --model stories260k --dataset notes \\\n"
     "                 --dp-clip 1 --dp-noise 1.1"};
 
-static void report_text(const pk_sync_report *r, double secs)
+static void report_text(const pocketllm_sync_result *r, double secs)
 {
     printf("device %s, task %s\n", r->device_id, r->task_id);
     if (r->flushed)
@@ -100,9 +100,9 @@ static void report_text(const pk_sync_report *r, double secs)
     }
     printf("traffic: %llu bytes up, %llu bytes down (bodies %llu / %llu) in %llu requests, "
            "%.2f s\n",
-           (unsigned long long)r->http.wire_up, (unsigned long long)r->http.wire_down,
-           (unsigned long long)r->http.body_up, (unsigned long long)r->http.body_down,
-           (unsigned long long)r->http.requests, secs);
+           (unsigned long long)r->bytes_up, (unsigned long long)r->bytes_down,
+           (unsigned long long)r->body_bytes_up, (unsigned long long)r->body_bytes_down,
+           (unsigned long long)r->requests, secs);
 }
 
 /* http(s)://HOST[:PORT][/PATH] with a non-empty host and, after a ':', a port 1..65535. */
@@ -177,18 +177,38 @@ int cli_http_init(const char *cmd)
     return -1;
 }
 
-/* Runs the round on the opened model and prints the report; writes --out. */
-static int sync_run(const sync_opts *o, pk_store *s, pk_sync_mezo *mz)
+/* The parsed options as libpocketllm's sync parameters (strings borrowed from o). */
+static pocketllm_sync_params sync_params(const sync_opts *o)
+{
+    pocketllm_sync_params p = pocketllm_sync_default_params();
+    p.server = o->p.server;
+    p.model_dir = o->model;
+    p.dataset = o->p.upload ? o->dataset : NULL;
+    p.datasets = o->p.upload ? o->datasets : NULL;
+    p.task_id = o->p.task_id;
+    p.trainable = o->trainable;
+    p.catch_up = !o->p.upload;
+    p.batch = o->batch;
+    p.seq_len = o->seq_len;
+    p.dp_clip = o->p.dp_clip;
+    p.dp_noise = o->p.dp_noise;
+    p.dp_delta = o->p.dp_delta;
+    p.wait_s = o->p.wait_s;
+    p.out_dir = o->out;
+    return p;
+}
+
+/* Runs the round (pocketllm_sync, which also writes --out) and prints the report. */
+static int sync_run(const sync_opts *o, pocketllm_home *h)
 {
     const char *cmd = o->c.cmd;
-    char err[ERRLEN] = "";
-    pk_sync_model_ops ops = pk_sync_mezo_ops(mz);
-    pk_sync_report rep;
+    pocketllm_sync_params p = sync_params(o);
+    pocketllm_sync_result rep;
     double t0 = pk_time_now();
-    pk_status st = pk_sync_round(s, &o->p, &ops, &rep, err, sizeof err);
-    if (st != PK_OK) {
-        cli_error(cmd, "%s", cli_errtext(st, err));
-        if (st == PK_ERR_HTTP)
+    pocketllm_status st = pocketllm_sync(h, &p, &rep);
+    if (st != POCKETLLM_OK) {
+        cli_error(cmd, "%s", pocketllm_errmsg(h));
+        if (st == POCKETLLM_ERR_HTTP)
             fprintf(stderr, "pocketllm sync: any pending upload stays in the outbox and is sent "
                             "by the next sync\n");
         return CLI_ERR;
@@ -198,15 +218,8 @@ static int sync_run(const sync_opts *o, pk_store *s, pk_sync_mezo *mz)
         rc = cli_sync_report_json(&rep, pk_time_now() - t0);
     else if (!o->c.quiet)
         report_text(&rep, pk_time_now() - t0);
-    if (o->out) {
-        st = pk_model_save(pk_sync_mezo_model(mz), o->out, PK_DTYPE_F32, err, sizeof err);
-        if (st != PK_OK) {
-            cli_error(cmd, "--out %s: %s", o->out, cli_errtext(st, err));
-            return CLI_ERR;
-        }
-        if (!o->c.json && !o->c.quiet)
-            printf("global model written to %s\n", o->out);
-    }
+    if (o->out && !o->c.json && !o->c.quiet)
+        printf("global model written to %s\n", o->out);
     return rc;
 }
 
@@ -219,22 +232,10 @@ int cmd_sync(int argc, char **argv)
     rc = sync_check(&o);
     if (rc != 0)
         return rc;
-    pk_store *s = NULL;
-    if (cli_sync_open(&o.c, &s) != 0)
+    pocketllm_home *h = NULL;
+    if (cli_sync_start(&o.c) != 0 || cli_open_home(&o.c, &h) != 0)
         return CLI_ERR;
-    char err[ERRLEN] = "";
-    pk_sync_mezo *mz = NULL;
-    const char *one = o.datasets ? o.datasets : o.dataset;
-    pk_status st =
-        pk_sync_mezo_open(s, o.model, o.p.upload ? one : NULL, o.p.upload ? o.datasets : NULL,
-                          o.trainable, o.batch, o.seq_len, &mz, err, sizeof err);
-    if (st != PK_OK) {
-        cli_error(o.c.cmd, "%s", cli_errtext(st, err));
-        rc = CLI_ERR;
-    } else {
-        rc = sync_run(&o, s, mz);
-    }
-    pk_sync_mezo_free(mz);
-    pk_store_close(s);
+    rc = sync_run(&o, h);
+    pocketllm_home_close(h);
     return rc;
 }

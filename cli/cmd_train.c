@@ -6,6 +6,7 @@
 #include "passphrase.h"
 
 #include "pk_train.h"
+#include "pocketllm.h"
 #include "progress.h"
 
 #include <cjson/cJSON.h>
@@ -122,18 +123,8 @@ static void ui_start(void *user, int64_t run_id, int64_t first)
         fprintf(stderr, "run %lld: starting at step %lld\n", (long long)run_id, (long long)first);
 }
 
-static void ui_step(void *user, int64_t step, int64_t total, const pk_step_row *rows, int q)
+static void ui_eval(train_ui *u, int64_t step, double loss, double acc)
 {
-    train_ui *u = user;
-    (void)q;
-    pk_progress_set_total(u->p, total); /* known here for a resumed run too */
-    pk_progress_update(u->p, step + 1,
-                       0.5 * ((double)rows[0].loss_plus + (double)rows[0].loss_minus));
-}
-
-static void ui_eval(void *user, int64_t step, double loss, double acc)
-{
-    train_ui *u = user;
     u->eval_due = 1;
     u->eval_step = step;
     u->eval_loss = loss;
@@ -145,6 +136,21 @@ static void ui_eval(void *user, int64_t step, double loss, double acc)
     else
         fprintf(stderr, "\neval at step %lld: loss %.4f accuracy %.4f\n", (long long)step, loss,
                 acc);
+}
+
+static void print_eval_event(train_ui *u, const pocketllm_step_info *s);
+
+/* pocketllm_train_params.progress: the bar, then the eval that fell due at this step. */
+static int ui_progress(void *user, const pocketllm_step_info *s)
+{
+    train_ui *u = user;
+    pk_progress_set_total(u->p, s->total); /* known here for a resumed run too */
+    pk_progress_update(u->p, s->step + 1, 0.5 * (s->loss_plus + s->loss_minus));
+    if (s->has_eval) {
+        ui_eval(u, s->step + 1, s->eval_loss, s->eval_acc); /* evals count steps done */
+        print_eval_event(u, s);
+    }
+    return 0; /* Ctrl-C stops the trainer itself (pk_interrupted) at a step boundary */
 }
 
 /* --lr F|auto into the settings. */
@@ -202,7 +208,7 @@ static int train_check(train_opts *o)
 
 /* --json: {"event":"eval","step":N,"loss":L,"accuracy":A (classify),"evaluations":E,
  * "elapsed_s":T}, the evaluations and training seconds at that eval. */
-static void print_eval_event(train_ui *u, const pk_train_result *r)
+static void print_eval_event(train_ui *u, const pocketllm_step_info *r)
 {
     if (!u->eval_due || !u->json)
         return;
@@ -228,7 +234,7 @@ static double float_short(float v)
 
 /* The --lr auto search: each candidate's held-back loss and the rate chosen (stderr, or one JSON
  * line {"event":"lr_search",...} with --json). */
-static void print_lr_search(const train_ui *u, const pk_lr_search *r)
+static void print_lr_search(const train_ui *u, const pocketllm_lr_search *r)
 {
     if (r->n == 0 || (u->quiet && !u->json))
         return;
@@ -259,25 +265,67 @@ static void print_lr_search(const train_ui *u, const pk_lr_search *r)
     fprintf(stderr, "; chosen %g\n", (double)r->chosen);
 }
 
-/* pk_train's loop, with the eval events printed between steps. */
-static pk_status train_loop(pk_store *s, const pk_train_config *cfg, int64_t resume,
-                            const pk_train_hooks *hooks, train_ui *ui, pk_train_result *res,
-                            char *err, size_t errlen)
+/* pocketllm_lr_search callback: the search's result, before the first step. */
+static void ui_lr_search(void *user, const pocketllm_lr_search *r)
 {
-    pk_trainer *t = NULL;
-    memset(res, 0, sizeof *res);
-    res->last_loss = (double)NAN;
-    pk_status st = pk_trainer_open(s, cfg, resume, hooks, &t, err, errlen);
-    if (st == PK_OK)
-        print_lr_search(ui, &pk_trainer_result(t)->lr_search);
-    while (st == PK_OK && !pk_trainer_done(t)) {
-        st = pk_trainer_step(t, err, errlen);
-        print_eval_event(ui, pk_trainer_result(t));
-    }
-    if (t != NULL)
-        *res = *pk_trainer_result(t);
-    pk_trainer_free(t);
-    return st;
+    print_lr_search(user, r);
+}
+
+/* The parsed settings as libpocketllm's train parameters (strings borrowed from cfg). */
+static pocketllm_train_params train_params(const pk_train_config *cfg, int64_t resume)
+{
+    pocketllm_train_params p = pocketllm_train_default_params();
+    p.resume_run = resume;
+    p.model_dir = cfg->parent_run > 0 ? NULL : cfg->model_dir;
+    p.dataset = cfg->dataset;
+    p.datasets = cfg->datasets[0] ? cfg->datasets : NULL;
+    p.eval_dataset = cfg->eval_dataset[0] ? cfg->eval_dataset : NULL;
+    p.objective = (pocketllm_objective)cfg->objective;
+    p.steps = cfg->steps;
+    p.batch = cfg->batch;
+    p.seq_len = cfg->seq_len;
+    p.accumulate = cfg->accumulate;
+    p.lr = cfg->mezo.lr;
+    p.lr_auto = cfg->lr_auto;
+    p.eps = cfg->mezo.eps;
+    p.schedule = pk_schedule_name(cfg->mezo.schedule);
+    p.warmup = cfg->mezo.warmup;
+    p.weight_decay = cfg->mezo.weight_decay;
+    p.spsa_q = cfg->mezo.spsa_q;
+    p.estimator = pk_estimator_name(cfg->mezo.estimator);
+    p.perturbations = cfg->mezo.perturbations;
+    p.hessian_smooth = cfg->mezo.hessian_smooth;
+    p.hessian_budget = cfg->mezo.hessian_budget;
+    p.perturb_layers = cfg->mezo.perturb_layers;
+    p.clip_g = cfg->mezo.clip_g;
+    p.trainable = cfg->trainable;
+    p.seed = cfg->mezo.seed;
+    p.z = cfg->mezo.z == PK_Z_RADEMACHER ? "rademacher" : "gaussian";
+    p.template_text = cfg->template_;
+    p.labels = cfg->labels;
+    p.eval_every = cfg->eval_every;
+    p.early_stop = cfg->early_stop;
+    p.checkpoint_every = cfg->checkpoint_every;
+    p.parent_run = cfg->parent_run;
+    p.holdout = cfg->holdout;
+    return p;
+}
+
+static int train_print(const pocketllm_train_result *res, int quiet)
+{
+    if (!quiet && res->stopped_early)
+        fprintf(stderr, "early stop: no eval improvement at step %lld\n",
+                (long long)res->steps_done);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "run", (double)res->run_id);
+    cJSON_AddNumberToObject(j, "steps", (double)res->steps_done);
+    cli_json_add_finite(j, "loss", res->last_loss); /* NaN (no step ran) is null */
+    cJSON_AddStringToObject(j, "weights", res->weights_hash);
+    cJSON_AddNumberToObject(j, "forward_s", res->forward_s);
+    cJSON_AddNumberToObject(j, "update_s", res->update_s);
+    cJSON_AddNumberToObject(j, "evaluations", (double)res->evaluations);
+    cli_json_add_rounded(j, "elapsed_s", res->elapsed_s, 3);
+    return cli_json_print(j);
 }
 
 int cmd_train(int argc, char **argv)
@@ -291,44 +339,34 @@ int cmd_train(int argc, char **argv)
         return rc;
     cli_apply_threads(&o.c);
     const char *cmd = o.c.cmd;
-    pk_train_config cfg = o.cfg;
-    int64_t resume = o.resume;
-    pk_store *s = NULL;
-    rc = cli_open_store(&o.c, &s);
+    pocketllm_home *h = NULL;
+    rc = cli_open_home(&o.c, &h);
     if (rc != 0)
         return rc;
     int quiet = o.c.quiet;
     train_ui ui = {NULL, quiet, o.c.json, 0, 0, 0, 0, 0};
-    pk_train_hooks hooks = {&ui, ui_step, ui_eval, ui_start};
-    ui.p = pk_progress_new("train", resume ? 0 : cfg.steps,
+    pocketllm_train_params p = train_params(&o.cfg, o.resume);
+    p.on_start = ui_start;
+    p.progress = ui_progress;
+    p.on_lr_search = ui_lr_search;
+    p.user = &ui;
+    ui.p = pk_progress_new("train", o.resume ? 0 : o.cfg.steps,
                            pk_progress_mode_from_args(o.c.json, quiet));
     pk_interrupt_install();
-    pk_train_result res;
-    char err[ERRLEN] = "";
-    pk_status st = train_loop(s, &cfg, resume, &hooks, &ui, &res, err, sizeof err);
+    pocketllm_train_result res;
+    pocketllm_status st = pocketllm_train(h, &p, &res);
     pk_progress_finish(ui.p);
-    pk_store_close(s);
-    if (st != PK_OK)
-        return cli_fail(cmd, st, err);
-    if (res.interrupted) {
+    if (st == POCKETLLM_ERR_CANCELLED) {
         fprintf(stderr,
                 "interrupted after %lld steps; resume with: pocketllm train --resume %lld\n",
                 (long long)res.steps_done, (long long)res.run_id);
+        pocketllm_home_close(h);
         return CLI_INTERRUPTED;
     }
-    if (!quiet && res.stopped_early)
-        fprintf(stderr, "early stop: no eval improvement at step %lld\n",
-                (long long)res.steps_done);
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "run", (double)res.run_id);
-    cJSON_AddNumberToObject(j, "steps", (double)res.steps_done);
-    cli_json_add_finite(j, "loss", res.last_loss); /* NaN (no step ran) is null */
-    cJSON_AddStringToObject(j, "weights", res.final_hash);
-    cJSON_AddNumberToObject(j, "forward_s", res.forward_s);
-    cJSON_AddNumberToObject(j, "update_s", res.update_s);
-    cJSON_AddNumberToObject(j, "evaluations", (double)res.evaluations);
-    cli_json_add_rounded(j, "elapsed_s", res.elapsed_s, 3);
-    return cli_json_print(j);
+    if (st != POCKETLLM_OK)
+        rc = cli_home_fail(cmd, h, st);
+    pocketllm_home_close(h);
+    return st == POCKETLLM_OK ? train_print(&res, quiet) : rc;
 }
 
 /* ---- eval ----------------------------------------------------------------------------------- */
@@ -370,56 +408,40 @@ static const cli_command eval_cmd = {
     0,
     NULL};
 
-/* With --run: the run's settings, then the options given on the command line over them. */
-static pk_status eval_run_config(const eval_opts *o, pk_store *s, pk_train_config *cfg, char *err,
-                                 size_t n)
+/* The eval parameters: with --run only what the command line gives overrides the run's
+ * settings; with --model every setting is the command line's (or its default). */
+static pocketllm_eval_params eval_params(const eval_opts *o)
 {
-    pk_run_info ri;
-    pk_status st = pk_run_load_config(s, o->run, &ri, cfg, err, n);
-    pk_run_info_clear(&ri);
-    if (st != PK_OK)
-        return st;
-    if (cli_given(&o->c, "--objective"))
-        cfg->objective = o->cfg.objective;
-    if (cli_given(&o->c, "--template"))
-        memcpy(cfg->template_, o->cfg.template_, sizeof cfg->template_);
-    if (cli_given(&o->c, "--labels"))
-        memcpy(cfg->labels, o->cfg.labels, sizeof cfg->labels);
-    if (cli_given(&o->c, "--batch"))
-        cfg->batch = o->cfg.batch;
-    if (cli_given(&o->c, "--seq-len"))
-        cfg->seq_len = o->cfg.seq_len;
-    return PK_OK;
+    pocketllm_eval_params p = pocketllm_eval_default_params();
+    int all = o->run == 0;
+    p.model_dir = all ? o->model : NULL; /* --run wins, as it always has */
+    p.run_id = o->run;
+    p.dataset = o->dataset;
+    if (all || cli_given(&o->c, "--objective"))
+        p.objective = (int)o->cfg.objective;
+    if (all || cli_given(&o->c, "--template"))
+        p.template_text = o->cfg.template_;
+    if (all || cli_given(&o->c, "--labels"))
+        p.labels = o->cfg.labels;
+    if (all || cli_given(&o->c, "--batch"))
+        p.batch = o->cfg.batch;
+    if (all || cli_given(&o->c, "--seq-len"))
+        p.seq_len = o->cfg.seq_len;
+    return p;
 }
 
-/* The model (a run's weights or --model) and the settings it is evaluated with. */
-static pk_status eval_load(const eval_opts *o, pk_store *s, pk_train_config *cfg, pk_model **m,
-                           char *err, size_t n)
+static int eval_print(const char *dataset, const pocketllm_eval_result *r)
 {
-    if (o->run > 0) {
-        pk_status st = eval_run_config(o, s, cfg, err, n);
-        return st != PK_OK ? st : pk_run_materialize(s, o->run, m, err, n);
-    }
-    *cfg = o->cfg;
-    if (realpath(o->model, cfg->model_dir) == NULL) {
-        snprintf(err, n, "--model %s: no such directory", o->model);
-        return PK_ERR_NOTFOUND;
-    }
-    return pk_model_load(cfg->model_dir, pk_model_default_params(), m, err, n);
-}
-
-static int eval_print(const char *dataset, const pk_objective *obj, pk_objective_kind kind,
-                      double loss, double acc)
-{
+    pk_objective_kind kind = (pk_objective_kind)r->objective;
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "dataset", dataset);
-    cJSON_AddNumberToObject(j, "examples", (double)pk_objective_size(obj));
+    cJSON_AddNumberToObject(j, "examples", (double)r->examples);
     cJSON_AddStringToObject(j, "objective", pk_objective_name(kind));
-    cli_json_add_rounded(j, "loss", loss, 6);
+    cli_json_add_rounded(j, "loss", r->loss, 6);
     if (kind == PK_OBJ_LM)
-        cli_json_add_rounded(j, "perplexity", exp(loss), 4);
-    if (!isnan(acc))
-        cli_json_add_rounded(j, "accuracy", acc, 4);
+        cli_json_add_rounded(j, "perplexity", exp(r->loss), 4);
+    if (!isnan(r->accuracy))
+        cli_json_add_rounded(j, "accuracy", r->accuracy, 4);
     return cli_json_print(j);
 }
 
@@ -434,28 +456,15 @@ int cmd_eval(int argc, char **argv)
         return CLI_USAGE;
     }
     cli_apply_threads(&o.c);
-    pk_store *s = NULL;
-    pk_model *m = NULL;
-    pk_objective *obj = NULL;
-    pk_train_config cfg;
-    char err[ERRLEN] = "";
-    rc = cli_open_store(&o.c, &s);
+    pocketllm_home *h = NULL;
+    rc = cli_open_home(&o.c, &h);
     if (rc != 0)
         return rc;
-    pk_status st = eval_load(&o, s, &cfg, &m, err, sizeof err);
-    if (st == PK_OK)
-        st = pk_objective_from_store(s, o.dataset, m, cfg.model_dir, &cfg, &obj, err, sizeof err);
-    double loss = 0, acc = 0;
-    if (st == PK_OK) {
-        st = pk_objective_eval(obj, m, (size_t)cfg.batch, &loss, &acc);
-        if (st != PK_OK)
-            snprintf(err, sizeof err, "evaluating: %s", pk_status_str(st));
-    }
-    rc = st == PK_OK ? eval_print(o.dataset, obj, cfg.objective, loss, acc)
-                     : cli_fail(o.c.cmd, st, err);
-    pk_objective_free(obj);
-    pk_model_free(m);
-    pk_store_close(s);
+    pocketllm_eval_params p = eval_params(&o);
+    pocketllm_eval_result r;
+    pocketllm_status st = pocketllm_eval(h, &p, &r);
+    rc = st == POCKETLLM_OK ? eval_print(o.dataset, &r) : cli_home_fail(o.c.cmd, h, st);
+    pocketllm_home_close(h);
     return rc;
 }
 

@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include "pk_common.h"
+#include "pocketllm.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -64,6 +65,15 @@ static void usage(FILE *f)
           f);
 }
 
+/* The library prints nothing itself (pocketllm.h); the CLI shows its warnings and errors on
+ * stderr, as "pocketllm: warning: ..." (DESIGN 11). */
+static void log_stderr(pocketllm_log_level level, const char *msg, void *user)
+{
+    static const char *const names[] = {"debug", "info", "warning", "error"};
+    (void)user;
+    fprintf(stderr, "pocketllm: %s: %s\n", names[level <= POCKETLLM_LOG_ERROR ? level : 3], msg);
+}
+
 static int run_bench(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -85,6 +95,7 @@ int main(int argc, char **argv)
     /* Past a file-size limit (ulimit -f) a write must fail with EFBIG, which the store reports
      * and rolls back, instead of SIGXFSZ killing the process mid-transaction. */
     signal(SIGXFSZ, SIG_IGN);
+    pocketllm_set_log(log_stderr, NULL, POCKETLLM_LOG_WARN);
     if (argc < 2) {
         usage(stderr);
         return CLI_USAGE;
@@ -94,7 +105,7 @@ int main(int argc, char **argv)
         return CLI_OK;
     }
     if (!strcmp(argv[1], "--version")) {
-        puts("pocketllm 0.1.0");
+        printf("pocketllm %s\n", pocketllm_version_string());
         return CLI_OK;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {

@@ -9,7 +9,7 @@
 
 #include <cjson/cJSON.h>
 
-int cli_sync_open(cli_common *c, pk_store **s)
+int cli_sync_start(cli_common *c)
 {
     cli_apply_threads(c);
     if (cli_http_init(c->cmd) != 0)
@@ -18,10 +18,17 @@ int cli_sync_open(cli_common *c, pk_store **s)
         cli_error(c->cmd, "cannot initialise libsodium");
         return CLI_ERR;
     }
+    return 0;
+}
+
+int cli_sync_open(cli_common *c, pk_store **s)
+{
+    if (cli_sync_start(c) != 0)
+        return CLI_ERR;
     return cli_open_store(c, s) != 0 ? CLI_ERR : 0;
 }
 
-int cli_sync_report_json(const pk_sync_report *r, double secs)
+int cli_sync_report_json(const pocketllm_sync_result *r, double secs)
 {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "device_id", r->device_id);
@@ -42,12 +49,12 @@ int cli_sync_report_json(const pk_sync_report *r, double secs)
         cJSON_AddNumberToObject(j, "delta", r->delta);
     }
     cJSON_AddNumberToObject(j, "upload_body_bytes", (double)r->upload_body_bytes);
-    cJSON_AddNumberToObject(j, "bytes_up", (double)r->http.wire_up);
-    cJSON_AddNumberToObject(j, "bytes_down", (double)r->http.wire_down);
-    cJSON_AddNumberToObject(j, "body_bytes_up", (double)r->http.body_up);
-    cJSON_AddNumberToObject(j, "body_bytes_down", (double)r->http.body_down);
-    cJSON_AddNumberToObject(j, "requests", (double)r->http.requests);
-    cJSON_AddNumberToObject(j, "attempts", (double)r->http.attempts);
+    cJSON_AddNumberToObject(j, "bytes_up", (double)r->bytes_up);
+    cJSON_AddNumberToObject(j, "bytes_down", (double)r->bytes_down);
+    cJSON_AddNumberToObject(j, "body_bytes_up", (double)r->body_bytes_up);
+    cJSON_AddNumberToObject(j, "body_bytes_down", (double)r->body_bytes_down);
+    cJSON_AddNumberToObject(j, "requests", (double)r->requests);
+    cJSON_AddNumberToObject(j, "attempts", (double)r->attempts);
     cJSON_AddNumberToObject(j, "seconds", secs);
     return cli_json_print(j);
 }

@@ -9,6 +9,7 @@
 #include "opts.h"
 #include "pk_net.h"
 #include "pk_store.h"
+#include "pocketllm.h"
 
 /* --server URL (required) and --model DIR (required): the coordinator and its task's model. */
 #define CLI_SYNC_SERVER_MODEL_OPTS(T, server, model)                                               \
@@ -62,13 +63,14 @@
         "--seq-len", CLI_INT, CLI_AT(T, seq_len), 2, 1 << 20, NULL, "T", "tokens per example"      \
     }
 
-/* The start of a device command once its options are checked: --threads, libcurl, libsodium,
- * then the agent home's store (*s owned, pk_store_close). Returns 0, or CLI_ERR after printing
- * why. */
+/* The start of a device command once its options are checked: --threads, libcurl, libsodium.
+ * Returns 0, or CLI_ERR after printing why. */
+int cli_sync_start(cli_common *c);
+/* cli_sync_start, then the agent home's store (*s owned, pk_store_close). */
 int cli_sync_open(cli_common *c, pk_store **s);
 
 /* The round's report as one JSON line on stdout (cli_json_print): device, task, round, upload,
  * log, model hash, privacy spent, traffic and secs. */
-int cli_sync_report_json(const pk_sync_report *r, double secs);
+int cli_sync_report_json(const pocketllm_sync_result *r, double secs);
 
 #endif /* PK_CLI_SYNC_OPTS_H */

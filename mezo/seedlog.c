@@ -43,6 +43,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define SEEDLOG_VERSION 1 /* the format this file writes and reads */
+
 void pk_seedlog_clear(pk_seedlog *log)
 {
     if (log == NULL)
@@ -276,7 +278,18 @@ static pk_status parse_header(reader *r, pk_seedlog *out, unsigned long long *nr
                               size_t errlen)
 {
     const char *l = r->line;
-    if (next_line(r) != 0 || strcmp(l, "pocketllm-seedlog 1") != 0) {
+    int first = next_line(r) == 0;
+    if (!first || strcmp(l, "pocketllm-seedlog 1") != 0) {
+        unsigned long v = 0;
+        char tail = 0;
+        /* A later format is refused by name, not mistaken for a broken file (issue 14). */
+        if (first && sscanf(l, "pocketllm-seedlog %lu%c", &v, &tail) == 1 && v > SEEDLOG_VERSION) {
+            pk_seterr(err, errlen,
+                      "%s: seed log format version %lu is newer than this pocketllm's (%d): "
+                      "upgrade pocketllm to replay it",
+                      r->path, v, SEEDLOG_VERSION);
+            return PK_ERR_UNSUPPORTED;
+        }
         pk_seterr(err, errlen, "%s:1: not a pocketllm seed log (want 'pocketllm-seedlog 1')",
                   r->path);
         return PK_ERR_FORMAT;

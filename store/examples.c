@@ -388,6 +388,30 @@ pk_status pk_store_import(pk_store *s, const char *path, const char *name, pk_im
     return st;
 }
 
+pk_status pk_store_import_buffer(pk_store *s, const void *data, size_t len, const char *name,
+                                 pk_import_opts opts, int64_t *n_imported, char *err, size_t errlen)
+{
+    store_call(s, err, errlen);
+    import_ctx c;
+    char perr[512] = "";
+    if (n_imported)
+        *n_imported = 0;
+    pk_status st = ctx_start(s, name, &c);
+    c.progress = opts.progress;
+    c.progress_user = opts.progress_user;
+    if (st == PK_OK) {
+        st = pk_import_parse_buffer(data, len, opts, add_one, &c, perr, sizeof perr);
+        if (st == PK_OK && c.progress)
+            c.progress(c.progress_user, c.n);
+        if (st != PK_OK && perr[0])
+            store_fail(s, st, "%s", perr); /* "line N: why"; db errors are kept */
+    }
+    st = ctx_finish(&c, st);
+    if (st == PK_OK && n_imported)
+        *n_imported = c.n;
+    return st;
+}
+
 pk_status pk_store_example_add(pk_store *s, const char *name, const pk_example *ex, int64_t *id,
                                char *err, size_t errlen)
 {

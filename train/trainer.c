@@ -712,6 +712,17 @@ pk_status pk_trainer_step(pk_trainer *t, char *err, size_t errlen)
     return st;
 }
 
+pk_status pk_trainer_stop(pk_trainer *t, char *err, size_t errlen)
+{
+    if (t->state != TRAINER_RUNNING)
+        return PK_OK;
+    t->res.interrupted = 1; /* between two calls of pk_trainer_step: a step boundary */
+    pk_status st = finish(t, err, errlen);
+    if (st != PK_OK)
+        t->state = TRAINER_FAILED;
+    return st;
+}
+
 int pk_trainer_done(const pk_trainer *t)
 {
     return t->state != TRAINER_RUNNING;

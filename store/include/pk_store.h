@@ -211,6 +211,11 @@ PK_NODISCARD pk_status pk_import_parse_buffer(const void *data, size_t len, pk_i
 PK_NODISCARD pk_status pk_store_import(pk_store *s, const char *path, const char *name,
                                        pk_import_opts opts, int64_t *n_imported, char *err,
                                        size_t errlen);
+/* pk_store_import from memory: data (borrowed, len bytes) in opts.format (not AUTO), into
+ * dataset `name` in ONE transaction; a bad record: PK_ERR_FORMAT and err "line N: why". */
+PK_NODISCARD pk_status pk_store_import_buffer(pk_store *s, const void *data, size_t len,
+                                              const char *name, pk_import_opts opts,
+                                              int64_t *n_imported, char *err, size_t errlen);
 /* Adds one example to a dataset (created if absent); *id (may be NULL) gets its id. */
 PK_NODISCARD pk_status pk_store_example_add(pk_store *s, const char *name, const pk_example *ex,
                                             int64_t *id, char *err, size_t errlen);

@@ -166,6 +166,10 @@ PK_NODISCARD pk_status pk_trainer_eval(pk_trainer *t, double *loss, char *err, s
  * objective's or the store's status. After an error the trainer takes no more steps
  * (PK_ERR_ARG): free it and resume the run from its log. */
 PK_NODISCARD pk_status pk_trainer_step(pk_trainer *t, char *err, size_t errlen);
+/* Stops the run at the current step boundary as pk_interrupted() would (status "stopped",
+ * result.interrupted = 1, final hash set; resumable), without the process-wide flag: how an
+ * embedding application cancels one run. Does nothing on a done trainer. */
+PK_NODISCARD pk_status pk_trainer_stop(pk_trainer *t, char *err, size_t errlen);
 /* 1 once pk_trainer_step takes no more steps (finished, stopped early, interrupted or failed). */
 int pk_trainer_done(const pk_trainer *t);
 /* The run so far: run id, steps logged, last loss, timings; interrupted, stopped_early and
