@@ -87,7 +87,17 @@ static void fetch_span(const fwd *f, int ti, size_t start, size_t cnt, float *co
     const pk_model *m = f->m;
     const pk_tensor *t = &m->t[ti];
     if (t->scales) { /* --trainable scales: the blocks decoded with their fp32 scales */
-        pk_scales_fetch(m, pert, ti, start, cnt, dst, dst1);
+        for (int k = 0; k < f->np; k++) {
+            if (dst[k] == NULL)
+                continue;
+            float *d1 = NULL;
+            int si = t->scales - 1; /* the scales tensor is what a pass perturbs */
+            if (k + 1 < f->np && dst[k + 1] && mirrored(&f->pp[k], &f->pp[k + 1]) &&
+                perturbs(f, k, si) == perturbs(f, k + 1, si))
+                d1 = dst[k + 1] + off;
+            pk_scales_fetch(m, &f->pp[k], ti, start, cnt, dst[k] + off, d1);
+            k += d1 != NULL;
+        }
         return;
     }
     /* block types: start and cnt fall on block boundaries (whole rows, block-aligned column
