@@ -297,7 +297,10 @@ static void test_log_rotation(void)
     snprintf(home, sizeof home, "%s/rot", tmp);
     PK_CHECK_EQ(make_home(home, 0, 30), 0);
     fake_device(1, 100, 30000);
-    pid_t pid = start_agent(home, "--steps 100000 --early-stop 0 --log-max 1K --quiet");
+    /* no periodic eval: its two lines per 10 steps would fill 1K before the first toggle on a
+     * quiet machine */
+    pid_t pid = start_agent(home, "--steps 100000 --early-stop 0 --eval-every 1000000 "
+                                  "--log-max 1K --quiet");
     PK_CHECK(wait_state(home, "training", "run", 2, 30, NULL));
     snprintf(path, sizeof path, "%s/agent.log.1", home);
     int toggles = 0;

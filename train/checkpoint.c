@@ -61,7 +61,7 @@ static pk_status weights_in(pk_model *m, const uint8_t *trainable, const unsigne
             need += pk_dtype_row_bytes(ti.dtype, ti.numel);
     }
     if (len != need) {
-        pk_seterr(err, errlen, "%zu bytes of weights, expected %zu for this model and mask", len,
+        pk_seterr(err, errlen, "weights: %zu bytes, expected %zu for this model and mask", len,
                   need);
         return PK_ERR_FORMAT;
     }
