@@ -516,8 +516,8 @@ static pk_mezo_params replay_params(pk_z_kind z, float weight_decay, pk_estimato
 
 pk_mezo_params pk_seedlog_params(const pk_seedlog *log)
 {
-    pk_mezo_params p = replay_params(log->z, log->weight_decay, log->estimator,
-                                     log->perturbations, log->hessian_smooth, log->perturb_layers);
+    pk_mezo_params p = replay_params(log->z, log->weight_decay, log->estimator, log->perturbations,
+                                     log->hessian_smooth, log->perturb_layers);
     p.rounding = log->rounding;
     return p;
 }
