@@ -13,7 +13,8 @@
 #define API_ERRLEN 1024
 
 struct pocketllm_home {
-    pk_store *s;          /* NULL on a handle whose open failed */
+    pk_store *s;          /* NULL on a handle whose open failed, or of no home */
+    int no_home;          /* 1: made by pocketllm_home_open_none */
     char err[API_ERRLEN]; /* the last failure, "" after a success */
     atomic_int cancel;    /* set by pocketllm_cancel from any thread */
 };

@@ -115,6 +115,10 @@ pocketllm_status api_check(pocketllm_home *h)
         return POCKETLLM_ERR_ARG;
     api_init();
     h->err[0] = '\0';
+    if (h->s == NULL && h->no_home)
+        return api_fail(h, PK_ERR_ARG,
+                        "this handle holds no agent home (pocketllm_home_open_none): open one "
+                        "with pocketllm_home_open");
     if (h->s == NULL)
         return api_fail(h, PK_ERR_ARG, "this handle's home failed to open: close it");
     return POCKETLLM_OK;
@@ -202,6 +206,19 @@ out:
     if (passphrase != NULL && len > 0)
         pk_secure_wipe(passphrase, len); /* the contract: wiped whatever happened */
     return api_done(h, st);
+}
+
+pocketllm_status pocketllm_home_open_none(pocketllm_home **out)
+{
+    api_init();
+    if (out == NULL)
+        return POCKETLLM_ERR_ARG;
+    *out = calloc(1, sizeof **out);
+    if (*out == NULL)
+        return POCKETLLM_ERR_NOMEM;
+    atomic_init(&(*out)->cancel, 0);
+    (*out)->no_home = 1;
+    return POCKETLLM_OK;
 }
 
 void pocketllm_home_close(pocketllm_home *h)

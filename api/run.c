@@ -362,13 +362,13 @@ pocketllm_generate_params pocketllm_generate_default_params(void)
 /* What a generation holds; every pointer owned (gen_free). */
 typedef struct gen_state {
     pk_model *m;
-    pk_tokenizer *tok;
+    pk_tokenizer *tok; /* NULL: the model directory has no tokenizer files (ids only) */
     pk_tokenizer_stream *ts;
     pk_gen *g;
     pk_sampler *smp;
-    int32_t *ids; /* [n] the prompt */
-    float *logits;
-    size_t n;
+    int32_t *ids;  /* [n + max_new] the prompt (n ids), then the generated ones (up to n_all) */
+    float *logits; /* [vocab] */
+    size_t n, n_all;
     char *out; /* caller's buffer */
     size_t cap, used;
 } gen_state;
@@ -384,7 +384,7 @@ static void gen_free(gen_state *s)
     pk_model_free(s->m);
 }
 
-/* The model (a run's weights or a directory) and its tokenizer. */
+/* The model (a run's weights or a directory) and its tokenizer, if the directory has one. */
 static pk_status gen_load(pocketllm_home *h, const pocketllm_generate_params *p, gen_state *s)
 {
     char dir[1024];
@@ -404,34 +404,88 @@ static pk_status gen_load(pocketllm_home *h, const pocketllm_generate_params *p,
     }
     if (st == PK_OK)
         st = pk_tokenizer_load(dir, &s->tok, h->err, sizeof h->err);
+    if (st == PK_ERR_NOTFOUND && s->m != NULL) { /* no tokenizer files: a prompt of ids only */
+        h->err[0] = '\0';
+        st = PK_OK;
+    }
     return st;
 }
 
-/* The prompt's ids (BOS alone for an empty prompt), the KV cache, the sampler, the stream. */
-static pk_status gen_start(pocketllm_home *h, const pocketllm_generate_params *p, gen_state *s)
+/* The text prompt's ids into *ids (owned result, *n of them): BOS alone for an empty prompt. */
+static pk_status gen_encode(pocketllm_home *h, const char *prompt, gen_state *s, int32_t **ids,
+                            size_t *n)
 {
-    pk_status st = pk_tokenizer_encode(s->tok, p->prompt, strlen(p->prompt), 1, &s->ids, &s->n);
+    if (s->tok == NULL)
+        return (pk_status)api_fail(h, PK_ERR_ARG,
+                                   "the model directory has no tokenizer files: a text prompt "
+                                   "needs them (give the prompt as token ids)");
+    pk_status st = pk_tokenizer_encode(s->tok, prompt, strlen(prompt), 1, ids, n);
     if (st != PK_OK)
         return (pk_status)api_fail(h, st, "cannot tokenize the prompt");
-    if (s->n == 0) {
-        free(s->ids);
-        s->ids = malloc(sizeof *s->ids);
-        if (s->ids == NULL || pk_model_bos_id(s->m) < 0)
-            return (pk_status)api_fail(h, PK_ERR_ARG, "empty prompt and the model has no BOS");
-        s->ids[0] = pk_model_bos_id(s->m);
-        s->n = 1;
+    if (*n > 0)
+        return PK_OK;
+    free(*ids);
+    *ids = malloc(sizeof **ids);
+    if (*ids == NULL)
+        return PK_ERR_NOMEM;
+    if (pk_model_bos_id(s->m) < 0)
+        return (pk_status)api_fail(h, PK_ERR_ARG, "empty prompt and the model has no BOS token");
+    (*ids)[0] = pk_model_bos_id(s->m);
+    *n = 1;
+    return PK_OK;
+}
+
+/* s->ids: the prompt (prompt_ids, else the text encoded), checked against the vocabulary and
+ * the positions, with room for max_new more. */
+static pk_status gen_prompt(pocketllm_home *h, const pocketllm_generate_params *p, gen_state *s)
+{
+    int32_t *enc = NULL;
+    const int32_t *src = p->prompt_ids;
+    size_t n = p->n_prompt_ids;
+    pk_status st = PK_OK;
+    if (src == NULL)
+        st = gen_encode(h, p->prompt, s, &enc, &n);
+    if (st != PK_OK)
+        goto out;
+    if (src == NULL)
+        src = enc;
+    int V = pk_model_vocab_size(s->m), maxp = pk_model_max_positions(s->m);
+    for (size_t i = 0; i < n; i++) {
+        if (src[i] < 0 || src[i] >= V) {
+            st = (pk_status)api_fail(
+                h, PK_ERR_ARG, "prompt id %d is outside the vocabulary (size %d)", (int)src[i], V);
+            goto out;
+        }
     }
-    long long total = (long long)s->n + p->max_new;
-    if (total > pk_model_max_positions(s->m))
-        return (pk_status)api_fail(h, PK_ERR_ARG,
-                                   "prompt (%zu tokens) + max_new (%d) exceeds the model's %d "
-                                   "positions",
-                                   s->n, p->max_new, pk_model_max_positions(s->m));
+    if ((long long)n + p->max_new > maxp) {
+        st = (pk_status)api_fail(h, PK_ERR_ARG,
+                                 "prompt (%zu) + max_new (%d) exceeds the model's %d positions", n,
+                                 p->max_new, maxp);
+        goto out;
+    }
+    s->ids = malloc((n + (size_t)p->max_new) * sizeof *s->ids);
+    if (s->ids == NULL) {
+        st = PK_ERR_NOMEM;
+        goto out;
+    }
+    memcpy(s->ids, src, n * sizeof *s->ids);
+    s->n = s->n_all = n;
+out:
+    free(enc);
+    return st;
+}
+
+/* The prompt, the KV cache, the sampler, the text stream (with a tokenizer). */
+static pk_status gen_start(pocketllm_home *h, const pocketllm_generate_params *p, gen_state *s)
+{
+    pk_status st = gen_prompt(h, p, s);
+    if (st != PK_OK)
+        return st;
     pk_sampler_params sp = {p->temperature, p->top_k, p->top_p, p->seed};
-    st = pk_gen_create(s->m, (int)total, &s->g);
+    st = pk_gen_create(s->m, (int)s->n + p->max_new, &s->g);
     if (st == PK_OK)
         st = pk_sampler_create(sp, pk_model_vocab_size(s->m), &s->smp);
-    if (st == PK_OK)
+    if (st == PK_OK && s->tok)
         st = pk_tokenizer_stream_new(s->tok, 1, &s->ts);
     s->logits = malloc((size_t)pk_model_vocab_size(s->m) * sizeof *s->logits);
     if (st == PK_OK && s->logits == NULL)
@@ -451,33 +505,66 @@ static void gen_append(gen_state *s, const char *bytes, size_t len)
     s->out[s->used] = '\0';
 }
 
+/* Token t's text (none without a tokenizer) to the buffer and the callback; *stop when the
+ * callback asks. An id the tokenizer does not know (a padded vocabulary) gives no text. */
+static pk_status gen_emit(const pocketllm_generate_params *p, gen_state *s, int32_t t, int *stop)
+{
+    const char *bytes = NULL;
+    size_t bl = 0;
+    if (s->ts) {
+        pk_status st = pk_tokenizer_stream_push(s->ts, t, &bytes, &bl);
+        if (st != PK_OK && st != PK_ERR_ARG)
+            return st;
+        if (st != PK_OK || bytes == NULL) {
+            bytes = "";
+            bl = 0;
+        }
+        gen_append(s, bytes, bl);
+    }
+    if (p->on_token && p->on_token(p->user, t, bytes, bl) != 0)
+        *stop = 1;
+    return PK_OK;
+}
+
+/* The whole sequence to on_sequence: its ids and, with a tokenizer, its text. */
+static pk_status gen_sequence(const pocketllm_generate_params *p, const gen_state *s)
+{
+    char *text = NULL;
+    size_t tl = 0;
+    pk_status st = PK_OK;
+    if (s->tok)
+        st = pk_tokenizer_decode(s->tok, s->ids, s->n_all, 1, &text, &tl);
+    if (st == PK_ERR_ARG) /* an id the tokenizer does not know: no text */
+        st = PK_OK;
+    if (st == PK_OK)
+        p->on_sequence(p->user, s->ids, s->n_all, text, text ? tl : 0);
+    free(text);
+    return st;
+}
+
 static pk_status gen_loop(const pocketllm_generate_params *p, gen_state *s, int *n_tokens)
 {
-    int eos = pk_model_eos_id(s->m);
+    int eos = pk_model_eos_id(s->m), stop = 0;
     pk_status st = pk_gen_feed(s->g, s->ids, (int)s->n, NULL, s->logits);
     for (int i = 0; st == PK_OK && i < p->max_new; i++) {
         int32_t t = pk_sampler_sample(s->smp, s->logits);
-        const char *bytes = NULL;
-        size_t bl = 0;
+        s->ids[s->n_all++] = t;
         *n_tokens = i + 1;
-        st = pk_tokenizer_stream_push(s->ts, t, &bytes, &bl);
-        if (st != PK_OK)
-            break;
-        gen_append(s, bytes, bl);
-        if (p->on_token && p->on_token(p->user, t, bytes ? bytes : "", bl) != 0)
-            break;
-        if (t == eos && !p->ignore_eos)
+        st = gen_emit(p, s, t, &stop);
+        if (st != PK_OK || stop || (t == eos && !p->ignore_eos))
             break;
         if (i + 1 < p->max_new)
             st = pk_gen_feed(s->g, &t, 1, NULL, s->logits);
     }
     const char *bytes = NULL;
     size_t bl = 0;
-    if (st == PK_OK && pk_tokenizer_stream_flush(s->ts, &bytes, &bl) == PK_OK && bl) {
+    if (st == PK_OK && s->ts && pk_tokenizer_stream_flush(s->ts, &bytes, &bl) == PK_OK && bl) {
         gen_append(s, bytes, bl);
         if (p->on_token)
             (void)p->on_token(p->user, -1, bytes, bl);
     }
+    if (st == PK_OK && p->on_sequence)
+        st = gen_sequence(p, s);
     return st;
 }
 
@@ -492,9 +579,12 @@ pocketllm_status pocketllm_generate(pocketllm_home *h, const pocketllm_generate_
     api_init();
     h->err[0] = '\0';
     if (params == NULL || (params->run_id > 0) == (params->model_dir != NULL) ||
-        params->prompt == NULL || params->max_new < 0 || (out == NULL && cap > 0))
+        (params->prompt == NULL && params->prompt_ids == NULL) || params->max_new < 0 ||
+        (out == NULL && cap > 0))
         return api_fail(h, PK_ERR_ARG,
                         "generate needs a prompt, max_new >= 0 and one of model_dir / run_id");
+    if (params->prompt_ids != NULL && params->n_prompt_ids == 0)
+        return api_fail(h, PK_ERR_ARG, "prompt_ids holds no id (n_prompt_ids is 0)");
     if (params->run_id > 0 && h->s == NULL)
         return api_check(h);
     if (cap > 0)
@@ -509,7 +599,7 @@ pocketllm_status pocketllm_generate(pocketllm_home *h, const pocketllm_generate_
     if (st == PK_OK) {
         st = gen_loop(params, &s, &nt);
         if (st == PK_ERR_NUMERIC)
-            api_fail(h, st, "generation failed: the logits are not finite");
+            api_fail(h, st, "generation failed: the logits are not finite (non-finite weights?)");
     }
     gen_free(&s);
     if (n_tokens)

@@ -35,7 +35,11 @@
  *
  *   Versions. PK_VERSION_MAJOR/MINOR/PATCH give the version of this header;
  *   pocketllm_version() the version of the library loaded at run time. The ABI is stable
- *   within one major version (the shared library's SONAME is libpocketllm.so.MAJOR).
+ *   within one major version (the shared library's SONAME is libpocketllm.so.MAJOR). While
+ *   MAJOR is 0 it is stable within one minor version instead (SONAME libpocketllm.so.0.MINOR):
+ *   a minor version may append fields to a params struct, so a program is rebuilt against the
+ *   new header, where it keeps compiling unchanged. New fields and functions say "since
+ *   0.MINOR"; the defaults of a new field keep the earlier behaviour.
  *
  *   Bit-exactness. A run's steps are a pure function of its settings: the same settings give
  *   the same weights for any thread count, and a cancelled run resumed later reaches the same
@@ -52,7 +56,7 @@ extern "C" {
 #endif
 
 #define PK_VERSION_MAJOR 0
-#define PK_VERSION_MINOR 1
+#define PK_VERSION_MINOR 2
 #define PK_VERSION_PATCH 0
 /* MAJOR * 10000 + MINOR * 100 + PATCH, the form pocketllm_version() returns. */
 #define PK_VERSION_NUMBER (PK_VERSION_MAJOR * 10000 + PK_VERSION_MINOR * 100 + PK_VERSION_PATCH)
@@ -145,6 +149,13 @@ POCKETLLM_API pocketllm_home_params pocketllm_home_default_params(void);
 POCKETLLM_API pocketllm_status pocketllm_home_open(const char *dir, void *passphrase, size_t len,
                                                    const pocketllm_home_params *params,
                                                    pocketllm_home **out);
+
+/* A handle that holds no home (since 0.2), for the calls that read nothing from one:
+ * pocketllm_generate with a model_dir and pocketllm_seedlog_check. It carries their error text
+ * like any handle; every other call on it answers POCKETLLM_ERR_ARG. Close it with
+ * pocketllm_home_close. Its only failure is POCKETLLM_ERR_NOMEM (*out NULL).
+ * Threads: any thread; the new handle is then used by one thread at a time. */
+POCKETLLM_API pocketllm_status pocketllm_home_open_none(pocketllm_home **out);
 
 /* Closes the home and wipes its keys. NULL-safe. Threads: not while another thread uses h. */
 POCKETLLM_API void pocketllm_home_close(pocketllm_home *h);
@@ -369,31 +380,56 @@ POCKETLLM_API pocketllm_status pocketllm_eval(pocketllm_home *h,
                                               pocketllm_eval_result *result);
 
 /* Called with each generated token's text as it becomes complete UTF-8 (bytes, len; not
- * NUL-terminated; may be 0 bytes for a token that completes nothing yet) and its id. Return 0
- * to go on, non-zero to stop. */
+ * NUL-terminated; may be 0 bytes for a token that completes nothing yet, or an id the tokenizer
+ * does not know, as in a vocabulary padded beyond the tokenizer's) and its id; after the last
+ * token, once more with id -1 for bytes held back at the end, if any. bytes is NULL (len 0)
+ * only when the model has no tokenizer files: then the ids are the output. Return 0 to go on,
+ * non-zero to stop. */
 typedef int (*pocketllm_token_fn)(void *user, int32_t id, const char *bytes, size_t len);
 
+/* Called once after a successful generation with the whole sequence (since 0.2): ids[0, n_ids)
+ * are the prompt's ids (after tokenizing a text prompt) then the generated ones, an end-of-
+ * sequence token included; text (text_len bytes plus a NUL, special tokens left out) is all of
+ * them decoded together, which may differ from the prompt followed by the streamed pieces where
+ * they meet. text is NULL without tokenizer files, or when the tokenizer does not know one of
+ * the ids. Views, valid during the call. */
+typedef void (*pocketllm_sequence_fn)(void *user, const int32_t *ids, size_t n_ids,
+                                      const char *text, size_t text_len);
+
 typedef struct pocketllm_generate_params {
-    const char *model_dir;       /* a model directory with tokenizer files, or NULL with run_id */
+    const char *model_dir;       /* a model directory, or NULL with run_id */
     int64_t run_id;              /* > 0: the run's fine-tuned weights and its base tokenizer */
-    const char *prompt;          /* UTF-8; "" starts from the BOS token */
+    const char *prompt;          /* UTF-8; "" starts from the BOS token. Needs tokenizer files */
     int max_new;                 /* tokens to generate at most (default 32) */
     float temperature;           /* 0 (default): greedy */
     int top_k;                   /* 0: off */
     float top_p;                 /* 1: off */
-    uint64_t seed;               /* sampler seed */
+    uint64_t seed;               /* sampler seed: the same seed, the same tokens (any threads) */
     int ignore_eos;              /* 1: do not stop at the end-of-sequence token */
     pocketllm_token_fn on_token; /* optional */
-    void *user;
+    void *user;                  /* given to on_token and on_sequence */
+    /* since 0.2 (the defaults keep the 0.1 behaviour): */
+    const int32_t *prompt_ids; /* NULL (default): the prompt is text. Else the prompt as
+                                  n_prompt_ids token ids (borrowed; prompt is then ignored),
+                                  each inside the model's vocabulary: the way to prompt a model
+                                  whose directory has no tokenizer files */
+    size_t n_prompt_ids;
+    pocketllm_sequence_fn on_sequence; /* optional: the whole sequence at the end */
 } pocketllm_generate_params;
 
-/* The defaults: greedy, 32 new tokens. Threads: any thread. */
+/* The defaults: greedy, 32 new tokens, a text prompt "". Threads: any thread. */
 POCKETLLM_API pocketllm_generate_params pocketllm_generate_default_params(void);
 
-/* Generates text after params->prompt. out (caller-owned, cap bytes, may be NULL with cap 0)
- * gets the generated text, NUL-terminated, cut at cap - 1 bytes; *n_tokens (may be NULL) the
- * number of tokens generated. h is needed for run_id (the run lives in the home) and for the
- * error text; with model_dir it reads nothing from the home.
+/* Generates after the prompt (params->prompt_ids, else params->prompt) with a KV cache: greedy
+ * or sampled (temperature, top_k, top_p from seed), up to max_new tokens, stopping after the
+ * end-of-sequence token unless ignore_eos. out (caller-owned, cap bytes, may be NULL with cap 0)
+ * gets the generated text, NUL-terminated, cut at cap - 1 bytes ("" for a model without
+ * tokenizer files); *n_tokens (may be NULL) the number of tokens generated. h is needed for
+ * run_id (the run lives in the home) and for the error text; with model_dir it reads nothing
+ * from the home (a handle of pocketllm_home_open_none will do). Errors: POCKETLLM_ERR_ARG
+ * (no prompt, an id outside the vocabulary, prompt + max_new beyond the model's positions, a
+ * text prompt for a model without tokenizer files), POCKETLLM_ERR_NOTFOUND (model or run),
+ * POCKETLLM_ERR_NUMERIC (the logits went non-finite: non-finite weights), POCKETLLM_ERR_FORMAT.
  * Threads: one thread at a time on h. */
 POCKETLLM_API pocketllm_status pocketllm_generate(pocketllm_home *h,
                                                   const pocketllm_generate_params *params,

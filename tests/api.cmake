@@ -4,9 +4,10 @@ pk_add_test(test_api SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_api.c
     LIBS pk_api PkgConfig::SQLITE Threads::Threads LABELS unit TIMEOUT 180)
 
 # `nm -D` of libpocketllm.so: every defined dynamic symbol is pocketllm_* (the linker's version
-# node POCKETLLM_0 aside), and the API is there.
+# node POCKETLLM_0 aside), and they are exactly the functions pocketllm.h declares.
 add_test(NAME test_api_exports COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/api_exports.sh
-    ${CMAKE_NM} $<TARGET_FILE:pocketllm_shared> ${PK_API_STATIC_LIB})
+    ${CMAKE_NM} $<TARGET_FILE:pocketllm_shared> ${PK_API_STATIC_LIB}
+    ${CMAKE_SOURCE_DIR}/include/pocketllm.h)
 set_tests_properties(test_api_exports PROPERTIES LABELS unit TIMEOUT 60)
 
 # examples/minimal.c linked with the shared library of this build, run on the shipped model in a

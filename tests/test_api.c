@@ -311,6 +311,170 @@ static void test_generate(pocketllm_home *h, int64_t run)
     PK_CHECK(strstr(pocketllm_errmsg(h), "positions") != NULL);
 }
 
+/* What on_sequence saw: the whole sequence's ids and text (has_text 0: text was NULL). */
+typedef struct seq_log {
+    int32_t ids[128];
+    size_t n;
+    char text[512];
+    int has_text, calls, null_bytes, tokens;
+} seq_log;
+
+static void on_sequence(void *user, const int32_t *ids, size_t n, const char *text, size_t len)
+{
+    seq_log *q = user;
+    q->calls++;
+    q->n = n;
+    memcpy(q->ids, ids, (n < 128 ? n : 128) * sizeof *ids);
+    q->has_text = text != NULL;
+    snprintf(q->text, sizeof q->text, "%.*s", (int)len, text ? text : "");
+}
+
+static int seq_token(void *user, int32_t id, const char *bytes, size_t len)
+{
+    seq_log *q = user;
+    (void)len;
+    q->null_bytes += bytes == NULL;
+    q->tokens += id >= 0;
+    return 0;
+}
+
+static pocketllm_generate_params seq_params(seq_log *q, const char *dir)
+{
+    pocketllm_generate_params gp = pocketllm_generate_default_params();
+    memset(q, 0, sizeof *q);
+    gp.model_dir = dir;
+    gp.max_new = 16;
+    gp.ignore_eos = 1;
+    gp.on_token = seq_token;
+    gp.on_sequence = on_sequence;
+    gp.user = q;
+    return gp;
+}
+
+/* The prompt as token ids gives what the same prompt as text gives; the whole sequence (prompt
+ * ids, then the generated ones) reaches on_sequence; bad ids are refused. */
+static void test_generate_ids(pocketllm_home *h)
+{
+    seq_log a, b;
+    char out_a[512], out_b[512];
+    int n = 0;
+    pocketllm_generate_params gp = seq_params(&a, PK_STORIES_DIR);
+    gp.prompt = "Once upon a time";
+    PK_CHECK_EQ(pocketllm_generate(h, &gp, out_a, sizeof out_a, &n), POCKETLLM_OK);
+    PK_CHECK_EQ(n, 16);
+    PK_CHECK(a.calls == 1 && a.has_text && a.n > 16 && a.null_bytes == 0);
+    size_t np = a.n - 16; /* the prompt's ids (BOS first) */
+    PK_CHECK(np >= 2 && strncmp(a.text, "Once upon a time", 16) == 0);
+    PK_CHECK(strstr(a.text, out_a) != NULL); /* the whole text ends with the generated one */
+    int32_t prompt[64];
+    memcpy(prompt, a.ids, np * sizeof *prompt);
+    gp = seq_params(&b, PK_STORIES_DIR);
+    gp.prompt = NULL;
+    gp.prompt_ids = prompt;
+    gp.n_prompt_ids = np;
+    PK_CHECK_EQ(pocketllm_generate(h, &gp, out_b, sizeof out_b, &n), POCKETLLM_OK);
+    PK_CHECK(strcmp(out_a, out_b) == 0 && strcmp(a.text, b.text) == 0);
+    PK_CHECK(b.n == a.n && memcmp(a.ids, b.ids, a.n * sizeof *a.ids) == 0);
+    /* Ids outside the vocabulary (stories260k has 512), none at all. */
+    int32_t bad[2] = {1, 512};
+    gp.prompt_ids = bad;
+    gp.n_prompt_ids = 2;
+    PK_CHECK_EQ(pocketllm_generate(h, &gp, out_b, sizeof out_b, &n), POCKETLLM_ERR_ARG);
+    PK_CHECK(strstr(pocketllm_errmsg(h), "512 is outside the vocabulary") != NULL);
+    bad[1] = -3;
+    PK_CHECK_EQ(pocketllm_generate(h, &gp, out_b, sizeof out_b, &n), POCKETLLM_ERR_ARG);
+    gp.n_prompt_ids = 0;
+    PK_CHECK_EQ(pocketllm_generate(h, &gp, out_b, sizeof out_b, &n), POCKETLLM_ERR_ARG);
+    PK_CHECK_EQ(b.calls, 1); /* a failed call never reports a sequence */
+}
+
+/* A model directory without tokenizer files: ids in, ids out (bytes NULL, no text), the same
+ * ids as the model with its tokenizer; a text prompt is refused. */
+static void test_generate_no_tokenizer(pocketllm_home *h)
+{
+    char dir[300], src[400], dst[400];
+    snprintf(dir, sizeof dir, "%s/no-tokenizer", tmp);
+    PK_CHECK(mkdir(dir, 0700) == 0);
+    static const char *const files[] = {"config.json", "model.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(src, sizeof src, "%s/%s", PK_STORIES_DIR, files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
+        PK_CHECK(symlink(src, dst) == 0);
+    }
+    seq_log with, without;
+    char out[512] = "x";
+    int n = 0;
+    int32_t prompt[3] = {1, 403, 407};
+    pocketllm_generate_params gp = seq_params(&with, PK_STORIES_DIR);
+    gp.prompt_ids = prompt;
+    gp.n_prompt_ids = 3;
+    PK_CHECK_EQ(pocketllm_generate(h, &gp, out, sizeof out, &n), POCKETLLM_OK);
+    gp = seq_params(&without, dir);
+    gp.prompt_ids = prompt;
+    gp.n_prompt_ids = 3;
+    PK_CHECK_EQ(pocketllm_generate(h, &gp, out, sizeof out, &n), POCKETLLM_OK);
+    PK_CHECK_EQ(n, 16);
+    PK_CHECK(strcmp(out, "") == 0 && !without.has_text && without.calls == 1);
+    PK_CHECK(without.null_bytes == 16 && without.tokens == 16 && with.null_bytes == 0);
+    PK_CHECK(without.n == 19 && with.n == 19);
+    PK_CHECK(memcmp(with.ids, without.ids, 19 * sizeof *with.ids) == 0);
+    gp.prompt_ids = NULL;
+    gp.prompt = "Once";
+    PK_CHECK_EQ(pocketllm_generate(h, &gp, out, sizeof out, &n), POCKETLLM_ERR_ARG);
+    PK_CHECK(strstr(pocketllm_errmsg(h), "no tokenizer files") != NULL);
+}
+
+/* Sampling (temperature, top-k, top-p) is a function of the seed alone: the same sequence on one
+ * thread and on two, another with another seed, neither the greedy one. */
+static void test_generate_sampling(pocketllm_home *h)
+{
+    seq_log t1, t2, other, greedy;
+    char o1[512], o2[512], oo[512], og[512];
+    pocketllm_generate_params gp;
+    seq_log *logs[4] = {&t1, &t2, &other, &greedy};
+    char *outs[4] = {o1, o2, oo, og};
+    int threads = pocketllm_set_threads(0);
+    for (int k = 0; k < 4; k++) {
+        gp = seq_params(logs[k], PK_STORIES_DIR);
+        gp.prompt = "Pip";
+        gp.max_new = 24;
+        gp.temperature = k < 3 ? 0.9f : 0.0f;
+        gp.top_k = 40;
+        gp.top_p = 0.95f;
+        gp.seed = k == 2 ? 8 : 7;
+        PK_CHECK_EQ(pocketllm_set_threads(k == 0 ? 1 : 2), k == 0 ? 1 : 2);
+        PK_CHECK_EQ(pocketllm_generate(h, &gp, outs[k], 512, NULL), POCKETLLM_OK);
+    }
+    PK_CHECK_EQ(pocketllm_set_threads(threads), threads);
+    PK_CHECK(t1.n == t2.n && t1.n > 2 && memcmp(t1.ids, t2.ids, t1.n * sizeof *t1.ids) == 0);
+    PK_CHECK(strcmp(o1, o2) == 0 && strcmp(t1.text, t2.text) == 0);
+    PK_CHECK(other.n != t1.n || memcmp(other.ids, t1.ids, t1.n * sizeof *t1.ids) != 0);
+    PK_CHECK(greedy.n != t1.n || memcmp(greedy.ids, t1.ids, t1.n * sizeof *t1.ids) != 0);
+}
+
+/* A handle of no home generates from a model directory; a run needs a home. */
+static void test_generate_no_home(int64_t run)
+{
+    pocketllm_home *h = NULL;
+    PK_CHECK_EQ(pocketllm_home_open_none(&h), POCKETLLM_OK);
+    PK_CHECK(h != NULL);
+    seq_log q;
+    char out[512];
+    int n = 0;
+    pocketllm_generate_params gp = seq_params(&q, PK_STORIES_DIR);
+    gp.prompt = "Pip";
+    PK_CHECK_EQ(pocketllm_generate(h, &gp, out, sizeof out, &n), POCKETLLM_OK);
+    PK_CHECK(n == 16 && strlen(out) > 0 && strcmp(pocketllm_errmsg(h), "") == 0);
+    gp.model_dir = NULL;
+    gp.run_id = run;
+    PK_CHECK_EQ(pocketllm_generate(h, &gp, out, sizeof out, &n), POCKETLLM_ERR_ARG);
+    PK_CHECK(strstr(pocketllm_errmsg(h), "no agent home") != NULL);
+    size_t total = 0;
+    PK_CHECK_EQ(pocketllm_datasets(h, NULL, 0, &total), POCKETLLM_ERR_ARG);
+    pocketllm_home_close(h);
+    PK_CHECK_EQ(pocketllm_home_open_none(NULL), POCKETLLM_ERR_ARG);
+}
+
 /* Export a seed log, check it, and refuse one that says it is a newer format. */
 static void test_seedlog(pocketllm_home *h, int64_t run)
 {
@@ -435,6 +599,10 @@ int main(void)
         test_cancel_thread(h);
         test_eval(h, run);
         test_generate(h, run);
+        test_generate_ids(h);
+        test_generate_no_tokenizer(h);
+        test_generate_sampling(h);
+        test_generate_no_home(run);
         test_seedlog(h, run);
         test_forget(h);
         test_sync_unreachable(h);
