@@ -1,7 +1,7 @@
-/* cmd_model.c: the engine commands: forward (raw logits + loss), generate (KV cache, sampling,
- * streaming), make-model (random models of known shapes) and bench forward (throughput against
- * the sgemm roofline). Each command has one option table (opts.h); the engine itself is
- * model/pk_model.h. */
+/* cmd_model.c: the engine commands: forward (raw logits + loss), generate (a client of
+ * libpocketllm's pocketllm_generate: KV cache, sampling, streaming), make-model (random models of
+ * known shapes) and bench forward (throughput against the sgemm roofline). Each command has one
+ * option table (opts.h); the engine itself is model/pk_model.h. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -10,11 +10,8 @@
 #include <string.h>
 
 #include "cli.h"
-#include "passphrase.h"
 #include "pk_model.h"
-#include "pk_store.h"
-#include "pk_tokenizer.h"
-#include "pk_train.h"
+#include "pocketllm.h"
 
 static int load_model(const char *cmd, const char *dir, pk_model **m)
 {
@@ -211,183 +208,44 @@ static const cli_command gen_cmd = {
     "  pocketllm generate --model models/stories260k --prompt \"Once upon a time\" --max-new 40\n"
     "  pocketllm generate --run 1 --prompt \"Pip\" --max-new 40 --temperature 0.8 --seed 7"};
 
-/* What a generation holds; every pointer owned (gen_free). */
-typedef struct gen_state {
-    pk_model *m;
-    pk_tokenizer *tok; /* NULL: the model directory has none (ids are printed) */
-    pk_tokenizer_stream *ts;
-    pk_gen *g;
-    pk_sampler *smp;
-    int32_t *ids;  /* [n] the prompt */
-    int32_t *all;  /* [na] the prompt, then the generated tokens */
-    float *logits; /* [vocab] */
-    int n, na;
-} gen_state;
+/* What generate prints while libpocketllm generates: each token's text as it completes, or its
+ * id when the model has no tokenizer; with --json, the final object from the whole sequence. */
+typedef struct gen_print {
+    int printed; /* generated tokens so far */
+    int json;
+    cJSON *obj; /* --json: {"ids": [...], "text": ...}, printed after the newline */
+} gen_print;
 
-static void gen_free(gen_state *s)
+static int gen_on_token(void *user, int32_t id, const char *bytes, size_t len)
 {
-    free(s->logits);
-    free(s->all);
-    free(s->ids);
-    pk_tokenizer_stream_free(s->ts);
-    pk_sampler_free(s->smp);
-    pk_gen_free(s->g);
-    pk_tokenizer_free(s->tok);
-    pk_model_free(s->m);
-}
-
-/* A run's weights: its base model plus its step log, rebuilt in memory; dir gets the base. */
-static int generate_load_run(const gen_opts *o, pk_model **m, char *dir, size_t dirlen)
-{
-    char err[512] = "";
-    pk_train_config cfg;
-    pk_store *s = NULL;
-    int rc = cli_open_store(&o->c, &s);
-    if (rc != CLI_OK)
-        return rc;
-    pk_run_info ri;
-    pk_status st = pk_run_load_config(s, o->run, &ri, &cfg, err, sizeof err);
-    pk_run_info_clear(&ri);
-    if (st == PK_OK)
-        st = pk_run_materialize(s, o->run, m, err, sizeof err);
-    pk_store_close(s);
-    if (st != PK_OK)
-        return cli_fail(o->c.cmd, st, err);
-    snprintf(dir, dirlen, "%s", cfg.model_dir);
-    return CLI_OK;
-}
-
-/* Loads what generate needs (model + optional tokenizer). One place, so `generate --run` can
- * substitute fine-tuned weights after loading. */
-static int generate_load(const gen_opts *o, gen_state *s)
-{
-    char dir[1024], err[512] = "";
-    if (o->run > 0) {
-        int rc = generate_load_run(o, &s->m, dir, sizeof dir);
-        if (rc != CLI_OK)
-            return rc;
-    } else if (load_model(o->c.cmd, o->model, &s->m) != 0) {
-        return CLI_ERR;
-    } else {
-        snprintf(dir, sizeof dir, "%s", o->model);
+    gen_print *g = user;
+    if (bytes == NULL) /* no tokenizer: the ids, space-separated */
+        printf("%s%d", g->printed ? " " : "", id);
+    else if (len)
+        fwrite(bytes, 1, len, stdout);
+    if (id >= 0) {
+        g->printed++;
+        fflush(stdout);
     }
-    pk_status st = pk_tokenizer_load(dir, &s->tok, err, sizeof err);
-    if (st != PK_OK && st != PK_ERR_NOTFOUND)
-        return cli_fail(o->c.cmd, st, err);
-    return CLI_OK;
-}
-
-/* The prompt: --ids, or --prompt encoded (BOS alone for an empty prompt). */
-static int prompt_ids(const gen_opts *o, gen_state *s)
-{
-    const char *cmd = o->c.cmd;
-    if (o->ids)
-        return cli_parse_ids(&o->c, "--ids", o->ids, &s->ids, &s->n);
-    if (!s->tok) {
-        cli_error(cmd, "--prompt needs tokenizer files in the model directory; use --ids");
-        return CLI_ERR;
-    }
-    size_t k = 0;
-    if (pk_tokenizer_encode(s->tok, o->prompt, strlen(o->prompt), 1, &s->ids, &k) != PK_OK) {
-        cli_error(cmd, "cannot tokenize the prompt");
-        return CLI_ERR;
-    }
-    if (k == 0) { /* empty prompt without BOS: start from BOS if the model has one */
-        free(s->ids);
-        s->ids = malloc(sizeof *s->ids);
-        if (!s->ids || pk_model_bos_id(s->m) < 0) {
-            cli_error(cmd, "empty prompt and the model has no BOS token");
-            return CLI_ERR;
-        }
-        s->ids[0] = pk_model_bos_id(s->m);
-        k = 1;
-    }
-    s->n = (int)k;
-    return CLI_OK;
-}
-
-/* Checks the prompt against the model and creates the KV cache, sampler and text stream. */
-static int gen_start(const gen_opts *o, gen_state *s)
-{
-    const char *cmd = o->c.cmd;
-    int V = pk_model_vocab_size(s->m), maxp = pk_model_max_positions(s->m);
-    if (ids_in_vocab(cmd, "prompt", s->ids, s->n, s->m) != 0)
-        return CLI_ERR;
-    long long total = (long long)s->n + o->max_new;
-    if (total > maxp) {
-        cli_error(cmd, "prompt (%d) + --max-new (%d) exceeds the model's %d positions", s->n,
-                  o->max_new, maxp);
-        return CLI_ERR;
-    }
-    pk_status st = pk_gen_create(s->m, (int)total, &s->g);
-    if (st == PK_OK)
-        st = pk_sampler_create(o->sp, V, &s->smp);
-    if (st == PK_OK && s->tok)
-        st = pk_tokenizer_stream_new(s->tok, 1, &s->ts);
-    s->all = malloc((size_t)total * sizeof *s->all);
-    s->logits = malloc((size_t)V * sizeof *s->logits);
-    if (st != PK_OK || !s->all || !s->logits) {
-        cli_error(cmd, "cannot start generation: %s",
-                  pk_status_str(st != PK_OK ? st : PK_ERR_NOMEM));
-        return CLI_ERR;
-    }
-    memcpy(s->all, s->ids, (size_t)s->n * sizeof *s->all);
-    s->na = s->n;
-    return CLI_OK;
-}
-
-/* Streams token t (the i-th generated): its text, or its id. */
-static void gen_emit(gen_state *s, int32_t t, int i)
-{
-    if (s->ts) {
-        const char *bytes = NULL;
-        size_t bl = 0;
-        if (pk_tokenizer_stream_push(s->ts, t, &bytes, &bl) == PK_OK && bl)
-            fwrite(bytes, 1, bl, stdout);
-    } else {
-        printf("%s%d", i ? " " : "", t);
-    }
-    fflush(stdout);
-}
-
-/* Samples up to max_new tokens (fewer at EOS), streaming each. */
-static pk_status gen_loop(const gen_opts *o, gen_state *s)
-{
-    int eos = pk_model_eos_id(s->m);
-    pk_status st = pk_gen_feed(s->g, s->ids, s->n, NULL, s->logits);
-    for (int i = 0; st == PK_OK && i < o->max_new; i++) {
-        int32_t t = pk_sampler_sample(s->smp, s->logits);
-        s->all[s->na++] = t;
-        gen_emit(s, t, i);
-        if (t == eos && !o->ignore_eos)
-            break;
-        if (i + 1 < o->max_new)
-            st = pk_gen_feed(s->g, &t, 1, NULL, s->logits);
-    }
-    if (st == PK_OK && s->ts) {
-        const char *bytes = NULL;
-        size_t bl = 0;
-        if (pk_tokenizer_stream_flush(s->ts, &bytes, &bl) == PK_OK && bl)
-            fwrite(bytes, 1, bl, stdout);
-    }
-    return st;
+    return 0;
 }
 
 /* {"ids": [prompt and generated], "text": decoded, or null without a tokenizer}. */
-static int gen_print_json(const gen_state *s)
+static void gen_on_sequence(void *user, const int32_t *ids, size_t n, const char *text, size_t len)
 {
-    cJSON *j = cJSON_CreateObject();
-    cJSON *ids = cJSON_AddArrayToObject(j, "ids");
-    for (int i = 0; ids && i < s->na; i++)
-        cJSON_AddItemToArray(ids, cJSON_CreateNumber(s->all[i]));
-    char *text = NULL;
-    size_t tl = 0;
-    if (s->tok && pk_tokenizer_decode(s->tok, s->all, (size_t)s->na, 1, &text, &tl) == PK_OK)
-        cJSON_AddStringToObject(j, "text", text); /* a NUL inside the text ends it here */
+    gen_print *g = user;
+    (void)len; /* a NUL inside the text ends it in the JSON */
+    if (!g->json)
+        return;
+    cJSON_Delete(g->obj);
+    g->obj = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(g->obj, "ids");
+    for (size_t i = 0; arr && i < n; i++)
+        cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids[i]));
+    if (text)
+        cJSON_AddStringToObject(g->obj, "text", text);
     else
-        cJSON_AddNullToObject(j, "text");
-    free(text);
-    return cli_json_print(j);
+        cJSON_AddNullToObject(g->obj, "text");
 }
 
 static int gen_check(const gen_opts *o)
@@ -408,6 +266,49 @@ static int gen_check(const gen_opts *o)
     return 0;
 }
 
+/* The handle generate runs on: the agent home for --run, else one holding no home. */
+static int gen_handle(const gen_opts *o, pocketllm_home **h)
+{
+    if (o->run > 0)
+        return cli_open_home(&o->c, h);
+    if (pocketllm_home_open_none(h) != POCKETLLM_OK) {
+        cli_error(o->c.cmd, "out of memory");
+        return CLI_ERR;
+    }
+    return CLI_OK;
+}
+
+/* Generates through libpocketllm (pocketllm_generate), streaming to stdout. */
+static int gen_run(const gen_opts *o, pocketllm_home *h, const int32_t *ids, int n)
+{
+    gen_print g = {0, o->c.json, NULL};
+    pocketllm_generate_params p = pocketllm_generate_default_params();
+    p.model_dir = o->model;
+    p.run_id = o->run;
+    if (ids) {
+        p.prompt_ids = ids;
+        p.n_prompt_ids = (size_t)n;
+    } else {
+        p.prompt = o->prompt;
+    }
+    p.max_new = o->max_new;
+    p.temperature = o->sp.temperature;
+    p.top_k = o->sp.top_k;
+    p.top_p = o->sp.top_p;
+    p.seed = o->sp.seed;
+    p.ignore_eos = o->ignore_eos;
+    p.on_token = gen_on_token;
+    p.on_sequence = gen_on_sequence;
+    p.user = &g;
+    pocketllm_status st = pocketllm_generate(h, &p, NULL, 0, NULL);
+    if (st != POCKETLLM_OK) {
+        cJSON_Delete(g.obj);
+        return cli_home_fail(o->c.cmd, h, st);
+    }
+    putchar('\n');
+    return o->c.json ? cli_json_print(g.obj) : CLI_OK;
+}
+
 int cmd_generate(int argc, char **argv)
 {
     gen_opts o = {.max_new = -1, .sp = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .seed = 0}};
@@ -416,26 +317,20 @@ int cmd_generate(int argc, char **argv)
         rc = gen_check(&o);
     if (rc != 0)
         return rc < 0 ? CLI_OK : rc;
+    int32_t *ids = NULL;
+    int n = 0;
+    if (o.ids) {
+        rc = cli_parse_ids(&o.c, "--ids", o.ids, &ids, &n);
+        if (rc != 0)
+            return rc;
+    }
     cli_apply_threads(&o.c);
-    gen_state s;
-    memset(&s, 0, sizeof s);
-    rc = generate_load(&o, &s);
+    pocketllm_home *h = NULL;
+    rc = gen_handle(&o, &h);
     if (rc == CLI_OK)
-        rc = prompt_ids(&o, &s);
-    if (rc == CLI_OK)
-        rc = gen_start(&o, &s);
-    pk_status st = rc == CLI_OK ? gen_loop(&o, &s) : PK_OK;
-    if (st != PK_OK) {
-        cli_error(o.c.cmd, "generation failed: %s",
-                  st == PK_ERR_NUMERIC ? "the logits are not finite (non-finite weights?)"
-                                       : pk_status_str(st));
-        rc = CLI_ERR;
-    }
-    if (rc == CLI_OK) {
-        putchar('\n');
-        rc = o.c.json ? gen_print_json(&s) : CLI_OK;
-    }
-    gen_free(&s);
+        rc = gen_run(&o, h, ids, n);
+    pocketllm_home_close(h);
+    free(ids);
     return rc;
 }
 
