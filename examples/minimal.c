@@ -28,7 +28,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: minimal HOME_DIR MODEL_DIR\n");
         return 2;
     }
-    printf("libpocketllm %s\n", pocketllm_version_string());
     char pass[] = "correct horse battery staple"; /* an app reads it from the keystore */
     pocketllm_home_params hp = pocketllm_home_default_params();
     hp.create = 1;
@@ -36,15 +35,12 @@ int main(int argc, char **argv)
     pocketllm_status st = pocketllm_home_open(argv[1], pass, strlen(pass), &hp, &h);
     if (st != POCKETLLM_OK) /* pass is wiped now, whatever happened */
         return fail(h, "open", st);
-
-    const char notes[] = "Pip the cat sat on the warm mat.\n"
-                         "Pip liked fish and naps in the sun.\n"
+    const char notes[] = "Pip the cat sat on the warm mat.\nPip liked fish and naps in the sun.\n"
                          "One day Pip found a red ball.\n";
     pocketllm_import_params ip = pocketllm_import_default_params();
     ip.format = POCKETLLM_FORMAT_TXT;
     if ((st = pocketllm_import(h, "notes", notes, strlen(notes), &ip, NULL)) != POCKETLLM_OK)
         return fail(h, "import", st);
-
     pocketllm_train_params tp = pocketllm_train_default_params();
     tp.model_dir = argv[2];
     tp.dataset = "notes";
@@ -56,9 +52,8 @@ int main(int argc, char **argv)
     pocketllm_train_result tr;
     if ((st = pocketllm_train(h, &tp, &tr)) != POCKETLLM_OK)
         return fail(h, "train", st);
-    printf("run %lld: %lld steps, weights %.16s\n", (long long)tr.run_id, (long long)tr.steps_done,
-           tr.weights_hash);
-
+    printf("libpocketllm %s, run %lld: %lld steps, weights %.16s\n", pocketllm_version_string(),
+           (long long)tr.run_id, (long long)tr.steps_done, tr.weights_hash);
     pocketllm_generate_params gp = pocketllm_generate_default_params();
     gp.run_id = tr.run_id;
     gp.prompt = "Pip";
