@@ -1,6 +1,7 @@
 /* home.c: libpocketllm's handle, errors, version, logging and datasets (pocketllm.h). Each
  * function checks its arguments, calls the store (store/) and records the outcome on the
  * handle; the work itself is in the internal modules. */
+#include "api_cli.h"
 #include "api_impl.h"
 
 #include "pk_crypto.h"
@@ -219,6 +220,11 @@ pocketllm_status pocketllm_home_open_none(pocketllm_home **out)
     atomic_init(&(*out)->cancel, 0);
     (*out)->no_home = 1;
     return POCKETLLM_OK;
+}
+
+pk_store *pk_api_home_store(pocketllm_home *h)
+{
+    return h ? h->s : NULL;
 }
 
 void pocketllm_home_close(pocketllm_home *h)

@@ -2,14 +2,18 @@
  * fresh encrypted home, the built-in Pip notes imported sealed, held-out loss and a sample
  * before and after a MeZO fine-tune, the seed log against the weights, the privacy summary;
  * --federated adds one round with a local coordinator (demo_fed.c). The base model is the
- * stories260k the repository ships (models/), unless --model or POCKETLLM_MODEL names another. */
+ * stories260k the repository ships (models/), unless --model or POCKETLLM_MODEL names another.
+ * The home, import, training, eval, samples and seed-log export go through libpocketllm
+ * (pocketllm.h); the base-weights hash, the seed-log replay, the plot and the federated round
+ * call the modules (the API does not cover them; docs/DESIGN.md 14). */
+#include "api_cli.h"
 #include "cli.h"
 #include "demo.h"
 #include "passphrase.h"
+#include "pocketllm.h"
 
 #include "pk_crypto.h"
 #include "pk_net.h"
-#include "pk_tokenizer.h"
 #include "pk_train.h"
 #include "progress.h"
 
@@ -216,112 +220,99 @@ pk_status demo_create_home(const char *home, pk_store **s, char *err, size_t err
     return st;
 }
 
-static pk_status demo_import(demo_state *d, const char *name, const char *text, size_t len,
-                             int64_t *count, char *err, size_t errlen)
+static void demo_import_progress(void *user, int64_t n)
+{
+    pk_progress_update(user, n, (double)NAN);
+}
+
+/* Imports text (one note a line) into dataset name through the API; *count gets the notes. */
+static pocketllm_status demo_import(demo_state *d, const char *name, const char *text, size_t len,
+                                    int64_t *count)
 {
     pk_progress *p = pk_progress_new(
         name, 0, d->o.c.quiet ? PK_PROGRESS_QUIET : pk_progress_mode_from_args(d->o.c.json, 0));
-    pk_status st = PK_OK;
-    *count = 0;
-    char line[1024];
-    size_t pos = 0;
-    while (st == PK_OK && demo_next_line(text, len, &pos, line, sizeof line)) {
-        pk_example ex;
-        memset(&ex, 0, sizeof ex);
-        ex.text = line;
-        st = pk_store_example_add(d->s, name, &ex, NULL, err, errlen);
-        if (st == PK_OK)
-            pk_progress_update(p, ++*count, (double)NAN);
-    }
-    pk_secure_wipe(line, sizeof line);
+    pocketllm_import_params ip = pocketllm_import_default_params();
+    ip.format = POCKETLLM_FORMAT_TXT;
+    ip.progress = demo_import_progress;
+    ip.user = p;
+    pocketllm_status st = pocketllm_import(d->h, name, text, len, &ip, count);
     pk_progress_finish(p);
     return st;
 }
 
-/* A sample from prompt with a fixed sampler seed: the same call before and after training. */
-static pk_status demo_generate(pk_model *m, const pk_tokenizer *tok, char **out)
+/* Keeps the sample on_sequence gives (the prompt and the generated text, decoded together). */
+static void demo_on_sequence(void *user, const int32_t *ids, size_t n, const char *text, size_t len)
 {
-    int32_t *ids = NULL, *all = NULL;
-    size_t n = 0;
-    float *logits = NULL;
-    pk_gen *g = NULL;
-    pk_sampler *sp = NULL;
+    char **out = user;
+    (void)ids;
+    (void)n;
+    free(*out);
     *out = NULL;
-    pk_status st = pk_tokenizer_encode(tok, DEMO_PROMPT, strlen(DEMO_PROMPT), 1, &ids, &n);
-    if (st != PK_OK || n == 0)
-        goto out;
-    int V = pk_model_vocab_size(m), cap = (int)n + DEMO_GEN_TOKENS;
-    all = malloc((size_t)cap * sizeof *all);
-    logits = malloc((size_t)V * sizeof *logits);
-    if (!all || !logits) {
-        st = PK_ERR_NOMEM;
-        goto out;
-    }
-    memcpy(all, ids, n * sizeof *ids);
-    pk_sampler_params sp_p = {0.8f, 40, 0.95f, DEMO_GEN_SEED};
-    st = pk_gen_create(m, cap, &g);
-    if (st == PK_OK)
-        st = pk_sampler_create(sp_p, V, &sp);
-    if (st == PK_OK)
-        st = pk_gen_feed(g, ids, (int)n, NULL, logits);
-    int len = (int)n;
-    while (st == PK_OK && len < cap) {
-        int32_t next = pk_sampler_sample(sp, logits);
-        if (next == pk_tokenizer_eos(tok))
-            break;
-        all[len++] = next;
-        if (len < cap)
-            st = pk_gen_feed(g, &next, 1, NULL, logits);
-    }
-    size_t tlen = 0;
-    if (st == PK_OK)
-        st = pk_tokenizer_decode(tok, all, (size_t)len, 1, out, &tlen);
-    /* one line: newlines would break the layout */
+    if (text == NULL)
+        return;
+    *out = malloc(len + 1);
+    if (*out)
+        memcpy(*out, text, len + 1);
+}
+
+/* A sample from the demo prompt with a fixed sampler seed: the same call before and after
+ * training (run 0: the base model). One line: newlines would break the layout. */
+static pocketllm_status demo_generate(demo_state *d, int64_t run, char **out)
+{
+    pocketllm_generate_params gp = pocketllm_generate_default_params();
+    gp.model_dir = run > 0 ? NULL : d->model_dir;
+    gp.run_id = run;
+    gp.prompt = DEMO_PROMPT;
+    gp.max_new = DEMO_GEN_TOKENS;
+    gp.temperature = 0.8f;
+    gp.top_k = 40;
+    gp.top_p = 0.95f;
+    gp.seed = DEMO_GEN_SEED;
+    gp.on_sequence = demo_on_sequence;
+    gp.user = out;
+    *out = NULL;
+    pocketllm_status st = pocketllm_generate(d->h, &gp, NULL, 0, NULL);
+    if (st == POCKETLLM_OK && *out == NULL)
+        *out = strdup(""); /* ids the tokenizer does not know: no text */
+    if (st == POCKETLLM_OK && *out == NULL)
+        st = POCKETLLM_ERR_NOMEM;
     for (char *c = *out; c && *c; c++)
         if (*c == '\n' || *c == '\r')
             *c = ' ';
-out:
-    free(ids);
-    free(all);
-    free(logits);
-    pk_gen_free(g);
-    pk_sampler_free(sp);
     return st;
 }
 
-/* Held-out loss and a sample for a model (base or fine-tuned). */
-static pk_status demo_measure(demo_state *d, pk_model *m, const pk_train_config *cfg, double *loss,
-                              char **sample, char *err, size_t errlen)
+/* Held-out loss and a sample of the base model (run 0) or a fine-tuned run, through the API. */
+static pocketllm_status demo_measure(demo_state *d, int64_t run, const pk_train_config *cfg,
+                                     double *loss, char **sample)
 {
-    pk_objective *obj = NULL;
-    pk_tokenizer *tok = NULL;
-    double acc = 0;
-    pk_status st =
-        pk_objective_from_store(d->s, "pip-heldout", m, d->model_dir, cfg, &obj, err, errlen);
-    if (st == PK_OK)
-        st = pk_objective_eval(obj, m, (size_t)cfg->batch, loss, &acc);
-    if (st == PK_OK)
-        st = pk_tokenizer_load(d->model_dir, &tok, err, errlen);
-    if (st == PK_OK)
-        st = demo_generate(m, tok, sample);
-    if (st != PK_OK && !err[0])
-        snprintf(err, errlen, "measuring the model: %s", pk_status_str(st));
-    pk_objective_free(obj);
-    pk_tokenizer_free(tok);
+    pocketllm_eval_params ep = pocketllm_eval_default_params();
+    pocketllm_eval_result er;
+    ep.model_dir = run > 0 ? NULL : d->model_dir;
+    ep.run_id = run;
+    ep.dataset = "pip-heldout";
+    ep.objective = POCKETLLM_OBJECTIVE_LM;
+    ep.batch = cfg->batch;
+    ep.seq_len = cfg->seq_len;
+    pocketllm_status st = pocketllm_eval(d->h, &ep, &er);
+    if (st == POCKETLLM_OK)
+        *loss = er.loss;
+    if (st == POCKETLLM_OK)
+        st = demo_generate(d, run, sample);
     return st;
 }
 
-static void demo_on_step(void *user, int64_t step, int64_t total, const pk_step_row *rows, int q)
+/* pocketllm_train_params.progress: the step's loss (one perturbation a step) for the
+ * sparkline, and the progress display. */
+static int demo_on_step(void *user, const pocketllm_step_info *s)
 {
     demo_state *d = user;
-    double l = 0;
-    for (int i = 0; i < q; i++)
-        l += 0.5 * ((double)rows[i].loss_plus + (double)rows[i].loss_minus);
-    l /= q;
-    if (step < total && d->losses)
-        d->losses[step] = l;
-    d->n_losses = step + 1;
-    pk_progress_update(d->prog, step + 1, l);
+    double l = 0.5 * (s->loss_plus + s->loss_minus);
+    if (s->step < s->total && d->losses)
+        d->losses[s->step] = l;
+    d->n_losses = s->step + 1;
+    pk_progress_update(d->prog, s->step + 1, l);
+    return 0;
 }
 
 pk_train_config demo_config(const demo_state *d)
@@ -358,12 +349,16 @@ static int demo_setup(demo_state *d)
                   tmp && *tmp ? tmp : "/tmp", strerror(errno));
         return CLI_ERR;
     }
-    char home[400], err[ERRLEN] = "";
+    char home[400], pass[] = DEMO_PASSPHRASE; /* the library wipes pass */
     snprintf(home, sizeof home, "%s/home", d->home);
     double t0 = pk_time_now();
-    pk_status st = demo_create_home(home, &d->s, err, sizeof err);
-    if (st != PK_OK)
-        return demo_fail("creating the demo home", st, err);
+    pocketllm_home_params hp = pocketllm_home_default_params();
+    hp.create = 1;
+    if (pocketllm_home_open(home, pass, strlen(pass), &hp, &d->h) != POCKETLLM_OK) {
+        cli_error("demo", "creating the demo home: %s", pocketllm_errmsg(d->h));
+        return CLI_ERR;
+    }
+    d->s = pk_api_home_store(d->h);
     demo_say(d,
              "[1/6] Created an encrypted agent home in %s (passphrase \"%s\", Argon2id key, "
              "%.1f s)\n",
@@ -373,22 +368,18 @@ static int demo_setup(demo_state *d)
 
 static int demo_load_data(demo_state *d)
 {
-    char serr[512] = ""; /* what the store says on failure */
-    pk_status st =
-        demo_import(d, "pip", pk_demo_train, pk_demo_train_len, &d->n_train, serr, sizeof serr);
-    if (st == PK_OK)
-        st = demo_import(d, "pip-heldout", pk_demo_heldout, pk_demo_heldout_len, &d->n_heldout,
-                         serr, sizeof serr);
-    if (st != PK_OK) {
-        cli_error("demo", "importing the demo dataset: %s", serr);
+    pocketllm_status st = demo_import(d, "pip", pk_demo_train, pk_demo_train_len, &d->n_train);
+    if (st == POCKETLLM_OK)
+        st = demo_import(d, "pip-heldout", pk_demo_heldout, pk_demo_heldout_len, &d->n_heldout);
+    if (st != POCKETLLM_OK) {
+        cli_error("demo", "importing the demo dataset: %s", pocketllm_errmsg(d->h));
         return CLI_ERR;
     }
-    pk_dataset_info *ds = NULL;
+    pocketllm_dataset ds[2]; /* the home holds the two datasets just imported */
     size_t n = 0;
-    if (pk_store_dataset_list(d->s, &ds, &n, serr, sizeof serr) == PK_OK)
-        for (size_t i = 0; i < n; i++)
+    if (pocketllm_datasets(d->h, ds, 2, &n) == POCKETLLM_OK)
+        for (size_t i = 0; i < n && i < 2; i++)
             d->sealed_bytes += ds[i].sealed_bytes;
-    free(ds);
     demo_say(d,
              "[2/6] Imported %lld notes about Pip the dog for training and %lld held-out notes; "
              "each is sealed (XChaCha20-Poly1305), %lld bytes on disk\n",
@@ -403,13 +394,13 @@ static int demo_before(demo_state *d, const pk_train_config *cfg)
     pk_status st = pk_model_load(d->model_dir, pk_model_default_params(), &m, err, sizeof err);
     if (st == PK_OK)
         st = pk_weights_hash(m, d->base_hash);
-    if (st == PK_OK) {
+    if (st == PK_OK)
         d->weight_bytes = pk_model_weight_bytes(m);
-        st = demo_measure(d, m, cfg, &d->loss_before, &d->sample_before, err, sizeof err);
-    }
     pk_model_free(m);
+    if (st == PK_OK && demo_measure(d, 0, cfg, &d->loss_before, &d->sample_before) != POCKETLLM_OK)
+        st = PK_ERR_IO; /* the handle's message says why */
     if (st != PK_OK) {
-        cli_error("demo", "base model %s: %s", d->model_dir, cli_errtext(st, err));
+        cli_error("demo", "base model %s: %s", d->model_dir, err[0] ? err : pocketllm_errmsg(d->h));
         return CLI_ERR;
     }
     demo_say(d,
@@ -418,9 +409,29 @@ static int demo_before(demo_state *d, const pk_train_config *cfg)
     return CLI_OK;
 }
 
+/* The demo's settings (demo_config) as the API's training params. */
+static pocketllm_train_params demo_train_params(demo_state *d, const pk_train_config *cfg)
+{
+    pocketllm_train_params tp = pocketllm_train_default_params();
+    tp.model_dir = cfg->model_dir;
+    tp.dataset = cfg->dataset;
+    tp.eval_dataset = cfg->eval_dataset;
+    tp.objective = POCKETLLM_OBJECTIVE_LM;
+    tp.lr = cfg->mezo.lr;
+    tp.eps = cfg->mezo.eps;
+    tp.seed = cfg->mezo.seed;
+    tp.batch = cfg->batch;
+    tp.seq_len = cfg->seq_len;
+    tp.steps = cfg->steps;
+    tp.eval_every = cfg->eval_every;
+    tp.checkpoint_every = cfg->checkpoint_every;
+    tp.progress = demo_on_step;
+    tp.user = d;
+    return tp;
+}
+
 static int demo_train(demo_state *d, const pk_train_config *cfg)
 {
-    char err[ERRLEN] = "";
     d->losses = calloc((size_t)cfg->steps, sizeof *d->losses);
     if (!d->losses)
         return CLI_ERR;
@@ -431,17 +442,19 @@ static int demo_train(demo_state *d, const pk_train_config *cfg)
     d->prog = pk_progress_new("train", cfg->steps,
                               d->o.c.quiet ? PK_PROGRESS_QUIET
                                            : pk_progress_mode_from_args(d->o.c.json, 0));
-    pk_train_hooks hooks = {d, demo_on_step, NULL, NULL};
-    pk_train_result res;
+    pocketllm_train_params tp = demo_train_params(d, cfg);
+    pocketllm_train_result res;
     double t0 = pk_time_now();
-    pk_status st = pk_train(d->s, cfg, 0, &hooks, &res, err, sizeof err);
+    pocketllm_status st = pocketllm_train(d->h, &tp, &res); /* Ctrl-C: stopped at a step */
     pk_progress_finish(d->prog);
     d->prog = NULL;
-    if (st != PK_OK)
-        return demo_fail("training", st, err);
+    if (st != POCKETLLM_OK && st != POCKETLLM_ERR_CANCELLED) {
+        cli_error("demo", "training: %s", pocketllm_errmsg(d->h));
+        return CLI_ERR;
+    }
     d->run_id = res.run_id;
-    memcpy(d->final_hash, res.final_hash, sizeof d->final_hash);
-    if (res.interrupted) {
+    memcpy(d->final_hash, res.weights_hash, sizeof d->final_hash);
+    if (st == POCKETLLM_ERR_CANCELLED) {
         demo_say(d, "\nInterrupted at step %lld (the steps so far are logged in run %lld).\n",
                  (long long)res.steps_done, (long long)res.run_id);
         return CLI_INTERRUPTED;
@@ -460,14 +473,10 @@ static int demo_train(demo_state *d, const pk_train_config *cfg)
 
 static int demo_after(demo_state *d, const pk_train_config *cfg)
 {
-    pk_model *m = NULL;
-    char err[ERRLEN] = "";
-    pk_status st = pk_run_materialize(d->s, d->run_id, &m, err, sizeof err);
-    if (st == PK_OK)
-        st = demo_measure(d, m, cfg, &d->loss_after, &d->sample_after, err, sizeof err);
-    pk_model_free(m);
-    if (st != PK_OK)
-        return demo_fail("fine-tuned model", st, err);
+    if (demo_measure(d, d->run_id, cfg, &d->loss_after, &d->sample_after) != POCKETLLM_OK) {
+        cli_error("demo", "fine-tuned model: %s", pocketllm_errmsg(d->h));
+        return CLI_ERR;
+    }
     demo_say(d,
              "[5/6] After fine-tuning:  held-out loss %.4f (perplexity %.2f), %s by %.4f\n"
              "      sample: %s\n",
@@ -482,7 +491,11 @@ static int demo_seedlog(demo_state *d)
 {
     char path[400], err[ERRLEN] = "", hash[65] = "";
     snprintf(path, sizeof path, "%s/demo.seedlog", d->home);
-    pk_status st = pk_export_seedlog(d->s, d->run_id, path, &d->seedlog_bytes, err, sizeof err);
+    pk_status st = PK_OK;
+    if (pocketllm_export_seedlog(d->h, d->run_id, path, &d->seedlog_bytes) != POCKETLLM_OK) {
+        snprintf(err, sizeof err, "%s", pocketllm_errmsg(d->h));
+        st = PK_ERR_IO;
+    }
     pk_seedlog log;
     memset(&log, 0, sizeof log);
     pk_model *m = NULL;
@@ -639,7 +652,8 @@ int cmd_demo(int argc, char **argv)
     if (rc == CLI_OK || fed == 0)
         demo_say(&d, "\nDone in %.0f s. Held-out loss %.4f -> %.4f.\n", pk_time_now() - t0,
                  d.loss_before, d.loss_after);
-    pk_store_close(d.s);
+    pocketllm_home_close(d.h); /* d.s was its store */
+    d.s = NULL;
     demo_cleanup(&d);
     if ((rc == CLI_OK || fed == 0) && d.o.c.json) {
         int jrc = demo_json(&d, fed);

@@ -49,7 +49,8 @@ typedef struct demo_state {
     char home[256];
     char model_dir[1024];     /* the base model, an absolute path */
     const char *model_source; /* "shipped", "--model" or "POCKETLLM_MODEL" */
-    pk_store *s;
+    struct pocketllm_home *h; /* the demo home, through libpocketllm */
+    pk_store *s;              /* its store (a view of h) for what the API does not cover */
     pk_progress *prog;
     double *losses; /* per-step train loss, for the sparkline */
     int64_t n_losses;
