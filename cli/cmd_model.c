@@ -212,8 +212,7 @@ static const cli_command gen_cmd = {
  * id when the model has no tokenizer; with --json, the final object from the whole sequence. */
 typedef struct gen_print {
     int printed; /* generated tokens so far */
-    int json;
-    cJSON *obj; /* --json: {"ids": [...], "text": ...}, printed after the newline */
+    cJSON *obj;  /* --json: {"ids": [...], "text": ...}, printed after the newline */
 } gen_print;
 
 static int gen_on_token(void *user, int32_t id, const char *bytes, size_t len)
@@ -230,13 +229,11 @@ static int gen_on_token(void *user, int32_t id, const char *bytes, size_t len)
     return 0;
 }
 
-/* {"ids": [prompt and generated], "text": decoded, or null without a tokenizer}. */
+/* --json: {"ids": [prompt and generated], "text": decoded, or null without a tokenizer}. */
 static void gen_on_sequence(void *user, const int32_t *ids, size_t n, const char *text, size_t len)
 {
     gen_print *g = user;
     (void)len; /* a NUL inside the text ends it in the JSON */
-    if (!g->json)
-        return;
     cJSON_Delete(g->obj);
     g->obj = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(g->obj, "ids");
@@ -281,7 +278,7 @@ static int gen_handle(const gen_opts *o, pocketllm_home **h)
 /* Generates through libpocketllm (pocketllm_generate), streaming to stdout. */
 static int gen_run(const gen_opts *o, pocketllm_home *h, const int32_t *ids, int n)
 {
-    gen_print g = {0, o->c.json, NULL};
+    gen_print g = {0, NULL};
     pocketllm_generate_params p = pocketllm_generate_default_params();
     p.model_dir = o->model;
     p.run_id = o->run;
@@ -298,7 +295,7 @@ static int gen_run(const gen_opts *o, pocketllm_home *h, const int32_t *ids, int
     p.seed = o->sp.seed;
     p.ignore_eos = o->ignore_eos;
     p.on_token = gen_on_token;
-    p.on_sequence = gen_on_sequence;
+    p.on_sequence = o->c.json ? gen_on_sequence : NULL; /* the whole text only for --json */
     p.user = &g;
     pocketllm_status st = pocketllm_generate(h, &p, NULL, 0, NULL);
     if (st != POCKETLLM_OK) {
