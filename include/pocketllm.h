@@ -388,11 +388,11 @@ POCKETLLM_API pocketllm_status pocketllm_eval(pocketllm_home *h,
 typedef int (*pocketllm_token_fn)(void *user, int32_t id, const char *bytes, size_t len);
 
 /* Called once after a successful generation with the whole sequence (since 0.2): ids[0, n_ids)
- * are the prompt's ids (after tokenizing a text prompt) then the generated ones, an end-of-
- * sequence token included; text (text_len bytes plus a NUL, special tokens left out) is all of
- * them decoded together, which may differ from the prompt followed by the streamed pieces where
- * they meet. text is NULL without tokenizer files, or when the tokenizer does not know one of
- * the ids. Views, valid during the call. */
+ * are the prompt's ids (after tokenizing a text prompt) then the generated ones (with the
+ * end-of-sequence token when it ended the generation); text (text_len bytes plus a NUL, special
+ * tokens left out) is all of them decoded together, which may differ from the prompt followed
+ * by the streamed pieces where they meet. text is NULL without tokenizer files, or when the
+ * tokenizer does not know one of the ids. Views, valid during the call. */
 typedef void (*pocketllm_sequence_fn)(void *user, const int32_t *ids, size_t n_ids,
                                       const char *text, size_t text_len);
 
@@ -428,8 +428,9 @@ POCKETLLM_API pocketllm_generate_params pocketllm_generate_default_params(void);
  * run_id (the run lives in the home) and for the error text; with model_dir it reads nothing
  * from the home (a handle of pocketllm_home_open_none will do). Errors: POCKETLLM_ERR_ARG
  * (no prompt, an id outside the vocabulary, prompt + max_new beyond the model's positions, a
- * text prompt for a model without tokenizer files), POCKETLLM_ERR_NOTFOUND (model or run),
- * POCKETLLM_ERR_NUMERIC (the logits went non-finite: non-finite weights), POCKETLLM_ERR_FORMAT.
+ * text prompt for a model without tokenizer files), POCKETLLM_ERR_NOTFOUND (no such run),
+ * POCKETLLM_ERR_IO or POCKETLLM_ERR_FORMAT (the model's files), POCKETLLM_ERR_NUMERIC (the
+ * logits went non-finite: non-finite weights).
  * Threads: one thread at a time on h. */
 POCKETLLM_API pocketllm_status pocketllm_generate(pocketllm_home *h,
                                                   const pocketllm_generate_params *params,
