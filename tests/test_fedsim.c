@@ -16,8 +16,10 @@
  *  - --baseline-lr auto where the 10-step rate search picks a rate that diverges later (the
  *    task of scripts/fedsim.sh, 234 baseline steps): the baseline backs off to a third of the
  *    rate, logs it, counts the spent evaluations and ends below the base loss;
- *  - bad input: --devices 0 (exit 2), more devices than examples, an eval dataset missing,
- *    a coordinator that never answers (exit 1, clear messages, homes removed);
+ *  - Ctrl-C in the middle of the rounds: exit 130, no process left, the homes removed;
+ *  - bad input: --devices 0 (exit 2), no eval set (exit 2), more devices than examples, an
+ *    eval file or dataset missing, a coordinator that never answers (exit 1, clear messages,
+ *    homes removed);
  *  - after every run, no process of this test's directory is left (scan of /proc).
  * The CLI runs as an exec'd binary (libgomp is not fork-safe). */
 #include "pk_crypto.h"
@@ -540,6 +542,54 @@ static void test_baseline_backoff(void)
     free(out);
 }
 
+/* Ctrl-C in the middle of the rounds: exit 130, the coordinator and the device processes gone,
+ * the homes removed. */
+static void test_interrupt(void)
+{
+    char d[200], rounds[300], cmd[3000];
+    snprintf(d, sizeof d, "%s/run-int", g_tmp);
+    snprintf(rounds, sizeof rounds, "%s/rounds.jsonl", d);
+    snprintf(cmd, sizeof cmd,
+             "exec %s fedsim --model %s --data %s/train.jsonl --eval-data %s/eval.jsonl " TASK
+             " --devices 3 --rounds 50 --local-steps 2 --batch 4 --seq-len 32 --stragglers 1"
+             " --straggle 0.2 --parallel 1 --seed 7 --out %s > %s/int.out 2> %s/int.err",
+             POCKETLLM, STORIES, g_tmp, g_tmp, d, g_tmp, g_tmp);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    PK_CHECK(pid > 0);
+    /* round 0 (the base model's eval) is written once the homes and the coordinator are up */
+    int up = 0;
+    for (int i = 0; i < 6000 && !up; i++) {
+        size_t n = 0;
+        char *r = slurp(rounds, &n);
+        up = r && strchr(r, '\n') != NULL;
+        free(r);
+        if (!up)
+            usleep(10000);
+    }
+    PK_CHECK(up);
+    usleep(300000); /* a straggling device is running now */
+    int ws = 0, done = 0;
+    if (pid > 0) {
+        kill(pid, SIGINT);
+        for (int i = 0; i < 6000 && !done; i++) {
+            done = waitpid(pid, &ws, WNOHANG) == pid;
+            if (!done)
+                usleep(10000);
+        }
+        if (!done) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &ws, 0);
+        }
+    }
+    PK_CHECK(done && WIFEXITED(ws) && WEXITSTATUS(ws) == 130);
+    PK_CHECK(!exists(d, "homes"));
+    PK_CHECK_EQ(stray_processes(), 0);
+}
+
 static void test_bad_input(void)
 {
     char d[200], files[600], home[200], pw[200], args[1500];
@@ -554,6 +604,12 @@ static void test_bad_input(void)
     /* 2 devices x 1 step x 1 round = 4 evaluations: the rate search alone takes more */
     snprintf(args, sizeof args, "%s --devices 2 --baseline --baseline-lr auto", files);
     expect_error(d, args, 1, "the baseline's learning-rate search alone takes");
+    /* no eval set, or an eval file that is not there */
+    snprintf(args, sizeof args, "--data %s/train.jsonl --devices 2", g_tmp);
+    expect_error(d, args, 2, "give the eval set as --eval-data FILE or as --eval-dataset NAME");
+    snprintf(args, sizeof args, "--data %s/train.jsonl --eval-data %s/nope.jsonl --devices 2",
+             g_tmp, g_tmp);
+    expect_error(d, args, 1, "nope.jsonl: No such file or directory");
     snprintf(args, sizeof args, "%s --devices 100", files);
     expect_error(d, args, 1, "--devices: 100 devices need at least 100 training examples");
     snprintf(home, sizeof home, "%s/src-home", g_tmp);
@@ -596,6 +652,7 @@ int main(void)
     test_dp_values();
     test_estimators();
     test_baseline_backoff();
+    test_interrupt();
     test_bad_input();
     if (!pk_test_failures)
         rm_rf(g_tmp);
