@@ -233,7 +233,8 @@ static const cli_option fedsim_table[] = {
     {"--baseline", CLI_FLAG, CLI_AT(T, p.baseline), 0, 0, NULL, NULL,
      "also one centralized MeZO run on the union with as many loss evaluations"},
     {"--baseline-lr", CLI_STR, CLI_AT(T, baseline_lr), 0, 0, NULL, "F|auto",
-     "the baseline's rate (auto: train --lr auto's search, paid from its budget; default: --lr)"},
+     "the baseline's rate (auto: train --lr auto's search, paid from its budget, backed off to a "
+     "third while it diverges; default: --lr)"},
     {"--round-timeout", CLI_FLOAT, CLI_AT(T, p.round_timeout_s), 1, 86400, NULL, "SECONDS",
      "a round that has not closed after this long fails"},
     {"--keep", CLI_FLAG, CLI_AT(T, p.keep), 0, 0, NULL, NULL, "keep the device homes"},
@@ -463,6 +464,20 @@ static cJSON *summary_json(const fs_out *w, const pk_fedsim_summary *s)
                 cJSON_AddItemToArray(pt, isfinite(l) ? cJSON_CreateNumber(l) : cJSON_CreateNull());
                 cJSON_AddItemToArray(ls, pt);
             }
+        }
+        /* attempts that diverged (auto): [rate, step, mean training loss, lowest, evaluations] */
+        cJSON *bo = cJSON_AddArrayToObject(b, "backoffs");
+        for (int i = 0; i < s->baseline_backoffs && i < PK_FEDSIM_BACKOFFS; i++) {
+            const pk_fedsim_backoff *a = &s->baseline_backoff[i];
+            cJSON *pt = cJSON_CreateArray();
+            cJSON_AddItemToArray(pt, cJSON_CreateNumber((double)a->lr));
+            cJSON_AddItemToArray(pt, cJSON_CreateNumber((double)a->step));
+            cJSON_AddItemToArray(pt, isfinite(a->loss) ? cJSON_CreateNumber(a->loss)
+                                                       : cJSON_CreateNull());
+            cJSON_AddItemToArray(pt, isfinite(a->lowest) ? cJSON_CreateNumber(a->lowest)
+                                                         : cJSON_CreateNull());
+            cJSON_AddItemToArray(pt, cJSON_CreateNumber((double)a->evaluations));
+            cJSON_AddItemToArray(bo, pt);
         }
         cli_json_add_finite(b, "loss", s->baseline_loss);
         if (w->classify)

@@ -100,6 +100,9 @@ void fs_remove_tree(const char *dir);
 void fs_last_line(const char *path, char *out, size_t n);
 void fs_note(fs_sim *x, const char *fmt, ...) PK_PRINTF(2, 3);
 
+/* baseline.c: the centralized run of --baseline (backed off while it diverges with auto). */
+pk_status fs_baseline(fs_sim *x);
+
 /* Packed pairs (PROTOCOL 3): 6 bytes each, u16le k then f32le v. */
 #define FS_PAIR_BYTES 6
 

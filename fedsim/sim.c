@@ -3,7 +3,7 @@
  * uploading devices as `pocketllm fedsim device` processes (at most `parallel` at once), waits
  * for the round to close, replays the global log in the observer home and evaluates it, then
  * checks the log against the devices' records and runs the centralized baseline. The homes are
- * sim_data.c's, the device role device.c's, the protocol net/'s. */
+ * sim_data.c's, the device role device.c's, the baseline baseline.c's, the protocol net/'s. */
 #include "fedsim_impl.h"
 #include "pk_crypto.h"
 
@@ -543,7 +543,7 @@ static pk_status one_round(fs_sim *x, int64_t r, pk_fedsim_round *out)
     return st;
 }
 
-/* ---- the check and the baseline -----------------------------------------------------------------
+/* ---- the check -----------------------------------------------------------------
  */
 
 static pk_status check_log(fs_sim *x, int64_t first, int64_t last)
@@ -565,103 +565,6 @@ static pk_status check_log(fs_sim *x, int64_t first, int64_t last)
                 x->sum->check.mismatches ? x->sum->check.first : "");
     free(paths);
     free(pv);
-    return st;
-}
-
-typedef struct base_ctx {
-    fs_sim *x;
-    double offset;    /* evaluations spent before the first step (the rate search) */
-    double per_step;  /* evaluations of one baseline step */
-    double per_round; /* evaluations of one federated round */
-} base_ctx;
-
-static void on_base_eval(void *user, int64_t step, double loss, double acc)
-{
-    base_ctx *b = user;
-    b->x->sum->baseline_loss = loss;
-    b->x->sum->baseline_accuracy = acc;
-    if (b->x->h && b->x->h->on_baseline)
-        b->x->h->on_baseline(
-            b->x->h->user, step,
-            step == 0 ? 0.0 : (b->offset + (double)step * b->per_step) / b->per_round, loss, acc);
-}
-
-/* Loss evaluations (forward passes over one batch) of the rate search of `train --lr auto` on
- * n examples (lrsearch.c): every candidate's steps and its held-back loss, plus the held-back
- * loss before any step. An upper bound: it assumes all PK_LR_CANDIDATES rates are tried. */
-static int64_t search_evaluations(const pk_train_config *cfg, int64_t n)
-{
-    int64_t held = n / 8 < 1 ? 1 : n / 8 > 64 ? 64 : n / 8;
-    int64_t held_passes = (held + cfg->batch - 1) / cfg->batch;
-    int64_t per_step = (int64_t)pk_mezo_evals_per_step(&cfg->mezo) * cfg->accumulate;
-    return PK_LR_CANDIDATES * (PK_LR_SEARCH_STEPS * per_step + held_passes) + held_passes;
-}
-
-/* The baseline's settings: the union, the task's eps, its own rate (given, searched or the
- * task's) and as many steps as the devices' loss evaluations pay for, after the search. */
-static pk_status baseline_config(fs_sim *x, pk_train_config *cfg, base_ctx *b)
-{
-    const pk_fedsim_params *p = x->p;
-    pk_fedsim_summary *s = x->sum;
-    *cfg = p->cfg;
-    snprintf(cfg->model_dir, sizeof cfg->model_dir, "%s", x->model_abs);
-    snprintf(cfg->dataset, sizeof cfg->dataset, "union");
-    snprintf(cfg->eval_dataset, sizeof cfg->eval_dataset, "eval");
-    cfg->checkpoint_every = 0;
-    cfg->accumulate = 1;
-    cfg->mezo.eps = x->eps;
-    cfg->mezo.seed = p->seed;
-    cfg->mezo.lr = p->baseline_lr > 0.0f ? p->baseline_lr : x->lr;
-    cfg->lr_auto = p->baseline_lr_auto;
-    int64_t per_step = pk_mezo_evals_per_step(&cfg->mezo);
-    int64_t search = cfg->lr_auto ? search_evaluations(cfg, s->examples) : 0;
-    cfg->steps = (s->device_evaluations - search) / per_step;
-    if (cfg->steps < 1) {
-        pk_seterr(x->err, x->errlen,
-                  "the baseline's learning-rate search alone takes %lld loss evaluations, the "
-                  "devices took %lld in all: run more rounds or local steps, or give the "
-                  "baseline a rate",
-                  (long long)search, (long long)s->device_evaluations);
-        return PK_ERR_ARG;
-    }
-    cfg->mezo.steps_total = cfg->steps;
-    b->x = x;
-    b->offset = (double)search;
-    b->per_step = (double)per_step;
-    b->per_round = (double)(s->device_evaluations / (s->rounds_done > 0 ? s->rounds_done : 1));
-    /* one eval per round's worth of evaluations */
-    cfg->eval_every =
-        (int64_t)(b->per_round / b->per_step) > 0 ? (int64_t)(b->per_round / b->per_step) : 1;
-    s->baseline_search_evaluations = search;
-    s->baseline_evaluations = search + cfg->steps * per_step;
-    s->baseline_steps = cfg->steps;
-    return PK_OK;
-}
-
-/* One centralized MeZO run (pk_train) on the union of the devices' data with the loss
- * evaluations all devices took together, evaluated once per round's worth. */
-static pk_status baseline(fs_sim *x)
-{
-    pk_train_config cfg;
-    base_ctx b;
-    pk_train_result res;
-    if (x->sum->device_evaluations < 1)
-        return PK_OK;
-    pk_status st = baseline_config(x, &cfg, &b);
-    if (st != PK_OK)
-        return st;
-    pk_train_hooks hk = {&b, NULL, on_base_eval, NULL};
-    fs_note(x, "baseline: %lld centralized MeZO steps on the union (%lld loss evaluations%s)",
-            (long long)cfg.steps, (long long)x->sum->baseline_evaluations,
-            cfg.lr_auto ? ", the rate search included" : "");
-    double t0 = pk_time_now();
-    on_base_eval(&b, 0, x->sum->base.loss, x->sum->base.accuracy);
-    memset(&res, 0, sizeof res);
-    st = pk_train(x->obs, &cfg, 0, &hk, &res, x->err, x->errlen);
-    x->sum->baseline = st == PK_OK;
-    x->sum->baseline_search = res.lr_search;
-    x->sum->baseline_lr = cfg.lr_auto ? res.lr_search.chosen : cfg.mezo.lr;
-    x->sum->baseline_seconds = pk_time_now() - t0;
     return st;
 }
 
@@ -802,7 +705,7 @@ pk_status pk_fedsim_run(const pk_fedsim_params *p, const pk_fedsim_hooks *hooks,
     if (st == PK_OK)
         st = rounds(&x);
     if (st == PK_OK && p->baseline)
-        st = baseline(&x);
+        st = fs_baseline(&x);
     if (st == PK_OK && pk_interrupted())
         st = PK_ERR_INTERRUPTED;
     sum->seconds = pk_time_now() - t0;

@@ -13,8 +13,13 @@
  *  - --estimator fzoo (N local steps per FZOO step): exit 0, the log check passes bit for bit,
  *    (N + 1) loss evaluations per FZOO step, the eval loss falls; --estimator hizoo is refused
  *    (exit 2) by fedsim and by fedsim device, naming why;
- *  - bad input: --devices 0 (exit 2), more devices than examples, an eval dataset missing,
- *    a coordinator that never answers (exit 1, clear messages, homes removed);
+ *  - --baseline-lr auto where the 10-step rate search picks a rate that diverges later (the
+ *    task of scripts/fedsim.sh, 234 baseline steps): the baseline backs off to a third of the
+ *    rate, logs it, counts the spent evaluations and ends below the base loss;
+ *  - Ctrl-C in the middle of the rounds: exit 130, no process left, the homes removed;
+ *  - bad input: --devices 0 (exit 2), no eval set (exit 2), more devices than examples, an
+ *    eval file or dataset missing, a coordinator that never answers (exit 1, clear messages,
+ *    homes removed);
  *  - after every run, no process of this test's directory is left (scan of /proc).
  * The CLI runs as an exec'd binary (libgomp is not fork-safe). */
 #include "pk_crypto.h"
@@ -228,6 +233,9 @@ static void check_summary(const cJSON *s, const char *dir)
     PK_CHECK_EQ(cJSON_GetObjectItemCaseSensitive(b, "steps")->valuedouble, 2 * 2 * ROUNDS);
     /* its own rate (--baseline-lr), the same loss evaluations as the devices' two-point steps */
     PK_CHECK_EQ(cJSON_GetObjectItemCaseSensitive(b, "lr")->valuedouble, (double)5e-4f);
+    /* a rate given by hand is never backed off from */
+    PK_CHECK(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(b, "backoffs")) &&
+             cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(b, "backoffs")) == 0);
     PK_CHECK_EQ(cJSON_GetObjectItemCaseSensitive(b, "evaluations")->valuedouble,
                 2 * 2 * 2 * ROUNDS);
     PK_CHECK_EQ(cJSON_GetObjectItemCaseSensitive(s, "device_evaluations")->valuedouble,
@@ -445,6 +453,143 @@ static void test_estimators(void)
     free(e);
 }
 
+/* The task of scripts/fedsim.sh data (docs/FEDSIM.md section 5): 16 names x 8 good and 8 bad
+ * events, every fifth story held out; 205 training and 51 eval examples under g_tmp/story-*. */
+static int write_stories(void)
+{
+    static const char *const nm[] = {"Lily", "Tom", "Sue", "Ben", "Mia", "Max", "Amy", "Sam",
+                                     "Tim",  "Zoe", "Kim", "Dan", "Ann", "Joe", "Eva", "Bob"};
+    static const char *const ev[2][8] = {
+        {"found a shiny red ball and smiled", "got a big hug from mom and laughed",
+         "played in the warm sun with a friend", "ate a sweet cake at the party",
+         "saw a pretty bird sing in the tree", "won the race and jumped with joy",
+         "made a new friend at the park", "got a kind gift from grandma"},
+        {"broke the little toy and cried", "lost the ball in the cold rain",
+         "fell down and hurt a knee", "was alone and scared in the dark",
+         "dropped the ice cream on the ground", "saw the old dog get sick",
+         "could not find mom in the big store", "had a bad dream and woke up crying"}};
+    char p[2][200];
+    snprintf(p[0], sizeof p[0], "%s/story-train.jsonl", g_tmp);
+    snprintf(p[1], sizeof p[1], "%s/story-eval.jsonl", g_tmp);
+    FILE *f[2] = {fopen(p[0], "w"), fopen(p[1], "w")};
+    int n = 0;
+    for (int i = 0; f[0] && f[1] && i < 16; i++)
+        for (int j = 0; j < 8; j++)
+            for (int g = 0; g < 2; g++, n++)
+                fprintf(f[n % 5 == 4], "{\"text\":\"%s %s.\",\"label\":\"%s\"}\n", nm[i], ev[g][j],
+                        g == 0 ? "good" : "bad");
+    int rc = (f[0] ? fclose(f[0]) : -1) | (f[1] ? fclose(f[1]) : -1);
+    return n == 256 ? rc : -1;
+}
+
+/* --baseline-lr auto on a run where train --lr auto's 10-step search picks a rate that diverges
+ * over the baseline's 234 steps (docs/FEDSIM.md section 5: 3e-4, eval loss 15.0 at the end before
+ * the back-off): the baseline notices it in its training loss, starts over at a third of the rate
+ * with what its budget has left, says so, and ends below the base model's loss. */
+static void test_baseline_backoff(void)
+{
+    char d[200], args[2000], *out = NULL;
+    PK_CHECK(write_stories() == 0);
+    snprintf(d, sizeof d, "%s/run-auto", g_tmp);
+    snprintf(args, sizeof args,
+             "fedsim --model %s --data %s/story-train.jsonl --eval-data %s/story-eval.jsonl"
+             " --objective classify --template '{text} The day was' --labels ' good, bad'"
+             " --devices 2 --rounds 2 --local-steps 80 --batch 8 --seq-len 32 --lr 2e-4"
+             " --eps 1e-3 --seed 11 --parallel 2 --baseline --baseline-lr auto --out %s",
+             STORIES, g_tmp, g_tmp, d);
+    PK_CHECK_EQ(run(&out, "%s%s", args, ""), 0);
+    PK_CHECK(out && strstr(out, "diverged at step") && strstr(out, "starting over at"));
+    PK_CHECK_EQ(stray_processes(), 0);
+    cJSON *s = read_json(d, "summary.json");
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(s, "baseline");
+    const cJSON *bo = cJSON_GetObjectItemCaseSensitive(b, "backoffs");
+    const cJSON *ls = cJSON_GetObjectItemCaseSensitive(b, "lr_search");
+    PK_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(b, "lr_auto")));
+    PK_CHECK(cJSON_GetArraySize(ls) == PK_LR_CANDIDATES && cJSON_GetArraySize(bo) >= 1);
+    /* the search's choice (the lowest held-back loss) is the rate that diverged first */
+    double chosen = 0, best = 1e30;
+    for (int i = 0; i < cJSON_GetArraySize(ls); i++) {
+        const cJSON *c = cJSON_GetArrayItem(ls, i), *l = cJSON_GetArrayItem(c, 1);
+        if (cJSON_IsNumber(l) && l->valuedouble < best) {
+            best = l->valuedouble;
+            chosen = cJSON_GetArrayItem(c, 0)->valuedouble;
+        }
+    }
+    const cJSON *first = cJSON_GetArrayItem(bo, 0);
+    PK_CHECK(first && cJSON_GetArrayItem(first, 0)->valuedouble == chosen);
+    /* rates are floats, printed with 15 digits: compared as floats */
+    double lr = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(b, "lr"));
+    float want = (float)chosen;
+    for (int i = 0; i < cJSON_GetArraySize(bo); i++)
+        want /= 3.0f;
+    PK_CHECK((float)lr == want && lr < chosen);
+    /* the budget: the search, the diverged attempts and the last one's steps, all counted */
+    double spent = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(b, "search_evaluations"));
+    for (int i = 0; i < cJSON_GetArraySize(bo); i++)
+        spent += cJSON_GetArrayItem(cJSON_GetArrayItem(bo, i), 4)->valuedouble;
+    double steps = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(b, "steps"));
+    double evals = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(b, "evaluations"));
+    double dev = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(s, "device_evaluations"));
+    PK_CHECK(steps >= 1 && evals == spent + 2 * steps && evals <= dev && dev == 640);
+    /* it learned instead of diverging */
+    const cJSON *base = cJSON_GetObjectItemCaseSensitive(s, "base_loss");
+    const cJSON *bl = cJSON_GetObjectItemCaseSensitive(b, "loss");
+    PK_CHECK(cJSON_IsNumber(base) && cJSON_IsNumber(bl) && bl->valuedouble < base->valuedouble);
+    if (bl && base)
+        printf("baseline auto: %d back-off(s), lr %g, loss %.4f (base %.4f)\n",
+               cJSON_GetArraySize(bo), lr, bl->valuedouble, base->valuedouble);
+    cJSON_Delete(s);
+    free(out);
+}
+
+/* Ctrl-C in the middle of the rounds: exit 130, the coordinator and the device processes gone,
+ * the homes removed. */
+static void test_interrupt(void)
+{
+    char d[200], rounds[300], cmd[3000];
+    snprintf(d, sizeof d, "%s/run-int", g_tmp);
+    snprintf(rounds, sizeof rounds, "%s/rounds.jsonl", d);
+    snprintf(cmd, sizeof cmd,
+             "exec %s fedsim --model %s --data %s/train.jsonl --eval-data %s/eval.jsonl " TASK
+             " --devices 3 --rounds 50 --local-steps 2 --batch 4 --seq-len 32 --stragglers 1"
+             " --straggle 0.2 --parallel 1 --seed 7 --out %s > %s/int.out 2> %s/int.err",
+             POCKETLLM, STORIES, g_tmp, g_tmp, d, g_tmp, g_tmp);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    PK_CHECK(pid > 0);
+    /* round 0 (the base model's eval) is written once the homes and the coordinator are up */
+    int up = 0;
+    for (int i = 0; i < 6000 && !up; i++) {
+        size_t n = 0;
+        char *r = slurp(rounds, &n);
+        up = r && strchr(r, '\n') != NULL;
+        free(r);
+        if (!up)
+            usleep(10000);
+    }
+    PK_CHECK(up);
+    usleep(300000); /* a straggling device is running now */
+    int ws = 0, done = 0;
+    if (pid > 0) {
+        kill(pid, SIGINT);
+        for (int i = 0; i < 6000 && !done; i++) {
+            done = waitpid(pid, &ws, WNOHANG) == pid;
+            if (!done)
+                usleep(10000);
+        }
+        if (!done) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &ws, 0);
+        }
+    }
+    PK_CHECK(done && WIFEXITED(ws) && WEXITSTATUS(ws) == 130);
+    PK_CHECK(!exists(d, "homes"));
+    PK_CHECK_EQ(stray_processes(), 0);
+}
+
 static void test_bad_input(void)
 {
     char d[200], files[600], home[200], pw[200], args[1500];
@@ -459,6 +604,12 @@ static void test_bad_input(void)
     /* 2 devices x 1 step x 1 round = 4 evaluations: the rate search alone takes more */
     snprintf(args, sizeof args, "%s --devices 2 --baseline --baseline-lr auto", files);
     expect_error(d, args, 1, "the baseline's learning-rate search alone takes");
+    /* no eval set, or an eval file that is not there */
+    snprintf(args, sizeof args, "--data %s/train.jsonl --devices 2", g_tmp);
+    expect_error(d, args, 2, "give the eval set as --eval-data FILE or as --eval-dataset NAME");
+    snprintf(args, sizeof args, "--data %s/train.jsonl --eval-data %s/nope.jsonl --devices 2",
+             g_tmp, g_tmp);
+    expect_error(d, args, 1, "nope.jsonl: No such file or directory");
     snprintf(args, sizeof args, "%s --devices 100", files);
     expect_error(d, args, 1, "--devices: 100 devices need at least 100 training examples");
     snprintf(home, sizeof home, "%s/src-home", g_tmp);
@@ -500,6 +651,8 @@ int main(void)
     test_runs();
     test_dp_values();
     test_estimators();
+    test_baseline_backoff();
+    test_interrupt();
     test_bad_input();
     if (!pk_test_failures)
         rm_rf(g_tmp);

@@ -167,6 +167,18 @@ typedef struct pk_fedsim_round {
     char model_hash[65], log_head[65];
 } pk_fedsim_round;
 
+/* A baseline attempt that diverged (--baseline-lr auto) and was started over at a third of its
+ * rate: its rate, the last step of the window that diverged (0-based), that window's mean
+ * training loss (NAN when a step's loss was not finite), the lowest the attempt had reached
+ * (or its starting loss) and the loss evaluations it spent. */
+#define PK_FEDSIM_BACKOFFS 4
+typedef struct pk_fedsim_backoff {
+    float lr;
+    int64_t step;
+    double loss, lowest;
+    int64_t evaluations;
+} pk_fedsim_backoff;
+
 typedef struct pk_fedsim_summary {
     int64_t examples, eval_examples;
     int64_t min_device_examples, max_device_examples;
@@ -184,8 +196,10 @@ typedef struct pk_fedsim_summary {
     int64_t baseline_steps;     /* its steps: what the evaluations budget leaves after the search */
     int64_t baseline_evaluations;        /* the search's and the steps', <= device_evaluations */
     int64_t baseline_search_evaluations; /* the rate search's share (0 without auto) */
-    float baseline_lr;                   /* the rate it trained with (searched or given) */
-    pk_lr_search baseline_search;        /* the search (n = 0 without auto) */
+    int baseline_backoffs;               /* attempts that diverged and were started over */
+    pk_fedsim_backoff baseline_backoff[PK_FEDSIM_BACKOFFS];
+    float baseline_lr;            /* the rate it trained with (searched or given) */
+    pk_lr_search baseline_search; /* the search (n = 0 without auto) */
     double baseline_loss, baseline_accuracy;
     double baseline_seconds;
     char url[256]; /* the coordinator */
