@@ -15,6 +15,7 @@
 #pragma GCC diagnostic ignored "-Wunused-function" /* not every helper is used here */
 #include "test_product_util.h"
 #pragma GCC diagnostic pop
+#include "test_util.h"
 
 #include <cJSON.h>
 #include <dirent.h>
@@ -80,29 +81,16 @@ static int dir_entries(const char *dir)
 
 /* Live processes whose command line mentions pocketllm-server-mock and g_tmp (the demo's home
  * is under g_tmp through TMPDIR, so its coordinator's --db is too). */
+static int is_coordinator(const char *pid, const char *cmdline, void *user)
+{
+    (void)pid;
+    (void)user;
+    return strstr(cmdline, "pocketllm-server-mock") && strstr(cmdline, g_tmp);
+}
+
 static int coordinators_running(void)
 {
-    int n = 0;
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    while (d && (e = readdir(d)) != NULL) {
-        if (e->d_name[0] < '0' || e->d_name[0] > '9')
-            continue;
-        char path[300], buf[4096];
-        snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
-        FILE *f = fopen(path, "rb");
-        size_t k = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-        if (f)
-            fclose(f);
-        for (size_t i = 0; i < k; i++)
-            if (buf[i] == '\0')
-                buf[i] = ' '; /* argv is NUL-separated */
-        buf[k] = '\0';
-        n += strstr(buf, "pocketllm-server-mock") && strstr(buf, g_tmp);
-    }
-    if (d)
-        closedir(d);
-    return n;
+    return count_processes(is_coordinator, NULL);
 }
 
 static void test_federated(void)

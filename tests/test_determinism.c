@@ -8,6 +8,7 @@
  * where the CPU has AVX-512, SkylakeX (the kernel is chosen when OpenBLAS loads). */
 #include "pk_model.h"
 #include "pk_test.h"
+#include "test_util.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -178,18 +179,6 @@ static int has_word(const char *s, const char *word)
             return 1;
     }
     return 0;
-}
-
-/* 1 if OpenBLAS can run its SkylakeX kernel here (AVX-512 F, BW, VL, DQ). */
-static int cpu_has_avx512(void)
-{
-#if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-#else
-    return 0;
-#endif
 }
 
 static int run_checks(const char *core)

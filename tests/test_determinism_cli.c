@@ -191,17 +191,6 @@ static void check_other_kernel(const char *from, const char *to, int64_t from_ru
     free(o);
 }
 
-static int cpu_has_avx512(void)
-{
-#if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-#else
-    return 0;
-#endif
-}
-
 int main(void)
 {
     const char *env_core = getenv("OPENBLAS_CORETYPE");

@@ -85,34 +85,19 @@ static char *last_stderr(void)
 }
 
 /* Processes whose command line mentions the test's directory (device or coordinator). */
-static int stray_processes(void)
+static int is_stray(const char *pid, const char *cmdline, void *user)
 {
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    int n = 0;
-    char path[300], buf[4096];
-    while (d && (e = readdir(d)) != NULL) {
-        if (e->d_name[0] < '0' || e->d_name[0] > '9' || atoi(e->d_name) == getpid())
-            continue;
-        snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
-        FILE *f = fopen(path, "rb");
-        size_t k = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-        if (f)
-            fclose(f);
-        for (size_t i = 0; i < k; i++)
-            if (buf[i] == '\0')
-                buf[i] = ' ';
-        buf[k] = '\0';
-        if (strstr(buf, g_tmp) && !strstr(buf, "sh -c")) {
-            fprintf(stderr, "stray process %s: %s\n", e->d_name, buf);
-            n++;
-        }
-    }
-    if (d)
-        closedir(d);
-    return n;
+    (void)user;
+    if (!strstr(cmdline, g_tmp) || strstr(cmdline, "sh -c"))
+        return 0;
+    fprintf(stderr, "stray process %s: %s\n", pid, cmdline);
+    return 1;
 }
 
+static int stray_processes(void)
+{
+    return count_processes(is_stray, NULL);
+}
 static int exists(const char *dir, const char *name)
 {
     char p[400];

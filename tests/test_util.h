@@ -184,6 +184,47 @@ static inline int wait_for_file(const char *path, int secs)
     return access(path, F_OK) == 0;
 }
 
+/* How many processes other than this one match(pid, cmdline, user) says 1 for; cmdline is the
+ * process's argv with its NUL separators as spaces (at most 4095 bytes). Reads /proc. */
+static inline int count_processes(int (*match)(const char *pid, const char *cmdline, void *user),
+                                  void *user)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    int n = 0;
+    char path[300], buf[4096];
+    while (d && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9' || atoi(e->d_name) == getpid())
+            continue;
+        snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
+        FILE *f = fopen(path, "rb");
+        size_t k = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+        if (f)
+            fclose(f);
+        for (size_t i = 0; i < k; i++)
+            if (buf[i] == '\0')
+                buf[i] = ' '; /* argv is NUL-separated */
+        buf[k] = '\0';
+        n += match(e->d_name, buf, user) != 0;
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* 1 if OpenBLAS can run its SkylakeX kernel here (AVX-512 F, BW, VL, DQ): the determinism tests
+ * then also compare against OPENBLAS_CORETYPE=SkylakeX. */
+static inline int cpu_has_avx512(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#else
+    return 0;
+#endif
+}
+
 /* The larger of a and b. Tests take error maxima with this rather than fmax: Debian 12's aarch64
  * gcc (12.2) crashes (internal compiler error in vect_transform_reduction) vectorizing an fmax
  * reduction over widened floats at -O3. */
