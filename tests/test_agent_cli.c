@@ -13,7 +13,7 @@
 #include <fcntl.h>
 
 #define PASS    "agent test passphrase"
-#define SECRET  "zebracorn"
+#define SECRET  AGENT_NOTE_WORD
 #define STORIES PK_STORIES_DIR
 
 static char tmp[256], pass[300], sysfs[300], loadavg[300];
@@ -56,31 +56,12 @@ static void make_sysfs(void)
     put(loadavg, "0.10 0.10 0.10 1/100 1\n");
 }
 
-/* notes lines i0 .. i0+n-1, each with the private marker word. */
-static void write_notes(const char *path, int i0, int n)
-{
-    FILE *f = fopen(path, "w");
-    for (int i = i0; f && i < i0 + n; i++)
-        fprintf(f, "Note %d: the %s went to the park and saw %d birds.\n", i, SECRET, i % 7);
-    if (f)
-        fclose(f);
-}
-
+/* A new home whose dataset "notes" holds notes i0 .. i0+n-1, each with the private marker word. */
 static int make_home(const char *home, int i0, int n)
 {
     char notes[400];
     snprintf(notes, sizeof notes, "%s.notes.txt", home);
-    write_notes(notes, i0, n);
-    int rc = run_fmt(NULL, RUN_SHOW_FAILURE,
-                     "%s init --home %s --passphrase-file %s --opslimit 1 --memlimit 8192 "
-                     ">/dev/null",
-                     POCKETLLM, home, pass);
-    if (rc == 0)
-        rc = run_fmt(NULL, RUN_SHOW_FAILURE,
-                     "%s import %s --dataset notes --format txt --home %s --passphrase-file %s "
-                     ">/dev/null",
-                     POCKETLLM, notes, home, pass);
-    return rc;
+    return agent_make_home(home, pass, notes, i0, n, 1);
 }
 
 /* Starts an agent on home (stderr to home.stderr); returns its pid. */
@@ -172,7 +153,7 @@ static void check_new_examples(const char *home)
     double r1 = jnum(j, "run");
     cJSON_Delete(j);
     snprintf(more, sizeof more, "%s.more.txt", home);
-    write_notes(more, 1000, 20);
+    agent_write_notes(more, 1000, 20);
     PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
                         "%s import %s --dataset notes --format txt --home %s --passphrase-file %s "
                         ">/dev/null",
@@ -523,7 +504,7 @@ static void test_chained_runs(void)
     const char *names[] = {"a", "b", "c"};
     for (int i = 0; i < 3; i++) {
         snprintf(f, sizeof f, "%s.%s.txt", home, names[i]);
-        write_notes(f, 100 * (i + 1), 20);
+        agent_write_notes(f, 100 * (i + 1), 20);
         PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
                             "%s import %s --dataset %s --format txt --home %s --passphrase-file %s "
                             ">/dev/null",

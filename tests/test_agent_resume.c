@@ -29,22 +29,7 @@ static int make_home(const char *home, int i0, int n)
 {
     char notes[400];
     snprintf(notes, sizeof notes, "%s.notes%d.txt", home, i0);
-    FILE *f = fopen(notes, "w");
-    for (int i = i0; f && i < i0 + n; i++)
-        fprintf(f, "Note %d: the zebracorn went to the park and saw %d birds.\n", i, i % 7);
-    if (f)
-        fclose(f);
-    int rc = i0 > 0 ? 0
-                    : run_fmt(NULL, RUN_SHOW_FAILURE,
-                              "%s init --home %s --passphrase-file %s --opslimit 1 --memlimit 8192 "
-                              ">/dev/null",
-                              POCKETLLM, home, pass);
-    if (rc == 0)
-        rc = run_fmt(NULL, RUN_SHOW_FAILURE,
-                     "%s import %s --dataset notes --format txt --home %s --passphrase-file %s "
-                     ">/dev/null",
-                     POCKETLLM, notes, home, pass);
-    return rc;
+    return agent_make_home(home, pass, notes, i0, n, i0 == 0);
 }
 
 /* ---- the agent loop in a child process ------------------------------------------------------ */
