@@ -150,10 +150,7 @@ static void setup_home(void)
     char pass[300];
     snprintf(home, sizeof home, "%s/home", tmp);
     snprintf(pass, sizeof pass, "%s/pass.txt", tmp);
-    PK_CHECK_EQ(write_string(pass, PASS "\n"), 0);
-    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE, "%s init --home %s --passphrase-file %s", POCKETLLM,
-                        home, pass),
-                0);
+    PK_CHECK_EQ(init_home(home, pass, PASS), 0);
     char *o = NULL;
     PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
                         "%s import %s/demo/data/train.txt --dataset pip --format txt --home %s",

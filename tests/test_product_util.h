@@ -166,6 +166,21 @@ static inline void rm_rf(const char *dir)
         fprintf(stderr, "warning: could not remove %s\n", dir);
 }
 
+/* Writes passphrase and a newline to the file pass, then creates home with it (`pocketllm init`,
+ * the default Argon2id limits; its output is shown if it fails). 0, -1 if pass could not be
+ * written, or init's exit status. */
+static inline int init_home(const char *home, const char *pass, const char *passphrase)
+{
+    FILE *f = fopen(pass, "w");
+    int ok = f && fprintf(f, "%s\n", passphrase) > 0;
+    if (f && fclose(f) != 0)
+        ok = 0;
+    if (!ok)
+        return -1;
+    return run_fmt(NULL, RUN_SHOW_FAILURE, "%s init --home %s --passphrase-file %s", POCKETLLM,
+                   home, pass);
+}
+
 static inline long long file_bytes(const char *path)
 {
     struct stat sb;
