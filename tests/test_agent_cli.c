@@ -84,8 +84,8 @@ static int wait_state(const char *home, const char *state, const char *reason, d
 {
     for (double t = 0; t < secs; t += 0.1) {
         cJSON *j = agent_status(home);
-        int ok = j && !strcmp(jstr(j, "state"), state) && strstr(jstr(j, "reason"), reason) &&
-                 jnum(j, "steps_today") >= min_today;
+        int ok = j && !strcmp(json_str(j, "state"), state) &&
+                 strstr(json_str(j, "reason"), reason) && jnum(j, "steps_today") >= min_today;
         if (ok) {
             if (out)
                 *out = j;
@@ -162,7 +162,7 @@ static void check_new_examples(const char *home)
     int newer = 0;
     for (int i = 0; i < 300 && !newer; i++) {
         j = agent_status(home);
-        newer = j && jnum(j, "run") > r1 && !strcmp(jstr(j, "state"), "training");
+        newer = j && jnum(j, "run") > r1 && !strcmp(json_str(j, "state"), "training");
         cJSON_Delete(j);
         sleep_ms(100);
     }
@@ -386,7 +386,7 @@ static long long train(const char *home, const char *args, char *hash)
     cJSON *j = rc == 0 && o ? cJSON_Parse(last_line(o)) : NULL;
     if (j) {
         run = (long long)jnum(j, "run");
-        snprintf(hash, 65, "%s", jstr(j, "weights"));
+        snprintf(hash, 65, "%s", json_str(j, "weights"));
     }
     cJSON_Delete(j);
     free(o);

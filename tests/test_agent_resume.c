@@ -214,7 +214,7 @@ static cJSON *wait_status(const char *home, const char *state, const char *reaso
 {
     for (int i = 0; i < 600; i++) {
         cJSON *j = agent_status(home);
-        if (j && !strcmp(jstr(j, "state"), state) && strstr(jstr(j, "reason"), reason) &&
+        if (j && !strcmp(json_str(j, "state"), state) && strstr(json_str(j, "reason"), reason) &&
             jnum(j, "run") >= min_run)
             return j;
         cJSON_Delete(j);
@@ -241,7 +241,7 @@ static void check_eval_named_dataset(const char *home)
                         home, pass),
                 0);
     cJSON *j = o ? cJSON_Parse(last_line(o)) : NULL;
-    PK_CHECK(j && !strcmp(jstr(j, "dataset"), "other") && jnum(j, "examples") == 7);
+    PK_CHECK(j && !strcmp(json_str(j, "dataset"), "other") && jnum(j, "examples") == 7);
     cJSON_Delete(j);
     free(o);
 }

@@ -5,6 +5,7 @@
 #ifndef PK_TEST_AGENT_UTIL_H
 #define PK_TEST_AGENT_UTIL_H
 
+#include "json_test_util.h"
 #include "test_product_util.h"
 #include "test_util.h"
 
@@ -86,13 +87,8 @@ static inline cJSON *agent_status(const char *home)
     return j;
 }
 
-static inline const char *jstr(const cJSON *j, const char *k)
-{
-    const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, k));
-    return s ? s : "";
-}
-
-/* The number j.k, or -1 if it is missing or not a number. */
+/* The number j.k, or -1 if it is missing or not a number (json_num's NAN would not compare equal
+ * to itself, and these tests compare a value read twice). */
 static inline double jnum(const cJSON *j, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);

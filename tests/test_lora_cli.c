@@ -5,6 +5,7 @@
  * trained full-parameter (stochastic rounding) and with an adapter at 1 and 2 threads and
  * replayed under each BLAS kernel, a full-parameter run refused by --adapter, bench mezo
  * --trainable printing the trainable parameter count, and --trainable scales on a q4_0 copy. */
+#include "json_test_util.h"
 #include "pk_model.h"
 #include "pk_test.h"
 #include "test_product_util.h"
@@ -21,31 +22,14 @@
 
 static char tmp[256], home[300];
 
-static cJSON *last_json(char *out)
-{
-    return cJSON_Parse(last_line(out));
-}
-
-static void str(const cJSON *j, const char *k, char *out, size_t n)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-    snprintf(out, n, "%s", cJSON_IsString(v) ? v->valuestring : "");
-}
-
-static double num(const cJSON *j, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : (double)NAN;
-}
-
 static int64_t train(const char *extra, char hash[80])
 {
     char *o = NULL;
     int rc = run_fmt(&o, RUN_SHOW_FAILURE, "%s train %s %s --home %s --quiet", POCKETLLM, TRAIN,
                      extra, home);
     cJSON *j = rc == 0 ? last_json(o) : NULL;
-    int64_t run = (int64_t)num(j, "run");
-    str(j, "weights", hash, 80);
+    int64_t run = (int64_t)json_num(j, "run");
+    json_str_copy(j, "weights", hash, 80);
     cJSON_Delete(j);
     free(o);
     return rc == 0 ? run : -1;
@@ -86,13 +70,13 @@ static void check_adapter_files(const char *dir)
     char *cfg = slurp_at(dir, "adapter_config.json", &n);
     cJSON *c = cJSON_Parse(cfg ? cfg : "");
     char s[128];
-    str(c, "peft_type", s, sizeof s);
+    json_str_copy(c, "peft_type", s, sizeof s);
     PK_CHECK(!strcmp(s, "LORA"));
-    str(c, "task_type", s, sizeof s);
+    json_str_copy(c, "task_type", s, sizeof s);
     PK_CHECK(!strcmp(s, "CAUSAL_LM"));
-    str(c, "base_model_name_or_path", s, sizeof s);
+    json_str_copy(c, "base_model_name_or_path", s, sizeof s);
     PK_CHECK(!strcmp(s, PK_STORIES_DIR));
-    PK_CHECK(num(c, "r") == 4 && num(c, "lora_alpha") == 8);
+    PK_CHECK(json_num(c, "r") == 4 && json_num(c, "lora_alpha") == 8);
     const cJSON *tm = cJSON_GetObjectItemCaseSensitive(c, "target_modules");
     PK_CHECK(cJSON_GetArraySize(tm) == 2);
     PK_CHECK(!strcmp(cJSON_GetArrayItem(tm, 0)->valuestring, "q_proj") ||
@@ -127,7 +111,7 @@ static void check_adapter_files(const char *dir)
             PK_CHECK(cJSON_GetArrayItem(sb, 0)->valueint == (v ? 32 : 64) &&
                      cJSON_GetArrayItem(sb, 1)->valueint == 4);
             char dt[16];
-            str(ta, "dtype", dt, sizeof dt);
+            json_str_copy(ta, "dtype", dt, sizeof dt);
             PK_CHECK(!strcmp(dt, "F32"));
         }
     }
@@ -233,7 +217,7 @@ static void test_lora_run(void)
                 0);
     cJSON *j = last_json(o);
     char hr[80];
-    str(j, "weights", hr, sizeof hr);
+    json_str_copy(j, "weights", hr, sizeof hr);
     PK_CHECK(!strcmp(hr, h1));
     cJSON_Delete(j);
     free(o);
@@ -258,7 +242,7 @@ static int replay_under(const char *core, const char *log, const char *model, ch
                      core[0] ? "env OPENBLAS_CORETYPE=" : "env -u OPENBLAS_CORETYPE", core,
                      POCKETLLM, log, model, dir);
     cJSON *j = rc == 0 ? last_json(o) : NULL;
-    str(j, "weights", hash, 80);
+    json_str_copy(j, "weights", hash, 80);
     cJSON_Delete(j);
     free(o);
     return rc == 0 ? 0 : -1;
@@ -331,7 +315,7 @@ static void test_bench(void)
                 0);
     cJSON *j = last_json(o);
     /* 5 layers: q A [4, 64] + B [64, 4], v A [4, 64] + B [32, 4] */
-    PK_CHECK(num(j, "trainable_params") == 5 * (256 + 256 + 256 + 128));
+    PK_CHECK(json_num(j, "trainable_params") == 5 * (256 + 256 + 256 + 128));
     cJSON_Delete(j);
     free(o);
 }
@@ -373,7 +357,7 @@ static void test_scales(void)
     cJSON *j = last_json(o);
     /* one scale per 32 weights of the 31 Q4_0 matrices: embeddings 512 x 64, and per layer q and
      * o 64 x 64, k and v 32 x 64, gate and up 172 x 64 */
-    PK_CHECK(num(j, "trainable_params") == 512 * 2 + 5 * (2 * 128 + 2 * 64 + 2 * 344));
+    PK_CHECK(json_num(j, "trainable_params") == 512 * 2 + 5 * (2 * 128 + 2 * 64 + 2 * 344));
     cJSON_Delete(j);
     free(o);
     o = NULL;
