@@ -28,25 +28,13 @@ static const char wide_opt_config[] =
     " \"pad_token_id\": 1, \"bos_token_id\": 2, \"eos_token_id\": 2,"
     " \"tie_word_embeddings\": true, \"torch_dtype\": \"float32\"}";
 
-/* Everything one evaluation outputs, concatenated (owned buffer, grown as needed). */
-typedef struct outbuf {
-    unsigned char *p;
-    size_t n, cap;
-} outbuf;
+/* Everything one evaluation outputs, concatenated. */
+typedef bytebuf outbuf;
 
 static void put(outbuf *o, const void *src, size_t bytes)
 {
-    if (o->n + bytes > o->cap) {
-        size_t cap = (o->n + bytes) * 2;
-        unsigned char *np = realloc(o->p, cap);
-        PK_CHECK(np != NULL);
-        if (np == NULL)
-            return;
-        o->p = np;
-        o->cap = cap;
-    }
-    memcpy(o->p + o->n, src, bytes);
-    o->n += bytes;
+    if (bytebuf_put(o, src, bytes) != 0)
+        PK_CHECK(!"out of memory");
 }
 
 /* A batch of B rows of T tokens (ragged lengths), ids below V. */

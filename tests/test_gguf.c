@@ -20,21 +20,12 @@
 
 /* ---- a tiny GGUF writer of the test's own, for hand-made and lying files ---- */
 
-typedef struct gb {
-    unsigned char *p;
-    size_t n, cap;
-} gb;
+typedef bytebuf gb;
 
 static void gb_put(gb *b, const void *d, size_t n)
 {
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 256;
-        b->p = realloc(b->p, b->cap);
-        if (!b->p)
-            abort();
-    }
-    memcpy(b->p + b->n, d, n);
-    b->n += n;
+    if (bytebuf_put(b, d, n) != 0)
+        abort();
 }
 
 static void gb_le(gb *b, uint64_t v, int n)

@@ -84,6 +84,29 @@ static inline int write_at(const char *dir, const char *name, const void *data, 
     return write_all(p, data, n);
 }
 
+/* A growing byte buffer (owned p: free()); zero-initialize it to start empty. */
+typedef struct bytebuf {
+    unsigned char *p;
+    size_t n, cap; /* bytes used, bytes allocated */
+} bytebuf;
+
+/* Appends the len bytes at src: 0, or -1 with b unchanged when there is no memory. */
+static inline int bytebuf_put(bytebuf *b, const void *src, size_t len)
+{
+    if (b->n + len > b->cap) {
+        size_t cap = (b->n + len) * 2 + 256;
+        unsigned char *np = realloc(b->p, cap);
+        if (np == NULL)
+            return -1;
+        b->p = np;
+        b->cap = cap;
+    }
+    if (len > 0)
+        memcpy(b->p + b->n, src, len);
+    b->n += len;
+    return 0;
+}
+
 /* Calls fn(path, is_dir, user) for everything below dir (not dir itself), a directory after what
  * it holds, so fn may remove what it is given. Symbolic links are not followed; an entry whose
  * path is over 1199 bytes or cannot be stat'ed is skipped. */
