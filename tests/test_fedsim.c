@@ -134,15 +134,7 @@ static void test_model_info(void)
 
 static cJSON *read_json(const char *dir, const char *name)
 {
-    char p[400];
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    FILE *f = fopen(p, "r");
-    char *buf = calloc(1, 1 << 20);
-    size_t n = f && buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
-    if (f)
-        fclose(f);
-    if (buf)
-        buf[n] = '\0';
+    char *buf = slurp_at(dir, name, NULL);
     cJSON *j = buf ? cJSON_Parse(buf) : NULL;
     free(buf);
     return j;
@@ -232,16 +224,10 @@ static void check_summary(const cJSON *s, const char *dir)
                      h ? h : ""));
     cJSON_Delete(file);
     check_rounds_file(dir);
-    char p[400];
-    snprintf(p, sizeof p, "%s/curves.svg", dir);
-    FILE *f = fopen(p, "r");
-    char svg[65536] = "";
-    size_t n = f ? fread(svg, 1, sizeof svg - 1, f) : 0;
-    svg[n] = '\0';
-    if (f)
-        fclose(f);
-    PK_CHECK(strstr(svg, "<svg") && strstr(svg, "id=\"panel-1\"") &&
+    char *svg = slurp_at(dir, "curves.svg", NULL);
+    PK_CHECK(svg && strstr(svg, "<svg") && strstr(svg, "id=\"panel-1\"") &&
              strstr(svg, "id=\"baseline\""));
+    free(svg);
     PK_CHECK(!exists(dir, "homes")); /* removed without --keep */
 }
 

@@ -5,6 +5,7 @@
 #include "model_test_util.h"
 #include "pk_test.h"
 #include "pk_train.h"
+#include "test_util.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -17,24 +18,14 @@
 
 #define STORIES PK_SHARED_DIR "/testdata/models/stories260k"
 
-static char *slurp(const char *path, size_t *len)
+/* slurp, or the test ends: the reference gradient is its precondition. */
+static char *slurp_or_exit(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        fprintf(stderr, "FATAL: cannot open %s (PK_SHARED_DIR must hold testdata/)\n", path);
+    char *b = slurp(path, len);
+    if (b == NULL) {
+        fprintf(stderr, "FATAL: cannot read %s (PK_SHARED_DIR must hold testdata/)\n", path);
         exit(1);
     }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b == NULL || fread(b, 1, (size_t)n, f) != (size_t)n) {
-        fprintf(stderr, "FATAL: reading %s\n", path);
-        exit(1);
-    }
-    b[n] = 0;
-    fclose(f);
-    *len = (size_t)n;
     return b;
 }
 
@@ -93,8 +84,8 @@ static double reference_projection(const pk_model *m, const uint8_t *mask, const
 static void test_probe_vs_reference_gradient(void)
 {
     size_t jlen = 0, glen = 0;
-    char *js = slurp(STORIES "/reference/grad.json", &jlen);
-    char *gbuf = slurp(STORIES "/reference/grad_f32.safetensors", &glen);
+    char *js = slurp_or_exit(STORIES "/reference/grad.json", &jlen);
+    char *gbuf = slurp_or_exit(STORIES "/reference/grad_f32.safetensors", &glen);
     cJSON *j = cJSON_Parse(js);
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(j, "ids");
     int n = cJSON_GetArraySize(ids);
