@@ -311,14 +311,10 @@ static void test_log_rotation(void)
     PK_CHECK(cur && strstr(cur, SECRET) == NULL);
     free(old);
     free(cur);
-    char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+    PK_CHECK(run_expect(2, "--log-max: want a size of at least 1K",
                         "%s agent --home %s --passphrase-file %s --model %s --datasets notes "
                         "--log-max 100",
-                        POCKETLLM, home, pass, STORIES),
-                2);
-    PK_CHECK(o && strstr(o, "--log-max: want a size of at least 1K") != NULL);
-    free(o);
+                        POCKETLLM, home, pass, STORIES));
 }
 
 /* ---- 2. kill -9 at any moment, then a restart: the same bits as an uninterrupted agent --------
@@ -521,14 +517,10 @@ static void test_chained_runs(void)
     check_estimator_chain(home);
 
     /* forgetting a dataset a parent trained on: the weights of its children still carry it */
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+    PK_CHECK(run_expect(0, "runs 1, 2 still carry dataset 'a'",
                         "%s data forget --dataset a --home %s "
                         "--passphrase-file %s",
-                        POCKETLLM, home, pass),
-                0);
-    PK_CHECK(o && strstr(o, "runs 1, 2 still carry dataset 'a'") != NULL);
-    free(o);
-    o = NULL;
+                        POCKETLLM, home, pass));
     PK_CHECK(run_exists(home, 1) && run_exists(home, 2));
     PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
                         "%s data forget --dataset b --with-runs --home %s "

@@ -28,13 +28,7 @@ static double num(const cJSON *j, const char *key)
 /* `pocketllm ARGS` must exit 2 with an error naming flag. */
 static void usage_error(const char *args, const char *flag)
 {
-    char *o = NULL;
-    int rc = run_fmt(&o, RUN_MERGE_STDERR, "%s %s", POCKETLLM, args);
-    PK_CHECK_EQ(rc, 2);
-    PK_CHECK(o != NULL && strstr(o, flag) != NULL);
-    if (rc != 2 || o == NULL || strstr(o, flag) == NULL)
-        fprintf(stderr, "  `%s` (exit %d) said: %s\n", args, rc, o ? o : "");
-    free(o);
+    PK_CHECK(run_expect(2, flag, "%s %s", POCKETLLM, args));
 }
 
 /* ---- 1. parse errors ------------------------------------------------------------------------ */
@@ -237,14 +231,9 @@ static void test_probe_and_bench(void)
 static long long setup_run(char *hash, size_t n)
 {
     char *o = NULL;
-    PK_CHECK_EQ(run_fmt(NULL, RUN_MERGE_STDERR,
-                        "%s init --home %s/home --opslimit 1 --memlimit 8192", POCKETLLM, tmp),
-                0);
-    PK_CHECK_EQ(run_fmt(NULL, RUN_MERGE_STDERR,
-                        "%s import %s/demo/data/train.txt --dataset pip --format txt "
-                        "--home %s/home",
-                        POCKETLLM, PK_SOURCE_DIR, tmp),
-                0);
+    char home[200];
+    snprintf(home, sizeof home, "%s/home", tmp);
+    PK_CHECK_EQ(init_pip_home(home), 0);
     PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
                         "%s train --model %s --dataset pip --steps 2 --batch 2 --seq-len 32 "
                         "--threads 1 --quiet --home %s/home",

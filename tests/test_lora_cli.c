@@ -291,18 +291,11 @@ static void test_refusals(void)
     int64_t full = train(STORIES "--trainable all --steps 2", h);
     PK_CHECK(full > 0);
     snprintf(dir, sizeof dir, "%s/no-adapter", tmp);
-    char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR, "%s export --run %lld --adapter %s --home %s",
-                        POCKETLLM, (long long)full, dir, home),
-                1);
-    PK_CHECK(o && strstr(o, "not a LoRA adapter"));
-    free(o);
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+    PK_CHECK(run_expect(1, "not a LoRA adapter", "%s export --run %lld --adapter %s --home %s",
+                        POCKETLLM, (long long)full, dir, home));
+    PK_CHECK(run_expect(1, "match no linear layer",
                         "%s train %s %s --trainable lora:targets=nothing --home %s --quiet",
-                        POCKETLLM, TRAIN, STORIES, home),
-                1);
-    PK_CHECK(o && strstr(o, "match no linear layer"));
-    free(o);
+                        POCKETLLM, TRAIN, STORIES, home));
 }
 
 static void test_bench(void)
@@ -361,11 +354,9 @@ static void test_scales(void)
     cJSON_Delete(j);
     free(o);
     o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR, "%s train %s %s --trainable scales --home %s --quiet",
-                        POCKETLLM, TRAIN, STORIES, home),
-                1);
-    PK_CHECK(o && strstr(o, "no Q8_0 or Q4_0 weight"));
-    free(o);
+    PK_CHECK(run_expect(1, "no Q8_0 or Q4_0 weight",
+                        "%s train %s %s --trainable scales --home %s --quiet", POCKETLLM, TRAIN,
+                        STORIES, home));
 }
 
 int main(void)
