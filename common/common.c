@@ -98,6 +98,18 @@ void pk_seterr(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
+int pk_name_chars_ok(const char *s, size_t n, const char *extra)
+{
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 (c != '\0' && strchr(extra, c) != NULL);
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
 uint64_t pk_splitmix64(uint64_t x)
 {
     x += 0x9e3779b97f4a7c15ull;

@@ -241,18 +241,22 @@ PK_RNG_INLINE void perturb_with(gen_fn gen, uint64_t seed, uint64_t key, uint64_
     }
 }
 
-PK_RNG_CLONES static void z_fill_generic(uint64_t seed, uint64_t key, uint64_t start, size_t n,
-                                         pk_z_kind kind, float *out)
-{
-    fill_with(gen_block, seed, key, start, n, kind, out);
-}
+/* z_fill_<path> and z_perturb_<path>: the two loops over the block generator gen, compiled with
+ * attr (the instruction set of that path). */
+#define PK_Z_PATH(attr, path, gen)                                                                 \
+    attr static void z_fill_##path(uint64_t seed, uint64_t key, uint64_t start, size_t n,          \
+                                   pk_z_kind kind, float *out)                                     \
+    {                                                                                              \
+        fill_with(gen, seed, key, start, n, kind, out);                                            \
+    }                                                                                              \
+    attr static void z_perturb_##path(uint64_t seed, uint64_t key, uint64_t start, size_t n,       \
+                                      pk_z_kind kind, float alpha, const float *w, float *yp,      \
+                                      float *ym)                                                   \
+    {                                                                                              \
+        perturb_with(gen, seed, key, start, n, kind, alpha, w, yp, ym);                            \
+    }
 
-PK_RNG_CLONES static void z_perturb_generic(uint64_t seed, uint64_t key, uint64_t start, size_t n,
-                                            pk_z_kind kind, float alpha, const float *w, float *yp,
-                                            float *ym)
-{
-    perturb_with(gen_block, seed, key, start, n, kind, alpha, w, yp, ym);
-}
+PK_Z_PATH(PK_RNG_CLONES, generic, gen_block)
 
 /* ---- AVX-512 path ------------------------------------------------------------------------------
  * The same operations as above, written with intrinsics (gcc's auto-vectorizer widens the 32x32
@@ -411,41 +415,15 @@ PK_AVX512 static void gen_block_avx512(uint64_t seed, uint64_t key, uint64_t b0,
         interleave16(z[g][0], z[g][1], z[g][2], z[g][3], out + 64 * g);
 }
 
-PK_AVX512 static void z_fill_avx512(uint64_t seed, uint64_t key, uint64_t start, size_t n,
-                                    pk_z_kind kind, float *out)
+PK_Z_PATH(PK_AVX512, fast, gen_block_avx512)
+
+static int fast_path_supported(void)
 {
-    fill_with(gen_block_avx512, seed, key, start, n, kind, out);
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
 }
 
-PK_AVX512 static void z_perturb_avx512(uint64_t seed, uint64_t key, uint64_t start, size_t n,
-                                       pk_z_kind kind, float alpha, const float *w, float *yp,
-                                       float *ym)
-{
-    perturb_with(gen_block_avx512, seed, key, start, n, kind, alpha, w, yp, ym);
-}
-
-static atomic_int rng_path = -1; /* -1 unknown, 0 generic, 1 AVX-512 */
-
-/* Internal (tests/test_rng.c): 1 forces the generic path, 0 restores the automatic choice. */
-void pk_rng_force_generic(int on);
-void pk_rng_force_generic(int on)
-{
-    atomic_store(&rng_path, on ? 0 : -1);
-}
-
-static int use_avx512(void)
-{
-    int p = atomic_load_explicit(&rng_path, memory_order_relaxed);
-    if (p < 0) {
-        __builtin_cpu_init();
-        const char *env = getenv("PK_RNG_GENERIC"); /* for comparisons: PK_RNG_GENERIC=1 */
-        p = __builtin_cpu_supports("avx512f") && !(env && *env == '1') ? 1 : 0;
-        atomic_store_explicit(&rng_path, p, memory_order_relaxed);
-    }
-    return p;
-}
-
-#define PK_RNG_HAVE_AVX512 1
+#define PK_RNG_HAVE_FAST 1
 #endif
 
 /* ---- NEON path (aarch64) -----------------------------------------------------------------------
@@ -577,19 +555,20 @@ static void gen_block_neon(uint64_t seed, uint64_t key, uint64_t b0, pk_z_kind k
     }
 }
 
-static void z_fill_neon(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind kind,
-                        float *out)
+PK_Z_PATH(, fast, gen_block_neon)
+
+static int fast_path_supported(void)
 {
-    fill_with(gen_block_neon, seed, key, start, n, kind, out);
+    return 1; /* chosen at compile time: every aarch64 CPU with __ARM_NEON has it */
 }
 
-static void z_perturb_neon(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind kind,
-                           float alpha, const float *w, float *yp, float *ym)
-{
-    perturb_with(gen_block_neon, seed, key, start, n, kind, alpha, w, yp, ym);
-}
+#define PK_RNG_HAVE_FAST 1
+#endif
 
-static atomic_int rng_path = -1; /* -1 unknown, 0 generic, 1 NEON */
+/* ---- the choice of path: the fast one (AVX-512 or NEON) where the CPU has it, unless
+ * PK_RNG_GENERIC=1 or a test forces the generic one. */
+#ifdef PK_RNG_HAVE_FAST
+static atomic_int rng_path = -1; /* -1 unknown, 0 generic, 1 fast */
 
 /* Internal (tests/test_rng.c): 1 forces the generic path, 0 restores the automatic choice. */
 void pk_rng_force_generic(int on);
@@ -598,21 +577,17 @@ void pk_rng_force_generic(int on)
     atomic_store(&rng_path, on ? 0 : -1);
 }
 
-static int use_neon(void)
+static int use_fast(void)
 {
     int p = atomic_load_explicit(&rng_path, memory_order_relaxed);
     if (p < 0) {
         const char *env = getenv("PK_RNG_GENERIC"); /* for comparisons: PK_RNG_GENERIC=1 */
-        p = env && *env == '1' ? 0 : 1;
+        p = fast_path_supported() && !(env && *env == '1') ? 1 : 0;
         atomic_store_explicit(&rng_path, p, memory_order_relaxed);
     }
     return p;
 }
-
-#define PK_RNG_HAVE_NEON 1
-#endif
-
-#if !defined(PK_RNG_HAVE_AVX512) && !defined(PK_RNG_HAVE_NEON)
+#else
 void pk_rng_force_generic(int on); /* no other path on this target: nothing to force */
 void pk_rng_force_generic(int on)
 {
@@ -640,14 +615,9 @@ PK_RNG_CLONES void pk_rng_bits(uint64_t seed, uint64_t key, uint64_t start, size
 
 void pk_z_fill(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind kind, float *out)
 {
-#ifdef PK_RNG_HAVE_AVX512
-    if (use_avx512()) {
-        z_fill_avx512(seed, key, start, n, kind, out);
-        return;
-    }
-#elif defined(PK_RNG_HAVE_NEON)
-    if (use_neon()) {
-        z_fill_neon(seed, key, start, n, kind, out);
+#ifdef PK_RNG_HAVE_FAST
+    if (use_fast()) {
+        z_fill_fast(seed, key, start, n, kind, out);
         return;
     }
 #endif
@@ -657,14 +627,9 @@ void pk_z_fill(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind 
 void pk_z_perturb(uint64_t seed, uint64_t key, uint64_t start, size_t n, pk_z_kind kind,
                   float alpha, const float *w, float *yp, float *ym)
 {
-#ifdef PK_RNG_HAVE_AVX512
-    if (use_avx512()) {
-        z_perturb_avx512(seed, key, start, n, kind, alpha, w, yp, ym);
-        return;
-    }
-#elif defined(PK_RNG_HAVE_NEON)
-    if (use_neon()) {
-        z_perturb_neon(seed, key, start, n, kind, alpha, w, yp, ym);
+#ifdef PK_RNG_HAVE_FAST
+    if (use_fast()) {
+        z_perturb_fast(seed, key, start, n, kind, alpha, w, yp, ym);
         return;
     }
 #endif

@@ -80,16 +80,7 @@ pk_pull_params pk_pull_default_params(void)
 
 static int safe_segment(const char *s, size_t n)
 {
-    if (n == 0 || n > 200 || s[0] == '.')
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-                 ch == '.' || ch == '_' || ch == '-';
-        if (!ok)
-            return 0;
-    }
-    return 1;
+    return n > 0 && n <= 200 && s[0] != '.' && pk_name_chars_ok(s, n, "._-");
 }
 
 /* "name" or "org/name", each segment [A-Za-z0-9._-], not starting with '.'. */
@@ -105,16 +96,7 @@ static int valid_repo(const char *r)
 static int valid_revision(const char *r)
 {
     size_t n = strlen(r);
-    if (n == 0 || n > 255 || strstr(r, "..") || r[0] == '/')
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = r[i];
-        int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-                 ch == '.' || ch == '_' || ch == '-' || ch == '/';
-        if (!ok)
-            return 0;
-    }
-    return 1;
+    return n > 0 && n <= 255 && !strstr(r, "..") && r[0] != '/' && pk_name_chars_ok(r, n, "._-/");
 }
 
 static int is_hex64(const char *s, size_t n)

@@ -25,15 +25,7 @@ static size_t put_str(uint8_t *p, const char *s)
 int sync_valid_id(const char *s)
 {
     size_t n = strlen(s);
-    if (n < 1 || n > SYNC_ID_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
+    return n >= 1 && n <= SYNC_ID_MAX && pk_name_chars_ok(s, n, "._-");
 }
 
 void sync_device_id(const uint8_t pk[32], char out[24])

@@ -41,16 +41,7 @@ void pkp_device_id(const uint8_t pk[32], char out[PKP_DEVICE_ID_LEN + 1])
 int pkp_name_ok(const char *s)
 {
     size_t n = strlen(s);
-    if (n < 1 || n > PKP_MAX_NAME)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                 c == '.' || c == '_' || c == '-';
-        if (!ok)
-            return 0;
-    }
-    return 1;
+    return n >= 1 && n <= PKP_MAX_NAME && pk_name_chars_ok(s, n, "._-");
 }
 
 void pkp_hex(const uint8_t *in, size_t n, char *out)

@@ -33,6 +33,31 @@ static inline void make_tmp_home(char *dir, size_t n, const char *tag)
     }
 }
 
+#ifdef PK_SOURCE_DIR
+/* Creates the store at dir (TEST_PASS, tiny_params) and imports demo/data/train.txt as dataset
+ * "pip" and demo/data/heldout.txt as "pip-heldout" (*n_train and *n_heldout examples). 0, or -1
+ * after saying why on stderr. */
+static inline int make_demo_store(const char *dir, int64_t *n_train, int64_t *n_heldout)
+{
+    char err[512] = "";
+    pk_store *s = NULL;
+    pk_import_opts io = {.format = PK_IMPORT_TXT, .paragraphs = 0};
+    pk_status st = pk_store_init(dir, TEST_PASS, strlen(TEST_PASS), tiny_params(), err, sizeof err);
+    if (st == PK_OK)
+        st = pk_store_open(dir, TEST_PASS, strlen(TEST_PASS), &s, err, sizeof err);
+    if (st == PK_OK)
+        st = pk_store_import(s, PK_SOURCE_DIR "/demo/data/train.txt", "pip", io, n_train, err,
+                             sizeof err);
+    if (st == PK_OK)
+        st = pk_store_import(s, PK_SOURCE_DIR "/demo/data/heldout.txt", "pip-heldout", io,
+                             n_heldout, err, sizeof err);
+    pk_store_close(s);
+    if (st != PK_OK)
+        fprintf(stderr, "FATAL: a store with demo/data at %s: %s\n", dir, err);
+    return st == PK_OK ? 0 : -1;
+}
+#endif
+
 /* The store tests' name for remove_tree (test_trainer.c uses it too). */
 static inline void rm_rf(const char *dir)
 {

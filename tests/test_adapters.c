@@ -3,6 +3,7 @@
  * generated GPT-2 (Conv1D weights): unbiased rounding against the fp32 run, a bf16 run that
  * learns at lr 1e-6, thread-count independence, adapter shapes and initialization, only the
  * adapter trained, generation through the KV cache, merging, replay and bad specs. */
+#include "model_test_util.h"
 #include "pk_mezo.h"
 #include "pk_test.h"
 #include "pk_tokenizer.h"
@@ -18,17 +19,6 @@
 
 static char tmp[256];
 
-static pk_model *load(const char *dir)
-{
-    pk_model *m = NULL;
-    char err[512] = "";
-    if (pk_model_load(dir, pk_model_default_params(), &m, err, sizeof err) != PK_OK) {
-        fprintf(stderr, "FATAL: %s\n", err);
-        exit(1);
-    }
-    return m;
-}
-
 static void hash(const pk_model *m, char h[65])
 {
     PK_CHECK(pk_weights_hash(m, h) == PK_OK);
@@ -40,10 +30,10 @@ static void make_copies(char *d16, char *d32, size_t n)
     char err[512] = "";
     snprintf(d16, n, "%s/bf16", tmp);
     snprintf(d32, n, "%s/f32-of-bf16", tmp);
-    pk_model *s = load(STORIES);
+    pk_model *s = load_model_or_exit(STORIES);
     PK_CHECK(pk_model_save(s, d16, PK_DTYPE_BF16, err, sizeof err) == PK_OK);
     pk_model_free(s);
-    s = load(d16);
+    s = load_model_or_exit(d16);
     PK_CHECK(pk_model_save(s, d32, PK_DTYPE_F32, err, sizeof err) == PK_OK);
     pk_model_free(s);
 }
@@ -79,7 +69,8 @@ static double regress(const pk_model *a, const pk_model *a0, const pk_model *b, 
  * zero-mean rounding noise. */
 static void test_sr_unbiased(const char *d16, const char *d32)
 {
-    pk_model *b = load(d16), *f = load(d32), *b0 = load(d16), *f0 = load(d32);
+    pk_model *b = load_model_or_exit(d16), *f = load_model_or_exit(d32),
+             *b0 = load_model_or_exit(d16), *f0 = load_model_or_exit(d32);
     const int K = 200;
     for (int k = 0; k < K; k++) {
         pk_mezo_update(b, NULL, 1000 + (uint64_t)k, PK_Z_GAUSSIAN, 1e-6f, 10.0f, 0.0f);
@@ -103,7 +94,7 @@ static void test_sr_unbiased(const char *d16, const char *d32)
         free(w);
         free(z);
     }
-    pk_model *b00 = load(d16);
+    pk_model *b00 = load_model_or_exit(d16);
     double rne = regress(b0, b00, f, f0);
     fprintf(stderr,
             "bf16 change / f32 change after %d steps (regression): stochastic %.4f, nearest %.4f\n",
@@ -121,7 +112,8 @@ static void test_sr_unbiased(const char *d16, const char *d32)
  * the same bits at 1 and 2 threads. */
 static void test_sr_neighbours_threads(const char *d16)
 {
-    pk_model *a = load(d16), *c = load(d16), *base = load(d16);
+    pk_model *a = load_model_or_exit(d16), *c = load_model_or_exit(d16),
+             *base = load_model_or_exit(d16);
     char ha[65], hc[65];
     pk_threads_set(1);
     pk_mezo_update(a, NULL, 9, PK_Z_GAUSSIAN, 1e-3f, -1.5f, 0.01f);
@@ -221,7 +213,7 @@ static double train_steps(pk_model *m, const uint8_t *mask, const pk_batch *b, f
 /* bf16 at MeZO's usual rate: the weights change and the loss goes down. */
 static void test_bf16_learns(const char *d16, const pk_batch *b)
 {
-    pk_model *m = load(d16), *base = load(d16);
+    pk_model *m = load_model_or_exit(d16), *base = load_model_or_exit(d16);
     pk_step_row rows[100];
     double drop = train_steps(m, NULL, b, 1e-6f, 100, rows);
     size_t changed = 0;
@@ -267,7 +259,7 @@ static double max_diff(const float *a, const float *b, size_t n)
 
 static void test_lora_attach(const pk_batch *b)
 {
-    pk_model *m = load(STORIES), *base = load(STORIES);
+    pk_model *m = load_model_or_exit(STORIES), *base = load_model_or_exit(STORIES);
     size_t n0 = pk_model_n_tensors(m), nl = (size_t)b->B * b->T * pk_model_vocab_size(m);
     uint8_t *mask = NULL;
     char err[256] = "";
@@ -300,7 +292,7 @@ static void test_lora_attach(const pk_batch *b)
     uint8_t *other = NULL;
     PK_CHECK(pk_mezo_trainable(m, "lora:r=2", &other, err, sizeof err) == PK_ERR_ARG);
     /* A from the seed: the same bits on another load, others under another seed */
-    pk_model *m2 = load(STORIES), *m3 = load(STORIES);
+    pk_model *m2 = load_model_or_exit(STORIES), *m3 = load_model_or_exit(STORIES);
     uint8_t *k2 = NULL, *k3 = NULL;
     char h1[65], h2[65], h3[65];
     PK_CHECK(pk_mezo_trainable(m2, "lora:r=4,alpha=8,seed=5", &k2, err, sizeof err) == PK_OK);
@@ -322,7 +314,7 @@ static void test_lora_attach(const pk_batch *b)
 
 static void test_lora_bad_specs(void)
 {
-    pk_model *m = load(STORIES);
+    pk_model *m = load_model_or_exit(STORIES);
     size_t n0 = pk_model_n_tensors(m);
     uint8_t *mask = NULL;
     char err[256] = "";
@@ -356,7 +348,8 @@ static void test_lora_bad_specs(void)
 static void test_lora_train_replay(const pk_batch *b, const char *base_dir)
 {
     const char *spec = "lora:r=4,alpha=8,seed=1";
-    pk_model *m = load(base_dir), *m2 = load(base_dir), *base = load(base_dir);
+    pk_model *m = load_model_or_exit(base_dir), *m2 = load_model_or_exit(base_dir),
+             *base = load_model_or_exit(base_dir);
     uint8_t *mask = NULL, *mask2 = NULL;
     char err[256] = "", h1[65], h2[65];
     PK_CHECK(pk_mezo_trainable(m, spec, &mask, err, sizeof err) == PK_OK);
@@ -383,7 +376,7 @@ static void test_lora_train_replay(const pk_batch *b, const char *base_dir)
         PK_CHECK(memcmp(ti.data, t0.data, t0.numel * (t0.dtype == PK_DTYPE_F32 ? 4 : 2)) == 0);
     }
     /* replay: the base (checked by its hash), the spec, the rows */
-    pk_model *r = load(base_dir);
+    pk_model *r = load_model_or_exit(base_dir);
     uint8_t *rm = NULL;
     char hr[65];
     PK_CHECK(pk_mezo_trainable(r, spec, &rm, err, sizeof err) == PK_OK);
@@ -403,7 +396,8 @@ static void test_lora_train_replay(const pk_batch *b, const char *base_dir)
  * (they match the batched pass, and differ from the base's). Merging gives the same function. */
 static void test_lora_generate_merge(const pk_batch *b)
 {
-    pk_model *m = load(STORIES), *base = load(STORIES), *mm = load(STORIES);
+    pk_model *m = load_model_or_exit(STORIES), *base = load_model_or_exit(STORIES),
+             *mm = load_model_or_exit(STORIES);
     uint8_t *mask = NULL, *mask2 = NULL;
     char err[256] = "";
     PK_CHECK(pk_mezo_trainable(m, "lora", &mask, err, sizeof err) == PK_OK);
@@ -438,7 +432,7 @@ static void test_lora_generate_merge(const pk_batch *b)
     char dir[300];
     snprintf(dir, sizeof dir, "%s/merged", tmp);
     PK_CHECK(pk_model_save(mm, dir, PK_DTYPE_F32, err, sizeof err) == PK_OK);
-    pk_model *re = load(dir);
+    pk_model *re = load_model_or_exit(dir);
     float *lr = logits(re, &one);
     PK_CHECK(max_diff(lr, lm, (size_t)T * V) == 0.0);
     pk_model_free(re);
@@ -469,7 +463,7 @@ static void test_lora_gpt2(void)
     char dir[300], err[256] = "";
     snprintf(dir, sizeof dir, "%s/gpt2", tmp);
     PK_CHECK(pk_model_make(cfg, strlen(cfg), dir, PK_DTYPE_F32, 7, err, sizeof err) == PK_OK);
-    pk_model *m = load(dir), *mm = load(dir);
+    pk_model *m = load_model_or_exit(dir), *mm = load_model_or_exit(dir);
     uint8_t *mask = NULL, *mask2 = NULL;
     PK_CHECK(pk_mezo_trainable(m, "lora:r=2,alpha=4", &mask, err, sizeof err) == PK_OK);
     PK_CHECK(pk_mezo_trainable(mm, "lora:r=2,alpha=4", &mask2, err, sizeof err) == PK_OK);
@@ -502,7 +496,7 @@ static void make_q4(char *dir, size_t n)
 {
     char err[512] = "";
     snprintf(dir, n, "%s/q4_0", tmp);
-    pk_model *s = load(STORIES);
+    pk_model *s = load_model_or_exit(STORIES);
     size_t nt = pk_model_n_tensors(s);
     pk_dtype *types = calloc(nt, sizeof *types);
     for (size_t i = 0; i < nt; i++) {
@@ -523,7 +517,8 @@ static void test_scales(const pk_batch *b)
 {
     char q4[300], err[256] = "", h0[65], h1[65], h2[65], hr[65];
     make_q4(q4, sizeof q4);
-    pk_model *m = load(q4), *m2 = load(q4), *base = load(q4);
+    pk_model *m = load_model_or_exit(q4), *m2 = load_model_or_exit(q4),
+             *base = load_model_or_exit(q4);
     size_t nq = 0, nblk = 0;
     for (size_t i = 0; i < pk_model_n_tensors(base); i++) {
         pk_tensor_info ti;
@@ -605,7 +600,7 @@ static void test_scales(const pk_batch *b)
     PK_CHECK(memcmp(lt, l0, nl * 4) != 0);
     free(lt);
     free(lm);
-    pk_model *r = load(q4);
+    pk_model *r = load_model_or_exit(q4);
     uint8_t *rm = NULL;
     PK_CHECK(pk_mezo_trainable(r, "scales", &rm, err, sizeof err) == PK_OK);
     pk_mezo_replay_rows(r, rm, PK_Z_GAUSSIAN, 0.0f, rows, 30);
@@ -614,7 +609,7 @@ static void test_scales(const pk_batch *b)
     free(rm);
     pk_model_free(r);
     /* an f32 base has no block scales */
-    pk_model *f = load(STORIES);
+    pk_model *f = load_model_or_exit(STORIES);
     uint8_t *fm = NULL;
     PK_CHECK(pk_mezo_trainable(f, "scales", &fm, err, sizeof err) == PK_ERR_ARG);
     PK_CHECK(fm == NULL && strstr(err, "no Q8_0 or Q4_0 weight") != NULL);

@@ -13,7 +13,7 @@
 #include <fcntl.h>
 
 #define PASS    "agent test passphrase"
-#define SECRET  "zebracorn"
+#define SECRET  AGENT_NOTE_WORD
 #define STORIES PK_STORIES_DIR
 
 static char tmp[256], pass[300], sysfs[300], loadavg[300];
@@ -56,31 +56,12 @@ static void make_sysfs(void)
     put(loadavg, "0.10 0.10 0.10 1/100 1\n");
 }
 
-/* notes lines i0 .. i0+n-1, each with the private marker word. */
-static void write_notes(const char *path, int i0, int n)
-{
-    FILE *f = fopen(path, "w");
-    for (int i = i0; f && i < i0 + n; i++)
-        fprintf(f, "Note %d: the %s went to the park and saw %d birds.\n", i, SECRET, i % 7);
-    if (f)
-        fclose(f);
-}
-
+/* A new home whose dataset "notes" holds notes i0 .. i0+n-1, each with the private marker word. */
 static int make_home(const char *home, int i0, int n)
 {
     char notes[400];
     snprintf(notes, sizeof notes, "%s.notes.txt", home);
-    write_notes(notes, i0, n);
-    int rc = run_fmt(NULL, RUN_SHOW_FAILURE,
-                     "%s init --home %s --passphrase-file %s --opslimit 1 --memlimit 8192 "
-                     ">/dev/null",
-                     POCKETLLM, home, pass);
-    if (rc == 0)
-        rc = run_fmt(NULL, RUN_SHOW_FAILURE,
-                     "%s import %s --dataset notes --format txt --home %s --passphrase-file %s "
-                     ">/dev/null",
-                     POCKETLLM, notes, home, pass);
-    return rc;
+    return agent_make_home(home, pass, notes, i0, n, 1);
 }
 
 /* Starts an agent on home (stderr to home.stderr); returns its pid. */
@@ -103,8 +84,8 @@ static int wait_state(const char *home, const char *state, const char *reason, d
 {
     for (double t = 0; t < secs; t += 0.1) {
         cJSON *j = agent_status(home);
-        int ok = j && !strcmp(jstr(j, "state"), state) && strstr(jstr(j, "reason"), reason) &&
-                 jnum(j, "steps_today") >= min_today;
+        int ok = j && !strcmp(json_str(j, "state"), state) &&
+                 strstr(json_str(j, "reason"), reason) && jnum(j, "steps_today") >= min_today;
         if (ok) {
             if (out)
                 *out = j;
@@ -172,7 +153,7 @@ static void check_new_examples(const char *home)
     double r1 = jnum(j, "run");
     cJSON_Delete(j);
     snprintf(more, sizeof more, "%s.more.txt", home);
-    write_notes(more, 1000, 20);
+    agent_write_notes(more, 1000, 20);
     PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
                         "%s import %s --dataset notes --format txt --home %s --passphrase-file %s "
                         ">/dev/null",
@@ -181,7 +162,7 @@ static void check_new_examples(const char *home)
     int newer = 0;
     for (int i = 0; i < 300 && !newer; i++) {
         j = agent_status(home);
-        newer = j && jnum(j, "run") > r1 && !strcmp(jstr(j, "state"), "training");
+        newer = j && jnum(j, "run") > r1 && !strcmp(json_str(j, "state"), "training");
         cJSON_Delete(j);
         sleep_ms(100);
     }
@@ -330,14 +311,10 @@ static void test_log_rotation(void)
     PK_CHECK(cur && strstr(cur, SECRET) == NULL);
     free(old);
     free(cur);
-    char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+    PK_CHECK(run_expect(2, "--log-max: want a size of at least 1K",
                         "%s agent --home %s --passphrase-file %s --model %s --datasets notes "
                         "--log-max 100",
-                        POCKETLLM, home, pass, STORIES),
-                2);
-    PK_CHECK(o && strstr(o, "--log-max: want a size of at least 1K") != NULL);
-    free(o);
+                        POCKETLLM, home, pass, STORIES));
 }
 
 /* ---- 2. kill -9 at any moment, then a restart: the same bits as an uninterrupted agent --------
@@ -405,7 +382,7 @@ static long long train(const char *home, const char *args, char *hash)
     cJSON *j = rc == 0 && o ? cJSON_Parse(last_line(o)) : NULL;
     if (j) {
         run = (long long)jnum(j, "run");
-        snprintf(hash, 65, "%s", jstr(j, "weights"));
+        snprintf(hash, 65, "%s", json_str(j, "weights"));
     }
     cJSON_Delete(j);
     free(o);
@@ -523,7 +500,7 @@ static void test_chained_runs(void)
     const char *names[] = {"a", "b", "c"};
     for (int i = 0; i < 3; i++) {
         snprintf(f, sizeof f, "%s.%s.txt", home, names[i]);
-        write_notes(f, 100 * (i + 1), 20);
+        agent_write_notes(f, 100 * (i + 1), 20);
         PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
                             "%s import %s --dataset %s --format txt --home %s --passphrase-file %s "
                             ">/dev/null",
@@ -540,14 +517,10 @@ static void test_chained_runs(void)
     check_estimator_chain(home);
 
     /* forgetting a dataset a parent trained on: the weights of its children still carry it */
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+    PK_CHECK(run_expect(0, "runs 1, 2 still carry dataset 'a'",
                         "%s data forget --dataset a --home %s "
                         "--passphrase-file %s",
-                        POCKETLLM, home, pass),
-                0);
-    PK_CHECK(o && strstr(o, "runs 1, 2 still carry dataset 'a'") != NULL);
-    free(o);
-    o = NULL;
+                        POCKETLLM, home, pass));
     PK_CHECK(run_exists(home, 1) && run_exists(home, 2));
     PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
                         "%s data forget --dataset b --with-runs --home %s "

@@ -29,22 +29,7 @@ static int make_home(const char *home, int i0, int n)
 {
     char notes[400];
     snprintf(notes, sizeof notes, "%s.notes%d.txt", home, i0);
-    FILE *f = fopen(notes, "w");
-    for (int i = i0; f && i < i0 + n; i++)
-        fprintf(f, "Note %d: the zebracorn went to the park and saw %d birds.\n", i, i % 7);
-    if (f)
-        fclose(f);
-    int rc = i0 > 0 ? 0
-                    : run_fmt(NULL, RUN_SHOW_FAILURE,
-                              "%s init --home %s --passphrase-file %s --opslimit 1 --memlimit 8192 "
-                              ">/dev/null",
-                              POCKETLLM, home, pass);
-    if (rc == 0)
-        rc = run_fmt(NULL, RUN_SHOW_FAILURE,
-                     "%s import %s --dataset notes --format txt --home %s --passphrase-file %s "
-                     ">/dev/null",
-                     POCKETLLM, notes, home, pass);
-    return rc;
+    return agent_make_home(home, pass, notes, i0, n, i0 == 0);
 }
 
 /* ---- the agent loop in a child process ------------------------------------------------------ */
@@ -229,7 +214,7 @@ static cJSON *wait_status(const char *home, const char *state, const char *reaso
 {
     for (int i = 0; i < 600; i++) {
         cJSON *j = agent_status(home);
-        if (j && !strcmp(jstr(j, "state"), state) && strstr(jstr(j, "reason"), reason) &&
+        if (j && !strcmp(json_str(j, "state"), state) && strstr(json_str(j, "reason"), reason) &&
             jnum(j, "run") >= min_run)
             return j;
         cJSON_Delete(j);
@@ -256,7 +241,7 @@ static void check_eval_named_dataset(const char *home)
                         home, pass),
                 0);
     cJSON *j = o ? cJSON_Parse(last_line(o)) : NULL;
-    PK_CHECK(j && !strcmp(jstr(j, "dataset"), "other") && jnum(j, "examples") == 7);
+    PK_CHECK(j && !strcmp(json_str(j, "dataset"), "other") && jnum(j, "examples") == 7);
     cJSON_Delete(j);
     free(o);
 }
@@ -290,7 +275,7 @@ static void test_keep_best(void)
     PK_CHECK_EQ(r2.parent_run, 1);
     PK_CHECK_EQ(r2.parent_steps, bs);
     PK_CHECK(r2.parent_steps != r1.steps_done);
-    char path[400], *o = NULL;
+    char path[400];
     struct stat sb;
     snprintf(path, sizeof path, "%s/agent.status", home);
     PK_CHECK(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0600);
@@ -298,10 +283,7 @@ static void test_keep_best(void)
     PK_CHECK(j && cJSON_IsFalse(cJSON_GetObjectItem(j, "running")));
     PK_CHECK(j && cJSON_GetObjectItem(j, "state") == NULL); /* nothing of the dead agent's */
     cJSON_Delete(j);
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR, "%s agent status --home %s/nohome", POCKETLLM, tmp),
-                1);
-    PK_CHECK(o && strstr(o, "no agent home at") != NULL);
-    free(o);
+    PK_CHECK(run_expect(1, "no agent home at", "%s agent status --home %s/nohome", POCKETLLM, tmp));
     check_eval_named_dataset(home);
 }
 

@@ -129,22 +129,14 @@ static void check_coordinator_log(int port)
  * before any network), and it cannot be combined with --dataset. */
 static void check_sync_datasets(void)
 {
-    char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+    PK_CHECK(run_expect(1, "dataset 'absent': not found",
                         "%s sync --server http://127.0.0.1:9 --model %s --datasets notes,absent "
                         "--home %s --passphrase-file %s",
-                        POCKETLLM, STORIES, home, pass),
-                1);
-    PK_CHECK(o && strstr(o, "dataset 'absent': not found") != NULL);
-    free(o);
-    o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+                        POCKETLLM, STORIES, home, pass));
+    PK_CHECK(run_expect(2, "not both",
                         "%s sync --server http://127.0.0.1:9 --model %s --datasets notes,more "
                         "--dataset notes --home %s --passphrase-file %s",
-                        POCKETLLM, STORIES, home, pass),
-                2);
-    PK_CHECK(o && strstr(o, "not both") != NULL);
-    free(o);
+                        POCKETLLM, STORIES, home, pass));
 }
 
 int main(void)

@@ -5,6 +5,7 @@
 #ifndef PK_TEST_AGENT_UTIL_H
 #define PK_TEST_AGENT_UTIL_H
 
+#include "json_test_util.h"
 #include "test_product_util.h"
 #include "test_util.h"
 
@@ -41,6 +42,40 @@ static inline pid_t spawn_sh(const char *cmd)
     return pid;
 }
 
+/* The private word in every note agent_write_notes writes (no log may ever show it). */
+#define AGENT_NOTE_WORD "zebracorn"
+
+/* Writes notes i0 .. i0+n-1 to path, one line each. */
+static inline void agent_write_notes(const char *path, int i0, int n)
+{
+    FILE *f = fopen(path, "w");
+    for (int i = i0; f && i < i0 + n; i++)
+        fprintf(f, "Note %d: the %s went to the park and saw %d birds.\n", i, AGENT_NOTE_WORD,
+                i % 7);
+    if (f)
+        fclose(f);
+}
+
+/* Writes notes i0 .. i0+n-1 to the file notes and imports them into home's dataset "notes",
+ * after creating home (the smallest Argon2id limits) when init is 1. The passphrase is in the
+ * file pass. 0, or the failing command's exit status (its output is shown). */
+static inline int agent_make_home(const char *home, const char *pass, const char *notes, int i0,
+                                  int n, int init)
+{
+    agent_write_notes(notes, i0, n);
+    int rc = !init ? 0
+                   : run_fmt(NULL, RUN_SHOW_FAILURE,
+                             "%s init --home %s --passphrase-file %s --opslimit 1 --memlimit 8192 "
+                             ">/dev/null",
+                             POCKETLLM, home, pass);
+    if (rc == 0)
+        rc = run_fmt(NULL, RUN_SHOW_FAILURE,
+                     "%s import %s --dataset notes --format txt --home %s --passphrase-file %s "
+                     ">/dev/null",
+                     POCKETLLM, notes, home, pass);
+    return rc;
+}
+
 /* `agent status --json` of home, run without any passphrase, parsed (owned; NULL on failure). */
 static inline cJSON *agent_status(const char *home)
 {
@@ -52,13 +87,8 @@ static inline cJSON *agent_status(const char *home)
     return j;
 }
 
-static inline const char *jstr(const cJSON *j, const char *k)
-{
-    const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, k));
-    return s ? s : "";
-}
-
-/* The number j.k, or -1 if it is missing or not a number. */
+/* The number j.k, or -1 if it is missing or not a number (json_num's NAN would not compare equal
+ * to itself, and these tests compare a value read twice). */
 static inline double jnum(const cJSON *j, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);

@@ -7,6 +7,7 @@
 #include "pk_common.h"
 #include "pk_test.h"
 /* this test starts no server-mock: the header's server helpers stay unused */
+#include "json_test_util.h"
 #include "test_product_util.h"
 
 #include <cjson/cJSON.h>
@@ -18,39 +19,16 @@
 
 static char tmp[128]; /* the test's temporary directory */
 
-/* The last line of out as a JSON object (owned, cJSON_Delete), or NULL. */
-static cJSON *last_json(char *out)
-{
-    cJSON *j = cJSON_Parse(last_line(out));
-    if (j != NULL && !cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        j = NULL;
-    }
-    return j;
-}
-
 static double num(const cJSON *j, const char *key)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
     return cJSON_IsNumber(v) ? v->valuedouble : -1;
 }
 
-static const char *text(const cJSON *j, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-    return cJSON_IsString(v) ? v->valuestring : "";
-}
-
 /* `pocketllm ARGS` must exit 2 with an error naming flag. */
 static void usage_error(const char *args, const char *flag)
 {
-    char *o = NULL;
-    int rc = run_fmt(&o, RUN_MERGE_STDERR, "%s %s", POCKETLLM, args);
-    PK_CHECK_EQ(rc, 2);
-    PK_CHECK(o != NULL && strstr(o, flag) != NULL);
-    if (rc != 2 || o == NULL || strstr(o, flag) == NULL)
-        fprintf(stderr, "  `%s` (exit %d) said: %s\n", args, rc, o ? o : "");
-    free(o);
+    PK_CHECK(run_expect(2, flag, "%s %s", POCKETLLM, args));
 }
 
 /* ---- 1. parse errors ------------------------------------------------------------------------ */
@@ -171,7 +149,7 @@ static void test_repeated(void)
                 0);
     cJSON *j = last_json(o);
     PK_CHECK_EQ(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "ids")), 5);
-    PK_CHECK(strncmp(text(j, "text"), "Once upon", 9) == 0);
+    PK_CHECK(strncmp(json_str(j, "text"), "Once upon", 9) == 0);
     cJSON_Delete(j);
     free(o);
 }
@@ -243,7 +221,7 @@ static void test_probe_and_bench(void)
                         POCKETLLM, STORIES),
                 0);
     j = last_json(o);
-    PK_CHECK(!strcmp(text(j, "arch"), "llama") && num(j, "tokens_per_s") > 0);
+    PK_CHECK(!strcmp(json_str(j, "arch"), "llama") && num(j, "tokens_per_s") > 0);
     PK_CHECK(num(j, "gemm_floor_s") > 0 && num(j, "floor_ratio") > 0);
     cJSON_Delete(j);
     free(o);
@@ -253,14 +231,9 @@ static void test_probe_and_bench(void)
 static long long setup_run(char *hash, size_t n)
 {
     char *o = NULL;
-    PK_CHECK_EQ(run_fmt(NULL, RUN_MERGE_STDERR,
-                        "%s init --home %s/home --opslimit 1 --memlimit 8192", POCKETLLM, tmp),
-                0);
-    PK_CHECK_EQ(run_fmt(NULL, RUN_MERGE_STDERR,
-                        "%s import %s/demo/data/train.txt --dataset pip --format txt "
-                        "--home %s/home",
-                        POCKETLLM, PK_SOURCE_DIR, tmp),
-                0);
+    char home[200];
+    snprintf(home, sizeof home, "%s/home", tmp);
+    PK_CHECK_EQ(init_pip_home(home), 0);
     PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
                         "%s train --model %s --dataset pip --steps 2 --batch 2 --seq-len 32 "
                         "--threads 1 --quiet --home %s/home",
@@ -268,7 +241,7 @@ static long long setup_run(char *hash, size_t n)
                 0);
     cJSON *j = last_json(o);
     long long run = (long long)num(j, "run");
-    snprintf(hash, n, "%s", text(j, "weights"));
+    snprintf(hash, n, "%s", json_str(j, "weights"));
     cJSON_Delete(j);
     free(o);
     return run > 0 && strlen(hash) == 64 ? run : 0;
@@ -281,14 +254,14 @@ static void test_runs(long long run)
                 0);
     cJSON *j = last_json(o);
     PK_CHECK_EQ(num(j, "run"), run);
-    PK_CHECK(!strcmp(text(j, "dataset"), "pip") && !strcmp(text(j, "objective"), "lm"));
+    PK_CHECK(!strcmp(json_str(j, "dataset"), "pip") && !strcmp(json_str(j, "objective"), "lm"));
     cJSON_Delete(j);
     free(o);
     PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR, "%s runs show %lld --json --home %s/home", POCKETLLM,
                         run, tmp),
                 0);
     j = last_json(o);
-    PK_CHECK(!strcmp(text(j, "status"), "done") && num(j, "steps_done") == 2);
+    PK_CHECK(!strcmp(json_str(j, "status"), "done") && num(j, "steps_done") == 2);
     PK_CHECK(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "config")));
     PK_CHECK(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "evals")));
     cJSON_Delete(j);
@@ -309,7 +282,7 @@ static void test_eval_generate(long long run)
                         POCKETLLM, run, tmp),
                 0);
     cJSON *j = last_json(o);
-    PK_CHECK(!strcmp(text(j, "dataset"), "pip") && !strcmp(text(j, "objective"), "lm"));
+    PK_CHECK(!strcmp(json_str(j, "dataset"), "pip") && !strcmp(json_str(j, "objective"), "lm"));
     PK_CHECK(num(j, "examples") > 0 && num(j, "loss") > 0 && num(j, "perplexity") > 1);
     cJSON_Delete(j);
     free(o);
@@ -329,7 +302,7 @@ static void test_eval_generate(long long run)
                 0);
     j = last_json(o);
     PK_CHECK(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "ids")) >= 5);
-    PK_CHECK(strncmp(text(j, "text"), "Pip", 3) == 0);
+    PK_CHECK(strncmp(json_str(j, "text"), "Pip", 3) == 0);
     cJSON_Delete(j);
     free(o);
 }
@@ -343,7 +316,7 @@ static void test_replay(long long run, const char *hash)
                         POCKETLLM, run, tmp, tmp, tmp),
                 0);
     cJSON *j = last_json(o);
-    PK_CHECK(!strcmp(text(j, "weights"), hash) && num(j, "threads") == 1);
+    PK_CHECK(!strcmp(json_str(j, "weights"), hash) && num(j, "threads") == 1);
     cJSON_Delete(j);
     free(o);
     PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
@@ -352,7 +325,7 @@ static void test_replay(long long run, const char *hash)
                         POCKETLLM, tmp, STORIES, tmp),
                 0);
     j = last_json(o);
-    PK_CHECK(!strcmp(text(j, "weights"), hash));
+    PK_CHECK(!strcmp(json_str(j, "weights"), hash));
     cJSON_Delete(j);
     free(o);
 }

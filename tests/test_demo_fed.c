@@ -13,8 +13,10 @@
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function" /* not every helper is used here */
+#include "json_test_util.h"
 #include "test_product_util.h"
 #pragma GCC diagnostic pop
+#include "test_util.h"
 
 #include <cJSON.h>
 #include <dirent.h>
@@ -24,23 +26,6 @@
 #define LOCAL_STEPS 20 /* FED_LOCAL_STEPS of cmd_product.c, capped by --steps */
 
 static char g_tmp[128];
-
-static cJSON *last_json(char *out)
-{
-    return cJSON_Parse(last_line(out));
-}
-
-static double num(const cJSON *j, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-    return cJSON_IsNumber(v) ? v->valuedouble : (double)NAN;
-}
-
-static const char *str(const cJSON *j, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-    return cJSON_IsString(v) ? v->valuestring : "";
-}
 
 /* Element i of the array j[key]: a number (NAN if absent) or a string ("" if absent). */
 static double num_at(const cJSON *j, const char *key, int i)
@@ -80,29 +65,16 @@ static int dir_entries(const char *dir)
 
 /* Live processes whose command line mentions pocketllm-server-mock and g_tmp (the demo's home
  * is under g_tmp through TMPDIR, so its coordinator's --db is too). */
+static int is_coordinator(const char *pid, const char *cmdline, void *user)
+{
+    (void)pid;
+    (void)user;
+    return strstr(cmdline, "pocketllm-server-mock") && strstr(cmdline, g_tmp);
+}
+
 static int coordinators_running(void)
 {
-    int n = 0;
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    while (d && (e = readdir(d)) != NULL) {
-        if (e->d_name[0] < '0' || e->d_name[0] > '9')
-            continue;
-        char path[300], buf[4096];
-        snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
-        FILE *f = fopen(path, "rb");
-        size_t k = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-        if (f)
-            fclose(f);
-        for (size_t i = 0; i < k; i++)
-            if (buf[i] == '\0')
-                buf[i] = ' '; /* argv is NUL-separated */
-        buf[k] = '\0';
-        n += strstr(buf, "pocketllm-server-mock") && strstr(buf, g_tmp);
-    }
-    if (d)
-        closedir(d);
-    return n;
+    return count_processes(is_coordinator, NULL);
 }
 
 static void test_federated(void)
@@ -116,16 +88,16 @@ static void test_federated(void)
     PK_CHECK(j != NULL);
     if (rc != 0 || !j)
         fprintf(stderr, "demo --federated: exit %d, last line: %s\n", rc, last_line(out));
-    const char *h = str(j, "federated_hash");
+    const char *h = json_str(j, "federated_hash");
     PK_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "federated")));
     PK_CHECK(is_hash(h));
     PK_CHECK(!strcmp(str_at(j, "federated_device_hashes", 0), h));
     PK_CHECK(!strcmp(str_at(j, "federated_device_hashes", 1), h));
-    PK_CHECK(strcmp(h, str(j, "base_hash")) != 0);  /* the round moved the model */
-    PK_CHECK(strcmp(h, str(j, "final_hash")) != 0); /* and it is not the local fine-tune */
-    PK_CHECK(num(j, "federated_round") == 1.0);
-    PK_CHECK(num(j, "federated_request_bodies") == 4.0); /* 2 registrations + 2 uploads */
-    double loss = num(j, "federated_loss");
+    PK_CHECK(strcmp(h, json_str(j, "base_hash")) != 0);  /* the round moved the model */
+    PK_CHECK(strcmp(h, json_str(j, "final_hash")) != 0); /* and it is not the local fine-tune */
+    PK_CHECK(json_num(j, "federated_round") == 1.0);
+    PK_CHECK(json_num(j, "federated_request_bodies") == 4.0); /* 2 registrations + 2 uploads */
+    double loss = json_num(j, "federated_loss");
     PK_CHECK(isfinite(loss) && loss > 0.0);
     for (int i = 0; i < 2; i++) {
         double up = num_at(j, "federated_bytes_up", i), down = num_at(j, "federated_bytes_down", i);
@@ -138,7 +110,7 @@ static void test_federated(void)
                up, down, body, pairs);
     }
     printf("federated: model %.16s..., held-out loss %.4f (base %.4f), %.1f s\n", h, loss,
-           num(j, "loss_before"), pk_time_now() - t0);
+           json_num(j, "loss_before"), pk_time_now() - t0);
     PK_CHECK_EQ(dir_entries(g_tmp), 0); /* the demo home and the coordinator's files are gone */
     PK_CHECK_EQ(coordinators_running(), 0);
     cJSON_Delete(j);

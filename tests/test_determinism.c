@@ -8,6 +8,7 @@
  * where the CPU has AVX-512, SkylakeX (the kernel is chosen when OpenBLAS loads). */
 #include "pk_model.h"
 #include "pk_test.h"
+#include "test_util.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -27,25 +28,13 @@ static const char wide_opt_config[] =
     " \"pad_token_id\": 1, \"bos_token_id\": 2, \"eos_token_id\": 2,"
     " \"tie_word_embeddings\": true, \"torch_dtype\": \"float32\"}";
 
-/* Everything one evaluation outputs, concatenated (owned buffer, grown as needed). */
-typedef struct outbuf {
-    unsigned char *p;
-    size_t n, cap;
-} outbuf;
+/* Everything one evaluation outputs, concatenated. */
+typedef bytebuf outbuf;
 
 static void put(outbuf *o, const void *src, size_t bytes)
 {
-    if (o->n + bytes > o->cap) {
-        size_t cap = (o->n + bytes) * 2;
-        unsigned char *np = realloc(o->p, cap);
-        PK_CHECK(np != NULL);
-        if (np == NULL)
-            return;
-        o->p = np;
-        o->cap = cap;
-    }
-    memcpy(o->p + o->n, src, bytes);
-    o->n += bytes;
+    if (bytebuf_put(o, src, bytes) != 0)
+        PK_CHECK(!"out of memory");
 }
 
 /* A batch of B rows of T tokens (ragged lengths), ids below V. */
@@ -178,18 +167,6 @@ static int has_word(const char *s, const char *word)
             return 1;
     }
     return 0;
-}
-
-/* 1 if OpenBLAS can run its SkylakeX kernel here (AVX-512 F, BW, VL, DQ). */
-static int cpu_has_avx512(void)
-{
-#if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-#else
-    return 0;
-#endif
 }
 
 static int run_checks(const char *core)

@@ -191,17 +191,6 @@ static void check_other_kernel(const char *from, const char *to, int64_t from_ru
     free(o);
 }
 
-static int cpu_has_avx512(void)
-{
-#if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-#else
-    return 0;
-#endif
-}
-
 int main(void)
 {
     const char *env_core = getenv("OPENBLAS_CORETYPE");
@@ -212,15 +201,7 @@ int main(void)
     PK_CHECK(make_tmpdir(tmp, sizeof tmp, "detcli"));
     snprintf(home, sizeof home, "%s/home", tmp);
     /* the smallest Argon2id limits: every command here derives the key again */
-    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
-                        "%s init --home %s --opslimit 1 --memlimit 8192 >/dev/null", POCKETLLM,
-                        home),
-                0);
-    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
-                        "%s import %s/demo/data/train.txt --dataset pip --format txt "
-                        "--home %s >/dev/null",
-                        POCKETLLM, PK_SOURCE_DIR, home),
-                0);
+    PK_CHECK_EQ(init_pip_home(home), 0);
     char h_unset[80] = "", h_has[80] = "", h_skx[80] = "";
     int64_t r_unset = 0, r_has = 0, r_skx = 0;
     check_kernel("", 2, 1, h_unset, &r_unset);

@@ -90,34 +90,19 @@ static char *last_stderr(void)
 }
 
 /* Processes whose command line mentions the test's directory (device or coordinator). */
-static int stray_processes(void)
+static int is_stray(const char *pid, const char *cmdline, void *user)
 {
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    int n = 0;
-    char path[300], buf[4096];
-    while (d && (e = readdir(d)) != NULL) {
-        if (e->d_name[0] < '0' || e->d_name[0] > '9' || atoi(e->d_name) == getpid())
-            continue;
-        snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
-        FILE *f = fopen(path, "rb");
-        size_t k = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-        if (f)
-            fclose(f);
-        for (size_t i = 0; i < k; i++)
-            if (buf[i] == '\0')
-                buf[i] = ' ';
-        buf[k] = '\0';
-        if (strstr(buf, g_tmp) && !strstr(buf, "sh -c")) {
-            fprintf(stderr, "stray process %s: %s\n", e->d_name, buf);
-            n++;
-        }
-    }
-    if (d)
-        closedir(d);
-    return n;
+    (void)user;
+    if (!strstr(cmdline, g_tmp) || strstr(cmdline, "sh -c"))
+        return 0;
+    fprintf(stderr, "stray process %s: %s\n", pid, cmdline);
+    return 1;
 }
 
+static int stray_processes(void)
+{
+    return count_processes(is_stray, NULL);
+}
 static int exists(const char *dir, const char *name)
 {
     char p[400];
@@ -154,15 +139,7 @@ static void test_model_info(void)
 
 static cJSON *read_json(const char *dir, const char *name)
 {
-    char p[400];
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    FILE *f = fopen(p, "r");
-    char *buf = calloc(1, 1 << 20);
-    size_t n = f && buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
-    if (f)
-        fclose(f);
-    if (buf)
-        buf[n] = '\0';
+    char *buf = slurp_at(dir, name, NULL);
     cJSON *j = buf ? cJSON_Parse(buf) : NULL;
     free(buf);
     return j;
@@ -255,16 +232,10 @@ static void check_summary(const cJSON *s, const char *dir)
                      h ? h : ""));
     cJSON_Delete(file);
     check_rounds_file(dir);
-    char p[400];
-    snprintf(p, sizeof p, "%s/curves.svg", dir);
-    FILE *f = fopen(p, "r");
-    char svg[65536] = "";
-    size_t n = f ? fread(svg, 1, sizeof svg - 1, f) : 0;
-    svg[n] = '\0';
-    if (f)
-        fclose(f);
-    PK_CHECK(strstr(svg, "<svg") && strstr(svg, "id=\"panel-1\"") &&
+    char *svg = slurp_at(dir, "curves.svg", NULL);
+    PK_CHECK(svg && strstr(svg, "<svg") && strstr(svg, "id=\"panel-1\"") &&
              strstr(svg, "id=\"baseline\""));
+    free(svg);
     PK_CHECK(!exists(dir, "homes")); /* removed without --keep */
 }
 

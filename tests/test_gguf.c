@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "model_test_util.h"
 #include "pk_mezo.h"
 #include "pk_model.h"
 #include "pk_test.h"
@@ -19,21 +20,12 @@
 
 /* ---- a tiny GGUF writer of the test's own, for hand-made and lying files ---- */
 
-typedef struct gb {
-    unsigned char *p;
-    size_t n, cap;
-} gb;
+typedef bytebuf gb;
 
 static void gb_put(gb *b, const void *d, size_t n)
 {
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 256;
-        b->p = realloc(b->p, b->cap);
-        if (!b->p)
-            abort();
-    }
-    memcpy(b->p + b->n, d, n);
-    b->n += n;
+    if (bytebuf_put(b, d, n) != 0)
+        abort();
 }
 
 static void gb_le(gb *b, uint64_t v, int n)
@@ -223,17 +215,6 @@ static void test_roundtrip_bounds(void)
 
 static char tmp[64];
 
-static pk_model *load(const char *dir)
-{
-    pk_model *m = NULL;
-    char err[512] = "";
-    pk_status st = pk_model_load(dir, pk_model_default_params(), &m, err, sizeof err);
-    if (st != PK_OK)
-        fprintf(stderr, "load %s: %s\n", dir, err);
-    PK_CHECK_EQ(st, PK_OK);
-    return m;
-}
-
 enum { TT = 24 };
 
 static float *logits(pk_model *m)
@@ -288,7 +269,7 @@ static void same_as_widened(const pk_model *g, const float *out, size_t n)
         f[i] = PK_DTYPE_F32;
     snprintf(dir, sizeof dir, "%s/widened", tmp);
     PK_CHECK(f && pk_model_save_gguf(g, dir, f, err, sizeof err) == PK_OK);
-    pk_model *w = load(dir);
+    pk_model *w = load_model_checked(dir);
     float *wo = w ? logits(w) : NULL;
     double mean;
     PK_CHECK(wo && max_diff(out, wo, n, &mean) == 0.0);
@@ -320,7 +301,7 @@ static void hash_covers_blocks(pk_model *g)
 
 static void test_stories_roundtrip(void)
 {
-    pk_model *m = load(PK_STORIES_DIR);
+    pk_model *m = load_model_checked(PK_STORIES_DIR);
     if (!m)
         return;
     size_t n = (size_t)TT * (size_t)pk_model_vocab_size(m), nq = 0;
@@ -335,7 +316,7 @@ static void test_stories_roundtrip(void)
         PK_CHECK_EQ(pk_model_save_gguf(m, dir, t, err, sizeof err), PK_OK);
         free(t);
         snprintf(file, sizeof file, "%s/model.gguf", dir);
-        pk_model *g = load(k == 1 ? file : dir); /* a directory, or the file itself */
+        pk_model *g = load_model_checked(k == 1 ? file : dir); /* a directory, or the file itself */
         if (!g)
             continue;
         PK_CHECK_EQ(pk_model_n_tensors(g), pk_model_n_tensors(m));
@@ -461,7 +442,7 @@ static void build_llama_cpp(const pk_model *m, gb *b)
 
 static void test_llama_cpp_layout(void)
 {
-    pk_model *m = load(PK_STORIES_DIR);
+    pk_model *m = load_model_checked(PK_STORIES_DIR);
     if (!m)
         return;
     gb b = {0};
@@ -469,7 +450,7 @@ static void test_llama_cpp_layout(void)
     char path[128];
     snprintf(path, sizeof path, "%s/llamacpp.gguf", tmp);
     PK_CHECK(write_all(path, b.p, b.n) == 0);
-    pk_model *g = load(path);
+    pk_model *g = load_model_checked(path);
     if (g) {
         float *ref = logits(m), *out = logits(g);
         double mean, mx = max_diff(ref, out, (size_t)TT * 512, &mean);
@@ -493,7 +474,7 @@ static void test_llama_cpp_layout(void)
  * -> bare B/model.gguf saved as C; C's tokenizer gives the original's ids. */
 static void test_tokenizer_metadata(void)
 {
-    pk_model *m = load(PK_STORIES_DIR);
+    pk_model *m = load_model_checked(PK_STORIES_DIR);
     char dirs[3][128], file[512], err[512] = "";
     for (int k = 0; m && k < 3; k++) {
         snprintf(dirs[k], sizeof dirs[k], "%s/tok%d", tmp, k);
@@ -503,7 +484,7 @@ static void test_tokenizer_metadata(void)
         free(t);
         pk_model_free(m);
         snprintf(file, sizeof file, "%s/model.gguf", dirs[k]);
-        m = load(file);
+        m = load_model_checked(file);
     }
     pk_model_free(m);
     pk_tokenizer *a = NULL, *b = NULL;
@@ -621,7 +602,7 @@ static void write_corpus(const char *dir)
     snprintf(src, sizeof src, "%s/src", tmp);
     snprintf(out, sizeof out, "%s/q", tmp);
     PK_CHECK_EQ(pk_model_make(cfg, strlen(cfg), src, PK_DTYPE_F32, 7, err, sizeof err), PK_OK);
-    pk_model *m = load(src);
+    pk_model *m = load_model_checked(src);
     size_t nq;
     pk_dtype *t = m ? plan(m, PK_DTYPE_Q8_0, &nq) : NULL;
     PK_CHECK(t && pk_model_save_gguf(m, out, t, err, sizeof err) == PK_OK);

@@ -11,6 +11,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "model_test_util.h"
 #include "pk_mezo.h"
 #include "pk_model.h"
 #include "pk_rng.h"
@@ -106,17 +107,6 @@ static void test_z(void)
 
 /* ---- reference logits ----------------------------------------------------------------------- */
 
-static pk_model *load_dir(const char *dir)
-{
-    char err[512] = "";
-    pk_model *m = NULL;
-    pk_status st = pk_model_load(dir, pk_model_default_params(), &m, err, sizeof err);
-    if (st != PK_OK)
-        fprintf(stderr, "FAIL: load %s: %s\n", dir, err);
-    PK_CHECK(st == PK_OK);
-    return m;
-}
-
 /* Every sequence of testdata/models/NAME/reference.json alone: max |logit - reference|. */
 static void check_logits(const char *name)
 {
@@ -126,7 +116,7 @@ static void check_logits(const char *name)
     char *js = slurp_at(dir, "reference.json", NULL);
     float *ref = (float *)slurp_at(dir, "reference_logits.f32", &rl);
     cJSON *root = js ? cJSON_Parse(js) : NULL;
-    pk_model *m = load_dir(dir);
+    pk_model *m = load_model_checked(dir);
     PK_CHECK(js && ref && root && m);
     if (!js || !ref || !root || !m) {
         fprintf(stderr, "FAIL: %s: reference files missing (PK_SHARED_DIR=%s)\n", name,
@@ -224,7 +214,7 @@ static void check_replay(size_t i, int threads)
 {
     char dir[1024], err[256] = "", base[65] = "", got[65] = "";
     model_dir(replay_golden[i].model, dir, sizeof dir);
-    pk_model *m = load_dir(dir);
+    pk_model *m = load_model_checked(dir);
     uint8_t *mask = NULL;
     pk_step_row rows[N_ROWS];
     fixed_rows(rows);
@@ -264,7 +254,7 @@ static void check_rounding_marker(const char *marker, pk_rounding want_mode, con
 {
     char dir[1024], path[1100], err[256] = "", base[65] = "", got[65] = "";
     model_dir("llama-tiny-f16", dir, sizeof dir);
-    pk_model *m = load_dir(dir);
+    pk_model *m = load_model_checked(dir);
     pk_step_row rows[N_ROWS];
     fixed_rows(rows);
     pk_threads_set(threads);
@@ -505,7 +495,7 @@ static void read_seedlog(const char *dir)
         fprintf(stderr, "FAIL: read %s: %s\n", path, err);
     PK_CHECK(st == PK_OK);
     PK_CHECK(log.n_rows == N_ROWS && rows_equal(log.rows, want, N_ROWS));
-    pk_model *m = load_dir(PK_STORIES_DIR);
+    pk_model *m = load_model_checked(PK_STORIES_DIR);
     st = m ? pk_seedlog_replay(m, &log, err, sizeof err) : PK_ERR_ARG;
     if (st != PK_OK)
         fprintf(stderr, "FAIL: replay %s: %s\n", path, err);

@@ -5,6 +5,7 @@
  * trained full-parameter (stochastic rounding) and with an adapter at 1 and 2 threads and
  * replayed under each BLAS kernel, a full-parameter run refused by --adapter, bench mezo
  * --trainable printing the trainable parameter count, and --trainable scales on a q4_0 copy. */
+#include "json_test_util.h"
 #include "pk_model.h"
 #include "pk_test.h"
 #include "test_product_util.h"
@@ -21,31 +22,14 @@
 
 static char tmp[256], home[300];
 
-static cJSON *last_json(char *out)
-{
-    return cJSON_Parse(last_line(out));
-}
-
-static void str(const cJSON *j, const char *k, char *out, size_t n)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-    snprintf(out, n, "%s", cJSON_IsString(v) ? v->valuestring : "");
-}
-
-static double num(const cJSON *j, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : (double)NAN;
-}
-
 static int64_t train(const char *extra, char hash[80])
 {
     char *o = NULL;
     int rc = run_fmt(&o, RUN_SHOW_FAILURE, "%s train %s %s --home %s --quiet", POCKETLLM, TRAIN,
                      extra, home);
     cJSON *j = rc == 0 ? last_json(o) : NULL;
-    int64_t run = (int64_t)num(j, "run");
-    str(j, "weights", hash, 80);
+    int64_t run = (int64_t)json_num(j, "run");
+    json_str_copy(j, "weights", hash, 80);
     cJSON_Delete(j);
     free(o);
     return rc == 0 ? run : -1;
@@ -56,10 +40,7 @@ static void setup(void)
     char pass[300];
     snprintf(home, sizeof home, "%s/home", tmp);
     snprintf(pass, sizeof pass, "%s/pass.txt", tmp);
-    PK_CHECK_EQ(write_string(pass, PASS "\n"), 0);
-    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE, "%s init --home %s --passphrase-file %s", POCKETLLM,
-                        home, pass),
-                0);
+    PK_CHECK_EQ(init_home(home, pass, PASS), 0);
     PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
                         "%s import %s/demo/data/train.txt --dataset pip --format txt --home %s "
                         ">/dev/null",
@@ -89,13 +70,13 @@ static void check_adapter_files(const char *dir)
     char *cfg = slurp_at(dir, "adapter_config.json", &n);
     cJSON *c = cJSON_Parse(cfg ? cfg : "");
     char s[128];
-    str(c, "peft_type", s, sizeof s);
+    json_str_copy(c, "peft_type", s, sizeof s);
     PK_CHECK(!strcmp(s, "LORA"));
-    str(c, "task_type", s, sizeof s);
+    json_str_copy(c, "task_type", s, sizeof s);
     PK_CHECK(!strcmp(s, "CAUSAL_LM"));
-    str(c, "base_model_name_or_path", s, sizeof s);
+    json_str_copy(c, "base_model_name_or_path", s, sizeof s);
     PK_CHECK(!strcmp(s, PK_STORIES_DIR));
-    PK_CHECK(num(c, "r") == 4 && num(c, "lora_alpha") == 8);
+    PK_CHECK(json_num(c, "r") == 4 && json_num(c, "lora_alpha") == 8);
     const cJSON *tm = cJSON_GetObjectItemCaseSensitive(c, "target_modules");
     PK_CHECK(cJSON_GetArraySize(tm) == 2);
     PK_CHECK(!strcmp(cJSON_GetArrayItem(tm, 0)->valuestring, "q_proj") ||
@@ -130,7 +111,7 @@ static void check_adapter_files(const char *dir)
             PK_CHECK(cJSON_GetArrayItem(sb, 0)->valueint == (v ? 32 : 64) &&
                      cJSON_GetArrayItem(sb, 1)->valueint == 4);
             char dt[16];
-            str(ta, "dtype", dt, sizeof dt);
+            json_str_copy(ta, "dtype", dt, sizeof dt);
             PK_CHECK(!strcmp(dt, "F32"));
         }
     }
@@ -236,7 +217,7 @@ static void test_lora_run(void)
                 0);
     cJSON *j = last_json(o);
     char hr[80];
-    str(j, "weights", hr, sizeof hr);
+    json_str_copy(j, "weights", hr, sizeof hr);
     PK_CHECK(!strcmp(hr, h1));
     cJSON_Delete(j);
     free(o);
@@ -261,7 +242,7 @@ static int replay_under(const char *core, const char *log, const char *model, ch
                      core[0] ? "env OPENBLAS_CORETYPE=" : "env -u OPENBLAS_CORETYPE", core,
                      POCKETLLM, log, model, dir);
     cJSON *j = rc == 0 ? last_json(o) : NULL;
-    str(j, "weights", hash, 80);
+    json_str_copy(j, "weights", hash, 80);
     cJSON_Delete(j);
     free(o);
     return rc == 0 ? 0 : -1;
@@ -310,18 +291,11 @@ static void test_refusals(void)
     int64_t full = train(STORIES "--trainable all --steps 2", h);
     PK_CHECK(full > 0);
     snprintf(dir, sizeof dir, "%s/no-adapter", tmp);
-    char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR, "%s export --run %lld --adapter %s --home %s",
-                        POCKETLLM, (long long)full, dir, home),
-                1);
-    PK_CHECK(o && strstr(o, "not a LoRA adapter"));
-    free(o);
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+    PK_CHECK(run_expect(1, "not a LoRA adapter", "%s export --run %lld --adapter %s --home %s",
+                        POCKETLLM, (long long)full, dir, home));
+    PK_CHECK(run_expect(1, "match no linear layer",
                         "%s train %s %s --trainable lora:targets=nothing --home %s --quiet",
-                        POCKETLLM, TRAIN, STORIES, home),
-                1);
-    PK_CHECK(o && strstr(o, "match no linear layer"));
-    free(o);
+                        POCKETLLM, TRAIN, STORIES, home));
 }
 
 static void test_bench(void)
@@ -334,7 +308,7 @@ static void test_bench(void)
                 0);
     cJSON *j = last_json(o);
     /* 5 layers: q A [4, 64] + B [64, 4], v A [4, 64] + B [32, 4] */
-    PK_CHECK(num(j, "trainable_params") == 5 * (256 + 256 + 256 + 128));
+    PK_CHECK(json_num(j, "trainable_params") == 5 * (256 + 256 + 256 + 128));
     cJSON_Delete(j);
     free(o);
 }
@@ -376,15 +350,13 @@ static void test_scales(void)
     cJSON *j = last_json(o);
     /* one scale per 32 weights of the 31 Q4_0 matrices: embeddings 512 x 64, and per layer q and
      * o 64 x 64, k and v 32 x 64, gate and up 172 x 64 */
-    PK_CHECK(num(j, "trainable_params") == 512 * 2 + 5 * (2 * 128 + 2 * 64 + 2 * 344));
+    PK_CHECK(json_num(j, "trainable_params") == 512 * 2 + 5 * (2 * 128 + 2 * 64 + 2 * 344));
     cJSON_Delete(j);
     free(o);
     o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR, "%s train %s %s --trainable scales --home %s --quiet",
-                        POCKETLLM, TRAIN, STORIES, home),
-                1);
-    PK_CHECK(o && strstr(o, "no Q8_0 or Q4_0 weight"));
-    free(o);
+    PK_CHECK(run_expect(1, "no Q8_0 or Q4_0 weight",
+                        "%s train %s %s --trainable scales --home %s --quiet", POCKETLLM, TRAIN,
+                        STORIES, home));
 }
 
 int main(void)

@@ -2,8 +2,10 @@
  * projected gradient against the reference gradient of stories260k, the update sweep's formula,
  * thread-count independence, f16 storage, trainable masks, weights hash, schedules, seed logs,
  * checkpoints, batch order, divergence, and the engine's sweeps against the estimators' losses. */
+#include "model_test_util.h"
 #include "pk_test.h"
 #include "pk_train.h"
+#include "test_util.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -16,24 +18,14 @@
 
 #define STORIES PK_SHARED_DIR "/testdata/models/stories260k"
 
-static char *slurp(const char *path, size_t *len)
+/* slurp, or the test ends: the reference gradient is its precondition. */
+static char *slurp_or_exit(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        fprintf(stderr, "FATAL: cannot open %s (PK_SHARED_DIR must hold testdata/)\n", path);
+    char *b = slurp(path, len);
+    if (b == NULL) {
+        fprintf(stderr, "FATAL: cannot read %s (PK_SHARED_DIR must hold testdata/)\n", path);
         exit(1);
     }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b == NULL || fread(b, 1, (size_t)n, f) != (size_t)n) {
-        fprintf(stderr, "FATAL: reading %s\n", path);
-        exit(1);
-    }
-    b[n] = 0;
-    fclose(f);
-    *len = (size_t)n;
     return b;
 }
 
@@ -65,18 +57,6 @@ static const float *st_tensor(const char *buf, size_t len, const char *name, siz
     return out;
 }
 
-static pk_model *load(const char *dir)
-{
-    pk_model *m = NULL;
-    char err[256] = "";
-    pk_status st = pk_model_load(dir, pk_model_default_params(), &m, err, sizeof err);
-    if (st != PK_OK) {
-        fprintf(stderr, "FATAL: loading %s: %s\n", dir, err);
-        exit(1);
-    }
-    return m;
-}
-
 /* sum over trainable tensors of dot(grad, z(seed)), in double */
 static double reference_projection(const pk_model *m, const uint8_t *mask, const char *gbuf,
                                    size_t glen, uint64_t seed)
@@ -104,8 +84,8 @@ static double reference_projection(const pk_model *m, const uint8_t *mask, const
 static void test_probe_vs_reference_gradient(void)
 {
     size_t jlen = 0, glen = 0;
-    char *js = slurp(STORIES "/reference/grad.json", &jlen);
-    char *gbuf = slurp(STORIES "/reference/grad_f32.safetensors", &glen);
+    char *js = slurp_or_exit(STORIES "/reference/grad.json", &jlen);
+    char *gbuf = slurp_or_exit(STORIES "/reference/grad_f32.safetensors", &glen);
     cJSON *j = cJSON_Parse(js);
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(j, "ids");
     int n = cJSON_GetArraySize(ids);
@@ -114,7 +94,7 @@ static void test_probe_vs_reference_gradient(void)
     for (int i = 0; i < n; i++)
         tok[i] = (int32_t)cJSON_GetArrayItem(ids, i)->valuedouble;
     double ref_loss = cJSON_GetObjectItemCaseSensitive(j, "loss")->valuedouble;
-    pk_model *m = load(STORIES);
+    pk_model *m = load_model_or_exit(STORIES);
     int32_t len = n;
     pk_batch b = {1, n, tok, &len, NULL};
     double l0 = 0;
@@ -171,7 +151,8 @@ static uint32_t fb(float f)
 
 static void test_update_formula_and_threads(void)
 {
-    pk_model *a = load(STORIES), *b = load(STORIES), *base = load(STORIES);
+    pk_model *a = load_model_or_exit(STORIES), *b = load_model_or_exit(STORIES),
+             *base = load_model_or_exit(STORIES);
     char ha[65], hb[65], h0[65];
     PK_CHECK(pk_weights_hash(base, h0) == PK_OK);
     PK_CHECK(pk_weights_hash(a, ha) == PK_OK);
@@ -215,7 +196,7 @@ static void test_update_formula_and_threads(void)
     uint8_t *mask = NULL;
     char err[256];
     PK_CHECK(pk_mezo_trainable(base, "bitfit", &mask, err, sizeof err) == PK_OK);
-    pk_model *c = load(STORIES);
+    pk_model *c = load_model_or_exit(STORIES);
     pk_mezo_update(c, mask, 5, PK_Z_RADEMACHER, 1e-2f, 1.0f, 0.0f);
     for (size_t i = 0; i < pk_model_n_tensors(c); i++) {
         pk_tensor_info tc, t0;
@@ -234,7 +215,7 @@ static void test_update_formula_and_threads(void)
 static void test_f16_update(void)
 {
     const char *dir = PK_SHARED_DIR "/testdata/models/llama-tiny-f16";
-    pk_model *a = load(dir), *base = load(dir);
+    pk_model *a = load_model_or_exit(dir), *base = load_model_or_exit(dir);
     pk_mezo_update(a, NULL, 9, PK_Z_GAUSSIAN, 1e-2f, -1.5f, 0.0f);
     size_t bad = 0, changed = 0, n16 = 0;
     for (size_t i = 0; i < pk_model_n_tensors(a); i++) {
@@ -268,7 +249,7 @@ static void test_f16_update(void)
 
 static void test_trainable_specs(void)
 {
-    pk_model *m = load(STORIES);
+    pk_model *m = load_model_or_exit(STORIES);
     uint8_t *mask = NULL;
     char err[256] = "";
     PK_CHECK(pk_mezo_trainable(m, "all", &mask, err, sizeof err) == PK_OK);
@@ -400,7 +381,7 @@ static void test_seedlog_validation(void)
 
 static void test_seedlog_and_checkpoint(void)
 {
-    pk_model *a = load(STORIES), *b = load(STORIES);
+    pk_model *a = load_model_or_exit(STORIES), *b = load_model_or_exit(STORIES);
     char err[256] = "", path[256], h0[65], ha[65], hb[65];
     PK_CHECK(pk_weights_hash(a, h0) == PK_OK);
     pk_seedlog log;
@@ -462,7 +443,7 @@ static void test_seedlog_and_checkpoint(void)
     void *blob = NULL;
     size_t len = 0;
     PK_CHECK(pk_checkpoint_pack(a, NULL, &blob, &len) == PK_OK);
-    pk_model *c = load(STORIES);
+    pk_model *c = load_model_or_exit(STORIES);
     PK_CHECK(pk_checkpoint_unpack(c, NULL, blob, len, NULL, 0) == PK_OK);
     char hc[65];
     PK_CHECK(pk_weights_hash(c, hc) == PK_OK && !strcmp(hc, ha));
@@ -490,7 +471,7 @@ static void test_step_spsa_and_determinism(void)
     for (int i = 0; i < 32; i++)
         ids[i] = (int32_t)(1 + (i * 37) % 500);
     lmctx c = {{2, 16, ids, lens, NULL}};
-    pk_model *a = load(STORIES), *b = load(STORIES);
+    pk_model *a = load_model_or_exit(STORIES), *b = load_model_or_exit(STORIES);
     pk_mezo_params p = pk_mezo_default_params();
     p.lr = 1e-3f;
     p.spsa_q = 3;
@@ -513,7 +494,7 @@ static void test_step_spsa_and_determinism(void)
         PK_CHECK(fb(ra[k].g) == fb(rb[k].g));
     }
     /* replaying the rows on a fresh copy gives the same weights */
-    pk_model *r = load(STORIES);
+    pk_model *r = load_model_or_exit(STORIES);
     pk_mezo_replay_rows(r, NULL, PK_Z_GAUSSIAN, 0.01f, ra, 3);
     char hr[65];
     PK_CHECK(pk_weights_hash(r, hr) == PK_OK && !strcmp(hr, ha));
@@ -533,7 +514,7 @@ static void test_sweep_matches_estimators(void)
     for (int i = 0; i < 32; i++)
         ids[i] = (int32_t)(2 + (i * 53) % 500);
     lmctx c = {{2, 16, ids, lens, NULL}};
-    pk_model *m = load(STORIES);
+    pk_model *m = load_model_or_exit(STORIES);
     size_t nt = pk_model_n_tensors(m);
     enum { N = 4 };
     uint8_t *mk[N];
@@ -593,7 +574,7 @@ static void test_sweep_matches_estimators(void)
  * libsodium: the hash recorded in runs and seed logs must not change with its implementation. */
 static void test_weights_hash_layout(void)
 {
-    pk_model *m = load(STORIES);
+    pk_model *m = load_model_or_exit(STORIES);
     crypto_generichash_state st;
     unsigned char out[32];
     char want[65], got[65];
@@ -643,7 +624,7 @@ static pk_status diverging_loss(void *user, pk_model *m, int micro, const pk_per
 
 static void test_step_diverges(void)
 {
-    pk_model *m = load(STORIES);
+    pk_model *m = load_model_or_exit(STORIES);
     char h0[65], h1[65];
     PK_CHECK(pk_weights_hash(m, h0) == PK_OK);
     pk_mezo_params p = pk_mezo_default_params();

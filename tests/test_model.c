@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 
 #include "model_impl.h" /* pk_model_set_block_rows */
+#include "model_test_util.h"
 #include "pk_model.h"
 #include "pk_test.h"
 #include "test_util.h"
@@ -28,14 +29,9 @@ static char *model_file(const char *name, const char *file, size_t *len)
 
 static pk_model *load(const char *name)
 {
-    char dir[1024], err[512] = "";
+    char dir[1024];
     snprintf(dir, sizeof dir, "%s/testdata/models/%s", PK_SHARED_DIR, name);
-    pk_model *m = NULL;
-    pk_status st = pk_model_load(dir, pk_model_default_params(), &m, err, sizeof err);
-    if (st != PK_OK)
-        fprintf(stderr, "load %s: %s\n", name, err);
-    PK_CHECK(st == PK_OK);
-    return m;
+    return load_model_checked(dir);
 }
 
 static float max_abs_diff(const float *a, const float *b, size_t n)

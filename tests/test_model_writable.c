@@ -5,6 +5,7 @@
  * per page; RSS does not hold the file's pages and the copy at once; a subset mask leaves the
  * other tensors copy-on-write; pk_model_restore_base still restores everything, bit for bit; a
  * second call keeps what was written. */
+#include "model_test_util.h"
 #include "pk_model.h"
 #include "pk_test.h"
 
@@ -22,16 +23,6 @@ static const char big_opt_config[] =
     " \"do_layer_norm_before\": true, \"activation_function\": \"relu\", \"enable_bias\": true,"
     " \"pad_token_id\": 1, \"bos_token_id\": 2, \"eos_token_id\": 2,"
     " \"tie_word_embeddings\": true, \"torch_dtype\": \"float32\"}";
-
-static pk_model *load(const char *dir)
-{
-    pk_model *m = NULL;
-    char err[512] = "";
-    if (pk_model_load(dir, pk_model_default_params(), &m, err, sizeof err) != PK_OK)
-        fprintf(stderr, "load %s: %s\n", dir, err);
-    PK_CHECK(m != NULL);
-    return m;
-}
 
 static long minor_faults(void)
 {
@@ -105,7 +96,7 @@ static size_t pages_of(const pk_model *m)
 /* All tensors: same bytes and logits, writes without faults, restore_base, second call. */
 static void check_all(void)
 {
-    pk_model *plain = load(STORIES), *w = load(STORIES);
+    pk_model *plain = load_model_checked(STORIES), *w = load_model_checked(STORIES);
     if (!plain || !w)
         goto out;
     size_t V = (size_t)pk_model_vocab_size(w), pages = pages_of(w);
@@ -141,7 +132,7 @@ out:
 /* A mask: the others stay copy-on-write mappings; restore_base restores both kinds. */
 static void check_subset(void)
 {
-    pk_model *base = load(STORIES), *w = load(STORIES);
+    pk_model *base = load_model_checked(STORIES), *w = load_model_checked(STORIES);
     if (!base || !w)
         goto out;
     size_t nt = pk_model_n_tensors(w), V = (size_t)pk_model_vocab_size(w);
@@ -177,7 +168,7 @@ static void check_rss(void)
     PK_CHECK(mkdtemp(dir) != NULL);
     PK_CHECK(pk_model_make(big_opt_config, strlen(big_opt_config), dir, PK_DTYPE_F32, 3, err,
                            sizeof err) == PK_OK);
-    pk_model *m = load(dir);
+    pk_model *m = load_model_checked(dir);
     if (m != NULL) {
         long wkb = (long)(pk_model_weight_bytes(m) / 1024);
         touch_pages(m, NULL, 0); /* read every page: RSS now holds the file's pages */

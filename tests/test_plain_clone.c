@@ -11,6 +11,7 @@
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function" /* the server helpers stay unused */
+#include "json_test_util.h"
 #include "test_product_util.h"
 #pragma GCC diagnostic pop
 
@@ -21,30 +22,6 @@
 #define DEMO_STEPS "60" /* the shortened demo: enough for the held-out loss to move */
 
 static char g_tmp[256]; /* the test's temporary directory (resolved: /tmp may be a link) */
-
-/* The last stdout line of out as a JSON object (owned), or NULL. */
-static cJSON *last_json(char *out)
-{
-    cJSON *j = cJSON_Parse(last_line(out));
-    if (!cJSON_IsObject(j)) {
-        fprintf(stderr, "not a JSON object: '%s'\n", last_line(out));
-        cJSON_Delete(j);
-        return NULL;
-    }
-    return j;
-}
-
-static const char *jstr(const cJSON *j, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-    return cJSON_IsString(v) ? v->valuestring : "";
-}
-
-static double jnum(const cJSON *j, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-    return cJSON_IsNumber(v) ? v->valuedouble : (double)NAN;
-}
 
 /* git clone of the source tree's committed state, then a Release build of pocketllm alone, with
  * PK_SHARED_DIR where a plain clone has it: beside the clone, where nothing is. */
@@ -91,12 +68,13 @@ static void test_demo_from_clone(void)
     cJSON *j = last_json(o);
     PK_CHECK(j != NULL);
     snprintf(want, sizeof want, "%s/repo/models/stories260k", g_tmp);
-    PK_CHECK(!strcmp(jstr(j, "model"), "shipped"));
-    PK_CHECK(!strcmp(jstr(j, "model_dir"), want));
-    double before = jnum(j, "loss_before"), after = jnum(j, "loss_after");
+    PK_CHECK(!strcmp(json_str(j, "model"), "shipped"));
+    PK_CHECK(!strcmp(json_str(j, "model_dir"), want));
+    double before = json_num(j, "loss_before"), after = json_num(j, "loss_after");
     PK_CHECK(isfinite(before) && isfinite(after) && after < before);
-    PK_CHECK(jnum(j, "steps") == atof(DEMO_STEPS));
-    printf("plain clone: held-out loss %.4f -> %.4f on %s\n", before, after, jstr(j, "model_dir"));
+    PK_CHECK(json_num(j, "steps") == atof(DEMO_STEPS));
+    printf("plain clone: held-out loss %.4f -> %.4f on %s\n", before, after,
+           json_str(j, "model_dir"));
     cJSON_Delete(j);
     free(o);
 }
@@ -131,7 +109,8 @@ static void test_installed(void)
                 0);
     cJSON *j = last_json(o);
     snprintf(want, sizeof want, "%s/inst/share/pocketllm/models/stories260k", g_tmp);
-    PK_CHECK(j && !strcmp(jstr(j, "model"), "shipped") && !strcmp(jstr(j, "model_dir"), want));
+    PK_CHECK(j && !strcmp(json_str(j, "model"), "shipped") &&
+             !strcmp(json_str(j, "model_dir"), want));
     cJSON_Delete(j);
     free(o);
     o = NULL;

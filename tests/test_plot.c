@@ -268,12 +268,10 @@ static void test_svg(void)
     PK_CHECK_EQ(pk_plot_svg(stdout, "t", "x", "y", &bad, 1), PK_ERR_ARG);
 }
 
-static void test_run_plot(void)
+/* A new store at dir (passphrase "pw", the fastest Argon2id limits), open; NULL after saying why
+ * on stderr. */
+static pk_store *new_store(const char *dir)
 {
-    char home[] = "/tmp/pk_plot_home_XXXXXX";
-    PK_CHECK(mkdtemp(home) != NULL);
-    char dir[300];
-    snprintf(dir, sizeof dir, "%s/h", home);
     char err[256] = "";
     pk_store_params prm = pk_store_default_params();
     prm.opslimit = 1;
@@ -282,11 +280,22 @@ static void test_run_plot(void)
     pk_status st = pk_store_init(dir, "pw", 2, prm, err, sizeof err);
     if (st == PK_OK)
         st = pk_store_open(dir, "pw", 2, &s, err, sizeof err);
-    PK_CHECK_EQ(st, PK_OK);
-    if (st != PK_OK) {
-        fprintf(stderr, "store: %s\n", err);
+    if (st != PK_OK)
+        fprintf(stderr, "store %s: %s\n", dir, err);
+    return s;
+}
+
+static void test_run_plot(void)
+{
+    char home[] = "/tmp/pk_plot_home_XXXXXX";
+    PK_CHECK(mkdtemp(home) != NULL);
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/h", home);
+    char err[256] = "";
+    pk_store *s = new_store(dir);
+    PK_CHECK(s != NULL);
+    if (s == NULL)
         return;
-    }
     pk_example ex = {.text = "Pip has a red ball."};
     int64_t eid = 0, ds = 0, run = 0;
     PK_CHECK_EQ(pk_store_example_add(s, "pip", &ex, &eid, NULL, 0), PK_OK);
@@ -382,15 +391,9 @@ static void test_runs_by_seconds(void)
     char dir[300], out[320], err[256] = "";
     snprintf(dir, sizeof dir, "%s/h", home);
     snprintf(out, sizeof out, "%s/sec.svg", home);
-    pk_store_params prm = pk_store_default_params();
-    prm.opslimit = 1;
-    prm.memlimit = 8192;
-    pk_store *s = NULL;
-    pk_status st = pk_store_init(dir, "pw", 2, prm, err, sizeof err);
-    if (st == PK_OK)
-        st = pk_store_open(dir, "pw", 2, &s, err, sizeof err);
-    PK_CHECK_EQ(st, PK_OK);
-    if (st != PK_OK)
+    pk_store *s = new_store(dir);
+    PK_CHECK(s != NULL);
+    if (s == NULL)
         return;
     pk_example ex = {.text = "Pip has a red ball."};
     int64_t eid = 0, ds = 0;

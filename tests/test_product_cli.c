@@ -8,6 +8,7 @@
 #include "pk_common.h"
 #include "pk_test.h"
 /* this test starts no server-mock: the header's server helpers stay unused */
+#include "json_test_util.h"
 #include "test_product_util.h"
 #include "test_util.h"
 
@@ -33,25 +34,6 @@
 static char tmp[128];  /* the test's temporary directory */
 static char home[256]; /* the agent home inside it */
 
-/* The last stdout line of out parsed as one JSON object (owned, cJSON_Delete), or NULL. */
-static cJSON *last_json(char *out)
-{
-    cJSON *j = cJSON_Parse(last_line(out));
-    if (j != NULL && !cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        j = NULL;
-    }
-    if (j == NULL)
-        fprintf(stderr, "not a JSON object: '%s'\n", last_line(out));
-    return j;
-}
-
-static double num(const cJSON *j, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-    return cJSON_IsNumber(v) ? v->valuedouble : (double)NAN;
-}
-
 /* An integer member; -1 if absent or not an integer. */
 static long long inum(const cJSON *j, const char *key)
 {
@@ -60,13 +42,6 @@ static long long inum(const cJSON *j, const char *key)
         v->valuedouble != floor(v->valuedouble))
         return -1;
     return (long long)v->valuedouble;
-}
-
-/* Copies the string member key into buf (size n); "" if absent. */
-static void str(const cJSON *j, const char *key, char *buf, size_t n)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-    snprintf(buf, n, "%s", cJSON_IsString(v) ? v->valuestring : "");
 }
 
 static int is_hash(const char *h)
@@ -121,8 +96,8 @@ static void test_demo(void)
     cJSON *j = last_json(o);
     PK_CHECK(j != NULL);
     if (j != NULL) {
-        double before = num(j, "loss_before"), after = num(j, "loss_after");
-        double seedlog = num(j, "seed_log_bytes"), weights = num(j, "weight_bytes");
+        double before = json_num(j, "loss_before"), after = json_num(j, "loss_after");
+        double seedlog = json_num(j, "seed_log_bytes"), weights = json_num(j, "weight_bytes");
         PK_CHECK(isfinite(before) && isfinite(after));
         PK_CHECK(after < before);
         PK_CHECK(seedlog > 0 && seedlog < weights);
@@ -130,11 +105,11 @@ static void test_demo(void)
         /* the real model the repository ships, found with no --model or POCKETLLM_MODEL */
         PK_CHECK(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "random_model")));
         char model[16];
-        str(j, "model", model, sizeof model);
+        json_str_copy(j, "model", model, sizeof model);
         PK_CHECK(!strcmp(model, "shipped"));
         char base[80], fin[80];
-        str(j, "base_hash", base, sizeof base);
-        str(j, "final_hash", fin, sizeof fin);
+        json_str_copy(j, "base_hash", base, sizeof base);
+        json_str_copy(j, "final_hash", fin, sizeof fin);
         PK_CHECK(is_hash(base) && is_hash(fin) && strcmp(base, fin) != 0);
         if (!(after < before))
             fprintf(stderr, "demo: %s\n", last_line(o));
@@ -150,10 +125,7 @@ static void setup_home(void)
     char pass[300];
     snprintf(home, sizeof home, "%s/home", tmp);
     snprintf(pass, sizeof pass, "%s/pass.txt", tmp);
-    PK_CHECK_EQ(write_string(pass, PASS "\n"), 0);
-    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE, "%s init --home %s --passphrase-file %s", POCKETLLM,
-                        home, pass),
-                0);
+    PK_CHECK_EQ(init_home(home, pass, PASS), 0);
     char *o = NULL;
     PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
                         "%s import %s/demo/data/train.txt --dataset pip --format txt --home %s",
@@ -175,7 +147,7 @@ static int train(const char *args, int64_t *run, char *hash, size_t n)
     int rc = run_fmt(&o, RUN_SHOW_FAILURE, "%s train %s --home %s --quiet", POCKETLLM, args, home);
     cJSON *j = rc == 0 ? last_json(o) : NULL;
     *run = (int64_t)inum(j, "run");
-    str(j, "weights", hash, n);
+    json_str_copy(j, "weights", hash, n);
     cJSON_Delete(j);
     free(o);
     return rc == 0 && *run > 0 && is_hash(hash) ? 0 : -1;
@@ -216,8 +188,8 @@ static void test_export_dir(int64_t run, const char *hash)
     char *mj = slurp(meta, &len);
     cJSON *j = mj ? cJSON_Parse(mj) : NULL;
     char wh[80], dt[16];
-    str(j, "weights_hash", wh, sizeof wh);
-    str(j, "dtype", dt, sizeof dt);
+    json_str_copy(j, "weights_hash", wh, sizeof wh);
+    json_str_copy(j, "dtype", dt, sizeof dt);
     PK_CHECK(!strcmp(wh, hash));
     PK_CHECK(!strcmp(dt, "F32"));
     PK_CHECK_EQ(inum(j, "run_id"), run);
@@ -229,7 +201,7 @@ static void test_export_dir(int64_t run, const char *hash)
                         POCKETLLM, (long long)run, rdir, home),
                 0);
     j = last_json(o);
-    str(j, "weights", wh, sizeof wh);
+    json_str_copy(j, "weights", wh, sizeof wh);
     PK_CHECK(!strcmp(wh, hash));
     cJSON_Delete(j);
     free(o);
@@ -309,7 +281,7 @@ static void test_seedlog(int64_t run, const char *hash)
                 0);
     cJSON *j = last_json(o);
     char wh[80];
-    str(j, "weights", wh, sizeof wh);
+    json_str_copy(j, "weights", wh, sizeof wh);
     PK_CHECK(!strcmp(wh, hash));
     cJSON_Delete(j);
     free(o);
@@ -357,7 +329,7 @@ static int64_t run_state(int64_t run, char *status, size_t n)
     if (run_fmt(&o, RUN_SHOW_FAILURE, "%s runs show %lld --json --home %s", POCKETLLM,
                 (long long)run, home) == 0) {
         cJSON *j = last_json(o);
-        str(j, "status", status, n);
+        json_str_copy(j, "status", status, n);
         PK_CHECK_EQ(inum(j, "run"), run);
         done = inum(j, "steps_done");
         cJSON_Delete(j);
@@ -406,7 +378,7 @@ static void test_kill_resume(int64_t first_run)
                         (long long)run, home),
                 0);
     cJSON *j = last_json(o);
-    str(j, "weights", hash, sizeof hash);
+    json_str_copy(j, "weights", hash, sizeof hash);
     PK_CHECK_EQ(inum(j, "run"), run);
     PK_CHECK_EQ(inum(j, "steps"), KILL_STEPS);
     PK_CHECK(is_hash(hash) && !strcmp(hash, ref_hash));

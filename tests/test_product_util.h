@@ -78,6 +78,32 @@ static inline int run_fmt(char **out, int how, const char *fmt, ...)
     return rc;
 }
 
+/* Runs a command line (printf format) with stderr merged into its output: 1 if it exited with
+ * code and the output contains needle, else 0 after showing the command, its exit status and its
+ * output on stderr. For PK_CHECK(run_expect(2, "--flag", "%s cmd --flag x", POCKETLLM)). */
+static inline int run_expect(int code, const char *needle, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static inline int run_expect(int code, const char *needle, const char *fmt, ...)
+{
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof cmd) {
+        fprintf(stderr, "command too long: %s\n", fmt);
+        return 0;
+    }
+    char *o = NULL;
+    int rc = run_fmt(&o, RUN_MERGE_STDERR, "%s", cmd);
+    int ok = rc == code && o != NULL && strstr(o, needle) != NULL;
+    if (!ok)
+        fprintf(stderr, "`%s` (exit %d, want %d and '%s') said: %s\n", cmd, rc, code, needle,
+                o ? o : "");
+    free(o);
+    return ok;
+}
+
 /* The last non-empty line of s (view into s, NUL-terminated in place). */
 static inline const char *last_line(char *s)
 {
@@ -165,6 +191,38 @@ static inline void rm_rf(const char *dir)
     if (system(cmd) != 0)
         fprintf(stderr, "warning: could not remove %s\n", dir);
 }
+
+/* Writes passphrase and a newline to the file pass, then creates home with it (`pocketllm init`,
+ * the default Argon2id limits; its output is shown if it fails). 0, -1 if pass could not be
+ * written, or init's exit status. */
+static inline int init_home(const char *home, const char *pass, const char *passphrase)
+{
+    FILE *f = fopen(pass, "w");
+    int ok = f && fprintf(f, "%s\n", passphrase) > 0;
+    if (f && fclose(f) != 0)
+        ok = 0;
+    if (!ok)
+        return -1;
+    return run_fmt(NULL, RUN_SHOW_FAILURE, "%s init --home %s --passphrase-file %s", POCKETLLM,
+                   home, pass);
+}
+
+#ifdef PK_SOURCE_DIR
+/* Creates home with the smallest Argon2id limits (the passphrase comes from POCKETLLM_PASSPHRASE)
+ * and imports demo/data/train.txt (150 lines) as dataset "pip". 0, or the failing command's exit
+ * status (the command is shown). */
+static inline int init_pip_home(const char *home)
+{
+    int rc = run_fmt(NULL, RUN_SHOW_FAILURE,
+                     "%s init --home %s --opslimit 1 --memlimit 8192 >/dev/null", POCKETLLM, home);
+    if (rc == 0)
+        rc = run_fmt(NULL, RUN_SHOW_FAILURE,
+                     "%s import %s/demo/data/train.txt --dataset pip --format txt --home %s "
+                     ">/dev/null",
+                     POCKETLLM, PK_SOURCE_DIR, home);
+    return rc;
+}
+#endif
 
 static inline long long file_bytes(const char *path)
 {

@@ -506,31 +506,16 @@ static void test_vocab_mismatch(void)
 
 int main(int argc, char **argv)
 {
-    char serr[512] = ""; /* what the store says on failure */
     int long_run = argc > 1 && !strcmp(argv[1], "long");
     if (sodium_init() < 0)
         return 1;
     if (argc > 2 && !strcmp(argv[1], "killed-child"))
         return killed_child(argv[2]);
-    char err[512] = "";
     make_tmp_home(home, sizeof home, "trainer");
     rm_rf(home);
-    if (pk_store_init(home, TEST_PASS, strlen(TEST_PASS), tiny_params(), err, sizeof err) !=
-        PK_OK) {
-        fprintf(stderr, "FATAL: init %s: %s\n", home, err);
-        return 1;
-    }
-    pk_store *s = open_store();
-    pk_import_opts io = {.format = PK_IMPORT_TXT, .paragraphs = 0};
     int64_t n1 = 0, n2 = 0;
-    if (pk_store_import(s, PK_SOURCE_DIR "/demo/data/train.txt", "pip", io, &n1, serr,
-                        sizeof serr) != PK_OK ||
-        pk_store_import(s, PK_SOURCE_DIR "/demo/data/heldout.txt", "pip-heldout", io, &n2, serr,
-                        sizeof serr) != PK_OK) {
-        fprintf(stderr, "FATAL: importing demo/data: %s\n", serr);
+    if (make_demo_store(home, &n1, &n2) != 0)
         return 1;
-    }
-    pk_store_close(s);
     PK_CHECK(n1 >= 100 && n2 >= 10);
     if (long_run) {
         test_learns(300);

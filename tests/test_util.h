@@ -84,6 +84,29 @@ static inline int write_at(const char *dir, const char *name, const void *data, 
     return write_all(p, data, n);
 }
 
+/* A growing byte buffer (owned p: free()); zero-initialize it to start empty. */
+typedef struct bytebuf {
+    unsigned char *p;
+    size_t n, cap; /* bytes used, bytes allocated */
+} bytebuf;
+
+/* Appends the len bytes at src: 0, or -1 with b unchanged when there is no memory. */
+static inline int bytebuf_put(bytebuf *b, const void *src, size_t len)
+{
+    if (b->n + len > b->cap) {
+        size_t cap = (b->n + len) * 2 + 256;
+        unsigned char *np = realloc(b->p, cap);
+        if (np == NULL)
+            return -1;
+        b->p = np;
+        b->cap = cap;
+    }
+    if (len > 0)
+        memcpy(b->p + b->n, src, len);
+    b->n += len;
+    return 0;
+}
+
 /* Calls fn(path, is_dir, user) for everything below dir (not dir itself), a directory after what
  * it holds, so fn may remove what it is given. Symbolic links are not followed; an entry whose
  * path is over 1199 bytes or cannot be stat'ed is skipped. */
@@ -182,6 +205,47 @@ static inline int wait_for_file(const char *path, int secs)
         usleep(10000);
     }
     return access(path, F_OK) == 0;
+}
+
+/* How many processes other than this one match(pid, cmdline, user) says 1 for; cmdline is the
+ * process's argv with its NUL separators as spaces (at most 4095 bytes). Reads /proc. */
+static inline int count_processes(int (*match)(const char *pid, const char *cmdline, void *user),
+                                  void *user)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    int n = 0;
+    char path[300], buf[4096];
+    while (d && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9' || atoi(e->d_name) == getpid())
+            continue;
+        snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
+        FILE *f = fopen(path, "rb");
+        size_t k = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+        if (f)
+            fclose(f);
+        for (size_t i = 0; i < k; i++)
+            if (buf[i] == '\0')
+                buf[i] = ' '; /* argv is NUL-separated */
+        buf[k] = '\0';
+        n += match(e->d_name, buf, user) != 0;
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* 1 if OpenBLAS can run its SkylakeX kernel here (AVX-512 F, BW, VL, DQ): the determinism tests
+ * then also compare against OPENBLAS_CORETYPE=SkylakeX. */
+static inline int cpu_has_avx512(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#else
+    return 0;
+#endif
 }
 
 /* The larger of a and b. Tests take error maxima with this rather than fmax: Debian 12's aarch64

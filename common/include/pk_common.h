@@ -79,6 +79,10 @@ void pk_pause_point(const char *name);
  * errno set on failure. */
 FILE *pk_fopen_private(const char *path, const char *mode);
 
+/* 1 if each of the n bytes at s is an ASCII letter or digit or one of the characters of extra
+ * (e.g. "._-", the character set of names on the wire and of hub path segments). Pure. */
+int pk_name_chars_ok(const char *s, size_t n, const char *extra);
+
 /* splitmix64 (Steele, Lea, Flood 2014): a bijective 64-bit mixer for deriving seeds. Pure. */
 uint64_t pk_splitmix64(uint64_t x);
 

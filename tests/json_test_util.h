@@ -1,0 +1,47 @@
+/* json_test_util.h: reading the CLI's --json output in the product tests: the last line as an
+ * object, and a member as a number or a string with a value that fails any check when it is
+ * absent (NAN, ""). Header-only, on top of test_product_util.h (last_line). */
+#ifndef PK_JSON_TEST_UTIL_H
+#define PK_JSON_TEST_UTIL_H
+
+#include "test_product_util.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+
+/* The last line of out parsed as one JSON object (owned, cJSON_Delete), or NULL after showing
+ * that line on stderr. out is changed in place (last_line). */
+static inline cJSON *last_json(char *out)
+{
+    cJSON *j = cJSON_Parse(last_line(out));
+    if (j != NULL && !cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        j = NULL;
+    }
+    if (j == NULL)
+        fprintf(stderr, "not a JSON object: '%s'\n", last_line(out));
+    return j;
+}
+
+/* The number j.key, or NAN if it is absent or not a number. */
+static inline double json_num(const cJSON *j, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : (double)NAN;
+}
+
+/* The string j.key (a view into j), or "" if it is absent or not a string. */
+static inline const char *json_str(const cJSON *j, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+/* json_str copied into buf (n bytes, cut short if longer). */
+static inline void json_str_copy(const cJSON *j, const char *key, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s", json_str(j, key));
+}
+
+#endif /* PK_JSON_TEST_UTIL_H */
