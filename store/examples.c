@@ -364,10 +364,11 @@ static pk_status ctx_finish(import_ctx *c, pk_status st)
     return st;
 }
 
-pk_status pk_store_import(pk_store *s, const char *path, const char *name, pk_import_opts opts,
-                          int64_t *n_imported, char *err, size_t errlen)
+/* One import into dataset `name` in one transaction: the file (path) or the buffer (data, len)
+ * parsed into it, progress reported at the end. */
+static pk_status import_into(pk_store *s, const char *path, const void *data, size_t len,
+                             const char *name, pk_import_opts opts, int64_t *n_imported)
 {
-    store_call(s, err, errlen);
     import_ctx c;
     char perr[512] = "";
     if (n_imported)
@@ -376,11 +377,12 @@ pk_status pk_store_import(pk_store *s, const char *path, const char *name, pk_im
     c.progress = opts.progress;
     c.progress_user = opts.progress_user;
     if (st == PK_OK) {
-        st = import_file(path, opts, add_one, &c, perr, sizeof perr);
+        st = path ? import_file(path, opts, add_one, &c, perr, sizeof perr)
+                  : pk_import_parse_buffer(data, len, opts, add_one, &c, perr, sizeof perr);
         if (st == PK_OK && c.progress)
             c.progress(c.progress_user, c.n);
-        if (st != PK_OK && perr[0])
-            store_fail(s, st, "%s", perr); /* parser errors name FILE:LINE; db errors are kept */
+        if (st != PK_OK && perr[0]) /* parser errors: "FILE:LINE: why" or "line N: why" */
+            store_fail(s, st, "%s", perr); /* db errors are kept */
     }
     st = ctx_finish(&c, st);
     if (st == PK_OK && n_imported)
@@ -388,28 +390,20 @@ pk_status pk_store_import(pk_store *s, const char *path, const char *name, pk_im
     return st;
 }
 
+pk_status pk_store_import(pk_store *s, const char *path, const char *name, pk_import_opts opts,
+                          int64_t *n_imported, char *err, size_t errlen)
+{
+    store_call(s, err, errlen);
+    if (path == NULL)
+        return store_fail(s, PK_ERR_ARG, "import: no file given");
+    return import_into(s, path, NULL, 0, name, opts, n_imported);
+}
+
 pk_status pk_store_import_buffer(pk_store *s, const void *data, size_t len, const char *name,
                                  pk_import_opts opts, int64_t *n_imported, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
-    import_ctx c;
-    char perr[512] = "";
-    if (n_imported)
-        *n_imported = 0;
-    pk_status st = ctx_start(s, name, &c);
-    c.progress = opts.progress;
-    c.progress_user = opts.progress_user;
-    if (st == PK_OK) {
-        st = pk_import_parse_buffer(data, len, opts, add_one, &c, perr, sizeof perr);
-        if (st == PK_OK && c.progress)
-            c.progress(c.progress_user, c.n);
-        if (st != PK_OK && perr[0])
-            store_fail(s, st, "%s", perr); /* "line N: why"; db errors are kept */
-    }
-    st = ctx_finish(&c, st);
-    if (st == PK_OK && n_imported)
-        *n_imported = c.n;
-    return st;
+    return import_into(s, NULL, data, len, name, opts, n_imported);
 }
 
 pk_status pk_store_example_add(pk_store *s, const char *name, const pk_example *ex, int64_t *id,
@@ -489,19 +483,8 @@ pk_status store_finish_forget(pk_store *s, pk_status st)
 
 pk_status pk_store_dataset_forget(pk_store *s, const char *name, char *err, size_t errlen)
 {
-    store_call(s, err, errlen);
-    int64_t id = 0;
-    int changes = 0;
-    pk_status st = store_begin(s);
-    if (st == PK_OK)
-        st = pk_store_dataset_id(s, name, &id, err, errlen);
-    if (st == PK_OK)
-        st = store_dataset_not_leased(s, id, name);
-    if (st == PK_OK)
-        st = store_exec_int(s, "DELETE FROM examples WHERE dataset_id = ?1", id, NULL);
-    if (st == PK_OK)
-        st = store_exec_int(s, "DELETE FROM datasets WHERE id = ?1", id, &changes);
-    return store_finish_forget(s, st);
+    /* the runs it trained stay (lineage.c reports them and can delete them too) */
+    return pk_store_dataset_forget_ex(s, name, 0, NULL, NULL, err, errlen);
 }
 
 pk_status pk_store_example_forget(pk_store *s, int64_t example_id, char *err, size_t errlen)
