@@ -9,9 +9,10 @@
 # Every configuration runs `pocketllm train --json` with an eval every 1/40 of default MeZO's
 # loss evaluations, for default MeZO's budget of loss evaluations (2 per step x the reference
 # steps) or, for the "-quarter" configurations, a quarter of it (a schedule that decays over
-# what the target allows). The summary gives, per task and configuration: steps, loss
+# what the target allows), for "-long" twice it. The summary gives, per task and configuration: steps, loss
 # evaluations and training seconds to the target (mean [min-max] over the seeds that reached
-# it), those seconds over default MeZO's, the final quality (mean [min-max]), and default MeZO's
+# it), those seconds over default MeZO's, the final quality (mean [min-max]), the whole run's
+# training seconds over default MeZO's at the reference step, and default MeZO's
 # quality at the same training seconds (same seed: its last eval at or before the
 # configuration's end). Evaluations and steps are exact; seconds depend on the machine's load,
 # written to the log before and after.
@@ -26,7 +27,7 @@ ROOT=$(pwd)
 DIR="${PK_CONV_DIR:-/tmp/pocketllm-conv}"
 SEEDS="${PK_CONV_SEEDS:-1 2 3}"
 TASKS="${PK_CONV_TASKS:-lm classify}"
-CONFIGS="${PK_CONV_CONFIGS:-spsa fzoo fzoo-cosine fzoo-quarter hizoo spsa-layers fzoo-layers}"
+CONFIGS="${PK_CONV_CONFIGS:-spsa fzoo fzoo-cosine fzoo-quarter fzoo-b4 fzoo-b4-long hizoo spsa-layers fzoo-layers}"
 T="${PK_CONV_THREADS:-1}"
 JOBS="${PK_CONV_JOBS:-2}"
 if [ -z "${PK_POCKETLLM:-}" ]; then
@@ -87,7 +88,13 @@ fzoo_lr() { # fzoo_lr TASK CONFIG
     esac
 }
 
-# The settings of each configuration (after the task's own).
+# Layer sampling at default MeZO's rate x (layers / K): K=2 of stories260k's 5 blocks perturbs
+# 2/5 of the weights per step, so its rate can be 2.5x (lm 2.5e-4; 3e-4 gave the same 800-step
+# loss on seed 1, 1e-4 fell behind default MeZO at equal seconds).
+layers_lr() { [ "$1" = lm ] && echo 2.5e-4 || echo 2.5e-5; }
+
+# The settings of each configuration (after the task's own; a repeated option takes its last
+# value, so fzoo-b4's --batch 4 replaces the task's 16).
 config_args() { # config_args CONFIG TASK
     lr=$(task_lr "$2")
     case $1 in
@@ -95,7 +102,8 @@ config_args() { # config_args CONFIG TASK
     fzoo) echo "--estimator fzoo --perturbations 8 --lr auto" ;;
     fzoo-cosine | fzoo-quarter) echo "--estimator fzoo --perturbations 8 --lr $(fzoo_lr "$2" "$1") --schedule cosine" ;;
     hizoo) echo "--estimator hizoo --hessian-budget 1.5 --hessian-smooth 1e-6 --lr $lr" ;;
-    spsa-layers) echo "--estimator spsa --perturb-layers 2 --lr $lr" ;;
+    spsa-layers) echo "--estimator spsa --perturb-layers 2 --lr $(layers_lr "$2")" ;;
+    fzoo-b4 | fzoo-b4-long) echo "--estimator fzoo --perturbations 32 --eps 1e-4 --batch 4 --lr 1e-2 --schedule cosine" ;;
     fzoo-layers) echo "--estimator fzoo --perturbations 8 --perturb-layers 2 --lr auto" ;;
     *) echo "unknown configuration $1" >&2; exit 2 ;;
     esac
@@ -103,16 +111,21 @@ config_args() { # config_args CONFIG TASK
 
 evals_per_step() {
     case $1 in
+    fzoo-b4*) echo 33 ;;
     fzoo*) echo 9 ;;
     hizoo*) echo 3 ;;
     *) echo 2 ;;
     esac
 }
 
-# Default MeZO's budget of loss evaluations, or a quarter of it.
+# Default MeZO's budget of loss evaluations, a quarter of it ("-quarter") or twice it ("-long");
+# fzoo-b4's evaluations are each on a quarter of the batch.
 budget() { # budget TASK CONFIG
     b=$(($(ref_steps "$1") * 2))
-    case $2 in *-quarter) b=$((b / 4)) ;; esac
+    case $2 in
+    *-quarter) b=$((b / 4)) ;;
+    *-long) b=$((b * 2)) ;;
+    esac
     echo $b
 }
 
@@ -184,10 +197,11 @@ summarize() { # summarize TASK
         if (tn == 0) { print task ": no default MeZO (spsa) run yet"; exit }
         target = t / tn; refsecs = rs / tn;
         printf "%s: target %s %.4f (default MeZO at step %d, mean of %d seeds; its training seconds %.1f)\n", task, (task == "lm" ? "held-out loss <=" : "test accuracy >="), target, ref, tn, refsecs;
-        printf "| config | reached | steps | evaluations | seconds | seconds / MeZO | final %s | MeZO at equal seconds |\n", metric;
-        printf "|---|---|---|---|---|---|---|---|\n";
+        printf "| config | reached | steps | evaluations | seconds | seconds / MeZO | final %s | run seconds / MeZO | MeZO at equal seconds |\n", metric;
+        printf "|---|---|---|---|---|---|---|---|---|\n";
         for (i = 1; i <= nc; i++) {
             split("", st); split("", ev); split("", se); split("", fq); split("", rq); split("", ratio);
+            split("", rr);
             hit = 0; nf = 0; ne = 0;
             for (j = 1; j <= ns; j++) {
                 n = load(dir "/" task "-" C[i] "-" S[j] ".jsonl");
@@ -199,14 +213,15 @@ summarize() { # summarize TASK
                         break;
                     }
                 fq[++nf] = E[n, "q"];
+                rr[nf] = E[n, "secs"] / refsecs; # the whole run against default MeZO at the reference step
                 # default MeZO of the same seed at this run s training seconds
                 end = E[n, "secs"]; q = "";
                 for (k = 1; k <= R[j] && MS[j, k] <= end; k++) q = MQ[j, k];
                 if (q != "") rq[++ne] = q;
             }
-            printf "| %s | %d/%d | %s | %s | %s | %s | %s | %s |\n", C[i], hit, nf, stat(st, hit, "%.0f"),
+            printf "| %s | %d/%d | %s | %s | %s | %s | %s | %s | %s |\n", C[i], hit, nf, stat(st, hit, "%.0f"),
                 stat(ev, hit, "%.0f"), stat(se, hit, "%.1f"), stat(ratio, hit, "%.2f"),
-                stat(fq, nf, "%.3f"), stat(rq, ne, "%.3f");
+                stat(fq, nf, "%.3f"), stat(rr, nf, "%.2f"), stat(rq, ne, "%.3f");
         }
     }' </dev/null
 }
