@@ -536,32 +536,6 @@ static pk_status replay_seedlog(const replay_opts *o, pk_model **m, char *err, s
     return st;
 }
 
-/* Writes the step log of a run as a seed log file. */
-static pk_status write_run_seedlog(pk_store *s, int64_t run, const char *path, char *err, size_t n)
-{
-    pk_run_info ri;
-    pk_train_config cfg;
-    pk_seedlog log;
-    memset(&log, 0, sizeof log);
-    pk_status st = pk_run_load_config(s, run, &ri, &cfg, err, n);
-    if (st == PK_OK)
-        st = pk_store_steps_read(s, run, 0, ri.steps_done, &log.rows, &log.n_rows, NULL, 0);
-    if (st == PK_OK) {
-        memcpy(log.base_hash, ri.base_hash, sizeof log.base_hash);
-        log.z = cfg.mezo.z;
-        log.weight_decay = cfg.mezo.weight_decay;
-        snprintf(log.trainable, sizeof log.trainable, "%s", cfg.trainable);
-        log.estimator = cfg.mezo.estimator;
-        log.perturbations = cfg.mezo.perturbations;
-        log.hessian_smooth = cfg.mezo.hessian_smooth;
-        log.perturb_layers = cfg.mezo.perturb_layers;
-        st = pk_seedlog_write(path, &log, err, n);
-    }
-    pk_seedlog_clear(&log);
-    pk_run_info_clear(&ri);
-    return st;
-}
-
 /* The weights hash into hex, then the model saved (with --out); a LoRA adapter is merged into
  * the saved weights (the loader would ignore its tensors), the hash is the replayed model's. */
 static pk_status replay_save(const replay_opts *o, pk_model *m, char hex[65], char *err, size_t n)
@@ -606,7 +580,7 @@ int cmd_replay(int argc, char **argv)
             return rc;
         st = pk_run_materialize(s, o.run, &m, err, sizeof err);
         if (st == PK_OK && o.write_seed_log != NULL)
-            st = write_run_seedlog(s, o.run, o.write_seed_log, err, sizeof err);
+            st = pk_export_seedlog(s, o.run, o.write_seed_log, NULL, err, sizeof err);
     }
     double replay_s = pk_time_now() - t0;
     char hex[65];

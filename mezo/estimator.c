@@ -8,6 +8,8 @@
  * 4096-element blocks, so an element's new value never depends on the thread count. */
 #include "pk_mezo.h"
 
+#include "mezo_impl.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -305,13 +307,7 @@ static void scaled_block(const pk_tensor_info *ti, const float *h, uint64_t seed
                          float lr, float g, float wd, size_t start, size_t n, float *z, float *w)
 {
     pk_z_fill(seed, ti->key, start, n, kind, z);
-    float *dst;
-    if (ti->dtype == PK_DTYPE_F32) {
-        dst = (float *)ti->data + start;
-    } else {
-        pk_widen(ti->dtype, (const char *)ti->data + start * 2, n, w);
-        dst = w;
-    }
+    float *dst = pk_mezo_block_fp32(ti, start, n, w);
     for (size_t j = 0; j < n; j++) {
         float d = z[j] / sqrtf(h[j]);
         float a = g * d;

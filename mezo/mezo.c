@@ -9,6 +9,8 @@
  * element is a pure function of (step seed, tensor key, index). */
 #include "pk_mezo.h"
 
+#include "mezo_impl.h"
+
 #include "pk_crypto.h"
 
 #include <inttypes.h>
@@ -165,6 +167,19 @@ void pk_mezo_trainable_canonical(const char *spec, char *out, size_t n)
         snprintf(out + k, n - (size_t)k, ",targets=%s", p.targets);
 }
 
+/* The mask of the tensors for which is(m, i) holds (the attached adapter or scales). */
+static pk_status mask_of(const pk_model *m, int (*is)(const pk_model *, size_t), uint8_t **out)
+{
+    size_t n = pk_model_n_tensors(m);
+    uint8_t *mask = calloc(n ? n : 1, 1);
+    if (mask == NULL)
+        return PK_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++)
+        mask[i] = (uint8_t)(is(m, i) != 0);
+    *out = mask;
+    return PK_OK;
+}
+
 /* A LoRA spec: the adapter attached (or found attached), its A and B tensors trainable. */
 static pk_status lora_mask(pk_model *m, const char *spec, uint8_t **out, char *err, size_t errlen)
 {
@@ -174,14 +189,7 @@ static pk_status lora_mask(pk_model *m, const char *spec, uint8_t **out, char *e
     pk_status st = pk_model_lora_attach(m, &p, NULL, err, errlen);
     if (st != PK_OK)
         return st;
-    size_t n = pk_model_n_tensors(m);
-    uint8_t *mask = calloc(n, 1);
-    if (mask == NULL)
-        return PK_ERR_NOMEM;
-    for (size_t i = 0; i < n; i++)
-        mask[i] = (uint8_t)pk_model_tensor_is_lora(m, i);
-    *out = mask;
-    return PK_OK;
+    return mask_of(m, pk_model_tensor_is_lora, out);
 }
 
 /* "all", "bitfit" or a regex over tensor names. */
@@ -240,14 +248,7 @@ static pk_status scales_mask(pk_model *m, uint8_t **out, char *err, size_t errle
     pk_status st = pk_model_scales_attach(m, NULL, err, errlen);
     if (st != PK_OK)
         return st;
-    size_t n = pk_model_n_tensors(m);
-    uint8_t *mask = calloc(n, 1);
-    if (mask == NULL)
-        return PK_ERR_NOMEM;
-    for (size_t i = 0; i < n; i++)
-        mask[i] = (uint8_t)pk_model_tensor_is_scales(m, i);
-    *out = mask;
-    return PK_OK;
+    return mask_of(m, pk_model_tensor_is_scales, out);
 }
 
 pk_status pk_mezo_trainable(pk_model *m, const char *spec, uint8_t **out, char *err, size_t errlen)
@@ -326,6 +327,14 @@ typedef struct update_scratch {
     uint32_t u[UPDATE_BLOCK];
 } update_scratch;
 
+float *pk_mezo_block_fp32(const pk_tensor_info *ti, size_t start, size_t n, float *w)
+{
+    if (ti->dtype == PK_DTYPE_F32)
+        return (float *)ti->data + start;
+    pk_widen(ti->dtype, (const char *)ti->data + start * 2, n, w);
+    return w;
+}
+
 /* One block of one tensor: w[j] = w[j] - lr * ((g * z[j]) + (wd * w[j])); 16-bit tensors through
  * fp32, back with stochastic rounding (or to nearest: a run from before it). */
 static void update_block(const pk_tensor_info *ti, uint64_t seed, pk_z_kind kind, float lr, float g,
@@ -333,13 +342,7 @@ static void update_block(const pk_tensor_info *ti, uint64_t seed, pk_z_kind kind
 {
     float *z = s->z, *w = s->w;
     pk_z_fill(seed, ti->key, start, n, kind, z);
-    float *dst;
-    if (ti->dtype == PK_DTYPE_F32) {
-        dst = (float *)ti->data + start;
-    } else {
-        pk_widen(ti->dtype, (const char *)ti->data + start * 2, n, w);
-        dst = w;
-    }
+    float *dst = pk_mezo_block_fp32(ti, start, n, w);
     if (wd != 0.0f) {
         for (size_t j = 0; j < n; j++) {
             float a = g * z[j];

@@ -71,6 +71,36 @@ static void seq_free(tok_seq *s)
     s->n = 0;
 }
 
+/* Token rows of a selection of n examples: one per option on a causal model (each option
+ * scored after the prompt), one per example otherwise (the options' logits at <mask>). */
+static size_t sel_rows(const pk_objective *o, size_t n)
+{
+    return n * (size_t)(o->n_opt > 0 && o->causal ? o->n_opt : 1);
+}
+
+/* Frees the selection's buffers, the token ids (example text) wiped first. */
+static void sel_free(pk_objective *o)
+{
+    if (o->ids != NULL)
+        pk_secure_wipe(o->ids, sel_rows(o, o->cap_sel) * (size_t)o->seq_len * sizeof(int32_t));
+    free(o->sel);
+    free(o->ids);
+    free(o->lengths);
+    free(o->sel_b);
+    free(o->sel_t);
+    free(o->target);
+    free(o->seq_nll);
+    free(o->seq_count);
+    free(o->logits);
+    o->sel = NULL;
+    o->ids = NULL;
+    o->lengths = o->sel_b = o->sel_t = NULL;
+    o->target = NULL;
+    o->seq_nll = NULL;
+    o->seq_count = NULL;
+    o->logits = NULL;
+}
+
 void pk_objective_free(pk_objective *o)
 {
     if (o == NULL)
@@ -81,18 +111,7 @@ void pk_objective_free(pk_objective *o)
         seq_free(&o->opt[k]);
     free(o->ex);
     free(o->label);
-    free(o->sel);
-    if (o->ids != NULL)
-        pk_secure_wipe(o->ids, (size_t)o->cap_sel * (size_t)(o->n_opt > 0 ? o->n_opt : 1) *
-                                   (size_t)o->seq_len * sizeof(int32_t));
-    free(o->ids);
-    free(o->lengths);
-    free(o->sel_b);
-    free(o->sel_t);
-    free(o->target);
-    free(o->seq_nll);
-    free(o->seq_count);
-    free(o->logits);
+    sel_free(o);
     free(o);
 }
 
@@ -435,20 +454,9 @@ static pk_status ensure_cap(pk_objective *o, size_t n)
 {
     if (n <= o->cap_sel)
         return PK_OK;
-    size_t rows = n * (size_t)(o->n_opt > 0 && o->causal ? o->n_opt : 1);
+    size_t rows = sel_rows(o, n);
     size_t T = (size_t)o->seq_len;
-    if (o->ids != NULL)
-        pk_secure_wipe(o->ids,
-                       o->cap_sel * (size_t)(o->n_opt > 0 ? o->n_opt : 1) * T * sizeof(int32_t));
-    free(o->sel);
-    free(o->ids);
-    free(o->lengths);
-    free(o->sel_b);
-    free(o->sel_t);
-    free(o->target);
-    free(o->seq_nll);
-    free(o->seq_count);
-    free(o->logits);
+    sel_free(o);
     o->sel = malloc(n * sizeof(size_t));
     o->ids = malloc(rows * T * sizeof(int32_t));
     o->lengths = malloc(rows * sizeof(int32_t));

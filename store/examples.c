@@ -381,7 +381,7 @@ static pk_status import_into(pk_store *s, const char *path, const void *data, si
                   : pk_import_parse_buffer(data, len, opts, add_one, &c, perr, sizeof perr);
         if (st == PK_OK && c.progress)
             c.progress(c.progress_user, c.n);
-        if (st != PK_OK && perr[0]) /* parser errors: "FILE:LINE: why" or "line N: why" */
+        if (st != PK_OK && perr[0])        /* parser errors: "FILE:LINE: why" or "line N: why" */
             store_fail(s, st, "%s", perr); /* db errors are kept */
     }
     st = ctx_finish(&c, st);

@@ -412,8 +412,16 @@ static void check_chained_replay(const char *home, const char *h2)
     free(o);
     o = NULL;
     PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
-                        "%s replay --run 2 --out %s.run --home %s --passphrase-file %s", POCKETLLM,
-                        out, home, pass),
+                        "%s replay --run 2 --out %s.run --write-seed-log %s.w --home %s "
+                        "--passphrase-file %s",
+                        POCKETLLM, out, log, home, pass),
+                0);
+    PK_CHECK(o && strstr(o, h2) != NULL);
+    free(o);
+    /* the log `replay --write-seed-log` writes of a chained run carries its parent too */
+    o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s replay --seed-log %s.w --model %s --out %s.w",
+                        POCKETLLM, log, STORIES, out),
                 0);
     PK_CHECK(o && strstr(o, h2) != NULL);
     free(o);

@@ -14,35 +14,57 @@ static void put_le64(unsigned char b[8], int64_t v)
         b[i] = (unsigned char)(u >> (8 * i));
 }
 
-pk_status pk_checkpoint_pack(const pk_model *m, const uint8_t *trainable, void **blob, size_t *len)
+/* The bytes of the trainable tensors (trainable NULL: all) into *n. */
+static pk_status trainable_bytes(const pk_model *m, const uint8_t *trainable, size_t *n)
 {
-    size_t nt = pk_model_n_tensors(m), total = 16;
-    *blob = NULL;
-    *len = 0;
+    size_t nt = pk_model_n_tensors(m);
+    *n = 0;
     for (size_t i = 0; i < nt; i++) {
         pk_tensor_info ti;
         pk_status st = pk_model_tensor(m, i, &ti);
         if (st != PK_OK)
             return st;
         if (trainable == NULL || trainable[i])
-            total += pk_dtype_row_bytes(ti.dtype, ti.numel);
+            *n += pk_dtype_row_bytes(ti.dtype, ti.numel);
     }
-    unsigned char *b = malloc(total);
-    if (b == NULL)
-        return PK_ERR_NOMEM;
-    memcpy(b, "PKCK1\0\0\0", 8);
-    put_le64(b + 8, (int64_t)(total - 16));
-    size_t off = 16;
+    return PK_OK;
+}
+
+/* The trainable tensors in model order into `to`, or (to NULL) from `from` into the tensors;
+ * the buffer holds trainable_bytes. */
+static void copy_trainable(const pk_model *m, const uint8_t *trainable, unsigned char *to,
+                           const unsigned char *from)
+{
+    size_t nt = pk_model_n_tensors(m), off = 0;
     for (size_t i = 0; i < nt; i++) {
         pk_tensor_info ti;
         if (pk_model_tensor(m, i, &ti) != PK_OK || !(trainable == NULL || trainable[i]))
             continue;
         size_t nbytes = pk_dtype_row_bytes(ti.dtype, ti.numel);
-        memcpy(b + off, ti.data, nbytes);
+        if (to)
+            memcpy(to + off, ti.data, nbytes);
+        else
+            memcpy(ti.data, from + off, nbytes);
         off += nbytes;
     }
+}
+
+pk_status pk_checkpoint_pack(const pk_model *m, const uint8_t *trainable, void **blob, size_t *len)
+{
+    size_t need = 0;
+    *blob = NULL;
+    *len = 0;
+    pk_status st = trainable_bytes(m, trainable, &need);
+    if (st != PK_OK)
+        return st;
+    unsigned char *b = malloc(16 + need);
+    if (b == NULL)
+        return PK_ERR_NOMEM;
+    memcpy(b, "PKCK1\0\0\0", 8);
+    put_le64(b + 8, (int64_t)need);
+    copy_trainable(m, trainable, b + 16, NULL);
     *blob = b;
-    *len = total;
+    *len = 16 + need;
     return PK_OK;
 }
 
@@ -51,29 +73,16 @@ pk_status pk_checkpoint_pack(const pk_model *m, const uint8_t *trainable, void *
 static pk_status weights_in(pk_model *m, const uint8_t *trainable, const unsigned char *payload,
                             size_t len, char *err, size_t errlen)
 {
-    size_t nt = pk_model_n_tensors(m), need = 0;
-    for (size_t i = 0; i < nt; i++) {
-        pk_tensor_info ti;
-        pk_status st = pk_model_tensor(m, i, &ti);
-        if (st != PK_OK)
-            return st;
-        if (trainable == NULL || trainable[i])
-            need += pk_dtype_row_bytes(ti.dtype, ti.numel);
-    }
+    size_t need = 0;
+    pk_status st = trainable_bytes(m, trainable, &need);
+    if (st != PK_OK)
+        return st;
     if (len != need) {
         pk_seterr(err, errlen, "weights: %zu bytes, expected %zu for this model and mask", len,
                   need);
         return PK_ERR_FORMAT;
     }
-    size_t off = 0;
-    for (size_t i = 0; i < nt; i++) {
-        pk_tensor_info ti;
-        if (pk_model_tensor(m, i, &ti) != PK_OK || !(trainable == NULL || trainable[i]))
-            continue;
-        size_t nbytes = pk_dtype_row_bytes(ti.dtype, ti.numel);
-        memcpy(ti.data, payload + off, nbytes);
-        off += nbytes;
-    }
+    copy_trainable(m, trainable, NULL, payload);
     return PK_OK;
 }
 
