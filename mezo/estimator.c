@@ -302,9 +302,11 @@ static void hessian_block(const pk_tensor_info *ti, float *h, uint64_t seed, pk_
     }
 }
 
-/* W = W - lr * ((g * (z / sqrtf(H))) + (wd * W)); f16/bf16 through fp32 as mezo.c does. */
+/* W = W - lr * ((g * (z / sqrtf(H))) + (wd * W)); f16/bf16 through fp32 and back under the
+ * run's rounding, as mezo.c does. */
 static void scaled_block(const pk_tensor_info *ti, const float *h, uint64_t seed, pk_z_kind kind,
-                         float lr, float g, float wd, size_t start, size_t n, float *z, float *w)
+                         float lr, float g, float wd, pk_rounding rounding, size_t start, size_t n,
+                         float *z, float *w, uint32_t *u)
 {
     pk_z_fill(seed, ti->key, start, n, kind, z);
     float *dst = pk_mezo_block_fp32(ti, start, n, w);
@@ -315,8 +317,7 @@ static void scaled_block(const pk_tensor_info *ti, const float *h, uint64_t seed
         float t = a + b;
         dst[j] = dst[j] - lr * t;
     }
-    if (ti->dtype != PK_DTYPE_F32)
-        pk_narrow(ti->dtype, w, n, (char *)ti->data + start * 2);
+    pk_mezo_block_store(ti, seed, rounding, start, n, w, u);
 }
 
 /* One hizoo row over the tensors of mask: even q_index the Hessian update (row g = c), odd the
@@ -340,6 +341,7 @@ static void hizoo_apply(pk_model *m, const pk_mezo_state *s, const uint8_t *mask
 #pragma omp parallel num_threads(nthreads)
         {
             float z[UPDATE_BLOCK], w[UPDATE_BLOCK];
+            uint32_t u[UPDATE_BLOCK];
 #pragma omp for schedule(static)
             for (long b = 0; b < nb; b++) {
                 size_t a = (size_t)b * UPDATE_BLOCK;
@@ -347,7 +349,8 @@ static void hizoo_apply(pk_model *m, const pk_mezo_state *s, const uint8_t *mask
                 if (hess)
                     hessian_block(&ti, h + a, r->seed, p->z, keep, r->g, a, n, z);
                 else
-                    scaled_block(&ti, h + a, r->seed, p->z, r->lr, r->g, wd, a, n, z, w);
+                    scaled_block(&ti, h + a, r->seed, p->z, r->lr, r->g, wd, p->rounding, a, n, z,
+                                 w, u);
             }
         }
     }

@@ -321,6 +321,19 @@ static void narrow_stochastic(pk_dtype dt, float *w, const uint32_t *u, size_t n
     pk_narrow(dt, w, n, dst);
 }
 
+void pk_mezo_block_store(const pk_tensor_info *ti, uint64_t seed, pk_rounding rounding,
+                         size_t start, size_t n, float *w, uint32_t *u)
+{
+    if (ti->dtype == PK_DTYPE_F32)
+        return;
+    if (rounding == PK_ROUND_NEAREST) {
+        pk_narrow(ti->dtype, w, n, (char *)ti->data + start * 2);
+    } else {
+        pk_rng_bits(sr_seed(seed), ti->key, start, n, u);
+        narrow_stochastic(ti->dtype, w, u, n, (char *)ti->data + start * 2);
+    }
+}
+
 /* Per-thread scratch of the update sweep. */
 typedef struct update_scratch {
     float z[UPDATE_BLOCK], w[UPDATE_BLOCK];
@@ -356,12 +369,7 @@ static void update_block(const pk_tensor_info *ti, uint64_t seed, pk_z_kind kind
             dst[j] = dst[j] - lr * a;
         }
     }
-    if (ti->dtype != PK_DTYPE_F32 && rounding == PK_ROUND_NEAREST) {
-        pk_narrow(ti->dtype, w, n, (char *)ti->data + start * 2);
-    } else if (ti->dtype != PK_DTYPE_F32) {
-        pk_rng_bits(sr_seed(seed), ti->key, start, n, s->u);
-        narrow_stochastic(ti->dtype, w, s->u, n, (char *)ti->data + start * 2);
-    }
+    pk_mezo_block_store(ti, seed, rounding, start, n, w, s->u);
 }
 
 void pk_mezo_update(pk_model *m, const uint8_t *trainable, uint64_t seed, pk_z_kind kind, float lr,

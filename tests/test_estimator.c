@@ -401,6 +401,71 @@ static void test_hizoo_state(void)
     pk_model_free(r);
 }
 
+/* hizoo's update of 16-bit weights rounds as the run says, like MeZO's: with stochastic rounding
+ * each f16 element is one of the two neighbours of its exact update W - lr g z / sqrt(H), and
+ * some are not the nearest (an update under half an ulp is kept on average, not lost); rounding
+ * to nearest gives the nearest everywhere. */
+static void test_hizoo_16bit_rounding(void)
+{
+    const char *dir = PK_SHARED_DIR "/testdata/models/llama-tiny-f16";
+    pk_step_row rows[2] = {{.step = 0, .q_index = 0, .seed = 9, .g = 0.5f},
+                           {.step = 0, .q_index = 1, .seed = 9, .g = -1.5f, .lr = 1e-2f}};
+    for (int mode = 0; mode < 2; mode++) {
+        pk_model *a = NULL, *base = NULL;
+        PK_CHECK(pk_model_load(dir, pk_model_default_params(), &a, NULL, 0) == PK_OK &&
+                 pk_model_load(dir, pk_model_default_params(), &base, NULL, 0) == PK_OK);
+        if (!a || !base)
+            return;
+        pk_mezo_params p = pk_mezo_default_params();
+        p.estimator = PK_EST_HIZOO;
+        p.hessian_budget = 1e30f;
+        p.hessian_smooth = 0.1f;
+        p.rounding = mode == 0 ? PK_ROUND_STOCHASTIC : PK_ROUND_NEAREST;
+        pk_mezo_state *st = NULL;
+        PK_CHECK(pk_mezo_state_new(a, NULL, &p, &st, NULL, 0) == PK_OK && st != NULL);
+        pk_mezo_replay_ex(a, NULL, &p, st, rows, 2);
+        size_t nb = pk_mezo_state_bytes(st), off = 0, bad = 0, far = 0, n16 = 0;
+        float *h = malloc(nb);
+        PK_CHECK(h != NULL);
+        if (h)
+            pk_mezo_state_save(st, h);
+        for (size_t i = 0; h && i < pk_model_n_tensors(a); i++) {
+            pk_tensor_info ta, t0;
+            PK_CHECK(pk_model_tensor(a, i, &ta) == PK_OK && pk_model_tensor(base, i, &t0) == PK_OK);
+            const float *hi = h + off;
+            off += ta.numel;
+            if (ta.dtype != PK_DTYPE_F16)
+                continue;
+            n16++;
+            float *z = malloc(ta.numel * sizeof(float));
+            pk_z_fill(9, ta.key, 0, ta.numel, PK_Z_GAUSSIAN, z);
+            const uint16_t *h0 = t0.data, *h1 = ta.data;
+            for (size_t k = 0; z && k < ta.numel; k++) {
+                volatile float d = z[k] / sqrtf(hi[k]);
+                volatile float x = -1.5f * d;
+                volatile float u = 1e-2f * x;
+                float want = pk_f16_to_f32(h0[k]) - u;
+                uint16_t near = pk_f32_to_f16(want);
+                float nv = pk_f16_to_f32(near);
+                uint16_t other = (uint16_t)((nv < want) == (want > 0.0f) ? near + 1 : near - 1);
+                bad += h1[k] != near && !(h1[k] == other && nv != want);
+                far += h1[k] != near;
+            }
+            free(z);
+        }
+        PK_CHECK(n16 > 0);
+        PK_CHECK_EQ(bad, 0);
+        if (mode == 0)
+            PK_CHECK(far > 0);
+        else
+            PK_CHECK_EQ(far, 0);
+        free(h);
+        pk_mezo_state_free(st);
+        pk_model_free(a);
+        pk_model_free(base);
+    }
+}
+
 /* A hizoo run checkpoints its Hessian diagonal ("PKCK2": weights, then the state), so replay
  * and resume start from the checkpoint instead of step 0 (check_exact proves the weights);
  * a checkpoint without a state, or with another size of state, is refused. */
@@ -463,6 +528,7 @@ int main(void)
     test_fzoo_rows();
     test_layers();
     test_hizoo_state();
+    test_hizoo_16bit_rounding();
     test_shared_prefix();
     test_replay_resume();
     rm_rf(home);
