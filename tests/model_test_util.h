@@ -41,4 +41,17 @@ static inline pk_model *load_model_or_exit(const char *dir)
     return m;
 }
 
+/* Stochastic rounding's contract for one f16 element: got (the stored bits) is the nearest f16
+ * to want (the exact fp32 update) or, when want is not representable, its other neighbour.
+ * Returns 1 if so; *far (may be NULL) counts the elements that took the other one. */
+static inline int f16_neighbour_ok(uint16_t got, float want, size_t *far)
+{
+    uint16_t near = pk_f32_to_f16(want);
+    float nv = pk_f16_to_f32(near);
+    uint16_t other = (uint16_t)((nv < want) == (want > 0.0f) ? near + 1 : near - 1);
+    if (far && got != near)
+        (*far)++;
+    return got == near || (got == other && nv != want);
+}
+
 #endif /* PK_MODEL_TEST_UTIL_H */

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model_test_util.h"
 #include "train_test_util.h"
 
 #define STORIES PK_STORIES_DIR
@@ -189,13 +190,7 @@ static fixed_batch make_batch(void)
 
 static pk_model *load(void)
 {
-    pk_model *m = NULL;
-    char err[256] = "";
-    if (pk_model_load(STORIES, pk_model_default_params(), &m, err, sizeof err) != PK_OK) {
-        fprintf(stderr, "FATAL: %s\n", err);
-        exit(1);
-    }
-    return m;
+    return load_model_or_exit(STORIES);
 }
 
 /* fzoo's rows: one unperturbed loss in every row, g_i = (l_i - l0) / std(l), lr / N. */
@@ -444,12 +439,7 @@ static void test_hizoo_16bit_rounding(void)
                 volatile float d = z[k] / sqrtf(hi[k]);
                 volatile float x = -1.5f * d;
                 volatile float u = 1e-2f * x;
-                float want = pk_f16_to_f32(h0[k]) - u;
-                uint16_t near = pk_f32_to_f16(want);
-                float nv = pk_f16_to_f32(near);
-                uint16_t other = (uint16_t)((nv < want) == (want > 0.0f) ? near + 1 : near - 1);
-                bad += h1[k] != near && !(h1[k] == other && nv != want);
-                far += h1[k] != near;
+                bad += !f16_neighbour_ok(h1[k], pk_f16_to_f32(h0[k]) - u, &far);
             }
             free(z);
         }
