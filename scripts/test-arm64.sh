@@ -28,11 +28,14 @@ TOOLS="gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu qemu-user-static"
 #   (training runs; test_sync_cli trains and replays through the CLI here), test_cli_opts and
 #   test_cli_homes (option tables, home states), test_store_crash (kill -9 trials; test_store
 #   and test_store_cli run);
-# - test_store_home: qemu-user fakes a guest's own /proc/self/stat (start time 0), so a live
-#   lease looks stale to a second process; a qemu artefact, not an aarch64 one. test_agent_cli
-#   and test_agent_sync fail on the same artefact ("pid N is gone": agent status/stop find the
-#   live agent's lease stale) and then wait out their timeouts (30 and 12 min).
-EXCLUDE='^(test_agent_cli|test_agent_sync|test_plain_clone|test_determinism_cli|test_determinism|test_model|test_trainer|test_product_cli|test_demo_fed|test_cli_opts|test_cli_homes|test_store_crash|test_store_home)$'
+# - test_agent_cli: too slow under qemu, not broken by it: alone it took 20.2 min (load average
+#   about 12 on the 2 cores) and two of its 30 s waits for training steps ran out (the agent
+#   trains at SCHED_IDLE, last in line on a busy machine); its lease checks passed there (a
+#   second agent refused naming the first's pid, `agent status` and `agent stop`, kill -9 and a
+#   bit-exact resume). test_agent_sync and test_store_home run: a lease holder's liveness is its
+#   lock on HOME/leases.lock (DESIGN 13, "Leases"), which qemu-user passes through, no longer
+#   /proc/PID/stat's start time, which qemu-user fakes for a guest's own process.
+EXCLUDE='^(test_agent_cli|test_plain_clone|test_determinism_cli|test_determinism|test_model|test_trainer|test_product_cli|test_demo_fed|test_cli_opts|test_cli_homes|test_store_crash)$'
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -59,7 +62,7 @@ install_deps() {
 # Tests start the aarch64 pocketllm and server from inside aarch64 processes (popen, fork+exec):
 # the kernel needs binfmt_misc to hand those to qemu. Registered from qemu-user-static's own file.
 # Tests that never start another aarch64 process (they run without binfmt_misc).
-NO_CHILD="test_golden|test_simd|test_rng|test_crypto|test_tokenizer|test_mezo|test_store"
+NO_CHILD="test_golden|test_simd|test_rng|test_crypto|test_tokenizer|test_mezo|test_store|test_store_home"
 ONLY=""
 enable_binfmt() {
     bm=/proc/sys/fs/binfmt_misc
