@@ -528,7 +528,8 @@ static void print_status_text(const cJSON *o)
 }
 
 /* The published status of the live agent of home (owned, cJSON_Delete), or NULL when none
- * runs: no file (never ran, or stopped cleanly), or one left by a dead process (kill -9). */
+ * runs: no file (never ran, or stopped cleanly), or one left by a dead process (kill -9: its
+ * lock on HOME/leases.lock went with it). */
 static cJSON *read_status_file(const char *home)
 {
     char path[1100];
@@ -543,8 +544,11 @@ static cJSON *read_status_file(const char *home)
     cJSON *j = cJSON_Parse(buf);
     const cJSON *pid = cJSON_GetObjectItemCaseSensitive(j, "pid");
     const cJSON *start = cJSON_GetObjectItemCaseSensitive(j, "proc_start");
-    if (!cJSON_IsNumber(pid) || !cJSON_IsNumber(start) || pid->valuedouble < 1 ||
-        proc_start((long)pid->valuedouble) != (long long)start->valuedouble) {
+    /* the agent's lock says whether it runs (DESIGN 13); only where the lock cannot tell, the
+     * pid and its start time (not proof of life under qemu-user, which fakes the latter) */
+    int running = pk_store_agent_running(home);
+    if (!cJSON_IsNumber(pid) || !cJSON_IsNumber(start) || pid->valuedouble < 1 || running == 0 ||
+        (running < 0 && proc_start((long)pid->valuedouble) != (long long)start->valuedouble)) {
         cJSON_Delete(j);
         return NULL;
     }

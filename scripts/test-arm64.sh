@@ -28,11 +28,17 @@ TOOLS="gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu qemu-user-static"
 #   (training runs; test_sync_cli trains and replays through the CLI here), test_cli_opts and
 #   test_cli_homes (option tables, home states), test_store_crash (kill -9 trials; test_store
 #   and test_store_cli run);
-# - test_store_home: qemu-user fakes a guest's own /proc/self/stat (start time 0), so a live
-#   lease looks stale to a second process; a qemu artefact, not an aarch64 one. test_agent_cli
-#   and test_agent_sync fail on the same artefact ("pid N is gone": agent status/stop find the
-#   live agent's lease stale) and then wait out their timeouts (30 and 12 min).
-EXCLUDE='^(test_agent_cli|test_agent_sync|test_plain_clone|test_determinism_cli|test_determinism|test_model|test_trainer|test_product_cli|test_demo_fed|test_cli_opts|test_cli_homes|test_store_crash|test_store_home)$'
+# - test_agent_cli: too slow under qemu, not broken by it: alone it took 6.4 min at load average
+#   3 and 20.2 min at 12 (the whole script already takes about 22 min without it), and its
+#   checks timed for native speed fail there: a 30 s wait for 3 training steps (the agent
+#   trains at SCHED_IDLE), and the new-examples check expects run 1 to have evaluated past step
+#   0 before the import lands (under qemu it has not, so run 2 starts from the base model). Its
+#   lease checks pass there (a second agent refused naming the first's pid, `agent status` and
+#   `agent stop`, kill -9 and a bit-exact resume). test_agent_sync and test_store_home run: a
+#   lease holder's liveness is its lock on HOME/leases.lock (DESIGN 13, "Leases"), which
+#   qemu-user passes through, no longer /proc/PID/stat's start time, which qemu-user fakes for a
+#   guest's own process.
+EXCLUDE='^(test_agent_cli|test_plain_clone|test_determinism_cli|test_determinism|test_model|test_trainer|test_product_cli|test_demo_fed|test_cli_opts|test_cli_homes|test_store_crash)$'
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -59,7 +65,7 @@ install_deps() {
 # Tests start the aarch64 pocketllm and server from inside aarch64 processes (popen, fork+exec):
 # the kernel needs binfmt_misc to hand those to qemu. Registered from qemu-user-static's own file.
 # Tests that never start another aarch64 process (they run without binfmt_misc).
-NO_CHILD="test_golden|test_simd|test_rng|test_crypto|test_tokenizer|test_mezo|test_store"
+NO_CHILD="test_golden|test_simd|test_rng|test_crypto|test_tokenizer|test_mezo|test_store|test_store_home"
 ONLY=""
 enable_binfmt() {
     bm=/proc/sys/fs/binfmt_misc

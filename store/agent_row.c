@@ -1,6 +1,8 @@
 /* agent_row.c: the on-device agent's row (DESIGN 13): which process runs the agent of this home,
  * what it last reported, and a stop request from `pocketllm agent stop`. One row per home, so a
- * second agent is refused by name; a row left by a dead process (kill -9) is taken over. */
+ * second agent is refused by name; a row left by a dead process (kill -9) is taken over. The
+ * holder locks byte 0 of HOME/leases.lock while it holds the row: that lock, not its pid, says
+ * whether it still runs (leases.c). */
 #include "store_impl.h"
 
 #include <stdlib.h>
@@ -12,14 +14,17 @@ pk_status pk_store_agent_claim(pk_store *s, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
     sqlite3_stmt *q = NULL;
+    long pid = 0, self = (long)getpid();
+    int live = 0, locked = 0;
     pk_status st = store_begin(s);
     if (st == PK_OK)
         st = store_prepare(s, "SELECT pid, proc_start FROM agent WHERE id = 1", &q);
     if (st != PK_OK)
         goto out;
     if (sqlite3_step(q) == SQLITE_ROW) {
-        long pid = (long)sqlite3_column_int64(q, 0);
-        if (pid != (long)getpid() && store_proc_alive(pid, sqlite3_column_int64(q, 1))) {
+        pid = (long)sqlite3_column_int64(q, 0);
+        live = store_holder_alive(s, STORE_LOCK_AGENT, pid, sqlite3_column_int64(q, 1));
+        if (live && pid != self) {
             st = store_fail(s, PK_ERR_BUSY, "an agent is already running on %s (pid %ld)", s->home,
                             pid);
             goto out;
@@ -27,19 +32,32 @@ pk_status pk_store_agent_claim(pk_store *s, char *err, size_t errlen)
     }
     sqlite3_finalize(q);
     q = NULL;
+    /* as for a run's lease (leases.c): locked without a live row means this process's own */
+    st = store_lock_take(s, STORE_LOCK_AGENT);
+    if (st == PK_ERR_BUSY && !(live && pid == self))
+        st = store_fail(s, PK_ERR_BUSY, "an agent is already running on %s (pid %ld)", s->home,
+                        live ? pid : self);
+    else if (st == PK_ERR_BUSY)
+        st = PK_OK;
+    else
+        locked = st == PK_OK;
+    if (st != PK_OK)
+        goto out;
     st = store_prepare(s,
                        "INSERT OR REPLACE INTO agent(id, pid, proc_start, started_at, updated_at,"
                        " status_json, stop_requested) VALUES(1, ?1, ?2, ?3, ?3, '{}', 0)",
                        &q);
     if (st != PK_OK)
         goto out;
-    sqlite3_bind_int64(q, 1, (sqlite3_int64)getpid());
-    sqlite3_bind_int64(q, 2, store_proc_start((long)getpid()));
+    sqlite3_bind_int64(q, 1, (sqlite3_int64)self);
+    sqlite3_bind_int64(q, 2, store_proc_start(self));
     sqlite3_bind_double(q, 3, store_now());
     int rc = sqlite3_step(q);
     st = rc == SQLITE_DONE ? store_commit(s) : store_db_fail(s, rc, "claim the agent row");
 out:
     sqlite3_finalize(q);
+    if (st != PK_OK && locked) /* before the transaction ends: no one sees it without a row */
+        store_lock_drop(s, STORE_LOCK_AGENT);
     store_rollback(s);
     return st;
 }
@@ -47,6 +65,7 @@ out:
 pk_status pk_store_agent_release(pk_store *s, char *err, size_t errlen)
 {
     store_call(s, err, errlen);
+    store_lock_drop(s, STORE_LOCK_AGENT); /* first: the row is stale from here on (leases.c) */
     return store_exec_int(s, "DELETE FROM agent WHERE id = 1 AND pid = ?1", (int64_t)getpid(),
                           NULL);
 }
@@ -108,7 +127,7 @@ pk_status pk_store_agent_get(pk_store *s, pk_store_agent_info *out, char *err, s
     int rc = sqlite3_step(q);
     if (rc == SQLITE_ROW) {
         out->pid = (long)sqlite3_column_int64(q, 0);
-        out->alive = store_proc_alive(out->pid, sqlite3_column_int64(q, 1));
+        out->alive = store_holder_alive(s, STORE_LOCK_AGENT, out->pid, sqlite3_column_int64(q, 1));
         out->stop_requested = sqlite3_column_int(q, 2) != 0;
         out->started_at = sqlite3_column_double(q, 3);
         out->updated_at = sqlite3_column_double(q, 4);

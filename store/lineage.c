@@ -152,7 +152,8 @@ static pk_status runs_not_leased(pk_store *s, const int64_t *ids, int64_t n)
     for (int64_t i = 0; st == PK_OK && i < n; i++) {
         sqlite3_bind_int64(q, 1, ids[i]);
         if (sqlite3_step(q) == SQLITE_ROW &&
-            store_proc_alive((long)sqlite3_column_int64(q, 0), sqlite3_column_int64(q, 1)))
+            store_holder_alive(s, ids[i], (long)sqlite3_column_int64(q, 0),
+                               sqlite3_column_int64(q, 1)))
             st = store_fail(s, PK_ERR_BUSY,
                             "run %lld carries the dataset and is training (pid %lld): stop it "
                             "first",

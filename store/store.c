@@ -392,6 +392,7 @@ static pk_store *store_new(const char *home_dir)
         return NULL;
     snprintf(s->home, sizeof s->home, "%s", home_dir);
     (void)pk_store_db_path(home_dir, s->path, sizeof s->path);
+    s->lock_fd = -1;
     return s;
 }
 
@@ -409,6 +410,8 @@ void pk_store_close(pk_store *s)
         return;
     if (s->db)
         sqlite3_close_v2(s->db);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd); /* drops this handle's lease locks */
     drop_keys(s);
     free(s);
 }

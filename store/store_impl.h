@@ -24,6 +24,7 @@ struct pk_store {
     int64_t epoch;         /* keyring epoch the keys above were derived at */
     int epoch_known;       /* 1 once the keys are in place: write transactions check epoch */
     int readonly;          /* the home is not writable: opened immutable, writes refused */
+    int lock_fd;           /* HOME/leases.lock, open once this handle took a lease (-1: not) */
 };
 
 /* Every public function that takes (err, errlen) registers them first: store_fail writes its
@@ -76,10 +77,22 @@ pk_status store_dataset_not_leased(pk_store *s, int64_t dataset_id, const char *
 /* PK_ERR_BUSY naming the run if any live lease exists (rekey waits for no trainer). */
 pk_status store_no_live_lease(pk_store *s);
 
-/* Start time of process pid in clock ticks since boot, 0 if unknown; 1 if the process (pid,
- * start) is alive (leases.c: a recycled pid is not mistaken for the holder). */
+/* Liveness of lease holders (leases.c, DESIGN 13): a holder locks one byte of HOME/leases.lock
+ * (OFD lock: the kernel drops it when the process dies) for as long as it holds its row. */
+#define STORE_LOCK_AGENT 0 /* the agent row's byte; run N's lease locks byte N (N >= 1) */
+/* Start time of process pid in clock ticks since boot, 0 if unknown (the fallback's pid check). */
 int64_t store_proc_start(long pid);
-int store_proc_alive(long pid, int64_t start);
+/* 1 if a live process (this one's other handles included) locks byte `at`, 0 if none does, -1
+ * if the lock cannot tell (no lock file on this home yet, or no OFD locks on this system). */
+int store_lock_held(const char *home, int64_t at);
+/* 1 if the holder of a row locking byte `at` (pid, its start time) is alive: the lock when it
+ * can tell, else the pid and start time (a recycled pid is not mistaken for the holder). */
+int store_holder_alive(pk_store *s, int64_t at, long pid, int64_t start);
+/* Locks byte `at` through this handle (until store_lock_drop or pk_store_close). PK_ERR_BUSY
+ * without a message when another open description holds it; PK_OK without a lock where the
+ * system has no OFD locks. */
+pk_status store_lock_take(pk_store *s, int64_t at);
+void store_lock_drop(pk_store *s, int64_t at);
 /* Runs a one-int64-parameter statement; *changes (may be NULL) gets the changed rows. */
 pk_status store_exec_int(pk_store *s, const char *sql, int64_t arg, int *changes);
 /* Ends a forget transaction: commits if st is PK_OK (else rolls back), then wipes the WAL. */

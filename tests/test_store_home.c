@@ -2,8 +2,10 @@
  * read-only home, and rekey against other handles and processes. A handle whose keys predate a
  * rekey cannot write (the epoch check), a live trainer's lease blocks rekey and the forgetting
  * of its datasets and a second trainer of its run, a dead holder's lease is taken over, and a
- * home of schema 1 is migrated to the epoch/lease schema. Each race is driven in a fixed order
- * (two handles, or a child process that holds a lease until told to exit). */
+ * home of schema 1 is migrated to the epoch/lease schema. A lease's and the agent row's holder
+ * is live while it holds its lock on HOME/leases.lock, whatever its pid's start time says. Each
+ * race is driven in a fixed order (two handles, or a child process that holds a lease until
+ * told to exit). */
 #include "pk_test.h"
 #include "store_test_util.h"
 
@@ -79,7 +81,8 @@ static void test_stale_handle(const char *home)
     pk_store_close(a);
 }
 
-/* A child process holds the lease of run until the parent closes the pipe. */
+/* A child process holds the lease of run (the agent row when run is 0) until the parent closes
+ * the pipe. */
 static pid_t hold_lease(const char *home, int64_t run, int *release_fd)
 {
     int to_child[2], ready[2];
@@ -89,10 +92,12 @@ static pid_t hold_lease(const char *home, int64_t run, int *release_fd)
         close(to_child[1]);
         close(ready[0]);
         pk_store *s = open_home(home, TEST_PASS);
-        char c = pk_store_lease_acquire(s, run, NULL, 0) == PK_OK ? 'y' : 'n', x;
+        pk_status st =
+            run > 0 ? pk_store_lease_acquire(s, run, NULL, 0) : pk_store_agent_claim(s, NULL, 0);
+        char c = st == PK_OK ? 'y' : 'n', x;
         if (write(ready[1], &c, 1) != 1 || read(to_child[0], &x, 1) < 0)
             _exit(2);
-        pk_status st = pk_store_lease_release(s, run, NULL, 0);
+        st = run > 0 ? pk_store_lease_release(s, run, NULL, 0) : pk_store_agent_release(s, NULL, 0);
         pk_store_close(s);
         _exit(st == PK_OK ? 0 : 1);
     }
@@ -103,6 +108,79 @@ static pid_t hold_lease(const char *home, int64_t run, int *release_fd)
     close(ready[0]);
     *release_fd = to_child[1];
     return pid;
+}
+
+/* Runs one statement on the home's database behind the store's back. */
+static void raw_sql(const char *home, const char *sql)
+{
+    char db[1200];
+    sqlite3 *h = NULL;
+    PK_CHECK(pk_store_db_path(home, db, sizeof db) == 0);
+    PK_CHECK_EQ(sqlite3_open(db, &h), SQLITE_OK);
+    PK_CHECK_EQ(sqlite3_exec(h, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(h);
+}
+
+/* Liveness is the holder's lock on HOME/leases.lock, not its pid's start time: a live holder
+ * whose row carries a wrong start time (what qemu-user reports for a guest's own process) is
+ * still live, and a row naming a running process that holds no lock (a recycled pid) is stale.
+ * The agent row likewise, also as read without the passphrase (pk_store_agent_running). */
+static void test_lease_liveness(const char *home)
+{
+    char serr[512] = "", want[1200], sql[200];
+    pk_store *s = open_home(home, TEST_PASS);
+    int64_t run = new_run(s, "notes");
+    int release = -1, status = 0;
+    pid_t child = hold_lease(home, run, &release);
+    snprintf(sql, sizeof sql, "UPDATE leases SET proc_start = 12345 WHERE run_id = %lld",
+             (long long)run);
+    raw_sql(home, sql);
+    snprintf(want, sizeof want, "run %lld is already running (pid %ld)", (long long)run,
+             (long)child);
+    PK_CHECK_EQ(pk_store_lease_acquire(s, run, serr, sizeof serr), PK_ERR_BUSY);
+    PK_CHECK(strstr(serr, want) != NULL);
+    PK_CHECK_EQ(pk_store_agent_running(home), 0); /* no agent: byte 0 is free */
+    close(release);
+    PK_CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    /* a live process that holds no lock: the agent child's pid in the run's row */
+    child = hold_lease(home, 0, &release);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO leases(run_id, pid, proc_start, started_at) VALUES(%lld, %ld, 0, 0)",
+             (long long)run, (long)child);
+    raw_sql(home, sql);
+    PK_CHECK_EQ(pk_store_lease_acquire(s, run, serr, sizeof serr), PK_OK);
+    PK_CHECK_EQ(pk_store_lease_release(s, run, serr, sizeof serr), PK_OK);
+
+    /* the agent row: held by the child, refused by name, visible without the passphrase */
+    PK_CHECK_EQ(pk_store_agent_running(home), 1);
+    snprintf(want, sizeof want, "an agent is already running on %s (pid %ld)", home, (long)child);
+    PK_CHECK_EQ(pk_store_agent_claim(s, serr, sizeof serr), PK_ERR_BUSY);
+    PK_CHECK(strstr(serr, want) != NULL);
+    pk_store_agent_info a;
+    PK_CHECK_EQ(pk_store_agent_get(s, &a, serr, sizeof serr), PK_OK);
+    PK_CHECK(a.pid == (long)child && a.alive);
+    pk_store_agent_info_clear(&a);
+    raw_sql(home, "UPDATE agent SET proc_start = 12345");
+    PK_CHECK_EQ(pk_store_agent_claim(s, serr, sizeof serr), PK_ERR_BUSY);
+    /* kill -9: the kernel drops the lock with the process, the row stays and is stale */
+    kill(child, SIGKILL);
+    PK_CHECK(waitpid(child, &status, 0) == child);
+    close(release);
+    PK_CHECK_EQ(pk_store_agent_running(home), 0);
+    PK_CHECK_EQ(pk_store_agent_get(s, &a, serr, sizeof serr), PK_OK);
+    PK_CHECK(a.pid == (long)child && !a.alive);
+    pk_store_agent_info_clear(&a);
+    long pid = 0;
+    PK_CHECK_EQ(pk_store_agent_request_stop(s, &pid, serr, sizeof serr), PK_ERR_NOTFOUND);
+    PK_CHECK(strstr(serr, "is gone") != NULL);
+    PK_CHECK_EQ(pk_store_agent_claim(s, serr, sizeof serr), PK_OK);
+    PK_CHECK_EQ(pk_store_agent_running(home), 1);
+    PK_CHECK_EQ(pk_store_agent_release(s, serr, sizeof serr), PK_OK);
+    PK_CHECK_EQ(pk_store_agent_running(home), 0);
+    PK_CHECK_EQ(pk_store_agent_get(s, &a, serr, sizeof serr), PK_ERR_NOTFOUND);
+    pk_store_agent_info_clear(&a);
+    pk_store_close(s);
 }
 
 static void test_leases(const char *home)
@@ -247,6 +325,8 @@ int main(void)
     }
     test_read_only(home);
     test_stale_handle(home);
+    PK_CHECK_EQ(pk_store_agent_running(home), -1); /* no holder ever locked: no lock file */
+    test_lease_liveness(home);
     test_leases(home);
     test_migration(home);
     rm_rf(home);

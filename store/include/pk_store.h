@@ -96,10 +96,13 @@ PK_NODISCARD pk_status pk_store_run_get(pk_store *s, int64_t run_id, pk_run_info
                                         size_t errlen);
 PK_NODISCARD pk_status pk_store_run_set_status(pk_store *s, int64_t run_id, const char *status,
                                                char *err, size_t errlen);
-/* Marks run_id as running in this process (a lease row: pid and process start time) until
- * pk_store_lease_release. PK_ERR_BUSY, errmsg "run N is already running (pid P)", if another live
- * process holds it; a lease left by a process that is gone (kill -9) is taken over. While a
- * live lease exists, pk_store_rekey and pk_store_dataset_forget of its datasets refuse. */
+/* Marks run_id as running in this process until pk_store_lease_release or pk_store_close of s:
+ * a lease row (pid, process start time) and a lock held through s on byte run_id of
+ * HOME/leases.lock (DESIGN 13), which the kernel drops when the process dies. PK_ERR_BUSY,
+ * errmsg "run N is already running (pid P)", if another live process holds it; a lease left by
+ * a process that is gone (kill -9) is taken over. While a live lease exists, pk_store_rekey and
+ * pk_store_dataset_forget of its datasets refuse. A child forked without exec shares s's lock
+ * (an exec'd program does not: the file is close-on-exec). */
 PK_NODISCARD pk_status pk_store_lease_acquire(pk_store *s, int64_t run_id, char *err,
                                               size_t errlen);
 /* Drops this process's lease on run_id (nothing if it holds none). */
@@ -248,9 +251,10 @@ PK_NODISCARD pk_status pk_store_examples_max_id(pk_store *s, const int64_t *data
 
 /* ---- the on-device agent's row (one per home) ----------------------------------------------- */
 
-/* Claims the home's agent row for this process (pid and process start time). PK_ERR_BUSY,
- * "an agent is already running on HOME (pid P)", if a live process holds it; a row left by a
- * dead process is taken over. Clears any stop request. */
+/* Claims the home's agent row for this process (pid and process start time; held alive by a
+ * lock through s on byte 0 of HOME/leases.lock until pk_store_agent_release or
+ * pk_store_close). PK_ERR_BUSY, "an agent is already running on HOME (pid P)", if a live process
+ * holds it; a row left by a dead process is taken over. Clears any stop request. */
 PK_NODISCARD pk_status pk_store_agent_claim(pk_store *s, char *err, size_t errlen);
 /* Drops this process's agent row (nothing if it holds none). */
 PK_NODISCARD pk_status pk_store_agent_release(pk_store *s, char *err, size_t errlen);
@@ -276,6 +280,11 @@ PK_NODISCARD pk_status pk_store_agent_get(pk_store *s, pk_store_agent_info *out,
  * if no live agent holds the home. */
 PK_NODISCARD pk_status pk_store_agent_request_stop(pk_store *s, long *pid, char *err,
                                                    size_t errlen);
+
+/* Whether an agent runs on home, read from its lock without opening the store (no passphrase,
+ * no database access): 1 if a live process holds the agent's lock, 0 if none does, -1 if the
+ * lock cannot tell (a home no agent of this version ran on, or a system without OFD locks). */
+int pk_store_agent_running(const char *home);
 
 /* Deletes one example, pages wiped. PK_ERR_NOTFOUND if absent. */
 PK_NODISCARD pk_status pk_store_example_forget(pk_store *s, int64_t example_id, char *err,
