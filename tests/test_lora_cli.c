@@ -321,7 +321,25 @@ static void test_refusals(void)
                         "%s train %s %s --trainable lora:targets=nothing --home %s --quiet",
                         POCKETLLM, TRAIN, STORIES, home),
                 1);
-    PK_CHECK(o && strstr(o, "match no linear layer"));
+    /* the library's message, the CLI naming the flag before it (issue 11) */
+    PK_CHECK(o && strstr(o, "pocketllm train: --trainable: LoRA targets 'nothing' match no linear "
+                            "layer"));
+    free(o);
+    o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+                        "%s bench mezo --model %s --batch 2 --seq 16 --steps 1 --trainable "
+                        "'^nothing$'",
+                        POCKETLLM, PK_STORIES_DIR),
+                1);
+    PK_CHECK(o && strstr(o, "pocketllm bench mezo: --trainable: trainable tensors '^nothing$' "
+                            "match no tensor"));
+    free(o);
+    o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+                        "%s train %s %s --estimator hizoo --hessian-budget 0.5 --home %s --quiet",
+                        POCKETLLM, TRAIN, STORIES, home),
+                1);
+    PK_CHECK(o && strstr(o, "pocketllm train: --estimator: hizoo: the fp32 Hessian diagonal"));
     free(o);
 }
 
@@ -450,7 +468,8 @@ static void test_scales(void)
     PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR, "%s train %s %s --trainable scales --home %s --quiet",
                         POCKETLLM, TRAIN, STORIES, home),
                 1);
-    PK_CHECK(o && strstr(o, "no Q8_0 or Q4_0 weight"));
+    PK_CHECK(o && strstr(o, "pocketllm train: --trainable: trainable block scales: the model has "
+                            "no Q8_0 or Q4_0 weight"));
     free(o);
     test_scales_resume_hizoo(q4);
 }

@@ -34,7 +34,8 @@ int main(void)
     PK_CHECK_EQ(run_fmt(&out, RUN_MERGE_STDERR, "%s quantize --model %s --out %s/x --type q3_k",
                         POCKETLLM, PK_STORIES_DIR, tmp),
                 2);
-    PK_CHECK(out && strstr(out, "--type: expected q8_0, q4_0, q4_k, q5_k, q6_k"));
+    PK_CHECK(out &&
+             strstr(out, "pocketllm quantize: --type: expected q8_0, q4_0, q4_k, q5_k, q6_k"));
     free(out);
     out = NULL;
     /* q5_k / q6_k are written (256-blocks: stories260k's 64-wide rows all stay f32 here; the
