@@ -19,6 +19,20 @@
 
 #define ERRLEN 512
 
+/* Puts "OPTION: " before a library message in err (n bytes), so the error names the flag. */
+static void name_option(const char *option, char *err, size_t n)
+{
+    size_t k = strlen(option) + 2, len = strnlen(err, n - 1);
+    if (n <= k + 1)
+        return;
+    if (len > n - 1 - k)
+        len = n - 1 - k; /* the message's end gives way */
+    memmove(err + k, err, len);
+    err[k + len] = '\0';
+    memcpy(err, option, k - 2);
+    memcpy(err + k - 2, ": ", 2);
+}
+
 /* ---- train ---------------------------------------------------------------------------------- */
 
 typedef struct train_opts {
@@ -328,6 +342,39 @@ static int train_print(const pocketllm_train_result *res, int quiet)
     return cli_json_print(j);
 }
 
+/* The option a new run's failure is about, or NULL: on the error path only, the base is loaded
+ * (one token of activations) and the run's --trainable, then --estimator, set-up repeated; the
+ * first that fails with the message the run failed with is the option to name before it (the
+ * library names the problem, the CLI adds the flag). A --from-run base is not looked at. */
+static const char *train_failed_option(const train_opts *o, const char *msg)
+{
+    if (o->resume || !o->cfg.model_dir[0] || msg == NULL)
+        return NULL;
+    pk_model_params mp = pk_model_default_params();
+    mp.max_batch = 1;
+    mp.max_seq = 2;
+    pk_model *m = NULL;
+    uint8_t *mask = NULL;
+    pk_mezo_state *est = NULL;
+    char err[ERRLEN] = "";
+    const char *opt = NULL;
+    if (pk_model_load(o->cfg.model_dir, mp, &m, err, sizeof err) != PK_OK)
+        goto out;
+    if (pk_mezo_trainable(m, o->cfg.trainable, &mask, err, sizeof err) != PK_OK) {
+        opt = "--trainable";
+        goto out;
+    }
+    if (pk_mezo_state_new(m, mask, &o->cfg.mezo, &est, err, sizeof err) != PK_OK)
+        opt = "--estimator";
+out:
+    if (opt != NULL && (!err[0] || strstr(msg, err) == NULL))
+        opt = NULL; /* the run failed on something else */
+    pk_mezo_state_free(est);
+    free(mask);
+    pk_model_free(m);
+    return opt;
+}
+
 int cmd_train(int argc, char **argv)
 {
     train_opts o = {.cfg = pk_train_config_default()};
@@ -363,8 +410,13 @@ int cmd_train(int argc, char **argv)
         pocketllm_home_close(h);
         return CLI_INTERRUPTED;
     }
-    if (st != POCKETLLM_OK)
+    const char *opt = st != POCKETLLM_OK ? train_failed_option(&o, pocketllm_errmsg(h)) : NULL;
+    if (opt != NULL) {
+        cli_error(cmd, "%s: %s", opt, pocketllm_errmsg(h));
+        rc = CLI_ERR;
+    } else if (st != POCKETLLM_OK) {
         rc = cli_home_fail(cmd, h, st);
+    }
     pocketllm_home_close(h);
     return st == POCKETLLM_OK ? train_print(&res, quiet) : rc;
 }
@@ -908,8 +960,11 @@ static pk_status probe_run(const probe_opts *o, const int32_t *ids, int n_ids, d
     pk_model *m = NULL;
     uint8_t *mask = NULL;
     pk_status st = pk_model_load(o->model, pk_model_default_params(), &m, err, n);
-    if (st == PK_OK && strcmp(o->trainable, "all") != 0) /* all: no mask */
+    if (st == PK_OK && strcmp(o->trainable, "all") != 0) { /* all: no mask */
         st = pk_mezo_trainable(m, o->trainable, &mask, err, n);
+        if (st != PK_OK)
+            name_option("--trainable", err, n);
+    }
     if (st == PK_OK) {
         int32_t len = n_ids;
         pk_batch b = {1, n_ids, ids, &len, NULL};
@@ -1274,6 +1329,8 @@ static pk_status bench_mask(const bench_opts *o, pk_model *m, uint8_t **mask, be
 {
     pk_status st =
         strcmp(o->trainable, "all") ? pk_mezo_trainable(m, o->trainable, mask, err, n) : PK_OK;
+    if (st != PK_OK)
+        name_option("--trainable", err, n);
     for (size_t i = 0; st == PK_OK && i < pk_model_n_tensors(m); i++) {
         pk_tensor_info ti;
         st = pk_model_tensor(m, i, &ti);

@@ -4,7 +4,8 @@
  * with the exported adapter attached), the seed log replayed to the same hash, a bf16 copy
  * trained full-parameter (stochastic rounding) and with an adapter at 1 and 2 threads and
  * replayed under each BLAS kernel, a full-parameter run refused by --adapter, bench mezo
- * --trainable printing the trainable parameter count, and --trainable scales on a q4_0 copy. */
+ * --trainable printing the trainable parameter count, and --trainable scales on a q4_0 copy (also
+ * killed and resumed, and with --estimator hizoo). */
 #include "json_test_util.h"
 #include "pk_model.h"
 #include "pk_test.h"
@@ -293,8 +294,20 @@ static void test_refusals(void)
     snprintf(dir, sizeof dir, "%s/no-adapter", tmp);
     PK_CHECK(run_expect(1, "not a LoRA adapter", "%s export --run %lld --adapter %s --home %s",
                         POCKETLLM, (long long)full, dir, home));
-    PK_CHECK(run_expect(1, "match no linear layer",
+    /* the library's message, the CLI naming the flag before it */
+    PK_CHECK(run_expect(1,
+                        "pocketllm train: --trainable: LoRA targets 'nothing' match no linear "
+                        "layer",
                         "%s train %s %s --trainable lora:targets=nothing --home %s --quiet",
+                        POCKETLLM, TRAIN, STORIES, home));
+    PK_CHECK(run_expect(1,
+                        "pocketllm bench mezo: --trainable: trainable tensors '^nothing$' match "
+                        "no tensor",
+                        "%s bench mezo --model %s --batch 2 --seq 16 --steps 1 --trainable "
+                        "'^nothing$'",
+                        POCKETLLM, PK_STORIES_DIR));
+    PK_CHECK(run_expect(1, "pocketllm train: --estimator: hizoo: the fp32 Hessian diagonal",
+                        "%s train %s %s --estimator hizoo --hessian-budget 0.5 --home %s --quiet",
                         POCKETLLM, TRAIN, STORIES, home));
 }
 
@@ -313,9 +326,75 @@ static void test_bench(void)
     free(o);
 }
 
+/* The newest run of the home (the first line of `runs list --json`), or -1. */
+static int64_t newest_run(void)
+{
+    char *o = NULL;
+    int64_t run = -1;
+    if (run_fmt(&o, RUN_SHOW_FAILURE, "%s runs list --json --home %s", POCKETLLM, home) == 0 && o) {
+        o[strcspn(o, "\n")] = '\0';
+        cJSON *j = cJSON_Parse(o);
+        run = (int64_t)json_num(j, "run");
+        cJSON_Delete(j);
+    }
+    free(o);
+    return run;
+}
+
+/* A --trainable scales run on the q4_0 copy killed with SIGKILL mid-run and resumed (at the
+ * other thread count) ends at the uninterrupted run's weights hash; and with --estimator hizoo
+ * (its diagonal Hessian estimate over the fp32 scales) one hash at 1 and 2 threads that the
+ * seed log replays to. */
+static void test_scales_resume_hizoo(const char *q4)
+{
+    char cmd[1200], args[600], h1[80] = "", h2[80] = "", hr[80] = "", log[300];
+    snprintf(args, sizeof args,
+             "--model %s --trainable scales --lr 1e-5 --eps 1e-4 --steps 60 --checkpoint-every 4",
+             q4);
+    int64_t ref = train(args, h1);
+    PK_CHECK(ref > 0 && h1[0]);
+    snprintf(cmd, sizeof cmd, "exec %s train %s %s --threads 2 --home %s --json", POCKETLLM, TRAIN,
+             args, home);
+    PK_CHECK_EQ(kill_train_at(cmd, 5), 0);
+    int64_t killed = newest_run();
+    PK_CHECK(killed > ref);
+    char *o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s runs show %lld --json --home %s", POCKETLLM,
+                        (long long)killed, home),
+                0);
+    cJSON *j = cJSON_Parse(o ? last_line(o) : "");
+    char status[32];
+    json_str_copy(j, "status", status, sizeof status);
+    double done = json_num(j, "steps_done");
+    PK_CHECK(!strcmp(status, "running") && done >= 4 && done < 60); /* really stopped mid-run */
+    cJSON_Delete(j);
+    free(o);
+    snprintf(args, sizeof args, "--resume %lld --threads 1", (long long)killed);
+    PK_CHECK_EQ(train(args, hr), killed);
+    PK_CHECK(!strcmp(hr, h1));
+
+    snprintf(args, sizeof args,
+             "--model %s --trainable scales --estimator hizoo --lr 1e-5 --eps 1e-4 --threads 1",
+             q4);
+    int64_t r1 = train(args, h1);
+    snprintf(args, sizeof args,
+             "--model %s --trainable scales --estimator hizoo --lr 1e-5 --eps 1e-4 --threads 2",
+             q4);
+    int64_t r2 = train(args, h2);
+    PK_CHECK(r1 > 0 && r2 > 0 && h1[0] && !strcmp(h1, h2));
+    snprintf(log, sizeof log, "%s/scales-hizoo.seedlog", tmp);
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE, "%s export --run %lld --seed-log %s --home %s",
+                        POCKETLLM, (long long)r1, log, home),
+                0);
+    hr[0] = '\0';
+    PK_CHECK_EQ(replay_under("", log, q4, hr), 0);
+    PK_CHECK(!strcmp(hr, h1));
+}
+
 /* --trainable scales on a q4_0 copy: one hash at 1 and 2 threads, the seed log replays to it
  * under each BLAS kernel (replay --out writes the scales folded into fp32 weights), bench mezo
- * counts the scales, and an f32 base (no block scales) is refused. */
+ * counts the scales, an f32 base (no block scales) is refused, and then the q4_0 copy is
+ * trained again: killed and resumed, and with --estimator hizoo. */
 static void test_scales(void)
 {
     char q4[300], h1[80] = "", h2[80] = "", log[300], cmd[600], *o = NULL;
@@ -354,9 +433,12 @@ static void test_scales(void)
     cJSON_Delete(j);
     free(o);
     o = NULL;
-    PK_CHECK(run_expect(1, "no Q8_0 or Q4_0 weight",
+    PK_CHECK(run_expect(1,
+                        "pocketllm train: --trainable: trainable block scales: the model has no "
+                        "Q8_0 or Q4_0 weight",
                         "%s train %s %s --trainable scales --home %s --quiet", POCKETLLM, TRAIN,
                         STORIES, home));
+    test_scales_resume_hizoo(q4);
 }
 
 int main(void)

@@ -31,7 +31,7 @@ int main(void)
              strstr(out, "\"model.embed_tokens.weight\":\"keep\""));
     free(out);
     out = NULL;
-    PK_CHECK(run_expect(2, "--type: expected q8_0, q4_0, q4_k, q5_k, q6_k",
+    PK_CHECK(run_expect(2, "pocketllm quantize: --type: expected q8_0, q4_0, q4_k, q5_k, q6_k",
                         "%s quantize --model %s --out %s/x --type q3_k", POCKETLLM, PK_STORIES_DIR,
                         tmp));
     /* q5_k / q6_k are written (256-blocks: stories260k's 64-wide rows all stay f32 here; the
