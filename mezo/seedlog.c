@@ -282,7 +282,7 @@ static pk_status parse_header(reader *r, pk_seedlog *out, unsigned long long *nr
     if (!first || strcmp(l, "pocketllm-seedlog 1") != 0) {
         unsigned long v = 0;
         char tail = 0;
-        /* A later format is refused by name, not mistaken for a broken file (issue 14). */
+        /* A later format is refused by name, not mistaken for a broken file. */
         if (first && sscanf(l, "pocketllm-seedlog %lu%c", &v, &tail) == 1 && v > SEEDLOG_VERSION) {
             pk_seterr(err, errlen,
                       "%s: seed log format version %lu is newer than this pocketllm's (%d): "

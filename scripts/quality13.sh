@@ -1,5 +1,5 @@
 #!/bin/sh
-# quality13.sh: issue 13's quality runs on the real stories260k (models/) and the demo's personal
+# quality13.sh: the 16-bit, quantized and adapter quality runs on the real stories260k (models/) and the demo's personal
 # notes (demo/data/train.txt, held-out loss on demo/data/heldout.txt, as `pocketllm demo`
 # measures it: batch 16, 64 tokens, 800 steps, run seed 20261121). For each configuration it
 # trains with `pocketllm train --json`, replays the run's seed log onto the base
