@@ -326,6 +326,20 @@ static void fold(const pk_model *m, float *w, const pk_tensor *a, const pk_tenso
                     r, a->data, in, 1.0f, w, in);
 }
 
+/* t becomes the fp32 values w[0, numel) (heap, 2 * numel floats, owned by t from now on): the
+ * second half a copy of the first, the base pk_model_restore_base goes back to. */
+static void adopt_f32(pk_model *m, pk_tensor *t, float *w)
+{
+    size_t nb = t->numel * 4;
+    memcpy((char *)w + nb, w, nb);
+    m->weight_bytes += nb - pk_dtype_row_bytes(t->dtype, t->numel);
+    free(t->owned);
+    t->owned = w;
+    t->data = w;
+    t->src = (char *)w + nb;
+    t->dtype = PK_DTYPE_F32;
+}
+
 /* Weight t becomes an fp32 heap copy of itself plus its adapter's product. */
 static pk_status merge_one(pk_model *m, pk_tensor *t)
 {
@@ -335,13 +349,7 @@ static pk_status merge_one(pk_model *m, pk_tensor *t)
         return PK_ERR_NOMEM;
     pk_widen(t->dtype, t->data, t->numel, w);
     fold(m, w, &m->t[t->lora_a - 1], &m->t[t->lora_b - 1]);
-    memcpy((char *)w + nb, w, nb);
-    m->weight_bytes += nb - pk_dtype_row_bytes(t->dtype, t->numel);
-    free(t->owned);
-    t->owned = w;
-    t->data = w;
-    t->src = (char *)w + nb;
-    t->dtype = PK_DTYPE_F32;
+    adopt_f32(m, t, w);
     t->lora_a = t->lora_b = 0;
     return PK_OK;
 }
@@ -355,13 +363,7 @@ static pk_status merge_scales(pk_model *m, pk_tensor *t)
     if (!w)
         return PK_ERR_NOMEM;
     pk_quant_decode_scaled(t->dtype, t->data, t->numel / qb, m->t[t->scales - 1].data, w);
-    memcpy((char *)w + nb, w, nb);
-    m->weight_bytes += nb - pk_dtype_row_bytes(t->dtype, t->numel);
-    free(t->owned);
-    t->owned = w;
-    t->data = w;
-    t->src = (char *)w + nb;
-    t->dtype = PK_DTYPE_F32;
+    adopt_f32(m, t, w);
     return PK_OK;
 }
 
