@@ -5,8 +5,11 @@
 #define PK_MODEL_TEST_UTIL_H
 
 #include "pk_model.h"
+#include "pk_rng.h"
 #include "pk_test.h"
 
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -41,17 +44,48 @@ static inline pk_model *load_model_or_exit(const char *dir)
     return m;
 }
 
-/* Stochastic rounding's contract for one f16 element: got (the stored bits) is the nearest f16
- * to want (the exact fp32 update) or, when want is not representable, its other neighbour.
- * Returns 1 if so; *far (may be NULL) counts the elements that took the other one. */
-static inline int f16_neighbour_ok(uint16_t got, float want, size_t *far)
+/* The f16 weights of a after one update W - lr g z of base's (z Gaussian from seed, each element
+ * divided by sqrtf of its h when h is given: fp32 values of every tensor in model order, hizoo's
+ * diagonal), against stochastic rounding's contract: each element the nearest f16 to its exact
+ * update or, when that is not representable, the other neighbour. far counts the elements that
+ * took the other one, changed those that moved. */
+typedef struct f16_scan {
+    size_t n16, bad, far, changed;
+} f16_scan;
+
+static inline f16_scan f16_update_scan(const pk_model *a, const pk_model *base, uint64_t seed,
+                                       float lr, float g, const float *h)
 {
-    uint16_t near = pk_f32_to_f16(want);
-    float nv = pk_f16_to_f32(near);
-    uint16_t other = (uint16_t)((nv < want) == (want > 0.0f) ? near + 1 : near - 1);
-    if (far && got != near)
-        (*far)++;
-    return got == near || (got == other && nv != want);
+    f16_scan s = {0, 0, 0, 0};
+    size_t off = 0;
+    for (size_t i = 0; i < pk_model_n_tensors(a); i++) {
+        pk_tensor_info ta, t0;
+        PK_CHECK(pk_model_tensor(a, i, &ta) == PK_OK && pk_model_tensor(base, i, &t0) == PK_OK);
+        const float *hi = h ? h + off : NULL;
+        off += ta.numel;
+        if (ta.dtype != PK_DTYPE_F16)
+            continue;
+        s.n16++;
+        float *z = malloc(ta.numel * sizeof(float));
+        PK_CHECK(z != NULL);
+        if (z)
+            pk_z_fill(seed, ta.key, 0, ta.numel, PK_Z_GAUSSIAN, z);
+        const uint16_t *h0 = t0.data, *h1 = ta.data;
+        for (size_t k = 0; z && k < ta.numel; k++) {
+            volatile float d = hi ? z[k] / sqrtf(hi[k]) : z[k];
+            volatile float x = g * d;
+            volatile float u = lr * x;
+            float want = pk_f16_to_f32(h0[k]) - u;
+            uint16_t near = pk_f32_to_f16(want);
+            float nv = pk_f16_to_f32(near);
+            uint16_t other = (uint16_t)((nv < want) == (want > 0.0f) ? near + 1 : near - 1);
+            s.bad += h1[k] != near && !(h1[k] == other && nv != want);
+            s.far += h1[k] != near;
+            s.changed += h0[k] != h1[k];
+        }
+        free(z);
+    }
+    return s;
 }
 
 #endif /* PK_MODEL_TEST_UTIL_H */

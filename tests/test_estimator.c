@@ -419,36 +419,19 @@ static void test_hizoo_16bit_rounding(void)
         pk_mezo_state *st = NULL;
         PK_CHECK(pk_mezo_state_new(a, NULL, &p, &st, NULL, 0) == PK_OK && st != NULL);
         pk_mezo_replay_ex(a, NULL, &p, st, rows, 2);
-        size_t nb = pk_mezo_state_bytes(st), off = 0, bad = 0, far = 0, n16 = 0;
+        size_t nb = pk_mezo_state_bytes(st);
         float *h = malloc(nb);
         PK_CHECK(h != NULL);
-        if (h)
+        if (h) {
             pk_mezo_state_save(st, h);
-        for (size_t i = 0; h && i < pk_model_n_tensors(a); i++) {
-            pk_tensor_info ta, t0;
-            PK_CHECK(pk_model_tensor(a, i, &ta) == PK_OK && pk_model_tensor(base, i, &t0) == PK_OK);
-            const float *hi = h + off;
-            off += ta.numel;
-            if (ta.dtype != PK_DTYPE_F16)
-                continue;
-            n16++;
-            float *z = malloc(ta.numel * sizeof(float));
-            pk_z_fill(9, ta.key, 0, ta.numel, PK_Z_GAUSSIAN, z);
-            const uint16_t *h0 = t0.data, *h1 = ta.data;
-            for (size_t k = 0; z && k < ta.numel; k++) {
-                volatile float d = z[k] / sqrtf(hi[k]);
-                volatile float x = -1.5f * d;
-                volatile float u = 1e-2f * x;
-                bad += !f16_neighbour_ok(h1[k], pk_f16_to_f32(h0[k]) - u, &far);
-            }
-            free(z);
+            f16_scan f = f16_update_scan(a, base, 9, 1e-2f, -1.5f, h);
+            PK_CHECK(f.n16 > 0);
+            PK_CHECK_EQ(f.bad, 0);
+            if (mode == 0)
+                PK_CHECK(f.far > 0);
+            else
+                PK_CHECK_EQ(f.far, 0);
         }
-        PK_CHECK(n16 > 0);
-        PK_CHECK_EQ(bad, 0);
-        if (mode == 0)
-            PK_CHECK(far > 0);
-        else
-            PK_CHECK_EQ(far, 0);
         free(h);
         pk_mezo_state_free(st);
         pk_model_free(a);
