@@ -29,7 +29,9 @@ struct pk_progress {
     char unit[24];         /* what is counted, for the rate ("steps" unless set) */
     double ema;            /* smoothed loss, NAN until the first finite loss */
     double last_loss;      /* latest finite loss, NAN if none */
-    double t0;             /* pk_time_now() at creation, seconds */
+    pk_progress_clock now; /* the clock: pk_time_now unless a test set one */
+    void *now_ctx;         /* borrowed, passed to now() */
+    double t0;             /* the clock at creation (or when it was set), seconds */
     double t_last;         /* time of the last line or redraw, seconds */
     int last_tenth;        /* 10% bucket of the last plain line */
     int drawn;             /* the bar has been drawn at least once */
@@ -66,9 +68,24 @@ pk_progress *pk_progress_new_to(FILE *out, const char *label, int64_t total, pk_
     p->total = total;
     p->ema = (double)NAN;
     p->last_loss = (double)NAN;
-    p->t0 = pk_time_now();
-    p->t_last = p->t0;
+    pk_progress_set_clock(p, NULL, NULL);
     return p;
+}
+
+static double real_clock(void *ctx)
+{
+    (void)ctx;
+    return pk_time_now();
+}
+
+void pk_progress_set_clock(pk_progress *p, pk_progress_clock now, void *ctx)
+{
+    if (!p)
+        return;
+    p->now = now ? now : real_clock;
+    p->now_ctx = ctx;
+    p->t0 = p->now(p->now_ctx);
+    p->t_last = p->t0;
 }
 
 void pk_progress_set_bytes(pk_progress *p, int on)
@@ -275,7 +292,7 @@ void pk_progress_update(pk_progress *p, int64_t done, double loss)
     }
     if (p->mode == PK_PROGRESS_QUIET)
         return;
-    double now = pk_time_now();
+    double now = p->now(p->now_ctx);
     if (p->mode == PK_PROGRESS_AUTO) {
         if (!p->drawn || now - p->t_last >= REDRAW_S) {
             p->t_last = now;
@@ -299,7 +316,7 @@ void pk_progress_finish(pk_progress *p)
 {
     if (!p)
         return;
-    double now = pk_time_now();
+    double now = p->now(p->now_ctx);
     if (p->mode == PK_PROGRESS_AUTO)
         draw_bar(p, now, 1);
     else if (p->mode == PK_PROGRESS_JSON)

@@ -37,6 +37,12 @@ void pk_progress_set_unit(pk_progress *p, const char *unit);
 void pk_progress_set_start(pk_progress *p, int64_t done);
 /* Changes the total (e.g. once a download learns its Content-Length). */
 void pk_progress_set_total(pk_progress *p, int64_t total);
+/* A clock in seconds; ctx is what pk_progress_set_clock was given. */
+typedef double (*pk_progress_clock)(void *ctx);
+/* Reads the time from now(ctx) instead of pk_time_now() (NULL: back to pk_time_now), so a test
+ * can drive the rate, ETA and throttling deterministically. The elapsed time restarts at the
+ * clock's current value. ctx is borrowed and must outlive the handle. */
+void pk_progress_set_clock(pk_progress *p, pk_progress_clock now, void *ctx);
 /* Reports `done` steps so far and the latest loss (NAN if none). Shows step/total, the
  * smoothed loss (EMA, NaN and inf ignored), steps/s and ETA. The bar redraws at most ~10
  * times/s; PLAIN and JSON print a line every 5 s or each time another 10% is done. */
