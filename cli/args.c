@@ -62,6 +62,11 @@ int cli_json_print(cJSON *obj)
     return CLI_OK;
 }
 
+cJSON *cli_json_finite(double v)
+{
+    return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull();
+}
+
 void cli_json_add_finite(cJSON *obj, const char *key, double v)
 {
     if (isfinite(v))

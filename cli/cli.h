@@ -32,6 +32,9 @@ struct cJSON;
 int cli_json_print(struct cJSON *obj);
 /* Adds key: v, or key: null when v is not finite (JSON has no NaN). */
 void cli_json_add_finite(struct cJSON *obj, const char *key, double v);
+/* A new number item v, or a null item when v is not finite (for arrays); owned by the caller
+ * until added to an array or object. NULL if out of memory. */
+struct cJSON *cli_json_finite(double v);
 
 /* Area: engine (cmd_model.c) */
 int cmd_forward(int argc, char **argv);

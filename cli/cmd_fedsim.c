@@ -398,10 +398,86 @@ static void out_free(fs_out *w)
         fclose(w->rounds);
 }
 
+/* The summary's "log_check": the coordinator's seed log replayed against the rounds done. */
+static void log_check_json(cJSON *j, const pk_fedsim_summary *s)
+{
+    cJSON *c = cJSON_AddObjectToObject(j, "log_check");
+    cJSON_AddBoolToObject(c, "ok", s->check.entries == s->rounds_done && !s->check.mismatches);
+    cJSON_AddNumberToObject(c, "entries", (double)s->check.entries);
+    cJSON_AddNumberToObject(c, "records", (double)s->check.records);
+    cJSON_AddNumberToObject(c, "mismatches", (double)s->check.mismatches);
+    cJSON_AddBoolToObject(c, "values_compared", s->check.values);
+}
+
+/* The baseline's rate search and diverged attempts (auto rate) as arrays of b. */
+static void baseline_search_json(cJSON *b, const pk_fedsim_summary *s)
+{
+    if (s->baseline_search.n > 0) {
+        cJSON *ls = cJSON_AddArrayToObject(b, "lr_search"); /* [rate, held-back loss] */
+        for (int i = 0; i < s->baseline_search.n; i++) {
+            cJSON *pt = cJSON_CreateArray();
+            cJSON_AddItemToArray(pt, cJSON_CreateNumber((double)s->baseline_search.lr[i]));
+            cJSON_AddItemToArray(pt, cli_json_finite(s->baseline_search.loss[i]));
+            cJSON_AddItemToArray(ls, pt);
+        }
+    }
+    /* attempts that diverged (auto): [rate, step, mean training loss, lowest, evaluations] */
+    cJSON *bo = cJSON_AddArrayToObject(b, "backoffs");
+    for (int i = 0; i < s->baseline_backoffs && i < PK_FEDSIM_BACKOFFS; i++) {
+        const pk_fedsim_backoff *a = &s->baseline_backoff[i];
+        cJSON *pt = cJSON_CreateArray();
+        cJSON_AddItemToArray(pt, cJSON_CreateNumber((double)a->lr));
+        cJSON_AddItemToArray(pt, cJSON_CreateNumber((double)a->step));
+        cJSON_AddItemToArray(pt, cli_json_finite(a->loss));
+        cJSON_AddItemToArray(pt, cli_json_finite(a->lowest));
+        cJSON_AddItemToArray(pt, cJSON_CreateNumber((double)a->evaluations));
+        cJSON_AddItemToArray(bo, pt);
+    }
+}
+
+/* The summary's "baseline": the centralized run on the pooled data, or null without one. */
+static void baseline_json(cJSON *j, const fs_out *w, const pk_fedsim_summary *s)
+{
+    if (!s->baseline) {
+        cJSON_AddNullToObject(j, "baseline");
+        return;
+    }
+    cJSON *b = cJSON_AddObjectToObject(j, "baseline");
+    cJSON_AddNumberToObject(b, "steps", (double)s->baseline_steps);
+    cJSON_AddNumberToObject(b, "lr", (double)s->baseline_lr);
+    cJSON_AddBoolToObject(b, "lr_auto", w->o->p.baseline_lr_auto);
+    cJSON_AddNumberToObject(b, "evaluations", (double)s->baseline_evaluations);
+    cJSON_AddNumberToObject(b, "search_evaluations", (double)s->baseline_search_evaluations);
+    baseline_search_json(b, s);
+    cli_json_add_finite(b, "loss", s->baseline_loss);
+    if (w->classify)
+        cli_json_add_finite(b, "accuracy", s->baseline_accuracy);
+    cJSON_AddNumberToObject(b, "seconds", s->baseline_seconds);
+    cJSON *ev = cJSON_AddArrayToObject(b, "evals"); /* [rounds' worth, loss, accuracy] */
+    for (size_t i = 0; i < w->nb; i++) {
+        cJSON *pt = cJSON_CreateArray();
+        cJSON_AddItemToArray(pt, cJSON_CreateNumber(w->bx[i]));
+        cJSON_AddItemToArray(pt, cli_json_finite(w->bloss[i]));
+        cJSON_AddItemToArray(pt, cli_json_finite(w->bacc[i]));
+        cJSON_AddItemToArray(ev, pt);
+    }
+}
+
+/* The summary's traffic figures: per device and round (means over the rounds done) and peaks. */
+static void traffic_json(cJSON *j, const fs_out *w, const pk_fedsim_summary *s)
+{
+    double R = s->rounds_done > 0 ? (double)s->rounds_done : 1.0;
+    cJSON_AddNumberToObject(j, "bytes_up_per_device_per_round", w->sum_up / R);
+    cJSON_AddNumberToObject(j, "bytes_down_per_device_per_round", w->sum_down / R);
+    cJSON_AddNumberToObject(j, "max_bytes_up", w->max_up);
+    cJSON_AddNumberToObject(j, "max_bytes_down", w->max_down);
+    cJSON_AddNumberToObject(j, "total_bytes", s->last.total_bytes);
+    cJSON_AddNumberToObject(j, "seconds_per_round", w->sum_s / R);
+}
+
 static cJSON *summary_json(const fs_out *w, const pk_fedsim_summary *s)
 {
     const pk_fedsim_params *p = &w->o->p;
-    double R = s->rounds_done > 0 ? (double)s->rounds_done : 1.0;
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "model", p->model_dir);
     cJSON_AddNumberToObject(j, "devices", p->devices);
@@ -431,71 +507,14 @@ static cJSON *summary_json(const fs_out *w, const pk_fedsim_summary *s)
     cJSON *hs = cJSON_AddArrayToObject(j, "global_hashes");
     for (size_t i = 1; i < w->n; i++)
         cJSON_AddItemToArray(hs, cJSON_CreateString(w->hash[i]));
-    cJSON_AddNumberToObject(j, "bytes_up_per_device_per_round", w->sum_up / R);
-    cJSON_AddNumberToObject(j, "bytes_down_per_device_per_round", w->sum_down / R);
-    cJSON_AddNumberToObject(j, "max_bytes_up", w->max_up);
-    cJSON_AddNumberToObject(j, "max_bytes_down", w->max_down);
-    cJSON_AddNumberToObject(j, "total_bytes", s->last.total_bytes);
-    cJSON_AddNumberToObject(j, "seconds_per_round", w->sum_s / R);
+    traffic_json(j, w, s);
     cli_json_add_finite(j, "epsilon", s->last.epsilon);
     if (p->dp_clip > 0)
         cJSON_AddNumberToObject(j, "delta", p->dp_delta);
     cJSON_AddNumberToObject(j, "device_steps", (double)s->device_steps);
     cJSON_AddNumberToObject(j, "device_evaluations", (double)s->device_evaluations);
-    cJSON *c = cJSON_AddObjectToObject(j, "log_check");
-    cJSON_AddBoolToObject(c, "ok", s->check.entries == s->rounds_done && !s->check.mismatches);
-    cJSON_AddNumberToObject(c, "entries", (double)s->check.entries);
-    cJSON_AddNumberToObject(c, "records", (double)s->check.records);
-    cJSON_AddNumberToObject(c, "mismatches", (double)s->check.mismatches);
-    cJSON_AddBoolToObject(c, "values_compared", s->check.values);
-    if (s->baseline) {
-        cJSON *b = cJSON_AddObjectToObject(j, "baseline");
-        cJSON_AddNumberToObject(b, "steps", (double)s->baseline_steps);
-        cJSON_AddNumberToObject(b, "lr", (double)s->baseline_lr);
-        cJSON_AddBoolToObject(b, "lr_auto", p->baseline_lr_auto);
-        cJSON_AddNumberToObject(b, "evaluations", (double)s->baseline_evaluations);
-        cJSON_AddNumberToObject(b, "search_evaluations", (double)s->baseline_search_evaluations);
-        if (s->baseline_search.n > 0) {
-            cJSON *ls = cJSON_AddArrayToObject(b, "lr_search"); /* [rate, held-back loss] */
-            for (int i = 0; i < s->baseline_search.n; i++) {
-                cJSON *pt = cJSON_CreateArray();
-                cJSON_AddItemToArray(pt, cJSON_CreateNumber((double)s->baseline_search.lr[i]));
-                double l = s->baseline_search.loss[i];
-                cJSON_AddItemToArray(pt, isfinite(l) ? cJSON_CreateNumber(l) : cJSON_CreateNull());
-                cJSON_AddItemToArray(ls, pt);
-            }
-        }
-        /* attempts that diverged (auto): [rate, step, mean training loss, lowest, evaluations] */
-        cJSON *bo = cJSON_AddArrayToObject(b, "backoffs");
-        for (int i = 0; i < s->baseline_backoffs && i < PK_FEDSIM_BACKOFFS; i++) {
-            const pk_fedsim_backoff *a = &s->baseline_backoff[i];
-            cJSON *pt = cJSON_CreateArray();
-            cJSON_AddItemToArray(pt, cJSON_CreateNumber((double)a->lr));
-            cJSON_AddItemToArray(pt, cJSON_CreateNumber((double)a->step));
-            cJSON_AddItemToArray(pt, isfinite(a->loss) ? cJSON_CreateNumber(a->loss)
-                                                       : cJSON_CreateNull());
-            cJSON_AddItemToArray(pt, isfinite(a->lowest) ? cJSON_CreateNumber(a->lowest)
-                                                         : cJSON_CreateNull());
-            cJSON_AddItemToArray(pt, cJSON_CreateNumber((double)a->evaluations));
-            cJSON_AddItemToArray(bo, pt);
-        }
-        cli_json_add_finite(b, "loss", s->baseline_loss);
-        if (w->classify)
-            cli_json_add_finite(b, "accuracy", s->baseline_accuracy);
-        cJSON_AddNumberToObject(b, "seconds", s->baseline_seconds);
-        cJSON *ev = cJSON_AddArrayToObject(b, "evals"); /* [rounds' worth, loss, accuracy] */
-        for (size_t i = 0; i < w->nb; i++) {
-            cJSON *pt = cJSON_CreateArray();
-            cJSON_AddItemToArray(pt, cJSON_CreateNumber(w->bx[i]));
-            cJSON_AddItemToArray(pt, isfinite(w->bloss[i]) ? cJSON_CreateNumber(w->bloss[i])
-                                                           : cJSON_CreateNull());
-            cJSON_AddItemToArray(pt, isfinite(w->bacc[i]) ? cJSON_CreateNumber(w->bacc[i])
-                                                          : cJSON_CreateNull());
-            cJSON_AddItemToArray(ev, pt);
-        }
-    } else {
-        cJSON_AddNullToObject(j, "baseline");
-    }
+    log_check_json(j, s);
+    baseline_json(j, w, s);
     cJSON_AddNumberToObject(j, "seconds", s->seconds);
     return j;
 }
