@@ -509,41 +509,27 @@ static void make_q4(char *dir, size_t n)
     pk_model_free(s);
 }
 
-/* --trainable scales: attaching the fp32 scales leaves the function unchanged bit for bit (they
- * hold the stored f16 values, decoded by the same d * q); MeZO then trains only them, the loss
- * drops, the quantized blocks stay untouched, the same at 1 and 2 threads, and the rows replay
- * onto a fresh copy. A base without Q8_0 / Q4_0 weights is refused. */
-static void test_scales(const pk_batch *b)
+/* The Q4_0 weights of m: how many tensors, and (*nblk) how many 32-blocks they hold. */
+static size_t count_q4(const pk_model *m, size_t *nblk)
 {
-    char q4[300], err[256] = "", h0[65], h1[65], h2[65], hr[65];
-    make_q4(q4, sizeof q4);
-    pk_model *m = load_model_or_exit(q4), *m2 = load_model_or_exit(q4),
-             *base = load_model_or_exit(q4);
-    size_t nq = 0, nblk = 0;
-    for (size_t i = 0; i < pk_model_n_tensors(base); i++) {
+    size_t nq = 0;
+    *nblk = 0;
+    for (size_t i = 0; i < pk_model_n_tensors(m); i++) {
         pk_tensor_info ti;
-        PK_CHECK(pk_model_tensor(base, i, &ti) == PK_OK);
+        PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
         if (ti.dtype == PK_DTYPE_Q4_0) {
             nq++;
-            nblk += ti.numel / 32;
+            *nblk += ti.numel / 32;
         }
     }
-    PK_CHECK_EQ(nq, 31); /* all but the five [64, 172] down_proj */
-    float *l0 = logits(base, b);
-    hash(base, h0);
-    size_t n_cov = 0;
-    PK_CHECK(pk_model_scales_attach(m, &n_cov, err, sizeof err) == PK_OK);
-    PK_CHECK_EQ(n_cov, nq);
-    float *l1 = logits(m, b);
-    size_t nl = (size_t)b->B * (size_t)b->T * (size_t)pk_model_vocab_size(m);
-    PK_CHECK(memcmp(l0, l1, nl * 4) == 0);
-    uint8_t *mask = NULL, *mask2 = NULL;
-    PK_CHECK(pk_mezo_trainable(m, "scales", &mask, err, sizeof err) == PK_OK); /* again: no-op */
-    PK_CHECK(pk_mezo_trainable(m2, "scales", &mask2, err, sizeof err) == PK_OK);
-    size_t nt = pk_model_n_tensors(m), n_on = count_on(mask, nt), params = 0;
-    PK_CHECK_EQ(nt, pk_model_n_tensors(base) + nq);
-    PK_CHECK_EQ(n_on, nq);
-    for (size_t i = 0; i < nt; i++) {
+    return nq;
+}
+
+/* The parameters mask switches on (every one an fp32 ".weight.scales" tensor of m). */
+static size_t scales_params(const pk_model *m, const uint8_t *mask)
+{
+    size_t params = 0;
+    for (size_t i = 0; i < pk_model_n_tensors(m); i++) {
         pk_tensor_info ti;
         PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
         if (mask[i]) {
@@ -551,34 +537,34 @@ static void test_scales(const pk_batch *b)
             params += ti.numel;
         }
     }
-    PK_CHECK_EQ(params, nblk);
-    pk_step_row rows[30], rows2[30];
+    return params;
+}
+
+/* 30 MeZO steps on the scales of m at 1 thread and of m2 at 2 (the same seed and batch), rows
+ * logged into rows / rows2. Returns the loss drop of m. */
+static double train_scales(pk_model *m, const uint8_t *mask, pk_step_row *rows, pk_model *m2,
+                           const uint8_t *mask2, pk_step_row *rows2, const pk_batch *b)
+{
+    pk_mezo_params p = pk_mezo_default_params();
+    p.lr = 1e-5f;
+    p.eps = 1e-4f;
+    p.seed = 3;
+    fixed_batch c = {b};
     pk_threads_set(1);
-    double drop = 0.0;
-    {
-        pk_mezo_params p = pk_mezo_default_params();
-        p.lr = 1e-5f;
-        p.eps = 1e-4f;
-        p.seed = 3;
-        fixed_batch c = {b};
-        double before = batch_loss(m, b);
-        for (int s = 0; s < 30; s++)
-            PK_CHECK(pk_mezo_step(m, mask, &p, s, 1, fixed_loss, &c, &rows[s], NULL, NULL) ==
-                     PK_OK);
-        drop = before - batch_loss(m, b);
-        pk_threads_set(2);
-        for (int s = 0; s < 30; s++)
-            PK_CHECK(pk_mezo_step(m2, mask2, &p, s, 1, fixed_loss, &c, &rows2[s], NULL, NULL) ==
-                     PK_OK);
-    }
-    fprintf(stderr, "q4_0 scales, lr 1e-5, eps 1e-4, 30 steps: loss -%.4g\n", drop);
-    PK_CHECK(drop > 0.0);
-    hash(m, h1);
-    hash(m2, h2);
-    PK_CHECK(!strcmp(h1, h2) && strcmp(h1, h0) != 0);
+    double before = batch_loss(m, b);
     for (int s = 0; s < 30; s++)
-        PK_CHECK(rows[s].g == rows2[s].g && rows[s].loss_plus == rows2[s].loss_plus);
-    for (size_t i = 0, j = 0; i < nt; i++) { /* everything but the scales as loaded */
+        PK_CHECK(pk_mezo_step(m, mask, &p, s, 1, fixed_loss, &c, &rows[s], NULL, NULL) == PK_OK);
+    double drop = before - batch_loss(m, b);
+    pk_threads_set(2);
+    for (int s = 0; s < 30; s++)
+        PK_CHECK(pk_mezo_step(m2, mask2, &p, s, 1, fixed_loss, &c, &rows2[s], NULL, NULL) == PK_OK);
+    return drop;
+}
+
+/* Every tensor of m that mask leaves off is base's tensor of the same name, byte for byte. */
+static void check_rest_as_loaded(const pk_model *m, const uint8_t *mask, const pk_model *base)
+{
+    for (size_t i = 0, j = 0; i < pk_model_n_tensors(m); i++) {
         pk_tensor_info ti, t0;
         PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
         if (mask[i])
@@ -586,7 +572,13 @@ static void test_scales(const pk_batch *b)
         PK_CHECK(pk_model_tensor(base, j++, &t0) == PK_OK && !strcmp(ti.name, t0.name));
         PK_CHECK(memcmp(ti.data, t0.data, pk_dtype_row_bytes(t0.dtype, t0.numel)) == 0);
     }
-    /* folded for export: fp32 weights decoded with the trained scales, the same function */
+}
+
+/* Folded for export, m2 (trained as m) holds fp32 weights decoded with the trained scales, no
+ * scales tensors, and computes m's function bit for bit, which is not the base's (l0). */
+static void check_folded(pk_model *m, pk_model *m2, const pk_model *base, const pk_batch *b,
+                         const float *l0, size_t nl)
+{
     float *lt = logits(m, b);
     PK_CHECK(pk_model_lora_merge(m2) == PK_OK);
     PK_CHECK_EQ(pk_model_n_tensors(m2), pk_model_n_tensors(base));
@@ -600,6 +592,13 @@ static void test_scales(const pk_batch *b)
     PK_CHECK(memcmp(lt, l0, nl * 4) != 0);
     free(lt);
     free(lm);
+}
+
+/* The 30 rows replayed onto a fresh copy of q4 give the trained hash h1; an f32 base has no
+ * block scales to train. */
+static void check_scales_replay_and_f32(const char *q4, const pk_step_row *rows, const char *h1)
+{
+    char err[256] = "", hr[65];
     pk_model *r = load_model_or_exit(q4);
     uint8_t *rm = NULL;
     PK_CHECK(pk_mezo_trainable(r, "scales", &rm, err, sizeof err) == PK_OK);
@@ -608,12 +607,52 @@ static void test_scales(const pk_batch *b)
     PK_CHECK(!strcmp(hr, h1));
     free(rm);
     pk_model_free(r);
-    /* an f32 base has no block scales */
     pk_model *f = load_model_or_exit(STORIES);
     uint8_t *fm = NULL;
     PK_CHECK(pk_mezo_trainable(f, "scales", &fm, err, sizeof err) == PK_ERR_ARG);
     PK_CHECK(fm == NULL && strstr(err, "no Q8_0 or Q4_0 weight") != NULL);
     pk_model_free(f);
+}
+
+/* --trainable scales: attaching the fp32 scales leaves the function unchanged bit for bit (they
+ * hold the stored f16 values, decoded by the same d * q); MeZO then trains only them, the loss
+ * drops, the quantized blocks stay untouched, the same at 1 and 2 threads, and the rows replay
+ * onto a fresh copy. A base without Q8_0 / Q4_0 weights is refused. */
+static void test_scales(const pk_batch *b)
+{
+    char q4[300], err[256] = "", h0[65], h1[65], h2[65];
+    make_q4(q4, sizeof q4);
+    pk_model *m = load_model_or_exit(q4), *m2 = load_model_or_exit(q4),
+             *base = load_model_or_exit(q4);
+    size_t nblk = 0, nq = count_q4(base, &nblk);
+    PK_CHECK_EQ(nq, 31); /* all but the five [64, 172] down_proj */
+    float *l0 = logits(base, b);
+    hash(base, h0);
+    size_t n_cov = 0;
+    PK_CHECK(pk_model_scales_attach(m, &n_cov, err, sizeof err) == PK_OK);
+    PK_CHECK_EQ(n_cov, nq);
+    float *l1 = logits(m, b);
+    size_t nl = (size_t)b->B * (size_t)b->T * (size_t)pk_model_vocab_size(m);
+    PK_CHECK(memcmp(l0, l1, nl * 4) == 0);
+    uint8_t *mask = NULL, *mask2 = NULL;
+    PK_CHECK(pk_mezo_trainable(m, "scales", &mask, err, sizeof err) == PK_OK); /* again: no-op */
+    PK_CHECK(pk_mezo_trainable(m2, "scales", &mask2, err, sizeof err) == PK_OK);
+    size_t nt = pk_model_n_tensors(m), n_on = count_on(mask, nt);
+    PK_CHECK_EQ(nt, pk_model_n_tensors(base) + nq);
+    PK_CHECK_EQ(n_on, nq);
+    PK_CHECK_EQ(scales_params(m, mask), nblk);
+    pk_step_row rows[30], rows2[30];
+    double drop = train_scales(m, mask, rows, m2, mask2, rows2, b);
+    fprintf(stderr, "q4_0 scales, lr 1e-5, eps 1e-4, 30 steps: loss -%.4g\n", drop);
+    PK_CHECK(drop > 0.0);
+    hash(m, h1);
+    hash(m2, h2);
+    PK_CHECK(!strcmp(h1, h2) && strcmp(h1, h0) != 0);
+    for (int s = 0; s < 30; s++)
+        PK_CHECK(rows[s].g == rows2[s].g && rows[s].loss_plus == rows2[s].loss_plus);
+    check_rest_as_loaded(m, mask, base); /* everything but the scales as loaded */
+    check_folded(m, m2, base, b, l0, nl);
+    check_scales_replay_and_f32(q4, rows, h1);
     free(l0);
     free(l1);
     free(mask);
