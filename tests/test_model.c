@@ -478,6 +478,74 @@ static int sweep_same(const sweep_out *a, const sweep_out *b, int E, size_t nl, 
     return same;
 }
 
+/* What every evaluation of check_sweep shares: the model, the batch and the selection. */
+typedef struct sweep_in {
+    pk_model *m;
+    const pk_batch *b;
+    const int32_t *sel_b, *sel_t, *want; /* B positions, 3 ids */
+    size_t nl, ns;                       /* logits and selected values per evaluation */
+    int causal;
+} sweep_in;
+
+/* The reference of sweep s: each evaluation alone through the single-perturbation functions
+ * (pairing OFF, 2 threads), into ref. */
+static void sweep_reference(const sweep_in *in, const pk_sweep *s, sweep_out *ref)
+{
+    pk_model *m = in->m;
+    const pk_batch *b = in->b;
+    int E = pk_sweep_evals(s), sc = s->pert.both, B = b->B;
+    pk_threads_set(2);
+    pk_model_set_pairing(m, PK_PAIRING_OFF);
+    for (int e = 0; e < E; e++) {
+        int i = e > 0 ? (e - 1) / (sc ? 2 : 1) : 0; /* e = 0: unperturbed */
+        pk_perturb one = {s->seeds[i], (sc && (e - 1) % 2) ? -1e-2f : 1e-2f, s->pert.kind,
+                          s->masks[i], 0};
+        const pk_perturb *p = e == 0 ? NULL : &one;
+        PK_CHECK(pk_model_logits(m, b, p, ref->lg + (size_t)e * in->nl) == PK_OK);
+        PK_CHECK(pk_model_select_logits(m, b, p, (size_t)B, in->sel_b, in->sel_t, 3, in->want,
+                                        ref->sl + (size_t)e * in->ns) == PK_OK);
+        PK_CHECK(pk_model_select_logprobs(m, b, p, (size_t)B, in->sel_b, in->sel_t, 3, in->want,
+                                          ref->sp + (size_t)e * in->ns) == PK_OK);
+        if (in->causal)
+            PK_CHECK(pk_model_loss(m, b, NULL, p, ref->nll + (size_t)e * B,
+                                   ref->cnt + (size_t)e * B, ref->mean + e) == PK_OK);
+    }
+}
+
+/* Sweep s through the sweep functions at 1, 2 and 3 threads and every pairing mode gives ref's
+ * bits (case sc of check_sweep on model `name`, for the failure line). Leaves pairing OFF. */
+static void sweep_modes(const sweep_in *in, const pk_sweep *s, const sweep_out *ref,
+                        const char *name, int sc, int block_rows)
+{
+    static const pk_pairing modes[] = {PK_PAIRING_ON, PK_PAIRING_AUTO, PK_PAIRING_OFF};
+    pk_model *m = in->m;
+    const pk_batch *b = in->b;
+    int E = pk_sweep_evals(s), B = b->B;
+    for (int threads = 1; threads <= 3; threads++) {
+        pk_threads_set(threads);
+        for (size_t md = 0; md < sizeof modes / sizeof modes[0]; md++) {
+            sweep_out got;
+            pk_model_set_pairing(m, modes[md]);
+            sweep_alloc(&got, E, in->nl, in->ns, B);
+            PK_CHECK(pk_model_logits_sweep(m, b, s, got.lg) == PK_OK);
+            PK_CHECK(pk_model_select_sweep(m, b, s, (size_t)B, in->sel_b, in->sel_t, 3, in->want, 0,
+                                           got.sl) == PK_OK);
+            PK_CHECK(pk_model_select_sweep(m, b, s, (size_t)B, in->sel_b, in->sel_t, 3, in->want, 1,
+                                           got.sp) == PK_OK);
+            if (in->causal)
+                PK_CHECK(pk_model_loss_sweep(m, b, NULL, s, got.nll, got.cnt, got.mean) == PK_OK);
+            if (!sweep_same(ref, &got, E, in->nl, in->ns, B, in->causal)) {
+                fprintf(stderr,
+                        "FAIL: %s sweep case %d (%d evaluations, pairing %d, %d "
+                        "threads, block rows %d) differs from separate passes\n",
+                        name, sc, E, (int)modes[md], threads, block_rows);
+                PK_CHECK(0);
+            }
+            sweep_free(&got);
+        }
+    }
+}
+
 /* A sweep of N perturbations (pk_sweep: own seeds and masks, an unperturbed evaluation, + and -
  * passes) gives the same bits side by side in one pass over the weights (pairing ON), in
  * sweeps as wide as AUTO allows, one evaluation at a time (OFF) and as separate calls of the
@@ -512,6 +580,7 @@ static void check_sweep(const char *name, int B, int T, int block_rows)
         sel_t[r] = lens[r] - 1;
     }
     size_t nl = (size_t)N * (size_t)V, ns = (size_t)B * 3;
+    sweep_in in = {m, &b, sel_b, sel_t, want, nl, ns, causal};
     for (int sc = 0; sc < 2; sc++) {
         const uint64_t seeds[3] = {11, 12 + (uint64_t)sc, 99};
         const uint8_t *masks0[3] = {NULL, every3, last}, *masks1[2] = {last, last2};
@@ -522,51 +591,12 @@ static void check_sweep(const char *name, int B, int T, int block_rows)
                       1};
         int E = pk_sweep_evals(&s);
         PK_CHECK_EQ(E, sc ? 5 : 4);
-        sweep_out ref, got;
+        sweep_out ref;
         sweep_alloc(&ref, E, nl, ns, B);
-        /* the reference: each evaluation alone through the single-perturbation functions */
-        pk_threads_set(2);
-        pk_model_set_pairing(m, PK_PAIRING_OFF);
-        for (int e = 0; e < E; e++) {
-            int i = e > 0 ? (e - 1) / (sc ? 2 : 1) : 0; /* e = 0: unperturbed */
-            pk_perturb one = {seeds[i], (sc && (e - 1) % 2) ? -1e-2f : 1e-2f, s.pert.kind,
-                              sc ? masks1[i] : masks0[i], 0};
-            const pk_perturb *p = e == 0 ? NULL : &one;
-            PK_CHECK(pk_model_logits(m, &b, p, ref.lg + (size_t)e * nl) == PK_OK);
-            PK_CHECK(pk_model_select_logits(m, &b, p, (size_t)B, sel_b, sel_t, 3, want,
-                                            ref.sl + (size_t)e * ns) == PK_OK);
-            PK_CHECK(pk_model_select_logprobs(m, &b, p, (size_t)B, sel_b, sel_t, 3, want,
-                                              ref.sp + (size_t)e * ns) == PK_OK);
-            if (causal)
-                PK_CHECK(pk_model_loss(m, &b, NULL, p, ref.nll + (size_t)e * B,
-                                       ref.cnt + (size_t)e * B, ref.mean + e) == PK_OK);
-        }
+        sweep_reference(&in, &s, &ref);
         for (int e = 1; e < E; e++) /* every evaluation is another function */
             PK_CHECK(max_abs_diff(ref.lg, ref.lg + (size_t)e * nl, nl) > 1e-5f);
-        static const pk_pairing modes[] = {PK_PAIRING_ON, PK_PAIRING_AUTO, PK_PAIRING_OFF};
-        for (int threads = 1; threads <= 3; threads++) {
-            pk_threads_set(threads);
-            for (size_t md = 0; md < sizeof modes / sizeof modes[0]; md++) {
-                pk_model_set_pairing(m, modes[md]);
-                sweep_alloc(&got, E, nl, ns, B);
-                PK_CHECK(pk_model_logits_sweep(m, &b, &s, got.lg) == PK_OK);
-                PK_CHECK(pk_model_select_sweep(m, &b, &s, (size_t)B, sel_b, sel_t, 3, want, 0,
-                                               got.sl) == PK_OK);
-                PK_CHECK(pk_model_select_sweep(m, &b, &s, (size_t)B, sel_b, sel_t, 3, want, 1,
-                                               got.sp) == PK_OK);
-                if (causal)
-                    PK_CHECK(pk_model_loss_sweep(m, &b, NULL, &s, got.nll, got.cnt, got.mean) ==
-                             PK_OK);
-                if (!sweep_same(&ref, &got, E, nl, ns, B, causal)) {
-                    fprintf(stderr,
-                            "FAIL: %s sweep case %d (%d evaluations, pairing %d, %d "
-                            "threads, block rows %d) differs from separate passes\n",
-                            name, sc, E, (int)modes[md], threads, block_rows);
-                    PK_CHECK(0);
-                }
-                sweep_free(&got);
-            }
-        }
+        sweep_modes(&in, &s, &ref, name, sc, block_rows);
         PK_CHECK_EQ(pk_model_sweep_width(m, B, T, E), 1); /* OFF, as left by the loop */
         pk_model_set_pairing(m, PK_PAIRING_ON);
         PK_CHECK_EQ(pk_model_sweep_width(m, B, T, E), E);
