@@ -155,24 +155,10 @@ static int train(const char *args, int64_t *run, char *hash, size_t n)
 
 /* ---- 2a. export as a model directory (f32, f16) --------------------------------------------- */
 
-static void test_export_dir(int64_t run, const char *hash)
+/* The export in e32 of run (weights hash): owner-only files, and a pocketllm_run.json that names
+ * the run's weights, not the base's. */
+static void check_export_meta(const char *e32, int64_t run, const char *hash)
 {
-    char e32[300], e16[300], rdir[300], l32[300], l16[300], lr[300], lbase[300];
-    snprintf(e32, sizeof e32, "%s/export-f32", tmp);
-    snprintf(e16, sizeof e16, "%s/export-f16", tmp);
-    snprintf(rdir, sizeof rdir, "%s/replay-run", tmp);
-    snprintf(l32, sizeof l32, "%s/f32.logits", tmp);
-    snprintf(l16, sizeof l16, "%s/f16.logits", tmp);
-    snprintf(lr, sizeof lr, "%s/replay.logits", tmp);
-    snprintf(lbase, sizeof lbase, "%s/base.logits", tmp);
-
-    char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s export --run %lld --out %s --home %s", POCKETLLM,
-                        (long long)run, e32, home),
-                0);
-    PK_CHECK(strstr(o ? o : "", hash) != NULL);
-    free(o);
-    o = NULL;
     /* exported weights can memorize private text: owner-only, like data export */
     const char *const private_files[] = {"model.safetensors", "config.json", "pocketllm_run.json"};
     for (size_t i = 0; i < sizeof private_files / sizeof private_files[0]; i++) {
@@ -181,7 +167,6 @@ static void test_export_dir(int64_t run, const char *hash)
         snprintf(fp, sizeof fp, "%s/%s", e32, private_files[i]);
         PK_CHECK(stat(fp, &sb) == 0 && (sb.st_mode & 0777) == 0600);
     }
-    /* pocketllm_run.json names the run's weights, not the base's */
     char meta[400];
     size_t len = 0;
     snprintf(meta, sizeof meta, "%s/pocketllm_run.json", e32);
@@ -195,12 +180,57 @@ static void test_export_dir(int64_t run, const char *hash)
     PK_CHECK_EQ(inum(j, "run_id"), run);
     cJSON_Delete(j);
     free(mj);
+}
+
+/* run exported with --dtype f16 into e16: half the bytes of the f32 export e32, logits close
+ * to the f32 ones (l32) and far closer than the base's (d_base away). */
+static void check_export_f16(int64_t run, const char *e32, const char *e16, const char *l32,
+                             double d_base)
+{
+    char l16[300], st32[400], st16[400], *o = NULL;
+    snprintf(l16, sizeof l16, "%s/f16.logits", tmp);
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s export --run %lld --out %s --dtype f16 --home %s",
+                        POCKETLLM, (long long)run, e16, home),
+                0);
+    free(o);
+    snprintf(st32, sizeof st32, "%s/model.safetensors", e32);
+    snprintf(st16, sizeof st16, "%s/model.safetensors", e16);
+    long long b32 = file_bytes(st32), b16 = file_bytes(st16);
+    PK_CHECK(b32 > 0 && b16 > 0 && b16 < b32 * 6 / 10); /* 2 bytes per weight, not 4 */
+    PK_CHECK_EQ(forward(e16, l16), 0);
+    double d16 = max_abs_diff(l32, l16);
+    PK_CHECK(d16 > 0);           /* rounded to f16: not the same bits */
+    PK_CHECK(d16 < 0.1);         /* ... but close (f16 has 11 significant bits; logits are O(10)) */
+    PK_CHECK(d16 * 10 < d_base); /* far closer to the run than the base model is */
+    if (!(d16 > 0 && d16 < 0.1))
+        fprintf(stderr, "f16 vs f32 logits: max |diff| %g (base: %g)\n", d16, d_base);
+}
+
+static void test_export_dir(int64_t run, const char *hash)
+{
+    char e32[300], e16[300], rdir[300], l32[300], lr[300], lbase[300];
+    snprintf(e32, sizeof e32, "%s/export-f32", tmp);
+    snprintf(e16, sizeof e16, "%s/export-f16", tmp);
+    snprintf(rdir, sizeof rdir, "%s/replay-run", tmp);
+    snprintf(l32, sizeof l32, "%s/f32.logits", tmp);
+    snprintf(lr, sizeof lr, "%s/replay.logits", tmp);
+    snprintf(lbase, sizeof lbase, "%s/base.logits", tmp);
+
+    char *o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s export --run %lld --out %s --home %s", POCKETLLM,
+                        (long long)run, e32, home),
+                0);
+    PK_CHECK(strstr(o ? o : "", hash) != NULL);
+    free(o);
+    o = NULL;
+    check_export_meta(e32, run, hash);
 
     /* the run's weights rebuilt from the store (with 2 threads: same bits as 1) */
     PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s replay --run %lld --out %s --threads 2 --home %s",
                         POCKETLLM, (long long)run, rdir, home),
                 0);
-    j = last_json(o);
+    cJSON *j = last_json(o);
+    char wh[80];
     json_str_copy(j, "weights", wh, sizeof wh);
     PK_CHECK(!strcmp(wh, hash));
     cJSON_Delete(j);
@@ -214,24 +244,7 @@ static void test_export_dir(int64_t run, const char *hash)
     PK_CHECK(!files_equal(l32, lbase)); /* an export of the base weights would fail here */
     double d_base = max_abs_diff(l32, lbase);
     PK_CHECK(d_base > 1e-3);
-
-    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s export --run %lld --out %s --dtype f16 --home %s",
-                        POCKETLLM, (long long)run, e16, home),
-                0);
-    free(o);
-    o = NULL;
-    char st32[400], st16[400];
-    snprintf(st32, sizeof st32, "%s/model.safetensors", e32);
-    snprintf(st16, sizeof st16, "%s/model.safetensors", e16);
-    long long b32 = file_bytes(st32), b16 = file_bytes(st16);
-    PK_CHECK(b32 > 0 && b16 > 0 && b16 < b32 * 6 / 10); /* 2 bytes per weight, not 4 */
-    PK_CHECK_EQ(forward(e16, l16), 0);
-    double d16 = max_abs_diff(l32, l16);
-    PK_CHECK(d16 > 0);           /* rounded to f16: not the same bits */
-    PK_CHECK(d16 < 0.1);         /* ... but close (f16 has 11 significant bits; logits are O(10)) */
-    PK_CHECK(d16 * 10 < d_base); /* far closer to the run than the base model is */
-    if (!(d16 > 0 && d16 < 0.1))
-        fprintf(stderr, "f16 vs f32 logits: max |diff| %g (base: %g)\n", d16, d_base);
+    check_export_f16(run, e32, e16, l32, d_base);
 
     /* usage errors */
     PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,

@@ -9,11 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-int main(void)
+/* The JSON report of q8_0, q4_0 with --keep and q6_k conversions, and the usage errors. */
+static void test_report(const char *tmp)
 {
-    char tmp[256], *out = NULL;
-    if (!make_tmpdir(tmp, sizeof tmp, "quantize"))
-        return 1;
+    char *out = NULL;
     PK_CHECK_EQ(run_fmt(&out, RUN_SHOW_FAILURE,
                         "%s quantize --model %s --out %s/q8 --type q8_0 --json", POCKETLLM,
                         PK_STORIES_DIR, tmp),
@@ -42,28 +41,17 @@ int main(void)
                 0);
     PK_CHECK(out && strstr(out, "\"type\":\"Q6_K\"") && strstr(out, "\"converted\":0"));
     free(out);
-    out = NULL;
     PK_CHECK(run_expect(2, "--keep",
                         "%s quantize --model %s --out %s/x --type q8_0 "
                         "--keep '('",
                         POCKETLLM, PK_STORIES_DIR, tmp));
-    /* the result, as a directory and as the file itself */
-    PK_CHECK_EQ(run_fmt(&out, RUN_SHOW_FAILURE,
-                        "%s forward --model %s/q8/model.gguf --ids 1,403,407", POCKETLLM, tmp),
-                0);
-    PK_CHECK(out && strstr(out, "loss"));
-    free(out);
-    out = NULL;
-    PK_CHECK_EQ(run_fmt(&out, RUN_SHOW_FAILURE,
-                        "%s generate --model %s/q8 --prompt 'Once upon a time' --max-new 8 --json",
-                        POCKETLLM, tmp),
-                0);
-    PK_CHECK(out && strstr(out, "\"text\":\"") != NULL);
-    free(out);
-    out = NULL;
-    /* The widened blocks feed the same fixed GEMM tiles as f32 weights: under each OpenBLAS
-     * kernel (which may round differently from another, docs/DETERMINISM.md) the quantized
-     * model gives its widened f32 copy's logits, bit for bit, under any thread count. */
+}
+
+/* The widened blocks feed the same fixed GEMM tiles as f32 weights: under each OpenBLAS
+ * kernel (which may round differently from another, docs/DETERMINISM.md) the quantized
+ * model gives its widened f32 copy's logits, bit for bit, under any thread count. */
+static void test_widened_bits(const char *tmp)
+{
     PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
                         "%s quantize --model %s/k --out %s/w --type f32 >/dev/null", POCKETLLM, tmp,
                         tmp),
@@ -87,6 +75,29 @@ int main(void)
                 PK_CHECK(files_equal(a, b) == 1);
         }
     }
+}
+
+int main(void)
+{
+    char tmp[256], *out = NULL;
+    if (!make_tmpdir(tmp, sizeof tmp, "quantize"))
+        return 1;
+    test_report(tmp);
+    /* the result, as a directory and as the file itself */
+    PK_CHECK_EQ(run_fmt(&out, RUN_SHOW_FAILURE,
+                        "%s forward --model %s/q8/model.gguf --ids 1,403,407", POCKETLLM, tmp),
+                0);
+    PK_CHECK(out && strstr(out, "loss"));
+    free(out);
+    out = NULL;
+    PK_CHECK_EQ(run_fmt(&out, RUN_SHOW_FAILURE,
+                        "%s generate --model %s/q8 --prompt 'Once upon a time' --max-new 8 --json",
+                        POCKETLLM, tmp),
+                0);
+    PK_CHECK(out && strstr(out, "\"text\":\"") != NULL);
+    free(out);
+    out = NULL;
+    test_widened_bits(tmp);
     PK_CHECK_EQ(run_fmt(&out, RUN_SHOW_FAILURE,
                         "%s bench generate --model %s/q8 --prompt 4 --tokens 8 --reps 1", POCKETLLM,
                         tmp),
