@@ -28,7 +28,7 @@ static const cli_option info_table[] = {
     {"--model", CLI_STR, CLI_AT(T, model), 0, 0, NULL, "DIR|FILE",
      "a model directory, or a file in one (model.safetensors, config.json)"},
     CLI_JSON_OPT(T),
-    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+    CLI_END,
 };
 #undef T
 

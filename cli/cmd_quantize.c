@@ -30,7 +30,7 @@ static const cli_option quant_table[] = {
     {"--keep", CLI_STR, CLI_AT(T, keep), 0, 0, NULL, "REGEX",
      "tensors (Hugging Face names) kept as stored"},
     CLI_JSON_OPT(T),
-    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+    CLI_END,
 };
 #undef T
 
@@ -189,7 +189,7 @@ static const cli_option benchg_table[] = {
     {"--tokens", CLI_INT, CLI_AT(T, tokens), 1, 1 << 20, NULL, "N", "generated tokens"},
     {"--reps", CLI_INT, CLI_AT(T, reps), 1, 1000, NULL, "R", "timed repetitions (median)"},
     CLI_THREADS_OPT(T),
-    {NULL, CLI_FLAG, 0, 0, 0, 0, NULL, NULL, NULL},
+    CLI_END,
 };
 #undef T
 
