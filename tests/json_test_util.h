@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 /* The last line of out parsed as one JSON object (owned, cJSON_Delete), or NULL after showing
  * that line on stderr. out is changed in place (last_line). */
@@ -42,6 +43,16 @@ static inline const char *json_str(const cJSON *j, const char *key)
 static inline void json_str_copy(const cJSON *j, const char *key, char *buf, size_t n)
 {
     snprintf(buf, n, "%s", json_str(j, key));
+}
+
+/* 1 if the last line of out (changed in place, last_line) is a JSON object whose "weights" is
+ * hash: the final weights a train, replay or export reported. */
+static inline int json_weights_are(char *out, const char *hash)
+{
+    cJSON *j = last_json(out);
+    int same = j != NULL && !strcmp(json_str(j, "weights"), hash);
+    cJSON_Delete(j);
+    return same;
 }
 
 #endif /* PK_JSON_TEST_UTIL_H */

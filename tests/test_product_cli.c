@@ -229,11 +229,7 @@ static void test_export_dir(int64_t run, const char *hash)
     PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s replay --run %lld --out %s --threads 2 --home %s",
                         POCKETLLM, (long long)run, rdir, home),
                 0);
-    cJSON *j = last_json(o);
-    char wh[80];
-    json_str_copy(j, "weights", wh, sizeof wh);
-    PK_CHECK(!strcmp(wh, hash));
-    cJSON_Delete(j);
+    PK_CHECK(json_weights_are(o, hash));
     free(o);
     o = NULL;
 
@@ -292,11 +288,7 @@ static void test_seedlog(int64_t run, const char *hash)
                         "%s replay --seed-log %s --model %s --out %s --threads 1", POCKETLLM, log,
                         STORIES, r3),
                 0);
-    cJSON *j = last_json(o);
-    char wh[80];
-    json_str_copy(j, "weights", wh, sizeof wh);
-    PK_CHECK(!strcmp(wh, hash));
-    cJSON_Delete(j);
+    PK_CHECK(json_weights_are(o, hash));
     free(o);
     o = NULL;
     snprintf(a, sizeof a, "%s/replay-run/model.safetensors", tmp);
