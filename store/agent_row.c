@@ -24,23 +24,12 @@ pk_status pk_store_agent_claim(pk_store *s, char *err, size_t errlen)
     if (sqlite3_step(q) == SQLITE_ROW) {
         pid = (long)sqlite3_column_int64(q, 0);
         live = store_holder_alive(s, STORE_LOCK_AGENT, pid, sqlite3_column_int64(q, 1));
-        if (live && pid != self) {
-            st = store_fail(s, PK_ERR_BUSY, "an agent is already running on %s (pid %ld)", s->home,
-                            pid);
-            goto out;
-        }
     }
     sqlite3_finalize(q);
     q = NULL;
-    /* as for a run's lease (leases.c): locked without a live row means this process's own */
-    st = store_lock_take(s, STORE_LOCK_AGENT);
-    if (st == PK_ERR_BUSY && !(live && pid == self))
-        st = store_fail(s, PK_ERR_BUSY, "an agent is already running on %s (pid %ld)", s->home,
-                        live ? pid : self);
-    else if (st == PK_ERR_BUSY)
-        st = PK_OK;
-    else
-        locked = st == PK_OK;
+    char who[sizeof s->home + 40];
+    snprintf(who, sizeof who, "an agent is already running on %s", s->home);
+    st = store_lock_claim(s, STORE_LOCK_AGENT, live, pid, who, &locked);
     if (st != PK_OK)
         goto out;
     st = store_prepare(s,

@@ -141,6 +141,24 @@ int pk_store_agent_running(const char *home)
     return store_lock_held(home, STORE_LOCK_AGENT);
 }
 
+pk_status store_lock_claim(pk_store *s, int64_t at, int live, long pid, const char *who,
+                           int *locked)
+{
+    long self = (long)getpid();
+    if (live && pid != self)
+        return store_fail(s, PK_ERR_BUSY, "%s (pid %ld)", who, pid);
+    /* The write transaction orders claimers, and a holder locks before it writes its row and
+     * unlocks before it deletes it: a byte locked here without a live row is this process's
+     * own (another handle of it holds the row, as a second claim from one pid always could). */
+    pk_status st = store_lock_take(s, at);
+    if (st == PK_ERR_BUSY && !(live && pid == self))
+        return store_fail(s, PK_ERR_BUSY, "%s (pid %ld)", who, live ? pid : self);
+    if (st == PK_ERR_BUSY)
+        return PK_OK;
+    *locked = st == PK_OK;
+    return st;
+}
+
 /* The first live lease among the rows of q (columns: run_id, pid, proc_start); 0 if none. */
 static int first_live(pk_store *s, sqlite3_stmt *q, int64_t *run_id, long *pid)
 {
@@ -172,24 +190,11 @@ pk_status pk_store_lease_acquire(pk_store *s, int64_t run_id, char *err, size_t 
     if (st != PK_OK)
         goto out;
     int live = first_live(s, q, &holder, &pid);
-    if (live && pid != self) {
-        st = store_fail(s, PK_ERR_BUSY, "run %lld is already running (pid %ld)", (long long)run_id,
-                        pid);
-        goto out;
-    }
     sqlite3_finalize(q);
     q = NULL;
-    /* The write transaction orders acquirers, and a holder locks before it writes its row and
-     * unlocks before it deletes it: a byte locked here without a live row is this process's
-     * own (another handle of it holds the run, as a second acquire from one pid always could). */
-    st = store_lock_take(s, run_id);
-    if (st == PK_ERR_BUSY && !(live && pid == self))
-        st = store_fail(s, PK_ERR_BUSY, "run %lld is already running (pid %ld)", (long long)run_id,
-                        live ? pid : self);
-    else if (st == PK_ERR_BUSY)
-        st = PK_OK;
-    else
-        locked = st == PK_OK;
+    char who[64];
+    snprintf(who, sizeof who, "run %lld is already running", (long long)run_id);
+    st = store_lock_claim(s, run_id, live, pid, who, &locked);
     if (st == PK_OK)
         st = store_run(s, "write lease",
                        "INSERT OR REPLACE INTO leases(run_id, pid, proc_start, started_at)"

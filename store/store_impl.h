@@ -93,6 +93,12 @@ int store_holder_alive(pk_store *s, int64_t at, long pid, int64_t start);
  * system has no OFD locks. */
 pk_status store_lock_take(pk_store *s, int64_t at);
 void store_lock_drop(pk_store *s, int64_t at);
+/* Claims byte `at` for this process inside the write transaction that read the holder's row
+ * (live: that row's holder is alive, with pid). PK_ERR_BUSY with "WHO (pid N)" when another
+ * process holds it; PK_OK when this process does already (another handle of it), else the lock
+ * is taken and *locked set to 1 (drop it if the row is not written). */
+pk_status store_lock_claim(pk_store *s, int64_t at, int live, long pid, const char *who,
+                           int *locked);
 /* Runs a one-int64-parameter statement; *changes (may be NULL) gets the changed rows. */
 pk_status store_exec_int(pk_store *s, const char *sql, int64_t arg, int *changes);
 /* Ends a forget transaction: commits if st is PK_OK (else rolls back), then wipes the WAL. */
