@@ -337,13 +337,30 @@ static int64_t newest_run(void)
     return run;
 }
 
+/* Trains `--trainable scales EXTRA--lr 1e-5 --eps 1e-4` on the q4_0 copy at 1 and 2 threads:
+ * both runs end at one weights hash (h1, 80 bytes); the first run's seed log goes to log. */
+static void train_scales_twice(const char *q4, const char *extra, char *h1, const char *log)
+{
+    char args[600], h2[80] = "";
+    snprintf(args, sizeof args, "--model %s --trainable scales %s--lr 1e-5 --eps 1e-4 --threads 1",
+             q4, extra);
+    int64_t r1 = train(args, h1);
+    snprintf(args, sizeof args, "--model %s --trainable scales %s--lr 1e-5 --eps 1e-4 --threads 2",
+             q4, extra);
+    int64_t r2 = train(args, h2);
+    PK_CHECK(r1 > 0 && r2 > 0 && h1[0] && !strcmp(h1, h2));
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE, "%s export --run %lld --seed-log %s --home %s",
+                        POCKETLLM, (long long)r1, log, home),
+                0);
+}
+
 /* A --trainable scales run on the q4_0 copy killed with SIGKILL mid-run and resumed (at the
  * other thread count) ends at the uninterrupted run's weights hash; and with --estimator hizoo
  * (its diagonal Hessian estimate over the fp32 scales) one hash at 1 and 2 threads that the
  * seed log replays to. */
 static void test_scales_resume_hizoo(const char *q4)
 {
-    char cmd[1200], args[600], h1[80] = "", h2[80] = "", hr[80] = "", log[300];
+    char cmd[1200], args[600], h1[80] = "", hr[80] = "", log[300];
     snprintf(args, sizeof args,
              "--model %s --trainable scales --lr 1e-5 --eps 1e-4 --steps 60 --checkpoint-every 4",
              q4);
@@ -369,19 +386,8 @@ static void test_scales_resume_hizoo(const char *q4)
     PK_CHECK_EQ(train(args, hr), killed);
     PK_CHECK(!strcmp(hr, h1));
 
-    snprintf(args, sizeof args,
-             "--model %s --trainable scales --estimator hizoo --lr 1e-5 --eps 1e-4 --threads 1",
-             q4);
-    int64_t r1 = train(args, h1);
-    snprintf(args, sizeof args,
-             "--model %s --trainable scales --estimator hizoo --lr 1e-5 --eps 1e-4 --threads 2",
-             q4);
-    int64_t r2 = train(args, h2);
-    PK_CHECK(r1 > 0 && r2 > 0 && h1[0] && !strcmp(h1, h2));
     snprintf(log, sizeof log, "%s/scales-hizoo.seedlog", tmp);
-    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE, "%s export --run %lld --seed-log %s --home %s",
-                        POCKETLLM, (long long)r1, log, home),
-                0);
+    train_scales_twice(q4, "--estimator hizoo ", h1, log);
     hr[0] = '\0';
     PK_CHECK_EQ(replay_under("", log, q4, hr), 0);
     PK_CHECK(!strcmp(hr, h1));
@@ -393,21 +399,14 @@ static void test_scales_resume_hizoo(const char *q4)
  * trained again: killed and resumed, and with --estimator hizoo. */
 static void test_scales(void)
 {
-    char q4[300], h1[80] = "", h2[80] = "", log[300], cmd[600], *o = NULL;
+    char q4[300], h1[80] = "", log[300], *o = NULL;
     snprintf(q4, sizeof q4, "%s/q4", tmp);
     PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
                         "%s quantize --model %s --out %s --type q4_0 --json", POCKETLLM,
                         PK_STORIES_DIR, q4),
                 0);
-    snprintf(cmd, sizeof cmd, "--model %s --trainable scales --lr 1e-5 --eps 1e-4 --threads 1", q4);
-    int64_t r1 = train(cmd, h1);
-    snprintf(cmd, sizeof cmd, "--model %s --trainable scales --lr 1e-5 --eps 1e-4 --threads 2", q4);
-    int64_t r2 = train(cmd, h2);
-    PK_CHECK(r1 > 0 && r2 > 0 && h1[0] && !strcmp(h1, h2));
     snprintf(log, sizeof log, "%s/scales.seedlog", tmp);
-    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE, "%s export --run %lld --seed-log %s --home %s",
-                        POCKETLLM, (long long)r1, log, home),
-                0);
+    train_scales_twice(q4, "", h1, log);
     char *text = slurp(log, NULL);
     PK_CHECK(text && strstr(text, "\ntrainable scales\n") &&
              strstr(text, "\nrounding stochastic\n"));
