@@ -34,13 +34,6 @@ typedef struct lg_job {
     const char *method;
 } lg_job;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void usage(FILE *fp)
 {
     fprintf(fp, "usage: pocketllm-loadgen --server HOST:PORT [--uploads N] [--connections C]\n"
@@ -97,17 +90,17 @@ static void *worker(void *arg)
     pkc_conn *c = NULL;
     for (;;) {
         int i = atomic_fetch_add(&j->next, 1);
-        if (i >= j->o->uploads || now_s() > j->t_end)
+        if (i >= j->o->uploads || pk_time_now() > j->t_end)
             break;
         if (!c && pkc_connect(j->o->host, j->o->port, 10.0, &c) != PK_OK) {
             j->status[i] = 0;
             continue;
         }
         pkc_response r;
-        double t0 = now_s();
+        double t0 = pk_time_now();
         const char *b = j->bodies[i];
         pk_status st = pkc_request(c, j->method, j->path, NULL, b, strlen(b), &r);
-        j->lat_ms[i] = (now_s() - t0) * 1e3;
+        j->lat_ms[i] = (pk_time_now() - t0) * 1e3;
         j->status[i] = st == PK_OK ? r.status : 0;
         atomic_fetch_add(&j->bytes_out, (long long)r.bytes_out);
         atomic_fetch_add(&j->bytes_in, (long long)r.bytes_in);
@@ -131,7 +124,7 @@ static double run_job(lg_job *j)
     atomic_init(&j->bytes_in, 0);
     for (int i = 0; i < j->o->uploads; i++)
         j->lat_ms[i] = -1.0, j->status[i] = 0;
-    double t0 = now_s();
+    double t0 = pk_time_now();
     j->t_end = t0 + j->o->max_seconds;
     int started = 0;
     for (; started < n; started++)
@@ -139,7 +132,7 @@ static double run_job(lg_job *j)
             break;
     for (int i = 0; i < started; i++)
         pthread_join(th[i], NULL);
-    return now_s() - t0;
+    return pk_time_now() - t0;
 }
 
 static int cmp_double(const void *a, const void *b)
