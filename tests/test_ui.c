@@ -165,6 +165,35 @@ static void test_resume_rate(void)
     PK_CHECK_NEAR(resumed, 50.0, 1e-9);
 }
 
+/* Without a total, PLAIN prints a line once 5 s have passed since the last one (the test's
+ * clock), then the final line with the elapsed time. */
+static void test_every_5s(void)
+{
+    FILE *f = tmpfile();
+    PK_CHECK(f != NULL);
+    if (!f)
+        return;
+    pk_progress *p = pk_progress_new_to(f, "dl", 0, PK_PROGRESS_PLAIN);
+    double clock = 0.0;
+    pk_progress_set_clock(p, fake_now, &clock);
+    static const double at[5] = {0.0, 4.9, 5.0, 9.0, 10.5}; /* lines at 5.0 and 10.5 */
+    for (int i = 0; i < 5; i++) {
+        clock = at[i];
+        pk_progress_update(p, i + 1, (double)NAN);
+    }
+    pk_progress_finish(p);
+    char *s = slurp_stream(f, NULL);
+    PK_CHECK(s != NULL);
+    if (s) {
+        PK_CHECK_EQ(count_lines(s), 3);
+        PK_CHECK(strstr(s, "dl: 3 ") != NULL && strstr(s, "dl: 5 ") != NULL);
+        PK_CHECK(strstr(s, "dl: 2 ") == NULL && strstr(s, "dl: 4 ") == NULL);
+        PK_CHECK(strstr(s, "done in 0:11") != NULL);
+    }
+    free(s);
+    fclose(f);
+}
+
 static void test_unknown_total(void)
 {
     FILE *f = tmpfile();
@@ -248,6 +277,7 @@ int main(void)
     test_quiet();
     test_json();
     test_resume_rate();
+    test_every_5s();
     test_unknown_total();
     test_interrupt();
     test_sparkline();
