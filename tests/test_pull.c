@@ -6,11 +6,11 @@
 #include "pk_crypto.h"
 #include "pk_net.h"
 #include "pk_test.h"
+#include "sha_test_util.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
-#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -53,21 +53,6 @@ static void free_body(void *cls)
     body *b = cls;
     fclose(b->f);
     free(b);
-}
-
-static void sha256_hex(const char *path, char hex[65])
-{
-    FILE *f = fopen(path, "rb");
-    crypto_hash_sha256_state s;
-    crypto_hash_sha256_init(&s);
-    unsigned char buf[4096], out[32];
-    size_t n;
-    while (f && (n = fread(buf, 1, sizeof buf, f)) > 0)
-        crypto_hash_sha256_update(&s, buf, n);
-    if (f)
-        fclose(f);
-    crypto_hash_sha256_final(&s, out);
-    sodium_bin2hex(hex, 65, out, 32);
 }
 
 static enum MHD_Result reply_status(struct MHD_Connection *conn, unsigned code)
@@ -121,7 +106,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     struct MHD_Response *r =
         MHD_create_response_from_callback(size - from, 64 * 1024, read_body, b, free_body);
     char etag[80], hex[65], cr[96];
-    sha256_hex(path, hex);
+    file_sha256_hex(path, hex);
     if (h->corrupt_etag)
         hex[0] = hex[0] == '0' ? '1' : '0';
     snprintf(etag, sizeof etag, "\"%s\"", hex);
@@ -187,8 +172,8 @@ static int same_file(const char *a, const char *b)
     struct stat sa, sb;
     if (stat(a, &sa) || stat(b, &sb) || sa.st_size != sb.st_size)
         return 0;
-    sha256_hex(a, ha);
-    sha256_hex(b, hb);
+    file_sha256_hex(a, ha);
+    file_sha256_hex(b, hb);
     return !strcmp(ha, hb);
 }
 

@@ -5,6 +5,7 @@
  * kind, the hub layout with Range, request capture, and bytes per device per round at K=4096.
  * The server binary is started from PK_BUILD_DIR and killed at the end of each case. */
 #include "pk_test.h"
+#include "sha_test_util.h"
 #include "srv_client.h"
 #include "srv_proto.h"
 #include "test_util.h"
@@ -797,21 +798,6 @@ static void hub_get(const server *s, const char *path, const char *range, int wa
     pkc_response_free(&r);
 }
 
-static void file_sha(const char *path, char hex[65])
-{
-    FILE *fp = fopen(path, "rb");
-    uint8_t buf[1 << 16], h[32];
-    crypto_hash_sha256_state st;
-    crypto_hash_sha256_init(&st);
-    size_t n;
-    while (fp && (n = fread(buf, 1, sizeof buf, fp)) > 0)
-        crypto_hash_sha256_update(&st, buf, n);
-    if (fp)
-        fclose(fp);
-    crypto_hash_sha256_final(&st, h);
-    pkp_hex(h, 32, hex);
-}
-
 static void test_hub(void)
 {
     char hub[512], p[1024], sha1[65], sha2[65], shar[65];
@@ -824,16 +810,16 @@ static void test_hub(void)
     snprintf(p, sizeof p, "%s/hub/org/tiny/v2", tmpdir), mkdir(p, 0700);
     snprintf(p, sizeof p, "%s/hub/org/tiny/model-00001-of-00002.safetensors", tmpdir);
     write_bytes(p, 300000, 1);
-    file_sha(p, sha1);
+    file_sha256_hex(p, sha1);
     snprintf(p, sizeof p, "%s/hub/org/tiny/model-00002-of-00002.safetensors", tmpdir);
     write_bytes(p, 1000, 2);
-    file_sha(p, sha2);
+    file_sha256_hex(p, sha2);
     snprintf(p, sizeof p, "%s/hub/org/tiny/model.safetensors.index.json", tmpdir);
     write_text(p, "{\"weight_map\":{\"a\":\"model-00001-of-00002.safetensors\","
                   "\"b\":\"model-00002-of-00002.safetensors\"}}");
     snprintf(p, sizeof p, "%s/hub/org/tiny/v2/config.json", tmpdir);
     write_text(p, "{\"rev\":2}");
-    file_sha(p, shar);
+    file_sha256_hex(p, shar);
     const char *extra[] = {"--hub-dir", hub, NULL};
     PK_CHECK(start_case(&s, "hub", 4096, 3, 600, 16, extra, NULL));
     const char *f1 = "/org/tiny/resolve/main/model-00001-of-00002.safetensors";
@@ -880,7 +866,7 @@ static void test_hub_confined(void)
     snprintf(p, sizeof p, "%s/org/m", hub), mkdir(p, 0700);
     snprintf(p, sizeof p, "%s/org/m/a", hub);
     write_text(p, "inside");
-    file_sha(p, sha);
+    file_sha256_hex(p, sha);
     snprintf(q, sizeof q, "%s/secret.txt", tmpdir); /* outside the hub */
     write_text(q, "outside");
     snprintf(p, sizeof p, "%s/org/m/leak.txt", hub);
