@@ -189,6 +189,21 @@ void pk_mezo_state_free(pk_mezo_state *s)
     free(s);
 }
 
+/* bytes as a number with the unit that fits: "512 bytes", "104.2 KB", "1.0 MB", "2.50 GB" (powers
+ * of 1000). out (n bytes) borrowed; returns out. */
+static const char *size_text(double bytes, char *out, size_t n)
+{
+    if (bytes < 1e3)
+        snprintf(out, n, "%.0f bytes", bytes);
+    else if (bytes < 1e6)
+        snprintf(out, n, "%.1f KB", bytes / 1e3);
+    else if (bytes < 1e9)
+        snprintf(out, n, "%.1f MB", bytes / 1e6);
+    else
+        snprintf(out, n, "%.2f GB", bytes / 1e9);
+    return out;
+}
+
 /* hizoo: H = 1 for every trainable element, if its fp32 bytes fit the budget. */
 static pk_status hessian_new(const pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
                              pk_mezo_state *s, char *err, size_t errlen)
@@ -201,12 +216,14 @@ static pk_status hessian_new(const pk_model *m, const uint8_t *trainable, const 
     }
     double budget = (double)p->hessian_budget * (double)pk_model_weight_bytes(m);
     if ((double)need > budget) {
+        char a[32], b[32], c[32];
         pk_seterr(err, errlen,
-                  "hizoo: the fp32 Hessian diagonal of the trainable tensors needs %.1f MB, more "
-                  "than the budget of %.1f MB (%g x the %.1f MB of weights); train fewer tensors "
-                  "or raise the budget",
-                  (double)need / 1e6, budget / 1e6, (double)p->hessian_budget,
-                  (double)pk_model_weight_bytes(m) / 1e6);
+                  "hizoo: the fp32 Hessian diagonal of the trainable tensors needs %s, more than "
+                  "the budget of %s (%g x the %s of weights); train fewer tensors or raise the "
+                  "budget",
+                  size_text((double)need, a, sizeof a), size_text(budget, b, sizeof b),
+                  (double)p->hessian_budget,
+                  size_text((double)pk_model_weight_bytes(m), c, sizeof c));
         return PK_ERR_ARG;
     }
     s->h = calloc(s->n_t, sizeof *s->h);

@@ -343,7 +343,32 @@ static void test_hizoo_state(void)
     pk_mezo_state *st = NULL, *st2 = NULL;
     char err[256] = "";
     PK_CHECK_EQ(pk_mezo_state_new(m, NULL, &p, &st, err, sizeof err), PK_ERR_ARG);
-    PK_CHECK(st == NULL && strstr(err, "Hessian") != NULL && strstr(err, "MB") != NULL);
+    PK_CHECK(st == NULL && strstr(err, "Hessian") != NULL);
+    /* each size in the unit that fits: the whole diagonal (the weights' bytes, all f32) in MB,
+     * its budget of a tenth in KB */
+    size_t wb = pk_model_weight_bytes(m);
+    char want[128];
+    snprintf(want, sizeof want, "needs %.1f MB, more than the budget of %.1f KB", (double)wb / 1e6,
+             0.1 * (double)wb / 1e3);
+    PK_CHECK(wb > 1000000 && wb < 10000000);
+    PK_CHECK(strstr(err, want) != NULL);
+    /* one small tensor over a tiny budget: plain bytes, no "0.0 MB" */
+    uint8_t *one = calloc(pk_model_n_tensors(m), 1);
+    size_t small = 0;
+    for (size_t i = 0; i < pk_model_n_tensors(m) && !small; i++) {
+        pk_tensor_info t1;
+        PK_CHECK(pk_model_tensor(m, i, &t1) == PK_OK);
+        if (t1.numel * 4 < 1000) {
+            one[i] = 1;
+            small = t1.numel * 4;
+        }
+    }
+    p.hessian_budget = 1e-4f;
+    PK_CHECK_EQ(pk_mezo_state_new(m, one, &p, &st, err, sizeof err), PK_ERR_ARG);
+    snprintf(want, sizeof want, "needs %zu bytes, more than the budget of %.0f bytes", small,
+             (double)1e-4f * (double)wb);
+    PK_CHECK(small > 0 && strstr(err, want) != NULL && strstr(err, "0.0 MB") == NULL);
+    free(one);
     p.hessian_budget = 1.5f;
     p.hessian_smooth = 0.01f;
     p.lr = 1e-3f;
