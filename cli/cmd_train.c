@@ -1023,7 +1023,8 @@ typedef struct bench_opts {
     const char *model;
     const char *trainable;
     int batch, seq, steps;
-    int perturbations; /* 0: no sweep timing */
+    int perturbations;  /* 0: no sweep timing */
+    int perturb_layers; /* 0: no fzoo step timing */
 } bench_opts;
 
 #define T bench_opts
@@ -1036,6 +1037,9 @@ static const cli_option bench_table[] = {
      "what the steps train, as train --trainable (lora:... attaches an adapter)"},
     {"--perturbations", CLI_INT, CLI_AT(T, perturbations), 1, 4096, NULL, "N",
      "also time N perturbed evaluations in one sweep against N separate passes"},
+    {"--perturb-layers", CLI_INT, CLI_AT(T, perturb_layers), 1, 4096, NULL, "K",
+     "also time fzoo steps (N of --perturbations, default 8) perturbing K random layers each, "
+     "through sweeps against one pass per evaluation"},
     CLI_THREADS_OPT(T),
     CLI_END,
 };
@@ -1044,7 +1048,7 @@ static const cli_option bench_table[] = {
 static const cli_command bench_cmd = {
     "bench mezo",
     "bench mezo --model DIR --batch B --seq T [--threads N] [--steps K] [--trainable SPEC] "
-    "[--perturbations N]",
+    "[--perturbations N] [--perturb-layers K]",
     "Times MeZO steps on random token ids. One JSON line: step_s (mean per step),\n"
     "forward_s (two unperturbed forward passes), perturb_s (what perturbing adds to\n"
     "them: z generation and blocking; the median over steps of the step's two passes\n"
@@ -1064,7 +1068,14 @@ static const cli_command bench_cmd = {
     "gave identical losses), sweep_width_auto (the passes side by side the memory\n"
     "bound allows by default: together at most 6% of the weight bytes), pass_bytes\n"
     "(activations per pass) and sweep_activation_bytes (the reservation for N side\n"
-    "by side).",
+    "by side). With --perturb-layers K: fzoo steps (N perturbations of K random layers\n"
+    "each plus the unperturbed loss, lr 0 so every step sees the same weights), each\n"
+    "step once with its evaluations in one sweep (the blocks below each perturbation's\n"
+    "lowest perturbed one run once) and once one pass per evaluation, alternating:\n"
+    "fzoo_layers, fzoo_sweep_step_s and fzoo_pass_step_s (medians over the steps, with\n"
+    "_min_s and _max_s), fzoo_sweep_blocks and fzoo_pass_blocks (transformer-block\n"
+    "evaluations per step), fzoo_same_bits (the two gave identical rows) and\n"
+    "fzoo_sweep_width (passes side by side, as the memory bound allows).",
     bench_table,
     0,
     NULL};
@@ -1074,6 +1085,7 @@ typedef struct bench_ctx {
     int32_t *ids, *lens;    /* [B * T], [B]: what b points to */
     int32_t *sel_b, *sel_t; /* [B] encoders: each row's last position (the mask) */
     float *logits;          /* [B * 2] */
+    float *sweep_logits;    /* [evaluations * B * 2]: bench_sweep_fn's */
     const uint8_t *mask;    /* the trainable tensors (NULL: all) */
 } bench_ctx;
 
@@ -1136,6 +1148,7 @@ static void bench_ctx_free(bench_ctx *c)
     free(c->sel_b);
     free(c->sel_t);
     free(c->logits);
+    free(c->sweep_logits);
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -1151,7 +1164,10 @@ typedef struct bench_times {
     double sweep_eval_s, separate_eval_s; /* --perturbations: per perturbed evaluation */
     int sweep_same_bits;                  /* the sweep's losses equal the separate passes' */
     size_t sweep_activation_bytes;        /* the reservation with N passes side by side */
-    size_t rss;                           /* peak RSS after the steps, before the others */
+    double fzoo_s[2][3];   /* --perturb-layers: [sweep, per pass][median, min, max] step s */
+    double fzoo_blocks[2]; /* block evaluations per step, [sweep, per pass] */
+    int fzoo_same_bits;    /* the two paths' rows are identical */
+    size_t rss;            /* peak RSS after the steps, before the others */
 } bench_times;
 
 /* The warm-up pass and the first step, timed apart (before pk_model_make_writable, the first
@@ -1275,6 +1291,86 @@ static pk_status bench_sweep(pk_model *m, bench_ctx *c, const pk_mezo_params *p,
     return st;
 }
 
+static pk_status bench_sweep_fn(void *user, pk_model *m, int micro, const pk_sweep *s, double *loss)
+{
+    bench_ctx *c = user;
+    (void)micro;
+    return bench_sweep_loss(m, c, s, c->sweep_logits, loss);
+}
+
+/* Median, min and max of v [n] (sorted in place) into out [3]. */
+static void spread(double *v, int n, double *out)
+{
+    out[0] = median(v, n);
+    out[1] = v[0];
+    out[2] = v[n - 1];
+}
+
+/* K rounds of a layer-sampled fzoo step (lr 0: the weights stay) through sweeps, then through one
+ * pass per evaluation; the times, block evaluations and whether the rows agree. */
+static pk_status bench_fzoo(pk_model *m, bench_ctx *c, int N, int layers, int K, bench_times *t,
+                            char *err, size_t errlen)
+{
+    pk_mezo_params p = pk_mezo_default_params();
+    p.estimator = PK_EST_FZOO;
+    p.perturbations = N;
+    p.perturb_layers = layers;
+    p.z = PK_Z_RADEMACHER;
+    p.lr = 0.0f;
+    pk_mezo_state *est = NULL;
+    pk_step_row *rows = calloc(2 * (size_t)N, sizeof *rows);
+    double *ts = malloc(2 * (size_t)K * sizeof *ts);
+    c->sweep_logits = malloc((size_t)(N + 1) * 2 * (size_t)c->b.B * sizeof *c->sweep_logits);
+    pk_status st = rows && ts && c->sweep_logits ? PK_OK : PK_ERR_NOMEM;
+    if (st == PK_OK)
+        st = pk_mezo_state_new(m, c->mask, &p, &est, err, errlen);
+    if (st == PK_ERR_ARG)
+        name_option("--perturbations", err, errlen);
+    pk_mezo_loss path[2] = {{bench_loss, bench_sweep_fn, c}, {bench_loss, NULL, c}};
+    t->fzoo_same_bits = 1;
+    for (int k = -1; k < K && st == PK_OK; k++) { /* round -1: a warm-up */
+        for (int v = 0; v < 2 && st == PK_OK; v++) {
+            uint64_t b0 = pk_model_block_evals(m);
+            double t0 = pk_time_now();
+            st = pk_mezo_step_sweep(m, c->mask, &p, est, k < 0 ? 0 : k, 1, &path[v],
+                                    rows + (size_t)v * N, NULL, NULL);
+            if (k >= 0) {
+                ts[(size_t)v * K + k] = pk_time_now() - t0;
+                t->fzoo_blocks[v] += (double)(pk_model_block_evals(m) - b0) / K;
+            }
+        }
+        if (memcmp(rows, rows + N, (size_t)N * sizeof *rows) != 0)
+            t->fzoo_same_bits = 0;
+    }
+    for (int v = 0; st == PK_OK && v < 2; v++)
+        spread(ts + (size_t)v * K, K, t->fzoo_s[v]);
+    pk_mezo_state_free(est);
+    free(rows);
+    free(ts);
+    return st;
+}
+
+static void bench_print_fzoo(cJSON *j, const bench_opts *o, const pk_model *m, const bench_times *t)
+{
+    static const char *const path[2] = {"fzoo_sweep_step", "fzoo_pass_step"};
+    static const char *const stat[3] = {"_s", "_min_s", "_max_s"};
+    int N = o->perturbations > 0 ? o->perturbations : 8;
+    char key[64];
+    cJSON_AddNumberToObject(j, "fzoo_layers", o->perturb_layers);
+    cJSON_AddNumberToObject(j, "fzoo_perturbations", N);
+    for (int v = 0; v < 2; v++) {
+        for (int i = 0; i < 3; i++) {
+            snprintf(key, sizeof key, "%s%s", path[v], stat[i]);
+            cli_json_add_rounded(j, key, t->fzoo_s[v][i], 4);
+        }
+    }
+    cli_json_add_rounded(j, "fzoo_sweep_blocks", t->fzoo_blocks[0], 1);
+    cli_json_add_rounded(j, "fzoo_pass_blocks", t->fzoo_blocks[1], 1);
+    cJSON_AddBoolToObject(j, "fzoo_same_bits", t->fzoo_same_bits);
+    cJSON_AddNumberToObject(j, "fzoo_sweep_width",
+                            pk_model_sweep_width(m, o->batch, o->seq, N + 1));
+}
+
 static void bench_print_sweep(cJSON *j, const bench_opts *o, const pk_model *m,
                               const bench_times *t)
 {
@@ -1320,6 +1416,8 @@ static int bench_print(const bench_opts *o, const pk_model *m, const bench_times
     cli_json_add_rounded(j, "floor_ratio", floor_s > 0 ? t->step_s / floor_s : 0.0, 3);
     if (o->perturbations > 0)
         bench_print_sweep(j, o, m, t);
+    if (o->perturb_layers > 0)
+        bench_print_fzoo(j, o, m, t);
     return cli_json_print(j);
 }
 
@@ -1376,6 +1474,9 @@ static pk_status bench_run(const bench_opts *o, pk_model **m, bench_times *t, ch
         t->gflops_sgemm = pk_model_bench_sgemm(*m, o->batch, o->seq, 3);
     if (st == PK_OK && o->perturbations > 0)
         st = bench_sweep(*m, &bc, &p, o->perturbations, o->steps, t);
+    if (st == PK_OK && o->perturb_layers > 0)
+        st = bench_fzoo(*m, &bc, o->perturbations > 0 ? o->perturbations : 8, o->perturb_layers,
+                        o->steps, t, err, n);
     if (st != PK_OK && !err[0])
         snprintf(err, n, "forward: %s", pk_status_str(st));
     bench_ctx_free(&bc);

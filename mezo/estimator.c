@@ -26,8 +26,14 @@ struct pk_mezo_state {
     size_t n_t;
     float **h;      /* [n_t] hizoo: Hessian diagonal of each trainable tensor [numel], else NULL */
     size_t *h_n;    /* [n_t] hizoo: the elements of h[i] (0 where h[i] is NULL) */
-    uint8_t *mask;  /* [n_t] the tensors of the current perturbation */
+    uint8_t *mask;  /* [n_t] the tensors of the current perturbation (replay) */
     double *losses; /* [perturbations] fzoo: the perturbed losses of a step */
+    /* a step's sweep: its perturbations (np: fzoo N, else q) and evaluations (ne) */
+    int np, ne;
+    uint64_t *seeds;         /* [np] */
+    uint8_t *masks;          /* [np * n_t] the tensors each perturbation touches */
+    const uint8_t **mask_of; /* [np] pointers into masks */
+    double *mean, *one;      /* [ne] the evaluations' means over the micro-batches, one's */
 };
 
 /* ---- names ---------------------------------------------------------------------------------- */
@@ -186,7 +192,27 @@ void pk_mezo_state_free(pk_mezo_state *s)
     free(s->h_n);
     free(s->mask);
     free(s->losses);
+    free(s->seeds);
+    free(s->masks);
+    free(s->mask_of);
+    free(s->mean);
+    free(s->one);
     free(s);
+}
+
+/* bytes as a number with the unit that fits: "512 bytes", "104.2 KB", "1.0 MB", "2.50 GB" (powers
+ * of 1000). out (n bytes) borrowed; returns out. */
+static const char *size_text(double bytes, char *out, size_t n)
+{
+    if (bytes < 1e3)
+        snprintf(out, n, "%.0f bytes", bytes);
+    else if (bytes < 1e6)
+        snprintf(out, n, "%.1f KB", bytes / 1e3);
+    else if (bytes < 1e9)
+        snprintf(out, n, "%.1f MB", bytes / 1e6);
+    else
+        snprintf(out, n, "%.2f GB", bytes / 1e9);
+    return out;
 }
 
 /* hizoo: H = 1 for every trainable element, if its fp32 bytes fit the budget. */
@@ -201,12 +227,14 @@ static pk_status hessian_new(const pk_model *m, const uint8_t *trainable, const 
     }
     double budget = (double)p->hessian_budget * (double)pk_model_weight_bytes(m);
     if ((double)need > budget) {
+        char a[32], b[32], c[32];
         pk_seterr(err, errlen,
-                  "hizoo: the fp32 Hessian diagonal of the trainable tensors needs %.1f MB, more "
-                  "than the budget of %.1f MB (%g x the %.1f MB of weights); train fewer tensors "
-                  "or raise the budget",
-                  (double)need / 1e6, budget / 1e6, (double)p->hessian_budget,
-                  (double)pk_model_weight_bytes(m) / 1e6);
+                  "hizoo: the fp32 Hessian diagonal of the trainable tensors needs %s, more than "
+                  "the budget of %s (%g x the %s of weights); train fewer tensors or raise the "
+                  "budget",
+                  size_text((double)need, a, sizeof a), size_text(budget, b, sizeof b),
+                  (double)p->hessian_budget,
+                  size_text((double)pk_model_weight_bytes(m), c, sizeof c));
         return PK_ERR_ARG;
     }
     s->h = calloc(s->n_t, sizeof *s->h);
@@ -278,7 +306,16 @@ pk_status pk_mezo_state_new(const pk_model *m, const uint8_t *trainable, const p
     s->n_t = pk_model_n_tensors(m);
     s->mask = malloc(s->n_t ? s->n_t : 1);
     s->losses = calloc(p->perturbations > 0 ? (size_t)p->perturbations : 1, sizeof(double));
-    pk_status st = s->mask && s->losses ? PK_OK : PK_ERR_NOMEM;
+    s->np = p->estimator == PK_EST_FZOO ? p->perturbations : q_of(p);
+    s->ne = pk_mezo_evals_per_step(p);
+    s->seeds = calloc((size_t)s->np, sizeof *s->seeds);
+    s->masks = malloc((size_t)s->np * (s->n_t ? s->n_t : 1));
+    s->mask_of = calloc((size_t)s->np, sizeof *s->mask_of);
+    s->mean = calloc((size_t)s->ne, sizeof *s->mean);
+    s->one = calloc((size_t)s->ne, sizeof *s->one);
+    pk_status st = s->mask && s->losses && s->seeds && s->masks && s->mask_of && s->mean && s->one
+                       ? PK_OK
+                       : PK_ERR_NOMEM;
     if (st == PK_OK && p->estimator == PK_EST_HIZOO)
         st = hessian_new(m, trainable, p, s, err, errlen);
     if (st != PK_OK) {
@@ -385,20 +422,58 @@ void pk_mezo_replay_ex(pk_model *m, const uint8_t *trainable, const pk_mezo_para
 
 /* ---- steps ---------------------------------------------------------------------------------- */
 
-/* The mean loss over the step's micro-batches under pert (NULL: unperturbed), one pass each. */
-static pk_status mean_loss(pk_model *m, const pk_perturb *pert, int n_micro, pk_mezo_loss_fn fn,
-                           void *user, double *out)
+/* The step's sweep: base (the unperturbed evaluation) and, for perturbation i < s->np, seed
+ * pk_mezo_step_seed(run, step, i) touching the tensors of its layer mask, at +eps (and -eps with
+ * both). Rows are built from s->mean in this order. */
+static pk_sweep step_sweep(const pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
+                           pk_mezo_state *s, int64_t step, int base, int both)
 {
-    double sum = 0.0;
-    for (int k = 0; k < n_micro; k++) {
-        double l[2] = {0.0, 0.0};
-        pk_status st = fn(user, m, k, pert, l);
-        if (st != PK_OK)
-            return st;
-        sum += l[0];
+    for (int i = 0; i < s->np; i++) {
+        uint8_t *mk = s->masks + (size_t)i * s->n_t;
+        s->seeds[i] = pk_mezo_step_seed(p->seed, step, i);
+        pk_mezo_layer_mask(m, trainable, p, s->seeds[i], mk);
+        s->mask_of[i] = mk;
     }
-    *out = sum / (double)n_micro;
-    return PK_OK;
+    pk_sweep sw = {{0, p->eps, p->z, NULL, both}, s->np, s->seeds, s->mask_of, base};
+    return sw;
+}
+
+/* s->mean [pk_sweep_evals(sw)]: each evaluation's mean over the step's micro-batches, one
+ * loss->sweep call per micro-batch; without one, evaluation by evaluation through loss->fn (a
+ * perturbation's + and - in one call), as the estimators did before sweeps. The same sums in the
+ * same order either way: the same bits. */
+static pk_status sweep_means(pk_model *m, pk_mezo_state *s, const pk_sweep *sw, int n_micro,
+                             const pk_mezo_loss *loss)
+{
+    int E = pk_sweep_evals(sw), per = sw->pert.both ? 2 : 1, base = sw->base;
+    pk_status st = PK_OK;
+    PK_ASSERT(E <= s->ne);
+    for (int e = 0; e < E; e++)
+        s->mean[e] = 0.0;
+    for (int k = 0; loss->sweep && st == PK_OK && k < n_micro; k++) {
+        st = loss->sweep(loss->user, m, k, sw, s->one);
+        for (int e = 0; st == PK_OK && e < E; e++)
+            s->mean[e] += s->one[e];
+    }
+    for (int k = 0; !loss->sweep && base && st == PK_OK && k < n_micro; k++) {
+        double l[2] = {0.0, 0.0};
+        st = loss->fn(loss->user, m, k, NULL, l);
+        s->mean[0] += l[0];
+    }
+    for (int i = 0; !loss->sweep && st == PK_OK && i < sw->n; i++) {
+        pk_perturb pert = {sw->seeds[i], sw->pert.scale, sw->pert.kind, sw->masks[i], per == 2};
+        double *out = s->mean + base + i * per;
+        for (int k = 0; st == PK_OK && k < n_micro; k++) {
+            double l[2] = {0.0, 0.0};
+            st = loss->fn(loss->user, m, k, &pert, l);
+            out[0] += l[0];
+            if (per == 2)
+                out[1] += l[1];
+        }
+    }
+    for (int e = 0; e < E; e++)
+        s->mean[e] /= (double)n_micro;
+    return st;
 }
 
 static double clip(double g, float c)
@@ -426,22 +501,22 @@ static void set_row(pk_step_row *r, int64_t step, int q, uint64_t seed, double g
     r->eps = eps;
 }
 
-/* spsa with layer sampling: pk_mezo_step's arithmetic on each perturbation's layers. */
+/* spsa with layer sampling: pk_mezo_step's arithmetic on each perturbation's layers, the q pairs
+ * in one sweep. */
 static pk_status spsa_layers(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
-                             pk_mezo_state *s, int64_t step, int n_micro, pk_mezo_loss_fn fn,
-                             void *user, pk_step_row *rows)
+                             pk_mezo_state *s, int64_t step, int n_micro, const pk_mezo_loss *loss,
+                             pk_step_row *rows)
 {
     int q = q_of(p);
     float lr_q = pk_mezo_lr_at(p, step) / (float)q;
+    pk_sweep sw = step_sweep(m, trainable, p, s, step, 0, 1);
+    pk_status st = sweep_means(m, s, &sw, n_micro, loss);
+    if (st != PK_OK)
+        return st;
     for (int k = 0; k < q; k++) {
-        uint64_t seed = pk_mezo_step_seed(p->seed, step, k);
-        double g = 0, lp = 0, lm = 0;
-        pk_mezo_layer_mask(m, trainable, p, seed, s->mask);
-        pk_status st =
-            pk_mezo_projected_grad(m, s->mask, seed, p->z, p->eps, n_micro, fn, user, &g, &lp, &lm);
-        if (st != PK_OK)
-            return st;
-        set_row(&rows[k], step, k, seed, clip(g, p->clip_g), lp, lm, lr_q, p->eps);
+        double lp = s->mean[2 * k], lm = s->mean[2 * k + 1];
+        double g = (lp - lm) / (2.0 * (double)p->eps);
+        set_row(&rows[k], step, k, s->seeds[k], clip(g, p->clip_g), lp, lm, lr_q, p->eps);
         if (!row_ok(&rows[k]))
             return PK_ERR_NUMERIC;
     }
@@ -452,22 +527,21 @@ static pk_status spsa_layers(pk_model *m, const uint8_t *trainable, const pk_mez
  * deviation of the l_i; row i: g = (l_i - l0) / sigma (0 when sigma is 0), loss_plus l_i,
  * loss_minus l0, lr = lr_at(step) / N, so W -= (lr / N) sum_i g_i u_i. */
 static pk_status fzoo(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
-                      pk_mezo_state *s, int64_t step, int n_micro, pk_mezo_loss_fn fn, void *user,
+                      pk_mezo_state *s, int64_t step, int n_micro, const pk_mezo_loss *loss,
                       pk_step_row *rows)
 {
     int N = p->perturbations;
     float lr_n = pk_mezo_lr_at(p, step) / (float)N;
     double l0 = 0, mean = 0, var = 0;
-    pk_status st = mean_loss(m, NULL, n_micro, fn, user, &l0);
-    for (int i = 0; st == PK_OK && i < N; i++) {
-        uint64_t seed = pk_mezo_step_seed(p->seed, step, i);
-        pk_mezo_layer_mask(m, trainable, p, seed, s->mask);
-        pk_perturb pert = {seed, p->eps, p->z, s->mask, 0};
-        st = mean_loss(m, &pert, n_micro, fn, user, &s->losses[i]);
-        mean += s->losses[i];
-    }
+    pk_sweep sw = step_sweep(m, trainable, p, s, step, 1, 0);
+    pk_status st = sweep_means(m, s, &sw, n_micro, loss);
     if (st != PK_OK)
         return st;
+    l0 = s->mean[0];
+    for (int i = 0; i < N; i++) {
+        s->losses[i] = s->mean[1 + i];
+        mean += s->losses[i];
+    }
     mean /= (double)N;
     for (int i = 0; i < N; i++)
         var += (s->losses[i] - mean) * (s->losses[i] - mean);
@@ -476,8 +550,7 @@ static pk_status fzoo(pk_model *m, const uint8_t *trainable, const pk_mezo_param
         double g = sigma > 0.0 ? (s->losses[i] - l0) / sigma : 0.0;
         if (!isfinite(sigma))
             g = sigma;
-        set_row(&rows[i], step, i, pk_mezo_step_seed(p->seed, step, i), clip(g, p->clip_g),
-                s->losses[i], l0, lr_n, p->eps);
+        set_row(&rows[i], step, i, s->seeds[i], clip(g, p->clip_g), s->losses[i], l0, lr_n, p->eps);
         if (!row_ok(&rows[i]))
             return PK_ERR_NUMERIC;
     }
@@ -485,33 +558,31 @@ static pk_status fzoo(pk_model *m, const uint8_t *trainable, const pk_mezo_param
 }
 
 /* hizoo: per perturbation k, l+ and l- at W +- eps z / sqrt(H) (paired), with the step's one
- * unperturbed l0; c = alpha |l+ + l- - 2 l0| / (2 eps^2). Rows 2k: the Hessian update
- * (g = c, both losses l0, lr 0: a plain replay of it changes nothing); 2k+1: the weight update
- * (g = (l+ - l-) / 2eps clipped, lr = lr_at(step) / q). */
+ * unperturbed l0, all in one sweep; c = alpha |l+ + l- - 2 l0| / (2 eps^2). Rows 2k: the Hessian
+ * update (g = c, both losses l0, lr 0: a plain replay of it changes nothing); 2k+1: the weight
+ * update (g = (l+ - l-) / 2eps clipped, lr = lr_at(step) / q). */
 static pk_status hizoo(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
-                       pk_mezo_state *s, int64_t step, int n_micro, pk_mezo_loss_fn fn, void *user,
+                       pk_mezo_state *s, int64_t step, int n_micro, const pk_mezo_loss *loss,
                        pk_step_row *rows)
 {
     int q = q_of(p);
     float lr_q = pk_mezo_lr_at(p, step) / (float)q;
-    double l0 = 0, e2 = 2.0 * (double)p->eps * (double)p->eps;
-    pk_status st = mean_loss(m, NULL, n_micro, fn, user, &l0);
+    double e2 = 2.0 * (double)p->eps * (double)p->eps;
+    pk_sweep sw = step_sweep(m, trainable, p, s, step, 1, 1);
     pk_model_set_perturb_diag(m, (const float *const *)s->h);
+    pk_status st = sweep_means(m, s, &sw, n_micro, loss);
+    pk_model_set_perturb_diag(m, NULL);
+    double l0 = s->mean[0];
     for (int k = 0; st == PK_OK && k < q; k++) {
-        uint64_t seed = pk_mezo_step_seed(p->seed, step, k);
-        double g = 0, lp = 0, lm = 0;
-        pk_mezo_layer_mask(m, trainable, p, seed, s->mask);
-        st =
-            pk_mezo_projected_grad(m, s->mask, seed, p->z, p->eps, n_micro, fn, user, &g, &lp, &lm);
-        if (st != PK_OK)
-            break;
+        double lp = s->mean[1 + 2 * k], lm = s->mean[2 + 2 * k];
+        double g = (lp - lm) / (2.0 * (double)p->eps);
         double c = (double)p->hessian_smooth * fabs(lp + lm - 2.0 * l0) / e2;
-        set_row(&rows[2 * k], step, 2 * k, seed, c, l0, l0, 0.0f, p->eps);
-        set_row(&rows[2 * k + 1], step, 2 * k + 1, seed, clip(g, p->clip_g), lp, lm, lr_q, p->eps);
+        set_row(&rows[2 * k], step, 2 * k, s->seeds[k], c, l0, l0, 0.0f, p->eps);
+        set_row(&rows[2 * k + 1], step, 2 * k + 1, s->seeds[k], clip(g, p->clip_g), lp, lm, lr_q,
+                p->eps);
         if (!row_ok(&rows[2 * k]) || !row_ok(&rows[2 * k + 1]))
             st = PK_ERR_NUMERIC;
     }
-    pk_model_set_perturb_diag(m, NULL);
     return st;
 }
 
@@ -519,16 +590,24 @@ pk_status pk_mezo_step_ex(pk_model *m, const uint8_t *trainable, const pk_mezo_p
                           pk_mezo_state *s, int64_t step, int n_micro, pk_mezo_loss_fn fn,
                           void *user, pk_step_row *rows, double *forward_s, double *update_s)
 {
+    pk_mezo_loss loss = {fn, NULL, user};
+    return pk_mezo_step_sweep(m, trainable, p, s, step, n_micro, &loss, rows, forward_s, update_s);
+}
+
+pk_status pk_mezo_step_sweep(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
+                             pk_mezo_state *s, int64_t step, int n_micro, const pk_mezo_loss *loss,
+                             pk_step_row *rows, double *forward_s, double *update_s)
+{
     if (plain(p))
-        return pk_mezo_step(m, trainable, p, step, n_micro, fn, user, rows, forward_s, update_s);
-    if (s == NULL || n_micro < 1 || !(p->eps > 0.0f))
+        return pk_mezo_step(m, trainable, p, step, n_micro, loss->fn, loss->user, rows, forward_s,
+                            update_s);
+    if (s == NULL || n_micro < 1 || !(p->eps > 0.0f) || loss->fn == NULL)
         return PK_ERR_ARG;
     double t0 = pk_time_now();
-    pk_status st = p->estimator == PK_EST_FZOO
-                       ? fzoo(m, trainable, p, s, step, n_micro, fn, user, rows)
+    pk_status st = p->estimator == PK_EST_FZOO ? fzoo(m, trainable, p, s, step, n_micro, loss, rows)
                    : p->estimator == PK_EST_HIZOO
-                       ? hizoo(m, trainable, p, s, step, n_micro, fn, user, rows)
-                       : spsa_layers(m, trainable, p, s, step, n_micro, fn, user, rows);
+                       ? hizoo(m, trainable, p, s, step, n_micro, loss, rows)
+                       : spsa_layers(m, trainable, p, s, step, n_micro, loss, rows);
     if (st != PK_OK)
         return st;
     double t1 = pk_time_now();

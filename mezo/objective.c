@@ -37,9 +37,10 @@ struct pk_objective {
     size_t n_sel, cap_sel;
     int32_t *ids, *lengths, *sel_b, *sel_t;
     uint8_t *target;
-    double *seq_nll;
-    int32_t *seq_count;
-    float *logits;
+    double *seq_nll;    /* [cap_np * rows] */
+    int32_t *seq_count; /* [cap_np * rows] */
+    float *logits;      /* [cap_np * rows * MAX_OPTIONS] */
+    int cap_np;         /* evaluations the three above hold (>= 2: a +/- pair) */
     int rows, T;
 };
 
@@ -463,10 +464,12 @@ static pk_status ensure_cap(pk_objective *o, size_t n)
     o->sel_b = malloc(rows * sizeof(int32_t));
     o->sel_t = malloc(rows * sizeof(int32_t));
     o->target = malloc(rows * T);
-    /* doubled: a pk_perturb with both = 1 returns the + and the - pass's */
-    o->seq_nll = malloc(2 * rows * sizeof(double));
-    o->seq_count = malloc(2 * rows * sizeof(int32_t));
-    o->logits = malloc(2 * rows * MAX_OPTIONS * sizeof(float));
+    /* at least doubled: a pk_perturb with both = 1 returns the + and the - pass's */
+    size_t np = o->cap_np > 2 ? (size_t)o->cap_np : 2;
+    o->seq_nll = malloc(np * rows * sizeof(double));
+    o->seq_count = malloc(np * rows * sizeof(int32_t));
+    o->logits = malloc(np * rows * MAX_OPTIONS * sizeof(float));
+    o->cap_np = (int)np;
     o->cap_sel = n;
     if (!o->sel || !o->ids || !o->lengths || !o->sel_b || !o->sel_t || !o->target || !o->seq_nll ||
         !o->seq_count || !o->logits) {
@@ -528,27 +531,48 @@ pk_status pk_objective_select(pk_objective *o, const size_t *idx, size_t n)
     return PK_OK;
 }
 
-pk_status pk_objective_loss(pk_objective *o, pk_model *m, const pk_perturb *pert, double *loss,
-                            double *acc, double *tokens)
+/* The buffers of the selection made to hold np evaluations' outputs. */
+static pk_status ensure_np(pk_objective *o, int np)
+{
+    if (np <= o->cap_np)
+        return PK_OK;
+    size_t rows = sel_rows(o, o->cap_sel), n = (size_t)np;
+    double *nll = realloc(o->seq_nll, n * rows * sizeof(double));
+    if (nll != NULL)
+        o->seq_nll = nll;
+    int32_t *cnt = realloc(o->seq_count, n * rows * sizeof(int32_t));
+    if (cnt != NULL)
+        o->seq_count = cnt;
+    float *lg = realloc(o->logits, n * rows * MAX_OPTIONS * sizeof(float));
+    if (lg != NULL)
+        o->logits = lg;
+    if (nll == NULL || cnt == NULL || lg == NULL)
+        return PK_ERR_NOMEM; /* the old buffers stay, still cap_np long */
+    o->cap_np = np;
+    return PK_OK;
+}
+
+/* The loss of the current selection for every evaluation of sw (NULL: one unperturbed), as
+ * pk_objective_loss documents for one. */
+static pk_status obj_loss(pk_objective *o, pk_model *m, const pk_sweep *sw, double *loss,
+                          double *acc, double *tokens)
 {
     pk_batch b = {o->rows, o->T, o->ids, o->lengths, NULL};
-    pk_status st;
-    int np = pert && pert->both ? 2 : 1;
+    int np = pk_sweep_evals(sw);
     if (o->n_sel == 0)
         return PK_ERR_ARG;
+    pk_status st = ensure_np(o, np);
+    if (st != PK_OK)
+        return st;
     if (o->kind == PK_OBJ_LM) {
-        double mean[2] = {0, 0};
-        st = pk_model_loss(m, &b, o->target, pert, NULL, o->seq_count, mean);
+        st = pk_model_loss_sweep(m, &b, o->target, sw, NULL, o->seq_count, loss);
         if (st != PK_OK)
             return st;
         double cnt = 0;
         for (int r = 0; r < o->rows; r++)
             cnt += o->seq_count[r];
-        for (int k = 0; k < np; k++) {
-            loss[k] = mean[k];
-            if (acc)
-                acc[k] = (double)NAN;
-        }
+        for (int k = 0; acc && k < np; k++)
+            acc[k] = (double)NAN;
         if (tokens)
             *tokens = cnt;
         return PK_OK;
@@ -556,15 +580,15 @@ pk_status pk_objective_loss(pk_objective *o, pk_model *m, const pk_perturb *pert
     int K = o->n_opt;
     size_t per = o->n_sel * (size_t)K; /* scores per pass */
     if (o->causal) {
-        st = pk_model_loss(m, &b, o->target, pert, o->seq_nll, o->seq_count, NULL);
+        st = pk_model_loss_sweep(m, &b, o->target, sw, o->seq_nll, o->seq_count, NULL);
         if (st != PK_OK)
             return st;
         for (int r = 0; r < np * o->rows; r++)
             o->logits[r] =
                 (float)(-o->seq_nll[r] / (double)(o->seq_count[r] > 0 ? o->seq_count[r] : 1));
     } else {
-        st = pk_model_select_logits(m, &b, pert, (size_t)o->rows, o->sel_b, o->sel_t, (size_t)K,
-                                    o->opt_first, o->logits);
+        st = pk_model_select_sweep(m, &b, sw, (size_t)o->rows, o->sel_b, o->sel_t, (size_t)K,
+                                   o->opt_first, 0, o->logits);
         if (st != PK_OK)
             return st;
     }
@@ -598,11 +622,32 @@ pk_status pk_objective_loss(pk_objective *o, pk_model *m, const pk_perturb *pert
     return PK_OK;
 }
 
+pk_status pk_objective_loss(pk_objective *o, pk_model *m, const pk_perturb *pert, double *loss,
+                            double *acc, double *tokens)
+{
+    pk_sweep s;
+    memset(&s, 0, sizeof s);
+    if (pert)
+        s.pert = *pert;
+    return obj_loss(o, m, pert ? &s : NULL, loss, acc, tokens);
+}
+
 pk_status pk_objective_loss_fn(void *user, pk_model *m, int micro, const pk_perturb *pert,
                                double *loss)
 {
     (void)micro;
     return pk_objective_loss(user, m, pert, loss, NULL, NULL);
+}
+
+pk_status pk_objective_loss_sweep(pk_objective *o, pk_model *m, const pk_sweep *s, double *loss)
+{
+    return obj_loss(o, m, s, loss, NULL, NULL);
+}
+
+pk_status pk_objective_sweep_fn(void *user, pk_model *m, int micro, const pk_sweep *s, double *loss)
+{
+    (void)micro;
+    return obj_loss(user, m, s, loss, NULL, NULL);
 }
 
 pk_status pk_objective_eval(pk_objective *o, pk_model *m, size_t B, double *loss, double *acc)

@@ -34,20 +34,46 @@
 /* AUTO: one pass's activations <= 3% of the weight bytes; a sweep's passes together <= 2 * 3%
  * (the memory of a paired step) */
 #define PAIR_BUDGET 0.03
-#define SWEEP_MAX   64  /* passes side by side at most */
-#define TOK_TILE    256 /* token rows per GEMM tile */
-#define OUT_TILE    512 /* widest output tile of a linear layer's GEMM */
-#define LM_ROWS     256 /* vocabulary rows per LM-head block */
-#define PAR_FLOPS   4e6 /* less work than this runs in the calling thread (results unchanged) */
+#define SWEEP_MAX   64   /* passes side by side at most */
+#define TOK_TILE    256  /* token rows per GEMM tile */
+#define OUT_TILE    512  /* widest output tile of a linear layer's GEMM */
+#define LM_ROWS     256  /* vocabulary rows per LM-head block */
+#define PAR_FLOPS   4e6  /* less work than this runs in the calling thread (results unchanged) */
+#define UNIT_WINDOW 1024 /* perturbations of a sweep ordered by their shared prefix at a time */
+
+/* The unperturbed residual stream of one run_sweeps call's batch after its first `layer` blocks
+ * (-1: none yet), kept at the arena's tail (sweep_tail): the prefix that several groups of
+ * evaluations start from, computed once per batch. */
+typedef struct prefix_cache {
+    float *x; /* [B*T, H] */
+    int layer;
+} prefix_cache;
 
 /* One sweep: np passes side by side over the same batch, pass k under its own perturbation pp[k]
- * (one seed, one sign; scale 0 = unperturbed). */
+ * (one seed, one sign; scale 0 = unperturbed), its results going to evaluation ev[k] of the
+ * caller's outputs. */
 typedef struct fwd {
     pk_model *m;
     int np;
     int prefix; /* leading blocks no pass perturbs, run once for all passes (shared_prefix) */
+    prefix_cache *cache; /* NULL outside run_sweeps */
     pk_perturb pp[SWEEP_MAX];
+    int ev[SWEEP_MAX];
 } fwd;
+
+/* What the arena keeps after the rnp passes' copies: the counters, then the prefix cache's
+ * [rB*rT, H] floats. The counters are carried over when the arena is reserved again. */
+typedef struct sweep_tail {
+    uint64_t blocks; /* pk_model_block_evals */
+    uint64_t pad[7]; /* 64 bytes: the cache after it stays aligned */
+} sweep_tail;
+
+static sweep_tail *tail_of(const pk_model *m)
+{
+    if (m->arena == NULL || m->rnp < 1)
+        return NULL;
+    return (sweep_tail *)(void *)((char *)m->arena + (size_t)m->rnp * m->pstride);
+}
 
 /* Pass k's copy of an arena buffer (p points into pass 0's). */
 static inline float *pass_f(const pk_model *m, const float *p, int k)
@@ -753,8 +779,10 @@ pk_status pk_reserve(pk_model *m, int B, int T, int Tk, int np)
     pass_layout L;
     layout(m, B, T, &L);
     int fail = 0;
+    const sweep_tail *old = tail_of(m);
+    uint64_t blocks = old ? old->blocks : 0;
     m->act_bytes = 0;
-    m->arena = grow(m, m->arena, (size_t)np * L.bytes, &fail);
+    m->arena = grow(m, m->arena, (size_t)np * L.bytes + sizeof(sweep_tail) + N * c->H * 4, &fail);
     m->rope = grow(m, m->rope, (size_t)T * (size_t)c->hd * 4, &fail);
     m->pos = grow(m, m->pos, N * 4, &fail);
     m->att = grow(m, m->att, (size_t)thr * (size_t)T * (size_t)Tk * 4, &fail);
@@ -789,7 +817,16 @@ pk_status pk_reserve(pk_model *m, int B, int T, int Tk, int np)
     m->rTk = Tk;
     m->rthreads = thr;
     m->rnp = np;
+    sweep_tail *tl = tail_of(m);
+    if (tl)
+        tl->blocks = blocks;
     return PK_OK;
+}
+
+uint64_t pk_model_block_evals(const pk_model *m)
+{
+    const sweep_tail *t = tail_of(m);
+    return t ? t->blocks : 0;
 }
 
 void pk_model_set_block_rows(pk_model *m, int rows)
@@ -1008,6 +1045,9 @@ static void block(const fwd *f, const pk_batch *b, int l, float **kv_k, float **
     int pre = c->pre_ln, W3 = qd + 2 * kvd;
     float *q = m->big, *k = m->big + qd, *v = m->big + qd + kvd;
     const float *in = m->x;
+    sweep_tail *tl = tail_of(m);
+    if (tl)
+        tl->blocks += (uint64_t)f->np;
     if (pre) {
         norm(f, y->ln1_w, y->ln1_b, m->x, m->xn, N);
         in = m->xn;
@@ -1074,24 +1114,37 @@ static int shared_prefix(const pk_model *m, const pk_perturb *pert)
     return in_blocks == perturbed && perturbed > 0 ? first : 0;
 }
 
-/* Embedding and blocks [0, l0): with a shared prefix (np > 1) they run for pass 0 alone and the
- * other passes start from copies of its residual stream: the same bits as computing them np
- * times. */
+/* Embedding and blocks [0, l0), l0 = f->prefix (no pass perturbs them): they run once, unperturbed,
+ * in pass 0's activations, continuing from the sweep's prefix cache where it holds fewer blocks
+ * (and then holding these), and every pass starts from a copy of that residual stream: the same
+ * bits as computing them per pass. Returns l0. */
 static int forward_prefix(const fwd *f, const pk_batch *b, float **kv_k, float **kv_v, int pos0)
 {
     pk_model *m = f->m;
-    int l0 = f->np > 1 ? f->prefix : 0;
+    int l0 = kv_k ? 0 : f->prefix, from = 0;
     if (l0 == 0) {
         embed(f, b, pos0);
         return 0;
     }
+    size_t bytes = (size_t)b->B * b->T * m->cfg.H * sizeof(float);
+    prefix_cache *pc = f->cache;
     fwd one = *f;
     one.np = 1;
-    embed(&one, b, pos0);
-    for (int l = 0; l < l0; l++)
+    memset(&one.pp[0], 0, sizeof one.pp[0]); /* unperturbed: no pass perturbs these */
+    if (pc && pc->layer >= 0 && pc->layer <= l0) {
+        memcpy(m->x, pc->x, bytes);
+        from = pc->layer;
+    } else {
+        embed(&one, b, pos0);
+    }
+    for (int l = from; l < l0; l++)
         block(&one, b, l, kv_k, kv_v, pos0);
+    if (pc && l0 > pc->layer) {
+        memcpy(pc->x, m->x, bytes);
+        pc->layer = l0;
+    }
     for (int k = 1; k < f->np; k++)
-        memcpy(pass_f(m, m->x, k), m->x, (size_t)b->B * b->T * m->cfg.H * sizeof(float));
+        memcpy(pass_f(m, m->x, k), m->x, bytes);
     return l0;
 }
 
@@ -1154,6 +1207,8 @@ static void single(fwd *f, pk_model *m, const pk_perturb *pert)
     f->m = m;
     f->np = 1;
     f->prefix = 0;
+    f->cache = NULL;
+    f->ev[0] = 0;
     memset(&f->pp[0], 0, sizeof f->pp[0]);
     if (pert) {
         f->pp[0].seed = pert->seed;
@@ -1180,11 +1235,10 @@ typedef struct head_job {
     int lse;                      /* per-row (max, sum of exponentials) wanted */
     const int32_t *ids;
     int id_stride, n_ids;
-    float *picked;
-    size_t pick_stride;
-    float *full; /* all logits [M, V] per pass, or NULL: logits go to the slots in scr */
-    float *scr;  /* pass 0's logits slots: slot s (block b0 + s) is [M, LR] at scr + s * M * LR */
-    int b0, g;   /* the group: blocks b0 .. b0+g-1 */
+    float *picked[SWEEP_MAX]; /* pass k's picked logits [M, n_ids], or NULL */
+    float *full[SWEEP_MAX];   /* pass k's logits [M, V], or NULL: logits go to the slots in scr */
+    float *scr; /* pass 0's logits slots: slot s (block b0 + s) is [M, LR] at scr + s * M * LR */
+    int b0, g;  /* the group: blocks b0 .. b0+g-1 */
 } head_job;
 
 /* Rows [r0, r0+n) of the logits of vocabulary block slot s (logit j of row i at lg[i * ld + j],
@@ -1197,7 +1251,7 @@ static void head_rows(const fwd *f, const head_job *j, int k, int s, float *lg, 
     const float *bk = j->bias[k];
     double *pm = pass_d(m, m->lpmax, k) + (size_t)s * j->M;
     double *ps = pass_d(m, m->lpsum, k) + (size_t)s * j->M;
-    float *pk = j->picked ? j->picked + (size_t)k * j->pick_stride : NULL;
+    float *pk = j->picked[k];
     for (int i = 0; i < n; i++) {
         int r = r0 + i;
         float *row = lg + (size_t)i * ld;
@@ -1240,9 +1294,9 @@ static void head_tiles(const fwd *f, const head_job *j)
             int v0 = (j->b0 + s) * j->LR, nr = j->V - v0 < j->LR ? j->V - v0 : j->LR;
             int r0 = t * TOK_TILE, n = j->M - r0 < TOK_TILE ? j->M - r0 : TOK_TILE;
             const float *wb = j->w[k] + (size_t)s * j->LR * j->Hh;
-            float *lg = j->full ? j->full + (size_t)k * j->M * j->V + (size_t)r0 * j->V + v0
-                                : pass_f(m, j->scr, k) + ((size_t)s * j->M + r0) * j->LR;
-            int ld = j->full ? j->V : j->LR;
+            float *lg = j->full[k] ? j->full[k] + (size_t)r0 * j->V + v0
+                                   : pass_f(m, j->scr, k) + ((size_t)s * j->M + r0) * j->LR;
+            int ld = j->full[k] ? j->V : j->LR;
             /* logits (n, nr) = h rows (n, Hh) @ Wblk^T (nr, Hh) */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nr, j->Hh, 1.0f,
                         pass_f(m, j->h, k) + (size_t)r0 * j->Hh, j->Hh, wb, j->Hh, 0.0f, lg, ld);
@@ -1277,12 +1331,12 @@ static void head_merge(const fwd *f, const head_job *j)
 
 /* The LM head over M gathered rows h [M, Hh] (in pass 0's activations), for every pass: per row
  * the log-sum-exp (lse, in the activations, or NULL), the logits of ids [M*id_stride + j],
- * j < n_ids (picked [M, n_ids], pass k's at picked + k * pick_stride, or NULL), or all logits
- * (full [M, V], pass k's at full + k * M * V, or NULL). The vocabulary runs in blocks of
+ * j < n_ids (picked [M, n_ids], pass k's at picked[k], or picked NULL), or all logits
+ * (full [M, V], pass k's at full[k], or full NULL). The vocabulary runs in blocks of
  * m->lrows rows, m->lgroup blocks at a time (their weights materialized together, their logits
  * side by side in big after h). */
 static void lm_head(const fwd *f, const float *h, int M, double *lse, const int32_t *ids,
-                    int id_stride, int n_ids, float *picked, size_t pick_stride, float *full)
+                    int id_stride, int n_ids, float *const *picked, float *const *full)
 {
     pk_model *m = f->m;
     int V = m->cfg.V, Hh = pk_head_dim(m), LR = m->lrows;
@@ -1299,10 +1353,11 @@ static void lm_head(const fwd *f, const float *h, int M, double *lse, const int3
                   .ids = ids,
                   .id_stride = id_stride,
                   .n_ids = n_ids,
-                  .picked = picked,
-                  .pick_stride = pick_stride,
-                  .full = full,
                   .scr = h == m->big ? m->big + (size_t)M * Hh : m->big};
+    for (int k = 0; k < f->np; k++) {
+        j.picked[k] = picked ? picked[k] : NULL;
+        j.full[k] = full ? full[k] : NULL;
+    }
     fetch_vec(f, m->head_b, 0, j.bias);
     for (int k = 0; lse && k < f->np; k++) {
         double *lmax = pass_d(m, m->lmax, k), *lsum = pass_d(m, m->lsum, k);
@@ -1337,7 +1392,7 @@ void pk_lm_head(pk_model *m, const pk_perturb *pert, const float *h, int M, doub
 {
     fwd f;
     single(&f, m, pert);
-    lm_head(&f, h, M, lse, ids, id_stride, n_ids, picked, 0, full);
+    lm_head(&f, h, M, lse, ids, id_stride, n_ids, picked ? &picked : NULL, full ? &full : NULL);
 }
 
 /* Copies rows[i] of the final hidden state m->xn into big, compact [M, Hh], for every pass. */
@@ -1388,30 +1443,50 @@ static const pk_sweep *as_sweep(const pk_perturb *pert, pk_sweep *s)
     return s;
 }
 
-/* The shared prefix of a sweep: the fewest of its perturbed passes' (0 if none is perturbed). */
-static int sweep_prefix(const fwd *f)
+/* One sweep of an evaluation: f's passes are evaluations f->ev[0 .. f->np). */
+typedef pk_status (*sweep_fn)(const fwd *f, const pk_batch *b, void *ctx);
+
+/* run_sweeps' state: the passes being gathered into the next sweep (r->f), all after r->level
+ * shared blocks. */
+typedef struct sweep_run {
+    const pk_batch *b;
+    const pk_sweep *sw;
+    sweep_fn fn;
+    void *ctx;
+    int w;     /* passes side by side at most */
+    int level; /* the gathered passes' shared prefix */
+    pk_status st;
+    fwd f;
+} sweep_run;
+
+static void flush(sweep_run *r)
 {
-    int l0 = -1, last = 0;
-    for (int k = 0; k < f->np; k++) {
-        const pk_perturb *p = &f->pp[k];
-        if (p->scale == 0.0f)
-            continue;
-        if (l0 < 0 || k == 0 || p->trainable != f->pp[k - 1].trainable ||
-            f->pp[k - 1].scale == 0.0f)
-            last = shared_prefix(f->m, p); /* a pair's two passes share their mask */
-        l0 = l0 < 0 || last < l0 ? last : l0;
+    if (r->f.np > 0 && r->st == PK_OK) {
+        r->f.prefix = r->level;
+        r->st = r->fn(&r->f, r->b, r->ctx);
     }
-    return l0 > 0 ? l0 : 0;
+    r->f.np = 0;
 }
 
-/* One sweep of an evaluation: f's passes are evaluations e0 .. e0 + f->np - 1. */
-typedef pk_status (*sweep_fn)(const fwd *f, const pk_batch *b, int e0, void *ctx);
+/* Adds evaluation e, whose passes share `level` blocks, to the next sweep; `pair`: e is a + pass
+ * whose - pass comes next, kept in the same sweep where the width allows (they share z). */
+static void add_eval(sweep_run *r, int e, int level, int pair)
+{
+    if (r->f.np > 0 && (level != r->level || r->f.np == r->w || (pair && r->f.np + 2 > r->w)))
+        flush(r);
+    r->level = level;
+    r->f.pp[r->f.np] = eval_of(r->sw, e);
+    r->f.ev[r->f.np++] = e;
+}
 
-/* Runs every evaluation of sw (pk_sweep_evals) in sweeps of at most pk_model_sweep_width
- * passes, in order, a + pass and its - pass in one sweep where the width allows (they share z).
- * With pairing not off, two evaluations with a shared prefix run side by side even where AUTO
- * would not pair them: the prefix's blocks then run once, at the cost of a second set of
- * activations. The results are the same bits however the evaluations are grouped. */
+/* Runs every evaluation of sw (pk_sweep_evals) in sweeps of at most pk_model_sweep_width passes.
+ * A perturbation's level is its shared prefix (shared_prefix: the blocks below its lowest
+ * perturbed one); the perturbations go level by level, lowest first (in index order within a
+ * level, a + pass and its - pass in one sweep where the width allows: they share z), the
+ * unperturbed evaluation with the highest level. A sweep holds one level: its shared blocks come
+ * from the prefix cache, which runs each block once per call (forward_prefix), so the blocks
+ * below the lowest perturbed one run once however many passes, sweeps or levels follow. Each
+ * evaluation's results go to its own place: the same bits however they are grouped. */
 static pk_status run_sweeps(pk_model *m, const pk_batch *b, const pk_sweep *sw, sweep_fn fn,
                             void *ctx)
 {
@@ -1420,30 +1495,39 @@ static pk_status run_sweeps(pk_model *m, const pk_batch *b, const pk_sweep *sw, 
     pk_status st = check_batch(m, b, 0);
     if (st != PK_OK)
         return st;
-    int E = pk_sweep_evals(sw), base = sw && sw->base, both = sw && sw->pert.both;
-    int w = pk_model_sweep_width(m, b->B, b->T, E);
-    fwd f;
-    f.m = m;
-    for (int e0 = 0; e0 < E; e0 += f.np) {
-        int np = E - e0 < w ? E - e0 : w, tentative = 0;
-        if (np == 1 && E - e0 >= 2 && m->pairing != PK_PAIRING_OFF) {
-            np = 2; /* kept only with a shared prefix */
-            tentative = 1;
+    int E = pk_sweep_evals(sw), base = sw && sw->base, per = sw && sw->pert.both ? 2 : 1;
+    sweep_run r = {.b = b, .sw = sw, .fn = fn, .ctx = ctx, .st = PK_OK};
+    r.w = pk_model_sweep_width(m, b->B, b->T, E);
+    /* every sweep's passes fit now, so the prefix cache at the arena's tail stays put */
+    st = pk_reserve(m, b->B, b->T, b->T, r.w);
+    if (st != PK_OK)
+        return st;
+    sweep_tail *tl = tail_of(m);
+    PK_ASSERT(tl != NULL);
+    prefix_cache pc = {(float *)(void *)(tl + 1), -1};
+    r.f.m = m;
+    r.f.np = 0;
+    r.f.cache = &pc;
+    int nu = (E - base) / per; /* perturbations (sw NULL: the one unperturbed evaluation) */
+    unsigned short lv[UNIT_WINDOW];
+    for (int u0 = 0; u0 < nu && r.st == PK_OK; u0 += UNIT_WINDOW) {
+        int n = nu - u0 < UNIT_WINDOW ? nu - u0 : UNIT_WINDOW, top = 0;
+        for (int i = 0; i < n; i++) {
+            pk_perturb p = eval_of(sw, base + (u0 + i) * per);
+            lv[i] = (unsigned short)shared_prefix(m, &p);
+            top = lv[i] > top ? lv[i] : top;
         }
-        int last = e0 + np - 1; /* a + pass whose - pass would fall in the next sweep */
-        if (both && np > 1 && last + 1 < E && last >= base && (last - base) % 2 == 0)
-            np--;
-        f.np = np;
-        for (int k = 0; k < np; k++)
-            f.pp[k] = eval_of(sw, e0 + k);
-        f.prefix = np > 1 ? sweep_prefix(&f) : 0;
-        if (tentative && np == 2 && f.prefix == 0)
-            f.np = 1;
-        st = fn(&f, b, e0, ctx);
-        if (st != PK_OK)
-            return st;
+        for (int l = 0; l <= top; l++) {
+            if (base && u0 == 0 && l == top)
+                add_eval(&r, 0, l, 0);
+            for (int i = 0; i < n; i++) {
+                for (int k = 0; lv[i] == l && k < per; k++)
+                    add_eval(&r, base + (u0 + i) * per + k, l, per == 2 && k == 0);
+            }
+        }
     }
-    return PK_OK;
+    flush(&r);
+    return r.st;
 }
 
 typedef struct loss_out {
@@ -1453,7 +1537,7 @@ typedef struct loss_out {
     double *mean;
 } loss_out;
 
-static pk_status loss_sweep(const fwd *f, const pk_batch *b, int e0, void *ctx)
+static pk_status loss_sweep(const fwd *f, const pk_batch *b, void *ctx)
 {
     pk_model *m = f->m;
     const loss_out *o = ctx;
@@ -1472,12 +1556,15 @@ static pk_status loss_sweep(const fwd *f, const pk_batch *b, int e0, void *ctx)
         }
     }
     gather(f, m->rows, M);
+    float *picked[SWEEP_MAX];
+    for (int k = 0; k < f->np; k++)
+        picked[k] = pass_f(m, m->pick, k);
     if (M > 0)
-        lm_head(f, m->big, M, m->lse, m->tgt, 1, 1, m->pick, m->pstride / 4, NULL);
+        lm_head(f, m->big, M, m->lse, m->tgt, 1, 1, picked, NULL);
     for (int k = 0; k < f->np; k++) {
         const double *lse = pass_d(m, m->lse, k);
-        const float *pick = pass_f(m, m->pick, k);
-        size_t e = (size_t)(e0 + k);
+        const float *pick = picked[k];
+        size_t e = (size_t)f->ev[k];
         double *nllk = o->seq_nll ? o->seq_nll + e * b->B : NULL;
         int32_t *cntk = o->seq_count ? o->seq_count + e * b->B : NULL;
         double total = 0;
@@ -1525,7 +1612,7 @@ typedef struct select_out {
     int logprob;
 } select_out;
 
-static pk_status select_sweep(const fwd *f, const pk_batch *b, int e0, void *ctx)
+static pk_status select_sweep(const fwd *f, const pk_batch *b, void *ctx)
 {
     pk_model *m = f->m;
     const select_out *o = ctx;
@@ -1534,16 +1621,18 @@ static pk_status select_sweep(const fwd *f, const pk_batch *b, int e0, void *ctx
         return st;
     int M = (int)o->n_sel;
     size_t per = o->n_sel * o->n_ids;
-    float *out = o->out + (size_t)e0 * per;
+    float *out[SWEEP_MAX];
+    for (int k = 0; k < f->np; k++)
+        out[k] = o->out + (size_t)f->ev[k] * per;
     for (int s = 0; s < M; s++)
         m->rows[s] = o->sel_b[s] * b->T + o->sel_t[s];
     gather(f, m->rows, M);
     if (M == 0)
         return PK_OK;
-    lm_head(f, m->big, M, o->logprob ? m->lse : NULL, o->ids, 0, (int)o->n_ids, out, per, NULL);
+    lm_head(f, m->big, M, o->logprob ? m->lse : NULL, o->ids, 0, (int)o->n_ids, out, NULL);
     for (int k = 0; o->logprob && k < f->np; k++) {
         const double *lse = pass_d(m, m->lse, k);
-        float *ok = out + (size_t)k * per;
+        float *ok = out[k];
         for (size_t s = 0; s < o->n_sel; s++) {
             for (size_t j = 0; j < o->n_ids; j++)
                 ok[s * o->n_ids + j] = (float)((double)ok[s * o->n_ids + j] - lse[s]);
@@ -1596,14 +1685,16 @@ pk_status pk_model_select_sweep(pk_model *m, const pk_batch *b, const pk_sweep *
     return select_common(m, b, s, n_sel, sel_b, sel_t, n_ids, ids, out, logprobs != 0);
 }
 
-static pk_status logits_sweep(const fwd *f, const pk_batch *b, int e0, void *ctx)
+static pk_status logits_sweep(const fwd *f, const pk_batch *b, void *ctx)
 {
-    float *out = ctx;
+    float *out = ctx, *full[SWEEP_MAX];
     pk_status st = forward_hidden(f, b, NULL, NULL, 0);
     if (st != PK_OK)
         return st;
     size_t M = (size_t)b->B * (size_t)b->T;
-    lm_head(f, f->m->xn, (int)M, NULL, NULL, 0, 0, NULL, 0, out + (size_t)e0 * M * f->m->cfg.V);
+    for (int k = 0; k < f->np; k++)
+        full[k] = out + (size_t)f->ev[k] * M * f->m->cfg.V;
+    lm_head(f, f->m->xn, (int)M, NULL, NULL, 0, 0, NULL, full);
     return PK_OK;
 }
 

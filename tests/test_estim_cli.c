@@ -191,6 +191,40 @@ static void test_classify_events(void)
     free(o);
 }
 
+/* bench mezo --perturb-layers K: fzoo steps through sweeps and one pass per evaluation give the
+ * same rows; per pass every evaluation runs all 5 blocks, through sweeps fewer. N = 1 is refused
+ * naming the option. */
+static void test_bench_layers(void)
+{
+    char *o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
+                        "%s bench mezo --model " STORIES " --batch 2 --seq 16 --steps 2 "
+                        "--threads 1 --perturbations 4 --perturb-layers 1",
+                        POCKETLLM),
+                0);
+    cJSON *j = o ? cJSON_Parse(o) : NULL;
+    PK_CHECK(j != NULL);
+    PK_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "fzoo_same_bits")));
+    PK_CHECK_EQ((int)num(j, "fzoo_layers"), 1);
+    PK_CHECK_EQ((int)num(j, "fzoo_perturbations"), 4);
+    PK_CHECK(num(j, "fzoo_pass_blocks") == 5.0 * 5);
+    /* each perturbation's lowest block is its only one: at least L + 4 x 1 blocks */
+    PK_CHECK(num(j, "fzoo_sweep_blocks") >= 9.0 && num(j, "fzoo_sweep_blocks") < 25.0);
+    PK_CHECK(num(j, "fzoo_sweep_step_min_s") <= num(j, "fzoo_sweep_step_s"));
+    PK_CHECK(num(j, "fzoo_sweep_step_s") <= num(j, "fzoo_sweep_step_max_s"));
+    PK_CHECK(num(j, "fzoo_pass_step_s") > 0.0 && num(j, "fzoo_sweep_width") >= 1.0);
+    cJSON_Delete(j);
+    free(o);
+    o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+                        "%s bench mezo --model " STORIES " --batch 2 --seq 16 --steps 1 "
+                        "--perturbations 1 --perturb-layers 1",
+                        POCKETLLM),
+                1);
+    PK_CHECK(o != NULL && strstr(o, "bench mezo: --perturbations: fzoo needs 2") != NULL);
+    free(o);
+}
+
 int main(void)
 {
     unsetenv("POCKETLLM_HOME");
@@ -209,6 +243,7 @@ int main(void)
                 0);
     test_lm_events();
     test_classify_events();
+    test_bench_layers();
     rm_rf(tmp);
     return PK_TEST_DONE();
 }

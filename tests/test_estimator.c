@@ -333,6 +333,139 @@ static void test_shared_prefix(void)
     pk_model_free(m);
 }
 
+/* Two fixed batches, micro-batch k the k-th: the per-pass loss and the sweep loss of them. */
+typedef struct two_batches {
+    fixed_batch f[2];
+} two_batches;
+
+static pk_status two_loss(void *user, pk_model *m, int micro, const pk_perturb *pert, double *loss)
+{
+    two_batches *t = user;
+    return pk_model_loss(m, &t->f[micro].b, NULL, pert, NULL, NULL, loss);
+}
+
+static pk_status two_sweep(void *user, pk_model *m, int micro, const pk_sweep *s, double *loss)
+{
+    two_batches *t = user;
+    return pk_model_loss_sweep(m, &t->f[micro].b, NULL, s, NULL, NULL, loss);
+}
+
+/* The shared prefix a step's perturbation i has: its lowest perturbed block (0 when it perturbs
+ * a tensor outside the blocks). */
+static int lowest_layer(const pk_model *m, const pk_mezo_params *p, uint64_t seed, uint8_t *mask)
+{
+    int low = -1;
+    pk_mezo_layer_mask(m, NULL, p, seed, mask);
+    for (size_t i = 0; i < pk_model_n_tensors(m); i++) {
+        pk_tensor_info ti;
+        PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
+        int l = pk_tensor_layer(ti.name);
+        if (mask[i] && l < 0)
+            return 0;
+        if (mask[i] && (low < 0 || l < low))
+            low = l;
+    }
+    return low < 0 ? 0 : low;
+}
+
+/* Block evaluations of one micro-batch of a step: the sweep path runs the unperturbed blocks
+ * once (L, or the highest level without an unperturbed evaluation) and each evaluation its blocks
+ * from its lowest perturbed one; the per-pass path a whole forward per evaluation, a +/- pair
+ * sharing its prefix (2L - low). */
+static void expected_blocks(const pk_model *m, const pk_mezo_params *p, int64_t step,
+                            uint64_t *sweep, uint64_t *per_pass)
+{
+    int L = pk_model_n_layers(m), fz = p->estimator == PK_EST_FZOO;
+    int n = fz ? p->perturbations : p->spsa_q, base = p->estimator != PK_EST_SPSA, top = 0;
+    uint8_t *mask = malloc(pk_model_n_tensors(m));
+    *sweep = 0;
+    *per_pass = base ? (uint64_t)L : 0;
+    for (int i = 0; i < n; i++) {
+        int low = lowest_layer(m, p, pk_mezo_step_seed(p->seed, step, i), mask);
+        top = low > top ? low : top;
+        *sweep += (uint64_t)(fz ? 1 : 2) * (uint64_t)(L - low);
+        *per_pass += fz ? (uint64_t)L : (uint64_t)(2 * L - low);
+    }
+    *sweep += base ? (uint64_t)L : (uint64_t)top;
+    free(mask);
+}
+
+/* fzoo's, hizoo's and layer-sampled spsa's evaluations through one sweep per micro-batch
+ * (pk_mezo_step_sweep, the engine ordering them by their lowest perturbed block) give the rows
+ * and weights of one pass per evaluation (pk_mezo_step_ex), bit for bit, with and without
+ * layer sampling, at 1 and 2 threads; and the blocks below each perturbation's lowest one ran
+ * once per micro-batch: exactly the block evaluations the plan says, fewer than per pass. */
+static void test_sweep_path(void)
+{
+    two_batches tb;
+    tb.f[0] = make_batch();
+    tb.f[1] = make_batch();
+    for (int i = 0; i < 32; i++)
+        tb.f[1].ids[i] = (int32_t)((i * 91 + 5) % 500);
+    for (int k = 0; k < 2; k++) {
+        tb.f[k].b.ids = tb.f[k].ids;
+        tb.f[k].b.lengths = tb.f[k].len;
+    }
+    pk_mezo_loss per = {two_loss, NULL, &tb}, swept = {two_loss, two_sweep, &tb};
+    char want[6][65];
+    for (int threads = 1; threads <= 2; threads++) {
+        pk_threads_set(threads);
+        for (int cfg = 0; cfg < 6; cfg++) { /* fzoo, hizoo, spsa: without, with 2 layers */
+            pk_mezo_params p = pk_mezo_default_params();
+            p.estimator = cfg < 2 ? PK_EST_FZOO : cfg < 4 ? PK_EST_HIZOO : PK_EST_SPSA;
+            p.perturb_layers = cfg % 2 ? 2 : 0;
+            if (p.estimator == PK_EST_SPSA && p.perturb_layers == 0)
+                p.perturb_layers = 3; /* plain spsa is pk_mezo_step: sample 3 of 5 instead */
+            p.perturbations = 6;
+            p.spsa_q = 3;
+            p.z = cfg < 2 ? PK_Z_RADEMACHER : PK_Z_GAUSSIAN;
+            p.lr = 1e-3f;
+            p.seed = 40 + (uint64_t)cfg;
+            p.hessian_budget = 1.5f;
+            p.hessian_smooth = 0.1f;
+            pk_model *m[2] = {load(), load()};
+            pk_mezo_state *st[2] = {NULL, NULL};
+            char err[256] = "", h[2][65];
+            int nr = pk_mezo_rows_per_step(&p);
+            pk_step_row rows[2][3 * 6];
+            memset(rows, 0, sizeof rows);
+            for (int v = 0; v < 2; v++) {
+                PK_CHECK(pk_mezo_state_new(m[v], NULL, &p, &st[v], err, sizeof err) == PK_OK);
+                uint64_t sweeps = 0, passes = 0;
+                for (int64_t step = 0; step < 3; step++) {
+                    uint64_t b0 = pk_model_block_evals(m[v]), sweep = 0, pass = 0;
+                    PK_CHECK(pk_mezo_step_sweep(m[v], NULL, &p, st[v], step, 2, v ? &swept : &per,
+                                                rows[v] + step * nr, NULL, NULL) == PK_OK);
+                    expected_blocks(m[v], &p, step, &sweep, &pass);
+                    uint64_t ran = pk_model_block_evals(m[v]) - b0;
+                    PK_CHECK_EQ((long long)ran, (long long)(2 * (v ? sweep : pass)));
+                    PK_CHECK(sweep <= pass);
+                    sweeps += sweep;
+                    passes += pass;
+                }
+                if (v == 0 && threads == 1)
+                    printf("%s layers %d: %llu block evaluations in sweeps, %llu per pass\n",
+                           pk_estimator_name(p.estimator), p.perturb_layers,
+                           (unsigned long long)sweeps, (unsigned long long)passes);
+                PK_CHECK(p.perturb_layers > 0 ? sweeps < passes : sweeps == passes);
+                PK_CHECK(pk_weights_hash(m[v], h[v]) == PK_OK);
+            }
+            PK_CHECK(!memcmp(rows[0], rows[1], (size_t)(3 * nr) * sizeof(pk_step_row)));
+            PK_CHECK(!strcmp(h[0], h[1]));
+            PK_CHECK(rows[1][0].loss_plus != rows[1][1].loss_plus); /* the steps did something */
+            if (threads == 1)
+                memcpy(want[cfg], h[0], 65);
+            else
+                PK_CHECK(!strcmp(want[cfg], h[1]));
+            for (int v = 0; v < 2; v++) {
+                pk_mezo_state_free(st[v]);
+                pk_model_free(m[v]);
+            }
+        }
+    }
+    pk_threads_set(2);
+}
+
 /* hizoo: the whole model's diagonal is over the default budget (refused, both sizes named); H = 1
  * perturbs exactly as plain z; a step moves H away from 1 and replay rebuilds it bit for bit. */
 static void test_hizoo_state(void)
@@ -343,7 +476,32 @@ static void test_hizoo_state(void)
     pk_mezo_state *st = NULL, *st2 = NULL;
     char err[256] = "";
     PK_CHECK_EQ(pk_mezo_state_new(m, NULL, &p, &st, err, sizeof err), PK_ERR_ARG);
-    PK_CHECK(st == NULL && strstr(err, "Hessian") != NULL && strstr(err, "MB") != NULL);
+    PK_CHECK(st == NULL && strstr(err, "Hessian") != NULL);
+    /* each size in the unit that fits: the whole diagonal (the weights' bytes, all f32) in MB,
+     * its budget of a tenth in KB */
+    size_t wb = pk_model_weight_bytes(m);
+    char want[128];
+    snprintf(want, sizeof want, "needs %.1f MB, more than the budget of %.1f KB", (double)wb / 1e6,
+             0.1 * (double)wb / 1e3);
+    PK_CHECK(wb > 1000000 && wb < 10000000);
+    PK_CHECK(strstr(err, want) != NULL);
+    /* one small tensor over a tiny budget: plain bytes, no "0.0 MB" */
+    uint8_t *one = calloc(pk_model_n_tensors(m), 1);
+    size_t small = 0;
+    for (size_t i = 0; i < pk_model_n_tensors(m) && !small; i++) {
+        pk_tensor_info t1;
+        PK_CHECK(pk_model_tensor(m, i, &t1) == PK_OK);
+        if (t1.numel * 4 < 1000) {
+            one[i] = 1;
+            small = t1.numel * 4;
+        }
+    }
+    p.hessian_budget = 1e-4f;
+    PK_CHECK_EQ(pk_mezo_state_new(m, one, &p, &st, err, sizeof err), PK_ERR_ARG);
+    snprintf(want, sizeof want, "needs %zu bytes, more than the budget of %.0f bytes", small,
+             (double)1e-4f * (double)wb);
+    PK_CHECK(small > 0 && strstr(err, want) != NULL && strstr(err, "0.0 MB") == NULL);
+    free(one);
     p.hessian_budget = 1.5f;
     p.hessian_smooth = 0.01f;
     p.lr = 1e-3f;
@@ -503,6 +661,7 @@ int main(void)
     test_hizoo_state();
     test_hizoo_16bit_rounding();
     test_shared_prefix();
+    test_sweep_path();
     test_replay_resume();
     rm_rf(home);
     return PK_TEST_DONE();

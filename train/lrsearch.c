@@ -24,18 +24,28 @@ typedef struct search {
     int64_t step;
 } search;
 
+/* Selects micro-batch `micro` of the candidate's step x->step from the training part. */
+static pk_status search_select(search *x, int micro)
+{
+    size_t B = (size_t)x->cfg->batch;
+    pk_status st = pk_batch_indices(x->cfg->mezo.seed, x->step, micro, x->cfg->accumulate,
+                                    x->n_train, B, x->idx);
+    return st == PK_OK ? pk_objective_select(x->obj, x->idx, B) : st;
+}
+
 static pk_status search_loss(void *user, pk_model *m, int micro, const pk_perturb *pert,
                              double *loss)
 {
     search *x = user;
-    size_t B = (size_t)x->cfg->batch;
-    pk_status st = pk_batch_indices(x->cfg->mezo.seed, x->step, micro, x->cfg->accumulate,
-                                    x->n_train, B, x->idx);
-    if (st == PK_OK)
-        st = pk_objective_select(x->obj, x->idx, B);
-    if (st == PK_OK)
-        st = pk_objective_loss(x->obj, m, pert, loss, NULL, NULL);
-    return st;
+    pk_status st = search_select(x, micro);
+    return st == PK_OK ? pk_objective_loss(x->obj, m, pert, loss, NULL, NULL) : st;
+}
+
+static pk_status search_sweep(void *user, pk_model *m, int micro, const pk_sweep *s, double *loss)
+{
+    search *x = user;
+    pk_status st = search_select(x, micro);
+    return st == PK_OK ? pk_objective_loss_sweep(x->obj, m, s, loss) : st;
 }
 
 /* The unperturbed loss over the held-back examples (token- or example-weighted mean). */
@@ -73,10 +83,11 @@ static pk_status try_rate(search *x, float lr, int steps, const void *blob, size
     pk_step_row *rows = calloc((size_t)n_rows, sizeof *rows);
     pk_mezo_state *est = NULL;
     pk_status st = rows ? pk_mezo_state_new(x->m, x->mask, &p, &est, err, errlen) : PK_ERR_NOMEM;
+    pk_mezo_loss fn = {search_loss, search_sweep, x};
     *loss = (double)INFINITY;
     for (x->step = 0; st == PK_OK && x->step < steps; x->step++)
-        st = pk_mezo_step_ex(x->m, x->mask, &p, est, x->step, x->cfg->accumulate, search_loss, x,
-                             rows, NULL, NULL);
+        st = pk_mezo_step_sweep(x->m, x->mask, &p, est, x->step, x->cfg->accumulate, &fn, rows,
+                                NULL, NULL);
     if (st == PK_OK)
         st = held_loss(x, loss);
     if (st == PK_ERR_NUMERIC || (st == PK_OK && !isfinite(*loss))) {

@@ -116,6 +116,22 @@ void pk_mezo_update_ex(pk_model *m, const uint8_t *trainable, uint64_t seed, pk_
  * then doubled (pk_model.h). */
 typedef pk_status (*pk_mezo_loss_fn)(void *user, pk_model *m, int micro, const pk_perturb *pert,
                                      double *loss);
+/* The same loss over micro-batch `micro` for every evaluation of the sweep s (pk_model.h: its
+ * unperturbed evaluation if s->base, then each perturbation's), loss [pk_sweep_evals(s)] in that
+ * order: pass s to pk_model_loss_sweep / pk_model_select_sweep. Each value must be the bits the
+ * pk_mezo_loss_fn of the same objective gives for that evaluation alone. */
+typedef pk_status (*pk_mezo_sweep_fn)(void *user, pk_model *m, int micro, const pk_sweep *s,
+                                      double *loss);
+/* A step's loss: fn (required) evaluates one perturbation (or a +/- pair); sweep (may be NULL)
+ * all of a step's evaluations of one micro-batch in one call, so the engine groups them by their
+ * shared prefix (layer sampling: the blocks below a perturbation's lowest perturbed one run once
+ * per micro-batch, pk_model_block_evals). Without sweep, fzoo, hizoo and layer-sampled spsa call
+ * fn once per evaluation; the rows are the same bits either way. user is passed to both. */
+typedef struct pk_mezo_loss {
+    pk_mezo_loss_fn fn;
+    pk_mezo_sweep_fn sweep;
+    void *user;
+} pk_mezo_loss;
 
 /* The projected gradient at an explicit seed: l+ and l- are the means over n_micro micro-batches
  * (the same z for all), g = (l+ - l-) / (2 eps) in double. No weight is written. */
@@ -198,6 +214,13 @@ PK_NODISCARD pk_status pk_mezo_step_ex(pk_model *m, const uint8_t *trainable,
                                        const pk_mezo_params *p, pk_mezo_state *st, int64_t step,
                                        int n_micro, pk_mezo_loss_fn fn, void *user,
                                        pk_step_row *rows, double *forward_s, double *update_s);
+/* pk_mezo_step_ex with a sweep-capable loss (pk_mezo_loss): fzoo's, hizoo's and layer-sampled
+ * spsa's evaluations of a micro-batch go through loss->sweep in one call (base = 1 for fzoo and
+ * hizoo, per-perturbation masks), rows in q-index order and the same bits as pk_mezo_step_ex. */
+PK_NODISCARD pk_status pk_mezo_step_sweep(pk_model *m, const uint8_t *trainable,
+                                          const pk_mezo_params *p, pk_mezo_state *st, int64_t step,
+                                          int n_micro, const pk_mezo_loss *loss, pk_step_row *rows,
+                                          double *forward_s, double *update_s);
 /* Applies logged rows in order under p's estimator, z kind, weight decay and layer sampling,
  * updating st (hizoo) as the step did: the same bits as the live run. */
 void pk_mezo_replay_ex(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
@@ -241,6 +264,14 @@ PK_NODISCARD pk_status pk_objective_loss(pk_objective *o, pk_model *m, const pk_
 /* pk_mezo_loss_fn adapter: user = pk_objective*. */
 pk_status pk_objective_loss_fn(void *user, pk_model *m, int micro, const pk_perturb *pert,
                                double *loss);
+/* The loss of the current selection for every evaluation of the sweep s (NULL: one unperturbed
+ * evaluation): loss [pk_sweep_evals(s)], each the bits pk_objective_loss gives for that
+ * evaluation alone. */
+PK_NODISCARD pk_status pk_objective_loss_sweep(pk_objective *o, pk_model *m, const pk_sweep *s,
+                                               double *loss);
+/* pk_mezo_sweep_fn adapter: user = pk_objective*. */
+pk_status pk_objective_sweep_fn(void *user, pk_model *m, int micro, const pk_sweep *s,
+                                double *loss);
 /* A federated local step's projected gradient: the batch of `step` (min(batch, 1024) examples of
  * the shuffle seeded by shuffle_seed, pk_batch_indices with one micro-batch) selected in o, then
  * pk_mezo_projected_grad at seed over it. *g gets g as a float, *n_examples the batch size. */

@@ -234,8 +234,8 @@ typedef struct pk_perturb {
  * -scale one; pk_sweep_evals counts them, and every output of the *_sweep evaluation functions
  * is that many times as long as for one evaluation, evaluation e's at e times the single size.
  * They run side by side, pk_model_sweep_width at a time, each weight block materialized for
- * all of them while it is hot (a + and its - pass from one z); every result is the bits of the
- * same evaluation run alone. */
+ * all of them while it is hot (a + and its - pass from one z), grouped by their shared prefix
+ * (pk_model_block_evals); every result is the bits of the same evaluation run alone. */
 typedef struct pk_sweep {
     pk_perturb pert;
     int n;
@@ -270,6 +270,14 @@ int pk_model_pairs(const pk_model *m, int B, int T);
 int pk_model_sweep_width(const pk_model *m, int B, int T, int evals);
 /* Activation bytes one pass of a (B, T) batch adds to a sweep (the arena copy of each pass). */
 size_t pk_model_pass_bytes(const pk_model *m, int B, int T);
+/* Shared prefixes (layer sampling, DESIGN 4): when every tensor an evaluation of a sweep perturbs
+ * lies inside the transformer blocks, the blocks below its lowest perturbed one compute what the
+ * unperturbed model computes. A sweep orders its perturbations by that lowest block, and the
+ * unperturbed blocks run once per sweep call (one more [B*T, hidden] fp32 buffer in the
+ * reservation), each group of evaluations starting from their output: the same bits as separate
+ * passes. pk_model_block_evals counts the transformer-block evaluations run so far (one per pass
+ * through one block, a shared one once), so callers and tests can see what was saved. */
+uint64_t pk_model_block_evals(const pk_model *m);
 
 /* Reserves activations for batches up to (B, T) so later forward calls do not allocate
  * (otherwise the first forward of a larger shape reserves lazily). PK_ERR_ARG if T exceeds
