@@ -134,7 +134,7 @@ struct pk_model {
     int lrows;     /* vocabulary rows per LM-head block (a function of the model alone) */
     int lgroup;    /* LM-head blocks evaluated together */
     int fchunk;    /* FFN rows per chunk (the FFN hidden [fchunk, ffn] fits in big) */
-    int wrows;     /* weight scratch holds wrows rows of the widest tensor; 0 = WROWS (forward.c) */
+    int wrows;     /* rows of the widest tensor in the weight scratch; 0: WROWS */
     int wn, wbig;
     pk_lora_params lora; /* the attached LoRA adapter (adapter.c); lora.r == 0: none */
     float lora_scale;    /* alpha / r */

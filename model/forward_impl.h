@@ -1,0 +1,92 @@
+/* forward_impl.h: what the forward pass's three sources share (forward.c: the pass and the LM
+ * head; arena.c: the activation arena; sweep.c: the evaluation entry points and their sweeps).
+ * Private to model/.
+ *
+ * Sweeps: a MeZO step evaluates the loss of one batch under several perturbations (W + eps z and
+ * W - eps z; fzoo's N one-sided ones and the unperturbed weights). A sweep (pk_sweep) runs up to
+ * SWEEP_MAX of them side by side (np passes): every stage runs for pass 0, 1, .. np-1, each with
+ * its own activations (the arena's copy k, k * m->pstride bytes after the first), and each
+ * weight block is materialized for all of them while it is hot: one widened copy for the passes
+ * that do not perturb it (stored fp32 weights are read in place), one perturbed copy per pass
+ * that does, a + pass and its - pass from one z (pk_z_perturb). Every GEMM and every reduction
+ * is the same call on the same data as in separate passes: the results are the same bits. */
+#ifndef PK_FORWARD_IMPL_H
+#define PK_FORWARD_IMPL_H
+
+#include <stdint.h>
+
+#include "model_impl.h"
+
+#define WROWS     256  /* rows per widened weight block */
+#define FFN_CHUNK 1024 /* the FFN runs in row chunks only above this many tokens */
+/* AUTO: one pass's activations <= 3% of the weight bytes; a sweep's passes together <= 2 * 3%
+ * (the memory of a paired step) */
+#define PAIR_BUDGET 0.03
+#define SWEEP_MAX   64   /* passes side by side at most */
+#define TOK_TILE    256  /* token rows per GEMM tile */
+#define OUT_TILE    512  /* widest output tile of a linear layer's GEMM */
+#define LM_ROWS     256  /* vocabulary rows per LM-head block */
+#define PAR_FLOPS   4e6  /* less work than this runs in the calling thread (results unchanged) */
+#define UNIT_WINDOW 1024 /* perturbations of a sweep ordered by their shared prefix at a time */
+
+/* The unperturbed residual stream of one run_sweeps call's batch after its first `layer` blocks
+ * (-1: none yet), kept at the arena's tail (sweep_tail): the prefix that several groups of
+ * evaluations start from, computed once per batch. */
+typedef struct prefix_cache {
+    float *x; /* [B*T, H] */
+    int layer;
+} prefix_cache;
+
+/* One sweep: np passes side by side over the same batch, pass k under its own perturbation pp[k]
+ * (one seed, one sign; scale 0 = unperturbed), its results going to evaluation ev[k] of the
+ * caller's outputs. */
+typedef struct fwd {
+    pk_model *m;
+    int np;
+    int prefix; /* leading blocks no pass perturbs, run once for all passes (shared_prefix) */
+    prefix_cache *cache; /* NULL outside run_sweeps */
+    pk_perturb pp[SWEEP_MAX];
+    int ev[SWEEP_MAX];
+} fwd;
+
+/* What the arena keeps after the rnp passes' copies: the counters, then the prefix cache's
+ * [rB*rT, H] floats. The counters are carried over when the arena is reserved again. */
+typedef struct sweep_tail {
+    uint64_t blocks; /* pk_model_block_evals */
+    uint64_t pad[7]; /* 64 bytes: the cache after it stays aligned */
+} sweep_tail;
+
+static inline sweep_tail *tail_of(const pk_model *m)
+{
+    if (m->arena == NULL || m->rnp < 1)
+        return NULL;
+    return (sweep_tail *)(void *)((char *)m->arena + (size_t)m->rnp * m->pstride);
+}
+
+/* Pass k's copy of an arena buffer (p points into pass 0's). */
+static inline float *pass_f(const pk_model *m, const float *p, int k)
+{
+    return (float *)(uintptr_t)((const char *)p + (size_t)k * m->pstride);
+}
+
+static inline double *pass_d(const pk_model *m, const double *p, int k)
+{
+    return (double *)(uintptr_t)((const char *)p + (size_t)k * m->pstride);
+}
+
+/* Checks a batch against the model; pos0 is the position of its first token. */
+pk_status pk_fwd_check_batch(const pk_model *m, const pk_batch *b, int pos0);
+
+/* The blocks before a perturbation's lowest perturbed one, when it perturbs only block tensors
+ * (layer sampling); 0 otherwise. */
+int pk_fwd_shared_prefix(const pk_model *m, const pk_perturb *pert);
+
+/* f's passes through the embedding, the blocks and the final norm: the final hidden state in
+ * m->xn of each pass (kv_k / kv_v: generation's cache, one pass of one sequence only). */
+pk_status pk_fwd_hidden(const fwd *f, const pk_batch *b, float **kv_k, float **kv_v, int pos0);
+
+/* The LM head over M gathered rows h [M, Hh] for every pass of f (forward.c has the contract). */
+void pk_fwd_lm_head(const fwd *f, const float *h, int M, double *lse, const int32_t *ids,
+                    int id_stride, int n_ids, float *const *picked, float *const *full);
+
+#endif
