@@ -220,3 +220,17 @@ void cli_json_add_exact(cJSON *obj, const char *key, double v)
     snprintf(buf, sizeof buf, "%.17g", v); /* a finite double in %g is a valid JSON number */
     cJSON_AddRawToObject(obj, key, buf);
 }
+
+/* Puts "OPTION: " before a library message in err (n bytes), so the error names the flag. */
+void cli_name_option(const char *option, char *err, size_t n)
+{
+    size_t k = strlen(option) + 2, len = strnlen(err, n - 1);
+    if (n <= k + 1)
+        return;
+    if (len > n - 1 - k)
+        len = n - 1 - k; /* the message's end gives way */
+    memmove(err + k, err, len);
+    err[k + len] = '\0';
+    memcpy(err, option, k - 2);
+    memcpy(err + k - 2, ": ", 2);
+}

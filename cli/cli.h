@@ -30,6 +30,8 @@ int cli_fail(const char *cmd, pk_status st, const char *err);
  * or CLI_ERR if it could not be printed. */
 struct cJSON;
 int cli_json_print(struct cJSON *obj);
+/* Puts "OPTION: " before a library message in err (n bytes), so the error names the flag. */
+void cli_name_option(const char *option, char *err, size_t n);
 /* Adds key: v, or key: null when v is not finite (JSON has no NaN). */
 void cli_json_add_finite(struct cJSON *obj, const char *key, double v);
 /* A new number item v, or a null item when v is not finite (for arrays); owned by the caller
@@ -66,6 +68,7 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
 int cmd_runs(int argc, char **argv);
+/* Area: MeZO step tools (cmd_bench_mezo.c) */
 int cmd_mezo_probe(int argc, char **argv);
 int cmd_bench_mezo(int argc, char **argv);
 /* Area: sync client (cmd_sync.c) */
