@@ -1,5 +1,6 @@
 /* load.c: pk_model_load (config.json, mmapped safetensors single or sharded, binding every tensor
- * the architecture needs with its shape), tensor accessors, pk_model_save and model info.
+ * the architecture needs with its shape), tensor accessors, make-model and model info
+ * (pk_model_make_writable and restore_base: writable.c; pk_model_save: save.c).
  * The forward pass lives in forward.c, generation in gen.c. */
 #include <dirent.h>
 #include <errno.h>
@@ -27,7 +28,7 @@ pk_model_params pk_model_default_params(void)
     return p;
 }
 
-static int file_exists(const char *dir, const char *name)
+int pk_model_file_exists(const char *dir, const char *name)
 {
     char p[4096];
     struct stat sb;
@@ -36,8 +37,8 @@ static int file_exists(const char *dir, const char *name)
 }
 
 /* Reads a whole (small) file; *out owned (free), NUL-terminated. */
-static pk_status read_text(const char *path, size_t cap, char **out, size_t *len, char *err,
-                           size_t errlen)
+pk_status pk_model_read_text(const char *path, size_t cap, char **out, size_t *len, char *err,
+                             size_t errlen)
 {
     *out = NULL;
     FILE *f = fopen(path, "rb");
@@ -526,15 +527,15 @@ static pk_status map_weights(loader *ld, const char *dir)
 {
     pk_model *m = ld->m;
     pk_status st;
-    if (file_exists(dir, "model.safetensors")) {
+    if (pk_model_file_exists(dir, "model.safetensors")) {
         m->maps = calloc(1, sizeof *m->maps);
         if (!m->maps)
             return PK_ERR_NOMEM;
         ld->first_file = "model.safetensors";
         return map_file(ld, dir, "model.safetensors");
     }
-    if (!file_exists(dir, "model.safetensors.index.json")) {
-        if (file_exists(dir, "pytorch_model.bin")) {
+    if (!pk_model_file_exists(dir, "model.safetensors.index.json")) {
+        if (pk_model_file_exists(dir, "pytorch_model.bin")) {
             pk_seterr(ld->err, ld->errlen,
                       "%s/pytorch_model.bin: PyTorch pickle checkpoints are not supported; "
                       "convert to safetensors first (python: AutoModel.from_pretrained(dir)"
@@ -549,7 +550,7 @@ static pk_status map_weights(loader *ld, const char *dir)
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
     char *txt = NULL;
     size_t len = 0;
-    st = read_text(path, MAX_CONFIG, &txt, &len, ld->err, ld->errlen);
+    st = pk_model_read_text(path, MAX_CONFIG, &txt, &len, ld->err, ld->errlen);
     if (st != PK_OK)
         return st;
     cJSON *root = cJSON_ParseWithLength(txt, len);
@@ -623,7 +624,8 @@ static int find_gguf(const char *dir, char *out, size_t n)
         snprintf(out, n, "%s", dir);
         return 1;
     }
-    if (file_exists(dir, "model.safetensors") || file_exists(dir, "model.safetensors.index.json"))
+    if (pk_model_file_exists(dir, "model.safetensors") ||
+        pk_model_file_exists(dir, "model.safetensors.index.json"))
         return 0;
     DIR *d = opendir(dir);
     int found = 0;
@@ -757,7 +759,7 @@ pk_status pk_model_load(const char *dir, pk_model_params p, pk_model **out, char
         st = open_gguf(&ld, path);
     } else {
         snprintf(path, sizeof path, "%s/config.json", dir);
-        st = read_text(path, MAX_CONFIG, &m->config_text, &m->config_len, err, errlen);
+        st = pk_model_read_text(path, MAX_CONFIG, &m->config_text, &m->config_len, err, errlen);
     }
     if (st != PK_OK)
         goto out;
@@ -808,154 +810,6 @@ out:
     free(ld.slot_entry);
     pk_model_free(m);
     return st;
-}
-
-/* Reads bytes [off, off+len) of a mapping's file into dst. */
-static pk_status read_range(const pk_mapping *map, void *dst, size_t off, size_t len)
-{
-    size_t done = 0;
-    while (done < len) {
-        ssize_t k = pread(map->fd, (char *)dst + done, len - done, (off_t)(off + done));
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return PK_ERR_IO; /* an error, or the file shrank since it was mapped */
-        done += (size_t)k;
-    }
-    return PK_OK;
-}
-
-static int cmp_range(const void *a, const void *b)
-{
-    const pk_private_range *x = a, *y = b;
-    if (x->map != y->map)
-        return x->map < y->map ? -1 : 1;
-    return x->off < y->off ? -1 : (x->off > y->off);
-}
-
-/* The page ranges of the mappings that hold the chosen tensors (NULL = all), sorted, overlapping
- * and touching ones merged; *n gets their count. Owned result (free), NULL if out of memory. */
-static pk_private_range *tensor_ranges(const pk_model *m, const uint8_t *tensors, size_t *n)
-{
-    size_t page = (size_t)sysconf(_SC_PAGESIZE), k = 0;
-    pk_private_range *r = malloc((m->n_t ? m->n_t : 1) * sizeof *r);
-    for (size_t i = 0; r && i < m->n_t; i++) {
-        const pk_tensor *t = &m->t[i];
-        if ((tensors && !tensors[i]) || t->owned || t->numel == 0) /* heap copies are private */
-            continue;
-        for (int mi = 0; mi < m->n_maps; mi++) {
-            const char *base = m->maps[mi].base, *d = t->data;
-            if (d < base || d >= base + m->maps[mi].len)
-                continue;
-            size_t a = (size_t)(d - base), b = a + pk_dtype_row_bytes(t->dtype, t->numel);
-            b = (b + page - 1) / page * page;
-            a = a / page * page;
-            r[k].map = mi;
-            r[k].off = a;
-            r[k].len = (b < m->maps[mi].len ? b : m->maps[mi].len) - a;
-            k++;
-        }
-    }
-    if (r)
-        qsort(r, k, sizeof *r, cmp_range);
-    size_t w = 0;
-    for (size_t i = 0; i < k; i++) {
-        if (w > 0 && r[w - 1].map == r[i].map && r[i].off <= r[w - 1].off + r[w - 1].len) {
-            size_t end = r[i].off + r[i].len, wend = r[w - 1].off + r[w - 1].len;
-            r[w - 1].len = (end > wend ? end : wend) - r[w - 1].off;
-        } else {
-            r[w++] = r[i];
-        }
-    }
-    *n = w;
-    return r;
-}
-
-/* Weights that cannot be rewritten in place: block-quantized tensors (an update would be
- * re-quantized) and the q/k rows of a llama.cpp file (re-reading the file undoes their
- * reordering). PK_ERR_UNSUPPORTED with a warning naming the tensor or file. */
-static pk_status check_rewritable(const pk_model *m, const uint8_t *tensors)
-{
-    for (size_t i = 0; i < m->n_t; i++) {
-        if ((!tensors || tensors[i]) && pk_dtype_is_quant(m->t[i].dtype)) {
-            pk_log(PK_LOG_WARN, "%s: tensor %s is %s: quantized weights are frozen", m->dir,
-                   m->t[i].name, pk_dtype_name(m->t[i].dtype));
-            return PK_ERR_UNSUPPORTED;
-        }
-    }
-    if (m->n_maps == 1 && pk_gguf_reordered(m->maps[0].base, m->maps[0].len)) {
-        pk_log(PK_LOG_WARN,
-               "%s: a llama GGUF file from llama.cpp cannot be trained in place (its q/k rows "
-               "were reordered at load; save it as a model first)",
-               m->dir);
-        return PK_ERR_UNSUPPORTED;
-    }
-    return PK_OK;
-}
-
-pk_status pk_model_make_writable(pk_model *m, const uint8_t *tensors)
-{
-    if (m->priv != NULL)
-        return PK_OK; /* done once: its ranges may hold written weights by now */
-    pk_status cs = check_rewritable(m, tensors);
-    if (cs != PK_OK)
-        return cs;
-    size_t n = 0;
-    pk_private_range *r = tensor_ranges(m, tensors, &n);
-    if (r == NULL)
-        return PK_ERR_NOMEM;
-    pk_status st = PK_OK;
-    for (size_t i = 0; i < n && st == PK_OK; i++) {
-        const pk_mapping *map = &m->maps[r[i].map];
-        char *at = (char *)map->base + r[i].off;
-        /* the range becomes anonymous memory at the same address (the file's pages there are
-         * unmapped first, so RSS never holds both), then one sequential read fills it */
-        void *p = mmap(at, r[i].len, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-        if (p == MAP_FAILED) {
-            st = PK_ERR_NOMEM;
-            break;
-        }
-#ifdef MADV_HUGEPAGE
-        (void)madvise(p, r[i].len, MADV_HUGEPAGE); /* 2 MB pages where the kernel has them */
-#endif
-        st = read_range(map, p, r[i].off, r[i].len);
-    }
-    if (st != PK_OK) {
-        free(r);
-        return st; /* the model's weights are now unusable: the caller frees it */
-    }
-    m->priv = r;
-    m->n_priv = n;
-    return PK_OK;
-}
-
-pk_status pk_model_restore_base(pk_model *m)
-{
-    if (m->n_maps == 1 && pk_gguf_reordered(m->maps[0].base, m->maps[0].len))
-        return PK_ERR_UNSUPPORTED; /* the file's q/k rows are in llama.cpp's order */
-    /* written pages of a MAP_PRIVATE file mapping are private copies: dropping them makes the
-     * next access read the file again; the ranges pk_model_make_writable made anonymous are read
-     * again instead (dropping those would zero them) */
-    size_t k = 0;
-    for (int i = 0; i < m->n_maps; i++) {
-        const pk_mapping *map = &m->maps[i];
-        size_t at = 0;
-        for (; k < m->n_priv && m->priv[k].map == i; k++) {
-            const pk_private_range *r = &m->priv[k];
-            if (r->off > at && madvise((char *)map->base + at, r->off - at, MADV_DONTNEED) != 0)
-                return PK_ERR_IO;
-            if (read_range(map, (char *)map->base + r->off, r->off, r->len) != PK_OK)
-                return PK_ERR_IO;
-            at = r->off + r->len;
-        }
-        if (at < map->len && madvise((char *)map->base + at, map->len - at, MADV_DONTNEED) != 0)
-            return PK_ERR_IO;
-    }
-    for (size_t i = 0; i < m->n_t; i++)
-        if (m->t[i].owned)
-            memcpy(m->t[i].owned, m->t[i].src, pk_dtype_row_bytes(m->t[i].dtype, m->t[i].numel));
-    return PK_OK;
 }
 
 void pk_model_free(pk_model *m)
@@ -1072,138 +926,6 @@ int pk_model_tensor_index(const pk_model *m, const char *name)
             hi = mid;
     }
     return -1;
-}
-
-/* ---- save ---- */
-
-static void save_fill(void *user, size_t i, size_t start, size_t n, float *buf)
-{
-    const pk_model *m = user;
-    const pk_tensor *t = &m->t[i];
-    pk_widen(t->dtype, (const unsigned char *)t->data + pk_dtype_row_bytes(t->dtype, start), n,
-             buf);
-}
-
-static pk_status copy_file(const char *src, const char *dst, char *err, size_t errlen)
-{
-    char *txt = NULL;
-    size_t len = 0;
-    pk_status st = read_text(src, 1u << 30, &txt, &len, err, errlen);
-    if (st != PK_OK)
-        return st;
-    FILE *f = pk_fopen_private(dst, "wb");
-    if (!f || fwrite(txt, 1, len, f) != len) {
-        pk_seterr(err, errlen, "%s: write failed: %s", dst, strerror(errno));
-        st = PK_ERR_IO;
-    }
-    if (f && fclose(f) != 0 && st == PK_OK) {
-        pk_seterr(err, errlen, "%s: write failed: %s", dst, strerror(errno));
-        st = PK_ERR_IO;
-    }
-    free(txt);
-    return st;
-}
-
-/* config.json (torch_dtype set to tdtype) and the tokenizer files of m's source directory. */
-pk_status pk_model_write_side_files(const pk_model *m, const char *out_dir, const char *tdtype,
-                                    char *err, size_t errlen)
-{
-    char path[4096];
-    char *txt = NULL;
-    cJSON *cfg = cJSON_ParseWithLength(m->config_text, m->config_len);
-    pk_status st = PK_ERR_NOMEM;
-    if (!cfg)
-        goto out;
-    cJSON_DeleteItemFromObjectCaseSensitive(cfg, "torch_dtype");
-    if (!cJSON_AddStringToObject(cfg, "torch_dtype", tdtype))
-        goto out;
-    txt = cJSON_Print(cfg);
-    if (!txt)
-        goto out;
-    snprintf(path, sizeof path, "%s/config.json", out_dir);
-    FILE *f = pk_fopen_private(path, "wb");
-    size_t tl = strlen(txt);
-    st = PK_ERR_IO;
-    if (!f) {
-        pk_seterr(err, errlen, "%s: cannot create: %s", path, strerror(errno));
-        goto out;
-    }
-    int ok = fwrite(txt, 1, tl, f) == tl && fputc('\n', f) != EOF;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok) {
-        pk_seterr(err, errlen, "%s: write failed: %s", path, strerror(errno));
-        goto out;
-    }
-    static const char *const tok_files[] = {
-        "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-        "vocab.json",     "merges.txt",      "generation_config.json"};
-    struct stat sb;
-    int is_dir = stat(m->dir, &sb) == 0 && S_ISDIR(sb.st_mode), written = 0;
-    if (!is_dir && m->n_maps == 1) { /* a bare .gguf file: its tokenizer metadata, if any */
-        pk_gguf g;
-        st = pk_gguf_parse(m->dir, m->maps[0].base, m->maps[0].len, &g, err, errlen);
-        if (st == PK_OK) {
-            st = pk_gguf_tok_write_sp(&g, out_dir, &written, err, errlen);
-            if (st == PK_OK && !written)
-                st = pk_gguf_tok_write_bpe(&g, out_dir, &written, err, errlen);
-            pk_gguf_release(&g);
-        }
-        if (st != PK_OK)
-            goto out;
-    }
-    for (size_t i = 0; is_dir && i < sizeof tok_files / sizeof tok_files[0]; i++) {
-        if (!file_exists(m->dir, tok_files[i]))
-            continue;
-        char src[4096];
-        snprintf(src, sizeof src, "%s/%s", m->dir, tok_files[i]);
-        snprintf(path, sizeof path, "%s/%s", out_dir, tok_files[i]);
-        if (strcmp(src, path) == 0)
-            continue;
-        st = copy_file(src, path, err, errlen);
-        if (st != PK_OK)
-            goto out;
-    }
-    st = PK_OK;
-out:
-    free(txt);
-    cJSON_Delete(cfg);
-    return st;
-}
-
-pk_status pk_model_save(const pk_model *m, const char *out_dir, pk_dtype dtype, char *err,
-                        size_t errlen)
-{
-    pk_status st = PK_ERR_NOMEM;
-    char path[4096];
-    if (pk_dtype_is_quant(dtype)) { /* block types are written as GGUF (pk_model_save_gguf) */
-        pk_seterr(err, errlen, "%s: safetensors holds F32, F16 or BF16, not %s", out_dir,
-                  pk_dtype_name(dtype));
-        return PK_ERR_ARG;
-    }
-    pk_st_entry *es = calloc(m->n_t ? m->n_t : 1, sizeof *es);
-    if (!es)
-        goto out;
-    if (mkdir(out_dir, 0700) != 0 && errno != EEXIST) {
-        pk_seterr(err, errlen, "%s: cannot create directory: %s", out_dir, strerror(errno));
-        st = PK_ERR_IO;
-        goto out;
-    }
-    for (size_t i = 0; i < m->n_t; i++) {
-        es[i].name = m->t[i].name;
-        es[i].dtype = dtype;
-        es[i].ndim = m->t[i].ndim;
-        for (int d = 0; d < 4; d++)
-            es[i].shape[d] = m->t[i].shape[d];
-    }
-    snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
-    st = pk_safetensors_write(path, es, m->n_t, save_fill, (void *)(uintptr_t)m, err, errlen);
-    if (st != PK_OK)
-        goto out;
-    static const char *const tnames[] = {"float32", "float16", "bfloat16"};
-    st = pk_model_write_side_files(m, out_dir, tnames[dtype], err, errlen);
-out:
-    free(es);
-    return st;
 }
 
 /* ---- make-model: random weights for a config ---- */

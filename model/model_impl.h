@@ -165,6 +165,12 @@ PK_NODISCARD pk_status pk_forward_hidden(pk_model *m, const pk_batch *b, const p
                                          float **kv_k, float **kv_v, int pos0);
 /* Width of the final hidden state fed to the LM head. */
 int pk_head_dim(const pk_model *m);
+/* 1 if dir/name exists (load.c). */
+int pk_model_file_exists(const char *dir, const char *name);
+/* Reads a whole (small) file of at most cap bytes; *out owned (free), NUL-terminated, *len its
+ * length; err names the path (load.c). */
+PK_NODISCARD pk_status pk_model_read_text(const char *path, size_t cap, char **out, size_t *len,
+                                          char *err, size_t errlen);
 /* LM head (one pass) over M gathered rows h [M, Hh]: per row the log-sum-exp (lse, may be NULL),
  * the logits of ids [M*id_stride + j], j < n_ids (picked, may be NULL), or all logits (full
  * [M, V], may be NULL). */
