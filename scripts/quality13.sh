@@ -16,19 +16,9 @@ DIR="${PK_Q13_DIR:-/tmp/pocketllm-q13}"
 CONFIGS="${PK_Q13_CONFIGS:-f32 bf16 lora-qv lora-all q4-lora-all q4-scales}"
 T="${PK_Q13_THREADS:-1}"
 STEPS="${PK_Q13_STEPS:-800}"
-if [ -z "${PK_POCKETLLM:-}" ]; then
-    cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-    cmake --build build -j 2 --target pocketllm >/dev/null
-    PK_POCKETLLM=$ROOT/build/cli/pocketllm
-fi
-P=$PK_POCKETLLM
+PASSPHRASE='quality13 benchmark'
+. "$ROOT/scripts/run_common.sh"
 F32=$ROOT/models/stories260k
-mkdir -p "$DIR/out"
-HOME_DIR="$DIR/home"
-PASS="$DIR/pass"
-printf 'quality13 benchmark\n' >"$PASS"
-chmod 600 "$PASS"
-H="--home $HOME_DIR --passphrase-file $PASS"
 ALL='q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj'
 
 # The home with the demo's datasets, a bf16 copy (a 1-step run at lr 0 exported as bf16) and a

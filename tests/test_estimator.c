@@ -5,7 +5,8 @@
  * spsa's logs keep their old format; fzoo's coefficients are
  * (l_i - l0) / std; a layer-sampled step leaves the other layers' bytes alone; hizoo refuses a
  * Hessian diagonal over its budget and checkpoints it with the weights; evaluation counts
- * follow the estimator. */
+ * follow the estimator; the sweep path (one engine sweep per micro-batch, the objectives' sweep
+ * loss) gives the per-pass rows bit for bit and runs the shared blocks once. */
 #include "pk_test.h"
 #include "pk_train.h"
 
@@ -466,6 +467,65 @@ static void test_sweep_path(void)
     pk_threads_set(2);
 }
 
+/* The objectives' sweep loss (what the trainer hands the engine) gives, per evaluation, the bits
+ * of pk_objective_loss on that evaluation alone: lm and classify (causal: one row per label
+ * word), one-sided with an unperturbed evaluation (fzoo) and two-sided (hizoo), each
+ * perturbation on its own 2 of the 5 blocks. */
+static void test_objective_sweep(void)
+{
+    pk_model *m = load();
+    pk_tokenizer *tok = NULL;
+    char err[256] = "";
+    PK_CHECK(pk_tokenizer_load(STORIES, &tok, err, sizeof err) == PK_OK);
+    static const char *const text[4] = {"One day, Lily found a red ball.",
+                                        "Tom lost his kite in the tree.",
+                                        "Sue ate a big sweet cake with mom.", "Ben fell and hurt."};
+    static const char *const label[4] = {"happy", "sad", "happy", "sad"};
+    pk_example ex[4];
+    pk_example *exs[4];
+    for (int i = 0; i < 4; i++) {
+        ex[i] = (pk_example){i + 1, text[i], NULL, NULL, NULL, label[i]};
+        exs[i] = &ex[i];
+    }
+    size_t idx[4] = {0, 1, 2, 3}, nt = pk_model_n_tensors(m);
+    pk_mezo_params p = pk_mezo_default_params();
+    p.perturb_layers = 2;
+    enum { N = 3 };
+    uint64_t seeds[N];
+    uint8_t *mk = malloc(N * nt);
+    const uint8_t *masks[N];
+    for (int i = 0; i < N; i++) {
+        seeds[i] = pk_mezo_step_seed(3, 1, i);
+        masks[i] = mk + (size_t)i * nt;
+        pk_mezo_layer_mask(m, NULL, &p, seeds[i], mk + (size_t)i * nt);
+    }
+    for (int kind = 0; kind < 2; kind++) {
+        pk_objective_params op = {kind ? PK_OBJ_CLASSIFY : PK_OBJ_LM, 32, "{text} They felt",
+                                  " happy, sad"};
+        pk_objective *o = NULL;
+        PK_CHECK(pk_objective_new(m, tok, op, exs, 4, &o, err, sizeof err) == PK_OK);
+        PK_CHECK(o != NULL && pk_objective_select(o, idx, 4) == PK_OK);
+        for (int both = 0; o && both < 2; both++) {
+            pk_sweep sw = {{0, 1e-2f, PK_Z_GAUSSIAN, NULL, both}, N, seeds, masks, 1};
+            double got[1 + 2 * N], want[1 + 2 * N];
+            PK_CHECK(pk_objective_loss_sweep(o, m, &sw, got) == PK_OK);
+            PK_CHECK(pk_objective_loss(o, m, NULL, want, NULL, NULL) == PK_OK);
+            for (int i = 0; i < N; i++) {
+                pk_perturb pert = {seeds[i], 1e-2f, PK_Z_GAUSSIAN, masks[i], both};
+                PK_CHECK(pk_objective_loss(o, m, &pert, want + 1 + (both + 1) * i, NULL, NULL) ==
+                         PK_OK);
+            }
+            PK_CHECK_EQ(pk_sweep_evals(&sw), 1 + (both + 1) * N);
+            PK_CHECK(!memcmp(got, want, (size_t)pk_sweep_evals(&sw) * sizeof(double)));
+            PK_CHECK(got[0] != got[1] && isfinite(got[0]));
+        }
+        pk_objective_free(o);
+    }
+    free(mk);
+    pk_tokenizer_free(tok);
+    pk_model_free(m);
+}
+
 /* hizoo: the whole model's diagonal is over the default budget (refused, both sizes named); H = 1
  * perturbs exactly as plain z; a step moves H away from 1 and replay rebuilds it bit for bit. */
 static void test_hizoo_state(void)
@@ -662,6 +722,7 @@ int main(void)
     test_hizoo_16bit_rounding();
     test_shared_prefix();
     test_sweep_path();
+    test_objective_sweep();
     test_replay_resume();
     rm_rf(home);
     return PK_TEST_DONE();
