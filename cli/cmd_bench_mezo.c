@@ -232,6 +232,17 @@ typedef struct bench_ctx {
     const uint8_t *mask;    /* the trainable tensors (NULL: all) */
 } bench_ctx;
 
+/* The mean over B rows of the cross-entropy of label 0 between two logits lg[2r], lg[2r+1]. */
+static double label0_loss(const float *lg, int B)
+{
+    double sum = 0;
+    for (int r = 0; r < B; r++) {
+        double a = (double)lg[2 * r], b = (double)lg[2 * r + 1], mx = a > b ? a : b;
+        sum += mx + log(exp(a - mx) + exp(b - mx)) - a;
+    }
+    return sum / B;
+}
+
 /* Causal models: the next-token loss over every position (the lm objective). Encoders
  * (RoBERTa): MeZO's prompt-classification recipe, cross-entropy over two label words at one
  * mask position per row, label 0 for all. */
@@ -247,15 +258,8 @@ static pk_status bench_loss(void *user, pk_model *m, int micro, const pk_perturb
                                           labels, c->logits);
     if (st != PK_OK)
         return st;
-    for (int p = 0; p < (pert && pert->both ? 2 : 1); p++) {
-        const float *lg = c->logits + (size_t)p * 2 * c->b.B;
-        double sum = 0;
-        for (int r = 0; r < c->b.B; r++) {
-            double a = (double)lg[2 * r], b = (double)lg[2 * r + 1], mx = a > b ? a : b;
-            sum += mx + log(exp(a - mx) + exp(b - mx)) - a;
-        }
-        loss[p] = sum / c->b.B;
-    }
+    for (int p = 0; p < (pert && pert->both ? 2 : 1); p++)
+        loss[p] = label0_loss(c->logits + (size_t)p * 2 * c->b.B, c->b.B);
     return PK_OK;
 }
 
@@ -376,15 +380,8 @@ static pk_status bench_sweep_loss(pk_model *m, bench_ctx *c, const pk_sweep *s, 
     int E = pk_sweep_evals(s);
     pk_status st = pk_model_select_sweep(m, &c->b, s, (size_t)c->b.B, c->sel_b, c->sel_t, 2, labels,
                                          0, logits);
-    for (int e = 0; st == PK_OK && e < E; e++) {
-        const float *lg = logits + (size_t)e * 2 * c->b.B;
-        double sum = 0;
-        for (int r = 0; r < c->b.B; r++) {
-            double a = (double)lg[2 * r], b = (double)lg[2 * r + 1], mx = a > b ? a : b;
-            sum += mx + log(exp(a - mx) + exp(b - mx)) - a;
-        }
-        loss[e] = sum / c->b.B;
-    }
+    for (int e = 0; st == PK_OK && e < E; e++)
+        loss[e] = label0_loss(logits + (size_t)e * 2 * c->b.B, c->b.B);
     return st;
 }
 

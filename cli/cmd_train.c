@@ -57,7 +57,8 @@ static const cli_option train_table[] = {
     {"--hessian-budget", CLI_FLOAT, CLI_AT(T, cfg.mezo.hessian_budget), 0, 64, NULL, "F",
      "hizoo: the fp32 Hessian diagonal may take F x the weight bytes"},
     {"--perturb-layers", CLI_INT, CLI_AT(T, cfg.mezo.perturb_layers), 0, 4096, NULL, "K",
-     "perturb and update K random layers per perturbation (0: all); raise --lr by about layers/K"},
+     "perturb and update K random layers per perturbation (0: all); raise --lr: spsa about "
+     "layers/K, fzoo about 1.5-2x"},
     {"--accumulate", CLI_INT, CLI_AT(T, cfg.accumulate), 1, 4096, NULL, "M",
      "micro-batches per step under one z"},
     {"--clip-g", CLI_FLOAT, CLI_AT(T, cfg.mezo.clip_g), 0, 1e30, NULL, "F",
