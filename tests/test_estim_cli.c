@@ -44,30 +44,12 @@ static double num(const cJSON *o, const char *k)
     return cJSON_IsNumber(v) ? v->valuedouble : (double)NAN;
 }
 
-/* fzoo, N = 3, accumulate 2, evals at steps 3 and 6, --lr auto. */
-static void test_lm_events(void)
+/* The lr_search event in out (consumed): the chosen rate has the lowest finite loss. Returns
+ * the chosen rate. */
+static double check_lr_search(char *out)
 {
-    char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
-                        "%s train" BASE " --estimator fzoo --perturbations 3 --lr auto --steps 6"
-                        " --eval-dataset pip-heldout --eval-every 3 --home %s",
-                        POCKETLLM, home),
-                0);
-    char *copy = o ? strdup(o) : NULL, *copy2 = o ? strdup(o) : NULL;
-    cJSON *ev[8] = {0}, *ls[2] = {0};
-    int n = o ? events(o, "eval", ev, 8) : 0;
-    PK_CHECK_EQ(n, 2);
-    for (int i = 0; i < n; i++) {
-        double step = num(ev[i], "step");
-        PK_CHECK_EQ((long long)step, 3LL * (i + 1));
-        PK_CHECK_EQ((long long)num(ev[i], "evaluations"), (long long)step * 4 * 2);
-        PK_CHECK(num(ev[i], "elapsed_s") >= 0.0 && isfinite(num(ev[i], "loss")));
-        PK_CHECK(cJSON_GetObjectItemCaseSensitive(ev[i], "accuracy") == NULL);
-        if (i > 0)
-            PK_CHECK(num(ev[i], "elapsed_s") >= num(ev[i - 1], "elapsed_s"));
-    }
-    /* the search: the chosen rate has the lowest finite loss */
-    PK_CHECK_EQ(copy ? events(copy, "lr_search", ls, 2) : 0, 1);
+    cJSON *ls[2] = {0};
+    PK_CHECK_EQ(out ? events(out, "lr_search", ls, 2) : 0, 1);
     const cJSON *cands = cJSON_GetObjectItemCaseSensitive(ls[0], "candidates");
     double chosen = num(ls[0], "chosen"), best = (double)INFINITY, best_lr = 0;
     PK_CHECK(cJSON_GetArraySize(cands) >= 5);
@@ -80,12 +62,13 @@ static void test_lm_events(void)
         }
     }
     PK_CHECK(chosen > 0 && fabs(chosen - best_lr) <= 1e-6 * best_lr);
-    /* the final line */
-    cJSON *fin = copy2 ? cJSON_Parse(last_line(copy2)) : NULL;
-    PK_CHECK_EQ((long long)num(fin, "evaluations"), 48LL);
-    PK_CHECK(num(fin, "elapsed_s") >= num(ev[1], "elapsed_s"));
-    long long run = (long long)num(fin, "run");
-    /* the run's settings: fzoo, Rademacher, the chosen rate and the search */
+    cJSON_Delete(ls[0]);
+    return chosen;
+}
+
+/* The run's settings: fzoo, Rademacher, the chosen rate and the search. */
+static void check_run_config(long long run, double chosen)
+{
     char *show = NULL;
     PK_CHECK_EQ(run_fmt(&show, RUN_SHOW_FAILURE, "%s runs show %lld --json --home %s", POCKETLLM,
                         run, home),
@@ -99,7 +82,14 @@ static void test_lm_events(void)
     PK_CHECK(fabs(num(cfg, "lr") - chosen) <= 1e-6 * chosen);
     PK_CHECK(fabs(num(cJSON_GetObjectItemCaseSensitive(cfg, "lr_search"), "chosen") - chosen) <=
              1e-6 * chosen);
-    /* against a plain run, by loss evaluations */
+    cJSON_Delete(s);
+    free(show);
+}
+
+/* run against a plain run: plotted by loss evaluations, and by training seconds only once the
+ * plain run has eval points. */
+static void check_plots_against_plain(long long run)
+{
     char *p = NULL, *q = NULL;
     PK_CHECK_EQ(run_fmt(&q, RUN_SHOW_FAILURE, "%s train" BASE " --steps 2 --lr 1e-4 --home %s",
                         POCKETLLM, home),
@@ -139,13 +129,42 @@ static void test_lm_events(void)
     free(sec);
     snprintf(svg, sizeof svg, "%s/cmp.svg", tmp);
     PK_CHECK(file_bytes(svg) > 0);
+    free(p);
+}
+
+/* fzoo, N = 3, accumulate 2, evals at steps 3 and 6, --lr auto. */
+static void test_lm_events(void)
+{
+    char *o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
+                        "%s train" BASE " --estimator fzoo --perturbations 3 --lr auto --steps 6"
+                        " --eval-dataset pip-heldout --eval-every 3 --home %s",
+                        POCKETLLM, home),
+                0);
+    char *copy = o ? strdup(o) : NULL, *copy2 = o ? strdup(o) : NULL;
+    cJSON *ev[8] = {0};
+    int n = o ? events(o, "eval", ev, 8) : 0;
+    PK_CHECK_EQ(n, 2);
+    for (int i = 0; i < n; i++) {
+        double step = num(ev[i], "step");
+        PK_CHECK_EQ((long long)step, 3LL * (i + 1));
+        PK_CHECK_EQ((long long)num(ev[i], "evaluations"), (long long)step * 4 * 2);
+        PK_CHECK(num(ev[i], "elapsed_s") >= 0.0 && isfinite(num(ev[i], "loss")));
+        PK_CHECK(cJSON_GetObjectItemCaseSensitive(ev[i], "accuracy") == NULL);
+        if (i > 0)
+            PK_CHECK(num(ev[i], "elapsed_s") >= num(ev[i - 1], "elapsed_s"));
+    }
+    double chosen = check_lr_search(copy);
+    /* the final line */
+    cJSON *fin = copy2 ? cJSON_Parse(last_line(copy2)) : NULL;
+    PK_CHECK_EQ((long long)num(fin, "evaluations"), 48LL);
+    PK_CHECK(num(fin, "elapsed_s") >= num(ev[1], "elapsed_s"));
+    long long run = (long long)num(fin, "run");
+    check_run_config(run, chosen);
+    check_plots_against_plain(run);
     for (int i = 0; i < n; i++)
         cJSON_Delete(ev[i]);
-    cJSON_Delete(ls[0]);
     cJSON_Delete(fin);
-    cJSON_Delete(s);
-    free(p);
-    free(show);
     free(copy);
     free(copy2);
     free(o);

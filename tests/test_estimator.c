@@ -528,12 +528,12 @@ static void test_objective_sweep(void)
 
 /* hizoo: the whole model's diagonal is over the default budget (refused, both sizes named); H = 1
  * perturbs exactly as plain z; a step moves H away from 1 and replay rebuilds it bit for bit. */
-static void test_hizoo_state(void)
+/* hizoo refuses a Hessian diagonal over its budget, each size in the unit that fits. */
+static void check_hizoo_budget_messages(const pk_model *m)
 {
-    pk_model *m = load(), *r = load();
     pk_mezo_params p = pk_mezo_default_params();
     p.estimator = PK_EST_HIZOO;
-    pk_mezo_state *st = NULL, *st2 = NULL;
+    pk_mezo_state *st = NULL;
     char err[256] = "";
     PK_CHECK_EQ(pk_mezo_state_new(m, NULL, &p, &st, err, sizeof err), PK_ERR_ARG);
     PK_CHECK(st == NULL && strstr(err, "Hessian") != NULL);
@@ -562,6 +562,16 @@ static void test_hizoo_state(void)
              (double)1e-4f * (double)wb);
     PK_CHECK(small > 0 && strstr(err, want) != NULL && strstr(err, "0.0 MB") == NULL);
     free(one);
+}
+
+static void test_hizoo_state(void)
+{
+    pk_model *m = load(), *r = load();
+    pk_mezo_params p = pk_mezo_default_params();
+    p.estimator = PK_EST_HIZOO;
+    pk_mezo_state *st = NULL, *st2 = NULL;
+    char err[256] = "";
+    check_hizoo_budget_messages(m);
     p.hessian_budget = 1.5f;
     p.hessian_smooth = 0.01f;
     p.lr = 1e-3f;
