@@ -24,10 +24,9 @@
 
 struct pk_mezo_state {
     size_t n_t;
-    float **h;      /* [n_t] hizoo: Hessian diagonal of each trainable tensor [numel], else NULL */
-    size_t *h_n;    /* [n_t] hizoo: the elements of h[i] (0 where h[i] is NULL) */
-    uint8_t *mask;  /* [n_t] the tensors of the current perturbation (replay) */
-    double *losses; /* [perturbations] fzoo: the perturbed losses of a step */
+    float **h;     /* [n_t] hizoo: Hessian diagonal of each trainable tensor [numel], else NULL */
+    size_t *h_n;   /* [n_t] hizoo: the elements of h[i] (0 where h[i] is NULL) */
+    uint8_t *mask; /* [n_t] the tensors of the current perturbation (replay) */
     /* a step's sweep: its perturbations (np: fzoo N, else q) and evaluations (ne) */
     int np, ne;
     uint64_t *seeds;         /* [np] */
@@ -191,7 +190,6 @@ void pk_mezo_state_free(pk_mezo_state *s)
     free(s->h);
     free(s->h_n);
     free(s->mask);
-    free(s->losses);
     free(s->seeds);
     free(s->masks);
     free(s->mask_of);
@@ -305,7 +303,6 @@ pk_status pk_mezo_state_new(const pk_model *m, const uint8_t *trainable, const p
         return PK_ERR_NOMEM;
     s->n_t = pk_model_n_tensors(m);
     s->mask = malloc(s->n_t ? s->n_t : 1);
-    s->losses = calloc(p->perturbations > 0 ? (size_t)p->perturbations : 1, sizeof(double));
     s->np = p->estimator == PK_EST_FZOO ? p->perturbations : q_of(p);
     s->ne = pk_mezo_evals_per_step(p);
     s->seeds = calloc((size_t)s->np, sizeof *s->seeds);
@@ -313,9 +310,8 @@ pk_status pk_mezo_state_new(const pk_model *m, const uint8_t *trainable, const p
     s->mask_of = calloc((size_t)s->np, sizeof *s->mask_of);
     s->mean = calloc((size_t)s->ne, sizeof *s->mean);
     s->one = calloc((size_t)s->ne, sizeof *s->one);
-    pk_status st = s->mask && s->losses && s->seeds && s->masks && s->mask_of && s->mean && s->one
-                       ? PK_OK
-                       : PK_ERR_NOMEM;
+    pk_status st =
+        s->mask && s->seeds && s->masks && s->mask_of && s->mean && s->one ? PK_OK : PK_ERR_NOMEM;
     if (st == PK_OK && p->estimator == PK_EST_HIZOO)
         st = hessian_new(m, trainable, p, s, err, errlen);
     if (st != PK_OK) {
@@ -538,19 +534,18 @@ static pk_status fzoo(pk_model *m, const uint8_t *trainable, const pk_mezo_param
     if (st != PK_OK)
         return st;
     l0 = s->mean[0];
-    for (int i = 0; i < N; i++) {
-        s->losses[i] = s->mean[1 + i];
-        mean += s->losses[i];
-    }
+    const double *li = s->mean + 1; /* the perturbed losses */
+    for (int i = 0; i < N; i++)
+        mean += li[i];
     mean /= (double)N;
     for (int i = 0; i < N; i++)
-        var += (s->losses[i] - mean) * (s->losses[i] - mean);
+        var += (li[i] - mean) * (li[i] - mean);
     double sigma = sqrt(var / (double)N);
     for (int i = 0; i < N; i++) {
-        double g = sigma > 0.0 ? (s->losses[i] - l0) / sigma : 0.0;
+        double g = sigma > 0.0 ? (li[i] - l0) / sigma : 0.0;
         if (!isfinite(sigma))
             g = sigma;
-        set_row(&rows[i], step, i, s->seeds[i], clip(g, p->clip_g), s->losses[i], l0, lr_n, p->eps);
+        set_row(&rows[i], step, i, s->seeds[i], clip(g, p->clip_g), li[i], l0, lr_n, p->eps);
         if (!row_ok(&rows[i]))
             return PK_ERR_NUMERIC;
     }

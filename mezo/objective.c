@@ -644,12 +644,6 @@ pk_status pk_objective_loss_sweep(pk_objective *o, pk_model *m, const pk_sweep *
     return obj_loss(o, m, s, loss, NULL, NULL);
 }
 
-pk_status pk_objective_sweep_fn(void *user, pk_model *m, int micro, const pk_sweep *s, double *loss)
-{
-    (void)micro;
-    return obj_loss(user, m, s, loss, NULL, NULL);
-}
-
 pk_status pk_objective_eval(pk_objective *o, pk_model *m, size_t B, double *loss, double *acc)
 {
     double sum = 0, w = 0, asum = 0;

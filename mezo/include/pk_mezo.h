@@ -269,9 +269,6 @@ pk_status pk_objective_loss_fn(void *user, pk_model *m, int micro, const pk_pert
  * evaluation alone. */
 PK_NODISCARD pk_status pk_objective_loss_sweep(pk_objective *o, pk_model *m, const pk_sweep *s,
                                                double *loss);
-/* pk_mezo_sweep_fn adapter: user = pk_objective*. */
-pk_status pk_objective_sweep_fn(void *user, pk_model *m, int micro, const pk_sweep *s,
-                                double *loss);
 /* A federated local step's projected gradient: the batch of `step` (min(batch, 1024) examples of
  * the shuffle seeded by shuffle_seed, pk_batch_indices with one micro-batch) selected in o, then
  * pk_mezo_projected_grad at seed over it. *g gets g as a float, *n_examples the batch size. */
