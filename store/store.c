@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -89,6 +91,18 @@ pk_status store_fail(pk_store *s, pk_status st, const char *fmt, ...)
     return st;
 }
 
+/* A failed write whose errno SQLite did not keep (sqlite3_system_errno is 0 after a short
+ * write that then hit EFBIG: errno is read later, once other calls have reset it): the cause
+ * is a limit when the process has a finite file-size limit or the file system has no space. */
+static int write_limit_likely(const pk_store *s)
+{
+    struct rlimit rl;
+    struct statvfs vf;
+    if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        return 1;
+    return statvfs(s->home, &vf) == 0 && vf.f_bavail == 0;
+}
+
 pk_status store_db_fail(pk_store *s, int rc, const char *what)
 {
     int prim = rc & 0xff;
@@ -98,11 +112,13 @@ pk_status store_db_fail(pk_store *s, int rc, const char *what)
                           "%s is busy: another pocketllm process is using it (%s); retry later",
                           s->home, what);
     int sys = s->db ? sqlite3_system_errno(s->db) : 0;
-    if (prim == SQLITE_FULL || (prim == SQLITE_IOERR && (sys == ENOSPC || sys == EFBIG
+    if (prim == SQLITE_FULL ||
+        (prim == SQLITE_IOERR && (sys == ENOSPC || sys == EFBIG
 #ifdef EDQUOT
-                                                         || sys == EDQUOT
+                                  || sys == EDQUOT
 #endif
-                                                         )))
+                                  )) ||
+        (rc == SQLITE_IOERR_WRITE && sys == 0 && write_limit_likely(s)))
         return store_fail(s, PK_ERR_LIMIT,
                           "%s: %s: disk full or file size limit reached (%s); nothing "
                           "was changed",

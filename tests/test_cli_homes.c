@@ -101,6 +101,38 @@ static void test_init_and_passphrases(void)
     free(out);
 }
 
+/* forget under rising file-size limits (ulimit -f, 512-byte blocks) on a dataset of 200 notes:
+ * each attempt fails with the store's message and forgets nothing, until the limit is large
+ * enough and the dataset is forgotten. Small limits stop the first write; larger ones let a part
+ * of the commit's WAL frames through and fail inside COMMIT, after SQLite has lost the EFBIG
+ * (64-88 blocks here); both must read as a size limit. */
+static void check_forget_size_limit(void)
+{
+    char bulk[700], *out = NULL;
+    int failed = 0, in_commit = 0, rc = 1;
+    snprintf(bulk, sizeof bulk, "%s/bulk.txt", g_tmp);
+    write_notes(bulk, 200, 40);
+    PK_CHECK_EQ(pkl(&out, POCKETLLM " import %s --home %s --dataset bulk", bulk, g_home), 0);
+    free(out);
+    for (int blocks = 8; rc != 0 && blocks <= 512; blocks += 8) {
+        rc = pkl(&out,
+                 "sh -c 'ulimit -f %d; exec " POCKETLLM " data forget --home %s --dataset bulk'",
+                 blocks, g_home);
+        if (rc != 0) {
+            failed++;
+            in_commit += contains(out, ": commit: ");
+            PK_CHECK_EQ(rc, 1); /* not 153 */
+            PK_CHECK(contains(out, "file size limit") && contains(out, "nothing was changed"));
+            PK_CHECK_EQ(dataset_size("bulk"), 200);
+        }
+        free(out);
+    }
+    PK_CHECK_EQ(rc, 0);
+    PK_CHECK(failed > 0 && in_commit > 0);
+    PK_CHECK_EQ(dataset_size("bulk"), -1);
+    PK_CHECK_EQ(dataset_size("notes"), 20);
+}
+
 /* ulimit -f: the import and the forget fail with the store's message and change nothing. */
 static void test_file_size_limit(void)
 {
@@ -120,6 +152,7 @@ static void test_file_size_limit(void)
     PK_CHECK(contains(out, "file size limit"));
     free(out);
     PK_CHECK_EQ(dataset_size("notes"), 20);
+    check_forget_size_limit();
 }
 
 /* Run as an unprivileged user (root writes anywhere): reads work, writes say read-only. */
