@@ -713,6 +713,13 @@ pk_status pk_batch_indices(uint64_t run_seed, int64_t step, int micro, int n_mic
     return PK_OK;
 }
 
+pk_status pk_objective_select_step(pk_objective *o, uint64_t run_seed, int64_t step, int micro,
+                                   int n_micro, size_t n_examples, size_t B, size_t *idx)
+{
+    pk_status st = pk_batch_indices(run_seed, step, micro, n_micro, n_examples, B, idx);
+    return st == PK_OK ? pk_objective_select(o, idx, B) : st;
+}
+
 pk_status pk_objective_step_grad(pk_objective *o, pk_model *m, const uint8_t *trainable,
                                  uint64_t shuffle_seed, int64_t step, size_t batch, uint64_t seed,
                                  pk_z_kind kind, float eps, float *g, int64_t *n_examples)
@@ -720,9 +727,8 @@ pk_status pk_objective_step_grad(pk_objective *o, pk_model *m, const uint8_t *tr
     size_t idx[1024];
     double gd = 0, lp = 0, lm = 0;
     size_t B = batch < 1024 ? batch : 1024;
-    pk_status st = pk_batch_indices(shuffle_seed, step, 0, 1, pk_objective_size(o), B, idx);
-    if (st == PK_OK)
-        st = pk_objective_select(o, idx, B);
+    pk_status st =
+        pk_objective_select_step(o, shuffle_seed, step, 0, 1, pk_objective_size(o), B, idx);
     if (st == PK_OK)
         st = pk_mezo_projected_grad(m, trainable, seed, kind, eps, 1, pk_objective_loss_fn, o, &gd,
                                     &lp, &lm);

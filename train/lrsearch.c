@@ -27,10 +27,8 @@ typedef struct search {
 /* Selects micro-batch `micro` of the candidate's step x->step from the training part. */
 static pk_status search_select(search *x, int micro)
 {
-    size_t B = (size_t)x->cfg->batch;
-    pk_status st = pk_batch_indices(x->cfg->mezo.seed, x->step, micro, x->cfg->accumulate,
-                                    x->n_train, B, x->idx);
-    return st == PK_OK ? pk_objective_select(x->obj, x->idx, B) : st;
+    return pk_objective_select_step(x->obj, x->cfg->mezo.seed, x->step, micro, x->cfg->accumulate,
+                                    x->n_train, (size_t)x->cfg->batch, x->idx);
 }
 
 static pk_status search_loss(void *user, pk_model *m, int micro, const pk_perturb *pert,

@@ -520,10 +520,8 @@ void pk_trainer_free(pk_trainer *t)
 /* Selects micro-batch `micro` of step t->step. */
 static pk_status step_select(pk_trainer *t, int micro)
 {
-    size_t B = (size_t)t->cfg.batch;
-    pk_status st = pk_batch_indices(t->cfg.mezo.seed, t->step, micro, t->cfg.accumulate,
-                                    pk_objective_size(t->obj), B, t->idx);
-    return st == PK_OK ? pk_objective_select(t->obj, t->idx, B) : st;
+    return pk_objective_select_step(t->obj, t->cfg.mezo.seed, t->step, micro, t->cfg.accumulate,
+                                    pk_objective_size(t->obj), (size_t)t->cfg.batch, t->idx);
 }
 
 /* pk_mezo_loss_fn of a step: micro-batch `micro` of step t->step, user = the trainer. */
