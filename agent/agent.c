@@ -206,12 +206,6 @@ static int should_stop(agent *a)
     return a->stop;
 }
 
-static void sleep_s(double s)
-{
-    struct timespec ts = {(time_t)s, (long)((s - floor(s)) * 1e9)};
-    nanosleep(&ts, NULL); /* a signal ends it early: the loop looks at the stop flag again */
-}
-
 /* ---- runs ----------------------------------------------------------------------------------- */
 
 /* The dataset ids of p->datasets; PK_ERR_NOTFOUND naming a dataset not imported yet. */
@@ -507,13 +501,13 @@ static pk_status turn(agent *a, char *err, size_t errlen)
     if (a->t == NULL) {
         if (!pk_agent_conditions_ok(&a->p->cond, 0, why, sizeof why)) {
             set_state(a, "waiting", why);
-            sleep_s(a->p->poll_s);
+            (void)pk_sleep(a->p->poll_s); /* SIGTERM (agent stop) wakes it */
             return PK_OK;
         }
         maybe_sync(a);
         if (!open_trainer(a, &st, err, errlen)) {
             if (st == PK_OK)
-                sleep_s(a->p->poll_s);
+                (void)pk_sleep(a->p->poll_s); /* SIGTERM (agent stop) wakes it */
             return st;
         }
     }

@@ -4,6 +4,7 @@
 
 #include <signal.h>
 #include <string.h>
+#include <time.h>
 
 /* The one mutable global besides the log hook: a signal handler can only communicate through a
  * volatile sig_atomic_t with static storage (C11 7.14.1.1), so the flag cannot live in a handle. */
@@ -40,4 +41,14 @@ void pk_interrupt_raise(void)
 void pk_interrupt_clear(void)
 {
     interrupt_flag = 0;
+}
+
+int pk_sleep(double seconds)
+{
+    if (!(seconds > 0.0))
+        return pk_interrupted();
+    struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+    while (!pk_interrupted() && nanosleep(&ts, &ts) != 0)
+        ; /* another signal (SIGCHLD, SIGALRM, ...): sleep the rest */
+    return pk_interrupted();
 }

@@ -43,12 +43,6 @@ pk_fedsim_params pk_fedsim_default_params(void)
     return p;
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* ---- the task and the coordinator ------------------------------------------------------------ */
 
 static char *task_json(const fs_sim *x, const char *base_hash)
@@ -402,7 +396,7 @@ static pk_status run_devices(fs_sim *x, const int *who, const double *delay, int
             st = PK_ERR_HTTP;
         }
         if (st == PK_OK && running > 0)
-            sleep_ms(5);
+            (void)pk_sleep(0.005);
     }
     if (st != PK_OK)
         kill_devices(x);
@@ -468,8 +462,11 @@ static pk_status wait_close(fs_sim *x)
                       (long long)x->coord_round, x->p->round_timeout_s);
             st = PK_ERR_HTTP;
         }
-        if (st == PK_OK && !closed)
-            sleep_ms(20);
+        if (st == PK_OK && !closed && pk_sleep(0.020)) {
+            pk_seterr(x->err, x->errlen, "interrupted while waiting for round %lld to close",
+                      (long long)x->coord_round);
+            st = PK_ERR_INTERRUPTED;
+        }
     }
     pk_http_destroy(h);
     return st;

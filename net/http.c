@@ -168,13 +168,6 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *user)
     return n;
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0)
-        ;
-}
-
 /* Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2^attempt)]. */
 static long backoff_delay(const pk_http_params *p, int attempt)
 {
@@ -365,8 +358,8 @@ static pk_status run_attempts(pk_http *h, request *rq)
     pk_status st = PK_ERR_HTTP;
     h->stats.requests++;
     for (int a = 0; a < h->p.max_attempts; a++) {
-        if (a > 0)
-            sleep_ms(backoff_delay(&h->p, a - 1));
+        if (a > 0 && pk_sleep((double)backoff_delay(&h->p, a - 1) / 1000.0))
+            break; /* Ctrl-C during the backoff: no more attempts, the last one's status */
         CURLcode rc = attempt_once(h, rq);
         if (judge(h, rq, rc, a, &st) != END_RETRY)
             break;

@@ -467,8 +467,7 @@ static outcome do_get(pull_ctx *c, const char *file, const char *part_path, int6
 static void backoff(int attempt)
 {
     long ms = 200L << (attempt < 5 ? attempt : 5);
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
+    (void)pk_sleep((double)ms / 1000.0); /* the caller looks at pk_interrupted() next */
 }
 
 /* Verifies a complete .part (size, sha256) and renames it into place. */

@@ -652,13 +652,6 @@ static pk_status make_upload(sess *x, const sync_pair *pr, size_t n, int64_t exa
     return st;
 }
 
-static void sleep_s(double s)
-{
-    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-    while (nanosleep(&ts, &ts) != 0)
-        ;
-}
-
 /* Polls /v1/health until the log reaches `version` or wait_s passes; *closed 1 if it did. */
 static pk_status wait_close(sess *x, int64_t version, int *closed)
 {
@@ -676,7 +669,8 @@ static pk_status wait_close(sess *x, int64_t version, int *closed)
             return st;
         if (*closed || pk_time_now() >= t_end)
             return PK_OK;
-        sleep_s(0.05);
+        if (pk_sleep(0.05))
+            return PK_OK; /* Ctrl-C: as if wait_s had passed */
     }
 }
 

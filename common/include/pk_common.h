@@ -106,6 +106,10 @@ int pk_interrupted(void);
 void pk_interrupt_raise(void);
 /* Clears the flag (e.g. between two phases of the demo, or in tests). */
 void pk_interrupt_clear(void);
+/* Sleeps `seconds` (<= 0: not at all), through other signals, but returns early once the flag is
+ * set (a SIGINT or SIGTERM wakes it: waits, polls and retry backoffs end at Ctrl-C). Returns
+ * pk_interrupted(). */
+int pk_sleep(double seconds);
 
 /* ---- records shared by the store and the optimizer ---------------------------------------- */
 

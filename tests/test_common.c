@@ -1,0 +1,90 @@
+/* test_common.c: pk_sleep and the clean-stop flag. pk_sleep sleeps its whole time through other
+ * signals (a SIGALRM every 10 ms), returns at once when the flag is already set, and a SIGINT
+ * that arrives during a long sleep (pk_interrupt_install's handler) ends it early. Times are
+ * checked one way only, with margins no load can break: "at least the time asked" and "well
+ * before a 30 s sleep would end". */
+#include "pk_common.h"
+#include "pk_test.h"
+
+#include <signal.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t alarms;
+static volatile sig_atomic_t interrupt_after; /* raise SIGINT at this alarm (0: never) */
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    alarms++;
+    if (interrupt_after > 0 && alarms == interrupt_after)
+        raise(SIGINT);
+}
+
+/* SIGALRM every 10 ms, without SA_RESTART, so it interrupts nanosleep (EINTR). */
+static void alarms_start(int interrupt_at)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;
+    sigemptyset(&sa.sa_mask);
+    PK_CHECK(sigaction(SIGALRM, &sa, NULL) == 0);
+    alarms = 0;
+    interrupt_after = interrupt_at;
+    struct itimerval it = {{0, 10000}, {0, 10000}};
+    PK_CHECK(setitimer(ITIMER_REAL, &it, NULL) == 0);
+}
+
+static void alarms_stop(void)
+{
+    struct itimerval off;
+    memset(&off, 0, sizeof off);
+    PK_CHECK(setitimer(ITIMER_REAL, &off, NULL) == 0);
+}
+
+static void test_whole_time_through_signals(void)
+{
+    pk_interrupt_clear();
+    double t0 = pk_time_now();
+    PK_CHECK_EQ(pk_sleep(0.0), 0);
+    PK_CHECK_EQ(pk_sleep(-1.0), 0);
+    alarms_start(0);
+    PK_CHECK_EQ(pk_sleep(0.12), 0);
+    alarms_stop();
+    PK_CHECK(pk_time_now() - t0 >= 0.12);
+    PK_CHECK(alarms >= 2); /* the premise: signals did arrive during the sleep */
+}
+
+static void test_flag_already_set(void)
+{
+    pk_interrupt_raise();
+    double t0 = pk_time_now();
+    PK_CHECK_EQ(pk_sleep(30.0), 1);
+    PK_CHECK(pk_time_now() - t0 < 10.0);
+    pk_interrupt_clear();
+}
+
+static void test_sigint_ends_it(void)
+{
+    pk_interrupt_clear();
+    pk_interrupt_install();
+    alarms_start(3); /* SIGINT at the third alarm, ~30 ms in */
+    double t0 = pk_time_now();
+    int r = pk_sleep(30.0);
+    double dt = pk_time_now() - t0;
+    alarms_stop();
+    PK_CHECK_EQ(r, 1);
+    PK_CHECK(pk_interrupted());
+    PK_CHECK(dt < 10.0);
+    PK_CHECK(alarms >= 3);
+    pk_interrupt_clear();
+}
+
+int main(void)
+{
+    test_whole_time_through_signals();
+    test_flag_already_set();
+    test_sigint_ends_it();
+    return PK_TEST_DONE();
+}
