@@ -624,6 +624,60 @@ static void test_hizoo_state(void)
     pk_model_free(r);
 }
 
+/* Replay applies a hizoo perturbation's Hessian row and weight row in one sweep (one z
+ * generation); the same rows one sweep each (replayed one row at a time) end at the same weights
+ * and H, bit for bit, at 1 and 2 threads: q = 2 pairs, weight decay, three steps. */
+static void test_hizoo_one_sweep(void)
+{
+    pk_mezo_params p = pk_mezo_default_params();
+    p.estimator = PK_EST_HIZOO;
+    p.hessian_budget = 1.5f;
+    p.hessian_smooth = 0.05f; /* H moves far from 1 in three steps */
+    p.spsa_q = 2;
+    p.lr = 1e-3f;
+    p.weight_decay = 0.1f;
+    fixed_batch f = make_batch();
+    f.b.ids = f.ids;
+    f.b.lengths = f.len;
+    pk_step_row rows[12];
+    pk_model *m = load();
+    pk_mezo_state *st = NULL;
+    char err[256] = "";
+    pk_threads_set(2);
+    PK_CHECK(pk_mezo_state_new(m, NULL, &p, &st, err, sizeof err) == PK_OK && st != NULL);
+    for (int k = 0; st != NULL && k < 3; k++)
+        PK_CHECK(pk_mezo_step_ex(m, NULL, &p, st, k, 1, fixed_loss, &f, rows + 4 * k, NULL, NULL) ==
+                 PK_OK);
+    char live[65] = "", one[65] = "";
+    PK_CHECK(pk_weights_hash(m, live) == PK_OK);
+    size_t nb = pk_mezo_state_bytes(st);
+    unsigned char *h1 = malloc(nb), *h2 = malloc(nb);
+    PK_CHECK(h1 != NULL && h2 != NULL && nb > 0);
+    if (h1 != NULL && st != NULL)
+        pk_mezo_state_save(st, h1);
+    for (int threads = 1; threads <= 2 && h1 && h2; threads++) {
+        pk_model *r = load();
+        pk_mezo_state *s2 = NULL;
+        pk_threads_set(threads);
+        PK_CHECK(pk_mezo_state_new(r, NULL, &p, &s2, err, sizeof err) == PK_OK && s2 != NULL);
+        for (size_t i = 0; s2 != NULL && i < 12; i++)
+            pk_mezo_replay_ex(r, NULL, &p, s2, rows + i, 1); /* one sweep per row */
+        PK_CHECK(pk_weights_hash(r, one) == PK_OK);
+        PK_CHECK(!strcmp(live, one));
+        if (s2 != NULL) {
+            pk_mezo_state_save(s2, h2);
+            PK_CHECK(memcmp(h1, h2, nb) == 0);
+        }
+        pk_mezo_state_free(s2);
+        pk_model_free(r);
+    }
+    pk_threads_set(2);
+    free(h1);
+    free(h2);
+    pk_mezo_state_free(st);
+    pk_model_free(m);
+}
+
 /* hizoo's update of 16-bit weights rounds as the run says, like MeZO's: with stochastic rounding
  * each f16 element is one of the two neighbours of its exact update W - lr g z / sqrt(H), and
  * some are not the nearest (an update under half an ulp is kept on average, not lost); rounding
@@ -729,6 +783,7 @@ int main(void)
     test_fzoo_rows();
     test_layers();
     test_hizoo_state();
+    test_hizoo_one_sweep();
     test_hizoo_16bit_rounding();
     test_shared_prefix();
     test_sweep_path();
