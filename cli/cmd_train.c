@@ -53,7 +53,8 @@ static const cli_option train_table[] = {
     {"--perturbations", CLI_INT, CLI_AT(T, cfg.mezo.perturbations), 2, 4096, NULL, "N",
      "fzoo: one-sided perturbations per step"},
     {"--hessian-smooth", CLI_FLOAT, CLI_AT(T, cfg.mezo.hessian_smooth), 1e-12, 0.5, NULL, "F",
-     "hizoo: weight of each step's Hessian estimate"},
+     "hizoo: weight of each step's Hessian estimate (a larger one grows H and so shrinks the "
+     "step)"},
     {"--hessian-budget", CLI_FLOAT, CLI_AT(T, cfg.mezo.hessian_budget), 0, 64, NULL, "F",
      "hizoo: the fp32 Hessian diagonal may take F x the weight bytes"},
     {"--perturb-layers", CLI_INT, CLI_AT(T, cfg.mezo.perturb_layers), 0, 4096, NULL, "K",

@@ -324,24 +324,21 @@ pk_status pk_mezo_state_new(const pk_model *m, const uint8_t *trainable, const p
 
 /* ---- hizoo sweeps --------------------------------------------------------------------------- */
 
-/* H = ((1 - alpha) * H) + (c * (H * (z * z))) over elements [start, start+n) of one tensor. */
-static void hessian_block(const pk_tensor_info *ti, float *h, uint64_t seed, pk_z_kind kind,
-                          float keep, float c, size_t start, size_t n, float *z)
+/* H = ((1 - alpha) * H) + (c * (H * (z * z))) over n elements of one tensor (z: theirs). */
+static void hessian_block(float *h, const float *z, float keep, float c, size_t n)
 {
-    pk_z_fill(seed, ti->key, start, n, kind, z);
     for (size_t j = 0; j < n; j++) {
         float hz = h[j] * (z[j] * z[j]);
         h[j] = (keep * h[j]) + (c * hz);
     }
 }
 
-/* W = W - lr * ((g * (z / sqrtf(H))) + (wd * W)); f16/bf16 through fp32 and back under the
- * run's rounding, as mezo.c does. */
-static void scaled_block(const pk_tensor_info *ti, const float *h, uint64_t seed, pk_z_kind kind,
+/* W = W - lr * ((g * (z / sqrtf(H))) + (wd * W)) over elements [start, start+n) of one tensor
+ * (z: theirs); f16/bf16 through fp32 and back under the run's rounding, as mezo.c does. */
+static void scaled_block(const pk_tensor_info *ti, const float *h, const float *z, uint64_t seed,
                          float lr, float g, float wd, pk_rounding rounding, size_t start, size_t n,
-                         float *z, float *w, uint32_t *u)
+                         float *w, uint32_t *u)
 {
-    pk_z_fill(seed, ti->key, start, n, kind, z);
     float *dst = pk_mezo_block_fp32(ti, start, n, w);
     for (size_t j = 0; j < n; j++) {
         float d = z[j] / sqrtf(h[j]);
@@ -353,12 +350,17 @@ static void scaled_block(const pk_tensor_info *ti, const float *h, uint64_t seed
     pk_mezo_block_store(ti, seed, rounding, start, n, w, u);
 }
 
-/* One hizoo row over the tensors of mask: even q_index the Hessian update (row g = c), odd the
- * weight update with the updated H. */
+/* hizoo rows of one perturbation over the tensors of mask: hr (even q_index: the Hessian update,
+ * row g = c) and/or wr (odd: the weight update with the updated H), either may be NULL; both
+ * belong to one seed. Given both, one sweep does the two: each block's z is generated once, its
+ * H updated, then its weights from that H. Every element sees the same operations in the same
+ * order as two sweeps (an element's new H depends only on its old H and z), so the bits are the
+ * same either way; the pair in one sweep halves the z generation. */
 static void hizoo_apply(pk_model *m, const pk_mezo_state *s, const uint8_t *mask,
-                        const pk_mezo_params *p, const pk_step_row *r)
+                        const pk_mezo_params *p, const pk_step_row *hr, const pk_step_row *wr)
 {
-    int hess = (r->q_index % 2) == 0;
+    const pk_step_row *r = hr ? hr : wr;
+    PK_ASSERT(r != NULL && (hr == NULL || wr == NULL || hr->seed == wr->seed));
     float keep = 1.0f - p->hessian_smooth;
     for (size_t i = 0; i < s->n_t; i++) {
         if (!mask[i] || s->h[i] == NULL)
@@ -379,11 +381,12 @@ static void hizoo_apply(pk_model *m, const pk_mezo_state *s, const uint8_t *mask
             for (long b = 0; b < nb; b++) {
                 size_t a = (size_t)b * UPDATE_BLOCK;
                 size_t n = ti.numel - a < UPDATE_BLOCK ? ti.numel - a : UPDATE_BLOCK;
-                if (hess)
-                    hessian_block(&ti, h + a, r->seed, p->z, keep, r->g, a, n, z);
-                else
-                    scaled_block(&ti, h + a, r->seed, p->z, r->lr, r->g, wd, p->rounding, a, n, z,
-                                 w, u);
+                pk_z_fill(r->seed, ti.key, a, n, p->z, z);
+                if (hr)
+                    hessian_block(h + a, z, keep, hr->g, n);
+                if (wr)
+                    scaled_block(&ti, h + a, z, wr->seed, wr->lr, wr->g, wd, p->rounding, a, n, w,
+                                 u);
             }
         }
     }
@@ -391,15 +394,31 @@ static void hizoo_apply(pk_model *m, const pk_mezo_state *s, const uint8_t *mask
 
 /* ---- replay --------------------------------------------------------------------------------- */
 
-/* One logged row: the tensors its perturbation touched, then the estimator's sweep. */
-static void apply_row(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
-                      pk_mezo_state *s, const pk_step_row *r)
+/* Whether rows a and b are one hizoo perturbation's Hessian row and its weight row. */
+static int hizoo_pair(const pk_step_row *a, const pk_step_row *b)
 {
-    pk_mezo_layer_mask(m, trainable, p, r->seed, s->mask);
-    if (p->estimator == PK_EST_HIZOO)
-        hizoo_apply(m, s, s->mask, p, r);
-    else
-        pk_mezo_update_ex(m, s->mask, r->seed, p->z, r->lr, r->g, p->weight_decay, p->rounding);
+    return a->q_index % 2 == 0 && b->q_index == a->q_index + 1 && a->step == b->step &&
+           a->seed == b->seed;
+}
+
+/* The logged rows from r on: the tensors the perturbation touched, then the estimator's sweep
+ * (a hizoo pair in one). Returns how many rows it applied. */
+static size_t apply_rows(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
+                         pk_mezo_state *s, const pk_step_row *rows, size_t r, size_t n)
+{
+    const pk_step_row *a = &rows[r];
+    pk_mezo_layer_mask(m, trainable, p, a->seed, s->mask);
+    if (p->estimator != PK_EST_HIZOO) {
+        pk_mezo_update_ex(m, s->mask, a->seed, p->z, a->lr, a->g, p->weight_decay, p->rounding);
+        return 1;
+    }
+    if (r + 1 < n && hizoo_pair(a, &rows[r + 1])) {
+        hizoo_apply(m, s, s->mask, p, a, &rows[r + 1]);
+        return 2;
+    }
+    int hess = a->q_index % 2 == 0;
+    hizoo_apply(m, s, s->mask, p, hess ? a : NULL, hess ? NULL : a);
+    return 1;
 }
 
 void pk_mezo_replay_ex(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
@@ -412,8 +431,8 @@ void pk_mezo_replay_ex(pk_model *m, const uint8_t *trainable, const pk_mezo_para
                               p->weight_decay, p->rounding);
         return;
     }
-    for (size_t r = 0; r < n; r++)
-        apply_row(m, trainable, p, s, &rows[r]);
+    for (size_t r = 0; r < n;)
+        r += apply_rows(m, trainable, p, s, rows, r, n);
 }
 
 /* ---- steps ---------------------------------------------------------------------------------- */

@@ -5,7 +5,7 @@
  * elapsed_s; --lr auto prints its search ({"event":"lr_search"}), picks the rate of the lowest
  * finite held-back loss and stores the search in the run's settings; an fzoo run is stored as
  * such; plot --x evaluations and --x seconds write an SVG (seconds need eval points); hizoo over
- * its memory budget is refused. */
+ * its memory budget is refused, and its default --hessian-smooth is 1e-8. */
 #include "pk_test.h"
 /* this test starts no server-mock: the header's server helpers stay unused */
 #include "test_product_util.h"
@@ -170,6 +170,29 @@ static void test_lm_events(void)
     free(o);
 }
 
+/* hizoo's default --hessian-smooth is 1e-8 (README "Faster convergence": 1e-6 made H a rate
+ * decay): train --help says so and a run without the option stores it. */
+static void check_hizoo_default(long long run)
+{
+    char *o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s train --help", POCKETLLM), 0);
+    const char *h = o ? strstr(o, "--hessian-smooth") : NULL;
+    const char *eol = h ? strchr(h, '\n') : NULL;
+    const char *d = h ? strstr(h, "[1e-08]") : NULL;
+    PK_CHECK(d != NULL && (eol == NULL || d < eol));
+    free(o);
+    o = NULL;
+    PK_CHECK(run > 0);
+    PK_CHECK_EQ(
+        run_fmt(&o, RUN_SHOW_FAILURE, "%s runs show %lld --json --home %s", POCKETLLM, run, home),
+        0);
+    cJSON *s = o ? cJSON_Parse(o) : NULL;
+    const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(s, "config");
+    PK_CHECK(fabs(num(cfg, "hessian_smooth") - 1e-8) < 1e-15);
+    cJSON_Delete(s);
+    free(o);
+}
+
 /* classify: the eval events carry the accuracy; hizoo counts 2q + 1 per step. */
 static void test_classify_events(void)
 {
@@ -192,6 +215,7 @@ static void test_classify_events(void)
                         "--eval-every 2 --home %s",
                         POCKETLLM, home),
                 0);
+    cJSON *fin = o ? cJSON_Parse(last_line(o)) : NULL; /* before events() cuts o up */
     cJSON *ev[4] = {0};
     int n = o ? events(o, "eval", ev, 4) : 0;
     PK_CHECK_EQ(n, 1);
@@ -202,6 +226,8 @@ static void test_classify_events(void)
         cJSON_Delete(ev[0]);
     }
     free(o);
+    check_hizoo_default((long long)num(fin, "run"));
+    cJSON_Delete(fin);
     /* the whole model's diagonal over the default budget: refused, exit 1, sizes named */
     PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
                         "%s train" BASE " --estimator hizoo --steps 1 --home %s", POCKETLLM, home),

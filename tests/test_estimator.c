@@ -4,9 +4,11 @@
  * live run's weights (and the eval points' training seconds go on over the resume); plain
  * spsa's logs keep their old format; fzoo's coefficients are
  * (l_i - l0) / std; a layer-sampled step leaves the other layers' bytes alone; hizoo refuses a
- * Hessian diagonal over its budget and checkpoints it with the weights; evaluation counts
- * follow the estimator; the sweep path (one engine sweep per micro-batch, the objectives' sweep
- * loss) gives the per-pass rows bit for bit and runs the shared blocks once. */
+ * Hessian diagonal over its budget and checkpoints it with the weights, and its H and weights
+ * follow its formula element by element (a pair of rows in one sweep or two, the same bits);
+ * evaluation counts follow the estimator; the sweep path (one engine sweep per micro-batch,
+ * the objectives' sweep loss) gives the per-pass rows bit for bit and runs the shared blocks
+ * once. */
 #include "pk_test.h"
 #include "pk_train.h"
 
@@ -624,6 +626,134 @@ static void test_hizoo_state(void)
     pk_model_free(r);
 }
 
+/* hizoo's step element by element, from its rows and z alone (DESIGN 4, the reference code's
+ * order): H' = ((1 - alpha) H) + (c (H (z z))) with the old H inside, then
+ * W' = W - lr ((g (z / sqrtf(H'))) + (wd W)) with the new H. Two steps, so the second H update
+ * starts from the first's H; every fp32 element of stories260k is compared bit for bit. */
+static void test_hizoo_formula(void)
+{
+    pk_mezo_params p = pk_mezo_default_params();
+    p.estimator = PK_EST_HIZOO;
+    p.hessian_budget = 1.5f;
+    p.hessian_smooth = 0.05f;
+    p.lr = 1e-3f;
+    p.weight_decay = 0.1f;
+    fixed_batch f = make_batch();
+    f.b.ids = f.ids;
+    f.b.lengths = f.len;
+    pk_model *m = load();
+    pk_mezo_state *st = NULL;
+    PK_CHECK(pk_mezo_state_new(m, NULL, &p, &st, NULL, 0) == PK_OK && st != NULL);
+    size_t nh = pk_mezo_state_bytes(st) / sizeof(float), bad = 0, n32 = 0;
+    float *h = malloc(nh * sizeof(float)), *w = malloc(nh * sizeof(float));
+    float *got = malloc(nh * sizeof(float)), *z = malloc(nh * sizeof(float));
+    PK_CHECK(h && w && got && z);
+    for (size_t i = 0; i < nh && h; i++)
+        h[i] = 1.0f;
+    float keep = 1.0f - p.hessian_smooth;
+    for (int k = 0; k < 2 && st && h && w && got && z; k++) {
+        size_t off = 0;
+        for (size_t t = 0; t < pk_model_n_tensors(m); t++) { /* W before the step */
+            pk_tensor_info ti;
+            PK_CHECK(pk_model_tensor(m, t, &ti) == PK_OK);
+            if (ti.dtype == PK_DTYPE_F32)
+                memcpy(w + off, ti.data, ti.numel * sizeof(float));
+            off += ti.numel;
+        }
+        pk_step_row r[2];
+        PK_CHECK(pk_mezo_step_ex(m, NULL, &p, st, k, 1, fixed_loss, &f, r, NULL, NULL) == PK_OK);
+        pk_mezo_state_save(st, got);
+        off = 0;
+        for (size_t t = 0; t < pk_model_n_tensors(m); t++) {
+            pk_tensor_info ti;
+            PK_CHECK(pk_model_tensor(m, t, &ti) == PK_OK);
+            pk_z_fill(r[0].seed, ti.key, 0, ti.numel, p.z, z + off);
+            float wd = ti.is_bias_or_norm ? 0.0f : p.weight_decay;
+            for (size_t j = 0; j < ti.numel; j++) {
+                size_t e = off + j;
+                volatile float zz = z[e] * z[e], hz = h[e] * zz, a = keep * h[e], b = r[0].g * hz;
+                h[e] = a + b;
+                if (memcmp(&h[e], &got[e], sizeof(float)) != 0)
+                    bad++;
+                if (ti.dtype != PK_DTYPE_F32)
+                    continue;
+                volatile float d = z[e] / sqrtf(h[e]), gd = r[1].g * d, dw = wd * w[e];
+                volatile float sum = gd + dw, step = r[1].lr * sum;
+                float want = w[e] - step;
+                n32++;
+                if (memcmp(&want, (const float *)ti.data + j, sizeof(float)) != 0)
+                    bad++;
+            }
+            off += ti.numel;
+        }
+    }
+    size_t moved = 0; /* H left 1 (alpha is large here), so the comparison is not of ones */
+    for (size_t i = 0; h && i < nh; i++)
+        moved += h[i] != 1.0f;
+    PK_CHECK(n32 > 100000 && moved > nh / 2);
+    PK_CHECK_EQ(bad, 0);
+    free(h);
+    free(w);
+    free(got);
+    free(z);
+    pk_mezo_state_free(st);
+    pk_model_free(m);
+}
+
+/* Replay applies a hizoo perturbation's Hessian row and weight row in one sweep (one z
+ * generation); the same rows one sweep each (replayed one row at a time) end at the same weights
+ * and H, bit for bit, at 1 and 2 threads: q = 2 pairs, weight decay, three steps. */
+static void test_hizoo_one_sweep(void)
+{
+    pk_mezo_params p = pk_mezo_default_params();
+    p.estimator = PK_EST_HIZOO;
+    p.hessian_budget = 1.5f;
+    p.hessian_smooth = 0.05f; /* H moves far from 1 in three steps */
+    p.spsa_q = 2;
+    p.lr = 1e-3f;
+    p.weight_decay = 0.1f;
+    fixed_batch f = make_batch();
+    f.b.ids = f.ids;
+    f.b.lengths = f.len;
+    pk_step_row rows[12];
+    pk_model *m = load();
+    pk_mezo_state *st = NULL;
+    char err[256] = "";
+    pk_threads_set(2);
+    PK_CHECK(pk_mezo_state_new(m, NULL, &p, &st, err, sizeof err) == PK_OK && st != NULL);
+    for (int k = 0; st != NULL && k < 3; k++)
+        PK_CHECK(pk_mezo_step_ex(m, NULL, &p, st, k, 1, fixed_loss, &f, rows + 4 * k, NULL, NULL) ==
+                 PK_OK);
+    char live[65] = "", one[65] = "";
+    PK_CHECK(pk_weights_hash(m, live) == PK_OK);
+    size_t nb = pk_mezo_state_bytes(st);
+    unsigned char *h1 = malloc(nb), *h2 = malloc(nb);
+    PK_CHECK(h1 != NULL && h2 != NULL && nb > 0);
+    if (h1 != NULL && st != NULL)
+        pk_mezo_state_save(st, h1);
+    for (int threads = 1; threads <= 2 && h1 && h2; threads++) {
+        pk_model *r = load();
+        pk_mezo_state *s2 = NULL;
+        pk_threads_set(threads);
+        PK_CHECK(pk_mezo_state_new(r, NULL, &p, &s2, err, sizeof err) == PK_OK && s2 != NULL);
+        for (size_t i = 0; s2 != NULL && i < 12; i++)
+            pk_mezo_replay_ex(r, NULL, &p, s2, rows + i, 1); /* one sweep per row */
+        PK_CHECK(pk_weights_hash(r, one) == PK_OK);
+        PK_CHECK(!strcmp(live, one));
+        if (s2 != NULL) {
+            pk_mezo_state_save(s2, h2);
+            PK_CHECK(memcmp(h1, h2, nb) == 0);
+        }
+        pk_mezo_state_free(s2);
+        pk_model_free(r);
+    }
+    pk_threads_set(2);
+    free(h1);
+    free(h2);
+    pk_mezo_state_free(st);
+    pk_model_free(m);
+}
+
 /* hizoo's update of 16-bit weights rounds as the run says, like MeZO's: with stochastic rounding
  * each f16 element is one of the two neighbours of its exact update W - lr g z / sqrt(H), and
  * some are not the nearest (an update under half an ulp is kept on average, not lost); rounding
@@ -729,6 +859,8 @@ int main(void)
     test_fzoo_rows();
     test_layers();
     test_hizoo_state();
+    test_hizoo_formula();
+    test_hizoo_one_sweep();
     test_hizoo_16bit_rounding();
     test_shared_prefix();
     test_sweep_path();
