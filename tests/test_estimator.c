@@ -626,18 +626,27 @@ static void test_hizoo_state(void)
     pk_model_free(r);
 }
 
+/* hizoo with q pairs, a large smoothing (H moves far from 1 within a few steps), lr 1e-3 and
+ * weight decay 0.1, for the element-by-element tests below. */
+static pk_mezo_params hizoo_test_params(int q)
+{
+    pk_mezo_params p = pk_mezo_default_params();
+    p.estimator = PK_EST_HIZOO;
+    p.hessian_budget = 1.5f;
+    p.hessian_smooth = 0.05f;
+    p.spsa_q = q;
+    p.lr = 1e-3f;
+    p.weight_decay = 0.1f;
+    return p;
+}
+
 /* hizoo's step element by element, from its rows and z alone (DESIGN 4, the reference code's
  * order): H' = ((1 - alpha) H) + (c (H (z z))) with the old H inside, then
  * W' = W - lr ((g (z / sqrtf(H'))) + (wd W)) with the new H. Two steps, so the second H update
  * starts from the first's H; every fp32 element of stories260k is compared bit for bit. */
 static void test_hizoo_formula(void)
 {
-    pk_mezo_params p = pk_mezo_default_params();
-    p.estimator = PK_EST_HIZOO;
-    p.hessian_budget = 1.5f;
-    p.hessian_smooth = 0.05f;
-    p.lr = 1e-3f;
-    p.weight_decay = 0.1f;
+    pk_mezo_params p = hizoo_test_params(1);
     fixed_batch f = make_batch();
     f.b.ids = f.ids;
     f.b.lengths = f.len;
@@ -705,13 +714,7 @@ static void test_hizoo_formula(void)
  * and H, bit for bit, at 1 and 2 threads: q = 2 pairs, weight decay, three steps. */
 static void test_hizoo_one_sweep(void)
 {
-    pk_mezo_params p = pk_mezo_default_params();
-    p.estimator = PK_EST_HIZOO;
-    p.hessian_budget = 1.5f;
-    p.hessian_smooth = 0.05f; /* H moves far from 1 in three steps */
-    p.spsa_q = 2;
-    p.lr = 1e-3f;
-    p.weight_decay = 0.1f;
+    pk_mezo_params p = hizoo_test_params(2);
     fixed_batch f = make_batch();
     f.b.ids = f.ids;
     f.b.lengths = f.len;
