@@ -713,11 +713,41 @@ pk_status pk_batch_indices(uint64_t run_seed, int64_t step, int micro, int n_mic
     return PK_OK;
 }
 
-pk_status pk_objective_select_step(pk_objective *o, uint64_t run_seed, int64_t step, int micro,
-                                   int n_micro, size_t n_examples, size_t B, size_t *idx)
+/* pk_batch_indices over the first n_examples examples of o (idx [B] gets the indices), then
+ * pk_objective_select of them. */
+static pk_status select_step(pk_objective *o, uint64_t run_seed, int64_t step, int micro,
+                             int n_micro, size_t n_examples, size_t B, size_t *idx)
 {
     pk_status st = pk_batch_indices(run_seed, step, micro, n_micro, n_examples, B, idx);
     return st == PK_OK ? pk_objective_select(o, idx, B) : st;
+}
+
+/* Selects micro-batch `micro` of b's step. */
+static pk_status batches_select(const pk_objective_batches *b, int micro)
+{
+    return select_step(b->obj, b->run_seed, b->step, micro, b->n_micro, b->n_examples, b->batch,
+                       b->idx);
+}
+
+static pk_status batches_loss(void *user, pk_model *m, int micro, const pk_perturb *pert,
+                              double *loss)
+{
+    pk_objective_batches *b = user;
+    pk_status st = batches_select(b, micro);
+    return st == PK_OK ? pk_objective_loss(b->obj, m, pert, loss, NULL, NULL) : st;
+}
+
+static pk_status batches_sweep(void *user, pk_model *m, int micro, const pk_sweep *s, double *loss)
+{
+    pk_objective_batches *b = user;
+    pk_status st = batches_select(b, micro);
+    return st == PK_OK ? pk_objective_loss_sweep(b->obj, m, s, loss) : st;
+}
+
+pk_mezo_loss pk_objective_batches_loss(pk_objective_batches *b)
+{
+    pk_mezo_loss l = {batches_loss, batches_sweep, b};
+    return l;
 }
 
 pk_status pk_objective_step_grad(pk_objective *o, pk_model *m, const uint8_t *trainable,
@@ -727,8 +757,7 @@ pk_status pk_objective_step_grad(pk_objective *o, pk_model *m, const uint8_t *tr
     size_t idx[1024];
     double gd = 0, lp = 0, lm = 0;
     size_t B = batch < 1024 ? batch : 1024;
-    pk_status st =
-        pk_objective_select_step(o, shuffle_seed, step, 0, 1, pk_objective_size(o), B, idx);
+    pk_status st = select_step(o, shuffle_seed, step, 0, 1, pk_objective_size(o), B, idx);
     if (st == PK_OK)
         st = pk_mezo_projected_grad(m, trainable, seed, kind, eps, 1, pk_objective_loss_fn, o, &gd,
                                     &lp, &lm);

@@ -21,30 +21,7 @@ typedef struct search {
     const pk_train_config *cfg;
     size_t n_train, n_held; /* examples [0, n_train) train, [n_train, n) are held back */
     size_t *idx;            /* [batch] */
-    int64_t step;
 } search;
-
-/* Selects micro-batch `micro` of the candidate's step x->step from the training part. */
-static pk_status search_select(search *x, int micro)
-{
-    return pk_objective_select_step(x->obj, x->cfg->mezo.seed, x->step, micro, x->cfg->accumulate,
-                                    x->n_train, (size_t)x->cfg->batch, x->idx);
-}
-
-static pk_status search_loss(void *user, pk_model *m, int micro, const pk_perturb *pert,
-                             double *loss)
-{
-    search *x = user;
-    pk_status st = search_select(x, micro);
-    return st == PK_OK ? pk_objective_loss(x->obj, m, pert, loss, NULL, NULL) : st;
-}
-
-static pk_status search_sweep(void *user, pk_model *m, int micro, const pk_sweep *s, double *loss)
-{
-    search *x = user;
-    pk_status st = search_select(x, micro);
-    return st == PK_OK ? pk_objective_loss_sweep(x->obj, m, s, loss) : st;
-}
 
 /* The unperturbed loss over the held-back examples (token- or example-weighted mean). */
 static pk_status held_loss(search *x, double *out)
@@ -81,11 +58,18 @@ static pk_status try_rate(search *x, float lr, int steps, const void *blob, size
     pk_step_row *rows = calloc((size_t)n_rows, sizeof *rows);
     pk_mezo_state *est = NULL;
     pk_status st = rows ? pk_mezo_state_new(x->m, x->mask, &p, &est, err, errlen) : PK_ERR_NOMEM;
-    pk_mezo_loss fn = {search_loss, search_sweep, x};
+    /* the candidate's steps select their micro-batches from the training part only */
+    pk_objective_batches b = {.obj = x->obj,
+                              .run_seed = x->cfg->mezo.seed,
+                              .n_micro = x->cfg->accumulate,
+                              .n_examples = x->n_train,
+                              .batch = (size_t)x->cfg->batch,
+                              .idx = x->idx};
+    pk_mezo_loss fn = pk_objective_batches_loss(&b);
     *loss = (double)INFINITY;
-    for (x->step = 0; st == PK_OK && x->step < steps; x->step++)
-        st = pk_mezo_step_sweep(x->m, x->mask, &p, est, x->step, x->cfg->accumulate, &fn, rows,
-                                NULL, NULL);
+    for (; st == PK_OK && b.step < steps; b.step++)
+        st = pk_mezo_step_sweep(x->m, x->mask, &p, est, b.step, x->cfg->accumulate, &fn, rows, NULL,
+                                NULL);
     if (st == PK_OK)
         st = held_loss(x, loss);
     if (st == PK_ERR_NUMERIC || (st == PK_OK && !isfinite(*loss))) {
@@ -130,7 +114,7 @@ static pk_status run_grid(search *x, const void *blob, size_t len, pk_lr_search 
 pk_status pk_lr_search_run(pk_model *m, const uint8_t *trainable, pk_objective *obj,
                            const pk_train_config *cfg, pk_lr_search *r, char *err, size_t errlen)
 {
-    search x = {m, trainable, obj, cfg, 0, 0, NULL, 0};
+    search x = {m, trainable, obj, cfg, 0, 0, NULL};
     size_t n = pk_objective_size(obj), blob_len = 0;
     void *blob = NULL;
     memset(r, 0, sizeof *r);

@@ -517,29 +517,6 @@ void pk_trainer_free(pk_trainer *t)
 
 /* ---- one step ------------------------------------------------------------------------------- */
 
-/* Selects micro-batch `micro` of step t->step. */
-static pk_status step_select(pk_trainer *t, int micro)
-{
-    return pk_objective_select_step(t->obj, t->cfg.mezo.seed, t->step, micro, t->cfg.accumulate,
-                                    pk_objective_size(t->obj), (size_t)t->cfg.batch, t->idx);
-}
-
-/* pk_mezo_loss_fn of a step: micro-batch `micro` of step t->step, user = the trainer. */
-static pk_status step_loss(void *user, pk_model *m, int micro, const pk_perturb *pert, double *loss)
-{
-    pk_trainer *t = user;
-    pk_status st = step_select(t, micro);
-    return st == PK_OK ? pk_objective_loss(t->obj, m, pert, loss, NULL, NULL) : st;
-}
-
-/* pk_mezo_sweep_fn of a step: the same micro-batch under every evaluation of s. */
-static pk_status step_sweep(void *user, pk_model *m, int micro, const pk_sweep *s, double *loss)
-{
-    pk_trainer *t = user;
-    pk_status st = step_select(t, micro);
-    return st == PK_OK ? pk_objective_loss_sweep(t->obj, m, s, loss) : st;
-}
-
 /* A failed pk_mezo_step: the message, and the run marked "failed". */
 static pk_status step_failed(pk_trainer *t, pk_status st, char *err, size_t errlen)
 {
@@ -581,7 +558,14 @@ static pk_status take_step(pk_trainer *t, char *err, size_t errlen)
     char serr[512] = ""; /* what the store says on failure */
     const pk_train_config *c = &t->cfg;
     double fs = 0, us = 0;
-    pk_mezo_loss loss = {step_loss, step_sweep, t};
+    pk_objective_batches b = {.obj = t->obj,
+                              .run_seed = c->mezo.seed,
+                              .step = t->step,
+                              .n_micro = c->accumulate,
+                              .n_examples = pk_objective_size(t->obj),
+                              .batch = (size_t)c->batch,
+                              .idx = t->idx};
+    pk_mezo_loss loss = pk_objective_batches_loss(&b);
     pk_status st = pk_mezo_step_sweep(t->m, t->mask, &c->mezo, t->est, t->step, c->accumulate,
                                       &loss, t->rows, &fs, &us);
     if (st != PK_OK)

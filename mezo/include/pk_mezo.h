@@ -281,11 +281,20 @@ PK_NODISCARD pk_status pk_objective_step_grad(pk_objective *o, pk_model *m,
  * `step`, from a per-epoch shuffle seeded by run_seed (a pure function of its arguments). */
 PK_NODISCARD pk_status pk_batch_indices(uint64_t run_seed, int64_t step, int micro, int n_micro,
                                         size_t n_examples, size_t B, size_t *idx);
-/* pk_batch_indices over the first n_examples examples of o (idx [B] gets the indices), then
- * pk_objective_select of them: the batch a training step (or an --lr auto candidate) uses. */
-PK_NODISCARD pk_status pk_objective_select_step(pk_objective *o, uint64_t run_seed, int64_t step,
-                                                int micro, int n_micro, size_t n_examples, size_t B,
-                                                size_t *idx);
+/* A training step's micro-batches over an objective: with pk_objective_batches_loss as the step's
+ * pk_mezo_loss, micro-batch `micro` of `step` (pk_batch_indices over the first n_examples
+ * examples, n_micro per step, batch each) is selected, then its loss, or the loss of every
+ * evaluation of a sweep, is taken. The trainer's steps and the --lr auto search's use it. */
+typedef struct pk_objective_batches {
+    pk_objective *obj;
+    uint64_t run_seed;
+    int64_t step;
+    int n_micro;
+    size_t n_examples, batch;
+    size_t *idx; /* [batch] */
+} pk_objective_batches;
+/* {fn, sweep, user = b}: b must outlive the steps that use it. */
+pk_mezo_loss pk_objective_batches_loss(pk_objective_batches *b);
 /* Loss and accuracy over all examples, unperturbed, in batches of B (lm: token-weighted mean;
  * classify: mean CE; accuracy: -accuracy). *acc is NAN for lm. */
 PK_NODISCARD pk_status pk_objective_eval(pk_objective *o, pk_model *m, size_t B, double *loss,
