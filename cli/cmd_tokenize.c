@@ -67,6 +67,10 @@ static size_t put_utf8(char *o, unsigned cp)
     return 4;
 }
 
+/* JSON's one-character escapes: \X stands for the byte at X's place in esc_bytes. */
+static const char esc_names[] = "\"\\/bfnrt";
+static const char esc_bytes[] = "\"\\/\b\f\n\r\t";
+
 /* Decodes the JSON string starting at *pp (at the opening quote) into out (size >= its raw
  * length); returns the decoded length or -1, and moves *pp past the closing quote. */
 static long json_string(const char **pp, char *out)
@@ -83,50 +87,26 @@ static long json_string(const char **pp, char *out)
             continue;
         }
         p++;
+        const char *esc = *p ? strchr(esc_names, *p) : NULL;
+        if (esc) {
+            out[k++] = esc_bytes[esc - esc_names];
+            p++;
+            continue;
+        }
         unsigned cp;
-        switch (*p++) {
-        case '"':
-            out[k++] = '"';
-            break;
-        case '\\':
-            out[k++] = '\\';
-            break;
-        case '/':
-            out[k++] = '/';
-            break;
-        case 'b':
-            out[k++] = '\b';
-            break;
-        case 'f':
-            out[k++] = '\f';
-            break;
-        case 'n':
-            out[k++] = '\n';
-            break;
-        case 'r':
-            out[k++] = '\r';
-            break;
-        case 't':
-            out[k++] = '\t';
-            break;
-        case 'u':
-            if (!hex4(p, &cp))
+        if (*p++ != 'u' || !hex4(p, &cp))
+            return -1;
+        p += 4;
+        if (cp >= 0xD800 && cp < 0xDC00) {
+            unsigned lo;
+            if (p[0] != '\\' || p[1] != 'u' || !hex4(p + 2, &lo) || lo < 0xDC00 || lo > 0xDFFF)
                 return -1;
-            p += 4;
-            if (cp >= 0xD800 && cp < 0xDC00) {
-                unsigned lo;
-                if (p[0] != '\\' || p[1] != 'u' || !hex4(p + 2, &lo) || lo < 0xDC00 || lo > 0xDFFF)
-                    return -1;
-                p += 6;
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            } else if (cp >= 0xDC00 && cp < 0xE000) {
-                return -1;
-            }
-            k += put_utf8(out + k, cp);
-            break;
-        default:
+            p += 6;
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        } else if (cp >= 0xDC00 && cp < 0xE000) {
             return -1;
         }
+        k += put_utf8(out + k, cp);
     }
     *pp = p + 1;
     return (long)k;
