@@ -22,27 +22,19 @@
 #define PH       (H - MT - MB)
 #define MAX_TICK 12
 
+/* The characters XML text escapes; xml_refs[i] is the reference of xml_special[i]. */
+static const char xml_special[] = "&<>\"'";
+static const char *const xml_refs[] = {"&amp;", "&lt;", "&gt;", "&quot;", "&apos;"};
+
+/* Writes s as XML text: the special characters as references, control characters as '?'. */
 static void xml_text(FILE *f, const char *s)
 {
     for (; s && *s; s++) {
         unsigned char c = (unsigned char)*s;
-        switch (c) {
-        case '&':
-            fputs("&amp;", f);
-            break;
-        case '<':
-            fputs("&lt;", f);
-            break;
-        case '>':
-            fputs("&gt;", f);
-            break;
-        case '"':
-            fputs("&quot;", f);
-            break;
-        case '\'':
-            fputs("&apos;", f);
-            break;
-        default:
+        const char *special = strchr(xml_special, c);
+        if (special) {
+            fputs(xml_refs[special - xml_special], f);
+        } else {
             /* XML 1.0 forbids most control characters even as references */
             fputc(c < 0x20 && c != '\t' && c != '\n' ? '?' : c, f);
         }
