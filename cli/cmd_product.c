@@ -37,6 +37,13 @@ static int close_report(pk_store *s, const char *cmd, pk_status st, const char *
     return cli_fail(cmd, st, err);
 }
 
+/* The error of plot and export when no --run is given: prints it and returns CLI_USAGE. */
+static int run_missing(const char *cmd)
+{
+    cli_error(cmd, "--run ID is required (a positive run id; see pocketllm runs)");
+    return CLI_USAGE;
+}
+
 /* ---- plot ----------------------------------------------------------------------------------- */
 
 typedef struct plot_opts {
@@ -78,10 +85,8 @@ static const cli_command plot_cmd = {
 static int plot_check(const plot_opts *o, int64_t *ids)
 {
     const char *cmd = o->c.cmd;
-    if (o->runs.n == 0) {
-        cli_error(cmd, "--run ID is required (a positive run id; see pocketllm runs)");
-        return CLI_USAGE;
-    }
+    if (o->runs.n == 0)
+        return run_missing(cmd);
     if (cli_list_int64(&o->c, "--run", &o->runs, 1, INT64_MAX, ids) != 0)
         return CLI_USAGE;
     for (int i = 1; i < o->runs.n; i++)
@@ -306,10 +311,8 @@ static const cli_command export_cmd = {
 static int export_check(const export_opts *o, pk_dtype *dtype)
 {
     const char *cmd = o->c.cmd;
-    if (!cli_given(&o->c, "--run")) {
-        cli_error(cmd, "--run ID is required (a positive run id; see pocketllm runs)");
-        return CLI_USAGE;
-    }
+    if (!cli_given(&o->c, "--run"))
+        return run_missing(cmd);
     if ((o->out != NULL) + (o->seed_log != NULL) + (o->adapter != NULL) + (o->merged != NULL) !=
         1) {
         cli_error(cmd, "give exactly one of --out DIR, --merged DIR, --adapter DIR or --seed-log "
