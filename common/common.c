@@ -142,6 +142,25 @@ uint32_t pk_f32_bits(float f)
     return u;
 }
 
+void *pk_grow(void *p, size_t *cap, size_t need, size_t size, size_t first)
+{
+    PK_ASSERT(need >= 1 && size >= 1 && (*cap > 0 || first > 0));
+    if (need <= *cap)
+        return p;
+    size_t c = *cap ? *cap : first;
+    while (c < need) {
+        if (c > SIZE_MAX / 2)
+            return NULL;
+        c *= 2;
+    }
+    if (c > SIZE_MAX / size)
+        return NULL;
+    void *q = realloc(p, c * size);
+    if (q)
+        *cap = c;
+    return q;
+}
+
 void pk_pause_point(const char *name)
 {
     const char *at = getenv("POCKETLLM_PAUSE_AT"), *dir = getenv("POCKETLLM_PAUSE_DIR");

@@ -74,16 +74,12 @@ static void put(buf *b, const void *d, size_t n)
 {
     if (b->bad || n == 0)
         return;
-    if (b->n + n > b->cap) {
-        size_t cap = (b->n + n) * 2;
-        unsigned char *q = realloc(b->p, cap);
-        if (!q) {
-            b->bad = 1;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
+    unsigned char *q = pk_grow(b->p, &b->cap, b->n + n, 1, 2 * n);
+    if (!q) {
+        b->bad = 1;
+        return;
     }
+    b->p = q;
     memcpy(b->p + b->n, d, n);
     b->n += n;
 }

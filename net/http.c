@@ -152,16 +152,10 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *user)
         b->toobig = 1;
         return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
     }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (!d)
-            return 0;
-        b->data = d;
-        b->cap = cap;
-    }
+    char *d = pk_grow(b->data, &b->cap, b->len + n + 1, 1, 4096);
+    if (!d)
+        return 0;
+    b->data = d;
     memcpy(b->data + b->len, ptr, n);
     b->len += n;
     b->data[b->len] = '\0';

@@ -428,16 +428,10 @@ static int collect(req *q, const char *data, size_t n)
         q->too_big = 1;
         return 1;
     }
-    if (q->len + n + 1 > q->cap) {
-        size_t ncap = q->cap ? q->cap : 1024;
-        while (ncap < q->len + n + 1)
-            ncap *= 2;
-        char *nb = realloc(q->body, ncap);
-        if (!nb)
-            return 0;
-        q->body = nb;
-        q->cap = ncap;
-    }
+    char *nb = pk_grow(q->body, &q->cap, q->len + n + 1, 1, 1024);
+    if (!nb)
+        return 0;
+    q->body = nb;
     memcpy(q->body + q->len, data, n);
     q->len += n;
     q->body[q->len] = '\0';
