@@ -38,8 +38,8 @@ static pk_status resort(pk_model *m)
     order_item *it = malloc(n * sizeof *it);
     long *map = malloc(n * sizeof *map);
     pk_tensor *t = malloc(n * sizeof *t);
-    pk_status st = PK_ERR_NOMEM;
-    if (!it || !map || !t)
+    pk_status st = it && map && t ? PK_OK : PK_ERR_NOMEM;
+    if (st != PK_OK)
         goto out;
     for (size_t i = 0; i < n; i++)
         it[i] = (order_item){m->t[i].name, i};
@@ -58,7 +58,6 @@ static pk_status resort(pk_model *m)
         if (t[k].scales)
             m->t[k].scales = (int)map[t[k].scales - 1] + 1;
     }
-    st = PK_OK;
 out:
     free(it);
     free(map);

@@ -152,14 +152,7 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *user)
         b->toobig = 1;
         return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
     }
-    char *d = pk_grow(b->data, &b->cap, b->len + n + 1, 1, 4096);
-    if (!d)
-        return 0;
-    b->data = d;
-    memcpy(b->data + b->len, ptr, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-    return n;
+    return pk_text_append(&b->data, &b->len, &b->cap, ptr, n, 4096) == 0 ? n : 0;
 }
 
 /* Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2^attempt)]. */

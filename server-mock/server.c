@@ -428,14 +428,7 @@ static int collect(req *q, const char *data, size_t n)
         q->too_big = 1;
         return 1;
     }
-    char *nb = pk_grow(q->body, &q->cap, q->len + n + 1, 1, 1024);
-    if (!nb)
-        return 0;
-    q->body = nb;
-    memcpy(q->body + q->len, data, n);
-    q->len += n;
-    q->body[q->len] = '\0';
-    return 1;
+    return pk_text_append(&q->body, &q->len, &q->cap, data, n, 1024) == 0;
 }
 
 static int first_call(srv *s, struct MHD_Connection *c, const char *url, void **con_cls)

@@ -3,7 +3,8 @@
  * that arrives during a long sleep (pk_interrupt_install's handler) ends it early. Times are
  * checked one way only, with margins no load can break: "at least the time asked" and "well
  * before a 30 s sleep would end". pk_grow doubles from its first capacity, keeps the contents,
- * leaves a large enough array alone and refuses a size that overflows without touching it. */
+ * leaves a large enough array alone and refuses a size that overflows without touching it;
+ * pk_text_append keeps the text NUL-terminated. */
 #include "pk_common.h"
 #include "pk_test.h"
 
@@ -108,9 +109,24 @@ static void test_grow(void)
     free(v);
 }
 
+static void test_text_append(void)
+{
+    char *s = NULL;
+    size_t len = 0, cap = 0;
+    PK_CHECK_EQ(pk_text_append(&s, &len, &cap, "", 0, 4), 0); /* an empty text is "" */
+    PK_CHECK(s != NULL && s[0] == '\0');
+    PK_CHECK_EQ(pk_text_append(&s, &len, &cap, "abc", 3, 4), 0);
+    PK_CHECK_EQ(pk_text_append(&s, &len, &cap, "defgh", 5, 4), 0);
+    PK_CHECK_EQ(len, 8);
+    PK_CHECK_EQ(cap, 16); /* 9 bytes with the NUL: 4 -> 8 -> 16 */
+    PK_CHECK(strcmp(s, "abcdefgh") == 0);
+    free(s);
+}
+
 int main(void)
 {
     test_grow();
+    test_text_append();
     test_whole_time_through_signals();
     test_flag_already_set();
     test_sigint_ends_it();

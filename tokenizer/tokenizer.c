@@ -674,15 +674,7 @@ typedef struct tok_buf {
 
 static pk_status buf_put(tok_buf *b, const char *s, size_t n)
 {
-    char *p = pk_grow(b->p, &b->cap, b->n + n + 1, 1, 64);
-    if (!p)
-        return PK_ERR_NOMEM;
-    b->p = p;
-    if (n)
-        memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return PK_OK;
+    return pk_text_append(&b->p, &b->n, &b->cap, s, n, 64) == 0 ? PK_OK : PK_ERR_NOMEM;
 }
 
 /* Decodes one UTF-8 code point at s[*i] (len n); returns -1 on invalid input (advancing 1). */
