@@ -1,10 +1,10 @@
-/* test_common.c: pk_sleep, the clean-stop flag and pk_grow. pk_sleep sleeps its whole time through
- * other signals (a SIGALRM every 10 ms), returns at once when the flag is already set, and a SIGINT
- * that arrives during a long sleep (pk_interrupt_install's handler) ends it early. Times are
- * checked one way only, with margins no load can break: "at least the time asked" and "well
- * before a 30 s sleep would end". pk_grow doubles from its first capacity, keeps the contents,
- * leaves a large enough array alone and refuses a size that overflows without touching it;
- * pk_text_append keeps the text NUL-terminated. */
+/* test_common.c: pk_sleep, the clean-stop flag and the growable buffers. pk_sleep sleeps its whole
+ * time through other signals (a SIGALRM every 10 ms), returns at once when the flag is already set,
+ * and a SIGINT that arrives during a long sleep (pk_interrupt_install's handler) ends it early.
+ * Times are checked one way only, with margins no load can break: "at least the time asked" and
+ * "well before a 30 s sleep would end". pk_grow doubles from its first capacity, keeps the
+ * contents, leaves a large enough array alone and refuses a size that overflows without touching
+ * it; pk_text_append keeps the text NUL-terminated. */
 #include "pk_common.h"
 #include "pk_test.h"
 
