@@ -142,6 +142,38 @@ uint32_t pk_f32_bits(float f)
     return u;
 }
 
+void *pk_grow(void *p, size_t *cap, size_t need, size_t size, size_t first)
+{
+    PK_ASSERT(need >= 1 && size >= 1 && (*cap > 0 || first > 0));
+    if (need <= *cap)
+        return p;
+    size_t c = *cap ? *cap : first;
+    while (c < need) {
+        if (c > SIZE_MAX / 2)
+            return NULL;
+        c *= 2;
+    }
+    if (c > SIZE_MAX / size)
+        return NULL;
+    void *q = realloc(p, c * size);
+    if (q)
+        *cap = c;
+    return q;
+}
+
+int pk_text_append(char **p, size_t *len, size_t *cap, const void *d, size_t n, size_t first)
+{
+    char *t = pk_grow(*p, cap, *len + n + 1, 1, first);
+    if (!t)
+        return -1;
+    *p = t;
+    if (n)
+        memcpy(t + *len, d, n);
+    *len += n;
+    t[*len] = '\0';
+    return 0;
+}
+
 void pk_pause_point(const char *name)
 {
     const char *at = getenv("POCKETLLM_PAUSE_AT"), *dir = getenv("POCKETLLM_PAUSE_DIR");

@@ -57,14 +57,10 @@ static void emit(base_ctx *b, int64_t step, double loss, double acc)
 static void on_base_eval(void *user, int64_t step, double loss, double acc)
 {
     base_ctx *b = user;
-    if (b->n_pts == b->cap_pts) {
-        size_t cap = b->cap_pts ? 2 * b->cap_pts : 64;
-        base_pt *p = realloc(b->pts, cap * sizeof *p);
-        if (!p)
-            return; /* the point is lost from the curve; the run goes on */
-        b->pts = p;
-        b->cap_pts = cap;
-    }
+    base_pt *p = pk_grow(b->pts, &b->cap_pts, b->n_pts + 1, sizeof *p, 64);
+    if (!p)
+        return; /* the point is lost from the curve; the run goes on */
+    b->pts = p;
     b->pts[b->n_pts++] = (base_pt){step, loss, acc};
 }
 

@@ -54,16 +54,12 @@ static pk_status add_line(recs *r, const char *line, int64_t lo, int64_t hi)
     if (!cJSON_IsNumber(rd) || !cJSON_IsString(id) || !cJSON_IsNumber(ex) || !cJSON_IsString(pr))
         st = PK_ERR_FORMAT;
     else if (rd->valuedouble >= (double)lo && rd->valuedouble <= (double)hi) {
-        if (r->n == r->cap) {
-            size_t cap = r->cap ? 2 * r->cap : 64;
-            rec *nv = realloc(r->v, cap * sizeof *nv);
-            if (!nv) {
-                cJSON_Delete(j);
-                return PK_ERR_NOMEM;
-            }
-            r->v = nv;
-            r->cap = cap;
+        rec *nv = pk_grow(r->v, &r->cap, r->n + 1, sizeof *nv, 64);
+        if (!nv) {
+            cJSON_Delete(j);
+            return PK_ERR_NOMEM;
         }
+        r->v = nv;
         rec *x = &r->v[r->n];
         memset(x, 0, sizeof *x);
         x->round = (int64_t)rd->valuedouble;

@@ -13,40 +13,12 @@
 #include "model_impl.h"
 #include "quant_impl.h"
 
-/* Every tensor index the model keeps (the fields init_indices in load.c sets), so that a change
- * of the tensor order can rewrite them all. Returns the count written to f (capacity >= 15 +
- * 18 * L). */
-static size_t index_fields(pk_model *m, int **f)
+/* Rewrites one kept index through the map ctx (old index -> new index, -1 = gone). */
+static void remap_index(int *index, const void *ctx)
 {
-    size_t n = 0;
-    int *g[] = {&m->emb,    &m->pos_emb,    &m->type_emb,   &m->emb_ln_w, &m->emb_ln_b,
-                &m->fin_w,  &m->fin_b,      &m->proj_in,    &m->proj_out, &m->head_w,
-                &m->head_b, &m->hd_dense_w, &m->hd_dense_b, &m->hd_ln_w,  &m->hd_ln_b};
-    for (size_t i = 0; i < sizeof g / sizeof g[0]; i++)
-        f[n++] = g[i];
-    for (int l = 0; l < m->cfg.L; l++) {
-        pk_layer *y = &m->layers[l];
-        int *h[] = {&y->ln1_w,  &y->ln1_b,  &y->ln2_w, &y->ln2_b, &y->q_w,   &y->q_b,
-                    &y->k_w,    &y->k_b,    &y->v_w,   &y->v_b,   &y->o_w,   &y->o_b,
-                    &y->gate_w, &y->gate_b, &y->fc1_w, &y->fc1_b, &y->fc2_w, &y->fc2_b};
-        for (size_t i = 0; i < sizeof h / sizeof h[0]; i++)
-            f[n++] = h[i];
-    }
-    return n;
-}
-
-/* Rewrites every kept index through map (old index -> new index, -1 = gone). */
-static pk_status remap_indices(pk_model *m, const long *map)
-{
-    int **f = malloc((15 + 18 * (size_t)m->cfg.L) * sizeof *f);
-    if (!f)
-        return PK_ERR_NOMEM;
-    size_t n = index_fields(m, f);
-    for (size_t i = 0; i < n; i++)
-        if (*f[i] >= 0)
-            *f[i] = (int)map[*f[i]];
-    free(f);
-    return PK_OK;
+    const long *map = ctx;
+    if (*index >= 0)
+        *index = (int)map[*index];
 }
 
 typedef struct order_item {
@@ -66,8 +38,8 @@ static pk_status resort(pk_model *m)
     order_item *it = malloc(n * sizeof *it);
     long *map = malloc(n * sizeof *map);
     pk_tensor *t = malloc(n * sizeof *t);
-    pk_status st = PK_ERR_NOMEM;
-    if (!it || !map || !t)
+    pk_status st = it && map && t ? PK_OK : PK_ERR_NOMEM;
+    if (st != PK_OK)
         goto out;
     for (size_t i = 0; i < n; i++)
         it[i] = (order_item){m->t[i].name, i};
@@ -76,17 +48,15 @@ static pk_status resort(pk_model *m)
         t[k] = m->t[it[k].old];
         map[it[k].old] = (long)k;
     }
-    st = remap_indices(m, map);
-    if (st == PK_OK) {
-        memcpy(m->t, t, n * sizeof *t);
-        for (size_t k = 0; k < n; k++) {
-            if (t[k].lora_a) {
-                m->t[k].lora_a = (int)map[t[k].lora_a - 1] + 1;
-                m->t[k].lora_b = (int)map[t[k].lora_b - 1] + 1;
-            }
-            if (t[k].scales)
-                m->t[k].scales = (int)map[t[k].scales - 1] + 1;
+    pk_model_each_index(m, remap_index, map);
+    memcpy(m->t, t, n * sizeof *t);
+    for (size_t k = 0; k < n; k++) {
+        if (t[k].lora_a) {
+            m->t[k].lora_a = (int)map[t[k].lora_a - 1] + 1;
+            m->t[k].lora_b = (int)map[t[k].lora_b - 1] + 1;
         }
+        if (t[k].scales)
+            m->t[k].scales = (int)map[t[k].scales - 1] + 1;
     }
 out:
     free(it);
@@ -403,12 +373,12 @@ pk_status pk_model_lora_merge(pk_model *m)
         m->t[k++] = m->t[i];
     }
     m->n_t = k;
-    pk_status st = remap_indices(m, map);
+    pk_model_each_index(m, remap_index, map);
     free(map);
     memset(&m->lora, 0, sizeof m->lora);
     m->lora_scale = 0.0f;
     m->rB = m->rT = m->rTk = m->rthreads = m->rnp = 0;
-    return st;
+    return PK_OK;
 }
 
 /* ---- trainable block scales ----------------------------------------------------------------- */

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "model_impl.h"
 
@@ -26,6 +27,20 @@ enum {
 };
 
 #define GGUF_DEFAULT_ALIGN 32
+
+/* Bytes being written in GGUF's encodings: to the FILE f, or (f == NULL) appended to the heap
+ * buffer p (capacity cap; the caller frees it). n counts the bytes put; bad is set by the first
+ * failure (out of memory, a short write), after which nothing more is written. */
+typedef struct pk_gguf_buf {
+    unsigned char *p;
+    size_t n, cap;
+    int bad;
+    FILE *f;
+} pk_gguf_buf;
+void pk_gguf_put(pk_gguf_buf *b, const void *d, size_t n);
+void pk_gguf_put_le(pk_gguf_buf *b, uint64_t v, int n);        /* v's low n bytes, little-endian */
+void pk_gguf_put_str(pk_gguf_buf *b, const void *s, size_t n); /* a string: u64 length, bytes */
+void pk_gguf_put_key(pk_gguf_buf *b, const char *key, uint32_t type); /* an entry's key, type */
 
 /* ggml's tensor type ids of the types we read and write. */
 int pk_gguf_type_of(pk_dtype dt);

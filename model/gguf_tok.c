@@ -62,52 +62,6 @@ static int pb_field(pbr *b, uint32_t *num, int *wire, uint64_t *v, const unsigne
     return 1;
 }
 
-/* ---- a growable byte buffer ---- */
-
-typedef struct buf {
-    unsigned char *p;
-    size_t n, cap;
-    int bad;
-} buf;
-
-static void put(buf *b, const void *d, size_t n)
-{
-    if (b->bad || n == 0)
-        return;
-    if (b->n + n > b->cap) {
-        size_t cap = (b->n + n) * 2;
-        unsigned char *q = realloc(b->p, cap);
-        if (!q) {
-            b->bad = 1;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, d, n);
-    b->n += n;
-}
-
-static void put_le(buf *b, uint64_t v, int n)
-{
-    unsigned char t[8];
-    for (int i = 0; i < n; i++)
-        t[i] = (unsigned char)(v >> (8 * i));
-    put(b, t, (size_t)n);
-}
-
-static void put_str(buf *b, const void *s, size_t n)
-{
-    put_le(b, n, 8);
-    put(b, s, n);
-}
-
-static void put_key(buf *b, const char *key, uint32_t type)
-{
-    put_str(b, key, strlen(key));
-    put_le(b, type, 4);
-}
-
 static uint64_t le8(const unsigned char *p)
 {
     uint64_t v = 0;
@@ -178,10 +132,10 @@ static int sp_piece(const unsigned char *d, size_t n, const unsigned char **ps, 
 }
 
 /* Appends the three arrays (tokens, scores, token_type) and the scalar keys. */
-static pk_status sp_to_kv(const unsigned char *d, size_t n, buf *kv, size_t *count,
+static pk_status sp_to_kv(const unsigned char *d, size_t n, pk_gguf_buf *kv, size_t *count,
                           const char *path, char *err, size_t errlen)
 {
-    buf tok = {0}, sc = {0}, ty = {0};
+    pk_gguf_buf tok = {0}, sc = {0}, ty = {0};
     uint64_t np = 0;
     sp_info si = {0, -1, 1, 1};
     pbr b = {d, d + n};
@@ -206,9 +160,9 @@ static pk_status sp_to_kv(const unsigned char *d, size_t n, buf *kv, size_t *cou
         uint32_t score = 0, type = 1;
         ok = sp_piece(s, l, &ps, &pl, &score, &type);
         ok = ok && ps != NULL;
-        put_str(&tok, ps, pl);
-        put_le(&sc, score, 4);
-        put_le(&ty, type, 4); /* SentencePiece's piece types are llama.cpp's token types */
+        pk_gguf_put_str(&tok, ps, pl);
+        pk_gguf_put_le(&sc, score, 4);
+        pk_gguf_put_le(&ty, type, 4); /* SentencePiece's piece types are llama.cpp's token types */
         np++;
     }
     pk_status st = PK_OK;
@@ -217,28 +171,28 @@ static pk_status sp_to_kv(const unsigned char *d, size_t n, buf *kv, size_t *cou
         st = PK_ERR_FORMAT;
         goto out;
     }
-    put_key(kv, "tokenizer.ggml.model", GGUF_STRING);
-    put_str(kv, "llama", 5);
+    pk_gguf_put_key(kv, "tokenizer.ggml.model", GGUF_STRING);
+    pk_gguf_put_str(kv, "llama", 5);
     static const char *const arr[] = {"tokenizer.ggml.tokens", "tokenizer.ggml.scores",
                                       "tokenizer.ggml.token_type"};
-    const buf *data[] = {&tok, &sc, &ty};
+    const pk_gguf_buf *data[] = {&tok, &sc, &ty};
     static const uint32_t at[] = {GGUF_STRING, GGUF_F32, GGUF_I32};
     for (int i = 0; i < 3; i++) {
-        put_key(kv, arr[i], GGUF_ARRAY);
-        put_le(kv, at[i], 4);
-        put_le(kv, np, 8);
-        put(kv, data[i]->p, data[i]->n);
+        pk_gguf_put_key(kv, arr[i], GGUF_ARRAY);
+        pk_gguf_put_le(kv, at[i], 4);
+        pk_gguf_put_le(kv, np, 8);
+        pk_gguf_put(kv, data[i]->p, data[i]->n);
     }
-    put_key(kv, "tokenizer.ggml.unknown_token_id", GGUF_U32);
-    put_le(kv, (uint64_t)(si.unk < 0 ? 0 : si.unk), 4);
-    put_key(kv, "tokenizer.ggml.add_space_prefix", GGUF_BOOL);
-    put_le(kv, (uint64_t)si.dummy_prefix, 1);
-    put_key(kv, "tokenizer.ggml.remove_extra_whitespaces", GGUF_BOOL);
-    put_le(kv, (uint64_t)si.remove_ws, 1);
+    pk_gguf_put_key(kv, "tokenizer.ggml.unknown_token_id", GGUF_U32);
+    pk_gguf_put_le(kv, (uint64_t)(si.unk < 0 ? 0 : si.unk), 4);
+    pk_gguf_put_key(kv, "tokenizer.ggml.add_space_prefix", GGUF_BOOL);
+    pk_gguf_put_le(kv, (uint64_t)si.dummy_prefix, 1);
+    pk_gguf_put_key(kv, "tokenizer.ggml.remove_extra_whitespaces", GGUF_BOOL);
+    pk_gguf_put_le(kv, (uint64_t)si.remove_ws, 1);
     *count += 7;
     if (si.pad >= 0) {
-        put_key(kv, "tokenizer.ggml.padding_token_id", GGUF_U32);
-        put_le(kv, (uint64_t)si.pad, 4);
+        pk_gguf_put_key(kv, "tokenizer.ggml.padding_token_id", GGUF_U32);
+        pk_gguf_put_le(kv, (uint64_t)si.pad, 4);
         *count += 1;
     }
     if (tok.bad || sc.bad || ty.bad || kv->bad)
@@ -271,7 +225,7 @@ pk_status pk_gguf_tok_from_sp(const char *dir, unsigned char **mem, size_t *n, s
         pk_seterr(err, errlen, "%s: read error", path);
         goto out;
     }
-    buf kv = {*mem, *n, *n, 0};
+    pk_gguf_buf kv = {.p = *mem, .n = *n, .cap = *n};
     st = sp_to_kv(d, len, &kv, count, path, err, errlen);
     *mem = kv.p;
     *n = kv.n;
@@ -282,25 +236,25 @@ out:
 
 /* ---- tokenizer.ggml.* -> tokenizer.model ---- */
 
-static void pb_put_varint(buf *b, uint64_t v)
+static void pb_put_varint(pk_gguf_buf *b, uint64_t v)
 {
     do {
         unsigned char c = (unsigned char)(v & 0x7f);
         v >>= 7;
         if (v)
             c |= 0x80;
-        put(b, &c, 1);
+        pk_gguf_put(b, &c, 1);
     } while (v);
 }
 
-static void pb_put_bytes(buf *b, uint32_t num, const void *d, size_t n)
+static void pb_put_bytes(pk_gguf_buf *b, uint32_t num, const void *d, size_t n)
 {
     pb_put_varint(b, (uint64_t)num << 3 | 2);
     pb_put_varint(b, n);
-    put(b, d, n);
+    pk_gguf_put(b, d, n);
 }
 
-static void pb_put_int(buf *b, uint32_t num, int64_t v)
+static void pb_put_int(pk_gguf_buf *b, uint32_t num, int64_t v)
 {
     pb_put_varint(b, (uint64_t)num << 3);
     pb_put_varint(b, (uint64_t)v);
@@ -321,7 +275,7 @@ static int64_t kv_u(const pk_gguf *g, const char *key, int64_t def)
 
 /* The pieces of a "llama" vocabulary as ModelProto field-1 messages. 0 if the arrays are not
  * three of one length with the right element types. */
-static int sp_pieces(const pk_gguf *g, buf *out, int *has_byte)
+static int sp_pieces(const pk_gguf *g, pk_gguf_buf *out, int *has_byte)
 {
     *has_byte = 0;
     const pk_gguf_kv *t = pk_gguf_find(g, "tokenizer.ggml.tokens"),
@@ -332,7 +286,7 @@ static int sp_pieces(const pk_gguf *g, buf *out, int *has_byte)
         (y && (y->type != GGUF_ARRAY || y->atype != GGUF_I32 || y->n != t->n)))
         return 0;
     const unsigned char *p = t->val; /* strings were bounds-checked by the parser */
-    buf pc = {0};
+    pk_gguf_buf pc = {0};
     for (uint64_t i = 0; i < t->n; i++) {
         uint64_t l = 0;
         for (int k = 0; k < 8; k++)
@@ -340,7 +294,7 @@ static int sp_pieces(const pk_gguf *g, buf *out, int *has_byte)
         pc.n = 0;
         pb_put_bytes(&pc, 1, p + 8, (size_t)l);
         pb_put_varint(&pc, 2u << 3 | 5);
-        put(&pc, s ? s->val + 4 * i : (const unsigned char *)"\0\0\0\0", 4);
+        pk_gguf_put(&pc, s ? s->val + 4 * i : (const unsigned char *)"\0\0\0\0", 4);
         int64_t type = y ? (int64_t)y->val[4 * i] : 1;
         *has_byte |= type == 6;
         pb_put_int(&pc, 3, type);
@@ -375,7 +329,7 @@ pk_status pk_gguf_tok_write_sp(const pk_gguf *g, const char *out_dir, int *writt
     /* a string value is its u64 length, then the bytes (checked by the parser) */
     if (!str_is(mk, "llama"))
         return PK_OK;
-    buf b = {0}, tr = {0}, nm = {0};
+    pk_gguf_buf b = {0}, tr = {0}, nm = {0};
     int has_byte;
     if (!sp_pieces(g, &b, &has_byte)) {
         free(b.p);
@@ -438,20 +392,20 @@ static const char *pre_name(const cJSON *pre)
 }
 
 /* A JSON value (NULL / null: nothing) as a string entry. */
-static void put_json_kv(buf *kv, const char *key, const cJSON *v, size_t *count)
+static void put_json_kv(pk_gguf_buf *kv, const char *key, const cJSON *v, size_t *count)
 {
     char *t = v && !cJSON_IsNull(v) ? cJSON_PrintUnformatted(v) : NULL;
     if (!t)
         return;
-    put_key(kv, key, GGUF_STRING);
-    put_str(kv, t, strlen(t));
+    pk_gguf_put_key(kv, key, GGUF_STRING);
+    pk_gguf_put_str(kv, t, strlen(t));
     (*count)++;
     free(t);
 }
 
 /* tokens [n] by id (holes "[PAD<id>]", type 5 unused), token_type (added tokens: 3 special, 4
  * user-defined). */
-static pk_status bpe_tokens(const cJSON *vocab, const cJSON *added, buf *kv)
+static pk_status bpe_tokens(const cJSON *vocab, const cJSON *added, pk_gguf_buf *kv)
 {
     int64_t n = 0;
     for (const cJSON *v = vocab->child; v; v = v->next)
@@ -484,29 +438,29 @@ static pk_status bpe_tokens(const cJSON *vocab, const cJSON *added, buf *kv)
                 cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "special")) ? 3 : 4;
         }
     }
-    put_key(kv, "tokenizer.ggml.tokens", GGUF_ARRAY);
-    put_le(kv, GGUF_STRING, 4);
-    put_le(kv, (uint64_t)n, 8);
+    pk_gguf_put_key(kv, "tokenizer.ggml.tokens", GGUF_ARRAY);
+    pk_gguf_put_le(kv, GGUF_STRING, 4);
+    pk_gguf_put_le(kv, (uint64_t)n, 8);
     char hole[32];
     for (int64_t i = 0; i < n; i++) {
         snprintf(hole, sizeof hole, "[PAD%lld]", (long long)i);
-        put_str(kv, piece[i] ? piece[i] : hole, strlen(piece[i] ? piece[i] : hole));
+        pk_gguf_put_str(kv, piece[i] ? piece[i] : hole, strlen(piece[i] ? piece[i] : hole));
     }
-    put_key(kv, "tokenizer.ggml.token_type", GGUF_ARRAY);
-    put_le(kv, GGUF_I32, 4);
-    put_le(kv, (uint64_t)n, 8);
+    pk_gguf_put_key(kv, "tokenizer.ggml.token_type", GGUF_ARRAY);
+    pk_gguf_put_le(kv, GGUF_I32, 4);
+    pk_gguf_put_le(kv, (uint64_t)n, 8);
     for (int64_t i = 0; i < n; i++)
-        put_le(kv, (uint64_t)(type[i] ? type[i] : 5), 4);
+        pk_gguf_put_le(kv, (uint64_t)(type[i] ? type[i] : 5), 4);
     free(piece);
     free(type);
     return PK_OK;
 }
 
-static void bpe_merges(const cJSON *merges, buf *kv)
+static void bpe_merges(const cJSON *merges, pk_gguf_buf *kv)
 {
-    put_key(kv, "tokenizer.ggml.merges", GGUF_ARRAY);
-    put_le(kv, GGUF_STRING, 4);
-    put_le(kv, (uint64_t)cJSON_GetArraySize(merges), 8);
+    pk_gguf_put_key(kv, "tokenizer.ggml.merges", GGUF_ARRAY);
+    pk_gguf_put_le(kv, GGUF_STRING, 4);
+    pk_gguf_put_le(kv, (uint64_t)cJSON_GetArraySize(merges), 8);
     for (const cJSON *m = merges->child; m; m = m->next) {
         char pair[1024] = "";
         if (cJSON_IsString(m))
@@ -515,15 +469,15 @@ static void bpe_merges(const cJSON *merges, buf *kv)
                  cJSON_IsString(m->child->next))
             snprintf(pair, sizeof pair, "%s %s", m->child->valuestring,
                      m->child->next->valuestring);
-        put_str(kv, pair, strlen(pair));
+        pk_gguf_put_str(kv, pair, strlen(pair));
     }
 }
 
 /* tokenizer.json (a byte-level BPE model) as the "gpt2" vocabulary, plus its pre-tokenizer,
  * normalizer and post-processor as JSON text (pocketllm.tokenizer.*) so ours rebuilds it
  * exactly; other readers use tokenizer.ggml.pre. */
-static pk_status bpe_to_kv(const char *txt, size_t len, buf *kv, size_t *count, const char *path,
-                           char *err, size_t errlen)
+static pk_status bpe_to_kv(const char *txt, size_t len, pk_gguf_buf *kv, size_t *count,
+                           const char *path, char *err, size_t errlen)
 {
     cJSON *root = cJSON_ParseWithLength(txt, len);
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
@@ -535,10 +489,10 @@ static pk_status bpe_to_kv(const char *txt, size_t len, buf *kv, size_t *count, 
     if (!cJSON_IsString(type) || strcmp(type->valuestring, "BPE") != 0 || !cJSON_IsObject(vocab) ||
         !cJSON_IsArray(merges) || !strstr(txt, "\"ByteLevel\""))
         goto out; /* not byte-level BPE: the files beside the GGUF carry it */
-    put_key(kv, "tokenizer.ggml.model", GGUF_STRING);
-    put_str(kv, "gpt2", 4);
-    put_key(kv, "tokenizer.ggml.pre", GGUF_STRING);
-    put_str(kv, pre_name(pre), strlen(pre_name(pre)));
+    pk_gguf_put_key(kv, "tokenizer.ggml.model", GGUF_STRING);
+    pk_gguf_put_str(kv, "gpt2", 4);
+    pk_gguf_put_key(kv, "tokenizer.ggml.pre", GGUF_STRING);
+    pk_gguf_put_str(kv, pre_name(pre), strlen(pre_name(pre)));
     st = bpe_tokens(vocab, cJSON_GetObjectItemCaseSensitive(root, "added_tokens"), kv);
     if (st != PK_OK) {
         pk_seterr(err, errlen, "%s: model.vocab / added_tokens: bad ids", path);
@@ -551,8 +505,8 @@ static pk_status bpe_to_kv(const char *txt, size_t len, buf *kv, size_t *count, 
                 cJSON_GetObjectItemCaseSensitive(root, "normalizer"), count);
     put_json_kv(kv, "pocketllm.tokenizer.post_processor",
                 cJSON_GetObjectItemCaseSensitive(root, "post_processor"), count);
-    put_key(kv, "pocketllm.tokenizer.ignore_merges", GGUF_BOOL);
-    put_le(kv, cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges")), 1);
+    pk_gguf_put_key(kv, "pocketllm.tokenizer.ignore_merges", GGUF_BOOL);
+    pk_gguf_put_le(kv, cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges")), 1);
     *count += 1;
     st = kv->bad ? PK_ERR_NOMEM : PK_OK;
 out:
@@ -578,7 +532,7 @@ pk_status pk_gguf_tok_from_json(const char *dir, unsigned char **mem, size_t *n,
         return PK_ERR_NOMEM;
     d[len] = 0;
     pk_status st = PK_ERR_IO;
-    buf kv = {*mem, *n, *n, 0};
+    pk_gguf_buf kv = {.p = *mem, .n = *n, .cap = *n};
     if (rerr)
         pk_seterr(err, errlen, "%s: read error", path);
     else

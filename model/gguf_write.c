@@ -1,7 +1,8 @@
 /* gguf_write.c: writes a model as GGUF (DESIGN 5): metadata (architecture, alignment, the
  * source config.json, llama.cpp's hyperparameter keys for llama / qwen2), tensor infos under
  * llama.cpp names where it has them, then each tensor converted row chunk by row chunk to the
- * chosen type (quant.c) and aligned. Which type each tensor gets is the caller's choice. */
+ * chosen type (quant.c) and aligned. Which type each tensor gets is the caller's choice. Also
+ * the GGUF byte writer (pk_gguf_put*) that gguf_tok.c builds tokenizer metadata with. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,72 +14,71 @@
 
 #define CHUNK (1u << 16) /* fp32 elements converted at a time (whole rows) */
 
-/* Output to a file, or (f == NULL) to memory: the metadata is built first, its count known. */
-typedef struct wr {
-    FILE *f;
-    int ok;
-    uint64_t off;
-    unsigned char *mem; /* f == NULL: the bytes so far [off], capacity cap */
-    size_t cap;
-} wr;
-
-static void put(wr *w, const void *p, size_t n)
+void pk_gguf_put(pk_gguf_buf *b, const void *d, size_t n)
 {
-    if (w->ok && n > 0 && w->f && fwrite(p, 1, n, w->f) != n)
-        w->ok = 0;
-    if (w->ok && n > 0 && !w->f && w->off + n > w->cap) {
-        size_t cap = (size_t)(w->off + n) * 2;
-        unsigned char *m = realloc(w->mem, cap);
-        w->ok = m != NULL;
-        w->mem = m ? m : w->mem;
-        w->cap = m ? cap : w->cap;
+    if (b->bad || n == 0)
+        return;
+    if (b->f && fwrite(d, 1, n, b->f) != n) {
+        b->bad = 1;
+        return;
     }
-    if (w->ok && n > 0 && !w->f)
-        memcpy(w->mem + w->off, p, n);
-    w->off += n;
+    if (!b->f) {
+        unsigned char *q = pk_grow(b->p, &b->cap, b->n + n, 1, 2 * n);
+        if (!q) {
+            b->bad = 1;
+            return;
+        }
+        b->p = q;
+        memcpy(q + b->n, d, n);
+    }
+    b->n += n;
 }
 
-static void put_le(wr *w, uint64_t v, int n)
+void pk_gguf_put_le(pk_gguf_buf *b, uint64_t v, int n)
 {
-    unsigned char b[8];
+    unsigned char t[8];
     for (int i = 0; i < n; i++)
-        b[i] = (unsigned char)(v >> (8 * i));
-    put(w, b, (size_t)n);
+        t[i] = (unsigned char)(v >> (8 * i));
+    pk_gguf_put(b, t, (size_t)n);
 }
 
-static void put_str(wr *w, const char *s, size_t n)
+void pk_gguf_put_str(pk_gguf_buf *b, const void *s, size_t n)
 {
-    put_le(w, n, 8);
-    put(w, s, n);
+    pk_gguf_put_le(b, n, 8);
+    pk_gguf_put(b, s, n);
 }
 
-static void kv_str(wr *w, const char *key, const char *val, size_t n)
+void pk_gguf_put_key(pk_gguf_buf *b, const char *key, uint32_t type)
 {
-    put_str(w, key, strlen(key));
-    put_le(w, GGUF_STRING, 4);
-    put_str(w, val, n);
+    pk_gguf_put_str(b, key, strlen(key));
+    pk_gguf_put_le(b, type, 4);
 }
 
-static void kv_u32(wr *w, const char *key, uint32_t v)
+static void kv_str(pk_gguf_buf *w, const char *key, const char *val, size_t n)
 {
-    put_str(w, key, strlen(key));
-    put_le(w, GGUF_U32, 4);
-    put_le(w, v, 4);
+    pk_gguf_put_key(w, key, GGUF_STRING);
+    pk_gguf_put_str(w, val, n);
 }
 
-static void kv_f32(wr *w, const char *key, float v)
+static void kv_u32(pk_gguf_buf *w, const char *key, uint32_t v)
+{
+    pk_gguf_put_key(w, key, GGUF_U32);
+    pk_gguf_put_le(w, v, 4);
+}
+
+static void kv_f32(pk_gguf_buf *w, const char *key, float v)
 {
     uint32_t u;
     memcpy(&u, &v, 4);
-    put_str(w, key, strlen(key));
-    put_le(w, GGUF_F32, 4);
-    put_le(w, u, 4);
+    pk_gguf_put_key(w, key, GGUF_F32);
+    pk_gguf_put_le(w, u, 4);
 }
 
-static void pad(wr *w)
+static void pad(pk_gguf_buf *w)
 {
     static const unsigned char zero[GGUF_DEFAULT_ALIGN];
-    put(w, zero, (size_t)((GGUF_DEFAULT_ALIGN - w->off % GGUF_DEFAULT_ALIGN) % GGUF_DEFAULT_ALIGN));
+    pk_gguf_put(w, zero,
+                (size_t)((GGUF_DEFAULT_ALIGN - w->n % GGUF_DEFAULT_ALIGN) % GGUF_DEFAULT_ALIGN));
 }
 
 static int mapped_arch(const pk_model *m)
@@ -87,7 +87,7 @@ static int mapped_arch(const pk_model *m)
 }
 
 /* The llama.cpp hyperparameter keys (llama / qwen2): 9 entries. */
-static void arch_keys(wr *w, const pk_model *m, const char *a)
+static void arch_keys(pk_gguf_buf *w, const pk_model *m, const char *a)
 {
     const pk_cfg *c = &m->cfg;
     char k[96];
@@ -115,7 +115,7 @@ static int key_is(const pk_gguf_kv *k, const char *key)
 
 /* The tokenizer entries: from a GGUF source, its tokenizer.ggml.* entries as stored; else from
  * the source directory's tokenizer.model (gguf_tok.c). */
-static pk_status tok_kv(wr *w, const pk_model *m, size_t *count, char *err, size_t errlen)
+static pk_status tok_kv(pk_gguf_buf *w, const pk_model *m, size_t *count, char *err, size_t errlen)
 {
     if (m->n_maps == 1 && m->maps[0].len >= 4 && memcmp(m->maps[0].base, "GGUF", 4) == 0) {
         pk_gguf g;
@@ -124,7 +124,7 @@ static pk_status tok_kv(wr *w, const pk_model *m, size_t *count, char *err, size
             if (g.kv[i].klen > 15 && memcmp(g.kv[i].key, "tokenizer.ggml.", 15) == 0 &&
                 !key_is(&g.kv[i], "tokenizer.ggml.bos_token_id") &&
                 !key_is(&g.kv[i], "tokenizer.ggml.eos_token_id")) {
-                put(w, g.kv[i].raw, g.kv[i].raw_len);
+                pk_gguf_put(w, g.kv[i].raw, g.kv[i].raw_len);
                 (*count)++;
             }
         }
@@ -138,13 +138,14 @@ static pk_status tok_kv(wr *w, const pk_model *m, size_t *count, char *err, size
     pk_status st = pk_gguf_tok_from_sp(m->dir, &mem, &n, count, err, errlen);
     if (st == PK_OK && *count == before) /* no tokenizer.model: a byte-level BPE one? */
         st = pk_gguf_tok_from_json(m->dir, &mem, &n, count, err, errlen);
-    put(w, mem, n);
+    pk_gguf_put(w, mem, n);
     free(mem);
     return st;
 }
 
 /* Every metadata entry into w (memory); *count their number. */
-static pk_status write_kv(wr *w, const pk_model *m, size_t *count, char *err, size_t errlen)
+static pk_status write_kv(pk_gguf_buf *w, const pk_model *m, size_t *count, char *err,
+                          size_t errlen)
 {
     const char *a = pk_model_arch(m);
     *count = 4 + (mapped_arch(m) ? 9 : 0) + (m->cfg.bos >= 0) + (m->cfg.eos >= 0);
@@ -160,28 +161,29 @@ static pk_status write_kv(wr *w, const pk_model *m, size_t *count, char *err, si
     if (m->cfg.eos >= 0)
         kv_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)m->cfg.eos);
     pk_status st = tok_kv(w, m, count, err, errlen);
-    return st == PK_OK && !w->ok ? PK_ERR_NOMEM : st;
+    return st == PK_OK && w->bad ? PK_ERR_NOMEM : st;
 }
 
-static void write_header(wr *w, const pk_model *m, const pk_dtype *types, const wr *kv, size_t n_kv)
+static void write_header(pk_gguf_buf *w, const pk_model *m, const pk_dtype *types,
+                         const pk_gguf_buf *kv, size_t n_kv)
 {
-    put(w, "GGUF", 4);
-    put_le(w, 3, 4);
-    put_le(w, m->n_t, 8);
-    put_le(w, n_kv, 8);
-    put(w, kv->mem, (size_t)kv->off);
+    pk_gguf_put(w, "GGUF", 4);
+    pk_gguf_put_le(w, 3, 4);
+    pk_gguf_put_le(w, m->n_t, 8);
+    pk_gguf_put_le(w, n_kv, 8);
+    pk_gguf_put(w, kv->p, kv->n);
     uint64_t off = 0;
     for (size_t i = 0; i < m->n_t; i++) {
         const pk_tensor *t = &m->t[i];
         char name[256];
         if (!mapped_arch(m) || !pk_gguf_name_to_gguf(t->name, name, sizeof name))
             snprintf(name, sizeof name, "%s", t->name);
-        put_str(w, name, strlen(name));
-        put_le(w, (uint64_t)t->ndim, 4);
+        pk_gguf_put_str(w, name, strlen(name));
+        pk_gguf_put_le(w, (uint64_t)t->ndim, 4);
         for (int d = t->ndim - 1; d >= 0; d--)
-            put_le(w, (uint64_t)t->shape[d], 8);
-        put_le(w, (uint64_t)pk_gguf_type_of(types[i]), 4);
-        put_le(w, off, 8);
+            pk_gguf_put_le(w, (uint64_t)t->shape[d], 8);
+        pk_gguf_put_le(w, (uint64_t)pk_gguf_type_of(types[i]), 4);
+        pk_gguf_put_le(w, off, 8);
         off += pk_dtype_row_bytes(types[i], t->numel);
         off = (off + GGUF_DEFAULT_ALIGN - 1) / GGUF_DEFAULT_ALIGN * GGUF_DEFAULT_ALIGN;
     }
@@ -189,10 +191,11 @@ static void write_header(wr *w, const pk_model *m, const pk_dtype *types, const 
 }
 
 /* Tensor t converted to type dt, whole rows at a time (bytes copied when the type is kept). */
-static void write_data(wr *w, const pk_tensor *t, pk_dtype dt, float *buf, unsigned char *out)
+static void write_data(pk_gguf_buf *w, const pk_tensor *t, pk_dtype dt, float *buf,
+                       unsigned char *out)
 {
     if (dt == t->dtype) {
-        put(w, t->data, pk_dtype_row_bytes(dt, t->numel));
+        pk_gguf_put(w, t->data, pk_dtype_row_bytes(dt, t->numel));
         pad(w);
         return;
     }
@@ -203,7 +206,7 @@ static void write_data(wr *w, const pk_tensor *t, pk_dtype dt, float *buf, unsig
         pk_widen(t->dtype, (const unsigned char *)t->data + pk_dtype_row_bytes(t->dtype, s), n,
                  buf);
         pk_narrow(dt, buf, n, out);
-        put(w, out, pk_dtype_row_bytes(dt, n));
+        pk_gguf_put(w, out, pk_dtype_row_bytes(dt, n));
     }
     pad(w);
 }
@@ -250,7 +253,7 @@ pk_status pk_model_save_gguf(const pk_model *m, const char *out_dir, const pk_dt
     unsigned char *out = malloc(nbuf * 4);
     char path[4096];
     snprintf(path, sizeof path, "%s/model.gguf", out_dir);
-    wr w = {.f = NULL, .ok = 1, .off = 0}, kv = {.f = NULL, .ok = 1, .off = 0};
+    pk_gguf_buf w = {0}, kv = {0};
     size_t n_kv = 0;
     st = PK_ERR_NOMEM;
     if (!buf || !out)
@@ -267,7 +270,7 @@ pk_status pk_model_save_gguf(const pk_model *m, const char *out_dir, const pk_dt
     write_header(&w, m, types, &kv, n_kv);
     for (size_t i = 0; i < m->n_t; i++)
         write_data(&w, &m->t[i], types[i], buf, out);
-    int ok = fclose(w.f) == 0 && w.ok;
+    int ok = fclose(w.f) == 0 && !w.bad;
     w.f = NULL;
     if (!ok) {
         pk_seterr(err, errlen, "%s: write failed: %s", path, strerror(errno));
@@ -277,7 +280,7 @@ pk_status pk_model_save_gguf(const pk_model *m, const char *out_dir, const pk_dt
 out:
     if (w.f)
         fclose(w.f);
-    free(kv.mem);
+    free(kv.p);
     free(buf);
     free(out);
     return st;

@@ -438,19 +438,33 @@ static void bind_roberta(loader *ld, pk_model *m)
     bind(ld, &m->head_b, 1, 1, c->V, 0, "lm_head.bias");
 }
 
-static void init_indices(pk_model *m)
+void pk_model_each_index(pk_model *m, void (*fn)(int *index, const void *ctx), const void *ctx)
 {
-    m->emb = m->pos_emb = m->type_emb = m->emb_ln_w = m->emb_ln_b = -1;
-    m->fin_w = m->fin_b = m->proj_in = m->proj_out = m->head_w = m->head_b = -1;
-    m->hd_dense_w = m->hd_dense_b = m->hd_ln_w = m->hd_ln_b = -1;
+    int *g[] = {&m->emb,    &m->pos_emb,    &m->type_emb,   &m->emb_ln_w, &m->emb_ln_b,
+                &m->fin_w,  &m->fin_b,      &m->proj_in,    &m->proj_out, &m->head_w,
+                &m->head_b, &m->hd_dense_w, &m->hd_dense_b, &m->hd_ln_w,  &m->hd_ln_b};
+    for (size_t i = 0; i < sizeof g / sizeof g[0]; i++)
+        fn(g[i], ctx);
     for (int l = 0; l < m->cfg.L; l++) {
         pk_layer *y = &m->layers[l];
-        int *f[] = {&y->ln1_w,  &y->ln1_b,  &y->ln2_w, &y->ln2_b, &y->q_w,   &y->q_b,
+        int *h[] = {&y->ln1_w,  &y->ln1_b,  &y->ln2_w, &y->ln2_b, &y->q_w,   &y->q_b,
                     &y->k_w,    &y->k_b,    &y->v_w,   &y->v_b,   &y->o_w,   &y->o_b,
                     &y->gate_w, &y->gate_b, &y->fc1_w, &y->fc1_b, &y->fc2_w, &y->fc2_b};
-        for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
-            *f[i] = -1;
+        for (size_t i = 0; i < sizeof h / sizeof h[0]; i++)
+            fn(h[i], ctx);
     }
+}
+
+/* Marks one index unbound (-1). */
+static void unbind_index(int *index, const void *ctx)
+{
+    (void)ctx;
+    *index = -1;
+}
+
+static void init_indices(pk_model *m)
+{
+    pk_model_each_index(m, unbind_index, NULL);
 }
 
 /* Keeps the bound entries (sorted by name) as the model's tensors and rewrites the slots. */

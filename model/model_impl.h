@@ -167,6 +167,11 @@ PK_NODISCARD pk_status pk_forward_hidden(pk_model *m, const pk_batch *b, const p
 int pk_head_dim(const pk_model *m);
 /* 1 if dir/name exists (load.c). */
 int pk_model_file_exists(const char *dir, const char *name);
+
+/* Calls fn(index, ctx) on every tensor index the model keeps (the model-wide ones, then each
+ * layer's): load.c marks them all unbound, adapter.c rewrites them when the tensor order
+ * changes. */
+void pk_model_each_index(pk_model *m, void (*fn)(int *index, const void *ctx), const void *ctx);
 /* Reads a whole (small) file of at most cap bytes; *out owned (free), NUL-terminated, *len its
  * length; err names the path (load.c). */
 PK_NODISCARD pk_status pk_model_read_text(const char *path, size_t cap, char **out, size_t *len,

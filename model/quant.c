@@ -317,37 +317,38 @@ static void enc_q6_k(const float *x, unsigned char *b)
     }
 }
 
+typedef void (*block_encoder)(const float *x, unsigned char *b);
+
+/* The block encoder of dt, NULL if it has none. */
+static block_encoder encoder_of(pk_dtype dt)
+{
+    static const struct {
+        pk_dtype dt;
+        block_encoder enc;
+    } encoders[] = {{PK_DTYPE_Q8_0, enc_q8_0},
+                    {PK_DTYPE_Q4_0, enc_q4_0},
+                    {PK_DTYPE_Q4_K, enc_q4_k},
+                    {PK_DTYPE_Q5_K, enc_q5_k},
+                    {PK_DTYPE_Q6_K, enc_q6_k}};
+    for (size_t i = 0; i < sizeof encoders / sizeof encoders[0]; i++)
+        if (encoders[i].dt == dt)
+            return encoders[i].enc;
+    return NULL;
+}
+
 int pk_quant_can_encode(pk_dtype dt)
 {
-    return dt == PK_DTYPE_Q8_0 || dt == PK_DTYPE_Q4_0 || dt == PK_DTYPE_Q4_K ||
-           dt == PK_DTYPE_Q5_K || dt == PK_DTYPE_Q6_K;
+    return encoder_of(dt) != NULL;
 }
 
 void pk_quant_encode(pk_dtype dt, const float *src, size_t nblocks, void *dst)
 {
     unsigned char *d = dst;
     size_t bb = pk_dtype_row_bytes(dt, pk_dtype_block(dt)), be = pk_dtype_block(dt);
-    for (size_t i = 0; i < nblocks; i++) {
-        switch (dt) {
-        case PK_DTYPE_Q8_0:
-            enc_q8_0(src + i * be, d + i * bb);
-            break;
-        case PK_DTYPE_Q4_0:
-            enc_q4_0(src + i * be, d + i * bb);
-            break;
-        case PK_DTYPE_Q4_K:
-            enc_q4_k(src + i * be, d + i * bb);
-            break;
-        case PK_DTYPE_Q5_K:
-            enc_q5_k(src + i * be, d + i * bb);
-            break;
-        case PK_DTYPE_Q6_K:
-            enc_q6_k(src + i * be, d + i * bb);
-            break;
-        default:
-            PK_ASSERT(0 && "no encoder for this type");
-        }
-    }
+    block_encoder enc = encoder_of(dt);
+    PK_ASSERT((enc != NULL || nblocks == 0) && "no encoder for this type");
+    for (size_t i = 0; i < nblocks; i++)
+        enc(src + i * be, d + i * bb);
 }
 
 /* ---- trainable block scales (--trainable scales, DESIGN 5) --------------------------------- */

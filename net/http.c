@@ -152,20 +152,7 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *user)
         b->toobig = 1;
         return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
     }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (!d)
-            return 0;
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, ptr, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-    return n;
+    return pk_text_append(&b->data, &b->len, &b->cap, ptr, n, 4096) == 0 ? n : 0;
 }
 
 /* Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2^attempt)]. */

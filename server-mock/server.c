@@ -428,20 +428,7 @@ static int collect(req *q, const char *data, size_t n)
         q->too_big = 1;
         return 1;
     }
-    if (q->len + n + 1 > q->cap) {
-        size_t ncap = q->cap ? q->cap : 1024;
-        while (ncap < q->len + n + 1)
-            ncap *= 2;
-        char *nb = realloc(q->body, ncap);
-        if (!nb)
-            return 0;
-        q->body = nb;
-        q->cap = ncap;
-    }
-    memcpy(q->body + q->len, data, n);
-    q->len += n;
-    q->body[q->len] = '\0';
-    return 1;
+    return pk_text_append(&q->body, &q->len, &q->cap, data, n, 1024) == 0;
 }
 
 static int first_call(srv *s, struct MHD_Connection *c, const char *url, void **con_cls)

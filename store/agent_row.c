@@ -45,10 +45,7 @@ pk_status pk_store_agent_claim(pk_store *s, char *err, size_t errlen)
     st = rc == SQLITE_DONE ? store_commit(s) : store_db_fail(s, rc, "claim the agent row");
 out:
     sqlite3_finalize(q);
-    if (st != PK_OK && locked) /* before the transaction ends: no one sees it without a row */
-        store_lock_drop(s, STORE_LOCK_AGENT);
-    store_rollback(s);
-    return st;
+    return store_claim_end(s, STORE_LOCK_AGENT, locked, st);
 }
 
 pk_status pk_store_agent_release(pk_store *s, char *err, size_t errlen)

@@ -159,19 +159,30 @@ pk_status store_lock_claim(pk_store *s, int64_t at, int live, long pid, const ch
     return st;
 }
 
-/* The first live lease among the rows of q (columns: run_id, pid, proc_start); 0 if none. */
+pk_status store_claim_end(pk_store *s, int64_t at, int locked, pk_status st)
+{
+    if (st != PK_OK && locked) /* before the transaction ends: no one sees it without a row */
+        store_lock_drop(s, at);
+    store_rollback(s);
+    return st;
+}
+
+/* The first live lease among the rows of q (columns: run_id, pid, proc_start); 0 if none.
+ * Finalizes q. */
 static int first_live(pk_store *s, sqlite3_stmt *q, int64_t *run_id, long *pid)
 {
-    while (sqlite3_step(q) == SQLITE_ROW) {
+    int live = 0;
+    while (!live && sqlite3_step(q) == SQLITE_ROW) {
         int64_t run = sqlite3_column_int64(q, 0);
         long p = (long)sqlite3_column_int64(q, 1);
-        if (store_holder_alive(s, run, p, sqlite3_column_int64(q, 2))) {
+        live = store_holder_alive(s, run, p, sqlite3_column_int64(q, 2));
+        if (live) {
             *run_id = run;
             *pid = p;
-            return 1;
         }
     }
-    return 0;
+    sqlite3_finalize(q);
+    return live;
 }
 
 pk_status pk_store_lease_acquire(pk_store *s, int64_t run_id, char *err, size_t errlen)
@@ -190,7 +201,6 @@ pk_status pk_store_lease_acquire(pk_store *s, int64_t run_id, char *err, size_t 
     if (st != PK_OK)
         goto out;
     int live = first_live(s, q, &holder, &pid);
-    sqlite3_finalize(q);
     q = NULL;
     char who[64];
     snprintf(who, sizeof who, "run %lld is already running", (long long)run_id);
@@ -204,10 +214,7 @@ pk_status pk_store_lease_acquire(pk_store *s, int64_t run_id, char *err, size_t 
         st = store_commit(s);
 out:
     sqlite3_finalize(q);
-    if (st != PK_OK && locked) /* before the transaction ends: no one sees it without a row */
-        store_lock_drop(s, run_id);
-    store_rollback(s);
-    return st;
+    return store_claim_end(s, run_id, locked, st);
 }
 
 pk_status pk_store_lease_release(pk_store *s, int64_t run_id, char *err, size_t errlen)
@@ -229,12 +236,11 @@ pk_status store_no_live_lease(pk_store *s)
     if (st != PK_OK)
         return st;
     if (first_live(s, q, &run_id, &pid))
-        st = store_fail(s, PK_ERR_BUSY,
-                        "run %lld is training (pid %ld): stop it (Ctrl-C, or let it finish), then "
-                        "run this again",
-                        (long long)run_id, pid);
-    sqlite3_finalize(q);
-    return st;
+        return store_fail(s, PK_ERR_BUSY,
+                          "run %lld is training (pid %ld): stop it (Ctrl-C, or let it finish), "
+                          "then run this again",
+                          (long long)run_id, pid);
+    return PK_OK;
 }
 
 pk_status store_dataset_not_leased(pk_store *s, int64_t dataset_id, const char *name)
@@ -251,10 +257,9 @@ pk_status store_dataset_not_leased(pk_store *s, int64_t dataset_id, const char *
     if (st != PK_OK)
         return st;
     if (first_live(s, q, &run_id, &pid))
-        st = store_fail(s, PK_ERR_BUSY,
-                        "dataset %s is in use by run %lld, which is training (pid %ld): stop it "
-                        "first, then forget the dataset",
-                        name, (long long)run_id, pid);
-    sqlite3_finalize(q);
-    return st;
+        return store_fail(s, PK_ERR_BUSY,
+                          "dataset %s is in use by run %lld, which is training (pid %ld): stop "
+                          "it first, then forget the dataset",
+                          name, (long long)run_id, pid);
+    return PK_OK;
 }

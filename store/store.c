@@ -317,15 +317,12 @@ pk_status store_collect(pk_store *s, sqlite3_stmt *q, size_t size, size_t first,
     *rows = NULL;
     *n = 0;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        if (k == cap) {
-            cap = cap ? cap * 2 : first;
-            unsigned char *nv = realloc(v, cap * size);
-            if (!nv) {
-                st = store_fail(s, PK_ERR_NOMEM, "out of memory");
-                goto out;
-            }
-            v = nv;
+        unsigned char *nv = pk_grow(v, &cap, k + 1, size, first);
+        if (!nv) {
+            st = store_fail(s, PK_ERR_NOMEM, "out of memory");
+            goto out;
         }
+        v = nv;
         fn(q, v + k++ * size);
     }
     if (rc != SQLITE_DONE)

@@ -99,6 +99,9 @@ void store_lock_drop(pk_store *s, int64_t at);
  * is taken and *locked set to 1 (drop it if the row is not written). */
 pk_status store_lock_claim(pk_store *s, int64_t at, int live, long pid, const char *who,
                            int *locked);
+/* Ends the write transaction of a claim of byte `at` with status st: on failure the lock it took
+ * (locked) is dropped first, then whatever is still open is rolled back. Returns st. */
+pk_status store_claim_end(pk_store *s, int64_t at, int locked, pk_status st);
 /* Runs a one-int64-parameter statement; *changes (may be NULL) gets the changed rows. */
 pk_status store_exec_int(pk_store *s, const char *sql, int64_t arg, int *changes);
 /* Ends a forget transaction: commits if st is PK_OK (else rolls back), then wipes the WAL. */

@@ -1,12 +1,16 @@
-/* test_common.c: pk_sleep and the clean-stop flag. pk_sleep sleeps its whole time through other
- * signals (a SIGALRM every 10 ms), returns at once when the flag is already set, and a SIGINT
- * that arrives during a long sleep (pk_interrupt_install's handler) ends it early. Times are
- * checked one way only, with margins no load can break: "at least the time asked" and "well
- * before a 30 s sleep would end". */
+/* test_common.c: pk_sleep, the clean-stop flag and the growable buffers. pk_sleep sleeps its whole
+ * time through other signals (a SIGALRM every 10 ms), returns at once when the flag is already set,
+ * and a SIGINT that arrives during a long sleep (pk_interrupt_install's handler) ends it early.
+ * Times are checked one way only, with margins no load can break: "at least the time asked" and
+ * "well before a 30 s sleep would end". pk_grow doubles from its first capacity, keeps the
+ * contents, leaves a large enough array alone and refuses a size that overflows without touching
+ * it; pk_text_append keeps the text NUL-terminated. */
 #include "pk_common.h"
 #include "pk_test.h"
 
 #include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -81,8 +85,48 @@ static void test_sigint_ends_it(void)
     pk_interrupt_clear();
 }
 
+static void test_grow(void)
+{
+    size_t cap = 0;
+    int *v = pk_grow(NULL, &cap, 1, sizeof *v, 4);
+    PK_CHECK(v != NULL);
+    PK_CHECK_EQ(cap, 4);
+    for (int i = 0; i < 4; i++)
+        v[i] = i;
+    int *w = pk_grow(v, &cap, 4, sizeof *v, 4); /* fits: the same array */
+    PK_CHECK(w == v);
+    PK_CHECK_EQ(cap, 4);
+    w = pk_grow(v, &cap, 9, sizeof *v, 4); /* 4 -> 8 -> 16 */
+    PK_CHECK(w != NULL);
+    PK_CHECK_EQ(cap, 16);
+    v = w;
+    for (int i = 0; i < 4; i++)
+        PK_CHECK_EQ(v[i], i);
+    w = pk_grow(v, &cap, SIZE_MAX / 2, sizeof *v, 4); /* too large: refused, v untouched */
+    PK_CHECK(w == NULL);
+    PK_CHECK_EQ(cap, 16);
+    PK_CHECK_EQ(v[3], 3);
+    free(v);
+}
+
+static void test_text_append(void)
+{
+    char *s = NULL;
+    size_t len = 0, cap = 0;
+    PK_CHECK_EQ(pk_text_append(&s, &len, &cap, "", 0, 4), 0); /* an empty text is "" */
+    PK_CHECK(s != NULL && s[0] == '\0');
+    PK_CHECK_EQ(pk_text_append(&s, &len, &cap, "abc", 3, 4), 0);
+    PK_CHECK_EQ(pk_text_append(&s, &len, &cap, "defgh", 5, 4), 0);
+    PK_CHECK_EQ(len, 8);
+    PK_CHECK_EQ(cap, 16); /* 9 bytes with the NUL: 4 -> 8 -> 16 */
+    PK_CHECK(strcmp(s, "abcdefgh") == 0);
+    free(s);
+}
+
 int main(void)
 {
+    test_grow();
+    test_text_append();
     test_whole_time_through_signals();
     test_flag_already_set();
     test_sigint_ends_it();

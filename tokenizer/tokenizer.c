@@ -579,14 +579,10 @@ void pk_tokenizer_free(pk_tokenizer *t)
 
 pk_status tok_ids_push(tok_ids *b, int32_t id)
 {
-    if (b->n == b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 64;
-        int32_t *v = realloc(b->v, cap * sizeof *v);
-        if (!v)
-            return PK_ERR_NOMEM;
-        b->v = v;
-        b->cap = cap;
-    }
+    int32_t *v = pk_grow(b->v, &b->cap, b->n + 1, sizeof *v, 64);
+    if (!v)
+        return PK_ERR_NOMEM;
+    b->v = v;
     b->v[b->n++] = id;
     return PK_OK;
 }
@@ -678,21 +674,7 @@ typedef struct tok_buf {
 
 static pk_status buf_put(tok_buf *b, const char *s, size_t n)
 {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p)
-            return PK_ERR_NOMEM;
-        b->p = p;
-        b->cap = cap;
-    }
-    if (n)
-        memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return PK_OK;
+    return pk_text_append(&b->p, &b->n, &b->cap, s, n, 64) == 0 ? PK_OK : PK_ERR_NOMEM;
 }
 
 /* Decodes one UTF-8 code point at s[*i] (len n); returns -1 on invalid input (advancing 1). */

@@ -69,6 +69,15 @@ size_t pk_peak_rss_bytes(void);
  * (DESIGN 9). */
 void pk_seterr(char *err, size_t errlen, const char *fmt, ...) PK_PRINTF(3, 4);
 
+/* Grows the heap array p (*cap elements of size bytes; NULL when *cap is 0) to hold at least
+ * need elements: the capacity doubles from *cap, or from first (> 0) when *cap is 0. Returns the
+ * array, moved or not, with *cap updated; NULL when out of memory or too large, and then p and
+ * *cap are unchanged and p still belongs to the caller. need >= 1. */
+void *pk_grow(void *p, size_t *cap, size_t need, size_t size, size_t first);
+/* Appends d [n] to the heap text *p (*len bytes, then a NUL; capacity *cap, grown by pk_grow
+ * from first) and NUL-terminates it. 0, or -1 when out of memory (then nothing changed). */
+int pk_text_append(char **p, size_t *len, size_t *cap, const void *d, size_t n, size_t first);
+
 /* A test-only pause point: when $POCKETLLM_PAUSE_AT names this point and $POCKETLLM_PAUSE_DIR
  * is a directory, creates DIR/NAME and waits (up to 60 s) until a test removes it. Lets tests
  * drive races between processes deterministically; does nothing otherwise. */
