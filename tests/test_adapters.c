@@ -664,8 +664,7 @@ static void test_scales(const pk_batch *b)
 
 int main(void)
 {
-    snprintf(tmp, sizeof tmp, "/tmp/pk-adapters-XXXXXX");
-    PK_CHECK(mkdtemp(tmp) != NULL);
+    PK_CHECK(make_tmpdir(tmp, sizeof tmp, "adapters"));
     char d16[300], d32[300];
     make_copies(d16, d32, sizeof d16);
     enum { B = 4, T = 64 };

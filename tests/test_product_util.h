@@ -17,6 +17,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "test_util.h"
+
 #define POCKETLLM PK_BUILD_DIR "/cli/pocketllm"
 #define SERVER    PK_BUILD_DIR "/server-mock/pocketllm-server-mock"
 
@@ -185,12 +187,6 @@ static inline void server_stop(server *sv)
     if (sv->out)
         fclose(sv->out);
     sv->out = NULL;
-}
-
-static inline int make_tmpdir(char *buf, size_t n, const char *tag)
-{
-    snprintf(buf, n, "/tmp/pk_%s_XXXXXX", tag);
-    return mkdtemp(buf) != NULL;
 }
 
 static inline void rm_rf(const char *dir)

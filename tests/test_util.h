@@ -1,7 +1,8 @@
-/* test_util.h: file helpers shared by the tests: read a whole file or stream, write one, walk and
- * remove a directory tree. Header-only (static inline), so a test includes it without a change
- * to its CMake fragment and an unused helper costs no warning. It does not depend on pk_test.h
- * (fuzz targets use it too): helpers report failure by their result and the caller checks it. */
+/* test_util.h: file helpers shared by the tests: read a whole file or stream, write one, make a
+ * temporary directory, walk and remove a directory tree. Header-only (static inline), so a test
+ * includes it without a change to its CMake fragment and an unused helper costs no warning. It does
+ * not depend on pk_test.h (fuzz targets use it too): helpers report failure by their result and the
+ * caller checks it. */
 #ifndef PK_TEST_UTIL_H
 #define PK_TEST_UTIL_H
 
@@ -55,6 +56,13 @@ static inline char *slurp_at(const char *dir, const char *name, size_t *len)
     if (snprintf(p, sizeof p, "%s/%s", dir, name) >= (int)sizeof p)
         return NULL;
     return slurp(p, len);
+}
+
+/* Creates a fresh directory /tmp/pk_TAG_XXXXXX (its name in buf, n bytes): 1, or 0 on failure. */
+static inline int make_tmpdir(char *buf, size_t n, const char *tag)
+{
+    snprintf(buf, n, "/tmp/pk_%s_XXXXXX", tag);
+    return mkdtemp(buf) != NULL;
 }
 
 /* Writes the n bytes at data to path (created or truncated): 0, or -1 on any failure. */
