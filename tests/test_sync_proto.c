@@ -422,15 +422,23 @@ static void phase_refusals(agent *a)
     a->p.task_id = NULL;
 }
 
+/* make_home of dir/name (opened), or NULL after a failed check. */
+static pk_store *agent_home(const char *dir, const char *name)
+{
+    char home[512];
+    snprintf(home, sizeof home, "%s/%s", dir, name);
+    pk_store *s = make_home(home);
+    PK_CHECK(s != NULL);
+    return s;
+}
+
 static void test_log_and_upload(fake *f, const char *dir)
 {
     agent a;
-    char home[512], global3[65];
+    char global3[65];
     memset(&a, 0, sizeof a);
-    snprintf(home, sizeof home, "%s/a", dir);
     a.f = f;
-    a.s = make_home(home);
-    PK_CHECK(a.s != NULL);
+    a.s = agent_home(dir, "a");
     if (!a.s)
         return;
     toy_init(&a.t, "agent A private diary: meet Pip at the lighthouse");
@@ -460,10 +468,8 @@ static int replace_in(char *text, size_t cap, const char *from, const char *to)
 static void test_malformed(fake *f, const char *dir)
 {
     toy t;
-    char home[512], err[256], base_hash[65];
-    snprintf(home, sizeof home, "%s/c", dir);
-    pk_store *s = make_home(home);
-    PK_CHECK(s != NULL);
+    char err[256], base_hash[65];
+    pk_store *s = agent_home(dir, "c");
     if (!s)
         return;
     toy_init(&t, "agent C private notes");
@@ -499,10 +505,8 @@ static void test_malformed(fake *f, const char *dir)
 
 static void test_dp_report(fake *f, const char *dir)
 {
-    char home[512], err[256], base_hash[65];
-    snprintf(home, sizeof home, "%s/b", dir);
-    pk_store *s = make_home(home);
-    PK_CHECK(s != NULL);
+    char err[256], base_hash[65];
+    pk_store *s = agent_home(dir, "b");
     if (!s)
         return;
     toy t;
