@@ -15,14 +15,17 @@ static double fake_now(void *ctx)
     return *(const double *)ctx;
 }
 
-/* A progress of label, total and mode writing to a fresh tmpfile, *f; NULL after a failed check
- * (with *f NULL) if there is no tmpfile. */
+/* A progress of label, total and mode writing to a fresh tmpfile, *f, on the test's clock *clock
+ * (NULL: the real one); NULL after a failed check (with *f NULL) if there is no tmpfile. */
 static pk_progress *progress_to_tmpfile(FILE **f, const char *label, int64_t total,
-                                        pk_progress_mode mode)
+                                        pk_progress_mode mode, double *clock)
 {
     *f = tmpfile();
     PK_CHECK(*f != NULL);
-    return *f ? pk_progress_new_to(*f, label, total, mode) : NULL;
+    pk_progress *p = *f ? pk_progress_new_to(*f, label, total, mode) : NULL;
+    if (p != NULL && clock != NULL)
+        pk_progress_set_clock(p, fake_now, clock);
+    return p;
 }
 
 /* Finishes p and returns all it wrote to f (owned, free(); NULL if it cannot be read); closes f. */
@@ -45,12 +48,11 @@ static int count_lines(const char *s)
 static void test_plain(void)
 {
     FILE *f;
-    pk_progress *p = progress_to_tmpfile(&f, "train", 100, PK_PROGRESS_PLAIN);
+    double clock = 0.0; /* stands still: only the 10% buckets can print a line */
+    pk_progress *p = progress_to_tmpfile(&f, "train", 100, PK_PROGRESS_PLAIN, &clock);
     if (!f)
         return;
     PK_CHECK(p != NULL);
-    double clock = 0.0; /* stands still: only the 10% buckets can print a line */
-    pk_progress_set_clock(p, fake_now, &clock);
     for (int i = 1; i <= 100; i++)
         pk_progress_update(p, i, 2.0);
     PK_CHECK_NEAR(pk_progress_loss_ema(p), 2.0, 1e-12);
@@ -86,7 +88,7 @@ static void test_ema(void)
 static void test_quiet(void)
 {
     FILE *f;
-    pk_progress *p = progress_to_tmpfile(&f, "q", 5, pk_progress_mode_from_args(1, 1));
+    pk_progress *p = progress_to_tmpfile(&f, "q", 5, pk_progress_mode_from_args(1, 1), NULL);
     if (!f)
         return;
     for (int i = 1; i <= 5; i++)
@@ -102,11 +104,10 @@ static void test_json(void)
 {
     /* label with a quote and a control character: must stay valid JSON */
     FILE *f;
-    pk_progress *p = progress_to_tmpfile(&f, "pull \"a\"\tb", 1000, PK_PROGRESS_JSON);
+    double clock = 0.0;
+    pk_progress *p = progress_to_tmpfile(&f, "pull \"a\"\tb", 1000, PK_PROGRESS_JSON, &clock);
     if (!f)
         return;
-    double clock = 0.0;
-    pk_progress_set_clock(p, fake_now, &clock);
     pk_progress_set_bytes(p, 1);
     for (int i = 1; i <= 1000; i++)
         pk_progress_update(p, i, i % 2 ? (double)NAN : 1.5);
@@ -145,13 +146,11 @@ static void test_json(void)
  * 2 s of the test's clock. */
 static double final_rate(int64_t start)
 {
-    FILE *f = tmpfile();
-    double rate = -1;
+    FILE *f;
+    double clock = 100.0, rate = -1;
+    pk_progress *p = progress_to_tmpfile(&f, "train", 0, PK_PROGRESS_JSON, &clock);
     if (!f)
         return rate;
-    pk_progress *p = pk_progress_new_to(f, "train", 0, PK_PROGRESS_JSON);
-    double clock = 100.0;
-    pk_progress_set_clock(p, fake_now, &clock);
     pk_progress_set_start(p, start);
     pk_progress_set_total(p, 1000);
     clock += 2.0;
@@ -180,11 +179,10 @@ static void test_resume_rate(void)
 static void test_every_5s(void)
 {
     FILE *f;
-    pk_progress *p = progress_to_tmpfile(&f, "dl", 0, PK_PROGRESS_PLAIN);
+    double clock = 0.0;
+    pk_progress *p = progress_to_tmpfile(&f, "dl", 0, PK_PROGRESS_PLAIN, &clock);
     if (!f)
         return;
-    double clock = 0.0;
-    pk_progress_set_clock(p, fake_now, &clock);
     static const double at[5] = {0.0, 4.9, 5.0, 9.0, 10.5}; /* lines at 5.0 and 10.5 */
     for (int i = 0; i < 5; i++) {
         clock = at[i];
@@ -204,7 +202,7 @@ static void test_every_5s(void)
 static void test_unknown_total(void)
 {
     FILE *f;
-    pk_progress *p = progress_to_tmpfile(&f, "dl", 0, PK_PROGRESS_PLAIN);
+    pk_progress *p = progress_to_tmpfile(&f, "dl", 0, PK_PROGRESS_PLAIN, NULL);
     if (!f)
         return;
     pk_progress_set_bytes(p, 1);
