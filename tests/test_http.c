@@ -21,6 +21,7 @@
 typedef struct server {
     struct MHD_Daemon *d;
     int port;
+    mhd_router router; /* route, this server */
     atomic_int hits_flaky, hits_trunc, hits_badjson, hits_404, hits_always;
 } server;
 
@@ -35,16 +36,10 @@ static ssize_t trunc_reader(void *cls, uint64_t pos, char *buf, size_t max)
     return (ssize_t)n;
 }
 
-static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
-                               const char *method, const char *version, const char *upload,
-                               size_t *upload_size, void **req)
+static enum MHD_Result route(void *user, struct MHD_Connection *c, const char *url,
+                             const char *method, const mhd_body *cb)
 {
-    (void)version;
-    server *s = cls;
-    enum MHD_Result res;
-    if (mhd_gather_body(req, upload, upload_size, &res))
-        return res;
-    const mhd_body *cb = *req;
+    server *s = user;
     if (!strcmp(url, "/ok"))
         return mhd_send_json(c, 200, "{\"ok\":true}");
     if (!strcmp(url, "/echo")) {
@@ -101,7 +96,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 static int server_start(server *s)
 {
     memset(s, 0, sizeof *s);
-    s->d = mhd_start_loopback(handler, s, &s->port);
+    s->router = (mhd_router){route, s};
+    s->d = mhd_start_loopback(&s->router, &s->port);
     if (!s->d)
         return -1;
     return s->port > 0 ? 0 : -1;

@@ -86,7 +86,7 @@ static void check_upload(fake *f, const char *body)
 }
 
 static enum MHD_Result route(fake *f, struct MHD_Connection *c, const char *url, const char *method,
-                             mhd_body *q)
+                             const mhd_body *q)
 {
     char buf[8192];
     if (!strcmp(url, "/v1/devices") && !strcmp(method, "POST")) {
@@ -146,16 +146,11 @@ static enum MHD_Result route(fake *f, struct MHD_Connection *c, const char *url,
     return mhd_send_json(c, 404, "{\"error\":{\"code\":\"not_found\",\"message\":\"?\"}}");
 }
 
-static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
-                               const char *method, const char *version, const char *upload,
-                               size_t *upload_size, void **req)
+/* route under the fake's lock (the daemon runs a thread per connection). */
+static enum MHD_Result locked_route(void *user, struct MHD_Connection *c, const char *url,
+                                    const char *method, const mhd_body *q)
 {
-    (void)version;
-    fake *f = cls;
-    enum MHD_Result res;
-    if (mhd_gather_body(req, upload, upload_size, &res))
-        return res;
-    mhd_body *q = *req;
+    fake *f = user;
     pthread_mutex_lock(&f->mu);
     enum MHD_Result r = route(f, c, url, method, q);
     pthread_mutex_unlock(&f->mu);
@@ -549,7 +544,8 @@ int main(void)
         return 1;
     static fake f;
     pthread_mutex_init(&f.mu, NULL);
-    f.d = mhd_start_loopback(handler, &f, &f.port);
+    static const mhd_router router = {locked_route, &f};
+    f.d = mhd_start_loopback(&router, &f.port);
     PK_CHECK(f.d != NULL);
     if (f.d) {
         test_log_and_upload(&f, dir);
