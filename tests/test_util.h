@@ -65,6 +65,15 @@ static inline int make_tmpdir(char *buf, size_t n, const char *tag)
     return mkdtemp(buf) != NULL;
 }
 
+/* mkdir of dir/name with mode 0755: 0, or -1 if it fails (as when it exists). */
+static inline int mkdir_at(const char *dir, const char *name)
+{
+    char p[1024];
+    if (snprintf(p, sizeof p, "%s/%s", dir, name) >= (int)sizeof p)
+        return -1;
+    return mkdir(p, 0755);
+}
+
 /* Writes the n bytes at data to path (created or truncated): 0, or -1 on any failure. */
 static inline int write_all(const char *path, const void *data, size_t n)
 {
