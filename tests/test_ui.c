@@ -147,19 +147,16 @@ static void test_json(void)
 static double final_rate(int64_t start)
 {
     FILE *f;
-    double clock = 100.0, rate = -1;
+    double clock = 100.0;
     pk_progress *p = progress_to_tmpfile(&f, "train", 0, PK_PROGRESS_JSON, &clock);
     if (!f)
-        return rate;
+        return -1;
     pk_progress_set_start(p, start);
     pk_progress_set_total(p, 1000);
     clock += 2.0;
     pk_progress_update(p, 1000, (double)NAN);
     char *s = progress_output(p, f);
-    char *last = s ? strstr(s, "\"event\":\"done\"") : NULL;
-    const char *r = last ? strstr(last, "\"rate\":") : NULL;
-    if (r)
-        rate = atof(r + strlen("\"rate\":"));
+    double rate = number_after(s, "\"event\":\"done\"", "\"rate\":", -1);
     free(s);
     return rate;
 }

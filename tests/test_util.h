@@ -16,6 +16,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* The number (strtod) written right after the first key that follows the first `after` in s, or
+ * dflt when s is NULL or either string is not there. For a field of a line of JSON output. */
+static inline double number_after(const char *s, const char *after, const char *key, double dflt)
+{
+    const char *a = s ? strstr(s, after) : NULL;
+    const char *k = a ? strstr(a, key) : NULL;
+    return k ? strtod(k + strlen(key), NULL) : dflt;
+}
+
 /* All of stream f from its start, NUL-terminated (owned: free()), or NULL on a seek or read error
  * or no memory. *len, when len is not NULL, gets the size without the NUL, on success only. */
 static inline char *slurp_stream(FILE *f, size_t *len)
