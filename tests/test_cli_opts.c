@@ -310,9 +310,7 @@ static void test_replay(long long run, const char *hash)
 
 int main(void)
 {
-    unsetenv("POCKETLLM_HOME");
-    setenv("POCKETLLM_PASSPHRASE", PASS, 1);
-    PK_CHECK(make_tmpdir(tmp, sizeof tmp, "cliopts"));
+    PK_CHECK(cli_test_env(PASS, tmp, sizeof tmp, "cliopts"));
 
     test_parse_errors();
     test_help();

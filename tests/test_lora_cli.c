@@ -434,9 +434,7 @@ static void test_scales(void)
 
 int main(void)
 {
-    unsetenv("POCKETLLM_HOME");
-    setenv("POCKETLLM_PASSPHRASE", PASS, 1);
-    PK_CHECK(make_tmpdir(tmp, sizeof tmp, "loracli"));
+    PK_CHECK(cli_test_env(PASS, tmp, sizeof tmp, "loracli"));
     setup();
     test_lora_run();
     test_bf16_runs();

@@ -447,9 +447,7 @@ static void test_plot(int64_t run, int steps)
 int main(void)
 {
     unsetenv("POCKETLLM_MODEL"); /* the demo must find the shipped stories260k itself */
-    unsetenv("POCKETLLM_HOME");
-    setenv("POCKETLLM_PASSPHRASE", PASS, 1);
-    PK_CHECK(make_tmpdir(tmp, sizeof tmp, "prodcli"));
+    PK_CHECK(cli_test_env(PASS, tmp, sizeof tmp, "prodcli"));
 
     test_demo();
 

@@ -197,6 +197,15 @@ static inline void rm_rf(const char *dir)
         fprintf(stderr, "warning: could not remove %s\n", dir);
 }
 
+/* The environment of a CLI test: no POCKETLLM_HOME from outside, passphrase in
+ * POCKETLLM_PASSPHRASE, and a fresh make_tmpdir (named in tmp, n bytes): 1, or 0 if that failed. */
+static inline int cli_test_env(const char *passphrase, char *tmp, size_t n, const char *tag)
+{
+    unsetenv("POCKETLLM_HOME");
+    setenv("POCKETLLM_PASSPHRASE", passphrase, 1);
+    return make_tmpdir(tmp, n, tag);
+}
+
 /* rm_rf of dir once a test has passed (failures == 0); otherwise dir stays and stderr says so. */
 static inline void rm_rf_if_passed(const char *dir, int failures)
 {
