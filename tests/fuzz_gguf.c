@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fuzz_model_util.h"
 #include "pk_model.h"
 #include "test_util.h"
 
@@ -38,20 +39,11 @@ static void fuzz_file(const uint8_t *d, size_t n)
     check(write_at(tmpdir, "m.gguf", d, n) == 0);
     char path[128];
     snprintf(path, sizeof path, "%s/m.gguf", tmpdir);
-    pk_model *m = NULL;
-    char err[512] = "";
-    pk_status st = pk_model_load(path, pk_model_default_params(), &m, err, sizeof err);
-    if (st != PK_OK) {
-        check(m == NULL && err[0] != '\0');
+    pk_model *m = fuzz_load_model(path);
+    if (m == NULL)
         return;
-    }
-    int32_t ids[4] = {1, 3, 5, 7}, len = 4;
-    for (int i = 0; i < 4; i++)
-        ids[i] %= pk_model_vocab_size(m);
-    pk_batch b = {1, 4, ids, &len, NULL};
-    double mean = 0;
     if (pk_model_is_causal(m)) {
-        st = pk_model_loss(m, &b, NULL, NULL, NULL, NULL, &mean);
+        pk_status st = fuzz_model_loss(m);
         check(st == PK_OK || st == PK_ERR_NOMEM || st == PK_ERR_ARG);
     }
     pk_model_free(m);

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fuzz_model_util.h"
 #include "pk_model.h"
 #include "test_util.h"
 
@@ -92,17 +93,10 @@ static void fuzz_file(const uint8_t *d, size_t n)
 {
     setup();
     put("model.safetensors", d, n);
-    pk_model *m = NULL;
-    char err[512] = "";
-    pk_status st = pk_model_load(tmpdir, pk_model_default_params(), &m, err, sizeof err);
-    if (st != PK_OK) {
-        check(m == NULL && err[0] != '\0');
+    pk_model *m = fuzz_load_model(tmpdir);
+    if (m == NULL)
         return;
-    }
-    int32_t ids[4] = {1, 3, 5, 7}, len = 4;
-    pk_batch b = {1, 4, ids, &len, NULL};
-    double mean = 0;
-    st = pk_model_loss(m, &b, NULL, NULL, NULL, NULL, &mean);
+    pk_status st = fuzz_model_loss(m);
     check(st == PK_OK || st == PK_ERR_NOMEM);
     pk_model_free(m);
 }

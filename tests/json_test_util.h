@@ -1,6 +1,7 @@
 /* json_test_util.h: reading the CLI's --json output in the product tests: the last line as an
- * object, and a member as a number or a string with a value that fails any check when it is
- * absent (NAN, ""). Header-only, on top of test_product_util.h (last_line). */
+ * object (or a command run for it: run_json), and a member as a number or a string with a value
+ * that fails any check when it is absent (NAN, ""). Header-only, on top of test_product_util.h
+ * (run_vfmt, last_line). */
 #ifndef PK_JSON_TEST_UTIL_H
 #define PK_JSON_TEST_UTIL_H
 
@@ -8,6 +9,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -23,6 +25,23 @@ static inline cJSON *last_json(char *out)
     if (j == NULL)
         fprintf(stderr, "not a JSON object: '%s'\n", last_line(out));
     return j;
+}
+
+/* Runs a command line (printf format) as run_fmt does with `how`, and parses the last line of its
+ * output as last_json does: *j gets that object (owned, cJSON_Delete) or NULL. Returns the exit
+ * status, as run_fmt. */
+static inline int run_json(cJSON **j, int how, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static inline int run_json(cJSON **j, int how, const char *fmt, ...)
+{
+    char *o = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = run_vfmt(&o, how, fmt, ap);
+    va_end(ap);
+    *j = last_json(o);
+    free(o);
+    return rc;
 }
 
 /* The number j.key, or NAN if it is absent or not a number. */

@@ -257,6 +257,19 @@ static double max_diff(const float *a, const float *b, size_t n)
     return d;
 }
 
+/* Every tensor of m that mask leaves off is base's tensor of the same name, byte for byte. */
+static void check_rest_as_loaded(const pk_model *m, const uint8_t *mask, const pk_model *base)
+{
+    for (size_t i = 0, j = 0; i < pk_model_n_tensors(m); i++) {
+        pk_tensor_info ti, t0;
+        PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
+        if (mask[i])
+            continue;
+        PK_CHECK(pk_model_tensor(base, j++, &t0) == PK_OK && !strcmp(ti.name, t0.name));
+        PK_CHECK(memcmp(ti.data, t0.data, pk_dtype_row_bytes(t0.dtype, t0.numel)) == 0);
+    }
+}
+
 static void test_lora_attach(const pk_batch *b)
 {
     pk_model *m = load_model_or_exit(STORIES), *base = load_model_or_exit(STORIES);
@@ -367,14 +380,7 @@ static void test_lora_train_replay(const pk_batch *b, const char *base_dir)
                  rows[s].loss_minus == rows2[s].loss_minus);
     fprintf(stderr, "%s LoRA r=4, lr 2e-3, 30 steps: loss -%.4g\n", base_dir, drop);
     PK_CHECK(drop > 0.0);
-    for (size_t i = 0, j = 0; i < pk_model_n_tensors(m); i++) {
-        pk_tensor_info ti, t0;
-        PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
-        if (mask[i])
-            continue;
-        PK_CHECK(pk_model_tensor(base, j++, &t0) == PK_OK && !strcmp(ti.name, t0.name));
-        PK_CHECK(memcmp(ti.data, t0.data, t0.numel * (t0.dtype == PK_DTYPE_F32 ? 4 : 2)) == 0);
-    }
+    check_rest_as_loaded(m, mask, base); /* the frozen base as loaded */
     /* replay: the base (checked by its hash), the spec, the rows */
     pk_model *r = load_model_or_exit(base_dir);
     uint8_t *rm = NULL;
@@ -561,19 +567,6 @@ static double train_scales(pk_model *m, const uint8_t *mask, pk_step_row *rows, 
     return drop;
 }
 
-/* Every tensor of m that mask leaves off is base's tensor of the same name, byte for byte. */
-static void check_rest_as_loaded(const pk_model *m, const uint8_t *mask, const pk_model *base)
-{
-    for (size_t i = 0, j = 0; i < pk_model_n_tensors(m); i++) {
-        pk_tensor_info ti, t0;
-        PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
-        if (mask[i])
-            continue;
-        PK_CHECK(pk_model_tensor(base, j++, &t0) == PK_OK && !strcmp(ti.name, t0.name));
-        PK_CHECK(memcmp(ti.data, t0.data, pk_dtype_row_bytes(t0.dtype, t0.numel)) == 0);
-    }
-}
-
 /* Folded for export, m2 (trained as m) holds fp32 weights decoded with the trained scales, no
  * scales tensors, and computes m's function bit for bit, which is not the base's (l0). */
 static void check_folded(pk_model *m, pk_model *m2, const pk_model *base, const pk_batch *b,
@@ -664,8 +657,7 @@ static void test_scales(const pk_batch *b)
 
 int main(void)
 {
-    snprintf(tmp, sizeof tmp, "/tmp/pk-adapters-XXXXXX");
-    PK_CHECK(mkdtemp(tmp) != NULL);
+    PK_CHECK(make_tmpdir(tmp, sizeof tmp, "adapters"));
     char d16[300], d32[300];
     make_copies(d16, d32, sizeof d16);
     enum { B = 4, T = 64 };

@@ -558,9 +558,6 @@ int main(int argc, char **argv)
     test_lifecycle();
     test_log_rotation();
     test_kill9(trials > 0 ? trials : 1);
-    if (pk_test_failures == 0)
-        rm_rf(tmp);
-    else
-        fprintf(stderr, "kept %s for inspection\n", tmp);
+    rm_rf_if_passed(tmp, pk_test_failures);
     return PK_TEST_DONE();
 }

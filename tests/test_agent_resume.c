@@ -303,9 +303,6 @@ int main(void)
     put(loadavg, "0.00 0.00 0.00 1/1 1\n");
     test_early_stop_resume();
     test_keep_best();
-    if (pk_test_failures == 0)
-        rm_rf(tmp);
-    else
-        fprintf(stderr, "kept %s for inspection\n", tmp);
+    rm_rf_if_passed(tmp, pk_test_failures);
     return PK_TEST_DONE();
 }

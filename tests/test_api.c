@@ -138,14 +138,21 @@ static void on_start(void *user, int64_t run_id, int64_t first)
     p->last_step = first - 1;
 }
 
-static pocketllm_train_params small_run(progress_log *pl)
+/* The defaults, training stories260k on "notes" for `steps` steps of batch 2, 24 tokens. */
+static pocketllm_train_params notes_run(int64_t steps)
 {
     pocketllm_train_params tp = pocketllm_train_default_params();
     tp.model_dir = PK_STORIES_DIR;
     tp.dataset = "notes";
-    tp.steps = 6;
+    tp.steps = steps;
     tp.batch = 2;
     tp.seq_len = 24;
+    return tp;
+}
+
+static pocketllm_train_params small_run(progress_log *pl)
+{
+    pocketllm_train_params tp = notes_run(6);
     tp.lr = 1e-3f;
     tp.seed = 7;
     tp.progress = on_progress;
@@ -224,12 +231,7 @@ static void *cancel_thread(void *arg)
 static void test_cancel_thread(pocketllm_home *h)
 {
     canceller c = {h, 0};
-    pocketllm_train_params tp = pocketllm_train_default_params();
-    tp.model_dir = PK_STORIES_DIR;
-    tp.dataset = "notes";
-    tp.steps = 100000;
-    tp.batch = 2;
-    tp.seq_len = 24;
+    pocketllm_train_params tp = notes_run(100000);
     tp.progress = count_step;
     tp.user = &c;
     pthread_t th;

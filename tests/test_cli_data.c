@@ -223,9 +223,7 @@ static void test_help(void)
 
 int main(void)
 {
-    unsetenv("POCKETLLM_HOME");
-    setenv("POCKETLLM_PASSPHRASE", "test cli data passphrase", 1);
-    PK_CHECK(make_tmpdir(tmp, sizeof tmp, "clidata"));
+    PK_CHECK(cli_test_env("test cli data passphrase", tmp, sizeof tmp, "clidata"));
     setup_home();
     test_export_stdout();
     test_usage_errors();

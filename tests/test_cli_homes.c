@@ -49,13 +49,9 @@ static void write_notes(const char *path, int n, int len)
 static long long dataset_size(const char *name)
 {
     char *out = NULL, needle[160];
-    long long n = -1;
     pkl(&out, POCKETLLM " data list --home %s --json", g_home);
     snprintf(needle, sizeof needle, "\"dataset\":\"%s\"", name);
-    const char *p = out ? strstr(out, needle) : NULL;
-    const char *c = p ? strstr(p, "\"examples\":") : NULL;
-    if (c)
-        n = atoll(c + strlen("\"examples\":"));
+    long long n = (long long)number_after(out, needle, "\"examples\":", -1);
     free(out);
     return n;
 }

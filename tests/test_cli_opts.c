@@ -141,17 +141,15 @@ static void test_repeated(void)
     PK_CHECK(!files_equal(a, c)); /* ... and the seed matters */
 
     /* generate: the last --max-new bounds the output (greedy, EOS ignored) */
-    char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
-                        "%s generate --model %s --ids 1,403 --max-new 9 --max-new 3 "
-                        "--ignore-eos --json --threads 1",
-                        POCKETLLM, STORIES),
+    cJSON *j = NULL;
+    PK_CHECK_EQ(run_json(&j, RUN_MERGE_STDERR,
+                         "%s generate --model %s --ids 1,403 --max-new 9 --max-new 3 "
+                         "--ignore-eos --json --threads 1",
+                         POCKETLLM, STORIES),
                 0);
-    cJSON *j = last_json(o);
     PK_CHECK_EQ(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "ids")), 5);
     PK_CHECK(strncmp(json_str(j, "text"), "Once upon", 9) == 0);
     cJSON_Delete(j);
-    free(o);
 }
 
 static void test_threads_cap(void)
@@ -189,25 +187,22 @@ static void test_probe_and_bench(void)
     free(o);
     free(o2);
 
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
-                        "%s bench mezo --model %s --batch 1 --seq 8 --steps 1 --threads 1",
-                        POCKETLLM, STORIES),
+    PK_CHECK_EQ(run_json(&j, RUN_MERGE_STDERR,
+                         "%s bench mezo --model %s --batch 1 --seq 8 --steps 1 --threads 1",
+                         POCKETLLM, STORIES),
                 0);
-    j = last_json(o);
     PK_CHECK_EQ(num(j, "batch"), 1);
     PK_CHECK(num(j, "step_s") >= 0 && num(j, "weight_bytes") > 0);
     PK_CHECK(cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(j, "paired")));
     PK_CHECK(num(j, "gflops_sgemm") > 0 && num(j, "gemm_floor_s") > 0 && num(j, "floor_ratio") > 0);
     PK_CHECK(cJSON_GetObjectItemCaseSensitive(j, "sweep_eval_s") == NULL); /* no --perturbations */
     cJSON_Delete(j);
-    free(o);
     /* N perturbations in one sweep against N separate passes: the same losses */
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
-                        "%s bench mezo --model %s --batch 2 --seq 8 --steps 1 --threads 2 "
-                        "--perturbations 3",
-                        POCKETLLM, STORIES),
+    PK_CHECK_EQ(run_json(&j, RUN_MERGE_STDERR,
+                         "%s bench mezo --model %s --batch 2 --seq 8 --steps 1 --threads 2 "
+                         "--perturbations 3",
+                         POCKETLLM, STORIES),
                 0);
-    j = last_json(o);
     PK_CHECK_EQ(num(j, "perturbations"), 3);
     PK_CHECK(num(j, "sweep_eval_s") > 0 && num(j, "separate_eval_s") > 0);
     PK_CHECK(num(j, "sweep_speedup") > 0 && num(j, "pass_bytes") > 0);
@@ -215,57 +210,49 @@ static void test_probe_and_bench(void)
     PK_CHECK(num(j, "sweep_activation_bytes") >= 3 * num(j, "pass_bytes"));
     PK_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "sweep_same_bits")));
     cJSON_Delete(j);
-    free(o);
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
-                        "%s bench forward --model %s --batch 1 --seq 8 --reps 1 --threads 1",
-                        POCKETLLM, STORIES),
+    PK_CHECK_EQ(run_json(&j, RUN_MERGE_STDERR,
+                         "%s bench forward --model %s --batch 1 --seq 8 --reps 1 --threads 1",
+                         POCKETLLM, STORIES),
                 0);
-    j = last_json(o);
     PK_CHECK(!strcmp(json_str(j, "arch"), "llama") && num(j, "tokens_per_s") > 0);
     PK_CHECK(num(j, "gemm_floor_s") > 0 && num(j, "floor_ratio") > 0);
     cJSON_Delete(j);
-    free(o);
 }
 
 /* init + import + a two-step run in tmp/home; returns the run id (0 on failure), its hash. */
 static long long setup_run(char *hash, size_t n)
 {
-    char *o = NULL;
     char home[200];
     snprintf(home, sizeof home, "%s/home", tmp);
     PK_CHECK_EQ(init_pip_home(home), 0);
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
-                        "%s train --model %s --dataset pip --steps 2 --batch 2 --seq-len 32 "
-                        "--threads 1 --quiet --home %s/home",
-                        POCKETLLM, STORIES, tmp),
+    cJSON *j = NULL;
+    PK_CHECK_EQ(run_json(&j, RUN_MERGE_STDERR,
+                         "%s train --model %s --dataset pip --steps 2 --batch 2 --seq-len 32 "
+                         "--threads 1 --quiet --home %s/home",
+                         POCKETLLM, STORIES, tmp),
                 0);
-    cJSON *j = last_json(o);
     long long run = (long long)num(j, "run");
     snprintf(hash, n, "%s", json_str(j, "weights"));
     cJSON_Delete(j);
-    free(o);
     return run > 0 && strlen(hash) == 64 ? run : 0;
 }
 
 static void test_runs(long long run)
 {
     char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR, "%s runs list --json --home %s/home", POCKETLLM, tmp),
-                0);
-    cJSON *j = last_json(o);
+    cJSON *j = NULL;
+    PK_CHECK_EQ(
+        run_json(&j, RUN_MERGE_STDERR, "%s runs list --json --home %s/home", POCKETLLM, tmp), 0);
     PK_CHECK_EQ(num(j, "run"), run);
     PK_CHECK(!strcmp(json_str(j, "dataset"), "pip") && !strcmp(json_str(j, "objective"), "lm"));
     cJSON_Delete(j);
-    free(o);
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR, "%s runs show %lld --json --home %s/home", POCKETLLM,
-                        run, tmp),
+    PK_CHECK_EQ(run_json(&j, RUN_MERGE_STDERR, "%s runs show %lld --json --home %s/home", POCKETLLM,
+                         run, tmp),
                 0);
-    j = last_json(o);
     PK_CHECK(!strcmp(json_str(j, "status"), "done") && num(j, "steps_done") == 2);
     PK_CHECK(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "config")));
     PK_CHECK(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "evals")));
     cJSON_Delete(j);
-    free(o);
     PK_CHECK_EQ(
         run_fmt(&o, RUN_MERGE_STDERR, "%s runs show %lld --home %s/home", POCKETLLM, run, tmp), 0);
     PK_CHECK(o != NULL && strstr(o, "status done\nsteps 2/2\n") != NULL);
@@ -276,49 +263,42 @@ static void test_runs(long long run)
 
 static void test_eval_generate(long long run)
 {
-    char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
-                        "%s eval --run %lld --dataset pip --batch 4 --threads 1 --home %s/home",
-                        POCKETLLM, run, tmp),
+    cJSON *j = NULL;
+    PK_CHECK_EQ(run_json(&j, RUN_MERGE_STDERR,
+                         "%s eval --run %lld --dataset pip --batch 4 --threads 1 --home %s/home",
+                         POCKETLLM, run, tmp),
                 0);
-    cJSON *j = last_json(o);
     PK_CHECK(!strcmp(json_str(j, "dataset"), "pip") && !strcmp(json_str(j, "objective"), "lm"));
     PK_CHECK(num(j, "examples") > 0 && num(j, "loss") > 0 && num(j, "perplexity") > 1);
     cJSON_Delete(j);
-    free(o);
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
-                        "%s eval --model %s --dataset pip --seq-len 32 --threads 1 --home "
-                        "%s/home",
-                        POCKETLLM, STORIES, tmp),
+    PK_CHECK_EQ(run_json(&j, RUN_MERGE_STDERR,
+                         "%s eval --model %s --dataset pip --seq-len 32 --threads 1 --home "
+                         "%s/home",
+                         POCKETLLM, STORIES, tmp),
                 0);
-    j = last_json(o);
     PK_CHECK(num(j, "loss") > 0);
     cJSON_Delete(j);
-    free(o);
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
-                        "%s generate --run %lld --prompt Pip --max-new 4 --ignore-eos --json "
-                        "--threads 1 --home %s/home",
-                        POCKETLLM, run, tmp),
+    PK_CHECK_EQ(run_json(&j, RUN_MERGE_STDERR,
+                         "%s generate --run %lld --prompt Pip --max-new 4 --ignore-eos --json "
+                         "--threads 1 --home %s/home",
+                         POCKETLLM, run, tmp),
                 0);
-    j = last_json(o);
     PK_CHECK(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "ids")) >= 5);
     PK_CHECK(strncmp(json_str(j, "text"), "Pip", 3) == 0);
     cJSON_Delete(j);
-    free(o);
 }
 
 static void test_replay(long long run, const char *hash)
 {
     char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
-                        "%s replay --run %lld --out %s/r1 --write-seed-log %s/run.seedlog "
-                        "--threads 1 --home %s/home",
-                        POCKETLLM, run, tmp, tmp, tmp),
+    cJSON *j = NULL;
+    PK_CHECK_EQ(run_json(&j, RUN_MERGE_STDERR,
+                         "%s replay --run %lld --out %s/r1 --write-seed-log %s/run.seedlog "
+                         "--threads 1 --home %s/home",
+                         POCKETLLM, run, tmp, tmp, tmp),
                 0);
-    cJSON *j = last_json(o);
     PK_CHECK(!strcmp(json_str(j, "weights"), hash) && num(j, "threads") == 1);
     cJSON_Delete(j);
-    free(o);
     PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
                         "%s replay --seed-log %s/run.seedlog --model %s --out %s/r2 "
                         "--threads 1",
@@ -330,9 +310,7 @@ static void test_replay(long long run, const char *hash)
 
 int main(void)
 {
-    unsetenv("POCKETLLM_HOME");
-    setenv("POCKETLLM_PASSPHRASE", PASS, 1);
-    PK_CHECK(make_tmpdir(tmp, sizeof tmp, "cliopts"));
+    PK_CHECK(cli_test_env(PASS, tmp, sizeof tmp, "cliopts"));
 
     test_parse_errors();
     test_help();

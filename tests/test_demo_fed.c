@@ -162,9 +162,6 @@ int main(void)
     test_no_coordinator();
     PK_CHECK_EQ(dir_entries(g_tmp), 0);
     printf("total %.2f s\n", pk_time_now() - t0);
-    if (pk_test_failures == 0)
-        rm_rf(g_tmp);
-    else
-        fprintf(stderr, "left %s for inspection\n", g_tmp);
+    rm_rf_if_passed(g_tmp, pk_test_failures);
     return PK_TEST_DONE();
 }

@@ -184,8 +184,7 @@ static int run_checks(const char *core)
         check_model(dir, models[i], i == 0); /* llama-tiny at length */
     }
     char tmp[256], err[512] = "";
-    snprintf(tmp, sizeof tmp, "/tmp/pk_determinism_XXXXXX");
-    PK_CHECK(mkdtemp(tmp) != NULL);
+    PK_CHECK(make_tmpdir(tmp, sizeof tmp, "determinism"));
     PK_CHECK(pk_model_make(wide_opt_config, strlen(wide_opt_config), tmp, PK_DTYPE_F32, 7, err,
                            sizeof err) == PK_OK);
     check_model(tmp, "generated opt (H 192, V 3000)", 0);

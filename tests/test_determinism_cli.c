@@ -196,9 +196,7 @@ int main(void)
     const char *env_core = getenv("OPENBLAS_CORETYPE");
     char saved[64];
     snprintf(saved, sizeof saved, "%s", env_core ? env_core : "");
-    unsetenv("POCKETLLM_HOME");
-    setenv("POCKETLLM_PASSPHRASE", PASS, 1);
-    PK_CHECK(make_tmpdir(tmp, sizeof tmp, "detcli"));
+    PK_CHECK(cli_test_env(PASS, tmp, sizeof tmp, "detcli"));
     snprintf(home, sizeof home, "%s/home", tmp);
     /* the smallest Argon2id limits: every command here derives the key again */
     PK_CHECK_EQ(init_pip_home(home), 0);

@@ -623,8 +623,7 @@ static void write_corpus(const char *dir)
 
 int main(int argc, char **argv)
 {
-    snprintf(tmp, sizeof tmp, "/tmp/pk_gguf_XXXXXX");
-    PK_CHECK(mkdtemp(tmp) != NULL);
+    PK_CHECK(make_tmpdir(tmp, sizeof tmp, "gguf"));
     if (argc > 1) {
         write_corpus(argv[1]);
         remove_tree(tmp);

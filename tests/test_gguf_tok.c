@@ -138,8 +138,7 @@ static void tiny_model(const char *name, pk_dtype dt, double tol)
 
 int main(void)
 {
-    snprintf(tmp, sizeof tmp, "/tmp/pk_gguf_tok_XXXXXX");
-    PK_CHECK(mkdtemp(tmp) != NULL);
+    PK_CHECK(make_tmpdir(tmp, sizeof tmp, "gguf_tok"));
     static const char *const tiny[] = {"llama-tiny", "llama-tiny-f16", "qwen2-tiny",
                                        "opt-tiny",   "gpt2-tiny",      "roberta-tiny"};
     for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++) {

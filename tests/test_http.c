@@ -21,6 +21,7 @@
 typedef struct server {
     struct MHD_Daemon *d;
     int port;
+    mhd_router router; /* route, this server */
     atomic_int hits_flaky, hits_trunc, hits_badjson, hits_404, hits_always;
 } server;
 
@@ -35,16 +36,10 @@ static ssize_t trunc_reader(void *cls, uint64_t pos, char *buf, size_t max)
     return (ssize_t)n;
 }
 
-static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
-                               const char *method, const char *version, const char *upload,
-                               size_t *upload_size, void **req)
+static enum MHD_Result route(void *user, struct MHD_Connection *c, const char *url,
+                             const char *method, const mhd_body *cb)
 {
-    (void)version;
-    server *s = cls;
-    enum MHD_Result res;
-    if (mhd_gather_body(req, upload, upload_size, &res))
-        return res;
-    const mhd_body *cb = *req;
+    server *s = user;
     if (!strcmp(url, "/ok"))
         return mhd_send_json(c, 200, "{\"ok\":true}");
     if (!strcmp(url, "/echo")) {
@@ -101,7 +96,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 static int server_start(server *s)
 {
     memset(s, 0, sizeof *s);
-    s->d = mhd_start_loopback(handler, s, &s->port);
+    s->router = (mhd_router){route, s};
+    s->d = mhd_start_loopback(&s->router, &s->port);
     if (!s->d)
         return -1;
     return s->port > 0 ? 0 : -1;
@@ -131,12 +127,12 @@ static pk_http *client(int port, long timeout_ms)
     return h;
 }
 
-/* GET path with PK_HTTP_JSON; the answer (owned) or NULL. */
-static char *get_json(pk_http *h, const char *path, pk_status want, long *status, char *err)
+/* GET path with flags (0 or PK_HTTP_JSON), checking that it returns want; the answer (owned) or
+ * NULL. err holds 256 bytes. */
+static char *get(pk_http *h, const char *path, int flags, pk_status want, long *status, char *err)
 {
     char *r = NULL;
-    PK_CHECK_EQ(pk_http_request(h, "GET", path, NULL, 0, PK_HTTP_JSON, status, &r, NULL, err, 256),
-                want);
+    PK_CHECK_EQ(pk_http_request(h, "GET", path, NULL, 0, flags, status, &r, NULL, err, 256), want);
     return r;
 }
 
@@ -207,34 +203,33 @@ static void test_retries(server *s)
     if (!h)
         return;
     long status = 0;
-    char *r = NULL, err[256];
+    char err[256];
     /* 5xx twice, then success: three attempts, and no message left from the failed ones */
-    r = get_json(h, "/flaky", PK_OK, &status, err);
+    char *r = get(h, "/flaky", PK_HTTP_JSON, PK_OK, &status, err);
     PK_CHECK_EQ(status, 200);
     PK_CHECK(r && !strcmp(r, "{\"ok\":2}"));
     PK_CHECK_EQ(err[0], '\0');
     free(r);
     PK_CHECK_EQ(pk_http_get_stats(h).attempts, 3);
     /* a truncated body (connection closed early) is retried */
-    PK_CHECK_EQ(pk_http_request(h, "GET", "/trunc", NULL, 0, 0, &status, &r, NULL, err, 256),
-                PK_OK);
+    r = get(h, "/trunc", 0, PK_OK, &status, err);
     PK_CHECK(r && !strcmp(r, "{\"whole\":true}"));
     free(r);
     PK_CHECK_EQ(atomic_load(&s->hits_trunc), 2);
     /* 200 with broken JSON: retried with PK_HTTP_JSON */
-    r = get_json(h, "/badjson", PK_OK, &status, err);
+    r = get(h, "/badjson", PK_HTTP_JSON, PK_OK, &status, err);
     PK_CHECK(r && !strcmp(r, "{\"ok\":true}"));
     free(r);
     PK_CHECK_EQ(atomic_load(&s->hits_badjson), 2);
     /* a 4xx is definitive: one attempt, PK_OK, the caller reads the status */
-    r = get_json(h, "/missing", PK_OK, &status, err);
+    r = get(h, "/missing", PK_HTTP_JSON, PK_OK, &status, err);
     PK_CHECK_EQ(status, 404);
     PK_CHECK(r && strstr(r, "not_found"));
     free(r);
     PK_CHECK_EQ(atomic_load(&s->hits_404), 1);
     /* always 5xx: max_attempts tries, then the 5xx is returned, err naming URL and status */
     double t0 = now();
-    r = get_json(h, "/always503", PK_OK, &status, err);
+    r = get(h, "/always503", PK_HTTP_JSON, PK_OK, &status, err);
     PK_CHECK_EQ(status, 503);
     free(r);
     PK_CHECK_EQ(atomic_load(&s->hits_always), 4);
@@ -269,10 +264,9 @@ static void test_timeout(server *s)
     if (!h)
         return;
     long status = 0;
-    char *r = NULL, err[256];
+    char err[256];
     double t0 = now();
-    PK_CHECK_EQ(pk_http_request(h, "GET", "/slow", NULL, 0, 0, &status, &r, NULL, err, sizeof err),
-                PK_ERR_HTTP);
+    char *r = get(h, "/slow", 0, PK_ERR_HTTP, &status, err);
     double dt = now() - t0;
     PK_CHECK(dt >= 0.75 && dt < 3.0); /* 4 attempts x 200 ms + backoff */
     PK_CHECK(strstr(err, "attempt 4 of 4") != NULL && strstr(err, "/slow") != NULL);
@@ -295,9 +289,8 @@ static void test_refused(void)
     if (!h)
         return;
     long status = 0;
-    char *r = NULL, err[256];
-    PK_CHECK_EQ(pk_http_request(h, "GET", "/ok", NULL, 0, 0, &status, &r, NULL, err, sizeof err),
-                PK_ERR_HTTP);
+    char err[256];
+    free(get(h, "/ok", 0, PK_ERR_HTTP, &status, err)); /* NULL */
     PK_CHECK(strstr(err, "attempt 4 of 4") != NULL);
     pk_http_destroy(h);
     /* bad base URLs and params: the message names the URL or the field */

@@ -309,17 +309,15 @@ static void test_refusals(void)
 
 static void test_bench(void)
 {
-    char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
-                        "%s bench mezo --model %s --batch 2 --seq 16 --steps 1 --trainable "
-                        "lora:r=4",
-                        POCKETLLM, PK_STORIES_DIR),
+    cJSON *j = NULL;
+    PK_CHECK_EQ(run_json(&j, RUN_SHOW_FAILURE,
+                         "%s bench mezo --model %s --batch 2 --seq 16 --steps 1 --trainable "
+                         "lora:r=4",
+                         POCKETLLM, PK_STORIES_DIR),
                 0);
-    cJSON *j = last_json(o);
     /* 5 layers: q A [4, 64] + B [64, 4], v A [4, 64] + B [32, 4] */
     PK_CHECK(json_num(j, "trainable_params") == 5 * (256 + 256 + 256 + 128));
     cJSON_Delete(j);
-    free(o);
 }
 
 /* The newest run of the home (the first line of `runs list --json`), or -1. */
@@ -399,7 +397,7 @@ static void test_scales_resume_hizoo(const char *q4)
  * trained again: killed and resumed, and with --estimator hizoo. */
 static void test_scales(void)
 {
-    char q4[300], h1[80] = "", log[300], *o = NULL;
+    char q4[300], h1[80] = "", log[300];
     snprintf(q4, sizeof q4, "%s/q4", tmp);
     PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
                         "%s quantize --model %s --out %s --type q4_0 --json", POCKETLLM,
@@ -417,17 +415,15 @@ static void test_scales(void)
         PK_CHECK_EQ(replay_under(cores[c], log, q4, hr), 0);
         PK_CHECK(!strcmp(hr, h1));
     }
-    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
-                        "%s bench mezo --model %s --batch 2 --seq 16 --steps 1 --trainable scales",
-                        POCKETLLM, q4),
+    cJSON *j = NULL;
+    PK_CHECK_EQ(run_json(&j, RUN_SHOW_FAILURE,
+                         "%s bench mezo --model %s --batch 2 --seq 16 --steps 1 --trainable scales",
+                         POCKETLLM, q4),
                 0);
-    cJSON *j = last_json(o);
     /* one scale per 32 weights of the 31 Q4_0 matrices: embeddings 512 x 64, and per layer q and
      * o 64 x 64, k and v 32 x 64, gate and up 172 x 64 */
     PK_CHECK(json_num(j, "trainable_params") == 512 * 2 + 5 * (2 * 128 + 2 * 64 + 2 * 344));
     cJSON_Delete(j);
-    free(o);
-    o = NULL;
     PK_CHECK(run_expect(1,
                         "pocketllm train: --trainable: trainable block scales: the model has no "
                         "Q8_0 or Q4_0 weight",
@@ -438,9 +434,7 @@ static void test_scales(void)
 
 int main(void)
 {
-    unsetenv("POCKETLLM_HOME");
-    setenv("POCKETLLM_PASSPHRASE", PASS, 1);
-    PK_CHECK(make_tmpdir(tmp, sizeof tmp, "loracli"));
+    PK_CHECK(cli_test_env(PASS, tmp, sizeof tmp, "loracli"));
     setup();
     test_lora_run();
     test_bf16_runs();

@@ -1,7 +1,7 @@
 /* test_mhd_util.h: the plumbing that the tests' in-process HTTP servers (libmicrohttpd) share:
  * a JSON reply, gathering a request body across the handler's calls, and a daemon on a free
- * loopback port that frees each body when its request ends. Header-only (static inline), so a
- * test includes it without a change to its CMake fragment. */
+ * loopback port that answers each whole request through the test's route and frees its body.
+ * Header-only (static inline), so a test includes it without a change to its CMake fragment. */
 #ifndef PK_TEST_MHD_UTIL_H
 #define PK_TEST_MHD_UTIL_H
 
@@ -74,18 +74,42 @@ static inline void mhd_free_body(void *cls, struct MHD_Connection *c, void **req
     *req = NULL;
 }
 
-/* Starts a thread-per-connection daemon on 127.0.0.1 at a port the system picks, calling handler
- * with cls and freeing bodies with mhd_free_body. NULL if it cannot start; *port gets the bound
- * port, or 0 if it cannot be read. */
-static inline struct MHD_Daemon *mhd_start_loopback(MHD_AccessHandlerCallback handler, void *cls,
-                                                    int *port)
+/* A test server's answer to one request whose whole body has arrived (user: the server's state). */
+typedef enum MHD_Result (*mhd_route)(void *user, struct MHD_Connection *c, const char *url,
+                                     const char *method, const mhd_body *body);
+
+/* A route and the state it is called with. */
+typedef struct mhd_router {
+    mhd_route route;
+    void *user;
+} mhd_router;
+
+/* The access handler of mhd_start_loopback (cls: the mhd_router): gathers the body, then routes. */
+static inline enum MHD_Result mhd_route_handler(void *cls, struct MHD_Connection *c,
+                                                const char *url, const char *method,
+                                                const char *version, const char *upload,
+                                                size_t *upload_size, void **req)
+{
+    (void)version;
+    const mhd_router *r = cls;
+    enum MHD_Result res;
+    if (mhd_gather_body(req, upload, upload_size, &res))
+        return res;
+    return r->route(r->user, c, url, method, *req);
+}
+
+/* Starts a thread-per-connection daemon on 127.0.0.1 at a port the system picks, answering each
+ * request through router (borrowed: it must outlive the daemon) once its body is in, and freeing
+ * bodies with mhd_free_body. NULL if it cannot start; *port gets the bound port, or 0 if it
+ * cannot be read. */
+static inline struct MHD_Daemon *mhd_start_loopback(const mhd_router *router, int *port)
 {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     struct MHD_Daemon *d =
         MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL,
-                         NULL, handler, cls, MHD_OPTION_SOCK_ADDR, &a, MHD_OPTION_NOTIFY_COMPLETED,
-                         mhd_free_body, NULL, MHD_OPTION_END);
+                         NULL, mhd_route_handler, (void *)(uintptr_t)router, MHD_OPTION_SOCK_ADDR,
+                         &a, MHD_OPTION_NOTIFY_COMPLETED, mhd_free_body, NULL, MHD_OPTION_END);
     *port = 0;
     if (d) {
         const union MHD_DaemonInfo *i = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);

@@ -341,6 +341,17 @@ static void check_perturb(const char *name, int block_rows)
     pk_model_free(m);
 }
 
+/* A ragged batch of B rows of T tokens in ids and lens: ids[i] = 3 + (i * a + i / d) % (V - 3)
+ * (no special token), row r of length T - (r * s) % (T / 2). */
+static pk_batch ragged_batch(int B, int T, int V, int a, int d, int s, int32_t *ids, int32_t *lens)
+{
+    for (int i = 0; i < B * T; i++)
+        ids[i] = (int32_t)(3 + (i * a + i / d) % (V - 3));
+    for (int r = 0; r < B; r++)
+        lens[r] = T - (r * s) % (T / 2);
+    return (pk_batch){B, T, ids, lens, NULL};
+}
+
 /* A both = 1 evaluation (the + and - passes of a MeZO step in one call) gives the same bits
  * paired (side by side, one z per weight block) as unpaired, and as two single passes at +eps
  * and -eps; for every output. B x T: N = B*T above 1024 runs the FFN in row chunks. */
@@ -353,11 +364,7 @@ static void check_paired(const char *name, int B, int T, int block_rows)
     int V = pk_model_vocab_size(m), causal = pk_model_is_causal(m), N = B * T;
     int32_t *ids = malloc((size_t)N * 4), lens[64];
     PK_CHECK(B <= 64);
-    for (int i = 0; i < N; i++)
-        ids[i] = (int32_t)(3 + (i * 131 + i / 7) % (V - 3));
-    for (int r = 0; r < B; r++)
-        lens[r] = T - (r * 5) % (T / 2);
-    pk_batch b = {B, T, ids, lens, NULL};
+    pk_batch b = ragged_batch(B, T, V, 131, 7, 5, ids, lens);
     size_t nt = pk_model_n_tensors(m);
     uint8_t *tr = calloc(nt, 1);
     for (size_t i = 1; i < nt; i += 3)
@@ -562,11 +569,7 @@ static void check_sweep(const char *name, int B, int T, int block_rows)
     int V = pk_model_vocab_size(m), causal = pk_model_is_causal(m), N = B * T, L = m->cfg.L;
     int32_t *ids = malloc((size_t)N * 4), lens[16];
     PK_CHECK(B <= 16 && L >= 2);
-    for (int i = 0; i < N; i++)
-        ids[i] = (int32_t)(3 + (i * 97 + i / 5) % (V - 3));
-    for (int r = 0; r < B; r++)
-        lens[r] = T - (r * 3) % (T / 2);
-    pk_batch b = {B, T, ids, lens, NULL};
+    pk_batch b = ragged_batch(B, T, V, 97, 5, 3, ids, lens);
     size_t nt = pk_model_n_tensors(m);
     uint8_t *every3 = calloc(nt, 1), *last = calloc(nt, 1), *last2 = calloc(nt, 1);
     for (size_t i = 0; i < nt; i += 3)

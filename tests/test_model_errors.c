@@ -363,8 +363,7 @@ static void check_misaligned(void)
 
 int main(void)
 {
-    snprintf(tmp, sizeof tmp, "/tmp/pk_model_errors_XXXXXX");
-    PK_CHECK(mkdtemp(tmp) != NULL);
+    PK_CHECK(make_tmpdir(tmp, sizeof tmp, "model_errors"));
     run_cases();
     check_sharded();
     check_misaligned();

@@ -102,18 +102,16 @@ static void test_installed(void)
     PK_CHECK_EQ(
         run_fmt(NULL, RUN_SHOW_FAILURE, "mv '%s/repo/models' '%s/repo/models.away'", g_tmp, g_tmp),
         0);
-    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
-                        "cd '%s/elsewhere' && env -u POCKETLLM_MODEL '%s/inst/bin/pocketllm' demo "
-                        "--steps 2 --json --quiet --threads 1",
-                        g_tmp, g_tmp),
+    cJSON *j = NULL;
+    PK_CHECK_EQ(run_json(&j, RUN_SHOW_FAILURE,
+                         "cd '%s/elsewhere' && env -u POCKETLLM_MODEL '%s/inst/bin/pocketllm' demo "
+                         "--steps 2 --json --quiet --threads 1",
+                         g_tmp, g_tmp),
                 0);
-    cJSON *j = last_json(o);
     snprintf(want, sizeof want, "%s/inst/share/pocketllm/models/stories260k", g_tmp);
     PK_CHECK(j && !strcmp(json_str(j, "model"), "shipped") &&
              !strcmp(json_str(j, "model_dir"), want));
     cJSON_Delete(j);
-    free(o);
-    o = NULL;
     PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE, "rm -rf '%s/inst/share'", g_tmp), 0);
     PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
                         "cd '%s/elsewhere' && env -u POCKETLLM_MODEL '%s/inst/bin/pocketllm' demo "
@@ -139,9 +137,6 @@ int main(void)
         test_installed();
     }
     printf("total %.1f s\n", pk_time_now() - t0);
-    if (pk_test_failures == 0)
-        rm_rf(g_tmp);
-    else
-        fprintf(stderr, "left %s for inspection\n", g_tmp);
+    rm_rf_if_passed(g_tmp, pk_test_failures);
     return PK_TEST_DONE();
 }

@@ -377,12 +377,11 @@ static void test_kill_resume(int64_t first_run)
     fprintf(stderr, "killed run %lld: status '%s', %lld of %d steps logged\n", (long long)run,
             status, (long long)done, KILL_STEPS);
 
-    o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
-                        "%s train --resume %lld --threads 1 --quiet --home %s", POCKETLLM,
-                        (long long)run, home),
+    cJSON *j = NULL;
+    PK_CHECK_EQ(run_json(&j, RUN_SHOW_FAILURE,
+                         "%s train --resume %lld --threads 1 --quiet --home %s", POCKETLLM,
+                         (long long)run, home),
                 0);
-    cJSON *j = last_json(o);
     json_str_copy(j, "weights", hash, sizeof hash);
     PK_CHECK_EQ(inum(j, "run"), run);
     PK_CHECK_EQ(inum(j, "steps"), KILL_STEPS);
@@ -391,7 +390,6 @@ static void test_kill_resume(int64_t first_run)
         fprintf(stderr, "resumed run %lld ended at %s, the uninterrupted run at %s\n",
                 (long long)run, hash, ref_hash);
     cJSON_Delete(j);
-    free(o);
     PK_CHECK_EQ(run_state(run, status, sizeof status), KILL_STEPS);
     PK_CHECK(!strcmp(status, "done"));
 }
@@ -449,9 +447,7 @@ static void test_plot(int64_t run, int steps)
 int main(void)
 {
     unsetenv("POCKETLLM_MODEL"); /* the demo must find the shipped stories260k itself */
-    unsetenv("POCKETLLM_HOME");
-    setenv("POCKETLLM_PASSPHRASE", PASS, 1);
-    PK_CHECK(make_tmpdir(tmp, sizeof tmp, "prodcli"));
+    PK_CHECK(cli_test_env(PASS, tmp, sizeof tmp, "prodcli"));
 
     test_demo();
 

@@ -17,6 +17,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "test_util.h"
+
 #define POCKETLLM PK_BUILD_DIR "/cli/pocketllm"
 #define SERVER    PK_BUILD_DIR "/server-mock/pocketllm-server-mock"
 
@@ -55,18 +57,14 @@ static inline int run_capture(const char *cmd, char **out)
  * (RUN_SHOW_FAILURE, for a test whose commands are all meant to succeed). */
 enum { RUN_PLAIN = 0, RUN_MERGE_STDERR = 1, RUN_SHOW_FAILURE = 2 };
 
-/* Formats a command line, runs it as run_capture (stdout into *out) and returns its exit status;
- * -1 if the line is too long. */
-static inline int run_fmt(char **out, int how, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static inline int run_fmt(char **out, int how, const char *fmt, ...)
+/* run_fmt with its arguments as a va_list. */
+static inline int run_vfmt(char **out, int how, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+static inline int run_vfmt(char **out, int how, const char *fmt, va_list ap)
 {
     char cmd[8192];
     const char *tail = (how & RUN_MERGE_STDERR) ? " 2>&1" : "";
-    va_list ap;
-    va_start(ap, fmt);
     int n = vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
     if (n < 0 || (size_t)n + strlen(tail) >= sizeof cmd) {
         fprintf(stderr, "command too long: %s\n", fmt);
         return -1;
@@ -75,6 +73,19 @@ static inline int run_fmt(char **out, int how, const char *fmt, ...)
     int rc = run_capture(cmd, out);
     if (rc != 0 && (how & RUN_SHOW_FAILURE))
         fprintf(stderr, "(exit %d) %s\n", rc, cmd);
+    return rc;
+}
+
+/* Formats a command line, runs it as run_capture (stdout into *out) and returns its exit status;
+ * -1 if the line is too long. */
+static inline int run_fmt(char **out, int how, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static inline int run_fmt(char **out, int how, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = run_vfmt(out, how, fmt, ap);
+    va_end(ap);
     return rc;
 }
 
@@ -178,18 +189,30 @@ static inline void server_stop(server *sv)
     sv->out = NULL;
 }
 
-static inline int make_tmpdir(char *buf, size_t n, const char *tag)
-{
-    snprintf(buf, n, "/tmp/pk_%s_XXXXXX", tag);
-    return mkdtemp(buf) != NULL;
-}
-
 static inline void rm_rf(const char *dir)
 {
     char cmd[1200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "warning: could not remove %s\n", dir);
+}
+
+/* The environment of a CLI test: no POCKETLLM_HOME from outside, passphrase in
+ * POCKETLLM_PASSPHRASE, and a fresh make_tmpdir (named in tmp, n bytes): 1, or 0 if that failed. */
+static inline int cli_test_env(const char *passphrase, char *tmp, size_t n, const char *tag)
+{
+    unsetenv("POCKETLLM_HOME");
+    setenv("POCKETLLM_PASSPHRASE", passphrase, 1);
+    return make_tmpdir(tmp, n, tag);
+}
+
+/* rm_rf of dir once a test has passed (failures == 0); otherwise dir stays and stderr says so. */
+static inline void rm_rf_if_passed(const char *dir, int failures)
+{
+    if (failures == 0)
+        rm_rf(dir);
+    else
+        fprintf(stderr, "left %s for inspection\n", dir);
 }
 
 /* Writes passphrase and a newline to the file pass, then creates home with it (`pocketllm init`,

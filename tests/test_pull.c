@@ -7,6 +7,7 @@
 #include "pk_net.h"
 #include "pk_test.h"
 #include "sha_test_util.h"
+#include "test_util.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -142,8 +143,11 @@ static int hub_start(hub *h)
 
 /* ---- fixtures ------------------------------------------------------------------------------- */
 
-static void write_file(const char *path, const void *data, size_t n)
+/* Writes the n bytes at data to dir/name, checking that it could. */
+static void write_file(const char *dir, const char *name, const void *data, size_t n)
 {
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "wb");
     PK_CHECK(f != NULL);
     if (!f)
@@ -186,35 +190,27 @@ static int exists(const char *p)
 
 static void make_repos(const char *dir)
 {
-    char p[512];
-    snprintf(p, sizeof p, "%s/org", dir);
-    mkdir(p, 0755);
-    snprintf(p, sizeof p, "%s/org/plain", dir);
-    mkdir(p, 0755);
-    snprintf(p, sizeof p, "%s/org/sharded", dir);
-    mkdir(p, 0755);
+    mkdir_at(dir, "org");
+    mkdir_at(dir, "org/plain");
+    mkdir_at(dir, "org/sharded");
     static const char cfg[] = "{\"model_type\":\"llama\",\"hidden_size\":64}\n";
     static const char tok[] = "{\"version\":\"1.0\",\"model\":{\"type\":\"BPE\"}}\n";
-    snprintf(p, sizeof p, "%s/org/plain/config.json", dir);
-    write_file(p, cfg, sizeof cfg - 1);
-    snprintf(p, sizeof p, "%s/org/plain/tokenizer.json", dir);
-    write_file(p, tok, sizeof tok - 1);
+    write_file(dir, "org/plain/config.json", cfg, sizeof cfg - 1);
+    write_file(dir, "org/plain/tokenizer.json", tok, sizeof tok - 1);
     unsigned char *w = blob(WEIGHTS_BYTES, 1);
-    snprintf(p, sizeof p, "%s/org/plain/model.safetensors", dir);
-    write_file(p, w, WEIGHTS_BYTES);
+    write_file(dir, "org/plain/model.safetensors", w, WEIGHTS_BYTES);
     free(w);
-    snprintf(p, sizeof p, "%s/org/sharded/config.json", dir);
-    write_file(p, cfg, sizeof cfg - 1);
+    write_file(dir, "org/sharded/config.json", cfg, sizeof cfg - 1);
     static const char idx[] = "{\"metadata\":{\"total_size\":300000},\"weight_map\":{"
                               "\"a.weight\":\"model-00001-of-00002.safetensors\","
                               "\"b.weight\":\"model-00002-of-00002.safetensors\","
                               "\"c.weight\":\"model-00001-of-00002.safetensors\"}}";
-    snprintf(p, sizeof p, "%s/org/sharded/model.safetensors.index.json", dir);
-    write_file(p, idx, sizeof idx - 1);
+    write_file(dir, "org/sharded/model.safetensors.index.json", idx, sizeof idx - 1);
     for (unsigned s = 1; s <= 2; s++) {
         unsigned char *b = blob(150000, 10 + s);
-        snprintf(p, sizeof p, "%s/org/sharded/model-0000%u-of-00002.safetensors", dir, s);
-        write_file(p, b, 150000);
+        char name[64];
+        snprintf(name, sizeof name, "org/sharded/model-0000%u-of-00002.safetensors", s);
+        write_file(dir, name, b, 150000);
         free(b);
     }
 }

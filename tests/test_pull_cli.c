@@ -9,11 +9,8 @@
 
 static void make_hub(const char *hub)
 {
-    char p[600];
-    snprintf(p, sizeof p, "%s/demo", hub);
-    mkdir(p, 0755);
-    snprintf(p, sizeof p, "%s/demo/tiny", hub);
-    mkdir(p, 0755);
+    mkdir_at(hub, "demo");
+    mkdir_at(hub, "demo/tiny");
     const char *src = PK_STORIES_DIR; /* the copy shipped in models/ */
     static const char *const files[] = {"config.json", "model.safetensors", "tokenizer.model"};
     for (size_t i = 0; i < 3; i++) {

@@ -711,10 +711,7 @@ int main(void)
     if (up)
         test_lora_sync(&ag[1], base);
     printf("total %.2f s\n", pk_time_now() - t0);
-    if (pk_test_failures == 0)
-        rm_rf(g_tmp);
-    else
-        fprintf(stderr, "left %s for inspection\n", g_tmp);
+    rm_rf_if_passed(g_tmp, pk_test_failures);
     pk_http_global_cleanup();
     return PK_TEST_DONE();
 }

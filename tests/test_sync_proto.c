@@ -86,7 +86,7 @@ static void check_upload(fake *f, const char *body)
 }
 
 static enum MHD_Result route(fake *f, struct MHD_Connection *c, const char *url, const char *method,
-                             mhd_body *q)
+                             const mhd_body *q)
 {
     char buf[8192];
     if (!strcmp(url, "/v1/devices") && !strcmp(method, "POST")) {
@@ -146,16 +146,11 @@ static enum MHD_Result route(fake *f, struct MHD_Connection *c, const char *url,
     return mhd_send_json(c, 404, "{\"error\":{\"code\":\"not_found\",\"message\":\"?\"}}");
 }
 
-static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
-                               const char *method, const char *version, const char *upload,
-                               size_t *upload_size, void **req)
+/* route under the fake's lock (the daemon runs a thread per connection). */
+static enum MHD_Result locked_route(void *user, struct MHD_Connection *c, const char *url,
+                                    const char *method, const mhd_body *q)
 {
-    (void)version;
-    fake *f = cls;
-    enum MHD_Result res;
-    if (mhd_gather_body(req, upload, upload_size, &res))
-        return res;
-    mhd_body *q = *req;
+    fake *f = user;
     pthread_mutex_lock(&f->mu);
     enum MHD_Result r = route(f, c, url, method, q);
     pthread_mutex_unlock(&f->mu);
@@ -422,15 +417,23 @@ static void phase_refusals(agent *a)
     a->p.task_id = NULL;
 }
 
+/* make_home of dir/name (opened), or NULL after a failed check. */
+static pk_store *agent_home(const char *dir, const char *name)
+{
+    char home[512];
+    snprintf(home, sizeof home, "%s/%s", dir, name);
+    pk_store *s = make_home(home);
+    PK_CHECK(s != NULL);
+    return s;
+}
+
 static void test_log_and_upload(fake *f, const char *dir)
 {
     agent a;
-    char home[512], global3[65];
+    char global3[65];
     memset(&a, 0, sizeof a);
-    snprintf(home, sizeof home, "%s/a", dir);
     a.f = f;
-    a.s = make_home(home);
-    PK_CHECK(a.s != NULL);
+    a.s = agent_home(dir, "a");
     if (!a.s)
         return;
     toy_init(&a.t, "agent A private diary: meet Pip at the lighthouse");
@@ -460,10 +463,8 @@ static int replace_in(char *text, size_t cap, const char *from, const char *to)
 static void test_malformed(fake *f, const char *dir)
 {
     toy t;
-    char home[512], err[256], base_hash[65];
-    snprintf(home, sizeof home, "%s/c", dir);
-    pk_store *s = make_home(home);
-    PK_CHECK(s != NULL);
+    char err[256], base_hash[65];
+    pk_store *s = agent_home(dir, "c");
     if (!s)
         return;
     toy_init(&t, "agent C private notes");
@@ -499,10 +500,8 @@ static void test_malformed(fake *f, const char *dir)
 
 static void test_dp_report(fake *f, const char *dir)
 {
-    char home[512], err[256], base_hash[65];
-    snprintf(home, sizeof home, "%s/b", dir);
-    pk_store *s = make_home(home);
-    PK_CHECK(s != NULL);
+    char err[256], base_hash[65];
+    pk_store *s = agent_home(dir, "b");
     if (!s)
         return;
     toy t;
@@ -545,7 +544,8 @@ int main(void)
         return 1;
     static fake f;
     pthread_mutex_init(&f.mu, NULL);
-    f.d = mhd_start_loopback(handler, &f, &f.port);
+    static const mhd_router router = {locked_route, &f};
+    f.d = mhd_start_loopback(&router, &f.port);
     PK_CHECK(f.d != NULL);
     if (f.d) {
         test_log_and_upload(&f, dir);

@@ -15,6 +15,28 @@ static double fake_now(void *ctx)
     return *(const double *)ctx;
 }
 
+/* A progress of label, total and mode writing to a fresh tmpfile, *f, on the test's clock *clock
+ * (NULL: the real one); NULL after a failed check (with *f NULL) if there is no tmpfile. */
+static pk_progress *progress_to_tmpfile(FILE **f, const char *label, int64_t total,
+                                        pk_progress_mode mode, double *clock)
+{
+    *f = tmpfile();
+    PK_CHECK(*f != NULL);
+    pk_progress *p = *f ? pk_progress_new_to(*f, label, total, mode) : NULL;
+    if (p != NULL && clock != NULL)
+        pk_progress_set_clock(p, fake_now, clock);
+    return p;
+}
+
+/* Finishes p and returns all it wrote to f (owned, free(); NULL if it cannot be read); closes f. */
+static char *progress_output(pk_progress *p, FILE *f)
+{
+    pk_progress_finish(p);
+    char *s = slurp_stream(f, NULL);
+    fclose(f);
+    return s;
+}
+
 static int count_lines(const char *s)
 {
     int k = 0;
@@ -25,19 +47,16 @@ static int count_lines(const char *s)
 
 static void test_plain(void)
 {
-    FILE *f = tmpfile();
-    PK_CHECK(f != NULL);
+    FILE *f;
+    double clock = 0.0; /* stands still: only the 10% buckets can print a line */
+    pk_progress *p = progress_to_tmpfile(&f, "train", 100, PK_PROGRESS_PLAIN, &clock);
     if (!f)
         return;
-    pk_progress *p = pk_progress_new_to(f, "train", 100, PK_PROGRESS_PLAIN);
     PK_CHECK(p != NULL);
-    double clock = 0.0; /* stands still: only the 10% buckets can print a line */
-    pk_progress_set_clock(p, fake_now, &clock);
     for (int i = 1; i <= 100; i++)
         pk_progress_update(p, i, 2.0);
     PK_CHECK_NEAR(pk_progress_loss_ema(p), 2.0, 1e-12);
-    pk_progress_finish(p);
-    char *s = slurp_stream(f, NULL);
+    char *s = progress_output(p, f);
     PK_CHECK(s != NULL);
     if (s) {
         /* one line per 10% (10%..90%) plus the final one; the clock never reaches 5 s */
@@ -48,7 +67,6 @@ static void test_plain(void)
         PK_CHECK(strchr(s, '\r') == NULL); /* no bar redraws in plain mode */
     }
     free(s);
-    fclose(f);
 }
 
 static void test_ema(void)
@@ -69,11 +87,10 @@ static void test_ema(void)
 
 static void test_quiet(void)
 {
-    FILE *f = tmpfile();
-    PK_CHECK(f != NULL);
+    FILE *f;
+    pk_progress *p = progress_to_tmpfile(&f, "q", 5, pk_progress_mode_from_args(1, 1), NULL);
     if (!f)
         return;
-    pk_progress *p = pk_progress_new_to(f, "q", 5, pk_progress_mode_from_args(1, 1));
     for (int i = 1; i <= 5; i++)
         pk_progress_update(p, i, 1.0);
     pk_progress_finish(p);
@@ -85,19 +102,16 @@ static void test_quiet(void)
 
 static void test_json(void)
 {
-    FILE *f = tmpfile();
-    PK_CHECK(f != NULL);
+    /* label with a quote and a control character: must stay valid JSON */
+    FILE *f;
+    double clock = 0.0;
+    pk_progress *p = progress_to_tmpfile(&f, "pull \"a\"\tb", 1000, PK_PROGRESS_JSON, &clock);
     if (!f)
         return;
-    /* label with a quote and a control character: must stay valid JSON */
-    pk_progress *p = pk_progress_new_to(f, "pull \"a\"\tb", 1000, PK_PROGRESS_JSON);
-    double clock = 0.0;
-    pk_progress_set_clock(p, fake_now, &clock);
     pk_progress_set_bytes(p, 1);
     for (int i = 1; i <= 1000; i++)
         pk_progress_update(p, i, i % 2 ? (double)NAN : 1.5);
-    pk_progress_finish(p);
-    char *s = slurp_stream(f, NULL);
+    char *s = progress_output(p, f);
     PK_CHECK(s != NULL);
     int lines = 0, done_events = 0;
     for (char *line = s ? strtok(s, "\n") : NULL; line; line = strtok(NULL, "\n")) {
@@ -126,32 +140,24 @@ static void test_json(void)
     PK_CHECK_EQ(lines, 10);
     PK_CHECK_EQ(done_events, 1);
     free(s);
-    fclose(f);
 }
 
 /* The final JSON line's "rate" of a progress that started at `start` and reached 1000 after
  * 2 s of the test's clock. */
 static double final_rate(int64_t start)
 {
-    FILE *f = tmpfile();
-    double rate = -1;
-    if (!f)
-        return rate;
-    pk_progress *p = pk_progress_new_to(f, "train", 0, PK_PROGRESS_JSON);
+    FILE *f;
     double clock = 100.0;
-    pk_progress_set_clock(p, fake_now, &clock);
+    pk_progress *p = progress_to_tmpfile(&f, "train", 0, PK_PROGRESS_JSON, &clock);
+    if (!f)
+        return -1;
     pk_progress_set_start(p, start);
     pk_progress_set_total(p, 1000);
     clock += 2.0;
     pk_progress_update(p, 1000, (double)NAN);
-    pk_progress_finish(p);
-    char *s = slurp_stream(f, NULL);
-    char *last = s ? strstr(s, "\"event\":\"done\"") : NULL;
-    const char *r = last ? strstr(last, "\"rate\":") : NULL;
-    if (r)
-        rate = atof(r + strlen("\"rate\":"));
+    char *s = progress_output(p, f);
+    double rate = number_after(s, "\"event\":\"done\"", "\"rate\":", -1);
     free(s);
-    fclose(f);
     return rate;
 }
 
@@ -169,20 +175,17 @@ static void test_resume_rate(void)
  * clock), then the final line with the elapsed time. */
 static void test_every_5s(void)
 {
-    FILE *f = tmpfile();
-    PK_CHECK(f != NULL);
+    FILE *f;
+    double clock = 0.0;
+    pk_progress *p = progress_to_tmpfile(&f, "dl", 0, PK_PROGRESS_PLAIN, &clock);
     if (!f)
         return;
-    pk_progress *p = pk_progress_new_to(f, "dl", 0, PK_PROGRESS_PLAIN);
-    double clock = 0.0;
-    pk_progress_set_clock(p, fake_now, &clock);
     static const double at[5] = {0.0, 4.9, 5.0, 9.0, 10.5}; /* lines at 5.0 and 10.5 */
     for (int i = 0; i < 5; i++) {
         clock = at[i];
         pk_progress_update(p, i + 1, (double)NAN);
     }
-    pk_progress_finish(p);
-    char *s = slurp_stream(f, NULL);
+    char *s = progress_output(p, f);
     PK_CHECK(s != NULL);
     if (s) {
         PK_CHECK_EQ(count_lines(s), 3);
@@ -191,24 +194,20 @@ static void test_every_5s(void)
         PK_CHECK(strstr(s, "done in 0:11") != NULL);
     }
     free(s);
-    fclose(f);
 }
 
 static void test_unknown_total(void)
 {
-    FILE *f = tmpfile();
-    PK_CHECK(f != NULL);
+    FILE *f;
+    pk_progress *p = progress_to_tmpfile(&f, "dl", 0, PK_PROGRESS_PLAIN, NULL);
     if (!f)
         return;
-    pk_progress *p = pk_progress_new_to(f, "dl", 0, PK_PROGRESS_PLAIN);
     pk_progress_set_bytes(p, 1);
     pk_progress_update(p, 3 * 1024 * 1024, (double)NAN);
-    pk_progress_finish(p);
-    char *s = slurp_stream(f, NULL);
+    char *s = progress_output(p, f);
     PK_CHECK(s && strstr(s, "dl: 3.0 MiB") != NULL);
     PK_CHECK(s && strstr(s, "%") == NULL); /* no percentage without a total */
     free(s);
-    fclose(f);
 }
 
 static void test_interrupt(void)

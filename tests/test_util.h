@@ -1,7 +1,8 @@
-/* test_util.h: file helpers shared by the tests: read a whole file or stream, write one, walk and
- * remove a directory tree. Header-only (static inline), so a test includes it without a change
- * to its CMake fragment and an unused helper costs no warning. It does not depend on pk_test.h
- * (fuzz targets use it too): helpers report failure by their result and the caller checks it. */
+/* test_util.h: file helpers shared by the tests: read a whole file or stream, write one, make a
+ * temporary directory, walk and remove a directory tree. Header-only (static inline), so a test
+ * includes it without a change to its CMake fragment and an unused helper costs no warning. It does
+ * not depend on pk_test.h (fuzz targets use it too): helpers report failure by their result and the
+ * caller checks it. */
 #ifndef PK_TEST_UTIL_H
 #define PK_TEST_UTIL_H
 
@@ -14,6 +15,15 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+/* The number (strtod) written right after the first key that follows the first `after` in s, or
+ * dflt when s is NULL or either string is not there. For a field of a line of JSON output. */
+static inline double number_after(const char *s, const char *after, const char *key, double dflt)
+{
+    const char *a = s ? strstr(s, after) : NULL;
+    const char *k = a ? strstr(a, key) : NULL;
+    return k ? strtod(k + strlen(key), NULL) : dflt;
+}
 
 /* All of stream f from its start, NUL-terminated (owned: free()), or NULL on a seek or read error
  * or no memory. *len, when len is not NULL, gets the size without the NUL, on success only. */
@@ -55,6 +65,22 @@ static inline char *slurp_at(const char *dir, const char *name, size_t *len)
     if (snprintf(p, sizeof p, "%s/%s", dir, name) >= (int)sizeof p)
         return NULL;
     return slurp(p, len);
+}
+
+/* Creates a fresh directory /tmp/pk_TAG_XXXXXX (its name in buf, n bytes): 1, or 0 on failure. */
+static inline int make_tmpdir(char *buf, size_t n, const char *tag)
+{
+    snprintf(buf, n, "/tmp/pk_%s_XXXXXX", tag);
+    return mkdtemp(buf) != NULL;
+}
+
+/* mkdir of dir/name with mode 0755: 0, or -1 if it fails (as when it exists). */
+static inline int mkdir_at(const char *dir, const char *name)
+{
+    char p[1024];
+    if (snprintf(p, sizeof p, "%s/%s", dir, name) >= (int)sizeof p)
+        return -1;
+    return mkdir(p, 0755);
 }
 
 /* Writes the n bytes at data to path (created or truncated): 0, or -1 on any failure. */
