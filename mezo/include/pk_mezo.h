@@ -60,7 +60,7 @@ typedef struct pk_mezo_params {
     uint64_t seed;       /* run seed: step seeds derive from it */
     pk_estimator estimator;
     int perturbations;    /* fzoo: N one-sided perturbations per step (default 8) */
-    float hessian_smooth; /* hizoo: weight of each step's Hessian estimate (default 1e-8) */
+    float hessian_smooth; /* hizoo: weight of each Hessian update's estimate (default 1e-8) */
     float hessian_budget; /* hizoo: the fp32 diagonal may take at most this fraction of the
                              model's weight bytes (default 0.10, DESIGN 8's 1.10x) */
     int hessian_every;    /* hizoo: l0 and the Hessian rows only on steps with step % K == 0,
