@@ -52,6 +52,7 @@ pocketllm_train_params pocketllm_train_default_params(void)
     p.perturbations = c.mezo.perturbations;
     p.hessian_smooth = c.mezo.hessian_smooth;
     p.hessian_budget = c.mezo.hessian_budget;
+    p.hessian_every = c.mezo.hessian_every;
     p.perturb_layers = c.mezo.perturb_layers;
     p.clip_g = c.mezo.clip_g;
     p.trainable = "all";
@@ -118,6 +119,7 @@ static pk_status train_config(pocketllm_home *h, const pocketllm_train_params *p
     c->mezo.perturbations = p->perturbations;
     c->mezo.hessian_smooth = p->hessian_smooth;
     c->mezo.hessian_budget = p->hessian_budget;
+    c->mezo.hessian_every = p->hessian_every < 1 ? 1 : p->hessian_every;
     c->mezo.perturb_layers = p->perturb_layers;
     c->mezo.clip_g = p->clip_g;
     c->mezo.seed = p->seed;

@@ -57,6 +57,11 @@ static const cli_option train_table[] = {
      "step)"},
     {"--hessian-budget", CLI_FLOAT, CLI_AT(T, cfg.mezo.hessian_budget), 0, 64, NULL, "F",
      "hizoo: the fp32 Hessian diagonal may take F x the weight bytes"},
+    {"--hessian-every", CLI_INT, CLI_AT(T, cfg.mezo.hessian_every), 1, PK_HESSIAN_EVERY_MAX, NULL,
+     "K",
+     "hizoo: the unperturbed loss and the Hessian update only every K-th step (1: every step, "
+     "HiZOO's); the steps between cost 2 evaluations per pair; --hessian-smooth is per update, "
+     "not scaled by K"},
     {"--perturb-layers", CLI_INT, CLI_AT(T, cfg.mezo.perturb_layers), 0, 4096, NULL, "K",
      "perturb and update K random layers per perturbation (0: all); raise --lr: spsa about "
      "layers/K, fzoo about 1.5-2x"},
@@ -299,6 +304,7 @@ static pocketllm_train_params train_params(const pk_train_config *cfg, int64_t r
     p.perturbations = cfg->mezo.perturbations;
     p.hessian_smooth = cfg->mezo.hessian_smooth;
     p.hessian_budget = cfg->mezo.hessian_budget;
+    p.hessian_every = cfg->mezo.hessian_every;
     p.perturb_layers = cfg->mezo.perturb_layers;
     p.clip_g = cfg->mezo.clip_g;
     p.trainable = cfg->trainable;

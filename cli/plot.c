@@ -445,7 +445,7 @@ typedef struct run_label {
     char name[32]; /* "run N" */
 } run_label;
 
-/* Steps done -> loss evaluations done: x times the run's evaluations per step. */
+/* Steps done -> loss evaluations done, as the steps took them (pk_mezo_evals_upto). */
 static pk_status to_evaluations(pk_store *s, int64_t run_id, train_curve *c, char *err,
                                 size_t errlen)
 {
@@ -455,9 +455,9 @@ static pk_status to_evaluations(pk_store *s, int64_t run_id, train_curve *c, cha
     pk_run_info_clear(&ri);
     if (st != PK_OK)
         return st;
-    double per = (double)pk_mezo_evals_per_step(&cfg.mezo) * (double)cfg.accumulate;
+    /* as taken: hizoo's unperturbed loss only on its Hessian steps */
     for (size_t i = 0; i < c->n; i++)
-        c->x[i] *= per;
+        c->x[i] = (double)pk_mezo_evals_upto(&cfg.mezo, (int64_t)c->x[i]) * (double)cfg.accumulate;
     return PK_OK;
 }
 

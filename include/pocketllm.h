@@ -317,6 +317,10 @@ typedef struct pocketllm_train_params {
     pocketllm_progress_fn progress;                                      /* after each step */
     void (*on_lr_search)(void *user, const pocketllm_lr_search *search); /* lr_auto, once */
     void *user;
+    /* since 0.2: hizoo's Hessian update interval K: the unperturbed loss and the Hessian update
+     * only on steps with step % K == 0 (default 16, train --hessian-every; 0 or 1: every
+     * step, as before the field) */
+    int hessian_every;
 } pocketllm_train_params;
 
 /* The defaults (the CLI's `train` defaults). Threads: any thread. */

@@ -95,6 +95,17 @@ static int q_of(const pk_mezo_params *p)
     return p->spsa_q < 1 ? 1 : p->spsa_q;
 }
 
+/* hizoo's Hessian update interval K (<= 0 reads as 1: every step, as before the option). */
+static int64_t every_of(const pk_mezo_params *p)
+{
+    return p->hessian_every < 1 ? 1 : (int64_t)p->hessian_every;
+}
+
+int pk_mezo_hessian_step(const pk_mezo_params *p, int64_t step)
+{
+    return p->estimator == PK_EST_HIZOO && step % every_of(p) == 0;
+}
+
 int pk_mezo_rows_per_step(const pk_mezo_params *p)
 {
     if (p->estimator == PK_EST_FZOO)
@@ -104,6 +115,13 @@ int pk_mezo_rows_per_step(const pk_mezo_params *p)
     return q_of(p);
 }
 
+int pk_mezo_step_rows(const pk_mezo_params *p, int64_t step)
+{
+    if (p->estimator == PK_EST_HIZOO && !pk_mezo_hessian_step(p, step))
+        return q_of(p); /* the weight rows only */
+    return pk_mezo_rows_per_step(p);
+}
+
 int pk_mezo_evals_per_step(const pk_mezo_params *p)
 {
     if (p->estimator == PK_EST_FZOO)
@@ -111,6 +129,17 @@ int pk_mezo_evals_per_step(const pk_mezo_params *p)
     if (p->estimator == PK_EST_HIZOO)
         return 2 * q_of(p) + 1; /* one unperturbed loss serves the q pairs */
     return 2 * q_of(p);
+}
+
+int64_t pk_mezo_evals_upto(const pk_mezo_params *p, int64_t steps)
+{
+    if (steps <= 0)
+        return 0;
+    int64_t n = steps * (int64_t)pk_mezo_evals_per_step(p);
+    if (p->estimator != PK_EST_HIZOO)
+        return n;
+    int64_t updates = (steps + every_of(p) - 1) / every_of(p); /* steps 0, K, 2K, ... below */
+    return n - (steps - updates);                              /* the others take no l0 */
 }
 
 /* Plain MeZO: no state, and pk_mezo_step does the step. */
@@ -296,6 +325,11 @@ pk_status pk_mezo_state_new(const pk_model *m, const uint8_t *trainable, const p
     if (p->estimator == PK_EST_HIZOO && !(p->hessian_smooth > 0.0f && p->hessian_smooth < 1.0f)) {
         pk_seterr(err, errlen, "hizoo: the Hessian smoothing %g is not in (0, 1)",
                   (double)p->hessian_smooth);
+        return PK_ERR_ARG;
+    }
+    if (p->estimator == PK_EST_HIZOO && p->hessian_every > PK_HESSIAN_EVERY_MAX) {
+        pk_seterr(err, errlen, "hizoo: the Hessian update interval %d is above %d",
+                  p->hessian_every, PK_HESSIAN_EVERY_MAX);
         return PK_ERR_ARG;
     }
     pk_mezo_state *s = calloc(1, sizeof *s);
@@ -571,30 +605,37 @@ static pk_status fzoo(pk_model *m, const uint8_t *trainable, const pk_mezo_param
     return PK_OK;
 }
 
-/* hizoo: per perturbation k, l+ and l- at W +- eps z / sqrt(H) (paired), with the step's one
- * unperturbed l0, all in one sweep; c = alpha |l+ + l- - 2 l0| / (2 eps^2). Rows 2k: the Hessian
- * update (g = c, both losses l0, lr 0: a plain replay of it changes nothing); 2k+1: the weight
- * update (g = (l+ - l-) / 2eps clipped, lr = lr_at(step) / q). */
+/* hizoo: per perturbation k, l+ and l- at W +- eps z / sqrt(H) (paired). On a Hessian step
+ * (pk_mezo_hessian_step: step % K == 0) also the step's one unperturbed l0, all in one sweep;
+ * c = alpha |l+ + l- - 2 l0| / (2 eps^2). Rows 2k: the Hessian update (g = c, both losses l0,
+ * lr 0: a plain replay of it changes nothing); 2k+1: the weight update (g = (l+ - l-) / 2eps
+ * clipped, lr = lr_at(step) / q). Other steps take no l0 and write the weight rows only
+ * (q_index 2k+1, H as it is), 2q evaluations: replay tells them apart by their rows. alpha is
+ * the weight of each Hessian estimate, not scaled by K (DESIGN 4). */
 static pk_status hizoo(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
                        pk_mezo_state *s, int64_t step, int n_micro, const pk_mezo_loss *loss,
                        pk_step_row *rows)
 {
-    int q = q_of(p);
+    int q = q_of(p), hess = pk_mezo_hessian_step(p, step);
     float lr_q = pk_mezo_lr_at(p, step) / (float)q;
     double e2 = 2.0 * (double)p->eps * (double)p->eps;
-    pk_sweep sw = step_sweep(m, trainable, p, s, step, 1, 1);
+    pk_sweep sw = step_sweep(m, trainable, p, s, step, hess, 1);
     pk_model_set_perturb_diag(m, (const float *const *)s->h);
     pk_status st = sweep_means(m, s, &sw, n_micro, loss);
     pk_model_set_perturb_diag(m, NULL);
-    double l0 = s->mean[0];
+    double l0 = hess ? s->mean[0] : 0.0;
     for (int k = 0; st == PK_OK && k < q; k++) {
-        double lp = s->mean[1 + 2 * k], lm = s->mean[2 + 2 * k];
+        double lp = s->mean[hess + 2 * k], lm = s->mean[hess + 2 * k + 1];
         double g = (lp - lm) / (2.0 * (double)p->eps);
-        double c = (double)p->hessian_smooth * fabs(lp + lm - 2.0 * l0) / e2;
-        set_row(&rows[2 * k], step, 2 * k, s->seeds[k], c, l0, l0, 0.0f, p->eps);
-        set_row(&rows[2 * k + 1], step, 2 * k + 1, s->seeds[k], clip(g, p->clip_g), lp, lm, lr_q,
-                p->eps);
-        if (!row_ok(&rows[2 * k]) || !row_ok(&rows[2 * k + 1]))
+        pk_step_row *w = hess ? &rows[2 * k + 1] : &rows[k]; /* k's weight row */
+        if (hess) {
+            double c = (double)p->hessian_smooth * fabs(lp + lm - 2.0 * l0) / e2;
+            set_row(&rows[2 * k], step, 2 * k, s->seeds[k], c, l0, l0, 0.0f, p->eps);
+            if (!row_ok(&rows[2 * k]))
+                st = PK_ERR_NUMERIC;
+        }
+        set_row(w, step, 2 * k + 1, s->seeds[k], clip(g, p->clip_g), lp, lm, lr_q, p->eps);
+        if (!row_ok(w))
             st = PK_ERR_NUMERIC;
     }
     return st;
@@ -626,7 +667,7 @@ pk_status pk_mezo_step_sweep(pk_model *m, const uint8_t *trainable, const pk_mez
         return st;
     double t1 = pk_time_now();
     /* every loss was taken at the same weights (and H); now the sweeps, in row order */
-    pk_mezo_replay_ex(m, trainable, p, s, rows, (size_t)pk_mezo_rows_per_step(p));
+    pk_mezo_replay_ex(m, trainable, p, s, rows, (size_t)pk_mezo_step_rows(p, step));
     double t2 = pk_time_now();
     if (forward_s)
         *forward_s = t1 - t0;

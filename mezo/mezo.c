@@ -44,6 +44,7 @@ pk_mezo_params pk_mezo_default_params(void)
     p.perturbations = 8;
     p.hessian_smooth = 1e-8f; /* 1e-6 grew H into a rate decay (README "Faster convergence") */
     p.hessian_budget = 0.10f;
+    p.hessian_every = 16; /* H holds no per-element curvature on stories260k (README) */
     p.perturb_layers = 0;
     p.rounding = PK_ROUND_STOCHASTIC;
     return p;

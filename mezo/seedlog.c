@@ -10,7 +10,8 @@
  *   [estimator fzoo|hizoo]             optional lines, written only when not the default
  *   [perturbations <N>]                (spsa without layer sampling), so older files and
  *   [hessian_smooth <C99 hex float>]   files of plain runs read as before; replay applies
- *   [perturb_layers <K>]               the rows with pk_mezo_replay_ex under them
+ *   [hessian_every <K>]                the rows with pk_mezo_replay_ex under them
+ *   [perturb_layers <K>]
  *   [rounding stochastic|nearest]      16-bit weights' update rounding: always written now; a
  *                                      file without it predates stochastic rounding and
  *                                      replays rounding to nearest, as it was made
@@ -24,7 +25,7 @@
  * A chained run (DESIGN 13) adds, before "steps", one optional line per ancestor, root first:
  *   parent steps <S> rows <R> z gaussian|rademacher weight_decay <hex float>
  *          [estimator fzoo|hizoo] [perturbations <N>] [hessian_smooth <hex float>]
- *          [perturb_layers <K>] trainable <spec>                        (one line)
+ *          [hessian_every <K>] [perturb_layers <K>] trainable <spec>    (one line)
  * and its R rows come after the "steps" line, ahead of the run's own: ancestor by ancestor,
  * each under its own settings, then the run's. A reader without chains refuses such a file
  * (it wants "steps" after "trainable") rather than replaying part of it.
@@ -44,6 +45,12 @@
 #include <string.h>
 
 #define SEEDLOG_VERSION 1 /* the format this file writes and reads */
+
+/* hessian_every K (hizoo's Hessian update interval, train --hessian-every) is written only when
+ * above 1, so a log of every-step hizoo reads and is written as before the option. Replay does
+ * not need it (a step without the Hessian update logged its weight rows only, and
+ * pk_mezo_replay_ex follows the rows); the reader checks the rows against it: Hessian rows on
+ * the steps with step % K == 0 only. */
 
 void pk_seedlog_clear(pk_seedlog *log)
 {
@@ -77,7 +84,7 @@ static void write_rows(FILE *f, const pk_step_row *rows, size_t n)
 /* The optional estimator settings, none for plain spsa: one per line in the header (sep '\n'),
  * or as fields of a parent line (sep ' ', each after a space). */
 static void write_estimator_fields(FILE *f, pk_estimator e, int perturbations, float smooth,
-                                   int layers, char sep)
+                                   int every, int layers, char sep)
 {
     const char *pre = sep == ' ' ? " " : "";
     char end[2] = {sep == ' ' ? 0 : sep, 0};
@@ -87,6 +94,8 @@ static void write_estimator_fields(FILE *f, pk_estimator e, int perturbations, f
         fprintf(f, "%sperturbations %d%s", pre, perturbations, end);
     if (e == PK_EST_HIZOO)
         fprintf(f, "%shessian_smooth %a%s", pre, (double)smooth, end);
+    if (e == PK_EST_HIZOO && every > 1)
+        fprintf(f, "%shessian_every %d%s", pre, every, end);
     if (layers > 0)
         fprintf(f, "%sperturb_layers %d%s", pre, layers, end);
 }
@@ -94,7 +103,7 @@ static void write_estimator_fields(FILE *f, pk_estimator e, int perturbations, f
 static void write_estimator(FILE *f, const pk_seedlog *log)
 {
     write_estimator_fields(f, log->estimator, log->perturbations, log->hessian_smooth,
-                           log->perturb_layers, '\n');
+                           log->hessian_every, log->perturb_layers, '\n');
     fprintf(f, "rounding %s\n", pk_rounding_name(log->rounding));
 }
 
@@ -118,7 +127,7 @@ pk_status pk_seedlog_write(const char *path, const pk_seedlog *log, char *err, s
         fprintf(f, "parent steps %" PRId64 " rows %zu z %s weight_decay %a", p->steps, p->n_rows,
                 z_name(p->z), (double)p->weight_decay);
         write_estimator_fields(f, p->estimator, p->perturbations, p->hessian_smooth,
-                               p->perturb_layers, ' ');
+                               p->hessian_every, p->perturb_layers, ' ');
         fprintf(f, " trainable %s\n", p->trainable);
     }
     fprintf(f, "steps %zu\n", log->n_rows);
@@ -197,16 +206,21 @@ static int optional_line(const char *l, pk_seedlog *out)
                    : -1;
     int which = !strncmp(l, "perturbations ", 14)    ? 14
                 : !strncmp(l, "perturb_layers ", 15) ? 15
+                : !strncmp(l, "hessian_every ", 14)  ? -14
                                                      : 0;
     if (which == 0)
         return 0;
-    v = strtol(l + which, &end, 10);
-    if (end == l + which || *end != 0 || v < 1 || v > 4096)
+    int at = which < 0 ? -which : which;
+    long hi = which < 0 ? PK_HESSIAN_EVERY_MAX : 4096;
+    v = strtol(l + at, &end, 10);
+    if (end == l + at || *end != 0 || v < 1 || v > hi)
         return -1;
     if (which == 14)
         out->perturbations = (int)v;
-    else
+    else if (which == 15)
         out->perturb_layers = (int)v;
+    else
+        out->hessian_every = (int)v;
     return 1;
 }
 
@@ -228,11 +242,13 @@ static int parent_estimator(const char *p, const char **trainable, pk_seedlog_se
         p += k + 1 + v + 1;
     }
     if ((opt.estimator == PK_EST_FZOO) != (opt.perturbations > 0) ||
-        (opt.estimator == PK_EST_HIZOO) != (opt.hessian_smooth > 0.0f))
+        (opt.estimator == PK_EST_HIZOO) != (opt.hessian_smooth > 0.0f) ||
+        (opt.hessian_every > 0 && opt.estimator != PK_EST_HIZOO))
         return -1; /* settings of another estimator, or an estimator without its setting */
     seg->estimator = opt.estimator;
     seg->perturbations = opt.perturbations;
     seg->hessian_smooth = opt.hessian_smooth;
+    seg->hessian_every = opt.hessian_every;
     seg->perturb_layers = opt.perturb_layers;
     *trainable = p + 10;
     return 0;
@@ -256,10 +272,11 @@ static pk_status parse_parent(reader *r, pk_seedlog *out, char *err, size_t errl
              out->n_parents < 4096 && (!strcmp(z, "gaussian") || !strcmp(z, "rademacher")) &&
              parse_float(wd, &seg.weight_decay) == 0 && in_range(seg.weight_decay, 0, 100);
     if (!ok) {
-        pk_seterr(err, errlen,
-                  "%s:%d: want 'parent steps S rows R z KIND weight_decay F [estimator E "
-                  "perturbations N hessian_smooth H perturb_layers K] trainable SPEC'",
-                  r->path, r->ln);
+        pk_seterr(
+            err, errlen,
+            "%s:%d: want 'parent steps S rows R z KIND weight_decay F [estimator E "
+            "perturbations N hessian_smooth H hessian_every K perturb_layers K] trainable SPEC'",
+            r->path, r->ln);
         return PK_ERR_FORMAT;
     }
     pk_seedlog_segment *v = realloc(out->parents, (out->n_parents + 1) * sizeof *v);
@@ -358,27 +375,32 @@ static pk_status check_values(const reader *r, const pk_step_row *row, char *err
 }
 
 /* Rows come in (step, q) order: steps 0, 1, 2, ... each with q-indices 0 .. Q-1, the same Q for
- * every step (n-SPSA), so a duplicated, missing, reordered or swapped row is refused. */
-static pk_status check_order(const reader *r, const pk_step_row *rows, size_t i, char *err,
-                             size_t errlen)
+ * every step (n-SPSA), so a duplicated, missing, reordered or swapped row is refused. every > 1
+ * (hizoo's hessian_every K): a step with step % K != 0 has its weight rows only, q-indices
+ * 1, 3, .. Q-1 (step 0 always has all Q). */
+static pk_status check_order(const reader *r, const pk_step_row *rows, size_t i, int every,
+                             char *err, size_t errlen)
 {
     const pk_step_row *row = &rows[i], *prev = i > 0 ? &rows[i - 1] : NULL;
     int32_t q_per_step = 0;
     while ((size_t)q_per_step < i && rows[q_per_step].step == 0)
         q_per_step++;
-    int ok = prev == NULL              ? row->step == 0 && row->q_index == 0
-             : row->step == prev->step ? row->q_index == prev->q_index + 1
-                                       : row->step == prev->step + 1 && row->q_index == 0 &&
-                                             prev->q_index + 1 == q_per_step;
+    int weights_only = every > 1 && row->step % every != 0; /* q 1, 3, .. */
+    int ok = prev == NULL ? row->step == 0 && row->q_index == 0
+             : row->step == prev->step
+                 ? row->q_index == prev->q_index + 1 + weights_only
+                 : row->step == prev->step + 1 && row->q_index == weights_only &&
+                       prev->q_index + 1 == q_per_step;
     if (ok && prev != NULL && row->step > 0 && row->q_index >= q_per_step)
         ok = 0; /* a later step with more perturbations than step 0 */
     if (ok)
         return PK_OK;
     pk_seterr(err, errlen,
               "%s:%d: step %lld q %d out of order (want steps from 0, each with "
-              "q 0..%d in order)",
+              "q 0..%d in order%s)",
               r->path, r->ln, (long long)row->step, (int)row->q_index,
-              q_per_step > 0 ? q_per_step - 1 : 0);
+              q_per_step > 0 ? q_per_step - 1 : 0,
+              every > 1 ? "; between hizoo's Hessian updates the odd q only" : "");
     return PK_ERR_FORMAT;
 }
 
@@ -413,8 +435,9 @@ static pk_status parse_row(reader *r, pk_step_row *row, char *err, size_t errlen
 }
 
 /* nrows rows of one log (an ancestor's or the run's own) into *rows (owned). */
-static pk_status parse_block(reader *r, unsigned long long nrows, pk_step_row **rows_out, char *err,
-                             size_t errlen)
+/* every: hizoo's hessian_every (check_order), else 0. */
+static pk_status parse_block(reader *r, unsigned long long nrows, int every, pk_step_row **rows_out,
+                             char *err, size_t errlen)
 {
     pk_step_row *rows = calloc(nrows ? (size_t)nrows : 1, sizeof *rows);
     *rows_out = rows;
@@ -430,7 +453,7 @@ static pk_status parse_block(reader *r, unsigned long long nrows, pk_step_row **
         if (st == PK_OK)
             st = check_values(r, &rows[i], err, errlen);
         if (st == PK_OK)
-            st = check_order(r, rows, i, err, errlen);
+            st = check_order(r, rows, i, every, err, errlen);
         if (st != PK_OK)
             return st;
     }
@@ -454,7 +477,8 @@ static pk_status parse_rows(reader *r, unsigned long long nrows, pk_seedlog *out
 {
     for (size_t i = 0; i < out->n_parents; i++) {
         pk_seedlog_segment *p = &out->parents[i];
-        pk_status st = parse_block(r, p->n_rows, &p->rows, err, errlen);
+        int every = p->estimator == PK_EST_HIZOO ? p->hessian_every : 0;
+        pk_status st = parse_block(r, p->n_rows, every, &p->rows, err, errlen);
         if (st != PK_OK)
             return st;
         if (p->n_rows > 0 && p->rows[p->n_rows - 1].step + 1 != p->steps) {
@@ -464,7 +488,8 @@ static pk_status parse_rows(reader *r, unsigned long long nrows, pk_seedlog *out
             return PK_ERR_FORMAT;
         }
     }
-    pk_status st = parse_block(r, nrows, &out->rows, err, errlen);
+    int every = out->estimator == PK_EST_HIZOO ? out->hessian_every : 0;
+    pk_status st = parse_block(r, nrows, every, &out->rows, err, errlen);
     if (st != PK_OK)
         return st;
     out->n_rows = (size_t)nrows;
@@ -519,6 +544,7 @@ pk_mezo_params pk_seedlog_params(const pk_seedlog *log)
     pk_mezo_params p = replay_params(log->z, log->weight_decay, log->estimator, log->perturbations,
                                      log->hessian_smooth, log->perturb_layers);
     p.rounding = log->rounding;
+    p.hessian_every = log->hessian_every; /* a record: 0 (no line) reads as 1 */
     return p;
 }
 

@@ -5,7 +5,9 @@
  * elapsed_s; --lr auto prints its search ({"event":"lr_search"}), picks the rate of the lowest
  * finite held-back loss and stores the search in the run's settings; an fzoo run is stored as
  * such; plot --x evaluations and --x seconds write an SVG (seconds need eval points); hizoo over
- * its memory budget is refused, and its default --hessian-smooth is 1e-8. */
+ * its memory budget is refused, its default --hessian-smooth is 1e-8 and --hessian-every 16,
+ * and with --hessian-every K the evaluations count the unperturbed loss on every K-th step
+ * only. */
 #include "pk_test.h"
 /* this test starts no server-mock: the header's server helpers stay unused */
 #include "test_product_util.h"
@@ -170,16 +172,24 @@ static void test_lm_events(void)
     free(o);
 }
 
+/* In train --help, option opt's row shows default def. */
+static void check_help_default(const char *help, const char *opt, const char *def)
+{
+    const char *h = help ? strstr(help, opt) : NULL;
+    const char *eol = h ? strchr(h, '\n') : NULL;
+    const char *d = h ? strstr(h, def) : NULL;
+    PK_CHECK(d != NULL && (eol == NULL || d < eol));
+}
+
 /* hizoo's default --hessian-smooth is 1e-8 (README "Faster convergence": 1e-6 made H a rate
- * decay): train --help says so and a run without the option stores it. */
+ * decay) and --hessian-every 16: train --help says so; a run without the smoothing stores it
+ * and the run with --hessian-every 2 stores that. */
 static void check_hizoo_default(long long run)
 {
     char *o = NULL;
     PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s train --help", POCKETLLM), 0);
-    const char *h = o ? strstr(o, "--hessian-smooth") : NULL;
-    const char *eol = h ? strchr(h, '\n') : NULL;
-    const char *d = h ? strstr(h, "[1e-08]") : NULL;
-    PK_CHECK(d != NULL && (eol == NULL || d < eol));
+    check_help_default(o, "--hessian-smooth", "[1e-08]");
+    check_help_default(o, "--hessian-every", "[16]");
     free(o);
     o = NULL;
     PK_CHECK(run > 0);
@@ -189,11 +199,13 @@ static void check_hizoo_default(long long run)
     cJSON *s = o ? cJSON_Parse(o) : NULL;
     const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(s, "config");
     PK_CHECK(fabs(num(cfg, "hessian_smooth") - 1e-8) < 1e-15);
+    PK_CHECK_EQ((int)num(cfg, "hessian_every"), 2);
     cJSON_Delete(s);
     free(o);
 }
 
-/* classify: the eval events carry the accuracy; hizoo counts 2q + 1 per step. */
+/* classify: the eval events carry the accuracy; hizoo with --hessian-every 2 counts 2q + 1
+ * evaluations on steps 0 and 2, 2q on steps 1 and 3 (x accumulate 2). */
 static void test_classify_events(void)
 {
     char path[300], *o = NULL;
@@ -211,20 +223,21 @@ static void test_classify_events(void)
     PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
                         "%s train" BASE " --dataset cls --objective classify --template "
                         "'{text} They felt' --labels ' happy, sad' --estimator hizoo "
-                        "--hessian-budget 1.5 --lr 1e-4 --steps 2 --eval-dataset cls "
-                        "--eval-every 2 --home %s",
+                        "--hessian-budget 1.5 --hessian-every 2 --lr 1e-4 --steps 4 "
+                        "--eval-dataset cls --eval-every 2 --home %s",
                         POCKETLLM, home),
                 0);
     cJSON *fin = o ? cJSON_Parse(last_line(o)) : NULL; /* before events() cuts o up */
     cJSON *ev[4] = {0};
     int n = o ? events(o, "eval", ev, 4) : 0;
-    PK_CHECK_EQ(n, 1);
-    if (n == 1) {
-        double a = num(ev[0], "accuracy");
+    PK_CHECK_EQ(n, 2);
+    for (int i = 0; i < n; i++) {
+        double a = num(ev[i], "accuracy");
         PK_CHECK(a >= 0.0 && a <= 1.0);
-        PK_CHECK_EQ((long long)num(ev[0], "evaluations"), 2LL * 3 * 2);
-        cJSON_Delete(ev[0]);
+        PK_CHECK_EQ((long long)num(ev[i], "evaluations"), (3LL + 2) * 2 * (i + 1));
+        cJSON_Delete(ev[i]);
     }
+    PK_CHECK_EQ((long long)num(fin, "evaluations"), (3LL + 2) * 2 * 2);
     free(o);
     check_hizoo_default((long long)num(fin, "run"));
     cJSON_Delete(fin);

@@ -6,12 +6,15 @@
  * (l_i - l0) / std; a layer-sampled step leaves the other layers' bytes alone; hizoo refuses a
  * Hessian diagonal over its budget and checkpoints it with the weights, and its H and weights
  * follow its formula element by element (a pair of rows in one sweep or two, the same bits);
- * evaluation counts follow the estimator; the sweep path (one engine sweep per micro-batch,
- * the objectives' sweep loss) gives the per-pass rows bit for bit and runs the shared blocks
- * once. */
+ * with --hessian-every K its steps between Hessian updates take no unperturbed loss, log their
+ * weight rows only and leave H alone, and replay rebuilds weights and H from the rows alone (rows
+ * of every-step hizoo replay as before); evaluation counts follow the estimator; the sweep path
+ * (one engine sweep per micro-batch, the objectives' sweep loss) gives the per-pass rows bit for
+ * bit and runs the shared blocks once. */
 #include "pk_test.h"
 #include "pk_train.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -45,6 +48,7 @@ static pk_train_config est_config(pk_estimator e, int layers)
     c.mezo.spsa_q = 2;
     c.mezo.hessian_smooth = 1e-3f;
     c.mezo.hessian_budget = 1.5f; /* stories260k is tiny: its whole diagonal */
+    c.mezo.hessian_every = 1;     /* HiZOO's every step; test_replay_resume sets K */
     c.mezo.perturb_layers = layers;
     c.checkpoint_every = 3;
     return c;
@@ -65,8 +69,8 @@ static void stop_at(void *user, int64_t step, int64_t total, const pk_step_row *
 }
 
 /* The run's seed log, replayed on the base model: its hash; *has_est whether the file names an
- * estimator. */
-static void hash_of_seedlog(int64_t run_id, char hex[65], int *has_est)
+ * estimator, *every its hessian_every line (0 without one). */
+static void hash_of_seedlog(int64_t run_id, char hex[65], int *has_est, int *every)
 {
     char path[600], err[256] = "";
     snprintf(path, sizeof path, "%s/run.seedlog", home);
@@ -81,6 +85,7 @@ static void hash_of_seedlog(int64_t run_id, char hex[65], int *has_est)
     pk_model *m = NULL;
     hex[0] = 0;
     PK_CHECK(pk_seedlog_read(path, &log, err, sizeof err) == PK_OK);
+    *every = log.hessian_every;
     PK_CHECK(pk_model_load(STORIES, pk_model_default_params(), &m, err, sizeof err) == PK_OK);
     if (m != NULL && pk_seedlog_replay(m, &log, err, sizeof err) == PK_OK)
         PK_CHECK(pk_weights_hash(m, hex) == PK_OK);
@@ -88,6 +93,31 @@ static void hash_of_seedlog(int64_t run_id, char hex[65], int *has_est)
         PK_CHECK(!"seed log replay");
     pk_model_free(m);
     pk_seedlog_clear(&log);
+}
+
+/* The logged rows of a run: a hizoo step logs a Hessian row (even q_index) and a weight row
+ * (odd) per pair on steps with step % K == 0, else its weight rows only; the others a fixed
+ * count. Counts the loss evaluations the steps took the same way, into *evals. */
+static void check_rows(int64_t run_id, const pk_train_config *c, int64_t *evals)
+{
+    pk_store *s = open_store();
+    pk_step_row *rows = NULL;
+    size_t n = 0, want = 0, bad = 0;
+    PK_CHECK(pk_store_steps_read(s, run_id, 0, c->steps, &rows, &n, NULL, 0) == PK_OK);
+    pk_store_close(s);
+    int hz = c->mezo.estimator == PK_EST_HIZOO, q = c->mezo.spsa_q;
+    int64_t K = c->mezo.hessian_every < 1 ? 1 : c->mezo.hessian_every;
+    *evals = 0;
+    for (int64_t st = 0; st < c->steps; st++) {
+        int upd = hz && st % K == 0;
+        want += hz ? (size_t)(upd ? 2 * q : q) : (size_t)pk_mezo_rows_per_step(&c->mezo);
+        *evals += (hz ? 2 * q + upd : pk_mezo_evals_per_step(&c->mezo)) * c->accumulate;
+    }
+    for (size_t i = 0; hz && i < n; i++) /* a Hessian row (even q_index) on an update step only */
+        bad += rows[i].q_index % 2 == 0 && rows[i].step % K != 0;
+    PK_CHECK_EQ(n, want);
+    PK_CHECK_EQ(bad, 0);
+    free(rows);
 }
 
 /* Live run = replay at 1 and 2 threads = seed log = interrupted + resumed at another thread
@@ -98,17 +128,22 @@ static void check_exact(const char *what, const pk_train_config *c, char out[65]
     pk_threads_set(2);
     PK_CHECK(run(c, 0, NULL, &a) == PK_OK);
     PK_CHECK_EQ(a.steps_done, c->steps);
-    int64_t per = (int64_t)pk_mezo_evals_per_step(&c->mezo) * c->accumulate;
-    PK_CHECK_EQ(a.evaluations, c->steps * per);
+    int64_t evals = 0;
+    check_rows(a.run_id, c, &evals);
+    PK_CHECK_EQ(a.evaluations, evals);
     PK_CHECK(a.elapsed_s > 0.0 && isfinite(a.last_loss));
     char h1[65], h2[65], hs[65];
-    int has_est = 0;
+    int has_est = 0, every = 0;
     hash_of_run(a.run_id, 1, h1);
     hash_of_run(a.run_id, 2, h2);
-    hash_of_seedlog(a.run_id, hs, &has_est);
+    hash_of_seedlog(a.run_id, hs, &has_est, &every);
     PK_CHECK(!strcmp(h1, a.final_hash) && !strcmp(h2, a.final_hash));
     PK_CHECK(!strcmp(hs, a.final_hash));
     PK_CHECK_EQ(has_est, c->mezo.estimator != PK_EST_SPSA); /* plain logs: the old format */
+    /* hessian_every is recorded for hizoo above 1 only: K = 1 logs are written as before */
+    PK_CHECK_EQ(every, c->mezo.estimator == PK_EST_HIZOO && c->mezo.hessian_every > 1
+                           ? c->mezo.hessian_every
+                           : 0);
     stopper k = {4};
     pk_train_hooks h = {&k, stop_at, NULL, NULL};
     PK_CHECK(run(c, 0, &h, &e) == PK_OK);
@@ -153,6 +188,14 @@ static void test_replay_resume(void)
     c = est_config(PK_EST_HIZOO, 0);
     check_exact("hizoo", &c, hz, &id);
     test_hizoo_checkpoint(id);
+    /* the Hessian update every 4th / 3rd step: the stop at step 4 resumes from the checkpoint
+     * at step 3 (a step without / with the update replayed) into an update step / one without */
+    char k4[65], k3[65];
+    c.mezo.hessian_every = 4;
+    check_exact("hizoo, K=4", &c, k4, &id);
+    c.mezo.hessian_every = 3;
+    check_exact("hizoo, K=3", &c, k3, &id);
+    PK_CHECK(strcmp(k4, hz) != 0 && strcmp(k3, hz) != 0 && strcmp(k3, k4) != 0);
     c = est_config(PK_EST_SPSA, 2);
     check_exact("spsa, 2 layers", &c, ly, &id);
     c = est_config(PK_EST_FZOO, 1);
@@ -379,7 +422,8 @@ static void expected_blocks(const pk_model *m, const pk_mezo_params *p, int64_t 
                             uint64_t *sweep, uint64_t *per_pass)
 {
     int L = pk_model_n_layers(m), fz = p->estimator == PK_EST_FZOO;
-    int n = fz ? p->perturbations : p->spsa_q, base = p->estimator != PK_EST_SPSA, top = 0;
+    int n = fz ? p->perturbations : p->spsa_q, top = 0;
+    int base = fz || pk_mezo_hessian_step(p, step); /* hizoo: l0 on its Hessian steps only */
     uint8_t *mask = malloc(pk_model_n_tensors(m));
     *sweep = 0;
     *per_pass = base ? (uint64_t)L : 0;
@@ -426,6 +470,7 @@ static void test_sweep_path(void)
             p.seed = 40 + (uint64_t)cfg;
             p.hessian_budget = 1.5f;
             p.hessian_smooth = 0.1f;
+            p.hessian_every = 2; /* hizoo: steps 0 and 2 with l0, step 1 without */
             pk_model *m[2] = {load(), load()};
             pk_mezo_state *st[2] = {NULL, NULL};
             char err[256] = "", h[2][65];
@@ -571,6 +616,7 @@ static void test_hizoo_state(void)
     pk_model *m = load(), *r = load();
     pk_mezo_params p = pk_mezo_default_params();
     p.estimator = PK_EST_HIZOO;
+    p.hessian_every = 1; /* every step: two rows per step below */
     pk_mezo_state *st = NULL, *st2 = NULL;
     char err[256] = "";
     check_hizoo_budget_messages(m);
@@ -637,6 +683,7 @@ static pk_mezo_params hizoo_test_params(int q)
     p.spsa_q = q;
     p.lr = 1e-3f;
     p.weight_decay = 0.1f;
+    p.hessian_every = 1; /* HiZOO's every step (test_hizoo_interval sets K) */
     return p;
 }
 
@@ -734,13 +781,17 @@ static void test_hizoo_one_sweep(void)
     PK_CHECK(h1 != NULL && h2 != NULL && nb > 0);
     if (h1 != NULL && st != NULL)
         pk_mezo_state_save(st, h1);
+    /* replay follows the rows: these every-step rows (an old log's) replay to the same bits
+     * under the new default interval */
+    pk_mezo_params p16 = p;
+    p16.hessian_every = 16;
     for (int threads = 1; threads <= 2 && h1 && h2; threads++) {
         pk_model *r = load();
         pk_mezo_state *s2 = NULL;
         pk_threads_set(threads);
         PK_CHECK(pk_mezo_state_new(r, NULL, &p, &s2, err, sizeof err) == PK_OK && s2 != NULL);
-        for (size_t i = 0; s2 != NULL && i < 12; i++)
-            pk_mezo_replay_ex(r, NULL, &p, s2, rows + i, 1); /* one sweep per row */
+        for (size_t i = 0; s2 != NULL && i < 12; i++) /* one sweep per row */
+            pk_mezo_replay_ex(r, NULL, threads == 2 ? &p16 : &p, s2, rows + i, 1);
         PK_CHECK(pk_weights_hash(r, one) == PK_OK);
         PK_CHECK(!strcmp(live, one));
         if (s2 != NULL) {
@@ -755,6 +806,183 @@ static void test_hizoo_one_sweep(void)
     free(h2);
     pk_mezo_state_free(st);
     pk_model_free(m);
+}
+
+/* fixed_loss that counts the loss evaluations it was asked for (a pair is two). */
+typedef struct counted_batch {
+    fixed_batch f;
+    int64_t evals;
+} counted_batch;
+
+static pk_status counted_loss(void *user, pk_model *m, int micro, const pk_perturb *pert,
+                              double *loss)
+{
+    counted_batch *c = user;
+    c->evals += pert != NULL && pert->both ? 2 : 1;
+    return fixed_loss(&c->f, m, micro, pert, loss);
+}
+
+/* hizoo with the Hessian update every K = 3 steps, q = 2, seven steps: steps 0, 3, 6 take the
+ * unperturbed loss (2q + 1 evaluations) and log a Hessian row and a weight row per pair; the
+ * others take 2q evaluations, log their q weight rows (q_index 1, 3) and leave H as it was.
+ * The rows alone, replayed one at a time at 1 and 2 threads under the every-step setting (a log
+ * without the setting), rebuild the weights and H bit for bit. */
+static void test_hizoo_interval(void)
+{
+    pk_mezo_params p = hizoo_test_params(2);
+    p.hessian_every = 3;
+    counted_batch cb;
+    cb.f = make_batch();
+    cb.f.b.ids = cb.f.ids;
+    cb.f.b.lengths = cb.f.len;
+    cb.evals = 0;
+    pk_step_row rows[7 * 4];
+    size_t nr = 0;
+    pk_model *m = load();
+    pk_mezo_state *st = NULL;
+    char err[256] = "";
+    pk_threads_set(2);
+    PK_CHECK(pk_mezo_state_new(m, NULL, &p, &st, err, sizeof err) == PK_OK && st != NULL);
+    size_t nb = pk_mezo_state_bytes(st);
+    unsigned char *before = malloc(nb), *after = malloc(nb), *h2 = malloc(nb);
+    PK_CHECK(before && after && h2 && nb > 0);
+    int same_h = 0, moved_h = 0;
+    for (int k = 0; st && before && after && h2 && k < 7; k++) {
+        int upd = k % 3 == 0, n = pk_mezo_step_rows(&p, k);
+        int64_t e0 = cb.evals;
+        pk_mezo_state_save(st, before);
+        PK_CHECK(pk_mezo_step_ex(m, NULL, &p, st, k, 1, counted_loss, &cb, rows + nr, NULL, NULL) ==
+                 PK_OK);
+        pk_mezo_state_save(st, after);
+        PK_CHECK_EQ(pk_mezo_hessian_step(&p, k), upd);
+        PK_CHECK_EQ(n, upd ? 4 : 2);
+        PK_CHECK_EQ(cb.evals - e0, upd ? 5 : 4);
+        for (int i = 0; i < n; i++) {
+            const pk_step_row *r = &rows[nr + (size_t)i];
+            int q_index = upd ? i : 2 * i + 1;
+            PK_CHECK(r->step == k && r->q_index == q_index);
+            PK_CHECK(r->q_index % 2 ? r->lr > 0.0f : r->lr == 0.0f && r->g > 0.0f);
+        }
+        if (upd)
+            moved_h += memcmp(before, after, nb) != 0;
+        else
+            same_h += memcmp(before, after, nb) == 0;
+        nr += (size_t)n;
+    }
+    PK_CHECK(same_h == 4 && moved_h == 3 && nr == 3 * 4 + 4 * 2);
+    PK_CHECK_EQ(pk_mezo_evals_upto(&p, 7), cb.evals);
+    PK_CHECK(pk_mezo_evals_upto(&p, 7) == 7 * 4 + 3 && pk_mezo_evals_upto(&p, 1) == 5 &&
+             pk_mezo_evals_upto(&p, 3) == 13 && pk_mezo_evals_upto(&p, 4) == 18);
+    char live[65] = "", back[65] = "";
+    PK_CHECK(pk_weights_hash(m, live) == PK_OK);
+    pk_mezo_params every = p;
+    every.hessian_every = 1;
+    for (int threads = 1; threads <= 2 && after && h2; threads++) {
+        pk_model *r = load();
+        pk_mezo_state *s2 = NULL;
+        pk_threads_set(threads);
+        PK_CHECK(pk_mezo_state_new(r, NULL, &every, &s2, err, sizeof err) == PK_OK && s2);
+        for (size_t i = 0; s2 != NULL && i < nr; i++)
+            pk_mezo_replay_ex(r, NULL, &every, s2, rows + i, 1);
+        PK_CHECK(pk_weights_hash(r, back) == PK_OK);
+        PK_CHECK(!strcmp(live, back));
+        if (s2 != NULL) {
+            pk_mezo_state_save(s2, h2);
+            PK_CHECK(memcmp(after, h2, nb) == 0);
+        }
+        pk_mezo_state_free(s2);
+        pk_model_free(r);
+    }
+    pk_threads_set(2);
+    free(before);
+    free(after);
+    free(h2);
+    pk_mezo_state_free(st);
+    pk_model_free(m);
+}
+
+/* The run settings carry hessian_every; a run stored before the key (no key) updated H every
+ * step and resumes so; a key out of range is refused. */
+static void test_hessian_every_config(void)
+{
+    pk_train_config c = est_config(PK_EST_HIZOO, 0), back;
+    char *json = NULL, err[256] = "";
+    c.mezo.hessian_every = 4;
+    PK_CHECK(pk_train_config_to_json(&c, &json) == PK_OK && json != NULL);
+    cJSON *o = json ? cJSON_Parse(json) : NULL;
+    PK_CHECK(pk_train_config_from_json(json ? json : "{}", &back, err, sizeof err) == PK_OK);
+    PK_CHECK_EQ(back.mezo.hessian_every, 4);
+    cJSON_DeleteItemFromObjectCaseSensitive(o, "hessian_every");
+    char *old = o ? cJSON_PrintUnformatted(o) : NULL;
+    PK_CHECK(pk_train_config_from_json(old ? old : "{}", &back, err, sizeof err) == PK_OK);
+    PK_CHECK_EQ(back.mezo.hessian_every, 1);
+    cJSON_AddNumberToObject(o, "hessian_every", 0);
+    char *bad = o ? cJSON_PrintUnformatted(o) : NULL;
+    PK_CHECK_EQ(pk_train_config_from_json(bad ? bad : "{}", &back, err, sizeof err), PK_ERR_FORMAT);
+    PK_CHECK(strstr(err, "hessian_every") != NULL);
+    PK_CHECK_EQ(pk_mezo_default_params().hessian_every, 16);
+    free(bad);
+    free(old);
+    cJSON_Delete(o);
+    free(json);
+}
+
+/* A seed log of hizoo at hessian_every 2, q = 1 (step 0: a Hessian row and a weight row, step
+ * 1: the weight row q 1 alone, step 2 both): 1 = written and read back with its interval,
+ * 0 = refused. `variant` 1 gives step 1 a Hessian row too, 2 drops the interval from the
+ * header, 3 drops step 2's Hessian row. */
+static int seedlog_roundtrip(int variant)
+{
+    pk_step_row rows[6];
+    size_t n = 0;
+    for (int st = 0; st < 3; st++)
+        for (int q = 0; q < 2; q++) {
+            int hess = st != 1 || variant == 1;
+            if ((q == 0 && !hess) || (variant == 3 && st == 2 && q == 0))
+                continue;
+            rows[n++] = (pk_step_row){.step = st,
+                                      .q_index = q,
+                                      .seed = 7 + (uint64_t)st,
+                                      .g = 0.5f,
+                                      .lr = q ? 1e-3f : 0.0f,
+                                      .eps = 1e-3f};
+        }
+    pk_seedlog log;
+    memset(&log, 0, sizeof log);
+    memset(log.base_hash, 'a', 64);
+    strcpy(log.trainable, "all");
+    log.estimator = PK_EST_HIZOO;
+    log.hessian_smooth = 1e-8f;
+    log.hessian_every = variant == 2 ? 1 : 2;
+    log.rows = rows;
+    log.n_rows = n;
+    char path[600], err[256] = "";
+    snprintf(path, sizeof path, "%s/k.seedlog", home);
+    PK_CHECK(pk_seedlog_write(path, &log, err, sizeof err) == PK_OK);
+    size_t len = 0;
+    char *text = slurp(path, &len);
+    PK_CHECK(text && (strstr(text, "\nhessian_every 2\n") != NULL) == (variant != 2));
+    free(text);
+    pk_seedlog back;
+    pk_status st = pk_seedlog_read(path, &back, err, sizeof err);
+    int ok = st == PK_OK;
+    if (ok) {
+        PK_CHECK(back.n_rows == n && back.hessian_every == 2);
+        pk_seedlog_clear(&back);
+    } else {
+        PK_CHECK(st == PK_ERR_FORMAT && strstr(err, "out of order") != NULL);
+    }
+    return ok;
+}
+
+/* The seed log reader checks a hizoo log's rows against its hessian_every: Hessian rows on the
+ * steps with step % K == 0 and there only. */
+static void test_hizoo_seedlog_rows(void)
+{
+    PK_CHECK_EQ(seedlog_roundtrip(0), 1);
+    PK_CHECK_EQ(seedlog_roundtrip(1), 0);
+    PK_CHECK_EQ(seedlog_roundtrip(2), 0);
+    PK_CHECK_EQ(seedlog_roundtrip(3), 0);
 }
 
 /* hizoo's update of 16-bit weights rounds as the run says, like MeZO's: with stochastic rounding
@@ -864,6 +1092,9 @@ int main(void)
     test_hizoo_state();
     test_hizoo_formula();
     test_hizoo_one_sweep();
+    test_hizoo_interval();
+    test_hessian_every_config();
+    test_hizoo_seedlog_rows();
     test_hizoo_16bit_rounding();
     test_shared_prefix();
     test_sweep_path();

@@ -253,6 +253,7 @@ static pk_status add_ancestors(pk_store *s, const pk_run_info *child, pk_seedlog
             v->estimator = cfg.mezo.estimator; /* parent line version 2 (mezo/seedlog.c) */
             v->perturbations = cfg.mezo.perturbations;
             v->hessian_smooth = cfg.mezo.hessian_smooth;
+            v->hessian_every = cfg.mezo.hessian_every;
             v->perturb_layers = cfg.mezo.perturb_layers;
             v->steps = steps;
             snprintf(v->trainable, sizeof v->trainable, "%s", cfg.trainable);
@@ -302,6 +303,7 @@ pk_status pk_export_seedlog(pk_store *s, int64_t run_id, const char *path, size_
     log.estimator = cfg.mezo.estimator;
     log.perturbations = cfg.mezo.perturbations;
     log.hessian_smooth = cfg.mezo.hessian_smooth;
+    log.hessian_every = cfg.mezo.hessian_every;
     log.perturb_layers = cfg.mezo.perturb_layers;
     log.rounding = cfg.mezo.rounding;
     st = pk_seedlog_write(path, &log, err, errlen);

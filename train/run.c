@@ -109,6 +109,7 @@ pk_status pk_train_config_to_json(const pk_train_config *c, char **json)
     cJSON_AddNumberToObject(o, "perturbations", c->mezo.perturbations);
     cJSON_AddNumberToObject(o, "hessian_smooth", (double)c->mezo.hessian_smooth);
     cJSON_AddNumberToObject(o, "hessian_budget", (double)c->mezo.hessian_budget);
+    cJSON_AddNumberToObject(o, "hessian_every", c->mezo.hessian_every);
     cJSON_AddNumberToObject(o, "perturb_layers", c->mezo.perturb_layers);
     /* 16-bit update rounding (runs created before the key rounded to nearest) */
     cJSON_AddStringToObject(o, "rounding", pk_rounding_name(c->mezo.rounding));
@@ -170,6 +171,13 @@ static const char *estimator_from_json(const cJSON *o, pk_mezo_params *p)
         if (get_num(o, "hessian_budget", &d))
             return "hessian_budget";
         p->hessian_budget = (float)d;
+    }
+    /* a run from before the Hessian interval has no key: it updated H every step */
+    p->hessian_every = 1;
+    if (cJSON_GetObjectItemCaseSensitive(o, "hessian_every") != NULL) {
+        if (get_num(o, "hessian_every", &d) || d < 1 || d > PK_HESSIAN_EVERY_MAX)
+            return "hessian_every";
+        p->hessian_every = (int)d;
     }
     /* a run from before stochastic rounding has no key: it rounded its 16-bit updates to
      * nearest, and its resume and replay must too */

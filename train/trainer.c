@@ -27,7 +27,7 @@ struct pk_trainer {
     pk_objective *eval_obj; /* the eval examples, NULL without an eval dataset */
     size_t *idx;            /* [batch] example indices of the current micro-batch */
     pk_step_row *rows;      /* [n_rows] the rows of the last step */
-    int n_rows;             /* rows a step logs (pk_mezo_rows_per_step) */
+    int n_rows;             /* rows a step logs at most (pk_mezo_rows_per_step) */
     pk_mezo_state *est;     /* the estimator's state (NULL for plain spsa) */
     int64_t step;           /* next 0-based step = steps logged so far */
     double best_eval;       /* lowest eval loss so far (early stopping) */
@@ -219,7 +219,7 @@ static pk_status check_config(const pk_train_config *c, char *err, size_t errlen
 /* Loss evaluations of the first `steps` steps (a pure function of the settings). */
 static int64_t evaluations_at(const pk_train_config *c, int64_t steps)
 {
-    return steps * (int64_t)pk_mezo_evals_per_step(&c->mezo) * (int64_t)c->accumulate;
+    return pk_mezo_evals_upto(&c->mezo, steps) * (int64_t)c->accumulate;
 }
 
 /* A new run: the base model, its mask and hash, the training objective, then the run row. */
@@ -522,7 +522,8 @@ static pk_status step_failed(pk_trainer *t, pk_status st, char *err, size_t errl
 {
     if (st == PK_ERR_NUMERIC) {
         /* pk_mezo_step left the diverging perturbation in the first non-finite row */
-        const pk_step_row *r = t->rows, *last = t->rows + t->n_rows - 1;
+        int n = pk_mezo_step_rows(&t->cfg.mezo, t->step);
+        const pk_step_row *r = t->rows, *last = t->rows + n - 1;
         while (r < last && isfinite(r->g) && isfinite(r->loss_plus) && isfinite(r->loss_minus))
             r++;
         pk_seterr(err, errlen,
@@ -572,19 +573,20 @@ static pk_status take_step(pk_trainer *t, char *err, size_t errlen)
         return step_failed(t, st, err, errlen);
     t->res.forward_s += fs;
     t->res.update_s += us;
-    st = pk_store_steps_append(t->s, t->res.run_id, t->rows, (size_t)t->n_rows, serr, sizeof serr);
+    int n_rows = pk_mezo_step_rows(&c->mezo, t->step); /* hizoo: fewer between H updates */
+    st = pk_store_steps_append(t->s, t->res.run_id, t->rows, (size_t)n_rows, serr, sizeof serr);
     if (st == PK_ERR_STALE_KEY)
         return rekeyed(t, err, errlen);
     if (st != PK_OK) {
         pk_seterr(err, errlen, "step %lld: logging: %s", (long long)t->step, serr);
         return st;
     }
-    /* fzoo and hizoo took the unperturbed loss: row 0's loss_minus */
-    t->res.last_loss = c->mezo.estimator != PK_EST_SPSA
-                           ? (double)t->rows[0].loss_minus
-                           : 0.5 * ((double)t->rows[0].loss_plus + (double)t->rows[0].loss_minus);
+    /* fzoo and hizoo's Hessian steps took the unperturbed loss: row 0's loss_minus */
+    int l0 = c->mezo.estimator == PK_EST_FZOO || pk_mezo_hessian_step(&c->mezo, t->step);
+    t->res.last_loss = l0 ? (double)t->rows[0].loss_minus
+                          : 0.5 * ((double)t->rows[0].loss_plus + (double)t->rows[0].loss_minus);
     if (t->hooks.on_step)
-        t->hooks.on_step(t->hooks.user, t->step, c->steps, t->rows, t->n_rows);
+        t->hooks.on_step(t->hooks.user, t->step, c->steps, t->rows, n_rows);
     t->step++;
     t->res.steps_done = t->step;
     t->res.evaluations = evaluations_at(c, t->step);

@@ -60,9 +60,12 @@ typedef struct pk_mezo_params {
     uint64_t seed;       /* run seed: step seeds derive from it */
     pk_estimator estimator;
     int perturbations;    /* fzoo: N one-sided perturbations per step (default 8) */
-    float hessian_smooth; /* hizoo: weight of each step's Hessian estimate (default 1e-8) */
+    float hessian_smooth; /* hizoo: weight of each Hessian update's estimate (default 1e-8) */
     float hessian_budget; /* hizoo: the fp32 diagonal may take at most this fraction of the
                              model's weight bytes (default 0.10, DESIGN 8's 1.10x) */
+    int hessian_every;    /* hizoo: l0 and the Hessian rows only on steps with step % K == 0,
+                             the plain two-sided step with the current H between (default 16;
+                             <= 0 reads as 1, every step, as runs before the option) */
     int perturb_layers;   /* > 0: only this many randomly chosen layers are perturbed and
                              updated per perturbation (the choice a function of its seed) */
     pk_rounding rounding; /* 16-bit weights' update rounding (default stochastic) */
@@ -172,12 +175,23 @@ PK_NODISCARD pk_status pk_weights_hash(const pk_model *m, char hex[65]);
 /* Parses "spsa" | "fzoo" | "hizoo"; -1 if unknown. */
 int pk_estimator_parse(const char *s, pk_estimator *out);
 const char *pk_estimator_name(pk_estimator e);
-/* Step-log rows a step writes: spsa q, fzoo N, hizoo 2q (a Hessian row then an update row per
- * perturbation). */
+/* The largest hizoo Hessian update interval (train --hessian-every). */
+#define PK_HESSIAN_EVERY_MAX 1000000
+/* Step-log rows a step writes at most (the size of a step's row buffer): spsa q, fzoo N, hizoo
+ * 2q (a Hessian row then an update row per perturbation). */
 int pk_mezo_rows_per_step(const pk_mezo_params *p);
-/* Loss evaluations (forward passes over one micro-batch) a step takes, per micro-batch:
- * spsa 2q, fzoo N + 1, hizoo 3q. */
+/* Whether `step` is a hizoo step that takes l0 and updates H (step % hessian_every == 0); 0
+ * for the other estimators. Pure, so replay and resume know it. */
+int pk_mezo_hessian_step(const pk_mezo_params *p, int64_t step);
+/* The rows step `step` writes: pk_mezo_rows_per_step, except hizoo's steps without the Hessian
+ * update, which write their q weight rows only. */
+int pk_mezo_step_rows(const pk_mezo_params *p, int64_t step);
+/* Loss evaluations (forward passes over one micro-batch) a step takes at most, per
+ * micro-batch: spsa 2q, fzoo N + 1, hizoo 2q + 1 (2q on steps without the Hessian update). */
 int pk_mezo_evals_per_step(const pk_mezo_params *p);
+/* Loss evaluations per micro-batch of steps 0 .. steps-1, as taken (hizoo's l0 only on its
+ * Hessian steps). */
+int64_t pk_mezo_evals_upto(const pk_mezo_params *p, int64_t steps);
 
 /* What an estimator carries from step to step: hizoo's Hessian diagonal (fp32, one value per
  * trainable element, starting at 1), nothing for the others. Owned handle. */
@@ -207,7 +221,8 @@ void pk_mezo_layer_mask(const pk_model *m, const uint8_t *trainable, const pk_me
                         uint64_t seed, uint8_t *out);
 
 /* One step of p->estimator at 0-based `step` (pk_mezo_step for plain spsa, bit for bit). rows
- * [pk_mezo_rows_per_step(p)] receive what replay needs. st: from pk_mezo_state_new (NULL
+ * [pk_mezo_rows_per_step(p)] receive what replay needs, the first pk_mezo_step_rows(p, step)
+ * of them written. st: from pk_mezo_state_new (NULL
  * unless hizoo); it is updated with the weights. No weight (and no state) is written when a
  * loss or coefficient is not finite (PK_ERR_NUMERIC, rows as pk_mezo_step). */
 PK_NODISCARD pk_status pk_mezo_step_ex(pk_model *m, const uint8_t *trainable,
@@ -319,6 +334,7 @@ typedef struct pk_seedlog_segment {
     pk_estimator estimator;
     int perturbations;    /* fzoo */
     float hessian_smooth; /* hizoo */
+    int hessian_every;    /* hizoo: 0 or 1 = every step (a record: replay follows the rows) */
     int perturb_layers;   /* 0 = off */
 } pk_seedlog_segment;
 typedef struct pk_seedlog {
@@ -330,6 +346,7 @@ typedef struct pk_seedlog {
     pk_estimator estimator;
     int perturbations;    /* fzoo */
     float hessian_smooth; /* hizoo */
+    int hessian_every;    /* hizoo: 0 or 1 = every step (a record: replay follows the rows) */
     int perturb_layers;   /* 0 = off */
     /* "rounding stochastic|nearest", always written; a log without the line was written before
      * stochastic rounding and reads as PK_ROUND_NEAREST */
