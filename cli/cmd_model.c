@@ -275,6 +275,47 @@ static int gen_handle(const gen_opts *o, pocketllm_home **h)
     return CLI_OK;
 }
 
+/* A failed generate's message, naming the flag to change (the library names the problem in its
+ * own terms: prompt ids, max_new, token ids; the CLI adds the flag): the library's refusals of
+ * the prompt ids, the positions and a text prompt without tokenizer files are told by their
+ * wording and said again in the flags' terms; a model or run that cannot be loaded gets --model /
+ * --run before the library's message; anything else (the empty prompt of a model without BOS,
+ * non-finite logits, the store) is printed as the library wrote it, which names no flag. */
+static int gen_fail(const gen_opts *o, pocketllm_home *h, pocketllm_status st)
+{
+    const char *cmd = o->c.cmd, *msg = pocketllm_errmsg(h);
+    const char *pflag = o->ids ? "--ids" : "--prompt";
+    int id = 0, V = 0, max_new = 0, P = 0;
+    size_t n = 0;
+    long long run = 0;
+    char c = 0;
+    if (o->ids &&
+        sscanf(msg, "prompt id %d is outside the vocabulary (size %d%c", &id, &V, &c) == 3)
+        cli_error(cmd, "--ids: id %d is outside the vocabulary (size %d)", id, V);
+    else if (sscanf(msg, "prompt (%zu) + max_new (%d) exceeds the model's %d positions", &n,
+                    &max_new, &P) == 3 &&
+             (long long)n < P)
+        cli_error(cmd,
+                  "--max-new %d: the prompt's %zu tokens and %d new ones exceed the model's %d "
+                  "positions (at most --max-new %lld here)",
+                  max_new, n, max_new, P, (long long)P - (long long)n);
+    else if (sscanf(msg, "prompt (%zu) + max_new (%d) exceeds the model's %d positions", &n,
+                    &max_new, &P) == 3)
+        cli_error(cmd, "%s: the prompt's %zu tokens leave no room in the model's %d positions",
+                  pflag, n, P);
+    else if (o->prompt && !strncmp(msg, "the model directory has no tokenizer files", 42))
+        cli_error(cmd,
+                  "--prompt: the model directory has no tokenizer files to encode a text prompt; "
+                  "give the prompt as token ids with --ids");
+    else if (o->model && !strncmp(msg, o->model, strlen(o->model)))
+        cli_error(cmd, "--model: %s", msg);
+    else if (o->run > 0 && sscanf(msg, "run %lld%c", &run, &c) == 2 && run == o->run && c == ':')
+        cli_error(cmd, "--%s", msg); /* "run ID: ..." becomes "--run ID: ..." */
+    else
+        return cli_home_fail(cmd, h, st);
+    return CLI_ERR;
+}
+
 /* Generates through libpocketllm (pocketllm_generate), streaming to stdout. */
 static int gen_run(const gen_opts *o, pocketllm_home *h, const int32_t *ids, int n)
 {
@@ -300,7 +341,7 @@ static int gen_run(const gen_opts *o, pocketllm_home *h, const int32_t *ids, int
     pocketllm_status st = pocketllm_generate(h, &p, NULL, 0, NULL);
     if (st != POCKETLLM_OK) {
         cJSON_Delete(g.obj);
-        return cli_home_fail(o->c.cmd, h, st);
+        return gen_fail(o, h, st);
     }
     putchar('\n');
     return o->c.json ? cli_json_print(g.obj) : CLI_OK;

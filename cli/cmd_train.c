@@ -337,34 +337,43 @@ static int train_print(const pocketllm_train_result *res, int quiet)
     return cli_json_print(j);
 }
 
-/* The option a new run's failure is about, or NULL: on the error path only, the base is loaded
- * (one token of activations) and the run's --trainable, then --estimator, set-up repeated; the
- * first that fails with the message the run failed with is the option to name before it (the
- * library names the problem, the CLI adds the flag). A --from-run base is not looked at. */
+/* The estimator settings pk_mezo_state_new checks, by the start of its message (each one of its
+ * refusals names its setting first; the library names the problem, the CLI adds the flag). */
+static const struct {
+    const char *prefix, *opt;
+} estimator_msgs[] = {
+    {"hizoo: the fp32 Hessian diagonal ", "--hessian-budget"},
+    {"hizoo: the Hessian smoothing ", "--hessian-smooth"},
+    {"hizoo: the Hessian update interval ", "--hessian-every"},
+    {"fzoo needs 2 to 4096 perturbations ", "--perturbations"},
+};
+
+/* The option a new run's failure is about, or NULL (the library names the problem, the CLI adds
+ * the flag). An estimator setting is told by its message alone (estimator_msgs), whatever the
+ * base. --trainable is not: its refusals come from the mask, LoRA and block-scale code (mezo/ and
+ * model/) with no common prefix or status, so on the error path only the base is loaded (one
+ * token of activations) and --trainable set up again; if that fails with the message the run
+ * failed with, --trainable is named. A --from-run base is not looked at for --trainable. */
 static const char *train_failed_option(const train_opts *o, const char *msg)
 {
-    if (o->resume || !o->cfg.model_dir[0] || msg == NULL)
+    if (o->resume || msg == NULL)
+        return NULL;
+    for (size_t i = 0; i < sizeof estimator_msgs / sizeof estimator_msgs[0]; i++)
+        if (!strncmp(msg, estimator_msgs[i].prefix, strlen(estimator_msgs[i].prefix)))
+            return estimator_msgs[i].opt;
+    if (!o->cfg.model_dir[0])
         return NULL;
     pk_model_params mp = pk_model_default_params();
     mp.max_batch = 1;
     mp.max_seq = 2;
     pk_model *m = NULL;
     uint8_t *mask = NULL;
-    pk_mezo_state *est = NULL;
     char err[ERRLEN] = "";
     const char *opt = NULL;
-    if (pk_model_load(o->cfg.model_dir, mp, &m, err, sizeof err) != PK_OK)
-        goto out;
-    if (pk_mezo_trainable(m, o->cfg.trainable, &mask, err, sizeof err) != PK_OK) {
-        opt = "--trainable";
-        goto out;
-    }
-    if (pk_mezo_state_new(m, mask, &o->cfg.mezo, &est, err, sizeof err) != PK_OK)
-        opt = "--estimator";
-out:
-    if (opt != NULL && (!err[0] || strstr(msg, err) == NULL))
-        opt = NULL; /* the run failed on something else */
-    pk_mezo_state_free(est);
+    if (pk_model_load(o->cfg.model_dir, mp, &m, err, sizeof err) == PK_OK &&
+        pk_mezo_trainable(m, o->cfg.trainable, &mask, err, sizeof err) != PK_OK && err[0] &&
+        strstr(msg, err) != NULL)
+        opt = "--trainable"; /* else the run failed on something else */
     free(mask);
     pk_model_free(m);
     return opt;

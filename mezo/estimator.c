@@ -227,18 +227,31 @@ void pk_mezo_state_free(pk_mezo_state *s)
     free(s);
 }
 
-/* bytes as a number with the unit that fits: "512 bytes", "104.2 KB", "1.0 MB", "2.50 GB" (powers
- * of 1000). out (n bytes) borrowed; returns out. */
-static const char *size_text(double bytes, char *out, size_t n)
+/* bytes in the unit that fits (bytes, KB, MB, GB, TB; powers of 1000) to three significant
+ * digits ("512 bytes", "104 KB", "1.04 MB", "2.50 GB"), rounded up (up = 1) or down (0): sizes
+ * rounded up and a budget rounded down never print as equal when the need is larger, and a
+ * budget under one byte says so rather than 0. out (n bytes) borrowed; returns out. */
+static const char *size_text(double bytes, int up, char *out, size_t n)
 {
-    if (bytes < 1e3)
-        snprintf(out, n, "%.0f bytes", bytes);
-    else if (bytes < 1e6)
-        snprintf(out, n, "%.1f KB", bytes / 1e3);
-    else if (bytes < 1e9)
-        snprintf(out, n, "%.1f MB", bytes / 1e6);
+    static const char *const units[] = {"bytes", "KB", "MB", "GB", "TB"};
+    if (!up && bytes > 0.0 && bytes < 1.0) {
+        snprintf(out, n, "under 1 byte");
+        return out;
+    }
+    int u = 0;
+    double scale = 1.0; /* bytes per unit */
+    while (bytes >= 1e3 * scale && u < 4) {
+        scale *= 1e3;
+        u++;
+    }
+    int dec = u == 0 || bytes >= 100.0 * scale ? 0 : bytes >= 10.0 * scale ? 1 : 2;
+    double step = scale / (dec == 2 ? 100.0 : dec == 1 ? 10.0 : 1.0); /* bytes per last digit */
+    double k = bytes / step;
+    k = up ? ceil(k) : floor(k);
+    if (u == 0)
+        snprintf(out, n, "%.0f %s", k, k == 1.0 ? "byte" : "bytes");
     else
-        snprintf(out, n, "%.2f GB", bytes / 1e9);
+        snprintf(out, n, "%.*f %s", dec, k * step / scale, units[u]);
     return out;
 }
 
@@ -259,9 +272,9 @@ static pk_status hessian_new(const pk_model *m, const uint8_t *trainable, const 
                   "hizoo: the fp32 Hessian diagonal of the trainable tensors needs %s, more than "
                   "the budget of %s (%g x the %s of weights); train fewer tensors or raise the "
                   "budget",
-                  size_text((double)need, a, sizeof a), size_text(budget, b, sizeof b),
+                  size_text((double)need, 1, a, sizeof a), size_text(budget, 0, b, sizeof b),
                   (double)p->hessian_budget,
-                  size_text((double)pk_model_weight_bytes(m), c, sizeof c));
+                  size_text((double)pk_model_weight_bytes(m), 1, c, sizeof c));
         return PK_ERR_ARG;
     }
     s->h = calloc(s->n_t, sizeof *s->h);

@@ -152,6 +152,41 @@ static void test_repeated(void)
     cJSON_Delete(j);
 }
 
+/* generate's refusals of bad input name the flag to change, never the library's terms
+ * (prompt_ids, max_new, token ids); exit 1. Models: stories260k (512 ids, 512 positions) and
+ * test_repeated's m1 (no tokenizer files). */
+static void test_generate_errors(void)
+{
+    PK_CHECK(run_expect(1, "pocketllm generate: --ids: id 600 is outside the vocabulary (size 512)",
+                        "%s generate --model %s --ids 1,600 --max-new 2", POCKETLLM, STORIES));
+    PK_CHECK(run_expect(1,
+                        "pocketllm generate: --max-new 600: the prompt's 2 tokens and 600 new "
+                        "ones exceed the model's 512 positions (at most --max-new 510 here)",
+                        "%s generate --model %s --ids 1,403 --max-new 600", POCKETLLM, STORIES));
+    PK_CHECK(run_expect(1, "pocketllm generate: --max-new 1000: the prompt's ",
+                        "%s generate --model %s --prompt 'Once upon a time' --max-new 1000",
+                        POCKETLLM, STORIES));
+    char words[2100] = "";
+    for (int i = 0; i < 520; i++)
+        strcat(words, "cat ");
+    PK_CHECK(run_expect(1, " tokens leave no room in the model's 512 positions",
+                        "%s generate --model %s --prompt '%s' --max-new 1", POCKETLLM, STORIES,
+                        words));
+    PK_CHECK(run_expect(1,
+                        "pocketllm generate: --prompt: the model directory has no tokenizer "
+                        "files to encode a text prompt; give the prompt as token ids with --ids",
+                        "%s generate --model %s/m1 --prompt hi --max-new 2", POCKETLLM, tmp));
+    PK_CHECK(run_expect(1, "pocketllm generate: --model: /nonexistent-pk-model/config.json: ",
+                        "%s generate --model /nonexistent-pk-model --ids 1 --max-new 2",
+                        POCKETLLM));
+    char *o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR, "%s generate --model %s --ids 1,600 --max-new 600",
+                        POCKETLLM, STORIES),
+                1);
+    PK_CHECK(o != NULL && strstr(o, "max_new") == NULL && strstr(o, "prompt id") == NULL);
+    free(o);
+}
+
 static void test_threads_cap(void)
 {
     char *o = NULL;
@@ -286,6 +321,9 @@ static void test_eval_generate(long long run)
     PK_CHECK(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "ids")) >= 5);
     PK_CHECK(strncmp(json_str(j, "text"), "Pip", 3) == 0);
     cJSON_Delete(j);
+    PK_CHECK(run_expect(1, "pocketllm generate: --run 999: no such run",
+                        "%s generate --run 999 --ids 1 --max-new 2 --home %s/home", POCKETLLM,
+                        tmp));
 }
 
 static void test_replay(long long run, const char *hash)
@@ -315,6 +353,7 @@ int main(void)
     test_parse_errors();
     test_help();
     test_repeated();
+    test_generate_errors();
     test_threads_cap();
     test_probe_and_bench();
     char hash[80] = "";

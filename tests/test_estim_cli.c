@@ -247,6 +247,19 @@ static void test_classify_events(void)
                 1);
     PK_CHECK(o != NULL && strstr(o, "Hessian diagonal") != NULL && strstr(o, "MB") != NULL);
     free(o);
+    /* a tiny budget for --trainable all: the flag to change named first, then what the diagonal
+     * needs and what the budget allows, neither printed as zero */
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+                        "%s train" BASE " --estimator hizoo --trainable all --hessian-budget 0.001 "
+                        "--steps 1 --home %s",
+                        POCKETLLM, home),
+                1);
+    PK_CHECK(o != NULL &&
+             strstr(o, "pocketllm train: --hessian-budget: hizoo: the fp32 Hessian diagonal of "
+                       "the trainable tensors needs 1.05 MB, more than the budget of 1.04 KB "
+                       "(0.001 x the 1.05 MB of weights)") != NULL);
+    PK_CHECK(o != NULL && strstr(o, " 0.0 ") == NULL && strstr(o, "--estimator:") == NULL);
+    free(o);
 }
 
 /* bench mezo --perturb-layers K: fzoo steps through sweeps and one pass per evaluation give the

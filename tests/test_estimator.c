@@ -575,7 +575,9 @@ static void test_objective_sweep(void)
 
 /* hizoo: the whole model's diagonal is over the default budget (refused, both sizes named); H = 1
  * perturbs exactly as plain z; a step moves H away from 1 and replay rebuilds it bit for bit. */
-/* hizoo refuses a Hessian diagonal over its budget, each size in the unit that fits. */
+/* hizoo refuses a Hessian diagonal over its budget, each size in the unit that fits to three
+ * digits, the need rounded up and the budget down (so they never print as equal), never 0 for a
+ * budget above 0. */
 static void check_hizoo_budget_messages(const pk_model *m)
 {
     pk_mezo_params p = pk_mezo_default_params();
@@ -584,14 +586,25 @@ static void check_hizoo_budget_messages(const pk_model *m)
     char err[256] = "";
     PK_CHECK_EQ(pk_mezo_state_new(m, NULL, &p, &st, err, sizeof err), PK_ERR_ARG);
     PK_CHECK(st == NULL && strstr(err, "Hessian") != NULL);
-    /* each size in the unit that fits: the whole diagonal (the weights' bytes, all f32) in MB,
-     * its budget of a tenth in KB */
+    /* the whole diagonal (the weights' bytes, all f32) in MB, its budget of a tenth in KB */
     size_t wb = pk_model_weight_bytes(m);
-    char want[128];
-    snprintf(want, sizeof want, "needs %.1f MB, more than the budget of %.1f KB", (double)wb / 1e6,
-             0.1 * (double)wb / 1e3);
+    double wb_mb_up = ceil((double)wb / 1e4) / 100; /* MB to 2 decimals, rounded up */
+    char want[160];
+    snprintf(want, sizeof want, "needs %.2f MB, more than the budget of %.0f KB (0.1 x the %.2f MB",
+             wb_mb_up, floor((double)p.hessian_budget * (double)wb / 1e3), wb_mb_up);
     PK_CHECK(wb > 1000000 && wb < 10000000);
     PK_CHECK(strstr(err, want) != NULL);
+    /* a budget just under the need: both in MB, and they differ */
+    p.hessian_budget = 0.9999f;
+    PK_CHECK_EQ(pk_mezo_state_new(m, NULL, &p, &st, err, sizeof err), PK_ERR_ARG);
+    double b_mb_down = floor((double)p.hessian_budget * (double)wb / 1e4) / 100;
+    snprintf(want, sizeof want, "needs %.2f MB, more than the budget of %.2f MB", wb_mb_up,
+             b_mb_down);
+    PK_CHECK(b_mb_down < wb_mb_up && strstr(err, want) != NULL);
+    /* a budget under one byte says so */
+    p.hessian_budget = 1e-9f;
+    PK_CHECK_EQ(pk_mezo_state_new(m, NULL, &p, &st, err, sizeof err), PK_ERR_ARG);
+    PK_CHECK(strstr(err, "more than the budget of under 1 byte (") != NULL);
     /* one small tensor over a tiny budget: plain bytes, no "0.0 MB" */
     uint8_t *one = calloc(pk_model_n_tensors(m), 1);
     size_t small = 0;
@@ -606,7 +619,7 @@ static void check_hizoo_budget_messages(const pk_model *m)
     p.hessian_budget = 1e-4f;
     PK_CHECK_EQ(pk_mezo_state_new(m, one, &p, &st, err, sizeof err), PK_ERR_ARG);
     snprintf(want, sizeof want, "needs %zu bytes, more than the budget of %.0f bytes", small,
-             (double)1e-4f * (double)wb);
+             floor((double)1e-4f * (double)wb));
     PK_CHECK(small > 0 && strstr(err, want) != NULL && strstr(err, "0.0 MB") == NULL);
     free(one);
 }

@@ -302,7 +302,7 @@ static void test_refusals(void)
                         "%s bench mezo --model %s --batch 2 --seq 16 --steps 1 --trainable "
                         "'^nothing$'",
                         POCKETLLM, PK_STORIES_DIR));
-    PK_CHECK(run_expect(1, "pocketllm train: --estimator: hizoo: the fp32 Hessian diagonal",
+    PK_CHECK(run_expect(1, "pocketllm train: --hessian-budget: hizoo: the fp32 Hessian diagonal",
                         "%s train %s %s --estimator hizoo --hessian-budget 0.5 --home %s --quiet",
                         POCKETLLM, TRAIN, STORIES, home));
 }
