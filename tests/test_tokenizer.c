@@ -381,6 +381,15 @@ static void test_errors(void)
                          "\"behavior\":\"Isolated\"}}";
     write_file(dir, "tokenizer.json", bad_re, strlen(bad_re));
     expect_fail(dir, PK_ERR_FORMAT, "tokenizer.json", "regex");
+    /* a template's special token whose ids are not numbers (found by fuzz_tokenizer: the
+     * refusal once came without a message) */
+    const char *bad_post =
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"<s>\":1},\"merges\":[]},"
+        "\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":"
+        "{\"id\":\"<s>\"}},{\"Sequence\":{\"id\":\"A\"}}],\"special_tokens\":{\"<s>\":"
+        "{\"id\":\"<s>\",\"ids\":[\"<s>\"]}}}}";
+    write_file(dir, "tokenizer.json", bad_post, strlen(bad_post));
+    expect_fail(dir, PK_ERR_FORMAT, "tokenizer.json", "special token <s> has an id");
     remove_tree(dir);
 
     /* vocab.json without merges.txt; malformed merges.txt */

@@ -433,8 +433,14 @@ static pk_status parse_post(pk_tokenizer *t, const cJSON *p, const char *file, c
         const cJSON *id;
         cJSON_ArrayForEach(id, ids)
         {
-            if (!cJSON_IsNumber(id))
+            if (!cJSON_IsNumber(id) || id->valuedouble < 0 ||
+                id->valuedouble >= (double)(1 << 24)) {
+                pk_seterr(err, errlen,
+                          "%s: post_processor special token %s has an id that is not a valid "
+                          "token id",
+                          file, name);
                 return PK_ERR_FORMAT;
+            }
             st = seen_seq ? push_id(&t->suffix_ids, &t->n_suffix, (int32_t)id->valueint)
                           : push_id(&t->prefix_ids, &t->n_prefix, (int32_t)id->valueint);
             if (st != PK_OK)
