@@ -969,14 +969,9 @@ static void head_rows(const fwd *f, const head_job *j, int k, int s, float *lg, 
                 row[c] += bk[v0 + c];
         }
         if (j->lse) {
-            float bm = row[0];
-            for (int c = 1; c < nr; c++)
-                bm = row[c] > bm ? row[c] : bm;
-            double sum = 0;
-            for (int c = 0; c < nr; c++)
-                sum += exp((double)row[c] - (double)bm);
+            float bm = pk_row_max(row, nr);
             pm[r] = (double)bm;
-            ps[r] = sum;
+            ps[r] = pk_exp_sum(row, nr, bm);
         }
         for (int q = 0; q < j->n_ids; q++) {
             int id = j->ids[(size_t)r * j->id_stride + q];

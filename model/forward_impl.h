@@ -29,6 +29,14 @@
 #define PAR_FLOPS   4e6  /* less work than this runs in the calling thread (results unchanged) */
 #define UNIT_WINDOW 1024 /* perturbations of a sweep ordered by their shared prefix at a time */
 
+/* sum over c < n of exp(row[c] - max), max >= every row[c]: the LM head's sum of exponentials in
+ * a fixed order of IEEE operations, the same bits on every machine (lse.c). */
+double pk_exp_sum(const float *row, int n, float max);
+/* The largest of row[0 .. n), n >= 1, in LANES interleaved running maxima: without NaN the same
+ * value as a sequential scan (a set's maximum does not depend on the order; of +0 and -0 either
+ * may come back, which no use of it tells apart); with a NaN in the row, its sum is NaN anyway. */
+float pk_row_max(const float *row, int n);
+
 /* The unperturbed residual stream of one run_sweeps call's batch after its first `layer` blocks
  * (-1: none yet), kept at the arena's tail (sweep_tail): the prefix that several groups of
  * evaluations start from, computed once per batch. */

@@ -6,6 +6,7 @@
 pk_add_test(test_golden SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_golden.c
     LIBS pk_mezo pk_model pk_store pk_crypto PkgConfig::CJSON OpenMP::OpenMP_C LABELS unit shared
     TIMEOUT 300)
+target_include_directories(test_golden PRIVATE ${CMAKE_SOURCE_DIR}/model) # forward_impl.h
 # Every vector path (z: AVX-512 or NEON; f16/bf16 widening: NEON) equals the generic C on many
 # inputs, bit for bit; prints each path's time per value (not asserted).
 pk_add_test(test_simd SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_simd.c LIBS pk_model LABELS unit

@@ -19,6 +19,8 @@
 #include "pk_test.h"
 #include "store_test_util.h"
 
+#include "forward_impl.h" /* pk_exp_sum, pk_row_max */
+
 void pk_rng_force_generic(int on); /* common/rng.c, for tests: 1 = the generic C path */
 
 #define N_ROWS 24 /* the fixed step log: 12 steps of 2 perturbations */
@@ -103,6 +105,48 @@ static void test_z(void)
         }
     }
     pk_rng_force_generic(0);
+}
+
+/* ---- the LM head's sum of exponentials (model/lse.c) ----------------------------------------- */
+
+/* The FNV-1a digest of pk_exp_sum's bits over the rows test_exp_sum makes (computed on x86-64). */
+#define EXP_SUM_DIGEST 0x97e951b873a57c80ull
+
+/* Rows of n = 1, 8, 15, ... 596 values in [-40, 10) from a fixed generator (one at -1000 from
+ * n = 4 on, below the clamp): the row maximum equals a sequential scan's, the sum is within 1e-14
+ * of a long double reference, and the sums' bits equal the committed digest. */
+static void test_exp_sum(void)
+{
+    static float row[600];
+    uint64_t h = 0xcbf29ce484222325ull, s = 12345;
+    double worst = 0;
+    for (int n = 1; n <= 600; n += 7) {
+        for (int i = 0; i < n; i++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            row[i] = (float)((double)(s >> 11) / 9007199254740992.0 * 50.0 - 40.0);
+        }
+        if (n > 3)
+            row[n / 2] = -1000.0f;
+        float seq = row[0];
+        for (int i = 1; i < n; i++)
+            seq = row[i] > seq ? row[i] : seq;
+        float mx = pk_row_max(row, n);
+        PK_CHECK_EQ(fbits(mx), fbits(seq));
+        double sum = pk_exp_sum(row, n, mx);
+        long double ref = 0;
+        for (int i = 0; i < n; i++)
+            ref += expl((long double)row[i] - (long double)mx);
+        double rel = (double)fabsl(((long double)sum - ref) / ref);
+        worst = rel > worst ? rel : worst;
+        h = fnv1a(h, &sum, sizeof sum);
+    }
+    PK_CHECK(worst < 1e-14);
+    if (h != EXP_SUM_DIGEST)
+        fprintf(stderr, "exp sum digest: got 0x%016" PRIx64 " (worst relative error %.3g)\n", h,
+                worst);
+    PK_CHECK(h == EXP_SUM_DIGEST);
+    row[3] = NAN;
+    PK_CHECK(isnan(pk_exp_sum(row, 9, 0.0f)));
 }
 
 /* ---- reference logits ----------------------------------------------------------------------- */
@@ -538,6 +582,7 @@ int main(int argc, char **argv)
         return 2;
     }
     test_z();
+    test_exp_sum();
     test_logits();
     test_replay();
     test_rounding_marker();

@@ -1,0 +1,105 @@
+/* lse.c: the LM head's sum of exponentials, sum over a row of exp(x - max), written as a fixed
+ * sequence of IEEE double additions and multiplications (no libm call, no fused multiply-add:
+ * contraction is off for this file, see model/CMakeLists.txt), so its bits are the same on every
+ * machine, vector width and thread count (docs/DETERMINISM.md, "The LM head's exponentials").
+ *
+ * exp(x), x <= 0: x = k ln2 + r with k = round(x / ln2) and |r| <= ln2 / 2 (ln2 in two parts, so
+ * k * LN2_HI is exact), e^r by its Taylor series to r^13 (the first term left out is below 5e-18
+ * relative), times 2^k built from k's bits. Below -700 the argument is clamped: e^-700 is about
+ * 1e-304, and a row's sum is at least 1 (its maximum contributes e^0), so no sum changes. NaN
+ * passes through. The row is summed in LANES interleaved partial sums, added pairwise at the
+ * end: the same order whatever vectors the compiler uses. */
+#include <stdint.h>
+#include <string.h>
+
+#include "forward_impl.h"
+
+#ifdef __clang__
+#pragma clang fp contract(off)
+#endif
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) &&                  \
+    !defined(__clang__)
+/* Same operations, wider vectors ("avx2" does not enable FMA, and contraction is off). */
+#define PK_LSE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define PK_LSE_CLONES
+#endif
+#if defined(__GNUC__)
+#define PK_LSE_INLINE static inline __attribute__((always_inline))
+#else
+#define PK_LSE_INLINE static inline
+#endif
+
+#define LANES 8
+#define CHUNK 256 /* a multiple of LANES: element c always goes to partial sum c % LANES */
+
+#define INV_LN2 1.44269504088896338700e+00 /* 1 / ln 2 */
+#define LN2_HI  6.93147180369123816490e-01 /* ln 2 to 32 significant bits: k * LN2_HI is exact */
+#define LN2_LO  1.90821492927058770002e-10 /* ln 2 - LN2_HI */
+#define SHIFTER 6755399441055744.0         /* 1.5 * 2^52: x + SHIFTER rounds x to an integer */
+
+/* e^x for x <= 0 (or NaN). */
+PK_LSE_INLINE double exp_nonpos(double x)
+{
+    x = x < -700.0 ? -700.0 : x;
+    double t = x * INV_LN2 + SHIFTER;
+    double k = t - SHIFTER;
+    double r = (x - k * LN2_HI) - k * LN2_LO;
+    double p = 1.0 / 6227020800.0; /* 1/13! */
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    /* t's low mantissa bits hold k (t = 1.5 * 2^52 + k); 2^k has exponent field k + 1023 */
+    uint64_t u;
+    memcpy(&u, &t, sizeof u);
+    uint64_t sb = (u + 1023u) << 52;
+    double s;
+    memcpy(&s, &sb, sizeof s);
+    return p * s;
+}
+
+PK_LSE_CLONES double pk_exp_sum(const float *row, int n, float max)
+{
+    double s[LANES] = {0}, e[CHUNK];
+    double mx = (double)max;
+    for (int c0 = 0; c0 < n; c0 += CHUNK) {
+        int m = n - c0 < CHUNK ? n - c0 : CHUNK;
+        for (int i = 0; i < m; i++)
+            e[i] = exp_nonpos((double)row[c0 + i] - mx);
+        int i = 0;
+        for (; i + LANES <= m; i += LANES)
+            for (int l = 0; l < LANES; l++)
+                s[l] += e[i + l];
+        for (int l = 0; i + l < m; l++)
+            s[l] += e[i + l];
+    }
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+PK_LSE_CLONES float pk_row_max(const float *row, int n)
+{
+    float m[LANES];
+    for (int l = 0; l < LANES; l++)
+        m[l] = row[0];
+    int c = 0;
+    for (; c + LANES <= n; c += LANES)
+        for (int l = 0; l < LANES; l++)
+            m[l] = row[c + l] > m[l] ? row[c + l] : m[l];
+    for (int l = 0; c + l < n; l++)
+        m[l] = row[c + l] > m[l] ? row[c + l] : m[l];
+    float r = m[0];
+    for (int l = 1; l < LANES; l++)
+        r = m[l] > r ? m[l] : r;
+    return r;
+}
