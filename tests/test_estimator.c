@@ -769,6 +769,36 @@ static void test_hizoo_formula(void)
     pk_model_free(m);
 }
 
+/* Replays rows[0, n) one row per sweep on a fresh model at 1 thread under p1, then at 2 under
+ * p2, and checks each ends at the weights hash `live` and the hizoo state bytes want[nb]. */
+static void check_row_replay(const pk_mezo_params *p1, const pk_mezo_params *p2,
+                             const pk_step_row *rows, size_t n, const char *live,
+                             const unsigned char *want, size_t nb)
+{
+    unsigned char *h2 = malloc(nb);
+    PK_CHECK(h2 != NULL);
+    char err[256] = "", back[65] = "";
+    for (int threads = 1; threads <= 2 && h2; threads++) {
+        const pk_mezo_params *p = threads == 1 ? p1 : p2;
+        pk_model *r = load();
+        pk_mezo_state *s2 = NULL;
+        pk_threads_set(threads);
+        PK_CHECK(pk_mezo_state_new(r, NULL, p, &s2, err, sizeof err) == PK_OK && s2 != NULL);
+        for (size_t i = 0; s2 != NULL && i < n; i++)
+            pk_mezo_replay_ex(r, NULL, p, s2, rows + i, 1);
+        PK_CHECK(pk_weights_hash(r, back) == PK_OK);
+        PK_CHECK(!strcmp(live, back));
+        if (s2 != NULL) {
+            pk_mezo_state_save(s2, h2);
+            PK_CHECK(memcmp(want, h2, nb) == 0);
+        }
+        pk_mezo_state_free(s2);
+        pk_model_free(r);
+    }
+    pk_threads_set(2);
+    free(h2);
+}
+
 /* Replay applies a hizoo perturbation's Hessian row and weight row in one sweep (one z
  * generation); the same rows one sweep each (replayed one row at a time) end at the same weights
  * and H, bit for bit, at 1 and 2 threads: q = 2 pairs, weight decay, three steps. */
@@ -787,36 +817,20 @@ static void test_hizoo_one_sweep(void)
     for (int k = 0; st != NULL && k < 3; k++)
         PK_CHECK(pk_mezo_step_ex(m, NULL, &p, st, k, 1, fixed_loss, &f, rows + 4 * k, NULL, NULL) ==
                  PK_OK);
-    char live[65] = "", one[65] = "";
+    char live[65] = "";
     PK_CHECK(pk_weights_hash(m, live) == PK_OK);
     size_t nb = pk_mezo_state_bytes(st);
-    unsigned char *h1 = malloc(nb), *h2 = malloc(nb);
-    PK_CHECK(h1 != NULL && h2 != NULL && nb > 0);
+    unsigned char *h1 = malloc(nb);
+    PK_CHECK(h1 != NULL && nb > 0);
     if (h1 != NULL && st != NULL)
         pk_mezo_state_save(st, h1);
     /* replay follows the rows: these every-step rows (an old log's) replay to the same bits
-     * under the new default interval */
+     * under the new default interval (at 2 threads) */
     pk_mezo_params p16 = p;
     p16.hessian_every = 16;
-    for (int threads = 1; threads <= 2 && h1 && h2; threads++) {
-        pk_model *r = load();
-        pk_mezo_state *s2 = NULL;
-        pk_threads_set(threads);
-        PK_CHECK(pk_mezo_state_new(r, NULL, &p, &s2, err, sizeof err) == PK_OK && s2 != NULL);
-        for (size_t i = 0; s2 != NULL && i < 12; i++) /* one sweep per row */
-            pk_mezo_replay_ex(r, NULL, threads == 2 ? &p16 : &p, s2, rows + i, 1);
-        PK_CHECK(pk_weights_hash(r, one) == PK_OK);
-        PK_CHECK(!strcmp(live, one));
-        if (s2 != NULL) {
-            pk_mezo_state_save(s2, h2);
-            PK_CHECK(memcmp(h1, h2, nb) == 0);
-        }
-        pk_mezo_state_free(s2);
-        pk_model_free(r);
-    }
-    pk_threads_set(2);
+    if (h1 != NULL)
+        check_row_replay(&p, &p16, rows, 12, live, h1, nb);
     free(h1);
-    free(h2);
     pk_mezo_state_free(st);
     pk_model_free(m);
 }
@@ -857,10 +871,10 @@ static void test_hizoo_interval(void)
     pk_threads_set(2);
     PK_CHECK(pk_mezo_state_new(m, NULL, &p, &st, err, sizeof err) == PK_OK && st != NULL);
     size_t nb = pk_mezo_state_bytes(st);
-    unsigned char *before = malloc(nb), *after = malloc(nb), *h2 = malloc(nb);
-    PK_CHECK(before && after && h2 && nb > 0);
+    unsigned char *before = malloc(nb), *after = malloc(nb);
+    PK_CHECK(before && after && nb > 0);
     int same_h = 0, moved_h = 0;
-    for (int k = 0; st && before && after && h2 && k < 7; k++) {
+    for (int k = 0; st && before && after && k < 7; k++) {
         int upd = k % 3 == 0, n = pk_mezo_step_rows(&p, k);
         int64_t e0 = cb.evals;
         pk_mezo_state_save(st, before);
@@ -886,30 +900,14 @@ static void test_hizoo_interval(void)
     PK_CHECK_EQ(pk_mezo_evals_upto(&p, 7), cb.evals);
     PK_CHECK(pk_mezo_evals_upto(&p, 7) == 7 * 4 + 3 && pk_mezo_evals_upto(&p, 1) == 5 &&
              pk_mezo_evals_upto(&p, 3) == 13 && pk_mezo_evals_upto(&p, 4) == 18);
-    char live[65] = "", back[65] = "";
+    char live[65] = "";
     PK_CHECK(pk_weights_hash(m, live) == PK_OK);
     pk_mezo_params every = p;
     every.hessian_every = 1;
-    for (int threads = 1; threads <= 2 && after && h2; threads++) {
-        pk_model *r = load();
-        pk_mezo_state *s2 = NULL;
-        pk_threads_set(threads);
-        PK_CHECK(pk_mezo_state_new(r, NULL, &every, &s2, err, sizeof err) == PK_OK && s2);
-        for (size_t i = 0; s2 != NULL && i < nr; i++)
-            pk_mezo_replay_ex(r, NULL, &every, s2, rows + i, 1);
-        PK_CHECK(pk_weights_hash(r, back) == PK_OK);
-        PK_CHECK(!strcmp(live, back));
-        if (s2 != NULL) {
-            pk_mezo_state_save(s2, h2);
-            PK_CHECK(memcmp(after, h2, nb) == 0);
-        }
-        pk_mezo_state_free(s2);
-        pk_model_free(r);
-    }
-    pk_threads_set(2);
+    if (after != NULL)
+        check_row_replay(&every, &every, rows, nr, live, after, nb);
     free(before);
     free(after);
-    free(h2);
     pk_mezo_state_free(st);
     pk_model_free(m);
 }
