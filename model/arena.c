@@ -21,7 +21,7 @@ static void *grow(pk_model *m, void *old, size_t bytes, int *fail)
 
 /* The per-pass buffers for (B, T) tokens: widths and byte offsets inside one pass's arena copy. */
 typedef struct pass_layout {
-    int wn, wbig, fchunk, lrows, lgroup;
+    int wn, wbig, fchunk, lrows, lgroup, lspan;
     size_t vmax, wscr_n;
     size_t x, xn, big, wscr, vscr, lmax, lsum, lse, pick, lpmax, lpsum, bytes;
 } pass_layout;
@@ -51,6 +51,12 @@ static void layout_weights(const pk_model *m, pass_layout *L)
     L->wscr_n = (size_t)(m->wrows > 0 ? m->wrows : WROWS) * maxcols;
     size_t Hh = (size_t)pk_head_dim(m), lr = c->V < LM_ROWS ? (size_t)c->V : LM_ROWS;
     L->lrows = (int)(L->wscr_n / Hh < lr ? L->wscr_n / Hh : lr);
+    /* a wide head tile's blocks: as many as the weight scratch holds, at most HEAD_SPAN */
+    size_t nb = ((size_t)c->V + (size_t)L->lrows - 1) / (size_t)L->lrows;
+    size_t span = L->wscr_n / ((size_t)L->lrows * Hh);
+    span = span < HEAD_SPAN ? span : HEAD_SPAN;
+    span = span < nb ? span : nb;
+    L->lspan = span > 0 ? (int)span : 1;
 }
 
 static void layout(const pk_model *m, int B, int T, pass_layout *L)
@@ -70,7 +76,8 @@ static void layout(const pk_model *m, int B, int T, pass_layout *L)
     wbig = 2 * c->H > wbig ? 2 * c->H : wbig;
     wbig = c->proj > wbig ? c->proj : wbig;
     int Hh = pk_head_dim(m);
-    wbig = Hh + L->lrows > wbig ? Hh + L->lrows : wbig;
+    int head = Hh + L->lspan * L->lrows; /* the gather and a wide tile's logits */
+    wbig = head > wbig ? head : wbig;
     size_t big_n = N * (size_t)wbig;
     size_t ffn_rows = N <= FFN_CHUNK ? N : FFN_CHUNK;
     if (ffn_rows * (size_t)ffn > big_n)
@@ -84,6 +91,7 @@ static void layout(const pk_model *m, int B, int T, pass_layout *L)
     size_t gw = L->wscr_n / ((size_t)L->lrows * (size_t)Hh);
     g = gw < g ? gw : g;
     g = nb < g ? nb : g;
+    g = g >= (size_t)L->lspan ? g / (size_t)L->lspan * (size_t)L->lspan : g;
     L->lgroup = g > 0 ? (int)g : 1;
     size_t off = 0;
     L->x = take(&off, N * (size_t)c->H * 4);
@@ -149,6 +157,7 @@ pk_status pk_reserve(pk_model *m, int B, int T, int Tk, int np)
     m->fchunk = L.fchunk;
     m->lrows = L.lrows;
     m->lgroup = L.lgroup;
+    m->lspan = L.lspan;
     m->rB = B;
     m->rT = T;
     m->rTk = Tk;

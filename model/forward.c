@@ -6,7 +6,8 @@
  *
  * Determinism (docs/DETERMINISM.md): every output is a pure function of the weights, the batch,
  * the perturbation and the BLAS kernel, whatever the thread count. Each GEMM is cut into fixed
- * tiles (TOK_TILE token rows x an output width that depends only on the layer's shape), each tile
+ * tiles (token rows x output columns that depend only on the token count and the layer's
+ * shape: tok_tile, out_tile), each tile
  * one single-threaded sgemm over its whole reduction; our threads share out the tiles. Every sum
  * of ours runs in a fixed order inside one thread (per row, per block, blocks merged in order).
  *
@@ -179,12 +180,27 @@ static inline void blas_serial(void)
     omp_set_num_threads(1);
 }
 
-/* The output tile width of a linear layer with `out` outputs whose weight blocks hold at most
- * cap output rows: a function of the layer's shape only. A multiple of 3 tiles, so that a
- * 512-token batch (2 token tiles) gives 6 tiles per pass, which 2 and 3 threads share evenly;
- * each at most OUT_TILE wide (and cap), rounded to whole 16-column vectors. */
-static int out_tile(int out, int cap)
+/* Token rows per GEMM tile of an N-row operand: a function of N alone. */
+static inline int tok_tile(int N)
 {
+    return N >= WIDE_N ? TOK_WIDE : TOK_TILE;
+}
+
+/* The output tile width of a linear layer with `out` outputs whose weight blocks hold at most
+ * cap output rows, for N token rows: a function of the shapes only. Where the widest tiles (up
+ * to OUT_WIDE and cap) still give WIDE_ITEMS tiles per pass, those (x is packed once per output
+ * tile); else a multiple of 3 tiles, so that a 512-token batch (2 token tiles) gives 6 tiles per
+ * pass, which 2 and 3 threads share evenly, each at most OUT_TILE wide (and cap). Whole
+ * 16-column vectors. */
+static int out_tile(int out, int cap, int N)
+{
+    int wide = cap < OUT_WIDE ? cap : OUT_WIDE;
+    int tt = tok_tile(N), nw = (out + wide - 1) / wide, nt = (N + tt - 1) / tt;
+    if (nw * nt >= WIDE_ITEMS) { /* enough tiles per pass anyway: the widest, least packing */
+        int to = (out + nw - 1) / nw;
+        to = (to + 15) / 16 * 16;
+        return to < wide ? to : wide;
+    }
     int lim = cap < OUT_TILE ? cap : OUT_TILE;
     if (out <= lim && out < 192)
         return out;
@@ -195,7 +211,7 @@ static int out_tile(int out, int cap)
 }
 
 /* A linear layer's GEMM over output columns [o0, o1) for every pass: y[:, o] = beta * y[:, o] +
- * x (N, K) @ W^T[:, o]. The tiles are TOK_TILE token rows x `to` output columns counted from
+ * x (N, K) @ W^T[:, o]. The tiles are `tt` token rows x `to` output columns counted from
  * token 0 and from o0, which is a multiple of `to`: the same tiles whatever the thread count,
  * FFN row chunk or weight block, each one single-threaded sgemm over all of K. */
 typedef struct gemm_part {
@@ -208,6 +224,7 @@ typedef struct gemm_part {
     float *y; /* pass 0's output, column 0, row stride ldy */
     int ldy;
     int N, K, o0, o1, to;
+    int tt; /* token rows per tile: tok_tile of the rows that set the tiles */
     float beta;
     const int *pass; /* the passes this GEMM runs for: pass[0 .. npass) */
     int npass;
@@ -216,7 +233,7 @@ typedef struct gemm_part {
 static void gemm_tiles(const fwd *f, const gemm_part *g)
 {
     pk_model *m = f->m;
-    int nt = (g->N + TOK_TILE - 1) / TOK_TILE, no = (g->o1 - g->o0 + g->to - 1) / g->to;
+    int tt = g->tt, nt = (g->N + tt - 1) / tt, no = (g->o1 - g->o0 + g->to - 1) / g->to;
     int per = nt * no, items = per * g->npass;
     double flops = 2.0 * g->N * (g->o1 - g->o0) * g->K * g->npass;
     (void)flops; /* read only by the OpenMP if clause (unused where OpenMP is off) */
@@ -227,7 +244,7 @@ static void gemm_tiles(const fwd *f, const gemm_part *g)
         for (int it = 0; it < items; it++) {
             int k = g->pass[it / per], o = it % per / nt, t = it % nt; /* neighbours share a W
                                                                           tile */
-            int r0 = t * TOK_TILE, nr = g->N - r0 < TOK_TILE ? g->N - r0 : TOK_TILE;
+            int r0 = t * tt, nr = g->N - r0 < tt ? g->N - r0 : tt;
             int c0 = o * g->to, nc = g->o1 - g->o0 - c0 < g->to ? g->o1 - g->o0 - c0 : g->to;
             const float *w = g->w[k] + (size_t)c0 * (g->conv ? 1u : (size_t)g->ldw);
             /* x tile (nr, K) @ W tile^T -> y[r0:r0+nr, o0+c0 : o0+c0+nc] */
@@ -290,12 +307,19 @@ static void linear_rowblocks(const fwd *f, gemm_part *g, int wi, int in, int out
     }
 }
 
-static void add_bias(float *y, int ldy, int N, int n, const float *b)
+/* y[r, :n] = b (or += b when accumulating), before the GEMM adds x @ W^T with beta 1: one
+ * write of y instead of OpenBLAS's zeroing pass (beta 0) and a second read-modify-write. */
+static void put_bias(float *y, int ldy, int N, int n, const float *b, int accumulate)
 {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < N; r++) {
-        for (int j = 0; j < n; j++)
-            y[(size_t)r * ldy + j] += b[j];
+        float *yr = y + (size_t)r * ldy;
+        if (accumulate) {
+            for (int j = 0; j < n; j++)
+                yr[j] += b[j];
+        } else {
+            memcpy(yr, b, (size_t)n * sizeof *yr);
+        }
     }
 }
 
@@ -345,13 +369,13 @@ static void linear_lora(const fwd *f, const float *x, int ldx, int N, int ai, in
     }
 }
 
-/* y[N, out] (ldy) = (accumulate ? y : 0) + x[N, in] (ldx) @ W^T + b, for every pass (x and y
+/* y[N, out] (ldy) = ((accumulate ? y : 0) + b) + x[N, in] (ldx) @ W^T, for every pass (x and y
  * point into pass 0's activations), + the LoRA term when W has an adapter. W is a Linear weight
  * [out, in], or with m->conv1d a GPT-2 Conv1D weight [in, out]. Stored fp32 weights that are not
  * perturbed are read in place; the others are materialized block by block in the scratch. Either
  * way the output tiles depend on the layer's shape only (out_tile). */
-static void linear(const fwd *f, const float *x, int ldx, int N, int wi, int bi, float *y, int ldy,
-                   int accumulate)
+static void linear_in(const fwd *f, const float *x, int ldx, int N, int tn, int wi, int bi,
+                      float *y, int ldy, int accumulate)
 {
     pk_model *m = f->m;
     const pk_tensor *w = &m->t[wi];
@@ -368,8 +392,15 @@ static void linear(const fwd *f, const float *x, int ldx, int N, int wi, int bi,
                    .K = in,
                    .o0 = 0,
                    .o1 = out,
-                   .to = out_tile(out, cap),
-                   .beta = accumulate ? 1.0f : 0.0f};
+                   .to = out_tile(out, cap, tn),
+                   .tt = tok_tile(tn),
+                   .beta = accumulate || bi >= 0 ? 1.0f : 0.0f};
+    if (bi >= 0) {
+        const float *b[SWEEP_MAX];
+        fetch_vec(f, bi, 0, b);
+        for (int k = 0; k < f->np; k++)
+            put_bias(pass_f(m, y, k), ldy, N, out, b[k], accumulate);
+    }
     /* the passes reading W in place run one GEMM over all of K; the others go by blocks */
     float *wr[SWEEP_MAX];
     const float *rd[SWEEP_MAX];
@@ -397,15 +428,15 @@ static void linear(const fwd *f, const float *x, int ldx, int N, int wi, int bi,
         else
             linear_rowblocks(f, &g, wi, in, out, wr, rd);
     }
-    if (bi >= 0) {
-        const float *b[SWEEP_MAX];
-        fetch_vec(f, bi, 0, b);
-        for (int k = 0; k < f->np; k++)
-            add_bias(pass_f(m, y, k), ldy, N, out, b[k]);
-    }
     int ai, lb;
     if (pk_lora_of(m, wi, &ai, &lb)) /* after the bias, as PEFT adds it to the layer's output */
         linear_lora(f, x, ldx, N, ai, lb, y, ldy);
+}
+
+static void linear(const fwd *f, const float *x, int ldx, int N, int wi, int bi, float *y, int ldy,
+                   int accumulate)
+{
+    linear_in(f, x, ldx, N, N, wi, bi, y, ldy, accumulate);
 }
 
 /* y = LayerNorm(x) * w + b per row (w, b may be NULL); in place allowed. */
@@ -725,23 +756,23 @@ static void ffn(const fwd *f, const pk_layer *y, const float *in, int N)
     pk_model *m = f->m;
     const pk_cfg *c = &m->cfg;
     int H = c->H, ni = c->inter, gated = y->gate_w >= 0, ld = gated ? 2 * ni : ni;
-    int cap = m->fchunk >= TOK_TILE ? m->fchunk / TOK_TILE * TOK_TILE : m->fchunk;
+    int tt = tok_tile(N), cap = m->fchunk >= tt ? m->fchunk / tt * tt : m->fchunk;
     int chunks = (N + cap - 1) / cap, rows = (N + chunks - 1) / chunks;
-    rows = chunks > 1 ? (rows + TOK_TILE - 1) / TOK_TILE * TOK_TILE : rows;
+    rows = chunks > 1 ? (rows + tt - 1) / tt * tt : rows;
     for (int r0 = 0; r0 < N; r0 += rows) {
         int n = N - r0 < rows ? N - r0 : rows;
         const float *inr = in + (size_t)r0 * H;
         if (gated) {
-            linear(f, inr, H, n, y->gate_w, y->gate_b, m->big, ld, 0);
-            linear(f, inr, H, n, y->fc1_w, y->fc1_b, m->big + ni, ld, 0);
+            linear_in(f, inr, H, n, N, y->gate_w, y->gate_b, m->big, ld, 0);
+            linear_in(f, inr, H, n, N, y->fc1_w, y->fc1_b, m->big + ni, ld, 0);
         } else {
-            linear(f, inr, H, n, y->fc1_w, y->fc1_b, m->big, ld, 0);
+            linear_in(f, inr, H, n, N, y->fc1_w, y->fc1_b, m->big, ld, 0);
         }
         for (int k = 0; k < f->np; k++) {
             float *h = pass_f(m, m->big, k);
             activate(c->act, h, ld, n, ni, gated ? h + ni : NULL);
         }
-        linear(f, m->big, ld, n, y->fc2_w, y->fc2_b, m->x + (size_t)r0 * H, H, 1);
+        linear_in(f, m->big, ld, n, N, y->fc2_w, y->fc2_b, m->x + (size_t)r0 * H, H, 1);
     }
 }
 
@@ -946,7 +977,8 @@ typedef struct head_job {
     int id_stride, n_ids;
     float *picked[SWEEP_MAX]; /* pass k's picked logits [M, n_ids], or NULL */
     float *full[SWEEP_MAX];   /* pass k's logits [M, V], or NULL: logits go to the slots in scr */
-    float *scr; /* pass 0's logits slots: slot s (block b0 + s) is [M, LR] at scr + s * M * LR */
+    float *scr; /* pass 0's logits slots: slot s (block b0 + s) is [M, LR] at scr + s * M * LR;
+                   with wide head tiles a span's slots hold its blocks side by side */
     int b0, g;  /* the group: blocks b0 .. b0+g-1 */
 } head_job;
 
@@ -981,12 +1013,18 @@ static void head_rows(const fwd *f, const head_job *j, int k, int s, float *lg, 
     }
 }
 
-/* The group's tiles for every pass: TOK_TILE rows x one vocabulary block, each one
- * single-threaded sgemm and head_rows. */
+/* The group's tiles for every pass: tok_tile(M) rows x one vocabulary block, each one
+ * single-threaded sgemm and head_rows. From WIDE_N rows on (a function of M alone), a tile
+ * spans m->lspan blocks instead (a function of the model; groups start at multiples of it, so
+ * the spans do not depend on the reservation that sets lgroup): one sgemm packs the tile's
+ * rows once for them (their logits side by side, [M, span] in their slots), then head_rows
+ * per block. */
 static void head_tiles(const fwd *f, const head_job *j)
 {
     pk_model *m = f->m;
-    int nt = (j->M + TOK_TILE - 1) / TOK_TILE, per = j->g * nt, items = per * f->np;
+    int tt = tok_tile(j->M), nt = (j->M + tt - 1) / tt;
+    int gs = j->M >= WIDE_N ? m->lspan : 1; /* blocks per tile; lgroup is a multiple of lspan */
+    int per = (j->g + gs - 1) / gs * nt, items = per * f->np;
     double flops = 2.0 * j->M * j->g * j->LR * j->Hh * f->np;
     (void)flops; /* read only by the OpenMP if clause (unused where OpenMP is off) */
 #pragma omp parallel if (items > 1 && flops > PAR_FLOPS)
@@ -994,17 +1032,22 @@ static void head_tiles(const fwd *f, const head_job *j)
         blas_serial();
 #pragma omp for schedule(dynamic)
         for (int it = 0; it < items; it++) {
-            int k = it / per, s = it % per / nt, t = it % nt;
-            int v0 = (j->b0 + s) * j->LR, nr = j->V - v0 < j->LR ? j->V - v0 : j->LR;
-            int r0 = t * TOK_TILE, n = j->M - r0 < TOK_TILE ? j->M - r0 : TOK_TILE;
-            const float *wb = j->w[k] + (size_t)s * j->LR * j->Hh;
-            float *lg = j->full[k] ? j->full[k] + (size_t)r0 * j->V + v0
-                                   : pass_f(m, j->scr, k) + ((size_t)s * j->M + r0) * j->LR;
-            int ld = j->full[k] ? j->V : j->LR;
+            int k = it / per, s0 = it % per / nt * gs, t = it % nt;
+            int v0 = (j->b0 + s0) * j->LR, span = (j->g - s0 < gs ? j->g - s0 : gs) * j->LR;
+            int nr = j->V - v0 < span ? j->V - v0 : span;
+            int r0 = t * tt, n = j->M - r0 < tt ? j->M - r0 : tt;
+            const float *wb = j->w[k] + (size_t)s0 * j->LR * j->Hh;
+            int ld = j->full[k] ? j->V : span;
+            float *lg = j->full[k]
+                            ? j->full[k] + (size_t)r0 * j->V + v0
+                            : pass_f(m, j->scr, k) + (size_t)s0 * j->M * j->LR + (size_t)r0 * span;
             /* logits (n, nr) = h rows (n, Hh) @ Wblk^T (nr, Hh) */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nr, j->Hh, 1.0f,
                         pass_f(m, j->h, k) + (size_t)r0 * j->Hh, j->Hh, wb, j->Hh, 0.0f, lg, ld);
-            head_rows(f, j, k, s, lg, ld, r0, n, v0, nr);
+            for (int s = 0; s < gs && s * j->LR < nr; s++) {
+                int nrs = nr - s * j->LR < j->LR ? nr - s * j->LR : j->LR;
+                head_rows(f, j, k, s0 + s, lg + (size_t)s * j->LR, ld, r0, n, v0 + s * j->LR, nrs);
+            }
         }
     }
 }

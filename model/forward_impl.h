@@ -22,8 +22,16 @@
 /* AUTO: one pass's activations <= 3% of the weight bytes; a sweep's passes together <= 2 * 3%
  * (the memory of a paired step) */
 #define PAIR_BUDGET 0.03
-#define SWEEP_MAX   64   /* passes side by side at most */
-#define TOK_TILE    256  /* token rows per GEMM tile */
+#define SWEEP_MAX   64  /* passes side by side at most */
+#define TOK_TILE    256 /* token rows per GEMM tile */
+/* From WIDE_N rows on, a GEMM's operands are packed less often (docs/DETERMINISM.md): token
+ * tiles of TOK_WIDE rows, output tiles up to OUT_WIDE wide where the token tiles alone give
+ * WIDE_ITEMS tiles, and an LM-head tile spans its whole group of vocabulary blocks. */
+#define WIDE_N      1024
+#define TOK_WIDE    512
+#define OUT_WIDE    1024
+#define WIDE_ITEMS  4
+#define HEAD_SPAN   4    /* LM-head blocks per wide head tile at most */
 #define OUT_TILE    512  /* widest output tile of a linear layer's GEMM */
 #define LM_ROWS     256  /* vocabulary rows per LM-head block */
 #define PAR_FLOPS   4e6  /* less work than this runs in the calling thread (results unchanged) */

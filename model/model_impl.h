@@ -132,7 +132,8 @@ struct pk_model {
     int32_t *rows; /* [N] gathered row indices */
     int32_t *tgt;  /* [N] target ids */
     int lrows;     /* vocabulary rows per LM-head block (a function of the model alone) */
-    int lgroup;    /* LM-head blocks evaluated together */
+    int lgroup;    /* LM-head blocks evaluated together (a multiple of lspan but at the end) */
+    int lspan;     /* LM-head blocks per wide head tile (a function of the model alone) */
     int fchunk;    /* FFN rows per chunk (the FFN hidden [fchunk, ffn] fits in big) */
     int wrows;     /* rows of the widest tensor in the weight scratch; 0: WROWS */
     int wn, wbig;

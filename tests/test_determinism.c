@@ -16,7 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "model_impl.h" /* pk_model_set_block_rows */
+#include "model_impl.h" /* pk_model_set_block_rows, lgroup, lspan */
 
 /* A generated OPT: 192 hidden (3 output tiles of 64), FFN 768, vocabulary 3000 (12 LM-head
  * blocks, more than one group). */
@@ -24,6 +24,16 @@ static const char wide_opt_config[] =
     "{\"architectures\": [\"OPTForCausalLM\"], \"model_type\": \"opt\", \"vocab_size\": 3000,"
     " \"hidden_size\": 192, \"num_hidden_layers\": 2, \"num_attention_heads\": 4,"
     " \"ffn_dim\": 768, \"max_position_embeddings\": 64, \"word_embed_proj_dim\": 192,"
+    " \"do_layer_norm_before\": true, \"activation_function\": \"relu\", \"enable_bias\": true,"
+    " \"pad_token_id\": 1, \"bos_token_id\": 2, \"eos_token_id\": 2,"
+    " \"tie_word_embeddings\": true, \"torch_dtype\": \"float32\"}";
+
+/* The same with a wider FFN (2304): its LM-head groups hold 8 blocks when the activations are
+ * reserved for 1040 tokens and 4 when reserved for twice that. */
+static const char wide_ffn_config[] =
+    "{\"architectures\": [\"OPTForCausalLM\"], \"model_type\": \"opt\", \"vocab_size\": 3000,"
+    " \"hidden_size\": 192, \"num_hidden_layers\": 2, \"num_attention_heads\": 4,"
+    " \"ffn_dim\": 2304, \"max_position_embeddings\": 64, \"word_embed_proj_dim\": 192,"
     " \"do_layer_norm_before\": true, \"activation_function\": \"relu\", \"enable_bias\": true,"
     " \"pad_token_id\": 1, \"bos_token_id\": 2, \"eos_token_id\": 2,"
     " \"tie_word_embeddings\": true, \"torch_dtype\": \"float32\"}";
@@ -133,6 +143,21 @@ static void check_case(pk_model *m, const char *name, int B, int T, int perturbe
     free(bt.lens);
 }
 
+/* check_case on the model in dir, perturbed, at B x T. */
+static void check_case_at(const char *dir, const char *name, int B, int T)
+{
+    char err[512] = "";
+    pk_model *m = NULL;
+    PK_CHECK(pk_model_load(dir, pk_model_default_params(), &m, err, sizeof err) == PK_OK);
+    if (m == NULL) {
+        fprintf(stderr, "load %s: %s\n", dir, err);
+        return;
+    }
+    pk_model_set_pairing(m, PK_PAIRING_ON);
+    check_case(m, name, B, T, 1, 0);
+    pk_model_free(m);
+}
+
 /* One model: a small batch plain and perturbed, with the default weight blocks and with blocks of
  * 5 rows (many blocks and output tiles); 320 tokens (2 token tiles); with long = 1, 1280 tokens
  * (5 token tiles, the FFN in row chunks). */
@@ -152,6 +177,42 @@ static void check_model(const char *dir, const char *name, int long_batch)
     check_case(m, name, 320 / T, T, 1, 0);
     if (long_batch)
         check_case(m, name, 1280 / T, T, 1, 0);
+    pk_model_free(m);
+}
+
+/* The tiles of a GEMM depend on the batch and the model, not on the activations reserved
+ * (which set the LM head's group of blocks and the FFN's row chunks): a 1040-token batch
+ * (wide tiles) gives the same bytes in an arena reserved for it and in one reserved for twice
+ * as many tokens, whose LM-head group is smaller. */
+static void check_reservation(const char *dir)
+{
+    char err[512] = "";
+    pk_model *m = NULL;
+    PK_CHECK(pk_model_load(dir, pk_model_default_params(), &m, err, sizeof err) == PK_OK);
+    if (m == NULL) {
+        fprintf(stderr, "load %s: %s\n", dir, err);
+        return;
+    }
+    batch bt;
+    pk_perturb p = {99, 1e-2f, PK_Z_GAUSSIAN, NULL, 1};
+    outbuf ref = {NULL, 0, 0}, o = {NULL, 0, 0};
+    pk_model_set_pairing(m, PK_PAIRING_ON);
+    pk_threads_set(2);
+    make_batch(&bt, 20, 52, pk_model_vocab_size(m));
+    PK_CHECK(pk_model_reserve(m, 20, 52) == PK_OK);
+    int g_exact = m->lgroup;
+    eval_all(m, &bt, &p, &ref);
+    PK_CHECK(pk_model_reserve(m, 40, 52) == PK_OK);
+    int g_large = m->lgroup;
+    eval_all(m, &bt, &p, &o);
+    fprintf(stderr, "reserved for 1040 / 2080 tokens: LM-head groups of %d / %d blocks (span %d)\n",
+            g_exact, g_large, m->lspan);
+    PK_CHECK(g_exact != g_large); /* the case this checks */
+    PK_CHECK(o.n == ref.n && memcmp(o.p, ref.p, o.n) == 0);
+    free(o.p);
+    free(ref.p);
+    free(bt.ids);
+    free(bt.lens);
     pk_model_free(m);
 }
 
@@ -188,7 +249,16 @@ static int run_checks(const char *core)
     PK_CHECK(pk_model_make(wide_opt_config, strlen(wide_opt_config), tmp, PK_DTYPE_F32, 7, err,
                            sizeof err) == PK_OK);
     check_model(tmp, "generated opt (H 192, V 3000)", 0);
+    /* 2048 tokens: wide token and output tiles, the FFN in row chunks, and LM-head tiles of
+     * several blocks (the loss's 1500-odd gathered rows and the logits' 2048) */
+    check_case_at(tmp, "generated opt (H 192, V 3000)", 32, 64);
     char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    PK_CHECK(system(cmd) == 0);
+    PK_CHECK(make_tmpdir(tmp, sizeof tmp, "determinism"));
+    PK_CHECK(pk_model_make(wide_ffn_config, strlen(wide_ffn_config), tmp, PK_DTYPE_F32, 7, err,
+                           sizeof err) == PK_OK);
+    check_reservation(tmp);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
     PK_CHECK(system(cmd) == 0);
     return PK_TEST_DONE();

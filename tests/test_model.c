@@ -10,7 +10,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "model_impl.h" /* pk_model_set_block_rows */
+#include "model_impl.h" /* pk_model_set_block_rows, lspan */
 #include "model_test_util.h"
 #include "pk_model.h"
 #include "pk_test.h"
@@ -621,35 +621,79 @@ static void check_sweep(const char *name, int B, int T, int block_rows)
     pk_model_free(m);
 }
 
-/* Above 1024 tokens the FFN runs in row chunks: a long batch's per-row losses equal each row's
- * loss computed alone (a batch of one). */
-static void check_ffn_chunks(const char *name, int B, int T)
+/* Above 1024 tokens the FFN runs in row chunks and the GEMMs in wide tiles (an LM-head tile
+ * spanning several vocabulary blocks): a long batch's per-row losses and logits equal each
+ * row's computed alone (a batch of one: narrow tiles). */
+static void check_rows_alone(pk_model *m, const char *name, int B, int T)
 {
-    pk_model *m = load(name);
-    if (!m)
-        return;
     int V = pk_model_vocab_size(m), N = B * T;
     int32_t *ids = malloc((size_t)N * 4), lens[64], cnt[64], c1;
+    float *lg = malloc((size_t)N * V * sizeof *lg), *l1 = malloc((size_t)T * V * sizeof *l1);
     double nll[64], n1;
+    PK_CHECK(ids && lg && l1 && B <= 64);
+    if (!ids || !lg || !l1 || B > 64)
+        goto out;
     for (int i = 0; i < N; i++)
         ids[i] = (int32_t)(3 + (i * 17 + i / 5) % (V - 3));
     for (int r = 0; r < B; r++)
         lens[r] = T - r % 3;
     pk_batch b = {B, T, ids, lens, NULL};
     PK_CHECK(pk_model_loss(m, &b, NULL, NULL, nll, cnt, NULL) == PK_OK);
+    PK_CHECK(pk_model_logits(m, &b, NULL, lg) == PK_OK);
     double worst = 0;
+    float worst_lg = 0;
     for (int r = 0; r < B; r++) {
         pk_batch one = {1, T, ids + (size_t)r * T, lens + r, NULL};
         PK_CHECK(pk_model_loss(m, &one, NULL, NULL, &n1, &c1, NULL) == PK_OK);
         PK_CHECK_EQ(c1, cnt[r]);
         double d = fabs(n1 - nll[r]) / fabs(n1);
         worst = d > worst ? d : worst;
+        PK_CHECK(pk_model_logits(m, &one, NULL, l1) == PK_OK);
+        float e = max_abs_diff(l1, lg + (size_t)r * T * V, (size_t)lens[r] * V);
+        worst_lg = e > worst_lg || isnan(e) ? e : worst_lg;
     }
-    fprintf(stderr, "%s FFN in row chunks (%d tokens): worst relative row-loss difference %.3g\n",
-            name, N, worst);
+    fprintf(stderr,
+            "%s, %d tokens against rows alone: worst relative row-loss difference %.3g, worst "
+            "logit difference %.3g\n",
+            name, N, worst, (double)worst_lg);
     PK_CHECK(worst < 1e-5);
+    PK_CHECK(worst_lg < 1e-4f);
+out:
     free(ids);
+    free(lg);
+    free(l1);
+}
+
+static void check_ffn_chunks(const char *name, int B, int T)
+{
+    pk_model *m = load(name);
+    if (!m)
+        return;
+    check_rows_alone(m, name, B, T);
     pk_model_free(m);
+}
+
+/* A generated OPT with a 3000-word vocabulary (12 LM-head blocks, wide tiles of 4, the last one
+ * short) at 2048 tokens: the loss's 1900-odd gathered rows and the logits go through wide tiles. */
+static void check_wide_head(void)
+{
+    static const char cfg[] =
+        "{\"architectures\": [\"OPTForCausalLM\"], \"model_type\": \"opt\", \"vocab_size\": "
+        "3000, \"hidden_size\": 192, \"num_hidden_layers\": 2, \"num_attention_heads\": 4,"
+        " \"ffn_dim\": 768, \"max_position_embeddings\": 64, \"word_embed_proj_dim\": 192,"
+        " \"do_layer_norm_before\": true, \"activation_function\": \"relu\", \"enable_bias\": "
+        "true, \"pad_token_id\": 1, \"bos_token_id\": 2, \"eos_token_id\": 2,"
+        " \"tie_word_embeddings\": true, \"torch_dtype\": \"float32\"}";
+    char tmp[256], err[512] = "";
+    PK_CHECK(make_tmpdir(tmp, sizeof tmp, "widehead"));
+    PK_CHECK(pk_model_make(cfg, strlen(cfg), tmp, PK_DTYPE_F32, 7, err, sizeof err) == PK_OK);
+    pk_model *m = load_model_checked(tmp);
+    if (m) {
+        check_rows_alone(m, "generated opt (V 3000)", 32, 64);
+        PK_CHECK_EQ(m->lspan, 4); /* set by the reservation the batch made */
+        pk_model_free(m);
+    }
+    PK_CHECK(remove_tree(tmp) == 0);
 }
 
 static void check_f16_helpers(void)
@@ -694,5 +738,6 @@ int main(void)
     }
     check_ffn_chunks("llama-tiny", 20, 64);
     check_ffn_chunks("gpt2-tiny", 20, 64); /* GPT-2 Conv1D weights */
+    check_wide_head();
     return PK_TEST_DONE();
 }
