@@ -447,15 +447,8 @@ static void layernorm(const float *x, int ldx, float *y, int ldy, int N, int C, 
     for (int r = 0; r < N; r++) {
         const float *xr = x + (size_t)r * ldx;
         float *yr = y + (size_t)r * ldy;
-        double mean = 0, var = 0;
-        for (int j = 0; j < C; j++)
-            mean += (double)xr[j];
-        mean /= C;
-        for (int j = 0; j < C; j++) {
-            double d = (double)xr[j] - mean;
-            var += d * d;
-        }
-        var /= C;
+        double mean = pk_row_sum(xr, C) / C;
+        double var = pk_row_sqdev(xr, C, mean) / C;
         float rs = (float)(1.0 / sqrt(var + eps)), mu = (float)mean;
         for (int j = 0; j < C; j++) {
             float v = (xr[j] - mu) * rs;
@@ -475,9 +468,7 @@ static void rmsnorm(const float *x, int ldx, float *y, int ldy, int N, int C, co
     for (int r = 0; r < N; r++) {
         const float *xr = x + (size_t)r * ldx;
         float *yr = y + (size_t)r * ldy;
-        double ss = 0;
-        for (int j = 0; j < C; j++)
-            ss += (double)xr[j] * (double)xr[j];
+        double ss = pk_row_sqdev(xr, C, 0.0);
         float rs = (float)(1.0 / sqrt(ss / C + eps));
         for (int j = 0; j < C; j++)
             yr[j] = w[j] * (xr[j] * rs);

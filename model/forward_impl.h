@@ -44,6 +44,11 @@ double pk_exp_sum(const float *row, int n, float max);
  * value as a sequential scan (a set's maximum does not depend on the order; of +0 and -0 either
  * may come back, which no use of it tells apart); with a NaN in the row, its sum is NaN anyway. */
 float pk_row_max(const float *row, int n);
+/* sum over c < n of row[c], and of (row[c] - mean)^2 (mean 0: the sum of squares), in doubles
+ * summed in LANES interleaved partial sums (lse.c): the norms' statistics, vectorized, the same
+ * bits for every vector width and thread count. */
+double pk_row_sum(const float *row, int n);
+double pk_row_sqdev(const float *row, int n, double mean);
 
 /* The unperturbed residual stream of one run_sweeps call's batch after its first `layer` blocks
  * (-1: none yet), kept at the arena's tail (sweep_tail): the prefix that several groups of

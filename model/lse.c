@@ -103,3 +103,37 @@ PK_LSE_CLONES float pk_row_max(const float *row, int n)
         r = m[l] > r ? m[l] : r;
     return r;
 }
+
+/* The norms' row statistics, the same way: each element's term goes to partial sum c % LANES,
+ * the partial sums added pairwise at the end (no contraction: d * d is rounded before it is
+ * added). The same bits for every vector width; vectorized, unlike a sequential double sum. */
+#define PAIRWISE(s)                                                                                \
+    (((s)[0] + (s)[1]) + ((s)[2] + (s)[3])) + (((s)[4] + (s)[5]) + ((s)[6] + (s)[7]))
+
+PK_LSE_CLONES double pk_row_sum(const float *row, int n)
+{
+    double s[LANES] = {0};
+    int c = 0;
+    for (; c + LANES <= n; c += LANES)
+        for (int l = 0; l < LANES; l++)
+            s[l] += (double)row[c + l];
+    for (int l = 0; c + l < n; l++)
+        s[l] += (double)row[c + l];
+    return PAIRWISE(s);
+}
+
+PK_LSE_CLONES double pk_row_sqdev(const float *row, int n, double mean)
+{
+    double s[LANES] = {0};
+    int c = 0;
+    for (; c + LANES <= n; c += LANES)
+        for (int l = 0; l < LANES; l++) {
+            double d = (double)row[c + l] - mean;
+            s[l] += d * d;
+        }
+    for (int l = 0; c + l < n; l++) {
+        double d = (double)row[c + l] - mean;
+        s[l] += d * d;
+    }
+    return PAIRWISE(s);
+}
