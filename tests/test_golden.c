@@ -19,7 +19,7 @@
 #include "pk_test.h"
 #include "store_test_util.h"
 
-#include "forward_impl.h" /* pk_exp_sum, pk_row_max */
+#include "forward_impl.h" /* pk_exp_sum, pk_row_max, pk_row_sum, pk_row_sqdev */
 
 void pk_rng_force_generic(int on); /* common/rng.c, for tests: 1 = the generic C path */
 
@@ -147,6 +147,47 @@ static void test_exp_sum(void)
     PK_CHECK(h == EXP_SUM_DIGEST);
     row[3] = NAN;
     PK_CHECK(isnan(pk_exp_sum(row, 9, 0.0f)));
+}
+
+/* The norms' row sums, written out here as their definition (element c into partial sum c % 8,
+ * partial sums added pairwise): pk_row_sum and pk_row_sqdev (whichever clone this CPU runs)
+ * give exactly these bits, and are within 1e-12 of a long double sum. */
+static double lanes_sum(const float *row, int n, double mean, int square)
+{
+    double p[8] = {0};
+    for (int c = 0; c < n; c++) {
+        double d = (double)row[c] - mean;
+        volatile double t = square ? d * d : d; /* rounded before the add, as in lse.c (no FMA) */
+        p[c % 8] += t;
+    }
+    return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+}
+
+static void test_row_sums(void)
+{
+    static float row[600];
+    uint64_t s = 777;
+    double worst = 0;
+    for (int n = 1; n <= 600; n += 7) {
+        for (int i = 0; i < n; i++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            row[i] = (float)((double)(s >> 11) / 9007199254740992.0 * 8.0 - 3.0);
+        }
+        double sum = pk_row_sum(row, n), mean = sum / n, sq = pk_row_sqdev(row, n, mean);
+        double want = lanes_sum(row, n, 0, 0), wantsq = lanes_sum(row, n, mean, 1);
+        PK_CHECK(memcmp(&sum, &want, sizeof sum) == 0);
+        PK_CHECK(memcmp(&sq, &wantsq, sizeof sq) == 0);
+        long double ref = 0, refsq = 0;
+        for (int i = 0; i < n; i++) {
+            ref += (long double)row[i];
+            refsq += ((long double)row[i] - mean) * ((long double)row[i] - mean);
+        }
+        double e1 = (double)fabsl((long double)sum - ref) / (1.0 + (double)fabsl(ref));
+        double e2 = refsq > 0 ? (double)fabsl(((long double)sq - refsq) / refsq) : 0.0;
+        worst = e1 > worst ? e1 : worst;
+        worst = e2 > worst ? e2 : worst;
+    }
+    PK_CHECK(worst < 1e-12);
 }
 
 /* ---- reference logits ----------------------------------------------------------------------- */
@@ -583,6 +624,7 @@ int main(int argc, char **argv)
     }
     test_z();
     test_exp_sum();
+    test_row_sums();
     test_logits();
     test_replay();
     test_rounding_marker();
