@@ -224,6 +224,15 @@ static int optional_line(const char *l, pk_seedlog *out)
     return 1;
 }
 
+/* 1 if the settings belong to another estimator, or an estimator lacks its setting (fzoo its
+ * perturbations, hizoo its hessian_smooth; hessian_every is hizoo's only). */
+static int settings_clash(const pk_seedlog *o)
+{
+    return (o->estimator == PK_EST_FZOO) != (o->perturbations > 0) ||
+           (o->estimator == PK_EST_HIZOO) != (o->hessian_smooth > 0.0f) ||
+           (o->hessian_every > 0 && o->estimator != PK_EST_HIZOO);
+}
+
 /* The estimator fields of a parent line, from p up to " trainable ": each "key value" as the
  * log's own optional line would be, into seg. 0, or -1 if one is malformed or unknown. */
 static int parent_estimator(const char *p, const char **trainable, pk_seedlog_segment *seg)
@@ -241,10 +250,8 @@ static int parent_estimator(const char *p, const char **trainable, pk_seedlog_se
             return -1;
         p += k + 1 + v + 1;
     }
-    if ((opt.estimator == PK_EST_FZOO) != (opt.perturbations > 0) ||
-        (opt.estimator == PK_EST_HIZOO) != (opt.hessian_smooth > 0.0f) ||
-        (opt.hessian_every > 0 && opt.estimator != PK_EST_HIZOO))
-        return -1; /* settings of another estimator, or an estimator without its setting */
+    if (settings_clash(&opt))
+        return -1;
     seg->estimator = opt.estimator;
     seg->perturbations = opt.perturbations;
     seg->hessian_smooth = opt.hessian_smooth;
@@ -349,6 +356,14 @@ static pk_status parse_header(reader *r, pk_seedlog *out, unsigned long long *nr
                 return st;
         }
         got = next_line(r);
+    }
+    if (settings_clash(out)) {
+        pk_seterr(err, errlen,
+                  "%s: the estimator settings do not go together (estimator %s with%s "
+                  "perturbations, hessian_smooth %g, hessian_every %d)",
+                  r->path, pk_estimator_name(out->estimator), out->perturbations > 0 ? "" : "out",
+                  (double)out->hessian_smooth, out->hessian_every);
+        return PK_ERR_FORMAT;
     }
     if (got != 0 || strncmp(l, "steps ", 6) != 0 ||
         (*nrows = strtoull(l + 6, &end, 10), end == l + 6 || *end != 0) || *nrows > (1ull << 32)) {

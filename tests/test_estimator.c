@@ -996,6 +996,61 @@ static void test_hizoo_seedlog_rows(void)
     PK_CHECK_EQ(seedlog_roundtrip(3), 0);
 }
 
+/* A header's estimator settings must go together: an spsa log with a hessian_every line, or an
+ * fzoo log without its perturbations line, is refused with a message that says so (the same
+ * rule as a parent line's fields); the log as written reads back. */
+static void test_seedlog_settings_clash(void)
+{
+    pk_step_row row = {.step = 0, .q_index = 0, .seed = 7, .g = 0.5f, .lr = 1e-3f, .eps = 1e-3f};
+    pk_seedlog log;
+    memset(&log, 0, sizeof log);
+    memset(log.base_hash, 'a', 64);
+    strcpy(log.trainable, "all");
+    log.rows = &row;
+    log.n_rows = 1;
+    char path[600], err[256] = "";
+    snprintf(path, sizeof path, "%s/clash.seedlog", home);
+    for (int c = 0; c < 3; c++) {
+        log.estimator = c == 2 ? PK_EST_FZOO : PK_EST_SPSA;
+        log.perturbations = c == 2 ? 4 : 0;
+        PK_CHECK(pk_seedlog_write(path, &log, err, sizeof err) == PK_OK);
+        size_t len = 0;
+        char *text = slurp(path, &len), *at = text ? strstr(text, "trainable all\n") : NULL;
+        PK_CHECK(at != NULL);
+        if (at == NULL) {
+            free(text);
+            return;
+        }
+        at += strlen("trainable all\n");
+        char *edited = malloc(len + 64);
+        PK_CHECK(edited != NULL);
+        if (edited == NULL) {
+            free(text);
+            return;
+        }
+        if (c == 0) /* as written */
+            snprintf(edited, len + 64, "%s", text);
+        else if (c == 1) /* spsa with hizoo's interval */
+            snprintf(edited, len + 64, "%.*shessian_every 4\n%s", (int)(at - text), text, at);
+        else /* fzoo without its perturbations line */
+            snprintf(edited, len + 64, "%.*s%s", (int)(strstr(text, "perturbations 4\n") - text),
+                     text, strstr(text, "perturbations 4\n") + strlen("perturbations 4\n"));
+        PK_CHECK(write_string(path, edited) == 0);
+        pk_seedlog back;
+        err[0] = 0;
+        pk_status st = pk_seedlog_read(path, &back, err, sizeof err);
+        if (c == 0) {
+            PK_CHECK(st == PK_OK);
+            if (st == PK_OK)
+                pk_seedlog_clear(&back);
+        } else {
+            PK_CHECK(st == PK_ERR_FORMAT && strstr(err, "do not go together") != NULL);
+        }
+        free(edited);
+        free(text);
+    }
+}
+
 /* hizoo's update of 16-bit weights rounds as the run says, like MeZO's: with stochastic rounding
  * each f16 element is one of the two neighbours of its exact update W - lr g z / sqrt(H), and
  * some are not the nearest (an update under half an ulp is kept on average, not lost); rounding
@@ -1106,6 +1161,7 @@ int main(void)
     test_hizoo_interval();
     test_hessian_every_config();
     test_hizoo_seedlog_rows();
+    test_seedlog_settings_clash();
     test_hizoo_16bit_rounding();
     test_shared_prefix();
     test_sweep_path();
