@@ -143,17 +143,26 @@ static void check_case(pk_model *m, const char *name, int B, int T, int perturbe
     free(bt.lens);
 }
 
-/* check_case on the model in dir, perturbed, at B x T. */
-static void check_case_at(const char *dir, const char *name, int B, int T)
+/* The model in dir with paired passes on, or NULL (a failed check, and the loader's message). */
+static pk_model *load_paired(const char *dir)
 {
     char err[512] = "";
     pk_model *m = NULL;
     PK_CHECK(pk_model_load(dir, pk_model_default_params(), &m, err, sizeof err) == PK_OK);
     if (m == NULL) {
         fprintf(stderr, "load %s: %s\n", dir, err);
-        return;
+        return NULL;
     }
     pk_model_set_pairing(m, PK_PAIRING_ON);
+    return m;
+}
+
+/* check_case on the model in dir, perturbed, at B x T. */
+static void check_case_at(const char *dir, const char *name, int B, int T)
+{
+    pk_model *m = load_paired(dir);
+    if (m == NULL)
+        return;
     check_case(m, name, B, T, 1, 0);
     pk_model_free(m);
 }
@@ -163,15 +172,10 @@ static void check_case_at(const char *dir, const char *name, int B, int T)
  * (5 token tiles, the FFN in row chunks). */
 static void check_model(const char *dir, const char *name, int long_batch)
 {
-    char err[512] = "";
-    pk_model *m = NULL;
-    PK_CHECK(pk_model_load(dir, pk_model_default_params(), &m, err, sizeof err) == PK_OK);
-    if (m == NULL) {
-        fprintf(stderr, "load %s: %s\n", dir, err);
+    pk_model *m = load_paired(dir);
+    if (m == NULL)
         return;
-    }
     int T = pk_model_max_positions(m) < 64 ? 32 : 64;
-    pk_model_set_pairing(m, PK_PAIRING_ON);
     for (int c = 0; c < 4; c++)
         check_case(m, name, 3, 12, c & 1, c & 2 ? 5 : 0);
     check_case(m, name, 320 / T, T, 1, 0);
@@ -186,17 +190,12 @@ static void check_model(const char *dir, const char *name, int long_batch)
  * as many tokens, whose LM-head group is smaller. */
 static void check_reservation(const char *dir)
 {
-    char err[512] = "";
-    pk_model *m = NULL;
-    PK_CHECK(pk_model_load(dir, pk_model_default_params(), &m, err, sizeof err) == PK_OK);
-    if (m == NULL) {
-        fprintf(stderr, "load %s: %s\n", dir, err);
+    pk_model *m = load_paired(dir);
+    if (m == NULL)
         return;
-    }
     batch bt;
     pk_perturb p = {99, 1e-2f, PK_Z_GAUSSIAN, NULL, 1};
     outbuf ref = {NULL, 0, 0}, o = {NULL, 0, 0};
-    pk_model_set_pairing(m, PK_PAIRING_ON);
     pk_threads_set(2);
     make_batch(&bt, 20, 52, pk_model_vocab_size(m));
     PK_CHECK(pk_model_reserve(m, 20, 52) == PK_OK);
