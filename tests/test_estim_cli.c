@@ -2,8 +2,9 @@
  * `pocketllm` on stories260k: with --json, each eval is one line {"event":"eval","step",
  * "loss","accuracy" (classify only),"evaluations","elapsed_s"} with evaluations = steps x the
  * estimator's evaluations per step x accumulate, and the final line carries evaluations and
- * elapsed_s; --lr auto prints its search ({"event":"lr_search"}), picks the rate of the lowest
- * finite held-back loss and stores the search in the run's settings; an fzoo run is stored as
+ * elapsed_s; --lr auto prints its search ({"event":"lr_search"}), picks its winner (about the
+ * lowest finite held-back loss), a third of it for a long constant-rate run, where the winner
+ * itself drifts up, and stores the search in the run's settings; an fzoo run is stored as
  * such; plot --x evaluations and --x seconds write an SVG (seconds need eval points); hizoo over
  * its memory budget is refused, its default --hessian-smooth is 1e-8 and --hessian-every 16,
  * and with --hessian-every K the evaluations count the unperturbed loss on every K-th step

@@ -13,9 +13,9 @@
  *  - --estimator fzoo (N local steps per FZOO step): exit 0, the log check passes bit for bit,
  *    (N + 1) loss evaluations per FZOO step, the eval loss falls; --estimator hizoo is refused
  *    (exit 2) by fedsim and by fedsim device, naming why;
- *  - --baseline-lr auto where the 10-step rate search picks a rate that diverges later (the
- *    task of scripts/fedsim.sh, 234 baseline steps): the baseline backs off to a third of the
- *    rate, logs it, counts the spent evaluations and ends below the base loss;
+ *  - --baseline-lr auto where the rate the search chooses diverges later (the task of
+ *    scripts/fedsim.sh, 1114 baseline steps): the baseline backs off to a third of the rate,
+ *    logs it, counts the spent evaluations and ends below the base loss;
  *  - Ctrl-C in the middle of the rounds: exit 130, no process left, the homes removed;
  *  - bad input: --devices 0 (exit 2), no eval set (exit 2), more devices than examples, an
  *    eval file or dataset missing, a coordinator that never answers (exit 1, clear messages,
