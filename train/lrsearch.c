@@ -113,7 +113,7 @@ static pk_status try_rate(search *x, float lr, int steps, const void *blob, size
 /* What the run's rate is divided by: the winner of PK_LR_SEARCH_STEPS steps is the rate of the
  * fastest early progress, and at a constant rate a run a few times longer drifts up from the
  * noise floor that rate sets (README "Faster convergence": fzoo on stories260k at its winner
- * turned up after 32-64 of 177 steps, spsa's after about 100 of 800). So a constant-rate run of
+ * turned up after 32-64 of 177 steps, spsa's 3e-4 after about 100). So a constant-rate run of
  * up to 3 x PK_LR_SEARCH_STEPS steps trains at the winner, one of 9 x or more at a third of it
  * (one grid step down, as the LR range test backs off from its best), linearly between. A
  * linear or cosine decay brings the rate down itself: it starts at the winner. */
