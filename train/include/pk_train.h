@@ -56,6 +56,7 @@ PK_NODISCARD pk_status pk_checkpoint_unpack_state(pk_model *m, const uint8_t *tr
 /* The learning-rate search of --lr auto (lrsearch.c): the candidates tried and the loss each
  * reached on a held-back slice of the training examples. */
 #define PK_LR_SEARCH_STEPS 10 /* steps per candidate */
+#define PK_LR_BACKOFF      3  /* a long constant-rate run trains at the winner / this */
 #define PK_LR_CANDIDATES   7  /* five decades 1e-6 .. 1e-2, then x3 and /3 around the best */
 typedef struct pk_lr_search {
     int n;             /* candidates tried */
@@ -64,7 +65,9 @@ typedef struct pk_lr_search {
     float lr[PK_LR_CANDIDATES];
     double loss[PK_LR_CANDIDATES]; /* held-back loss after the steps; INFINITY: diverged */
     double start_loss;             /* held-back loss before any step */
-    float chosen;                  /* the lowest finite loss's rate */
+    float chosen; /* the rate the run trains with: the winner (about the lowest finite loss's
+                     rate), divided by 1 to PK_LR_BACKOFF for a constant-rate run of more than
+                     3 x the steps */
 } pk_lr_search;
 
 /* Everything a run needs; stored as JSON in the run row so resume/replay/eval rebuild it. */
@@ -187,9 +190,12 @@ PK_NODISCARD pk_status pk_train(pk_store *s, const pk_train_config *cfg, int64_t
 /* The learning-rate search (lrsearch.c): each candidate takes PK_LR_SEARCH_STEPS steps of cfg's
  * estimator (constant rate) from m's current weights on all but the last examples of obj, then
  * the loss over those held-back examples; the weights are restored after each. r->chosen is the
- * rate with the lowest finite loss; a diverging candidate (PK_ERR_NUMERIC or a non-finite loss)
- * is never chosen. PK_ERR_NUMERIC if every candidate diverged, PK_ERR_ARG if obj has fewer than 2
- * examples; err says which. */
+ * winner (the largest rate within a quarter of the best improvement of the lowest finite loss,
+ * not the largest rate tried unless alone: lrsearch.c), for a constant schedule (mezo.schedule)
+ * divided by cfg->steps / (3 x PK_LR_SEARCH_STEPS) clamped to [1, PK_LR_BACKOFF]; a diverging
+ * candidate (PK_ERR_NUMERIC, a non-finite loss, or a training loss over its last half of steps
+ * above twice its first step's; its loss is then INFINITY) is never the winner. PK_ERR_NUMERIC
+ * if every candidate diverged, PK_ERR_ARG if obj has fewer than 2 examples; err says which. */
 PK_NODISCARD pk_status pk_lr_search_run(pk_model *m, const uint8_t *trainable, pk_objective *obj,
                                         const pk_train_config *cfg, pk_lr_search *r, char *err,
                                         size_t errlen);
