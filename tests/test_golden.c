@@ -180,7 +180,8 @@ static void test_row_sums(void)
         long double ref = 0, refsq = 0;
         for (int i = 0; i < n; i++) {
             ref += (long double)row[i];
-            refsq += ((long double)row[i] - mean) * ((long double)row[i] - mean);
+            long double d = (long double)row[i] - (long double)mean;
+            refsq += d * d;
         }
         double e1 = (double)fabsl((long double)sum - ref) / (1.0 + (double)fabsl(ref));
         double e2 = refsq > 0 ? (double)fabsl(((long double)sq - refsq) / refsq) : 0.0;
