@@ -504,6 +504,51 @@ static void test_vocab_mismatch(void)
     rm_rf(dir);
 }
 
+/* --lr auto's choice among a search's results (pk_lr_search_winner): the lowest held-back loss,
+ * or the largest rate within a quarter of its improvement over the starting loss; never the
+ * largest rate tried unless it is the only finite one; never a diverged (infinite) one. */
+static pk_lr_search search_of(int n, const float *lr, const double *loss, double start)
+{
+    pk_lr_search r;
+    memset(&r, 0, sizeof r);
+    r.n = n;
+    r.start_loss = start;
+    for (int i = 0; i < n; i++) {
+        r.lr[i] = lr[i];
+        r.loss[i] = loss[i];
+    }
+    return r;
+}
+
+static void test_lr_winner(void)
+{
+    const float lr[7] = {1e-6f, 1e-5f, 1e-4f, 1e-3f, 1e-2f, 3e-3f, 3.3e-4f};
+    const double inf = (double)INFINITY;
+    /* a clear best (1e-3); 1e-2, the largest, is lower still but cannot win */
+    double a[7] = {2.00, 1.99, 1.90, 1.50, 1.20, 1.70, 1.80};
+    pk_lr_search r = search_of(7, lr, a, 2.0);
+    PK_CHECK_EQ(pk_lr_search_winner(&r), 3);
+    /* 3e-3 within a quarter of the best improvement (0.5) of 1e-3's 1.50: the larger rate */
+    double b[7] = {2.00, 1.99, 1.90, 1.50, inf, 1.62, 1.80};
+    r = search_of(7, lr, b, 2.0);
+    PK_CHECK_EQ(pk_lr_search_winner(&r), 5);
+    /* ... but not beyond a quarter (1.63 > 1.50 + 0.125) */
+    double c[7] = {2.00, 1.99, 1.90, 1.50, inf, 1.63, 1.80};
+    r = search_of(7, lr, c, 2.0);
+    PK_CHECK_EQ(pk_lr_search_winner(&r), 3);
+    /* no improvement at all: the lowest loss, no tie margin (2.06 does not tie with 2.05) */
+    double d[7] = {2.10, 2.05, 2.20, 2.30, inf, 2.40, 2.06};
+    r = search_of(7, lr, d, 2.0);
+    PK_CHECK_EQ(pk_lr_search_winner(&r), 1);
+    /* only the largest rate is finite: it wins; none finite: -1 */
+    double e[7] = {inf, inf, inf, inf, 1.9, inf, inf};
+    r = search_of(7, lr, e, 2.0);
+    PK_CHECK_EQ(pk_lr_search_winner(&r), 4);
+    double f[7] = {inf, inf, inf, inf, inf, inf, inf};
+    r = search_of(7, lr, f, 2.0);
+    PK_CHECK_EQ(pk_lr_search_winner(&r), -1);
+}
+
 int main(int argc, char **argv)
 {
     int long_run = argc > 1 && !strcmp(argv[1], "long");
@@ -529,6 +574,7 @@ int main(int argc, char **argv)
         test_diverges();
         test_rekey_under_trainer();
         test_vocab_mismatch();
+        test_lr_winner();
     }
     rm_rf(home);
     return PK_TEST_DONE();

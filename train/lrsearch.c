@@ -143,7 +143,7 @@ static int best_of(const pk_lr_search *r, int n)
  * --perturb-layers 2 on the classify task of scripts/convergence.sh: 3e-2 won 3 of 8 searches
  * at 0.48-0.59 against 0.66-0.68 for the next, and scored 0.75-0.99 where it lost, from a start
  * of 0.76). -1 if no loss is finite. */
-static int winner(const pk_lr_search *r)
+int pk_lr_search_winner(const pk_lr_search *r)
 {
     int top = 0, b = -1;
     for (int i = 1; i < r->n; i++)
@@ -200,7 +200,7 @@ pk_status pk_lr_search_run(pk_model *m, const uint8_t *trainable, pk_objective *
     pk_status st = x.idx ? pk_checkpoint_pack(m, trainable, &blob, &blob_len) : PK_ERR_NOMEM;
     if (st == PK_OK)
         st = run_grid(&x, blob, blob_len, r, err, errlen);
-    int b = st == PK_OK ? winner(r) : -1;
+    int b = st == PK_OK ? pk_lr_search_winner(r) : -1;
     if (st == PK_OK && b < 0) {
         pk_seterr(err, errlen,
                   "the learning-rate search diverged at every rate from %g to %g: try a smaller "

@@ -196,6 +196,9 @@ PK_NODISCARD pk_status pk_train(pk_store *s, const pk_train_config *cfg, int64_t
  * candidate (PK_ERR_NUMERIC, a non-finite loss, or a training loss over its last half of steps
  * above twice its first step's; its loss is then INFINITY) is never the winner. PK_ERR_NUMERIC
  * if every candidate diverged, PK_ERR_ARG if obj has fewer than 2 examples; err says which. */
+/* The winner of a search's r->n candidates (lr[], loss[], start_loss): the index described
+ * above, or -1 if no loss is finite. The rule alone, for tests and tools. */
+int pk_lr_search_winner(const pk_lr_search *r);
 PK_NODISCARD pk_status pk_lr_search_run(pk_model *m, const uint8_t *trainable, pk_objective *obj,
                                         const pk_train_config *cfg, pk_lr_search *r, char *err,
                                         size_t errlen);
