@@ -22,7 +22,7 @@ static void *grow(pk_model *m, void *old, size_t bytes, int *fail)
 /* The per-pass buffers for (B, T) tokens: widths and byte offsets inside one pass's arena copy. */
 typedef struct pass_layout {
     int wn, wbig, fchunk, lrows, lgroup, lspan;
-    size_t vmax, wscr_n;
+    size_t vmax, wscr_n, lfit;
     size_t x, xn, big, wscr, vscr, lmax, lsum, lse, pick, lpmax, lpsum, bytes;
 } pass_layout;
 
@@ -51,12 +51,13 @@ static void layout_weights(const pk_model *m, pass_layout *L)
     L->wscr_n = (size_t)(m->wrows > 0 ? m->wrows : WROWS) * maxcols;
     size_t Hh = (size_t)pk_head_dim(m), lr = c->V < LM_ROWS ? (size_t)c->V : LM_ROWS;
     L->lrows = (int)(L->wscr_n / Hh < lr ? L->wscr_n / Hh : lr);
-    /* a wide head tile's blocks: as many as the weight scratch holds, at most HEAD_SPAN */
+    /* LM-head blocks the weight scratch holds (at most the vocabulary's); a wide head tile's
+     * blocks: as many, at most HEAD_SPAN */
     size_t nb = ((size_t)c->V + (size_t)L->lrows - 1) / (size_t)L->lrows;
-    size_t span = L->wscr_n / ((size_t)L->lrows * Hh);
-    span = span < HEAD_SPAN ? span : HEAD_SPAN;
-    span = span < nb ? span : nb;
-    L->lspan = span > 0 ? (int)span : 1;
+    size_t fit = L->wscr_n / ((size_t)L->lrows * Hh);
+    fit = fit < nb ? fit : nb;
+    L->lfit = fit > 0 ? fit : 1;
+    L->lspan = (int)(L->lfit < HEAD_SPAN ? L->lfit : HEAD_SPAN);
 }
 
 static void layout(const pk_model *m, int B, int T, pass_layout *L)
@@ -85,12 +86,10 @@ static void layout(const pk_model *m, int B, int T, pass_layout *L)
     L->wn = wn;
     L->wbig = (int)(big_n / N);
     L->fchunk = (int)(big_n / (size_t)ffn < N ? big_n / (size_t)ffn : N);
-    /* LM-head blocks materialized and evaluated together: as many as the scratch and big hold */
-    size_t nb = ((size_t)c->V + (size_t)L->lrows - 1) / (size_t)L->lrows;
+    /* LM-head blocks materialized and evaluated together: as many as the scratch and big hold,
+     * in whole spans */
     size_t g = (size_t)(L->wbig - Hh) / (size_t)L->lrows;
-    size_t gw = L->wscr_n / ((size_t)L->lrows * (size_t)Hh);
-    g = gw < g ? gw : g;
-    g = nb < g ? nb : g;
+    g = L->lfit < g ? L->lfit : g;
     g = g >= (size_t)L->lspan ? g / (size_t)L->lspan * (size_t)L->lspan : g;
     L->lgroup = g > 0 ? (int)g : 1;
     size_t off = 0;

@@ -194,17 +194,14 @@ static inline int tok_tile(int N)
  * 16-column vectors. */
 static int out_tile(int out, int cap, int N)
 {
-    int wide = cap < OUT_WIDE ? cap : OUT_WIDE;
-    int tt = tok_tile(N), nw = (out + wide - 1) / wide, nt = (N + tt - 1) / tt;
-    if (nw * nt >= WIDE_ITEMS) { /* enough tiles per pass anyway: the widest, least packing */
-        int to = (out + nw - 1) / nw;
-        to = (to + 15) / 16 * 16;
-        return to < wide ? to : wide;
+    int lim = cap < OUT_WIDE ? cap : OUT_WIDE;
+    int tt = tok_tile(N), n = (out + lim - 1) / lim, nt = (N + tt - 1) / tt;
+    if (n * nt < WIDE_ITEMS) { /* else enough tiles per pass anyway: the widest, least packing */
+        lim = cap < OUT_TILE ? cap : OUT_TILE;
+        if (out <= lim && out < 192)
+            return out;
+        n = 3 * ((out + 3 * lim - 1) / (3 * lim));
     }
-    int lim = cap < OUT_TILE ? cap : OUT_TILE;
-    if (out <= lim && out < 192)
-        return out;
-    int n = 3 * ((out + 3 * lim - 1) / (3 * lim));
     int to = (out + n - 1) / n;
     to = (to + 15) / 16 * 16;
     return to < lim ? to : lim;

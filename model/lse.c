@@ -32,6 +32,9 @@
 #endif
 
 #define LANES 8
+/* the LANES partial sums s[] added pairwise */
+#define PAIRWISE(s)                                                                                \
+    (((s)[0] + (s)[1]) + ((s)[2] + (s)[3])) + (((s)[4] + (s)[5]) + ((s)[6] + (s)[7]))
 #define CHUNK 256 /* a multiple of LANES: element c always goes to partial sum c % LANES */
 
 #define INV_LN2 1.44269504088896338700e+00 /* 1 / ln 2 */
@@ -84,7 +87,7 @@ PK_LSE_CLONES double pk_exp_sum(const float *row, int n, float max)
         for (int l = 0; i + l < m; l++)
             s[l] += e[i + l];
     }
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    return PAIRWISE(s);
 }
 
 PK_LSE_CLONES float pk_row_max(const float *row, int n)
@@ -107,8 +110,6 @@ PK_LSE_CLONES float pk_row_max(const float *row, int n)
 /* The norms' row statistics, the same way: each element's term goes to partial sum c % LANES,
  * the partial sums added pairwise at the end (no contraction: d * d is rounded before it is
  * added). The same bits for every vector width; vectorized, unlike a sequential double sum. */
-#define PAIRWISE(s)                                                                                \
-    (((s)[0] + (s)[1]) + ((s)[2] + (s)[3])) + (((s)[4] + (s)[5]) + ((s)[6] + (s)[7]))
 
 PK_LSE_CLONES double pk_row_sum(const float *row, int n)
 {
