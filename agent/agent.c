@@ -323,7 +323,7 @@ static void best_start(agent *a, int64_t *parent, int64_t *steps)
 static pk_status open_new_run(agent *a, int64_t upto, char *err, size_t errlen)
 {
     pk_train_config c = a->p->train;
-    pk_train_hooks h = {a, on_step, on_eval, NULL};
+    pk_train_hooks h = {a, on_step, on_eval, NULL, NULL};
     snprintf(c.datasets, sizeof c.datasets, "%s", a->p->datasets);
     snprintf(c.dataset, sizeof c.dataset, "%.*s", (int)strcspn(a->p->datasets, ","),
              a->p->datasets);
@@ -352,7 +352,7 @@ static pk_status open_new_run(agent *a, int64_t upto, char *err, size_t errlen)
 /* The trainer of the current run, resumed from its log (bit-exact). */
 static pk_status open_current(agent *a, char *err, size_t errlen)
 {
-    pk_train_hooks h = {a, on_step, on_eval, NULL};
+    pk_train_hooks h = {a, on_step, on_eval, NULL, NULL};
     int64_t *steps = NULL;
     double *loss = NULL, *acc = NULL;
     size_t n = 0;

@@ -112,6 +112,7 @@ static pk_status train_config(pocketllm_home *h, const pocketllm_train_params *p
     c->accumulate = p->accumulate;
     c->mezo.lr = p->lr;
     c->lr_auto = p->lr_auto != 0;
+    c->lr_guard = c->lr_auto; /* the searched rate is cut should the loss climb (DESIGN 4) */
     c->mezo.eps = p->eps;
     c->mezo.warmup = p->warmup;
     c->mezo.weight_decay = p->weight_decay;
@@ -160,6 +161,16 @@ static void hook_step(void *user, int64_t step, int64_t total, const pk_step_row
         c->info.g = (double)rows[0].g;
         c->info.lr = (double)rows[0].lr;
     }
+}
+
+static void hook_lr_cut(void *user, int64_t step, float lr, double loss, double lowest)
+{
+    train_ctx *c = user;
+    (void)step; /* the step just logged, which hook_step saw */
+    c->info.lr_cut = 1;
+    c->info.lr_next = (double)lr;
+    c->info.cut_loss = loss;
+    c->info.cut_lowest = lowest;
 }
 
 static void hook_eval(void *user, int64_t step, double loss, double acc)
@@ -219,6 +230,7 @@ static pk_status train_loop(pocketllm_home *h, pk_trainer *t, train_ctx *ctx)
         }
         ctx->stepped = 0;
         ctx->info.has_eval = 0;
+        ctx->info.lr_cut = 0;
         ctx->info.eval_loss = ctx->info.eval_acc = (double)NAN;
         st = pk_trainer_step(t, h->err, sizeof h->err);
         ctx->info.evaluations = pk_trainer_result(t)->evaluations;
@@ -252,7 +264,7 @@ pocketllm_status pocketllm_train(pocketllm_home *h, const pocketllm_train_params
     train_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
     ctx.p = params;
-    pk_train_hooks hooks = {&ctx, hook_step, hook_eval, hook_start};
+    pk_train_hooks hooks = {&ctx, hook_step, hook_eval, hook_start, hook_lr_cut};
     pk_trainer *t = NULL;
     st = pk_trainer_open(h->s, params->resume_run > 0 ? NULL : &cfg,
                          params->resume_run > 0 ? params->resume_run : 0, &hooks, &t, h->err,

@@ -39,7 +39,7 @@ static const cli_option train_table[] = {
     {"--eps", CLI_FLOAT, CLI_AT(T, cfg.mezo.eps), 1e-8, 10, NULL, "F", "perturbation scale"},
     {"--lr", CLI_STR, CLI_AT(T, lr), 0, 0, NULL, "F|auto",
      "learning rate (auto: a short search on a held-back slice first; a constant-rate run of "
-     "90+ steps takes a third of its winner)"},
+     "90+ steps takes a third of its winner; cut to a third if the training loss climbs)"},
     {"--schedule", CLI_CHOICE, CLI_AT(T, cfg.mezo.schedule), 0, 0, "constant|linear|cosine", NULL,
      "learning-rate schedule"},
     {"--warmup", CLI_INT, CLI_AT(T, cfg.mezo.warmup), 0, 1LL << 40, NULL, "N",
@@ -148,6 +148,7 @@ static void ui_eval(train_ui *u, int64_t step, double loss, double acc)
 }
 
 static void print_eval_event(train_ui *u, const pocketllm_step_info *s);
+static void print_lr_cut(const train_ui *u, const pocketllm_step_info *s);
 
 /* pocketllm_train_params.progress: the bar, then the eval that fell due at this step. */
 static int ui_progress(void *user, const pocketllm_step_info *s)
@@ -155,6 +156,8 @@ static int ui_progress(void *user, const pocketllm_step_info *s)
     train_ui *u = user;
     pk_progress_set_total(u->p, s->total); /* known here for a resumed run too */
     pk_progress_update(u->p, s->step + 1, 0.5 * (s->loss_plus + s->loss_minus));
+    if (s->lr_cut)
+        print_lr_cut(u, s);
     if (s->has_eval) {
         ui_eval(u, s->step + 1, s->eval_loss, s->eval_acc); /* evals count steps done */
         print_eval_event(u, s);
@@ -239,6 +242,26 @@ static double float_short(float v)
     char b[32];
     snprintf(b, sizeof b, "%g", (double)v);
     return strtod(b, NULL);
+}
+
+/* lr_auto's guard cut the rate after step s->step: a line, and with --json {"event":"lr_cut",
+ * "step":N (steps done),"lr":R (the rate from here),"loss":L,"lowest":M}. */
+static void print_lr_cut(const train_ui *u, const pocketllm_step_info *s)
+{
+    if (!u->quiet)
+        fprintf(stderr,
+                "\nstep %lld: the training loss rose to %.4g (lowest %.4g): learning rate cut to "
+                "%g\n",
+                (long long)s->step + 1, s->cut_loss, s->cut_lowest, s->lr_next);
+    if (!u->json)
+        return;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "event", "lr_cut");
+    cJSON_AddNumberToObject(j, "step", (double)(s->step + 1));
+    cJSON_AddNumberToObject(j, "lr", float_short((float)s->lr_next));
+    cli_json_add_finite(j, "loss", s->cut_loss);
+    cli_json_add_finite(j, "lowest", s->cut_lowest);
+    (void)cli_json_print(j);
 }
 
 /* The --lr auto search: each candidate's held-back loss and the rate chosen (stderr, or one JSON

@@ -258,6 +258,11 @@ typedef struct pocketllm_step_info {
     double eval_acc;     /* its accuracy (NaN for lm) */
     int64_t evaluations; /* loss evaluations of the run so far */
     double elapsed_s;    /* training seconds of this call so far (evals excluded) */
+    /* since 0.2: lr_auto's guard cut the rate after this step (the training loss over the last
+     * window of steps rose well above the lowest window's): the steps after it train at
+     * lr_next. cut_loss is that window's mean, cut_lowest the lowest before it. */
+    int lr_cut;
+    double lr_next, cut_loss, cut_lowest;
 } pocketllm_step_info;
 
 /* What the learning-rate search of lr_auto tried (valid during the callback). */
@@ -288,7 +293,8 @@ typedef struct pocketllm_train_params {
     int seq_len;               /* tokens per example, default 64 */
     int accumulate;            /* micro-batches per step under one z, default 1 */
     float lr;                  /* peak learning rate (default: the library's) */
-    int lr_auto;               /* 1: a short search on a held-back slice picks lr first */
+    int lr_auto;               /* 1: a short search on a held-back slice picks lr first, and
+                                  the rate is cut should the training loss climb (lr_cut) */
     float eps;                 /* perturbation scale */
     const char *schedule;      /* "constant" (default), "linear" or "cosine" */
     int64_t warmup;            /* linear warm-up steps */

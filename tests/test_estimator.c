@@ -145,7 +145,7 @@ static void check_exact(const char *what, const pk_train_config *c, char out[65]
                            ? c->mezo.hessian_every
                            : 0);
     stopper k = {4};
-    pk_train_hooks h = {&k, stop_at, NULL, NULL};
+    pk_train_hooks h = {.user = &k, .on_step = stop_at};
     PK_CHECK(run(c, 0, &h, &e) == PK_OK);
     pk_interrupt_clear();
     PK_CHECK(e.interrupted == 1 && e.steps_done == 4);

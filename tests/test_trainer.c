@@ -20,6 +20,9 @@
 #include "train_test_util.h"
 
 #define STORIES PK_STORIES_DIR /* the copy shipped in models/ */
+/* a rate at which the lm loss of test_lr_guard_run climbs within 75 steps (from 2.3 to ~14) */
+#define GUARD_LR    1e-3f
+#define GUARD_STEPS 75
 
 static pk_train_config base_config(int64_t steps)
 {
@@ -134,7 +137,7 @@ static int killed_child(const char *dir)
     pk_threads_set(2);
     pk_train_config c = resume_config();
     killer k = {10, 0};
-    pk_train_hooks h = {&k, kill_at, NULL, NULL};
+    pk_train_hooks h = {.user = &k, .on_step = kill_at};
     pk_train_result r;
     (void)run(&c, 0, &h, &r);
     return 3; /* not reached: kill_at raised SIGKILL */
@@ -189,7 +192,7 @@ static void test_determinism_replay_resume(void)
 
     /* interrupt flag: stops at a step boundary with status "stopped"; resume finishes */
     killer k = {5, 1};
-    pk_train_hooks h = {&k, kill_at, NULL, NULL};
+    pk_train_hooks h = {.user = &k, .on_step = kill_at};
     pk_train_result e, f;
     PK_CHECK(run(&c, 0, &h, &e) == PK_OK);
     pk_interrupt_clear();
@@ -549,6 +552,110 @@ static void test_lr_winner(void)
     PK_CHECK_EQ(pk_lr_search_winner(&r), -1);
 }
 
+/* One step of a guard fed a step loss (one row, both losses equal). */
+static int guard_feed(pk_lr_guard *g, double loss)
+{
+    pk_step_row r;
+    memset(&r, 0, sizeof r);
+    r.loss_plus = r.loss_minus = (float)loss;
+    return pk_lr_guard_step(g, &r, 1);
+}
+
+/* Feeds `windows` windows of constant step loss `loss`; returns the cuts they made. */
+static int guard_windows(pk_lr_guard *g, double loss, int windows)
+{
+    int cuts = 0;
+    for (int i = 0; i < windows * PK_LR_GUARD_WINDOW; i++) {
+        int c = guard_feed(g, loss);
+        PK_CHECK(c == 0 || (i + 1) % PK_LR_GUARD_WINDOW == 0); /* only where a window ends */
+        cuts += c;
+    }
+    return cuts;
+}
+
+/* The rule of --lr auto's guard (pk_lr_guard): a window's mean training loss above the lowest
+ * by half the progress to it, or a quarter of it, cuts the rate to a third; at most
+ * PK_LR_GUARD_CUTS cuts; progress counts again from a cut; non-positive losses (the accuracy
+ * objective's) never cut. */
+static void test_lr_guard_rule(void)
+{
+    pk_lr_guard g = pk_lr_guard_new();
+    PK_CHECK_EQ(guard_windows(&g, 2.0, 1), 0);  /* the first window sets the reference */
+    PK_CHECK_EQ(guard_windows(&g, 1.6, 1), 0);  /* progress 0.4: a rise of 0.4 (a quarter) cuts */
+    PK_CHECK_EQ(guard_windows(&g, 1.99, 1), 0); /* 1.6 + 0.39: not yet */
+    PK_CHECK_EQ(guard_windows(&g, 2.01, 1), 1);
+    PK_CHECK_EQ(g.cuts, 1);
+    PK_CHECK(fabs(g.prior - 1.6) < 1e-6 && fabs(g.last - 2.01) < 1e-6);
+    /* from the cut, 2.01 is the reference: half of the progress to 1.0 (0.505) is the margin */
+    PK_CHECK_EQ(guard_windows(&g, 1.0, 1), 0);
+    PK_CHECK_EQ(guard_windows(&g, 1.5, 1), 0);
+    PK_CHECK_EQ(guard_windows(&g, 1.51, 1), 1);
+    PK_CHECK_EQ(g.cuts, 2);
+    PK_CHECK_EQ(guard_windows(&g, 100.0, 3), 0); /* no more than PK_LR_GUARD_CUTS */
+    PK_CHECK_EQ(g.cuts, PK_LR_GUARD_CUTS);
+    /* a noisy plateau does not cut (+-10% step to step, windows level) */
+    pk_lr_guard h = pk_lr_guard_new();
+    for (int i = 0; i < 40 * PK_LR_GUARD_WINDOW; i++)
+        PK_CHECK_EQ(guard_feed(&h, i % 2 ? 0.9 : 1.1), 0);
+    PK_CHECK_EQ(h.cuts, 0);
+    /* the accuracy objective's losses are minus accuracies: never a cut */
+    pk_lr_guard a = pk_lr_guard_new();
+    PK_CHECK_EQ(guard_windows(&a, -0.9, 2) + guard_windows(&a, -0.1, 2), 0);
+    /* the rates: a third per cut, in float */
+    PK_CHECK(pk_lr_guard_rate(3e-4f, 0) == 3e-4f);
+    PK_CHECK(pk_lr_guard_rate(3e-4f, 2) == (3e-4f / 3.0f) / 3.0f);
+}
+
+/* A guarded run whose loss climbs: the rate is cut after a window, the rows after it are logged
+ * at a third of the rate, replay gives the live weights, and a run interrupted before or after
+ * the cut and resumed (the guard rebuilt from the log) ends with the same bits. */
+static void test_lr_guard_run(void)
+{
+    pk_train_config c = base_config(GUARD_STEPS);
+    c.mezo.lr = GUARD_LR;
+    c.lr_guard = 1;
+    pk_train_result a, n;
+    PK_CHECK(run(&c, 0, NULL, &a) == PK_OK);
+    fprintf(stderr, "guard: %d cuts, last loss %g\n", a.lr_cuts, a.last_loss);
+    PK_CHECK_EQ(a.lr_cuts, 1);
+    pk_store *s = open_store();
+    pk_step_row *rows = NULL;
+    size_t nr = 0;
+    PK_CHECK(pk_store_steps_read(s, a.run_id, 0, GUARD_STEPS, &rows, &nr, NULL, 0) == PK_OK);
+    int64_t cut_at = -1; /* the first step at the cut rate */
+    for (size_t i = 0; i < nr; i++) {
+        if (cut_at < 0 && rows[i].lr != c.mezo.lr)
+            cut_at = rows[i].step;
+        PK_CHECK(rows[i].lr == (cut_at < 0 ? c.mezo.lr : pk_lr_guard_rate(c.mezo.lr, 1)));
+    }
+    free(rows);
+    pk_store_close(s);
+    fprintf(stderr, "guard: the rate cut from step %lld\n", (long long)cut_at);
+    PK_CHECK(cut_at > 0 && cut_at % PK_LR_GUARD_WINDOW == 0 && cut_at < GUARD_STEPS - 5);
+    /* unguarded, the same rate ends elsewhere */
+    c.lr_guard = 0;
+    PK_CHECK(run(&c, 0, NULL, &n) == PK_OK);
+    PK_CHECK(strcmp(n.final_hash, a.final_hash) != 0 && n.lr_cuts == 0);
+    c.lr_guard = 1;
+    char h1[65];
+    hash_of_run(a.run_id, 1, h1);
+    PK_CHECK(!strcmp(h1, a.final_hash));
+    /* interrupted before the cut and after it, then resumed */
+    int64_t stops[2] = {cut_at - 3, cut_at + 4};
+    for (int i = 0; i < 2; i++) {
+        killer k = {stops[i], 1};
+        pk_train_hooks h = {.user = &k, .on_step = kill_at};
+        pk_train_result e, f;
+        PK_CHECK(run(&c, 0, &h, &e) == PK_OK);
+        pk_interrupt_clear();
+        PK_CHECK(e.interrupted == 1 && e.steps_done == stops[i]);
+        PK_CHECK_EQ(e.lr_cuts, i);
+        PK_CHECK(run(&c, e.run_id, NULL, &f) == PK_OK);
+        PK_CHECK_EQ(f.lr_cuts, 1);
+        PK_CHECK(!strcmp(f.final_hash, a.final_hash));
+    }
+}
+
 int main(int argc, char **argv)
 {
     int long_run = argc > 1 && !strcmp(argv[1], "long");
@@ -575,6 +682,8 @@ int main(int argc, char **argv)
         test_rekey_under_trainer();
         test_vocab_mismatch();
         test_lr_winner();
+        test_lr_guard_rule();
+        test_lr_guard_run();
     }
     rm_rf(home);
     return PK_TEST_DONE();

@@ -115,6 +115,8 @@ pk_status pk_train_config_to_json(const pk_train_config *c, char **json)
     cJSON_AddStringToObject(o, "rounding", pk_rounding_name(c->mezo.rounding));
     if (c->lr_search.n > 0)
         add_lr_search(o, &c->lr_search);
+    if (c->lr_guard) /* only when set: a run without it reads as before */
+        cJSON_AddTrueToObject(o, "lr_guard");
     /* not a setting: the BLAS kernel of the process creating the run, as a record (losses are
      * exact across thread counts, not across kernels; pk_train warns on resuming elsewhere) */
     char kernel[160];
@@ -256,6 +258,7 @@ pk_status pk_train_config_from_json(const char *json, pk_train_config *c, char *
         bad = estimator_from_json(o, &c->mezo);
     if (bad == NULL && get_lineage(o, c) != 0)
         bad = "parent_run";
+    c->lr_guard = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "lr_guard"));
     cJSON_Delete(o);
     if (bad != NULL) {
         snprintf(err, errlen, "run config: missing or bad key '%s'", bad);

@@ -34,7 +34,9 @@ struct pk_trainer {
     double seconds_before;  /* training seconds of earlier processes (the last eval's, resumed) */
     int bad_evals;          /* evals since best_eval improved */
     trainer_state state;
-    int leased; /* this process holds the run's lease (pk_store_lease_acquire) */
+    int leased;        /* this process holds the run's lease (pk_store_lease_acquire) */
+    pk_lr_guard guard; /* cfg.lr_guard: the rate's cuts so far (DESIGN 4) */
+    float lr_base;     /* cfg.lr_guard: the rate before any cut (the search's) */
     pk_train_result res;
 };
 
@@ -256,11 +258,13 @@ static pk_status make_writable(pk_trainer *t, char *err, size_t errlen)
 static pk_status search_lr(pk_trainer *t, char *err, size_t errlen)
 {
     pk_train_config *c = &t->cfg;
+    t->lr_base = c->mezo.lr;
     if (!c->lr_auto)
         return PK_OK;
     pk_status st = pk_lr_search_run(t->m, t->mask, t->obj, c, &c->lr_search, err, errlen);
     if (st == PK_OK)
         c->mezo.lr = c->lr_search.chosen;
+    t->lr_base = c->mezo.lr;
     t->res.lr_search = c->lr_search;
     return st;
 }
@@ -415,6 +419,35 @@ static pk_status replay_evals(pk_trainer *t, char *err, size_t errlen)
     return st == PK_OK ? seconds_before(t, err, errlen) : st;
 }
 
+/* An --lr auto run's guard after the logged steps, from their rows' losses, and the rate it
+ * left the run at: what the uninterrupted run had at this step. */
+static pk_status replay_guard(pk_trainer *t, char *err, size_t errlen)
+{
+    char serr[512] = "";         /* what the store says on failure */
+    t->lr_base = t->cfg.mezo.lr; /* the run's settings keep the rate before any cut */
+    if (!t->cfg.lr_guard || t->step == 0)
+        return PK_OK;
+    pk_step_row *rows = NULL;
+    size_t n = 0;
+    pk_status st =
+        pk_store_steps_read(t->s, t->res.run_id, 0, t->step, &rows, &n, serr, sizeof serr);
+    if (st != PK_OK) {
+        pk_seterr(err, errlen, "run %lld: steps: %s", (long long)t->res.run_id, serr);
+        return st;
+    }
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && rows[j].step == rows[i].step)
+            j++;
+        pk_lr_guard_step(&t->guard, rows + i, (int)(j - i));
+        i = j;
+    }
+    free(rows);
+    t->cfg.mezo.lr = pk_lr_guard_rate(t->lr_base, t->guard.cuts);
+    t->res.lr_cuts = t->guard.cuts;
+    return PK_OK;
+}
+
 /* A run of the store: its settings, then its weights after the logged steps. */
 static pk_status open_resumed_run(pk_trainer *t, int64_t run_id, char *err, size_t errlen)
 {
@@ -431,6 +464,8 @@ static pk_status open_resumed_run(pk_trainer *t, int64_t run_id, char *err, size
         st = make_writable(t, err, errlen);
     if (st == PK_OK)
         st = replay_evals(t, err, errlen);
+    if (st == PK_OK)
+        st = replay_guard(t, err, errlen);
     return st;
 }
 
@@ -485,6 +520,7 @@ pk_status pk_trainer_open(pk_store *s, const pk_train_config *cfg, int64_t resum
         t->hooks = *hooks;
     t->best_eval = (double)INFINITY;
     t->res.last_loss = (double)NAN;
+    t->guard = pk_lr_guard_new();
     pk_status st = resume_run > 0 ? open_resumed_run(t, resume_run, err, errlen)
                                   : open_new_run(t, err, errlen);
     if (st == PK_OK)
@@ -587,6 +623,14 @@ static pk_status take_step(pk_trainer *t, char *err, size_t errlen)
                           : 0.5 * ((double)t->rows[0].loss_plus + (double)t->rows[0].loss_minus);
     if (t->hooks.on_step)
         t->hooks.on_step(t->hooks.user, t->step, c->steps, t->rows, n_rows);
+    if (c->lr_guard && pk_lr_guard_step(&t->guard, t->rows, n_rows)) {
+        /* the steps after this one train at the cut rate (their rows say so) */
+        t->cfg.mezo.lr = pk_lr_guard_rate(t->lr_base, t->guard.cuts);
+        t->res.lr_cuts = t->guard.cuts;
+        if (t->hooks.on_lr_cut)
+            t->hooks.on_lr_cut(t->hooks.user, t->step, t->cfg.mezo.lr, t->guard.last,
+                               t->guard.prior);
+    }
     t->step++;
     t->res.steps_done = t->step;
     t->res.evaluations = evaluations_at(c, t->step);

@@ -70,6 +70,23 @@ typedef struct pk_lr_search {
                      3 x the steps */
 } pk_lr_search;
 
+/* The guard of an --lr auto run (lrsearch.c, DESIGN 4): the steps' training losses in windows of
+ * PK_LR_GUARD_WINDOW steps; when a window's mean rises above the lowest since the run began (or
+ * since the last cut) by half the progress made to it, or by a quarter of it, the rate is cut
+ * to a third, at most PK_LR_GUARD_CUTS times. A pure function of the logged rows' losses, so a
+ * resume rebuilds it from the log and goes on at the same rate. */
+#define PK_LR_GUARD_WINDOW 25
+#define PK_LR_GUARD_CUTS   2
+typedef struct pk_lr_guard {
+    double sum;   /* of the current window's step losses */
+    int n;        /* steps in the current window */
+    double first; /* the first window's mean since the run began or the last cut; NAN: none */
+    double best;  /* the lowest window mean since then */
+    double last;  /* the last full window's mean */
+    double prior; /* best when the rate was last cut */
+    int cuts;     /* times the rate was cut */
+} pk_lr_guard;
+
 /* Everything a run needs; stored as JSON in the run row so resume/replay/eval rebuild it. */
 typedef struct pk_train_config {
     char model_dir[1024]; /* absolute path of the base model */
@@ -89,6 +106,8 @@ typedef struct pk_train_config {
     char labels[512];
     int lr_auto;            /* a new run searches its rate first (mezo.lr is then the result) */
     pk_lr_search lr_search; /* that search (stored in the run's settings as "lr_search") */
+    int lr_guard; /* the rate is cut when the training loss rises (pk_lr_guard; train --lr auto
+                     sets it, stored as "lr_guard" so a resume goes on guarded) */
     /* Continual runs (DESIGN 13); each is stored only when set, so older runs read unchanged. */
     int64_t parent_run;    /* 0, or the run whose weights after parent_steps steps it starts from */
     int64_t parent_steps;  /* set by pk_trainer_open: the parent's steps_done when chained */
@@ -118,6 +137,9 @@ typedef struct pk_train_hooks {
     void (*on_eval)(void *user, int64_t step, double loss, double acc);
     /* the run id, as soon as it exists */
     void (*on_start)(void *user, int64_t run_id, int64_t first_step);
+    /* cfg.lr_guard cut the rate to lr after step `step` (0-based): the window's mean training
+     * loss `loss` against the lowest before it, `lowest` */
+    void (*on_lr_cut)(void *user, int64_t step, float lr, double loss, double lowest);
 } pk_train_hooks;
 
 typedef struct pk_train_result {
@@ -134,6 +156,7 @@ typedef struct pk_train_result {
                             evals excluded */
     char final_hash[65];
     pk_lr_search lr_search; /* a new run's --lr auto search (n = 0 if none) */
+    int lr_cuts;            /* cfg.lr_guard's cuts of the rate so far (also before a resume) */
 } pk_train_result;
 
 /* A run being trained, one step at a time (pk_train is the loop over it). Owned handle
@@ -202,6 +225,14 @@ int pk_lr_search_winner(const pk_lr_search *r);
 PK_NODISCARD pk_status pk_lr_search_run(pk_model *m, const uint8_t *trainable, pk_objective *obj,
                                         const pk_train_config *cfg, pk_lr_search *r, char *err,
                                         size_t errlen);
+
+/* A guard before any step. */
+pk_lr_guard pk_lr_guard_new(void);
+/* Feeds one logged step's rows (n of them) to g; returns 1 when that step ends a window that cuts
+ * the rate (g->cuts went up), else 0. */
+int pk_lr_guard_step(pk_lr_guard *g, const pk_step_row *rows, int n);
+/* The rate after `cuts` cuts of `chosen`: chosen / 3, cuts times, in float. */
+float pk_lr_guard_rate(float chosen, int cuts);
 
 /* Loads the examples of dataset `name` (or, when name is NULL, of the comma-separated datasets
  * cfg->datasets names, their union in that order) and builds an objective for model m
