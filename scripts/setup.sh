@@ -2,7 +2,7 @@
 # setup.sh: installs the Debian 12 packages PocketLLM builds with, if any is missing (needs root
 # or sudo for apt-get). Safe to run again: it does nothing when everything is present.
 set -eu
-PKGS="build-essential cmake pkg-config git clang clang-format libclang-rt-dev
+PKGS="build-essential cmake pkg-config git clang clang-format libclang-rt-dev libomp-dev
 libopenblas-openmp-dev libsodium-dev libsqlite3-dev libcjson-dev libcurl4-openssl-dev
 libmicrohttpd-dev libpcre2-dev libutf8proc-dev"
 missing=""

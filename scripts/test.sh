@@ -99,7 +99,8 @@ for b in $BUILDS; do
             -DPK_FUZZ=ON -DPK_SANITIZE=address,undefined -DPK_FUZZ_SECONDS="${PK_FUZZ_SECONDS:-20}"
         [ "$HAVE_SHARED" = 1 ] || needs_bundle build-fuzz fuzz >/dev/null
         # shellcheck disable=SC2086
-        ctest --test-dir build-fuzz -L fuzz $SKIP -j "$JOBS" --output-on-failure
+        # and test_threads (label threads): clang's OpenMP runtime runs the engine's loops
+        ctest --test-dir build-fuzz -L 'fuzz|threads' $SKIP -j "$JOBS" --output-on-failure
         ;;
     *)
         echo "test.sh: unknown build '$b' in PK_TEST_BUILDS (release, asan, fuzz)" >&2

@@ -22,6 +22,10 @@ pk_add_test(test_determinism SOURCES test_determinism.c LIBS pk_model LABELS uni
 # The first MeZO step's copy-on-write faults moved to load time: pk_model_make_writable
 # keeps bytes and logits, removes the per-page faults, keeps RSS, and pk_model_restore_base works.
 pk_add_test(test_model_writable SOURCES test_model_writable.c LIBS pk_model LABELS unit TIMEOUT 120)
+# --threads reaches the engine in every build, clang's too (DESIGN 10); the clang libFuzzer
+# build of scripts/test.sh runs it beside the fuzz targets (label threads).
+pk_add_test(test_threads SOURCES test_threads.c LIBS pk_model OpenMP::OpenMP_C
+    LABELS unit threads TIMEOUT 120)
 target_include_directories(test_determinism PRIVATE ${CMAKE_SOURCE_DIR}/model)
 target_include_directories(test_model_writable PRIVATE ${CMAKE_SOURCE_DIR}/model)
 # Block formats and GGUF: known blocks, quantization error bounds, GGUF round trips of
