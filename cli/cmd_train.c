@@ -27,6 +27,7 @@ typedef struct train_opts {
     const char *model;
     int64_t resume; /* 0: a new run */
     const char *lr; /* a rate or "auto"; NULL: the default */
+    int lr_guard;   /* --lr-guard: 0 auto (on with --lr auto), 1 on, 2 off */
     pk_train_config cfg;
 } train_opts;
 
@@ -39,7 +40,10 @@ static const cli_option train_table[] = {
     {"--eps", CLI_FLOAT, CLI_AT(T, cfg.mezo.eps), 1e-8, 10, NULL, "F", "perturbation scale"},
     {"--lr", CLI_STR, CLI_AT(T, lr), 0, 0, NULL, "F|auto",
      "learning rate (auto: a short search on a held-back slice first; a constant-rate run of "
-     "90+ steps takes a third of its winner; cut to a third if the training loss climbs)"},
+     "90+ steps takes a third of its winner)"},
+    {"--lr-guard", CLI_CHOICE, CLI_AT(T, lr_guard), 0, 0, "auto|on|off", NULL,
+     "cut the rate to a third when the training loss climbs over 25-step windows (auto: with "
+     "--lr auto)"},
     {"--schedule", CLI_CHOICE, CLI_AT(T, cfg.mezo.schedule), 0, 0, "constant|linear|cosine", NULL,
      "learning-rate schedule"},
     {"--warmup", CLI_INT, CLI_AT(T, cfg.mezo.warmup), 0, 1LL << 40, NULL, "N",
@@ -421,6 +425,7 @@ int cmd_train(int argc, char **argv)
     int quiet = o.c.quiet;
     train_ui ui = {NULL, quiet, o.c.json, 0, 0, 0, 0, 0};
     pocketllm_train_params p = train_params(&o.cfg, o.resume);
+    p.lr_guard = o.lr_guard; /* the choices' order is the API's: auto 0, on 1, off 2 */
     p.on_start = ui_start;
     p.progress = ui_progress;
     p.on_lr_search = ui_lr_search;

@@ -327,6 +327,9 @@ typedef struct pocketllm_train_params {
      * only on steps with step % K == 0 (default 16, train --hessian-every; 0 or 1: every
      * step, as before the field) */
     int hessian_every;
+    /* since 0.2: the guard that cuts the rate to a third when the training loss climbs (DESIGN
+     * 4): 0 (default) on with lr_auto, off otherwise; 1 on (a hand-set lr too); 2 off */
+    int lr_guard;
 } pocketllm_train_params;
 
 /* The defaults (the CLI's `train` defaults). Threads: any thread. */

@@ -201,6 +201,10 @@ static int64_t test_train_cancel_resume(pocketllm_home *h)
     PK_CHECK_EQ(pocketllm_train(h, &tp, &c), POCKETLLM_ERR_ARG);
     PK_CHECK(strstr(pocketllm_errmsg(h), "sideways") != NULL);
     tp = small_run(&pl);
+    tp.lr_guard = 3; /* 0, 1 or 2 */
+    PK_CHECK_EQ(pocketllm_train(h, &tp, &c), POCKETLLM_ERR_ARG);
+    PK_CHECK(strstr(pocketllm_errmsg(h), "lr_guard 3") != NULL);
+    tp = small_run(&pl);
     tp.dataset = "nope";
     PK_CHECK_EQ(pocketllm_train(h, &tp, &c), POCKETLLM_ERR_NOTFOUND);
     return a.run_id;

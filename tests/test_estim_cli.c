@@ -8,7 +8,7 @@
  * such; plot --x evaluations and --x seconds write an SVG (seconds need eval points); hizoo over
  * its memory budget is refused, its default --hessian-smooth is 1e-8 and --hessian-every 16,
  * and with --hessian-every K the evaluations count the unperturbed loss on every K-th step
- * only. */
+ * only; --lr-guard on prints {"event":"lr_cut"} where the loss climbs. */
 #include "pk_test.h"
 /* this test starts no server-mock: the header's server helpers stay unused */
 #include "test_product_util.h"
@@ -400,6 +400,78 @@ static void test_bench_layers(void)
     free(o);
 }
 
+/* --lr-guard (DESIGN 4): on a hand-set rate at which the lm loss climbs (the settings of
+ * test_trainer's test_lr_guard_run), `on` prints {"event":"lr_cut","step":50,"lr":R,"loss":L,
+ * "lowest":M} once, with R a third of the rate and L above M, and stores the setting in the
+ * run (resuming it goes on at the cut rate: test_trainer test_lr_guard_run); `off` and the
+ * default for a hand-set rate print none and end elsewhere. */
+#define GUARDED                                                                                    \
+    " --model " STORIES " --dataset pip --batch 8 --seq-len 64 --eps 1e-3 --lr 1e-3 --seed 2024"   \
+    " --threads 1 --json"
+
+/* 1 if the run of a train --json output stores "lr_guard": true, 0 if not, -1 on failure. */
+static int guard_stored(const char *out)
+{
+    char *copy = out ? strdup(out) : NULL, *show = NULL;
+    cJSON *fin = copy ? cJSON_Parse(last_line(copy)) : NULL;
+    long long run = (long long)num(fin, "run");
+    cJSON_Delete(fin);
+    free(copy);
+    if (run <= 0 || run_fmt(&show, RUN_SHOW_FAILURE, "%s runs show %lld --json --home %s",
+                            POCKETLLM, run, home) != 0) {
+        free(show);
+        return -1;
+    }
+    cJSON *s = cJSON_Parse(show);
+    const cJSON *g =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(s, "config"), "lr_guard");
+    int r = s == NULL ? -1 : cJSON_IsTrue(g);
+    cJSON_Delete(s);
+    free(show);
+    return r;
+}
+
+static void test_lr_guard_cli(void)
+{
+    char *on = NULL, *off = NULL, *dflt = NULL, hon[65] = "", hoff[65] = "", hd[65] = "";
+    PK_CHECK_EQ(run_fmt(&on, RUN_SHOW_FAILURE,
+                        "%s train" GUARDED " --steps 75 --lr-guard on"
+                        " --home %s",
+                        POCKETLLM, home),
+                0);
+    PK_CHECK_EQ(run_fmt(&off, RUN_SHOW_FAILURE,
+                        "%s train" GUARDED " --steps 75 --lr-guard off"
+                        " --home %s",
+                        POCKETLLM, home),
+                0);
+    PK_CHECK_EQ(run_fmt(&dflt, RUN_SHOW_FAILURE, "%s train" GUARDED " --steps 75 --home %s",
+                        POCKETLLM, home),
+                0);
+    char *c_on = on ? strdup(on) : NULL, *c_off = off ? strdup(off) : NULL;
+    cJSON *cut[4] = {0}, *none[4] = {0};
+    int n = c_on ? events(c_on, "lr_cut", cut, 4) : 0;
+    PK_CHECK_EQ(n, 1);
+    if (n == 1) {
+        PK_CHECK_EQ((long long)num(cut[0], "step"), 50LL);
+        PK_CHECK(fabs(num(cut[0], "lr") - 1e-3 / 3) < 1e-9);
+        PK_CHECK(num(cut[0], "loss") > num(cut[0], "lowest") && num(cut[0], "lowest") > 0);
+    }
+    PK_CHECK_EQ(c_off ? events(c_off, "lr_cut", none, 4) : -1, 0);
+    /* the setting is stored with the run (a resume goes on guarded: test_trainer) */
+    PK_CHECK(guard_stored(on) == 1 && guard_stored(off) == 0);
+    (void)final_eval(on, hon);
+    (void)final_eval(off, hoff);
+    (void)final_eval(dflt, hd);
+    PK_CHECK(hon[0] && hoff[0] && strcmp(hon, hoff) != 0 && !strcmp(hoff, hd));
+    for (int i = 0; i < n; i++)
+        cJSON_Delete(cut[i]);
+    free(c_on);
+    free(c_off);
+    free(on);
+    free(off);
+    free(dflt);
+}
+
 int main(void)
 {
     unsetenv("POCKETLLM_HOME");
@@ -418,6 +490,7 @@ int main(void)
                 0);
     test_lm_events();
     test_lr_backoff();
+    test_lr_guard_cli();
     test_classify_events();
     test_bench_layers();
     rm_rf(tmp);
