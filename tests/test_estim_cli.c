@@ -431,22 +431,21 @@ static int guard_stored(const char *out)
     return r;
 }
 
+/* The stdout of a 75-step guarded-settings run with `extra` options (owned), NULL on failure. */
+static char *guarded_run(const char *extra)
+{
+    char *o = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s train" GUARDED " --steps 75%s --home %s",
+                        POCKETLLM, extra, home),
+                0);
+    return o;
+}
+
 static void test_lr_guard_cli(void)
 {
-    char *on = NULL, *off = NULL, *dflt = NULL, hon[65] = "", hoff[65] = "", hd[65] = "";
-    PK_CHECK_EQ(run_fmt(&on, RUN_SHOW_FAILURE,
-                        "%s train" GUARDED " --steps 75 --lr-guard on"
-                        " --home %s",
-                        POCKETLLM, home),
-                0);
-    PK_CHECK_EQ(run_fmt(&off, RUN_SHOW_FAILURE,
-                        "%s train" GUARDED " --steps 75 --lr-guard off"
-                        " --home %s",
-                        POCKETLLM, home),
-                0);
-    PK_CHECK_EQ(run_fmt(&dflt, RUN_SHOW_FAILURE, "%s train" GUARDED " --steps 75 --home %s",
-                        POCKETLLM, home),
-                0);
+    char hon[65] = "", hoff[65] = "", hd[65] = "";
+    char *on = guarded_run(" --lr-guard on"), *off = guarded_run(" --lr-guard off");
+    char *dflt = guarded_run("");
     char *c_on = on ? strdup(on) : NULL, *c_off = off ? strdup(off) : NULL;
     cJSON *cut[4] = {0}, *none[4] = {0};
     int n = c_on ? events(c_on, "lr_cut", cut, 4) : 0;
