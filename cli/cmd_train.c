@@ -42,7 +42,7 @@ static const cli_option train_table[] = {
      "learning rate (auto: a short search on a held-back slice first; a constant-rate run of "
      "90+ steps takes a third of its winner)"},
     {"--lr-guard", CLI_CHOICE, CLI_AT(T, lr_guard), 0, 0, "auto|on|off", NULL,
-     "cut the rate to a third when the training loss climbs over 25-step windows (auto: with "
+     "cut the rate to a third when the training loss of the last 25 steps climbs (auto: with "
      "--lr auto)"},
     {"--schedule", CLI_CHOICE, CLI_AT(T, cfg.mezo.schedule), 0, 0, "constant|linear|cosine", NULL,
      "learning-rate schedule"},

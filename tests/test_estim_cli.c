@@ -401,7 +401,7 @@ static void test_bench_layers(void)
 }
 
 /* --lr-guard (DESIGN 4): on a hand-set rate at which the lm loss climbs (the settings of
- * test_trainer's test_lr_guard_run), `on` prints {"event":"lr_cut","step":50,"lr":R,"loss":L,
+ * test_trainer's test_lr_guard_run), `on` prints {"event":"lr_cut","step":30,"lr":R,"loss":L,
  * "lowest":M} once, with R a third of the rate and L above M, and stores the setting in the
  * run (resuming it goes on at the cut rate: test_trainer test_lr_guard_run); `off` and the
  * default for a hand-set rate print none and end elsewhere. */
@@ -451,7 +451,7 @@ static void test_lr_guard_cli(void)
     int n = c_on ? events(c_on, "lr_cut", cut, 4) : 0;
     PK_CHECK_EQ(n, 1);
     if (n == 1) {
-        PK_CHECK_EQ((long long)num(cut[0], "step"), 50LL);
+        PK_CHECK_EQ((long long)num(cut[0], "step"), 30LL);
         PK_CHECK(fabs(num(cut[0], "lr") - 1e-3 / 3) < 1e-9);
         PK_CHECK(num(cut[0], "loss") > num(cut[0], "lowest") && num(cut[0], "lowest") > 0);
     }

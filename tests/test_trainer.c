@@ -20,7 +20,8 @@
 #include "train_test_util.h"
 
 #define STORIES PK_STORIES_DIR /* the copy shipped in models/ */
-/* a rate at which the lm loss of test_lr_guard_run climbs within 75 steps (from 2.3 to ~14) */
+/* a rate at which the lm loss of test_lr_guard_run climbs within 75 steps (from 2.3 to 9 even
+ * with the guard's cut at step 30) */
 #define GUARD_LR    1e-3f
 #define GUARD_STEPS 75
 
@@ -561,46 +562,54 @@ static int guard_feed(pk_lr_guard *g, double loss)
     return pk_lr_guard_step(g, &r, 1);
 }
 
-/* Feeds `windows` windows of constant step loss `loss`; returns the cuts they made. */
-static int guard_windows(pk_lr_guard *g, double loss, int windows)
+/* Feeds `count` steps of constant step loss `loss`; returns the 1-based step of this call at
+ * which the guard cut the rate (the first, if more), 0 if none. */
+static int guard_steps(pk_lr_guard *g, double loss, int count)
 {
-    int cuts = 0;
-    for (int i = 0; i < windows * PK_LR_GUARD_WINDOW; i++) {
-        int c = guard_feed(g, loss);
-        PK_CHECK(c == 0 || (i + 1) % PK_LR_GUARD_WINDOW == 0); /* only where a window ends */
-        cuts += c;
-    }
-    return cuts;
+    int at = 0;
+    for (int i = 0; i < count; i++)
+        if (guard_feed(g, loss) && at == 0)
+            at = i + 1;
+    return at;
 }
 
-/* The rule of --lr auto's guard (pk_lr_guard): a window's mean training loss above the lowest
- * by half the progress to it, or a quarter of it, cuts the rate to a third; at most
- * PK_LR_GUARD_CUTS cuts; progress counts again from a cut; non-positive losses (the accuracy
- * objective's) never cut. */
+/* The rule of --lr auto's guard (pk_lr_guard): the mean of the last PK_LR_GUARD_WINDOW steps,
+ * every PK_LR_GUARD_EVERY steps, above the lowest by half the progress to it, or a quarter of
+ * it, cuts the rate to a third; at most PK_LR_GUARD_CUTS cuts; after a cut the windows start
+ * over; non-positive losses (the accuracy objective's) never cut. */
 static void test_lr_guard_rule(void)
 {
+    PK_CHECK_EQ(PK_LR_GUARD_WINDOW, 25); /* the step counts below */
+    PK_CHECK_EQ(PK_LR_GUARD_EVERY, 5);
     pk_lr_guard g = pk_lr_guard_new();
-    PK_CHECK_EQ(guard_windows(&g, 2.0, 1), 0);  /* the first window sets the reference */
-    PK_CHECK_EQ(guard_windows(&g, 1.6, 1), 0);  /* progress 0.4: a rise of 0.4 (a quarter) cuts */
-    PK_CHECK_EQ(guard_windows(&g, 1.99, 1), 0); /* 1.6 + 0.39: not yet */
-    PK_CHECK_EQ(guard_windows(&g, 2.01, 1), 1);
+    PK_CHECK_EQ(guard_steps(&g, 2.0, 25), 0);  /* the first window sets the reference */
+    PK_CHECK_EQ(guard_steps(&g, 1.6, 25), 0);  /* progress 0.4: a rise above 1.6 + 0.2 cuts... */
+    PK_CHECK(fabs(g.best - 1.6) < 1e-6);       /* the rows hold floats */
+    PK_CHECK_EQ(guard_steps(&g, 1.79, 25), 0); /* ...or as much as a quarter of 1.6 (0.4) */
+    PK_CHECK_EQ(guard_steps(&g, 1.99, 25), 0); /* 1.6 + 0.4 */
+    /* 2.2 for 5 steps: (20 x 1.99 + 5 x 2.2) / 25 = 2.032, judged at the 5th step */
+    PK_CHECK_EQ(guard_steps(&g, 2.2, 5), 5);
     PK_CHECK_EQ(g.cuts, 1);
-    PK_CHECK(fabs(g.prior - 1.6) < 1e-6 && fabs(g.last - 2.01) < 1e-6);
-    /* from the cut, 2.01 is the reference: half of the progress to 1.0 (0.505) is the margin */
-    PK_CHECK_EQ(guard_windows(&g, 1.0, 1), 0);
-    PK_CHECK_EQ(guard_windows(&g, 1.5, 1), 0);
-    PK_CHECK_EQ(guard_windows(&g, 1.51, 1), 1);
-    PK_CHECK_EQ(g.cuts, 2);
-    PK_CHECK_EQ(guard_windows(&g, 100.0, 3), 0); /* no more than PK_LR_GUARD_CUTS */
-    PK_CHECK_EQ(g.cuts, PK_LR_GUARD_CUTS);
-    /* a noisy plateau does not cut (+-10% step to step, windows level) */
+    PK_CHECK(fabs(g.prior - 1.6) < 1e-6 && fabs(g.last - 2.032) < 1e-6);
+    /* the windows start over: 24 steps of anything judge nothing */
+    PK_CHECK_EQ(guard_steps(&g, 50.0, 24), 0);
     pk_lr_guard h = pk_lr_guard_new();
-    for (int i = 0; i < 40 * PK_LR_GUARD_WINDOW; i++)
-        PK_CHECK_EQ(guard_feed(&h, i % 2 ? 0.9 : 1.1), 0);
-    PK_CHECK_EQ(h.cuts, 0);
+    PK_CHECK_EQ(guard_steps(&h, 1.0, 50), 0); /* no progress: only the quarter counts */
+    PK_CHECK_EQ(guard_steps(&h, 1.3, 20), 0); /* (5 x 1.0 + 20 x 1.3) / 25 = 1.24 */
+    PK_CHECK_EQ(guard_steps(&h, 1.3, 5), 5);  /* 1.3 > 1.25 */
+    PK_CHECK_EQ(guard_steps(&h, 1.0, 25), 0); /* the new reference */
+    PK_CHECK_EQ(guard_steps(&h, 100.0, 5), 5);
+    PK_CHECK_EQ(h.cuts, PK_LR_GUARD_CUTS);
+    PK_CHECK_EQ(guard_steps(&h, 1.0, 25) + guard_steps(&h, 1e6, 50), 0); /* no more cuts */
+    PK_CHECK_EQ(h.cuts, PK_LR_GUARD_CUTS);
+    /* a noisy plateau does not cut (+-10% step to step, windows level) */
+    pk_lr_guard q = pk_lr_guard_new();
+    for (int i = 0; i < 1000; i++)
+        PK_CHECK_EQ(guard_feed(&q, i % 2 ? 0.9 : 1.1), 0);
+    PK_CHECK_EQ(q.cuts, 0);
     /* the accuracy objective's losses are minus accuracies: never a cut */
     pk_lr_guard a = pk_lr_guard_new();
-    PK_CHECK_EQ(guard_windows(&a, -0.9, 2) + guard_windows(&a, -0.1, 2), 0);
+    PK_CHECK_EQ(guard_steps(&a, -0.9, 50) + guard_steps(&a, -0.1, 50), 0);
     /* the rates: a third per cut, in float */
     PK_CHECK(pk_lr_guard_rate(3e-4f, 0) == 3e-4f);
     PK_CHECK(pk_lr_guard_rate(3e-4f, 2) == (3e-4f / 3.0f) / 3.0f);
@@ -631,7 +640,8 @@ static void test_lr_guard_run(void)
     free(rows);
     pk_store_close(s);
     fprintf(stderr, "guard: the rate cut from step %lld\n", (long long)cut_at);
-    PK_CHECK(cut_at > 0 && cut_at % PK_LR_GUARD_WINDOW == 0 && cut_at < GUARD_STEPS - 5);
+    PK_CHECK(cut_at >= PK_LR_GUARD_WINDOW && cut_at % PK_LR_GUARD_EVERY == 0 &&
+             cut_at < GUARD_STEPS - 5);
     /* unguarded, the same rate ends elsewhere */
     c.lr_guard = 0;
     PK_CHECK(run(&c, 0, NULL, &n) == PK_OK);

@@ -70,16 +70,18 @@ typedef struct pk_lr_search {
                      3 x the steps */
 } pk_lr_search;
 
-/* The guard of an --lr auto run (lrsearch.c, DESIGN 4): the steps' training losses in windows of
- * PK_LR_GUARD_WINDOW steps; when a window's mean rises above the lowest since the run began (or
- * since the last cut) by half the progress made to it, or by a quarter of it, the rate is cut
- * to a third, at most PK_LR_GUARD_CUTS times. A pure function of the logged rows' losses, so a
- * resume rebuilds it from the log and goes on at the same rate. */
+/* The guard of an --lr auto run (lrsearch.c, DESIGN 4): the mean training loss of the last
+ * PK_LR_GUARD_WINDOW steps, every PK_LR_GUARD_EVERY steps; when it rises above the lowest since
+ * the run began (or since the last cut) by half the progress made to it, or by a quarter of
+ * it, the rate is cut to a third, at most PK_LR_GUARD_CUTS times, and the windows start over.
+ * A pure function of the logged rows' losses, so a resume rebuilds it from the log and goes on
+ * at the same rate. */
 #define PK_LR_GUARD_WINDOW 25
+#define PK_LR_GUARD_EVERY  5
 #define PK_LR_GUARD_CUTS   2
 typedef struct pk_lr_guard {
-    double sum;   /* of the current window's step losses */
-    int n;        /* steps in the current window */
+    double loss[PK_LR_GUARD_WINDOW]; /* the last steps' losses, step i at i % WINDOW */
+    int64_t n;                       /* steps since the run began or the last cut */
     double first; /* the first window's mean since the run began or the last cut; NAN: none */
     double best;  /* the lowest window mean since then */
     double last;  /* the last full window's mean */
