@@ -26,7 +26,7 @@
 #define TOK_TILE    256 /* token rows per GEMM tile */
 /* From WIDE_N rows on, a GEMM's operands are packed less often (docs/DETERMINISM.md): token
  * tiles of TOK_WIDE rows, output tiles up to OUT_WIDE wide where the token tiles alone give
- * WIDE_ITEMS tiles, and an LM-head tile spans its whole group of vocabulary blocks. */
+ * WIDE_ITEMS tiles, and an LM-head tile spans m->lspan vocabulary blocks (at most HEAD_SPAN). */
 #define WIDE_N      1024
 #define TOK_WIDE    512
 #define OUT_WIDE    1024

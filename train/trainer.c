@@ -258,14 +258,14 @@ static pk_status make_writable(pk_trainer *t, char *err, size_t errlen)
 static pk_status search_lr(pk_trainer *t, char *err, size_t errlen)
 {
     pk_train_config *c = &t->cfg;
+    pk_status st = PK_OK;
+    if (c->lr_auto) {
+        st = pk_lr_search_run(t->m, t->mask, t->obj, c, &c->lr_search, err, errlen);
+        if (st == PK_OK)
+            c->mezo.lr = c->lr_search.chosen;
+        t->res.lr_search = c->lr_search;
+    }
     t->lr_base = c->mezo.lr;
-    if (!c->lr_auto)
-        return PK_OK;
-    pk_status st = pk_lr_search_run(t->m, t->mask, t->obj, c, &c->lr_search, err, errlen);
-    if (st == PK_OK)
-        c->mezo.lr = c->lr_search.chosen;
-    t->lr_base = c->mezo.lr;
-    t->res.lr_search = c->lr_search;
     return st;
 }
 
@@ -419,6 +419,13 @@ static pk_status replay_evals(pk_trainer *t, char *err, size_t errlen)
     return st == PK_OK ? seconds_before(t, err, errlen) : st;
 }
 
+/* The run's rate after the guard's cuts so far, for the steps from here. */
+static void guarded_rate(pk_trainer *t)
+{
+    t->cfg.mezo.lr = pk_lr_guard_rate(t->lr_base, t->guard.cuts);
+    t->res.lr_cuts = t->guard.cuts;
+}
+
 /* An --lr auto run's guard after the logged steps, from their rows' losses, and the rate it
  * left the run at: what the uninterrupted run had at this step. */
 static pk_status replay_guard(pk_trainer *t, char *err, size_t errlen)
@@ -443,8 +450,7 @@ static pk_status replay_guard(pk_trainer *t, char *err, size_t errlen)
         i = j;
     }
     free(rows);
-    t->cfg.mezo.lr = pk_lr_guard_rate(t->lr_base, t->guard.cuts);
-    t->res.lr_cuts = t->guard.cuts;
+    guarded_rate(t);
     return PK_OK;
 }
 
@@ -624,9 +630,7 @@ static pk_status take_step(pk_trainer *t, char *err, size_t errlen)
     if (t->hooks.on_step)
         t->hooks.on_step(t->hooks.user, t->step, c->steps, t->rows, n_rows);
     if (c->lr_guard && pk_lr_guard_step(&t->guard, t->rows, n_rows)) {
-        /* the steps after this one train at the cut rate (their rows say so) */
-        t->cfg.mezo.lr = pk_lr_guard_rate(t->lr_base, t->guard.cuts);
-        t->res.lr_cuts = t->guard.cuts;
+        guarded_rate(t); /* the steps after this one train at the cut rate (their rows say so) */
         if (t->hooks.on_lr_cut)
             t->hooks.on_lr_cut(t->hooks.user, t->step, t->cfg.mezo.lr, t->guard.last,
                                t->guard.prior);
