@@ -551,6 +551,38 @@ static void test_lr_winner(void)
     double f[7] = {inf, inf, inf, inf, inf, inf, inf};
     r = search_of(7, lr, f, 2.0);
     PK_CHECK_EQ(pk_lr_search_winner(&r), -1);
+    PK_CHECK(pk_lr_search_rate(&r, -1, NULL) == 0.0f);
+}
+
+/* The run's rate (pk_lr_search_rate): the winner's, at most a tenth of the smallest rate that
+ * diverged, then divided by the backoff of a long constant-rate run (steps / 30, 1 to 3). */
+static void test_lr_rate(void)
+{
+    const float lr[7] = {1e-6f, 1e-5f, 1e-4f, 1e-3f, 1e-2f, 3e-3f, 3.3e-4f};
+    const double inf = (double)INFINITY;
+    pk_train_config c = pk_train_config_default();
+    c.mezo.schedule = PK_SCHEDULE_CONSTANT;
+    c.steps = 30; /* no backoff */
+    /* nothing diverged: the winner's rate */
+    double a[7] = {2.00, 1.99, 1.90, 1.50, 1.20, 1.70, 1.80};
+    pk_lr_search r = search_of(7, lr, a, 2.0);
+    PK_CHECK(pk_lr_search_rate(&r, 3, &c) == 1e-3f);
+    /* 1e-2 diverged: 1e-3 is a tenth of it, kept */
+    double b[7] = {2.00, 1.99, 1.90, 1.50, inf, 1.62, 1.80};
+    r = search_of(7, lr, b, 2.0);
+    PK_CHECK(pk_lr_search_rate(&r, 3, &c) == 1e-3f);
+    /* 3e-3 diverged too (the smallest that did): 1e-3 is within 10x of it, capped at 3e-4 */
+    double d[7] = {2.00, 1.99, 1.90, 1.50, inf, inf, 1.80};
+    r = search_of(7, lr, d, 2.0);
+    PK_CHECK(pk_lr_search_rate(&r, 3, &c) == 3e-3f / 10.0f);
+    PK_CHECK(pk_lr_search_rate(&r, 2, &c) == 1e-4f); /* below the cap: its own */
+    /* the backoff comes after the cap: 90 steps or more divide by 3, 60 by 2 */
+    c.steps = 900;
+    PK_CHECK(pk_lr_search_rate(&r, 3, &c) == (3e-3f / 10.0f) / 3.0f);
+    c.steps = 60;
+    PK_CHECK(pk_lr_search_rate(&r, 2, &c) == 1e-4f / 2.0f);
+    c.mezo.schedule = PK_SCHEDULE_COSINE; /* a decaying schedule starts at the rate */
+    PK_CHECK(pk_lr_search_rate(&r, 3, &c) == 3e-3f / 10.0f);
 }
 
 /* One step of a guard fed a step loss (one row, both losses equal). */
@@ -573,35 +605,58 @@ static int guard_steps(pk_lr_guard *g, double loss, int count)
     return at;
 }
 
+/* Feeds `count` steps alternating mean + spread and mean - spread; as guard_steps. */
+static int guard_alternate(pk_lr_guard *g, double mean, double spread, int count)
+{
+    int at = 0;
+    for (int i = 0; i < count; i++)
+        if (guard_feed(g, i % 2 ? mean - spread : mean + spread) && at == 0)
+            at = i + 1;
+    return at;
+}
+
 /* The rule of --lr auto's guard (pk_lr_guard): the mean of the last PK_LR_GUARD_WINDOW steps,
- * every PK_LR_GUARD_EVERY steps, above the lowest by half the progress to it, or a quarter of
- * it, cuts the rate to a third; at most PK_LR_GUARD_CUTS cuts; after a cut the windows start
- * over; non-positive losses (the accuracy objective's) never cut. */
+ * every PK_LR_GUARD_EVERY steps, above the lowest by 0.3 of the progress to it, or by 4
+ * standard errors of a window mean (at least 2%, at most a quarter of the lowest), cuts the rate
+ * to a third; at most PK_LR_GUARD_CUTS cuts; after a cut the windows start over; non-positive
+ * losses (the accuracy objective's) never cut. */
 static void test_lr_guard_rule(void)
 {
     PK_CHECK_EQ(PK_LR_GUARD_WINDOW, 25); /* the step counts below */
     PK_CHECK_EQ(PK_LR_GUARD_EVERY, 5);
     pk_lr_guard g = pk_lr_guard_new();
-    PK_CHECK_EQ(guard_steps(&g, 2.0, 25), 0);  /* the first window sets the reference */
-    PK_CHECK_EQ(guard_steps(&g, 1.6, 25), 0);  /* progress 0.4: a rise above 1.6 + 0.2 cuts... */
-    PK_CHECK(fabs(g.best - 1.6) < 1e-6);       /* the rows hold floats */
-    PK_CHECK_EQ(guard_steps(&g, 1.79, 25), 0); /* ...or as much as a quarter of 1.6 (0.4) */
-    PK_CHECK_EQ(guard_steps(&g, 1.99, 25), 0); /* 1.6 + 0.4 */
-    /* 2.2 for 5 steps: (20 x 1.99 + 5 x 2.2) / 25 = 2.032, judged at the 5th step */
-    PK_CHECK_EQ(guard_steps(&g, 2.2, 5), 5);
+    PK_CHECK_EQ(guard_steps(&g, 2.0, 25), 0); /* the first window sets the reference */
+    PK_CHECK_EQ(guard_steps(&g, 1.6, 25), 0); /* progress 0.4: a rise above 1.6 + 0.12 cuts */
+    PK_CHECK(fabs(g.best - 1.6) < 1e-6);      /* the rows hold floats */
+    PK_CHECK_EQ(guard_steps(&g, 1.71, 25), 0);
+    /* 1.73 from here: (10 x 1.71 + 15 x 1.73) / 25 = 1.722, judged at the 15th step */
+    PK_CHECK_EQ(guard_steps(&g, 1.73, 15), 15);
     PK_CHECK_EQ(g.cuts, 1);
-    PK_CHECK(fabs(g.prior - 1.6) < 1e-6 && fabs(g.last - 2.032) < 1e-6);
+    PK_CHECK(fabs(g.prior - 1.6) < 1e-6 && fabs(g.last - 1.722) < 1e-6);
     /* the windows start over: 24 steps of anything judge nothing */
     PK_CHECK_EQ(guard_steps(&g, 50.0, 24), 0);
+    /* no progress: the noise decides. Steps of 1 +- 0.1: a window's standard error is about
+     * 0.02, so its mean may rise by about 0.08; to 1.05 it does not cut, to 1.2 it does */
     pk_lr_guard h = pk_lr_guard_new();
-    PK_CHECK_EQ(guard_steps(&h, 1.0, 50), 0); /* no progress: only the quarter counts */
-    PK_CHECK_EQ(guard_steps(&h, 1.3, 20), 0); /* (5 x 1.0 + 20 x 1.3) / 25 = 1.24 */
-    PK_CHECK_EQ(guard_steps(&h, 1.3, 5), 5);  /* 1.3 > 1.25 */
-    PK_CHECK_EQ(guard_steps(&h, 1.0, 25), 0); /* the new reference */
-    PK_CHECK_EQ(guard_steps(&h, 100.0, 5), 5);
-    PK_CHECK_EQ(h.cuts, PK_LR_GUARD_CUTS);
-    PK_CHECK_EQ(guard_steps(&h, 1.0, 25) + guard_steps(&h, 1e6, 50), 0); /* no more cuts */
-    PK_CHECK_EQ(h.cuts, PK_LR_GUARD_CUTS);
+    PK_CHECK_EQ(guard_alternate(&h, 1.0, 0.1, 50), 0);
+    PK_CHECK_EQ(guard_alternate(&h, 1.05, 0.1, 50), 0);
+    PK_CHECK(guard_alternate(&h, 1.2, 0.1, 50) > 0);
+    PK_CHECK_EQ(h.cuts, 1);
+    /* noise-free: a rise of 2% of the lowest is what it takes */
+    pk_lr_guard z = pk_lr_guard_new();
+    PK_CHECK_EQ(guard_steps(&z, 1.0, 50) + guard_steps(&z, 1.015, 50), 0);
+    PK_CHECK_EQ(guard_steps(&z, 1.03, 25), 10); /* (15 x 1.015 + 10 x 1.03) / 25 = 1.021 */
+    /* very noisy steps (2 +- 1): a quarter of the lowest, not 4 standard errors (0.8) */
+    pk_lr_guard k = pk_lr_guard_new();
+    PK_CHECK_EQ(guard_alternate(&k, 2.0, 1.0, 50), 0);
+    PK_CHECK_EQ(guard_alternate(&k, 2.4, 1.0, 50), 0);
+    PK_CHECK_EQ(guard_alternate(&k, 2.6, 1.0, 50), 5);
+    /* at most PK_LR_GUARD_CUTS cuts */
+    PK_CHECK_EQ(guard_steps(&k, 1.0, 25), 0); /* the new reference */
+    PK_CHECK_EQ(guard_steps(&k, 100.0, 5), 5);
+    PK_CHECK_EQ(k.cuts, PK_LR_GUARD_CUTS);
+    PK_CHECK_EQ(guard_steps(&k, 1.0, 25) + guard_steps(&k, 1e6, 50), 0); /* no more cuts */
+    PK_CHECK_EQ(k.cuts, PK_LR_GUARD_CUTS);
     /* a noisy plateau does not cut (+-10% step to step, windows level) */
     pk_lr_guard q = pk_lr_guard_new();
     for (int i = 0; i < 1000; i++)
@@ -692,6 +747,7 @@ int main(int argc, char **argv)
         test_rekey_under_trainer();
         test_vocab_mismatch();
         test_lr_winner();
+        test_lr_rate();
         test_lr_guard_rule();
         test_lr_guard_run();
     }

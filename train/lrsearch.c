@@ -17,6 +17,8 @@
 #define BLOWUP 2.0
 /* A candidate within this fraction of the best improvement of the lowest loss ties with it. */
 #define TIE 0.25
+/* The run's rate stays below the smallest rate that diverged by this factor (before backoff()). */
+#define EDGE 10.0f
 
 /* The coarse grid, then x3 and /3 around its best: PK_LR_CANDIDATES rates in all. */
 static const float coarse[] = {1e-6f, 1e-5f, 1e-4f, 1e-3f, 1e-2f};
@@ -162,6 +164,27 @@ int pk_lr_search_winner(const pk_lr_search *r)
     return b;
 }
 
+/* The winner's rate, capped at a tenth (EDGE) of the smallest rate that diverged: ten steps
+ * cannot tell a rate just below the edge of stability from a good one, and a run of hundreds
+ * of steps finds the edge. On scripts/convergence.sh every run that collapsed or climbed from
+ * its start had a winner within 3x of a diverged rate (classify spsa and hizoo, seeds 2 and 5:
+ * 1e-3 won and 3e-3 diverged, the run at 3.3e-4 climbed from step 50-70; lm fzoo seed 4: 1e-2
+ * won and 3e-2 diverged, at 3.3e-3 the loss climbed from step 72), and every run whose larger
+ * rates stayed finite trained well. Then the backoff of a long constant-rate run. */
+float pk_lr_search_rate(const pk_lr_search *r, int b, const pk_train_config *cfg)
+{
+    if (b < 0 || b >= r->n)
+        return 0.0f;
+    float lr = r->lr[b], edge = 0.0f;
+    for (int i = 0; i < r->n; i++)
+        if (!isfinite(r->loss[i]) && (edge == 0.0f || r->lr[i] < edge))
+            edge = r->lr[i];
+    /* (a winner at a tenth of a diverged grid rate, 1e-3 and 1e-2, keeps its own float) */
+    if (edge > 0.0f && (double)lr > (double)edge / (double)EDGE * 1.0001)
+        lr = edge / EDGE;
+    return lr / backoff(cfg);
+}
+
 static pk_status run_grid(search *x, const void *blob, size_t len, pk_lr_search *r, char *err,
                           size_t errlen)
 {
@@ -209,7 +232,7 @@ pk_status pk_lr_search_run(pk_model *m, const uint8_t *trainable, pk_objective *
         st = PK_ERR_NUMERIC;
     }
     if (st == PK_OK)
-        r->chosen = r->lr[b] / backoff(cfg);
+        r->chosen = pk_lr_search_rate(r, b, cfg);
     free(blob);
     free(x.idx);
     return st;
@@ -217,15 +240,24 @@ pk_status pk_lr_search_run(pk_model *m, const uint8_t *trainable, pk_objective *
 
 /* ---- the guard of an --lr auto run ----------------------------------------------------------- */
 
-/* A window whose mean is above best + max(RISE x (first - best), FLOOR x best) has lost RISE of
- * the progress made since the first window, or risen FLOOR above the best: the rate is cut. On
- * the classify task of scripts/convergence.sh spsa at a third of its 10-step winner went from
- * 0.09 to 0.8 within 50 steps at step 750 on one seed and climbed from step 50 on another; the
- * lm runs' windows never move that much (their losses drift by < 20%). The window slides by
- * PK_LR_GUARD_EVERY steps: judged every 25 steps, the climbing seed was cut at step 75 with its
- * window at 1.9, too late to recover; every 5, at step 55 with it at 0.8. */
-#define RISE  0.5
-#define FLOOR 0.25
+/* A window whose mean is above best + max(RISE x (first - best), min(FLOOR x best, max(NOISE x
+ * se, MINRISE x best))) has lost RISE of the progress made since the first window, or risen well
+ * above the best: the rate is cut. "Well above" is NOISE standard errors of a window mean (se:
+ * the larger of the two windows' step-loss standard deviation / sqrt(WINDOW)), at least MINRISE
+ * and at most FLOOR of the best, so a noisy plateau does not cut, and a slow climb on a task
+ * whose step losses vary little does.
+ * On the classify task of scripts/convergence.sh spsa at a third of its 10-step winner went
+ * from 0.09 to 0.8 within 50 steps at step 750 on one seed and climbed from step 50 on
+ * another; the window slides by PK_LR_GUARD_EVERY steps: judged every 25 steps, the climbing
+ * seed was cut at step 75 with its window at 1.9, too late to recover; every 5, at step 55
+ * with it at 0.8. On the lm task fzoo at 3.3e-3 (seed 4) climbed from 1.70 at step 105 to
+ * 1.88 at 177 (step losses' se about 0.017): FLOOR x best alone (0.43) never cut it. The
+ * rule was checked against the 40 `--lr auto` logs of that benchmark (README "Faster
+ * convergence"): it cuts where the runs climbed, and no other run. */
+#define RISE    0.3
+#define FLOOR   0.25
+#define NOISE   4.0
+#define MINRISE 0.02
 
 pk_lr_guard pk_lr_guard_new(void)
 {
@@ -241,19 +273,27 @@ int pk_lr_guard_step(pk_lr_guard *g, const pk_step_row *rows, int n)
     g->n++;
     if (g->n < PK_LR_GUARD_WINDOW || (g->n - PK_LR_GUARD_WINDOW) % PK_LR_GUARD_EVERY != 0)
         return 0;
-    double sum = 0; /* oldest first: a fixed order, so a resume sums the same bits */
+    double sum = 0, dev = 0; /* oldest first: a fixed order, so a resume sums the same bits */
     for (int i = 0; i < PK_LR_GUARD_WINDOW; i++)
         sum += g->loss[(g->n + i) % PK_LR_GUARD_WINDOW];
     double m = sum / PK_LR_GUARD_WINDOW;
+    for (int i = 0; i < PK_LR_GUARD_WINDOW; i++) {
+        double d = g->loss[(g->n + i) % PK_LR_GUARD_WINDOW] - m;
+        dev += d * d;
+    }
+    double se = sqrt(dev / (PK_LR_GUARD_WINDOW - 1) / PK_LR_GUARD_WINDOW);
     g->last = m;
     if (!isfinite(m) || m <= 0) /* the accuracy objective's losses are not positive */
         return 0;
     if (isnan(g->first)) {
         g->first = g->best = m;
+        g->best_se = se;
         return 0;
     }
-    double gain = g->first - g->best,
-           rise = RISE * gain > FLOOR * g->best ? RISE * gain : FLOOR * g->best;
+    double noise = NOISE * (se > g->best_se ? se : g->best_se);
+    noise = noise > MINRISE * g->best ? noise : MINRISE * g->best;
+    double floor = FLOOR * g->best < noise ? FLOOR * g->best : noise;
+    double gain = g->first - g->best, rise = RISE * gain > floor ? RISE * gain : floor;
     if (m > g->best + rise && g->cuts < PK_LR_GUARD_CUTS) {
         g->cuts++;
         g->prior = g->best;
@@ -262,8 +302,10 @@ int pk_lr_guard_step(pk_lr_guard *g, const pk_step_row *rows, int n)
         g->first = g->best = (double)NAN;
         return 1;
     }
-    if (m < g->best)
+    if (m < g->best) {
         g->best = m;
+        g->best_se = se;
+    }
     return 0;
 }
 

@@ -66,27 +66,28 @@ typedef struct pk_lr_search {
     double loss[PK_LR_CANDIDATES]; /* held-back loss after the steps; INFINITY: diverged */
     double start_loss;             /* held-back loss before any step */
     float chosen; /* the rate the run trains with: the winner (about the lowest finite loss's
-                     rate), divided by 1 to PK_LR_BACKOFF for a constant-rate run of more than
-                     3 x the steps */
+                     rate) at most a tenth of the smallest rate that diverged, divided by 1 to
+                     PK_LR_BACKOFF for a constant-rate run of more than 3 x the steps */
 } pk_lr_search;
 
 /* The guard of an --lr auto run (lrsearch.c, DESIGN 4): the mean training loss of the last
  * PK_LR_GUARD_WINDOW steps, every PK_LR_GUARD_EVERY steps; when it rises above the lowest since
- * the run began (or since the last cut) by half the progress made to it, or by a quarter of
- * it, the rate is cut to a third, at most PK_LR_GUARD_CUTS times, and the windows start over.
- * A pure function of the logged rows' losses, so a resume rebuilds it from the log and goes on
- * at the same rate. */
+ * the run began (or since the last cut) by 0.3 of the progress made to it, or by 4 standard
+ * errors of a window mean (at most a quarter of the lowest), the rate is cut to a third, at most
+ * PK_LR_GUARD_CUTS times, and the windows start over. A pure function of the logged rows' losses,
+ * so a resume rebuilds it from the log and goes on at the same rate. */
 #define PK_LR_GUARD_WINDOW 25
 #define PK_LR_GUARD_EVERY  5
 #define PK_LR_GUARD_CUTS   2
 typedef struct pk_lr_guard {
     double loss[PK_LR_GUARD_WINDOW]; /* the last steps' losses, step i at i % WINDOW */
     int64_t n;                       /* steps since the run began or the last cut */
-    double first; /* the first window's mean since the run began or the last cut; NAN: none */
-    double best;  /* the lowest window mean since then */
-    double last;  /* the last full window's mean */
-    double prior; /* best when the rate was last cut */
-    int cuts;     /* times the rate was cut */
+    double first;   /* the first window's mean since the run began or the last cut; NAN: none */
+    double best;    /* the lowest window mean since then */
+    double best_se; /* that window's standard error (step losses' sd / sqrt(WINDOW)) */
+    double last;    /* the last full window's mean */
+    double prior;   /* best when the rate was last cut */
+    int cuts;       /* times the rate was cut */
 } pk_lr_guard;
 
 /* Everything a run needs; stored as JSON in the run row so resume/replay/eval rebuild it. */
@@ -216,7 +217,8 @@ PK_NODISCARD pk_status pk_train(pk_store *s, const pk_train_config *cfg, int64_t
  * estimator (constant rate) from m's current weights on all but the last examples of obj, then
  * the loss over those held-back examples; the weights are restored after each. r->chosen is the
  * winner (the largest rate within a quarter of the best improvement of the lowest finite loss,
- * not the largest rate tried unless alone: lrsearch.c), for a constant schedule (mezo.schedule)
+ * not the largest rate tried unless alone: lrsearch.c), at most a tenth of the smallest rate that
+ * diverged (pk_lr_search_rate), for a constant schedule (mezo.schedule)
  * divided by cfg->steps / (3 x PK_LR_SEARCH_STEPS) clamped to [1, PK_LR_BACKOFF]; a diverging
  * candidate (PK_ERR_NUMERIC, a non-finite loss, or a training loss over its last half of steps
  * above twice its first step's; its loss is then INFINITY) is never the winner. PK_ERR_NUMERIC
@@ -224,6 +226,9 @@ PK_NODISCARD pk_status pk_train(pk_store *s, const pk_train_config *cfg, int64_t
 /* The winner of a search's r->n candidates (lr[], loss[], start_loss): the index described
  * above, or -1 if no loss is finite. The rule alone, for tests and tools. */
 int pk_lr_search_winner(const pk_lr_search *r);
+/* The rate a run trains with when candidate b won (r->chosen): its rate, at most a tenth of the
+ * smallest rate that diverged, divided by the backoff above; 0 if b is not a candidate. */
+float pk_lr_search_rate(const pk_lr_search *r, int b, const pk_train_config *cfg);
 PK_NODISCARD pk_status pk_lr_search_run(pk_model *m, const uint8_t *trainable, pk_objective *obj,
                                         const pk_train_config *cfg, pk_lr_search *r, char *err,
                                         size_t errlen);
