@@ -200,6 +200,7 @@ static void fill_result(pocketllm_train_result *r, const pk_train_result *t, flo
     r->elapsed_s = t->elapsed_s;
     memcpy(r->weights_hash, t->final_hash, sizeof r->weights_hash);
     r->lr = t->lr_search.n > 0 ? t->lr_search.chosen : lr;
+    r->lr_cuts = t->lr_cuts;
 }
 
 _Static_assert(POCKETLLM_LR_CANDIDATES == PK_LR_CANDIDATES, "lr search size");

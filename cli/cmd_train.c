@@ -39,8 +39,8 @@ static const cli_option train_table[] = {
      "what the loss measures"},
     {"--eps", CLI_FLOAT, CLI_AT(T, cfg.mezo.eps), 1e-8, 10, NULL, "F", "perturbation scale"},
     {"--lr", CLI_STR, CLI_AT(T, lr), 0, 0, NULL, "F|auto",
-     "learning rate (auto: a short search on a held-back slice first; a constant-rate run of "
-     "90+ steps takes a third of its winner)"},
+     "learning rate (auto: a short search on a held-back slice first, at most a tenth of a rate "
+     "that diverged; a constant-rate run of 90+ steps takes a third of its winner)"},
     {"--lr-guard", CLI_CHOICE, CLI_AT(T, lr_guard), 0, 0, "auto|on|off", NULL,
      "cut the rate to a third when the training loss of the last 25 steps climbs (auto: with "
      "--lr auto)"},
@@ -362,6 +362,7 @@ static int train_print(const pocketllm_train_result *res, int quiet)
     cJSON_AddNumberToObject(j, "update_s", res->update_s);
     cJSON_AddNumberToObject(j, "evaluations", (double)res->evaluations);
     cli_json_add_rounded(j, "elapsed_s", res->elapsed_s, 3);
+    cJSON_AddNumberToObject(j, "lr_cuts", res->lr_cuts);
     return cli_json_print(j);
 }
 

@@ -347,6 +347,9 @@ typedef struct pocketllm_train_result {
     double elapsed_s;      /* training wall-clock of this call */
     char weights_hash[65]; /* hex hash of the weights where it stopped */
     float lr;              /* the learning rate used (the searched one with lr_auto) */
+    /* since 0.2: times the guard (lr_guard) cut the rate, also before a resume; the steps
+     * after the last cut ran at lr / 3 per cut (the schedule applied as before) */
+    int lr_cuts;
 } pocketllm_train_result;
 
 /* Trains a new run, or resumes params->resume_run, step by step; every step is logged in the

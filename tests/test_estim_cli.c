@@ -473,6 +473,12 @@ static void test_lr_guard_cli(void)
     PK_CHECK_EQ(c_off ? events(c_off, "lr_cut", none, 4) : -1, 0);
     /* the setting is stored with the run (a resume goes on guarded: test_trainer) */
     PK_CHECK(guard_stored(on) == 1 && guard_stored(off) == 0);
+    /* the final line counts the cuts */
+    cJSON *fon = on ? cJSON_Parse(last_line(on)) : NULL,
+          *foff = off ? cJSON_Parse(last_line(off)) : NULL;
+    PK_CHECK(num(fon, "lr_cuts") == 1.0 && num(foff, "lr_cuts") == 0.0);
+    cJSON_Delete(fon);
+    cJSON_Delete(foff);
     (void)final_eval(on, hon);
     (void)final_eval(off, hoff);
     (void)final_eval(dflt, hd);
