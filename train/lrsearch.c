@@ -292,8 +292,8 @@ int pk_lr_guard_step(pk_lr_guard *g, const pk_step_row *rows, int n)
     }
     double noise = NOISE * (se > g->best_se ? se : g->best_se);
     noise = noise > MINRISE * g->best ? noise : MINRISE * g->best;
-    double floor = FLOOR * g->best < noise ? FLOOR * g->best : noise;
-    double gain = g->first - g->best, rise = RISE * gain > floor ? RISE * gain : floor;
+    double above = FLOOR * g->best < noise ? FLOOR * g->best : noise;
+    double gain = g->first - g->best, rise = RISE * gain > above ? RISE * gain : above;
     if (m > g->best + rise && g->cuts < PK_LR_GUARD_CUTS) {
         g->cuts++;
         g->prior = g->best;

@@ -73,9 +73,9 @@ typedef struct pk_lr_search {
 /* The guard of an --lr auto run (lrsearch.c, DESIGN 4): the mean training loss of the last
  * PK_LR_GUARD_WINDOW steps, every PK_LR_GUARD_EVERY steps; when it rises above the lowest since
  * the run began (or since the last cut) by 0.3 of the progress made to it, or by 4 standard
- * errors of a window mean (at most a quarter of the lowest), the rate is cut to a third, at most
- * PK_LR_GUARD_CUTS times, and the windows start over. A pure function of the logged rows' losses,
- * so a resume rebuilds it from the log and goes on at the same rate. */
+ * errors of a window mean (at least 2%, at most a quarter of the lowest), the rate is cut to a
+ * third, at most PK_LR_GUARD_CUTS times, and the windows start over. A pure function of the logged
+ * rows' losses, so a resume rebuilds it from the log and goes on at the same rate. */
 #define PK_LR_GUARD_WINDOW 25
 #define PK_LR_GUARD_EVERY  5
 #define PK_LR_GUARD_CUTS   2
