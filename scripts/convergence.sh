@@ -14,7 +14,9 @@
 # it), those seconds over default MeZO's, the final quality (mean [min-max]), the whole run's
 # training seconds over default MeZO's at the reference step, and default MeZO's
 # quality at the same training seconds (same seed: its last eval at or before the
-# configuration's end). Evaluations and steps are exact; seconds depend on the machine's load,
+# configuration's end), and again with the seconds of its --lr auto search added (the search's
+# steps at the run's evaluations per step and seconds per evaluation; MeZO's last eval when that
+# outlasts it). Evaluations and steps are exact; seconds depend on the machine's load,
 # written to the log before and after.
 # Usage: sh scripts/convergence.sh [setup | summary]   (no argument: setup, runs, summary)
 # Environment: PK_CONV_DIR (work dir, default /tmp/pocketllm-conv), PK_CONV_SEEDS ("1 2 3"),
@@ -243,7 +245,9 @@ summarize() { # summarize TASK
     # the eval events of one run: E[k, "step" | "evals" | "secs" | "q"], returns their count
     function load(f,   l, k) {
         k = 0; split("", E);
+        SS = 0; # the steps of the --lr auto search (candidates x steps each), 0 without one
         while ((getline l < f) > 0) {
+            if (l ~ /"event":"lr_search"/) SS = num(l, "steps_each") * gsub(/"lr":/, "", l);
             if (l !~ /"event":"eval"/) continue;
             k++; E[k, "step"] = num(l, "step"); E[k, "evals"] = num(l, "evaluations");
             E[k, "secs"] = num(l, "elapsed_s"); E[k, "q"] = num(l, metric);
@@ -272,12 +276,12 @@ summarize() { # summarize TASK
         if (tn == 0) { print task ": no default MeZO (spsa) run yet"; exit }
         target = t / tn; refsecs = rs / tn;
         printf "%s: target %s %.4f (default MeZO at step %d, mean of %d seeds; its training seconds %.1f)\n", task, (task == "lm" ? "held-out loss <=" : "test accuracy >="), target, ref, tn, refsecs;
-        printf "| config | reached | steps | evaluations | seconds | seconds / MeZO | final %s | run seconds / MeZO | MeZO at equal seconds |\n", metric;
-        printf "|---|---|---|---|---|---|---|---|---|\n";
+        printf "| config | reached | steps | evaluations | seconds | seconds / MeZO | final %s | run seconds / MeZO | MeZO at equal seconds | MeZO at equal seconds, search counted |\n", metric;
+        printf "|---|---|---|---|---|---|---|---|---|---|\n";
         for (i = 1; i <= nc; i++) {
             split("", st); split("", ev); split("", se); split("", fq); split("", rq); split("", ratio);
-            split("", rr);
-            hit = 0; nf = 0; ne = 0;
+            split("", rr); split("", sq);
+            hit = 0; nf = 0; ne = 0; ns2 = 0;
             for (j = 1; j <= ns; j++) {
                 n = load(dir "/" task "-" C[i] "-" S[j] ".jsonl");
                 if (n == 0) continue;
@@ -293,10 +297,16 @@ summarize() { # summarize TASK
                 end = E[n, "secs"]; q = "";
                 for (k = 1; k <= R[j] && MS[j, k] <= end; k++) q = MQ[j, k];
                 if (q != "") rq[++ne] = q;
+                # ... and at those seconds plus those of the search (its steps at the evaluations
+                # per step and seconds per evaluation of the run; the held-back losses left out)
+                end += SS * (E[n, "evals"] / E[n, "step"]) * (E[n, "secs"] / E[n, "evals"]);
+                q = "";
+                for (k = 1; k <= R[j] && MS[j, k] <= end; k++) q = MQ[j, k];
+                if (q != "") sq[++ns2] = q;
             }
-            printf "| %s | %d/%d | %s | %s | %s | %s | %s | %s | %s |\n", C[i], hit, nf, stat(st, hit, "%.0f"),
+            printf "| %s | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s |\n", C[i], hit, nf, stat(st, hit, "%.0f"),
                 stat(ev, hit, "%.0f"), stat(se, hit, "%.1f"), stat(ratio, hit, "%.2f"),
-                stat(fq, nf, "%.3f"), stat(rr, nf, "%.2f"), stat(rq, ne, "%.3f");
+                stat(fq, nf, "%.3f"), stat(rr, nf, "%.2f"), stat(rq, ne, "%.3f"), stat(sq, ns2, "%.3f");
         }
     }' </dev/null
 }
