@@ -269,6 +269,16 @@ static void on_eval(void *user, int64_t step, double loss, double acc)
     }
 }
 
+/* --lr auto's guard cut the rate (pk_lr_guard): said in the log, as train says it on stderr */
+static void on_lr_cut(void *user, int64_t step, float lr, double loss, double lowest)
+{
+    agent *a = user;
+    emit(
+        a, PK_AGENT_INFO,
+        "run %lld step %lld: the training loss rose to %.4f (lowest %.4f): learning rate cut to %g",
+        (long long)a->run, (long long)step + 1, loss, lowest, (double)lr);
+}
+
 static void on_step(void *user, int64_t step, int64_t total, const pk_step_row *rows, int q)
 {
     agent *a = user;
@@ -323,7 +333,7 @@ static void best_start(agent *a, int64_t *parent, int64_t *steps)
 static pk_status open_new_run(agent *a, int64_t upto, char *err, size_t errlen)
 {
     pk_train_config c = a->p->train;
-    pk_train_hooks h = {a, on_step, on_eval, NULL, NULL};
+    pk_train_hooks h = {a, on_step, on_eval, NULL, on_lr_cut};
     snprintf(c.datasets, sizeof c.datasets, "%s", a->p->datasets);
     snprintf(c.dataset, sizeof c.dataset, "%.*s", (int)strcspn(a->p->datasets, ","),
              a->p->datasets);
@@ -346,13 +356,18 @@ static pk_status open_new_run(agent *a, int64_t upto, char *err, size_t errlen)
     emit(a, PK_AGENT_INFO, "run %lld: new, on examples up to id %lld, from %s %lld step %lld",
          (long long)a->run, (long long)upto, c.parent_run ? "run" : "the base model",
          (long long)c.parent_run, (long long)c.parent_steps);
+    const pk_lr_search *ls = &pk_trainer_result(a->t)->lr_search;
+    if (ls->n > 0)
+        emit(a, PK_AGENT_INFO,
+             "run %lld: learning rate %g (--lr auto: %d rates x %d steps searched)",
+             (long long)a->run, (double)ls->chosen, ls->n, ls->steps_each);
     return eval_now(a, err, errlen);
 }
 
 /* The trainer of the current run, resumed from its log (bit-exact). */
 static pk_status open_current(agent *a, char *err, size_t errlen)
 {
-    pk_train_hooks h = {a, on_step, on_eval, NULL, NULL};
+    pk_train_hooks h = {a, on_step, on_eval, NULL, on_lr_cut};
     int64_t *steps = NULL;
     double *loss = NULL, *acc = NULL;
     size_t n = 0;

@@ -43,6 +43,7 @@ typedef struct agent_opts {
     const char *sync_every;
     const char *sysfs_root;
     const char *loadavg;
+    const char *lr;     /* a rate or "auto"; NULL: the default */
     uint64_t log_bytes; /* --log-max, parsed */
     pk_agent_params p;
 } agent_opts;
@@ -54,7 +55,15 @@ static const cli_option agent_table[] = {
      "datasets to learn from, as they grow (required)"},
     {"--objective", CLI_CHOICE, CLI_AT(T, p.train.objective), 0, 0, "lm|classify|accuracy", NULL,
      "what the loss measures"},
-    {"--lr", CLI_FLOAT, CLI_AT(T, p.train.mezo.lr), 0, 100, NULL, "F", "learning rate"},
+    {"--lr", CLI_STR, CLI_AT(T, lr), 0, 0, NULL, "F|auto",
+     "learning rate (auto: each new run searches its rate first, as train --lr auto, and is "
+     "guarded)"},
+    {"--estimator", CLI_CHOICE, CLI_AT(T, p.train.mezo.estimator), 0, 0, "spsa|fzoo|hizoo", NULL,
+     "zeroth-order estimator (train --estimator)"},
+    {"--perturbations", CLI_INT, CLI_AT(T, p.train.mezo.perturbations), 2, 4096, NULL, "N",
+     "fzoo: one-sided perturbations per step"},
+    {"--perturb-layers", CLI_INT, CLI_AT(T, p.train.mezo.perturb_layers), 0, 4096, NULL, "K",
+     "perturb and update K random layers per perturbation (0: all)"},
     {"--eps", CLI_FLOAT, CLI_AT(T, p.train.mezo.eps), 1e-8, 10, NULL, "F", "perturbation scale"},
     {"--weight-decay", CLI_FLOAT, CLI_AT(T, p.train.mezo.weight_decay), 0, 100, NULL, "F",
      "decoupled weight decay"},
@@ -228,6 +237,9 @@ static int agent_check(agent_opts *o)
         return CLI_USAGE;
     }
     snprintf(o->p.datasets, sizeof o->p.datasets, "%s", o->datasets);
+    if (cli_parse_lr(cmd, o->lr, &o->p.train.mezo.lr, &o->p.train.lr_auto) != 0)
+        return CLI_USAGE;
+    o->p.train.lr_guard = o->p.train.lr_auto; /* as train's --lr-guard auto */
     if (realpath(o->model, o->p.train.model_dir) == NULL) {
         cli_error(cmd, "--model %s: no such directory", o->model);
         return CLI_ERR;

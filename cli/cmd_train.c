@@ -169,31 +169,13 @@ static int ui_progress(void *user, const pocketllm_step_info *s)
     return 0; /* Ctrl-C stops the trainer itself (pk_interrupted) at a step boundary */
 }
 
-/* --lr F|auto into the settings. */
-static int parse_lr(train_opts *o)
-{
-    char *end = NULL;
-    if (o->lr == NULL)
-        return 0;
-    if (!strcmp(o->lr, "auto")) {
-        o->cfg.lr_auto = 1;
-        return 0;
-    }
-    double v = strtod(o->lr, &end);
-    if (end == o->lr || *end != 0 || !(v >= 0.0 && v <= 100.0)) {
-        cli_error(o->c.cmd, "--lr %s: want a rate in [0, 100] or auto", o->lr);
-        return CLI_USAGE;
-    }
-    o->cfg.mezo.lr = (float)v;
-    return 0;
-}
-
 /* Checks what the table cannot: required options and options that need one another. */
 static int train_check(train_opts *o)
 {
     const char *cmd = o->c.cmd;
     pk_train_config *cfg = &o->cfg;
-    if (parse_lr(o) != 0) /* a malformed value is refused first, as the table's numbers are */
+    /* a malformed --lr is refused first, as the table's numbers are */
+    if (cli_parse_lr(cmd, o->lr, &cfg->mezo.lr, &cfg->lr_auto) != 0)
         return CLI_USAGE;
     if (o->resume)
         return 0;

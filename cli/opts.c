@@ -307,3 +307,21 @@ void cli_apply_threads(const cli_common *c)
     if (c->threads > 0)
         pk_threads_set(c->threads);
 }
+
+int cli_parse_lr(const char *cmd, const char *s, float *lr, int *lr_auto)
+{
+    char *end = NULL;
+    if (s == NULL)
+        return 0;
+    if (!strcmp(s, "auto")) {
+        *lr_auto = 1;
+        return 0;
+    }
+    double v = strtod(s, &end);
+    if (end == s || *end != 0 || !(v >= 0.0 && v <= 100.0)) {
+        cli_error(cmd, "--lr %s: want a rate in [0, 100] or auto", s);
+        return CLI_USAGE;
+    }
+    *lr = (float)v;
+    return 0;
+}

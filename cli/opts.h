@@ -119,5 +119,8 @@ int cli_given(const cli_common *c, const char *name);
 void cli_print_help(const cli_command *spec, const void *dest);
 /* Applies c->threads (pk_threads_set; 0 keeps the default). */
 void cli_apply_threads(const cli_common *c);
+/* --lr F|auto (train, agent): s "auto" sets *lr_auto, a rate in [0, 100] goes to *lr, NULL
+ * (not given) leaves both. Returns 0, or CLI_USAGE after an error naming cmd. */
+int cli_parse_lr(const char *cmd, const char *s, float *lr, int *lr_auto);
 
 #endif /* PK_CLI_OPTS_H */

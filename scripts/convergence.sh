@@ -148,6 +148,10 @@ config_args() { # config_args CONFIG TASK
         echo "$(config_args "${1%%^*}" "$2") --hessian-smooth ${1#*^}"
         return 0
         ;;
+    *-paid)
+        config_args "${1%-paid}" "$2"
+        return 0
+        ;;
     esac
     lr=$(task_lr "$2")
     case $1 in
@@ -179,6 +183,7 @@ config_args() { # config_args CONFIG TASK
 evals_per_step() {
     c=${1%%@*}
     c=${c%%^*}
+    c=${c%-paid}
     case $c in
     fzoo-b4*) echo 33 ;;
     fzoo*) echo 9 ;;
@@ -193,7 +198,10 @@ evals_per_step() {
 }
 
 # Default MeZO's budget of loss evaluations, a quarter of it ("-quarter"), twice it ("-long") or
-# F times it ("-xF"); fzoo-b4's evaluations are each on a quarter of the batch.
+# F times it ("-xF"); fzoo-b4's evaluations are each on a quarter of the batch. "NAME-paid" (an
+# --lr auto configuration) is NAME with the evaluations of its search taken from the budget
+# (7 rates x 10 steps at its evaluations per step), so that run and search together match
+# default MeZO's budget.
 budget() { # budget TASK CONFIG
     b=$(($(ref_steps "$1") * 2))
     c=${2%%@*}
@@ -201,6 +209,7 @@ budget() { # budget TASK CONFIG
     *-quarter) b=$((b / 4)) ;;
     *-long) b=$((b * 2)) ;;
     *-x[0-9]*) b=$(awk -v b="$b" -v f="${c##*-x}" 'BEGIN { printf "%d", b * f }') ;;
+    *-paid) b=$(awk -v b="$b" -v e="$(evals_per_step "$c")" 'BEGIN { printf "%d", b - 70 * e }') ;;
     esac
     echo "$b"
 }

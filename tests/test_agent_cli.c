@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 
 #define PASS    "agent test passphrase"
 #define SECRET  AGENT_NOTE_WORD
@@ -545,6 +546,56 @@ static void test_chained_runs(void)
                 2);
 }
 
+/* ---- --lr auto and the estimators --------------------------------------------------------- */
+
+/* An agent with --lr auto --estimator fzoo: its run searched its rate first (stored with the run,
+ * the run at the chosen rate, guarded, fzoo) and its log says the rate it took. */
+static void test_lr_auto(void)
+{
+    char home[300], path[400], *show = NULL;
+    size_t len = 0;
+    snprintf(home, sizeof home, "%s/auto", tmp);
+    PK_CHECK_EQ(make_home(home, 0, 40), 0);
+    fake_device(1, 100, 30000);
+    put(loadavg, "0.10 0.10 0.10 1/100 1\n");
+    pid_t pid =
+        start_agent(home, "--lr auto --estimator fzoo --perturbations 4 --steps 30 --early-stop 0");
+    PK_CHECK(wait_state(home, "idle", "up to date", 30, 60, NULL));
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
+                        "%s agent stop --home %s --passphrase-file %s >/dev/null", POCKETLLM, home,
+                        pass),
+                0);
+    PK_CHECK_EQ(wait_exit(pid, 30), 0);
+    PK_CHECK_EQ(run_fmt(&show, RUN_SHOW_FAILURE,
+                        "%s runs show 1 --json --home %s --passphrase-file %s", POCKETLLM, home,
+                        pass),
+                0);
+    cJSON *j = show ? cJSON_Parse(show) : NULL;
+    const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(j, "config");
+    const cJSON *ls = cJSON_GetObjectItemCaseSensitive(cfg, "lr_search");
+    double chosen = jnum(ls, "chosen");
+    PK_CHECK(chosen > 0 && fabs(jnum(cfg, "lr") - chosen) <= 1e-6 * chosen);
+    PK_CHECK(!strcmp(json_str(cfg, "estimator"), "fzoo") && jnum(cfg, "perturbations") == 4);
+    PK_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, "lr_guard")));
+    int n = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(ls, "candidates"));
+    PK_CHECK(n >= 5); /* the decades 1e-6 .. 1e-2, then around the best */
+    cJSON_Delete(j);
+    free(show);
+    snprintf(path, sizeof path, "%s/agent.log", home);
+    char *log = slurp(path, &len), want[128];
+    snprintf(want, sizeof want, "run 1: learning rate %g (--lr auto: %d rates x 10 steps", chosen,
+             n);
+    PK_CHECK(log && strstr(log, want) != NULL);
+    if (log && !strstr(log, want))
+        fprintf(stderr, "agent.log lacks '%s':\n%s\n", want, log);
+    free(log);
+    /* a malformed rate is refused before anything starts */
+    PK_CHECK(run_expect(2, "--lr fast: want a rate in [0, 100] or auto",
+                        "%s agent --home %s --passphrase-file %s --model %s --datasets notes "
+                        "--lr fast",
+                        POCKETLLM, home, pass, STORIES));
+}
+
 /* argv[1]: kill -9 trials (default 1; the slow variant runs more). */
 int main(int argc, char **argv)
 {
@@ -555,6 +606,7 @@ int main(int argc, char **argv)
     PK_CHECK_EQ(write_string(pass, PASS "\n"), 0);
     make_sysfs();
     test_chained_runs();
+    test_lr_auto();
     test_lifecycle();
     test_log_rotation();
     test_kill9(trials > 0 ? trials : 1);
