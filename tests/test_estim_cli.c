@@ -417,7 +417,8 @@ static void test_bench_layers(void)
 
 /* --lr-guard (DESIGN 4): on a hand-set rate at which the lm loss climbs (the settings of
  * test_trainer's test_lr_guard_run), `on` prints {"event":"lr_cut","step":30,"lr":R,"loss":L,
- * "lowest":M} once, with R a third of the rate and L above M, and stores the setting in the
+ * "lowest":M} first (a second cut later depends on the BLAS kernel), with R a third of the
+ * rate and L above M, counts the cuts in its final line (lr_cuts), and stores the setting in the
  * run (resuming it goes on at the cut rate: test_trainer test_lr_guard_run); `off` and the
  * default for a hand-set rate print none and end elsewhere. */
 #define GUARDED                                                                                    \
@@ -464,8 +465,8 @@ static void test_lr_guard_cli(void)
     char *c_on = on ? strdup(on) : NULL, *c_off = off ? strdup(off) : NULL;
     cJSON *cut[4] = {0}, *none[4] = {0};
     int n = c_on ? events(c_on, "lr_cut", cut, 4) : 0;
-    PK_CHECK_EQ(n, 1);
-    if (n == 1) {
+    PK_CHECK(n >= 1 && n <= 2); /* a second cut depends on the BLAS kernel (test_trainer) */
+    if (n >= 1) {
         PK_CHECK_EQ((long long)num(cut[0], "step"), 30LL);
         PK_CHECK(fabs(num(cut[0], "lr") - 1e-3 / 3) < 1e-9);
         PK_CHECK(num(cut[0], "loss") > num(cut[0], "lowest") && num(cut[0], "lowest") > 0);
@@ -476,7 +477,7 @@ static void test_lr_guard_cli(void)
     /* the final line counts the cuts */
     cJSON *fon = on ? cJSON_Parse(last_line(on)) : NULL,
           *foff = off ? cJSON_Parse(last_line(off)) : NULL;
-    PK_CHECK(num(fon, "lr_cuts") == 1.0 && num(foff, "lr_cuts") == 0.0);
+    PK_CHECK(num(fon, "lr_cuts") == (double)n && num(foff, "lr_cuts") == 0.0);
     cJSON_Delete(fon);
     cJSON_Delete(foff);
     (void)final_eval(on, hon);

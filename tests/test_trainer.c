@@ -672,7 +672,10 @@ static void test_lr_guard_rule(void)
 
 /* A guarded run whose loss climbs: the rate is cut after a window, the rows after it are logged
  * at a third of the rate, replay gives the live weights, and a run interrupted before or after
- * the cut and resumed (the guard rebuilt from the log) ends with the same bits. */
+ * the cut and resumed (the guard rebuilt from the log) ends with the same bits. Whether the loss
+ * still climbs enough after the first cut for a second depends on the BLAS kernel (Haswell's:
+ * one cut; SkylakeX's: a second at step 75), so the rows are checked against however many the
+ * run made. */
 static void test_lr_guard_run(void)
 {
     pk_train_config c = base_config(GUARD_STEPS);
@@ -681,17 +684,21 @@ static void test_lr_guard_run(void)
     pk_train_result a, n;
     PK_CHECK(run(&c, 0, NULL, &a) == PK_OK);
     fprintf(stderr, "guard: %d cuts, last loss %g\n", a.lr_cuts, a.last_loss);
-    PK_CHECK_EQ(a.lr_cuts, 1);
+    PK_CHECK(a.lr_cuts >= 1 && a.lr_cuts <= PK_LR_GUARD_CUTS);
     pk_store *s = open_store();
     pk_step_row *rows = NULL;
     size_t nr = 0;
     PK_CHECK(pk_store_steps_read(s, a.run_id, 0, GUARD_STEPS, &rows, &nr, NULL, 0) == PK_OK);
     int64_t cut_at = -1; /* the first step at the cut rate */
+    int cuts = 0;        /* rate changes seen in the rows: each to a third of the one before */
     for (size_t i = 0; i < nr; i++) {
-        if (cut_at < 0 && rows[i].lr != c.mezo.lr)
-            cut_at = rows[i].step;
-        PK_CHECK(rows[i].lr == (cut_at < 0 ? c.mezo.lr : pk_lr_guard_rate(c.mezo.lr, 1)));
+        if (rows[i].lr != pk_lr_guard_rate(c.mezo.lr, cuts)) {
+            cuts++;
+            cut_at = cut_at < 0 ? rows[i].step : cut_at;
+        }
+        PK_CHECK(rows[i].lr == pk_lr_guard_rate(c.mezo.lr, cuts));
     }
+    PK_CHECK_EQ(cuts, a.lr_cuts);
     free(rows);
     pk_store_close(s);
     fprintf(stderr, "guard: the rate cut from step %lld\n", (long long)cut_at);
@@ -716,7 +723,7 @@ static void test_lr_guard_run(void)
         PK_CHECK(e.interrupted == 1 && e.steps_done == stops[i]);
         PK_CHECK_EQ(e.lr_cuts, i);
         PK_CHECK(run(&c, e.run_id, NULL, &f) == PK_OK);
-        PK_CHECK_EQ(f.lr_cuts, 1);
+        PK_CHECK_EQ(f.lr_cuts, a.lr_cuts);
         PK_CHECK(!strcmp(f.final_hash, a.final_hash));
     }
 }

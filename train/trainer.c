@@ -629,7 +629,8 @@ static pk_status take_step(pk_trainer *t, char *err, size_t errlen)
                           : 0.5 * ((double)t->rows[0].loss_plus + (double)t->rows[0].loss_minus);
     if (t->hooks.on_step)
         t->hooks.on_step(t->hooks.user, t->step, c->steps, t->rows, n_rows);
-    if (c->lr_guard && pk_lr_guard_step(&t->guard, t->rows, n_rows)) {
+    /* (the last step is not judged: no step would train at a cut rate) */
+    if (c->lr_guard && t->step + 1 < c->steps && pk_lr_guard_step(&t->guard, t->rows, n_rows)) {
         guarded_rate(t); /* the steps after this one train at the cut rate (their rows say so) */
         if (t->hooks.on_lr_cut)
             t->hooks.on_lr_cut(t->hooks.user, t->step, t->cfg.mezo.lr, t->guard.last,
