@@ -673,9 +673,8 @@ static void test_lr_guard_rule(void)
 /* A guarded run whose loss climbs: the rate is cut after a window, the rows after it are logged
  * at a third of the rate, replay gives the live weights, and a run interrupted before or after
  * the cut and resumed (the guard rebuilt from the log) ends with the same bits. Whether the loss
- * still climbs enough after the first cut for a second depends on the BLAS kernel (Haswell's:
- * one cut; SkylakeX's: a second at step 75), so the rows are checked against however many the
- * run made. */
+ * still climbs enough after the first cut for a second depends on the BLAS kernel (with
+ * SkylakeX's it climbs on), so the rows are checked against however many cuts the run made. */
 static void test_lr_guard_run(void)
 {
     pk_train_config c = base_config(GUARD_STEPS);
