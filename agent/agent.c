@@ -555,6 +555,8 @@ pk_status pk_agent_run(pk_store *s, const pk_agent_params *p, char *err, size_t 
     }
     while (st == PK_OK && !should_stop(a)) {
         st = turn(a, err, errlen);
+        if (st == PK_ERR_INTERRUPTED) /* a stop during a new run's --lr auto search */
+            st = PK_OK;
         if (st != PK_OK && ++failures < MAX_FAILURES && st != PK_ERR_STALE_KEY) {
             emit(a, PK_AGENT_WARN, "training failed (%s); retrying", err);
             st = PK_OK;

@@ -585,6 +585,27 @@ static void test_lr_rate(void)
     PK_CHECK(pk_lr_search_rate(&r, 3, &c) == 3e-3f / 10.0f);
 }
 
+/* Ctrl-C (or SIGTERM) during --lr auto's search stops it between two of its steps, with
+ * PK_ERR_INTERRUPTED and a message, before any run exists: the next run takes the next id. */
+static void test_lr_search_interrupt(void)
+{
+    pk_train_config c = base_config(2);
+    pk_train_result a, b, r;
+    PK_CHECK(run(&c, 0, NULL, &a) == PK_OK);
+    c.lr_auto = 1;
+    pk_interrupt_raise();
+    pk_store *s = open_store();
+    char err[256] = "";
+    PK_CHECK_EQ(pk_train(s, &c, 0, NULL, &r, err, sizeof err), PK_ERR_INTERRUPTED);
+    pk_store_close(s);
+    pk_interrupt_clear();
+    PK_CHECK(strstr(err, "interrupted during the learning-rate search") != NULL);
+    PK_CHECK_EQ(r.run_id, 0);
+    c.lr_auto = 0;
+    PK_CHECK(run(&c, 0, NULL, &b) == PK_OK);
+    PK_CHECK_EQ(b.run_id, a.run_id + 1);
+}
+
 /* One step of a guard fed a step loss (one row, both losses equal). */
 static int guard_feed(pk_lr_guard *g, double loss)
 {
@@ -754,6 +775,7 @@ int main(int argc, char **argv)
         test_vocab_mismatch();
         test_lr_winner();
         test_lr_rate();
+        test_lr_search_interrupt();
         test_lr_guard_rule();
         test_lr_guard_run();
     }

@@ -89,6 +89,12 @@ static pk_status try_rate(search *x, float lr, int steps, const void *blob, size
     double first = 0, late = 0; /* step 0's training loss; the sum over the last half's steps */
     *loss = (double)INFINITY;
     for (; st == PK_OK && b.step < steps; b.step++) {
+        if (pk_interrupted()) { /* Ctrl-C, SIGTERM: between two steps, as a run stops */
+            pk_seterr(err, errlen,
+                      "interrupted during the learning-rate search: no run was created");
+            st = PK_ERR_INTERRUPTED;
+            break;
+        }
         st = pk_mezo_step_sweep(x->m, x->mask, &p, est, b.step, x->cfg->accumulate, &fn, rows, NULL,
                                 NULL);
         double l = st == PK_OK ? rows_loss(rows, pk_mezo_step_rows(&p, b.step)) : 0.0;
