@@ -279,6 +279,16 @@ static void on_lr_cut(void *user, int64_t step, float lr, double loss, double lo
         (long long)a->run, (long long)step + 1, loss, lowest, (double)lr);
 }
 
+/* A new run's --lr auto search ends early on a stop (should_stop) or when the device stops
+ * allowing training (the conditions of a slice): the next turn searches again. */
+static int search_stop(void *user)
+{
+    agent *a = user;
+    char why[256];
+    return should_stop(a) ||
+           !pk_agent_conditions_ok(&a->p->cond, (double)a->p->threads, why, sizeof why);
+}
+
 static void on_step(void *user, int64_t step, int64_t total, const pk_step_row *rows, int q)
 {
     agent *a = user;
@@ -333,7 +343,7 @@ static void best_start(agent *a, int64_t *parent, int64_t *steps)
 static pk_status open_new_run(agent *a, int64_t upto, char *err, size_t errlen)
 {
     pk_train_config c = a->p->train;
-    pk_train_hooks h = {a, on_step, on_eval, NULL, on_lr_cut};
+    pk_train_hooks h = {a, on_step, on_eval, NULL, on_lr_cut, search_stop};
     snprintf(c.datasets, sizeof c.datasets, "%s", a->p->datasets);
     snprintf(c.dataset, sizeof c.dataset, "%.*s", (int)strcspn(a->p->datasets, ","),
              a->p->datasets);
@@ -367,7 +377,7 @@ static pk_status open_new_run(agent *a, int64_t upto, char *err, size_t errlen)
 /* The trainer of the current run, resumed from its log (bit-exact). */
 static pk_status open_current(agent *a, char *err, size_t errlen)
 {
-    pk_train_hooks h = {a, on_step, on_eval, NULL, on_lr_cut};
+    pk_train_hooks h = {a, on_step, on_eval, NULL, on_lr_cut, search_stop};
     int64_t *steps = NULL;
     double *loss = NULL, *acc = NULL;
     size_t n = 0;
@@ -555,7 +565,7 @@ pk_status pk_agent_run(pk_store *s, const pk_agent_params *p, char *err, size_t 
     }
     while (st == PK_OK && !should_stop(a)) {
         st = turn(a, err, errlen);
-        if (st == PK_ERR_INTERRUPTED) /* a stop during a new run's --lr auto search */
+        if (st == PK_ERR_INTERRUPTED) /* a new run's --lr auto search ended by search_stop */
             st = PK_OK;
         if (st != PK_OK && ++failures < MAX_FAILURES && st != PK_ERR_STALE_KEY) {
             emit(a, PK_AGENT_WARN, "training failed (%s); retrying", err);

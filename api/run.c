@@ -143,6 +143,7 @@ typedef struct train_ctx {
     const pocketllm_train_params *p;
     pocketllm_step_info info;
     int stepped;
+    pocketllm_home *h; /* its cancel flag, polled by lr_auto's search */
 } train_ctx;
 
 static void hook_start(void *user, int64_t run_id, int64_t first_step)
@@ -175,6 +176,14 @@ static void hook_lr_cut(void *user, int64_t step, float lr, double loss, double 
     c->info.lr_next = (double)lr;
     c->info.cut_loss = loss;
     c->info.cut_lowest = lowest;
+}
+
+/* pocketllm_cancel during lr_auto's search (which runs before the run exists, inside the
+ * trainer's open): polled before each of its steps */
+static int hook_stop(void *user)
+{
+    const train_ctx *c = user;
+    return atomic_load(&c->h->cancel) != 0;
 }
 
 static void hook_eval(void *user, int64_t step, double loss, double acc)
@@ -269,7 +278,8 @@ pocketllm_status pocketllm_train(pocketllm_home *h, const pocketllm_train_params
     train_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
     ctx.p = params;
-    pk_train_hooks hooks = {&ctx, hook_step, hook_eval, hook_start, hook_lr_cut};
+    ctx.h = h;
+    pk_train_hooks hooks = {&ctx, hook_step, hook_eval, hook_start, hook_lr_cut, hook_stop};
     pk_trainer *t = NULL;
     st = pk_trainer_open(h->s, params->resume_run > 0 ? NULL : &cfg,
                          params->resume_run > 0 ? params->resume_run : 0, &hooks, &t, h->err,

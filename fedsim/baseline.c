@@ -152,7 +152,7 @@ static pk_status baseline_config(fs_sim *x, pk_train_config *cfg, base_ctx *b)
 static pk_status attempt(fs_sim *x, const pk_train_config *cfg, base_ctx *b, int64_t *steps,
                          pk_train_result *res)
 {
-    pk_train_hooks hk = {b, on_base_step, on_base_eval, NULL, NULL};
+    pk_train_hooks hk = {b, on_base_step, on_base_eval, NULL, NULL, NULL};
     pk_trainer *t = NULL;
     b->sum = 0;
     b->count = 0;

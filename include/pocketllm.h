@@ -166,9 +166,10 @@ POCKETLLM_API const char *pocketllm_errmsg(const pocketllm_home *h);
 
 /* Asks the training run going on in h (pocketllm_train) to stop at the next step boundary;
  * that call then returns POCKETLLM_ERR_CANCELLED with every step so far logged, and the run can
- * be resumed. Has no effect when nothing trains; the request is cleared when pocketllm_train
- * starts. Threads: ANY thread, while another thread trains on h (lock-free, also safe in a
- * signal handler). */
+ * be resumed. During lr_auto's search (before the run exists) it stops the search between two
+ * of its steps: POCKETLLM_ERR_CANCELLED with no run created (result->run_id 0). Has no effect
+ * when nothing trains; the request is cleared when pocketllm_train starts. Threads: ANY thread,
+ * while another thread trains on h (lock-free, also safe in a signal handler). */
 POCKETLLM_API void pocketllm_cancel(pocketllm_home *h);
 
 /* ---- datasets ------------------------------------------------------------------------------- */

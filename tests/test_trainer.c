@@ -585,8 +585,15 @@ static void test_lr_rate(void)
     PK_CHECK(pk_lr_search_rate(&r, 3, &c) == 3e-3f / 10.0f);
 }
 
-/* Ctrl-C (or SIGTERM) during --lr auto's search stops it between two of its steps, with
- * PK_ERR_INTERRUPTED and a message, before any run exists: the next run takes the next id. */
+static int stop_now(void *user)
+{
+    (void)user;
+    return 1;
+}
+
+/* Ctrl-C (or SIGTERM), or the hooks' stop, during --lr auto's search stops it between two of
+ * its steps, with PK_ERR_INTERRUPTED and a message, before any run exists: the next run takes
+ * the next id. */
 static void test_lr_search_interrupt(void)
 {
     pk_train_config c = base_config(2);
@@ -601,6 +608,13 @@ static void test_lr_search_interrupt(void)
     pk_interrupt_clear();
     PK_CHECK(strstr(err, "interrupted during the learning-rate search") != NULL);
     PK_CHECK_EQ(r.run_id, 0);
+    /* the same through the hooks' stop (the API's cancel, the agent's stop and conditions) */
+    pk_train_hooks h = {.user = &c, .stop = stop_now};
+    s = open_store();
+    err[0] = 0;
+    PK_CHECK_EQ(pk_train(s, &c, 0, &h, &r, err, sizeof err), PK_ERR_INTERRUPTED);
+    pk_store_close(s);
+    PK_CHECK(strstr(err, "learning-rate search") != NULL && r.run_id == 0);
     c.lr_auto = 0;
     PK_CHECK(run(&c, 0, NULL, &b) == PK_OK);
     PK_CHECK_EQ(b.run_id, a.run_id + 1);

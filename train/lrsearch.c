@@ -29,8 +29,9 @@ typedef struct search {
     const uint8_t *mask;
     pk_objective *obj;
     const pk_train_config *cfg;
-    size_t n_train, n_held; /* examples [0, n_train) train, [n_train, n) are held back */
-    size_t *idx;            /* [batch] */
+    const pk_train_hooks *hooks; /* stop(), polled before each step; may be NULL */
+    size_t n_train, n_held;      /* examples [0, n_train) train, [n_train, n) are held back */
+    size_t *idx;                 /* [batch] */
 } search;
 
 /* The unperturbed loss over the held-back examples (token- or example-weighted mean). */
@@ -89,7 +90,8 @@ static pk_status try_rate(search *x, float lr, int steps, const void *blob, size
     double first = 0, late = 0; /* step 0's training loss; the sum over the last half's steps */
     *loss = (double)INFINITY;
     for (; st == PK_OK && b.step < steps; b.step++) {
-        if (pk_interrupted()) { /* Ctrl-C, SIGTERM: between two steps, as a run stops */
+        /* Ctrl-C, SIGTERM, a cancel: between two steps, as a run stops */
+        if (pk_interrupted() || (x->hooks && x->hooks->stop && x->hooks->stop(x->hooks->user))) {
             pk_seterr(err, errlen,
                       "interrupted during the learning-rate search: no run was created");
             st = PK_ERR_INTERRUPTED;
@@ -211,9 +213,10 @@ static pk_status run_grid(search *x, const void *blob, size_t len, pk_lr_search 
 }
 
 pk_status pk_lr_search_run(pk_model *m, const uint8_t *trainable, pk_objective *obj,
-                           const pk_train_config *cfg, pk_lr_search *r, char *err, size_t errlen)
+                           const pk_train_config *cfg, const pk_train_hooks *hooks, pk_lr_search *r,
+                           char *err, size_t errlen)
 {
-    search x = {m, trainable, obj, cfg, 0, 0, NULL};
+    search x = {m, trainable, obj, cfg, hooks, 0, 0, NULL};
     size_t n = pk_objective_size(obj), blob_len = 0;
     void *blob = NULL;
     memset(r, 0, sizeof *r);

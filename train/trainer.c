@@ -260,7 +260,7 @@ static pk_status search_lr(pk_trainer *t, char *err, size_t errlen)
     pk_train_config *c = &t->cfg;
     pk_status st = PK_OK;
     if (c->lr_auto) {
-        st = pk_lr_search_run(t->m, t->mask, t->obj, c, &c->lr_search, err, errlen);
+        st = pk_lr_search_run(t->m, t->mask, t->obj, c, &t->hooks, &c->lr_search, err, errlen);
         if (st == PK_OK)
             c->mezo.lr = c->lr_search.chosen;
         t->res.lr_search = c->lr_search;

@@ -143,6 +143,9 @@ typedef struct pk_train_hooks {
     /* cfg.lr_guard cut the rate to lr after step `step` (0-based): the window's mean training
      * loss `loss` against the lowest before it, `lowest` */
     void (*on_lr_cut)(void *user, int64_t step, float lr, double loss, double lowest);
+    /* polled before each step of a new run's --lr auto search (besides pk_interrupted()):
+     * nonzero ends it with PK_ERR_INTERRUPTED before the run exists */
+    int (*stop)(void *user);
 } pk_train_hooks;
 
 typedef struct pk_train_result {
@@ -221,7 +224,9 @@ PK_NODISCARD pk_status pk_train(pk_store *s, const pk_train_config *cfg, int64_t
  * diverged (pk_lr_search_rate), for a constant schedule (mezo.schedule)
  * divided by cfg->steps / (3 x PK_LR_SEARCH_STEPS) clamped to [1, PK_LR_BACKOFF]; a diverging
  * candidate (PK_ERR_NUMERIC, a non-finite loss, or a training loss over its last half of steps
- * above twice its first step's; its loss is then INFINITY) is never the winner. PK_ERR_NUMERIC
+ * above twice its first step's; its loss is then INFINITY) is never the winner. Before each step
+ * it polls pk_interrupted() and hooks->stop (hooks may be NULL): PK_ERR_INTERRUPTED, the weights
+ * restored. PK_ERR_NUMERIC
  * if every candidate diverged, PK_ERR_ARG if obj has fewer than 2 examples; err says which. */
 /* The winner of a search's r->n candidates (lr[], loss[], start_loss): the index described
  * above, or -1 if no loss is finite. The rule alone, for tests and tools. */
@@ -230,8 +235,8 @@ int pk_lr_search_winner(const pk_lr_search *r);
  * smallest rate that diverged, divided by the backoff above; 0 if b is not a candidate. */
 float pk_lr_search_rate(const pk_lr_search *r, int b, const pk_train_config *cfg);
 PK_NODISCARD pk_status pk_lr_search_run(pk_model *m, const uint8_t *trainable, pk_objective *obj,
-                                        const pk_train_config *cfg, pk_lr_search *r, char *err,
-                                        size_t errlen);
+                                        const pk_train_config *cfg, const pk_train_hooks *hooks,
+                                        pk_lr_search *r, char *err, size_t errlen);
 
 /* A guard before any step. */
 pk_lr_guard pk_lr_guard_new(void);
