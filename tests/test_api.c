@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 static char home[128], tmp[64];
@@ -248,8 +247,9 @@ static void test_cancel_thread(pocketllm_home *h)
 }
 
 /* pocketllm_cancel during lr_auto's search (before the run exists): the search stops between
- * two of its steps (fzoo at 1024 perturbations: a second a step, over a minute in all), no run
- * is created. */
+ * two of its steps and no run is created. The cancel comes 200 ms in; the search (fzoo at 64
+ * perturbations, 70 steps) takes seconds here and far longer under emulation, and a cancel
+ * that came after it would stop the run instead (a run id, no search message). */
 static void *cancel_later(void *arg)
 {
     usleep(200000);
@@ -262,16 +262,14 @@ static void test_cancel_search(pocketllm_home *h)
     pocketllm_train_params tp = notes_run(1000);
     tp.lr_auto = 1;
     tp.estimator = "fzoo";
-    tp.perturbations = 1024;
+    tp.perturbations = 64;
     pthread_t th;
     PK_CHECK(pthread_create(&th, NULL, cancel_later, h) == 0);
     pocketllm_train_result r;
-    time_t t0 = time(NULL);
     PK_CHECK_EQ(pocketllm_train(h, &tp, &r), POCKETLLM_ERR_CANCELLED);
     pthread_join(th, NULL);
     PK_CHECK(r.run_id == 0 && r.steps_done == 0);
     PK_CHECK(strstr(pocketllm_errmsg(h), "learning-rate search") != NULL);
-    PK_CHECK(time(NULL) - t0 < 30); /* stopped early, not after the whole search */
 }
 
 static void test_eval(pocketllm_home *h, int64_t run)
