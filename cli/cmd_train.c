@@ -419,15 +419,13 @@ int cmd_train(int argc, char **argv)
     pocketllm_train_result res;
     pocketllm_status st = pocketllm_train(h, &p, &res);
     pk_progress_finish(ui.p);
-    if (st == POCKETLLM_ERR_CANCELLED && res.run_id == 0) { /* in --lr auto's search */
-        fprintf(stderr, "%s\n", pocketllm_errmsg(h));
-        pocketllm_home_close(h);
-        return CLI_INTERRUPTED;
-    }
     if (st == POCKETLLM_ERR_CANCELLED) {
-        fprintf(stderr,
-                "interrupted after %lld steps; resume with: pocketllm train --resume %lld\n",
-                (long long)res.steps_done, (long long)res.run_id);
+        if (res.run_id == 0) /* in --lr auto's search: no run to resume */
+            fprintf(stderr, "%s\n", pocketllm_errmsg(h));
+        else
+            fprintf(stderr,
+                    "interrupted after %lld steps; resume with: pocketllm train --resume %lld\n",
+                    (long long)res.steps_done, (long long)res.run_id);
         pocketllm_home_close(h);
         return CLI_INTERRUPTED;
     }
