@@ -472,49 +472,36 @@ static void rmsnorm(const float *x, int ldx, float *y, int ldy, int N, int C, co
     }
 }
 
-static inline float act1(int act, float v)
+/* One row: a[j] = act(a[j]). SiLU and gelu_new through lse.c's own e^x (vectorized, no libm),
+ * ReLU vectorizes as it is, GELU (erf) calls libm's erff per element. */
+static inline void act_row(int act, float *a, int n)
 {
     switch (act) {
     case ACT_SILU:
-        return v / (1.0f + expf(-v));
+        pk_silu_row(a, n);
+        break;
     case ACT_RELU:
-        return v > 0.0f ? v : 0.0f;
+        for (int j = 0; j < n; j++)
+            a[j] = a[j] > 0.0f ? a[j] : 0.0f;
+        break;
     case ACT_GELU:
-        return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
-    default: /* gelu_new: tanh approximation */
-        return 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+        for (int j = 0; j < n; j++)
+            a[j] = 0.5f * a[j] * (1.0f + erff(a[j] * 0.70710678118654752f));
+        break;
+    default: /* gelu_new: the tanh approximation */
+        pk_gelu_tanh_row(a, n);
+        break;
     }
 }
 
-/* One row: a[j] = act(a[j]), act a constant after inlining, so each activation's loop has no
- * branch on it (ReLU vectorizes; the others call the same libm function per element as before). */
-static inline void act_row(int act, float *a, int n)
-{
-    for (int j = 0; j < n; j++)
-        a[j] = act1(act, a[j]);
-}
-
 /* a[N, n] (lda) = act(a), or for gated MLPs a = act(a) * up (up[N, n], same ld): the same
- * operations per element as act1(a) * up, in two loops. */
+ * operations per element as act(a) * up, in two loops. */
 static void activate(int act, float *a, int lda, int N, int n, const float *up)
 {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < N; r++) {
         float *ar = a + (size_t)r * lda;
-        switch (act) {
-        case ACT_SILU:
-            act_row(ACT_SILU, ar, n);
-            break;
-        case ACT_RELU:
-            act_row(ACT_RELU, ar, n);
-            break;
-        case ACT_GELU:
-            act_row(ACT_GELU, ar, n);
-            break;
-        default:
-            act_row(ACT_GELU_TANH, ar, n);
-            break;
-        }
+        act_row(act, ar, n);
         if (up) {
             const float *ur = up + (size_t)r * lda;
             for (int j = 0; j < n; j++)
@@ -606,14 +593,7 @@ static void attention(pk_model *m, const pk_batch *b, int layer, const float *q,
             for (int t = 0; t < T; t++) {
                 float *sr = S + (size_t)t * tk;
                 int smax = causal && pos0 + t + 1 < tk ? pos0 + t + 1 : tk;
-                float mx = sr[0];
-                for (int s = 1; s < smax; s++)
-                    mx = sr[s] > mx ? sr[s] : mx;
-                double sum = 0;
-                for (int s = 0; s < smax; s++) {
-                    sr[s] = expf(sr[s] - mx);
-                    sum += (double)sr[s];
-                }
+                double sum = pk_exp_row(sr, smax, pk_row_max(sr, smax));
                 float inv = (float)(1.0 / sum);
                 for (int s = 0; s < smax; s++)
                     sr[s] *= inv;

@@ -49,6 +49,15 @@ float pk_row_max(const float *row, int n);
  * bits for every vector width and thread count. */
 double pk_row_sum(const float *row, int n);
 double pk_row_sqdev(const float *row, int n, double mean);
+/* e^x in float from IEEE operations alone (lse.c: within a few ulp, the same bits on every
+ * machine, vector width and C library), and the rows built on it: pk_exp_row sets row[c] =
+ * e^(row[c] - max) and returns their sum (doubles in LANES partial sums, added pairwise: the
+ * attention softmax); pk_silu_row a = a / (1 + e^-a); pk_gelu_tanh_row a = a / (1 + e^-2u),
+ * u = sqrt(2/pi) (a + 0.044715 a^3), which is 0.5 a (1 + tanh(u)) (gelu_new). */
+float pk_expf(float x);
+double pk_exp_row(float *row, int n, float max);
+void pk_silu_row(float *a, int n);
+void pk_gelu_tanh_row(float *a, int n);
 
 /* The unperturbed residual stream of one run_sweeps call's batch after its first `layer` blocks
  * (-1: none yet), kept at the arena's tail (sweep_tail): the prefix that several groups of

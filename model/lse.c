@@ -1,4 +1,7 @@
-/* lse.c: the LM head's sum of exponentials, sum over a row of exp(x - max), written as a fixed
+/* lse.c: the exponentials and row sums of the forward pass in fixed sequences of IEEE operations
+ * (the attention softmax and activations' float e^x at the end of the file).
+ *
+ * The LM head's sum of exponentials, sum over a row of exp(x - max), written as a fixed
  * sequence of IEEE double additions and multiplications (no libm call, no fused multiply-add:
  * contraction is off for this file, see model/CMakeLists.txt), so its bits are the same on every
  * machine, vector width and thread count (docs/DETERMINISM.md, "The LM head's exponentials").
@@ -137,4 +140,77 @@ PK_LSE_CLONES double pk_row_sqdev(const float *row, int n, double mean)
         s[l] += d * d;
     }
     return PAIRWISE(s);
+}
+
+/* ---- e^x in float: the attention softmax and the SiLU / tanh-GELU activations ---------------
+ *
+ * The same construction as exp_nonpos in float: x clamped to [-87, 88] (e^-87 is about 1.6e-38,
+ * the smallest normal float's order; e^88 about 1.7e38, below FLT_MAX), x = k ln2 + r with
+ * k = round(x / ln2) (the float shifter 1.5 * 2^23) and |r| <= ln2 / 2 (ln2 in two parts: LN2F_HI
+ * has 15 significant bits, so k * LN2F_HI is exact for |k| <= 128), e^r by its Taylor series to
+ * r^7 (the first term left out is below 5.2e-9 relative, under float's 6e-8), times 2^k built from
+ * k's bits. Within a few ulp of a correctly rounded e^x; the bits depend on nothing but x, so the
+ * forward pass does not depend on the C library's expf (glibc, bionic and Apple's differ). NaN
+ * passes through. */
+#define INV_LN2F 1.44269504088896341f
+#define LN2F_HI  0.693145751953125f      /* 0x3f317200 */
+#define LN2F_LO  1.42860682030941723e-6f /* ln 2 - LN2F_HI */
+#define SHIFTF   12582912.0f             /* 1.5 * 2^23 */
+
+PK_LSE_INLINE float exp_f(float x)
+{
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    float t = x * INV_LN2F + SHIFTF;
+    float k = t - SHIFTF;
+    float r = (x - k * LN2F_HI) - k * LN2F_LO;
+    float p = 1.0f / 5040.0f; /* 1/7! */
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    /* t's low mantissa bits hold k (t = 1.5 * 2^23 + k); 2^k has exponent field k + 127 */
+    uint32_t u;
+    memcpy(&u, &t, sizeof u);
+    uint32_t sb = (u + 127u) << 23;
+    float s;
+    memcpy(&s, &sb, sizeof s);
+    return p * s;
+}
+
+PK_LSE_CLONES float pk_expf(float x)
+{
+    return exp_f(x);
+}
+
+PK_LSE_CLONES double pk_exp_row(float *row, int n, float max)
+{
+    double s[LANES] = {0};
+    int c = 0;
+    for (; c < n; c++)
+        row[c] = exp_f(row[c] - max);
+    for (c = 0; c + LANES <= n; c += LANES)
+        for (int l = 0; l < LANES; l++)
+            s[l] += (double)row[c + l];
+    for (int l = 0; c + l < n; l++)
+        s[l] += (double)row[c + l];
+    return PAIRWISE(s);
+}
+
+PK_LSE_CLONES void pk_silu_row(float *a, int n)
+{
+    for (int j = 0; j < n; j++)
+        a[j] = a[j] / (1.0f + exp_f(-a[j]));
+}
+
+PK_LSE_CLONES void pk_gelu_tanh_row(float *a, int n)
+{
+    for (int j = 0; j < n; j++) {
+        float v = a[j];
+        float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+        a[j] = v / (1.0f + exp_f(-2.0f * u));
+    }
 }

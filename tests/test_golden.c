@@ -149,6 +149,95 @@ static void test_exp_sum(void)
     PK_CHECK(isnan(pk_exp_sum(row, 9, 0.0f)));
 }
 
+/* ---- e^x in float (model/lse.c): the attention softmax, SiLU and gelu_new ------------------ */
+
+/* The FNV-1a digest of pk_expf's, pk_exp_row's, pk_silu_row's and pk_gelu_tanh_row's bits over
+ * the values test_expf makes (computed on x86-64; the aarch64 run must match it). */
+#define EXPF_DIGEST 0x3e0a0d23c2dd4383ull
+
+/* |got - e^x| / e^x in units of float's epsilon at e^x (ulps), e^x from long double. */
+static double ulps(float got, long double x)
+{
+    long double want = expl(x);
+    int e;
+    frexpl(want, &e);
+    return (double)(fabsl((long double)got - want) / ldexpl(1.0L, e - 24));
+}
+
+/* pk_expf over [-87, 88] (every 2^-10 and 1e5 pseudo-random points) within 2 ulps of e^x; the
+ * clamps, NaN; the rows equal their per-element definitions through pk_expf (the sum in 8
+ * interleaved partial sums, added pairwise) and are within 1e-6 of libm-free long double
+ * references; every bit matches the committed digest. */
+static void test_expf(void)
+{
+    uint64_t h = 0xcbf29ce484222325ull, s = 4242;
+    double worst = 0;
+    for (float x = -87.0f; x <= 88.0f; x += 1.0f / 1024.0f) {
+        float e = pk_expf(x);
+        double u = ulps(e, x);
+        worst = u > worst ? u : worst;
+        h = fnv1a(h, &e, sizeof e);
+    }
+    for (int i = 0; i < 100000; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        float x = (float)((double)(s >> 11) / 9007199254740992.0 * 175.0 - 87.0);
+        float e = pk_expf(x);
+        double u = ulps(e, x);
+        worst = u > worst ? u : worst;
+        h = fnv1a(h, &e, sizeof e);
+    }
+    fprintf(stderr, "pk_expf: worst %.3f ulp\n", worst);
+    PK_CHECK(worst <= 2.0);
+    PK_CHECK(pk_expf(0.0f) == 1.0f && pk_expf(-0.0f) == 1.0f);
+    PK_CHECK(isnan(pk_expf(NAN)));
+    PK_CHECK(pk_expf(-1000.0f) == pk_expf(-87.0f) && pk_expf(-87.0f) > 0.0f);
+    PK_CHECK(pk_expf(INFINITY) == pk_expf(88.0f) && isfinite(pk_expf(88.0f)));
+
+    static float row[300], want[300];
+    for (int n = 1; n <= 300; n += 13) {
+        for (int i = 0; i < n; i++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            row[i] = (float)((double)(s >> 11) / 9007199254740992.0 * 24.0 - 12.0);
+        }
+        /* softmax numerators and their sum */
+        float mx = pk_row_max(row, n);
+        double p[8] = {0};
+        for (int i = 0; i < n; i++) {
+            want[i] = pk_expf(row[i] - mx);
+            p[i % 8] += (double)want[i];
+        }
+        double wsum = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+        float act[300];
+        memcpy(act, row, sizeof(float) * (size_t)n);
+        double sum = pk_exp_row(row, n, mx);
+        PK_CHECK(memcmp(&sum, &wsum, sizeof sum) == 0);
+        PK_CHECK(memcmp(row, want, sizeof(float) * (size_t)n) == 0);
+        h = fnv1a(h, &sum, sizeof sum);
+        h = fnv1a(h, row, sizeof(float) * (size_t)n);
+        /* SiLU and gelu_new of the original values */
+        float silu[300], gelu[300];
+        memcpy(silu, act, sizeof(float) * (size_t)n);
+        memcpy(gelu, act, sizeof(float) * (size_t)n);
+        pk_silu_row(silu, n);
+        pk_gelu_tanh_row(gelu, n);
+        for (int i = 0; i < n; i++) {
+            volatile float cube = 0.044715f * act[i] * act[i] * act[i]; /* rounded: no FMA */
+            float v = act[i], u = 0.7978845608028654f * (v + cube);
+            PK_CHECK_EQ(fbits(silu[i]), fbits(v / (1.0f + pk_expf(-v))));
+            PK_CHECK_EQ(fbits(gelu[i]), fbits(v / (1.0f + pk_expf(-2.0f * u))));
+            long double lv = v, lu = 0.7978845608028654L * (lv + 0.044715L * lv * lv * lv);
+            long double rs = lv / (1.0L + expl(-lv)), rg = 0.5L * lv * (1.0L + tanhl(lu));
+            PK_CHECK(fabsl((long double)silu[i] - rs) <= 1e-6L * (1.0L + fabsl(rs)));
+            PK_CHECK(fabsl((long double)gelu[i] - rg) <= 1e-6L * (1.0L + fabsl(rg)));
+        }
+        h = fnv1a(h, silu, sizeof(float) * (size_t)n);
+        h = fnv1a(h, gelu, sizeof(float) * (size_t)n);
+    }
+    if (h != EXPF_DIGEST)
+        fprintf(stderr, "expf digest: got 0x%016" PRIx64 "\n", h);
+    PK_CHECK(h == EXPF_DIGEST);
+}
+
 /* The norms' row sums, written out here as their definition (element c into partial sum c % 8,
  * partial sums added pairwise): pk_row_sum and pk_row_sqdev (whichever clone this CPU runs)
  * give exactly these bits, and are within 1e-12 of a long double sum. */
@@ -625,6 +714,7 @@ int main(int argc, char **argv)
     }
     test_z();
     test_exp_sum();
+    test_expf();
     test_row_sums();
     test_logits();
     test_replay();
