@@ -796,17 +796,28 @@ static void block(const fwd *f, const pk_batch *b, int l, float **kv_k, float **
 }
 
 /* The shared prefix of a perturbation: the number of leading blocks that no perturbed tensor
- * belongs to, when every perturbed tensor is inside a block (so the embedding is not perturbed
- * either); 0 otherwise. Those blocks compute the same values for every pass (layer sampling,
- * DESIGN 4), so they run once and their output feeds each pass. */
+ * belongs to, when no tensor before the blocks (the embeddings, their norm, OPT's input
+ * projection; a tied LM head is the token embedding) is perturbed: L when only tensors after the
+ * blocks are (the final norm, an untied head, OPT's output projection, RoBERTa's MLM head). 0
+ * when a perturbed tensor is before the blocks or belongs to none of these (a LoRA tensor).
+ * Those blocks compute the same values for every pass (layer sampling, a trainable set, DESIGN
+ * 4), so they run once and their output feeds each pass. */
 int pk_fwd_shared_prefix(const pk_model *m, const pk_perturb *pert)
 {
     if (pert == NULL || pert->scale == 0.0f || pert->trainable == NULL)
         return 0;
-    size_t in_blocks = 0, perturbed = 0;
+    const int before[] = {m->emb, m->pos_emb, m->type_emb, m->emb_ln_w, m->emb_ln_b, m->proj_in};
+    const int after[] = {m->fin_w,      m->fin_b,      m->proj_out, m->head_w, m->head_b,
+                         m->hd_dense_w, m->hd_dense_b, m->hd_ln_w,  m->hd_ln_b};
+    for (size_t j = 0; j < sizeof before / sizeof before[0]; j++)
+        if (before[j] >= 0 && pert->trainable[before[j]])
+            return 0;
+    size_t known = 0, perturbed = 0;
     int first = m->cfg.L;
     for (size_t i = 0; i < m->n_t; i++)
         perturbed += pert->trainable[i] != 0;
+    for (size_t j = 0; j < sizeof after / sizeof after[0]; j++)
+        known += after[j] >= 0 && pert->trainable[after[j]];
     for (int l = 0; l < m->cfg.L; l++) {
         const pk_layer *y = &m->layers[l];
         const int ix[] = {y->ln1_w,  y->ln1_b,  y->ln2_w, y->ln2_b, y->q_w,   y->q_b,
@@ -816,11 +827,11 @@ int pk_fwd_shared_prefix(const pk_model *m, const pk_perturb *pert)
         for (size_t j = 0; j < sizeof ix / sizeof ix[0]; j++) {
             if (ix[j] < 0 || !pert->trainable[ix[j]])
                 continue;
-            in_blocks++;
+            known++;
             first = l < first ? l : first;
         }
     }
-    return in_blocks == perturbed && perturbed > 0 ? first : 0;
+    return known == perturbed && perturbed > 0 ? first : 0;
 }
 
 /* Embedding and blocks [0, l0), l0 = f->prefix (no pass perturbs them): they run once, unperturbed,

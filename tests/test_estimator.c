@@ -335,8 +335,32 @@ static void test_layers(void)
     pk_model_free(base);
 }
 
+/* The block evaluations of one paired loss call under mask (the prefix's blocks once, the rest
+ * once per pass), checked against want; the +/- losses equal two one-sided calls' and pairing
+ * off's, bit for bit, and differ from each other. */
+static void check_prefix_call(pk_model *m, const fixed_batch *f, const uint8_t *mask, int want)
+{
+    pk_perturb both = {7, 1e-2f, PK_Z_GAUSSIAN, mask, 1};
+    pk_perturb plus = {7, 1e-2f, PK_Z_GAUSSIAN, mask, 0};
+    pk_perturb minus = {7, -1e-2f, PK_Z_GAUSSIAN, mask, 0};
+    double pair[2] = {0, 0}, p1 = 0, m1 = 0, off[2] = {0, 0};
+    uint64_t b0 = pk_model_block_evals(m);
+    PK_CHECK(pk_model_loss(m, &f->b, NULL, &both, NULL, NULL, pair) == PK_OK);
+    PK_CHECK_EQ((long long)(pk_model_block_evals(m) - b0), (long long)want);
+    PK_CHECK(pk_model_loss(m, &f->b, NULL, &plus, NULL, NULL, &p1) == PK_OK);
+    PK_CHECK(pk_model_loss(m, &f->b, NULL, &minus, NULL, NULL, &m1) == PK_OK);
+    pk_model_set_pairing(m, PK_PAIRING_OFF);
+    PK_CHECK(pk_model_loss(m, &f->b, NULL, &both, NULL, NULL, off) == PK_OK);
+    pk_model_set_pairing(m, PK_PAIRING_AUTO);
+    PK_CHECK(!memcmp(&pair[0], &p1, sizeof p1) && !memcmp(&pair[1], &m1, sizeof m1));
+    PK_CHECK(!memcmp(pair, off, sizeof off));
+    PK_CHECK(pair[0] != pair[1]); /* the perturbation did something */
+}
+
 /* The shared prefix: with only later layers perturbed, the +/- losses of one call (paired, the
- * prefix run once) are the bits of two separate one-sided calls and of pairing off. */
+ * prefix run once) are the bits of two separate one-sided calls and of pairing off; the same
+ * with the final norm perturbed too (tensors after the blocks keep the prefix: with the final
+ * norm alone, every block runs once), and not with the (tied) embedding perturbed. */
 static void test_shared_prefix(void)
 {
     pk_model *m = load();
@@ -358,22 +382,34 @@ static void test_shared_prefix(void)
     fixed_batch f = make_batch();
     f.b.ids = f.ids;
     f.b.lengths = f.len;
+    /* the final norm: the one tensor after the blocks (the head is the tied embedding) */
+    size_t fin = nt, emb = nt;
+    for (size_t i = 0; i < nt; i++) {
+        pk_tensor_info ti;
+        PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
+        if (strcmp(ti.name, "model.norm.weight") == 0)
+            fin = i;
+        if (strcmp(ti.name, "model.embed_tokens.weight") == 0)
+            emb = i;
+    }
+    PK_CHECK(fin < nt && emb < nt);
+    if (fin == nt || emb == nt)
+        goto out;
+    uint8_t *only = calloc(nt, 1);
     for (int threads = 1; threads <= 2; threads++) {
         pk_threads_set(threads);
-        pk_perturb both = {7, 1e-2f, PK_Z_GAUSSIAN, mask, 1};
-        pk_perturb plus = {7, 1e-2f, PK_Z_GAUSSIAN, mask, 0};
-        pk_perturb minus = {7, -1e-2f, PK_Z_GAUSSIAN, mask, 0};
-        double pair[2] = {0, 0}, p1 = 0, m1 = 0, off[2] = {0, 0};
-        PK_CHECK(pk_model_loss(m, &f.b, NULL, &both, NULL, NULL, pair) == PK_OK);
-        PK_CHECK(pk_model_loss(m, &f.b, NULL, &plus, NULL, NULL, &p1) == PK_OK);
-        PK_CHECK(pk_model_loss(m, &f.b, NULL, &minus, NULL, NULL, &m1) == PK_OK);
-        pk_model_set_pairing(m, PK_PAIRING_OFF);
-        PK_CHECK(pk_model_loss(m, &f.b, NULL, &both, NULL, NULL, off) == PK_OK);
-        pk_model_set_pairing(m, PK_PAIRING_AUTO);
-        PK_CHECK(!memcmp(&pair[0], &p1, sizeof p1) && !memcmp(&pair[1], &m1, sizeof m1));
-        PK_CHECK(!memcmp(pair, off, sizeof off));
-        PK_CHECK(pair[0] != pair[1]); /* the perturbation did something */
+        check_prefix_call(m, &f, mask, (L - 2) + 2 * 2); /* blocks L-2, L-1 per pass */
+        mask[fin] = 1;
+        check_prefix_call(m, &f, mask, (L - 2) + 2 * 2);
+        only[fin] = 1;
+        check_prefix_call(m, &f, only, L); /* every block once, the final norm per pass */
+        only[emb] = 1;
+        check_prefix_call(m, &f, only, 2 * L); /* the embedding: no prefix */
+        only[emb] = 0;
+        mask[fin] = 0;
     }
+    free(only);
+out:
     pk_threads_set(2);
     free(mask);
     pk_model_free(m);
