@@ -72,7 +72,7 @@ static const cli_option agent_table[] = {
     {"--z", CLI_CHOICE, CLI_AT(T, p.train.mezo.z), 0, 0, "gaussian|rademacher", NULL,
      "perturbation distribution"},
     {"--trainable", CLI_BUF, CLI_AT(T, p.train.trainable), 0, 0, NULL, "SPEC",
-     "all | bitfit | REGEX on tensor names"},
+     "all | bitfit | top:K | REGEX on tensor names"},
     {"--steps", CLI_INT, CLI_AT(T, p.train.steps), 1, 1LL << 40, NULL, "N", "steps per run"},
     {"--batch", CLI_INT, CLI_AT(T, p.train.batch), 1, 65536, NULL, "B", "examples per batch"},
     {"--seq-len", CLI_INT, CLI_AT(T, p.train.seq_len), 2, 1 << 20, NULL, "T", "tokens per example"},

@@ -36,7 +36,7 @@ static const cli_option probe_table[] = {
     {"--z-out", CLI_STR, CLI_AT(T, z_out), 0, 0, NULL, "FILE",
      "write z of every tensor as float32 safetensors"},
     {"--trainable", CLI_STR, CLI_AT(T, trainable), 0, 0, NULL, "SPEC",
-     "all | bitfit | REGEX on tensor names"},
+     "all | bitfit | top:K | REGEX on tensor names"},
     {"--z", CLI_CHOICE, CLI_AT(T, z), 0, 0, "gaussian|rademacher", NULL,
      "perturbation distribution"},
     CLI_THREADS_OPT(T),

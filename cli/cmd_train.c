@@ -75,7 +75,8 @@ static const cli_option train_table[] = {
     {"--clip-g", CLI_FLOAT, CLI_AT(T, cfg.mezo.clip_g), 0, 1e30, NULL, "F",
      "clip the projected gradient to [-F, F] (0: off)"},
     {"--trainable", CLI_BUF, CLI_AT(T, cfg.trainable), 0, 0, NULL, "SPEC",
-     "all | bitfit | scales | REGEX on tensor names | lora[:r=R,alpha=A,seed=S,targets=REGEX]"},
+     "all | bitfit | top:K | scales | REGEX on tensor names | "
+     "lora[:r=R,alpha=A,seed=S,targets=REGEX]"},
     {"--steps", CLI_INT, CLI_AT(T, cfg.steps), 1, 1LL << 40, NULL, "N", "steps"},
     {"--batch", CLI_INT, CLI_AT(T, cfg.batch), 1, 65536, NULL, "B", "examples per batch"},
     {"--seq-len", CLI_INT, CLI_AT(T, cfg.seq_len), 2, 1 << 20, NULL, "T", "tokens per example"},
@@ -418,7 +419,12 @@ int cmd_train(int argc, char **argv)
     pk_interrupt_install();
     pocketllm_train_result res;
     pocketllm_status st = pocketllm_train(h, &p, &res);
-    pk_progress_finish(ui.p);
+    /* a run that failed (a bad option found when the run starts, divergence) ends without the
+     * bar's "done" line */
+    if (st == POCKETLLM_OK || st == POCKETLLM_ERR_CANCELLED)
+        pk_progress_finish(ui.p);
+    else
+        pk_progress_abandon(ui.p);
     if (st == POCKETLLM_ERR_CANCELLED) {
         if (res.run_id == 0) /* in --lr auto's search: no run to resume */
             fprintf(stderr, "%s\n", pocketllm_errmsg(h));

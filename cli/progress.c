@@ -326,6 +326,17 @@ void pk_progress_finish(pk_progress *p)
     free(p);
 }
 
+void pk_progress_abandon(pk_progress *p)
+{
+    if (!p)
+        return;
+    if (p->mode == PK_PROGRESS_AUTO && p->drawn) {
+        fputc('\n', p->out);
+        fflush(p->out);
+    }
+    free(p);
+}
+
 static int locale_is_utf8(void)
 {
     static const char *const vars[] = {"LC_ALL", "LC_CTYPE", "LANG"};

@@ -51,6 +51,9 @@ void pk_progress_update(pk_progress *p, int64_t done, double loss);
 double pk_progress_loss_ema(const pk_progress *p);
 /* Prints the final line (bar: completes it and ends the line) and frees p. NULL-safe. */
 void pk_progress_finish(pk_progress *p);
+/* For an operation that failed: no final line (a bar already drawn gets its line ended), and
+ * frees p. NULL-safe. */
+void pk_progress_abandon(pk_progress *p);
 /* QUIET if quiet, else JSON if json, else AUTO. */
 pk_progress_mode pk_progress_mode_from_args(int json, int quiet);
 

@@ -193,7 +193,26 @@ static pk_status lora_mask(pk_model *m, const char *spec, uint8_t **out, char *e
     return mask_of(m, pk_model_tensor_is_lora, out);
 }
 
-/* "all", "bitfit" or a regex over tensor names. */
+/* "top:K": K of 1 .. the model's blocks into *k (1), not such a spec (0), a bad K (-1). */
+static int top_spec(const pk_model *m, const char *spec, int *k, char *err, size_t errlen)
+{
+    if (spec == NULL || strncmp(spec, "top:", 4) != 0)
+        return 0;
+    int L = pk_model_n_layers(m);
+    char *end = NULL;
+    long v = spec[4] >= '0' && spec[4] <= '9' ? strtol(spec + 4, &end, 10) : 0;
+    if (end == NULL || *end != '\0' || v < 1 || v > L) {
+        pk_seterr(err, errlen,
+                  "trainable tensors '%s': want top:K, the last K of the model's %d blocks "
+                  "(K from 1 to %d)",
+                  spec, L, L);
+        return -1;
+    }
+    *k = (int)v;
+    return 1;
+}
+
+/* "all", "bitfit", "top:K" (the tensors of the last K blocks) or a regex over tensor names. */
 static pk_status regex_mask(const pk_model *m, const char *spec, uint8_t **out, char *err,
                             size_t errlen)
 {
@@ -208,7 +227,13 @@ static pk_status regex_mask(const pk_model *m, const char *spec, uint8_t **out, 
         return PK_ERR_NOMEM;
     int all = spec == NULL || !strcmp(spec, "all");
     int bitfit = spec != NULL && !strcmp(spec, "bitfit");
-    if (!all && !bitfit) {
+    int top = 0, is_top = top_spec(m, spec, &top, err, errlen);
+    int first = pk_model_n_layers(m) - top; /* top:K: blocks first .. L-1 */
+    if (is_top < 0) {
+        st = PK_ERR_ARG;
+        goto out;
+    }
+    if (!all && !bitfit && !is_top) {
         int rc = regcomp(&re, spec, REG_EXTENDED | REG_NOSUB);
         if (rc != 0) {
             char msg[128];
@@ -225,6 +250,7 @@ static pk_status regex_mask(const pk_model *m, const char *spec, uint8_t **out, 
         if (st != PK_OK)
             goto out;
         int on = all || (bitfit && ti.is_bias_or_norm) ||
+                 (is_top && pk_tensor_layer(ti.name) >= first) ||
                  (have_re && regexec(&re, ti.name, 0, NULL, 0) == 0);
         mask[i] = (uint8_t)(on != 0);
         count += (size_t)(on != 0);

@@ -210,6 +210,34 @@ static void test_lm_events(void)
     free(o);
 }
 
+/* --trainable top:K: the top block alone trains (the same weights as the regex naming it), and
+ * a K beyond the model's blocks is refused before any step, with no progress line. */
+static void test_top_trainable(void)
+{
+    char *a = NULL, *b = NULL, *bad = NULL;
+#define TOP_RUN                                                                                    \
+    "%s train" BASE " --estimator fzoo --perturbations 2 --lr 1e-3 --steps 2 --trainable '%s'"     \
+    " --home %s"
+    PK_CHECK_EQ(run_fmt(&a, RUN_SHOW_FAILURE, TOP_RUN, POCKETLLM, "top:1", home), 0);
+    PK_CHECK_EQ(run_fmt(&b, RUN_SHOW_FAILURE, TOP_RUN, POCKETLLM, "layers\\.4\\.", home), 0);
+#undef TOP_RUN
+    cJSON *fa = a ? cJSON_Parse(last_line(a)) : NULL, *fb = b ? cJSON_Parse(last_line(b)) : NULL;
+    const cJSON *wa = cJSON_GetObjectItemCaseSensitive(fa, "weights");
+    const cJSON *wb = cJSON_GetObjectItemCaseSensitive(fb, "weights");
+    PK_CHECK(cJSON_IsString(wa) && cJSON_IsString(wb) &&
+             strcmp(wa->valuestring, wb->valuestring) == 0);
+    PK_CHECK_EQ(run_fmt(&bad, 0, "%s train" BASE " --steps 2 --trainable top:6 --home %s 2>&1",
+                        POCKETLLM, home),
+                1);
+    PK_CHECK(bad && strstr(bad, "'top:6': want top:K") && strstr(bad, "K from 1 to 5"));
+    PK_CHECK(bad && strstr(bad, "\"label\":\"train\"") == NULL); /* no progress or done line */
+    cJSON_Delete(fa);
+    cJSON_Delete(fb);
+    free(a);
+    free(b);
+    free(bad);
+}
+
 /* The final eval loss of a train --json output (consumed), NaN if none; *weights (may be NULL,
  * 65 bytes) gets the final line's weights hash. */
 static double final_eval(char *out, char *weights)
@@ -512,6 +540,7 @@ int main(void)
     test_lm_events();
     test_lr_backoff();
     test_lr_guard_cli();
+    test_top_trainable();
     test_classify_events();
     test_bench_layers();
     rm_rf(tmp);

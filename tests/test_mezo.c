@@ -249,6 +249,33 @@ static void test_trainable_specs(void)
     PK_CHECK(mask == NULL && strstr(err, "([") != NULL);
     PK_CHECK(pk_mezo_trainable(m, "no_such_tensor", &mask, err, sizeof err) == PK_ERR_ARG);
     PK_CHECK(strstr(err, "'no_such_tensor' match no tensor") != NULL && strstr(err, "--") == NULL);
+    /* top:K: the tensors of the last K blocks, by their names' block number, nothing else */
+    int L = pk_model_n_layers(m);
+    PK_CHECK_EQ(L, 5);
+    for (int k = 1; k <= L; k++) {
+        char spec[16];
+        snprintf(spec, sizeof spec, "top:%d", k);
+        PK_CHECK(pk_mezo_trainable(m, spec, &mask, err, sizeof err) == PK_OK);
+        size_t in_top = 0, blocks = 0;
+        for (size_t i = 0; mask && i < n; i++) {
+            pk_tensor_info ti;
+            PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
+            int l = pk_tensor_layer(ti.name);
+            PK_CHECK_EQ(mask[i], (uint8_t)(l >= L - k));
+            in_top += mask[i];
+            blocks += l >= 0;
+        }
+        PK_CHECK(in_top > 0 && (k < L ? in_top < blocks : in_top == blocks));
+        free(mask);
+        mask = NULL;
+    }
+    const char *bad_top[] = {"top:0", "top:6", "top:", "top:x", "top:1x", "top:-1", "top: 1"};
+    for (size_t j = 0; j < sizeof bad_top / sizeof bad_top[0]; j++) {
+        err[0] = '\0';
+        PK_CHECK(pk_mezo_trainable(m, bad_top[j], &mask, err, sizeof err) == PK_ERR_ARG);
+        PK_CHECK(mask == NULL && strstr(err, bad_top[j]) != NULL &&
+                 strstr(err, "K from 1 to 5") != NULL);
+    }
     pk_model_free(m);
 }
 
