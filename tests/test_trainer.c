@@ -556,6 +556,40 @@ static void test_lr_winner(void)
 
 /* The run's rate (pk_lr_search_rate): the winner's, at most a tenth of the smallest rate that
  * diverged, then divided by the backoff of a long constant-rate run (steps / 30, 1 to 3). */
+/* The search's blow-up rule alone: the mean training loss over the last half of a candidate's
+ * steps against twice its first step's (exactly twice is not a blow-up; NaN is; an early spike
+ * is not; a first loss that is not positive, or a single step, is not judged). */
+static void test_lr_blew_up(void)
+{
+    double t[10];
+    for (int i = 0; i < 10; i++)
+        t[i] = 2.0 - 0.05 * i; /* falling */
+    PK_CHECK(!pk_lr_search_blew_up(t, 10));
+    t[1] = t[2] = 50.0; /* a spike in the first half */
+    PK_CHECK(!pk_lr_search_blew_up(t, 10));
+    for (int i = 5; i < 10; i++)
+        t[i] = 4.0; /* the last half at exactly twice the first */
+    PK_CHECK(!pk_lr_search_blew_up(t, 10));
+    t[9] = 4.0 + 1e-9;
+    PK_CHECK(pk_lr_search_blew_up(t, 10));
+    t[9] = 4.0;
+    t[7] = NAN;
+    PK_CHECK(pk_lr_search_blew_up(t, 10));
+    t[7] = INFINITY;
+    PK_CHECK(pk_lr_search_blew_up(t, 10));
+    t[7] = 100.0;
+    PK_CHECK(pk_lr_search_blew_up(t, 10));
+    PK_CHECK(!pk_lr_search_blew_up(t, 1)); /* one step: no last half to judge */
+    t[0] = -0.5;                           /* the accuracy objective: not judged */
+    PK_CHECK(!pk_lr_search_blew_up(t, 10));
+    t[0] = 2.0; /* 3 steps: the last one against the first */
+    t[1] = 1.0;
+    t[2] = 4.5;
+    PK_CHECK(pk_lr_search_blew_up(t, 3));
+    t[2] = 3.9;
+    PK_CHECK(!pk_lr_search_blew_up(t, 3));
+}
+
 static void test_lr_rate(void)
 {
     const float lr[7] = {1e-6f, 1e-5f, 1e-4f, 1e-3f, 1e-2f, 3e-3f, 3.3e-4f};
@@ -789,6 +823,7 @@ int main(int argc, char **argv)
         test_vocab_mismatch();
         test_lr_winner();
         test_lr_rate();
+        test_lr_blew_up();
         test_lr_search_interrupt();
         test_lr_guard_rule();
         test_lr_guard_run();

@@ -87,7 +87,9 @@ static pk_status try_rate(search *x, float lr, int steps, const void *blob, size
                               .batch = (size_t)x->cfg->batch,
                               .idx = x->idx};
     pk_mezo_loss fn = pk_objective_batches_loss(&b);
-    double first = 0, late = 0; /* step 0's training loss; the sum over the last half's steps */
+    double *train = calloc((size_t)(steps > 0 ? steps : 1), sizeof *train); /* per step */
+    if (train == NULL && st == PK_OK)
+        st = PK_ERR_NOMEM;
     *loss = (double)INFINITY;
     for (; st == PK_OK && b.step < steps; b.step++) {
         /* Ctrl-C, SIGTERM, a cancel: between two steps, as a run stops */
@@ -99,17 +101,14 @@ static pk_status try_rate(search *x, float lr, int steps, const void *blob, size
         }
         st = pk_mezo_step_sweep(x->m, x->mask, &p, est, b.step, x->cfg->accumulate, &fn, rows, NULL,
                                 NULL);
-        double l = st == PK_OK ? rows_loss(rows, pk_mezo_step_rows(&p, b.step)) : 0.0;
-        if (b.step == 0)
-            first = l;
-        if (b.step >= steps - steps / 2)
-            late += l;
+        if (st == PK_OK)
+            train[b.step] = rows_loss(rows, pk_mezo_step_rows(&p, b.step));
     }
     if (st == PK_OK)
         st = held_loss(x, loss);
     /* a training loss that blew up is divergence even when the few held-back examples happen
      * to score well (hizoo at 1e-2 on the classify task: held-back loss 0 after exploding) */
-    int blew_up = steps >= 2 && first > 0 && !(late / (double)(steps / 2) <= BLOWUP * first);
+    int blew_up = st == PK_OK && pk_lr_search_blew_up(train, steps);
     if (st == PK_ERR_NUMERIC || (st == PK_OK && (!isfinite(*loss) || blew_up))) {
         *loss = (double)INFINITY; /* diverged: never chosen */
         st = PK_OK;
@@ -117,7 +116,18 @@ static pk_status try_rate(search *x, float lr, int steps, const void *blob, size
     pk_status rs = pk_checkpoint_unpack(x->m, x->mask, blob, len, st == PK_OK ? err : NULL, errlen);
     pk_mezo_state_free(est);
     free(rows);
+    free(train);
     return st != PK_OK ? st : rs;
+}
+
+int pk_lr_search_blew_up(const double *train, int steps)
+{
+    if (steps < 2 || !(train[0] > 0))
+        return 0;
+    double late = 0;
+    for (int i = steps - steps / 2; i < steps; i++)
+        late += train[i];
+    return !(late / (double)(steps / 2) <= BLOWUP * train[0]);
 }
 
 /* What the run's rate is divided by: the winner of PK_LR_SEARCH_STEPS steps is the rate of the

@@ -231,6 +231,10 @@ PK_NODISCARD pk_status pk_train(pk_store *s, const pk_train_config *cfg, int64_t
 /* The winner of a search's r->n candidates (lr[], loss[], start_loss): the index described
  * above, or -1 if no loss is finite. The rule alone, for tests and tools. */
 int pk_lr_search_winner(const pk_lr_search *r);
+/* Whether a candidate's training losses train[0 .. steps) blew up: the mean over the last
+ * steps / 2 is above twice train[0], or is not a number (steps >= 2; a train[0] that is not
+ * positive, the accuracy objective's, is never judged). The rule alone, for tests. */
+int pk_lr_search_blew_up(const double *train, int steps);
 /* The rate a run trains with when candidate b won (r->chosen): its rate, at most a tenth of the
  * smallest rate that diverged, divided by the backoff above; 0 if b is not a candidate. */
 float pk_lr_search_rate(const pk_lr_search *r, int b, const pk_train_config *cfg);
