@@ -116,7 +116,7 @@ static pk_status train_config(pocketllm_home *h, const pocketllm_train_params *p
     if (p->lr_guard < 0 || p->lr_guard > 2)
         return (pk_status)api_fail(h, PK_ERR_ARG, "lr_guard %d: want 0 (default), 1 or 2",
                                    p->lr_guard);
-    c->lr_guard = p->lr_guard == 1 || (p->lr_guard == 0 && c->lr_auto);
+    c->lr_guard = pk_lr_guard_on(p->lr_guard, c->lr_auto);
     c->mezo.eps = p->eps;
     c->mezo.warmup = p->warmup;
     c->mezo.weight_decay = p->weight_decay;

@@ -239,7 +239,7 @@ static int agent_check(agent_opts *o)
     snprintf(o->p.datasets, sizeof o->p.datasets, "%s", o->datasets);
     if (cli_parse_lr(cmd, o->lr, &o->p.train.mezo.lr, &o->p.train.lr_auto) != 0)
         return CLI_USAGE;
-    o->p.train.lr_guard = o->p.train.lr_auto; /* as train's --lr-guard auto */
+    o->p.train.lr_guard = pk_lr_guard_on(PK_LR_GUARD_AUTO, o->p.train.lr_auto);
     if (realpath(o->model, o->p.train.model_dir) == NULL) {
         cli_error(cmd, "--model %s: no such directory", o->model);
         return CLI_ERR;

@@ -588,6 +588,9 @@ static void test_lr_blew_up(void)
     PK_CHECK(pk_lr_search_blew_up(t, 3));
     t[2] = 3.9;
     PK_CHECK(!pk_lr_search_blew_up(t, 3));
+    /* the guard's setting: auto is on with --lr auto only */
+    PK_CHECK(pk_lr_guard_on(PK_LR_GUARD_AUTO, 1) && !pk_lr_guard_on(PK_LR_GUARD_AUTO, 0));
+    PK_CHECK(pk_lr_guard_on(PK_LR_GUARD_ON, 0) && !pk_lr_guard_on(PK_LR_GUARD_OFF, 1));
 }
 
 static void test_lr_rate(void)

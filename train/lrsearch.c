@@ -328,6 +328,11 @@ int pk_lr_guard_step(pk_lr_guard *g, const pk_step_row *rows, int n)
     return 0;
 }
 
+int pk_lr_guard_on(int setting, int lr_auto)
+{
+    return setting == PK_LR_GUARD_ON || (setting == PK_LR_GUARD_AUTO && lr_auto);
+}
+
 float pk_lr_guard_rate(float chosen, int cuts)
 {
     float lr = chosen;

@@ -249,6 +249,11 @@ pk_lr_guard pk_lr_guard_new(void);
 int pk_lr_guard_step(pk_lr_guard *g, const pk_step_row *rows, int n);
 /* The rate after `cuts` cuts of `chosen`: chosen / 3, cuts times, in float. */
 float pk_lr_guard_rate(float chosen, int cuts);
+/* Whether a run is guarded (pk_train_config.lr_guard) under a guard setting of PK_LR_GUARD_AUTO
+ * (on with --lr auto only: train's default, and the agent's, which has no setting), _ON or _OFF;
+ * the values are the API's pocketllm_train_params.lr_guard. */
+enum { PK_LR_GUARD_AUTO = 0, PK_LR_GUARD_ON = 1, PK_LR_GUARD_OFF = 2 };
+int pk_lr_guard_on(int setting, int lr_auto);
 
 /* Loads the examples of dataset `name` (or, when name is NULL, of the comma-separated datasets
  * cfg->datasets names, their union in that order) and builds an objective for model m
