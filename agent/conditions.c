@@ -161,7 +161,8 @@ int pk_agent_conditions_ok(const pk_agent_conditions *c, double own_load, char *
     return 1;
 }
 
-pk_status pk_agent_model_bytes(const char *model_dir, uint64_t *bytes, char *err, size_t errlen)
+pk_status pk_agent_model_bytes(const char *model_dir, double state, uint64_t *bytes, char *err,
+                               size_t errlen)
 {
     char path[1400];
     uint64_t total = 0;
@@ -186,6 +187,6 @@ pk_status pk_agent_model_bytes(const char *model_dir, uint64_t *bytes, char *err
         pk_seterr(err, errlen, "%s: no .safetensors files", model_dir);
         return PK_ERR_NOTFOUND;
     }
-    *bytes = total + total / 10 + (24u << 20);
+    *bytes = total + total / 10 + (uint64_t)(state * (double)total) + (24u << 20);
     return PK_OK;
 }

@@ -259,7 +259,10 @@ static int agent_check(agent_opts *o)
         cli_error(cmd, "--max-rss: want a size such as 512M, got '%s'", o->max_rss);
         return CLI_USAGE;
     }
-    if (pk_agent_model_bytes(o->p.train.model_dir, &need, err, sizeof err) != PK_OK) {
+    /* hizoo's Hessian diagonal: at most its budget times the weights (a larger one is refused) */
+    const pk_mezo_params *mz = &o->p.train.mezo;
+    double state = mz->estimator == PK_EST_HIZOO ? (double)mz->hessian_budget : 0.0;
+    if (pk_agent_model_bytes(o->p.train.model_dir, state, &need, err, sizeof err) != PK_OK) {
         cli_error(cmd, "--model: %s", err);
         return CLI_ERR;
     }
