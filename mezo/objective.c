@@ -479,6 +479,17 @@ static pk_status ensure_cap(pk_objective *o, size_t n)
     return PK_OK;
 }
 
+size_t pk_objective_row_tokens(const pk_objective *o)
+{
+    int per_option = o->kind != PK_OBJ_LM && o->causal;
+    size_t n = 0;
+    for (size_t i = 0; i < o->n; i++) {
+        for (int k = 0; k < (per_option ? o->n_opt : 1); k++)
+            n += (size_t)o->ex[i].n + (per_option ? (size_t)o->opt[k].n : 0);
+    }
+    return n;
+}
+
 pk_status pk_objective_select(pk_objective *o, const size_t *idx, size_t n)
 {
     pk_status st = ensure_cap(o, n);

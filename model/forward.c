@@ -834,6 +834,35 @@ int pk_fwd_shared_prefix(const pk_model *m, const pk_perturb *pert)
     return known == perturbed && perturbed > 0 ? first : 0;
 }
 
+/* The residual stream after the first F = pk_model_frozen_level blocks for every row of b, from
+ * the frozen prefix's store (frozen.c): a row not held is computed by itself (a batch of that one
+ * row, unperturbed) and offered to the store, so a row's bits never depend on its batch nor on the
+ * store's contents. Rows go from the last to the first: a row computed in place, at the start of
+ * m->x, overwrites only row 0's place, which is filled last. Padding positions are zero. */
+static void frozen_rows(const fwd *one, const pk_batch *b)
+{
+    pk_model *m = one->m;
+    int F = pk_model_frozen_level(m), T = b->T, H = m->cfg.H;
+    for (int r = b->B - 1; r >= 0; r--) {
+        int len = b->lengths[r];
+        const int32_t *ids = b->ids + (size_t)r * T;
+        const int32_t *types = b->token_type ? b->token_type + (size_t)r * T : NULL;
+        float *dst = m->x + (size_t)r * T * H;
+        const float *x = pk_frozen_find(m, ids, types, len);
+        if (x == NULL) {
+            pk_batch row = {1, len, ids, &b->lengths[r], types};
+            embed(one, &row, 0);
+            for (int l = 0; l < F; l++)
+                block(one, &row, l, NULL, NULL, 0);
+            pk_frozen_put(m, ids, types, len, m->x);
+            x = m->x;
+        }
+        if (x != dst)
+            memcpy(dst, x, (size_t)len * H * sizeof(float));
+        memset(dst + (size_t)len * H, 0, (size_t)(T - len) * H * sizeof(float));
+    }
+}
+
 /* Embedding and blocks [0, l0), l0 = f->prefix (no pass perturbs them): they run once, unperturbed,
  * in pass 0's activations, continuing from the sweep's prefix cache where it holds fewer blocks
  * (and then holding these), and every pass starts from a copy of that residual stream: the same
@@ -851,9 +880,14 @@ static int forward_prefix(const fwd *f, const pk_batch *b, float **kv_k, float *
     fwd one = *f;
     one.np = 1;
     memset(&one.pp[0], 0, sizeof one.pp[0]); /* unperturbed: no pass perturbs these */
-    if (pc && pc->layer >= 0 && pc->layer <= l0) {
+    /* the frozen prefix (pk_model_freeze_prefix): blocks [0, F) from the store, row by row */
+    int F = pk_model_frozen_level(m), frozen = F > 0 && l0 >= F && pos0 == 0;
+    if (pc && pc->layer >= 0 && pc->layer <= l0 && (!frozen || pc->layer >= F)) {
         memcpy(m->x, pc->x, bytes);
         from = pc->layer;
+    } else if (frozen) {
+        frozen_rows(&one, b);
+        from = F;
     } else {
         embed(&one, b, pos0);
     }

@@ -110,6 +110,12 @@ pk_status pk_fwd_check_batch(const pk_model *m, const pk_batch *b, int pos0);
 /* The blocks before a perturbation's lowest perturbed one, when it perturbs only block tensors
  * (layer sampling); 0 otherwise. */
 int pk_fwd_shared_prefix(const pk_model *m, const pk_perturb *pert);
+/* The frozen prefix's store (frozen.c): the residual stream after the first
+ * pk_model_frozen_level blocks of a token row computed by itself, or NULL (a miss); a row's
+ * stream kept if it fits the cap; the store freed. */
+const float *pk_frozen_find(pk_model *m, const int32_t *ids, const int32_t *types, int len);
+void pk_frozen_put(pk_model *m, const int32_t *ids, const int32_t *types, int len, const float *x);
+void pk_frozen_free(pk_model *m);
 
 /* f's passes through the embedding, the blocks and the final norm: the final hidden state in
  * m->xn of each pass (kv_k / kv_v: generation's cache, one pass of one sequence only). */

@@ -16,6 +16,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "forward_impl.h" /* pk_frozen_free */
 #include "gguf_impl.h"
 #include "model_impl.h"
 
@@ -850,6 +851,7 @@ void pk_model_free(pk_model *m)
     free(m->att);
     free(m->rows);
     free(m->tgt);
+    pk_frozen_free(m);
     free(m);
 }
 

@@ -84,6 +84,8 @@ typedef struct pk_private_range {
     size_t off, len;
 } pk_private_range;
 
+typedef struct pk_frozen pk_frozen; /* frozen.c */
+
 struct pk_model {
     pk_cfg cfg;
     char *dir;
@@ -102,7 +104,8 @@ struct pk_model {
     int proj_in, proj_out;
     int head_w, head_b;                           /* LM head (head_w == emb when tied) */
     int hd_dense_w, hd_dense_b, hd_ln_w, hd_ln_b; /* roberta MLM head */
-    int conv1d;                                   /* gpt2: weights stored [in, out] */
+    pk_frozen *frozen; /* pk_model_freeze_prefix's store, NULL when off */
+    int conv1d;        /* gpt2: weights stored [in, out] */
 
     /* activations, reserved for (rB, rT, rTk) and rnp passes, allocated once. The per-pass
      * buffers (x .. pick) live in one arena holding rnp copies pstride bytes apart: pass k's copy

@@ -415,6 +415,70 @@ out:
     pk_model_free(m);
 }
 
+/* The +/- losses of a paired call under mask, into pair[2]. */
+static void paired(pk_model *m, const fixed_batch *f, const uint8_t *mask, double pair[2])
+{
+    pk_perturb both = {7, 1e-2f, PK_Z_GAUSSIAN, mask, 1};
+    PK_CHECK(pk_model_loss(m, &f->b, NULL, &both, NULL, NULL, pair) == PK_OK);
+}
+
+/* The frozen prefix (pk_model_freeze_prefix): with the last two blocks trainable, a paired loss
+ * has the same bits with the store cold (each row computed by itself), warm (each row copied),
+ * keeping nothing (cap 0), on a fresh model, at 1 and 2 threads; a warm call runs only the two
+ * trainable blocks per pass; the losses are within 1e-5 of the store's off (another tiling of the
+ * rows, not the same bits); level 0 turns it off, a level past the blocks is refused. */
+static void test_frozen_prefix(void)
+{
+    pk_model *m = load(), *fresh = load();
+    size_t nt = pk_model_n_tensors(m);
+    int L = pk_model_n_layers(m);
+    uint8_t *mask = calloc(nt, 1);
+    for (size_t i = 0; i < nt; i++) {
+        pk_tensor_info ti;
+        PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
+        mask[i] = pk_tensor_layer(ti.name) >= L - 2;
+    }
+    PK_CHECK_EQ(pk_model_trainable_level(m, mask), L - 2);
+    PK_CHECK_EQ(pk_model_trainable_level(m, NULL), 0);
+    fixed_batch f = make_batch();
+    f.b.ids = f.ids;
+    f.b.lengths = f.len;
+    double off[2], cold[2], warm[2], none[2], again[2];
+    paired(m, &f, mask, off);
+    PK_CHECK(pk_model_freeze_prefix(m, L + 1, 1u << 20) == PK_ERR_ARG);
+    PK_CHECK(pk_model_freeze_prefix(m, L - 2, 1u << 20) == PK_OK);
+    PK_CHECK(pk_model_freeze_prefix(fresh, L - 2, 0) == PK_OK);
+    PK_CHECK_EQ(pk_model_frozen_level(m), L - 2);
+    uint64_t hits, misses;
+    size_t bytes;
+    paired(m, &f, mask, cold);
+    pk_model_frozen_stats(m, &hits, &misses, &bytes);
+    PK_CHECK(hits == 0 && misses == 2 && bytes > 0); /* both rows computed, kept */
+    for (int threads = 1; threads <= 2; threads++) {
+        pk_threads_set(threads);
+        uint64_t b0 = pk_model_block_evals(m);
+        paired(m, &f, mask, warm);
+        PK_CHECK_EQ((long long)(pk_model_block_evals(m) - b0), 2LL * 2); /* 2 blocks x 2 passes */
+        PK_CHECK(!memcmp(warm, cold, sizeof cold));
+        paired(fresh, &f, mask, none);
+        PK_CHECK(!memcmp(none, cold, sizeof cold));
+    }
+    pk_model_frozen_stats(m, &hits, &misses, &bytes);
+    PK_CHECK(hits == 4 && misses == 2);
+    pk_model_frozen_stats(fresh, &hits, &misses, &bytes);
+    PK_CHECK(hits == 0 && misses == 4 && bytes == 0); /* cap 0: each row by itself every time */
+    PK_CHECK(cold[0] != cold[1]);
+    for (int k = 0; k < 2; k++)
+        PK_CHECK(fabs(cold[k] - off[k]) <= 1e-5 * fabs(off[k]));
+    PK_CHECK(pk_model_freeze_prefix(m, 0, 0) == PK_OK && pk_model_frozen_level(m) == 0);
+    paired(m, &f, mask, again);
+    PK_CHECK(!memcmp(again, off, sizeof off));
+    pk_threads_set(2);
+    free(mask);
+    pk_model_free(m);
+    pk_model_free(fresh);
+}
+
 /* Two fixed batches, micro-batch k the k-th: the per-pass loss and the sweep loss of them. */
 typedef struct two_batches {
     fixed_batch f[2];
@@ -1200,6 +1264,7 @@ int main(void)
     test_seedlog_settings_clash();
     test_hizoo_16bit_rounding();
     test_shared_prefix();
+    test_frozen_prefix();
     test_sweep_path();
     test_objective_sweep();
     test_replay_resume();

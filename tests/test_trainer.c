@@ -215,6 +215,40 @@ static void test_determinism_replay_resume(void)
     PK_CHECK(strcmp(g.final_hash, a.final_hash) != 0);
 }
 
+/* The frozen prefix (trainable top:1 and top:2: the blocks below kept per row, DESIGN 4), spsa
+ * and fzoo: a run stopped at step 5 and resumed on another thread count (an empty store) ends at
+ * the uninterrupted run's weights, and replay gives them too. */
+static void test_frozen_resume(void)
+{
+    const char *specs[] = {"top:1", "top:2"};
+    for (int v = 0; v < 2; v++) {
+        pk_train_config c = resume_config();
+        c.steps = 12;
+        c.mezo.steps_total = 12;
+        snprintf(c.trainable, sizeof c.trainable, "%s", specs[v]);
+        if (v == 1) {
+            c.mezo.estimator = PK_EST_FZOO;
+            c.mezo.perturbations = 3;
+        }
+        pk_train_result a, e, f;
+        pk_threads_set(2);
+        PK_CHECK(run(&c, 0, NULL, &a) == PK_OK);
+        killer k = {5, 1};
+        pk_train_hooks h = {.user = &k, .on_step = kill_at};
+        PK_CHECK(run(&c, 0, &h, &e) == PK_OK);
+        pk_interrupt_clear();
+        PK_CHECK(e.interrupted == 1 && e.steps_done == 5);
+        pk_threads_set(1);
+        PK_CHECK(run(&c, e.run_id, NULL, &f) == PK_OK);
+        pk_threads_set(2);
+        PK_CHECK_EQ(f.steps_done, 12);
+        PK_CHECK(!strcmp(f.final_hash, a.final_hash));
+        char h1[65];
+        hash_of_run(a.run_id, 1, h1);
+        PK_CHECK(!strcmp(h1, a.final_hash));
+    }
+}
+
 /* A run records its 16-bit update rounding; a run config from before the key (no "rounding")
  * reads as round to nearest, what those runs did, so their resume and replay stay exact. */
 static void test_config_rounding(void)
@@ -817,6 +851,7 @@ int main(int argc, char **argv)
     } else {
         test_learns(40);
         test_determinism_replay_resume();
+        test_frozen_resume();
         test_config_rounding();
         test_bad_inputs();
         test_classify();

@@ -173,13 +173,29 @@ pk_status pk_objective_from_store(pk_store *s, const char *dataset, const pk_mod
                           out, err, errlen);
 }
 
-/* The training objective of a run: its dataset, or the union it names. */
+/* The frozen prefix (pk_model_freeze_prefix, DESIGN 4): a trainable set from block F up leaves
+ * the embeddings and blocks below F as they are for the whole run, so each training row's stream
+ * into block F is computed once by itself and kept. On when every row of the training set fits
+ * a quarter of the weight bytes (at least 16 MB): a row that did not fit would be computed by
+ * itself at every use, slower than in its batch. Decided from the run's model, trainable set and
+ * training set alone, the same way for a new run and a resumed one, so their losses agree. */
+static pk_status freeze_prefix(pk_trainer *t)
+{
+    size_t cap = pk_model_weight_bytes(t->m) / 4, H = (size_t)pk_model_hidden_size(t->m);
+    cap = cap > ((size_t)16 << 20) ? cap : (size_t)16 << 20;
+    size_t need = pk_objective_row_tokens(t->obj) * (H * sizeof(float) + 2 * sizeof(int32_t));
+    int level = need <= cap ? pk_model_trainable_level(t->m, t->mask) : 0;
+    return pk_model_freeze_prefix(t->m, level, cap);
+}
+
+/* The training objective of a run: its dataset, or the union it names; then the frozen prefix. */
 static pk_status train_objective(pk_trainer *t, char *err, size_t errlen)
 {
     const pk_train_config *c = &t->cfg;
     int single = c->datasets[0] == 0;
-    return objective_load(t->s, single ? c->dataset : c->datasets, single, t->m, c->model_dir, c,
-                          PART_TRAIN, &t->obj, err, errlen);
+    pk_status st = objective_load(t->s, single ? c->dataset : c->datasets, single, t->m,
+                                  c->model_dir, c, PART_TRAIN, &t->obj, err, errlen);
+    return st == PK_OK ? freeze_prefix(t) : st;
 }
 
 /* The eval objective: eval_dataset, else the held-out part of the run's datasets, else none. */

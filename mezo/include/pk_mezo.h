@@ -270,6 +270,9 @@ void pk_objective_free(pk_objective *o); /* NULL-safe; wipes token ids */
 size_t pk_objective_size(const pk_objective *o);
 /* Selects the examples idx[0..n) (indices into the objective's examples) as the current batch. */
 PK_NODISCARD pk_status pk_objective_select(pk_objective *o, const size_t *idx, size_t n);
+/* The tokens of every row the objective's examples make (lm: one per example; causal classify:
+ * one per label word), summed: what keeping each row's hidden states costs per hidden unit. */
+size_t pk_objective_row_tokens(const pk_objective *o);
 /* Loss of the current selection (the pk_mezo_loss_fn shape with user = the objective; micro is
  * ignored). *acc (may be NULL) the accuracy for classify/accuracy, NAN for lm; *tokens (may be
  * NULL) the number of counted targets (lm) or examples. With pert->both, loss[2] and acc[2]: the

@@ -279,6 +279,23 @@ size_t pk_model_pass_bytes(const pk_model *m, int B, int T);
  * through one block, a shared one once), so callers and tests can see what was saved. */
 uint64_t pk_model_block_evals(const pk_model *m);
 
+/* The frozen prefix (DESIGN 4): a run whose trainable tensors all lie from block `level` up (or
+ * after the blocks; pk_model_trainable_level gives that level for a trainable mask, 0 if none)
+ * never changes the embeddings and blocks below it, so the residual stream entering block
+ * `level` is a function of a token row alone. With the store on, every forward pass whose
+ * perturbation leaves those blocks alone (pk_model_loss, sweeps) takes each row's stream from
+ * the row computed by itself (a batch of that row alone), kept after its first use up to
+ * cap_bytes and copied after that: the same bits whether a row was kept or not, whatever batch it
+ * comes in and however many threads, so the losses are a pure function of (weights, batch,
+ * perturbation, kernel) with the store on (not the same bits as with it off: a row alone is
+ * another GEMM tiling). The caller promises not to change the tensors below `level` while it is
+ * on. level 0 turns it off (and frees it); PK_ERR_ARG past the model's blocks. */
+PK_NODISCARD pk_status pk_model_freeze_prefix(pk_model *m, int level, size_t cap_bytes);
+int pk_model_frozen_level(const pk_model *m);
+int pk_model_trainable_level(const pk_model *m, const uint8_t *trainable);
+/* Rows found in the store, rows computed by themselves, and the bytes the store holds. */
+void pk_model_frozen_stats(const pk_model *m, uint64_t *hits, uint64_t *misses, size_t *bytes);
+
 /* Reserves activations for batches up to (B, T) so later forward calls do not allocate
  * (otherwise the first forward of a larger shape reserves lazily). PK_ERR_ARG if T exceeds
  * max positions, PK_ERR_NOMEM. */
