@@ -179,25 +179,20 @@ static void check_new_examples(const char *home)
 /* Usage and memory-cap refusals happen before the home is touched. */
 static void check_refusals(const char *home)
 {
-    char *o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
-                        "%s agent --home %s --passphrase-file %s --model %s --datasets notes "
-                        "--max-rss 1M",
-                        POCKETLLM, home, pass, STORIES),
-                1);
-    PK_CHECK(o && strstr(o, "--max-rss: training") && strstr(o, "above the cap of 1.0 MB"));
     /* stories260k: 1,044,992 bytes + a tenth + 24 MB = 25.1 MB; hizoo adds its Hessian budget,
      * a tenth of the weights by default: 25.2 MB */
-    PK_CHECK(o && strstr(o, "needs about 25.1 MB"));
-    free(o);
-    o = NULL;
-    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
-                        "%s agent --home %s --passphrase-file %s --model %s --datasets notes "
-                        "--estimator hizoo --max-rss 1M",
-                        POCKETLLM, home, pass, STORIES),
-                1);
-    PK_CHECK(o && strstr(o, "needs about 25.2 MB") && strstr(o, "above the cap of 1.0 MB"));
-    free(o);
+    const char *estimator[2] = {"spsa", "hizoo"}, *needs[2] = {"25.1 MB", "25.2 MB"};
+    for (int e = 0; e < 2; e++) {
+        char *o = NULL;
+        PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+                            "%s agent --home %s --passphrase-file %s --model %s --datasets notes "
+                            "--estimator %s --max-rss 1M",
+                            POCKETLLM, home, pass, STORIES, estimator[e]),
+                    1);
+        PK_CHECK(o && strstr(o, "--max-rss: training") && strstr(o, "above the cap of 1.0 MB"));
+        PK_CHECK(o && strstr(o, needs[e]));
+        free(o);
+    }
     PK_CHECK_EQ(run_fmt(NULL, RUN_PLAIN,
                         "%s agent --home %s --model %s --datasets notes --window 25:00-01:00 "
                         "2>/dev/null",
