@@ -174,7 +174,7 @@ static void test_expf(void)
     double worst = 0;
     for (float x = -87.0f; x <= 88.0f; x += 1.0f / 1024.0f) {
         float e = pk_expf(x);
-        double u = ulps(e, x);
+        double u = ulps(e, (long double)x);
         worst = u > worst ? u : worst;
         h = fnv1a(h, &e, sizeof e);
     }
@@ -182,7 +182,7 @@ static void test_expf(void)
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         float x = (float)((double)(s >> 11) / 9007199254740992.0 * 175.0 - 87.0);
         float e = pk_expf(x);
-        double u = ulps(e, x);
+        double u = ulps(e, (long double)x);
         worst = u > worst ? u : worst;
         h = fnv1a(h, &e, sizeof e);
     }
@@ -225,7 +225,8 @@ static void test_expf(void)
             float v = act[i], u = 0.7978845608028654f * (v + cube);
             PK_CHECK_EQ(fbits(silu[i]), fbits(v / (1.0f + pk_expf(-v))));
             PK_CHECK_EQ(fbits(gelu[i]), fbits(v / (1.0f + pk_expf(-2.0f * u))));
-            long double lv = v, lu = 0.7978845608028654L * (lv + 0.044715L * lv * lv * lv);
+            long double lv = (long double)v,
+                        lu = 0.7978845608028654L * (lv + 0.044715L * lv * lv * lv);
             long double rs = lv / (1.0L + expl(-lv)), rg = 0.5L * lv * (1.0L + tanhl(lu));
             PK_CHECK(fabsl((long double)silu[i] - rs) <= 1e-6L * (1.0L + fabsl(rs)));
             PK_CHECK(fabsl((long double)gelu[i] - rg) <= 1e-6L * (1.0L + fabsl(rg)));

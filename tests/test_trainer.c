@@ -607,9 +607,9 @@ static void test_lr_blew_up(void)
     t[9] = 4.0 + 1e-9;
     PK_CHECK(pk_lr_search_blew_up(t, 10));
     t[9] = 4.0;
-    t[7] = NAN;
+    t[7] = (double)NAN;
     PK_CHECK(pk_lr_search_blew_up(t, 10));
-    t[7] = INFINITY;
+    t[7] = (double)INFINITY;
     PK_CHECK(pk_lr_search_blew_up(t, 10));
     t[7] = 100.0;
     PK_CHECK(pk_lr_search_blew_up(t, 10));
