@@ -161,8 +161,8 @@ int pk_agent_conditions_ok(const pk_agent_conditions *c, double own_load, char *
     return 1;
 }
 
-pk_status pk_agent_model_bytes(const char *model_dir, double state, uint64_t *bytes, char *err,
-                               size_t errlen)
+pk_status pk_agent_model_bytes(const char *model_dir, double state, int frozen, uint64_t *bytes,
+                               char *err, size_t errlen)
 {
     char path[1400];
     uint64_t total = 0;
@@ -187,6 +187,8 @@ pk_status pk_agent_model_bytes(const char *model_dir, double state, uint64_t *by
         pk_seterr(err, errlen, "%s: no .safetensors files", model_dir);
         return PK_ERR_NOTFOUND;
     }
-    *bytes = total + total / 10 + (uint64_t)(state * (double)total) + (24u << 20);
+    uint64_t store = total / 4 > ((uint64_t)16 << 20) ? total / 4 : (uint64_t)16 << 20;
+    *bytes =
+        total + total / 10 + (uint64_t)(state * (double)total) + (frozen ? store : 0) + (24u << 20);
     return PK_OK;
 }

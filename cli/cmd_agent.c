@@ -259,10 +259,17 @@ static int agent_check(agent_opts *o)
         cli_error(cmd, "--max-rss: want a size such as 512M, got '%s'", o->max_rss);
         return CLI_USAGE;
     }
-    /* hizoo's Hessian diagonal: at most its budget times the weights (a larger one is refused) */
+    /* hizoo's Hessian diagonal: at most its budget times the weights (a larger one is refused);
+     * the frozen prefix's store where the trainable set may leave blocks below it (top:K, a
+     * regex; not all, bitfit, scales or LoRA: DESIGN 4) */
     const pk_mezo_params *mz = &o->p.train.mezo;
     double state = mz->estimator == PK_EST_HIZOO ? (double)mz->hessian_budget : 0.0;
-    if (pk_agent_model_bytes(o->p.train.model_dir, state, &need, err, sizeof err) != PK_OK) {
+    const char *tr = o->p.train.trainable;
+    pk_lora_params lp;
+    int frozen = tr[0] && strcmp(tr, "all") != 0 && strcmp(tr, "bitfit") != 0 &&
+                 strcmp(tr, "scales") != 0 && pk_mezo_lora_parse(tr, &lp, NULL, 0) == 0;
+    if (pk_agent_model_bytes(o->p.train.model_dir, state, frozen, &need, err, sizeof err) !=
+        PK_OK) {
         cli_error(cmd, "--model: %s", err);
         return CLI_ERR;
     }

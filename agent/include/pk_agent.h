@@ -37,10 +37,11 @@ int pk_agent_conditions_ok(const pk_agent_conditions *c, double own_load, char *
 
 /* The memory a model needs to train (its safetensors bytes plus a tenth for activations and
  * scratch, plus `state` times them for the estimator's state: hizoo's fp32 Hessian diagonal is
- * at most its --hessian-budget times the weights; plus 24 MB for the process), from the file
- * sizes alone: nothing is mapped. */
-PK_NODISCARD pk_status pk_agent_model_bytes(const char *model_dir, double state, uint64_t *bytes,
-                                            char *err, size_t errlen);
+ * at most its --hessian-budget times the weights; plus, if `frozen`, the frozen prefix's store at
+ * its most, a quarter of them or 16 MB; plus 24 MB for the process), from the file sizes alone:
+ * nothing is mapped. */
+PK_NODISCARD pk_status pk_agent_model_bytes(const char *model_dir, double state, int frozen,
+                                            uint64_t *bytes, char *err, size_t errlen);
 
 /* ---- the loop (agent.c) --------------------------------------------------------------------- */
 
