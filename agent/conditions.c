@@ -187,8 +187,7 @@ pk_status pk_agent_model_bytes(const char *model_dir, double state, int frozen, 
         pk_seterr(err, errlen, "%s: no .safetensors files", model_dir);
         return PK_ERR_NOTFOUND;
     }
-    uint64_t store = total / 4 > ((uint64_t)16 << 20) ? total / 4 : (uint64_t)16 << 20;
-    *bytes =
-        total + total / 10 + (uint64_t)(state * (double)total) + (frozen ? store : 0) + (24u << 20);
+    *bytes = total + total / 10 + (uint64_t)(state * (double)total) +
+             (frozen ? pk_model_frozen_cap(total) : 0) + (24u << 20);
     return PK_OK;
 }

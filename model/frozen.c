@@ -81,6 +81,12 @@ pk_status pk_model_freeze_prefix(pk_model *m, int level, size_t cap_bytes)
     return PK_OK;
 }
 
+size_t pk_model_frozen_cap(uint64_t weight_bytes)
+{
+    uint64_t min = (uint64_t)16 << 20, q = weight_bytes / 4;
+    return (size_t)(q > min ? q : min);
+}
+
 int pk_model_frozen_level(const pk_model *m)
 {
     return m && m->frozen ? m->frozen->level : 0;

@@ -181,8 +181,8 @@ pk_status pk_objective_from_store(pk_store *s, const char *dataset, const pk_mod
  * training set alone, the same way for a new run and a resumed one, so their losses agree. */
 static pk_status freeze_prefix(pk_trainer *t)
 {
-    size_t cap = pk_model_weight_bytes(t->m) / 4, H = (size_t)pk_model_hidden_size(t->m);
-    cap = cap > ((size_t)16 << 20) ? cap : (size_t)16 << 20;
+    size_t cap = pk_model_frozen_cap(pk_model_weight_bytes(t->m));
+    size_t H = (size_t)pk_model_hidden_size(t->m);
     size_t need = pk_objective_row_tokens(t->obj) * (H * sizeof(float) + 2 * sizeof(int32_t));
     int level = need <= cap ? pk_model_trainable_level(t->m, t->mask) : 0;
     return pk_model_freeze_prefix(t->m, level, cap);

@@ -292,6 +292,9 @@ uint64_t pk_model_block_evals(const pk_model *m);
  * on. level 0 turns it off (and frees it); PK_ERR_ARG past the model's blocks. */
 PK_NODISCARD pk_status pk_model_freeze_prefix(pk_model *m, int level, size_t cap_bytes);
 int pk_model_frozen_level(const pk_model *m);
+/* The store's cap for weights of weight_bytes: a quarter of them, at least 16 MB (what the
+ * trainer gives pk_model_freeze_prefix, and what the agent's --max-rss estimate counts). */
+size_t pk_model_frozen_cap(uint64_t weight_bytes);
 int pk_model_trainable_level(const pk_model *m, const uint8_t *trainable);
 /* Rows found in the store, rows computed by themselves, and the bytes the store holds. */
 void pk_model_frozen_stats(const pk_model *m, uint64_t *hits, uint64_t *misses, size_t *bytes);
