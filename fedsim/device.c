@@ -39,7 +39,8 @@ typedef struct dev {
     uint32_t K;            /* the task's pool size */
     uint8_t pool_seed[32]; /* the task's (GET /v1/task) */
     double *coef;          /* [N] the current group's coefficients, already / N */
-    double *loss;          /* [N] its one-sided losses */
+    double *loss;          /* [N + 1] its unperturbed loss, then its N one-sided losses */
+    uint64_t *seeds;       /* [N] the group's pool seeds */
 } dev;
 
 int pk_fedsim_estimator_carried(pk_estimator e, const char **why)
@@ -94,32 +95,33 @@ static void op_upload(void *user, int64_t round, const uint8_t *packed, size_t n
 }
 
 /* A FZOO step at the group's first local step `first`: l0 and the N one-sided losses on one
- * batch, at the same weights, along the seeds of the group's pool indices; coef[i] =
- * (l_i - l0) / sigma / N (sigma the population std of the l_i; 0 when sigma is 0). */
+ * batch, at the same weights, along the seeds of the group's pool indices, in one sweep (as the
+ * trainer's fzoo: with the frozen prefix, l0 starts from the same stored rows as the l_i);
+ * coef[i] = (l_i - l0) / sigma / N (sigma the population std of the l_i; 0 when sigma is 0). */
 static pk_status fzoo_group(dev *x, int64_t first, pk_z_kind kind, float eps)
 {
     size_t idx[1024], B = x->batch < 1024 ? x->batch : 1024;
-    double l0 = 0.0, mean = 0.0, var = 0.0;
+    double mean = 0.0, var = 0.0;
     int64_t step = x->round * 65536 + first % 65536; /* the group's batch */
     pk_status st = pk_batch_indices(x->seed, step, 0, 1, pk_objective_size(x->obj), B, idx);
     if (st == PK_OK)
         st = pk_objective_select(x->obj, idx, B);
+    for (int i = 0; i < x->N; i++)
+        x->seeds[i] = pk_sync_pool_seed(x->pool_seed, pick_of(x, x->round, first + i, x->K));
+    pk_sweep sw = {{0, eps, kind, x->fm.trainable, 0}, x->N, x->seeds, NULL, 1};
     if (st == PK_OK)
-        st = pk_objective_loss(x->obj, x->fm.m, NULL, &l0, NULL, NULL);
-    for (int i = 0; st == PK_OK && i < x->N; i++) {
-        uint32_t k = pick_of(x, x->round, first + i, x->K);
-        pk_perturb pert = {pk_sync_pool_seed(x->pool_seed, k), eps, kind, x->fm.trainable, 0};
-        st = pk_objective_loss(x->obj, x->fm.m, &pert, &x->loss[i], NULL, NULL);
-        mean += x->loss[i];
-    }
+        st = pk_objective_loss_sweep(x->obj, x->fm.m, &sw, x->loss);
     if (st != PK_OK)
         return st;
+    const double l0 = x->loss[0], *li = x->loss + 1;
+    for (int i = 0; i < x->N; i++)
+        mean += li[i];
     mean /= (double)x->N;
     for (int i = 0; i < x->N; i++)
-        var += (x->loss[i] - mean) * (x->loss[i] - mean);
+        var += (li[i] - mean) * (li[i] - mean);
     double sigma = sqrt(var / (double)x->N);
     for (int i = 0; i < x->N; i++)
-        x->coef[i] = sigma > 0.0 ? (x->loss[i] - l0) / sigma / (double)x->N : 0.0;
+        x->coef[i] = sigma > 0.0 ? (li[i] - l0) / sigma / (double)x->N : 0.0;
     return PK_OK;
 }
 
@@ -220,6 +222,8 @@ static pk_status dev_open(dev *x, pk_store *s, const pk_fedsim_device_params *p,
         pk_seterr(err, errlen, "dataset %s has no examples", p->dataset);
         st = PK_ERR_ARG;
     }
+    if (st == PK_OK) /* the frozen prefix, as the trainer's (DESIGN 4) */
+        st = pk_objective_freeze_prefix(x->obj, x->fm.m, x->fm.trainable);
     if (st != PK_OK)
         return st;
     x->batch = (size_t)cfg.batch < pk_objective_size(x->obj) ? (size_t)cfg.batch
@@ -240,8 +244,9 @@ static pk_status dev_open(dev *x, pk_store *s, const pk_fedsim_device_params *p,
     }
     if (x->fzoo) {
         x->coef = calloc((size_t)x->N, sizeof *x->coef);
-        x->loss = calloc((size_t)x->N, sizeof *x->loss);
-        if (!x->coef || !x->loss)
+        x->loss = calloc((size_t)x->N + 1, sizeof *x->loss);
+        x->seeds = calloc((size_t)x->N, sizeof *x->seeds);
+        if (!x->coef || !x->loss || !x->seeds)
             return PK_ERR_NOMEM;
     }
     return PK_OK;
@@ -255,6 +260,7 @@ static void dev_close(dev *x)
     free(x->uploaded);
     free(x->coef);
     free(x->loss);
+    free(x->seeds);
 }
 
 /* Appends {"round","device_id","examples","pairs","dp_noise","as_uploaded"} to the record

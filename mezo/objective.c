@@ -490,6 +490,17 @@ size_t pk_objective_row_tokens(const pk_objective *o)
     return n;
 }
 
+pk_status pk_objective_freeze_prefix(const pk_objective *o, pk_model *m, const uint8_t *trainable)
+{
+    if (o == NULL || m == NULL)
+        return PK_ERR_ARG;
+    size_t cap = pk_model_frozen_cap(pk_model_weight_bytes(m));
+    size_t H = (size_t)pk_model_hidden_size(m);
+    size_t need = pk_objective_row_tokens(o) * (H * sizeof(float) + 2 * sizeof(int32_t));
+    int level = need <= cap ? pk_model_trainable_level(m, trainable) : 0;
+    return pk_model_freeze_prefix(m, level, cap);
+}
+
 pk_status pk_objective_select(pk_objective *o, const size_t *idx, size_t n)
 {
     pk_status st = ensure_cap(o, n);

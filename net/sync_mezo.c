@@ -70,6 +70,8 @@ pk_status pk_sync_mezo_open(pk_store *s, const char *model_dir, const char *data
             pk_seterr(err, errlen, "dataset %s has no examples", datasets ? datasets : dataset);
             st = PK_ERR_ARG;
         }
+        if (st == PK_OK) /* reset restores only what apply changed: the prefix stays valid */
+            st = pk_objective_freeze_prefix(x->obj, x->m, x->trainable);
     }
     if (st != PK_OK) {
         pk_sync_mezo_free(x);

@@ -618,6 +618,42 @@ static void test_sweep_path(void)
  * of pk_objective_loss on that evaluation alone: lm and classify (causal: one row per label
  * word), one-sided with an unperturbed evaluation (fzoo) and two-sided (hizoo), each
  * perturbation on its own 2 of the 5 blocks. */
+/* pk_objective_freeze_prefix: the top block's set gets level L - 1 (these rows fit), every
+ * tensor none. Under it a sweep with an unperturbed evaluation (fedsim's fzoo group, the
+ * trainer's fzoo) takes every evaluation, l0 included, from the stored rows (only the top block
+ * runs): the bits of the same sweep with nothing kept (each row recomputed by itself). */
+static void check_frozen_sweep(pk_objective *o, pk_model *m, const uint64_t *seeds)
+{
+    size_t nt = pk_model_n_tensors(m);
+    int L = pk_model_n_layers(m);
+    uint8_t *top = calloc(nt, 1);
+    for (size_t i = 0; top && i < nt; i++) {
+        pk_tensor_info ti;
+        PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
+        top[i] = pk_tensor_layer(ti.name) == L - 1;
+    }
+    PK_CHECK(pk_objective_freeze_prefix(o, m, NULL) == PK_OK && pk_model_frozen_level(m) == 0);
+    PK_CHECK(pk_objective_freeze_prefix(o, m, top) == PK_OK);
+    PK_CHECK_EQ(pk_model_frozen_level(m), L - 1);
+    pk_sweep sw = {{0, 1e-2f, PK_Z_RADEMACHER, top, 0}, 3, seeds, NULL, 1};
+    double kept[4], warm[4], alone[4];
+    uint64_t hits, misses;
+    size_t bytes;
+    PK_CHECK(pk_objective_loss_sweep(o, m, &sw, kept) == PK_OK);
+    uint64_t b0 = pk_model_block_evals(m);
+    PK_CHECK(pk_objective_loss_sweep(o, m, &sw, warm) == PK_OK);
+    /* warm, l0 too: the top block once per evaluation, nothing below it */
+    PK_CHECK_EQ((long long)(pk_model_block_evals(m) - b0), 4LL);
+    pk_model_frozen_stats(m, &hits, &misses, &bytes);
+    PK_CHECK(misses >= 4 && hits == misses && bytes > 0);   /* each row once, then from the store */
+    PK_CHECK(pk_model_freeze_prefix(m, L - 1, 0) == PK_OK); /* nothing kept */
+    PK_CHECK(pk_objective_loss_sweep(o, m, &sw, alone) == PK_OK);
+    PK_CHECK(!memcmp(kept, warm, sizeof kept) && !memcmp(kept, alone, sizeof kept));
+    PK_CHECK(kept[0] != kept[1] && isfinite(kept[0]));
+    PK_CHECK(pk_model_freeze_prefix(m, 0, 0) == PK_OK);
+    free(top);
+}
+
 static void test_objective_sweep(void)
 {
     pk_model *m = load();
@@ -666,6 +702,8 @@ static void test_objective_sweep(void)
             PK_CHECK(!memcmp(got, want, (size_t)pk_sweep_evals(&sw) * sizeof(double)));
             PK_CHECK(got[0] != got[1] && isfinite(got[0]));
         }
+        if (o)
+            check_frozen_sweep(o, m, seeds);
         pk_objective_free(o);
     }
     free(mk);

@@ -408,6 +408,16 @@ static void test_estimators(void)
     PK_CHECK(cJSON_IsNumber(l0) && cJSON_IsNumber(l1) && l1->valuedouble < l0->valuedouble);
     cJSON_Delete(s);
     check_rounds_file(d);
+    /* the top block only: the devices' fzoo groups run on the frozen prefix (l0 and the l_i in
+     * one sweep from the same stored rows); the log replays, the loss falls */
+    snprintf(d, sizeof d, "%s/run-fzoo-top", g_tmp);
+    s = fedsim(d, "--estimator fzoo --perturbations 3 --trainable top:1 --lr 1e-2", 0);
+    c = cJSON_GetObjectItemCaseSensitive(s, "log_check");
+    PK_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "ok")));
+    l0 = cJSON_GetObjectItemCaseSensitive(s, "base_loss");
+    l1 = cJSON_GetObjectItemCaseSensitive(s, "loss");
+    PK_CHECK(cJSON_IsNumber(l0) && cJSON_IsNumber(l1) && l1->valuedouble < l0->valuedouble);
+    cJSON_Delete(s);
     snprintf(d, sizeof d, "%s/hizoo", g_tmp);
     snprintf(files, sizeof files, "--data %s/train.jsonl --eval-data %s/eval.jsonl", g_tmp, g_tmp);
     snprintf(args, sizeof args, "%s --devices 2 --estimator hizoo", files);

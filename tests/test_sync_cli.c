@@ -14,6 +14,7 @@
 #include "pk_mezo.h"
 #include "pk_model.h"
 #include "pk_net.h"
+#include "pk_store.h"
 #include "pk_test.h"
 
 #pragma GCC diagnostic push
@@ -579,51 +580,93 @@ static int write_task(const char *base)
     return write_task_named(base, "cli-test", N_AGENTS, "");
 }
 
-/* A LoRA task (the coordinator knows the base hash and the spec, never the adapter): the
- * adapter comes from the spec's seed, so a device reports the base hash at the base, uploads,
- * and a fresh home with the same spec (in any order of its items) replays the log to the
- * device's weights, as does the protocol alone (ref_replay with the spec's mask); a device
- * without the spec is refused. A new coordinator (task cli-lora, quorum 1, no faults, its own
- * db and capture). */
-#define LORA_SPEC "lora:r=4,alpha=8,seed=5"
-static void test_lora_sync(const agent *a, const char *base)
+/* A task that names a trainable set (the coordinator knows the base hash and the spec, never
+ * an adapter), on a new coordinator (task cli-NAME, quorum 1, no faults, its own db and
+ * capture): a device reports the base hash at the base (a LoRA adapter comes from the spec's
+ * seed), uploads, and a fresh home with the same spec (`same`: in another order of its items)
+ * replays the log to the device's weights, as does the protocol alone (ref_replay with the
+ * spec's mask); a device without the spec is refused. */
+static void test_spec_sync(const agent *a, const char *base, const char *name, const char *spec,
+                           const char *same)
 {
     coord c;
-    char args[1400], path[300], *log = NULL, ref[65] = "";
+    char args[1400], path[300], home[64], opt[160], task[64], *log = NULL, ref[65] = "";
     report rep, fresh0, fresh, plain;
     memset(&c, 0, sizeof c);
-    /* the task names the spec; a device asks for it as "lora:r=4,alpha=8,seed=5" */
-    PK_CHECK(write_task_named(base, "cli-lora", 1, ",\"trainable\":\"" LORA_SPEC "\""));
-    snprintf(path, sizeof path, "%s/capture-lora", g_tmp);
+    snprintf(task, sizeof task, "cli-%s", name);
+    snprintf(opt, sizeof opt, ",\"trainable\":\"%s\"", spec);
+    PK_CHECK(write_task_named(base, task, 1, opt));
+    snprintf(path, sizeof path, "%s/capture-%s", g_tmp, name);
     PK_CHECK(mkdir(path, 0700) == 0);
-    snprintf(
-        args, sizeof args,
-        "--db %s/lora.db --task %s/task.json --capture %s --faults seed=1 2>%s/server-lora.log",
-        g_tmp, g_tmp, path, g_tmp);
+    snprintf(args, sizeof args,
+             "--db %s/%s.db --task %s/task.json --capture %s --faults seed=1 2>%s/server-%s.log",
+             g_tmp, name, g_tmp, path, g_tmp, name);
     if (!server_start(&c.sv, args)) {
         PK_CHECK(0);
         return;
     }
     c.port = c.sv.port;
     snprintf(c.url, sizeof c.url, "http://127.0.0.1:%d", c.port);
-    catch_up_ex(&c, "lora0", "--trainable " LORA_SPEC, &fresh0); /* version 0: the base */
+    snprintf(opt, sizeof opt, "--trainable %s", spec);
+    snprintf(home, sizeof home, "%s0", name);
+    catch_up_ex(&c, home, opt, &fresh0); /* version 0: the base */
     PK_CHECK(fresh0.ok && fresh0.log_version == 0 && !strcmp(fresh0.model_hash, base));
-    FILE *p = sync_start(a, &c, "--batch 2 --trainable lora:alpha=8,seed=5,r=4"); /* the same */
+    snprintf(args, sizeof args, "--batch 2 --trainable %s", same);
+    FILE *p = sync_start(a, &c, args);
     PK_CHECK(p != NULL);
     sync_finish(p, a, &rep);
     PK_CHECK(rep.ok && rep.uploaded && rep.round_closed && rep.log_version == 1);
     PK_CHECK(strcmp(rep.model_hash, base) != 0);
-    catch_up_ex(&c, "lora1", "--trainable " LORA_SPEC, &fresh);
+    snprintf(home, sizeof home, "%s1", name);
+    catch_up_ex(&c, home, opt, &fresh);
     PK_CHECK(fresh.ok && fresh.log_version == 1 && !strcmp(fresh.model_hash, rep.model_hash));
-    catch_up_ex(&c, "lora2", "", &plain); /* a device training all weights is refused */
+    snprintf(home, sizeof home, "%s2", name);
+    catch_up_ex(&c, home, "", &plain); /* a device training all weights is refused */
     PK_CHECK(!plain.ok && plain.rc == 1);
     log = fetch_global_log(c.url, 20);
     int entries = 0;
-    PK_CHECK(ref_replay(log, LORA_SPEC, ref, &entries));
+    PK_CHECK(ref_replay(log, spec, ref, &entries));
     PK_CHECK_EQ(entries, 1);
     PK_CHECK(!strcmp(ref, rep.model_hash));
     free(log);
     coord_stop(&c);
+}
+
+/* The sync client's model with `--trainable top:1` keeps the frozen prefix (DESIGN 4): the rows
+ * of its dataset are computed once, and a reset to the base (each round's start) keeps them; with
+ * every tensor trainable there is none. */
+static void test_sync_frozen(const agent *a)
+{
+    pk_store *s = NULL;
+    pk_sync_mezo *x = NULL;
+    char err[256] = "";
+    const char *pass = getenv("POCKETLLM_PASSPHRASE");
+    PK_CHECK(pass && pk_store_open(a->home, pass, strlen(pass), &s, err, sizeof err) == PK_OK);
+    for (int top = 0; s && top < 2; top++) {
+        PK_CHECK(pk_sync_mezo_open(s, STORIES, "d", NULL, top ? "top:1" : "all", 2, 64, &x, err,
+                                   sizeof err) == PK_OK);
+        pk_model *m = pk_sync_mezo_model(x);
+        PK_CHECK_EQ(pk_model_frozen_level(m), top ? pk_model_n_layers(m) - 1 : 0);
+        pk_sync_model_ops ops = pk_sync_mezo_ops(x);
+        float g[2] = {0.0f, 0.0f};
+        int64_t nb = 0;
+        uint64_t hits = 0, misses = 0;
+        size_t bytes = 0;
+        for (int r = 0; x && r < 2; r++) {
+            PK_CHECK(ops.reset(ops.user) == PK_OK);
+            PK_CHECK(ops.grad(ops.user, 77, PK_Z_GAUSSIAN, 1e-3f, &g[r], &nb) == PK_OK);
+            PK_CHECK(isfinite(g[r]) && nb == 2);
+            PK_CHECK(ops.apply(ops.user, 77, PK_Z_GAUSSIAN, 1e-3f, g[r]) == PK_OK);
+        }
+        pk_model_frozen_stats(m, &hits, &misses, &bytes);
+        if (top) /* 3 examples, 2 a step: the second step takes one row from the store */
+            PK_CHECK(misses == 3 && hits == 1 && bytes > 0);
+        else
+            PK_CHECK(misses == 0 && hits == 0 && bytes == 0);
+        pk_sync_mezo_free(x);
+        x = NULL;
+    }
+    pk_store_close(s);
 }
 
 static void run_all(const coord *c, const agent *ag, const char *base)
@@ -708,8 +751,11 @@ int main(void)
     coord_stop(&c);
     if (up)
         check_capture(ag);
-    if (up)
-        test_lora_sync(&ag[1], base);
+    if (up) {
+        test_spec_sync(&ag[1], base, "lora", "lora:r=4,alpha=8,seed=5", "lora:alpha=8,seed=5,r=4");
+        test_spec_sync(&ag[1], base, "top", "top:1", "top:1");
+        test_sync_frozen(&ag[1]);
+    }
     printf("total %.2f s\n", pk_time_now() - t0);
     rm_rf_if_passed(g_tmp, pk_test_failures);
     pk_http_global_cleanup();

@@ -173,19 +173,13 @@ pk_status pk_objective_from_store(pk_store *s, const char *dataset, const pk_mod
                           out, err, errlen);
 }
 
-/* The frozen prefix (pk_model_freeze_prefix, DESIGN 4): a trainable set from block F up leaves
- * the embeddings and blocks below F as they are for the whole run, so each training row's stream
- * into block F is computed once by itself and kept. On when every row of the training set fits
- * a quarter of the weight bytes (at least 16 MB): a row that did not fit would be computed by
- * itself at every use, slower than in its batch. Decided from the run's model, trainable set and
- * training set alone, the same way for a new run and a resumed one, so their losses agree. */
+/* The frozen prefix (DESIGN 4): a trainable set from block F up leaves the embeddings and blocks
+ * below F as they are for the whole run, so each training row's stream into block F is computed
+ * once by itself and kept; on when the training set's rows fit (pk_objective_freeze_prefix),
+ * decided the same way for a new run and a resumed one, so their losses agree. */
 static pk_status freeze_prefix(pk_trainer *t)
 {
-    size_t cap = pk_model_frozen_cap(pk_model_weight_bytes(t->m));
-    size_t H = (size_t)pk_model_hidden_size(t->m);
-    size_t need = pk_objective_row_tokens(t->obj) * (H * sizeof(float) + 2 * sizeof(int32_t));
-    int level = need <= cap ? pk_model_trainable_level(t->m, t->mask) : 0;
-    return pk_model_freeze_prefix(t->m, level, cap);
+    return pk_objective_freeze_prefix(t->obj, t->m, t->mask);
 }
 
 /* The training objective of a run: its dataset, or the union it names; then the frozen prefix. */

@@ -273,6 +273,12 @@ PK_NODISCARD pk_status pk_objective_select(pk_objective *o, const size_t *idx, s
 /* The tokens of every row the objective's examples make (lm: one per example; causal classify:
  * one per label word), summed: what keeping each row's hidden states costs per hidden unit. */
 size_t pk_objective_row_tokens(const pk_objective *o);
+/* Sets m's frozen prefix (pk_model_freeze_prefix, DESIGN 4) for training `trainable` on o: the
+ * trainable set's shared prefix when every row of o fits pk_model_frozen_cap of the weights,
+ * else none. A function of the model, the trainable set and o's examples alone, so a run, its
+ * resume and a federated device decide alike. */
+PK_NODISCARD pk_status pk_objective_freeze_prefix(const pk_objective *o, pk_model *m,
+                                                  const uint8_t *trainable);
 /* Loss of the current selection (the pk_mezo_loss_fn shape with user = the objective; micro is
  * ignored). *acc (may be NULL) the accuracy for classify/accuracy, NAN for lm; *tokens (may be
  * NULL) the number of counted targets (lm) or examples. With pert->both, loss[2] and acc[2]: the
