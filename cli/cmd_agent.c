@@ -115,7 +115,8 @@ static const cli_option agent_table[] = {
      "the coordinator to sync with (pocketllm sync)"},
     {"--sync-every", CLI_STR, CLI_AT(T, sync_every), 0, 0, NULL, "DURATION",
      "time between syncs: 90s, 30m, 6h, 1d (default 6h)"},
-    CLI_THREADS_OPT(T),
+    {"--threads", CLI_THREADS, CLI_AT(T, c.threads), 1, 4096, NULL, "N",
+     "threads (default 1: a background agent takes one core)"},
     CLI_QUIET_OPT(T),
     CLI_STORE_OPTS(T),
     END_OPTIONS,
@@ -445,7 +446,7 @@ static pk_status sync_child(void *user, char *err, size_t errlen)
 static int agent_main(int argc, char **argv)
 {
     agent_opts o = {.p = pk_agent_default_params()};
-    o.c.threads = 1; /* a background agent: one core unless told otherwise */
+    o.c.threads = 1; /* a background agent: one core unless told otherwise (--threads) */
     int rc = cli_parse(&agent_cmd, argc, argv, &o);
     if (rc != 0)
         return rc < 0 ? CLI_OK : rc;

@@ -490,8 +490,8 @@ static const cli_command make_cmd = {
     make_table,
     0,
     "presets: opt: opt-125m opt-350m opt-1.3b tiny tiny-postln; gpt2: gpt2-124m tiny;\n"
-    "roberta: roberta-large roberta-base tiny; llama: llama-1b-like tiny tiny-rope3;\n"
-    "qwen2: qwen2-0.5b-like tiny."};
+    "roberta: roberta-large roberta-base tiny; llama: llama-1b-like smollm2-135m tiny\n"
+    "tiny-rope3; qwen2: qwen2-0.5b-like tiny."};
 
 static const preset *find_preset(const char *arch, const char *name)
 {
