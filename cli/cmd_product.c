@@ -57,7 +57,8 @@ typedef struct plot_opts {
 static const cli_option plot_table[] = {
     {"--run", CLI_LIST, CLI_AT(T, runs), 0, 0, NULL, "ID",
      "the run (required); repeat it to compare the train loss of several runs"},
-    {"--out", CLI_STR, CLI_AT(T, out), 0, 0, NULL, "FILE.svg", "the SVG to write (required)"},
+    {"--out", CLI_STR, CLI_AT(T, out), 0, 0, NULL, "FILE.svg",
+     "the SVG to write (required; - writes it to stdout)"},
     {"--x", CLI_CHOICE, CLI_AT(T, x), 0, 0, "step|evaluations|seconds", NULL,
      "several runs: x axis in steps, loss evaluations or training seconds (compares "
      "estimators; seconds from the runs' eval points)"},
@@ -114,11 +115,14 @@ int cmd_plot(int argc, char **argv)
     if (rc != 0)
         return rc;
     char err[ERRLEN] = "";
-    pk_status st = o.runs.n == 1 ? pk_plot_run(s, ids[0], o.out, err, sizeof err)
-                                 : pk_plot_runs_x(s, ids, (size_t)o.runs.n, (pk_plot_x)o.x, o.out,
-                                                  err, sizeof err);
+    /* one run against steps: its raw and smoothed train loss and its eval points; else (several
+     * runs, or --x evaluations|seconds) one smoothed curve per run */
+    pk_status st =
+        o.runs.n == 1 && o.x == PK_PLOT_X_STEP
+            ? pk_plot_run(s, ids[0], o.out, err, sizeof err)
+            : pk_plot_runs_x(s, ids, (size_t)o.runs.n, (pk_plot_x)o.x, o.out, err, sizeof err);
     rc = close_report(s, o.c.cmd, st, err);
-    if (rc == CLI_OK)
+    if (rc == CLI_OK && strcmp(o.out, "-") != 0) /* "-": the SVG itself went to stdout */
         printf("wrote %s (open it in a browser)\n", o.out);
     return rc;
 }

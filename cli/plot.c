@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* Canvas and plot area in SVG user units (px). */
 #define W        800.0
@@ -320,9 +321,43 @@ static void ema(const double *y, size_t n, double alpha, double *out)
     }
 }
 
+/* The SVG to path written through (path "-": stdout; an existing symlink, device or FIFO: opened
+ * and written, never replaced), 0 on success. */
+static pk_status write_svg_through(FILE *f, const char *path, const char *title, const char *xlabel,
+                                   const pk_plot_series *ser, size_t n_ser, char *err,
+                                   size_t errlen)
+{
+    if (!f) {
+        pk_seterr(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        return PK_ERR_IO;
+    }
+    errno = 0;
+    pk_status st = pk_plot_svg(f, title, xlabel, "loss (nats/token)", ser, n_ser);
+    int bad = f == stdout ? fflush(f) != 0 || ferror(f) : fclose(f) != 0;
+    if (st == PK_OK && bad)
+        st = PK_ERR_IO;
+    if (st != PK_OK)
+        pk_seterr(err, errlen, "cannot write %s: %s", f == stdout ? "the SVG to stdout" : path,
+                  errno ? strerror(errno) : "write error");
+    return st;
+}
+
+/* path "-" is stdout; a regular file (or a new one) is written to PATH.tmp and renamed over it,
+ * so a failed write leaves the old file; anything else already there (a symlink, a device, a
+ * FIFO) is written through, never replaced; a directory is refused. */
 static pk_status write_svg_file(const char *path, const char *title, const char *xlabel,
                                 const pk_plot_series *ser, size_t n_ser, char *err, size_t errlen)
 {
+    struct stat sb;
+    if (!strcmp(path, "-"))
+        return write_svg_through(stdout, path, title, xlabel, ser, n_ser, err, errlen);
+    if (lstat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        if (S_ISDIR(sb.st_mode)) {
+            pk_seterr(err, errlen, "cannot write %s: it is a directory (give a file name)", path);
+            return PK_ERR_IO;
+        }
+        return write_svg_through(fopen(path, "w"), path, title, xlabel, ser, n_ser, err, errlen);
+    }
     size_t len = strlen(path) + 16;
     char *tmp = malloc(len);
     if (!tmp)
@@ -369,8 +404,17 @@ static pk_status read_train_curve(pk_store *s, int64_t run_id, train_curve *c, c
     char serr[512] = ""; /* what the store says on failure */
     pk_step_row *rows = NULL;
     size_t n_rows = 0;
+    pk_run_info ri;
     memset(c, 0, sizeof *c);
-    pk_status st = pk_store_steps_read(s, run_id, 0, INT64_MAX, &rows, &n_rows, serr, sizeof serr);
+    memset(&ri, 0, sizeof ri);
+    pk_status st = pk_store_run_get(s, run_id, &ri, serr, sizeof serr);
+    pk_run_info_clear(&ri);
+    if (st != PK_OK) {
+        pk_seterr(err, errlen, "run %lld: %s", (long long)run_id,
+                  st == PK_ERR_NOTFOUND ? "no such run (see pocketllm runs list)" : serr);
+        return st;
+    }
+    st = pk_store_steps_read(s, run_id, 0, INT64_MAX, &rows, &n_rows, serr, sizeof serr);
     if (st != PK_OK) {
         pk_seterr(err, errlen, "cannot read the step log of run %lld: %s", (long long)run_id, serr);
         return st;

@@ -412,6 +412,33 @@ static int path_points(const char *svg, const char *id)
     return n;
 }
 
+/* plot --out: "-" is stdout (the SVG alone); an existing symlink is written through and stays a
+ * symlink; a directory is refused with exit 1, left as it was. */
+static void test_plot_out(int64_t run)
+{
+    char target[300], link[300], *o = NULL;
+    snprintf(target, sizeof target, "%s/target.svg", tmp);
+    snprintf(link, sizeof link, "%s/link.svg", tmp);
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s plot --run %lld --out - --home %s", POCKETLLM,
+                        (long long)run, home),
+                0);
+    PK_CHECK(o && !strncmp(o, "<?xml", 5) && strstr(o, "</svg>") && !strstr(o, "wrote"));
+    free(o);
+    PK_CHECK(symlink(target, link) == 0);
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE, "%s plot --run %lld --out %s --home %s >/dev/null",
+                        POCKETLLM, (long long)run, link, home),
+                0);
+    struct stat sb;
+    PK_CHECK(lstat(link, &sb) == 0 && S_ISLNK(sb.st_mode));
+    PK_CHECK(file_bytes(target) > 100);
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR, "%s plot --run %lld --out %s --home %s", POCKETLLM,
+                        (long long)run, tmp, home),
+                1);
+    PK_CHECK(o && strstr(o, "is a directory") != NULL);
+    free(o);
+    PK_CHECK(stat(tmp, &sb) == 0 && S_ISDIR(sb.st_mode));
+}
+
 static void test_plot(int64_t run, int steps)
 {
     char svgp[300];
@@ -436,12 +463,15 @@ static void test_plot(int64_t run, int steps)
     PK_CHECK_EQ(path_points(svg, "train-loss-raw"), steps);
     PK_CHECK_EQ(path_points(svg, "train-loss"), steps);
     free(svg);
-    /* no such run: an error and no file */
+    /* no such run: an error that says so, and no file */
     snprintf(svgp, sizeof svgp, "%s/none.svg", tmp);
-    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE, "%s plot --run 999 --out %s --home %s 2>/dev/null",
-                        POCKETLLM, svgp, home),
+    PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR, "%s plot --run 999 --out %s --home %s", POCKETLLM,
+                        svgp, home),
                 1);
+    PK_CHECK(o && strstr(o, "run 999: no such run") != NULL);
+    free(o);
     PK_CHECK(file_bytes(svgp) < 0);
+    test_plot_out(run);
 }
 
 int main(void)
