@@ -350,7 +350,9 @@ static int export_seedlog(const export_opts *o)
     pocketllm_status st = pocketllm_export_seedlog(h, o->run, o->seed_log, &bytes);
     rc = st == POCKETLLM_OK ? CLI_OK : cli_home_fail(o->c.cmd, h, st);
     pocketllm_home_close(h);
-    if (rc == CLI_OK)
+    if (rc == CLI_OK && pk_path_write_through(o->seed_log)) /* e.g. /dev/stdout: keep it clean */
+        fprintf(stderr, "wrote seed log of run %lld to %s\n", (long long)o->run, o->seed_log);
+    else if (rc == CLI_OK)
         printf("wrote seed log of run %lld to %s (%zu bytes)\n", (long long)o->run, o->seed_log,
                bytes);
     return rc;

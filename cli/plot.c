@@ -351,13 +351,12 @@ static pk_status write_svg_file(const char *path, const char *title, const char 
     struct stat sb;
     if (!strcmp(path, "-"))
         return write_svg_through(stdout, path, title, xlabel, ser, n_ser, err, errlen);
-    if (lstat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
-        if (S_ISDIR(sb.st_mode)) {
-            pk_seterr(err, errlen, "cannot write %s: it is a directory (give a file name)", path);
-            return PK_ERR_IO;
-        }
-        return write_svg_through(fopen(path, "w"), path, title, xlabel, ser, n_ser, err, errlen);
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        pk_seterr(err, errlen, "cannot write %s: it is a directory (give a file name)", path);
+        return PK_ERR_IO;
     }
+    if (pk_path_write_through(path))
+        return write_svg_through(fopen(path, "w"), path, title, xlabel, ser, n_ser, err, errlen);
     size_t len = strlen(path) + 16;
     char *tmp = malloc(len);
     if (!tmp)

@@ -191,12 +191,20 @@ void pk_pause_point(const char *name)
     }
 }
 
+int pk_path_write_through(const char *path)
+{
+    struct stat sb;
+    return lstat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode);
+}
+
 FILE *pk_fopen_private(const char *path, const char *mode)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return NULL;
-    FILE *f = fchmod(fd, 0600) == 0 ? fdopen(fd, mode) : NULL;
+    struct stat sb; /* a device or a FIFO (written through) keeps its mode */
+    int reg = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode);
+    FILE *f = !reg || fchmod(fd, 0600) == 0 ? fdopen(fd, mode) : NULL;
     if (!f)
         close(fd);
     return f;

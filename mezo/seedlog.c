@@ -114,6 +114,10 @@ pk_status pk_seedlog_write(const char *path, const pk_seedlog *log, char *err, s
         pk_seterr(err, errlen, "%s: path too long", path);
         return PK_ERR_ARG;
     }
+    /* a symlink, a device or a FIFO (e.g. /dev/stdout) is written through, not replaced */
+    int through = pk_path_write_through(path);
+    if (through)
+        snprintf(tmp, sizeof tmp, "%s", path);
     FILE *f = pk_fopen_private(tmp, "w");
     if (f == NULL) {
         pk_seterr(err, errlen, "%s: %s", tmp, strerror(errno));
@@ -137,10 +141,11 @@ pk_status pk_seedlog_write(const char *path, const pk_seedlog *log, char *err, s
     int bad = ferror(f);
     if (fclose(f) != 0 || bad) {
         pk_seterr(err, errlen, "%s: write failed", tmp);
-        remove(tmp);
+        if (!through)
+            remove(tmp);
         return PK_ERR_IO;
     }
-    if (rename(tmp, path) != 0) {
+    if (!through && rename(tmp, path) != 0) {
         pk_seterr(err, errlen, "%s: %s", path, strerror(errno));
         remove(tmp);
         return PK_ERR_IO;

@@ -283,6 +283,20 @@ static void test_seedlog(int64_t run, const char *hash)
     free(text);
     snprintf(a, sizeof a, "%s/model.safetensors", e32);
     PK_CHECK(lb > 0 && lb * 100 < file_bytes(a)); /* kilobytes instead of the weights */
+    /* to a symlink (as to /dev/stdout): written through, the link kept, the file private, the
+     * same bytes; the "wrote" line goes to stderr */
+    snprintf(a, sizeof a, "%s/via.seedlog", tmp);
+    snprintf(b, sizeof b, "%s/link.seedlog", tmp);
+    PK_CHECK(symlink(a, b) == 0);
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE, "%s export --run %lld --seed-log %s --home %s",
+                        POCKETLLM, (long long)run, b, home),
+                0);
+    PK_CHECK(o && strstr(o, "wrote") == NULL);
+    free(o);
+    o = NULL;
+    struct stat sb;
+    PK_CHECK(lstat(b, &sb) == 0 && S_ISLNK(sb.st_mode));
+    PK_CHECK(stat(a, &sb) == 0 && (sb.st_mode & 0777) == 0600 && sb.st_size == lb);
 
     PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
                         "%s replay --seed-log %s --model %s --out %s --threads 1", POCKETLLM, log,

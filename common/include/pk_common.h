@@ -84,9 +84,15 @@ int pk_text_append(char **p, size_t *len, size_t *cap, const void *d, size_t n, 
 void pk_pause_point(const char *name);
 
 /* fopen(path, "w"/"wb") for files that may hold what training learned (weights, seed logs):
- * created or truncated with mode 0600, an existing file's mode tightened to 0600. NULL and
- * errno set on failure. */
+ * created or truncated with mode 0600, an existing regular file's mode tightened to 0600 (a
+ * device or FIFO keeps its own). NULL and errno set on failure. */
 FILE *pk_fopen_private(const char *path, const char *mode);
+
+/* 1 if path exists and is a symlink, a device, a FIFO or a socket (lstat): a writer that builds
+ * PATH.tmp and renames it over PATH must open such a path and write through it instead, or the
+ * rename would replace it (e.g. `--out /dev/stdout` as root). 0 for a regular file, a directory
+ * or no file. */
+int pk_path_write_through(const char *path);
 
 /* 1 if each of the n bytes at s is an ASCII letter or digit or one of the characters of extra
  * (e.g. "._-", the character set of names on the wire and of hub path segments). Pure. */
