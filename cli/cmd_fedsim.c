@@ -475,7 +475,10 @@ static void traffic_json(cJSON *j, const fs_out *w, const pk_fedsim_summary *s)
     cJSON_AddNumberToObject(j, "seconds_per_round", w->sum_s / R);
 }
 
-static cJSON *summary_json(const fs_out *w, const pk_fedsim_summary *s)
+/* status: "done", "failed" (with error: the message) or "interrupted"; the rest is what the
+ * rounds that ran gave. */
+static cJSON *summary_json(const fs_out *w, const pk_fedsim_summary *s, pk_status st,
+                           const char *error)
 {
     const pk_fedsim_params *p = &w->o->p;
     cJSON *j = cJSON_CreateObject();
@@ -516,6 +519,12 @@ static cJSON *summary_json(const fs_out *w, const pk_fedsim_summary *s)
     log_check_json(j, s);
     baseline_json(j, w, s);
     cJSON_AddNumberToObject(j, "seconds", s->seconds);
+    cJSON_AddStringToObject(j, "status",
+                            st == PK_OK                ? "done"
+                            : st == PK_ERR_INTERRUPTED ? "interrupted"
+                                                       : "failed");
+    if (st != PK_OK && st != PK_ERR_INTERRUPTED)
+        cJSON_AddStringToObject(j, "error", error && *error ? error : pk_status_str(st));
     return j;
 }
 
@@ -642,6 +651,13 @@ static int fedsim_check(fedsim_opts *o)
     }
     if (estimator_check(cmd, o->p.cfg.mezo.estimator) != 0)
         return CLI_USAGE;
+    size_t tl = strlen(o->p.cfg.trainable);
+    if (tl < 1 || tl > 63) { /* the task's "trainable" field (PROTOCOL 2) */
+        cli_error(cmd,
+                  "--trainable: the task names the trainable set in 1 to 63 characters (got %zu)",
+                  tl);
+        return CLI_USAGE;
+    }
     char err[ERRLEN] = "";
     if (pk_fedsim_split_parse(o->split, &o->p.split, err, sizeof err) != PK_OK) {
         cli_error(cmd, "--split: %s", err);
@@ -703,7 +719,7 @@ static int fedsim_run(fedsim_opts *o, pk_store *src)
         cli_error(o->c.cmd, "%s%s", flag_of(o, err), err[0] ? err : pk_status_str(st));
         rc = st == PK_ERR_INTERRUPTED ? CLI_INTERRUPTED : CLI_ERR;
     }
-    cJSON *sj = summary_json(&w, &s);
+    cJSON *sj = summary_json(&w, &s, st, err);
     if (write_json_file(o->p.out_dir, "summary.json", sj) != 0 && rc == CLI_OK) {
         cli_error(o->c.cmd, "--out: cannot write %s/summary.json", o->p.out_dir);
         rc = CLI_ERR;

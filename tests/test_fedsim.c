@@ -230,6 +230,8 @@ static void check_summary(const cJSON *s, const char *dir)
     PK_CHECK(file &&
              !strcmp(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(file, "model_hash")),
                      h ? h : ""));
+    const char *status = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(file, "status"));
+    PK_CHECK(status && !strcmp(status, "done") && !cJSON_HasObjectItem(file, "error"));
     cJSON_Delete(file);
     check_rounds_file(dir);
     char *svg = slurp_at(dir, "curves.svg", NULL);
@@ -418,6 +420,19 @@ static void test_estimators(void)
     l1 = cJSON_GetObjectItemCaseSensitive(s, "loss");
     PK_CHECK(cJSON_IsNumber(l0) && cJSON_IsNumber(l1) && l1->valuedouble < l0->valuedouble);
     cJSON_Delete(s);
+    /* a run that fails (every device refuses top:0) exits 1; its summary says so */
+    snprintf(d, sizeof d, "%s/run-top0", g_tmp);
+    PK_CHECK(fedsim(d, "--trainable top:0", 1) == NULL);
+    s = read_json(d, "summary.json");
+    const char *status = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "status"));
+    const char *error = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "error"));
+    PK_CHECK(status && !strcmp(status, "failed") && error && strstr(error, "top:0"));
+    cJSON_Delete(s);
+    /* the task's trainable field is 1 to 63 characters: a longer spec is a usage error */
+    snprintf(d, sizeof d, "%s/long-trainable", g_tmp);
+    snprintf(files, sizeof files, "--data %s/train.jsonl --eval-data %s/eval.jsonl", g_tmp, g_tmp);
+    snprintf(args, sizeof args, "%s --devices 2 --trainable '%0*d'", files, 64, 0);
+    expect_error(d, args, 2, "--trainable: the task names the trainable set in 1 to 63");
     snprintf(d, sizeof d, "%s/hizoo", g_tmp);
     snprintf(files, sizeof files, "--data %s/train.jsonl --eval-data %s/eval.jsonl", g_tmp, g_tmp);
     snprintf(args, sizeof args, "%s --devices 2 --estimator hizoo", files);
