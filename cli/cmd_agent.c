@@ -185,11 +185,19 @@ static int agent_check_times(agent_opts *o)
     const char *cmd = o->c.cmd;
     if (o->window) {
         char a[8] = "", b[8] = "";
-        int n = sscanf(o->window, "%5[0-9:]-%5[0-9:]", a, b);
-        o->p.cond.window_start = n == 2 ? parse_hhmm(a) : -1;
-        o->p.cond.window_end = n == 2 ? parse_hhmm(b) : -1;
+        int at = 0, n = sscanf(o->window, "%5[0-9:]-%5[0-9:]%n", a, b, &at);
+        int whole = n == 2 && o->window[at] == 0; /* nothing after the end time */
+        o->p.cond.window_start = whole ? parse_hhmm(a) : -1;
+        o->p.cond.window_end = whole ? parse_hhmm(b) : -1;
         if (o->p.cond.window_start < 0 || o->p.cond.window_end < 0) {
             cli_error(cmd, "--window: want HH:MM-HH:MM, got '%s'", o->window);
+            return CLI_USAGE;
+        }
+        if (o->p.cond.window_start == o->p.cond.window_end) {
+            cli_error(cmd,
+                      "--window %s: the window is empty (start = end); leave --window out to "
+                      "train at any time",
+                      o->window);
             return CLI_USAGE;
         }
     }
@@ -208,6 +216,10 @@ static int agent_check_times(agent_opts *o)
     }
     if (o->sync_every && !o->sync) {
         cli_error(cmd, "--sync-every needs --sync URL");
+        return CLI_USAGE;
+    }
+    if (o->sync && strncmp(o->sync, "http://", 7) != 0 && strncmp(o->sync, "https://", 8) != 0) {
+        cli_error(cmd, "--sync: expected http://HOST[:PORT] or https://..., got '%s'", o->sync);
         return CLI_USAGE;
     }
     return 0;

@@ -195,11 +195,21 @@ static void check_refusals(const char *home)
         PK_CHECK(o && strstr(o, needs[e]));
         free(o);
     }
-    PK_CHECK_EQ(run_fmt(NULL, RUN_PLAIN,
-                        "%s agent --home %s --model %s --datasets notes --window 25:00-01:00 "
-                        "2>/dev/null",
-                        POCKETLLM, home, STORIES),
-                2);
+    /* usage errors up front (exit 2), not hours later: an hour past 23, text after the end
+     * time, an empty window, a coordinator URL that is not one */
+    static const char *const bad[][2] = {{"--window 25:00-01:00", "want HH:MM-HH:MM"},
+                                         {"--window 10:00-11:00x", "want HH:MM-HH:MM"},
+                                         {"--window 10:00-10:00", "the window is empty"},
+                                         {"--sync notaurl", "--sync: expected http://"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *o = NULL;
+        PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+                            "%s agent --home %s --model %s --datasets notes %s", POCKETLLM, home,
+                            STORIES, bad[i][0]),
+                    2);
+        PK_CHECK(o && strstr(o, bad[i][1]));
+        free(o);
+    }
     PK_CHECK_EQ(run_fmt(NULL, RUN_PLAIN, "%s agent --home %s --datasets notes 2>/dev/null",
                         POCKETLLM, home),
                 2);
