@@ -178,8 +178,25 @@ static int train_check(train_opts *o)
     /* a malformed --lr is refused first, as the table's numbers are */
     if (cli_parse_lr(cmd, o->lr, &cfg->mezo.lr, &cfg->lr_auto) != 0)
         return CLI_USAGE;
-    if (o->resume)
+    if (o->resume) { /* the run's own settings: say which given ones it leaves aside */
+        static const char *const keep[] = {"--resume", "--threads",         "--json", "--quiet",
+                                           "--home",   "--passphrase-file", NULL};
+        char ignored[512] = "";
+        for (const cli_option *t = train_table; t->name; t++) {
+            int kept = 0;
+            for (int k = 0; keep[k]; k++)
+                kept |= !strcmp(t->name, keep[k]);
+            if (!kept && cli_given(&o->c, t->name) && strlen(ignored) + strlen(t->name) + 3 < 512)
+                snprintf(ignored + strlen(ignored), sizeof ignored - strlen(ignored), "%s%s",
+                         ignored[0] ? ", " : "", t->name);
+        }
+        if (ignored[0])
+            fprintf(stderr,
+                    "pocketllm %s: note: --resume continues run %lld with the settings it was "
+                    "started with; ignoring %s (a new run from it: --from-run %lld)\n",
+                    cmd, (long long)o->resume, ignored, (long long)o->resume);
         return 0;
+    }
     if ((o->model == NULL && cfg->parent_run == 0) || !cfg->dataset[0]) {
         cli_error(cmd, "--model DIR (or --from-run ID) and --dataset NAME are required (or "
                        "--resume ID)");

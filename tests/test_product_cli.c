@@ -510,6 +510,15 @@ int main(void)
         PK_CHECK_EQ(train(args, &again, h2, sizeof h2), 0);
         PK_CHECK_EQ(again, run);
         PK_CHECK(!strcmp(h2, hash));
+        /* settings given with --resume: the run keeps its own, and a note names what was left */
+        char *o = NULL;
+        PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
+                            "%s train --resume %lld --steps 3 --lr 1 --quiet --home %s", POCKETLLM,
+                            (long long)run, home),
+                    0);
+        PK_CHECK(o && strstr(o, "note: --resume continues run") && strstr(o, "ignoring --lr, ") &&
+                 strstr(o, "--steps") && strstr(o, hash));
+        free(o);
         test_kill_resume(run);
         test_plot(run, 20);
     }
