@@ -413,6 +413,17 @@ static void test_diverges(void)
     pk_train_result r;
     PK_CHECK_EQ(pk_train(s, &c, 0, NULL, &r, err, sizeof err), PK_ERR_NUMERIC);
     PK_CHECK(strstr(err, "diverged") != NULL && r.run_id > 0);
+    /* a new run from the failed one: told that its starting point is a failed run's, not that
+     * its own rate is too high */
+    pk_train_config from = base_config(5);
+    from.model_dir[0] = 0;
+    from.parent_run = r.run_id;
+    pk_train_result r2;
+    err[0] = 0;
+    PK_CHECK_EQ(pk_train(s, &from, 0, NULL, &r2, err, sizeof err), PK_ERR_NUMERIC);
+    fprintf(stderr, "from the failed run: %s\n", err);
+    PK_CHECK(strstr(err, "that run failed") || strstr(err, "failed and its weights"));
+    PK_CHECK(strstr(err, "lower learning rate") == NULL && strstr(err, "--") == NULL);
     pk_store_close(s);
 }
 

@@ -22,6 +22,7 @@ struct pk_trainer {
     pk_train_config cfg;  /* the run's settings (read back from the run row on resume) */
     pk_train_hooks hooks; /* zeroed when the caller passed none */
     pk_model *m;
+    int parent_failed;      /* a new run from a run whose status is "failed" */
     uint8_t *mask;          /* [n_tensors] 1 = trainable */
     pk_objective *obj;      /* the training examples */
     pk_objective *eval_obj; /* the eval examples, NULL without an eval dataset */
@@ -292,6 +293,7 @@ static pk_status starting_weights(pk_trainer *t, char hex[65], char *err, size_t
         return st == PK_OK ? pk_weights_hash(t->m, hex) : st;
     }
     pk_status st = pk_run_load_config(t->s, c->parent_run, &ri, &pc, err, errlen);
+    t->parent_failed = st == PK_OK && !strcmp(ri.status, "failed");
     if (st == PK_OK && c->parent_steps > ri.steps_done) {
         pk_seterr(err, errlen, "run %lld has %lld steps, not %lld", (long long)c->parent_run,
                   (long long)ri.steps_done, (long long)c->parent_steps);
@@ -578,10 +580,19 @@ static pk_status step_failed(pk_trainer *t, pk_status st, char *err, size_t errl
         const pk_step_row *r = t->rows, *last = t->rows + n - 1;
         while (r < last && isfinite(r->g) && isfinite(r->loss_plus) && isfinite(r->loss_minus))
             r++;
-        pk_seterr(err, errlen,
-                  "step %lld: the run diverged: loss+ %g, loss- %g, projected gradient %g "
-                  "(a lower learning rate or eps may help)",
-                  (long long)t->step, (double)r->loss_plus, (double)r->loss_minus, (double)r->g);
+        if (t->step == 0 && t->parent_failed) /* it started where a diverged run ended */
+            pk_seterr(err, errlen,
+                      "step 0: the starting weights give a non-finite loss (loss+ %g, loss- %g): "
+                      "they are run %lld's after step %lld, and that run failed; start from its "
+                      "base model or from another run",
+                      (double)r->loss_plus, (double)r->loss_minus, (long long)t->cfg.parent_run,
+                      (long long)t->cfg.parent_steps);
+        else
+            pk_seterr(err, errlen,
+                      "step %lld: the run diverged: loss+ %g, loss- %g, projected gradient %g "
+                      "(a lower learning rate or eps may help)",
+                      (long long)t->step, (double)r->loss_plus, (double)r->loss_minus,
+                      (double)r->g);
     } else {
         pk_seterr(err, errlen, "step %lld: %s", (long long)t->step, pk_status_str(st));
     }
