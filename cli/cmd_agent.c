@@ -286,9 +286,11 @@ static int agent_check(agent_opts *o)
         cli_error(cmd, "--model: %s", err);
         return CLI_ERR;
     }
-    if (need > cap) {
-        cli_error(cmd, "--max-rss: training %s needs about %.1f MB, above the cap of %.1f MB",
-                  o->p.train.model_dir, (double)need / 1048576.0, (double)cap / 1048576.0);
+    if (need > cap) { /* a cap under 0.1 MB in KB, so it does not print as 0.0 MB */
+        int kb = cap < 104858;
+        cli_error(cmd, "--max-rss: training %s needs about %.1f MB, above the cap of %.1f %s",
+                  o->p.train.model_dir, (double)need / 1048576.0,
+                  (double)cap / (kb ? 1024.0 : 1048576.0), kb ? "KB" : "MB");
         return CLI_ERR;
     }
     return 0;

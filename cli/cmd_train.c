@@ -170,6 +170,24 @@ static int ui_progress(void *user, const pocketllm_step_info *s)
     return 0; /* Ctrl-C stops the trainer itself (pk_interrupted) at a step boundary */
 }
 
+/* An estimator's own settings given for another estimator: a note each (the run ignores them). */
+static void note_estimator_settings(const train_opts *o)
+{
+    static const struct {
+        const char *opt;
+        unsigned users; /* the estimators that read it: 1 << pk_estimator */
+    } own[] = {{"--perturbations", 1u << PK_EST_FZOO},
+               {"--spsa-q", 1u << PK_EST_SPSA | 1u << PK_EST_HIZOO},
+               {"--hessian-smooth", 1u << PK_EST_HIZOO},
+               {"--hessian-budget", 1u << PK_EST_HIZOO},
+               {"--hessian-every", 1u << PK_EST_HIZOO}};
+    pk_estimator e = o->cfg.mezo.estimator;
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+        if (!(own[i].users >> e & 1u) && cli_given(&o->c, own[i].opt))
+            fprintf(stderr, "pocketllm %s: note: --estimator %s does not use %s; ignored\n",
+                    o->c.cmd, pk_estimator_name(e), own[i].opt);
+}
+
 /* Checks what the table cannot: required options and options that need one another. */
 static int train_check(train_opts *o)
 {
@@ -202,6 +220,7 @@ static int train_check(train_opts *o)
                        "--resume ID)");
         return CLI_USAGE;
     }
+    note_estimator_settings(o);
     if (o->model != NULL && cfg->parent_run > 0) {
         cli_error(cmd, "--from-run: the run's base model is used: leave out --model");
         return CLI_USAGE;

@@ -90,9 +90,13 @@ static int read_pass(const char *cmd, const char *file, const char *env, const c
     }
     if (file) {
         int fd = open(file, O_RDONLY | O_CLOEXEC);
-        if (fd < 0 || read_line_fd(fd, buf, len) != 0) {
+        const char *why = fd < 0 ? strerror(errno) : NULL;
+        struct stat sb;
+        if (fd >= 0 && fstat(fd, &sb) == 0 && S_ISDIR(sb.st_mode))
+            why = "it is a directory";
+        if (why || read_line_fd(fd, buf, len) != 0) {
             cli_error(cmd, "cannot read %s from %s: %s", what, file,
-                      fd < 0 ? strerror(errno) : "unreadable or longer than 1024 bytes");
+                      why ? why : "unreadable or longer than 1024 bytes");
             rc = CLI_ERR;
         }
         if (fd >= 0)

@@ -182,6 +182,14 @@ static void check_refusals(const char *home)
     /* stories260k: 1,044,992 bytes + a tenth + 24 MB = 25.1 MB; hizoo adds its Hessian budget,
      * a tenth of the weights by default: 25.2 MB; top:1 the frozen prefix's store, at most 16 MB
      * (a quarter of the weights is less): 41.1 MB */
+    char *small = NULL; /* a cap under 0.1 MB is printed in KB, not as 0.0 MB */
+    PK_CHECK_EQ(run_fmt(&small, RUN_MERGE_STDERR,
+                        "%s agent --home %s --passphrase-file %s --model %s --datasets notes "
+                        "--max-rss 1K",
+                        POCKETLLM, home, pass, STORIES),
+                1);
+    PK_CHECK(small && strstr(small, "above the cap of 1.0 KB"));
+    free(small);
     const char *opts[3] = {"--estimator spsa", "--estimator hizoo", "--trainable top:1"};
     const char *needs[3] = {"25.1 MB", "25.2 MB", "41.1 MB"};
     for (int e = 0; e < 3; e++) {

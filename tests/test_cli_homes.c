@@ -95,6 +95,10 @@ static void test_init_and_passphrases(void)
     PK_CHECK_EQ(pkl(&out, POCKETLLM " data list --home %s --passphrase-file %s", g_home, pf), 1);
     PK_CHECK(contains(out, "empty passphrase"));
     free(out);
+    /* a directory given as the file: said so */
+    PK_CHECK_EQ(pkl(&out, POCKETLLM " data list --home %s --passphrase-file %s", g_home, g_tmp), 1);
+    PK_CHECK(contains(out, "it is a directory"));
+    free(out);
 }
 
 /* forget under rising file-size limits (ulimit -f, 512-byte blocks) on a dataset of 200 notes:

@@ -231,6 +231,17 @@ static void test_top_trainable(void)
                 1);
     PK_CHECK(bad && strstr(bad, "'top:6': want top:K") && strstr(bad, "K from 1 to 5"));
     PK_CHECK(bad && strstr(bad, "\"label\":\"train\"") == NULL); /* no progress or done line */
+    free(bad);
+    bad = NULL;
+    /* another estimator's settings: a note each, the run as without them */
+    PK_CHECK_EQ(run_fmt(&bad, 0,
+                        "%s train" BASE " --steps 1 --perturbations 4 --hessian-every 3 --home %s "
+                        "2>&1",
+                        POCKETLLM, home),
+                0);
+    PK_CHECK(bad && strstr(bad, "note: --estimator spsa does not use --perturbations; ignored"));
+    PK_CHECK(bad && strstr(bad, "note: --estimator spsa does not use --hessian-every; ignored"));
+    PK_CHECK(bad && !strstr(bad, "does not use --spsa-q"));
     cJSON_Delete(fa);
     cJSON_Delete(fb);
     free(a);
