@@ -567,7 +567,10 @@ pk_status pk_agent_run(pk_store *s, const pk_agent_params *p, char *err, size_t 
         st = turn(a, err, errlen);
         if (st == PK_ERR_INTERRUPTED) /* a new run's --lr auto search ended by search_stop */
             st = PK_OK;
-        if (st != PK_OK && ++failures < MAX_FAILURES && st != PK_ERR_STALE_KEY) {
+        /* a bad setting (PK_ERR_ARG: the trainable set, the estimator's) fails the same way
+         * every time: no retry */
+        if (st != PK_OK && st != PK_ERR_ARG && ++failures < MAX_FAILURES &&
+            st != PK_ERR_STALE_KEY) {
             emit(a, PK_AGENT_WARN, "training failed (%s); retrying", err);
             st = PK_OK;
         } else if (st == PK_OK && a->t != NULL) {
@@ -575,7 +578,7 @@ pk_status pk_agent_run(pk_store *s, const pk_agent_params *p, char *err, size_t 
         }
     }
     close_trainer(a);
-    set_state(a, "stopping", st == PK_OK ? "asked to stop" : "an error");
+    set_state(a, "stopping", st == PK_OK ? "asked to stop" : err && err[0] ? err : "an error");
     if (pk_store_agent_release(s, NULL, 0) != PK_OK)
         emit(a, PK_AGENT_WARN, "could not release the agent row");
     free(a);

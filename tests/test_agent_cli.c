@@ -622,6 +622,24 @@ static void test_lr_auto(void)
                         POCKETLLM, home, pass, STORIES));
 }
 
+/* A setting that fails when the agent first trains (a trainable set the model refuses) stops it
+ * at once, exit 1, with the reason in its log and no "retrying" (it would fail the same way). */
+static void test_bad_setting(void)
+{
+    char home[300], path[400];
+    size_t len = 0;
+    snprintf(home, sizeof home, "%s/badset", tmp);
+    PK_CHECK_EQ(make_home(home, 0, 10), 0);
+    fake_device(1, 100, 30000);
+    put(loadavg, "0.10 0.10 0.10 1/100 1\n");
+    pid_t pid = start_agent(home, "--trainable top:0");
+    PK_CHECK_EQ(wait_exit(pid, 60), 1);
+    snprintf(path, sizeof path, "%s/agent.log", home);
+    char *log = slurp(path, &len);
+    PK_CHECK(log && strstr(log, "stopping: trainable tensors 'top:0'") && !strstr(log, "retrying"));
+    free(log);
+}
+
 /* argv[1]: kill -9 trials (default 1; the slow variant runs more). */
 int main(int argc, char **argv)
 {
@@ -633,6 +651,7 @@ int main(int argc, char **argv)
     make_sysfs();
     test_chained_runs();
     test_lr_auto();
+    test_bad_setting();
     test_lifecycle();
     test_log_rotation();
     test_kill9(trials > 0 ? trials : 1);
