@@ -545,11 +545,6 @@ static double clip(double g, float c)
     return g > (double)c ? (double)c : (g < -(double)c ? -(double)c : g);
 }
 
-static int row_ok(const pk_step_row *r)
-{
-    return isfinite(r->g) && isfinite(r->loss_plus) && isfinite(r->loss_minus);
-}
-
 static void set_row(pk_step_row *r, int64_t step, int q, uint64_t seed, double g, double lp,
                     double lm, float lr, float eps)
 {
@@ -579,7 +574,7 @@ static pk_status spsa_layers(pk_model *m, const uint8_t *trainable, const pk_mez
         double lp = s->mean[2 * k], lm = s->mean[2 * k + 1];
         double g = (lp - lm) / (2.0 * (double)p->eps);
         set_row(&rows[k], step, k, s->seeds[k], clip(g, p->clip_g), lp, lm, lr_q, p->eps);
-        if (!row_ok(&rows[k]))
+        if (!pk_mezo_row_ok(&rows[k]))
             return PK_ERR_NUMERIC;
     }
     return PK_OK;
@@ -612,7 +607,7 @@ static pk_status fzoo(pk_model *m, const uint8_t *trainable, const pk_mezo_param
         if (!isfinite(sigma))
             g = sigma;
         set_row(&rows[i], step, i, s->seeds[i], clip(g, p->clip_g), li[i], l0, lr_n, p->eps);
-        if (!row_ok(&rows[i]))
+        if (!pk_mezo_row_ok(&rows[i]))
             return PK_ERR_NUMERIC;
     }
     return PK_OK;
@@ -644,11 +639,11 @@ static pk_status hizoo(pk_model *m, const uint8_t *trainable, const pk_mezo_para
         if (hess) {
             double c = (double)p->hessian_smooth * fabs(lp + lm - 2.0 * l0) / e2;
             set_row(&rows[2 * k], step, 2 * k, s->seeds[k], c, l0, l0, 0.0f, p->eps);
-            if (!row_ok(&rows[2 * k]))
+            if (!pk_mezo_row_ok(&rows[2 * k]))
                 st = PK_ERR_NUMERIC;
         }
         set_row(w, step, 2 * k + 1, s->seeds[k], clip(g, p->clip_g), lp, lm, lr_q, p->eps);
-        if (!row_ok(w))
+        if (!pk_mezo_row_ok(w))
             st = PK_ERR_NUMERIC;
     }
     return st;

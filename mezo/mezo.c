@@ -490,9 +490,11 @@ pk_status pk_mezo_projected_grad_batch(pk_model *m, const uint8_t *trainable, ui
                                   loss_minus);
 }
 
-static int row_finite(const pk_step_row *r)
+int pk_mezo_row_ok(const pk_step_row *r)
 {
-    return isfinite(r->g) && isfinite(r->loss_plus) && isfinite(r->loss_minus);
+    return isfinite(r->g) && isfinite(r->loss_plus) && isfinite(r->loss_minus) &&
+           (double)r->loss_plus <= PK_MEZO_LOSS_DIVERGED &&
+           (double)r->loss_minus <= PK_MEZO_LOSS_DIVERGED;
 }
 
 pk_status pk_mezo_step(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p, int64_t step,
@@ -524,7 +526,7 @@ pk_status pk_mezo_step(pk_model *m, const uint8_t *trainable, const pk_mezo_para
         rows[k].loss_minus = (float)lm;
         rows[k].lr = lr_q;
         rows[k].eps = p->eps;
-        if (!row_finite(&rows[k])) /* also values beyond the float range */
+        if (!pk_mezo_row_ok(&rows[k])) /* also values beyond the float range */
             return PK_ERR_NUMERIC;
     }
     double t1 = pk_time_now();

@@ -413,6 +413,22 @@ static void test_diverges(void)
     pk_train_result r;
     PK_CHECK_EQ(pk_train(s, &c, 0, NULL, &r, err, sizeof err), PK_ERR_NUMERIC);
     PK_CHECK(strstr(err, "diverged") != NULL && r.run_id > 0);
+    /* fzoo's std-normalized step keeps a diverging run finite: a loss above
+     * PK_MEZO_LOSS_DIVERGED stops it as a non-finite one does */
+    pk_train_config fz = base_config(30);
+    fz.mezo.estimator = PK_EST_FZOO;
+    fz.mezo.perturbations = 4;
+    fz.mezo.lr = 100.0f;
+    pk_train_result rf;
+    char ferr[512] = "";
+    PK_CHECK_EQ(pk_train(s, &fz, 0, NULL, &rf, ferr, sizeof ferr), PK_ERR_NUMERIC);
+    fprintf(stderr, "fzoo at lr 100: %s\n", ferr);
+    PK_CHECK(strstr(ferr, "diverged") != NULL && strstr(ferr, "nan") == NULL);
+    pk_step_row ok = {0}, big = {0}, nan_row = {0};
+    ok.loss_plus = ok.loss_minus = 999.0f;
+    big.loss_plus = 1001.0f;
+    nan_row.g = NAN;
+    PK_CHECK(pk_mezo_row_ok(&ok) && !pk_mezo_row_ok(&big) && !pk_mezo_row_ok(&nan_row));
     /* a new run from the failed one: told that its starting point is a failed run's, not that
      * its own rate is too high */
     pk_train_config from = base_config(5);

@@ -578,11 +578,11 @@ static pk_status step_failed(pk_trainer *t, pk_status st, char *err, size_t errl
         /* pk_mezo_step left the diverging perturbation in the first non-finite row */
         int n = pk_mezo_step_rows(&t->cfg.mezo, t->step);
         const pk_step_row *r = t->rows, *last = t->rows + n - 1;
-        while (r < last && isfinite(r->g) && isfinite(r->loss_plus) && isfinite(r->loss_minus))
+        while (r < last && pk_mezo_row_ok(r))
             r++;
         if (t->step == 0 && t->parent_failed) /* it started where a diverged run ended */
             pk_seterr(err, errlen,
-                      "step 0: the starting weights give a non-finite loss (loss+ %g, loss- %g): "
+                      "step 0: the starting weights already diverge (loss+ %g, loss- %g): "
                       "they are run %lld's after step %lld, and that run failed; start from its "
                       "base model or from another run",
                       (double)r->loss_plus, (double)r->loss_minus, (long long)t->cfg.parent_run,

@@ -149,14 +149,22 @@ PK_NODISCARD pk_status pk_mezo_projected_grad_batch(pk_model *m, const uint8_t *
                                                     const uint8_t *target_mask, double *g,
                                                     double *loss_plus, double *loss_minus);
 
+/* A loss above this many nats (per token for lm, per example for classify) means the run has
+ * diverged: no model that learned anything comes near it (a uniform guess over a 150k-token
+ * vocabulary is 12 nats), while fzoo's normalized step can keep a diverging run finite. */
+#define PK_MEZO_LOSS_DIVERGED 1e3
+/* 1 if a step-log row is usable: g, loss_plus and loss_minus finite and both losses at most
+ * PK_MEZO_LOSS_DIVERGED; else the step diverged (PK_ERR_NUMERIC). */
+int pk_mezo_row_ok(const pk_step_row *r);
+
 /* One MeZO step at 0-based `step`: q projected gradients (seeds pk_mezo_step_seed), then the
  * q update sweeps. rows [p->spsa_q] (caller-owned) receive the step-log rows; row.lr is the
  * rate each sweep used (lr_at(step) / q) and row.g the clipped g, exactly what replay applies.
  * Stats (may be NULL): seconds spent in the loss passes and in the update sweeps.
  * PK_ERR_NUMERIC: the run diverged (a loss or g of perturbation k is not finite, or not
- * finite as a float); no weight was written, rows[0..k) hold this step's rows and rows[k] the
- * diverging one with its unclipped g: rows[k] is the first row whose g, loss_plus or loss_minus
- * is not finite. Otherwise the loss function's status. */
+ * finite as a float, or a loss is above PK_MEZO_LOSS_DIVERGED); no weight was written,
+ * rows[0..k) hold this step's rows and rows[k] the diverging one with its unclipped g: rows[k]
+ * is the first row that is not pk_mezo_row_ok. Otherwise the loss function's status. */
 PK_NODISCARD pk_status pk_mezo_step(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
                                     int64_t step, int n_micro, pk_mezo_loss_fn fn, void *user,
                                     pk_step_row *rows, double *forward_s, double *update_s);
