@@ -77,10 +77,11 @@ typedef struct cli_common {
         "--passphrase-file", CLI_STR, CLI_AT(T, c.passphrase_file), 0, 0, NULL, "FILE",            \
             "read the passphrase from FILE (else $POCKETLLM_PASSPHRASE, else a prompt)"            \
     }
-#define CLI_THREADS_OPT(T)                                                                         \
+#define CLI_THREADS_OPT(T) CLI_THREADS_OPT_HELP(T, "threads (default: the online cores)")
+/* --threads with a command's own help line (one whose default is not the online cores) */
+#define CLI_THREADS_OPT_HELP(T, help)                                                              \
     {                                                                                              \
-        "--threads", CLI_THREADS, CLI_AT(T, c.threads), 1, 4096, NULL, "N",                        \
-            "threads (default: the online cores)"                                                  \
+        "--threads", CLI_THREADS, CLI_AT(T, c.threads), 1, 4096, NULL, "N", help                   \
     }
 #define CLI_JSON_OPT(T)                                                                            \
     {                                                                                              \

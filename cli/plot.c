@@ -321,11 +321,10 @@ static void ema(const double *y, size_t n, double alpha, double *out)
     }
 }
 
-/* The SVG to path written through (path "-": stdout; an existing symlink, device or FIFO: opened
- * and written, never replaced), 0 on success. */
-static pk_status write_svg_through(FILE *f, const char *path, const char *title, const char *xlabel,
-                                   const pk_plot_series *ser, size_t n_ser, char *err,
-                                   size_t errlen)
+/* The SVG written to f, opened on path (NULL: the open failed), then closed (stdout: flushed);
+ * the error names path. */
+static pk_status write_svg_stream(FILE *f, const char *path, const char *title, const char *xlabel,
+                                  const pk_plot_series *ser, size_t n_ser, char *err, size_t errlen)
 {
     if (!f) {
         pk_seterr(err, errlen, "cannot write %s: %s", path, strerror(errno));
@@ -350,35 +349,25 @@ static pk_status write_svg_file(const char *path, const char *title, const char 
 {
     struct stat sb;
     if (!strcmp(path, "-"))
-        return write_svg_through(stdout, path, title, xlabel, ser, n_ser, err, errlen);
+        return write_svg_stream(stdout, path, title, xlabel, ser, n_ser, err, errlen);
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
         pk_seterr(err, errlen, "cannot write %s: it is a directory (give a file name)", path);
         return PK_ERR_IO;
     }
     if (pk_path_write_through(path))
-        return write_svg_through(fopen(path, "w"), path, title, xlabel, ser, n_ser, err, errlen);
+        return write_svg_stream(fopen(path, "w"), path, title, xlabel, ser, n_ser, err, errlen);
     size_t len = strlen(path) + 16;
     char *tmp = malloc(len);
     if (!tmp)
         return PK_ERR_NOMEM;
     snprintf(tmp, len, "%s.tmp", path);
-    pk_status st = PK_OK;
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        pk_seterr(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-        st = PK_ERR_IO;
-        goto out;
-    }
-    st = pk_plot_svg(f, title, xlabel, "loss (nats/token)", ser, n_ser);
-    if (fclose(f) != 0 && st == PK_OK)
-        st = PK_ERR_IO;
-    if (st == PK_OK && rename(tmp, path) != 0)
-        st = PK_ERR_IO;
-    if (st != PK_OK) {
+    pk_status st = write_svg_stream(fopen(tmp, "w"), tmp, title, xlabel, ser, n_ser, err, errlen);
+    if (st == PK_OK && rename(tmp, path) != 0) {
         pk_seterr(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        remove(tmp);
+        st = PK_ERR_IO;
     }
-out:
+    if (st != PK_OK)
+        remove(tmp);
     free(tmp);
     return st;
 }
