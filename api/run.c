@@ -50,6 +50,7 @@ pocketllm_train_params pocketllm_train_default_params(void)
     p.spsa_q = c.mezo.spsa_q;
     p.estimator = pk_estimator_name(c.mezo.estimator);
     p.perturbations = c.mezo.perturbations;
+    p.fzoo_baseline = pk_fzoo_baseline_name(c.mezo.fzoo_mean);
     p.hessian_smooth = c.mezo.hessian_smooth;
     p.hessian_budget = c.mezo.hessian_budget;
     p.hessian_every = c.mezo.hessian_every;
@@ -73,6 +74,9 @@ static pk_status train_enums(pocketllm_home *h, const pocketllm_train_params *p,
     if (p->estimator && pk_estimator_parse(p->estimator, &c->mezo.estimator) != 0)
         return (pk_status)api_fail(h, PK_ERR_ARG, "estimator '%s': want spsa, fzoo or hizoo",
                                    p->estimator);
+    if (p->fzoo_baseline && pk_fzoo_baseline_parse(p->fzoo_baseline, &c->mezo.fzoo_mean) != 0)
+        return (pk_status)api_fail(h, PK_ERR_ARG, "fzoo_baseline '%s': want unperturbed or mean",
+                                   p->fzoo_baseline);
     if (p->z && strcmp(p->z, "gaussian") != 0 && strcmp(p->z, "rademacher") != 0)
         return (pk_status)api_fail(h, PK_ERR_ARG, "z '%s': want gaussian or rademacher", p->z);
     c->mezo.z = p->z && !strcmp(p->z, "rademacher") ? PK_Z_RADEMACHER : PK_Z_GAUSSIAN;

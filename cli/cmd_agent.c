@@ -62,6 +62,8 @@ static const cli_option agent_table[] = {
      "zeroth-order estimator (train --estimator)"},
     {"--perturbations", CLI_INT, CLI_AT(T, p.train.mezo.perturbations), 2, 4096, NULL, "N",
      "fzoo: one-sided perturbations per step"},
+    {"--fzoo-baseline", CLI_CHOICE, CLI_AT(T, p.train.mezo.fzoo_mean), 0, 0, "unperturbed|mean",
+     NULL, "fzoo: compare each perturbed loss with the unperturbed one or with the mean of the N"},
     {"--perturb-layers", CLI_INT, CLI_AT(T, p.train.mezo.perturb_layers), 0, 4096, NULL, "K",
      "perturb and update K random layers per perturbation (0: all)"},
     {"--eps", CLI_FLOAT, CLI_AT(T, p.train.mezo.eps), 1e-8, 10, NULL, "F", "perturbation scale"},

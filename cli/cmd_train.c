@@ -57,6 +57,9 @@ static const cli_option train_table[] = {
      "diagonal-Hessian scaled"},
     {"--perturbations", CLI_INT, CLI_AT(T, cfg.mezo.perturbations), 2, 4096, NULL, "N",
      "fzoo: one-sided perturbations per step"},
+    {"--fzoo-baseline", CLI_CHOICE, CLI_AT(T, cfg.mezo.fzoo_mean), 0, 0, "unperturbed|mean", NULL,
+     "fzoo: compare each perturbed loss with the unperturbed one (N + 1 evaluations a step) or "
+     "with the mean of the N (N evaluations)"},
     {"--hessian-smooth", CLI_FLOAT, CLI_AT(T, cfg.mezo.hessian_smooth), 1e-12, 0.5, NULL, "F",
      "hizoo: weight of each step's Hessian estimate (a larger one grows H and so shrinks the "
      "step)"},
@@ -177,6 +180,7 @@ static void note_estimator_settings(const train_opts *o)
         const char *opt;
         unsigned users; /* the estimators that read it: 1 << pk_estimator */
     } own[] = {{"--perturbations", 1u << PK_EST_FZOO},
+               {"--fzoo-baseline", 1u << PK_EST_FZOO},
                {"--spsa-q", 1u << PK_EST_SPSA | 1u << PK_EST_HIZOO},
                {"--hessian-smooth", 1u << PK_EST_HIZOO},
                {"--hessian-budget", 1u << PK_EST_HIZOO},
@@ -349,6 +353,7 @@ static pocketllm_train_params train_params(const pk_train_config *cfg, int64_t r
     p.spsa_q = cfg->mezo.spsa_q;
     p.estimator = pk_estimator_name(cfg->mezo.estimator);
     p.perturbations = cfg->mezo.perturbations;
+    p.fzoo_baseline = pk_fzoo_baseline_name(cfg->mezo.fzoo_mean);
     p.hessian_smooth = cfg->mezo.hessian_smooth;
     p.hessian_budget = cfg->mezo.hessian_budget;
     p.hessian_every = cfg->mezo.hessian_every;

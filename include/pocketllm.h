@@ -331,6 +331,11 @@ typedef struct pocketllm_train_params {
     /* since 0.2: the guard that cuts the rate to a third when the training loss climbs (DESIGN
      * 4): 0 (default) on with lr_auto, off otherwise; 1 on (a hand-set lr too); 2 off */
     int lr_guard;
+    /* since 0.2: fzoo's baseline, what each perturbed loss is compared with: NULL or
+     * "unperturbed" (default, FZOO: the unperturbed loss, N + 1 evaluations per step) or "mean"
+     * (the mean of the N perturbed losses; the unperturbed loss is not evaluated: N per step;
+     * train --fzoo-baseline) */
+    const char *fzoo_baseline;
 } pocketllm_train_params;
 
 /* The defaults (the CLI's `train` defaults). Threads: any thread. */

@@ -75,6 +75,22 @@ const char *pk_estimator_name(pk_estimator e)
                                                             : estimator_names[PK_EST_SPSA];
 }
 
+static const char *const baseline_names[] = {"unperturbed", "mean"};
+
+int pk_fzoo_baseline_parse(const char *s, int *mean)
+{
+    int i = name_index(baseline_names, N_NAMES(baseline_names), s);
+    if (i < 0)
+        return -1;
+    *mean = i;
+    return 0;
+}
+
+const char *pk_fzoo_baseline_name(int mean)
+{
+    return baseline_names[mean != 0];
+}
+
 int pk_schedule_parse(const char *s, pk_schedule *out)
 {
     int i = name_index(schedule_names, N_NAMES(schedule_names), s);
@@ -125,7 +141,7 @@ int pk_mezo_step_rows(const pk_mezo_params *p, int64_t step)
 int pk_mezo_evals_per_step(const pk_mezo_params *p)
 {
     if (p->estimator == PK_EST_FZOO)
-        return p->perturbations + 1;
+        return p->perturbations + !p->fzoo_mean;
     if (p->estimator == PK_EST_HIZOO)
         return 2 * q_of(p) + 1; /* one unperturbed loss serves the q pairs */
     return 2 * q_of(p);
@@ -581,32 +597,34 @@ static pk_status spsa_layers(pk_model *m, const uint8_t *trainable, const pk_mez
 }
 
 /* fzoo: l0 unperturbed, l_i at W + eps u_i (N one-sided passes), sigma the population standard
- * deviation of the l_i; row i: g = (l_i - l0) / sigma (0 when sigma is 0), loss_plus l_i,
- * loss_minus l0, lr = lr_at(step) / N, so W -= (lr / N) sum_i g_i u_i. */
+ * deviation of the l_i; row i: g = (l_i - b) / sigma (0 when sigma is 0), loss_plus l_i,
+ * loss_minus b, lr = lr_at(step) / N, so W -= (lr / N) sum_i g_i u_i. The baseline b is l0, or
+ * with fzoo_mean the mean of the l_i, and l0 is not evaluated: the one-sided differences' common
+ * second-order part (eps^2 u^T H u / 2, about the same for every u) cancels, and a step costs N
+ * evaluations instead of N + 1 (README "Faster convergence"). */
 static pk_status fzoo(pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
                       pk_mezo_state *s, int64_t step, int n_micro, const pk_mezo_loss *loss,
                       pk_step_row *rows)
 {
-    int N = p->perturbations;
+    int N = p->perturbations, base = !p->fzoo_mean;
     float lr_n = pk_mezo_lr_at(p, step) / (float)N;
-    double l0 = 0, mean = 0, var = 0;
-    pk_sweep sw = step_sweep(m, trainable, p, s, step, 1, 0);
+    double mean = 0, var = 0;
+    pk_sweep sw = step_sweep(m, trainable, p, s, step, base, 0);
     pk_status st = sweep_means(m, s, &sw, n_micro, loss);
     if (st != PK_OK)
         return st;
-    l0 = s->mean[0];
-    const double *li = s->mean + 1; /* the perturbed losses */
+    const double *li = s->mean + base; /* the perturbed losses */
     for (int i = 0; i < N; i++)
         mean += li[i];
     mean /= (double)N;
     for (int i = 0; i < N; i++)
         var += (li[i] - mean) * (li[i] - mean);
-    double sigma = sqrt(var / (double)N);
+    double sigma = sqrt(var / (double)N), b = base ? s->mean[0] : mean;
     for (int i = 0; i < N; i++) {
-        double g = sigma > 0.0 ? (li[i] - l0) / sigma : 0.0;
+        double g = sigma > 0.0 ? (li[i] - b) / sigma : 0.0;
         if (!isfinite(sigma))
             g = sigma;
-        set_row(&rows[i], step, i, s->seeds[i], clip(g, p->clip_g), li[i], l0, lr_n, p->eps);
+        set_row(&rows[i], step, i, s->seeds[i], clip(g, p->clip_g), li[i], b, lr_n, p->eps);
         if (!pk_mezo_row_ok(&rows[i]))
             return PK_ERR_NUMERIC;
     }

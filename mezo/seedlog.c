@@ -9,7 +9,8 @@
  *   trainable <spec: all | bitfit | a regex; rest of the line>
  *   [estimator fzoo|hizoo]             optional lines, written only when not the default
  *   [perturbations <N>]                (spsa without layer sampling), so older files and
- *   [hessian_smooth <C99 hex float>]   files of plain runs read as before; replay applies
+ *   [fzoo_baseline mean]               files of plain runs read as before; replay applies
+ *   [hessian_smooth <C99 hex float>]
  *   [hessian_every <K>]                the rows with pk_mezo_replay_ex under them
  *   [perturb_layers <K>]
  *   [rounding stochastic|nearest]      16-bit weights' update rounding: always written now; a
@@ -24,7 +25,8 @@
  *
  * A chained run (DESIGN 13) adds, before "steps", one optional line per ancestor, root first:
  *   parent steps <S> rows <R> z gaussian|rademacher weight_decay <hex float>
- *          [estimator fzoo|hizoo] [perturbations <N>] [hessian_smooth <hex float>]
+ *          [estimator fzoo|hizoo] [perturbations <N>] [fzoo_baseline mean]
+ *          [hessian_smooth <hex float>]
  *          [hessian_every <K>] [perturb_layers <K>] trainable <spec>    (one line)
  * and its R rows come after the "steps" line, ahead of the run's own: ancestor by ancestor,
  * each under its own settings, then the run's. A reader without chains refuses such a file
@@ -83,8 +85,8 @@ static void write_rows(FILE *f, const pk_step_row *rows, size_t n)
 
 /* The optional estimator settings, none for plain spsa: one per line in the header (sep '\n'),
  * or as fields of a parent line (sep ' ', each after a space). */
-static void write_estimator_fields(FILE *f, pk_estimator e, int perturbations, float smooth,
-                                   int every, int layers, char sep)
+static void write_estimator_fields(FILE *f, pk_estimator e, int perturbations, int fzoo_mean,
+                                   float smooth, int every, int layers, char sep)
 {
     const char *pre = sep == ' ' ? " " : "";
     char end[2] = {sep == ' ' ? 0 : sep, 0};
@@ -92,6 +94,8 @@ static void write_estimator_fields(FILE *f, pk_estimator e, int perturbations, f
         fprintf(f, "%sestimator %s%s", pre, pk_estimator_name(e), end);
     if (e == PK_EST_FZOO)
         fprintf(f, "%sperturbations %d%s", pre, perturbations, end);
+    if (e == PK_EST_FZOO && fzoo_mean)
+        fprintf(f, "%sfzoo_baseline mean%s", pre, end);
     if (e == PK_EST_HIZOO)
         fprintf(f, "%shessian_smooth %a%s", pre, (double)smooth, end);
     if (e == PK_EST_HIZOO && every > 1)
@@ -102,8 +106,8 @@ static void write_estimator_fields(FILE *f, pk_estimator e, int perturbations, f
 
 static void write_estimator(FILE *f, const pk_seedlog *log)
 {
-    write_estimator_fields(f, log->estimator, log->perturbations, log->hessian_smooth,
-                           log->hessian_every, log->perturb_layers, '\n');
+    write_estimator_fields(f, log->estimator, log->perturbations, log->fzoo_mean,
+                           log->hessian_smooth, log->hessian_every, log->perturb_layers, '\n');
     fprintf(f, "rounding %s\n", pk_rounding_name(log->rounding));
 }
 
@@ -130,7 +134,7 @@ pk_status pk_seedlog_write(const char *path, const pk_seedlog *log, char *err, s
         const pk_seedlog_segment *p = &log->parents[i];
         fprintf(f, "parent steps %" PRId64 " rows %zu z %s weight_decay %a", p->steps, p->n_rows,
                 z_name(p->z), (double)p->weight_decay);
-        write_estimator_fields(f, p->estimator, p->perturbations, p->hessian_smooth,
+        write_estimator_fields(f, p->estimator, p->perturbations, p->fzoo_mean, p->hessian_smooth,
                                p->hessian_every, p->perturb_layers, ' ');
         fprintf(f, " trainable %s\n", p->trainable);
     }
@@ -204,6 +208,10 @@ static int optional_line(const char *l, pk_seedlog *out)
         return pk_estimator_parse(l + 10, &out->estimator) == 0 ? 1 : -1;
     if (!strncmp(l, "rounding ", 9))
         return pk_rounding_parse(l + 9, &out->rounding) == 0 ? 1 : -1;
+    if (!strncmp(l, "fzoo_baseline ", 14)) { /* written only as "mean" */
+        out->fzoo_mean = 1;
+        return !strcmp(l + 14, "mean") ? 1 : -1;
+    }
     if (!strncmp(l, "hessian_smooth ", 15))
         return parse_float(l + 15, &out->hessian_smooth) == 0 &&
                        in_range(out->hessian_smooth, 1e-30, 0.999999)
@@ -230,10 +238,12 @@ static int optional_line(const char *l, pk_seedlog *out)
 }
 
 /* 1 if the settings belong to another estimator, or an estimator lacks its setting (fzoo its
- * perturbations, hizoo its hessian_smooth; hessian_every is hizoo's only). */
+ * perturbations, hizoo its hessian_smooth; hessian_every is hizoo's only, fzoo_baseline
+ * fzoo's). */
 static int settings_clash(const pk_seedlog *o)
 {
     return (o->estimator == PK_EST_FZOO) != (o->perturbations > 0) ||
+           (o->fzoo_mean && o->estimator != PK_EST_FZOO) ||
            (o->estimator == PK_EST_HIZOO) != (o->hessian_smooth > 0.0f) ||
            (o->hessian_every > 0 && o->estimator != PK_EST_HIZOO);
 }
@@ -259,6 +269,7 @@ static int parent_estimator(const char *p, const char **trainable, pk_seedlog_se
         return -1;
     seg->estimator = opt.estimator;
     seg->perturbations = opt.perturbations;
+    seg->fzoo_mean = opt.fzoo_mean;
     seg->hessian_smooth = opt.hessian_smooth;
     seg->hessian_every = opt.hessian_every;
     seg->perturb_layers = opt.perturb_layers;
@@ -287,7 +298,8 @@ static pk_status parse_parent(reader *r, pk_seedlog *out, char *err, size_t errl
         pk_seterr(
             err, errlen,
             "%s:%d: want 'parent steps S rows R z KIND weight_decay F [estimator E "
-            "perturbations N hessian_smooth H hessian_every K perturb_layers K] trainable SPEC'",
+            "perturbations N fzoo_baseline mean hessian_smooth H hessian_every K perturb_layers K] "
+            "trainable SPEC'",
             r->path, r->ln);
         return PK_ERR_FORMAT;
     }
@@ -365,9 +377,10 @@ static pk_status parse_header(reader *r, pk_seedlog *out, unsigned long long *nr
     if (settings_clash(out)) {
         pk_seterr(err, errlen,
                   "%s: the estimator settings do not go together (estimator %s with%s "
-                  "perturbations, hessian_smooth %g, hessian_every %d)",
+                  "perturbations%s, hessian_smooth %g, hessian_every %d)",
                   r->path, pk_estimator_name(out->estimator), out->perturbations > 0 ? "" : "out",
-                  (double)out->hessian_smooth, out->hessian_every);
+                  out->fzoo_mean ? ", fzoo_baseline mean" : "", (double)out->hessian_smooth,
+                  out->hessian_every);
         return PK_ERR_FORMAT;
     }
     if (got != 0 || strncmp(l, "steps ", 6) != 0 ||
@@ -565,6 +578,7 @@ pk_mezo_params pk_seedlog_params(const pk_seedlog *log)
                                      log->hessian_smooth, log->perturb_layers);
     p.rounding = log->rounding;
     p.hessian_every = log->hessian_every; /* a record: 0 (no line) reads as 1 */
+    p.fzoo_mean = log->fzoo_mean;         /* a record too */
     return p;
 }
 

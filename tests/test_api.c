@@ -205,6 +205,10 @@ static int64_t test_train_cancel_resume(pocketllm_home *h)
     PK_CHECK_EQ(pocketllm_train(h, &tp, &c), POCKETLLM_ERR_ARG);
     PK_CHECK(strstr(pocketllm_errmsg(h), "lr_guard 3") != NULL);
     tp = small_run(&pl);
+    tp.fzoo_baseline = "median"; /* unperturbed or mean */
+    PK_CHECK_EQ(pocketllm_train(h, &tp, &c), POCKETLLM_ERR_ARG);
+    PK_CHECK(strstr(pocketllm_errmsg(h), "fzoo_baseline 'median'") != NULL);
+    tp = small_run(&pl);
     tp.dataset = "nope";
     PK_CHECK_EQ(pocketllm_train(h, &tp, &c), POCKETLLM_ERR_NOTFOUND);
     return a.run_id;

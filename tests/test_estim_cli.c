@@ -235,18 +235,74 @@ static void test_top_trainable(void)
     bad = NULL;
     /* another estimator's settings: a note each, the run as without them */
     PK_CHECK_EQ(run_fmt(&bad, 0,
-                        "%s train" BASE " --steps 1 --perturbations 4 --hessian-every 3 --home %s "
-                        "2>&1",
+                        "%s train" BASE " --steps 1 --perturbations 4 --hessian-every 3 "
+                        "--fzoo-baseline mean --home %s 2>&1",
                         POCKETLLM, home),
                 0);
     PK_CHECK(bad && strstr(bad, "note: --estimator spsa does not use --perturbations; ignored"));
     PK_CHECK(bad && strstr(bad, "note: --estimator spsa does not use --hessian-every; ignored"));
+    PK_CHECK(bad && strstr(bad, "note: --estimator spsa does not use --fzoo-baseline; ignored"));
     PK_CHECK(bad && !strstr(bad, "does not use --spsa-q"));
     cJSON_Delete(fa);
     cJSON_Delete(fb);
     free(a);
     free(b);
     free(bad);
+}
+
+/* --fzoo-baseline mean: N evaluations a step instead of N + 1 (the eval events count them), the
+ * setting kept in the run and its seed log, and the seed log replays to the run's weights; a
+ * value it does not know is a usage error. */
+static void test_fzoo_baseline(void)
+{
+    char *o = NULL, *show = NULL, *bad = NULL, *rep = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
+                        "%s train" BASE " --estimator fzoo --fzoo-baseline mean --perturbations 3"
+                        " --lr 1e-3 --steps 4 --eval-dataset pip-heldout --eval-every 2 --home %s",
+                        POCKETLLM, home),
+                0);
+    char *copy = o ? strdup(o) : NULL;
+    cJSON *ev[4] = {0};
+    int n = o ? events(o, "eval", ev, 4) : 0;
+    PK_CHECK_EQ(n, 2);
+    for (int i = 0; i < n; i++) /* 3 per micro-batch, 2 micro-batches a step */
+        PK_CHECK_EQ((long long)num(ev[i], "evaluations"), 2LL * (i + 1) * 3 * 2);
+    cJSON *fin = copy ? cJSON_Parse(last_line(copy)) : NULL;
+    long long run = (long long)num(fin, "run");
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(fin, "weights");
+    PK_CHECK_EQ((long long)num(fin, "evaluations"), 24LL);
+    PK_CHECK_EQ(run_fmt(&show, RUN_SHOW_FAILURE, "%s runs show %lld --json --home %s", POCKETLLM,
+                        run, home),
+                0);
+    cJSON *sj = show ? cJSON_Parse(show) : NULL;
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(sj, "config"), "fzoo_baseline");
+    PK_CHECK(cJSON_IsString(b) && !strcmp(b->valuestring, "mean"));
+    char log[600], out[600];
+    snprintf(log, sizeof log, "%s/mean.seedlog", tmp);
+    snprintf(out, sizeof out, "%s/mean-replay", tmp);
+    PK_CHECK_EQ(run_fmt(&rep, RUN_SHOW_FAILURE,
+                        "%s export --run %lld --seed-log %s --home %s && %s replay --seed-log %s "
+                        "--model %s --out %s 2>&1 && grep -c '^fzoo_baseline mean$' %s",
+                        POCKETLLM, run, log, home, POCKETLLM, log, STORIES, out, log),
+                0);
+    PK_CHECK(rep && cJSON_IsString(w) && strstr(rep, w->valuestring) != NULL); /* the same hash */
+    PK_CHECK(rep && strstr(rep, "\n1\n") != NULL);                             /* one such line */
+    PK_CHECK_EQ(run_fmt(&bad, 0,
+                        "%s train" BASE " --estimator fzoo --fzoo-baseline median --steps 1 "
+                        "--home %s 2>&1",
+                        POCKETLLM, home),
+                2);
+    PK_CHECK(bad && strstr(bad, "--fzoo-baseline") && strstr(bad, "unperturbed|mean"));
+    for (int i = 0; i < n; i++)
+        cJSON_Delete(ev[i]);
+    cJSON_Delete(fin);
+    cJSON_Delete(sj);
+    free(copy);
+    free(o);
+    free(show);
+    free(bad);
+    free(rep);
 }
 
 /* The final eval loss of a train --json output (consumed), NaN if none; *weights (may be NULL,
@@ -552,6 +608,7 @@ int main(void)
     test_lr_backoff();
     test_lr_guard_cli();
     test_top_trainable();
+    test_fzoo_baseline();
     test_classify_events();
     test_bench_layers();
     rm_rf(tmp);

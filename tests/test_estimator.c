@@ -70,6 +70,8 @@ static void stop_at(void *user, int64_t step, int64_t total, const pk_step_row *
 
 /* The run's seed log, replayed on the base model: its hash; *has_est whether the file names an
  * estimator, *every its hessian_every line (0 without one). */
+static int seedlog_fzoo_mean; /* the last hash_of_seedlog's log: fzoo_baseline mean */
+
 static void hash_of_seedlog(int64_t run_id, char hex[65], int *has_est, int *every)
 {
     char path[600], err[256] = "";
@@ -86,6 +88,7 @@ static void hash_of_seedlog(int64_t run_id, char hex[65], int *has_est, int *eve
     hex[0] = 0;
     PK_CHECK(pk_seedlog_read(path, &log, err, sizeof err) == PK_OK);
     *every = log.hessian_every;
+    seedlog_fzoo_mean = log.fzoo_mean;
     PK_CHECK(pk_model_load(STORIES, pk_model_default_params(), &m, err, sizeof err) == PK_OK);
     if (m != NULL && pk_seedlog_replay(m, &log, err, sizeof err) == PK_OK)
         PK_CHECK(pk_weights_hash(m, hex) == PK_OK);
@@ -144,6 +147,7 @@ static void check_exact(const char *what, const pk_train_config *c, char out[65]
     PK_CHECK_EQ(every, c->mezo.estimator == PK_EST_HIZOO && c->mezo.hessian_every > 1
                            ? c->mezo.hessian_every
                            : 0);
+    PK_CHECK_EQ(seedlog_fzoo_mean, c->mezo.fzoo_mean); /* "fzoo_baseline mean" only when set */
     stopper k = {4};
     pk_train_hooks h = {.user = &k, .on_step = stop_at};
     PK_CHECK(run(c, 0, &h, &e) == PK_OK);
@@ -201,6 +205,19 @@ static void test_replay_resume(void)
     c = est_config(PK_EST_FZOO, 1);
     check_exact("fzoo, 1 layer", &c, fl, &id);
     PK_CHECK(strcmp(plain, fz) && strcmp(plain, hz) && strcmp(plain, ly) && strcmp(fz, fl));
+    /* fzoo against the mean of its N losses: N evaluations a step (check_rows), exact replay,
+     * seed log (with its "fzoo_baseline mean" line) and resume, and another model than fzoo's */
+    char fm[65];
+    c = est_config(PK_EST_FZOO, 0);
+    c.mezo.fzoo_mean = 1;
+    check_exact("fzoo, mean baseline", &c, fm, &id);
+    PK_CHECK(strcmp(fm, fz) != 0);
+    pk_store *s = open_store();
+    pk_run_info ri;
+    PK_CHECK(pk_store_run_get(s, id, &ri, NULL, 0) == PK_OK);
+    PK_CHECK(strstr(ri.config_json, "\"fzoo_baseline\":\"mean\"") != NULL);
+    pk_run_info_clear(&ri);
+    pk_store_close(s);
     PK_CHECK(strcmp(hz, plain) != 0);
 }
 
@@ -239,7 +256,23 @@ static pk_model *load(void)
     return load_model_or_exit(STORIES);
 }
 
-/* fzoo's rows: one unperturbed loss in every row, g_i = (l_i - l0) / std(l), lr / N. */
+/* fixed_loss that counts the loss evaluations it was asked for (a pair is two). */
+typedef struct counted_batch {
+    fixed_batch f;
+    int64_t evals;
+} counted_batch;
+
+static pk_status counted_loss(void *user, pk_model *m, int micro, const pk_perturb *pert,
+                              double *loss)
+{
+    counted_batch *c = user;
+    c->evals += pert != NULL && pert->both ? 2 : 1;
+    return fixed_loss(&c->f, m, micro, pert, loss);
+}
+
+/* fzoo's rows: one unperturbed loss in every row, g_i = (l_i - l0) / std(l), lr / N; with
+ * fzoo_mean the same l_i against their mean b, g_i = (l_i - b) / std(l), and no unperturbed
+ * evaluation. */
 static void test_fzoo_rows(void)
 {
     pk_model *m = load();
@@ -258,8 +291,10 @@ static void test_fzoo_rows(void)
     PK_CHECK_EQ(pk_mezo_evals_per_step(&p), 6);
     double l0 = 0;
     PK_CHECK(fixed_loss(&f, m, 0, NULL, &l0) == PK_OK);
-    pk_step_row rows[5];
-    PK_CHECK(pk_mezo_step_ex(m, NULL, &p, st, 0, 1, fixed_loss, &f, rows, NULL, NULL) == PK_OK);
+    pk_step_row rows[5], mrows[5];
+    counted_batch cn = {f, 0};
+    PK_CHECK(pk_mezo_step_ex(m, NULL, &p, st, 0, 1, counted_loss, &cn, rows, NULL, NULL) == PK_OK);
+    PK_CHECK_EQ(cn.evals, 6);
     double mean = 0, var = 0;
     for (int i = 0; i < 5; i++)
         mean += (double)rows[i].loss_plus / 5.0;
@@ -272,6 +307,29 @@ static void test_fzoo_rows(void)
         double want = ((double)rows[i].loss_plus - l0) / sqrt(var);
         PK_CHECK_NEAR((double)rows[i].g, want, 1e-3 * (1.0 + fabs(want)));
     }
+    /* the mean baseline, from the same (base) weights: the same perturbed losses, 5
+     * evaluations (the step above updated m) */
+    pk_model_free(m);
+    m = load();
+    pk_mezo_params pm = p;
+    pm.fzoo_mean = 1;
+    PK_CHECK_EQ(pk_mezo_evals_per_step(&pm), 5);
+    PK_CHECK_EQ(pk_mezo_rows_per_step(&pm), 5);
+    counted_batch cm = {f, 0};
+    PK_CHECK(pk_mezo_step_ex(m, NULL, &pm, st, 0, 1, counted_loss, &cm, mrows, NULL, NULL) ==
+             PK_OK);
+    PK_CHECK_EQ(cm.evals, 5); /* the 5 perturbed ones: their 5 different losses below */
+    for (int i = 0; i < 5; i++) {
+        PK_CHECK(mrows[i].loss_plus == rows[i].loss_plus && mrows[i].seed == rows[i].seed);
+        PK_CHECK(mrows[i].loss_minus == (float)mean); /* b, the mean, in every row */
+        PK_CHECK(mrows[i].lr == p.lr / 5.0f);
+        double want = ((double)rows[i].loss_plus - mean) / sqrt(var);
+        PK_CHECK_NEAR((double)mrows[i].g, want, 1e-3 * (1.0 + fabs(want)));
+    }
+    double gs = 0;
+    for (int i = 0; i < 5; i++)
+        gs += (double)mrows[i].g;
+    PK_CHECK_NEAR(gs, 0.0, 1e-4); /* centred: the coefficients sum to 0 */
     pk_mezo_state_free(st);
     pk_model_free(m);
 }
@@ -973,20 +1031,6 @@ static void test_hizoo_one_sweep(void)
     pk_model_free(m);
 }
 
-/* fixed_loss that counts the loss evaluations it was asked for (a pair is two). */
-typedef struct counted_batch {
-    fixed_batch f;
-    int64_t evals;
-} counted_batch;
-
-static pk_status counted_loss(void *user, pk_model *m, int micro, const pk_perturb *pert,
-                              double *loss)
-{
-    counted_batch *c = user;
-    c->evals += pert != NULL && pert->both ? 2 : 1;
-    return fixed_loss(&c->f, m, micro, pert, loss);
-}
-
 /* hizoo with the Hessian update every K = 3 steps, q = 2, seven steps: steps 0, 3, 6 take the
  * unperturbed loss (2q + 1 evaluations) and log a Hessian row and a weight row per pair; the
  * others take 2q evaluations, log their q weight rows (q_index 1, 3) and leave H as it was.
@@ -1148,9 +1192,10 @@ static void test_seedlog_settings_clash(void)
     log.n_rows = 1;
     char path[600], err[256] = "";
     snprintf(path, sizeof path, "%s/clash.seedlog", home);
-    for (int c = 0; c < 3; c++) {
-        log.estimator = c == 2 ? PK_EST_FZOO : PK_EST_SPSA;
-        log.perturbations = c == 2 ? 4 : 0;
+    for (int c = 0; c < 5; c++) {
+        log.estimator = c >= 2 ? PK_EST_FZOO : PK_EST_SPSA;
+        log.perturbations = c >= 2 ? 4 : 0;
+        log.fzoo_mean = c >= 3;
         PK_CHECK(pk_seedlog_write(path, &log, err, sizeof err) == PK_OK);
         size_t len = 0;
         char *text = slurp(path, &len), *at = text ? strstr(text, "trainable all\n") : NULL;
@@ -1166,8 +1211,12 @@ static void test_seedlog_settings_clash(void)
             free(text);
             return;
         }
-        if (c == 0) /* as written */
+        if (c == 0 || c == 3) /* as written (c 3: fzoo with its fzoo_baseline line) */
             snprintf(edited, len + 64, "%s", text);
+        else if (c == 4) /* fzoo's baseline under spsa */
+            snprintf(edited, len + 64, "%.*s%s",
+                     (int)(strstr(text, "estimator fzoo\nperturbations 4\n") - text), text,
+                     strstr(text, "fzoo_baseline mean\n"));
         else if (c == 1) /* spsa with hizoo's interval */
             snprintf(edited, len + 64, "%.*shessian_every 4\n%s", (int)(at - text), text, at);
         else /* fzoo without its perturbations line */
@@ -1177,8 +1226,10 @@ static void test_seedlog_settings_clash(void)
         pk_seedlog back;
         err[0] = 0;
         pk_status st = pk_seedlog_read(path, &back, err, sizeof err);
-        if (c == 0) {
+        if (c == 0 || c == 3) {
             PK_CHECK(st == PK_OK);
+            PK_CHECK(c == 0 || strstr(text, "\nfzoo_baseline mean\n") != NULL);
+            PK_CHECK(st != PK_OK || back.fzoo_mean == (c == 3));
             if (st == PK_OK)
                 pk_seedlog_clear(&back);
         } else {

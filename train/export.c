@@ -252,6 +252,7 @@ static pk_status add_ancestors(pk_store *s, const pk_run_info *child, pk_seedlog
             v->weight_decay = cfg.mezo.weight_decay;
             v->estimator = cfg.mezo.estimator; /* parent line version 2 (mezo/seedlog.c) */
             v->perturbations = cfg.mezo.perturbations;
+            v->fzoo_mean = cfg.mezo.fzoo_mean;
             v->hessian_smooth = cfg.mezo.hessian_smooth;
             v->hessian_every = cfg.mezo.hessian_every;
             v->perturb_layers = cfg.mezo.perturb_layers;
@@ -302,6 +303,7 @@ pk_status pk_export_seedlog(pk_store *s, int64_t run_id, const char *path, size_
     snprintf(log.trainable, sizeof log.trainable, "%s", cfg.trainable);
     log.estimator = cfg.mezo.estimator;
     log.perturbations = cfg.mezo.perturbations;
+    log.fzoo_mean = cfg.mezo.fzoo_mean;
     log.hessian_smooth = cfg.mezo.hessian_smooth;
     log.hessian_every = cfg.mezo.hessian_every;
     log.perturb_layers = cfg.mezo.perturb_layers;

@@ -107,6 +107,8 @@ pk_status pk_train_config_to_json(const pk_train_config *c, char **json)
     /* the estimator (optional keys: runs created before them are spsa) */
     cJSON_AddStringToObject(o, "estimator", pk_estimator_name(c->mezo.estimator));
     cJSON_AddNumberToObject(o, "perturbations", c->mezo.perturbations);
+    if (c->mezo.fzoo_mean) /* only when set: a run without it compared with l0, as before */
+        cJSON_AddStringToObject(o, "fzoo_baseline", "mean");
     cJSON_AddNumberToObject(o, "hessian_smooth", (double)c->mezo.hessian_smooth);
     cJSON_AddNumberToObject(o, "hessian_budget", (double)c->mezo.hessian_budget);
     cJSON_AddNumberToObject(o, "hessian_every", c->mezo.hessian_every);
@@ -158,6 +160,12 @@ static const char *estimator_from_json(const cJSON *o, pk_mezo_params *p)
         if (get_num(o, "perturbations", &d) || d < 1 || d > 4096)
             return "perturbations";
         p->perturbations = (int)d;
+    }
+    p->fzoo_mean = 0;
+    if (cJSON_GetObjectItemCaseSensitive(o, "fzoo_baseline") != NULL) {
+        if (get_str(o, "fzoo_baseline", name, sizeof name) ||
+            pk_fzoo_baseline_parse(name, &p->fzoo_mean))
+            return "fzoo_baseline";
     }
     if (cJSON_GetObjectItemCaseSensitive(o, "perturb_layers") != NULL) {
         if (get_num(o, "perturb_layers", &d) || d < 0 || d > 4096)

@@ -60,6 +60,10 @@ typedef struct pk_mezo_params {
     uint64_t seed;       /* run seed: step seeds derive from it */
     pk_estimator estimator;
     int perturbations;    /* fzoo: N one-sided perturbations per step (default 8) */
+    int fzoo_mean;        /* fzoo: 1 compares each perturbed loss with the mean of the N
+                             instead of the unperturbed loss, which is then not evaluated
+                             (N evaluations per micro-batch instead of N + 1); 0 (default) as
+                             FZOO */
     float hessian_smooth; /* hizoo: weight of each Hessian update's estimate (default 1e-8) */
     float hessian_budget; /* hizoo: the fp32 diagonal may take at most this fraction of the
                              model's weight bytes (default 0.10, DESIGN 8's 1.10x) */
@@ -183,6 +187,10 @@ PK_NODISCARD pk_status pk_weights_hash(const pk_model *m, char hex[65]);
 /* Parses "spsa" | "fzoo" | "hizoo"; -1 if unknown. */
 int pk_estimator_parse(const char *s, pk_estimator *out);
 const char *pk_estimator_name(pk_estimator e);
+/* fzoo's baseline: "unperturbed" (0, FZOO's l0) | "mean" (1, pk_mezo_params.fzoo_mean); -1 if
+ * unknown. */
+int pk_fzoo_baseline_parse(const char *s, int *mean);
+const char *pk_fzoo_baseline_name(int mean);
 /* The largest hizoo Hessian update interval (train --hessian-every). */
 #define PK_HESSIAN_EVERY_MAX 1000000
 /* Step-log rows a step writes at most (the size of a step's row buffer): spsa q, fzoo N, hizoo
@@ -350,6 +358,7 @@ typedef struct pk_seedlog_segment {
     /* the ancestor's estimator, as the log's own optional lines (0: spsa, no layer sampling) */
     pk_estimator estimator;
     int perturbations;    /* fzoo */
+    int fzoo_mean;        /* fzoo: "fzoo_baseline mean" (a record: replay follows the rows) */
     float hessian_smooth; /* hizoo */
     int hessian_every;    /* hizoo: 0 or 1 = every step (a record: replay follows the rows) */
     int perturb_layers;   /* 0 = off */
@@ -362,6 +371,7 @@ typedef struct pk_seedlog {
     /* optional header lines, written only when not the default (spsa, no layer sampling) */
     pk_estimator estimator;
     int perturbations;    /* fzoo */
+    int fzoo_mean;        /* fzoo: "fzoo_baseline mean" (a record: replay follows the rows) */
     float hessian_smooth; /* hizoo */
     int hessian_every;    /* hizoo: 0 or 1 = every step (a record: replay follows the rows) */
     int perturb_layers;   /* 0 = off */
