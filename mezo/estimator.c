@@ -413,6 +413,22 @@ static void scaled_block(const pk_tensor_info *ti, const float *h, const float *
     pk_mezo_block_store(ti, seed, rounding, start, n, w, u);
 }
 
+/* Block b (UPDATE_BLOCK elements) of hizoo_apply's sweep over one tensor (H h). */
+static void hizoo_block(const pk_tensor_info *ti, float *h, const pk_mezo_params *p,
+                        const pk_step_row *hr, const pk_step_row *wr, float keep, float wd, long b)
+{
+    const pk_step_row *r = hr ? hr : wr;
+    float z[UPDATE_BLOCK], w[UPDATE_BLOCK];
+    uint32_t u[UPDATE_BLOCK];
+    size_t a = (size_t)b * UPDATE_BLOCK;
+    size_t n = ti->numel - a < UPDATE_BLOCK ? ti->numel - a : UPDATE_BLOCK;
+    pk_z_fill(r->seed, ti->key, a, n, p->z, z);
+    if (hr)
+        hessian_block(h + a, z, keep, hr->g, n);
+    if (wr)
+        scaled_block(ti, h + a, z, wr->seed, wr->lr, wr->g, wd, p->rounding, a, n, w, u);
+}
+
 /* hizoo rows of one perturbation over the tensors of mask: hr (even q_index: the Hessian update,
  * row g = c) and/or wr (odd: the weight update with the updated H), either may be NULL; both
  * belong to one seed. Given both, one sweep does the two: each block's z is generated once, its
@@ -435,23 +451,14 @@ static void hizoo_apply(pk_model *m, const pk_mezo_state *s, const uint8_t *mask
         float *h = s->h[i];
         long nb = (long)((ti.numel + UPDATE_BLOCK - 1) / UPDATE_BLOCK);
         int nthreads = nb < 4 ? 1 : pk_threads_get();
-        (void)nthreads; /* unused where OpenMP is off */
-#pragma omp parallel num_threads(nthreads)
-        {
-            float z[UPDATE_BLOCK], w[UPDATE_BLOCK];
-            uint32_t u[UPDATE_BLOCK];
-#pragma omp for schedule(static)
-            for (long b = 0; b < nb; b++) {
-                size_t a = (size_t)b * UPDATE_BLOCK;
-                size_t n = ti.numel - a < UPDATE_BLOCK ? ti.numel - a : UPDATE_BLOCK;
-                pk_z_fill(r->seed, ti.key, a, n, p->z, z);
-                if (hr)
-                    hessian_block(h + a, z, keep, hr->g, n);
-                if (wr)
-                    scaled_block(&ti, h + a, z, wr->seed, wr->lr, wr->g, wd, p->rounding, a, n, w,
-                                 u);
-            }
+        if (nthreads == 1) { /* no team: libgomp's team of one pays two futex calls a region */
+            for (long b = 0; b < nb; b++)
+                hizoo_block(&ti, h, p, hr, wr, keep, wd, b);
+            continue;
         }
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+        for (long b = 0; b < nb; b++)
+            hizoo_block(&ti, h, p, hr, wr, keep, wd, b);
     }
 }
 

@@ -405,6 +405,15 @@ void pk_mezo_update(pk_model *m, const uint8_t *trainable, uint64_t seed, pk_z_k
     pk_mezo_update_ex(m, trainable, seed, kind, lr, g, wd, PK_ROUND_STOCHASTIC);
 }
 
+/* Block b (UPDATE_BLOCK elements) of a tensor's update. */
+static void update_nth(const pk_tensor_info *ti, uint64_t seed, pk_z_kind kind, float lr, float g,
+                       float wd, pk_rounding rounding, long b, update_scratch *sc)
+{
+    size_t start = (size_t)b * UPDATE_BLOCK;
+    size_t n = ti->numel - start < UPDATE_BLOCK ? ti->numel - start : UPDATE_BLOCK;
+    update_block(ti, seed, kind, lr, g, wd, rounding, start, n, sc);
+}
+
 void pk_mezo_update_ex(pk_model *m, const uint8_t *trainable, uint64_t seed, pk_z_kind kind,
                        float lr, float g, float wd, pk_rounding rounding)
 {
@@ -418,16 +427,18 @@ void pk_mezo_update_ex(pk_model *m, const uint8_t *trainable, uint64_t seed, pk_
         float twd = ti.is_bias_or_norm ? 0.0f : wd;
         long nb = (long)((ti.numel + UPDATE_BLOCK - 1) / UPDATE_BLOCK);
         int nthreads = nb < 4 ? 1 : pk_threads_get();
-        (void)nthreads; /* unused where OpenMP is off (clang with libgomp: the fuzz build) */
+        if (nthreads == 1) { /* no team: libgomp's team of one pays two futex calls a region */
+            update_scratch sc;
+            for (long b = 0; b < nb; b++)
+                update_nth(&ti, seed, kind, lr, g, twd, rounding, b, &sc);
+            continue;
+        }
 #pragma omp parallel num_threads(nthreads)
         {
             update_scratch sc;
-#pragma omp for schedule(static)
-            for (long b = 0; b < nb; b++) {
-                size_t start = (size_t)b * UPDATE_BLOCK;
-                size_t n = ti.numel - start < UPDATE_BLOCK ? ti.numel - start : UPDATE_BLOCK;
-                update_block(&ti, seed, kind, lr, g, twd, rounding, start, n, &sc);
-            }
+#pragma omp for schedule(static) nowait
+            for (long b = 0; b < nb; b++)
+                update_nth(&ti, seed, kind, lr, g, twd, rounding, b, &sc);
         }
     }
 }

@@ -180,6 +180,29 @@ static inline void blas_serial(void)
     omp_set_num_threads(1);
 }
 
+/* Whether a region of tiles runs as an OpenMP team: its own condition (enough items and flops)
+ * and more than one thread. Otherwise its items run in a plain loop on this thread: libgomp makes
+ * a team of one for a region whose if clause is false too, and its barriers cost two futex
+ * system calls (about 1.2 us on this VM), which at --threads 1 on stories260k's top block came to
+ * 4% of a step. The items are the same calls in the same order either way, so the bits are too. */
+static inline int par_on(int cond)
+{
+    return cond && omp_get_max_threads() > 1;
+}
+
+/* Around such a plain loop: OpenBLAS single-threaded, as blas_serial makes it in a team. */
+static inline int serial_begin(void)
+{
+    int n = omp_get_max_threads();
+    omp_set_num_threads(1);
+    return n;
+}
+
+static inline void serial_end(int n)
+{
+    omp_set_num_threads(n);
+}
+
 /* Token rows per GEMM tile of an N-row operand: a function of N alone. */
 static inline int tok_tile(int N)
 {
@@ -227,28 +250,40 @@ typedef struct gemm_part {
     int npass;
 } gemm_part;
 
-static void gemm_tiles(const fwd *f, const gemm_part *g)
+/* Tile `it` of gemm_tiles (neighbouring items share a W tile). */
+static void gemm_item(const fwd *f, const gemm_part *g, int it)
 {
     pk_model *m = f->m;
     int tt = g->tt, nt = (g->N + tt - 1) / tt, no = (g->o1 - g->o0 + g->to - 1) / g->to;
-    int per = nt * no, items = per * g->npass;
+    int per = nt * no;
+    int k = g->pass[it / per], o = it % per / nt, t = it % nt;
+    int r0 = t * tt, nr = g->N - r0 < tt ? g->N - r0 : tt;
+    int c0 = o * g->to, nc = g->o1 - g->o0 - c0 < g->to ? g->o1 - g->o0 - c0 : g->to;
+    const float *w = g->w[k] + (size_t)c0 * (g->conv ? 1u : (size_t)g->ldw);
+    /* x tile (nr, K) @ W tile^T -> y[r0:r0+nr, o0+c0 : o0+c0+nc] */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, g->conv ? CblasNoTrans : CblasTrans, nr, nc, g->K,
+                1.0f, pass_f(m, g->x, k) + (size_t)r0 * g->ldx, g->ldx, w, g->ldw, g->beta,
+                pass_f(m, g->y, k) + (size_t)r0 * g->ldy + g->o0 + c0, g->ldy);
+}
+
+static void gemm_tiles(const fwd *f, const gemm_part *g)
+{
+    int tt = g->tt, nt = (g->N + tt - 1) / tt, no = (g->o1 - g->o0 + g->to - 1) / g->to;
+    int items = nt * no * g->npass;
     double flops = 2.0 * g->N * (g->o1 - g->o0) * g->K * g->npass;
-    (void)flops; /* read only by the OpenMP if clause (unused where OpenMP is off) */
-#pragma omp parallel if (items > 1 && flops > PAR_FLOPS)
+    if (!par_on(items > 1 && flops > PAR_FLOPS)) {
+        int n = serial_begin();
+        for (int it = 0; it < items; it++)
+            gemm_item(f, g, it);
+        serial_end(n);
+        return;
+    }
+#pragma omp parallel
     {
         blas_serial();
-#pragma omp for schedule(dynamic)
-        for (int it = 0; it < items; it++) {
-            int k = g->pass[it / per], o = it % per / nt, t = it % nt; /* neighbours share a W
-                                                                          tile */
-            int r0 = t * tt, nr = g->N - r0 < tt ? g->N - r0 : tt;
-            int c0 = o * g->to, nc = g->o1 - g->o0 - c0 < g->to ? g->o1 - g->o0 - c0 : g->to;
-            const float *w = g->w[k] + (size_t)c0 * (g->conv ? 1u : (size_t)g->ldw);
-            /* x tile (nr, K) @ W tile^T -> y[r0:r0+nr, o0+c0 : o0+c0+nc] */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, g->conv ? CblasNoTrans : CblasTrans, nr, nc,
-                        g->K, 1.0f, pass_f(m, g->x, k) + (size_t)r0 * g->ldx, g->ldx, w, g->ldw,
-                        g->beta, pass_f(m, g->y, k) + (size_t)r0 * g->ldy + g->o0 + c0, g->ldy);
-        }
+#pragma omp for schedule(dynamic) nowait
+        for (int it = 0; it < items; it++)
+            gemm_item(f, g, it);
     }
 }
 
@@ -350,7 +385,7 @@ static void linear_lora(const fwd *f, const float *x, int ldx, int N, int ai, in
 #pragma omp parallel if (items > 1 && flops > PAR_FLOPS)
         {
             blas_serial();
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
             for (int it = 0; it < items; it++) {
                 int k = it / ng, slot = it % ng, r0 = (g0 + slot) * TOK_TILE;
                 int nr = N - r0 < TOK_TILE ? N - r0 : TOK_TILE;
@@ -562,48 +597,82 @@ static void rope_apply(float *x, int ld, int N, int T, int nheads, int hd, const
  * q row (b, t) at q + (b*T + t)*ldq; keys of batch b at k + b*kbs + s*ldkv, s < Tk(b), where
  * Tk(b) = kv_len > 0 ? kv_len : lengths[b]. Causal: key s is visible from query t if
  * s <= pos0 + t. Padding keys (s >= Tk(b)) are never visible. */
+typedef struct attn_job {
+    pk_model *m;
+    const pk_batch *b;
+    const float *q, *k, *v;
+    float *out;
+    int ldq, ldkv, kv_len, pos0, causal;
+    size_t kbs, sstride;
+    float scale;
+} attn_job;
+
+/* (batch, head) bh of attention, on the calling thread's score scratch. */
+static void attn_item(const attn_job *a, int bh)
+{
+    const pk_cfg *c = &a->m->cfg;
+    int T = a->b->T, hd = c->hd, nh = c->nh, group = c->nh / c->nkv, qd = nh * hd;
+    int bi = bh / nh, h = bh % nh, g = h / group;
+    float *S = a->m->att + (size_t)omp_get_thread_num() * a->sstride;
+    int tk = a->kv_len > 0 ? a->kv_len : a->b->lengths[bi];
+    const float *Q = a->q + (size_t)bi * T * a->ldq + (size_t)h * hd;
+    const float *K = a->k + bi * a->kbs + (size_t)g * hd, *Vv = a->v + bi * a->kbs + (size_t)g * hd;
+    /* S (T, tk) = Q (T, hd) @ K^T (hd, tk) * scale */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, tk, hd, a->scale, Q, a->ldq, K, a->ldkv,
+                0.0f, S, tk);
+    for (int t = 0; t < T; t++) {
+        float *sr = S + (size_t)t * tk;
+        int smax = a->causal && a->pos0 + t + 1 < tk ? a->pos0 + t + 1 : tk;
+        double sum = pk_exp_row(sr, smax, pk_row_max(sr, smax));
+        float inv = (float)(1.0 / sum);
+        for (int s = 0; s < smax; s++)
+            sr[s] *= inv;
+        for (int s = smax; s < tk; s++)
+            sr[s] = 0.0f;
+    }
+    /* O (T, hd) = P (T, tk) @ V (tk, hd) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, tk, 1.0f, S, tk, Vv, a->ldkv,
+                0.0f, a->out + (size_t)bi * T * qd + (size_t)h * hd, qd);
+}
+
 static void attention(pk_model *m, const pk_batch *b, int layer, const float *q, int ldq,
                       const float *k, const float *v, int ldkv, size_t kbs, int kv_len, int pos0,
                       float *out)
 {
     const pk_cfg *c = &m->cfg;
-    int T = b->T, hd = c->hd, nh = c->nh, group = c->nh / c->nkv, qd = nh * hd;
-    int causal = c->arch != ARCH_ROBERTA;
-    float scale = (float)(1.0 / sqrt((double)hd));
+    float scale = (float)(1.0 / sqrt((double)c->hd));
     if (c->attn_inv_layer)
         scale /= (float)(layer + 1);
-    size_t sstride = (size_t)m->rT * (size_t)m->rTk;
-    int nbh = b->B * nh;
+    attn_job a = {.m = m,
+                  .b = b,
+                  .q = q,
+                  .k = k,
+                  .v = v,
+                  .out = out,
+                  .ldq = ldq,
+                  .ldkv = ldkv,
+                  .kv_len = kv_len,
+                  .pos0 = pos0,
+                  .causal = c->arch != ARCH_ROBERTA,
+                  .kbs = kbs,
+                  .sstride = (size_t)m->rT * (size_t)m->rTk,
+                  .scale = scale};
+    int nbh = b->B * c->nh;
     /* a (batch, head) is one thread's: its GEMMs and softmax never depend on the thread count */
-    double flops = 4.0 * nbh * T * (kv_len > 0 ? kv_len : T) * hd;
-    (void)flops; /* read only by the OpenMP if clause (unused where OpenMP is off) */
-#pragma omp parallel if (nbh > 1 && flops > PAR_FLOPS)
+    double flops = 4.0 * nbh * b->T * (kv_len > 0 ? kv_len : b->T) * c->hd;
+    if (!par_on(nbh > 1 && flops > PAR_FLOPS)) {
+        int n = serial_begin();
+        for (int bh = 0; bh < nbh; bh++)
+            attn_item(&a, bh);
+        serial_end(n);
+        return;
+    }
+#pragma omp parallel
     {
         blas_serial();
-#pragma omp for schedule(dynamic)
-        for (int bh = 0; bh < nbh; bh++) {
-            int bi = bh / nh, h = bh % nh, g = h / group;
-            float *S = m->att + (size_t)omp_get_thread_num() * sstride;
-            int tk = kv_len > 0 ? kv_len : b->lengths[bi];
-            const float *Q = q + (size_t)bi * T * ldq + (size_t)h * hd;
-            const float *K = k + bi * kbs + (size_t)g * hd, *Vv = v + bi * kbs + (size_t)g * hd;
-            /* S (T, tk) = Q (T, hd) @ K^T (hd, tk) * scale */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, tk, hd, scale, Q, ldq, K, ldkv,
-                        0.0f, S, tk);
-            for (int t = 0; t < T; t++) {
-                float *sr = S + (size_t)t * tk;
-                int smax = causal && pos0 + t + 1 < tk ? pos0 + t + 1 : tk;
-                double sum = pk_exp_row(sr, smax, pk_row_max(sr, smax));
-                float inv = (float)(1.0 / sum);
-                for (int s = 0; s < smax; s++)
-                    sr[s] *= inv;
-                for (int s = smax; s < tk; s++)
-                    sr[s] = 0.0f;
-            }
-            /* O (T, hd) = P (T, tk) @ V (tk, hd) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, tk, 1.0f, S, tk, Vv, ldkv,
-                        0.0f, out + (size_t)bi * T * qd + (size_t)h * hd, qd);
-        }
+#pragma omp for schedule(dynamic) nowait
+        for (int bh = 0; bh < nbh; bh++)
+            attn_item(&a, bh);
     }
 }
 
@@ -1032,36 +1101,50 @@ static void head_rows(const fwd *f, const head_job *j, int k, int s, float *lg, 
  * the spans do not depend on the reservation that sets lgroup): one sgemm packs the tile's
  * rows once for them (their logits side by side, [M, span] in their slots), then head_rows
  * per block. */
+/* Tile `it` of head_tiles. */
+static void head_item(const fwd *f, const head_job *j, int it)
+{
+    pk_model *m = f->m;
+    int tt = tok_tile(j->M), nt = (j->M + tt - 1) / tt;
+    int gs = j->M >= WIDE_N ? m->lspan : 1;
+    int per = (j->g + gs - 1) / gs * nt;
+    int k = it / per, s0 = it % per / nt * gs, t = it % nt;
+    int v0 = (j->b0 + s0) * j->LR, span = (j->g - s0 < gs ? j->g - s0 : gs) * j->LR;
+    int nr = j->V - v0 < span ? j->V - v0 : span;
+    int r0 = t * tt, n = j->M - r0 < tt ? j->M - r0 : tt;
+    const float *wb = j->w[k] + (size_t)s0 * j->LR * j->Hh;
+    int ld = j->full[k] ? j->V : span;
+    float *lg = j->full[k] ? j->full[k] + (size_t)r0 * j->V + v0
+                           : pass_f(m, j->scr, k) + (size_t)s0 * j->M * j->LR + (size_t)r0 * span;
+    /* logits (n, nr) = h rows (n, Hh) @ Wblk^T (nr, Hh) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nr, j->Hh, 1.0f,
+                pass_f(m, j->h, k) + (size_t)r0 * j->Hh, j->Hh, wb, j->Hh, 0.0f, lg, ld);
+    for (int s = 0; s < gs && s * j->LR < nr; s++) {
+        int nrs = nr - s * j->LR < j->LR ? nr - s * j->LR : j->LR;
+        head_rows(f, j, k, s0 + s, lg + (size_t)s * j->LR, ld, r0, n, v0 + s * j->LR, nrs);
+    }
+}
+
 static void head_tiles(const fwd *f, const head_job *j)
 {
     pk_model *m = f->m;
     int tt = tok_tile(j->M), nt = (j->M + tt - 1) / tt;
     int gs = j->M >= WIDE_N ? m->lspan : 1; /* blocks per tile; lgroup is a multiple of lspan */
-    int per = (j->g + gs - 1) / gs * nt, items = per * f->np;
+    int items = (j->g + gs - 1) / gs * nt * f->np;
     double flops = 2.0 * j->M * j->g * j->LR * j->Hh * f->np;
-    (void)flops; /* read only by the OpenMP if clause (unused where OpenMP is off) */
-#pragma omp parallel if (items > 1 && flops > PAR_FLOPS)
+    if (!par_on(items > 1 && flops > PAR_FLOPS)) {
+        int n = serial_begin();
+        for (int it = 0; it < items; it++)
+            head_item(f, j, it);
+        serial_end(n);
+        return;
+    }
+#pragma omp parallel
     {
         blas_serial();
-#pragma omp for schedule(dynamic)
-        for (int it = 0; it < items; it++) {
-            int k = it / per, s0 = it % per / nt * gs, t = it % nt;
-            int v0 = (j->b0 + s0) * j->LR, span = (j->g - s0 < gs ? j->g - s0 : gs) * j->LR;
-            int nr = j->V - v0 < span ? j->V - v0 : span;
-            int r0 = t * tt, n = j->M - r0 < tt ? j->M - r0 : tt;
-            const float *wb = j->w[k] + (size_t)s0 * j->LR * j->Hh;
-            int ld = j->full[k] ? j->V : span;
-            float *lg = j->full[k]
-                            ? j->full[k] + (size_t)r0 * j->V + v0
-                            : pass_f(m, j->scr, k) + (size_t)s0 * j->M * j->LR + (size_t)r0 * span;
-            /* logits (n, nr) = h rows (n, Hh) @ Wblk^T (nr, Hh) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nr, j->Hh, 1.0f,
-                        pass_f(m, j->h, k) + (size_t)r0 * j->Hh, j->Hh, wb, j->Hh, 0.0f, lg, ld);
-            for (int s = 0; s < gs && s * j->LR < nr; s++) {
-                int nrs = nr - s * j->LR < j->LR ? nr - s * j->LR : j->LR;
-                head_rows(f, j, k, s0 + s, lg + (size_t)s * j->LR, ld, r0, n, v0 + s * j->LR, nrs);
-            }
-        }
+#pragma omp for schedule(dynamic) nowait
+        for (int it = 0; it < items; it++)
+            head_item(f, j, it);
     }
 }
 
