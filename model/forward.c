@@ -203,6 +203,28 @@ static inline void serial_end(int n)
     omp_set_num_threads(n);
 }
 
+/* Items 0 .. items-1 of a region of tiles, fn(f, job, it) each: as an OpenMP team (dynamic
+ * schedule, OpenBLAS single-threaded in each thread) when par_on(cond), else in a plain loop. */
+typedef void (*tile_fn)(const fwd *f, const void *job, int it);
+
+static void run_tiles(const fwd *f, const void *job, int items, int cond, tile_fn fn)
+{
+    if (!par_on(cond)) {
+        int n = serial_begin();
+        for (int it = 0; it < items; it++)
+            fn(f, job, it);
+        serial_end(n);
+        return;
+    }
+#pragma omp parallel
+    {
+        blas_serial();
+#pragma omp for schedule(dynamic) nowait
+        for (int it = 0; it < items; it++)
+            fn(f, job, it);
+    }
+}
+
 /* Token rows per GEMM tile of an N-row operand: a function of N alone. */
 static inline int tok_tile(int N)
 {
@@ -251,8 +273,9 @@ typedef struct gemm_part {
 } gemm_part;
 
 /* Tile `it` of gemm_tiles (neighbouring items share a W tile). */
-static void gemm_item(const fwd *f, const gemm_part *g, int it)
+static void gemm_item(const fwd *f, const void *job, int it)
 {
+    const gemm_part *g = job;
     pk_model *m = f->m;
     int tt = g->tt, nt = (g->N + tt - 1) / tt, no = (g->o1 - g->o0 + g->to - 1) / g->to;
     int per = nt * no;
@@ -271,20 +294,7 @@ static void gemm_tiles(const fwd *f, const gemm_part *g)
     int tt = g->tt, nt = (g->N + tt - 1) / tt, no = (g->o1 - g->o0 + g->to - 1) / g->to;
     int items = nt * no * g->npass;
     double flops = 2.0 * g->N * (g->o1 - g->o0) * g->K * g->npass;
-    if (!par_on(items > 1 && flops > PAR_FLOPS)) {
-        int n = serial_begin();
-        for (int it = 0; it < items; it++)
-            gemm_item(f, g, it);
-        serial_end(n);
-        return;
-    }
-#pragma omp parallel
-    {
-        blas_serial();
-#pragma omp for schedule(dynamic) nowait
-        for (int it = 0; it < items; it++)
-            gemm_item(f, g, it);
-    }
+    run_tiles(f, g, items, items > 1 && flops > PAR_FLOPS, gemm_item);
 }
 
 /* Wide-input weights (fc2, down_proj; GPT-2's Conv1D are stored [in, out]) are materialized in
@@ -608,8 +618,10 @@ typedef struct attn_job {
 } attn_job;
 
 /* (batch, head) bh of attention, on the calling thread's score scratch. */
-static void attn_item(const attn_job *a, int bh)
+static void attn_item(const fwd *f, const void *job, int bh)
 {
+    const attn_job *a = job;
+    (void)f;
     const pk_cfg *c = &a->m->cfg;
     int T = a->b->T, hd = c->hd, nh = c->nh, group = c->nh / c->nkv, qd = nh * hd;
     int bi = bh / nh, h = bh % nh, g = h / group;
@@ -660,20 +672,7 @@ static void attention(pk_model *m, const pk_batch *b, int layer, const float *q,
     int nbh = b->B * c->nh;
     /* a (batch, head) is one thread's: its GEMMs and softmax never depend on the thread count */
     double flops = 4.0 * nbh * b->T * (kv_len > 0 ? kv_len : b->T) * c->hd;
-    if (!par_on(nbh > 1 && flops > PAR_FLOPS)) {
-        int n = serial_begin();
-        for (int bh = 0; bh < nbh; bh++)
-            attn_item(&a, bh);
-        serial_end(n);
-        return;
-    }
-#pragma omp parallel
-    {
-        blas_serial();
-#pragma omp for schedule(dynamic) nowait
-        for (int bh = 0; bh < nbh; bh++)
-            attn_item(&a, bh);
-    }
+    run_tiles(NULL, &a, nbh, nbh > 1 && flops > PAR_FLOPS, attn_item);
 }
 
 /* Checks a batch against the model; pos0 is the position of its first token. */
@@ -1102,8 +1101,9 @@ static void head_rows(const fwd *f, const head_job *j, int k, int s, float *lg, 
  * rows once for them (their logits side by side, [M, span] in their slots), then head_rows
  * per block. */
 /* Tile `it` of head_tiles. */
-static void head_item(const fwd *f, const head_job *j, int it)
+static void head_item(const fwd *f, const void *job, int it)
 {
+    const head_job *j = job;
     pk_model *m = f->m;
     int tt = tok_tile(j->M), nt = (j->M + tt - 1) / tt;
     int gs = j->M >= WIDE_N ? m->lspan : 1;
@@ -1132,20 +1132,7 @@ static void head_tiles(const fwd *f, const head_job *j)
     int gs = j->M >= WIDE_N ? m->lspan : 1; /* blocks per tile; lgroup is a multiple of lspan */
     int items = (j->g + gs - 1) / gs * nt * f->np;
     double flops = 2.0 * j->M * j->g * j->LR * j->Hh * f->np;
-    if (!par_on(items > 1 && flops > PAR_FLOPS)) {
-        int n = serial_begin();
-        for (int it = 0; it < items; it++)
-            head_item(f, j, it);
-        serial_end(n);
-        return;
-    }
-#pragma omp parallel
-    {
-        blas_serial();
-#pragma omp for schedule(dynamic) nowait
-        for (int it = 0; it < items; it++)
-            head_item(f, j, it);
-    }
+    run_tiles(f, j, items, items > 1 && flops > PAR_FLOPS, head_item);
 }
 
 /* Folds the group's per-block (max, sum) into each row's running log-sum-exp, one block at a time
