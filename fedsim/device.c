@@ -101,7 +101,7 @@ static void op_upload(void *user, int64_t round, const uint8_t *packed, size_t n
 static pk_status fzoo_group(dev *x, int64_t first, pk_z_kind kind, float eps)
 {
     size_t idx[1024], B = x->batch < 1024 ? x->batch : 1024;
-    double mean = 0.0, var = 0.0;
+    double mean = 0.0;
     int64_t step = x->round * 65536 + first % 65536; /* the group's batch */
     pk_status st = pk_batch_indices(x->seed, step, 0, 1, pk_objective_size(x->obj), B, idx);
     if (st == PK_OK)
@@ -114,12 +114,7 @@ static pk_status fzoo_group(dev *x, int64_t first, pk_z_kind kind, float eps)
     if (st != PK_OK)
         return st;
     const double l0 = x->loss[0], *li = x->loss + 1;
-    for (int i = 0; i < x->N; i++)
-        mean += li[i];
-    mean /= (double)x->N;
-    for (int i = 0; i < x->N; i++)
-        var += (li[i] - mean) * (li[i] - mean);
-    double sigma = sqrt(var / (double)x->N);
+    double sigma = pk_fzoo_sigma(li, x->N, &mean);
     for (int i = 0; i < x->N; i++)
         x->coef[i] = sigma > 0.0 ? (li[i] - l0) / sigma / (double)x->N : 0.0;
     return PK_OK;

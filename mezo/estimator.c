@@ -91,6 +91,18 @@ const char *pk_fzoo_baseline_name(int mean)
     return baseline_names[mean != 0];
 }
 
+double pk_fzoo_sigma(const double *l, int n, double *mean)
+{
+    double m = 0, var = 0;
+    for (int i = 0; i < n; i++)
+        m += l[i];
+    m /= (double)n;
+    for (int i = 0; i < n; i++)
+        var += (l[i] - m) * (l[i] - m);
+    *mean = m;
+    return sqrt(var / (double)n);
+}
+
 int pk_schedule_parse(const char *s, pk_schedule *out)
 {
     int i = name_index(schedule_names, N_NAMES(schedule_names), s);
@@ -615,18 +627,13 @@ static pk_status fzoo(pk_model *m, const uint8_t *trainable, const pk_mezo_param
 {
     int N = p->perturbations, base = !p->fzoo_mean;
     float lr_n = pk_mezo_lr_at(p, step) / (float)N;
-    double mean = 0, var = 0;
+    double mean = 0;
     pk_sweep sw = step_sweep(m, trainable, p, s, step, base, 0);
     pk_status st = sweep_means(m, s, &sw, n_micro, loss);
     if (st != PK_OK)
         return st;
     const double *li = s->mean + base; /* the perturbed losses */
-    for (int i = 0; i < N; i++)
-        mean += li[i];
-    mean /= (double)N;
-    for (int i = 0; i < N; i++)
-        var += (li[i] - mean) * (li[i] - mean);
-    double sigma = sqrt(var / (double)N), b = base ? s->mean[0] : mean;
+    double sigma = pk_fzoo_sigma(li, N, &mean), b = base ? s->mean[0] : mean;
     for (int i = 0; i < N; i++) {
         double g = sigma > 0.0 ? (li[i] - b) / sigma : 0.0;
         if (!isfinite(sigma))

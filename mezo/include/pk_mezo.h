@@ -191,6 +191,10 @@ const char *pk_estimator_name(pk_estimator e);
  * unknown. */
 int pk_fzoo_baseline_parse(const char *s, int *mean);
 const char *pk_fzoo_baseline_name(int mean);
+/* fzoo's sigma: the population standard deviation of l[0..n), in double, in order (the mean
+ * first, into *mean; then the squared deviations). The trainer's fzoo and fedsim's devices share
+ * it, so their coefficients are the same bits. */
+double pk_fzoo_sigma(const double *l, int n, double *mean);
 /* The largest hizoo Hessian update interval (train --hessian-every). */
 #define PK_HESSIAN_EVERY_MAX 1000000
 /* Step-log rows a step writes at most (the size of a step's row buffer): spsa q, fzoo N, hizoo
