@@ -10,7 +10,6 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 /* Canvas and plot area in SVG user units (px). */
 #define W        800.0
@@ -321,55 +320,36 @@ static void ema(const double *y, size_t n, double alpha, double *out)
     }
 }
 
-/* The SVG written to f, opened on path (NULL: the open failed), then closed (stdout: flushed);
- * the error names path. */
-static pk_status write_svg_stream(FILE *f, const char *path, const char *title, const char *xlabel,
-                                  const pk_plot_series *ser, size_t n_ser, char *err, size_t errlen)
-{
-    if (!f) {
-        pk_seterr(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        return PK_ERR_IO;
-    }
-    errno = 0;
-    pk_status st = pk_plot_svg(f, title, xlabel, "loss (nats/token)", ser, n_ser);
-    int bad = f == stdout ? fflush(f) != 0 || ferror(f) : fclose(f) != 0;
-    if (st == PK_OK && bad)
-        st = PK_ERR_IO;
-    if (st != PK_OK)
-        pk_seterr(err, errlen, "cannot write %s: %s", f == stdout ? "the SVG to stdout" : path,
-                  errno ? strerror(errno) : "write error");
-    return st;
-}
-
-/* path "-" is stdout; a regular file (or a new one) is written to PATH.tmp and renamed over it,
- * so a failed write leaves the old file; anything else already there (a symlink, a device, a
- * FIFO) is written through, never replaced; a directory is refused. */
+/* path "-" is stdout; otherwise a whole-file write (pk_out: PATH.tmp renamed over PATH, so a
+ * failed write leaves the old file; a symlink, a device or a FIFO written through, never
+ * replaced; a directory refused). */
 static pk_status write_svg_file(const char *path, const char *title, const char *xlabel,
                                 const pk_plot_series *ser, size_t n_ser, char *err, size_t errlen)
 {
-    struct stat sb;
-    if (!strcmp(path, "-"))
-        return write_svg_stream(stdout, path, title, xlabel, ser, n_ser, err, errlen);
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        pk_seterr(err, errlen, "cannot write %s: it is a directory (give a file name)", path);
-        return PK_ERR_IO;
+    if (!strcmp(path, "-")) {
+        errno = 0;
+        pk_status st = pk_plot_svg(stdout, title, xlabel, "loss (nats/token)", ser, n_ser);
+        if (st == PK_OK && (fflush(stdout) != 0 || ferror(stdout)))
+            st = PK_ERR_IO;
+        if (st != PK_OK)
+            pk_seterr(err, errlen, "cannot write the SVG to stdout: %s",
+                      errno ? strerror(errno) : "write error");
+        return st;
     }
-    if (pk_path_write_through(path))
-        return write_svg_stream(fopen(path, "w"), path, title, xlabel, ser, n_ser, err, errlen);
-    size_t len = strlen(path) + 16;
-    char *tmp = malloc(len);
-    if (!tmp)
-        return PK_ERR_NOMEM;
-    snprintf(tmp, len, "%s.tmp", path);
-    pk_status st = write_svg_stream(fopen(tmp, "w"), tmp, title, xlabel, ser, n_ser, err, errlen);
-    if (st == PK_OK && rename(tmp, path) != 0) {
-        pk_seterr(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        st = PK_ERR_IO;
-    }
+    pk_out o;
+    pk_status st = pk_out_open(&o, path, 0, err, errlen);
     if (st != PK_OK)
-        remove(tmp);
-    free(tmp);
-    return st;
+        return st;
+    errno = 0;
+    st = pk_plot_svg(o.f, title, xlabel, "loss (nats/token)", ser, n_ser);
+    if (st != PK_OK) { /* a failed write's errno (ENOSPC on /dev/full), else the status */
+        int e = errno;
+        pk_seterr(err, errlen, "cannot write %s: %s", o.tmp,
+                  st == PK_ERR_IO && e ? strerror(e) : pk_status_str(st));
+        pk_out_abort(&o);
+        return st;
+    }
+    return pk_out_commit(&o, err, errlen);
 }
 
 /* A run's train loss: one point per step (x: steps done) and its EMA. Owned arrays. */

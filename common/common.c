@@ -2,6 +2,7 @@
  * The log hook is the only mutable global; it is written once from main before threads start. */
 #include "pk_common.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -208,4 +209,60 @@ FILE *pk_fopen_private(const char *path, const char *mode)
     if (!f)
         close(fd);
     return f;
+}
+
+pk_status pk_out_open(pk_out *o, const char *path, int private_, char *err, size_t errlen)
+{
+    struct stat sb;
+    memset(o, 0, sizeof *o);
+    if (snprintf(o->path, sizeof o->path, "%s", path) >= (int)sizeof o->path ||
+        snprintf(o->tmp, sizeof o->tmp, "%s.tmp", path) >= (int)sizeof o->tmp) {
+        pk_seterr(err, errlen, "cannot write %s: path too long", path);
+        return PK_ERR_ARG;
+    }
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        pk_seterr(err, errlen, "cannot write %s: it is a directory (give a file name)", path);
+        return PK_ERR_IO;
+    }
+    o->through = pk_path_write_through(path);
+    if (o->through)
+        snprintf(o->tmp, sizeof o->tmp, "%s", path);
+    o->f = private_ ? pk_fopen_private(o->tmp, "w") : fopen(o->tmp, "w");
+    if (o->f == NULL) {
+        pk_seterr(err, errlen, "cannot write %s: %s", o->tmp, strerror(errno));
+        return PK_ERR_IO;
+    }
+    return PK_OK;
+}
+
+void pk_out_abort(pk_out *o)
+{
+    if (o->f != NULL)
+        fclose(o->f);
+    o->f = NULL;
+    if (!o->through)
+        remove(o->tmp);
+}
+
+pk_status pk_out_commit(pk_out *o, char *err, size_t errlen)
+{
+    int bad = ferror(o->f), e = bad ? errno : 0; /* a failed write's errno, if one failed */
+    errno = 0;
+    if (fclose(o->f) != 0) {
+        bad = 1;
+        e = errno;
+    }
+    o->f = NULL;
+    if (bad) {
+        pk_seterr(err, errlen, "cannot write %s: %s", o->tmp, e ? strerror(e) : "write error");
+        if (!o->through)
+            remove(o->tmp);
+        return PK_ERR_IO;
+    }
+    if (!o->through && rename(o->tmp, o->path) != 0) {
+        pk_seterr(err, errlen, "cannot write %s: %s", o->path, strerror(errno));
+        remove(o->tmp);
+        return PK_ERR_IO;
+    }
+    return PK_OK;
 }

@@ -113,20 +113,11 @@ static void write_estimator(FILE *f, const pk_seedlog *log)
 
 pk_status pk_seedlog_write(const char *path, const pk_seedlog *log, char *err, size_t errlen)
 {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
-        pk_seterr(err, errlen, "%s: path too long", path);
-        return PK_ERR_ARG;
-    }
-    /* a symlink, a device or a FIFO (e.g. /dev/stdout) is written through, not replaced */
-    int through = pk_path_write_through(path);
-    if (through)
-        snprintf(tmp, sizeof tmp, "%s", path);
-    FILE *f = pk_fopen_private(tmp, "w");
-    if (f == NULL) {
-        pk_seterr(err, errlen, "%s: %s", tmp, strerror(errno));
-        return PK_ERR_IO;
-    }
+    pk_out o; /* PATH.tmp renamed over PATH; /dev/stdout and the like written through */
+    pk_status st = pk_out_open(&o, path, 1, err, errlen);
+    if (st != PK_OK)
+        return st;
+    FILE *f = o.f;
     fprintf(f, "pocketllm-seedlog 1\nbase_hash %s\nz %s\nweight_decay %a\ntrainable %s\n",
             log->base_hash, z_name(log->z), (double)log->weight_decay, log->trainable);
     write_estimator(f, log);
@@ -142,19 +133,7 @@ pk_status pk_seedlog_write(const char *path, const pk_seedlog *log, char *err, s
     for (size_t i = 0; i < log->n_parents; i++)
         write_rows(f, log->parents[i].rows, log->parents[i].n_rows);
     write_rows(f, log->rows, log->n_rows);
-    int bad = ferror(f);
-    if (fclose(f) != 0 || bad) {
-        pk_seterr(err, errlen, "%s: write failed", tmp);
-        if (!through)
-            remove(tmp);
-        return PK_ERR_IO;
-    }
-    if (!through && rename(tmp, path) != 0) {
-        pk_seterr(err, errlen, "%s: %s", path, strerror(errno));
-        remove(tmp);
-        return PK_ERR_IO;
-    }
-    return PK_OK;
+    return pk_out_commit(&o, err, errlen);
 }
 
 static int read_line(FILE *f, char *buf, size_t n)

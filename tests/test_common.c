@@ -4,7 +4,9 @@
  * Times are checked one way only, with margins no load can break: "at least the time asked" and
  * "well before a 30 s sleep would end". pk_grow doubles from its first capacity, keeps the
  * contents, leaves a large enough array alone and refuses a size that overflows without touching
- * it; pk_text_append keeps the text NUL-terminated. */
+ * it; pk_text_append keeps the text NUL-terminated. pk_out: a committed write replaces the file
+ * (private: 0600), a failed one keeps the old file and leaves no PATH.tmp, a symlink is written
+ * through (it stays a symlink), a directory is refused, /dev/full fails with ENOSPC's message. */
 #include "pk_common.h"
 #include "pk_test.h"
 
@@ -12,6 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -123,8 +126,64 @@ static void test_text_append(void)
     free(s);
 }
 
+static void slurp_eq(const char *path, const char *want)
+{
+    char buf[64] = "";
+    FILE *f = fopen(path, "r");
+    PK_CHECK(f != NULL);
+    if (f) {
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        buf[n] = 0;
+        fclose(f);
+    }
+    PK_CHECK(strcmp(buf, want) == 0);
+}
+
+static void test_out(void)
+{
+    char dir[] = "/tmp/pk-out-XXXXXX", path[128], tmp[140], link[128], err[256] = "";
+    PK_CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/file", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    snprintf(link, sizeof link, "%s/link", dir);
+    pk_out o;
+    PK_CHECK(pk_out_open(&o, path, 1, err, sizeof err) == PK_OK);
+    fputs("one", o.f);
+    PK_CHECK(pk_out_commit(&o, err, sizeof err) == PK_OK);
+    slurp_eq(path, "one");
+    struct stat sb;
+    PK_CHECK(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0600 && stat(tmp, &sb) != 0);
+    /* a write that fails midway: the old file stays, no temp file */
+    PK_CHECK(pk_out_open(&o, path, 0, err, sizeof err) == PK_OK);
+    fputs("two, half written", o.f);
+    pk_out_abort(&o);
+    slurp_eq(path, "one");
+    PK_CHECK(stat(tmp, &sb) != 0);
+    /* through a symlink: the target is written, the link stays */
+    PK_CHECK(symlink(path, link) == 0);
+    PK_CHECK(pk_out_open(&o, link, 0, err, sizeof err) == PK_OK && o.through);
+    fputs("three", o.f);
+    PK_CHECK(pk_out_commit(&o, err, sizeof err) == PK_OK);
+    PK_CHECK(lstat(link, &sb) == 0 && S_ISLNK(sb.st_mode));
+    slurp_eq(path, "three");
+    PK_CHECK(pk_out_open(&o, dir, 0, err, sizeof err) == PK_ERR_IO);
+    PK_CHECK(strstr(err, "is a directory") != NULL);
+    if (access("/dev/full", W_OK) == 0) { /* a write error: the device's errno, named */
+        PK_CHECK(pk_out_open(&o, "/dev/full", 0, err, sizeof err) == PK_OK && o.through);
+        for (int i = 0; i < 4096; i++)
+            fputs("0123456789", o.f);
+        PK_CHECK(pk_out_commit(&o, err, sizeof err) == PK_ERR_IO);
+        PK_CHECK(strstr(err, "cannot write /dev/full: No space left on device") != NULL);
+        PK_CHECK(stat("/dev/full", &sb) == 0 && S_ISCHR(sb.st_mode));
+    }
+    unlink(link);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
+    test_out();
     test_grow();
     test_text_append();
     test_whole_time_through_signals();

@@ -94,6 +94,25 @@ FILE *pk_fopen_private(const char *path, const char *mode);
  * or no file. */
 int pk_path_write_through(const char *path);
 
+/* A whole-file write that never leaves a half-written file: a regular file (or a new one) is
+ * written to PATH.tmp and renamed over PATH by pk_out_commit, so a failed write keeps the old
+ * file; a path pk_path_write_through names (a symlink, a device, a FIFO: /dev/stdout) is written
+ * through instead of being replaced; a directory is refused. private_: created 0600 through
+ * pk_fopen_private (what training learned), else with fopen's 0666 & ~umask. */
+typedef struct pk_out {
+    FILE *f;
+    char path[4096], tmp[4096]; /* tmp: the file written (PATH.tmp, or PATH when through) */
+    int through;
+} pk_out;
+/* Opens o->f; errors name the path ("cannot write PATH: reason"). */
+PK_NODISCARD pk_status pk_out_open(pk_out *o, const char *path, int private_, char *err,
+                                   size_t errlen);
+/* Closes o->f (a write error seen by ferror or fclose fails it), then renames the temp file over
+ * the path; on failure removes the temp file and names the file that failed. */
+PK_NODISCARD pk_status pk_out_commit(pk_out *o, char *err, size_t errlen);
+/* Closes o->f and removes the temp file (nothing is renamed): for a write that failed midway. */
+void pk_out_abort(pk_out *o);
+
 /* 1 if each of the n bytes at s is an ASCII letter or digit or one of the characters of extra
  * (e.g. "._-", the character set of names on the wire and of hub path segments). Pure. */
 int pk_name_chars_ok(const char *s, size_t n, const char *extra);
