@@ -651,14 +651,11 @@ static int fedsim_check(fedsim_opts *o)
     }
     if (estimator_check(cmd, o->p.cfg.mezo.estimator) != 0)
         return CLI_USAGE;
-    size_t tl = strlen(o->p.cfg.trainable);
-    if (tl < 1 || tl > 63) { /* the task's "trainable" field (PROTOCOL 2) */
-        cli_error(cmd,
-                  "--trainable: the task names the trainable set in 1 to 63 characters (got %zu)",
-                  tl);
+    char err[ERRLEN] = "";
+    if (!pk_fedsim_trainable_ok(o->p.cfg.trainable, err, sizeof err)) {
+        cli_error(cmd, "--trainable: %s", err);
         return CLI_USAGE;
     }
-    char err[ERRLEN] = "";
     if (pk_fedsim_split_parse(o->split, &o->p.split, err, sizeof err) != PK_OK) {
         cli_error(cmd, "--split: %s", err);
         return CLI_USAGE;

@@ -568,9 +568,20 @@ static pk_status check_log(fs_sim *x, int64_t first, int64_t last)
 /* ---- the run ------------------------------------------------------------------------------------
  */
 
+int pk_fedsim_trainable_ok(const char *spec, char *err, size_t errlen)
+{
+    size_t n = spec ? strlen(spec) : 0;
+    if (n >= 1 && n <= 63)
+        return 1;
+    pk_seterr(err, errlen, "the task names the trainable set in 1 to 63 characters (got %zu)", n);
+    return 0;
+}
+
 static pk_status check_params(fs_sim *x)
 {
     const pk_fedsim_params *p = x->p;
+    if (!pk_fedsim_trainable_ok(p->cfg.trainable, x->err, x->errlen))
+        return PK_ERR_ARG;
     const char *bad = p->devices < 1       ? "devices must be >= 1"
                       : p->rounds < 1      ? "rounds must be >= 1"
                       : p->local_steps < 1 ? "local steps must be >= 1"

@@ -433,6 +433,14 @@ static void test_estimators(void)
     snprintf(files, sizeof files, "--data %s/train.jsonl --eval-data %s/eval.jsonl", g_tmp, g_tmp);
     snprintf(args, sizeof args, "%s --devices 2 --trainable '%0*d'", files, 64, 0);
     expect_error(d, args, 2, "--trainable: the task names the trainable set in 1 to 63");
+    /* the library refuses it too (an API caller gets the reason, not the coordinator's refusal) */
+    pk_fedsim_params fp = pk_fedsim_default_params();
+    char errb[256] = "";
+    snprintf(fp.cfg.trainable, sizeof fp.cfg.trainable, "%0*d", 64, 0);
+    PK_CHECK(pk_fedsim_run(&fp, NULL, NULL, errb, sizeof errb) == PK_ERR_ARG);
+    PK_CHECK(strstr(errb, "1 to 63 characters (got 64)") != NULL);
+    PK_CHECK(!pk_fedsim_trainable_ok("", errb, sizeof errb) &&
+             pk_fedsim_trainable_ok("top:1", NULL, 0));
     snprintf(d, sizeof d, "%s/hizoo", g_tmp);
     snprintf(files, sizeof files, "--data %s/train.jsonl --eval-data %s/eval.jsonl", g_tmp, g_tmp);
     snprintf(args, sizeof args, "%s --devices 2 --estimator hizoo", files);

@@ -83,6 +83,9 @@ pk_fedsim_device_params pk_fedsim_device_default_params(void);
  * spsa (the client's own step) and fzoo (N local steps per FZOO step, docs/FEDSIM.md), 0 for
  * hizoo, with *why (may be NULL; static text) saying why not. */
 int pk_fedsim_estimator_carried(pk_estimator e, const char **why);
+/* 1 if a coordinator task can name the trainable set spec: 1 to 63 characters (its "trainable"
+ * field, docs/PROTOCOL.md 2); else 0 with the reason in err. pk_fedsim_run checks it too. */
+int pk_fedsim_trainable_ok(const char *spec, char *err, size_t errlen);
 
 /* One round of one device: loads the model, builds the objective over p->dataset of s, runs
  * pk_sync_round (register, catch up, local steps with pool indices and batches derived from
