@@ -181,7 +181,7 @@ static void check_refusals(const char *home)
 {
     /* stories260k: 1,044,992 bytes + a tenth + 24 MB = 25.1 MB; hizoo adds its Hessian budget,
      * a tenth of the weights by default: 25.2 MB; top:1 the frozen prefix's store, at most 16 MB
-     * (a quarter of the weights is less): 41.1 MB */
+     * (a quarter of the weights is less): 41.1 MB; hizoo with --hessian-budget 1.5: 26.6 MB */
     char *small = NULL; /* a cap under 0.1 MB is printed in KB, not as 0.0 MB */
     PK_CHECK_EQ(run_fmt(&small, RUN_MERGE_STDERR,
                         "%s agent --home %s --passphrase-file %s --model %s --datasets notes "
@@ -190,9 +190,10 @@ static void check_refusals(const char *home)
                 1);
     PK_CHECK(small && strstr(small, "above the cap of 1.0 KB"));
     free(small);
-    const char *opts[3] = {"--estimator spsa", "--estimator hizoo", "--trainable top:1"};
-    const char *needs[3] = {"25.1 MB", "25.2 MB", "41.1 MB"};
-    for (int e = 0; e < 3; e++) {
+    const char *opts[4] = {"--estimator spsa", "--estimator hizoo", "--trainable top:1",
+                           "--estimator hizoo --hessian-budget 1.5"};
+    const char *needs[4] = {"25.1 MB", "25.2 MB", "41.1 MB", "26.6 MB"};
+    for (int e = 0; e < 4; e++) {
         char *o = NULL;
         PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
                             "%s agent --home %s --passphrase-file %s --model %s --datasets notes "
@@ -208,7 +209,8 @@ static void check_refusals(const char *home)
     static const char *const bad[][2] = {{"--window 25:00-01:00", "want HH:MM-HH:MM"},
                                          {"--window 10:00-11:00x", "want HH:MM-HH:MM"},
                                          {"--window 10:00-10:00", "the window is empty"},
-                                         {"--sync notaurl", "--sync: expected http://"}};
+                                         {"--sync notaurl", "--sync: expected http://"},
+                                         {"--hessian-budget 100", "from 0 to 64, got '100'"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *o = NULL;
         PK_CHECK_EQ(run_fmt(&o, RUN_MERGE_STDERR,
