@@ -603,10 +603,6 @@ static void rope_apply(float *x, int ld, int N, int T, int nheads, int hd, const
     }
 }
 
-/* Scaled dot-product attention, per (batch, head): out[b*T+t, h*hd..] (ld nh*hd).
- * q row (b, t) at q + (b*T + t)*ldq; keys of batch b at k + b*kbs + s*ldkv, s < Tk(b), where
- * Tk(b) = kv_len > 0 ? kv_len : lengths[b]. Causal: key s is visible from query t if
- * s <= pos0 + t. Padding keys (s >= Tk(b)) are never visible. */
 typedef struct attn_job {
     pk_model *m;
     const pk_batch *b;
@@ -647,6 +643,10 @@ static void attn_item(const fwd *f, const void *job, int bh)
                 0.0f, a->out + (size_t)bi * T * qd + (size_t)h * hd, qd);
 }
 
+/* Scaled dot-product attention, per (batch, head): out[b*T+t, h*hd..] (ld nh*hd).
+ * q row (b, t) at q + (b*T + t)*ldq; keys of batch b at k + b*kbs + s*ldkv, s < Tk(b), where
+ * Tk(b) = kv_len > 0 ? kv_len : lengths[b]. Causal: key s is visible from query t if
+ * s <= pos0 + t. Padding keys (s >= Tk(b)) are never visible. */
 static void attention(pk_model *m, const pk_batch *b, int layer, const float *q, int ldq,
                       const float *k, const float *v, int ldkv, size_t kbs, int kv_len, int pos0,
                       float *out)
