@@ -421,6 +421,21 @@ static int new_examples(agent *a, int64_t *upto)
     return max_id > 0 && (a->run == 0 || max_id > a->run_upto);
 }
 
+/* The training examples a new run on examples up to id upto gets (not held out), or -1. */
+static int64_t training_examples(agent *a, int64_t upto)
+{
+    int64_t n = 0;
+    for (size_t d = 0; d < a->n_ds; d++) {
+        int64_t *ids = NULL, k = 0;
+        if (pk_store_example_ids(a->s, a->ds[d], &ids, &k, NULL, 0) != PK_OK)
+            return -1;
+        for (int64_t i = 0; i < k; i++)
+            n += ids[i] <= upto && !pk_train_held_out(ids[i], a->p->holdout);
+        free(ids);
+    }
+    return n;
+}
+
 /* Up to slice_steps steps while the conditions hold and nobody asks to stop. Returns 1 when the
  * trainer should stay open for the next slice. */
 static int train_slice(agent *a, pk_status *st, char *err, size_t errlen)
@@ -478,6 +493,15 @@ static int open_trainer(agent *a, pk_status *st, char *err, size_t errlen)
     }
     if (!fresh && a->run_done) {
         set_state(a, "idle", "up to date: the run finished; waiting for new examples");
+        return 0;
+    }
+    int64_t n_train = fresh && a->p->train.lr_auto ? training_examples(a, upto) : 2;
+    if (n_train >= 0 && n_train < 2) { /* the search would fail: wait for data instead */
+        snprintf(why, sizeof why,
+                 "--lr auto: its search needs 2 training examples, the datasets give %lld; "
+                 "waiting for new examples",
+                 (long long)n_train);
+        set_state(a, "idle", why);
         return 0;
     }
     *st = fresh ? open_new_run(a, upto, err, errlen) : open_current(a, err, errlen);

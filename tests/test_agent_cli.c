@@ -617,6 +617,22 @@ static void test_lr_auto(void)
     if (log && !strstr(log, want))
         fprintf(stderr, "agent.log lacks '%s':\n%s\n", want, log);
     free(log);
+    /* one note: the search (it needs 2 training examples) is not started and the agent waits;
+     * more notes, and it trains */
+    snprintf(home, sizeof home, "%s/auto1", tmp);
+    PK_CHECK_EQ(make_home(home, 0, 1), 0);
+    pid = start_agent(home, "--lr auto --steps 10 --early-stop 0");
+    PK_CHECK(
+        wait_state(home, "idle", "--lr auto: its search needs 2 training examples", 0, 60, NULL));
+    char notes[400];
+    snprintf(notes, sizeof notes, "%s.more.txt", home);
+    PK_CHECK_EQ(agent_make_home(home, pass, notes, 1, 20, 0), 0);
+    PK_CHECK(wait_state(home, "idle", "up to date", 10, 60, NULL));
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
+                        "%s agent stop --home %s --passphrase-file %s >/dev/null", POCKETLLM, home,
+                        pass),
+                0);
+    PK_CHECK_EQ(wait_exit(pid, 30), 0);
     /* a malformed rate is refused before anything starts */
     PK_CHECK(run_expect(2, "--lr fast: want a rate in [0, 100] or auto",
                         "%s agent --home %s --passphrase-file %s --model %s --datasets notes "

@@ -57,9 +57,14 @@ typedef enum part {
 
 /* An example is held out by a hash of its id: ids are never reused, so an example stays on its
  * side as datasets grow, and the split does not depend on the other examples. */
-static int held_out(int64_t id, int pct)
+int pk_train_held_out(int64_t id, int pct)
 {
     return pct > 0 && pk_splitmix64((uint64_t)id ^ 0x686f6c646f7574ull) % 100 < (uint64_t)pct;
+}
+
+static int held_out(int64_t id, int pct)
+{
+    return pk_train_held_out(id, pct);
 }
 
 static int wanted(int64_t id, const pk_train_config *cfg, part p)

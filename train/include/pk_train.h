@@ -122,6 +122,10 @@ typedef struct pk_train_config {
 } pk_train_config;
 
 pk_train_config pk_train_config_default(void);
+/* 1 if the example with this id is held out for eval at holdout percent pct: a hash of the id, so
+ * an example stays on its side as datasets grow (the trainer's split; the agent counts a new run's
+ * training examples with it before opening the run). */
+int pk_train_held_out(int64_t id, int pct);
 /* *json owned (free()). */
 PK_NODISCARD pk_status pk_train_config_to_json(const pk_train_config *c, char **json);
 PK_NODISCARD pk_status pk_train_config_from_json(const char *json, pk_train_config *c, char *err,
