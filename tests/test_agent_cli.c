@@ -106,6 +106,16 @@ static int wait_state(const char *home, const char *state, const char *reason, d
     return 0;
 }
 
+/* `agent stop` on home, then the agent's clean exit (0). */
+static void stop_agent(const char *home, pid_t pid)
+{
+    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
+                        "%s agent stop --home %s --passphrase-file %s >/dev/null", POCKETLLM, home,
+                        pass),
+                0);
+    PK_CHECK_EQ(wait_exit(pid, 30), 0);
+}
+
 static int seedlog_of(const char *home, int run, const char *out)
 {
     return run_fmt(NULL, RUN_SHOW_FAILURE,
@@ -589,11 +599,7 @@ static void test_lr_auto(void)
     pid_t pid =
         start_agent(home, "--lr auto --estimator fzoo --perturbations 4 --steps 30 --early-stop 0");
     PK_CHECK(wait_state(home, "idle", "up to date", 30, 60, NULL));
-    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
-                        "%s agent stop --home %s --passphrase-file %s >/dev/null", POCKETLLM, home,
-                        pass),
-                0);
-    PK_CHECK_EQ(wait_exit(pid, 30), 0);
+    stop_agent(home, pid);
     PK_CHECK_EQ(run_fmt(&show, RUN_SHOW_FAILURE,
                         "%s runs show 1 --json --home %s --passphrase-file %s", POCKETLLM, home,
                         pass),
@@ -628,11 +634,7 @@ static void test_lr_auto(void)
     snprintf(notes, sizeof notes, "%s.more.txt", home);
     PK_CHECK_EQ(agent_make_home(home, pass, notes, 1, 20, 0), 0);
     PK_CHECK(wait_state(home, "idle", "up to date", 10, 60, NULL));
-    PK_CHECK_EQ(run_fmt(NULL, RUN_SHOW_FAILURE,
-                        "%s agent stop --home %s --passphrase-file %s >/dev/null", POCKETLLM, home,
-                        pass),
-                0);
-    PK_CHECK_EQ(wait_exit(pid, 30), 0);
+    stop_agent(home, pid);
     /* a malformed rate is refused before anything starts */
     PK_CHECK(run_expect(2, "--lr fast: want a rate in [0, 100] or auto",
                         "%s agent --home %s --passphrase-file %s --model %s --datasets notes "
