@@ -188,8 +188,8 @@ static int optional_line(const char *l, pk_seedlog *out)
     if (!strncmp(l, "rounding ", 9))
         return pk_rounding_parse(l + 9, &out->rounding) == 0 ? 1 : -1;
     if (!strncmp(l, "fzoo_baseline ", 14)) { /* written only as "mean" */
-        out->fzoo_mean = 1;
-        return !strcmp(l + 14, "mean") ? 1 : -1;
+        out->fzoo_mean = !strcmp(l + 14, "mean");
+        return out->fzoo_mean ? 1 : -1;
     }
     if (!strncmp(l, "hessian_smooth ", 15))
         return parse_float(l + 15, &out->hessian_smooth) == 0 &&

@@ -370,6 +370,30 @@ static void put_bias(float *y, int ldy, int N, int n, const float *b, int accumu
  * pass's weight scratch, followed there by xa, the [TOK_TILE, r] products of a group of token
  * tiles. Each token tile is two single-threaded sgemms by one thread: the bits do not depend on
  * the thread count. The base weight's dtype does not matter here. */
+/* One group of linear_lora's token tiles: slot g0 + it % ng of pass it / ng. */
+typedef struct lora_job {
+    const float *x;
+    float *y;
+    int ldx, ldy, N, r, in, out, g0, ng;
+    size_t na, nb;
+    float sc;
+} lora_job;
+
+static void lora_item(const fwd *f, const void *job, int it)
+{
+    const lora_job *l = job;
+    pk_model *m = f->m;
+    int k = it / l->ng, slot = it % l->ng, r0 = (l->g0 + slot) * TOK_TILE;
+    int nr = l->N - r0 < TOK_TILE ? l->N - r0 : TOK_TILE;
+    float *w = pass_f(m, m->wscr, k);
+    float *xa = w + l->na + l->nb + (size_t)slot * TOK_TILE * (size_t)l->r;
+    /* x tile (nr, in) @ A^T -> xa (nr, r); y tile += sc * xa @ B^T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, l->r, l->in, 1.0f,
+                pass_f(m, l->x, k) + (size_t)r0 * l->ldx, l->ldx, w, l->in, 0.0f, xa, l->r);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, l->out, l->r, l->sc, xa, l->r,
+                w + l->na, l->r, 1.0f, pass_f(m, l->y, k) + (size_t)r0 * l->ldy, l->ldy);
+}
+
 static void linear_lora(const fwd *f, const float *x, int ldx, int N, int ai, int bi, float *y,
                         int ldy)
 {
@@ -387,27 +411,22 @@ static void linear_lora(const fwd *f, const float *x, int ldx, int N, int ai, in
     fetch_block(f, bi, 0, (size_t)out, 0, (size_t)r, db);
     int nt = (N + TOK_TILE - 1) / TOK_TILE;
     int group = (int)((m->wscr_n - na - nb) / ((size_t)TOK_TILE * (size_t)r));
-    float sc = m->lora_scale;
     double flops = 2.0 * N * (double)r * (in + out) * f->np;
-    (void)flops; /* read only by the OpenMP if clause (unused where OpenMP is off) */
-    for (int g0 = 0; g0 < nt; g0 += group) {
-        int ng = nt - g0 < group ? nt - g0 : group, items = ng * f->np;
-#pragma omp parallel if (items > 1 && flops > PAR_FLOPS)
-        {
-            blas_serial();
-#pragma omp for schedule(static) nowait
-            for (int it = 0; it < items; it++) {
-                int k = it / ng, slot = it % ng, r0 = (g0 + slot) * TOK_TILE;
-                int nr = N - r0 < TOK_TILE ? N - r0 : TOK_TILE;
-                float *w = pass_f(m, m->wscr, k);
-                float *xa = w + na + nb + (size_t)slot * TOK_TILE * (size_t)r;
-                /* x tile (nr, in) @ A^T -> xa (nr, r); y tile += sc * xa @ B^T */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, r, in, 1.0f,
-                            pass_f(m, x, k) + (size_t)r0 * ldx, ldx, w, in, 0.0f, xa, r);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, out, r, sc, xa, r, w + na,
-                            r, 1.0f, pass_f(m, y, k) + (size_t)r0 * ldy, ldy);
-            }
-        }
+    lora_job l = {.x = x,
+                  .y = y,
+                  .ldx = ldx,
+                  .ldy = ldy,
+                  .N = N,
+                  .r = r,
+                  .in = in,
+                  .out = out,
+                  .na = na,
+                  .nb = nb,
+                  .sc = m->lora_scale};
+    for (l.g0 = 0; l.g0 < nt; l.g0 += group) {
+        l.ng = nt - l.g0 < group ? nt - l.g0 : group;
+        int items = l.ng * f->np;
+        run_tiles(f, &l, items, items > 1 && flops > PAR_FLOPS, lora_item);
     }
 }
 

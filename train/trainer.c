@@ -62,18 +62,13 @@ int pk_train_held_out(int64_t id, int pct)
     return pct > 0 && pk_splitmix64((uint64_t)id ^ 0x686f6c646f7574ull) % 100 < (uint64_t)pct;
 }
 
-static int held_out(int64_t id, int pct)
-{
-    return pk_train_held_out(id, pct);
-}
-
 static int wanted(int64_t id, const pk_train_config *cfg, part p)
 {
     if (p == PART_ALL)
         return 1;
     if (cfg->examples_upto > 0 && id > cfg->examples_upto)
         return 0;
-    return held_out(id, cfg->holdout) == (p == PART_HELDOUT);
+    return pk_train_held_out(id, cfg->holdout) == (p == PART_HELDOUT);
 }
 
 /* Growing list of opened examples (secure memory, each freed by pk_example_free). */
