@@ -1,17 +1,10 @@
-/* lse.c: the exponentials and row sums of the forward pass in fixed sequences of IEEE operations
- * (the attention softmax and activations' float e^x at the end of the file).
+/* lse.c: the exponentials and row sums of the forward pass in fixed sequences of IEEE operations.
  *
- * The LM head's sum of exponentials, sum over a row of exp(x - max), written as a fixed
- * sequence of IEEE double additions and multiplications (no libm call, no fused multiply-add:
- * contraction is off for this file, see model/CMakeLists.txt), so its bits are the same on every
- * machine, vector width and thread count (docs/DETERMINISM.md, "The LM head's exponentials").
- *
- * exp(x), x <= 0: x = k ln2 + r with k = round(x / ln2) and |r| <= ln2 / 2 (ln2 in two parts, so
- * k * LN2_HI is exact), e^r by its Taylor series to r^13 (the first term left out is below 5e-18
- * relative), times 2^k built from k's bits. Below -700 the argument is clamped: e^-700 is about
- * 1e-304, and a row's sum is at least 1 (its maximum contributes e^0), so no sum changes. NaN
- * passes through. The row is summed in LANES interleaved partial sums, added pairwise at the
- * end: the same order whatever vectors the compiler uses. */
+ * One float e^x of ours (exp_f, below) serves the LM head's sum of exponentials, the attention
+ * softmax and the SiLU / tanh-GELU activations; the row sums go into LANES interleaved double
+ * partial sums added pairwise at the end. No libm call and no fused multiply-add (contraction is
+ * off for this file, see model/CMakeLists.txt), so the bits are the same on every machine, vector
+ * width and thread count (docs/DETERMINISM.md, "The LM head's exponentials"). */
 #include <stdint.h>
 #include <string.h>
 
@@ -40,55 +33,70 @@
     (((s)[0] + (s)[1]) + ((s)[2] + (s)[3])) + (((s)[4] + (s)[5]) + ((s)[6] + (s)[7]))
 #define CHUNK 256 /* a multiple of LANES: element c always goes to partial sum c % LANES */
 
-#define INV_LN2 1.44269504088896338700e+00 /* 1 / ln 2 */
-#define LN2_HI  6.93147180369123816490e-01 /* ln 2 to 32 significant bits: k * LN2_HI is exact */
-#define LN2_LO  1.90821492927058770002e-10 /* ln 2 - LN2_HI */
-#define SHIFTER 6755399441055744.0         /* 1.5 * 2^52: x + SHIFTER rounds x to an integer */
+/* ---- e^x in float: the LM head, the attention softmax and the SiLU / tanh-GELU activations -----
+ *
+ * x clamped to [-87, 88] (e^-87 is about 1.6e-38, the smallest normal float's order; e^88 about
+ * 1.7e38, below FLT_MAX), x = k ln2 + r with k = round(x / ln2) (the float shifter 1.5 * 2^23)
+ * and |r| <= ln2 / 2 (ln2 in two parts: LN2F_HI has 15 significant bits, so k * LN2F_HI is exact
+ * for |k| <= 128), e^r by its Taylor series to r^7 (the first term left out is below 5.2e-9
+ * relative, under float's 6e-8), times 2^k built from k's bits. Within a few ulp of a correctly
+ * rounded e^x; the bits depend on nothing but x, so the forward pass does not depend on the C
+ * library's expf (glibc, bionic and Apple's differ). NaN passes through. */
+#define INV_LN2F 1.44269504088896341f
+#define LN2F_HI  0.693145751953125f      /* 0x3f317200 */
+#define LN2F_LO  1.42860682030941723e-6f /* ln 2 - LN2F_HI */
+#define SHIFTF   12582912.0f             /* 1.5 * 2^23 */
 
-/* e^x for x <= 0 (or NaN). */
-PK_LSE_INLINE double exp_nonpos(double x)
+PK_LSE_INLINE float exp_f(float x)
 {
-    x = x < -700.0 ? -700.0 : x;
-    double t = x * INV_LN2 + SHIFTER;
-    double k = t - SHIFTER;
-    double r = (x - k * LN2_HI) - k * LN2_LO;
-    double p = 1.0 / 6227020800.0; /* 1/13! */
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    /* t's low mantissa bits hold k (t = 1.5 * 2^52 + k); 2^k has exponent field k + 1023 */
-    uint64_t u;
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    float t = x * INV_LN2F + SHIFTF;
+    float k = t - SHIFTF;
+    float r = (x - k * LN2F_HI) - k * LN2F_LO;
+    float p = 1.0f / 5040.0f; /* 1/7! */
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    /* t's low mantissa bits hold k (t = 1.5 * 2^23 + k); 2^k has exponent field k + 127 */
+    uint32_t u;
     memcpy(&u, &t, sizeof u);
-    uint64_t sb = (u + 1023u) << 52;
-    double s;
+    uint32_t sb = (u + 127u) << 23;
+    float s;
     memcpy(&s, &sb, sizeof s);
     return p * s;
 }
 
+PK_LSE_CLONES float pk_expf(float x)
+{
+    return exp_f(x);
+}
+
+/* The LM head's sum over a row of e^(x - max): the difference rounded to float (as the attention
+ * softmax's), exp_f, the terms summed in double in LANES interleaved partial sums (element c goes
+ * to partial sum c % LANES whatever vectors the compiler uses). Each term is within 1.2 ulp of
+ * e^(float difference) and a float difference d is within |d| 2^-24 of the exact one, so the
+ * sum is within about 1e-6 relative of exact (test_golden), like PyTorch's float32 cross
+ * entropy; a row's sum is at least 1 (its maximum contributes e^0), so the clamp at e^-87 changes
+ * no sum that matters. NaN passes through. */
 PK_LSE_CLONES double pk_exp_sum(const float *row, int n, float max)
 {
-    double s[LANES] = {0}, e[CHUNK];
-    double mx = (double)max;
+    double s[LANES] = {0};
+    float e[CHUNK];
     for (int c0 = 0; c0 < n; c0 += CHUNK) {
         int m = n - c0 < CHUNK ? n - c0 : CHUNK;
         for (int i = 0; i < m; i++)
-            e[i] = exp_nonpos((double)row[c0 + i] - mx);
+            e[i] = exp_f(row[c0 + i] - max);
         int i = 0;
         for (; i + LANES <= m; i += LANES)
             for (int l = 0; l < LANES; l++)
-                s[l] += e[i + l];
+                s[l] += (double)e[i + l];
         for (int l = 0; i + l < m; l++)
-            s[l] += e[i + l];
+            s[l] += (double)e[i + l];
     }
     return PAIRWISE(s);
 }
@@ -140,50 +148,6 @@ PK_LSE_CLONES double pk_row_sqdev(const float *row, int n, double mean)
         s[l] += d * d;
     }
     return PAIRWISE(s);
-}
-
-/* ---- e^x in float: the attention softmax and the SiLU / tanh-GELU activations ---------------
- *
- * The same construction as exp_nonpos in float: x clamped to [-87, 88] (e^-87 is about 1.6e-38,
- * the smallest normal float's order; e^88 about 1.7e38, below FLT_MAX), x = k ln2 + r with
- * k = round(x / ln2) (the float shifter 1.5 * 2^23) and |r| <= ln2 / 2 (ln2 in two parts: LN2F_HI
- * has 15 significant bits, so k * LN2F_HI is exact for |k| <= 128), e^r by its Taylor series to
- * r^7 (the first term left out is below 5.2e-9 relative, under float's 6e-8), times 2^k built from
- * k's bits. Within a few ulp of a correctly rounded e^x; the bits depend on nothing but x, so the
- * forward pass does not depend on the C library's expf (glibc, bionic and Apple's differ). NaN
- * passes through. */
-#define INV_LN2F 1.44269504088896341f
-#define LN2F_HI  0.693145751953125f      /* 0x3f317200 */
-#define LN2F_LO  1.42860682030941723e-6f /* ln 2 - LN2F_HI */
-#define SHIFTF   12582912.0f             /* 1.5 * 2^23 */
-
-PK_LSE_INLINE float exp_f(float x)
-{
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    float t = x * INV_LN2F + SHIFTF;
-    float k = t - SHIFTF;
-    float r = (x - k * LN2F_HI) - k * LN2F_LO;
-    float p = 1.0f / 5040.0f; /* 1/7! */
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    /* t's low mantissa bits hold k (t = 1.5 * 2^23 + k); 2^k has exponent field k + 127 */
-    uint32_t u;
-    memcpy(&u, &t, sizeof u);
-    uint32_t sb = (u + 127u) << 23;
-    float s;
-    memcpy(&s, &sb, sizeof s);
-    return p * s;
-}
-
-PK_LSE_CLONES float pk_expf(float x)
-{
-    return exp_f(x);
 }
 
 PK_LSE_CLONES double pk_exp_row(float *row, int n, float max)

@@ -110,11 +110,12 @@ static void test_z(void)
 /* ---- the LM head's sum of exponentials (model/lse.c) ----------------------------------------- */
 
 /* The FNV-1a digest of pk_exp_sum's bits over the rows test_exp_sum makes (computed on x86-64). */
-#define EXP_SUM_DIGEST 0x97e951b873a57c80ull
+#define EXP_SUM_DIGEST 0xf44a1d53b731e129ull
 
 /* Rows of n = 1, 8, 15, ... 596 values in [-40, 10) from a fixed generator (one at -1000 from
- * n = 4 on, below the clamp): the row maximum equals a sequential scan's, the sum is within 1e-14
- * of a long double reference, and the sums' bits equal the committed digest. */
+ * n = 4 on, below the clamp): the row maximum equals a sequential scan's, the sum is within 1e-7
+ * of a long double reference (float terms: 1.5e-8 measured), and the sums' bits equal the
+ * committed digest. */
 static void test_exp_sum(void)
 {
     static float row[600];
@@ -140,7 +141,7 @@ static void test_exp_sum(void)
         worst = rel > worst ? rel : worst;
         h = fnv1a(h, &sum, sizeof sum);
     }
-    PK_CHECK(worst < 1e-14);
+    PK_CHECK(worst < 1e-7);
     if (h != EXP_SUM_DIGEST)
         fprintf(stderr, "exp sum digest: got 0x%016" PRIx64 " (worst relative error %.3g)\n", h,
                 worst);
