@@ -4,6 +4,7 @@ pk_add_test(test_crypto SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_crypto.c
     LIBS pk_crypto LABELS unit TIMEOUT 60)
 pk_add_test(test_store SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_store.c
     LIBS pk_store pk_crypto PkgConfig::SQLITE LABELS unit TIMEOUT 120)
+target_include_directories(test_store PRIVATE ${CMAKE_SOURCE_DIR}/store) # store_impl.h
 pk_add_test(test_store_crash SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_store_crash.c
     LIBS pk_store pk_crypto PkgConfig::SQLITE LABELS unit TIMEOUT 180)
 pk_add_test(test_store_crash_slow SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_store_crash.c

@@ -3,6 +3,7 @@
  * passphrase on disk after import/reads/forget, every byte flip of every sealed record and
  * every swap -> PK_ERR_AUTH with the rest intact, rekey, and two processes on one home. */
 #include "pk_test.h"
+#include "store_impl.h" /* the connection, for its synchronous setting */
 #include "store_test_util.h"
 
 #include <math.h>
@@ -432,6 +433,13 @@ static void check_run_log(pk_store *s, int64_t run)
     PK_CHECK_EQ(pk_store_steps_append(s, run, rows, 2, NULL, 0), PK_OK);
     PK_CHECK_EQ(pk_store_steps_append(s, run, rows, 2, NULL, 0), PK_ERR_DB);  /* duplicate step */
     PK_CHECK_EQ(pk_store_steps_append(s, 9999, rows, 1, NULL, 0), PK_ERR_DB); /* no such run (FK) */
+    /* the step log commits at synchronous=NORMAL, and the connection is FULL (2) again after it,
+     * whether the append failed or not (DESIGN 6) */
+    sqlite3_stmt *q = NULL;
+    PK_CHECK_EQ(sqlite3_prepare_v2(s->db, "PRAGMA synchronous", -1, &q, NULL), SQLITE_OK);
+    PK_CHECK_EQ(sqlite3_step(q), SQLITE_ROW);
+    PK_CHECK_EQ(sqlite3_column_int(q, 0), 2);
+    sqlite3_finalize(q);
     pk_run_info ri;
     PK_CHECK_EQ(pk_store_run_get(s, run, &ri, NULL, 0), PK_OK);
     PK_CHECK_EQ(ri.steps_done, 2);
