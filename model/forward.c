@@ -225,6 +225,23 @@ static void run_tiles(const fwd *f, const void *job, int items, int cond, tile_f
     }
 }
 
+/* Rows 0 .. n-1 of a row loop (norms, activations, RoPE, the head's merge), fn(job, r) each:
+ * split over the threads in a static schedule when par_on(cond), else a plain loop on this
+ * thread (no team of one: par_on). Rows are independent, so the bits are the same either way. */
+typedef void (*row_fn)(const void *job, int r);
+
+static void run_rows(const void *job, int n, int cond, row_fn fn)
+{
+    if (!par_on(cond)) {
+        for (int r = 0; r < n; r++)
+            fn(job, r);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < n; r++)
+        fn(job, r);
+}
+
 /* Token rows per GEMM tile of an N-row operand: a function of N alone. */
 static inline int tok_tile(int N)
 {
@@ -351,18 +368,28 @@ static void linear_rowblocks(const fwd *f, gemm_part *g, int wi, int in, int out
 
 /* y[r, :n] = b (or += b when accumulating), before the GEMM adds x @ W^T with beta 1: one
  * write of y instead of OpenBLAS's zeroing pass (beta 0) and a second read-modify-write. */
+typedef struct {
+    float *y;
+    const float *b;
+    int ldy, n, accumulate;
+} bias_job;
+
+static void bias_row(const void *job, int r)
+{
+    const bias_job *j = job;
+    float *yr = j->y + (size_t)r * j->ldy;
+    if (j->accumulate) {
+        for (int c = 0; c < j->n; c++)
+            yr[c] += j->b[c];
+    } else {
+        memcpy(yr, j->b, (size_t)j->n * sizeof *yr);
+    }
+}
+
 static void put_bias(float *y, int ldy, int N, int n, const float *b, int accumulate)
 {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < N; r++) {
-        float *yr = y + (size_t)r * ldy;
-        if (accumulate) {
-            for (int j = 0; j < n; j++)
-                yr[j] += b[j];
-        } else {
-            memcpy(yr, b, (size_t)n * sizeof *yr);
-        }
-    }
+    bias_job j = {.y = y, .b = b, .ldy = ldy, .n = n, .accumulate = accumulate};
+    run_rows(&j, N, 1, bias_row);
 }
 
 /* The LoRA term of an adapted weight, for every pass: y[N, out] += (alpha / r) * (x A^T) B^T.
@@ -500,40 +527,56 @@ static void linear(const fwd *f, const float *x, int ldx, int N, int wi, int bi,
     linear_in(f, x, ldx, N, N, wi, bi, y, ldy, accumulate);
 }
 
-/* y = LayerNorm(x) * w + b per row (w, b may be NULL); in place allowed. */
+/* A norm's rows: y = LayerNorm(x) * w + b or RMSNorm(x) * w (w, b may be NULL for LayerNorm);
+ * in place allowed. */
+typedef struct {
+    const float *x, *w, *b;
+    float *y;
+    int ldx, ldy, C;
+    double eps;
+} norm_job;
+
+static void layernorm_row(const void *job, int r)
+{
+    const norm_job *n = job;
+    const float *xr = n->x + (size_t)r * n->ldx;
+    float *yr = n->y + (size_t)r * n->ldy;
+    double mean = pk_row_sum(xr, n->C) / n->C;
+    double var = pk_row_sqdev(xr, n->C, mean) / n->C;
+    float rs = (float)(1.0 / sqrt(var + n->eps)), mu = (float)mean;
+    for (int j = 0; j < n->C; j++) {
+        float v = (xr[j] - mu) * rs;
+        if (n->w)
+            v *= n->w[j];
+        if (n->b)
+            v += n->b[j];
+        yr[j] = v;
+    }
+}
+
+static void rmsnorm_row(const void *job, int r)
+{
+    const norm_job *n = job;
+    const float *xr = n->x + (size_t)r * n->ldx;
+    float *yr = n->y + (size_t)r * n->ldy;
+    double ss = pk_row_sqdev(xr, n->C, 0.0);
+    float rs = (float)(1.0 / sqrt(ss / n->C + n->eps));
+    for (int j = 0; j < n->C; j++)
+        yr[j] = n->w[j] * (xr[j] * rs);
+}
+
 static void layernorm(const float *x, int ldx, float *y, int ldy, int N, int C, const float *w,
                       const float *b, double eps)
 {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < N; r++) {
-        const float *xr = x + (size_t)r * ldx;
-        float *yr = y + (size_t)r * ldy;
-        double mean = pk_row_sum(xr, C) / C;
-        double var = pk_row_sqdev(xr, C, mean) / C;
-        float rs = (float)(1.0 / sqrt(var + eps)), mu = (float)mean;
-        for (int j = 0; j < C; j++) {
-            float v = (xr[j] - mu) * rs;
-            if (w)
-                v *= w[j];
-            if (b)
-                v += b[j];
-            yr[j] = v;
-        }
-    }
+    norm_job n = {.x = x, .w = w, .b = b, .y = y, .ldx = ldx, .ldy = ldy, .C = C, .eps = eps};
+    run_rows(&n, N, 1, layernorm_row);
 }
 
 static void rmsnorm(const float *x, int ldx, float *y, int ldy, int N, int C, const float *w,
                     double eps)
 {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < N; r++) {
-        const float *xr = x + (size_t)r * ldx;
-        float *yr = y + (size_t)r * ldy;
-        double ss = pk_row_sqdev(xr, C, 0.0);
-        float rs = (float)(1.0 / sqrt(ss / C + eps));
-        for (int j = 0; j < C; j++)
-            yr[j] = w[j] * (xr[j] * rs);
-    }
+    norm_job n = {.x = x, .w = w, .y = y, .ldx = ldx, .ldy = ldy, .C = C, .eps = eps};
+    run_rows(&n, N, 1, rmsnorm_row);
 }
 
 /* One row: a[j] = act(a[j]). SiLU and gelu_new through lse.c's own e^x (vectorized, no libm),
@@ -560,18 +603,28 @@ static inline void act_row(int act, float *a, int n)
 
 /* a[N, n] (lda) = act(a), or for gated MLPs a = act(a) * up (up[N, n], same ld): the same
  * operations per element as act(a) * up, in two loops. */
+typedef struct {
+    float *a;
+    const float *up;
+    int act, lda, n;
+} act_job;
+
+static void activate_row(const void *job, int r)
+{
+    const act_job *j = job;
+    float *ar = j->a + (size_t)r * j->lda;
+    act_row(j->act, ar, j->n);
+    if (j->up) {
+        const float *ur = j->up + (size_t)r * j->lda;
+        for (int c = 0; c < j->n; c++)
+            ar[c] *= ur[c];
+    }
+}
+
 static void activate(int act, float *a, int lda, int N, int n, const float *up)
 {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < N; r++) {
-        float *ar = a + (size_t)r * lda;
-        act_row(act, ar, n);
-        if (up) {
-            const float *ur = up + (size_t)r * lda;
-            for (int j = 0; j < n; j++)
-                ar[j] *= ur[j];
-        }
-    }
+    act_job j = {.a = a, .up = up, .act = act, .lda = lda, .n = n};
+    run_rows(&j, N, 1, activate_row);
 }
 
 /* inv_freq[i] for RoPE (with llama3 rope_scaling), in double. */
@@ -605,21 +658,31 @@ static void rope_table(const pk_cfg *c, int T, int pos0, float *tab)
 }
 
 /* Rotate-half RoPE on heads of x[N, ld] (row n at position n % T of the table). */
-static void rope_apply(float *x, int ld, int N, int T, int nheads, int hd, const float *tab)
+typedef struct {
+    float *x;
+    const float *tab;
+    int ld, T, nheads, hd;
+} rope_job;
+
+static void rope_row(const void *job, int n)
 {
-    int half = hd / 2;
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        const float *cs = tab + (size_t)(n % T) * hd, *sn = cs + half;
-        for (int h = 0; h < nheads; h++) {
-            float *p = x + (size_t)n * ld + (size_t)h * hd;
-            for (int i = 0; i < half; i++) {
-                float a = p[i], b = p[i + half];
-                p[i] = a * cs[i] - b * sn[i];
-                p[i + half] = b * cs[i] + a * sn[i];
-            }
+    const rope_job *j = job;
+    int half = j->hd / 2;
+    const float *cs = j->tab + (size_t)(n % j->T) * j->hd, *sn = cs + half;
+    for (int h = 0; h < j->nheads; h++) {
+        float *p = j->x + (size_t)n * j->ld + (size_t)h * j->hd;
+        for (int i = 0; i < half; i++) {
+            float a = p[i], b = p[i + half];
+            p[i] = a * cs[i] - b * sn[i];
+            p[i + half] = b * cs[i] + a * sn[i];
         }
     }
+}
+
+static void rope_apply(float *x, int ld, int N, int T, int nheads, int hd, const float *tab)
+{
+    rope_job j = {.x = x, .tab = tab, .ld = ld, .T = T, .nheads = nheads, .hd = hd};
+    run_rows(&j, N, 1, rope_row);
 }
 
 typedef struct attn_job {
@@ -1156,25 +1219,38 @@ static void head_tiles(const fwd *f, const head_job *j)
 
 /* Folds the group's per-block (max, sum) into each row's running log-sum-exp, one block at a time
  * in vocabulary order: the same operations whatever the group size or thread count. */
+typedef struct {
+    double *lmax, *lsum;
+    const double *pm, *ps;
+    int M, g;
+} merge_job;
+
+static void merge_row(const void *job, int r)
+{
+    const merge_job *j = job;
+    double *lmax = j->lmax, *lsum = j->lsum;
+    for (int s = 0; s < j->g; s++) {
+        double bm = j->pm[(size_t)s * j->M + r], bs = j->ps[(size_t)s * j->M + r];
+        if (bm > lmax[r]) { /* rescale the running sum to the new max */
+            lsum[r] = lsum[r] * exp(lmax[r] - bm) + bs;
+            lmax[r] = bm;
+        } else {
+            lsum[r] += bs * exp(bm - lmax[r]);
+        }
+    }
+}
+
 static void head_merge(const fwd *f, const head_job *j)
 {
     pk_model *m = f->m;
     for (int k = 0; k < f->np; k++) {
-        double *lmax = pass_d(m, m->lmax, k), *lsum = pass_d(m, m->lsum, k);
-        const double *pm = pass_d(m, m->lpmax, k), *ps = pass_d(m, m->lpsum, k);
-        int M = j->M;
-#pragma omp parallel for schedule(static) if (M * j->g > 4096)
-        for (int r = 0; r < M; r++) {
-            for (int s = 0; s < j->g; s++) {
-                double bm = pm[(size_t)s * M + r], bs = ps[(size_t)s * M + r];
-                if (bm > lmax[r]) { /* rescale the running sum to the new max */
-                    lsum[r] = lsum[r] * exp(lmax[r] - bm) + bs;
-                    lmax[r] = bm;
-                } else {
-                    lsum[r] += bs * exp(bm - lmax[r]);
-                }
-            }
-        }
+        merge_job mj = {.lmax = pass_d(m, m->lmax, k),
+                        .lsum = pass_d(m, m->lsum, k),
+                        .pm = pass_d(m, m->lpmax, k),
+                        .ps = pass_d(m, m->lpsum, k),
+                        .M = j->M,
+                        .g = j->g};
+        run_rows(&mj, j->M, j->M * j->g > 4096, merge_row);
     }
 }
 
