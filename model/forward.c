@@ -392,11 +392,6 @@ static void put_bias(float *y, int ldy, int N, int n, const float *b, int accumu
     run_rows(&j, N, 1, bias_row);
 }
 
-/* The LoRA term of an adapted weight, for every pass: y[N, out] += (alpha / r) * (x A^T) B^T.
- * A [r, in] and B [out, r] are fp32 model tensors, widened (+ their perturbation) into the
- * pass's weight scratch, followed there by xa, the [TOK_TILE, r] products of a group of token
- * tiles. Each token tile is two single-threaded sgemms by one thread: the bits do not depend on
- * the thread count. The base weight's dtype does not matter here. */
 /* One group of linear_lora's token tiles: slot g0 + it % ng of pass it / ng. */
 typedef struct lora_job {
     const float *x;
@@ -421,6 +416,11 @@ static void lora_item(const fwd *f, const void *job, int it)
                 w + l->na, l->r, 1.0f, pass_f(m, l->y, k) + (size_t)r0 * l->ldy, l->ldy);
 }
 
+/* The LoRA term of an adapted weight, for every pass: y[N, out] += (alpha / r) * (x A^T) B^T.
+ * A [r, in] and B [out, r] are fp32 model tensors, widened (+ their perturbation) into the
+ * pass's weight scratch, followed there by xa, the [TOK_TILE, r] products of a group of token
+ * tiles. Each token tile is two single-threaded sgemms by one thread: the bits do not depend on
+ * the thread count. The base weight's dtype does not matter here. */
 static void linear_lora(const fwd *f, const float *x, int ldx, int N, int ai, int bi, float *y,
                         int ldy)
 {

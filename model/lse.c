@@ -33,6 +33,18 @@
     (((s)[0] + (s)[1]) + ((s)[2] + (s)[3])) + (((s)[4] + (s)[5]) + ((s)[6] + (s)[7]))
 #define CHUNK 256 /* a multiple of LANES: element c always goes to partial sum c % LANES */
 
+/* s[c % LANES] += v[c] for c < n, in double: the row sums' one loop (pk_exp_sum, pk_row_sum,
+ * pk_exp_row). */
+PK_LSE_INLINE void lanes_add(double *s, const float *v, int n)
+{
+    int c = 0;
+    for (; c + LANES <= n; c += LANES)
+        for (int l = 0; l < LANES; l++)
+            s[l] += (double)v[c + l];
+    for (int l = 0; c + l < n; l++)
+        s[l] += (double)v[c + l];
+}
+
 /* ---- e^x in float: the LM head, the attention softmax and the SiLU / tanh-GELU activations -----
  *
  * x clamped to [-87, 88] (e^-87 is about 1.6e-38, the smallest normal float's order; e^88 about
@@ -91,12 +103,7 @@ PK_LSE_CLONES double pk_exp_sum(const float *row, int n, float max)
         int m = n - c0 < CHUNK ? n - c0 : CHUNK;
         for (int i = 0; i < m; i++)
             e[i] = exp_f(row[c0 + i] - max);
-        int i = 0;
-        for (; i + LANES <= m; i += LANES)
-            for (int l = 0; l < LANES; l++)
-                s[l] += (double)e[i + l];
-        for (int l = 0; i + l < m; l++)
-            s[l] += (double)e[i + l];
+        lanes_add(s, e, m);
     }
     return PAIRWISE(s);
 }
@@ -148,12 +155,7 @@ PK_LSE_CLONES float pk_row_max(const float *row, int n)
 PK_LSE_CLONES double pk_row_sum(const float *row, int n)
 {
     double s[LANES] = {0};
-    int c = 0;
-    for (; c + LANES <= n; c += LANES)
-        for (int l = 0; l < LANES; l++)
-            s[l] += (double)row[c + l];
-    for (int l = 0; c + l < n; l++)
-        s[l] += (double)row[c + l];
+    lanes_add(s, row, n);
     return PAIRWISE(s);
 }
 
@@ -176,14 +178,9 @@ PK_LSE_CLONES double pk_row_sqdev(const float *row, int n, double mean)
 PK_LSE_CLONES double pk_exp_row(float *row, int n, float max)
 {
     double s[LANES] = {0};
-    int c = 0;
-    for (; c < n; c++)
+    for (int c = 0; c < n; c++)
         row[c] = exp_f(row[c] - max);
-    for (c = 0; c + LANES <= n; c += LANES)
-        for (int l = 0; l < LANES; l++)
-            s[l] += (double)row[c + l];
-    for (int l = 0; c + l < n; l++)
-        s[l] += (double)row[c + l];
+    lanes_add(s, row, n);
     return PAIRWISE(s);
 }
 
