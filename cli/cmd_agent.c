@@ -78,7 +78,7 @@ static const cli_option agent_table[] = {
     {"--z", CLI_CHOICE, CLI_AT(T, p.train.mezo.z), 0, 0, "gaussian|rademacher", NULL,
      "perturbation distribution"},
     {"--trainable", CLI_BUF, CLI_AT(T, p.train.trainable), 0, 0, NULL, "SPEC",
-     "all | bitfit | top:K | REGEX on tensor names"},
+     "all | bitfit | top:K | top-mlp:K | REGEX on tensor names"},
     {"--steps", CLI_INT, CLI_AT(T, p.train.steps), 1, 1LL << 40, NULL, "N", "steps per run"},
     {"--batch", CLI_INT, CLI_AT(T, p.train.batch), 1, 65536, NULL, "B", "examples per batch"},
     {"--seq-len", CLI_INT, CLI_AT(T, p.train.seq_len), 2, 1 << 20, NULL, "T", "tokens per example"},
@@ -278,8 +278,8 @@ static int agent_check(agent_opts *o)
         return CLI_USAGE;
     }
     /* hizoo's Hessian diagonal: at most its budget times the weights (a larger one is refused);
-     * the frozen prefix's store where the trainable set may leave blocks below it (top:K, a
-     * regex; not all, bitfit, scales or LoRA: DESIGN 4) */
+     * the frozen prefix's store where the trainable set may leave stages below it (top:K,
+     * top-mlp:K, a regex; not all, bitfit, scales or LoRA: DESIGN 4) */
     const pk_mezo_params *mz = &o->p.train.mezo;
     double state = mz->estimator == PK_EST_HIZOO ? (double)mz->hessian_budget : 0.0;
     const char *tr = o->p.train.trainable;

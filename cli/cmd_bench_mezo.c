@@ -36,7 +36,7 @@ static const cli_option probe_table[] = {
     {"--z-out", CLI_STR, CLI_AT(T, z_out), 0, 0, NULL, "FILE",
      "write z of every tensor as float32 safetensors"},
     {"--trainable", CLI_STR, CLI_AT(T, trainable), 0, 0, NULL, "SPEC",
-     "all | bitfit | top:K | REGEX on tensor names"},
+     "all | bitfit | top:K | top-mlp:K | REGEX on tensor names"},
     {"--z", CLI_CHOICE, CLI_AT(T, z), 0, 0, "gaussian|rademacher", NULL,
      "perturbation distribution"},
     CLI_THREADS_OPT(T),
@@ -470,13 +470,13 @@ static pk_status bench_fzoo(pk_model *m, bench_ctx *c, int N, int layers, int K,
     t->fzoo_same_bits = 1;
     for (int k = -1; k < K && st == PK_OK; k++) { /* round -1: a warm-up */
         for (int v = 0; v < 2 && st == PK_OK; v++) {
-            uint64_t b0 = pk_model_block_evals(m);
+            uint64_t s0 = pk_model_stage_evals(m);
             double t0 = pk_time_now();
             st = pk_mezo_step_sweep(m, c->mask, &p, est, k < 0 ? 0 : k, 1, &path[v],
                                     rows + (size_t)v * N, NULL, NULL);
             if (k >= 0) {
                 ts[(size_t)v * K + k] = pk_time_now() - t0;
-                t->fzoo_blocks[v] += (double)(pk_model_block_evals(m) - b0) / K;
+                t->fzoo_blocks[v] += (double)(pk_model_stage_evals(m) - s0) / 2.0 / K;
             }
         }
         if (memcmp(rows, rows + N, (size_t)N * sizeof *rows) != 0)

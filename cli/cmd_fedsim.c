@@ -67,7 +67,7 @@
          "fzoo: one-sided perturbations per step"},                                                \
     {                                                                                              \
         "--trainable", CLI_BUF, CLI_AT(T, p.cfg.trainable), 0, 0, NULL, "SPEC",                    \
-            "all | bitfit | top:K | REGEX"                                                         \
+            "all | bitfit | top:K | top-mlp:K | REGEX"                                             \
     }
 
 /* ---- fedsim device ------------------------------------------------------------------------------

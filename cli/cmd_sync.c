@@ -44,7 +44,7 @@ static const cli_option sync_table[] = {
     CLI_SYNC_WAIT_OPT(T, p.wait_s),
     CLI_LOCAL_BATCH_OPTS(T, batch, seq_len),
     {"--trainable", CLI_STR, CLI_AT(T, trainable), 0, 0, NULL, "SPEC",
-     "all | bitfit | top:K | REGEX on tensor names"},
+     "all | bitfit | top:K | top-mlp:K | REGEX on tensor names"},
     {"--catch-up", CLI_FLAG, CLI_AT(T, catch_up), 0, 0, NULL, NULL,
      "no local steps: only download and replay the global log"},
     {"--out", CLI_STR, CLI_AT(T, out), 0, 0, NULL, "DIR",

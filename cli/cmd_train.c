@@ -78,7 +78,7 @@ static const cli_option train_table[] = {
     {"--clip-g", CLI_FLOAT, CLI_AT(T, cfg.mezo.clip_g), 0, 1e30, NULL, "F",
      "clip the projected gradient to [-F, F] (0: off)"},
     {"--trainable", CLI_BUF, CLI_AT(T, cfg.trainable), 0, 0, NULL, "SPEC",
-     "all | bitfit | top:K | scales | REGEX on tensor names | "
+     "all | bitfit | top:K | top-mlp:K | scales | REGEX on tensor names | "
      "lora[:r=R,alpha=A,seed=S,targets=REGEX]"},
     {"--steps", CLI_INT, CLI_AT(T, cfg.steps), 1, 1LL << 40, NULL, "N", "steps"},
     {"--batch", CLI_INT, CLI_AT(T, cfg.batch), 1, 65536, NULL, "B", "examples per batch"},

@@ -193,26 +193,35 @@ static pk_status lora_mask(pk_model *m, const char *spec, uint8_t **out, char *e
     return mask_of(m, pk_model_tensor_is_lora, out);
 }
 
-/* "top:K": K of 1 .. the model's blocks into *k (1), not such a spec (0), a bad K (-1). */
-static int top_spec(const pk_model *m, const char *spec, int *k, char *err, size_t errlen)
+/* "top:K" or "top-mlp:K": K of 1 .. the model's blocks into *k, *mlp set for top-mlp (1), not
+ * such a spec (0), a bad K (-1). */
+static int top_spec(const pk_model *m, const char *spec, int *k, int *mlp, char *err, size_t errlen)
 {
-    if (spec == NULL || strncmp(spec, "top:", 4) != 0)
+    size_t skip = 0;
+    if (spec != NULL && strncmp(spec, "top:", 4) == 0)
+        skip = 4;
+    else if (spec != NULL && strncmp(spec, "top-mlp:", 8) == 0)
+        skip = 8;
+    if (skip == 0)
         return 0;
     int L = pk_model_n_layers(m);
     char *end = NULL;
-    long v = spec[4] >= '0' && spec[4] <= '9' ? strtol(spec + 4, &end, 10) : 0;
+    long v = spec[skip] >= '0' && spec[skip] <= '9' ? strtol(spec + skip, &end, 10) : 0;
     if (end == NULL || *end != '\0' || v < 1 || v > L) {
         pk_seterr(err, errlen,
-                  "trainable tensors '%s': want top:K, the last K of the model's %d blocks "
+                  "trainable tensors '%s': want %.*sK, the last K of the model's %d blocks "
                   "(K from 1 to %d)",
-                  spec, L, L);
+                  spec, (int)skip, spec, L, L);
         return -1;
     }
     *k = (int)v;
+    *mlp = skip == 8;
     return 1;
 }
 
-/* "all", "bitfit", "top:K" (the tensors of the last K blocks) or a regex over tensor names. */
+/* "all", "bitfit", "top:K" (the tensors of the last K blocks), "top-mlp:K" (their MLP halves:
+ * the norm before or after the FFN and the FFN, pk_model_tensor_stage) or a regex over tensor
+ * names. */
 static pk_status regex_mask(const pk_model *m, const char *spec, uint8_t **out, char *err,
                             size_t errlen)
 {
@@ -227,7 +236,7 @@ static pk_status regex_mask(const pk_model *m, const char *spec, uint8_t **out, 
         return PK_ERR_NOMEM;
     int all = spec == NULL || !strcmp(spec, "all");
     int bitfit = spec != NULL && !strcmp(spec, "bitfit");
-    int top = 0, is_top = top_spec(m, spec, &top, err, errlen);
+    int top = 0, mlp = 0, is_top = top_spec(m, spec, &top, &mlp, err, errlen);
     int first = pk_model_n_layers(m) - top; /* top:K: blocks first .. L-1 */
     if (is_top < 0) {
         st = PK_ERR_ARG;
@@ -250,7 +259,8 @@ static pk_status regex_mask(const pk_model *m, const char *spec, uint8_t **out, 
         if (st != PK_OK)
             goto out;
         int on = all || (bitfit && ti.is_bias_or_norm) ||
-                 (is_top && pk_tensor_layer(ti.name) >= first) ||
+                 (is_top && pk_tensor_layer(ti.name) >= first &&
+                  (!mlp || pk_model_tensor_stage(m, i) % 2 == 1)) ||
                  (have_re && regexec(&re, ti.name, 0, NULL, 0) == 0);
         mask[i] = (uint8_t)(on != 0);
         count += (size_t)(on != 0);

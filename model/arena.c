@@ -124,7 +124,7 @@ pk_status pk_reserve(pk_model *m, int B, int T, int Tk, int np)
     layout(m, B, T, &L);
     int fail = 0;
     const sweep_tail *old = tail_of(m);
-    uint64_t blocks = old ? old->blocks : 0;
+    uint64_t stages = old ? old->stages : 0;
     m->act_bytes = 0;
     m->arena = grow(m, m->arena, (size_t)np * L.bytes + sizeof(sweep_tail) + N * c->H * 4, &fail);
     m->rope = grow(m, m->rope, (size_t)T * (size_t)c->hd * 4, &fail);
@@ -164,14 +164,19 @@ pk_status pk_reserve(pk_model *m, int B, int T, int Tk, int np)
     m->rnp = np;
     sweep_tail *tl = tail_of(m);
     if (tl)
-        tl->blocks = blocks;
+        tl->stages = stages;
     return PK_OK;
+}
+
+uint64_t pk_model_stage_evals(const pk_model *m)
+{
+    const sweep_tail *t = tail_of(m);
+    return t ? t->stages : 0;
 }
 
 uint64_t pk_model_block_evals(const pk_model *m)
 {
-    const sweep_tail *t = tail_of(m);
-    return t ? t->blocks : 0;
+    return pk_model_stage_evals(m) / 2;
 }
 
 void pk_model_set_block_rows(pk_model *m, int rows)

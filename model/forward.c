@@ -894,8 +894,10 @@ static void ffn(const fwd *f, const pk_layer *y, const float *in, int N)
     }
 }
 
-/* One transformer block over x [N, H]. */
-static void block(const fwd *f, const pk_batch *b, int l, float **kv_k, float **kv_v, int pos0)
+/* Block l's attention half (stage 2l, DESIGN 4 "Stages"): ln1 (before the attention, or after
+ * its residual in a post-LN block), the projections, RoPE, the attention and its output
+ * projection added to x [N, H]. */
+static void attn_half(const fwd *f, const pk_batch *b, int l, float **kv_k, float **kv_v, int pos0)
 {
     pk_model *m = f->m;
     const pk_cfg *c = &m->cfg;
@@ -904,9 +906,6 @@ static void block(const fwd *f, const pk_batch *b, int l, float **kv_k, float **
     int pre = c->pre_ln, W3 = qd + 2 * kvd;
     float *q = m->big, *k = m->big + qd, *v = m->big + qd + kvd;
     const float *in = m->x;
-    sweep_tail *tl = tail_of(m);
-    if (tl)
-        tl->blocks += (uint64_t)f->np;
     if (pre) {
         norm(f, y->ln1_w, y->ln1_b, m->x, m->xn, N);
         in = m->xn;
@@ -935,23 +934,75 @@ static void block(const fwd *f, const pk_batch *b, int l, float **kv_k, float **
     linear(f, m->xn, qd, N, y->o_w, y->o_b, m->x, H, 1);
     if (!pre)
         norm(f, y->ln1_w, y->ln1_b, m->x, m->x, N);
-    in = m->x;
-    if (pre) {
+}
+
+/* Block l's MLP half (stage 2l + 1): ln2 (before the FFN, or after its residual in a post-LN
+ * block) and the FFN added to x. */
+static void mlp_half(const fwd *f, const pk_batch *b, int l)
+{
+    pk_model *m = f->m;
+    const pk_layer *y = &m->layers[l];
+    int N = b->B * b->T;
+    const float *in = m->x;
+    if (m->cfg.pre_ln) {
         norm(f, y->ln2_w, y->ln2_b, m->x, m->xn, N);
         in = m->xn;
     }
     ffn(f, y, in, N);
-    if (!pre)
+    if (!m->cfg.pre_ln)
         norm(f, y->ln2_w, y->ln2_b, m->x, m->x, N);
 }
 
-/* The shared prefix of a perturbation: the number of leading blocks that no perturbed tensor
- * belongs to, when no tensor before the blocks (the embeddings, their norm, OPT's input
- * projection; a tied LM head is the token embedding) is perturbed: L when only tensors after the
- * blocks are (the final norm, an untied head, OPT's output projection, RoBERTa's MLM head). 0
- * when a perturbed tensor is before the blocks or belongs to none of these (a LoRA tensor).
- * Those blocks compute the same values for every pass (layer sampling, a trainable set, DESIGN
- * 4), so they run once and their output feeds each pass. */
+/* Stage s over x [N, H]: block s / 2's attention half (s even) or MLP half (s odd). */
+static void stage(const fwd *f, const pk_batch *b, int s, float **kv_k, float **kv_v, int pos0)
+{
+    sweep_tail *tl = tail_of(f->m);
+    if (tl)
+        tl->stages += (uint64_t)f->np;
+    if (s % 2 == 0)
+        attn_half(f, b, s / 2, kv_k, kv_v, pos0);
+    else
+        mlp_half(f, b, s / 2);
+}
+
+/* The tensor indices of block y's attention half (h = 0: ln1, q, k, v, o with their biases) or
+ * MLP half (h = 1: ln2, gate, fc1, fc2 with theirs) into ix, -1 where the model has none; returns
+ * their count. */
+enum { HALF_TENSORS = 10 };
+static int half_tensors(const pk_layer *y, int h, int ix[HALF_TENSORS])
+{
+    const int attn[] = {y->ln1_w, y->ln1_b, y->q_w, y->q_b, y->k_w,
+                        y->k_b,   y->v_w,   y->v_b, y->o_w, y->o_b};
+    const int mlp[] = {y->ln2_w, y->ln2_b, y->gate_w, y->gate_b,
+                       y->fc1_w, y->fc1_b, y->fc2_w,  y->fc2_b};
+    _Static_assert(sizeof attn + sizeof mlp == sizeof(pk_layer), "every pk_layer index is listed");
+    _Static_assert(sizeof attn <= HALF_TENSORS * sizeof(int), "HALF_TENSORS holds a half");
+    size_t n = h ? sizeof mlp / sizeof mlp[0] : sizeof attn / sizeof attn[0];
+    memcpy(ix, h ? mlp : attn, n * sizeof(int));
+    return (int)n;
+}
+
+int pk_model_tensor_stage(const pk_model *m, size_t ti)
+{
+    for (int l = 0; m && l < m->cfg.L; l++) {
+        for (int h = 0; h < 2; h++) {
+            int ix[HALF_TENSORS], n = half_tensors(&m->layers[l], h, ix);
+            for (int j = 0; j < n; j++)
+                if (ix[j] >= 0 && (size_t)ix[j] == ti)
+                    return 2 * l + h;
+        }
+    }
+    return -1;
+}
+
+/* The shared prefix of a perturbation, in stages (two per block: attention half, MLP half):
+ * the number of leading stages that no perturbed tensor belongs to, when no tensor before the
+ * blocks (the embeddings, their norm, OPT's input projection; a tied LM head is the token
+ * embedding) is perturbed: 2L when only tensors after the blocks are (the final norm, an untied
+ * head, OPT's output projection, RoBERTa's MLM head). 0 when a perturbed tensor is before the
+ * blocks or belongs to none of these (a LoRA tensor). Those stages compute the same values for
+ * every pass (layer sampling, a trainable set, DESIGN 4), so they run once and their output
+ * feeds each pass. */
 int pk_fwd_shared_prefix(const pk_model *m, const pk_perturb *pert)
 {
     if (pert == NULL || pert->scale == 0.0f || pert->trainable == NULL)
@@ -963,28 +1014,26 @@ int pk_fwd_shared_prefix(const pk_model *m, const pk_perturb *pert)
         if (before[j] >= 0 && pert->trainable[before[j]])
             return 0;
     size_t known = 0, perturbed = 0;
-    int first = m->cfg.L;
+    int first = 2 * m->cfg.L;
     for (size_t i = 0; i < m->n_t; i++)
         perturbed += pert->trainable[i] != 0;
     for (size_t j = 0; j < sizeof after / sizeof after[0]; j++)
         known += after[j] >= 0 && pert->trainable[after[j]];
     for (int l = 0; l < m->cfg.L; l++) {
-        const pk_layer *y = &m->layers[l];
-        const int ix[] = {y->ln1_w,  y->ln1_b,  y->ln2_w, y->ln2_b, y->q_w,   y->q_b,
-                          y->k_w,    y->k_b,    y->v_w,   y->v_b,   y->o_w,   y->o_b,
-                          y->gate_w, y->gate_b, y->fc1_w, y->fc1_b, y->fc2_w, y->fc2_b};
-        _Static_assert(sizeof ix == sizeof(pk_layer), "every pk_layer index is listed");
-        for (size_t j = 0; j < sizeof ix / sizeof ix[0]; j++) {
-            if (ix[j] < 0 || !pert->trainable[ix[j]])
-                continue;
-            known++;
-            first = l < first ? l : first;
+        for (int h = 0; h < 2; h++) {
+            int ix[HALF_TENSORS], n = half_tensors(&m->layers[l], h, ix);
+            for (int j = 0; j < n; j++) {
+                if (ix[j] < 0 || !pert->trainable[ix[j]])
+                    continue;
+                known++;
+                first = 2 * l + h < first ? 2 * l + h : first;
+            }
         }
     }
     return known == perturbed && perturbed > 0 ? first : 0;
 }
 
-/* The residual stream after the first F = pk_model_frozen_level blocks for every row of b, from
+/* The residual stream after the first F = pk_model_frozen_level stages for every row of b, from
  * the frozen prefix's store (frozen.c): a row not held is computed by itself (a batch of that one
  * row, unperturbed) and offered to the store, so a row's bits never depend on its batch nor on the
  * store's contents. Rows go from the last to the first: a row computed in place, at the start of
@@ -1002,8 +1051,8 @@ static void frozen_rows(const fwd *one, const pk_batch *b)
         if (x == NULL) {
             pk_batch row = {1, len, ids, &b->lengths[r], types};
             embed(one, &row, 0);
-            for (int l = 0; l < F; l++)
-                block(one, &row, l, NULL, NULL, 0);
+            for (int s = 0; s < F; s++)
+                stage(one, &row, s, NULL, NULL, 0);
             pk_frozen_put(m, ids, types, len, m->x);
             x = m->x;
         }
@@ -1013,15 +1062,15 @@ static void frozen_rows(const fwd *one, const pk_batch *b)
     }
 }
 
-/* Embedding and blocks [0, l0), l0 = f->prefix (no pass perturbs them): they run once, unperturbed,
- * in pass 0's activations, continuing from the sweep's prefix cache where it holds fewer blocks
- * (and then holding these), and every pass starts from a copy of that residual stream: the same
- * bits as computing them per pass. Returns l0. */
+/* Embedding and stages [0, s0), s0 = f->prefix (no pass perturbs them): they run once,
+ * unperturbed, in pass 0's activations, continuing from the sweep's prefix cache where it holds
+ * fewer stages (and then holding these), and every pass starts from a copy of that residual
+ * stream: the same bits as computing them per pass. Returns s0. */
 static int forward_prefix(const fwd *f, const pk_batch *b, float **kv_k, float **kv_v, int pos0)
 {
     pk_model *m = f->m;
-    int l0 = kv_k ? 0 : f->prefix, from = 0;
-    if (l0 == 0) {
+    int s0 = kv_k ? 0 : f->prefix, from = 0;
+    if (s0 == 0) {
         embed(f, b, pos0);
         return 0;
     }
@@ -1030,26 +1079,26 @@ static int forward_prefix(const fwd *f, const pk_batch *b, float **kv_k, float *
     fwd one = *f;
     one.np = 1;
     memset(&one.pp[0], 0, sizeof one.pp[0]); /* unperturbed: no pass perturbs these */
-    /* the frozen prefix (pk_model_freeze_prefix): blocks [0, F) from the store, row by row */
-    int F = pk_model_frozen_level(m), frozen = F > 0 && l0 >= F && pos0 == 0;
-    if (pc && pc->layer >= 0 && pc->layer <= l0 && (!frozen || pc->layer >= F)) {
+    /* the frozen prefix (pk_model_freeze_prefix): stages [0, F) from the store, row by row */
+    int F = pk_model_frozen_level(m), frozen = F > 0 && s0 >= F && pos0 == 0;
+    if (pc && pc->stages >= 0 && pc->stages <= s0 && (!frozen || pc->stages >= F)) {
         memcpy(m->x, pc->x, bytes);
-        from = pc->layer;
+        from = pc->stages;
     } else if (frozen) {
         frozen_rows(&one, b);
         from = F;
     } else {
         embed(&one, b, pos0);
     }
-    for (int l = from; l < l0; l++)
-        block(&one, b, l, kv_k, kv_v, pos0);
-    if (pc && l0 > pc->layer) {
+    for (int s = from; s < s0; s++)
+        stage(&one, b, s, kv_k, kv_v, pos0);
+    if (pc && s0 > pc->stages) {
         memcpy(pc->x, m->x, bytes);
-        pc->layer = l0;
+        pc->stages = s0;
     }
     for (int k = 1; k < f->np; k++)
         memcpy(pass_f(m, m->x, k), m->x, bytes);
-    return l0;
+    return s0;
 }
 
 pk_status pk_fwd_hidden(const fwd *f, const pk_batch *b, float **kv_k, float **kv_v, int pos0)
@@ -1067,8 +1116,8 @@ pk_status pk_fwd_hidden(const fwd *f, const pk_batch *b, float **kv_k, float **k
     int N = b->B * b->T, H = c->H;
     if (c->arch == ARCH_LLAMA || c->arch == ARCH_QWEN2)
         rope_table(c, b->T, pos0, m->rope);
-    for (int l = forward_prefix(f, b, kv_k, kv_v, pos0); l < c->L; l++)
-        block(f, b, l, kv_k, kv_v, pos0);
+    for (int s = forward_prefix(f, b, kv_k, kv_v, pos0); s < 2 * c->L; s++)
+        stage(f, b, s, kv_k, kv_v, pos0);
     switch (c->arch) {
     case ARCH_LLAMA:
     case ARCH_QWEN2:

@@ -59,12 +59,12 @@ double pk_exp_row(float *row, int n, float max);
 void pk_silu_row(float *a, int n);
 void pk_gelu_tanh_row(float *a, int n);
 
-/* The unperturbed residual stream of one run_sweeps call's batch after its first `layer` blocks
- * (-1: none yet), kept at the arena's tail (sweep_tail): the prefix that several groups of
- * evaluations start from, computed once per batch. */
+/* The unperturbed residual stream of one run_sweeps call's batch after its first `stages` stages
+ * (two per block: pk_fwd_shared_prefix; -1: none yet), kept at the arena's tail (sweep_tail):
+ * the prefix that several groups of evaluations start from, computed once per batch. */
 typedef struct prefix_cache {
     float *x; /* [B*T, H] */
-    int layer;
+    int stages;
 } prefix_cache;
 
 /* One sweep: np passes side by side over the same batch, pass k under its own perturbation pp[k]
@@ -73,7 +73,7 @@ typedef struct prefix_cache {
 typedef struct fwd {
     pk_model *m;
     int np;
-    int prefix; /* leading blocks no pass perturbs, run once for all passes (shared_prefix) */
+    int prefix; /* leading stages no pass perturbs, run once for all passes (shared_prefix) */
     prefix_cache *cache; /* NULL outside run_sweeps */
     pk_perturb pp[SWEEP_MAX];
     int ev[SWEEP_MAX];
@@ -82,7 +82,7 @@ typedef struct fwd {
 /* What the arena keeps after the rnp passes' copies: the counters, then the prefix cache's
  * [rB*rT, H] floats. The counters are carried over when the arena is reserved again. */
 typedef struct sweep_tail {
-    uint64_t blocks; /* pk_model_block_evals */
+    uint64_t stages; /* pk_model_stage_evals */
     uint64_t pad[7]; /* 64 bytes: the cache after it stays aligned */
 } sweep_tail;
 
@@ -107,11 +107,11 @@ static inline double *pass_d(const pk_model *m, const double *p, int k)
 /* Checks a batch against the model; pos0 is the position of its first token. */
 pk_status pk_fwd_check_batch(const pk_model *m, const pk_batch *b, int pos0);
 
-/* The blocks before a perturbation's lowest perturbed one, when it perturbs only block tensors
- * (layer sampling); 0 otherwise. */
+/* The stages (block halves: attention 2l, MLP 2l + 1) before a perturbation's lowest perturbed
+ * one, when it perturbs only block tensors (layer sampling, a trainable set); 0 otherwise. */
 int pk_fwd_shared_prefix(const pk_model *m, const pk_perturb *pert);
 /* The frozen prefix's store (frozen.c): the residual stream after the first
- * pk_model_frozen_level blocks of a token row computed by itself, or NULL (a miss); a row's
+ * pk_model_frozen_level stages of a token row computed by itself, or NULL (a miss); a row's
  * stream kept if it fits the cap; the store freed. */
 const float *pk_frozen_find(pk_model *m, const int32_t *ids, const int32_t *types, int len);
 void pk_frozen_put(pk_model *m, const int32_t *ids, const int32_t *types, int len, const float *x);

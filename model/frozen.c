@@ -1,7 +1,8 @@
 /* frozen.c: the frozen prefix's store (pk_model_freeze_prefix; DESIGN 4 "The frozen prefix").
  *
- * When a run trains only tensors from block `level` up (and after the blocks), the residual
- * stream after the first `level` blocks is a function of a token row alone for the whole run.
+ * When a run trains only tensors from stage `level` up (two stages per block, its attention half
+ * and its MLP half; and after the blocks), the residual stream after the first `level` stages is
+ * a function of a token row alone for the whole run.
  * forward.c computes it for each row by itself (a batch of that one row, so the bits do not
  * depend on the batch the row came in, nor on whether it was stored) and keeps it here, keyed by
  * the row's tokens, up to a byte cap; a row found here is copied instead of recomputed. A row
@@ -67,7 +68,7 @@ void pk_frozen_free(pk_model *m)
 
 pk_status pk_model_freeze_prefix(pk_model *m, int level, size_t cap_bytes)
 {
-    if (m == NULL || level < 0 || level > m->cfg.L)
+    if (m == NULL || level < 0 || level > 2 * m->cfg.L)
         return PK_ERR_ARG;
     pk_frozen_free(m);
     if (level == 0)

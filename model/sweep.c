@@ -62,7 +62,7 @@ static const pk_sweep *as_sweep(const pk_perturb *pert, pk_sweep *s)
 typedef pk_status (*sweep_fn)(const fwd *f, const pk_batch *b, void *ctx);
 
 /* run_sweeps' state: the passes being gathered into the next sweep (r->f), all after r->level
- * shared blocks. */
+ * shared stages. */
 typedef struct sweep_run {
     const pk_batch *b;
     const pk_sweep *sw;
@@ -83,7 +83,7 @@ static void flush(sweep_run *r)
     r->f.np = 0;
 }
 
-/* Adds evaluation e, whose passes share `level` blocks, to the next sweep; `pair`: e is a + pass
+/* Adds evaluation e, whose passes share `level` stages, to the next sweep; `pair`: e is a + pass
  * whose - pass comes next, kept in the same sweep where the width allows (they share z). */
 static void add_eval(sweep_run *r, int e, int level, int pair)
 {
@@ -95,12 +95,12 @@ static void add_eval(sweep_run *r, int e, int level, int pair)
 }
 
 /* Runs every evaluation of sw (pk_sweep_evals) in sweeps of at most pk_model_sweep_width passes.
- * A perturbation's level is its shared prefix (shared_prefix: the blocks below its lowest
- * perturbed one); the perturbations go level by level, lowest first (in index order within a
- * level, a + pass and its - pass in one sweep where the width allows: they share z), the
- * unperturbed evaluation with the highest level. A sweep holds one level: its shared blocks come
- * from the prefix cache, which runs each block once per call (forward_prefix), so the blocks
- * below the lowest perturbed one run once however many passes, sweeps or levels follow. Each
+ * A perturbation's level is its shared prefix (shared_prefix: the stages, block halves, below its
+ * lowest perturbed one); the perturbations go level by level, lowest first (in index order
+ * within a level, a + pass and its - pass in one sweep where the width allows: they share z),
+ * the unperturbed evaluation with the highest level. A sweep holds one level: its shared stages
+ * come from the prefix cache, which runs each stage once per call (forward_prefix), so the
+ * stages below the lowest perturbed one run once however many passes, sweeps or levels follow. Each
  * evaluation's results go to its own place: the same bits however they are grouped. */
 static pk_status run_sweeps(pk_model *m, const pk_batch *b, const pk_sweep *sw, sweep_fn fn,
                             void *ctx)

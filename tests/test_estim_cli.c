@@ -210,22 +210,40 @@ static void test_lm_events(void)
     free(o);
 }
 
-/* --trainable top:K: the top block alone trains (the same weights as the regex naming it), and
- * a K beyond the model's blocks is refused before any step, with no progress line. */
+/* The final line's weights hash of a 2-step fzoo run training `spec` (NULL on failure; free). */
+static char *top_run_weights(const char *spec)
+{
+    char *o = NULL, *w = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
+                        "%s train" BASE " --estimator fzoo --perturbations 2 --lr 1e-3 --steps 2"
+                        " --trainable '%s' --home %s",
+                        POCKETLLM, spec, home),
+                0);
+    cJSON *fin = o ? cJSON_Parse(last_line(o)) : NULL;
+    const cJSON *wj = cJSON_GetObjectItemCaseSensitive(fin, "weights");
+    if (cJSON_IsString(wj))
+        w = strdup(wj->valuestring);
+    cJSON_Delete(fin);
+    free(o);
+    return w;
+}
+
+/* --trainable top:K: the top block alone trains (the same weights as the regex naming it);
+ * top-mlp:K its MLP half (the same weights as the regex naming the post-attention norm and the
+ * FFN, another hash than the whole block's); a K beyond the model's blocks is refused before any
+ * step, with no progress line. */
 static void test_top_trainable(void)
 {
-    char *a = NULL, *b = NULL, *bad = NULL;
-#define TOP_RUN                                                                                    \
-    "%s train" BASE " --estimator fzoo --perturbations 2 --lr 1e-3 --steps 2 --trainable '%s'"     \
-    " --home %s"
-    PK_CHECK_EQ(run_fmt(&a, RUN_SHOW_FAILURE, TOP_RUN, POCKETLLM, "top:1", home), 0);
-    PK_CHECK_EQ(run_fmt(&b, RUN_SHOW_FAILURE, TOP_RUN, POCKETLLM, "layers\\.4\\.", home), 0);
-#undef TOP_RUN
-    cJSON *fa = a ? cJSON_Parse(last_line(a)) : NULL, *fb = b ? cJSON_Parse(last_line(b)) : NULL;
-    const cJSON *wa = cJSON_GetObjectItemCaseSensitive(fa, "weights");
-    const cJSON *wb = cJSON_GetObjectItemCaseSensitive(fb, "weights");
-    PK_CHECK(cJSON_IsString(wa) && cJSON_IsString(wb) &&
-             strcmp(wa->valuestring, wb->valuestring) == 0);
+    char *bad = NULL;
+    char *wa = top_run_weights("top:1"), *wb = top_run_weights("layers\\.4\\.");
+    char *wm = top_run_weights("top-mlp:1");
+    char *wr = top_run_weights("layers\\.4\\.(mlp|post_attention_layernorm)\\.");
+    PK_CHECK(wa && wb && strcmp(wa, wb) == 0);
+    PK_CHECK(wm && wr && strcmp(wm, wr) == 0 && strcmp(wm, wa) != 0);
+    free(wa);
+    free(wb);
+    free(wm);
+    free(wr);
     PK_CHECK_EQ(run_fmt(&bad, 0, "%s train" BASE " --steps 2 --trainable top:6 --home %s 2>&1",
                         POCKETLLM, home),
                 1);
@@ -243,10 +261,6 @@ static void test_top_trainable(void)
     PK_CHECK(bad && strstr(bad, "note: --estimator spsa does not use --hessian-every; ignored"));
     PK_CHECK(bad && strstr(bad, "note: --estimator spsa does not use --fzoo-baseline; ignored"));
     PK_CHECK(bad && !strstr(bad, "does not use --spsa-q"));
-    cJSON_Delete(fa);
-    cJSON_Delete(fb);
-    free(a);
-    free(b);
     free(bad);
 }
 

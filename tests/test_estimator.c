@@ -393,18 +393,18 @@ static void test_layers(void)
     pk_model_free(base);
 }
 
-/* The block evaluations of one paired loss call under mask (the prefix's blocks once, the rest
- * once per pass), checked against want; the +/- losses equal two one-sided calls' and pairing
- * off's, bit for bit, and differ from each other. */
+/* The stage evaluations (block halves) of one paired loss call under mask (the prefix's stages
+ * once, the rest once per pass), checked against want; the +/- losses equal two one-sided calls'
+ * and pairing off's, bit for bit, and differ from each other. */
 static void check_prefix_call(pk_model *m, const fixed_batch *f, const uint8_t *mask, int want)
 {
     pk_perturb both = {7, 1e-2f, PK_Z_GAUSSIAN, mask, 1};
     pk_perturb plus = {7, 1e-2f, PK_Z_GAUSSIAN, mask, 0};
     pk_perturb minus = {7, -1e-2f, PK_Z_GAUSSIAN, mask, 0};
     double pair[2] = {0, 0}, p1 = 0, m1 = 0, off[2] = {0, 0};
-    uint64_t b0 = pk_model_block_evals(m);
+    uint64_t b0 = pk_model_stage_evals(m);
     PK_CHECK(pk_model_loss(m, &f->b, NULL, &both, NULL, NULL, pair) == PK_OK);
-    PK_CHECK_EQ((long long)(pk_model_block_evals(m) - b0), (long long)want);
+    PK_CHECK_EQ((long long)(pk_model_stage_evals(m) - b0), (long long)want);
     PK_CHECK(pk_model_loss(m, &f->b, NULL, &plus, NULL, NULL, &p1) == PK_OK);
     PK_CHECK(pk_model_loss(m, &f->b, NULL, &minus, NULL, NULL, &m1) == PK_OK);
     pk_model_set_pairing(m, PK_PAIRING_OFF);
@@ -453,20 +453,26 @@ static void test_shared_prefix(void)
     PK_CHECK(fin < nt && emb < nt);
     if (fin == nt || emb == nt)
         goto out;
-    uint8_t *only = calloc(nt, 1);
+    uint8_t *only = calloc(nt, 1), *mlp = calloc(nt, 1);
+    for (size_t i = 0; i < nt; i++)
+        mlp[i] = pk_model_tensor_stage(m, i) == 2 * L - 1;
     for (int threads = 1; threads <= 2; threads++) {
         pk_threads_set(threads);
-        check_prefix_call(m, &f, mask, (L - 2) + 2 * 2); /* blocks L-2, L-1 per pass */
+        /* two stages a block: blocks L-2, L-1 per pass */
+        check_prefix_call(m, &f, mask, 2 * (L - 2) + 2 * 4);
         mask[fin] = 1;
-        check_prefix_call(m, &f, mask, (L - 2) + 2 * 2);
+        check_prefix_call(m, &f, mask, 2 * (L - 2) + 2 * 4);
         only[fin] = 1;
-        check_prefix_call(m, &f, only, L); /* every block once, the final norm per pass */
+        check_prefix_call(m, &f, only, 2 * L); /* every stage once, the final norm per pass */
         only[emb] = 1;
-        check_prefix_call(m, &f, only, 2 * L); /* the embedding: no prefix */
+        check_prefix_call(m, &f, only, 2 * 2 * L); /* the embedding: no prefix */
         only[emb] = 0;
         mask[fin] = 0;
+        /* the top block's MLP half: its attention half is shared too (stage 2L - 1) */
+        check_prefix_call(m, &f, mlp, (2 * L - 1) + 2 * 1);
     }
     free(only);
+    free(mlp);
 out:
     pk_threads_set(2);
     free(mask);
@@ -496,17 +502,17 @@ static void test_frozen_prefix(void)
         PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
         mask[i] = pk_tensor_layer(ti.name) >= L - 2;
     }
-    PK_CHECK_EQ(pk_model_trainable_level(m, mask), L - 2);
+    PK_CHECK_EQ(pk_model_trainable_level(m, mask), 2 * (L - 2)); /* two stages a block */
     PK_CHECK_EQ(pk_model_trainable_level(m, NULL), 0);
     fixed_batch f = make_batch();
     f.b.ids = f.ids;
     f.b.lengths = f.len;
     double off[2], cold[2], warm[2], none[2], again[2];
     paired(m, &f, mask, off);
-    PK_CHECK(pk_model_freeze_prefix(m, L + 1, 1u << 20) == PK_ERR_ARG);
-    PK_CHECK(pk_model_freeze_prefix(m, L - 2, 1u << 20) == PK_OK);
-    PK_CHECK(pk_model_freeze_prefix(fresh, L - 2, 0) == PK_OK);
-    PK_CHECK_EQ(pk_model_frozen_level(m), L - 2);
+    PK_CHECK(pk_model_freeze_prefix(m, 2 * L + 1, 1u << 20) == PK_ERR_ARG);
+    PK_CHECK(pk_model_freeze_prefix(m, 2 * (L - 2), 1u << 20) == PK_OK);
+    PK_CHECK(pk_model_freeze_prefix(fresh, 2 * (L - 2), 0) == PK_OK);
+    PK_CHECK_EQ(pk_model_frozen_level(m), 2 * (L - 2));
     uint64_t hits, misses;
     size_t bytes;
     paired(m, &f, mask, cold);
@@ -533,6 +539,61 @@ static void test_frozen_prefix(void)
     PK_CHECK(!memcmp(again, off, sizeof off));
     pk_threads_set(2);
     free(mask);
+    pk_model_free(m);
+    pk_model_free(fresh);
+}
+
+/* The frozen prefix through half a block: the top block's MLP half (pk_model_tensor_stage: the
+ * post-attention norm and the FFN; the attention projections are stage 2l, model.norm is outside
+ * the blocks) trains, so the store holds each row after the top block's attention half (level
+ * 2L - 1). A warm paired loss runs one stage per pass and has the bits of a cold one and of a
+ * store that keeps nothing, at 1 and 2 threads; within 1e-5 of the store's off. */
+static void test_frozen_mlp_half(void)
+{
+    pk_model *m = load(), *fresh = load();
+    size_t nt = pk_model_n_tensors(m);
+    int L = pk_model_n_layers(m), n_mlp = 0;
+    uint8_t *mlp = calloc(nt, 1);
+    for (size_t i = 0; i < nt; i++) {
+        pk_tensor_info ti;
+        PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
+        int st = pk_model_tensor_stage(m, i), l = pk_tensor_layer(ti.name);
+        PK_CHECK_EQ(st < 0 ? -1 : st / 2, l); /* every block tensor in its block's stages */
+        if (strstr(ti.name, "self_attn.") || strstr(ti.name, "input_layernorm"))
+            PK_CHECK_EQ(st, 2 * l);
+        if (strstr(ti.name, ".mlp.") || strstr(ti.name, "post_attention_layernorm"))
+            PK_CHECK_EQ(st, 2 * l + 1);
+        mlp[i] = st == 2 * L - 1;
+        n_mlp += mlp[i];
+    }
+    PK_CHECK(n_mlp >= 4); /* ln2, gate, up, down */
+    PK_CHECK_EQ(pk_model_trainable_level(m, mlp), 2 * L - 1);
+    fixed_batch f = make_batch();
+    f.b.ids = f.ids;
+    f.b.lengths = f.len;
+    double off[2], cold[2], warm[2], none[2];
+    paired(m, &f, mlp, off);
+    PK_CHECK(pk_model_freeze_prefix(m, 2 * L - 1, 1u << 20) == PK_OK);
+    PK_CHECK(pk_model_freeze_prefix(fresh, 2 * L - 1, 0) == PK_OK);
+    paired(m, &f, mlp, cold);
+    for (int threads = 1; threads <= 2; threads++) {
+        pk_threads_set(threads);
+        uint64_t s0 = pk_model_stage_evals(m);
+        paired(m, &f, mlp, warm);
+        PK_CHECK_EQ((long long)(pk_model_stage_evals(m) - s0), 2LL); /* the MLP half x 2 passes */
+        PK_CHECK(!memcmp(warm, cold, sizeof cold));
+        paired(fresh, &f, mlp, none);
+        PK_CHECK(!memcmp(none, cold, sizeof cold));
+    }
+    uint64_t hits, misses;
+    size_t bytes;
+    pk_model_frozen_stats(m, &hits, &misses, &bytes);
+    PK_CHECK(hits == 4 && misses == 2 && bytes > 0);
+    PK_CHECK(cold[0] != cold[1]);
+    for (int k = 0; k < 2; k++)
+        PK_CHECK(fabs(cold[k] - off[k]) <= 1e-5 * fabs(off[k]));
+    pk_threads_set(2);
+    free(mlp);
     pk_model_free(m);
     pk_model_free(fresh);
 }
@@ -676,7 +737,7 @@ static void test_sweep_path(void)
  * of pk_objective_loss on that evaluation alone: lm and classify (causal: one row per label
  * word), one-sided with an unperturbed evaluation (fzoo) and two-sided (hizoo), each
  * perturbation on its own 2 of the 5 blocks. */
-/* pk_objective_freeze_prefix: the top block's set gets level L - 1 (these rows fit), every
+/* pk_objective_freeze_prefix: the top block's set gets level 2(L - 1) (these rows fit), every
  * tensor none. Under it a sweep with an unperturbed evaluation (fedsim's fzoo group, the
  * trainer's fzoo) takes every evaluation, l0 included, from the stored rows (only the top block
  * runs): the bits of the same sweep with nothing kept (each row recomputed by itself). */
@@ -692,7 +753,7 @@ static void check_frozen_sweep(pk_objective *o, pk_model *m, const uint64_t *see
     }
     PK_CHECK(pk_objective_freeze_prefix(o, m, NULL) == PK_OK && pk_model_frozen_level(m) == 0);
     PK_CHECK(pk_objective_freeze_prefix(o, m, top) == PK_OK);
-    PK_CHECK_EQ(pk_model_frozen_level(m), L - 1);
+    PK_CHECK_EQ(pk_model_frozen_level(m), 2 * (L - 1));
     pk_sweep sw = {{0, 1e-2f, PK_Z_RADEMACHER, top, 0}, 3, seeds, NULL, 1};
     double kept[4], warm[4], alone[4];
     uint64_t hits, misses;
@@ -703,8 +764,8 @@ static void check_frozen_sweep(pk_objective *o, pk_model *m, const uint64_t *see
     /* warm, l0 too: the top block once per evaluation, nothing below it */
     PK_CHECK_EQ((long long)(pk_model_block_evals(m) - b0), 4LL);
     pk_model_frozen_stats(m, &hits, &misses, &bytes);
-    PK_CHECK(misses >= 4 && hits == misses && bytes > 0);   /* each row once, then from the store */
-    PK_CHECK(pk_model_freeze_prefix(m, L - 1, 0) == PK_OK); /* nothing kept */
+    PK_CHECK(misses >= 4 && hits == misses && bytes > 0); /* each row once, then from the store */
+    PK_CHECK(pk_model_freeze_prefix(m, 2 * (L - 1), 0) == PK_OK); /* nothing kept */
     PK_CHECK(pk_objective_loss_sweep(o, m, &sw, alone) == PK_OK);
     PK_CHECK(!memcmp(kept, warm, sizeof kept) && !memcmp(kept, alone, sizeof kept));
     PK_CHECK(kept[0] != kept[1] && isfinite(kept[0]));
@@ -1353,6 +1414,7 @@ int main(void)
     test_seedlog_settings_clash();
     test_hizoo_16bit_rounding();
     test_shared_prefix();
+    test_frozen_mlp_half();
     test_frozen_prefix();
     test_sweep_path();
     test_objective_sweep();

@@ -269,7 +269,27 @@ static void test_trainable_specs(void)
         free(mask);
         mask = NULL;
     }
-    const char *bad_top[] = {"top:0", "top:6", "top:", "top:x", "top:1x", "top:-1", "top: 1"};
+    /* top-mlp:K: the MLP halves of the last K blocks (ln2 and the FFN, by the model's layout),
+     * the attention halves and everything else not */
+    for (int k = 1; k <= L; k++) {
+        char spec[32];
+        snprintf(spec, sizeof spec, "top-mlp:%d", k);
+        PK_CHECK(pk_mezo_trainable(m, spec, &mask, err, sizeof err) == PK_OK);
+        size_t in_mlp = 0;
+        for (size_t i = 0; mask && i < n; i++) {
+            pk_tensor_info ti;
+            PK_CHECK(pk_model_tensor(m, i, &ti) == PK_OK);
+            int l = pk_tensor_layer(ti.name);
+            int half = strstr(ti.name, ".mlp.") || strstr(ti.name, "post_attention_layernorm");
+            PK_CHECK_EQ(mask[i], (uint8_t)(l >= L - k && half));
+            in_mlp += mask[i];
+        }
+        PK_CHECK_EQ((long long)in_mlp, 4LL * k); /* ln2, gate, up, down per block */
+        free(mask);
+        mask = NULL;
+    }
+    const char *bad_top[] = {"top:0",  "top:6",  "top:",      "top:x",     "top:1x",
+                             "top:-1", "top: 1", "top-mlp:0", "top-mlp:6", "top-mlp:"};
     for (size_t j = 0; j < sizeof bad_top / sizeof bad_top[0]; j++) {
         err[0] = '\0';
         PK_CHECK(pk_mezo_trainable(m, bad_top[j], &mask, err, sizeof err) == PK_ERR_ARG);

@@ -646,7 +646,7 @@ static void test_sync_frozen(const agent *a)
         PK_CHECK(pk_sync_mezo_open(s, STORIES, "d", NULL, top ? "top:1" : "all", 2, 64, &x, err,
                                    sizeof err) == PK_OK);
         pk_model *m = pk_sync_mezo_model(x);
-        PK_CHECK_EQ(pk_model_frozen_level(m), top ? pk_model_n_layers(m) - 1 : 0);
+        PK_CHECK_EQ(pk_model_frozen_level(m), top ? 2 * (pk_model_n_layers(m) - 1) : 0);
         pk_sync_model_ops ops = pk_sync_mezo_ops(x);
         float g[2] = {0.0f, 0.0f};
         int64_t nb = 0;

@@ -235,7 +235,7 @@ typedef struct pk_perturb {
  * is that many times as long as for one evaluation, evaluation e's at e times the single size.
  * They run side by side, pk_model_sweep_width at a time, each weight block materialized for
  * all of them while it is hot (a + and its - pass from one z), grouped by their shared prefix
- * (pk_model_block_evals); every result is the bits of the same evaluation run alone. */
+ * (pk_model_stage_evals); every result is the bits of the same evaluation run alone. */
 typedef struct pk_sweep {
     pk_perturb pert;
     int n;
@@ -271,25 +271,33 @@ int pk_model_sweep_width(const pk_model *m, int B, int T, int evals);
 /* Activation bytes one pass of a (B, T) batch adds to a sweep (the arena copy of each pass). */
 size_t pk_model_pass_bytes(const pk_model *m, int B, int T);
 /* Shared prefixes (layer sampling, DESIGN 4): when every tensor an evaluation of a sweep perturbs
- * lies inside the transformer blocks, the blocks below its lowest perturbed one compute what the
- * unperturbed model computes. A sweep orders its perturbations by that lowest block, and the
- * unperturbed blocks run once per sweep call (one more [B*T, hidden] fp32 buffer in the
- * reservation), each group of evaluations starting from their output: the same bits as separate
- * passes. pk_model_block_evals counts the transformer-block evaluations run so far (one per pass
- * through one block, a shared one once), so callers and tests can see what was saved. */
+ * lies inside the transformer blocks, the stages below its lowest perturbed one compute what the
+ * unperturbed model computes. A block is two stages: 2l, its attention half (ln1, the attention
+ * and its output projection), and 2l + 1, its MLP half (ln2 and the FFN); so a set that trains
+ * only a block's MLP half shares that block's attention half too. A sweep orders its
+ * perturbations by that lowest stage, and the unperturbed stages run once per sweep call (one
+ * more [B*T, hidden] fp32 buffer in the reservation), each group of evaluations starting from
+ * their output: the same bits as separate passes. pk_model_stage_evals counts the stage
+ * evaluations run so far (one per pass through one stage, a shared one once), so callers and
+ * tests can see what was saved; pk_model_block_evals is half that, rounded down. */
+uint64_t pk_model_stage_evals(const pk_model *m);
+/* The stage tensor ti belongs to (2l: block l's attention half, 2l + 1: its MLP half), -1 for a
+ * tensor outside the blocks. */
+int pk_model_tensor_stage(const pk_model *m, size_t ti);
 uint64_t pk_model_block_evals(const pk_model *m);
 
-/* The frozen prefix (DESIGN 4): a run whose trainable tensors all lie from block `level` up (or
- * after the blocks; pk_model_trainable_level gives that level for a trainable mask, 0 if none)
- * never changes the embeddings and blocks below it, so the residual stream entering block
- * `level` is a function of a token row alone. With the store on, every forward pass whose
- * perturbation leaves those blocks alone (pk_model_loss, sweeps) takes each row's stream from
- * the row computed by itself (a batch of that row alone), kept after its first use up to
- * cap_bytes and copied after that: the same bits whether a row was kept or not, whatever batch it
- * comes in and however many threads, so the losses are a pure function of (weights, batch,
- * perturbation, kernel) with the store on (not the same bits as with it off: a row alone is
- * another GEMM tiling). The caller promises not to change the tensors below `level` while it is
- * on. level 0 turns it off (and frees it); PK_ERR_ARG past the model's blocks. */
+/* The frozen prefix (DESIGN 4): a run whose trainable tensors all lie from stage `level` up (or
+ * after the blocks; pk_model_trainable_level gives that level for a trainable mask, 0 if none;
+ * stages as for shared prefixes, two per block) never changes the embeddings and stages below
+ * it, so the residual stream entering stage `level` is a function of a token row alone. With the
+ * store on, every forward pass whose perturbation leaves those stages alone (pk_model_loss,
+ * sweeps) takes each row's stream from the row computed by itself (a batch of that row alone),
+ * kept after its first use up to cap_bytes and copied after that: the same bits whether a row
+ * was kept or not, whatever batch it comes in and however many threads, so the losses are a pure
+ * function of (weights, batch, perturbation, kernel) with the store on (not the same bits as with
+ * it off: a row alone is another GEMM tiling). The caller promises not to change the tensors
+ * below `level` while it is on. level 0 turns it off (and frees it); PK_ERR_ARG past the
+ * model's 2 x blocks stages. */
 PK_NODISCARD pk_status pk_model_freeze_prefix(pk_model *m, int level, size_t cap_bytes);
 int pk_model_frozen_level(const pk_model *m);
 /* The store's cap for weights of weight_bytes: a quarter of them, at least 16 MB (what the
