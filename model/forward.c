@@ -707,10 +707,13 @@ static void attn_item(const fwd *f, const void *job, int bh)
     int tk = a->kv_len > 0 ? a->kv_len : a->b->lengths[bi];
     const float *Q = a->q + (size_t)bi * T * a->ldq + (size_t)h * hd;
     const float *K = a->k + bi * a->kbs + (size_t)g * hd, *Vv = a->v + bi * a->kbs + (size_t)g * hd;
-    /* S (T, tk) = Q (T, hd) @ K^T (hd, tk) * scale */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, tk, hd, a->scale, Q, a->ldq, K, a->ldkv,
-                0.0f, S, tk);
-    for (int t = 0; t < T; t++) {
+    /* query rows: a row's padding positions (t >= its length) are never read, so their outputs
+     * are zeros instead of attention over its keys */
+    int tq = a->kv_len > 0 ? T : tk;
+    /* S (tq, tk) = Q (tq, hd) @ K^T (hd, tk) * scale */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, tk, hd, a->scale, Q, a->ldq, K,
+                a->ldkv, 0.0f, S, tk);
+    for (int t = 0; t < tq; t++) {
         float *sr = S + (size_t)t * tk;
         int smax = a->causal && a->pos0 + t + 1 < tk ? a->pos0 + t + 1 : tk;
         double sum = pk_exp_row(sr, smax, pk_row_max(sr, smax));
@@ -720,15 +723,19 @@ static void attn_item(const fwd *f, const void *job, int bh)
         for (int s = smax; s < tk; s++)
             sr[s] = 0.0f;
     }
-    /* O (T, hd) = P (T, tk) @ V (tk, hd) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, tk, 1.0f, S, tk, Vv, a->ldkv,
-                0.0f, a->out + (size_t)bi * T * qd + (size_t)h * hd, qd);
+    /* O (tq, hd) = P (tq, tk) @ V (tk, hd) */
+    float *O = a->out + (size_t)bi * T * qd + (size_t)h * hd;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, hd, tk, 1.0f, S, tk, Vv, a->ldkv,
+                0.0f, O, qd);
+    for (int t = tq; t < T; t++)
+        memset(O + (size_t)t * qd, 0, (size_t)hd * sizeof(float));
 }
 
 /* Scaled dot-product attention, per (batch, head): out[b*T+t, h*hd..] (ld nh*hd).
  * q row (b, t) at q + (b*T + t)*ldq; keys of batch b at k + b*kbs + s*ldkv, s < Tk(b), where
  * Tk(b) = kv_len > 0 ? kv_len : lengths[b]. Causal: key s is visible from query t if
- * s <= pos0 + t. Padding keys (s >= Tk(b)) are never visible. */
+ * s <= pos0 + t. Padding keys (s >= Tk(b)) are never visible; without kv_len, padding queries
+ * (t >= lengths[b]) are not computed: their outputs are zeros. */
 static void attention(pk_model *m, const pk_batch *b, int layer, const float *q, int ldq,
                       const float *k, const float *v, int ldkv, size_t kbs, int kv_len, int pos0,
                       float *out)
