@@ -242,7 +242,31 @@ static int agent_check_log(agent_opts *o)
     return 0;
 }
 
-/* Required options, paths, the memory cap. */
+/* The trainable set against the model now, not at the agent's first training (which may come
+ * hours later, when the device is idle and charging): a spec the model refuses exits 1 here with
+ * train's message. The first training checks it again (the model may change meanwhile). */
+static int agent_check_trainable(const agent_opts *o)
+{
+    const char *tr = o->p.train.trainable;
+    if (!tr[0] || strcmp(tr, "all") == 0)
+        return 0;
+    char err[ERRLEN] = "";
+    pk_model *m = NULL;
+    uint8_t *mask = NULL;
+    pk_status st =
+        pk_model_load(o->p.train.model_dir, pk_model_default_params(), &m, err, sizeof err);
+    if (st == PK_OK)
+        st = pk_mezo_trainable(m, tr, &mask, err, sizeof err);
+    free(mask);
+    pk_model_free(m);
+    if (st != PK_OK) {
+        cli_error(o->c.cmd, "--trainable: %s", err[0] ? err : pk_status_str(st));
+        return CLI_ERR;
+    }
+    return 0;
+}
+
+/* Required options, paths, the trainable set, the memory cap. */
 static int agent_check(agent_opts *o)
 {
     const char *cmd = o->c.cmd;
@@ -269,6 +293,8 @@ static int agent_check(agent_opts *o)
     int rc = agent_check_times(o);
     if (rc == 0)
         rc = agent_check_log(o);
+    if (rc == 0)
+        rc = agent_check_trainable(o);
     if (rc != 0 || o->max_rss == NULL)
         return rc;
     uint64_t cap = parse_bytes(o->max_rss), need = 0;

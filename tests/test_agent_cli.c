@@ -642,8 +642,10 @@ static void test_lr_auto(void)
                         POCKETLLM, home, pass, STORIES));
 }
 
-/* A setting that fails when the agent first trains (a trainable set the model refuses) stops it
- * at once, exit 1, with the reason in its log and no "retrying" (it would fail the same way). */
+/* A trainable set the model refuses is refused at start (exit 1, train's message on stderr, no
+ * log line: the agent never ran), not hours later at its first training. A setting that fails
+ * only when the agent first trains (hizoo's diagonal above --hessian-budget) stops it at once,
+ * exit 1, with the reason in its log and no "retrying" (it would fail the same way). */
 static void test_bad_setting(void)
 {
     char home[300], path[400];
@@ -654,9 +656,19 @@ static void test_bad_setting(void)
     put(loadavg, "0.10 0.10 0.10 1/100 1\n");
     pid_t pid = start_agent(home, "--trainable top:0");
     PK_CHECK_EQ(wait_exit(pid, 60), 1);
+    snprintf(path, sizeof path, "%s.stderr", home);
+    char *err = slurp(path, &len);
+    PK_CHECK(err && strstr(err, "--trainable: trainable tensors 'top:0': want top:K"));
+    free(err);
     snprintf(path, sizeof path, "%s/agent.log", home);
     char *log = slurp(path, &len);
-    PK_CHECK(log && strstr(log, "stopping: trainable tensors 'top:0'") && !strstr(log, "retrying"));
+    PK_CHECK(log == NULL || !strstr(log, "starting"));
+    free(log);
+    pid = start_agent(home, "--estimator hizoo --hessian-budget 0.01");
+    PK_CHECK_EQ(wait_exit(pid, 60), 1);
+    log = slurp(path, &len);
+    PK_CHECK(log && strstr(log, "stopping: hizoo: the fp32 Hessian diagonal") &&
+             !strstr(log, "retrying"));
     free(log);
 }
 
