@@ -55,6 +55,7 @@ pocketllm_train_params pocketllm_train_default_params(void)
     p.hessian_budget = c.mezo.hessian_budget;
     p.hessian_every = c.mezo.hessian_every;
     p.perturb_layers = c.mezo.perturb_layers;
+    p.perturb_stages = c.mezo.perturb_stages;
     p.clip_g = c.mezo.clip_g;
     p.trainable = "all";
     p.seed = c.mezo.seed;
@@ -77,6 +78,11 @@ static pk_status train_enums(pocketllm_home *h, const pocketllm_train_params *p,
     if (p->fzoo_baseline && pk_fzoo_baseline_parse(p->fzoo_baseline, &c->mezo.fzoo_mean) != 0)
         return (pk_status)api_fail(h, PK_ERR_ARG, "fzoo_baseline '%s': want unperturbed or mean",
                                    p->fzoo_baseline);
+    if (p->perturb_stages < 0 || p->perturb_layers < 0 ||
+        (p->perturb_stages > 0 && p->perturb_layers > 0))
+        return (pk_status)api_fail(h, PK_ERR_ARG,
+                                   "perturb_stages %d, perturb_layers %d: one of them at most",
+                                   p->perturb_stages, p->perturb_layers);
     if (p->z && strcmp(p->z, "gaussian") != 0 && strcmp(p->z, "rademacher") != 0)
         return (pk_status)api_fail(h, PK_ERR_ARG, "z '%s': want gaussian or rademacher", p->z);
     c->mezo.z = p->z && !strcmp(p->z, "rademacher") ? PK_Z_RADEMACHER : PK_Z_GAUSSIAN;
@@ -130,6 +136,7 @@ static pk_status train_config(pocketllm_home *h, const pocketllm_train_params *p
     c->mezo.hessian_budget = p->hessian_budget;
     c->mezo.hessian_every = p->hessian_every < 1 ? 1 : p->hessian_every;
     c->mezo.perturb_layers = p->perturb_layers;
+    c->mezo.perturb_stages = p->perturb_stages;
     c->mezo.clip_g = p->clip_g;
     c->mezo.seed = p->seed;
     c->mezo.steps_total = p->steps;

@@ -73,6 +73,9 @@ static const cli_option train_table[] = {
     {"--perturb-layers", CLI_INT, CLI_AT(T, cfg.mezo.perturb_layers), 0, 4096, NULL, "K",
      "perturb and update K random layers per perturbation (0: all); raise --lr: spsa about "
      "layers/K, fzoo about 1.5-2x"},
+    {"--perturb-stages", CLI_INT, CLI_AT(T, cfg.mezo.perturb_stages), 0, 8192, NULL, "K",
+     "perturb and update K random stages (block halves: attention, MLP) of those holding "
+     "trainable tensors per perturbation (0: all; not with --perturb-layers)"},
     {"--accumulate", CLI_INT, CLI_AT(T, cfg.accumulate), 1, 4096, NULL, "M",
      "micro-batches per step under one z"},
     {"--clip-g", CLI_FLOAT, CLI_AT(T, cfg.mezo.clip_g), 0, 1e30, NULL, "F",
@@ -241,6 +244,10 @@ static int train_check(train_opts *o)
         cli_error(cmd, "--early-stop needs --eval-every N and --eval-dataset NAME");
         return CLI_USAGE;
     }
+    if (cfg->mezo.perturb_stages > 0 && cfg->mezo.perturb_layers > 0) {
+        cli_error(cmd, "--perturb-stages and --perturb-layers: one of them at most");
+        return CLI_USAGE;
+    }
     cfg->mezo.steps_total = cfg->steps;
     return 0;
 }
@@ -358,6 +365,7 @@ static pocketllm_train_params train_params(const pk_train_config *cfg, int64_t r
     p.hessian_budget = cfg->mezo.hessian_budget;
     p.hessian_every = cfg->mezo.hessian_every;
     p.perturb_layers = cfg->mezo.perturb_layers;
+    p.perturb_stages = cfg->mezo.perturb_stages;
     p.clip_g = cfg->mezo.clip_g;
     p.trainable = cfg->trainable;
     p.seed = cfg->mezo.seed;

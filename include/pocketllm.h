@@ -336,6 +336,10 @@ typedef struct pocketllm_train_params {
      * (the mean of the N perturbed losses; the unperturbed loss is not evaluated: N per step;
      * train --fzoo-baseline) */
     const char *fzoo_baseline;
+    /* since 0.2: > 0: K random stages (halves of transformer blocks: attention, MLP) of those
+     * holding trainable tensors perturbed per perturbation (train --perturb-stages; not with
+     * perturb_layers; 0 = off) */
+    int perturb_stages;
 } pocketllm_train_params;
 
 /* The defaults (the CLI's `train` defaults). Threads: any thread. */

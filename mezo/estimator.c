@@ -173,7 +173,7 @@ int64_t pk_mezo_evals_upto(const pk_mezo_params *p, int64_t steps)
 /* Plain MeZO: no state, and pk_mezo_step does the step. */
 static int plain(const pk_mezo_params *p)
 {
-    return p->estimator == PK_EST_SPSA && p->perturb_layers <= 0;
+    return p->estimator == PK_EST_SPSA && p->perturb_layers <= 0 && p->perturb_stages <= 0;
 }
 
 /* ---- layers --------------------------------------------------------------------------------- */
@@ -206,6 +206,46 @@ static int tensor_layer_at(const pk_model *m, size_t i)
     return pk_tensor_layer(ti.name);
 }
 
+/* Selection sampling (each of n units in turn, taken with probability need / left): K distinct
+ * units into chosen[n], integer arithmetic only, a pure function of the seed. */
+static void choose_units(uint64_t seed, int n, int K, uint8_t *chosen)
+{
+    uint64_t h = pk_splitmix64(seed ^ 0x4c41594552534b31ull); /* "LAYERSK1" */
+    int need = K;
+    for (int u = 0; u < n; u++) {
+        uint64_t r = pk_splitmix64(h ^ (uint64_t)u) % (uint64_t)(n - u);
+        chosen[u] = r < (uint64_t)need;
+        need -= chosen[u];
+    }
+}
+
+/* perturb_stages K: out (the trainable mask) kept on K of the stages holding its tensors. */
+static void stage_mask(const pk_model *m, int K, uint64_t seed, uint8_t *out)
+{
+    size_t nt = pk_model_n_tensors(m);
+    uint8_t held[2 * MAX_LAYERS] = {0}, chosen[2 * MAX_LAYERS];
+    int n = 0, unit[2 * MAX_LAYERS];
+    for (size_t i = 0; i < nt; i++) {
+        int s = pk_model_tensor_stage(m, i);
+        if (out[i] && s >= 0 && s < 2 * MAX_LAYERS)
+            held[s] = 1;
+    }
+    for (int s = 0; s < 2 * MAX_LAYERS; s++) /* the held stages, in order */
+        if (held[s])
+            unit[n++] = s;
+    if (K >= n)
+        return;
+    choose_units(seed, n, K, chosen);
+    memset(held, 0, sizeof held);
+    for (int u = 0; u < n; u++)
+        held[unit[u]] = chosen[u];
+    for (size_t i = 0; i < nt; i++) {
+        int s = pk_model_tensor_stage(m, i);
+        if (s < 0 || s >= 2 * MAX_LAYERS || !held[s])
+            out[i] = 0;
+    }
+}
+
 void pk_mezo_layer_mask(const pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
                         uint64_t seed, uint8_t *out)
 {
@@ -216,19 +256,15 @@ void pk_mezo_layer_mask(const pk_model *m, const uint8_t *trainable, const pk_me
         int l = tensor_layer_at(m, i);
         L = l + 1 > L ? l + 1 : L;
     }
+    if (p->perturb_stages > 0) {
+        stage_mask(m, p->perturb_stages, seed, out);
+        return;
+    }
     int K = p->perturb_layers;
     if (K <= 0 || K >= L)
         return;
-    /* selection sampling (each layer in turn, taken with probability need / left): K distinct
-     * layers, integer arithmetic only, a pure function of the seed */
     uint8_t chosen[MAX_LAYERS];
-    uint64_t h = pk_splitmix64(seed ^ 0x4c41594552534b31ull); /* "LAYERSK1" */
-    int need = K;
-    for (int l = 0; l < L; l++) {
-        uint64_t r = pk_splitmix64(h ^ (uint64_t)l) % (uint64_t)(L - l);
-        chosen[l] = r < (uint64_t)need;
-        need -= chosen[l];
-    }
+    choose_units(seed, L, K, chosen);
     for (size_t i = 0; i < nt; i++) {
         int l = tensor_layer_at(m, i);
         if (l < 0 || !chosen[l])

@@ -46,6 +46,7 @@ pk_mezo_params pk_mezo_default_params(void)
     p.hessian_budget = 0.10f;
     p.hessian_every = 16; /* H holds no per-element curvature on stories260k (README) */
     p.perturb_layers = 0;
+    p.perturb_stages = 0;
     p.rounding = PK_ROUND_STOCHASTIC;
     return p;
 }

@@ -13,6 +13,7 @@
  *   [hessian_smooth <C99 hex float>]
  *   [hessian_every <K>]                the rows with pk_mezo_replay_ex under them
  *   [perturb_layers <K>]
+ *   [perturb_stages <K>]
  *   [rounding stochastic|nearest]      16-bit weights' update rounding: always written now; a
  *                                      file without it predates stochastic rounding and
  *                                      replays rounding to nearest, as it was made
@@ -27,7 +28,8 @@
  *   parent steps <S> rows <R> z gaussian|rademacher weight_decay <hex float>
  *          [estimator fzoo|hizoo] [perturbations <N>] [fzoo_baseline mean]
  *          [hessian_smooth <hex float>]
- *          [hessian_every <K>] [perturb_layers <K>] trainable <spec>    (one line)
+ *          [hessian_every <K>] [perturb_layers <K>] [perturb_stages <K>]
+ *          trainable <spec>                                               (one line)
  * and its R rows come after the "steps" line, ahead of the run's own: ancestor by ancestor,
  * each under its own settings, then the run's. A reader without chains refuses such a file
  * (it wants "steps" after "trainable") rather than replaying part of it.
@@ -86,7 +88,7 @@ static void write_rows(FILE *f, const pk_step_row *rows, size_t n)
 /* The optional estimator settings, none for plain spsa: one per line in the header (sep '\n'),
  * or as fields of a parent line (sep ' ', each after a space). */
 static void write_estimator_fields(FILE *f, pk_estimator e, int perturbations, int fzoo_mean,
-                                   float smooth, int every, int layers, char sep)
+                                   float smooth, int every, int layers, int stages, char sep)
 {
     const char *pre = sep == ' ' ? " " : "";
     char end[2] = {sep == ' ' ? 0 : sep, 0};
@@ -102,12 +104,15 @@ static void write_estimator_fields(FILE *f, pk_estimator e, int perturbations, i
         fprintf(f, "%shessian_every %d%s", pre, every, end);
     if (layers > 0)
         fprintf(f, "%sperturb_layers %d%s", pre, layers, end);
+    if (stages > 0)
+        fprintf(f, "%sperturb_stages %d%s", pre, stages, end);
 }
 
 static void write_estimator(FILE *f, const pk_seedlog *log)
 {
     write_estimator_fields(f, log->estimator, log->perturbations, log->fzoo_mean,
-                           log->hessian_smooth, log->hessian_every, log->perturb_layers, '\n');
+                           log->hessian_smooth, log->hessian_every, log->perturb_layers,
+                           log->perturb_stages, '\n');
     fprintf(f, "rounding %s\n", pk_rounding_name(log->rounding));
 }
 
@@ -126,7 +131,7 @@ pk_status pk_seedlog_write(const char *path, const pk_seedlog *log, char *err, s
         fprintf(f, "parent steps %" PRId64 " rows %zu z %s weight_decay %a", p->steps, p->n_rows,
                 z_name(p->z), (double)p->weight_decay);
         write_estimator_fields(f, p->estimator, p->perturbations, p->fzoo_mean, p->hessian_smooth,
-                               p->hessian_every, p->perturb_layers, ' ');
+                               p->hessian_every, p->perturb_layers, p->perturb_stages, ' ');
         fprintf(f, " trainable %s\n", p->trainable);
     }
     fprintf(f, "steps %zu\n", log->n_rows);
@@ -198,12 +203,13 @@ static int optional_line(const char *l, pk_seedlog *out)
                    : -1;
     int which = !strncmp(l, "perturbations ", 14)    ? 14
                 : !strncmp(l, "perturb_layers ", 15) ? 15
+                : !strncmp(l, "perturb_stages ", 15) ? 16
                 : !strncmp(l, "hessian_every ", 14)  ? -14
                                                      : 0;
     if (which == 0)
         return 0;
-    int at = which < 0 ? -which : which;
-    long hi = which < 0 ? PK_HESSIAN_EVERY_MAX : 4096;
+    int at = which < 0 ? -which : which == 16 ? 15 : which;
+    long hi = which < 0 ? PK_HESSIAN_EVERY_MAX : which == 16 ? 8192 : 4096;
     v = strtol(l + at, &end, 10);
     if (end == l + at || *end != 0 || v < 1 || v > hi)
         return -1;
@@ -211,6 +217,8 @@ static int optional_line(const char *l, pk_seedlog *out)
         out->perturbations = (int)v;
     else if (which == 15)
         out->perturb_layers = (int)v;
+    else if (which == 16)
+        out->perturb_stages = (int)v;
     else
         out->hessian_every = (int)v;
     return 1;
@@ -218,13 +226,14 @@ static int optional_line(const char *l, pk_seedlog *out)
 
 /* 1 if the settings belong to another estimator, or an estimator lacks its setting (fzoo its
  * perturbations, hizoo its hessian_smooth; hessian_every is hizoo's only, fzoo_baseline
- * fzoo's). */
+ * fzoo's), or both kinds of layer sampling are set. */
 static int settings_clash(const pk_seedlog *o)
 {
     return (o->estimator == PK_EST_FZOO) != (o->perturbations > 0) ||
            (o->fzoo_mean && o->estimator != PK_EST_FZOO) ||
            (o->estimator == PK_EST_HIZOO) != (o->hessian_smooth > 0.0f) ||
-           (o->hessian_every > 0 && o->estimator != PK_EST_HIZOO);
+           (o->hessian_every > 0 && o->estimator != PK_EST_HIZOO) ||
+           (o->perturb_layers > 0 && o->perturb_stages > 0);
 }
 
 /* The estimator fields of a parent line, from p up to " trainable ": each "key value" as the
@@ -252,6 +261,7 @@ static int parent_estimator(const char *p, const char **trainable, pk_seedlog_se
     seg->hessian_smooth = opt.hessian_smooth;
     seg->hessian_every = opt.hessian_every;
     seg->perturb_layers = opt.perturb_layers;
+    seg->perturb_stages = opt.perturb_stages;
     *trainable = p + 10;
     return 0;
 }
@@ -277,7 +287,8 @@ static pk_status parse_parent(reader *r, pk_seedlog *out, char *err, size_t errl
         pk_seterr(
             err, errlen,
             "%s:%d: want 'parent steps S rows R z KIND weight_decay F [estimator E "
-            "perturbations N fzoo_baseline mean hessian_smooth H hessian_every K perturb_layers K] "
+            "perturbations N fzoo_baseline mean hessian_smooth H hessian_every K perturb_layers K "
+            "perturb_stages K] "
             "trainable SPEC'",
             r->path, r->ln);
         return PK_ERR_FORMAT;
@@ -536,7 +547,7 @@ pk_status pk_seedlog_read(const char *path, pk_seedlog *out, char *err, size_t e
 
 /* Replay settings: z, weight decay and the estimator fields over the defaults. */
 static pk_mezo_params replay_params(pk_z_kind z, float weight_decay, pk_estimator e,
-                                    int perturbations, float smooth, int layers)
+                                    int perturbations, float smooth, int layers, int stages)
 {
     pk_mezo_params p = pk_mezo_default_params();
     p.z = z;
@@ -547,6 +558,7 @@ static pk_mezo_params replay_params(pk_z_kind z, float weight_decay, pk_estimato
     if (smooth > 0.0f)
         p.hessian_smooth = smooth;
     p.perturb_layers = layers;
+    p.perturb_stages = stages;
     p.hessian_budget = 1e30f; /* replaying a log the run could hold is not refused */
     return p;
 }
@@ -554,7 +566,7 @@ static pk_mezo_params replay_params(pk_z_kind z, float weight_decay, pk_estimato
 pk_mezo_params pk_seedlog_params(const pk_seedlog *log)
 {
     pk_mezo_params p = replay_params(log->z, log->weight_decay, log->estimator, log->perturbations,
-                                     log->hessian_smooth, log->perturb_layers);
+                                     log->hessian_smooth, log->perturb_layers, log->perturb_stages);
     p.rounding = log->rounding;
     p.hessian_every = log->hessian_every; /* a record: 0 (no line) reads as 1 */
     p.fzoo_mean = log->fzoo_mean;         /* a record too */
@@ -595,7 +607,7 @@ pk_status pk_seedlog_replay(pk_model *m, const pk_seedlog *log, char *err, size_
         const pk_seedlog_segment *seg = &log->parents[i];
         pk_mezo_params pp =
             replay_params(seg->z, seg->weight_decay, seg->estimator, seg->perturbations,
-                          seg->hessian_smooth, seg->perturb_layers);
+                          seg->hessian_smooth, seg->perturb_layers, seg->perturb_stages);
         pp.rounding = log->rounding; /* the log's marker covers its ancestors' rows too */
         st = replay_segment(m, seg->trainable, &pp, seg->rows, seg->n_rows, err, errlen);
         if (st != PK_OK)

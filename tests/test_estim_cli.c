@@ -264,6 +264,45 @@ static void test_top_trainable(void)
     free(bad);
 }
 
+/* --perturb-stages 1 with the top block trainable: the run config has it, its seed log's
+ * "perturb_stages 1" line replays to the run's weights; with --perturb-layers too, a usage
+ * error. */
+static void test_perturb_stages(void)
+{
+    char *o = NULL, *rep = NULL, *bad = NULL;
+    PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
+                        "%s train" BASE " --estimator fzoo --fzoo-baseline mean --perturbations 3"
+                        " --perturb-stages 1 --trainable top:1 --lr 1e-3 --steps 4 --home %s",
+                        POCKETLLM, home),
+                0);
+    cJSON *fin = o ? cJSON_Parse(last_line(o)) : NULL;
+    long long run = (long long)num(fin, "run");
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(fin, "weights");
+    char log[600], out[600];
+    snprintf(log, sizeof log, "%s/stages.seedlog", tmp);
+    snprintf(out, sizeof out, "%s/stages-replay", tmp);
+    PK_CHECK_EQ(run_fmt(&rep, RUN_SHOW_FAILURE,
+                        "%s runs show %lld --json --home %s && %s export --run %lld --seed-log %s "
+                        "--home %s && %s replay --seed-log %s --model %s --out %s 2>&1 && "
+                        "grep -c '^perturb_stages 1$' %s",
+                        POCKETLLM, run, home, POCKETLLM, run, log, home, POCKETLLM, log, STORIES,
+                        out, log),
+                0);
+    PK_CHECK(rep && strstr(rep, "\"perturb_stages\":1")); /* runs show's config */
+    PK_CHECK(rep && cJSON_IsString(w) && strstr(rep, w->valuestring) != NULL); /* the same hash */
+    PK_CHECK(rep && strstr(rep, "\n1\n") != NULL);                             /* one such line */
+    PK_CHECK_EQ(run_fmt(&bad, 0,
+                        "%s train" BASE " --perturb-stages 1 --perturb-layers 2 --steps 1 "
+                        "--home %s 2>&1",
+                        POCKETLLM, home),
+                2);
+    PK_CHECK(bad && strstr(bad, "--perturb-stages and --perturb-layers: one of them at most"));
+    cJSON_Delete(fin);
+    free(o);
+    free(rep);
+    free(bad);
+}
+
 /* --fzoo-baseline mean: N evaluations a step instead of N + 1 (the eval events count them), the
  * setting kept in the run and its seed log, and the seed log replays to the run's weights; a
  * value it does not know is a usage error. */
@@ -623,6 +662,7 @@ int main(void)
     test_lr_guard_cli();
     test_top_trainable();
     test_fzoo_baseline();
+    test_perturb_stages();
     test_classify_events();
     test_bench_layers();
     rm_rf(tmp);

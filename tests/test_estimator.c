@@ -216,7 +216,23 @@ static void test_replay_resume(void)
     pk_run_info ri;
     PK_CHECK(pk_store_run_get(s, id, &ri, NULL, 0) == PK_OK);
     PK_CHECK(strstr(ri.config_json, "\"fzoo_baseline\":\"mean\"") != NULL);
+    PK_CHECK(strstr(ri.config_json, "perturb_stages") == NULL); /* written only when on */
     pk_run_info_clear(&ri);
+    /* stage sampling: 3 of all the stages, and 1 of the top block's two halves with the mean
+     * baseline (scripts/convergence.sh's fzoo-top-half): exact replay, seed log (its
+     * "perturb_stages" line) and resume, the setting in the run config */
+    char st3[65], st1[65];
+    c = est_config(PK_EST_FZOO, 0);
+    c.mezo.perturb_stages = 3;
+    check_exact("fzoo, 3 stages", &c, st3, &id);
+    PK_CHECK(pk_store_run_get(s, id, &ri, NULL, 0) == PK_OK);
+    PK_CHECK(strstr(ri.config_json, "\"perturb_stages\":3") != NULL);
+    pk_run_info_clear(&ri);
+    c.mezo.perturb_stages = 1;
+    c.mezo.fzoo_mean = 1;
+    snprintf(c.trainable, sizeof c.trainable, "top:1");
+    check_exact("fzoo, 1 of the top block's stages", &c, st1, &id);
+    PK_CHECK(strcmp(st3, fz) != 0 && strcmp(st3, fl) != 0 && strcmp(st1, st3) != 0);
     pk_store_close(s);
     PK_CHECK(strcmp(hz, plain) != 0);
 }
@@ -331,6 +347,60 @@ static void test_fzoo_rows(void)
         gs += (double)mrows[i].g;
     PK_CHECK_NEAR(gs, 0.0, 1e-4); /* centred: the coefficients sum to 0 */
     pk_mezo_state_free(st);
+    pk_model_free(m);
+}
+
+/* Stage sampling (perturb_stages): with the top block trainable, each seed's mask is exactly
+ * one of its two halves (pk_model_tensor_stage), both occur, and it is a function of the seed;
+ * with every tensor trainable, K = 3 keeps exactly 3 stages and nothing outside the blocks;
+ * K at or above the stages held is the trainable mask itself. */
+static void test_stage_sampling(void)
+{
+    pk_model *m = load();
+    size_t nt = pk_model_n_tensors(m);
+    int L = pk_model_n_layers(m);
+    uint8_t *top = calloc(nt, 1), *a = malloc(nt), *b = malloc(nt);
+    for (size_t i = 0; i < nt; i++)
+        top[i] = pk_model_tensor_stage(m, i) >= 2 * (L - 1);
+    pk_mezo_params p = pk_mezo_default_params();
+    p.perturb_stages = 1;
+    int seen[2] = {0, 0};
+    for (uint64_t seed = 1; seed < 20; seed++) {
+        pk_mezo_layer_mask(m, top, &p, seed, a);
+        pk_mezo_layer_mask(m, top, &p, seed, b);
+        PK_CHECK(!memcmp(a, b, nt));
+        int on[2] = {0, 0};
+        for (size_t i = 0; i < nt; i++) {
+            int st = pk_model_tensor_stage(m, i);
+            PK_CHECK(!a[i] || top[i]);
+            if (a[i])
+                on[st - 2 * (L - 1)]++;
+        }
+        PK_CHECK((on[0] > 0) != (on[1] > 0)); /* one half, whole */
+        for (size_t i = 0; i < nt; i++)
+            if (top[i])
+                PK_CHECK_EQ(a[i], (uint8_t)(on[pk_model_tensor_stage(m, i) % 2] > 0));
+        seen[on[1] > 0]++;
+    }
+    PK_CHECK(seen[0] > 0 && seen[1] > 0);
+    p.perturb_stages = 3;
+    for (uint64_t seed = 1; seed < 10; seed++) {
+        pk_mezo_layer_mask(m, NULL, &p, seed, a);
+        int held[64] = {0}, n = 0;
+        for (size_t i = 0; i < nt; i++) {
+            int st = pk_model_tensor_stage(m, i);
+            PK_CHECK(!a[i] || st >= 0);
+            if (a[i] && st >= 0 && st < 64 && !held[st]++)
+                n++;
+        }
+        PK_CHECK_EQ(n, 3);
+    }
+    p.perturb_stages = 2; /* the top block holds two: all of them */
+    pk_mezo_layer_mask(m, top, &p, 5, a);
+    PK_CHECK(!memcmp(a, top, nt));
+    free(top);
+    free(a);
+    free(b);
     pk_model_free(m);
 }
 
@@ -1299,6 +1369,29 @@ static void test_seedlog_settings_clash(void)
         free(edited);
         free(text);
     }
+    /* stage sampling's line reads back; with layer sampling's too, the file is refused */
+    log.estimator = PK_EST_FZOO;
+    log.perturbations = 4;
+    log.fzoo_mean = 0;
+    for (int layers = 0; layers <= 1; layers++) {
+        log.perturb_stages = 2;
+        log.perturb_layers = layers;
+        PK_CHECK(pk_seedlog_write(path, &log, err, sizeof err) == PK_OK);
+        size_t len = 0;
+        char *text = slurp(path, &len);
+        PK_CHECK(text && strstr(text, "\nperturb_stages 2\n"));
+        free(text);
+        pk_seedlog back;
+        err[0] = 0;
+        pk_status st = pk_seedlog_read(path, &back, err, sizeof err);
+        if (layers == 0) {
+            PK_CHECK(st == PK_OK && back.perturb_stages == 2 && back.perturb_layers == 0);
+            if (st == PK_OK)
+                pk_seedlog_clear(&back);
+        } else {
+            PK_CHECK(st == PK_ERR_FORMAT && strstr(err, "do not go together") != NULL);
+        }
+    }
 }
 
 /* hizoo's update of 16-bit weights rounds as the run says, like MeZO's: with stochastic rounding
@@ -1405,6 +1498,7 @@ int main(void)
     pk_store_close(s);
     test_fzoo_rows();
     test_layers();
+    test_stage_sampling();
     test_hizoo_state();
     test_hizoo_formula();
     test_hizoo_one_sweep();

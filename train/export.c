@@ -256,6 +256,7 @@ static pk_status add_ancestors(pk_store *s, const pk_run_info *child, pk_seedlog
             v->hessian_smooth = cfg.mezo.hessian_smooth;
             v->hessian_every = cfg.mezo.hessian_every;
             v->perturb_layers = cfg.mezo.perturb_layers;
+            v->perturb_stages = cfg.mezo.perturb_stages;
             v->steps = steps;
             snprintf(v->trainable, sizeof v->trainable, "%s", cfg.trainable);
             st = pk_store_steps_read(s, run, 0, steps, &v->rows, &v->n_rows, serr, sizeof serr);
@@ -307,6 +308,7 @@ pk_status pk_export_seedlog(pk_store *s, int64_t run_id, const char *path, size_
     log.hessian_smooth = cfg.mezo.hessian_smooth;
     log.hessian_every = cfg.mezo.hessian_every;
     log.perturb_layers = cfg.mezo.perturb_layers;
+    log.perturb_stages = cfg.mezo.perturb_stages;
     log.rounding = cfg.mezo.rounding;
     st = pk_seedlog_write(path, &log, err, errlen);
     if (st != PK_OK)

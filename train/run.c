@@ -113,6 +113,8 @@ pk_status pk_train_config_to_json(const pk_train_config *c, char **json)
     cJSON_AddNumberToObject(o, "hessian_budget", (double)c->mezo.hessian_budget);
     cJSON_AddNumberToObject(o, "hessian_every", c->mezo.hessian_every);
     cJSON_AddNumberToObject(o, "perturb_layers", c->mezo.perturb_layers);
+    if (c->mezo.perturb_stages > 0) /* written only when on: older configs read as before */
+        cJSON_AddNumberToObject(o, "perturb_stages", c->mezo.perturb_stages);
     /* 16-bit update rounding (runs created before the key rounded to nearest) */
     cJSON_AddStringToObject(o, "rounding", pk_rounding_name(c->mezo.rounding));
     if (c->lr_search.n > 0)
@@ -171,6 +173,11 @@ static const char *estimator_from_json(const cJSON *o, pk_mezo_params *p)
         if (get_num(o, "perturb_layers", &d) || d < 0 || d > 4096)
             return "perturb_layers";
         p->perturb_layers = (int)d;
+    }
+    if (cJSON_GetObjectItemCaseSensitive(o, "perturb_stages") != NULL) {
+        if (get_num(o, "perturb_stages", &d) || d < 1 || d > 8192)
+            return "perturb_stages";
+        p->perturb_stages = (int)d;
     }
     if (cJSON_GetObjectItemCaseSensitive(o, "hessian_smooth") != NULL) {
         if (get_num(o, "hessian_smooth", &d))

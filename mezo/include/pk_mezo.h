@@ -72,6 +72,8 @@ typedef struct pk_mezo_params {
                              <= 0 reads as 1, every step, as runs before the option) */
     int perturb_layers;   /* > 0: only this many randomly chosen layers are perturbed and
                              updated per perturbation (the choice a function of its seed) */
+    int perturb_stages;   /* > 0: the same over the stages (block halves, DESIGN 4) that hold
+                             trainable tensors; not with perturb_layers */
     pk_rounding rounding; /* 16-bit weights' update rounding (default stochastic) */
 } pk_mezo_params;
 
@@ -236,7 +238,10 @@ int pk_tensor_layer(const char *name);
 /* The tensors perturbation `seed` touches: trainable (NULL = all) restricted to
  * p->perturb_layers layers drawn without replacement from the model's layers by a generator
  * seeded with `seed` (tensors outside the blocks are left alone); a copy of trainable when
- * perturb_layers is 0 or not below the layer count. out [n_tensors] caller-owned. */
+ * perturb_layers is 0 or not below the layer count. With p->perturb_stages K instead, K of the
+ * stages that hold trainable tensors (pk_model_tensor_stage; in stage order, drawn the same
+ * way), the tensors outside the blocks left alone; a copy of trainable when K is not below
+ * their count. out [n_tensors] caller-owned. */
 void pk_mezo_layer_mask(const pk_model *m, const uint8_t *trainable, const pk_mezo_params *p,
                         uint64_t seed, uint8_t *out);
 
@@ -366,6 +371,7 @@ typedef struct pk_seedlog_segment {
     float hessian_smooth; /* hizoo */
     int hessian_every;    /* hizoo: 0 or 1 = every step (a record: replay follows the rows) */
     int perturb_layers;   /* 0 = off */
+    int perturb_stages;   /* 0 = off */
 } pk_seedlog_segment;
 typedef struct pk_seedlog {
     char base_hash[65];
@@ -379,6 +385,7 @@ typedef struct pk_seedlog {
     float hessian_smooth; /* hizoo */
     int hessian_every;    /* hizoo: 0 or 1 = every step (a record: replay follows the rows) */
     int perturb_layers;   /* 0 = off */
+    int perturb_stages;   /* 0 = off */
     /* "rounding stochastic|nearest", always written; a log without the line was written before
      * stochastic rounding and reads as PK_ROUND_NEAREST */
     pk_rounding rounding;
