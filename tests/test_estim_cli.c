@@ -264,6 +264,23 @@ static void test_top_trainable(void)
     free(bad);
 }
 
+/* Run `run`'s seed log (exported to TMP/NAME.seedlog) replayed on the base model gives the
+ * run's weights hash w, and the log holds `line` once. */
+static void check_seedlog_replay(long long run, const char *name, const char *line, const cJSON *w)
+{
+    char log[600], out[600], *rep = NULL;
+    snprintf(log, sizeof log, "%s/%s.seedlog", tmp, name);
+    snprintf(out, sizeof out, "%s/%s-replay", tmp, name);
+    PK_CHECK_EQ(run_fmt(&rep, RUN_SHOW_FAILURE,
+                        "%s export --run %lld --seed-log %s --home %s && %s replay --seed-log %s "
+                        "--model %s --out %s 2>&1 && grep -c '^%s$' %s",
+                        POCKETLLM, run, log, home, POCKETLLM, log, STORIES, out, line, log),
+                0);
+    PK_CHECK(rep && cJSON_IsString(w) && strstr(rep, w->valuestring) != NULL); /* the same hash */
+    PK_CHECK(rep && strstr(rep, "\n1\n") != NULL);                             /* one such line */
+    free(rep);
+}
+
 /* --perturb-stages 1 with the top block trainable: the run config has it, its seed log's
  * "perturb_stages 1" line replays to the run's weights; with --perturb-layers too, a usage
  * error. */
@@ -278,19 +295,11 @@ static void test_perturb_stages(void)
     cJSON *fin = o ? cJSON_Parse(last_line(o)) : NULL;
     long long run = (long long)num(fin, "run");
     const cJSON *w = cJSON_GetObjectItemCaseSensitive(fin, "weights");
-    char log[600], out[600];
-    snprintf(log, sizeof log, "%s/stages.seedlog", tmp);
-    snprintf(out, sizeof out, "%s/stages-replay", tmp);
-    PK_CHECK_EQ(run_fmt(&rep, RUN_SHOW_FAILURE,
-                        "%s runs show %lld --json --home %s && %s export --run %lld --seed-log %s "
-                        "--home %s && %s replay --seed-log %s --model %s --out %s 2>&1 && "
-                        "grep -c '^perturb_stages 1$' %s",
-                        POCKETLLM, run, home, POCKETLLM, run, log, home, POCKETLLM, log, STORIES,
-                        out, log),
-                0);
+    PK_CHECK_EQ(
+        run_fmt(&rep, RUN_SHOW_FAILURE, "%s runs show %lld --json --home %s", POCKETLLM, run, home),
+        0);
     PK_CHECK(rep && strstr(rep, "\"perturb_stages\":1")); /* runs show's config */
-    PK_CHECK(rep && cJSON_IsString(w) && strstr(rep, w->valuestring) != NULL); /* the same hash */
-    PK_CHECK(rep && strstr(rep, "\n1\n") != NULL);                             /* one such line */
+    check_seedlog_replay(run, "stages", "perturb_stages 1", w);
     PK_CHECK_EQ(run_fmt(&bad, 0,
                         "%s train" BASE " --perturb-stages 1 --perturb-layers 2 --steps 1 "
                         "--home %s 2>&1",
@@ -308,7 +317,7 @@ static void test_perturb_stages(void)
  * value it does not know is a usage error. */
 static void test_fzoo_baseline(void)
 {
-    char *o = NULL, *show = NULL, *bad = NULL, *rep = NULL;
+    char *o = NULL, *show = NULL, *bad = NULL;
     PK_CHECK_EQ(run_fmt(&o, RUN_SHOW_FAILURE,
                         "%s train" BASE " --estimator fzoo --fzoo-baseline mean --perturbations 3"
                         " --lr 1e-3 --steps 4 --eval-dataset pip-heldout --eval-every 2 --home %s",
@@ -331,16 +340,7 @@ static void test_fzoo_baseline(void)
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(sj, "config"), "fzoo_baseline");
     PK_CHECK(cJSON_IsString(b) && !strcmp(b->valuestring, "mean"));
-    char log[600], out[600];
-    snprintf(log, sizeof log, "%s/mean.seedlog", tmp);
-    snprintf(out, sizeof out, "%s/mean-replay", tmp);
-    PK_CHECK_EQ(run_fmt(&rep, RUN_SHOW_FAILURE,
-                        "%s export --run %lld --seed-log %s --home %s && %s replay --seed-log %s "
-                        "--model %s --out %s 2>&1 && grep -c '^fzoo_baseline mean$' %s",
-                        POCKETLLM, run, log, home, POCKETLLM, log, STORIES, out, log),
-                0);
-    PK_CHECK(rep && cJSON_IsString(w) && strstr(rep, w->valuestring) != NULL); /* the same hash */
-    PK_CHECK(rep && strstr(rep, "\n1\n") != NULL);                             /* one such line */
+    check_seedlog_replay(run, "mean", "fzoo_baseline mean", w);
     PK_CHECK_EQ(run_fmt(&bad, 0,
                         "%s train" BASE " --estimator fzoo --fzoo-baseline median --steps 1 "
                         "--home %s 2>&1",
@@ -355,7 +355,6 @@ static void test_fzoo_baseline(void)
     free(o);
     free(show);
     free(bad);
-    free(rep);
 }
 
 /* The final eval loss of a train --json output (consumed), NaN if none; *weights (may be NULL,
